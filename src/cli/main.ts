@@ -1,0 +1,309 @@
+/**
+ * `strata`: parses arguments and starts the parts. `local` runs master, worker and
+ * mount as child processes of one foreground process tree; `master`, `worker` and
+ * `mount` run one part each; `fs` talks to a running cluster.
+ */
+
+import { Command, CommanderError, Option } from 'commander';
+import { fork, ChildProcess } from 'node:child_process';
+import { accessSync, constants as fsConstants, mkdirSync, statSync } from 'node:fs';
+import * as nodePath from 'node:path';
+import { StrataError, toStrataError } from '../common/errors';
+import { StrataConfig, resolveConfig } from '../common/config';
+import { createLogger } from '../common/log';
+import { startMaster } from '../master/server';
+import { startWorker } from '../worker/server';
+import { StrataFileSystem } from '../client/file-system';
+import { mountFuse, prepareMountPoint } from '../fuse/fuse-mount';
+import { createUfs } from '../ufs';
+import { registerFsCommands } from './fs-commands';
+
+/** Exit code for bad usage or configuration; runtime failures exit 1. */
+export const EXIT_USAGE = 2;
+
+const CLI_ENTRY = nodePath.resolve(__dirname, '..', '..', '..', 'bin', 'strata');
+/** Set for the children of `strata local`: they obey their parent, not terminal signals. */
+const CHILD_ENV = 'STRATA_LOCAL_CHILD';
+
+function fail(err: unknown): never {
+  const e = toStrataError(err);
+  process.stderr.write(`strata: ${e.message}\n`);
+  process.exit(e.code === 'CONFIG' || e.code === 'BAD_REQUEST' ? EXIT_USAGE : 1);
+}
+
+/** Creates the home directory and checks that it is usable, before anything starts. */
+function checkHome(home: string): void {
+  try {
+    mkdirSync(home, { recursive: true });
+    if (!statSync(home).isDirectory()) throw new Error('not a directory');
+    accessSync(home, fsConstants.R_OK | fsConstants.W_OK | fsConstants.X_OK);
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new StrataError('CONFIG', `cannot use home directory ${home}: ${reason}`);
+  }
+}
+
+function checkUfs(uri: string): void {
+  createUfs(uri); // throws CONFIG for unknown schemes and malformed URIs
+}
+
+/** In a child of `strata local`: report readiness, and stop when the parent says so or dies. */
+function asChild(ready: Record<string, unknown>, stop: () => Promise<void>): void {
+  if (!process.send) return;
+  let stopping = false;
+  const shutdown = async () => {
+    if (stopping) return;
+    stopping = true;
+    try {
+      await stop();
+    } finally {
+      process.exit(0);
+    }
+  };
+  process.on('message', (m) => {
+    if (m === 'shutdown') void shutdown();
+  });
+  process.on('disconnect', () => void shutdown());
+  process.send({ ready: true, ...ready });
+}
+
+function onSignals(stop: () => Promise<void>): void {
+  if (process.env[CHILD_ENV]) {
+    // The terminal's Ctrl-C reaches the whole process group; the parent orders the shutdown.
+    process.on('SIGINT', () => undefined);
+    process.on('SIGTERM', () => undefined);
+    return;
+  }
+  let stopping = false;
+  const handler = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`strata: ${sig}, shutting down\n`);
+    stop().then(
+      () => process.exit(0),
+      (err) => {
+        process.stderr.write(`strata: shutdown failed: ${(err as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => handler('SIGINT'));
+  process.on('SIGTERM', () => handler('SIGTERM'));
+}
+
+async function runMaster(cfg: StrataConfig): Promise<void> {
+  checkHome(cfg.home);
+  checkUfs(cfg.ufs);
+  const log = createLogger('master', cfg.logLevel);
+  const m = await startMaster({
+    home: cfg.home,
+    host: cfg.bind,
+    port: cfg.masterPort,
+    ufsUri: cfg.ufs,
+    blockSize: cfg.blockSize,
+    syncIntervalMs: cfg.syncIntervalMs,
+    workerTimeoutMs: cfg.workerTimeoutMs,
+    logger: log,
+  });
+  const stop = () => m.close();
+  onSignals(stop);
+  asChild({ url: m.url }, stop);
+  if (!process.send) process.stdout.write(`strata master listening on ${m.url} (under-store ${cfg.ufs})\n`);
+}
+
+async function runWorker(cfg: StrataConfig): Promise<void> {
+  checkHome(cfg.home);
+  const log = createLogger('worker', cfg.logLevel);
+  const w = await startWorker({
+    masterUrl: cfg.master,
+    home: cfg.home,
+    host: cfg.bind,
+    port: cfg.workerPort,
+    capacityBytes: cfg.workerCapacity,
+    heartbeatIntervalMs: cfg.heartbeatIntervalMs,
+    logger: log,
+  });
+  const stop = () => w.close();
+  onSignals(stop);
+  asChild({ url: w.url }, stop);
+  if (!process.send) process.stdout.write(`strata worker ${w.workerId} serving on ${w.url} (master ${cfg.master})\n`);
+}
+
+async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean): Promise<void> {
+  checkHome(cfg.home);
+  const log = createLogger('fuse', cfg.logLevel);
+  await prepareMountPoint(mountPoint, log, { create });
+  const fs = new StrataFileSystem({ masterUrl: cfg.master, stagingDir: nodePath.join(cfg.home, 'client', `staging-${process.pid}`), logger: log });
+  await fs.init();
+  // Fail now, with a clear message, if the master is not there.
+  await fs.master.stat('/').catch((err) => {
+    throw new StrataError('UNAVAILABLE', `cannot reach the master at ${cfg.master}: ${(err as Error).message}`);
+  });
+  const m = await mountFuse({ mountPoint, fs, logger: log });
+  const stop = async () => {
+    await m.unmount();
+    await fs.close();
+  };
+  onSignals(stop);
+  asChild({ mountPoint }, stop);
+  if (!process.send) process.stdout.write(`strata mounted at ${mountPoint} (master ${cfg.master})\n`);
+}
+
+interface Child {
+  name: string;
+  proc: ChildProcess;
+  info: Record<string, unknown>;
+}
+
+/** Starts one part as a child process and waits until it reports ready. */
+function startChild(name: string, args: string[], env: NodeJS.ProcessEnv): Promise<Child> {
+  return new Promise((resolve, reject) => {
+    const proc = fork(CLI_ENTRY, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...env, [CHILD_ENV]: '1' } });
+    const onExit = (code: number | null, signal: string | null) => reject(new StrataError(code === EXIT_USAGE ? 'CONFIG' : 'IO_ERROR', `the ${name} exited during start (${signal ?? `code ${code}`})`));
+    proc.once('exit', onExit);
+    proc.once('message', (m) => {
+      proc.off('exit', onExit);
+      resolve({ name, proc, info: m as Record<string, unknown> });
+    });
+  });
+}
+
+async function stopChild(c: Child, timeoutMs = 30_000): Promise<void> {
+  if (c.proc.exitCode !== null || c.proc.signalCode !== null) return;
+  await new Promise<void>((resolve) => {
+    const t = setTimeout(() => {
+      c.proc.kill('SIGKILL');
+    }, timeoutMs);
+    c.proc.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    if (c.proc.connected) c.proc.send('shutdown');
+    else c.proc.kill('SIGTERM');
+  });
+}
+
+async function runLocal(cfg: StrataConfig, createMount: boolean): Promise<void> {
+  checkHome(cfg.home);
+  checkUfs(cfg.ufs);
+  const log = createLogger('local', cfg.logLevel);
+  await prepareMountPoint(cfg.mount, log, { create: createMount });
+  const ufsUrl = new URL(cfg.ufs);
+  if (ufsUrl.protocol === 'file:') mkdirSync(decodeURIComponent(ufsUrl.pathname), { recursive: true });
+
+  const common = ['--home', cfg.home, '--log-level', cfg.logLevel];
+  const children: Child[] = [];
+  let stopping = false;
+  const stopAll = async () => {
+    stopping = true;
+    // Mount first (flushes open files), then the worker, then the master.
+    for (const c of [...children].reverse()) await stopChild(c);
+  };
+  const onChildExit = (c: Child) => {
+    c.proc.once('exit', (code, signal) => {
+      if (stopping) return;
+      process.stderr.write(`strata: the ${c.name} stopped unexpectedly (${signal ?? `code ${code}`}); shutting down\n`);
+      void stopAll().then(() => process.exit(1));
+    });
+  };
+  try {
+    const master = await startChild(
+      'master',
+      ['master', ...common, '--port', String(cfg.masterPort), '--ufs', cfg.ufs, '--bind', cfg.bind, '--block-size', String(cfg.blockSize), '--sync-interval-ms', String(cfg.syncIntervalMs)],
+      process.env,
+    );
+    children.push(master);
+    onChildExit(master);
+    const masterUrl = String(master.info.url);
+    const worker = await startChild(
+      'worker',
+      ['worker', ...common, '--master', masterUrl, '--port', String(cfg.workerPort), '--bind', cfg.bind, '--capacity', String(cfg.workerCapacity)],
+      process.env,
+    );
+    children.push(worker);
+    onChildExit(worker);
+    const mount = await startChild('mount', ['mount', ...common, '--master', masterUrl, cfg.mount], process.env);
+    children.push(mount);
+    onChildExit(mount);
+    onSignals(stopAll);
+    process.stdout.write(`strata: mounted at ${cfg.mount} (master ${masterUrl}, worker ${String(worker.info.url)}, under-store ${cfg.ufs})\n`);
+    process.stdout.write(`strata: press Ctrl-C to unmount and stop\n`);
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataConfig, unknown>> {
+  return {
+    home: o.home,
+    mount: o.mount,
+    ufs: o.ufs,
+    bind: o.bind,
+    masterPort: o.masterPort ?? o.port,
+    workerPort: o.workerPort,
+    master: o.master,
+    blockSize: o.blockSize,
+    workerCapacity: o.capacity,
+    syncIntervalMs: o.syncIntervalMs,
+    logLevel: o.logLevel,
+  };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command('strata')
+    .description('Strata: one POSIX namespace over S3, HDFS and local disk, cached next to compute')
+    .exitOverride()
+    .showHelpAfterError();
+
+  const withCommon = (c: Command) =>
+    c
+      .option('--home <dir>', 'home directory (metadata, blocks, staging); default ~/.strata or $STRATA_HOME')
+      .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent');
+
+  withCommon(program.command('local').description('run master, one worker and the FUSE mount in one foreground process tree'))
+    .option('--mount <dir>', 'mount point; default /mnt/strata or $STRATA_MOUNT')
+    .option('--ufs <uri>', 'under-store mounted at /; default file://<home>/ufs')
+    .option('--master-port <n>', 'master API port (0 = any free)')
+    .option('--worker-port <n>', 'worker data port (0 = any free)')
+    .option('--bind <addr>', 'address to listen on; default 127.0.0.1')
+    .option('--capacity <bytes>', 'worker cache quota, e.g. 8GiB')
+    .option('--block-size <bytes>', 'block size of new files, e.g. 64MiB')
+    .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
+    .action(async (o) => {
+      // An explicitly named mount point must exist; the default one is created.
+      await runLocal(resolveConfig(configFlags(o)), o.mount === undefined);
+    });
+
+  withCommon(program.command('master').description('run the master in the foreground'))
+    .option('--port <n>', 'API port (0 = any free)')
+    .option('--ufs <uri>', 'under-store mounted at /')
+    .option('--bind <addr>', 'address to listen on')
+    .option('--block-size <bytes>', 'block size of new files')
+    .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
+    .action(async (o) => runMaster(resolveConfig(configFlags(o))));
+
+  withCommon(program.command('worker').description('run a worker in the foreground'))
+    .option('--master <url>', 'master URL')
+    .addOption(new Option('--port <n>', 'data port (0 = any free)'))
+    .option('--bind <addr>', 'address to listen on')
+    .option('--capacity <bytes>', 'cache quota, e.g. 8GiB')
+    .action(async (o) => runWorker(resolveConfig({ ...configFlags(o), masterPort: undefined, workerPort: o.port })));
+
+  withCommon(program.command('mount').description('mount a running cluster at DIR in the foreground'))
+    .argument('<dir>', 'mount point (an existing empty directory)')
+    .option('--master <url>', 'master URL')
+    .action(async (dir: string, o) => runMount(resolveConfig(configFlags(o)), nodePath.resolve(dir), false));
+
+  registerFsCommands(program.command('fs').description('file-system commands against a running cluster'));
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
+      process.exit(EXIT_USAGE);
+    }
+    fail(err);
+  }
+}

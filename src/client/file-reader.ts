@@ -1,0 +1,127 @@
+/**
+ * Reads a file's bytes from workers. The kernel asks in 128 KiB pieces; a
+ * sequential reader is served from read-ahead windows fetched in larger ranges
+ * (with the next ones already in flight), a random reader gets exactly what it
+ * asked for, so a 4 KiB random read never pulls megabytes.
+ */
+
+import { StrataError } from '../common/errors';
+import type { BlockInfo, FileBlocksResponse } from '../common/protocol';
+import type { MasterClient } from './master-client';
+import type { WorkerClient } from './worker-client';
+import type { WorkerRouter } from './worker-router';
+
+export interface DataPath {
+  master: MasterClient;
+  router: WorkerRouter;
+  workers: WorkerClient;
+}
+
+export interface FileReaderOptions {
+  /** Read-ahead window in bytes. Default 4 MiB. */
+  windowBytes?: number;
+  /** Windows fetched ahead of a sequential reader. Default 2. */
+  readAheadWindows?: number;
+}
+
+export class FileReader {
+  readonly #data: DataPath;
+  #info: FileBlocksResponse;
+  readonly #window: number;
+  readonly #ahead: number;
+  readonly #windows = new Map<number, Promise<Buffer>>();
+  #lastEnd = -1;
+  #refreshed = false;
+
+  constructor(data: DataPath, info: FileBlocksResponse, opts: FileReaderOptions = {}) {
+    this.#data = data;
+    this.#info = info;
+    this.#window = opts.windowBytes ?? 4 * 1024 * 1024;
+    this.#ahead = opts.readAheadWindows ?? 2;
+  }
+
+  get size(): number {
+    return this.#info.attrs.size;
+  }
+
+  /** Copies up to `len` bytes at `pos` into `into`; returns how many (0 at EOF). */
+  async read(pos: number, len: number, into: Buffer, at = 0): Promise<number> {
+    const end = Math.min(pos + len, this.size);
+    if (pos >= end) return 0;
+    const sequential = pos === this.#lastEnd || this.#windows.has(this.#windowStart(pos));
+    this.#lastEnd = end;
+    if (!sequential && end - pos < this.#window) {
+      const buf = await this.#fetch(pos, end);
+      buf.copy(into, at);
+      return buf.length;
+    }
+    let n = 0;
+    for (let w = this.#windowStart(pos); w < end; w += this.#window) {
+      const win = await this.#getWindow(w);
+      const from = Math.max(pos, w) - w;
+      const to = Math.min(end, w + win.length) - w;
+      win.copy(into, at + n, from, to);
+      n += to - from;
+    }
+    // Drop windows behind the reader, start the ones ahead of it.
+    for (const k of this.#windows.keys()) if (k + this.#window <= pos) this.#windows.delete(k);
+    const next = this.#windowStart(end - 1) + this.#window;
+    for (let i = 0; i < this.#ahead; i++) {
+      const w = next + i * this.#window;
+      if (w < this.size && !this.#windows.has(w)) this.#getWindow(w).catch(() => undefined);
+    }
+    return n;
+  }
+
+  #windowStart(pos: number): number {
+    return pos - (pos % this.#window);
+  }
+
+  #getWindow(start: number): Promise<Buffer> {
+    let p = this.#windows.get(start);
+    if (!p) {
+      p = this.#fetch(start, Math.min(start + this.#window, this.size));
+      p.catch(() => this.#windows.delete(start));
+      this.#windows.set(start, p);
+    }
+    return p;
+  }
+
+  /** Fetches `[start, end)` from the blocks it spans, in parallel. */
+  async #fetch(start: number, end: number): Promise<Buffer> {
+    try {
+      return await this.#fetchOnce(start, end);
+    } catch (err) {
+      // A worker died or dropped the block: ask the master again, once per reader.
+      if (this.#refreshed || !(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT' && err.code !== 'NOT_FOUND')) throw err;
+      this.#refreshed = true;
+      this.#data.router.invalidate();
+      this.#info = await this.#data.master.fileBlocksByIno(this.#info.attrs.ino);
+      return this.#fetchOnce(start, Math.min(end, this.size));
+    }
+  }
+
+  async #fetchOnce(start: number, end: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(end - start);
+    const bs = this.#info.attrs.blockSize;
+    const parts: Promise<void>[] = [];
+    for (let pos = start; pos < end; ) {
+      const idx = Math.floor(pos / bs);
+      const block: BlockInfo | undefined = this.#info.blocks[idx];
+      if (!block) throw new StrataError('IO_ERROR', `file ${this.#info.attrs.ino} has no block ${idx}`);
+      const off = pos - block.offset;
+      const n = Math.min(end, block.offset + block.length) - pos;
+      const at = pos - start;
+      parts.push(
+        (async () => {
+          const worker = await this.#data.router.forBlock(block);
+          const got = await this.#data.workers.readInto(worker, block.id, off, n, buf, at);
+          if (got !== n) throw new StrataError('IO_ERROR', `short read of block ${block.id}: ${got} of ${n} bytes`);
+        })(),
+      );
+      pos += n;
+    }
+    await Promise.all(parts);
+    return buf;
+  }
+}

@@ -1,0 +1,427 @@
+/**
+ * The FUSE-free file-system layer: path operations, open-file handles, staged
+ * writes and reads. The FUSE adapter and tests drive it; it talks to the master
+ * for metadata and to workers for bytes.
+ *
+ * Writes are staged in a local temp file per open inode (so random writes,
+ * overwrites and truncates behave like a local file), and on flush/fsync/close the
+ * whole content goes through a worker, which caches it and writes it through to
+ * the under-store, before the new block list is committed to the master. So when
+ * close() returns, the file is in the under-store (close-to-open consistency).
+ */
+
+import { promises as fsp } from 'node:fs';
+import * as nodePath from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { constants as fsConstants } from 'node:fs';
+import { StrataError, toStrataError } from '../common/errors';
+import type { Logger } from '../common/log';
+import { Mutex } from '../common/mutex';
+import { DirEntry, FileAttributes, FileBlocksResponse, Timespec, timespecNow } from '../common/protocol';
+import { FileReader, FileReaderOptions } from './file-reader';
+import { MasterClient } from './master-client';
+import { WorkerClient } from './worker-client';
+import { WorkerRouter } from './worker-router';
+
+export interface FileSystemOptions {
+  masterUrl: string;
+  /** Directory for staged writes (created; emptied on start). */
+  stagingDir: string;
+  logger: Logger;
+  reader?: FileReaderOptions;
+}
+
+/** Largest file size accepted (bytes): what a JS number addresses exactly. */
+export const MAX_FILE_SIZE = Number.MAX_SAFE_INTEGER;
+
+/** Linux O_ACCMODE; Node does not export it. */
+const O_ACCMODE = 3;
+
+/** The local copy of an open file being written. */
+class StagingFile {
+  size = 0;
+  constructor(
+    readonly path: string,
+    readonly fh: fsp.FileHandle,
+  ) {}
+
+  static async create(dir: string): Promise<StagingFile> {
+    const path = nodePath.join(dir, `stage-${randomBytes(8).toString('hex')}`);
+    const fh = await fsp.open(path, 'w+', 0o600);
+    return new StagingFile(path, fh);
+  }
+
+  async write(buf: Buffer, pos: number): Promise<void> {
+    let off = 0;
+    while (off < buf.length) off += (await this.fh.write(buf, off, buf.length - off, pos + off)).bytesWritten;
+    if (pos + buf.length > this.size) this.size = pos + buf.length;
+  }
+
+  async read(into: Buffer, len: number, pos: number): Promise<number> {
+    const end = Math.min(this.size, pos + len);
+    let n = 0;
+    while (pos + n < end) {
+      const { bytesRead } = await this.fh.read(into, n, end - pos - n, pos + n);
+      if (bytesRead === 0) {
+        into.fill(0, n, end - pos); // a hole past what the disk holds
+        return end - pos;
+      }
+      n += bytesRead;
+    }
+    return n;
+  }
+
+  async truncate(size: number): Promise<void> {
+    await this.fh.truncate(size);
+    this.size = size;
+  }
+
+  stream(): Readable {
+    return this.fh.createReadStream({ start: 0, end: this.size - 1, autoClose: false, highWaterMark: 1024 * 1024 });
+  }
+
+  async dispose(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+    await fsp.rm(this.path, { force: true });
+  }
+}
+
+/** One open inode, shared by all handles on it in this mount. */
+interface OpenFile {
+  ino: number;
+  refs: number;
+  staging?: StagingFile;
+  dirty: boolean;
+  /** Bumped by every change, so a flush knows whether it captured the latest. */
+  generation: number;
+  mtime?: Timespec;
+  lock: Mutex;
+}
+
+interface Handle {
+  file: OpenFile;
+  writable: boolean;
+  reader?: FileReader;
+  info?: FileBlocksResponse;
+}
+
+export class StrataFileSystem {
+  readonly master: MasterClient;
+  readonly router: WorkerRouter;
+  readonly workers: WorkerClient;
+  readonly #stagingDir: string;
+  readonly #log: Logger;
+  readonly #readerOpts: FileReaderOptions;
+  readonly #files = new Map<number, OpenFile>();
+  readonly #handles = new Map<number, Handle>();
+  #nextFh = 1;
+
+  constructor(opts: FileSystemOptions) {
+    this.master = new MasterClient(opts.masterUrl);
+    this.router = new WorkerRouter(this.master);
+    this.workers = new WorkerClient();
+    this.#stagingDir = opts.stagingDir;
+    this.#log = opts.logger;
+    this.#readerOpts = opts.reader ?? {};
+  }
+
+  /** Prepares the staging directory; leftovers of a crashed client are removed. */
+  async init(): Promise<void> {
+    await fsp.rm(this.#stagingDir, { recursive: true, force: true });
+    await fsp.mkdir(this.#stagingDir, { recursive: true, mode: 0o700 });
+  }
+
+  get data() {
+    return { master: this.master, router: this.router, workers: this.workers };
+  }
+
+  // ---- metadata ------------------------------------------------------------
+
+  async getattr(path: string): Promise<FileAttributes> {
+    return this.#overlay(await this.master.stat(path));
+  }
+
+  /** Shows this mount's unflushed size and mtime of files it has open. */
+  #overlay(attrs: FileAttributes): FileAttributes {
+    const f = this.#files.get(attrs.ino);
+    if (f?.staging) {
+      attrs.size = f.staging.size;
+      if (f.dirty && f.mtime) attrs.mtime = f.mtime;
+    }
+    return attrs;
+  }
+
+  async readdir(path: string): Promise<DirEntry[]> {
+    return (await this.master.list(path)).map((e) => this.#overlay(e) as DirEntry);
+  }
+
+  async mkdir(path: string, mode: number): Promise<FileAttributes> {
+    return this.master.mkdir(path, mode & 0o7777);
+  }
+
+  async rmdir(path: string): Promise<void> {
+    await this.master.rmdir(path);
+  }
+
+  async unlink(path: string): Promise<void> {
+    await this.master.unlink(path);
+  }
+
+  async rename(src: string, dst: string): Promise<void> {
+    await this.master.rename(src, dst);
+  }
+
+  async chmod(path: string, mode: number): Promise<FileAttributes> {
+    return this.master.setAttributes({ path, mode: mode & 0o7777 });
+  }
+
+  async chown(path: string, uid: number, gid: number): Promise<FileAttributes> {
+    // (uid_t)-1 / (gid_t)-1 mean "leave unchanged".
+    return this.master.setAttributes({
+      path,
+      ...(uid !== 0xffffffff && uid >= 0 ? { uid } : {}),
+      ...(gid !== 0xffffffff && gid >= 0 ? { gid } : {}),
+    });
+  }
+
+  async utimens(path: string, atime: Timespec | 'now', mtime: Timespec | 'now'): Promise<FileAttributes> {
+    const attrs = await this.master.setAttributes({ path, atime, mtime });
+    const f = this.#files.get(attrs.ino);
+    if (f) f.mtime = attrs.mtime;
+    return attrs;
+  }
+
+  async statfs(): Promise<{ capacityBytes: number; usedBytes: number }> {
+    const ws = (await this.master.workers()).filter((w) => w.live);
+    return { capacityBytes: ws.reduce((a, w) => a + w.capacityBytes, 0), usedBytes: ws.reduce((a, w) => a + w.usedBytes, 0) };
+  }
+
+  // ---- handles ---------------------------------------------------------------
+
+  #openFile(ino: number): OpenFile {
+    let f = this.#files.get(ino);
+    if (!f) {
+      f = { ino, refs: 0, dirty: false, generation: 0, lock: new Mutex() };
+      this.#files.set(ino, f);
+    }
+    f.refs++;
+    return f;
+  }
+
+  #handle(fh: number): Handle {
+    const h = this.#handles.get(fh);
+    if (!h) throw new StrataError('BAD_HANDLE', `no open file handle ${fh}`);
+    return h;
+  }
+
+  #addHandle(h: Handle): number {
+    const fh = this.#nextFh++;
+    if (this.#nextFh > 0x7fffffff) this.#nextFh = 1;
+    this.#handles.set(fh, h);
+    return fh;
+  }
+
+  /** create(2) with O_CREAT|O_EXCL semantics: a new empty file, open for writing. */
+  async create(path: string, mode: number): Promise<number> {
+    const attrs = await this.master.create(path, mode & 0o7777);
+    const file = this.#openFile(attrs.ino);
+    // Even an empty new file must reach the under-store at close.
+    await file.lock.run(async () => {
+      if (!file.staging) file.staging = await StagingFile.create(this.#stagingDir);
+      file.dirty = true;
+      file.generation++;
+      file.mtime = attrs.mtime;
+    });
+    return this.#addHandle({ file, writable: true });
+  }
+
+  async open(path: string, flags: number): Promise<number> {
+    const info = await this.master.fileBlocks(path);
+    if (info.attrs.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
+    const acc = flags & O_ACCMODE;
+    const writable = acc === fsConstants.O_WRONLY || acc === fsConstants.O_RDWR;
+    const file = this.#openFile(info.attrs.ino);
+    const fh = this.#addHandle({ file, writable, info });
+    if (writable && flags & fsConstants.O_TRUNC) {
+      try {
+        await this.#truncateOpen(file, 0);
+      } catch (err) {
+        await this.release(fh);
+        throw err;
+      }
+    }
+    return fh;
+  }
+
+  async read(fh: number, into: Buffer, len: number, pos: number): Promise<number> {
+    const h = this.#handle(fh);
+    const f = h.file;
+    if (f.staging) return f.staging.read(into, len, pos);
+    if (!h.reader) {
+      const info = h.info ?? (await this.master.fileBlocksByIno(f.ino));
+      h.reader = new FileReader(this.data, info, this.#readerOpts);
+    }
+    return h.reader.read(pos, len, into, 0);
+  }
+
+  async write(fh: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    const h = this.#handle(fh);
+    if (!h.writable) throw new StrataError('BAD_HANDLE', 'file is not open for writing');
+    if (pos + len > MAX_FILE_SIZE) throw new StrataError('FILE_TOO_LARGE', 'write past the largest supported file size');
+    const f = h.file;
+    const staging = f.staging ?? (await this.#ensureStaging(f, undefined));
+    await staging.write(len === buf.length ? buf : buf.subarray(0, len), pos);
+    f.dirty = true;
+    f.generation++;
+    f.mtime = timespecNow();
+    return len;
+  }
+
+  async ftruncate(fh: number, size: number): Promise<void> {
+    await this.#truncateOpen(this.#handle(fh).file, size);
+  }
+
+  async truncate(path: string, size: number): Promise<void> {
+    const attrs = await this.master.stat(path);
+    if (attrs.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
+    const file = this.#openFile(attrs.ino);
+    try {
+      await this.#truncateOpen(file, size);
+      await this.#flushFile(file);
+    } finally {
+      await this.#releaseFile(file);
+    }
+  }
+
+  async #truncateOpen(f: OpenFile, size: number): Promise<void> {
+    if (!Number.isSafeInteger(size) || size < 0) throw new StrataError('INVALID_ARGUMENT', `bad size ${size}`);
+    const staging = await this.#ensureStaging(f, size);
+    await f.lock.run(async () => {
+      await staging.truncate(size);
+      f.dirty = true;
+      f.generation++;
+      f.mtime = timespecNow();
+    });
+  }
+
+  /** The staged copy of an open file, loading its current bytes (up to `upTo`) on first use. */
+  async #ensureStaging(f: OpenFile, upTo: number | undefined): Promise<StagingFile> {
+    return f.lock.run(async () => {
+      if (f.staging) return f.staging;
+      const staging = await StagingFile.create(this.#stagingDir);
+      try {
+        const info = await this.master.fileBlocksByIno(f.ino);
+        const size = Math.min(info.attrs.size, upTo ?? Infinity);
+        if (size > 0) {
+          const reader = new FileReader(this.data, info, this.#readerOpts);
+          const chunk = Buffer.allocUnsafe(8 * 1024 * 1024);
+          for (let pos = 0; pos < size; ) {
+            const n = await reader.read(pos, Math.min(chunk.length, size - pos), chunk, 0);
+            if (n === 0) break;
+            await staging.write(chunk.subarray(0, n), pos);
+            pos += n;
+          }
+        }
+        staging.size = size;
+      } catch (err) {
+        await staging.dispose();
+        throw err;
+      }
+      f.staging = staging;
+      return staging;
+    });
+  }
+
+  async flush(fh: number): Promise<void> {
+    await this.#flushFile(this.#handle(fh).file);
+  }
+
+  async fsync(fh: number): Promise<void> {
+    await this.#flushFile(this.#handle(fh).file);
+  }
+
+  /** Sends a dirty file through a worker to the under-store and commits its blocks. */
+  async #flushFile(f: OpenFile): Promise<void> {
+    await f.lock.run(async () => {
+      if (!f.dirty || !f.staging) return;
+      const gen = f.generation;
+      const staging = f.staging;
+      const size = staging.size;
+      const begin = await this.master.beginWrite(f.ino);
+      const worker = await this.router.forWrite(f.ino);
+      let res;
+      try {
+        res = await this.workers.writeFile(worker, f.ino, begin.containerId, begin.blockSize, size, size > 0 ? staging.stream() : Buffer.alloc(0));
+      } catch (err) {
+        this.router.invalidate();
+        throw err;
+      }
+      await this.master.commitWrite({
+        ino: f.ino,
+        containerId: begin.containerId,
+        size: res.size,
+        blocks: res.blocks,
+        workerId: worker.id,
+        ufsFingerprint: res.ufsFingerprint,
+        ...(f.mtime ? { mtime: f.mtime } : {}),
+      });
+      if (f.generation === gen) f.dirty = false;
+    });
+  }
+
+  async release(fh: number): Promise<void> {
+    const h = this.#handle(fh);
+    this.#handles.delete(fh);
+    await this.#releaseFile(h.file);
+  }
+
+  async #releaseFile(f: OpenFile): Promise<void> {
+    f.refs--;
+    if (f.refs > 0) return;
+    try {
+      if (f.dirty) await this.#flushFile(f);
+    } catch (err) {
+      this.#log.error({ ino: f.ino, err: (err as Error).message }, 'could not store a file on its last close; its changes are lost');
+    } finally {
+      if (f.refs === 0) {
+        this.#files.delete(f.ino);
+        await f.staging?.dispose();
+      }
+    }
+  }
+
+  // ---- whole-file helpers for the CLI ---------------------------------------
+
+  /** Creates or replaces `path` with `size` bytes from `body`, streamed straight to a worker. */
+  async writeFile(path: string, body: Readable | Buffer, size: number, mode = 0o644): Promise<FileAttributes> {
+    let attrs: FileAttributes;
+    try {
+      attrs = await this.master.create(path, mode);
+    } catch (err) {
+      if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
+      attrs = await this.master.stat(path);
+      if (attrs.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
+    }
+    const begin = await this.master.beginWrite(attrs.ino);
+    const worker = await this.router.forWrite(attrs.ino);
+    const res = await this.workers.writeFile(worker, attrs.ino, begin.containerId, begin.blockSize, size, body);
+    return this.master.commitWrite({ ino: attrs.ino, containerId: begin.containerId, size: res.size, blocks: res.blocks, workerId: worker.id, ufsFingerprint: res.ufsFingerprint });
+  }
+
+  /** A reader over the current content of `path`. */
+  async openReader(path: string): Promise<FileReader> {
+    const info = await this.master.fileBlocks(path);
+    if (info.attrs.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
+    return new FileReader(this.data, info, this.#readerOpts);
+  }
+
+  /** Flushes and releases every open handle (on unmount). */
+  async close(): Promise<void> {
+    for (const fh of [...this.#handles.keys()]) {
+      await this.release(fh).catch((err) => this.#log.error({ err: toStrataError(err).message }, 'release on close failed'));
+    }
+    await this.workers.close();
+    await this.master.close();
+  }
+}

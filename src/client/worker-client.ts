@@ -1,0 +1,120 @@
+/** The data path to workers: byte ranges of blocks in, whole files out. Never via the master. */
+
+import { Pool } from 'undici';
+import type { Readable } from 'node:stream';
+import { StrataError, toStrataError } from '../common/errors';
+import { errorFromBody } from '../common/http';
+import type { WorkerInfo, WriteFileResponse } from '../common/protocol';
+
+export interface WorkerClientOptions {
+  /** Deadline for a worker to start answering (ms); it may fill from the under-store first. Default 120000. */
+  headersTimeoutMs?: number;
+  /** Longest silence inside a body (ms). Default 60000. */
+  bodyTimeoutMs?: number;
+}
+
+export class WorkerClient {
+  readonly #pools = new Map<string, Pool>();
+  readonly #headersTimeoutMs: number;
+  readonly #bodyTimeoutMs: number;
+
+  constructor(opts: WorkerClientOptions = {}) {
+    this.#headersTimeoutMs = opts.headersTimeoutMs ?? 120_000;
+    this.#bodyTimeoutMs = opts.bodyTimeoutMs ?? 60_000;
+  }
+
+  #pool(address: string): Pool {
+    let p = this.#pools.get(address);
+    if (!p) {
+      p = new Pool(address, { connections: 32, keepAliveTimeout: 10_000 });
+      this.#pools.set(address, p);
+    }
+    return p;
+  }
+
+  /** Streams `[offset, offset+length)` of a block. */
+  async readStream(worker: WorkerInfo, blockId: number, offset: number, length: number, signal?: AbortSignal): Promise<Readable> {
+    try {
+      const res = await this.#pool(worker.address).request({
+        method: 'GET',
+        path: `/blocks/${blockId}?offset=${offset}&length=${length}`,
+        headersTimeout: this.#headersTimeoutMs,
+        bodyTimeout: this.#bodyTimeoutMs,
+        ...(signal ? { signal } : {}),
+      });
+      if (res.statusCode !== 200) {
+        const text = await res.body.text();
+        let body: unknown;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = undefined;
+        }
+        throw errorFromBody(res.statusCode, body, `read block ${blockId} from ${worker.address}`);
+      }
+      return res.body;
+    } catch (err) {
+      throw wrap(err, `read block ${blockId} from ${worker.address}`);
+    }
+  }
+
+  /** Reads `[offset, offset+length)` of a block into `into` at `at`; returns the bytes read. */
+  async readInto(worker: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number, signal?: AbortSignal): Promise<number> {
+    const body = await this.readStream(worker, blockId, offset, length, signal);
+    let n = 0;
+    try {
+      for await (const chunk of body) {
+        const c = chunk as Buffer;
+        const take = Math.min(c.length, length - n);
+        c.copy(into, at + n, 0, take);
+        n += take;
+      }
+    } catch (err) {
+      throw wrap(err, `read block ${blockId} from ${worker.address}`);
+    }
+    return n;
+  }
+
+  /** Writes a whole file through `worker`, which caches its blocks and stores it in the under-store. */
+  async writeFile(
+    worker: WorkerInfo,
+    ino: number,
+    containerId: number,
+    blockSize: number,
+    size: number,
+    body: Readable | Buffer,
+  ): Promise<WriteFileResponse> {
+    try {
+      const res = await this.#pool(worker.address).request({
+        method: 'PUT',
+        path: `/files/${ino}?container=${containerId}&blockSize=${blockSize}&size=${size}`,
+        headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+        body,
+        headersTimeout: this.#headersTimeoutMs,
+        bodyTimeout: this.#bodyTimeoutMs,
+      });
+      const text = await res.body.text();
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      if (res.statusCode !== 200) throw errorFromBody(res.statusCode, parsed, `write inode ${ino} to ${worker.address}`);
+      return parsed as WriteFileResponse;
+    } catch (err) {
+      throw wrap(err, `write inode ${ino} to ${worker.address}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.#pools.values()].map((p) => p.close()));
+    this.#pools.clear();
+  }
+}
+
+function wrap(err: unknown, what: string): StrataError {
+  if (err instanceof StrataError) return err;
+  const e = toStrataError(err, what);
+  return e.code === 'IO_ERROR' ? new StrataError('UNAVAILABLE', e.message, { cause: err }) : e;
+}

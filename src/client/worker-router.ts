@@ -1,0 +1,72 @@
+/**
+ * Picks the worker for each block: one that caches it, else the one it maps to
+ * under rendezvous (highest-random-weight) hashing over live workers, so every
+ * client sends a cold block to the same worker and the cluster caches it once.
+ */
+
+import { createHash } from 'node:crypto';
+import { StrataError } from '../common/errors';
+import type { BlockInfo, WorkerInfo } from '../common/protocol';
+import type { MasterClient } from './master-client';
+
+export class WorkerRouter {
+  readonly #master: MasterClient;
+  readonly #refreshMs: number;
+  #workers: WorkerInfo[] = [];
+  #fetchedAt = 0;
+  #pending: Promise<WorkerInfo[]> | undefined;
+
+  constructor(master: MasterClient, refreshMs = 5000) {
+    this.#master = master;
+    this.#refreshMs = refreshMs;
+  }
+
+  async #live(force = false): Promise<WorkerInfo[]> {
+    if (!force && this.#workers.length > 0 && Date.now() - this.#fetchedAt < this.#refreshMs) return this.#workers;
+    if (!this.#pending) {
+      this.#pending = this.#master
+        .workers()
+        .then((ws) => {
+          this.#workers = ws.filter((w) => w.live);
+          this.#fetchedAt = Date.now();
+          return this.#workers;
+        })
+        .finally(() => (this.#pending = undefined));
+    }
+    const ws = await this.#pending;
+    if (ws.length === 0) throw new StrataError('UNAVAILABLE', 'no live worker is registered with the master');
+    return ws;
+  }
+
+  /** Forgets the cached worker list, e.g. after a worker failed to answer. */
+  invalidate(): void {
+    this.#fetchedAt = 0;
+  }
+
+  async forBlock(block: BlockInfo): Promise<WorkerInfo> {
+    const live = await this.#live();
+    for (const id of block.locations) {
+      const w = live.find((x) => x.id === id);
+      if (w) return w;
+    }
+    return rendezvous(live, `block:${block.id}`);
+  }
+
+  async forWrite(ino: number): Promise<WorkerInfo> {
+    return rendezvous(await this.#live(), `ino:${ino}`);
+  }
+}
+
+export function rendezvous(workers: WorkerInfo[], key: string): WorkerInfo {
+  let best: WorkerInfo | undefined;
+  let bestScore = -1n;
+  for (const w of workers) {
+    const score = createHash('sha1').update(`${key}|${w.address}`).digest().readBigUInt64BE(0);
+    if (score > bestScore) {
+      best = w;
+      bestScore = score;
+    }
+  }
+  if (!best) throw new StrataError('UNAVAILABLE', 'no live worker');
+  return best;
+}

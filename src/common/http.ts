@@ -1,0 +1,111 @@
+/**
+ * The HTTP server shell shared by master and worker: Fastify with our error
+ * format. Every failure leaves as `{code, message}` with the status from the
+ * error table; malformed input is a 4xx, never a crash.
+ */
+
+import Fastify, { FastifyInstance, FastifyError } from 'fastify';
+import { StrataError, isErrorCode, toStrataError } from './errors';
+import type { Logger } from './log';
+
+export interface HttpServerOptions {
+  logger: Logger;
+  /** Largest JSON body accepted, in bytes. Default 1 MiB. */
+  bodyLimit?: number;
+  /** Whole-request timeout in ms (0 = none, for long streamed bodies). Default 0. */
+  requestTimeoutMs?: number;
+}
+
+export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
+  const log = opts.logger;
+  const app = Fastify({
+    logger: false,
+    bodyLimit: opts.bodyLimit ?? 1024 * 1024,
+    requestTimeout: opts.requestTimeoutMs ?? 0,
+    return503OnClosing: true,
+    forceCloseConnections: true,
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    log.debug({ reqId: req.id, method: req.method, url: req.url, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
+  });
+
+  app.setErrorHandler((err: FastifyError | StrataError | Error, req, reply) => {
+    let e: StrataError;
+    if (err instanceof StrataError) {
+      e = err;
+    } else if ((err as FastifyError).statusCode && (err as FastifyError).statusCode! < 500) {
+      const status = (err as FastifyError).statusCode!;
+      const code = status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 405 ? 'METHOD_NOT_ALLOWED' : 'BAD_REQUEST';
+      e = new StrataError(code, err.message);
+      void reply.status(status).send(e.toJSON());
+      return;
+    } else {
+      e = toStrataError(err);
+    }
+    if (e.status >= 500) log.warn({ reqId: req.id, method: req.method, url: req.url, err: e.message, code: e.code }, 'request failed');
+    void reply.status(e.status).send(e.toJSON());
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send({ code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` });
+  });
+
+  return app;
+}
+
+/** Reads a required field of a JSON body with its type checked; malformed input is BAD_REQUEST. */
+export function field<T extends 'string' | 'number' | 'boolean' | 'object'>(
+  body: unknown,
+  name: string,
+  type: T,
+  optional = false,
+): (T extends 'string' ? string : T extends 'number' ? number : T extends 'boolean' ? boolean : Record<string, unknown>) | undefined {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new StrataError('BAD_REQUEST', 'request body must be a JSON object');
+  const v = (body as Record<string, unknown>)[name];
+  if (v === undefined || v === null) {
+    if (optional) return undefined;
+    throw new StrataError('BAD_REQUEST', `missing field '${name}'`);
+  }
+  if (typeof v !== type || (type === 'object' && Array.isArray(v))) throw new StrataError('BAD_REQUEST', `field '${name}' must be a ${type}`);
+  if (type === 'number' && (!Number.isFinite(v as number) || !Number.isSafeInteger(v as number))) {
+    throw new StrataError('BAD_REQUEST', `field '${name}' must be a safe integer`);
+  }
+  return v as never;
+}
+
+export function requiredString(body: unknown, name: string): string {
+  return field(body, name, 'string') as string;
+}
+
+export function requiredInt(body: unknown, name: string, min = 0): number {
+  const v = field(body, name, 'number') as number;
+  if (v < min) throw new StrataError('BAD_REQUEST', `field '${name}' must be >= ${min}`);
+  return v;
+}
+
+export function optionalInt(body: unknown, name: string, min = 0): number | undefined {
+  const v = field(body, name, 'number', true) as number | undefined;
+  if (v !== undefined && v < min) throw new StrataError('BAD_REQUEST', `field '${name}' must be >= ${min}`);
+  return v;
+}
+
+/** Parses a non-negative integer from a URL parameter or query string value. */
+export function intParam(value: unknown, name: string, fallback?: number): number {
+  if (value === undefined || value === '') {
+    if (fallback !== undefined) return fallback;
+    throw new StrataError('BAD_REQUEST', `missing parameter '${name}'`);
+  }
+  if (typeof value !== 'string' || !/^[0-9]{1,16}$/.test(value)) throw new StrataError('BAD_REQUEST', `parameter '${name}' must be a non-negative integer`);
+  const n = Number(value);
+  if (!Number.isSafeInteger(n)) throw new StrataError('BAD_REQUEST', `parameter '${name}' is too large`);
+  return n;
+}
+
+/** Rebuilds a typed error from a peer's `{code, message}` reply. */
+export function errorFromBody(status: number, body: unknown, what: string): StrataError {
+  const b = body as { code?: unknown; message?: unknown } | null;
+  if (b && isErrorCode(b.code)) return new StrataError(b.code, typeof b.message === 'string' ? b.message : what);
+  if (status >= 500) return new StrataError('UNAVAILABLE', `${what}: HTTP ${status}`);
+  return new StrataError('IO_ERROR', `${what}: HTTP ${status}`);
+}

@@ -1,0 +1,95 @@
+/**
+ * A small JSON-over-HTTP client (undici) for the master API, used by workers, the
+ * FUSE client and the CLI. Every call has a deadline; a peer that is down is
+ * retried with backoff only while the connection is refused (nothing was sent),
+ * so a restarting master is waited for and a dead one fails with UNAVAILABLE.
+ */
+
+import { Pool } from 'undici';
+import { StrataError, toStrataError } from './errors';
+import { errorFromBody } from './http';
+
+export interface JsonClientOptions {
+  /** Deadline of one request in ms. Default 30000. */
+  timeoutMs?: number;
+  /** How long to keep retrying a refused connection, in ms. Default 15000. */
+  retryForMs?: number;
+  /** Sent as `Authorization: Bearer …` when set. */
+  token?: string;
+}
+
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNRESET', 'UND_ERR_SOCKET', 'EHOSTUNREACH']);
+
+export class JsonClient {
+  readonly baseUrl: string;
+  readonly #pool: Pool;
+  readonly #timeoutMs: number;
+  readonly #retryForMs: number;
+  readonly #headers: Record<string, string>;
+
+  constructor(baseUrl: string, opts: JsonClientOptions = {}) {
+    let url: URL;
+    try {
+      url = new URL(baseUrl);
+    } catch {
+      throw new StrataError('CONFIG', `not a valid URL: '${baseUrl}'`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new StrataError('CONFIG', `not an http(s) URL: '${baseUrl}'`);
+    this.baseUrl = url.origin;
+    this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    this.#retryForMs = opts.retryForMs ?? 15_000;
+    this.#pool = new Pool(this.baseUrl, { connections: 16, pipelining: 1, keepAliveTimeout: 10_000 });
+    this.#headers = { 'content-type': 'application/json' };
+    if (opts.token) this.#headers.authorization = `Bearer ${opts.token}`;
+  }
+
+  get<T>(path: string, query?: Record<string, string | number>, signal?: AbortSignal): Promise<T> {
+    const qs = query ? '?' + new URLSearchParams(Object.entries(query).map(([k, v]): [string, string] => [k, String(v)])).toString() : '';
+    return this.#call<T>('GET', path + qs, undefined, signal);
+  }
+
+  post<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+    return this.#call<T>('POST', path, JSON.stringify(body ?? {}), signal);
+  }
+
+  async #call<T>(method: 'GET' | 'POST', path: string, body: string | undefined, signal?: AbortSignal): Promise<T> {
+    const started = Date.now();
+    let delay = 50;
+    for (;;) {
+      try {
+        const res = await this.#pool.request({
+          method,
+          path,
+          headers: method === 'POST' ? this.#headers : { authorization: this.#headers.authorization ?? '' },
+          body,
+          headersTimeout: this.#timeoutMs,
+          bodyTimeout: this.#timeoutMs,
+          signal: signal ?? AbortSignal.timeout(this.#timeoutMs),
+        });
+        const text = await res.body.text();
+        let parsed: unknown = undefined;
+        try {
+          parsed = text.length ? JSON.parse(text) : undefined;
+        } catch {
+          // Not JSON: reported below with the status.
+        }
+        if (res.statusCode >= 400) throw errorFromBody(res.statusCode, parsed, `${method} ${this.baseUrl}${path.split('?')[0]}`);
+        return parsed as T;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code && CONNECT_ERRORS.has(code) && Date.now() - started < this.#retryForMs && !signal?.aborted) {
+          await new Promise((r) => setTimeout(r, delay));
+          delay = Math.min(delay * 2, 1000);
+          continue;
+        }
+        if (err instanceof StrataError) throw err;
+        const e = toStrataError(err, `${method} ${this.baseUrl}${path.split('?')[0]}`);
+        throw e.code === 'IO_ERROR' ? new StrataError('UNAVAILABLE', e.message, { cause: err }) : e;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.close();
+  }
+}

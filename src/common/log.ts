@@ -1,0 +1,17 @@
+/**
+ * Structured logging for the daemons: JSON lines (pino) on stderr, so stdout stays
+ * for what the CLI prints to people and scripts.
+ */
+
+import pino from 'pino';
+
+export type Logger = pino.Logger;
+
+export function createLogger(component: string, level: string = process.env.STRATA_LOG_LEVEL ?? 'info'): Logger {
+  return pino({ level, base: { component, pid: process.pid } }, pino.destination({ fd: 2, sync: false }));
+}
+
+/** A logger that drops everything, for library use in tests and the CLI. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

@@ -1,0 +1,181 @@
+/**
+ * The wire protocol shared by master, worker and client: JSON bodies over HTTP.
+ * Master and worker implement these shapes; the client only ever sees them, so
+ * nothing here may import from src/master or src/worker.
+ */
+
+/** API prefix of the master's JSON API. */
+export const MASTER_API = '/api/v1';
+
+export type FileType = 'file' | 'directory' | 'symlink';
+
+/** A point in time with nanosecond precision (seconds since the epoch + nanoseconds). */
+export interface Timespec {
+  sec: number;
+  nsec: number;
+}
+
+export function timespecNow(): Timespec {
+  const ns = process.hrtime.bigint() - HR_BASE + EPOCH_BASE_NS;
+  return { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) };
+}
+const HR_BASE = process.hrtime.bigint();
+const EPOCH_BASE_NS = BigInt(Date.now()) * 1_000_000n;
+
+export function timespecFromMs(ms: number): Timespec {
+  const sec = Math.floor(ms / 1000);
+  return { sec, nsec: Math.round((ms - sec * 1000) * 1e6) };
+}
+
+export function timespecToMs(t: Timespec): number {
+  return t.sec * 1000 + Math.floor(t.nsec / 1e6);
+}
+
+/** Persistence state of a file's bytes in its under-store. */
+export type PersistState = 'persisted' | 'not_persisted';
+
+/** Attributes of one inode, as stat(2) shows them. */
+export interface FileAttributes {
+  ino: number;
+  type: FileType;
+  /** Permission bits only (07777); the type is in `type`. */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  atime: Timespec;
+  mtime: Timespec;
+  ctime: Timespec;
+  blockSize: number;
+  persistState: PersistState;
+  /** Symlink target, for symlinks. */
+  target?: string;
+}
+
+export interface DirEntry extends FileAttributes {
+  name: string;
+}
+
+export interface ListResponse {
+  entries: DirEntry[];
+}
+
+/** One block of a file and the workers that cache it. */
+export interface BlockInfo {
+  id: number;
+  index: number;
+  /** Offset of the block's first byte within the file. */
+  offset: number;
+  length: number;
+  /** Worker ids holding this block. */
+  locations: number[];
+}
+
+export interface FileBlocksResponse {
+  attrs: FileAttributes;
+  blocks: BlockInfo[];
+}
+
+/** A live worker as the master knows it. */
+export interface WorkerInfo {
+  id: number;
+  address: string;
+  capacityBytes: number;
+  usedBytes: number;
+  lastHeartbeatMs: number;
+  live: boolean;
+}
+
+export interface WriteBeginResponse {
+  ino: number;
+  /** Block ids of this write are `containerId * BLOCKS_PER_CONTAINER + index`. */
+  containerId: number;
+  blockSize: number;
+}
+
+/** Block ids are grouped in containers, one container per file version, as in Alluxio. */
+export const BLOCKS_PER_CONTAINER = 2 ** 20;
+
+export function blockIdOf(containerId: number, index: number): number {
+  return containerId * BLOCKS_PER_CONTAINER + index;
+}
+
+export interface CommittedBlock {
+  id: number;
+  length: number;
+}
+
+export interface WriteCommitRequest {
+  ino: number;
+  containerId: number;
+  size: number;
+  blocks: CommittedBlock[];
+  workerId: number;
+  /** Fingerprint of the under-store object after the write-through, if persisted. */
+  ufsFingerprint: string | null;
+  mtime?: Timespec;
+}
+
+/** Where a file's bytes live in its under-store; only workers ask for this. */
+export interface UfsLocation {
+  mountUri: string;
+  /** Path relative to the mount's root, '/'-separated, already validated by the master. */
+  path: string;
+}
+
+/** What a worker needs to fill one block from the under-store. */
+export interface BlockSource {
+  blockId: number;
+  ino: number;
+  offset: number;
+  length: number;
+  ufs: UfsLocation;
+}
+
+export interface SetAttrRequest {
+  path: string;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  atime?: Timespec | 'now';
+  mtime?: Timespec | 'now';
+}
+
+export interface RegisterWorkerRequest {
+  address: string;
+  capacityBytes: number;
+  usedBytes: number;
+  /** Full block report. */
+  blocks: number[];
+}
+
+export interface RegisterWorkerResponse {
+  workerId: number;
+}
+
+export interface HeartbeatRequest {
+  workerId: number;
+  usedBytes: number;
+  capacityBytes: number;
+  addedBlocks: number[];
+  removedBlocks: number[];
+}
+
+export interface HeartbeatResponse {
+  /** Blocks the worker should drop: no file refers to them any more. */
+  deleteBlocks: number[];
+  /** True when the master does not know this worker (e.g. it was marked lost): register again. */
+  reregister: boolean;
+}
+
+export interface WriteFileResponse {
+  size: number;
+  blocks: CommittedBlock[];
+  ufsFingerprint: string | null;
+}
+
+export interface ErrorBody {
+  code: string;
+  message: string;
+}

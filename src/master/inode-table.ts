@@ -1,0 +1,678 @@
+/**
+ * The master's synchronous metadata core: the namespace, blocks, block locations
+ * and the worker registry in one SQLite file (better-sqlite3, WAL). Every public
+ * mutating method is one transaction, so a SIGKILL at any point leaves the
+ * namespace as it was before or after the operation, never in between.
+ *
+ * It knows nothing about under-stores or HTTP; `Namespace` drives it.
+ */
+
+import Database from 'better-sqlite3';
+import { StrataError } from '../common/errors';
+import {
+  BLOCKS_PER_CONTAINER,
+  BlockInfo,
+  CommittedBlock,
+  DirEntry,
+  FileAttributes,
+  FileType,
+  PersistState,
+  Timespec,
+  WorkerInfo,
+  blockIdOf,
+  timespecNow,
+} from '../common/protocol';
+
+export const ROOT_INO = 1;
+const SCHEMA_VERSION = 1;
+
+const TYPE_CODE: Record<FileType, number> = { file: 1, directory: 2, symlink: 3 };
+const TYPE_NAME: Record<number, FileType> = { 1: 'file', 2: 'directory', 3: 'symlink' };
+
+interface NodeRow {
+  ino: number;
+  type: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  atime_s: number;
+  atime_ns: number;
+  mtime_s: number;
+  mtime_ns: number;
+  ctime_s: number;
+  ctime_ns: number;
+  target: string | null;
+  block_size: number;
+  persisted: number;
+  ufs_fingerprint: string | null;
+  synced_at: number;
+  container: number;
+}
+
+/** A node as the namespace layer sees it: attributes plus sync bookkeeping. */
+export interface NodeRecord extends FileAttributes {
+  ufsFingerprint: string | null;
+  /** Epoch ms of the last check against the under-store (for directories: last full listing). */
+  syncedAt: number;
+  container: number;
+}
+
+/** What a new inode starts with. */
+export interface NewNode {
+  type: FileType;
+  mode: number;
+  uid: number;
+  gid: number;
+  size?: number;
+  mtime?: Timespec;
+  persisted: boolean;
+  ufsFingerprint?: string | null;
+  syncedAt?: number;
+  target?: string;
+}
+
+export interface InodeTableOptions {
+  /** Block size of new files in bytes. */
+  blockSize: number;
+}
+
+export class InodeTable {
+  readonly #db: Database.Database;
+  readonly #blockSize: number;
+  readonly #stmt: ReturnType<InodeTable['prepare']>;
+
+  constructor(file: string, opts: InodeTableOptions) {
+    this.#db = new Database(file);
+    this.#db.pragma('journal_mode = WAL');
+    // FULL: a transaction that returned is on disk, so an acknowledged operation survives power loss too.
+    this.#db.pragma('synchronous = FULL');
+    this.#db.pragma('foreign_keys = ON');
+    this.#blockSize = opts.blockSize;
+    this.#migrate();
+    this.#stmt = this.prepare();
+  }
+
+  #migrate(): void {
+    const db = this.#db;
+    db.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`);
+    const row = db.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string } | undefined;
+    if (row && Number(row.value) !== SCHEMA_VERSION) {
+      throw new StrataError('CONFIG', `metadata schema version ${row.value} is not supported by this Strata (expects ${SCHEMA_VERSION})`);
+    }
+    if (row) return;
+    db.transaction(() => {
+      db.exec(`
+        CREATE TABLE node (
+          ino INTEGER PRIMARY KEY AUTOINCREMENT,
+          type INTEGER NOT NULL,
+          mode INTEGER NOT NULL,
+          uid INTEGER NOT NULL,
+          gid INTEGER NOT NULL,
+          size INTEGER NOT NULL DEFAULT 0,
+          nlink INTEGER NOT NULL DEFAULT 1,
+          atime_s INTEGER NOT NULL, atime_ns INTEGER NOT NULL,
+          mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+          ctime_s INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+          target TEXT,
+          block_size INTEGER NOT NULL,
+          persisted INTEGER NOT NULL,
+          ufs_fingerprint TEXT,
+          synced_at INTEGER NOT NULL DEFAULT 0,
+          container INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE edge (
+          parent INTEGER NOT NULL REFERENCES node(ino),
+          name TEXT NOT NULL,
+          ino INTEGER NOT NULL REFERENCES node(ino),
+          PRIMARY KEY (parent, name)
+        ) WITHOUT ROWID;
+        CREATE INDEX edge_by_ino ON edge(ino);
+        CREATE TABLE block (
+          block_id INTEGER PRIMARY KEY,
+          ino INTEGER NOT NULL REFERENCES node(ino) ON DELETE CASCADE,
+          idx INTEGER NOT NULL,
+          length INTEGER NOT NULL,
+          UNIQUE (ino, idx)
+        );
+        CREATE TABLE worker (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          address TEXT NOT NULL UNIQUE,
+          capacity INTEGER NOT NULL,
+          used INTEGER NOT NULL,
+          last_heartbeat INTEGER NOT NULL,
+          live INTEGER NOT NULL
+        );
+        CREATE TABLE block_location (
+          block_id INTEGER NOT NULL,
+          worker_id INTEGER NOT NULL REFERENCES worker(id) ON DELETE CASCADE,
+          PRIMARY KEY (block_id, worker_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE pending_delete (
+          worker_id INTEGER NOT NULL REFERENCES worker(id) ON DELETE CASCADE,
+          block_id INTEGER NOT NULL,
+          PRIMARY KEY (worker_id, block_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE mount (path TEXT PRIMARY KEY, uri TEXT NOT NULL, options TEXT NOT NULL DEFAULT '{}');
+        CREATE TABLE xattr (ino INTEGER NOT NULL REFERENCES node(ino) ON DELETE CASCADE, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ino, name));
+      `);
+      const now = timespecNow();
+      db.prepare(
+        `INSERT INTO node (ino, type, mode, uid, gid, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, block_size, persisted)
+         VALUES (?, 2, ?, 0, 0, 2, ?, ?, ?, ?, ?, ?, ?, 1)`,
+      ).run(ROOT_INO, 0o755, now.sec, now.nsec, now.sec, now.nsec, now.sec, now.nsec, this.#blockSize);
+      db.prepare(`INSERT INTO meta (key, value) VALUES ('schema_version', ?), ('next_container', '1')`).run(String(SCHEMA_VERSION));
+    })();
+  }
+
+  private prepare() {
+    const db = this.#db;
+    return {
+      node: db.prepare(`SELECT * FROM node WHERE ino = ?`),
+      edge: db.prepare(`SELECT ino FROM edge WHERE parent = ? AND name = ?`),
+      children: db.prepare(`SELECT e.name AS name, n.* FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = ? ORDER BY e.name`),
+      childCount: db.prepare(`SELECT COUNT(*) AS n FROM edge WHERE parent = ?`),
+      parentOf: db.prepare(`SELECT parent, name FROM edge WHERE ino = ? LIMIT 1`),
+      insertNode: db.prepare(
+        `INSERT INTO node (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, block_size, persisted, ufs_fingerprint, synced_at)
+         VALUES (@type, @mode, @uid, @gid, @size, @nlink, @as, @ans, @ms, @mns, @cs, @cns, @target, @blockSize, @persisted, @fp, @syncedAt)`,
+      ),
+      insertEdge: db.prepare(`INSERT INTO edge (parent, name, ino) VALUES (?, ?, ?)`),
+      deleteEdge: db.prepare(`DELETE FROM edge WHERE parent = ? AND name = ?`),
+      deleteNode: db.prepare(`DELETE FROM node WHERE ino = ?`),
+      touchDir: db.prepare(`UPDATE node SET mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ? WHERE ino = ?`),
+      touchCtime: db.prepare(`UPDATE node SET ctime_s = ?, ctime_ns = ? WHERE ino = ?`),
+      nlinkAdd: db.prepare(`UPDATE node SET nlink = nlink + ? WHERE ino = ?`),
+      blocksOf: db.prepare(`SELECT block_id, idx, length FROM block WHERE ino = ? ORDER BY idx`),
+      block: db.prepare(`SELECT block_id, ino, idx, length FROM block WHERE block_id = ?`),
+      insertBlock: db.prepare(`INSERT INTO block (block_id, ino, idx, length) VALUES (?, ?, ?, ?)`),
+      deleteBlocksOf: db.prepare(`DELETE FROM block WHERE ino = ?`),
+      locationsOfFile: db.prepare(
+        `SELECT l.block_id AS block_id, l.worker_id AS worker_id FROM block b JOIN block_location l ON l.block_id = b.block_id
+         JOIN worker w ON w.id = l.worker_id WHERE b.ino = ? AND w.live = 1`,
+      ),
+      locationsByFile: db.prepare(`SELECT l.worker_id AS worker_id, l.block_id AS block_id FROM block b JOIN block_location l ON l.block_id = b.block_id WHERE b.ino = ?`),
+      deleteLocationsOfFile: db.prepare(`DELETE FROM block_location WHERE block_id IN (SELECT block_id FROM block WHERE ino = ?)`),
+      addPendingDelete: db.prepare(`INSERT OR IGNORE INTO pending_delete (worker_id, block_id) VALUES (?, ?)`),
+      addLocation: db.prepare(`INSERT OR IGNORE INTO block_location (block_id, worker_id) SELECT ?, ? WHERE EXISTS (SELECT 1 FROM block WHERE block_id = ?)`),
+      removeLocation: db.prepare(`DELETE FROM block_location WHERE block_id = ? AND worker_id = ?`),
+      blockExists: db.prepare(`SELECT 1 FROM block WHERE block_id = ?`),
+      metaGet: db.prepare(`SELECT value FROM meta WHERE key = ?`),
+      metaSet: db.prepare(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
+      workerByAddress: db.prepare(`SELECT * FROM worker WHERE address = ?`),
+      workerById: db.prepare(`SELECT * FROM worker WHERE id = ?`),
+      insertWorker: db.prepare(`INSERT INTO worker (address, capacity, used, last_heartbeat, live) VALUES (?, ?, ?, ?, 1)`),
+      updateWorker: db.prepare(`UPDATE worker SET capacity = ?, used = ?, last_heartbeat = ?, live = 1 WHERE id = ?`),
+      workers: db.prepare(`SELECT * FROM worker ORDER BY id`),
+      staleWorkers: db.prepare(`SELECT id FROM worker WHERE live = 1 AND last_heartbeat < ?`),
+      markLost: db.prepare(`UPDATE worker SET live = 0 WHERE id = ?`),
+      deleteLocationsOfWorker: db.prepare(`DELETE FROM block_location WHERE worker_id = ?`),
+      pendingDeletes: db.prepare(`SELECT block_id FROM pending_delete WHERE worker_id = ? LIMIT 10000`),
+      clearPendingDelete: db.prepare(`DELETE FROM pending_delete WHERE worker_id = ? AND block_id = ?`),
+      mounts: db.prepare(`SELECT path, uri, options FROM mount ORDER BY path`),
+      insertMount: db.prepare(`INSERT INTO mount (path, uri) VALUES (?, ?) ON CONFLICT(path) DO UPDATE SET uri = excluded.uri`),
+      nodeCount: db.prepare(`SELECT COUNT(*) AS n FROM node`),
+    };
+  }
+
+  close(): void {
+    this.#db.close();
+  }
+
+  get blockSize(): number {
+    return this.#blockSize;
+  }
+
+  // ---- reads ---------------------------------------------------------------
+
+  getNode(ino: number): NodeRecord | undefined {
+    const row = this.#stmt.node.get(ino) as NodeRow | undefined;
+    return row && toRecord(row);
+  }
+
+  requireNode(ino: number): NodeRecord {
+    const n = this.getNode(ino);
+    if (!n) throw new StrataError('NOT_FOUND', `no inode ${ino}`);
+    return n;
+  }
+
+  lookup(parent: number, name: string): NodeRecord | undefined {
+    const e = this.#stmt.edge.get(parent, name) as { ino: number } | undefined;
+    return e && this.getNode(e.ino);
+  }
+
+  children(parent: number): (NodeRecord & { name: string })[] {
+    return (this.#stmt.children.all(parent) as (NodeRow & { name: string })[]).map((r) => ({ ...toRecord(r), name: r.name }));
+  }
+
+  /** The path of an inode from the root, through its first parent edge. */
+  pathOf(ino: number): string {
+    const parts: string[] = [];
+    let cur = ino;
+    for (let depth = 0; cur !== ROOT_INO; depth++) {
+      if (depth > 4096) throw new StrataError('INTERNAL', `inode ${ino} has no path to the root`);
+      const e = this.#stmt.parentOf.get(cur) as { parent: number; name: string } | undefined;
+      if (!e) throw new StrataError('NOT_FOUND', `inode ${ino} is not linked into the namespace`);
+      parts.push(e.name);
+      cur = e.parent;
+    }
+    return '/' + parts.reverse().join('/');
+  }
+
+  /** True when `ino` is `ancestor` or lies below it. */
+  isDescendant(ino: number, ancestor: number): boolean {
+    let cur = ino;
+    for (let depth = 0; depth < 4096; depth++) {
+      if (cur === ancestor) return true;
+      if (cur === ROOT_INO) return false;
+      const e = this.#stmt.parentOf.get(cur) as { parent: number } | undefined;
+      if (!e) return false;
+      cur = e.parent;
+    }
+    return false;
+  }
+
+  blocks(ino: number): BlockInfo[] {
+    const node = this.requireNode(ino);
+    const locs = new Map<number, number[]>();
+    for (const l of this.#stmt.locationsOfFile.all(ino) as { block_id: number; worker_id: number }[]) {
+      const arr = locs.get(l.block_id) ?? [];
+      arr.push(l.worker_id);
+      locs.set(l.block_id, arr);
+    }
+    return (this.#stmt.blocksOf.all(ino) as { block_id: number; idx: number; length: number }[]).map((b) => ({
+      id: b.block_id,
+      index: b.idx,
+      offset: b.idx * node.blockSize,
+      length: b.length,
+      locations: locs.get(b.block_id) ?? [],
+    }));
+  }
+
+  block(blockId: number): { blockId: number; ino: number; index: number; length: number } | undefined {
+    const b = this.#stmt.block.get(blockId) as { block_id: number; ino: number; idx: number; length: number } | undefined;
+    return b && { blockId: b.block_id, ino: b.ino, index: b.idx, length: b.length };
+  }
+
+  nodeCount(): number {
+    return (this.#stmt.nodeCount.get() as { n: number }).n;
+  }
+
+  // ---- namespace mutations (each one transaction) --------------------------
+
+  /** Links a new inode under `parent`; ALREADY_EXISTS if the name is taken. */
+  createChild(parent: number, name: string, node: NewNode): NodeRecord {
+    return this.#db.transaction(() => {
+      const p = this.requireNode(parent);
+      if (p.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `inode ${parent} is not a directory`);
+      if (this.#stmt.edge.get(parent, name)) throw new StrataError('ALREADY_EXISTS', `'${name}' already exists`);
+      const ino = this.#insertNode(node);
+      this.#stmt.insertEdge.run(parent, name, ino);
+      if (node.type === 'directory') this.#stmt.nlinkAdd.run(1, parent);
+      const now = timespecNow();
+      this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, parent);
+      if (node.type === 'file' && node.persisted && (node.size ?? 0) > 0) this.#allocateBlocks(ino, node.size!);
+      return this.requireNode(ino);
+    })();
+  }
+
+  /**
+   * Links nodes discovered in the under-store, skipping names that meanwhile
+   * exist; used by lazy loading, so it never touches parent times.
+   */
+  loadChildren(parent: number, nodes: { name: string; node: NewNode }[]): void {
+    this.#db.transaction(() => {
+      const p = this.getNode(parent);
+      if (!p || p.type !== 'directory') return;
+      for (const { name, node } of nodes) {
+        if (this.#stmt.edge.get(parent, name)) continue;
+        const ino = this.#insertNode(node);
+        this.#stmt.insertEdge.run(parent, name, ino);
+        if (node.type === 'directory') this.#stmt.nlinkAdd.run(1, parent);
+        if (node.type === 'file' && (node.size ?? 0) > 0) this.#allocateBlocks(ino, node.size!);
+      }
+    })();
+  }
+
+  #insertNode(node: NewNode): number {
+    const t = node.mtime ?? timespecNow();
+    const now = timespecNow();
+    const r = this.#stmt.insertNode.run({
+      type: TYPE_CODE[node.type],
+      mode: node.mode & 0o7777,
+      uid: node.uid,
+      gid: node.gid,
+      size: node.size ?? 0,
+      nlink: node.type === 'directory' ? 2 : 1,
+      as: t.sec,
+      ans: t.nsec,
+      ms: t.sec,
+      mns: t.nsec,
+      cs: node.mtime ? t.sec : now.sec,
+      cns: node.mtime ? t.nsec : now.nsec,
+      target: node.target ?? null,
+      blockSize: this.#blockSize,
+      persisted: node.persisted ? 1 : 0,
+      fp: node.ufsFingerprint ?? null,
+      syncedAt: node.syncedAt ?? 0,
+    });
+    return Number(r.lastInsertRowid);
+  }
+
+  #allocateContainer(): number {
+    const row = this.#stmt.metaGet.get('next_container') as { value: string };
+    const c = Number(row.value);
+    this.#stmt.metaSet.run('next_container', String(c + 1));
+    return c;
+  }
+
+  /** Gives a file of `size` bytes a fresh container of blocks with no locations. */
+  #allocateBlocks(ino: number, size: number): void {
+    const container = this.#allocateContainer();
+    const bs = this.#blockSize;
+    const n = Math.ceil(size / bs);
+    for (let i = 0; i < n; i++) this.#stmt.insertBlock.run(blockIdOf(container, i), ino, i, Math.min(bs, size - i * bs));
+    this.#db.prepare(`UPDATE node SET container = ? WHERE ino = ?`).run(container, ino);
+  }
+
+  /** Drops a file's blocks; every cached copy is queued for deletion on its worker. */
+  #dropBlocks(ino: number): void {
+    for (const l of this.#stmt.locationsByFile.all(ino) as { worker_id: number; block_id: number }[]) {
+      this.#stmt.addPendingDelete.run(l.worker_id, l.block_id);
+    }
+    this.#stmt.deleteLocationsOfFile.run(ino);
+    this.#stmt.deleteBlocksOf.run(ino);
+  }
+
+  /** Removes the entry `name` of `parent` (file or empty directory) and frees the inode when unreferenced. */
+  removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any'): NodeRecord {
+    return this.#db.transaction(() => {
+      const node = this.lookup(parent, name);
+      if (!node) throw new StrataError('NOT_FOUND', `'${name}' does not exist`);
+      if (expect === 'file' && node.type === 'directory') throw new StrataError('IS_DIRECTORY', `'${name}' is a directory`);
+      if (expect === 'directory' && node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `'${name}' is not a directory`);
+      if (node.type === 'directory' && (this.#stmt.childCount.get(node.ino) as { n: number }).n > 0) {
+        throw new StrataError('NOT_EMPTY', `directory '${name}' is not empty`);
+      }
+      this.#unlinkEdge(parent, name, node);
+      const now = timespecNow();
+      this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, parent);
+      return node;
+    })();
+  }
+
+  #unlinkEdge(parent: number, name: string, node: NodeRecord): void {
+    this.#stmt.deleteEdge.run(parent, name);
+    if (node.type === 'directory') {
+      this.#stmt.nlinkAdd.run(-1, parent);
+      this.#deleteTree(node.ino);
+      return;
+    }
+    this.#stmt.nlinkAdd.run(-1, node.ino);
+    const now = timespecNow();
+    this.#stmt.touchCtime.run(now.sec, now.nsec, node.ino);
+    const after = this.getNode(node.ino);
+    if (after && after.nlink <= 0) {
+      this.#dropBlocks(node.ino);
+      this.#stmt.deleteNode.run(node.ino);
+    }
+  }
+
+  /** Deletes a directory inode and everything below it (used when the under-store lost a tree). */
+  #deleteTree(ino: number): void {
+    for (const c of this.children(ino)) {
+      this.#stmt.deleteEdge.run(ino, c.name);
+      if (c.type === 'directory') this.#deleteTree(c.ino);
+      else {
+        this.#dropBlocks(c.ino);
+        this.#stmt.deleteNode.run(c.ino);
+      }
+    }
+    this.#stmt.deleteNode.run(ino);
+  }
+
+  /** POSIX rename(2): replaces a compatible destination atomically. */
+  rename(srcParent: number, srcName: string, dstParent: number, dstName: string): NodeRecord {
+    return this.#db.transaction(() => {
+      const src = this.lookup(srcParent, srcName);
+      if (!src) throw new StrataError('NOT_FOUND', `'${srcName}' does not exist`);
+      const dp = this.requireNode(dstParent);
+      if (dp.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `destination parent is not a directory`);
+      if (src.type === 'directory' && this.isDescendant(dstParent, src.ino)) {
+        throw new StrataError('INVALID_ARGUMENT', `cannot move a directory into itself`);
+      }
+      const dst = this.lookup(dstParent, dstName);
+      if (dst && dst.ino === src.ino) return src;
+      if (dst) {
+        if (src.type === 'directory' && dst.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `'${dstName}' is not a directory`);
+        if (src.type !== 'directory' && dst.type === 'directory') throw new StrataError('IS_DIRECTORY', `'${dstName}' is a directory`);
+        if (dst.type === 'directory' && (this.#stmt.childCount.get(dst.ino) as { n: number }).n > 0) {
+          throw new StrataError('NOT_EMPTY', `directory '${dstName}' is not empty`);
+        }
+        this.#unlinkEdge(dstParent, dstName, dst);
+      }
+      this.#stmt.deleteEdge.run(srcParent, srcName);
+      this.#stmt.insertEdge.run(dstParent, dstName, src.ino);
+      if (src.type === 'directory' && srcParent !== dstParent) {
+        this.#stmt.nlinkAdd.run(-1, srcParent);
+        this.#stmt.nlinkAdd.run(1, dstParent);
+      }
+      const now = timespecNow();
+      this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, srcParent);
+      if (dstParent !== srcParent) this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, dstParent);
+      this.#stmt.touchCtime.run(now.sec, now.nsec, src.ino);
+      return this.requireNode(src.ino);
+    })();
+  }
+
+  setAttributes(ino: number, attrs: { mode?: number; uid?: number; gid?: number; atime?: Timespec; mtime?: Timespec }): NodeRecord {
+    return this.#db.transaction(() => {
+      this.requireNode(ino);
+      const sets: string[] = [];
+      const args: number[] = [];
+      if (attrs.mode !== undefined) sets.push('mode = ?'), args.push(attrs.mode & 0o7777);
+      if (attrs.uid !== undefined) sets.push('uid = ?'), args.push(attrs.uid);
+      if (attrs.gid !== undefined) sets.push('gid = ?'), args.push(attrs.gid);
+      if (attrs.atime) sets.push('atime_s = ?', 'atime_ns = ?'), args.push(attrs.atime.sec, attrs.atime.nsec);
+      if (attrs.mtime) sets.push('mtime_s = ?', 'mtime_ns = ?'), args.push(attrs.mtime.sec, attrs.mtime.nsec);
+      const now = timespecNow();
+      sets.push('ctime_s = ?', 'ctime_ns = ?');
+      args.push(now.sec, now.nsec);
+      this.#db.prepare(`UPDATE node SET ${sets.join(', ')} WHERE ino = ?`).run(...args, ino);
+      return this.requireNode(ino);
+    })();
+  }
+
+  /** Starts a new version of a file's content: a fresh container of block ids. */
+  beginWrite(ino: number): { containerId: number; blockSize: number } {
+    return this.#db.transaction(() => {
+      const n = this.requireNode(ino);
+      if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
+      return { containerId: this.#allocateContainer(), blockSize: n.blockSize };
+    })();
+  }
+
+  /** Replaces a file's content with the blocks a worker wrote; the old blocks are queued for deletion. */
+  commitWrite(req: {
+    ino: number;
+    containerId: number;
+    size: number;
+    blocks: CommittedBlock[];
+    workerId: number;
+    ufsFingerprint: string | null;
+    mtime?: Timespec;
+  }): NodeRecord {
+    return this.#db.transaction(() => {
+      const n = this.requireNode(req.ino);
+      if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);
+      const bs = n.blockSize;
+      const expected = Math.ceil(req.size / bs);
+      if (req.blocks.length !== expected) throw new StrataError('BAD_REQUEST', `a ${req.size}-byte file has ${expected} blocks, got ${req.blocks.length}`);
+      req.blocks.forEach((b, i) => {
+        if (b.id !== blockIdOf(req.containerId, i)) throw new StrataError('BAD_REQUEST', `block ${i} has id ${b.id}, expected ${blockIdOf(req.containerId, i)}`);
+        if (b.length !== Math.min(bs, req.size - i * bs)) throw new StrataError('BAD_REQUEST', `block ${i} has a wrong length ${b.length}`);
+      });
+      const worker = this.#stmt.workerById.get(req.workerId);
+      this.#dropBlocks(req.ino);
+      for (const [i, b] of req.blocks.entries()) {
+        this.#stmt.insertBlock.run(b.id, req.ino, i, b.length);
+        if (worker) this.#stmt.addLocation.run(b.id, req.workerId, b.id);
+      }
+      const t = req.mtime ?? timespecNow();
+      const now = timespecNow();
+      this.#db
+        .prepare(
+          `UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`,
+        )
+        .run(req.size, t.sec, t.nsec, now.sec, now.nsec, req.containerId, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
+      return this.requireNode(req.ino);
+    })();
+  }
+
+  /**
+   * Brings a file in line with its under-store object after an out-of-band change:
+   * new size and mtime, fresh blocks, cached copies dropped.
+   */
+  refreshFromUfs(ino: number, size: number, mtime: Timespec, fingerprint: string): void {
+    this.#db.transaction(() => {
+      const n = this.getNode(ino);
+      if (!n || n.type !== 'file') return;
+      this.#dropBlocks(ino);
+      const now = timespecNow();
+      this.#db
+        .prepare(`UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, ufs_fingerprint = ?, synced_at = ?, persisted = 1 WHERE ino = ?`)
+        .run(size, mtime.sec, mtime.nsec, now.sec, now.nsec, fingerprint, Date.now(), ino);
+      if (size > 0) this.#allocateBlocks(ino, size);
+    })();
+  }
+
+  markSynced(ino: number, at = Date.now()): void {
+    this.#db.prepare(`UPDATE node SET synced_at = ? WHERE ino = ?`).run(at, ino);
+  }
+
+  /** Removes a child that vanished from the under-store (the whole subtree for directories). */
+  forgetChild(parent: number, name: string): void {
+    this.#db.transaction(() => {
+      const node = this.lookup(parent, name);
+      if (!node) return;
+      this.#stmt.deleteEdge.run(parent, name);
+      if (node.type === 'directory') {
+        this.#stmt.nlinkAdd.run(-1, parent);
+        this.#deleteTree(node.ino);
+      } else {
+        this.#dropBlocks(node.ino);
+        this.#stmt.deleteNode.run(node.ino);
+      }
+    })();
+  }
+
+  // ---- workers -------------------------------------------------------------
+
+  registerWorker(address: string, capacity: number, used: number, blocks: number[]): number {
+    return this.#db.transaction(() => {
+      const now = Date.now();
+      const existing = this.#stmt.workerByAddress.get(address) as { id: number } | undefined;
+      let id: number;
+      if (existing) {
+        id = existing.id;
+        this.#stmt.updateWorker.run(capacity, used, now, id);
+      } else {
+        id = Number(this.#stmt.insertWorker.run(address, capacity, used, now).lastInsertRowid);
+      }
+      // A full report replaces what we knew; blocks no file refers to any more are deleted on the worker.
+      this.#stmt.deleteLocationsOfWorker.run(id);
+      for (const b of blocks) {
+        if (this.#stmt.blockExists.get(b)) this.#stmt.addLocation.run(b, id, b);
+        else this.#stmt.addPendingDelete.run(id, b);
+      }
+      return id;
+    })();
+  }
+
+  /** Records a heartbeat; returns null when the worker is unknown or lost (it must register again). */
+  heartbeat(workerId: number, capacity: number, used: number, added: number[], removed: number[]): number[] | null {
+    return this.#db.transaction(() => {
+      const w = this.#stmt.workerById.get(workerId) as { live: number } | undefined;
+      if (!w || !w.live) return null;
+      this.#stmt.updateWorker.run(capacity, used, Date.now(), workerId);
+      for (const b of added) {
+        if (this.#stmt.blockExists.get(b)) this.#stmt.addLocation.run(b, workerId, b);
+        else this.#stmt.addPendingDelete.run(workerId, b);
+      }
+      for (const b of removed) {
+        this.#stmt.removeLocation.run(b, workerId);
+        this.#stmt.clearPendingDelete.run(workerId, b);
+      }
+      return (this.#stmt.pendingDeletes.all(workerId) as { block_id: number }[]).map((r) => r.block_id);
+    })();
+  }
+
+  /** Marks workers silent since `before` as lost and drops their block locations. */
+  expireWorkers(before: number): number[] {
+    return this.#db.transaction(() => {
+      const lost = (this.#stmt.staleWorkers.all(before) as { id: number }[]).map((r) => r.id);
+      for (const id of lost) {
+        this.#stmt.markLost.run(id);
+        this.#stmt.deleteLocationsOfWorker.run(id);
+      }
+      return lost;
+    })();
+  }
+
+  workers(): WorkerInfo[] {
+    return (this.#stmt.workers.all() as { id: number; address: string; capacity: number; used: number; last_heartbeat: number; live: number }[]).map((w) => ({
+      id: w.id,
+      address: w.address,
+      capacityBytes: w.capacity,
+      usedBytes: w.used,
+      lastHeartbeatMs: w.last_heartbeat,
+      live: w.live === 1,
+    }));
+  }
+
+  // ---- mount table ---------------------------------------------------------
+
+  mounts(): { path: string; uri: string }[] {
+    return this.#stmt.mounts.all() as { path: string; uri: string }[];
+  }
+
+  setMount(path: string, uri: string): void {
+    this.#stmt.insertMount.run(path, uri);
+  }
+}
+
+function toRecord(r: NodeRow): NodeRecord {
+  const persistState: PersistState = r.persisted ? 'persisted' : 'not_persisted';
+  const rec: NodeRecord = {
+    ino: r.ino,
+    type: TYPE_NAME[r.type]!,
+    mode: r.mode,
+    uid: r.uid,
+    gid: r.gid,
+    size: r.size,
+    nlink: r.nlink,
+    atime: { sec: r.atime_s, nsec: r.atime_ns },
+    mtime: { sec: r.mtime_s, nsec: r.mtime_ns },
+    ctime: { sec: r.ctime_s, nsec: r.ctime_ns },
+    blockSize: r.block_size,
+    persistState,
+    ufsFingerprint: r.ufs_fingerprint,
+    syncedAt: r.synced_at,
+    container: r.container,
+  };
+  if (r.target !== null) rec.target = r.target;
+  return rec;
+}
+
+/** The public view of a node, without sync bookkeeping. */
+export function toAttributes(n: NodeRecord): FileAttributes {
+  const { ufsFingerprint: _f, syncedAt: _s, container: _c, ...attrs } = n;
+  return attrs;
+}
+
+export function toDirEntry(n: NodeRecord & { name: string }): DirEntry {
+  return { ...toAttributes(n), name: n.name };
+}
+
+export { BLOCKS_PER_CONTAINER };

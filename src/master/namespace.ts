@@ -1,0 +1,334 @@
+/**
+ * The namespace operations at the level of whole operations: path resolution with
+ * lazy loading from the under-store, metadata sync, and the under-store side of
+ * each change (mkdir, delete, rename). The InodeTable below commits each change in
+ * one transaction; this layer only adds the asynchronous under-store calls.
+ */
+
+import { StrataError } from '../common/errors';
+import { Mutex } from '../common/mutex';
+import { parsePath } from '../common/paths';
+import type { BlockSource, DirEntry, FileAttributes, FileBlocksResponse, Timespec, UfsLocation, WriteCommitRequest } from '../common/protocol';
+import { timespecFromMs, timespecNow } from '../common/protocol';
+import type { Logger } from '../common/log';
+import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
+import { InodeTable, NewNode, NodeRecord, ROOT_INO, toAttributes, toDirEntry } from './inode-table';
+
+export interface NamespaceOptions {
+  table: InodeTable;
+  /** The under-store mounted at '/'. */
+  ufs: UnderFileSystem;
+  /**
+   * How old (ms) cached metadata of under-store files may get before it is checked
+   * against the store again; 0 checks on every access, -1 never re-checks.
+   */
+  syncIntervalMs: number;
+  logger: Logger;
+}
+
+export class Namespace {
+  readonly #table: InodeTable;
+  readonly #ufs: UnderFileSystem;
+  readonly #syncIntervalMs: number;
+  readonly #log: Logger;
+  /** Changes that touch the under-store run one at a time, so store and table agree. */
+  readonly #mutations = new Mutex();
+  readonly #uid = process.getuid?.() ?? 0;
+  readonly #gid = process.getgid?.() ?? 0;
+
+  constructor(opts: NamespaceOptions) {
+    this.#table = opts.table;
+    this.#ufs = opts.ufs;
+    this.#syncIntervalMs = opts.syncIntervalMs;
+    this.#log = opts.logger;
+    this.#table.setMount('/', opts.ufs.uri);
+  }
+
+  get ufsUri(): string {
+    return this.#ufs.uri;
+  }
+
+  // ---- resolution ----------------------------------------------------------
+
+  #isStale(n: NodeRecord): boolean {
+    if (this.#syncIntervalMs < 0) return false;
+    return Date.now() - n.syncedAt > this.#syncIntervalMs;
+  }
+
+  #fromUfs(st: UfsStatus, syncedAt: number): NewNode {
+    return {
+      type: st.type,
+      mode: st.type === 'directory' ? 0o755 : 0o644,
+      uid: this.#uid,
+      gid: this.#gid,
+      size: st.size,
+      mtime: timespecFromMs(st.mtimeMs),
+      persisted: true,
+      ufsFingerprint: st.type === 'file' ? st.fingerprint : null,
+      // A directory's syncedAt means "listing loaded"; a lazily found one has not been listed yet.
+      syncedAt: st.type === 'directory' ? 0 : syncedAt,
+    };
+  }
+
+  /** Resolves a path to its node, loading missing components from the under-store. */
+  async resolve(path: string): Promise<NodeRecord> {
+    return this.#resolveParts(parsePath(path));
+  }
+
+  async #resolveParts(parts: string[]): Promise<NodeRecord> {
+    let node = this.#table.requireNode(ROOT_INO);
+    for (let i = 0; i < parts.length; i++) {
+      if (node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `/${parts.slice(0, i).join('/')} is not a directory`);
+      node = await this.#child(node, parts.slice(0, i + 1));
+    }
+    return node;
+  }
+
+  /** The child named by the last of `parts` under `parent`, consulting the under-store as needed. */
+  async #child(parent: NodeRecord, parts: string[]): Promise<NodeRecord> {
+    const name = parts[parts.length - 1]!;
+    const ufsPath = '/' + parts.join('/');
+    const existing = this.#table.lookup(parent.ino, name);
+    if (existing) {
+      if (existing.type === 'file' && existing.persistState === 'persisted' && this.#isStale(existing)) {
+        return this.#revalidate(parent, name, existing, ufsPath);
+      }
+      return existing;
+    }
+    if (parent.persistState !== 'persisted') throw notFound(ufsPath);
+    const started = Date.now();
+    const st = await this.#ufs.stat(ufsPath);
+    if (!st) throw notFound(ufsPath);
+    this.#table.loadChildren(parent.ino, [{ name, node: this.#fromUfs(st, started) }]);
+    const loaded = this.#table.lookup(parent.ino, name);
+    if (!loaded) throw notFound(ufsPath);
+    this.#log.debug({ path: ufsPath }, 'loaded metadata from the under-store');
+    return loaded;
+  }
+
+  /** Checks a cached under-store file against the store; drops or refreshes it when it changed. */
+  async #revalidate(parent: NodeRecord, name: string, node: NodeRecord, ufsPath: string): Promise<NodeRecord> {
+    const started = Date.now();
+    const st = await this.#ufs.stat(ufsPath);
+    const now = this.#table.getNode(node.ino);
+    // Changed through Strata while we asked the store: the namespace is newer.
+    if (!now) throw notFound(ufsPath);
+    if (now.syncedAt > started || now.ufsFingerprint !== node.ufsFingerprint) return now;
+    if (!st || st.type !== 'file') {
+      this.#log.info({ path: ufsPath }, 'file vanished from the under-store; dropping it');
+      this.#table.forgetChild(parent.ino, name);
+      if (!st) throw notFound(ufsPath);
+      return this.#child(parent, parsePath(ufsPath));
+    }
+    if (st.fingerprint !== node.ufsFingerprint) {
+      this.#log.info({ path: ufsPath }, 'file changed in the under-store; dropping cached blocks');
+      this.#table.refreshFromUfs(node.ino, st.size, timespecFromMs(st.mtimeMs), st.fingerprint);
+    } else {
+      this.#table.markSynced(node.ino, started);
+    }
+    return this.#table.requireNode(node.ino);
+  }
+
+  async #resolveParent(path: string): Promise<{ parent: NodeRecord; name: string; parts: string[] }> {
+    const parts = parsePath(path);
+    if (parts.length === 0) throw new StrataError('INVALID_ARGUMENT', 'the root has no parent');
+    const parent = await this.#resolveParts(parts.slice(0, -1));
+    if (parent.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${'/' + parts.slice(0, -1).join('/')} is not a directory`);
+    return { parent, name: parts[parts.length - 1]!, parts };
+  }
+
+  /** Like #child, but undefined instead of NOT_FOUND. */
+  async #maybeChild(parent: NodeRecord, parts: string[]): Promise<NodeRecord | undefined> {
+    try {
+      return await this.#child(parent, parts);
+    } catch (err) {
+      if (err instanceof StrataError && err.code === 'NOT_FOUND') return undefined;
+      throw err;
+    }
+  }
+
+  /** Loads a directory's listing from the under-store when it is stale. */
+  async #syncListing(dir: NodeRecord, parts: string[]): Promise<void> {
+    if (dir.persistState !== 'persisted' || !this.#isStale(dir)) return;
+    const started = Date.now();
+    let listing: UfsStatus[];
+    try {
+      listing = await this.#ufs.list('/' + parts.join('/'));
+    } catch (err) {
+      if (err instanceof StrataError && (err.code === 'NOT_FOUND' || err.code === 'NOT_DIRECTORY')) return;
+      throw err;
+    }
+    const inUfs = new Map(listing.map((s) => [s.name, s]));
+    const toLoad: { name: string; node: NewNode }[] = [];
+    for (const s of listing) {
+      try {
+        parsePath('/' + s.name);
+      } catch {
+        continue; // a name Strata cannot represent (too long, not UTF-8): not shown
+      }
+      const cur = this.#table.lookup(dir.ino, s.name);
+      if (!cur) toLoad.push({ name: s.name, node: this.#fromUfs(s, started) });
+      else if (cur.type === 'file' && s.type === 'file' && cur.persistState === 'persisted' && cur.syncedAt < started && cur.ufsFingerprint !== s.fingerprint) {
+        this.#table.refreshFromUfs(cur.ino, s.size, timespecFromMs(s.mtimeMs), s.fingerprint);
+      }
+    }
+    for (const c of this.#table.children(dir.ino)) {
+      // Only what the store had before this listing started can be missing from it for real.
+      if (!inUfs.has(c.name) && c.persistState === 'persisted' && c.syncedAt < started && c.type !== 'symlink') {
+        if (c.type === 'directory' && c.syncedAt !== 0) continue;
+        this.#table.forgetChild(dir.ino, c.name);
+      }
+    }
+    this.#table.loadChildren(dir.ino, toLoad);
+    this.#table.markSynced(dir.ino, started);
+  }
+
+  // ---- operations ------------------------------------------------------------
+
+  async stat(path: string): Promise<FileAttributes> {
+    return toAttributes(await this.resolve(path));
+  }
+
+  async list(path: string): Promise<DirEntry[]> {
+    const parts = parsePath(path);
+    const dir = await this.#resolveParts(parts);
+    if (dir.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
+    await this.#syncListing(dir, parts);
+    return this.#table.children(dir.ino).map(toDirEntry);
+  }
+
+  mkdir(path: string, mode: number, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
+    return this.#mutations.run(async () => {
+      const { parent, name, parts } = await this.#resolveParent(path);
+      if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
+      if (parent.persistState === 'persisted') {
+        try {
+          await this.#ufs.mkdir('/' + parts.join('/'));
+        } catch (err) {
+          if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
+        }
+      }
+      const node = this.#table.createChild(parent.ino, name, { type: 'directory', mode, uid, gid, persisted: parent.persistState === 'persisted', syncedAt: Date.now() });
+      return toAttributes(node);
+    });
+  }
+
+  /** Creates an empty regular file; its bytes reach the under-store on the first committed write. */
+  async create(path: string, mode: number, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
+    const { parent, name, parts } = await this.#resolveParent(path);
+    if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
+    return toAttributes(this.#table.createChild(parent.ino, name, { type: 'file', mode, uid, gid, persisted: false, syncedAt: Date.now() }));
+  }
+
+  unlink(path: string): Promise<void> {
+    return this.#mutations.run(async () => {
+      const { parent, name, parts } = await this.#resolveParent(path);
+      const node = await this.#child(parent, parts);
+      if (node.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
+      await this.#ufsIgnoreMissing(() => this.#ufs.delete('/' + parts.join('/')));
+      this.#table.removeChild(parent.ino, name, 'file');
+    });
+  }
+
+  rmdir(path: string): Promise<void> {
+    return this.#mutations.run(async () => {
+      const { parent, name, parts } = await this.#resolveParent(path);
+      const node = await this.#child(parent, parts);
+      if (node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
+      await this.#syncListing(node, parts);
+      if (this.#table.children(node.ino).length > 0) throw new StrataError('NOT_EMPTY', `${path} is not empty`);
+      if (node.persistState === 'persisted') await this.#ufsIgnoreMissing(() => this.#ufs.rmdir('/' + parts.join('/')));
+      this.#table.removeChild(parent.ino, name, 'directory');
+    });
+  }
+
+  rename(src: string, dst: string): Promise<void> {
+    return this.#mutations.run(async () => {
+      const s = await this.#resolveParent(src);
+      const d = await this.#resolveParent(dst);
+      const node = await this.#child(s.parent, s.parts);
+      if (node.type === 'directory' && this.#table.isDescendant(d.parent.ino, node.ino)) {
+        throw new StrataError('INVALID_ARGUMENT', `cannot move ${src} into itself`);
+      }
+      const target = await this.#maybeChild(d.parent, d.parts);
+      if (target && target.ino === node.ino) return;
+      if (target) {
+        if (node.type === 'directory' && target.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${dst} is not a directory`);
+        if (node.type !== 'directory' && target.type === 'directory') throw new StrataError('IS_DIRECTORY', `${dst} is a directory`);
+        if (target.type === 'directory') {
+          await this.#syncListing(target, d.parts);
+          if (this.#table.children(target.ino).length > 0) throw new StrataError('NOT_EMPTY', `${dst} is not empty`);
+        }
+      }
+      const srcUfs = '/' + s.parts.join('/');
+      const dstUfs = '/' + d.parts.join('/');
+      if (node.persistState === 'persisted') {
+        if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => this.#ufs.rmdir(dstUfs));
+        await this.#ufs.rename(srcUfs, dstUfs);
+      } else if (target && target.persistState === 'persisted') {
+        await this.#ufsIgnoreMissing(() => (target.type === 'directory' ? this.#ufs.rmdir(dstUfs) : this.#ufs.delete(dstUfs)));
+      }
+      this.#table.rename(s.parent.ino, s.name, d.parent.ino, d.name);
+    });
+  }
+
+  async setAttributes(path: string, attrs: { mode?: number; uid?: number; gid?: number; atime?: Timespec | 'now'; mtime?: Timespec | 'now' }): Promise<FileAttributes> {
+    const node = await this.resolve(path);
+    const now = timespecNow();
+    return toAttributes(
+      this.#table.setAttributes(node.ino, {
+        ...(attrs.mode !== undefined ? { mode: attrs.mode } : {}),
+        ...(attrs.uid !== undefined ? { uid: attrs.uid } : {}),
+        ...(attrs.gid !== undefined ? { gid: attrs.gid } : {}),
+        ...(attrs.atime !== undefined ? { atime: attrs.atime === 'now' ? now : attrs.atime } : {}),
+        ...(attrs.mtime !== undefined ? { mtime: attrs.mtime === 'now' ? now : attrs.mtime } : {}),
+      }),
+    );
+  }
+
+  async fileBlocks(path: string): Promise<FileBlocksResponse> {
+    const node = await this.resolve(path);
+    if (node.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
+    return { attrs: toAttributes(node), blocks: this.#table.blocks(node.ino) };
+  }
+
+  fileBlocksByIno(ino: number): FileBlocksResponse {
+    const node = this.#table.requireNode(ino);
+    return { attrs: toAttributes(node), blocks: this.#table.blocks(node.ino) };
+  }
+
+  beginWrite(ino: number) {
+    return { ino, ...this.#table.beginWrite(ino) };
+  }
+
+  commitWrite(req: WriteCommitRequest): FileAttributes {
+    return toAttributes(this.#table.commitWrite(req));
+  }
+
+  /** Where an inode's bytes live in the under-store; asked by workers, never by clients. */
+  ufsLocation(ino: number): UfsLocation {
+    const n = this.#table.requireNode(ino);
+    if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
+    return { mountUri: this.#ufs.uri, path: this.#table.pathOf(ino) };
+  }
+
+  blockSource(blockId: number): BlockSource {
+    const b = this.#table.block(blockId);
+    if (!b) throw new StrataError('NOT_FOUND', `no block ${blockId}`);
+    const n = this.#table.requireNode(b.ino);
+    if (n.persistState !== 'persisted') throw new StrataError('NOT_FOUND', `block ${blockId} is on no worker and its file is not persisted`);
+    return { blockId, ino: b.ino, offset: b.index * n.blockSize, length: b.length, ufs: { mountUri: this.#ufs.uri, path: this.#table.pathOf(b.ino) } };
+  }
+
+  async #ufsIgnoreMissing(fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      if (!(err instanceof StrataError && err.code === 'NOT_FOUND')) throw err;
+    }
+  }
+}
+
+function notFound(path: string): StrataError {
+  return new StrataError('NOT_FOUND', `${path} does not exist`);
+}

@@ -1,0 +1,193 @@
+/**
+ * The master: the namespace and the cluster registry behind an HTTP/JSON API.
+ * It never reads or writes file bytes; workers and clients move those.
+ */
+
+import { mkdirSync } from 'node:fs';
+import * as nodePath from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { StrataError } from '../common/errors';
+import { createHttpServer, field, intParam, optionalInt, requiredInt, requiredString } from '../common/http';
+import type { Logger } from '../common/log';
+import {
+  CommittedBlock,
+  HeartbeatResponse,
+  MASTER_API,
+  RegisterWorkerResponse,
+  Timespec,
+  WriteCommitRequest,
+} from '../common/protocol';
+import { createUfs } from '../ufs';
+import { InodeTable } from './inode-table';
+import { Namespace } from './namespace';
+
+export interface MasterOptions {
+  /** Directory for the metadata database (`<home>/master/strata.db`). */
+  home: string;
+  /** Address to bind. Default 127.0.0.1. */
+  host?: string;
+  /** Port of the API; 0 picks a free one. Default 19998. */
+  port?: number;
+  /** Under-store mounted at '/'. */
+  ufsUri: string;
+  /** Block size of new files. Default 64 MiB. */
+  blockSize?: number;
+  /** Re-check under-store metadata older than this (ms); 0 always, -1 never. Default 5000. */
+  syncIntervalMs?: number;
+  /** A worker silent for this long (ms) is marked lost. Default 30000. */
+  workerTimeoutMs?: number;
+  logger: Logger;
+}
+
+export interface RunningMaster {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_BLOCK_SIZE = 64 * 1024 * 1024;
+
+export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
+  const log = opts.logger;
+  const blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
+  if (!Number.isInteger(Math.log2(blockSize)) || blockSize < 4096 || blockSize > 2 ** 30) {
+    throw new StrataError('CONFIG', `blockSize must be a power of two between 4 KiB and 1 GiB, got ${blockSize}`);
+  }
+  const ufs = createUfs(opts.ufsUri);
+  const dir = nodePath.join(opts.home, 'master');
+  mkdirSync(dir, { recursive: true });
+  const table = new InodeTable(nodePath.join(dir, 'strata.db'), { blockSize });
+  const ns = new Namespace({ table, ufs, syncIntervalMs: opts.syncIntervalMs ?? 5000, logger: log });
+  const workerTimeoutMs = opts.workerTimeoutMs ?? 30_000;
+
+  const app = createHttpServer({ logger: log });
+  const api = MASTER_API;
+
+  const pathQuery = (q: unknown, name = 'path'): string => {
+    const v = (q as Record<string, unknown>)[name];
+    if (typeof v !== 'string') throw new StrataError('BAD_REQUEST', `missing query parameter '${name}'`);
+    return v;
+  };
+  const timespec = (body: unknown, name: string): Timespec | 'now' | undefined => {
+    const v = (body as Record<string, unknown>)[name];
+    if (v === undefined || v === null) return undefined;
+    if (v === 'now') return 'now';
+    const sec = field(v, 'sec', 'number') as number;
+    const nsec = field(v, 'nsec', 'number') as number;
+    if (nsec < 0 || nsec >= 1e9) throw new StrataError('BAD_REQUEST', `${name}.nsec must be in [0, 1e9)`);
+    return { sec, nsec };
+  };
+  const intList = (body: unknown, name: string): number[] => {
+    const v = (body as Record<string, unknown>)[name];
+    if (v === undefined) return [];
+    if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x) && x >= 0)) throw new StrataError('BAD_REQUEST', `'${name}' must be an array of block ids`);
+    return v as number[];
+  };
+
+  app.get('/healthz', async () => ({ ok: true }));
+  app.get(`${api}/info`, async () => ({ ufs: ns.ufsUri, blockSize, inodes: table.nodeCount(), workers: table.workers() }));
+
+  app.get(`${api}/stat`, async (req) => ns.stat(pathQuery(req.query)));
+  app.get(`${api}/list`, async (req) => ({ entries: await ns.list(pathQuery(req.query)) }));
+  app.post(`${api}/mkdir`, async (req) =>
+    ns.mkdir(requiredString(req.body, 'path'), optionalInt(req.body, 'mode') ?? 0o755, optionalInt(req.body, 'uid'), optionalInt(req.body, 'gid')),
+  );
+  app.post(`${api}/create`, async (req) =>
+    ns.create(requiredString(req.body, 'path'), optionalInt(req.body, 'mode') ?? 0o644, optionalInt(req.body, 'uid'), optionalInt(req.body, 'gid')),
+  );
+  app.post(`${api}/unlink`, async (req) => {
+    await ns.unlink(requiredString(req.body, 'path'));
+    return {};
+  });
+  app.post(`${api}/rmdir`, async (req) => {
+    await ns.rmdir(requiredString(req.body, 'path'));
+    return {};
+  });
+  app.post(`${api}/rename`, async (req) => {
+    await ns.rename(requiredString(req.body, 'src'), requiredString(req.body, 'dst'));
+    return {};
+  });
+  app.post(`${api}/setattr`, async (req) => {
+    const b = req.body;
+    const mode = optionalInt(b, 'mode');
+    if (mode !== undefined && mode > 0o7777) throw new StrataError('BAD_REQUEST', 'mode must be at most 07777');
+    const attrs: Parameters<Namespace['setAttributes']>[1] = {};
+    if (mode !== undefined) attrs.mode = mode;
+    const uid = optionalInt(b, 'uid');
+    const gid = optionalInt(b, 'gid');
+    if (uid !== undefined) attrs.uid = uid;
+    if (gid !== undefined) attrs.gid = gid;
+    const atime = timespec(b, 'atime');
+    const mtime = timespec(b, 'mtime');
+    if (atime !== undefined) attrs.atime = atime;
+    if (mtime !== undefined) attrs.mtime = mtime;
+    return ns.setAttributes(requiredString(b, 'path'), attrs);
+  });
+  app.get(`${api}/blocks`, async (req) => {
+    const q = req.query as Record<string, unknown>;
+    if (q.ino !== undefined) return ns.fileBlocksByIno(intParam(q.ino, 'ino'));
+    return ns.fileBlocks(pathQuery(q));
+  });
+  app.post(`${api}/write/begin`, async (req) => ns.beginWrite(requiredInt(req.body, 'ino', 1)));
+  app.post(`${api}/write/commit`, async (req) => {
+    const b = req.body;
+    const blocksRaw = (b as Record<string, unknown> | null)?.blocks;
+    if (!Array.isArray(blocksRaw)) throw new StrataError('BAD_REQUEST', `'blocks' must be an array`);
+    const blocks: CommittedBlock[] = blocksRaw.map((x) => ({ id: requiredInt(x, 'id'), length: requiredInt(x, 'length') }));
+    const fp = field(b, 'ufsFingerprint', 'string', true) as string | undefined;
+    const mtime = timespec(b, 'mtime');
+    const commit: WriteCommitRequest = {
+      ino: requiredInt(b, 'ino', 1),
+      containerId: requiredInt(b, 'containerId', 1),
+      size: requiredInt(b, 'size'),
+      blocks,
+      workerId: requiredInt(b, 'workerId'),
+      ufsFingerprint: fp ?? null,
+    };
+    if (mtime && mtime !== 'now') commit.mtime = mtime;
+    return ns.commitWrite(commit);
+  });
+  app.get(`${api}/ufs-location`, async (req) => ns.ufsLocation(intParam((req.query as Record<string, unknown>).ino, 'ino')));
+  app.get(`${api}/block-source`, async (req) => ns.blockSource(intParam((req.query as Record<string, unknown>).id, 'id')));
+
+  app.post(`${api}/workers/register`, async (req): Promise<RegisterWorkerResponse> => {
+    const b = req.body;
+    const address = requiredString(b, 'address');
+    if (!/^https?:\/\/[^\s/]+$/.test(address)) throw new StrataError('BAD_REQUEST', `worker address must be http(s)://host:port, got '${address.slice(0, 64)}'`);
+    const workerId = table.registerWorker(address, requiredInt(b, 'capacityBytes'), requiredInt(b, 'usedBytes'), intList(b, 'blocks'));
+    log.info({ workerId, address }, 'worker registered');
+    return { workerId };
+  });
+  app.post(`${api}/workers/heartbeat`, async (req): Promise<HeartbeatResponse> => {
+    const b = req.body;
+    const del = table.heartbeat(
+      requiredInt(b, 'workerId'),
+      requiredInt(b, 'capacityBytes'),
+      requiredInt(b, 'usedBytes'),
+      intList(b, 'addedBlocks'),
+      intList(b, 'removedBlocks'),
+    );
+    return del === null ? { deleteBlocks: [], reregister: true } : { deleteBlocks: del, reregister: false };
+  });
+  app.get(`${api}/workers`, async () => table.workers());
+
+  const expiry = setInterval(() => {
+    for (const id of table.expireWorkers(Date.now() - workerTimeoutMs)) log.warn({ workerId: id, timeoutMs: workerTimeoutMs }, 'worker lost: no heartbeat');
+  }, Math.max(100, Math.min(5000, workerTimeoutMs / 3)));
+  expiry.unref();
+
+  await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? 19998 });
+  const port = (app.server.address() as AddressInfo).port;
+  const url = `http://${opts.host ?? '127.0.0.1'}:${port}`;
+  log.info({ url, ufs: opts.ufsUri, home: opts.home }, 'master started');
+  return {
+    url,
+    port,
+    async close() {
+      clearInterval(expiry);
+      await app.close();
+      table.close();
+      await ufs.close();
+    },
+  };
+}

@@ -1,0 +1,165 @@
+/** `file:///dir`: an under-store on a local (or NFS-mounted) directory. */
+
+import { promises as fsp } from 'node:fs';
+import * as nodePath from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { StrataError, toStrataError } from '../common/errors';
+import { parsePath } from '../common/paths';
+import type { UfsStatus, UfsWriter, UnderFileSystem } from './ufs';
+
+/** Temp files of in-flight writes carry this prefix and are hidden from listings. */
+const TEMP_PREFIX = '.strata-tmp-';
+
+export class LocalUnderFileSystem implements UnderFileSystem {
+  readonly uri: string;
+  readonly #root: string;
+
+  constructor(uri: string) {
+    const url = new URL(uri);
+    if (url.protocol !== 'file:') throw new StrataError('CONFIG', `not a file:// URI: ${uri}`);
+    if (url.host && url.host !== 'localhost') throw new StrataError('CONFIG', `file:// URI must not name a host: ${uri}`);
+    const root = decodeURIComponent(url.pathname);
+    if (!root.startsWith('/')) throw new StrataError('CONFIG', `file:// URI must be absolute: ${uri}`);
+    this.#root = nodePath.resolve(root);
+    this.uri = uri;
+  }
+
+  /** Maps a store path onto the local file system; parsePath rejects '..' and NUL. */
+  #abs(path: string): string {
+    const parts = parsePath(path);
+    return parts.length ? nodePath.join(this.#root, ...parts) : this.#root;
+  }
+
+  #status(name: string, st: import('node:fs').Stats): UfsStatus {
+    const type = st.isDirectory() ? 'directory' : 'file';
+    return { name, type, size: type === 'file' ? st.size : 0, mtimeMs: Math.floor(st.mtimeMs), fingerprint: `${st.size}:${st.mtimeMs}:${st.ino}` };
+  }
+
+  async stat(path: string): Promise<UfsStatus | null> {
+    try {
+      const st = await fsp.stat(this.#abs(path));
+      if (!st.isFile() && !st.isDirectory()) return null;
+      return this.#status(nodePath.basename(path), st);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+      throw toStrataError(err, `stat ${path}`);
+    }
+  }
+
+  async list(path: string): Promise<UfsStatus[]> {
+    const dir = this.#abs(path);
+    let names: string[];
+    try {
+      names = await fsp.readdir(dir);
+    } catch (err) {
+      throw toStrataError(err, `list ${path}`);
+    }
+    const out: UfsStatus[] = [];
+    await Promise.all(
+      names.map(async (name) => {
+        if (name.startsWith(TEMP_PREFIX)) return;
+        try {
+          const st = await fsp.stat(nodePath.join(dir, name));
+          if (st.isFile() || st.isDirectory()) out.push(this.#status(name, st));
+        } catch {
+          // Vanished between readdir and stat, or a dangling symlink: not listed.
+        }
+      }),
+    );
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async read(path: string, offset: number, length: number): Promise<Readable> {
+    const abs = this.#abs(path);
+    const fh = await fsp.open(abs, 'r').catch((err) => {
+      throw toStrataError(err, `read ${path}`);
+    });
+    if (length <= 0) {
+      await fh.close();
+      return Readable.from([]);
+    }
+    return fh.createReadStream({ start: offset, end: offset + length - 1, autoClose: true, highWaterMark: 1024 * 1024 });
+  }
+
+  async create(path: string): Promise<UfsWriter> {
+    const abs = this.#abs(path);
+    const dir = nodePath.dirname(abs);
+    await fsp.mkdir(dir, { recursive: true }).catch((err) => {
+      throw toStrataError(err, `create ${path}`);
+    });
+    const tmp = nodePath.join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
+    const fh = await fsp.open(tmp, 'wx', 0o644).catch((err) => {
+      throw toStrataError(err, `create ${path}`);
+    });
+    let closed = false;
+    const name = nodePath.basename(abs);
+    const status = (st: import('node:fs').Stats) => this.#status(name, st);
+    return {
+      async write(chunk: Buffer) {
+        let off = 0;
+        while (off < chunk.length) {
+          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off).catch((err) => {
+            throw toStrataError(err, `write ${path}`);
+          });
+          off += bytesWritten;
+        }
+      },
+      async complete() {
+        try {
+          // Durable before it is visible: close() of a write-through file promises the bytes are stored.
+          await fh.datasync();
+          await fh.close();
+          closed = true;
+          await fsp.rename(tmp, abs);
+          return status(await fsp.stat(abs));
+        } catch (err) {
+          if (!closed) await fh.close().catch(() => undefined);
+          await fsp.rm(tmp, { force: true }).catch(() => undefined);
+          throw toStrataError(err, `complete ${path}`);
+        }
+      },
+      async abort() {
+        if (!closed) await fh.close().catch(() => undefined);
+        closed = true;
+        await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      },
+    };
+  }
+
+  async delete(path: string): Promise<void> {
+    try {
+      await fsp.unlink(this.#abs(path));
+    } catch (err) {
+      throw toStrataError(err, `delete ${path}`);
+    }
+  }
+
+  async mkdir(path: string): Promise<void> {
+    try {
+      await fsp.mkdir(this.#abs(path));
+    } catch (err) {
+      throw toStrataError(err, `mkdir ${path}`);
+    }
+  }
+
+  async rmdir(path: string): Promise<void> {
+    try {
+      await fsp.rmdir(this.#abs(path));
+    } catch (err) {
+      throw toStrataError(err, `rmdir ${path}`);
+    }
+  }
+
+  async rename(src: string, dst: string): Promise<void> {
+    try {
+      await fsp.rename(this.#abs(src), this.#abs(dst));
+    } catch (err) {
+      throw toStrataError(err, `rename ${src} -> ${dst}`);
+    }
+  }
+
+  async close(): Promise<void> {}
+}
+

@@ -1,0 +1,51 @@
+/**
+ * The under-store contract. Paths are absolute within the store's root
+ * ('/' is the root the URI names) and have been validated by `parsePath`;
+ * drivers must still resolve them safely so nothing escapes the root.
+ *
+ * Contract, per method (every driver passes the same conformance suite):
+ * - `stat`: null when nothing is there; directories are reported as such even in
+ *   stores without real directories (a common prefix or a `dir/` marker).
+ * - `list`: the direct children of a directory; NOT_FOUND if it does not exist.
+ * - `read`: a stream of `[offset, offset+length)` clipped at the end of the object.
+ * - `create`: a file appears (in stat and listings) only after `complete()` succeeds;
+ *   `abort()` leaves nothing behind. Overwrites replace the whole object atomically.
+ * - `delete`/`rmdir`: NOT_FOUND when missing; `rmdir` only removes empty directories.
+ * - `rename`: moves a file or a directory tree; an existing destination file is replaced.
+ */
+
+import type { Readable } from 'node:stream';
+
+export interface UfsStatus {
+  name: string;
+  type: 'file' | 'directory';
+  size: number;
+  mtimeMs: number;
+  /** Changes whenever the content may have changed (size+mtime, or an ETag). */
+  fingerprint: string;
+}
+
+export interface UfsCallOptions {
+  signal?: AbortSignal;
+}
+
+/** A streamed object write: await each `write` for back-pressure, then `complete` or `abort`. */
+export interface UfsWriter {
+  write(chunk: Buffer): Promise<void>;
+  complete(): Promise<UfsStatus>;
+  abort(): Promise<void>;
+}
+
+export interface UnderFileSystem {
+  /** The URI this store was created from, e.g. `file:///data/lake`. */
+  readonly uri: string;
+  stat(path: string, opts?: UfsCallOptions): Promise<UfsStatus | null>;
+  list(path: string, opts?: UfsCallOptions): Promise<UfsStatus[]>;
+  read(path: string, offset: number, length: number, opts?: UfsCallOptions): Promise<Readable>;
+  create(path: string, opts?: UfsCallOptions): Promise<UfsWriter>;
+  delete(path: string, opts?: UfsCallOptions): Promise<void>;
+  mkdir(path: string, opts?: UfsCallOptions): Promise<void>;
+  rmdir(path: string, opts?: UfsCallOptions): Promise<void>;
+  rename(src: string, dst: string, opts?: UfsCallOptions): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,230 @@
+/**
+ * The worker: caches blocks on local disk, serves byte ranges of them over HTTP,
+ * fills misses from the under-store, and writes files through to the under-store.
+ * It learns where a file lives in the under-store from the master, never from the
+ * request, so a client cannot make it read or write outside the namespace.
+ */
+
+import * as nodePath from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import { StrataError, toStrataError } from '../common/errors';
+import { createHttpServer, intParam } from '../common/http';
+import { JsonClient } from '../common/json-client';
+import type { Logger } from '../common/log';
+import {
+  BlockSource,
+  HeartbeatResponse,
+  MASTER_API,
+  RegisterWorkerResponse,
+  UfsLocation,
+  WriteFileResponse,
+  blockIdOf,
+} from '../common/protocol';
+import { createUfs } from '../ufs';
+import type { UnderFileSystem, UfsWriter } from '../ufs/ufs';
+import { BlockStore, BlockWriter } from './block-store';
+
+export interface WorkerOptions {
+  /** Master API URL, e.g. http://127.0.0.1:19998. */
+  masterUrl: string;
+  /** Directory for cached blocks (`<home>/worker/blocks`). */
+  home: string;
+  host?: string;
+  /** Data port; 0 picks a free one. Default 29999. */
+  port?: number;
+  /** Cache quota in bytes. Default 8 GiB. */
+  capacityBytes?: number;
+  /** Heartbeat period in ms. Default 2000. */
+  heartbeatIntervalMs?: number;
+  logger: Logger;
+}
+
+export interface RunningWorker {
+  url: string;
+  port: number;
+  workerId: number;
+  close(): Promise<void>;
+}
+
+export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
+  const log = opts.logger;
+  const master = new JsonClient(opts.masterUrl, { retryForMs: 60_000 });
+  const store = new BlockStore({ dir: nodePath.join(opts.home, 'worker', 'blocks'), capacityBytes: opts.capacityBytes ?? 8 * 1024 ** 3 });
+  await store.open();
+  log.info({ blocks: store.blockIds().length, usedBytes: store.usedBytes }, 'block store opened');
+
+  const ufsByUri = new Map<string, UnderFileSystem>();
+  const ufsFor = (loc: UfsLocation): UnderFileSystem => {
+    let u = ufsByUri.get(loc.mountUri);
+    if (!u) {
+      u = createUfs(loc.mountUri);
+      ufsByUri.set(loc.mountUri, u);
+    }
+    return u;
+  };
+
+  /** One fill per missing block; concurrent readers share it. */
+  const fills = new Map<number, Promise<void>>();
+  const fill = (id: number): Promise<void> => {
+    let p = fills.get(id);
+    if (!p) {
+      p = (async () => {
+        const src = await master.get<BlockSource>(`${MASTER_API}/block-source`, { id });
+        const ufs = ufsFor(src.ufs);
+        const writer = await store.create(id, src.length);
+        try {
+          const stream = await ufs.read(src.ufs.path, src.offset, src.length);
+          for await (const chunk of stream) await writer.write(chunk as Buffer);
+          const n = await writer.commit();
+          if (n !== src.length) {
+            await store.remove(id);
+            throw new StrataError('IO_ERROR', `under-store returned ${n} bytes for block ${id}, expected ${src.length}: the file changed`);
+          }
+          log.debug({ blockId: id, bytes: n }, 'block filled from the under-store');
+        } catch (err) {
+          await writer.abort();
+          throw toStrataError(err, `fill block ${id}`);
+        }
+      })().finally(() => fills.delete(id));
+      fills.set(id, p);
+    }
+    return p;
+  };
+
+  const app = createHttpServer({ logger: log });
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
+
+  app.get('/healthz', async () => ({ ok: true }));
+
+  app.get('/blocks/:id', async (req, reply) => {
+    const id = intParam((req.params as Record<string, string>).id, 'id');
+    const q = req.query as Record<string, unknown>;
+    const offset = intParam(q.offset, 'offset', 0);
+    const length = intParam(q.length, 'length', Number.MAX_SAFE_INTEGER);
+    if (!store.has(id)) await fill(id);
+    const total = store.length(id)!;
+    const end = Math.min(total, offset + length);
+    const stream = store.read(id, offset, end);
+    void reply.header('content-type', 'application/octet-stream').header('content-length', String(Math.max(0, end - offset)));
+    return reply.send(stream);
+  });
+
+  /**
+   * Writes a whole file: the body is split into blocks cached here and streamed to
+   * the under-store at the same time; the reply lists the blocks for the commit.
+   */
+  app.put('/files/:ino', async (req): Promise<WriteFileResponse> => {
+    const ino = intParam((req.params as Record<string, string>).ino, 'ino');
+    const q = req.query as Record<string, unknown>;
+    const containerId = intParam(q.container, 'container');
+    const blockSize = intParam(q.blockSize, 'blockSize');
+    const size = intParam(q.size, 'size');
+    if (blockSize < 4096 || blockSize > 2 ** 30) throw new StrataError('BAD_REQUEST', 'blockSize out of range');
+    const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
+    const ufs = ufsFor(loc);
+    const ufsWriter: UfsWriter = await ufs.create(loc.path);
+    const done: BlockWriter[] = [];
+    const lengths: number[] = [];
+    let cur: BlockWriter | undefined;
+    let curLen = 0;
+    let total = 0;
+    try {
+      for await (const raw of req.body as Readable) {
+        let chunk = raw as Buffer;
+        total += chunk.length;
+        if (total > size) throw new StrataError('BAD_REQUEST', `body is longer than the declared size ${size}`);
+        const ufsWrite = ufsWriter.write(chunk);
+        while (chunk.length > 0) {
+          if (!cur) {
+            cur = await store.create(blockIdOf(containerId, done.length), Math.min(blockSize, size - done.length * blockSize));
+            curLen = 0;
+          }
+          const take = Math.min(chunk.length, blockSize - curLen);
+          await cur.write(take === chunk.length ? chunk : chunk.subarray(0, take));
+          curLen += take;
+          chunk = chunk.subarray(take);
+          if (curLen === blockSize) {
+            done.push(cur);
+            lengths.push(curLen);
+            cur = undefined;
+          }
+        }
+        await ufsWrite;
+      }
+      if (total !== size) throw new StrataError('BAD_REQUEST', `body has ${total} bytes, declared ${size}`);
+      if (cur) {
+        done.push(cur);
+        lengths.push(curLen);
+        cur = undefined;
+      }
+      const st = await ufsWriter.complete();
+      for (const w of done) await w.commit();
+      return { size, blocks: lengths.map((length, i) => ({ id: blockIdOf(containerId, i), length })), ufsFingerprint: st.fingerprint };
+    } catch (err) {
+      await ufsWriter.abort();
+      for (const w of [...done, ...(cur ? [cur] : [])]) await w.abort();
+      throw toStrataError(err, `write inode ${ino}`);
+    }
+  });
+
+  await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? 29999 });
+  const port = (app.server.address() as AddressInfo).port;
+  const url = `http://${opts.host ?? '127.0.0.1'}:${port}`;
+
+  const register = async (): Promise<number> => {
+    const r = await master.post<RegisterWorkerResponse>(`${MASTER_API}/workers/register`, {
+      address: url,
+      capacityBytes: store.capacityBytes,
+      usedBytes: store.usedBytes,
+      blocks: store.blockIds(),
+    });
+    store.takeChanges();
+    return r.workerId;
+  };
+  let workerId = await register();
+  log.info({ url, workerId, master: opts.masterUrl }, 'worker started');
+
+  let beating = false;
+  const beat = async () => {
+    if (beating) return;
+    beating = true;
+    const changes = store.takeChanges();
+    try {
+      const r = await master.post<HeartbeatResponse>(`${MASTER_API}/workers/heartbeat`, {
+        workerId,
+        capacityBytes: store.capacityBytes,
+        usedBytes: store.usedBytes,
+        addedBlocks: changes.added,
+        removedBlocks: changes.removed,
+      });
+      if (r.reregister) {
+        workerId = await register();
+        log.info({ workerId }, 'registered again with the master');
+      }
+      for (const id of r.deleteBlocks) await store.remove(id);
+    } catch (err) {
+      store.restoreChanges(changes);
+      log.warn({ err: (err as Error).message }, 'heartbeat failed');
+    } finally {
+      beating = false;
+    }
+  };
+  const timer = setInterval(() => void beat(), opts.heartbeatIntervalMs ?? 2000);
+  timer.unref();
+
+  return {
+    url,
+    port,
+    get workerId() {
+      return workerId;
+    },
+    async close() {
+      clearInterval(timer);
+      await app.close();
+      await master.close();
+      for (const u of ufsByUri.values()) await u.close();
+    },
+  };
+}
