@@ -1,0 +1,119 @@
+/** Bytes and metadata through a real FUSE mount of `strata local`, checked against the under-store. */
+
+import t from 'tap';
+import { promises as fsp, constants } from 'node:fs';
+import { randomBytes, createHash } from 'node:crypto';
+import * as path from 'node:path';
+import { startLocal, LocalCluster } from '../helpers/cluster';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+t.test('through the mount', async (t) => {
+  const c: LocalCluster = await startLocal(t);
+  const m = (p: string) => path.join(c.mnt, p);
+  const u = (p: string) => path.join(c.ufsDir, p);
+
+  await t.test('100 MiB random file round trip, equal in the under-store when close() returns', async (t) => {
+    const data = randomBytes(100 * 1024 * 1024);
+    await fsp.writeFile(m('big.bin'), data);
+    // close() returned: the under-store already has the same bytes.
+    t.equal(sha(await fsp.readFile(u('big.bin'))), sha(data), 'under-store copy equals what was written');
+    t.equal(sha(await fsp.readFile(m('big.bin'))), sha(data), 'read back through the mount');
+    t.equal((await fsp.stat(m('big.bin'))).size, data.length);
+  });
+
+  await t.test('create, overwrite in the middle, append, truncate', async (t) => {
+    await fsp.writeFile(m('f.txt'), 'hello world');
+    const fh = await fsp.open(m('f.txt'), 'r+');
+    await fh.write('WORLD', 6);
+    await fh.close();
+    t.equal(await fsp.readFile(m('f.txt'), 'utf8'), 'hello WORLD');
+    await fsp.appendFile(m('f.txt'), '!!');
+    t.equal(await fsp.readFile(m('f.txt'), 'utf8'), 'hello WORLD!!');
+    t.equal(await fsp.readFile(u('f.txt'), 'utf8'), 'hello WORLD!!');
+    await fsp.truncate(m('f.txt'), 5);
+    t.equal(await fsp.readFile(m('f.txt'), 'utf8'), 'hello');
+    t.equal(await fsp.readFile(u('f.txt'), 'utf8'), 'hello', 'truncate reached the under-store');
+    await fsp.truncate(m('f.txt'), 8);
+    t.same(await fsp.readFile(m('f.txt')), Buffer.concat([Buffer.from('hello'), Buffer.alloc(3)]), 'truncate up reads zeros');
+    await fsp.writeFile(m('f.txt'), 'new');
+    t.equal(await fsp.readFile(m('f.txt'), 'utf8'), 'new', 'O_TRUNC rewrite');
+    t.equal(await fsp.readFile(u('f.txt'), 'utf8'), 'new');
+  });
+
+  await t.test('empty file reaches the under-store', async (t) => {
+    await (await fsp.open(m('empty'), 'w')).close();
+    t.equal((await fsp.stat(u('empty'))).size, 0);
+    t.equal((await fsp.stat(m('empty'))).size, 0);
+  });
+
+  await t.test('mkdir, readdir, rename, rmdir, unlink', async (t) => {
+    await fsp.mkdir(m('dir'));
+    await fsp.mkdir(m('dir/sub'));
+    await fsp.writeFile(m('dir/sub/a'), 'A');
+    t.same((await fsp.readdir(m('dir'))).sort(), ['sub']);
+    t.ok((await fsp.stat(u('dir/sub'))).isDirectory(), 'directory created in the under-store');
+    await fsp.rename(m('dir/sub'), m('moved'));
+    t.equal(await fsp.readFile(m('moved/a'), 'utf8'), 'A');
+    t.equal(await fsp.readFile(u('moved/a'), 'utf8'), 'A', 'rename reached the under-store');
+    await t.rejects(fsp.stat(m('dir/sub')), { code: 'ENOENT' });
+    await fsp.rename(m('moved/a'), m('moved/b'));
+    t.same(await fsp.readdir(m('moved')), ['b']);
+    await t.rejects(fsp.rmdir(m('moved')), { code: 'ENOTEMPTY' });
+    await fsp.unlink(m('moved/b'));
+    await t.rejects(fsp.stat(u('moved/b')), { code: 'ENOENT' }, 'unlink reached the under-store');
+    await fsp.rmdir(m('moved'));
+    await fsp.rmdir(m('dir'));
+    await t.rejects(fsp.stat(u('moved')), { code: 'ENOENT' });
+    t.notOk((await fsp.readdir(m(''))).includes('dir'));
+  });
+
+  await t.test('rename replaces an existing file', async (t) => {
+    await fsp.writeFile(m('r1'), 'one');
+    await fsp.writeFile(m('r2'), 'two');
+    await fsp.rename(m('r1'), m('r2'));
+    t.equal(await fsp.readFile(m('r2'), 'utf8'), 'one');
+    t.equal(await fsp.readFile(u('r2'), 'utf8'), 'one');
+    await t.rejects(fsp.stat(m('r1')), { code: 'ENOENT' });
+  });
+
+  await t.test('chmod and utimens', async (t) => {
+    await fsp.writeFile(m('attrs'), 'x');
+    await fsp.chmod(m('attrs'), 0o640);
+    t.equal((await fsp.stat(m('attrs'))).mode & 0o7777, 0o640);
+    const when = new Date('2020-02-03T04:05:06Z');
+    await fsp.utimes(m('attrs'), when, when);
+    const st = await fsp.stat(m('attrs'));
+    t.equal(st.mtime.getTime(), when.getTime(), 'mtime set');
+    t.equal(st.atime.getTime(), when.getTime(), 'atime set');
+  });
+
+  await t.test('a file put into the under-store by another program appears', async (t) => {
+    await fsp.mkdir(u('outside/deep'), { recursive: true });
+    await fsp.writeFile(u('outside/deep/o.txt'), 'from outside');
+    t.equal(await fsp.readFile(m('outside/deep/o.txt'), 'utf8'), 'from outside', 'lookup loads it lazily');
+    await fsp.writeFile(u('outside/listed.txt'), 'listed');
+    t.ok((await fsp.readdir(m('outside'))).includes('listed.txt'), 'listing loads it lazily');
+    await fsp.writeFile(u('outside/listed.txt'), 'changed outside, longer');
+    t.equal(await fsp.readFile(m('outside/listed.txt'), 'utf8'), 'changed outside, longer', 'an out-of-band change is seen');
+  });
+
+  await t.test('errno values', async (t) => {
+    await t.rejects(fsp.writeFile(m('x'.repeat(256)), 'x'), { code: 'ENAMETOOLONG' });
+    await t.rejects(fsp.mkdir(m('y'.repeat(256))), { code: 'ENAMETOOLONG' });
+    await fsp.writeFile(m('y'.repeat(255)), 'ok');
+    t.equal(await fsp.readFile(m('y'.repeat(255)), 'utf8'), 'ok', '255-byte names work');
+    await t.rejects(fsp.readFile(m('nope')), { code: 'ENOENT' });
+    await t.rejects(fsp.open(m('attrs'), constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY), { code: 'EEXIST' });
+    await t.rejects(fsp.mkdir(m('attrs')), { code: 'EEXIST' });
+    await t.rejects(fsp.readdir(m('attrs')), { code: 'ENOTDIR' });
+    await fsp.mkdir(m('adir'));
+    await t.rejects(fsp.unlink(m('adir')), { code: /EISDIR|EPERM/ });
+    await t.rejects(fsp.rmdir(m('attrs')), { code: 'ENOTDIR' });
+    await t.rejects(fsp.rename(m('adir'), m('adir/inside')), { code: 'EINVAL' });
+  });
+
+  t.equal(await c.stop(), 0, 'SIGTERM unmounts and exits 0');
+  const mounts = await fsp.readFile('/proc/self/mounts', 'utf8');
+  t.notOk(mounts.includes(c.mnt), 'unmounted');
+});
