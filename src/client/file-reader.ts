@@ -114,9 +114,18 @@ export class FileReader {
       const at = pos - start;
       parts.push(
         (async () => {
-          const worker = await this.#data.router.forBlock(block);
-          const got = await this.#data.workers.readInto(worker, block.id, off, n, buf, at);
-          if (got !== n) throw new StrataError('IO_ERROR', `short read of block ${block.id}: ${got} of ${n} bytes`);
+          for (let attempt = 0; ; attempt++) {
+            const worker = await this.#data.router.forBlock(block);
+            try {
+              const got = await this.#data.workers.readInto(worker, block.id, off, n, buf, at);
+              if (got !== n) throw new StrataError('IO_ERROR', `short read of block ${block.id}: ${got} of ${n} bytes`);
+              return;
+            } catch (err) {
+              // A dead or unreachable worker: another one (or the under-store through it) has the bytes.
+              if (attempt >= 2 || !(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT')) throw err;
+              this.#data.router.markFailed(worker.id);
+            }
+          }
         })(),
       );
       pos += n;

@@ -15,6 +15,8 @@ export class WorkerRouter {
   #workers: WorkerInfo[] = [];
   #fetchedAt = 0;
   #pending: Promise<WorkerInfo[]> | undefined;
+  /** Workers that just failed to answer, and until when they are skipped. */
+  readonly #failed = new Map<number, number>();
 
   constructor(master: MasterClient, refreshMs = 5000) {
     this.#master = master;
@@ -43,8 +45,22 @@ export class WorkerRouter {
     this.#fetchedAt = 0;
   }
 
-  async forBlock(block: BlockInfo): Promise<WorkerInfo> {
+  /** Skips a worker that failed to answer for `ms`, and refreshes the list soon. */
+  markFailed(workerId: number, ms = 10_000): void {
+    this.#failed.set(workerId, Date.now() + ms);
+    this.invalidate();
+  }
+
+  /** Live workers minus recently failed ones (all live ones if every one failed). */
+  async #usable(): Promise<WorkerInfo[]> {
     const live = await this.#live();
+    const now = Date.now();
+    const ok = live.filter((w) => (this.#failed.get(w.id) ?? 0) < now);
+    return ok.length > 0 ? ok : live;
+  }
+
+  async forBlock(block: BlockInfo): Promise<WorkerInfo> {
+    const live = await this.#usable();
     for (const id of block.locations) {
       const w = live.find((x) => x.id === id);
       if (w) return w;
@@ -53,7 +69,7 @@ export class WorkerRouter {
   }
 
   async forWrite(ino: number): Promise<WorkerInfo> {
-    return rendezvous(await this.#live(), `ino:${ino}`);
+    return rendezvous(await this.#usable(), `ino:${ino}`);
   }
 }
 

@@ -143,6 +143,8 @@ export interface SetAttrRequest {
 }
 
 export interface RegisterWorkerRequest {
+  /** Persistent identity of the worker, kept in its home directory. */
+  uuid: string;
   address: string;
   capacityBytes: number;
   usedBytes: number;

@@ -138,7 +138,8 @@ export class InodeTable {
         );
         CREATE TABLE worker (
           id INTEGER PRIMARY KEY AUTOINCREMENT,
-          address TEXT NOT NULL UNIQUE,
+          uuid TEXT NOT NULL UNIQUE,
+          address TEXT NOT NULL,
           capacity INTEGER NOT NULL,
           used INTEGER NOT NULL,
           last_heartbeat INTEGER NOT NULL,
@@ -200,10 +201,12 @@ export class InodeTable {
       blockExists: db.prepare(`SELECT 1 FROM block WHERE block_id = ?`),
       metaGet: db.prepare(`SELECT value FROM meta WHERE key = ?`),
       metaSet: db.prepare(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
-      workerByAddress: db.prepare(`SELECT * FROM worker WHERE address = ?`),
+      workerByUuid: db.prepare(`SELECT * FROM worker WHERE uuid = ?`),
       workerById: db.prepare(`SELECT * FROM worker WHERE id = ?`),
-      insertWorker: db.prepare(`INSERT INTO worker (address, capacity, used, last_heartbeat, live) VALUES (?, ?, ?, ?, 1)`),
+      insertWorker: db.prepare(`INSERT INTO worker (uuid, address, capacity, used, last_heartbeat, live) VALUES (?, ?, ?, ?, ?, 1)`),
       updateWorker: db.prepare(`UPDATE worker SET capacity = ?, used = ?, last_heartbeat = ?, live = 1 WHERE id = ?`),
+      updateWorkerAddress: db.prepare(`UPDATE worker SET address = ? WHERE id = ?`),
+      markOtherWorkersAtAddressLost: db.prepare(`UPDATE worker SET live = 0 WHERE address = ? AND id != ?`),
       workers: db.prepare(`SELECT * FROM worker ORDER BY id`),
       staleWorkers: db.prepare(`SELECT id FROM worker WHERE live = 1 AND last_heartbeat < ?`),
       markLost: db.prepare(`UPDATE worker SET live = 0 WHERE id = ?`),
@@ -569,16 +572,26 @@ export class InodeTable {
 
   // ---- workers -------------------------------------------------------------
 
-  registerWorker(address: string, capacity: number, used: number, blocks: number[]): number {
+  /**
+   * Registers a worker by its persistent identity (a uuid kept in its home), so a
+   * restarted worker on a new port keeps its id and its cached blocks stay known.
+   */
+  registerWorker(uuid: string, address: string, capacity: number, used: number, blocks: number[]): number {
     return this.#db.transaction(() => {
       const now = Date.now();
-      const existing = this.#stmt.workerByAddress.get(address) as { id: number } | undefined;
+      const existing = this.#stmt.workerByUuid.get(uuid) as { id: number } | undefined;
       let id: number;
       if (existing) {
         id = existing.id;
         this.#stmt.updateWorker.run(capacity, used, now, id);
+        this.#stmt.updateWorkerAddress.run(address, id);
       } else {
-        id = Number(this.#stmt.insertWorker.run(address, capacity, used, now).lastInsertRowid);
+        id = Number(this.#stmt.insertWorker.run(uuid, address, capacity, used, now).lastInsertRowid);
+      }
+      // Whoever had this address before is gone: it cannot share a port with a live worker.
+      for (const w of this.#db.prepare(`SELECT id FROM worker WHERE address = ? AND id != ? AND live = 1`).all(address, id) as { id: number }[]) {
+        this.#stmt.markLost.run(w.id);
+        this.#stmt.deleteLocationsOfWorker.run(w.id);
       }
       // A full report replaces what we knew; blocks no file refers to any more are deleted on the worker.
       this.#stmt.deleteLocationsOfWorker.run(id);

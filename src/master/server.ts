@@ -154,7 +154,9 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const b = req.body;
     const address = requiredString(b, 'address');
     if (!/^https?:\/\/[^\s/]+$/.test(address)) throw new StrataError('BAD_REQUEST', `worker address must be http(s)://host:port, got '${address.slice(0, 64)}'`);
-    const workerId = table.registerWorker(address, requiredInt(b, 'capacityBytes'), requiredInt(b, 'usedBytes'), intList(b, 'blocks'));
+    const uuid = requiredString(b, 'uuid');
+    if (!/^[0-9a-f-]{8,64}$/.test(uuid)) throw new StrataError('BAD_REQUEST', 'worker uuid must be 8-64 hex digits or dashes');
+    const workerId = table.registerWorker(uuid, address, requiredInt(b, 'capacityBytes'), requiredInt(b, 'usedBytes'), intList(b, 'blocks'));
     log.info({ workerId, address }, 'worker registered');
     return { workerId };
   });

@@ -6,6 +6,8 @@
  */
 
 import * as nodePath from 'node:path';
+import { promises as fsp } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
@@ -173,8 +175,10 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const port = (app.server.address() as AddressInfo).port;
   const url = `http://${opts.host ?? '127.0.0.1'}:${port}`;
 
+  const uuid = await workerUuid(opts.home);
   const register = async (): Promise<number> => {
     const r = await master.post<RegisterWorkerResponse>(`${MASTER_API}/workers/register`, {
+      uuid,
       address: url,
       capacityBytes: store.capacityBytes,
       usedBytes: store.usedBytes,
@@ -227,4 +231,20 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       for (const u of ufsByUri.values()) await u.close();
     },
   };
+}
+
+/** The worker's persistent identity: created once, kept in `<home>/worker/id`. */
+async function workerUuid(home: string): Promise<string> {
+  const file = nodePath.join(home, 'worker', 'id');
+  try {
+    const id = (await fsp.readFile(file, 'utf8')).trim();
+    if (/^[0-9a-f-]{8,64}$/.test(id)) return id;
+  } catch {
+    // first start
+  }
+  const id = randomUUID();
+  await fsp.mkdir(nodePath.dirname(file), { recursive: true });
+  await fsp.writeFile(file + '.tmp', id + '\n');
+  await fsp.rename(file + '.tmp', file);
+  return id;
 }

@@ -67,8 +67,10 @@ export async function startLocal(t: Tap, opts: StartOptions = {}): Promise<Local
   const home = opts.reuse?.home ?? path.join(root, 'home');
   const mnt = opts.reuse?.mnt ?? path.join(root, 'mnt');
   const ufsDir = opts.reuse?.ufsDir ?? path.join(root, 'ufs');
-  mkdirSync(mnt, { recursive: true });
-  mkdirSync(ufsDir, { recursive: true });
+  if (!opts.reuse) {
+    mkdirSync(mnt, { recursive: true });
+    mkdirSync(ufsDir, { recursive: true });
+  }
   const args = [CLI, 'local', '--home', home, '--mount', mnt, '--ufs', `file://${ufsDir}`, '--master-port', '0', '--worker-port', '0', '--sync-interval-ms', '0', ...(opts.args ?? [])];
   const proc = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'warn', ...opts.env } });
   let out = '';
