@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 'use strict';
-// `npm start` runs this first: build when dist/ is missing or older than a source file.
+// Runs before `npm start` and `npm test`: checks the system, installs the project's
+// npm dependencies if they are missing (npm ci, announced), and builds when dist/ is
+// missing or older than a source file. It never installs system packages.
 const fs = require('node:fs');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
+const { execFileSync, spawnSync } = require('node:child_process');
 
 const root = path.join(__dirname, '..');
 const marker = path.join(root, 'dist', 'src', 'cli', 'main.js');
@@ -17,12 +19,19 @@ function newest(dir) {
   return t;
 }
 
-if (!fs.existsSync(path.join(root, 'node_modules'))) {
-  process.stderr.write('strata: dependencies are not installed; run `npm ci` first (see README)\n');
+const fusermount = spawnSync('sh', ['-c', 'command -v fusermount || command -v fusermount3'], { encoding: 'utf8' });
+if (fusermount.status !== 0 || !fs.existsSync('/dev/fuse')) {
+  process.stderr.write('strata: FUSE is missing; install it with: apt-get install -y fuse libfuse2\n');
   process.exit(2);
 }
+
+if (!fs.existsSync(path.join(root, 'node_modules', '.package-lock.json'))) {
+  process.stderr.write('strata: installing npm dependencies (npm ci)…\n');
+  execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+}
 const built = fs.existsSync(marker) ? fs.statSync(marker).mtimeMs : 0;
-if (built < newest(path.join(root, 'src'))) {
-  process.stderr.write('strata: building…\n');
-  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json')], { stdio: 'inherit' });
+const sources = Math.max(newest(path.join(root, 'src')), newest(path.join(root, 'test')), newest(path.join(root, 'scripts')));
+if (built < sources) {
+  process.stderr.write('strata: building (tsc)…\n');
+  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc', { paths: [root] }), '-p', path.join(root, 'tsconfig.json')], { stdio: 'inherit' });
 }

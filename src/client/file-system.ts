@@ -38,9 +38,17 @@ export const MAX_FILE_SIZE = Number.MAX_SAFE_INTEGER;
 /** Linux O_ACCMODE; Node does not export it. */
 const O_ACCMODE = 3;
 
-/** The local copy of an open file being written. */
+/**
+ * The local copy of an open file being written. Sequential writes are coalesced in
+ * memory (the kernel sends 128 KiB pieces) and reach the temp file in large writes.
+ */
 class StagingFile {
   size = 0;
+  static readonly COALESCE_BYTES = 8 * 1024 * 1024;
+  #buf: Buffer | undefined;
+  #bufStart = 0;
+  #bufLen = 0;
+
   constructor(
     readonly path: string,
     readonly fh: fsp.FileHandle,
@@ -52,13 +60,40 @@ class StagingFile {
     return new StagingFile(path, fh);
   }
 
-  async write(buf: Buffer, pos: number): Promise<void> {
+  async #pwrite(buf: Buffer, pos: number): Promise<void> {
     let off = 0;
     while (off < buf.length) off += (await this.fh.write(buf, off, buf.length - off, pos + off)).bytesWritten;
-    if (pos + buf.length > this.size) this.size = pos + buf.length;
+  }
+
+  /** Writes out coalesced data; every other operation calls this first. */
+  async drain(): Promise<void> {
+    if (this.#bufLen === 0) return;
+    const len = this.#bufLen;
+    this.#bufLen = 0;
+    await this.#pwrite(this.#buf!.subarray(0, len), this.#bufStart);
+  }
+
+  async write(data: Buffer, pos: number): Promise<void> {
+    const cap = StagingFile.COALESCE_BYTES;
+    if (this.#bufLen > 0 && pos === this.#bufStart + this.#bufLen && this.#bufLen + data.length <= cap) {
+      data.copy(this.#buf!, this.#bufLen);
+      this.#bufLen += data.length;
+    } else {
+      await this.drain();
+      if (data.length >= cap) {
+        await this.#pwrite(data, pos);
+      } else {
+        this.#buf ??= Buffer.allocUnsafe(cap);
+        data.copy(this.#buf, 0);
+        this.#bufStart = pos;
+        this.#bufLen = data.length;
+      }
+    }
+    if (pos + data.length > this.size) this.size = pos + data.length;
   }
 
   async read(into: Buffer, len: number, pos: number): Promise<number> {
+    await this.drain();
     const end = Math.min(this.size, pos + len);
     let n = 0;
     while (pos + n < end) {
@@ -73,15 +108,19 @@ class StagingFile {
   }
 
   async truncate(size: number): Promise<void> {
+    await this.drain();
     await this.fh.truncate(size);
     this.size = size;
   }
 
-  stream(): Readable {
-    return this.fh.createReadStream({ start: 0, end: this.size - 1, autoClose: false, highWaterMark: 1024 * 1024 });
+  async stream(): Promise<Readable> {
+    await this.drain();
+    return this.fh.createReadStream({ start: 0, end: this.size - 1, autoClose: false, highWaterMark: 4 * 1024 * 1024 });
   }
 
   async dispose(): Promise<void> {
+    this.#buf = undefined;
+    this.#bufLen = 0;
     await this.fh.close().catch(() => undefined);
     await fsp.rm(this.path, { force: true });
   }
@@ -352,7 +391,7 @@ export class StrataFileSystem {
       const worker = await this.router.forWrite(f.ino);
       let res;
       try {
-        res = await this.workers.writeFile(worker, f.ino, begin.containerId, begin.blockSize, size, size > 0 ? staging.stream() : Buffer.alloc(0));
+        res = await this.workers.writeFile(worker, f.ino, begin.containerId, begin.blockSize, size, size > 0 ? await staging.stream() : Buffer.alloc(0));
       } catch (err) {
         this.router.invalidate();
         throw err;

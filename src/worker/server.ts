@@ -132,29 +132,46 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let cur: BlockWriter | undefined;
     let curLen = 0;
     let total = 0;
+    /** Writes one coalesced piece to the under-store and into the blocks it spans. */
+    const writePiece = async (piece: Buffer) => {
+      const ufsWrite = ufsWriter.write(piece);
+      let chunk = piece;
+      while (chunk.length > 0) {
+        if (!cur) {
+          cur = await store.create(blockIdOf(containerId, done.length), Math.min(blockSize, size - done.length * blockSize));
+          curLen = 0;
+        }
+        const take = Math.min(chunk.length, blockSize - curLen);
+        await cur.write(take === chunk.length ? chunk : chunk.subarray(0, take));
+        curLen += take;
+        chunk = chunk.subarray(take);
+        if (curLen === blockSize) {
+          done.push(cur);
+          lengths.push(curLen);
+          cur = undefined;
+        }
+      }
+      await ufsWrite;
+    };
     try {
+      // Network chunks are ~64 KiB; disks like fewer, larger writes.
+      const COALESCE = 4 * 1024 * 1024;
+      let pending: Buffer[] = [];
+      let pendingLen = 0;
       for await (const raw of req.body as Readable) {
-        let chunk = raw as Buffer;
+        const chunk = raw as Buffer;
         total += chunk.length;
         if (total > size) throw new StrataError('BAD_REQUEST', `body is longer than the declared size ${size}`);
-        const ufsWrite = ufsWriter.write(chunk);
-        while (chunk.length > 0) {
-          if (!cur) {
-            cur = await store.create(blockIdOf(containerId, done.length), Math.min(blockSize, size - done.length * blockSize));
-            curLen = 0;
-          }
-          const take = Math.min(chunk.length, blockSize - curLen);
-          await cur.write(take === chunk.length ? chunk : chunk.subarray(0, take));
-          curLen += take;
-          chunk = chunk.subarray(take);
-          if (curLen === blockSize) {
-            done.push(cur);
-            lengths.push(curLen);
-            cur = undefined;
-          }
+        pending.push(chunk);
+        pendingLen += chunk.length;
+        if (pendingLen >= COALESCE) {
+          const piece = Buffer.concat(pending, pendingLen);
+          pending = [];
+          pendingLen = 0;
+          await writePiece(piece);
         }
-        await ufsWrite;
       }
+      if (pendingLen > 0) await writePiece(Buffer.concat(pending, pendingLen));
       if (total !== size) throw new StrataError('BAD_REQUEST', `body has ${total} bytes, declared ${size}`);
       if (cur) {
         done.push(cur);
