@@ -189,7 +189,14 @@ async function runLocal(cfg: StrataConfig, createMount: boolean): Promise<void> 
   const log = createLogger('local', cfg.logLevel);
   await prepareMountPoint(cfg.mount, log, { create: createMount });
   const ufsUrl = new URL(cfg.ufs);
-  if (ufsUrl.protocol === 'file:') mkdirSync(decodeURIComponent(ufsUrl.pathname), { recursive: true });
+  if (ufsUrl.protocol === 'file:') {
+    const dir = decodeURIComponent(ufsUrl.pathname);
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (err) {
+      throw new StrataError('CONFIG', `cannot use under-store directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  }
 
   const common = ['--home', cfg.home, '--log-level', cfg.logLevel];
   const children: Child[] = [];

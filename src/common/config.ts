@@ -83,6 +83,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
     case 'bytes': {
       const n = parseBytes(v);
       if (n === undefined || n <= 0) throw bad('a byte size such as 64MiB or 8GiB');
+      if (k.key === 'blockSize' && (!Number.isInteger(Math.log2(n)) || n < 4096 || n > 2 ** 30)) throw bad('a power of two between 4KiB and 1GiB');
       return n;
     }
     case 'url':

@@ -4,7 +4,7 @@
  * error table; malformed input is a 4xx, never a crash.
  */
 
-import Fastify, { FastifyInstance, FastifyError } from 'fastify';
+import Fastify, { FastifyInstance, FastifyError, FastifyReply } from 'fastify';
 import { StrataError, isErrorCode, toStrataError } from './errors';
 import type { Logger } from './log';
 
@@ -24,6 +24,12 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     requestTimeout: opts.requestTimeoutMs ?? 0,
     return503OnClosing: true,
     forceCloseConnections: true,
+    // Errors raised by the router before any route runs (bad %-encoding, an overlong
+    // parameter) get our `{code, message}` form too, not Fastify's own.
+    frameworkErrors: (err, _req, reply) => {
+      const status = err.statusCode ?? 400;
+      void (reply as FastifyReply).status(status).send(new StrataError(status >= 500 ? 'INTERNAL' : 'BAD_REQUEST', err.message).toJSON());
+    },
   });
 
   app.addHook('onResponse', async (req, reply) => {

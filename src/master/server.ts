@@ -46,6 +46,10 @@ export interface RunningMaster {
 }
 
 export const DEFAULT_BLOCK_SIZE = 64 * 1024 * 1024;
+/** Largest uid or gid: uid_t is 32 bits and (uid_t)-1 means "unchanged", never an owner. */
+const MAX_ID = 0xfffffffe;
+/** Timestamps must fit a JS Date (±8.64e15 ms). */
+const MAX_TIME_SEC = 8.64e12;
 
 export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const log = opts.logger;
@@ -75,7 +79,21 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const sec = field(v, 'sec', 'number') as number;
     const nsec = field(v, 'nsec', 'number') as number;
     if (nsec < 0 || nsec >= 1e9) throw new StrataError('BAD_REQUEST', `${name}.nsec must be in [0, 1e9)`);
+    // Beyond what a JS Date holds, every reader's toISOString() would throw.
+    if (Math.abs(sec) >= MAX_TIME_SEC) throw new StrataError('BAD_REQUEST', `${name}.sec must be within ±${MAX_TIME_SEC}`);
     return { sec, nsec };
+  };
+  /** Permission bits only: type bits or more would corrupt st_mode. */
+  const modeField = (body: unknown): number | undefined => {
+    const mode = optionalInt(body, 'mode');
+    if (mode !== undefined && mode > 0o7777) throw new StrataError('BAD_REQUEST', 'mode must be at most 07777');
+    return mode;
+  };
+  /** uid_t and gid_t are 32 bits; a larger id would wrap (2**32 shows as root). */
+  const idField = (body: unknown, name: 'uid' | 'gid'): number | undefined => {
+    const id = optionalInt(body, name);
+    if (id !== undefined && id > MAX_ID) throw new StrataError('BAD_REQUEST', `${name} must be at most ${MAX_ID}`);
+    return id;
   };
   const intList = (body: unknown, name: string): number[] => {
     const v = (body as Record<string, unknown>)[name];
@@ -90,10 +108,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.get(`${api}/stat`, async (req) => ns.stat(pathQuery(req.query)));
   app.get(`${api}/list`, async (req) => ({ entries: await ns.list(pathQuery(req.query)) }));
   app.post(`${api}/mkdir`, async (req) =>
-    ns.mkdir(requiredString(req.body, 'path'), optionalInt(req.body, 'mode') ?? 0o755, optionalInt(req.body, 'uid'), optionalInt(req.body, 'gid')),
+    ns.mkdir(requiredString(req.body, 'path'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid')),
   );
   app.post(`${api}/create`, async (req) =>
-    ns.create(requiredString(req.body, 'path'), optionalInt(req.body, 'mode') ?? 0o644, optionalInt(req.body, 'uid'), optionalInt(req.body, 'gid')),
+    ns.create(requiredString(req.body, 'path'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid')),
   );
   app.post(`${api}/unlink`, async (req) => {
     await ns.unlink(requiredString(req.body, 'path'));
@@ -109,12 +127,11 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   });
   app.post(`${api}/setattr`, async (req) => {
     const b = req.body;
-    const mode = optionalInt(b, 'mode');
-    if (mode !== undefined && mode > 0o7777) throw new StrataError('BAD_REQUEST', 'mode must be at most 07777');
+    const mode = modeField(b);
     const attrs: Parameters<Namespace['setAttributes']>[1] = {};
     if (mode !== undefined) attrs.mode = mode;
-    const uid = optionalInt(b, 'uid');
-    const gid = optionalInt(b, 'gid');
+    const uid = idField(b, 'uid');
+    const gid = idField(b, 'gid');
     if (uid !== undefined) attrs.uid = uid;
     if (gid !== undefined) attrs.gid = gid;
     const atime = timespec(b, 'atime');

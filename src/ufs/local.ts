@@ -19,7 +19,12 @@ export class LocalUnderFileSystem implements UnderFileSystem {
     const url = new URL(uri);
     if (url.protocol !== 'file:') throw new StrataError('CONFIG', `not a file:// URI: ${uri}`);
     if (url.host && url.host !== 'localhost') throw new StrataError('CONFIG', `file:// URI must not name a host: ${uri}`);
-    const root = decodeURIComponent(url.pathname);
+    let root: string;
+    try {
+      root = decodeURIComponent(url.pathname);
+    } catch {
+      throw new StrataError('CONFIG', `file:// URI has a malformed %-escape: ${uri}`);
+    }
     if (!root.startsWith('/')) throw new StrataError('CONFIG', `file:// URI must be absolute: ${uri}`);
     this.#root = nodePath.resolve(root);
     this.uri = uri;
@@ -72,10 +77,18 @@ export class LocalUnderFileSystem implements UnderFileSystem {
   }
 
   async read(path: string, offset: number, length: number): Promise<Readable> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw new StrataError('INVALID_ARGUMENT', `read ${path}: bad range ${offset}+${length}`);
+    }
     const abs = this.#abs(path);
     const fh = await fsp.open(abs, 'r').catch((err) => {
       throw toStrataError(err, `read ${path}`);
     });
+    const st = await fh.stat();
+    if (st.isDirectory()) {
+      await fh.close();
+      throw new StrataError('IS_DIRECTORY', `read ${path}: is a directory`);
+    }
     if (length <= 0) {
       await fh.close();
       return Readable.from([]);

@@ -52,6 +52,13 @@ export class MemoryUnderFileSystem implements UnderFileSystem {
     if (e.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${what}: /${key} is not a directory`);
   }
 
+  #hasChildren(key: string): boolean {
+    for (const k of this.#files.keys()) {
+      if (k !== key && (key === '' || k.startsWith(key + '/'))) return true;
+    }
+    return false;
+  }
+
   async stat(path: string): Promise<UfsStatus | null> {
     const key = this.#key(path);
     const e = this.#files.get(key);
@@ -88,6 +95,8 @@ export class MemoryUnderFileSystem implements UnderFileSystem {
       },
       complete: async () => {
         done = true;
+        // As on a real file system: an object never replaces a directory (and orphans its children).
+        if (this.#files.get(key)?.type === 'directory') throw new StrataError('IS_DIRECTORY', `create: ${path} is a directory`);
         const entry: MemEntry = { type: 'file', data: Buffer.concat(chunks), mtimeMs: Date.now(), version: ++versions };
         this.#files.set(key, entry);
         return this.#status(key, entry);
@@ -117,9 +126,7 @@ export class MemoryUnderFileSystem implements UnderFileSystem {
     const key = this.#key(path);
     this.#requireDir(key, 'rmdir');
     if (key === '') throw new StrataError('NOT_PERMITTED', 'rmdir: cannot remove the root');
-    for (const k of this.#files.keys()) {
-      if (k.startsWith(key + '/')) throw new StrataError('NOT_EMPTY', `rmdir: ${path} is not empty`);
-    }
+    if (this.#hasChildren(key)) throw new StrataError('NOT_EMPTY', `rmdir: ${path} is not empty`);
     this.#files.delete(key);
   }
 
@@ -129,6 +136,15 @@ export class MemoryUnderFileSystem implements UnderFileSystem {
     const e = this.#files.get(from);
     if (!e) throw new StrataError('NOT_FOUND', `rename: no such file ${src}`);
     this.#requireDir(this.#parentKey(to), 'rename');
+    if (to === from) return;
+    // The same checks as rename(2), so a move never orphans entries below a key that no longer exists.
+    if (from === '' || to.startsWith(from + '/')) throw new StrataError('INVALID_ARGUMENT', `rename: cannot move ${src} into itself`);
+    const target = this.#files.get(to);
+    if (target) {
+      if (e.type === 'directory' && target.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `rename: ${dst} is not a directory`);
+      if (e.type !== 'directory' && target.type === 'directory') throw new StrataError('IS_DIRECTORY', `rename: ${dst} is a directory`);
+      if (target.type === 'directory' && this.#hasChildren(to)) throw new StrataError('NOT_EMPTY', `rename: ${dst} is not empty`);
+    }
     const moves: [string, MemEntry][] = [];
     for (const [k, v] of this.#files) {
       if (k === from || k.startsWith(from + '/')) moves.push([k, v]);
