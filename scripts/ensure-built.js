@@ -21,13 +21,17 @@ function newest(dir) {
 
 const fusermount = spawnSync('sh', ['-c', 'command -v fusermount || command -v fusermount3'], { encoding: 'utf8' });
 if (fusermount.status !== 0 || !fs.existsSync('/dev/fuse')) {
-  process.stderr.write('strata: FUSE is missing; install it with: apt-get install -y fuse libfuse2\n');
+  process.stderr.write('strata: FUSE is missing; install it with: apt-get install -y fuse3 libfuse3-dev pkg-config\n');
   process.exit(2);
 }
 
 if (!fs.existsSync(path.join(root, 'node_modules', '.package-lock.json'))) {
   process.stderr.write('strata: installing npm dependencies (npm ci)…\n');
   execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+}
+if (!fs.existsSync(path.join(root, 'build', 'Release', 'strata_fuse.node'))) {
+  process.stderr.write('strata: building the FUSE addon (node-gyp)…\n');
+  execFileSync('npm', ['run', 'build:native'], { cwd: root, stdio: 'inherit' });
 }
 const built = fs.existsSync(marker) ? fs.statSync(marker).mtimeMs : 0;
 const sources = Math.max(newest(path.join(root, 'src')), newest(path.join(root, 'test')), newest(path.join(root, 'scripts')));

@@ -1,0 +1,457 @@
+/**
+ * The TypeScript face of Strata's own FUSE binding (strata_fuse.c, libfuse3's
+ * low-level API). Handlers are async functions over inodes; this module turns
+ * each request into exactly one reply: the handler's result, or the errno of
+ * what it threw (through the one errno table in src/common/errors).
+ */
+
+import * as path from 'node:path';
+import { existsSync } from 'node:fs';
+import { toErrno } from '../../common/errors';
+import type { Timespec } from '../../common/protocol';
+
+/** Op codes, in the order of the enum in strata_fuse.c. */
+const OP = {
+  INIT: 0, DESTROY: 1, LOOKUP: 2, FORGET: 3, GETATTR: 4, SETATTR: 5, READLINK: 6, MKNOD: 7,
+  MKDIR: 8, UNLINK: 9, RMDIR: 10, SYMLINK: 11, RENAME: 12, LINK: 13, OPEN: 14, READ: 15, WRITE: 16,
+  FLUSH: 17, RELEASE: 18, FSYNC: 19, OPENDIR: 20, READDIR: 21, RELEASEDIR: 22, FSYNCDIR: 23, STATFS: 24,
+  SETXATTR: 25, GETXATTR: 26, LISTXATTR: 27, REMOVEXATTR: 28, ACCESS: 29, CREATE: 30, GETLK: 31, SETLK: 32,
+  FLOCK: 33, FALLOCATE: 34, READDIRPLUS: 35, COPY_FILE_RANGE: 36, LSEEK: 37, FORGET_MULTI: 38,
+} as const;
+const OP_COUNT = 39;
+
+/** FUSE_SET_ATTR_* bits of a setattr request. */
+export const SET_ATTR = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256, CTIME: 1024 } as const;
+
+/** rename(2) flags. */
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+
+interface Native {
+  mount(mnt: string, args: string[], dispatch: (...a: any[]) => void, implemented: Uint8Array, conn: object): unknown;
+  unmount(handle: unknown): void;
+  replyErr(req: bigint, errno: number): void;
+  replyNone(req: bigint): void;
+  replyEntry(req: bigint, ino: number, generation: number, attr: Float64Array, attrTimeout: number, entryTimeout: number): void;
+  replyCreate(req: bigint, ino: number, generation: number, attr: Float64Array, attrTimeout: number, entryTimeout: number, fh: number, flags: number): void;
+  replyAttr(req: bigint, attr: Float64Array, timeout: number): void;
+  replyReadlink(req: bigint, target: string): void;
+  replyOpen(req: bigint, fh: number, flags: number): void;
+  replyWrite(req: bigint, count: number): void;
+  replyBuf(req: bigint, buf: Buffer, len: number): void;
+  replyStatfs(req: bigint, st: Float64Array): void;
+  replyXattr(req: bigint, size: number): void;
+  replyLock(req: bigint, type: number, start: number, len: number, pid: number): void;
+  replyLseek(req: bigint, off: number): void;
+  replyDir(req: bigint, max: number, plus: boolean, names: string[], inos: number[], attrs: (number | Float64Array)[], offs: number[], timeout: number): number;
+  getGroups(req: bigint): number[];
+}
+
+let native: Native | undefined;
+
+/** Loads the compiled addon (build/Release/strata_fuse.node, built by `npm ci` / node-gyp). */
+export function loadNative(): Native {
+  if (native) return native;
+  const root = path.resolve(__dirname, '..', '..', '..', '..');
+  const file = path.join(root, 'build', 'Release', 'strata_fuse.node');
+  if (!existsSync(file)) throw new Error(`Strata's FUSE addon is not built (${file}); run \`npm ci\` (needs libfuse3-dev)`);
+  native = require(file) as Native;
+  return native;
+}
+
+/** The caller of a request. */
+export interface RequestContext {
+  uid: number;
+  gid: number;
+  pid: number;
+  /** Supplementary groups of the caller (read from /proc on demand). */
+  groups(): number[];
+}
+
+/** What stat(2) shows; `mode` includes the file-type bits. */
+export interface Attr {
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev?: number;
+  size: number;
+  blocks?: number;
+  blksize?: number;
+  atime: Timespec;
+  mtime: Timespec;
+  ctime: Timespec;
+}
+
+export interface Entry {
+  attr: Attr;
+  /** Seconds the kernel may cache the attributes. */
+  attrTimeout: number;
+  /** Seconds the kernel may cache the name → inode mapping (also for negative lookups). */
+  entryTimeout: number;
+  generation?: number;
+}
+
+export interface AttrReply {
+  attr: Attr;
+  timeout: number;
+}
+
+export interface OpenReply {
+  fh: number;
+  directIo?: boolean;
+  /** Keep the kernel's page cache of the file from an earlier open. */
+  keepCache?: boolean;
+  nonseekable?: boolean;
+  cacheReaddir?: boolean;
+}
+
+/** The changes a setattr asks for; absent fields stay as they are. */
+export interface SetAttrChanges {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  size?: number;
+  atime?: Timespec | 'now';
+  mtime?: Timespec | 'now';
+  ctime?: Timespec;
+}
+
+export interface DirListingEntry {
+  name: string;
+  /** For readdirplus the full attributes; for readdir only ino and mode are used. */
+  attr: Attr;
+}
+
+export interface Statfs {
+  bsize: number;
+  frsize?: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  favail?: number;
+  fsid?: number;
+  flag?: number;
+  namemax: number;
+}
+
+export interface Lock {
+  type: number;
+  start: number;
+  len: number;
+  pid: number;
+}
+
+/** Operations a file system may implement; a missing one answers ENOSYS (or the kernel's default). */
+export interface LowLevelHandlers {
+  lookup(ctx: RequestContext, parent: number, name: string): Promise<Entry>;
+  forget?(ino: number, nlookup: number): void;
+  getattr(ctx: RequestContext, ino: number, fh: number | null): Promise<AttrReply>;
+  setattr?(ctx: RequestContext, ino: number, changes: SetAttrChanges, fh: number | null): Promise<AttrReply>;
+  readlink?(ctx: RequestContext, ino: number): Promise<string>;
+  mknod?(ctx: RequestContext, parent: number, name: string, mode: number, rdev: number, umask: number): Promise<Entry>;
+  mkdir?(ctx: RequestContext, parent: number, name: string, mode: number, umask: number): Promise<Entry>;
+  unlink?(ctx: RequestContext, parent: number, name: string): Promise<void>;
+  rmdir?(ctx: RequestContext, parent: number, name: string): Promise<void>;
+  symlink?(ctx: RequestContext, parent: number, name: string, target: string): Promise<Entry>;
+  rename?(ctx: RequestContext, parent: number, name: string, newParent: number, newName: string, flags: number): Promise<void>;
+  link?(ctx: RequestContext, ino: number, newParent: number, newName: string): Promise<Entry>;
+  open?(ctx: RequestContext, ino: number, flags: number): Promise<OpenReply>;
+  /** Returns at most `size` bytes at `offset` (fewer at EOF). */
+  read?(ctx: RequestContext, ino: number, fh: number, size: number, offset: number): Promise<Buffer>;
+  write?(ctx: RequestContext, ino: number, fh: number, data: Buffer, offset: number, flags: number): Promise<number>;
+  flush?(ctx: RequestContext, ino: number, fh: number, lockOwner: number): Promise<void>;
+  release?(ctx: RequestContext, ino: number, fh: number, flags: number): Promise<void>;
+  fsync?(ctx: RequestContext, ino: number, fh: number, datasync: boolean): Promise<void>;
+  opendir?(ctx: RequestContext, ino: number, flags: number): Promise<OpenReply>;
+  /** The whole listing (without . and ..); the face pages it by offset for the kernel. */
+  readdir?(ctx: RequestContext, ino: number, fh: number): Promise<DirListingEntry[]>;
+  releasedir?(ctx: RequestContext, ino: number, fh: number): Promise<void>;
+  fsyncdir?(ctx: RequestContext, ino: number, fh: number, datasync: boolean): Promise<void>;
+  statfs?(ctx: RequestContext, ino: number): Promise<Statfs>;
+  setxattr?(ctx: RequestContext, ino: number, name: string, value: Buffer, flags: number): Promise<void>;
+  /** The value; absent → throw a NOT_FOUND-like error mapped to ENODATA by `errnoOf`. */
+  getxattr?(ctx: RequestContext, ino: number, name: string): Promise<Buffer>;
+  listxattr?(ctx: RequestContext, ino: number): Promise<string[]>;
+  removexattr?(ctx: RequestContext, ino: number, name: string): Promise<void>;
+  access?(ctx: RequestContext, ino: number, mask: number): Promise<void>;
+  create?(ctx: RequestContext, parent: number, name: string, mode: number, flags: number, umask: number): Promise<Entry & { open: OpenReply }>;
+  getlk?(ctx: RequestContext, ino: number, fh: number, owner: number, lock: Lock): Promise<Lock>;
+  setlk?(ctx: RequestContext, ino: number, fh: number, owner: number, lock: Lock, sleep: boolean): Promise<void>;
+  flock?(ctx: RequestContext, ino: number, fh: number, owner: number, op: number): Promise<void>;
+  fallocate?(ctx: RequestContext, ino: number, fh: number, mode: number, offset: number, length: number): Promise<void>;
+  copyFileRange?(ctx: RequestContext, inoIn: number, fhIn: number, offIn: number, inoOut: number, fhOut: number, offOut: number, len: number, flags: number): Promise<number>;
+  lseek?(ctx: RequestContext, ino: number, fh: number, offset: number, whence: number): Promise<number>;
+}
+
+export interface MountOptions {
+  /** Extra `-o` options, e.g. ['default_permissions', 'allow_other', 'fsname=strata']. */
+  options?: string[];
+  /** Largest write request in bytes (libfuse3: up to 1 MiB). Default 1 MiB. */
+  maxWrite?: number;
+  maxReadahead?: number;
+  /** The kernel's writeback cache; off unless asked for. */
+  writebackCache?: boolean;
+  /** Turns a handler's error into a positive errno. Default: Strata's table. */
+  errnoOf?: (err: unknown) => number;
+  /** Seconds to cache a negative lookup (ENOENT). Default 0. */
+  negativeTimeout?: number;
+  /** Called for errors without a Strata code, once per distinct error. */
+  onUnknownError?: (err: unknown) => void;
+}
+
+function attrArray(a: Attr): Float64Array {
+  const d = new Float64Array(15);
+  d[0] = a.ino;
+  d[1] = a.mode;
+  d[2] = a.nlink;
+  d[3] = a.uid;
+  d[4] = a.gid;
+  d[5] = a.rdev ?? 0;
+  d[6] = a.size;
+  d[7] = a.blocks ?? Math.ceil(a.size / 512);
+  d[8] = a.blksize ?? 4096;
+  d[9] = a.atime.sec;
+  d[10] = a.atime.nsec;
+  d[11] = a.mtime.sec;
+  d[12] = a.mtime.nsec;
+  d[13] = a.ctime.sec;
+  d[14] = a.ctime.nsec;
+  return d;
+}
+
+function openFlags(o: OpenReply): number {
+  return (o.directIo ? 1 : 0) | (o.keepCache ? 2 : 0) | (o.nonseekable ? 4 : 0) | (o.cacheReaddir ? 8 : 0);
+}
+
+const IMPLEMENTS: [keyof LowLevelHandlers, number][] = [
+  ['forget', OP.FORGET], ['setattr', OP.SETATTR], ['readlink', OP.READLINK], ['mknod', OP.MKNOD], ['mkdir', OP.MKDIR],
+  ['unlink', OP.UNLINK], ['rmdir', OP.RMDIR], ['symlink', OP.SYMLINK], ['rename', OP.RENAME], ['link', OP.LINK],
+  ['open', OP.OPEN], ['read', OP.READ], ['write', OP.WRITE], ['flush', OP.FLUSH], ['release', OP.RELEASE],
+  ['fsync', OP.FSYNC], ['opendir', OP.OPENDIR], ['readdir', OP.READDIR], ['readdir', OP.READDIRPLUS],
+  ['releasedir', OP.RELEASEDIR], ['fsyncdir', OP.FSYNCDIR], ['statfs', OP.STATFS], ['setxattr', OP.SETXATTR],
+  ['getxattr', OP.GETXATTR], ['listxattr', OP.LISTXATTR], ['removexattr', OP.REMOVEXATTR], ['access', OP.ACCESS],
+  ['create', OP.CREATE], ['getlk', OP.GETLK], ['setlk', OP.SETLK], ['flock', OP.FLOCK], ['fallocate', OP.FALLOCATE],
+  ['copyFileRange', OP.COPY_FILE_RANGE], ['lseek', OP.LSEEK],
+];
+
+const ERANGE = 34;
+
+/** A mounted file system on Strata's own binding. */
+export class FuseSession {
+  readonly mountPoint: string;
+  #handle: unknown;
+  #native: Native;
+  /** Directory listings by directory handle, so readdir pages are consistent. */
+  readonly #listings = new Map<number, DirListingEntry[]>();
+
+  private constructor(mountPoint: string, native: Native) {
+    this.mountPoint = mountPoint;
+    this.#native = native;
+  }
+
+  static mount(mountPoint: string, h: LowLevelHandlers, opts: MountOptions = {}): FuseSession {
+    const n = loadNative();
+    const s = new FuseSession(mountPoint, n);
+    const implemented = new Uint8Array(OP_COUNT);
+    for (const [name, code] of IMPLEMENTS) if (h[name]) implemented[code] = 1;
+    const options = ['-o', ['subtype=strata', ...(opts.options ?? [])].join(',')];
+    const errnoOf = opts.errnoOf ?? ((err: unknown) => -toErrno(err, opts.onUnknownError));
+    s.#handle = n.mount(mountPoint, options, s.#dispatcher(h, errnoOf, opts.negativeTimeout ?? 0), implemented, {
+      maxWrite: opts.maxWrite ?? 1024 * 1024,
+      maxReadahead: opts.maxReadahead ?? 1024 * 1024,
+      writebackCache: !!opts.writebackCache,
+      locks: !!(h.getlk && h.setlk),
+      flock: !!h.flock,
+    });
+    return s;
+  }
+
+  unmount(): void {
+    if (this.#handle === undefined) return;
+    const h = this.#handle;
+    this.#handle = undefined;
+    this.#native.unmount(h);
+  }
+
+  #dispatcher(h: LowLevelHandlers, errnoOf: (err: unknown) => number, negativeTimeout: number) {
+    const n = this.#native;
+    const listings = this.#listings;
+    return (op: number, req: bigint, uid: number, gid: number, pid: number, ino: number, ...a: any[]): void => {
+      const ctx: RequestContext = { uid, gid, pid, groups: () => n.getGroups(req) };
+      let replied = false;
+      const fail = (err: unknown) => {
+        if (replied) return;
+        replied = true;
+        const errno = errnoOf(err);
+        // A missing name may be cached by the kernel as a negative entry instead of an error.
+        if (op === OP.LOOKUP && errno === 2 && negativeTimeout > 0) {
+          const zero = new Float64Array(15);
+          n.replyEntry(req, 0, 0, zero, 0, negativeTimeout);
+          return;
+        }
+        n.replyErr(req, errno > 0 ? errno : 5);
+      };
+      const ok = <T>(p: Promise<T> | undefined, reply: (v: T) => void) => {
+        if (!p) return fail(Object.assign(new Error('not implemented'), { code: 'ENOSYS' }));
+        p.then((v) => {
+          if (replied) return;
+          replied = true;
+          reply(v);
+        }, fail);
+      };
+      const entry = (e: Entry) => n.replyEntry(req, e.attr.ino, e.generation ?? 0, attrArray(e.attr), e.attrTimeout, e.entryTimeout);
+      const done = () => n.replyErr(req, 0);
+      try {
+        switch (op) {
+          case OP.LOOKUP:
+            return ok(h.lookup(ctx, ino, a[0]), entry);
+          case OP.FORGET:
+            h.forget?.(ino, a[0]);
+            replied = true;
+            return n.replyNone(req);
+          case OP.FORGET_MULTI: {
+            const list = a[0] as number[];
+            for (let i = 0; i < list.length; i += 2) h.forget?.(list[i]!, list[i + 1]!);
+            replied = true;
+            return n.replyNone(req);
+          }
+          case OP.GETATTR:
+            return ok(h.getattr(ctx, ino, a[0]), (r) => n.replyAttr(req, attrArray(r.attr), r.timeout));
+          case OP.SETATTR: {
+            const st = a[0] as Float64Array;
+            const bits = a[1] as number;
+            const c: SetAttrChanges = {};
+            if (bits & SET_ATTR.MODE) c.mode = st[1]!;
+            if (bits & SET_ATTR.UID) c.uid = st[3]!;
+            if (bits & SET_ATTR.GID) c.gid = st[4]!;
+            if (bits & SET_ATTR.SIZE) c.size = st[6]!;
+            if (bits & SET_ATTR.ATIME_NOW) c.atime = 'now';
+            else if (bits & SET_ATTR.ATIME) c.atime = { sec: st[9]!, nsec: st[10]! };
+            if (bits & SET_ATTR.MTIME_NOW) c.mtime = 'now';
+            else if (bits & SET_ATTR.MTIME) c.mtime = { sec: st[11]!, nsec: st[12]! };
+            if (bits & SET_ATTR.CTIME) c.ctime = { sec: st[13]!, nsec: st[14]! };
+            return ok(h.setattr?.(ctx, ino, c, a[2]), (r) => n.replyAttr(req, attrArray(r.attr), r.timeout));
+          }
+          case OP.READLINK:
+            return ok(h.readlink?.(ctx, ino), (t) => n.replyReadlink(req, t));
+          case OP.MKNOD:
+            return ok(h.mknod?.(ctx, ino, a[0], a[1], a[2], a[3]), entry);
+          case OP.MKDIR:
+            return ok(h.mkdir?.(ctx, ino, a[0], a[1], a[2]), entry);
+          case OP.UNLINK:
+            return ok(h.unlink?.(ctx, ino, a[0]), done);
+          case OP.RMDIR:
+            return ok(h.rmdir?.(ctx, ino, a[0]), done);
+          case OP.SYMLINK:
+            return ok(h.symlink?.(ctx, ino, a[0], a[1]), entry);
+          case OP.RENAME:
+            return ok(h.rename?.(ctx, ino, a[0], a[1], a[2], a[3]), done);
+          case OP.LINK:
+            return ok(h.link?.(ctx, ino, a[0], a[1]), entry);
+          case OP.OPEN:
+            return ok(h.open?.(ctx, ino, a[0]), (o) => n.replyOpen(req, o.fh, openFlags(o)));
+          case OP.READ:
+            return ok(h.read?.(ctx, ino, a[0], a[1], a[2]), (b) => n.replyBuf(req, b, Math.min(b.length, a[1])));
+          case OP.WRITE:
+            return ok(h.write?.(ctx, ino, a[0], a[1], a[2], a[3]), (count) => n.replyWrite(req, count));
+          case OP.FLUSH:
+            return ok(h.flush?.(ctx, ino, a[0], a[1]), done);
+          case OP.RELEASE:
+            return ok(h.release?.(ctx, ino, a[0], a[1]), done);
+          case OP.FSYNC:
+            return ok(h.fsync?.(ctx, ino, a[0], !!a[1]), done);
+          case OP.OPENDIR:
+            return ok(h.opendir ? h.opendir(ctx, ino, a[0]) : Promise.resolve({ fh: 0 }), (o) => n.replyOpen(req, o.fh, openFlags(o)));
+          case OP.READDIR:
+          case OP.READDIRPLUS: {
+            const [fh, size, offset] = a as [number, number, number];
+            const plus = op === OP.READDIRPLUS;
+            const listing = offset === 0 || !listings.has(fh) ? h.readdir?.(ctx, ino, fh) : Promise.resolve(listings.get(fh)!);
+            return ok(listing, (entries) => {
+              listings.set(fh, entries);
+              // Offsets: entry i of [".", "..", ...entries] has offset i + 1 (where the next page starts).
+              const dirAttr = (entryIno: number): Attr => ({ ino: entryIno, mode: 0o040000, nlink: 2, uid: 0, gid: 0, size: 0, atime: ZERO, mtime: ZERO, ctime: ZERO });
+              const all: { name: string; attr: Attr; dot: boolean }[] = [
+                { name: '.', attr: dirAttr(ino), dot: true },
+                { name: '..', attr: dirAttr(1), dot: true },
+                ...entries.map((e) => ({ name: e.name, attr: e.attr, dot: false })),
+              ];
+              const names: string[] = [];
+              const inos: number[] = [];
+              const attrs: (number | Float64Array)[] = [];
+              const offs: number[] = [];
+              for (let i = offset; i < all.length; i++) {
+                const e = all[i]!;
+                names.push(e.name);
+                // readdirplus: an entry with ino 0 is not looked up, so "." and ".." add no lookup count.
+                inos.push(plus && e.dot ? 0 : e.attr.ino);
+                attrs.push(plus ? attrArray(e.attr) : e.attr.mode);
+                offs.push(i + 1);
+              }
+              n.replyDir(req, size, plus, names, inos, attrs, offs, 1);
+            });
+          }
+          case OP.RELEASEDIR:
+            listings.delete(a[0]);
+            return ok(h.releasedir ? h.releasedir(ctx, ino, a[0]) : Promise.resolve(), done);
+          case OP.FSYNCDIR:
+            return ok(h.fsyncdir ? h.fsyncdir(ctx, ino, a[0], !!a[1]) : Promise.resolve(), done);
+          case OP.STATFS:
+            return ok(h.statfs?.(ctx, ino), (s) =>
+              n.replyStatfs(req, Float64Array.from([s.bsize, s.frsize ?? s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.favail ?? s.ffree, s.fsid ?? 0, s.flag ?? 0, s.namemax])),
+            );
+          case OP.SETXATTR:
+            return ok(h.setxattr?.(ctx, ino, a[0], a[1], a[2]), done);
+          case OP.GETXATTR: {
+            const size = a[1] as number;
+            return ok(h.getxattr?.(ctx, ino, a[0]), (v) => {
+              if (size === 0) n.replyXattr(req, v.length);
+              else if (v.length > size) n.replyErr(req, ERANGE);
+              else n.replyBuf(req, v, v.length);
+            });
+          }
+          case OP.LISTXATTR: {
+            const size = a[0] as number;
+            return ok(h.listxattr?.(ctx, ino), (names) => {
+              const buf = Buffer.from(names.map((x) => x + '\0').join(''));
+              if (size === 0) n.replyXattr(req, buf.length);
+              else if (buf.length > size) n.replyErr(req, ERANGE);
+              else n.replyBuf(req, buf, buf.length);
+            });
+          }
+          case OP.REMOVEXATTR:
+            return ok(h.removexattr?.(ctx, ino, a[0]), done);
+          case OP.ACCESS:
+            return ok(h.access?.(ctx, ino, a[0]), done);
+          case OP.CREATE:
+            return ok(h.create?.(ctx, ino, a[0], a[1], a[2], a[3]), (e) =>
+              n.replyCreate(req, e.attr.ino, e.generation ?? 0, attrArray(e.attr), e.attrTimeout, e.entryTimeout, e.open.fh, openFlags(e.open)),
+            );
+          case OP.GETLK:
+            return ok(h.getlk?.(ctx, ino, a[0], a[1], a[2]), (l) => n.replyLock(req, l.type, l.start, l.len, l.pid));
+          case OP.SETLK:
+            return ok(h.setlk?.(ctx, ino, a[0], a[1], a[2], !!a[3]), done);
+          case OP.FLOCK:
+            return ok(h.flock?.(ctx, ino, a[0], a[1], a[2]), done);
+          case OP.FALLOCATE:
+            return ok(h.fallocate?.(ctx, ino, a[0], a[1], a[2], a[3]), done);
+          case OP.COPY_FILE_RANGE:
+            return ok(h.copyFileRange?.(ctx, ino, a[0], a[1], a[2], a[3], a[4], a[5], a[6]), (count) => n.replyWrite(req, count));
+          case OP.LSEEK:
+            return ok(h.lseek?.(ctx, ino, a[0], a[1], a[2]), (off) => n.replyLseek(req, off));
+          default:
+            replied = true;
+            return n.replyErr(req, 38 /* ENOSYS */);
+        }
+      } catch (err) {
+        fail(err);
+      }
+    };
+  }
+}
+
+const ZERO: Timespec = { sec: 0, nsec: 0 };

@@ -1,0 +1,1242 @@
+/*
+ * Strata's FUSE binding: an N-API addon over libfuse3's low-level (inode-based) API.
+ *
+ * Threading: one libfuse thread reads requests from /dev/fuse. Each request is
+ * copied into a `op_t` (names and write data included, because the loop reuses its
+ * receive buffer) and queued to the JS thread with a non-blocking thread-safe
+ * function; the libfuse thread goes straight back to reading. JS answers later,
+ * from its own thread, through the reply_* functions below; libfuse's low-level
+ * API allows a reply from any thread at any time. So no libfuse thread ever waits
+ * on the JS event loop.
+ *
+ * A request handle crosses into JS as a BigInt holding the fuse_req_t pointer. The
+ * TypeScript face (index.ts) guarantees exactly one reply per request.
+ */
+
+#define FUSE_USE_VERSION 35
+#define _GNU_SOURCE
+#include <fuse_lowlevel.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <unistd.h>
+#include <stdatomic.h>
+#include <sys/file.h>
+#include <signal.h>
+#include <sys/statvfs.h>
+
+#define NAPI_CALL(env, call)                                              \
+  do {                                                                    \
+    napi_status status_ = (call);                                         \
+    if (status_ != napi_ok) {                                             \
+      const napi_extended_error_info *info_ = NULL;                       \
+      napi_get_last_error_info((env), &info_);                            \
+      napi_throw_error((env), NULL, info_ && info_->error_message ? info_->error_message : #call); \
+      return NULL;                                                        \
+    }                                                                     \
+  } while (0)
+
+/* Op codes shared with index.ts (keep in sync). */
+enum {
+  OP_INIT = 0, OP_DESTROY, OP_LOOKUP, OP_FORGET, OP_GETATTR, OP_SETATTR, OP_READLINK, OP_MKNOD,
+  OP_MKDIR, OP_UNLINK, OP_RMDIR, OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN, OP_READ, OP_WRITE,
+  OP_FLUSH, OP_RELEASE, OP_FSYNC, OP_OPENDIR, OP_READDIR, OP_RELEASEDIR, OP_FSYNCDIR, OP_STATFS,
+  OP_SETXATTR, OP_GETXATTR, OP_LISTXATTR, OP_REMOVEXATTR, OP_ACCESS, OP_CREATE, OP_GETLK, OP_SETLK,
+  OP_FLOCK, OP_FALLOCATE, OP_READDIRPLUS, OP_COPY_FILE_RANGE, OP_LSEEK, OP_FORGET_MULTI,
+  OP_COUNT
+};
+
+#define MAX_SAFE 9007199254740991.0
+
+typedef struct session {
+  struct fuse_session *se;
+  pthread_t thread;
+  int thread_started;
+  napi_threadsafe_function tsfn;
+  atomic_long outstanding;
+  atomic_int unmounted;
+  atomic_int destroy_when_idle;
+  int loop_result;
+  uint8_t implemented[OP_COUNT];
+  /* conn options applied in init */
+  unsigned max_write;
+  unsigned max_readahead;
+  int writeback_cache;
+  int want_locks;
+  int want_flock;
+} session_t;
+
+typedef struct op {
+  int op;
+  fuse_req_t req;
+  session_t *s;
+  uid_t uid;
+  gid_t gid;
+  pid_t pid;
+  mode_t umask;
+  uint64_t ino, ino2;
+  char *name, *name2;
+  char *data;
+  size_t size;
+  double off, off2, len;
+  int flags;
+  int mode_i;
+  uint64_t fh, fh2;
+  int has_fh;
+  struct stat attr;
+  int to_set;
+  struct flock lock;
+  int sleep;
+  /* forget_multi */
+  struct fuse_forget_data *forgets;
+  size_t nforgets;
+} op_t;
+
+static void op_free(op_t *o) {
+  free(o->name);
+  free(o->name2);
+  if (o->data) free(o->data);
+  free(o->forgets);
+  free(o);
+}
+
+static void maybe_destroy(session_t *s);
+
+/* Called when a reply was sent: one less outstanding request. */
+static void req_done(session_t *s) {
+  long left = atomic_fetch_sub(&s->outstanding, 1) - 1;
+  if (left == 0 && atomic_load(&s->destroy_when_idle)) maybe_destroy(s);
+}
+
+static op_t *op_new(fuse_req_t req, int code) {
+  op_t *o = calloc(1, sizeof(op_t));
+  if (!o) return NULL;
+  o->op = code;
+  o->req = req;
+  o->s = (session_t *)fuse_req_userdata(req);
+  const struct fuse_ctx *ctx = fuse_req_ctx(req);
+  o->uid = ctx->uid;
+  o->gid = ctx->gid;
+  o->pid = ctx->pid;
+  o->umask = ctx->umask;
+  return o;
+}
+
+/* Queue to JS; if that fails (shutting down), answer EIO here so no request hangs. */
+static void dispatch(op_t *o) {
+  session_t *s = o->s;
+  atomic_fetch_add(&s->outstanding, 1);
+  if (atomic_load(&s->unmounted) || napi_call_threadsafe_function(s->tsfn, o, napi_tsfn_nonblocking) != napi_ok) {
+    if (o->op == OP_FORGET || o->op == OP_FORGET_MULTI) fuse_reply_none(o->req);
+    else fuse_reply_err(o->req, EIO);
+    req_done(s);
+    op_free(o);
+  }
+}
+
+static char *dupn(const char *p) { return p ? strdup(p) : NULL; }
+
+#define NEW_OR_ENOMEM(code)                 \
+  op_t *o = op_new(req, code);              \
+  if (!o) { fuse_reply_err(req, ENOMEM); return; }
+
+static void fi_copy(op_t *o, struct fuse_file_info *fi) {
+  if (fi) {
+    o->fh = fi->fh;
+    o->has_fh = 1;
+    o->flags = fi->flags;
+  }
+}
+
+/* ---- libfuse callbacks (libfuse thread) ----------------------------------- */
+
+static void ll_init(void *userdata, struct fuse_conn_info *conn) {
+  session_t *s = userdata;
+  if (s->max_write) conn->max_write = s->max_write;
+  if (s->max_readahead) conn->max_readahead = s->max_readahead;
+  if (s->writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  if (!s->want_locks) conn->want &= ~FUSE_CAP_POSIX_LOCKS;
+  if (!s->want_flock) conn->want &= ~FUSE_CAP_FLOCK_LOCKS;
+  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+}
+
+static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NEW_OR_ENOMEM(OP_LOOKUP);
+  o->ino = parent;
+  o->name = dupn(name);
+  dispatch(o);
+}
+
+static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  session_t *s = fuse_req_userdata(req);
+  if (!s->implemented[OP_FORGET]) { fuse_reply_none(req); return; }
+  op_t *o = op_new(req, OP_FORGET);
+  if (!o) { fuse_reply_none(req); return; }
+  o->ino = ino;
+  o->off = (double)nlookup;
+  dispatch(o);
+}
+
+static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+  session_t *s = fuse_req_userdata(req);
+  if (!s->implemented[OP_FORGET]) { fuse_reply_none(req); return; }
+  op_t *o = op_new(req, OP_FORGET_MULTI);
+  if (!o) { fuse_reply_none(req); return; }
+  o->forgets = malloc(sizeof(*forgets) * (count ? count : 1));
+  if (!o->forgets) { fuse_reply_none(req); free(o); return; }
+  memcpy(o->forgets, forgets, sizeof(*forgets) * count);
+  o->nforgets = count;
+  dispatch(o);
+}
+
+static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW_OR_ENOMEM(OP_GETATTR);
+  o->ino = ino;
+  fi_copy(o, fi);
+  dispatch(o);
+}
+
+static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
+  if ((to_set & FUSE_SET_ATTR_SIZE) && (double)attr->st_size > MAX_SAFE) { fuse_reply_err(req, EFBIG); return; }
+  NEW_OR_ENOMEM(OP_SETATTR);
+  o->ino = ino;
+  o->attr = *attr;
+  o->to_set = to_set;
+  fi_copy(o, fi);
+  dispatch(o);
+}
+
+static void ll_readlink(fuse_req_t req, fuse_ino_t ino) {
+  NEW_OR_ENOMEM(OP_READLINK);
+  o->ino = ino;
+  dispatch(o);
+}
+
+static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  NEW_OR_ENOMEM(OP_MKNOD);
+  o->ino = parent;
+  o->name = dupn(name);
+  o->mode_i = mode;
+  o->off = (double)rdev;
+  dispatch(o);
+}
+
+static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  NEW_OR_ENOMEM(OP_MKDIR);
+  o->ino = parent;
+  o->name = dupn(name);
+  o->mode_i = mode;
+  dispatch(o);
+}
+
+static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NEW_OR_ENOMEM(OP_UNLINK);
+  o->ino = parent;
+  o->name = dupn(name);
+  dispatch(o);
+}
+
+static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  NEW_OR_ENOMEM(OP_RMDIR);
+  o->ino = parent;
+  o->name = dupn(name);
+  dispatch(o);
+}
+
+static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  NEW_OR_ENOMEM(OP_SYMLINK);
+  o->ino = parent;
+  o->name = dupn(name);
+  o->name2 = dupn(link);
+  dispatch(o);
+}
+
+static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags) {
+  NEW_OR_ENOMEM(OP_RENAME);
+  o->ino = parent;
+  o->name = dupn(name);
+  o->ino2 = newparent;
+  o->name2 = dupn(newname);
+  o->flags = (int)flags;
+  dispatch(o);
+}
+
+static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  NEW_OR_ENOMEM(OP_LINK);
+  o->ino = ino;
+  o->ino2 = newparent;
+  o->name = dupn(newname);
+  dispatch(o);
+}
+
+static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW_OR_ENOMEM(OP_OPEN);
+  o->ino = ino;
+  o->flags = fi->flags;
+  dispatch(o);
+}
+
+static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  if ((double)off > MAX_SAFE) { fuse_reply_buf(req, NULL, 0); return; }
+  NEW_OR_ENOMEM(OP_READ);
+  o->ino = ino;
+  o->size = size;
+  o->off = (double)off;
+  fi_copy(o, fi);
+  dispatch(o);
+}
+
+static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  if ((double)off + (double)size > MAX_SAFE) { fuse_reply_err(req, EFBIG); return; }
+  NEW_OR_ENOMEM(OP_WRITE);
+  o->ino = ino;
+  o->size = size;
+  o->off = (double)off;
+  fi_copy(o, fi);
+  /* The loop reuses its receive buffer once we return: keep our own copy. */
+  o->data = malloc(size ? size : 1);
+  if (!o->data) { fuse_reply_err(req, ENOMEM); free(o); return; }
+  memcpy(o->data, buf, size);
+  dispatch(o);
+}
+
+static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW_OR_ENOMEM(OP_FLUSH);
+  o->ino = ino;
+  fi_copy(o, fi);
+  o->off = (double)fi->lock_owner;
+  dispatch(o);
+}
+
+static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW_OR_ENOMEM(OP_RELEASE);
+  o->ino = ino;
+  fi_copy(o, fi);
+  dispatch(o);
+}
+
+static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  NEW_OR_ENOMEM(OP_FSYNC);
+  o->ino = ino;
+  o->mode_i = datasync;
+  fi_copy(o, fi);
+  dispatch(o);
+}
+
+static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW_OR_ENOMEM(OP_OPENDIR);
+  o->ino = ino;
+  o->flags = fi->flags;
+  dispatch(o);
+}
+
+static void ll_readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, int code) {
+  NEW_OR_ENOMEM(code);
+  o->ino = ino;
+  o->size = size;
+  o->off = (double)off;
+  fi_copy(o, fi);
+  dispatch(o);
+}
+
+static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  ll_readdir_common(req, ino, size, off, fi, OP_READDIR);
+}
+
+static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  ll_readdir_common(req, ino, size, off, fi, OP_READDIRPLUS);
+}
+
+static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  NEW_OR_ENOMEM(OP_RELEASEDIR);
+  o->ino = ino;
+  fi_copy(o, fi);
+  dispatch(o);
+}
+
+static void ll_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  NEW_OR_ENOMEM(OP_FSYNCDIR);
+  o->ino = ino;
+  o->mode_i = datasync;
+  fi_copy(o, fi);
+  dispatch(o);
+}
+
+static void ll_statfs(fuse_req_t req, fuse_ino_t ino) {
+  NEW_OR_ENOMEM(OP_STATFS);
+  o->ino = ino;
+  dispatch(o);
+}
+
+static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
+  NEW_OR_ENOMEM(OP_SETXATTR);
+  o->ino = ino;
+  o->name = dupn(name);
+  o->data = malloc(size ? size : 1);
+  if (!o->data) { fuse_reply_err(req, ENOMEM); op_free(o); return; }
+  memcpy(o->data, value, size);
+  o->size = size;
+  o->flags = flags;
+  dispatch(o);
+}
+
+static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  NEW_OR_ENOMEM(OP_GETXATTR);
+  o->ino = ino;
+  o->name = dupn(name);
+  o->size = size;
+  dispatch(o);
+}
+
+static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  NEW_OR_ENOMEM(OP_LISTXATTR);
+  o->ino = ino;
+  o->size = size;
+  dispatch(o);
+}
+
+static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  NEW_OR_ENOMEM(OP_REMOVEXATTR);
+  o->ino = ino;
+  o->name = dupn(name);
+  dispatch(o);
+}
+
+static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  NEW_OR_ENOMEM(OP_ACCESS);
+  o->ino = ino;
+  o->mode_i = mask;
+  dispatch(o);
+}
+
+static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
+  NEW_OR_ENOMEM(OP_CREATE);
+  o->ino = parent;
+  o->name = dupn(name);
+  o->mode_i = mode;
+  o->flags = fi->flags;
+  dispatch(o);
+}
+
+static void ll_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock) {
+  NEW_OR_ENOMEM(OP_GETLK);
+  o->ino = ino;
+  fi_copy(o, fi);
+  o->off2 = (double)fi->lock_owner;
+  o->lock = *lock;
+  dispatch(o);
+}
+
+static void ll_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock, int sleep) {
+  NEW_OR_ENOMEM(OP_SETLK);
+  o->ino = ino;
+  fi_copy(o, fi);
+  o->off2 = (double)fi->lock_owner;
+  o->lock = *lock;
+  o->sleep = sleep;
+  dispatch(o);
+}
+
+static void ll_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op) {
+  NEW_OR_ENOMEM(OP_FLOCK);
+  o->ino = ino;
+  fi_copy(o, fi);
+  o->off2 = (double)fi->lock_owner;
+  o->mode_i = op;
+  dispatch(o);
+}
+
+static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
+  if ((double)offset + (double)length > MAX_SAFE) { fuse_reply_err(req, EFBIG); return; }
+  NEW_OR_ENOMEM(OP_FALLOCATE);
+  o->ino = ino;
+  o->mode_i = mode;
+  o->off = (double)offset;
+  o->len = (double)length;
+  fi_copy(o, fi);
+  dispatch(o);
+}
+
+static void ll_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in, fuse_ino_t ino_out,
+                               off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags) {
+  NEW_OR_ENOMEM(OP_COPY_FILE_RANGE);
+  o->ino = ino_in;
+  o->off = (double)off_in;
+  o->fh = fi_in->fh;
+  o->ino2 = ino_out;
+  o->off2 = (double)off_out;
+  o->fh2 = fi_out->fh;
+  o->len = (double)len;
+  o->flags = flags;
+  dispatch(o);
+}
+
+static void ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+  NEW_OR_ENOMEM(OP_LSEEK);
+  o->ino = ino;
+  o->off = (double)off;
+  o->mode_i = whence;
+  fi_copy(o, fi);
+  dispatch(o);
+}
+
+/* ---- JS side: turning an op_t into a call of the dispatcher ----------------- */
+
+static napi_value num(napi_env env, double v) {
+  napi_value r;
+  napi_create_double(env, v, &r);
+  return r;
+}
+
+static napi_value str(napi_env env, const char *s) {
+  napi_value r;
+  if (!s) {
+    napi_get_null(env, &r);
+    return r;
+  }
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
+static void free_data(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+static napi_value stat_array(napi_env env, const struct stat *st) {
+  napi_value ab, arr;
+  double *d;
+  napi_create_arraybuffer(env, 15 * sizeof(double), (void **)&d, &ab);
+  d[0] = (double)st->st_ino;
+  d[1] = st->st_mode;
+  d[2] = (double)st->st_nlink;
+  d[3] = st->st_uid;
+  d[4] = st->st_gid;
+  d[5] = (double)st->st_rdev;
+  d[6] = (double)st->st_size;
+  d[7] = (double)st->st_blocks;
+  d[8] = (double)st->st_blksize;
+  d[9] = (double)st->st_atim.tv_sec;
+  d[10] = (double)st->st_atim.tv_nsec;
+  d[11] = (double)st->st_mtim.tv_sec;
+  d[12] = (double)st->st_mtim.tv_nsec;
+  d[13] = (double)st->st_ctim.tv_sec;
+  d[14] = (double)st->st_ctim.tv_nsec;
+  napi_create_typedarray(env, napi_float64_array, 15, ab, 0, &arr);
+  return arr;
+}
+
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  (void)context;
+  op_t *o = data;
+  if (!env) { /* finalizing: nothing can answer any more */
+    if (o->op == OP_FORGET || o->op == OP_FORGET_MULTI) fuse_reply_none(o->req);
+    else fuse_reply_err(o->req, EIO);
+    req_done(o->s);
+    op_free(o);
+    return;
+  }
+  napi_value argv[12];
+  size_t argc = 0;
+  napi_value req;
+  napi_create_bigint_uint64(env, (uint64_t)(uintptr_t)o->req, &req);
+  argv[argc++] = num(env, o->op);
+  argv[argc++] = req;
+  argv[argc++] = num(env, o->uid);
+  argv[argc++] = num(env, o->gid);
+  argv[argc++] = num(env, o->pid);
+  argv[argc++] = num(env, (double)o->ino);
+  switch (o->op) {
+    case OP_LOOKUP:
+    case OP_UNLINK:
+    case OP_RMDIR:
+    case OP_REMOVEXATTR:
+      argv[argc++] = str(env, o->name);
+      break;
+    case OP_FORGET:
+      argv[argc++] = num(env, o->off);
+      break;
+    case OP_FORGET_MULTI: {
+      napi_value arr;
+      napi_create_array_with_length(env, o->nforgets * 2, &arr);
+      for (size_t i = 0; i < o->nforgets; i++) {
+        napi_set_element(env, arr, (uint32_t)(2 * i), num(env, (double)o->forgets[i].ino));
+        napi_set_element(env, arr, (uint32_t)(2 * i + 1), num(env, (double)o->forgets[i].nlookup));
+      }
+      argv[argc++] = arr;
+      break;
+    }
+    case OP_GETATTR:
+    case OP_RELEASE:
+    case OP_RELEASEDIR:
+      argv[argc++] = o->has_fh ? num(env, (double)o->fh) : str(env, NULL);
+      argv[argc++] = num(env, o->flags);
+      break;
+    case OP_SETATTR:
+      argv[argc++] = stat_array(env, &o->attr);
+      argv[argc++] = num(env, o->to_set);
+      argv[argc++] = o->has_fh ? num(env, (double)o->fh) : str(env, NULL);
+      break;
+    case OP_READLINK:
+    case OP_STATFS:
+      break;
+    case OP_MKNOD:
+      argv[argc++] = str(env, o->name);
+      argv[argc++] = num(env, o->mode_i);
+      argv[argc++] = num(env, o->off);
+      argv[argc++] = num(env, o->umask);
+      break;
+    case OP_MKDIR:
+      argv[argc++] = str(env, o->name);
+      argv[argc++] = num(env, o->mode_i);
+      argv[argc++] = num(env, o->umask);
+      break;
+    case OP_SYMLINK:
+      argv[argc++] = str(env, o->name);
+      argv[argc++] = str(env, o->name2);
+      break;
+    case OP_RENAME:
+      argv[argc++] = str(env, o->name);
+      argv[argc++] = num(env, (double)o->ino2);
+      argv[argc++] = str(env, o->name2);
+      argv[argc++] = num(env, o->flags);
+      break;
+    case OP_LINK:
+      argv[argc++] = num(env, (double)o->ino2);
+      argv[argc++] = str(env, o->name);
+      break;
+    case OP_OPEN:
+    case OP_OPENDIR:
+      argv[argc++] = num(env, o->flags);
+      break;
+    case OP_READ:
+    case OP_READDIR:
+    case OP_READDIRPLUS:
+      argv[argc++] = num(env, (double)o->fh);
+      argv[argc++] = num(env, (double)o->size);
+      argv[argc++] = num(env, o->off);
+      break;
+    case OP_WRITE: {
+      napi_value buf;
+      /* Hand our copy of the write data to JS without another copy; freed by GC. */
+      if (napi_create_external_buffer(env, o->size, o->data, free_data, NULL, &buf) == napi_ok) {
+        o->data = NULL;
+      } else {
+        napi_create_buffer_copy(env, o->size, o->data, NULL, &buf);
+      }
+      argv[argc++] = num(env, (double)o->fh);
+      argv[argc++] = buf;
+      argv[argc++] = num(env, o->off);
+      argv[argc++] = num(env, o->flags);
+      break;
+    }
+    case OP_FLUSH:
+      argv[argc++] = num(env, (double)o->fh);
+      argv[argc++] = num(env, o->off);
+      break;
+    case OP_FSYNC:
+    case OP_FSYNCDIR:
+      argv[argc++] = num(env, (double)o->fh);
+      argv[argc++] = num(env, o->mode_i);
+      break;
+    case OP_SETXATTR: {
+      napi_value buf;
+      napi_create_buffer_copy(env, o->size, o->data, NULL, &buf);
+      argv[argc++] = str(env, o->name);
+      argv[argc++] = buf;
+      argv[argc++] = num(env, o->flags);
+      break;
+    }
+    case OP_GETXATTR:
+      argv[argc++] = str(env, o->name);
+      argv[argc++] = num(env, (double)o->size);
+      break;
+    case OP_LISTXATTR:
+      argv[argc++] = num(env, (double)o->size);
+      break;
+    case OP_ACCESS:
+      argv[argc++] = num(env, o->mode_i);
+      break;
+    case OP_CREATE:
+      argv[argc++] = str(env, o->name);
+      argv[argc++] = num(env, o->mode_i);
+      argv[argc++] = num(env, o->flags);
+      argv[argc++] = num(env, o->umask);
+      break;
+    case OP_GETLK:
+    case OP_SETLK: {
+      napi_value lk;
+      napi_create_object(env, &lk);
+      napi_set_named_property(env, lk, "type", num(env, o->lock.l_type));
+      napi_set_named_property(env, lk, "start", num(env, (double)o->lock.l_start));
+      napi_set_named_property(env, lk, "len", num(env, (double)o->lock.l_len));
+      napi_set_named_property(env, lk, "pid", num(env, o->lock.l_pid));
+      argv[argc++] = num(env, (double)o->fh);
+      argv[argc++] = num(env, o->off2);
+      argv[argc++] = lk;
+      argv[argc++] = num(env, o->sleep);
+      break;
+    }
+    case OP_FLOCK:
+      argv[argc++] = num(env, (double)o->fh);
+      argv[argc++] = num(env, o->off2);
+      argv[argc++] = num(env, o->mode_i);
+      break;
+    case OP_FALLOCATE:
+      argv[argc++] = num(env, (double)o->fh);
+      argv[argc++] = num(env, o->mode_i);
+      argv[argc++] = num(env, o->off);
+      argv[argc++] = num(env, o->len);
+      break;
+    case OP_COPY_FILE_RANGE:
+      argv[argc++] = num(env, (double)o->fh);
+      argv[argc++] = num(env, o->off);
+      argv[argc++] = num(env, (double)o->ino2);
+      argv[argc++] = num(env, (double)o->fh2);
+      argv[argc++] = num(env, o->off2);
+      argv[argc++] = num(env, o->len);
+      break;
+    case OP_LSEEK:
+      argv[argc++] = num(env, (double)o->fh);
+      argv[argc++] = num(env, o->off);
+      argv[argc++] = num(env, o->mode_i);
+      break;
+    default:
+      break;
+  }
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  napi_value result;
+  napi_status st = napi_call_function(env, undefined, js_cb, argc, argv, &result);
+  if (st != napi_ok) {
+    /* The dispatcher threw synchronously: it has not replied. Clear the exception and answer EIO. */
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value exc;
+      napi_get_and_clear_last_exception(env, &exc);
+    }
+    if (o->op == OP_FORGET || o->op == OP_FORGET_MULTI) fuse_reply_none(o->req);
+    else fuse_reply_err(o->req, EIO);
+    req_done(o->s);
+  }
+  op_free(o);
+}
+
+/* ---- replies (JS thread) ----------------------------------------------------- */
+
+static session_t *g_sessions_dummy;
+
+static int get_req(napi_env env, napi_value v, fuse_req_t *req) {
+  uint64_t p;
+  bool lossless;
+  if (napi_get_value_bigint_uint64(env, v, &p, &lossless) != napi_ok || !p) {
+    napi_throw_type_error(env, NULL, "request handle must be a BigInt");
+    return 0;
+  }
+  *req = (fuse_req_t)(uintptr_t)p;
+  return 1;
+}
+
+static double get_num(napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return d;
+}
+
+static int get_stat(napi_env env, napi_value v, struct stat *st) {
+  napi_typedarray_type type;
+  size_t len;
+  void *data;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &type, &len, &data, &ab, &off) != napi_ok || type != napi_float64_array || len < 15) {
+    napi_throw_type_error(env, NULL, "attributes must be a Float64Array(15)");
+    return 0;
+  }
+  double *d = data;
+  memset(st, 0, sizeof(*st));
+  st->st_ino = (ino_t)d[0];
+  st->st_mode = (mode_t)d[1];
+  st->st_nlink = (nlink_t)d[2];
+  st->st_uid = (uid_t)d[3];
+  st->st_gid = (gid_t)d[4];
+  st->st_rdev = (dev_t)d[5];
+  st->st_size = (off_t)d[6];
+  st->st_blocks = (blkcnt_t)d[7];
+  st->st_blksize = (blksize_t)d[8];
+  st->st_atim.tv_sec = (time_t)d[9];
+  st->st_atim.tv_nsec = (long)d[10];
+  st->st_mtim.tv_sec = (time_t)d[11];
+  st->st_mtim.tv_nsec = (long)d[12];
+  st->st_ctim.tv_sec = (time_t)d[13];
+  st->st_ctim.tv_nsec = (long)d[14];
+  return 1;
+}
+
+#define ARGS(n)                                                  \
+  size_t argc = n;                                               \
+  napi_value argv[n];                                            \
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL)); \
+  fuse_req_t req;                                                \
+  if (!get_req(env, argv[0], &req)) return NULL;                 \
+  session_t *s = (session_t *)fuse_req_userdata(req);
+
+/* replyErr(req, errno): 0 for success of ops without data. */
+static napi_value reply_err(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  fuse_reply_err(req, (int)get_num(env, argv[1]));
+  req_done(s);
+  return NULL;
+}
+
+static napi_value reply_none(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  fuse_reply_none(req);
+  req_done(s);
+  return NULL;
+}
+
+static int fill_entry(napi_env env, napi_value *argv, struct fuse_entry_param *e) {
+  memset(e, 0, sizeof(*e));
+  e->ino = (fuse_ino_t)get_num(env, argv[0]);
+  e->generation = (uint64_t)get_num(env, argv[1]);
+  if (!get_stat(env, argv[2], &e->attr)) return 0;
+  e->attr_timeout = get_num(env, argv[3]);
+  e->entry_timeout = get_num(env, argv[4]);
+  return 1;
+}
+
+/* replyEntry(req, ino, generation, attr, attrTimeout, entryTimeout) */
+static napi_value reply_entry(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  struct fuse_entry_param e;
+  if (!fill_entry(env, argv + 1, &e)) return NULL;
+  fuse_reply_entry(req, &e);
+  req_done(s);
+  return NULL;
+}
+
+static void fill_open(napi_env env, napi_value fh, napi_value flags, struct fuse_file_info *fi) {
+  memset(fi, 0, sizeof(*fi));
+  fi->fh = (uint64_t)get_num(env, fh);
+  int f = (int)get_num(env, flags);
+  fi->direct_io = (f & 1) != 0;
+  fi->keep_cache = (f & 2) != 0;
+  fi->nonseekable = (f & 4) != 0;
+  fi->cache_readdir = (f & 8) != 0;
+}
+
+/* replyCreate(req, ino, generation, attr, attrTimeout, entryTimeout, fh, openFlags) */
+static napi_value reply_create(napi_env env, napi_callback_info info) {
+  ARGS(8);
+  struct fuse_entry_param e;
+  if (!fill_entry(env, argv + 1, &e)) return NULL;
+  struct fuse_file_info fi;
+  fill_open(env, argv[6], argv[7], &fi);
+  fuse_reply_create(req, &e, &fi);
+  req_done(s);
+  return NULL;
+}
+
+/* replyAttr(req, attr, timeout) */
+static napi_value reply_attr(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  struct stat st;
+  if (!get_stat(env, argv[1], &st)) return NULL;
+  fuse_reply_attr(req, &st, get_num(env, argv[2]));
+  req_done(s);
+  return NULL;
+}
+
+/* replyReadlink(req, target) */
+static napi_value reply_readlink(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  size_t len = 0;
+  napi_get_value_string_utf8(env, argv[1], NULL, 0, &len);
+  char *buf = malloc(len + 1);
+  if (!buf) { fuse_reply_err(req, ENOMEM); req_done(s); return NULL; }
+  napi_get_value_string_utf8(env, argv[1], buf, len + 1, &len);
+  fuse_reply_readlink(req, buf);
+  free(buf);
+  req_done(s);
+  return NULL;
+}
+
+/* replyOpen(req, fh, openFlags) */
+static napi_value reply_open(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  struct fuse_file_info fi;
+  fill_open(env, argv[1], argv[2], &fi);
+  fuse_reply_open(req, &fi);
+  req_done(s);
+  return NULL;
+}
+
+/* replyWrite(req, count) */
+static napi_value reply_write(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  fuse_reply_write(req, (size_t)get_num(env, argv[1]));
+  req_done(s);
+  return NULL;
+}
+
+/* replyBuf(req, buffer, length): the bytes are copied into the kernel by the reply itself. */
+static napi_value reply_buf(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  void *data = NULL;
+  size_t len = 0;
+  bool isbuf = false;
+  napi_is_buffer(env, argv[1], &isbuf);
+  if (isbuf) napi_get_buffer_info(env, argv[1], &data, &len);
+  size_t n = (size_t)get_num(env, argv[2]);
+  if (n > len) n = len;
+  fuse_reply_buf(req, data, n);
+  req_done(s);
+  return NULL;
+}
+
+/* replyStatfs(req, Float64Array[bsize, frsize, blocks, bfree, bavail, files, ffree, favail, fsid, flag, namemax]) */
+static napi_value reply_statfs(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  napi_typedarray_type type;
+  size_t len;
+  void *data;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, argv[1], &type, &len, &data, &ab, &off) != napi_ok || type != napi_float64_array || len < 11) {
+    napi_throw_type_error(env, NULL, "statfs must be a Float64Array(11)");
+    return NULL;
+  }
+  double *d = data;
+  struct statvfs sv;
+  memset(&sv, 0, sizeof(sv));
+  sv.f_bsize = (unsigned long)d[0];
+  sv.f_frsize = (unsigned long)d[1];
+  sv.f_blocks = (fsblkcnt_t)d[2];
+  sv.f_bfree = (fsblkcnt_t)d[3];
+  sv.f_bavail = (fsblkcnt_t)d[4];
+  sv.f_files = (fsfilcnt_t)d[5];
+  sv.f_ffree = (fsfilcnt_t)d[6];
+  sv.f_favail = (fsfilcnt_t)d[7];
+  sv.f_fsid = (unsigned long)d[8];
+  sv.f_flag = (unsigned long)d[9];
+  sv.f_namemax = (unsigned long)d[10];
+  fuse_reply_statfs(req, &sv);
+  req_done(s);
+  return NULL;
+}
+
+/* replyXattrSize(req, size): the answer to a size probe (size 0 in the request). */
+static napi_value reply_xattr(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  fuse_reply_xattr(req, (size_t)get_num(env, argv[1]));
+  req_done(s);
+  return NULL;
+}
+
+/* replyLock(req, type, start, len, pid) */
+static napi_value reply_lock(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  struct flock lk;
+  memset(&lk, 0, sizeof(lk));
+  lk.l_type = (short)get_num(env, argv[1]);
+  lk.l_whence = SEEK_SET;
+  lk.l_start = (off_t)get_num(env, argv[2]);
+  lk.l_len = (off_t)get_num(env, argv[3]);
+  lk.l_pid = (pid_t)get_num(env, argv[4]);
+  fuse_reply_lock(req, &lk);
+  req_done(s);
+  return NULL;
+}
+
+/* replyLseek(req, off) */
+static napi_value reply_lseek(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  fuse_reply_lseek(req, (off_t)get_num(env, argv[1]));
+  req_done(s);
+  return NULL;
+}
+
+/*
+ * replyDir(req, maxSize, plus, names[], inos[], modes[] or attrs[], offs[], entryTimeouts/attrTimeouts)
+ * Packs as many entries as fit into maxSize; returns how many were packed.
+ * For readdir: modes[i] is the st_mode; for readdirplus: attrs[i] is a Float64Array(15) and
+ * the lookup count of each packed entry except "." and ".." grows by one (the caller counts it).
+ */
+static napi_value reply_dir(napi_env env, napi_callback_info info) {
+  ARGS(8);
+  size_t max = (size_t)get_num(env, argv[1]);
+  bool plus = false;
+  napi_get_value_bool(env, argv[2], &plus);
+  uint32_t n = 0;
+  napi_get_array_length(env, argv[3], &n);
+  double timeout = get_num(env, argv[7]);
+  char *buf = malloc(max ? max : 1);
+  if (!buf) { fuse_reply_err(req, ENOMEM); req_done(s); return NULL; }
+  size_t used = 0;
+  uint32_t packed = 0;
+  char name[1024];
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value vname, vino, vattr, voff;
+    napi_get_element(env, argv[3], i, &vname);
+    napi_get_element(env, argv[4], i, &vino);
+    napi_get_element(env, argv[5], i, &vattr);
+    napi_get_element(env, argv[6], i, &voff);
+    size_t nl = 0;
+    napi_get_value_string_utf8(env, vname, name, sizeof(name), &nl);
+    off_t nextoff = (off_t)get_num(env, voff);
+    size_t need;
+    if (plus) {
+      struct fuse_entry_param e;
+      memset(&e, 0, sizeof(e));
+      if (!get_stat(env, vattr, &e.attr)) { free(buf); return NULL; }
+      e.ino = (fuse_ino_t)get_num(env, vino);
+      e.attr_timeout = timeout;
+      e.entry_timeout = timeout;
+      need = fuse_add_direntry_plus(req, buf + used, max - used, name, &e, nextoff);
+    } else {
+      struct stat st;
+      memset(&st, 0, sizeof(st));
+      st.st_ino = (ino_t)get_num(env, vino);
+      st.st_mode = (mode_t)get_num(env, vattr);
+      need = fuse_add_direntry(req, buf + used, max - used, name, &st, nextoff);
+    }
+    if (need > max - used) break;
+    used += need;
+    packed++;
+  }
+  fuse_reply_buf(req, buf, used);
+  free(buf);
+  req_done(s);
+  napi_value r;
+  napi_create_uint32(env, packed, &r);
+  return r;
+}
+
+/* getGroups(req): the caller's supplementary groups (needs /proc). */
+static napi_value get_groups(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  fuse_req_t req;
+  if (!get_req(env, argv[0], &req)) return NULL;
+  gid_t list[256];
+  int n = fuse_req_getgroups(req, 256, list);
+  napi_value arr;
+  napi_create_array(env, &arr);
+  for (int i = 0; i < n && i < 256; i++) napi_set_element(env, arr, (uint32_t)i, num(env, list[i]));
+  return arr;
+}
+
+/* ---- mount / unmount -------------------------------------------------------------- */
+
+static void *loop_main(void *arg) {
+  session_t *s = arg;
+  s->loop_result = fuse_session_loop(s->se);
+  return NULL;
+}
+
+static void maybe_destroy(session_t *s) {
+  /* Called when unmounted and no request is outstanding: nothing can touch the session now. */
+  int expected = 1;
+  if (!atomic_compare_exchange_strong(&s->destroy_when_idle, &expected, 2)) return;
+  fuse_session_destroy(s->se);
+  s->se = NULL;
+}
+
+static void tsfn_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)data;
+  (void)hint;
+}
+
+/*
+ * mount(mountpoint, args[], dispatcher, implemented: Uint8Array, conn: {maxWrite, maxReadahead, writebackCache, locks, flock})
+ * returns an external handle.
+ */
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char mnt[4096];
+  size_t len;
+  NAPI_CALL(env, napi_get_value_string_utf8(env, argv[0], mnt, sizeof(mnt), &len));
+
+  uint32_t nargs = 0;
+  NAPI_CALL(env, napi_get_array_length(env, argv[1], &nargs));
+  char **fargv = calloc(nargs + 2, sizeof(char *));
+  fargv[0] = strdup("strata");
+  for (uint32_t i = 0; i < nargs; i++) {
+    napi_value v;
+    napi_get_element(env, argv[1], i, &v);
+    size_t l = 0;
+    napi_get_value_string_utf8(env, v, NULL, 0, &l);
+    fargv[i + 1] = malloc(l + 1);
+    napi_get_value_string_utf8(env, v, fargv[i + 1], l + 1, &l);
+  }
+  struct fuse_args args = FUSE_ARGS_INIT((int)nargs + 1, fargv);
+
+  session_t *s = calloc(1, sizeof(session_t));
+  napi_typedarray_type type;
+  size_t ilen;
+  void *idata;
+  napi_value iab;
+  size_t ioff;
+  NAPI_CALL(env, napi_get_typedarray_info(env, argv[3], &type, &ilen, &idata, &iab, &ioff));
+  for (size_t i = 0; i < ilen && i < OP_COUNT; i++) s->implemented[i] = ((uint8_t *)idata)[i];
+
+  napi_value v;
+  if (napi_get_named_property(env, argv[4], "maxWrite", &v) == napi_ok) s->max_write = (unsigned)get_num(env, v);
+  if (napi_get_named_property(env, argv[4], "maxReadahead", &v) == napi_ok) s->max_readahead = (unsigned)get_num(env, v);
+  bool b = false;
+  if (napi_get_named_property(env, argv[4], "writebackCache", &v) == napi_ok && napi_get_value_bool(env, v, &b) == napi_ok) s->writeback_cache = b;
+  b = false;
+  if (napi_get_named_property(env, argv[4], "locks", &v) == napi_ok && napi_get_value_bool(env, v, &b) == napi_ok) s->want_locks = b;
+  b = false;
+  if (napi_get_named_property(env, argv[4], "flock", &v) == napi_ok && napi_get_value_bool(env, v, &b) == napi_ok) s->want_flock = b;
+
+  struct fuse_lowlevel_ops ops;
+  memset(&ops, 0, sizeof(ops));
+  ops.init = ll_init;
+  ops.lookup = ll_lookup;
+  ops.forget = ll_forget;
+  ops.forget_multi = ll_forget_multi;
+  ops.getattr = ll_getattr;
+#define IMPL(code, field, fn) if (s->implemented[code]) ops.field = fn
+  IMPL(OP_SETATTR, setattr, ll_setattr);
+  IMPL(OP_READLINK, readlink, ll_readlink);
+  IMPL(OP_MKNOD, mknod, ll_mknod);
+  IMPL(OP_MKDIR, mkdir, ll_mkdir);
+  IMPL(OP_UNLINK, unlink, ll_unlink);
+  IMPL(OP_RMDIR, rmdir, ll_rmdir);
+  IMPL(OP_SYMLINK, symlink, ll_symlink);
+  IMPL(OP_RENAME, rename, ll_rename);
+  IMPL(OP_LINK, link, ll_link);
+  IMPL(OP_OPEN, open, ll_open);
+  IMPL(OP_READ, read, ll_read);
+  IMPL(OP_WRITE, write, ll_write);
+  IMPL(OP_FLUSH, flush, ll_flush);
+  IMPL(OP_RELEASE, release, ll_release);
+  IMPL(OP_FSYNC, fsync, ll_fsync);
+  IMPL(OP_OPENDIR, opendir, ll_opendir);
+  IMPL(OP_READDIR, readdir, ll_readdir);
+  IMPL(OP_READDIRPLUS, readdirplus, ll_readdirplus);
+  IMPL(OP_RELEASEDIR, releasedir, ll_releasedir);
+  IMPL(OP_FSYNCDIR, fsyncdir, ll_fsyncdir);
+  IMPL(OP_STATFS, statfs, ll_statfs);
+  IMPL(OP_SETXATTR, setxattr, ll_setxattr);
+  IMPL(OP_GETXATTR, getxattr, ll_getxattr);
+  IMPL(OP_LISTXATTR, listxattr, ll_listxattr);
+  IMPL(OP_REMOVEXATTR, removexattr, ll_removexattr);
+  IMPL(OP_ACCESS, access, ll_access);
+  IMPL(OP_CREATE, create, ll_create);
+  IMPL(OP_GETLK, getlk, ll_getlk);
+  IMPL(OP_SETLK, setlk, ll_setlk);
+  IMPL(OP_FLOCK, flock, ll_flock);
+  IMPL(OP_FALLOCATE, fallocate, ll_fallocate);
+  IMPL(OP_COPY_FILE_RANGE, copy_file_range, ll_copy_file_range);
+  IMPL(OP_LSEEK, lseek, ll_lseek);
+#undef IMPL
+
+  napi_value name;
+  napi_create_string_utf8(env, "strata-fuse", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, tsfn_finalize, s, call_js, &s->tsfn) != napi_ok) {
+    fuse_opt_free_args(&args);
+    free(s);
+    napi_throw_error(env, NULL, "cannot create the FUSE dispatcher");
+    return NULL;
+  }
+
+  s->se = fuse_session_new(&args, &ops, sizeof(ops), s);
+  fuse_opt_free_args(&args);
+  if (!s->se) {
+    napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+    free(s);
+    napi_throw_error(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
+    return NULL;
+  }
+  if (fuse_session_mount(s->se, mnt) != 0) {
+    fuse_session_destroy(s->se);
+    napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+    free(s);
+    napi_throw_error(env, "EIO", "fuse_session_mount failed");
+    return NULL;
+  }
+  if (pthread_create(&s->thread, NULL, loop_main, s) != 0) {
+    fuse_session_unmount(s->se);
+    fuse_session_destroy(s->se);
+    napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+    free(s);
+    napi_throw_error(env, NULL, "cannot start the FUSE thread");
+    return NULL;
+  }
+  s->thread_started = 1;
+  /* The thread-safe function must not keep the event loop alive by itself. */
+  napi_unref_threadsafe_function(env, s->tsfn);
+  napi_value ext;
+  napi_create_external(env, s, NULL, NULL, &ext);
+  return ext;
+}
+
+/* unmount(handle): unmounts, stops the loop thread; the session is freed once no request is outstanding. */
+static napi_value js_unmount(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s;
+  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&s->unmounted, &expected, 1)) return NULL;
+  fuse_session_exit(s->se);
+  /* Unmounting makes the loop's read() fail with ENODEV, so the thread ends. */
+  fuse_session_unmount(s->se);
+  if (s->thread_started) {
+    pthread_kill(s->thread, SIGUSR2); /* nudge a read() that did not notice (harmless otherwise) */
+    pthread_join(s->thread, NULL);
+  }
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  atomic_store(&s->destroy_when_idle, 1);
+  if (atomic_load(&s->outstanding) == 0) maybe_destroy(s);
+  return NULL;
+}
+
+static void ignore_signal(int sig) { (void)sig; }
+
+static napi_value init_module(napi_env env, napi_value exports) {
+  (void)g_sessions_dummy;
+  /* SIGUSR2 is only used to interrupt our loop thread's read(); it must not kill the process. */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = ignore_signal;
+  sigaction(SIGUSR2, &sa, NULL);
+  napi_property_descriptor props[] = {
+    {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
+    {"unmount", NULL, js_unmount, NULL, NULL, NULL, napi_default, NULL},
+    {"replyErr", NULL, reply_err, NULL, NULL, NULL, napi_default, NULL},
+    {"replyNone", NULL, reply_none, NULL, NULL, NULL, napi_default, NULL},
+    {"replyEntry", NULL, reply_entry, NULL, NULL, NULL, napi_default, NULL},
+    {"replyCreate", NULL, reply_create, NULL, NULL, NULL, napi_default, NULL},
+    {"replyAttr", NULL, reply_attr, NULL, NULL, NULL, napi_default, NULL},
+    {"replyReadlink", NULL, reply_readlink, NULL, NULL, NULL, napi_default, NULL},
+    {"replyOpen", NULL, reply_open, NULL, NULL, NULL, napi_default, NULL},
+    {"replyWrite", NULL, reply_write, NULL, NULL, NULL, napi_default, NULL},
+    {"replyBuf", NULL, reply_buf, NULL, NULL, NULL, napi_default, NULL},
+    {"replyStatfs", NULL, reply_statfs, NULL, NULL, NULL, napi_default, NULL},
+    {"replyXattr", NULL, reply_xattr, NULL, NULL, NULL, napi_default, NULL},
+    {"replyLock", NULL, reply_lock, NULL, NULL, NULL, napi_default, NULL},
+    {"replyLseek", NULL, reply_lseek, NULL, NULL, NULL, napi_default, NULL},
+    {"replyDir", NULL, reply_dir, NULL, NULL, NULL, napi_default, NULL},
+    {"getGroups", NULL, get_groups, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init_module)

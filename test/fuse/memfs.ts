@@ -1,0 +1,304 @@
+/**
+ * A complete in-memory file system on Strata's own FUSE binding, with no master:
+ * it exercises every operation of the binding through a real mount. Run as a
+ * child process (`node memfs.js MOUNTPOINT`), so the test process never touches
+ * a mount served by its own event loop.
+ */
+
+import { constants as os } from 'node:os';
+import { Attr, DirListingEntry, Entry, FuseSession, LowLevelHandlers, RENAME_EXCHANGE, RENAME_NOREPLACE, RequestContext, SetAttrChanges } from '../../src/fuse/native';
+import { Timespec, timespecNow } from '../../src/common/protocol';
+
+const E = os.errno;
+const O_TRUNC = 0o1000;
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const S_IFLNK = 0o120000;
+
+class FsError extends Error {
+  constructor(readonly errno: number) {
+    super(`errno ${errno}`);
+  }
+}
+const fail = (errno: number): never => {
+  throw new FsError(errno);
+};
+
+interface Node {
+  ino: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  rdev: number;
+  data: Buffer;
+  size: number;
+  atime: Timespec;
+  mtime: Timespec;
+  ctime: Timespec;
+  children?: Map<string, number>;
+  target?: string;
+  xattrs: Map<string, Buffer>;
+}
+
+export class MemFs implements LowLevelHandlers {
+  readonly nodes = new Map<number, Node>();
+  #next = 2;
+  #fh = 1;
+  readonly #locks = new Map<number, { owner: number; type: number }>();
+
+  constructor() {
+    const now = timespecNow();
+    this.nodes.set(1, { ino: 1, mode: S_IFDIR | 0o777, uid: 0, gid: 0, nlink: 2, rdev: 0, data: Buffer.alloc(0), size: 0, atime: now, mtime: now, ctime: now, children: new Map(), xattrs: new Map() });
+  }
+
+  #node(ino: number): Node {
+    return this.nodes.get(ino) ?? fail(E.ENOENT);
+  }
+  #dir(ino: number): Node {
+    const n = this.#node(ino);
+    if (!n.children) fail(E.ENOTDIR);
+    return n;
+  }
+  #attr(n: Node): Attr {
+    return { ino: n.ino, mode: n.mode, nlink: n.nlink, uid: n.uid, gid: n.gid, rdev: n.rdev, size: n.size, atime: n.atime, mtime: n.mtime, ctime: n.ctime };
+  }
+  #entry(n: Node): Entry {
+    return { attr: this.#attr(n), attrTimeout: 1, entryTimeout: 1 };
+  }
+  #touch(n: Node, what: 'm' | 'c') {
+    const now = timespecNow();
+    n.ctime = now;
+    if (what === 'm') n.mtime = now;
+  }
+  #newNode(ctx: RequestContext, parent: Node, name: string, mode: number, extra: Partial<Node> = {}): Node {
+    if (Buffer.byteLength(name) > 255) fail(E.ENAMETOOLONG);
+    if (parent.children!.has(name)) fail(E.EEXIST);
+    const now = timespecNow();
+    const n: Node = { ino: this.#next++, mode, uid: ctx.uid, gid: parent.mode & 0o2000 ? parent.gid : ctx.gid, nlink: 1, rdev: 0, data: Buffer.alloc(0), size: 0, atime: now, mtime: now, ctime: now, xattrs: new Map(), ...extra };
+    this.nodes.set(n.ino, n);
+    parent.children!.set(name, n.ino);
+    this.#touch(parent, 'm');
+    return n;
+  }
+  #drop(n: Node) {
+    n.nlink--;
+    this.#touch(n, 'c');
+    if (n.nlink <= 0 || (n.children && n.nlink <= 1)) this.nodes.delete(n.ino);
+  }
+
+  async lookup(_ctx: RequestContext, parent: number, name: string) {
+    if (Buffer.byteLength(name) > 255) fail(E.ENAMETOOLONG);
+    const ino = this.#dir(parent).children!.get(name) ?? fail(E.ENOENT);
+    return this.#entry(this.#node(ino));
+  }
+  async getattr(_ctx: RequestContext, ino: number) {
+    return { attr: this.#attr(this.#node(ino)), timeout: 1 };
+  }
+  async setattr(_ctx: RequestContext, ino: number, c: SetAttrChanges) {
+    const n = this.#node(ino);
+    const now = timespecNow();
+    if (c.mode !== undefined) n.mode = (n.mode & S_IFMT) | (c.mode & 0o7777);
+    if (c.uid !== undefined) n.uid = c.uid;
+    if (c.gid !== undefined) n.gid = c.gid;
+    if (c.size !== undefined) {
+      if (n.children) fail(E.EISDIR);
+      this.#resize(n, c.size);
+      n.mtime = now;
+    }
+    if (c.atime !== undefined) n.atime = c.atime === 'now' ? now : c.atime;
+    if (c.mtime !== undefined) n.mtime = c.mtime === 'now' ? now : c.mtime;
+    n.ctime = now;
+    return { attr: this.#attr(n), timeout: 1 };
+  }
+  #resize(n: Node, size: number) {
+    if (size > n.data.length) {
+      const grown = Buffer.alloc(Math.max(size, n.data.length * 2));
+      n.data.copy(grown, 0, 0, n.size);
+      n.data = grown;
+    } else if (size < n.size) {
+      n.data.fill(0, size, n.size);
+    }
+    n.size = size;
+  }
+  async readlink(_ctx: RequestContext, ino: number) {
+    return this.#node(ino).target ?? fail(E.EINVAL);
+  }
+  async mknod(ctx: RequestContext, parent: number, name: string, mode: number, rdev: number) {
+    return this.#entry(this.#newNode(ctx, this.#dir(parent), name, mode, { rdev }));
+  }
+  async mkdir(ctx: RequestContext, parent: number, name: string, mode: number) {
+    const p = this.#dir(parent);
+    const n = this.#newNode(ctx, p, name, S_IFDIR | (mode & 0o7777), { children: new Map(), nlink: 2 });
+    p.nlink++;
+    return this.#entry(n);
+  }
+  async unlink(_ctx: RequestContext, parent: number, name: string) {
+    const p = this.#dir(parent);
+    const n = this.#node(p.children!.get(name) ?? fail(E.ENOENT));
+    if (n.children) fail(E.EISDIR);
+    p.children!.delete(name);
+    this.#touch(p, 'm');
+    this.#drop(n);
+  }
+  async rmdir(_ctx: RequestContext, parent: number, name: string) {
+    const p = this.#dir(parent);
+    const n = this.#node(p.children!.get(name) ?? fail(E.ENOENT));
+    if (!n.children) fail(E.ENOTDIR);
+    if (n.children!.size > 0) fail(E.ENOTEMPTY);
+    p.children!.delete(name);
+    p.nlink--;
+    this.#touch(p, 'm');
+    this.nodes.delete(n.ino);
+  }
+  async symlink(ctx: RequestContext, parent: number, name: string, target: string) {
+    return this.#entry(this.#newNode(ctx, this.#dir(parent), name, S_IFLNK | 0o777, { target, size: Buffer.byteLength(target) }));
+  }
+  async rename(_ctx: RequestContext, parent: number, name: string, newParent: number, newName: string, flags: number) {
+    const p = this.#dir(parent);
+    const q = this.#dir(newParent);
+    const ino = p.children!.get(name) ?? fail(E.ENOENT);
+    const n = this.#node(ino);
+    const existing = q.children!.get(newName);
+    if (flags & RENAME_NOREPLACE && existing !== undefined) fail(E.EEXIST);
+    if (flags & RENAME_EXCHANGE) {
+      if (existing === undefined) fail(E.ENOENT);
+      p.children!.set(name, existing!);
+      q.children!.set(newName, ino);
+      this.#touch(p, 'm');
+      this.#touch(q, 'm');
+      return;
+    }
+    if (n.children) {
+      for (let cur: number | undefined = newParent; ; ) {
+        if (cur === ino) fail(E.EINVAL);
+        if (cur === 1 || cur === undefined) break;
+        cur = [...this.nodes.values()].find((x) => x.children?.has && [...x.children.values()].includes(cur!))?.ino;
+      }
+    }
+    if (existing !== undefined) {
+      if (existing === ino) return;
+      const e = this.#node(existing);
+      if (n.children && !e.children) fail(E.ENOTDIR);
+      if (!n.children && e.children) fail(E.EISDIR);
+      if (e.children && e.children.size > 0) fail(E.ENOTEMPTY);
+      if (e.children) {
+        q.nlink--;
+        this.nodes.delete(e.ino);
+      } else this.#drop(e);
+    }
+    p.children!.delete(name);
+    q.children!.set(newName, ino);
+    if (n.children && p !== q) {
+      p.nlink--;
+      q.nlink++;
+    }
+    this.#touch(p, 'm');
+    this.#touch(q, 'm');
+    this.#touch(n, 'c');
+  }
+  async link(_ctx: RequestContext, ino: number, newParent: number, newName: string) {
+    const n = this.#node(ino);
+    if (n.children) fail(E.EPERM);
+    const q = this.#dir(newParent);
+    if (q.children!.has(newName)) fail(E.EEXIST);
+    q.children!.set(newName, ino);
+    n.nlink++;
+    this.#touch(n, 'c');
+    this.#touch(q, 'm');
+    return this.#entry(n);
+  }
+  async open(_ctx: RequestContext, ino: number, flags: number) {
+    const n = this.#node(ino);
+    if (flags & O_TRUNC) this.#resize(n, 0);
+    return { fh: this.#fh++ };
+  }
+  async read(_ctx: RequestContext, ino: number, _fh: number, size: number, offset: number) {
+    const n = this.#node(ino);
+    return n.data.subarray(Math.min(offset, n.size), Math.min(offset + size, n.size));
+  }
+  async write(_ctx: RequestContext, ino: number, _fh: number, data: Buffer, offset: number) {
+    const n = this.#node(ino);
+    if (offset + data.length > n.size) this.#resize(n, offset + data.length);
+    data.copy(n.data, offset);
+    this.#touch(n, 'm');
+    return data.length;
+  }
+  async flush() {}
+  async release() {}
+  async fsync() {}
+  async opendir(_ctx: RequestContext, ino: number) {
+    this.#dir(ino);
+    return { fh: this.#fh++ };
+  }
+  async readdir(_ctx: RequestContext, ino: number): Promise<DirListingEntry[]> {
+    return [...this.#dir(ino).children!.entries()].map(([name, i]) => ({ name, attr: this.#attr(this.#node(i)) }));
+  }
+  async releasedir() {}
+  async statfs() {
+    return { bsize: 4096, blocks: 2 ** 40, bfree: 2 ** 39, bavail: 2 ** 39, files: 2 ** 36, ffree: 2 ** 35, namemax: 255 };
+  }
+  async setxattr(_ctx: RequestContext, ino: number, name: string, value: Buffer, flags: number) {
+    const n = this.#node(ino);
+    if (flags === 1 && n.xattrs.has(name)) fail(E.EEXIST);
+    if (flags === 2 && !n.xattrs.has(name)) fail(E.ENODATA);
+    n.xattrs.set(name, Buffer.from(value));
+    this.#touch(n, 'c');
+  }
+  async getxattr(_ctx: RequestContext, ino: number, name: string) {
+    return this.#node(ino).xattrs.get(name) ?? fail(E.ENODATA);
+  }
+  async listxattr(_ctx: RequestContext, ino: number) {
+    return [...this.#node(ino).xattrs.keys()];
+  }
+  async removexattr(_ctx: RequestContext, ino: number, name: string) {
+    const n = this.#node(ino);
+    if (!n.xattrs.delete(name)) fail(E.ENODATA);
+  }
+  async access(_ctx: RequestContext, ino: number) {
+    this.#node(ino);
+  }
+  async create(ctx: RequestContext, parent: number, name: string, mode: number) {
+    const n = this.#newNode(ctx, this.#dir(parent), name, S_IFREG | (mode & 0o7777));
+    return { ...this.#entry(n), open: { fh: this.#fh++ } };
+  }
+  async flock(_ctx: RequestContext, ino: number, _fh: number, owner: number, op: number) {
+    const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4, LOCK_UN = 8;
+    const cur = this.#locks.get(ino);
+    if (op & LOCK_UN) {
+      if (cur?.owner === owner) this.#locks.delete(ino);
+      return;
+    }
+    if (cur && cur.owner !== owner && (cur.type === LOCK_EX || op & LOCK_EX)) {
+      if (op & LOCK_NB) fail(E.EWOULDBLOCK);
+      fail(E.EWOULDBLOCK);
+    }
+    this.#locks.set(ino, { owner, type: op & (LOCK_SH | LOCK_EX) });
+  }
+  async fallocate(_ctx: RequestContext, ino: number, _fh: number, mode: number, offset: number, length: number) {
+    if (mode !== 0) fail(E.EOPNOTSUPP);
+    const n = this.#node(ino);
+    if (offset + length > n.size) this.#resize(n, offset + length);
+  }
+}
+
+/** Maps MemFs's errors; everything else is EIO. */
+export function memErrno(err: unknown): number {
+  return err instanceof FsError ? err.errno : E.EIO;
+}
+
+if (require.main === module) {
+  const mnt = process.argv[2]!;
+  const fs = new MemFs();
+  const session = FuseSession.mount(mnt, fs, { options: ['default_permissions', 'fsname=memfs'], errnoOf: memErrno });
+  const stop = () => {
+    session.unmount();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.stdout.write(`mounted ${mnt}\n`);
+  // Keep the event loop alive: the binding's thread-safe function does not.
+  setInterval(() => undefined, 1 << 30);
+}
