@@ -136,6 +136,8 @@ interface OpenFile {
   generation: number;
   mtime?: Timespec;
   lock: Mutex;
+  /** Last attributes seen, to answer fstat() on a file unlinked while open. */
+  attrs?: FileAttributes;
 }
 
 interface Handle {
@@ -184,6 +186,7 @@ export class StrataFileSystem {
   /** Shows this mount's unflushed size and mtime of files it has open. */
   #overlay(attrs: FileAttributes): FileAttributes {
     const f = this.#files.get(attrs.ino);
+    if (f) f.attrs = { ...attrs };
     if (f?.staging) {
       attrs.size = f.staging.size;
       if (f.dirty && f.mtime) attrs.mtime = f.mtime;
@@ -236,6 +239,95 @@ export class StrataFileSystem {
     return { capacityBytes: ws.reduce((a, w) => a + w.capacityBytes, 0), usedBytes: ws.reduce((a, w) => a + w.usedBytes, 0) };
   }
 
+  // ---- inode-based operations (the FUSE low-level API speaks inodes) -----------
+
+  async lookup(parent: number, name: string): Promise<FileAttributes> {
+    return this.#overlay(await this.master.lookup(parent, name));
+  }
+
+  async getattrIno(ino: number): Promise<FileAttributes> {
+    try {
+      return this.#overlay(await this.master.statIno(ino));
+    } catch (err) {
+      // Unlinked while open here: the open file lives on until its last close, as POSIX says.
+      const f = this.#files.get(ino);
+      if (f?.attrs && err instanceof StrataError && err.code === 'NOT_FOUND') {
+        const a = { ...f.attrs, nlink: 0 };
+        if (f.staging) a.size = f.staging.size;
+        return a;
+      }
+      throw err;
+    }
+  }
+
+  async readdirIno(ino: number): Promise<DirEntry[]> {
+    return (await this.master.listIno(ino)).map((e) => this.#overlay(e) as DirEntry);
+  }
+
+  async mkdirAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
+    return this.master.mkdirAt(parent, name, mode & 0o7777, owner);
+  }
+
+  async unlinkAt(parent: number, name: string): Promise<void> {
+    await this.master.unlinkAt(parent, name);
+  }
+
+  async rmdirAt(parent: number, name: string): Promise<void> {
+    await this.master.rmdirAt(parent, name);
+  }
+
+  async renameAt(parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
+    await this.master.renameAt(parent, name, newParent, newName, flags);
+  }
+
+  /** setattr(2)-style changes; a size change truncates (through the open handle if given). */
+  async setattrIno(
+    ino: number,
+    c: { mode?: number; uid?: number; gid?: number; size?: number; atime?: Timespec | 'now'; mtime?: Timespec | 'now' },
+    fh?: number | null,
+  ): Promise<FileAttributes> {
+    if (c.size !== undefined) {
+      const h = fh != null ? this.#handles.get(fh) : undefined;
+      if (h) await this.#truncateOpen(h.file, c.size);
+      else await this.#truncateIno(ino, c.size);
+    }
+    const req: { mode?: number; uid?: number; gid?: number; atime?: Timespec | 'now'; mtime?: Timespec | 'now' } = {};
+    if (c.mode !== undefined) req.mode = c.mode & 0o7777;
+    if (c.uid !== undefined) req.uid = c.uid;
+    if (c.gid !== undefined) req.gid = c.gid;
+    if (c.atime !== undefined) req.atime = c.atime;
+    if (c.mtime !== undefined) req.mtime = c.mtime;
+    if (Object.keys(req).length > 0) {
+      const attrs = await this.master.setAttributesIno(ino, req);
+      const f = this.#files.get(ino);
+      if (f && req.mtime !== undefined) f.mtime = attrs.mtime;
+    }
+    return this.getattrIno(ino);
+  }
+
+  async #truncateIno(ino: number, size: number): Promise<void> {
+    const file = this.#openFile(ino);
+    try {
+      await this.#truncateOpen(file, size);
+      await this.#flushFile(file);
+    } finally {
+      await this.#releaseFile(file);
+    }
+  }
+
+  /** create(2) under `parent`: a new empty file, open for writing. */
+  async createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<{ attrs: FileAttributes; fh: number }> {
+    const attrs = await this.master.createAt(parent, name, mode & 0o7777, owner);
+    return { attrs, fh: await this.#openCreated(attrs) };
+  }
+
+  /** Opens by inode; also returns the attributes the open found, for cache revalidation. */
+  async openIno(ino: number, flags: number): Promise<{ fh: number; attrs: FileAttributes }> {
+    const info = await this.master.fileBlocksByIno(ino);
+    const fh = await this.#openInfo(info, flags);
+    return { fh, attrs: this.#overlay({ ...info.attrs }) };
+  }
+
   // ---- handles ---------------------------------------------------------------
 
   #openFile(ino: number): OpenFile {
@@ -263,8 +355,12 @@ export class StrataFileSystem {
 
   /** create(2) with O_CREAT|O_EXCL semantics: a new empty file, open for writing. */
   async create(path: string, mode: number): Promise<number> {
-    const attrs = await this.master.create(path, mode & 0o7777);
+    return this.#openCreated(await this.master.create(path, mode & 0o7777));
+  }
+
+  async #openCreated(attrs: FileAttributes): Promise<number> {
     const file = this.#openFile(attrs.ino);
+    file.attrs = attrs;
     // Even an empty new file must reach the under-store at close.
     await file.lock.run(async () => {
       if (!file.staging) file.staging = await StagingFile.create(this.#stagingDir);
@@ -276,11 +372,16 @@ export class StrataFileSystem {
   }
 
   async open(path: string, flags: number): Promise<number> {
-    const info = await this.master.fileBlocks(path);
+    return this.#openInfo(await this.master.fileBlocks(path), flags);
+  }
+
+  async #openInfo(info: FileBlocksResponse, flags: number): Promise<number> {
+    const path = `inode ${info.attrs.ino}`;
     if (info.attrs.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
     const acc = flags & O_ACCMODE;
     const writable = acc === fsConstants.O_WRONLY || acc === fsConstants.O_RDWR;
     const file = this.#openFile(info.attrs.ino);
+    file.attrs ??= info.attrs;
     const fh = this.#addHandle({ file, writable, info });
     if (writable && flags & fsConstants.O_TRUNC) {
       try {
@@ -324,13 +425,7 @@ export class StrataFileSystem {
   async truncate(path: string, size: number): Promise<void> {
     const attrs = await this.master.stat(path);
     if (attrs.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
-    const file = this.#openFile(attrs.ino);
-    try {
-      await this.#truncateOpen(file, size);
-      await this.#flushFile(file);
-    } finally {
-      await this.#releaseFile(file);
-    }
+    await this.#truncateIno(attrs.ino, size);
   }
 
   async #truncateOpen(f: OpenFile, size: number): Promise<void> {
@@ -387,7 +482,17 @@ export class StrataFileSystem {
       const gen = f.generation;
       const staging = f.staging;
       const size = staging.size;
-      const begin = await this.master.beginWrite(f.ino);
+      let begin;
+      try {
+        begin = await this.master.beginWrite(f.ino);
+      } catch (err) {
+        // Unlinked while open: its bytes die with the last close anyway, so there is nothing to store.
+        if (err instanceof StrataError && err.code === 'NOT_FOUND') {
+          f.dirty = false;
+          return;
+        }
+        throw err;
+      }
       const worker = await this.router.forWrite(f.ino);
       let res;
       try {

@@ -28,6 +28,42 @@ export class MasterClient {
     return this.#http.get(`${MASTER_API}/stat`, { path });
   }
 
+  lookup(parent: number, name: string): Promise<FileAttributes> {
+    return this.#http.get(`${MASTER_API}/lookup`, { parent, name });
+  }
+
+  statIno(ino: number): Promise<FileAttributes> {
+    return this.#http.get(`${MASTER_API}/stat`, { ino });
+  }
+
+  async listIno(ino: number): Promise<DirEntry[]> {
+    return (await this.#http.get<ListResponse>(`${MASTER_API}/list`, { ino })).entries;
+  }
+
+  mkdirAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
+    return this.#http.post(`${MASTER_API}/mkdir`, { parent, name, mode, ...owner });
+  }
+
+  createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
+    return this.#http.post(`${MASTER_API}/create`, { parent, name, mode, ...owner });
+  }
+
+  async unlinkAt(parent: number, name: string): Promise<void> {
+    await this.#http.post(`${MASTER_API}/unlink`, { parent, name });
+  }
+
+  async rmdirAt(parent: number, name: string): Promise<void> {
+    await this.#http.post(`${MASTER_API}/rmdir`, { parent, name });
+  }
+
+  async renameAt(parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
+    await this.#http.post(`${MASTER_API}/rename`, { parent, name, newParent, newName, flags });
+  }
+
+  setAttributesIno(ino: number, req: Omit<SetAttrRequest, 'path'>): Promise<FileAttributes> {
+    return this.#http.post(`${MASTER_API}/setattr`, { ino, ...req });
+  }
+
   async list(path: string): Promise<DirEntry[]> {
     return (await this.#http.get<ListResponse>(`${MASTER_API}/list`, { path })).entries;
   }

@@ -134,7 +134,7 @@ export interface BlockSource {
 }
 
 export interface SetAttrRequest {
-  path: string;
+  path?: string;
   mode?: number;
   uid?: number;
   gid?: number;

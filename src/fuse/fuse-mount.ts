@@ -1,35 +1,34 @@
 /**
- * The FUSE adapter on fuse-native (libfuse 2.9): each kernel operation becomes one
- * call into StrataFileSystem and one `cb(toErrno(err))`. Nothing else lives here.
+ * The FUSE adapter on Strata's own libfuse3 binding: each kernel operation (over
+ * inodes) becomes one call into StrataFileSystem; the binding turns the result or
+ * the thrown error (through the one errno table) into the reply. Nothing else
+ * lives here.
  */
 
-import Fuse from 'fuse-native';
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { promisify } from 'node:util';
 import { StrataError, toErrno } from '../common/errors';
 import type { Logger } from '../common/log';
-import { FileAttributes, Timespec, timespecFromMs, timespecToMs } from '../common/protocol';
+import type { FileAttributes } from '../common/protocol';
 import type { StrataFileSystem } from '../client/file-system';
+import { LRUCache } from 'lru-cache';
+import { Attr, Entry, FuseSession, LowLevelHandlers, RENAME_NOREPLACE } from './native';
 
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
+const S_IFMT = 0o170000;
 
-/** fuse-native knows only some mount options; these are the ones Strata needs on top. */
-class StrataFuse extends Fuse {
-  override _fuseOptions(): string {
-    const base = super._fuseOptions();
-    const extra = ['big_writes', 'max_write=131072', 'max_read=131072', 'use_ino', 'fsname=strata', 'subtype=strata', 'default_permissions'];
-    return base ? `${base},${extra.join(',')}` : `-o${extra.join(',')}`;
-  }
-}
+/** Seconds the kernel caches attributes and names: the window of close-to-open staleness. */
+const ATTR_TIMEOUT = 1;
+const ENTRY_TIMEOUT = 1;
 
 export interface FuseMountOptions {
   mountPoint: string;
   fs: StrataFileSystem;
   logger: Logger;
-  /** Let other users see the mount (needs user_allow_other for non-root). Default false. */
+  /** Let other users use the mount (permissions are still enforced by the kernel). Default false. */
   allowOther?: boolean;
   debug?: boolean;
 }
@@ -39,81 +38,91 @@ export interface FuseMount {
   unmount(): Promise<void>;
 }
 
-function toStat(a: FileAttributes) {
+export function toAttr(a: FileAttributes): Attr {
   const typeBits = a.type === 'directory' ? S_IFDIR : a.type === 'symlink' ? S_IFLNK : S_IFREG;
+  return { ino: a.ino, mode: typeBits | a.mode, nlink: a.nlink, uid: a.uid, gid: a.gid, size: a.size, blksize: 65536, atime: a.atime, mtime: a.mtime, ctime: a.ctime };
+}
+
+/**
+ * The low-level handlers of a Strata mount. `invalidate` drops the kernel's cache
+ * of an inode: an open that finds a file changed since the kernel last saw its
+ * attributes calls it before answering, so close-to-open holds even inside the
+ * attribute timeout.
+ */
+export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) => void = () => undefined): LowLevelHandlers {
+  /** Size and mtime last told to the kernel, per inode. */
+  const seen = new LRUCache<number, string>({ max: 100_000 });
+  const stamp = (a: FileAttributes) => `${a.size}:${a.mtime.sec}:${a.mtime.nsec}`;
+  const told = (a: FileAttributes): FileAttributes => {
+    seen.set(a.ino, stamp(a));
+    return a;
+  };
+  const entry = (a: FileAttributes): Entry => ({ attr: toAttr(told(a)), attrTimeout: ATTR_TIMEOUT, entryTimeout: ENTRY_TIMEOUT });
   return {
-    mode: typeBits | a.mode,
-    uid: a.uid,
-    gid: a.gid,
-    size: a.size,
-    nlink: a.nlink,
-    ino: a.ino,
-    blksize: 4096,
-    blocks: Math.ceil(a.size / 512),
-    atime: timespecToMs(a.atime),
-    mtime: timespecToMs(a.mtime),
-    ctime: timespecToMs(a.ctime),
+    lookup: async (_ctx, parent, name) => entry(await fs.lookup(parent, name)),
+    getattr: async (_ctx, ino) => ({ attr: toAttr(told(await fs.getattrIno(ino))), timeout: ATTR_TIMEOUT }),
+    setattr: async (_ctx, ino, c, fh) => ({ attr: toAttr(told(await fs.setattrIno(ino, c, fh))), timeout: ATTR_TIMEOUT }),
+    mkdir: async (ctx, parent, name, mode) => entry(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid })),
+    mknod: async (ctx, parent, name, mode) => {
+      if ((mode & S_IFMT) !== S_IFREG) throw new StrataError('NOT_SUPPORTED', 'only regular files can be created with mknod');
+      const { attrs, fh } = await fs.createAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid });
+      await fs.release(fh);
+      return entry(attrs);
+    },
+    unlink: (_ctx, parent, name) => fs.unlinkAt(parent, name),
+    rmdir: (_ctx, parent, name) => fs.rmdirAt(parent, name),
+    rename: (_ctx, parent, name, newParent, newName, flags) => {
+      if (flags & ~RENAME_NOREPLACE) throw new StrataError('INVALID_ARGUMENT', 'RENAME_EXCHANGE is not supported');
+      return fs.renameAt(parent, name, newParent, newName, flags);
+    },
+    create: async (ctx, parent, name, mode) => {
+      const { attrs, fh } = await fs.createAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid });
+      return { ...entry(attrs), open: { fh } };
+    },
+    open: async (_ctx, ino, flags) => {
+      const { fh, attrs } = await fs.openIno(ino, flags);
+      const before = seen.get(ino);
+      if (before !== undefined && before !== stamp(attrs)) invalidate(ino);
+      seen.set(ino, stamp(attrs));
+      return { fh };
+    },
+    read: async (_ctx, _ino, fh, size, offset) => {
+      const buf = Buffer.allocUnsafe(size);
+      const n = await fs.read(fh, buf, size, offset);
+      return n === size ? buf : buf.subarray(0, n);
+    },
+    write: (_ctx, _ino, fh, data, offset) => fs.write(fh, data, data.length, offset),
+    flush: (_ctx, _ino, fh) => fs.flush(fh),
+    fsync: (_ctx, _ino, fh) => fs.fsync(fh),
+    release: (_ctx, _ino, fh) => fs.release(fh),
+    readdir: async (_ctx, ino) => (await fs.readdirIno(ino)).map((e) => ({ name: e.name, attr: toAttr(told(e)) })),
+    statfs: async () => {
+      const s = await fs.statfs();
+      const bsize = 4096;
+      const blocks = Math.floor(s.capacityBytes / bsize);
+      const free = Math.max(0, Math.floor((s.capacityBytes - s.usedBytes) / bsize));
+      return { bsize, blocks, bfree: free, bavail: free, files: 2 ** 32, ffree: 2 ** 32, namemax: 255 };
+    },
   };
 }
 
 export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
-  const fs = opts.fs;
   const log = opts.logger;
   const onUnknown = (err: unknown) => log.error({ err }, 'unexpected error in a FUSE operation; answering EIO');
-  const errno = (err: unknown) => toErrno(err, onUnknown);
-
-  /** Runs `p` and answers the kernel: `cb(0, value)` or `cb(-errno)`. */
-  const reply = <T>(p: Promise<T>, cb: (code: number, value?: unknown) => void, map?: (v: T) => unknown) => {
-    p.then(
-      (v) => (map ? cb(0, map(v)) : cb(0)),
-      (err) => cb(errno(err)),
-    );
-  };
-  /** For read/write, whose reply is the byte count or -errno. */
-  const count = (p: Promise<number>, cb: (n: number) => void) => {
-    p.then(cb, (err) => cb(errno(err)));
-  };
-  const time = (ms: number): Timespec => timespecFromMs(ms);
-
-  const ops = {
-    getattr: (path: string, cb: any) => reply(fs.getattr(path), cb, toStat),
-    fgetattr: (path: string, _fd: number, cb: any) => reply(fs.getattr(path), cb, toStat),
-    access: (path: string, _mode: number, cb: any) => reply(fs.getattr(path), cb),
-    readdir: (path: string, cb: any) => reply(fs.readdir(path), cb, (es) => ['.', '..', ...es.map((e) => e.name)]),
-    mkdir: (path: string, mode: number, cb: any) => reply(fs.mkdir(path, mode), cb),
-    rmdir: (path: string, cb: any) => reply(fs.rmdir(path), cb),
-    unlink: (path: string, cb: any) => reply(fs.unlink(path), cb),
-    rename: (src: string, dst: string, cb: any) => reply(fs.rename(src, dst), cb),
-    chmod: (path: string, mode: number, cb: any) => reply(fs.chmod(path, mode), cb),
-    chown: (path: string, uid: number, gid: number, cb: any) => reply(fs.chown(path, uid, gid), cb),
-    // fuse-native passes atime twice (mtime is lost) and in ms; our own binding (issue 10) fixes this.
-    utimens: (path: string, atime: number, mtime: number, cb: any) => reply(fs.utimens(path, time(atime), time(mtime)), cb),
-    truncate: (path: string, size: number, cb: any) => reply(fs.truncate(path, size), cb),
-    ftruncate: (_path: string, fd: number, size: number, cb: any) => reply(fs.ftruncate(fd, size), cb),
-    create: (path: string, mode: number, cb: any) => reply(fs.create(path, mode), cb, (fh) => fh),
-    open: (path: string, flags: number, cb: any) => reply(fs.open(path, flags), cb, (fh) => fh),
-    read: (_path: string, fd: number, buf: Buffer, len: number, pos: number, cb: any) => count(fs.read(fd, buf, len, pos), cb),
-    write: (_path: string, fd: number, buf: Buffer, len: number, pos: number, cb: any) => count(fs.write(fd, buf, len, pos), cb),
-    flush: (_path: string, fd: number, cb: any) => reply(fs.flush(fd), cb),
-    fsync: (_path: string, _datasync: number, fd: number, cb: any) => reply(fs.fsync(fd), cb),
-    release: (_path: string, fd: number, cb: any) => reply(fs.release(fd), cb),
-    statfs: (_path: string, cb: any) =>
-      reply(fs.statfs(), cb, (s) => {
-        const bsize = 4096;
-        const cap = Math.min(Math.floor(s.capacityBytes / bsize), 0xffffffff);
-        const free = Math.min(Math.max(0, Math.floor((s.capacityBytes - s.usedBytes) / bsize)), cap);
-        return { bsize, frsize: bsize, blocks: cap, bfree: free, bavail: free, files: 1_000_000, ffree: 1_000_000, favail: 1_000_000, fsid: 0, flag: 0, namemax: 255 };
-      }),
-  };
-
-  const fuse = new StrataFuse(opts.mountPoint, ops, {
-    force: false,
-    mkdir: false,
-    timeout: false,
-    allowOther: !!opts.allowOther,
-    debug: !!opts.debug,
-  });
-  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(new StrataError('IO_ERROR', `could not mount ${opts.mountPoint}: ${err.message}`, { cause: err })) : resolve())));
+  const options = ['fsname=strata', 'default_permissions'];
+  if (opts.allowOther) options.push('allow_other');
+  if (opts.debug) options.push('debug');
+  let session: FuseSession | undefined = undefined;
+  try {
+    session = FuseSession.mount(opts.mountPoint, strataHandlers(opts.fs, (ino) => session?.invalidateInode(ino)), {
+      options,
+      maxWrite: 1024 * 1024,
+      errnoOf: (err) => -toErrno(err, onUnknown),
+      onUnknownError: onUnknown,
+    });
+  } catch (err) {
+    throw new StrataError('IO_ERROR', `could not mount ${opts.mountPoint}: ${(err as Error).message}`, { cause: err });
+  }
   log.info({ mountPoint: opts.mountPoint }, 'mounted');
   let unmounted = false;
   return {
@@ -121,12 +130,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     unmount: async () => {
       if (unmounted) return;
       unmounted = true;
-      await new Promise<void>((resolve) =>
-        fuse.unmount((err) => {
-          if (err) log.warn({ err: err.message }, 'unmount reported an error');
-          resolve();
-        }),
-      );
+      session?.unmount();
     },
   };
 }

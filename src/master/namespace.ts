@@ -242,7 +242,7 @@ export class Namespace {
     });
   }
 
-  rename(src: string, dst: string): Promise<void> {
+  rename(src: string, dst: string, noReplace = false): Promise<void> {
     return this.#mutations.run(async () => {
       const s = await this.#resolveParent(src);
       const d = await this.#resolveParent(dst);
@@ -251,6 +251,7 @@ export class Namespace {
         throw new StrataError('INVALID_ARGUMENT', `cannot move ${src} into itself`);
       }
       const target = await this.#maybeChild(d.parent, d.parts);
+      if (target && noReplace) throw new StrataError('ALREADY_EXISTS', `${dst} exists`);
       if (target && target.ino === node.ino) return;
       if (target) {
         if (node.type === 'directory' && target.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${dst} is not a directory`);

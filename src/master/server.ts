@@ -8,6 +8,7 @@ import * as nodePath from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { StrataError } from '../common/errors';
 import { createHttpServer, field, intParam, optionalInt, requiredInt, requiredString } from '../common/http';
+import { joinPath, validateName } from '../common/paths';
 import type { Logger } from '../common/log';
 import {
   CommittedBlock,
@@ -67,11 +68,23 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const app = createHttpServer({ logger: log });
   const api = MASTER_API;
 
-  const pathQuery = (q: unknown, name = 'path'): string => {
-    const v = (q as Record<string, unknown>)[name];
-    if (typeof v !== 'string') throw new StrataError('BAD_REQUEST', `missing query parameter '${name}'`);
-    return v;
+  /**
+   * The path a request names: `path`, or `parent` + `name` (the FUSE client speaks
+   * inodes), or `ino` alone. Inode forms are turned into paths here, because the
+   * under-store is addressed by path.
+   */
+  const target = (src: unknown, where: 'query' | 'body'): string => {
+    const o = (src ?? {}) as Record<string, unknown>;
+    if (typeof o.path === 'string') return o.path;
+    const int = (k: string) => (where === 'query' ? intParam(o[k], k) : requiredInt(o, k, 1));
+    if (o.parent !== undefined) {
+      if (typeof o.name !== 'string') throw new StrataError('BAD_REQUEST', `missing '${'name'}' beside 'parent'`);
+      return joinPath(table.pathOf(int('parent')), validateName(o.name));
+    }
+    if (o.ino !== undefined) return table.pathOf(int('ino'));
+    throw new StrataError('BAD_REQUEST', `missing 'path' (or 'parent' and 'name', or 'ino')`);
   };
+  const pathQuery = (q: unknown): string => target(q, 'query');
   const timespec = (body: unknown, name: string): Timespec | 'now' | undefined => {
     const v = (body as Record<string, unknown>)[name];
     if (v === undefined || v === null) return undefined;
@@ -107,22 +120,28 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
 
   app.get(`${api}/stat`, async (req) => ns.stat(pathQuery(req.query)));
   app.get(`${api}/list`, async (req) => ({ entries: await ns.list(pathQuery(req.query)) }));
+  app.get(`${api}/lookup`, async (req) => ns.stat(pathQuery(req.query)));
   app.post(`${api}/mkdir`, async (req) =>
-    ns.mkdir(requiredString(req.body, 'path'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid')),
+    ns.mkdir(target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid')),
   );
   app.post(`${api}/create`, async (req) =>
-    ns.create(requiredString(req.body, 'path'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid')),
+    ns.create(target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid')),
   );
   app.post(`${api}/unlink`, async (req) => {
-    await ns.unlink(requiredString(req.body, 'path'));
+    await ns.unlink(target(req.body, 'body'));
     return {};
   });
   app.post(`${api}/rmdir`, async (req) => {
-    await ns.rmdir(requiredString(req.body, 'path'));
+    await ns.rmdir(target(req.body, 'body'));
     return {};
   });
   app.post(`${api}/rename`, async (req) => {
-    await ns.rename(requiredString(req.body, 'src'), requiredString(req.body, 'dst'));
+    const b = (req.body ?? {}) as Record<string, unknown>;
+    const flags = optionalInt(b, 'flags') ?? 0;
+    if (flags & ~1) throw new StrataError('INVALID_ARGUMENT', 'rename flags other than RENAME_NOREPLACE are not supported');
+    const src = b.src !== undefined ? requiredString(b, 'src') : target({ parent: b.parent, name: b.name }, 'body');
+    const dst = b.dst !== undefined ? requiredString(b, 'dst') : target({ parent: b.newParent, name: b.newName }, 'body');
+    await ns.rename(src, dst, (flags & 1) !== 0);
     return {};
   });
   app.post(`${api}/setattr`, async (req) => {
@@ -138,11 +157,11 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const mtime = timespec(b, 'mtime');
     if (atime !== undefined) attrs.atime = atime;
     if (mtime !== undefined) attrs.mtime = mtime;
-    return ns.setAttributes(requiredString(b, 'path'), attrs);
+    return ns.setAttributes(target(b, 'body'), attrs);
   });
   app.get(`${api}/blocks`, async (req) => {
     const q = req.query as Record<string, unknown>;
-    if (q.ino !== undefined) return ns.fileBlocksByIno(intParam(q.ino, 'ino'));
+    // By path even for an inode, so a stale under-store file is checked before its blocks are handed out.
     return ns.fileBlocks(pathQuery(q));
   });
   app.post(`${api}/write/begin`, async (req) => ns.beginWrite(requiredInt(req.body, 'ino', 1)));

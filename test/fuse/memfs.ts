@@ -299,6 +299,4 @@ if (require.main === module) {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.stdout.write(`mounted ${mnt}\n`);
-  // Keep the event loop alive: the binding's thread-safe function does not.
-  setInterval(() => undefined, 1 << 30);
 }

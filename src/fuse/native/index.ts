@@ -45,6 +45,8 @@ interface Native {
   replyLseek(req: bigint, off: number): void;
   replyDir(req: bigint, max: number, plus: boolean, names: string[], inos: number[], attrs: (number | Float64Array)[], offs: number[], timeout: number): number;
   getGroups(req: bigint): number[];
+  invalidateInode(handle: unknown, ino: number, off: number, len: number): number;
+  invalidateEntry(handle: unknown, parent: number, name: string): number;
 }
 
 let native: Native | undefined;
@@ -268,6 +270,21 @@ export class FuseSession {
       flock: !!h.flock,
     });
     return s;
+  }
+
+  /**
+   * Drops the kernel's cached attributes and pages of `ino` (e.g. when an open finds
+   * the file changed elsewhere). Returns 0 or a negative errno (-ENOENT: not cached).
+   */
+  invalidateInode(ino: number, off = 0, len = 0): number {
+    if (this.#handle === undefined) return -107;
+    return this.#native.invalidateInode(this.#handle, ino, off, len);
+  }
+
+  /** Drops the kernel's cached lookup of `name` in `parent`. */
+  invalidateEntry(parent: number, name: string): number {
+    if (this.#handle === undefined) return -107;
+    return this.#native.invalidateEntry(this.#handle, parent, name);
   }
 
   unmount(): void {

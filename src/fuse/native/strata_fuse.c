@@ -1178,8 +1178,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     return NULL;
   }
   s->thread_started = 1;
-  /* The thread-safe function must not keep the event loop alive by itself. */
-  napi_unref_threadsafe_function(env, s->tsfn);
+  /* The thread-safe function keeps the event loop alive while mounted; unmount releases it. */
   napi_value ext;
   napi_create_external(env, s, NULL, NULL, &ext);
   return ext;
@@ -1205,6 +1204,37 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
   atomic_store(&s->destroy_when_idle, 1);
   if (atomic_load(&s->outstanding) == 0) maybe_destroy(s);
   return NULL;
+}
+
+/* invalidateInode(handle, ino, off, len): drop the kernel's cached attributes (and pages) of an inode. */
+static napi_value js_inval_inode(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s;
+  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  int r = -ENOTCONN;
+  if (!atomic_load(&s->unmounted) && s->se) r = fuse_lowlevel_notify_inval_inode(s->se, (fuse_ino_t)get_num(env, argv[1]), (off_t)get_num(env, argv[2]), (off_t)get_num(env, argv[3]));
+  napi_value v;
+  napi_create_int32(env, r, &v);
+  return v;
+}
+
+/* invalidateEntry(handle, parent, name): drop the kernel's cached name -> inode mapping. */
+static napi_value js_inval_entry(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s;
+  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  char name[1024];
+  size_t len = 0;
+  NAPI_CALL(env, napi_get_value_string_utf8(env, argv[2], name, sizeof(name), &len));
+  int r = -ENOTCONN;
+  if (!atomic_load(&s->unmounted) && s->se) r = fuse_lowlevel_notify_inval_entry(s->se, (fuse_ino_t)get_num(env, argv[1]), name, len);
+  napi_value v;
+  napi_create_int32(env, r, &v);
+  return v;
 }
 
 static void ignore_signal(int sig) { (void)sig; }
@@ -1234,6 +1264,8 @@ static napi_value init_module(napi_env env, napi_value exports) {
     {"replyLseek", NULL, reply_lseek, NULL, NULL, NULL, napi_default, NULL},
     {"replyDir", NULL, reply_dir, NULL, NULL, NULL, napi_default, NULL},
     {"getGroups", NULL, get_groups, NULL, NULL, NULL, napi_default, NULL},
+    {"invalidateInode", NULL, js_inval_inode, NULL, NULL, NULL, napi_default, NULL},
+    {"invalidateEntry", NULL, js_inval_entry, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;
