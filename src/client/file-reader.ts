@@ -10,11 +10,14 @@ import type { BlockInfo, FileBlocksResponse } from '../common/protocol';
 import type { MasterClient } from './master-client';
 import type { WorkerClient } from './worker-client';
 import type { WorkerRouter } from './worker-router';
+import type { ShortCircuitReader } from './short-circuit';
 
 export interface DataPath {
   master: MasterClient;
   router: WorkerRouter;
   workers: WorkerClient;
+  /** Reads block files of workers on this host directly, when set. */
+  local?: ShortCircuitReader | undefined;
 }
 
 export interface FileReaderOptions {
@@ -116,6 +119,11 @@ export class FileReader {
         (async () => {
           for (let attempt = 0; ; attempt++) {
             const worker = await this.#data.router.forBlock(block);
+            const local = this.#data.local;
+            if (local && local.isLocal(worker)) {
+              const got = await local.readInto(worker, block.id, off, n, buf, at);
+              if (got === n) return;
+            }
             try {
               const got = await this.#data.workers.readInto(worker, block.id, off, n, buf, at);
               if (got !== n) throw new StrataError('IO_ERROR', `short read of block ${block.id}: ${got} of ${n} bytes`);

@@ -23,6 +23,7 @@ import { FileReader, FileReaderOptions } from './file-reader';
 import { MasterClient } from './master-client';
 import { WorkerClient } from './worker-client';
 import { WorkerRouter } from './worker-router';
+import { ShortCircuitReader } from './short-circuit';
 
 export interface FileSystemOptions {
   masterUrl: string;
@@ -30,6 +31,8 @@ export interface FileSystemOptions {
   stagingDir: string;
   logger: Logger;
   reader?: FileReaderOptions;
+  /** Read block files of workers on this host directly. Default true. */
+  shortCircuit?: boolean;
 }
 
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
@@ -151,6 +154,7 @@ export class StrataFileSystem {
   readonly master: MasterClient;
   readonly router: WorkerRouter;
   readonly workers: WorkerClient;
+  readonly local: ShortCircuitReader | undefined;
   readonly #stagingDir: string;
   readonly #log: Logger;
   readonly #readerOpts: FileReaderOptions;
@@ -162,6 +166,7 @@ export class StrataFileSystem {
     this.master = new MasterClient(opts.masterUrl);
     this.router = new WorkerRouter(this.master);
     this.workers = new WorkerClient();
+    this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader();
     this.#stagingDir = opts.stagingDir;
     this.#log = opts.logger;
     this.#readerOpts = opts.reader ?? {};
@@ -174,7 +179,7 @@ export class StrataFileSystem {
   }
 
   get data() {
-    return { master: this.master, router: this.router, workers: this.workers };
+    return { master: this.master, router: this.router, workers: this.workers, local: this.local };
   }
 
   // ---- metadata ------------------------------------------------------------

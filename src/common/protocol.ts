@@ -81,6 +81,10 @@ export interface FileBlocksResponse {
 export interface WorkerInfo {
   id: number;
   address: string;
+  /** Machine identity of the worker's host (see common/host.ts). */
+  host: string;
+  /** Directory of the worker's block files, for short-circuit reads on the same host. */
+  blockDir: string;
   capacityBytes: number;
   usedBytes: number;
   lastHeartbeatMs: number;
@@ -146,6 +150,8 @@ export interface RegisterWorkerRequest {
   /** Persistent identity of the worker, kept in its home directory. */
   uuid: string;
   address: string;
+  host: string;
+  blockDir: string;
   capacityBytes: number;
   usedBytes: number;
   /** Full block report. */

@@ -140,6 +140,8 @@ export class InodeTable {
           id INTEGER PRIMARY KEY AUTOINCREMENT,
           uuid TEXT NOT NULL UNIQUE,
           address TEXT NOT NULL,
+          host TEXT NOT NULL DEFAULT '',
+          block_dir TEXT NOT NULL DEFAULT '',
           capacity INTEGER NOT NULL,
           used INTEGER NOT NULL,
           last_heartbeat INTEGER NOT NULL,
@@ -203,9 +205,9 @@ export class InodeTable {
       metaSet: db.prepare(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
       workerByUuid: db.prepare(`SELECT * FROM worker WHERE uuid = ?`),
       workerById: db.prepare(`SELECT * FROM worker WHERE id = ?`),
-      insertWorker: db.prepare(`INSERT INTO worker (uuid, address, capacity, used, last_heartbeat, live) VALUES (?, ?, ?, ?, ?, 1)`),
+      insertWorker: db.prepare(`INSERT INTO worker (uuid, address, host, block_dir, capacity, used, last_heartbeat, live) VALUES (?, ?, ?, ?, ?, ?, ?, 1)`),
       updateWorker: db.prepare(`UPDATE worker SET capacity = ?, used = ?, last_heartbeat = ?, live = 1 WHERE id = ?`),
-      updateWorkerAddress: db.prepare(`UPDATE worker SET address = ? WHERE id = ?`),
+      updateWorkerAddress: db.prepare(`UPDATE worker SET address = ?, host = ?, block_dir = ? WHERE id = ?`),
       markOtherWorkersAtAddressLost: db.prepare(`UPDATE worker SET live = 0 WHERE address = ? AND id != ?`),
       workers: db.prepare(`SELECT * FROM worker ORDER BY id`),
       staleWorkers: db.prepare(`SELECT id FROM worker WHERE live = 1 AND last_heartbeat < ?`),
@@ -576,7 +578,7 @@ export class InodeTable {
    * Registers a worker by its persistent identity (a uuid kept in its home), so a
    * restarted worker on a new port keeps its id and its cached blocks stay known.
    */
-  registerWorker(uuid: string, address: string, capacity: number, used: number, blocks: number[]): number {
+  registerWorker(uuid: string, address: string, capacity: number, used: number, blocks: number[], host = '', blockDir = ''): number {
     return this.#db.transaction(() => {
       const now = Date.now();
       const existing = this.#stmt.workerByUuid.get(uuid) as { id: number } | undefined;
@@ -584,9 +586,9 @@ export class InodeTable {
       if (existing) {
         id = existing.id;
         this.#stmt.updateWorker.run(capacity, used, now, id);
-        this.#stmt.updateWorkerAddress.run(address, id);
+        this.#stmt.updateWorkerAddress.run(address, host, blockDir, id);
       } else {
-        id = Number(this.#stmt.insertWorker.run(uuid, address, capacity, used, now).lastInsertRowid);
+        id = Number(this.#stmt.insertWorker.run(uuid, address, host, blockDir, capacity, used, now).lastInsertRowid);
       }
       // Whoever had this address before is gone: it cannot share a port with a live worker.
       for (const w of this.#db.prepare(`SELECT id FROM worker WHERE address = ? AND id != ? AND live = 1`).all(address, id) as { id: number }[]) {
@@ -634,9 +636,11 @@ export class InodeTable {
   }
 
   workers(): WorkerInfo[] {
-    return (this.#stmt.workers.all() as { id: number; address: string; capacity: number; used: number; last_heartbeat: number; live: number }[]).map((w) => ({
+    return (this.#stmt.workers.all() as { id: number; address: string; host: string; block_dir: string; capacity: number; used: number; last_heartbeat: number; live: number }[]).map((w) => ({
       id: w.id,
       address: w.address,
+      host: w.host,
+      blockDir: w.block_dir,
       capacityBytes: w.capacity,
       usedBytes: w.used,
       lastHeartbeatMs: w.last_heartbeat,

@@ -192,7 +192,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     if (!/^https?:\/\/[^\s/]+$/.test(address)) throw new StrataError('BAD_REQUEST', `worker address must be http(s)://host:port, got '${address.slice(0, 64)}'`);
     const uuid = requiredString(b, 'uuid');
     if (!/^[0-9a-f-]{8,64}$/.test(uuid)) throw new StrataError('BAD_REQUEST', 'worker uuid must be 8-64 hex digits or dashes');
-    const workerId = table.registerWorker(uuid, address, requiredInt(b, 'capacityBytes'), requiredInt(b, 'usedBytes'), intList(b, 'blocks'));
+    const host = (field(b, 'host', 'string', true) as string | undefined) ?? '';
+    const blockDir = (field(b, 'blockDir', 'string', true) as string | undefined) ?? '';
+    if (host.length > 256 || blockDir.length > 4096) throw new StrataError('BAD_REQUEST', 'host or blockDir too long');
+    const workerId = table.registerWorker(uuid, address, requiredInt(b, 'capacityBytes'), requiredInt(b, 'usedBytes'), intList(b, 'blocks'), host, blockDir);
     log.info({ workerId, address }, 'worker registered');
     return { workerId };
   });

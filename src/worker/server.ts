@@ -24,6 +24,7 @@ import {
   blockIdOf,
 } from '../common/protocol';
 import { createUfs } from '../ufs';
+import { hostIdentity } from '../common/host';
 import type { UnderFileSystem, UfsWriter } from '../ufs/ufs';
 import { BlockStore, BlockWriter } from './block-store';
 
@@ -52,7 +53,7 @@ export interface RunningWorker {
 export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const log = opts.logger;
   const master = new JsonClient(opts.masterUrl, { retryForMs: 60_000 });
-  const store = new BlockStore({ dir: nodePath.join(opts.home, 'worker', 'blocks'), capacityBytes: opts.capacityBytes ?? 8 * 1024 ** 3 });
+  const store = new BlockStore({ dir: nodePath.resolve(opts.home, 'worker', 'blocks'), capacityBytes: opts.capacityBytes ?? 8 * 1024 ** 3 });
   await store.open();
   log.info({ blocks: store.blockIds().length, usedBytes: store.usedBytes }, 'block store opened');
 
@@ -197,6 +198,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const r = await master.post<RegisterWorkerResponse>(`${MASTER_API}/workers/register`, {
       uuid,
       address: url,
+      host: hostIdentity(),
+      blockDir: store.dir,
       capacityBytes: store.capacityBytes,
       usedBytes: store.usedBytes,
       blocks: store.blockIds(),
