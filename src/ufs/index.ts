@@ -3,20 +3,27 @@
 import { StrataError } from '../common/errors';
 import { LocalUnderFileSystem } from './local';
 import { MemoryUnderFileSystem } from './memory';
+import { S3UnderFileSystem } from './s3';
+import { HdfsUnderFileSystem } from './hdfs';
 import type { UnderFileSystem } from './ufs';
 
 export type { UnderFileSystem, UfsStatus, UfsWriter } from './ufs';
 
-const DRIVERS: Record<string, (uri: string) => UnderFileSystem> = {
+/** Per-mount options, e.g. `s3.endpoint`, `s3.region`, `hdfs.user`; each driver reads its own keys. */
+export type UfsOptions = Record<string, string>;
+
+const DRIVERS: Record<string, (uri: string, options: UfsOptions) => UnderFileSystem> = {
   'file:': (uri) => new LocalUnderFileSystem(uri),
   'mem:': (uri) => new MemoryUnderFileSystem(uri),
+  's3:': (uri, options) => new S3UnderFileSystem(uri, options),
+  'hdfs:': (uri, options) => new HdfsUnderFileSystem(uri, options),
 };
 
 /** The schemes Strata can mount, for error messages and docs. */
 export const SUPPORTED_SCHEMES = Object.keys(DRIVERS).map((s) => s.slice(0, -1));
 
 /** Creates the driver for `uri`; an unknown or malformed URI is a CONFIG error. */
-export function createUfs(uri: string): UnderFileSystem {
+export function createUfs(uri: string, options: UfsOptions = {}): UnderFileSystem {
   let url: URL;
   try {
     url = new URL(uri);
@@ -27,5 +34,5 @@ export function createUfs(uri: string): UnderFileSystem {
   if (!driver) {
     throw new StrataError('CONFIG', `unknown under-store scheme '${url.protocol.slice(0, -1)}' in '${uri}' (supported: ${SUPPORTED_SCHEMES.join(', ')})`);
   }
-  return driver(uri);
+  return driver(uri, options);
 }
