@@ -259,6 +259,50 @@ export function registerFsCommands(fsCmd: Command): void {
       }),
     );
 
+  cmd('mount', 'mount an under-store at a Strata path; without arguments, list the mount table')
+    .argument('[path]', 'Strata path to mount at (missing or an empty directory)')
+    .argument('[uri]', 'under-store URI: file:///dir, s3://bucket/prefix, hdfs://namenode:port/path')
+    .option('--readonly', 'writes under the mount fail with EROFS')
+    .option('--option <key=value>', 'mount option (repeatable): s3.endpoint, s3.region, s3.pathStyle, s3.accessKeyId, s3.secretAccessKey, hdfs.user, write.type, sync.interval.ms', (v: string, p: string[] = []) => [...p, v])
+    .option('--json', 'print JSON')
+    .action(async (path: string | undefined, uri: string | undefined, o: FsOpts & { readonly?: boolean; option?: string[] }) =>
+      withFs(o, async (fs) => {
+        if (path === undefined) {
+          const mounts = await fs.master.mounts();
+          if (o.json) process.stdout.write(JSON.stringify(mounts) + '\n');
+          else for (const m of mounts) process.stdout.write(`${m.path.padEnd(24)} ${m.uri}${m.readOnly ? ' (read-only)' : ''}${Object.keys(m.options).length ? ' ' + JSON.stringify(m.options) : ''}\n`);
+          return;
+        }
+        if (uri === undefined) throw new StrataError('CONFIG', 'fs mount needs a path and a URI');
+        const options: Record<string, string> = {};
+        for (const kv of o.option ?? []) {
+          const i = kv.indexOf('=');
+          if (i <= 0) throw new StrataError('CONFIG', `--option expects key=value, got '${kv}'`);
+          options[kv.slice(0, i)] = kv.slice(i + 1);
+        }
+        const m = await fs.master.mount(normalizePath(path), uri, options, !!o.readonly);
+        if (o.json) process.stdout.write(JSON.stringify(m) + '\n');
+      }),
+    );
+
+  cmd('unmount', 'unmount the under-store mounted at a Strata path')
+    .argument('<path>', 'Strata path')
+    .action(async (path: string, o: FsOpts) => withFs(o, (fs) => fs.master.unmount(normalizePath(path))));
+
+  cmd('persist', 'write files to their under-store now (for MUST_CACHE / ASYNC_THROUGH files)')
+    .argument('<paths...>', 'Strata paths')
+    .option('--json', 'print JSON')
+    .action(async (paths: string[], o: FsOpts) =>
+      withFs(o, async (fs) => {
+        const out = [];
+        for (const p of paths) {
+          const a = await fs.master.persist(normalizePath(p));
+          out.push({ path: normalizePath(p), persisted: a.persistState === 'persisted' });
+        }
+        if (o.json) process.stdout.write(JSON.stringify(out) + '\n');
+      }),
+    );
+
   cmd('mv', 'rename or move a file or directory')
     .argument('<src>', 'Strata path')
     .argument('<dst>', 'Strata path')

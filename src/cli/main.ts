@@ -17,6 +17,7 @@ import { StrataFileSystem } from '../client/file-system';
 import { mountFuse, prepareMountPoint } from '../fuse/fuse-mount';
 import { createUfs } from '../ufs';
 import { registerFsCommands } from './fs-commands';
+import type { WriteType } from '../common/protocol';
 
 /** Exit code for bad usage or configuration; runtime failures exit 1. */
 export const EXIT_USAGE = 2;
@@ -91,7 +92,20 @@ function onSignals(stop: () => Promise<void>): void {
   process.on('SIGTERM', () => handler('SIGTERM'));
 }
 
-async function runMaster(cfg: StrataConfig): Promise<void> {
+/** Parses repeated `key=value` options. */
+export function parseKeyValues(list: string[] | undefined, flag: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list ?? []) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new StrataError('CONFIG', `${flag} expects key=value, got '${kv}'`);
+    out[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return out;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>): Promise<void> {
   checkHome(cfg.home);
   checkUfs(cfg.ufs);
   const log = createLogger('master', cfg.logLevel);
@@ -100,6 +114,8 @@ async function runMaster(cfg: StrataConfig): Promise<void> {
     host: cfg.bind,
     port: cfg.masterPort,
     ufsUri: cfg.ufs,
+    ufsOptions,
+    writeType: cfg.writeType as WriteType,
     blockSize: cfg.blockSize,
     syncIntervalMs: cfg.syncIntervalMs,
     workerTimeoutMs: cfg.workerTimeoutMs,
@@ -129,11 +145,16 @@ async function runWorker(cfg: StrataConfig): Promise<void> {
   if (!process.send) process.stdout.write(`strata worker ${w.workerId} serving on ${w.url} (master ${cfg.master})\n`);
 }
 
-async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean): Promise<void> {
+async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, writeType: WriteType | undefined): Promise<void> {
   checkHome(cfg.home);
   const log = createLogger('fuse', cfg.logLevel);
   await prepareMountPoint(mountPoint, log, { create });
-  const fs = new StrataFileSystem({ masterUrl: cfg.master, stagingDir: nodePath.join(cfg.home, 'client', `staging-${process.pid}`), logger: log });
+  const fs = new StrataFileSystem({
+    masterUrl: cfg.master,
+    stagingDir: nodePath.join(cfg.home, 'client', `staging-${process.pid}`),
+    logger: log,
+    ...(writeType ? { writeType } : {}),
+  });
   await fs.init();
   // Fail now, with a clear message, if the master is not there.
   await fs.master.stat('/').catch((err) => {
@@ -183,7 +204,7 @@ async function stopChild(c: Child, timeoutMs = 30_000): Promise<void> {
   });
 }
 
-async function runLocal(cfg: StrataConfig, createMount: boolean): Promise<void> {
+async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: string[]): Promise<void> {
   checkHome(cfg.home);
   checkUfs(cfg.ufs);
   const log = createLogger('local', cfg.logLevel);
@@ -216,7 +237,10 @@ async function runLocal(cfg: StrataConfig, createMount: boolean): Promise<void> 
   try {
     const master = await startChild(
       'master',
-      ['master', ...common, '--port', String(cfg.masterPort), '--ufs', cfg.ufs, '--bind', cfg.bind, '--block-size', String(cfg.blockSize), '--sync-interval-ms', String(cfg.syncIntervalMs)],
+      [
+        'master', ...common, '--port', String(cfg.masterPort), '--ufs', cfg.ufs, '--bind', cfg.bind, '--block-size', String(cfg.blockSize),
+        '--sync-interval-ms', String(cfg.syncIntervalMs), '--write-type', cfg.writeType, ...ufsOptions.flatMap((o) => ['--ufs-option', o]),
+      ],
       process.env,
     );
     children.push(master);
@@ -253,6 +277,7 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     blockSize: o.blockSize,
     workerCapacity: o.capacity,
     syncIntervalMs: o.syncIntervalMs,
+    writeType: o.writeType,
     logLevel: o.logLevel,
   };
 }
@@ -277,9 +302,12 @@ export async function main(argv: string[]): Promise<void> {
     .option('--capacity <bytes>', 'worker cache quota, e.g. 8GiB')
     .option('--block-size <bytes>', 'block size of new files, e.g. 64MiB')
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
+    .option('--ufs-option <key=value>', 'option of the root under-store (repeatable), e.g. s3.endpoint=http://…', collect)
+    .option('--write-type <type>', 'MUST_CACHE | CACHE_THROUGH | THROUGH | ASYNC_THROUGH (default CACHE_THROUGH)')
     .action(async (o) => {
+      parseKeyValues(o.ufsOption, '--ufs-option');
       // An explicitly named mount point must exist; the default one is created.
-      await runLocal(resolveConfig(configFlags(o)), o.mount === undefined);
+      await runLocal(resolveConfig(configFlags(o)), o.mount === undefined, o.ufsOption ?? []);
     });
 
   withCommon(program.command('master').description('run the master in the foreground'))
@@ -288,7 +316,9 @@ export async function main(argv: string[]): Promise<void> {
     .option('--bind <addr>', 'address to listen on')
     .option('--block-size <bytes>', 'block size of new files')
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
-    .action(async (o) => runMaster(resolveConfig(configFlags(o))));
+    .option('--ufs-option <key=value>', 'option of the root under-store (repeatable)', collect)
+    .option('--write-type <type>', 'write type of mounts that set none')
+    .action(async (o) => runMaster(resolveConfig(configFlags(o)), parseKeyValues(o.ufsOption, '--ufs-option')));
 
   withCommon(program.command('worker').description('run a worker in the foreground'))
     .option('--master <url>', 'master URL')
@@ -300,7 +330,11 @@ export async function main(argv: string[]): Promise<void> {
   withCommon(program.command('mount').description('mount a running cluster at DIR in the foreground'))
     .argument('<dir>', 'mount point (an existing empty directory)')
     .option('--master <url>', 'master URL')
-    .action(async (dir: string, o) => runMount(resolveConfig(configFlags(o)), nodePath.resolve(dir), false));
+    .option('--write-type <type>', "this client's write type (default: each mount's)")
+    .action(async (dir: string, o) => {
+      const cfg = resolveConfig(configFlags(o));
+      await runMount(cfg, nodePath.resolve(dir), false, o.writeType ? (cfg.writeType as WriteType) : undefined);
+    });
 
   registerFsCommands(program.command('fs').description('file-system commands against a running cluster'));
 

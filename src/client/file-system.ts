@@ -18,7 +18,7 @@ import { constants as fsConstants } from 'node:fs';
 import { StrataError, toStrataError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Mutex } from '../common/mutex';
-import { DirEntry, FileAttributes, FileBlocksResponse, Timespec, timespecNow } from '../common/protocol';
+import { DirEntry, FileAttributes, FileBlocksResponse, Timespec, WriteType, timespecNow } from '../common/protocol';
 import { FileReader, FileReaderOptions } from './file-reader';
 import { MasterClient } from './master-client';
 import { WorkerClient } from './worker-client';
@@ -33,6 +33,8 @@ export interface FileSystemOptions {
   reader?: FileReaderOptions;
   /** Read block files of workers on this host directly. Default true. */
   shortCircuit?: boolean;
+  /** Write type of this client's files; default: the mount's (see README). */
+  writeType?: WriteType;
 }
 
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
@@ -158,6 +160,7 @@ export class StrataFileSystem {
   readonly #stagingDir: string;
   readonly #log: Logger;
   readonly #readerOpts: FileReaderOptions;
+  readonly #writeType: WriteType | undefined;
   readonly #files = new Map<number, OpenFile>();
   readonly #handles = new Map<number, Handle>();
   #nextFh = 1;
@@ -170,6 +173,7 @@ export class StrataFileSystem {
     this.#stagingDir = opts.stagingDir;
     this.#log = opts.logger;
     this.#readerOpts = opts.reader ?? {};
+    this.#writeType = opts.writeType;
   }
 
   /** Prepares the staging directory; leftovers of a crashed client are removed. */
@@ -499,9 +503,10 @@ export class StrataFileSystem {
         throw err;
       }
       const worker = await this.router.forWrite(f.ino);
+      const writeType = this.#writeType ?? begin.writeType;
       let res;
       try {
-        res = await this.workers.writeFile(worker, f.ino, begin.containerId, begin.blockSize, size, size > 0 ? await staging.stream() : Buffer.alloc(0));
+        res = await this.workers.writeFile(worker, f.ino, begin.containerId, begin.blockSize, size, size > 0 ? await staging.stream() : Buffer.alloc(0), writeType);
       } catch (err) {
         this.router.invalidate();
         throw err;
@@ -513,6 +518,8 @@ export class StrataFileSystem {
         blocks: res.blocks,
         workerId: worker.id,
         ufsFingerprint: res.ufsFingerprint,
+        cached: res.cached,
+        writeType,
         ...(f.mtime ? { mtime: f.mtime } : {}),
       });
       if (f.generation === gen) f.dirty = false;
@@ -554,8 +561,18 @@ export class StrataFileSystem {
     }
     const begin = await this.master.beginWrite(attrs.ino);
     const worker = await this.router.forWrite(attrs.ino);
-    const res = await this.workers.writeFile(worker, attrs.ino, begin.containerId, begin.blockSize, size, body);
-    return this.master.commitWrite({ ino: attrs.ino, containerId: begin.containerId, size: res.size, blocks: res.blocks, workerId: worker.id, ufsFingerprint: res.ufsFingerprint });
+    const writeType = this.#writeType ?? begin.writeType;
+    const res = await this.workers.writeFile(worker, attrs.ino, begin.containerId, begin.blockSize, size, body, writeType);
+    return this.master.commitWrite({
+      ino: attrs.ino,
+      containerId: begin.containerId,
+      size: res.size,
+      blocks: res.blocks,
+      workerId: worker.id,
+      ufsFingerprint: res.ufsFingerprint,
+      cached: res.cached,
+      writeType,
+    });
   }
 
   /** A reader over the current content of `path`. */

@@ -7,6 +7,7 @@ import {
   FileBlocksResponse,
   ListResponse,
   MASTER_API,
+  MountInfo,
   SetAttrRequest,
   WorkerInfo,
   WriteBeginResponse,
@@ -106,6 +107,23 @@ export class MasterClient {
 
   commitWrite(req: WriteCommitRequest): Promise<FileAttributes> {
     return this.#http.post(`${MASTER_API}/write/commit`, req);
+  }
+
+  mounts(): Promise<MountInfo[]> {
+    return this.#http.get(`${MASTER_API}/mounts`);
+  }
+
+  mount(path: string, uri: string, options: Record<string, string>, readOnly: boolean): Promise<MountInfo> {
+    return this.#http.post(`${MASTER_API}/mount`, { path, uri, options, readOnly });
+  }
+
+  async unmount(path: string): Promise<void> {
+    await this.#http.post(`${MASTER_API}/unmount`, { path });
+  }
+
+  /** Persists a file now; resolves with its attributes once its bytes are in the under-store. */
+  persist(path: string): Promise<FileAttributes> {
+    return this.#http.post(`${MASTER_API}/persist`, { path });
   }
 
   workers(): Promise<WorkerInfo[]> {

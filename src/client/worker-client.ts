@@ -4,7 +4,7 @@ import { Pool } from 'undici';
 import type { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
 import { errorFromBody } from '../common/http';
-import type { WorkerInfo, WriteFileResponse } from '../common/protocol';
+import type { WorkerInfo, WriteFileResponse, WriteType } from '../common/protocol';
 
 export interface WorkerClientOptions {
   /** Deadline for a worker to start answering (ms); it may fill from the under-store first. Default 120000. */
@@ -83,11 +83,12 @@ export class WorkerClient {
     blockSize: number,
     size: number,
     body: Readable | Buffer,
+    writeType: WriteType = 'CACHE_THROUGH',
   ): Promise<WriteFileResponse> {
     try {
       const res = await this.#pool(worker.address).request({
         method: 'PUT',
-        path: `/files/${ino}?container=${containerId}&blockSize=${blockSize}&size=${size}`,
+        path: `/files/${ino}?container=${containerId}&blockSize=${blockSize}&size=${size}&writeType=${writeType}`,
         headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
         body,
         headersTimeout: this.#headersTimeoutMs,

@@ -34,6 +34,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'syncIntervalMs', env: 'STRATA_SYNC_INTERVAL_MS', kind: 'int', description: 'Re-check under-store metadata older than this (0 = always, -1 = never).', default: () => 5000 },
   { key: 'workerTimeoutMs', env: 'STRATA_WORKER_TIMEOUT_MS', kind: 'int', description: 'A worker silent this long is marked lost.', default: () => 30000 },
   { key: 'heartbeatIntervalMs', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
+  { key: 'writeType', env: 'STRATA_WRITE_TYPE', kind: 'string', description: 'Write type of mounts that set none: MUST_CACHE, CACHE_THROUGH, THROUGH, ASYNC_THROUGH.', default: () => 'CACHE_THROUGH' },
   { key: 'logLevel', env: 'STRATA_LOG_LEVEL', kind: 'string', description: 'Log level: fatal, error, warn, info, debug, trace, silent.', default: () => 'info' },
 ];
 
@@ -50,6 +51,7 @@ export interface StrataConfig {
   syncIntervalMs: number;
   workerTimeoutMs: number;
   heartbeatIntervalMs: number;
+  writeType: string;
   logLevel: string;
 }
 
@@ -72,6 +74,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
   switch (k.kind) {
     case 'string':
       if (v.length === 0) throw bad('a non-empty string');
+      if (k.key === 'writeType' && !['MUST_CACHE', 'CACHE_THROUGH', 'THROUGH', 'ASYNC_THROUGH'].includes(v)) throw bad('MUST_CACHE, CACHE_THROUGH, THROUGH or ASYNC_THROUGH');
       return v;
     case 'int': {
       if (!/^-?[0-9]+$/.test(v.trim())) throw bad('an integer');

@@ -31,6 +31,18 @@ export function timespecToMs(t: Timespec): number {
   return t.sec * 1000 + Math.floor(t.nsec / 1e6);
 }
 
+/** Alluxio's write types; see README ("Write types"). */
+export type WriteType = 'MUST_CACHE' | 'CACHE_THROUGH' | 'THROUGH' | 'ASYNC_THROUGH';
+export const WRITE_TYPES: readonly WriteType[] = ['MUST_CACHE', 'CACHE_THROUGH', 'THROUGH', 'ASYNC_THROUGH'];
+
+/** One entry of the mount table, as `strata fs mount` shows it (secrets masked). */
+export interface MountInfo {
+  path: string;
+  uri: string;
+  readOnly: boolean;
+  options: Record<string, string>;
+}
+
 /** Persistence state of a file's bytes in its under-store. */
 export type PersistState = 'persisted' | 'not_persisted';
 
@@ -93,6 +105,8 @@ export interface WorkerInfo {
 
 export interface WriteBeginResponse {
   ino: number;
+  /** The write type of the file's mount, unless the client asks for another. */
+  writeType: WriteType;
   /** Block ids of this write are `containerId * BLOCKS_PER_CONTAINER + index`. */
   containerId: number;
   blockSize: number;
@@ -119,11 +133,17 @@ export interface WriteCommitRequest {
   /** Fingerprint of the under-store object after the write-through, if persisted. */
   ufsFingerprint: string | null;
   mtime?: Timespec;
+  /** False when the worker did not cache the blocks (THROUGH): no locations are recorded. */
+  cached?: boolean;
+  /** ASYNC_THROUGH commits queue the file for persisting. */
+  writeType?: WriteType;
 }
 
 /** Where a file's bytes live in its under-store; only workers ask for this. */
 export interface UfsLocation {
   mountUri: string;
+  /** Driver options of the mount (endpoint, credentials…): for workers only, never shown. */
+  options: Record<string, string>;
   /** Path relative to the mount's root, '/'-separated, already validated by the master. */
   path: string;
 }
@@ -181,6 +201,13 @@ export interface WriteFileResponse {
   size: number;
   blocks: CommittedBlock[];
   ufsFingerprint: string | null;
+  /** Whether the worker kept the blocks (false for THROUGH). */
+  cached: boolean;
+}
+
+/** A worker's answer to a persist request. */
+export interface PersistResponse {
+  ufsFingerprint: string;
 }
 
 export interface ErrorBody {

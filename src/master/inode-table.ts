@@ -158,6 +158,13 @@ export class InodeTable {
           PRIMARY KEY (worker_id, block_id)
         ) WITHOUT ROWID;
         CREATE TABLE mount (path TEXT PRIMARY KEY, uri TEXT NOT NULL, options TEXT NOT NULL DEFAULT '{}');
+        CREATE TABLE persist_queue (
+          ino INTEGER PRIMARY KEY REFERENCES node(ino) ON DELETE CASCADE,
+          enqueued_at INTEGER NOT NULL,
+          attempts INTEGER NOT NULL DEFAULT 0,
+          next_at INTEGER NOT NULL,
+          last_error TEXT
+        );
         CREATE TABLE xattr (ino INTEGER NOT NULL REFERENCES node(ino) ON DELETE CASCADE, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ino, name));
       `);
       const now = timespecNow();
@@ -216,7 +223,8 @@ export class InodeTable {
       pendingDeletes: db.prepare(`SELECT block_id FROM pending_delete WHERE worker_id = ? LIMIT 10000`),
       clearPendingDelete: db.prepare(`DELETE FROM pending_delete WHERE worker_id = ? AND block_id = ?`),
       mounts: db.prepare(`SELECT path, uri, options FROM mount ORDER BY path`),
-      insertMount: db.prepare(`INSERT INTO mount (path, uri) VALUES (?, ?) ON CONFLICT(path) DO UPDATE SET uri = excluded.uri`),
+      insertMount: db.prepare(`INSERT INTO mount (path, uri, options) VALUES (?, ?, ?) ON CONFLICT(path) DO UPDATE SET uri = excluded.uri, options = excluded.options`),
+      deleteMount: db.prepare(`DELETE FROM mount WHERE path = ?`),
       nodeCount: db.prepare(`SELECT COUNT(*) AS n FROM node`),
     };
   }
@@ -507,6 +515,8 @@ export class InodeTable {
     workerId: number;
     ufsFingerprint: string | null;
     mtime?: Timespec;
+    cached?: boolean;
+    writeType?: string;
   }): NodeRecord {
     return this.#db.transaction(() => {
       const n = this.requireNode(req.ino);
@@ -522,7 +532,7 @@ export class InodeTable {
       this.#dropBlocks(req.ino);
       for (const [i, b] of req.blocks.entries()) {
         this.#stmt.insertBlock.run(b.id, req.ino, i, b.length);
-        if (worker) this.#stmt.addLocation.run(b.id, req.workerId, b.id);
+        if (worker && req.cached !== false) this.#stmt.addLocation.run(b.id, req.workerId, b.id);
       }
       const t = req.mtime ?? timespecNow();
       const now = timespecNow();
@@ -531,6 +541,9 @@ export class InodeTable {
           `UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`,
         )
         .run(req.size, t.sec, t.nsec, now.sec, now.nsec, req.containerId, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
+      // The queue row commits with the file, so an acknowledged ASYNC_THROUGH write is never forgotten.
+      if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, 0);
+      else this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
       return this.requireNode(req.ino);
     })();
   }
@@ -550,6 +563,69 @@ export class InodeTable {
         .run(size, mtime.sec, mtime.nsec, now.sec, now.nsec, fingerprint, Date.now(), ino);
       if (size > 0) this.#allocateBlocks(ino, size);
     })();
+  }
+
+  // ---- persist queue (ASYNC_THROUGH) ------------------------------------------
+
+  #enqueuePersist(ino: number, delayMs: number): void {
+    const now = Date.now();
+    this.#db
+      .prepare(`INSERT INTO persist_queue (ino, enqueued_at, next_at) VALUES (?, ?, ?) ON CONFLICT(ino) DO UPDATE SET next_at = excluded.next_at, attempts = 0, last_error = NULL`)
+      .run(ino, now, now + delayMs);
+  }
+
+  enqueuePersist(ino: number): void {
+    this.#enqueuePersist(ino, 0);
+  }
+
+  /** Files due for persisting, oldest first. */
+  duePersists(now: number, limit: number): { ino: number; attempts: number; enqueuedAt: number }[] {
+    return (this.#db.prepare(`SELECT ino, attempts, enqueued_at FROM persist_queue WHERE next_at <= ? ORDER BY next_at LIMIT ?`).all(now, limit) as { ino: number; attempts: number; enqueued_at: number }[]).map((r) => ({
+      ino: r.ino,
+      attempts: r.attempts,
+      enqueuedAt: r.enqueued_at,
+    }));
+  }
+
+  persistQueue(): { ino: number; attempts: number; enqueuedAt: number; nextAt: number; lastError: string | null }[] {
+    return (this.#db.prepare(`SELECT * FROM persist_queue ORDER BY enqueued_at`).all() as { ino: number; attempts: number; enqueued_at: number; next_at: number; last_error: string | null }[]).map((r) => ({
+      ino: r.ino,
+      attempts: r.attempts,
+      enqueuedAt: r.enqueued_at,
+      nextAt: r.next_at,
+      lastError: r.last_error,
+    }));
+  }
+
+  /** Records a failed attempt; the next one waits with exponential backoff (1 s … 5 min). */
+  persistFailed(ino: number, error: string): void {
+    const row = this.#db.prepare(`SELECT attempts FROM persist_queue WHERE ino = ?`).get(ino) as { attempts: number } | undefined;
+    if (!row) return;
+    const delay = Math.min(300_000, 1000 * 2 ** row.attempts);
+    this.#db.prepare(`UPDATE persist_queue SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE ino = ?`).run(Date.now() + delay, error.slice(0, 500), ino);
+  }
+
+  /** Marks a file persisted if its content is still the version that was persisted. */
+  markPersisted(ino: number, container: number, fingerprint: string): boolean {
+    return this.#db.transaction(() => {
+      const n = this.getNode(ino);
+      this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(ino);
+      if (!n || n.container !== container) return false;
+      this.#db.prepare(`UPDATE node SET persisted = 1, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(fingerprint, Date.now(), ino);
+      return true;
+    })();
+  }
+
+  dropPersist(ino: number): void {
+    this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(ino);
+  }
+
+  /** True when a file at or below `ino` has bytes not yet in its under-store. */
+  hasUnpersisted(ino: number): boolean {
+    const n = this.getNode(ino);
+    if (!n) return false;
+    if (n.type === 'file') return n.persistState !== 'persisted';
+    return this.children(ino).some((c) => this.hasUnpersisted(c.ino));
   }
 
   markSynced(ino: number, at = Date.now()): void {
@@ -650,12 +726,16 @@ export class InodeTable {
 
   // ---- mount table ---------------------------------------------------------
 
-  mounts(): { path: string; uri: string }[] {
-    return this.#stmt.mounts.all() as { path: string; uri: string }[];
+  mounts(): { path: string; uri: string; options: string }[] {
+    return this.#stmt.mounts.all() as { path: string; uri: string; options: string }[];
   }
 
-  setMount(path: string, uri: string): void {
-    this.#stmt.insertMount.run(path, uri);
+  setMount(path: string, uri: string, options = '{}'): void {
+    this.#stmt.insertMount.run(path, uri, options);
+  }
+
+  removeMount(path: string): void {
+    this.#stmt.deleteMount.run(path);
   }
 }
 

@@ -8,16 +8,17 @@
 import { StrataError } from '../common/errors';
 import { Mutex } from '../common/mutex';
 import { parsePath } from '../common/paths';
-import type { BlockSource, DirEntry, FileAttributes, FileBlocksResponse, Timespec, UfsLocation, WriteCommitRequest } from '../common/protocol';
+import type { BlockSource, DirEntry, FileAttributes, FileBlocksResponse, MountInfo, Timespec, UfsLocation, WriteCommitRequest, WriteType } from '../common/protocol';
 import { timespecFromMs, timespecNow } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
 import { InodeTable, NewNode, NodeRecord, ROOT_INO, toAttributes, toDirEntry } from './inode-table';
+import { Mount, MountOptions, MountTable, driverOptions, maskOptions } from './mount-table';
 
 export interface NamespaceOptions {
   table: InodeTable;
-  /** The under-store mounted at '/'. */
-  ufs: UnderFileSystem;
+  /** Which under-store is mounted where ('/' always is). */
+  mounts: MountTable;
   /**
    * How old (ms) cached metadata of under-store files may get before it is checked
    * against the store again; 0 checks on every access, -1 never re-checks.
@@ -28,7 +29,7 @@ export interface NamespaceOptions {
 
 export class Namespace {
   readonly #table: InodeTable;
-  readonly #ufs: UnderFileSystem;
+  readonly #mounts: MountTable;
   readonly #syncIntervalMs: number;
   readonly #log: Logger;
   /** Changes that touch the under-store run one at a time, so store and table agree. */
@@ -38,21 +39,33 @@ export class Namespace {
 
   constructor(opts: NamespaceOptions) {
     this.#table = opts.table;
-    this.#ufs = opts.ufs;
+    this.#mounts = opts.mounts;
     this.#syncIntervalMs = opts.syncIntervalMs;
     this.#log = opts.logger;
-    this.#table.setMount('/', opts.ufs.uri);
   }
 
   get ufsUri(): string {
-    return this.#ufs.uri;
+    return this.#mounts.resolve([]).mount.uri;
+  }
+
+  /** The store of a path and the path inside it. */
+  #store(parts: string[]): { mount: Mount; ufs: UnderFileSystem; ufsPath: string } {
+    const { mount, ufsPath } = this.#mounts.resolve(parts);
+    return { mount, ufs: mount.ufs, ufsPath };
+  }
+
+  /** READ_ONLY when the path lies in a read-only mount. */
+  #writable(parts: string[]): void {
+    const { mount } = this.#mounts.resolve(parts);
+    if (mount.readOnly) throw new StrataError('READ_ONLY', `${mount.path} is mounted read-only`);
   }
 
   // ---- resolution ----------------------------------------------------------
 
-  #isStale(n: NodeRecord): boolean {
-    if (this.#syncIntervalMs < 0) return false;
-    return Date.now() - n.syncedAt > this.#syncIntervalMs;
+  #isStale(n: NodeRecord, mount: Mount): boolean {
+    const interval = mount.syncIntervalMs ?? this.#syncIntervalMs;
+    if (interval < 0) return false;
+    return Date.now() - n.syncedAt > interval;
   }
 
   #fromUfs(st: UfsStatus, syncedAt: number): NewNode {
@@ -87,29 +100,30 @@ export class Namespace {
   /** The child named by the last of `parts` under `parent`, consulting the under-store as needed. */
   async #child(parent: NodeRecord, parts: string[]): Promise<NodeRecord> {
     const name = parts[parts.length - 1]!;
-    const ufsPath = '/' + parts.join('/');
+    const { mount, ufs, ufsPath } = this.#store(parts);
     const existing = this.#table.lookup(parent.ino, name);
     if (existing) {
-      if (existing.type === 'file' && existing.persistState === 'persisted' && this.#isStale(existing)) {
-        return this.#revalidate(parent, name, existing, ufsPath);
+      if (existing.type === 'file' && existing.persistState === 'persisted' && this.#isStale(existing, mount)) {
+        return this.#revalidate(parent, name, existing, parts);
       }
       return existing;
     }
-    if (parent.persistState !== 'persisted') throw notFound(ufsPath);
+    if (parent.persistState !== 'persisted') throw notFound('/' + parts.join('/'));
     const started = Date.now();
-    const st = await this.#ufs.stat(ufsPath);
-    if (!st) throw notFound(ufsPath);
+    const st = await ufs.stat(ufsPath);
+    if (!st) throw notFound('/' + parts.join('/'));
     this.#table.loadChildren(parent.ino, [{ name, node: this.#fromUfs(st, started) }]);
     const loaded = this.#table.lookup(parent.ino, name);
-    if (!loaded) throw notFound(ufsPath);
-    this.#log.debug({ path: ufsPath }, 'loaded metadata from the under-store');
+    if (!loaded) throw notFound('/' + parts.join('/'));
+    this.#log.debug({ path: '/' + parts.join('/') }, 'loaded metadata from the under-store');
     return loaded;
   }
 
   /** Checks a cached under-store file against the store; drops or refreshes it when it changed. */
-  async #revalidate(parent: NodeRecord, name: string, node: NodeRecord, ufsPath: string): Promise<NodeRecord> {
+  async #revalidate(parent: NodeRecord, name: string, node: NodeRecord, parts: string[]): Promise<NodeRecord> {
     const started = Date.now();
-    const st = await this.#ufs.stat(ufsPath);
+    const { ufs, ufsPath } = this.#store(parts);
+    const st = await ufs.stat(ufsPath);
     const now = this.#table.getNode(node.ino);
     // Changed through Strata while we asked the store: the namespace is newer.
     if (!now) throw notFound(ufsPath);
@@ -118,7 +132,7 @@ export class Namespace {
       this.#log.info({ path: ufsPath }, 'file vanished from the under-store; dropping it');
       this.#table.forgetChild(parent.ino, name);
       if (!st) throw notFound(ufsPath);
-      return this.#child(parent, parsePath(ufsPath));
+      return this.#child(parent, parts);
     }
     if (st.fingerprint !== node.ufsFingerprint) {
       this.#log.info({ path: ufsPath }, 'file changed in the under-store; dropping cached blocks');
@@ -149,11 +163,12 @@ export class Namespace {
 
   /** Loads a directory's listing from the under-store when it is stale. */
   async #syncListing(dir: NodeRecord, parts: string[]): Promise<void> {
-    if (dir.persistState !== 'persisted' || !this.#isStale(dir)) return;
+    const { mount, ufs, ufsPath } = this.#store(parts);
+    if (dir.persistState !== 'persisted' || !this.#isStale(dir, mount)) return;
     const started = Date.now();
     let listing: UfsStatus[];
     try {
-      listing = await this.#ufs.list('/' + parts.join('/'));
+      listing = await ufs.list(ufsPath);
     } catch (err) {
       if (err instanceof StrataError && (err.code === 'NOT_FOUND' || err.code === 'NOT_DIRECTORY')) return;
       throw err;
@@ -176,6 +191,8 @@ export class Namespace {
       // Only what the store had before this listing started can be missing from it for real.
       if (!inUfs.has(c.name) && c.persistState === 'persisted' && c.syncedAt < started && c.type !== 'symlink') {
         if (c.type === 'directory' && c.syncedAt !== 0) continue;
+        // A mount point lives in the mount table, not in its parent's store.
+        if (this.#mounts.isMountPoint([...parts, c.name])) continue;
         this.#table.forgetChild(dir.ino, c.name);
       }
     }
@@ -200,10 +217,12 @@ export class Namespace {
   mkdir(path: string, mode: number, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
     return this.#mutations.run(async () => {
       const { parent, name, parts } = await this.#resolveParent(path);
+      this.#writable(parts);
       if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
       if (parent.persistState === 'persisted') {
+        const { ufs, ufsPath } = this.#store(parts);
         try {
-          await this.#ufs.mkdir('/' + parts.join('/'));
+          await ufs.mkdir(ufsPath);
         } catch (err) {
           if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
         }
@@ -216,6 +235,7 @@ export class Namespace {
   /** Creates an empty regular file; its bytes reach the under-store on the first committed write. */
   async create(path: string, mode: number, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
     const { parent, name, parts } = await this.#resolveParent(path);
+    this.#writable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     return toAttributes(this.#table.createChild(parent.ino, name, { type: 'file', mode, uid, gid, persisted: false, syncedAt: Date.now() }));
   }
@@ -223,9 +243,11 @@ export class Namespace {
   unlink(path: string): Promise<void> {
     return this.#mutations.run(async () => {
       const { parent, name, parts } = await this.#resolveParent(path);
+      this.#writable(parts);
       const node = await this.#child(parent, parts);
       if (node.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
-      await this.#ufsIgnoreMissing(() => this.#ufs.delete('/' + parts.join('/')));
+      const { ufs, ufsPath } = this.#store(parts);
+      await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath));
       this.#table.removeChild(parent.ino, name, 'file');
     });
   }
@@ -233,11 +255,14 @@ export class Namespace {
   rmdir(path: string): Promise<void> {
     return this.#mutations.run(async () => {
       const { parent, name, parts } = await this.#resolveParent(path);
+      this.#writable(parts);
+      if (this.#mounts.isMountPoint(parts)) throw new StrataError('BUSY', `${path} is a mount point; unmount it first`);
       const node = await this.#child(parent, parts);
       if (node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
       await this.#syncListing(node, parts);
       if (this.#table.children(node.ino).length > 0) throw new StrataError('NOT_EMPTY', `${path} is not empty`);
-      if (node.persistState === 'persisted') await this.#ufsIgnoreMissing(() => this.#ufs.rmdir('/' + parts.join('/')));
+      const { ufs, ufsPath } = this.#store(parts);
+      if (node.persistState === 'persisted') await this.#ufsIgnoreMissing(() => ufs.rmdir(ufsPath));
       this.#table.removeChild(parent.ino, name, 'directory');
     });
   }
@@ -246,6 +271,12 @@ export class Namespace {
     return this.#mutations.run(async () => {
       const s = await this.#resolveParent(src);
       const d = await this.#resolveParent(dst);
+      this.#writable(s.parts);
+      this.#writable(d.parts);
+      if (this.#mounts.isMountPoint(s.parts) || this.#mounts.isMountPoint(d.parts)) throw new StrataError('BUSY', `cannot rename a mount point`);
+      const from = this.#store(s.parts);
+      const to = this.#store(d.parts);
+      if (from.mount !== to.mount) throw new StrataError('CROSS_DEVICE', `${src} and ${dst} are in different mounts`);
       const node = await this.#child(s.parent, s.parts);
       if (node.type === 'directory' && this.#table.isDescendant(d.parent.ino, node.ino)) {
         throw new StrataError('INVALID_ARGUMENT', `cannot move ${src} into itself`);
@@ -261,19 +292,21 @@ export class Namespace {
           if (this.#table.children(target.ino).length > 0) throw new StrataError('NOT_EMPTY', `${dst} is not empty`);
         }
       }
-      const srcUfs = '/' + s.parts.join('/');
-      const dstUfs = '/' + d.parts.join('/');
+      const ufs = from.ufs;
+      const srcUfs = from.ufsPath;
+      const dstUfs = to.ufsPath;
       if (node.persistState === 'persisted') {
-        if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => this.#ufs.rmdir(dstUfs));
-        await this.#ufs.rename(srcUfs, dstUfs);
+        if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
+        await ufs.rename(srcUfs, dstUfs);
       } else if (target && target.persistState === 'persisted') {
-        await this.#ufsIgnoreMissing(() => (target.type === 'directory' ? this.#ufs.rmdir(dstUfs) : this.#ufs.delete(dstUfs)));
+        await this.#ufsIgnoreMissing(() => (target.type === 'directory' ? ufs.rmdir(dstUfs) : ufs.delete(dstUfs)));
       }
       this.#table.rename(s.parent.ino, s.name, d.parent.ino, d.name);
     });
   }
 
   async setAttributes(path: string, attrs: { mode?: number; uid?: number; gid?: number; atime?: Timespec | 'now'; mtime?: Timespec | 'now' }): Promise<FileAttributes> {
+    this.#writable(parsePath(path));
     const node = await this.resolve(path);
     const now = timespecNow();
     return toAttributes(
@@ -298,8 +331,18 @@ export class Namespace {
     return { attrs: toAttributes(node), blocks: this.#table.blocks(node.ino) };
   }
 
-  beginWrite(ino: number) {
-    return { ino, ...this.#table.beginWrite(ino) };
+  beginWrite(ino: number): { ino: number; containerId: number; blockSize: number; writeType: WriteType } {
+    const parts = parsePath(this.#table.pathOf(ino));
+    this.#writable(parts);
+    const { mount } = this.#store(parts);
+    return { ino, ...this.#table.beginWrite(ino), writeType: mount.writeType ?? this.#defaultWriteType };
+  }
+
+  #defaultWriteType: WriteType = 'CACHE_THROUGH';
+
+  /** The write type of files in mounts that do not set one. */
+  setDefaultWriteType(t: WriteType): void {
+    this.#defaultWriteType = t;
   }
 
   commitWrite(req: WriteCommitRequest): FileAttributes {
@@ -310,7 +353,12 @@ export class Namespace {
   ufsLocation(ino: number): UfsLocation {
     const n = this.#table.requireNode(ino);
     if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
-    return { mountUri: this.#ufs.uri, path: this.#table.pathOf(ino) };
+    return this.#location(this.#table.pathOf(ino));
+  }
+
+  #location(path: string): UfsLocation {
+    const { mount, ufsPath } = this.#store(parsePath(path));
+    return { mountUri: mount.uri, options: driverOptions(mount.options), path: ufsPath };
   }
 
   blockSource(blockId: number): BlockSource {
@@ -318,7 +366,71 @@ export class Namespace {
     if (!b) throw new StrataError('NOT_FOUND', `no block ${blockId}`);
     const n = this.#table.requireNode(b.ino);
     if (n.persistState !== 'persisted') throw new StrataError('NOT_FOUND', `block ${blockId} is on no worker and its file is not persisted`);
-    return { blockId, ino: b.ino, offset: b.index * n.blockSize, length: b.length, ufs: { mountUri: this.#ufs.uri, path: this.#table.pathOf(b.ino) } };
+    return { blockId, ino: b.ino, offset: b.index * n.blockSize, length: b.length, ufs: this.#location(this.#table.pathOf(b.ino)) };
+  }
+
+  // ---- mount table -----------------------------------------------------------
+
+  mounts(): MountInfo[] {
+    return this.#mounts.list().map((m) => ({ path: m.path, uri: m.uri, readOnly: m.readOnly, options: maskOptions(m.options) }));
+  }
+
+  /**
+   * Mounts `uri` at `path`: the store must answer, and `path` must be missing or an
+   * empty directory. Nothing changes when any check fails.
+   */
+  mount(path: string, uri: string, options: MountOptions): Promise<MountInfo> {
+    return this.#mutations.run(async () => {
+      const parts = parsePath(path);
+      if (parts.length === 0) throw new StrataError('INVALID_ARGUMENT', 'the root store is set when the master starts (--ufs)');
+      if (this.#mounts.isMountPoint(parts)) throw new StrataError('ALREADY_EXISTS', `something is already mounted at ${path}`);
+      let m: Mount;
+      try {
+        m = this.#mounts.prepare('/' + parts.join('/'), uri, options);
+      } catch (err) {
+        if (err instanceof StrataError && err.code === 'CONFIG') throw new StrataError('INVALID_ARGUMENT', err.message);
+        throw err;
+      }
+      try {
+        await m.ufs.list('/', { signal: AbortSignal.timeout(15_000) });
+      } catch (err) {
+        await m.ufs.close();
+        throw new StrataError('UNAVAILABLE', `cannot mount ${uri}: the store did not answer a listing of its root (${(err as Error).message})`);
+      }
+      const { parent, name } = await this.#resolveParent(path);
+      const existing = await this.#maybeChild(parent, parts);
+      if (existing) {
+        if (existing.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
+        await this.#syncListing(existing, parts);
+        if (this.#table.children(existing.ino).length > 0) throw new StrataError('NOT_EMPTY', `cannot mount over ${path}: it is not empty`);
+      }
+      this.#mounts.add(m);
+      if (existing) this.#table.markSynced(existing.ino, 0);
+      else this.#table.createChild(parent.ino, name, { type: 'directory', mode: 0o755, uid: this.#uid, gid: this.#gid, persisted: true, syncedAt: 0 });
+      this.#log.info({ path: m.path, uri: m.uri, options: maskOptions(m.options) }, 'mounted an under-store');
+      return { path: m.path, uri: m.uri, readOnly: m.readOnly, options: maskOptions(m.options) };
+    });
+  }
+
+  unmount(path: string): Promise<void> {
+    return this.#mutations.run(async () => {
+      const parts = parsePath(path);
+      if (parts.length === 0) throw new StrataError('INVALID_ARGUMENT', 'the root store cannot be unmounted');
+      if (!this.#mounts.isMountPoint(parts)) throw new StrataError('NOT_FOUND', `nothing is mounted at ${path}`);
+      if (this.#mounts.below(parts).length > 0) throw new StrataError('BUSY', `other stores are mounted below ${path}; unmount them first`);
+      const node = await this.#resolveParts(parts);
+      if (this.#table.hasUnpersisted(node.ino)) throw new StrataError('BUSY', `files under ${path} are not persisted yet`);
+      const m = this.#mounts.remove('/' + parts.join('/'));
+      const parentParts = parts.slice(0, -1);
+      const parent = await this.#resolveParts(parentParts);
+      this.#table.forgetChild(parent.ino, parts[parts.length - 1]!);
+      await m?.ufs.close();
+      this.#log.info({ path }, 'unmounted an under-store');
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.#mounts.close();
   }
 
   async #ufsIgnoreMissing(fn: () => Promise<void>): Promise<void> {

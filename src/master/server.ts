@@ -17,10 +17,14 @@ import {
   RegisterWorkerResponse,
   Timespec,
   WriteCommitRequest,
+  WriteType,
+  WRITE_TYPES,
 } from '../common/protocol';
 import { createUfs } from '../ufs';
 import { InodeTable } from './inode-table';
 import { Namespace } from './namespace';
+import { MountTable } from './mount-table';
+import { Persister } from './persister';
 
 export interface MasterOptions {
   /** Directory for the metadata database (`<home>/master/strata.db`). */
@@ -31,6 +35,10 @@ export interface MasterOptions {
   port?: number;
   /** Under-store mounted at '/'. */
   ufsUri: string;
+  /** Options of the root mount (driver keys like s3.endpoint, and readonly/write.type/sync.interval.ms). */
+  ufsOptions?: Record<string, string>;
+  /** Write type of mounts that set none. Default CACHE_THROUGH. */
+  writeType?: WriteType;
   /** Block size of new files. Default 64 MiB. */
   blockSize?: number;
   /** Re-check under-store metadata older than this (ms); 0 always, -1 never. Default 5000. */
@@ -58,11 +66,21 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   if (!Number.isInteger(Math.log2(blockSize)) || blockSize < 4096 || blockSize > 2 ** 30) {
     throw new StrataError('CONFIG', `blockSize must be a power of two between 4 KiB and 1 GiB, got ${blockSize}`);
   }
-  const ufs = createUfs(opts.ufsUri);
+  createUfs(opts.ufsUri, opts.ufsOptions ?? {}); // a bad root URI fails before anything is created
   const dir = nodePath.join(opts.home, 'master');
   mkdirSync(dir, { recursive: true });
   const table = new InodeTable(nodePath.join(dir, 'strata.db'), { blockSize });
-  const ns = new Namespace({ table, ufs, syncIntervalMs: opts.syncIntervalMs ?? 5000, logger: log });
+  let mounts: MountTable;
+  try {
+    mounts = new MountTable(table, opts.ufsUri, opts.ufsOptions ?? {});
+  } catch (err) {
+    table.close();
+    throw err;
+  }
+  const ns = new Namespace({ table, mounts, syncIntervalMs: opts.syncIntervalMs ?? 5000, logger: log });
+  if (opts.writeType) ns.setDefaultWriteType(opts.writeType);
+  const persister = new Persister({ table, logger: log });
+  persister.start();
   const workerTimeoutMs = opts.workerTimeoutMs ?? 30_000;
 
   const app = createHttpServer({ logger: log });
@@ -181,6 +199,13 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       ufsFingerprint: fp ?? null,
     };
     if (mtime && mtime !== 'now') commit.mtime = mtime;
+    const cached = field(b, 'cached', 'boolean', true) as boolean | undefined;
+    if (cached !== undefined) commit.cached = cached;
+    const writeType = field(b, 'writeType', 'string', true) as string | undefined;
+    if (writeType !== undefined) {
+      if (!(WRITE_TYPES as readonly string[]).includes(writeType)) throw new StrataError('BAD_REQUEST', `writeType must be one of ${WRITE_TYPES.join(', ')}`);
+      commit.writeType = writeType as WriteType;
+    }
     return ns.commitWrite(commit);
   });
   app.get(`${api}/ufs-location`, async (req) => ns.ufsLocation(intParam((req.query as Record<string, unknown>).ino, 'ino')));
@@ -212,6 +237,33 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   });
   app.get(`${api}/workers`, async () => table.workers());
 
+  app.get(`${api}/mounts`, async () => ns.mounts());
+  /** Persists a file now (any write type); answers when its bytes are in the under-store. */
+  app.post(`${api}/persist`, async (req) => {
+    const node = await ns.resolve(target(req.body, 'body'));
+    if (node.type !== 'file') throw new StrataError('IS_DIRECTORY', 'only files can be persisted');
+    if (node.persistState !== 'persisted') {
+      table.enqueuePersist(node.ino);
+      await persister.persist(node.ino);
+    }
+    return ns.stat(table.pathOf(node.ino));
+  });
+  app.get(`${api}/persist-queue`, async () => table.persistQueue());
+  app.post(`${api}/mount`, async (req) => {
+    const b = req.body;
+    const raw = (b as Record<string, unknown>).options ?? {};
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw) || !Object.values(raw).every((v) => typeof v === 'string')) {
+      throw new StrataError('BAD_REQUEST', `'options' must be an object of strings`);
+    }
+    const options = { ...(raw as Record<string, string>) };
+    if (field(b, 'readOnly', 'boolean', true)) options.readonly = 'true';
+    return ns.mount(requiredString(b, 'path'), requiredString(b, 'uri'), options);
+  });
+  app.post(`${api}/unmount`, async (req) => {
+    await ns.unmount(requiredString(req.body, 'path'));
+    return {};
+  });
+
   const expiry = setInterval(() => {
     for (const id of table.expireWorkers(Date.now() - workerTimeoutMs)) log.warn({ workerId: id, timeoutMs: workerTimeoutMs }, 'worker lost: no heartbeat');
   }, Math.max(100, Math.min(5000, workerTimeoutMs / 3)));
@@ -226,9 +278,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     port,
     async close() {
       clearInterval(expiry);
+      await persister.stop();
       await app.close();
       table.close();
-      await ufs.close();
+      await ns.close();
     },
   };
 }

@@ -35,6 +35,9 @@ export class BlockStore {
   readonly dir: string;
   readonly capacityBytes: number;
   readonly #tmp: string;
+  readonly #pinDir: string;
+  /** Blocks that must not be evicted: their bytes are not in the under-store yet. */
+  readonly #pinned = new Set<number>();
   /** Insertion order is recency order: a touched block is re-inserted at the end. */
   readonly #blocks = new Map<number, BlockMeta>();
   #used = 0;
@@ -48,6 +51,7 @@ export class BlockStore {
     this.dir = opts.dir;
     this.capacityBytes = opts.capacityBytes;
     this.#tmp = nodePath.join(opts.dir, '.tmp');
+    this.#pinDir = nodePath.join(opts.dir, '.pins');
   }
 
   /** Rebuilds the index from disk; partial writes of a crashed run are removed. */
@@ -55,10 +59,12 @@ export class BlockStore {
     await fsp.mkdir(this.dir, { recursive: true });
     await fsp.rm(this.#tmp, { recursive: true, force: true });
     await fsp.mkdir(this.#tmp, { recursive: true });
+    await fsp.mkdir(this.#pinDir, { recursive: true });
+    for (const f of await fsp.readdir(this.#pinDir)) if (/^[0-9]{1,16}$/.test(f)) this.#pinned.add(Number(f));
     const files = await fsp.readdir(this.dir);
     const found: { id: number; length: number; atime: number }[] = [];
     for (const f of files) {
-      if (f === '.tmp') continue;
+      if (f === '.tmp' || f === '.pins') continue;
       if (!/^[0-9]{1,16}$/.test(f)) {
         await fsp.rm(nodePath.join(this.dir, f), { force: true, recursive: true });
         continue;
@@ -161,14 +167,38 @@ export class BlockStore {
   async #reserve(bytes: number): Promise<void> {
     if (bytes > this.capacityBytes) throw new StrataError('NO_SPACE', `a ${bytes}-byte block does not fit a ${this.capacityBytes}-byte worker`);
     while (this.#used + this.#reserved + bytes > this.capacityBytes) {
-      const victim = this.#blocks.keys().next();
-      if (victim.done) throw new StrataError('NO_SPACE', 'worker is full of blocks being written');
-      await this.remove(victim.value);
+      // Least recently used first; pinned blocks (not yet in the under-store) are never evicted.
+      let victim: number | undefined;
+      for (const id of this.#blocks.keys()) {
+        if (!this.#pinned.has(id)) {
+          victim = id;
+          break;
+        }
+      }
+      if (victim === undefined) throw new StrataError('NO_SPACE', 'worker cache is full of blocks that are not persisted yet');
+      await this.remove(victim);
     }
     this.#reserved += bytes;
   }
 
+  /** Keeps a block from eviction until `unpin` (survives restarts). */
+  async pin(id: number): Promise<void> {
+    if (this.#pinned.has(id)) return;
+    await fsp.writeFile(nodePath.join(this.#pinDir, String(id)), '');
+    this.#pinned.add(id);
+  }
+
+  async unpin(id: number): Promise<void> {
+    if (!this.#pinned.delete(id)) return;
+    await fsp.rm(nodePath.join(this.#pinDir, String(id)), { force: true });
+  }
+
+  isPinned(id: number): boolean {
+    return this.#pinned.has(id);
+  }
+
   async remove(id: number): Promise<void> {
+    await this.unpin(id);
     const meta = this.#blocks.get(id);
     if (!meta) return;
     this.#blocks.delete(id);

@@ -18,6 +18,9 @@ import {
   BlockSource,
   HeartbeatResponse,
   MASTER_API,
+  PersistResponse,
+  WRITE_TYPES,
+  WriteType,
   RegisterWorkerResponse,
   UfsLocation,
   WriteFileResponse,
@@ -57,12 +60,14 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   await store.open();
   log.info({ blocks: store.blockIds().length, usedBytes: store.usedBytes }, 'block store opened');
 
+  /** Drivers by mount URI and options (credentials or endpoints may differ per mount). */
   const ufsByUri = new Map<string, UnderFileSystem>();
   const ufsFor = (loc: UfsLocation): UnderFileSystem => {
-    let u = ufsByUri.get(loc.mountUri);
+    const key = `${loc.mountUri}\n${JSON.stringify(loc.options ?? {})}`;
+    let u = ufsByUri.get(key);
     if (!u) {
-      u = createUfs(loc.mountUri);
-      ufsByUri.set(loc.mountUri, u);
+      u = createUfs(loc.mountUri, loc.options ?? {});
+      ufsByUri.set(key, u);
     }
     return u;
   };
@@ -124,10 +129,17 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const containerId = intParam(q.container, 'container');
     const blockSize = intParam(q.blockSize, 'blockSize');
     const size = intParam(q.size, 'size');
+    const writeType = (q.writeType ?? 'CACHE_THROUGH') as WriteType;
+    if (!WRITE_TYPES.includes(writeType)) throw new StrataError('BAD_REQUEST', `writeType must be one of ${WRITE_TYPES.join(', ')}`);
     if (blockSize < 4096 || blockSize > 2 ** 30) throw new StrataError('BAD_REQUEST', 'blockSize out of range');
-    const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
-    const ufs = ufsFor(loc);
-    const ufsWriter: UfsWriter = await ufs.create(loc.path);
+    // Where the bytes go: the cache here, the under-store now, or both.
+    const cache = writeType !== 'THROUGH';
+    const through = writeType === 'CACHE_THROUGH' || writeType === 'THROUGH';
+    let ufsWriter: UfsWriter | undefined;
+    if (through) {
+      const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
+      ufsWriter = await ufsFor(loc).create(loc.path);
+    }
     const done: BlockWriter[] = [];
     const lengths: number[] = [];
     let cur: BlockWriter | undefined;
@@ -135,21 +147,21 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let total = 0;
     /** Writes one coalesced piece to the under-store and into the blocks it spans. */
     const writePiece = async (piece: Buffer) => {
-      const ufsWrite = ufsWriter.write(piece);
+      const ufsWrite = ufsWriter?.write(piece);
       let chunk = piece;
       while (chunk.length > 0) {
-        if (!cur) {
-          cur = await store.create(blockIdOf(containerId, done.length), Math.min(blockSize, size - done.length * blockSize));
-          curLen = 0;
+        if (!cur && cache) {
+          cur = await store.create(blockIdOf(containerId, lengths.length), Math.min(blockSize, size - lengths.length * blockSize));
         }
         const take = Math.min(chunk.length, blockSize - curLen);
-        await cur.write(take === chunk.length ? chunk : chunk.subarray(0, take));
+        if (cur) await cur.write(take === chunk.length ? chunk : chunk.subarray(0, take));
         curLen += take;
         chunk = chunk.subarray(take);
         if (curLen === blockSize) {
-          done.push(cur);
+          if (cur) done.push(cur);
           lengths.push(curLen);
           cur = undefined;
+          curLen = 0;
         }
       }
       await ufsWrite;
@@ -174,18 +186,49 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       }
       if (pendingLen > 0) await writePiece(Buffer.concat(pending, pendingLen));
       if (total !== size) throw new StrataError('BAD_REQUEST', `body has ${total} bytes, declared ${size}`);
-      if (cur) {
-        done.push(cur);
+      if (curLen > 0) {
+        if (cur) done.push(cur);
         lengths.push(curLen);
         cur = undefined;
       }
-      const st = await ufsWriter.complete();
+      const st = ufsWriter ? await ufsWriter.complete() : undefined;
       for (const w of done) await w.commit();
-      return { size, blocks: lengths.map((length, i) => ({ id: blockIdOf(containerId, i), length })), ufsFingerprint: st.fingerprint };
+      const blocks = lengths.map((length, i) => ({ id: blockIdOf(containerId, i), length }));
+      // Bytes that are only here must survive eviction until they are persisted.
+      if (!through) for (const b of blocks) await store.pin(b.id);
+      return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: cache };
     } catch (err) {
-      await ufsWriter.abort();
+      await ufsWriter?.abort();
       for (const w of [...done, ...(cur ? [cur] : [])]) await w.abort();
       throw toStrataError(err, `write inode ${ino}`);
+    }
+  });
+
+  /**
+   * Persists a file whose blocks are all cached here (ASYNC_THROUGH, MUST_CACHE):
+   * streams them in order into the under-store, then unpins them.
+   */
+  app.post('/persist/:ino', async (req): Promise<PersistResponse> => {
+    const ino = intParam((req.params as Record<string, string>).ino, 'ino');
+    const q = req.query as Record<string, unknown>;
+    const containerId = intParam(q.container, 'container');
+    const count = intParam(q.blocks, 'blocks');
+    const ids = Array.from({ length: count }, (_, i) => blockIdOf(containerId, i));
+    const missing = ids.filter((id) => !store.has(id));
+    if (missing.length) throw new StrataError('NOT_FOUND', `blocks ${missing.slice(0, 4).join(', ')} are not cached on this worker`);
+    const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
+    const writer = await ufsFor(loc).create(loc.path);
+    try {
+      for (const id of ids) {
+        for await (const chunk of store.read(id, 0, store.length(id)!)) await writer.write(chunk as Buffer);
+      }
+      const st = await writer.complete();
+      for (const id of ids) await store.unpin(id);
+      log.info({ ino, blocks: count }, 'persisted a file to the under-store');
+      return { ufsFingerprint: st.fingerprint };
+    } catch (err) {
+      await writer.abort();
+      throw toStrataError(err, `persist inode ${ino}`);
     }
   });
 

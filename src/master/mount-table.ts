@@ -1,0 +1,130 @@
+/**
+ * The mount table: which under-store is mounted at which Strata path, with its
+ * options. Stored in the master's SQLite file (so it survives restarts); the
+ * longest mounted prefix of a path decides its store.
+ */
+
+import { StrataError } from '../common/errors';
+import { parsePath } from '../common/paths';
+import { createUfs } from '../ufs';
+import type { UnderFileSystem } from '../ufs/ufs';
+import type { InodeTable } from './inode-table';
+
+import { WRITE_TYPES, WriteType } from '../common/protocol';
+
+/**
+ * Options of one mount. Strata's own keys: `readonly` (true|false), `sync.interval.ms`,
+ * `write.type`; everything else goes to the driver (`s3.endpoint`, `hdfs.user`, …).
+ */
+export type MountOptions = Record<string, string>;
+
+export interface Mount {
+  path: string;
+  parts: string[];
+  uri: string;
+  options: MountOptions;
+  ufs: UnderFileSystem;
+  readOnly: boolean;
+  /** Per-mount sync interval; undefined = the global one. */
+  syncIntervalMs: number | undefined;
+  writeType: WriteType | undefined;
+}
+
+const SECRET = /secret|password|token|credential|session/i;
+
+/** Options with secret values masked, for listings and logs. */
+export function maskOptions(o: MountOptions): MountOptions {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, SECRET.test(k) ? '******' : v]));
+}
+
+/** Validates Strata's own option keys; driver keys are checked by the driver. */
+export function parseMountOptions(o: MountOptions): { readOnly: boolean; syncIntervalMs: number | undefined; writeType: WriteType | undefined } {
+  for (const [k, v] of Object.entries(o)) {
+    if (typeof v !== 'string') throw new StrataError('INVALID_ARGUMENT', `mount option ${k} must be a string`);
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(k)) throw new StrataError('INVALID_ARGUMENT', `bad mount option name '${k.slice(0, 64)}'`);
+  }
+  const ro = o.readonly;
+  if (ro !== undefined && ro !== 'true' && ro !== 'false') throw new StrataError('INVALID_ARGUMENT', `mount option readonly must be true or false, got '${ro}'`);
+  let sync: number | undefined;
+  if (o['sync.interval.ms'] !== undefined) {
+    sync = Number(o['sync.interval.ms']);
+    if (!Number.isSafeInteger(sync) || sync < -1) throw new StrataError('INVALID_ARGUMENT', `mount option sync.interval.ms must be an integer >= -1`);
+  }
+  const wt = o['write.type'];
+  if (wt !== undefined && !(WRITE_TYPES as readonly string[]).includes(wt)) {
+    throw new StrataError('INVALID_ARGUMENT', `mount option write.type must be one of ${WRITE_TYPES.join(', ')}, got '${wt}'`);
+  }
+  return { readOnly: ro === 'true', syncIntervalMs: sync, writeType: wt as WriteType | undefined };
+}
+
+export function driverOptions(o: MountOptions): Record<string, string> {
+  return Object.fromEntries(Object.entries(o).filter(([k]) => k !== 'readonly' && k !== 'sync.interval.ms' && k !== 'write.type'));
+}
+
+export class MountTable {
+  readonly #table: InodeTable;
+  #mounts: Mount[] = [];
+
+  constructor(table: InodeTable, rootUri: string, rootOptions: MountOptions) {
+    this.#table = table;
+    table.setMount('/', rootUri, JSON.stringify(rootOptions));
+    for (const row of table.mounts()) this.#mounts.push(this.#make(row.path, row.uri, JSON.parse(row.options || '{}') as MountOptions));
+    this.#sort();
+  }
+
+  #make(path: string, uri: string, options: MountOptions): Mount {
+    const parsed = parseMountOptions(options);
+    return { path, parts: parsePath(path), uri, options, ufs: createUfs(uri, driverOptions(options)), ...parsed };
+  }
+
+  #sort(): void {
+    // Longest first, so the first prefix match is the innermost mount.
+    this.#mounts.sort((a, b) => b.parts.length - a.parts.length);
+  }
+
+  /** The mount a path belongs to, and the path inside its store. */
+  resolve(parts: string[]): { mount: Mount; ufsPath: string } {
+    for (const m of this.#mounts) {
+      if (m.parts.length <= parts.length && m.parts.every((p, i) => p === parts[i])) {
+        return { mount: m, ufsPath: '/' + parts.slice(m.parts.length).join('/') };
+      }
+    }
+    throw new StrataError('INTERNAL', 'no mount covers the root');
+  }
+
+  isMountPoint(parts: string[]): boolean {
+    return this.#mounts.some((m) => m.parts.length === parts.length && m.parts.every((p, i) => p === parts[i]));
+  }
+
+  /** Mounts strictly below `parts`. */
+  below(parts: string[]): Mount[] {
+    return this.#mounts.filter((m) => m.parts.length > parts.length && parts.every((p, i) => p === m.parts[i]));
+  }
+
+  list(): Mount[] {
+    return [...this.#mounts].sort((a, b) => (a.path < b.path ? -1 : 1));
+  }
+
+  /** Creates the driver (throws CONFIG for bad URIs/options) without adding it. */
+  prepare(path: string, uri: string, options: MountOptions): Mount {
+    return this.#make(path, uri, options);
+  }
+
+  add(m: Mount): void {
+    this.#table.setMount(m.path, m.uri, JSON.stringify(m.options));
+    this.#mounts.push(m);
+    this.#sort();
+  }
+
+  remove(path: string): Mount | undefined {
+    const m = this.#mounts.find((x) => x.path === path);
+    if (!m) return undefined;
+    this.#table.removeMount(path);
+    this.#mounts = this.#mounts.filter((x) => x !== m);
+    return m;
+  }
+
+  async close(): Promise<void> {
+    for (const m of this.#mounts) await m.ufs.close();
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Persists ASYNC_THROUGH files from the queue kept in the master's database: a
+ * worker that caches every block of the file streams them into the under-store.
+ * The queue survives master and worker restarts; failures retry with backoff; the
+ * blocks stay pinned on the worker until the persist succeeded.
+ */
+
+import { JsonClient } from '../common/json-client';
+import { StrataError } from '../common/errors';
+import type { Logger } from '../common/log';
+import type { PersistResponse } from '../common/protocol';
+import type { InodeTable } from './inode-table';
+
+export interface PersisterOptions {
+  table: InodeTable;
+  logger: Logger;
+  /** How often the queue is polled (ms). Default 500. */
+  intervalMs?: number;
+  /** Files persisted at the same time. Default 2. */
+  concurrency?: number;
+}
+
+export class Persister {
+  readonly #table: InodeTable;
+  readonly #log: Logger;
+  readonly #intervalMs: number;
+  readonly #concurrency: number;
+  readonly #running = new Map<number, Promise<void>>();
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(opts: PersisterOptions) {
+    this.#table = opts.table;
+    this.#log = opts.logger;
+    this.#intervalMs = opts.intervalMs ?? 500;
+    this.#concurrency = opts.concurrency ?? 2;
+  }
+
+  start(): void {
+    this.#timer = setInterval(() => this.#tick(), this.#intervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    await Promise.allSettled([...this.#running.values()]);
+  }
+
+  #tick(): void {
+    const free = this.#concurrency - this.#running.size;
+    if (free <= 0) return;
+    for (const job of this.#table.duePersists(Date.now(), free + this.#running.size)) {
+      if (this.#running.has(job.ino) || this.#running.size >= this.#concurrency) continue;
+      void this.persist(job.ino).catch(() => undefined);
+    }
+  }
+
+  /** Persists one file now (or joins a persist already running); resolves when it is in the store. */
+  persist(ino: number): Promise<void> {
+    let p = this.#running.get(ino);
+    if (!p) {
+      p = this.#persistOnce(ino).finally(() => this.#running.delete(ino));
+      this.#running.set(ino, p);
+    }
+    return p;
+  }
+
+  async #persistOnce(ino: number): Promise<void> {
+    const node = this.#table.getNode(ino);
+    if (!node || node.type !== 'file' || node.persistState === 'persisted') {
+      this.#table.dropPersist(ino);
+      return;
+    }
+    const blocks = this.#table.blocks(ino);
+    const live = this.#table.workers().filter((w) => w.live);
+    const worker = live.find((w) => blocks.every((b) => b.locations.includes(w.id))) ?? (blocks.length === 0 ? live[0] : undefined);
+    try {
+      if (!worker) throw new StrataError('UNAVAILABLE', `no live worker holds every block of inode ${ino}`);
+      const client = new JsonClient(worker.address, { timeoutMs: 600_000, retryForMs: 0 });
+      try {
+        const r = await client.post<PersistResponse>(`/persist/${ino}?container=${node.container}&blocks=${blocks.length}`, {});
+        if (this.#table.markPersisted(ino, node.container, r.ufsFingerprint)) this.#log.info({ ino, worker: worker.id }, 'persisted');
+      } finally {
+        await client.close();
+      }
+    } catch (err) {
+      const msg = (err as Error).message;
+      this.#table.persistFailed(ino, msg);
+      this.#log.warn({ ino, err: msg }, 'persist failed; will retry');
+      throw err;
+    }
+  }
+}
