@@ -142,11 +142,13 @@ export function registerFsCommands(fsCmd: Command): void {
   cmd('ls', 'list directories (or show files)')
     .argument('[paths...]', 'Strata paths', ['/'])
     .option('--json', 'print a JSON array of entries')
-    .action(async (paths: string[], o: FsOpts) =>
+    .option('--sync', 're-read the metadata from the under-store first')
+    .action(async (paths: string[], o: FsOpts & { sync?: boolean }) =>
       withFs(o, async (fs) => {
         const out: ReturnType<typeof entryJson>[] = [];
         for (const p of paths) {
           const path = normalizePath(p);
+          if (o.sync) await fs.master.sync(path);
           const a = await fs.getattr(path);
           const entries = a.type === 'directory' ? (await fs.readdir(path)).map((e) => ({ name: e.name, a: e as FileAttributes })) : [{ name: nodePath.posix.basename(path), a }];
           for (const e of entries) {
@@ -288,6 +290,14 @@ export function registerFsCommands(fsCmd: Command): void {
   cmd('unmount', 'unmount the under-store mounted at a Strata path')
     .argument('<path>', 'Strata path')
     .action(async (path: string, o: FsOpts) => withFs(o, (fs) => fs.master.unmount(normalizePath(path))));
+
+  cmd('sync', 're-read metadata of paths from their under-store now (new, changed and deleted files)')
+    .argument('<paths...>', 'Strata paths')
+    .action(async (paths: string[], o: FsOpts) =>
+      withFs(o, async (fs) => {
+        for (const p of paths) await fs.master.sync(normalizePath(p));
+      }),
+    );
 
   cmd('persist', 'write files to their under-store now (for MUST_CACHE / ASYNC_THROUGH files)')
     .argument('<paths...>', 'Strata paths')

@@ -119,6 +119,7 @@ async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>):
     blockSize: cfg.blockSize,
     syncIntervalMs: cfg.syncIntervalMs,
     workerTimeoutMs: cfg.workerTimeoutMs,
+    persistInitialWaitMs: cfg.persistInitialWaitMs,
     logger: log,
   });
   const stop = () => m.close();

@@ -126,6 +126,10 @@ export class MasterClient {
     return this.#http.post(`${MASTER_API}/persist`, { path });
   }
 
+  async sync(path: string): Promise<void> {
+    await this.#http.post(`${MASTER_API}/sync`, { path });
+  }
+
   workers(): Promise<WorkerInfo[]> {
     return this.#http.get(`${MASTER_API}/workers`);
   }

@@ -35,6 +35,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'workerTimeoutMs', env: 'STRATA_WORKER_TIMEOUT_MS', kind: 'int', description: 'A worker silent this long is marked lost.', default: () => 30000 },
   { key: 'heartbeatIntervalMs', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
   { key: 'writeType', env: 'STRATA_WRITE_TYPE', kind: 'string', description: 'Write type of mounts that set none: MUST_CACHE, CACHE_THROUGH, THROUGH, ASYNC_THROUGH.', default: () => 'CACHE_THROUGH' },
+  { key: 'persistInitialWaitMs', env: 'STRATA_PERSIST_INITIAL_WAIT_MS', kind: 'int', description: 'Wait before the first persist attempt of an ASYNC_THROUGH file.', default: () => 0 },
   { key: 'logLevel', env: 'STRATA_LOG_LEVEL', kind: 'string', description: 'Log level: fatal, error, warn, info, debug, trace, silent.', default: () => 'info' },
 ];
 
@@ -52,6 +53,7 @@ export interface StrataConfig {
   workerTimeoutMs: number;
   heartbeatIntervalMs: number;
   writeType: string;
+  persistInitialWaitMs: number;
   logLevel: string;
 }
 

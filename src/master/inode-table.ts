@@ -76,11 +76,14 @@ export interface NewNode {
 export interface InodeTableOptions {
   /** Block size of new files in bytes. */
   blockSize: number;
+  /** Wait before the first persist attempt of an ASYNC_THROUGH file (ms). Default 0. */
+  persistInitialWaitMs?: number;
 }
 
 export class InodeTable {
   readonly #db: Database.Database;
   readonly #blockSize: number;
+  readonly #persistWaitMs: number;
   readonly #stmt: ReturnType<InodeTable['prepare']>;
 
   constructor(file: string, opts: InodeTableOptions) {
@@ -90,6 +93,7 @@ export class InodeTable {
     this.#db.pragma('synchronous = FULL');
     this.#db.pragma('foreign_keys = ON');
     this.#blockSize = opts.blockSize;
+    this.#persistWaitMs = opts.persistInitialWaitMs ?? 0;
     this.#migrate();
     this.#stmt = this.prepare();
   }
@@ -542,7 +546,7 @@ export class InodeTable {
         )
         .run(req.size, t.sec, t.nsec, now.sec, now.nsec, req.containerId, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
       // The queue row commits with the file, so an acknowledged ASYNC_THROUGH write is never forgotten.
-      if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, 0);
+      if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, this.#persistWaitMs);
       else this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
       return this.requireNode(req.ino);
     })();

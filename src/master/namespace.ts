@@ -162,9 +162,9 @@ export class Namespace {
   }
 
   /** Loads a directory's listing from the under-store when it is stale. */
-  async #syncListing(dir: NodeRecord, parts: string[]): Promise<void> {
+  async #syncListing(dir: NodeRecord, parts: string[], force = false): Promise<void> {
     const { mount, ufs, ufsPath } = this.#store(parts);
-    if (dir.persistState !== 'persisted' || !this.#isStale(dir, mount)) return;
+    if (dir.persistState !== 'persisted' || (!force && !this.#isStale(dir, mount))) return;
     const started = Date.now();
     let listing: UfsStatus[];
     try {
@@ -367,6 +367,22 @@ export class Namespace {
     const n = this.#table.requireNode(b.ino);
     if (n.persistState !== 'persisted') throw new StrataError('NOT_FOUND', `block ${blockId} is on no worker and its file is not persisted`);
     return { blockId, ino: b.ino, offset: b.index * n.blockSize, length: b.length, ufs: this.#location(this.#table.pathOf(b.ino)) };
+  }
+
+  /** Checks a path against its store now: a directory is listed again, a file re-checked. */
+  async forceSync(path: string): Promise<void> {
+    const parts = parsePath(path);
+    const node = await this.#resolveParts(parts);
+    if (node.type === 'directory') {
+      this.#table.markSynced(node.ino, 0);
+      const dir = this.#table.requireNode(node.ino);
+      const { mount } = this.#store(parts);
+      // Even a mount with sync disabled (-1) lists again when asked explicitly.
+      await this.#syncListing(dir, parts, mount.syncIntervalMs === -1 || this.#syncIntervalMs === -1);
+    } else if (parts.length > 0 && node.persistState === 'persisted') {
+      const parent = await this.#resolveParts(parts.slice(0, -1));
+      await this.#revalidate(parent, parts[parts.length - 1]!, node, parts);
+    }
   }
 
   // ---- mount table -----------------------------------------------------------

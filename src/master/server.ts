@@ -39,6 +39,8 @@ export interface MasterOptions {
   ufsOptions?: Record<string, string>;
   /** Write type of mounts that set none. Default CACHE_THROUGH. */
   writeType?: WriteType;
+  /** Wait before the first persist attempt of an ASYNC_THROUGH file (ms). Default 0. */
+  persistInitialWaitMs?: number;
   /** Block size of new files. Default 64 MiB. */
   blockSize?: number;
   /** Re-check under-store metadata older than this (ms); 0 always, -1 never. Default 5000. */
@@ -69,7 +71,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   createUfs(opts.ufsUri, opts.ufsOptions ?? {}); // a bad root URI fails before anything is created
   const dir = nodePath.join(opts.home, 'master');
   mkdirSync(dir, { recursive: true });
-  const table = new InodeTable(nodePath.join(dir, 'strata.db'), { blockSize });
+  const table = new InodeTable(nodePath.join(dir, 'strata.db'), { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0 });
   let mounts: MountTable;
   try {
     mounts = new MountTable(table, opts.ufsUri, opts.ufsOptions ?? {});
@@ -249,6 +251,11 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     return ns.stat(table.pathOf(node.ino));
   });
   app.get(`${api}/persist-queue`, async () => table.persistQueue());
+  /** Re-reads a path's metadata from its store now, whatever the sync interval. */
+  app.post(`${api}/sync`, async (req) => {
+    await ns.forceSync(target(req.body, 'body'));
+    return {};
+  });
   app.post(`${api}/mount`, async (req) => {
     const b = req.body;
     const raw = (b as Record<string, unknown>).options ?? {};
