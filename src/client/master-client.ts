@@ -49,6 +49,31 @@ export class MasterClient {
     return this.#http.post(`${MASTER_API}/create`, { parent, name, mode, ...owner });
   }
 
+  symlinkAt(parent: number, name: string, target: string, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
+    return this.#http.post(`${MASTER_API}/symlink`, { parent, name, target, ...owner });
+  }
+
+  mknodAt(parent: number, name: string, type: string, mode: number, rdev: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
+    return this.#http.post(`${MASTER_API}/mknod`, { parent, name, type, mode, rdev, ...owner });
+  }
+
+  async setXattr(ino: number, name: string, value: Buffer, flags: number): Promise<void> {
+    await this.#http.post(`${MASTER_API}/xattr/set`, { ino, name, value: value.toString('base64'), flags });
+  }
+
+  async getXattr(ino: number, name: string): Promise<Buffer> {
+    const r = await this.#http.post<{ value: string }>(`${MASTER_API}/xattr/get`, { ino, name });
+    return Buffer.from(r.value, 'base64');
+  }
+
+  async listXattrs(ino: number): Promise<string[]> {
+    return (await this.#http.post<{ names: string[] }>(`${MASTER_API}/xattr/list`, { ino })).names;
+  }
+
+  async removeXattr(ino: number, name: string): Promise<void> {
+    await this.#http.post(`${MASTER_API}/xattr/remove`, { ino, name });
+  }
+
   async unlinkAt(parent: number, name: string): Promise<void> {
     await this.#http.post(`${MASTER_API}/unlink`, { parent, name });
   }

@@ -21,6 +21,10 @@ export const ERROR_TABLE = {
   NOT_PERMITTED: { errno: E.EPERM, status: 403 },
   CROSS_DEVICE: { errno: E.EXDEV, status: 409 },
   BUSY: { errno: E.EBUSY, status: 409 },
+  /** getxattr/removexattr of an attribute that is not there. */
+  NO_ATTRIBUTE: { errno: E.ENODATA, status: 404 },
+  /** A symlink loop or too many links on a path. */
+  TOO_MANY_LINKS: { errno: E.ELOOP, status: 400 },
   READ_ONLY: { errno: E.EROFS, status: 403 },
   NO_SPACE: { errno: E.ENOSPC, status: 507 },
   FILE_TOO_LARGE: { errno: E.EFBIG, status: 400 },
@@ -83,6 +87,8 @@ const SYSTEM_CODES: Record<string, ErrorCode> = {
   EPERM: 'NOT_PERMITTED',
   EXDEV: 'CROSS_DEVICE',
   EBUSY: 'BUSY',
+  ENODATA: 'NO_ATTRIBUTE',
+  ELOOP: 'TOO_MANY_LINKS',
   EROFS: 'READ_ONLY',
   ENOSPC: 'NO_SPACE',
   EDQUOT: 'NO_SPACE',

@@ -7,7 +7,8 @@
 /** API prefix of the master's JSON API. */
 export const MASTER_API = '/api/v1';
 
-export type FileType = 'file' | 'directory' | 'symlink';
+/** Special files (fifo, socket, devices) live only in the namespace, never in a store. */
+export type FileType = 'file' | 'directory' | 'symlink' | 'fifo' | 'socket' | 'chardev' | 'blockdev';
 
 /** A point in time with nanosecond precision (seconds since the epoch + nanoseconds). */
 export interface Timespec {
@@ -63,6 +64,8 @@ export interface FileAttributes {
   persistState: PersistState;
   /** Symlink target, for symlinks. */
   target?: string;
+  /** Device number, for character and block devices. */
+  rdev?: number;
 }
 
 export interface DirEntry extends FileAttributes {

@@ -10,7 +10,7 @@ import { promises as fsp } from 'node:fs';
 import { promisify } from 'node:util';
 import { StrataError, toErrno } from '../common/errors';
 import type { Logger } from '../common/log';
-import type { FileAttributes } from '../common/protocol';
+import type { FileAttributes, FileType } from '../common/protocol';
 import type { StrataFileSystem } from '../client/file-system';
 import { LRUCache } from 'lru-cache';
 import { Attr, Entry, FuseSession, LowLevelHandlers, RENAME_NOREPLACE } from './native';
@@ -38,9 +38,31 @@ export interface FuseMount {
   unmount(): Promise<void>;
 }
 
+const TYPE_BITS: Record<FileType, number> = {
+  file: S_IFREG,
+  directory: S_IFDIR,
+  symlink: S_IFLNK,
+  fifo: 0o010000,
+  chardev: 0o020000,
+  blockdev: 0o060000,
+  socket: 0o140000,
+};
+const TYPE_OF_BITS: Record<number, FileType> = Object.fromEntries(Object.entries(TYPE_BITS).map(([k, v]) => [v, k as FileType]));
+
 export function toAttr(a: FileAttributes): Attr {
-  const typeBits = a.type === 'directory' ? S_IFDIR : a.type === 'symlink' ? S_IFLNK : S_IFREG;
-  return { ino: a.ino, mode: typeBits | a.mode, nlink: a.nlink, uid: a.uid, gid: a.gid, size: a.size, blksize: 65536, atime: a.atime, mtime: a.mtime, ctime: a.ctime };
+  return {
+    ino: a.ino,
+    mode: TYPE_BITS[a.type] | a.mode,
+    nlink: a.nlink,
+    uid: a.uid,
+    gid: a.gid,
+    rdev: a.rdev ?? 0,
+    size: a.size,
+    blksize: 65536,
+    atime: a.atime,
+    mtime: a.mtime,
+    ctime: a.ctime,
+  };
 }
 
 /**
@@ -63,12 +85,27 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
     getattr: async (_ctx, ino) => ({ attr: toAttr(told(await fs.getattrIno(ino))), timeout: ATTR_TIMEOUT }),
     setattr: async (_ctx, ino, c, fh) => ({ attr: toAttr(told(await fs.setattrIno(ino, c, fh))), timeout: ATTR_TIMEOUT }),
     mkdir: async (ctx, parent, name, mode) => entry(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid })),
-    mknod: async (ctx, parent, name, mode) => {
-      if ((mode & S_IFMT) !== S_IFREG) throw new StrataError('NOT_SUPPORTED', 'only regular files can be created with mknod');
-      const { attrs, fh } = await fs.createAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid });
-      await fs.release(fh);
-      return entry(attrs);
+    mknod: async (ctx, parent, name, mode, rdev) => {
+      const owner = { uid: ctx.uid, gid: ctx.gid };
+      if ((mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0) {
+        const { attrs, fh } = await fs.createAt(parent, name, mode, owner);
+        await fs.release(fh);
+        return entry(attrs);
+      }
+      const type = TYPE_OF_BITS[mode & S_IFMT];
+      if (!type) throw new StrataError('INVALID_ARGUMENT', `unknown file type in mode 0${mode.toString(8)}`);
+      return entry(await fs.master.mknodAt(parent, name, type, mode & 0o7777, rdev, owner));
     },
+    symlink: async (ctx, parent, name, target) => entry(await fs.master.symlinkAt(parent, name, target, { uid: ctx.uid, gid: ctx.gid })),
+    readlink: async (_ctx, ino) => {
+      const a = await fs.getattrIno(ino);
+      if (a.type !== 'symlink' || a.target === undefined) throw new StrataError('INVALID_ARGUMENT', 'not a symbolic link');
+      return a.target;
+    },
+    setxattr: (_ctx, ino, name, value, flags) => fs.master.setXattr(ino, name, value, flags),
+    getxattr: (_ctx, ino, name) => fs.master.getXattr(ino, name),
+    listxattr: (_ctx, ino) => fs.master.listXattrs(ino),
+    removexattr: (_ctx, ino, name) => fs.master.removeXattr(ino, name),
     unlink: (_ctx, parent, name) => fs.unlinkAt(parent, name),
     rmdir: (_ctx, parent, name) => fs.rmdirAt(parent, name),
     rename: (_ctx, parent, name, newParent, newName, flags) => {

@@ -26,8 +26,8 @@ import {
 export const ROOT_INO = 1;
 const SCHEMA_VERSION = 1;
 
-const TYPE_CODE: Record<FileType, number> = { file: 1, directory: 2, symlink: 3 };
-const TYPE_NAME: Record<number, FileType> = { 1: 'file', 2: 'directory', 3: 'symlink' };
+const TYPE_CODE: Record<FileType, number> = { file: 1, directory: 2, symlink: 3, fifo: 4, socket: 5, chardev: 6, blockdev: 7 };
+const TYPE_NAME: Record<number, FileType> = { 1: 'file', 2: 'directory', 3: 'symlink', 4: 'fifo', 5: 'socket', 6: 'chardev', 7: 'blockdev' };
 
 interface NodeRow {
   ino: number;
@@ -49,6 +49,7 @@ interface NodeRow {
   ufs_fingerprint: string | null;
   synced_at: number;
   container: number;
+  rdev: number;
 }
 
 /** A node as the namespace layer sees it: attributes plus sync bookkeeping. */
@@ -71,6 +72,7 @@ export interface NewNode {
   ufsFingerprint?: string | null;
   syncedAt?: number;
   target?: string;
+  rdev?: number;
 }
 
 export interface InodeTableOptions {
@@ -120,6 +122,7 @@ export class InodeTable {
           mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
           ctime_s INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
           target TEXT,
+          rdev INTEGER NOT NULL DEFAULT 0,
           block_size INTEGER NOT NULL,
           persisted INTEGER NOT NULL,
           ufs_fingerprint TEXT,
@@ -189,8 +192,8 @@ export class InodeTable {
       childCount: db.prepare(`SELECT COUNT(*) AS n FROM edge WHERE parent = ?`),
       parentOf: db.prepare(`SELECT parent, name FROM edge WHERE ino = ? LIMIT 1`),
       insertNode: db.prepare(
-        `INSERT INTO node (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, block_size, persisted, ufs_fingerprint, synced_at)
-         VALUES (@type, @mode, @uid, @gid, @size, @nlink, @as, @ans, @ms, @mns, @cs, @cns, @target, @blockSize, @persisted, @fp, @syncedAt)`,
+        `INSERT INTO node (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at)
+         VALUES (@type, @mode, @uid, @gid, @size, @nlink, @as, @ans, @ms, @mns, @cs, @cns, @target, @rdev, @blockSize, @persisted, @fp, @syncedAt)`,
       ),
       insertEdge: db.prepare(`INSERT INTO edge (parent, name, ino) VALUES (?, ?, ?)`),
       deleteEdge: db.prepare(`DELETE FROM edge WHERE parent = ? AND name = ?`),
@@ -369,6 +372,7 @@ export class InodeTable {
       cs: node.mtime ? t.sec : now.sec,
       cns: node.mtime ? t.nsec : now.nsec,
       target: node.target ?? null,
+      rdev: node.rdev ?? 0,
       blockSize: this.#blockSize,
       persisted: node.persisted ? 1 : 0,
       fp: node.ufsFingerprint ?? null,
@@ -569,6 +573,43 @@ export class InodeTable {
     })();
   }
 
+  // ---- extended attributes ------------------------------------------------------
+
+  /** setxattr(2): flags 1 = XATTR_CREATE (must not exist), 2 = XATTR_REPLACE (must exist). */
+  setXattr(ino: number, name: string, value: Buffer, flags: number): void {
+    this.#db.transaction(() => {
+      this.requireNode(ino);
+      const exists = this.#db.prepare(`SELECT 1 FROM xattr WHERE ino = ? AND name = ?`).get(ino, name);
+      if (flags & 1 && exists) throw new StrataError('ALREADY_EXISTS', `attribute ${name} exists`);
+      if (flags & 2 && !exists) throw new StrataError('NO_ATTRIBUTE', `no attribute ${name}`);
+      this.#db.prepare(`INSERT INTO xattr (ino, name, value) VALUES (?, ?, ?) ON CONFLICT(ino, name) DO UPDATE SET value = excluded.value`).run(ino, name, value);
+      const now = timespecNow();
+      this.#stmt.touchCtime.run(now.sec, now.nsec, ino);
+    })();
+  }
+
+  getXattr(ino: number, name: string): Buffer {
+    this.requireNode(ino);
+    const row = this.#db.prepare(`SELECT value FROM xattr WHERE ino = ? AND name = ?`).get(ino, name) as { value: Buffer } | undefined;
+    if (!row) throw new StrataError('NO_ATTRIBUTE', `no attribute ${name}`);
+    return row.value;
+  }
+
+  listXattrs(ino: number): string[] {
+    this.requireNode(ino);
+    return (this.#db.prepare(`SELECT name FROM xattr WHERE ino = ? ORDER BY name`).all(ino) as { name: string }[]).map((r) => r.name);
+  }
+
+  removeXattr(ino: number, name: string): void {
+    this.#db.transaction(() => {
+      this.requireNode(ino);
+      const r = this.#db.prepare(`DELETE FROM xattr WHERE ino = ? AND name = ?`).run(ino, name);
+      if (r.changes === 0) throw new StrataError('NO_ATTRIBUTE', `no attribute ${name}`);
+      const now = timespecNow();
+      this.#stmt.touchCtime.run(now.sec, now.nsec, ino);
+    })();
+  }
+
   // ---- persist queue (ASYNC_THROUGH) ------------------------------------------
 
   #enqueuePersist(ino: number, delayMs: number): void {
@@ -763,6 +804,7 @@ function toRecord(r: NodeRow): NodeRecord {
     container: r.container,
   };
   if (r.target !== null) rec.target = r.target;
+  if (r.rdev) rec.rdev = r.rdev;
   return rec;
 }
 

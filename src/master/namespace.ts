@@ -8,7 +8,7 @@
 import { StrataError } from '../common/errors';
 import { Mutex } from '../common/mutex';
 import { parsePath } from '../common/paths';
-import type { BlockSource, DirEntry, FileAttributes, FileBlocksResponse, MountInfo, Timespec, UfsLocation, WriteCommitRequest, WriteType } from '../common/protocol';
+import type { BlockSource, DirEntry, FileAttributes, FileBlocksResponse, FileType, MountInfo, Timespec, UfsLocation, WriteCommitRequest, WriteType } from '../common/protocol';
 import { timespecFromMs, timespecNow } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
@@ -240,6 +240,27 @@ export class Namespace {
     return toAttributes(this.#table.createChild(parent.ino, name, { type: 'file', mode, uid, gid, persisted: false, syncedAt: Date.now() }));
   }
 
+  /** A symbolic link; it lives in the namespace only (object stores have no such thing). */
+  async symlink(path: string, target: string, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
+    if (typeof target !== 'string' || target.length === 0) throw new StrataError('INVALID_ARGUMENT', 'empty symlink target');
+    if (Buffer.byteLength(target) > 4095 || target.includes('\0')) throw new StrataError('NAME_TOO_LONG', 'symlink target is too long');
+    const { parent, name, parts } = await this.#resolveParent(path);
+    this.#writable(parts);
+    if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
+    return toAttributes(
+      this.#table.createChild(parent.ino, name, { type: 'symlink', mode: 0o777, uid, gid, size: Buffer.byteLength(target), target, persisted: false, syncedAt: Date.now() }),
+    );
+  }
+
+  /** A fifo, socket or device node; namespace only. */
+  async mknod(path: string, type: FileType, mode: number, rdev: number, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
+    if (type === 'file' || type === 'directory' || type === 'symlink') throw new StrataError('INVALID_ARGUMENT', `mknod cannot make a ${type}`);
+    const { parent, name, parts } = await this.#resolveParent(path);
+    this.#writable(parts);
+    if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
+    return toAttributes(this.#table.createChild(parent.ino, name, { type, mode, uid, gid, rdev, persisted: false, syncedAt: Date.now() }));
+  }
+
   unlink(path: string): Promise<void> {
     return this.#mutations.run(async () => {
       const { parent, name, parts } = await this.#resolveParent(path);
@@ -247,7 +268,7 @@ export class Namespace {
       const node = await this.#child(parent, parts);
       if (node.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
       const { ufs, ufsPath } = this.#store(parts);
-      await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath));
+      if (node.type === 'file' && node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath));
       this.#table.removeChild(parent.ino, name, 'file');
     });
   }
@@ -295,7 +316,10 @@ export class Namespace {
       const ufs = from.ufs;
       const srcUfs = from.ufsPath;
       const dstUfs = to.ufsPath;
-      if (node.persistState === 'persisted') {
+      if (node.type !== 'file' && node.type !== 'directory') {
+        // Namespace-only nodes move in the table alone; a replaced file still leaves its store.
+        if (target && target.type === 'file' && target.persistState === 'persisted' && target.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs));
+      } else if (node.persistState === 'persisted') {
         if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
         await ufs.rename(srcUfs, dstUfs);
       } else if (target && target.persistState === 'persisted') {
@@ -385,6 +409,30 @@ export class Namespace {
     }
   }
 
+  // ---- extended attributes (namespace only) ------------------------------------
+
+  async setXattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
+    this.#writable(parsePath(path));
+    validateXattrName(name);
+    if (value.length > 64 * 1024) throw new StrataError('FILE_TOO_LARGE', 'extended attribute values are limited to 64 KiB');
+    this.#table.setXattr((await this.resolve(path)).ino, name, value, flags);
+  }
+
+  async getXattr(path: string, name: string): Promise<Buffer> {
+    validateXattrName(name);
+    return this.#table.getXattr((await this.resolve(path)).ino, name);
+  }
+
+  async listXattrs(path: string): Promise<string[]> {
+    return this.#table.listXattrs((await this.resolve(path)).ino);
+  }
+
+  async removeXattr(path: string, name: string): Promise<void> {
+    this.#writable(parsePath(path));
+    validateXattrName(name);
+    this.#table.removeXattr((await this.resolve(path)).ino, name);
+  }
+
   // ---- mount table -----------------------------------------------------------
 
   mounts(): MountInfo[] {
@@ -456,6 +504,12 @@ export class Namespace {
       if (!(err instanceof StrataError && err.code === 'NOT_FOUND')) throw err;
     }
   }
+}
+
+/** Linux namespaces an attribute name must use; at most 255 bytes. */
+function validateXattrName(name: string): void {
+  if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > 255) throw new StrataError('INVALID_ARGUMENT', 'bad extended attribute name');
+  if (!/^(user|trusted|security|system)\./.test(name)) throw new StrataError('NOT_SUPPORTED', `attribute namespace of ${name} is not supported`);
 }
 
 function notFound(path: string): StrataError {

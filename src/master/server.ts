@@ -15,6 +15,7 @@ import {
   HeartbeatResponse,
   MASTER_API,
   RegisterWorkerResponse,
+  FileType,
   Timespec,
   WriteCommitRequest,
   WriteType,
@@ -147,6 +148,31 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.post(`${api}/create`, async (req) =>
     ns.create(target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid')),
   );
+  app.post(`${api}/symlink`, async (req) =>
+    ns.symlink(target(req.body, 'body'), requiredString(req.body, 'target'), idField(req.body, 'uid'), idField(req.body, 'gid')),
+  );
+  app.post(`${api}/mknod`, async (req) => {
+    const type = requiredString(req.body, 'type');
+    if (!['fifo', 'socket', 'chardev', 'blockdev'].includes(type)) throw new StrataError('BAD_REQUEST', `type must be fifo, socket, chardev or blockdev`);
+    return ns.mknod(target(req.body, 'body'), type as FileType, modeField(req.body) ?? 0o644, optionalInt(req.body, 'rdev') ?? 0, idField(req.body, 'uid'), idField(req.body, 'gid'));
+  });
+  const xattrName = (b: unknown) => requiredString(b, 'name');
+  app.post(`${api}/xattr/set`, async (req) => {
+    const b = req.body as Record<string, unknown>;
+    const v = requiredString(b, 'value');
+    await ns.setXattr(target({ ino: b.ino, path: b.path }, 'body'), xattrName(b), Buffer.from(v, 'base64'), optionalInt(b, 'flags') ?? 0);
+    return {};
+  });
+  app.post(`${api}/xattr/get`, async (req) => {
+    const b = req.body as Record<string, unknown>;
+    return { value: (await ns.getXattr(target({ ino: b.ino, path: b.path }, 'body'), xattrName(b))).toString('base64') };
+  });
+  app.post(`${api}/xattr/list`, async (req) => ({ names: await ns.listXattrs(target(req.body, 'body')) }));
+  app.post(`${api}/xattr/remove`, async (req) => {
+    const b = req.body as Record<string, unknown>;
+    await ns.removeXattr(target({ ino: b.ino, path: b.path }, 'body'), xattrName(b));
+    return {};
+  });
   app.post(`${api}/unlink`, async (req) => {
     await ns.unlink(target(req.body, 'body'));
     return {};

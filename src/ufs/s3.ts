@@ -1,11 +1,903 @@
-/** Placeholder: the driver is being written. */
+/**
+ * `s3://bucket/prefix`: an under-store on an S3 bucket, or on any store that speaks the S3 protocol.
+ *
+ * How a file system maps onto keys:
+ * - the file `/a/b` is the object `prefix/a/b`;
+ * - the directory `/a` exists while any key starts with `prefix/a/` (a common prefix) or while the
+ *   zero-byte marker `prefix/a/` exists. `mkdir` writes such a marker so an empty directory
+ *   survives, and removing the last entry of a directory without a marker writes one (as Hadoop's
+ *   S3A does), so deleting a file never makes its directory vanish;
+ * - when an object `a` and keys below `a/` both exist (both written by someone else), the file
+ *   wins, in `stat` and in `list` alike;
+ * - S3 keeps no directory times: directories report `mtimeMs: 0`;
+ * - keys that are no valid Strata path (`a//b`, `/abs`, `..` segments, over-long names) are skipped
+ *   in listings and never followed.
+ * A file's fingerprint is its ETag plus its size. Nothing is atomic across keys: renaming a
+ * directory copies every key below it and then deletes the originals.
+ */
 
-import { StrataError } from '../common/errors';
-import { MemoryUnderFileSystem } from './memory';
+import { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+  UploadPartCopyCommand,
+  type CompletedPart,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { StrataError, toStrataError, type ErrorCode } from '../common/errors';
+import { parsePath, validateName } from '../common/paths';
+import type { UfsCallOptions, UfsStatus, UfsWriter, UnderFileSystem } from './ufs';
 
-export class S3UnderFileSystem extends MemoryUnderFileSystem {
-  constructor(uri: string, _options: Record<string, string> = {}) {
-    super('mem://unused');
-    throw new StrataError('NOT_SUPPORTED', `not implemented yet: ${uri}`);
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+/** S3's limits: every part but the last is 5 MiB to 5 GiB, at most 10,000 parts; CopyObject copies at most 5 GiB. */
+const MIN_PART_SIZE = 5 * MiB;
+const MAX_PART_SIZE = 5 * GiB;
+const MAX_PARTS = 10_000;
+const MAX_SINGLE_COPY = 5 * GiB;
+/** The part size doubles every this many parts, so a stream of unknown length can grow to ~500 GiB with 8 MiB parts. */
+const PARTS_PER_SIZE_STEP = 2_000;
+/** Copy and delete requests a directory rename keeps in flight. */
+const TREE_CONCURRENCY = 8;
+/** The region when neither `s3.region`, the environment nor a profile names one. */
+const DEFAULT_REGION = 'us-east-1';
+
+/**
+ * The driver's settings, read from the mount's `s3.*` options (all strings). Defaults in brackets.
+ */
+export interface S3UfsSettings {
+  /** `s3.endpoint`: e.g. `http://127.0.0.1:9000` [the SDK's: AWS_ENDPOINT_URL(_S3), the profile, else AWS]. */
+  endpoint?: string;
+  /** `s3.region` [the SDK's chain: AWS_REGION, the profile; else 'us-east-1']. */
+  region?: string;
+  /** `s3.pathStyle`: 'true' for `endpoint/bucket/key` URLs, as most self-hosted stores need [the SDK's: virtual-hosted]. */
+  forcePathStyle?: boolean;
+  /** `s3.accessKeyId` + `s3.secretAccessKey`, both or neither [the SDK's chain: env, profile, SSO, IMDS…]. */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+  /** `s3.partSize`: bytes per multipart part, 5 MiB…5 GiB [8 MiB]; a smaller object is a single PutObject. */
+  partSize: number;
+  /** `s3.uploadConcurrency`: parts of one upload in flight, 1…64 [4]; a writer holds at most (this + 1) parts in memory. */
+  uploadConcurrency: number;
+  /** `s3.maxAttempts`: tries per request, 1…20 [4]; only throttling, 5xx and network errors are retried, with backoff. */
+  maxAttempts: number;
+  /** `s3.connectTimeoutMs`: to open a connection [5000]. */
+  connectTimeoutMs: number;
+  /** `s3.requestTimeoutMs`: until the response headers arrive, and the longest silence while a body streams [60000]. */
+  requestTimeoutMs: number;
+  /** `s3.multipartCopyThreshold`: objects larger than this are renamed with UploadPartCopy in parts of this size, 5 MiB…5 GiB [5 GiB]. */
+  multipartCopyThreshold: number;
+}
+
+/** Reads and validates the `s3.*` options; anything malformed is a CONFIG error. */
+export function parseS3Options(options: Record<string, string>): S3UfsSettings {
+  const str = (k: string): string | undefined => {
+    const v = options[k];
+    return v === undefined || v === '' ? undefined : v;
+  };
+  const int = (k: string, def: number, min: number, max: number): number => {
+    const v = str(k);
+    if (v === undefined) return def;
+    const n = /^\d+$/.test(v) ? Number(v) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) throw new StrataError('CONFIG', `${k} must be an integer between ${min} and ${max}, got '${v}'`);
+    return n;
+  };
+  const settings: S3UfsSettings = {
+    partSize: int('s3.partSize', 8 * MiB, MIN_PART_SIZE, MAX_PART_SIZE),
+    uploadConcurrency: int('s3.uploadConcurrency', 4, 1, 64),
+    maxAttempts: int('s3.maxAttempts', 4, 1, 20),
+    connectTimeoutMs: int('s3.connectTimeoutMs', 5_000, 1, 600_000),
+    requestTimeoutMs: int('s3.requestTimeoutMs', 60_000, 1, 3_600_000),
+    multipartCopyThreshold: int('s3.multipartCopyThreshold', MAX_SINGLE_COPY, MIN_PART_SIZE, MAX_SINGLE_COPY),
+  };
+  const endpoint = str('s3.endpoint');
+  if (endpoint !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(endpoint);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new StrataError('CONFIG', `s3.endpoint must be an http(s) URL, got '${endpoint}'`);
+    settings.endpoint = endpoint;
+  }
+  const region = str('s3.region');
+  if (region !== undefined) {
+    if (!/^[a-z0-9-]{1,64}$/i.test(region)) throw new StrataError('CONFIG', `s3.region is not a region name: '${region}'`);
+    settings.region = region;
+  }
+  const pathStyle = str('s3.pathStyle');
+  if (pathStyle !== undefined) {
+    if (pathStyle !== 'true' && pathStyle !== 'false') throw new StrataError('CONFIG', `s3.pathStyle must be 'true' or 'false', got '${pathStyle}'`);
+    settings.forcePathStyle = pathStyle === 'true';
+  }
+  const accessKeyId = str('s3.accessKeyId');
+  const secretAccessKey = str('s3.secretAccessKey');
+  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
+    throw new StrataError('CONFIG', 's3.accessKeyId and s3.secretAccessKey must be given together');
+  }
+  if (accessKeyId !== undefined && secretAccessKey !== undefined) settings.credentials = { accessKeyId, secretAccessKey };
+  return settings;
+}
+
+/** What a listing or a HEAD tells about one object. */
+interface ObjectInfo {
+  key: string;
+  size: number;
+  etag: string;
+  mtimeMs: number;
+}
+
+const NOT_FOUND_NAMES = new Set(['NoSuchKey', 'NotFound', 'NoSuchUpload', 'NoSuchBucket']);
+const DENIED_NAMES = new Set(['AccessDenied', 'Forbidden', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AllAccessDisabled', 'AccountProblem', 'ExpiredToken', 'InvalidToken']);
+const BUSY_NAMES = new Set(['SlowDown', 'ServiceUnavailable', 'InternalError', 'Throttling', 'ThrottlingException', 'TooManyRequests', 'RequestLimitExceeded', 'RequestTimeout']);
+
+interface SdkError {
+  name?: string;
+  Code?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+function httpStatus(err: unknown): number | undefined {
+  return (err as SdkError | undefined)?.$metadata?.httpStatusCode;
+}
+
+/**
+ * Wraps an SDK error into a StrataError, keeping it as `cause`. Network failures (no HTTP status)
+ * take the system-code mapping of `toStrataError`: ECONNREFUSED → UNAVAILABLE, timeouts → TIMEOUT.
+ */
+export function s3Error(err: unknown, context: string): StrataError {
+  if (err instanceof StrataError) return err;
+  const e = (err ?? {}) as SdkError;
+  const name = e.Code ?? e.name ?? '';
+  const status = httpStatus(err);
+  const wrap = (code: ErrorCode): StrataError => {
+    const detail = err instanceof Error && err.message && err.message !== name ? `${name}: ${err.message}` : name || String(err);
+    return new StrataError(code, `${context}: ${detail}${status ? ` (HTTP ${status})` : ''}`, { cause: err });
+  };
+  if (NOT_FOUND_NAMES.has(name) || status === 404) return wrap('NOT_FOUND');
+  if (DENIED_NAMES.has(name) || status === 403) return wrap('PERMISSION_DENIED');
+  if (name === 'EntityTooLarge') return wrap('FILE_TOO_LARGE');
+  if (BUSY_NAMES.has(name) || status === 429 || (status !== undefined && status >= 500)) return wrap('UNAVAILABLE');
+  if (status !== undefined) return wrap('IO_ERROR');
+  return toStrataError(err, context);
+}
+
+function isInvalidRange(err: unknown): boolean {
+  const e = err as SdkError | undefined;
+  return e?.Code === 'InvalidRange' || e?.name === 'InvalidRange' || httpStatus(err) === 416;
+}
+
+/** ETags come quoted on the wire; the fingerprint does without the quotes. */
+function fingerprint(etag: string | undefined, size: number): string {
+  return `${(etag ?? '').replace(/"/g, '')}:${size}`;
+}
+
+function fileStatus(name: string, o: Pick<ObjectInfo, 'size' | 'etag' | 'mtimeMs'>): UfsStatus {
+  return { name, type: 'file', size: o.size, mtimeMs: o.mtimeMs, fingerprint: fingerprint(o.etag, o.size) };
+}
+
+function dirStatus(name: string): UfsStatus {
+  return { name, type: 'directory', size: 0, mtimeMs: 0, fingerprint: 'dir' };
+}
+
+/** The Strata name a listed key (relative to its directory) stands for, or null when it cannot be one. */
+function childName(rel: string): string | null {
+  if (rel.includes('/')) return null;
+  try {
+    return validateName(rel);
+  } catch {
+    return null;
+  }
+}
+
+/** `x-amz-copy-source`: the bucket and the key, every key segment URL-encoded ('?' would start a versionId). */
+function copySource(bucket: string, key: string): string {
+  return `${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+/**
+ * With `encoding-type=url` S3 sends keys form-encoded ('+' for a space), so keys that XML cannot
+ * carry survive a listing. Stores that ignore the parameter do not echo it, and their keys are raw.
+ */
+function decodeListed(s: string, encoded: boolean): string | null {
+  if (!encoded) return s;
+  try {
+    return decodeURIComponent(s.replace(/\+/g, ' '));
+  } catch {
+    return null;
+  }
+}
+
+/** Runs `fn` over `items` with at most `limit` calls in flight; the first failure stops new calls and is thrown. */
+async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const failure: { failed: boolean; err?: unknown } = { failed: false };
+  const worker = async (): Promise<void> => {
+    while (!failure.failed && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (err) {
+        if (!failure.failed) Object.assign(failure, { failed: true, err });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure.failed) throw failure.err;
+}
+
+/**
+ * Streams `[skip, skip+take)` of a response body, mapping its errors to StrataErrors and ending it
+ * when `signal` aborts. With `exact`, a body that ends early is an IO_ERROR instead of a short read.
+ */
+function clipBody(body: Readable, skip: number, take: number, exact: boolean, context: string, signal?: AbortSignal): Readable {
+  async function* pump(): AsyncGenerator<Buffer> {
+    let toSkip = skip;
+    let left = take;
+    try {
+      for await (const c of body) {
+        let chunk = Buffer.isBuffer(c) ? c : Buffer.from(c as Uint8Array);
+        if (toSkip > 0) {
+          if (chunk.length <= toSkip) {
+            toSkip -= chunk.length;
+            continue;
+          }
+          chunk = chunk.subarray(toSkip);
+          toSkip = 0;
+        }
+        if (chunk.length > left) chunk = chunk.subarray(0, left);
+        left -= chunk.length;
+        if (chunk.length > 0) yield chunk;
+        if (left <= 0) break;
+      }
+    } catch (err) {
+      throw s3Error(err, context);
+    } finally {
+      body.destroy();
+    }
+    if (exact && left > 0) throw new StrataError('IO_ERROR', `${context}: the store ended the body ${left} bytes early`);
+  }
+  const out = Readable.from(pump(), { objectMode: false });
+  if (signal) {
+    const onAbort = (): void => {
+      out.destroy(toStrataError(signal.reason, context));
+    };
+    if (signal.aborted) onAbort();
+    else {
+      signal.addEventListener('abort', onAbort, { once: true });
+      out.once('close', () => signal.removeEventListener('abort', onAbort));
+    }
+  }
+  return out;
+}
+
+/** What a writer needs from its store. */
+interface WriterContext {
+  client: S3Client;
+  bucket: string;
+  key: string;
+  name: string;
+  path: string;
+  settings: S3UfsSettings;
+  http: { abortSignal?: AbortSignal };
+  /** True when the target is a directory, which an object must not replace. */
+  isDirectory(): Promise<boolean>;
+  head(): Promise<ObjectInfo | null>;
+}
+
+/**
+ * A streamed object write. Bytes collect in memory until a part is full; the first full part turns
+ * the write into a multipart upload and later parts upload while the caller goes on writing, at
+ * most `uploadConcurrency` at a time (write() waits for a slot). A write that never fills a part is
+ * one PutObject at complete(). Either way the object appears only when complete() succeeds.
+ */
+class S3Writer implements UfsWriter {
+  readonly #c: WriterContext;
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  #total = 0;
+  #partCount = 0;
+  #uploadId: Promise<string> | null = null;
+  #parts: CompletedPart[] = [];
+  #inFlight = new Set<Promise<void>>();
+  #failure: StrataError | null = null;
+  /** 'open' until complete() or abort() starts; 'done' once either has finished (or failed). */
+  #state: 'open' | 'closing' | 'done' = 'open';
+
+  constructor(c: WriterContext) {
+    this.#c = c;
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    if (this.#state !== 'open') throw new StrataError('INVALID_ARGUMENT', `write ${this.#c.path}: the writer is closed`);
+    if (this.#failure) throw this.#failure;
+    if (chunk.length === 0) return;
+    // A copy: the caller may reuse its buffer as soon as write() resolves.
+    this.#pending.push(Buffer.from(chunk));
+    this.#pendingBytes += chunk.length;
+    this.#total += chunk.length;
+    while (this.#pendingBytes >= this.#partSize(this.#partCount + 1)) {
+      await this.#uploadPart(this.#take(this.#partSize(this.#partCount + 1)));
+    }
+  }
+
+  async complete(): Promise<UfsStatus> {
+    if (this.#state !== 'open') throw new StrataError('INVALID_ARGUMENT', `complete ${this.#c.path}: the writer is closed`);
+    this.#state = 'closing';
+    const c = this.#c;
+    try {
+      if (this.#failure) throw this.#failure;
+      if (await c.isDirectory()) throw new StrataError('IS_DIRECTORY', `complete ${c.path}: is a directory`);
+      let etag: string | undefined;
+      if (!this.#uploadId) {
+        const body = this.#take(this.#pendingBytes);
+        const out = await c.client.send(new PutObjectCommand({ Bucket: c.bucket, Key: c.key, Body: body, ContentLength: body.length }), c.http);
+        etag = out.ETag;
+      } else {
+        // The last part may be smaller than 5 MiB.
+        if (this.#pendingBytes > 0) await this.#uploadPart(this.#take(this.#pendingBytes));
+        await Promise.all(this.#inFlight);
+        if (this.#failure) throw this.#failure;
+        const parts = this.#parts.slice().sort((a, b) => a.PartNumber! - b.PartNumber!);
+        const out = await c.client.send(
+          new CompleteMultipartUploadCommand({ Bucket: c.bucket, Key: c.key, UploadId: await this.#uploadId, MultipartUpload: { Parts: parts } }),
+          c.http,
+        );
+        etag = out.ETag;
+      }
+      this.#state = 'done';
+      if (!etag) {
+        // Some stores answer without an ETag; the object's own HEAD has it.
+        const st = await c.head();
+        if (!st) throw new StrataError('IO_ERROR', `complete ${c.path}: the object is missing right after it was written`);
+        return fileStatus(c.name, st);
+      }
+      return { name: c.name, type: 'file', size: this.#total, mtimeMs: Date.now(), fingerprint: fingerprint(etag, this.#total) };
+    } catch (err) {
+      if (this.#state !== 'done') {
+        this.#state = 'done';
+        await this.#discard().catch(() => undefined);
+      }
+      throw s3Error(err, `complete ${c.path}`);
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.#state === 'done') return;
+    this.#state = 'done';
+    await this.#discard();
+  }
+
+  /** Drops buffered bytes and aborts the multipart upload, if one was started. */
+  async #discard(): Promise<void> {
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    const uploadId = this.#uploadId;
+    this.#uploadId = null;
+    if (!uploadId) return;
+    await Promise.all(this.#inFlight);
+    let id: string;
+    try {
+      id = await uploadId;
+    } catch {
+      return; // it was never created
+    }
+    const c = this.#c;
+    try {
+      await c.client.send(new AbortMultipartUploadCommand({ Bucket: c.bucket, Key: c.key, UploadId: id }), c.http);
+    } catch (err) {
+      const e = s3Error(err, `abort ${c.path}`);
+      if (e.code !== 'NOT_FOUND') throw e;
+    }
+  }
+
+  /** Parts grow with their number, so a stream of unknown length still fits in 10,000 parts. */
+  #partSize(partNumber: number): number {
+    const step = Math.floor((partNumber - 1) / PARTS_PER_SIZE_STEP);
+    return Math.min(MAX_PART_SIZE, this.#c.settings.partSize * 2 ** step);
+  }
+
+  /** Takes the first `n` buffered bytes as one buffer. */
+  #take(n: number): Buffer {
+    if (n === 0) return Buffer.alloc(0);
+    if (this.#pending.length === 1 && this.#pending[0]!.length === n) {
+      this.#pendingBytes = 0;
+      return this.#pending.pop()!;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const head = this.#pending[0]!;
+      const k = Math.min(head.length, n - off);
+      head.copy(out, off, 0, k);
+      off += k;
+      if (k === head.length) this.#pending.shift();
+      else this.#pending[0] = head.subarray(k);
+    }
+    this.#pendingBytes -= n;
+    return out;
+  }
+
+  async #uploadPart(body: Buffer): Promise<void> {
+    const c = this.#c;
+    this.#uploadId ??= c.client
+      .send(new CreateMultipartUploadCommand({ Bucket: c.bucket, Key: c.key }), c.http)
+      .then((out) => {
+        if (!out.UploadId) throw new StrataError('IO_ERROR', `write ${c.path}: the store returned no upload id`);
+        return out.UploadId;
+      });
+    const uploadId = await this.#uploadId.catch((err) => {
+      throw (this.#failure ??= s3Error(err, `write ${c.path}`));
+    });
+    while (this.#inFlight.size >= c.settings.uploadConcurrency) await Promise.race(this.#inFlight);
+    if (this.#failure) throw this.#failure;
+    const partNumber = ++this.#partCount;
+    if (partNumber > MAX_PARTS) {
+      throw (this.#failure = new StrataError('FILE_TOO_LARGE', `write ${c.path}: more than ${MAX_PARTS} parts`));
+    }
+    const p: Promise<void> = c.client
+      .send(new UploadPartCommand({ Bucket: c.bucket, Key: c.key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length }), c.http)
+      .then((out) => {
+        // The part checksums the SDK asked for must come back in CompleteMultipartUpload.
+        this.#parts.push({
+          PartNumber: partNumber,
+          ETag: out.ETag,
+          ChecksumCRC32: out.ChecksumCRC32,
+          ChecksumCRC32C: out.ChecksumCRC32C,
+          ChecksumCRC64NVME: out.ChecksumCRC64NVME,
+          ChecksumSHA1: out.ChecksumSHA1,
+          ChecksumSHA256: out.ChecksumSHA256,
+        });
+      })
+      .catch((err) => {
+        this.#failure ??= s3Error(err, `write ${c.path}: part ${partNumber}`);
+      })
+      .finally(() => {
+        this.#inFlight.delete(p);
+      });
+    this.#inFlight.add(p);
+  }
+}
+
+/**
+ * The S3 driver. Every call takes the caller's AbortSignal; every request has connect and response
+ * timeouts and is retried with backoff only on throttling, 5xx and network errors (never on a 4xx
+ * such as a 404), so a dead endpoint fails within `maxAttempts × timeouts` instead of hanging.
+ */
+export class S3UnderFileSystem implements UnderFileSystem {
+  readonly uri: string;
+  readonly #bucket: string;
+  /** '' or the key prefix of the root, ending in '/'. */
+  readonly #prefix: string;
+  readonly #settings: S3UfsSettings;
+  readonly #client: S3Client;
+
+  constructor(uri: string, options: Record<string, string> = {}) {
+    let url: URL;
+    try {
+      url = new URL(uri);
+    } catch {
+      throw new StrataError('CONFIG', `not a valid s3:// URI: '${uri}'`);
+    }
+    if (url.protocol !== 's3:') throw new StrataError('CONFIG', `not an s3:// URI: ${uri}`);
+    if (url.username || url.password || url.port || url.search || url.hash) {
+      throw new StrataError('CONFIG', `s3:// URI must be s3://bucket/prefix, without credentials, port, query or fragment: ${uri}`);
+    }
+    if (!/^[a-z0-9][a-z0-9._-]{1,253}[a-z0-9]$/i.test(url.hostname)) throw new StrataError('CONFIG', `s3:// URI does not name a valid bucket: ${uri}`);
+    const segments = url.pathname.split('/').filter((s) => s.length > 0);
+    let prefixParts: string[];
+    try {
+      prefixParts = segments.map((s) => validateName(decodeURIComponent(s)));
+    } catch (err) {
+      throw new StrataError('CONFIG', `s3:// URI has a malformed prefix: ${uri}`, { cause: err });
+    }
+    this.uri = uri;
+    this.#bucket = url.hostname;
+    this.#prefix = prefixParts.length ? prefixParts.join('/') + '/' : '';
+    this.#settings = parseS3Options(options);
+    this.#client = new S3Client(this.#clientConfig());
+  }
+
+  /** The SDK client, for callers that add middleware (metrics, tests); the driver owns and closes it. */
+  get client(): S3Client {
+    return this.#client;
+  }
+
+  #clientConfig(): S3ClientConfig {
+    const s = this.#settings;
+    const config: S3ClientConfig = {
+      region: s.region ?? this.#fallbackRegion,
+      maxAttempts: s.maxAttempts,
+      retryMode: 'standard',
+      requestHandler: {
+        connectionTimeout: s.connectTimeoutMs,
+        requestTimeout: s.requestTimeoutMs,
+        throwOnRequestTimeout: true,
+        socketTimeout: s.requestTimeoutMs,
+      },
+    };
+    if (s.endpoint !== undefined) config.endpoint = s.endpoint;
+    if (s.forcePathStyle !== undefined) config.forcePathStyle = s.forcePathStyle;
+    if (s.credentials) config.credentials = s.credentials;
+    return config;
+  }
+
+  #region: Promise<string> | null = null;
+
+  /** The SDK's own region chain (env, profile), falling back to us-east-1 instead of failing every request. */
+  readonly #fallbackRegion = (): Promise<string> => {
+    return (this.#region ??= (async () => {
+      const probe = new S3Client({});
+      try {
+        return await probe.config.region();
+      } catch {
+        return DEFAULT_REGION;
+      } finally {
+        probe.destroy();
+      }
+    })());
+  };
+
+  #http(opts?: UfsCallOptions): { abortSignal?: AbortSignal } {
+    return opts?.signal ? { abortSignal: opts.signal } : {};
+  }
+
+  #objectKey(parts: string[]): string {
+    return this.#prefix + parts.join('/');
+  }
+
+  #dirKey(parts: string[]): string {
+    return parts.length ? `${this.#prefix}${parts.join('/')}/` : this.#prefix;
+  }
+
+  async #head(key: string, opts: UfsCallOptions | undefined, context: string): Promise<ObjectInfo | null> {
+    try {
+      const out = await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }), this.#http(opts));
+      return { key, size: out.ContentLength ?? 0, etag: out.ETag ?? '', mtimeMs: out.LastModified?.getTime() ?? 0 };
+    } catch (err) {
+      const e = s3Error(err, context);
+      if (e.code === 'NOT_FOUND') return null;
+      throw e;
+    }
+  }
+
+  /** One ListObjectsV2 page, with keys decoded. */
+  async #listPage(
+    input: { Prefix: string; Delimiter?: string; MaxKeys?: number; ContinuationToken?: string },
+    opts: UfsCallOptions | undefined,
+    context: string,
+  ): Promise<{ objects: ObjectInfo[]; prefixes: string[]; undecodable: number; next?: string }> {
+    let out;
+    try {
+      out = await this.#client.send(new ListObjectsV2Command({ Bucket: this.#bucket, EncodingType: 'url', ...input }), this.#http(opts));
+    } catch (err) {
+      throw s3Error(err, context);
+    }
+    const encoded = out.EncodingType === 'url';
+    const objects: ObjectInfo[] = [];
+    const prefixes: string[] = [];
+    let undecodable = 0;
+    for (const o of out.Contents ?? []) {
+      const key = o.Key === undefined ? null : decodeListed(o.Key, encoded);
+      if (key === null) undecodable++;
+      else objects.push({ key, size: o.Size ?? 0, etag: o.ETag ?? '', mtimeMs: o.LastModified?.getTime() ?? 0 });
+    }
+    for (const p of out.CommonPrefixes ?? []) {
+      const prefix = p.Prefix === undefined ? null : decodeListed(p.Prefix, encoded);
+      if (prefix === null) undecodable++;
+      else prefixes.push(prefix);
+    }
+    const next = out.IsTruncated ? out.NextContinuationToken : undefined;
+    if (out.IsTruncated && !next) throw new StrataError('IO_ERROR', `${context}: the store truncated a listing without a continuation token`);
+    return next ? { objects, prefixes, undecodable, next } : { objects, prefixes, undecodable };
+  }
+
+  /** Up to `max` keys below `dirKey` (a directory exists while this is non-empty). */
+  async #keysUnder(dirKey: string, max: number, opts: UfsCallOptions | undefined, context: string): Promise<ObjectInfo[]> {
+    const page = await this.#listPage({ Prefix: dirKey, MaxKeys: max }, opts, context);
+    return page.objects;
+  }
+
+  /** What is at `parts`: the root and prefixes are directories; a file wins over a directory of the same name. */
+  async #kind(parts: string[], opts: UfsCallOptions | undefined, context: string): Promise<'file' | 'directory' | null> {
+    if (!parts.length) return 'directory';
+    if (await this.#head(this.#objectKey(parts), opts, context)) return 'file';
+    return (await this.#keysUnder(this.#dirKey(parts), 1, opts, context)).length ? 'directory' : null;
+  }
+
+  /** The error for an object that is not there: IS_DIRECTORY when a directory is. */
+  async #missingObject(parts: string[], opts: UfsCallOptions | undefined, context: string): Promise<StrataError> {
+    const isDir = !parts.length || (await this.#keysUnder(this.#dirKey(parts), 1, opts, context)).length > 0;
+    return isDir ? new StrataError('IS_DIRECTORY', `${context}: is a directory`) : new StrataError('NOT_FOUND', `${context}: no such file`);
+  }
+
+  /** After the last entry of a directory went away, writes its marker so the directory itself stays. */
+  async #keepDirectory(parts: string[], opts: UfsCallOptions | undefined, context: string): Promise<void> {
+    if (!parts.length) return;
+    const dirKey = this.#dirKey(parts);
+    if ((await this.#keysUnder(dirKey, 1, opts, context)).length) return;
+    try {
+      await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: dirKey, Body: Buffer.alloc(0), ContentLength: 0 }), this.#http(opts));
+    } catch (err) {
+      throw s3Error(err, context);
+    }
+  }
+
+  async #deleteKey(key: string, opts: UfsCallOptions | undefined, context: string): Promise<void> {
+    try {
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key }), this.#http(opts));
+    } catch (err) {
+      throw s3Error(err, context);
+    }
+  }
+
+  async stat(path: string, opts?: UfsCallOptions): Promise<UfsStatus | null> {
+    const parts = parsePath(path);
+    if (!parts.length) return dirStatus('');
+    const name = parts[parts.length - 1]!;
+    const context = `stat ${path}`;
+    const obj = await this.#head(this.#objectKey(parts), opts, context);
+    if (obj) return fileStatus(name, obj);
+    const under = await this.#keysUnder(this.#dirKey(parts), 1, opts, context);
+    return under.length ? dirStatus(name) : null;
+  }
+
+  async list(path: string, opts?: UfsCallOptions): Promise<UfsStatus[]> {
+    const parts = parsePath(path);
+    const dirKey = this.#dirKey(parts);
+    const context = `list ${path}`;
+    const entries = new Map<string, UfsStatus>();
+    let seen = false;
+    let token: string | undefined;
+    do {
+      const page = await this.#listPage(token ? { Prefix: dirKey, Delimiter: '/', ContinuationToken: token } : { Prefix: dirKey, Delimiter: '/' }, opts, context);
+      if (page.objects.length || page.prefixes.length || page.undecodable) seen = true;
+      for (const o of page.objects) {
+        if (o.key === dirKey || !o.key.startsWith(dirKey)) continue; // the directory's own marker
+        const name = childName(o.key.slice(dirKey.length));
+        if (name !== null) entries.set(name, fileStatus(name, o));
+      }
+      for (const p of page.prefixes) {
+        if (!p.startsWith(dirKey) || !p.endsWith('/')) continue;
+        const name = childName(p.slice(dirKey.length, -1));
+        // An object of the same name wins, as in stat().
+        if (name !== null && !entries.has(name)) entries.set(name, dirStatus(name));
+      }
+      token = page.next;
+    } while (token);
+    if (!seen && parts.length) {
+      const isFile = await this.#head(this.#objectKey(parts), opts, context);
+      throw isFile ? new StrataError('NOT_DIRECTORY', `${context}: not a directory`) : new StrataError('NOT_FOUND', `${context}: no such directory`);
+    }
+    return [...entries.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async read(path: string, offset: number, length: number, opts?: UfsCallOptions): Promise<Readable> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw new StrataError('INVALID_ARGUMENT', `read ${path}: bad range ${offset}+${length}`);
+    }
+    const parts = parsePath(path);
+    const context = `read ${path}`;
+    if (!parts.length) throw new StrataError('IS_DIRECTORY', `${context}: is a directory`);
+    const key = this.#objectKey(parts);
+    if (length === 0) {
+      if (!(await this.#head(key, opts, context))) throw await this.#missingObject(parts, opts, context);
+      return Readable.from([]);
+    }
+    let out;
+    try {
+      out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, Range: `bytes=${offset}-${offset + length - 1}` }), this.#http(opts));
+    } catch (err) {
+      // A range that starts at or after the end: nothing to read, as a file system's read() past EOF.
+      if (isInvalidRange(err)) return Readable.from([]);
+      const e = s3Error(err, context);
+      if (e.code === 'NOT_FOUND') throw await this.#missingObject(parts, opts, context);
+      throw e;
+    }
+    const body = out.Body as Readable | undefined;
+    if (!body) return Readable.from([]);
+    const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(out.ContentRange ?? '');
+    if (!range) {
+      // The store ignored the Range header and sends the whole object (some do for 0-byte objects).
+      return clipBody(body, offset, length, false, context, opts?.signal);
+    }
+    const [start, total] = [Number(range[1]), Number(range[3])];
+    if (offset >= total) {
+      // Stores that answer an unsatisfiable range with a 206 instead of a 416 (s3rver does for 0-byte objects).
+      body.destroy();
+      return Readable.from([]);
+    }
+    if (start !== offset) {
+      body.destroy();
+      throw new StrataError('IO_ERROR', `${context}: asked for bytes from ${offset}, the store sent ${out.ContentRange}`);
+    }
+    return clipBody(body, 0, Math.min(length, total - offset), true, context, opts?.signal);
+  }
+
+  async create(path: string, opts?: UfsCallOptions): Promise<UfsWriter> {
+    const parts = parsePath(path);
+    if (!parts.length) throw new StrataError('IS_DIRECTORY', `create ${path}: is a directory`);
+    const key = this.#objectKey(parts);
+    const context = `create ${path}`;
+    return new S3Writer({
+      client: this.#client,
+      bucket: this.#bucket,
+      key,
+      name: parts[parts.length - 1]!,
+      path,
+      settings: this.#settings,
+      http: this.#http(opts),
+      isDirectory: async () => (await this.#keysUnder(this.#dirKey(parts), 1, opts, context)).length > 0,
+      head: () => this.#head(key, opts, context),
+    });
+  }
+
+  async delete(path: string, opts?: UfsCallOptions): Promise<void> {
+    const parts = parsePath(path);
+    const context = `delete ${path}`;
+    if (!parts.length) throw new StrataError('IS_DIRECTORY', `${context}: is a directory`);
+    const key = this.#objectKey(parts);
+    // DeleteObject succeeds on a missing key, so look first.
+    if (!(await this.#head(key, opts, context))) throw await this.#missingObject(parts, opts, context);
+    await this.#deleteKey(key, opts, context);
+    await this.#keepDirectory(parts.slice(0, -1), opts, context);
+  }
+
+  async mkdir(path: string, opts?: UfsCallOptions): Promise<void> {
+    const parts = parsePath(path);
+    const context = `mkdir ${path}`;
+    if (!parts.length) throw new StrataError('ALREADY_EXISTS', `${context}: exists`);
+    const [here, parent] = await Promise.all([this.#kind(parts, opts, context), this.#kind(parts.slice(0, -1), opts, context)]);
+    if (here) throw new StrataError('ALREADY_EXISTS', `${context}: exists`);
+    if (parent === null) throw new StrataError('NOT_FOUND', `${context}: no such parent directory`);
+    if (parent === 'file') throw new StrataError('NOT_DIRECTORY', `${context}: the parent is a file`);
+    try {
+      await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: this.#dirKey(parts), Body: Buffer.alloc(0), ContentLength: 0 }), this.#http(opts));
+    } catch (err) {
+      throw s3Error(err, context);
+    }
+  }
+
+  async rmdir(path: string, opts?: UfsCallOptions): Promise<void> {
+    const parts = parsePath(path);
+    const context = `rmdir ${path}`;
+    if (!parts.length) throw new StrataError('NOT_PERMITTED', `${context}: cannot remove the root`);
+    const dirKey = this.#dirKey(parts);
+    const under = await this.#keysUnder(dirKey, 2, opts, context);
+    if (under.some((o) => o.key !== dirKey)) throw new StrataError('NOT_EMPTY', `${context}: not empty`);
+    if (!under.length) {
+      const isFile = await this.#head(this.#objectKey(parts), opts, context);
+      throw isFile ? new StrataError('NOT_DIRECTORY', `${context}: not a directory`) : new StrataError('NOT_FOUND', `${context}: no such directory`);
+    }
+    await this.#deleteKey(dirKey, opts, context);
+    await this.#keepDirectory(parts.slice(0, -1), opts, context);
+  }
+
+  async rename(src: string, dst: string, opts?: UfsCallOptions): Promise<void> {
+    const from = parsePath(src);
+    const to = parsePath(dst);
+    const context = `rename ${src} -> ${dst}`;
+    if (!from.length || !to.length) throw new StrataError('INVALID_ARGUMENT', `${context}: cannot move or replace the root`);
+    const srcFile = await this.#head(this.#objectKey(from), opts, context);
+    const srcDirKey = this.#dirKey(from);
+    const srcIsDir = !srcFile && (await this.#keysUnder(srcDirKey, 1, opts, context)).length > 0;
+    if (!srcFile && !srcIsDir) throw new StrataError('NOT_FOUND', `${context}: no such file or directory`);
+    const parent = await this.#kind(to.slice(0, -1), opts, context);
+    if (parent === null) throw new StrataError('NOT_FOUND', `${context}: no such destination directory`);
+    if (parent === 'file') throw new StrataError('NOT_DIRECTORY', `${context}: the destination's parent is a file`);
+    const fromPath = from.join('/');
+    const toPath = to.join('/');
+    if (fromPath === toPath) return;
+    // The same checks as rename(2), so a move never orphans keys below a name that no longer exists.
+    if (toPath.startsWith(fromPath + '/')) throw new StrataError('INVALID_ARGUMENT', `${context}: cannot move a directory into itself`);
+    const dstDirKey = this.#dirKey(to);
+    const [dstFile, dstUnder] = await Promise.all([this.#head(this.#objectKey(to), opts, context), this.#keysUnder(dstDirKey, 2, opts, context)]);
+    if (srcFile) {
+      if (dstUnder.length) throw new StrataError('IS_DIRECTORY', `${context}: the destination is a directory`);
+      await this.#copy(srcFile.key, this.#objectKey(to), srcFile.size, opts, context);
+      await this.#deleteKey(srcFile.key, opts, context);
+    } else {
+      if (dstFile) throw new StrataError('NOT_DIRECTORY', `${context}: the destination is a file`);
+      if (dstUnder.some((o) => o.key !== dstDirKey)) throw new StrataError('NOT_EMPTY', `${context}: the destination is not empty`);
+      await this.#moveTree(srcDirKey, dstDirKey, opts, context);
+    }
+    await this.#keepDirectory(from.slice(0, -1), opts, context);
+  }
+
+  /**
+   * Copies every key below `srcDirKey` (verbatim, whatever it is) to the same place below
+   * `dstDirKey`, then deletes the originals. If a copy fails, the copies made so far are removed.
+   */
+  async #moveTree(srcDirKey: string, dstDirKey: string, opts: UfsCallOptions | undefined, context: string): Promise<void> {
+    const keys: ObjectInfo[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.#listPage(token ? { Prefix: srcDirKey, ContinuationToken: token } : { Prefix: srcDirKey }, opts, context);
+      if (page.undecodable) throw new StrataError('IO_ERROR', `${context}: the store listed ${page.undecodable} keys it did not encode`);
+      keys.push(...page.objects.filter((o) => o.key.startsWith(srcDirKey)));
+      token = page.next;
+    } while (token);
+    const copied: string[] = [];
+    try {
+      await mapLimit(keys, TREE_CONCURRENCY, async (o) => {
+        const target = dstDirKey + o.key.slice(srcDirKey.length);
+        await this.#copy(o.key, target, o.size, opts, context);
+        copied.push(target);
+      });
+    } catch (err) {
+      // The marker of an empty destination directory that was being replaced stays.
+      await mapLimit(
+        copied.filter((k) => k !== dstDirKey),
+        TREE_CONCURRENCY,
+        (k) => this.#deleteKey(k, undefined, context),
+      ).catch(() => undefined);
+      throw err;
+    }
+    await mapLimit(keys, TREE_CONCURRENCY, (o) => this.#deleteKey(o.key, opts, context));
+  }
+
+  /** Server-side copy: CopyObject, or UploadPartCopy in parts for objects over the single-copy limit. */
+  async #copy(srcKey: string, dstKey: string, size: number, opts: UfsCallOptions | undefined, context: string): Promise<void> {
+    const http = this.#http(opts);
+    const source = copySource(this.#bucket, srcKey);
+    const partSize = this.#settings.multipartCopyThreshold;
+    if (size <= partSize) {
+      try {
+        await this.#client.send(new CopyObjectCommand({ Bucket: this.#bucket, Key: dstKey, CopySource: source }), http);
+      } catch (err) {
+        throw s3Error(err, context);
+      }
+      return;
+    }
+    const count = Math.ceil(size / partSize);
+    if (count > MAX_PARTS) throw new StrataError('FILE_TOO_LARGE', `${context}: ${size} bytes need more than ${MAX_PARTS} copy parts`);
+    let uploadId: string | undefined;
+    try {
+      const created = await this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.#bucket, Key: dstKey }), http);
+      uploadId = created.UploadId;
+      if (!uploadId) throw new StrataError('IO_ERROR', `${context}: the store returned no upload id`);
+      const id = uploadId;
+      const parts: CompletedPart[] = [];
+      const numbers = Array.from({ length: count }, (_, i) => i + 1);
+      await mapLimit(numbers, this.#settings.uploadConcurrency, async (n) => {
+        const first = (n - 1) * partSize;
+        const last = Math.min(size, n * partSize) - 1;
+        const out = await this.#client.send(
+          new UploadPartCopyCommand({ Bucket: this.#bucket, Key: dstKey, UploadId: id, PartNumber: n, CopySource: source, CopySourceRange: `bytes=${first}-${last}` }),
+          http,
+        );
+        const r = out.CopyPartResult;
+        parts.push({
+          PartNumber: n,
+          ETag: r?.ETag,
+          ChecksumCRC32: r?.ChecksumCRC32,
+          ChecksumCRC32C: r?.ChecksumCRC32C,
+          ChecksumCRC64NVME: r?.ChecksumCRC64NVME,
+          ChecksumSHA1: r?.ChecksumSHA1,
+          ChecksumSHA256: r?.ChecksumSHA256,
+        });
+      });
+      parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
+      await this.#client.send(new CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key: dstKey, UploadId: id, MultipartUpload: { Parts: parts } }), http);
+    } catch (err) {
+      if (uploadId) {
+        await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: dstKey, UploadId: uploadId })).catch(() => undefined);
+      }
+      throw s3Error(err, context);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#client.destroy();
   }
 }

@@ -241,6 +241,7 @@ const IMPLEMENTS: [keyof LowLevelHandlers, number][] = [
 ];
 
 const ERANGE = 34;
+const LOCK_UN = 8;
 
 /** A mounted file system on Strata's own binding. */
 export class FuseSession {
@@ -260,6 +261,10 @@ export class FuseSession {
     const s = new FuseSession(mountPoint, n);
     const implemented = new Uint8Array(OP_COUNT);
     for (const [name, code] of IMPLEMENTS) if (h[name]) implemented[code] = 1;
+    // A flock lock is dropped on the last close through release, so flock needs it.
+    if (h.flock) implemented[OP.RELEASE] = 1;
+    // Listings are kept per directory handle: opendir hands out a handle of its own, releasedir drops the listing.
+    if (h.readdir) implemented[OP.OPENDIR] = implemented[OP.RELEASEDIR] = 1;
     const options = ['-o', ['subtype=strata', ...(opts.options ?? [])].join(',')];
     const errnoOf = opts.errnoOf ?? ((err: unknown) => -toErrno(err, opts.onUnknownError));
     s.#handle = n.mount(mountPoint, options, s.#dispatcher(h, errnoOf, opts.negativeTimeout ?? 0), implemented, {
@@ -297,6 +302,7 @@ export class FuseSession {
   #dispatcher(h: LowLevelHandlers, errnoOf: (err: unknown) => number, negativeTimeout: number) {
     const n = this.#native;
     const listings = this.#listings;
+    let nextDirFh = 1;
     return (op: number, req: bigint, uid: number, gid: number, pid: number, ino: number, ...a: any[]): void => {
       const ctx: RequestContext = { uid, gid, pid, groups: () => n.getGroups(req) };
       let replied = false;
@@ -317,7 +323,13 @@ export class FuseSession {
         p.then((v) => {
           if (replied) return;
           replied = true;
-          reply(v);
+          try {
+            reply(v);
+          } catch (err) {
+            // A malformed result (the reply functions throw before answering): still exactly one reply.
+            replied = false;
+            fail(err);
+          }
         }, fail);
       };
       const entry = (e: Entry) => n.replyEntry(req, e.attr.ino, e.generation ?? 0, attrArray(e.attr), e.attrTimeout, e.entryTimeout);
@@ -377,12 +389,17 @@ export class FuseSession {
             return ok(h.write?.(ctx, ino, a[0], a[1], a[2], a[3]), (count) => n.replyWrite(req, count));
           case OP.FLUSH:
             return ok(h.flush?.(ctx, ino, a[0], a[1]), done);
-          case OP.RELEASE:
-            return ok(h.release?.(ctx, ino, a[0], a[1]), done);
+          case OP.RELEASE: {
+            const [fh, flags, flockRelease, lockOwner] = a as [number, number, number, number];
+            // The last close of a file that took a flock lock: libfuse leaves dropping it to release.
+            const unlocked = flockRelease && h.flock ? h.flock(ctx, ino, fh, lockOwner, LOCK_UN).catch(() => undefined) : Promise.resolve();
+            return ok(unlocked.then(() => h.release?.(ctx, ino, fh, flags)), done);
+          }
           case OP.FSYNC:
             return ok(h.fsync?.(ctx, ino, a[0], !!a[1]), done);
           case OP.OPENDIR:
-            return ok(h.opendir ? h.opendir(ctx, ino, a[0]) : Promise.resolve({ fh: 0 }), (o) => n.replyOpen(req, o.fh, openFlags(o)));
+            // Without an opendir handler each open directory still gets its own handle: listings are kept per handle.
+            return ok(h.opendir ? h.opendir(ctx, ino, a[0]) : Promise.resolve({ fh: nextDirFh++ }), (o) => n.replyOpen(req, o.fh, openFlags(o)));
           case OP.READDIR:
           case OP.READDIRPLUS: {
             const [fh, size, offset] = a as [number, number, number];

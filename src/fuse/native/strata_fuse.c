@@ -317,6 +317,9 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   NEW_OR_ENOMEM(OP_RELEASE);
   o->ino = ino;
   fi_copy(o, fi);
+  /* The last close of a file that took a flock lock: release must drop that lock (FUSE_RELEASE_FLOCK_UNLOCK). */
+  o->mode_i = fi->flock_release;
+  o->off2 = (double)fi->lock_owner;
   dispatch(o);
 }
 
@@ -573,10 +576,15 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
       break;
     }
     case OP_GETATTR:
-    case OP_RELEASE:
     case OP_RELEASEDIR:
       argv[argc++] = o->has_fh ? num(env, (double)o->fh) : str(env, NULL);
       argv[argc++] = num(env, o->flags);
+      break;
+    case OP_RELEASE:
+      argv[argc++] = o->has_fh ? num(env, (double)o->fh) : str(env, NULL);
+      argv[argc++] = num(env, o->flags);
+      argv[argc++] = num(env, o->mode_i); /* flock_release */
+      argv[argc++] = num(env, o->off2);   /* lock_owner */
       break;
     case OP_SETATTR:
       argv[argc++] = stat_array(env, &o->attr);
