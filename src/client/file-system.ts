@@ -14,7 +14,7 @@ import { promises as fsp } from 'node:fs';
 import * as nodePath from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, createReadStream } from 'node:fs';
 import { StrataError, toStrataError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Mutex } from '../common/mutex';
@@ -120,7 +120,9 @@ class StagingFile {
 
   async stream(): Promise<Readable> {
     await this.drain();
-    return this.fh.createReadStream({ start: 0, end: this.size - 1, autoClose: false, highWaterMark: 4 * 1024 * 1024 });
+    // A stream of its own descriptor: destroying a FileHandle's stream closes the handle even with
+    // autoClose: false (the HTTP client destroys the body), and the file stays open for more writes.
+    return createReadStream(this.path, { start: 0, end: this.size - 1, highWaterMark: 4 * 1024 * 1024 });
   }
 
   async dispose(): Promise<void> {

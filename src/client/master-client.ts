@@ -49,6 +49,10 @@ export class MasterClient {
     return this.#http.post(`${MASTER_API}/create`, { parent, name, mode, ...owner });
   }
 
+  linkAt(ino: number, newParent: number, newName: string): Promise<FileAttributes> {
+    return this.#http.post(`${MASTER_API}/link`, { ino, newParent, newName });
+  }
+
   symlinkAt(parent: number, name: string, target: string, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
     return this.#http.post(`${MASTER_API}/symlink`, { parent, name, target, ...owner });
   }

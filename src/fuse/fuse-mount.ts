@@ -96,6 +96,7 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
       if (!type) throw new StrataError('INVALID_ARGUMENT', `unknown file type in mode 0${mode.toString(8)}`);
       return entry(await fs.master.mknodAt(parent, name, type, mode & 0o7777, rdev, owner));
     },
+    link: async (_ctx, ino, newParent, newName) => entry(await fs.master.linkAt(ino, newParent, newName)),
     symlink: async (ctx, parent, name, target) => entry(await fs.master.symlinkAt(parent, name, target, { uid: ctx.uid, gid: ctx.gid })),
     readlink: async (_ctx, ino) => {
       const a = await fs.getattrIno(ino);

@@ -133,6 +133,8 @@ export class InodeTable {
           parent INTEGER NOT NULL REFERENCES node(ino),
           name TEXT NOT NULL,
           ino INTEGER NOT NULL REFERENCES node(ino),
+          -- The one link of a hard-linked file whose path is where its bytes live in the store.
+          primary_link INTEGER NOT NULL DEFAULT 1,
           PRIMARY KEY (parent, name)
         ) WITHOUT ROWID;
         CREATE INDEX edge_by_ino ON edge(ino);
@@ -190,7 +192,11 @@ export class InodeTable {
       edge: db.prepare(`SELECT ino FROM edge WHERE parent = ? AND name = ?`),
       children: db.prepare(`SELECT e.name AS name, n.* FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = ? ORDER BY e.name`),
       childCount: db.prepare(`SELECT COUNT(*) AS n FROM edge WHERE parent = ?`),
-      parentOf: db.prepare(`SELECT parent, name FROM edge WHERE ino = ? LIMIT 1`),
+      parentOf: db.prepare(`SELECT parent, name FROM edge WHERE ino = ? ORDER BY primary_link DESC LIMIT 1`),
+      edgeFlag: db.prepare(`SELECT primary_link FROM edge WHERE parent = ? AND name = ?`),
+      otherLink: db.prepare(`SELECT parent, name FROM edge WHERE ino = ? AND NOT (parent = ? AND name = ?) ORDER BY parent, name LIMIT 1`),
+      setPrimary: db.prepare(`UPDATE edge SET primary_link = 1 WHERE parent = ? AND name = ?`),
+      insertLink: db.prepare(`INSERT INTO edge (parent, name, ino, primary_link) VALUES (?, ?, ?, ?)`),
       insertNode: db.prepare(
         `INSERT INTO node (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at)
          VALUES (@type, @mode, @uid, @gid, @size, @nlink, @as, @ans, @ms, @mns, @cs, @cns, @target, @rdev, @blockSize, @persisted, @fp, @syncedAt)`,
@@ -423,8 +429,41 @@ export class InodeTable {
     })();
   }
 
+  /** Whether `name` in `parent` is the link whose path holds the file's bytes in the store. */
+  isPrimaryLink(parent: number, name: string): boolean {
+    const r = this.#stmt.edgeFlag.get(parent, name) as { primary_link: number } | undefined;
+    return !!r && r.primary_link === 1;
+  }
+
+  /** Another link of the inode than `name` in `parent` (the one that becomes primary if this one goes). */
+  otherLink(ino: number, parent: number, name: string): { parent: number; name: string } | undefined {
+    return this.#stmt.otherLink.get(ino, parent, name) as { parent: number; name: string } | undefined;
+  }
+
+  /** link(2): a new name for an existing non-directory inode. */
+  link(ino: number, newParent: number, newName: string): NodeRecord {
+    return this.#db.transaction(() => {
+      const n = this.requireNode(ino);
+      if (n.type === 'directory') throw new StrataError('NOT_PERMITTED', 'hard links to directories are not allowed');
+      const p = this.requireNode(newParent);
+      if (p.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `inode ${newParent} is not a directory`);
+      if (this.#stmt.edge.get(newParent, newName)) throw new StrataError('ALREADY_EXISTS', `'${newName}' already exists`);
+      this.#stmt.insertLink.run(newParent, newName, ino, 0);
+      this.#stmt.nlinkAdd.run(1, ino);
+      const now = timespecNow();
+      this.#stmt.touchCtime.run(now.sec, now.nsec, ino);
+      this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, newParent);
+      return this.requireNode(ino);
+    })();
+  }
+
   #unlinkEdge(parent: number, name: string, node: NodeRecord): void {
+    const wasPrimary = this.isPrimaryLink(parent, name);
     this.#stmt.deleteEdge.run(parent, name);
+    if (wasPrimary && node.type !== 'directory') {
+      const other = this.otherLink(node.ino, parent, name);
+      if (other) this.#stmt.setPrimary.run(other.parent, other.name);
+    }
     if (node.type === 'directory') {
       this.#stmt.nlinkAdd.run(-1, parent);
       this.#deleteTree(node.ino);
@@ -443,11 +482,11 @@ export class InodeTable {
   /** Deletes a directory inode and everything below it (used when the under-store lost a tree). */
   #deleteTree(ino: number): void {
     for (const c of this.children(ino)) {
-      this.#stmt.deleteEdge.run(ino, c.name);
-      if (c.type === 'directory') this.#deleteTree(c.ino);
-      else {
-        this.#dropBlocks(c.ino);
-        this.#stmt.deleteNode.run(c.ino);
+      if (c.type === 'directory') {
+        this.#stmt.deleteEdge.run(ino, c.name);
+        this.#deleteTree(c.ino);
+      } else {
+        this.#unlinkEdge(ino, c.name, c);
       }
     }
     this.#stmt.deleteNode.run(ino);
@@ -473,8 +512,9 @@ export class InodeTable {
         }
         this.#unlinkEdge(dstParent, dstName, dst);
       }
+      const primary = this.isPrimaryLink(srcParent, srcName) ? 1 : 0;
       this.#stmt.deleteEdge.run(srcParent, srcName);
-      this.#stmt.insertEdge.run(dstParent, dstName, src.ino);
+      this.#stmt.insertLink.run(dstParent, dstName, src.ino, primary);
       if (src.type === 'directory' && srcParent !== dstParent) {
         this.#stmt.nlinkAdd.run(-1, srcParent);
         this.#stmt.nlinkAdd.run(1, dstParent);
@@ -682,13 +722,13 @@ export class InodeTable {
     this.#db.transaction(() => {
       const node = this.lookup(parent, name);
       if (!node) return;
-      this.#stmt.deleteEdge.run(parent, name);
       if (node.type === 'directory') {
+        this.#stmt.deleteEdge.run(parent, name);
         this.#stmt.nlinkAdd.run(-1, parent);
         this.#deleteTree(node.ino);
       } else {
-        this.#dropBlocks(node.ino);
-        this.#stmt.deleteNode.run(node.ino);
+        // Other hard links keep the inode alive, as an unlink would.
+        this.#unlinkEdge(parent, name, node);
       }
     })();
   }

@@ -193,6 +193,8 @@ export class Namespace {
         if (c.type === 'directory' && c.syncedAt !== 0) continue;
         // A mount point lives in the mount table, not in its parent's store.
         if (this.#mounts.isMountPoint([...parts, c.name])) continue;
+        // A second hard link has no object of its own in the store.
+        if (!this.#table.isPrimaryLink(dir.ino, c.name)) continue;
         this.#table.forgetChild(dir.ino, c.name);
       }
     }
@@ -240,6 +242,34 @@ export class Namespace {
     return toAttributes(this.#table.createChild(parent.ino, name, { type: 'file', mode, uid, gid, persisted: false, syncedAt: Date.now() }));
   }
 
+  /**
+   * Before the link that holds a hard-linked file's bytes in the store goes away,
+   * move the bytes to the path of the link that takes over.
+   */
+  async #handOverBytes(parent: NodeRecord, name: string, node: NodeRecord, parts: string[]): Promise<void> {
+    if (node.persistState !== 'persisted' || !this.#table.isPrimaryLink(parent.ino, name)) return;
+    const other = this.#table.otherLink(node.ino, parent.ino, name);
+    if (!other) return;
+    const otherParts = parsePath(this.#table.pathOf(other.parent) + '/' + other.name);
+    const from = this.#store(parts);
+    const to = this.#store(otherParts);
+    await from.ufs.rename(from.ufsPath, to.ufsPath);
+  }
+
+  /** link(2): another name for a file; the bytes stay at the first name's path in the store. */
+  link(ino: number, newPath: string): Promise<FileAttributes> {
+    return this.#mutations.run(async () => {
+      const { parent, name, parts } = await this.#resolveParent(newPath);
+      this.#writable(parts);
+      const node = this.#table.requireNode(ino);
+      if (node.type === 'directory') throw new StrataError('NOT_PERMITTED', 'hard links to directories are not allowed');
+      const here = this.#store(parsePath(this.#table.pathOf(ino)));
+      if (here.mount !== this.#store(parts).mount) throw new StrataError('CROSS_DEVICE', 'hard links cannot cross mounts');
+      if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${newPath} already exists`);
+      return toAttributes(this.#table.link(ino, parent.ino, name));
+    });
+  }
+
   /** A symbolic link; it lives in the namespace only (object stores have no such thing). */
   async symlink(path: string, target: string, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
     if (typeof target !== 'string' || target.length === 0) throw new StrataError('INVALID_ARGUMENT', 'empty symlink target');
@@ -268,7 +298,10 @@ export class Namespace {
       const node = await this.#child(parent, parts);
       if (node.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
       const { ufs, ufsPath } = this.#store(parts);
-      if (node.type === 'file' && node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath));
+      if (node.type === 'file') {
+        if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath));
+        else await this.#handOverBytes(parent, name, node, parts);
+      }
       this.#table.removeChild(parent.ino, name, 'file');
     });
   }
@@ -316,13 +349,16 @@ export class Namespace {
       const ufs = from.ufs;
       const srcUfs = from.ufsPath;
       const dstUfs = to.ufsPath;
-      if (node.type !== 'file' && node.type !== 'directory') {
-        // Namespace-only nodes move in the table alone; a replaced file still leaves its store.
-        if (target && target.type === 'file' && target.persistState === 'persisted' && target.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs));
+      // A replaced file that lives on through another hard link keeps its bytes.
+      if (target && target.type === 'file' && target.nlink > 1) await this.#handOverBytes(d.parent, d.name, target, d.parts);
+      const replacedGoes = target && target.type === 'file' && target.persistState === 'persisted' && target.nlink <= 1;
+      if ((node.type !== 'file' && node.type !== 'directory') || (node.type === 'file' && !this.#table.isPrimaryLink(s.parent.ino, s.name))) {
+        // Namespace-only nodes and secondary hard links move in the table alone.
+        if (replacedGoes) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs));
       } else if (node.persistState === 'persisted') {
         if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
         await ufs.rename(srcUfs, dstUfs);
-      } else if (target && target.persistState === 'persisted') {
+      } else if (target && target.persistState === 'persisted' && (target.type === 'directory' || target.nlink <= 1)) {
         await this.#ufsIgnoreMissing(() => (target.type === 'directory' ? ufs.rmdir(dstUfs) : ufs.delete(dstUfs)));
       }
       this.#table.rename(s.parent.ino, s.name, d.parent.ino, d.name);

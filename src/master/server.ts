@@ -148,6 +148,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.post(`${api}/create`, async (req) =>
     ns.create(target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid')),
   );
+  app.post(`${api}/link`, async (req) => {
+    const b = (req.body ?? {}) as Record<string, unknown>;
+    return ns.link(requiredInt(b, 'ino', 1), target({ parent: b.newParent, name: b.newName }, 'body'));
+  });
   app.post(`${api}/symlink`, async (req) =>
     ns.symlink(target(req.body, 'body'), requiredString(req.body, 'target'), idField(req.body, 'uid'), idField(req.body, 'gid')),
   );
