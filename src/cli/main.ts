@@ -161,7 +161,8 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
   await fs.master.stat('/').catch((err) => {
     throw new StrataError('UNAVAILABLE', `cannot reach the master at ${cfg.master}: ${(err as Error).message}`);
   });
-  const m = await mountFuse({ mountPoint, fs, logger: log });
+  const allowOther = cfg.allowOther === 'true' || (cfg.allowOther === 'auto' && process.getuid?.() === 0);
+  const m = await mountFuse({ mountPoint, fs, logger: log, allowOther });
   const stop = async () => {
     await m.unmount();
     await fs.close();

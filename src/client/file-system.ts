@@ -145,6 +145,8 @@ interface OpenFile {
   lock: Mutex;
   /** Last attributes seen, to answer fstat() on a file unlinked while open. */
   attrs?: FileAttributes;
+  /** Unlinked while open here: the staged copy lives on until the last close, then vanishes. */
+  unlinked?: boolean;
 }
 
 interface Handle {
@@ -280,7 +282,23 @@ export class StrataFileSystem {
   }
 
   async unlinkAt(parent: number, name: string): Promise<void> {
+    await this.#keepOpenCopy(parent, name);
     await this.master.unlinkAt(parent, name);
+  }
+
+  /**
+   * POSIX keeps an unlinked file readable and writable through the handles that
+   * have it open. Before a name of a file open here goes away (unlink, or rename
+   * over it), its bytes are staged locally, so those handles do not depend on the
+   * blocks the master is about to drop.
+   */
+  async #keepOpenCopy(parent: number, name: string): Promise<void> {
+    if (this.#files.size === 0) return;
+    const a = await this.master.lookup(parent, name).catch(() => undefined);
+    const f = a && this.#files.get(a.ino);
+    if (!f || a.type !== 'file' || a.nlink > 1) return;
+    await this.#ensureStaging(f, undefined);
+    f.unlinked = true;
   }
 
   async rmdirAt(parent: number, name: string): Promise<void> {
@@ -288,6 +306,7 @@ export class StrataFileSystem {
   }
 
   async renameAt(parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
+    await this.#keepOpenCopy(newParent, newName);
     await this.master.renameAt(parent, name, newParent, newName, flags);
   }
 
@@ -490,6 +509,10 @@ export class StrataFileSystem {
   async #flushFile(f: OpenFile): Promise<void> {
     await f.lock.run(async () => {
       if (!f.dirty || !f.staging) return;
+      if (f.unlinked) {
+        f.dirty = false; // no name refers to it any more: nothing to store
+        return;
+      }
       const gen = f.generation;
       const staging = f.staging;
       const size = staging.size;

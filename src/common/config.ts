@@ -36,6 +36,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'heartbeatIntervalMs', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
   { key: 'writeType', env: 'STRATA_WRITE_TYPE', kind: 'string', description: 'Write type of mounts that set none: MUST_CACHE, CACHE_THROUGH, THROUGH, ASYNC_THROUGH.', default: () => 'CACHE_THROUGH' },
   { key: 'persistInitialWaitMs', env: 'STRATA_PERSIST_INITIAL_WAIT_MS', kind: 'int', description: 'Wait before the first persist attempt of an ASYNC_THROUGH file.', default: () => 0 },
+  { key: 'allowOther', env: 'STRATA_ALLOW_OTHER', kind: 'string', description: 'Let users other than the mounting one use the mount (the kernel still checks permissions): true, false, or auto (= when mounted by root).', default: () => 'auto' },
   { key: 'logLevel', env: 'STRATA_LOG_LEVEL', kind: 'string', description: 'Log level: fatal, error, warn, info, debug, trace, silent.', default: () => 'info' },
 ];
 
@@ -54,6 +55,7 @@ export interface StrataConfig {
   heartbeatIntervalMs: number;
   writeType: string;
   persistInitialWaitMs: number;
+  allowOther: string;
   logLevel: string;
 }
 
@@ -76,6 +78,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
   switch (k.kind) {
     case 'string':
       if (v.length === 0) throw bad('a non-empty string');
+      if (k.key === 'allowOther' && !['true', 'false', 'auto'].includes(v)) throw bad('true, false or auto');
       if (k.key === 'writeType' && !['MUST_CACHE', 'CACHE_THROUGH', 'THROUGH', 'ASYNC_THROUGH'].includes(v)) throw bad('MUST_CACHE, CACHE_THROUGH, THROUGH or ASYNC_THROUGH');
       return v;
     case 'int': {

@@ -422,7 +422,7 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
     if (res.statusCode === 200) return this.#stream(res.body, length, what);
     const err = await this.#failure(res, what);
     // Seeking past the end is an EOFException in HDFS; the contract clips instead.
-    
+    if (remoteException(err) === 'EOFException') return Readable.from([]);
     if (err.code === 'NOT_FOUND') {
       const st = await this.#statParts(parts, what, opts).catch(() => null);
       if (st?.type === 'DIRECTORY') throw new StrataError('IS_DIRECTORY', `${what}: is a directory`, { cause: err });

@@ -10,6 +10,7 @@
  * - when an object `a` and keys below `a/` both exist (both written by someone else), the file
  *   wins, in `stat` and in `list` alike;
  * - S3 keeps no directory times: directories report `mtimeMs: 0`;
+ * - `create` needs no parent directory: writing `a/b/c` makes `a` and `a/b` exist, as keys do;
  * - keys that are no valid Strata path (`a//b`, `/abs`, `..` segments, over-long names) are skipped
  *   in listings and never followed.
  * A file's fingerprint is its ETag plus its size. Nothing is atomic across keys: renaming a
@@ -72,7 +73,10 @@ export interface S3UfsSettings {
   maxAttempts: number;
   /** `s3.connectTimeoutMs`: to open a connection [5000]. */
   connectTimeoutMs: number;
-  /** `s3.requestTimeoutMs`: until the response headers arrive, and the longest silence while a body streams [60000]. */
+  /**
+   * `s3.requestTimeoutMs`: from sending a request (its body included, so it must cover uploading
+   * one part) until the response headers arrive, and the longest silence while a body streams [60000].
+   */
   requestTimeoutMs: number;
   /** `s3.multipartCopyThreshold`: objects larger than this are renamed with UploadPartCopy in parts of this size, 5 MiB…5 GiB [5 GiB]. */
   multipartCopyThreshold: number;
@@ -430,8 +434,10 @@ class S3Writer implements UfsWriter {
 
   async #uploadPart(body: Buffer): Promise<void> {
     const c = this.#c;
+    // The checksum mode is explicit: S3 rejects part checksums on an upload created without an
+    // algorithm, and the SDK adds them to UploadPart by default. CRC32 is what it computes anyway.
     this.#uploadId ??= c.client
-      .send(new CreateMultipartUploadCommand({ Bucket: c.bucket, Key: c.key }), c.http)
+      .send(new CreateMultipartUploadCommand({ Bucket: c.bucket, Key: c.key, ChecksumAlgorithm: 'CRC32' }), c.http)
       .then((out) => {
         if (!out.UploadId) throw new StrataError('IO_ERROR', `write ${c.path}: the store returned no upload id`);
         return out.UploadId;
@@ -441,14 +447,19 @@ class S3Writer implements UfsWriter {
     });
     while (this.#inFlight.size >= c.settings.uploadConcurrency) await Promise.race(this.#inFlight);
     if (this.#failure) throw this.#failure;
+    if (this.#state === 'done') throw new StrataError('INVALID_ARGUMENT', `write ${c.path}: the writer was aborted`);
     const partNumber = ++this.#partCount;
     if (partNumber > MAX_PARTS) {
       throw (this.#failure = new StrataError('FILE_TOO_LARGE', `write ${c.path}: more than ${MAX_PARTS} parts`));
     }
     const p: Promise<void> = c.client
-      .send(new UploadPartCommand({ Bucket: c.bucket, Key: c.key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length }), c.http)
+      .send(
+        new UploadPartCommand({ Bucket: c.bucket, Key: c.key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length, ChecksumAlgorithm: 'CRC32' }),
+        c.http,
+      )
       .then((out) => {
-        // The part checksums the SDK asked for must come back in CompleteMultipartUpload.
+        if (!out.ETag) throw new StrataError('IO_ERROR', `write ${c.path}: the store returned no ETag for part ${partNumber}`);
+        // Each part's checksum must come back in CompleteMultipartUpload.
         this.#parts.push({
           PartNumber: partNumber,
           ETag: out.ETag,
@@ -876,16 +887,10 @@ export class S3UnderFileSystem implements UnderFileSystem {
           new UploadPartCopyCommand({ Bucket: this.#bucket, Key: dstKey, UploadId: id, PartNumber: n, CopySource: source, CopySourceRange: `bytes=${first}-${last}` }),
           http,
         );
-        const r = out.CopyPartResult;
-        parts.push({
-          PartNumber: n,
-          ETag: r?.ETag,
-          ChecksumCRC32: r?.ChecksumCRC32,
-          ChecksumCRC32C: r?.ChecksumCRC32C,
-          ChecksumCRC64NVME: r?.ChecksumCRC64NVME,
-          ChecksumSHA1: r?.ChecksumSHA1,
-          ChecksumSHA256: r?.ChecksumSHA256,
-        });
+        // No checksums: this upload was created without an algorithm, so Complete must not name any.
+        const etag = out.CopyPartResult?.ETag;
+        if (!etag) throw new StrataError('IO_ERROR', `${context}: the store returned no ETag for copy part ${n}`);
+        parts.push({ PartNumber: n, ETag: etag });
       });
       parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
       await this.#client.send(new CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key: dstKey, UploadId: id, MultipartUpload: { Parts: parts } }), http);
