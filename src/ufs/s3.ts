@@ -896,6 +896,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
       await this.#client.send(new CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key: dstKey, UploadId: id, MultipartUpload: { Parts: parts } }), http);
     } catch (err) {
       if (uploadId) {
+        // Without the caller's signal: an abort may be what ended the copy, and the parts must still go.
         await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: dstKey, UploadId: uploadId })).catch(() => undefined);
       }
       throw s3Error(err, context);
