@@ -130,6 +130,12 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
       return n === size ? buf : buf.subarray(0, n);
     },
     write: (_ctx, _ino, fh, data, offset) => fs.write(fh, data, data.length, offset),
+    // Only the default mode (allocate, extending the size) exists here: there are no preallocated blocks to keep.
+    fallocate: async (_ctx, ino, fh, mode, offset, length) => {
+      if (mode !== 0) throw new StrataError('NOT_SUPPORTED', 'fallocate modes other than 0 are not supported');
+      const a = await fs.getattrIno(ino);
+      if (offset + length > a.size) await fs.setattrIno(ino, { size: offset + length }, fh);
+    },
     flush: (_ctx, _ino, fh) => fs.flush(fh),
     fsync: (_ctx, _ino, fh) => fs.fsync(fh),
     release: (_ctx, _ino, fh) => fs.release(fh),

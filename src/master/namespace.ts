@@ -229,7 +229,8 @@ export class Namespace {
           if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
         }
       }
-      const node = this.#table.createChild(parent.ino, name, { type: 'directory', mode, uid, gid, persisted: parent.persistState === 'persisted', syncedAt: Date.now() });
+      const g = this.#inherit(parent, gid, mode, true);
+      const node = this.#table.createChild(parent.ino, name, { type: 'directory', mode: g.mode, uid, gid: g.gid, persisted: parent.persistState === 'persisted', syncedAt: Date.now() });
       return toAttributes(node);
     });
   }
@@ -239,7 +240,8 @@ export class Namespace {
     const { parent, name, parts } = await this.#resolveParent(path);
     this.#writable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
-    return toAttributes(this.#table.createChild(parent.ino, name, { type: 'file', mode, uid, gid, persisted: false, syncedAt: Date.now() }));
+    const g = this.#inherit(parent, gid, mode, false);
+    return toAttributes(this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, syncedAt: Date.now() }));
   }
 
   /**
@@ -270,6 +272,12 @@ export class Namespace {
     });
   }
 
+  /** BSD group semantics of a set-group-ID directory: new entries take its group (and dirs its bit). */
+  #inherit(parent: NodeRecord, gid: number, mode: number, dir: boolean): { gid: number; mode: number } {
+    if (!(parent.mode & 0o2000)) return { gid, mode };
+    return { gid: parent.gid, mode: dir ? mode | 0o2000 : mode };
+  }
+
   /** A symbolic link; it lives in the namespace only (object stores have no such thing). */
   async symlink(path: string, target: string, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
     if (typeof target !== 'string' || target.length === 0) throw new StrataError('INVALID_ARGUMENT', 'empty symlink target');
@@ -278,7 +286,7 @@ export class Namespace {
     this.#writable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     return toAttributes(
-      this.#table.createChild(parent.ino, name, { type: 'symlink', mode: 0o777, uid, gid, size: Buffer.byteLength(target), target, persisted: false, syncedAt: Date.now() }),
+      this.#table.createChild(parent.ino, name, { type: 'symlink', mode: 0o777, uid, gid: this.#inherit(parent, gid, 0, false).gid, size: Buffer.byteLength(target), target, persisted: false, syncedAt: Date.now() }),
     );
   }
 
@@ -288,7 +296,8 @@ export class Namespace {
     const { parent, name, parts } = await this.#resolveParent(path);
     this.#writable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
-    return toAttributes(this.#table.createChild(parent.ino, name, { type, mode, uid, gid, rdev, persisted: false, syncedAt: Date.now() }));
+    const g = this.#inherit(parent, gid, mode, false);
+    return toAttributes(this.#table.createChild(parent.ino, name, { type, mode: g.mode, uid, gid: g.gid, rdev, persisted: false, syncedAt: Date.now() }));
   }
 
   unlink(path: string): Promise<void> {

@@ -241,18 +241,18 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
 
   /** Turns a non-success answer into a StrataError carrying the server's RemoteException as `cause`. */
   async #failure(res: Dispatcher.ResponseData, what: string): Promise<StrataError> {
-    let text = '';
+    const chunks: Buffer[] = [];
+    let size = 0;
     try {
       for await (const chunk of res.body) {
-        text += (chunk as Buffer).toString('utf8');
-        if (text.length > MAX_ERROR_BODY) {
-          res.body.destroy();
-          break;
-        }
+        chunks.push(chunk as Buffer);
+        size += (chunk as Buffer).length;
+        if (size > MAX_ERROR_BODY) break; // leaving the loop destroys the body
       }
     } catch {
       // The body is only for the message.
     }
+    const text = Buffer.concat(chunks).toString('utf8');
     let remote: { exception?: unknown; javaClassName?: unknown; message?: unknown } | undefined;
     try {
       remote = (JSON.parse(text) as { RemoteException?: typeof remote }).RemoteException;
@@ -298,10 +298,10 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
     return json.boolean;
   }
 
-  /** A namenode call answered with a 307 to a datanode: answers the datanode URL (or null when the namenode served it itself). */
+  /** A namenode call answered with a 307 to a datanode: answers the datanode URL, or the answer itself when there was no redirect. */
   async #redirect(method: Dispatcher.HttpMethod, parts: string[], op: string, params: Params, what: string, signal?: AbortSignal): Promise<{ location: string } | { res: Dispatcher.ResponseData }> {
     const res = await request(this.#url(parts, op, params), { method, dispatcher: this.#agent, signal });
-    if (res.statusCode === 307 || res.statusCode === 302 || res.statusCode === 303) {
+    if (res.statusCode === 307) {
       await res.body.dump();
       const raw = res.headers.location;
       const loc = Array.isArray(raw) ? raw[0] : raw;
@@ -438,12 +438,11 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
       try {
         for await (const chunk of body) {
           const buf = chunk as Buffer;
-          if (buf.length >= left) {
-            yield buf.subarray(0, left);
-            return;
-          }
-          left -= buf.length;
-          yield buf;
+          const keep = buf.length > left ? buf.subarray(0, left) : buf;
+          left -= keep.length;
+          if (keep.length) yield keep;
+          // A server that ignores `length` is cut off; one that ends on time keeps its connection alive.
+          if (keep.length < buf.length) return;
         }
       } catch (err) {
         throw transportError(err);
@@ -487,7 +486,8 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
     let failure: StrataError | undefined;
     const upload: Promise<void> = request(location, { method: 'PUT', body, dispatcher: this.#agent, signal, headers: { 'content-type': 'application/octet-stream' } })
       .then(async (res) => {
-        if (res.statusCode !== 201 && res.statusCode !== 200) throw await this.#failure(res, `write ${path}`);
+        // A datanode (and HttpFS) answers 201 Created; anything else did not store the bytes.
+        if (res.statusCode !== 201) throw await this.#failure(res, `write ${path}`);
         await res.body.dump();
         if (!ended) throw new StrataError('IO_ERROR', `write ${path}: the datanode answered before the upload ended`);
       })
@@ -646,10 +646,17 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
 
   async close(): Promise<void> {
     this.#closed ??= (async () => {
-      // Let calls in flight finish, but never wait on a stream nobody reads any more.
-      const timer = setTimeout(() => void this.#agent.destroy().catch(() => undefined), Math.min(this.#timeoutMs, 5000));
-      await this.#agent.close().catch(() => undefined);
+      // Let calls in flight finish, but never wait on a stream nobody reads any more:
+      // the agent's close() waits for every response body to be consumed.
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), Math.min(this.#timeoutMs, 5000))));
+      const closing = this.#agent.close().then(
+        () => 'closed' as const,
+        () => 'closed' as const,
+      );
+      const outcome = await Promise.race([closing, grace]);
       clearTimeout(timer);
+      if (outcome === 'late') await this.#agent.destroy().catch(() => undefined);
     })();
     return this.#closed;
   }
