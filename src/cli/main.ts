@@ -255,7 +255,7 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
     );
     children.push(worker);
     onChildExit(worker);
-    const mount = await startChild('mount', ['mount', ...common, '--master', masterUrl, cfg.mount], process.env);
+    const mount = await startChild('mount', ['mount', ...common, '--master', masterUrl, '--allow-other', cfg.allowOther, cfg.mount], process.env);
     children.push(mount);
     onChildExit(mount);
     onSignals(stopAll);
@@ -280,6 +280,7 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     workerCapacity: o.capacity,
     syncIntervalMs: o.syncIntervalMs,
     writeType: o.writeType,
+    allowOther: o.allowOther,
     logLevel: o.logLevel,
   };
 }
@@ -306,6 +307,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
     .option('--ufs-option <key=value>', 'option of the root under-store (repeatable), e.g. s3.endpoint=http://…', collect)
     .option('--write-type <type>', 'MUST_CACHE | CACHE_THROUGH | THROUGH | ASYNC_THROUGH (default CACHE_THROUGH)')
+    .option('--allow-other <mode>', 'true | false | auto (= when mounted by root); default auto')
     .action(async (o) => {
       parseKeyValues(o.ufsOption, '--ufs-option');
       // An explicitly named mount point must exist; the default one is created.
@@ -333,6 +335,7 @@ export async function main(argv: string[]): Promise<void> {
     .argument('<dir>', 'mount point (an existing empty directory)')
     .option('--master <url>', 'master URL')
     .option('--write-type <type>', "this client's write type (default: each mount's)")
+    .option('--allow-other <mode>', 'true | false | auto (= when mounted by root); default auto')
     .action(async (dir: string, o) => {
       const cfg = resolveConfig(configFlags(o));
       await runMount(cfg, nodePath.resolve(dir), false, o.writeType ? (cfg.writeType as WriteType) : undefined);
