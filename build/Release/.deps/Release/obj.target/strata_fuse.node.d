@@ -1,1 +1,0 @@
-cmd_Release/obj.target/strata_fuse.node := g++ -o Release/obj.target/strata_fuse.node -shared -pthread -rdynamic -m64  -Wl,-soname=strata_fuse.node -Wl,--start-group Release/obj.target/strata_fuse/src/fuse/native/strata_fuse.o -Wl,--end-group -lfuse3 -lpthread

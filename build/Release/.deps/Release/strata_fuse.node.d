@@ -1,1 +1,0 @@
-cmd_Release/strata_fuse.node := ln -f "Release/obj.target/strata_fuse.node" "Release/strata_fuse.node" 2>/dev/null || (rm -rf "Release/strata_fuse.node" && cp -af "Release/obj.target/strata_fuse.node" "Release/strata_fuse.node")
