@@ -103,7 +103,8 @@ export class Namespace {
     const { mount, ufs, ufsPath } = this.#store(parts);
     const existing = this.#table.lookup(parent.ino, name);
     if (existing) {
-      if (existing.type === 'file' && existing.persistState === 'persisted' && this.#isStale(existing, mount)) {
+      // Only the primary link of a hard-linked file has an object at its own path in the store.
+      if (existing.type === 'file' && existing.persistState === 'persisted' && this.#isStale(existing, mount) && this.#table.isPrimaryLink(parent.ino, name)) {
         return this.#revalidate(parent, name, existing, parts);
       }
       return existing;

@@ -16,6 +16,47 @@ const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 const S_IFLNK = 0o120000;
 
+/** A file's bytes in 1 MiB chunks: holes take no memory, so offsets far past 4 GiB work. */
+class SparseBytes {
+  static readonly CHUNK = 1024 * 1024;
+  readonly #chunks = new Map<number, Buffer>();
+
+  /** The bytes of [offset, end); holes read as zeros. */
+  read(offset: number, end: number): Buffer {
+    const out = Buffer.alloc(Math.max(0, end - offset));
+    const C = SparseBytes.CHUNK;
+    for (let pos = offset; pos < end; ) {
+      const i = Math.floor(pos / C);
+      const within = pos - i * C;
+      const n = Math.min(C - within, end - pos);
+      this.#chunks.get(i)?.copy(out, pos - offset, within, within + n);
+      pos += n;
+    }
+    return out;
+  }
+
+  write(data: Buffer, offset: number): void {
+    const C = SparseBytes.CHUNK;
+    for (let done = 0; done < data.length; ) {
+      const pos = offset + done;
+      const i = Math.floor(pos / C);
+      const within = pos - i * C;
+      const n = Math.min(C - within, data.length - done);
+      let chunk = this.#chunks.get(i);
+      if (!chunk) this.#chunks.set(i, (chunk = Buffer.alloc(C)));
+      data.copy(chunk, within, done, done + n);
+      done += n;
+    }
+  }
+
+  /** Forgets everything at and past `size`, so a later grow reads zeros there. */
+  cut(size: number): void {
+    const C = SparseBytes.CHUNK;
+    for (const i of this.#chunks.keys()) if (i * C >= size) this.#chunks.delete(i);
+    if (size % C !== 0) this.#chunks.get(Math.floor(size / C))?.fill(0, size % C);
+  }
+}
+
 class FsError extends Error {
   constructor(readonly errno: number) {
     super(`errno ${errno}`);
@@ -32,7 +73,7 @@ interface Node {
   gid: number;
   nlink: number;
   rdev: number;
-  data: Buffer;
+  data: SparseBytes;
   size: number;
   atime: Timespec;
   mtime: Timespec;
@@ -46,11 +87,14 @@ export class MemFs implements LowLevelHandlers {
   readonly nodes = new Map<number, Node>();
   #next = 2;
   #fh = 1;
-  readonly #locks = new Map<number, { owner: number; type: number }>();
+  /** flock(2) locks: inode → lock owner → LOCK_SH or LOCK_EX; and who waits for a change. */
+  readonly #flocks = new Map<number, Map<number, number>>();
+  readonly #flockWaiters = new Map<number, (() => void)[]>();
+  readonly #orphans = new Set<number>();
 
   constructor() {
     const now = timespecNow();
-    this.nodes.set(1, { ino: 1, mode: S_IFDIR | 0o777, uid: 0, gid: 0, nlink: 2, rdev: 0, data: Buffer.alloc(0), size: 0, atime: now, mtime: now, ctime: now, children: new Map(), xattrs: new Map() });
+    this.nodes.set(1, { ino: 1, mode: S_IFDIR | 0o777, uid: 0, gid: 0, nlink: 2, rdev: 0, data: new SparseBytes(), size: 0, atime: now, mtime: now, ctime: now, children: new Map(), xattrs: new Map() });
   }
 
   #node(ino: number): Node {
@@ -76,7 +120,7 @@ export class MemFs implements LowLevelHandlers {
     if (Buffer.byteLength(name) > 255) fail(E.ENAMETOOLONG);
     if (parent.children!.has(name)) fail(E.EEXIST);
     const now = timespecNow();
-    const n: Node = { ino: this.#next++, mode, uid: ctx.uid, gid: parent.mode & 0o2000 ? parent.gid : ctx.gid, nlink: 1, rdev: 0, data: Buffer.alloc(0), size: 0, atime: now, mtime: now, ctime: now, xattrs: new Map(), ...extra };
+    const n: Node = { ino: this.#next++, mode, uid: ctx.uid, gid: parent.mode & 0o2000 ? parent.gid : ctx.gid, nlink: 1, rdev: 0, data: new SparseBytes(), size: 0, atime: now, mtime: now, ctime: now, xattrs: new Map(), ...extra };
     this.nodes.set(n.ino, n);
     parent.children!.set(name, n.ino);
     this.#touch(parent, 'm');
@@ -85,7 +129,17 @@ export class MemFs implements LowLevelHandlers {
   #drop(n: Node) {
     n.nlink--;
     this.#touch(n, 'c');
-    if (n.nlink <= 0 || (n.children && n.nlink <= 1)) this.nodes.delete(n.ino);
+    if (n.nlink <= 0 || (n.children && n.nlink <= 1)) this.#orphan(n);
+  }
+  /** No name reaches `n` any more; it lives on (open files, the kernel's inode) until the kernel forgets it. */
+  #orphan(n: Node) {
+    n.nlink = 0;
+    this.#orphans.add(n.ino);
+  }
+
+  forget(ino: number) {
+    // The kernel forgets an inode only when nothing (no open file) uses it any more.
+    if (this.#orphans.delete(ino)) this.nodes.delete(ino);
   }
 
   async lookup(_ctx: RequestContext, parent: number, name: string) {
@@ -113,13 +167,7 @@ export class MemFs implements LowLevelHandlers {
     return { attr: this.#attr(n), timeout: 1 };
   }
   #resize(n: Node, size: number) {
-    if (size > n.data.length) {
-      const grown = Buffer.alloc(Math.max(size, n.data.length * 2));
-      n.data.copy(grown, 0, 0, n.size);
-      n.data = grown;
-    } else if (size < n.size) {
-      n.data.fill(0, size, n.size);
-    }
+    if (size < n.size) n.data.cut(size);
     n.size = size;
   }
   async readlink(_ctx: RequestContext, ino: number) {
@@ -150,7 +198,7 @@ export class MemFs implements LowLevelHandlers {
     p.children!.delete(name);
     p.nlink--;
     this.#touch(p, 'm');
-    this.nodes.delete(n.ino);
+    this.#orphan(n);
   }
   async symlink(ctx: RequestContext, parent: number, name: string, target: string) {
     return this.#entry(this.#newNode(ctx, this.#dir(parent), name, S_IFLNK | 0o777, { target, size: Buffer.byteLength(target) }));
@@ -185,7 +233,7 @@ export class MemFs implements LowLevelHandlers {
       if (e.children && e.children.size > 0) fail(E.ENOTEMPTY);
       if (e.children) {
         q.nlink--;
-        this.nodes.delete(e.ino);
+        this.#orphan(e);
       } else this.#drop(e);
     }
     p.children!.delete(name);
@@ -216,12 +264,12 @@ export class MemFs implements LowLevelHandlers {
   }
   async read(_ctx: RequestContext, ino: number, _fh: number, size: number, offset: number) {
     const n = this.#node(ino);
-    return n.data.subarray(Math.min(offset, n.size), Math.min(offset + size, n.size));
+    return n.data.read(Math.min(offset, n.size), Math.min(offset + size, n.size));
   }
   async write(_ctx: RequestContext, ino: number, _fh: number, data: Buffer, offset: number) {
     const n = this.#node(ino);
-    if (offset + data.length > n.size) this.#resize(n, offset + data.length);
-    data.copy(n.data, offset);
+    n.data.write(data, offset);
+    if (offset + data.length > n.size) n.size = offset + data.length;
     this.#touch(n, 'm');
     return data.length;
   }
@@ -265,16 +313,34 @@ export class MemFs implements LowLevelHandlers {
   }
   async flock(_ctx: RequestContext, ino: number, _fh: number, owner: number, op: number) {
     const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4, LOCK_UN = 8;
-    const cur = this.#locks.get(ino);
+    let held = this.#flocks.get(ino);
+    if (!held) this.#flocks.set(ino, (held = new Map()));
+    const wake = () => {
+      const waiters = this.#flockWaiters.get(ino) ?? [];
+      this.#flockWaiters.delete(ino);
+      for (const w of waiters) w();
+    };
     if (op & LOCK_UN) {
-      if (cur?.owner === owner) this.#locks.delete(ino);
-      return;
+      held.delete(owner);
+      return wake();
     }
-    if (cur && cur.owner !== owner && (cur.type === LOCK_EX || op & LOCK_EX)) {
+    const want = op & LOCK_EX ? LOCK_EX : LOCK_SH;
+    // A conversion gives up the old lock first, as flock(2) does.
+    if (held.delete(owner)) wake();
+    for (;;) {
+      const conflict = [...held].some(([o, type]) => o !== owner && (type === LOCK_EX || want === LOCK_EX));
+      if (!conflict) {
+        held.set(owner, want);
+        return;
+      }
       if (op & LOCK_NB) fail(E.EWOULDBLOCK);
-      fail(E.EWOULDBLOCK);
+      // A blocking lock waits for the holders to let go.
+      await new Promise<void>((resolve) => {
+        const list = this.#flockWaiters.get(ino) ?? [];
+        list.push(resolve);
+        this.#flockWaiters.set(ino, list);
+      });
     }
-    this.#locks.set(ino, { owner, type: op & (LOCK_SH | LOCK_EX) });
   }
   async fallocate(_ctx: RequestContext, ino: number, _fh: number, mode: number, offset: number, length: number) {
     if (mode !== 0) fail(E.EOPNOTSUPP);

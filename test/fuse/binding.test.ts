@@ -1,0 +1,159 @@
+/**
+ * Strata's own FUSE binding through real mounts: the POSIX suite with every feature
+ * against MemFs (test/fuse/memfs.ts), and the error paths of handlers that throw,
+ * reject or answer nonsense (test/fuse/faultyfs.ts): each yields an errno, none
+ * hangs, and the file system goes on serving. The file systems run in child
+ * processes; teardown always stops them and unmounts, even after a failure.
+ */
+
+import t from 'tap';
+import type * as tap from 'tap';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { promises as fsp, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { constants as osc, tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { ALL_FEATURES, posixSuite } from './posix-suite';
+import { FAULTS } from './faultyfs';
+
+const E = osc.errno;
+
+function isMounted(dir: string): boolean {
+  return readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[1] === dir);
+}
+
+function fusermount(dir: string): void {
+  if (!isMounted(dir)) return;
+  const r = spawnSync('fusermount3', ['-uz', dir]);
+  if (r.error) spawnSync('fusermount', ['-uz', dir]);
+  if (isMounted(dir)) spawnSync('umount', ['-l', dir]);
+}
+
+const live = new Set<{ proc: ChildProcess; mnt: string; root: string }>();
+// Should the runner kill this process without teardowns, still leave nothing behind.
+process.on('exit', () => {
+  for (const m of live) {
+    try {
+      m.proc.kill('SIGKILL');
+    } catch {
+      // gone
+    }
+    fusermount(m.mnt);
+  }
+});
+
+interface Mounted {
+  mnt: string;
+  proc: ChildProcess;
+  output: () => string;
+  alive: () => boolean;
+}
+
+/** Starts `node SCRIPT MNT` on a fresh temp dir and resolves once it printed "mounted MNT". */
+async function mountChild(t: tap.Test, script: string): Promise<Mounted> {
+  const root = mkdtempSync(path.join(tmpdir(), 'strata-binding-'));
+  const mnt = path.join(root, 'mnt');
+  await fsp.mkdir(mnt);
+  const proc = spawn(process.execPath, [path.join(__dirname, script), mnt], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const entry = { proc, mnt, root };
+  live.add(entry);
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  const exited = () => proc.exitCode !== null || proc.signalCode !== null;
+  t.teardown(async () => {
+    if (!exited()) {
+      proc.kill('SIGTERM');
+      const gone = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 5000);
+        proc.once('exit', () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+      if (!gone) proc.kill('SIGKILL');
+    }
+    fusermount(mnt);
+    live.delete(entry);
+    // Never remove a tree that is still a mount point: that would reach into the mount.
+    if (!isMounted(mnt)) rmSync(root, { recursive: true, force: true });
+  });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${script} did not mount within 20 s: ${out}`)), 20_000);
+    const check = () => {
+      if (out.includes(`mounted ${mnt}`)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout!.on('data', check);
+    proc.once('exit', (code, sig) => {
+      clearTimeout(timer);
+      reject(new Error(`${script} exited (${sig ?? code}) before mounting: ${out}`));
+    });
+  });
+  t.ok(isMounted(mnt), `${script} mounted ${mnt}`);
+  return { mnt, proc, output: () => out, alive: () => !exited() };
+}
+
+/** Rejects when `p` takes longer than `ms`: a request the binding never answered. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms (hung)`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function errnoOf(p: Promise<unknown>): Promise<number | 'ok'> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e.errno === 'number') return -e.errno;
+    throw err;
+  }
+}
+
+t.test('MemFs on the binding: the POSIX suite with every feature', async (t) => {
+  const m = await mountChild(t, 'memfs.js');
+  posixSuite(t, m.mnt, new Set(ALL_FEATURES));
+  t.test('the file system is still up', async (t) => {
+    t.ok(m.alive(), 'memfs is still running', { output: m.output() });
+    t.ok((await fsp.stat(m.mnt)).isDirectory(), 'the mount answers');
+  });
+});
+
+t.test('handlers that throw or reject yield an errno and never hang', async (t) => {
+  await t.test('MemFs: missing names answer ENOENT', async (t) => {
+    const m = await mountChild(t, 'memfs.js');
+    const p = (x: string) => path.join(m.mnt, x);
+    t.equal(await within(errnoOf(fsp.stat(p('missing'))), 10_000, 'stat'), E.ENOENT, 'lookup of a missing name');
+    t.equal(await within(errnoOf(fsp.readFile(p('missing'))), 10_000, 'open'), E.ENOENT, 'open of a missing name');
+    t.equal(await within(errnoOf(fsp.unlink(p('missing'))), 10_000, 'unlink'), E.ENOENT, 'unlink of a missing name');
+    await fsp.writeFile(p('file'), 'x');
+    t.equal(await within(errnoOf(fsp.readlink(p('file'))), 10_000, 'readlink'), E.EINVAL, 'readlink of a file (a rejection in readlink)');
+    const codes = await within(Promise.all(Array.from({ length: 2000 }, (_, i) => errnoOf(fsp.stat(p(`nope-${i}`))))), 60_000, '2000 lookups');
+    t.ok(codes.every((c) => c === E.ENOENT), '2000 concurrent failing lookups all answer ENOENT');
+    t.equal(await fsp.readFile(p('file'), 'utf8'), 'x', 'still serving');
+    t.ok(m.alive(), 'memfs is still running');
+  });
+
+  await t.test('faulty handlers', async (t) => {
+    const m = await mountChild(t, 'faultyfs.js');
+    const p = (x: string) => path.join(m.mnt, x);
+    for (const [name, [, errno]] of Object.entries(FAULTS)) {
+      t.equal(await within(errnoOf(fsp.stat(p(name))), 10_000, name), errno, `${name}: errno ${errno}`);
+    }
+    // All at once, many times over.
+    const names = Object.keys(FAULTS);
+    const all = await within(Promise.all(Array.from({ length: 500 }, (_, i) => errnoOf(fsp.stat(p(names[i % names.length]!))))), 60_000, 'concurrent faults');
+    t.same(all, Array.from({ length: 500 }, (_, i) => FAULTS[names[i % names.length]!]![1]), '500 concurrent faulty lookups each answer their errno');
+    await fsp.writeFile(p('ok'), 'still fine');
+    t.equal(await fsp.readFile(p('ok'), 'utf8'), 'still fine', 'the file system goes on serving');
+    t.ok(m.alive(), 'the file-system process did not crash', { output: m.output() });
+  });
+});
