@@ -1,15 +1,10 @@
 /**
  * The S3 (`s3://`) under-store against a real S3-protocol server, s3rver, started in-process on
- * 127.0.0.1:0 with its storage in a temp directory: the shared conformance suite plus what only
- * an object store shows (pagination, multipart, markers vs. common prefixes, retries, timeouts).
+ * 127.0.0.1:0 with its storage in a temp directory (scripts/s3-server.ts, which also holds the
+ * shims s3rver needs to answer as S3 does): the shared conformance suite plus what only an object
+ * store shows (pagination, multipart, markers vs. common prefixes, retries, timeouts).
  *
- * s3rver (3.7.1) differs from S3 in ways the hooks below work around, each as a test-only shim in
- * front of its router, so that the driver sends exactly what real S3 expects:
- * - it decodes `x-amz-copy-source` with decodeURI, which leaves %23 (#), %3F (?), %26 (&)… encoded,
- *   while S3 wants every key segment URL-encoded (what the driver sends); the hook re-encodes the
- *   header so s3rver's decodeURI yields the key;
- * - it has no AbortMultipartUpload (DELETE ?uploadId is a 405) and no UploadPartCopy; the hooks
- *   implement both on top of s3rver's own store;
+ * What s3rver (3.7.1) still does differently, and how these tests live with it:
  * - it ignores `encoding-type=url` (and does not echo it, so the driver reads its keys raw);
  *   one test fakes a store that honours it;
  * - it maps keys onto files with path.join, so keys like `a//b` or `a/../b` cannot be stored in it;
@@ -20,10 +15,7 @@
  *   common prefix (it prunes the walk), so every implied directory in these tests holds a file;
  * - list pages follow its file walk, which is not S3's key order for names around '/' (e.g. `a.b`
  *   vs `a/x`), so the >1000-key test uses uniform names;
- * - it does not verify SigV4 signatures, only that the access key id is known;
- * - it encrypts ListObjectsV2 continuation tokens with single DES, which OpenSSL 3 (Node >= 17)
- *   keeps in its legacy provider only, so every truncated listing is a 500; the test hands it
- *   three-key DES with K1 = K2 = K3, which is single DES and still in the default provider.
+ * - it does not verify SigV4 signatures, only that the access key id is known.
  */
 
 import t from 'tap';
@@ -33,12 +25,11 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
-import type { Readable } from 'node:stream';
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { StrataError } from '../../src/common/errors';
 import { createUfs, SUPPORTED_SCHEMES } from '../../src/ufs';
 import { S3UnderFileSystem } from '../../src/ufs/s3';
+import { decodeS3Path, sendS3Error, startS3Server, type KoaContext, type KoaMiddleware, type RunningS3Server } from '../../scripts/s3-server';
 import { ufsConformance, putFile, readAll, readFile, readRange, rejectsCode, sha } from './conformance';
 
 // A CA bundle for some other endpoint would break plain-HTTP requests to the local server.
@@ -49,47 +40,9 @@ const BUCKET = 'strata-test';
 /** A bucket used with no prefix, so its store root is the bucket root. */
 const ROOT_BUCKET = 'strata-root';
 
-// s3rver ships no types: the little of it this file uses.
-interface KoaContext {
-  method: string;
-  path: string;
-  query: Record<string, string | string[] | undefined>;
-  headers: Record<string, string | string[] | undefined>;
-  status: number;
-  type: string;
-  body: unknown;
-  req: IncomingMessage;
-}
-type KoaMiddleware = (ctx: KoaContext, next: () => Promise<void>) => Promise<void>;
-interface S3rverServer {
-  middleware: KoaMiddleware[];
-  httpServer?: import('node:http').Server;
-  store: {
-    getObject(bucket: string, key: string, range: { start: number; end: number }): Promise<{ content: Readable | null } | null>;
-    putPart(bucket: string, uploadId: string, partNumber: number, content: Readable): Promise<{ size: number; md5: string }>;
-  };
-  run(): Promise<AddressInfo>;
-  close(): Promise<void>;
-}
-type S3rverOptions = { address: string; port: number; silent: boolean; directory: string; configureBuckets: { name: string }[] };
-const S3rver = require('s3rver') as new (options: S3rverOptions) => S3rverServer;
-
-// The legacy-DES shim (see above): only for 'des', only in this test process, undone at teardown.
-const nodeCrypto = require('node:crypto') as typeof import('node:crypto');
-const { createCipheriv, createDecipheriv } = nodeCrypto;
-const tripled = (alg: string, key: Buffer): [string, Buffer] => (alg === 'des' || alg === 'des-cbc' ? ['des-ede3-cbc', Buffer.concat([key, key, key])] : [alg, key]);
-nodeCrypto.createCipheriv = ((alg: string, key: Buffer, iv: Buffer) => createCipheriv(...tripled(alg, key), iv)) as typeof createCipheriv;
-nodeCrypto.createDecipheriv = ((alg: string, key: Buffer, iv: Buffer) => createDecipheriv(...tripled(alg, key), iv)) as typeof createDecipheriv;
-
 const storage = mkdtempSync(path.join(os.tmpdir(), 'strata-s3rver-'));
-const server = new S3rver({
-  address: '127.0.0.1',
-  port: 0,
-  silent: true,
-  directory: storage,
-  configureBuckets: [{ name: BUCKET }, { name: ROOT_BUCKET }],
-});
-const uploadsDir = (bucket: string): string => path.join(storage, bucket, '._S3rver_uploads');
+let server: RunningS3Server;
+const uploadsDir = (bucket: string): string => server.uploadsDir(bucket);
 
 /** One request as the server saw it. */
 interface Seen {
@@ -104,35 +57,26 @@ interface Seen {
 const seen: Seen[] = [];
 /** Makes the next `times` requests to a '/bucket/key' path fail with an S3 error, before s3rver sees them. */
 const faults = new Map<string, { status: number; code: string; times: number }>();
-const parts = { inFlight: 0, maxInFlight: 0 };
+/** UploadPart requests in flight (counted by the server). */
+const parts = {
+  get maxInFlight(): number {
+    return server.stats.maxPartsInFlight;
+  },
+  set maxInFlight(v: number) {
+    server.stats.maxPartsInFlight = v;
+  },
+};
 
-function decodePath(raw: string): string {
-  return raw
-    .split('/')
-    .map((s) => {
-      try {
-        return decodeURIComponent(s);
-      } catch {
-        return s;
-      }
-    })
-    .join('/');
-}
-
-function sendError(ctx: KoaContext, status: number, code: string): void {
-  ctx.status = status;
-  ctx.type = 'application/xml';
-  ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>from the test's s3rver hooks</Message></Error>`;
-}
+const sendError = (ctx: KoaContext, status: number, code: string): void => sendS3Error(ctx, status, code, "from the test's s3rver hooks");
 
 const header = (ctx: KoaContext, name: string): string | undefined => {
   const v = ctx.headers[name];
   return typeof v === 'string' ? v : undefined;
 };
 
-/** The test's hooks, in front of s3rver's router (see the top of this file for why each exists). */
+/** The test's hook, in front of the server's shims: records each request as sent and injects faults. */
 const hooks: KoaMiddleware = async (ctx, next) => {
-  const p = decodePath(ctx.path);
+  const p = decodeS3Path(ctx.path);
   const source = header(ctx, 'x-amz-copy-source');
   const checksums: Record<string, string> = {};
   for (const [k, v] of Object.entries(ctx.headers)) if (/^x-amz-(sdk-)?checksum-/.test(k) && typeof v === 'string') checksums[k] = v;
@@ -142,62 +86,22 @@ const hooks: KoaMiddleware = async (ctx, next) => {
     fault.times--;
     return sendError(ctx, fault.status, fault.code);
   }
-  if (source !== undefined) ctx.headers['x-amz-copy-source'] = encodeURI(decodeURIComponent(source));
-  const bucket = p.split('/')[1] ?? '';
-  const uploadId = typeof ctx.query['uploadId'] === 'string' ? ctx.query['uploadId'] : undefined;
-  if (uploadId !== undefined && !/^[0-9a-f]+$/.test(uploadId)) return sendError(ctx, 404, 'NoSuchUpload');
-  if (ctx.method === 'DELETE' && uploadId !== undefined) {
-    // AbortMultipartUpload.
-    const dir = path.join(uploadsDir(bucket), uploadId);
-    if (!existsSync(dir)) return sendError(ctx, 404, 'NoSuchUpload');
-    rmSync(dir, { recursive: true, force: true });
-    ctx.status = 204;
-    return;
-  }
-  if (ctx.method === 'PUT' && uploadId !== undefined && source !== undefined) {
-    // UploadPartCopy: a byte range of an existing object becomes a part.
-    const src = decodeURIComponent(source).replace(/^\//, '');
-    const [srcBucket = '', ...srcKey] = src.split('/');
-    const m = /^bytes=(\d+)-(\d+)$/.exec(header(ctx, 'x-amz-copy-source-range') ?? '');
-    if (!m) return sendError(ctx, 400, 'InvalidArgument');
-    const obj = await server.store.getObject(srcBucket, srcKey.join('/'), { start: Number(m[1]), end: Number(m[2]) });
-    if (!obj?.content) return sendError(ctx, 404, 'NoSuchKey');
-    const { md5 } = await server.store.putPart(bucket, uploadId, Number(ctx.query['partNumber']), obj.content);
-    ctx.type = 'application/xml';
-    ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<CopyPartResult><ETag>"${md5}"</ETag><LastModified>${new Date().toISOString()}</LastModified></CopyPartResult>`;
-    return;
-  }
-  if (ctx.method === 'PUT' && uploadId !== undefined) {
-    parts.inFlight++;
-    parts.maxInFlight = Math.max(parts.maxInFlight, parts.inFlight);
-    try {
-      await next();
-    } finally {
-      parts.inFlight--;
-    }
-    return;
-  }
   await next();
 };
-server.middleware.unshift(hooks);
 
 let endpoint = '';
 let raw: S3Client;
 
 t.before(async () => {
-  const addr = await server.run();
-  endpoint = `http://127.0.0.1:${addr.port}`;
+  server = await startS3Server({ dir: storage, buckets: [BUCKET, ROOT_BUCKET], before: hooks });
+  endpoint = server.endpoint;
   raw = new S3Client({ endpoint, forcePathStyle: true, region: 'us-east-1', credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
 });
 
 t.teardown(async () => {
   raw?.destroy();
-  const closing = server.close();
-  server.httpServer?.closeAllConnections();
-  await closing;
+  await server?.close();
   rmSync(storage, { recursive: true, force: true });
-  nodeCrypto.createCipheriv = createCipheriv;
-  nodeCrypto.createDecipheriv = createDecipheriv;
 });
 
 const options = (extra: Record<string, string> = {}): Record<string, string> => ({
