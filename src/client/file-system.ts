@@ -13,7 +13,7 @@
 import { promises as fsp } from 'node:fs';
 import * as nodePath from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { constants as fsConstants, createReadStream } from 'node:fs';
 import { StrataError, toStrataError } from '../common/errors';
 import type { Logger } from '../common/log';
@@ -123,6 +123,55 @@ class StagingFile {
     // A stream of its own descriptor: destroying a FileHandle's stream closes the handle even with
     // autoClose: false (the HTTP client destroys the body), and the file stays open for more writes.
     return createReadStream(this.path, { start: 0, end: this.size - 1, highWaterMark: 4 * 1024 * 1024 });
+  }
+
+  /**
+   * The content as sparse extents ([u64 offset][u32 length][bytes] frames): runs of
+   * zeros (holes, or written zeros) are left out, so a mostly-empty file of
+   * several GiB costs what its data costs.
+   */
+  async extents(): Promise<Readable> {
+    await this.drain();
+    const size = this.size;
+    const path = this.path;
+    const CHUNK = 1024 * 1024;
+    const zero = Buffer.alloc(CHUNK);
+    async function* frames() {
+      const fh = await fsp.open(path, 'r');
+      try {
+        const buf = Buffer.allocUnsafe(4 * CHUNK);
+        for (let pos = 0; pos < size; ) {
+          const want = Math.min(buf.length, size - pos);
+          let n = 0;
+          while (n < want) {
+            const { bytesRead } = await fh.read(buf, n, want - n, pos + n);
+            if (bytesRead === 0) break;
+            n += bytesRead;
+          }
+          if (n < want) buf.fill(0, n, want); // past what the disk holds: zeros
+          // Emit runs of non-zero 1 MiB pieces as one frame each.
+          let runStart = -1;
+          for (let off = 0; off <= want; off += CHUNK) {
+            const end = Math.min(off + CHUNK, want);
+            const isZero = off >= want || buf.subarray(off, end).equals(zero.subarray(0, end - off));
+            if (!isZero && runStart < 0) runStart = off;
+            if ((isZero || end === want) && runStart >= 0) {
+              const stop = isZero ? off : end;
+              const head = Buffer.alloc(12);
+              head.writeBigUInt64BE(BigInt(pos + runStart), 0);
+              head.writeUInt32BE(stop - runStart, 8);
+              yield head;
+              yield Buffer.from(buf.subarray(runStart, stop));
+              runStart = -1;
+            }
+          }
+          pos += want;
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+    return Readable.from(frames(), { objectMode: false });
   }
 
   async dispose(): Promise<void> {
@@ -531,7 +580,7 @@ export class StrataFileSystem {
       const writeType = this.#writeType ?? begin.writeType;
       let res;
       try {
-        res = await this.workers.writeFile(worker, f.ino, begin.containerId, begin.blockSize, size, size > 0 ? await staging.stream() : Buffer.alloc(0), writeType);
+        res = await this.workers.writeFile(worker, f.ino, begin.containerId, begin.blockSize, size, size > 0 ? await staging.extents() : Buffer.alloc(0), writeType, size > 0);
       } catch (err) {
         this.router.invalidate();
         throw err;

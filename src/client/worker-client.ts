@@ -84,12 +84,14 @@ export class WorkerClient {
     size: number,
     body: Readable | Buffer,
     writeType: WriteType = 'CACHE_THROUGH',
+    /** The body is sparse extents (see StagingFile.extents), not the raw bytes. */
+    extents = false,
   ): Promise<WriteFileResponse> {
     try {
       const res = await this.#pool(worker.address).request({
         method: 'PUT',
-        path: `/files/${ino}?container=${containerId}&blockSize=${blockSize}&size=${size}&writeType=${writeType}`,
-        headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+        path: `/files/${ino}?container=${containerId}&blockSize=${blockSize}&size=${size}&writeType=${writeType}${extents ? '&format=extents' : ''}`,
+        headers: extents ? { 'content-type': 'application/octet-stream' } : { 'content-type': 'application/octet-stream', 'content-length': String(size) },
         body,
         headersTimeout: this.#headersTimeoutMs,
         bodyTimeout: this.#bodyTimeoutMs,

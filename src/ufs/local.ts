@@ -107,20 +107,26 @@ export class LocalUnderFileSystem implements UnderFileSystem {
       throw toStrataError(err, `create ${path}`);
     });
     let closed = false;
+    let pos = 0;
     const name = nodePath.basename(abs);
     const status = (st: import('node:fs').Stats) => this.#status(name, st);
     return {
       async write(chunk: Buffer) {
         let off = 0;
         while (off < chunk.length) {
-          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off).catch((err) => {
+          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off, pos + off).catch((err) => {
             throw toStrataError(err, `write ${path}`);
           });
           off += bytesWritten;
         }
+        pos += chunk.length;
+      },
+      async skip(n: number) {
+        pos += n;
       },
       async complete() {
         try {
+          await fh.truncate(pos);
           // Durable before it is visible: close() of a write-through file promises the bytes are stored.
           await fh.datasync();
           await fh.close();

@@ -32,6 +32,11 @@ export interface UfsCallOptions {
 /** A streamed object write: await each `write` for back-pressure, then `complete` or `abort`. */
 export interface UfsWriter {
   write(chunk: Buffer): Promise<void>;
+  /**
+   * Optional: appends `n` zero bytes as a hole where the store has sparse files.
+   * Callers without it (or for stores without holes) write zeros.
+   */
+  skip?(n: number): Promise<void>;
   complete(): Promise<UfsStatus>;
   abort(): Promise<void>;
 }

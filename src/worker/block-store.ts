@@ -22,6 +22,8 @@ export interface BlockStoreOptions {
 
 export interface BlockWriter {
   write(chunk: Buffer): Promise<void>;
+  /** Advances by `n` zero bytes without writing them (a hole in the block file). */
+  skip(n: number): Promise<void>;
   /** Makes the block visible; returns its length. */
   commit(): Promise<number>;
   abort(): Promise<void>;
@@ -136,11 +138,17 @@ export class BlockStore {
       write: async (chunk) => {
         if (written + chunk.length > maxLength) throw new StrataError('INTERNAL', `block ${id} grew past ${maxLength} bytes`);
         let off = 0;
-        while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+        while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off, written + off)).bytesWritten;
         written += chunk.length;
+      },
+      skip: async (n) => {
+        if (written + n > maxLength) throw new StrataError('INTERNAL', `block ${id} grew past ${maxLength} bytes`);
+        written += n;
       },
       commit: async () => {
         try {
+          // A trailing hole still counts towards the length.
+          await fh.truncate(written);
           await fh.close();
           await fsp.rename(tmp, final);
         } catch (err) {

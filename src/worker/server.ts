@@ -145,18 +145,24 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let cur: BlockWriter | undefined;
     let curLen = 0;
     let total = 0;
-    /** Writes one coalesced piece to the under-store and into the blocks it spans. */
-    const writePiece = async (piece: Buffer) => {
-      const ufsWrite = ufsWriter?.write(piece);
+    /** Walks `n` bytes of the file through the blocks they fall in; `piece` is undefined for a hole. */
+    const advance = async (n: number, piece: Buffer | undefined) => {
+      if (total + n > size) throw new StrataError('BAD_REQUEST', `body is longer than the declared size ${size}`);
+      total += n;
+      let left = n;
       let chunk = piece;
-      while (chunk.length > 0) {
+      while (left > 0) {
         if (!cur && cache) {
           cur = await store.create(blockIdOf(containerId, lengths.length), Math.min(blockSize, size - lengths.length * blockSize));
         }
-        const take = Math.min(chunk.length, blockSize - curLen);
-        if (cur) await cur.write(take === chunk.length ? chunk : chunk.subarray(0, take));
+        const take = Math.min(left, blockSize - curLen);
+        if (cur) {
+          if (chunk) await cur.write(take === chunk.length ? chunk : chunk.subarray(0, take));
+          else await cur.skip(take);
+        }
         curLen += take;
-        chunk = chunk.subarray(take);
+        left -= take;
+        if (chunk) chunk = chunk.subarray(take);
         if (curLen === blockSize) {
           if (cur) done.push(cur);
           lengths.push(curLen);
@@ -164,27 +170,48 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
           curLen = 0;
         }
       }
+    };
+    const ZEROS = Buffer.alloc(1024 * 1024);
+    /** Data: into the store and the blocks at once. */
+    const writePiece = async (piece: Buffer) => {
+      const ufsWrite = ufsWriter?.write(piece);
+      await advance(piece.length, piece);
       await ufsWrite;
     };
+    /** A run of zeros: holes where the disk allows, zeros where the store needs bytes. */
+    const writeHole = async (n: number) => {
+      if (ufsWriter?.skip) await ufsWriter.skip(n);
+      else if (ufsWriter) for (let left = n; left > 0; left -= ZEROS.length) await ufsWriter.write(left >= ZEROS.length ? ZEROS : ZEROS.subarray(0, left));
+      await advance(n, undefined);
+    };
     try {
-      // Network chunks are ~64 KiB; disks like fewer, larger writes.
-      const COALESCE = 4 * 1024 * 1024;
-      let pending: Buffer[] = [];
-      let pendingLen = 0;
-      for await (const raw of req.body as Readable) {
-        const chunk = raw as Buffer;
-        total += chunk.length;
-        if (total > size) throw new StrataError('BAD_REQUEST', `body is longer than the declared size ${size}`);
-        pending.push(chunk);
-        pendingLen += chunk.length;
-        if (pendingLen >= COALESCE) {
-          const piece = Buffer.concat(pending, pendingLen);
-          pending = [];
-          pendingLen = 0;
-          await writePiece(piece);
+      if (q.format === 'extents') {
+        // Sparse body: frames of [u64 offset][u32 length][bytes]; gaps between them are zeros.
+        for await (const ext of readExtents(req.body as Readable)) {
+          if (ext.offset < total) throw new StrataError('BAD_REQUEST', 'extents must be in order and must not overlap');
+          if (ext.offset > total) await writeHole(ext.offset - total);
+          await writePiece(ext.data);
         }
+        if (total < size) await writeHole(size - total);
+      } else {
+        // Network chunks are ~64 KiB; disks like fewer, larger writes.
+        const COALESCE = 4 * 1024 * 1024;
+        let pending: Buffer[] = [];
+        let pendingLen = 0;
+        for await (const raw of req.body as Readable) {
+          const chunk = raw as Buffer;
+          if (total + pendingLen + chunk.length > size) throw new StrataError('BAD_REQUEST', `body is longer than the declared size ${size}`);
+          pending.push(chunk);
+          pendingLen += chunk.length;
+          if (pendingLen >= COALESCE) {
+            const piece = Buffer.concat(pending, pendingLen);
+            pending = [];
+            pendingLen = 0;
+            await writePiece(piece);
+          }
+        }
+        if (pendingLen > 0) await writePiece(Buffer.concat(pending, pendingLen));
       }
-      if (pendingLen > 0) await writePiece(Buffer.concat(pending, pendingLen));
       if (total !== size) throw new StrataError('BAD_REQUEST', `body has ${total} bytes, declared ${size}`);
       if (curLen > 0) {
         if (cur) done.push(cur);
@@ -310,4 +337,45 @@ async function workerUuid(home: string): Promise<string> {
   await fsp.writeFile(file + '.tmp', id + '\n');
   await fsp.rename(file + '.tmp', file);
   return id;
+}
+
+/** Parses a sparse write body: frames of [u64 offset][u32 length][length bytes]. */
+async function* readExtents(body: Readable): AsyncGenerator<{ offset: number; data: Buffer }> {
+  const MAX_EXTENT = 64 * 1024 * 1024;
+  const it = body[Symbol.asyncIterator]();
+  let chunks: Buffer[] = [];
+  let have = 0;
+  let ended = false;
+  /** Makes at least `n` bytes available (false at a clean end of body). */
+  const fill = async (n: number): Promise<boolean> => {
+    while (have < n && !ended) {
+      const r = await it.next();
+      if (r.done) ended = true;
+      else {
+        chunks.push(r.value as Buffer);
+        have += (r.value as Buffer).length;
+      }
+    }
+    return have >= n;
+  };
+  const take = (n: number): Buffer => {
+    const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, have);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(n);
+    chunks = rest.length ? [rest] : [];
+    have = rest.length;
+    return out;
+  };
+  for (;;) {
+    if (!(await fill(12))) {
+      if (have) throw new StrataError('BAD_REQUEST', 'truncated extent header');
+      return;
+    }
+    const head = take(12);
+    const offset = Number(head.readBigUInt64BE(0));
+    const len = head.readUInt32BE(8);
+    if (!Number.isSafeInteger(offset) || len === 0 || len > MAX_EXTENT) throw new StrataError('BAD_REQUEST', 'malformed extent header');
+    if (!(await fill(len))) throw new StrataError('BAD_REQUEST', 'truncated extent');
+    yield { offset, data: Buffer.from(take(len)) };
+  }
 }
