@@ -18,7 +18,7 @@ import { constants as fsConstants, createReadStream } from 'node:fs';
 import { StrataError, toStrataError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Mutex } from '../common/mutex';
-import { DirEntry, FileAttributes, FileBlocksResponse, Timespec, WriteType, timespecNow } from '../common/protocol';
+import { DirEntry, FileAttributes, FileBlocksResponse, Timespec, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
 import { FileReader, FileReaderOptions } from './file-reader';
 import { MasterClient } from './master-client';
 import { WorkerClient } from './worker-client';
@@ -576,26 +576,7 @@ export class StrataFileSystem {
         }
         throw err;
       }
-      const worker = await this.router.forWrite(f.ino);
-      const writeType = this.#writeType ?? begin.writeType;
-      let res;
-      try {
-        res = await this.workers.writeFile(worker, f.ino, begin.containerId, begin.blockSize, size, size > 0 ? await staging.extents() : Buffer.alloc(0), writeType, size > 0);
-      } catch (err) {
-        this.router.invalidate();
-        throw err;
-      }
-      await this.master.commitWrite({
-        ino: f.ino,
-        containerId: begin.containerId,
-        size: res.size,
-        blocks: res.blocks,
-        workerId: worker.id,
-        ufsFingerprint: res.ufsFingerprint,
-        cached: res.cached,
-        writeType,
-        ...(f.mtime ? { mtime: f.mtime } : {}),
-      });
+      await this.#upload(f.ino, begin, size, size > 0 ? await staging.extents() : Buffer.alloc(0), size > 0, f.mtime);
       if (f.generation === gen) f.dirty = false;
     });
   }
@@ -633,12 +614,22 @@ export class StrataFileSystem {
       attrs = await this.master.stat(path);
       if (attrs.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
     }
-    const begin = await this.master.beginWrite(attrs.ino);
-    const worker = await this.router.forWrite(attrs.ino);
+    return this.#upload(attrs.ino, await this.master.beginWrite(attrs.ino), size, body, false);
+  }
+
+  /** Sends a file's whole content through a worker (per the write type) and commits the new blocks. */
+  async #upload(ino: number, begin: WriteBeginResponse, size: number, body: Readable | Buffer, extents: boolean, mtime?: Timespec): Promise<FileAttributes> {
+    const worker = await this.router.forWrite(ino);
     const writeType = this.#writeType ?? begin.writeType;
-    const res = await this.workers.writeFile(worker, attrs.ino, begin.containerId, begin.blockSize, size, body, writeType);
+    let res;
+    try {
+      res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, body, writeType, extents);
+    } catch (err) {
+      this.router.invalidate();
+      throw err;
+    }
     return this.master.commitWrite({
-      ino: attrs.ino,
+      ino,
       containerId: begin.containerId,
       size: res.size,
       blocks: res.blocks,
@@ -646,6 +637,7 @@ export class StrataFileSystem {
       ufsFingerprint: res.ufsFingerprint,
       cached: res.cached,
       writeType,
+      ...(mtime ? { mtime } : {}),
     });
   }
 

@@ -12,13 +12,13 @@ import { StrataError } from '../common/errors';
 import {
   BLOCKS_PER_CONTAINER,
   BlockInfo,
-  CommittedBlock,
   DirEntry,
   FileAttributes,
   FileType,
   PersistState,
   Timespec,
   WorkerInfo,
+  WriteCommitRequest,
   blockIdOf,
   timespecNow,
 } from '../common/protocol';
@@ -555,17 +555,7 @@ export class InodeTable {
   }
 
   /** Replaces a file's content with the blocks a worker wrote; the old blocks are queued for deletion. */
-  commitWrite(req: {
-    ino: number;
-    containerId: number;
-    size: number;
-    blocks: CommittedBlock[];
-    workerId: number;
-    ufsFingerprint: string | null;
-    mtime?: Timespec;
-    cached?: boolean;
-    writeType?: string;
-  }): NodeRecord {
+  commitWrite(req: WriteCommitRequest): NodeRecord {
     return this.#db.transaction(() => {
       const n = this.requireNode(req.ino);
       if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);
