@@ -161,3 +161,26 @@ t.test('ASYNC_THROUGH survives a SIGKILL of the master before it persisted', asy
   t.ok((await fsp.readFile(path.join(ufs, 'async.bin'))).equals(data), 'the file reached the store after the master restart');
   t.ok((await fsp.readFile(path.join(mnt, 'async.bin'))).equals(data), 'and reads back through the mount');
 });
+
+t.test('nested mounts, and the mount table survives a restart', async (t) => {
+  const c1 = await startLocal(t);
+  const outer = path.join(c1.root, 'outer');
+  const inner = path.join(c1.root, 'inner');
+  await fsp.mkdir(outer);
+  await fsp.mkdir(inner);
+  const fs = (url: string, ...a: string[]) => runCli(['fs', ...a, '--master', url]);
+  t.equal((await fs(c1.masterUrl, 'mount', '/outer', `file://${outer}`)).code, 0);
+  t.equal((await fs(c1.masterUrl, 'mount', '/outer/inner', `file://${inner}`, '--option', 'write.type=THROUGH')).code, 0, 'a mount inside a mount');
+  await fsp.writeFile(path.join(c1.mnt, 'outer', 'o.txt'), 'outer');
+  await fsp.writeFile(path.join(c1.mnt, 'outer', 'inner', 'i.txt'), 'inner');
+  t.equal(await fsp.readFile(path.join(outer, 'o.txt'), 'utf8'), 'outer');
+  t.equal(await fsp.readFile(path.join(inner, 'i.txt'), 'utf8'), 'inner', 'the nested store got its file');
+  t.equal((await fs(c1.masterUrl, 'unmount', '/outer')).code, 1, 'a store with a mount below it cannot be unmounted');
+  t.equal(await c1.stop(), 0);
+
+  const c2 = await startLocal(t, { reuse: { home: c1.home, mnt: c1.mnt, ufsDir: c1.ufsDir } });
+  const mounts = JSON.parse((await fs(c2.masterUrl, 'mount', '--json')).stdout) as { path: string; options: Record<string, string> }[];
+  t.same(mounts.map((m) => m.path), ['/', '/outer', '/outer/inner'], 'the mount table survived the restart');
+  t.equal(mounts[2]!.options['write.type'], 'THROUGH', 'with its options');
+  t.equal(await fsp.readFile(path.join(c2.mnt, 'outer', 'inner', 'i.txt'), 'utf8'), 'inner');
+});
