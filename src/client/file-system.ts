@@ -653,6 +653,7 @@ export class StrataFileSystem {
     for (const fh of [...this.#handles.keys()]) {
       await this.release(fh).catch((err) => this.#log.error({ err: toStrataError(err).message }, 'release on close failed'));
     }
+    await this.local?.close();
     await this.workers.close();
     await this.master.close();
   }

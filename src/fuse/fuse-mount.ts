@@ -120,9 +120,11 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
     open: async (_ctx, ino, flags) => {
       const { fh, attrs } = await fs.openIno(ino, flags);
       const before = seen.get(ino);
-      if (before !== undefined && before !== stamp(attrs)) invalidate(ino);
+      const unchanged = before !== undefined && before === stamp(attrs);
+      if (before !== undefined && !unchanged) invalidate(ino);
       seen.set(ino, stamp(attrs));
-      return { fh };
+      // Close-to-open: the kernel keeps its cached pages only when the file is as it last saw it.
+      return { fh, keepCache: unchanged };
     },
     read: async (_ctx, _ino, fh, size, offset) => {
       const buf = Buffer.allocUnsafe(size);

@@ -703,6 +703,13 @@ export class InodeTable {
     return this.children(ino).some((c) => this.hasUnpersisted(c.ino));
   }
 
+  markSyncedMany(inos: number[], at = Date.now()): void {
+    const st = this.#db.prepare(`UPDATE node SET synced_at = ? WHERE ino = ?`);
+    this.#db.transaction(() => {
+      for (const ino of inos) st.run(at, ino);
+    })();
+  }
+
   markSynced(ino: number, at = Date.now()): void {
     this.#db.prepare(`UPDATE node SET synced_at = ? WHERE ino = ?`).run(at, ino);
   }

@@ -105,11 +105,21 @@ export class Namespace {
     if (existing) {
       // Only the primary link of a hard-linked file has an object at its own path in the store.
       if (existing.type === 'file' && existing.persistState === 'persisted' && this.#isStale(existing, mount) && this.#table.isPrimaryLink(parent.ino, name)) {
+        // Many stale files in one directory (ls -l, a training epoch): one listing re-checks them all.
+        const p = this.#table.getNode(parent.ino);
+        if (p && p.syncedAt > 0 && this.#isStale(p, mount) && p.persistState === 'persisted') {
+          await this.#syncListing(p, parts.slice(0, -1));
+          const now = this.#table.lookup(parent.ino, name);
+          if (!now) throw notFound('/' + parts.join('/'));
+          if (!this.#isStale(now, mount)) return now;
+        }
         return this.#revalidate(parent, name, existing, parts);
       }
       return existing;
     }
     if (parent.persistState !== 'persisted') throw notFound('/' + parts.join('/'));
+    // The parent's listing is fresh: a name it did not have is not in the store either.
+    if (parent.syncedAt > 0 && !this.#isStale(parent, mount)) throw notFound('/' + parts.join('/'));
     const started = Date.now();
     const st = await ufs.stat(ufsPath);
     if (!st) throw notFound('/' + parts.join('/'));
@@ -176,6 +186,7 @@ export class Namespace {
     }
     const inUfs = new Map(listing.map((s) => [s.name, s]));
     const toLoad: { name: string; node: NewNode }[] = [];
+    const unchanged: number[] = [];
     for (const s of listing) {
       try {
         parsePath('/' + s.name);
@@ -184,8 +195,9 @@ export class Namespace {
       }
       const cur = this.#table.lookup(dir.ino, s.name);
       if (!cur) toLoad.push({ name: s.name, node: this.#fromUfs(s, started) });
-      else if (cur.type === 'file' && s.type === 'file' && cur.persistState === 'persisted' && cur.syncedAt < started && cur.ufsFingerprint !== s.fingerprint) {
-        this.#table.refreshFromUfs(cur.ino, s.size, timespecFromMs(s.mtimeMs), s.fingerprint);
+      else if (cur.type === 'file' && s.type === 'file' && cur.persistState === 'persisted' && cur.syncedAt < started) {
+        if (cur.ufsFingerprint !== s.fingerprint) this.#table.refreshFromUfs(cur.ino, s.size, timespecFromMs(s.mtimeMs), s.fingerprint);
+        else unchanged.push(cur.ino);
       }
     }
     for (const c of this.#table.children(dir.ino)) {
@@ -200,7 +212,7 @@ export class Namespace {
       }
     }
     this.#table.loadChildren(dir.ino, toLoad);
-    this.#table.markSynced(dir.ino, started);
+    this.#table.markSyncedMany([dir.ino, ...unchanged], started);
   }
 
   // ---- operations ------------------------------------------------------------

@@ -24,6 +24,8 @@ export interface BlockWriter {
   write(chunk: Buffer): Promise<void>;
   /** Advances by `n` zero bytes without writing them (a hole in the block file). */
   skip(n: number): Promise<void>;
+  /** Writes at a position (parallel fills); the block's length is the furthest byte written. */
+  writeAt(chunk: Buffer, pos: number): Promise<void>;
   /** Makes the block visible; returns its length. */
   commit(): Promise<number>;
   abort(): Promise<void>;
@@ -140,6 +142,12 @@ export class BlockStore {
         let off = 0;
         while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off, written + off)).bytesWritten;
         written += chunk.length;
+      },
+      writeAt: async (chunk, pos) => {
+        if (pos + chunk.length > maxLength) throw new StrataError('INTERNAL', `block ${id} grew past ${maxLength} bytes`);
+        let off = 0;
+        while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off, pos + off)).bytesWritten;
+        written = Math.max(written, pos + chunk.length);
       },
       skip: async (n) => {
         if (written + n > maxLength) throw new StrataError('INTERNAL', `block ${id} grew past ${maxLength} bytes`);

@@ -82,10 +82,33 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         const ufs = ufsFor(src.ufs);
         const writer = await store.create(id, src.length);
         try {
-          const stream = await ufs.read(src.ufs.path, src.offset, src.length);
-          for await (const chunk of stream) await writer.write(chunk as Buffer);
+          // Parallel ranged reads: a remote store answers one stream slowly, several quickly.
+          const PART = 8 * 1024 * 1024;
+          const PARALLEL = 4;
+          const parts: number[] = [];
+          for (let off = 0; off < src.length; off += PART) parts.push(off);
+          let next = 0;
+          let got = 0;
+          const lane = async () => {
+            while (next < parts.length) {
+              const off = parts[next++]!;
+              const len = Math.min(PART, src.length - off);
+              const stream = await ufs.read(src.ufs.path, src.offset + off, len);
+              let pos = off;
+              for await (const chunk of stream) {
+                await writer.writeAt(chunk as Buffer, pos);
+                pos += (chunk as Buffer).length;
+              }
+              if (pos - off !== len) throw new StrataError('IO_ERROR', `under-store returned ${pos - off} bytes at ${src.offset + off}, expected ${len}: the file changed`);
+              got += len;
+            }
+          };
+          // allSettled: every lane has stopped touching the writer before it is committed or aborted.
+          const lanes = await Promise.allSettled(Array.from({ length: Math.min(PARALLEL, parts.length) }, lane));
+          const failed = lanes.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+          if (failed) throw failed.reason;
           const n = await writer.commit();
-          if (n !== src.length) {
+          if (n !== src.length || got !== src.length) {
             await store.remove(id);
             throw new StrataError('IO_ERROR', `under-store returned ${n} bytes for block ${id}, expected ${src.length}: the file changed`);
           }
