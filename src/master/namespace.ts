@@ -107,7 +107,7 @@ export class Namespace {
       if (existing.type === 'file' && existing.persistState === 'persisted' && this.#isStale(existing, mount) && this.#table.isPrimaryLink(parent.ino, name)) {
         // Many stale files in one directory (ls -l, a training epoch): one listing re-checks them all.
         const p = this.#table.getNode(parent.ino);
-        if (p && p.syncedAt > 0 && this.#isStale(p, mount) && p.persistState === 'persisted') {
+        if (p && p.syncedAt > 0 && this.#isStale(p, mount) && p.persistState === 'persisted' && (mount.syncIntervalMs ?? this.#syncIntervalMs) > 0) {
           await this.#syncListing(p, parts.slice(0, -1));
           const now = this.#table.lookup(parent.ino, name);
           if (!now) throw notFound('/' + parts.join('/'));
@@ -120,6 +120,14 @@ export class Namespace {
     if (parent.persistState !== 'persisted') throw notFound('/' + parts.join('/'));
     // The parent's listing is fresh: a name it did not have is not in the store either.
     if (parent.syncedAt > 0 && !this.#isStale(parent, mount)) throw notFound('/' + parts.join('/'));
+    // A listed directory gone stale is listed again (one call answers the next misses too).
+    if (parent.syncedAt > 0 && parent.type === 'directory' && (mount.syncIntervalMs ?? this.#syncIntervalMs) > 0) {
+      await this.#syncListing(parent, parts.slice(0, -1));
+      const found = this.#table.lookup(parent.ino, name);
+      if (found) return found;
+      const p = this.#table.getNode(parent.ino);
+      if (p && !this.#isStale(p, mount)) throw notFound('/' + parts.join('/'));
+    }
     const started = Date.now();
     const st = await ufs.stat(ufsPath);
     if (!st) throw notFound('/' + parts.join('/'));
