@@ -7,9 +7,12 @@
 import Fastify, { FastifyInstance, FastifyError, FastifyReply } from 'fastify';
 import { StrataError, isErrorCode, toStrataError } from './errors';
 import type { Logger } from './log';
+import type { DaemonMetrics } from './metrics';
 
 export interface HttpServerOptions {
   logger: Logger;
+  /** When given: every request is timed per route, and GET /metrics serves the registry. */
+  metrics?: DaemonMetrics;
   /** Largest JSON body accepted, in bytes. Default 1 MiB. */
   bodyLimit?: number;
   /** Whole-request timeout in ms (0 = none, for long streamed bodies). Default 0. */
@@ -32,7 +35,17 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     },
   });
 
+  const metrics = opts.metrics;
+  if (metrics) {
+    app.get('/metrics', async (_req, reply) => {
+      void reply.header('content-type', metrics.registry.contentType);
+      return metrics.registry.metrics();
+    });
+  }
+
   app.addHook('onResponse', async (req, reply) => {
+    // The route pattern, not the URL: block ids and paths must not explode the label set.
+    metrics?.requestSeconds.observe({ route: req.routeOptions.url ?? 'unknown', method: req.method, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
     log.debug({ reqId: req.id, method: req.method, url: req.url, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
   });
 

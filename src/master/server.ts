@@ -26,6 +26,8 @@ import { InodeTable } from './inode-table';
 import { Namespace } from './namespace';
 import { MountTable } from './mount-table';
 import { Persister } from './persister';
+import { Gauge } from 'prom-client';
+import { createDaemonMetrics } from '../common/metrics';
 
 export interface MasterOptions {
   /** Directory for the metadata database (`<home>/master/strata.db`). */
@@ -86,7 +88,31 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   persister.start();
   const workerTimeoutMs = opts.workerTimeoutMs ?? 30_000;
 
-  const app = createHttpServer({ logger: log });
+  const metrics = createDaemonMetrics('master');
+  // Gauges read at scrape time from the database, so they never drift.
+  new Gauge({ name: 'strata_master_inodes', help: 'Inodes in the namespace', registers: [metrics.registry], collect() { this.set(table.nodeCount()); } });
+  new Gauge({
+    name: 'strata_master_workers',
+    help: 'Registered workers by state',
+    labelNames: ['state'] as const,
+    registers: [metrics.registry],
+    collect() {
+      const ws = table.workers();
+      this.set({ state: 'live' }, ws.filter((w) => w.live).length);
+      this.set({ state: 'lost' }, ws.filter((w) => !w.live).length);
+    },
+  });
+  new Gauge({ name: 'strata_master_persist_queue_length', help: 'Files waiting to be persisted (ASYNC_THROUGH)', registers: [metrics.registry], collect() { this.set(table.persistQueue().length); } });
+  new Gauge({
+    name: 'strata_master_persist_queue_oldest_seconds',
+    help: 'Age of the oldest file waiting to be persisted',
+    registers: [metrics.registry],
+    collect() {
+      const q = table.persistQueue();
+      this.set(q.length ? (Date.now() - Math.min(...q.map((j) => j.enqueuedAt))) / 1000 : 0);
+    },
+  });
+  const app = createHttpServer({ logger: log, metrics });
   const api = MASTER_API;
 
   /**

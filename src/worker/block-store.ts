@@ -48,6 +48,8 @@ export class BlockStore {
   /** Bytes promised to writers in progress. */
   #reserved = 0;
   readonly #added: number[] = [];
+  /** Blocks dropped to make room, since start (for metrics). */
+  evictions = 0;
   readonly #removed: number[] = [];
 
   constructor(opts: BlockStoreOptions) {
@@ -192,6 +194,7 @@ export class BlockStore {
         }
       }
       if (victim === undefined) throw new StrataError('NO_SPACE', 'worker cache is full of blocks that are not persisted yet');
+      this.evictions++;
       await this.remove(victim);
     }
     this.#reserved += bytes;
@@ -207,6 +210,10 @@ export class BlockStore {
   async unpin(id: number): Promise<void> {
     if (!this.#pinned.delete(id)) return;
     await fsp.rm(nodePath.join(this.#pinDir, String(id)), { force: true });
+  }
+
+  get pinnedCount(): number {
+    return this.#pinned.size;
   }
 
   isPinned(id: number): boolean {

@@ -28,6 +28,8 @@ import {
 } from '../common/protocol';
 import { createUfs } from '../ufs';
 import { hostIdentity } from '../common/host';
+import { Counter, Gauge } from 'prom-client';
+import { createDaemonMetrics } from '../common/metrics';
 import type { UnderFileSystem, UfsWriter } from '../ufs/ufs';
 import { BlockStore, BlockWriter } from './block-store';
 
@@ -112,8 +114,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
             await store.remove(id);
             throw new StrataError('IO_ERROR', `under-store returned ${n} bytes for block ${id}, expected ${src.length}: the file changed`);
           }
+          fillBytes.inc(n);
+          fillCount.inc({ result: 'ok' });
           log.debug({ blockId: id, bytes: n }, 'block filled from the under-store');
         } catch (err) {
+          fillCount.inc({ result: 'error' });
           await writer.abort();
           throw toStrataError(err, `fill block ${id}`);
         }
@@ -123,7 +128,19 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     return p;
   };
 
-  const app = createHttpServer({ logger: log });
+  const metrics = createDaemonMetrics('worker');
+  const reg = [metrics.registry];
+  const servedBytes = new Counter({ name: 'strata_worker_served_bytes_total', help: 'Bytes served to clients over HTTP from the block cache', registers: reg });
+  const fillBytes = new Counter({ name: 'strata_worker_ufs_read_bytes_total', help: 'Bytes read from under-stores to fill cache misses', registers: reg });
+  const fillCount = new Counter({ name: 'strata_worker_block_fills_total', help: 'Blocks filled from under-stores (cache misses)', labelNames: ['result'] as const, registers: reg });
+  const hits = new Counter({ name: 'strata_worker_block_reads_total', help: 'Block reads by whether the block was cached', labelNames: ['cache'] as const, registers: reg });
+  const writtenBytes = new Counter({ name: 'strata_worker_written_bytes_total', help: 'File bytes written through this worker, by write type', labelNames: ['write_type'] as const, registers: reg });
+  new Gauge({ name: 'strata_worker_cache_used_bytes', help: 'Bytes of cached blocks', registers: reg, collect() { this.set(store.usedBytes); } });
+  new Gauge({ name: 'strata_worker_cache_capacity_bytes', help: 'Cache quota', registers: reg, collect() { this.set(store.capacityBytes); } });
+  new Gauge({ name: 'strata_worker_cache_blocks', help: 'Cached blocks', registers: reg, collect() { this.set(store.blockIds().length); } });
+  new Gauge({ name: 'strata_worker_pinned_blocks', help: 'Blocks pinned because their bytes are not persisted yet', registers: reg, collect() { this.set(store.pinnedCount); } });
+  new Gauge({ name: 'strata_worker_evictions', help: 'Blocks evicted since start', registers: reg, collect() { this.set(store.evictions); } });
+  const app = createHttpServer({ logger: log, metrics });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
 
@@ -134,9 +151,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const q = req.query as Record<string, unknown>;
     const offset = intParam(q.offset, 'offset', 0);
     const length = intParam(q.length, 'length', Number.MAX_SAFE_INTEGER);
-    if (!store.has(id)) await fill(id);
+    const cached = store.has(id);
+    hits.inc({ cache: cached ? 'hit' : 'miss' });
+    if (!cached) await fill(id);
     const total = store.length(id)!;
     const end = Math.min(total, offset + length);
+    servedBytes.inc(Math.max(0, end - offset));
     const stream = store.read(id, offset, end);
     void reply.header('content-type', 'application/octet-stream').header('content-length', String(Math.max(0, end - offset)));
     return reply.send(stream);
@@ -246,6 +266,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       const blocks = lengths.map((length, i) => ({ id: blockIdOf(containerId, i), length }));
       // Bytes that are only here must survive eviction until they are persisted.
       if (!through) for (const b of blocks) await store.pin(b.id);
+      writtenBytes.inc({ write_type: writeType }, size);
       return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: cache };
     } catch (err) {
       await ufsWriter?.abort();

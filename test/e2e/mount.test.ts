@@ -113,6 +113,19 @@ t.test('through the mount', async (t) => {
     await t.rejects(fsp.rename(m('adir'), m('adir/inside')), { code: 'EINVAL' });
   });
 
+  await t.test('master and worker expose Prometheus metrics', async (t) => {
+    const master = await (await fetch(`${c.masterUrl}/metrics`)).text();
+    t.match(master, /^strata_master_inodes\{[^}]*\} \d+/m, 'inode gauge');
+    t.match(master, /strata_master_workers\{[^}]*state="live"[^}]*\} 1/, 'one live worker');
+    t.match(master, /strata_http_request_seconds_count\{[^}]*route="\/api\/v1\/lookup"/, 'per-route latency histogram');
+    t.match(master, /strata_process_resident_memory_bytes/, 'process RSS');
+    t.match(master, /strata_nodejs_eventloop_lag_seconds/, 'event-loop lag');
+    const worker = await (await fetch(`${c.workerUrl}/metrics`)).text();
+    const used = Number(/^strata_worker_cache_used_bytes\{[^}]*\} (\d+)/m.exec(worker)?.[1]);
+    t.ok(used >= 100 * 1024 * 1024, `cache used bytes reported (${used})`);
+    t.match(worker, /strata_worker_written_bytes_total\{[^}]*write_type="CACHE_THROUGH"[^}]*\} \d+/, 'bytes written by write type');
+  });
+
   t.equal(await c.stop(), 0, 'SIGTERM unmounts and exits 0');
   const mounts = await fsp.readFile('/proc/self/mounts', 'utf8');
   t.notOk(mounts.includes(c.mnt), 'unmounted');
