@@ -18,6 +18,8 @@ import { mountFuse, prepareMountPoint } from '../fuse/fuse-mount';
 import { createUfs } from '../ufs';
 import { registerFsCommands } from './fs-commands';
 import type { WriteType } from '../common/protocol';
+import { createDaemonMetrics } from '../common/metrics';
+import { createHttpServer } from '../common/http';
 
 /** Exit code for bad usage or configuration; runtime failures exit 1. */
 export const EXIT_USAGE = 2;
@@ -146,7 +148,7 @@ async function runWorker(cfg: StrataConfig): Promise<void> {
   if (!process.send) process.stdout.write(`strata worker ${w.workerId} serving on ${w.url} (master ${cfg.master})\n`);
 }
 
-async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, writeType: WriteType | undefined): Promise<void> {
+async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, writeType: WriteType | undefined, metricsPort?: number): Promise<void> {
   checkHome(cfg.home);
   const log = createLogger('fuse', cfg.logLevel);
   await prepareMountPoint(mountPoint, log, { create });
@@ -162,14 +164,21 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     throw new StrataError('UNAVAILABLE', `cannot reach the master at ${cfg.master}: ${(err as Error).message}`);
   });
   const allowOther = cfg.allowOther === 'true' || (cfg.allowOther === 'auto' && process.getuid?.() === 0);
-  const m = await mountFuse({ mountPoint, fs, logger: log, allowOther });
+  // The FUSE client's metrics: a small HTTP server on loopback serving /metrics only.
+  const metrics = createDaemonMetrics('fuse');
+  const metricsServer = createHttpServer({ logger: log, metrics });
+  await metricsServer.listen({ host: cfg.bind, port: metricsPort ?? 0 });
+  const metricsUrl = `http://${cfg.bind}:${(metricsServer.server.address() as import('node:net').AddressInfo).port}/metrics`;
+  const m = await mountFuse({ mountPoint, fs, logger: log, allowOther, metrics: metrics.registry });
+  log.info({ metrics: metricsUrl }, 'FUSE client metrics');
   const stop = async () => {
     await m.unmount();
     await fs.close();
+    await metricsServer.close();
   };
   onSignals(stop);
-  asChild({ mountPoint }, stop);
-  if (!process.send) process.stdout.write(`strata mounted at ${mountPoint} (master ${cfg.master})\n`);
+  asChild({ mountPoint, metrics: metricsUrl }, stop);
+  if (!process.send) process.stdout.write(`strata mounted at ${mountPoint} (master ${cfg.master}, metrics ${metricsUrl})\n`);
 }
 
 interface Child {
@@ -259,7 +268,7 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
     children.push(mount);
     onChildExit(mount);
     onSignals(stopAll);
-    process.stdout.write(`strata: mounted at ${cfg.mount} (master ${masterUrl}, worker ${String(worker.info.url)}, under-store ${cfg.ufs})\n`);
+    process.stdout.write(`strata: mounted at ${cfg.mount} (master ${masterUrl}, worker ${String(worker.info.url)}, under-store ${cfg.ufs}, client metrics ${String(mount.info.metrics)})\n`);
     process.stdout.write(`strata: press Ctrl-C to unmount and stop\n`);
   } catch (err) {
     await stopAll();
@@ -336,9 +345,12 @@ export async function main(argv: string[]): Promise<void> {
     .option('--master <url>', 'master URL')
     .option('--write-type <type>', "this client's write type (default: each mount's)")
     .option('--allow-other <mode>', 'true | false | auto (= when mounted by root); default auto')
+    .option('--metrics-port <n>', 'port of the client metrics endpoint (0 = any free port, printed at start)')
     .action(async (dir: string, o) => {
       const cfg = resolveConfig(configFlags(o));
-      await runMount(cfg, nodePath.resolve(dir), false, o.writeType ? (cfg.writeType as WriteType) : undefined);
+      const metricsPort = o.metricsPort === undefined ? undefined : Number(o.metricsPort);
+      if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) throw new StrataError('CONFIG', `invalid --metrics-port '${o.metricsPort}'`);
+      await runMount(cfg, nodePath.resolve(dir), false, o.writeType ? (cfg.writeType as WriteType) : undefined, metricsPort);
     });
 
   registerFsCommands(program.command('fs').description('file-system commands against a running cluster'));

@@ -13,6 +13,7 @@ import type { Logger } from '../common/log';
 import type { FileAttributes, FileType } from '../common/protocol';
 import type { StrataFileSystem } from '../client/file-system';
 import { LRUCache } from 'lru-cache';
+import { Counter, Histogram, Registry } from 'prom-client';
 import { Attr, Entry, FuseSession, LowLevelHandlers, RENAME_NOREPLACE } from './native';
 
 const S_IFREG = 0o100000;
@@ -28,6 +29,8 @@ export interface FuseMountOptions {
   mountPoint: string;
   fs: StrataFileSystem;
   logger: Logger;
+  /** Registry for FUSE operation metrics (latency and errors per op). */
+  metrics?: Registry;
   /** Let other users use the mount (permissions are still enforced by the kernel). Default false. */
   allowOther?: boolean;
   debug?: boolean;
@@ -160,7 +163,8 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   if (opts.debug) options.push('debug');
   let session: FuseSession | undefined = undefined;
   try {
-    session = FuseSession.mount(opts.mountPoint, strataHandlers(opts.fs, (ino) => session?.invalidateInode(ino)), {
+    const handlers = strataHandlers(opts.fs, (ino) => session?.invalidateInode(ino));
+    session = FuseSession.mount(opts.mountPoint, opts.metrics ? timed(handlers, opts.metrics) : handlers, {
       options,
       maxWrite: 1024 * 1024,
       errnoOf: (err) => -toErrno(err, onUnknown),
@@ -179,6 +183,38 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
       session?.unmount();
     },
   };
+}
+
+/** Wraps every async handler with a latency histogram and an error counter per operation. */
+function timed(h: LowLevelHandlers, registry: Registry): LowLevelHandlers {
+  const seconds = new Histogram({
+    name: 'strata_fuse_op_seconds',
+    help: 'FUSE operation latency by operation',
+    labelNames: ['op'] as const,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5],
+    registers: [registry],
+  });
+  const errors = new Counter({ name: 'strata_fuse_op_errors_total', help: 'FUSE operations answered with an error', labelNames: ['op'] as const, registers: [registry] });
+  const out: Record<string, unknown> = {};
+  for (const [op, fn] of Object.entries(h)) {
+    if (typeof fn !== 'function' || op === 'forget') {
+      out[op] = fn;
+      continue;
+    }
+    out[op] = (...args: unknown[]) => {
+      const end = seconds.startTimer({ op });
+      const p = (fn as (...a: unknown[]) => Promise<unknown>)(...args);
+      p.then(
+        () => end(),
+        () => {
+          end();
+          errors.inc({ op });
+        },
+      );
+      return p;
+    };
+  }
+  return out as unknown as LowLevelHandlers;
 }
 
 const execFileP = promisify(execFile);

@@ -124,6 +124,11 @@ t.test('through the mount', async (t) => {
     const used = Number(/^strata_worker_cache_used_bytes\{[^}]*\} (\d+)/m.exec(worker)?.[1]);
     t.ok(used >= 100 * 1024 * 1024, `cache used bytes reported (${used})`);
     t.match(worker, /strata_worker_written_bytes_total\{[^}]*write_type="CACHE_THROUGH"[^}]*\} \d+/, 'bytes written by write type');
+    const clientUrl = /client metrics (http:\/\/\S+?)\)/.exec(c.stdout())?.[1];
+    t.ok(clientUrl, 'strata local prints the FUSE client metrics URL');
+    const client = await (await fetch(clientUrl!)).text();
+    t.match(client, /strata_fuse_op_seconds_count\{[^}]*op="write"[^}]*\} [1-9]/, 'FUSE write latency histogram');
+    t.match(client, /strata_fuse_op_errors_total\{[^}]*op="lookup"[^}]*\} [1-9]/, 'failed lookups are counted');
   });
 
   t.equal(await c.stop(), 0, 'SIGTERM unmounts and exits 0');
