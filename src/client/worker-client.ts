@@ -3,7 +3,7 @@
 import { Pool } from 'undici';
 import type { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
-import { errorFromBody } from '../common/http';
+import { errorFromBody, parseJsonOrUndefined } from '../common/http';
 import type { WorkerInfo, WriteFileResponse, WriteType } from '../common/protocol';
 
 export interface WorkerClientOptions {
@@ -43,14 +43,7 @@ export class WorkerClient {
         ...(signal ? { signal } : {}),
       });
       if (res.statusCode !== 200) {
-        const text = await res.body.text();
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          body = undefined;
-        }
-        throw errorFromBody(res.statusCode, body, `read block ${blockId} from ${worker.address}`);
+        throw errorFromBody(res.statusCode, parseJsonOrUndefined(await res.body.text()), `read block ${blockId} from ${worker.address}`);
       }
       return res.body;
     } catch (err) {
@@ -96,13 +89,7 @@ export class WorkerClient {
         headersTimeout: this.#headersTimeoutMs,
         bodyTimeout: this.#bodyTimeoutMs,
       });
-      const text = await res.body.text();
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = undefined;
-      }
+      const parsed = parseJsonOrUndefined(await res.body.text());
       if (res.statusCode !== 200) throw errorFromBody(res.statusCode, parsed, `write inode ${ino} to ${worker.address}`);
       return parsed as WriteFileResponse;
     } catch (err) {

@@ -121,6 +121,16 @@ export function intParam(value: unknown, name: string, fallback?: number): numbe
   return n;
 }
 
+/** Parses a reply body as JSON; undefined when it is not JSON (a proxy's HTML page, an empty body). */
+export function parseJsonOrUndefined(text: string): unknown {
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Rebuilds a typed error from a peer's `{code, message}` reply. */
 export function errorFromBody(status: number, body: unknown, what: string): StrataError {
   const b = body as { code?: unknown; message?: unknown } | null;

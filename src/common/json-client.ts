@@ -7,7 +7,7 @@
 
 import { Pool } from 'undici';
 import { StrataError, toStrataError } from './errors';
-import { errorFromBody } from './http';
+import { errorFromBody, parseJsonOrUndefined } from './http';
 
 export interface JsonClientOptions {
   /** Deadline of one request in ms. Default 30000. */
@@ -66,13 +66,7 @@ export class JsonClient {
           bodyTimeout: this.#timeoutMs,
           signal: signal ?? AbortSignal.timeout(this.#timeoutMs),
         });
-        const text = await res.body.text();
-        let parsed: unknown = undefined;
-        try {
-          parsed = text.length ? JSON.parse(text) : undefined;
-        } catch {
-          // Not JSON: reported below with the status.
-        }
+        const parsed = parseJsonOrUndefined(await res.body.text());
         if (res.statusCode >= 400) throw errorFromBody(res.statusCode, parsed, `${method} ${this.baseUrl}${path.split('?')[0]}`);
         return parsed as T;
       } catch (err) {
