@@ -34,6 +34,7 @@ export class FileReader {
   readonly #ahead: number;
   readonly #windows = new Map<number, Promise<Buffer>>();
   #lastEnd = -1;
+  readonly #warmed = new Set<number>();
   #refreshed = false;
 
   constructor(data: DataPath, info: FileBlocksResponse, opts: FileReaderOptions = {}) {
@@ -73,7 +74,25 @@ export class FileReader {
       const w = next + i * this.#window;
       if (w < this.size && !this.#windows.has(w)) this.#getWindow(w).catch(() => undefined);
     }
+    this.#warmNextBlock(end);
     return n;
+  }
+
+  /**
+   * A sequential reader past the middle of a block asks the worker for one byte of
+   * the next block, so a cold block is filled from the store while this one is read.
+   */
+  #warmNextBlock(pos: number): void {
+    const bs = this.#info.attrs.blockSize;
+    const idx = Math.floor(pos / bs);
+    if (pos - idx * bs < bs / 2 || this.#warmed.has(idx + 1)) return;
+    const block = this.#info.blocks[idx + 1];
+    if (!block || block.locations.length > 0) return;
+    this.#warmed.add(idx + 1);
+    void (async () => {
+      const worker = await this.#data.router.forBlock(block);
+      await this.#data.workers.readInto(worker, block.id, 0, 1, Buffer.alloc(1), 0);
+    })().catch(() => undefined);
   }
 
   #windowStart(pos: number): number {
