@@ -107,7 +107,7 @@ export class Namespace {
       if (existing.type === 'file' && existing.persistState === 'persisted' && this.#isStale(existing, mount) && this.#table.isPrimaryLink(parent.ino, name)) {
         // Many stale files in one directory (ls -l, a training epoch): one listing re-checks them all.
         const p = this.#table.getNode(parent.ino);
-        if (p && p.syncedAt > 0 && this.#isStale(p, mount) && p.persistState === 'persisted' && (mount.syncIntervalMs ?? this.#syncIntervalMs) > 0) {
+        if (p && p.syncedAt > 0 && this.#isStale(p, mount) && p.persistState === 'persisted' && this.#cheapToList(p.ino, mount)) {
           await this.#syncListing(p, parts.slice(0, -1));
           const now = this.#table.lookup(parent.ino, name);
           if (!now) throw notFound('/' + parts.join('/'));
@@ -121,7 +121,7 @@ export class Namespace {
     // The parent's listing is fresh: a name it did not have is not in the store either.
     if (parent.syncedAt > 0 && !this.#isStale(parent, mount)) throw notFound('/' + parts.join('/'));
     // A listed directory gone stale is listed again (one call answers the next misses too).
-    if (parent.syncedAt > 0 && parent.type === 'directory' && (mount.syncIntervalMs ?? this.#syncIntervalMs) > 0) {
+    if (parent.syncedAt > 0 && parent.type === 'directory' && this.#cheapToList(parent.ino, mount)) {
       await this.#syncListing(parent, parts.slice(0, -1));
       const found = this.#table.lookup(parent.ino, name);
       if (found) return found;
@@ -181,13 +181,37 @@ export class Namespace {
   }
 
   /** Loads a directory's listing from the under-store when it is stale. */
+  /** Listings in flight by directory: concurrent lookups in one stale directory share one listing. */
+  readonly #listings = new Map<number, Promise<void>>();
+
   async #syncListing(dir: NodeRecord, parts: string[], force = false): Promise<void> {
-    const { mount, ufs, ufsPath } = this.#store(parts);
+    const { mount } = this.#store(parts);
     if (dir.persistState !== 'persisted' || (!force && !this.#isStale(dir, mount))) return;
+    let p = this.#listings.get(dir.ino);
+    if (!p) {
+      p = this.#listAndMerge(dir, parts).finally(() => this.#listings.delete(dir.ino));
+      this.#listings.set(dir.ino, p);
+    }
+    await p;
+  }
+
+  /** How long the last listing of a directory took (ms): too slow to re-list on every lookup? */
+  readonly #listCost = new Map<number, number>();
+
+  /** Re-listing a stale directory beats one store call per name, unless a listing takes most of an interval. */
+  #cheapToList(ino: number, mount: Mount): boolean {
+    const interval = mount.syncIntervalMs ?? this.#syncIntervalMs;
+    return interval > 0 && (this.#listCost.get(ino) ?? 0) < interval / 2;
+  }
+
+  async #listAndMerge(dir: NodeRecord, parts: string[]): Promise<void> {
+    const { ufs, ufsPath } = this.#store(parts);
     const started = Date.now();
     let listing: UfsStatus[];
     try {
       listing = await ufs.list(ufsPath);
+      if (this.#listCost.size > 10_000) this.#listCost.clear();
+      this.#listCost.set(dir.ino, Date.now() - started);
     } catch (err) {
       if (err instanceof StrataError && (err.code === 'NOT_FOUND' || err.code === 'NOT_DIRECTORY')) return;
       throw err;
