@@ -985,6 +985,7 @@ async function smallEpoch(c: Ctx, sys: BenchSystem): Promise<number> {
           new Promise<number>((resolve, reject) => {
             w.once('message', (b: number) => resolve(b));
             w.once('error', reject);
+            w.once('exit', (code) => reject(new Error(`a reader stopped (exit code ${code}) before it was done`)));
           }),
       ),
     );
@@ -1257,7 +1258,7 @@ async function main(): Promise<void> {
       note(`${sig}: stopping and unmounting everything…`);
       // Stopping the mounts makes a workload blocked on one fail at once; main then prints what it
       // has and exits. Should it not get there, exit anyway.
-      void cleanupAll().then(() => setTimeout(() => process.exit(130), 30_000).unref());
+      void cleanupAll().then(() => setTimeout(() => process.exit(130), 30_000));
     });
   }
 
