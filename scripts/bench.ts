@@ -1074,15 +1074,19 @@ async function benchSystem(c: Ctx, sys: BenchSystem): Promise<void> {
     }
   } finally {
     await sys.stop();
+    recordRssRows(c, sys);
   }
+}
+
+/** Peak RSS rows, also for a system that failed or was interrupted part way. */
+function recordRssRows(c: Ctx, sys: BenchSystem): void {
   for (const [role, bytes] of sys.rss) {
+    // rclone and s3fs are one process each: the mount.
     const key = sys.id === 'strata' ? `rss.${role}` : 'rss.mount';
-    const label = sys.id === 'strata' ? (role === 'mount' ? 'peak RSS: the mount (FUSE client) process' : `peak RSS: Strata ${role}`) : 'peak RSS: the mount (FUSE client) process';
+    const label = key === 'rss.mount' ? 'peak RSS: the mount (FUSE client) process' : `peak RSS: Strata ${role}`;
     c.results.addResource(key, label, 'MiB', sys.id, bytes / MiB);
   }
-  if (sys.id === 'strata' && sys.rss.size > 0) {
-    c.results.addResource('rss.all', 'peak RSS: all processes (sum of peaks)', 'MiB', 'strata', [...sys.rss.values()].reduce((a, b) => a + b, 0) / MiB);
-  } else if (sys.rss.size > 0) {
+  if (sys.rss.size > 0) {
     c.results.addResource('rss.all', 'peak RSS: all processes (sum of peaks)', 'MiB', sys.id, [...sys.rss.values()].reduce((a, b) => a + b, 0) / MiB);
   }
 }
