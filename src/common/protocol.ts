@@ -83,13 +83,46 @@ export interface BlockInfo {
   /** Offset of the block's first byte within the file. */
   offset: number;
   length: number;
-  /** Worker ids holding this block. */
+  /** Worker ids holding this block (some or all of its pages). */
   locations: number[];
+  /** Where the block's bytes are cached: worker, tier and how many of its bytes. */
+  cached?: BlockCacheLocation[];
+}
+
+export interface BlockCacheLocation {
+  workerId: number;
+  /** Tier name (MEM, SSD, HDD …) holding most of the block's cached pages. */
+  tier: string;
+  /** Bytes of the block cached on that worker. */
+  bytes: number;
+}
+
+/** Alluxio's read types: cache on read (default), also move to the top tier, or read without caching. */
+export type ReadType = 'CACHE' | 'CACHE_PROMOTE' | 'NO_CACHE';
+export const READ_TYPES: readonly ReadType[] = ['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'];
+
+/** One storage tier of a worker, top (fastest) first. */
+export interface TierInfo {
+  name: string;
+  dir: string;
+  capacityBytes: number;
+  usedBytes: number;
+}
+
+/** One block in a worker's block report. */
+export interface BlockReport {
+  id: number;
+  tier: string;
+  bytes: number;
 }
 
 export interface FileBlocksResponse {
   attrs: FileAttributes;
   blocks: BlockInfo[];
+  /** Pinned by the user (`strata fs pin`): its blocks are never evicted. */
+  pinned?: boolean;
+  /** Time to live set by `strata fs setTtl`, if any. */
+  ttl?: { expiresAtMs: number; action: TtlAction } | null;
 }
 
 /** A live worker as the master knows it. */
@@ -98,8 +131,11 @@ export interface WorkerInfo {
   address: string;
   /** Machine identity of the worker's host (see common/host.ts). */
   host: string;
-  /** Directory of the worker's block files, for short-circuit reads on the same host. */
-  blockDir: string;
+  /** Tiers, top first; their dirs allow short-circuit reads of page files on the same host. */
+  tiers: TierInfo[];
+  /** Page size of the worker's cache: the unit of caching inside a block. */
+  pageSize: number;
+  /** Totals over the tiers. */
   capacityBytes: number;
   usedBytes: number;
   lastHeartbeatMs: number;
@@ -174,11 +210,12 @@ export interface RegisterWorkerRequest {
   uuid: string;
   address: string;
   host: string;
-  blockDir: string;
+  tiers: TierInfo[];
+  pageSize: number;
   capacityBytes: number;
   usedBytes: number;
   /** Full block report. */
-  blocks: number[];
+  blocks: BlockReport[];
 }
 
 export interface RegisterWorkerResponse {
@@ -189,8 +226,12 @@ export interface HeartbeatRequest {
   workerId: number;
   usedBytes: number;
   capacityBytes: number;
-  addedBlocks: number[];
+  tiers: TierInfo[];
+  /** Blocks new here, or whose tier or cached bytes changed. */
+  addedBlocks: BlockReport[];
   removedBlocks: number[];
+  /** Version of the pinned-block set the worker has; the master sends the set when it changed. */
+  pinVersion: number;
 }
 
 export interface HeartbeatResponse {
@@ -198,7 +239,35 @@ export interface HeartbeatResponse {
   deleteBlocks: number[];
   /** True when the master does not know this worker (e.g. it was marked lost): register again. */
   reregister: boolean;
+  /** Set when the user-pinned blocks changed since `pinVersion`: every block that must not be evicted. */
+  pins?: { version: number; blocks: number[] };
 }
+
+/** A worker's answer to `POST /blocks/:id/load`: the block is cached whole. */
+export interface LoadBlockResponse {
+  blockId: number;
+  length: number;
+  /** Bytes read from the under-store for it (0 when it was cached already). */
+  ufsBytes: number;
+}
+
+/** `GET /du`: a subtree's size and how much of it is cached. */
+export interface DuResponse {
+  files: number;
+  directories: number;
+  size: number;
+  cachedBytes: number;
+}
+
+/** `POST /free`: cached copies dropped (persisted files only). */
+export interface FreeResponse {
+  files: number;
+  bytes: number;
+  /** Files skipped because their bytes are not in the under-store yet. */
+  skippedNotPersisted: number;
+}
+
+export type TtlAction = 'free' | 'delete';
 
 export interface WriteFileResponse {
   size: number;
