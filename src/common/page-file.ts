@@ -1,0 +1,99 @@
+/**
+ * The on-disk format of one cached page, shared by the worker (which writes and
+ * serves page files) and the client (which reads them directly on the same host).
+ *
+ * A page file is `<tier dir>/<block id>/<page index>`: the page's bytes followed by
+ * a 32-byte trailer that names the page and carries its CRC-32:
+ *
+ *   0  'STPG'            4  u32 data length     8  u64 block id
+ *   16 u32 page index    20 u32 crc32(data)      24 u64 block length
+ *
+ * The trailer makes a page file self-describing: a file copied under the wrong
+ * name, cut short by a crash, or changed on disk fails `verifyPage` and is never
+ * served. Page files are immutable once renamed into place (a block id never
+ * changes content), so a page verified once stays good until its inode changes;
+ * `PageIdentity` is what a reader remembers to skip re-hashing it.
+ */
+
+import { crc32 } from 'node:zlib';
+import type { promises as fsp } from 'node:fs';
+
+export const PAGE_TRAILER_BYTES = 32;
+const MAGIC = 0x53545047; // 'STPG'
+
+export interface PageTrailer {
+  dataLength: number;
+  blockId: number;
+  pageIndex: number;
+  crc: number;
+  blockLength: number;
+}
+
+export function encodeTrailer(t: PageTrailer): Buffer {
+  const b = Buffer.alloc(PAGE_TRAILER_BYTES);
+  b.writeUInt32BE(MAGIC, 0);
+  b.writeUInt32BE(t.dataLength, 4);
+  b.writeBigUInt64BE(BigInt(t.blockId), 8);
+  b.writeUInt32BE(t.pageIndex, 16);
+  b.writeUInt32BE(t.crc >>> 0, 20);
+  b.writeBigUInt64BE(BigInt(t.blockLength), 24);
+  return b;
+}
+
+export function decodeTrailer(b: Buffer): PageTrailer | undefined {
+  if (b.length !== PAGE_TRAILER_BYTES || b.readUInt32BE(0) !== MAGIC) return undefined;
+  const blockId = Number(b.readBigUInt64BE(8));
+  const blockLength = Number(b.readBigUInt64BE(24));
+  if (!Number.isSafeInteger(blockId) || !Number.isSafeInteger(blockLength)) return undefined;
+  return { dataLength: b.readUInt32BE(4), blockId, pageIndex: b.readUInt32BE(16), crc: b.readUInt32BE(20), blockLength };
+}
+
+export function pageCrc(data: Buffer): number {
+  return crc32(data) >>> 0;
+}
+
+/** What identifies one version of a page file on disk: a rewrite or a change gives a new one. */
+export interface PageIdentity {
+  ino: number;
+  ctimeNs: bigint;
+  size: number;
+}
+
+export async function identityOf(fh: fsp.FileHandle): Promise<PageIdentity> {
+  const st = await fh.stat({ bigint: true });
+  return { ino: Number(st.ino), ctimeNs: st.ctimeNs, size: Number(st.size) };
+}
+
+export function sameIdentity(a: PageIdentity | undefined, b: PageIdentity): boolean {
+  return !!a && a.ino === b.ino && a.ctimeNs === b.ctimeNs && a.size === b.size;
+}
+
+export type VerifyResult = { ok: true; trailer: PageTrailer; data: Buffer } | { ok: false; reason: string };
+
+/**
+ * Reads a whole page file and checks its trailer and checksum against the page it
+ * should be. `data` is the page's bytes (valid only when ok).
+ */
+export async function verifyPage(fh: fsp.FileHandle, size: number, blockId: number, pageIndex: number): Promise<VerifyResult> {
+  if (size < PAGE_TRAILER_BYTES) return { ok: false, reason: `file of ${size} bytes has no trailer` };
+  const all = Buffer.allocUnsafe(size);
+  let n = 0;
+  while (n < size) {
+    const { bytesRead } = await fh.read(all, n, size - n, n);
+    if (bytesRead === 0) break;
+    n += bytesRead;
+  }
+  if (n !== size) return { ok: false, reason: `short read: ${n} of ${size} bytes` };
+  const trailer = decodeTrailer(all.subarray(size - PAGE_TRAILER_BYTES));
+  if (!trailer) return { ok: false, reason: 'bad trailer' };
+  if (trailer.blockId !== blockId || trailer.pageIndex !== pageIndex) return { ok: false, reason: `trailer names block ${trailer.blockId} page ${trailer.pageIndex}` };
+  if (trailer.dataLength !== size - PAGE_TRAILER_BYTES) return { ok: false, reason: `trailer says ${trailer.dataLength} data bytes, file has ${size - PAGE_TRAILER_BYTES}` };
+  const data = all.subarray(0, trailer.dataLength);
+  if (pageCrc(data) !== trailer.crc) return { ok: false, reason: 'checksum mismatch' };
+  return { ok: true, trailer, data };
+}
+
+/** A page's path below a tier directory. */
+export function pageRelPath(blockId: number, pageIndex: number): string {
+  return `${blockId}/${pageIndex}`;
+}

@@ -1,0 +1,682 @@
+/**
+ * The worker's cache on disk: tiers of directories (memory-backed, SSD, HDD, top
+ * first), each with a byte quota that is never exceeded. Blocks are the unit of
+ * placement; pages (default 1 MiB) are the unit of caching inside a block, so a
+ * 4 KiB read of a cold block fetches one page, not 64 MiB.
+ *
+ * - Each page is one file (`common/page-file.ts`): written under a temp name and
+ *   renamed, with a trailer that carries its CRC-32. A page is verified the first
+ *   time it is read after the worker starts or after its file changed on disk (its
+ *   inode identity changed), and by a background scrub; a page that fails is
+ *   deleted and counted, and the caller refetches it. It is never served.
+ * - New pages go to the top tier. A tier that needs room demotes its least
+ *   recently used pages one tier down; the bottom tier drops them. Pages of pinned
+ *   blocks (pinned by the user, or holding bytes not yet in the under-store) may
+ *   move down but are never dropped.
+ * - On start the index is rebuilt from the tier directories; temp files and files
+ *   too short to hold a trailer are removed, a page found in two tiers (a crash
+ *   mid-move) keeps the upper copy.
+ */
+
+import { promises as fsp, constants as fsc } from 'node:fs';
+import * as nodePath from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { StrataError, toStrataError } from '../common/errors';
+import { Mutex } from '../common/mutex';
+import type { BlockReport, TierInfo } from '../common/protocol';
+import { PAGE_TRAILER_BYTES, PageIdentity, encodeTrailer, identityOf, pageCrc, sameIdentity, verifyPage } from '../common/page-file';
+
+export interface TierSpec {
+  /** Label shown in reports: MEM, SSD, HDD… A tier named MEM is treated as volatile. */
+  name: string;
+  dir: string;
+  capacityBytes: number;
+}
+
+export interface PageStoreOptions {
+  tiers: TierSpec[];
+  /** Bytes per page. Default 1 MiB. */
+  pageSize?: number;
+  /** Where pins of not-yet-persisted blocks are kept (survives restarts). */
+  pinDir: string;
+  /** Called with a reason when a page fails verification and is dropped. */
+  onCorrupt?: (blockId: number, pageIndex: number, reason: string) => void;
+}
+
+interface Tier {
+  level: number;
+  name: string;
+  dir: string;
+  tmp: string;
+  capacity: number;
+  used: number;
+  reserved: number;
+  /** Pages of this tier, least recently used first. */
+  lru: Map<string, Page>;
+  mutex: Mutex;
+  volatile: boolean;
+}
+
+interface Page {
+  block: number;
+  index: number;
+  tier: Tier;
+  dataBytes: number;
+  /** The page file's identity when it last verified. */
+  verified: PageIdentity | undefined;
+  /** Set while the page file is being moved between tiers. */
+  moving: boolean;
+}
+
+interface Block {
+  id: number;
+  length: number | undefined;
+  pages: Map<number, Page>;
+}
+
+export interface PageWriteOptions {
+  /** Bytes that exist nowhere else yet: fsync, and keep off volatile tiers when there is another. */
+  durable?: boolean;
+}
+
+/** Sequential writer of one block's pages (the write path). */
+export interface BlockPageWriter {
+  write(chunk: Buffer): Promise<void>;
+  /** Advances by `n` zero bytes; a page that is all hole is stored sparse. */
+  skip(n: number): Promise<void>;
+  /** Writes the last page; returns the block's length. */
+  commit(): Promise<number>;
+  abort(): Promise<void>;
+}
+
+export class PageStore {
+  readonly pageSize: number;
+  readonly #tiers: Tier[];
+  readonly #pinDir: string;
+  readonly #blocks = new Map<number, Block>();
+  /** Blocks whose bytes are not in the under-store yet. */
+  readonly #unpersisted = new Set<number>();
+  /** Blocks of files the user pinned (set by the master). */
+  #userPinned = new Set<number>();
+  readonly #dirty = new Set<number>();
+  readonly #removed = new Set<number>();
+  readonly #onCorrupt: PageStoreOptions['onCorrupt'];
+  /** Counters for metrics. */
+  readonly stats = { evictedBytes: 0, evictedPages: 0, demotedBytes: 0, promotedBytes: 0, corruptPages: 0 };
+
+  constructor(opts: PageStoreOptions) {
+    if (opts.tiers.length === 0) throw new StrataError('CONFIG', 'a worker needs at least one tier');
+    this.pageSize = opts.pageSize ?? 1024 * 1024;
+    if (!Number.isSafeInteger(this.pageSize) || this.pageSize < 4096 || this.pageSize > 64 * 1024 * 1024) throw new StrataError('CONFIG', `page size must be between 4KiB and 64MiB, got ${opts.pageSize}`);
+    const seen = new Set<string>();
+    this.#tiers = opts.tiers.map((t, level) => {
+      if (!Number.isSafeInteger(t.capacityBytes) || t.capacityBytes <= 0) throw new StrataError('CONFIG', `tier ${t.name}: capacity must be a positive byte count`);
+      const dir = nodePath.resolve(t.dir);
+      if (seen.has(dir)) throw new StrataError('CONFIG', `tier ${t.name}: directory ${dir} is used by two tiers`);
+      seen.add(dir);
+      return { level, name: t.name.toUpperCase(), dir, tmp: nodePath.join(dir, '.tmp'), capacity: t.capacityBytes, used: 0, reserved: 0, lru: new Map(), mutex: new Mutex(), volatile: t.name.toUpperCase() === 'MEM' };
+    });
+    this.#pinDir = opts.pinDir;
+    this.#onCorrupt = opts.onCorrupt;
+  }
+
+  // ---- start ---------------------------------------------------------------
+
+  async open(): Promise<void> {
+    await fsp.mkdir(this.#pinDir, { recursive: true });
+    for (const f of await fsp.readdir(this.#pinDir)) if (/^[0-9]{1,16}$/.test(f)) this.#unpersisted.add(Number(f));
+    const found: { page: Page; atime: number }[] = [];
+    for (const tier of this.#tiers) {
+      await fsp.mkdir(tier.dir, { recursive: true });
+      await fsp.rm(tier.tmp, { recursive: true, force: true });
+      await fsp.mkdir(tier.tmp, { recursive: true });
+      for (const b of await fsp.readdir(tier.dir)) {
+        if (b === '.tmp') continue;
+        const bdir = nodePath.join(tier.dir, b);
+        if (!/^[0-9]{1,16}$/.test(b)) {
+          await fsp.rm(bdir, { recursive: true, force: true });
+          continue;
+        }
+        const blockId = Number(b);
+        let names: string[];
+        try {
+          names = await fsp.readdir(bdir);
+        } catch {
+          await fsp.rm(bdir, { recursive: true, force: true });
+          continue;
+        }
+        for (const p of names) {
+          const file = nodePath.join(bdir, p);
+          const st = await fsp.stat(file).catch(() => undefined);
+          const pageIndex = Number(p);
+          const block = this.#blocks.get(blockId);
+          if (!st || !st.isFile() || !/^[0-9]{1,9}$/.test(p) || st.size < PAGE_TRAILER_BYTES || st.size - PAGE_TRAILER_BYTES > this.pageSize || block?.pages.has(pageIndex)) {
+            await fsp.rm(file, { force: true, recursive: true });
+            continue;
+          }
+          const page: Page = { block: blockId, index: pageIndex, tier, dataBytes: st.size - PAGE_TRAILER_BYTES, verified: undefined, moving: false };
+          this.#blockOf(blockId).pages.set(pageIndex, page);
+          tier.used += st.size;
+          found.push({ page, atime: st.atimeMs });
+        }
+        if (!this.#blocks.get(blockId)?.pages.size) await fsp.rmdir(bdir).catch(() => undefined);
+      }
+    }
+    found.sort((a, b) => a.atime - b.atime);
+    for (const { page } of found) page.tier.lru.set(key(page.block, page.index), page);
+    // A tier that shrank since the last run: make it fit again.
+    for (const tier of this.#tiers) await tier.mutex.run(() => this.#makeRoom(tier, 0));
+  }
+
+  // ---- what is here --------------------------------------------------------
+
+  tierInfo(): TierInfo[] {
+    return this.#tiers.map((t) => ({ name: t.name, dir: t.dir, capacityBytes: t.capacity, usedBytes: t.used }));
+  }
+
+  get capacityBytes(): number {
+    return this.#tiers.reduce((s, t) => s + t.capacity, 0);
+  }
+
+  get usedBytes(): number {
+    return this.#tiers.reduce((s, t) => s + t.used, 0);
+  }
+
+  get blockCount(): number {
+    return this.#blocks.size;
+  }
+
+  get pinnedCount(): number {
+    return this.#unpersisted.size;
+  }
+
+  blockIds(): number[] {
+    return [...this.#blocks.keys()];
+  }
+
+  hasPage(blockId: number, pageIndex: number): boolean {
+    return this.#blocks.get(blockId)?.pages.has(pageIndex) ?? false;
+  }
+
+  /** The block's length when some page of it has told us (trailer) or a writer set it. */
+  blockLength(blockId: number): number | undefined {
+    return this.#blocks.get(blockId)?.length;
+  }
+
+  setBlockLength(blockId: number, length: number): void {
+    const b = this.#blocks.get(blockId);
+    if (b) b.length = length;
+  }
+
+  /** Cached bytes of a block on this worker. */
+  cachedBytes(blockId: number): number {
+    let n = 0;
+    for (const p of this.#blocks.get(blockId)?.pages.values() ?? []) n += p.dataBytes;
+    return n;
+  }
+
+  report(blockId: number): BlockReport | undefined {
+    const b = this.#blocks.get(blockId);
+    if (!b || b.pages.size === 0) return undefined;
+    const byTier = new Map<string, number>();
+    let bytes = 0;
+    for (const p of b.pages.values()) {
+      bytes += p.dataBytes;
+      byTier.set(p.tier.name, (byTier.get(p.tier.name) ?? 0) + p.dataBytes);
+    }
+    let tier = '';
+    let most = -1;
+    for (const [name, n] of byTier) if (n > most) [tier, most] = [name, n];
+    return { id: blockId, tier, bytes };
+  }
+
+  fullReport(): BlockReport[] {
+    const out: BlockReport[] = [];
+    for (const id of this.#blocks.keys()) {
+      const r = this.report(id);
+      if (r) out.push(r);
+    }
+    this.#dirty.clear();
+    this.#removed.clear();
+    return out;
+  }
+
+  /** Blocks added, changed or removed since the last call, for the next heartbeat. */
+  takeChanges(): { added: BlockReport[]; removed: number[] } {
+    const added: BlockReport[] = [];
+    const removed: number[] = [];
+    for (const id of this.#dirty) {
+      const r = this.report(id);
+      if (r) added.push(r);
+      else removed.push(id);
+    }
+    for (const id of this.#removed) if (!this.#blocks.has(id) && !this.#dirty.has(id)) removed.push(id);
+    this.#dirty.clear();
+    this.#removed.clear();
+    return { added, removed };
+  }
+
+  /** Puts back changes a failed heartbeat could not deliver. */
+  restoreChanges(c: { added: BlockReport[]; removed: number[] }): void {
+    for (const r of c.added) this.#dirty.add(r.id);
+    for (const id of c.removed) this.#dirty.add(id);
+  }
+
+  // ---- pins ----------------------------------------------------------------
+
+  /** Keeps a block's pages from being dropped until `markPersisted` (survives restarts). */
+  async markUnpersisted(id: number): Promise<void> {
+    if (this.#unpersisted.has(id)) return;
+    await fsp.writeFile(nodePath.join(this.#pinDir, String(id)), '');
+    this.#unpersisted.add(id);
+  }
+
+  async markPersisted(id: number): Promise<void> {
+    if (!this.#unpersisted.delete(id)) return;
+    await fsp.rm(nodePath.join(this.#pinDir, String(id)), { force: true });
+  }
+
+  isUnpersisted(id: number): boolean {
+    return this.#unpersisted.has(id);
+  }
+
+  setUserPins(ids: Iterable<number>): void {
+    this.#userPinned = new Set(ids);
+  }
+
+  get userPinnedCount(): number {
+    return this.#userPinned.size;
+  }
+
+  #droppable(p: Page): boolean {
+    return !this.#unpersisted.has(p.block) && !this.#userPinned.has(p.block);
+  }
+
+  // ---- reads ---------------------------------------------------------------
+
+  /**
+   * Bytes `[from, to)` of a cached page (clamped to the page), or undefined when
+   * the page is not here (never cached, evicted, or failed verification: then it
+   * has been dropped and must be fetched again).
+   */
+  async readPage(blockId: number, pageIndex: number, from: number, to: number, promote = false): Promise<{ data: Buffer; tier: string } | undefined> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const page = this.#blocks.get(blockId)?.pages.get(pageIndex);
+      if (!page) return undefined;
+      const file = this.#path(page.tier, blockId, pageIndex);
+      let fh: fsp.FileHandle;
+      try {
+        fh = await fsp.open(file, 'r');
+      } catch (err) {
+        // Moved to another tier or evicted meanwhile: look again.
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw toStrataError(err, `read page ${blockId}/${pageIndex}`);
+      }
+      let out: Buffer;
+      try {
+        const ident = await identityOf(fh);
+        const end = Math.min(to, page.dataBytes);
+        if (sameIdentity(page.verified, ident)) {
+          out = Buffer.allocUnsafe(Math.max(0, end - from));
+          let n = 0;
+          while (n < out.length) {
+            const { bytesRead } = await fh.read(out, n, out.length - n, from + n);
+            if (bytesRead === 0) break;
+            n += bytesRead;
+          }
+          if (n !== out.length) out = out.subarray(0, n);
+        } else {
+          const r = await verifyPage(fh, ident.size, blockId, pageIndex);
+          if (!r.ok) {
+            await this.#dropCorrupt(page, r.reason);
+            return undefined;
+          }
+          page.verified = ident;
+          this.#blocks.get(blockId)!.length = r.trailer.blockLength;
+          out = r.data.subarray(Math.min(from, r.data.length), Math.max(from, end));
+        }
+      } finally {
+        await fh.close();
+      }
+      this.#touch(page);
+      const tier = page.tier.name;
+      if (promote && page.tier.level > 0) void this.#move(page, this.#tiers[0]!).catch(() => undefined);
+      return { data: out, tier };
+    }
+    return undefined;
+  }
+
+  async #dropCorrupt(page: Page, reason: string): Promise<void> {
+    this.stats.corruptPages++;
+    this.#onCorrupt?.(page.block, page.index, reason);
+    await this.#drop(page);
+  }
+
+  #touch(page: Page): void {
+    const k = key(page.block, page.index);
+    if (page.tier.lru.delete(k)) page.tier.lru.set(k, page);
+  }
+
+  // ---- writes --------------------------------------------------------------
+
+  /**
+   * Stores one page. `data` undefined stores `dataLength` zero bytes sparsely.
+   * Replaces a page that is already there.
+   */
+  async putPage(blockId: number, pageIndex: number, data: Buffer | undefined, dataLength: number, blockLength: number, opts: PageWriteOptions = {}): Promise<void> {
+    if (dataLength > this.pageSize || (data && data.length !== dataLength)) throw new StrataError('INTERNAL', `page ${blockId}/${pageIndex}: ${dataLength} bytes do not fit a ${this.pageSize}-byte page`);
+    const fileBytes = dataLength + PAGE_TRAILER_BYTES;
+    const tier = this.#tierForNew(opts.durable === true);
+    await tier.mutex.run(() => this.#makeRoom(tier, fileBytes));
+    const tmp = nodePath.join(tier.tmp, `${blockId}.${pageIndex}.${randomBytes(4).toString('hex')}`);
+    let placed = false;
+    try {
+      const crc = data ? pageCrc(data) : zeroCrc(dataLength);
+      const trailer = encodeTrailer({ dataLength, blockId, pageIndex, crc, blockLength });
+      const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
+      try {
+        if (data) await writeAll(fh, data, 0);
+        await writeAll(fh, trailer, dataLength);
+        if (opts.durable) await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fsp.mkdir(nodePath.join(tier.dir, String(blockId)), { recursive: true });
+      const old = this.#blocks.get(blockId)?.pages.get(pageIndex);
+      if (old) await this.#drop(old, false);
+      await fsp.rename(tmp, this.#path(tier, blockId, pageIndex));
+      placed = true;
+      tier.reserved -= fileBytes;
+      tier.used += fileBytes;
+      const block = this.#blockOf(blockId);
+      block.length = blockLength;
+      const page: Page = { block: blockId, index: pageIndex, tier, dataBytes: dataLength, verified: undefined, moving: false };
+      // Ours, just written: trust it until the file changes.
+      const fhv = await fsp.open(this.#path(tier, blockId, pageIndex), 'r');
+      try {
+        page.verified = await identityOf(fhv);
+      } finally {
+        await fhv.close();
+      }
+      block.pages.set(pageIndex, page);
+      tier.lru.set(key(blockId, pageIndex), page);
+      this.#dirty.add(blockId);
+      if (opts.durable) await syncDir(nodePath.join(tier.dir, String(blockId)));
+    } catch (err) {
+      if (!placed) {
+        tier.reserved -= fileBytes;
+        await fsp.rm(tmp, { force: true });
+      }
+      throw toStrataError(err, `write page ${blockId}/${pageIndex}`);
+    }
+  }
+
+  /** Writer for a block written sequentially (the file write path). */
+  blockWriter(blockId: number, blockLength: number, opts: PageWriteOptions = {}): BlockPageWriter {
+    const ps = this.pageSize;
+    let page = Buffer.alloc(0);
+    let pageFill = 0;
+    let pageHasData = false;
+    let pageIndex = 0;
+    let written = 0;
+    const flush = async () => {
+      if (pageFill === 0) return;
+      await this.putPage(blockId, pageIndex, pageHasData ? page.subarray(0, pageFill) : undefined, pageFill, blockLength, opts);
+      pageIndex++;
+      pageFill = 0;
+      pageHasData = false;
+    };
+    const ensurePage = () => {
+      if (!pageHasData) {
+        if (page.length !== ps) page = Buffer.alloc(ps);
+        else page.fill(0, 0, ps);
+        pageHasData = true;
+      }
+    };
+    const advance = async (chunk: Buffer | undefined, n: number) => {
+      if (written + n > blockLength) throw new StrataError('INTERNAL', `block ${blockId} grew past ${blockLength} bytes`);
+      let off = 0;
+      while (off < n) {
+        const take = Math.min(n - off, ps - pageFill);
+        if (chunk) {
+          // ensurePage zero-fills, so a hole earlier in this page reads as zeros.
+          ensurePage();
+          chunk.copy(page, pageFill, off, off + take);
+        }
+        pageFill += take;
+        off += take;
+        if (pageFill === ps) await flush();
+      }
+      written += n;
+    };
+    return {
+      write: (chunk) => advance(chunk, chunk.length),
+      skip: (n) => advance(undefined, n),
+      commit: async () => {
+        if (written !== blockLength) throw new StrataError('INTERNAL', `block ${blockId} has ${written} of ${blockLength} bytes`);
+        await flush();
+        return written;
+      },
+      abort: async () => {
+        await this.removeBlock(blockId);
+      },
+    };
+  }
+
+  async removeBlock(id: number): Promise<void> {
+    await this.markPersisted(id);
+    const b = this.#blocks.get(id);
+    if (!b) return;
+    for (const p of [...b.pages.values()]) await this.#drop(p, false);
+    this.#blocks.delete(id);
+    this.#removed.add(id);
+  }
+
+  // ---- room, demotion, promotion ------------------------------------------
+
+  #tierForNew(durable: boolean): Tier {
+    if (durable) return this.#tiers.find((t) => !t.volatile) ?? this.#tiers[0]!;
+    return this.#tiers[0]!;
+  }
+
+  /** Frees room for `bytes` more in `tier` and reserves them. Runs under the tier's mutex. */
+  async #makeRoom(tier: Tier, bytes: number): Promise<void> {
+    if (bytes > tier.capacity) throw new StrataError('NO_SPACE', `a ${bytes}-byte page does not fit tier ${tier.name} of ${tier.capacity} bytes`);
+    const below = this.#tiers[tier.level + 1];
+    const skipped = new Set<Page>();
+    while (tier.used + tier.reserved + bytes > tier.capacity) {
+      let victim: Page | undefined;
+      for (const p of tier.lru.values()) {
+        if (p.moving || skipped.has(p)) continue;
+        if (!below && !this.#droppable(p)) continue;
+        victim = p;
+        break;
+      }
+      if (!victim) throw new StrataError('NO_SPACE', `tier ${tier.name} is full of pages that cannot be dropped (pinned or not persisted yet)`);
+      if (below) {
+        try {
+          await this.#move(victim, below);
+          continue;
+        } catch (err) {
+          if (!(err instanceof StrataError) || err.code !== 'NO_SPACE') throw err;
+          // Nowhere below to put it: drop it if that loses nothing, else leave it.
+          if (!this.#droppable(victim)) {
+            skipped.add(victim);
+            continue;
+          }
+        }
+      }
+      await this.#drop(victim);
+      this.stats.evictedPages++;
+      this.stats.evictedBytes += victim.dataBytes;
+    }
+    tier.reserved += bytes;
+  }
+
+  /** Moves a page file to another tier (demotion or promotion). */
+  async #move(page: Page, to: Tier): Promise<void> {
+    if (page.moving || page.tier === to) return;
+    const from = page.tier;
+    const fileBytes = page.dataBytes + PAGE_TRAILER_BYTES;
+    page.moving = true;
+    try {
+      // Demotion already holds `from`'s mutex, promotion holds none: locks are always taken upper tier first.
+      await to.mutex.run(() => this.#makeRoom(to, fileBytes));
+      const src = this.#path(from, page.block, page.index);
+      const dst = this.#path(to, page.block, page.index);
+      try {
+        await fsp.mkdir(nodePath.dirname(dst), { recursive: true });
+        try {
+          await fsp.rename(src, dst);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+          const tmp = nodePath.join(to.tmp, `${page.block}.${page.index}.${randomBytes(4).toString('hex')}`);
+          await fsp.copyFile(src, tmp);
+          await fsp.rename(tmp, dst);
+          await fsp.rm(src, { force: true });
+        }
+      } catch (err) {
+        to.reserved -= fileBytes;
+        throw toStrataError(err, `move page ${page.block}/${page.index} to ${to.name}`);
+      }
+      to.reserved -= fileBytes;
+      to.used += fileBytes;
+      from.used -= fileBytes;
+      from.lru.delete(key(page.block, page.index));
+      to.lru.set(key(page.block, page.index), page);
+      page.tier = to;
+      // A verified page stays verified: our own move, not a change of content.
+      if (page.verified) {
+        const fh = await fsp.open(dst, 'r').catch(() => undefined);
+        if (fh) {
+          page.verified = await identityOf(fh).finally(() => fh.close());
+        }
+      }
+      if (to.level > from.level) this.stats.demotedBytes += page.dataBytes;
+      else this.stats.promotedBytes += page.dataBytes;
+      this.#dirty.add(page.block);
+      await fsp.rmdir(nodePath.dirname(src)).catch(() => undefined);
+    } finally {
+      page.moving = false;
+    }
+  }
+
+  /** Promotes every page of a block to the top tier (CACHE_PROMOTE). */
+  async promote(blockId: number): Promise<void> {
+    const top = this.#tiers[0]!;
+    for (const p of [...(this.#blocks.get(blockId)?.pages.values() ?? [])]) if (p.tier !== top) await this.#move(p, top).catch(() => undefined);
+  }
+
+  async #drop(page: Page, markDirty = true): Promise<void> {
+    const b = this.#blocks.get(page.block);
+    if (!b || b.pages.get(page.index) !== page) return;
+    b.pages.delete(page.index);
+    page.tier.lru.delete(key(page.block, page.index));
+    page.tier.used -= page.dataBytes + PAGE_TRAILER_BYTES;
+    const file = this.#path(page.tier, page.block, page.index);
+    await fsp.rm(file, { force: true });
+    await fsp.rmdir(nodePath.dirname(file)).catch(() => undefined);
+    if (b.pages.size === 0) {
+      this.#blocks.delete(page.block);
+      this.#removed.add(page.block);
+    }
+    if (markDirty) this.#dirty.add(page.block);
+  }
+
+  // ---- background verification ---------------------------------------------
+
+  /**
+   * Verifies every page not verified since start (or changed on disk), at most
+   * `bytesPerSec`. Returns how many pages failed. Stops early when `stop()` says so.
+   */
+  async scrub(bytesPerSec: number, stop: () => boolean = () => false): Promise<number> {
+    let bad = 0;
+    const pages: Page[] = [];
+    for (const b of this.#blocks.values()) for (const p of b.pages.values()) pages.push(p);
+    for (const p of pages) {
+      if (stop()) break;
+      if (p.moving || this.#blocks.get(p.block)?.pages.get(p.index) !== p) continue;
+      const file = this.#path(p.tier, p.block, p.index);
+      const fh = await fsp.open(file, 'r').catch(() => undefined);
+      if (!fh) continue;
+      try {
+        const ident = await identityOf(fh);
+        if (sameIdentity(p.verified, ident)) continue;
+        const r = await verifyPage(fh, ident.size, p.block, p.index);
+        if (r.ok) {
+          p.verified = ident;
+          this.#blocks.get(p.block)!.length = r.trailer.blockLength;
+        } else {
+          bad++;
+          await this.#dropCorrupt(p, r.reason);
+        }
+      } finally {
+        await fh.close();
+      }
+      if (bytesPerSec > 0) await new Promise((r) => setTimeout(r, (1000 * (p.dataBytes + PAGE_TRAILER_BYTES)) / bytesPerSec));
+    }
+    return bad;
+  }
+
+  // ---- helpers -------------------------------------------------------------
+
+  #blockOf(id: number): Block {
+    let b = this.#blocks.get(id);
+    if (!b) {
+      b = { id, length: undefined, pages: new Map() };
+      this.#blocks.set(id, b);
+    }
+    return b;
+  }
+
+  #path(tier: Tier, blockId: number, pageIndex: number): string {
+    if (!Number.isSafeInteger(blockId) || blockId < 0 || !Number.isSafeInteger(pageIndex) || pageIndex < 0) throw new StrataError('BAD_REQUEST', `bad page ${blockId}/${pageIndex}`);
+    return nodePath.join(tier.dir, String(blockId), String(pageIndex));
+  }
+}
+
+function key(blockId: number, pageIndex: number): string {
+  return `${blockId}:${pageIndex}`;
+}
+
+async function writeAll(fh: fsp.FileHandle, data: Buffer, pos: number): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += (await fh.write(data, off, data.length - off, pos + off)).bytesWritten;
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r').catch(() => undefined);
+  if (!fh) return;
+  try {
+    await fh.sync();
+  } catch {
+    // Some filesystems refuse fsync on directories; the file itself is synced.
+  } finally {
+    await fh.close();
+  }
+}
+
+const zeroCrcs = new Map<number, number>();
+/** CRC-32 of `n` zero bytes (holes), cached per length. */
+function zeroCrc(n: number): number {
+  let c = zeroCrcs.get(n);
+  if (c === undefined) {
+    c = pageCrc(Buffer.alloc(n));
+    if (zeroCrcs.size < 64) zeroCrcs.set(n, c);
+  }
+  return c;
+}
+
+/** Parses `--tier NAME:DIR:SIZE` (SIZE like 4GiB). */
+export function parseTierSpec(spec: string, parseBytes: (s: string) => number | undefined): TierSpec {
+  const first = spec.indexOf(':');
+  const last = spec.lastIndexOf(':');
+  if (first <= 0 || last === first) throw new StrataError('CONFIG', `tier '${spec}' must look like NAME:DIR:SIZE, e.g. mem:/dev/shm/strata:4GiB`);
+  const name = spec.slice(0, first);
+  const dir = spec.slice(first + 1, last);
+  const size = parseBytes(spec.slice(last + 1));
+  if (!/^[A-Za-z][A-Za-z0-9_-]{0,15}$/.test(name)) throw new StrataError('CONFIG', `tier name '${name}' must be a short word such as mem, ssd, hdd`);
+  if (!dir) throw new StrataError('CONFIG', `tier '${spec}' has no directory`);
+  if (size === undefined || size <= 0) throw new StrataError('CONFIG', `tier '${spec}': '${spec.slice(last + 1)}' is not a byte size such as 4GiB`);
+  return { name: name.toUpperCase(), dir, capacityBytes: size };
+}
