@@ -9,15 +9,16 @@ import { fork, ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, mkdirSync, statSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { StrataError, toStrataError } from '../common/errors';
-import { StrataConfig, resolveConfig } from '../common/config';
+import { StrataConfig, parseBytes, resolveConfig } from '../common/config';
 import { createLogger } from '../common/log';
 import { startMaster } from '../master/server';
 import { startWorker } from '../worker/server';
+import { TierSpec, parseTierSpec } from '../worker/page-store';
 import { StrataFileSystem } from '../client/file-system';
 import { mountFuse, prepareMountPoint } from '../fuse/fuse-mount';
 import { createUfs } from '../ufs';
 import { registerFsCommands } from './fs-commands';
-import type { WriteType } from '../common/protocol';
+import type { ReadType, WriteType } from '../common/protocol';
 import { createDaemonMetrics } from '../common/metrics';
 import { createHttpServer } from '../common/http';
 
@@ -138,7 +139,8 @@ async function runWorker(cfg: StrataConfig): Promise<void> {
     home: cfg.home,
     host: cfg.bind,
     port: cfg.workerPort,
-    capacityBytes: cfg.workerCapacity,
+    tiers: workerTiers(cfg),
+    pageSize: cfg.pageSize,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,
     logger: log,
   });
@@ -146,6 +148,18 @@ async function runWorker(cfg: StrataConfig): Promise<void> {
   onSignals(stop);
   asChild({ url: w.url }, stop);
   if (!process.send) process.stdout.write(`strata worker ${w.workerId} serving on ${w.url} (master ${cfg.master})\n`);
+}
+
+/** The worker's tiers from `workerTiers` (flags or env), or the one default SSD tier. */
+function workerTiers(cfg: StrataConfig): TierSpec[] {
+  if (cfg.workerTiers === 'default') return [{ name: 'SSD', dir: nodePath.join(cfg.home, 'worker', 'blocks'), capacityBytes: cfg.workerCapacity }];
+  return cfg.workerTiers
+    .split(',')
+    .filter((x) => x.trim())
+    .map((spec) => {
+      const t = parseTierSpec(spec.trim(), parseBytes);
+      return { ...t, dir: nodePath.resolve(t.dir) };
+    });
 }
 
 async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, writeType: WriteType | undefined, metricsPort?: number): Promise<void> {
@@ -156,6 +170,8 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     masterUrl: cfg.master,
     stagingDir: nodePath.join(cfg.home, 'client', `staging-${process.pid}`),
     logger: log,
+    readType: cfg.readType as ReadType,
+    shortCircuit: cfg.shortCircuit === 'true',
     ...(writeType ? { writeType } : {}),
   });
   await fs.init();
@@ -259,12 +275,15 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
     const masterUrl = String(master.info.url);
     const worker = await startChild(
       'worker',
-      ['worker', ...common, '--master', masterUrl, '--port', String(cfg.workerPort), '--bind', cfg.bind, '--capacity', String(cfg.workerCapacity)],
+      [
+        'worker', ...common, '--master', masterUrl, '--port', String(cfg.workerPort), '--bind', cfg.bind, '--capacity', String(cfg.workerCapacity),
+        '--page-size', String(cfg.pageSize), ...(cfg.workerTiers === 'default' ? [] : ['--tiers', cfg.workerTiers]),
+      ],
       process.env,
     );
     children.push(worker);
     onChildExit(worker);
-    const mount = await startChild('mount', ['mount', ...common, '--master', masterUrl, '--allow-other', cfg.allowOther, cfg.mount], process.env);
+    const mount = await startChild('mount', ['mount', ...common, '--master', masterUrl, '--allow-other', cfg.allowOther, '--read-type', cfg.readType, cfg.mount], process.env);
     children.push(mount);
     onChildExit(mount);
     onSignals(stopAll);
@@ -287,6 +306,9 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     master: o.master,
     blockSize: o.blockSize,
     workerCapacity: o.capacity,
+    workerTiers: o.tier ? (o.tier as string[]).join(',') : o.tiers,
+    pageSize: o.pageSize,
+    readType: o.readType,
     syncIntervalMs: o.syncIntervalMs,
     writeType: o.writeType,
     allowOther: o.allowOther,
@@ -311,7 +333,11 @@ export async function main(argv: string[]): Promise<void> {
     .option('--master-port <n>', 'master API port (0 = any free)')
     .option('--worker-port <n>', 'worker data port (0 = any free)')
     .option('--bind <addr>', 'address to listen on; default 127.0.0.1')
-    .option('--capacity <bytes>', 'worker cache quota, e.g. 8GiB')
+    .option('--capacity <bytes>', 'quota of the default single tier, e.g. 8GiB')
+    .option('--tier <NAME:DIR:SIZE>', 'a cache tier, top first (repeatable), e.g. --tier mem:/dev/shm/strata:4GiB --tier ssd:/var/lib/strata:200GiB', collect)
+    .option('--tiers <list>', 'all tiers at once, comma-separated NAME:DIR:SIZE')
+    .option('--page-size <bytes>', 'unit of caching inside a block; default 1MiB')
+    .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
     .option('--block-size <bytes>', 'block size of new files, e.g. 64MiB')
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
     .option('--ufs-option <key=value>', 'option of the root under-store (repeatable), e.g. s3.endpoint=http://…', collect)
@@ -337,13 +363,17 @@ export async function main(argv: string[]): Promise<void> {
     .option('--master <url>', 'master URL')
     .addOption(new Option('--port <n>', 'data port (0 = any free)'))
     .option('--bind <addr>', 'address to listen on')
-    .option('--capacity <bytes>', 'cache quota, e.g. 8GiB')
+    .option('--capacity <bytes>', 'quota of the default single tier, e.g. 8GiB')
+    .option('--tier <NAME:DIR:SIZE>', 'a cache tier, top first (repeatable), e.g. --tier mem:/dev/shm/strata:4GiB --tier ssd:/var/lib/strata:200GiB', collect)
+    .option('--tiers <list>', 'all tiers at once, comma-separated NAME:DIR:SIZE')
+    .option('--page-size <bytes>', 'unit of caching inside a block; default 1MiB')
     .action(async (o) => runWorker(resolveConfig({ ...configFlags(o), masterPort: undefined, workerPort: o.port })));
 
   withCommon(program.command('mount').description('mount a running cluster at DIR in the foreground'))
     .argument('<dir>', 'mount point (an existing empty directory)')
     .option('--master <url>', 'master URL')
     .option('--write-type <type>', "this client's write type (default: each mount's)")
+    .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
     .option('--allow-other <mode>', 'true | false | auto (= when mounted by root); default auto')
     .option('--metrics-port <n>', 'port of the client metrics endpoint (0 = any free port, printed at start)')
     .action(async (dir: string, o) => {

@@ -139,7 +139,8 @@ export class FileReader {
           for (let attempt = 0; ; attempt++) {
             const worker = await this.#data.router.forBlock(block);
             const local = this.#data.local;
-            if (local && local.isLocal(worker)) {
+            // CACHE_PROMOTE must go through the worker, which moves what it serves to the top tier.
+            if (local && this.#data.workers.readType !== 'CACHE_PROMOTE' && local.isLocal(worker)) {
               const got = await local.readInto(worker, block.id, off, n, buf, at);
               if (got === n) return;
             }

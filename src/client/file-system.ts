@@ -18,7 +18,7 @@ import { constants as fsConstants, createReadStream } from 'node:fs';
 import { StrataError, toStrataError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Mutex } from '../common/mutex';
-import { DirEntry, FileAttributes, FileBlocksResponse, Timespec, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
+import { DirEntry, FileAttributes, FileBlocksResponse, ReadType, Timespec, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
 import { FileReader, FileReaderOptions } from './file-reader';
 import { MasterClient } from './master-client';
 import { WorkerClient } from './worker-client';
@@ -35,6 +35,8 @@ export interface FileSystemOptions {
   shortCircuit?: boolean;
   /** Write type of this client's files; default: the mount's (see README). */
   writeType?: WriteType;
+  /** How workers cache what this client reads: CACHE (default), CACHE_PROMOTE, NO_CACHE. */
+  readType?: ReadType;
 }
 
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
@@ -221,7 +223,7 @@ export class StrataFileSystem {
   constructor(opts: FileSystemOptions) {
     this.master = new MasterClient(opts.masterUrl);
     this.router = new WorkerRouter(this.master);
-    this.workers = new WorkerClient();
+    this.workers = new WorkerClient({ readType: opts.readType ?? 'CACHE' });
     this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader();
     this.#stagingDir = opts.stagingDir;
     this.#log = opts.logger;

@@ -1,97 +1,150 @@
 /**
- * Short-circuit reads: when a worker runs on this host, read its block files
- * directly instead of over HTTP. Block files appear only when complete (they are
- * renamed into place) and a block id never changes content, so a file found here
- * is always right; a missing one (not cached yet, or evicted) falls back to HTTP,
- * which fills it.
+ * Short-circuit reads: when a worker runs on this host, read its page files
+ * directly instead of over HTTP. Page files appear only when complete (renamed
+ * into place) and a block id never changes content, so an open page file always
+ * holds the right bytes, even after the worker moved or evicted it. Each page
+ * file is checked against its checksum the first time this client opens that
+ * version of it (see common/page-file.ts), so a corrupted file is never served
+ * here either; it falls back to HTTP, where the worker drops and refetches it.
+ * Any page that is not on local disk sends the whole range to HTTP, which fills it.
  */
 
 import { promises as fsp } from 'node:fs';
 import * as nodePath from 'node:path';
 import { hostIdentity } from '../common/host';
+import { PAGE_TRAILER_BYTES, PageIdentity, identityOf, sameIdentity, verifyPage } from '../common/page-file';
 import type { WorkerInfo } from '../common/protocol';
 
-interface OpenBlock {
+interface OpenPage {
   fh: Promise<fsp.FileHandle>;
   refs: number;
+  /** Identity of the version of the file that verified. */
+  verified: PageIdentity | undefined;
+  dataBytes: number;
 }
 
 export class ShortCircuitReader {
   readonly #host = hostIdentity();
-  /** Workers whose block dir we could not read (other user, container): HTTP only. */
-  readonly #unusable = new Set<string>();
-  /** Open block files, most recently used last; a random reader should not pay open+close per 4 KiB. */
-  readonly #open = new Map<string, OpenBlock>();
+  /** Workers whose tier dirs we could not read (other user, container): HTTP only. */
+  readonly #unusable = new Set<number>();
+  /** Open page files, most recently used last; a random reader should not pay open+verify per 4 KiB. */
+  readonly #open = new Map<string, OpenPage>();
   readonly #maxOpen: number;
-  /** Bytes served from local block files, for metrics and tests. */
+  /** Bytes served from local page files, for metrics and tests. */
   bytesRead = 0;
+  /** Page files that failed verification here. */
+  corruptPages = 0;
 
-  constructor(maxOpen = 64) {
+  constructor(maxOpen = 256) {
     this.#maxOpen = maxOpen;
   }
 
   isLocal(w: WorkerInfo): boolean {
-    return w.host === this.#host && !!w.blockDir && !this.#unusable.has(w.blockDir);
+    return w.host === this.#host && Array.isArray(w.tiers) && w.tiers.length > 0 && w.pageSize > 0 && !this.#unusable.has(w.id);
   }
 
-  async #acquire(file: string): Promise<OpenBlock> {
-    let ob = this.#open.get(file);
-    if (ob) {
-      this.#open.delete(file);
-      this.#open.set(file, ob);
-    } else {
-      ob = { fh: fsp.open(file, 'r'), refs: 0 };
-      this.#open.set(file, ob);
-      ob.fh.catch(() => this.#open.delete(file));
-      this.#trim();
+  /** Opens (or reuses) a page file, verifying it when this version was not verified yet. */
+  async #acquire(w: WorkerInfo, blockId: number, pageIndex: number): Promise<{ file: string; op: OpenPage } | undefined> {
+    for (const tier of w.tiers) {
+      const file = nodePath.join(tier.dir, String(blockId), String(pageIndex));
+      let op = this.#open.get(file);
+      if (op) {
+        this.#open.delete(file);
+        this.#open.set(file, op);
+      } else {
+        op = { fh: fsp.open(file, 'r'), refs: 0, verified: undefined, dataBytes: 0 };
+        const pending = op;
+        op.fh.catch(() => {
+          if (this.#open.get(file) === pending) this.#open.delete(file);
+        });
+        this.#open.set(file, op);
+        this.#trim();
+      }
+      op.refs++;
+      let fh: fsp.FileHandle;
+      try {
+        fh = await op.fh;
+      } catch (err) {
+        op.refs--;
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'EACCES' || code === 'EPERM') {
+          this.#unusable.add(w.id);
+          return undefined;
+        }
+        continue; // not in this tier
+      }
+      try {
+        const ident = await identityOf(fh);
+        if (!sameIdentity(op.verified, ident)) {
+          const r = await verifyPage(fh, ident.size, blockId, pageIndex);
+          if (!r.ok) {
+            this.corruptPages++;
+            this.#forget(file, op);
+            op.refs--;
+            return undefined;
+          }
+          op.verified = ident;
+          op.dataBytes = ident.size - PAGE_TRAILER_BYTES;
+        }
+      } catch {
+        this.#forget(file, op);
+        op.refs--;
+        return undefined;
+      }
+      return { file, op };
     }
-    ob.refs++;
-    await ob.fh; // throws for a missing block: the caller falls back to HTTP
-    return ob;
+    return undefined;
+  }
+
+  #forget(file: string, op: OpenPage): void {
+    if (this.#open.get(file) === op) this.#open.delete(file);
+    void op.fh.then((h) => h.close()).catch(() => undefined);
   }
 
   #trim(): void {
-    for (const [file, ob] of this.#open) {
+    for (const [file, op] of this.#open) {
       if (this.#open.size <= this.#maxOpen) break;
-      if (ob.refs > 0) continue;
+      if (op.refs > 0) continue;
       this.#open.delete(file);
-      void ob.fh.then((h) => h.close()).catch(() => undefined);
+      void op.fh.then((h) => h.close()).catch(() => undefined);
     }
   }
 
-  /** Reads into `into`; undefined when the block is not on local disk (use HTTP then). */
+  /** Reads into `into`; undefined when some page of the range is not on local disk (use HTTP then). */
   async readInto(w: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number): Promise<number | undefined> {
-    const file = nodePath.join(w.blockDir, String(blockId));
-    let ob: OpenBlock;
-    try {
-      ob = await this.#acquire(file);
-    } catch (err) {
-      const e = this.#open.get(file);
-      if (e) e.refs = Math.max(0, e.refs - 1);
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EACCES' || code === 'EPERM') this.#unusable.add(w.blockDir);
-      return undefined;
-    }
-    try {
-      const fh = await ob.fh;
-      let n = 0;
-      while (n < length) {
-        const { bytesRead } = await fh.read(into, at + n, length - n, offset + n);
-        if (bytesRead === 0) break;
-        n += bytesRead;
+    const ps = w.pageSize;
+    let n = 0;
+    while (n < length) {
+      const pos = offset + n;
+      const pageIndex = Math.floor(pos / ps);
+      const got = await this.#acquire(w, blockId, pageIndex);
+      if (!got) return undefined;
+      try {
+        const fh = await got.op.fh;
+        const inPage = pos - pageIndex * ps;
+        const want = Math.min(length - n, got.op.dataBytes - inPage);
+        if (want <= 0) break; // past the block's end
+        let m = 0;
+        while (m < want) {
+          const { bytesRead } = await fh.read(into, at + n + m, want - m, inPage + m);
+          if (bytesRead === 0) break;
+          m += bytesRead;
+        }
+        n += m;
+        if (m < want) break;
+      } finally {
+        got.op.refs--;
+        this.#trim();
       }
-      this.bytesRead += n;
-      return n;
-    } finally {
-      ob.refs--;
-      this.#trim();
     }
+    this.bytesRead += n;
+    return n;
   }
 
-  /** Closes every cached block file. */
+  /** Closes every cached page file. */
   async close(): Promise<void> {
     const all = [...this.#open.values()];
     this.#open.clear();
-    await Promise.all(all.map((ob) => ob.fh.then((h) => h.close()).catch(() => undefined)));
+    await Promise.all(all.map((op) => op.fh.then((h) => h.close()).catch(() => undefined)));
   }
 }

@@ -4,21 +4,25 @@ import { Pool } from 'undici';
 import type { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
 import { errorFromBody, parseJsonOrUndefined } from '../common/http';
-import type { WorkerInfo, WriteFileResponse, WriteType } from '../common/protocol';
+import type { ReadType, WorkerInfo, WriteFileResponse, WriteType } from '../common/protocol';
 
 export interface WorkerClientOptions {
   /** Deadline for a worker to start answering (ms); it may fill from the under-store first. Default 120000. */
   headersTimeoutMs?: number;
   /** Longest silence inside a body (ms). Default 60000. */
   bodyTimeoutMs?: number;
+  /** How workers cache what this client reads. Default CACHE. */
+  readType?: ReadType;
 }
 
 export class WorkerClient {
   readonly #pools = new Map<string, Pool>();
   readonly #headersTimeoutMs: number;
   readonly #bodyTimeoutMs: number;
+  readonly readType: ReadType;
 
   constructor(opts: WorkerClientOptions = {}) {
+    this.readType = opts.readType ?? 'CACHE';
     this.#headersTimeoutMs = opts.headersTimeoutMs ?? 120_000;
     this.#bodyTimeoutMs = opts.bodyTimeoutMs ?? 60_000;
   }
@@ -37,7 +41,7 @@ export class WorkerClient {
     try {
       const res = await this.#pool(worker.address).request({
         method: 'GET',
-        path: `/blocks/${blockId}?offset=${offset}&length=${length}`,
+        path: `/blocks/${blockId}?offset=${offset}&length=${length}${this.readType === 'CACHE' ? '' : `&readType=${this.readType}`}`,
         headersTimeout: this.#headersTimeoutMs,
         bodyTimeout: this.#bodyTimeoutMs,
         ...(signal ? { signal } : {}),

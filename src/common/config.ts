@@ -31,6 +31,10 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'master', env: 'STRATA_MASTER', kind: 'url', description: 'Master URL used by workers, mounts and `strata fs`.', default: () => 'http://127.0.0.1:19998' },
   { key: 'blockSize', env: 'STRATA_BLOCK_SIZE', kind: 'bytes', description: 'Block size of new files (power of two).', default: () => 64 * 1024 ** 2 },
   { key: 'workerCapacity', env: 'STRATA_WORKER_CAPACITY', kind: 'bytes', description: 'Byte quota of the worker block cache.', default: () => 8 * 1024 ** 3 },
+  { key: 'workerTiers', env: 'STRATA_WORKER_TIERS', kind: 'string', description: 'Worker cache tiers, top first, comma-separated NAME:DIR:SIZE (e.g. mem:/dev/shm/strata:4GiB,ssd:/var/lib/strata:200GiB); "default" = one SSD tier <home>/worker/blocks of workerCapacity.', default: () => 'default' },
+  { key: 'pageSize', env: 'STRATA_PAGE_SIZE', kind: 'bytes', description: 'Unit of caching inside a block: a cold read fetches whole pages (power of two, 4KiB-64MiB).', default: () => 1024 * 1024 },
+  { key: 'readType', env: 'STRATA_READ_TYPE', kind: 'string', description: 'How workers cache what a mount reads: CACHE, CACHE_PROMOTE (also move to the top tier), NO_CACHE.', default: () => 'CACHE' },
+  { key: 'shortCircuit', env: 'STRATA_SHORT_CIRCUIT', kind: 'string', description: 'Mounts read page files of workers on the same host directly: true or false.', default: () => 'true' },
   { key: 'syncIntervalMs', env: 'STRATA_SYNC_INTERVAL_MS', kind: 'int', description: 'Re-check under-store metadata older than this (0 = always, -1 = never).', default: () => 5000 },
   { key: 'workerTimeoutMs', env: 'STRATA_WORKER_TIMEOUT_MS', kind: 'int', description: 'A worker silent this long is marked lost.', default: () => 30000 },
   { key: 'heartbeatIntervalMs', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
@@ -50,6 +54,10 @@ export interface StrataConfig {
   master: string;
   blockSize: number;
   workerCapacity: number;
+  workerTiers: string;
+  pageSize: number;
+  readType: string;
+  shortCircuit: string;
   syncIntervalMs: number;
   workerTimeoutMs: number;
   heartbeatIntervalMs: number;
@@ -78,7 +86,9 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
   switch (k.kind) {
     case 'string':
       if (v.length === 0) throw bad('a non-empty string');
+      if (k.key === 'shortCircuit' && !['true', 'false'].includes(v)) throw bad('true or false');
       if (k.key === 'allowOther' && !['true', 'false', 'auto'].includes(v)) throw bad('true, false or auto');
+      if (k.key === 'readType' && !['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'].includes(v)) throw bad('CACHE, CACHE_PROMOTE or NO_CACHE');
       if (k.key === 'writeType' && !['MUST_CACHE', 'CACHE_THROUGH', 'THROUGH', 'ASYNC_THROUGH'].includes(v)) throw bad('MUST_CACHE, CACHE_THROUGH, THROUGH or ASYNC_THROUGH');
       return v;
     case 'int': {
@@ -92,6 +102,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       const n = parseBytes(v);
       if (n === undefined || n <= 0) throw bad('a byte size such as 64MiB or 8GiB');
       if (k.key === 'blockSize' && (!Number.isInteger(Math.log2(n)) || n < 4096 || n > 2 ** 30)) throw bad('a power of two between 4KiB and 1GiB');
+      if (k.key === 'pageSize' && (!Number.isInteger(Math.log2(n)) || n < 4096 || n > 64 * 1024 ** 2)) throw bad('a power of two between 4KiB and 64MiB');
       return n;
     }
     case 'url':

@@ -9,7 +9,7 @@ import * as nodePath from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
 import { createHttpServer, intParam } from '../common/http';
 import { JsonClient } from '../common/json-client';
@@ -18,6 +18,9 @@ import {
   BlockSource,
   HeartbeatResponse,
   MASTER_API,
+  LoadBlockResponse,
+  READ_TYPES,
+  ReadType,
   PersistResponse,
   WRITE_TYPES,
   WriteType,
@@ -31,20 +34,26 @@ import { hostIdentity } from '../common/host';
 import { Counter, Gauge } from 'prom-client';
 import { createDaemonMetrics } from '../common/metrics';
 import type { UnderFileSystem, UfsWriter } from '../ufs/ufs';
-import { BlockStore, BlockWriter } from './block-store';
+import { PageStore, TierSpec, BlockPageWriter } from './page-store';
 
 export interface WorkerOptions {
   /** Master API URL, e.g. http://127.0.0.1:19998. */
   masterUrl: string;
-  /** Directory for cached blocks (`<home>/worker/blocks`). */
+  /** The worker's home (identity, pins; `<home>/worker/...`). */
   home: string;
   host?: string;
   /** Data port; 0 picks a free one. Default 29999. */
   port?: number;
-  /** Cache quota in bytes. Default 8 GiB. */
+  /** Cache tiers, top first. Default: one SSD tier `<home>/worker/blocks` of `capacityBytes`. */
+  tiers?: TierSpec[];
+  /** Quota of the default single tier. Default 8 GiB. */
   capacityBytes?: number;
+  /** Page size, the unit of caching inside a block. Default 1 MiB. */
+  pageSize?: number;
   /** Heartbeat period in ms. Default 2000. */
   heartbeatIntervalMs?: number;
+  /** Background verification speed of cached pages, bytes/s (0 = off). Default 64 MiB/s. */
+  scrubBytesPerSec?: number;
   logger: Logger;
 }
 
@@ -55,12 +64,26 @@ export interface RunningWorker {
   close(): Promise<void>;
 }
 
+/** Most parallel under-store reads one request starts to fill missing pages. */
+const FILL_PARALLEL = 4;
+/** Largest ranged read of one fill: consecutive missing pages are fetched together up to this. */
+const FILL_RUN_BYTES = 8 * 1024 * 1024;
+
 export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const log = opts.logger;
   const master = new JsonClient(opts.masterUrl, { retryForMs: 60_000 });
-  const store = new BlockStore({ dir: nodePath.resolve(opts.home, 'worker', 'blocks'), capacityBytes: opts.capacityBytes ?? 8 * 1024 ** 3 });
+  const tiers = opts.tiers ?? [{ name: 'SSD', dir: nodePath.resolve(opts.home, 'worker', 'blocks'), capacityBytes: opts.capacityBytes ?? 8 * 1024 ** 3 }];
+  const store = new PageStore({
+    tiers,
+    pageSize: opts.pageSize,
+    pinDir: nodePath.resolve(opts.home, 'worker', 'pins'),
+    onCorrupt: (blockId, pageIndex, reason) => {
+      corruptPages.inc();
+      log.warn({ blockId, pageIndex, reason }, 'dropped a cached page that failed verification; it will be fetched again');
+    },
+  });
   await store.open();
-  log.info({ blocks: store.blockIds().length, usedBytes: store.usedBytes }, 'block store opened');
+  log.info({ blocks: store.blockCount, usedBytes: store.usedBytes, tiers: store.tierInfo().map((t) => `${t.name}:${t.dir}`) }, 'page store opened');
 
   /** Drivers by mount URI and options (credentials or endpoints may differ per mount). */
   const ufsByUri = new Map<string, UnderFileSystem>();
@@ -74,72 +97,166 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     return u;
   };
 
-  /** One fill per missing block; concurrent readers share it. */
-  const fills = new Map<number, Promise<void>>();
-  const fill = (id: number): Promise<void> => {
-    let p = fills.get(id);
-    if (!p) {
-      p = (async () => {
-        const src = await master.get<BlockSource>(`${MASTER_API}/block-source`, { id });
-        const ufs = ufsFor(src.ufs);
-        const writer = await store.create(id, src.length);
-        try {
-          // Parallel ranged reads: a remote store answers one stream slowly, several quickly.
-          const PART = 8 * 1024 * 1024;
-          const PARALLEL = 4;
-          const parts: number[] = [];
-          for (let off = 0; off < src.length; off += PART) parts.push(off);
-          let next = 0;
-          let got = 0;
-          const lane = async () => {
-            while (next < parts.length) {
-              const off = parts[next++]!;
-              const len = Math.min(PART, src.length - off);
-              const stream = await ufs.read(src.ufs.path, src.offset + off, len);
-              let pos = off;
-              for await (const chunk of stream) {
-                await writer.writeAt(chunk as Buffer, pos);
-                pos += (chunk as Buffer).length;
-              }
-              if (pos - off !== len) throw new StrataError('IO_ERROR', `under-store returned ${pos - off} bytes at ${src.offset + off}, expected ${len}: the file changed`);
-              got += len;
-            }
-          };
-          // allSettled: every lane has stopped touching the writer before it is committed or aborted.
-          const lanes = await Promise.allSettled(Array.from({ length: Math.min(PARALLEL, parts.length) }, lane));
-          const failed = lanes.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-          if (failed) throw failed.reason;
-          const n = await writer.commit();
-          if (n !== src.length || got !== src.length) {
-            await store.remove(id);
-            throw new StrataError('IO_ERROR', `under-store returned ${n} bytes for block ${id}, expected ${src.length}: the file changed`);
-          }
-          fillBytes.inc(n);
-          fillCount.inc({ result: 'ok' });
-          log.debug({ blockId: id, bytes: n }, 'block filled from the under-store');
-        } catch (err) {
-          fillCount.inc({ result: 'error' });
-          await writer.abort();
-          throw toStrataError(err, `fill block ${id}`);
-        }
-      })().finally(() => fills.delete(id));
-      fills.set(id, p);
-    }
-    return p;
+  /** Where a block's bytes are in the under-store; asked once per fill burst, kept briefly. */
+  const sources = new Map<number, { src: Promise<BlockSource>; at: number }>();
+  const sourceOf = (id: number): Promise<BlockSource> => {
+    const hit = sources.get(id);
+    if (hit && Date.now() - hit.at < 5000) return hit.src;
+    const src = master.get<BlockSource>(`${MASTER_API}/block-source`, { id });
+    src.catch(() => sources.delete(id));
+    sources.set(id, { src, at: Date.now() });
+    if (sources.size > 1024) for (const k of sources.keys()) if (sources.size > 512) sources.delete(k);
+    return src;
   };
+
+  /** In-flight fills by page; concurrent readers of one missing page share one fetch. */
+  const pageFills = new Map<string, Promise<void>>();
+  const ps = store.pageSize;
+
+  /**
+   * Reads pages `[first, last]` of a block from the under-store in one ranged read
+   * and caches each as it completes (or hands them to `sink` for NO_CACHE reads).
+   */
+  const fetchRun = async (src: BlockSource, first: number, last: number, sink?: Map<number, Buffer>): Promise<void> => {
+    const start = first * ps;
+    const end = Math.min(src.length, (last + 1) * ps);
+    const ufs = ufsFor(src.ufs);
+    let page = Buffer.allocUnsafe(Math.min(ps, end - start));
+    let fillAt = 0;
+    let idx = first;
+    let got = 0;
+    try {
+      const stream = await ufs.read(src.ufs.path, src.offset + start, end - start);
+      for await (const raw of stream) {
+        let chunk = raw as Buffer;
+        while (chunk.length > 0) {
+          if (idx > last) throw new StrataError('IO_ERROR', `under-store returned more than ${end - start} bytes at ${src.offset + start}: the file changed`);
+          const take = Math.min(chunk.length, page.length - fillAt);
+          chunk.copy(page, fillAt, 0, take);
+          fillAt += take;
+          got += take;
+          chunk = chunk.subarray(take);
+          if (fillAt === page.length) {
+            if (sink) sink.set(idx, page);
+            else await store.putPage(src.blockId, idx, page, page.length, src.length);
+            idx++;
+            fillAt = 0;
+            if (idx <= last) page = Buffer.allocUnsafe(Math.min(ps, end - idx * ps));
+          }
+        }
+      }
+      if (got !== end - start) throw new StrataError('IO_ERROR', `under-store returned ${got} bytes at ${src.offset + start}, expected ${end - start}: the file changed`);
+      fillBytes.inc(got);
+      fillCount.inc({ result: 'ok' });
+    } catch (err) {
+      fillCount.inc({ result: 'error' });
+      throw toStrataError(err, `fill block ${src.blockId} pages ${first}-${last}`);
+    }
+  };
+
+  /**
+   * Makes pages `[first, last]` cached (or, with `sink`, fetched for this request
+   * only): missing ones are fetched in runs, several in parallel, joining fills
+   * already in flight.
+   */
+  const ensurePages = async (src: BlockSource, first: number, last: number, sink?: Map<number, Buffer>): Promise<void> => {
+    const waits: Promise<void>[] = [];
+    const runs: [number, number][] = [];
+    let runStart = -1;
+    const maxRunPages = Math.max(1, Math.floor(FILL_RUN_BYTES / ps));
+    for (let p = first; p <= last + 1; p++) {
+      const missing = p <= last && !store.hasPage(src.blockId, p) && !(sink?.has(p) ?? false);
+      const inflight = missing ? pageFills.get(`${src.blockId}:${p}`) : undefined;
+      if (inflight) waits.push(inflight);
+      const wanted = missing && !inflight;
+      if (wanted && runStart < 0) runStart = p;
+      if (runStart >= 0 && (!wanted || p - runStart >= maxRunPages)) {
+        runs.push([runStart, p - 1]);
+        runStart = wanted ? p : -1;
+      }
+    }
+    let next = 0;
+    const lane = async () => {
+      while (next < runs.length) {
+        const [a, z] = runs[next++]!;
+        const run = fetchRun(src, a, z, sink);
+        if (!sink) {
+          for (let p = a; p <= z; p++) pageFills.set(`${src.blockId}:${p}`, run);
+          run.catch(() => undefined).finally(() => {
+            for (let p = a; p <= z; p++) if (pageFills.get(`${src.blockId}:${p}`) === run) pageFills.delete(`${src.blockId}:${p}`);
+          });
+        }
+        await run;
+      }
+    };
+    const lanes = Array.from({ length: Math.min(FILL_PARALLEL, runs.length) }, lane);
+    const all = await Promise.allSettled([...lanes, ...waits]);
+    const failed = all.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  };
+
+  /** The block's length: known from a page trailer or a write, else from the master. */
+  const blockLength = async (id: number): Promise<number> => store.blockLength(id) ?? (await sourceOf(id)).length;
+
+  /** Streams `[offset, end)` of a block page by page, fetching what is missing. */
+  async function* servePages(id: number, offset: number, end: number, readType: ReadType): AsyncGenerator<Buffer> {
+    if (offset >= end) return;
+    const first = Math.floor(offset / ps);
+    const last = Math.floor((end - 1) / ps);
+    let missing = false;
+    for (let p = first; p <= last && !missing; p++) missing = !store.hasPage(id, p);
+    hits.inc({ cache: missing ? 'miss' : 'hit' });
+    const sink = readType === 'NO_CACHE' ? new Map<number, Buffer>() : undefined;
+    const fill = missing ? sourceOf(id).then((src) => ensurePages(src, first, last, sink)) : undefined;
+    // Serve pages as they become ready; the fill of later pages runs meanwhile.
+    fill?.catch(() => undefined);
+    for (let p = first; p <= last; p++) {
+      const from = Math.max(offset, p * ps) - p * ps;
+      const to = Math.min(end, (p + 1) * ps) - p * ps;
+      let got = await store.readPage(id, p, from, to, readType === 'CACHE_PROMOTE');
+      if (!got) {
+        const inflight = pageFills.get(`${id}:${p}`);
+        if (inflight) await inflight;
+        else if (fill) await fill;
+        const fetched = sink?.get(p);
+        if (fetched) {
+          sink!.delete(p);
+          ufsServedBytes.inc(to - from);
+          yield fetched.subarray(from, to);
+          continue;
+        }
+        got = await store.readPage(id, p, from, to);
+        if (!got) {
+          // Evicted again at once, or dropped as corrupt: fetch just this page once more.
+          const src = await sourceOf(id);
+          await ensurePages(src, p, p, sink);
+          const again = sink?.get(p);
+          got = again ? { data: again.subarray(from, to), tier: 'UFS' } : await store.readPage(id, p, from, to);
+          if (!got) throw new StrataError('IO_ERROR', `page ${p} of block ${id} could not be cached`);
+        }
+      }
+      servedBytes.inc({ tier: got.tier }, got.data.length);
+      yield got.data;
+    }
+  }
 
   const metrics = createDaemonMetrics('worker');
   const reg = [metrics.registry];
-  const servedBytes = new Counter({ name: 'strata_worker_served_bytes_total', help: 'Bytes served to clients over HTTP from the block cache', registers: reg });
+  const servedBytes = new Counter({ name: 'strata_worker_served_bytes_total', help: 'Bytes served to clients over HTTP, by the tier they came from', labelNames: ['tier'] as const, registers: reg });
+  const ufsServedBytes = new Counter({ name: 'strata_worker_no_cache_bytes_total', help: 'Bytes served straight from the under-store without caching (NO_CACHE reads)', registers: reg });
   const fillBytes = new Counter({ name: 'strata_worker_ufs_read_bytes_total', help: 'Bytes read from under-stores to fill cache misses', registers: reg });
-  const fillCount = new Counter({ name: 'strata_worker_block_fills_total', help: 'Blocks filled from under-stores (cache misses)', labelNames: ['result'] as const, registers: reg });
-  const hits = new Counter({ name: 'strata_worker_block_reads_total', help: 'Block reads by whether the block was cached', labelNames: ['cache'] as const, registers: reg });
+  const fillCount = new Counter({ name: 'strata_worker_ufs_reads_total', help: 'Ranged under-store reads that filled missing pages', labelNames: ['result'] as const, registers: reg });
+  const hits = new Counter({ name: 'strata_worker_block_reads_total', help: 'Block range reads by whether every page was cached', labelNames: ['cache'] as const, registers: reg });
+  const corruptPages = new Counter({ name: 'strata_worker_corrupt_pages_total', help: 'Cached pages that failed checksum verification and were dropped', registers: reg });
   const writtenBytes = new Counter({ name: 'strata_worker_written_bytes_total', help: 'File bytes written through this worker, by write type', labelNames: ['write_type'] as const, registers: reg });
-  new Gauge({ name: 'strata_worker_cache_used_bytes', help: 'Bytes of cached blocks', registers: reg, collect() { this.set(store.usedBytes); } });
-  new Gauge({ name: 'strata_worker_cache_capacity_bytes', help: 'Cache quota', registers: reg, collect() { this.set(store.capacityBytes); } });
-  new Gauge({ name: 'strata_worker_cache_blocks', help: 'Cached blocks', registers: reg, collect() { this.set(store.blockIds().length); } });
-  new Gauge({ name: 'strata_worker_pinned_blocks', help: 'Blocks pinned because their bytes are not persisted yet', registers: reg, collect() { this.set(store.pinnedCount); } });
-  new Gauge({ name: 'strata_worker_evictions', help: 'Blocks evicted since start', registers: reg, collect() { this.set(store.evictions); } });
+  new Gauge({ name: 'strata_worker_cache_used_bytes', help: 'Bytes of cached pages, by tier', labelNames: ['tier'] as const, registers: reg, collect() { for (const t of store.tierInfo()) this.set({ tier: t.name }, t.usedBytes); } });
+  new Gauge({ name: 'strata_worker_cache_capacity_bytes', help: 'Quota, by tier', labelNames: ['tier'] as const, registers: reg, collect() { for (const t of store.tierInfo()) this.set({ tier: t.name }, t.capacityBytes); } });
+  new Gauge({ name: 'strata_worker_cache_blocks', help: 'Blocks with at least one cached page', registers: reg, collect() { this.set(store.blockCount); } });
+  new Gauge({ name: 'strata_worker_unpersisted_blocks', help: 'Blocks kept from eviction because their bytes are not persisted yet', registers: reg, collect() { this.set(store.pinnedCount); } });
+  new Gauge({ name: 'strata_worker_user_pinned_blocks', help: 'Blocks of files pinned by users', registers: reg, collect() { this.set(store.userPinnedCount); } });
+  new Gauge({ name: 'strata_worker_evicted_bytes_total', help: 'Bytes dropped from the cache to make room, since start', registers: reg, collect() { this.set(store.stats.evictedBytes); } });
+  new Gauge({ name: 'strata_worker_demoted_bytes_total', help: 'Bytes moved down a tier to make room, since start', registers: reg, collect() { this.set(store.stats.demotedBytes); } });
+  new Gauge({ name: 'strata_worker_promoted_bytes_total', help: 'Bytes moved to the top tier by CACHE_PROMOTE reads, since start', registers: reg, collect() { this.set(store.stats.promotedBytes); } });
   const app = createHttpServer({ logger: log, metrics });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
@@ -151,15 +268,31 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const q = req.query as Record<string, unknown>;
     const offset = intParam(q.offset, 'offset', 0);
     const length = intParam(q.length, 'length', Number.MAX_SAFE_INTEGER);
-    const cached = store.has(id);
-    hits.inc({ cache: cached ? 'hit' : 'miss' });
-    if (!cached) await fill(id);
-    const total = store.length(id)!;
-    const end = Math.min(total, offset + length);
-    servedBytes.inc(Math.max(0, end - offset));
-    const stream = store.read(id, offset, end);
-    void reply.header('content-type', 'application/octet-stream').header('content-length', String(Math.max(0, end - offset)));
-    return reply.send(stream);
+    const readType = (q.readType ?? 'CACHE') as ReadType;
+    if (!READ_TYPES.includes(readType)) throw new StrataError('BAD_REQUEST', `readType must be one of ${READ_TYPES.join(', ')}`);
+    const total = await blockLength(id);
+    const end = Math.min(total, offset + Math.min(length, total));
+    const n = Math.max(0, end - offset);
+    // The first page is fetched before the reply starts, so a failing store gives an error status, not a cut body.
+    const pages = servePages(id, offset, end, readType);
+    const first = n > 0 ? await pages.next() : { done: true as const, value: undefined };
+    async function* rest(): AsyncGenerator<Buffer> {
+      if (!first.done) yield first.value;
+      yield* pages;
+    }
+    void reply.header('content-type', 'application/octet-stream').header('content-length', String(n));
+    return reply.send(Readable.from(rest(), { objectMode: false }));
+  });
+
+  /** Caches a whole block (`strata fs load`); answers once every page is here. */
+  app.post('/blocks/:id/load', async (req): Promise<LoadBlockResponse> => {
+    const id = intParam((req.params as Record<string, string>).id, 'id');
+    const src = await sourceOf(id);
+    const last = Math.max(0, Math.ceil(src.length / ps) - 1);
+    let missingBytes = 0;
+    for (let p = 0; p <= last; p++) if (!store.hasPage(id, p)) missingBytes += Math.min(ps, src.length - p * ps);
+    if (src.length > 0 && missingBytes > 0) await ensurePages(src, 0, last);
+    return { blockId: id, length: src.length, ufsBytes: missingBytes };
   });
 
   /**
@@ -183,9 +316,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
       ufsWriter = await ufsFor(loc).create(loc.path);
     }
-    const done: BlockWriter[] = [];
+    const done: BlockPageWriter[] = [];
     const lengths: number[] = [];
-    let cur: BlockWriter | undefined;
+    let cur: BlockPageWriter | undefined;
     let curLen = 0;
     let total = 0;
     /** Walks `n` bytes of the file through the blocks they fall in; `piece` is undefined for a hole. */
@@ -196,7 +329,10 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       let chunk = piece;
       while (left > 0) {
         if (!cur && cache) {
-          cur = await store.create(blockIdOf(containerId, lengths.length), Math.min(blockSize, size - lengths.length * blockSize));
+          const id = blockIdOf(containerId, lengths.length);
+          // Bytes only here until persisted: pin before the first page lands, so eviction never drops them.
+          if (!through) await store.markUnpersisted(id);
+          cur = store.blockWriter(id, Math.min(blockSize, size - lengths.length * blockSize), { durable: !through });
         }
         const take = Math.min(left, blockSize - curLen);
         if (cur) {
@@ -264,8 +400,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       const st = ufsWriter ? await ufsWriter.complete() : undefined;
       for (const w of done) await w.commit();
       const blocks = lengths.map((length, i) => ({ id: blockIdOf(containerId, i), length }));
-      // Bytes that are only here must survive eviction until they are persisted.
-      if (!through) for (const b of blocks) await store.pin(b.id);
       writtenBytes.inc({ write_type: writeType }, size);
       return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: cache };
     } catch (err) {
@@ -285,16 +419,22 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const containerId = intParam(q.container, 'container');
     const count = intParam(q.blocks, 'blocks');
     const ids = Array.from({ length: count }, (_, i) => blockIdOf(containerId, i));
-    const missing = ids.filter((id) => !store.has(id));
+    const missing = ids.filter((id) => !store.hasPage(id, 0));
     if (missing.length) throw new StrataError('NOT_FOUND', `blocks ${missing.slice(0, 4).join(', ')} are not cached on this worker`);
     const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
     const writer = await ufsFor(loc).create(loc.path);
     try {
       for (const id of ids) {
-        for await (const chunk of store.read(id, 0, store.length(id)!)) await writer.write(chunk as Buffer);
+        for (let p = 0; ; p++) {
+          const len = store.blockLength(id);
+          if (len !== undefined && p * ps >= len) break;
+          const got = await store.readPage(id, p, 0, ps);
+          if (!got) throw new StrataError('IO_ERROR', `page ${p} of block ${id} is missing or corrupt on this worker; the file cannot be persisted from here`);
+          await writer.write(got.data);
+        }
       }
       const st = await writer.complete();
-      for (const id of ids) await store.unpin(id);
+      for (const id of ids) await store.markPersisted(id);
       log.info({ ino, blocks: count }, 'persisted a file to the under-store');
       return { ufsFingerprint: st.fingerprint };
     } catch (err) {
@@ -313,14 +453,16 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       uuid,
       address: url,
       host: hostIdentity(),
-      blockDir: store.dir,
+      tiers: store.tierInfo(),
+      pageSize: store.pageSize,
       capacityBytes: store.capacityBytes,
       usedBytes: store.usedBytes,
-      blocks: store.blockIds(),
+      blocks: store.fullReport(),
     });
-    store.takeChanges();
+    pinVersion = -1;
     return r.workerId;
   };
+  let pinVersion = -1;
   let workerId = await register();
   log.info({ url, workerId, master: opts.masterUrl }, 'worker started');
 
@@ -334,14 +476,20 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         workerId,
         capacityBytes: store.capacityBytes,
         usedBytes: store.usedBytes,
+        tiers: store.tierInfo(),
         addedBlocks: changes.added,
         removedBlocks: changes.removed,
+        pinVersion,
       });
+      if (r.pins) {
+        store.setUserPins(r.pins.blocks);
+        pinVersion = r.pins.version;
+      }
       if (r.reregister) {
         workerId = await register();
         log.info({ workerId }, 'registered again with the master');
       }
-      for (const id of r.deleteBlocks) await store.remove(id);
+      for (const id of r.deleteBlocks) await store.removeBlock(id);
     } catch (err) {
       store.restoreChanges(changes);
       log.warn({ err: (err as Error).message }, 'heartbeat failed');
@@ -352,6 +500,21 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const timer = setInterval(() => void beat(), opts.heartbeatIntervalMs ?? 2000);
   timer.unref();
 
+  // Pages are verified on first read; the scrub also catches those nobody reads.
+  let closing = false;
+  const scrubRate = opts.scrubBytesPerSec ?? 64 * 1024 * 1024;
+  const scrubLoop = async () => {
+    while (!closing && scrubRate > 0) {
+      const bad = await store.scrub(scrubRate, () => closing).catch((err) => {
+        log.warn({ err: (err as Error).message }, 'scrub failed');
+        return 0;
+      });
+      if (bad) log.warn({ pages: bad }, 'scrub dropped corrupt pages');
+      for (let i = 0; i < 3600 && !closing; i++) await new Promise((r) => setTimeout(r, 1000).unref());
+    }
+  };
+  const scrubbing = scrubLoop();
+
   return {
     url,
     port,
@@ -359,7 +522,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       return workerId;
     },
     async close() {
+      closing = true;
       clearInterval(timer);
+      await scrubbing;
       await app.close();
       await master.close();
       for (const u of ufsByUri.values()) await u.close();
