@@ -12,7 +12,14 @@ import { StrataError } from '../common/errors';
 import {
   BLOCKS_PER_CONTAINER,
   BlockInfo,
+  BlockReport,
   DirEntry,
+  DuResponse,
+  FreeResponse,
+  HeartbeatRequest,
+  RegisterWorkerRequest,
+  TierInfo,
+  TtlAction,
   FileAttributes,
   FileType,
   PersistState,
@@ -24,7 +31,102 @@ import {
 } from '../common/protocol';
 
 export const ROOT_INO = 1;
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
+
+/**
+ * The schema as version 1 created it. New databases start from it and run every
+ * migration below, so a fresh file and an upgraded one are the same.
+ */
+const SCHEMA_V1 = `
+  CREATE TABLE node (
+    ino INTEGER PRIMARY KEY AUTOINCREMENT,
+    type INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    nlink INTEGER NOT NULL DEFAULT 1,
+    atime_s INTEGER NOT NULL, atime_ns INTEGER NOT NULL,
+    mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ctime_s INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    target TEXT,
+    rdev INTEGER NOT NULL DEFAULT 0,
+    block_size INTEGER NOT NULL,
+    persisted INTEGER NOT NULL,
+    ufs_fingerprint TEXT,
+    synced_at INTEGER NOT NULL DEFAULT 0,
+    container INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE TABLE edge (
+    parent INTEGER NOT NULL REFERENCES node(ino),
+    name TEXT NOT NULL,
+    ino INTEGER NOT NULL REFERENCES node(ino),
+    -- The one link of a hard-linked file whose path is where its bytes live in the store.
+    primary_link INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (parent, name)
+  ) WITHOUT ROWID;
+  CREATE INDEX edge_by_ino ON edge(ino);
+  CREATE TABLE block (
+    block_id INTEGER PRIMARY KEY,
+    ino INTEGER NOT NULL REFERENCES node(ino) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    UNIQUE (ino, idx)
+  );
+  CREATE TABLE worker (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid TEXT NOT NULL UNIQUE,
+    address TEXT NOT NULL,
+    host TEXT NOT NULL DEFAULT '',
+    block_dir TEXT NOT NULL DEFAULT '',
+    capacity INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    last_heartbeat INTEGER NOT NULL,
+    live INTEGER NOT NULL
+  );
+  CREATE TABLE block_location (
+    block_id INTEGER NOT NULL,
+    worker_id INTEGER NOT NULL REFERENCES worker(id) ON DELETE CASCADE,
+    PRIMARY KEY (block_id, worker_id)
+  ) WITHOUT ROWID;
+  CREATE TABLE pending_delete (
+    worker_id INTEGER NOT NULL REFERENCES worker(id) ON DELETE CASCADE,
+    block_id INTEGER NOT NULL,
+    PRIMARY KEY (worker_id, block_id)
+  ) WITHOUT ROWID;
+  CREATE TABLE mount (path TEXT PRIMARY KEY, uri TEXT NOT NULL, options TEXT NOT NULL DEFAULT '{}');
+  CREATE TABLE persist_queue (
+    ino INTEGER PRIMARY KEY REFERENCES node(ino) ON DELETE CASCADE,
+    enqueued_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL,
+    last_error TEXT
+  );
+  CREATE TABLE xattr (ino INTEGER NOT NULL REFERENCES node(ino) ON DELETE CASCADE, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ino, name));
+`;
+
+/** Migration to version N: SQL run in one transaction with the version bump. */
+const MIGRATIONS: Record<number, string> = {
+  /**
+   * 2: tiered workers and cache control. Block locations say which tier holds the
+   * block and how many of its bytes (pages) are cached; workers report tiers and a
+   * page size instead of one block directory; files can be pinned and carry a TTL.
+   * Locations from version 1 keep NULL tier and bytes: v1 workers cached whole blocks.
+   */
+  2: `
+    ALTER TABLE block_location ADD COLUMN tier TEXT;
+    ALTER TABLE block_location ADD COLUMN bytes INTEGER;
+    ALTER TABLE worker ADD COLUMN tiers TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE worker ADD COLUMN page_size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE worker DROP COLUMN block_dir;
+    ALTER TABLE node ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE node ADD COLUMN ttl_expires_at INTEGER;
+    ALTER TABLE node ADD COLUMN ttl_action TEXT;
+    CREATE INDEX node_ttl ON node(ttl_expires_at) WHERE ttl_expires_at IS NOT NULL;
+    CREATE INDEX node_pinned ON node(ino) WHERE pinned = 1;
+    INSERT OR IGNORE INTO meta (key, value) VALUES ('pin_version', '0');
+  `,
+};
 
 const TYPE_CODE: Record<FileType, number> = { file: 1, directory: 2, symlink: 3, fifo: 4, socket: 5, chardev: 6, blockdev: 7 };
 const TYPE_NAME: Record<number, FileType> = { 1: 'file', 2: 'directory', 3: 'symlink', 4: 'fifo', 5: 'socket', 6: 'chardev', 7: 'blockdev' };
@@ -50,6 +152,9 @@ interface NodeRow {
   synced_at: number;
   container: number;
   rdev: number;
+  pinned: number;
+  ttl_expires_at: number | null;
+  ttl_action: string | null;
 }
 
 /** A node as the namespace layer sees it: attributes plus sync bookkeeping. */
@@ -58,6 +163,9 @@ export interface NodeRecord extends FileAttributes {
   /** Epoch ms of the last check against the under-store (for directories: last full listing). */
   syncedAt: number;
   container: number;
+  /** Pinned by the user: its blocks are never evicted. A new child of a pinned directory starts pinned. */
+  pinned: boolean;
+  ttl: { expiresAtMs: number; action: TtlAction } | null;
 }
 
 /** What a new inode starts with. */
@@ -98,91 +206,39 @@ export class InodeTable {
     this.#persistWaitMs = opts.persistInitialWaitMs ?? 0;
     this.#migrate();
     this.#stmt = this.prepare();
+    // A new number at every start: a worker that kept a set from another run (or another database) asks again.
+    this.#bumpPinVersion();
   }
 
   #migrate(): void {
     const db = this.#db;
     db.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`);
     const row = db.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string } | undefined;
-    if (row && Number(row.value) !== SCHEMA_VERSION) {
-      throw new StrataError('CONFIG', `metadata schema version ${row.value} is not supported by this Strata (expects ${SCHEMA_VERSION})`);
+    let version = row ? Number(row.value) : 0;
+    if (row && !(Number.isInteger(version) && version >= 1 && version <= SCHEMA_VERSION)) {
+      throw new StrataError('CONFIG', `metadata schema version ${row.value} is not supported by this Strata (expects ${SCHEMA_VERSION} or older)`);
     }
-    if (row) return;
-    db.transaction(() => {
-      db.exec(`
-        CREATE TABLE node (
-          ino INTEGER PRIMARY KEY AUTOINCREMENT,
-          type INTEGER NOT NULL,
-          mode INTEGER NOT NULL,
-          uid INTEGER NOT NULL,
-          gid INTEGER NOT NULL,
-          size INTEGER NOT NULL DEFAULT 0,
-          nlink INTEGER NOT NULL DEFAULT 1,
-          atime_s INTEGER NOT NULL, atime_ns INTEGER NOT NULL,
-          mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-          ctime_s INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
-          target TEXT,
-          rdev INTEGER NOT NULL DEFAULT 0,
-          block_size INTEGER NOT NULL,
-          persisted INTEGER NOT NULL,
-          ufs_fingerprint TEXT,
-          synced_at INTEGER NOT NULL DEFAULT 0,
-          container INTEGER NOT NULL DEFAULT 0
-        );
-        CREATE TABLE edge (
-          parent INTEGER NOT NULL REFERENCES node(ino),
-          name TEXT NOT NULL,
-          ino INTEGER NOT NULL REFERENCES node(ino),
-          -- The one link of a hard-linked file whose path is where its bytes live in the store.
-          primary_link INTEGER NOT NULL DEFAULT 1,
-          PRIMARY KEY (parent, name)
-        ) WITHOUT ROWID;
-        CREATE INDEX edge_by_ino ON edge(ino);
-        CREATE TABLE block (
-          block_id INTEGER PRIMARY KEY,
-          ino INTEGER NOT NULL REFERENCES node(ino) ON DELETE CASCADE,
-          idx INTEGER NOT NULL,
-          length INTEGER NOT NULL,
-          UNIQUE (ino, idx)
-        );
-        CREATE TABLE worker (
-          id INTEGER PRIMARY KEY AUTOINCREMENT,
-          uuid TEXT NOT NULL UNIQUE,
-          address TEXT NOT NULL,
-          host TEXT NOT NULL DEFAULT '',
-          block_dir TEXT NOT NULL DEFAULT '',
-          capacity INTEGER NOT NULL,
-          used INTEGER NOT NULL,
-          last_heartbeat INTEGER NOT NULL,
-          live INTEGER NOT NULL
-        );
-        CREATE TABLE block_location (
-          block_id INTEGER NOT NULL,
-          worker_id INTEGER NOT NULL REFERENCES worker(id) ON DELETE CASCADE,
-          PRIMARY KEY (block_id, worker_id)
-        ) WITHOUT ROWID;
-        CREATE TABLE pending_delete (
-          worker_id INTEGER NOT NULL REFERENCES worker(id) ON DELETE CASCADE,
-          block_id INTEGER NOT NULL,
-          PRIMARY KEY (worker_id, block_id)
-        ) WITHOUT ROWID;
-        CREATE TABLE mount (path TEXT PRIMARY KEY, uri TEXT NOT NULL, options TEXT NOT NULL DEFAULT '{}');
-        CREATE TABLE persist_queue (
-          ino INTEGER PRIMARY KEY REFERENCES node(ino) ON DELETE CASCADE,
-          enqueued_at INTEGER NOT NULL,
-          attempts INTEGER NOT NULL DEFAULT 0,
-          next_at INTEGER NOT NULL,
-          last_error TEXT
-        );
-        CREATE TABLE xattr (ino INTEGER NOT NULL REFERENCES node(ino) ON DELETE CASCADE, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ino, name));
-      `);
-      const now = timespecNow();
-      db.prepare(
-        `INSERT INTO node (ino, type, mode, uid, gid, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, block_size, persisted)
-         VALUES (?, 2, ?, 0, 0, 2, ?, ?, ?, ?, ?, ?, ?, 1)`,
-      ).run(ROOT_INO, 0o755, now.sec, now.nsec, now.sec, now.nsec, now.sec, now.nsec, this.#blockSize);
-      db.prepare(`INSERT INTO meta (key, value) VALUES ('schema_version', ?), ('next_container', '1')`).run(String(SCHEMA_VERSION));
-    })();
+    if (!row) {
+      // A new database starts as version 1 and runs every migration, so new and upgraded files end up alike.
+      db.transaction(() => {
+        db.exec(SCHEMA_V1);
+        const now = timespecNow();
+        db.prepare(
+          `INSERT INTO node (ino, type, mode, uid, gid, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, block_size, persisted)
+           VALUES (?, 2, ?, 0, 0, 2, ?, ?, ?, ?, ?, ?, ?, 1)`,
+        ).run(ROOT_INO, 0o755, now.sec, now.nsec, now.sec, now.nsec, now.sec, now.nsec, this.#blockSize);
+        db.prepare(`INSERT INTO meta (key, value) VALUES ('schema_version', '1'), ('next_container', '1')`).run();
+      })();
+      version = 1;
+    }
+    for (; version < SCHEMA_VERSION; version++) {
+      const to = version + 1;
+      // Each step is one transaction: a crash leaves the file at the old version or the new one.
+      db.transaction(() => {
+        db.exec(MIGRATIONS[to]!);
+        db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema_version'`).run(String(to));
+      })();
+    }
   }
 
   private prepare() {
@@ -198,8 +254,8 @@ export class InodeTable {
       setPrimary: db.prepare(`UPDATE edge SET primary_link = 1 WHERE parent = ? AND name = ?`),
       insertLink: db.prepare(`INSERT INTO edge (parent, name, ino, primary_link) VALUES (?, ?, ?, ?)`),
       insertNode: db.prepare(
-        `INSERT INTO node (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at)
-         VALUES (@type, @mode, @uid, @gid, @size, @nlink, @as, @ans, @ms, @mns, @cs, @cns, @target, @rdev, @blockSize, @persisted, @fp, @syncedAt)`,
+        `INSERT INTO node (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at, pinned)
+         VALUES (@type, @mode, @uid, @gid, @size, @nlink, @as, @ans, @ms, @mns, @cs, @cns, @target, @rdev, @blockSize, @persisted, @fp, @syncedAt, @pinned)`,
       ),
       insertEdge: db.prepare(`INSERT INTO edge (parent, name, ino) VALUES (?, ?, ?)`),
       deleteEdge: db.prepare(`DELETE FROM edge WHERE parent = ? AND name = ?`),
@@ -212,22 +268,31 @@ export class InodeTable {
       insertBlock: db.prepare(`INSERT INTO block (block_id, ino, idx, length) VALUES (?, ?, ?, ?)`),
       deleteBlocksOf: db.prepare(`DELETE FROM block WHERE ino = ?`),
       locationsOfFile: db.prepare(
-        `SELECT l.block_id AS block_id, l.worker_id AS worker_id FROM block b JOIN block_location l ON l.block_id = b.block_id
-         JOIN worker w ON w.id = l.worker_id WHERE b.ino = ? AND w.live = 1`,
+        `SELECT l.block_id AS block_id, l.worker_id AS worker_id, l.tier AS tier, l.bytes AS bytes FROM block b JOIN block_location l ON l.block_id = b.block_id
+         JOIN worker w ON w.id = l.worker_id WHERE b.ino = ? AND w.live = 1 ORDER BY l.worker_id`,
       ),
-      locationsByFile: db.prepare(`SELECT l.worker_id AS worker_id, l.block_id AS block_id FROM block b JOIN block_location l ON l.block_id = b.block_id WHERE b.ino = ?`),
+      locationsByFile: db.prepare(
+        `SELECT l.worker_id AS worker_id, l.block_id AS block_id, MIN(COALESCE(l.bytes, b.length), b.length) AS bytes
+         FROM block b JOIN block_location l ON l.block_id = b.block_id WHERE b.ino = ?`,
+      ),
       deleteLocationsOfFile: db.prepare(`DELETE FROM block_location WHERE block_id IN (SELECT block_id FROM block WHERE ino = ?)`),
       addPendingDelete: db.prepare(`INSERT OR IGNORE INTO pending_delete (worker_id, block_id) VALUES (?, ?)`),
-      addLocation: db.prepare(`INSERT OR IGNORE INTO block_location (block_id, worker_id) SELECT ?, ? WHERE EXISTS (SELECT 1 FROM block WHERE block_id = ?)`),
+      // A location written at commit (tier NULL until the worker's next report) or reported by the worker.
+      addLocation: db.prepare(
+        `INSERT INTO block_location (block_id, worker_id, tier, bytes) SELECT @block, @worker, @tier, @bytes WHERE EXISTS (SELECT 1 FROM block WHERE block_id = @block)
+         ON CONFLICT (block_id, worker_id) DO UPDATE SET tier = COALESCE(excluded.tier, tier), bytes = excluded.bytes`,
+      ),
       removeLocation: db.prepare(`DELETE FROM block_location WHERE block_id = ? AND worker_id = ?`),
       blockExists: db.prepare(`SELECT 1 FROM block WHERE block_id = ?`),
       metaGet: db.prepare(`SELECT value FROM meta WHERE key = ?`),
       metaSet: db.prepare(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
       workerByUuid: db.prepare(`SELECT * FROM worker WHERE uuid = ?`),
       workerById: db.prepare(`SELECT * FROM worker WHERE id = ?`),
-      insertWorker: db.prepare(`INSERT INTO worker (uuid, address, host, block_dir, capacity, used, last_heartbeat, live) VALUES (?, ?, ?, ?, ?, ?, ?, 1)`),
-      updateWorker: db.prepare(`UPDATE worker SET capacity = ?, used = ?, last_heartbeat = ?, live = 1 WHERE id = ?`),
-      updateWorkerAddress: db.prepare(`UPDATE worker SET address = ?, host = ?, block_dir = ? WHERE id = ?`),
+      insertWorker: db.prepare(
+        `INSERT INTO worker (uuid, address, host, tiers, page_size, capacity, used, last_heartbeat, live) VALUES (@uuid, @address, @host, @tiers, @pageSize, @capacity, @used, @now, 1)`,
+      ),
+      updateWorker: db.prepare(`UPDATE worker SET capacity = @capacity, used = @used, tiers = @tiers, last_heartbeat = @now, live = 1 WHERE id = @id`),
+      updateWorkerAddress: db.prepare(`UPDATE worker SET address = ?, host = ?, page_size = ? WHERE id = ?`),
       markOtherWorkersAtAddressLost: db.prepare(`UPDATE worker SET live = 0 WHERE address = ? AND id != ?`),
       workers: db.prepare(`SELECT * FROM worker ORDER BY id`),
       staleWorkers: db.prepare(`SELECT id FROM worker WHERE live = 1 AND last_heartbeat < ?`),
@@ -239,6 +304,35 @@ export class InodeTable {
       insertMount: db.prepare(`INSERT INTO mount (path, uri, options) VALUES (?, ?, ?) ON CONFLICT(path) DO UPDATE SET uri = excluded.uri, options = excluded.options`),
       deleteMount: db.prepare(`DELETE FROM mount WHERE path = ?`),
       nodeCount: db.prepare(`SELECT COUNT(*) AS n FROM node`),
+      pinnedBlocks: db.prepare(`SELECT b.block_id AS block_id FROM node n JOIN block b ON b.ino = n.ino WHERE n.pinned = 1 ORDER BY b.block_id`),
+      setTtl: db.prepare(`UPDATE node SET ttl_expires_at = ?, ttl_action = ? WHERE ino = ?`),
+      expiredTtls: db.prepare(`SELECT ino, ttl_expires_at, ttl_action FROM node WHERE ttl_expires_at <= ? ORDER BY ttl_expires_at LIMIT ?`),
+      clearTtl: db.prepare(`UPDATE node SET ttl_expires_at = NULL, ttl_action = NULL WHERE ino = ? AND ttl_expires_at = ?`),
+      rescheduleTtl: db.prepare(`UPDATE node SET ttl_expires_at = ? WHERE ino = ? AND ttl_expires_at = ?`),
+      // UNION, not UNION ALL: a hard-linked file under two names counts once.
+      subtreeFiles: db.prepare(
+        `WITH RECURSIVE sub(ino) AS (SELECT ? UNION SELECT e.ino FROM edge e JOIN sub s ON e.parent = s.ino)
+         SELECT n.ino AS ino, n.persisted AS persisted, n.pinned AS pinned FROM node n JOIN sub ON sub.ino = n.ino WHERE n.type = 1`,
+      ),
+      setPinnedSubtree: db.prepare(
+        `WITH RECURSIVE sub(ino) AS (SELECT ? UNION SELECT e.ino FROM edge e JOIN sub s ON e.parent = s.ino)
+         UPDATE node SET pinned = ? WHERE ino IN (SELECT ino FROM sub) AND pinned != ?`,
+      ),
+      duCounts: db.prepare(
+        `WITH RECURSIVE sub(ino) AS (SELECT ? UNION SELECT e.ino FROM edge e JOIN sub s ON e.parent = s.ino)
+         SELECT COALESCE(SUM(n.type = 1), 0) AS files, COALESCE(SUM(n.type = 2), 0) AS dirs, COALESCE(SUM(CASE WHEN n.type = 1 THEN n.size ELSE 0 END), 0) AS size
+         FROM node n JOIN sub ON sub.ino = n.ino`,
+      ),
+      // Per block, the best copy on a live worker; a location without a byte count (schema v1) holds the whole block.
+      duCached: db.prepare(
+        `WITH RECURSIVE sub(ino) AS (SELECT ? UNION SELECT e.ino FROM edge e JOIN sub s ON e.parent = s.ino),
+         per_block AS (
+           SELECT MIN(MAX(COALESCE(l.bytes, b.length)), b.length) AS bytes
+           FROM sub JOIN block b ON b.ino = sub.ino JOIN block_location l ON l.block_id = b.block_id JOIN worker w ON w.id = l.worker_id
+           WHERE w.live = 1 GROUP BY b.block_id
+         )
+         SELECT COALESCE(SUM(bytes), 0) AS cached FROM per_block`,
+      ),
     };
   }
 
@@ -299,21 +393,27 @@ export class InodeTable {
     return false;
   }
 
+  /** A file's blocks with their cached copies on live workers. */
   blocks(ino: number): BlockInfo[] {
     const node = this.requireNode(ino);
-    const locs = new Map<number, number[]>();
-    for (const l of this.#stmt.locationsOfFile.all(ino) as { block_id: number; worker_id: number }[]) {
+    const locs = new Map<number, { block_id: number; worker_id: number; tier: string | null; bytes: number | null }[]>();
+    for (const l of this.#stmt.locationsOfFile.all(ino) as { block_id: number; worker_id: number; tier: string | null; bytes: number | null }[]) {
       const arr = locs.get(l.block_id) ?? [];
-      arr.push(l.worker_id);
+      arr.push(l);
       locs.set(l.block_id, arr);
     }
-    return (this.#stmt.blocksOf.all(ino) as { block_id: number; idx: number; length: number }[]).map((b) => ({
-      id: b.block_id,
-      index: b.idx,
-      offset: b.idx * node.blockSize,
-      length: b.length,
-      locations: locs.get(b.block_id) ?? [],
-    }));
+    return (this.#stmt.blocksOf.all(ino) as { block_id: number; idx: number; length: number }[]).map((b) => {
+      const here = locs.get(b.block_id) ?? [];
+      return {
+        id: b.block_id,
+        index: b.idx,
+        offset: b.idx * node.blockSize,
+        length: b.length,
+        locations: here.map((l) => l.worker_id),
+        // No tier yet: written at commit, before the worker's report; no byte count: a v1 location of a whole block.
+        cached: here.map((l) => ({ workerId: l.worker_id, tier: l.tier ?? '', bytes: Math.min(l.bytes ?? b.length, b.length) })),
+      };
+    });
   }
 
   block(blockId: number): { blockId: number; ino: number; index: number; length: number } | undefined {
@@ -333,7 +433,7 @@ export class InodeTable {
       const p = this.requireNode(parent);
       if (p.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `inode ${parent} is not a directory`);
       if (this.#stmt.edge.get(parent, name)) throw new StrataError('ALREADY_EXISTS', `'${name}' already exists`);
-      const ino = this.#insertNode(node);
+      const ino = this.#insertNode(node, p.pinned);
       this.#stmt.insertEdge.run(parent, name, ino);
       if (node.type === 'directory') this.#stmt.nlinkAdd.run(1, parent);
       const now = timespecNow();
@@ -353,7 +453,7 @@ export class InodeTable {
       if (!p || p.type !== 'directory') return;
       for (const { name, node } of nodes) {
         if (this.#stmt.edge.get(parent, name)) continue;
-        const ino = this.#insertNode(node);
+        const ino = this.#insertNode(node, p.pinned);
         this.#stmt.insertEdge.run(parent, name, ino);
         if (node.type === 'directory') this.#stmt.nlinkAdd.run(1, parent);
         if (node.type === 'file' && (node.size ?? 0) > 0) this.#allocateBlocks(ino, node.size!);
@@ -361,7 +461,8 @@ export class InodeTable {
     })();
   }
 
-  #insertNode(node: NewNode): number {
+  /** Inserts an inode; `pinned` is inherited from the parent directory. */
+  #insertNode(node: NewNode, pinned: boolean): number {
     const t = node.mtime ?? timespecNow();
     const now = timespecNow();
     const r = this.#stmt.insertNode.run({
@@ -383,6 +484,7 @@ export class InodeTable {
       persisted: node.persisted ? 1 : 0,
       fp: node.ufsFingerprint ?? null,
       syncedAt: node.syncedAt ?? 0,
+      pinned: pinned ? 1 : 0,
     });
     return Number(r.lastInsertRowid);
   }
@@ -401,15 +503,24 @@ export class InodeTable {
     const n = Math.ceil(size / bs);
     for (let i = 0; i < n; i++) this.#stmt.insertBlock.run(blockIdOf(container, i), ino, i, Math.min(bs, size - i * bs));
     this.#db.prepare(`UPDATE node SET container = ? WHERE ino = ?`).run(container, ino);
+    if (n > 0 && this.getNode(ino)?.pinned) this.#bumpPinVersion();
   }
 
   /** Drops a file's blocks; every cached copy is queued for deletion on its worker. */
   #dropBlocks(ino: number): void {
-    for (const l of this.#stmt.locationsByFile.all(ino) as { worker_id: number; block_id: number }[]) {
+    this.#dropCachedCopies(ino);
+    if (this.#stmt.deleteBlocksOf.run(ino).changes > 0 && this.getNode(ino)?.pinned) this.#bumpPinVersion();
+  }
+
+  /** Forgets every cached copy of a file's blocks and queues them for deletion on their workers; returns the bytes. */
+  #dropCachedCopies(ino: number): number {
+    let bytes = 0;
+    for (const l of this.#stmt.locationsByFile.all(ino) as { worker_id: number; block_id: number; bytes: number }[]) {
       this.#stmt.addPendingDelete.run(l.worker_id, l.block_id);
+      bytes += l.bytes;
     }
     this.#stmt.deleteLocationsOfFile.run(ino);
-    this.#stmt.deleteBlocksOf.run(ino);
+    return bytes;
   }
 
   /** Removes the entry `name` of `parent` (file or empty directory) and frees the inode when unreferenced. */
@@ -570,8 +681,10 @@ export class InodeTable {
       this.#dropBlocks(req.ino);
       for (const [i, b] of req.blocks.entries()) {
         this.#stmt.insertBlock.run(b.id, req.ino, i, b.length);
-        if (worker && req.cached !== false) this.#stmt.addLocation.run(b.id, req.workerId, b.id);
+        if (worker && req.cached !== false) this.#stmt.addLocation.run({ block: b.id, worker: req.workerId, tier: null, bytes: b.length });
       }
+      // The pinned set changed: its workers must learn the new block ids.
+      if (n.pinned && req.blocks.length > 0) this.#bumpPinVersion();
       const t = req.mtime ?? timespecNow();
       const now = timespecNow();
       this.#db
@@ -735,49 +848,63 @@ export class InodeTable {
   /**
    * Registers a worker by its persistent identity (a uuid kept in its home), so a
    * restarted worker on a new port keeps its id and its cached blocks stay known.
+   * `req.blocks` is a full report: it replaces what the master knew of the worker.
    */
-  registerWorker(uuid: string, address: string, capacity: number, used: number, blocks: number[], host = '', blockDir = ''): number {
+  registerWorker(req: RegisterWorkerRequest): number {
     return this.#db.transaction(() => {
       const now = Date.now();
-      const existing = this.#stmt.workerByUuid.get(uuid) as { id: number } | undefined;
+      const existing = this.#stmt.workerByUuid.get(req.uuid) as { id: number } | undefined;
+      const usage = { capacity: req.capacityBytes, used: req.usedBytes, tiers: JSON.stringify(req.tiers), now };
       let id: number;
       if (existing) {
         id = existing.id;
-        this.#stmt.updateWorker.run(capacity, used, now, id);
-        this.#stmt.updateWorkerAddress.run(address, host, blockDir, id);
+        this.#stmt.updateWorker.run({ ...usage, id });
+        this.#stmt.updateWorkerAddress.run(req.address, req.host, req.pageSize, id);
       } else {
-        id = Number(this.#stmt.insertWorker.run(uuid, address, host, blockDir, capacity, used, now).lastInsertRowid);
+        id = Number(this.#stmt.insertWorker.run({ ...usage, uuid: req.uuid, address: req.address, host: req.host, pageSize: req.pageSize }).lastInsertRowid);
       }
       // Whoever had this address before is gone: it cannot share a port with a live worker.
-      for (const w of this.#db.prepare(`SELECT id FROM worker WHERE address = ? AND id != ? AND live = 1`).all(address, id) as { id: number }[]) {
+      for (const w of this.#db.prepare(`SELECT id FROM worker WHERE address = ? AND id != ? AND live = 1`).all(req.address, id) as { id: number }[]) {
         this.#stmt.markLost.run(w.id);
         this.#stmt.deleteLocationsOfWorker.run(w.id);
       }
       // A full report replaces what we knew; blocks no file refers to any more are deleted on the worker.
       this.#stmt.deleteLocationsOfWorker.run(id);
-      for (const b of blocks) {
-        if (this.#stmt.blockExists.get(b)) this.#stmt.addLocation.run(b, id, b);
-        else this.#stmt.addPendingDelete.run(id, b);
-      }
+      for (const b of req.blocks) this.#reported(id, b);
       return id;
     })();
   }
 
-  /** Records a heartbeat; returns null when the worker is unknown or lost (it must register again). */
-  heartbeat(workerId: number, capacity: number, used: number, added: number[], removed: number[]): number[] | null {
+  /** A block a worker says it holds: a location (tier and bytes updated) or, when no file has it, a deletion. */
+  #reported(workerId: number, b: BlockReport): void {
+    if (this.#stmt.blockExists.get(b.id)) {
+      // The report is newer than any deletion queued for this copy (e.g. loaded again after a free).
+      this.#stmt.clearPendingDelete.run(workerId, b.id);
+      this.#stmt.addLocation.run({ block: b.id, worker: workerId, tier: b.tier, bytes: b.bytes });
+    } else {
+      this.#stmt.addPendingDelete.run(workerId, b.id);
+    }
+  }
+
+  /**
+   * Records a heartbeat: usage, tiers and the incremental block report. Answers the
+   * blocks to delete and, when the worker's pin set is out of date, the current one;
+   * null when the worker is unknown or lost (it must register again).
+   */
+  heartbeat(req: HeartbeatRequest): { deleteBlocks: number[]; pins?: { version: number; blocks: number[] } } | null {
     return this.#db.transaction(() => {
-      const w = this.#stmt.workerById.get(workerId) as { live: number } | undefined;
+      const w = this.#stmt.workerById.get(req.workerId) as { live: number } | undefined;
       if (!w || !w.live) return null;
-      this.#stmt.updateWorker.run(capacity, used, Date.now(), workerId);
-      for (const b of added) {
-        if (this.#stmt.blockExists.get(b)) this.#stmt.addLocation.run(b, workerId, b);
-        else this.#stmt.addPendingDelete.run(workerId, b);
+      this.#stmt.updateWorker.run({ capacity: req.capacityBytes, used: req.usedBytes, tiers: JSON.stringify(req.tiers), now: Date.now(), id: req.workerId });
+      // Removals first: a block dropped and cached again since the last beat is in both lists.
+      for (const b of req.removedBlocks) {
+        this.#stmt.removeLocation.run(b, req.workerId);
+        this.#stmt.clearPendingDelete.run(req.workerId, b);
       }
-      for (const b of removed) {
-        this.#stmt.removeLocation.run(b, workerId);
-        this.#stmt.clearPendingDelete.run(workerId, b);
-      }
-      return (this.#stmt.pendingDeletes.all(workerId) as { block_id: number }[]).map((r) => r.block_id);
+      for (const b of req.addedBlocks) this.#reported(req.workerId, b);
+      const deleteBlocks = (this.#stmt.pendingDeletes.all(req.workerId) as { block_id: number }[]).map((r) => r.block_id);
+      const version = this.pinVersion();
+      return req.pinVersion === version ? { deleteBlocks } : { deleteBlocks, pins: { version, blocks: this.pinnedBlocks() } };
     })();
   }
 
@@ -794,16 +921,106 @@ export class InodeTable {
   }
 
   workers(): WorkerInfo[] {
-    return (this.#stmt.workers.all() as { id: number; address: string; host: string; block_dir: string; capacity: number; used: number; last_heartbeat: number; live: number }[]).map((w) => ({
+    type Row = { id: number; address: string; host: string; tiers: string; page_size: number; capacity: number; used: number; last_heartbeat: number; live: number };
+    return (this.#stmt.workers.all() as Row[]).map((w) => ({
       id: w.id,
       address: w.address,
       host: w.host,
-      blockDir: w.block_dir,
+      tiers: parseTiers(w.tiers),
+      pageSize: w.page_size,
       capacityBytes: w.capacity,
       usedBytes: w.used,
       lastHeartbeatMs: w.last_heartbeat,
       live: w.live === 1,
     }));
+  }
+
+  // ---- pins, TTL, free, du ---------------------------------------------------
+
+  /** Version of the pinned-block set; it changes whenever the set may have. */
+  pinVersion(): number {
+    return Number((this.#stmt.metaGet.get('pin_version') as { value: string }).value);
+  }
+
+  /** Every block of a pinned file: what workers must never evict. */
+  pinnedBlocks(): number[] {
+    return (this.#stmt.pinnedBlocks.all() as { block_id: number }[]).map((r) => r.block_id);
+  }
+
+  /** Clock-based so that numbers from an earlier run or another database are never reused. */
+  #bumpPinVersion(): void {
+    this.#stmt.metaSet.run('pin_version', String(Math.max(this.pinVersion() + 1, Date.now())));
+  }
+
+  /**
+   * Pins or unpins a file, or a directory with everything below it (directories
+   * too, so files created or found in them later start pinned). Returns how many
+   * files changed state.
+   */
+  setPinned(ino: number, pinned: boolean): { files: number } {
+    return this.#db.transaction(() => {
+      this.requireNode(ino);
+      const files = (this.#stmt.subtreeFiles.all(ino) as { pinned: number }[]).filter((f) => (f.pinned === 1) !== pinned).length;
+      const changed = this.#stmt.setPinnedSubtree.run(ino, pinned ? 1 : 0, pinned ? 1 : 0).changes;
+      if (changed > 0) this.#bumpPinVersion();
+      return { files };
+    })();
+  }
+
+  /** Sets (epoch ms) or clears (null) the time to live of a node. */
+  setTtl(ino: number, expiresAtMs: number | null, action: TtlAction): void {
+    this.requireNode(ino);
+    this.#stmt.setTtl.run(expiresAtMs, expiresAtMs === null ? null : action, ino);
+  }
+
+  /** Nodes whose TTL passed, oldest first (an indexed range scan). */
+  expiredTtls(now: number, limit = 100): { ino: number; expiresAtMs: number; action: TtlAction }[] {
+    return (this.#stmt.expiredTtls.all(now, limit) as { ino: number; ttl_expires_at: number; ttl_action: string | null }[]).map((r) => ({
+      ino: r.ino,
+      expiresAtMs: r.ttl_expires_at,
+      action: r.ttl_action === 'delete' ? 'delete' : 'free',
+    }));
+  }
+
+  /** Clears a TTL that fired, unless it was set again meanwhile. */
+  clearTtl(ino: number, expiresAtMs: number): void {
+    this.#stmt.clearTtl.run(ino, expiresAtMs);
+  }
+
+  /** Moves a TTL whose action failed to `at`, unless it was set again meanwhile. */
+  rescheduleTtl(ino: number, expiresAtMs: number, at: number): void {
+    this.#stmt.rescheduleTtl.run(at, ino, expiresAtMs);
+  }
+
+  /**
+   * Drops every cached copy of the persisted files at or below `ino`: locations go
+   * now, and each copy is queued for deletion on its worker (sent with the next
+   * heartbeat). Files whose bytes are not in the under-store yet keep their copies.
+   */
+  free(ino: number): FreeResponse {
+    return this.#db.transaction(() => {
+      this.requireNode(ino);
+      const out: FreeResponse = { files: 0, bytes: 0, skippedNotPersisted: 0 };
+      for (const f of this.#stmt.subtreeFiles.all(ino) as { ino: number; persisted: number }[]) {
+        if (!f.persisted) {
+          out.skippedNotPersisted++;
+          continue;
+        }
+        out.files++;
+        out.bytes += this.#dropCachedCopies(f.ino);
+      }
+      return out;
+    })();
+  }
+
+  /** Size and cached bytes of the subtree at `ino` (cached: per block, the largest copy on a live worker). */
+  du(ino: number): DuResponse {
+    return this.#db.transaction(() => {
+      this.requireNode(ino);
+      const c = this.#stmt.duCounts.get(ino) as { files: number; dirs: number; size: number };
+      const cached = (this.#stmt.duCached.get(ino) as { cached: number }).cached;
+      return { files: c.files, directories: c.dirs, size: c.size, cachedBytes: cached };
+    })();
   }
 
   // ---- mount table ---------------------------------------------------------
@@ -839,15 +1056,27 @@ function toRecord(r: NodeRow): NodeRecord {
     ufsFingerprint: r.ufs_fingerprint,
     syncedAt: r.synced_at,
     container: r.container,
+    pinned: r.pinned === 1,
+    ttl: r.ttl_expires_at === null ? null : { expiresAtMs: r.ttl_expires_at, action: r.ttl_action === 'delete' ? 'delete' : 'free' },
   };
   if (r.target !== null) rec.target = r.target;
   if (r.rdev) rec.rdev = r.rdev;
   return rec;
 }
 
+/** Tiers as stored (JSON written by this module); anything unreadable shows as no tiers. */
+function parseTiers(json: string): TierInfo[] {
+  try {
+    const v = JSON.parse(json) as unknown;
+    return Array.isArray(v) ? (v as TierInfo[]) : [];
+  } catch {
+    return [];
+  }
+}
+
 /** The public view of a node, without sync bookkeeping. */
 export function toAttributes(n: NodeRecord): FileAttributes {
-  const { ufsFingerprint: _f, syncedAt: _s, container: _c, ...attrs } = n;
+  const { ufsFingerprint: _f, syncedAt: _s, container: _c, pinned: _p, ttl: _t, ...attrs } = n;
   return attrs;
 }
 

@@ -7,8 +7,22 @@
 
 import { StrataError } from '../common/errors';
 import { Mutex } from '../common/mutex';
-import { parsePath } from '../common/paths';
-import type { BlockSource, DirEntry, FileAttributes, FileBlocksResponse, FileType, MountInfo, Timespec, UfsLocation, WriteCommitRequest, WriteType } from '../common/protocol';
+import { joinPath, normalizePath, parsePath } from '../common/paths';
+import type {
+  BlockSource,
+  DirEntry,
+  DuResponse,
+  FileAttributes,
+  FileBlocksResponse,
+  FileType,
+  FreeResponse,
+  MountInfo,
+  Timespec,
+  TtlAction,
+  UfsLocation,
+  WriteCommitRequest,
+  WriteType,
+} from '../common/protocol';
 import { timespecFromMs, timespecNow } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
@@ -437,12 +451,15 @@ export class Namespace {
   async fileBlocks(path: string): Promise<FileBlocksResponse> {
     const node = await this.resolve(path);
     if (node.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
-    return { attrs: toAttributes(node), blocks: this.#table.blocks(node.ino) };
+    return this.#fileBlocks(node);
   }
 
   fileBlocksByIno(ino: number): FileBlocksResponse {
-    const node = this.#table.requireNode(ino);
-    return { attrs: toAttributes(node), blocks: this.#table.blocks(node.ino) };
+    return this.#fileBlocks(this.#table.requireNode(ino));
+  }
+
+  #fileBlocks(node: NodeRecord): FileBlocksResponse {
+    return { attrs: toAttributes(node), blocks: this.#table.blocks(node.ino), pinned: node.pinned, ttl: node.ttl };
   }
 
   beginWrite(ino: number): { ino: number; containerId: number; blockSize: number; writeType: WriteType } {
@@ -497,6 +514,98 @@ export class Namespace {
       const parent = await this.#resolveParts(parts.slice(0, -1));
       await this.#revalidate(parent, parts[parts.length - 1]!, node, parts);
     }
+  }
+
+  // ---- cache control: pin, TTL, free, du ---------------------------------------
+
+  /**
+   * Pins (or unpins) a file, or with `recursive` a directory and everything below
+   * it; files created or loaded later under a pinned directory start pinned.
+   */
+  async setPinned(path: string, pinned: boolean, recursive: boolean): Promise<{ files: number }> {
+    const node = await this.resolve(path);
+    if (node.type === 'directory' && !recursive) throw new StrataError('IS_DIRECTORY', `${path} is a directory: pinning it needs recursive`);
+    const r = this.#table.setPinned(node.ino, pinned);
+    this.#log.info({ path, pinned, files: r.files }, pinned ? 'pinned' : 'unpinned');
+    return r;
+  }
+
+  /** Sets a time to live (ms from now) on a file or directory, or clears it (null). */
+  async setTtl(path: string, ttlMs: number | null, action: TtlAction): Promise<FileBlocksResponse['ttl']> {
+    const node = await this.resolve(path);
+    if (ttlMs !== null && action === 'delete' && node.ino === ROOT_INO) throw new StrataError('INVALID_ARGUMENT', 'the root cannot expire');
+    const expiresAtMs = ttlMs === null ? null : Date.now() + ttlMs;
+    this.#table.setTtl(node.ino, expiresAtMs, action);
+    return expiresAtMs === null ? null : { expiresAtMs, action };
+  }
+
+  /** Drops cached copies of the persisted files at `path` (a directory needs `recursive`). */
+  async free(path: string, recursive: boolean): Promise<FreeResponse> {
+    const node = await this.resolve(path);
+    if (node.type === 'directory' && !recursive) throw new StrataError('IS_DIRECTORY', `${path} is a directory: freeing it needs recursive`);
+    const r = this.#table.free(node.ino);
+    this.#log.info({ path, ...r }, 'freed cached copies');
+    return r;
+  }
+
+  /** Size and cached bytes below `path`, after loading listings the namespace does not have yet. */
+  async du(path: string): Promise<DuResponse> {
+    const node = await this.resolve(path);
+    if (node.type === 'directory') await this.#loadTree(normalizePath(path));
+    return this.#table.du(node.ino);
+  }
+
+  /** Lists every directory below `path` that needs it, so the namespace holds the whole subtree. */
+  async #loadTree(path: string): Promise<void> {
+    const dirs = [path];
+    for (let d = dirs.pop(); d !== undefined; d = dirs.pop()) {
+      for (const e of await this.list(d)) if (e.type === 'directory') dirs.push(joinPath(d, e.name));
+    }
+  }
+
+  /** Removes a file, or a directory with everything below it, from the namespace and its under-store. */
+  async removeTree(path: string): Promise<void> {
+    const p = normalizePath(path);
+    const node = await this.resolve(p);
+    if (node.type !== 'directory') return this.unlink(p);
+    for (const e of await this.list(p)) await this.removeTree(joinPath(p, e.name));
+    await this.rmdir(p);
+  }
+
+  /**
+   * Applies the TTLs that passed: `free` drops cached copies below the node,
+   * `delete` removes it (from the under-store too). A fired TTL is cleared; one
+   * whose action failed for a passing reason (store unreachable) is tried again later.
+   */
+  async applyExpiredTtls(now = Date.now()): Promise<number> {
+    let fired = 0;
+    for (const e of this.#table.expiredTtls(now)) {
+      let path: string;
+      try {
+        path = this.#table.pathOf(e.ino);
+      } catch {
+        this.#table.clearTtl(e.ino, e.expiresAtMs); // unlinked but still open somewhere: nothing to name
+        continue;
+      }
+      try {
+        if (e.action === 'delete') {
+          await this.removeTree(path);
+          this.#log.info({ path, action: e.action }, 'TTL expired: deleted');
+        } else {
+          const r = this.#table.free(e.ino);
+          this.#log.info({ path, action: e.action, ...r }, 'TTL expired: freed cached copies');
+        }
+        this.#table.clearTtl(e.ino, e.expiresAtMs);
+        fired++;
+      } catch (err) {
+        const code = err instanceof StrataError ? err.code : 'IO_ERROR';
+        const passing = code === 'UNAVAILABLE' || code === 'TIMEOUT' || code === 'IO_ERROR';
+        this.#log.warn({ path, action: e.action, err: (err as Error).message, code }, passing ? 'TTL action failed; trying again in 30 s' : 'TTL action failed; TTL cleared');
+        if (passing) this.#table.rescheduleTtl(e.ino, e.expiresAtMs, now + 30_000);
+        else this.#table.clearTtl(e.ino, e.expiresAtMs);
+      }
+    }
+    return fired;
   }
 
   // ---- extended attributes (namespace only) ------------------------------------

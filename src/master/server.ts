@@ -11,8 +11,12 @@ import { createHttpServer, field, intParam, optionalInt, requiredInt, requiredSt
 import { joinPath, validateName } from '../common/paths';
 import type { Logger } from '../common/log';
 import {
+  BlockReport,
   CommittedBlock,
+  DuResponse,
+  FreeResponse,
   HeartbeatResponse,
+  TierInfo,
   MASTER_API,
   RegisterWorkerResponse,
   FileType,
@@ -50,6 +54,8 @@ export interface MasterOptions {
   syncIntervalMs?: number;
   /** A worker silent for this long (ms) is marked lost. Default 30000. */
   workerTimeoutMs?: number;
+  /** How often expired TTLs are looked for and applied (ms). Default 1000. */
+  ttlCheckIntervalMs?: number;
   logger: Logger;
 }
 
@@ -64,6 +70,8 @@ export const DEFAULT_BLOCK_SIZE = 64 * 1024 * 1024;
 const MAX_ID = 0xfffffffe;
 /** Timestamps must fit a JS Date (±8.64e15 ms). */
 const MAX_TIME_SEC = 8.64e12;
+/** Longest TTL: 100 years, so that now + ttl stays a plain integer of ms. */
+const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
 
 export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const log = opts.logger;
@@ -269,29 +277,68 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.get(`${api}/ufs-location`, async (req) => ns.ufsLocation(intParam((req.query as Record<string, unknown>).ino, 'ino')));
   app.get(`${api}/block-source`, async (req) => ns.blockSource(intParam((req.query as Record<string, unknown>).id, 'id')));
 
-  app.post(`${api}/workers/register`, async (req): Promise<RegisterWorkerResponse> => {
+  /** Each element of the array `name` through `parse`; errors name the element. */
+  const items = <T>(body: unknown, name: string, max: number, parse: (x: unknown) => T): T[] => {
+    const v = (body as Record<string, unknown>)[name];
+    if (v === undefined) return [];
+    if (!Array.isArray(v) || v.length > max) throw new StrataError('BAD_REQUEST', `'${name}' must be an array of at most ${max} entries`);
+    return v.map((x, i) => {
+      try {
+        return parse(x);
+      } catch (err) {
+        throw err instanceof StrataError ? new StrataError(err.code, `${name}[${i}]: ${err.message}`) : err;
+      }
+    });
+  };
+  const shortString = (body: unknown, name: string, max: number): string => {
+    const v = requiredString(body, name);
+    if (v.length === 0 || v.length > max) throw new StrataError('BAD_REQUEST', `field '${name}' must have 1 to ${max} characters`);
+    return v;
+  };
+  const tiers = (body: unknown): TierInfo[] => {
+    if (!Array.isArray((body as Record<string, unknown>).tiers)) throw new StrataError('BAD_REQUEST', `'tiers' must be an array`);
+    return items(body, 'tiers', 16, (x) => ({ name: shortString(x, 'name', 64), dir: shortString(x, 'dir', 4096), capacityBytes: requiredInt(x, 'capacityBytes'), usedBytes: requiredInt(x, 'usedBytes') }));
+  };
+  const MAX_REPORT = 2_000_000;
+  const blockReports = (body: unknown, name: string): BlockReport[] =>
+    items(body, name, MAX_REPORT, (x) => ({ id: requiredInt(x, 'id'), tier: shortString(x, 'tier', 64), bytes: requiredInt(x, 'bytes') }));
+  // Full block reports of big caches (many small files) outgrow the default 1 MiB body.
+  const reportLimit = { bodyLimit: 64 * 1024 * 1024 };
+
+  app.post(`${api}/workers/register`, reportLimit, async (req): Promise<RegisterWorkerResponse> => {
     const b = req.body;
     const address = requiredString(b, 'address');
     if (!/^https?:\/\/[^\s/]+$/.test(address)) throw new StrataError('BAD_REQUEST', `worker address must be http(s)://host:port, got '${address.slice(0, 64)}'`);
     const uuid = requiredString(b, 'uuid');
     if (!/^[0-9a-f-]{8,64}$/.test(uuid)) throw new StrataError('BAD_REQUEST', 'worker uuid must be 8-64 hex digits or dashes');
     const host = (field(b, 'host', 'string', true) as string | undefined) ?? '';
-    const blockDir = (field(b, 'blockDir', 'string', true) as string | undefined) ?? '';
-    if (host.length > 256 || blockDir.length > 4096) throw new StrataError('BAD_REQUEST', 'host or blockDir too long');
-    const workerId = table.registerWorker(uuid, address, requiredInt(b, 'capacityBytes'), requiredInt(b, 'usedBytes'), intList(b, 'blocks'), host, blockDir);
+    if (host.length > 256) throw new StrataError('BAD_REQUEST', 'host too long');
+    const workerId = table.registerWorker({
+      uuid,
+      address,
+      host,
+      tiers: tiers(b),
+      pageSize: requiredInt(b, 'pageSize'),
+      capacityBytes: requiredInt(b, 'capacityBytes'),
+      usedBytes: requiredInt(b, 'usedBytes'),
+      blocks: blockReports(b, 'blocks'),
+    });
     log.info({ workerId, address }, 'worker registered');
     return { workerId };
   });
-  app.post(`${api}/workers/heartbeat`, async (req): Promise<HeartbeatResponse> => {
+  app.post(`${api}/workers/heartbeat`, reportLimit, async (req): Promise<HeartbeatResponse> => {
     const b = req.body;
-    const del = table.heartbeat(
-      requiredInt(b, 'workerId'),
-      requiredInt(b, 'capacityBytes'),
-      requiredInt(b, 'usedBytes'),
-      intList(b, 'addedBlocks'),
-      intList(b, 'removedBlocks'),
-    );
-    return del === null ? { deleteBlocks: [], reregister: true } : { deleteBlocks: del, reregister: false };
+    const r = table.heartbeat({
+      workerId: requiredInt(b, 'workerId'),
+      capacityBytes: requiredInt(b, 'capacityBytes'),
+      usedBytes: requiredInt(b, 'usedBytes'),
+      tiers: tiers(b),
+      addedBlocks: blockReports(b, 'addedBlocks'),
+      removedBlocks: intList(b, 'removedBlocks'),
+      // Any integer: a worker that has no pin set yet sends what it likes (0, -1).
+      pinVersion: field(b, 'pinVersion', 'number') as number,
+    });
+    return r === null ? { deleteBlocks: [], reregister: true } : { ...r, reregister: false };
   });
   app.get(`${api}/workers`, async () => table.workers());
 
@@ -327,10 +374,47 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     return {};
   });
 
+  // ---- cache control ---------------------------------------------------------
+  const recursiveFlag = (b: unknown): boolean => (field(b, 'recursive', 'boolean', true) as boolean | undefined) ?? false;
+  /** Pins or unpins a file (or with `recursive` a directory's subtree): pinned blocks are never evicted. */
+  app.post(`${api}/pin`, async (req) => {
+    const b = req.body;
+    const pinned = field(b, 'pinned', 'boolean') as boolean;
+    const path = target(b, 'body');
+    return { path, pinned, ...(await ns.setPinned(path, pinned, recursiveFlag(b))) };
+  });
+  /** Sets `{ttlMs, action}` (ms from now; action free (default) or delete) or clears it (`ttlMs: null`). */
+  app.post(`${api}/ttl`, async (req) => {
+    const b = req.body;
+    const path = target(b, 'body');
+    if ((b as Record<string, unknown>).ttlMs === undefined) throw new StrataError('BAD_REQUEST', `missing field 'ttlMs' (milliseconds from now, or null to clear the TTL)`);
+    const ttlMs = (b as Record<string, unknown>).ttlMs === null ? null : requiredInt(b, 'ttlMs');
+    if (ttlMs !== null && ttlMs > MAX_TTL_MS) throw new StrataError('BAD_REQUEST', `field 'ttlMs' must be at most ${MAX_TTL_MS} (100 years)`);
+    const action = (field(b, 'action', 'string', true) as string | undefined) ?? 'free';
+    if (action !== 'free' && action !== 'delete') throw new StrataError('BAD_REQUEST', `field 'action' must be 'free' or 'delete', got '${action.slice(0, 32)}'`);
+    return { path, ttl: await ns.setTtl(path, ttlMs, action) };
+  });
+  app.post(`${api}/free`, async (req): Promise<FreeResponse> => ns.free(target(req.body, 'body'), recursiveFlag(req.body)));
+  app.get(`${api}/du`, async (req): Promise<DuResponse> => ns.du(pathQuery(req.query)));
+
   const expiry = setInterval(() => {
     for (const id of table.expireWorkers(Date.now() - workerTimeoutMs)) log.warn({ workerId: id, timeoutMs: workerTimeoutMs }, 'worker lost: no heartbeat');
   }, Math.max(100, Math.min(5000, workerTimeoutMs / 3)));
   expiry.unref();
+
+  // TTLs: one pass at a time over an indexed range of expired nodes; close() waits for a pass in flight.
+  let ttlPass: Promise<void> | undefined;
+  const ttlTimer = setInterval(() => {
+    if (ttlPass) return;
+    ttlPass = ns
+      .applyExpiredTtls()
+      .then(
+        () => undefined,
+        (err: unknown) => log.warn({ err: (err as Error).message }, 'TTL pass failed'),
+      )
+      .finally(() => (ttlPass = undefined));
+  }, opts.ttlCheckIntervalMs ?? 1000);
+  ttlTimer.unref();
 
   await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? 19998 });
   const port = (app.server.address() as AddressInfo).port;
@@ -341,6 +425,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     port,
     async close() {
       clearInterval(expiry);
+      clearInterval(ttlTimer);
+      await ttlPass;
       await persister.stop();
       await app.close();
       table.close();

@@ -42,6 +42,26 @@ function open(t: tap.Test): Opened {
   return o;
 }
 
+/** Registers a worker with a block report of whole blocks in one tier (the shape tests need most). */
+function register(table: InodeTable, uuid: string, address: string, capacityBytes: number, usedBytes: number, blocks: number[]): number {
+  return table.registerWorker({
+    uuid,
+    address,
+    host: '',
+    tiers: [{ name: 'MEM', dir: '/tmp/mem', capacityBytes, usedBytes }],
+    pageSize: 1024,
+    capacityBytes,
+    usedBytes,
+    blocks: blocks.map((id) => ({ id, tier: 'MEM', bytes: BS })),
+  });
+}
+
+/** A heartbeat with whole-block reports; the blocks to delete, or null when the worker must register again. */
+function beat(table: InodeTable, workerId: number, capacityBytes: number, usedBytes: number, added: number[], removed: number[]): number[] | null {
+  const r = table.heartbeat({ workerId, capacityBytes, usedBytes, tiers: [], addedBlocks: added.map((id) => ({ id, tier: 'MEM', bytes: BS })), removedBlocks: removed, pinVersion: table.pinVersion() });
+  return r && r.deleteBlocks;
+}
+
 const ns = (ts: { sec: number; nsec: number }) => BigInt(ts.sec) * 1_000_000_000n + BigInt(ts.nsec);
 
 /** Asserts a synchronous call throws a StrataError with `code`. */
@@ -292,8 +312,8 @@ t.test('rename', async (t) => {
 
 t.test('commitWrite validates blocks and queues old blocks for deletion on the worker that had them', async (t) => {
   const { table } = open(t);
-  const w1 = table.registerWorker('uuid-w1', 'w1:1', 1e9, 0, []);
-  const w2 = table.registerWorker('uuid-w2', 'w2:1', 1e9, 0, []);
+  const w1 = register(table, 'uuid-w1', 'w1:1', 1e9, 0, []);
+  const w2 = register(table, 'uuid-w2', 'w2:1', 1e9, 0, []);
   t.not(w1, w2);
   const f = table.createChild(ROOT_INO, 'f', fileNode());
   const d = table.createChild(ROOT_INO, 'd', dirNode());
@@ -346,7 +366,7 @@ t.test('commitWrite validates blocks and queues old blocks for deletion on the w
     ],
     'blocks located on the writing worker',
   );
-  t.same(table.heartbeat(w1, 1e9, size1, [], []), [], 'nothing to delete yet on w1');
+  t.same(beat(table, w1, 1e9, size1, [], []), [], 'nothing to delete yet on w1');
 
   // A second version written through w2: the old blocks are deleted on w1, not on w2.
   const b2 = table.beginWrite(f.ino);
@@ -360,30 +380,30 @@ t.test('commitWrite validates blocks and queues old blocks for deletion on the w
     [[blockIdOf(b2.containerId, 0), [w2]]],
   );
   for (const b of blocks1) t.equal(table.block(b.id), undefined, `old block ${b.id} forgotten`);
-  t.same(table.heartbeat(w2, 1e9, 10, [], []), [], 'the new worker deletes nothing');
+  t.same(beat(table, w2, 1e9, 10, [], []), [], 'the new worker deletes nothing');
   t.same(
-    table.heartbeat(w1, 1e9, size1, [], [])!.slice().sort((x, y) => x - y),
+    beat(table, w1, 1e9, size1, [], [])!.slice().sort((x, y) => x - y),
     blocks1.map((b) => b.id),
     'the old worker is told to delete exactly the old blocks',
   );
-  t.same(table.heartbeat(w1, 1e9, size1, [], [])!.length, 3, 'until it reports them removed, they stay queued');
-  t.same(table.heartbeat(w1, 1e9, 0, [], [blocks1[0]!.id]), [blocks1[1]!.id, blocks1[2]!.id], 'a removed block leaves the queue');
-  t.same(table.heartbeat(w1, 1e9, 0, [], [blocks1[1]!.id, blocks1[2]!.id]), [], 'queue drained');
+  t.same(beat(table, w1, 1e9, size1, [], [])!.length, 3, 'until it reports them removed, they stay queued');
+  t.same(beat(table, w1, 1e9, 0, [], [blocks1[0]!.id]), [blocks1[1]!.id, blocks1[2]!.id], 'a removed block leaves the queue');
+  t.same(beat(table, w1, 1e9, 0, [], [blocks1[1]!.id, blocks1[2]!.id]), [], 'queue drained');
 
   // A cached copy on a second worker is deleted there too, and truncation to 0 drops all blocks.
-  t.same(table.heartbeat(w1, 1e9, 10, [blockIdOf(b2.containerId, 0)], []), [], 'w1 reports a copy of the current block');
+  t.same(beat(table, w1, 1e9, 10, [blockIdOf(b2.containerId, 0)], []), [], 'w1 reports a copy of the current block');
   t.same(table.blocks(f.ino)[0]!.locations.slice().sort(), [w1, w2].sort(), 'two locations');
   const b3 = table.beginWrite(f.ino);
   const n3 = table.commitWrite({ ino: f.ino, containerId: b3.containerId, size: 0, blocks: [], workerId: w1, ufsFingerprint: 'etag-3' });
   t.equal(n3.size, 0);
   t.same(table.blocks(f.ino), [], 'an empty version has no blocks');
-  t.same(table.heartbeat(w1, 1e9, 0, [], []), [blockIdOf(b2.containerId, 0)], 'w1 deletes its copy');
-  t.same(table.heartbeat(w2, 1e9, 0, [], []), [blockIdOf(b2.containerId, 0)], 'w2 deletes its copy');
+  t.same(beat(table, w1, 1e9, 0, [], []), [blockIdOf(b2.containerId, 0)], 'w1 deletes its copy');
+  t.same(beat(table, w2, 1e9, 0, [], []), [blockIdOf(b2.containerId, 0)], 'w2 deletes its copy');
 });
 
 t.test('removing or replacing a file queues its cached blocks for deletion', async (t) => {
   const { table } = open(t);
-  const w = table.registerWorker('uuid-w', 'w:1', 1e9, 0, []);
+  const w = register(table, 'uuid-w', 'w:1', 1e9, 0, []);
   const write = (ino: number, size: number) => {
     const { containerId } = table.beginWrite(ino);
     const n = Math.ceil(size / BS);
@@ -395,14 +415,14 @@ t.test('removing or replacing a file queues its cached blocks for deletion', asy
   const g = table.createChild(ROOT_INO, 'g', fileNode());
   const fBlocks = write(f.ino, BS + 1);
   const gBlocks = write(g.ino, 5);
-  t.same(table.heartbeat(w, 1, 1, [], []), []);
+  t.same(beat(table, w, 1, 1, [], []), []);
   table.removeChild(ROOT_INO, 'f', 'file');
-  t.same(table.heartbeat(w, 1, 1, [], []), fBlocks, 'unlink queues the file blocks');
-  table.heartbeat(w, 1, 1, [], fBlocks);
+  t.same(beat(table, w, 1, 1, [], []), fBlocks, 'unlink queues the file blocks');
+  beat(table, w, 1, 1, [], fBlocks);
   const h = table.createChild(ROOT_INO, 'h', fileNode());
   write(h.ino, 7);
   table.rename(ROOT_INO, 'h', ROOT_INO, 'g');
-  t.same(table.heartbeat(w, 1, 1, [], []), gBlocks, 'replacing g by rename queues the old g blocks');
+  t.same(beat(table, w, 1, 1, [], []), gBlocks, 'replacing g by rename queues the old g blocks');
 });
 
 t.test('workers: registration, block reports, heartbeats and expiry', async (t) => {
@@ -412,9 +432,9 @@ t.test('workers: registration, block reports, heartbeats and expiry', async (t) 
   t.equal(ids.length, 3);
 
   const stray = blockIdOf(999_999, 0);
-  const w1 = table.registerWorker('uuid-1', '10.0.0.1:7000', 1000, 10, [ids[0]!, stray]);
-  const w2 = table.registerWorker('uuid-2', '10.0.0.2:7000', 2000, 20, [ids[0]!, ids[1]!]);
-  t.equal(table.registerWorker('uuid-1', '10.0.0.1:7000', 1500, 15, [ids[0]!]), w1, 're-registering a uuid keeps its id');
+  const w1 = register(table, 'uuid-1', '10.0.0.1:7000', 1000, 10, [ids[0]!, stray]);
+  const w2 = register(table, 'uuid-2', '10.0.0.2:7000', 2000, 20, [ids[0]!, ids[1]!]);
+  t.equal(register(table, 'uuid-1', '10.0.0.1:7000', 1500, 15, [ids[0]!]), w1, 're-registering a uuid keeps its id');
   const ws = table.workers();
   t.same(
     ws.map((w) => [w.id, w.address, w.capacityBytes, w.usedBytes, w.live]),
@@ -429,14 +449,14 @@ t.test('workers: registration, block reports, heartbeats and expiry', async (t) 
     [[w1, w2].sort(), [w2], []],
     'locations from the block reports',
   );
-  t.same(table.heartbeat(w1, 1500, 15, [], []), [stray], 'a reported block no file refers to is queued for deletion');
+  t.same(beat(table, w1, 1500, 15, [], []), [stray], 'a reported block no file refers to is queued for deletion');
 
-  t.same(table.heartbeat(w1, 1500, 15, [ids[2]!], []), [stray], 'heartbeat adds a location');
+  t.same(beat(table, w1, 1500, 15, [ids[2]!], []), [stray], 'heartbeat adds a location');
   t.same(table.blocks(f.ino)[2]!.locations, [w1]);
-  table.heartbeat(w1, 1500, 15, [], [ids[2]!, stray]);
+  beat(table, w1, 1500, 15, [], [ids[2]!, stray]);
   t.same(table.blocks(f.ino)[2]!.locations, [], 'heartbeat removes a location');
-  t.same(table.heartbeat(w1, 1500, 15, [], []), [], 'the stray block left the queue once reported removed');
-  t.equal(table.heartbeat(424242, 1, 1, [], []), null, 'an unknown worker must register');
+  t.same(beat(table, w1, 1500, 15, [], []), [], 'the stray block left the queue once reported removed');
+  t.equal(beat(table, 424242, 1, 1, [], []), null, 'an unknown worker must register');
 
   t.same(table.expireWorkers(Date.now() - 60_000), [], 'workers that just reported are not expired');
   const lost = table.expireWorkers(Date.now() + 1);
@@ -457,25 +477,25 @@ t.test('workers: registration, block reports, heartbeats and expiry', async (t) 
   } finally {
     db.close();
   }
-  t.equal(table.heartbeat(w1, 1, 1, [], []), null, 'a lost worker must register again');
+  t.equal(beat(table, w1, 1, 1, [], []), null, 'a lost worker must register again');
   t.same(table.expireWorkers(Date.now() + 1), [], 'already-lost workers are not expired twice');
 
-  t.equal(table.registerWorker('uuid-1', '10.0.0.1:7000', 1500, 15, [ids[1]!]), w1, 'the lost worker comes back with its id');
+  t.equal(register(table, 'uuid-1', '10.0.0.1:7000', 1500, 15, [ids[1]!]), w1, 'the lost worker comes back with its id');
   t.equal(table.workers().find((w) => w.id === w1)!.live, true, 'live again');
   t.same(
     table.blocks(f.ino).map((b) => b.locations),
     [[], [w1], []],
     'its new block report is the truth',
   );
-  t.same(table.heartbeat(w1, 1, 1, [], []), [], 'heartbeats work again');
+  t.same(beat(table, w1, 1, 1, [], []), [], 'heartbeats work again');
 });
 
 t.test('workers are identified by uuid; an address belongs to one live worker', async (t) => {
   const { table } = open(t);
   const f = table.createChild(ROOT_INO, 'f', fileNode({ persisted: true, size: 2 * BS }));
   const [b0, b1] = table.blocks(f.ino).map((b) => b.id) as [number, number];
-  const a = table.registerWorker('uuid-a', 'host:7001', 100, 0, [b0]);
-  const moved = table.registerWorker('uuid-a', 'host:7002', 100, 0, [b0, b1]);
+  const a = register(table, 'uuid-a', 'host:7001', 100, 0, [b0]);
+  const moved = register(table, 'uuid-a', 'host:7002', 100, 0, [b0, b1]);
   t.equal(moved, a, 'a restarted worker on a new port keeps its id');
   t.same(
     table.workers().map((w) => [w.id, w.address, w.live]),
@@ -487,7 +507,7 @@ t.test('workers are identified by uuid; an address belongs to one live worker', 
     [[a], [a]],
   );
 
-  const b = table.registerWorker('uuid-b', 'host:7002', 100, 0, [b1]);
+  const b = register(table, 'uuid-b', 'host:7002', 100, 0, [b1]);
   t.not(b, a, 'another uuid is another worker');
   const byId = new Map(table.workers().map((w) => [w.id, w]));
   t.equal(byId.get(a)!.live, false, 'the worker that had the address before is lost');
@@ -497,13 +517,13 @@ t.test('workers are identified by uuid; an address belongs to one live worker', 
     [[], [b]],
     "the old worker's locations are dropped",
   );
-  t.equal(table.heartbeat(a, 1, 1, [], []), null, 'the displaced worker must register again');
+  t.equal(beat(table, a, 1, 1, [], []), null, 'the displaced worker must register again');
 });
 
 t.test('data survives closing and reopening the same file', async (t) => {
   const o = open(t);
   let table = o.table;
-  const w = table.registerWorker('uuid-w', 'w:1', 1e9, 0, []);
+  const w = register(table, 'uuid-w', 'w:1', 1e9, 0, []);
   const d = table.createChild(ROOT_INO, 'dir', dirNode({ mode: 0o700 }));
   const sub = table.createChild(d.ino, 'sub', dirNode());
   const f = table.createChild(sub.ino, 'file ü 100%.bin', fileNode());
@@ -567,7 +587,7 @@ t.test('an unsupported schema version is refused with CONFIG', async (t) => {
   db.close();
   await throwsCode(t, () => new InodeTable(o.file, { blockSize: BS }), 'CONFIG', 'opening a newer schema');
   const fix = new Database(o.file);
-  fix.prepare(`UPDATE meta SET value = '1' WHERE key = 'schema_version'`).run();
+  fix.prepare(`UPDATE meta SET value = '2' WHERE key = 'schema_version'`).run();
   fix.close();
   o.table = new InodeTable(o.file, { blockSize: BS });
   t.equal(o.table.nodeCount(), 1, 'opens again once the version matches');
