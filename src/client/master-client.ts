@@ -3,12 +3,15 @@
 import { JsonClient, JsonClientOptions } from '../common/json-client';
 import {
   DirEntry,
+  DuResponse,
   FileAttributes,
   FileBlocksResponse,
+  FreeResponse,
   ListResponse,
   MASTER_API,
   MountInfo,
   SetAttrRequest,
+  TtlAction,
   WorkerInfo,
   WriteBeginResponse,
   WriteCommitRequest,
@@ -122,8 +125,9 @@ export class MasterClient {
     return this.#http.post(`${MASTER_API}/setattr`, req);
   }
 
-  fileBlocks(path: string): Promise<FileBlocksResponse> {
-    return this.#http.get(`${MASTER_API}/blocks`, { path });
+  /** A file's blocks and cache state; with `allowDirectory`, a directory answers too (no blocks). */
+  fileBlocks(path: string, opts: { allowDirectory?: boolean } = {}): Promise<FileBlocksResponse> {
+    return this.#http.get(`${MASTER_API}/blocks`, opts.allowDirectory ? { path, allowDirectory: 'true' } : { path });
   }
 
   fileBlocksByIno(ino: number): Promise<FileBlocksResponse> {
@@ -161,6 +165,26 @@ export class MasterClient {
 
   workers(): Promise<WorkerInfo[]> {
     return this.#http.get(`${MASTER_API}/workers`);
+  }
+
+  /** Pins or unpins a file; a directory needs `recursive` and then covers everything below it. */
+  pin(path: string, pinned: boolean, recursive = false): Promise<{ path: string; pinned: boolean; files: number }> {
+    return this.#http.post(`${MASTER_API}/pin`, { path, pinned, recursive });
+  }
+
+  /** Sets a time to live (ms from now) and what happens then, or clears it with `null`. */
+  setTtl(path: string, ttlMs: number | null, action: TtlAction = 'free'): Promise<{ path: string; ttl: FileBlocksResponse['ttl'] }> {
+    return this.#http.post(`${MASTER_API}/ttl`, { path, ttlMs, action });
+  }
+
+  /** Drops cached copies of persisted files; a directory needs `recursive`. */
+  free(path: string, recursive = false): Promise<FreeResponse> {
+    return this.#http.post(`${MASTER_API}/free`, { path, recursive });
+  }
+
+  /** Size and cached bytes of a file or subtree. */
+  du(path: string): Promise<DuResponse> {
+    return this.#http.get(`${MASTER_API}/du`, { path });
   }
 
   close(): Promise<void> {

@@ -4,7 +4,7 @@ import { Pool } from 'undici';
 import type { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
 import { errorFromBody, parseJsonOrUndefined } from '../common/http';
-import type { ReadType, WorkerInfo, WriteFileResponse, WriteType } from '../common/protocol';
+import type { LoadBlockResponse, ReadType, WorkerInfo, WriteFileResponse, WriteType } from '../common/protocol';
 
 export interface WorkerClientOptions {
   /** Deadline for a worker to start answering (ms); it may fill from the under-store first. Default 120000. */
@@ -98,6 +98,27 @@ export class WorkerClient {
       return parsed as WriteFileResponse;
     } catch (err) {
       throw wrap(err, `write inode ${ino} to ${worker.address}`);
+    }
+  }
+
+  /**
+   * Has `worker` cache a whole block (`strata fs load`): pages it lacks are read
+   * from the under-store. Resolves once every page is cached.
+   */
+  async loadBlock(worker: WorkerInfo, blockId: number, signal?: AbortSignal): Promise<LoadBlockResponse> {
+    try {
+      const res = await this.#pool(worker.address).request({
+        method: 'POST',
+        path: `/blocks/${blockId}/load`,
+        headersTimeout: this.#headersTimeoutMs,
+        bodyTimeout: this.#bodyTimeoutMs,
+        ...(signal ? { signal } : {}),
+      });
+      const parsed = parseJsonOrUndefined(await res.body.text());
+      if (res.statusCode !== 200) throw errorFromBody(res.statusCode, parsed, `load block ${blockId} on ${worker.address}`);
+      return parsed as LoadBlockResponse;
+    } catch (err) {
+      throw wrap(err, `load block ${blockId} on ${worker.address}`);
     }
   }
 

@@ -448,9 +448,10 @@ export class Namespace {
     );
   }
 
-  async fileBlocks(path: string): Promise<FileBlocksResponse> {
+  /** A file's blocks and cache state; a directory (no blocks) only when `allowDirectory`, for `fs stat`. */
+  async fileBlocks(path: string, allowDirectory = false): Promise<FileBlocksResponse> {
     const node = await this.resolve(path);
-    if (node.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
+    if (node.type === 'directory' && !allowDirectory) throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
     return this.#fileBlocks(node);
   }
 

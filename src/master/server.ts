@@ -246,7 +246,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.get(`${api}/blocks`, async (req) => {
     const q = req.query as Record<string, unknown>;
     // By path even for an inode, so a stale under-store file is checked before its blocks are handed out.
-    return ns.fileBlocks(pathQuery(q));
+    return ns.fileBlocks(pathQuery(q), q.allowDirectory === 'true');
   });
   app.post(`${api}/write/begin`, async (req) => ns.beginWrite(requiredInt(req.body, 'ino', 1)));
   app.post(`${api}/write/commit`, async (req) => {
