@@ -592,3 +592,251 @@ t.test('an unsupported schema version is refused with CONFIG', async (t) => {
   o.table = new InodeTable(o.file, { blockSize: BS });
   t.equal(o.table.nodeCount(), 1, 'opens again once the version matches');
 });
+
+/**
+ * The schema exactly as Strata's schema version 1 created it (fixture for the
+ * migration test; do not change it when the schema moves on).
+ */
+const SCHEMA_V1_FIXTURE = `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+  CREATE TABLE node (
+    ino INTEGER PRIMARY KEY AUTOINCREMENT, type INTEGER NOT NULL, mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0, nlink INTEGER NOT NULL DEFAULT 1,
+    atime_s INTEGER NOT NULL, atime_ns INTEGER NOT NULL, mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_s INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    target TEXT, rdev INTEGER NOT NULL DEFAULT 0, block_size INTEGER NOT NULL, persisted INTEGER NOT NULL, ufs_fingerprint TEXT,
+    synced_at INTEGER NOT NULL DEFAULT 0, container INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE TABLE edge (
+    parent INTEGER NOT NULL REFERENCES node(ino), name TEXT NOT NULL, ino INTEGER NOT NULL REFERENCES node(ino),
+    primary_link INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (parent, name)
+  ) WITHOUT ROWID;
+  CREATE INDEX edge_by_ino ON edge(ino);
+  CREATE TABLE block (
+    block_id INTEGER PRIMARY KEY, ino INTEGER NOT NULL REFERENCES node(ino) ON DELETE CASCADE, idx INTEGER NOT NULL, length INTEGER NOT NULL, UNIQUE (ino, idx)
+  );
+  CREATE TABLE worker (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT NOT NULL UNIQUE, address TEXT NOT NULL, host TEXT NOT NULL DEFAULT '',
+    block_dir TEXT NOT NULL DEFAULT '', capacity INTEGER NOT NULL, used INTEGER NOT NULL, last_heartbeat INTEGER NOT NULL, live INTEGER NOT NULL
+  );
+  CREATE TABLE block_location (
+    block_id INTEGER NOT NULL, worker_id INTEGER NOT NULL REFERENCES worker(id) ON DELETE CASCADE, PRIMARY KEY (block_id, worker_id)
+  ) WITHOUT ROWID;
+  CREATE TABLE pending_delete (
+    worker_id INTEGER NOT NULL REFERENCES worker(id) ON DELETE CASCADE, block_id INTEGER NOT NULL, PRIMARY KEY (worker_id, block_id)
+  ) WITHOUT ROWID;
+  CREATE TABLE mount (path TEXT PRIMARY KEY, uri TEXT NOT NULL, options TEXT NOT NULL DEFAULT '{}');
+  CREATE TABLE persist_queue (
+    ino INTEGER PRIMARY KEY REFERENCES node(ino) ON DELETE CASCADE, enqueued_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL, last_error TEXT
+  );
+  CREATE TABLE xattr (ino INTEGER NOT NULL REFERENCES node(ino) ON DELETE CASCADE, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ino, name));
+`;
+
+t.test('a version 1 database is upgraded in place to version 2 and keeps its data', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-inodes-v1-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'meta.db');
+  const now = Math.floor(Date.now() / 1000);
+  const v1 = new Database(file);
+  v1.pragma('journal_mode = WAL');
+  v1.exec(SCHEMA_V1_FIXTURE);
+  const node = v1.prepare(
+    `INSERT INTO node (ino, type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, block_size, persisted, ufs_fingerprint, container)
+     VALUES (?, ?, ?, 0, 0, ?, ?, ?, 0, ?, 0, ?, 0, ?, 1, ?, ?)`,
+  );
+  node.run(ROOT_INO, 2, 0o755, 0, 3, now, now, now, BS, null, 0);
+  node.run(2, 2, 0o750, 0, 2, now, now, now, BS, null, 0);
+  node.run(3, 1, 0o640, 2 * BS + 10, 1, now, now, now, BS, 'fp-v1', 7);
+  v1.prepare(`INSERT INTO edge (parent, name, ino) VALUES (?, ?, ?)`).run(ROOT_INO, 'd', 2);
+  v1.prepare(`INSERT INTO edge (parent, name, ino) VALUES (?, ?, ?)`).run(2, 'f', 3);
+  const ids = [blockIdOf(7, 0), blockIdOf(7, 1), blockIdOf(7, 2)];
+  [BS, BS, 10].forEach((len, i) => v1.prepare(`INSERT INTO block (block_id, ino, idx, length) VALUES (?, 3, ?, ?)`).run(ids[i], i, len));
+  v1.prepare(`INSERT INTO worker (id, uuid, address, host, block_dir, capacity, used, last_heartbeat, live) VALUES (1, 'uuid-old', 'http://w:1', 'h', '/old/blocks', 1000, 500, ?, 1)`).run(Date.now());
+  v1.prepare(`INSERT INTO block_location (block_id, worker_id) VALUES (?, 1), (?, 1)`).run(ids[0], ids[2]);
+  v1.prepare(`INSERT INTO pending_delete (worker_id, block_id) VALUES (1, 12345)`).run();
+  v1.prepare(`INSERT INTO mount (path, uri) VALUES ('/', 'file:///lake')`).run();
+  v1.prepare(`INSERT INTO meta (key, value) VALUES ('schema_version', '1'), ('next_container', '8')`).run();
+  v1.close();
+
+  let table = new InodeTable(file, { blockSize: BS });
+  t.teardown(() => table.close());
+  const check = new Database(file, { readonly: true });
+  const columns = (tbl: string) => (check.prepare(`PRAGMA table_info(${tbl})`).all() as { name: string }[]).map((c) => c.name);
+  t.equal((check.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string }).value, '2', 'the version row says 2');
+  t.match(columns('block_location'), ['block_id', 'worker_id', 'tier', 'bytes'], 'block locations have tier and bytes');
+  t.ok(columns('worker').includes('tiers') && columns('worker').includes('page_size'), 'workers have tiers and a page size');
+  t.notOk(columns('worker').includes('block_dir'), 'block_dir is gone');
+  t.ok(['pinned', 'ttl_expires_at', 'ttl_action'].every((c) => columns('node').includes(c)), 'nodes have pin and TTL columns');
+  check.close();
+
+  t.equal(table.nodeCount(), 3, 'every inode kept');
+  t.equal(table.pathOf(3), '/d/f');
+  const f = table.requireNode(3);
+  t.match(f, { size: 2 * BS + 10, mode: 0o640, persistState: 'persisted', ufsFingerprint: 'fp-v1', container: 7, pinned: false, ttl: null });
+  t.same(
+    table.blocks(3).map((b) => [b.id, b.length, b.locations, b.cached]),
+    [
+      [ids[0], BS, [1], [{ workerId: 1, tier: '', bytes: BS }]],
+      [ids[1], BS, [], []],
+      [ids[2], 10, [1], [{ workerId: 1, tier: '', bytes: 10 }]],
+    ],
+    'v1 locations read as whole blocks of an unknown tier',
+  );
+  t.match(table.workers(), [{ id: 1, address: 'http://w:1', host: 'h', tiers: [], pageSize: 0, capacityBytes: 1000, usedBytes: 500, live: true }]);
+  t.same(table.du(ROOT_INO), { files: 1, directories: 2, size: 2 * BS + 10, cachedBytes: BS + 10 });
+  t.same(table.mounts().map((m) => m.uri), ['file:///lake'], 'the mount table kept');
+  t.ok(table.beginWrite(3).containerId >= 8, 'the container counter kept');
+  t.same(beat(table, 1, 1000, 500, [], []), [12345], 'the pending deletions kept');
+
+  // The worker comes back with the new protocol: its full report replaces the v1 locations.
+  t.equal(register(table, 'uuid-old', 'http://w:1', 1000, 500, [ids[1]!]), 1, 'same worker id');
+  t.same(
+    table.blocks(3).map((b) => b.cached),
+    [[], [{ workerId: 1, tier: 'MEM', bytes: BS }], []],
+  );
+  table.close();
+  table = new InodeTable(file, { blockSize: BS });
+  t.equal(table.nodeCount(), 3, 'opening a version 2 file again migrates nothing');
+});
+
+t.test('block reports carry tier and cached bytes; du counts the best copy per block on live workers', async (t) => {
+  const { table } = open(t);
+  const d = table.createChild(ROOT_INO, 'd', dirNode({ persisted: true }));
+  const f = table.createChild(d.ino, 'f', fileNode({ persisted: true, size: 2 * BS + 100 }));
+  table.createChild(d.ino, 'sub', dirNode({ persisted: true }));
+  const [b0, b1, b2] = table.blocks(f.ino).map((b) => b.id) as [number, number, number];
+  const tiers = [{ name: 'MEM', dir: '/m', capacityBytes: 10 * BS, usedBytes: 0 }];
+  const w1 = table.registerWorker({ uuid: 'uuid-1', address: 'http://a:1', host: 'h', tiers, pageSize: 1024, capacityBytes: 10 * BS, usedBytes: 0, blocks: [{ id: b0, tier: 'MEM', bytes: 1024 }] });
+  const w2 = table.registerWorker({ uuid: 'uuid-2', address: 'http://b:1', host: 'h', tiers, pageSize: 1024, capacityBytes: 10 * BS, usedBytes: 0, blocks: [{ id: b0, tier: 'SSD', bytes: 3072 }] });
+  t.same(table.workers().map((w) => [w.tiers, w.pageSize]), [[tiers, 1024], [tiers, 1024]], 'tiers and page size kept');
+  t.same(table.blocks(f.ino)[0]!.cached, [
+    { workerId: w1, tier: 'MEM', bytes: 1024 },
+    { workerId: w2, tier: 'SSD', bytes: 3072 },
+  ]);
+  t.same(table.du(d.ino), { files: 1, directories: 2, size: 2 * BS + 100, cachedBytes: 3072 }, 'the larger copy of a block counts once');
+
+  const used = [{ ...tiers[0]!, usedBytes: 5000 }];
+  const r = table.heartbeat({ workerId: w1, capacityBytes: 10 * BS, usedBytes: 5000, tiers: used, addedBlocks: [{ id: b0, tier: 'SSD', bytes: BS }, { id: b2, tier: 'MEM', bytes: 100 }], removedBlocks: [], pinVersion: table.pinVersion() });
+  t.same(r, { deleteBlocks: [] }, 'nothing to delete, no pin set when the version matches');
+  t.same(table.workers()[0]!.tiers, used, 'tier usage from the heartbeat');
+  t.same(table.blocks(f.ino)[0]!.cached?.[0], { workerId: w1, tier: 'SSD', bytes: BS }, 'a changed tier and byte count replace the old ones');
+  t.same(table.du(d.ino).cachedBytes, BS + 100);
+  t.same(table.du(f.ino), { files: 1, directories: 0, size: 2 * BS + 100, cachedBytes: BS + 100 }, 'du of a file');
+  table.heartbeat({ workerId: w1, capacityBytes: 1, usedBytes: 0, tiers: used, addedBlocks: [], removedBlocks: [b0], pinVersion: table.pinVersion() });
+  t.same(table.du(d.ino).cachedBytes, 3072 + 100, 'a removed copy no longer counts');
+  table.expireWorkers(Date.now() + 1);
+  t.same(table.du(d.ino).cachedBytes, 0, 'copies on lost workers do not count');
+  t.same(b1, table.blocks(f.ino)[1]!.id);
+});
+
+t.test('pins: inherited by new children, a version that changes with the pinned set, the set in heartbeats', async (t) => {
+  const o = open(t);
+  const table = o.table;
+  const w = register(table, 'uuid-w', 'http://w:1', 1e9, 0, []);
+  const d = table.createChild(ROOT_INO, 'd', dirNode({ persisted: true }));
+  const f = table.createChild(d.ino, 'f', fileNode({ persisted: true, size: BS + 1 }));
+  const g = table.createChild(ROOT_INO, 'g', fileNode({ persisted: true, size: 1 }));
+  const fBlocks = table.blocks(f.ino).map((b) => b.id);
+  const hb = (pinVersion: number) => table.heartbeat({ workerId: w, capacityBytes: 1, usedBytes: 0, tiers: [], addedBlocks: [], removedBlocks: [], pinVersion })!;
+
+  const v0 = table.pinVersion();
+  t.same(hb(-1).pins, { version: v0, blocks: [] }, 'a worker without a set gets the (empty) set');
+  t.equal(hb(v0).pins, undefined, 'an up-to-date worker gets nothing');
+
+  t.same(table.setPinned(d.ino, true), { files: 1 }, 'pinning a directory pins the files below');
+  const v1 = table.pinVersion();
+  t.ok(v1 > v0, 'the version moved');
+  t.same(hb(v0).pins, { version: v1, blocks: fBlocks });
+  t.equal(table.requireNode(f.ino).pinned, true);
+  t.equal(table.requireNode(d.ino).pinned, true, 'the directory too');
+  t.equal(table.requireNode(g.ino).pinned, false, 'files elsewhere are not');
+  t.same(table.setPinned(d.ino, true), { files: 0 }, 'pinning again changes nothing');
+  t.equal(table.pinVersion(), v1, '… not even the version');
+
+  const later = table.createChild(d.ino, 'later', fileNode({ persisted: true, size: 5 }));
+  t.equal(later.pinned, true, 'a file created in a pinned directory starts pinned');
+  const v2 = table.pinVersion();
+  t.ok(v2 > v1, 'its blocks changed the set');
+  table.loadChildren(d.ino, [{ name: 'found', node: fileNode({ persisted: true, size: 7 }) }]);
+  t.equal(table.lookup(d.ino, 'found')!.pinned, true, 'so does one found in the under-store');
+
+  // A rewrite of a pinned file: new block ids, a new version.
+  const v3 = table.pinVersion();
+  const { containerId } = table.beginWrite(f.ino);
+  table.commitWrite({ ino: f.ino, containerId, size: 3, blocks: [{ id: blockIdOf(containerId, 0), length: 3 }], workerId: w, ufsFingerprint: 'fp' });
+  const v4 = table.pinVersion();
+  t.ok(v4 > v3, 'a rewrite of a pinned file moves the version');
+  t.ok(hb(v3).pins!.blocks.includes(blockIdOf(containerId, 0)), 'and the set has the new block');
+  t.notOk(hb(v3).pins!.blocks.includes(fBlocks[0]!), 'not the old ones');
+  table.refreshFromUfs(f.ino, 10, { sec: 1, nsec: 0 }, 'fp2');
+  t.ok(table.pinVersion() > v4, 'so does a refresh from the under-store');
+
+  t.same(table.setPinned(d.ino, false), { files: 3 });
+  t.same(hb(-1).pins!.blocks, [], 'unpinned: an empty set');
+  t.equal(table.createChild(d.ino, 'after', fileNode()).pinned, false, 'an unpinned directory passes nothing on');
+  table.setPinned(g.ino, true);
+  t.same(hb(-1).pins!.blocks, table.blocks(g.ino).map((b) => b.id), 'a single file');
+
+  const before = table.pinVersion();
+  t.ok(o.reopen().pinVersion() > before, 'a restart moves the version: workers fetch the set again');
+});
+
+t.test('free drops cached copies of persisted files and queues them for deletion on their workers', async (t) => {
+  const { table } = open(t);
+  const d = table.createChild(ROOT_INO, 'd', dirNode({ persisted: true }));
+  const sub = table.createChild(d.ino, 'sub', dirNode({ persisted: true }));
+  const p1 = table.createChild(d.ino, 'p1', fileNode({ persisted: true, size: BS + 10 }));
+  const p2 = table.createChild(sub.ino, 'p2', fileNode({ persisted: true, size: 20 }));
+  const other = table.createChild(ROOT_INO, 'other', fileNode({ persisted: true, size: 30 }));
+  const u = table.createChild(d.ino, 'u', fileNode());
+  const wa = register(table, 'uuid-a', 'http://a:1', 1e9, 0, []);
+  const wb = register(table, 'uuid-b', 'http://b:1', 1e9, 0, []);
+  const { containerId } = table.beginWrite(u.ino);
+  table.commitWrite({ ino: u.ino, containerId, size: 5, blocks: [{ id: blockIdOf(containerId, 0), length: 5 }], workerId: wa, ufsFingerprint: null });
+  const ids = (ino: number) => table.blocks(ino).map((b) => b.id);
+  const report = (w: number, blocks: { id: number; bytes: number }[]) =>
+    table.heartbeat({ workerId: w, capacityBytes: 1, usedBytes: 0, tiers: [], addedBlocks: blocks.map((b) => ({ ...b, tier: 'MEM' })), removedBlocks: [], pinVersion: 0 });
+  report(wa, [{ id: ids(p1.ino)[0]!, bytes: BS }, { id: ids(p1.ino)[1]!, bytes: 10 }, { id: ids(other.ino)[0]!, bytes: 30 }]);
+  report(wb, [{ id: ids(p1.ino)[0]!, bytes: 512 }, { id: ids(p2.ino)[0]!, bytes: 20 }]);
+
+  t.same(table.free(p2.ino), { files: 1, bytes: 20, skippedNotPersisted: 0 }, 'one file');
+  t.same(table.free(d.ino), { files: 2, bytes: BS + 10 + 512, skippedNotPersisted: 1 }, 'a subtree: every copy counts, the unpersisted file is skipped');
+  for (const ino of [p1.ino, p2.ino]) t.same(table.blocks(ino).map((b) => b.locations), table.blocks(ino).map(() => []), 'no locations left');
+  t.same(table.blocks(u.ino)[0]!.locations, [wa], 'the unpersisted file keeps its copy');
+  t.same(table.blocks(other.ino)[0]!.locations, [wa], 'files outside are untouched');
+  t.same(beat(table, wa, 1, 0, [], [])!.slice().sort((x, y) => x - y), ids(p1.ino), 'worker a is told to delete its copies');
+  t.same(beat(table, wb, 1, 0, [], [])!.slice().sort((x, y) => x - y), [ids(p1.ino)[0]!, ids(p2.ino)[0]!].sort((x, y) => x - y), 'so is worker b');
+  t.same(table.free(d.ino), { files: 2, bytes: 0, skippedNotPersisted: 1 }, 'freeing again drops nothing');
+  // Loaded again before the worker reported the deletion: the newer report wins.
+  report(wb, [{ id: ids(p2.ino)[0]!, bytes: 20 }]);
+  t.same(table.blocks(p2.ino)[0]!.locations, [wb], 'a copy reported after the free is a location again');
+  t.same(beat(table, wb, 1, 0, [], []), [ids(p1.ino)[0]!], '… and no longer queued for deletion');
+});
+
+t.test('TTLs: set, found when expired (oldest first), cleared or moved only if unchanged', async (t) => {
+  const { table } = open(t);
+  const a = table.createChild(ROOT_INO, 'a', fileNode());
+  const b = table.createChild(ROOT_INO, 'b', dirNode());
+  const c = table.createChild(ROOT_INO, 'c', fileNode());
+  table.setTtl(a.ino, 2000, 'delete');
+  table.setTtl(b.ino, 1000, 'free');
+  table.setTtl(c.ino, 9000, 'free');
+  t.same(table.requireNode(a.ino).ttl, { expiresAtMs: 2000, action: 'delete' });
+  t.same(table.expiredTtls(500), [], 'nothing expired yet');
+  t.same(table.expiredTtls(2500), [
+    { ino: b.ino, expiresAtMs: 1000, action: 'free' },
+    { ino: a.ino, expiresAtMs: 2000, action: 'delete' },
+  ]);
+  t.same(table.expiredTtls(2500, 1).length, 1, 'limited');
+  table.setTtl(a.ino, 5000, 'delete');
+  table.clearTtl(a.ino, 2000);
+  t.same(table.requireNode(a.ino).ttl, { expiresAtMs: 5000, action: 'delete' }, 'a TTL set again meanwhile is not cleared');
+  table.rescheduleTtl(b.ino, 1000, 7000);
+  t.same(table.requireNode(b.ino).ttl, { expiresAtMs: 7000, action: 'free' }, 'moved');
+  table.clearTtl(b.ino, 7000);
+  t.equal(table.requireNode(b.ino).ttl, null, 'cleared');
+  table.setTtl(c.ino, null, 'free');
+  t.equal(table.requireNode(c.ino).ttl, null, 'null clears');
+  t.same(table.expiredTtls(1e15).map((e) => e.ino), [a.ino]);
+  await throwsCode(t, () => table.setTtl(9999, 1, 'free'), 'NOT_FOUND', 'an unknown inode');
+});
