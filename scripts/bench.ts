@@ -668,6 +668,7 @@ class StrataCluster implements BenchSystem {
   #proc?: ChildProcess;
   #removeCleanup?: () => void;
   #home = '';
+  #mem = '';
   #n = 0;
   constructor(
     readonly root: string,
@@ -681,8 +682,13 @@ class StrataCluster implements BenchSystem {
     const home = path.join(this.root, `strata-home-${++this.#n}`);
     rmSync(home, { recursive: true, force: true });
     this.#home = home;
+    // A memory tier on tmpfs above an SSD tier, as one would run Strata next to compute.
+    const mem = existsSync('/dev/shm') ? `/dev/shm/strata-bench-${process.pid}-${this.#n}` : '';
+    this.#mem = mem;
+    const tiers = [...(mem ? [`mem:${mem}:2GiB`] : []), `ssd:${path.join(home, 'ssd')}:16GiB`];
     const args = [
       CLI, 'local', '--home', home, '--mount', this.dir, '--master-port', '0', '--worker-port', '0',
+      ...tiers.flatMap((t) => ['--tier', t]),
       '--ufs', `s3://${BUCKET}/${PREFIX}`,
       '--ufs-option', `s3.endpoint=${this.endpoint}`,
       '--ufs-option', 's3.pathStyle=true',
@@ -700,6 +706,7 @@ class StrataCluster implements BenchSystem {
       await terminate(p, 30_000, true);
       await unmount(dir);
       rmSync(home, { recursive: true, force: true });
+      if (mem) rmSync(mem, { recursive: true, force: true });
     });
     let out = '';
     p.stdout!.on('data', (d) => (out += d));
@@ -748,6 +755,7 @@ class StrataCluster implements BenchSystem {
     this.#removeCleanup = undefined;
     this.#proc = undefined;
     if (this.#home) rmSync(this.#home, { recursive: true, force: true });
+    if (this.#mem) rmSync(this.#mem, { recursive: true, force: true });
     this.started = false;
   }
 }
@@ -1402,7 +1410,7 @@ async function main(): Promise<void> {
   for (const [id, why] of Object.entries(skipped)) log(`skipped ${id}: ${why}`);
   log('');
   log(
-    `setup: s3rver ${'3.7.1'} on loopback (one bucket); Strata = strata local (master + worker + FUSE mount, CACHE_THROUGH, default 5 s metadata sync); ` +
+    `setup: s3rver ${'3.7.1'} on loopback (one bucket); Strata = strata local (master + worker + FUSE mount, CACHE_THROUGH, default 5 s metadata sync, tiers MEM 2 GiB on /dev/shm + SSD, 1 MiB pages); ` +
       `rclone mount --vfs-cache-mode full (defaults otherwise: write-back after 5 s); s3fs with use_cache and nomixupload; local disk = a directory on the same disk as the store.`,
   );
 

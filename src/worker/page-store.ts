@@ -466,6 +466,8 @@ export class PageStore {
   async removeBlock(id: number): Promise<void> {
     await this.markPersisted(id);
     const b = this.#blocks.get(id);
+    // Reported as removed even when it was not here, so the master can clear its delete queue.
+    this.#removed.add(id);
     if (!b) return;
     for (const p of [...b.pages.values()]) await this.#drop(p, false);
     this.#blocks.delete(id);
