@@ -74,24 +74,33 @@ export class FileReader {
       const w = next + i * this.#window;
       if (w < this.size && !this.#windows.has(w)) this.#getWindow(w).catch(() => undefined);
     }
-    this.#warmNextBlock(end);
+    this.#warmBlocks(end - 1);
     return n;
   }
 
   /**
-   * A sequential reader past the middle of a block asks the worker for one byte of
-   * the next block, so a cold block is filled from the store while this one is read.
+   * A sequential reader asks the worker to load the whole block it is in, and the
+   * next one once past the middle, so cold pages are fetched from the store in
+   * parallel ahead of the reader; the reader's own window requests join those
+   * fetches. Random readers never trigger this: they fetch single pages.
    */
-  #warmNextBlock(pos: number): void {
+  #warmBlocks(pos: number): void {
     const bs = this.#info.attrs.blockSize;
     const idx = Math.floor(pos / bs);
-    if (pos - idx * bs < bs / 2 || this.#warmed.has(idx + 1)) return;
-    const block = this.#info.blocks[idx + 1];
-    if (!block || block.locations.length > 0) return;
-    this.#warmed.add(idx + 1);
+    this.#warm(idx);
+    if (pos - idx * bs >= bs / 2) this.#warm(idx + 1);
+  }
+
+  #warm(idx: number): void {
+    if (this.#warmed.has(idx)) return;
+    const block = this.#info.blocks[idx];
+    if (!block) return;
+    this.#warmed.add(idx);
+    // Wholly cached somewhere already: nothing to fetch.
+    if ((block.cached ?? []).some((c) => c.bytes >= block.length)) return;
     void (async () => {
       const worker = await this.#data.router.forBlock(block);
-      await this.#data.workers.readInto(worker, block.id, 0, 1, Buffer.alloc(1), 0);
+      await this.#data.workers.loadBlock(worker, block.id);
     })().catch(() => undefined);
   }
 
@@ -143,6 +152,18 @@ export class FileReader {
             if (local && this.#data.workers.readType !== 'CACHE_PROMOTE' && local.isLocal(worker)) {
               const got = await local.readInto(worker, block.id, off, n, buf, at);
               if (got === n) return;
+              // Not all on local disk: have the worker cache those pages, then read the files
+              // (cheaper than moving the bytes over HTTP). NO_CACHE must not cache: HTTP then.
+              if (this.#data.workers.readType === 'CACHE') {
+                try {
+                  const loaded = await this.#data.workers.loadBlock(worker, block.id, undefined, { offset: off, length: n });
+                  if (loaded.pages) local.trust(worker, block.id, loaded.pages);
+                  const again = await local.readInto(worker, block.id, off, n, buf, at);
+                  if (again === n) return;
+                } catch (err) {
+                  if (!(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT')) throw err;
+                }
+              }
             }
             try {
               const got = await this.#data.workers.readInto(worker, block.id, off, n, buf, at);

@@ -4,7 +4,8 @@
  * into place) and a block id never changes content, so an open page file always
  * holds the right bytes, even after the worker moved or evicted it. Each page
  * file is checked against its checksum the first time this client opens that
- * version of it (see common/page-file.ts), so a corrupted file is never served
+ * version of it (see common/page-file.ts), and an open one is compared with the
+ * file on disk again after a second, so a file changed on disk is not served
  * here either; it falls back to HTTP, where the worker drops and refetches it.
  * Any page that is not on local disk sends the whole range to HTTP, which fills it.
  */
@@ -13,15 +14,24 @@ import { promises as fsp } from 'node:fs';
 import * as nodePath from 'node:path';
 import { hostIdentity } from '../common/host';
 import { PAGE_TRAILER_BYTES, PageIdentity, identityOf, sameIdentity, verifyPage } from '../common/page-file';
-import type { WorkerInfo } from '../common/protocol';
+import type { PageFileInfo, WorkerInfo } from '../common/protocol';
 
 interface OpenPage {
   fh: Promise<fsp.FileHandle>;
   refs: number;
   /** Identity of the version of the file that verified. */
   verified: PageIdentity | undefined;
+  /** When the identity was last compared with the file on disk. */
+  checkedAt: number;
   dataBytes: number;
 }
+
+/** How long a verified, open page file is trusted before its identity is checked again. */
+const RECHECK_MS = 1000;
+/** Verified pages kept in memory: a sequential reader reads each page from disk once (to verify it). */
+const VERIFIED_PAGES_KEPT = 8;
+/** Verified identities remembered (~100 bytes each): 64 GiB of 1 MiB pages. */
+const MAX_VERIFIED = 65536;
 
 export class ShortCircuitReader {
   readonly #host = hostIdentity();
@@ -34,6 +44,10 @@ export class ShortCircuitReader {
   bytesRead = 0;
   /** Page files that failed verification here. */
   corruptPages = 0;
+  /** Identities of page files verified here, by file, so a reopened file is not hashed again. */
+  readonly #verified = new Map<string, PageIdentity>();
+  /** The bytes of the most recently verified pages, by file. */
+  readonly #recent = new Map<string, { ident: PageIdentity; data: Buffer }>();
 
   constructor(maxOpen = 256) {
     this.#maxOpen = maxOpen;
@@ -52,7 +66,8 @@ export class ShortCircuitReader {
         this.#open.delete(file);
         this.#open.set(file, op);
       } else {
-        op = { fh: fsp.open(file, 'r'), refs: 0, verified: undefined, dataBytes: 0 };
+        const known = this.#verified.get(file);
+        op = { fh: fsp.open(file, 'r'), refs: 0, verified: known, checkedAt: 0, dataBytes: known ? known.size - PAGE_TRAILER_BYTES : 0 };
         const pending = op;
         op.fh.catch(() => {
           if (this.#open.get(file) === pending) this.#open.delete(file);
@@ -74,17 +89,27 @@ export class ShortCircuitReader {
         continue; // not in this tier
       }
       try {
-        const ident = await identityOf(fh);
-        if (!sameIdentity(op.verified, ident)) {
-          const r = await verifyPage(fh, ident.size, blockId, pageIndex);
-          if (!r.ok) {
-            this.corruptPages++;
-            this.#forget(file, op);
-            op.refs--;
-            return undefined;
+        const now = Date.now();
+        if (!op.verified || now - op.checkedAt >= RECHECK_MS) {
+          const ident = await identityOf(fh);
+          op.checkedAt = now;
+          if (!sameIdentity(op.verified, ident)) {
+            this.#recent.delete(file);
+            const r = await verifyPage(fh, ident.size, blockId, pageIndex);
+            if (!r.ok) {
+              this.corruptPages++;
+              this.#forget(file, op);
+              op.refs--;
+              return undefined;
+            }
+            op.verified = ident;
+            op.dataBytes = ident.size - PAGE_TRAILER_BYTES;
+            this.#verified.delete(file);
+            this.#verified.set(file, ident);
+            if (this.#verified.size > MAX_VERIFIED) this.#verified.delete(this.#verified.keys().next().value!);
+            this.#recent.set(file, { ident, data: r.data });
+            if (this.#recent.size > VERIFIED_PAGES_KEPT) this.#recent.delete(this.#recent.keys().next().value!);
           }
-          op.verified = ident;
-          op.dataBytes = ident.size - PAGE_TRAILER_BYTES;
         }
       } catch {
         this.#forget(file, op);
@@ -98,6 +123,7 @@ export class ShortCircuitReader {
 
   #forget(file: string, op: OpenPage): void {
     if (this.#open.get(file) === op) this.#open.delete(file);
+    this.#verified.delete(file);
     void op.fh.then((h) => h.close()).catch(() => undefined);
   }
 
@@ -107,6 +133,21 @@ export class ShortCircuitReader {
       if (op.refs > 0) continue;
       this.#open.delete(file);
       void op.fh.then((h) => h.close()).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Trusts page files the worker itself just wrote or verified (a range load's
+   * answer): exactly those versions, so this client does not hash them again.
+   */
+  trust(w: WorkerInfo, blockId: number, pages: PageFileInfo[]): void {
+    for (const p of pages) {
+      const tier = w.tiers.find((t) => t.name === p.tier);
+      if (!tier) continue;
+      const file = nodePath.join(tier.dir, String(blockId), String(p.index));
+      this.#verified.delete(file);
+      this.#verified.set(file, { ino: p.ino, ctimeNs: BigInt(p.ctimeNs), size: p.size });
+      if (this.#verified.size > MAX_VERIFIED) this.#verified.delete(this.#verified.keys().next().value!);
     }
   }
 
@@ -124,6 +165,12 @@ export class ShortCircuitReader {
         const inPage = pos - pageIndex * ps;
         const want = Math.min(length - n, got.op.dataBytes - inPage);
         if (want <= 0) break; // past the block's end
+        const kept = this.#recent.get(got.file);
+        if (kept && sameIdentity(got.op.verified, kept.ident)) {
+          kept.data.copy(into, at + n, inPage, inPage + want);
+          n += want;
+          continue;
+        }
         let m = 0;
         while (m < want) {
           const { bytesRead } = await fh.read(into, at + n + m, want - m, inPage + m);
@@ -145,6 +192,7 @@ export class ShortCircuitReader {
   async close(): Promise<void> {
     const all = [...this.#open.values()];
     this.#open.clear();
+    this.#recent.clear();
     await Promise.all(all.map((op) => op.fh.then((h) => h.close()).catch(() => undefined)));
   }
 }

@@ -105,11 +105,11 @@ export class WorkerClient {
    * Has `worker` cache a whole block (`strata fs load`): pages it lacks are read
    * from the under-store. Resolves once every page is cached.
    */
-  async loadBlock(worker: WorkerInfo, blockId: number, signal?: AbortSignal): Promise<LoadBlockResponse> {
+  async loadBlock(worker: WorkerInfo, blockId: number, signal?: AbortSignal, range?: { offset: number; length: number }): Promise<LoadBlockResponse> {
     try {
       const res = await this.#pool(worker.address).request({
         method: 'POST',
-        path: `/blocks/${blockId}/load`,
+        path: `/blocks/${blockId}/load${range ? `?offset=${range.offset}&length=${range.length}` : ''}`,
         headersTimeout: this.#headersTimeoutMs,
         bodyTimeout: this.#bodyTimeoutMs,
         ...(signal ? { signal } : {}),

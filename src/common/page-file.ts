@@ -16,7 +16,7 @@
  */
 
 import { crc32 } from 'node:zlib';
-import type { promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 
 export const PAGE_TRAILER_BYTES = 32;
 const MAGIC = 0x53545047; // 'STPG'
@@ -61,6 +61,11 @@ export interface PageIdentity {
 
 export async function identityOf(fh: fsp.FileHandle): Promise<PageIdentity> {
   const st = await fh.stat({ bigint: true });
+  return { ino: Number(st.ino), ctimeNs: st.ctimeNs, size: Number(st.size) };
+}
+
+export async function identityOfPath(file: string): Promise<PageIdentity> {
+  const st = await fsp.stat(file, { bigint: true });
   return { ino: Number(st.ino), ctimeNs: st.ctimeNs, size: Number(st.size) };
 }
 

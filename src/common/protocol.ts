@@ -249,6 +249,20 @@ export interface LoadBlockResponse {
   length: number;
   /** Bytes read from the under-store for it (0 when it was cached already). */
   ufsBytes: number;
+  /**
+   * For a range load: the page files now holding the range, as the worker verified
+   * or wrote them, so a same-host reader can trust exactly those file versions.
+   */
+  pages?: PageFileInfo[];
+}
+
+export interface PageFileInfo {
+  index: number;
+  tier: string;
+  ino: number;
+  /** ctime in ns, as a decimal string (beyond 2^53). */
+  ctimeNs: string;
+  size: number;
 }
 
 /** `GET /du`: a subtree's size and how much of it is cached. */

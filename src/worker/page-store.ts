@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { StrataError, toStrataError } from '../common/errors';
 import { Mutex } from '../common/mutex';
 import type { BlockReport, TierInfo } from '../common/protocol';
-import { PAGE_TRAILER_BYTES, PageIdentity, encodeTrailer, identityOf, pageCrc, sameIdentity, verifyPage } from '../common/page-file';
+import { PAGE_TRAILER_BYTES, PageIdentity, encodeTrailer, identityOf, identityOfPath, pageCrc, sameIdentity, verifyPage } from '../common/page-file';
 
 export interface TierSpec {
   /** Label shown in reports: MEM, SSD, HDD… A tier named MEM is treated as volatile. */
@@ -196,6 +196,12 @@ export class PageStore {
 
   hasPage(blockId: number, pageIndex: number): boolean {
     return this.#blocks.get(blockId)?.pages.has(pageIndex) ?? false;
+  }
+
+  /** The page file a page lives in and the identity it verified with (undefined when not verified). */
+  pageFile(blockId: number, pageIndex: number): { tier: string; identity: PageIdentity } | undefined {
+    const p = this.#blocks.get(blockId)?.pages.get(pageIndex);
+    return p?.verified && !p.moving ? { tier: p.tier.name, identity: p.verified } : undefined;
   }
 
   /** The block's length when some page of it has told us (trailer) or a writer set it. */
@@ -381,7 +387,7 @@ export class PageStore {
       } finally {
         await fh.close();
       }
-      await fsp.mkdir(nodePath.join(tier.dir, String(blockId)), { recursive: true });
+      await this.#blockDir(tier, blockId);
       const old = this.#blocks.get(blockId)?.pages.get(pageIndex);
       if (old) await this.#drop(old, false);
       await fsp.rename(tmp, this.#path(tier, blockId, pageIndex));
@@ -391,13 +397,8 @@ export class PageStore {
       const block = this.#blockOf(blockId);
       block.length = blockLength;
       const page: Page = { block: blockId, index: pageIndex, tier, dataBytes: dataLength, verified: undefined, moving: false };
-      // Ours, just written: trust it until the file changes.
-      const fhv = await fsp.open(this.#path(tier, blockId, pageIndex), 'r');
-      try {
-        page.verified = await identityOf(fhv);
-      } finally {
-        await fhv.close();
-      }
+      // Ours, just written: trust it until the file changes (rename changed its ctime, so stat it now).
+      page.verified = await identityOfPath(this.#path(tier, blockId, pageIndex));
       block.pages.set(pageIndex, page);
       tier.lru.set(key(blockId, pageIndex), page);
       this.#dirty.add(blockId);
@@ -548,12 +549,7 @@ export class PageStore {
       to.lru.set(key(page.block, page.index), page);
       page.tier = to;
       // A verified page stays verified: our own move, not a change of content.
-      if (page.verified) {
-        const fh = await fsp.open(dst, 'r').catch(() => undefined);
-        if (fh) {
-          page.verified = await identityOf(fh).finally(() => fh.close());
-        }
-      }
+      if (page.verified) page.verified = await identityOfPath(dst).catch(() => undefined);
       if (to.level > from.level) this.stats.demotedBytes += page.dataBytes;
       else this.stats.promotedBytes += page.dataBytes;
       this.#dirty.add(page.block);
@@ -621,6 +617,13 @@ export class PageStore {
   }
 
   // ---- helpers -------------------------------------------------------------
+
+  /** Creates a block's directory in a tier once (ENOENT later means it was removed: create again). */
+  async #blockDir(tier: Tier, blockId: number): Promise<void> {
+    const b = this.#blocks.get(blockId);
+    if (b?.pages.size && [...b.pages.values()].some((p) => p.tier === tier)) return;
+    await fsp.mkdir(nodePath.join(tier.dir, String(blockId)), { recursive: true });
+  }
 
   #blockOf(id: number): Block {
     let b = this.#blocks.get(id);

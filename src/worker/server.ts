@@ -19,6 +19,7 @@ import {
   HeartbeatResponse,
   MASTER_API,
   LoadBlockResponse,
+  PageFileInfo,
   READ_TYPES,
   ReadType,
   PersistResponse,
@@ -62,6 +63,26 @@ export interface RunningWorker {
   port: number;
   workerId: number;
   close(): Promise<void>;
+}
+
+/** Runs at most `n` of the functions given to it at once, in call order. */
+function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const queue: (() => void)[] = [];
+  return <T>(fn: () => Promise<T>): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const go = () => {
+        active++;
+        fn()
+          .then(resolve, reject)
+          .finally(() => {
+            active--;
+            queue.shift()?.();
+          });
+      };
+      if (active < n) go();
+      else queue.push(go);
+    });
 }
 
 /** Most parallel under-store reads one request starts to fill missing pages. */
@@ -117,7 +138,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
    * Reads pages `[first, last]` of a block from the under-store in one ranged read
    * and caches each as it completes (or hands them to `sink` for NO_CACHE reads).
    */
-  const fetchRun = async (src: BlockSource, first: number, last: number, sink?: Map<number, Buffer>): Promise<void> => {
+  const fetchRun = async (src: BlockSource, first: number, last: number, sink: Map<number, Buffer> | undefined, onPage: (p: number) => void): Promise<void> => {
     const start = first * ps;
     const end = Math.min(src.length, (last + 1) * ps);
     const ufs = ufsFor(src.ufs);
@@ -139,6 +160,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
           if (fillAt === page.length) {
             if (sink) sink.set(idx, page);
             else await store.putPage(src.blockId, idx, page, page.length, src.length);
+            onPage(idx);
             idx++;
             fillAt = 0;
             if (idx <= last) page = Buffer.allocUnsafe(Math.min(ps, end - idx * ps));
@@ -159,14 +181,14 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
    * only): missing ones are fetched in runs, several in parallel, joining fills
    * already in flight.
    */
-  const ensurePages = async (src: BlockSource, first: number, last: number, sink?: Map<number, Buffer>): Promise<void> => {
+  const ensurePages = (src: BlockSource, first: number, last: number, sink?: Map<number, Buffer>): Promise<void> => {
     const waits: Promise<void>[] = [];
     const runs: [number, number][] = [];
     let runStart = -1;
     const maxRunPages = Math.max(1, Math.floor(FILL_RUN_BYTES / ps));
     for (let p = first; p <= last + 1; p++) {
       const missing = p <= last && !store.hasPage(src.blockId, p) && !(sink?.has(p) ?? false);
-      const inflight = missing ? pageFills.get(`${src.blockId}:${p}`) : undefined;
+      const inflight = missing && !sink ? pageFills.get(`${src.blockId}:${p}`) : undefined;
       if (inflight) waits.push(inflight);
       const wanted = missing && !inflight;
       if (wanted && runStart < 0) runStart = p;
@@ -175,24 +197,39 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         runStart = wanted ? p : -1;
       }
     }
-    let next = 0;
-    const lane = async () => {
-      while (next < runs.length) {
-        const [a, z] = runs[next++]!;
-        const run = fetchRun(src, a, z, sink);
-        if (!sink) {
-          for (let p = a; p <= z; p++) pageFills.set(`${src.blockId}:${p}`, run);
-          run.catch(() => undefined).finally(() => {
-            for (let p = a; p <= z; p++) if (pageFills.get(`${src.blockId}:${p}`) === run) pageFills.delete(`${src.blockId}:${p}`);
-          });
-        }
-        await run;
+    // Every page is registered before any fetch starts, so a reader of page p waits
+    // for page p only, not for the whole range.
+    const limit = limiter(FILL_PARALLEL);
+    const started = runs.map(([a, z]) => {
+      const pages = new Map<number, { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void }>();
+      for (let p = a; p <= z; p++) {
+        let resolve!: () => void;
+        let reject!: (e: unknown) => void;
+        const promise = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+        promise.catch(() => undefined);
+        pages.set(p, { promise, resolve, reject });
+        if (!sink) pageFills.set(`${src.blockId}:${p}`, promise);
       }
-    };
-    const lanes = Array.from({ length: Math.min(FILL_PARALLEL, runs.length) }, lane);
-    const all = await Promise.allSettled([...lanes, ...waits]);
-    const failed = all.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+      const settle = (err?: unknown) => {
+        for (const [p, d] of pages) {
+          if (err) d.reject(err);
+          else d.resolve();
+          if (pageFills.get(`${src.blockId}:${p}`) === d.promise) pageFills.delete(`${src.blockId}:${p}`);
+        }
+      };
+      const run = limit(() =>
+        fetchRun(src, a, z, sink, (p) => {
+          pages.get(p)?.resolve();
+          if (pageFills.get(`${src.blockId}:${p}`) === pages.get(p)?.promise) pageFills.delete(`${src.blockId}:${p}`);
+        }),
+      );
+      run.then(() => settle(), settle);
+      return run;
+    });
+    return Promise.allSettled([...started, ...waits]).then((all) => {
+      const failed = all.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    });
   };
 
   /** The block's length: known from a page trailer or a write, else from the master. */
@@ -207,7 +244,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     for (let p = first; p <= last && !missing; p++) missing = !store.hasPage(id, p);
     hits.inc({ cache: missing ? 'miss' : 'hit' });
     const sink = readType === 'NO_CACHE' ? new Map<number, Buffer>() : undefined;
-    const fill = missing ? sourceOf(id).then((src) => ensurePages(src, first, last, sink)) : undefined;
+    const fill = missing ? ensurePages(await sourceOf(id), first, last, sink) : undefined;
     // Serve pages as they become ready; the fill of later pages runs meanwhile.
     fill?.catch(() => undefined);
     for (let p = first; p <= last; p++) {
@@ -215,7 +252,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       const to = Math.min(end, (p + 1) * ps) - p * ps;
       let got = await store.readPage(id, p, from, to, readType === 'CACHE_PROMOTE');
       if (!got) {
-        const inflight = pageFills.get(`${id}:${p}`);
+        const inflight = sink ? undefined : pageFills.get(`${id}:${p}`);
         if (inflight) await inflight;
         else if (fill) await fill;
         const fetched = sink?.get(p);
@@ -287,12 +324,24 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   /** Caches a whole block (`strata fs load`); answers once every page is here. */
   app.post('/blocks/:id/load', async (req): Promise<LoadBlockResponse> => {
     const id = intParam((req.params as Record<string, string>).id, 'id');
+    // Optionally a range only: a same-host client has the pages it needs cached, then reads the files itself.
+    const q = req.query as Record<string, unknown>;
+    const offset = intParam(q.offset, 'offset', 0);
+    const length = intParam(q.length, 'length', Number.MAX_SAFE_INTEGER);
     const src = await sourceOf(id);
-    const last = Math.max(0, Math.ceil(src.length / ps) - 1);
+    const first = Math.floor(Math.min(offset, Math.max(0, src.length - 1)) / ps);
+    const last = Math.max(first, Math.ceil(Math.min(src.length, offset + Math.min(length, src.length)) / ps) - 1);
     let missingBytes = 0;
-    for (let p = 0; p <= last; p++) if (!store.hasPage(id, p)) missingBytes += Math.min(ps, src.length - p * ps);
-    if (src.length > 0 && missingBytes > 0) await ensurePages(src, 0, last);
-    return { blockId: id, length: src.length, ufsBytes: missingBytes };
+    for (let p = first; p <= last; p++) if (!store.hasPage(id, p)) missingBytes += Math.max(0, Math.min(ps, src.length - p * ps));
+    if (src.length > 0 && missingBytes > 0) await ensurePages(src, first, last);
+    const pages: PageFileInfo[] = [];
+    if (q.offset !== undefined || q.length !== undefined) {
+      for (let p = first; p <= last; p++) {
+        const f = store.pageFile(id, p);
+        if (f) pages.push({ index: p, tier: f.tier, ino: f.identity.ino, ctimeNs: String(f.identity.ctimeNs), size: f.identity.size });
+      }
+    }
+    return { blockId: id, length: src.length, ufsBytes: missingBytes, ...(pages.length ? { pages } : {}) };
   });
 
   /**

@@ -142,6 +142,8 @@ t.test('a corrupt page file is never served; it is fetched again', { skip: canDr
   one[0] = one[0]! ^ 0x5a;
   await fh.write(one, 0, 1, 4242);
   await fh.close();
+  // A mount holding the page file open compares it with the disk again after 1 s (README).
+  await new Promise((r) => setTimeout(r, 1100));
   dropCaches();
   t.ok((await fsp.readFile(path.join(c.mounts[0]!, 'c.bin'))).equals(data), 'the mount reads the right bytes, not the corrupted ones');
   t.ok((await c.workerMetric('strata_worker_corrupt_pages_total')) >= 1, 'the worker found and dropped the corrupt page');
@@ -171,4 +173,19 @@ t.test('tier quotas hold while data demotes; bytes stay right', async (t) => {
   }
   t.ok((await c.workerMetric('strata_worker_demoted_bytes_total')) > 0, 'pages were demoted from MEM to SSD');
   t.ok((await c.workerMetric('strata_worker_evicted_bytes_total')) > 0, 'and dropped from SSD, the bottom tier');
+
+  // A pinned file stays cached however much else is read.
+  const fs = (...a: string[]) => runCli(['fs', ...a, '--master', c.masterUrl]);
+  t.equal((await fs('pin', '/t0.bin')).code, 0, 'fs pin');
+  t.equal((await fs('load', '/t0.bin')).code, 0, 'fs load');
+  const cached = async (p: string) => (JSON.parse((await fs('stat', p, '--json')).stdout) as { cachedBytes: number }).cachedBytes;
+  await waitFor('the pin to reach the worker', async () => (await c.workerMetric('strata_worker_user_pinned_blocks')) > 0);
+  await waitFor('t0 fully cached', async () => (await cached('/t0.bin')) === files[0]!.length);
+  for (let round = 0; round < 2; round++) {
+    dropCaches();
+    for (let i = 1; i < files.length; i++) t.ok((await fsp.readFile(path.join(c.mounts[0]!, `t${i}.bin`))).equals(files[i]!), `pinned round ${round}: file ${i} reads back`);
+  }
+  await new Promise((r) => setTimeout(r, 2500)); // a heartbeat
+  t.equal(await cached('/t0.bin'), files[0]!.length, 'the pinned file is still wholly cached');
+  t.ok(dirBytes(memDir) <= 6 * MiB && dirBytes(ssdDir) <= 12 * MiB, 'quotas hold with a pinned file');
 });
