@@ -475,6 +475,22 @@ export class StrataFileSystem {
     return fh;
   }
 
+  /** Reads up to `len` bytes at `pos`; the result may be a view of a read-ahead window (do not modify). */
+  async readBuffer(fh: number, len: number, pos: number): Promise<Buffer> {
+    const h = this.#handle(fh);
+    const f = h.file;
+    if (f.staging) {
+      const buf = Buffer.allocUnsafe(len);
+      const n = await f.staging.read(buf, len, pos);
+      return n === len ? buf : buf.subarray(0, n);
+    }
+    if (!h.reader) {
+      const info = h.info ?? (await this.master.fileBlocksByIno(f.ino));
+      h.reader = new FileReader(this.data, info, this.#readerOpts);
+    }
+    return h.reader.readBuffer(pos, len);
+  }
+
   async read(fh: number, into: Buffer, len: number, pos: number): Promise<number> {
     const h = this.#handle(fh);
     const f = h.file;

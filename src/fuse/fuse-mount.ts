@@ -129,11 +129,7 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
       // Close-to-open: the kernel keeps its cached pages only when the file is as it last saw it.
       return { fh, keepCache: unchanged };
     },
-    read: async (_ctx, _ino, fh, size, offset) => {
-      const buf = Buffer.allocUnsafe(size);
-      const n = await fs.read(fh, buf, size, offset);
-      return n === size ? buf : buf.subarray(0, n);
-    },
+    read: (_ctx, _ino, fh, size, offset) => fs.readBuffer(fh, size, offset),
     write: (_ctx, _ino, fh, data, offset) => fs.write(fh, data, data.length, offset),
     // Only the default mode (allocate, extending the size) exists here: there are no preallocated blocks to keep.
     fallocate: async (_ctx, ino, fh, mode, offset, length) => {
