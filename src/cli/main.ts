@@ -141,6 +141,7 @@ async function runWorker(cfg: StrataConfig): Promise<void> {
     port: cfg.workerPort,
     tiers: workerTiers(cfg),
     pageSize: cfg.pageSize,
+    evictionPolicy: cfg.evictionPolicy,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,
     logger: log,
   });
@@ -277,7 +278,7 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
       'worker',
       [
         'worker', ...common, '--master', masterUrl, '--port', String(cfg.workerPort), '--bind', cfg.bind, '--capacity', String(cfg.workerCapacity),
-        '--page-size', String(cfg.pageSize), ...(cfg.workerTiers === 'default' ? [] : ['--tiers', cfg.workerTiers]),
+        '--page-size', String(cfg.pageSize), '--eviction-policy', cfg.evictionPolicy, ...(cfg.workerTiers === 'default' ? [] : ['--tiers', cfg.workerTiers]),
       ],
       process.env,
     );
@@ -308,6 +309,7 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     workerCapacity: o.capacity,
     workerTiers: o.tier ? (o.tier as string[]).join(',') : o.tiers,
     pageSize: o.pageSize,
+    evictionPolicy: o.evictionPolicy,
     readType: o.readType,
     syncIntervalMs: o.syncIntervalMs,
     writeType: o.writeType,
@@ -337,6 +339,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--tier <NAME:DIR:SIZE>', 'a cache tier, top first (repeatable), e.g. --tier mem:/dev/shm/strata:4GiB --tier ssd:/var/lib/strata:200GiB', collect)
     .option('--tiers <list>', 'all tiers at once, comma-separated NAME:DIR:SIZE')
     .option('--page-size <bytes>', 'unit of caching inside a block; default 1MiB')
+    .option('--eviction-policy <policy>', 'LRU | FIFO | LFU (default LRU)')
     .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
     .option('--block-size <bytes>', 'block size of new files, e.g. 64MiB')
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
@@ -367,6 +370,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--tier <NAME:DIR:SIZE>', 'a cache tier, top first (repeatable), e.g. --tier mem:/dev/shm/strata:4GiB --tier ssd:/var/lib/strata:200GiB', collect)
     .option('--tiers <list>', 'all tiers at once, comma-separated NAME:DIR:SIZE')
     .option('--page-size <bytes>', 'unit of caching inside a block; default 1MiB')
+    .option('--eviction-policy <policy>', 'LRU | FIFO | LFU (default LRU)')
     .action(async (o) => runWorker(resolveConfig({ ...configFlags(o), masterPort: undefined, workerPort: o.port })));
 
   withCommon(program.command('mount').description('mount a running cluster at DIR in the foreground'))

@@ -27,6 +27,11 @@ export interface FileReaderOptions {
   readAheadWindows?: number;
 }
 
+/** Consecutive bytes after which a reader gets read-ahead windows. */
+const SEQUENTIAL_AFTER = 512 * 1024;
+/** Consecutive bytes after which the worker is asked to load whole blocks ahead. */
+const WARM_BLOCK_AFTER = 8 * 1024 * 1024;
+
 export class FileReader {
   readonly #data: DataPath;
   #info: FileBlocksResponse;
@@ -34,6 +39,8 @@ export class FileReader {
   readonly #ahead: number;
   readonly #windows = new Map<number, Promise<Buffer>>();
   #lastEnd = -1;
+  /** Consecutive bytes read up to `#lastEnd`. */
+  #streak = 0;
   readonly #warmed = new Set<number>();
   #refreshed = false;
 
@@ -63,8 +70,12 @@ export class FileReader {
   async readBuffer(pos: number, len: number): Promise<Buffer> {
     const end = Math.min(pos + len, this.size);
     if (pos >= end) return Buffer.alloc(0);
-    const sequential = pos === this.#lastEnd || this.#windows.has(this.#windowStart(pos));
+    // A reader is sequential once it has read a run of consecutive bytes: a single
+    // adjacent pair (the kernel's readahead of a random read) must not start
+    // megabytes of read-ahead.
+    this.#streak = pos === this.#lastEnd ? this.#streak + (end - pos) : end - pos;
     this.#lastEnd = end;
+    const sequential = this.#streak >= SEQUENTIAL_AFTER || this.#windows.has(this.#windowStart(pos));
     if (!sequential && end - pos < this.#window) return this.#fetch(pos, end);
     let out: Buffer | undefined;
     const first = this.#windowStart(pos);
@@ -90,7 +101,7 @@ export class FileReader {
       const w = next + i * this.#window;
       if (w < this.size && !this.#windows.has(w)) this.#getWindow(w).catch(() => undefined);
     }
-    this.#warmBlocks(end - 1);
+    if (this.#streak >= WARM_BLOCK_AFTER) this.#warmBlocks(end - 1);
     return out;
   }
 

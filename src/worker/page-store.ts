@@ -10,7 +10,8 @@
  *   inode identity changed), and by a background scrub; a page that fails is
  *   deleted and counted, and the caller refetches it. It is never served.
  * - New pages go to the top tier. A tier that needs room demotes its least
- *   recently used pages one tier down; the bottom tier drops them. Pages of pinned
+ *   recently used pages (or per `evictionPolicy`, see eviction.ts) one tier down;
+ *   the bottom tier drops them. Pages of pinned
  *   blocks (pinned by the user, or holding bytes not yet in the under-store) may
  *   move down but are never dropped.
  * - On start the index is rebuilt from the tier directories; temp files and files
@@ -23,6 +24,7 @@ import * as nodePath from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { StrataError, toStrataError } from '../common/errors';
 import { Mutex } from '../common/mutex';
+import { EvictionOrder, createEvictionOrder } from './eviction';
 import type { BlockReport, TierInfo } from '../common/protocol';
 import { PAGE_TRAILER_BYTES, PageIdentity, encodeTrailer, identityOf, identityOfPath, pageCrc, sameIdentity, verifyPage } from '../common/page-file';
 
@@ -39,6 +41,8 @@ export interface PageStoreOptions {
   pageSize?: number;
   /** Where pins of not-yet-persisted blocks are kept (survives restarts). */
   pinDir: string;
+  /** Which page a full tier gives up first: LRU (default), FIFO or LFU. */
+  evictionPolicy?: string;
   /** Called with a reason when a page fails verification and is dropped. */
   onCorrupt?: (blockId: number, pageIndex: number, reason: string) => void;
 }
@@ -51,8 +55,8 @@ interface Tier {
   capacity: number;
   used: number;
   reserved: number;
-  /** Pages of this tier, least recently used first. */
-  lru: Map<string, Page>;
+  /** Pages of this tier in eviction order (LRU by default). */
+  lru: EvictionOrder<Page>;
   mutex: Mutex;
   volatile: boolean;
 }
@@ -114,7 +118,7 @@ export class PageStore {
       const dir = nodePath.resolve(t.dir);
       if (seen.has(dir)) throw new StrataError('CONFIG', `tier ${t.name}: directory ${dir} is used by two tiers`);
       seen.add(dir);
-      return { level, name: t.name.toUpperCase(), dir, tmp: nodePath.join(dir, '.tmp'), capacity: t.capacityBytes, used: 0, reserved: 0, lru: new Map(), mutex: new Mutex(), volatile: t.name.toUpperCase() === 'MEM' };
+      return { level, name: t.name.toUpperCase(), dir, tmp: nodePath.join(dir, '.tmp'), capacity: t.capacityBytes, used: 0, reserved: 0, lru: createEvictionOrder<Page>(opts.evictionPolicy ?? 'LRU'), mutex: new Mutex(), volatile: t.name.toUpperCase() === 'MEM' };
     });
     this.#pinDir = opts.pinDir;
     this.#onCorrupt = opts.onCorrupt;
@@ -163,7 +167,7 @@ export class PageStore {
       }
     }
     found.sort((a, b) => a.atime - b.atime);
-    for (const { page } of found) page.tier.lru.set(key(page.block, page.index), page);
+    for (const { page } of found) page.tier.lru.add(key(page.block, page.index), page);
     // A tier that shrank since the last run: make it fit again.
     for (const tier of this.#tiers) await tier.mutex.run(() => this.#makeRoom(tier, 0));
   }
@@ -359,8 +363,7 @@ export class PageStore {
   }
 
   #touch(page: Page): void {
-    const k = key(page.block, page.index);
-    if (page.tier.lru.delete(k)) page.tier.lru.set(k, page);
+    page.tier.lru.touch(key(page.block, page.index));
   }
 
   // ---- writes --------------------------------------------------------------
@@ -400,7 +403,7 @@ export class PageStore {
       // Ours, just written: trust it until the file changes (rename changed its ctime, so stat it now).
       page.verified = await identityOfPath(this.#path(tier, blockId, pageIndex));
       block.pages.set(pageIndex, page);
-      tier.lru.set(key(blockId, pageIndex), page);
+      tier.lru.add(key(blockId, pageIndex), page);
       this.#dirty.add(blockId);
       if (opts.durable) await syncDir(nodePath.join(tier.dir, String(blockId)));
     } catch (err) {
@@ -489,7 +492,7 @@ export class PageStore {
     const skipped = new Set<Page>();
     while (tier.used + tier.reserved + bytes > tier.capacity) {
       let victim: Page | undefined;
-      for (const p of tier.lru.values()) {
+      for (const p of tier.lru.candidates()) {
         if (p.moving || skipped.has(p)) continue;
         if (!below && !this.#droppable(p)) continue;
         victim = p;
@@ -546,7 +549,7 @@ export class PageStore {
       to.used += fileBytes;
       from.used -= fileBytes;
       from.lru.delete(key(page.block, page.index));
-      to.lru.set(key(page.block, page.index), page);
+      to.lru.add(key(page.block, page.index), page);
       page.tier = to;
       // A verified page stays verified: our own move, not a change of content.
       if (page.verified) page.verified = await identityOfPath(dst).catch(() => undefined);

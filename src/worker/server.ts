@@ -51,6 +51,8 @@ export interface WorkerOptions {
   capacityBytes?: number;
   /** Page size, the unit of caching inside a block. Default 1 MiB. */
   pageSize?: number;
+  /** LRU (default), FIFO or LFU. */
+  evictionPolicy?: string;
   /** Heartbeat period in ms. Default 2000. */
   heartbeatIntervalMs?: number;
   /** Background verification speed of cached pages, bytes/s (0 = off). Default 64 MiB/s. */
@@ -97,6 +99,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const store = new PageStore({
     tiers,
     pageSize: opts.pageSize,
+    evictionPolicy: opts.evictionPolicy,
     pinDir: nodePath.resolve(opts.home, 'worker', 'pins'),
     onCorrupt: (blockId, pageIndex, reason) => {
       corruptPages.inc();
