@@ -30,6 +30,7 @@ import { InodeTable } from './inode-table';
 import { Namespace } from './namespace';
 import { MountTable } from './mount-table';
 import { Persister } from './persister';
+import { Dashboard, DashboardOptions, registerDashboard } from './dashboard';
 import { Gauge } from 'prom-client';
 import { createDaemonMetrics } from '../common/metrics';
 
@@ -56,6 +57,11 @@ export interface MasterOptions {
   workerTimeoutMs?: number;
   /** How often expired TTLs are looked for and applied (ms). Default 1000. */
   ttlCheckIntervalMs?: number;
+  /**
+   * The read-only web dashboard at `/` on the API's port, with its sampler of the
+   * workers' cache hit counters; false turns both off. Default true.
+   */
+  dashboard?: boolean | DashboardOptions;
   logger: Logger;
 }
 
@@ -397,6 +403,9 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.post(`${api}/free`, async (req): Promise<FreeResponse> => ns.free(target(req.body, 'body'), recursiveFlag(req.body)));
   app.get(`${api}/du`, async (req): Promise<DuResponse> => ns.du(pathQuery(req.query)));
 
+  const dashboard: Dashboard | undefined =
+    opts.dashboard === false ? undefined : registerDashboard(app, { table, ns, logger: log }, opts.dashboard === true ? {} : opts.dashboard);
+
   const expiry = setInterval(() => {
     for (const id of table.expireWorkers(Date.now() - workerTimeoutMs)) log.warn({ workerId: id, timeoutMs: workerTimeoutMs }, 'worker lost: no heartbeat');
   }, Math.max(100, Math.min(5000, workerTimeoutMs / 3)));
@@ -426,6 +435,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     async close() {
       clearInterval(expiry);
       clearInterval(ttlTimer);
+      await dashboard?.close();
       await ttlPass;
       await persister.stop();
       await app.close();
