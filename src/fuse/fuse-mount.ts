@@ -21,6 +21,9 @@ const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
 const S_IFMT = 0o170000;
 
+/** ACLs travel as these xattrs; Strata keeps mode bits only. */
+const POSIX_ACL_XATTRS = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
+
 /** Seconds the kernel caches attributes and names: the window of close-to-open staleness. */
 const ATTR_TIMEOUT = 1;
 const ENTRY_TIMEOUT = 1;
@@ -106,7 +109,13 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
       if (a.type !== 'symlink' || a.target === undefined) throw new StrataError('INVALID_ARGUMENT', 'not a symbolic link');
       return a.target;
     },
-    setxattr: (_ctx, ino, name, value, flags) => fs.master.setXattr(ino, name, value, flags),
+    setxattr: async (_ctx, ino, name, value, flags) => {
+      // Without FUSE_POSIX_ACL the kernel passes ACLs through as plain xattrs. Storing one would
+      // leave the mode unchanged (cp -a sets the mode through an ACL, so copies stayed 0600) and
+      // the ACL unenforced; ENOTSUP makes tools fall back to chmod, as on a file system mounted noacl.
+      if (POSIX_ACL_XATTRS.has(name)) throw new StrataError('NOT_SUPPORTED', `POSIX ACLs are not supported (${name})`);
+      return fs.master.setXattr(ino, name, value, flags);
+    },
     getxattr: (_ctx, ino, name) => fs.master.getXattr(ino, name),
     listxattr: (_ctx, ino) => fs.master.listXattrs(ino),
     removexattr: (_ctx, ino, name) => fs.master.removeXattr(ino, name),
