@@ -9,7 +9,7 @@ import { fork, ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, mkdirSync, statSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { StrataError, toStrataError } from '../common/errors';
-import { StrataConfig, parseBytes, resolveConfig } from '../common/config';
+import { CONFIG_KEYS, StrataConfig, configTableMarkdown, maskSecret, parseBytes, resolveConfig, resolveConfigSources } from '../common/config';
 import { createLogger } from '../common/log';
 import { startMaster } from '../master/server';
 import { startWorker } from '../worker/server';
@@ -18,6 +18,7 @@ import { StrataFileSystem } from '../client/file-system';
 import { mountFuse, prepareMountPoint } from '../fuse/fuse-mount';
 import { createUfs } from '../ufs';
 import { registerFsCommands } from './fs-commands';
+import { runDoctor } from './doctor';
 import type { ReadType, WriteType } from '../common/protocol';
 import { createDaemonMetrics } from '../common/metrics';
 import { createHttpServer } from '../common/http';
@@ -123,6 +124,7 @@ async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>):
     syncIntervalMs: cfg.syncIntervalMs,
     workerTimeoutMs: cfg.workerTimeoutMs,
     persistInitialWaitMs: cfg.persistInitialWaitMs,
+    dashboard: cfg.dashboard === 'true',
     logger: log,
   });
   const stop = () => m.close();
@@ -296,8 +298,9 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
   }
 }
 
-function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataConfig, unknown>> {
+function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataConfig | 'config', unknown>> {
   return {
+    config: o.config,
     home: o.home,
     mount: o.mount,
     ufs: o.ufs,
@@ -327,6 +330,7 @@ export async function main(argv: string[]): Promise<void> {
   const withCommon = (c: Command) =>
     c
       .option('--home <dir>', 'home directory (metadata, blocks, staging); default ~/.strata or $STRATA_HOME')
+      .option('--config <file>', 'JSON config file; default $STRATA_CONFIG or <home>/strata.json when it exists')
       .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent');
 
   withCommon(program.command('local').description('run master, one worker and the FUSE mount in one foreground process tree'))
@@ -386,6 +390,51 @@ export async function main(argv: string[]): Promise<void> {
       if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) throw new StrataError('CONFIG', `invalid --metrics-port '${o.metricsPort}'`);
       await runMount(cfg, nodePath.resolve(dir), false, o.writeType ? (cfg.writeType as WriteType) : undefined, metricsPort);
     });
+
+  withCommon(program.command('doctor').description('check FUSE, ports, tier directories and the under-store, and say what to fix'))
+    .option('--ufs <uri>', 'under-store to check; default file://<home>/ufs')
+    .option('--master <url>', 'master URL to look for')
+    .option('--capacity <bytes>', 'quota of the default single tier')
+    .option('--tier <NAME:DIR:SIZE>', 'a cache tier to check (repeatable)', collect)
+    .option('--ufs-option <key=value>', 'option of the under-store (repeatable), e.g. s3.endpoint=http://…', collect)
+    .option('--json', 'print JSON: [{name, state, detail, fix}]')
+    .action(async (o) => {
+      const checks = await runDoctor(resolveConfig(configFlags(o)), parseKeyValues(o.ufsOption, '--ufs-option'));
+      if (o.json) process.stdout.write(JSON.stringify(checks, null, 2) + '\n');
+      else {
+        const mark = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL' } as const;
+        for (const c of checks) {
+          process.stdout.write(`${mark[c.state]}  ${c.name.padEnd(12)} ${c.detail}\n`);
+          if (c.fix && c.state !== 'ok') process.stdout.write(`      ${''.padEnd(12)} fix: ${c.fix}\n`);
+        }
+      }
+      if (checks.some((c) => c.state === 'fail')) process.exitCode = 1;
+    });
+
+  const conf = program.command('conf').description('configuration');
+  withCommon(conf.command('list').description('every configuration key with its effective value and where it came from (secrets masked)'))
+    .option('--json', 'print JSON: [{key, value, source, env, description}]')
+    .action((o) => {
+      const r = resolveConfigSources(configFlags(o));
+      const rows = CONFIG_KEYS.map((k) => ({
+        key: k.key,
+        value: maskSecret(k.key, (r.config as unknown as Record<string, unknown>)[k.key]),
+        source: r.sources[k.key as keyof StrataConfig],
+        env: k.env,
+        description: k.description,
+      }));
+      if (o.json) {
+        process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+        return;
+      }
+      const w = (f: 'key' | 'value') => Math.max(...rows.map((x) => x[f].length), f.length);
+      process.stdout.write(`${'KEY'.padEnd(w('key'))}  ${'VALUE'.padEnd(w('value'))}  SOURCE\n`);
+      for (const x of rows) process.stdout.write(`${x.key.padEnd(w('key'))}  ${x.value.padEnd(w('value'))}  ${x.source}\n`);
+    });
+  conf
+    .command('table')
+    .description("the README's configuration table (Markdown), generated from the key registry")
+    .action(() => void process.stdout.write(configTableMarkdown() + '\n'));
 
   registerFsCommands(program.command('fs').description('file-system commands against a running cluster'));
 

@@ -5,6 +5,7 @@
  */
 
 import * as os from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { StrataError } from './errors';
 
@@ -12,6 +13,8 @@ type Kind = 'string' | 'int' | 'bytes' | 'url';
 
 export interface ConfigKey {
   key: string;
+  /** The command-line flag(s), for docs; '' when there is none. */
+  flag: string;
   env: string;
   kind: Kind;
   description: string;
@@ -22,27 +25,28 @@ const DEFAULT_HOME = nodePath.join(os.homedir(), '.strata');
 
 /** Every configuration key Strata reads. The README's table lists the same keys. */
 export const CONFIG_KEYS: ConfigKey[] = [
-  { key: 'home', env: 'STRATA_HOME', kind: 'string', description: 'Directory for metadata, cached blocks and staged writes.', default: () => DEFAULT_HOME },
-  { key: 'mount', env: 'STRATA_MOUNT', kind: 'string', description: 'Where `strata local` mounts the file system.', default: () => '/mnt/strata' },
-  { key: 'ufs', env: 'STRATA_UFS', kind: 'string', description: 'Under-store URI mounted at / (file:///dir).', default: (c) => `file://${nodePath.join(String(c.home ?? DEFAULT_HOME), 'ufs')}` },
-  { key: 'bind', env: 'STRATA_BIND', kind: 'string', description: 'Address the master and worker listen on.', default: () => '127.0.0.1' },
-  { key: 'masterPort', env: 'STRATA_MASTER_PORT', kind: 'int', description: 'Master API port (0 = any free port).', default: () => 19998 },
-  { key: 'workerPort', env: 'STRATA_WORKER_PORT', kind: 'int', description: 'Worker data port (0 = any free port).', default: () => 29999 },
-  { key: 'master', env: 'STRATA_MASTER', kind: 'url', description: 'Master URL used by workers, mounts and `strata fs`.', default: () => 'http://127.0.0.1:19998' },
-  { key: 'blockSize', env: 'STRATA_BLOCK_SIZE', kind: 'bytes', description: 'Block size of new files (power of two).', default: () => 64 * 1024 ** 2 },
-  { key: 'workerCapacity', env: 'STRATA_WORKER_CAPACITY', kind: 'bytes', description: 'Byte quota of the worker block cache.', default: () => 8 * 1024 ** 3 },
-  { key: 'workerTiers', env: 'STRATA_WORKER_TIERS', kind: 'string', description: 'Worker cache tiers, top first, comma-separated NAME:DIR:SIZE (e.g. mem:/dev/shm/strata:4GiB,ssd:/var/lib/strata:200GiB); "default" = one SSD tier <home>/worker/blocks of workerCapacity.', default: () => 'default' },
-  { key: 'pageSize', env: 'STRATA_PAGE_SIZE', kind: 'bytes', description: 'Unit of caching inside a block: a cold read fetches whole pages (power of two, 4KiB-64MiB).', default: () => 1024 * 1024 },
-  { key: 'evictionPolicy', env: 'STRATA_EVICTION_POLICY', kind: 'string', description: 'Which cached page a full worker tier gives up first: LRU, FIFO or LFU.', default: () => 'LRU' },
-  { key: 'readType', env: 'STRATA_READ_TYPE', kind: 'string', description: 'How workers cache what a mount reads: CACHE, CACHE_PROMOTE (also move to the top tier), NO_CACHE.', default: () => 'CACHE' },
-  { key: 'shortCircuit', env: 'STRATA_SHORT_CIRCUIT', kind: 'string', description: 'Mounts read page files of workers on the same host directly: true or false.', default: () => 'true' },
-  { key: 'syncIntervalMs', env: 'STRATA_SYNC_INTERVAL_MS', kind: 'int', description: 'Re-check under-store metadata older than this (0 = always, -1 = never).', default: () => 5000 },
-  { key: 'workerTimeoutMs', env: 'STRATA_WORKER_TIMEOUT_MS', kind: 'int', description: 'A worker silent this long is marked lost.', default: () => 30000 },
-  { key: 'heartbeatIntervalMs', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
-  { key: 'writeType', env: 'STRATA_WRITE_TYPE', kind: 'string', description: 'Write type of mounts that set none: MUST_CACHE, CACHE_THROUGH, THROUGH, ASYNC_THROUGH.', default: () => 'CACHE_THROUGH' },
-  { key: 'persistInitialWaitMs', env: 'STRATA_PERSIST_INITIAL_WAIT_MS', kind: 'int', description: 'Wait before the first persist attempt of an ASYNC_THROUGH file.', default: () => 0 },
-  { key: 'allowOther', env: 'STRATA_ALLOW_OTHER', kind: 'string', description: 'Let users other than the mounting one use the mount (the kernel still checks permissions): true, false, or auto (= when mounted by root).', default: () => 'auto' },
-  { key: 'logLevel', env: 'STRATA_LOG_LEVEL', kind: 'string', description: 'Log level: fatal, error, warn, info, debug, trace, silent.', default: () => 'info' },
+  { key: 'home', flag: '--home', env: 'STRATA_HOME', kind: 'string', description: 'Directory for metadata, cached blocks and staged writes.', default: () => DEFAULT_HOME },
+  { key: 'mount', flag: '--mount', env: 'STRATA_MOUNT', kind: 'string', description: 'Where `strata local` mounts the file system.', default: () => '/mnt/strata' },
+  { key: 'ufs', flag: '--ufs', env: 'STRATA_UFS', kind: 'string', description: 'Under-store URI mounted at / (file:///dir).', default: (c) => `file://${nodePath.join(String(c.home ?? DEFAULT_HOME), 'ufs')}` },
+  { key: 'bind', flag: '--bind', env: 'STRATA_BIND', kind: 'string', description: 'Address the master and worker listen on.', default: () => '127.0.0.1' },
+  { key: 'masterPort', flag: '--master-port / --port', env: 'STRATA_MASTER_PORT', kind: 'int', description: 'Master API port (0 = any free port).', default: () => 19998 },
+  { key: 'workerPort', flag: '--worker-port / --port', env: 'STRATA_WORKER_PORT', kind: 'int', description: 'Worker data port (0 = any free port).', default: () => 29999 },
+  { key: 'master', flag: '--master', env: 'STRATA_MASTER', kind: 'url', description: 'Master URL used by workers, mounts and `strata fs`.', default: () => 'http://127.0.0.1:19998' },
+  { key: 'blockSize', flag: '--block-size', env: 'STRATA_BLOCK_SIZE', kind: 'bytes', description: 'Block size of new files (power of two).', default: () => 64 * 1024 ** 2 },
+  { key: 'workerCapacity', flag: '--capacity', env: 'STRATA_WORKER_CAPACITY', kind: 'bytes', description: 'Byte quota of the worker block cache.', default: () => 8 * 1024 ** 3 },
+  { key: 'workerTiers', flag: '--tier NAME:DIR:SIZE (repeatable) / --tiers a,b', env: 'STRATA_WORKER_TIERS', kind: 'string', description: 'Worker cache tiers, top first, comma-separated NAME:DIR:SIZE (e.g. mem:/dev/shm/strata:4GiB,ssd:/var/lib/strata:200GiB); "default" = one SSD tier <home>/worker/blocks of workerCapacity.', default: () => 'default' },
+  { key: 'pageSize', flag: '--page-size', env: 'STRATA_PAGE_SIZE', kind: 'bytes', description: 'Unit of caching inside a block: a cold read fetches whole pages (power of two, 4KiB-64MiB).', default: () => 1024 * 1024 },
+  { key: 'evictionPolicy', flag: '--eviction-policy', env: 'STRATA_EVICTION_POLICY', kind: 'string', description: 'Which cached page a full worker tier gives up first: LRU, FIFO or LFU.', default: () => 'LRU' },
+  { key: 'readType', flag: '--read-type', env: 'STRATA_READ_TYPE', kind: 'string', description: 'How workers cache what a mount reads: CACHE, CACHE_PROMOTE (also move to the top tier), NO_CACHE.', default: () => 'CACHE' },
+  { key: 'shortCircuit', flag: '', env: 'STRATA_SHORT_CIRCUIT', kind: 'string', description: 'Mounts read page files of workers on the same host directly: true or false.', default: () => 'true' },
+  { key: 'syncIntervalMs', flag: '--sync-interval-ms', env: 'STRATA_SYNC_INTERVAL_MS', kind: 'int', description: 'Re-check under-store metadata older than this (0 = always, -1 = never).', default: () => 5000 },
+  { key: 'workerTimeoutMs', flag: '', env: 'STRATA_WORKER_TIMEOUT_MS', kind: 'int', description: 'A worker silent this long is marked lost.', default: () => 30000 },
+  { key: 'heartbeatIntervalMs', flag: '', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
+  { key: 'writeType', flag: '--write-type', env: 'STRATA_WRITE_TYPE', kind: 'string', description: 'Write type of mounts that set none: MUST_CACHE, CACHE_THROUGH, THROUGH, ASYNC_THROUGH.', default: () => 'CACHE_THROUGH' },
+  { key: 'persistInitialWaitMs', flag: '', env: 'STRATA_PERSIST_INITIAL_WAIT_MS', kind: 'int', description: 'Wait before the first persist attempt of an ASYNC_THROUGH file.', default: () => 0 },
+  { key: 'allowOther', flag: '--allow-other', env: 'STRATA_ALLOW_OTHER', kind: 'string', description: 'Let users other than the mounting one use the mount (the kernel still checks permissions): true, false, or auto (= when mounted by root).', default: () => 'auto' },
+  { key: 'dashboard', flag: '', env: 'STRATA_DASHBOARD', kind: 'string', description: 'The master serves its read-only web dashboard at / on its API port: true or false.', default: () => 'true' },
+  { key: 'logLevel', flag: '--log-level', env: 'STRATA_LOG_LEVEL', kind: 'string', description: 'Log level: fatal, error, warn, info, debug, trace, silent.', default: () => 'info' },
 ];
 
 export interface StrataConfig {
@@ -66,6 +70,7 @@ export interface StrataConfig {
   writeType: string;
   persistInitialWaitMs: number;
   allowOther: string;
+  dashboard: string;
   logLevel: string;
 }
 
@@ -88,7 +93,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
   switch (k.kind) {
     case 'string':
       if (v.length === 0) throw bad('a non-empty string');
-      if (k.key === 'shortCircuit' && !['true', 'false'].includes(v)) throw bad('true or false');
+      if ((k.key === 'shortCircuit' || k.key === 'dashboard') && !['true', 'false'].includes(v)) throw bad('true or false');
       if (k.key === 'allowOther' && !['true', 'false', 'auto'].includes(v)) throw bad('true, false or auto');
       if (k.key === 'evictionPolicy' && !['LRU', 'FIFO', 'LFU'].includes(v)) throw bad('LRU, FIFO or LFU');
       if (k.key === 'readType' && !['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'].includes(v)) throw bad('CACHE, CACHE_PROMOTE or NO_CACHE');
@@ -119,18 +124,99 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
   }
 }
 
-/** Merges defaults < env < flags (flags keyed by config key; undefined = not given). */
-export function resolveConfig(flags: Partial<Record<keyof StrataConfig, unknown>> = {}, env: NodeJS.ProcessEnv = process.env): StrataConfig {
+/** Where a key's effective value came from. */
+export type ConfigSource = 'default' | `file ${string}` | `env ${string}` | `flag ${string}`;
+
+export interface ResolvedConfig {
+  config: StrataConfig;
+  sources: Record<keyof StrataConfig, ConfigSource>;
+  /** The config file read, if any. */
+  file: string | undefined;
+}
+
+/**
+ * Merges defaults < file < env < flags. The file is `flags.config`, else
+ * `$STRATA_CONFIG`, else `<home>/strata.json` when it exists (home from flags, env
+ * or the default): a JSON object of config keys, e.g. {"blockSize": "128MiB"}.
+ */
+export function resolveConfigSources(flags: Partial<Record<keyof StrataConfig | 'config', unknown>> = {}, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+  const homeGuess = nodePath.resolve(String(flags.home ?? (env.STRATA_HOME || DEFAULT_HOME)));
+  const explicit = (flags.config as string | undefined) ?? (env.STRATA_CONFIG || undefined);
+  const file = explicit ? nodePath.resolve(explicit) : existsSync(nodePath.join(homeGuess, 'strata.json')) ? nodePath.join(homeGuess, 'strata.json') : undefined;
+  const fromFile = file ? readConfigFile(file) : {};
   const out: Record<string, unknown> = {};
+  const sources: Record<string, ConfigSource> = {};
   for (const k of CONFIG_KEYS) {
     const flag = (flags as Record<string, unknown>)[k.key];
-    if (flag !== undefined) out[k.key] = parseValue(k, flag, `--${kebab(k.key)}`);
-    else if (env[k.env] !== undefined && env[k.env] !== '') out[k.key] = parseValue(k, env[k.env], `$${k.env}`);
-    else out[k.key] = k.default(out);
+    if (flag !== undefined) {
+      out[k.key] = parseValue(k, flag, `--${kebab(k.key)}`);
+      sources[k.key] = `flag --${kebab(k.key)}`;
+    } else if (env[k.env] !== undefined && env[k.env] !== '') {
+      out[k.key] = parseValue(k, env[k.env], `$${k.env}`);
+      sources[k.key] = `env ${k.env}`;
+    } else if (fromFile[k.key] !== undefined) {
+      out[k.key] = parseValue(k, fromFile[k.key], file!);
+      sources[k.key] = `file ${file!}`;
+    } else {
+      out[k.key] = k.default(out);
+      sources[k.key] = 'default';
+    }
   }
   out.home = nodePath.resolve(String(out.home));
   out.mount = nodePath.resolve(String(out.mount));
-  return out as unknown as StrataConfig;
+  return { config: out as unknown as StrataConfig, sources: sources as Record<keyof StrataConfig, ConfigSource>, file };
+}
+
+/** Merges defaults < file < env < flags (see resolveConfigSources). */
+export function resolveConfig(flags: Partial<Record<keyof StrataConfig | 'config', unknown>> = {}, env: NodeJS.ProcessEnv = process.env): StrataConfig {
+  return resolveConfigSources(flags, env).config;
+}
+
+function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new StrataError('CONFIG', `cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new StrataError('CONFIG', `config file ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new StrataError('CONFIG', `config file ${file} must hold a JSON object of keys`);
+  const known = new Set(CONFIG_KEYS.map((k) => k.key));
+  for (const [k, v] of Object.entries(parsed)) {
+    if (!known.has(k)) throw new StrataError('CONFIG', `config file ${file}: unknown key '${k}'; keys are ${[...known].join(', ')}`);
+    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw new StrataError('CONFIG', `config file ${file}: '${k}' must be a string or a number`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** Hides credentials in a value shown to people (URL passwords, secret-looking keys). */
+export function maskSecret(key: string, value: unknown): string {
+  const v = String(value);
+  if (/secret|password|token|credential/i.test(key)) return '****';
+  return v.replace(/(\/\/[^/:@\s]+:)[^@/\s]+@/, '$1****@');
+}
+
+/** The README's configuration table, generated from the registry. */
+export function configTableMarkdown(): string {
+  const shown = (k: ConfigKey): string => {
+    const d = k.default({});
+    if (k.key === 'home') return '`~/.strata`';
+    if (k.key === 'ufs') return '`file://<home>/ufs`';
+    if (k.kind === 'bytes' && typeof d === 'number') return '`' + humanBytes(d) + '`';
+    return '`' + String(d) + '`';
+  };
+  const rows = CONFIG_KEYS.map((k) => `| ${k.key} | \`${k.env}\` | ${k.flag ? k.flag.split(' / ').map((f) => '`' + f + '`').join(' / ') : ''} | ${shown(k)} | ${k.description.replace(/\|/g, '\\|')} |`);
+  return ['| key | env | flag | default | meaning |', '|---|---|---|---|---|', ...rows].join('\n');
+}
+
+function humanBytes(n: number): string {
+  for (const [u, m] of [['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) if (n % m === 0) return `${n / m}${u}`;
+  return String(n);
 }
 
 export function kebab(s: string): string {
