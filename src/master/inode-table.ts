@@ -878,8 +878,11 @@ export class InodeTable {
   /** A block a worker says it holds: a location (tier and bytes updated) or, when no file has it, a deletion. */
   #reported(workerId: number, b: BlockReport): void {
     if (this.#stmt.blockExists.get(b.id)) {
-      // The report is newer than any deletion queued for this copy (e.g. loaded again after a free).
-      this.#stmt.clearPendingDelete.run(workerId, b.id);
+      // A deletion queued for this copy wins: an incremental report sent before a
+      // `free` reached the worker cannot be told from a copy cached again after
+      // it, and keeping a freed copy would break the free. The worker deletes it
+      // with this beat's answer and reports it again if it is read again.
+      if (this.#db.prepare('SELECT 1 FROM pending_delete WHERE worker_id = ? AND block_id = ?').get(workerId, b.id)) return;
       this.#stmt.addLocation.run({ block: b.id, worker: workerId, tier: b.tier, bytes: b.bytes });
     } else {
       this.#stmt.addPendingDelete.run(workerId, b.id);

@@ -807,10 +807,14 @@ t.test('free drops cached copies of persisted files and queues them for deletion
   t.same(beat(table, wa, 1, 0, [], [])!.slice().sort((x, y) => x - y), ids(p1.ino), 'worker a is told to delete its copies');
   t.same(beat(table, wb, 1, 0, [], [])!.slice().sort((x, y) => x - y), [ids(p1.ino)[0]!, ids(p2.ino)[0]!].sort((x, y) => x - y), 'so is worker b');
   t.same(table.free(d.ino), { files: 2, bytes: 0, skippedNotPersisted: 1 }, 'freeing again drops nothing');
-  // Loaded again before the worker reported the deletion: the newer report wins.
+  // A report that raced past the free (sent before the worker heard of it) must not undo it.
   report(wb, [{ id: ids(p2.ino)[0]!, bytes: 20 }]);
-  t.same(table.blocks(p2.ino)[0]!.locations, [wb], 'a copy reported after the free is a location again');
-  t.same(beat(table, wb, 1, 0, [], []), [ids(p1.ino)[0]!], '… and no longer queued for deletion');
+  t.same(table.blocks(p2.ino)[0]!.locations, [], 'a copy reported while its deletion is queued is not a location');
+  t.same(beat(table, wb, 1, 0, [], [])!.slice().sort((x, y) => x - y), [ids(p1.ino)[0]!, ids(p2.ino)[0]!].sort((x, y) => x - y), '… and is still deleted');
+  // Once the worker reported the deletion, a new copy counts again.
+  beat(table, wb, 1, 0, [], [ids(p2.ino)[0]!]);
+  report(wb, [{ id: ids(p2.ino)[0]!, bytes: 20 }]);
+  t.same(table.blocks(p2.ino)[0]!.locations, [wb], 'a copy cached again after the deletion is a location again');
 });
 
 t.test('TTLs: set, found when expired (oldest first), cleared or moved only if unchanged', async (t) => {
