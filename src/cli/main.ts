@@ -9,6 +9,7 @@ import { fork, ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, mkdirSync, statSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { StrataError, toStrataError } from '../common/errors';
+import { EXIT_USAGE, errorLine, exitCodeOf } from './cli-errors';
 import { CONFIG_KEYS, StrataConfig, configTableMarkdown, maskSecret, parseBytes, resolveConfig, resolveConfigSources } from '../common/config';
 import { createLogger } from '../common/log';
 import { startMaster } from '../master/server';
@@ -23,8 +24,6 @@ import type { ReadType, WriteType } from '../common/protocol';
 import { createDaemonMetrics } from '../common/metrics';
 import { createHttpServer } from '../common/http';
 
-/** Exit code for bad usage or configuration; runtime failures exit 1. */
-export const EXIT_USAGE = 2;
 
 const CLI_ENTRY = nodePath.resolve(__dirname, '..', '..', '..', 'bin', 'strata');
 /** Set for the children of `strata local`: they obey their parent, not terminal signals. */
@@ -32,8 +31,8 @@ const CHILD_ENV = 'STRATA_LOCAL_CHILD';
 
 function fail(err: unknown): never {
   const e = toStrataError(err);
-  process.stderr.write(`strata: ${e.message}\n`);
-  process.exit(e.code === 'CONFIG' || e.code === 'BAD_REQUEST' ? EXIT_USAGE : 1);
+  process.stderr.write(errorLine(e));
+  process.exit(exitCodeOf(e));
 }
 
 /** Creates the home directory and checks that it is usable, before anything starts. */
@@ -321,11 +320,51 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
   };
 }
 
+/** An example section for a command's help. */
+function examples(lines: string[]): string {
+  // Commander ends the added text with a newline itself.
+  return `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}`;
+}
+
+const TOP_HELP = `${examples([
+  '$ strata local                         # master, worker and a mount at /mnt/strata, in the foreground',
+  '$ strata local --ufs s3://bucket/lake --ufs-option s3.region=eu-west-1',
+  "$ strata fs ls '/data/*.parquet'       # file-system commands against a running cluster",
+  '$ strata fs cp -r ./dir strata:/dir',
+  '$ strata help fs cp                    # the help of one command, with examples',
+])}
+
+Configuration: defaults < config file (--config FILE, else $STRATA_CONFIG, else
+<home>/strata.json) < environment ($STRATA_…) < flags. \`strata conf list\` shows
+every key with its effective value and where it came from.
+
+Exit codes: 0 ok, 1 operation failed, 2 bad usage or configuration.
+Errors are one line on stderr: "strata: <path>: <cause>".`;
+
+/** The name a user types for a command: `strata fs ls`. */
+function commandPath(c: Command): string {
+  const names: string[] = [];
+  for (let x: Command | null = c; x; x = x.parent) names.unshift(x.name());
+  return names.join(' ');
+}
+
+/**
+ * Usage errors found by commander read like every other error: one line
+ * `strata: <what is wrong> (see 'strata fs ls --help')`, not the whole help.
+ */
+function oneLineUsageErrors(c: Command): void {
+  const see = `(see '${commandPath(c)} --help')`;
+  c.showHelpAfterError(false).configureOutput({
+    outputError: (str, write) => write(`strata: ${str.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim()} ${see}\n`),
+  });
+  for (const sub of c.commands) oneLineUsageErrors(sub);
+}
+
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('strata')
     .description('Strata: one POSIX namespace over S3, HDFS and local disk, cached next to compute')
     .exitOverride()
-    .showHelpAfterError();
+    .addHelpText('after', TOP_HELP);
 
   const withCommon = (c: Command) =>
     c
@@ -350,6 +389,15 @@ export async function main(argv: string[]): Promise<void> {
     .option('--ufs-option <key=value>', 'option of the root under-store (repeatable), e.g. s3.endpoint=http://…', collect)
     .option('--write-type <type>', 'MUST_CACHE | CACHE_THROUGH | THROUGH | ASYNC_THROUGH (default CACHE_THROUGH)')
     .option('--allow-other <mode>', 'true | false | auto (= when mounted by root); default auto')
+    .addHelpText(
+      'after',
+      examples([
+        '$ strata local                                   # home ~/.strata, mount /mnt/strata, store file://~/.strata/ufs',
+        '$ strata local --mount /tmp/strata --ufs file:///data/lake',
+        '$ strata local --ufs s3://bucket/lake --ufs-option s3.endpoint=http://127.0.0.1:9000 --ufs-option s3.pathStyle=true',
+        '$ strata local --tier mem:/dev/shm/strata:4GiB --tier ssd:/var/lib/strata:200GiB',
+      ]),
+    )
     .action(async (o) => {
       parseKeyValues(o.ufsOption, '--ufs-option');
       // An explicitly named mount point must exist; the default one is created.
@@ -364,6 +412,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
     .option('--ufs-option <key=value>', 'option of the root under-store (repeatable)', collect)
     .option('--write-type <type>', 'write type of mounts that set none')
+    .addHelpText('after', examples(['$ strata master --port 19998 --ufs s3://bucket/lake --bind 0.0.0.0', '$ strata master --home /var/lib/strata --ufs hdfs://namenode:9870/lake']))
     .action(async (o) => runMaster(resolveConfig(configFlags(o)), parseKeyValues(o.ufsOption, '--ufs-option')));
 
   withCommon(program.command('worker').description('run a worker in the foreground'))
@@ -375,6 +424,10 @@ export async function main(argv: string[]): Promise<void> {
     .option('--tiers <list>', 'all tiers at once, comma-separated NAME:DIR:SIZE')
     .option('--page-size <bytes>', 'unit of caching inside a block; default 1MiB')
     .option('--eviction-policy <policy>', 'LRU | FIFO | LFU (default LRU)')
+    .addHelpText(
+      'after',
+      examples(['$ strata worker --master http://master-host:19998 --bind 0.0.0.0', '$ strata worker --master http://master-host:19998 --tier mem:/dev/shm/strata:8GiB --tier ssd:/ssd/strata:500GiB']),
+    )
     .action(async (o) => runWorker(resolveConfig({ ...configFlags(o), masterPort: undefined, workerPort: o.port })));
 
   withCommon(program.command('mount').description('mount a running cluster at DIR in the foreground'))
@@ -384,6 +437,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
     .option('--allow-other <mode>', 'true | false | auto (= when mounted by root); default auto')
     .option('--metrics-port <n>', 'port of the client metrics endpoint (0 = any free port, printed at start)')
+    .addHelpText('after', examples(['$ strata mount /mnt/strata --master http://master-host:19998', '$ strata mount /mnt/strata --read-type NO_CACHE --allow-other true']))
     .action(async (dir: string, o) => {
       const cfg = resolveConfig(configFlags(o));
       const metricsPort = o.metricsPort === undefined ? undefined : Number(o.metricsPort);
@@ -398,6 +452,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--tier <NAME:DIR:SIZE>', 'a cache tier to check (repeatable)', collect)
     .option('--ufs-option <key=value>', 'option of the under-store (repeatable), e.g. s3.endpoint=http://…', collect)
     .option('--json', 'print JSON: [{name, state, detail, fix}]')
+    .addHelpText('after', examples(['$ strata doctor', '$ strata doctor --ufs s3://bucket/lake --ufs-option s3.region=eu-west-1 --json']) + '\n\nExit codes: 0 every check passed or warned, 1 a check failed, 2 bad usage.')
     .action(async (o) => {
       const checks = await runDoctor(resolveConfig(configFlags(o)), parseKeyValues(o.ufsOption, '--ufs-option'));
       if (o.json) process.stdout.write(JSON.stringify(checks, null, 2) + '\n');
@@ -411,9 +466,13 @@ export async function main(argv: string[]): Promise<void> {
       if (checks.some((c) => c.state === 'fail')) process.exitCode = 1;
     });
 
-  const conf = program.command('conf').description('configuration');
+  const conf = program
+    .command('conf')
+    .description('configuration: every key, its value and where it came from')
+    .addHelpText('after', '\nSources, lowest first: defaults, the config file (--config FILE, $STRATA_CONFIG\nor <home>/strata.json), the environment ($STRATA_…), flags.');
   withCommon(conf.command('list').description('every configuration key with its effective value and where it came from (secrets masked)'))
     .option('--json', 'print JSON: [{key, value, source, env, description}]')
+    .addHelpText('after', examples(['$ strata conf list', '$ strata conf list --config ./strata.json --json', '$ STRATA_MASTER=http://m:19998 strata conf list   # source: env']))
     .action((o) => {
       const r = resolveConfigSources(configFlags(o));
       const rows = CONFIG_KEYS.map((k) => ({
@@ -434,15 +493,33 @@ export async function main(argv: string[]): Promise<void> {
   conf
     .command('table')
     .description("the README's configuration table (Markdown), generated from the key registry")
+    .addHelpText('after', examples(['$ strata conf table > /tmp/config-table.md']))
     .action(() => void process.stdout.write(configTableMarkdown() + '\n'));
 
   registerFsCommands(program.command('fs').description('file-system commands against a running cluster'));
+  oneLineUsageErrors(program);
 
+  // `strata help fs cp` shows what `strata fs cp --help` shows (commander's own help command stops at one level).
+  let args = argv;
+  if (argv[0] === 'help' && argv.length > 1) {
+    let c = program;
+    for (const name of argv.slice(1)) {
+      const sub = c.commands.find((x) => x.name() === name || x.aliases().includes(name));
+      if (!sub) {
+        process.stderr.write(`strata: unknown command '${name}' (see '${commandPath(c)} --help')\n`);
+        process.exit(EXIT_USAGE);
+      }
+      c = sub;
+    }
+    args = [...argv.slice(1), '--help'];
+  }
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(args, { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
+      // Help shown because a command was missing (`strata fs`) is a usage error; asked for (`strata help`) it is not.
+      if (err.code === 'commander.help') process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
       process.exit(EXIT_USAGE);
     }
     fail(err);
