@@ -1,6 +1,12 @@
 /**
  * `strata fs …`: shell commands against a running cluster. Metadata comes from the
  * master; bytes move straight between this process and the workers.
+ *
+ * Conventions every command keeps: Strata path arguments of commands that take
+ * existing paths may be glob patterns (see ./glob.ts), expanded against the
+ * namespace before anything runs; `--json` prints one JSON document on stdout (an
+ * object for one literal path, an array for several paths or a pattern); a failure
+ * is one line `strata: <path>: <cause>` on stderr (see ./cli-errors.ts).
  */
 
 import { Command, Option } from 'commander';
@@ -13,10 +19,12 @@ import { StrataError, toStrataError } from '../common/errors';
 import { resolveConfig } from '../common/config';
 import { silentLogger } from '../common/log';
 import { normalizePath, joinPath } from '../common/paths';
-import { BlockInfo, FileAttributes, FileBlocksResponse, LoadBlockResponse, TtlAction, WorkerInfo, timespecToMs } from '../common/protocol';
-import { Presets, SingleBar } from 'cli-progress';
+import { BlockInfo, DirEntry, FileAttributes, FileBlocksResponse, LoadBlockResponse, TtlAction, WorkerInfo, timespecToMs } from '../common/protocol';
 import { StrataFileSystem } from '../client/file-system';
 import type { FileReader } from '../client/file-reader';
+import { at, onPath, pathError, usageError } from './cli-errors';
+import { expandGlob, hasGlob, literalPrefix, unescapeGlob } from './glob';
+import { Progress, human, percent, rate } from './progress';
 
 interface FsOpts {
   master?: string;
@@ -32,7 +40,7 @@ function openFs(o: FsOpts): StrataFileSystem {
   });
 }
 
-/** Runs a command with a client, closes it, and maps failures to a message and exit code 1. */
+/** Runs a command with a client and closes it; failures reach main(), which prints them and picks the exit code. */
 async function withFs(o: FsOpts, fn: (fs: StrataFileSystem) => Promise<void>): Promise<void> {
   const fs = openFs(o);
   try {
@@ -42,14 +50,74 @@ async function withFs(o: FsOpts, fn: (fs: StrataFileSystem) => Promise<void>): P
   }
 }
 
+/** Prints one JSON document on stdout. */
+function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value) + '\n');
+}
+
+/** A Strata path argument, checked and normalized; a malformed one is bad usage (exit 2). */
+function strataPath(arg: string): string {
+  if (!arg.startsWith('/')) throw usageError(`${arg}: not an absolute Strata path (start it with /)`);
+  try {
+    return normalizePath(arg);
+  } catch (err) {
+    throw usageError(`${arg}: ${toStrataError(err).message}`);
+  }
+}
+
+/** Path arguments after expansion; `single` when there was one literal path, so --json prints an object rather than an array. */
+interface Operands {
+  paths: string[];
+  single: boolean;
+}
+
+/** Lists a directory for pattern expansion: a missing directory or a file holds no matches. */
+async function listForGlob(fs: StrataFileSystem, dir: string): Promise<DirEntry[] | undefined> {
+  try {
+    return await fs.master.list(dir);
+  } catch (err) {
+    const e = toStrataError(err);
+    if (e.code === 'NOT_FOUND' || e.code === 'NOT_DIRECTORY') return undefined;
+    throw onPath(dir, e);
+  }
+}
+
+/**
+ * Expands every pattern argument against the namespace, as a shell with failglob
+ * does: all of them before the command starts, and a pattern matching nothing
+ * fails the command (`strata: <pattern>: no match`). `\*` names a literal `*`.
+ */
+async function expand(fs: StrataFileSystem, args: string[]): Promise<Operands> {
+  const paths: string[] = [];
+  for (const arg of args) {
+    if (!hasGlob(arg)) {
+      paths.push(strataPath(unescapeGlob(arg)));
+      continue;
+    }
+    if (!arg.startsWith('/')) throw usageError(`${arg}: not an absolute Strata path (start it with /)`);
+    strataPath(literalPrefix(arg));
+    if (arg.split('/').some((c) => c === '.' || c === '..')) throw usageError(`${arg}: '.' and '..' are not allowed in Strata paths`);
+    const found = await expandGlob(arg, (dir) => listForGlob(fs, dir));
+    if (found.length === 0) throw pathError(arg, 'NOT_FOUND', 'no match');
+    paths.push(...found);
+  }
+  return { paths, single: args.length === 1 && !hasGlob(args[0]!) };
+}
+
+/** An example section for a command's help. */
+function examples(lines: string[]): string {
+  // Commander ends the added text with a newline itself.
+  return `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}`;
+}
+
 function modeString(a: FileAttributes): string {
   const t = a.type === 'directory' ? 'd' : a.type === 'symlink' ? 'l' : '-';
   const rwx = (b: number) => `${b & 4 ? 'r' : '-'}${b & 2 ? 'w' : '-'}${b & 1 ? 'x' : '-'}`;
   return t + rwx((a.mode >> 6) & 7) + rwx((a.mode >> 3) & 7) + rwx(a.mode & 7);
 }
 
-function entryJson(name: string, a: FileAttributes) {
-  return { name, type: a.type, size: a.size, mode: a.mode, mtime: new Date(timespecToMs(a.mtime)).toISOString(), ino: a.ino, persisted: a.persistState === 'persisted' };
+function entryJson(path: string, name: string, a: FileAttributes) {
+  return { path, name, type: a.type, size: a.size, mode: a.mode, mtime: new Date(timespecToMs(a.mtime)).toISOString(), ino: a.ino, persisted: a.persistState === 'persisted' };
 }
 
 function lsLine(name: string, a: FileAttributes): string {
@@ -57,17 +125,25 @@ function lsLine(name: string, a: FileAttributes): string {
   return `${modeString(a)} ${String(a.uid).padStart(5)} ${String(a.gid).padStart(5)} ${String(a.size).padStart(12)} ${mtime} ${name}`;
 }
 
-/** `strata:/p` and `strata:///p` name Strata paths; anything else (plain or `file:`) is local. */
-function parseLocation(arg: string): { strata: boolean; path: string } {
-  if (arg.startsWith('strata://')) return { strata: true, path: normalizePath(arg.slice('strata://'.length) || '/') };
-  if (arg.startsWith('strata:')) return { strata: true, path: normalizePath(arg.slice('strata:'.length) || '/') };
+/** One side of `cp`: `strata:/p` and `strata:///p` name Strata paths; anything else (plain or `file:`) is local. */
+interface Location {
+  strata: boolean;
+  path: string;
+}
+
+function parseLocation(arg: string): Location {
+  if (arg.startsWith('strata://')) return { strata: true, path: strataPath(arg.slice('strata://'.length) || '/') };
+  if (arg.startsWith('strata:')) return { strata: true, path: strataPath(arg.slice('strata:'.length) || '/') };
   if (arg.startsWith('file://')) return { strata: false, path: nodePath.resolve(decodeURIComponent(new URL(arg).pathname)) };
   if (arg.startsWith('file:')) return { strata: false, path: nodePath.resolve(arg.slice('file:'.length)) };
   return { strata: false, path: nodePath.resolve(arg) };
 }
 
-/** A readable stream of a Strata file, read in read-ahead windows. */
-function readerStream(reader: FileReader): Readable {
+/** How `cp` names a path in messages: Strata paths as `strata:/p`, local ones as they are. */
+const label = (l: Location) => (l.strata ? `strata:${l.path}` : l.path);
+
+/** A readable stream of a Strata file, read in read-ahead windows; read errors name `path`. */
+function readerStream(reader: FileReader, path: string, onChunk?: (n: number) => void): Readable {
   let pos = 0;
   const chunk = 4 * 1024 * 1024;
   return new Readable({
@@ -81,82 +157,146 @@ function readerStream(reader: FileReader): Readable {
       reader.read(pos, buf.length, buf, 0).then(
         (n) => {
           pos += n;
+          onChunk?.(n);
           this.push(n === 0 ? null : buf.subarray(0, n));
         },
-        (err) => this.destroy(err),
+        (err) => this.destroy(onPath(path, err)),
       );
     },
   });
 }
 
-async function copyLocalToStrata(fs: StrataFileSystem, src: string, dst: string, recursive: boolean): Promise<number> {
-  const st = await fsp.stat(src).catch((err) => {
-    throw toStrataError(err, src);
-  });
-  if (st.isDirectory()) {
-    if (!recursive) throw new StrataError('IS_DIRECTORY', `${src} is a directory (use -r)`);
-    await fs.mkdir(dst, st.mode & 0o7777).catch((err) => {
-      if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
-    });
-    let n = 0;
-    for (const name of await fsp.readdir(src)) n += await copyLocalToStrata(fs, nodePath.join(src, name), joinPath(dst, name), recursive);
-    return n;
+/** A local file as a byte stream that reports each chunk read. */
+function countedLocalStream(path: string, onChunk: (n: number) => void): Readable {
+  async function* counted() {
+    for await (const c of createReadStream(path)) {
+      onChunk((c as Buffer).length);
+      yield c as Buffer;
+    }
   }
-  await fs.writeFile(dst, createReadStream(src), st.size, st.mode & 0o7777);
-  return 1;
+  return Readable.from(counted(), { objectMode: false });
 }
 
-async function copyStrataToLocal(fs: StrataFileSystem, src: string, dst: string, recursive: boolean): Promise<number> {
-  const a = await fs.getattr(src);
-  if (a.type === 'directory') {
-    if (!recursive) throw new StrataError('IS_DIRECTORY', `${src} is a directory (use -r)`);
-    await fsp.mkdir(dst, { recursive: true });
-    let n = 0;
-    for (const e of await fs.readdir(src)) n += await copyStrataToLocal(fs, joinPath(src, e.name), nodePath.join(dst, e.name), recursive);
-    return n;
-  }
-  const reader = await fs.openReader(src);
-  await pipeline(readerStream(reader), createWriteStream(dst, { mode: a.mode & 0o777 }));
-  return 1;
+const ignoreExists = (err: unknown) => {
+  if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
+};
+
+/** What a copy did, for its summary. */
+interface CopyStats {
+  files: number;
+  directories: number;
+  bytes: number;
 }
 
-async function copyStrataToStrata(fs: StrataFileSystem, src: string, dst: string, recursive: boolean): Promise<number> {
-  const a = await fs.getattr(src);
-  if (a.type === 'directory') {
-    if (!recursive) throw new StrataError('IS_DIRECTORY', `${src} is a directory (use -r)`);
-    await fs.mkdir(dst, a.mode).catch((err) => {
-      if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
-    });
-    let n = 0;
-    for (const e of await fs.readdir(src)) n += await copyStrataToStrata(fs, joinPath(src, e.name), joinPath(dst, e.name), recursive);
-    return n;
+/** Copies files and trees between local disk and Strata, counting what it did and driving an optional progress display. */
+class Copier {
+  readonly stats: CopyStats = { files: 0, directories: 0, bytes: 0 };
+  readonly #fs: StrataFileSystem;
+  readonly #recursive: boolean;
+  #progress: Progress | undefined;
+
+  constructor(fs: StrataFileSystem, recursive: boolean) {
+    this.#fs = fs;
+    this.#recursive = recursive;
   }
-  const reader = await fs.openReader(src);
-  await fs.writeFile(dst, readerStream(reader), reader.size, a.mode);
-  return 1;
+
+  set progress(p: Progress | undefined) {
+    this.#progress = p;
+  }
+
+  #bytes = (n: number) => {
+    this.stats.bytes += n;
+    this.#progress?.update(this.stats.bytes, this.stats.files);
+  };
+
+  #fileDone(): void {
+    this.stats.files++;
+    this.#progress?.update(this.stats.bytes, this.stats.files);
+  }
+
+  #needsRecursive(l: Location): never {
+    throw pathError(label(l), 'IS_DIRECTORY', 'is a directory (use -r)');
+  }
+
+  /** Files and bytes below `src`, for the progress totals. */
+  async plan(src: Location): Promise<{ files: number; bytes: number }> {
+    if (!src.strata) {
+      const st = await at(src.path, () => fsp.stat(src.path));
+      if (!st.isDirectory()) return { files: 1, bytes: st.size };
+      const sum = { files: 0, bytes: 0 };
+      for (const name of await at(src.path, () => fsp.readdir(src.path))) {
+        const r = await this.plan({ strata: false, path: nodePath.join(src.path, name) });
+        sum.files += r.files;
+        sum.bytes += r.bytes;
+      }
+      return sum;
+    }
+    const walk = async (dir: string): Promise<{ files: number; bytes: number }> => {
+      const sum = { files: 0, bytes: 0 };
+      for (const e of await at(`strata:${dir}`, () => this.#fs.readdir(dir))) {
+        if (e.type === 'directory') {
+          const r = await walk(joinPath(dir, e.name));
+          sum.files += r.files;
+          sum.bytes += r.bytes;
+        } else {
+          sum.files++;
+          sum.bytes += e.size;
+        }
+      }
+      return sum;
+    };
+    const a = await at(label(src), () => this.#fs.getattr(src.path));
+    return a.type === 'directory' ? walk(src.path) : { files: 1, bytes: a.size };
+  }
+
+  async localToStrata(src: string, dst: string): Promise<void> {
+    const to: Location = { strata: true, path: dst };
+    const st = await at(src, () => fsp.stat(src));
+    if (st.isDirectory()) {
+      if (!this.#recursive) this.#needsRecursive({ strata: false, path: src });
+      await at(label(to), () => this.#fs.mkdir(dst, st.mode & 0o7777).catch(ignoreExists));
+      this.stats.directories++;
+      for (const name of await at(src, () => fsp.readdir(src))) await this.localToStrata(nodePath.join(src, name), joinPath(dst, name));
+      return;
+    }
+    await at(label(to), () => this.#fs.writeFile(dst, countedLocalStream(src, this.#bytes), st.size, st.mode & 0o7777));
+    this.#fileDone();
+  }
+
+  async strataToLocal(src: string, dst: string): Promise<void> {
+    const from: Location = { strata: true, path: src };
+    const a = await at(label(from), () => this.#fs.getattr(src));
+    if (a.type === 'directory') {
+      if (!this.#recursive) this.#needsRecursive(from);
+      await at(dst, () => fsp.mkdir(dst, { recursive: true }));
+      this.stats.directories++;
+      for (const e of await at(label(from), () => this.#fs.readdir(src))) await this.strataToLocal(joinPath(src, e.name), nodePath.join(dst, e.name));
+      return;
+    }
+    const reader = await at(label(from), () => this.#fs.openReader(src));
+    await at(dst, () => pipeline(readerStream(reader, label(from), this.#bytes), createWriteStream(dst, { mode: a.mode & 0o777 })));
+    this.#fileDone();
+  }
+
+  async strataToStrata(src: string, dst: string): Promise<void> {
+    const from: Location = { strata: true, path: src };
+    const to: Location = { strata: true, path: dst };
+    const a = await at(label(from), () => this.#fs.getattr(src));
+    if (a.type === 'directory') {
+      if (!this.#recursive) this.#needsRecursive(from);
+      await at(label(to), () => this.#fs.mkdir(dst, a.mode).catch(ignoreExists));
+      this.stats.directories++;
+      for (const e of await at(label(from), () => this.#fs.readdir(src))) await this.strataToStrata(joinPath(src, e.name), joinPath(dst, e.name));
+      return;
+    }
+    const reader = await at(label(from), () => this.#fs.openReader(src));
+    await at(label(to), () => this.#fs.writeFile(dst, readerStream(reader, label(from), this.#bytes), reader.size, a.mode));
+    this.#fileDone();
+  }
 }
 
 /** Blocks listed by `fs stat` in text form; --json lists all. */
 const STAT_BLOCK_LINES = 16;
-
-/** 1536 -> "1.5 KiB": binary units, one decimal. */
-export function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
-}
-
-function percent(part: number, whole: number): string {
-  if (whole <= 0) return part > 0 ? '100%' : '0%';
-  const p = (100 * part) / whole;
-  // Never round a partly cached file up to 100% or a little cached data down to 0%.
-  return `${p >= 100 ? 100 : p > 99 ? Math.floor(p * 10) / 10 : p > 0 && p < 1 ? Math.ceil(p * 10) / 10 : Math.round(p)}%`;
-}
 
 /** A block as `fs stat --json` shows it; `cachedBytes` is its best copy on a live worker. */
 function blockJson(b: BlockInfo): { id: number; offset: number; length: number; locations: { worker: number; tier: string; bytes: number }[]; cachedBytes: number } {
@@ -176,51 +316,8 @@ const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3
 export function parseDuration(v: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(v);
   const ms = m ? Math.round(Number(m[1]) * DURATION_UNITS[m[2] ?? 'ms']!) : NaN;
-  if (!Number.isSafeInteger(ms) || ms <= 0) throw new StrataError('CONFIG', `bad duration '${v}': use a number of milliseconds or a number with s, m, h or d (30s, 10m, 2h, 1d)`);
+  if (!Number.isSafeInteger(ms) || ms <= 0) throw usageError(`bad duration '${v}': use a number of milliseconds or a number with s, m, h or d (30s, 10m, 2h, 1d)`);
   return ms;
-}
-
-/**
- * Progress of a long command on stderr: a bar on a terminal; elsewhere (logs, CI)
- * a plain line every 2 s or 10 %, whichever comes first.
- */
-class Progress {
-  readonly #label: string;
-  readonly #total: number;
-  readonly #bar: SingleBar | undefined;
-  #lastLine = 0;
-  #lastTenth = 0;
-
-  constructor(label: string, total: number, totalFiles: number) {
-    this.#label = label;
-    this.#total = total;
-    if (process.stderr.isTTY) {
-      this.#bar = new SingleBar(
-        { format: `${label} [{bar}] {percentage}% | {doneH} of {totalH} | {files}/{totalFiles} files | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true, etaBuffer: 50 },
-        Presets.shades_classic,
-      );
-      this.#bar.start(total, 0, { doneH: human(0), totalH: human(total), files: 0, totalFiles });
-    }
-    this.#lastLine = Date.now();
-  }
-
-  update(done: number, files: number, totalFiles: number): void {
-    if (this.#bar) {
-      this.#bar.update(done, { doneH: human(done), totalH: human(this.#total), files, totalFiles });
-      return;
-    }
-    const tenth = this.#total > 0 ? Math.floor((10 * done) / this.#total) : 10;
-    const now = Date.now();
-    if (tenth > this.#lastTenth || now - this.#lastLine >= 2000) {
-      this.#lastTenth = tenth;
-      this.#lastLine = now;
-      process.stderr.write(`${this.#label}: ${percent(done, this.#total)} ${human(done)} of ${human(this.#total)}, ${files}/${totalFiles} files\n`);
-    }
-  }
-
-  stop(): void {
-    this.#bar?.stop();
-  }
 }
 
 /** A file to load and its blocks. */
@@ -231,12 +328,12 @@ interface LoadJob {
 
 /** Files at `path` (all below it when `recursive`), with their blocks. */
 async function filesToLoad(fs: StrataFileSystem, path: string, recursive: boolean): Promise<LoadJob[]> {
-  const a = await fs.getattr(path);
-  if (a.type === 'file') return [{ path, blocks: (await fs.master.fileBlocks(path)).blocks }];
+  const a = await at(path, () => fs.getattr(path));
+  if (a.type === 'file') return [{ path, blocks: (await at(path, () => fs.master.fileBlocks(path))).blocks }];
   if (a.type !== 'directory') return [];
-  if (!recursive) throw new StrataError('IS_DIRECTORY', `${path} is a directory (use --recursive)`);
+  if (!recursive) throw pathError(path, 'IS_DIRECTORY', 'is a directory (use --recursive)');
   const out: LoadJob[] = [];
-  for (const e of await fs.readdir(path)) {
+  for (const e of await at(path, () => fs.readdir(path))) {
     if (e.type === 'file' || e.type === 'directory') out.push(...(await filesToLoad(fs, joinPath(path, e.name), true)));
   }
   return out;
@@ -256,51 +353,113 @@ async function loadOne(fs: StrataFileSystem, block: BlockInfo): Promise<LoadBloc
   }
 }
 
-export function registerFsCommands(fsCmd: Command): void {
-  const cmd = (name: string, desc: string) =>
-    fsCmd.command(name).description(desc).option('--master <url>', 'master URL; default $STRATA_MASTER or http://127.0.0.1:19998');
+/** Removes a file, or a tree with `recursive`; each failure names the path it happened on. */
+async function remove(fs: StrataFileSystem, path: string, recursive: boolean): Promise<void> {
+  const a = await at(path, () => fs.getattr(path));
+  if (a.type !== 'directory') return at(path, () => fs.unlink(path));
+  if (!recursive) throw pathError(path, 'IS_DIRECTORY', 'is a directory (use -r)');
+  if (path === '/') throw pathError(path, 'NOT_PERMITTED', 'refusing to remove the root (remove what is below it instead)');
+  for (const e of await at(path, () => fs.readdir(path))) await remove(fs, joinPath(path, e.name), true);
+  await at(path, () => fs.rmdir(path));
+}
 
-  cmd('ls', 'list directories (or show files)')
-    .argument('[paths...]', 'Strata paths', ['/'])
-    .option('--json', 'print a JSON array of entries')
+/** Adds the `fs` subcommands, with their help and examples, to `fsCmd`. */
+export function registerFsCommands(fsCmd: Command): void {
+  fsCmd.addHelpText(
+    'after',
+    `
+Paths: Strata paths are absolute (/data/x). ls, stat, du, cat, rm, load, free, pin,
+unpin and persist expand glob patterns against the namespace: *, ?, [abc], [a-z],
+[!x], one path component at a time (quote them so the local shell leaves them
+alone). A pattern matching nothing fails with "no match"; a backslash makes a
+character literal: '/a\\*b' is the file named a*b.
+
+Output: --json prints one JSON document on stdout: an object for one literal path,
+an array for several paths or a pattern. Errors are one line on stderr:
+"strata: <path>: <cause>". Exit codes: 0 ok, 1 operation failed, 2 bad usage.
+The master is --master URL, else $STRATA_MASTER, else http://127.0.0.1:19998.
+${examples([
+  "$ strata fs ls '/data/*.parquet'",
+  '$ strata fs cp -r ./dir strata:/dir',
+  "$ strata fs rm '/tmp/x*'",
+  '$ strata fs du --json /lake',
+  '$ strata fs help cp',
+])}`,
+  );
+
+  const cmd = (name: string, desc: string, example: string[]) =>
+    fsCmd
+      .command(name)
+      .description(desc)
+      .option('--master <url>', 'master URL; default $STRATA_MASTER or http://127.0.0.1:19998')
+      .addHelpText('after', examples(example));
+
+  cmd('ls', 'list directories (or show files)', [
+    '$ strata fs ls /data',
+    "$ strata fs ls '/data/*.parquet'          # a pattern, expanded against the namespace",
+    "$ strata fs ls --json /data | jq '.[].name'",
+    '$ strata fs ls --sync /lake               # re-read the under-store first',
+  ])
+    .argument('[paths...]', 'Strata paths or patterns', ['/'])
+    .option('--json', 'print a JSON array of entries: [{path, name, type, size, mode, mtime, ino, persisted}]')
     .option('--sync', 're-read the metadata from the under-store first')
-    .action(async (paths: string[], o: FsOpts & { sync?: boolean }) =>
+    .action(async (args: string[], o: FsOpts & { sync?: boolean }) =>
       withFs(o, async (fs) => {
-        const out: ReturnType<typeof entryJson>[] = [];
-        for (const p of paths) {
-          const path = normalizePath(p);
-          if (o.sync) await fs.master.sync(path);
-          const a = await fs.getattr(path);
-          const entries = a.type === 'directory' ? (await fs.readdir(path)).map((e) => ({ name: e.name, a: e as FileAttributes })) : [{ name: nodePath.posix.basename(path), a }];
-          for (const e of entries) {
-            if (o.json) out.push(entryJson(e.name, e.a));
-            else process.stdout.write(lsLine(e.name, e.a) + '\n');
+        if (o.sync) {
+          for (const arg of args) {
+            const p = strataPath(hasGlob(arg) ? literalPrefix(arg) : unescapeGlob(arg));
+            await at(p, () => fs.master.sync(p));
           }
         }
-        if (o.json) process.stdout.write(JSON.stringify(out) + '\n');
+        const { paths } = await expand(fs, args);
+        const files: { path: string; a: FileAttributes }[] = [];
+        const dirs: string[] = [];
+        for (const path of paths) {
+          const a = await at(path, () => fs.getattr(path));
+          if (a.type === 'directory') dirs.push(path);
+          else files.push({ path, a });
+        }
+        // As ls(1): the files named first, then each directory's entries, under a heading when there are several.
+        const out: ReturnType<typeof entryJson>[] = [];
+        for (const f of files) {
+          if (o.json) out.push(entryJson(f.path, nodePath.posix.basename(f.path), f.a));
+          else process.stdout.write(lsLine(f.path, f.a) + '\n');
+        }
+        for (const [i, dir] of dirs.entries()) {
+          const entries = await at(dir, () => fs.readdir(dir));
+          if (!o.json && paths.length > 1) process.stdout.write(`${files.length > 0 || i > 0 ? '\n' : ''}${dir}:\n`);
+          for (const e of entries) {
+            if (o.json) out.push(entryJson(joinPath(dir, e.name), e.name, e));
+            else process.stdout.write(lsLine(e.name, e) + '\n');
+          }
+        }
+        if (o.json) printJson(out);
       }),
     );
 
-  cmd('stat', 'show attributes, cache state and block locations of paths')
-    .argument('<paths...>', 'Strata paths')
+  cmd('stat', 'show attributes, cache state and block locations of paths', [
+    '$ strata fs stat /data/a.parquet',
+    "$ strata fs stat --json '/data/*.parquet'   # an array, one object per match",
+    "$ strata fs stat --json /data/a.parquet | jq .cachedBytes",
+  ])
+    .argument('<paths...>', 'Strata paths or patterns')
     .option('--json', 'print JSON (with persisted, pinned, ttl, cachedBytes and blocks: [{id, offset, length, locations: [{worker, tier, bytes}]}])')
-    .action(async (paths: string[], o: FsOpts) =>
+    .action(async (args: string[], o: FsOpts) =>
       withFs(o, async (fs) => {
+        const { paths, single } = await expand(fs, args);
         const all = [];
-        for (const p of paths) {
-          const path = normalizePath(p);
-          const info = await fs.master.fileBlocks(path, { allowDirectory: true });
+        for (const path of paths) {
+          const info = await at(path, () => fs.master.fileBlocks(path, { allowDirectory: true }));
           const a = info.attrs;
           const blocks = info.blocks.map(blockJson);
           // A directory's cached bytes are its subtree's; a file's are its blocks'.
-          const du = a.type === 'directory' ? await fs.master.du(path) : undefined;
+          const du = a.type === 'directory' ? await at(path, () => fs.master.du(path)) : undefined;
           const cachedBytes = du ? du.cachedBytes : blocks.reduce((n, b) => n + b.cachedBytes, 0);
           const total = du ? du.size : a.size;
           const ttl = ttlJson(info.ttl);
           if (o.json) {
             all.push({
-              path,
-              ...entryJson(nodePath.posix.basename(path) || '/', a),
+              ...entryJson(path, nodePath.posix.basename(path) || '/', a),
               uid: a.uid,
               gid: a.gid,
               nlink: a.nlink,
@@ -327,31 +486,44 @@ export function registerFsCommands(fsCmd: Command): void {
           if (blocks.length > STAT_BLOCK_LINES) text += `  … ${blocks.length - STAT_BLOCK_LINES} more blocks (--json lists all)\n`;
           process.stdout.write(text);
         }
-        if (o.json) process.stdout.write(JSON.stringify(paths.length === 1 ? all[0] : all) + '\n');
+        if (o.json) printJson(single ? all[0] : all);
       }),
     );
 
-  cmd('cat', 'print files to stdout')
-    .argument('<paths...>', 'Strata paths')
-    .action(async (paths: string[], o: FsOpts) =>
+  cmd('cat', 'print files to stdout', ['$ strata fs cat /data/readme.txt', "$ strata fs cat '/logs/day=1/part-*' | wc -l"])
+    .argument('<paths...>', 'Strata paths or patterns')
+    .action(async (args: string[], o: FsOpts) =>
       withFs(o, async (fs) => {
-        for (const p of paths) {
-          const reader = await fs.openReader(normalizePath(p));
-          await pipeline(readerStream(reader), process.stdout, { end: false });
+        const { paths } = await expand(fs, args);
+        for (const path of paths) {
+          const reader = await at(path, () => fs.openReader(path));
+          try {
+            await pipeline(readerStream(reader, path), process.stdout, { end: false });
+          } catch (err) {
+            // The reader of our stdout went away (`| head`): stop quietly, as cat(1) does on SIGPIPE.
+            if ((err as NodeJS.ErrnoException).code === 'EPIPE') return;
+            throw onPath(path, err);
+          }
         }
       }),
     );
 
-  cmd('cp', 'copy files: local <-> Strata (strata:/path), or within Strata')
+  cmd('cp', 'copy files: local <-> Strata (strata:/path), or within Strata', [
+    '$ strata fs cp ./local.bin strata:/data/local.bin',
+    '$ strata fs cp strata:/data/local.bin file:/tmp/x',
+    '$ strata fs cp -r ./dir strata:/dir           # progress on stderr, a summary at the end',
+    '$ strata fs cp -r --json strata:/dir ./back    # {files, directories, bytes, ms, bytesPerSecond}',
+  ])
     .argument('<src>', 'source: a local path (plain or file:) or strata:/path')
     .argument('<dst>', 'destination: a local path or strata:/path')
     .option('-r, --recursive', 'copy directories recursively')
+    .option('--no-progress', 'no progress display on stderr for a directory copy')
     .option('--json', 'print a JSON summary')
-    .action(async (srcArg: string, dstArg: string, o: FsOpts & { recursive?: boolean }) =>
+    .action(async (srcArg: string, dstArg: string, o: FsOpts & { recursive?: boolean; progress: boolean }) =>
       withFs(o, async (fs) => {
         const src = parseLocation(srcArg);
         const dst = parseLocation(dstArg);
-        if (!src.strata && !dst.strata) throw new StrataError('CONFIG', 'one side of cp must be a Strata path (strata:/path)');
+        if (!src.strata && !dst.strata) throw usageError('one side of cp must be a Strata path (strata:/path)');
         // Copying onto an existing directory puts the source inside it, as cp(1) does.
         let dstPath = dst.path;
         const base = src.strata ? nodePath.posix.basename(src.path) : nodePath.basename(src.path);
@@ -363,131 +535,175 @@ export function registerFsCommands(fsCmd: Command): void {
           if (d?.isDirectory()) dstPath = nodePath.join(dst.path, base);
         }
         const started = Date.now();
-        const files = src.strata
-          ? dst.strata
-            ? await copyStrataToStrata(fs, src.path, dstPath, !!o.recursive)
-            : await copyStrataToLocal(fs, src.path, dstPath, !!o.recursive)
-          : await copyLocalToStrata(fs, src.path, dstPath, !!o.recursive);
-        if (o.json) process.stdout.write(JSON.stringify({ files, ms: Date.now() - started }) + '\n');
+        const copier = new Copier(fs, !!o.recursive);
+        const isTree = o.recursive ? (src.strata ? (await at(label(src), () => fs.getattr(src.path))).type === 'directory' : (await at(src.path, () => fsp.stat(src.path))).isDirectory()) : false;
+        let progress: Progress | undefined;
+        if (isTree && o.progress) {
+          const plan = await copier.plan(src);
+          progress = new Progress('cp', plan.bytes, plan.files);
+          copier.progress = progress;
+        }
+        try {
+          if (src.strata && dst.strata) await copier.strataToStrata(src.path, dstPath);
+          else if (src.strata) await copier.strataToLocal(src.path, dstPath);
+          else await copier.localToStrata(src.path, dstPath);
+        } finally {
+          progress?.stop();
+        }
+        const ms = Date.now() - started;
+        const { files, directories, bytes } = copier.stats;
+        if (o.json) printJson({ files, directories, bytes, ms, bytesPerSecond: ms > 0 ? Math.round((bytes * 1000) / ms) : bytes });
+        else if (isTree) {
+          process.stdout.write(
+            `copied ${files} file${files === 1 ? '' : 's'} and ${directories} director${directories === 1 ? 'y' : 'ies'}, ${human(bytes)} (${bytes} bytes) in ${(ms / 1000).toFixed(1)} s, ${rate(bytes, ms)}\n`,
+          );
+        }
       }),
     );
 
-  cmd('mkdir', 'create directories')
-    .argument('<paths...>', 'Strata paths')
+  cmd('mkdir', 'create directories', ['$ strata fs mkdir /data', '$ strata fs mkdir -p /data/day=1/hour=00'])
+    .argument('<paths...>', 'Strata paths (taken literally)')
     .option('-p, --parents', 'create parents as needed; no error if existing')
-    .action(async (paths: string[], o: FsOpts & { parents?: boolean }) =>
+    .option('--json', 'print {ok: true, paths}')
+    .action(async (args: string[], o: FsOpts & { parents?: boolean }) =>
       withFs(o, async (fs) => {
-        for (const p of paths) {
-          const path = normalizePath(p);
+        const paths = args.map(strataPath);
+        for (const path of paths) {
           if (!o.parents) {
-            await fs.mkdir(path, 0o755);
+            await at(path, () => fs.mkdir(path, 0o755), { NOT_FOUND: 'no such parent directory (use -p)' });
             continue;
           }
           let cur = '';
           for (const part of path.split('/').filter(Boolean)) {
             cur += '/' + part;
-            await fs.mkdir(cur, 0o755).catch((err) => {
-              if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
-            });
+            await at(path, () => fs.mkdir(cur, 0o755).catch(ignoreExists));
           }
+          if ((await at(path, () => fs.getattr(path))).type !== 'directory') throw pathError(path, 'ALREADY_EXISTS', 'file exists');
         }
+        if (o.json) printJson({ ok: true, paths });
       }),
     );
 
-  const remove = async (fs: StrataFileSystem, path: string, recursive: boolean): Promise<void> => {
-    const a = await fs.getattr(path);
-    if (a.type !== 'directory') return fs.unlink(path);
-    if (!recursive) throw new StrataError('IS_DIRECTORY', `${path} is a directory (use -r)`);
-    for (const e of await fs.readdir(path)) await remove(fs, joinPath(path, e.name), true);
-    await fs.rmdir(path);
-  };
-
-  cmd('rm', 'remove files (and directories with -r)')
-    .argument('<paths...>', 'Strata paths')
+  cmd('rm', 'remove files (and directories with -r)', ['$ strata fs rm /tmp/out.bin', "$ strata fs rm '/tmp/x*'", '$ strata fs rm -r /scratch/run-7'])
+    .argument('<paths...>', 'Strata paths or patterns')
     .option('-r, --recursive', 'remove directories and their contents')
-    .action(async (paths: string[], o: FsOpts & { recursive?: boolean }) =>
+    .option('--json', 'print {ok: true, paths}')
+    .action(async (args: string[], o: FsOpts & { recursive?: boolean }) =>
       withFs(o, async (fs) => {
-        for (const p of paths) await remove(fs, normalizePath(p), !!o.recursive);
+        const { paths } = await expand(fs, args);
+        for (const path of paths) await remove(fs, path, !!o.recursive);
+        if (o.json) printJson({ ok: true, paths });
       }),
     );
 
-  cmd('mount', 'mount an under-store at a Strata path; without arguments, list the mount table')
+  cmd('mount', 'mount an under-store at a Strata path; without arguments, list the mount table', [
+    '$ strata fs mount',
+    '$ strata fs mount /lake s3://bucket/lake --option s3.endpoint=http://127.0.0.1:9000 --option s3.pathStyle=true',
+    '$ strata fs mount /ref file:///data/ref --readonly',
+  ])
     .argument('[path]', 'Strata path to mount at (missing or an empty directory)')
     .argument('[uri]', 'under-store URI: file:///dir, s3://bucket/prefix, hdfs://namenode:port/path')
     .option('--readonly', 'writes under the mount fail with EROFS')
     .option('--option <key=value>', 'mount option (repeatable): s3.endpoint, s3.region, s3.pathStyle, s3.accessKeyId, s3.secretAccessKey, hdfs.user, write.type, sync.interval.ms', (v: string, p: string[] = []) => [...p, v])
-    .option('--json', 'print JSON')
-    .action(async (path: string | undefined, uri: string | undefined, o: FsOpts & { readonly?: boolean; option?: string[] }) =>
+    .option('--json', 'print JSON: the mount table [{path, uri, readOnly, options}], or the new mount')
+    .action(async (pathArg: string | undefined, uri: string | undefined, o: FsOpts & { readonly?: boolean; option?: string[] }) =>
       withFs(o, async (fs) => {
-        if (path === undefined) {
+        if (pathArg === undefined) {
           const mounts = await fs.master.mounts();
-          if (o.json) process.stdout.write(JSON.stringify(mounts) + '\n');
+          if (o.json) printJson(mounts);
           else for (const m of mounts) process.stdout.write(`${m.path.padEnd(24)} ${m.uri}${m.readOnly ? ' (read-only)' : ''}${Object.keys(m.options).length ? ' ' + JSON.stringify(m.options) : ''}\n`);
           return;
         }
-        if (uri === undefined) throw new StrataError('CONFIG', 'fs mount needs a path and a URI');
+        const path = strataPath(pathArg);
+        if (uri === undefined) throw usageError(`${path}: fs mount needs a path and an under-store URI`);
         const options: Record<string, string> = {};
         for (const kv of o.option ?? []) {
           const i = kv.indexOf('=');
-          if (i <= 0) throw new StrataError('CONFIG', `--option expects key=value, got '${kv}'`);
+          if (i <= 0) throw usageError(`--option expects key=value, got '${kv}'`);
           options[kv.slice(0, i)] = kv.slice(i + 1);
         }
-        const m = await fs.master.mount(normalizePath(path), uri, options, !!o.readonly);
-        if (o.json) process.stdout.write(JSON.stringify(m) + '\n');
+        const m = await at(path, () => fs.master.mount(path, uri, options, !!o.readonly), {
+          ALREADY_EXISTS: 'something is already mounted there',
+          NOT_EMPTY: 'directory not empty (mount on a missing or empty directory)',
+        });
+        if (o.json) printJson(m);
       }),
     );
 
-  cmd('unmount', 'unmount the under-store mounted at a Strata path')
+  cmd('unmount', 'unmount the under-store mounted at a Strata path', ['$ strata fs unmount /lake'])
     .argument('<path>', 'Strata path')
-    .action(async (path: string, o: FsOpts) => withFs(o, (fs) => fs.master.unmount(normalizePath(path))));
-
-  cmd('sync', 're-read metadata of paths from their under-store now (new, changed and deleted files)')
-    .argument('<paths...>', 'Strata paths')
-    .action(async (paths: string[], o: FsOpts) =>
+    .option('--json', 'print {ok: true, path}')
+    .action(async (arg: string, o: FsOpts) =>
       withFs(o, async (fs) => {
-        for (const p of paths) await fs.master.sync(normalizePath(p));
+        const path = strataPath(arg);
+        await at(path, () => fs.master.unmount(path), { NOT_FOUND: 'nothing is mounted there' });
+        if (o.json) printJson({ ok: true, path });
       }),
     );
 
-  cmd('persist', 'write files to their under-store now (for MUST_CACHE / ASYNC_THROUGH files)')
-    .argument('<paths...>', 'Strata paths')
-    .option('--json', 'print JSON')
-    .action(async (paths: string[], o: FsOpts) =>
+  cmd('sync', 're-read metadata of paths from their under-store now (new, changed and deleted files)', ['$ strata fs sync /lake/new', '$ strata fs sync /lake /ref'])
+    .argument('<paths...>', 'Strata paths (taken literally: what to sync may not be known yet)')
+    .option('--json', 'print {ok: true, paths}')
+    .action(async (args: string[], o: FsOpts) =>
       withFs(o, async (fs) => {
+        const paths = args.map(strataPath);
+        for (const path of paths) await at(path, () => fs.master.sync(path));
+        if (o.json) printJson({ ok: true, paths });
+      }),
+    );
+
+  cmd('persist', 'write files to their under-store now (for MUST_CACHE / ASYNC_THROUGH files)', ['$ strata fs persist /tmp/out.bin', "$ strata fs persist --json '/tmp/out-*.bin'"])
+    .argument('<paths...>', 'Strata paths or patterns')
+    .option('--json', 'print JSON: {path, persisted}, an array for several paths or a pattern')
+    .action(async (args: string[], o: FsOpts) =>
+      withFs(o, async (fs) => {
+        const { paths, single } = await expand(fs, args);
         const out = [];
-        for (const p of paths) {
-          const a = await fs.master.persist(normalizePath(p));
-          out.push({ path: normalizePath(p), persisted: a.persistState === 'persisted' });
+        for (const path of paths) {
+          const a = await at(path, () => fs.master.persist(path));
+          const persisted = a.persistState === 'persisted';
+          out.push({ path, persisted });
+          if (!o.json) process.stdout.write(`${path}: ${persisted ? 'persisted' : a.persistState}\n`);
         }
-        if (o.json) process.stdout.write(JSON.stringify(out) + '\n');
+        if (o.json) printJson(single ? out[0] : out);
       }),
     );
 
-  cmd('mv', 'rename or move a file or directory')
+  cmd('mv', 'rename or move a file or directory', ['$ strata fs mv /a/b /a/c', '$ strata fs mv /tmp/out.bin /data      # into an existing directory'])
     .argument('<src>', 'Strata path')
-    .argument('<dst>', 'Strata path')
-    .action(async (src: string, dst: string, o: FsOpts) =>
+    .argument('<dst>', 'Strata path (into it, when it is a directory)')
+    .option('--json', 'print {ok: true, from, to}')
+    .action(async (srcArg: string, dstArg: string, o: FsOpts) =>
       withFs(o, async (fs) => {
-        let to = normalizePath(dst);
+        const from = strataPath(srcArg);
+        let to = strataPath(dstArg);
+        await at(from, () => fs.getattr(from));
         const d = await fs.getattr(to).catch(() => undefined);
-        if (d?.type === 'directory') to = joinPath(to, nodePath.posix.basename(normalizePath(src)));
-        await fs.rename(normalizePath(src), to);
+        if (d?.type === 'directory') to = joinPath(to, nodePath.posix.basename(from));
+        await at(`${from} -> ${to}`, () => fs.rename(from, to));
+        if (o.json) printJson({ ok: true, from, to });
       }),
     );
 
   // ---- cache control -----------------------------------------------------------
 
-  cmd('load', 'load files into the cluster cache (each block on the worker it belongs to)')
-    .argument('<path>', 'Strata path')
+  cmd('load', 'load files into the cluster cache (each block on the worker it belongs to)', [
+    '$ strata fs load /lake/day=1/part-0.parquet',
+    '$ strata fs load -r /lake/day=1 --parallel 8',
+    "$ strata fs load '/lake/day=*/part-0*.parquet' --json",
+  ])
+    .argument('<paths...>', 'Strata paths or patterns')
     .option('-r, --recursive', 'load every file below a directory')
     .option('--parallel <n>', 'blocks loaded at once (1-64)', '4')
     .option('--json', 'print a JSON summary')
-    .action(async (p: string, o: FsOpts & { recursive?: boolean; parallel: string }) =>
+    .action(async (args: string[], o: FsOpts & { recursive?: boolean; parallel: string }) =>
       withFs(o, async (fs) => {
         const parallel = Number(o.parallel);
-        if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) throw new StrataError('CONFIG', `--parallel must be an integer from 1 to 64, got '${o.parallel}'`);
+        if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) throw usageError(`--parallel must be an integer from 1 to 64, got '${o.parallel}'`);
         const started = Date.now();
-        const jobs = await filesToLoad(fs, normalizePath(p), !!o.recursive);
+        const { paths } = await expand(fs, args);
+        const jobs: LoadJob[] = [];
+        for (const path of paths) jobs.push(...(await filesToLoad(fs, path, !!o.recursive)));
         const queue = jobs.flatMap((job, file) => job.blocks.map((block) => ({ file, block })));
         const total = queue.reduce((n, q) => n + q.block.length, 0);
         const blocks = queue.length;
@@ -508,7 +724,7 @@ export function registerFsCommands(fsCmd: Command): void {
             } catch (err) {
               failed.push({ path: jobs[q.file]!.path, block: q.block.id, error: toStrataError(err).message });
             }
-            progress.update(bytes, files, jobs.length);
+            progress.update(bytes, files);
           }
         };
         try {
@@ -516,99 +732,114 @@ export function registerFsCommands(fsCmd: Command): void {
         } finally {
           progress.stop();
         }
-        if (o.json) process.stdout.write(JSON.stringify({ files, totalFiles: jobs.length, blocks, bytes, ufsBytes, failedBlocks: failed.length, failed, ms: Date.now() - started }) + '\n');
+        if (o.json) printJson({ files, totalFiles: jobs.length, blocks, bytes, ufsBytes, failedBlocks: failed.length, failed, ms: Date.now() - started });
         else process.stdout.write(`loaded ${files} of ${jobs.length} file${jobs.length === 1 ? '' : 's'}, ${human(bytes)} (${bytes} bytes); read ${human(ufsBytes)} (${ufsBytes} bytes) from the under-store\n`);
-        if (failed.length > 0) throw new StrataError('IO_ERROR', `${failed.length} block${failed.length === 1 ? '' : 's'} failed to load; first: ${failed[0]!.path} block ${failed[0]!.block}: ${failed[0]!.error}`);
-      }),
-    );
-
-  cmd('free', 'drop cached copies of files from the cluster cache (files already in their under-store only)')
-    .argument('<path>', 'Strata path')
-    .option('-r, --recursive', 'free every file below a directory')
-    .option('--json', 'print JSON')
-    .action(async (p: string, o: FsOpts & { recursive?: boolean }) =>
-      withFs(o, async (fs) => {
-        const path = normalizePath(p);
-        if (!o.recursive && (await fs.getattr(path)).type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory (use --recursive)`);
-        const r = await fs.master.free(path, !!o.recursive);
-        if (o.json) process.stdout.write(JSON.stringify({ path, ...r }) + '\n');
-        else {
-          const skipped = r.skippedNotPersisted ? `; ${r.skippedNotPersisted} file${r.skippedNotPersisted === 1 ? '' : 's'} not persisted yet kept` : '';
-          process.stdout.write(`freed ${r.files} file${r.files === 1 ? '' : 's'}: ${human(r.bytes)} of cached copies dropped${skipped}\n`);
+        if (failed.length > 0) {
+          const first = failed[0]!;
+          const more = failed.length > 1 ? ` (and ${failed.length - 1} more block${failed.length === 2 ? '' : 's'})` : '';
+          throw pathError(first.path, 'IO_ERROR', `block ${first.block} failed to load: ${first.error}${more}`);
         }
       }),
     );
 
+  cmd('free', 'drop cached copies of files from the cluster cache (files already in their under-store only)', ['$ strata fs free /lake/day=1/part-0.parquet', '$ strata fs free -r /lake/day=1', "$ strata fs free '/lake/day=[1-3]' -r --json"])
+    .argument('<paths...>', 'Strata paths or patterns')
+    .option('-r, --recursive', 'free every file below a directory')
+    .option('--json', 'print JSON: {path, files, bytes, skippedNotPersisted}, an array for several paths or a pattern')
+    .action(async (args: string[], o: FsOpts & { recursive?: boolean }) =>
+      withFs(o, async (fs) => {
+        const { paths, single } = await expand(fs, args);
+        const out = [];
+        for (const path of paths) {
+          if (!o.recursive && (await at(path, () => fs.getattr(path))).type === 'directory') throw pathError(path, 'IS_DIRECTORY', 'is a directory (use --recursive)');
+          const r = await at(path, () => fs.master.free(path, !!o.recursive));
+          out.push({ path, ...r });
+          if (!o.json) {
+            const skipped = r.skippedNotPersisted ? `; ${r.skippedNotPersisted} file${r.skippedNotPersisted === 1 ? '' : 's'} not persisted yet kept` : '';
+            process.stdout.write(`freed ${r.files} file${r.files === 1 ? '' : 's'}${single ? '' : ` below ${path}`}: ${human(r.bytes)} of cached copies dropped${skipped}\n`);
+          }
+        }
+        if (o.json) printJson(single ? out[0] : out);
+      }),
+    );
+
   const pinCommand = (name: 'pin' | 'unpin', pinned: boolean) =>
-    cmd(name, pinned ? 'keep files in the cache: pinned blocks are never evicted (a directory: everything below it, also files created later)' : 'let pinned files be evicted again')
-      .argument('<paths...>', 'Strata paths')
-      .option('--json', 'print JSON')
-      .action(async (paths: string[], o: FsOpts) =>
+    cmd(
+      name,
+      pinned ? 'keep files in the cache: pinned blocks are never evicted (a directory: everything below it, also files created later)' : 'let pinned files be evicted again',
+      [`$ strata fs ${name} /hot`, `$ strata fs ${name} --json '/hot/*.parquet'`],
+    )
+      .argument('<paths...>', 'Strata paths or patterns')
+      .option('--json', 'print JSON: {path, pinned, files}, an array for several paths or a pattern')
+      .action(async (args: string[], o: FsOpts) =>
         withFs(o, async (fs) => {
+          const { paths, single } = await expand(fs, args);
           const out = [];
-          for (const p of paths) {
-            const r = await fs.master.pin(normalizePath(p), pinned, true);
+          for (const path of paths) {
+            const r = await at(path, () => fs.master.pin(path, pinned, true));
             if (o.json) out.push(r);
             else process.stdout.write(`${name}ned ${r.path} (${r.files} file${r.files === 1 ? '' : 's'} changed)\n`);
           }
-          if (o.json) process.stdout.write(JSON.stringify(paths.length === 1 ? out[0] : out) + '\n');
+          if (o.json) printJson(single ? out[0] : out);
         }),
       );
   pinCommand('pin', true);
   pinCommand('unpin', false);
 
-  cmd('setTtl', 'set a time to live: after DURATION the path is freed from the cache (default) or deleted')
+  cmd('setTtl', 'set a time to live: after DURATION the path is freed from the cache (default) or deleted', ['$ strata fs setTtl /tmp/scratch 2h', '$ strata fs setTtl /tmp/scratch 1d --action delete'])
     .argument('<path>', 'Strata path (a file or directory)')
     .argument('<duration>', 'milliseconds, or a number with s, m, h or d: 30s, 10m, 2h, 1d')
     .addOption(new Option('--action <action>', 'what happens when it expires: free (drop cached copies) or delete (remove it, from the under-store too)').choices(['free', 'delete']).default('free'))
-    .option('--json', 'print JSON')
-    .action(async (p: string, duration: string, o: FsOpts & { action: TtlAction }) => {
+    .option('--json', 'print JSON: {path, ttl: {expiresAt, expiresAtMs, action}}')
+    .action(async (arg: string, duration: string, o: FsOpts & { action: TtlAction }) => {
+      const path = strataPath(arg);
       const ttlMs = parseDuration(duration);
       await withFs(o, async (fs) => {
-        const r = await fs.master.setTtl(normalizePath(p), ttlMs, o.action);
+        const r = await at(path, () => fs.master.setTtl(path, ttlMs, o.action));
         const ttl = ttlJson(r.ttl);
-        if (o.json) process.stdout.write(JSON.stringify({ path: r.path, ttl }) + '\n');
+        if (o.json) printJson({ path: r.path, ttl });
         else process.stdout.write(`${r.path}: ${ttl!.action} at ${ttl!.expiresAt}\n`);
       });
     });
 
-  cmd('unsetTtl', 'remove the time to live of a path')
+  cmd('unsetTtl', 'remove the time to live of a path', ['$ strata fs unsetTtl /tmp/scratch'])
     .argument('<path>', 'Strata path')
-    .option('--json', 'print JSON')
-    .action(async (p: string, o: FsOpts) =>
+    .option('--json', 'print JSON: {path, ttl: null}')
+    .action(async (arg: string, o: FsOpts) =>
       withFs(o, async (fs) => {
-        const r = await fs.master.setTtl(normalizePath(p), null);
-        if (o.json) process.stdout.write(JSON.stringify({ path: r.path, ttl: null }) + '\n');
+        const path = strataPath(arg);
+        const r = await at(path, () => fs.master.setTtl(path, null));
+        if (o.json) printJson({ path: r.path, ttl: null });
         else process.stdout.write(`${r.path}: no TTL\n`);
       }),
     );
 
-  cmd('du', 'size of files and how much of it is in the cluster cache')
-    .argument('<paths...>', 'Strata paths')
-    .option('--json', 'print JSON (raw byte counts)')
-    .action(async (paths: string[], o: FsOpts) =>
+  cmd('du', 'size of files and how much of it is in the cluster cache', ['$ strata fs du /lake', "$ strata fs du '/lake/day=*'", '$ strata fs du --json /lake    # raw byte counts'])
+    .argument('<paths...>', 'Strata paths or patterns')
+    .option('--json', 'print JSON (raw byte counts): {path, size, cachedBytes, files, directories}, an array for several paths or a pattern')
+    .action(async (args: string[], o: FsOpts) =>
       withFs(o, async (fs) => {
+        const { paths, single } = await expand(fs, args);
         const out = [];
-        for (const p of paths) {
-          const path = normalizePath(p);
-          const r = await fs.master.du(path);
+        for (const path of paths) {
+          const r = await at(path, () => fs.master.du(path));
           if (o.json) out.push({ path, ...r });
           else {
             const counts = `${r.files} file${r.files === 1 ? '' : 's'}${r.directories ? `, ${r.directories} director${r.directories === 1 ? 'y' : 'ies'}` : ''}`;
             process.stdout.write(`${human(r.size).padStart(10)}  cached ${human(r.cachedBytes).padStart(10)} (${percent(r.cachedBytes, r.size).padStart(4)})  ${counts}  ${path}\n`);
           }
         }
-        if (o.json) process.stdout.write(JSON.stringify(paths.length === 1 ? out[0] : out) + '\n');
+        if (o.json) printJson(single ? out[0] : out);
       }),
     );
 
-  cmd('report', 'workers of the cluster: state and the use of each cache tier')
-    .option('--json', 'print JSON')
+  cmd('report', 'workers of the cluster: state and the use of each cache tier', ['$ strata fs report', "$ strata fs report --json | jq '.[] | {id, state, usedBytes}'"])
+    .option('--json', 'print JSON: [{id, address, host, state, tiers: [{name, dir, capacityBytes, usedBytes}], capacityBytes, usedBytes, pageSize, lastHeartbeat}]')
     .action(async (o: FsOpts) =>
       withFs(o, async (fs) => {
         const workers = (await fs.master.workers()).map(reportJson);
         if (o.json) {
-          process.stdout.write(JSON.stringify(workers) + '\n');
+          printJson(workers);
           return;
         }
         const rows: string[][] = [['ID', 'ADDRESS', 'STATE', 'TIER', 'USED', 'CAPACITY', 'USE']];

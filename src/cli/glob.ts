@@ -165,6 +165,16 @@ export function unescapeGlob(path: string): string {
     .join('/');
 }
 
+/** The part of an absolute pattern before its first pattern component, escapes removed: `/data/day=*` -> `/data`. */
+export function literalPrefix(pattern: string): string {
+  const components = pattern
+    .split('/')
+    .filter((c) => c.length > 0)
+    .map(compileComponent);
+  const firstGlob = components.findIndex((c) => c.glob);
+  return '/' + components.slice(0, firstGlob < 0 ? components.length : firstGlob).map((c) => c.literal).join('/');
+}
+
 /** An entry of a directory listing, as much as expansion needs. */
 export interface GlobEntry {
   name: string;
@@ -187,8 +197,7 @@ export async function expandGlob(pattern: string, list: GlobLister): Promise<str
     .map(compileComponent);
   const firstGlob = components.findIndex((c) => c.glob);
   const join = (dir: string, name: string) => (dir === '/' ? `/${name}` : `${dir}/${name}`);
-  const literalUntil = firstGlob < 0 ? components.length : firstGlob;
-  let current = ['/' + components.slice(0, literalUntil).map((c) => c.literal).join('/')];
+  let current = [literalPrefix(pattern)];
   if (firstGlob < 0) return current;
   for (let i = firstGlob; i < components.length; i++) {
     const comp = components[i]!;

@@ -1,7 +1,7 @@
 /** The glob matcher and expander of `strata fs` path arguments, without a cluster. */
 
 import t from 'tap';
-import { compileComponent, expandGlob, GlobEntry, hasGlob, matchGlob, unescapeGlob } from '../../src/cli/glob';
+import { compileComponent, expandGlob, GlobEntry, hasGlob, literalPrefix, matchGlob, unescapeGlob } from '../../src/cli/glob';
 
 t.test('matchGlob: *, ? and literal characters', async (t) => {
   const yes: [string, string][] = [
@@ -91,6 +91,10 @@ t.test('hasGlob and unescapeGlob', async (t) => {
   t.equal(unescapeGlob('/plain/path'), '/plain/path');
   t.equal(unescapeGlob('/'), '/');
   t.equal(compileComponent('x\\*').literal, 'x*');
+  t.equal(literalPrefix('/data/day=*/x'), '/data');
+  t.equal(literalPrefix('/a\\*b/c?'), '/a*b');
+  t.equal(literalPrefix('/*'), '/');
+  t.equal(literalPrefix('/x/y'), '/x/y');
 });
 
 /** A fake namespace: directory path -> entries. */
