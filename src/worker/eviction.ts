@@ -42,22 +42,8 @@ export class LruOrder<T> implements EvictionOrder<T> {
 }
 
 /** First in, first out: reads do not keep a page; good for scans that should not flush hot data by touching it. */
-export class FifoOrder<T> implements EvictionOrder<T> {
-  readonly #m = new Map<string, T>();
-  add(key: string, item: T): void {
-    this.#m.delete(key);
-    this.#m.set(key, item);
-  }
-  touch(): void {}
-  delete(key: string): boolean {
-    return this.#m.delete(key);
-  }
-  candidates(): Iterable<T> {
-    return this.#m.values();
-  }
-  get size(): number {
-    return this.#m.size;
-  }
+export class FifoOrder<T> extends LruOrder<T> {
+  override touch(): void {}
 }
 
 /**

@@ -6,7 +6,8 @@
  */
 
 import t from 'tap';
-import { promises as fsp, writeFileSync, readdirSync, statSync, existsSync } from 'node:fs';
+import { pageBytesUnder } from '../helpers/disk';
+import { promises as fsp, writeFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startCluster } from '../helpers/multi-cluster';
@@ -33,16 +34,6 @@ async function waitFor(what: string, fn: () => Promise<boolean> | boolean, ms = 
   }
 }
 
-/** Bytes of page files under a tier dir. */
-function dirBytes(dir: string): number {
-  if (!existsSync(dir)) return 0;
-  let n = 0;
-  for (const b of readdirSync(dir)) {
-    if (b === '.tmp') continue;
-    for (const p of readdirSync(path.join(dir, b))) n += statSync(path.join(dir, b, p)).size;
-  }
-  return n;
-}
 
 t.test('a block read through one mount is cached once; the other mount reads nothing from the store', async (t) => {
   const c = await startCluster(t, {
@@ -164,12 +155,12 @@ t.test('tier quotas hold while data demotes; bytes stay right', async (t) => {
   const ssdDir = path.join(c.workers[0]!.home, 'ssd');
   for (let i = 0; i < files.length; i++) {
     await fsp.writeFile(path.join(c.mounts[0]!, `t${i}.bin`), files[i]!);
-    t.ok(dirBytes(memDir) <= 6 * MiB && dirBytes(ssdDir) <= 12 * MiB, `quotas hold after writing file ${i} (mem ${dirBytes(memDir)}, ssd ${dirBytes(ssdDir)})`);
+    t.ok(pageBytesUnder(memDir) <= 6 * MiB && pageBytesUnder(ssdDir) <= 12 * MiB, `quotas hold after writing file ${i} (mem ${pageBytesUnder(memDir)}, ssd ${pageBytesUnder(ssdDir)})`);
   }
   for (let round = 0; round < 2; round++) {
     dropCaches();
     for (let i = 0; i < files.length; i++) t.ok((await fsp.readFile(path.join(c.mounts[0]!, `t${i}.bin`))).equals(files[i]!), `round ${round}: file ${i} reads back`);
-    t.ok(dirBytes(memDir) <= 6 * MiB && dirBytes(ssdDir) <= 12 * MiB, `quotas hold after reading (round ${round})`);
+    t.ok(pageBytesUnder(memDir) <= 6 * MiB && pageBytesUnder(ssdDir) <= 12 * MiB, `quotas hold after reading (round ${round})`);
   }
   t.ok((await c.workerMetric('strata_worker_demoted_bytes_total')) > 0, 'pages were demoted from MEM to SSD');
   t.ok((await c.workerMetric('strata_worker_evicted_bytes_total')) > 0, 'and dropped from SSD, the bottom tier');
@@ -187,5 +178,5 @@ t.test('tier quotas hold while data demotes; bytes stay right', async (t) => {
   }
   await new Promise((r) => setTimeout(r, 2500)); // a heartbeat
   t.equal(await cached('/t0.bin'), files[0]!.length, 'the pinned file is still wholly cached');
-  t.ok(dirBytes(memDir) <= 6 * MiB && dirBytes(ssdDir) <= 12 * MiB, 'quotas hold with a pinned file');
+  t.ok(pageBytesUnder(memDir) <= 6 * MiB && pageBytesUnder(ssdDir) <= 12 * MiB, 'quotas hold with a pinned file');
 });

@@ -5,6 +5,7 @@
  */
 
 import t from 'tap';
+import { pageBytesUnder } from '../helpers/disk';
 import { promises as fsp, mkdtempSync, rmSync, readdirSync, statSync, existsSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -26,15 +27,6 @@ function setup(t: { teardown(fn: () => unknown): void }, quotas: number[]) {
   return { root, tiers, make, corrupt };
 }
 
-/** Bytes on disk under a tier dir (page files only). */
-function diskBytes(dir: string): number {
-  let n = 0;
-  for (const b of readdirSync(dir)) {
-    if (b === '.tmp') continue;
-    for (const p of readdirSync(path.join(dir, b))) n += statSync(path.join(dir, b, p)).size;
-  }
-  return n;
-}
 
 t.test('pages read back byte for byte, ranges clamp to the page', async (t) => {
   const { make } = setup(t, [10 * FILE]);
@@ -60,8 +52,8 @@ t.test('a full top tier demotes its least recently used pages; quotas hold; the 
   const pages = Array.from({ length: 8 }, () => randomBytes(PS));
   for (let i = 0; i < 8; i++) {
     await s.putPage(100 + i, 0, pages[i]!, PS, PS);
-    t.ok(diskBytes(tiers[0]!.dir) <= tiers[0]!.capacityBytes, 'top tier within quota');
-    t.ok(diskBytes(tiers[1]!.dir) <= tiers[1]!.capacityBytes, 'lower tier within quota');
+    t.ok(pageBytesUnder(tiers[0]!.dir) <= tiers[0]!.capacityBytes, 'top tier within quota');
+    t.ok(pageBytesUnder(tiers[1]!.dir) <= tiers[1]!.capacityBytes, 'lower tier within quota');
   }
   const info = s.tierInfo();
   t.equal(info[0]!.usedBytes, 3 * FILE);
