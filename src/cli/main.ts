@@ -22,6 +22,7 @@ import { registerFsCommands } from './fs-commands';
 import { runDoctor } from './doctor';
 import type { ReadType, WriteType } from '../common/protocol';
 import { createDaemonMetrics } from '../common/metrics';
+import { Gauge } from 'prom-client';
 import { createHttpServer } from '../common/http';
 
 
@@ -187,6 +188,18 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
   const metricsServer = createHttpServer({ logger: log, metrics });
   await metricsServer.listen({ host: cfg.bind, port: metricsPort ?? 0 });
   const metricsUrl = `http://${cfg.bind}:${(metricsServer.server.address() as import('node:net').AddressInfo).port}/metrics`;
+  // Where this client's bytes came from: page files on this host, or workers over HTTP.
+  new Gauge({
+    name: 'strata_client_read_bytes_total',
+    help: 'Bytes read by this client, by source (short_circuit: page files of a same-host worker; worker: over HTTP)',
+    labelNames: ['source'] as const,
+    registers: [metrics.registry],
+    collect() {
+      this.set({ source: 'short_circuit' }, fs.local?.bytesRead ?? 0);
+      this.set({ source: 'worker' }, fs.workers.bytesRead);
+    },
+  });
+  new Gauge({ name: 'strata_client_corrupt_pages_total', help: 'Page files that failed verification in this client (then read through the worker)', registers: [metrics.registry], collect() { this.set(fs.local?.corruptPages ?? 0); } });
   const m = await mountFuse({ mountPoint, fs, logger: log, allowOther, metrics: metrics.registry });
   log.info({ metrics: metricsUrl }, 'FUSE client metrics');
   const stop = async () => {

@@ -20,6 +20,8 @@ export class WorkerClient {
   readonly #headersTimeoutMs: number;
   readonly #bodyTimeoutMs: number;
   readonly readType: ReadType;
+  /** Bytes received from workers over HTTP, for metrics. */
+  bytesRead = 0;
 
   constructor(opts: WorkerClientOptions = {}) {
     this.readType = opts.readType ?? 'CACHE';
@@ -65,6 +67,7 @@ export class WorkerClient {
         const take = Math.min(c.length, length - n);
         c.copy(into, at + n, 0, take);
         n += take;
+        this.bytesRead += take;
       }
     } catch (err) {
       throw wrap(err, `read block ${blockId} from ${worker.address}`);

@@ -135,3 +135,18 @@ t.test('through the mount', async (t) => {
   const mounts = await fsp.readFile('/proc/self/mounts', 'utf8');
   t.notOk(mounts.includes(c.mnt), 'unmounted');
 });
+
+t.test('the client reports where its bytes came from', async (t) => {
+  const c = await startLocal(t);
+  const url = /client metrics (http:\/\/\S+\/metrics)/.exec(c.stdout())![1]!;
+  const metric = async (source: string) => {
+    const text = await (await fetch(url)).text();
+    const m = new RegExp(`^strata_client_read_bytes_total\\{[^}]*source="${source}"[^}]*\\} (\\d+)`, 'm').exec(text);
+    return Number(m?.[1] ?? 0);
+  };
+  const data = randomBytes(3 * 1024 * 1024 + 17);
+  await fsp.writeFile(path.join(c.ufsDir, 'src.bin'), data);
+  t.ok((await fsp.readFile(path.join(c.mnt, 'src.bin'))).equals(data));
+  // The worker runs on this host: its page files are read directly.
+  t.ok((await metric('short_circuit')) >= data.length, 'short-circuit bytes counted');
+});
