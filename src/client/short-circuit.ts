@@ -59,8 +59,10 @@ export class ShortCircuitReader {
 
   /** Opens (or reuses) a page file, verifying it when this version was not verified yet. */
   async #acquire(w: WorkerInfo, blockId: number, pageIndex: number): Promise<{ file: string; op: OpenPage } | undefined> {
-    for (const tier of w.tiers) {
-      const file = nodePath.join(tier.dir, String(blockId), String(pageIndex));
+    const files = w.tiers.map((tier) => nodePath.join(tier.dir, String(blockId), String(pageIndex)));
+    // A page already open in a lower tier is used without first failing to open it in the upper ones.
+    const open = files.findIndex((f) => this.#open.has(f));
+    for (const file of open > 0 ? [files[open]!, ...files.filter((_f, i) => i !== open)] : files) {
       let op = this.#open.get(file);
       if (op) {
         this.#open.delete(file);
