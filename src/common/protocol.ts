@@ -230,6 +230,8 @@ export interface HeartbeatRequest {
   /** Blocks new here, or whose tier or cached bytes changed. */
   addedBlocks: BlockReport[];
   removedBlocks: number[];
+  /** Containers this worker is writing right now (uploads in flight): keeps their blocks from being taken for orphans. */
+  openWrites?: number[];
   /** Version of the pinned-block set the worker has; the master sends the set when it changed. */
   pinVersion: number;
 }

@@ -31,7 +31,7 @@ import {
 } from '../common/protocol';
 
 export const ROOT_INO = 1;
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 /**
  * The schema as version 1 created it. New databases start from it and run every
@@ -125,6 +125,23 @@ const MIGRATIONS: Record<number, string> = {
     CREATE INDEX node_ttl ON node(ttl_expires_at) WHERE ttl_expires_at IS NOT NULL;
     CREATE INDEX node_pinned ON node(ino) WHERE pinned = 1;
     INSERT OR IGNORE INTO meta (key, value) VALUES ('pin_version', '0');
+  `,
+  /**
+   * 3: writes in flight. A worker reports the pages of a file being written
+   * before the client commits them; those blocks belong to no file yet and must
+   * not be taken for orphans and deleted under the writer. `open_write` holds the
+   * containers begun and not yet committed (renewed by the writing worker's
+   * heartbeats); `unclaimed_block` the copies reported for them meanwhile.
+   */
+  3: `
+    CREATE TABLE open_write (container INTEGER PRIMARY KEY, ino INTEGER NOT NULL, renewed_at INTEGER NOT NULL);
+    CREATE TABLE unclaimed_block (
+      worker_id INTEGER NOT NULL REFERENCES worker(id) ON DELETE CASCADE,
+      block_id INTEGER NOT NULL,
+      tier TEXT,
+      bytes INTEGER,
+      PRIMARY KEY (worker_id, block_id)
+    ) WITHOUT ROWID;
   `,
 };
 
@@ -661,7 +678,9 @@ export class InodeTable {
     return this.#db.transaction(() => {
       const n = this.requireNode(ino);
       if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
-      return { containerId: this.#allocateContainer(), blockSize: n.blockSize };
+      const containerId = this.#allocateContainer();
+      this.#db.prepare(`INSERT INTO open_write (container, ino, renewed_at) VALUES (?, ?, ?)`).run(containerId, ino, Date.now());
+      return { containerId, blockSize: n.blockSize };
     })();
   }
 
@@ -677,12 +696,21 @@ export class InodeTable {
         if (b.id !== blockIdOf(req.containerId, i)) throw new StrataError('BAD_REQUEST', `block ${i} has id ${b.id}, expected ${blockIdOf(req.containerId, i)}`);
         if (b.length !== Math.min(bs, req.size - i * bs)) throw new StrataError('BAD_REQUEST', `block ${i} has a wrong length ${b.length}`);
       });
+      const open = this.#db.prepare('SELECT ino FROM open_write WHERE container = ?').get(req.containerId) as { ino: number } | undefined;
+      if (!open || open.ino !== req.ino) {
+        // Committed already, begun for another file, or expired (its copies are being deleted): the bytes are not safe to point at.
+        throw new StrataError('TIMEOUT', `write ${req.containerId} of inode ${req.ino} is not in progress (expired or committed already); write the file again`);
+      }
       const worker = this.#stmt.workerById.get(req.workerId);
       this.#dropBlocks(req.ino);
+      const reported = this.#closeWrite(req.containerId);
       for (const [i, b] of req.blocks.entries()) {
         this.#stmt.insertBlock.run(b.id, req.ino, i, b.length);
-        if (worker && req.cached !== false) this.#stmt.addLocation.run({ block: b.id, worker: req.workerId, tier: null, bytes: b.length });
+        const seen = reported.find((r) => r.block_id === b.id && r.worker_id === req.workerId);
+        if (worker && req.cached !== false) this.#stmt.addLocation.run({ block: b.id, worker: req.workerId, tier: seen?.tier ?? null, bytes: seen?.bytes ?? b.length });
       }
+      // Copies of this write reported by any other worker are not where the client wrote: drop them.
+      for (const r of reported) if (r.worker_id !== req.workerId || !req.blocks.some((b) => b.id === r.block_id)) this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);
       // The pinned set changed: its workers must learn the new block ids.
       if (n.pinned && req.blocks.length > 0) this.#bumpPinVersion();
       const t = req.mtime ?? timespecNow();
@@ -884,9 +912,41 @@ export class InodeTable {
       // with this beat's answer and reports it again if it is read again.
       if (this.#db.prepare('SELECT 1 FROM pending_delete WHERE worker_id = ? AND block_id = ?').get(workerId, b.id)) return;
       this.#stmt.addLocation.run({ block: b.id, worker: workerId, tier: b.tier, bytes: b.bytes });
+    } else if (this.#db.prepare('SELECT 1 FROM open_write WHERE container = ?').get(Math.floor(b.id / BLOCKS_PER_CONTAINER))) {
+      // Written right now and not committed yet: the commit (or the write's expiry) decides.
+      this.#db
+        .prepare('INSERT OR REPLACE INTO unclaimed_block (worker_id, block_id, tier, bytes) VALUES (?, ?, ?, ?)')
+        .run(workerId, b.id, b.tier ?? null, b.bytes ?? null);
     } else {
       this.#stmt.addPendingDelete.run(workerId, b.id);
     }
+  }
+
+  /** Ends a write in flight: forgets it and answers the copies workers reported for it. */
+  #closeWrite(container: number): { worker_id: number; block_id: number; tier: string | null; bytes: number | null }[] {
+    this.#db.prepare('DELETE FROM open_write WHERE container = ?').run(container);
+    const lo = blockIdOf(container, 0);
+    const hi = blockIdOf(container + 1, 0);
+    const rows = this.#db.prepare('SELECT worker_id, block_id, tier, bytes FROM unclaimed_block WHERE block_id >= ? AND block_id < ?').all(lo, hi) as {
+      worker_id: number;
+      block_id: number;
+      tier: string | null;
+      bytes: number | null;
+    }[];
+    this.#db.prepare('DELETE FROM unclaimed_block WHERE block_id >= ? AND block_id < ?').run(lo, hi);
+    return rows;
+  }
+
+  /**
+   * Writes begun before `before` and not renewed since (the client or worker went
+   * away mid-write): their reported copies are orphans and get deleted.
+   */
+  expireOpenWrites(before: number): number {
+    return this.#db.transaction(() => {
+      const stale = (this.#db.prepare('SELECT container FROM open_write WHERE renewed_at < ?').all(before) as { container: number }[]).map((r) => r.container);
+      for (const c of stale) for (const r of this.#closeWrite(c)) this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);
+      return stale.length;
+    })();
   }
 
   /**
@@ -904,6 +964,8 @@ export class InodeTable {
         this.#stmt.removeLocation.run(b, req.workerId);
         this.#stmt.clearPendingDelete.run(req.workerId, b);
       }
+      const renew = this.#db.prepare('UPDATE open_write SET renewed_at = ? WHERE container = ?');
+      for (const c of req.openWrites ?? []) renew.run(Date.now(), c);
       for (const b of req.addedBlocks) this.#reported(req.workerId, b);
       const deleteBlocks = (this.#stmt.pendingDeletes.all(req.workerId) as { block_id: number }[]).map((r) => r.block_id);
       const version = this.pinVersion();

@@ -101,6 +101,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const persister = new Persister({ table, logger: log });
   persister.start();
   const workerTimeoutMs = opts.workerTimeoutMs ?? 30_000;
+  // Heartbeats renew a write in flight every few seconds; one silent this long lost its client or worker.
+  const openWriteTimeoutMs = Math.max(60_000, 4 * workerTimeoutMs);
 
   const metrics = createDaemonMetrics('master');
   // Gauges read at scrape time from the database, so they never drift.
@@ -341,6 +343,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       tiers: tiers(b),
       addedBlocks: blockReports(b, 'addedBlocks'),
       removedBlocks: intList(b, 'removedBlocks'),
+      ...(b && (b as Record<string, unknown>).openWrites !== undefined ? { openWrites: intList(b, 'openWrites') } : {}),
       // Any integer: a worker that has no pin set yet sends what it likes (0, -1).
       pinVersion: field(b, 'pinVersion', 'number') as number,
     });
@@ -408,6 +411,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
 
   const expiry = setInterval(() => {
     for (const id of table.expireWorkers(Date.now() - workerTimeoutMs)) log.warn({ workerId: id, timeoutMs: workerTimeoutMs }, 'worker lost: no heartbeat');
+    const stale = table.expireOpenWrites(Date.now() - openWriteTimeoutMs);
+    if (stale > 0) log.warn({ writes: stale, timeoutMs: openWriteTimeoutMs }, 'writes abandoned before their commit: their cached copies are deleted');
   }, Math.max(100, Math.min(5000, workerTimeoutMs / 3)));
   expiry.unref();
 

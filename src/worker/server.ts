@@ -298,6 +298,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   new Gauge({ name: 'strata_worker_demoted_bytes_total', help: 'Bytes moved down a tier to make room, since start', registers: reg, collect() { this.set(store.stats.demotedBytes); } });
   new Gauge({ name: 'strata_worker_promoted_bytes_total', help: 'Bytes moved to the top tier by CACHE_PROMOTE reads, since start', registers: reg, collect() { this.set(store.stats.promotedBytes); } });
   const app = createHttpServer({ logger: log, metrics });
+  /** Containers being written here (count of uploads per container): heartbeats tell the master they are in flight. */
+  const openWrites = new Map<number, number>();
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
 
@@ -355,6 +357,17 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const ino = intParam((req.params as Record<string, string>).ino, 'ino');
     const q = req.query as Record<string, unknown>;
     const containerId = intParam(q.container, 'container');
+    openWrites.set(containerId, (openWrites.get(containerId) ?? 0) + 1);
+    try {
+      return await writeFile(req, ino, q, containerId);
+    } finally {
+      const n = openWrites.get(containerId)! - 1;
+      if (n > 0) openWrites.set(containerId, n);
+      else openWrites.delete(containerId);
+    }
+  });
+
+  const writeFile = async (req: { body: unknown }, ino: number, q: Record<string, unknown>, containerId: number): Promise<WriteFileResponse> => {
     const blockSize = intParam(q.blockSize, 'blockSize');
     const size = intParam(q.size, 'size');
     const writeType = (q.writeType ?? 'CACHE_THROUGH') as WriteType;
@@ -459,7 +472,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       for (const w of [...done, ...(cur ? [cur] : [])]) await w.abort();
       throw toStrataError(err, `write inode ${ino}`);
     }
-  });
+  };
 
   /**
    * Persists a file whose blocks are all cached here (ASYNC_THROUGH, MUST_CACHE):
@@ -531,6 +544,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         tiers: store.tierInfo(),
         addedBlocks: changes.added,
         removedBlocks: changes.removed,
+        openWrites: [...openWrites.keys()],
         pinVersion,
       });
       if (r.pins) {

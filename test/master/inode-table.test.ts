@@ -587,7 +587,7 @@ t.test('an unsupported schema version is refused with CONFIG', async (t) => {
   db.close();
   await throwsCode(t, () => new InodeTable(o.file, { blockSize: BS }), 'CONFIG', 'opening a newer schema');
   const fix = new Database(o.file);
-  fix.prepare(`UPDATE meta SET value = '2' WHERE key = 'schema_version'`).run();
+  fix.prepare(`UPDATE meta SET value = '3' WHERE key = 'schema_version'`).run();
   fix.close();
   o.table = new InodeTable(o.file, { blockSize: BS });
   t.equal(o.table.nodeCount(), 1, 'opens again once the version matches');
@@ -632,7 +632,7 @@ const SCHEMA_V1_FIXTURE = `
   CREATE TABLE xattr (ino INTEGER NOT NULL REFERENCES node(ino) ON DELETE CASCADE, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ino, name));
 `;
 
-t.test('a version 1 database is upgraded in place to version 2 and keeps its data', async (t) => {
+t.test('a version 1 database is upgraded in place to the current version and keeps its data', async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-inodes-v1-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'meta.db');
@@ -662,7 +662,8 @@ t.test('a version 1 database is upgraded in place to version 2 and keeps its dat
   t.teardown(() => table.close());
   const check = new Database(file, { readonly: true });
   const columns = (tbl: string) => (check.prepare(`PRAGMA table_info(${tbl})`).all() as { name: string }[]).map((c) => c.name);
-  t.equal((check.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string }).value, '2', 'the version row says 2');
+  t.equal((check.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string }).value, '3', 'the version row says 3');
+  t.match(columns('open_write'), ['container', 'ino', 'renewed_at'], 'writes in flight are tracked (v3)');
   t.match(columns('block_location'), ['block_id', 'worker_id', 'tier', 'bytes'], 'block locations have tier and bytes');
   t.ok(columns('worker').includes('tiers') && columns('worker').includes('page_size'), 'workers have tiers and a page size');
   t.notOk(columns('worker').includes('block_dir'), 'block_dir is gone');
@@ -843,4 +844,32 @@ t.test('TTLs: set, found when expired (oldest first), cleared or moved only if u
   t.equal(table.requireNode(c.ino).ttl, null, 'null clears');
   t.same(table.expiredTtls(1e15).map((e) => e.ino), [a.ino]);
   await throwsCode(t, () => table.setTtl(9999, 1, 'free'), 'NOT_FOUND', 'an unknown inode');
+});
+
+t.test('blocks of a write in flight are not orphans: reported before the commit, kept; an abandoned write expires', async (t) => {
+  const { table } = open(t);
+  const w1 = register(table, 'uuid-w1', 'w1:1', 1e9, 0, []);
+  const f = table.createChild(ROOT_INO, 'f', fileNode());
+
+  const b = table.beginWrite(f.ino);
+  const ids = [blockIdOf(b.containerId, 0), blockIdOf(b.containerId, 1)];
+  // The worker's heartbeat reports the pages it has so far, before the client commits.
+  t.same(beat(table, w1, 1e9, 0, [ids[0]!], []), [], 'a block of an open write is not queued for deletion');
+  t.same(beat(table, w1, 1e9, 0, [ids[1]!], []), [], 'nor is the next one');
+  const n = table.commitWrite({ ino: f.ino, containerId: b.containerId, size: 2 * BS, blocks: ids.map((id) => ({ id, length: BS })), workerId: w1, ufsFingerprint: null });
+  t.equal(n.size, 2 * BS);
+  t.same(table.blocks(f.ino).map((x) => (x.cached ?? []).map((l) => [l.workerId, l.tier])), [[[w1, 'MEM']], [[w1, 'MEM']]], 'committed blocks are located on the writer, with the tier it reported');
+  t.same(beat(table, w1, 1e9, 0, [], []), [], 'and nothing is deleted afterwards');
+  await rejectsCode(t, async () => table.commitWrite({ ino: f.ino, containerId: b.containerId, size: 2 * BS, blocks: ids.map((id) => ({ id, length: BS })), workerId: w1, ufsFingerprint: null }), 'TIMEOUT', 'a write commits once');
+
+  // A client that went away mid-write: its copies become orphans once the write expires.
+  const lost = table.beginWrite(f.ino);
+  const lostId = blockIdOf(lost.containerId, 0);
+  t.same(beat(table, w1, 1e9, 0, [lostId], []), []);
+  table.heartbeat({ workerId: w1, capacityBytes: 1e9, usedBytes: 0, tiers: [], addedBlocks: [], removedBlocks: [], openWrites: [lost.containerId], pinVersion: table.pinVersion() });
+  t.equal(table.expireOpenWrites(Date.now() - 60_000), 0, 'a write renewed by its worker does not expire');
+  t.equal(table.expireOpenWrites(Date.now() + 1), 1, 'one silent past the timeout does');
+  t.same(beat(table, w1, 1e9, 0, [], []), [lostId], 'and its copy is deleted on the worker');
+  await rejectsCode(t, async () => table.commitWrite({ ino: f.ino, containerId: lost.containerId, size: BS, blocks: [{ id: lostId, length: BS }], workerId: w1, ufsFingerprint: null }), 'TIMEOUT', 'a late commit of an expired write is refused');
+  t.equal(table.getNode(f.ino)!.size, 2 * BS, 'the file keeps its committed content');
 });
