@@ -28,6 +28,35 @@ const POSIX_ACL_XATTRS = new Set(['system.posix_acl_access', 'system.posix_acl_d
 const ATTR_TIMEOUT = 1;
 const ENTRY_TIMEOUT = 1;
 
+/**
+ * The kernel asks for `security.capability` before every write (to drop file
+ * capabilities when a file changes), which cost a master round trip per write.
+ * Inodes found without one are remembered for the attribute timeout, the same
+ * staleness window as their mode bits; this mount's own changes forget it at once.
+ */
+class NoCapabilityCache {
+  static readonly NAME = 'security.capability';
+  readonly #until = new Map<number, number>();
+
+  has(ino: number): boolean {
+    const until = this.#until.get(ino);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.#until.delete(ino);
+    return false;
+  }
+
+  add(ino: number): void {
+    // Bounded: the oldest entries go first (Map keeps insertion order).
+    if (this.#until.size >= 65536) this.#until.delete(this.#until.keys().next().value!);
+    this.#until.set(ino, Date.now() + ATTR_TIMEOUT * 1000);
+  }
+
+  forget(ino: number): void {
+    this.#until.delete(ino);
+  }
+}
+
 export interface FuseMountOptions {
   mountPoint: string;
   fs: StrataFileSystem;
@@ -85,6 +114,7 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
     seen.set(a.ino, stamp(a));
     return a;
   };
+  const noCaps = new NoCapabilityCache();
   const entry = (a: FileAttributes): Entry => ({ attr: toAttr(told(a)), attrTimeout: ATTR_TIMEOUT, entryTimeout: ENTRY_TIMEOUT });
   return {
     lookup: async (_ctx, parent, name) => entry(await fs.lookup(parent, name)),
@@ -114,11 +144,24 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
       // leave the mode unchanged (cp -a sets the mode through an ACL, so copies stayed 0600) and
       // the ACL unenforced; ENOTSUP makes tools fall back to chmod, as on a file system mounted noacl.
       if (POSIX_ACL_XATTRS.has(name)) throw new StrataError('NOT_SUPPORTED', `POSIX ACLs are not supported (${name})`);
+      noCaps.forget(ino);
       return fs.master.setXattr(ino, name, value, flags);
     },
-    getxattr: (_ctx, ino, name) => fs.master.getXattr(ino, name),
+    getxattr: async (_ctx, ino, name) => {
+      if (name !== NoCapabilityCache.NAME) return fs.master.getXattr(ino, name);
+      if (noCaps.has(ino)) throw new StrataError('NO_ATTRIBUTE', `no ${name} on inode ${ino}`);
+      try {
+        return await fs.master.getXattr(ino, name);
+      } catch (err) {
+        if (err instanceof StrataError && err.code === 'NO_ATTRIBUTE') noCaps.add(ino);
+        throw err;
+      }
+    },
     listxattr: (_ctx, ino) => fs.master.listXattrs(ino),
-    removexattr: (_ctx, ino, name) => fs.master.removeXattr(ino, name),
+    removexattr: (_ctx, ino, name) => {
+      noCaps.forget(ino);
+      return fs.master.removeXattr(ino, name);
+    },
     unlink: (_ctx, parent, name) => fs.unlinkAt(parent, name),
     rmdir: (_ctx, parent, name) => fs.rmdirAt(parent, name),
     rename: (_ctx, parent, name, newParent, newName, flags) => {

@@ -81,6 +81,8 @@ interface Block {
 export interface PageWriteOptions {
   /** Bytes that exist nowhere else yet: fsync, and keep off volatile tiers when there is another. */
   durable?: boolean;
+  /** With `durable`: leave the fsync to a later `syncBlock` (a block writer syncs all its pages at commit, in parallel). */
+  deferSync?: boolean;
 }
 
 /** Sequential writer of one block's pages (the write path). */
@@ -386,7 +388,7 @@ export class PageStore {
       try {
         if (data) await writeAll(fh, data, 0);
         await writeAll(fh, trailer, dataLength);
-        if (opts.durable) await fh.sync();
+        if (opts.durable && !opts.deferSync) await fh.sync();
       } finally {
         await fh.close();
       }
@@ -405,7 +407,7 @@ export class PageStore {
       block.pages.set(pageIndex, page);
       tier.lru.add(key(blockId, pageIndex), page);
       this.#dirty.add(blockId);
-      if (opts.durable) await syncDir(nodePath.join(tier.dir, String(blockId)));
+      if (opts.durable && !opts.deferSync) await syncDir(nodePath.join(tier.dir, String(blockId)));
     } catch (err) {
       if (!placed) {
         tier.reserved -= fileBytes;
@@ -413,6 +415,37 @@ export class PageStore {
       }
       throw toStrataError(err, `write page ${blockId}/${pageIndex}`);
     }
+  }
+
+  /**
+   * Makes a block's pages durable: fdatasync of every page file (in parallel, so
+   * the file system commits them together) and of the directories holding them.
+   */
+  async syncBlock(blockId: number): Promise<void> {
+    const b = this.#blocks.get(blockId);
+    if (!b) return;
+    const pages = [...b.pages.values()];
+    const dirs = new Set<string>();
+    const next = { i: 0 };
+    const one = async () => {
+      while (next.i < pages.length) {
+        const p = pages[next.i++]!;
+        const file = this.#path(p.tier, blockId, p.index);
+        dirs.add(nodePath.dirname(file));
+        const fh = await fsp.open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return undefined; // moved to another tier meanwhile: the move wrote it anew
+          throw err;
+        });
+        if (!fh) continue;
+        try {
+          await fh.datasync();
+        } finally {
+          await fh.close();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, pages.length) }, one));
+    for (const d of dirs) await syncDir(d);
   }
 
   /** Writer for a block written sequentially (the file write path). */
@@ -423,12 +456,33 @@ export class PageStore {
     let pageHasData = false;
     let pageIndex = 0;
     let written = 0;
+    // Pages are written a few at a time, so the disk works while the next ones arrive.
+    const IN_FLIGHT = 4;
+    const inFlight = new Set<Promise<void>>();
+    let failed: unknown;
+    const pageOpts: PageWriteOptions = opts.durable ? { ...opts, deferSync: true } : opts;
     const flush = async () => {
       if (pageFill === 0) return;
-      await this.putPage(blockId, pageIndex, pageHasData ? page.subarray(0, pageFill) : undefined, pageFill, blockLength, opts);
+      if (failed) throw failed;
+      const p = this.putPage(blockId, pageIndex, pageHasData ? page.subarray(0, pageFill) : undefined, pageFill, blockLength, pageOpts).then(
+        () => void inFlight.delete(p),
+        (err: unknown) => {
+          inFlight.delete(p);
+          failed ??= err;
+        },
+      );
+      inFlight.add(p);
+      // The buffer now belongs to that write; the next page gets a fresh one.
+      if (pageHasData) page = Buffer.alloc(0);
       pageIndex++;
       pageFill = 0;
       pageHasData = false;
+      while (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight);
+      if (failed) throw failed;
+    };
+    const settle = async () => {
+      await Promise.all(inFlight);
+      if (failed) throw failed;
     };
     const ensurePage = () => {
       if (!pageHasData) {
@@ -459,9 +513,12 @@ export class PageStore {
       commit: async () => {
         if (written !== blockLength) throw new StrataError('INTERNAL', `block ${blockId} has ${written} of ${blockLength} bytes`);
         await flush();
+        await settle();
+        if (opts.durable) await this.syncBlock(blockId);
         return written;
       },
       abort: async () => {
+        await Promise.allSettled(inFlight);
         await this.removeBlock(blockId);
       },
     };

@@ -150,3 +150,39 @@ t.test('the client reports where its bytes came from', async (t) => {
   // The worker runs on this host: its page files are read directly.
   t.ok((await metric('short_circuit')) >= data.length, 'short-circuit bytes counted');
 });
+
+t.test('writes do not ask the master for security.capability each time, and a capability is still dropped by a write', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+  if (!have('setfattr') || !have('getfattr') || process.getuid?.() !== 0) {
+    t.plan(0, 'needs root and setfattr/getfattr (apt-get install attr)');
+    return;
+  }
+  const c = await startLocal(t);
+  const count = async () => {
+    const text = await (await fetch(`${c.masterUrl}/metrics`)).text();
+    let n = 0;
+    for (const m of text.matchAll(/^strata_http_request_seconds_count\{[^}]*route="\/api\/v1\/xattr\/get"[^}]*\} (\d+)/gm)) n += Number(m[1]);
+    return n;
+  };
+  const f = path.join(c.mnt, 'many-writes.bin');
+  const before = await count();
+  const fh = await fsp.open(f, 'w');
+  const piece = randomBytes(64 * 1024);
+  for (let i = 0; i < 200; i++) await fh.write(piece, 0, piece.length, i * piece.length);
+  await fh.close();
+  const asked = (await count()) - before;
+  t.ok(asked <= 10, `200 writes asked the master for xattrs ${asked} times`);
+
+  // A file capability (CAP_NET_RAW, revision 2) set through this mount is seen by the next write, which drops it.
+  const cap = '0x0100000200200000000000000000000000000000';
+  const set = spawnSync('setfattr', ['-n', 'security.capability', '-v', cap, f], { encoding: 'utf8' });
+  t.equal(set.status, 0, 'setfattr security.capability', { stderr: set.stderr });
+  t.match(spawnSync('getfattr', ['-n', 'security.capability', '-e', 'hex', f], { encoding: 'utf8' }).stdout, /security\.capability=0x01000002/, 'the capability is there');
+  const w = await fsp.open(f, 'r+');
+  await w.write(Buffer.from('x'), 0, 1, 0);
+  await w.close();
+  const after = spawnSync('getfattr', ['-n', 'security.capability', f], { encoding: 'utf8' });
+  t.notMatch(after.stdout, /security\.capability=/, 'a write dropped it, as on a local file system');
+  t.equal(await c.stop(), 0);
+});
