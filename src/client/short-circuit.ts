@@ -10,7 +10,7 @@
  * Any page that is not on local disk sends the whole range to HTTP, which fills it.
  */
 
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync, readSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { hostIdentity } from '../common/host';
 import { PAGE_TRAILER_BYTES, PageIdentity, identityOf, sameIdentity, verifyPage } from '../common/page-file';
@@ -26,12 +26,30 @@ interface OpenPage {
   dataBytes: number;
 }
 
+/** Reads up to this size are done synchronously (random 4-16 KiB reads: no thread-pool round trip). */
+const SYNC_READ_MAX = 16 * 1024;
 /** How long a verified, open page file is trusted before its identity is checked again. */
 const RECHECK_MS = 1000;
 /** Verified pages kept in memory: a sequential reader reads each page from disk once (to verify it). */
 const VERIFIED_PAGES_KEPT = 8;
 /** Verified identities remembered (~100 bytes each): 64 GiB of 1 MiB pages. */
 const MAX_VERIFIED = 65536;
+
+/**
+ * Page files kept open: enough for random reads over a few GiB of 1 MiB pages
+ * without an open/fstat/close per read, within a quarter of the descriptor limit.
+ */
+function defaultMaxOpen(): number {
+  let soft = 1024;
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const v = Number(line?.split(/\s+/)[3]);
+    if (Number.isFinite(v) && v > 0) soft = v;
+  } catch {
+    // not Linux: the conservative default
+  }
+  return Math.max(64, Math.min(4096, Math.floor(soft / 4)));
+}
 
 export class ShortCircuitReader {
   readonly #host = hostIdentity();
@@ -49,7 +67,7 @@ export class ShortCircuitReader {
   /** The bytes of the most recently verified pages, by file. */
   readonly #recent = new Map<string, { ident: PageIdentity; data: Buffer }>();
 
-  constructor(maxOpen = 256) {
+  constructor(maxOpen = defaultMaxOpen()) {
     this.#maxOpen = maxOpen;
   }
 
@@ -174,6 +192,10 @@ export class ShortCircuitReader {
           continue;
         }
         let m = 0;
+        if (want <= SYNC_READ_MAX) {
+          // A small read costs less than a trip through the thread pool: read it in place.
+          m = readSync(fh.fd, into, at + n, want, inPage);
+        }
         while (m < want) {
           const { bytesRead } = await fh.read(into, at + n + m, want - m, inPage + m);
           if (bytesRead === 0) break;
