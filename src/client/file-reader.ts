@@ -25,6 +25,13 @@ export interface FileReaderOptions {
   windowBytes?: number;
   /** Windows fetched ahead of a sequential reader. Default 2. */
   readAheadWindows?: number;
+  /**
+   * Reuse the buffers of windows the reader has passed. Then a buffer from
+   * `readBuffer` is valid only until the next macrotask (the FUSE adapter replies
+   * at once). Allocating a fresh multi-MiB window for every few MiB read made the
+   * mount spend more time in garbage collection than anywhere else.
+   */
+  recycleWindows?: boolean;
 }
 
 /** Consecutive bytes after which a reader gets read-ahead windows. */
@@ -38,6 +45,10 @@ export class FileReader {
   readonly #window: number;
   readonly #ahead: number;
   readonly #windows = new Map<number, Promise<Buffer>>();
+  readonly #recycle: boolean;
+  /** Full-size window buffers free for reuse, and those waiting a macrotask until nobody can hold a view of them. */
+  readonly #free: Buffer[] = [];
+  #quarantine: Buffer[] = [];
   #lastEnd = -1;
   /** Consecutive bytes read up to `#lastEnd`. */
   #streak = 0;
@@ -49,6 +60,25 @@ export class FileReader {
     this.#info = info;
     this.#window = opts.windowBytes ?? 4 * 1024 * 1024;
     this.#ahead = opts.readAheadWindows ?? 2;
+    this.#recycle = opts.recycleWindows === true;
+  }
+
+  /** A window's buffer the reader is done with: reusable after the current macrotask. */
+  #release(p: Promise<Buffer>): void {
+    if (!this.#recycle) return;
+    void p.then(
+      (buf) => {
+        if (buf.length !== this.#window || this.#free.length + this.#quarantine.length > this.#ahead + 2) return;
+        if (this.#quarantine.length === 0) {
+          setImmediate(() => {
+            this.#free.push(...this.#quarantine);
+            this.#quarantine = [];
+          });
+        }
+        this.#quarantine.push(buf);
+      },
+      () => undefined,
+    );
   }
 
   get size(): number {
@@ -95,7 +125,11 @@ export class FileReader {
       out = out.subarray(0, n);
     }
     // Drop windows behind the reader, start the ones ahead of it.
-    for (const k of this.#windows.keys()) if (k + this.#window <= pos) this.#windows.delete(k);
+    for (const [k, p] of this.#windows) {
+      if (k + this.#window > pos) continue;
+      this.#windows.delete(k);
+      this.#release(p);
+    }
     const next = this.#windowStart(end - 1) + this.#window;
     for (let i = 0; i < this.#ahead; i++) {
       const w = next + i * this.#window;
@@ -160,7 +194,7 @@ export class FileReader {
   }
 
   async #fetchOnce(start: number, end: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(end - start);
+    const buf = end - start === this.#window && this.#free.length > 0 ? this.#free.pop()! : Buffer.allocUnsafe(end - start);
     const bs = this.#info.attrs.blockSize;
     const parts: Promise<void>[] = [];
     for (let pos = start; pos < end; ) {

@@ -475,7 +475,11 @@ export class StrataFileSystem {
     return fh;
   }
 
-  /** Reads up to `len` bytes at `pos`; the result may be a view of a read-ahead window (do not modify). */
+  /**
+   * Reads up to `len` bytes at `pos`. The result may be a view of a read-ahead
+   * window that is reused after the current macrotask: use it at once (the FUSE
+   * reply) or copy it; never modify it.
+   */
   async readBuffer(fh: number, len: number, pos: number): Promise<Buffer> {
     const h = this.#handle(fh);
     const f = h.file;
@@ -486,7 +490,7 @@ export class StrataFileSystem {
     }
     if (!h.reader) {
       const info = h.info ?? (await this.master.fileBlocksByIno(f.ino));
-      h.reader = new FileReader(this.data, info, this.#readerOpts);
+      h.reader = new FileReader(this.data, info, { ...this.#readerOpts, recycleWindows: true });
     }
     return h.reader.readBuffer(pos, len);
   }
