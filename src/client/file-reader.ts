@@ -161,7 +161,9 @@ export class FileReader {
     if ((block.cached ?? []).some((c) => c.bytes >= block.length)) return;
     void (async () => {
       const worker = await this.#data.router.forBlock(block);
-      await this.#data.workers.loadBlock(worker, block.id);
+      const loaded = await this.#data.workers.loadBlock(worker, block.id);
+      // Pages the worker just wrote are not hashed again when read here.
+      if (loaded.pages && this.#data.local?.isLocal(worker)) this.#data.local.trust(worker, block.id, loaded.pages);
     })().catch(() => undefined);
   }
 

@@ -252,7 +252,7 @@ export interface LoadBlockResponse {
   /** Bytes read from the under-store for it (0 when it was cached already). */
   ufsBytes: number;
   /**
-   * For a range load: the page files now holding the range, as the worker verified
+   * The page files now holding the loaded range (or block), as the worker verified
    * or wrote them, so a same-host reader can trust exactly those file versions.
    */
   pages?: PageFileInfo[];

@@ -339,12 +339,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let missingBytes = 0;
     for (let p = first; p <= last; p++) if (!store.hasPage(id, p)) missingBytes += Math.max(0, Math.min(ps, src.length - p * ps));
     if (src.length > 0 && missingBytes > 0) await ensurePages(src, first, last);
+    // The page files as verified or written here: a same-host reader trusts exactly these versions.
     const pages: PageFileInfo[] = [];
-    if (q.offset !== undefined || q.length !== undefined) {
-      for (let p = first; p <= last; p++) {
-        const f = store.pageFile(id, p);
-        if (f) pages.push({ index: p, tier: f.tier, ino: f.identity.ino, ctimeNs: String(f.identity.ctimeNs), size: f.identity.size });
-      }
+    for (let p = first; p <= last; p++) {
+      const f = store.pageFile(id, p);
+      if (f) pages.push({ index: p, tier: f.tier, ino: f.identity.ino, ctimeNs: String(f.identity.ctimeNs), size: f.identity.size });
     }
     return { blockId: id, length: src.length, ufsBytes: missingBytes, ...(pages.length ? { pages } : {}) };
   });
