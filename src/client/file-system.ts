@@ -56,20 +56,31 @@ class StagingFile {
   #bufStart = 0;
   #bufLen = 0;
 
-  constructor(
-    readonly path: string,
-    readonly fh: fsp.FileHandle,
-  ) {}
+  /** The temp file, created by the first change: most created files stay empty (touch, lock files), and need none. */
+  #fh: Promise<fsp.FileHandle> | undefined;
+
+  constructor(readonly path: string) {}
 
   static async create(dir: string): Promise<StagingFile> {
-    const path = nodePath.join(dir, `stage-${randomBytes(8).toString('hex')}`);
-    const fh = await fsp.open(path, 'w+', 0o600);
-    return new StagingFile(path, fh);
+    return new StagingFile(nodePath.join(dir, `stage-${randomBytes(8).toString('hex')}`));
+  }
+
+  /** The temp file, created on first use. */
+  get fh(): Promise<fsp.FileHandle> {
+    if (!this.#fh) {
+      const p = fsp.open(this.path, 'w+', 0o600);
+      p.catch(() => {
+        if (this.#fh === p) this.#fh = undefined;
+      });
+      this.#fh = p;
+    }
+    return this.#fh;
   }
 
   async #pwrite(buf: Buffer, pos: number): Promise<void> {
+    const fh = await this.fh;
     let off = 0;
-    while (off < buf.length) off += (await this.fh.write(buf, off, buf.length - off, pos + off)).bytesWritten;
+    while (off < buf.length) off += (await fh.write(buf, off, buf.length - off, pos + off)).bytesWritten;
   }
 
   /** Writes out coalesced data; every other operation calls this first. */
@@ -102,9 +113,11 @@ class StagingFile {
   async read(into: Buffer, len: number, pos: number): Promise<number> {
     await this.drain();
     const end = Math.min(this.size, pos + len);
+    if (pos >= end) return 0;
+    const fh = await this.fh;
     let n = 0;
     while (pos + n < end) {
-      const { bytesRead } = await this.fh.read(into, n, end - pos - n, pos + n);
+      const { bytesRead } = await fh.read(into, n, end - pos - n, pos + n);
       if (bytesRead === 0) {
         into.fill(0, n, end - pos); // a hole past what the disk holds
         return end - pos;
@@ -116,7 +129,7 @@ class StagingFile {
 
   async truncate(size: number): Promise<void> {
     await this.drain();
-    await this.fh.truncate(size);
+    if (size !== this.size || this.#fh) await (await this.fh).truncate(size);
     this.size = size;
   }
 
@@ -179,7 +192,10 @@ class StagingFile {
   async dispose(): Promise<void> {
     this.#buf = undefined;
     this.#bufLen = 0;
-    await this.fh.close().catch(() => undefined);
+    const fh = this.#fh;
+    this.#fh = undefined;
+    if (!fh) return;
+    await fh.then((h) => h.close()).catch(() => undefined);
     await fsp.rm(this.path, { force: true });
   }
 }
@@ -587,6 +603,20 @@ export class StrataFileSystem {
       const gen = f.generation;
       const staging = f.staging;
       const size = staging.size;
+      if (size === 0) {
+        // Nothing for a worker to carry: the master records (and stores) the empty file in one request.
+        try {
+          await this.master.commitEmpty(f.ino, this.#writeType, f.mtime);
+        } catch (err) {
+          if (err instanceof StrataError && err.code === 'NOT_FOUND') {
+            f.dirty = false;
+            return;
+          }
+          throw err;
+        }
+        if (f.generation === gen) f.dirty = false;
+        return;
+      }
       let begin;
       try {
         begin = await this.master.beginWrite(f.ino);

@@ -15,6 +15,8 @@ import {
   WorkerInfo,
   WriteBeginResponse,
   WriteCommitRequest,
+  WriteType,
+  Timespec,
 } from '../common/protocol';
 
 export class MasterClient {
@@ -136,6 +138,11 @@ export class MasterClient {
 
   beginWrite(ino: number): Promise<WriteBeginResponse> {
     return this.#http.post(`${MASTER_API}/write/begin`, { ino });
+  }
+
+  /** Closes a file written empty: one request, no worker (see Namespace.commitEmpty). */
+  commitEmpty(ino: number, writeType?: WriteType, mtime?: Timespec): Promise<FileAttributes> {
+    return this.#http.post(`${MASTER_API}/write/empty`, { ino, ...(writeType ? { writeType } : {}), ...(mtime ? { mtime } : {}) });
   }
 
   commitWrite(req: WriteCommitRequest): Promise<FileAttributes> {

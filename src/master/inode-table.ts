@@ -26,6 +26,7 @@ import {
   Timespec,
   WorkerInfo,
   WriteCommitRequest,
+  WriteType,
   blockIdOf,
   timespecNow,
 } from '../common/protocol';
@@ -681,6 +682,30 @@ export class InodeTable {
       const containerId = this.#allocateContainer();
       this.#db.prepare(`INSERT INTO open_write (container, ino, renewed_at) VALUES (?, ?, ?)`).run(containerId, ino, Date.now());
       return { containerId, blockSize: n.blockSize };
+    })();
+  }
+
+  /**
+   * Makes a file empty as one write: no worker took part (nothing to cache), the
+   * under-store already has the empty object when `ufsFingerprint` is set, and
+   * ASYNC_THROUGH queues its persist like any other write.
+   */
+  commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec }): NodeRecord {
+    return this.#db.transaction(() => {
+      const n = this.requireNode(req.ino);
+      if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);
+      this.#dropBlocks(req.ino);
+      const container = this.#allocateContainer();
+      const t = req.mtime ?? timespecNow();
+      const now = timespecNow();
+      this.#db
+        .prepare(
+          `UPDATE node SET size = 0, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`,
+        )
+        .run(t.sec, t.nsec, now.sec, now.nsec, container, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
+      if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, this.#persistWaitMs);
+      else this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
+      return this.requireNode(req.ino);
     })();
   }
 

@@ -477,6 +477,34 @@ export class Namespace {
     this.#defaultWriteType = t;
   }
 
+  /**
+   * Closes a file written empty: the master stores the empty object itself (there
+   * are no bytes for a worker to move), so a create+close costs one request.
+   */
+  commitEmpty(ino: number, writeTypeOverride: WriteType | undefined, mtime: Timespec | undefined): Promise<FileAttributes> {
+    return this.#mutations.run(async () => {
+      const parts = parsePath(this.#table.pathOf(ino));
+      this.#writable(parts);
+      const n = this.#table.requireNode(ino);
+      if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
+      const { mount, ufs, ufsPath } = this.#store(parts);
+      const writeType = writeTypeOverride ?? mount.writeType ?? this.#defaultWriteType;
+      let fingerprint: string | null = null;
+      // Where a worker would write it (ufsLocation): the path of the inode's first link.
+      const at = ufsPath;
+      if (writeType === 'CACHE_THROUGH' || writeType === 'THROUGH') {
+        const w = await ufs.create(at);
+        try {
+          fingerprint = (await w.complete()).fingerprint;
+        } catch (err) {
+          await w.abort();
+          throw err;
+        }
+      }
+      return toAttributes(this.#table.commitEmpty({ ino, ufsFingerprint: fingerprint, writeType, ...(mtime ? { mtime } : {}) }));
+    });
+  }
+
   commitWrite(req: WriteCommitRequest): FileAttributes {
     return toAttributes(this.#table.commitWrite(req));
   }

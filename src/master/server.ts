@@ -282,6 +282,13 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     }
     return ns.commitWrite(commit);
   });
+  app.post(`${api}/write/empty`, async (req) => {
+    const b = req.body;
+    const mtime = timespec(b, 'mtime');
+    const writeType = field(b, 'writeType', 'string', true) as string | undefined;
+    if (writeType !== undefined && !(WRITE_TYPES as readonly string[]).includes(writeType)) throw new StrataError('BAD_REQUEST', `writeType must be one of ${WRITE_TYPES.join(', ')}`);
+    return ns.commitEmpty(requiredInt(b, 'ino', 1), writeType as WriteType | undefined, mtime && mtime !== 'now' ? mtime : undefined);
+  });
   app.get(`${api}/ufs-location`, async (req) => ns.ufsLocation(intParam((req.query as Record<string, unknown>).ino, 'ino')));
   app.get(`${api}/block-source`, async (req) => ns.blockSource(intParam((req.query as Record<string, unknown>).id, 'id')));
 

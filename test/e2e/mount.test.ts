@@ -22,6 +22,20 @@ t.test('through the mount', async (t) => {
     t.equal((await fsp.stat(m('big.bin'))).size, data.length);
   });
 
+  await t.test('empty files: a new one and one rewritten empty are in the under-store when close() returns', async (t) => {
+    await fsp.writeFile(m('empty-new'), '');
+    t.equal((await fsp.stat(u('empty-new'))).size, 0, 'a new empty file exists in the store');
+    await fsp.writeFile(m('was-full'), randomBytes(3 * 1024 * 1024));
+    t.equal((await fsp.stat(u('was-full'))).size, 3 * 1024 * 1024);
+    await fsp.writeFile(m('was-full'), '');
+    t.equal((await fsp.stat(u('was-full'))).size, 0, 'rewritten empty: the store copy is empty too');
+    t.equal((await fsp.stat(m('was-full'))).size, 0);
+    t.equal((await fsp.readFile(m('was-full'))).length, 0, 'and reads back empty');
+    const before = (await fsp.readdir(path.join(c.home, 'client'), { recursive: true })).length;
+    for (let i = 0; i < 20; i++) await (await fsp.open(m(`touched-${i}`), 'w')).close();
+    t.equal((await fsp.readdir(path.join(c.home, 'client'), { recursive: true })).length, before, 'no staging files left behind');
+  });
+
   await t.test('create, overwrite in the middle, append, truncate', async (t) => {
     await fsp.writeFile(m('f.txt'), 'hello world');
     const fh = await fsp.open(m('f.txt'), 'r+');

@@ -110,6 +110,16 @@ t.test('write types', async (t) => {
   await waitFor('the async persist', async () => (await fsp.readFile(path.join(stores.ASYNC_THROUGH!, 'f'))).equals(data));
   await waitFor('persisted: true', () => persisted('/ASYNC_THROUGH/f'));
   t.pass('ASYNC_THROUGH: persisted in the background');
+
+  // Empty files take a shorter path (no worker); each write type still holds.
+  for (const wt of ['MUST_CACHE', 'CACHE_THROUGH', 'THROUGH', 'ASYNC_THROUGH']) await fsp.writeFile(path.join(c.mnt, wt, 'empty'), '');
+  t.equal((await fsp.stat(path.join(stores.CACHE_THROUGH!, 'empty'))).size, 0, 'CACHE_THROUGH: an empty file is in the store at close');
+  t.equal((await fsp.stat(path.join(stores.THROUGH!, 'empty'))).size, 0, 'THROUGH: an empty file is in the store at close');
+  await t.rejects(fsp.stat(path.join(stores.MUST_CACHE!, 'empty')), { code: 'ENOENT' }, 'MUST_CACHE: an empty file is not in the store');
+  t.equal(await persisted('/MUST_CACHE/empty'), false);
+  await waitFor('the async persist of an empty file', async () => (await fsp.stat(path.join(stores.ASYNC_THROUGH!, 'empty')).catch(() => undefined))?.size === 0);
+  await waitFor('empty file persisted: true', () => persisted('/ASYNC_THROUGH/empty'));
+  t.pass('ASYNC_THROUGH: an empty file is persisted in the background');
 });
 
 /** master, worker and mount as separate processes, so the master alone can be killed. */
