@@ -175,6 +175,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     logger: log,
     readType: cfg.readType as ReadType,
     shortCircuit: cfg.shortCircuit === 'true',
+    metadataCache: cfg.metadataCache === 'true',
     ...(writeType ? { writeType } : {}),
   });
   await fs.init();
@@ -197,6 +198,20 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     collect() {
       this.set({ source: 'short_circuit' }, fs.local?.bytesRead ?? 0);
       this.set({ source: 'worker' }, fs.workers.bytesRead);
+    },
+  });
+  new Gauge({
+    name: 'strata_client_metadata_cache_total',
+    help: 'Metadata cache of this mount: answers served from it (hit), asked of the master (miss), changes applied from the feed (invalidation), full drops (reset)',
+    labelNames: ['event'] as const,
+    registers: [metrics.registry],
+    collect() {
+      const s = fs.master.cache?.stats;
+      if (!s) return;
+      this.set({ event: 'hit' }, s.hits);
+      this.set({ event: 'miss' }, s.misses);
+      this.set({ event: 'invalidation' }, s.invalidations);
+      this.set({ event: 'reset' }, s.resets);
     },
   });
   new Gauge({ name: 'strata_client_corrupt_pages_total', help: 'Page files that failed verification in this client (then read through the worker)', registers: [metrics.registry], collect() { this.set(fs.local?.corruptPages ?? 0); } });

@@ -190,7 +190,7 @@ export class FileReader {
       if (this.#refreshed || !(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT' && err.code !== 'NOT_FOUND')) throw err;
       this.#refreshed = true;
       this.#data.router.invalidate();
-      this.#info = await this.#data.master.fileBlocksByIno(this.#info.attrs.ino);
+      this.#info = await this.#data.master.fileBlocksByIno(this.#info.attrs.ino, true);
       return this.#fetchOnce(start, Math.min(end, this.size));
     }
   }

@@ -37,6 +37,8 @@ export interface FileSystemOptions {
   writeType?: WriteType;
   /** How workers cache what this client reads: CACHE (default), CACHE_PROMOTE, NO_CACHE. */
   readType?: ReadType;
+  /** Cache master answers, kept exact by the change feed (client/metadata-cache.ts). Default false. */
+  metadataCache?: boolean;
 }
 
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
@@ -237,7 +239,7 @@ export class StrataFileSystem {
   #nextFh = 1;
 
   constructor(opts: FileSystemOptions) {
-    this.master = new MasterClient(opts.masterUrl);
+    this.master = new MasterClient(opts.masterUrl, { metadataCache: opts.metadataCache === true });
     this.router = new WorkerRouter(this.master);
     this.workers = new WorkerClient({ readType: opts.readType ?? 'CACHE' });
     this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader();

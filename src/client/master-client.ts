@@ -1,6 +1,8 @@
 /** Typed calls of the master's namespace API, for the FUSE client and the CLI. */
 
-import { JsonClient, JsonClientOptions } from '../common/json-client';
+import { JsonClient, JsonClientOptions, ResponseMeta } from '../common/json-client';
+import { StrataError } from '../common/errors';
+import { ChangeStamp, MetadataCache, parseChangeStamp } from './metadata-cache';
 import {
   DirEntry,
   DuResponse,
@@ -9,6 +11,8 @@ import {
   FreeResponse,
   ListResponse,
   MASTER_API,
+  CHANGES_HEADER,
+  ChangesResponse,
   MountInfo,
   SetAttrRequest,
   TtlAction,
@@ -19,12 +23,66 @@ import {
   Timespec,
 } from '../common/protocol';
 
+export interface MasterClientOptions extends JsonClientOptions {
+  /** Cache lookups, attributes and block lists, kept exact by the change feed (the FUSE mount). */
+  metadataCache?: boolean;
+}
+
 export class MasterClient {
   readonly #http: JsonClient;
+  /** Set when caching: see metadata-cache.ts. */
+  readonly cache: MetadataCache | undefined;
+  readonly #stopFeed = new AbortController();
+  #feed: Promise<void> | undefined;
 
-  constructor(url: string, opts: JsonClientOptions = {}) {
+  constructor(url: string, opts: MasterClientOptions = {}) {
     this.#http = new JsonClient(url, opts);
+    if (opts.metadataCache) {
+      this.cache = new MetadataCache();
+      this.#feed = this.#followChanges();
+    }
   }
+
+  /** Long-polls the master's change feed into the cache until closed. */
+  async #followChanges(): Promise<void> {
+    const cache = this.cache!;
+    const signal = this.#stopFeed.signal;
+    while (!signal.aborted) {
+      try {
+        const r = await this.#http.get<ChangesResponse>(`${MASTER_API}/changes`, { epoch: cache.epoch || '-', since: cache.applied, wait: 20_000 }, AbortSignal.any([signal, AbortSignal.timeout(30_000)]));
+        cache.apply(r);
+      } catch {
+        cache.lost();
+        if (signal.aborted) return;
+        await new Promise((r) => setTimeout(r, 500).unref());
+      }
+    }
+  }
+
+  /**
+   * A request that may change the namespace: the cache waits for the feed to show
+   * it. `store` keeps the answer (the attributes after the change) in the cache.
+   */
+  async #post<T>(path: string, body: unknown, store?: (answer: T, stamp: ChangeStamp | undefined) => void): Promise<T> {
+    if (!this.cache) return this.#http.post<T>(path, body);
+    const meta: ResponseMeta = {};
+    let stamp: ChangeStamp | undefined;
+    try {
+      const answer = await this.#http.post<T>(path, body, undefined, meta);
+      stamp = parseChangeStamp(meta.headers?.[CHANGES_HEADER]);
+      store?.(answer, stamp);
+      return answer;
+    } finally {
+      this.cache.sawChange(stamp ?? parseChangeStamp(meta.headers?.[CHANGES_HEADER]));
+    }
+  }
+
+  /** Keeps the new entry a create-like answer describes. */
+  #entry(parent: number, name: string) {
+    return (a: FileAttributes, s: ChangeStamp | undefined) => this.cache?.putEntry(parent, name, a, s, true);
+  }
+
+  #attrs = (a: FileAttributes, s: ChangeStamp | undefined) => this.cache?.putAttrs(a, s, true);
 
   get url(): string {
     return this.#http.baseUrl;
@@ -34,12 +92,34 @@ export class MasterClient {
     return this.#http.get(`${MASTER_API}/stat`, { path });
   }
 
-  lookup(parent: number, name: string): Promise<FileAttributes> {
-    return this.#http.get(`${MASTER_API}/lookup`, { parent, name });
+  async lookup(parent: number, name: string): Promise<FileAttributes> {
+    const cache = this.cache;
+    if (!cache) return this.#http.get(`${MASTER_API}/lookup`, { parent, name });
+    const hit = cache.getEntry(parent, name);
+    if (hit) {
+      if (!hit.attrs) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
+      return hit.attrs;
+    }
+    const meta: ResponseMeta = {};
+    try {
+      const a = await this.#http.get<FileAttributes>(`${MASTER_API}/lookup`, { parent, name }, undefined, meta);
+      cache.putEntry(parent, name, a, parseChangeStamp(meta.headers?.[CHANGES_HEADER]));
+      return a;
+    } catch (err) {
+      if (err instanceof StrataError && err.code === 'NOT_FOUND') cache.putEntry(parent, name, null, parseChangeStamp(meta.headers?.[CHANGES_HEADER]));
+      throw err;
+    }
   }
 
-  statIno(ino: number): Promise<FileAttributes> {
-    return this.#http.get(`${MASTER_API}/stat`, { ino });
+  async statIno(ino: number): Promise<FileAttributes> {
+    const cache = this.cache;
+    if (!cache) return this.#http.get(`${MASTER_API}/stat`, { ino });
+    const hit = cache.getAttrs(ino);
+    if (hit) return hit;
+    const meta: ResponseMeta = {};
+    const a = await this.#http.get<FileAttributes>(`${MASTER_API}/stat`, { ino }, undefined, meta);
+    cache.putAttrs(a, parseChangeStamp(meta.headers?.[CHANGES_HEADER]));
+    return a;
   }
 
   async listIno(ino: number): Promise<DirEntry[]> {
@@ -47,27 +127,27 @@ export class MasterClient {
   }
 
   mkdirAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/mkdir`, { parent, name, mode, ...owner });
+    return this.#post(`${MASTER_API}/mkdir`, { parent, name, mode, ...owner }, this.#entry(parent, name));
   }
 
   createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/create`, { parent, name, mode, ...owner });
+    return this.#post(`${MASTER_API}/create`, { parent, name, mode, ...owner }, this.#entry(parent, name));
   }
 
   linkAt(ino: number, newParent: number, newName: string): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/link`, { ino, newParent, newName });
+    return this.#post(`${MASTER_API}/link`, { ino, newParent, newName });
   }
 
   symlinkAt(parent: number, name: string, target: string, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/symlink`, { parent, name, target, ...owner });
+    return this.#post(`${MASTER_API}/symlink`, { parent, name, target, ...owner }, this.#entry(parent, name));
   }
 
   mknodAt(parent: number, name: string, type: string, mode: number, rdev: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/mknod`, { parent, name, type, mode, rdev, ...owner });
+    return this.#post(`${MASTER_API}/mknod`, { parent, name, type, mode, rdev, ...owner });
   }
 
   async setXattr(ino: number, name: string, value: Buffer, flags: number): Promise<void> {
-    await this.#http.post(`${MASTER_API}/xattr/set`, { ino, name, value: value.toString('base64'), flags });
+    await this.#post(`${MASTER_API}/xattr/set`, { ino, name, value: value.toString('base64'), flags });
   }
 
   async getXattr(ino: number, name: string): Promise<Buffer> {
@@ -80,23 +160,23 @@ export class MasterClient {
   }
 
   async removeXattr(ino: number, name: string): Promise<void> {
-    await this.#http.post(`${MASTER_API}/xattr/remove`, { ino, name });
+    await this.#post(`${MASTER_API}/xattr/remove`, { ino, name });
   }
 
   async unlinkAt(parent: number, name: string): Promise<void> {
-    await this.#http.post(`${MASTER_API}/unlink`, { parent, name });
+    await this.#post(`${MASTER_API}/unlink`, { parent, name });
   }
 
   async rmdirAt(parent: number, name: string): Promise<void> {
-    await this.#http.post(`${MASTER_API}/rmdir`, { parent, name });
+    await this.#post(`${MASTER_API}/rmdir`, { parent, name });
   }
 
   async renameAt(parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
-    await this.#http.post(`${MASTER_API}/rename`, { parent, name, newParent, newName, flags });
+    await this.#post(`${MASTER_API}/rename`, { parent, name, newParent, newName, flags });
   }
 
   setAttributesIno(ino: number, req: Omit<SetAttrRequest, 'path'>): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/setattr`, { ino, ...req });
+    return this.#post(`${MASTER_API}/setattr`, { ino, ...req }, this.#attrs);
   }
 
   async list(path: string): Promise<DirEntry[]> {
@@ -104,27 +184,27 @@ export class MasterClient {
   }
 
   mkdir(path: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/mkdir`, { path, mode, ...owner });
+    return this.#post(`${MASTER_API}/mkdir`, { path, mode, ...owner });
   }
 
   create(path: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/create`, { path, mode, ...owner });
+    return this.#post(`${MASTER_API}/create`, { path, mode, ...owner });
   }
 
   async unlink(path: string): Promise<void> {
-    await this.#http.post(`${MASTER_API}/unlink`, { path });
+    await this.#post(`${MASTER_API}/unlink`, { path });
   }
 
   async rmdir(path: string): Promise<void> {
-    await this.#http.post(`${MASTER_API}/rmdir`, { path });
+    await this.#post(`${MASTER_API}/rmdir`, { path });
   }
 
   async rename(src: string, dst: string): Promise<void> {
-    await this.#http.post(`${MASTER_API}/rename`, { src, dst });
+    await this.#post(`${MASTER_API}/rename`, { src, dst });
   }
 
   setAttributes(req: SetAttrRequest): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/setattr`, req);
+    return this.#post(`${MASTER_API}/setattr`, req);
   }
 
   /** A file's blocks and cache state; with `allowDirectory`, a directory answers too (no blocks). */
@@ -132,21 +212,29 @@ export class MasterClient {
     return this.#http.get(`${MASTER_API}/blocks`, opts.allowDirectory ? { path, allowDirectory: 'true' } : { path });
   }
 
-  fileBlocksByIno(ino: number): Promise<FileBlocksResponse> {
-    return this.#http.get(`${MASTER_API}/blocks`, { ino });
+  /** `fresh`: ask the master even when cached (a reader whose worker failed wants current locations). */
+  async fileBlocksByIno(ino: number, fresh = false): Promise<FileBlocksResponse> {
+    const cache = this.cache;
+    if (!cache) return this.#http.get(`${MASTER_API}/blocks`, { ino });
+    const hit = fresh ? undefined : cache.getBlocks(ino);
+    if (hit) return hit;
+    const meta: ResponseMeta = {};
+    const info = await this.#http.get<FileBlocksResponse>(`${MASTER_API}/blocks`, { ino }, undefined, meta);
+    cache.putBlocks(info, parseChangeStamp(meta.headers?.[CHANGES_HEADER]));
+    return info;
   }
 
   beginWrite(ino: number): Promise<WriteBeginResponse> {
-    return this.#http.post(`${MASTER_API}/write/begin`, { ino });
+    return this.#post(`${MASTER_API}/write/begin`, { ino });
   }
 
   /** Closes a file written empty: one request, no worker (see Namespace.commitEmpty). */
   commitEmpty(ino: number, writeType?: WriteType, mtime?: Timespec): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/write/empty`, { ino, ...(writeType ? { writeType } : {}), ...(mtime ? { mtime } : {}) });
+    return this.#post(`${MASTER_API}/write/empty`, { ino, ...(writeType ? { writeType } : {}), ...(mtime ? { mtime } : {}) }, this.#attrs);
   }
 
   commitWrite(req: WriteCommitRequest): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/write/commit`, req);
+    return this.#post(`${MASTER_API}/write/commit`, req, this.#attrs);
   }
 
   mounts(): Promise<MountInfo[]> {
@@ -154,20 +242,20 @@ export class MasterClient {
   }
 
   mount(path: string, uri: string, options: Record<string, string>, readOnly: boolean): Promise<MountInfo> {
-    return this.#http.post(`${MASTER_API}/mount`, { path, uri, options, readOnly });
+    return this.#post(`${MASTER_API}/mount`, { path, uri, options, readOnly });
   }
 
   async unmount(path: string): Promise<void> {
-    await this.#http.post(`${MASTER_API}/unmount`, { path });
+    await this.#post(`${MASTER_API}/unmount`, { path });
   }
 
   /** Persists a file now; resolves with its attributes once its bytes are in the under-store. */
   persist(path: string): Promise<FileAttributes> {
-    return this.#http.post(`${MASTER_API}/persist`, { path });
+    return this.#post(`${MASTER_API}/persist`, { path });
   }
 
   async sync(path: string): Promise<void> {
-    await this.#http.post(`${MASTER_API}/sync`, { path });
+    await this.#post(`${MASTER_API}/sync`, { path });
   }
 
   workers(): Promise<WorkerInfo[]> {
@@ -176,17 +264,17 @@ export class MasterClient {
 
   /** Pins or unpins a file; a directory needs `recursive` and then covers everything below it. */
   pin(path: string, pinned: boolean, recursive = false): Promise<{ path: string; pinned: boolean; files: number }> {
-    return this.#http.post(`${MASTER_API}/pin`, { path, pinned, recursive });
+    return this.#post(`${MASTER_API}/pin`, { path, pinned, recursive });
   }
 
   /** Sets a time to live (ms from now) and what happens then, or clears it with `null`. */
   setTtl(path: string, ttlMs: number | null, action: TtlAction = 'free'): Promise<{ path: string; ttl: FileBlocksResponse['ttl'] }> {
-    return this.#http.post(`${MASTER_API}/ttl`, { path, ttlMs, action });
+    return this.#post(`${MASTER_API}/ttl`, { path, ttlMs, action });
   }
 
   /** Drops cached copies of persisted files; a directory needs `recursive`. */
   free(path: string, recursive = false): Promise<FreeResponse> {
-    return this.#http.post(`${MASTER_API}/free`, { path, recursive });
+    return this.#post(`${MASTER_API}/free`, { path, recursive });
   }
 
   /** Size and cached bytes of a file or subtree. */
@@ -194,7 +282,9 @@ export class MasterClient {
     return this.#http.get(`${MASTER_API}/du`, { path });
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    this.#stopFeed.abort();
+    await this.#feed;
     return this.#http.close();
   }
 }

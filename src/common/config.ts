@@ -39,6 +39,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'evictionPolicy', flag: '--eviction-policy', env: 'STRATA_EVICTION_POLICY', kind: 'string', description: 'Which cached page a full worker tier gives up first: LRU, FIFO or LFU.', default: () => 'LRU' },
   { key: 'readType', flag: '--read-type', env: 'STRATA_READ_TYPE', kind: 'string', description: 'How workers cache what a mount reads: CACHE, CACHE_PROMOTE (also move to the top tier), NO_CACHE.', default: () => 'CACHE' },
   { key: 'shortCircuit', flag: '', env: 'STRATA_SHORT_CIRCUIT', kind: 'string', description: 'Mounts read page files of workers on the same host directly: true or false.', default: () => 'true' },
+  { key: 'metadataCache', flag: '', env: 'STRATA_METADATA_CACHE', kind: 'string', description: "Mounts cache lookups, attributes and block lists, kept exact by the master's change feed: true or false.", default: () => 'true' },
   { key: 'syncIntervalMs', flag: '--sync-interval-ms', env: 'STRATA_SYNC_INTERVAL_MS', kind: 'int', description: 'Re-check under-store metadata older than this (0 = always, -1 = never).', default: () => 5000 },
   { key: 'workerTimeoutMs', flag: '', env: 'STRATA_WORKER_TIMEOUT_MS', kind: 'int', description: 'A worker silent this long is marked lost.', default: () => 30000 },
   { key: 'heartbeatIntervalMs', flag: '', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
@@ -64,6 +65,7 @@ export interface StrataConfig {
   evictionPolicy: string;
   readType: string;
   shortCircuit: string;
+  metadataCache: string;
   syncIntervalMs: number;
   workerTimeoutMs: number;
   heartbeatIntervalMs: number;
@@ -93,7 +95,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
   switch (k.kind) {
     case 'string':
       if (v.length === 0) throw bad('a non-empty string');
-      if ((k.key === 'shortCircuit' || k.key === 'dashboard') && !['true', 'false'].includes(v)) throw bad('true or false');
+      if ((k.key === 'shortCircuit' || k.key === 'metadataCache' || k.key === 'dashboard') && !['true', 'false'].includes(v)) throw bad('true or false');
       if (k.key === 'allowOther' && !['true', 'false', 'auto'].includes(v)) throw bad('true, false or auto');
       if (k.key === 'evictionPolicy' && !['LRU', 'FIFO', 'LFU'].includes(v)) throw bad('LRU, FIFO or LFU');
       if (k.key === 'readType' && !['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'].includes(v)) throw bad('CACHE, CACHE_PROMOTE or NO_CACHE');

@@ -20,6 +20,11 @@ export interface JsonClientOptions {
 
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNRESET', 'UND_ERR_SOCKET', 'EHOSTUNREACH']);
 
+/** Filled with the response headers of one call. */
+export interface ResponseMeta {
+  headers?: Record<string, string | string[] | undefined>;
+}
+
 export class JsonClient {
   readonly baseUrl: string;
   readonly #pool: Pool;
@@ -43,16 +48,17 @@ export class JsonClient {
     if (opts.token) this.#headers.authorization = `Bearer ${opts.token}`;
   }
 
-  get<T>(path: string, query?: Record<string, string | number>, signal?: AbortSignal): Promise<T> {
+  /** `meta`, when given, receives the response headers (of an answer or of an error reply). */
+  get<T>(path: string, query?: Record<string, string | number>, signal?: AbortSignal, meta?: ResponseMeta): Promise<T> {
     const qs = query ? '?' + new URLSearchParams(Object.entries(query).map(([k, v]): [string, string] => [k, String(v)])).toString() : '';
-    return this.#call<T>('GET', path + qs, undefined, signal);
+    return this.#call<T>('GET', path + qs, undefined, signal, meta);
   }
 
-  post<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
-    return this.#call<T>('POST', path, JSON.stringify(body ?? {}), signal);
+  post<T>(path: string, body: unknown, signal?: AbortSignal, meta?: ResponseMeta): Promise<T> {
+    return this.#call<T>('POST', path, JSON.stringify(body ?? {}), signal, meta);
   }
 
-  async #call<T>(method: 'GET' | 'POST', path: string, body: string | undefined, signal?: AbortSignal): Promise<T> {
+  async #call<T>(method: 'GET' | 'POST', path: string, body: string | undefined, signal?: AbortSignal, meta?: ResponseMeta): Promise<T> {
     const started = Date.now();
     let delay = 50;
     for (;;) {
@@ -66,6 +72,7 @@ export class JsonClient {
           bodyTimeout: this.#timeoutMs,
           signal: signal ?? AbortSignal.timeout(this.#timeoutMs),
         });
+        if (meta) meta.headers = res.headers;
         const parsed = parseJsonOrUndefined(await res.body.text());
         if (res.statusCode >= 400) throw errorFromBody(res.statusCode, parsed, `${method} ${this.baseUrl}${path.split('?')[0]}`);
         return parsed as T;

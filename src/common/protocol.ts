@@ -236,6 +236,33 @@ export interface HeartbeatRequest {
   pinVersion: number;
 }
 
+/** `GET /changes`: inodes changed after `since` (see master/change-feed.ts). */
+export interface ChangesResponse {
+  /** Changes on this master since it started; another epoch means start over. */
+  epoch: string;
+  /** The last change included (the next `since`). */
+  seq: number;
+  /** The client's cache may hold anything: drop it all and continue from `seq`. */
+  reset: boolean;
+  /** Inodes whose attributes or blocks changed. */
+  inos: number[];
+  /** The seq of each inode's last change in this answer (same order as `inos`). */
+  seqs: number[];
+  /** Names added, removed or renamed: [directory inode, name, seq of the last change]. */
+  names: [number, string, number][];
+  /** Files whose cached copies (block locations) changed: [inode, seq]. */
+  located: [number, number][];
+  /**
+   * How long a client may keep what it cached (ms; -1 = no limit, 0 = do not
+   * cache): the shortest under-store sync interval, so changes made directly in a
+   * store are seen as late as without a cache, and no later.
+   */
+  ttlMs?: number;
+}
+
+/** Response header of every master answer: `<epoch>:<seq at request start>:<seq at response>`. */
+export const CHANGES_HEADER = 'strata-changes';
+
 export interface HeartbeatResponse {
   /** Blocks the worker should drop: no file refers to them any more. */
   deleteBlocks: number[];

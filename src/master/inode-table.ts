@@ -8,6 +8,7 @@
  */
 
 import Database from 'better-sqlite3';
+import { ChangeFeed } from './change-feed';
 import { StrataError } from '../common/errors';
 import {
   BLOCKS_PER_CONTAINER,
@@ -213,6 +214,8 @@ export class InodeTable {
   readonly #blockSize: number;
   readonly #persistWaitMs: number;
   readonly #stmt: ReturnType<InodeTable['prepare']>;
+  /** Which inodes changed, for client metadata caches. */
+  readonly changes: ChangeFeed;
 
   constructor(file: string, opts: InodeTableOptions) {
     this.#db = new Database(file);
@@ -224,6 +227,7 @@ export class InodeTable {
     this.#persistWaitMs = opts.persistInitialWaitMs ?? 0;
     this.#migrate();
     this.#stmt = this.prepare();
+    this.changes = new ChangeFeed(this.#db);
     // A new number at every start: a worker that kept a set from another run (or another database) asks again.
     this.#bumpPinVersion();
   }
@@ -355,6 +359,7 @@ export class InodeTable {
   }
 
   close(): void {
+    this.changes.close();
     this.#db.close();
   }
 

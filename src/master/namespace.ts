@@ -663,6 +663,19 @@ export class Namespace {
 
   // ---- mount table -----------------------------------------------------------
 
+  /**
+   * How long a client may cache what it learned from this master (the change feed
+   * tells it about changes made through Strata; this bounds how late it sees
+   * changes made directly in an under-store): the shortest sync interval of any
+   * mount; 0 = do not cache, -1 = no limit.
+   */
+  cacheTtlMs(): number {
+    const intervals = [this.#syncIntervalMs, ...this.#mounts.list().map((m) => m.syncIntervalMs ?? this.#syncIntervalMs)];
+    if (intervals.some((i) => i === 0)) return 0;
+    const positive = intervals.filter((i) => i > 0);
+    return positive.length > 0 ? Math.min(...positive) : -1;
+  }
+
   mounts(): MountInfo[] {
     return this.#mounts.list().map((m) => ({ path: m.path, uri: m.uri, readOnly: m.readOnly, options: maskOptions(m.options) }));
   }

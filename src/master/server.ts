@@ -18,6 +18,7 @@ import {
   HeartbeatResponse,
   TierInfo,
   MASTER_API,
+  CHANGES_HEADER,
   RegisterWorkerResponse,
   FileType,
   Timespec,
@@ -130,6 +131,30 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   });
   const app = createHttpServer({ logger: log, metrics });
   const api = MASTER_API;
+
+  // The change feed: every answer says which changes it reflects; changes wake the long polls.
+  const feed = table.changes;
+  const startSeq = new WeakMap<object, number>();
+  app.addHook('onRequest', async (req) => {
+    startSeq.set(req, feed.seq());
+  });
+  app.addHook('onSend', async (req, reply, payload) => {
+    void reply.header(CHANGES_HEADER, feed.header(startSeq.get(req) ?? 0));
+    return payload;
+  });
+  app.addHook('onResponse', async (req) => {
+    if (req.method !== 'GET') feed.notify();
+  });
+  app.get(`${api}/changes`, async (req, reply) => {
+    const q = req.query as Record<string, unknown>;
+    const epoch = typeof q.epoch === 'string' ? q.epoch : '';
+    const since = intParam(q.since, 'since', 0);
+    const waitMs = Math.min(intParam(q.wait, 'wait', 0), 60_000);
+    const ac = new AbortController();
+    // A client that went away stops the wait (the response's close, not the request's: that one fires once the request is read).
+    reply.raw.once('close', () => ac.abort());
+    return { ...(await feed.changes(epoch, since, waitMs, ac.signal)), ttlMs: ns.cacheTtlMs() };
+  });
 
   /**
    * The path a request names: `path`, or `parent` + `name` (the FUSE client speaks

@@ -1,0 +1,190 @@
+/**
+ * A mount's cache of master answers (lookups, attributes, block lists), kept
+ * exact by the master's change feed (see master/change-feed.ts) instead of by
+ * timeouts: the client long-polls the inodes that changed and drops them.
+ *
+ * The rules that make it safe:
+ * - An answer is stored only when the request started after every change this
+ *   cache has applied (`applied <= start`): it reflects all of them, and every
+ *   later change will still arrive and drop it.
+ * - After this mount changes something, the cache is not consulted until the
+ *   feed has applied that change (`applied >= barrier`), so it never answers
+ *   from before its own write. The answer to the change itself is stored as of
+ *   the seq after it (the master reads it in the same step as it writes), so the
+ *   feed's report of that very change does not drop it again.
+ * - Every cached answer carries the seq it is valid as of; a change drops it
+ *   only when it is newer.
+ * - A feed error, a restarted master (new epoch) or a reset drops everything;
+ *   until the feed answers again every call goes to the master.
+ * The kernel keeps its own 1 s attribute and entry timeouts on top of this.
+ */
+
+import { LRUCache } from 'lru-cache';
+import type { ChangesResponse, FileAttributes, FileBlocksResponse } from '../common/protocol';
+
+/** What a master answer's `strata-changes` header says. */
+export interface ChangeStamp {
+  epoch: string;
+  start: number;
+  end: number;
+}
+
+export function parseChangeStamp(v: string | string[] | undefined): ChangeStamp | undefined {
+  const s = Array.isArray(v) ? v[0] : v;
+  if (!s) return undefined;
+  const [epoch, start, end] = s.split(':');
+  const a = Number(start);
+  const b = Number(end);
+  return epoch && Number.isSafeInteger(a) && Number.isSafeInteger(b) ? { epoch, start: a, end: b } : undefined;
+}
+
+const MAX_ENTRIES = 200_000;
+
+export class MetadataCache {
+  #epoch = '';
+  #applied = 0;
+  #barrier = 0;
+  #healthy = false;
+  /** From the feed: how long an answer may be kept (ms; -1 = no limit, 0 = not at all). */
+  #ttlMs = 0;
+  /** `${parent}/${name}` → the inode it names, or null for a name that does not exist; `v`: valid as of this seq. */
+  readonly #entries = new LRUCache<string, { ino: number | null; v: number; exp: number }>({ max: MAX_ENTRIES });
+  readonly #attrs = new LRUCache<number, { attrs: FileAttributes; v: number; exp: number }>({ max: MAX_ENTRIES });
+  readonly #blocks = new LRUCache<number, { info: FileBlocksResponse; v: number; exp: number }>({ max: 20_000 });
+  readonly stats = { hits: 0, misses: 0, invalidations: 0, resets: 0 };
+
+  get epoch(): string {
+    return this.#epoch;
+  }
+
+  get applied(): number {
+    return this.#applied;
+  }
+
+  /** May answers be served from here right now? */
+  usable(): boolean {
+    return this.#healthy && this.#applied >= this.#barrier;
+  }
+
+  /** The seq an answer is valid as of, or undefined when it must not be stored. `own`: the answer to this mount's change. */
+  #version(s: ChangeStamp | undefined, own: boolean): number | undefined {
+    if (s === undefined || !this.#healthy || s.epoch !== this.#epoch || this.#ttlMs === 0) return undefined;
+    if (own) return s.end;
+    return this.#applied <= s.start ? s.start : undefined;
+  }
+
+  #exp(): number {
+    return this.#ttlMs < 0 ? Infinity : Date.now() + this.#ttlMs;
+  }
+
+  /** An entry still within its time to live (expired ones are dropped). */
+  #fresh<K extends string | number, V extends { exp: number }>(c: LRUCache<K, V>, k: K): V | undefined {
+    const e = c.get(k);
+    if (e && e.exp <= Date.now()) {
+      c.delete(k);
+      return undefined;
+    }
+    return e;
+  }
+
+  /** Any answer to a request that may have changed something. */
+  sawChange(s: ChangeStamp | undefined): void {
+    if (!s || s.epoch !== this.#epoch) {
+      // Another master (restart): the feed will reset; until then nothing is trusted.
+      this.#healthy = false;
+      return;
+    }
+    if (s.end > this.#barrier) this.#barrier = s.end;
+  }
+
+  /** A lookup's answer: attributes, null for "no such name", undefined when not cached. */
+  getEntry(parent: number, name: string): { attrs: FileAttributes | null } | undefined {
+    if (!this.usable()) return undefined;
+    const e = this.#fresh(this.#entries, `${parent}/${name}`);
+    const a = e && e.ino !== null ? this.#fresh(this.#attrs, e.ino) : undefined;
+    if (!e || (e.ino !== null && !a)) {
+      this.stats.misses++;
+      return undefined;
+    }
+    this.stats.hits++;
+    return { attrs: a ? { ...a.attrs } : null };
+  }
+
+  putEntry(parent: number, name: string, attrs: FileAttributes | null, s: ChangeStamp | undefined, own = false): void {
+    const v = this.#version(s, own);
+    if (v === undefined) return;
+    const key = `${parent}/${name}`;
+    this.#entries.set(key, { ino: attrs ? attrs.ino : null, v, exp: this.#exp() });
+    if (attrs) this.#attrs.set(attrs.ino, { attrs: { ...attrs }, v, exp: this.#exp() });
+  }
+
+  getAttrs(ino: number): FileAttributes | undefined {
+    if (!this.usable()) return undefined;
+    const a = this.#fresh(this.#attrs, ino);
+    if (a) this.stats.hits++;
+    else this.stats.misses++;
+    return a && { ...a.attrs };
+  }
+
+  putAttrs(attrs: FileAttributes, s: ChangeStamp | undefined, own = false): void {
+    const v = this.#version(s, own);
+    if (v !== undefined) this.#attrs.set(attrs.ino, { attrs: { ...attrs }, v, exp: this.#exp() });
+  }
+
+  getBlocks(ino: number): FileBlocksResponse | undefined {
+    if (!this.usable()) return undefined;
+    const b = this.#fresh(this.#blocks, ino);
+    if (b) this.stats.hits++;
+    else this.stats.misses++;
+    return b && { ...b.info, attrs: { ...b.info.attrs } };
+  }
+
+  putBlocks(info: FileBlocksResponse, s: ChangeStamp | undefined): void {
+    const v = this.#version(s, false);
+    if (v === undefined) return;
+    this.#blocks.set(info.attrs.ino, { info: { ...info, attrs: { ...info.attrs } }, v, exp: this.#exp() });
+    this.#attrs.set(info.attrs.ino, { attrs: { ...info.attrs }, v, exp: this.#exp() });
+  }
+
+  /** Applies one answer of the feed. */
+  apply(r: ChangesResponse): void {
+    if (r.ttlMs !== undefined && r.ttlMs !== this.#ttlMs) {
+      // Shorter now (a mount with a shorter sync interval): what is cached may be kept too long.
+      if (r.ttlMs >= 0 && (this.#ttlMs < 0 || r.ttlMs < this.#ttlMs)) this.clear();
+      this.#ttlMs = r.ttlMs;
+    }
+    if (r.reset || r.epoch !== this.#epoch) {
+      this.clear();
+      this.stats.resets++;
+      this.#epoch = r.epoch;
+      this.#applied = r.seq;
+      this.#barrier = 0;
+      this.#healthy = true;
+      return;
+    }
+    r.inos.forEach((ino, i) => {
+      const seq = r.seqs[i] ?? r.seq;
+      if ((this.#attrs.peek(ino)?.v ?? -1) < seq) this.#attrs.delete(ino);
+      if ((this.#blocks.peek(ino)?.v ?? -1) < seq) this.#blocks.delete(ino);
+    });
+    for (const [ino, seq] of r.located ?? []) if ((this.#blocks.peek(ino)?.v ?? Infinity) < seq) this.#blocks.delete(ino);
+    for (const [dir, name, seq] of r.names) {
+      const k = `${dir}/${name}`;
+      if ((this.#entries.peek(k)?.v ?? Infinity) < seq) this.#entries.delete(k);
+    }
+    this.stats.invalidations += r.inos.length + r.names.length;
+    this.#applied = Math.max(this.#applied, r.seq);
+  }
+
+  /** The feed failed: trust nothing until it answers again. */
+  lost(): void {
+    this.#healthy = false;
+    this.clear();
+  }
+
+  clear(): void {
+    this.#entries.clear();
+    this.#attrs.clear();
+    this.#blocks.clear();
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * The namespace change feed: which inodes changed, in commit order, so clients
+ * can cache metadata and drop exactly what changed instead of asking the master
+ * on every lookup.
+ *
+ * Changes are recorded by SQLite triggers on the node, edge and block_location
+ * tables, so no code path that changes the namespace can forget to report
+ * (creates, renames, commits, under-store syncs, TTL actions, cache fills…). The
+ * log is a TEMP table: in memory, per process. A restarted master starts a new
+ * epoch, and clients that followed the old one drop their caches.
+ *
+ * Every master response carries `strata-changes: <epoch>:<seq at request start>:<seq at response>`:
+ * an answer read after change S reflects every change up to S, and a client that
+ * made a change knows which seq its feed must reach before its cache is trusted.
+ */
+
+import { randomBytes } from 'node:crypto';
+import type Database from 'better-sqlite3';
+import type { ChangesResponse } from '../common/protocol';
+
+/** Changes kept for clients that fall behind; one further behind starts over (reset). */
+const KEEP = 200_000;
+
+export class ChangeFeed {
+  readonly epoch = randomBytes(6).toString('hex');
+  readonly #db: Database.Database;
+  readonly #seq: Database.Statement;
+  readonly #since: Database.Statement;
+  readonly #oldest: Database.Statement;
+  readonly #prune: Database.Statement;
+  readonly #waiters = new Set<() => void>();
+  #timer: NodeJS.Timeout | undefined;
+  #lastSeen = 0;
+  #prunedAt = 0;
+
+  constructor(db: Database.Database) {
+    this.#db = db;
+    // kind 0: the inode's attributes changed; 1: the name `name` in the directory `ino` changed; 2: where the file's blocks are cached changed.
+    db.exec(`
+      CREATE TEMP TABLE IF NOT EXISTS change (seq INTEGER PRIMARY KEY AUTOINCREMENT, ino INTEGER NOT NULL, kind INTEGER NOT NULL, name TEXT);
+      CREATE TEMP TRIGGER IF NOT EXISTS change_node_ins AFTER INSERT ON main.node BEGIN INSERT INTO change (ino, kind) VALUES (NEW.ino, 0); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS change_node_upd AFTER UPDATE ON main.node BEGIN INSERT INTO change (ino, kind) VALUES (NEW.ino, 0); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS change_node_del AFTER DELETE ON main.node BEGIN INSERT INTO change (ino, kind) VALUES (OLD.ino, 0); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS change_edge_ins AFTER INSERT ON main.edge BEGIN INSERT INTO change (ino, kind, name) VALUES (NEW.parent, 1, NEW.name); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS change_edge_del AFTER DELETE ON main.edge BEGIN INSERT INTO change (ino, kind, name) VALUES (OLD.parent, 1, OLD.name); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS change_edge_upd AFTER UPDATE ON main.edge BEGIN INSERT INTO change (ino, kind, name) VALUES (OLD.parent, 1, OLD.name), (NEW.parent, 1, NEW.name); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS change_loc_ins AFTER INSERT ON main.block_location BEGIN INSERT INTO change (ino, kind) SELECT ino, 2 FROM main.block WHERE block_id = NEW.block_id; END;
+      CREATE TEMP TRIGGER IF NOT EXISTS change_loc_upd AFTER UPDATE ON main.block_location BEGIN INSERT INTO change (ino, kind) SELECT ino, 2 FROM main.block WHERE block_id = NEW.block_id; END;
+      CREATE TEMP TRIGGER IF NOT EXISTS change_loc_del AFTER DELETE ON main.block_location BEGIN INSERT INTO change (ino, kind) SELECT ino, 2 FROM main.block WHERE block_id = OLD.block_id; END;
+    `);
+    this.#seq = db.prepare(`SELECT coalesce(max(seq), 0) AS seq FROM temp.change`);
+    this.#since = db.prepare(`SELECT seq, ino, kind, name FROM temp.change WHERE seq > ? ORDER BY seq LIMIT 10000`);
+    this.#oldest = db.prepare(`SELECT coalesce(min(seq), 0) AS seq FROM temp.change`);
+    this.#prune = db.prepare(`DELETE FROM temp.change WHERE seq <= ?`);
+  }
+
+  /** The seq of the last change committed. */
+  seq(): number {
+    return (this.#seq.get() as { seq: number }).seq;
+  }
+
+  /** The value of the `strata-changes` response header. */
+  header(startSeq: number): string {
+    return `${this.epoch}:${startSeq}:${this.seq()}`;
+  }
+
+  /**
+   * Changes after `since`; waits up to `waitMs` for one when there are none. A
+   * client of another epoch, or one the log no longer reaches, gets `reset`.
+   */
+  async changes(epoch: string, since: number, waitMs: number, signal?: AbortSignal): Promise<ChangesResponse> {
+    const now = this.seq();
+    const oldest = (this.#oldest.get() as { seq: number }).seq;
+    if (epoch !== this.epoch || since > now || (oldest > 0 && since < oldest - 1)) return { epoch: this.epoch, seq: now, reset: true, inos: [], seqs: [], names: [], located: [] };
+    if (since === now && waitMs > 0) await this.#wait(waitMs, signal);
+    const rows = this.#since.all(since) as { seq: number; ino: number; kind: number; name: string | null }[];
+    const seq = rows.length > 0 ? rows[rows.length - 1]!.seq : since;
+    // Each inode (and each name) once, with its last change in this batch.
+    const nodes = new Map<number, number>();
+    const names = new Map<string, [number, string, number]>();
+    const located = new Map<number, number>();
+    for (const r of rows) {
+      if (r.kind === 1) names.set(`${r.ino}/${r.name}`, [r.ino, r.name ?? '', r.seq]);
+      else if (r.kind === 2) located.set(r.ino, r.seq);
+      else nodes.set(r.ino, r.seq);
+    }
+    return {
+      epoch: this.epoch,
+      seq,
+      reset: false,
+      inos: [...nodes.keys()],
+      seqs: [...nodes.values()],
+      names: [...names.values()],
+      located: [...located.entries()],
+    };
+  }
+
+  #wait(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(done);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal?.addEventListener('abort', done);
+      this.#waiters.add(done);
+      this.#poll();
+    });
+  }
+
+  /** Wakes waiters when something committed; polls the log while anyone waits (changes come from every code path). */
+  #poll(): void {
+    if (this.#timer) return;
+    this.#lastSeen = this.seq();
+    this.#timer = setInterval(() => {
+      if (this.#waiters.size === 0) {
+        clearInterval(this.#timer);
+        this.#timer = undefined;
+        return;
+      }
+      this.notify();
+    }, 5);
+    this.#timer.unref();
+  }
+
+  /** Called after requests that may have changed something: wakes waiters at once. */
+  notify(): void {
+    const s = this.seq();
+    if (s === this.#lastSeen) return;
+    this.#lastSeen = s;
+    for (const w of [...this.#waiters]) w();
+    if (s - this.#prunedAt > KEEP / 2) {
+      this.#prunedAt = s;
+      this.#prune.run(s - KEEP);
+    }
+  }
+
+  close(): void {
+    for (const w of [...this.#waiters]) w();
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}

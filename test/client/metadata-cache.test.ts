@@ -1,0 +1,99 @@
+/** The rules that keep a mount's metadata cache exact (client/metadata-cache.ts). */
+
+import t from 'tap';
+import { MetadataCache, parseChangeStamp } from '../../src/client/metadata-cache';
+import type { ChangesResponse, FileAttributes } from '../../src/common/protocol';
+
+const attrs = (ino: number, size = 0): FileAttributes =>
+  ({ ino, type: 'file', mode: 0o644, uid: 0, gid: 0, size, nlink: 1, mtime: { sec: 1, nsec: 0 }, atime: { sec: 1, nsec: 0 }, ctime: { sec: 1, nsec: 0 }, blockSize: 4096 }) as unknown as FileAttributes;
+const stamp = (start: number, end = start, epoch = 'e1') => ({ epoch, start, end });
+const feed = (seq: number, changes: Partial<ChangesResponse> = {}): ChangesResponse => ({ epoch: 'e1', seq, reset: false, inos: [], seqs: [], names: [], located: [], ttlMs: -1, ...changes });
+
+function ready(): MetadataCache {
+  const c = new MetadataCache();
+  c.apply({ ...feed(10), reset: true });
+  return c;
+}
+
+t.test('nothing is served before the feed answered, nor after it failed', async (t) => {
+  const c = new MetadataCache();
+  c.putEntry(1, 'a', attrs(5), stamp(0));
+  t.equal(c.getEntry(1, 'a'), undefined, 'no feed yet: not stored');
+  c.apply({ ...feed(10), reset: true });
+  c.putEntry(1, 'a', attrs(5), stamp(10));
+  t.same(c.getEntry(1, 'a')?.attrs?.ino, 5, 'stored once the feed answered');
+  c.lost();
+  t.equal(c.getEntry(1, 'a'), undefined, 'dropped when the feed failed');
+});
+
+t.test('an answer is stored only when its request started after every change applied', async (t) => {
+  const c = ready();
+  c.apply(feed(20, { inos: [7], seqs: [20] }));
+  c.putAttrs(attrs(5), stamp(15));
+  t.equal(c.getAttrs(5), undefined, 'started at 15, changes up to 20 applied: may predate one of them');
+  c.putAttrs(attrs(5), stamp(20));
+  t.equal(c.getAttrs(5)?.ino, 5, 'started at 20: kept');
+});
+
+t.test('a change drops what was cached before it, not what was cached after', async (t) => {
+  const c = ready();
+  c.putAttrs(attrs(5, 1), stamp(10));
+  c.putEntry(1, 'a', attrs(6), stamp(10));
+  c.putEntry(1, 'gone', null, stamp(10));
+  t.equal(c.getEntry(1, 'gone')?.attrs, null, 'a name known not to exist');
+  c.apply(feed(12, { inos: [5], seqs: [11], names: [[1, 'gone', 12]] }));
+  t.equal(c.getAttrs(5), undefined, 'attributes changed at 11: dropped');
+  t.equal(c.getEntry(1, 'gone'), undefined, 'the name appeared at 12: the negative entry is dropped');
+  t.equal(c.getEntry(1, 'a')?.attrs?.ino, 6, 'another name in the same directory stays');
+  // This mount's own change: its answer is valid as of the seq after it.
+  c.putAttrs(attrs(5, 2), stamp(12, 14), true);
+  c.apply(feed(14, { inos: [5], seqs: [14] }));
+  t.equal(c.getAttrs(5)?.size, 2, 'the feed reporting our own change does not drop its answer');
+  c.apply(feed(15, { inos: [5], seqs: [15] }));
+  t.equal(c.getAttrs(5), undefined, 'a later change does');
+});
+
+t.test("after this mount's change, the cache waits until the feed has applied it", async (t) => {
+  const c = ready();
+  c.putEntry(1, 'a', attrs(6), stamp(10));
+  c.sawChange(stamp(10, 13));
+  t.equal(c.getEntry(1, 'a'), undefined, 'barrier at 13, applied 10: not consulted');
+  c.apply(feed(13, { names: [[1, 'a', 13]] }));
+  t.equal(c.getEntry(1, 'a'), undefined, 'the unlink reached the cache: the name is gone from it');
+  c.putEntry(1, 'b', attrs(8), stamp(13));
+  t.equal(c.getEntry(1, 'b')?.attrs?.ino, 8, 'consulted again once the feed caught up');
+});
+
+t.test('a new master (epoch) or a reset drops everything; a TTL bounds what is kept', async (t) => {
+  const c = ready();
+  c.putAttrs(attrs(5), stamp(10));
+  c.sawChange(stamp(0, 1, 'e2'));
+  t.equal(c.getAttrs(5), undefined, 'an answer from another epoch: nothing is trusted');
+  c.apply({ ...feed(1), epoch: 'e2', reset: true });
+  t.equal(c.getAttrs(5), undefined, 'the reset dropped it');
+  c.apply({ ...feed(1), epoch: 'e2', ttlMs: 30 });
+  c.putAttrs(attrs(9), stamp(1, 1, 'e2'));
+  t.equal(c.getAttrs(9)?.ino, 9);
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(c.getAttrs(9), undefined, 'expired after the TTL (the shortest sync interval)');
+  c.apply({ ...feed(1), epoch: 'e2', ttlMs: 0 });
+  c.putAttrs(attrs(9), stamp(1, 1, 'e2'));
+  t.equal(c.getAttrs(9), undefined, 'a mount that syncs always: nothing is cached');
+});
+
+t.test('a change of where blocks are cached drops the block list, not the attributes', async (t) => {
+  const c = ready();
+  const info = { attrs: attrs(5, 10), blocks: [], pinned: false, ttl: null } as unknown as Parameters<MetadataCache['putBlocks']>[0];
+  c.putBlocks(info, stamp(10));
+  t.ok(c.getBlocks(5), 'blocks cached');
+  c.apply(feed(11, { located: [[5, 11]] }));
+  t.equal(c.getBlocks(5), undefined, 'a worker cached or dropped a copy: the block list is asked again');
+  t.equal(c.getAttrs(5)?.size, 10, 'the attributes did not change');
+});
+
+t.test('the response header is parsed strictly', async (t) => {
+  t.same(parseChangeStamp('abc:3:7'), { epoch: 'abc', start: 3, end: 7 });
+  t.equal(parseChangeStamp(undefined), undefined);
+  t.equal(parseChangeStamp('abc:x:7'), undefined);
+  t.equal(parseChangeStamp(':1:2'), undefined);
+});

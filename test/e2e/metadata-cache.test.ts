@@ -1,0 +1,72 @@
+/**
+ * Mounts cache metadata and learn of changes from the master's change feed: a
+ * change made through one mount is seen through another as soon as the kernel's
+ * own 1 s cache lets it, even with under-store syncing off (so nothing but the
+ * feed can make the second mount see it), and repeated lookups of unchanged files
+ * do not reach the master.
+ */
+
+import t from 'tap';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { startCluster } from '../helpers/multi-cluster';
+
+/** Past the kernel's attribute and entry timeouts (1 s). */
+const KERNEL_TTL = () => new Promise((r) => setTimeout(r, 1300));
+
+async function masterCount(url: string, route: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let n = 0;
+  for (const m of text.matchAll(new RegExp(`^strata_http_request_seconds_count\\{[^}]*route="${route.replace(/\//g, '\\/')}"[^}]*\\} (\\d+)`, 'gm'))) n += Number(m[1]);
+  return n;
+}
+
+t.test('changes through one mount are seen through the other; unchanged files are answered from the cache', async (t) => {
+  // Syncing off: cached answers never expire, only the feed can drop them.
+  const c = await startCluster(t, { workers: 1, mounts: 2, masterArgs: ['--sync-interval-ms', '-1'] });
+  const [a, b] = c.mounts.map((m) => (p: string) => path.join(m, p));
+  const one = randomBytes(100_000);
+  const two = randomBytes(300_000);
+
+  await fsp.writeFile(a!('f'), one);
+  t.ok((await fsp.readFile(b!('f'))).equals(one), 'B reads what A wrote');
+  await t.rejects(fsp.stat(b!('later')), { code: 'ENOENT' }, 'B looks up a name that does not exist yet');
+
+  // Unchanged: B's lookups past the kernel timeout are answered by its cache.
+  await KERNEL_TTL();
+  const lookups = await masterCount(c.masterUrl, '/api/v1/lookup');
+  for (let i = 0; i < 3; i++) {
+    t.equal((await fsp.stat(b!('f'))).size, one.length);
+    await KERNEL_TTL();
+  }
+  t.equal(await masterCount(c.masterUrl, '/api/v1/lookup'), lookups, 'repeated stats of an unchanged file did not ask the master');
+
+  await fsp.writeFile(a!('f'), two);
+  await fsp.chmod(a!('f'), 0o600);
+  await fsp.writeFile(a!('later'), 'now');
+  await KERNEL_TTL();
+  const st = await fsp.stat(b!('f'));
+  t.equal(st.size, two.length, 'B sees the new size');
+  t.equal(st.mode & 0o777, 0o600, 'B sees the new mode');
+  t.ok((await fsp.readFile(b!('f'))).equals(two), 'B reads the new content');
+  t.equal(await fsp.readFile(b!('later'), 'utf8'), 'now', 'a name B found missing before is there now');
+
+  await fsp.rename(a!('f'), a!('g'));
+  await KERNEL_TTL();
+  await t.rejects(fsp.stat(b!('f')), { code: 'ENOENT' }, 'renamed away: the old name is gone for B');
+  t.ok((await fsp.readFile(b!('g'))).equals(two), 'and the new name is there');
+
+  await fsp.unlink(a!('g'));
+  await fsp.mkdir(a!('d'));
+  await KERNEL_TTL();
+  await t.rejects(fsp.stat(b!('g')), { code: 'ENOENT' }, 'unlinked: gone for B');
+  t.ok((await fsp.stat(b!('d'))).isDirectory(), 'a new directory is seen');
+  t.same((await fsp.readdir(b!('.'))).sort(), ['d', 'later'], 'and B lists what A sees');
+
+  // B's own changes are seen by B at once (its cache waits for the feed to show them).
+  await fsp.writeFile(b!('mine'), 'x');
+  await fsp.rename(b!('mine'), b!('mine2'));
+  await t.rejects(fsp.stat(b!('mine')), { code: 'ENOENT' });
+  t.equal(await fsp.readFile(b!('mine2'), 'utf8'), 'x');
+});
