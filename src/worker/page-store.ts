@@ -386,8 +386,14 @@ export class PageStore {
       const trailer = encodeTrailer({ dataLength, blockId, pageIndex, crc, blockLength });
       const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
       try {
-        if (data) await writeAll(fh, data, 0);
-        await writeAll(fh, trailer, dataLength);
+        if (data) {
+          // Data and trailer in one system call (a short write finishes the rest).
+          const { bytesWritten } = await fh.writev([data, trailer], 0);
+          if (bytesWritten < dataLength) await writeAll(fh, Buffer.concat([data.subarray(bytesWritten), trailer]), bytesWritten);
+          else if (bytesWritten < dataLength + trailer.length) await writeAll(fh, trailer.subarray(bytesWritten - dataLength), bytesWritten);
+        } else {
+          await writeAll(fh, trailer, dataLength);
+        }
         if (opts.durable && !opts.deferSync) await fh.sync();
       } finally {
         await fh.close();

@@ -166,7 +166,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
             onPage(idx);
             idx++;
             fillAt = 0;
-            if (idx <= last) page = Buffer.allocUnsafe(Math.min(ps, end - idx * ps));
+            // Stored pages were written out (putPage is done with the buffer): reuse it; kept ones need their own.
+            if (idx <= last) {
+              const size = Math.min(ps, end - idx * ps);
+              page = !sink && size === page.length ? page : Buffer.allocUnsafe(size);
+            }
           }
         }
       }
