@@ -37,6 +37,8 @@ export interface FileSystemOptions {
   writeType?: WriteType;
   /** How workers cache what this client reads: CACHE (default), CACHE_PROMOTE, NO_CACHE. */
   readType?: ReadType;
+  /** The cluster token, sent to the master and workers. Default: none. */
+  token?: string;
 }
 
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
@@ -221,9 +223,9 @@ export class StrataFileSystem {
   #nextFh = 1;
 
   constructor(opts: FileSystemOptions) {
-    this.master = new MasterClient(opts.masterUrl);
+    this.master = new MasterClient(opts.masterUrl, opts.token ? { token: opts.token } : {});
     this.router = new WorkerRouter(this.master);
-    this.workers = new WorkerClient({ readType: opts.readType ?? 'CACHE' });
+    this.workers = new WorkerClient({ readType: opts.readType ?? 'CACHE', ...(opts.token ? { token: opts.token } : {}) });
     this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader();
     this.#stagingDir = opts.stagingDir;
     this.#log = opts.logger;

@@ -8,6 +8,27 @@ import Fastify, { FastifyInstance, FastifyError, FastifyReply } from 'fastify';
 import { StrataError, isErrorCode, toStrataError } from './errors';
 import type { Logger } from './log';
 import type { DaemonMetrics } from './metrics';
+import { tokenDigest, tokenMatches } from './auth';
+
+/** Paths any caller may fetch even with auth on: liveness only, which tells nothing. */
+const PUBLIC_PATHS = new Set(['/healthz']);
+
+export interface HttpAuthOptions {
+  /** The cluster token every request must present as `Authorization: Bearer …`. */
+  token: string;
+  /** Serve /metrics without the token (for a Prometheus without credentials). Default false. */
+  publicMetrics?: boolean;
+}
+
+/** Resource limits of one daemon's HTTP server; see the config keys of the same names. */
+export interface HttpLimits {
+  /** Most open connections; further ones are closed at once. Default 1024. */
+  maxConnections?: number;
+  /** Largest request line plus headers, in bytes; more gets 431. Default 16 KiB. */
+  maxHeaderBytes?: number;
+  /** Time for a request's headers to arrive, in ms; then 408. Default 10000. */
+  headersTimeoutMs?: number;
+}
 
 export interface HttpServerOptions {
   logger: Logger;
@@ -17,14 +38,31 @@ export interface HttpServerOptions {
   bodyLimit?: number;
   /** Whole-request timeout in ms (0 = none, for long streamed bodies). Default 0. */
   requestTimeoutMs?: number;
+  /**
+   * A request body may pause this long (ms) before the connection is closed; for
+   * servers without a whole-request timeout (long streamed writes). Default: none.
+   */
+  bodyStallTimeoutMs?: number;
+  /** Require the cluster token on every route but /healthz. Default: no auth. */
+  auth?: HttpAuthOptions;
+  limits?: HttpLimits;
 }
 
 export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   const log = opts.logger;
+  const requestTimeout = opts.requestTimeoutMs ?? 0;
+  const headersTimeout = opts.limits?.headersTimeoutMs ?? 10_000;
   const app = Fastify({
     logger: false,
     bodyLimit: opts.bodyLimit ?? 1024 * 1024,
-    requestTimeout: opts.requestTimeoutMs ?? 0,
+    requestTimeout,
+    http: {
+      maxHeaderSize: opts.limits?.maxHeaderBytes ?? 16 * 1024,
+      // Node refuses a headers timeout longer than the request timeout.
+      headersTimeout: requestTimeout > 0 ? Math.min(headersTimeout, requestTimeout) : headersTimeout,
+      // Node looks for expired requests this often (default 30 s, which would triple a 10 s timeout).
+      connectionsCheckingInterval: Math.min(1000, headersTimeout),
+    },
     return503OnClosing: true,
     forceCloseConnections: true,
     // Errors raised by the router before any route runs (bad %-encoding, an overlong
@@ -34,6 +72,34 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
       void (reply as FastifyReply).status(status).send(new StrataError(status >= 500 ? 'INTERNAL' : 'BAD_REQUEST', err.message).toJSON());
     },
   });
+
+  app.server.maxConnections = opts.limits?.maxConnections ?? 1024;
+
+  const stallMs = opts.bodyStallTimeoutMs;
+  if (stallMs) {
+    app.addHook('onRequest', async (req) => {
+      const raw = req.raw;
+      if (raw.complete) return; // no body, or all of it arrived with the headers
+      raw.socket.setTimeout(stallMs, () => raw.socket.destroy());
+      // Once the body is in, the handler may take its time (filling from a slow store) without a timer.
+      const clear = () => raw.socket?.setTimeout(0);
+      raw.once('end', clear);
+      raw.once('close', clear);
+    });
+  }
+
+  const auth = opts.auth;
+  if (auth) {
+    const expected = tokenDigest(auth.token);
+    // onRequest runs before routing to a handler and before any body is read, for unknown routes too,
+    // so a caller without the token learns nothing: not which routes exist, not the body limits.
+    app.addHook('onRequest', async (req, reply) => {
+      const path = req.url.split('?')[0]!;
+      if (PUBLIC_PATHS.has(path) || (auth.publicMetrics && path === '/metrics')) return;
+      if (tokenMatches(req.headers.authorization, expected)) return;
+      return reply.status(401).header('www-authenticate', 'Bearer realm="strata"').send(new StrataError('UNAUTHENTICATED', 'authentication required').toJSON());
+    });
+  }
 
   const metrics = opts.metrics;
   if (metrics) {
