@@ -185,6 +185,13 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     return v as number[];
   };
 
+  // Every POST of the API takes a JSON object; anything else (null, an array, no body) stops here, not in a handler.
+  app.addHook('preHandler', async (req) => {
+    if (req.method !== 'POST' || !req.url.startsWith(`${api}/`)) return;
+    const b = req.body;
+    if (b === null || typeof b !== 'object' || Array.isArray(b)) throw new StrataError('BAD_REQUEST', 'request body must be a JSON object');
+  });
+
   app.get('/healthz', async () => ({ ok: true }));
   app.get(`${api}/info`, async () => ({ ufs: ns.ufsUri, blockSize, inodes: table.nodeCount(), workers: table.workers() }));
 
