@@ -111,8 +111,8 @@ export function parseKeyValues(list: string[] | undefined, flag: string): Record
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 /** What a daemon requires of callers: the cluster token (created when missing) when auth is on. */
-function daemonAuth(cfg: StrataConfig, log: ReturnType<typeof createLogger>): HttpAuthOptions | undefined {
-  const token = serverToken(cfg);
+function daemonAuth(cfg: StrataConfig, log: ReturnType<typeof createLogger>, opts: { create?: boolean } = {}): HttpAuthOptions | undefined {
+  const token = serverToken(cfg, opts);
   if (!token) {
     if (!isLoopback(cfg.bind)) log.warn({ bind: cfg.bind }, 'listening beyond loopback with auth none: anyone who can reach this port can read and change the file system');
     return undefined;
@@ -140,7 +140,7 @@ async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>):
     workerTimeoutMs: cfg.workerTimeoutMs,
     persistInitialWaitMs: cfg.persistInitialWaitMs,
     dashboard: cfg.dashboard === 'true',
-    auth: daemonAuth(cfg, log),
+    auth: daemonAuth(cfg, log, { create: true }),
     limits: daemonLimits(cfg),
     maxBodyBytes: cfg.maxBodyBytes,
     requestTimeoutMs: cfg.requestTimeoutMs,
@@ -287,7 +287,7 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
   }
 
   // The master would create the token file too; here it exists before any child reads it.
-  if (authRequired(cfg)) serverToken(cfg);
+  if (authRequired(cfg)) serverToken(cfg, { create: true });
   const auth = ['--auth', cfg.auth === 'auto' ? (authRequired(cfg) ? 'token' : 'none') : cfg.auth, '--token-file', cfg.tokenFile];
   const common = ['--home', cfg.home, '--log-level', cfg.logLevel, ...auth];
   const children: Child[] = [];

@@ -87,12 +87,20 @@ function createTokenFile(file: string): string {
 
 /**
  * The token a daemon requires, or undefined when auth is off. `token` (from the
- * environment or config file) wins; else the token file, generated when missing.
+ * environment or config file) wins; else the token file. Only the master (and
+ * `strata local`) creates a missing one: a worker or mount that made its own
+ * would hold a token the master does not know, so for them a missing file is a
+ * CONFIG error that says where the token should come from.
  */
-export function serverToken(cfg: AuthConfig): string | undefined {
+export function serverToken(cfg: AuthConfig, opts: { create?: boolean } = {}): string | undefined {
   if (!authRequired(cfg)) return undefined;
   if (cfg.token) return checkToken(cfg.token, 'token (STRATA_TOKEN)');
-  return readTokenFile(cfg.tokenFile) ?? createTokenFile(cfg.tokenFile);
+  const existing = readTokenFile(cfg.tokenFile);
+  if (existing) return existing;
+  if (!opts.create) {
+    throw new StrataError('CONFIG', `auth is on but there is no cluster token at ${cfg.tokenFile}: copy the master's <home>/token there (mode 0600), or set --token-file or $STRATA_TOKEN`);
+  }
+  return createTokenFile(cfg.tokenFile);
 }
 
 /** The token a client presents: `token`, else the token file when there is one, else none. */

@@ -25,13 +25,15 @@ t.test('the token file: generated 0600 on first start, reused, refused when open
   t.equal(serverToken({ ...cfg, auth: 'auto' }), undefined, 'auth off: no token, no file');
   t.throws(() => statSync(tokenFile), 'and nothing was created');
 
-  const tok = serverToken(cfg)!;
+  t.throws(() => serverToken(cfg), { code: 'CONFIG', message: /no cluster token at .*token: copy the master's <home>\/token there/ }, 'a worker or mount never makes up a token');
+  t.throws(() => statSync(tokenFile), 'and created nothing');
+  const tok = serverToken(cfg, { create: true })!;
   t.match(tok, /^[A-Za-z0-9_-]{43}$/, '32 random bytes, base64url');
   t.equal(statSync(tokenFile).mode & 0o777, 0o600, 'mode 0600');
   t.equal(readFileSync(tokenFile, 'utf8').trim(), tok);
   t.equal(serverToken(cfg), tok, 'the next start reuses it');
   t.equal(clientToken(cfg), tok, 'clients read the same file');
-  t.not(serverToken({ ...cfg, tokenFile: path.join(dir, 'other') }), tok, 'another home gets another token');
+  t.not(serverToken({ ...cfg, tokenFile: path.join(dir, 'other') }, { create: true }), tok, 'another home gets another token');
 
   t.equal(clientToken({ ...cfg, token: 'x'.repeat(20) }), 'x'.repeat(20), '$STRATA_TOKEN wins over the file');
   t.throws(() => clientToken({ ...cfg, token: 'short' }), { code: 'CONFIG' }, 'a short token is refused');

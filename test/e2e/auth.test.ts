@@ -127,4 +127,10 @@ t.test('a daemon refuses a token file that other users can read', async (t) => {
   t.equal(r.code, 2, 'exit code 2');
   t.match(r.stderr, /token file .*token is open to other users \(mode 0644\); run chmod 600/);
   t.equal(await fsp.readFile(tokenFile, 'utf8'), 'k'.repeat(43) + '\n', 'the file is left alone');
+
+  const home = path.join(root, 'worker-home');
+  const w = await runCli(['worker', '--home', home, '--port', '0', '--auth', 'token', '--master', 'http://127.0.0.1:9']);
+  t.equal(w.code, 2, 'a worker with auth on and no token stops with exit code 2');
+  t.match(w.stderr, /no cluster token at .*worker-home\/token: copy the master's <home>\/token there/);
+  await t.rejects(fsp.stat(path.join(home, 'token')), { code: 'ENOENT' }, 'and made none up');
 });
