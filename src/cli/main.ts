@@ -271,7 +271,7 @@ async function stopChild(c: Child, timeoutMs = 30_000): Promise<void> {
   });
 }
 
-async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: string[]): Promise<void> {
+async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: string[], configFile?: string): Promise<void> {
   checkHome(cfg.home);
   checkUfs(cfg.ufs);
   const log = createLogger('local', cfg.logLevel);
@@ -289,7 +289,8 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
   // The master would create the token file too; here it exists before any child reads it.
   if (authRequired(cfg)) serverToken(cfg, { create: true });
   const auth = ['--auth', cfg.auth === 'auto' ? (authRequired(cfg) ? 'token' : 'none') : cfg.auth, '--token-file', cfg.tokenFile];
-  const common = ['--home', cfg.home, '--log-level', cfg.logLevel, ...auth];
+  // The parts read the same config file (its limits, for one), which --config would otherwise keep from them.
+  const common = ['--home', cfg.home, '--log-level', cfg.logLevel, ...auth, ...(configFile ? ['--config', configFile] : [])];
   const children: Child[] = [];
   let stopping = false;
   const stopAll = async () => {
@@ -446,7 +447,8 @@ export async function main(argv: string[]): Promise<void> {
     .action(async (o) => {
       parseKeyValues(o.ufsOption, '--ufs-option');
       // An explicitly named mount point must exist; the default one is created.
-      await runLocal(resolveConfig(configFlags(o)), o.mount === undefined, o.ufsOption ?? []);
+      const r = resolveConfigSources(configFlags(o));
+      await runLocal(r.config, o.mount === undefined, o.ufsOption ?? [], r.file);
     });
 
   withCommon(program.command('master').description('run the master in the foreground'))
