@@ -218,7 +218,8 @@ function readConfigFile(file: string): Record<string, unknown> {
 /** Hides credentials in a value shown to people (URL passwords, secret-looking keys). */
 export function maskSecret(key: string, value: unknown): string {
   const v = String(value);
-  if (/secret|password|token|credential/i.test(key)) return '****';
+  // A file that holds a secret is named, not hidden: `tokenFile` shows its path.
+  if (/secret|password|token|credential/i.test(key) && !/file$/i.test(key)) return v === '' ? '' : '****';
   return v.replace(/(\/\/[^/:@\s]+:)[^@/\s]+@/, '$1****@');
 }
 

@@ -38,11 +38,6 @@ export interface HttpServerOptions {
   bodyLimit?: number;
   /** Whole-request timeout in ms (0 = none, for long streamed bodies). Default 0. */
   requestTimeoutMs?: number;
-  /**
-   * A request body may pause this long (ms) before the connection is closed; for
-   * servers without a whole-request timeout (long streamed writes). Default: none.
-   */
-  bodyStallTimeoutMs?: number;
   /** Require the cluster token on every route but /healthz. Default: no auth. */
   auth?: HttpAuthOptions;
   limits?: HttpLimits;
@@ -74,19 +69,6 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   });
 
   app.server.maxConnections = opts.limits?.maxConnections ?? 1024;
-
-  const stallMs = opts.bodyStallTimeoutMs;
-  if (stallMs) {
-    app.addHook('onRequest', async (req) => {
-      const raw = req.raw;
-      if (raw.complete) return; // no body, or all of it arrived with the headers
-      raw.socket.setTimeout(stallMs, () => raw.socket.destroy());
-      // Once the body is in, the handler may take its time (filling from a slow store) without a timer.
-      const clear = () => raw.socket?.setTimeout(0);
-      raw.once('end', clear);
-      raw.once('close', clear);
-    });
-  }
 
   const auth = opts.auth;
   if (auth) {
@@ -137,6 +119,25 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   });
 
   return app;
+}
+
+/**
+ * Yields the chunks of a request body; when the client sends nothing for `ms`,
+ * `onStall` runs (it should destroy the connection, which ends the loop with an
+ * error). Only waits on the client count: time the consumer spends between
+ * chunks (writing to a slow store) does not.
+ */
+export async function* stallGuarded(body: AsyncIterable<unknown>, ms: number, onStall: () => void): AsyncGenerator<Buffer> {
+  let timer = setTimeout(onStall, ms);
+  try {
+    for await (const chunk of body) {
+      clearTimeout(timer);
+      yield chunk as Buffer;
+      timer = setTimeout(onStall, ms);
+    }
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Reads a required field of a JSON body with its type checked; malformed input is BAD_REQUEST. */

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
-import { HttpAuthOptions, HttpLimits, createHttpServer, intParam } from '../common/http';
+import { HttpAuthOptions, HttpLimits, createHttpServer, intParam, stallGuarded } from '../common/http';
 import { JsonClient } from '../common/json-client';
 import type { Logger } from '../common/log';
 import {
@@ -307,21 +307,26 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   new Gauge({ name: 'strata_worker_evicted_bytes_total', help: 'Bytes dropped from the cache to make room, since start', registers: reg, collect() { this.set(store.stats.evictedBytes); } });
   new Gauge({ name: 'strata_worker_demoted_bytes_total', help: 'Bytes moved down a tier to make room, since start', registers: reg, collect() { this.set(store.stats.demotedBytes); } });
   new Gauge({ name: 'strata_worker_promoted_bytes_total', help: 'Bytes moved to the top tier by CACHE_PROMOTE reads, since start', registers: reg, collect() { this.set(store.stats.promotedBytes); } });
-  const app = createHttpServer({ logger: log, metrics, auth: opts.auth, limits: opts.limits, bodyStallTimeoutMs: opts.bodyStallTimeoutMs ?? 60_000 });
+  const app = createHttpServer({ logger: log, metrics, auth: opts.auth, limits: opts.limits });
   app.removeAllContentTypeParsers();
   const maxBody = opts.maxBodyBytes ?? 1024 * 1024;
+  const stallMs = opts.bodyStallTimeoutMs ?? 60_000;
   app.addContentTypeParser('*', (req, payload, done) => {
-    // File writes stream their body to the handler, which bounds it by the declared size.
+    // File writes stream their body to the handler, which bounds it by the declared size and stalls.
     if (req.method === 'PUT') return done(null, payload);
-    // No other route reads a body: drop what comes, up to the limit, so a connection is never stuck on one.
+    // No other route reads a body: drop what comes, up to the limit and the stall timeout, so a connection is never stuck on one.
     let n = 0;
     let finished = false;
+    let timer = setTimeout(() => req.raw.destroy(), stallMs);
     const finish = (err: Error | null) => {
+      clearTimeout(timer);
       if (finished) return;
       finished = true;
       done(err, undefined);
     };
     payload.on('data', (c: Buffer) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => req.raw.destroy(), stallMs);
       n += c.length;
       if (n > maxBody) {
         payload.destroy();
@@ -329,7 +334,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       }
     });
     payload.on('end', () => finish(null));
-    payload.on('error', (err) => finish(finished ? null : new StrataError('BAD_REQUEST', `request body: ${err.message}`)));
+    payload.on('error', (err) => finish(new StrataError('BAD_REQUEST', `request body: ${err.message}`)));
+    payload.on('close', () => clearTimeout(timer));
   });
 
   app.get('/healthz', async () => ({ ok: true }));
@@ -449,7 +455,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     try {
       if (q.format === 'extents') {
         // Sparse body: frames of [u64 offset][u32 length][bytes]; gaps between them are zeros.
-        for await (const ext of readExtents(req.body as Readable)) {
+        for await (const ext of readExtents(stallGuarded(req.body as Readable, stallMs, () => req.raw.destroy()))) {
           if (ext.offset < total) throw new StrataError('BAD_REQUEST', 'extents must be in order and must not overlap');
           if (ext.offset > total) await writeHole(ext.offset - total);
           await writePiece(ext.data);
@@ -460,7 +466,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         const COALESCE = 4 * 1024 * 1024;
         let pending: Buffer[] = [];
         let pendingLen = 0;
-        for await (const raw of req.body as Readable) {
+        // A client that stops sending mid-body loses its connection after stallMs; the catch below cleans up.
+        for await (const raw of stallGuarded(req.body as Readable, stallMs, () => req.raw.destroy())) {
           const chunk = raw as Buffer;
           if (total + pendingLen + chunk.length > size) throw new StrataError('BAD_REQUEST', `body is longer than the declared size ${size}`);
           pending.push(chunk);
@@ -632,7 +639,7 @@ async function workerUuid(home: string): Promise<string> {
 }
 
 /** Parses a sparse write body: frames of [u64 offset][u32 length][length bytes]. */
-async function* readExtents(body: Readable): AsyncGenerator<{ offset: number; data: Buffer }> {
+async function* readExtents(body: AsyncIterable<Buffer>): AsyncGenerator<{ offset: number; data: Buffer }> {
   const MAX_EXTENT = 64 * 1024 * 1024;
   const it = body[Symbol.asyncIterator]();
   let chunks: Buffer[] = [];
