@@ -28,6 +28,7 @@ const CAUSES: Partial<Record<ErrorCode, string>> = {
   READ_ONLY: 'read-only file system',
   NO_SPACE: 'no space left',
   FILE_TOO_LARGE: 'file too large',
+  UNAUTHENTICATED: 'authentication required: the cluster token is missing or wrong (see --token-file, $STRATA_TOKEN)',
 };
 
 /** A command's own wording for some codes, e.g. `{ NOT_FOUND: 'nothing is mounted there' }`. */

@@ -5,6 +5,7 @@
  * answers at the configured URL.
  */
 
+import { authHeaders, clientToken } from '../common/auth';
 import { accessSync, constants as fsc, existsSync, promises as fsp } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import * as net from 'node:net';
@@ -49,12 +50,14 @@ function portFree(host: string, port: number): Promise<boolean> {
   });
 }
 
-async function masterAnswers(url: string): Promise<boolean> {
+/** 'ok', 'denied' (it wants a token we lack or do not match) or 'none' (nothing answers). */
+async function masterAnswers(url: string, token: string | undefined): Promise<'ok' | 'denied' | 'none'> {
   try {
-    const res = await fetch(`${url}/api/v1/info`, { signal: AbortSignal.timeout(2000) });
-    return res.ok;
+    const res = await fetch(`${url}/api/v1/info`, { signal: AbortSignal.timeout(2000), headers: authHeaders(token) });
+    await res.body?.cancel();
+    return res.ok ? 'ok' : res.status === 401 ? 'denied' : 'none';
   } catch {
-    return false;
+    return 'none';
   }
 }
 
@@ -85,8 +88,16 @@ export async function runDoctor(cfg: StrataConfig, ufsOptions: Record<string, st
   }
 
   // Master: running already, or are its ports free?
-  const running = await masterAnswers(cfg.master);
-  if (running) add({ name: 'master', state: 'ok', detail: `a master answers at ${cfg.master}` });
+  let token: string | undefined;
+  try {
+    token = clientToken(cfg);
+  } catch (err) {
+    add({ name: 'token', state: 'fail', detail: (err as Error).message, fix: 'chmod 600 the token file, or point --token-file / $STRATA_TOKEN at the cluster token' });
+  }
+  const answer = await masterAnswers(cfg.master, token);
+  const running = answer !== 'none';
+  if (answer === 'ok') add({ name: 'master', state: 'ok', detail: `a master answers at ${cfg.master}` });
+  else if (answer === 'denied') add({ name: 'master', state: 'fail', detail: `the master at ${cfg.master} requires the cluster token and ${token ? 'rejected ours' : 'we have none'}`, fix: 'point --token-file or $STRATA_TOKEN at the cluster token (the master keeps it in <home>/token)' });
   else add({ name: 'master', state: 'warn', detail: `no master answers at ${cfg.master}`, fix: 'start one (strata local, or strata master) or point --master / $STRATA_MASTER at it' });
   if (!running) {
     for (const [name, port] of [['master port', cfg.masterPort], ['worker port', cfg.workerPort]] as const) {

@@ -17,6 +17,7 @@ import { Readable } from 'node:stream';
 import * as os from 'node:os';
 import { StrataError, toStrataError } from '../common/errors';
 import { resolveConfig } from '../common/config';
+import { clientToken } from '../common/auth';
 import { silentLogger } from '../common/log';
 import { normalizePath, joinPath } from '../common/paths';
 import { BlockInfo, DirEntry, FileAttributes, FileBlocksResponse, LoadBlockResponse, TtlAction, WorkerInfo, timespecToMs } from '../common/protocol';
@@ -28,13 +29,15 @@ import { Progress, human, percent, rate } from './progress';
 
 interface FsOpts {
   master?: string;
+  tokenFile?: string;
   json?: boolean;
 }
 
 function openFs(o: FsOpts): StrataFileSystem {
-  const cfg = resolveConfig({ master: o.master });
+  const cfg = resolveConfig({ master: o.master, tokenFile: o.tokenFile });
   return new StrataFileSystem({
     masterUrl: cfg.master,
+    token: clientToken(cfg),
     stagingDir: nodePath.join(os.tmpdir(), `strata-cli-${process.pid}`),
     logger: silentLogger(),
   });
@@ -392,6 +395,7 @@ ${examples([
       .command(name)
       .description(desc)
       .option('--master <url>', 'master URL; default $STRATA_MASTER or http://127.0.0.1:19998')
+      .option('--token-file <file>', 'the cluster token, when auth is on; default <home>/token, or $STRATA_TOKEN')
       .addHelpText('after', examples(example));
 
   cmd('ls', 'list directories (or show files)', [

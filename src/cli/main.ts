@@ -23,7 +23,8 @@ import { runDoctor } from './doctor';
 import type { ReadType, WriteType } from '../common/protocol';
 import { createDaemonMetrics } from '../common/metrics';
 import { Gauge } from 'prom-client';
-import { createHttpServer } from '../common/http';
+import { HttpAuthOptions, HttpLimits, createHttpServer } from '../common/http';
+import { authRequired, clientToken, isLoopback, serverToken } from '../common/auth';
 
 
 const CLI_ENTRY = nodePath.resolve(__dirname, '..', '..', '..', 'bin', 'strata');
@@ -109,6 +110,20 @@ export function parseKeyValues(list: string[] | undefined, flag: string): Record
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
+/** What a daemon requires of callers: the cluster token (created when missing) when auth is on. */
+function daemonAuth(cfg: StrataConfig, log: ReturnType<typeof createLogger>, opts: { create?: boolean } = {}): HttpAuthOptions | undefined {
+  const token = serverToken(cfg, opts);
+  if (!token) {
+    if (!isLoopback(cfg.bind)) log.warn({ bind: cfg.bind }, 'listening beyond loopback with auth none: anyone who can reach this port can read and change the file system');
+    return undefined;
+  }
+  return { token, publicMetrics: cfg.metricsAuth === 'false' };
+}
+
+function daemonLimits(cfg: StrataConfig): HttpLimits {
+  return { maxConnections: cfg.maxConnections, maxHeaderBytes: cfg.maxHeaderBytes, headersTimeoutMs: cfg.headersTimeoutMs };
+}
+
 async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>): Promise<void> {
   checkHome(cfg.home);
   checkUfs(cfg.ufs);
@@ -125,6 +140,10 @@ async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>):
     workerTimeoutMs: cfg.workerTimeoutMs,
     persistInitialWaitMs: cfg.persistInitialWaitMs,
     dashboard: cfg.dashboard === 'true',
+    auth: daemonAuth(cfg, log, { create: true }),
+    limits: daemonLimits(cfg),
+    maxBodyBytes: cfg.maxBodyBytes,
+    requestTimeoutMs: cfg.requestTimeoutMs,
     logger: log,
   });
   const stop = () => m.close();
@@ -145,6 +164,11 @@ async function runWorker(cfg: StrataConfig): Promise<void> {
     pageSize: cfg.pageSize,
     evictionPolicy: cfg.evictionPolicy,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,
+    auth: daemonAuth(cfg, log),
+    token: clientToken(cfg),
+    limits: daemonLimits(cfg),
+    maxBodyBytes: cfg.maxBodyBytes,
+    bodyStallTimeoutMs: cfg.requestTimeoutMs,
     logger: log,
   });
   const stop = () => w.close();
@@ -177,6 +201,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     shortCircuit: cfg.shortCircuit === 'true',
     metadataCache: cfg.metadataCache === 'true',
     ...(writeType ? { writeType } : {}),
+    token: clientToken(cfg),
   });
   await fs.init();
   // Fail now, with a clear message, if the master is not there.
@@ -186,7 +211,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
   const allowOther = cfg.allowOther === 'true' || (cfg.allowOther === 'auto' && process.getuid?.() === 0);
   // The FUSE client's metrics: a small HTTP server on loopback serving /metrics only.
   const metrics = createDaemonMetrics('fuse');
-  const metricsServer = createHttpServer({ logger: log, metrics });
+  const metricsServer = createHttpServer({ logger: log, metrics, auth: daemonAuth(cfg, log), limits: daemonLimits(cfg) });
   await metricsServer.listen({ host: cfg.bind, port: metricsPort ?? 0 });
   const metricsUrl = `http://${cfg.bind}:${(metricsServer.server.address() as import('node:net').AddressInfo).port}/metrics`;
   // Where this client's bytes came from: page files on this host, or workers over HTTP.
@@ -261,7 +286,7 @@ async function stopChild(c: Child, timeoutMs = 30_000): Promise<void> {
   });
 }
 
-async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: string[]): Promise<void> {
+async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: string[], configFile?: string): Promise<void> {
   checkHome(cfg.home);
   checkUfs(cfg.ufs);
   const log = createLogger('local', cfg.logLevel);
@@ -276,7 +301,11 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
     }
   }
 
-  const common = ['--home', cfg.home, '--log-level', cfg.logLevel];
+  // The master would create the token file too; here it exists before any child reads it.
+  if (authRequired(cfg)) serverToken(cfg, { create: true });
+  const auth = ['--auth', cfg.auth === 'auto' ? (authRequired(cfg) ? 'token' : 'none') : cfg.auth, '--token-file', cfg.tokenFile];
+  // The parts read the same config file (its limits, for one), which --config would otherwise keep from them.
+  const common = ['--home', cfg.home, '--log-level', cfg.logLevel, ...auth, ...(configFile ? ['--config', configFile] : [])];
   const children: Child[] = [];
   let stopping = false;
   const stopAll = async () => {
@@ -344,6 +373,8 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     syncIntervalMs: o.syncIntervalMs,
     writeType: o.writeType,
     allowOther: o.allowOther,
+    auth: o.auth,
+    tokenFile: o.tokenFile,
     logLevel: o.logLevel,
   };
 }
@@ -397,6 +428,8 @@ export async function main(argv: string[]): Promise<void> {
   const withCommon = (c: Command) =>
     c
       .option('--home <dir>', 'home directory (metadata, blocks, staging); default ~/.strata or $STRATA_HOME')
+      .option('--auth <mode>', 'token | none | auto (= token when --bind is not loopback); default auto')
+      .option('--token-file <file>', 'the cluster token; default <home>/token (or the token itself in $STRATA_TOKEN)')
       .option('--config <file>', 'JSON config file; default $STRATA_CONFIG or <home>/strata.json when it exists')
       .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent');
 
@@ -429,7 +462,8 @@ export async function main(argv: string[]): Promise<void> {
     .action(async (o) => {
       parseKeyValues(o.ufsOption, '--ufs-option');
       // An explicitly named mount point must exist; the default one is created.
-      await runLocal(resolveConfig(configFlags(o)), o.mount === undefined, o.ufsOption ?? []);
+      const r = resolveConfigSources(configFlags(o));
+      await runLocal(r.config, o.mount === undefined, o.ufsOption ?? [], r.file);
     });
 
   withCommon(program.command('master').description('run the master in the foreground'))

@@ -39,6 +39,8 @@ export interface FileSystemOptions {
   readType?: ReadType;
   /** Cache master answers, kept exact by the change feed (client/metadata-cache.ts). Default false. */
   metadataCache?: boolean;
+  /** The cluster token, sent to the master and workers. Default: none. */
+  token?: string;
 }
 
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
@@ -239,9 +241,9 @@ export class StrataFileSystem {
   #nextFh = 1;
 
   constructor(opts: FileSystemOptions) {
-    this.master = new MasterClient(opts.masterUrl, { metadataCache: opts.metadataCache === true });
+    this.master = new MasterClient(opts.masterUrl, { metadataCache: opts.metadataCache === true, ...(opts.token ? { token: opts.token } : {}) });
     this.router = new WorkerRouter(this.master);
-    this.workers = new WorkerClient({ readType: opts.readType ?? 'CACHE' });
+    this.workers = new WorkerClient({ readType: opts.readType ?? 'CACHE', ...(opts.token ? { token: opts.token } : {}) });
     this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader();
     this.#stagingDir = opts.stagingDir;
     this.#log = opts.logger;

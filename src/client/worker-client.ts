@@ -4,6 +4,7 @@ import { Pool } from 'undici';
 import type { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
 import { errorFromBody, parseJsonOrUndefined } from '../common/http';
+import { authHeaders } from '../common/auth';
 import type { LoadBlockResponse, ReadType, WorkerInfo, WriteFileResponse, WriteType } from '../common/protocol';
 
 export interface WorkerClientOptions {
@@ -13,6 +14,8 @@ export interface WorkerClientOptions {
   bodyTimeoutMs?: number;
   /** How workers cache what this client reads. Default CACHE. */
   readType?: ReadType;
+  /** The cluster token, sent as `Authorization: Bearer …`. Default: none. */
+  token?: string;
 }
 
 export class WorkerClient {
@@ -20,6 +23,7 @@ export class WorkerClient {
   readonly #headersTimeoutMs: number;
   readonly #bodyTimeoutMs: number;
   readonly readType: ReadType;
+  readonly #auth: Record<string, string>;
   /** Bytes received from workers over HTTP, for metrics. */
   bytesRead = 0;
 
@@ -27,6 +31,7 @@ export class WorkerClient {
     this.readType = opts.readType ?? 'CACHE';
     this.#headersTimeoutMs = opts.headersTimeoutMs ?? 120_000;
     this.#bodyTimeoutMs = opts.bodyTimeoutMs ?? 60_000;
+    this.#auth = authHeaders(opts.token);
   }
 
   #pool(address: string): Pool {
@@ -44,6 +49,7 @@ export class WorkerClient {
       const res = await this.#pool(worker.address).request({
         method: 'GET',
         path: `/blocks/${blockId}?offset=${offset}&length=${length}${this.readType === 'CACHE' ? '' : `&readType=${this.readType}`}`,
+        headers: this.#auth,
         headersTimeout: this.#headersTimeoutMs,
         bodyTimeout: this.#bodyTimeoutMs,
         ...(signal ? { signal } : {}),
@@ -91,7 +97,7 @@ export class WorkerClient {
       const res = await this.#pool(worker.address).request({
         method: 'PUT',
         path: `/files/${ino}?container=${containerId}&blockSize=${blockSize}&size=${size}&writeType=${writeType}${extents ? '&format=extents' : ''}`,
-        headers: extents ? { 'content-type': 'application/octet-stream' } : { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+        headers: extents ? { ...this.#auth, 'content-type': 'application/octet-stream' } : { ...this.#auth, 'content-type': 'application/octet-stream', 'content-length': String(size) },
         body,
         headersTimeout: this.#headersTimeoutMs,
         bodyTimeout: this.#bodyTimeoutMs,
@@ -113,6 +119,7 @@ export class WorkerClient {
       const res = await this.#pool(worker.address).request({
         method: 'POST',
         path: `/blocks/${blockId}/load${range ? `?offset=${range.offset}&length=${range.length}` : ''}`,
+        headers: this.#auth,
         headersTimeout: this.#headersTimeoutMs,
         bodyTimeout: this.#bodyTimeoutMs,
         ...(signal ? { signal } : {}),

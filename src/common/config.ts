@@ -47,6 +47,15 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'persistInitialWaitMs', flag: '', env: 'STRATA_PERSIST_INITIAL_WAIT_MS', kind: 'int', description: 'Wait before the first persist attempt of an ASYNC_THROUGH file.', default: () => 0 },
   { key: 'allowOther', flag: '--allow-other', env: 'STRATA_ALLOW_OTHER', kind: 'string', description: 'Let users other than the mounting one use the mount (the kernel still checks permissions): true, false, or auto (= when mounted by root).', default: () => 'auto' },
   { key: 'dashboard', flag: '', env: 'STRATA_DASHBOARD', kind: 'string', description: 'The master serves its read-only web dashboard at / on its API port: true or false.', default: () => 'true' },
+  { key: 'auth', flag: '--auth', env: 'STRATA_AUTH', kind: 'string', description: 'Whether the APIs require the cluster token: token, none, or auto (= token when bind is not a loopback address).', default: () => 'auto' },
+  { key: 'tokenFile', flag: '--token-file', env: 'STRATA_TOKEN_FILE', kind: 'string', description: 'File holding the cluster token (mode 0600); a daemon with auth on creates it when missing.', default: (c) => nodePath.join(String(c.home ?? DEFAULT_HOME), 'token') },
+  { key: 'token', flag: '', env: 'STRATA_TOKEN', kind: 'string', description: 'The cluster token itself, in place of tokenFile (the environment is easier to leak than a 0600 file).', default: () => '' },
+  { key: 'metricsAuth', flag: '', env: 'STRATA_METRICS_AUTH', kind: 'string', description: 'With auth on, /metrics needs the token too: true, or false for a Prometheus without credentials.', default: () => 'true' },
+  { key: 'maxConnections', flag: '', env: 'STRATA_MAX_CONNECTIONS', kind: 'int', description: 'Most open connections per daemon; more are closed at once.', default: () => 1024 },
+  { key: 'maxHeaderBytes', flag: '', env: 'STRATA_MAX_HEADER_BYTES', kind: 'bytes', description: 'Largest request line plus headers; larger get 431 and a closed connection.', default: () => 16 * 1024 },
+  { key: 'maxBodyBytes', flag: '', env: 'STRATA_MAX_BODY_BYTES', kind: 'bytes', description: 'Largest JSON request body (worker block reports may be 64 times this); larger get 413. Streamed file writes are bounded by their declared size instead.', default: () => 1024 * 1024 },
+  { key: 'headersTimeoutMs', flag: '', env: 'STRATA_HEADERS_TIMEOUT_MS', kind: 'int', description: 'A request whose headers are not all in after this long gets 408 and a closed connection.', default: () => 10_000 },
+  { key: 'requestTimeoutMs', flag: '', env: 'STRATA_REQUEST_TIMEOUT_MS', kind: 'int', description: 'Master: a whole request (headers and body) must arrive within this. Worker: a streamed write body must not stall longer than this.', default: () => 60_000 },
   { key: 'logLevel', flag: '--log-level', env: 'STRATA_LOG_LEVEL', kind: 'string', description: 'Log level: fatal, error, warn, info, debug, trace, silent.', default: () => 'info' },
 ];
 
@@ -73,6 +82,15 @@ export interface StrataConfig {
   persistInitialWaitMs: number;
   allowOther: string;
   dashboard: string;
+  auth: string;
+  tokenFile: string;
+  token: string;
+  metricsAuth: string;
+  maxConnections: number;
+  maxHeaderBytes: number;
+  maxBodyBytes: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
   logLevel: string;
 }
 
@@ -95,7 +113,8 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
   switch (k.kind) {
     case 'string':
       if (v.length === 0) throw bad('a non-empty string');
-      if ((k.key === 'shortCircuit' || k.key === 'metadataCache' || k.key === 'dashboard') && !['true', 'false'].includes(v)) throw bad('true or false');
+      if ((k.key === 'shortCircuit' || k.key === 'metadataCache' || k.key === 'dashboard' || k.key === 'metricsAuth') && !['true', 'false'].includes(v)) throw bad('true or false');
+      if (k.key === 'auth' && !['token', 'none', 'auto'].includes(v)) throw bad('token, none or auto');
       if (k.key === 'allowOther' && !['true', 'false', 'auto'].includes(v)) throw bad('true, false or auto');
       if (k.key === 'evictionPolicy' && !['LRU', 'FIFO', 'LFU'].includes(v)) throw bad('LRU, FIFO or LFU');
       if (k.key === 'readType' && !['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'].includes(v)) throw bad('CACHE, CACHE_PROMOTE or NO_CACHE');
@@ -106,6 +125,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       const n = Number(v);
       if (!Number.isSafeInteger(n)) throw bad('an integer');
       if ((k.key.endsWith('Port') && (n < 0 || n > 65535))) throw bad('a port number 0-65535');
+      if (['maxConnections', 'headersTimeoutMs', 'requestTimeoutMs'].includes(k.key) && n < 1) throw bad('a positive integer');
       return n;
     }
     case 'bytes': {
@@ -165,6 +185,7 @@ export function resolveConfigSources(flags: Partial<Record<keyof StrataConfig | 
     }
   }
   out.home = nodePath.resolve(String(out.home));
+  out.tokenFile = nodePath.resolve(String(out.tokenFile));
   out.mount = nodePath.resolve(String(out.mount));
   return { config: out as unknown as StrataConfig, sources: sources as Record<keyof StrataConfig, ConfigSource>, file };
 }
@@ -199,7 +220,8 @@ function readConfigFile(file: string): Record<string, unknown> {
 /** Hides credentials in a value shown to people (URL passwords, secret-looking keys). */
 export function maskSecret(key: string, value: unknown): string {
   const v = String(value);
-  if (/secret|password|token|credential/i.test(key)) return '****';
+  // A file that holds a secret is named, not hidden: `tokenFile` shows its path.
+  if (/secret|password|token|credential/i.test(key) && !/file$/i.test(key)) return v === '' ? '' : '****';
   return v.replace(/(\/\/[^/:@\s]+:)[^@/\s]+@/, '$1****@');
 }
 
@@ -209,6 +231,8 @@ export function configTableMarkdown(): string {
     const d = k.default({});
     if (k.key === 'home') return '`~/.strata`';
     if (k.key === 'ufs') return '`file://<home>/ufs`';
+    if (k.key === 'tokenFile') return '`<home>/token`';
+    if (k.key === 'token') return '(none)';
     if (k.kind === 'bytes' && typeof d === 'number') return '`' + humanBytes(d) + '`';
     return '`' + String(d) + '`';
   };

@@ -18,6 +18,8 @@ export const ERROR_TABLE = {
   NAME_TOO_LONG: { errno: E.ENAMETOOLONG, status: 400 },
   INVALID_ARGUMENT: { errno: E.EINVAL, status: 400 },
   PERMISSION_DENIED: { errno: E.EACCES, status: 403 },
+  /** A request without the cluster token, or with a wrong one. The reply says nothing more. */
+  UNAUTHENTICATED: { errno: E.EACCES, status: 401 },
   NOT_PERMITTED: { errno: E.EPERM, status: 403 },
   CROSS_DEVICE: { errno: E.EXDEV, status: 409 },
   BUSY: { errno: E.EBUSY, status: 409 },

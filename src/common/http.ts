@@ -8,6 +8,27 @@ import Fastify, { FastifyInstance, FastifyError, FastifyReply } from 'fastify';
 import { StrataError, isErrorCode, toStrataError } from './errors';
 import type { Logger } from './log';
 import type { DaemonMetrics } from './metrics';
+import { tokenDigest, tokenMatches } from './auth';
+
+/** Paths any caller may fetch even with auth on: liveness only, which tells nothing. */
+const PUBLIC_PATHS = new Set(['/healthz']);
+
+export interface HttpAuthOptions {
+  /** The cluster token every request must present as `Authorization: Bearer …`. */
+  token: string;
+  /** Serve /metrics without the token (for a Prometheus without credentials). Default false. */
+  publicMetrics?: boolean;
+}
+
+/** Resource limits of one daemon's HTTP server; see the config keys of the same names. */
+export interface HttpLimits {
+  /** Most open connections; further ones are closed at once. Default 1024. */
+  maxConnections?: number;
+  /** Largest request line plus headers, in bytes; more gets 431. Default 16 KiB. */
+  maxHeaderBytes?: number;
+  /** Time for a request's headers to arrive, in ms; then 408. Default 10000. */
+  headersTimeoutMs?: number;
+}
 
 export interface HttpServerOptions {
   logger: Logger;
@@ -17,14 +38,26 @@ export interface HttpServerOptions {
   bodyLimit?: number;
   /** Whole-request timeout in ms (0 = none, for long streamed bodies). Default 0. */
   requestTimeoutMs?: number;
+  /** Require the cluster token on every route but /healthz. Default: no auth. */
+  auth?: HttpAuthOptions;
+  limits?: HttpLimits;
 }
 
 export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   const log = opts.logger;
+  const requestTimeout = opts.requestTimeoutMs ?? 0;
+  const headersTimeout = opts.limits?.headersTimeoutMs ?? 10_000;
   const app = Fastify({
     logger: false,
     bodyLimit: opts.bodyLimit ?? 1024 * 1024,
-    requestTimeout: opts.requestTimeoutMs ?? 0,
+    requestTimeout,
+    http: {
+      maxHeaderSize: opts.limits?.maxHeaderBytes ?? 16 * 1024,
+      // Node refuses a headers timeout longer than the request timeout.
+      headersTimeout: requestTimeout > 0 ? Math.min(headersTimeout, requestTimeout) : headersTimeout,
+      // Node looks for expired requests this often (default 30 s, which would triple a 10 s timeout).
+      connectionsCheckingInterval: Math.min(1000, headersTimeout),
+    },
     return503OnClosing: true,
     forceCloseConnections: true,
     // Errors raised by the router before any route runs (bad %-encoding, an overlong
@@ -34,6 +67,21 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
       void (reply as FastifyReply).status(status).send(new StrataError(status >= 500 ? 'INTERNAL' : 'BAD_REQUEST', err.message).toJSON());
     },
   });
+
+  app.server.maxConnections = opts.limits?.maxConnections ?? 1024;
+
+  const auth = opts.auth;
+  if (auth) {
+    const expected = tokenDigest(auth.token);
+    // onRequest runs before routing to a handler and before any body is read, for unknown routes too,
+    // so a caller without the token learns nothing: not which routes exist, not the body limits.
+    app.addHook('onRequest', async (req, reply) => {
+      const path = req.url.split('?')[0]!;
+      if (PUBLIC_PATHS.has(path) || (auth.publicMetrics && path === '/metrics')) return;
+      if (tokenMatches(req.headers.authorization, expected)) return;
+      return reply.status(401).header('www-authenticate', 'Bearer realm="strata"').send(new StrataError('UNAUTHENTICATED', 'authentication required').toJSON());
+    });
+  }
 
   const metrics = opts.metrics;
   if (metrics) {
@@ -71,6 +119,25 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   });
 
   return app;
+}
+
+/**
+ * Yields the chunks of a request body; when the client sends nothing for `ms`,
+ * `onStall` runs (it should destroy the connection, which ends the loop with an
+ * error). Only waits on the client count: time the consumer spends between
+ * chunks (writing to a slow store) does not.
+ */
+export async function* stallGuarded(body: AsyncIterable<unknown>, ms: number, onStall: () => void): AsyncGenerator<Buffer> {
+  let timer = setTimeout(onStall, ms);
+  try {
+    for await (const chunk of body) {
+      clearTimeout(timer);
+      yield chunk as Buffer;
+      timer = setTimeout(onStall, ms);
+    }
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Reads a required field of a JSON body with its type checked; malformed input is BAD_REQUEST. */

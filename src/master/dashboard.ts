@@ -13,6 +13,7 @@
  * is enabled and stops with the master.
  */
 
+import { authHeaders } from '../common/auth';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { StrataError, toStrataError } from '../common/errors';
 import { intParam } from '../common/http';
@@ -35,6 +36,8 @@ export interface DashboardDeps {
   table: InodeTable;
   ns: Namespace;
   logger: Logger;
+  /** The cluster token, sent when scraping workers' /metrics. */
+  token?: string;
 }
 
 /** The running dashboard: its sampler stops on close. */
@@ -266,7 +269,7 @@ class HitSampler {
 
   async #scrape(w: WorkerInfo): Promise<{ hits: number; misses: number }> {
     const signal = AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#timeoutMs)]);
-    const res = await fetch(`${w.address}/metrics`, { signal });
+    const res = await fetch(`${w.address}/metrics`, { signal, headers: authHeaders(this.#deps.token) });
     if (!res.ok) {
       await res.body?.cancel();
       throw new StrataError('UNAVAILABLE', `HTTP ${res.status}`);

@@ -18,6 +18,8 @@ export interface PersisterOptions {
   intervalMs?: number;
   /** Files persisted at the same time. Default 2. */
   concurrency?: number;
+  /** The cluster token, sent to workers. */
+  token?: string;
 }
 
 export class Persister {
@@ -25,6 +27,7 @@ export class Persister {
   readonly #log: Logger;
   readonly #intervalMs: number;
   readonly #concurrency: number;
+  readonly #token: string | undefined;
   readonly #running = new Map<number, Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
 
@@ -33,6 +36,7 @@ export class Persister {
     this.#log = opts.logger;
     this.#intervalMs = opts.intervalMs ?? 500;
     this.#concurrency = opts.concurrency ?? 2;
+    this.#token = opts.token;
   }
 
   start(): void {
@@ -75,7 +79,7 @@ export class Persister {
     const worker = live.find((w) => blocks.every((b) => b.locations.includes(w.id))) ?? (blocks.length === 0 ? live[0] : undefined);
     try {
       if (!worker) throw new StrataError('UNAVAILABLE', `no live worker holds every block of inode ${ino}`);
-      const client = new JsonClient(worker.address, { timeoutMs: 600_000, retryForMs: 0 });
+      const client = new JsonClient(worker.address, { timeoutMs: 600_000, retryForMs: 0, token: this.#token });
       try {
         const r = await client.post<PersistResponse>(`/persist/${ino}?container=${node.container}&blocks=${blocks.length}`, {});
         if (this.#table.markPersisted(ino, node.container, r.ufsFingerprint)) this.#log.info({ ino, worker: worker.id }, 'persisted');

@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { StrataError } from '../common/errors';
-import { createHttpServer, field, intParam, optionalInt, requiredInt, requiredString } from '../common/http';
+import { HttpAuthOptions, HttpLimits, createHttpServer, field, intParam, optionalInt, requiredInt, requiredString } from '../common/http';
 import { joinPath, validateName } from '../common/paths';
 import type { Logger } from '../common/log';
 import {
@@ -63,6 +63,14 @@ export interface MasterOptions {
    * workers' cache hit counters; false turns both off. Default true.
    */
   dashboard?: boolean | DashboardOptions;
+  /** Require the cluster token (also sent to workers). Default: no auth. */
+  auth?: HttpAuthOptions;
+  /** Connection, header and timeout limits of the API server (see HttpLimits for defaults). */
+  limits?: HttpLimits;
+  /** Largest JSON body; block reports may be 64 times this. Default 1 MiB. */
+  maxBodyBytes?: number;
+  /** A whole request must arrive within this (ms). Default 60000. */
+  requestTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -99,7 +107,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   }
   const ns = new Namespace({ table, mounts, syncIntervalMs: opts.syncIntervalMs ?? 5000, logger: log });
   if (opts.writeType) ns.setDefaultWriteType(opts.writeType);
-  const persister = new Persister({ table, logger: log });
+  const persister = new Persister({ table, logger: log, token: opts.auth?.token });
   persister.start();
   const workerTimeoutMs = opts.workerTimeoutMs ?? 30_000;
   // Heartbeats renew a write in flight every few seconds; one silent this long lost its client or worker.
@@ -129,7 +137,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       this.set(q.length ? (Date.now() - Math.min(...q.map((j) => j.enqueuedAt))) / 1000 : 0);
     },
   });
-  const app = createHttpServer({ logger: log, metrics });
+  const maxBody = opts.maxBodyBytes ?? 1024 * 1024;
+  const app = createHttpServer({ logger: log, metrics, auth: opts.auth, limits: opts.limits, bodyLimit: maxBody, requestTimeoutMs: opts.requestTimeoutMs ?? 60_000 });
   const api = MASTER_API;
 
   // The change feed: every answer says which changes it reflects; changes wake the long polls.
@@ -202,6 +211,13 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x) && x >= 0)) throw new StrataError('BAD_REQUEST', `'${name}' must be an array of block ids`);
     return v as number[];
   };
+
+  // Every POST of the API takes a JSON object; anything else (null, an array, no body) stops here, not in a handler.
+  app.addHook('preHandler', async (req) => {
+    if (req.method !== 'POST' || !req.url.startsWith(`${api}/`)) return;
+    const b = req.body;
+    if (b === null || typeof b !== 'object' || Array.isArray(b)) throw new StrataError('BAD_REQUEST', 'request body must be a JSON object');
+  });
 
   app.get('/healthz', async () => ({ ok: true }));
   app.get(`${api}/info`, async () => ({ ufs: ns.ufsUri, blockSize, inodes: table.nodeCount(), workers: table.workers() }));
@@ -343,7 +359,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const blockReports = (body: unknown, name: string): BlockReport[] =>
     items(body, name, MAX_REPORT, (x) => ({ id: requiredInt(x, 'id'), tier: shortString(x, 'tier', 64), bytes: requiredInt(x, 'bytes') }));
   // Full block reports of big caches (many small files) outgrow the default 1 MiB body.
-  const reportLimit = { bodyLimit: 64 * 1024 * 1024 };
+  const reportLimit = { bodyLimit: 64 * maxBody };
 
   app.post(`${api}/workers/register`, reportLimit, async (req): Promise<RegisterWorkerResponse> => {
     const b = req.body;
@@ -439,7 +455,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.get(`${api}/du`, async (req): Promise<DuResponse> => ns.du(pathQuery(req.query)));
 
   const dashboard: Dashboard | undefined =
-    opts.dashboard === false ? undefined : registerDashboard(app, { table, ns, logger: log }, opts.dashboard === true ? {} : opts.dashboard);
+    opts.dashboard === false ? undefined : registerDashboard(app, { table, ns, logger: log, token: opts.auth?.token }, opts.dashboard === true ? {} : opts.dashboard);
 
   const expiry = setInterval(() => {
     for (const id of table.expireWorkers(Date.now() - workerTimeoutMs)) log.warn({ workerId: id, timeoutMs: workerTimeoutMs }, 'worker lost: no heartbeat');

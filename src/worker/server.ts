@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
-import { createHttpServer, intParam } from '../common/http';
+import { HttpAuthOptions, HttpLimits, createHttpServer, intParam, stallGuarded } from '../common/http';
 import { JsonClient } from '../common/json-client';
 import type { Logger } from '../common/log';
 import {
@@ -57,6 +57,16 @@ export interface WorkerOptions {
   heartbeatIntervalMs?: number;
   /** Background verification speed of cached pages, bytes/s (0 = off). Default 64 MiB/s. */
   scrubBytesPerSec?: number;
+  /** Require the cluster token on the data API. Default: no auth. */
+  auth?: HttpAuthOptions;
+  /** The cluster token sent to the master. Default: auth's token, else none. */
+  token?: string;
+  /** Connection and header limits of the data server (see HttpLimits for defaults). */
+  limits?: HttpLimits;
+  /** Largest body of a route that takes no stream (they take none; it is read and dropped). Default 1 MiB. */
+  maxBodyBytes?: number;
+  /** A request body (a streamed file write) may stall this long (ms) before the connection is closed. Default 60000. */
+  bodyStallTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -94,7 +104,7 @@ const FILL_RUN_BYTES = 8 * 1024 * 1024;
 
 export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const log = opts.logger;
-  const master = new JsonClient(opts.masterUrl, { retryForMs: 60_000 });
+  const master = new JsonClient(opts.masterUrl, { retryForMs: 60_000, token: opts.token ?? opts.auth?.token });
   const tiers = opts.tiers ?? [{ name: 'SSD', dir: nodePath.resolve(opts.home, 'worker', 'blocks'), capacityBytes: opts.capacityBytes ?? 8 * 1024 ** 3 }];
   const store = new PageStore({
     tiers,
@@ -301,11 +311,38 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   new Gauge({ name: 'strata_worker_evicted_bytes_total', help: 'Bytes dropped from the cache to make room, since start', registers: reg, collect() { this.set(store.stats.evictedBytes); } });
   new Gauge({ name: 'strata_worker_demoted_bytes_total', help: 'Bytes moved down a tier to make room, since start', registers: reg, collect() { this.set(store.stats.demotedBytes); } });
   new Gauge({ name: 'strata_worker_promoted_bytes_total', help: 'Bytes moved to the top tier by CACHE_PROMOTE reads, since start', registers: reg, collect() { this.set(store.stats.promotedBytes); } });
-  const app = createHttpServer({ logger: log, metrics });
+  const app = createHttpServer({ logger: log, metrics, auth: opts.auth, limits: opts.limits });
   /** Containers being written here (count of uploads per container): heartbeats tell the master they are in flight. */
   const openWrites = new Map<number, number>();
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
+  const maxBody = opts.maxBodyBytes ?? 1024 * 1024;
+  const stallMs = opts.bodyStallTimeoutMs ?? 60_000;
+  app.addContentTypeParser('*', (req, payload, done) => {
+    // File writes stream their body to the handler, which bounds it by the declared size and stalls.
+    if (req.method === 'PUT') return done(null, payload);
+    // No other route reads a body: drop what comes, up to the limit and the stall timeout, so a connection is never stuck on one.
+    let n = 0;
+    let finished = false;
+    let timer = setTimeout(() => req.raw.destroy(), stallMs);
+    const finish = (err: Error | null) => {
+      clearTimeout(timer);
+      if (finished) return;
+      finished = true;
+      done(err, undefined);
+    };
+    payload.on('data', (c: Buffer) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => req.raw.destroy(), stallMs);
+      n += c.length;
+      if (n > maxBody) {
+        payload.destroy();
+        finish(new StrataError('PAYLOAD_TOO_LARGE', `request body over ${maxBody} bytes`));
+      }
+    });
+    payload.on('end', () => finish(null));
+    payload.on('error', (err) => finish(new StrataError('BAD_REQUEST', `request body: ${err.message}`)));
+    payload.on('close', () => clearTimeout(timer));
+  });
 
   app.get('/healthz', async () => ({ ok: true }));
 
@@ -370,7 +407,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     }
   });
 
-  const writeFile = async (req: { body: unknown }, ino: number, q: Record<string, unknown>, containerId: number): Promise<WriteFileResponse> => {
+  const writeFile = async (req: { body: unknown; raw: { destroy(): void } }, ino: number, q: Record<string, unknown>, containerId: number): Promise<WriteFileResponse> => {
     const blockSize = intParam(q.blockSize, 'blockSize');
     const size = intParam(q.size, 'size');
     const writeType = (q.writeType ?? 'CACHE_THROUGH') as WriteType;
@@ -434,7 +471,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     try {
       if (q.format === 'extents') {
         // Sparse body: frames of [u64 offset][u32 length][bytes]; gaps between them are zeros.
-        for await (const ext of readExtents(req.body as Readable)) {
+        for await (const ext of readExtents(stallGuarded(req.body as Readable, stallMs, () => req.raw.destroy()))) {
           if (ext.offset < total) throw new StrataError('BAD_REQUEST', 'extents must be in order and must not overlap');
           if (ext.offset > total) await writeHole(ext.offset - total);
           await writePiece(ext.data);
@@ -445,7 +482,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         const COALESCE = 4 * 1024 * 1024;
         let pending: Buffer[] = [];
         let pendingLen = 0;
-        for await (const raw of req.body as Readable) {
+        // A client that stops sending mid-body loses its connection after stallMs; the catch below cleans up.
+        for await (const raw of stallGuarded(req.body as Readable, stallMs, () => req.raw.destroy())) {
           const chunk = raw as Buffer;
           if (total + pendingLen + chunk.length > size) throw new StrataError('BAD_REQUEST', `body is longer than the declared size ${size}`);
           pending.push(chunk);
@@ -618,7 +656,7 @@ async function workerUuid(home: string): Promise<string> {
 }
 
 /** Parses a sparse write body: frames of [u64 offset][u32 length][length bytes]. */
-async function* readExtents(body: Readable): AsyncGenerator<{ offset: number; data: Buffer }> {
+async function* readExtents(body: AsyncIterable<Buffer>): AsyncGenerator<{ offset: number; data: Buffer }> {
   const MAX_EXTENT = 64 * 1024 * 1024;
   const it = body[Symbol.asyncIterator]();
   let chunks: Buffer[] = [];

@@ -410,6 +410,36 @@ t.test('malformed HTTP against a running cluster', async (t) => {
     check(t, 'DELETE /files/1', await send('DELETE', `${w}/files/1`));
   });
 
+  await t.test('worker: no URL reaches the file system by path', async (t) => {
+    const w = c.workerUrl;
+    // A file beside the worker's block dirs, and one far outside: neither may come back.
+    const sentinel = `sentinel-${Date.now()}`;
+    await fsp.writeFile(path.join(c.home, 'worker', 'sentinel'), sentinel);
+    const tries = [
+      '/blocks/..%2Fsentinel',
+      '/blocks/..%2F..%2Fsentinel',
+      '/blocks/..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd',
+      '/blocks/%2Fetc%2Fpasswd',
+      '/blocks/1%2F..%2F..%2Fsentinel',
+      '/blocks/1%00',
+      '/blocks/~root',
+      `/blocks/${encodeURIComponent(path.join(c.home, 'worker', 'sentinel'))}`,
+      '/blocks/1/..%2F..%2Fsentinel/load',
+      '/files/..%2F..%2Fsentinel?container=1&blockSize=4096&size=0',
+      '/persist/..%2Fsentinel?container=1&blocks=1',
+      '/blocks/1?offset=0&length=10&path=/etc/passwd',
+      '/blocks/1?file=../../sentinel',
+    ];
+    for (const p of tries) {
+      for (const method of ['GET', 'POST', 'PUT'] as const) {
+        const r = await send(method, `${w}${p}`, method === 'GET' ? undefined : '', method === 'GET' ? {} : { 'content-type': 'application/octet-stream' });
+        t.ok(r.status >= 400 && r.status < 500, `${method} ${p} -> ${r.status}`);
+        t.notMatch(r.text, sentinel, 'the sentinel never comes back');
+        t.notMatch(r.text, /root:x?:0:0/, 'nor /etc/passwd');
+      }
+    }
+  });
+
   await t.test('both processes and the mount survive', async (t) => {
     for (const [who, url] of [
       ['master', c.masterUrl],
