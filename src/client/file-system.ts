@@ -18,12 +18,13 @@ import { constants as fsConstants, createReadStream } from 'node:fs';
 import { StrataError, toStrataError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Mutex } from '../common/mutex';
-import { DirEntry, FileAttributes, FileBlocksResponse, ReadType, Timespec, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
+import { DirEntry, FileAttributes, FileBlocksResponse, ReadType, Timespec, WorkerInfo, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
 import { FileReader, FileReaderOptions } from './file-reader';
 import { MasterClient } from './master-client';
 import { WorkerClient } from './worker-client';
 import { WorkerRouter } from './worker-router';
 import { ShortCircuitReader } from './short-circuit';
+import { INCOMING_DIR } from '../common/protocol';
 
 export interface FileSystemOptions {
   masterUrl: string;
@@ -632,7 +633,7 @@ export class StrataFileSystem {
         }
         throw err;
       }
-      await this.#upload(f.ino, begin, size, size > 0 ? await staging.extents() : Buffer.alloc(0), size > 0, f.mtime);
+      await this.#upload(f.ino, begin, size, () => staging.extents(), true, f.mtime, staging);
       if (f.generation === gen) f.dirty = false;
     });
   }
@@ -673,13 +674,34 @@ export class StrataFileSystem {
     return this.#upload(attrs.ino, await this.master.beginWrite(attrs.ino), size, body, false);
   }
 
-  /** Sends a file's whole content through a worker (per the write type) and commits the new blocks. */
-  async #upload(ino: number, begin: WriteBeginResponse, size: number, body: Readable | Buffer, extents: boolean, mtime?: Timespec): Promise<FileAttributes> {
+  /**
+   * Sends a file's whole content through a worker (per the write type) and commits
+   * the new blocks. A staged file going to a worker on this host is not sent over
+   * HTTP: it is hard-linked into the worker's incoming dir, which reads it from disk.
+   */
+  async #upload(
+    ino: number,
+    begin: WriteBeginResponse,
+    size: number,
+    body: Readable | Buffer | (() => Promise<Readable>),
+    extents: boolean,
+    mtime?: Timespec,
+    staging?: StagingFile,
+  ): Promise<FileAttributes> {
     const worker = await this.router.forWrite(ino);
     const writeType = this.#writeType ?? begin.writeType;
     let res;
     try {
-      res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, body, writeType, extents);
+      const local = staging && this.local?.isLocal(worker) ? await this.#handOver(worker, staging) : undefined;
+      try {
+        if (local) {
+          res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, Buffer.alloc(0), writeType, false, local);
+        } else {
+          res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, typeof body === 'function' ? await body() : body, writeType, extents);
+        }
+      } finally {
+        if (local) await fsp.rm(local.path, { force: true });
+      }
     } catch (err) {
       this.router.invalidate();
       throw err;
@@ -695,6 +717,26 @@ export class StrataFileSystem {
       writeType,
       ...(mtime ? { mtime } : {}),
     });
+  }
+
+  /**
+   * Links a staged file into an incoming dir of a same-host worker (a tier on the
+   * same file system); undefined when none takes it (other device, permissions).
+   */
+  async #handOver(worker: WorkerInfo, staging: StagingFile): Promise<{ tier: string; name: string; path: string } | undefined> {
+    await staging.drain();
+    await staging.fh; // the file exists once anything was written; make sure of it
+    for (const tier of worker.tiers) {
+      const name = randomBytes(12).toString('hex');
+      const path = nodePath.join(tier.dir, INCOMING_DIR, name);
+      try {
+        await fsp.link(staging.path, path);
+        return { tier: tier.name, name, path };
+      } catch {
+        // EXDEV (another file system), EACCES, no such dir (an older worker): try the next tier, then HTTP.
+      }
+    }
+    return undefined;
   }
 
   /** A reader over the current content of `path`. */

@@ -92,13 +92,20 @@ export class WorkerClient {
     writeType: WriteType = 'CACHE_THROUGH',
     /** The body is sparse extents (see StagingFile.extents), not the raw bytes. */
     extents = false,
+    /** Same host: the bytes are in this file, linked into the tier's incoming dir; no body is sent. */
+    local?: { tier: string; name: string },
   ): Promise<WriteFileResponse> {
     try {
+      const where = local ? `&local=${encodeURIComponent(local.name)}&tier=${encodeURIComponent(local.tier)}` : extents ? '&format=extents' : '';
       const res = await this.#pool(worker.address).request({
         method: 'PUT',
-        path: `/files/${ino}?container=${containerId}&blockSize=${blockSize}&size=${size}&writeType=${writeType}${extents ? '&format=extents' : ''}`,
-        headers: extents ? { ...this.#auth, 'content-type': 'application/octet-stream' } : { ...this.#auth, 'content-type': 'application/octet-stream', 'content-length': String(size) },
-        body,
+        path: `/files/${ino}?container=${containerId}&blockSize=${blockSize}&size=${size}&writeType=${writeType}${where}`,
+        headers: local
+          ? { ...this.#auth, 'content-type': 'application/octet-stream', 'content-length': '0' }
+          : extents
+            ? { ...this.#auth, 'content-type': 'application/octet-stream' }
+            : { ...this.#auth, 'content-type': 'application/octet-stream', 'content-length': String(size) },
+        body: local ? Buffer.alloc(0) : body,
         headersTimeout: this.#headersTimeoutMs,
         bodyTimeout: this.#bodyTimeoutMs,
       });

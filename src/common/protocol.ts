@@ -126,6 +126,9 @@ export interface FileBlocksResponse {
 }
 
 /** A live worker as the master knows it. */
+/** Per worker tier: where a same-host client links a staged file it wants written (a request names only the file). */
+export const INCOMING_DIR = '.incoming';
+
 export interface WorkerInfo {
   id: number;
   address: string;

@@ -25,6 +25,7 @@ import { randomBytes } from 'node:crypto';
 import { StrataError, toStrataError } from '../common/errors';
 import { Mutex } from '../common/mutex';
 import { EvictionOrder, createEvictionOrder } from './eviction';
+import { INCOMING_DIR } from '../common/protocol';
 import type { BlockReport, TierInfo } from '../common/protocol';
 import { PAGE_TRAILER_BYTES, PageIdentity, encodeTrailer, identityOf, identityOfPath, pageCrc, sameIdentity, verifyPage } from '../common/page-file';
 
@@ -136,8 +137,14 @@ export class PageStore {
       await fsp.mkdir(tier.dir, { recursive: true });
       await fsp.rm(tier.tmp, { recursive: true, force: true });
       await fsp.mkdir(tier.tmp, { recursive: true });
+      // Same-host clients hand over files to write here (see openIncoming); leftovers of a crash go.
+      const incoming = nodePath.join(tier.dir, INCOMING_DIR);
+      await fsp.rm(incoming, { recursive: true, force: true });
+      await fsp.mkdir(incoming, { recursive: true });
+      // Anyone may add a file (sticky: only its owner removes it), no one but the worker lists them.
+      await fsp.chmod(incoming, 0o1733);
       for (const b of await fsp.readdir(tier.dir)) {
-        if (b === '.tmp') continue;
+        if (b === '.tmp' || b === INCOMING_DIR) continue;
         const bdir = nodePath.join(tier.dir, b);
         if (!/^[0-9]{1,16}$/.test(b)) {
           await fsp.rm(bdir, { recursive: true, force: true });
@@ -421,6 +428,30 @@ export class PageStore {
       }
       throw toStrataError(err, `write page ${blockId}/${pageIndex}`);
     }
+  }
+
+  /**
+   * A file a same-host client placed in a tier's incoming dir, opened without
+   * following links and checked to be a plain file; NOT_FOUND when it is not
+   * there. Only a bare name is accepted: a request cannot point anywhere else.
+   */
+  async openIncoming(tierName: string, name: string): Promise<{ fh: fsp.FileHandle; path: string }> {
+    if (!/^[A-Za-z0-9_-]{8,64}$/.test(name)) throw new StrataError('BAD_REQUEST', 'a local file name is 8-64 letters, digits, _ or -');
+    const tier = this.#tiers.find((t) => t.name === tierName.toUpperCase());
+    if (!tier) throw new StrataError('BAD_REQUEST', `no tier ${tierName.slice(0, 32)}`);
+    const path = nodePath.join(tier.dir, INCOMING_DIR, name);
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    } catch (err) {
+      throw new StrataError('NOT_FOUND', `no local file ${name} in tier ${tier.name}`, { cause: err });
+    }
+    const st = await fh.stat();
+    if (!st.isFile()) {
+      await fh.close();
+      throw new StrataError('BAD_REQUEST', `local file ${name} is not a regular file`);
+    }
+    return { fh, path };
   }
 
   /**

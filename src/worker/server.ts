@@ -7,6 +7,7 @@
 
 import * as nodePath from 'node:path';
 import { promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
@@ -302,7 +303,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const fillCount = new Counter({ name: 'strata_worker_ufs_reads_total', help: 'Ranged under-store reads that filled missing pages', labelNames: ['result'] as const, registers: reg });
   const hits = new Counter({ name: 'strata_worker_block_reads_total', help: 'Block range reads by whether every page was cached', labelNames: ['cache'] as const, registers: reg });
   const corruptPages = new Counter({ name: 'strata_worker_corrupt_pages_total', help: 'Cached pages that failed checksum verification and were dropped', registers: reg });
-  const writtenBytes = new Counter({ name: 'strata_worker_written_bytes_total', help: 'File bytes written through this worker, by write type', labelNames: ['write_type'] as const, registers: reg });
+  const writtenBytes = new Counter({
+    name: 'strata_worker_written_bytes_total',
+    help: 'File bytes written through this worker, by write type and how they came (http: request body; local: a same-host file handed over)',
+    labelNames: ['write_type', 'via'] as const,
+    registers: reg,
+  });
   new Gauge({ name: 'strata_worker_cache_used_bytes', help: 'Bytes of cached pages, by tier', labelNames: ['tier'] as const, registers: reg, collect() { for (const t of store.tierInfo()) this.set({ tier: t.name }, t.usedBytes); } });
   new Gauge({ name: 'strata_worker_cache_capacity_bytes', help: 'Quota, by tier', labelNames: ['tier'] as const, registers: reg, collect() { for (const t of store.tierInfo()) this.set({ tier: t.name }, t.capacityBytes); } });
   new Gauge({ name: 'strata_worker_cache_blocks', help: 'Blocks with at least one cached page', registers: reg, collect() { this.set(store.blockCount); } });
@@ -469,7 +475,21 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       await advance(n, undefined);
     };
     try {
-      if (q.format === 'extents') {
+      if (typeof q.local === 'string') {
+        // A same-host client linked the file into a tier's incoming dir: read it from disk, not from the socket.
+        const { fh, path } = await store.openIncoming(String(q.tier ?? ''), q.local);
+        try {
+          if ((await fh.stat()).size !== size) throw new StrataError('BAD_REQUEST', `local file has ${(await fh.stat()).size} bytes, declared ${size}`);
+          for await (const ext of fileExtents(fh, size)) {
+            if (ext.offset > total) await writeHole(ext.offset - total);
+            await writePiece(ext.data);
+          }
+          if (total < size) await writeHole(size - total);
+        } finally {
+          await fh.close();
+          await fsp.rm(path, { force: true });
+        }
+      } else if (q.format === 'extents') {
         // Sparse body: frames of [u64 offset][u32 length][bytes]; gaps between them are zeros.
         for await (const ext of readExtents(stallGuarded(req.body as Readable, stallMs, () => req.raw.destroy()))) {
           if (ext.offset < total) throw new StrataError('BAD_REQUEST', 'extents must be in order and must not overlap');
@@ -506,7 +526,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       const st = ufsWriter ? await ufsWriter.complete() : undefined;
       for (const w of done) await w.commit();
       const blocks = lengths.map((length, i) => ({ id: blockIdOf(containerId, i), length }));
-      writtenBytes.inc({ write_type: writeType }, size);
+      writtenBytes.inc({ write_type: writeType, via: typeof q.local === 'string' ? 'local' : 'http' }, size);
       return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: cache };
     } catch (err) {
       await ufsWriter?.abort();
@@ -656,6 +676,36 @@ async function workerUuid(home: string): Promise<string> {
 }
 
 /** Parses a sparse write body: frames of [u64 offset][u32 length][length bytes]. */
+/** A file's content as extents, runs of zero 1 MiB pieces left out (stored as holes). */
+async function* fileExtents(fh: FileHandle, size: number): AsyncGenerator<{ offset: number; data: Buffer }> {
+  const PIECE = 1024 * 1024;
+  const CHUNK = 4 * PIECE;
+  const zero = Buffer.alloc(PIECE);
+  for (let pos = 0; pos < size; ) {
+    const want = Math.min(CHUNK, size - pos);
+    // A fresh buffer each time: the under-store writer may keep what it is given (multipart parts).
+    const buf = Buffer.allocUnsafe(want);
+    let n = 0;
+    while (n < want) {
+      const { bytesRead } = await fh.read(buf, n, want - n, pos + n);
+      if (bytesRead === 0) throw new StrataError('BAD_REQUEST', 'local file shrank while being written');
+      n += bytesRead;
+    }
+    let runStart = -1;
+    for (let off = 0; off <= want; off += PIECE) {
+      const end = Math.min(off + PIECE, want);
+      const isZero = off >= want || buf.subarray(off, end).equals(zero.subarray(0, end - off));
+      if (!isZero && runStart < 0) runStart = off;
+      if ((isZero || end === want) && runStart >= 0) {
+        const stop = isZero ? off : end;
+        yield { offset: pos + runStart, data: buf.subarray(runStart, stop) };
+        runStart = -1;
+      }
+    }
+    pos += want;
+  }
+}
+
 async function* readExtents(body: AsyncIterable<Buffer>): AsyncGenerator<{ offset: number; data: Buffer }> {
   const MAX_EXTENT = 64 * 1024 * 1024;
   const it = body[Symbol.asyncIterator]();

@@ -395,6 +395,12 @@ t.test('malformed HTTP against a running cluster', async (t) => {
     check(t, 'the root directory', await put(`1?container=1&blockSize=4096&size=0`), { status: 409, code: 'IS_DIRECTORY' });
     check(t, 'body longer than the declared size', await put(`${ino}?container=987654&blockSize=4096&size=3`, 'far too long a body'), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'body shorter than the declared size', await put(`${ino}?container=987654&blockSize=4096&size=30`, 'short'), { status: 400, code: 'BAD_REQUEST' });
+    // A same-host hand-over names a file in a tier's incoming dir, and nothing else.
+    for (const name of ['../../../../etc/passwd', '..%2F..%2Fetc%2Fpasswd', '/etc/passwd', 'abc', 'a'.repeat(65), 'x%00yyyyyyyyy', 'with.dotdotdot']) {
+      check(t, `local file name ${name.slice(0, 24)}`, await put(`${ino}?container=987655&blockSize=4096&size=5&local=${name}&tier=SSD`), { status: 400, code: 'BAD_REQUEST' });
+    }
+    check(t, 'a local file that is not there', await put(`${ino}?container=987655&blockSize=4096&size=5&local=deadbeefdeadbeef&tier=SSD`), { status: 404, code: 'NOT_FOUND' });
+    check(t, 'a tier that does not exist', await put(`${ino}?container=987655&blockSize=4096&size=5&local=deadbeefdeadbeef&tier=NOPE`), { status: 400, code: 'BAD_REQUEST' });
     t.equal(await fsp.readFile(path.join(c.ufsDir, 'real.txt'), 'utf8'), 'real content', 'rejected writes left the under-store copy alone');
     t.same((await fsp.readdir(c.ufsDir)).sort(), ['real.txt'], 'and left no temp files behind');
     t.equal(await fsp.readFile(path.join(c.mnt, 'real.txt'), 'utf8'), 'real content', 'the mount still reads the old content');

@@ -125,7 +125,7 @@ t.test('a corrupt page file is never served; it is fetched again', { skip: canDr
   t.ok((await fsp.readFile(path.join(c.mounts[0]!, 'c.bin'))).equals(data));
   const before = await c.workerMetric('strata_worker_ufs_read_bytes_total');
   const tierDir = path.join(c.workers[0]!.home, 'ssd');
-  const block = readdirSync(tierDir).find((b) => b !== '.tmp')!;
+  const block = readdirSync(tierDir).find((b) => !b.startsWith('.'))!;
   const page = path.join(tierDir, block, '1');
   const fh = await fsp.open(page, 'r+');
   const one = Buffer.alloc(1);

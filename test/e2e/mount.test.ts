@@ -138,6 +138,8 @@ t.test('through the mount', async (t) => {
     const used = Number(/^strata_worker_cache_used_bytes\{[^}]*\} (\d+)/m.exec(worker)?.[1]);
     t.ok(used >= 100 * 1024 * 1024, `cache used bytes reported (${used})`);
     t.match(worker, /strata_worker_written_bytes_total\{[^}]*write_type="CACHE_THROUGH"[^}]*\} \d+/, 'bytes written by write type');
+    const local = Number(/^strata_worker_written_bytes_total\{[^}]*via="local"[^}]*\} (\d+)/m.exec(worker)?.[1] ?? 0);
+    t.ok(local >= 100 * 1024 * 1024, `staged files were handed to the same-host worker on disk, not over HTTP (${local} bytes)`);
     const clientUrl = /client metrics (http:\/\/\S+?)\)/.exec(c.stdout())?.[1];
     t.ok(clientUrl, 'strata local prints the FUSE client metrics URL');
     const client = await (await fetch(clientUrl!)).text();
