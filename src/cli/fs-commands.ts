@@ -348,7 +348,7 @@ async function loadOne(fs: StrataFileSystem, block: BlockInfo): Promise<LoadBloc
     } catch (err) {
       const e = toStrataError(err);
       if (attempt >= 3 || (e.code !== 'UNAVAILABLE' && e.code !== 'TIMEOUT')) throw e;
-      fs.router.markFailed(w.id);
+      fs.router.markFailed(w);
     }
   }
 }

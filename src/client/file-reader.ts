@@ -199,7 +199,7 @@ export class FileReader {
             } catch (err) {
               // A dead or unreachable worker: another one (or the under-store through it) has the bytes.
               if (attempt >= 2 || !(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT')) throw err;
-              this.#data.router.markFailed(worker.id);
+              this.#data.router.markFailed(worker);
             }
           }
         })(),
