@@ -42,6 +42,14 @@ export interface FileSystemOptions {
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
 export const MAX_FILE_SIZE = Number.MAX_SAFE_INTEGER;
 
+/**
+ * The worker itself failed (refused, reset, closed mid-request), as opposed to an error it
+ * answered with (such as its under-store being down): only the former is worth another worker.
+ */
+function workerUnreachable(err: unknown): err is StrataError {
+  return err instanceof StrataError && err.code === 'UNAVAILABLE' && err.cause !== undefined;
+}
+
 /** Linux O_ACCMODE; Node does not export it. */
 const O_ACCMODE = 3;
 
@@ -594,7 +602,16 @@ export class StrataFileSystem {
         }
         throw err;
       }
-      await this.#upload(f.ino, begin, size, size > 0 ? await staging.extents() : Buffer.alloc(0), size > 0, f.mtime);
+      try {
+        await this.#upload(f.ino, begin, size, size > 0 ? await staging.extents() : Buffer.alloc(0), size > 0, f.mtime);
+      } catch (err) {
+        // The worker could not be reached or died mid-write (SIGKILL, crash): the bytes are still staged
+        // here, so send them once more through another worker, under a new container (the dead one's
+        // partial blocks then never match the committed file). #upload has marked the worker failed.
+        if (!workerUnreachable(err)) throw err;
+        this.#log.warn({ ino: f.ino, err: err.message }, 'write through a worker failed; trying another worker');
+        await this.#upload(f.ino, await this.master.beginWrite(f.ino), size, size > 0 ? await staging.extents() : Buffer.alloc(0), size > 0, f.mtime);
+      }
       if (f.generation === gen) f.dirty = false;
     });
   }
@@ -643,7 +660,8 @@ export class StrataFileSystem {
     try {
       res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, body, writeType, extents);
     } catch (err) {
-      this.router.invalidate();
+      if (workerUnreachable(err)) this.router.markFailed(worker);
+      else this.router.invalidate();
       throw err;
     }
     return this.master.commitWrite({
