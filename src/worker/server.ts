@@ -351,7 +351,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
    * Writes a whole file: the body is split into blocks cached here and streamed to
    * the under-store at the same time; the reply lists the blocks for the commit.
    */
-  app.put('/files/:ino', async (req): Promise<WriteFileResponse> => {
+  app.put('/files/:ino', async (req, reply): Promise<WriteFileResponse> => {
     const ino = intParam((req.params as Record<string, string>).ino, 'ino');
     const q = req.query as Record<string, unknown>;
     const containerId = intParam(q.container, 'container');
@@ -455,6 +455,13 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       writtenBytes.inc({ write_type: writeType }, size);
       return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: cache };
     } catch (err) {
+      // Failing before the body ended (a full disk, a store error): the rest of the body is still on its
+      // way, and a kept-alive connection would read it as the next request and stall the client until a
+      // timeout. Close the connection with the answer instead.
+      if (!(req.body as Readable).readableEnded) {
+        void reply.header('connection', 'close');
+        (req.body as Readable).resume();
+      }
       await ufsWriter?.abort();
       for (const w of [...done, ...(cur ? [cur] : [])]) await w.abort();
       throw toStrataError(err, `write inode ${ino}`);
