@@ -114,7 +114,11 @@ export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<M
           resolve({ proc: p, out: () => out, err: () => err });
         }
       });
-      p.stderr!.on('data', (d) => (err += d));
+      p.stderr!.on('data', (d) => {
+        err += d;
+        // STRATA_TEST_LOGS=1 shows every process's log, prefixed with its role.
+        if (process.env.STRATA_TEST_LOGS) process.stderr.write(String(d).replace(/^/gm, `[${role}] `));
+      });
       p.once('exit', (code, sig) => {
         clearTimeout(timer);
         reject(new Error(`${role} exited (${sig ?? code}): ${err}`));
