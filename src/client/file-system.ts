@@ -21,7 +21,7 @@ import { Mutex } from '../common/mutex';
 import { DirEntry, FileAttributes, FileBlocksResponse, ReadType, Timespec, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
 import { FileReader, FileReaderOptions } from './file-reader';
 import { MasterClient } from './master-client';
-import { WorkerClient } from './worker-client';
+import { WorkerClient, workerUnreachable } from './worker-client';
 import { WorkerRouter } from './worker-router';
 import { ShortCircuitReader } from './short-circuit';
 
@@ -41,14 +41,6 @@ export interface FileSystemOptions {
 
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
 export const MAX_FILE_SIZE = Number.MAX_SAFE_INTEGER;
-
-/**
- * The worker itself failed (refused, reset, closed mid-request), as opposed to an error it
- * answered with (such as its under-store being down): only the former is worth another worker.
- */
-function workerUnreachable(err: unknown): err is StrataError {
-  return err instanceof StrataError && err.code === 'UNAVAILABLE' && err.cause !== undefined;
-}
 
 /** Linux O_ACCMODE; Node does not export it. */
 const O_ACCMODE = 3;

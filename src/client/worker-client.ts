@@ -131,6 +131,15 @@ export class WorkerClient {
   }
 }
 
+/**
+ * The worker itself did not answer (refused, reset, closed, timed out on our side), as opposed
+ * to an error it answered with (such as its under-store failing, after its own bounded retries):
+ * only the former is worth trying another worker for. Errors of the first kind keep their cause.
+ */
+export function workerUnreachable(err: unknown): err is StrataError {
+  return err instanceof StrataError && (err.code === 'UNAVAILABLE' || err.code === 'TIMEOUT') && err.cause !== undefined;
+}
+
 function wrap(err: unknown, what: string): StrataError {
   if (err instanceof StrataError) return err;
   const e = toStrataError(err, what);
