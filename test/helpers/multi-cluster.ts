@@ -45,6 +45,8 @@ export interface MultiCluster {
   ufsDir: string;
   masterUrl: string;
   master: ClusterMaster;
+  /** Every process started so far (dead ones too), with its role. */
+  processes(): { role: string; proc: ChildProcess }[];
   workers: ClusterWorker[];
   mounts: string[];
   /** Sum of a counter over every live worker's /metrics (labels summed). */
@@ -195,5 +197,6 @@ export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<M
     return sum;
   };
 
-  return { root, ufsDir, masterUrl, master, workers, mounts, workerMetric, metricOf };
+  const processes = () => [...procs].map((p) => ({ role: (p as ChildProcess & { role?: string }).role ?? '?', proc: p }));
+  return { root, ufsDir, masterUrl, master, processes, workers, mounts, workerMetric, metricOf };
 }
