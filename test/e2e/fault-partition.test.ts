@@ -33,8 +33,9 @@ t.test('SIGSTOP a worker: lost after the timeout, reads elsewhere; SIGCONT: rejo
   const stat = async (p: string) => JSON.parse((await runCli(['fs', 'stat', p, '--json', '--master', c.masterUrl])).stdout) as { blocks: { id: number; locations: { worker: number }[] }[] };
 
   const v1 = randomBytes(3 * 1024 * 1024 + 17);
-  await fsp.writeFile(path.join(mnt, 'f'), v1);
-  t.ok((await fsp.readFile(path.join(mnt, 'f'))).equals(v1));
+  // Written through the CLI, so the mount's kernel cache has none of it: its reads cross HTTP.
+  await fsp.writeFile(path.join(c.root, 'v1'), v1);
+  t.equal((await runCli(['fs', 'cp', `file:${path.join(c.root, 'v1')}`, 'strata:/f', '--master', c.masterUrl])).code, 0);
   const before = await stat('/f');
   const holderId = before.blocks[0]!.locations[0]!.worker;
   const holder = c.workers.find((w) => w.id === holderId)!;
@@ -42,6 +43,9 @@ t.test('SIGSTOP a worker: lost after the timeout, reads elsewhere; SIGCONT: rejo
 
   holder.pause();
   const pausedAt = Date.now();
+  // A read that starts at once, while the master still lists the worker as live: the client's
+  // health probe gives up on it in seconds (not the 120 s a slow fill may take) and reads elsewhere.
+  const earlyRead = readWithin(path.join(mnt, 'f'), 30_000).then((r) => ({ r, ms: Date.now() - pausedAt }));
   let lostAfter = -1;
   while (Date.now() - pausedAt < TIMEOUT_MS * 4) {
     if ((await workers()).some((w) => w.id === holderId && !w.live)) {
@@ -52,6 +56,9 @@ t.test('SIGSTOP a worker: lost after the timeout, reads elsewhere; SIGCONT: rejo
   }
   t.ok(lostAfter >= TIMEOUT_MS - 600 && lostAfter <= TIMEOUT_MS + 3000, `marked lost ${lostAfter} ms after SIGSTOP (timeout ${TIMEOUT_MS} ms)`);
   t.same((await stat('/f')).blocks[0]!.locations, [], 'its block locations were dropped');
+  const er = await earlyRead;
+  t.ok(er.r instanceof Buffer && er.r.equals(v1), `a read through the mount started right after SIGSTOP got its bytes elsewhere (${er.ms} ms; ${er.r instanceof Error ? er.r.message : 'ok'})`);
+  t.ok(er.ms < 15_000, 'within 15 s');
 
   // Through the client library (the CLI), not the mount: the kernel may still cache the file.
   const t0 = Date.now();
