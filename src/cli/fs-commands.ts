@@ -37,6 +37,8 @@ function openFs(o: FsOpts): StrataFileSystem {
     masterUrl: cfg.master,
     stagingDir: nodePath.join(os.tmpdir(), `strata-cli-${process.pid}`),
     logger: silentLogger(),
+    shortCircuit: cfg.shortCircuit === 'true',
+    workerProbeIntervalMs: cfg.workerProbeIntervalMs,
   });
 }
 

@@ -175,6 +175,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     logger: log,
     readType: cfg.readType as ReadType,
     shortCircuit: cfg.shortCircuit === 'true',
+    workerProbeIntervalMs: cfg.workerProbeIntervalMs,
     ...(writeType ? { writeType } : {}),
   });
   await fs.init();

@@ -37,6 +37,8 @@ export interface FileSystemOptions {
   writeType?: WriteType;
   /** How workers cache what this client reads: CACHE (default), CACHE_PROMOTE, NO_CACHE. */
   readType?: ReadType;
+  /** Health probes of a worker this client waits on, every this many ms (0 = never). Default 3000. */
+  workerProbeIntervalMs?: number;
 }
 
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
@@ -223,7 +225,7 @@ export class StrataFileSystem {
   constructor(opts: FileSystemOptions) {
     this.master = new MasterClient(opts.masterUrl);
     this.router = new WorkerRouter(this.master);
-    this.workers = new WorkerClient({ readType: opts.readType ?? 'CACHE' });
+    this.workers = new WorkerClient({ readType: opts.readType ?? 'CACHE', ...(opts.workerProbeIntervalMs !== undefined ? { probeIntervalMs: opts.workerProbeIntervalMs } : {}) });
     this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader();
     this.#stagingDir = opts.stagingDir;
     this.#log = opts.logger;

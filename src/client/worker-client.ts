@@ -41,6 +41,8 @@ export class WorkerClient {
     this.#bodyTimeoutMs = opts.bodyTimeoutMs ?? 60_000;
     this.#probeIntervalMs = opts.probeIntervalMs ?? 3000;
     this.#probeTimeoutMs = opts.probeTimeoutMs ?? 5000;
+    if (!Number.isSafeInteger(this.#probeIntervalMs) || this.#probeIntervalMs < 0) throw new TypeError('probeIntervalMs must be an integer >= 0');
+    if (!Number.isSafeInteger(this.#probeTimeoutMs) || this.#probeTimeoutMs < 1) throw new TypeError('probeTimeoutMs must be a positive integer');
   }
 
   /**
