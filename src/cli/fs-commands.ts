@@ -40,6 +40,8 @@ function openFs(o: FsOpts): StrataFileSystem {
     token: clientToken(cfg),
     stagingDir: nodePath.join(os.tmpdir(), `strata-cli-${process.pid}`),
     logger: silentLogger(),
+    shortCircuit: cfg.shortCircuit === 'true',
+    workerProbeIntervalMs: cfg.workerProbeIntervalMs,
   });
 }
 
@@ -351,7 +353,7 @@ async function loadOne(fs: StrataFileSystem, block: BlockInfo): Promise<LoadBloc
     } catch (err) {
       const e = toStrataError(err);
       if (attempt >= 3 || (e.code !== 'UNAVAILABLE' && e.code !== 'TIMEOUT')) throw e;
-      fs.router.markFailed(w.id);
+      fs.router.markFailed(w);
     }
   }
 }

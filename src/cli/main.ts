@@ -200,6 +200,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     readType: cfg.readType as ReadType,
     shortCircuit: cfg.shortCircuit === 'true',
     metadataCache: cfg.metadataCache === 'true',
+    workerProbeIntervalMs: cfg.workerProbeIntervalMs,
     ...(writeType ? { writeType } : {}),
     token: clientToken(cfg),
   });

@@ -8,7 +8,7 @@
 import { StrataError } from '../common/errors';
 import type { BlockInfo, FileBlocksResponse } from '../common/protocol';
 import type { MasterClient } from './master-client';
-import type { WorkerClient } from './worker-client';
+import { workerUnreachable, type WorkerClient } from './worker-client';
 import type { WorkerRouter } from './worker-router';
 import type { ShortCircuitReader } from './short-circuit';
 
@@ -224,7 +224,7 @@ export class FileReader {
                   const again = await local.readInto(worker, block.id, off, n, buf, at);
                   if (again === n) return;
                 } catch (err) {
-                  if (!(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT')) throw err;
+                  if (!workerUnreachable(err)) throw err;
                 }
               }
             }
@@ -234,8 +234,10 @@ export class FileReader {
               return;
             } catch (err) {
               // A dead or unreachable worker: another one (or the under-store through it) has the bytes.
-              if (attempt >= 2 || !(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT')) throw err;
-              this.#data.router.markFailed(worker.id);
+              // An error the worker answered with (its store failing after its own retries) is final:
+              // asking again through another worker would only multiply the store's load.
+              if (attempt >= 2 || !workerUnreachable(err)) throw err;
+              this.#data.router.markFailed(worker);
             }
           }
         })(),

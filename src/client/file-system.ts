@@ -21,7 +21,7 @@ import { Mutex } from '../common/mutex';
 import { DirEntry, FileAttributes, FileBlocksResponse, ReadType, Timespec, WorkerInfo, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
 import { FileReader, FileReaderOptions } from './file-reader';
 import { MasterClient } from './master-client';
-import { WorkerClient } from './worker-client';
+import { WorkerClient, workerUnreachable } from './worker-client';
 import { WorkerRouter } from './worker-router';
 import { ShortCircuitReader } from './short-circuit';
 import { INCOMING_DIR } from '../common/protocol';
@@ -42,6 +42,8 @@ export interface FileSystemOptions {
   metadataCache?: boolean;
   /** The cluster token, sent to the master and workers. Default: none. */
   token?: string;
+  /** Health probes of a worker this client waits on, every this many ms (0 = never). Default 3000. */
+  workerProbeIntervalMs?: number;
 }
 
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
@@ -244,7 +246,11 @@ export class StrataFileSystem {
   constructor(opts: FileSystemOptions) {
     this.master = new MasterClient(opts.masterUrl, { metadataCache: opts.metadataCache === true, ...(opts.token ? { token: opts.token } : {}) });
     this.router = new WorkerRouter(this.master);
-    this.workers = new WorkerClient({ readType: opts.readType ?? 'CACHE', ...(opts.token ? { token: opts.token } : {}) });
+    this.workers = new WorkerClient({
+      readType: opts.readType ?? 'CACHE',
+      ...(opts.token ? { token: opts.token } : {}),
+      ...(opts.workerProbeIntervalMs !== undefined ? { probeIntervalMs: opts.workerProbeIntervalMs } : {}),
+    });
     this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader();
     this.#stagingDir = opts.stagingDir;
     this.#log = opts.logger;
@@ -633,7 +639,16 @@ export class StrataFileSystem {
         }
         throw err;
       }
-      await this.#upload(f.ino, begin, size, () => staging.extents(), true, f.mtime, staging);
+      try {
+        await this.#upload(f.ino, begin, size, () => staging.extents(), true, f.mtime, staging);
+      } catch (err) {
+        // The worker could not be reached or died mid-write (SIGKILL, crash): the bytes are still staged
+        // here, so send them once more through another worker, under a new container (the dead one's
+        // partial blocks then never match the committed file). #upload has marked the worker failed.
+        if (!workerUnreachable(err)) throw err;
+        this.#log.warn({ ino: f.ino, err: (err as Error).message }, 'write through a worker failed; trying another worker');
+        await this.#upload(f.ino, await this.master.beginWrite(f.ino), size, () => staging.extents(), true, f.mtime, staging);
+      }
       if (f.generation === gen) f.dirty = false;
     });
   }
@@ -703,7 +718,8 @@ export class StrataFileSystem {
         if (local) await fsp.rm(local.path, { force: true });
       }
     } catch (err) {
-      this.router.invalidate();
+      if (workerUnreachable(err)) this.router.markFailed(worker);
+      else this.router.invalidate();
       throw err;
     }
     return this.master.commitWrite({

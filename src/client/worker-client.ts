@@ -16,10 +16,22 @@ export interface WorkerClientOptions {
   readType?: ReadType;
   /** The cluster token, sent as `Authorization: Bearer …`. Default: none. */
   token?: string;
+  /**
+   * While a request to a worker is pending, its `/healthz` is asked every this many ms (0 = never);
+   * a worker that does not answer within `probeTimeoutMs` is given up on at once (UNAVAILABLE), so
+   * a hung or partitioned worker costs seconds, not the 120 s a slow under-store fill may take. Default 3000.
+   */
+  probeIntervalMs?: number;
+  /** How long a health probe may take. Default 5000. */
+  probeTimeoutMs?: number;
 }
 
 export class WorkerClient {
   readonly #pools = new Map<string, Pool>();
+  /** One connection per worker for health probes, so a busy data pool never delays one. */
+  readonly #probePools = new Map<string, Pool>();
+  readonly #probeIntervalMs: number;
+  readonly #probeTimeoutMs: number;
   readonly #headersTimeoutMs: number;
   readonly #bodyTimeoutMs: number;
   readonly readType: ReadType;
@@ -32,6 +44,37 @@ export class WorkerClient {
     this.#headersTimeoutMs = opts.headersTimeoutMs ?? 120_000;
     this.#bodyTimeoutMs = opts.bodyTimeoutMs ?? 60_000;
     this.#auth = authHeaders(opts.token);
+    this.#probeIntervalMs = opts.probeIntervalMs ?? 3000;
+    this.#probeTimeoutMs = opts.probeTimeoutMs ?? 5000;
+    if (!Number.isSafeInteger(this.#probeIntervalMs) || this.#probeIntervalMs < 0) throw new TypeError('probeIntervalMs must be an integer >= 0');
+    if (!Number.isSafeInteger(this.#probeTimeoutMs) || this.#probeTimeoutMs < 1) throw new TypeError('probeTimeoutMs must be a positive integer');
+  }
+
+  /**
+   * Watches `worker` while a request to it runs: returns a signal that aborts (with an
+   * UNAVAILABLE error that keeps the probe's failure as cause) when the worker stops
+   * answering health probes, or when `signal` aborts; call `done` when the request ended.
+   */
+  #watch(worker: WorkerInfo, signal?: AbortSignal): { signal: AbortSignal | undefined; done: () => void } {
+    if (this.#probeIntervalMs <= 0) return { signal, done: () => undefined };
+    const ac = new AbortController();
+    let probing = false;
+    const timer = setInterval(() => {
+      if (probing) return;
+      probing = true;
+      let probe = this.#probePools.get(worker.address);
+      if (!probe) {
+        probe = new Pool(worker.address, { connections: 1, keepAliveTimeout: 10_000 });
+        this.#probePools.set(worker.address, probe);
+      }
+      probe
+        .request({ method: 'GET', path: '/healthz', headersTimeout: this.#probeTimeoutMs, bodyTimeout: this.#probeTimeoutMs, signal: AbortSignal.timeout(this.#probeTimeoutMs) })
+        .then((res) => res.body.dump())
+        .catch((err: unknown) => ac.abort(new StrataError('UNAVAILABLE', `worker ${worker.address} stopped answering (health probe: ${(err as Error).message})`, { cause: err })))
+        .finally(() => (probing = false));
+    }, this.#probeIntervalMs);
+    timer.unref();
+    return { signal: signal ? AbortSignal.any([signal, ac.signal]) : ac.signal, done: () => clearInterval(timer) };
   }
 
   #pool(address: string): Pool {
@@ -64,7 +107,19 @@ export class WorkerClient {
   }
 
   /** Reads `[offset, offset+length)` of a block into `into` at `at`; returns the bytes read. */
-  async readInto(worker: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number, signal?: AbortSignal): Promise<number> {
+  async readInto(worker: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number, callerSignal?: AbortSignal): Promise<number> {
+    const { signal, done } = this.#watch(worker, callerSignal);
+    try {
+      return await this.#readInto(worker, blockId, offset, length, into, at, signal);
+    } catch (err) {
+      // Aborted by the watch: its reason says why (the worker stopped answering).
+      throw signal?.aborted && !callerSignal?.aborted ? wrap(signal.reason, `read block ${blockId} from ${worker.address}`) : err;
+    } finally {
+      done();
+    }
+  }
+
+  async #readInto(worker: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number, signal?: AbortSignal): Promise<number> {
     const body = await this.readStream(worker, blockId, offset, length, signal);
     let n = 0;
     try {
@@ -95,9 +150,11 @@ export class WorkerClient {
     /** Same host: the bytes are in this file, linked into the tier's incoming dir; no body is sent. */
     local?: { tier: string; name: string },
   ): Promise<WriteFileResponse> {
+    const { signal, done } = this.#watch(worker);
     try {
       const where = local ? `&local=${encodeURIComponent(local.name)}&tier=${encodeURIComponent(local.tier)}` : extents ? '&format=extents' : '';
       const res = await this.#pool(worker.address).request({
+        ...(signal ? { signal } : {}),
         method: 'PUT',
         path: `/files/${ino}?container=${containerId}&blockSize=${blockSize}&size=${size}&writeType=${writeType}${where}`,
         headers: local
@@ -113,7 +170,9 @@ export class WorkerClient {
       if (res.statusCode !== 200) throw errorFromBody(res.statusCode, parsed, `write inode ${ino} to ${worker.address}`);
       return parsed as WriteFileResponse;
     } catch (err) {
-      throw wrap(err, `write inode ${ino} to ${worker.address}`);
+      throw wrap(signal?.aborted ? signal.reason : err, `write inode ${ino} to ${worker.address}`);
+    } finally {
+      done();
     }
   }
 
@@ -121,7 +180,8 @@ export class WorkerClient {
    * Has `worker` cache a whole block (`strata fs load`): pages it lacks are read
    * from the under-store. Resolves once every page is cached.
    */
-  async loadBlock(worker: WorkerInfo, blockId: number, signal?: AbortSignal, range?: { offset: number; length: number }): Promise<LoadBlockResponse> {
+  async loadBlock(worker: WorkerInfo, blockId: number, callerSignal?: AbortSignal, range?: { offset: number; length: number }): Promise<LoadBlockResponse> {
+    const { signal, done } = this.#watch(worker, callerSignal);
     try {
       const res = await this.#pool(worker.address).request({
         method: 'POST',
@@ -135,14 +195,26 @@ export class WorkerClient {
       if (res.statusCode !== 200) throw errorFromBody(res.statusCode, parsed, `load block ${blockId} on ${worker.address}`);
       return parsed as LoadBlockResponse;
     } catch (err) {
-      throw wrap(err, `load block ${blockId} on ${worker.address}`);
+      throw wrap(signal?.aborted && !callerSignal?.aborted ? signal.reason : err, `load block ${blockId} on ${worker.address}`);
+    } finally {
+      done();
     }
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.#pools.values()].map((p) => p.close()));
+    await Promise.all([...this.#pools.values(), ...this.#probePools.values()].map((p) => p.close()));
     this.#pools.clear();
+    this.#probePools.clear();
   }
+}
+
+/**
+ * The worker itself did not answer (refused, reset, closed, timed out on our side), as opposed
+ * to an error it answered with (such as its under-store failing, after its own bounded retries):
+ * only the former is worth trying another worker for. Errors of the first kind keep their cause.
+ */
+export function workerUnreachable(err: unknown): err is StrataError {
+  return err instanceof StrataError && (err.code === 'UNAVAILABLE' || err.code === 'TIMEOUT') && err.cause !== undefined;
 }
 
 function wrap(err: unknown, what: string): StrataError {

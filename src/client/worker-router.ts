@@ -15,8 +15,11 @@ export class WorkerRouter {
   #workers: WorkerInfo[] = [];
   #fetchedAt = 0;
   #pending: Promise<WorkerInfo[]> | undefined;
-  /** Workers that just failed to answer, and until when they are skipped. */
-  readonly #failed = new Map<number, number>();
+  /**
+   * Workers that just failed to answer, by id, with their address then and until when they are
+   * skipped. A worker that restarts comes back under a new address and is used again at once.
+   */
+  readonly #failed = new Map<number, { address: string; until: number }>();
 
   constructor(master: MasterClient, refreshMs = 5000) {
     this.#master = master;
@@ -46,8 +49,8 @@ export class WorkerRouter {
   }
 
   /** Skips a worker that failed to answer for `ms`, and refreshes the list soon. */
-  markFailed(workerId: number, ms = 10_000): void {
-    this.#failed.set(workerId, Date.now() + ms);
+  markFailed(worker: WorkerInfo, ms = 10_000): void {
+    this.#failed.set(worker.id, { address: worker.address, until: Date.now() + ms });
     this.invalidate();
   }
 
@@ -55,7 +58,10 @@ export class WorkerRouter {
   async #usable(): Promise<WorkerInfo[]> {
     const live = await this.#live();
     const now = Date.now();
-    const ok = live.filter((w) => (this.#failed.get(w.id) ?? 0) < now);
+    const ok = live.filter((w) => {
+      const f = this.#failed.get(w.id);
+      return !f || f.until < now || f.address !== w.address;
+    });
     return ok.length > 0 ? ok : live;
   }
 

@@ -42,6 +42,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'metadataCache', flag: '', env: 'STRATA_METADATA_CACHE', kind: 'string', description: "Mounts cache lookups, attributes and block lists, kept exact by the master's change feed: true or false.", default: () => 'true' },
   { key: 'syncIntervalMs', flag: '--sync-interval-ms', env: 'STRATA_SYNC_INTERVAL_MS', kind: 'int', description: 'Re-check under-store metadata older than this (0 = always, -1 = never).', default: () => 5000 },
   { key: 'workerTimeoutMs', flag: '', env: 'STRATA_WORKER_TIMEOUT_MS', kind: 'int', description: 'A worker silent this long is marked lost.', default: () => 30000 },
+  { key: 'workerProbeIntervalMs', flag: '', env: 'STRATA_WORKER_PROBE_INTERVAL_MS', kind: 'int', description: 'While a mount or `strata fs` waits on a worker, it checks /healthz of that worker this often and gives up on it (reading or writing elsewhere) when the check gets no answer in 5 s (0 = never; then only the 120 s request timeout applies).', default: () => 3000 },
   { key: 'heartbeatIntervalMs', flag: '', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
   { key: 'writeType', flag: '--write-type', env: 'STRATA_WRITE_TYPE', kind: 'string', description: 'Write type of mounts that set none: MUST_CACHE, CACHE_THROUGH, THROUGH, ASYNC_THROUGH.', default: () => 'CACHE_THROUGH' },
   { key: 'persistInitialWaitMs', flag: '', env: 'STRATA_PERSIST_INITIAL_WAIT_MS', kind: 'int', description: 'Wait before the first persist attempt of an ASYNC_THROUGH file.', default: () => 0 },
@@ -77,6 +78,7 @@ export interface StrataConfig {
   metadataCache: string;
   syncIntervalMs: number;
   workerTimeoutMs: number;
+  workerProbeIntervalMs: number;
   heartbeatIntervalMs: number;
   writeType: string;
   persistInitialWaitMs: number;
@@ -126,6 +128,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if (!Number.isSafeInteger(n)) throw bad('an integer');
       if ((k.key.endsWith('Port') && (n < 0 || n > 65535))) throw bad('a port number 0-65535');
       if (['maxConnections', 'headersTimeoutMs', 'requestTimeoutMs'].includes(k.key) && n < 1) throw bad('a positive integer');
+      if (k.key === 'workerProbeIntervalMs' && (n < 0 || n > 600_000)) throw bad('0 (off) or a period in ms up to 600000');
       return n;
     }
     case 'bytes': {

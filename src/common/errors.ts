@@ -94,6 +94,8 @@ const SYSTEM_CODES: Record<string, ErrorCode> = {
   EROFS: 'READ_ONLY',
   ENOSPC: 'NO_SPACE',
   EDQUOT: 'NO_SPACE',
+  // better-sqlite3 errors carry SQLite's code: the master's disk is full.
+  SQLITE_FULL: 'NO_SPACE',
   EFBIG: 'FILE_TOO_LARGE',
   ECONNREFUSED: 'UNAVAILABLE',
   ECONNRESET: 'UNAVAILABLE',

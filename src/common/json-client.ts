@@ -1,8 +1,9 @@
 /**
  * A small JSON-over-HTTP client (undici) for the master API, used by workers, the
  * FUSE client and the CLI. Every call has a deadline; a peer that is down is
- * retried with backoff only while the connection is refused (nothing was sent),
- * so a restarting master is waited for and a dead one fails with UNAVAILABLE.
+ * retried with backoff while the connection is refused (nothing was sent), so a
+ * restarting master is waited for and a dead one fails with UNAVAILABLE. A broken
+ * connection retries GETs only (see BROKEN_ERRORS).
  */
 
 import { Pool } from 'undici';
@@ -18,7 +19,14 @@ export interface JsonClientOptions {
   token?: string;
 }
 
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNRESET', 'UND_ERR_SOCKET', 'EHOSTUNREACH']);
+/** The request was certainly not sent: any request may be tried again. */
+const NOT_SENT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH']);
+/**
+ * The connection broke, maybe after the peer got the request: only reads (GET) are tried
+ * again. A POST may have been applied (a master SIGKILLed after its commit, before its reply);
+ * sent again, a rename would fail with ENOENT and a create with EEXIST although they happened.
+ */
+const BROKEN_ERRORS = new Set(['ECONNRESET', 'UND_ERR_SOCKET']);
 
 /** Filled with the response headers of one call. */
 export interface ResponseMeta {
@@ -78,7 +86,8 @@ export class JsonClient {
         return parsed as T;
       } catch (err) {
         const code = (err as { code?: string }).code;
-        if (code && CONNECT_ERRORS.has(code) && Date.now() - started < this.#retryForMs && !signal?.aborted) {
+        const retriable = code !== undefined && (NOT_SENT_ERRORS.has(code) || (method === 'GET' && BROKEN_ERRORS.has(code)));
+        if (retriable && Date.now() - started < this.#retryForMs && !signal?.aborted) {
           await new Promise((r) => setTimeout(r, delay));
           delay = Math.min(delay * 2, 1000);
           continue;

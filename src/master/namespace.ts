@@ -525,7 +525,9 @@ export class Namespace {
     const b = this.#table.block(blockId);
     if (!b) throw new StrataError('NOT_FOUND', `no block ${blockId}`);
     const n = this.#table.requireNode(b.ino);
-    if (n.persistState !== 'persisted') throw new StrataError('NOT_FOUND', `block ${blockId} is on no worker and its file is not persisted`);
+    // The file exists; its only copies are on workers that are down (MUST_CACHE, or ASYNC_THROUGH not yet
+    // persisted). That is an I/O error until one comes back, not a missing file (ENOENT would say it was deleted).
+    if (n.persistState !== 'persisted') throw new StrataError('UNAVAILABLE', `block ${blockId} is not persisted and no live worker reachable here holds it; it is readable again once its worker is back`);
     return { blockId, ino: b.ino, offset: b.index * n.blockSize, length: b.length, ufs: this.#location(this.#table.pathOf(b.ino)) };
   }
 

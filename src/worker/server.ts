@@ -399,13 +399,13 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
    * Writes a whole file: the body is split into blocks cached here and streamed to
    * the under-store at the same time; the reply lists the blocks for the commit.
    */
-  app.put('/files/:ino', async (req): Promise<WriteFileResponse> => {
+  app.put('/files/:ino', async (req, reply): Promise<WriteFileResponse> => {
     const ino = intParam((req.params as Record<string, string>).ino, 'ino');
     const q = req.query as Record<string, unknown>;
     const containerId = intParam(q.container, 'container');
     openWrites.set(containerId, (openWrites.get(containerId) ?? 0) + 1);
     try {
-      return await writeFile(req, ino, q, containerId);
+      return await writeFile(req, reply, ino, q, containerId);
     } finally {
       const n = openWrites.get(containerId)! - 1;
       if (n > 0) openWrites.set(containerId, n);
@@ -413,7 +413,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     }
   });
 
-  const writeFile = async (req: { body: unknown; raw: { destroy(): void } }, ino: number, q: Record<string, unknown>, containerId: number): Promise<WriteFileResponse> => {
+  const writeFile = async (req: { body: unknown; raw: { destroy(): void } }, reply: { header(k: string, v: string): unknown }, ino: number, q: Record<string, unknown>, containerId: number): Promise<WriteFileResponse> => {
     const blockSize = intParam(q.blockSize, 'blockSize');
     const size = intParam(q.size, 'size');
     const writeType = (q.writeType ?? 'CACHE_THROUGH') as WriteType;
@@ -529,6 +529,13 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       writtenBytes.inc({ write_type: writeType, via: typeof q.local === 'string' ? 'local' : 'http' }, size);
       return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: cache };
     } catch (err) {
+      // Failing before the body ended (a full disk, a store error): the rest of the body is still on its
+      // way, and a kept-alive connection would read it as the next request and stall the client until a
+      // timeout. Close the connection with the answer instead.
+      if (!(req.body as Readable).readableEnded) {
+        void reply.header('connection', 'close');
+        (req.body as Readable).resume();
+      }
       await ufsWriter?.abort();
       for (const w of [...done, ...(cur ? [cur] : [])]) await w.abort();
       throw toStrataError(err, `write inode ${ino}`);

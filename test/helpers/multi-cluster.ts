@@ -23,7 +23,20 @@ export interface ClusterWorker {
   id: number;
   proc: ChildProcess;
   kill(): Promise<void>;
+  /** SIGSTOP: the process stays, its sockets stay open, nothing answers (a partition). */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
   /** Starts it again on the same home (and a new port). */
+  restart(): Promise<void>;
+}
+
+/** The master process; restartable on the same home and port, so clients find it again. */
+export interface ClusterMaster {
+  home: string;
+  port: number;
+  proc: ChildProcess;
+  kill(): Promise<void>;
   restart(): Promise<void>;
 }
 
@@ -31,6 +44,9 @@ export interface MultiCluster {
   root: string;
   ufsDir: string;
   masterUrl: string;
+  master: ClusterMaster;
+  /** Every process started so far (dead ones too), with its role. */
+  processes(): { role: string; proc: ChildProcess }[];
   workers: ClusterWorker[];
   mounts: string[];
   /** Sum of a counter over every live worker's /metrics (labels summed). */
@@ -48,6 +64,12 @@ export interface MultiClusterOptions {
   workerEnv?: NodeJS.ProcessEnv;
   mountEnv?: (i: number) => NodeJS.ProcessEnv;
   masterArgs?: string[];
+  workerArgs?: string[];
+  mountArgs?: (i: number) => string[];
+  /** The master's home; default `<root>/master` (e.g. a small tmpfs made by the test). */
+  masterHome?: string;
+  /** The cluster's root dir; default a new temp dir (removed in teardown unless given). */
+  root?: string;
 }
 
 function waitExit(p: ChildProcess, ms: number): Promise<void> {
@@ -62,19 +84,21 @@ function waitExit(p: ChildProcess, ms: number): Promise<void> {
 }
 
 export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<MultiCluster> {
-  const root = tempRoot('strata-cluster-');
+  const root = opts.root ?? tempRoot('strata-cluster-');
   const ufsDir = path.join(root, 'ufs');
-  await fsp.mkdir(ufsDir);
+  await fsp.mkdir(ufsDir, { recursive: true });
   const procs = new Set<ChildProcess>();
   const mounts: string[] = [];
   t.teardown(async () => {
+    // A paused (SIGSTOPped) process would not act on SIGTERM.
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGCONT');
     // Mounts first (SIGTERM unmounts cleanly), then everything else.
     for (const p of procs) if (p.exitCode === null && p.signalCode === null && (p as ChildProcess & { role?: string }).role === 'mount') p.kill('SIGTERM');
     await Promise.all([...procs].map((p) => waitExit(p, 10_000)));
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     await Promise.all([...procs].map((p) => waitExit(p, 5_000)));
     for (const m of mounts) forceUnmount(m);
-    await fsp.rm(root, { recursive: true, force: true });
+    if (!opts.root) await fsp.rm(root, { recursive: true, force: true });
   });
 
   const start = (role: string, args: string[], env: NodeJS.ProcessEnv = {}) =>
@@ -92,15 +116,33 @@ export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<M
           resolve({ proc: p, out: () => out, err: () => err });
         }
       });
-      p.stderr!.on('data', (d) => (err += d));
+      p.stderr!.on('data', (d) => {
+        err += d;
+        // STRATA_TEST_LOGS=1 shows every process's log, prefixed with its role.
+        if (process.env.STRATA_TEST_LOGS) process.stderr.write(String(d).replace(/^/gm, `[${role}] `));
+      });
       p.once('exit', (code, sig) => {
         clearTimeout(timer);
         reject(new Error(`${role} exited (${sig ?? code}): ${err}`));
       });
     });
 
-  const m = await start('master', ['master', '--home', path.join(root, 'master'), '--port', '0', '--ufs', `file://${ufsDir}`, '--sync-interval-ms', '0', ...(opts.masterArgs ?? [])], opts.masterEnv);
+  const masterHome = opts.masterHome ?? path.join(root, 'master');
+  const masterArgs = (port: number) => ['master', '--home', masterHome, '--port', String(port), '--ufs', `file://${ufsDir}`, '--sync-interval-ms', '0', ...(opts.masterArgs ?? [])];
+  const m = await start('master', masterArgs(0), opts.masterEnv);
   const masterUrl = /listening on (http:\/\/\S+)/.exec(m.out())![1]!;
+  const master: ClusterMaster = {
+    home: masterHome,
+    port: Number(new URL(masterUrl).port),
+    proc: m.proc,
+    async kill() {
+      master.proc.kill('SIGKILL');
+      await waitExit(master.proc, 10_000);
+    },
+    async restart() {
+      master.proc = (await start('master', masterArgs(master.port), opts.masterEnv)).proc;
+    },
+  };
 
   const workers: ClusterWorker[] = [];
   for (let i = 0; i < opts.workers; i++) {
@@ -115,8 +157,14 @@ export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<M
         w.proc.kill('SIGKILL');
         await waitExit(w.proc, 10_000);
       },
+      pause() {
+        w.proc.kill('SIGSTOP');
+      },
+      resume() {
+        w.proc.kill('SIGCONT');
+      },
       async restart() {
-        const p = await start('worker', ['worker', '--home', home, '--port', '0', '--master', masterUrl, '--tiers', tiers, '--page-size', '1MiB'], opts.workerEnv);
+        const p = await start('worker', ['worker', '--home', home, '--port', '0', '--master', masterUrl, '--tiers', tiers, '--page-size', '1MiB', ...(opts.workerArgs ?? [])], opts.workerEnv);
         const mm = /strata worker (\d+) serving on (http:\/\/\S+)/.exec(p.out())!;
         w.id = Number(mm[1]);
         w.url = mm[2]!;
@@ -131,7 +179,7 @@ export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<M
     const dir = path.join(root, `mnt${i}`);
     await fsp.mkdir(dir);
     mounts.push(dir);
-    await start('mount', ['mount', '--home', path.join(root, `client${i}`), '--master', masterUrl, dir], opts.mountEnv?.(i));
+    await start('mount', ['mount', '--home', path.join(root, `client${i}`), '--master', masterUrl, ...(opts.mountArgs?.(i) ?? []), dir], opts.mountEnv?.(i));
   }
 
   const metricOf = async (w: ClusterWorker, name: string): Promise<number> => {
@@ -149,5 +197,6 @@ export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<M
     return sum;
   };
 
-  return { root, ufsDir, masterUrl, workers, mounts, workerMetric, metricOf };
+  const processes = () => [...procs].map((p) => ({ role: (p as ChildProcess & { role?: string }).role ?? '?', proc: p }));
+  return { root, ufsDir, masterUrl, master, processes, workers, mounts, workerMetric, metricOf };
 }

@@ -279,14 +279,15 @@ export class FuseSession {
 
   /**
    * Drops the kernel's cached attributes and pages of `ino` (e.g. when an open finds
-   * the file changed elsewhere). Returns 0 or a negative errno (-ENOENT: not cached).
+   * the file changed elsewhere), on a native thread of its own, since the kernel may wait
+   * for reads of that file in flight. Returns 0 once started, or a negative errno.
    */
   invalidateInode(ino: number, off = 0, len = 0): number {
     if (this.#handle === undefined) return -107;
     return this.#native.invalidateInode(this.#handle, ino, off, len);
   }
 
-  /** Drops the kernel's cached lookup of `name` in `parent`. */
+  /** Drops the kernel's cached lookup of `name` in `parent` (on a native thread, as invalidateInode). */
   invalidateEntry(parent: number, name: string): number {
     if (this.#handle === undefined) return -107;
     return this.#native.invalidateEntry(this.#handle, parent, name);

@@ -1214,32 +1214,95 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* invalidateInode(handle, ino, off, len): drop the kernel's cached attributes (and pages) of an inode. */
+/*
+ * Cache invalidations run on a thread of their own, never on the JS thread: the kernel locks the
+ * inode's pages to drop them, and a page is locked while a READ of it waits for this daemon, whose
+ * answer needs the JS thread. Called from the JS thread, an invalidation of a file with a read in
+ * flight deadlocked the mount (found by test/e2e/fault-partition.test.ts: a read stalled on a
+ * stopped worker, then an open of the same file from another process).
+ * The job counts as an outstanding request, so the session outlives it.
+ */
+typedef struct inval_job {
+  session_t *s;
+  int entry; /* 1: inval_entry(parent, name), 0: inval_inode(ino, off, len) */
+  fuse_ino_t ino;
+  off_t off;
+  off_t len;
+  size_t namelen;
+  char name[1024];
+} inval_job_t;
+
+static void *inval_thread(void *arg) {
+  inval_job_t *j = (inval_job_t *)arg;
+  session_t *s = j->s;
+  if (!atomic_load(&s->unmounted) && s->se) {
+    if (j->entry) fuse_lowlevel_notify_inval_entry(s->se, j->ino, j->name, j->namelen);
+    else fuse_lowlevel_notify_inval_inode(s->se, j->ino, j->off, j->len);
+  }
+  free(j);
+  req_done(s);
+  return NULL;
+}
+
+/* Starts `j` on a detached thread; 0 when started, else a negative errno (and `j` is freed). */
+static int inval_start(inval_job_t *j) {
+  session_t *s = j->s;
+  if (atomic_load(&s->unmounted) || !s->se) {
+    free(j);
+    return -ENOTCONN;
+  }
+  atomic_fetch_add(&s->outstanding, 1);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t t;
+  int r = pthread_create(&t, &attr, inval_thread, j);
+  pthread_attr_destroy(&attr);
+  if (r != 0) {
+    free(j);
+    req_done(s);
+    return -r;
+  }
+  return 0;
+}
+
+/* invalidateInode(handle, ino, off, len): drop the kernel's cached attributes (and pages) of an inode, soon (see above). */
 static napi_value js_inval_inode(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   session_t *s;
   NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
-  int r = -ENOTCONN;
-  if (!atomic_load(&s->unmounted) && s->se) r = fuse_lowlevel_notify_inval_inode(s->se, (fuse_ino_t)get_num(env, argv[1]), (off_t)get_num(env, argv[2]), (off_t)get_num(env, argv[3]));
+  int r = -ENOMEM;
+  inval_job_t *j = calloc(1, sizeof(inval_job_t));
+  if (j) {
+    j->s = s;
+    j->ino = (fuse_ino_t)get_num(env, argv[1]);
+    j->off = (off_t)get_num(env, argv[2]);
+    j->len = (off_t)get_num(env, argv[3]);
+    r = inval_start(j);
+  }
   napi_value v;
   napi_create_int32(env, r, &v);
   return v;
 }
 
-/* invalidateEntry(handle, parent, name): drop the kernel's cached name -> inode mapping. */
+/* invalidateEntry(handle, parent, name): drop the kernel's cached name -> inode mapping, soon (see above). */
 static napi_value js_inval_entry(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   session_t *s;
   NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
-  char name[1024];
-  size_t len = 0;
-  NAPI_CALL(env, napi_get_value_string_utf8(env, argv[2], name, sizeof(name), &len));
-  int r = -ENOTCONN;
-  if (!atomic_load(&s->unmounted) && s->se) r = fuse_lowlevel_notify_inval_entry(s->se, (fuse_ino_t)get_num(env, argv[1]), name, len);
+  int r = -ENOMEM;
+  inval_job_t *j = calloc(1, sizeof(inval_job_t));
+  if (j) {
+    j->s = s;
+    j->entry = 1;
+    j->ino = (fuse_ino_t)get_num(env, argv[1]);
+    NAPI_CALL(env, napi_get_value_string_utf8(env, argv[2], j->name, sizeof(j->name), &j->namelen));
+    r = inval_start(j);
+  }
   napi_value v;
   napi_create_int32(env, r, &v);
   return v;

@@ -1,0 +1,123 @@
+/**
+ * Fault: a full disk, under a worker's tier and under the master's home (each a
+ * small tmpfs mounted by the test, so the disk runs out before any quota does).
+ * Writers get ENOSPC (not EIO, not a hang), what was closed before stays whole, and
+ * once space returns the same mount writes again.
+ */
+
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { promises as fsp, statfsSync } from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { tempRoot } from '../helpers/cluster';
+import { startCluster } from '../helpers/multi-cluster';
+
+/** Fills the file system holding `dir` with a ballast file until fewer than `leave` bytes are free. */
+async function fill(dir: string, leave = 0): Promise<string> {
+  const ballast = path.join(dir, 'ballast');
+  const fh = await fsp.open(ballast, 'w');
+  const chunk = Buffer.alloc(256 * 1024, 1);
+  try {
+    for (;;) {
+      const s = statfsSync(dir);
+      const free = s.bavail * s.bsize;
+      if (free <= leave) break;
+      await fh.write(free - leave >= chunk.length ? chunk : chunk.subarray(0, free - leave));
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  } finally {
+    await fh.close();
+  }
+  return ballast;
+}
+
+/** Writes a file through the mount; resolves with the errno code it failed with, or 'ok'. */
+async function tryWrite(file: string, data: Buffer): Promise<string> {
+  try {
+    const fh = await fsp.open(file, 'w');
+    try {
+      await fh.write(data);
+    } finally {
+      await fh.close();
+    }
+    return 'ok';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? String(err);
+  }
+}
+
+t.test('disk full', async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.plan(0, 'needs root to mount a tmpfs');
+    return;
+  }
+  const root = tempRoot('strata-diskfull-');
+  const masterDisk = path.join(root, 'master-disk');
+  const tierDisk = path.join(root, 'tier-disk');
+  for (const [dir, size] of [[masterDisk, '16m'], [tierDisk, '32m']] as const) {
+    await fsp.mkdir(dir);
+    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+    if (r.status !== 0) {
+      t.plan(0, `cannot mount a tmpfs: ${r.stderr}`);
+      return;
+    }
+  }
+  t.teardown(async () => {
+    for (const dir of [masterDisk, tierDisk]) spawnSync('umount', ['-l', dir]);
+    await fsp.rm(root, { recursive: true, force: true });
+  });
+
+  await t.test('cluster', async (t) => {
+    const c = await startCluster(t, {
+      root: path.join(root, 'cluster'),
+      masterHome: path.join(masterDisk, 'home'),
+      workers: 1,
+      mounts: 2,
+      // The quota (1 GiB) is far above the tmpfs (32 MiB): the disk fills first.
+      tiers: () => `ssd:${tierDisk}/tier:1GiB`,
+      mountArgs: (i) => ['--write-type', i === 0 ? 'MUST_CACHE' : 'CACHE_THROUGH'],
+    });
+    const [mc, ct] = c.mounts as [string, string];
+    const early = randomBytes(1024 * 1024);
+    t.equal(await tryWrite(path.join(mc, 'early-mc'), early), 'ok');
+    t.equal(await tryWrite(path.join(ct, 'early-ct'), early), 'ok');
+
+    await t.test('the worker tier disk is full', async (t) => {
+      const ballast = await fill(tierDisk, 512 * 1024);
+      const big = randomBytes(6 * 1024 * 1024);
+      let t0 = Date.now();
+      t.equal(await tryWrite(path.join(mc, 'big-mc'), big), 'ENOSPC', 'MUST_CACHE: ENOSPC to the writer');
+      t.ok(Date.now() - t0 < 10_000, `within ${Date.now() - t0} ms`);
+      t0 = Date.now();
+      const ctResult = await tryWrite(path.join(ct, 'big-ct'), big);
+      t.ok(Date.now() - t0 < 10_000, `within ${Date.now() - t0} ms`);
+      t.comment(`CACHE_THROUGH with the tier disk full: ${ctResult}`);
+      t.ok(ctResult === 'ok' || ctResult === 'ENOSPC', `CACHE_THROUGH: stored or ENOSPC, never EIO (${ctResult})`);
+      if (ctResult === 'ok') t.ok((await fsp.readFile(path.join(ct, 'big-ct'))).equals(big), 'the CACHE_THROUGH file reads back');
+      t0 = Date.now();
+      t.ok((await fsp.readFile(path.join(mc, 'early-mc'))).equals(early), 'an earlier MUST_CACHE file is intact');
+      t.ok((await fsp.readFile(path.join(ct, 'early-ct'))).equals(early), 'an earlier CACHE_THROUGH file is intact');
+      await fsp.rm(ballast);
+      t0 = Date.now();
+      t.equal(await tryWrite(path.join(mc, 'big-mc'), big), 'ok', 'space back: the same mount writes again');
+      t.ok(Date.now() - t0 < 10_000, `within ${Date.now() - t0} ms (a connection left mid-body once stalled this for 73 s)`);
+      t.ok((await fsp.readFile(path.join(mc, 'big-mc'))).equals(big), 'and it reads back');
+    });
+
+    await t.test("the master's disk is full", async (t) => {
+      const ballast = await fill(masterDisk);
+      const results: string[] = [];
+      for (let i = 0; i < 40; i++) results.push(await tryWrite(path.join(ct, `m${i}`), randomBytes(1000)));
+      const codes = [...new Set(results)];
+      t.comment(`creates with the master's disk full: ${codes.join(', ')}`);
+      t.ok(results.includes('ENOSPC'), 'writers get ENOSPC');
+      t.notOk(results.some((r) => r !== 'ok' && r !== 'ENOSPC'), 'and no other error');
+      await fsp.rm(ballast);
+      t.equal(await tryWrite(path.join(ct, 'after'), early), 'ok', 'space back: creates work again');
+      t.ok((await fsp.readFile(path.join(ct, 'after'))).equals(early));
+      t.ok((await fsp.readFile(path.join(ct, 'early-ct'))).equals(early), 'earlier files are intact');
+    });
+  });
+});

@@ -1,0 +1,107 @@
+/**
+ * Fault: the under-store fails (500s, stalls, connection resets), injected by a
+ * proxy in front of s3rver. Writes and reads through the mount get EIO after a
+ * bounded number of tries (s3.maxAttempts) and bounded time (the s3.*TimeoutMs
+ * options), never a hang; an ASYNC_THROUGH file closes fine and reaches the store
+ * once it answers again.
+ */
+
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { runCli, startLocal } from '../helpers/cluster';
+import { startFaultProxy, FaultMode } from '../helpers/fault-proxy';
+import { startS3Server } from '../../scripts/s3-server';
+
+delete process.env.AWS_CA_BUNDLE;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const MAX_ATTEMPTS = 3;
+
+async function tryWrite(file: string, data: Buffer): Promise<string> {
+  try {
+    await fsp.writeFile(file, data);
+    return 'ok';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? String(err);
+  }
+}
+
+t.test('under-store faults', async (t) => {
+  const c = await startLocal(t);
+  const s3dir = path.join(c.root, 's3rver');
+  await fsp.mkdir(s3dir);
+  const s3 = await startS3Server({ dir: s3dir, buckets: ['lake'] });
+  t.teardown(() => s3.close());
+  const proxy = await startFaultProxy(s3.endpoint, t);
+  const fs = (...a: string[]) => runCli(['fs', ...a, '--master', c.masterUrl]);
+  const opts = ['s3.pathStyle=true', 's3.accessKeyId=S3RVER', 's3.secretAccessKey=S3RVER', `s3.maxAttempts=${MAX_ATTEMPTS}`, 's3.connectTimeoutMs=1000', 's3.requestTimeoutMs=1500', `s3.endpoint=${proxy.endpoint}`].flatMap((o) => ['--option', o]);
+  t.equal((await fs('mount', '/s3', 's3://lake/data', ...opts)).code, 0);
+  t.equal((await fs('mount', '/s3a', 's3://lake/async', ...opts, '--option', 'write.type=ASYNC_THROUGH')).code, 0);
+  const direct = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+  t.teardown(() => direct.destroy());
+  const uploads = (req: { method?: string }) => req.method === 'PUT' || req.method === 'POST';
+
+  for (const mode of ['500', 'stall', 'reset'] as FaultMode[]) {
+    await t.test(`uploads ${mode === '500' ? 'answered with 500' : mode === 'stall' ? 'stalled' : 'reset'}`, async (t) => {
+      proxy.mode = mode;
+      proxy.match = uploads;
+      proxy.resetCounts();
+      const t0 = Date.now();
+      t.equal(await tryWrite(path.join(c.mnt, 's3', `${mode}.bin`), randomBytes(300 * 1024)), 'EIO', 'EIO to the writer');
+      const took = Date.now() - t0;
+      t.ok(took < 25_000, `in ${took} ms`);
+      await sleep(mode === 'stall' ? 6000 : 1500); // the release's second try, if any
+      const tries = proxy.faulted.PUT ?? 0;
+      // Each store of the file (close, and the retry at release) makes at most maxAttempts tries.
+      t.ok(tries >= MAX_ATTEMPTS && tries <= 2 * MAX_ATTEMPTS, `${tries} tries reached the store (maxAttempts ${MAX_ATTEMPTS})`);
+      proxy.mode = 'pass';
+      const data = randomBytes(200 * 1024);
+      t.equal(await tryWrite(path.join(c.mnt, 's3', `${mode}.bin`), data), 'ok', 'the store answers again: the same write succeeds');
+      const got = await direct.send(new GetObjectCommand({ Bucket: 'lake', Key: `data/${mode}.bin` }));
+      t.ok(Buffer.from(await got.Body!.transformToByteArray()).equals(data), 'and the object is whole');
+    });
+  }
+
+  await t.test('reads of uncached bytes answered with 500', async (t) => {
+    const data = randomBytes(512 * 1024);
+    await direct.send(new PutObjectCommand({ Bucket: 'lake', Key: 'data/cold.bin', Body: data }));
+    await fs('sync', '/s3');
+    proxy.mode = '500';
+    proxy.match = (req) => req.method === 'GET' && /cold\.bin/.test(req.url ?? '');
+    proxy.resetCounts();
+    const t0 = Date.now();
+    await t.rejects(fsp.readFile(path.join(c.mnt, 's3', 'cold.bin')), { code: 'EIO' }, 'EIO to the reader');
+    t.ok(Date.now() - t0 < 25_000, `in ${Date.now() - t0} ms`);
+    t.ok((proxy.faulted.GET ?? 0) >= MAX_ATTEMPTS, `${proxy.faulted.GET} GETs were tried`);
+    proxy.mode = 'pass';
+    t.ok((await fsp.readFile(path.join(c.mnt, 's3', 'cold.bin'))).equals(data), 'reads work again once the store answers');
+  });
+
+  await t.test('ASYNC_THROUGH: close succeeds, the persist completes once the store answers', async (t) => {
+    proxy.mode = '500';
+    proxy.match = uploads;
+    const data = randomBytes(700 * 1024);
+    t.equal(await tryWrite(path.join(c.mnt, 's3a', 'later.bin'), data), 'ok', 'close() succeeds with the store failing');
+    await sleep(2500);
+    const st = await fs('stat', '/s3a/later.bin', '--json');
+    t.equal(st.code, 0, st.stderr);
+    t.equal(st.code === 0 && JSON.parse(st.stdout).persisted, false, 'not persisted while the store fails');
+    t.ok((proxy.faulted.PUT ?? 0) > 0, 'the persist queue tried');
+    proxy.mode = 'pass';
+    const t0 = Date.now();
+    let persisted = false;
+    let last = '';
+    while (!persisted && Date.now() - t0 < 40_000) {
+      await sleep(500);
+      const r = await fs('stat', '/s3a/later.bin', '--json');
+      last = `${r.code} ${r.stderr}`;
+      persisted = r.code === 0 && JSON.parse(r.stdout).persisted === true;
+    }
+    if (!persisted) t.comment(`last stat: ${last}`);
+    t.ok(persisted, `persisted ${Date.now() - t0} ms after the store came back`);
+    const got = await direct.send(new GetObjectCommand({ Bucket: 'lake', Key: 'async/later.bin' }));
+    t.ok(Buffer.from(await got.Body!.transformToByteArray()).equals(data), 'the object in the store is whole');
+  });
+});

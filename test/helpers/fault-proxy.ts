@@ -1,0 +1,75 @@
+/**
+ * Test helper: an HTTP proxy on loopback in front of an S3-protocol server (s3rver)
+ * that injects under-store faults into the requests a predicate picks: answers 500
+ * (S3's InternalError), stalls (never answers), or resets the connection. It counts
+ * what it faulted, so tests can check that retries are bounded.
+ */
+
+import * as http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+export type FaultMode = 'pass' | '500' | 'stall' | 'reset';
+
+export interface FaultProxy {
+  endpoint: string;
+  /** Current fault; `pass` forwards everything. */
+  mode: FaultMode;
+  /** Which requests the fault applies to (others pass); default all. */
+  match: (req: http.IncomingMessage) => boolean;
+  /** Requests faulted since the last reset, by method. */
+  faulted: Record<string, number>;
+  resetCounts(): void;
+  close(): Promise<void>;
+}
+
+export async function startFaultProxy(upstream: string, t: { teardown(fn: () => unknown): void }): Promise<FaultProxy> {
+  const up = new URL(upstream);
+  const agent = new http.Agent({ keepAlive: true });
+  const sockets = new Set<Socket>();
+  const proxy: FaultProxy = {
+    endpoint: '',
+    mode: 'pass',
+    match: () => true,
+    faulted: {},
+    resetCounts() {
+      proxy.faulted = {};
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      agent.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+  const server = http.createServer((req, res) => {
+    if (proxy.mode !== 'pass' && proxy.match(req)) {
+      proxy.faulted[req.method!] = (proxy.faulted[req.method!] ?? 0) + 1;
+      if (proxy.mode === '500') {
+        req.resume();
+        res.writeHead(500, { 'content-type': 'application/xml', connection: 'close' });
+        res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected by the fault proxy</Message></Error>');
+      } else if (proxy.mode === 'reset') {
+        req.socket.resetAndDestroy();
+      } else {
+        req.resume(); // stall: read the request, never answer
+      }
+      return;
+    }
+    const out = http.request(
+      { host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers, agent },
+      (upRes) => {
+        res.writeHead(upRes.statusCode!, upRes.headers);
+        upRes.pipe(res);
+      },
+    );
+    out.on('error', () => req.socket.destroy());
+    req.pipe(out);
+  });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  proxy.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  t.teardown(() => proxy.close());
+  return proxy;
+}
