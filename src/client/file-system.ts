@@ -18,6 +18,7 @@ import { constants as fsConstants, createReadStream } from 'node:fs';
 import { StrataError, toStrataError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Mutex } from '../common/mutex';
+import { dataRuns } from '../common/extents';
 import { DirEntry, FileAttributes, FileBlocksResponse, ReadType, Timespec, WorkerInfo, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
 import { FileReader, FileReaderOptions } from './file-reader';
 import { MasterClient } from './master-client';
@@ -157,7 +158,6 @@ class StagingFile {
     const size = this.size;
     const path = this.path;
     const CHUNK = 1024 * 1024;
-    const zero = Buffer.alloc(CHUNK);
     async function* frames() {
       const fh = await fsp.open(path, 'r');
       try {
@@ -172,20 +172,12 @@ class StagingFile {
           }
           if (n < want) buf.fill(0, n, want); // past what the disk holds: zeros
           // Emit runs of non-zero 1 MiB pieces as one frame each.
-          let runStart = -1;
-          for (let off = 0; off <= want; off += CHUNK) {
-            const end = Math.min(off + CHUNK, want);
-            const isZero = off >= want || buf.subarray(off, end).equals(zero.subarray(0, end - off));
-            if (!isZero && runStart < 0) runStart = off;
-            if ((isZero || end === want) && runStart >= 0) {
-              const stop = isZero ? off : end;
-              const head = Buffer.alloc(12);
-              head.writeBigUInt64BE(BigInt(pos + runStart), 0);
-              head.writeUInt32BE(stop - runStart, 8);
-              yield head;
-              yield Buffer.from(buf.subarray(runStart, stop));
-              runStart = -1;
-            }
+          for (const [start, stop] of dataRuns(buf.subarray(0, want), CHUNK)) {
+            const head = Buffer.alloc(12);
+            head.writeBigUInt64BE(BigInt(pos + start), 0);
+            head.writeUInt32BE(stop - start, 8);
+            yield head;
+            yield Buffer.from(buf.subarray(start, stop));
           }
           pos += want;
         }

@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
 import { HttpAuthOptions, HttpLimits, createHttpServer, intParam, stallGuarded } from '../common/http';
+import { dataRuns } from '../common/extents';
 import { JsonClient } from '../common/json-client';
 import type { Logger } from '../common/log';
 import {
@@ -687,7 +688,6 @@ async function workerUuid(home: string): Promise<string> {
 async function* fileExtents(fh: FileHandle, size: number): AsyncGenerator<{ offset: number; data: Buffer }> {
   const PIECE = 1024 * 1024;
   const CHUNK = 4 * PIECE;
-  const zero = Buffer.alloc(PIECE);
   for (let pos = 0; pos < size; ) {
     const want = Math.min(CHUNK, size - pos);
     // A fresh buffer each time: the under-store writer may keep what it is given (multipart parts).
@@ -698,17 +698,7 @@ async function* fileExtents(fh: FileHandle, size: number): AsyncGenerator<{ offs
       if (bytesRead === 0) throw new StrataError('BAD_REQUEST', 'local file shrank while being written');
       n += bytesRead;
     }
-    let runStart = -1;
-    for (let off = 0; off <= want; off += PIECE) {
-      const end = Math.min(off + PIECE, want);
-      const isZero = off >= want || buf.subarray(off, end).equals(zero.subarray(0, end - off));
-      if (!isZero && runStart < 0) runStart = off;
-      if ((isZero || end === want) && runStart >= 0) {
-        const stop = isZero ? off : end;
-        yield { offset: pos + runStart, data: buf.subarray(runStart, stop) };
-        runStart = -1;
-      }
-    }
+    for (const [start, stop] of dataRuns(buf, PIECE)) yield { offset: pos + start, data: buf.subarray(start, stop) };
     pos += want;
   }
 }

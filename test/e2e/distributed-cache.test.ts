@@ -6,7 +6,7 @@
  */
 
 import t from 'tap';
-import { pageBytesUnder } from '../helpers/disk';
+import { dropCaches, pageBytesUnder } from '../helpers/disk';
 import { promises as fsp, writeFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -15,15 +15,6 @@ import { runCli } from '../helpers/cluster';
 
 const MiB = 1024 * 1024;
 
-/** Drops the kernel's page cache, so a read goes through FUSE and the workers again. */
-function dropCaches(): boolean {
-  try {
-    writeFileSync('/proc/sys/vm/drop_caches', '1');
-    return true;
-  } catch {
-    return false;
-  }
-}
 const canDrop = dropCaches();
 
 async function waitFor(what: string, fn: () => Promise<boolean> | boolean, ms = 30_000): Promise<void> {

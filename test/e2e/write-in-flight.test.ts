@@ -7,21 +7,14 @@
  */
 
 import t from 'tap';
-import { promises as fsp, writeFileSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startLocal, runCli } from '../helpers/cluster';
+import { dropCaches } from '../helpers/disk';
 
 const MiB = 1024 * 1024;
 
-function dropCaches(): boolean {
-  try {
-    writeFileSync('/proc/sys/vm/drop_caches', '1');
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 t.test('MUST_CACHE files written across many heartbeats read back whole, and stay cached', async (t) => {
   // A heartbeat every 20 ms: every upload below spans many of them.
