@@ -23,6 +23,9 @@ import {
   Timespec,
 } from '../common/protocol';
 
+/** The change-feed position an answer reflects (its `strata-changes` header). */
+const stampOf = (meta: ResponseMeta): ChangeStamp | undefined => parseChangeStamp(meta.headers?.[CHANGES_HEADER]);
+
 export interface MasterClientOptions extends JsonClientOptions {
   /** Cache lookups, attributes and block lists, kept exact by the change feed (the FUSE mount). */
   metadataCache?: boolean;
@@ -66,14 +69,12 @@ export class MasterClient {
   async #post<T>(path: string, body: unknown, store?: (answer: T, stamp: ChangeStamp | undefined) => void): Promise<T> {
     if (!this.cache) return this.#http.post<T>(path, body);
     const meta: ResponseMeta = {};
-    let stamp: ChangeStamp | undefined;
     try {
       const answer = await this.#http.post<T>(path, body, undefined, meta);
-      stamp = parseChangeStamp(meta.headers?.[CHANGES_HEADER]);
-      store?.(answer, stamp);
+      store?.(answer, stampOf(meta));
       return answer;
     } finally {
-      this.cache.sawChange(stamp ?? parseChangeStamp(meta.headers?.[CHANGES_HEADER]));
+      this.cache.sawChange(stampOf(meta));
     }
   }
 
@@ -103,10 +104,10 @@ export class MasterClient {
     const meta: ResponseMeta = {};
     try {
       const a = await this.#http.get<FileAttributes>(`${MASTER_API}/lookup`, { parent, name }, undefined, meta);
-      cache.putEntry(parent, name, a, parseChangeStamp(meta.headers?.[CHANGES_HEADER]));
+      cache.putEntry(parent, name, a, stampOf(meta));
       return a;
     } catch (err) {
-      if (err instanceof StrataError && err.code === 'NOT_FOUND') cache.putEntry(parent, name, null, parseChangeStamp(meta.headers?.[CHANGES_HEADER]));
+      if (err instanceof StrataError && err.code === 'NOT_FOUND') cache.putEntry(parent, name, null, stampOf(meta));
       throw err;
     }
   }
@@ -118,7 +119,7 @@ export class MasterClient {
     if (hit) return hit;
     const meta: ResponseMeta = {};
     const a = await this.#http.get<FileAttributes>(`${MASTER_API}/stat`, { ino }, undefined, meta);
-    cache.putAttrs(a, parseChangeStamp(meta.headers?.[CHANGES_HEADER]));
+    cache.putAttrs(a, stampOf(meta));
     return a;
   }
 
@@ -220,7 +221,7 @@ export class MasterClient {
     if (hit) return hit;
     const meta: ResponseMeta = {};
     const info = await this.#http.get<FileBlocksResponse>(`${MASTER_API}/blocks`, { ino }, undefined, meta);
-    cache.putBlocks(info, parseChangeStamp(meta.headers?.[CHANGES_HEADER]));
+    cache.putBlocks(info, stampOf(meta));
     return info;
   }
 
