@@ -14,7 +14,7 @@ import { promises as fsp } from 'node:fs';
 import * as nodePath from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { constants as fsConstants, createReadStream } from 'node:fs';
+import { constants as fsConstants } from 'node:fs';
 import { StrataError, toStrataError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Mutex } from '../common/mutex';
@@ -139,13 +139,6 @@ class StagingFile {
     await this.drain();
     if (size !== this.size || this.#fh) await (await this.fh).truncate(size);
     this.size = size;
-  }
-
-  async stream(): Promise<Readable> {
-    await this.drain();
-    // A stream of its own descriptor: destroying a FileHandle's stream closes the handle even with
-    // autoClose: false (the HTTP client destroys the body), and the file stays open for more writes.
-    return createReadStream(this.path, { start: 0, end: this.size - 1, highWaterMark: 4 * 1024 * 1024 });
   }
 
   /**

@@ -176,8 +176,13 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
       const { fh, attrs } = await fs.openIno(ino, flags);
       const before = seen.get(ino);
       const unchanged = before !== undefined && before === stamp(attrs);
-      if (before !== undefined && !unchanged) invalidate(ino);
       seen.set(ino, stamp(attrs));
+      if (before !== undefined && !unchanged) {
+        invalidate(ino);
+        // The invalidation runs on a native thread (on this one it could deadlock with a pending read):
+        // give it a moment, so the caller's next fstat does not see the old size. Not a guarantee.
+        await new Promise((r) => setTimeout(r, 5));
+      }
       // Close-to-open: the kernel keeps its cached pages only when the file is as it last saw it.
       return { fh, keepCache: unchanged };
     },
