@@ -1,0 +1,112 @@
+/**
+ * A real PostgreSQL server for tests: Debian's binaries, a fresh cluster in a temp
+ * dir (initdb), listening on a free loopback port, stopped and removed by `stop()`.
+ * PostgreSQL refuses to run as root, so as root the cluster belongs to the
+ * `postgres` user the Debian package creates.
+ */
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export interface PostgresServer {
+  /** postgres://strata@127.0.0.1:PORT/strata */
+  url: string;
+  port: number;
+  dataDir: string;
+  /** Stops the server (fast shutdown) and removes its files. */
+  stop(): Promise<void>;
+  /** SIGKILLs the postmaster (a crash), leaving the data dir for `start()`. */
+  kill(): void;
+  /** Starts the server again on the same data dir and port. */
+  start(): Promise<void>;
+}
+
+/** The directory with initdb/pg_ctl, or undefined when PostgreSQL's server is not installed. */
+export function postgresBinDir(): string | undefined {
+  const root = '/usr/lib/postgresql';
+  if (!existsSync(root)) return undefined;
+  const versions = readdirSync(root)
+    .filter((v) => existsSync(path.join(root, v, 'bin', 'pg_ctl')))
+    .sort((a, b) => Number(b) - Number(a));
+  return versions.length ? path.join(root, versions[0]!, 'bin') : undefined;
+}
+
+/** Why PostgreSQL tests cannot run here, or undefined when they can. */
+export function postgresSkipReason(): string | undefined {
+  if (!postgresBinDir()) return 'PostgreSQL server binaries not installed (apt-get install postgresql)';
+  if (process.getuid?.() === 0 && spawnSync('id', ['postgres']).status !== 0) return 'running as root and there is no postgres user to run the server as';
+  return undefined;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startPostgres(): Promise<PostgresServer> {
+  const bin = postgresBinDir();
+  if (!bin) throw new Error(postgresSkipReason());
+  const asRoot = process.getuid?.() === 0;
+  const base = mkdtempSync(path.join(os.tmpdir(), 'strata-pg-'));
+  const dataDir = path.join(base, 'data');
+  const sockDir = path.join(base, 'sock');
+  // Run a server binary as the postgres user when we are root.
+  const run = (cmd: string, args: string[]): void => {
+    const full = path.join(bin, cmd);
+    if (asRoot) execFileSync('runuser', ['-u', 'postgres', '--', full, ...args], { stdio: 'pipe' });
+    else execFileSync(full, args, { stdio: 'pipe' });
+  };
+  if (asRoot) {
+    chmodSync(base, 0o755);
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+    chownSync(base, uid, gid);
+  }
+  run('initdb', ['-D', dataDir, '-U', 'strata', '--auth=trust', '-E', 'UTF8', '--no-locale', '--no-sync']);
+  const port = await freePort();
+  const opts = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${sockDir} -c fsync=on -c max_connections=200`;
+  const start = async (): Promise<void> => {
+    if (asRoot) execFileSync('runuser', ['-u', 'postgres', '--', 'mkdir', '-p', sockDir]);
+    else execFileSync('mkdir', ['-p', sockDir]);
+    run('pg_ctl', ['-D', dataDir, '-o', opts, '-l', path.join(base, 'server.log'), '-w', '-t', '60', 'start']);
+  };
+  await start();
+  const psql = (sql: string): void => {
+    execFileSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'strata', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', sql], { stdio: 'pipe' });
+  };
+  psql('CREATE DATABASE strata');
+  let stopped = false;
+  return {
+    url: `postgres://strata@127.0.0.1:${port}/strata`,
+    port,
+    dataDir,
+    start,
+    kill() {
+      try {
+        const pid = Number(execFileSync('head', ['-1', path.join(dataDir, 'postmaster.pid')]).toString().trim());
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // not running
+      }
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      try {
+        run('pg_ctl', ['-D', dataDir, '-m', 'immediate', '-w', '-t', '30', 'stop']);
+      } catch {
+        // already stopped
+      }
+      rmSync(base, { recursive: true, force: true });
+    },
+  };
+}
