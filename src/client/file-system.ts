@@ -416,7 +416,9 @@ export class StrataFileSystem {
 
   /** Opens by inode; also returns the attributes the open found, for cache revalidation. */
   async openIno(ino: number, flags: number): Promise<{ fh: number; attrs: FileAttributes }> {
-    const info = await this.master.fileBlocksByIno(ino);
+    // Close-to-open: an open asks the master, never the metadata cache, whose feed may not
+    // have shown yet a close that just returned on another host (as JuiceFS's open-cache 0).
+    const info = await this.master.fileBlocksByIno(ino, true);
     const fh = await this.#openInfo(info, flags);
     return { fh, attrs: this.#overlay({ ...info.attrs }) };
   }

@@ -106,7 +106,7 @@ export function toAttr(a: FileAttributes): Attr {
  * attributes calls it before answering, so close-to-open holds even inside the
  * attribute timeout.
  */
-export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) => void = () => undefined): LowLevelHandlers {
+export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) => Promise<unknown> = async () => undefined): LowLevelHandlers {
   /** Size and mtime last told to the kernel, per inode. */
   const seen = new LRUCache<number, string>({ max: 100_000 });
   const stamp = (a: FileAttributes) => `${a.size}:${a.mtime.sec}:${a.mtime.nsec}`;
@@ -178,10 +178,8 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
       const unchanged = before !== undefined && before === stamp(attrs);
       seen.set(ino, stamp(attrs));
       if (before !== undefined && !unchanged) {
-        invalidate(ino);
-        // The invalidation runs on a native thread (on this one it could deadlock with a pending read):
-        // give it a moment, so the caller's next fstat does not see the old size. Not a guarantee.
-        await new Promise((r) => setTimeout(r, 5));
+        // Answer only once the kernel dropped the old attributes, so the caller's next fstat sees the new size.
+        await invalidate(ino);
       }
       // Close-to-open: the kernel keeps its cached pages only when the file is as it last saw it.
       return { fh, keepCache: unchanged };
@@ -216,7 +214,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   if (opts.debug) options.push('debug');
   let session: FuseSession | undefined = undefined;
   try {
-    const handlers = strataHandlers(opts.fs, (ino) => session?.invalidateInode(ino));
+    const handlers = strataHandlers(opts.fs, async (ino) => session?.invalidateInode(ino));
     session = FuseSession.mount(opts.mountPoint, opts.metrics ? timed(handlers, opts.metrics) : handlers, {
       options,
       maxWrite: 1024 * 1024,

@@ -70,3 +70,28 @@ t.test('changes through one mount are seen through the other; unchanged files ar
   await t.rejects(fsp.stat(b!('mine')), { code: 'ENOENT' });
   t.equal(await fsp.readFile(b!('mine2'), 'utf8'), 'x');
 });
+
+t.test('close-to-open: an open right after another mount closed the file sees its new size and bytes', async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 2, masterArgs: ['--sync-interval-ms', '-1'] });
+  const [a, b] = c.mounts.map((m) => (p: string) => path.join(m, p));
+  await fsp.writeFile(a!('f'), 'seed');
+  t.equal(await fsp.readFile(b!('f'), 'utf8'), 'seed');
+  let wrong = 0;
+  for (let i = 0; i < 40; i++) {
+    // A different size each round, inside the kernel's attribute timeout on B.
+    const data = randomBytes(1000 + i * 777);
+    await fsp.writeFile(a!('f'), data);
+    const fh = await fsp.open(b!('f'), 'r');
+    try {
+      const size = (await fh.stat()).size;
+      const got = await fh.readFile();
+      if (size !== data.length || !got.equals(data)) {
+        wrong++;
+        t.comment(`round ${i}: fstat ${size}, read ${got.length}, wrote ${data.length}, bytes ${got.equals(data) ? "equal" : "differ"}`);
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+  t.equal(wrong, 0, 'every open on B saw the size and bytes A had just written');
+});

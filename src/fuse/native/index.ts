@@ -45,7 +45,8 @@ interface Native {
   replyLseek(req: bigint, off: number): void;
   replyDir(req: bigint, max: number, plus: boolean, names: string[], inos: number[], attrs: (number | Float64Array)[], offs: number[], timeout: number): number;
   getGroups(req: bigint): number[];
-  invalidateInode(handle: unknown, ino: number, off: number, len: number): number;
+  invalidateInode(handle: unknown, ino: number, off: number, len: number): object | number;
+  invalidationDone(ticket: object): boolean;
   invalidateEntry(handle: unknown, parent: number, name: string): number;
 }
 
@@ -280,11 +281,22 @@ export class FuseSession {
   /**
    * Drops the kernel's cached attributes and pages of `ino` (e.g. when an open finds
    * the file changed elsewhere), on a native thread of its own, since the kernel may wait
-   * for reads of that file in flight. Returns 0 once started, or a negative errno.
+   * for reads of that file in flight. Resolves true once the kernel has dropped them, false
+   * when it could not be started or did not finish within `waitMs` (a read of that file
+   * stuck on a lost worker holds its pages; the caller should not wait for that).
    */
-  invalidateInode(ino: number, off = 0, len = 0): number {
-    if (this.#handle === undefined) return -107;
-    return this.#native.invalidateInode(this.#handle, ino, off, len);
+  async invalidateInode(ino: number, off = 0, len = 0, waitMs = 1000): Promise<boolean> {
+    if (this.#handle === undefined) return false;
+    const ticket = this.#native.invalidateInode(this.#handle, ino, off, len);
+    if (typeof ticket === 'number') return false;
+    const deadline = Date.now() + waitMs;
+    // The kernel usually answers within microseconds: look again soon, then every millisecond.
+    await new Promise<void>((r) => setImmediate(r));
+    while (!this.#native.invalidationDone(ticket)) {
+      if (Date.now() >= deadline) return false;
+      await new Promise<void>((r) => setTimeout(r, 1));
+    }
+    return true;
   }
 
   /** Drops the kernel's cached lookup of `name` in `parent` (on a native thread, as invalidateInode). */

@@ -1222,8 +1222,29 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
  * stopped worker, then an open of the same file from another process).
  * The job counts as an outstanding request, so the session outlives it.
  */
+/*
+ * A ticket JS holds for one invalidation, so an open can wait until the kernel has really
+ * dropped the old attributes before it answers. Shared by the job thread and the JS external:
+ * whichever lets go last frees it.
+ */
+typedef struct inval_ticket {
+  atomic_int done;
+  atomic_int refs;
+} inval_ticket_t;
+
+static void ticket_release(inval_ticket_t *t) {
+  if (t && atomic_fetch_sub(&t->refs, 1) == 1) free(t);
+}
+
+static void ticket_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  ticket_release((inval_ticket_t *)data);
+}
+
 typedef struct inval_job {
   session_t *s;
+  inval_ticket_t *ticket; /* NULL: nobody waits */
   int entry; /* 1: inval_entry(parent, name), 0: inval_inode(ino, off, len) */
   fuse_ino_t ino;
   off_t off;
@@ -1239,6 +1260,10 @@ static void *inval_thread(void *arg) {
     if (j->entry) fuse_lowlevel_notify_inval_entry(s->se, j->ino, j->name, j->namelen);
     else fuse_lowlevel_notify_inval_inode(s->se, j->ino, j->off, j->len);
   }
+  if (j->ticket) {
+    atomic_store(&j->ticket->done, 1);
+    ticket_release(j->ticket);
+  }
   free(j);
   req_done(s);
   return NULL;
@@ -1248,6 +1273,7 @@ static void *inval_thread(void *arg) {
 static int inval_start(inval_job_t *j) {
   session_t *s = j->s;
   if (atomic_load(&s->unmounted) || !s->se) {
+    ticket_release(j->ticket);
     free(j);
     return -ENOTCONN;
   }
@@ -1259,6 +1285,7 @@ static int inval_start(inval_job_t *j) {
   int r = pthread_create(&t, &attr, inval_thread, j);
   pthread_attr_destroy(&attr);
   if (r != 0) {
+    ticket_release(j->ticket);
     free(j);
     req_done(s);
     return -r;
@@ -1266,7 +1293,10 @@ static int inval_start(inval_job_t *j) {
   return 0;
 }
 
-/* invalidateInode(handle, ino, off, len): drop the kernel's cached attributes (and pages) of an inode, soon (see above). */
+/*
+ * invalidateInode(handle, ino, off, len): drop the kernel's cached attributes (and pages) of an
+ * inode, soon (see above). Returns a ticket for invalidationDone(), or a negative errno.
+ */
 static napi_value js_inval_inode(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -1275,15 +1305,42 @@ static napi_value js_inval_inode(napi_env env, napi_callback_info info) {
   NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
   int r = -ENOMEM;
   inval_job_t *j = calloc(1, sizeof(inval_job_t));
-  if (j) {
+  inval_ticket_t *t = calloc(1, sizeof(inval_ticket_t));
+  napi_value ticket = NULL;
+  if (j && t) {
+    atomic_init(&t->done, 0);
+    atomic_init(&t->refs, 2); /* the job's and the JS external's */
+    if (napi_create_external(env, t, ticket_finalize, NULL, &ticket) != napi_ok) {
+      free(t);
+      free(j);
+      NAPI_CALL(env, napi_throw_error(env, NULL, "cannot create an invalidation ticket"));
+      return NULL;
+    }
     j->s = s;
+    j->ticket = t;
     j->ino = (fuse_ino_t)get_num(env, argv[1]);
     j->off = (off_t)get_num(env, argv[2]);
     j->len = (off_t)get_num(env, argv[3]);
     r = inval_start(j);
+    if (r == 0) return ticket;
+  } else {
+    free(j);
+    free(t);
   }
   napi_value v;
   napi_create_int32(env, r, &v);
+  return v;
+}
+
+/* invalidationDone(ticket): true once the kernel has processed that invalidation. */
+static napi_value js_inval_done(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  inval_ticket_t *t;
+  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&t));
+  napi_value v;
+  napi_get_boolean(env, atomic_load(&t->done) != 0, &v);
   return v;
 }
 
@@ -1337,6 +1394,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
     {"getGroups", NULL, get_groups, NULL, NULL, NULL, napi_default, NULL},
     {"invalidateInode", NULL, js_inval_inode, NULL, NULL, NULL, napi_default, NULL},
     {"invalidateEntry", NULL, js_inval_entry, NULL, NULL, NULL, napi_default, NULL},
+    {"invalidationDone", NULL, js_inval_done, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;
