@@ -7,9 +7,9 @@
  * - An answer is stored only when the request started after every change this
  *   cache has applied (`applied <= start`): it reflects all of them, and every
  *   later change will still arrive and drop it.
- * - After this mount changes something, the cache is not consulted until the
- *   feed has applied that change (`applied >= barrier`), so it never answers
- *   from before its own write. The answer to the change itself is stored as of
+ * - After this mount changes something, the cache answers only from entries at
+ *   least as new as that change until the feed has applied it (`applied >=
+ *   barrier`), so it never answers from before its own write. The answer to the change itself is stored as of
  *   the seq after it (the master reads it in the same step as it writes), so the
  *   feed's report of that very change does not drop it again.
  * - Every cached answer carries the seq it is valid as of; a change drops it
@@ -66,6 +66,15 @@ export class MetadataCache {
     return this.#healthy && this.#applied >= this.#barrier;
   }
 
+  /**
+   * May this answer, valid as of seq `v`, be served? Before the feed has caught up
+   * with this mount's last change, only answers at least as new as that change
+   * are: typically the answer to the change itself (a getattr right after create).
+   */
+  #servable(v: number): boolean {
+    return this.#healthy && (this.#applied >= this.#barrier || v >= this.#barrier);
+  }
+
   /** The seq an answer is valid as of, or undefined when it must not be stored. `own`: the answer to this mount's change. */
   #version(s: ChangeStamp | undefined, own: boolean): number | undefined {
     if (s === undefined || !this.#healthy || s.epoch !== this.#epoch || this.#ttlMs === 0) return undefined;
@@ -99,10 +108,10 @@ export class MetadataCache {
 
   /** A lookup's answer: attributes, null for "no such name", undefined when not cached. */
   getEntry(parent: number, name: string): { attrs: FileAttributes | null } | undefined {
-    if (!this.usable()) return undefined;
+    if (!this.#healthy) return undefined;
     const e = this.#fresh(this.#entries, `${parent}/${name}`);
     const a = e && e.ino !== null ? this.#fresh(this.#attrs, e.ino) : undefined;
-    if (!e || (e.ino !== null && !a)) {
+    if (!e || (e.ino !== null && !a) || !this.#servable(Math.min(e.v, a?.v ?? Infinity))) {
       this.stats.misses++;
       return undefined;
     }
@@ -119,8 +128,9 @@ export class MetadataCache {
   }
 
   getAttrs(ino: number): FileAttributes | undefined {
-    if (!this.usable()) return undefined;
-    const a = this.#fresh(this.#attrs, ino);
+    if (!this.#healthy) return undefined;
+    let a = this.#fresh(this.#attrs, ino);
+    if (a && !this.#servable(a.v)) a = undefined;
     if (a) this.stats.hits++;
     else this.stats.misses++;
     return a && { ...a.attrs };
@@ -132,8 +142,9 @@ export class MetadataCache {
   }
 
   getBlocks(ino: number): FileBlocksResponse | undefined {
-    if (!this.usable()) return undefined;
-    const b = this.#fresh(this.#blocks, ino);
+    if (!this.#healthy) return undefined;
+    let b = this.#fresh(this.#blocks, ino);
+    if (b && !this.#servable(b.v)) b = undefined;
     if (b) this.stats.hits++;
     else this.stats.misses++;
     return b && { ...b.info, attrs: { ...b.info.attrs } };

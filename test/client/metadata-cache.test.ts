@@ -64,6 +64,17 @@ t.test("after this mount's change, the cache waits until the feed has applied it
   t.equal(c.getEntry(1, 'b')?.attrs?.ino, 8, 'consulted again once the feed caught up');
 });
 
+t.test("before the feed caught up, the answer to this mount's own change is served, older ones are not", async (t) => {
+  const c = ready();
+  c.putAttrs(attrs(6, 1), stamp(10));
+  c.sawChange(stamp(10, 13));
+  c.putAttrs(attrs(5, 7), stamp(12, 13), true);
+  t.equal(c.getAttrs(5)?.size, 7, 'the create/commit answer (valid as of 13) is served at once');
+  t.equal(c.getAttrs(6), undefined, 'an answer valid as of 10 waits for the feed');
+  c.sawChange(stamp(13, 16));
+  t.equal(c.getAttrs(5), undefined, 'a later change of this mount: the answer as of 13 may predate it');
+});
+
 t.test('a new master (epoch) or a reset drops everything; a TTL bounds what is kept', async (t) => {
   const c = ready();
   c.putAttrs(attrs(5), stamp(10));
