@@ -3,12 +3,12 @@
  * disk, all over one S3-protocol store (s3rver on 127.0.0.1, scripts/s3-server.ts) in one run.
  *
  *   npm run bench -- [--quick] [--runs N] [--out FILE] [--only write,read,rand,small,meta,master,fuse]
- *                    [--systems strata,rclone,s3fs,local] [--keep]
+ *                    [--systems strata,strataAsync,rclone,s3fs,local] [--keep]
  *
  * --quick     sizes ~20x smaller (and --runs 1 unless given)
  * --runs N    each figure is the median of N runs, with min and max [3; quick 1]
- * --out FILE  also write the table as JSON: {"rows":[{"workload","unit","strata","rclone","s3fs",
- *             "local","min":{…},"max":{…}}],"resources":[…],"fuse":[…]}; higher is better in every
+ * --out FILE  also write the table as JSON: {"rows":[{"workload","unit","strata","strataAsync",
+ *             "rclone","s3fs","local","min":{…},"max":{…}}],"resources":[…],"fuse":[…]}; higher is better in every
  *             row's unit, null where a system was not measured
  * --only      pick workloads (default all):
  *   write   sequential write of one big file: to close(), and until it is in S3
@@ -20,7 +20,8 @@
  *   meta    create / stat / list / unlink 10,000 empty files through the mount
  *   master  the Strata master alone: lookup and create latency with 10k and 1M inodes
  *   fuse    the FUSE binding's ceiling (scripts/bench-fuse.ts)
- * --systems   which of strata, rclone, s3fs, local to run (default all)
+ * --systems   which of strata, strataAsync, rclone, s3fs, local to run (default all); strataAsync is
+ *             Strata with ASYNC_THROUGH, the match of rclone's write-back, on write and meta only
  * --keep      keep the temp directory (logs, store) instead of removing it
  *
  * Needs root (FUSE mounts, dropping the page cache), fuse3, and rclone / s3fs / fio, which it
@@ -77,10 +78,16 @@ const BUCKET = 'bench';
 const PREFIX = 'strata';
 const RCLONE_REMOTE = 'STRATABENCH';
 
-type SystemId = 'strata' | 'rclone' | 's3fs' | 'local';
-const SYSTEMS: SystemId[] = ['strata', 'rclone', 's3fs', 'local'];
+type SystemId = 'strata' | 'strataAsync' | 'rclone' | 's3fs' | 'local';
+const SYSTEMS: SystemId[] = ['strata', 'strataAsync', 'rclone', 's3fs', 'local'];
 const PEERS: SystemId[] = ['rclone', 's3fs'];
-const SYSTEM_TITLE: Record<SystemId, string> = { strata: 'Strata', rclone: 'rclone', s3fs: 's3fs', local: 'local disk' };
+const SYSTEM_TITLE: Record<SystemId, string> = { strata: 'Strata', strataAsync: 'Strata async', rclone: 'rclone', s3fs: 's3fs', local: 'local disk' };
+/**
+ * Strata with ASYNC_THROUGH (close returns once the worker holds the bytes; the store
+ * gets them in the background) is the like-for-like match of rclone's write-back. Only
+ * the workloads a write type changes run on it: reads are the same code either way.
+ */
+const ASYNC_WORKLOADS = new Set<string>(['write', 'meta']);
 const WORKLOADS = ['write', 'read', 'rand', 'small', 'meta', 'master', 'fuse'] as const;
 type Workload = (typeof WORKLOADS)[number];
 
@@ -662,7 +669,6 @@ class S3fsMount extends ProcessMount {
 }
 
 class StrataCluster implements BenchSystem {
-  id: SystemId = 'strata';
   started = false;
   rss = new Map<string, number>();
   #proc?: ChildProcess;
@@ -674,12 +680,13 @@ class StrataCluster implements BenchSystem {
     readonly root: string,
     readonly dir: string,
     readonly endpoint: string,
+    readonly id: SystemId = 'strata',
   ) {}
 
   async start(): Promise<void> {
     if (this.started) await this.stop();
     mkdirSync(this.dir, { recursive: true });
-    const home = path.join(this.root, `strata-home-${++this.#n}`);
+    const home = path.join(this.root, `${this.id}-home-${++this.#n}`);
     rmSync(home, { recursive: true, force: true });
     this.#home = home;
     // A memory tier on tmpfs above an SSD tier, as one would run Strata next to compute.
@@ -695,14 +702,15 @@ class StrataCluster implements BenchSystem {
       '--ufs-option', 's3.region=us-east-1',
       '--ufs-option', 's3.accessKeyId=S3RVER',
       '--ufs-option', 's3.secretAccessKey=S3RVER',
+      ...(this.id === 'strataAsync' ? ['--write-type', 'ASYNC_THROUGH'] : []),
     ];
-    const logFile = path.join(this.root, 'strata.log');
+    const logFile = path.join(this.root, `${this.id}.log`);
     const logFd = openSync(logFile, 'a');
     const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', logFd], env: childEnv({ STRATA_LOG_LEVEL: 'warn' }), detached: true });
     closeSync(logFd);
     this.#proc = p;
     const dir = this.dir;
-    this.#removeCleanup = onCleanup('strata', async () => {
+    this.#removeCleanup = onCleanup(this.id, async () => {
       await terminate(p, 30_000, true);
       await unmount(dir);
       rmSync(home, { recursive: true, force: true });
@@ -1045,7 +1053,8 @@ async function metadata(c: Ctx, sys: BenchSystem, runNo: number): Promise<void> 
 
 /** Every workload for one system, each run as the workload needs (fresh mounts for cold ones). */
 async function benchSystem(c: Ctx, sys: BenchSystem): Promise<void> {
-  const { only, runs } = c.opts;
+  const { runs } = c.opts;
+  const only = sys.id === 'strataAsync' ? new Set([...c.opts.only].filter((w) => ASYNC_WORKLOADS.has(w))) : c.opts.only;
   const step = (what: string, r: number) => note(`${SYSTEM_TITLE[sys.id]}: ${what}${runs > 1 ? ` (run ${r}/${runs})` : ''}`);
   try {
     if (only.has('write')) {
@@ -1090,7 +1099,7 @@ async function benchSystem(c: Ctx, sys: BenchSystem): Promise<void> {
 function recordRssRows(c: Ctx, sys: BenchSystem): void {
   for (const [role, bytes] of sys.rss) {
     // rclone and s3fs are one process each: the mount.
-    const key = sys.id === 'strata' ? `rss.${role}` : 'rss.mount';
+    const key = sys instanceof StrataCluster ? `rss.${role}` : 'rss.mount';
     const label = key === 'rss.mount' ? 'peak RSS: the mount (FUSE client) process' : `peak RSS: Strata ${role}`;
     c.results.addResource(key, label, 'MiB', sys.id, bytes / MiB);
   }
@@ -1365,6 +1374,7 @@ async function main(): Promise<void> {
       const make: Record<SystemId, () => BenchSystem> = {
         local: () => new LocalDisk(localDir),
         strata: () => new StrataCluster(root, path.join(root, 'mnt-strata'), store.endpoint),
+        strataAsync: () => new StrataCluster(root, path.join(root, 'mnt-strata-async'), store.endpoint, 'strataAsync'),
         rclone: () => new RcloneMount(root, path.join(root, 'mnt-rclone'), store.endpoint),
         s3fs: () => new S3fsMount(root, path.join(root, 'mnt-s3fs'), store.endpoint),
       };
