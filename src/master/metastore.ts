@@ -294,9 +294,9 @@ export interface Metastore {
    * whether it changed anything (false also for a missing or non-file inode).
    */
   refreshFromUfs(ino: number, size: number, mtime: Timespec, fingerprint: string, guard?: Omit<SyncGuard, 'ino'>): Promise<boolean>;
-  /** Sets syncedAt of one node (a missing one is ignored). */
+  /** Sets syncedAt of one node to `at` (default now); a missing node is ignored. Never touches content. */
   markSynced(ino: number, at?: number): Promise<void>;
-  /** Sets syncedAt of many nodes in one transaction. */
+  /** Sets syncedAt of many nodes to `at` (default now) in one transaction. */
   markSyncedMany(inos: number[], at?: number): Promise<void>;
   /**
    * Removes a child that vanished from the under-store: a directory with its whole
