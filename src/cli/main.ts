@@ -139,6 +139,7 @@ async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>):
     syncIntervalMs: cfg.syncIntervalMs,
     workerTimeoutMs: cfg.workerTimeoutMs,
     persistInitialWaitMs: cfg.persistInitialWaitMs,
+    metastore: cfg.metastore,
     dashboard: cfg.dashboard === 'true',
     auth: daemonAuth(cfg, log, { create: true }),
     limits: daemonLimits(cfg),

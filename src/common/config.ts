@@ -45,6 +45,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'workerProbeIntervalMs', flag: '', env: 'STRATA_WORKER_PROBE_INTERVAL_MS', kind: 'int', description: 'While a mount or `strata fs` waits on a worker, it checks /healthz of that worker this often and gives up on it (reading or writing elsewhere) when the check gets no answer in 5 s (0 = never; then only the 120 s request timeout applies).', default: () => 3000 },
   { key: 'heartbeatIntervalMs', flag: '', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
   { key: 'writeType', flag: '--write-type', env: 'STRATA_WRITE_TYPE', kind: 'string', description: 'Write type of mounts that set none: MUST_CACHE, CACHE_THROUGH, THROUGH, ASYNC_THROUGH.', default: () => 'CACHE_THROUGH' },
+  { key: 'metastore', flag: '', env: 'STRATA_METASTORE', kind: 'string', description: "Where the master keeps its metadata: sqlite:///path/to/file.db (postgres:// is not wired yet).", default: (c) => `sqlite://${nodePath.resolve(String(c.home ?? DEFAULT_HOME), 'master', 'strata.db')}` },
   { key: 'persistInitialWaitMs', flag: '', env: 'STRATA_PERSIST_INITIAL_WAIT_MS', kind: 'int', description: 'Wait before the first persist attempt of an ASYNC_THROUGH file.', default: () => 0 },
   { key: 'allowOther', flag: '--allow-other', env: 'STRATA_ALLOW_OTHER', kind: 'string', description: 'Let users other than the mounting one use the mount (the kernel still checks permissions): true, false, or auto (= when mounted by root).', default: () => 'auto' },
   { key: 'dashboard', flag: '', env: 'STRATA_DASHBOARD', kind: 'string', description: 'The master serves its read-only web dashboard at / on its API port: true or false.', default: () => 'true' },
@@ -81,6 +82,7 @@ export interface StrataConfig {
   workerProbeIntervalMs: number;
   heartbeatIntervalMs: number;
   writeType: string;
+  metastore: string;
   persistInitialWaitMs: number;
   allowOther: string;
   dashboard: string;
@@ -235,6 +237,7 @@ export function configTableMarkdown(): string {
     if (k.key === 'home') return '`~/.strata`';
     if (k.key === 'ufs') return '`file://<home>/ufs`';
     if (k.key === 'tokenFile') return '`<home>/token`';
+    if (k.key === 'metastore') return '`sqlite://<home>/master/strata.db`';
     if (k.key === 'token') return '(none)';
     if (k.kind === 'bytes' && typeof d === 'number') return '`' + humanBytes(d) + '`';
     return '`' + String(d) + '`';
