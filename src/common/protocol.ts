@@ -326,6 +326,12 @@ export interface WriteFileResponse {
 /** A worker's answer to a persist request. */
 export interface PersistResponse {
   ufsFingerprint: string;
+  /**
+   * Where the bytes went: the master checks it still names this file before it counts
+   * the persist (a file renamed or unlinked during its upload), else removes the object.
+   */
+  mountUri: string;
+  path: string;
 }
 
 export interface ErrorBody {

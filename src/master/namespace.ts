@@ -27,6 +27,7 @@ import type {
   FileType,
   FreeResponse,
   MountInfo,
+  PersistResponse,
   Timespec,
   TtlAction,
   UfsLocation,
@@ -558,6 +559,35 @@ export class Namespace {
     const n = await this.#table.requireNode(ino);
     if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
     return this.#location(await this.#table.pathOf(ino));
+  }
+
+  /**
+   * Counts a finished ASYNC_THROUGH upload of `ino` if the file still is what and where it
+   * was uploaded as. An upload races the namespace: the file may have been unlinked or
+   * renamed (unpersisted files move in the table alone) while its bytes were on the way.
+   * Then the object it left is nobody's: it is removed (unless something else has
+   * replaced it since) and a file that still exists is queued again for its new path.
+   * Runs with the other under-store changes, so none of them interleaves.
+   */
+  settlePersist(ino: number, container: number, r: PersistResponse): Promise<boolean> {
+    return this.#mutations.run(async () => {
+      const n = await this.#table.getNode(ino);
+      const here = n && n.type === 'file' ? this.#location(await this.#table.pathOf(ino)) : undefined;
+      if (n && here && here.mountUri === r.mountUri && here.path === r.path) {
+        // markPersisted re-checks the container: content committed during the upload stays queued,
+        // and its next upload overwrites this one at the same path.
+        return this.#table.markPersisted(ino, container, r.ufsFingerprint);
+      }
+      const mount = this.#mounts.list().find((m) => m.uri === r.mountUri);
+      if (mount) {
+        const st = await mount.ufs.stat(r.path);
+        // Only the very object this upload wrote: a newer one at that path belongs to someone else.
+        if (st && st.type === 'file' && st.fingerprint === r.ufsFingerprint) await this.#ufsIgnoreMissing(() => mount.ufs.delete(r.path));
+      }
+      this.#log.info({ ino, path: r.path, now: here?.path ?? null }, 'an upload finished after its file was renamed or removed; its object is removed');
+      if (n && here && n.persistState !== 'persisted') await this.#table.enqueuePersist(ino);
+      return false;
+    });
   }
 
   #location(path: string): UfsLocation {

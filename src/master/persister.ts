@@ -20,6 +20,12 @@ export interface PersisterOptions {
   concurrency?: number;
   /** The cluster token, sent to workers. */
   token?: string;
+  /**
+   * Counts a finished upload: true when it made the file persisted. Default: the
+   * store's markPersisted; the master passes Namespace.settlePersist, which also checks
+   * that the file is still at the path the worker wrote.
+   */
+  settle?: (ino: number, container: number, r: PersistResponse) => Promise<boolean>;
 }
 
 export class Persister {
@@ -28,6 +34,7 @@ export class Persister {
   readonly #intervalMs: number;
   readonly #concurrency: number;
   readonly #token: string | undefined;
+  readonly #settle: (ino: number, container: number, r: PersistResponse) => Promise<boolean>;
   readonly #running = new Map<number, Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
   /** The poll of the queue in flight: one at a time, and stop() waits for it. */
@@ -39,6 +46,7 @@ export class Persister {
     this.#intervalMs = opts.intervalMs ?? 500;
     this.#concurrency = opts.concurrency ?? 2;
     this.#token = opts.token;
+    this.#settle = opts.settle ?? ((ino, container, r) => this.#table.markPersisted(ino, container, r.ufsFingerprint));
   }
 
   start(): void {
@@ -93,8 +101,8 @@ export class Persister {
       const client = new JsonClient(worker.address, { timeoutMs: 600_000, retryForMs: 0, token: this.#token });
       try {
         const r = await client.post<PersistResponse>(`/persist/${ino}?container=${node.container}&blocks=${blocks.length}`, {});
-        // markPersisted re-checks the container in its transaction: content committed during the persist stays unpersisted.
-        if (await this.#table.markPersisted(ino, node.container, r.ufsFingerprint)) this.#log.info({ ino, worker: worker.id }, 'persisted');
+        // The settle step re-checks container and path: content committed, or a rename or unlink, during the upload leaves it unpersisted.
+        if (await this.#settle(ino, node.container, r)) this.#log.info({ ino, worker: worker.id }, 'persisted');
       } finally {
         await client.close();
       }

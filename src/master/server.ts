@@ -130,7 +130,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   }
   const ns = new Namespace({ table, mounts, syncIntervalMs: opts.syncIntervalMs ?? 5000, logger: log });
   if (opts.writeType) ns.setDefaultWriteType(opts.writeType);
-  const persister = new Persister({ table, logger: log, token: opts.auth?.token });
+  const persister = new Persister({ table, logger: log, token: opts.auth?.token, settle: (ino, container, r) => ns.settlePersist(ino, container, r) });
   persister.start();
   const workerTimeoutMs = opts.workerTimeoutMs ?? 30_000;
   // Heartbeats renew a write in flight every few seconds; one silent this long lost its client or worker.

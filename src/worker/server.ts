@@ -570,7 +570,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       const st = await writer.complete();
       for (const id of ids) await store.markPersisted(id);
       log.info({ ino, blocks: count }, 'persisted a file to the under-store');
-      return { ufsFingerprint: st.fingerprint };
+      return { ufsFingerprint: st.fingerprint, mountUri: loc.mountUri, path: loc.path };
     } catch (err) {
       await writer.abort();
       throw toStrataError(err, `persist inode ${ino}`);

@@ -1,14 +1,15 @@
 /**
  * Test helper: an HTTP proxy on loopback in front of an S3-protocol server (s3rver)
  * that injects under-store faults into the requests a predicate picks: answers 500
- * (S3's InternalError), stalls (never answers), or resets the connection. It counts
+ * (S3's InternalError), stalls (never answers), resets the connection, or delays the
+ * request (then forwards it, so a test can act while an upload is in flight). It counts
  * what it faulted, so tests can check that retries are bounded.
  */
 
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
-export type FaultMode = 'pass' | '500' | 'stall' | 'reset';
+export type FaultMode = 'pass' | '500' | 'stall' | 'reset' | 'delay';
 
 export interface FaultProxy {
   endpoint: string;
@@ -16,6 +17,8 @@ export interface FaultProxy {
   mode: FaultMode;
   /** Which requests the fault applies to (others pass); default all. */
   match: (req: http.IncomingMessage) => boolean;
+  /** How long `delay` holds a request before forwarding it (ms). */
+  delayMs: number;
   /** Requests faulted since the last reset, by method. */
   faulted: Record<string, number>;
   resetCounts(): void;
@@ -30,6 +33,7 @@ export async function startFaultProxy(upstream: string, t: { teardown(fn: () => 
     endpoint: '',
     mode: 'pass',
     match: () => true,
+    delayMs: 1000,
     faulted: {},
     resetCounts() {
       proxy.faulted = {};
@@ -40,10 +44,24 @@ export async function startFaultProxy(upstream: string, t: { teardown(fn: () => 
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
+  const forward = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const out = http.request(
+      { host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers, agent },
+      (upRes) => {
+        res.writeHead(upRes.statusCode!, upRes.headers);
+        upRes.pipe(res);
+      },
+    );
+    out.on('error', () => req.socket.destroy());
+    req.pipe(out);
+  };
   const server = http.createServer((req, res) => {
     if (proxy.mode !== 'pass' && proxy.match(req)) {
       proxy.faulted[req.method!] = (proxy.faulted[req.method!] ?? 0) + 1;
-      if (proxy.mode === '500') {
+      if (proxy.mode === 'delay') {
+        // The body waits in the request stream until it is forwarded.
+        setTimeout(() => forward(req, res), proxy.delayMs);
+      } else if (proxy.mode === '500') {
         req.resume();
         res.writeHead(500, { 'content-type': 'application/xml', connection: 'close' });
         res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected by the fault proxy</Message></Error>');
@@ -54,15 +72,7 @@ export async function startFaultProxy(upstream: string, t: { teardown(fn: () => 
       }
       return;
     }
-    const out = http.request(
-      { host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers, agent },
-      (upRes) => {
-        res.writeHead(upRes.statusCode!, upRes.headers);
-        upRes.pipe(res);
-      },
-    );
-    out.on('error', () => req.socket.destroy());
-    req.pipe(out);
+    forward(req, res);
   });
   server.on('connection', (s) => {
     sockets.add(s);
