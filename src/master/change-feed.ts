@@ -17,11 +17,13 @@
 import { randomBytes } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { ChangesResponse } from '../common/protocol';
+import type { ChangeLog } from './metastore';
 
 /** Changes kept for clients that fall behind; one further behind starts over (reset). */
 const KEEP = 200_000;
 
-export class ChangeFeed {
+/** The change log of the SQLite metastore: triggers into a TEMP table of its connection. */
+export class ChangeFeed implements ChangeLog {
   readonly epoch = randomBytes(6).toString('hex');
   readonly #db: Database.Database;
   readonly #seq: Database.Statement;
@@ -55,13 +57,17 @@ export class ChangeFeed {
   }
 
   /** The seq of the last change committed. */
-  seq(): number {
+  async seq(): Promise<number> {
+    return this.#currentSeq();
+  }
+
+  #currentSeq(): number {
     return (this.#seq.get() as { seq: number }).seq;
   }
 
   /** The value of the `strata-changes` response header. */
-  header(startSeq: number): string {
-    return `${this.epoch}:${startSeq}:${this.seq()}`;
+  async header(startSeq: number): Promise<string> {
+    return `${this.epoch}:${startSeq}:${this.#currentSeq()}`;
   }
 
   /**
@@ -69,7 +75,7 @@ export class ChangeFeed {
    * client of another epoch, or one the log no longer reaches, gets `reset`.
    */
   async changes(epoch: string, since: number, waitMs: number, signal?: AbortSignal): Promise<ChangesResponse> {
-    const now = this.seq();
+    const now = this.#currentSeq();
     const oldest = (this.#oldest.get() as { seq: number }).seq;
     if (epoch !== this.epoch || since > now || (oldest > 0 && since < oldest - 1)) return { epoch: this.epoch, seq: now, reset: true, inos: [], seqs: [], names: [], located: [] };
     if (since === now && waitMs > 0) await this.#wait(waitMs, signal);
@@ -113,7 +119,7 @@ export class ChangeFeed {
   /** Wakes waiters when something committed; polls the log while anyone waits (changes come from every code path). */
   #poll(): void {
     if (this.#timer) return;
-    this.#lastSeen = this.seq();
+    this.#lastSeen = this.#currentSeq();
     this.#timer = setInterval(() => {
       if (this.#waiters.size === 0) {
         clearInterval(this.#timer);
@@ -127,7 +133,7 @@ export class ChangeFeed {
 
   /** Called after requests that may have changed something: wakes waiters at once. */
   notify(): void {
-    const s = this.seq();
+    const s = this.#currentSeq();
     if (s === this.#lastSeen) return;
     this.#lastSeen = s;
     for (const w of [...this.#waiters]) w();
@@ -137,7 +143,12 @@ export class ChangeFeed {
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
+    this.stop();
+  }
+
+  /** close() for the synchronous owner (InodeTable.close). */
+  stop(): void {
     for (const w of [...this.#waiters]) w();
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;

@@ -9,6 +9,21 @@
 
 import Database from 'better-sqlite3';
 import { ChangeFeed } from './change-feed';
+import {
+  ROOT_INO,
+  type AttributeChanges,
+  type BlockRecord,
+  type DuePersist,
+  type ExpiredTtl,
+  type HeartbeatAnswer,
+  type LinkRef,
+  type MountRecord,
+  type NamedNodeRecord,
+  type NewNode,
+  type NodeRecord,
+  type QueuedPersist,
+  type SyncGuard,
+} from './metastore';
 import { StrataError } from '../common/errors';
 import {
   BLOCKS_PER_CONTAINER,
@@ -32,7 +47,6 @@ import {
   timespecNow,
 } from '../common/protocol';
 
-export const ROOT_INO = 1;
 const SCHEMA_VERSION = 3;
 
 /**
@@ -176,31 +190,9 @@ interface NodeRow {
   ttl_action: string | null;
 }
 
-/** A node as the namespace layer sees it: attributes plus sync bookkeeping. */
-export interface NodeRecord extends FileAttributes {
-  ufsFingerprint: string | null;
-  /** Epoch ms of the last check against the under-store (for directories: last full listing). */
-  syncedAt: number;
-  container: number;
-  /** Pinned by the user: its blocks are never evicted. A new child of a pinned directory starts pinned. */
-  pinned: boolean;
-  ttl: { expiresAtMs: number; action: TtlAction } | null;
-}
-
-/** What a new inode starts with. */
-export interface NewNode {
-  type: FileType;
-  mode: number;
-  uid: number;
-  gid: number;
-  size?: number;
-  mtime?: Timespec;
-  persisted: boolean;
-  ufsFingerprint?: string | null;
-  syncedAt?: number;
-  target?: string;
-  rdev?: number;
-}
+// The record types and helpers live in metastore.ts (every engine shares them); re-exported for the SQLite-specific tests and tools.
+export { ROOT_INO, toAttributes, toDirEntry } from './metastore';
+export type { NewNode, NodeRecord } from './metastore';
 
 export interface InodeTableOptions {
   /** Block size of new files in bytes. */
@@ -359,7 +351,7 @@ export class InodeTable {
   }
 
   close(): void {
-    this.changes.close();
+    this.changes.stop();
     this.#db.close();
   }
 
@@ -385,7 +377,7 @@ export class InodeTable {
     return e && this.getNode(e.ino);
   }
 
-  children(parent: number): (NodeRecord & { name: string })[] {
+  children(parent: number): NamedNodeRecord[] {
     return (this.#stmt.children.all(parent) as (NodeRow & { name: string })[]).map((r) => ({ ...toRecord(r), name: r.name }));
   }
 
@@ -439,7 +431,7 @@ export class InodeTable {
     });
   }
 
-  block(blockId: number): { blockId: number; ino: number; index: number; length: number } | undefined {
+  block(blockId: number): BlockRecord | undefined {
     const b = this.#stmt.block.get(blockId) as { block_id: number; ino: number; idx: number; length: number } | undefined;
     return b && { blockId: b.block_id, ino: b.ino, index: b.idx, length: b.length };
   }
@@ -570,8 +562,8 @@ export class InodeTable {
   }
 
   /** Another link of the inode than `name` in `parent` (the one that becomes primary if this one goes). */
-  otherLink(ino: number, parent: number, name: string): { parent: number; name: string } | undefined {
-    return this.#stmt.otherLink.get(ino, parent, name) as { parent: number; name: string } | undefined;
+  otherLink(ino: number, parent: number, name: string): LinkRef | undefined {
+    return this.#stmt.otherLink.get(ino, parent, name) as LinkRef | undefined;
   }
 
   /** link(2): a new name for an existing non-directory inode. */
@@ -661,7 +653,7 @@ export class InodeTable {
     })();
   }
 
-  setAttributes(ino: number, attrs: { mode?: number; uid?: number; gid?: number; atime?: Timespec; mtime?: Timespec }): NodeRecord {
+  setAttributes(ino: number, attrs: AttributeChanges): NodeRecord {
     return this.#db.transaction(() => {
       this.requireNode(ino);
       const sets: string[] = [];
@@ -759,18 +751,21 @@ export class InodeTable {
 
   /**
    * Brings a file in line with its under-store object after an out-of-band change:
-   * new size and mtime, fresh blocks, cached copies dropped.
+   * new size and mtime, fresh blocks, cached copies dropped. With `guard`, only
+   * while the file is still what the sync saw before asking the store.
    */
-  refreshFromUfs(ino: number, size: number, mtime: Timespec, fingerprint: string): void {
-    this.#db.transaction(() => {
+  refreshFromUfs(ino: number, size: number, mtime: Timespec, fingerprint: string, guard?: Omit<SyncGuard, 'ino'>): boolean {
+    return this.#db.transaction(() => {
       const n = this.getNode(ino);
-      if (!n || n.type !== 'file') return;
+      if (!n || n.type !== 'file') return false;
+      if (guard && !matchesGuard(n, guard)) return false;
       this.#dropBlocks(ino);
       const now = timespecNow();
       this.#db
         .prepare(`UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, ufs_fingerprint = ?, synced_at = ?, persisted = 1 WHERE ino = ?`)
         .run(size, mtime.sec, mtime.nsec, now.sec, now.nsec, fingerprint, Date.now(), ino);
       if (size > 0) this.#allocateBlocks(ino, size);
+      return true;
     })();
   }
 
@@ -825,7 +820,7 @@ export class InodeTable {
   }
 
   /** Files due for persisting, oldest first. */
-  duePersists(now: number, limit: number): { ino: number; attempts: number; enqueuedAt: number }[] {
+  duePersists(now: number, limit: number): DuePersist[] {
     return (this.#db.prepare(`SELECT ino, attempts, enqueued_at FROM persist_queue WHERE next_at <= ? ORDER BY next_at LIMIT ?`).all(now, limit) as { ino: number; attempts: number; enqueued_at: number }[]).map((r) => ({
       ino: r.ino,
       attempts: r.attempts,
@@ -833,7 +828,7 @@ export class InodeTable {
     }));
   }
 
-  persistQueue(): { ino: number; attempts: number; enqueuedAt: number; nextAt: number; lastError: string | null }[] {
+  persistQueue(): QueuedPersist[] {
     return (this.#db.prepare(`SELECT * FROM persist_queue ORDER BY enqueued_at`).all() as { ino: number; attempts: number; enqueued_at: number; next_at: number; last_error: string | null }[]).map((r) => ({
       ino: r.ino,
       attempts: r.attempts,
@@ -845,10 +840,12 @@ export class InodeTable {
 
   /** Records a failed attempt; the next one waits with exponential backoff (1 s … 5 min). */
   persistFailed(ino: number, error: string): void {
-    const row = this.#db.prepare(`SELECT attempts FROM persist_queue WHERE ino = ?`).get(ino) as { attempts: number } | undefined;
-    if (!row) return;
-    const delay = Math.min(300_000, 1000 * 2 ** row.attempts);
-    this.#db.prepare(`UPDATE persist_queue SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE ino = ?`).run(Date.now() + delay, error.slice(0, 500), ino);
+    this.#db.transaction(() => {
+      const row = this.#db.prepare(`SELECT attempts FROM persist_queue WHERE ino = ?`).get(ino) as { attempts: number } | undefined;
+      if (!row) return;
+      const delay = Math.min(300_000, 1000 * 2 ** row.attempts);
+      this.#db.prepare(`UPDATE persist_queue SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE ino = ?`).run(Date.now() + delay, error.slice(0, 500), ino);
+    })();
   }
 
   /** Marks a file persisted if its content is still the version that was persisted. */
@@ -862,8 +859,17 @@ export class InodeTable {
     })();
   }
 
-  dropPersist(ino: number): void {
-    this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(ino);
+  /**
+   * Drops the queue entry of a node that no longer needs persisting (gone, not a
+   * file, or persisted); checked in the same transaction, so a write that queued
+   * the file again meanwhile keeps its entry.
+   */
+  dropPersist(ino: number): boolean {
+    return this.#db.transaction(() => {
+      const n = this.getNode(ino);
+      if (n && n.type === 'file' && n.persistState !== 'persisted') return false;
+      return this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(ino).changes > 0;
+    })();
   }
 
   /** True when a file at or below `ino` has bytes not yet in its under-store. */
@@ -885,11 +891,16 @@ export class InodeTable {
     this.#db.prepare(`UPDATE node SET synced_at = ? WHERE ino = ?`).run(at, ino);
   }
 
-  /** Removes a child that vanished from the under-store (the whole subtree for directories). */
-  forgetChild(parent: number, name: string): void {
-    this.#db.transaction(() => {
+  /**
+   * Removes a child that vanished from the under-store (the whole subtree for
+   * directories). With `guard`, only while `name` still names the node the sync
+   * saw, unchanged, and (a file) through its primary link.
+   */
+  forgetChild(parent: number, name: string, guard?: SyncGuard): boolean {
+    return this.#db.transaction(() => {
       const node = this.lookup(parent, name);
-      if (!node) return;
+      if (!node) return false;
+      if (guard && (node.ino !== guard.ino || !matchesGuard(node, guard) || (node.type !== 'directory' && !this.isPrimaryLink(parent, name)))) return false;
       if (node.type === 'directory') {
         this.#stmt.deleteEdge.run(parent, name);
         this.#stmt.nlinkAdd.run(-1, parent);
@@ -898,6 +909,7 @@ export class InodeTable {
         // Other hard links keep the inode alive, as an unlink would.
         this.#unlinkEdge(parent, name, node);
       }
+      return true;
     })();
   }
 
@@ -984,7 +996,7 @@ export class InodeTable {
    * blocks to delete and, when the worker's pin set is out of date, the current one;
    * null when the worker is unknown or lost (it must register again).
    */
-  heartbeat(req: HeartbeatRequest): { deleteBlocks: number[]; pins?: { version: number; blocks: number[] } } | null {
+  heartbeat(req: HeartbeatRequest): HeartbeatAnswer | null {
     return this.#db.transaction(() => {
       const w = this.#stmt.workerById.get(req.workerId) as { live: number } | undefined;
       if (!w || !w.live) return null;
@@ -1069,7 +1081,7 @@ export class InodeTable {
   }
 
   /** Nodes whose TTL passed, oldest first (an indexed range scan). */
-  expiredTtls(now: number, limit = 100): { ino: number; expiresAtMs: number; action: TtlAction }[] {
+  expiredTtls(now: number, limit = 100): ExpiredTtl[] {
     return (this.#stmt.expiredTtls.all(now, limit) as { ino: number; ttl_expires_at: number; ttl_action: string | null }[]).map((r) => ({
       ino: r.ino,
       expiresAtMs: r.ttl_expires_at,
@@ -1120,8 +1132,8 @@ export class InodeTable {
 
   // ---- mount table ---------------------------------------------------------
 
-  mounts(): { path: string; uri: string; options: string }[] {
-    return this.#stmt.mounts.all() as { path: string; uri: string; options: string }[];
+  mounts(): MountRecord[] {
+    return this.#stmt.mounts.all() as MountRecord[];
   }
 
   setMount(path: string, uri: string, options = '{}'): void {
@@ -1169,14 +1181,7 @@ function parseTiers(json: string): TierInfo[] {
   }
 }
 
-/** The public view of a node, without sync bookkeeping. */
-export function toAttributes(n: NodeRecord): FileAttributes {
-  const { ufsFingerprint: _f, syncedAt: _s, container: _c, pinned: _p, ttl: _t, ...attrs } = n;
-  return attrs;
+/** Whether a node is still what a sync saw before it asked the under-store. */
+function matchesGuard(n: NodeRecord, guard: Omit<SyncGuard, 'ino'>): boolean {
+  return n.ufsFingerprint === guard.ufsFingerprint && n.syncedAt < guard.syncedBefore;
 }
-
-export function toDirEntry(n: NodeRecord & { name: string }): DirEntry {
-  return { ...toAttributes(n), name: n.name };
-}
-
-export { BLOCKS_PER_CONTAINER };

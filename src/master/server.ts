@@ -145,10 +145,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const feed = table.changes;
   const startSeq = new WeakMap<object, number>();
   app.addHook('onRequest', async (req) => {
-    startSeq.set(req, feed.seq());
+    startSeq.set(req, await feed.seq());
   });
   app.addHook('onSend', async (req, reply, payload) => {
-    void reply.header(CHANGES_HEADER, feed.header(startSeq.get(req) ?? 0));
+    void reply.header(CHANGES_HEADER, await feed.header(startSeq.get(req) ?? 0));
     return payload;
   });
   app.addHook('onResponse', async (req) => {

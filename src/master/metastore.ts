@@ -1,0 +1,406 @@
+/**
+ * The master's metadata store: the namespace (inodes and names), file blocks and
+ * where they are cached, the worker registry, the persist queue, the mount table,
+ * pins and TTLs. One interface at the level of whole operations, so the master
+ * runs on any engine that implements it: SQLite inside the master process
+ * (sqlite-metastore.ts) or PostgreSQL for standby masters and namespaces beyond
+ * one machine.
+ *
+ * Contract for every implementation:
+ * - Every mutating method is ONE transaction: it happens whole or not at all,
+ *   also across a crash (SIGKILL, power loss once it resolved). Its checks (name
+ *   taken, directory not empty, node still there…) run inside that transaction,
+ *   so a caller never needs to hold a lock across a check and the change.
+ * - A reading method sees one consistent state (one snapshot) of what it reads.
+ * - Between two calls anything may change: the master serves many requests at
+ *   once, and each `await` lets others run. Callers that need "check, then act"
+ *   use a method that does both, or a guard parameter (forgetChild, refreshFromUfs).
+ * - A single leader master is the only writer. Standby masters do not write and
+ *   do not keep a Metastore open for writing; so an implementation may keep
+ *   caches of what only its own writes change (the change log's seq, the pin version).
+ * - Errors are StrataErrors with the codes each method names (NOT_FOUND,
+ *   ALREADY_EXISTS, NOT_DIRECTORY, IS_DIRECTORY, NOT_EMPTY, INVALID_ARGUMENT,
+ *   NOT_PERMITTED, NO_ATTRIBUTE, BAD_REQUEST, TIMEOUT, CONFIG); anything else is a bug
+ *   or the engine failing (UNAVAILABLE/IO_ERROR).
+ * - Inode numbers are never reused; ROOT_INO always exists and is a directory.
+ *
+ * This module holds only types and pure helpers: a second implementation imports
+ * it and never the SQLite one.
+ */
+
+import type {
+  BlockInfo,
+  ChangesResponse,
+  DirEntry,
+  DuResponse,
+  FileAttributes,
+  FileType,
+  FreeResponse,
+  HeartbeatRequest,
+  RegisterWorkerRequest,
+  Timespec,
+  TtlAction,
+  WorkerInfo,
+  WriteCommitRequest,
+  WriteType,
+} from '../common/protocol';
+
+export { BLOCKS_PER_CONTAINER } from '../common/protocol';
+
+/** The root directory's inode number. */
+export const ROOT_INO = 1;
+
+/** A node as the namespace layer sees it: attributes plus sync bookkeeping. */
+export interface NodeRecord extends FileAttributes {
+  /** Size, mtime or ETag of the under-store object this content matches; null when not persisted (or not a file). */
+  ufsFingerprint: string | null;
+  /** Epoch ms of the last check against the under-store (for directories: last full listing; 0 = never listed). */
+  syncedAt: number;
+  /** The container of the file's current blocks (block ids are blockIdOf(container, index)); 0 = none yet. */
+  container: number;
+  /** Pinned by the user: its blocks are never evicted. A new child of a pinned directory starts pinned. */
+  pinned: boolean;
+  ttl: { expiresAtMs: number; action: TtlAction } | null;
+}
+
+/** A child node with its name in the parent. */
+export type NamedNodeRecord = NodeRecord & { name: string };
+
+/** What a new inode starts with. */
+export interface NewNode {
+  type: FileType;
+  mode: number;
+  uid: number;
+  gid: number;
+  size?: number;
+  /** Also atime; ctime too when given (a node found in the under-store). Default now. */
+  mtime?: Timespec;
+  persisted: boolean;
+  ufsFingerprint?: string | null;
+  syncedAt?: number;
+  target?: string;
+  rdev?: number;
+}
+
+/** Attribute changes of setattr; absent fields stay. ctime always becomes now. */
+export interface AttributeChanges {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  atime?: Timespec;
+  mtime?: Timespec;
+}
+
+/** A name of an inode: the entry `name` in directory `parent`. */
+export interface LinkRef {
+  parent: number;
+  name: string;
+}
+
+/** One block of a file, without locations. */
+export interface BlockRecord {
+  blockId: number;
+  ino: number;
+  index: number;
+  length: number;
+}
+
+/** A file due for persisting. */
+export interface DuePersist {
+  ino: number;
+  attempts: number;
+  enqueuedAt: number;
+}
+
+/** An entry of the persist queue as the dashboard and metrics show it. */
+export interface QueuedPersist extends DuePersist {
+  nextAt: number;
+  lastError: string | null;
+}
+
+/** A node whose TTL passed. */
+export interface ExpiredTtl {
+  ino: number;
+  expiresAtMs: number;
+  action: TtlAction;
+}
+
+/** A row of the mount table; `options` is a JSON object of strings. */
+export interface MountRecord {
+  path: string;
+  uri: string;
+  options: string;
+}
+
+/** The answer to a known, live worker's heartbeat. */
+export interface HeartbeatAnswer {
+  /** Blocks the worker must delete. */
+  deleteBlocks: number[];
+  /** The current pinned set, when the worker's pinVersion is out of date. */
+  pins?: { version: number; blocks: number[] };
+}
+
+/**
+ * What a sync from the under-store saw of a node before it asked the store. A
+ * guarded sync step applies only when the node is still that: a change made
+ * meanwhile through Strata (a write commit, a rename onto the name) is newer
+ * than the store's answer and must win.
+ */
+export interface SyncGuard {
+  /** The inode the name pointed at. */
+  ino: number;
+  /** Its fingerprint then. */
+  ufsFingerprint: string | null;
+  /** It applies only while the node's syncedAt is below this (the sync's start, + 1 for "at or before"). */
+  syncedBefore: number;
+}
+
+/**
+ * Which inodes changed, in commit order, for client metadata caches (see
+ * change-feed.ts for the protocol). Every change a Metastore commits appears in
+ * its log, whatever the code path. An implementation starts a new epoch when it
+ * cannot continue an old log (a restart of a per-process log, a failover).
+ */
+export interface ChangeLog {
+  /** Identifies this log; a client following another epoch is told to reset. */
+  readonly epoch: string;
+  /** The seq of the last change committed. */
+  seq(): Promise<number>;
+  /** The value of the `strata-changes` response header: `<epoch>:<startSeq>:<seq now>`. */
+  header(startSeq: number): Promise<string>;
+  /**
+   * Changes after `since`, each inode (and name) once with its last seq; waits up
+   * to `waitMs` for one when there are none, or until `signal` aborts. A client of
+   * another epoch, or one the log no longer reaches, gets `reset: true`.
+   */
+  changes(epoch: string, since: number, waitMs: number, signal?: AbortSignal): Promise<ChangesResponse>;
+  /** A hint after a request that may have changed something: wake waiters now instead of at the next poll. Never throws. */
+  notify(): void;
+  /** Wakes every waiter and stops polling. */
+  close(): Promise<void>;
+}
+
+/** The master's metadata store; see the module comment for the contract every method follows. */
+export interface Metastore {
+  /** Block size of new files, in bytes. */
+  readonly blockSize: number;
+  /** The change log of this store. */
+  readonly changes: ChangeLog;
+  /** Closes the store (and its change log); no call may follow. */
+  close(): Promise<void>;
+
+  // ---- reads ---------------------------------------------------------------
+
+  /** The node, or undefined. */
+  getNode(ino: number): Promise<NodeRecord | undefined>;
+  /** The node; NOT_FOUND when there is none. */
+  requireNode(ino: number): Promise<NodeRecord>;
+  /** The node named `name` in directory `parent`, or undefined. */
+  lookup(parent: number, name: string): Promise<NodeRecord | undefined>;
+  /** The entries of a directory, by name (byte order); empty for a missing or non-directory inode. */
+  children(parent: number): Promise<NamedNodeRecord[]>;
+  /**
+   * The path of an inode from the root ('/' for the root), through its primary
+   * link (a hard-linked file's first name); NOT_FOUND when it is not linked.
+   */
+  pathOf(ino: number): Promise<string>;
+  /** True when `ino` is `ancestor` or lies below it. */
+  isDescendant(ino: number, ancestor: number): Promise<boolean>;
+  /** A file's blocks in order, with their cached copies on live workers; NOT_FOUND without the inode. */
+  blocks(ino: number): Promise<BlockInfo[]>;
+  /** One block, or undefined (block rows never change; they go when their file's content does). */
+  block(blockId: number): Promise<BlockRecord | undefined>;
+  /** How many inodes exist (the root included). */
+  nodeCount(): Promise<number>;
+  /** Whether `name` in `parent` is the link whose path holds the file's bytes in the store. */
+  isPrimaryLink(parent: number, name: string): Promise<boolean>;
+  /** Another link of the inode than `name` in `parent` (the one that becomes primary if this one goes), or undefined. */
+  otherLink(ino: number, parent: number, name: string): Promise<LinkRef | undefined>;
+  /** True when a file at or below `ino` has bytes not yet in its under-store. */
+  hasUnpersisted(ino: number): Promise<boolean>;
+
+  // ---- namespace changes ---------------------------------------------------
+
+  /**
+   * Links a new inode as `name` under `parent` and touches the parent's mtime and
+   * ctime. NOT_FOUND (no parent), NOT_DIRECTORY (parent is not one), ALREADY_EXISTS
+   * (the name is taken; nothing changes). A new directory adds one to the parent's
+   * nlink. A persisted file with a size gets fresh blocks without locations. The
+   * new node is pinned when the parent is.
+   */
+  createChild(parent: number, name: string, node: NewNode): Promise<NodeRecord>;
+  /**
+   * Links nodes discovered in the under-store, skipping names that exist by then
+   * (never replacing); parent times stay. Nothing happens when the parent is gone
+   * or not a directory.
+   */
+  loadChildren(parent: number, nodes: { name: string; node: NewNode }[]): Promise<void>;
+  /**
+   * Removes the entry `name` of `parent` and frees the inode when no link is left
+   * (its cached copies are queued for deletion on their workers); touches the
+   * parent. NOT_FOUND, IS_DIRECTORY (expect 'file'), NOT_DIRECTORY (expect
+   * 'directory'), NOT_EMPTY (a directory with entries). Answers the node as it was.
+   * Removing a file's primary link makes another link primary.
+   */
+  removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any'): Promise<NodeRecord>;
+  /**
+   * link(2): a new name for an existing non-directory inode; nlink + 1, ctime of
+   * the inode and times of the new parent touched. NOT_FOUND, NOT_PERMITTED (a
+   * directory), NOT_DIRECTORY (new parent), ALREADY_EXISTS. The new link is not primary.
+   */
+  link(ino: number, newParent: number, newName: string): Promise<NodeRecord>;
+  /**
+   * POSIX rename(2) in one step: NOT_FOUND (no source), NOT_DIRECTORY (destination
+   * parent not a directory, or a directory onto a non-directory), IS_DIRECTORY (a
+   * non-directory onto a directory), NOT_EMPTY (onto a directory with entries),
+   * INVALID_ARGUMENT (a directory into itself or its own subtree). An existing
+   * compatible destination is replaced atomically (unlinked as removeChild would).
+   * Renaming onto another name of the same inode changes nothing. The moved link
+   * keeps its primary flag; directory nlinks follow the move; both parents' times
+   * and the node's ctime are touched. Answers the moved node.
+   */
+  rename(srcParent: number, srcName: string, dstParent: number, dstName: string): Promise<NodeRecord>;
+  /** setattr: mode (permission bits only), owner, times; ctime becomes now. NOT_FOUND. */
+  setAttributes(ino: number, attrs: AttributeChanges): Promise<NodeRecord>;
+
+  // ---- writes --------------------------------------------------------------
+
+  /**
+   * Starts a new version of a file's content: a fresh container of block ids,
+   * recorded as a write in flight (its reported copies are not orphans until it
+   * commits or expires). NOT_FOUND, IS_DIRECTORY (not a regular file).
+   */
+  beginWrite(ino: number): Promise<{ containerId: number; blockSize: number }>;
+  /**
+   * Makes a file empty as one write: old blocks dropped (copies queued for
+   * deletion), a fresh container, persisted when `ufsFingerprint` is set; an
+   * ASYNC_THROUGH write without one is queued for persisting, any other write
+   * leaves the queue. NOT_FOUND, IS_DIRECTORY.
+   */
+  commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec }): Promise<NodeRecord>;
+  /**
+   * Replaces a file's content with the blocks a worker wrote (the write begun with
+   * `containerId`), as one transaction with the persist-queue entry of an
+   * ASYNC_THROUGH write. BAD_REQUEST (block count, ids or lengths do not match the
+   * size), TIMEOUT (the write is not in flight: committed already, expired, or
+   * begun for another inode), NOT_FOUND, IS_DIRECTORY. The old blocks' copies and
+   * copies of this write on other workers are queued for deletion.
+   */
+  commitWrite(req: WriteCommitRequest): Promise<NodeRecord>;
+  /**
+   * Brings a file in line with its under-store object after an out-of-band change:
+   * new size, mtime and fingerprint, fresh blocks, cached copies dropped, persisted.
+   * With `guard`, only while the node still matches it (see SyncGuard). Answers
+   * whether it changed anything (false also for a missing or non-file inode).
+   */
+  refreshFromUfs(ino: number, size: number, mtime: Timespec, fingerprint: string, guard?: Omit<SyncGuard, 'ino'>): Promise<boolean>;
+  /** Sets syncedAt of one node (a missing one is ignored). */
+  markSynced(ino: number, at?: number): Promise<void>;
+  /** Sets syncedAt of many nodes in one transaction. */
+  markSyncedMany(inos: number[], at?: number): Promise<void>;
+  /**
+   * Removes a child that vanished from the under-store: a directory with its whole
+   * subtree, a file's link as an unlink would (other hard links keep the inode).
+   * With `guard`, only while `name` still names guard.ino, the node still matches
+   * the guard and, for a file, `name` is its primary link. Answers whether it removed.
+   */
+  forgetChild(parent: number, name: string, guard?: SyncGuard): Promise<boolean>;
+
+  // ---- extended attributes -------------------------------------------------
+
+  /** setxattr(2): flags 1 = XATTR_CREATE (ALREADY_EXISTS if set), 2 = XATTR_REPLACE (NO_ATTRIBUTE if not). NOT_FOUND. Touches ctime. */
+  setXattr(ino: number, name: string, value: Buffer, flags: number): Promise<void>;
+  /** NOT_FOUND (no inode), NO_ATTRIBUTE. */
+  getXattr(ino: number, name: string): Promise<Buffer>;
+  /** Names in byte order. NOT_FOUND. */
+  listXattrs(ino: number): Promise<string[]>;
+  /** NOT_FOUND, NO_ATTRIBUTE. Touches ctime. */
+  removeXattr(ino: number, name: string): Promise<void>;
+
+  // ---- persist queue (ASYNC_THROUGH) ----------------------------------------
+
+  /** Queues a file for persisting now (an entry already queued is due now, its attempts reset). */
+  enqueuePersist(ino: number): Promise<void>;
+  /** Files due for persisting at `now`, earliest due first. */
+  duePersists(now: number, limit: number): Promise<DuePersist[]>;
+  /** The whole queue, oldest first. */
+  persistQueue(): Promise<QueuedPersist[]>;
+  /** Records a failed attempt; the next waits with exponential backoff (1 s … 5 min). No entry: nothing happens. */
+  persistFailed(ino: number, error: string): Promise<void>;
+  /**
+   * Leaves the queue and, if the file's content is still `container` (the version
+   * that was persisted), marks it persisted with `fingerprint`. Answers whether it did.
+   */
+  markPersisted(ino: number, container: number, fingerprint: string): Promise<boolean>;
+  /**
+   * Drops the queue entry of a node that no longer needs persisting: gone, not a
+   * regular file, or persisted. The check is in the same transaction, so a write
+   * that queued the file again meanwhile keeps its entry. Answers whether it dropped.
+   */
+  dropPersist(ino: number): Promise<boolean>;
+
+  // ---- workers -------------------------------------------------------------
+
+  /**
+   * Registers a worker by its persistent uuid (a known uuid keeps its id) and
+   * makes it live; a live worker that had the same address is marked lost. The
+   * block report is full: it replaces the worker's locations; reported blocks of no
+   * file (and of no write in flight) are queued for deletion. Answers the worker id.
+   */
+  registerWorker(req: RegisterWorkerRequest): Promise<number>;
+  /**
+   * Records a heartbeat: usage, tiers, removed then added blocks, renewed writes
+   * in flight. Answers the blocks to delete and, when the worker's pin version is
+   * out of date, the pinned set; null for an unknown or lost worker (it must register again).
+   */
+  heartbeat(req: HeartbeatRequest): Promise<HeartbeatAnswer | null>;
+  /** Marks live workers silent since `before` lost and drops their locations; answers their ids. */
+  expireWorkers(before: number): Promise<number[]>;
+  /** Ends writes in flight not renewed since `before`; their reported copies are queued for deletion. Answers how many. */
+  expireOpenWrites(before: number): Promise<number>;
+  /** Every worker, live or lost, by id. */
+  workers(): Promise<WorkerInfo[]>;
+
+  // ---- pins, TTL, free, du ---------------------------------------------------
+
+  /** Version of the pinned-block set; it changes whenever the set may have, and at every open of the store. */
+  pinVersion(): Promise<number>;
+  /** Every block of a pinned file, by id. */
+  pinnedBlocks(): Promise<number[]>;
+  /** Pins or unpins a node and everything below it; answers how many files changed state. NOT_FOUND. */
+  setPinned(ino: number, pinned: boolean): Promise<{ files: number }>;
+  /** Sets (epoch ms) or clears (null) a node's TTL. NOT_FOUND. */
+  setTtl(ino: number, expiresAtMs: number | null, action: TtlAction): Promise<void>;
+  /** Nodes whose TTL passed at `now`, earliest first. */
+  expiredTtls(now: number, limit?: number): Promise<ExpiredTtl[]>;
+  /** Clears a TTL that fired, unless it was set again meanwhile (expiresAtMs differs). */
+  clearTtl(ino: number, expiresAtMs: number): Promise<void>;
+  /** Moves a TTL whose action failed to `at`, unless it was set again meanwhile. */
+  rescheduleTtl(ino: number, expiresAtMs: number, at: number): Promise<void>;
+  /**
+   * Drops every cached copy of the persisted files at or below `ino` (queued for
+   * deletion on their workers); files not yet persisted keep theirs. NOT_FOUND.
+   */
+  free(ino: number): Promise<FreeResponse>;
+  /** Files, directories, size and cached bytes (per block the largest copy on a live worker) at or below `ino`. NOT_FOUND. */
+  du(ino: number): Promise<DuResponse>;
+
+  // ---- mount table ---------------------------------------------------------
+
+  /** Every mount, by path. */
+  mounts(): Promise<MountRecord[]>;
+  /** Adds or replaces the mount at `path`. */
+  setMount(path: string, uri: string, options?: string): Promise<void>;
+  /** Removes the mount at `path` (none: nothing happens). */
+  removeMount(path: string): Promise<void>;
+}
+
+/** The public view of a node, without sync bookkeeping. */
+export function toAttributes(n: NodeRecord): FileAttributes {
+  const { ufsFingerprint: _f, syncedAt: _s, container: _c, pinned: _p, ttl: _t, ...attrs } = n;
+  return attrs;
+}
+
+export function toDirEntry(n: NamedNodeRecord): DirEntry {
+  return { ...toAttributes(n), name: n.name };
+}
