@@ -45,9 +45,24 @@ import {
   blockIdOf,
   timespecNow,
 } from '../common/protocol';
-import type { InodeTable, NewNode, NodeRecord } from './inode-table';
+import {
+  ROOT_INO,
+  type AttributeChanges,
+  type BlockRecord,
+  type ChangeLog,
+  type DuePersist,
+  type ExpiredTtl,
+  type HeartbeatAnswer,
+  type LinkRef,
+  type Metastore,
+  type MountRecord,
+  type NamedNodeRecord,
+  type NewNode,
+  type NodeRecord,
+  type QueuedPersist,
+  type SyncGuard,
+} from './metastore';
 
-export const ROOT_INO = 1;
 /** The newest schema this code knows; a database at a newer version is refused. */
 export const PG_SCHEMA_VERSION = 1;
 
@@ -517,7 +532,7 @@ const BATCH = 10_000;
  * epoch, so clients of the previous master reset their caches instead of trusting
  * seqs that meant something else; and only the serving master writes.
  */
-export class PgChangeLog {
+export class PgChangeLog implements ChangeLog {
   readonly epoch = randomBytes(6).toString('hex');
   /** Seq of entries[0]; entries[i] has seq first + i. */
   #first = 1;
@@ -526,13 +541,17 @@ export class PgChangeLog {
   #lastWoken = 0;
 
   /** The seq of the last change committed. */
-  seq(): number {
+  async seq(): Promise<number> {
+    return this.#seq();
+  }
+
+  #seq(): number {
     return this.#first + this.#entries.length - 1;
   }
 
   /** The value of the `strata-changes` response header. */
-  header(startSeq: number): string {
-    return `${this.epoch}:${startSeq}:${this.seq()}`;
+  async header(startSeq: number): Promise<string> {
+    return `${this.epoch}:${startSeq}:${this.#seq()}`;
   }
 
   /** Records the changes of a committed transaction and wakes long polls. */
@@ -552,13 +571,13 @@ export class PgChangeLog {
    * client of another epoch, or one the log no longer reaches, gets `reset`.
    */
   async changes(epoch: string, since: number, waitMs: number, signal?: AbortSignal): Promise<ChangesResponse> {
-    const now = this.seq();
+    const now = this.#seq();
     if (epoch !== this.epoch || since > now || since < this.#first - 1) {
       return { epoch: this.epoch, seq: now, reset: true, inos: [], seqs: [], names: [], located: [] };
     }
     if (since === now && waitMs > 0) await this.#wait(waitMs, signal);
     // Trimmed while we waited: start over.
-    if (since < this.#first - 1) return { epoch: this.epoch, seq: this.seq(), reset: true, inos: [], seqs: [], names: [], located: [] };
+    if (since < this.#first - 1) return { epoch: this.epoch, seq: this.#seq(), reset: true, inos: [], seqs: [], names: [], located: [] };
     const from = since + 1 - this.#first;
     const batch = this.#entries.slice(from, from + BATCH);
     const seq = since + batch.length;
@@ -591,20 +610,20 @@ export class PgChangeLog {
 
   /** Wakes waiters if something committed since they were last woken (commits already wake them; kept for ChangeFeed's callers). */
   notify(): void {
-    const s = this.seq();
+    const s = this.#seq();
     if (s === this.#lastWoken) return;
     this.#lastWoken = s;
     for (const w of [...this.#waiters]) w();
   }
 
-  close(): void {
+  async close(): Promise<void> {
     for (const w of [...this.#waiters]) w();
   }
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-export class PgMetastore {
+export class PgMetastore implements Metastore {
   readonly #pool: pg.Pool;
   readonly #blockSize: number;
   readonly #persistWaitMs: number;
@@ -760,7 +779,7 @@ export class PgMetastore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.changes.close();
+    await this.changes.close();
     await this.#pool.end();
   }
 
@@ -798,11 +817,11 @@ export class PgMetastore {
     return row && toRecord(row);
   }
 
-  async children(parent: number): Promise<(NodeRecord & { name: string })[]> {
+  async children(parent: number): Promise<NamedNodeRecord[]> {
     return this.#children(this.#pooled, parent);
   }
 
-  async #children(r: Runner, parent: number): Promise<(NodeRecord & { name: string })[]> {
+  async #children(r: Runner, parent: number): Promise<NamedNodeRecord[]> {
     return (await r.rows<NodeRow & { name: string }>(Q.children, [parent])).map((row) => ({ ...toRecord(row), name: row.name }));
   }
 
@@ -863,7 +882,7 @@ export class PgMetastore {
     });
   }
 
-  async block(blockId: number): Promise<{ blockId: number; ino: number; index: number; length: number } | undefined> {
+  async block(blockId: number): Promise<BlockRecord | undefined> {
     const b = await this.#pooled.one<{ block_id: number; ino: number; idx: number; length: number }>(Q.block, [blockId]);
     return b && { blockId: b.block_id, ino: b.ino, index: b.idx, length: b.length };
   }
@@ -1013,8 +1032,8 @@ export class PgMetastore {
   }
 
   /** Another link of the inode than `name` in `parent` (the one that becomes primary if this one goes). */
-  async otherLink(ino: number, parent: number, name: string): Promise<{ parent: number; name: string } | undefined> {
-    return this.#pooled.one<{ parent: number; name: string }>(Q.otherLink, [ino, parent, name]);
+  async otherLink(ino: number, parent: number, name: string): Promise<LinkRef | undefined> {
+    return this.#pooled.one<LinkRef>(Q.otherLink, [ino, parent, name]);
   }
 
   /** link(2): a new name for an existing non-directory inode. */
@@ -1114,7 +1133,7 @@ export class PgMetastore {
     });
   }
 
-  async setAttributes(ino: number, attrs: { mode?: number; uid?: number; gid?: number; atime?: Timespec; mtime?: Timespec }): Promise<NodeRecord> {
+  async setAttributes(ino: number, attrs: AttributeChanges): Promise<NodeRecord> {
     return this.#tx(async (tx) => {
       await this.#requireNode(tx, ino);
       const sets: string[] = [];
@@ -1216,17 +1235,20 @@ export class PgMetastore {
 
   /**
    * Brings a file in line with its under-store object after an out-of-band change:
-   * new size and mtime, fresh blocks, cached copies dropped.
+   * new size and mtime, fresh blocks, cached copies dropped. With `guard`, only
+   * while the file is still what the sync saw before asking the store.
    */
-  async refreshFromUfs(ino: number, size: number, mtime: Timespec, fingerprint: string): Promise<void> {
-    await this.#tx(async (tx) => {
+  async refreshFromUfs(ino: number, size: number, mtime: Timespec, fingerprint: string, guard?: Omit<SyncGuard, 'ino'>): Promise<boolean> {
+    return this.#tx(async (tx) => {
       const n = await this.#node(tx, ino);
-      if (!n || n.type !== 'file') return;
+      if (!n || n.type !== 'file') return false;
+      if (guard && !matchesGuard(n, guard)) return false;
       await this.#dropBlocks(tx, ino, n.pinned);
       const now = timespecNow();
       await tx.run(Q.refreshFromUfs, [ino, size, mtime.sec, mtime.nsec, now.sec, now.nsec, fingerprint, Date.now()]);
       tx.node(ino);
       if (size > 0) await this.#allocateBlocks(tx, ino, size, n.pinned);
+      return true;
     });
   }
 
@@ -1284,7 +1306,7 @@ export class PgMetastore {
   }
 
   /** Files due for persisting, oldest first. */
-  async duePersists(now: number, limit: number): Promise<{ ino: number; attempts: number; enqueuedAt: number }[]> {
+  async duePersists(now: number, limit: number): Promise<DuePersist[]> {
     return (await this.#pooled.rows<{ ino: number; attempts: number; enqueued_at: number }>(Q.duePersists, [now, limit])).map((r) => ({
       ino: r.ino,
       attempts: r.attempts,
@@ -1292,7 +1314,7 @@ export class PgMetastore {
     }));
   }
 
-  async persistQueue(): Promise<{ ino: number; attempts: number; enqueuedAt: number; nextAt: number; lastError: string | null }[]> {
+  async persistQueue(): Promise<QueuedPersist[]> {
     type Row = { ino: number; attempts: number; enqueued_at: number; next_at: number; last_error: string | null };
     return (await this.#pooled.rows<Row>(Q.persistQueue, [])).map((r) => ({
       ino: r.ino,
@@ -1320,8 +1342,17 @@ export class PgMetastore {
     });
   }
 
-  async dropPersist(ino: number): Promise<void> {
-    await this.#tx((tx) => tx.run(Q.dropPersist, [ino]));
+  /**
+   * Drops the queue entry of a node that no longer needs persisting (gone, not a
+   * file, or persisted); checked in the same transaction, so a write that queued
+   * the file again meanwhile keeps its entry.
+   */
+  async dropPersist(ino: number): Promise<boolean> {
+    return this.#tx(async (tx) => {
+      const n = await this.#node(tx, ino);
+      if (n && n.type === 'file' && n.persistState !== 'persisted') return false;
+      return (await tx.run(Q.dropPersist, [ino])) > 0;
+    });
   }
 
   /** True when a file at or below `ino` has bytes not yet in its under-store. */
@@ -1340,11 +1371,19 @@ export class PgMetastore {
     await this.markSyncedMany([ino], at);
   }
 
-  /** Removes a child that vanished from the under-store (the whole subtree for directories). */
-  async forgetChild(parent: number, name: string): Promise<void> {
-    await this.#tx(async (tx) => {
+  /**
+   * Removes a child that vanished from the under-store (the whole subtree for
+   * directories). With `guard`, only while `name` still names the node the sync
+   * saw, unchanged, and (a file) through its primary link.
+   */
+  async forgetChild(parent: number, name: string, guard?: SyncGuard): Promise<boolean> {
+    return this.#tx(async (tx) => {
       const node = await this.#lookup(tx, parent, name);
-      if (!node) return;
+      if (!node) return false;
+      if (guard) {
+        if (node.ino !== guard.ino || !matchesGuard(node, guard)) return false;
+        if (node.type !== 'directory' && !(await tx.one<{ primary_link: boolean }>(Q.edgeFlag, [parent, name]))?.primary_link) return false;
+      }
       if (node.type === 'directory') {
         await tx.run(Q.deleteEdge, [parent, name]);
         tx.edge(parent, name);
@@ -1355,6 +1394,7 @@ export class PgMetastore {
         // Other hard links keep the inode alive, as an unlink would.
         await this.#unlinkEdge(tx, parent, name, node);
       }
+      return true;
     });
   }
 
@@ -1437,7 +1477,7 @@ export class PgMetastore {
    * blocks to delete and, when the worker's pin set is out of date, the current one;
    * null when the worker is unknown or lost (it must register again).
    */
-  async heartbeat(req: HeartbeatRequest): Promise<{ deleteBlocks: number[]; pins?: { version: number; blocks: number[] } } | null> {
+  async heartbeat(req: HeartbeatRequest): Promise<HeartbeatAnswer | null> {
     return this.#tx(async (tx) => {
       const w = await tx.one<{ live: boolean }>(Q.workerById, [req.workerId]);
       if (!w || !w.live) return null;
@@ -1532,7 +1572,7 @@ export class PgMetastore {
   }
 
   /** Nodes whose TTL passed, oldest first (an indexed range scan). */
-  async expiredTtls(now: number, limit = 100): Promise<{ ino: number; expiresAtMs: number; action: TtlAction }[]> {
+  async expiredTtls(now: number, limit = 100): Promise<ExpiredTtl[]> {
     return (await this.#pooled.rows<{ ino: number; ttl_expires_at: number; ttl_action: string | null }>(Q.expiredTtls, [now, limit])).map((r) => ({
       ino: r.ino,
       expiresAtMs: r.ttl_expires_at,
@@ -1587,8 +1627,8 @@ export class PgMetastore {
 
   // ---- mount table ---------------------------------------------------------
 
-  async mounts(): Promise<{ path: string; uri: string; options: string }[]> {
-    return this.#pooled.rows<{ path: string; uri: string; options: string }>(Q.mounts, []);
+  async mounts(): Promise<MountRecord[]> {
+    return this.#pooled.rows<MountRecord>(Q.mounts, []);
   }
 
   async setMount(path: string, uri: string, options = '{}'): Promise<void> {
@@ -1600,13 +1640,7 @@ export class PgMetastore {
   }
 }
 
-/**
- * Until the shared `Metastore` interface lands: the compiler checks that every
- * public method of InodeTable is here with the same parameters, returning a
- * Promise of the same result.
- */
-type Promised<T> = { [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<R> : T[K] };
-type InodeTableSurface = Omit<Promised<InodeTable>, 'changes' | 'blockSize' | 'close'>;
-// eslint-disable-next-line @typescript-eslint/no-unused-vars
-const surfaceCheck = (s: PgMetastore): InodeTableSurface => s;
-void surfaceCheck;
+/** Whether a node is still what a sync saw before it asked the under-store. */
+function matchesGuard(n: NodeRecord, guard: Omit<SyncGuard, 'ino'>): boolean {
+  return n.ufsFingerprint === guard.ufsFingerprint && n.syncedAt < guard.syncedBefore;
+}
