@@ -690,15 +690,9 @@ export class PgMetastore implements Metastore {
    * transaction, since it may run several times.
    */
   async #tx<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    if (this.#closed) throw new StrataError('UNAVAILABLE', 'the metadata store is closed');
     let uniqueRetries = 0;
     for (let attempt = 1; ; attempt++) {
-      let client: pg.PoolClient;
-      try {
-        client = await this.#pool.connect();
-      } catch (err) {
-        throw toStoreError(err);
-      }
+      const client = await this.#connect();
       let broken: Error | undefined;
       try {
         const tx = new Tx(client);
@@ -721,7 +715,7 @@ export class PgMetastore implements Metastore {
           throw toStoreError(err);
         }
       } finally {
-        client.release(broken);
+        this.#release(client, broken);
       }
       // Jittered exponential backoff, so the transactions that collided do not collide again in step.
       await sleep(Math.random() * Math.min(50, 2 ** Math.min(attempt, 6)));
@@ -730,13 +724,7 @@ export class PgMetastore implements Metastore {
 
   /** Runs several reads on one snapshot (never aborted for conflicts: it writes nothing). */
   async #read<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    if (this.#closed) throw new StrataError('UNAVAILABLE', 'the metadata store is closed');
-    let client: pg.PoolClient;
-    try {
-      client = await this.#pool.connect();
-    } catch (err) {
-      throw toStoreError(err);
-    }
+    const client = await this.#connect();
     let broken: Error | undefined;
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -751,9 +739,35 @@ export class PgMetastore implements Metastore {
       }
       throw toStoreError(err);
     } finally {
-      client.release(broken);
+      this.#release(client, broken);
     }
   }
+
+  /**
+   * A connection of the pool for one transaction. While it is checked out, the
+   * pool does not listen for its errors: a server that dies between two statements
+   * would raise an unhandled 'error' and end the process, so we listen (the next
+   * statement then fails, and the transaction with it).
+   */
+  async #connect(): Promise<pg.PoolClient> {
+    if (this.#closed) throw new StrataError('UNAVAILABLE', 'the metadata store is closed');
+    try {
+      const client = await this.#pool.connect();
+      client.on('error', this.#onClientError);
+      return client;
+    } catch (err) {
+      throw toStoreError(err);
+    }
+  }
+
+  #release(client: pg.PoolClient, broken: Error | undefined): void {
+    client.off('error', this.#onClientError);
+    client.release(broken);
+  }
+
+  readonly #onClientError = (err: Error): void => {
+    this.#log?.warn({ err }, 'metadata database connection lost in a transaction');
+  };
 
   /** One statement on its own (autocommit): reads that need no snapshot beyond the statement's. */
   readonly #pooled: Runner = {
