@@ -630,6 +630,8 @@ export class PgMetastore implements Metastore {
   readonly #log: Logger | undefined;
   /** Which inodes changed, for client metadata caches. */
   readonly changes = new PgChangeLog();
+  /** Counters for metrics: transactions committed, and attempts run again after a conflict. */
+  readonly stats = { commits: 0, retries: 0 };
   #closed = false;
 
   private constructor(pool: pg.Pool, opts: PgMetastoreOptions) {
@@ -699,6 +701,7 @@ export class PgMetastore implements Metastore {
         await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
         const out = await fn(tx);
         await client.query('COMMIT');
+        this.stats.commits++;
         this.changes.append(tx.changed);
         return out;
       } catch (err) {
@@ -717,6 +720,7 @@ export class PgMetastore implements Metastore {
       } finally {
         this.#release(client, broken);
       }
+      this.stats.retries++;
       // Jittered exponential backoff, so the transactions that collided do not collide again in step.
       await sleep(Math.random() * Math.min(50, 2 ** Math.min(attempt, 6)));
     }
