@@ -20,7 +20,7 @@ import { intParam } from '../common/http';
 import type { Logger } from '../common/log';
 import { joinPath, normalizePath, parsePath } from '../common/paths';
 import type { BlockInfo, FileBlocksResponse, Timespec, WorkerInfo } from '../common/protocol';
-import type { InodeTable } from './inode-table';
+import type { Metastore } from './metastore';
 import type { Namespace } from './namespace';
 
 export interface DashboardOptions {
@@ -33,7 +33,7 @@ export interface DashboardOptions {
 }
 
 export interface DashboardDeps {
-  table: InodeTable;
+  table: Metastore;
   ns: Namespace;
   logger: Logger;
   /** The cluster token, sent when scraping workers' /metrics. */
@@ -240,7 +240,7 @@ class HitSampler {
   }
 
   async #sample(): Promise<void> {
-    const workers = this.#deps.table.workers().filter((w) => w.live);
+    const workers = (await this.#deps.table.workers()).filter((w) => w.live);
     let hits = 0;
     let misses = 0;
     let answered = 0;
@@ -352,9 +352,8 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps, opt
 
   route('/', 'overview', async () => {
     const now = Date.now();
-    const workers = table.workers();
+    const [workers, queue, inodes] = await Promise.all([table.workers(), table.persistQueue(), table.nodeCount()]);
     const live = workers.filter((w) => w.live);
-    const queue = table.persistQueue();
     const oldest = queue.length ? Math.min(...queue.map((j) => j.enqueuedAt)) : undefined;
     const tiers = new Map<string, { capacity: number; used: number; workers: number }>();
     for (const w of live) {
@@ -382,7 +381,7 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps, opt
       return w.tiers.map((t, i) => html`<tr class="${i === 0 ? 'worker' : 'tier'}" data-worker="${w.id}">${i === 0 ? first : ''}<td>${t.name}</td><td class="mono">${t.dir}</td><td>${usageBar(t.usedBytes, t.capacityBytes)}</td></tr>`);
     });
     const body = html`<h1>Cluster overview</h1>
-<div class="cards">${card('live workers', live.length, 'live-workers')}${card('lost workers', workers.length - live.length, 'lost-workers')}${card('inodes', table.nodeCount(), 'inodes')}${card('persist queue', queue.length, 'persist-queue-length')}${card('cache used', `${fmtBytes(used)} / ${fmtBytes(cap)}`, 'cache-used')}${card('hit ratio (last interval)', last ? fmtPct(last.hits, last.hits + last.misses) : '—', 'hit-ratio')}</div>
+<div class="cards">${card('live workers', live.length, 'live-workers')}${card('lost workers', workers.length - live.length, 'lost-workers')}${card('inodes', inodes, 'inodes')}${card('persist queue', queue.length, 'persist-queue-length')}${card('cache used', `${fmtBytes(used)} / ${fmtBytes(cap)}`, 'cache-used')}${card('hit ratio (last interval)', last ? fmtPct(last.hits, last.hits + last.misses) : '—', 'hit-ratio')}</div>
 <h2>Cache hit ratio</h2>
 ${sparkline(samples, capacity, intervalMs)}
 <p class="muted">Block reads served by workers, sampled from each live worker's <code>/metrics</code> every ${intervalMs < 1000 ? `${intervalMs} ms` : fmtDuration(Math.round(intervalMs / 1000))}; ${samples.length} of ${capacity} samples, ${sumReads} reads, ${fmtPct(sumHits, sumReads)} hits over the chart. Gaps are intervals without reads. Short-circuit reads of mounts on a worker's host bypass the worker and are not counted.</p>
@@ -410,25 +409,26 @@ ${mounts.map((m) => html`<tr><td><a href="${browseHref(m.path)}">${m.path}</a></
     const parts = parsePath(path);
     const crumbs = html`<p class="crumbs mono" id="crumbs"><a href="${browseHref('/')}">/</a>${parts.map((p, i) => html`${i ? '/' : ''}<a href="${browseHref('/' + parts.slice(0, i + 1).join('/'))}">${p}</a>`)}</p>`;
     if (node.type === 'directory') return { title: path, body: html`${crumbs}${await directoryBody(path, intParam(query(req, 'offset'), 'offset', 0))}` };
-    return { title: path, body: html`${crumbs}${fileBody(path, await ns.fileBlocks(path))}` };
+    return { title: path, body: html`${crumbs}${await fileBody(path, await ns.fileBlocks(path))}` };
   });
 
   const directoryBody = async (path: string, offset: number): Promise<Html> => {
     const entries = await ns.list(path);
     const shown = entries.slice(offset, offset + BROWSE_PAGE_SIZE);
-    const rows = shown.map((e) => {
+    const rows = await Promise.all(shown.map(async (e) => {
       const p = joinPath(path, e.name);
       let cached: string = '—';
       if (e.type === 'file') {
         try {
-          cached = fmtPct(cachedBytesOf(table.blocks(e.ino)), e.size);
-        } catch {
+          cached = fmtPct(cachedBytesOf(await table.blocks(e.ino)), e.size);
+        } catch (err) {
           // Removed since the listing: leave it blank.
+          if (!(err instanceof StrataError && err.code === 'NOT_FOUND')) throw err;
         }
       }
       const name = e.type === 'directory' ? `${e.name}/` : e.name;
       return html`<tr><td class="name"><a href="${browseHref(p)}">${name}</a></td><td>${e.type}</td><td class="num" title="${e.size} bytes">${e.type === 'directory' ? '' : fmtBytes(e.size)}</td><td>${fmtTimespec(e.mtime)}</td><td>${e.persistState === 'persisted' ? 'yes' : html`<b>no</b>`}</td><td class="num">${cached}</td></tr>`;
-    });
+    }));
     const parent = path === '/' ? undefined : '/' + parsePath(path).slice(0, -1).join('/');
     const pager =
       entries.length > BROWSE_PAGE_SIZE
@@ -439,10 +439,11 @@ ${mounts.map((m) => html`<tr><td><a href="${browseHref(m.path)}">${m.path}</a></
 <table id="listing"><tr><th>name</th><th>type</th><th class="num">size</th><th>mtime (UTC)</th><th>persisted</th><th class="num">cached</th></tr>${rows}</table>${pager}`;
   };
 
-  const fileBody = (path: string, fb: FileBlocksResponse): Html => {
+  const fileBody = async (path: string, fb: FileBlocksResponse): Promise<Html> => {
     const a = fb.attrs;
-    const workers = new Map(table.workers().map((w) => [w.id, w]));
-    const queued = table.persistQueue().find((j) => j.ino === a.ino);
+    const [workerList, queue] = await Promise.all([table.workers(), table.persistQueue()]);
+    const workers = new Map(workerList.map((w) => [w.id, w]));
+    const queued = queue.find((j) => j.ino === a.ino);
     const cached = cachedBytesOf(fb.blocks);
     const row = (k: string, v: unknown) => html`<tr><th>${k}</th><td>${v}</td></tr>`;
     const attrs = html`<table id="attrs">
@@ -466,18 +467,20 @@ ${fb.blocks.length ? html`<table id="blocks"><tr><th class="num">#</th><th class
 
   route('/persist-queue', 'persist', async () => {
     const now = Date.now();
-    const queue = table.persistQueue();
-    const pathOf = (ino: number): string | undefined => {
+    const queue = await table.persistQueue();
+    const pathOf = async (ino: number): Promise<string | undefined> => {
       try {
-        return table.pathOf(ino);
-      } catch {
-        return undefined; // unlinked since it was queued
+        return await table.pathOf(ino);
+      } catch (err) {
+        if (err instanceof StrataError && err.code === 'NOT_FOUND') return undefined; // unlinked since it was queued
+        throw err;
       }
     };
+    const paths = await Promise.all(queue.map((j) => pathOf(j.ino)));
     const body = html`<h1>Persist queue</h1>
 <p>${queue.length} file(s) written with ASYNC_THROUGH (or persisted on request) whose bytes are not in the under-store yet.</p>
-${queue.length ? html`<table id="persist-queue"><tr><th>path</th><th class="num">inode</th><th>queued</th><th class="num">attempts</th><th>next attempt</th><th>last error</th></tr>${queue.map((j) => {
-      const p = pathOf(j.ino);
+${queue.length ? html`<table id="persist-queue"><tr><th>path</th><th class="num">inode</th><th>queued</th><th class="num">attempts</th><th>next attempt</th><th>last error</th></tr>${queue.map((j, i) => {
+      const p = paths[i];
       return html`<tr><td>${p !== undefined ? html`<a href="${browseHref(p)}">${p}</a>` : html`<span class="muted">(unlinked)</span>`}</td><td class="num">${j.ino}</td><td title="${fmtTimeMs(j.enqueuedAt)}">${fmtAgo(j.enqueuedAt, now)}</td><td class="num">${j.attempts}</td><td title="${fmtTimeMs(j.nextAt)}">${j.nextAt <= now ? 'due' : fmtAgo(j.nextAt, now)}</td><td class="err">${j.lastError ?? ''}</td></tr>`;
     })}</table>` : html`<p class="muted">Empty: every file is persisted.</p>`}`;
     return { title: 'Persist queue', body };

@@ -1,14 +1,16 @@
 /**
  * The mount table: which under-store is mounted at which Strata path, with its
- * options. Stored in the master's SQLite file (so it survives restarts); the
- * longest mounted prefix of a path decides its store.
+ * options. Stored in the master's metastore (so it survives restarts) and kept in
+ * memory (resolving a path never waits); the longest mounted prefix of a path
+ * decides its store. Changes (add, remove) run under the Namespace's mutation
+ * lock, so the memory copy and the store change in the same order.
  */
 
 import { StrataError } from '../common/errors';
 import { parsePath } from '../common/paths';
 import { createUfs } from '../ufs';
 import type { UnderFileSystem } from '../ufs/ufs';
-import type { InodeTable } from './inode-table';
+import type { Metastore } from './metastore';
 
 import { WRITE_TYPES, WriteType } from '../common/protocol';
 
@@ -62,14 +64,28 @@ export function driverOptions(o: MountOptions): Record<string, string> {
 }
 
 export class MountTable {
-  readonly #table: InodeTable;
+  readonly #store: Metastore;
   #mounts: Mount[] = [];
 
-  constructor(table: InodeTable, rootUri: string, rootOptions: MountOptions) {
-    this.#table = table;
-    table.setMount('/', rootUri, JSON.stringify(rootOptions));
-    for (const row of table.mounts()) this.#mounts.push(this.#make(row.path, row.uri, JSON.parse(row.options || '{}') as MountOptions));
-    this.#sort();
+  private constructor(store: Metastore) {
+    this.#store = store;
+  }
+
+  /**
+   * Records `rootUri` as the store at '/' and loads every mount; CONFIG for a bad
+   * URI or options (drivers of mounts already made are closed then).
+   */
+  static async open(store: Metastore, rootUri: string, rootOptions: MountOptions): Promise<MountTable> {
+    const table = new MountTable(store);
+    await store.setMount('/', rootUri, JSON.stringify(rootOptions));
+    try {
+      for (const row of await store.mounts()) table.#mounts.push(table.#make(row.path, row.uri, JSON.parse(row.options || '{}') as MountOptions));
+    } catch (err) {
+      await table.close();
+      throw err;
+    }
+    table.#sort();
+    return table;
   }
 
   #make(path: string, uri: string, options: MountOptions): Mount {
@@ -110,16 +126,18 @@ export class MountTable {
     return this.#make(path, uri, options);
   }
 
-  add(m: Mount): void {
-    this.#table.setMount(m.path, m.uri, JSON.stringify(m.options));
+  /** Records the mount, then resolves paths through it. */
+  async add(m: Mount): Promise<void> {
+    await this.#store.setMount(m.path, m.uri, JSON.stringify(m.options));
     this.#mounts.push(m);
     this.#sort();
   }
 
-  remove(path: string): Mount | undefined {
+  /** Forgets the mount at `path` (in the store first) and answers it, so the caller closes its driver. */
+  async remove(path: string): Promise<Mount | undefined> {
     const m = this.#mounts.find((x) => x.path === path);
     if (!m) return undefined;
-    this.#table.removeMount(path);
+    await this.#store.removeMount(path);
     this.#mounts = this.#mounts.filter((x) => x !== m);
     return m;
   }

@@ -1,14 +1,24 @@
 /**
  * The namespace operations at the level of whole operations: path resolution with
  * lazy loading from the under-store, metadata sync, and the under-store side of
- * each change (mkdir, delete, rename). The InodeTable below commits each change in
- * one transaction; this layer only adds the asynchronous under-store calls.
+ * each change (mkdir, delete, rename). The Metastore below commits each change in
+ * one transaction; this layer adds the under-store calls.
+ *
+ * Atomicity: the store is asynchronous, so between two of its calls other
+ * requests run. A check that must hold when the change commits is made by the
+ * store method itself (createChild's ALREADY_EXISTS, rename's NOT_EMPTY and
+ * own-subtree checks, removeChild's NOT_EMPTY…) or passed to it as a guard
+ * (forgetChild and refreshFromUfs after a look at the under-store). Changes that
+ * touch the under-store run one at a time under #mutations, as before, so store
+ * and table agree; checks made here before such a change only decide what to do
+ * in the under-store, and the store re-checks them when the change commits.
  */
 
 import { StrataError } from '../common/errors';
 import { Mutex } from '../common/mutex';
 import { joinPath, normalizePath, parsePath } from '../common/paths';
 import type {
+  BlockInfo,
   BlockSource,
   DirEntry,
   DuResponse,
@@ -23,14 +33,14 @@ import type {
   WriteCommitRequest,
   WriteType,
 } from '../common/protocol';
-import { timespecFromMs, timespecNow } from '../common/protocol';
+import { BLOCKS_PER_CONTAINER, timespecFromMs, timespecNow } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
-import { InodeTable, NewNode, NodeRecord, ROOT_INO, toAttributes, toDirEntry } from './inode-table';
+import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NewNode, type NodeRecord } from './metastore';
 import { Mount, MountOptions, MountTable, driverOptions, maskOptions } from './mount-table';
 
 export interface NamespaceOptions {
-  table: InodeTable;
+  table: Metastore;
   /** Which under-store is mounted where ('/' always is). */
   mounts: MountTable;
   /**
@@ -42,7 +52,7 @@ export interface NamespaceOptions {
 }
 
 export class Namespace {
-  readonly #table: InodeTable;
+  readonly #table: Metastore;
   readonly #mounts: MountTable;
   readonly #syncIntervalMs: number;
   readonly #log: Logger;
@@ -103,7 +113,7 @@ export class Namespace {
   }
 
   async #resolveParts(parts: string[]): Promise<NodeRecord> {
-    let node = this.#table.requireNode(ROOT_INO);
+    let node = await this.#table.requireNode(ROOT_INO);
     for (let i = 0; i < parts.length; i++) {
       if (node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `/${parts.slice(0, i).join('/')} is not a directory`);
       node = await this.#child(node, parts.slice(0, i + 1));
@@ -115,15 +125,15 @@ export class Namespace {
   async #child(parent: NodeRecord, parts: string[]): Promise<NodeRecord> {
     const name = parts[parts.length - 1]!;
     const { mount, ufs, ufsPath } = this.#store(parts);
-    const existing = this.#table.lookup(parent.ino, name);
+    const existing = await this.#table.lookup(parent.ino, name);
     if (existing) {
       // Only the primary link of a hard-linked file has an object at its own path in the store.
-      if (existing.type === 'file' && existing.persistState === 'persisted' && this.#isStale(existing, mount) && this.#table.isPrimaryLink(parent.ino, name)) {
+      if (existing.type === 'file' && existing.persistState === 'persisted' && this.#isStale(existing, mount) && (await this.#table.isPrimaryLink(parent.ino, name))) {
         // Many stale files in one directory (ls -l, a training epoch): one listing re-checks them all.
-        const p = this.#table.getNode(parent.ino);
+        const p = await this.#table.getNode(parent.ino);
         if (p && p.syncedAt > 0 && this.#isStale(p, mount) && p.persistState === 'persisted' && this.#cheapToList(p.ino, mount)) {
           await this.#syncListing(p, parts.slice(0, -1));
-          const now = this.#table.lookup(parent.ino, name);
+          const now = await this.#table.lookup(parent.ino, name);
           if (!now) throw notFound('/' + parts.join('/'));
           if (!this.#isStale(now, mount)) return now;
         }
@@ -137,16 +147,17 @@ export class Namespace {
     // A listed directory gone stale is listed again (one call answers the next misses too).
     if (parent.syncedAt > 0 && parent.type === 'directory' && this.#cheapToList(parent.ino, mount)) {
       await this.#syncListing(parent, parts.slice(0, -1));
-      const found = this.#table.lookup(parent.ino, name);
+      const found = await this.#table.lookup(parent.ino, name);
       if (found) return found;
-      const p = this.#table.getNode(parent.ino);
+      const p = await this.#table.getNode(parent.ino);
       if (p && !this.#isStale(p, mount)) throw notFound('/' + parts.join('/'));
     }
     const started = Date.now();
     const st = await ufs.stat(ufsPath);
     if (!st) throw notFound('/' + parts.join('/'));
-    this.#table.loadChildren(parent.ino, [{ name, node: this.#fromUfs(st, started) }]);
-    const loaded = this.#table.lookup(parent.ino, name);
+    // loadChildren skips a name that exists by now (created meanwhile): the lookup answers whichever won.
+    await this.#table.loadChildren(parent.ino, [{ name, node: this.#fromUfs(st, started) }]);
+    const loaded = await this.#table.lookup(parent.ino, name);
     if (!loaded) throw notFound('/' + parts.join('/'));
     this.#log.debug({ path: '/' + parts.join('/') }, 'loaded metadata from the under-store');
     return loaded;
@@ -157,21 +168,29 @@ export class Namespace {
     const started = Date.now();
     const { ufs, ufsPath } = this.#store(parts);
     const st = await ufs.stat(ufsPath);
-    const now = this.#table.getNode(node.ino);
+    const now = await this.#table.getNode(node.ino);
     // Changed through Strata while we asked the store: the namespace is newer.
     if (!now) throw notFound(ufsPath);
     if (now.syncedAt > started || now.ufsFingerprint !== node.ufsFingerprint) return now;
+    // The same check again inside each change below (a guard): a commit or rename may land between these calls.
+    const guard = { ino: node.ino, ufsFingerprint: node.ufsFingerprint, syncedBefore: started + 1 };
     if (!st || st.type !== 'file') {
-      this.#log.info({ path: ufsPath }, 'file vanished from the under-store; dropping it');
-      this.#table.forgetChild(parent.ino, name);
-      if (!st) throw notFound(ufsPath);
+      if (await this.#table.forgetChild(parent.ino, name, guard)) this.#log.info({ path: ufsPath }, 'file vanished from the under-store; dropped it');
+      if (!st) {
+        // Unless something newer took the name meanwhile, it is gone.
+        const taken = await this.#table.lookup(parent.ino, name);
+        if (!taken) throw notFound(ufsPath);
+        return taken;
+      }
       return this.#child(parent, parts);
     }
     if (st.fingerprint !== node.ufsFingerprint) {
-      this.#log.info({ path: ufsPath }, 'file changed in the under-store; dropping cached blocks');
-      this.#table.refreshFromUfs(node.ino, st.size, timespecFromMs(st.mtimeMs), st.fingerprint);
+      if (await this.#table.refreshFromUfs(node.ino, st.size, timespecFromMs(st.mtimeMs), st.fingerprint, guard)) {
+        this.#log.info({ path: ufsPath }, 'file changed in the under-store; dropped cached blocks');
+      }
     } else {
-      this.#table.markSynced(node.ino, started);
+      // Only moves syncedAt: harmless after a concurrent commit (that one's content is in the table and the store).
+      await this.#table.markSynced(node.ino, started);
     }
     return this.#table.requireNode(node.ino);
   }
@@ -231,6 +250,10 @@ export class Namespace {
       throw err;
     }
     const inUfs = new Map(listing.map((s) => [s.name, s]));
+    // One snapshot of the directory: what changes after it through Strata is newer than the listing,
+    // and the guards below make every change of this merge give way to it.
+    const before = await this.#table.children(dir.ino);
+    const inTable = new Map(before.map((c) => [c.name, c]));
     const toLoad: { name: string; node: NewNode }[] = [];
     const unchanged: number[] = [];
     for (const s of listing) {
@@ -239,26 +262,27 @@ export class Namespace {
       } catch {
         continue; // a name Strata cannot represent (too long, not UTF-8): not shown
       }
-      const cur = this.#table.lookup(dir.ino, s.name);
+      const cur = inTable.get(s.name);
+      // loadChildren skips names that exist by the time it runs.
       if (!cur) toLoad.push({ name: s.name, node: this.#fromUfs(s, started) });
       else if (cur.type === 'file' && s.type === 'file' && cur.persistState === 'persisted' && cur.syncedAt < started) {
-        if (cur.ufsFingerprint !== s.fingerprint) this.#table.refreshFromUfs(cur.ino, s.size, timespecFromMs(s.mtimeMs), s.fingerprint);
-        else unchanged.push(cur.ino);
+        if (cur.ufsFingerprint === s.fingerprint) unchanged.push(cur.ino);
+        else await this.#table.refreshFromUfs(cur.ino, s.size, timespecFromMs(s.mtimeMs), s.fingerprint, { ufsFingerprint: cur.ufsFingerprint, syncedBefore: started });
       }
     }
-    for (const c of this.#table.children(dir.ino)) {
+    for (const c of before) {
       // Only what the store had before this listing started can be missing from it for real.
       if (!inUfs.has(c.name) && c.persistState === 'persisted' && c.syncedAt < started && c.type !== 'symlink') {
         if (c.type === 'directory' && c.syncedAt !== 0) continue;
         // A mount point lives in the mount table, not in its parent's store.
         if (this.#mounts.isMountPoint([...parts, c.name])) continue;
-        // A second hard link has no object of its own in the store.
-        if (!this.#table.isPrimaryLink(dir.ino, c.name)) continue;
-        this.#table.forgetChild(dir.ino, c.name);
+        // The guard: still this node, unchanged, and (a second hard link has no object of its own in the store) its primary link.
+        await this.#table.forgetChild(dir.ino, c.name, { ino: c.ino, ufsFingerprint: c.ufsFingerprint, syncedBefore: started });
       }
     }
-    this.#table.loadChildren(dir.ino, toLoad);
-    this.#table.markSyncedMany([dir.ino, ...unchanged], started);
+    await this.#table.loadChildren(dir.ino, toLoad);
+    // Only moves syncedAt of files found unchanged: harmless if one was committed meanwhile.
+    await this.#table.markSyncedMany([dir.ino, ...unchanged], started);
   }
 
   // ---- operations ------------------------------------------------------------
@@ -272,7 +296,7 @@ export class Namespace {
     const dir = await this.#resolveParts(parts);
     if (dir.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
     await this.#syncListing(dir, parts);
-    return this.#table.children(dir.ino).map(toDirEntry);
+    return (await this.#table.children(dir.ino)).map(toDirEntry);
   }
 
   mkdir(path: string, mode: number, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
@@ -289,7 +313,8 @@ export class Namespace {
         }
       }
       const g = this.#inherit(parent, gid, mode, true);
-      const node = this.#table.createChild(parent.ino, name, { type: 'directory', mode: g.mode, uid, gid: g.gid, persisted: parent.persistState === 'persisted', syncedAt: Date.now() });
+      // createChild checks the name again in its transaction (ALREADY_EXISTS): create/symlink/mknod do not take #mutations.
+      const node = await this.#table.createChild(parent.ino, name, { type: 'directory', mode: g.mode, uid, gid: g.gid, persisted: parent.persistState === 'persisted', syncedAt: Date.now() });
       return toAttributes(node);
     });
   }
@@ -300,7 +325,8 @@ export class Namespace {
     this.#writable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     const g = this.#inherit(parent, gid, mode, false);
-    return toAttributes(this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, syncedAt: Date.now() }));
+    // The check above only saves a store call; createChild checks again in its transaction.
+    return toAttributes(await this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, syncedAt: Date.now() }));
   }
 
   /**
@@ -308,10 +334,11 @@ export class Namespace {
    * move the bytes to the path of the link that takes over.
    */
   async #handOverBytes(parent: NodeRecord, name: string, node: NodeRecord, parts: string[]): Promise<void> {
-    if (node.persistState !== 'persisted' || !this.#table.isPrimaryLink(parent.ino, name)) return;
-    const other = this.#table.otherLink(node.ino, parent.ino, name);
+    // Runs under #mutations (unlink, rename): links are added and removed only there, so these reads agree.
+    if (node.persistState !== 'persisted' || !(await this.#table.isPrimaryLink(parent.ino, name))) return;
+    const other = await this.#table.otherLink(node.ino, parent.ino, name);
     if (!other) return;
-    const otherParts = parsePath(this.#table.pathOf(other.parent) + '/' + other.name);
+    const otherParts = parsePath(joinPath(await this.#table.pathOf(other.parent), other.name));
     const from = this.#store(parts);
     const to = this.#store(otherParts);
     await from.ufs.rename(from.ufsPath, to.ufsPath);
@@ -322,12 +349,13 @@ export class Namespace {
     return this.#mutations.run(async () => {
       const { parent, name, parts } = await this.#resolveParent(newPath);
       this.#writable(parts);
-      const node = this.#table.requireNode(ino);
+      const node = await this.#table.requireNode(ino);
       if (node.type === 'directory') throw new StrataError('NOT_PERMITTED', 'hard links to directories are not allowed');
-      const here = this.#store(parsePath(this.#table.pathOf(ino)));
+      const here = this.#store(parsePath(await this.#table.pathOf(ino)));
       if (here.mount !== this.#store(parts).mount) throw new StrataError('CROSS_DEVICE', 'hard links cannot cross mounts');
       if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${newPath} already exists`);
-      return toAttributes(this.#table.link(ino, parent.ino, name));
+      // link re-checks the inode, its type and the name in its transaction.
+      return toAttributes(await this.#table.link(ino, parent.ino, name));
     });
   }
 
@@ -345,7 +373,7 @@ export class Namespace {
     this.#writable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     return toAttributes(
-      this.#table.createChild(parent.ino, name, { type: 'symlink', mode: 0o777, uid, gid: this.#inherit(parent, gid, 0, false).gid, size: Buffer.byteLength(target), target, persisted: false, syncedAt: Date.now() }),
+      await this.#table.createChild(parent.ino, name, { type: 'symlink', mode: 0o777, uid, gid: this.#inherit(parent, gid, 0, false).gid, size: Buffer.byteLength(target), target, persisted: false, syncedAt: Date.now() }),
     );
   }
 
@@ -356,7 +384,7 @@ export class Namespace {
     this.#writable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     const g = this.#inherit(parent, gid, mode, false);
-    return toAttributes(this.#table.createChild(parent.ino, name, { type, mode: g.mode, uid, gid: g.gid, rdev, persisted: false, syncedAt: Date.now() }));
+    return toAttributes(await this.#table.createChild(parent.ino, name, { type, mode: g.mode, uid, gid: g.gid, rdev, persisted: false, syncedAt: Date.now() }));
   }
 
   unlink(path: string): Promise<void> {
@@ -370,7 +398,8 @@ export class Namespace {
         if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath));
         else await this.#handOverBytes(parent, name, node, parts);
       }
-      this.#table.removeChild(parent.ino, name, 'file');
+      // removeChild finds the name again in its transaction (NOT_FOUND, IS_DIRECTORY).
+      await this.#table.removeChild(parent.ino, name, 'file');
     });
   }
 
@@ -382,10 +411,11 @@ export class Namespace {
       const node = await this.#child(parent, parts);
       if (node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
       await this.#syncListing(node, parts);
-      if (this.#table.children(node.ino).length > 0) throw new StrataError('NOT_EMPTY', `${path} is not empty`);
+      if ((await this.#table.children(node.ino)).length > 0) throw new StrataError('NOT_EMPTY', `${path} is not empty`);
       const { ufs, ufsPath } = this.#store(parts);
       if (node.persistState === 'persisted') await this.#ufsIgnoreMissing(() => ufs.rmdir(ufsPath));
-      this.#table.removeChild(parent.ino, name, 'directory');
+      // A create in the directory since the check above (creates do not take #mutations) makes this NOT_EMPTY.
+      await this.#table.removeChild(parent.ino, name, 'directory');
     });
   }
 
@@ -400,7 +430,8 @@ export class Namespace {
       const to = this.#store(d.parts);
       if (from.mount !== to.mount) throw new StrataError('CROSS_DEVICE', `${src} and ${dst} are in different mounts`);
       const node = await this.#child(s.parent, s.parts);
-      if (node.type === 'directory' && this.#table.isDescendant(d.parent.ino, node.ino)) {
+      // rename checks this again in its transaction; here it keeps the under-store untouched.
+      if (node.type === 'directory' && (await this.#table.isDescendant(d.parent.ino, node.ino))) {
         throw new StrataError('INVALID_ARGUMENT', `cannot move ${src} into itself`);
       }
       const target = await this.#maybeChild(d.parent, d.parts);
@@ -411,7 +442,7 @@ export class Namespace {
         if (node.type !== 'directory' && target.type === 'directory') throw new StrataError('IS_DIRECTORY', `${dst} is a directory`);
         if (target.type === 'directory') {
           await this.#syncListing(target, d.parts);
-          if (this.#table.children(target.ino).length > 0) throw new StrataError('NOT_EMPTY', `${dst} is not empty`);
+          if ((await this.#table.children(target.ino)).length > 0) throw new StrataError('NOT_EMPTY', `${dst} is not empty`);
         }
       }
       const ufs = from.ufs;
@@ -420,7 +451,7 @@ export class Namespace {
       // A replaced file that lives on through another hard link keeps its bytes.
       if (target && target.type === 'file' && target.nlink > 1) await this.#handOverBytes(d.parent, d.name, target, d.parts);
       const replacedGoes = target && target.type === 'file' && target.persistState === 'persisted' && target.nlink <= 1;
-      if ((node.type !== 'file' && node.type !== 'directory') || (node.type === 'file' && !this.#table.isPrimaryLink(s.parent.ino, s.name))) {
+      if ((node.type !== 'file' && node.type !== 'directory') || (node.type === 'file' && !(await this.#table.isPrimaryLink(s.parent.ino, s.name)))) {
         // Namespace-only nodes and secondary hard links move in the table alone.
         if (replacedGoes) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs));
       } else if (node.persistState === 'persisted') {
@@ -429,7 +460,8 @@ export class Namespace {
       } else if (target && target.persistState === 'persisted' && (target.type === 'directory' || target.nlink <= 1)) {
         await this.#ufsIgnoreMissing(() => (target.type === 'directory' ? ufs.rmdir(dstUfs) : ufs.delete(dstUfs)));
       }
-      this.#table.rename(s.parent.ino, s.name, d.parent.ino, d.name);
+      // rename re-checks source, destination type, emptiness and the subtree in its transaction.
+      await this.#table.rename(s.parent.ino, s.name, d.parent.ino, d.name);
     });
   }
 
@@ -438,7 +470,7 @@ export class Namespace {
     const node = await this.resolve(path);
     const now = timespecNow();
     return toAttributes(
-      this.#table.setAttributes(node.ino, {
+      await this.#table.setAttributes(node.ino, {
         ...(attrs.mode !== undefined ? { mode: attrs.mode } : {}),
         ...(attrs.uid !== undefined ? { uid: attrs.uid } : {}),
         ...(attrs.gid !== undefined ? { gid: attrs.gid } : {}),
@@ -455,19 +487,30 @@ export class Namespace {
     return this.#fileBlocks(node);
   }
 
-  fileBlocksByIno(ino: number): FileBlocksResponse {
-    return this.#fileBlocks(this.#table.requireNode(ino));
+  async fileBlocksByIno(ino: number): Promise<FileBlocksResponse> {
+    return this.#fileBlocks(await this.#table.requireNode(ino));
   }
 
-  #fileBlocks(node: NodeRecord): FileBlocksResponse {
-    return { attrs: toAttributes(node), blocks: this.#table.blocks(node.ino), pinned: node.pinned, ttl: node.ttl };
+  /**
+   * The node's attributes with its blocks. They come from two reads, and a commit
+   * between them would pair a size with another version's blocks; every block of
+   * a version has an id in the node's container, so a mismatch shows without a
+   * further read, and then both are read again.
+   */
+  async #fileBlocks(node: NodeRecord): Promise<FileBlocksResponse> {
+    let blocks = await this.#table.blocks(node.ino);
+    for (let attempt = 0; attempt < 3 && !blocksMatch(node, blocks); attempt++) {
+      node = await this.#table.requireNode(node.ino);
+      blocks = await this.#table.blocks(node.ino);
+    }
+    return { attrs: toAttributes(node), blocks, pinned: node.pinned, ttl: node.ttl };
   }
 
-  beginWrite(ino: number): { ino: number; containerId: number; blockSize: number; writeType: WriteType } {
-    const parts = parsePath(this.#table.pathOf(ino));
+  async beginWrite(ino: number): Promise<{ ino: number; containerId: number; blockSize: number; writeType: WriteType }> {
+    const parts = parsePath(await this.#table.pathOf(ino));
     this.#writable(parts);
     const { mount } = this.#store(parts);
-    return { ino, ...this.#table.beginWrite(ino), writeType: mount.writeType ?? this.#defaultWriteType };
+    return { ino, ...(await this.#table.beginWrite(ino)), writeType: mount.writeType ?? this.#defaultWriteType };
   }
 
   #defaultWriteType: WriteType = 'CACHE_THROUGH';
@@ -483,9 +526,9 @@ export class Namespace {
    */
   commitEmpty(ino: number, writeTypeOverride: WriteType | undefined, mtime: Timespec | undefined): Promise<FileAttributes> {
     return this.#mutations.run(async () => {
-      const parts = parsePath(this.#table.pathOf(ino));
+      const parts = parsePath(await this.#table.pathOf(ino));
       this.#writable(parts);
-      const n = this.#table.requireNode(ino);
+      const n = await this.#table.requireNode(ino);
       if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
       const { mount, ufs, ufsPath } = this.#store(parts);
       const writeType = writeTypeOverride ?? mount.writeType ?? this.#defaultWriteType;
@@ -501,19 +544,20 @@ export class Namespace {
           throw err;
         }
       }
-      return toAttributes(this.#table.commitEmpty({ ino, ufsFingerprint: fingerprint, writeType, ...(mtime ? { mtime } : {}) }));
+      // commitEmpty re-checks the inode and its type in its transaction.
+      return toAttributes(await this.#table.commitEmpty({ ino, ufsFingerprint: fingerprint, writeType, ...(mtime ? { mtime } : {}) }));
     });
   }
 
-  commitWrite(req: WriteCommitRequest): FileAttributes {
-    return toAttributes(this.#table.commitWrite(req));
+  async commitWrite(req: WriteCommitRequest): Promise<FileAttributes> {
+    return toAttributes(await this.#table.commitWrite(req));
   }
 
   /** Where an inode's bytes live in the under-store; asked by workers, never by clients. */
-  ufsLocation(ino: number): UfsLocation {
-    const n = this.#table.requireNode(ino);
+  async ufsLocation(ino: number): Promise<UfsLocation> {
+    const n = await this.#table.requireNode(ino);
     if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
-    return this.#location(this.#table.pathOf(ino));
+    return this.#location(await this.#table.pathOf(ino));
   }
 
   #location(path: string): UfsLocation {
@@ -521,14 +565,15 @@ export class Namespace {
     return { mountUri: mount.uri, options: driverOptions(mount.options), path: ufsPath };
   }
 
-  blockSource(blockId: number): BlockSource {
-    const b = this.#table.block(blockId);
+  async blockSource(blockId: number): Promise<BlockSource> {
+    const b = await this.#table.block(blockId);
     if (!b) throw new StrataError('NOT_FOUND', `no block ${blockId}`);
-    const n = this.#table.requireNode(b.ino);
+    // Block rows never change, so block and node may come from two reads; a node deleted between them is NOT_FOUND.
+    const n = await this.#table.requireNode(b.ino);
     // The file exists; its only copies are on workers that are down (MUST_CACHE, or ASYNC_THROUGH not yet
     // persisted). That is an I/O error until one comes back, not a missing file (ENOENT would say it was deleted).
     if (n.persistState !== 'persisted') throw new StrataError('UNAVAILABLE', `block ${blockId} is not persisted and no live worker reachable here holds it; it is readable again once its worker is back`);
-    return { blockId, ino: b.ino, offset: b.index * n.blockSize, length: b.length, ufs: this.#location(this.#table.pathOf(b.ino)) };
+    return { blockId, ino: b.ino, offset: b.index * n.blockSize, length: b.length, ufs: this.#location(await this.#table.pathOf(b.ino)) };
   }
 
   /** Checks a path against its store now: a directory is listed again, a file re-checked. */
@@ -536,8 +581,8 @@ export class Namespace {
     const parts = parsePath(path);
     const node = await this.#resolveParts(parts);
     if (node.type === 'directory') {
-      this.#table.markSynced(node.ino, 0);
-      const dir = this.#table.requireNode(node.ino);
+      await this.#table.markSynced(node.ino, 0);
+      const dir = await this.#table.requireNode(node.ino);
       const { mount } = this.#store(parts);
       // Even a mount with sync disabled (-1) lists again when asked explicitly.
       await this.#syncListing(dir, parts, mount.syncIntervalMs === -1 || this.#syncIntervalMs === -1);
@@ -556,7 +601,7 @@ export class Namespace {
   async setPinned(path: string, pinned: boolean, recursive: boolean): Promise<{ files: number }> {
     const node = await this.resolve(path);
     if (node.type === 'directory' && !recursive) throw new StrataError('IS_DIRECTORY', `${path} is a directory: pinning it needs recursive`);
-    const r = this.#table.setPinned(node.ino, pinned);
+    const r = await this.#table.setPinned(node.ino, pinned);
     this.#log.info({ path, pinned, files: r.files }, pinned ? 'pinned' : 'unpinned');
     return r;
   }
@@ -566,7 +611,7 @@ export class Namespace {
     const node = await this.resolve(path);
     if (ttlMs !== null && action === 'delete' && node.ino === ROOT_INO) throw new StrataError('INVALID_ARGUMENT', 'the root cannot expire');
     const expiresAtMs = ttlMs === null ? null : Date.now() + ttlMs;
-    this.#table.setTtl(node.ino, expiresAtMs, action);
+    await this.#table.setTtl(node.ino, expiresAtMs, action);
     return expiresAtMs === null ? null : { expiresAtMs, action };
   }
 
@@ -574,7 +619,7 @@ export class Namespace {
   async free(path: string, recursive: boolean): Promise<FreeResponse> {
     const node = await this.resolve(path);
     if (node.type === 'directory' && !recursive) throw new StrataError('IS_DIRECTORY', `${path} is a directory: freeing it needs recursive`);
-    const r = this.#table.free(node.ino);
+    const r = await this.#table.free(node.ino);
     this.#log.info({ path, ...r }, 'freed cached copies');
     return r;
   }
@@ -583,7 +628,7 @@ export class Namespace {
   async du(path: string): Promise<DuResponse> {
     const node = await this.resolve(path);
     if (node.type === 'directory') await this.#loadTree(normalizePath(path));
-    return this.#table.du(node.ino);
+    return await this.#table.du(node.ino);
   }
 
   /** Lists every directory below `path` that needs it, so the namespace holds the whole subtree. */
@@ -610,12 +655,14 @@ export class Namespace {
    */
   async applyExpiredTtls(now = Date.now()): Promise<number> {
     let fired = 0;
-    for (const e of this.#table.expiredTtls(now)) {
+    // clearTtl and rescheduleTtl apply only while the TTL is still the one found here: one set meanwhile stays.
+    for (const e of await this.#table.expiredTtls(now)) {
       let path: string;
       try {
-        path = this.#table.pathOf(e.ino);
-      } catch {
-        this.#table.clearTtl(e.ino, e.expiresAtMs); // unlinked but still open somewhere: nothing to name
+        path = await this.#table.pathOf(e.ino);
+      } catch (err) {
+        if (!(err instanceof StrataError && err.code === 'NOT_FOUND')) throw err;
+        await this.#table.clearTtl(e.ino, e.expiresAtMs); // unlinked but still open somewhere: nothing to name
         continue;
       }
       try {
@@ -623,17 +670,17 @@ export class Namespace {
           await this.removeTree(path);
           this.#log.info({ path, action: e.action }, 'TTL expired: deleted');
         } else {
-          const r = this.#table.free(e.ino);
+          const r = await this.#table.free(e.ino);
           this.#log.info({ path, action: e.action, ...r }, 'TTL expired: freed cached copies');
         }
-        this.#table.clearTtl(e.ino, e.expiresAtMs);
+        await this.#table.clearTtl(e.ino, e.expiresAtMs);
         fired++;
       } catch (err) {
         const code = err instanceof StrataError ? err.code : 'IO_ERROR';
         const passing = code === 'UNAVAILABLE' || code === 'TIMEOUT' || code === 'IO_ERROR';
         this.#log.warn({ path, action: e.action, err: (err as Error).message, code }, passing ? 'TTL action failed; trying again in 30 s' : 'TTL action failed; TTL cleared');
-        if (passing) this.#table.rescheduleTtl(e.ino, e.expiresAtMs, now + 30_000);
-        else this.#table.clearTtl(e.ino, e.expiresAtMs);
+        if (passing) await this.#table.rescheduleTtl(e.ino, e.expiresAtMs, now + 30_000);
+        else await this.#table.clearTtl(e.ino, e.expiresAtMs);
       }
     }
     return fired;
@@ -645,22 +692,22 @@ export class Namespace {
     this.#writable(parsePath(path));
     validateXattrName(name);
     if (value.length > 64 * 1024) throw new StrataError('FILE_TOO_LARGE', 'extended attribute values are limited to 64 KiB');
-    this.#table.setXattr((await this.resolve(path)).ino, name, value, flags);
+    await this.#table.setXattr((await this.resolve(path)).ino, name, value, flags);
   }
 
   async getXattr(path: string, name: string): Promise<Buffer> {
     validateXattrName(name);
-    return this.#table.getXattr((await this.resolve(path)).ino, name);
+    return await this.#table.getXattr((await this.resolve(path)).ino, name);
   }
 
   async listXattrs(path: string): Promise<string[]> {
-    return this.#table.listXattrs((await this.resolve(path)).ino);
+    return await this.#table.listXattrs((await this.resolve(path)).ino);
   }
 
   async removeXattr(path: string, name: string): Promise<void> {
     this.#writable(parsePath(path));
     validateXattrName(name);
-    this.#table.removeXattr((await this.resolve(path)).ino, name);
+    await this.#table.removeXattr((await this.resolve(path)).ino, name);
   }
 
   // ---- mount table -----------------------------------------------------------
@@ -709,11 +756,28 @@ export class Namespace {
       if (existing) {
         if (existing.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
         await this.#syncListing(existing, parts);
-        if (this.#table.children(existing.ino).length > 0) throw new StrataError('NOT_EMPTY', `cannot mount over ${path}: it is not empty`);
+        if ((await this.#table.children(existing.ino)).length > 0) throw new StrataError('NOT_EMPTY', `cannot mount over ${path}: it is not empty`);
       }
-      this.#mounts.add(m);
-      if (existing) this.#table.markSynced(existing.ino, 0);
-      else this.#table.createChild(parent.ino, name, { type: 'directory', mode: 0o755, uid: this.#uid, gid: this.#gid, persisted: true, syncedAt: 0 });
+      try {
+        await this.#mounts.add(m);
+      } catch (err) {
+        await m.ufs.close();
+        throw err;
+      }
+      try {
+        if (existing) await this.#table.markSynced(existing.ino, 0);
+        else await this.#table.createChild(parent.ino, name, { type: 'directory', mode: 0o755, uid: this.#uid, gid: this.#gid, persisted: true, syncedAt: 0 });
+      } catch (err) {
+        // Taken since the check (creates do not take #mutations): by a lookup that loaded the mounted root (fine),
+        // or by a file created there (the mount is undone).
+        const now = err instanceof StrataError && err.code === 'ALREADY_EXISTS' ? await this.#table.lookup(parent.ino, name) : undefined;
+        if (now?.type !== 'directory') {
+          await this.#mounts.remove(m.path);
+          await m.ufs.close();
+          throw err;
+        }
+        await this.#table.markSynced(now.ino, 0);
+      }
       this.#log.info({ path: m.path, uri: m.uri, options: maskOptions(m.options) }, 'mounted an under-store');
       return { path: m.path, uri: m.uri, readOnly: m.readOnly, options: maskOptions(m.options) };
     });
@@ -725,12 +789,13 @@ export class Namespace {
       if (parts.length === 0) throw new StrataError('INVALID_ARGUMENT', 'the root store cannot be unmounted');
       if (!this.#mounts.isMountPoint(parts)) throw new StrataError('NOT_FOUND', `nothing is mounted at ${path}`);
       if (this.#mounts.below(parts).length > 0) throw new StrataError('BUSY', `other stores are mounted below ${path}; unmount them first`);
+      const parent = await this.#resolveParts(parts.slice(0, -1));
       const node = await this.#resolveParts(parts);
-      if (this.#table.hasUnpersisted(node.ino)) throw new StrataError('BUSY', `files under ${path} are not persisted yet`);
-      const m = this.#mounts.remove('/' + parts.join('/'));
-      const parentParts = parts.slice(0, -1);
-      const parent = await this.#resolveParts(parentParts);
-      this.#table.forgetChild(parent.ino, parts[parts.length - 1]!);
+      // Not atomic with the forget below: a write committed in between (writes do not take #mutations) is dropped
+      // with the tree, as it was when the store was synchronous (an await was already between the two).
+      if (await this.#table.hasUnpersisted(node.ino)) throw new StrataError('BUSY', `files under ${path} are not persisted yet`);
+      const m = await this.#mounts.remove('/' + parts.join('/'));
+      await this.#table.forgetChild(parent.ino, parts[parts.length - 1]!);
       await m?.ufs.close();
       this.#log.info({ path }, 'unmounted an under-store');
     });
@@ -753,6 +818,13 @@ export class Namespace {
 function validateXattrName(name: string): void {
   if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > 255) throw new StrataError('INVALID_ARGUMENT', 'bad extended attribute name');
   if (!/^(user|trusted|security|system)\./.test(name)) throw new StrataError('NOT_SUPPORTED', `attribute namespace of ${name} is not supported`);
+}
+
+/** Whether `blocks` are the blocks of the version of the file `node` describes (its container, its size). */
+function blocksMatch(node: NodeRecord, blocks: BlockInfo[]): boolean {
+  if (node.type !== 'file') return blocks.length === 0;
+  if (blocks.length !== Math.ceil(node.size / node.blockSize)) return false;
+  return blocks.every((b) => Math.floor(b.id / BLOCKS_PER_CONTAINER) === node.container);
 }
 
 function notFound(path: string): StrataError {

@@ -9,10 +9,10 @@ import { JsonClient } from '../common/json-client';
 import { StrataError } from '../common/errors';
 import type { Logger } from '../common/log';
 import type { PersistResponse } from '../common/protocol';
-import type { InodeTable } from './inode-table';
+import type { Metastore } from './metastore';
 
 export interface PersisterOptions {
-  table: InodeTable;
+  table: Metastore;
   logger: Logger;
   /** How often the queue is polled (ms). Default 500. */
   intervalMs?: number;
@@ -23,13 +23,15 @@ export interface PersisterOptions {
 }
 
 export class Persister {
-  readonly #table: InodeTable;
+  readonly #table: Metastore;
   readonly #log: Logger;
   readonly #intervalMs: number;
   readonly #concurrency: number;
   readonly #token: string | undefined;
   readonly #running = new Map<number, Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
+  /** The poll of the queue in flight: one at a time, and stop() waits for it. */
+  #tickInFlight: Promise<void> | undefined;
 
   constructor(opts: PersisterOptions) {
     this.#table = opts.table;
@@ -40,19 +42,26 @@ export class Persister {
   }
 
   start(): void {
-    this.#timer = setInterval(() => this.#tick(), this.#intervalMs);
+    this.#timer = setInterval(() => {
+      if (this.#tickInFlight) return;
+      this.#tickInFlight = this.#tick()
+        .catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'persist queue poll failed'))
+        .finally(() => (this.#tickInFlight = undefined));
+    }, this.#intervalMs);
     this.#timer.unref();
   }
 
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
+    await this.#tickInFlight;
     await Promise.allSettled([...this.#running.values()]);
   }
 
-  #tick(): void {
+  async #tick(): Promise<void> {
     const free = this.#concurrency - this.#running.size;
     if (free <= 0) return;
-    for (const job of this.#table.duePersists(Date.now(), free + this.#running.size)) {
+    // #running is checked after the await: persist() calls from the API may have started some meanwhile.
+    for (const job of await this.#table.duePersists(Date.now(), free + this.#running.size)) {
       if (this.#running.has(job.ino) || this.#running.size >= this.#concurrency) continue;
       void this.persist(job.ino).catch(() => undefined);
     }
@@ -69,26 +78,29 @@ export class Persister {
   }
 
   async #persistOnce(ino: number): Promise<void> {
-    const node = this.#table.getNode(ino);
+    const node = await this.#table.getNode(ino);
     if (!node || node.type !== 'file' || node.persistState === 'persisted') {
-      this.#table.dropPersist(ino);
+      // dropPersist checks again in its transaction: a commit queued since getNode keeps its entry.
+      await this.#table.dropPersist(ino);
       return;
     }
-    const blocks = this.#table.blocks(ino);
-    const live = this.#table.workers().filter((w) => w.live);
+    // Blocks read after the node: if a commit came between, the container check of markPersisted refuses the result.
+    const blocks = await this.#table.blocks(ino);
+    const live = (await this.#table.workers()).filter((w) => w.live);
     const worker = live.find((w) => blocks.every((b) => b.locations.includes(w.id))) ?? (blocks.length === 0 ? live[0] : undefined);
     try {
       if (!worker) throw new StrataError('UNAVAILABLE', `no live worker holds every block of inode ${ino}`);
       const client = new JsonClient(worker.address, { timeoutMs: 600_000, retryForMs: 0, token: this.#token });
       try {
         const r = await client.post<PersistResponse>(`/persist/${ino}?container=${node.container}&blocks=${blocks.length}`, {});
-        if (this.#table.markPersisted(ino, node.container, r.ufsFingerprint)) this.#log.info({ ino, worker: worker.id }, 'persisted');
+        // markPersisted re-checks the container in its transaction: content committed during the persist stays unpersisted.
+        if (await this.#table.markPersisted(ino, node.container, r.ufsFingerprint)) this.#log.info({ ino, worker: worker.id }, 'persisted');
       } finally {
         await client.close();
       }
     } catch (err) {
       const msg = (err as Error).message;
-      this.#table.persistFailed(ino, msg);
+      await this.#table.persistFailed(ino, msg).catch((e: unknown) => this.#log.warn({ ino, err: (e as Error).message }, 'could not record a failed persist'));
       this.#log.warn({ ino, err: msg }, 'persist failed; will retry');
       throw err;
     }

@@ -27,7 +27,8 @@ import {
   WRITE_TYPES,
 } from '../common/protocol';
 import { createUfs } from '../ufs';
-import { InodeTable } from './inode-table';
+import type { Metastore } from './metastore';
+import { SqliteMetastore } from './sqlite-metastore';
 import { Namespace } from './namespace';
 import { MountTable } from './mount-table';
 import { Persister } from './persister';
@@ -97,12 +98,13 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   createUfs(opts.ufsUri, opts.ufsOptions ?? {}); // a bad root URI fails before anything is created
   const dir = nodePath.join(opts.home, 'master');
   mkdirSync(dir, { recursive: true });
-  const table = new InodeTable(nodePath.join(dir, 'strata.db'), { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0 });
+  // The one place the master chooses its metadata engine; everything below sees only the Metastore interface.
+  const table: Metastore = new SqliteMetastore(nodePath.join(dir, 'strata.db'), { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0 });
   let mounts: MountTable;
   try {
-    mounts = new MountTable(table, opts.ufsUri, opts.ufsOptions ?? {});
+    mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {});
   } catch (err) {
-    table.close();
+    await table.close();
     throw err;
   }
   const ns = new Namespace({ table, mounts, syncIntervalMs: opts.syncIntervalMs ?? 5000, logger: log });
@@ -114,26 +116,26 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const openWriteTimeoutMs = Math.max(60_000, 4 * workerTimeoutMs);
 
   const metrics = createDaemonMetrics('master');
-  // Gauges read at scrape time from the database, so they never drift.
-  new Gauge({ name: 'strata_master_inodes', help: 'Inodes in the namespace', registers: [metrics.registry], collect() { this.set(table.nodeCount()); } });
+  // Gauges read at scrape time from the database, so they never drift (prom-client awaits an async collect).
+  new Gauge({ name: 'strata_master_inodes', help: 'Inodes in the namespace', registers: [metrics.registry], async collect() { this.set(await table.nodeCount()); } });
   new Gauge({
     name: 'strata_master_workers',
     help: 'Registered workers by state',
     labelNames: ['state'] as const,
     registers: [metrics.registry],
-    collect() {
-      const ws = table.workers();
+    async collect() {
+      const ws = await table.workers();
       this.set({ state: 'live' }, ws.filter((w) => w.live).length);
       this.set({ state: 'lost' }, ws.filter((w) => !w.live).length);
     },
   });
-  new Gauge({ name: 'strata_master_persist_queue_length', help: 'Files waiting to be persisted (ASYNC_THROUGH)', registers: [metrics.registry], collect() { this.set(table.persistQueue().length); } });
+  new Gauge({ name: 'strata_master_persist_queue_length', help: 'Files waiting to be persisted (ASYNC_THROUGH)', registers: [metrics.registry], async collect() { this.set((await table.persistQueue()).length); } });
   new Gauge({
     name: 'strata_master_persist_queue_oldest_seconds',
     help: 'Age of the oldest file waiting to be persisted',
     registers: [metrics.registry],
-    collect() {
-      const q = table.persistQueue();
+    async collect() {
+      const q = await table.persistQueue();
       this.set(q.length ? (Date.now() - Math.min(...q.map((j) => j.enqueuedAt))) / 1000 : 0);
     },
   });
@@ -170,18 +172,18 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
    * inodes), or `ino` alone. Inode forms are turned into paths here, because the
    * under-store is addressed by path.
    */
-  const target = (src: unknown, where: 'query' | 'body'): string => {
+  const target = async (src: unknown, where: 'query' | 'body'): Promise<string> => {
     const o = (src ?? {}) as Record<string, unknown>;
     if (typeof o.path === 'string') return o.path;
     const int = (k: string) => (where === 'query' ? intParam(o[k], k) : requiredInt(o, k, 1));
     if (o.parent !== undefined) {
       if (typeof o.name !== 'string') throw new StrataError('BAD_REQUEST', `missing '${'name'}' beside 'parent'`);
-      return joinPath(table.pathOf(int('parent')), validateName(o.name));
+      return joinPath(await table.pathOf(int('parent')), validateName(o.name));
     }
     if (o.ino !== undefined) return table.pathOf(int('ino'));
     throw new StrataError('BAD_REQUEST', `missing 'path' (or 'parent' and 'name', or 'ino')`);
   };
-  const pathQuery = (q: unknown): string => target(q, 'query');
+  const pathQuery = (q: unknown): Promise<string> => target(q, 'query');
   const timespec = (body: unknown, name: string): Timespec | 'now' | undefined => {
     const v = (body as Record<string, unknown>)[name];
     if (v === undefined || v === null) return undefined;
@@ -220,60 +222,60 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   });
 
   app.get('/healthz', async () => ({ ok: true }));
-  app.get(`${api}/info`, async () => ({ ufs: ns.ufsUri, blockSize, inodes: table.nodeCount(), workers: table.workers() }));
+  app.get(`${api}/info`, async () => ({ ufs: ns.ufsUri, blockSize, inodes: await table.nodeCount(), workers: await table.workers() }));
 
-  app.get(`${api}/stat`, async (req) => ns.stat(pathQuery(req.query)));
-  app.get(`${api}/list`, async (req) => ({ entries: await ns.list(pathQuery(req.query)) }));
-  app.get(`${api}/lookup`, async (req) => ns.stat(pathQuery(req.query)));
+  app.get(`${api}/stat`, async (req) => ns.stat(await pathQuery(req.query)));
+  app.get(`${api}/list`, async (req) => ({ entries: await ns.list(await pathQuery(req.query)) }));
+  app.get(`${api}/lookup`, async (req) => ns.stat(await pathQuery(req.query)));
   app.post(`${api}/mkdir`, async (req) =>
-    ns.mkdir(target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid')),
+    ns.mkdir(await target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid')),
   );
   app.post(`${api}/create`, async (req) =>
-    ns.create(target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid')),
+    ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid')),
   );
   app.post(`${api}/link`, async (req) => {
     const b = (req.body ?? {}) as Record<string, unknown>;
-    return ns.link(requiredInt(b, 'ino', 1), target({ parent: b.newParent, name: b.newName }, 'body'));
+    return ns.link(requiredInt(b, 'ino', 1), await target({ parent: b.newParent, name: b.newName }, 'body'));
   });
   app.post(`${api}/symlink`, async (req) =>
-    ns.symlink(target(req.body, 'body'), requiredString(req.body, 'target'), idField(req.body, 'uid'), idField(req.body, 'gid')),
+    ns.symlink(await target(req.body, 'body'), requiredString(req.body, 'target'), idField(req.body, 'uid'), idField(req.body, 'gid')),
   );
   app.post(`${api}/mknod`, async (req) => {
     const type = requiredString(req.body, 'type');
     if (!['fifo', 'socket', 'chardev', 'blockdev'].includes(type)) throw new StrataError('BAD_REQUEST', `type must be fifo, socket, chardev or blockdev`);
-    return ns.mknod(target(req.body, 'body'), type as FileType, modeField(req.body) ?? 0o644, optionalInt(req.body, 'rdev') ?? 0, idField(req.body, 'uid'), idField(req.body, 'gid'));
+    return ns.mknod(await target(req.body, 'body'), type as FileType, modeField(req.body) ?? 0o644, optionalInt(req.body, 'rdev') ?? 0, idField(req.body, 'uid'), idField(req.body, 'gid'));
   });
   const xattrName = (b: unknown) => requiredString(b, 'name');
   app.post(`${api}/xattr/set`, async (req) => {
     const b = req.body as Record<string, unknown>;
     const v = requiredString(b, 'value');
-    await ns.setXattr(target({ ino: b.ino, path: b.path }, 'body'), xattrName(b), Buffer.from(v, 'base64'), optionalInt(b, 'flags') ?? 0);
+    await ns.setXattr(await target({ ino: b.ino, path: b.path }, 'body'), xattrName(b), Buffer.from(v, 'base64'), optionalInt(b, 'flags') ?? 0);
     return {};
   });
   app.post(`${api}/xattr/get`, async (req) => {
     const b = req.body as Record<string, unknown>;
-    return { value: (await ns.getXattr(target({ ino: b.ino, path: b.path }, 'body'), xattrName(b))).toString('base64') };
+    return { value: (await ns.getXattr(await target({ ino: b.ino, path: b.path }, 'body'), xattrName(b))).toString('base64') };
   });
-  app.post(`${api}/xattr/list`, async (req) => ({ names: await ns.listXattrs(target(req.body, 'body')) }));
+  app.post(`${api}/xattr/list`, async (req) => ({ names: await ns.listXattrs(await target(req.body, 'body')) }));
   app.post(`${api}/xattr/remove`, async (req) => {
     const b = req.body as Record<string, unknown>;
-    await ns.removeXattr(target({ ino: b.ino, path: b.path }, 'body'), xattrName(b));
+    await ns.removeXattr(await target({ ino: b.ino, path: b.path }, 'body'), xattrName(b));
     return {};
   });
   app.post(`${api}/unlink`, async (req) => {
-    await ns.unlink(target(req.body, 'body'));
+    await ns.unlink(await target(req.body, 'body'));
     return {};
   });
   app.post(`${api}/rmdir`, async (req) => {
-    await ns.rmdir(target(req.body, 'body'));
+    await ns.rmdir(await target(req.body, 'body'));
     return {};
   });
   app.post(`${api}/rename`, async (req) => {
     const b = (req.body ?? {}) as Record<string, unknown>;
     const flags = optionalInt(b, 'flags') ?? 0;
     if (flags & ~1) throw new StrataError('INVALID_ARGUMENT', 'rename flags other than RENAME_NOREPLACE are not supported');
-    const src = b.src !== undefined ? requiredString(b, 'src') : target({ parent: b.parent, name: b.name }, 'body');
-    const dst = b.dst !== undefined ? requiredString(b, 'dst') : target({ parent: b.newParent, name: b.newName }, 'body');
+    const src = b.src !== undefined ? requiredString(b, 'src') : await target({ parent: b.parent, name: b.name }, 'body');
+    const dst = b.dst !== undefined ? requiredString(b, 'dst') : await target({ parent: b.newParent, name: b.newName }, 'body');
     await ns.rename(src, dst, (flags & 1) !== 0);
     return {};
   });
@@ -290,12 +292,12 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const mtime = timespec(b, 'mtime');
     if (atime !== undefined) attrs.atime = atime;
     if (mtime !== undefined) attrs.mtime = mtime;
-    return ns.setAttributes(target(b, 'body'), attrs);
+    return ns.setAttributes(await target(b, 'body'), attrs);
   });
   app.get(`${api}/blocks`, async (req) => {
     const q = req.query as Record<string, unknown>;
     // By path even for an inode, so a stale under-store file is checked before its blocks are handed out.
-    return ns.fileBlocks(pathQuery(q), q.allowDirectory === 'true');
+    return ns.fileBlocks(await pathQuery(q), q.allowDirectory === 'true');
   });
   app.post(`${api}/write/begin`, async (req) => ns.beginWrite(requiredInt(req.body, 'ino', 1)));
   app.post(`${api}/write/commit`, async (req) => {
@@ -369,7 +371,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     if (!/^[0-9a-f-]{8,64}$/.test(uuid)) throw new StrataError('BAD_REQUEST', 'worker uuid must be 8-64 hex digits or dashes');
     const host = (field(b, 'host', 'string', true) as string | undefined) ?? '';
     if (host.length > 256) throw new StrataError('BAD_REQUEST', 'host too long');
-    const workerId = table.registerWorker({
+    const workerId = await table.registerWorker({
       uuid,
       address,
       host,
@@ -384,7 +386,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   });
   app.post(`${api}/workers/heartbeat`, reportLimit, async (req): Promise<HeartbeatResponse> => {
     const b = req.body;
-    const r = table.heartbeat({
+    const r = await table.heartbeat({
       workerId: requiredInt(b, 'workerId'),
       capacityBytes: requiredInt(b, 'capacityBytes'),
       usedBytes: requiredInt(b, 'usedBytes'),
@@ -402,18 +404,18 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.get(`${api}/mounts`, async () => ns.mounts());
   /** Persists a file now (any write type); answers when its bytes are in the under-store. */
   app.post(`${api}/persist`, async (req) => {
-    const node = await ns.resolve(target(req.body, 'body'));
+    const node = await ns.resolve(await target(req.body, 'body'));
     if (node.type !== 'file') throw new StrataError('IS_DIRECTORY', 'only files can be persisted');
     if (node.persistState !== 'persisted') {
-      table.enqueuePersist(node.ino);
+      await table.enqueuePersist(node.ino);
       await persister.persist(node.ino);
     }
-    return ns.stat(table.pathOf(node.ino));
+    return ns.stat(await table.pathOf(node.ino));
   });
   app.get(`${api}/persist-queue`, async () => table.persistQueue());
   /** Re-reads a path's metadata from its store now, whatever the sync interval. */
   app.post(`${api}/sync`, async (req) => {
-    await ns.forceSync(target(req.body, 'body'));
+    await ns.forceSync(await target(req.body, 'body'));
     return {};
   });
   app.post(`${api}/mount`, async (req) => {
@@ -437,13 +439,13 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.post(`${api}/pin`, async (req) => {
     const b = req.body;
     const pinned = field(b, 'pinned', 'boolean') as boolean;
-    const path = target(b, 'body');
+    const path = await target(b, 'body');
     return { path, pinned, ...(await ns.setPinned(path, pinned, recursiveFlag(b))) };
   });
   /** Sets `{ttlMs, action}` (ms from now; action free (default) or delete) or clears it (`ttlMs: null`). */
   app.post(`${api}/ttl`, async (req) => {
     const b = req.body;
-    const path = target(b, 'body');
+    const path = await target(b, 'body');
     if ((b as Record<string, unknown>).ttlMs === undefined) throw new StrataError('BAD_REQUEST', `missing field 'ttlMs' (milliseconds from now, or null to clear the TTL)`);
     const ttlMs = (b as Record<string, unknown>).ttlMs === null ? null : requiredInt(b, 'ttlMs');
     if (ttlMs !== null && ttlMs > MAX_TTL_MS) throw new StrataError('BAD_REQUEST', `field 'ttlMs' must be at most ${MAX_TTL_MS} (100 years)`);
@@ -451,16 +453,25 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     if (action !== 'free' && action !== 'delete') throw new StrataError('BAD_REQUEST', `field 'action' must be 'free' or 'delete', got '${action.slice(0, 32)}'`);
     return { path, ttl: await ns.setTtl(path, ttlMs, action) };
   });
-  app.post(`${api}/free`, async (req): Promise<FreeResponse> => ns.free(target(req.body, 'body'), recursiveFlag(req.body)));
-  app.get(`${api}/du`, async (req): Promise<DuResponse> => ns.du(pathQuery(req.query)));
+  app.post(`${api}/free`, async (req): Promise<FreeResponse> => ns.free(await target(req.body, 'body'), recursiveFlag(req.body)));
+  app.get(`${api}/du`, async (req): Promise<DuResponse> => ns.du(await pathQuery(req.query)));
 
   const dashboard: Dashboard | undefined =
     opts.dashboard === false ? undefined : registerDashboard(app, { table, ns, logger: log, token: opts.auth?.token }, opts.dashboard === true ? {} : opts.dashboard);
 
-  const expiry = setInterval(() => {
-    for (const id of table.expireWorkers(Date.now() - workerTimeoutMs)) log.warn({ workerId: id, timeoutMs: workerTimeoutMs }, 'worker lost: no heartbeat');
-    const stale = table.expireOpenWrites(Date.now() - openWriteTimeoutMs);
+  // Expiry passes: one at a time (a slow store must not stack them up); close() waits for one in flight.
+  // Two transactions, independent of each other: a worker lost and a write abandoned are separate facts.
+  let expiryPass: Promise<void> | undefined;
+  const expire = async (): Promise<void> => {
+    for (const id of await table.expireWorkers(Date.now() - workerTimeoutMs)) log.warn({ workerId: id, timeoutMs: workerTimeoutMs }, 'worker lost: no heartbeat');
+    const stale = await table.expireOpenWrites(Date.now() - openWriteTimeoutMs);
     if (stale > 0) log.warn({ writes: stale, timeoutMs: openWriteTimeoutMs }, 'writes abandoned before their commit: their cached copies are deleted');
+  };
+  const expiry = setInterval(() => {
+    if (expiryPass) return;
+    expiryPass = expire()
+      .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'expiry pass failed'))
+      .finally(() => (expiryPass = undefined));
   }, Math.max(100, Math.min(5000, workerTimeoutMs / 3)));
   expiry.unref();
 
@@ -490,9 +501,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       clearInterval(ttlTimer);
       await dashboard?.close();
       await ttlPass;
+      await expiryPass;
       await persister.stop();
       await app.close();
-      table.close();
+      await table.close();
       await ns.close();
     },
   };
