@@ -32,6 +32,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'masterPort', flag: '--master-port / --port', env: 'STRATA_MASTER_PORT', kind: 'int', description: 'Master API port (0 = any free port).', default: () => 19998 },
   { key: 'workerPort', flag: '--worker-port / --port', env: 'STRATA_WORKER_PORT', kind: 'int', description: 'Worker data port (0 = any free port).', default: () => 29999 },
   { key: 'master', flag: '--master', env: 'STRATA_MASTER', kind: 'url', description: 'Master URL used by workers, mounts and `strata fs`.', default: () => 'http://127.0.0.1:19998' },
+  { key: 'metastore', flag: '--metastore', env: 'STRATA_METASTORE', kind: 'string', description: "Where the master keeps the namespace: sqlite (a file in <home>/master) or a PostgreSQL URL postgres://user@host:port/db (the database must exist; a password is better given as $PGPASSWORD or in ~/.pgpass than in the URL).", default: () => 'sqlite' },
   { key: 'blockSize', flag: '--block-size', env: 'STRATA_BLOCK_SIZE', kind: 'bytes', description: 'Block size of new files (power of two).', default: () => 64 * 1024 ** 2 },
   { key: 'workerCapacity', flag: '--capacity', env: 'STRATA_WORKER_CAPACITY', kind: 'bytes', description: 'Byte quota of the worker block cache.', default: () => 8 * 1024 ** 3 },
   { key: 'workerTiers', flag: '--tier NAME:DIR:SIZE (repeatable) / --tiers a,b', env: 'STRATA_WORKER_TIERS', kind: 'string', description: 'Worker cache tiers, top first, comma-separated NAME:DIR:SIZE (e.g. mem:/dev/shm/strata:4GiB,ssd:/var/lib/strata:200GiB); "default" = one SSD tier <home>/worker/blocks of workerCapacity.', default: () => 'default' },
@@ -68,6 +69,7 @@ export interface StrataConfig {
   masterPort: number;
   workerPort: number;
   master: string;
+  metastore: string;
   blockSize: number;
   workerCapacity: number;
   workerTiers: string;
@@ -120,6 +122,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if (k.key === 'allowOther' && !['true', 'false', 'auto'].includes(v)) throw bad('true, false or auto');
       if (k.key === 'evictionPolicy' && !['LRU', 'FIFO', 'LFU'].includes(v)) throw bad('LRU, FIFO or LFU');
       if (k.key === 'readType' && !['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'].includes(v)) throw bad('CACHE, CACHE_PROMOTE or NO_CACHE');
+      if (k.key === 'metastore' && v !== 'sqlite' && !/^postgres(ql)?:\/\//.test(v)) throw bad('sqlite or a postgres:// URL');
       if (k.key === 'writeType' && !['MUST_CACHE', 'CACHE_THROUGH', 'THROUGH', 'ASYNC_THROUGH'].includes(v)) throw bad('MUST_CACHE, CACHE_THROUGH, THROUGH or ASYNC_THROUGH');
       return v;
     case 'int': {

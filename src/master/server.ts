@@ -29,6 +29,7 @@ import {
 import { createUfs } from '../ufs';
 import type { Metastore } from './metastore';
 import { SqliteMetastore } from './sqlite-metastore';
+import { PgMetastore } from './pg-metastore';
 import { Namespace } from './namespace';
 import { MountTable } from './mount-table';
 import { Persister } from './persister';
@@ -53,6 +54,11 @@ export interface MasterOptions {
   persistInitialWaitMs?: number;
   /** Block size of new files. Default 64 MiB. */
   blockSize?: number;
+  /**
+   * Where the namespace lives: 'sqlite' (a file in `<home>/master`) or a PostgreSQL
+   * URL (postgres://user@host:port/db, an existing database). Default 'sqlite'.
+   */
+  metastore?: string;
   /** Re-check under-store metadata older than this (ms); 0 always, -1 never. Default 5000. */
   syncIntervalMs?: number;
   /** A worker silent for this long (ms) is marked lost. Default 30000. */
@@ -99,7 +105,13 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const dir = nodePath.join(opts.home, 'master');
   mkdirSync(dir, { recursive: true });
   // The one place the master chooses its metadata engine; everything below sees only the Metastore interface.
-  const table: Metastore = new SqliteMetastore(nodePath.join(dir, 'strata.db'), { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0 });
+  const persistInitialWaitMs = opts.persistInitialWaitMs ?? 0;
+  const metastore = opts.metastore ?? 'sqlite';
+  if (metastore !== 'sqlite' && !/^postgres(ql)?:\/\//.test(metastore)) throw new StrataError('CONFIG', `metastore must be sqlite or a postgres:// URL, got '${metastore}'`);
+  const table: Metastore =
+    metastore === 'sqlite'
+      ? new SqliteMetastore(nodePath.join(dir, 'strata.db'), { blockSize, persistInitialWaitMs })
+      : await PgMetastore.open(metastore, { blockSize, persistInitialWaitMs, logger: log });
   let mounts: MountTable;
   try {
     mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {});
