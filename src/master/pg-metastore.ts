@@ -224,6 +224,20 @@ const Q = {
     `INSERT INTO node AS n (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at, pinned)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING ${NODE_COLUMNS}`,
   ),
+  // Batch forms for loadChildren: a listing of thousands of entries in a few round trips.
+  takenNames: sql('taken_names', `SELECT name FROM edge WHERE parent = $1 AND name = ANY ($2::text[])`),
+  nextInos: sql('next_inos', `SELECT nextval(pg_get_serial_sequence('node', 'ino')) AS v FROM generate_series(1, $1::int4)`),
+  nextContainers: sql('next_containers', `SELECT nextval('container_seq') AS v FROM generate_series(1, $1::int4)`),
+  insertNodes: sql(
+    'insert_nodes',
+    `INSERT INTO node (ino, type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at, container, pinned)
+     SELECT ino, type, mode, uid, gid, size, nlink, ts, tns, ts, tns, cs, cns, target, rdev, $1, persisted, fp, synced_at, container, $2
+     FROM unnest($3::int8[], $4::int2[], $5::int4[], $6::int8[], $7::int8[], $8::int8[], $9::int4[], $10::int8[], $11::int4[], $12::int8[], $13::int4[],
+                 $14::text[], $15::int8[], $16::bool[], $17::text[], $18::int8[], $19::int8[])
+       AS u(ino, type, mode, uid, gid, size, nlink, ts, tns, cs, cns, target, rdev, persisted, fp, synced_at, container)`,
+  ),
+  insertEdges: sql('insert_edges', `INSERT INTO edge (parent, name, ino) SELECT $1, name, ino FROM unnest($2::text[], $3::int8[]) AS u(name, ino)`),
+  insertBlocksMany: sql('insert_blocks_many', `INSERT INTO block (block_id, ino, idx, length) SELECT b, f, i, l FROM unnest($1::int8[], $2::int8[], $3::int4[], $4::int8[]) AS u(b, f, i, l)`),
   insertEdge: sql('insert_edge', `INSERT INTO edge (parent, name, ino) VALUES ($1, $2, $3)`),
   deleteEdge: sql('delete_edge', `DELETE FROM edge WHERE parent = $1 AND name = $2 RETURNING primary_link`),
   deleteNode: sql('delete_node', `DELETE FROM node WHERE ino = $1`),
@@ -467,8 +481,10 @@ function toStoreError(err: unknown): StrataError {
   return new StrataError('INTERNAL', `metadata database (${state}): ${detail}`, { cause: err });
 }
 
-type ChangeKind = 0 | 1 | 2;
-interface Change {
+/** 0: the inode's attributes changed; 1: the name `name` in directory `ino` changed; 2: where the file's blocks are cached changed. */
+export type ChangeKind = 0 | 1 | 2;
+/** One entry of the change log. */
+export interface Change {
   ino: number;
   kind: ChangeKind;
   name: string | null;
@@ -934,21 +950,67 @@ export class PgMetastore implements Metastore {
 
   /**
    * Links nodes discovered in the under-store, skipping names that meanwhile
-   * exist; used by lazy loading, so it never touches parent times.
+   * exist; used by lazy loading, so it never touches parent times. Batched: a
+   * listing costs a handful of statements, not a few per entry.
    */
   async loadChildren(parent: number, nodes: { name: string; node: NewNode }[]): Promise<void> {
     await this.#tx(async (tx) => {
       const p = await this.#node(tx, parent);
-      if (!p || p.type !== 'directory') return;
-      let subdirs = 0;
-      for (const { name, node } of nodes) {
-        if (await tx.one(Q.edgeExists, [parent, name])) continue;
-        const created = await this.#insertNode(tx, node, p.pinned);
-        await tx.run(Q.insertEdge, [parent, name, created.ino]);
-        tx.edge(parent, name);
-        if (node.type === 'directory') subdirs++;
-        if (node.type === 'file' && (node.size ?? 0) > 0) await this.#allocateBlocks(tx, created.ino, node.size!, created.pinned);
+      if (!p || p.type !== 'directory' || nodes.length === 0) return;
+      const taken = new Set((await tx.rows<{ name: string }>(Q.takenNames, [parent, nodes.map((n) => n.name)])).map((r) => r.name));
+      // A name listed twice is linked once, as a second insert would find it taken.
+      const fresh = nodes.filter(({ name }) => !taken.has(name) && (taken.add(name), true));
+      if (fresh.length === 0) return;
+      const inos = (await tx.rows<{ v: number }>(Q.nextInos, [fresh.length])).map((r) => r.v);
+      const withBlocks = fresh.filter(({ node }) => node.type === 'file' && (node.size ?? 0) > 0).length;
+      const containers = withBlocks > 0 ? (await tx.rows<{ v: number }>(Q.nextContainers, [withBlocks])).map((r) => r.v) : [];
+      const now = timespecNow();
+      const col = <T>(f: (n: NewNode, i: number) => T): T[] => fresh.map(({ node }, i) => f(node, i));
+      const containerOf = new Map<number, number>();
+      const blocks = { ids: [] as number[], inos: [] as number[], idx: [] as number[], lengths: [] as number[] };
+      fresh.forEach(({ node }, i) => {
+        if (node.type !== 'file' || (node.size ?? 0) <= 0) return;
+        const container = containers[containerOf.size]!;
+        containerOf.set(i, container);
+        const n = Math.ceil(node.size! / this.#blockSize);
+        for (let b = 0; b < n; b++) {
+          blocks.ids.push(blockIdOf(container, b));
+          blocks.inos.push(inos[i]!);
+          blocks.idx.push(b);
+          blocks.lengths.push(Math.min(this.#blockSize, node.size! - b * this.#blockSize));
+        }
+      });
+      await tx.run(Q.insertNodes, [
+        this.#blockSize,
+        p.pinned,
+        inos,
+        col((n) => TYPE_CODE[n.type]),
+        col((n) => n.mode & 0o7777),
+        col((n) => n.uid),
+        col((n) => n.gid),
+        col((n) => n.size ?? 0),
+        col((n) => (n.type === 'directory' ? 2 : 1)),
+        col((n) => (n.mtime ?? now).sec),
+        col((n) => (n.mtime ?? now).nsec),
+        col((n) => (n.mtime ?? now).sec),
+        col((n) => (n.mtime ?? now).nsec),
+        col((n) => n.target ?? null),
+        col((n) => n.rdev ?? 0),
+        col((n) => n.persisted),
+        col((n) => n.ufsFingerprint ?? null),
+        col((n) => n.syncedAt ?? 0),
+        col((_, i) => containerOf.get(i) ?? 0),
+      ]);
+      await tx.run(Q.insertEdges, [parent, fresh.map((f) => f.name), inos]);
+      if (blocks.ids.length > 0) {
+        await tx.run(Q.insertBlocksMany, [blocks.ids, blocks.inos, blocks.idx, blocks.lengths]);
+        if (p.pinned) await this.#bumpPinVersion(tx);
       }
+      fresh.forEach(({ name }, i) => {
+        tx.node(inos[i]!);
+        tx.edge(parent, name);
+      });
+      const subdirs = fresh.filter(({ node }) => node.type === 'directory').length;
       if (subdirs > 0) {
         await tx.run(Q.nlinkAdd, [parent, subdirs]);
         tx.node(parent);

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
-import { PgMetastore } from '../../src/master/pg-metastore';
+import { PgChangeLog, PgMetastore } from '../../src/master/pg-metastore';
 import { SqliteMetastore } from '../../src/master/sqlite-metastore';
 import { ROOT_INO, type Metastore, type NewNode } from '../../src/master/metastore';
 import { StrataError, type ErrorCode } from '../../src/common/errors';
@@ -395,6 +395,61 @@ if (skip) {
     await store.markSyncedMany([ROOT_INO], 42);
     t.equal((await store.requireNode(ROOT_INO)).syncedAt, 42);
     await checkInvariants(t, url);
+  });
+
+  t.test('a large listing loads in one batch, as SQLite loads it', async (t) => {
+    const { store, url } = await openStore(t);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-sqlite-'));
+    const sqlite = new SqliteMetastore(path.join(dir, 'meta.db'), { blockSize: BS });
+    t.teardown(async () => {
+      await sqlite.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const listing = Array.from({ length: 1000 }, (_, i) => ({
+      name: `e${i % 950}`,
+      node: i % 7 === 0 ? dirNode({ persisted: true, mtime: { sec: 1000 + i, nsec: i } }) : fileNode({ persisted: true, size: i * 500, ufsFingerprint: `fp${i}`, mtime: { sec: 2000 + i, nsec: 7 } }),
+    }));
+    const shape = async (s: Metastore, parent: number) =>
+      Promise.all(
+        (await s.children(parent)).map(async (c) => ({
+          name: c.name,
+          type: c.type,
+          size: c.size,
+          nlink: c.nlink,
+          mtime: c.mtime,
+          ctime: c.ctime,
+          fp: c.ufsFingerprint,
+          blocks: c.type === 'file' ? (await s.blocks(c.ino)).map((b) => [b.index, b.length, b.id % 2 ** 20]) : [],
+        })),
+      );
+    for (const s of [store, sqlite] as Metastore[]) {
+      const d = await s.createChild(ROOT_INO, 'd', dirNode());
+      await s.createChild(d.ino, 'e5', fileNode({ mtime: { sec: 5, nsec: 5 } }));
+      await s.loadChildren(d.ino, listing);
+    }
+    const pgD = (await store.lookup(ROOT_INO, 'd'))!;
+    const liteD = (await sqlite.lookup(ROOT_INO, 'd'))!;
+    t.equal(pgD.nlink, liteD.nlink, 'the same link count of the parent');
+    t.same(await shape(store, pgD.ino), await shape(sqlite, liteD.ino), 'the same entries, attributes and blocks');
+    t.equal((await store.children(pgD.ino)).length, 950);
+    await checkInvariants(t, url);
+  });
+
+  t.test('the change log forgets old history: a client that fell behind it resets', async (t) => {
+    const log = new PgChangeLog();
+    const epoch = log.epoch;
+    const batch = Array.from({ length: 1000 }, (_, i) => ({ ino: i, kind: 0 as const, name: null }));
+    for (let i = 0; i < 310; i++) log.append(batch);
+    t.equal(await log.seq(), 310_000);
+    t.ok((await log.changes(epoch, 0, 0)).reset, 'seq 0 is no longer in the log');
+    const recent = await log.changes(epoch, 300_000, 0);
+    t.notOk(recent.reset);
+    t.equal(recent.seq, 310_000);
+    t.equal(recent.inos.length, 1000, 'each inode once');
+    const capped = await log.changes(epoch, 150_000, 0);
+    t.notOk(capped.reset, 'still in the log');
+    t.equal(capped.seq, 160_000, 'at most one batch of changes per answer');
+    await log.close();
   });
 
   t.test('the change log: names, nodes and cache maps, in order, with a long poll and resets', async (t) => {
