@@ -848,12 +848,17 @@ export class InodeTable {
     })();
   }
 
-  /** Marks a file persisted if its content is still the version that was persisted. */
+  /**
+   * Marks a file persisted if its content is still the version that was persisted,
+   * and takes it off the queue. A queue entry of a newer version stays: it was
+   * queued by that version's commit, and that content is not in the store yet.
+   */
   markPersisted(ino: number, container: number, fingerprint: string): boolean {
     return this.#db.transaction(() => {
       const n = this.getNode(ino);
+      if (n && n.type === 'file' && n.container !== container) return false;
       this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(ino);
-      if (!n || n.container !== container) return false;
+      if (!n || n.type !== 'file') return false;
       this.#db.prepare(`UPDATE node SET persisted = 1, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(fingerprint, Date.now(), ino);
       return true;
     })();

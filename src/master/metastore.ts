@@ -328,8 +328,10 @@ export interface Metastore {
   /** Records a failed attempt; the next waits with exponential backoff (1 s … 5 min). No entry: nothing happens. */
   persistFailed(ino: number, error: string): Promise<void>;
   /**
-   * Leaves the queue and, if the file's content is still `container` (the version
-   * that was persisted), marks it persisted with `fingerprint`. Answers whether it did.
+   * If the file's content is still `container` (the version that was persisted),
+   * marks it persisted with `fingerprint` and takes it off the queue; answers
+   * whether it did. A newer version keeps its queue entry (its commit queued it
+   * and its bytes are not in the store yet); a gone inode leaves the queue.
    */
   markPersisted(ino: number, container: number, fingerprint: string): Promise<boolean>;
   /**
