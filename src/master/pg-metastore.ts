@@ -1410,12 +1410,17 @@ export class PgMetastore implements Metastore {
     await this.#tx((tx) => tx.run(Q.persistFailed, [ino, Date.now(), error.slice(0, 500)]));
   }
 
-  /** Marks a file persisted if its content is still the version that was persisted. */
+  /**
+   * Marks a file persisted if its content is still the version that was persisted,
+   * and takes it off the queue. A queue entry of a newer version stays: it was
+   * queued by that version's commit, and that content is not in the store yet.
+   */
   async markPersisted(ino: number, container: number, fingerprint: string): Promise<boolean> {
     return this.#tx(async (tx) => {
       const n = await this.#node(tx, ino);
+      if (n && n.type === 'file' && n.container !== container) return false;
       await tx.run(Q.dropPersist, [ino]);
-      if (!n || n.container !== container) return false;
+      if (!n || n.type !== 'file') return false;
       await tx.run(Q.markPersisted, [ino, fingerprint, Date.now()]);
       tx.node(ino);
       return true;

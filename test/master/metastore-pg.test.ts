@@ -17,6 +17,7 @@ import { StrataError, type ErrorCode } from '../../src/common/errors';
 import { blockIdOf } from '../../src/common/protocol';
 import { postgresSkipReason, startPostgres, type PostgresServer } from '../helpers/postgres';
 import { rejectsCode } from '../ufs/conformance';
+import { metastoreConformance } from './metastore-conformance';
 
 const BS = 4096;
 const fileNode = (extra: Partial<NewNode> = {}): NewNode => ({ type: 'file', mode: 0o644, uid: 1000, gid: 1000, persisted: false, ...extra });
@@ -114,6 +115,12 @@ if (skip) {
     const blocks = Array.from({ length: n }, (_, i) => ({ id: blockIdOf(containerId, i), length: Math.min(BS, size - i * BS) }));
     return store.commitWrite({ ino, containerId, size, blocks, workerId, ufsFingerprint: null });
   };
+
+  t.test('the Metastore conformance suite', async (t) => {
+    // One database for the whole suite: every open must see what the previous store committed.
+    const url = await freshDatabase();
+    metastoreConformance(t, () => PgMetastore.open(url, { blockSize: BS }));
+  });
 
   t.test('a fresh store has only the root; numbers come back as numbers', async (t) => {
     const { store } = await openStore(t);
