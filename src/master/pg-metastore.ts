@@ -74,6 +74,13 @@ export interface PgMetastoreOptions {
   persistInitialWaitMs?: number;
   /** Connections in the pool. Default 10. */
   poolSize?: number;
+  /** Longest wait for a connection (ms); then the call fails UNAVAILABLE. Default 10000. */
+  connectTimeoutMs?: number;
+  /**
+   * Longest run of one statement on the server (ms), and of a transaction left idle
+   * by a client that went away; then the call fails TIMEOUT. Default 60000.
+   */
+  statementTimeoutMs?: number;
   /** Where pool errors and retry storms are reported. Default: nowhere. */
   logger?: Logger;
 }
@@ -461,24 +468,42 @@ const RETRY_ALWAYS = new Set(['40001', '40P01']);
 const UNIQUE_VIOLATION = '23505';
 const MAX_ATTEMPTS = 100;
 const MAX_UNIQUE_RETRIES = 5;
-/** Server and connection failures: the database is down or going away. */
+/**
+ * A transaction that lost its connection before COMMIT was sent did not happen
+ * (the server rolls it back), so it is safe to run again on a new connection: a
+ * restarted server or a failover of the database is then a pause, not an error.
+ */
+const MAX_RECONNECTS = 3;
+/** SQLSTATE classes of a server that is down, going away or out of resources. */
 const UNAVAILABLE_CLASSES = ['08', '57', '53'];
 
+/** The SQLSTATE of an error the server sent; undefined for anything else (a socket error, a bug). */
 function sqlState(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+  return err instanceof pg.DatabaseError ? err.code : undefined;
 }
 
-/** A database error as a StrataError: StrataErrors pass, a lost server is UNAVAILABLE, anything else INTERNAL. */
+/**
+ * Whether the connection itself failed: a socket error, the driver's "connection
+ * terminated", a server shutting down. Not a programming error (those are the
+ * built-in error classes) and not an answer of the server to a statement.
+ */
+function isConnectionFailure(err: unknown): boolean {
+  if (err instanceof StrataError || err instanceof TypeError || err instanceof RangeError || err instanceof ReferenceError || err instanceof SyntaxError) return false;
+  const state = sqlState(err);
+  return state === undefined ? err instanceof Error : state.startsWith('08') || state === '57P01' || state === '57P02' || state === '57P03';
+}
+
+/** A database error as a StrataError: StrataErrors pass, a lost server is UNAVAILABLE, a timeout TIMEOUT, anything else INTERNAL. */
 function toStoreError(err: unknown): StrataError {
   if (err instanceof StrataError) return err;
   const state = sqlState(err);
   const detail = err instanceof Error ? err.message : String(err);
-  if (state === undefined || UNAVAILABLE_CLASSES.includes(state.slice(0, 2))) {
+  if (state === '57014') return new StrataError('TIMEOUT', `metadata database: ${detail}`, { cause: err });
+  if (state === '53100') return new StrataError('NO_SPACE', `metadata database: ${detail}`, { cause: err });
+  if (isConnectionFailure(err) || (state !== undefined && UNAVAILABLE_CLASSES.includes(state.slice(0, 2)))) {
     return new StrataError('UNAVAILABLE', `metadata database: ${detail}`, { cause: err });
   }
-  if (state === '53100') return new StrataError('NO_SPACE', `metadata database: ${detail}`, { cause: err });
-  return new StrataError('INTERNAL', `metadata database (${state}): ${detail}`, { cause: err });
+  return new StrataError('INTERNAL', `metadata database${state ? ` (${state})` : ''}: ${detail}`, { cause: err });
 }
 
 /** 0: the inode's attributes changed; 1: the name `name` in directory `ino` changed; 2: where the file's blocks are cached changed. */
@@ -663,7 +688,17 @@ export class PgMetastore implements Metastore {
    * CONFIG, a database whose schema is newer than this code.
    */
   static async open(url: string, opts: PgMetastoreOptions): Promise<PgMetastore> {
-    const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10, types, application_name: 'strata-master' });
+    const statementTimeoutMs = opts.statementTimeoutMs ?? 60_000;
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: opts.poolSize ?? 10,
+      types,
+      application_name: 'strata-master',
+      connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
+      // A hung server or a lost client never holds a request or a row lock forever.
+      statement_timeout: statementTimeoutMs,
+      idle_in_transaction_session_timeout: statementTimeoutMs,
+    });
     // An idle connection whose server went away emits here; without a listener that would end the process.
     pool.on('error', (err) => opts.logger?.warn({ err }, 'metadata database connection lost'));
     const store = new PgMetastore(pool, opts);
@@ -709,13 +744,25 @@ export class PgMetastore implements Metastore {
    */
   async #tx<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     let uniqueRetries = 0;
+    let reconnects = 0;
     for (let attempt = 1; ; attempt++) {
-      const client = await this.#connect();
+      let client: pg.PoolClient;
+      try {
+        client = await this.#connect();
+      } catch (err) {
+        if (this.#closed || !isConnectionFailure(err) || ++reconnects > MAX_RECONNECTS) throw toStoreError(err);
+        await sleep(100 * 2 ** reconnects);
+        continue;
+      }
       let broken: Error | undefined;
+      let reconnect = false;
+      // Once COMMIT is sent, a lost connection leaves the outcome unknown: never run that attempt again.
+      let committing = false;
       try {
         const tx = new Tx(client);
         await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
         const out = await fn(tx);
+        committing = true;
         await client.query('COMMIT');
         this.stats.commits++;
         this.changes.append(tx.changed);
@@ -728,7 +775,8 @@ export class PgMetastore implements Metastore {
           broken = rollbackErr as Error;
         }
         const state = sqlState(err);
-        const retry = (state !== undefined && RETRY_ALWAYS.has(state)) || (state === UNIQUE_VIOLATION && ++uniqueRetries <= MAX_UNIQUE_RETRIES);
+        reconnect = !committing && !this.#closed && isConnectionFailure(err) && ++reconnects <= MAX_RECONNECTS;
+        const retry = reconnect || (state !== undefined && RETRY_ALWAYS.has(state)) || (state === UNIQUE_VIOLATION && ++uniqueRetries <= MAX_UNIQUE_RETRIES);
         if (!retry || attempt >= MAX_ATTEMPTS) {
           if (retry) this.#log?.warn({ attempts: attempt, state }, 'metadata transaction still conflicting; giving up');
           throw toStoreError(err);
@@ -737,29 +785,44 @@ export class PgMetastore implements Metastore {
         this.#release(client, broken);
       }
       this.stats.retries++;
-      // Jittered exponential backoff, so the transactions that collided do not collide again in step.
-      await sleep(Math.random() * Math.min(50, 2 ** Math.min(attempt, 6)));
+      // A server coming back takes a moment. After a conflict: jittered exponential
+      // backoff, so the transactions that collided do not collide again in step.
+      await sleep(reconnect ? 100 * 2 ** reconnects : Math.random() * Math.min(50, 2 ** Math.min(attempt, 6)));
     }
   }
 
   /** Runs several reads on one snapshot (never aborted for conflicts: it writes nothing). */
   async #read<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    const client = await this.#connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      const out = await fn(new Tx(client));
-      await client.query('COMMIT');
-      return out;
-    } catch (err) {
+    return this.#reading(async () => {
+      const client = await this.#connect();
+      let broken: Error | undefined;
       try {
-        await client.query('ROLLBACK');
-      } catch (rollbackErr) {
-        broken = rollbackErr as Error;
+        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        const out = await fn(new Tx(client));
+        await client.query('COMMIT');
+        return out;
+      } catch (err) {
+        try {
+          await client.query('ROLLBACK');
+        } catch (rollbackErr) {
+          broken = rollbackErr as Error;
+        }
+        throw err;
+      } finally {
+        this.#release(client, broken);
       }
-      throw toStoreError(err);
-    } finally {
-      this.#release(client, broken);
+    });
+  }
+
+  /** Runs a read again on a new connection when the connection failed (reads are safe to repeat); errors as StrataErrors. */
+  async #reading<T>(read: () => Promise<T>): Promise<T> {
+    for (let reconnects = 0; ; ) {
+      try {
+        return await read();
+      } catch (err) {
+        if (this.#closed || !isConnectionFailure(err) || ++reconnects > MAX_RECONNECTS) throw toStoreError(err);
+        await sleep(100 * 2 ** reconnects);
+      }
     }
   }
 
@@ -767,17 +830,14 @@ export class PgMetastore implements Metastore {
    * A connection of the pool for one transaction. While it is checked out, the
    * pool does not listen for its errors: a server that dies between two statements
    * would raise an unhandled 'error' and end the process, so we listen (the next
-   * statement then fails, and the transaction with it).
+   * statement then fails, and the transaction with it). Throws the driver's error
+   * as it is, so callers can tell a connection failure.
    */
   async #connect(): Promise<pg.PoolClient> {
     if (this.#closed) throw new StrataError('UNAVAILABLE', 'the metadata store is closed');
-    try {
-      const client = await this.#pool.connect();
-      client.on('error', this.#onClientError);
-      return client;
-    } catch (err) {
-      throw toStoreError(err);
-    }
+    const client = await this.#pool.connect();
+    client.on('error', this.#onClientError);
+    return client;
   }
 
   #release(client: pg.PoolClient, broken: Error | undefined): void {
@@ -789,25 +849,15 @@ export class PgMetastore implements Metastore {
     this.#log?.warn({ err }, 'metadata database connection lost in a transaction');
   };
 
-  /** One statement on its own (autocommit): reads that need no snapshot beyond the statement's. */
+  /** One read statement on its own (autocommit; its snapshot is the statement's). */
   readonly #pooled: Runner = {
-    rows: async <R>(q: Sql, values: unknown[]): Promise<R[]> => {
-      if (this.#closed) throw new StrataError('UNAVAILABLE', 'the metadata store is closed');
-      try {
+    rows: <R>(q: Sql, values: unknown[]): Promise<R[]> =>
+      this.#reading(async () => {
+        if (this.#closed) throw new StrataError('UNAVAILABLE', 'the metadata store is closed');
         return (await this.#pool.query({ name: q.name, text: q.text, values })).rows as R[];
-      } catch (err) {
-        throw toStoreError(err);
-      }
-    },
+      }),
     one: async <R>(q: Sql, values: unknown[]): Promise<R | undefined> => (await this.#pooled.rows<R>(q, values))[0],
-    run: async (q: Sql, values: unknown[]): Promise<number> => {
-      if (this.#closed) throw new StrataError('UNAVAILABLE', 'the metadata store is closed');
-      try {
-        return (await this.#pool.query({ name: q.name, text: q.text, values })).rowCount ?? 0;
-      } catch (err) {
-        throw toStoreError(err);
-      }
-    },
+    run: () => Promise.reject(new StrataError('INTERNAL', 'writes run in transactions, not on the pool')),
   };
 
   async close(): Promise<void> {

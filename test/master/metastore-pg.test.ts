@@ -582,6 +582,18 @@ if (skip) {
     t.equal(unnamedBlocks, 0, 'every file that exists has its blocks');
   });
 
+  t.test('a server restarted between two calls: the same store reconnects by itself', async (t) => {
+    const { store } = await openStore(t, { poolSize: 4 });
+    const d = await store.createChild(ROOT_INO, 'before', dirNode());
+    // Connections in the pool, all about to break.
+    await Promise.all(Array.from({ length: 4 }, () => store.children(ROOT_INO)));
+    server.kill();
+    await server.start();
+    t.equal((await store.lookup(ROOT_INO, 'before'))?.ino, d.ino, 'a read on a broken pooled connection is run again');
+    const after = await store.createChild(d.ino, 'after', fileNode());
+    t.equal(await store.pathOf(after.ino), '/before/after', 'so is a transaction');
+  });
+
   t.test('closing and opening again keeps everything; each open is a new change epoch and pin version', async (t) => {
     const url = await freshDatabase();
     let store = await PgMetastore.open(url, { blockSize: BS });
