@@ -442,6 +442,112 @@ if (skip) {
     await checkInvariants(t, url);
   });
 
+  t.test('2,000 random operations answer as SQLite answers them: results, error codes and the final tree', async (t) => {
+    const { store, url } = await openStore(t);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-sqlite-'));
+    const sqlite = new SqliteMetastore(path.join(dir, 'meta.db'), { blockSize: BS });
+    t.teardown(async () => {
+      await sqlite.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    // A seeded generator (mulberry32): a failure names the seed that reproduces it.
+    const seed = Number(process.env.STRATA_TEST_SEED ?? Date.now() % 1e9);
+    let state = seed >>> 0;
+    const random = () => {
+      state = (state + 0x6d2b79f5) >>> 0;
+      let x = Math.imul(state ^ (state >>> 15), 1 | state);
+      x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+      return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
+    };
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+    const names = ['a', 'b', 'c'] as const;
+    const paths = ['/', '/', '/a', '/b', '/c', '/a/a', '/a/b', '/b/a', '/a/a/b'];
+    const MISSING = 2 ** 40;
+    /** The inode at `p`, or a number no inode has (the same in both stores, so both answer NOT_FOUND). */
+    const resolve = async (s: Metastore, p: string): Promise<number> => {
+      let ino = ROOT_INO;
+      for (const part of p.split('/').filter(Boolean)) {
+        const n = await s.lookup(ino, part);
+        if (!n) return MISSING;
+        ino = n.ino;
+      }
+      return ino;
+    };
+    const shape = (n: { type: string; nlink: number; mode: number; size: number }) => `${n.type} nlink=${n.nlink} mode=${n.mode.toString(8)} size=${n.size}`;
+    type Op = { what: string; run: (s: Metastore) => Promise<unknown> };
+    const ops: (() => Op)[] = [
+      () => {
+        const [p, name, type] = [pick(paths), pick(names), pick(['file', 'directory', 'symlink'] as const)];
+        return {
+          what: `create ${type} ${p}/${name}`,
+          run: async (s) => s.createChild(await resolve(s, p), name, type === 'directory' ? dirNode() : type === 'symlink' ? fileNode({ type: 'symlink', target: 'x' }) : fileNode()),
+        };
+      },
+      () => {
+        const [sp, sn, dp, dn] = [pick(paths), pick(names), pick(paths), pick(names)];
+        return { what: `rename ${sp}/${sn} ${dp}/${dn}`, run: async (s) => s.rename(await resolve(s, sp), sn, await resolve(s, dp), dn) };
+      },
+      () => {
+        const [p, dp, dn] = [pick(paths), pick(paths), pick(names)];
+        return { what: `link ${p} ${dp}/${dn}`, run: async (s) => s.link(await resolve(s, p), await resolve(s, dp), dn) };
+      },
+      () => {
+        const [p, name, expect] = [pick(paths), pick(names), pick(['file', 'directory', 'any'] as const)];
+        return { what: `remove ${expect} ${p}/${name}`, run: async (s) => s.removeChild(await resolve(s, p), name, expect) };
+      },
+      () => {
+        const [p, mode] = [pick(paths), Math.floor(random() * 0o7777)];
+        return { what: `chmod ${p} ${mode.toString(8)}`, run: async (s) => s.setAttributes(await resolve(s, p), { mode }) };
+      },
+      () => {
+        const [p, name, flags] = [pick(paths), pick(['user.x', 'user.y']), pick([0, 1, 2])];
+        return { what: `setxattr ${p} ${name} ${flags}`, run: async (s) => s.setXattr(await resolve(s, p), name, Buffer.from(name), flags) };
+      },
+      () => {
+        const [p, name] = [pick(paths), pick(['user.x', 'user.y'])];
+        return { what: `removexattr ${p} ${name}`, run: async (s) => s.removeXattr(await resolve(s, p), name) };
+      },
+    ];
+    // Creates and renames most often, so the tree grows and names move.
+    const weights = [5, 4, 1, 2, 1, 1, 1];
+    const weighted = ops.flatMap((op, i) => Array<() => Op>(weights[i]!).fill(op));
+    const outcome = async (s: Metastore, op: Op): Promise<string> => {
+      try {
+        const r = await op.run(s);
+        return r && typeof r === 'object' && 'type' in r ? shape(r as NodeRecordLike) : 'ok';
+      } catch (err) {
+        if (err instanceof StrataError) return err.code;
+        throw err;
+      }
+    };
+    type NodeRecordLike = { type: string; nlink: number; mode: number; size: number };
+    let differences = 0;
+    const tally = new Map<string, number>();
+    for (let i = 0; i < 2000 && differences < 5; i++) {
+      const op = pick(weighted)();
+      const [fromPg, fromSqlite] = [await outcome(store, op), await outcome(sqlite, op)];
+      const kind = `${op.what.split(' ')[0]} ${/^[A-Z_]+$/.test(fromPg) ? fromPg : 'ok'}`;
+      tally.set(kind, (tally.get(kind) ?? 0) + 1);
+      if (fromPg !== fromSqlite) {
+        differences++;
+        t.fail(`seed ${seed}, op ${i} (${op.what}): PostgreSQL answered ${fromPg}, SQLite ${fromSqlite}`);
+      }
+    }
+    t.equal(differences, 0, `every answer the same (seed ${seed})`);
+    t.comment([...tally].sort().map(([k, v]) => `${k}: ${v}`).join(', '));
+    const tree = async (s: Metastore, ino = ROOT_INO, at = ''): Promise<string[]> => {
+      const out: string[] = [];
+      for (const c of await s.children(ino)) {
+        out.push(`${at}/${c.name}: ${shape(c)} xattrs=${(await s.listXattrs(c.ino)).join(',')}`);
+        if (c.type === 'directory') out.push(...(await tree(s, c.ino, `${at}/${c.name}`)));
+      }
+      return out;
+    };
+    t.same(await tree(store), await tree(sqlite), 'the same tree at the end');
+    t.equal(await store.nodeCount(), await sqlite.nodeCount(), 'as many inodes');
+    await checkInvariants(t, url);
+  });
+
   t.test('the change log forgets old history: a client that fell behind it resets', async (t) => {
     const log = new PgChangeLog();
     const epoch = log.epoch;
