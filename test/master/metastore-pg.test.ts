@@ -548,6 +548,55 @@ if (skip) {
     await checkInvariants(t, url);
   });
 
+  t.test('a block report of 20,000 blocks is taken in one batch, as SQLite takes it', async (t) => {
+    const { store } = await openStore(t);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-sqlite-'));
+    const sqlite = new SqliteMetastore(path.join(dir, 'meta.db'), { blockSize: BS });
+    t.teardown(async () => {
+      await sqlite.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const FILES = 50;
+    const BLOCKS = 40;
+    const run = async (s: Metastore) => {
+      const w1 = await register(s, 'w1', '127.0.0.1:1', []);
+      const files: { ino: number; ids: number[] }[] = [];
+      for (let i = 0; i < FILES; i++) {
+        const f = await s.createChild(ROOT_INO, `f${i}`, fileNode());
+        const written = await writeFile(s, f.ino, BLOCKS * BS, w1);
+        files.push({ ino: f.ino, ids: (await s.blocks(f.ino)).map((b) => b.id) });
+        // Every third file persisted and freed: deletions of w1's copies are queued.
+        if (i % 3 === 0) {
+          await s.markPersisted(f.ino, written.container, 'fp');
+          await s.free(f.ino);
+        }
+      }
+      const inFlight = await s.beginWrite(files[1]!.ino);
+      const all = files.flatMap((f) => f.ids);
+      const report = [
+        ...all.map((id, i) => ({ id, tier: i % 2 ? 'SSD' : 'MEM', bytes: 100 + (i % 7) })),
+        // Repeats: the later report wins.
+        ...all.slice(0, 500).map((id) => ({ id, tier: 'HDD', bytes: 5 })),
+        ...Array.from({ length: 17_000 }, (_, i) => ({ id: blockIdOf(1_000_000, i), tier: 'HDD', bytes: 1 })),
+        ...Array.from({ length: 50 }, (_, i) => ({ id: blockIdOf(inFlight.containerId, i), tier: 'MEM', bytes: 9 })),
+      ];
+      const w2 = await s.registerWorker({ uuid: 'w2', address: '127.0.0.1:2', host: '', tiers: [], pageSize: 1024, capacityBytes: 1e9, usedBytes: 0, blocks: report });
+      const beat1 = await s.heartbeat({ workerId: w1, capacityBytes: 1e9, usedBytes: 0, tiers: [], addedBlocks: all.slice(0, 300).map((id) => ({ id, tier: 'MEM', bytes: 3 })), removedBlocks: all.slice(300, 400), pinVersion: 0 });
+      const beat2 = await s.heartbeat({ workerId: w2, capacityBytes: 1e9, usedBytes: 0, tiers: [], addedBlocks: [], removedBlocks: [], pinVersion: 0 });
+      const byFile = await Promise.all(
+        files.map(async (f) => (await s.blocks(f.ino)).map((b) => (b.cached ?? []).map((c) => `${c.workerId === w1 ? 'w1' : 'w2'}:${c.tier}:${c.bytes}`).join(' '))),
+      );
+      const relative = (ids: number[]) => ids.map((id) => (all.includes(id) ? `file block ${all.indexOf(id)}` : Math.floor(id / 2 ** 20) === inFlight.containerId ? `in flight ${id % 2 ** 20}` : `other ${id}`)).sort();
+      return { byFile, deletes1: relative(beat1!.deleteBlocks), deletes2: relative(beat2!.deleteBlocks) };
+    };
+    const fromPg = await run(store);
+    const fromSqlite = await run(sqlite);
+    t.same(fromPg.byFile, fromSqlite.byFile, 'the same locations, tiers and bytes of every block');
+    t.same(fromPg.deletes1, fromSqlite.deletes1, 'the same deletions for the first worker');
+    t.same(fromPg.deletes2, fromSqlite.deletes2, 'the same deletions for the second worker');
+    t.ok(fromPg.deletes2.length >= 10_000, `orphans reported are to be deleted (${fromPg.deletes2.length}, answered at most 10,000 at a time)`);
+  });
+
   t.test('the change log forgets old history: a client that fell behind it resets', async (t) => {
     const log = new PgChangeLog();
     const epoch = log.epoch;
