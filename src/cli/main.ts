@@ -136,10 +136,10 @@ async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>):
     ufsOptions,
     writeType: cfg.writeType as WriteType,
     blockSize: cfg.blockSize,
-    metastore: cfg.metastore,
     syncIntervalMs: cfg.syncIntervalMs,
     workerTimeoutMs: cfg.workerTimeoutMs,
     persistInitialWaitMs: cfg.persistInitialWaitMs,
+    metastore: cfg.metastore,
     dashboard: cfg.dashboard === 'true',
     auth: daemonAuth(cfg, log, { create: true }),
     limits: daemonLimits(cfg),
@@ -449,7 +449,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--eviction-policy <policy>', 'LRU | FIFO | LFU (default LRU)')
     .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
     .option('--block-size <bytes>', 'block size of new files, e.g. 64MiB')
-    .option('--metastore <where>', 'sqlite (default) or postgres://user@host:port/db')
+    .option('--metastore <where>', 'sqlite:///path (default <home>/master/strata.db) or postgres://user@host:port/db')
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
     .option('--ufs-option <key=value>', 'option of the root under-store (repeatable), e.g. s3.endpoint=http://…', collect)
     .option('--write-type <type>', 'MUST_CACHE | CACHE_THROUGH | THROUGH | ASYNC_THROUGH (default CACHE_THROUGH)')
@@ -475,7 +475,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--ufs <uri>', 'under-store mounted at /')
     .option('--bind <addr>', 'address to listen on')
     .option('--block-size <bytes>', 'block size of new files')
-    .option('--metastore <where>', 'sqlite (default) or postgres://user@host:port/db')
+    .option('--metastore <where>', 'sqlite:///path (default <home>/master/strata.db) or postgres://user@host:port/db')
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
     .option('--ufs-option <key=value>', 'option of the root under-store (repeatable)', collect)
     .option('--write-type <type>', 'write type of mounts that set none')

@@ -32,7 +32,6 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'masterPort', flag: '--master-port / --port', env: 'STRATA_MASTER_PORT', kind: 'int', description: 'Master API port (0 = any free port).', default: () => 19998 },
   { key: 'workerPort', flag: '--worker-port / --port', env: 'STRATA_WORKER_PORT', kind: 'int', description: 'Worker data port (0 = any free port).', default: () => 29999 },
   { key: 'master', flag: '--master', env: 'STRATA_MASTER', kind: 'url', description: 'Master URL used by workers, mounts and `strata fs`.', default: () => 'http://127.0.0.1:19998' },
-  { key: 'metastore', flag: '--metastore', env: 'STRATA_METASTORE', kind: 'string', description: "Where the master keeps the namespace: sqlite (a file in <home>/master) or a PostgreSQL URL postgres://user@host:port/db (the database must exist; a password is better given as $PGPASSWORD or in ~/.pgpass than in the URL).", default: () => 'sqlite' },
   { key: 'blockSize', flag: '--block-size', env: 'STRATA_BLOCK_SIZE', kind: 'bytes', description: 'Block size of new files (power of two).', default: () => 64 * 1024 ** 2 },
   { key: 'workerCapacity', flag: '--capacity', env: 'STRATA_WORKER_CAPACITY', kind: 'bytes', description: 'Byte quota of the worker block cache.', default: () => 8 * 1024 ** 3 },
   { key: 'workerTiers', flag: '--tier NAME:DIR:SIZE (repeatable) / --tiers a,b', env: 'STRATA_WORKER_TIERS', kind: 'string', description: 'Worker cache tiers, top first, comma-separated NAME:DIR:SIZE (e.g. mem:/dev/shm/strata:4GiB,ssd:/var/lib/strata:200GiB); "default" = one SSD tier <home>/worker/blocks of workerCapacity.', default: () => 'default' },
@@ -46,6 +45,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'workerProbeIntervalMs', flag: '', env: 'STRATA_WORKER_PROBE_INTERVAL_MS', kind: 'int', description: 'While a mount or `strata fs` waits on a worker, it checks /healthz of that worker this often and gives up on it (reading or writing elsewhere) when the check gets no answer in 5 s (0 = never; then only the 120 s request timeout applies).', default: () => 3000 },
   { key: 'heartbeatIntervalMs', flag: '', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
   { key: 'writeType', flag: '--write-type', env: 'STRATA_WRITE_TYPE', kind: 'string', description: 'Write type of mounts that set none: MUST_CACHE, CACHE_THROUGH, THROUGH, ASYNC_THROUGH.', default: () => 'CACHE_THROUGH' },
+  { key: 'metastore', flag: '--metastore', env: 'STRATA_METASTORE', kind: 'string', description: "Where the master keeps its metadata: sqlite:///path/to/file.db, or PostgreSQL as postgres://user@host:port/db (an existing database; a password is better in $PGPASSWORD or ~/.pgpass than in the URL).", default: (c) => `sqlite://${nodePath.resolve(String(c.home ?? DEFAULT_HOME), 'master', 'strata.db')}` },
   { key: 'persistInitialWaitMs', flag: '', env: 'STRATA_PERSIST_INITIAL_WAIT_MS', kind: 'int', description: 'Wait before the first persist attempt of an ASYNC_THROUGH file.', default: () => 0 },
   { key: 'allowOther', flag: '--allow-other', env: 'STRATA_ALLOW_OTHER', kind: 'string', description: 'Let users other than the mounting one use the mount (the kernel still checks permissions): true, false, or auto (= when mounted by root).', default: () => 'auto' },
   { key: 'dashboard', flag: '', env: 'STRATA_DASHBOARD', kind: 'string', description: 'The master serves its read-only web dashboard at / on its API port: true or false.', default: () => 'true' },
@@ -69,7 +69,6 @@ export interface StrataConfig {
   masterPort: number;
   workerPort: number;
   master: string;
-  metastore: string;
   blockSize: number;
   workerCapacity: number;
   workerTiers: string;
@@ -83,6 +82,7 @@ export interface StrataConfig {
   workerProbeIntervalMs: number;
   heartbeatIntervalMs: number;
   writeType: string;
+  metastore: string;
   persistInitialWaitMs: number;
   allowOther: string;
   dashboard: string;
@@ -122,7 +122,6 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if (k.key === 'allowOther' && !['true', 'false', 'auto'].includes(v)) throw bad('true, false or auto');
       if (k.key === 'evictionPolicy' && !['LRU', 'FIFO', 'LFU'].includes(v)) throw bad('LRU, FIFO or LFU');
       if (k.key === 'readType' && !['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'].includes(v)) throw bad('CACHE, CACHE_PROMOTE or NO_CACHE');
-      if (k.key === 'metastore' && v !== 'sqlite' && !/^postgres(ql)?:\/\//.test(v)) throw bad('sqlite or a postgres:// URL');
       if (k.key === 'writeType' && !['MUST_CACHE', 'CACHE_THROUGH', 'THROUGH', 'ASYNC_THROUGH'].includes(v)) throw bad('MUST_CACHE, CACHE_THROUGH, THROUGH or ASYNC_THROUGH');
       return v;
     case 'int': {
@@ -238,6 +237,7 @@ export function configTableMarkdown(): string {
     if (k.key === 'home') return '`~/.strata`';
     if (k.key === 'ufs') return '`file://<home>/ufs`';
     if (k.key === 'tokenFile') return '`<home>/token`';
+    if (k.key === 'metastore') return '`sqlite://<home>/master/strata.db`';
     if (k.key === 'token') return '(none)';
     if (k.kind === 'bytes' && typeof d === 'number') return '`' + humanBytes(d) + '`';
     return '`' + String(d) + '`';

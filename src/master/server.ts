@@ -7,6 +7,7 @@ import { mkdirSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { StrataError } from '../common/errors';
+import { maskSecret } from '../common/config';
 import { HttpAuthOptions, HttpLimits, createHttpServer, field, intParam, optionalInt, requiredInt, requiredString } from '../common/http';
 import { joinPath, validateName } from '../common/paths';
 import type { Logger } from '../common/log';
@@ -55,8 +56,9 @@ export interface MasterOptions {
   /** Block size of new files. Default 64 MiB. */
   blockSize?: number;
   /**
-   * Where the namespace lives: 'sqlite' (a file in `<home>/master`) or a PostgreSQL
-   * URL (postgres://user@host:port/db, an existing database). Default 'sqlite'.
+   * Where the metadata lives: `sqlite:///path/to/file.db` (created when missing) or
+   * a PostgreSQL URL `postgres://user@host:port/db` (an existing database; the schema
+   * is created on first start). Default: SQLite in `<home>/master/strata.db`.
    */
   metastore?: string;
   /** Re-check under-store metadata older than this (ms); 0 always, -1 never. Default 5000. */
@@ -95,6 +97,23 @@ const MAX_TIME_SEC = 8.64e12;
 /** Longest TTL: 100 years, so that now + ttl stays a plain integer of ms. */
 const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
 
+/**
+ * The one place the master chooses its metadata engine, from the `metastore` URI;
+ * everything else sees only the Metastore interface. CONFIG for a URI it cannot use.
+ */
+export async function openMetastore(uri: string, opts: { blockSize: number; persistInitialWaitMs: number; logger?: Logger }): Promise<Metastore> {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(uri)?.[1]?.toLowerCase();
+  if (scheme === 'sqlite') {
+    const file = uri.slice('sqlite://'.length);
+    if (!nodePath.isAbsolute(file)) throw new StrataError('CONFIG', `metastore ${uri}: a SQLite metastore is sqlite:// and an absolute file path, as in sqlite:///var/lib/strata/master/strata.db`);
+    mkdirSync(nodePath.dirname(file), { recursive: true });
+    return new SqliteMetastore(file, { blockSize: opts.blockSize, persistInitialWaitMs: opts.persistInitialWaitMs });
+  }
+  // A standby master on another host can take over a namespace kept in PostgreSQL.
+  if (scheme === 'postgres' || scheme === 'postgresql') return PgMetastore.open(uri, opts);
+  throw new StrataError('CONFIG', `metastore '${maskSecret('metastore', uri)}' is not supported: use sqlite:///path/to/file.db or postgres://user@host:port/db`);
+}
+
 export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const log = opts.logger;
   const blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
@@ -102,16 +121,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     throw new StrataError('CONFIG', `blockSize must be a power of two between 4 KiB and 1 GiB, got ${blockSize}`);
   }
   createUfs(opts.ufsUri, opts.ufsOptions ?? {}); // a bad root URI fails before anything is created
-  const dir = nodePath.join(opts.home, 'master');
-  mkdirSync(dir, { recursive: true });
-  // The one place the master chooses its metadata engine; everything below sees only the Metastore interface.
-  const persistInitialWaitMs = opts.persistInitialWaitMs ?? 0;
-  const metastore = opts.metastore ?? 'sqlite';
-  if (metastore !== 'sqlite' && !/^postgres(ql)?:\/\//.test(metastore)) throw new StrataError('CONFIG', `metastore must be sqlite or a postgres:// URL, got '${metastore}'`);
-  const table: Metastore =
-    metastore === 'sqlite'
-      ? new SqliteMetastore(nodePath.join(dir, 'strata.db'), { blockSize, persistInitialWaitMs })
-      : await PgMetastore.open(metastore, { blockSize, persistInitialWaitMs, logger: log });
+  const table = await openMetastore(opts.metastore ?? `sqlite://${nodePath.join(opts.home, 'master', 'strata.db')}`, { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0, logger: log });
   let mounts: MountTable;
   try {
     mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {});

@@ -47,6 +47,64 @@ t.test('escapeHtml and the worker metrics parser', async (t) => {
   t.equal(parseBlockReads('strata_other 1\n'), undefined, 'no counters: no sample');
 });
 
+/** Without a browser: every page answers 200 with its parts, so the store calls behind them run wherever Chromium is missing. */
+t.test('dashboard pages and master gauges over plain HTTP', async (t) => {
+  const root = tempRoot('strata-dashboard-http-');
+  const log = silentLogger();
+  const ufsDir = path.join(root, 'ufs');
+  mkdirSync(ufsDir, { recursive: true });
+  const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: `file://${ufsDir}`, blockSize: 64 * KiB, persistInitialWaitMs: 3600_000, logger: log, dashboard: { sampleIntervalMs: 250 } });
+  let worker: RunningWorker | undefined;
+  let client: StrataFileSystem | undefined;
+  t.teardown(async () => {
+    await client?.close();
+    await worker?.close();
+    await master.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+  worker = await startWorker({
+    masterUrl: master.url,
+    home: path.join(root, 'worker'),
+    port: 0,
+    tiers: [{ name: 'SSD', dir: path.join(root, 'tier-ssd'), capacityBytes: 16 * 1024 * KiB }],
+    pageSize: 16 * KiB,
+    heartbeatIntervalMs: 200,
+    scrubBytesPerSec: 0,
+    logger: log,
+  });
+  client = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, 'staging'), logger: log, shortCircuit: false, writeType: 'ASYNC_THROUGH' });
+  await client.init();
+  await client.mkdir('/data', 0o755);
+  await client.writeFile(`/data/${NASTY}`, randomBytes(100 * KiB), 100 * KiB);
+  await client.writeFile('/data/queued.bin', randomBytes(KiB), KiB);
+  await client.unlink('/data/queued.bin'); // queued, then unlinked: its inode and queue entry are gone
+  const page = async (p: string) => {
+    const r = await fetch(`${master.url}${p}`);
+    return { status: r.status, text: await r.text() };
+  };
+  const overview = await page('/');
+  t.equal(overview.status, 200, 'overview');
+  t.match(overview.text, /id="inodes"><div class="v">3</, 'the inode count: the root, /data and the file left');
+  t.match(overview.text, /id="live-workers"><div class="v">1</);
+  t.equal((await page('/mounts')).status, 200, 'mounts');
+  const dir = await page('/browse?path=/data');
+  t.equal(dir.status, 200, 'a directory');
+  t.match(dir.text, escapeHtml(NASTY), 'its entries, escaped');
+  t.notMatch(dir.text, NASTY, 'never raw');
+  const file = await page(`/browse?path=${encodeURIComponent(`/data/${NASTY}`)}`);
+  t.equal(file.status, 200, 'a file');
+  t.match(file.text, /id="blocks"/, 'with its blocks');
+  t.match(file.text, /queued/, 'and its place in the persist queue');
+  const queue = await page('/persist-queue');
+  t.equal(queue.status, 200, 'the persist queue');
+  t.match(queue.text, escapeHtml(`/data/${NASTY}`));
+  t.equal((await page('/browse?path=/nope')).status, 404, 'a missing path');
+  const metrics = await (await fetch(`${master.url}/metrics`)).text();
+  t.match(metrics, /^strata_master_inodes(\{[^}]*\})? 3$/m, 'gauges collected asynchronously');
+  t.match(metrics, /^strata_master_workers\{[^}]*state="live"[^}]*\} 1$/m);
+  t.match(metrics, /^strata_master_persist_queue_length(\{[^}]*\})? 1$/m);
+});
+
 t.test('dashboard in headless Chromium', { skip: SKIP }, async (t) => {
   const puppeteer = await import('puppeteer-core');
   mkdirSync(ARTEFACTS, { recursive: true });

@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
 import { PgChangeLog, PgMetastore } from '../../src/master/pg-metastore';
+import { openMetastore } from '../../src/master/server';
 import { SqliteMetastore } from '../../src/master/sqlite-metastore';
 import { ROOT_INO, type Metastore, type NewNode } from '../../src/master/metastore';
 import { StrataError, type ErrorCode } from '../../src/common/errors';
@@ -796,6 +797,22 @@ if (skip) {
     await query(url, `UPDATE meta SET value = '1' WHERE key = 'schema_version'`);
     await (await PgMetastore.open(url, { blockSize: BS })).close();
     t.pass('the current version opens');
+  });
+
+  t.test('openMetastore picks PostgreSQL for postgres:// URLs; a bad one fails without showing its password', async (t) => {
+    const url = await freshDatabase();
+    const store = await openMetastore(url, { blockSize: BS, persistInitialWaitMs: 0 });
+    t.ok(store instanceof PgMetastore);
+    await store.close();
+    const missing = server.url.replace('strata@', 'strata:hunter2@').replace(/\/[^/]*$/, '/no_such_database');
+    let err: unknown;
+    try {
+      await openMetastore(missing, { blockSize: BS, persistInitialWaitMs: 0 });
+    } catch (e) {
+      err = e;
+    }
+    t.ok(err instanceof StrataError, `a StrataError (${String(err)})`);
+    t.notMatch((err as Error).message, /hunter2/, 'no password in the message');
   });
 
   t.test('two stores opening one new database at once both succeed', async (t) => {
