@@ -214,7 +214,6 @@ const SUBTREE = `WITH RECURSIVE sub(ino) AS (SELECT $1::int8 UNION SELECT e.ino 
 const Q = {
   node: sql('node', `SELECT ${NODE_COLUMNS} FROM node n WHERE n.ino = $1`),
   lookup: sql('lookup', `SELECT ${NODE_COLUMNS} FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = $1 AND e.name = $2`),
-  parentForCreate: sql('parent_for_create', `SELECT n.type, n.pinned, EXISTS (SELECT 1 FROM edge WHERE parent = $1 AND name = $2) AS taken FROM node n WHERE n.ino = $1`),
   edgeExists: sql('edge_exists', `SELECT 1 FROM edge WHERE parent = $1 AND name = $2`),
   children: sql('children', `SELECT e.name, ${NODE_COLUMNS} FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = $1 ORDER BY e.name`),
   hasChildren: sql('has_children', `SELECT EXISTS (SELECT 1 FROM edge WHERE parent = $1) AS any`),
@@ -229,10 +228,27 @@ const Q = {
   otherLink: sql('other_link', `SELECT parent, name FROM edge WHERE ino = $1 AND NOT (parent = $2 AND name = $3) ORDER BY parent, name LIMIT 1`),
   setPrimary: sql('set_primary', `UPDATE edge SET primary_link = true WHERE parent = $1 AND name = $2`),
   insertLink: sql('insert_link', `INSERT INTO edge (parent, name, ino, primary_link) VALUES ($1, $2, $3, $4)`),
-  insertNode: sql(
-    'insert_node',
-    `INSERT INTO node AS n (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at, pinned)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING ${NODE_COLUMNS}`,
+  /**
+   * createChild in one statement: check the parent and the name, insert the node
+   * and its name, touch the parent. Without a row the parent is missing; with
+   * `ino` NULL the check failed (parent_type and taken say why) and nothing changed.
+   */
+  createChild: sql(
+    'create_child',
+    `WITH p AS (
+       SELECT type, pinned, EXISTS (SELECT 1 FROM edge WHERE parent = $18::int8 AND name = $19::text) AS taken FROM node WHERE ino = $18
+     ), n AS (
+       INSERT INTO node (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at, pinned)
+       SELECT $1::int2, $2::int4, $3::int8, $4::int8, $5::int8, $6::int4, $7::int8, $8::int4, $7, $8, $9::int8, $10::int4, $11::text, $12::int8, $13::int8, $14::bool,
+              $15::text, $16::int8, p.pinned
+       FROM p WHERE p.type = ${TYPE_CODE.directory} AND NOT p.taken
+       RETURNING *
+     ), e AS (
+       INSERT INTO edge (parent, name, ino) SELECT $18, $19, ino FROM n
+     ), d AS (
+       UPDATE node SET nlink = nlink + $17::int4, mtime_s = $20, mtime_ns = $21, ctime_s = $20, ctime_ns = $21 WHERE ino = $18 AND EXISTS (SELECT 1 FROM n)
+     )
+     SELECT p.type AS parent_type, p.taken, ${NODE_COLUMNS} FROM p LEFT JOIN n ON true`,
   ),
   // Batch forms for loadChildren: a listing of thousands of entries in a few round trips.
   takenNames: sql('taken_names', `SELECT name FROM edge WHERE parent = $1 AND name = ANY ($2::text[])`),
@@ -248,7 +264,6 @@ const Q = {
   ),
   insertEdges: sql('insert_edges', `INSERT INTO edge (parent, name, ino) SELECT $1, name, ino FROM unnest($2::text[], $3::int8[]) AS u(name, ino)`),
   insertBlocksMany: sql('insert_blocks_many', `INSERT INTO block (block_id, ino, idx, length) SELECT b, f, i, l FROM unnest($1::int8[], $2::int8[], $3::int4[], $4::int8[]) AS u(b, f, i, l)`),
-  insertEdge: sql('insert_edge', `INSERT INTO edge (parent, name, ino) VALUES ($1, $2, $3)`),
   deleteEdge: sql('delete_edge', `DELETE FROM edge WHERE parent = $1 AND name = $2 RETURNING primary_link`),
   deleteNode: sql('delete_node', `DELETE FROM node WHERE ino = $1`),
   // mtime and ctime of a directory whose entries changed, and its link count when a subdirectory came or went.
@@ -988,15 +1003,37 @@ export class PgMetastore implements Metastore {
   /** Links a new inode under `parent`; ALREADY_EXISTS if the name is taken. */
   async createChild(parent: number, name: string, node: NewNode): Promise<NodeRecord> {
     return this.#tx(async (tx) => {
-      const p = await tx.one<{ type: number; pinned: boolean; taken: boolean }>(Q.parentForCreate, [parent, name]);
-      if (!p) throw new StrataError('NOT_FOUND', `no inode ${parent}`);
-      if (p.type !== TYPE_CODE.directory) throw new StrataError('NOT_DIRECTORY', `inode ${parent} is not a directory`);
-      if (p.taken) throw new StrataError('ALREADY_EXISTS', `'${name}' already exists`);
-      let created = await this.#insertNode(tx, node, p.pinned);
-      await tx.run(Q.insertEdge, [parent, name, created.ino]);
-      tx.edge(parent, name);
+      const t = node.mtime ?? timespecNow();
       const now = timespecNow();
-      await tx.run(Q.touchDir, [parent, node.type === 'directory' ? 1 : 0, now.sec, now.nsec]);
+      const row = await tx.one<{ parent_type: number; taken: boolean } & (NodeRow | { [K in keyof NodeRow]: null })>(Q.createChild, [
+        TYPE_CODE[node.type],
+        node.mode & 0o7777,
+        node.uid,
+        node.gid,
+        node.size ?? 0,
+        node.type === 'directory' ? 2 : 1,
+        t.sec,
+        t.nsec,
+        node.mtime ? t.sec : now.sec,
+        node.mtime ? t.nsec : now.nsec,
+        node.target ?? null,
+        node.rdev ?? 0,
+        this.#blockSize,
+        node.persisted,
+        node.ufsFingerprint ?? null,
+        node.syncedAt ?? 0,
+        node.type === 'directory' ? 1 : 0,
+        parent,
+        name,
+        now.sec,
+        now.nsec,
+      ]);
+      if (!row) throw new StrataError('NOT_FOUND', `no inode ${parent}`);
+      if (row.parent_type !== TYPE_CODE.directory) throw new StrataError('NOT_DIRECTORY', `inode ${parent} is not a directory`);
+      if (row.taken || row.ino === null) throw new StrataError('ALREADY_EXISTS', `'${name}' already exists`);
+      let created = toRecord(row as NodeRow);
+      tx.node(created.ino);
+      tx.edge(parent, name);
       tx.node(parent);
       if (node.type === 'file' && node.persisted && (node.size ?? 0) > 0) {
         await this.#allocateBlocks(tx, created.ino, node.size!, created.pinned);
@@ -1074,33 +1111,6 @@ export class PgMetastore implements Metastore {
         tx.node(parent);
       }
     });
-  }
-
-  /** Inserts an inode; `pinned` is inherited from the parent directory. */
-  async #insertNode(tx: Tx, node: NewNode, pinned: boolean): Promise<NodeRecord> {
-    const t = node.mtime ?? timespecNow();
-    const now = timespecNow();
-    const row = (await tx.one<NodeRow>(Q.insertNode, [
-      TYPE_CODE[node.type],
-      node.mode & 0o7777,
-      node.uid,
-      node.gid,
-      node.size ?? 0,
-      node.type === 'directory' ? 2 : 1,
-      t.sec,
-      t.nsec,
-      node.mtime ? t.sec : now.sec,
-      node.mtime ? t.nsec : now.nsec,
-      node.target ?? null,
-      node.rdev ?? 0,
-      this.#blockSize,
-      node.persisted,
-      node.ufsFingerprint ?? null,
-      node.syncedAt ?? 0,
-      pinned,
-    ]))!;
-    tx.node(row.ino);
-    return toRecord(row);
   }
 
   /** A fresh container id from a sequence: never reused, and no row for concurrent writers to contend on. */
