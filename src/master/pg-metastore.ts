@@ -2,8 +2,10 @@
  * The master's metadata store on PostgreSQL: the same namespace, blocks, block
  * locations, worker registry, persist queue and pins as `InodeTable` (SQLite), with
  * the same method names, arguments, results and StrataError codes, each method
- * async and each one transaction. Several masters can share one database (a
- * standby takes over from the leader), and the namespace can outgrow one machine.
+ * async and each one transaction. The database outlives any one master: a
+ * standby on another host takes over the namespace when the leader dies (one
+ * writer at a time, as the Metastore contract says), and the namespace can
+ * outgrow one machine.
  *
  * Concurrency: every writing method runs as one SERIALIZABLE transaction and is
  * run again from the start when PostgreSQL aborts it with serialization_failure
@@ -16,6 +18,11 @@
  * PostgreSQL-compatible databases (CockroachDB, YugabyteDB) offer by default, with
  * the same retry contract. Reads of several statements run in one REPEATABLE READ
  * READ ONLY transaction (one snapshot, never aborted).
+ *
+ * A transaction whose connection broke before COMMIT was sent, and any read, is
+ * run again on a new connection (a few times, with backoff): a restarted or
+ * failed-over database is a pause. One that broke during COMMIT is not, since it
+ * may have committed; the caller gets UNAVAILABLE, as from any lost server.
  *
  * Changes for client caches are collected by each transaction as it writes and
  * appended to an in-memory log after its COMMIT succeeded (see `PgChangeLog`).
