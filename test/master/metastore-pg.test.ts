@@ -697,6 +697,21 @@ if (skip) {
     await checkInvariants(t, url);
   });
 
+  t.test('two directories moved into each other at once: one move wins, the other is INVALID_ARGUMENT, never a cycle', async (t) => {
+    const { store, url } = await openStore(t, { poolSize: 4 });
+    const outcomes = new Map<string, number>();
+    for (let round = 0; round < 30; round++) {
+      const top = await store.createChild(ROOT_INO, `r${round}`, dirNode());
+      const a = await store.createChild(top.ino, 'a', dirNode());
+      const b = await store.createChild(top.ino, 'b', dirNode());
+      const results = await Promise.allSettled([store.rename(top.ino, 'a', b.ino, 'x'), store.rename(top.ino, 'b', a.ino, 'y')]);
+      const codes = results.map((r) => (r.status === 'fulfilled' ? 'ok' : String((r.reason as StrataError).code))).sort();
+      outcomes.set(codes.join('+'), (outcomes.get(codes.join('+')) ?? 0) + 1);
+    }
+    t.same([...outcomes.keys()], ['INVALID_ARGUMENT+ok'], `every round: one move and one refusal (${[...outcomes].map(([k, v]) => `${k}: ${v}`).join(', ')})`);
+    await checkInvariants(t, url);
+  });
+
   t.test('a server crash in the middle of a burst of creates: every create that resolved is there, none is half done', async (t) => {
     const { store: first, url } = await openStore(t, { poolSize: 8 });
     let store: PgMetastore = first;
