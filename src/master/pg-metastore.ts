@@ -273,6 +273,35 @@ const Q = {
   insertBlocksMany: sql('insert_blocks_many', `INSERT INTO block (block_id, ino, idx, length) SELECT b, f, i, l FROM unnest($1::int8[], $2::int8[], $3::int4[], $4::int8[]) AS u(b, f, i, l)`),
   deleteEdge: sql('delete_edge', `DELETE FROM edge WHERE parent = $1 AND name = $2 RETURNING primary_link`),
   deleteNode: sql('delete_node', `DELETE FROM node WHERE ino = $1`),
+  // Batch forms for deleting a whole subtree (#deleteTree).
+  subtreeDirs: sql(
+    'subtree_dirs',
+    `WITH RECURSIVE d(ino) AS (SELECT $1::int8 UNION SELECT e.ino FROM edge e JOIN d ON e.parent = d.ino JOIN node n ON n.ino = e.ino AND n.type = ${TYPE_CODE.directory})
+     SELECT ino FROM d`,
+  ),
+  deleteEdgesIn: sql(
+    'delete_edges_in',
+    `WITH gone AS (DELETE FROM edge WHERE parent = ANY ($1::int8[]) RETURNING parent, name, ino, primary_link)
+     SELECT g.parent, g.name, g.ino, g.primary_link, n.type FROM gone g JOIN node n ON n.ino = g.ino ORDER BY g.parent, g.name`,
+  ),
+  unlinkFiles: sql(
+    'unlink_files',
+    `UPDATE node SET nlink = nlink - u.k, ctime_s = $3, ctime_ns = $4 FROM unnest($1::int8[], $2::int4[]) AS u(ino, k) WHERE node.ino = u.ino
+     RETURNING node.ino, node.nlink, node.pinned`,
+  ),
+  setFirstPrimary: sql(
+    'set_first_primary',
+    `UPDATE edge SET primary_link = true
+     FROM (SELECT DISTINCT ON (ino) ino, parent, name FROM edge WHERE ino = ANY ($1::int8[]) ORDER BY ino, parent, name) AS f
+     WHERE edge.parent = f.parent AND edge.name = f.name RETURNING edge.parent, edge.name`,
+  ),
+  locationsOfFiles: sql(
+    'locations_of_files',
+    `SELECT l.worker_id, l.block_id, b.ino FROM block b JOIN block_location l ON l.block_id = b.block_id WHERE b.ino = ANY ($1::int8[])`,
+  ),
+  deleteLocationsOfFiles: sql('delete_locations_of_files', `DELETE FROM block_location WHERE block_id IN (SELECT block_id FROM block WHERE ino = ANY ($1::int8[]))`),
+  deleteBlocksOfFiles: sql('delete_blocks_of_files', `DELETE FROM block WHERE ino = ANY ($1::int8[]) RETURNING ino`),
+  deleteNodes: sql('delete_nodes', `DELETE FROM node WHERE ino = ANY ($1::int8[])`),
   // mtime and ctime of a directory whose entries changed, and its link count when a subdirectory came or went.
   touchDir: sql('touch_dir', `UPDATE node SET nlink = nlink + $2, mtime_s = $3, mtime_ns = $4, ctime_s = $3, ctime_ns = $4 WHERE ino = $1`),
   nlinkAdd: sql('nlink_add', `UPDATE node SET nlink = nlink + $2 WHERE ino = $1`),
@@ -1238,17 +1267,43 @@ export class PgMetastore implements Metastore {
 
   /** Deletes a directory inode and everything below it (used when the under-store lost a tree). */
   async #deleteTree(tx: Tx, ino: number): Promise<void> {
-    for (const c of await this.#children(tx, ino)) {
-      if (c.type === 'directory') {
-        await tx.run(Q.deleteEdge, [ino, c.name]);
-        tx.edge(ino, c.name);
-        await this.#deleteTree(tx, c.ino);
-      } else {
-        await this.#unlinkEdge(tx, ino, c.name, c);
+    // In a few statements however large the tree: the directories, then every name in them at once.
+    const dirs = (await tx.rows<{ ino: number }>(Q.subtreeDirs, [ino])).map((r) => r.ino);
+    const names = await tx.rows<{ parent: number; name: string; ino: number; primary_link: boolean; type: number }>(Q.deleteEdgesIn, [dirs]);
+    // Per file: how many of its names went, and whether its primary one did.
+    const files = new Map<number, { gone: number; primaryGone: boolean }>();
+    for (const e of names) {
+      tx.edge(e.parent, e.name);
+      if (e.type === TYPE_CODE.directory) continue;
+      const f = files.get(e.ino) ?? { gone: 0, primaryGone: false };
+      f.gone++;
+      f.primaryGone ||= e.primary_link;
+      files.set(e.ino, f);
+    }
+    if (files.size > 0) {
+      const now = timespecNow();
+      const inos = [...files.keys()];
+      const left = await tx.rows<{ ino: number; nlink: number; pinned: boolean }>(Q.unlinkFiles, [inos, inos.map((i) => files.get(i)!.gone), now.sec, now.nsec]);
+      for (const f of left) tx.node(f.ino);
+      const dead = left.filter((f) => f.nlink <= 0);
+      // Names elsewhere keep a file alive, as unlinks one by one would; the first of them by (parent, name) becomes primary.
+      const orphaned = left.filter((f) => f.nlink > 0 && files.get(f.ino)!.primaryGone).map((f) => f.ino);
+      if (orphaned.length > 0) for (const e of await tx.rows<{ parent: number; name: string }>(Q.setFirstPrimary, [orphaned])) tx.edge(e.parent, e.name);
+      if (dead.length > 0) {
+        const deadInos = dead.map((f) => f.ino);
+        const copies = await tx.rows<{ worker_id: number; block_id: number; ino: number }>(Q.locationsOfFiles, [deadInos]);
+        if (copies.length > 0) {
+          await tx.run(Q.addPendingDeletes, [copies.map((c) => c.worker_id), copies.map((c) => c.block_id)]);
+          await tx.run(Q.deleteLocationsOfFiles, [deadInos]);
+          for (const i of new Set(copies.map((c) => c.ino))) tx.located(i);
+        }
+        const withBlocks = new Set((await tx.rows<{ ino: number }>(Q.deleteBlocksOfFiles, [deadInos])).map((r) => r.ino));
+        if (dead.some((f) => f.pinned && withBlocks.has(f.ino))) await this.#bumpPinVersion(tx);
+        await tx.run(Q.deleteNodes, [deadInos]);
       }
     }
-    await tx.run(Q.deleteNode, [ino]);
-    tx.node(ino);
+    await tx.run(Q.deleteNodes, [dirs]);
+    for (const d of dirs) tx.node(d);
   }
 
   /** POSIX rename(2): replaces a compatible destination atomically. */

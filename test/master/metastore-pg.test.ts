@@ -598,6 +598,60 @@ if (skip) {
     t.ok(fromPg.deletes2.length >= 10_000, `orphans reported are to be deleted (${fromPg.deletes2.length}, answered at most 10,000 at a time)`);
   });
 
+  t.test('a vanished subtree of 2,000 nodes is forgotten in a few statements, as SQLite forgets it (hard links out of it survive)', async (t) => {
+    const { store, url } = await openStore(t);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-sqlite-'));
+    const sqlite = new SqliteMetastore(path.join(dir, 'meta.db'), { blockSize: BS });
+    t.teardown(async () => {
+      await sqlite.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const run = async (s: Metastore) => {
+      const w = await register(s, 'w', '127.0.0.1:1', []);
+      const gone = await s.createChild(ROOT_INO, 'gone', dirNode({ persisted: true }));
+      const keep = await s.createChild(ROOT_INO, 'keep', dirNode());
+      await s.setPinned(gone.ino, true);
+      let files = 0;
+      for (let i = 0; i < 40; i++) {
+        const d = await s.createChild(gone.ino, `d${i}`, dirNode({ persisted: true }));
+        const sub = await s.createChild(d.ino, 'sub', dirNode({ persisted: true }));
+        const listing = Array.from({ length: 24 }, (_, j) => ({ name: `f${j}`, node: fileNode({ persisted: true, size: (j + 1) * 100 }) }));
+        await s.loadChildren(j(i) ? d.ino : sub.ino, listing);
+        files += 24;
+      }
+      // Hard links: out of the subtree (the file survives, its primary link moves out), and inside it twice.
+      for (let i = 0; i < 40; i += 3) {
+        const parentOfFiles = j(i) ? await s.lookup(gone.ino, `d${i}`) : await s.lookup((await s.lookup(gone.ino, `d${i}`))!.ino, 'sub');
+        const f = (await s.lookup(parentOfFiles!.ino, 'f1'))!;
+        await s.link(f.ino, keep.ino, `out${i}`);
+        await s.link(f.ino, keep.ino, `out${i}b`);
+        const g = (await s.lookup(parentOfFiles!.ino, 'f2'))!;
+        await s.link(g.ino, (await s.lookup(gone.ino, `d${(i + 1) % 40}`))!.ino, `in${i}`);
+        await writeFile(s, (await s.lookup(parentOfFiles!.ino, 'f3'))!.ino, 3 * BS, w);
+      }
+      const pinBefore = await s.pinVersion();
+      t.ok(await s.forgetChild(ROOT_INO, 'gone'));
+      const kept = await Promise.all(
+        (await s.children(keep.ino)).map(async (c) => ({
+          name: c.name,
+          nlink: c.nlink,
+          primary: await s.isPrimaryLink(keep.ino, c.name),
+          path: await s.pathOf(c.ino),
+          blocks: (await s.blocks(c.ino)).length,
+        })),
+      );
+      const beat = await s.heartbeat({ workerId: w, capacityBytes: 1, usedBytes: 0, tiers: [], addedBlocks: [], removedBlocks: [], pinVersion: 0 });
+      return { files, kept, count: await s.nodeCount(), deletes: beat!.deleteBlocks.length, pinMoved: (await s.pinVersion()) > pinBefore, root: (await s.requireNode(ROOT_INO)).nlink };
+    };
+    const j = (i: number) => i % 2 === 0;
+    const fromPg = await run(store);
+    const fromSqlite = await run(sqlite);
+    t.same(fromPg, fromSqlite, 'the same survivors, links, primary links, counts, deletions and pin version change');
+    t.equal(fromPg.count, 2 + fromPg.kept.length / 2, 'only the root, keep and the linked-out files are left');
+    t.ok(fromPg.deletes > 0 && fromPg.pinMoved, 'cached copies are queued for deletion, the pinned set changed');
+    await checkInvariants(t, url);
+  });
+
   t.test('the change log forgets old history: a client that fell behind it resets', async (t) => {
     const log = new PgChangeLog();
     const epoch = log.epoch;
