@@ -327,7 +327,7 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
       'master',
       [
         'master', ...common, '--port', String(cfg.masterPort), '--ufs', cfg.ufs, '--bind', cfg.bind, '--block-size', String(cfg.blockSize),
-        '--sync-interval-ms', String(cfg.syncIntervalMs), '--write-type', cfg.writeType, ...ufsOptions.flatMap((o) => ['--ufs-option', o]),
+        '--metastore', cfg.metastore, '--sync-interval-ms', String(cfg.syncIntervalMs), '--write-type', cfg.writeType, ...ufsOptions.flatMap((o) => ['--ufs-option', o]),
       ],
       process.env,
     );
@@ -367,6 +367,7 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     workerPort: o.workerPort,
     master: o.master,
     blockSize: o.blockSize,
+    metastore: o.metastore,
     workerCapacity: o.capacity,
     workerTiers: o.tier ? (o.tier as string[]).join(',') : o.tiers,
     pageSize: o.pageSize,
@@ -448,6 +449,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--eviction-policy <policy>', 'LRU | FIFO | LFU (default LRU)')
     .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
     .option('--block-size <bytes>', 'block size of new files, e.g. 64MiB')
+    .option('--metastore <where>', 'sqlite:///path (default <home>/master/strata.db) or postgres://user@host:port/db')
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
     .option('--ufs-option <key=value>', 'option of the root under-store (repeatable), e.g. s3.endpoint=http://…', collect)
     .option('--write-type <type>', 'MUST_CACHE | CACHE_THROUGH | THROUGH | ASYNC_THROUGH (default CACHE_THROUGH)')
@@ -473,10 +475,18 @@ export async function main(argv: string[]): Promise<void> {
     .option('--ufs <uri>', 'under-store mounted at /')
     .option('--bind <addr>', 'address to listen on')
     .option('--block-size <bytes>', 'block size of new files')
+    .option('--metastore <where>', 'sqlite:///path (default <home>/master/strata.db) or postgres://user@host:port/db')
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
     .option('--ufs-option <key=value>', 'option of the root under-store (repeatable)', collect)
     .option('--write-type <type>', 'write type of mounts that set none')
-    .addHelpText('after', examples(['$ strata master --port 19998 --ufs s3://bucket/lake --bind 0.0.0.0', '$ strata master --home /var/lib/strata --ufs hdfs://namenode:9870/lake']))
+    .addHelpText(
+      'after',
+      examples([
+        '$ strata master --port 19998 --ufs s3://bucket/lake --bind 0.0.0.0',
+        '$ strata master --home /var/lib/strata --ufs hdfs://namenode:9870/lake',
+        '$ PGPASSWORD=… strata master --metastore postgres://strata@db.internal:5432/strata --ufs s3://bucket/lake',
+      ]),
+    )
     .action(async (o) => runMaster(resolveConfig(configFlags(o)), parseKeyValues(o.ufsOption, '--ufs-option')));
 
   withCommon(program.command('worker').description('run a worker in the foreground'))

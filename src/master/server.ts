@@ -30,6 +30,7 @@ import {
 import { createUfs } from '../ufs';
 import type { Metastore } from './metastore';
 import { SqliteMetastore } from './sqlite-metastore';
+import { PgMetastore } from './pg-metastore';
 import { Namespace } from './namespace';
 import { MountTable } from './mount-table';
 import { Persister } from './persister';
@@ -55,8 +56,9 @@ export interface MasterOptions {
   /** Block size of new files. Default 64 MiB. */
   blockSize?: number;
   /**
-   * Where the metadata lives: `sqlite:///path/to/file.db` (created when missing).
-   * Default: SQLite in `<home>/master/strata.db`. PostgreSQL is not wired yet.
+   * Where the metadata lives: `sqlite:///path/to/file.db` (created when missing) or
+   * a PostgreSQL URL `postgres://user@host:port/db` (an existing database; the schema
+   * is created on first start). Default: SQLite in `<home>/master/strata.db`.
    */
   metastore?: string;
   /** Re-check under-store metadata older than this (ms); 0 always, -1 never. Default 5000. */
@@ -99,18 +101,17 @@ const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
  * The one place the master chooses its metadata engine, from the `metastore` URI;
  * everything else sees only the Metastore interface. CONFIG for a URI it cannot use.
  */
-export function openMetastore(uri: string, opts: { blockSize: number; persistInitialWaitMs: number }): Metastore {
+export async function openMetastore(uri: string, opts: { blockSize: number; persistInitialWaitMs: number; logger?: Logger }): Promise<Metastore> {
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(uri)?.[1]?.toLowerCase();
   if (scheme === 'sqlite') {
     const file = uri.slice('sqlite://'.length);
     if (!nodePath.isAbsolute(file)) throw new StrataError('CONFIG', `metastore ${uri}: a SQLite metastore is sqlite:// and an absolute file path, as in sqlite:///var/lib/strata/master/strata.db`);
     mkdirSync(nodePath.dirname(file), { recursive: true });
-    return new SqliteMetastore(file, opts);
+    return new SqliteMetastore(file, { blockSize: opts.blockSize, persistInitialWaitMs: opts.persistInitialWaitMs });
   }
-  if (scheme === 'postgres' || scheme === 'postgresql') {
-    throw new StrataError('CONFIG', `metastore ${maskSecret('metastore', uri)}: the PostgreSQL metastore is not wired into the master yet (issue 11); use sqlite:///path`);
-  }
-  throw new StrataError('CONFIG', `metastore '${maskSecret('metastore', uri)}' is not supported: use sqlite:///path/to/file.db`);
+  // A standby master on another host can take over a namespace kept in PostgreSQL.
+  if (scheme === 'postgres' || scheme === 'postgresql') return PgMetastore.open(uri, opts);
+  throw new StrataError('CONFIG', `metastore '${maskSecret('metastore', uri)}' is not supported: use sqlite:///path/to/file.db or postgres://user@host:port/db`);
 }
 
 export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
@@ -120,7 +121,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     throw new StrataError('CONFIG', `blockSize must be a power of two between 4 KiB and 1 GiB, got ${blockSize}`);
   }
   createUfs(opts.ufsUri, opts.ufsOptions ?? {}); // a bad root URI fails before anything is created
-  const table = openMetastore(opts.metastore ?? `sqlite://${nodePath.join(opts.home, 'master', 'strata.db')}`, { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0 });
+  const table = await openMetastore(opts.metastore ?? `sqlite://${nodePath.join(opts.home, 'master', 'strata.db')}`, { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0, logger: log });
   let mounts: MountTable;
   try {
     mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {});

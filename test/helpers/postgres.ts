@@ -18,7 +18,7 @@ export interface PostgresServer {
   dataDir: string;
   /** Stops the server (fast shutdown) and removes its files. */
   stop(): Promise<void>;
-  /** SIGKILLs the postmaster (a crash), leaving the data dir for `start()`. */
+  /** SIGKILLs the postmaster and its backends (a crash of the server), leaving the data dir for `start()`. */
   kill(): void;
   /** Starts the server again on the same data dir and port. */
   start(): Promise<void>;
@@ -74,7 +74,19 @@ export async function startPostgres(): Promise<PostgresServer> {
   run('initdb', ['-D', dataDir, '-U', 'strata', '--auth=trust', '-E', 'UTF8', '--no-locale', '--no-sync']);
   const port = await freePort();
   const opts = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${sockDir} -c fsync=on -c max_connections=200`;
+  // Processes of a killed server: a new one cannot start while they still hold its shared memory.
+  let killed: number[] = [];
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   const start = async (): Promise<void> => {
+    for (const deadline = Date.now() + 10_000; killed.some(alive) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+    killed = [];
     if (asRoot) execFileSync('runuser', ['-u', 'postgres', '--', 'mkdir', '-p', sockDir]);
     else execFileSync('mkdir', ['-p', sockDir]);
     run('pg_ctl', ['-D', dataDir, '-o', opts, '-l', path.join(base, 'server.log'), '-w', '-t', '60', 'start']);
@@ -93,7 +105,17 @@ export async function startPostgres(): Promise<PostgresServer> {
     kill() {
       try {
         const pid = Number(execFileSync('head', ['-1', path.join(dataDir, 'postmaster.pid')]).toString().trim());
+        // Its backends by parent pid, taken before the kill; left alone they would linger until they notice.
+        const children = spawnSync('pgrep', ['-P', String(pid)]).stdout.toString().split('\n').filter(Boolean).map(Number);
         process.kill(pid, 'SIGKILL');
+        for (const child of children) {
+          try {
+            process.kill(child, 'SIGKILL');
+          } catch {
+            // exited already
+          }
+        }
+        killed = [pid, ...children];
       } catch {
         // not running
       }

@@ -725,9 +725,9 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     ];
     // Ten creates of one name at once: exactly one wins.
     const racing = Array.from({ length: 10 }, () => store.createChild(a.ino, 'contested', fileNode()));
-    const created = await Promise.allSettled(creates);
-    const renamed = await Promise.allSettled(renames);
-    const raced = await Promise.allSettled(racing);
+    // All three settled together: with a store that really waits on I/O, a rejection in one group would
+    // otherwise land while an earlier group is still awaited, with no handler yet (an unhandled rejection).
+    const [created, renamed, raced] = await Promise.all([Promise.allSettled(creates), Promise.allSettled(renames), Promise.allSettled(racing)]);
     const codeOf = (r: PromiseSettledResult<unknown>) => (r.status === 'rejected' ? String((r.reason as { code?: string }).code) : 'ok');
     t.same(created.map(codeOf).filter((c) => c !== 'ok'), [], 'every create of a distinct name succeeds');
     t.same(renamed.map(codeOf).filter((c) => c !== 'ok' && c !== 'NOT_FOUND'), [], 'a rename happens, or finds its source gone');
