@@ -9,14 +9,22 @@
  * full round. This goes on for at most `retryForMs` from the call's start, then the
  * call fails with UNAVAILABLE; a restarting single master is waited for the same way.
  *
+ * A leader that stalls (SIGSTOP, a hung host) refuses nothing: its connections stay
+ * open and calls would wait for their whole deadline. So with several URLs, a call
+ * pending for SUSPECT_AFTER_MS makes the client ask the other masters (`GET
+ * /api/v1/leader`, at most once per PROBE_EVERY_MS for all calls) whether one of them
+ * leads now; if one does, the call is abandoned and goes there.
+ *
  * What is sent again: a call that certainly did not reach a master (connection
- * refused, NOT_LEADER) always; a call whose connection broke only when it is a read
- * (GET) or marked `idempotent` (see BROKEN_ERRORS).
+ * refused, NOT_LEADER) always; a call whose connection broke, or that was abandoned
+ * at a stalled leader, only when it is a read (GET) or marked `idempotent` (see
+ * BROKEN_ERRORS); any other fails with UNAVAILABLE (EIO), as it may have been applied.
  */
 
 import { Pool } from 'undici';
 import { StrataError, toStrataError } from './errors';
 import { errorFromBody, parseJsonOrUndefined } from './http';
+import { MASTER_API } from './protocol';
 
 export interface JsonClientOptions {
   /** Deadline of one request in ms. Default 30000. */
@@ -40,6 +48,11 @@ const NOT_SENT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHO
  * sent again, a rename would fail with ENOENT and a create with EEXIST although they happened.
  */
 const BROKEN_ERRORS = new Set(['ECONNRESET', 'UND_ERR_SOCKET']);
+
+/** A call pending this long (ms) at one of several masters makes the client look for another leader. */
+const SUSPECT_AFTER_MS = 2000;
+/** Other masters are asked whether they lead at most this often (ms), however many calls wait. */
+const PROBE_EVERY_MS = 1000;
 
 /** Filled with the response headers of one call. */
 export interface ResponseMeta {
@@ -74,6 +87,8 @@ export class JsonClient {
   readonly #timeoutMs: number;
   readonly #retryForMs: number;
   readonly #headers: Record<string, string>;
+  /** The last look for another leader, shared by the calls waiting meanwhile. */
+  #probe: { at: number; from: string; answer: Promise<string | undefined> } | undefined;
 
   /** `baseUrl`: one URL, or several separated by commas (see the file's comment). */
   constructor(baseUrl: string, opts: JsonClientOptions = {}) {
@@ -124,6 +139,41 @@ export class JsonClient {
     this.#current = next >= 0 && next !== this.#current ? next : (this.#current + 1) % this.#urls.length;
   }
 
+  /** Which other master says it leads, if any (a URL of our list). */
+  #otherLeader(current: string): Promise<string | undefined> {
+    const p = this.#probe;
+    if (p && p.from === current && Date.now() - p.at < PROBE_EVERY_MS) return p.answer;
+    const ask = async (url: string): Promise<string | undefined> => {
+      try {
+        const res = await this.#pool(url).request({ method: 'GET', path: `${MASTER_API}/leader`, headers: { authorization: this.#headers.authorization ?? '' }, signal: AbortSignal.timeout(PROBE_EVERY_MS) });
+        const v = parseJsonOrUndefined(await res.body.text()) as { role?: unknown } | undefined;
+        return res.statusCode === 200 && v?.role === 'leader' ? url : undefined;
+      } catch {
+        return undefined;
+      }
+    };
+    const answer = Promise.all(this.#urls.filter((u) => u !== current).map(ask)).then((found) => found.find((u) => u !== undefined));
+    this.#probe = { at: Date.now(), from: current, answer };
+    return answer;
+  }
+
+  /** While a call waits at `url`, looks for another leader every PROBE_EVERY_MS after SUSPECT_AFTER_MS; returns the stopper. */
+  #watchForOtherLeader(url: string, onFound: (leader: string) => void): () => void {
+    let stopped = false;
+    let timer: NodeJS.Timeout;
+    const look = async () => {
+      const found = await this.#otherLeader(url);
+      if (stopped) return;
+      if (found) onFound(found);
+      else timer = setTimeout(() => void look(), PROBE_EVERY_MS);
+    };
+    timer = setTimeout(() => void look(), SUSPECT_AFTER_MS);
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
+  }
+
   async #call<T>(method: 'GET' | 'POST', path: string, body: string | undefined, signal: AbortSignal | undefined, meta: ResponseMeta | undefined, idempotent: boolean): Promise<T> {
     const started = Date.now();
     let delay = 50;
@@ -134,6 +184,15 @@ export class JsonClient {
     for (;;) {
       const url = this.baseUrl;
       const what = `${method} ${url}${path.split('?')[0]}`;
+      const abandon = new AbortController();
+      let movedTo: string | undefined;
+      const stopWatching =
+        this.#urls.length > 1
+          ? this.#watchForOtherLeader(url, (leader) => {
+              movedTo = leader;
+              abandon.abort();
+            })
+          : () => undefined;
       try {
         const res = await this.#pool(url).request({
           method,
@@ -142,7 +201,7 @@ export class JsonClient {
           body,
           headersTimeout: this.#timeoutMs,
           bodyTimeout: this.#timeoutMs,
-          signal: signal ?? AbortSignal.timeout(this.#timeoutMs),
+          signal: AbortSignal.any([signal ?? AbortSignal.timeout(this.#timeoutMs), abandon.signal]),
         });
         if (meta) meta.headers = res.headers;
         const parsed = parseJsonOrUndefined(await res.body.text());
@@ -154,6 +213,11 @@ export class JsonClient {
         }
         return parsed as T;
       } catch (err) {
+        if (movedTo !== undefined && !signal?.aborted) {
+          this.#current = this.#urls.indexOf(movedTo);
+          if (idempotent && Date.now() - started < this.#retryForMs) continue;
+          throw new StrataError('UNAVAILABLE', `${what}: the master stopped answering and ${movedTo} leads now; the call may or may not have been applied`, { cause: err });
+        }
         const code = (err as { code?: string }).code;
         const notLeader = err instanceof NotLeaderReply;
         const retriable = notLeader || (code !== undefined && (NOT_SENT_ERRORS.has(code) || (idempotent && BROKEN_ERRORS.has(code))));
@@ -175,6 +239,8 @@ export class JsonClient {
         if (err instanceof StrataError) throw err;
         const e = toStrataError(err, what);
         throw e.code === 'IO_ERROR' ? new StrataError('UNAVAILABLE', e.message, { cause: err }) : e;
+      } finally {
+        stopWatching();
       }
     }
   }

@@ -5,6 +5,8 @@
  * after SIGKILL of the leader the standby takes over, the client's next call
  * succeeds and the worker registers with the new leader. Five kills, alternating,
  * measure the failover time (kill -> first successful call through the client).
+ * Then the leader is SIGSTOPped: reads move to the new leader, a change sent to
+ * the stalled one fails with UNAVAILABLE, and the woken master stands by.
  *
  * Each master still keeps its own SQLite namespace in this branch (the PostgreSQL
  * metastore lands separately), so this checks following the leader and
@@ -179,4 +181,26 @@ t.test('two masters, one lease: clients and workers follow the leader across SIG
   const sorted = [...failovers].sort((x, y) => x - y);
   t.comment(`failover (SIGKILL of the leader -> first successful call through the client) over ${KILLS} kills, lease 6000 ms: min ${sorted[0]} ms, median ${sorted[Math.floor(sorted.length / 2)]} ms, max ${sorted[sorted.length - 1]} ms (${failovers.join(', ')})`);
   t.equal(registrations(), KILLS, 'one registration per new leader');
+
+  // A stalled leader refuses nothing: its connections stay open. The client notices another master leads
+  // and goes there for a read; a change sent to the stalled one fails (EIO) rather than be applied twice.
+  const stoppedAt = Date.now();
+  leader.proc.kill('SIGSTOP');
+  const [read, change] = await Promise.allSettled([client.stat('/'), client.mkdir('/made-while-stalled', 0o755)]);
+  const tookStalled = Date.now() - stoppedAt;
+  t.equal(read.status, 'fulfilled', `SIGSTOP of the leader: a read reaches the new leader (${tookStalled} ms)`);
+  t.ok(tookStalled < 20_000, 'within 20 s');
+  t.equal(client.url, standby.url, 'the client now calls the new leader');
+  t.match(change, { status: 'rejected', reason: { code: 'UNAVAILABLE' } }, 'a change sent to the stalled leader fails with UNAVAILABLE (EIO)');
+  leader.proc.kill('SIGCONT');
+  const woken = await until('the woken master to answer', () => leaderView(leader.url), 10_000);
+  t.equal(woken.role, 'standby', 'the woken master stands by from its first answer');
+  const named = await until('the woken master to name the leader', async () => {
+    const v = await leaderView(leader.url);
+    return v.leader ? v : undefined;
+  }, 10_000);
+  t.match(named, { role: 'standby', leader: standby.url }, 'and soon names the new leader');
+  await sleep(1000);
+  await t.rejects(fsp.stat(path.join(ufsDir, 'made-while-stalled')), { code: 'ENOENT' }, 'and did not apply the change it received while stopped');
+  t.comment(`SIGSTOP of the leader -> first successful read through the client: ${tookStalled} ms`);
 });
