@@ -18,7 +18,7 @@ import t from 'tap';
 import { spawn, ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { CLI, runCli, tempRoot } from '../helpers/cluster';
+import { CLI, forceUnmount, runCli, tempRoot } from '../helpers/cluster';
 import { postgresSkipReason, startPostgres } from '../helpers/postgres';
 import { MasterClient } from '../../src/client/master-client';
 import { StrataError } from '../../src/common/errors';
@@ -60,11 +60,21 @@ t.test('two masters, one lease: clients and workers follow the leader across SIG
   const ufsDir = path.join(root, 'ufs');
   await fsp.mkdir(ufsDir, { recursive: true });
   const procs = new Set<ChildProcess>();
+  const mnt = path.join(root, 'mnt');
+  await fsp.mkdir(mnt);
+  let mountProc: ChildProcess | undefined;
   t.teardown(async () => {
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGCONT');
+    // The mount first (SIGTERM unmounts), then the rest.
+    if (mountProc && mountProc.exitCode === null && mountProc.signalCode === null) {
+      mountProc.kill('SIGTERM');
+      await waitExit(mountProc, 10_000);
+    }
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
     await Promise.all([...procs].map((p) => waitExit(p, 10_000)));
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     await Promise.all([...procs].map((p) => waitExit(p, 5_000)));
+    forceUnmount(mnt);
     await fsp.rm(root, { recursive: true, force: true });
   });
 
@@ -77,7 +87,7 @@ t.test('two masters, one lease: clients and workers follow the leader across SIG
       const timer = setTimeout(() => reject(new Error(`${role} did not start in 60 s: ${err}`)), 60_000);
       p.stdout!.on('data', (d) => {
         out += d;
-        if (/listening on|serving on/.test(out)) {
+        if (/listening on|serving on|mounted at/.test(out)) {
           clearTimeout(timer);
           resolve({ proc: p, out: () => out, err: () => err });
         }
@@ -139,9 +149,13 @@ t.test('two masters, one lease: clients and workers follow the leader across SIG
   t.equal(client.url, a.url, 'and keeps calling it');
   const ls = await runCli(['fs', 'ls', '/', '--master', both]);
   t.equal(ls.code, 0, `strata fs ls --master standby,leader works: ${ls.stderr}`);
+  mountProc = (await start('mount', ['mount', '--home', path.join(root, 'client'), '--master', both, mnt])).proc;
+  await fsp.mkdir(path.join(mnt, 'before-kills'));
+  t.ok((await fsp.stat(path.join(ufsDir, 'before-kills'))).isDirectory(), 'a FUSE mount given standby,leader works');
 
   const registrations = () => worker.err().split('\n').filter((l) => l.includes('registered with the new leader')).length;
   const failovers: number[] = [];
+  const mountResults: boolean[] = [];
   let leader = a;
   let standby = b;
   for (let i = 0; i < KILLS; i++) {
@@ -149,6 +163,11 @@ t.test('two masters, one lease: clients and workers follow the leader across SIG
     const killedAt = Date.now();
     leader.proc.kill('SIGKILL');
     await waitExit(leader.proc, 10_000);
+    // A change through the mount at the moment of the kill: it waits for the new leader (or fails with EIO), never hangs.
+    const mountMkdir = fsp.mkdir(path.join(mnt, `at-kill-${i + 1}`)).then(
+      () => ({ ok: true, at: Date.now() }),
+      (err: NodeJS.ErrnoException) => ({ ok: false, code: err.code, at: Date.now() }),
+    );
     // The first call after the kill: it follows the standby's NOT_LEADER until the standby takes over.
     let failedCalls = 0;
     for (;;) {
@@ -166,6 +185,9 @@ t.test('two masters, one lease: clients and workers follow the leader across SIG
     t.equal(client.url, standby.url, `kill ${i + 1}: the client follows the new leader (${took} ms)`);
     t.ok(took < 20_000, `kill ${i + 1}: failover within 20 s`);
     t.equal((await leaderView(standby.url)).role, 'leader', `kill ${i + 1}: ${standby.name} leads`);
+    const m = await mountMkdir;
+    t.ok(m.ok || ('code' in m && m.code === 'EIO'), `kill ${i + 1}: mkdir in the mount at the kill ${m.ok ? 'succeeded' : `failed with ${'code' in m ? m.code : '?'}`} after ${m.at - killedAt} ms`);
+    mountResults.push(m.ok);
     await until(`kill ${i + 1}: the worker at the new leader`, () => liveWorkers(standby, killedAt), 20_000);
     await until(`kill ${i + 1}: the worker's log of its new registration`, async () => (registrations() > registered ? true : undefined), 10_000);
     t.pass(`kill ${i + 1}: the worker registered with the new leader by itself`);
@@ -181,6 +203,7 @@ t.test('two masters, one lease: clients and workers follow the leader across SIG
   const sorted = [...failovers].sort((x, y) => x - y);
   t.comment(`failover (SIGKILL of the leader -> first successful call through the client) over ${KILLS} kills, lease 6000 ms: min ${sorted[0]} ms, median ${sorted[Math.floor(sorted.length / 2)]} ms, max ${sorted[sorted.length - 1]} ms (${failovers.join(', ')})`);
   t.equal(registrations(), KILLS, 'one registration per new leader');
+  t.ok(mountResults.filter(Boolean).length >= KILLS - 1, `the mount's mkdirs at the kills went through (${mountResults.filter(Boolean).length} of ${KILLS})`);
 
   // A stalled leader refuses nothing: its connections stay open. The client notices another master leads
   // and goes there for a read; a change sent to the stalled one fails (EIO) rather than be applied twice.
