@@ -51,7 +51,13 @@ function portFree(host: string, port: number): Promise<boolean> {
 }
 
 /** 'ok', 'denied' (it wants a token we lack or do not match) or 'none' (nothing answers). */
-async function masterAnswers(url: string, token: string | undefined): Promise<'ok' | 'denied' | 'none'> {
+/** Whether a master answers; of several (URL1,URL2), whether the leader does. */
+async function masterAnswers(urls: string, token: string | undefined): Promise<'ok' | 'denied' | 'none'> {
+  const answers = await Promise.all(urls.split(',').map((u) => oneMasterAnswers(u, token)));
+  return answers.includes('ok') ? 'ok' : answers.includes('denied') ? 'denied' : 'none';
+}
+
+async function oneMasterAnswers(url: string, token: string | undefined): Promise<'ok' | 'denied' | 'none'> {
   try {
     const res = await fetch(`${url}/api/v1/info`, { signal: AbortSignal.timeout(2000), headers: authHeaders(token) });
     await res.body?.cancel();

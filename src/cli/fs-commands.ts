@@ -42,6 +42,7 @@ function openFs(o: FsOpts): StrataFileSystem {
     logger: silentLogger(),
     shortCircuit: cfg.shortCircuit === 'true',
     workerProbeIntervalMs: cfg.workerProbeIntervalMs,
+    masterFailoverTimeoutMs: cfg.masterFailoverTimeoutMs,
   });
 }
 

@@ -145,6 +145,7 @@ async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>):
     limits: daemonLimits(cfg),
     maxBodyBytes: cfg.maxBodyBytes,
     requestTimeoutMs: cfg.requestTimeoutMs,
+    ...(cfg.leaderElection === 'none' ? {} : { leaderElection: { url: cfg.leaderElection, leaseMs: cfg.leaderLeaseMs, ...(cfg.masterAdvertiseUrl ? { advertiseUrl: cfg.masterAdvertiseUrl } : {}) } }),
     logger: log,
   });
   const stop = () => m.close();
@@ -202,6 +203,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     shortCircuit: cfg.shortCircuit === 'true',
     metadataCache: cfg.metadataCache === 'true',
     workerProbeIntervalMs: cfg.workerProbeIntervalMs,
+    masterFailoverTimeoutMs: cfg.masterFailoverTimeoutMs,
     ...(writeType ? { writeType } : {}),
     token: clientToken(cfg),
   });
@@ -366,6 +368,8 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     masterPort: o.masterPort ?? o.port,
     workerPort: o.workerPort,
     master: o.master,
+    leaderElection: o.leaderElection,
+    masterAdvertiseUrl: o.advertiseUrl,
     blockSize: o.blockSize,
     metastore: o.metastore,
     workerCapacity: o.capacity,
@@ -479,18 +483,21 @@ export async function main(argv: string[]): Promise<void> {
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
     .option('--ufs-option <key=value>', 'option of the root under-store (repeatable)', collect)
     .option('--write-type <type>', 'write type of mounts that set none')
+    .option('--leader-election <url>', 'postgres://… shared with standby masters: lead only while holding the lease (default none)')
+    .option('--advertise-url <url>', 'the URL clients are sent to while this master leads (default its listen URL)')
     .addHelpText(
       'after',
       examples([
         '$ strata master --port 19998 --ufs s3://bucket/lake --bind 0.0.0.0',
         '$ strata master --home /var/lib/strata --ufs hdfs://namenode:9870/lake',
         '$ PGPASSWORD=… strata master --metastore postgres://strata@db.internal:5432/strata --ufs s3://bucket/lake',
+        '$ strata master --bind 10.0.0.1 --leader-election postgres://strata@db:5432/strata   # one of several; clients use --master URL1,URL2',
       ]),
     )
     .action(async (o) => runMaster(resolveConfig(configFlags(o)), parseKeyValues(o.ufsOption, '--ufs-option')));
 
   withCommon(program.command('worker').description('run a worker in the foreground'))
-    .option('--master <url>', 'master URL')
+    .option('--master <url>', 'master URL, or the URLs of all masters comma-separated')
     .addOption(new Option('--port <n>', 'data port (0 = any free)'))
     .option('--bind <addr>', 'address to listen on')
     .option('--capacity <bytes>', 'quota of the default single tier, e.g. 8GiB')
@@ -506,7 +513,7 @@ export async function main(argv: string[]): Promise<void> {
 
   withCommon(program.command('mount').description('mount a running cluster at DIR in the foreground'))
     .argument('<dir>', 'mount point (an existing empty directory)')
-    .option('--master <url>', 'master URL')
+    .option('--master <url>', 'master URL, or the URLs of all masters comma-separated')
     .option('--write-type <type>', "this client's write type (default: each mount's)")
     .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
     .option('--allow-other <mode>', 'true | false | auto (= when mounted by root); default auto')

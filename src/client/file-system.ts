@@ -45,6 +45,8 @@ export interface FileSystemOptions {
   token?: string;
   /** Health probes of a worker this client waits on, every this many ms (0 = never). Default 3000. */
   workerProbeIntervalMs?: number;
+  /** How long a master call looks for a leading master before it fails (ms). Default 15000. */
+  masterFailoverTimeoutMs?: number;
 }
 
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
@@ -229,7 +231,11 @@ export class StrataFileSystem {
   #nextFh = 1;
 
   constructor(opts: FileSystemOptions) {
-    this.master = new MasterClient(opts.masterUrl, { metadataCache: opts.metadataCache === true, ...(opts.token ? { token: opts.token } : {}) });
+    this.master = new MasterClient(opts.masterUrl, {
+      metadataCache: opts.metadataCache === true,
+      ...(opts.masterFailoverTimeoutMs !== undefined ? { retryForMs: opts.masterFailoverTimeoutMs } : {}),
+      ...(opts.token ? { token: opts.token } : {}),
+    });
     this.router = new WorkerRouter(this.master);
     this.workers = new WorkerClient({
       readType: opts.readType ?? 'CACHE',

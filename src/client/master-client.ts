@@ -152,12 +152,13 @@ export class MasterClient {
   }
 
   async getXattr(ino: number, name: string): Promise<Buffer> {
-    const r = await this.#http.post<{ value: string }>(`${MASTER_API}/xattr/get`, { ino, name });
+    // Reads sent as POST: safe to send again after a broken connection.
+    const r = await this.#http.post<{ value: string }>(`${MASTER_API}/xattr/get`, { ino, name }, undefined, undefined, { idempotent: true });
     return Buffer.from(r.value, 'base64');
   }
 
   async listXattrs(ino: number): Promise<string[]> {
-    return (await this.#http.post<{ names: string[] }>(`${MASTER_API}/xattr/list`, { ino })).names;
+    return (await this.#http.post<{ names: string[] }>(`${MASTER_API}/xattr/list`, { ino }, undefined, undefined, { idempotent: true })).names;
   }
 
   async removeXattr(ino: number, name: string): Promise<void> {

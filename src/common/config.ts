@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { StrataError } from './errors';
 
-type Kind = 'string' | 'int' | 'bytes' | 'url';
+type Kind = 'string' | 'int' | 'bytes' | 'url' | 'urls';
 
 export interface ConfigKey {
   key: string;
@@ -31,7 +31,11 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'bind', flag: '--bind', env: 'STRATA_BIND', kind: 'string', description: 'Address the master and worker listen on.', default: () => '127.0.0.1' },
   { key: 'masterPort', flag: '--master-port / --port', env: 'STRATA_MASTER_PORT', kind: 'int', description: 'Master API port (0 = any free port).', default: () => 19998 },
   { key: 'workerPort', flag: '--worker-port / --port', env: 'STRATA_WORKER_PORT', kind: 'int', description: 'Worker data port (0 = any free port).', default: () => 29999 },
-  { key: 'master', flag: '--master', env: 'STRATA_MASTER', kind: 'url', description: 'Master URL used by workers, mounts and `strata fs`.', default: () => 'http://127.0.0.1:19998' },
+  { key: 'master', flag: '--master', env: 'STRATA_MASTER', kind: 'urls', description: 'Master URL used by workers, mounts and `strata fs`; with standby masters, all of them comma-separated (URL1,URL2): calls follow the leader.', default: () => 'http://127.0.0.1:19998' },
+  { key: 'masterFailoverTimeoutMs', flag: '', env: 'STRATA_MASTER_FAILOVER_TIMEOUT_MS', kind: 'int', description: 'How long a mount or `strata fs` call keeps looking for a leading master (other URLs, a restarting master) before it fails with EIO.', default: () => 15000 },
+  { key: 'leaderElection', flag: '--leader-election', env: 'STRATA_LEADER_ELECTION', kind: 'string', description: 'Masters sharing this PostgreSQL database (postgres://user@host:port/db) elect one leader by a lease; the others stand by and answer NOT_LEADER. none = this master always leads.', default: () => 'none' },
+  { key: 'leaderLeaseMs', flag: '', env: 'STRATA_LEADER_LEASE_MS', kind: 'int', description: 'Leader lease length: a leader that cannot renew steps down within 5/6 of it, and a standby takes over within 4/3 of it after the leader dies or stalls.', default: () => 6000 },
+  { key: 'masterAdvertiseUrl', flag: '--advertise-url', env: 'STRATA_MASTER_ADVERTISE_URL', kind: 'url', description: 'The URL standbys send clients to while this master leads; default its listen address (http://bind:port).', default: () => '' },
   { key: 'blockSize', flag: '--block-size', env: 'STRATA_BLOCK_SIZE', kind: 'bytes', description: 'Block size of new files (power of two).', default: () => 64 * 1024 ** 2 },
   { key: 'workerCapacity', flag: '--capacity', env: 'STRATA_WORKER_CAPACITY', kind: 'bytes', description: 'Byte quota of the worker block cache.', default: () => 8 * 1024 ** 3 },
   { key: 'workerTiers', flag: '--tier NAME:DIR:SIZE (repeatable) / --tiers a,b', env: 'STRATA_WORKER_TIERS', kind: 'string', description: 'Worker cache tiers, top first, comma-separated NAME:DIR:SIZE (e.g. mem:/dev/shm/strata:4GiB,ssd:/var/lib/strata:200GiB); "default" = one SSD tier <home>/worker/blocks of workerCapacity.', default: () => 'default' },
@@ -69,6 +73,10 @@ export interface StrataConfig {
   masterPort: number;
   workerPort: number;
   master: string;
+  masterFailoverTimeoutMs: number;
+  leaderElection: string;
+  leaderLeaseMs: number;
+  masterAdvertiseUrl: string;
   blockSize: number;
   workerCapacity: number;
   workerTiers: string;
@@ -119,6 +127,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if (v.length === 0) throw bad('a non-empty string');
       if ((k.key === 'shortCircuit' || k.key === 'metadataCache' || k.key === 'dashboard' || k.key === 'metricsAuth') && !['true', 'false'].includes(v)) throw bad('true or false');
       if (k.key === 'auth' && !['token', 'none', 'auto'].includes(v)) throw bad('token, none or auto');
+      if (k.key === 'leaderElection' && v !== 'none' && !/^postgres(ql)?:\/\/[^\s]+$/.test(v)) throw bad('none or a postgres:// URL');
       if (k.key === 'allowOther' && !['true', 'false', 'auto'].includes(v)) throw bad('true, false or auto');
       if (k.key === 'evictionPolicy' && !['LRU', 'FIFO', 'LFU'].includes(v)) throw bad('LRU, FIFO or LFU');
       if (k.key === 'readType' && !['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'].includes(v)) throw bad('CACHE, CACHE_PROMOTE or NO_CACHE');
@@ -131,6 +140,8 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if ((k.key.endsWith('Port') && (n < 0 || n > 65535))) throw bad('a port number 0-65535');
       if (['maxConnections', 'headersTimeoutMs', 'requestTimeoutMs'].includes(k.key) && n < 1) throw bad('a positive integer');
       if (k.key === 'workerProbeIntervalMs' && (n < 0 || n > 600_000)) throw bad('0 (off) or a period in ms up to 600000');
+      if (k.key === 'leaderLeaseMs' && (n < 300 || n > 600_000)) throw bad('a lease in ms from 300 to 600000');
+      if (k.key === 'masterFailoverTimeoutMs' && (n < 0 || n > 3_600_000)) throw bad('a time in ms from 0 to 3600000');
       return n;
     }
     case 'bytes': {
@@ -141,13 +152,18 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       return n;
     }
     case 'url':
-      try {
-        const u = new URL(v);
-        if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error();
-      } catch {
-        throw bad('an http:// URL');
+    case 'urls': {
+      const list = k.kind === 'urls' ? v.split(',').map((u) => u.trim()) : [v];
+      for (const one of list) {
+        try {
+          const u = new URL(one);
+          if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error();
+        } catch {
+          throw bad(k.kind === 'urls' ? 'an http:// URL, or several separated by commas' : 'an http:// URL');
+        }
       }
-      return v.replace(/\/+$/, '');
+      return list.map((u) => u.replace(/\/+$/, '')).join(',');
+    }
   }
 }
 
@@ -239,6 +255,7 @@ export function configTableMarkdown(): string {
     if (k.key === 'tokenFile') return '`<home>/token`';
     if (k.key === 'metastore') return '`sqlite://<home>/master/strata.db`';
     if (k.key === 'token') return '(none)';
+    if (k.key === 'masterAdvertiseUrl') return '(listen URL)';
     if (k.kind === 'bytes' && typeof d === 'number') return '`' + humanBytes(d) + '`';
     return '`' + String(d) + '`';
   };

@@ -39,6 +39,13 @@ export const ERROR_TABLE = {
   PAYLOAD_TOO_LARGE: { errno: E.EFBIG, status: 413 },
   /** A peer (master, worker, under-store) could not be reached or answered 5xx. */
   UNAVAILABLE: { errno: E.EIO, status: 503 },
+  /**
+   * This master stands by; the reply names the leader (body `leader`, header
+   * `strata-leader`). Nothing was applied. Clients follow the leader and only let it
+   * through as UNAVAILABLE when none leads within their failover timeout; EIO, not
+   * EAGAIN, should it ever reach a caller, so programs do not spin on it.
+   */
+  NOT_LEADER: { errno: E.EIO, status: 503 },
   TIMEOUT: { errno: E.EIO, status: 504 },
   IO_ERROR: { errno: E.EIO, status: 500 },
   /** Bad configuration or command line; the CLI exits with code 2. */

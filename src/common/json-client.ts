@@ -1,22 +1,43 @@
 /**
  * A small JSON-over-HTTP client (undici) for the master API, used by workers, the
- * FUSE client and the CLI. Every call has a deadline; a peer that is down is
- * retried with backoff while the connection is refused (nothing was sent), so a
- * restarting master is waited for and a dead one fails with UNAVAILABLE. A broken
- * connection retries GETs only (see BROKEN_ERRORS).
+ * FUSE client and the CLI. Every call has a deadline.
+ *
+ * Failover: the URL may be a comma-separated list of masters (`URL1,URL2`), of which
+ * one leads. Calls go to the one that answered last; a standby's 503 NOT_LEADER
+ * sends them to the leader it names (or to the next URL), and a master that cannot
+ * be reached sends them to the next URL, with a short jittered backoff after each
+ * full round. This goes on for at most `retryForMs` from the call's start, then the
+ * call fails with UNAVAILABLE; a restarting single master is waited for the same way.
+ *
+ * A leader that stalls (SIGSTOP, a hung host) refuses nothing: its connections stay
+ * open and calls would wait for their whole deadline. So with several URLs, a call
+ * pending for SUSPECT_AFTER_MS makes the client ask the other masters (`GET
+ * /api/v1/leader`, at most once per PROBE_EVERY_MS for all calls) whether one of them
+ * leads now; if one does, the call is abandoned and goes there.
+ *
+ * What is sent again: a call that certainly did not reach a master (connection
+ * refused, NOT_LEADER) always; a call whose connection broke, or that was abandoned
+ * at a stalled leader, only when it is a read (GET) or marked `idempotent` (see
+ * BROKEN_ERRORS); any other fails with UNAVAILABLE (EIO), as it may have been applied.
  */
 
 import { Pool } from 'undici';
 import { StrataError, toStrataError } from './errors';
 import { errorFromBody, parseJsonOrUndefined } from './http';
+import { MASTER_API } from './protocol';
 
 export interface JsonClientOptions {
   /** Deadline of one request in ms. Default 30000. */
   timeoutMs?: number;
-  /** How long to keep retrying a refused connection, in ms. Default 15000. */
+  /** How long one call keeps trying (other masters, a refused connection), in ms. Default 15000. */
   retryForMs?: number;
   /** Sent as `Authorization: Bearer …` when set. */
   token?: string;
+}
+
+/** Per call: a POST that may safely be applied twice (a read sent as POST, a full re-registration). */
+export interface CallOptions {
+  idempotent?: boolean;
 }
 
 /** The request was certainly not sent: any request may be tried again. */
@@ -28,78 +49,203 @@ const NOT_SENT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHO
  */
 const BROKEN_ERRORS = new Set(['ECONNRESET', 'UND_ERR_SOCKET']);
 
+/** A call pending this long (ms) at one of several masters makes the client look for another leader. */
+const SUSPECT_AFTER_MS = 2000;
+/** Other masters are asked whether they lead at most this often (ms), however many calls wait. */
+const PROBE_EVERY_MS = 1000;
+
 /** Filled with the response headers of one call. */
 export interface ResponseMeta {
   headers?: Record<string, string | string[] | undefined>;
 }
 
+/** A NOT_LEADER reply: the master stands by and applied nothing. */
+class NotLeaderReply {
+  constructor(
+    readonly error: StrataError,
+    readonly leader: string | undefined,
+  ) {}
+}
+
+function originOf(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw.trim());
+  } catch {
+    throw new StrataError('CONFIG', `not a valid URL: '${raw}'`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new StrataError('CONFIG', `not an http(s) URL: '${raw}'`);
+  return url.origin;
+}
+
 export class JsonClient {
-  readonly baseUrl: string;
-  readonly #pool: Pool;
+  /** The masters to try, in order; a leader named by a standby is added when it is not listed. */
+  readonly #urls: string[];
+  /** Index in #urls of the master that answered last. */
+  #current = 0;
+  readonly #pools = new Map<string, Pool>();
   readonly #timeoutMs: number;
   readonly #retryForMs: number;
   readonly #headers: Record<string, string>;
+  /** The last look for another leader, shared by the calls waiting meanwhile. */
+  #probe: { at: number; from: string; answer: Promise<string | undefined> } | undefined;
 
+  /** `baseUrl`: one URL, or several separated by commas (see the file's comment). */
   constructor(baseUrl: string, opts: JsonClientOptions = {}) {
-    let url: URL;
-    try {
-      url = new URL(baseUrl);
-    } catch {
-      throw new StrataError('CONFIG', `not a valid URL: '${baseUrl}'`);
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new StrataError('CONFIG', `not an http(s) URL: '${baseUrl}'`);
-    this.baseUrl = url.origin;
+    this.#urls = [...new Set(baseUrl.split(',').filter((u) => u.trim() !== '').map(originOf))];
+    if (this.#urls.length === 0) throw new StrataError('CONFIG', `not a valid URL: '${baseUrl}'`);
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
     this.#retryForMs = opts.retryForMs ?? 15_000;
-    this.#pool = new Pool(this.baseUrl, { connections: 16, pipelining: 1, keepAliveTimeout: 10_000 });
     this.#headers = { 'content-type': 'application/json' };
     if (opts.token) this.#headers.authorization = `Bearer ${opts.token}`;
+  }
+
+  /** The master calls go to now (the leader, once one answered). */
+  get baseUrl(): string {
+    return this.#urls[this.#current]!;
   }
 
   /** `meta`, when given, receives the response headers (of an answer or of an error reply). */
   get<T>(path: string, query?: Record<string, string | number>, signal?: AbortSignal, meta?: ResponseMeta): Promise<T> {
     const qs = query ? '?' + new URLSearchParams(Object.entries(query).map(([k, v]): [string, string] => [k, String(v)])).toString() : '';
-    return this.#call<T>('GET', path + qs, undefined, signal, meta);
+    return this.#call<T>('GET', path + qs, undefined, signal, meta, true);
   }
 
-  post<T>(path: string, body: unknown, signal?: AbortSignal, meta?: ResponseMeta): Promise<T> {
-    return this.#call<T>('POST', path, JSON.stringify(body ?? {}), signal, meta);
+  post<T>(path: string, body: unknown, signal?: AbortSignal, meta?: ResponseMeta, opts: CallOptions = {}): Promise<T> {
+    return this.#call<T>('POST', path, JSON.stringify(body ?? {}), signal, meta, opts.idempotent === true);
   }
 
-  async #call<T>(method: 'GET' | 'POST', path: string, body: string | undefined, signal?: AbortSignal, meta?: ResponseMeta): Promise<T> {
+  #pool(url: string): Pool {
+    let p = this.#pools.get(url);
+    if (!p) {
+      p = new Pool(url, { connections: 16, pipelining: 1, keepAliveTimeout: 10_000 });
+      this.#pools.set(url, p);
+    }
+    return p;
+  }
+
+  /** Moves to `leader` (added when unknown) or, without one, to the next URL. */
+  #switch(leader: string | undefined): void {
+    let next = -1;
+    if (leader) {
+      try {
+        const origin = originOf(leader);
+        next = this.#urls.indexOf(origin);
+        if (next < 0) next = this.#urls.push(origin) - 1;
+      } catch {
+        next = -1; // a malformed address: ignore it
+      }
+    }
+    this.#current = next >= 0 && next !== this.#current ? next : (this.#current + 1) % this.#urls.length;
+  }
+
+  /** Which other master says it leads, if any (a URL of our list). */
+  #otherLeader(current: string): Promise<string | undefined> {
+    const p = this.#probe;
+    if (p && p.from === current && Date.now() - p.at < PROBE_EVERY_MS) return p.answer;
+    const ask = async (url: string): Promise<string | undefined> => {
+      try {
+        const res = await this.#pool(url).request({ method: 'GET', path: `${MASTER_API}/leader`, headers: { authorization: this.#headers.authorization ?? '' }, signal: AbortSignal.timeout(PROBE_EVERY_MS) });
+        const v = parseJsonOrUndefined(await res.body.text()) as { role?: unknown } | undefined;
+        return res.statusCode === 200 && v?.role === 'leader' ? url : undefined;
+      } catch {
+        return undefined;
+      }
+    };
+    const answer = Promise.all(this.#urls.filter((u) => u !== current).map(ask)).then((found) => found.find((u) => u !== undefined));
+    this.#probe = { at: Date.now(), from: current, answer };
+    return answer;
+  }
+
+  /** While a call waits at `url`, looks for another leader every PROBE_EVERY_MS after SUSPECT_AFTER_MS; returns the stopper. */
+  #watchForOtherLeader(url: string, onFound: (leader: string) => void): () => void {
+    let stopped = false;
+    let timer: NodeJS.Timeout;
+    const look = async () => {
+      const found = await this.#otherLeader(url);
+      if (stopped) return;
+      if (found) onFound(found);
+      else timer = setTimeout(() => void look(), PROBE_EVERY_MS);
+    };
+    timer = setTimeout(() => void look(), SUSPECT_AFTER_MS);
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
+  }
+
+  async #call<T>(method: 'GET' | 'POST', path: string, body: string | undefined, signal: AbortSignal | undefined, meta: ResponseMeta | undefined, idempotent: boolean): Promise<T> {
     const started = Date.now();
     let delay = 50;
+    /** Attempts since the last backoff: after a full round of the URLs, wait a little. */
+    let round = 0;
+    /** Switches to a named leader in a row, without backoff. */
+    let hops = 0;
     for (;;) {
+      const url = this.baseUrl;
+      const what = `${method} ${url}${path.split('?')[0]}`;
+      const abandon = new AbortController();
+      let movedTo: string | undefined;
+      const stopWatching =
+        this.#urls.length > 1
+          ? this.#watchForOtherLeader(url, (leader) => {
+              movedTo = leader;
+              abandon.abort();
+            })
+          : () => undefined;
       try {
-        const res = await this.#pool.request({
+        const res = await this.#pool(url).request({
           method,
           path,
           headers: method === 'POST' ? this.#headers : { authorization: this.#headers.authorization ?? '' },
           body,
           headersTimeout: this.#timeoutMs,
           bodyTimeout: this.#timeoutMs,
-          signal: signal ?? AbortSignal.timeout(this.#timeoutMs),
+          signal: AbortSignal.any([signal ?? AbortSignal.timeout(this.#timeoutMs), abandon.signal]),
         });
         if (meta) meta.headers = res.headers;
         const parsed = parseJsonOrUndefined(await res.body.text());
-        if (res.statusCode >= 400) throw errorFromBody(res.statusCode, parsed, `${method} ${this.baseUrl}${path.split('?')[0]}`);
+        if (res.statusCode >= 400) {
+          const err = errorFromBody(res.statusCode, parsed, what);
+          if (err.code !== 'NOT_LEADER') throw err;
+          const leader = (parsed as { leader?: unknown }).leader;
+          throw new NotLeaderReply(err, typeof leader === 'string' ? leader : undefined);
+        }
         return parsed as T;
       } catch (err) {
+        if (movedTo !== undefined && !signal?.aborted) {
+          this.#current = this.#urls.indexOf(movedTo);
+          if (idempotent && Date.now() - started < this.#retryForMs) continue;
+          throw new StrataError('UNAVAILABLE', `${what}: the master stopped answering and ${movedTo} leads now; the call may or may not have been applied`, { cause: err });
+        }
         const code = (err as { code?: string }).code;
-        const retriable = code !== undefined && (NOT_SENT_ERRORS.has(code) || (method === 'GET' && BROKEN_ERRORS.has(code)));
+        const notLeader = err instanceof NotLeaderReply;
+        const retriable = notLeader || (code !== undefined && (NOT_SENT_ERRORS.has(code) || (idempotent && BROKEN_ERRORS.has(code))));
         if (retriable && Date.now() - started < this.#retryForMs && !signal?.aborted) {
-          await new Promise((r) => setTimeout(r, delay));
-          delay = Math.min(delay * 2, 1000);
+          this.#switch(notLeader ? err.leader : undefined);
+          // A standby that named the leader costs no wait; otherwise back off once per round of the URLs.
+          // (bounded: two standbys that name each other while the lease changes hands get the backoff too).
+          const named = notLeader && err.leader !== undefined && this.baseUrl !== url && ++hops <= this.#urls.length;
+          if (!named) hops = 0;
+          if (!named && ++round >= this.#urls.length) {
+            round = 0;
+            // Full jitter: many clients failing over together do not arrive together.
+            await new Promise((r) => setTimeout(r, delay / 2 + Math.random() * (delay / 2)));
+            delay = Math.min(delay * 2, 1000);
+          }
           continue;
         }
+        if (notLeader) throw new StrataError('UNAVAILABLE', `no master leads (${this.#urls.join(', ')}) after ${Date.now() - started} ms: ${err.error.message}`, { cause: err.error });
         if (err instanceof StrataError) throw err;
-        const e = toStrataError(err, `${method} ${this.baseUrl}${path.split('?')[0]}`);
+        const e = toStrataError(err, what);
         throw e.code === 'IO_ERROR' ? new StrataError('UNAVAILABLE', e.message, { cause: err }) : e;
+      } finally {
+        stopWatching();
       }
     }
   }
 
   async close(): Promise<void> {
-    await this.#pool.close();
+    await Promise.all([...this.#pools.values()].map((p) => p.close()));
   }
 }

@@ -265,6 +265,21 @@ export interface ChangesResponse {
 
 /** Response header of every master answer: `<epoch>:<seq at request start>:<seq at response>`. */
 export const CHANGES_HEADER = 'strata-changes';
+/** On a NOT_LEADER reply: the leader's URL, when one is known. */
+export const LEADER_HEADER = 'strata-leader';
+/** On every answer of a master elected by lease: its term, so workers see a new leader (and register again). */
+export const LEADER_TERM_HEADER = 'strata-leader-term';
+
+/** `GET /api/v1/leader`: who leads, as this master knows it. */
+export interface LeaderResponse {
+  /** The leader's URL, or null while none holds the lease. */
+  leader: string | null;
+  /** The leader's term (0 when there is no leader election: the master always leads). */
+  term: number;
+  /** This master's own advertised URL. */
+  self: string;
+  role: 'leader' | 'standby';
+}
 
 export interface HeartbeatResponse {
   /** Blocks the worker should drop: no file refers to them any more. */

@@ -35,6 +35,7 @@ import { Namespace } from './namespace';
 import { MountTable } from './mount-table';
 import { Persister } from './persister';
 import { Dashboard, DashboardOptions, registerDashboard } from './dashboard';
+import { LeaderElectionConfig, registerLeaderGate } from './leader-gate';
 import { Gauge } from 'prom-client';
 import { createDaemonMetrics } from '../common/metrics';
 
@@ -80,6 +81,8 @@ export interface MasterOptions {
   maxBodyBytes?: number;
   /** A whole request must arrive within this (ms). Default 60000. */
   requestTimeoutMs?: number;
+  /** Lead only while holding a lease shared with other masters (see leader-gate.ts). Default: always lead. */
+  leaderElection?: LeaderElectionConfig;
   logger: Logger;
 }
 
@@ -132,7 +135,6 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const ns = new Namespace({ table, mounts, syncIntervalMs: opts.syncIntervalMs ?? 5000, logger: log });
   if (opts.writeType) ns.setDefaultWriteType(opts.writeType);
   const persister = new Persister({ table, logger: log, token: opts.auth?.token, settle: (ino, container, r) => ns.settlePersist(ino, container, r) });
-  persister.start();
   const workerTimeoutMs = opts.workerTimeoutMs ?? 30_000;
   // Heartbeats renew a write in flight every few seconds; one silent this long lost its client or worker.
   const openWriteTimeoutMs = Math.max(60_000, 4 * workerTimeoutMs);
@@ -164,6 +166,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const maxBody = opts.maxBodyBytes ?? 1024 * 1024;
   const app = createHttpServer({ logger: log, metrics, auth: opts.auth, limits: opts.limits, bodyLimit: maxBody, requestTimeoutMs: opts.requestTimeoutMs ?? 60_000 });
   const api = MASTER_API;
+  // A standby answers NOT_LEADER and runs none of the leader's jobs (persisting, expiring workers and TTLs).
+  const leadership = registerLeaderGate(app, opts.leaderElection, log, { onElected: () => persister.start(), onDemoted: () => void persister.stop() });
 
   // The change feed: every answer says which changes it reflects; changes wake the long polls.
   const feed = table.changes;
@@ -490,7 +494,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     if (stale > 0) log.warn({ writes: stale, timeoutMs: openWriteTimeoutMs }, 'writes abandoned before their commit: their cached copies are deleted');
   };
   const expiry = setInterval(() => {
-    if (expiryPass) return;
+    if (expiryPass || !leadership.isLeader()) return;
     expiryPass = expire()
       .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'expiry pass failed'))
       .finally(() => (expiryPass = undefined));
@@ -500,7 +504,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   // TTLs: one pass at a time over an indexed range of expired nodes; close() waits for a pass in flight.
   let ttlPass: Promise<void> | undefined;
   const ttlTimer = setInterval(() => {
-    if (ttlPass) return;
+    if (ttlPass || !leadership.isLeader()) return;
     ttlPass = ns
       .applyExpiredTtls()
       .then(
@@ -515,10 +519,13 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const port = (app.server.address() as AddressInfo).port;
   const url = `http://${opts.host ?? '127.0.0.1'}:${port}`;
   log.info({ url, ufs: opts.ufsUri, home: opts.home }, 'master started');
+  leadership.start(url);
   return {
     url,
     port,
     async close() {
+      // First, so a standby takes over while this one finishes its work.
+      await leadership.close();
       clearInterval(expiry);
       clearInterval(ttlTimer);
       await dashboard?.close();

@@ -14,12 +14,13 @@ import { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
 import { HttpAuthOptions, HttpLimits, createHttpServer, intParam, stallGuarded } from '../common/http';
 import { dataRuns } from '../common/extents';
-import { JsonClient } from '../common/json-client';
+import { JsonClient, ResponseMeta } from '../common/json-client';
 import type { Logger } from '../common/log';
 import {
   BlockSource,
   HeartbeatResponse,
   MASTER_API,
+  LEADER_TERM_HEADER,
   LoadBlockResponse,
   PageFileInfo,
   READ_TYPES,
@@ -582,7 +583,15 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const url = `http://${opts.host ?? '127.0.0.1'}:${port}`;
 
   const uuid = await workerUuid(opts.home);
+  /** The leader term the worker registered under (undefined: the master has no leader election). */
+  let registeredTerm: string | undefined;
+  const termOf = (meta: ResponseMeta): string | undefined => {
+    const v = meta.headers?.[LEADER_TERM_HEADER];
+    return typeof v === 'string' ? v : undefined;
+  };
+  // A full report replaces what the master knew: sending it twice is harmless.
   const register = async (): Promise<number> => {
+    const meta: ResponseMeta = {};
     const r = await master.post<RegisterWorkerResponse>(`${MASTER_API}/workers/register`, {
       uuid,
       address: url,
@@ -592,11 +601,13 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       capacityBytes: store.capacityBytes,
       usedBytes: store.usedBytes,
       blocks: store.fullReport(),
-    });
+    }, undefined, meta, { idempotent: true });
     pinVersion = -1;
+    registeredTerm = termOf(meta);
     return r.workerId;
   };
   let pinVersion = -1;
+  const heartbeatMs = opts.heartbeatIntervalMs ?? 2000;
   let workerId = await register();
   log.info({ url, workerId, master: opts.masterUrl }, 'worker started');
 
@@ -606,6 +617,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     beating = true;
     const changes = store.takeChanges();
     try {
+      const meta: ResponseMeta = {};
       const r = await master.post<HeartbeatResponse>(`${MASTER_API}/workers/heartbeat`, {
         workerId,
         capacityBytes: store.capacityBytes,
@@ -615,14 +627,21 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         removedBlocks: changes.removed,
         openWrites: [...openWrites.keys()],
         pinVersion,
-      });
+      }, undefined, meta);
+      // A new leader (a new term) learns this worker's blocks from a full report; a master that
+      // restarted without knowing us says `reregister`. Either way, after a random pause of up to one
+      // heartbeat period, so a hundred workers do not all send their full reports at the same moment.
+      const term = termOf(meta);
+      const newLeader = term !== undefined && term !== registeredTerm;
+      if (r.reregister || newLeader) {
+        await new Promise((res) => setTimeout(res, Math.random() * heartbeatMs));
+        workerId = await register();
+        log.info({ workerId, term: registeredTerm, master: master.baseUrl }, newLeader ? 'registered with the new leader' : 'registered again with the master');
+        return;
+      }
       if (r.pins) {
         store.setUserPins(r.pins.blocks);
         pinVersion = r.pins.version;
-      }
-      if (r.reregister) {
-        workerId = await register();
-        log.info({ workerId }, 'registered again with the master');
       }
       for (const id of r.deleteBlocks) await store.removeBlock(id);
     } catch (err) {
@@ -632,7 +651,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       beating = false;
     }
   };
-  const timer = setInterval(() => void beat(), opts.heartbeatIntervalMs ?? 2000);
+  const timer = setInterval(() => void beat(), heartbeatMs);
   timer.unref();
 
   // Pages are verified on first read; the scrub also catches those nobody reads.
