@@ -33,7 +33,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'workerPort', flag: '--worker-port / --port', env: 'STRATA_WORKER_PORT', kind: 'int', description: 'Worker data port (0 = any free port).', default: () => 29999 },
   { key: 'master', flag: '--master', env: 'STRATA_MASTER', kind: 'urls', description: 'Master URL used by workers, mounts and `strata fs`; with standby masters, all of them comma-separated (URL1,URL2): calls follow the leader.', default: () => 'http://127.0.0.1:19998' },
   { key: 'masterFailoverTimeoutMs', flag: '', env: 'STRATA_MASTER_FAILOVER_TIMEOUT_MS', kind: 'int', description: 'How long a mount or `strata fs` call keeps looking for a leading master (other URLs, a restarting master) before it fails with EIO.', default: () => 15000 },
-  { key: 'leaderElection', flag: '--leader-election', env: 'STRATA_LEADER_ELECTION', kind: 'string', description: 'Masters sharing this PostgreSQL database (postgres://user@host:port/db) elect one leader by a lease; the others stand by and answer NOT_LEADER. none = this master always leads.', default: () => 'none' },
+  { key: 'leaderElection', flag: '--leader-election', env: 'STRATA_LEADER_ELECTION', kind: 'string', description: 'Masters sharing this PostgreSQL database (postgres://user@host:port/db) elect one leader by a lease; the others stand by and answer NOT_LEADER. metastore = the database of a postgres:// metastore, which then also fences the writes of a master that lost the lease. none = this master always leads.', default: () => 'none' },
   { key: 'leaderLeaseMs', flag: '', env: 'STRATA_LEADER_LEASE_MS', kind: 'int', description: 'Leader lease length: a leader that cannot renew steps down within 5/6 of it, and a standby takes over within 4/3 of it after the leader dies or stalls.', default: () => 6000 },
   { key: 'masterAdvertiseUrl', flag: '--advertise-url', env: 'STRATA_MASTER_ADVERTISE_URL', kind: 'url', description: 'The URL standbys send clients to while this master leads; default its listen address (http://bind:port).', default: () => '' },
   { key: 'blockSize', flag: '--block-size', env: 'STRATA_BLOCK_SIZE', kind: 'bytes', description: 'Block size of new files (power of two).', default: () => 64 * 1024 ** 2 },
@@ -127,7 +127,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if (v.length === 0) throw bad('a non-empty string');
       if ((k.key === 'shortCircuit' || k.key === 'metadataCache' || k.key === 'dashboard' || k.key === 'metricsAuth') && !['true', 'false'].includes(v)) throw bad('true or false');
       if (k.key === 'auth' && !['token', 'none', 'auto'].includes(v)) throw bad('token, none or auto');
-      if (k.key === 'leaderElection' && v !== 'none' && !/^postgres(ql)?:\/\/[^\s]+$/.test(v)) throw bad('none or a postgres:// URL');
+      if (k.key === 'leaderElection' && v !== 'none' && v !== 'metastore' && !/^postgres(ql)?:\/\/[^\s]+$/.test(v)) throw bad('none, metastore or a postgres:// URL');
       if (k.key === 'allowOther' && !['true', 'false', 'auto'].includes(v)) throw bad('true, false or auto');
       if (k.key === 'evictionPolicy' && !['LRU', 'FIFO', 'LFU'].includes(v)) throw bad('LRU, FIFO or LFU');
       if (k.key === 'readType' && !['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'].includes(v)) throw bad('CACHE, CACHE_PROMOTE or NO_CACHE');

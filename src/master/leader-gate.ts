@@ -13,7 +13,7 @@ import { LeaderElection } from './leadership';
 
 /** How a master takes part in leader election (absent: it always leads). */
 export interface LeaderElectionConfig {
-  /** The PostgreSQL database holding the lease. */
+  /** The PostgreSQL database holding the lease; `metastore`: the master's postgres:// metastore (its writes are then fenced by the lease). */
   url: string;
   /** Lease length (ms). Default 6000; see leadership.ts for what it bounds. */
   leaseMs?: number;
@@ -29,6 +29,8 @@ export interface LeaderGate {
   isLeader(): boolean;
   /** Begins contending (after the server listens, so the address is known). */
   start(listenUrl: string): void;
+  /** The lease a fenced store's writes require while this master leads; undefined otherwise (or without an election). */
+  fence(): { name: string; holder: string; term: number } | undefined;
   /** Steps down and hands the lease over at once. */
   close(): Promise<void>;
 }
@@ -78,6 +80,10 @@ export function registerLeaderGate(app: FastifyInstance, config: LeaderElectionC
       election.on('elected', () => hooks.onElected());
       election.on('demoted', () => hooks.onDemoted());
       election.start();
+    },
+    fence() {
+      const term = election?.fence;
+      return election && term !== undefined ? { name: election.name, holder: election.holderId, term } : undefined;
     },
     async close() {
       await election?.close();

@@ -138,6 +138,11 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
     return this.isLeader() ? this.#term : undefined;
   }
 
+  /** Which lease this contender contends for (the row's name). */
+  get name(): string {
+    return this.#name;
+  }
+
   /** The current leader as last read from the row; undefined when none is known to hold a live lease. */
   leader(): LeaderInfo | undefined {
     if (this.isLeader()) return { address: this.address, term: this.#term! };

@@ -32,6 +32,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { StrataError } from '../common/errors';
 import type { Logger } from '../common/log';
+import { LEADER_LEASE_TABLE } from './leadership';
 import {
   BLOCKS_PER_CONTAINER,
   BlockInfo,
@@ -90,6 +91,23 @@ export interface PgMetastoreOptions {
   statementTimeoutMs?: number;
   /** Where pool errors and retry storms are reported. Default: nowhere. */
   logger?: Logger;
+  /**
+   * Start a new pin version at open (a write). Default true. A standby master that
+   * shares the database with a leader passes false and calls `elected()` when it
+   * takes over, so that it writes nothing while it stands by.
+   */
+  bumpPinVersionAtOpen?: boolean;
+}
+
+/**
+ * The leader lease a fenced store's writes require (see `PgMetastore.setFence`):
+ * the row `name` of `leader_lease` must name `holder` with `term`, unexpired.
+ * Undefined: this master does not lead, and every write fails NOT_LEADER.
+ */
+export interface MetastoreFence {
+  name: string;
+  holder: string;
+  term: number;
 }
 
 const TYPE_CODE: Record<FileType, number> = { file: 1, directory: 2, symlink: 3, fifo: 4, socket: 5, chardev: 6, blockdev: 7 };
@@ -633,7 +651,7 @@ const BATCH = 10_000;
  * seqs that meant something else; and only the serving master writes.
  */
 export class PgChangeLog implements ChangeLog {
-  readonly epoch = randomBytes(6).toString('hex');
+  epoch = randomBytes(6).toString('hex');
   /** Seq of entries[0]; entries[i] has seq first + i. */
   #first = 1;
   #entries: Change[] = [];
@@ -716,6 +734,17 @@ export class PgChangeLog implements ChangeLog {
     for (const w of [...this.#waiters]) w();
   }
 
+  /**
+   * Starts a new epoch with an empty log (a master taking over: changes made by
+   * another leader meanwhile never reached this log, so its clients start over).
+   */
+  reset(): void {
+    this.epoch = randomBytes(6).toString('hex');
+    this.#first = this.#seq() + 1;
+    this.#entries = [];
+    for (const w of [...this.#waiters]) w();
+  }
+
   async close(): Promise<void> {
     for (const w of [...this.#waiters]) w();
   }
@@ -733,6 +762,8 @@ export class PgMetastore implements Metastore {
   /** Counters for metrics: transactions committed, and attempts run again after a conflict. */
   readonly stats = { commits: 0, retries: 0 };
   #closed = false;
+  /** When set, every write transaction requires the leader lease it names (see setFence). */
+  #fence: (() => MetastoreFence | undefined) | undefined;
 
   private constructor(pool: pg.Pool, opts: PgMetastoreOptions) {
     this.#pool = pool;
@@ -764,12 +795,46 @@ export class PgMetastore implements Metastore {
     try {
       await store.#migrate();
       // A new number at every start: a worker that kept a set from another run (or another database) asks again.
-      await store.#tx((tx) => store.#bumpPinVersion(tx));
+      if (opts.bumpPinVersionAtOpen !== false) await store.#tx((tx) => store.#bumpPinVersion(tx));
     } catch (err) {
       await pool.end().catch(() => undefined);
       throw toStoreError(err);
     }
     return store;
+  }
+
+  /**
+   * Fences the writes: from now on every write transaction first takes a share
+   * lock on the lease row `fence()` names and checks that it still names this
+   * holder and term and has not expired, in the same SERIALIZABLE transaction;
+   * otherwise (or when `fence()` answers undefined) the write fails NOT_LEADER and
+   * changes nothing. The share lock holds until COMMIT, so a standby cannot take
+   * the lease (an UPDATE of that row) while a write of the old term is in flight:
+   * once a new term exists, no write of an older one commits.
+   */
+  setFence(fence: () => MetastoreFence | undefined): void {
+    this.#fence = fence;
+  }
+
+  /**
+   * This master starts to lead a database it shares with other masters: a new pin
+   * version (workers fetch the pinned set again) and a new change-log epoch (clients
+   * drop what they cached from any earlier view of this master). The store keeps no
+   * other in-memory state of the namespace.
+   */
+  async elected(): Promise<void> {
+    this.changes.reset();
+    await this.#tx((tx) => this.#bumpPinVersion(tx));
+  }
+
+  async #checkFence(tx: Tx): Promise<void> {
+    const f = this.#fence?.();
+    if (!f) throw new StrataError('NOT_LEADER', 'this master does not hold the leader lease: it writes nothing');
+    const r = await tx.client.query(
+      `SELECT 1 FROM ${LEADER_LEASE_TABLE} WHERE name = $1 AND holder = $2 AND term = $3 AND expires_at > now() FOR SHARE`,
+      [f.name, f.holder, f.term],
+    );
+    if (r.rowCount !== 1) throw new StrataError('NOT_LEADER', `the leader lease of term ${f.term} is no longer held by this master: it writes nothing`);
   }
 
   async #migrate(): Promise<void> {
@@ -820,6 +885,7 @@ export class PgMetastore implements Metastore {
       try {
         const tx = new Tx(client);
         await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
+        if (this.#fence) await this.#checkFence(tx);
         const out = await fn(tx);
         committing = true;
         await client.query('COMMIT');

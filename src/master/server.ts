@@ -104,7 +104,7 @@ const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
  * The one place the master chooses its metadata engine, from the `metastore` URI;
  * everything else sees only the Metastore interface. CONFIG for a URI it cannot use.
  */
-export async function openMetastore(uri: string, opts: { blockSize: number; persistInitialWaitMs: number; logger?: Logger }): Promise<Metastore> {
+export async function openMetastore(uri: string, opts: { blockSize: number; persistInitialWaitMs: number; logger?: Logger; shared?: boolean }): Promise<Metastore> {
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(uri)?.[1]?.toLowerCase();
   if (scheme === 'sqlite') {
     const file = uri.slice('sqlite://'.length);
@@ -113,7 +113,7 @@ export async function openMetastore(uri: string, opts: { blockSize: number; pers
     return new SqliteMetastore(file, { blockSize: opts.blockSize, persistInitialWaitMs: opts.persistInitialWaitMs });
   }
   // A standby master on another host can take over a namespace kept in PostgreSQL.
-  if (scheme === 'postgres' || scheme === 'postgresql') return PgMetastore.open(uri, opts);
+  if (scheme === 'postgres' || scheme === 'postgresql') return PgMetastore.open(uri, { ...opts, bumpPinVersionAtOpen: !opts.shared });
   throw new StrataError('CONFIG', `metastore '${maskSecret('metastore', uri)}' is not supported: use sqlite:///path/to/file.db or postgres://user@host:port/db`);
 }
 
@@ -124,7 +124,17 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     throw new StrataError('CONFIG', `blockSize must be a power of two between 4 KiB and 1 GiB, got ${blockSize}`);
   }
   createUfs(opts.ufsUri, opts.ufsOptions ?? {}); // a bad root URI fails before anything is created
-  const table = await openMetastore(opts.metastore ?? `sqlite://${nodePath.join(opts.home, 'master', 'strata.db')}`, { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0, logger: log });
+  const metastoreUri = opts.metastore ?? `sqlite://${nodePath.join(opts.home, 'master', 'strata.db')}`;
+  let election = opts.leaderElection;
+  if (election?.url === 'metastore') {
+    if (!/^postgres(ql)?:\/\//i.test(metastoreUri)) {
+      throw new StrataError('CONFIG', `leaderElection 'metastore' needs a postgres:// metastore, not '${maskSecret('metastore', metastoreUri)}'`);
+    }
+    election = { ...election, url: metastoreUri };
+  }
+  // Masters sharing one PostgreSQL for the namespace and the lease: writes are fenced by the lease, and a standby writes nothing until elected.
+  const shared = election !== undefined && election.url === metastoreUri;
+  const table = await openMetastore(metastoreUri, { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0, logger: log, shared });
   let mounts: MountTable;
   try {
     mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {});
@@ -167,7 +177,19 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const app = createHttpServer({ logger: log, metrics, auth: opts.auth, limits: opts.limits, bodyLimit: maxBody, requestTimeoutMs: opts.requestTimeoutMs ?? 60_000 });
   const api = MASTER_API;
   // A standby answers NOT_LEADER and runs none of the leader's jobs (persisting, expiring workers and TTLs).
-  const leadership = registerLeaderGate(app, opts.leaderElection, log, { onElected: () => persister.start(), onDemoted: () => void persister.stop() });
+  const onElected = (): void => {
+    if (!(shared && table instanceof PgMetastore)) return persister.start();
+    // A new pin version and change-log epoch before the leader's jobs start.
+    table.elected().then(
+      () => persister.start(),
+      (err: unknown) => {
+        log.warn({ err: (err as Error).message }, 'could not start leading the shared metastore');
+        persister.start();
+      },
+    );
+  };
+  const leadership = registerLeaderGate(app, election, log, { onElected, onDemoted: () => void persister.stop() });
+  if (shared && table instanceof PgMetastore) table.setFence(() => leadership.fence());
 
   // The change feed: every answer says which changes it reflects; changes wake the long polls.
   const feed = table.changes;

@@ -1,0 +1,86 @@
+/**
+ * Fencing of PgMetastore's writes by the leader lease (PgMetastore.setFence), on a
+ * real PostgreSQL shared by the lease and the namespace: only the holder of the
+ * current term writes; a holder that lost the lease (released, expired, or taken
+ * by another master) fails NOT_LEADER and changes nothing.
+ */
+
+import t from 'tap';
+import { LeaderElection } from '../../src/master/leadership';
+import { PgMetastore, type MetastoreFence } from '../../src/master/pg-metastore';
+import { StrataError } from '../../src/common/errors';
+import { postgresSkipReason, startPostgres } from '../helpers/postgres';
+
+const LEASE_MS = 1500;
+const BS = 64 * 1024;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+const fenceOf = (e: LeaderElection) => (): MetastoreFence | undefined => {
+  const term = e.fence;
+  return term === undefined ? undefined : { name: e.name, holder: e.holderId, term };
+};
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    return err instanceof StrataError ? err.code : `not a StrataError: ${(err as Error).message}`;
+  }
+}
+
+t.test('writes fenced by the leader lease', { skip: postgresSkipReason() }, async (t) => {
+  const pg = await startPostgres();
+  t.teardown(() => pg.stop());
+  const a = new LeaderElection({ url: pg.url, leaseMs: LEASE_MS, address: 'http://a', holderId: 'a' });
+  const b = new LeaderElection({ url: pg.url, leaseMs: LEASE_MS, address: 'http://b', holderId: 'b' });
+  t.teardown(() => Promise.all([a.close(), b.close()]));
+  const storeA = await PgMetastore.open(pg.url, { blockSize: BS, bumpPinVersionAtOpen: false });
+  const storeB = await PgMetastore.open(pg.url, { blockSize: BS, bumpPinVersionAtOpen: false });
+  t.teardown(() => Promise.all([storeA.close(), storeB.close()]));
+  storeA.setFence(fenceOf(a));
+  storeB.setFence(fenceOf(b));
+
+  a.start();
+  await until('a leads', () => a.isLeader());
+  b.start();
+  await sleep(LEASE_MS / 2);
+  t.notOk(b.isLeader(), 'b stands by');
+  const pinBefore = await storeA.pinVersion();
+  await storeA.elected();
+  t.ok((await storeA.pinVersion()) > pinBefore, 'elected() starts a new pin version');
+  t.equal(await code(storeA.setMount('/a1', 'file:///tmp/a1')), 'ok', 'the leader writes');
+  t.equal(await code(storeB.setMount('/b1', 'file:///tmp/b1')), 'NOT_LEADER', 'a standby write fails NOT_LEADER');
+
+  // A holder that believes it still leads with the old term (a paused process): its fence stays the old one.
+  const stale = fenceOf(a)()!;
+  storeA.setFence(() => stale);
+  // Expire a's lease by the database's clock, as if a had stalled past it.
+  const { Client } = await import('pg');
+  const c = new Client({ connectionString: pg.url });
+  await c.connect();
+  t.teardown(() => c.end());
+  await c.query(`UPDATE leader_lease SET expires_at = now() - interval '1 second' WHERE holder = 'a'`);
+  t.equal(await code(storeA.setMount('/a2', 'file:///tmp/a2')), 'NOT_LEADER', 'an expired lease fences the write even before anyone takes it');
+  // a steps down (releasing the row) and b takes it with a new term; storeA keeps the stale fence.
+  await a.close();
+  await until('b takes over', () => b.isLeader());
+  t.ok(b.fence! > stale.term, 'b leads with a newer term');
+  const epochBefore = storeB.changes.epoch;
+  await storeB.elected();
+  t.not(storeB.changes.epoch, epochBefore, 'elected() starts a new change-log epoch');
+  t.equal(await code(storeA.setMount('/a3', 'file:///tmp/a3')), 'NOT_LEADER', 'the demoted holder cannot write with its old term');
+  t.equal(await code(storeB.setMount('/b2', 'file:///tmp/b2')), 'ok', 'the new leader writes');
+  storeA.setFence(fenceOf(a));
+  t.equal(await code(storeA.setMount('/a4', 'file:///tmp/a4')), 'NOT_LEADER', 'a master that does not lead writes nothing');
+  const paths = (await storeB.mounts()).map((m) => m.path).sort();
+  t.same(paths, ['/a1', '/b2'], 'only the fenced-in writes happened');
+});
