@@ -77,7 +77,10 @@ export class MountTable {
    */
   static async open(store: Metastore, rootUri: string, rootOptions: MountOptions): Promise<MountTable> {
     const table = new MountTable(store);
-    await store.setMount('/', rootUri, JSON.stringify(rootOptions));
+    // Written only when it changed: a standby master sharing the store writes nothing at start when configured alike.
+    const options = JSON.stringify(rootOptions);
+    const root = (await store.mounts()).find((m) => m.path === '/');
+    if (!root || root.uri !== rootUri || root.options !== options) await store.setMount('/', rootUri, options);
     try {
       for (const row of await store.mounts()) table.#mounts.push(table.#make(row.path, row.uri, JSON.parse(row.options || '{}') as MountOptions));
     } catch (err) {
@@ -140,6 +143,36 @@ export class MountTable {
     await this.#store.removeMount(path);
     this.#mounts = this.#mounts.filter((x) => x !== m);
     return m;
+  }
+
+  /**
+   * Loads the mounts again from the store (a standby master taking over a store
+   * another master changed): mounts that are the same keep their drivers, the
+   * others are closed or created. CONFIG for a bad stored mount (nothing changes then).
+   */
+  async reload(): Promise<void> {
+    const rows = await this.#store.mounts();
+    const same = (m: Mount, r: { path: string; uri: string; options: string }) => m.path === r.path && m.uri === r.uri && JSON.stringify(m.options) === JSON.stringify(JSON.parse(r.options || '{}'));
+    const made: Mount[] = [];
+    const next: Mount[] = [];
+    try {
+      for (const r of rows) {
+        const kept = this.#mounts.find((m) => same(m, r));
+        if (kept) next.push(kept);
+        else {
+          const m = this.#make(r.path, r.uri, JSON.parse(r.options || '{}') as MountOptions);
+          made.push(m);
+          next.push(m);
+        }
+      }
+    } catch (err) {
+      for (const m of made) await m.ufs.close();
+      throw err;
+    }
+    const dropped = this.#mounts.filter((m) => !next.includes(m));
+    this.#mounts = next;
+    this.#sort();
+    for (const m of dropped) await m.ufs.close();
   }
 
   async close(): Promise<void> {

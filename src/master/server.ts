@@ -179,14 +179,17 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   // A standby answers NOT_LEADER and runs none of the leader's jobs (persisting, expiring workers and TTLs).
   const onElected = (): void => {
     if (!(shared && table instanceof PgMetastore)) return persister.start();
-    // A new pin version and change-log epoch before the leader's jobs start.
-    table.elected().then(
-      () => persister.start(),
-      (err: unknown) => {
-        log.warn({ err: (err as Error).message }, 'could not start leading the shared metastore');
-        persister.start();
-      },
-    );
+    // A new pin version and change-log epoch, and the mounts another leader may have changed, before the leader's jobs start.
+    table
+      .elected()
+      .then(() => mounts.reload())
+      .then(
+        () => persister.start(),
+        (err: unknown) => {
+          log.warn({ err: (err as Error).message }, 'could not start leading the shared metastore');
+          persister.start();
+        },
+      );
   };
   const leadership = registerLeaderGate(app, election, log, { onElected, onDemoted: () => void persister.stop() });
   if (shared && table instanceof PgMetastore) table.setFence(() => leadership.fence());

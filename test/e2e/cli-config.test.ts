@@ -60,6 +60,19 @@ t.test('a bad config file stops with the key, the value and the file', async (t)
   t.match(missing.stderr, /cannot read config file .*nope\.json: ENOENT/);
 });
 
+t.test('leaderElection metastore needs a postgres:// metastore', async (t) => {
+  const root = tempRoot();
+  t.teardown(() => fsp.rm(root, { recursive: true, force: true }));
+  const ufs = path.join(root, 'ufs');
+  await fsp.mkdir(ufs);
+  const r = await runCli(['master', '--home', path.join(root, 'home'), '--port', '0', '--ufs', `file://${ufs}`, '--leader-election', 'metastore']);
+  t.equal(r.code, 2, 'exit 2 with a SQLite metastore');
+  t.match(r.stderr, /leaderElection 'metastore' needs a postgres:\/\/ metastore/);
+  const bad = await runCli(['conf', 'list'], { STRATA_LEADER_ELECTION: 'mysql://x' });
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /expected none, metastore or a postgres:\/\/ URL/);
+});
+
 t.test('strata doctor says what is fine and what to fix', async (t) => {
   const root = tempRoot();
   t.teardown(() => fsp.rm(root, { recursive: true, force: true }));

@@ -14,7 +14,7 @@ import { spawn, ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { CLI, forceUnmount, tempRoot } from '../helpers/cluster';
+import { CLI, forceUnmount, runCli, tempRoot } from '../helpers/cluster';
 import { postgresSkipReason, startPostgres } from '../helpers/postgres';
 import type { LeaderResponse } from '../../src/common/protocol';
 
@@ -142,6 +142,13 @@ t.test('two masters sharing one PostgreSQL for namespace and lease: nothing ackn
     t.same(bad, [], `${label}: all ${files.size} acknowledged files and directories are there with their bytes (${ok} checked), ${gone.size} renamed names gone`);
   };
 
+  // A mount made on the first leader after the standby started: the standby learns it when it takes over.
+  const extraDir = path.join(root, 'extra');
+  await fsp.mkdir(extraDir);
+  const mounted = await runCli(['fs', 'mount', '/extra', `file://${extraDir}`, '--master', both]);
+  t.equal(mounted.code, 0, `strata fs mount /extra on the leader: ${mounted.stderr}`);
+  files.set('extra', 'dir');
+
   const failovers: number[] = [];
   let leader = a;
   let standby = b;
@@ -188,6 +195,10 @@ t.test('two masters sharing one PostgreSQL for namespace and lease: nothing ackn
     t.equal((await leaderView(standby.url)).role, 'leader', `round ${round}: ${standby.name} leads`);
     await fsp.mkdir(path.join(mnt, dir, 'after-kill-dir'));
     files.set(`${dir}/after-kill-dir`, 'dir');
+    const extra = randomBytes(3000);
+    await fsp.writeFile(path.join(mnt, 'extra', `${dir}.bin`), extra);
+    files.set(`extra/${dir}.bin`, extra);
+    t.ok((await fsp.readFile(path.join(extraDir, `${dir}.bin`))).equals(extra), `round ${round}: the new leader writes /extra through to its own under-store (it knows the mounts made by an earlier leader)`);
     await check(`round ${round}, after the takeover`);
 
     // The killed master comes back on its port as the new standby.
