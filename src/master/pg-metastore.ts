@@ -4,8 +4,9 @@
  * the same method names, arguments, results and StrataError codes, each method
  * async and each one transaction. The database outlives any one master: a
  * standby on another host takes over the namespace when the leader dies (one
- * writer at a time, as the Metastore contract says), and the namespace can
- * outgrow one machine.
+ * writer at a time, as the Metastore contract says; with `setFence`, the leader
+ * lease in the same database enforces it: a master that lost the lease cannot
+ * commit a write), and the namespace can outgrow one machine.
  *
  * Concurrency: every writing method runs as one SERIALIZABLE transaction and is
  * run again from the start when PostgreSQL aborts it with serialization_failure
@@ -648,7 +649,9 @@ const BATCH = 10_000;
  * and costs no writes. The price is the one SQLite's TEMP table already pays: the
  * log is per process. Each start (a restart or a standby taking over) has a new
  * epoch, so clients of the previous master reset their caches instead of trusting
- * seqs that meant something else; and only the serving master writes.
+ * seqs that meant something else; and only the serving master writes. A
+ * standby that opened the store long before it was elected starts a new epoch
+ * when it is (`reset`, from `PgMetastore.elected`).
  */
 export class PgChangeLog implements ChangeLog {
   epoch = randomBytes(6).toString('hex');
