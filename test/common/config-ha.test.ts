@@ -23,7 +23,7 @@ t.test('leader election keys', async (t) => {
   t.equal(d.leaderLeaseMs, 6000);
   t.equal(d.masterFailoverTimeoutMs, 15000);
   t.equal(resolveConfig({ leaderElection: 'postgres://strata@db:5432/strata' }, env).leaderElection, 'postgres://strata@db:5432/strata');
-  t.throws(() => resolveConfig({ leaderElection: 'mysql://db/strata' }, env), { code: 'CONFIG', message: /none or a postgres:\/\/ URL/ });
+  t.throws(() => resolveConfig({ leaderElection: 'mysql://db/strata' }, env), { code: 'CONFIG', message: /none, metastore or a postgres:\/\/ URL/ });
   t.throws(() => resolveConfig({}, { STRATA_LEADER_LEASE_MS: '100' }), { code: 'CONFIG', message: /leaderLeaseMs/ });
   t.equal(resolveConfig({}, { STRATA_MASTER_FAILOVER_TIMEOUT_MS: '3000' }).masterFailoverTimeoutMs, 3000);
 });
