@@ -23,6 +23,9 @@ import {
   type NodeRecord,
   type QueuedPersist,
   type SyncGuard,
+  NODE_TYPE_CODE,
+  type NodeRow,
+  nodeRecordFromRow,
 } from './metastore';
 import { StrataError } from '../common/errors';
 import {
@@ -161,34 +164,7 @@ const MIGRATIONS: Record<number, string> = {
   `,
 };
 
-const TYPE_CODE: Record<FileType, number> = { file: 1, directory: 2, symlink: 3, fifo: 4, socket: 5, chardev: 6, blockdev: 7 };
-const TYPE_NAME: Record<number, FileType> = { 1: 'file', 2: 'directory', 3: 'symlink', 4: 'fifo', 5: 'socket', 6: 'chardev', 7: 'blockdev' };
-
-interface NodeRow {
-  ino: number;
-  type: number;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  nlink: number;
-  atime_s: number;
-  atime_ns: number;
-  mtime_s: number;
-  mtime_ns: number;
-  ctime_s: number;
-  ctime_ns: number;
-  target: string | null;
-  block_size: number;
-  persisted: number;
-  ufs_fingerprint: string | null;
-  synced_at: number;
-  container: number;
-  rdev: number;
-  pinned: number;
-  ttl_expires_at: number | null;
-  ttl_action: string | null;
-}
+const TYPE_CODE = NODE_TYPE_CODE;
 
 // The record types and helpers live in metastore.ts (every engine shares them); re-exported for the SQLite-specific tests and tools.
 export { ROOT_INO, toAttributes, toDirEntry } from './metastore';
@@ -363,7 +339,7 @@ export class InodeTable {
 
   getNode(ino: number): NodeRecord | undefined {
     const row = this.#stmt.node.get(ino) as NodeRow | undefined;
-    return row && toRecord(row);
+    return row && nodeRecordFromRow(row);
   }
 
   requireNode(ino: number): NodeRecord {
@@ -378,7 +354,7 @@ export class InodeTable {
   }
 
   children(parent: number): NamedNodeRecord[] {
-    return (this.#stmt.children.all(parent) as (NodeRow & { name: string })[]).map((r) => ({ ...toRecord(r), name: r.name }));
+    return (this.#stmt.children.all(parent) as (NodeRow & { name: string })[]).map((r) => ({ ...nodeRecordFromRow(r), name: r.name }));
   }
 
   /** The path of an inode from the root, through its first parent edge. */
@@ -1150,31 +1126,6 @@ export class InodeTable {
   }
 }
 
-function toRecord(r: NodeRow): NodeRecord {
-  const persistState: PersistState = r.persisted ? 'persisted' : 'not_persisted';
-  const rec: NodeRecord = {
-    ino: r.ino,
-    type: TYPE_NAME[r.type]!,
-    mode: r.mode,
-    uid: r.uid,
-    gid: r.gid,
-    size: r.size,
-    nlink: r.nlink,
-    atime: { sec: r.atime_s, nsec: r.atime_ns },
-    mtime: { sec: r.mtime_s, nsec: r.mtime_ns },
-    ctime: { sec: r.ctime_s, nsec: r.ctime_ns },
-    blockSize: r.block_size,
-    persistState,
-    ufsFingerprint: r.ufs_fingerprint,
-    syncedAt: r.synced_at,
-    container: r.container,
-    pinned: r.pinned === 1,
-    ttl: r.ttl_expires_at === null ? null : { expiresAtMs: r.ttl_expires_at, action: r.ttl_action === 'delete' ? 'delete' : 'free' },
-  };
-  if (r.target !== null) rec.target = r.target;
-  if (r.rdev) rec.rdev = r.rdev;
-  return rec;
-}
 
 /** Tiers as stored (JSON written by this module); anything unreadable shows as no tiers. */
 function parseTiers(json: string): TierInfo[] {

@@ -406,3 +406,59 @@ export function toAttributes(n: NodeRecord): FileAttributes {
 export function toDirEntry(n: NamedNodeRecord): DirEntry {
   return { ...toAttributes(n), name: n.name };
 }
+
+/** How both engines store a file type (the node table's `type` column). */
+export const NODE_TYPE_CODE: Record<FileType, number> = { file: 1, directory: 2, symlink: 3, fifo: 4, socket: 5, chardev: 6, blockdev: 7 };
+const NODE_TYPE_NAME: Record<number, FileType> = { 1: 'file', 2: 'directory', 3: 'symlink', 4: 'fifo', 5: 'socket', 6: 'chardev', 7: 'blockdev' };
+
+/** A row of the node table as either engine returns it (SQLite gives flags as 0/1, PostgreSQL as booleans). */
+export interface NodeRow {
+  ino: number;
+  type: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  atime_s: number;
+  atime_ns: number;
+  mtime_s: number;
+  mtime_ns: number;
+  ctime_s: number;
+  ctime_ns: number;
+  target: string | null;
+  rdev: number;
+  block_size: number;
+  persisted: number | boolean;
+  ufs_fingerprint: string | null;
+  synced_at: number;
+  container: number;
+  pinned: number | boolean;
+  ttl_expires_at: number | null;
+  ttl_action: string | null;
+}
+
+export function nodeRecordFromRow(r: NodeRow): NodeRecord {
+  const rec: NodeRecord = {
+    ino: r.ino,
+    type: NODE_TYPE_NAME[r.type]!,
+    mode: r.mode,
+    uid: r.uid,
+    gid: r.gid,
+    size: r.size,
+    nlink: r.nlink,
+    atime: { sec: r.atime_s, nsec: r.atime_ns },
+    mtime: { sec: r.mtime_s, nsec: r.mtime_ns },
+    ctime: { sec: r.ctime_s, nsec: r.ctime_ns },
+    blockSize: r.block_size,
+    persistState: r.persisted === true || r.persisted === 1 ? 'persisted' : 'not_persisted',
+    ufsFingerprint: r.ufs_fingerprint,
+    syncedAt: r.synced_at,
+    container: r.container,
+    pinned: r.pinned === true || r.pinned === 1,
+    ttl: r.ttl_expires_at === null ? null : { expiresAtMs: r.ttl_expires_at, action: r.ttl_action === 'delete' ? 'delete' : 'free' },
+  };
+  if (r.target !== null) rec.target = r.target;
+  if (r.rdev) rec.rdev = r.rdev;
+  return rec;
+}

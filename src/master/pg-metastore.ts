@@ -70,6 +70,9 @@ import {
   type NodeRecord,
   type QueuedPersist,
   type SyncGuard,
+  NODE_TYPE_CODE,
+  type NodeRow,
+  nodeRecordFromRow,
 } from './metastore';
 
 /** The newest schema this code knows; a database at a newer version is refused. */
@@ -111,9 +114,7 @@ export interface MetastoreFence {
   term: number;
 }
 
-const TYPE_CODE: Record<FileType, number> = { file: 1, directory: 2, symlink: 3, fifo: 4, socket: 5, chardev: 6, blockdev: 7 };
-const TYPE_NAME: Record<number, FileType> = { 1: 'file', 2: 'directory', 3: 'symlink', 4: 'fifo', 5: 'socket', 6: 'chardev', 7: 'blockdev' };
-
+const TYPE_CODE = NODE_TYPE_CODE;
 /**
  * Migration to version N, run in one transaction with the version bump. Version 1
  * is the whole schema of SQLite version 3 in PostgreSQL terms: BIGINT for ids,
@@ -462,57 +463,7 @@ const Q = {
   ),
 };
 
-interface NodeRow {
-  ino: number;
-  type: number;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  nlink: number;
-  atime_s: number;
-  atime_ns: number;
-  mtime_s: number;
-  mtime_ns: number;
-  ctime_s: number;
-  ctime_ns: number;
-  target: string | null;
-  rdev: number;
-  block_size: number;
-  persisted: boolean;
-  ufs_fingerprint: string | null;
-  synced_at: number;
-  container: number;
-  pinned: boolean;
-  ttl_expires_at: number | null;
-  ttl_action: string | null;
-}
 
-function toRecord(r: NodeRow): NodeRecord {
-  const persistState: PersistState = r.persisted ? 'persisted' : 'not_persisted';
-  const rec: NodeRecord = {
-    ino: r.ino,
-    type: TYPE_NAME[r.type]!,
-    mode: r.mode,
-    uid: r.uid,
-    gid: r.gid,
-    size: r.size,
-    nlink: r.nlink,
-    atime: { sec: r.atime_s, nsec: r.atime_ns },
-    mtime: { sec: r.mtime_s, nsec: r.mtime_ns },
-    ctime: { sec: r.ctime_s, nsec: r.ctime_ns },
-    blockSize: r.block_size,
-    persistState,
-    ufsFingerprint: r.ufs_fingerprint,
-    syncedAt: r.synced_at,
-    container: r.container,
-    pinned: r.pinned,
-    ttl: r.ttl_expires_at === null ? null : { expiresAtMs: r.ttl_expires_at, action: r.ttl_action === 'delete' ? 'delete' : 'free' },
-  };
-  if (r.target !== null) rec.target = r.target;
-  if (r.rdev) rec.rdev = r.rdev;
-  return rec;
-}
 
 /** Tiers as stored (JSON written by this module); anything unreadable shows as no tiers. */
 function parseTiers(json: string): TierInfo[] {
@@ -1007,7 +958,7 @@ export class PgMetastore implements Metastore {
 
   async #node(r: Runner, ino: number): Promise<NodeRecord | undefined> {
     const row = await r.one<NodeRow>(Q.node, [ino]);
-    return row && toRecord(row);
+    return row && nodeRecordFromRow(row);
   }
 
   async requireNode(ino: number): Promise<NodeRecord> {
@@ -1026,7 +977,7 @@ export class PgMetastore implements Metastore {
 
   async #lookup(r: Runner, parent: number, name: string): Promise<NodeRecord | undefined> {
     const row = await r.one<NodeRow>(Q.lookup, [parent, name]);
-    return row && toRecord(row);
+    return row && nodeRecordFromRow(row);
   }
 
   async children(parent: number): Promise<NamedNodeRecord[]> {
@@ -1034,7 +985,7 @@ export class PgMetastore implements Metastore {
   }
 
   async #children(r: Runner, parent: number): Promise<NamedNodeRecord[]> {
-    return (await r.rows<NodeRow & { name: string }>(Q.children, [parent])).map((row) => ({ ...toRecord(row), name: row.name }));
+    return (await r.rows<NodeRow & { name: string }>(Q.children, [parent])).map((row) => ({ ...nodeRecordFromRow(row), name: row.name }));
   }
 
   /** The path of an inode from the root, through its first parent edge. */
@@ -1136,7 +1087,7 @@ export class PgMetastore implements Metastore {
       if (!row) throw new StrataError('NOT_FOUND', `no inode ${parent}`);
       if (row.parent_type !== TYPE_CODE.directory) throw new StrataError('NOT_DIRECTORY', `inode ${parent} is not a directory`);
       if (row.taken || row.ino === null) throw new StrataError('ALREADY_EXISTS', `'${name}' already exists`);
-      let created = toRecord(row as NodeRow);
+      let created = nodeRecordFromRow(row as NodeRow);
       tx.node(created.ino);
       tx.edge(parent, name);
       tx.node(parent);
