@@ -1,13 +1,20 @@
 /**
- * A cluster of separate processes on loopback: one master, N workers, M FUSE
- * mounts, each a real `strata` process. Workers can be SIGKILLed and restarted on
- * the same home. Teardown stops everything and unmounts, even after a failure.
+ * Clusters of separate `strata` processes on loopback, for end-to-end tests.
+ *
+ * `startCluster`: one master, N workers, M FUSE mounts. Workers can be SIGKILLed
+ * and restarted on the same home.
+ *
+ * `startMasters`: several masters that elect one leader (high availability); the
+ * test adds workers and mounts with `start`, and kills, stops and restarts masters.
+ *
+ * Teardown stops everything and unmounts, even after a failure.
  */
 
 import { spawn, ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { CLI, forceUnmount, tempRoot } from './cluster';
+import type { LeaderResponse } from '../../src/common/protocol';
 
 type Tap = { teardown(fn: () => unknown): void };
 
@@ -72,7 +79,8 @@ export interface MultiClusterOptions {
   root?: string;
 }
 
-function waitExit(p: ChildProcess, ms: number): Promise<void> {
+/** Resolves once `p` exited, or after `ms` (check `p.exitCode` / `p.signalCode`). */
+export function waitExit(p: ChildProcess, ms: number): Promise<void> {
   if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const t = setTimeout(resolve, ms);
@@ -83,28 +91,64 @@ function waitExit(p: ChildProcess, ms: number): Promise<void> {
   });
 }
 
-export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<MultiCluster> {
-  const root = opts.root ?? tempRoot('strata-cluster-');
-  const ufsDir = path.join(root, 'ufs');
-  await fsp.mkdir(ufsDir, { recursive: true });
-  const procs = new Set<ChildProcess>();
-  const mounts: string[] = [];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `probe` every 100 ms until it answers something (a throw counts as not yet); fails after `ms`. */
+export async function until<T>(what: string, probe: () => Promise<T | undefined>, ms: number): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+/** A master's own view of the election: `GET /api/v1/leader`. */
+export async function leaderView(url: string): Promise<LeaderResponse> {
+  const res = await fetch(`${url}/api/v1/leader`, { signal: AbortSignal.timeout(2000) });
+  return (await res.json()) as LeaderResponse;
+}
+
+/** Starts `strata` processes for one test; its teardown ends them all. */
+interface ProcessSet {
+  /** Starts `strata <args>` and resolves once it says it listens, serves or mounted. */
+  start(role: string, args: string[], env?: NodeJS.ProcessEnv): Promise<ClusterProcess>;
+  processes(): { role: string; proc: ChildProcess }[];
+  /** A mount point to unmount by force in teardown, should its process not have. */
+  addMountPoint(dir: string): void;
+}
+
+type RoledProcess = ChildProcess & { role?: string };
+const alive = (p: ChildProcess): boolean => p.exitCode === null && p.signalCode === null;
+
+/**
+ * Teardown: wakes stopped processes, SIGTERMs the mounts (they unmount) and then
+ * the rest, SIGKILLs what is left after 10 s, unmounts by force what is still
+ * mounted, and removes `root` when `removeRoot`.
+ */
+function processSet(t: Tap, root: string, removeRoot: boolean, baseEnv: NodeJS.ProcessEnv): ProcessSet {
+  const procs = new Set<RoledProcess>();
+  const mountPoints: string[] = [];
   t.teardown(async () => {
     // A paused (SIGSTOPped) process would not act on SIGTERM.
-    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGCONT');
-    // Mounts first (SIGTERM unmounts cleanly), then everything else.
-    for (const p of procs) if (p.exitCode === null && p.signalCode === null && (p as ChildProcess & { role?: string }).role === 'mount') p.kill('SIGTERM');
+    for (const p of procs) if (alive(p)) p.kill('SIGCONT');
+    // Mounts first (SIGTERM unmounts cleanly, while their masters and workers still answer), then everything else.
+    const mounts = [...procs].filter((p) => p.role === 'mount');
+    for (const p of mounts) if (alive(p)) p.kill('SIGTERM');
+    await Promise.all(mounts.map((p) => waitExit(p, 10_000)));
+    for (const p of procs) if (alive(p)) p.kill('SIGTERM');
     await Promise.all([...procs].map((p) => waitExit(p, 10_000)));
-    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    for (const p of procs) if (alive(p)) p.kill('SIGKILL');
     await Promise.all([...procs].map((p) => waitExit(p, 5_000)));
-    for (const m of mounts) forceUnmount(m);
-    if (!opts.root) await fsp.rm(root, { recursive: true, force: true });
+    for (const m of mountPoints) forceUnmount(m);
+    if (removeRoot) await fsp.rm(root, { recursive: true, force: true });
   });
 
   const start = (role: string, args: string[], env: NodeJS.ProcessEnv = {}) =>
     new Promise<ClusterProcess>((resolve, reject) => {
-      const p = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'warn', ...env } });
-      (p as ChildProcess & { role?: string }).role = role;
+      const p: RoledProcess = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'warn', ...baseEnv, ...env } });
+      p.role = role;
       procs.add(p);
       let out = '';
       let err = '';
@@ -126,6 +170,20 @@ export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<M
         reject(new Error(`${role} exited (${sig ?? code}): ${err}`));
       });
     });
+
+  return {
+    start,
+    processes: () => [...procs].map((p) => ({ role: p.role ?? '?', proc: p })),
+    addMountPoint: (dir) => void mountPoints.push(dir),
+  };
+}
+
+export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<MultiCluster> {
+  const root = opts.root ?? tempRoot('strata-cluster-');
+  const ufsDir = path.join(root, 'ufs');
+  await fsp.mkdir(ufsDir, { recursive: true });
+  const mounts: string[] = [];
+  const { start, processes, addMountPoint } = processSet(t, root, !opts.root, {});
 
   const masterHome = opts.masterHome ?? path.join(root, 'master');
   const masterArgs = (port: number) => ['master', '--home', masterHome, '--port', String(port), '--ufs', `file://${ufsDir}`, '--sync-interval-ms', '0', ...(opts.masterArgs ?? [])];
@@ -179,6 +237,7 @@ export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<M
     const dir = path.join(root, `mnt${i}`);
     await fsp.mkdir(dir);
     mounts.push(dir);
+    addMountPoint(dir);
     await start('mount', ['mount', '--home', path.join(root, `client${i}`), '--master', masterUrl, ...(opts.mountArgs?.(i) ?? []), dir], opts.mountEnv?.(i));
   }
 
@@ -197,6 +256,97 @@ export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<M
     return sum;
   };
 
-  const processes = () => [...procs].map((p) => ({ role: (p as ChildProcess & { role?: string }).role ?? '?', proc: p }));
   return { root, ufsDir, masterUrl, master, processes, workers, mounts, workerMetric, metricOf };
+}
+
+// ---- several masters, one leader ----------------------------------------------------------------
+
+/** One of several masters; `kill`, `stop`/`resume` and `restart` act on its current process. */
+export interface HaMaster {
+  name: string;
+  home: string;
+  /** Fixed at its first start: a restarted master listens on the same port, so URL lists stay valid. */
+  port: number;
+  url: string;
+  proc: ChildProcess;
+  /** SIGKILL, and wait for the exit. */
+  kill(): Promise<void>;
+  /** SIGSTOP: the process stays, its connections stay open, nothing answers. */
+  stop(): void;
+  /** SIGCONT after stop(). */
+  resume(): void;
+  /** Starts it again on the same home and port. */
+  restart(): Promise<void>;
+}
+
+export interface MasterSet {
+  root: string;
+  /** A file:// under-store directory every master serves. */
+  ufsDir: string;
+  /** In start order; the first one leads at the start, the others stand by. */
+  masters: HaMaster[];
+  /** Every master's URL, comma-separated, for `--master`. */
+  urls: string;
+  /** Starts another `strata` process (a worker, a mount: role 'mount'), stopped in teardown. */
+  start(role: string, args: string[], env?: NodeJS.ProcessEnv): Promise<ClusterProcess>;
+  /** Registers a mount point to unmount by force in teardown. */
+  addMountPoint(dir: string): void;
+}
+
+export interface MasterSetOptions {
+  /** The masters' names (default a, b); each gets `<root>/<name>` as its home. */
+  names?: string[];
+  /** Election arguments of `strata master` beyond home, port and under-store, e.g. `--leader-election URL`. */
+  masterArgs: string[];
+  masterEnv?: NodeJS.ProcessEnv;
+  /** Environment of every process started (default: warn-level JSON logs). */
+  env?: NodeJS.ProcessEnv;
+  /** The temp dir's prefix. */
+  prefix?: string;
+}
+
+/**
+ * Masters over one under-store that elect a leader among themselves: the first
+ * is started and waited for until it leads, then the others until each names it
+ * as the leader.
+ */
+export async function startMasters(t: Tap, opts: MasterSetOptions): Promise<MasterSet> {
+  const root = tempRoot(opts.prefix ?? 'strata-ha-');
+  const ufsDir = path.join(root, 'ufs');
+  await fsp.mkdir(ufsDir, { recursive: true });
+  const { start, addMountPoint } = processSet(t, root, true, { STRATA_LOG_FORMAT: 'json', ...opts.env });
+  const launch = async (name: string, home: string, port: number): Promise<{ proc: ChildProcess; url: string }> => {
+    const m = await start(`master ${name}`, ['master', '--home', home, '--port', String(port), '--ufs', `file://${ufsDir}`, ...opts.masterArgs], opts.masterEnv);
+    return { proc: m.proc, url: /listening on (http:\/\/\S+)/.exec(m.out())![1]! };
+  };
+  const masters: HaMaster[] = [];
+  for (const name of opts.names ?? ['a', 'b']) {
+    const home = path.join(root, name);
+    const first = await launch(name, home, 0);
+    const m: HaMaster = {
+      name,
+      home,
+      port: Number(new URL(first.url).port),
+      url: first.url,
+      proc: first.proc,
+      async kill() {
+        m.proc.kill('SIGKILL');
+        await waitExit(m.proc, 10_000);
+      },
+      stop() {
+        m.proc.kill('SIGSTOP');
+      },
+      resume() {
+        m.proc.kill('SIGCONT');
+      },
+      async restart() {
+        m.proc = (await launch(name, home, m.port)).proc;
+      },
+    };
+    masters.push(m);
+    const leader = masters[0]!;
+    if (m === leader) await until(`master ${name} to lead`, async () => ((await leaderView(m.url)).role === 'leader' ? true : undefined), 15_000);
+    else await until(`master ${name} to name ${leader.name} as the leader`, async () => ((await leaderView(m.url)).leader === leader.url ? true : undefined), 15_000);
+  }
+  return { root, ufsDir, masters, urls: masters.map((m) => m.url).join(','), start, addMountPoint };
 }
