@@ -1,122 +1,64 @@
 /**
  * Masters that share one PostgreSQL for both the namespace and the leader lease
  * (`--metastore <url> --leader-election metastore`): two real `strata master`
- * processes, one worker and one FUSE mount given both URLs. Each round writes files,
- * makes a directory and renames through the mount, SIGKILLs the leader and keeps
- * operating through the mount; once the standby leads, everything that succeeded
- * before the kill is there with its bytes (CACHE_THROUGH over a file:// under-store
- * shared by both masters). The killed master comes back as the new standby.
- * Failover time = kill -> first successful change through the mount.
+ * processes, one worker and one FUSE mount given both URLs. Five rounds each lose
+ * the leader, by SIGKILL or by SIGSTOP, while writes through the mount are in
+ * flight; the test keeps operating through the mount until a change succeeds
+ * (failover time = loss of the leader -> first successful change through the
+ * mount). Once the standby leads, everything that succeeded before is there with
+ * its bytes (CACHE_THROUGH over a file:// under-store shared by both masters), and
+ * each write in flight at the loss either failed or is there whole.
+ *
+ * A SIGKILLed master comes back as the new standby. A SIGSTOPped one keeps its
+ * connections and, when woken (SIGCONT) after the standby took over, still has a
+ * request queued that it received while stopped: the fence must hold. It loses its
+ * lease, answers that request NOT_LEADER without applying it, and stands by.
  */
 
 import t from 'tap';
-import { spawn, ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { CLI, forceUnmount, runCli, tempRoot } from '../helpers/cluster';
+import { runCli } from '../helpers/cluster';
+import { HaMaster, leaderView, startMasters, until } from '../helpers/multi-cluster';
 import { postgresSkipReason, startPostgres } from '../helpers/postgres';
-import type { LeaderResponse } from '../../src/common/protocol';
 
-const ROUNDS = 3;
+/** How each round loses its leader: five losses, two of them stalls. */
+const LOSSES = ['SIGKILL', 'SIGSTOP', 'SIGKILL', 'SIGSTOP', 'SIGKILL'] as const;
 const LEASE_MS = 3000;
+/** Writes through the mount started just before each loss. */
+const IN_FLIGHT = 4;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function waitExit(p: ChildProcess, ms: number): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    p.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
+/** The promise's outcome, or a rejection after `ms`: a FUSE call must fail rather than hang. */
+function settleWithin<T>(p: Promise<T>, ms: number, what: string): Promise<PromiseSettledResult<T>> {
+  let timer: NodeJS.Timeout;
+  const hang = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} still pending after ${ms} ms`)), ms)));
+  return Promise.race([p, hang]).then(
+    (value) => ({ status: 'fulfilled' as const, value }),
+    (reason: unknown) => ({ status: 'rejected' as const, reason }),
+  ).finally(() => clearTimeout(timer));
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, ms: number): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
+const summary = (xs: number[]): string => {
+  const s = [...xs].sort((x, y) => x - y);
+  return `min ${s[0]} ms, median ${s[Math.floor(s.length / 2)]} ms, max ${s[s.length - 1]} ms`;
+};
 
-async function leaderView(url: string): Promise<LeaderResponse> {
-  const res = await fetch(`${url}/api/v1/leader`, { signal: AbortSignal.timeout(2000) });
-  return (await res.json()) as LeaderResponse;
-}
-
-t.test('two masters sharing one PostgreSQL for namespace and lease: nothing acknowledged is lost across SIGKILLs', { skip: postgresSkipReason() }, async (t) => {
+t.test('two masters sharing one PostgreSQL for namespace and lease: nothing acknowledged is lost across SIGKILLs and SIGSTOPs', { skip: postgresSkipReason() }, async (t) => {
   const pg = await startPostgres();
   t.teardown(() => pg.stop());
-  const root = tempRoot('strata-ha-pg-');
-  const ufsDir = path.join(root, 'ufs');
-  await fsp.mkdir(ufsDir, { recursive: true });
-  const procs = new Set<ChildProcess>();
+  const { root, masters, urls: both, start, addMountPoint } = await startMasters(t, {
+    prefix: 'strata-ha-pg-',
+    masterArgs: ['--metastore', pg.url, '--leader-election', 'metastore'],
+    masterEnv: { STRATA_LEADER_LEASE_MS: String(LEASE_MS) },
+  });
+  const [a, b] = masters as [HaMaster, HaMaster];
   const mnt = path.join(root, 'mnt');
   await fsp.mkdir(mnt);
-  let mountProc: ChildProcess | undefined;
-  t.teardown(async () => {
-    if (mountProc && mountProc.exitCode === null && mountProc.signalCode === null) {
-      mountProc.kill('SIGTERM');
-      await waitExit(mountProc, 10_000);
-    }
-    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
-    await Promise.all([...procs].map((p) => waitExit(p, 10_000)));
-    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-    await Promise.all([...procs].map((p) => waitExit(p, 5_000)));
-    forceUnmount(mnt);
-    await fsp.rm(root, { recursive: true, force: true });
-  });
-
-  const start = (role: string, args: string[], env: NodeJS.ProcessEnv = {}) =>
-    new Promise<{ proc: ChildProcess; out: () => string; err: () => string }>((resolve, reject) => {
-      const p = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'warn', STRATA_LOG_FORMAT: 'json', ...env } });
-      procs.add(p);
-      let out = '';
-      let err = '';
-      const timer = setTimeout(() => reject(new Error(`${role} did not start in 60 s: ${err}`)), 60_000);
-      p.stdout!.on('data', (d) => {
-        out += d;
-        if (/listening on|serving on|mounted at/.test(out)) {
-          clearTimeout(timer);
-          resolve({ proc: p, out: () => out, err: () => err });
-        }
-      });
-      p.stderr!.on('data', (d) => {
-        err += d;
-        if (process.env.STRATA_TEST_LOGS) process.stderr.write(String(d).replace(/^/gm, `[${role}] `));
-      });
-      p.once('exit', (code, sig) => {
-        clearTimeout(timer);
-        reject(new Error(`${role} exited (${sig ?? code}): ${err}`));
-      });
-    });
-
-  interface Master {
-    name: string;
-    port: number;
-    url: string;
-    proc: ChildProcess;
-  }
-  const startMaster = async (name: string, port = 0): Promise<Master> => {
-    const home = path.join(root, name);
-    const m = await start(`master ${name}`, ['master', '--home', home, '--port', String(port), '--ufs', `file://${ufsDir}`, '--metastore', pg.url, '--leader-election', 'metastore'], {
-      STRATA_LEADER_LEASE_MS: String(LEASE_MS),
-    });
-    const url = /listening on (http:\/\/\S+)/.exec(m.out())![1]!;
-    return { name, port: Number(new URL(url).port), url, proc: m.proc };
-  };
-
-  const a = await startMaster('a');
-  await until('master a to lead', async () => ((await leaderView(a.url)).role === 'leader' ? true : undefined), 15_000);
-  const b = await startMaster('b');
-  await until('master b to stand by', async () => ((await leaderView(b.url)).leader === a.url ? true : undefined), 15_000);
-  const both = `${a.url},${b.url}`;
+  addMountPoint(mnt);
   await start('worker', ['worker', '--home', path.join(root, 'worker'), '--port', '0', '--master', both, '--tiers', `ssd:${path.join(root, 'worker', 'ssd')}:1GiB`]);
-  mountProc = (await start('mount', ['mount', '--home', path.join(root, 'client'), '--master', both, mnt])).proc;
+  await start('mount', ['mount', '--home', path.join(root, 'client'), '--master', both, mnt]);
 
   // What the mount acknowledged: path -> its bytes, or 'dir'; and names renamed away.
   const files = new Map<string, Buffer | 'dir'>();
@@ -149,10 +91,12 @@ t.test('two masters sharing one PostgreSQL for namespace and lease: nothing ackn
   t.equal(mounted.code, 0, `strata fs mount /extra on the leader: ${mounted.stderr}`);
   files.set('extra', 'dir');
 
-  const failovers: number[] = [];
+  const failovers: Record<(typeof LOSSES)[number], number[]> = { SIGKILL: [], SIGSTOP: [] };
+  const inFlight = { acknowledged: 0, failed: 0 };
   let leader = a;
   let standby = b;
-  for (let round = 1; round <= ROUNDS; round++) {
+  for (const [i, how] of LOSSES.entries()) {
+    const round = i + 1;
     const dir = `r${round}`;
     await fsp.mkdir(path.join(mnt, dir));
     files.set(dir, 'dir');
@@ -168,49 +112,106 @@ t.test('two masters sharing one PostgreSQL for namespace and lease: nothing ackn
     files.set(`${dir}/renamed0`, files.get(`${dir}/sub/f0`)!);
     files.delete(`${dir}/sub/f0`);
     gone.add(`${dir}/sub/f0`);
-    await check(`round ${round}, before the kill`);
+    await check(`round ${round}, before the ${how}`);
+    const oldTerm = (await leaderView(leader.url)).term;
 
-    const killedAt = Date.now();
-    leader.proc.kill('SIGKILL');
-    await waitExit(leader.proc, 10_000);
+    // Writes in flight at the loss: each one either fails or, once acknowledged, must be there whole.
+    const writes = Array.from({ length: IN_FLIGHT }, (_, j) => {
+      const p = `${dir}/in-flight-${j}`;
+      const bytes = randomBytes(50_000 + j * 50_000);
+      return { p, bytes, done: settleWithin(fsp.writeFile(path.join(mnt, p), bytes), 60_000, `the write of ${p}`) };
+    });
+    await sleep(5);
+    const lostAt = Date.now();
+    let queued: Promise<Response> | undefined;
+    if (how === 'SIGKILL') await leader.kill();
+    else {
+      leader.stop();
+      // A change that reaches the stopped leader's socket: it waits there until SIGCONT, and by then the
+      // leader's lease is gone. Sent directly, so that no client gives up on it or sends it elsewhere.
+      queued = fetch(`${leader.url}/api/v1/mkdir`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ path: `/${dir}/fenced`, mode: 0o755 }),
+        signal: AbortSignal.timeout(120_000),
+      });
+      queued.catch(() => undefined);
+    }
+
     // Keep operating through the mount: each change either succeeds (and is then kept) or fails, and is tried again.
     let attempt = 0;
     let failed = 0;
     for (;;) {
       const bytes = randomBytes(5000);
-      const p = `${dir}/after-kill-${attempt++}`;
+      const p = `${dir}/after-loss-${attempt++}`;
       try {
         await fsp.writeFile(path.join(mnt, p), bytes);
         files.set(p, bytes);
         break;
       } catch (err) {
         failed++;
-        if (Date.now() - killedAt > 60_000) throw err;
+        if (Date.now() - lostAt > 60_000) throw err;
         await sleep(200);
       }
     }
-    const took = Date.now() - killedAt;
-    failovers.push(took);
-    t.ok(took < 30_000, `round ${round}: a change through the mount succeeded ${took} ms after the kill (${failed} failed before)`);
-    t.equal((await leaderView(standby.url)).role, 'leader', `round ${round}: ${standby.name} leads`);
-    await fsp.mkdir(path.join(mnt, dir, 'after-kill-dir'));
-    files.set(`${dir}/after-kill-dir`, 'dir');
+    const took = Date.now() - lostAt;
+    failovers[how].push(took);
+    t.ok(took < 10_000, `round ${round}: after the ${how} of ${leader.name}, a change through the mount succeeded ${took} ms later (${failed} failed before)`);
+    const view = await leaderView(standby.url);
+    t.equal(view.role, 'leader', `round ${round}: ${standby.name} leads`);
+    t.ok(view.term > oldTerm, `round ${round}: with a newer term (${view.term} > ${oldTerm})`);
+
+    const outcomes = await Promise.all(writes.map((w) => w.done));
+    const failures: string[] = [];
+    for (const [j, o] of outcomes.entries()) {
+      const w = writes[j]!;
+      if (o.status === 'fulfilled') {
+        files.set(w.p, w.bytes);
+        inFlight.acknowledged++;
+      } else {
+        failures.push((o.reason as NodeJS.ErrnoException).code ?? String(o.reason));
+        inFlight.failed++;
+      }
+    }
+    t.ok(failures.every((code) => code === 'EIO'), `round ${round}: of the ${IN_FLIGHT} writes in flight at the ${how}, ${IN_FLIGHT - failures.length} were acknowledged (and are checked below), ${failures.length} failed (${failures.join(', ') || 'none'}), none hung`);
+
+    if (how === 'SIGSTOP') {
+      leader.resume();
+      const res = await queued!;
+      const body = (await res.json().catch(() => ({}))) as { code?: string };
+      t.equal(res.status, 503, `round ${round}: the woken ${leader.name} answers the change it received while stopped with 503`);
+      t.equal(body.code, 'NOT_LEADER', `round ${round}: NOT_LEADER: its lease is gone and it applies nothing`);
+      gone.add(`${dir}/fenced`);
+      const woken = await until(`round ${round}: the woken ${leader.name} to name the new leader`, async () => {
+        const v = await leaderView(leader.url);
+        return v.leader === standby.url ? v : undefined;
+      }, 10_000);
+      t.equal(woken.role, 'standby', `round ${round}: the woken ${leader.name} stands by`);
+    } else {
+      // The killed master comes back on its port as the new standby.
+      await leader.restart();
+      const back = await until(`round ${round}: ${leader.name} back as standby`, async () => {
+        const v = await leaderView(leader.url);
+        return v.leader === standby.url ? v : undefined;
+      }, 15_000);
+      t.equal(back.role, 'standby', `round ${round}: the restarted ${leader.name} stands by`);
+    }
+
+    await fsp.mkdir(path.join(mnt, dir, 'after-loss-dir'));
+    files.set(`${dir}/after-loss-dir`, 'dir');
     const extra = randomBytes(3000);
     await fsp.writeFile(path.join(mnt, 'extra', `${dir}.bin`), extra);
     files.set(`extra/${dir}.bin`, extra);
     t.ok((await fsp.readFile(path.join(extraDir, `${dir}.bin`))).equals(extra), `round ${round}: the new leader writes /extra through to its own under-store (it knows the mounts made by an earlier leader)`);
     await check(`round ${round}, after the takeover`);
-
-    // The killed master comes back on its port as the new standby.
-    leader.proc = (await startMaster(leader.name, leader.port)).proc;
-    const back = await until(`round ${round}: ${leader.name} back as standby`, async () => {
-      const v = await leaderView(leader.url);
-      return v.leader === standby.url ? v : undefined;
-    }, 15_000);
-    t.equal(back.role, 'standby', `round ${round}: the restarted ${leader.name} stands by`);
     [leader, standby] = [standby, leader];
   }
   await check('at the end');
-  const sorted = [...failovers].sort((x, y) => x - y);
-  t.comment(`failover (SIGKILL of the leader -> first successful write through the mount) over ${ROUNDS} kills, lease ${LEASE_MS} ms: min ${sorted[0]} ms, median ${sorted[Math.floor(sorted.length / 2)]} ms, max ${sorted[sorted.length - 1]} ms (${failovers.join(', ')})`);
+  const all = [...failovers.SIGKILL, ...failovers.SIGSTOP];
+  t.comment(
+    `failover (loss of the leader -> first successful write through the mount) over ${all.length} losses, lease ${LEASE_MS} ms: ${summary(all)}; ` +
+      `SIGKILL ×${failovers.SIGKILL.length}: ${summary(failovers.SIGKILL)} (${failovers.SIGKILL.join(', ')}); ` +
+      `SIGSTOP ×${failovers.SIGSTOP.length}: ${summary(failovers.SIGSTOP)} (${failovers.SIGSTOP.join(', ')}); ` +
+      `writes in flight at the losses: ${inFlight.acknowledged} acknowledged and kept, ${inFlight.failed} failed with EIO`,
+  );
 });
