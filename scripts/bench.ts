@@ -18,7 +18,10 @@
  *   rand    4 KiB random reads (fio, psync, QD1) of that object, cold; and bytes fetched from S3
  *   small   10,000 × 64 KiB files read by 4 parallel readers, two epochs (fresh mount, then warm)
  *   meta    create / stat / list / unlink 10,000 empty files through the mount
- *   master  the Strata master alone: lookup and create latency with 10k and 1M inodes
+ *   master  the Strata master alone: lookup and create latency with 10k and 1M inodes on SQLite;
+ *           lookups/s and creates/s on SQLite beside PostgreSQL (a temporary server, as the
+ *           tests start one; skipped with the reason when initdb/pg_ctl are missing) at 10k
+ *           inodes only, since filling and serving 1M takes minutes on PostgreSQL here
  *   fuse    the FUSE binding's ceiling (scripts/bench-fuse.ts)
  * --systems   which of strata, strataAsync, rclone, s3fs, local to run (default all); strataAsync is
  *             Strata with ASYNC_THROUGH, the match of rclone's write-back, on write and meta only
@@ -61,10 +64,13 @@ import {
   S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import pg from 'pg';
 import { InodeTable } from '../src/master/inode-table';
+import { PgMetastore } from '../src/master/pg-metastore';
 import { MasterClient } from '../src/client/master-client';
 import { benchFuse, printFuseTable, type FuseBenchRow } from './bench-fuse';
 import type { S3ServerStats } from './s3-server';
+import { postgresSkipReason, startPostgres } from './temp-postgres';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -1110,16 +1116,46 @@ function recordRssRows(c: Ctx, sys: BenchSystem): void {
 
 // ---- the master alone ---------------------------------------------------------------------------
 
-/** A master home whose namespace holds `inodes` inodes: directories of 1000 empty files (one transaction). */
-function populateMaster(home: string, ufsDir: string, inodes: number): { dirs: { ino: number; name: string }[]; perDir: number } {
+/** PostgreSQL's rows are measured at this size only: populating and serving 1M inodes on it takes minutes here. */
+const PG_INODES = 10_000;
+
+/** How the bench's namespace is laid out: directories of `perDir` empty files under the root. */
+interface MasterLayout {
+  inodes: number;
+  dirs: { ino: number; name: string }[];
+  perDir: number;
+}
+
+/**
+ * Plans a namespace of `inodes` inodes (the root included) with inode numbers from
+ * `base`: `visit` gets each directory, then its files. Both engines are filled from it.
+ */
+function planNamespace(inodes: number, base: number, ufsDir: string, visit: (n: { ino: number; dir: boolean; parent: number; name: string }) => void): MasterLayout {
+  const perDir = 1000;
+  const nDirs = Math.max(1, Math.ceil((inodes - 1) / (perDir + 1)));
+  const dirs: { ino: number; name: string }[] = [];
+  let ino = base;
+  let left = inodes - 1; // the root is one
+  for (let d = 0; d < nDirs && left > 0; d++) {
+    const name = `d${String(d).padStart(5, '0')}`;
+    const dino = ino++;
+    visit({ ino: dino, dir: true, parent: 1, name });
+    dirs.push({ ino: dino, name });
+    mkdirSync(path.join(ufsDir, name), { recursive: true });
+    left--;
+    for (let f = 0; f < perDir && left > 0; f++, left--) visit({ ino: ino++, dir: false, parent: dino, name: `f${String(f).padStart(4, '0')}` });
+  }
+  return { inodes, dirs, perDir };
+}
+
+/** A master home whose SQLite namespace holds `inodes` inodes (one transaction). */
+function populateMaster(home: string, ufsDir: string, inodes: number): MasterLayout {
   const dbFile = path.join(home, 'master', 'strata.db');
   mkdirSync(path.dirname(dbFile), { recursive: true });
   new InodeTable(dbFile, { blockSize: 64 * MiB }).close(); // the schema, as the master makes it
   const db = new Database(dbFile);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = OFF');
-  const perDir = 1000;
-  const nDirs = Math.max(1, Math.ceil((inodes - 1) / (perDir + 1)));
   const base = ((db.prepare('SELECT MAX(ino) AS m FROM node').get() as { m: number }).m ?? 1) + 1;
   const sec = Math.floor(Date.now() / 1000);
   const nowMs = Date.now();
@@ -1128,36 +1164,60 @@ function populateMaster(home: string, ufsDir: string, inodes: number): { dirs: {
      VALUES (?, ?, ?, 0, 0, 0, ?, ?, 0, ?, 0, ?, 0, ?, 1, ?)`,
   );
   const insEdge = db.prepare(`INSERT INTO edge (parent, name, ino) VALUES (?, ?, ?)`);
-  const dirs: { ino: number; name: string }[] = [];
-  db.transaction(() => {
-    let ino = base;
-    let left = inodes - 1; // the root is one
-    for (let d = 0; d < nDirs && left > 0; d++) {
-      const name = `d${String(d).padStart(5, '0')}`;
-      const dino = ino++;
-      insNode.run(dino, 2, 0o755, 2, sec, sec, sec, 64 * MiB, nowMs);
-      insEdge.run(1, name, dino);
-      dirs.push({ ino: dino, name });
-      mkdirSync(path.join(ufsDir, name), { recursive: true });
-      left--;
-      for (let f = 0; f < perDir && left > 0; f++, left--) {
-        const fino = ino++;
-        insNode.run(fino, 1, 0o644, 1, sec, sec, sec, 64 * MiB, nowMs);
-        insEdge.run(dino, `f${String(f).padStart(4, '0')}`, fino);
-      }
-    }
-    db.prepare('UPDATE node SET nlink = nlink + ? WHERE ino = 1').run(dirs.length);
+  const layout = db.transaction(() => {
+    const l = planNamespace(inodes, base, ufsDir, (n) => {
+      insNode.run(n.ino, n.dir ? 2 : 1, n.dir ? 0o755 : 0o644, n.dir ? 2 : 1, sec, sec, sec, 64 * MiB, nowMs);
+      insEdge.run(n.parent, n.name, n.ino);
+    });
+    db.prepare('UPDATE node SET nlink = nlink + ? WHERE ino = 1').run(l.dirs.length);
+    return l;
   })();
   db.pragma('wal_checkpoint(TRUNCATE)');
   db.close();
-  return { dirs, perDir };
+  return layout;
 }
 
-async function startMasterAlone(root: string, home: string, ufsDir: string): Promise<{ url: string; proc: ChildProcess; stop(): Promise<void> }> {
+/** The same namespace in a PostgreSQL database: the schema as the master makes it, then one transaction. */
+async function populatePgMaster(url: string, ufsDir: string, inodes: number): Promise<MasterLayout> {
+  await (await PgMetastore.open(url, { blockSize: 64 * MiB })).close();
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const base = Number((await client.query<{ m: string }>('SELECT MAX(ino)::text AS m FROM node')).rows[0]!.m) + 1;
+    const node = { ino: [] as number[], type: [] as number[], mode: [] as number[], nlink: [] as number[] };
+    const edge = { parent: [] as number[], name: [] as string[], ino: [] as number[] };
+    const layout = planNamespace(inodes, base, ufsDir, (n) => {
+      node.ino.push(n.ino);
+      node.type.push(n.dir ? 2 : 1);
+      node.mode.push(n.dir ? 0o755 : 0o644);
+      node.nlink.push(n.dir ? 2 : 1);
+      edge.parent.push(n.parent);
+      edge.name.push(n.name);
+      edge.ino.push(n.ino);
+    });
+    const sec = Math.floor(Date.now() / 1000);
+    await client.query('BEGIN');
+    await client.query(
+      `INSERT INTO node (ino, type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, block_size, persisted, synced_at)
+       SELECT i, t, m, 0, 0, 0, n, $5, 0, $5, 0, $5, 0, $6, true, $7 FROM unnest($1::bigint[], $2::smallint[], $3::int[], $4::int[]) AS u(i, t, m, n)`,
+      [node.ino, node.type, node.mode, node.nlink, sec, 64 * MiB, Date.now()],
+    );
+    await client.query(`INSERT INTO edge (parent, name, ino) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[])`, [edge.parent, edge.name, edge.ino]);
+    await client.query('UPDATE node SET nlink = nlink + $1 WHERE ino = 1', [layout.dirs.length]);
+    await client.query(`SELECT setval('node_ino_seq', $1)`, [base + node.ino.length]);
+    await client.query('COMMIT');
+    await client.query('ANALYZE');
+    return layout;
+  } finally {
+    await client.end();
+  }
+}
+
+async function startMasterAlone(root: string, home: string, ufsDir: string, extraArgs: string[] = []): Promise<{ url: string; proc: ChildProcess; stop(): Promise<void> }> {
   const logFile = path.join(root, 'master-alone.log');
   const logFd = openSync(logFile, 'a');
   // Metadata is never re-checked against the store: this measures the master itself.
-  const args = [CLI, 'master', '--home', home, '--port', '0', '--ufs', `file://${ufsDir}`, '--sync-interval-ms', '-1', '--log-level', 'warn'];
+  const args = [CLI, 'master', '--home', home, '--port', '0', '--ufs', `file://${ufsDir}`, '--sync-interval-ms', '-1', '--log-level', 'warn', ...extraArgs];
   const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', logFd], env: childEnv(), detached: true });
   closeSync(logFd);
   const stop = () => terminate(p, 20_000, true);
@@ -1188,7 +1248,69 @@ async function startMasterAlone(root: string, home: string, ufsDir: string): Pro
   };
 }
 
-async function benchMaster(c: Ctx): Promise<void> {
+type MasterOp = 'lookup' | 'create';
+
+/**
+ * One client drives the master at `url` back to back, as a FUSE client does: random
+ * lookups of existing files, then creates of new empty files in random directories,
+ * `runs` times after a short warm-up. `record` gets each run's latencies (sorted, s)
+ * and its throughput (ops over the loop's whole time).
+ */
+async function driveMaster(c: Ctx, url: string, layout: MasterLayout, what: string, ops: MasterOp[], record: (op: MasterOp, lat: number[], opsPerSec: number) => void): Promise<void> {
+  const client = new MasterClient(url);
+  try {
+    const info = (await (await fetch(`${url}/api/v1/info`)).json().catch(() => ({}))) as { inodes?: number };
+    if (info.inodes !== undefined && info.inodes < layout.inodes) throw new Error(`the master reports ${info.inodes} inodes, expected ${layout.inodes}`);
+    const { dirs, perDir } = layout;
+    const lastDirFiles = layout.inodes - 1 - dirs.length - (dirs.length - 1) * perDir;
+    const pick = (): { parent: number; name: string } => {
+      const d = Math.floor(Math.random() * dirs.length);
+      const n = d === dirs.length - 1 ? Math.max(1, lastDirFiles) : perDir;
+      return { parent: dirs[d]!.ino, name: `f${String(Math.floor(Math.random() * n)).padStart(4, '0')}` };
+    };
+    // Warm up the connection and the database pages a little, as a running master would be.
+    for (let i = 0; i < 200; i++) {
+      const { parent, name } = pick();
+      await client.lookup(parent, name);
+    }
+    for (let r = 1; r <= c.opts.runs; r++) {
+      const counts = ops.map((op) => `${fmtCount(op === 'lookup' ? c.sizes.masterLookups : c.sizes.masterCreates)} ${op}s`).join(', ');
+      note(`master alone, ${what}: ${counts}${c.opts.runs > 1 ? ` (run ${r}/${c.opts.runs})` : ''}`);
+      if (ops.includes('lookup')) {
+        const lat: number[] = [];
+        const t0 = now();
+        for (let i = 0; i < c.sizes.masterLookups; i++) {
+          const { parent, name } = pick();
+          const t = now();
+          await client.lookup(parent, name);
+          lat.push(now() - t);
+          if (i % 500 === 499) checkAbort();
+        }
+        const secs = now() - t0;
+        record('lookup', lat.sort((a, b) => a - b), c.sizes.masterLookups / secs);
+      }
+      if (ops.includes('create')) {
+        const cl: number[] = [];
+        const t0 = now();
+        for (let i = 0; i < c.sizes.masterCreates; i++) {
+          const d = dirs[Math.floor(Math.random() * dirs.length)]!;
+          const t = now();
+          await client.createAt(d.ino, `new-${r}-${i}`, 0o644);
+          cl.push(now() - t);
+          if (i % 500 === 499) checkAbort();
+        }
+        const secs = now() - t0;
+        record('create', cl.sort((a, b) => a - b), c.sizes.masterCreates / secs);
+      }
+    }
+  } finally {
+    await client.close();
+  }
+}
+
+/** Runs the master workload; answers why PostgreSQL's rows were skipped, if they were. */
+async function benchMaster(c: Ctx): Promise<string | undefined> {
+  const pgLabel = fmtCount(PG_INODES);
   for (const inodes of c.sizes.masterInodes) {
     const label = fmtCount(inodes);
     for (const [k, what] of [['lookup', 'lookup'], ['create', 'create']] as const) {
@@ -1196,6 +1318,17 @@ async function benchMaster(c: Ctx): Promise<void> {
       c.results.declare(`master.${k}.p99.${inodes}`, `master alone, ${label} inodes: ${what} p99`, 'ops/s (1/latency)');
     }
   }
+  // The engines side by side: the same client loop, one request at a time, at the same size.
+  for (const k of ['lookup', 'create'] as const) {
+    c.results.declare(`master.${k}.p50.pg.${PG_INODES}`, `master alone on PostgreSQL, ${pgLabel} inodes: ${k} p50`, 'ops/s (1/latency)');
+    c.results.declare(`master.${k}.p99.pg.${PG_INODES}`, `master alone on PostgreSQL, ${pgLabel} inodes: ${k} p99`, 'ops/s (1/latency)');
+  }
+  for (const k of ['lookup', 'create'] as const) {
+    c.results.declare(`master.${k}.ops.sqlite.${PG_INODES}`, `master ${k}, SQLite, ${pgLabel} inodes (one client)`, 'ops/s');
+    c.results.declare(`master.${k}.ops.pg.${PG_INODES}`, `master ${k}, PostgreSQL, ${pgLabel} inodes (one client)`, 'ops/s');
+  }
+  c.results.declare(`master.create.ops.pglease.${PG_INODES}`, `master create, PostgreSQL + leader lease (fenced writes), ${pgLabel} inodes`, 'ops/s');
+
   for (const inodes of c.sizes.masterInodes) {
     checkAbort();
     const label = fmtCount(inodes);
@@ -1204,58 +1337,97 @@ async function benchMaster(c: Ctx): Promise<void> {
     mkdirSync(ufsDir, { recursive: true });
     note(`master alone: populating ${label} inodes`);
     const t0 = now();
-    const { dirs, perDir } = populateMaster(home, ufsDir, inodes);
+    const layout = populateMaster(home, ufsDir, inodes);
     note(`master alone: populated in ${(now() - t0).toFixed(1)}s; starting the master`);
     const m = await startMasterAlone(c.root, home, ufsDir);
-    const client = new MasterClient(m.url);
     try {
-      const info = (await (await fetch(`${m.url}/api/v1/info`)).json().catch(() => ({}))) as { inodes?: number };
-      if (info.inodes !== undefined && info.inodes < inodes) throw new Error(`the master reports ${info.inodes} inodes, expected ${inodes}`);
-      const lastDirFiles = inodes - 1 - dirs.length - (dirs.length - 1) * perDir;
-      const pick = (): { parent: number; name: string } => {
-        const d = Math.floor(Math.random() * dirs.length);
-        const n = d === dirs.length - 1 ? Math.max(1, lastDirFiles) : perDir;
-        return { parent: dirs[d]!.ino, name: `f${String(Math.floor(Math.random() * n)).padStart(4, '0')}` };
-      };
-      // Warm up the connection and the database pages a little, as a running master would be.
-      for (let i = 0; i < 200; i++) {
-        const { parent, name } = pick();
-        await client.lookup(parent, name);
-      }
-      for (let r = 1; r <= c.opts.runs; r++) {
-        note(`master alone, ${label} inodes: ${fmtCount(c.sizes.masterLookups)} lookups, ${fmtCount(c.sizes.masterCreates)} creates${c.opts.runs > 1 ? ` (run ${r}/${c.opts.runs})` : ''}`);
-        const lat: number[] = [];
-        for (let i = 0; i < c.sizes.masterLookups; i++) {
-          const { parent, name } = pick();
-          const t = now();
-          await client.lookup(parent, name);
-          lat.push(now() - t);
-          if (i % 500 === 499) checkAbort();
-        }
-        lat.sort((a, b) => a - b);
-        c.results.add(`master.lookup.p50.${inodes}`, 'strata', 1 / percentile(lat, 50));
-        c.results.add(`master.lookup.p99.${inodes}`, 'strata', 1 / percentile(lat, 99));
-        const cl: number[] = [];
-        for (let i = 0; i < c.sizes.masterCreates; i++) {
-          const d = dirs[Math.floor(Math.random() * dirs.length)]!;
-          const t = now();
-          await client.createAt(d.ino, `new-${r}-${i}`, 0o644);
-          cl.push(now() - t);
-          if (i % 500 === 499) checkAbort();
-        }
-        cl.sort((a, b) => a - b);
-        c.results.add(`master.create.p50.${inodes}`, 'strata', 1 / percentile(cl, 50));
-        c.results.add(`master.create.p99.${inodes}`, 'strata', 1 / percentile(cl, 99));
-      }
+      await driveMaster(c, m.url, layout, `${label} inodes`, ['lookup', 'create'], (op, lat, opsPerSec) => {
+        c.results.add(`master.${op}.p50.${inodes}`, 'strata', 1 / percentile(lat, 50));
+        c.results.add(`master.${op}.p99.${inodes}`, 'strata', 1 / percentile(lat, 99));
+        if (inodes === PG_INODES) c.results.add(`master.${op}.ops.sqlite.${PG_INODES}`, 'strata', opsPerSec);
+      });
       const rss = peakRss(m.proc.pid);
       if (rss !== undefined) c.results.addResource(`master.rss.${inodes}`, `peak RSS: master alone with ${label} inodes`, 'MiB', 'strata', rss / MiB);
     } finally {
-      await client.close();
       await m.stop();
       rmSync(home, { recursive: true, force: true });
       rmSync(ufsDir, { recursive: true, force: true });
     }
   }
+  // SQLite at PG_INODES when the sizes above skipped it, so the engines compare at one size.
+  if (!c.sizes.masterInodes.includes(PG_INODES)) {
+    const home = path.join(c.root, 'master-sqlite');
+    const ufsDir = path.join(c.root, 'master-sqlite-ufs');
+    mkdirSync(ufsDir, { recursive: true });
+    const layout = populateMaster(home, ufsDir, PG_INODES);
+    const m = await startMasterAlone(c.root, home, ufsDir);
+    try {
+      await driveMaster(c, m.url, layout, `SQLite, ${pgLabel} inodes`, ['lookup', 'create'], (op, _lat, opsPerSec) =>
+        c.results.add(`master.${op}.ops.sqlite.${PG_INODES}`, 'strata', opsPerSec),
+      );
+    } finally {
+      await m.stop();
+      rmSync(home, { recursive: true, force: true });
+      rmSync(ufsDir, { recursive: true, force: true });
+    }
+  }
+  return benchMasterPg(c);
+}
+
+/**
+ * The master with its namespace in PostgreSQL (a throwaway server in a temp dir, as
+ * the tests start it; fsync on), at PG_INODES inodes: alone, then with the leader
+ * lease in the same database, which fences every write (one more row lock each).
+ */
+async function benchMasterPg(c: Ctx): Promise<string | undefined> {
+  const why = postgresSkipReason();
+  if (why) {
+    note(`master on PostgreSQL: skipped: ${why}`);
+    return why;
+  }
+  checkAbort();
+  const label = fmtCount(PG_INODES);
+  note(`master on PostgreSQL: starting a temporary server (only ${label} inodes: filling and serving 1M takes minutes on PostgreSQL here)`);
+  const server = await startPostgres();
+  const removePg = onCleanup('postgres', () => server.stop());
+  const home = path.join(c.root, 'master-pg');
+  const ufsDir = path.join(c.root, 'master-pg-ufs');
+  mkdirSync(ufsDir, { recursive: true });
+  try {
+    const t0 = now();
+    const layout = await populatePgMaster(server.url, ufsDir, PG_INODES);
+    note(`master on PostgreSQL: populated ${label} inodes in ${(now() - t0).toFixed(1)}s; starting the master`);
+    let m = await startMasterAlone(c.root, home, ufsDir, ['--metastore', server.url]);
+    try {
+      await driveMaster(c, m.url, layout, `PostgreSQL, ${label} inodes`, ['lookup', 'create'], (op, lat, opsPerSec) => {
+        c.results.add(`master.${op}.p50.pg.${PG_INODES}`, 'strata', 1 / percentile(lat, 50));
+        c.results.add(`master.${op}.p99.pg.${PG_INODES}`, 'strata', 1 / percentile(lat, 99));
+        c.results.add(`master.${op}.ops.pg.${PG_INODES}`, 'strata', opsPerSec);
+      });
+      const rss = peakRss(m.proc.pid);
+      if (rss !== undefined) c.results.addResource(`master.rss.pg.${PG_INODES}`, `peak RSS: master alone on PostgreSQL with ${label} inodes`, 'MiB', 'strata', rss / MiB);
+    } finally {
+      await m.stop();
+    }
+    m = await startMasterAlone(c.root, home, ufsDir, ['--metastore', server.url, '--leader-election', 'metastore']);
+    try {
+      await waitFor('the master to take the leader lease', async () => {
+        const v = (await (await fetch(`${m.url}/api/v1/leader`)).json().catch(() => ({}))) as { role?: string };
+        return v.role === 'leader';
+      }, 30_000);
+      await driveMaster(c, m.url, layout, `PostgreSQL + leader lease, ${label} inodes`, ['create'], (_op, _lat, opsPerSec) =>
+        c.results.add(`master.create.ops.pglease.${PG_INODES}`, 'strata', opsPerSec),
+      );
+    } finally {
+      await m.stop();
+    }
+  } finally {
+    removePg();
+    await server.stop();
+    rmSync(home, { recursive: true, force: true });
+    rmSync(ufsDir, { recursive: true, force: true });
+  }
+  return undefined;
 }
 
 // ---- main ---------------------------------------------------------------------------------------
@@ -1395,7 +1567,8 @@ async function main(): Promise<void> {
       await store.close();
     }
     if (opts.only.has('master') && opts.systems.has('strata')) {
-      await benchMaster({ opts, sizes, store: undefined as unknown as Store, results, root, source: Buffer.alloc(0), smallNames: [], fio });
+      const pgSkipped = await benchMaster({ opts, sizes, store: undefined as unknown as Store, results, root, source: Buffer.alloc(0), smallNames: [], fio });
+      if (pgSkipped) skipped.postgres = `master on PostgreSQL: ${pgSkipped}`;
       writeJson(true);
     }
     if (opts.only.has('fuse')) {
@@ -1421,7 +1594,8 @@ async function main(): Promise<void> {
   log('');
   log(
     `setup: s3rver ${'3.7.1'} on loopback (one bucket); Strata = strata local (master + worker + FUSE mount, CACHE_THROUGH, default 5 s metadata sync, tiers MEM 2 GiB on /dev/shm + SSD, 1 MiB pages); ` +
-      `rclone mount --vfs-cache-mode full (defaults otherwise: write-back after 5 s); s3fs with use_cache and nomixupload; local disk = a directory on the same disk as the store.`,
+      `rclone mount --vfs-cache-mode full (defaults otherwise: write-back after 5 s); s3fs with use_cache and nomixupload; local disk = a directory on the same disk as the store; ` +
+      `master alone = one \`strata master\` on loopback and one client calling it back to back, its namespace in SQLite (WAL) or in a temporary PostgreSQL on the same machine (fsync on; ${fmtCount(PG_INODES)} inodes only).`,
   );
 
   writeJson(false);
