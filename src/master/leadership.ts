@@ -28,6 +28,12 @@
  * - Each leadership gets a new term (a counter in the row): the fencing token. A
  *   store shared by the masters can refuse writes of an old term (see
  *   `leaseHeldCondition`).
+ * - A write fenced by the lease (PgMetastore.setFence) holds a share lock on the
+ *   row until COMMIT. Acquire and renew wait for such a lock at most 0.8 × L/3
+ *   (lock_timeout) and try again at the next period. The masters' metastore ends a
+ *   transaction left idle for L/2, so a leader stopped in the middle of a write
+ *   releases the row before its lease could have expired, and the L + L/3 bound
+ *   above holds for it too.
  *
  * Known limit: Node's monotonic clock (CLOCK_MONOTONIC) does not advance while the
  * whole host is suspended (a laptop asleep, a paused VM); a host suspended longer
@@ -43,6 +49,10 @@ import type { Logger } from '../common/log';
 import { StrataError } from '../common/errors';
 
 export const LEADER_LEASE_TABLE = 'leader_lease';
+/** The lease length when none is given (ms). */
+export const DEFAULT_LEADER_LEASE_MS = 6000;
+/** SQLSTATE of a statement that gave up waiting for a row lock (lock_timeout). */
+const LOCK_NOT_AVAILABLE = '55P03';
 /** The NOTIFY channel on which a releasing leader wakes the standbys. */
 const RELEASE_CHANNEL = 'strata_leader_released';
 
@@ -109,7 +119,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
 
   constructor(opts: LeaderElectionOptions) {
     super();
-    const leaseMs = opts.leaseMs ?? 6000;
+    const leaseMs = opts.leaseMs ?? DEFAULT_LEADER_LEASE_MS;
     if (!Number.isInteger(leaseMs) || leaseMs < 300) throw new TypeError('leaseMs must be an integer of at least 300');
     if (!/^postgres(ql)?:\/\//.test(opts.url)) throw new TypeError('url must be a postgres:// URL');
     this.leaseMs = leaseMs;
@@ -194,8 +204,13 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
       await this.#ensureSchema(client);
       row = await this.#tryLease(client, renewing);
     } catch (err) {
-      this.#log?.warn({ err: (err as Error).message, leading: renewing }, 'leader lease: database unreachable');
-      await this.#disconnect();
+      if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) {
+        // The row is share-locked by a fenced write in flight (a stalled leader's, until the database ends it).
+        this.#log?.info({ leading: renewing }, 'leader lease: the row is locked by a write in flight; trying again');
+      } else {
+        this.#log?.warn({ err: (err as Error).message, leading: renewing }, 'leader lease: database unreachable');
+        await this.#disconnect();
+      }
       if (this.#term !== undefined && performance.now() >= this.#deadline) this.#stepDown('could not renew the lease in time');
       return;
     }
@@ -290,6 +305,9 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
         connectionString: this.#url,
         connectionTimeoutMillis: this.#renewEveryMs,
         query_timeout: this.#renewEveryMs,
+        // The server gives up waiting for the row too, a little before the client does: an UPDATE left
+        // waiting by a client that gave up would otherwise take the lease later, for nobody, with a newer term.
+        lock_timeout: Math.floor(this.#renewEveryMs * 0.8),
         keepAlive: true,
         application_name: 'strata-leader-election',
       });

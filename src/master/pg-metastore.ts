@@ -93,6 +93,15 @@ export interface PgMetastoreOptions {
    * by a client that went away; then the call fails TIMEOUT. Default 60000.
    */
   statementTimeoutMs?: number;
+  /**
+   * Longest a transaction may sit idle between statements (ms); then the server
+   * ends its session, rolling it back and releasing its row locks. Default
+   * `statementTimeoutMs`. Masters that share the database with a leader lease set
+   * it below the lease: a fenced write holds a share lock on the lease row until
+   * COMMIT, and a leader stopped (SIGSTOP, a hung host) in the middle of one would
+   * otherwise keep every standby from taking the lease for that long.
+   */
+  idleInTransactionTimeoutMs?: number;
   /** Where pool errors and retry storms are reported. Default: nowhere. */
   logger?: Logger;
   /**
@@ -741,7 +750,7 @@ export class PgMetastore implements Metastore {
       connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
       // A hung server or a lost client never holds a request or a row lock forever.
       statement_timeout: statementTimeoutMs,
-      idle_in_transaction_session_timeout: statementTimeoutMs,
+      idle_in_transaction_session_timeout: opts.idleInTransactionTimeoutMs ?? statementTimeoutMs,
     });
     // An idle connection whose server went away emits here; without a listener that would end the process.
     pool.on('error', (err) => opts.logger?.warn({ err }, 'metadata database connection lost'));

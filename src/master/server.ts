@@ -36,6 +36,7 @@ import { MountTable } from './mount-table';
 import { Persister } from './persister';
 import { Dashboard, DashboardOptions, registerDashboard } from './dashboard';
 import { LeaderElectionConfig, registerLeaderGate } from './leader-gate';
+import { DEFAULT_LEADER_LEASE_MS } from './leadership';
 import { Gauge } from 'prom-client';
 import { createDaemonMetrics } from '../common/metrics';
 
@@ -104,7 +105,10 @@ const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
  * The one place the master chooses its metadata engine, from the `metastore` URI;
  * everything else sees only the Metastore interface. CONFIG for a URI it cannot use.
  */
-export async function openMetastore(uri: string, opts: { blockSize: number; persistInitialWaitMs: number; logger?: Logger; shared?: boolean }): Promise<Metastore> {
+export async function openMetastore(
+  uri: string,
+  opts: { blockSize: number; persistInitialWaitMs: number; logger?: Logger; shared?: boolean; idleInTransactionTimeoutMs?: number },
+): Promise<Metastore> {
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(uri)?.[1]?.toLowerCase();
   if (scheme === 'sqlite') {
     const file = uri.slice('sqlite://'.length);
@@ -134,7 +138,11 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   }
   // Masters sharing one PostgreSQL for the namespace and the lease: writes are fenced by the lease, and a standby writes nothing until elected.
   const shared = election !== undefined && election.url === metastoreUri;
-  const table = await openMetastore(metastoreUri, { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0, logger: log, shared });
+  // A leader stopped in the middle of a fenced write holds a lock on the lease row: the database ends that
+  // transaction after half a lease, before the lease can expire (its last renew was at most a third of a lease
+  // earlier), so a standby still takes over within 4/3 of the lease.
+  const idleInTransactionTimeoutMs = shared ? Math.floor((election!.leaseMs ?? DEFAULT_LEADER_LEASE_MS) / 2) : undefined;
+  const table = await openMetastore(metastoreUri, { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0, logger: log, shared, idleInTransactionTimeoutMs });
   let mounts: MountTable;
   try {
     mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {});

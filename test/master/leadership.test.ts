@@ -7,7 +7,8 @@
 import t from 'tap';
 import { spawn, ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
-import { LeaderElection } from '../../src/master/leadership';
+import { Client } from 'pg';
+import { LEADER_LEASE_TABLE, LeaderElection } from '../../src/master/leadership';
 import { postgresSkipReason, startPostgres } from '../helpers/postgres';
 
 const LEASE_MS = 1500;
@@ -119,6 +120,36 @@ t.test('leader lease on PostgreSQL', { skip: postgresSkipReason() }, async (t) =
     await standby.close();
     await until('the child to lead again', () => stalled.lines.some((l) => l.at >= closedAt && l.event === 'elected'), LEASE_MS);
     t.comment(`handover to the child after close: ${Date.now() - closedAt} ms`);
+    stalled.proc.kill('SIGTERM');
+    await new Promise((r) => stalled.proc.once('exit', r));
+  });
+
+  await t.test('a leader stopped in the middle of a fenced write: the database ends the write, and a standby takes over within L + L/3', async (t) => {
+    // The master's fenced writes (PgMetastore.setFence) hold a share lock on the lease row until COMMIT;
+    // a master stopped before its COMMIT leaves its session idle in that transaction.
+    const stalled = startContender(t, pg.url, 'locked');
+    const elected = await until('the child to lead', () => stalled.lines.some((l) => l.event === 'elected'), 10_000).then(() => stalled.lines.find((l) => l.event === 'elected')!);
+    // What a master sharing the database sets (server.ts): idle transactions end after half a lease.
+    const write = new Client({ connectionString: pg.url, idle_in_transaction_session_timeout: LEASE_MS / 2 });
+    write.on('error', () => undefined); // the server ends this session: that is the point
+    await write.connect();
+    t.teardown(() => write.end().catch(() => undefined));
+    await write.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
+    await write.query(`SELECT 1 FROM ${LEADER_LEASE_TABLE} WHERE name = $1 FOR SHARE`, ['locked']);
+    const stoppedAt = Date.now();
+    stalled.proc.kill('SIGSTOP');
+    const standby = contender('locked', 'locked-standby');
+    const waited = await until('the standby to lead', () => standby.isLeader(), 10 * LEASE_MS);
+    t.comment(`takeover after SIGSTOP in the middle of a write: ${waited} ms (lease ${LEASE_MS} ms)`);
+    t.ok(Date.now() - stoppedAt <= (LEASE_MS * 4) / 3 + 1000, `within the lease and one renew period (${Date.now() - stoppedAt} ms after the stop)`);
+    t.equal(standby.fence, elected.term! + 1, 'with the next term');
+    await sleep(LEASE_MS);
+    const look = new Client({ connectionString: pg.url });
+    await look.connect();
+    const { rows } = await look.query<{ term: string }>(`SELECT term::text FROM ${LEADER_LEASE_TABLE} WHERE name = 'locked'`);
+    await look.end();
+    t.same([standby.fence, Number(rows[0]!.term)], [elected.term! + 1, elected.term! + 1], 'and no update left waiting on the locked row changed the term later');
+    stalled.proc.kill('SIGCONT');
     stalled.proc.kill('SIGTERM');
     await new Promise((r) => stalled.proc.once('exit', r));
   });
