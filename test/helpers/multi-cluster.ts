@@ -7,7 +7,8 @@
  * `startMasters`: several masters that elect one leader (high availability); the
  * test adds workers and mounts with `start`, and kills, stops and restarts masters.
  *
- * Teardown stops everything and unmounts, even after a failure.
+ * Teardown stops everything and unmounts, even after a failure; should the test
+ * process die without its teardown (killed at its timeout), a reaper does it.
  */
 
 import { spawn, ChildProcess } from 'node:child_process';
@@ -119,6 +120,46 @@ interface ProcessSet {
   addMountPoint(dir: string): void;
 }
 
+/**
+ * Ends a test's processes should the test process die without its teardown (tap's
+ * timeout ends it with SIGALRM, then SIGKILL): a detached shell that collects, from
+ * its stdin, the pids, mount points and directories the test made, and when its
+ * stdin closes (this process is gone) SIGTERMs and then SIGKILLs those pids that are
+ * still `strata` processes, unmounts the mount points and removes the directories.
+ * `disarm()` after a normal teardown lets it exit without doing anything.
+ */
+function startReaper(): { pid(pid: number | undefined): void; mountPoint(dir: string): void; dir(dir: string): void; disarm(): void } {
+  const script = `
+    pids=; mnts=; dirs=
+    while read -r kind arg; do
+      case "$kind" in
+        pid) pids="$pids $arg" ;;
+        mnt) mnts="$mnts $arg" ;;
+        dir) dirs="$dirs $arg" ;;
+        disarm) exit 0 ;;
+      esac
+    done
+    ours() { grep -q strata "/proc/$1/cmdline" 2>/dev/null; }
+    for p in $pids; do ours "$p" && kill -CONT "$p" && kill -TERM "$p"; done
+    sleep 3
+    for p in $pids; do ours "$p" && kill -KILL "$p"; done
+    for m in $mnts; do fusermount -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
+    for d in $dirs; do rm -rf "$d"; done`;
+  const dog = spawn('sh', ['-c', script], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
+  dog.on('error', () => undefined);
+  dog.stdin!.on('error', () => undefined);
+  // Neither the process nor its pipe keeps the test alive.
+  dog.unref();
+  (dog.stdin as unknown as { unref?: () => void }).unref?.();
+  const say = (line: string) => void (dog.stdin!.writable && dog.stdin!.write(line + '\n'));
+  return {
+    pid: (pid) => pid !== undefined && say(`pid ${pid}`),
+    mountPoint: (dir) => say(`mnt ${dir}`),
+    dir: (dir) => say(`dir ${dir}`),
+    disarm: () => void (dog.stdin!.writable && dog.stdin!.end('disarm\n')),
+  };
+}
+
 type RoledProcess = ChildProcess & { role?: string };
 const alive = (p: ChildProcess): boolean => p.exitCode === null && p.signalCode === null;
 
@@ -130,6 +171,8 @@ const alive = (p: ChildProcess): boolean => p.exitCode === null && p.signalCode 
 function processSet(t: Tap, root: string, removeRoot: boolean, baseEnv: NodeJS.ProcessEnv): ProcessSet {
   const procs = new Set<RoledProcess>();
   const mountPoints: string[] = [];
+  const reaper = startReaper();
+  if (removeRoot) reaper.dir(root);
   t.teardown(async () => {
     // A paused (SIGSTOPped) process would not act on SIGTERM.
     for (const p of procs) if (alive(p)) p.kill('SIGCONT');
@@ -143,6 +186,7 @@ function processSet(t: Tap, root: string, removeRoot: boolean, baseEnv: NodeJS.P
     await Promise.all([...procs].map((p) => waitExit(p, 5_000)));
     for (const m of mountPoints) forceUnmount(m);
     if (removeRoot) await fsp.rm(root, { recursive: true, force: true });
+    reaper.disarm();
   });
 
   const start = (role: string, args: string[], env: NodeJS.ProcessEnv = {}) =>
@@ -150,6 +194,7 @@ function processSet(t: Tap, root: string, removeRoot: boolean, baseEnv: NodeJS.P
       const p: RoledProcess = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'warn', ...baseEnv, ...env } });
       p.role = role;
       procs.add(p);
+      reaper.pid(p.pid);
       let out = '';
       let err = '';
       const timer = setTimeout(() => reject(new Error(`${role} did not start in 60 s: ${err}`)), 60_000);
@@ -174,7 +219,10 @@ function processSet(t: Tap, root: string, removeRoot: boolean, baseEnv: NodeJS.P
   return {
     start,
     processes: () => [...procs].map((p) => ({ role: p.role ?? '?', proc: p })),
-    addMountPoint: (dir) => void mountPoints.push(dir),
+    addMountPoint: (dir) => {
+      mountPoints.push(dir);
+      reaper.mountPoint(dir);
+    },
   };
 }
 
