@@ -12,19 +12,17 @@ import { StrataError, toStrataError } from '../common/errors';
 import { EXIT_USAGE, errorLine, exitCodeOf } from './cli-errors';
 import { CONFIG_KEYS, StrataConfig, configTableMarkdown, maskSecret, parseBytes, resolveConfig, resolveConfigSources } from '../common/config';
 import { createLogger } from '../common/log';
-import { startMaster } from '../master/server';
-import { startWorker } from '../worker/server';
 import { TierSpec, parseTierSpec } from '../worker/page-store';
 import { StrataFileSystem } from '../client/file-system';
-import { mountFuse, prepareMountPoint } from '../fuse/fuse-mount';
 import { createUfs } from '../ufs';
 import { registerFsCommands } from './fs-commands';
-import { runDoctor } from './doctor';
 import type { ReadType, WriteType } from '../common/protocol';
-import { createDaemonMetrics } from '../common/metrics';
-import { Gauge } from 'prom-client';
-import { HttpAuthOptions, HttpLimits, createHttpServer } from '../common/http';
+import type { HttpAuthOptions, HttpLimits } from '../common/http';
 import { authRequired, clientToken, isLoopback, serverToken } from '../common/auth';
+
+// The daemons, the FUSE binding, the metrics registry and the HTTP server are loaded
+// by the command that needs them (await import), so `strata fs …` starts in a fraction
+// of the time: every shell loop and script that calls the CLI pays that start.
 
 
 const CLI_ENTRY = nodePath.resolve(__dirname, '..', '..', '..', 'bin', 'strata');
@@ -128,6 +126,7 @@ async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>):
   checkHome(cfg.home);
   checkUfs(cfg.ufs);
   const log = createLogger('master', cfg.logLevel);
+  const { startMaster } = await import('../master/server');
   const m = await startMaster({
     home: cfg.home,
     host: cfg.bind,
@@ -157,6 +156,7 @@ async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>):
 async function runWorker(cfg: StrataConfig): Promise<void> {
   checkHome(cfg.home);
   const log = createLogger('worker', cfg.logLevel);
+  const { startWorker } = await import('../worker/server');
   const w = await startWorker({
     masterUrl: cfg.master,
     home: cfg.home,
@@ -194,6 +194,10 @@ function workerTiers(cfg: StrataConfig): TierSpec[] {
 async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, writeType: WriteType | undefined, metricsPort?: number): Promise<void> {
   checkHome(cfg.home);
   const log = createLogger('fuse', cfg.logLevel);
+  const { mountFuse, prepareMountPoint } = await import('../fuse/fuse-mount');
+  const { createDaemonMetrics } = await import('../common/metrics');
+  const { createHttpServer } = await import('../common/http');
+  const { Gauge } = await import('prom-client');
   await prepareMountPoint(mountPoint, log, { create });
   const fs = new StrataFileSystem({
     masterUrl: cfg.master,
@@ -294,6 +298,7 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
   checkHome(cfg.home);
   checkUfs(cfg.ufs);
   const log = createLogger('local', cfg.logLevel);
+  const { prepareMountPoint } = await import('../fuse/fuse-mount');
   await prepareMountPoint(cfg.mount, log, { create: createMount });
   const ufsUrl = new URL(cfg.ufs);
   if (ufsUrl.protocol === 'file:') {
@@ -535,6 +540,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--json', 'print JSON: [{name, state, detail, fix}]')
     .addHelpText('after', examples(['$ strata doctor', '$ strata doctor --ufs s3://bucket/lake --ufs-option s3.region=eu-west-1 --json']) + '\n\nExit codes: 0 every check passed or warned, 1 a check failed, 2 bad usage.')
     .action(async (o) => {
+      const { runDoctor } = await import('./doctor');
       const checks = await runDoctor(resolveConfig(configFlags(o)), parseKeyValues(o.ufsOption, '--ufs-option'));
       if (o.json) process.stdout.write(JSON.stringify(checks, null, 2) + '\n');
       else {

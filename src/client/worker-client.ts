@@ -3,7 +3,7 @@
 import { Pool } from 'undici';
 import type { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
-import { errorFromBody, parseJsonOrUndefined } from '../common/http';
+import { errorFromBody, parseJsonOrUndefined } from '../common/reply-errors';
 import { authHeaders } from '../common/auth';
 import type { LoadBlockResponse, ReadType, WorkerInfo, WriteFileResponse, WriteType } from '../common/protocol';
 
