@@ -374,8 +374,9 @@ export class StrataFileSystem {
     await this.master.rmdirAt(parent, name);
   }
 
+  /** rename(2) and renameat2's flags: RENAME_NOREPLACE (1), RENAME_EXCHANGE (2, nothing is replaced). */
   async renameAt(parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
-    await this.#keepOpenCopy(newParent, newName);
+    if (!(flags & 2)) await this.#keepOpenCopy(newParent, newName);
     await this.master.renameAt(parent, name, newParent, newName, flags);
   }
 

@@ -14,7 +14,7 @@ import type { FileAttributes, FileType } from '../common/protocol';
 import type { StrataFileSystem } from '../client/file-system';
 import { LRUCache } from 'lru-cache';
 import { Counter, Histogram, Registry } from 'prom-client';
-import { Attr, Entry, FuseSession, LowLevelHandlers, RENAME_NOREPLACE } from './native';
+import { Attr, Entry, FuseSession, LowLevelHandlers, RENAME_EXCHANGE, RENAME_NOREPLACE } from './native';
 
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
@@ -165,7 +165,7 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
     unlink: (_ctx, parent, name) => fs.unlinkAt(parent, name),
     rmdir: (_ctx, parent, name) => fs.rmdirAt(parent, name),
     rename: (_ctx, parent, name, newParent, newName, flags) => {
-      if (flags & ~RENAME_NOREPLACE) throw new StrataError('INVALID_ARGUMENT', 'RENAME_EXCHANGE is not supported');
+      if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) throw new StrataError('INVALID_ARGUMENT', `rename flags ${flags} are not supported`);
       return fs.renameAt(parent, name, newParent, newName, flags);
     },
     create: async (ctx, parent, name, mode) => {

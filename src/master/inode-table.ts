@@ -249,6 +249,7 @@ export class InodeTable {
       ),
       insertEdge: db.prepare(`INSERT INTO edge (parent, name, ino) VALUES (?, ?, ?)`),
       deleteEdge: db.prepare(`DELETE FROM edge WHERE parent = ? AND name = ?`),
+      setEdge: db.prepare(`UPDATE edge SET ino = ?, primary_link = ? WHERE parent = ? AND name = ?`),
       deleteNode: db.prepare(`DELETE FROM node WHERE ino = ?`),
       touchDir: db.prepare(`UPDATE node SET mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ? WHERE ino = ?`),
       touchCtime: db.prepare(`UPDATE node SET ctime_s = ?, ctime_ns = ? WHERE ino = ?`),
@@ -626,6 +627,36 @@ export class InodeTable {
       if (dstParent !== srcParent) this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, dstParent);
       this.#stmt.touchCtime.run(now.sec, now.nsec, src.ino);
       return this.requireNode(src.ino);
+    })();
+  }
+
+  /** renameat2(RENAME_EXCHANGE): the two names swap their inodes (see Metastore.exchange). */
+  exchange(aParent: number, aName: string, bParent: number, bName: string): void {
+    this.#db.transaction(() => {
+      const a = this.lookup(aParent, aName);
+      const b = this.lookup(bParent, bName);
+      if (!a) throw new StrataError('NOT_FOUND', `'${aName}' does not exist`);
+      if (!b) throw new StrataError('NOT_FOUND', `'${bName}' does not exist`);
+      if (a.ino === b.ino) return;
+      if ((a.type === 'directory' && this.isDescendant(bParent, a.ino)) || (b.type === 'directory' && this.isDescendant(aParent, b.ino))) {
+        throw new StrataError('INVALID_ARGUMENT', `cannot move a directory into itself`);
+      }
+      const aPrimary = this.isPrimaryLink(aParent, aName) ? 1 : 0;
+      const bPrimary = this.isPrimaryLink(bParent, bName) ? 1 : 0;
+      this.#stmt.setEdge.run(b.ino, bPrimary, aParent, aName);
+      this.#stmt.setEdge.run(a.ino, aPrimary, bParent, bName);
+      if (aParent !== bParent) {
+        const dirsMoved = (a.type === 'directory' ? 1 : 0) - (b.type === 'directory' ? 1 : 0);
+        if (dirsMoved !== 0) {
+          this.#stmt.nlinkAdd.run(-dirsMoved, aParent);
+          this.#stmt.nlinkAdd.run(dirsMoved, bParent);
+        }
+      }
+      const now = timespecNow();
+      this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, aParent);
+      if (bParent !== aParent) this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, bParent);
+      this.#stmt.touchCtime.run(now.sec, now.nsec, a.ino);
+      this.#stmt.touchCtime.run(now.sec, now.nsec, b.ino);
     })();
   }
 

@@ -260,6 +260,14 @@ export interface Metastore {
    * and the node's ctime are touched. Answers the moved node.
    */
   rename(srcParent: number, srcName: string, dstParent: number, dstName: string): Promise<NodeRecord>;
+  /**
+   * renameat2(RENAME_EXCHANGE) in one step: the two names swap the inodes they
+   * point at. NOT_FOUND (either missing), INVALID_ARGUMENT (a directory would move
+   * into its own subtree). Two names of one inode change nothing. Each link keeps its
+   * primary flag with its inode; directory nlinks of the parents follow the
+   * directories; both parents' times and both nodes' ctimes are touched.
+   */
+  exchange(aParent: number, aName: string, bParent: number, bName: string): Promise<void>;
   /** setattr: mode (permission bits only), owner, times; ctime becomes now. NOT_FOUND. */
   setAttributes(ino: number, attrs: AttributeChanges): Promise<NodeRecord>;
 

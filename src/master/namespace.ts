@@ -466,6 +466,63 @@ export class Namespace {
     });
   }
 
+  /**
+   * renameat2(RENAME_EXCHANGE): `a` and `b` swap what they name, atomically in the
+   * namespace. In the under-store the persisted objects swap through a temporary
+   * name beside `a` (stores have no exchange); a failure there is undone before the
+   * error is answered, so the store keeps matching the namespace.
+   */
+  exchange(a: string, b: string): Promise<void> {
+    return this.#mutations.run(async () => {
+      const x = await this.#resolveParent(a);
+      const y = await this.#resolveParent(b);
+      this.#writable(x.parts);
+      this.#writable(y.parts);
+      if (this.#mounts.isMountPoint(x.parts) || this.#mounts.isMountPoint(y.parts)) throw new StrataError('BUSY', `cannot rename a mount point`);
+      const xs = this.#store(x.parts);
+      const ys = this.#store(y.parts);
+      if (xs.mount !== ys.mount) throw new StrataError('CROSS_DEVICE', `${a} and ${b} are in different mounts`);
+      const xNode = await this.#child(x.parent, x.parts);
+      const yNode = await this.#child(y.parent, y.parts);
+      if (xNode.ino === yNode.ino) return;
+      // exchange checks these again in its transaction; here they keep the under-store untouched.
+      if ((xNode.type === 'directory' && (await this.#table.isDescendant(y.parent.ino, xNode.ino))) || (yNode.type === 'directory' && (await this.#table.isDescendant(x.parent.ino, yNode.ino)))) {
+        throw new StrataError('INVALID_ARGUMENT', `cannot move ${a} and ${b} into each other`);
+      }
+      // Which names hold bytes (or a directory) in the store at their path.
+      const inStore = async (parent: number, name: string, n: NodeRecord) =>
+        n.persistState === 'persisted' && (n.type === 'directory' || (n.type === 'file' && (await this.#table.isPrimaryLink(parent, name))));
+      const xMoves = await inStore(x.parent.ino, x.name, xNode);
+      const yMoves = await inStore(y.parent.ino, y.name, yNode);
+      const ufs = xs.ufs;
+      const xPath = xs.ufsPath;
+      const yPath = ys.ufsPath;
+      const done: Array<[string, string]> = [];
+      const move = async (from: string, to: string) => {
+        await ufs.rename(from, to);
+        done.push([from, to]);
+      };
+      try {
+        if (xMoves && yMoves) {
+          const parked = joinPath(xPath.slice(0, xPath.lastIndexOf('/')) || '/', `.strata-exchange-${xNode.ino}-${Date.now().toString(36)}`);
+          await move(xPath, parked);
+          await move(yPath, xPath);
+          await move(parked, yPath);
+        } else if (xMoves) {
+          await move(xPath, yPath);
+        } else if (yMoves) {
+          await move(yPath, xPath);
+        }
+        await this.#table.exchange(x.parent.ino, x.name, y.parent.ino, y.name);
+      } catch (err) {
+        for (const [from, to] of done.reverse()) {
+          await ufs.rename(to, from).catch((e: unknown) => this.#log.error({ err: e, from: to, to: from }, 'could not undo an under-store move of a failed exchange'));
+        }
+        throw err;
+      }
+    });
+  }
+
   async setAttributes(path: string, attrs: { mode?: number; uid?: number; gid?: number; atime?: Timespec | 'now'; mtime?: Timespec | 'now' }): Promise<FileAttributes> {
     this.#writable(parsePath(path));
     const node = await this.resolve(path);

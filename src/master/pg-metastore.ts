@@ -292,6 +292,7 @@ const Q = {
   insertEdges: sql('insert_edges', `INSERT INTO edge (parent, name, ino) SELECT $1, name, ino FROM unnest($2::text[], $3::int8[]) AS u(name, ino)`),
   insertBlocksMany: sql('insert_blocks_many', `INSERT INTO block (block_id, ino, idx, length) SELECT b, f, i, l FROM unnest($1::int8[], $2::int8[], $3::int4[], $4::int8[]) AS u(b, f, i, l)`),
   deleteEdge: sql('delete_edge', `DELETE FROM edge WHERE parent = $1 AND name = $2 RETURNING primary_link`),
+  setEdge: sql('set_edge', `UPDATE edge SET ino = $3, primary_link = $4 WHERE parent = $1 AND name = $2`),
   deleteNode: sql('delete_node', `DELETE FROM node WHERE ino = $1`),
   // Batch forms for deleting a whole subtree (#deleteTree).
   subtreeDirs: sql(
@@ -1360,6 +1361,42 @@ export class PgMetastore implements Metastore {
       await tx.run(Q.touchCtime, [src.ino, now.sec, now.nsec]);
       tx.node(src.ino);
       return this.#requireNode(tx, src.ino);
+    });
+  }
+
+  /** renameat2(RENAME_EXCHANGE): the two names swap their inodes (see Metastore.exchange). */
+  async exchange(aParent: number, aName: string, bParent: number, bName: string): Promise<void> {
+    await this.#tx(async (tx) => {
+      const a = await this.#lookup(tx, aParent, aName);
+      const b = await this.#lookup(tx, bParent, bName);
+      if (!a) throw new StrataError('NOT_FOUND', `'${aName}' does not exist`);
+      if (!b) throw new StrataError('NOT_FOUND', `'${bName}' does not exist`);
+      if (a.ino === b.ino) return;
+      // As in rename: serializable isolation makes these walks conflict with concurrent moves of the ancestors.
+      if (
+        (a.type === 'directory' && (await tx.one<{ found: boolean }>(Q.isAncestorOf, [bParent, a.ino]))!.found) ||
+        (b.type === 'directory' && (await tx.one<{ found: boolean }>(Q.isAncestorOf, [aParent, b.ino]))!.found)
+      ) {
+        throw new StrataError('INVALID_ARGUMENT', `cannot move a directory into itself`);
+      }
+      const aPrimary = !!(await tx.one<{ primary_link: boolean }>(Q.edgeFlag, [aParent, aName]))?.primary_link;
+      const bPrimary = !!(await tx.one<{ primary_link: boolean }>(Q.edgeFlag, [bParent, bName]))?.primary_link;
+      await tx.run(Q.setEdge, [aParent, aName, b.ino, bPrimary]);
+      tx.edge(aParent, aName);
+      await tx.run(Q.setEdge, [bParent, bName, a.ino, aPrimary]);
+      tx.edge(bParent, bName);
+      const dirsMoved = aParent === bParent ? 0 : (a.type === 'directory' ? 1 : 0) - (b.type === 'directory' ? 1 : 0);
+      const now = timespecNow();
+      await tx.run(Q.touchDir, [aParent, -dirsMoved, now.sec, now.nsec]);
+      tx.node(aParent);
+      if (bParent !== aParent) {
+        await tx.run(Q.touchDir, [bParent, dirsMoved, now.sec, now.nsec]);
+        tx.node(bParent);
+      }
+      for (const ino of [a.ino, b.ino]) {
+        await tx.run(Q.touchCtime, [ino, now.sec, now.nsec]);
+        tx.node(ino);
+      }
     });
   }
 

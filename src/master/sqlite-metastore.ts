@@ -131,6 +131,10 @@ export class SqliteMetastore implements Metastore {
     return this.#t.rename(srcParent, srcName, dstParent, dstName);
   }
 
+  async exchange(aParent: number, aName: string, bParent: number, bName: string): Promise<void> {
+    this.#t.exchange(aParent, aName, bParent, bName);
+  }
+
   async setAttributes(ino: number, attrs: AttributeChanges): Promise<NodeRecord> {
     return this.#t.setAttributes(ino, attrs);
   }

@@ -5,6 +5,7 @@ import { promises as fsp, constants } from 'node:fs';
 import { randomBytes, createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { startLocal, LocalCluster } from '../helpers/cluster';
+import { renameat2 } from '../fuse/posix-suite';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -89,6 +90,26 @@ t.test('through the mount', async (t) => {
     t.equal(await fsp.readFile(m('r2'), 'utf8'), 'one');
     t.equal(await fsp.readFile(u('r2'), 'utf8'), 'one');
     await t.rejects(fsp.stat(m('r1')), { code: 'ENOENT' });
+  });
+
+  await t.test('RENAME_EXCHANGE swaps the objects in the under-store too', async (t) => {
+    await fsp.writeFile(m('x1'), 'first');
+    await fsp.writeFile(m('x2'), 'second');
+    await fsp.mkdir(m('xd'));
+    await fsp.writeFile(m('xd/inner'), 'inner');
+    const r = await renameat2(m('x1'), m('x2'), 2);
+    if (r === null) {
+      t.plan(0, 'python3 is missing: cannot call renameat2(2)');
+      return;
+    }
+    t.equal(r, 'ok');
+    t.equal(await fsp.readFile(u('x1'), 'utf8'), 'second', 'the store has x2\'s bytes at x1');
+    t.equal(await fsp.readFile(u('x2'), 'utf8'), 'first', 'and x1\'s at x2');
+    t.equal(await renameat2(m('xd'), m('x1'), 2), 'ok', 'a directory and a file');
+    t.equal(await fsp.readFile(u('x1/inner'), 'utf8'), 'inner', 'the directory moved in the store');
+    t.equal(await fsp.readFile(u('xd'), 'utf8'), 'second', 'the file moved in the store');
+    t.equal(await fsp.readFile(m('x1/inner'), 'utf8'), 'inner', 'and reads back through the mount');
+    t.same((await fsp.readdir(c.ufsDir)).filter((n) => n.startsWith('.strata')), [], 'no temporary name is left in the store');
   });
 
   await t.test('chmod and utimens', async (t) => {

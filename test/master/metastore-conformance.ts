@@ -276,6 +276,41 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.equal(await store.isPrimaryLink(dir.ino, 'g-link'), false);
   });
 
+  t.test('exchange: names swap inodes; directory nlinks, primary flags and refusals', async (t) => {
+    const { store, dir, tag } = await setup(t);
+    const nl = async (ino: number) => (await store.requireNode(ino)).nlink;
+    const p1 = await store.createChild(dir.ino, 'p1', dirNode());
+    const p2 = await store.createChild(dir.ino, 'p2', dirNode());
+    const sub = await store.createChild(p1.ino, 'sub', dirNode());
+    const inner = await store.createChild(sub.ino, 'inner', fileNode());
+    const f = await store.createChild(p2.ino, 'f', fileNode());
+    const g = await store.createChild(p2.ino, 'g', fileNode());
+    await store.link(g.ino, p1.ino, 'g-link');
+    const count = await store.nodeCount();
+
+    await store.exchange(p2.ino, 'f', p2.ino, 'g');
+    t.equal((await store.lookup(p2.ino, 'f'))?.ino, g.ino, 'f names g now');
+    t.equal((await store.lookup(p2.ino, 'g'))?.ino, f.ino, 'g names f now');
+    t.equal(await store.isPrimaryLink(p2.ino, 'f'), true, 'the primary flag moved with g');
+    t.equal(await store.isPrimaryLink(p1.ino, 'g-link'), false);
+
+    await store.exchange(p1.ino, 'sub', p2.ino, 'f');
+    t.equal((await store.lookup(p2.ino, 'f'))?.ino, sub.ino, 'the directory moved to p2');
+    t.equal(await store.pathOf(inner.ino), `/${tag}/p2/f/inner`, 'its entries follow');
+    t.equal((await store.lookup(p1.ino, 'sub'))?.ino, g.ino, 'the file moved to p1');
+    t.equal(await nl(p1.ino), 2, 'the parent that lost the directory');
+    t.equal(await nl(p2.ino), 3, 'the parent that gained it');
+    t.equal(await store.nodeCount(), count, 'nothing was created or freed');
+
+    await store.exchange(p1.ino, 'sub', p1.ino, 'g-link');
+    t.equal((await store.lookup(p1.ino, 'sub'))?.ino, g.ino, 'two names of one inode: nothing changes');
+    await rejects(t, () => store.exchange(p2.ino, 'f', sub.ino, 'inner'), 'INVALID_ARGUMENT', 'a directory with a name in its own subtree');
+    await rejects(t, () => store.exchange(sub.ino, 'inner', p2.ino, 'f'), 'INVALID_ARGUMENT', 'the same, the other way round');
+    await rejects(t, () => store.exchange(p1.ino, 'nope', p2.ino, 'f'), 'NOT_FOUND', 'a missing first name');
+    await rejects(t, () => store.exchange(p2.ino, 'f', p1.ino, 'nope'), 'NOT_FOUND', 'a missing second name');
+    t.equal((await store.lookup(p2.ino, 'f'))?.ino, sub.ino, 'refusals change nothing');
+  });
+
   t.test('setAttributes and extended attributes', async (t) => {
     const { store, dir } = await setup(t);
     const f = await store.createChild(dir.ino, 'f', fileNode());
