@@ -12,7 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 export interface PostgresServer {
-  /** postgres://strata@127.0.0.1:PORT/strata */
+  /** postgres://strata@HOST:PORT/strata (HOST: the listen address, 127.0.0.1 by default) */
   url: string;
   port: number;
   dataDir: string;
@@ -22,6 +22,18 @@ export interface PostgresServer {
   kill(): void;
   /** Starts the server again on the same data dir and port. */
   start(): Promise<void>;
+}
+
+export interface PostgresOptions {
+  /**
+   * A network namespace (a name under /run/netns) to run the server in; it then
+   * listens on `listenAddress` there. Default: the test's own namespace.
+   */
+  netns?: string;
+  /** The address to listen on. Default 127.0.0.1. */
+  listenAddress?: string;
+  /** The port. Default a free loopback port of the test's namespace (any port is free in a new namespace). */
+  port?: number;
 }
 
 /** The directory with initdb/pg_ctl, or undefined when PostgreSQL's server is not installed. */
@@ -52,18 +64,20 @@ function freePort(): Promise<number> {
   });
 }
 
-export async function startPostgres(): Promise<PostgresServer> {
+export async function startPostgres(options: PostgresOptions = {}): Promise<PostgresServer> {
   const bin = postgresBinDir();
   if (!bin) throw new Error(postgresSkipReason());
   const asRoot = process.getuid?.() === 0;
   const base = mkdtempSync(path.join(os.tmpdir(), 'strata-pg-'));
   const dataDir = path.join(base, 'data');
   const sockDir = path.join(base, 'sock');
+  // Commands that open sockets run inside the namespace (nsenter enters only its network).
+  const inNetns = (argv: string[]): string[] => (options.netns ? ['nsenter', `--net=/run/netns/${options.netns}`, '--', ...argv] : argv);
   // Run a server binary as the postgres user when we are root.
   const run = (cmd: string, args: string[]): void => {
     const full = path.join(bin, cmd);
-    if (asRoot) execFileSync('runuser', ['-u', 'postgres', '--', full, ...args], { stdio: 'pipe' });
-    else execFileSync(full, args, { stdio: 'pipe' });
+    const [file, ...rest] = inNetns(asRoot ? ['runuser', '-u', 'postgres', '--', full, ...args] : [full, ...args]);
+    execFileSync(file!, rest, { stdio: 'pipe' });
   };
   if (asRoot) {
     chmodSync(base, 0o755);
@@ -72,8 +86,9 @@ export async function startPostgres(): Promise<PostgresServer> {
     chownSync(base, uid, gid);
   }
   run('initdb', ['-D', dataDir, '-U', 'strata', '--auth=trust', '-E', 'UTF8', '--no-locale', '--no-sync']);
-  const port = await freePort();
-  const opts = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${sockDir} -c fsync=on -c max_connections=200`;
+  const host = options.listenAddress ?? '127.0.0.1';
+  const port = options.port ?? (await freePort());
+  const opts = `-c listen_addresses=${host} -c port=${port} -c unix_socket_directories=${sockDir} -c fsync=on -c max_connections=200`;
   // Processes of a killed server: a new one cannot start while they still hold its shared memory.
   let killed: number[] = [];
   const alive = (pid: number): boolean => {
@@ -93,12 +108,13 @@ export async function startPostgres(): Promise<PostgresServer> {
   };
   await start();
   const psql = (sql: string): void => {
-    execFileSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'strata', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', sql], { stdio: 'pipe' });
+    const [file, ...args] = inNetns(['psql', '-h', host, '-p', String(port), '-U', 'strata', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', sql]);
+    execFileSync(file!, args, { stdio: 'pipe' });
   };
   psql('CREATE DATABASE strata');
   let stopped = false;
   return {
-    url: `postgres://strata@127.0.0.1:${port}/strata`,
+    url: `postgres://strata@${host}:${port}/strata`,
     port,
     dataDir,
     start,
