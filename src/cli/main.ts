@@ -166,6 +166,7 @@ async function runWorker(cfg: StrataConfig): Promise<void> {
     pageSize: cfg.pageSize,
     evictionPolicy: cfg.evictionPolicy,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,
+    ...(cfg.hostId ? { hostId: cfg.hostId } : {}),
     auth: daemonAuth(cfg, log),
     token: clientToken(cfg),
     limits: daemonLimits(cfg),
@@ -205,6 +206,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     logger: log,
     readType: cfg.readType as ReadType,
     shortCircuit: cfg.shortCircuit === 'true',
+    ...(cfg.hostId ? { hostId: cfg.hostId } : {}),
     metadataCache: cfg.metadataCache === 'true',
     workerProbeIntervalMs: cfg.workerProbeIntervalMs,
     masterFailoverTimeoutMs: cfg.masterFailoverTimeoutMs,
@@ -388,6 +390,7 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     auth: o.auth,
     tokenFile: o.tokenFile,
     logLevel: o.logLevel,
+    hostId: o.hostId,
   };
 }
 
@@ -510,6 +513,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--tiers <list>', 'all tiers at once, comma-separated NAME:DIR:SIZE')
     .option('--page-size <bytes>', 'unit of caching inside a block; default 1MiB')
     .option('--eviction-policy <policy>', 'LRU | FIFO | LFU (default LRU)')
+    .option('--host-id <id>', "this host's identity for short-circuit reads (default /etc/machine-id); the same on a worker and the mounts beside it")
     .addHelpText(
       'after',
       examples(['$ strata worker --master http://master-host:19998 --bind 0.0.0.0', '$ strata worker --master http://master-host:19998 --tier mem:/dev/shm/strata:8GiB --tier ssd:/ssd/strata:500GiB']),
@@ -523,6 +527,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
     .option('--allow-other <mode>', 'true | false | auto (= when mounted by root); default auto')
     .option('--metrics-port <n>', 'port of the client metrics endpoint (0 = any free port, printed at start)')
+    .option('--host-id <id>', "this host's identity for short-circuit reads (default /etc/machine-id); the same as the worker's beside it")
     .addHelpText('after', examples(['$ strata mount /mnt/strata --master http://master-host:19998', '$ strata mount /mnt/strata --read-type NO_CACHE --allow-other true']))
     .action(async (dir: string, o) => {
       const cfg = resolveConfig(configFlags(o));

@@ -35,6 +35,8 @@ export interface FileSystemOptions {
   reader?: FileReaderOptions;
   /** Read block files of workers on this host directly. Default true. */
   shortCircuit?: boolean;
+  /** This host's identity, compared with the one each worker reports to find local workers. Default hostIdentity(). */
+  hostId?: string;
   /** Write type of this client's files; default: the mount's (see README). */
   writeType?: WriteType;
   /** How workers cache what this client reads: CACHE (default), CACHE_PROMOTE, NO_CACHE. */
@@ -242,7 +244,7 @@ export class StrataFileSystem {
       ...(opts.token ? { token: opts.token } : {}),
       ...(opts.workerProbeIntervalMs !== undefined ? { probeIntervalMs: opts.workerProbeIntervalMs } : {}),
     });
-    this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader();
+    this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader(opts.hostId ? { hostId: opts.hostId } : {});
     this.#stagingDir = opts.stagingDir;
     this.#log = opts.logger;
     this.#readerOpts = opts.reader ?? {};

@@ -42,6 +42,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'pageSize', flag: '--page-size', env: 'STRATA_PAGE_SIZE', kind: 'bytes', description: 'Unit of caching inside a block: a cold read fetches whole pages (power of two, 4KiB-64MiB).', default: () => 1024 * 1024 },
   { key: 'evictionPolicy', flag: '--eviction-policy', env: 'STRATA_EVICTION_POLICY', kind: 'string', description: 'Which cached page a full worker tier gives up first: LRU, FIFO or LFU.', default: () => 'LRU' },
   { key: 'readType', flag: '--read-type', env: 'STRATA_READ_TYPE', kind: 'string', description: 'How workers cache what a mount reads: CACHE, CACHE_PROMOTE (also move to the top tier), NO_CACHE.', default: () => 'CACHE' },
+  { key: 'hostId', flag: '--host-id', env: 'STRATA_HOST_ID', kind: 'string', description: "This host's identity, which a worker reports and a mount or `strata fs` compares with it: the same id means the same disks, so page files are read directly (short-circuit). Default /etc/machine-id, else the host name; set it where several hosts share one machine id (cloned images, containers, network namespaces), the same for a worker and the mounts beside it.", default: () => '' },
   { key: 'shortCircuit', flag: '', env: 'STRATA_SHORT_CIRCUIT', kind: 'string', description: 'Mounts read page files of workers on the same host directly: true or false.', default: () => 'true' },
   { key: 'metadataCache', flag: '', env: 'STRATA_METADATA_CACHE', kind: 'string', description: "Mounts cache lookups, attributes and block lists, kept exact by the master's change feed: true or false.", default: () => 'true' },
   { key: 'syncIntervalMs', flag: '--sync-interval-ms', env: 'STRATA_SYNC_INTERVAL_MS', kind: 'int', description: 'Re-check under-store metadata older than this (0 = always, -1 = never). Changes made through Strata are always current; this bounds how late changes made directly in the store appear.', default: () => 60_000 },
@@ -83,6 +84,7 @@ export interface StrataConfig {
   pageSize: number;
   evictionPolicy: string;
   readType: string;
+  hostId: string;
   shortCircuit: string;
   metadataCache: string;
   syncIntervalMs: number;
@@ -128,6 +130,8 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if ((k.key === 'shortCircuit' || k.key === 'metadataCache' || k.key === 'dashboard' || k.key === 'metricsAuth') && !['true', 'false'].includes(v)) throw bad('true or false');
       if (k.key === 'auth' && !['token', 'none', 'auto'].includes(v)) throw bad('token, none or auto');
       if (k.key === 'leaderElection' && v !== 'none' && v !== 'metastore' && !/^postgres(ql)?:\/\/[^\s]+$/.test(v)) throw bad('none, metastore or a postgres:// URL');
+      // The master keeps at most 256 characters of a worker's host, and compares it byte for byte.
+      if (k.key === 'hostId' && !/^[\x21-\x7e]{1,256}$/.test(v)) throw bad('1-256 printable characters without spaces');
       if (k.key === 'allowOther' && !['true', 'false', 'auto'].includes(v)) throw bad('true, false or auto');
       if (k.key === 'evictionPolicy' && !['LRU', 'FIFO', 'LFU'].includes(v)) throw bad('LRU, FIFO or LFU');
       if (k.key === 'readType' && !['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'].includes(v)) throw bad('CACHE, CACHE_PROMOTE or NO_CACHE');
@@ -256,6 +260,7 @@ export function configTableMarkdown(): string {
     if (k.key === 'metastore') return '`sqlite://<home>/master/strata.db`';
     if (k.key === 'token') return '(none)';
     if (k.key === 'masterAdvertiseUrl') return '(listen URL)';
+    if (k.key === 'hostId') return '(machine id)';
     if (k.kind === 'bytes' && typeof d === 'number') return '`' + humanBytes(d) + '`';
     return '`' + String(d) + '`';
   };
