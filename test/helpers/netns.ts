@@ -62,8 +62,8 @@ export function netnsSkipReason(): string | undefined {
     const name = `${PREFIX}${process.pid}-probe`;
     try {
       ip(['netns', 'add', name]);
-      ip(['-n', name, 'link', 'add', 'br0', 'type', 'bridge']);
-      ip(['-n', name, 'link', 'add', 'a', 'type', 'veth', 'peer', 'name', 'b']);
+      ip(['-n', name, 'link', 'add', 'name', 'br0', 'type', 'bridge']);
+      ip(['-n', name, 'link', 'add', 'name', 'probe0', 'type', 'veth', 'peer', 'name', 'probe1']);
       return undefined;
     } catch (err) {
       return `cannot make network namespaces with a bridge and veth pairs here: ${(err as Error).message}`;
@@ -141,14 +141,14 @@ export function makeHostLab(names: string[]): HostLab {
     ip(['netns', 'add', sw]);
     made.push(sw);
     // STP off (the default) forwards at once; forward_delay 0 in case a distribution turns it on.
-    ip(['-n', sw, 'link', 'add', 'br0', 'type', 'bridge', 'forward_delay', '0']);
+    ip(['-n', sw, 'link', 'add', 'name', 'br0', 'type', 'bridge', 'forward_delay', '0']);
     ip(['-n', sw, 'link', 'set', 'br0', 'up']);
     names.forEach((name, i) => {
       const ns = `${base}${name}`;
       ip(['netns', 'add', ns]);
       made.push(ns);
       // Interface names are per namespace: 'port-<host>' on the switch, 'eth0' on the host.
-      ip(['-n', sw, 'link', 'add', `port-${name}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+      ip(['-n', sw, 'link', 'add', 'name', `port-${name}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
       ip(['-n', sw, 'link', 'set', `port-${name}`, 'master', 'br0', 'up']);
       const address = `${net}.${i + 1}`;
       ip(['-n', ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
