@@ -6,7 +6,7 @@
  */
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -34,6 +34,8 @@ export interface PostgresOptions {
   listenAddress?: string;
   /** The port. Default a free loopback port of the test's namespace (any port is free in a new namespace). */
   port?: number;
+  /** A network (CIDR) whose clients are trusted besides loopback, e.g. the hosts of a test network. */
+  clientsFrom?: string;
 }
 
 /** The directory with initdb/pg_ctl, or undefined when PostgreSQL's server is not installed. */
@@ -87,6 +89,8 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
   }
   run('initdb', ['-D', dataDir, '-U', 'strata', '--auth=trust', '-E', 'UTF8', '--no-locale', '--no-sync']);
   const host = options.listenAddress ?? '127.0.0.1';
+  // initdb trusts loopback only; clients of a server on another address come from its network.
+  if (options.clientsFrom) appendFileSync(path.join(dataDir, 'pg_hba.conf'), `host all all ${options.clientsFrom} trust\n`);
   const port = options.port ?? (await freePort());
   const opts = `-c listen_addresses=${host} -c port=${port} -c unix_socket_directories=${sockDir} -c fsync=on -c max_connections=200`;
   // Processes of a killed server: a new one cannot start while they still hold its shared memory.
@@ -111,7 +115,17 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
     const [file, ...args] = inNetns(['psql', '-h', host, '-p', String(port), '-U', 'strata', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', sql]);
     execFileSync(file!, args, { stdio: 'pipe' });
   };
-  psql('CREATE DATABASE strata');
+  try {
+    psql('CREATE DATABASE strata');
+  } catch (err) {
+    // The caller gets no handle to stop it with: a server left running here would outlive the test.
+    try {
+      run('pg_ctl', ['-D', dataDir, '-m', 'immediate', '-w', '-t', '30', 'stop']);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+    throw err;
+  }
   let stopped = false;
   return {
     url: `postgres://strata@${host}:${port}/strata`,
