@@ -515,11 +515,15 @@ export class InodeTable {
     return bytes;
   }
 
-  /** Removes the entry `name` of `parent` (file or empty directory) and frees the inode when unreferenced. */
-  removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any'): NodeRecord {
+  /**
+   * Removes the entry `name` of `parent` (file or empty directory) and frees the
+   * inode when unreferenced; with `ino`, only while the name still names it.
+   */
+  removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any', ino?: number): NodeRecord {
     return this.#db.transaction(() => {
       const node = this.lookup(parent, name);
       if (!node) throw new StrataError('NOT_FOUND', `'${name}' does not exist`);
+      if (ino !== undefined && node.ino !== ino) throw new StrataError('NOT_FOUND', `'${name}' no longer names inode ${ino}`);
       if (expect === 'file' && node.type === 'directory') throw new StrataError('IS_DIRECTORY', `'${name}' is a directory`);
       if (expect === 'directory' && node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `'${name}' is not a directory`);
       if (node.type === 'directory' && (this.#stmt.childCount.get(node.ino) as { n: number }).n > 0) {
@@ -595,11 +599,12 @@ export class InodeTable {
     this.#stmt.deleteNode.run(ino);
   }
 
-  /** POSIX rename(2): replaces a compatible destination atomically. */
-  rename(srcParent: number, srcName: string, dstParent: number, dstName: string): NodeRecord {
+  /** POSIX rename(2): replaces a compatible destination atomically; with `srcIno`, only while the source name still names it. */
+  rename(srcParent: number, srcName: string, dstParent: number, dstName: string, srcIno?: number): NodeRecord {
     return this.#db.transaction(() => {
       const src = this.lookup(srcParent, srcName);
       if (!src) throw new StrataError('NOT_FOUND', `'${srcName}' does not exist`);
+      if (srcIno !== undefined && src.ino !== srcIno) throw new StrataError('NOT_FOUND', `'${srcName}' no longer names inode ${srcIno}`);
       const dp = this.requireNode(dstParent);
       if (dp.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `destination parent is not a directory`);
       if (src.type === 'directory' && this.isDescendant(dstParent, src.ino)) {

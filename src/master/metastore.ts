@@ -14,7 +14,8 @@
  * - A reading method sees one consistent state (one snapshot) of what it reads.
  * - Between two calls anything may change: the master serves many requests at
  *   once, and each `await` lets others run. Callers that need "check, then act"
- *   use a method that does both, or a guard parameter (forgetChild, refreshFromUfs).
+ *   use a method that does both, or a guard parameter (forgetChild, refreshFromUfs,
+ *   the expected inode of removeChild and rename).
  * - A single leader master is the only writer. Standby masters do not write and
  *   do not keep a Metastore open for writing; so an implementation may keep
  *   caches of what only its own writes change (the change log's seq, the pin version).
@@ -241,8 +242,11 @@ export interface Metastore {
    * parent. NOT_FOUND, IS_DIRECTORY (expect 'file'), NOT_DIRECTORY (expect
    * 'directory'), NOT_EMPTY (a directory with entries). Answers the node as it was.
    * Removing a file's primary link makes another link primary.
+   * With `ino` (the inode the caller checked and acted on in the under-store),
+   * only while `name` still names that inode: NOT_FOUND otherwise, and nothing
+   * changes (a name dropped and taken again meanwhile is someone else's file).
    */
-  removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any'): Promise<NodeRecord>;
+  removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any', ino?: number): Promise<NodeRecord>;
   /**
    * link(2): a new name for an existing non-directory inode; nlink + 1, ctime of
    * the inode and times of the new parent touched. NOT_FOUND, NOT_PERMITTED (a
@@ -257,9 +261,11 @@ export interface Metastore {
    * compatible destination is replaced atomically (unlinked as removeChild would).
    * Renaming onto another name of the same inode changes nothing. The moved link
    * keeps its primary flag; directory nlinks follow the move; both parents' times
-   * and the node's ctime are touched. Answers the moved node.
+   * and the node's ctime are touched. Answers the moved node. With `srcIno` (the
+   * inode the caller checked and moved in the under-store), only while `srcName`
+   * still names that inode: NOT_FOUND otherwise, and nothing changes.
    */
-  rename(srcParent: number, srcName: string, dstParent: number, dstName: string): Promise<NodeRecord>;
+  rename(srcParent: number, srcName: string, dstParent: number, dstName: string, srcIno?: number): Promise<NodeRecord>;
   /**
    * renameat2(RENAME_EXCHANGE) in one step: the two names swap the inodes they
    * point at. NOT_FOUND (either missing), INVALID_ARGUMENT (a directory would move

@@ -1210,11 +1210,12 @@ export class PgMetastore implements Metastore {
     return copies.reduce((sum, c) => sum + c.bytes, 0);
   }
 
-  /** Removes the entry `name` of `parent` (file or empty directory) and frees the inode when unreferenced. */
-  async removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any'): Promise<NodeRecord> {
+  /** Removes the entry `name` of `parent` (file or empty directory) and frees the inode when unreferenced; with `ino`, only while the name still names it. */
+  async removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any', ino?: number): Promise<NodeRecord> {
     return this.#tx(async (tx) => {
       const node = await this.#lookup(tx, parent, name);
       if (!node) throw new StrataError('NOT_FOUND', `'${name}' does not exist`);
+      if (ino !== undefined && node.ino !== ino) throw new StrataError('NOT_FOUND', `'${name}' no longer names inode ${ino}`);
       if (expect === 'file' && node.type === 'directory') throw new StrataError('IS_DIRECTORY', `'${name}' is a directory`);
       if (expect === 'directory' && node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `'${name}' is not a directory`);
       if (node.type === 'directory' && (await this.#hasChildren(tx, node.ino))) throw new StrataError('NOT_EMPTY', `directory '${name}' is not empty`);
@@ -1327,11 +1328,12 @@ export class PgMetastore implements Metastore {
     for (const d of dirs) tx.node(d);
   }
 
-  /** POSIX rename(2): replaces a compatible destination atomically. */
-  async rename(srcParent: number, srcName: string, dstParent: number, dstName: string): Promise<NodeRecord> {
+  /** POSIX rename(2): replaces a compatible destination atomically; with `srcIno`, only while the source name still names it. */
+  async rename(srcParent: number, srcName: string, dstParent: number, dstName: string, srcIno?: number): Promise<NodeRecord> {
     return this.#tx(async (tx) => {
       const src = await this.#lookup(tx, srcParent, srcName);
       if (!src) throw new StrataError('NOT_FOUND', `'${srcName}' does not exist`);
+      if (srcIno !== undefined && src.ino !== srcIno) throw new StrataError('NOT_FOUND', `'${srcName}' no longer names inode ${srcIno}`);
       const dp = await this.#requireNode(tx, dstParent);
       if (dp.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `destination parent is not a directory`);
       // Serializable isolation makes this walk up from the destination conflict with any concurrent move of its ancestors.

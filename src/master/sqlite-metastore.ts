@@ -119,16 +119,16 @@ export class SqliteMetastore implements Metastore {
     this.#t.loadChildren(parent, nodes);
   }
 
-  async removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any'): Promise<NodeRecord> {
-    return this.#t.removeChild(parent, name, expect);
+  async removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any', ino?: number): Promise<NodeRecord> {
+    return this.#t.removeChild(parent, name, expect, ino);
   }
 
   async link(ino: number, newParent: number, newName: string): Promise<NodeRecord> {
     return this.#t.link(ino, newParent, newName);
   }
 
-  async rename(srcParent: number, srcName: string, dstParent: number, dstName: string): Promise<NodeRecord> {
-    return this.#t.rename(srcParent, srcName, dstParent, dstName);
+  async rename(srcParent: number, srcName: string, dstParent: number, dstName: string, srcIno?: number): Promise<NodeRecord> {
+    return this.#t.rename(srcParent, srcName, dstParent, dstName, srcIno);
   }
 
   async exchange(aParent: number, aName: string, bParent: number, bName: string): Promise<void> {

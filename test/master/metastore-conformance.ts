@@ -183,6 +183,34 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.equal(await store.nodeCount(), count - 3);
   });
 
+  t.test('removeChild and rename with the expected inode: only while the name still names it', async (t) => {
+    const { store, dir } = await setup(t);
+    // The caller checked inode `old` under the name, then a sync dropped it and a create took the name.
+    const old = await store.createChild(dir.ino, 'f', fileNode());
+    await store.removeChild(dir.ino, 'f', 'file');
+    const taken = await store.createChild(dir.ino, 'f', fileNode());
+    await rejects(t, () => store.removeChild(dir.ino, 'f', 'file', old.ino), 'NOT_FOUND', 'unlink of a name that names another inode now');
+    t.equal((await store.lookup(dir.ino, 'f'))?.ino, taken.ino, 'the newer file stays');
+    await rejects(t, () => store.removeChild(dir.ino, 'gone', 'file', old.ino), 'NOT_FOUND', 'a missing name');
+    t.equal((await store.removeChild(dir.ino, 'f', 'file', taken.ino)).ino, taken.ino, 'the expected inode is removed');
+    const d = await store.createChild(dir.ino, 'd', dirNode());
+    await rejects(t, () => store.removeChild(dir.ino, 'd', 'directory', d.ino + 1000), 'NOT_FOUND', 'rmdir: another inode');
+    await store.removeChild(dir.ino, 'd', 'directory', d.ino);
+    t.equal(await store.lookup(dir.ino, 'd'), undefined, 'rmdir of the expected inode');
+
+    const src = await store.createChild(dir.ino, 'src', fileNode());
+    const dst = await store.createChild(dir.ino, 'dst', fileNode());
+    await store.removeChild(dir.ino, 'src', 'file');
+    const other = await store.createChild(dir.ino, 'src', fileNode());
+    const count = await store.nodeCount();
+    await rejects(t, () => store.rename(dir.ino, 'src', dir.ino, 'dst', src.ino), 'NOT_FOUND', 'rename of a source name that names another inode now');
+    t.equal((await store.lookup(dir.ino, 'src'))?.ino, other.ino, 'the source name keeps the newer file');
+    t.equal((await store.lookup(dir.ino, 'dst'))?.ino, dst.ino, 'the destination is not replaced');
+    t.equal(await store.nodeCount(), count, 'nothing changed');
+    t.equal((await store.rename(dir.ino, 'src', dir.ino, 'dst', other.ino)).ino, other.ino, 'the expected inode moves');
+    t.equal((await store.lookup(dir.ino, 'dst'))?.ino, other.ino);
+  });
+
   t.test('hard links: nlink, primary link and hand-over, unlink of the last link', async (t) => {
     const { store, dir, tag } = await setup(t);
     const w = await register(store, uuid(tag, 1), `http://links-${tag}:1`);
