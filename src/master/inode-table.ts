@@ -1160,6 +1160,16 @@ export class InodeTable {
   removeMount(path: string): void {
     this.#stmt.deleteMount.run(path);
   }
+
+  /** Unmounts in one transaction: BUSY while something below the mount point is not persisted. */
+  unmount(path: string, parent: number, name: string): void {
+    this.#db.transaction(() => {
+      const node = this.lookup(parent, name);
+      if (node && this.hasUnpersisted(node.ino)) throw new StrataError('BUSY', `files under ${path} are not persisted yet`);
+      this.#stmt.deleteMount.run(path);
+      if (node) this.forgetChild(parent, name);
+    })();
+  }
 }
 
 

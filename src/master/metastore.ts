@@ -21,7 +21,7 @@
  *   caches of what only its own writes change (the change log's seq, the pin version).
  * - Errors are StrataErrors with the codes each method names (NOT_FOUND,
  *   ALREADY_EXISTS, NOT_DIRECTORY, IS_DIRECTORY, NOT_EMPTY, INVALID_ARGUMENT,
- *   NOT_PERMITTED, NO_ATTRIBUTE, BAD_REQUEST, TIMEOUT, CONFIG); anything else is a bug
+ *   NOT_PERMITTED, NO_ATTRIBUTE, BAD_REQUEST, TIMEOUT, CONFIG, BUSY); anything else is a bug
  *   or the engine failing (UNAVAILABLE/IO_ERROR).
  * - Inode numbers are never reused; ROOT_INO always exists and is a directory.
  *
@@ -409,6 +409,14 @@ export interface Metastore {
   setMount(path: string, uri: string, options?: string): Promise<void>;
   /** Removes the mount at `path` (none: nothing happens). */
   removeMount(path: string): Promise<void>;
+  /**
+   * Unmounts the store mounted at `path`, whose mount point is the directory
+   * `name` of `parent`, in one transaction: BUSY when a file at or below that
+   * directory has bytes not yet in its under-store (nothing changes then);
+   * otherwise the mount row goes, and the directory with everything below it
+   * (as forgetChild). A missing name only removes the row.
+   */
+  unmount(path: string, parent: number, name: string): Promise<void>;
 }
 
 /** The public view of a node, without sync bookkeeping. */

@@ -145,6 +145,13 @@ export class MountTable {
     return m;
   }
 
+  /** Forgets the mount at `path` in memory only, after the store dropped it (Metastore.unmount); answers it, so the caller closes its driver. */
+  forget(path: string): Mount | undefined {
+    const m = this.#mounts.find((x) => x.path === path);
+    this.#mounts = this.#mounts.filter((x) => x !== m);
+    return m;
+  }
+
   /**
    * Loads the mounts again from the store (a standby master taking over a store
    * another master changed): mounts that are the same keep their drivers, the

@@ -954,13 +954,17 @@ export class Namespace {
       if (!this.#mounts.isMountPoint(parts)) throw new StrataError('NOT_FOUND', `nothing is mounted at ${path}`);
       if (this.#mounts.below(parts).length > 0) throw new StrataError('BUSY', `other stores are mounted below ${path}; unmount them first`);
       const parent = await this.#resolveParts(parts.slice(0, -1));
-      const node = await this.#resolveParts(parts);
-      // Not atomic with the forget below: a write committed in between (writes do not take #mutations) is dropped
-      // with the tree, as it was when the store was synchronous (an await was already between the two).
-      if (await this.#table.hasUnpersisted(node.ino)) throw new StrataError('BUSY', `files under ${path} are not persisted yet`);
-      const m = await this.#mounts.remove('/' + parts.join('/'));
-      await this.#table.forgetChild(parent.ino, parts[parts.length - 1]!);
-      await m?.ufs.close();
+      const name = parts[parts.length - 1]!;
+      const at = '/' + parts.join('/');
+      await this.#changing([[parent.ino, name]], async () => {
+        // One transaction checks that nothing below is unpersisted and drops the mount row and the tree: a create or
+        // write below (they do not take #mutations) commits either before it (BUSY, nothing changes) or after, when
+        // its parent is gone (NOT_FOUND); none is dropped with the tree unseen. Mounts take #mutations, as this does.
+        await this.#table.unmount(at, parent.ino, name);
+        // Until the mount goes from memory too, a lookup of the mount point finds its store: the name in flight keeps
+        // that lookup from loading the mount point back into the table.
+        await this.#mounts.forget(at)?.ufs.close();
+      });
       this.#log.info({ path }, 'unmounted an under-store');
     });
   }

@@ -1662,18 +1662,23 @@ export class PgMetastore implements Metastore {
         if (node.ino !== guard.ino || !matchesGuard(node, guard)) return false;
         if (node.type !== 'directory' && !(await tx.one<{ primary_link: boolean }>(Q.edgeFlag, [parent, name]))?.primary_link) return false;
       }
-      if (node.type === 'directory') {
-        await tx.run(Q.deleteEdge, [parent, name]);
-        tx.edge(parent, name);
-        await tx.run(Q.nlinkAdd, [parent, -1]);
-        tx.node(parent);
-        await this.#deleteTree(tx, node.ino);
-      } else {
-        // Other hard links keep the inode alive, as an unlink would.
-        await this.#unlinkEdge(tx, parent, name, node);
-      }
+      await this.#forget(tx, parent, name, node);
       return true;
     });
+  }
+
+  /** Removes `name` of `parent` (`node`): a directory with its subtree, a file's link as an unlink would. */
+  async #forget(tx: Tx, parent: number, name: string, node: NodeRecord): Promise<void> {
+    if (node.type === 'directory') {
+      await tx.run(Q.deleteEdge, [parent, name]);
+      tx.edge(parent, name);
+      await tx.run(Q.nlinkAdd, [parent, -1]);
+      tx.node(parent);
+      await this.#deleteTree(tx, node.ino);
+    } else {
+      // Other hard links keep the inode alive, as an unlink would.
+      await this.#unlinkEdge(tx, parent, name, node);
+    }
   }
 
   // ---- workers -------------------------------------------------------------
@@ -1944,6 +1949,16 @@ export class PgMetastore implements Metastore {
 
   async removeMount(path: string): Promise<void> {
     await this.#tx((tx) => tx.run(Q.deleteMount, [path]));
+  }
+
+  async unmount(path: string, parent: number, name: string): Promise<void> {
+    await this.#tx(async (tx) => {
+      const node = await this.#lookup(tx, parent, name);
+      // Serializable: a create or a commit below the mount point that this check missed makes one of the two transactions fail and run again.
+      if (node && (await tx.one<{ found: boolean }>(Q.hasUnpersisted, [node.ino]))!.found) throw new StrataError('BUSY', `files under ${path} are not persisted yet`);
+      await tx.run(Q.deleteMount, [path]);
+      if (node) await this.#forget(tx, parent, name, node);
+    });
   }
 }
 

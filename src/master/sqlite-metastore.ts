@@ -286,4 +286,8 @@ export class SqliteMetastore implements Metastore {
   async removeMount(path: string): Promise<void> {
     this.#t.removeMount(path);
   }
+
+  async unmount(path: string, parent: number, name: string): Promise<void> {
+    this.#t.unmount(path, parent, name);
+  }
 }

@@ -594,6 +594,29 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.same((await mine()).map((m) => m.path), [`/${tag}/a`]);
   });
 
+  t.test('unmount: the mount row and the mount point with its tree, unless something below is not persisted', async (t) => {
+    const { store, dir, tag } = await setup(t);
+    const at = `/${tag}/m`;
+    const m = await store.createChild(dir.ino, 'm', dirNode({ persisted: true }));
+    await store.setMount(at, 'mem://m');
+    const sub = await store.createChild(m.ino, 'sub', dirNode({ persisted: true }));
+    const kept = await store.createChild(sub.ino, 'kept', fileNode({ persisted: true, size: 3, ufsFingerprint: 'k' }));
+    const fresh = await store.createChild(sub.ino, 'fresh', fileNode());
+    const mine = async () => (await store.mounts()).filter((r) => r.path.startsWith(`/${tag}`)).map((r) => r.path);
+    await rejects(t, () => store.unmount(at, dir.ino, 'm'), 'BUSY', 'a file below is not persisted');
+    t.same(await mine(), [at], 'the mount stays');
+    t.equal((await store.lookup(sub.ino, 'fresh'))?.ino, fresh.ino, 'and the tree');
+    await store.removeChild(sub.ino, 'fresh', 'file');
+    await store.unmount(at, dir.ino, 'm');
+    t.same(await mine(), [], 'the mount row is gone');
+    t.equal(await store.lookup(dir.ino, 'm'), undefined, 'the mount point is gone');
+    t.equal(await store.getNode(kept.ino), undefined, 'with its tree');
+    t.equal((await store.requireNode(dir.ino)).nlink, 2, 'the parent lost a subdirectory');
+    await store.setMount(at, 'mem://m');
+    await store.unmount(at, dir.ino, 'm');
+    t.same(await mine(), [], 'without a mount point, only the row goes');
+  });
+
   t.test('pins and TTLs', async (t) => {
     const { store, dir, tag } = await setup(t);
     const w = await register(store, uuid(tag, 1), `http://pins-${tag}:1`);

@@ -7,7 +7,7 @@
  * hold the guards (SyncGuard, dropPersist's own check) in place.
  *
  * The second half: changes that act in the under-store first and then in the
- * table by name (unlink, rmdir, rename). Between the two, a sync sees the
+ * table by name (unlink, rmdir, rename, unmount). Between the two, a sync sees the
  * store already changed, and a create does not wait for them. Each test runs the
  * other client's requests (through the namespace, or straight on the store for the
  * expected-inode guards) at that gap; each failed before the fix it names.
@@ -273,4 +273,25 @@ t.test('a rename whose source was dropped and taken meanwhile leaves the newer f
   t.not(dst.ino, replaced, 'the replaced entry is gone');
   t.equal(dst.size, 'moved'.length, 'the destination shows the moved bytes');
   t.equal(dst.ufsFingerprint, (await ufs.stat('/dst'))?.fingerprint, 'as the store has them');
+});
+
+// Before the fix: unmount checked for unpersisted files, then dropped the tree; a file created in between was dropped
+// with it (and its bytes never reached any store).
+t.test('an unmount does not drop a file created under the mount point while it ran', async (t) => {
+  let createCode = '';
+  const { store, ns } = await setup(t, ['forgetChild', 'unmount'], async () => {
+    createCode = await outcome(ns.create('/mnt/new', 0o644));
+  });
+  const uri = `mem://ns-races-mnt-${process.pid}-${++n}`;
+  await ns.mount('/mnt', uri, {});
+  store.arm();
+  const unmounted = await outcome(ns.unmount('/mnt'));
+  t.equal(createCode, 'ok', 'the create (before the unmount commits) succeeds');
+  t.equal(unmounted, 'BUSY', 'the unmount is refused: a file below is not persisted');
+  t.ok(await inoAt(ns, '/mnt/new'), 'the new file is there');
+  t.same(ns.mounts().map((m) => m.path), ['/', '/mnt'], 'still mounted');
+  await ns.unlink('/mnt/new');
+  t.equal(await outcome(ns.unmount('/mnt')), 'ok', 'with nothing unpersisted below, the unmount goes through');
+  t.same(ns.mounts().map((m) => m.path), ['/'], 'unmounted');
+  t.equal(await inoAt(ns, '/mnt'), undefined, 'the mount point is gone');
 });
