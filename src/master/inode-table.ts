@@ -294,6 +294,7 @@ export class InodeTable {
       mounts: db.prepare(`SELECT path, uri, options FROM mount ORDER BY path`),
       insertMount: db.prepare(`INSERT INTO mount (path, uri, options) VALUES (?, ?, ?) ON CONFLICT(path) DO UPDATE SET uri = excluded.uri, options = excluded.options`),
       deleteMount: db.prepare(`DELETE FROM mount WHERE path = ?`),
+      claimMount: db.prepare(`INSERT INTO mount (path, uri, options) VALUES (?, ?, ?) ON CONFLICT(path) DO NOTHING`),
       nodeCount: db.prepare(`SELECT COUNT(*) AS n FROM node`),
       pinnedBlocks: db.prepare(`SELECT b.block_id AS block_id FROM node n JOIN block b ON b.ino = n.ino WHERE n.pinned = 1 ORDER BY b.block_id`),
       setTtl: db.prepare(`UPDATE node SET ttl_expires_at = ?, ttl_action = ? WHERE ino = ?`),
@@ -1155,6 +1156,13 @@ export class InodeTable {
 
   setMount(path: string, uri: string, options = '{}'): void {
     this.#stmt.insertMount.run(path, uri, options);
+  }
+
+  claimMount(path: string, uri: string, options: string): MountRecord {
+    return this.#db.transaction(() => {
+      this.#stmt.claimMount.run(path, uri, options);
+      return (this.#stmt.mounts.all() as MountRecord[]).find((m) => m.path === path)!;
+    })();
   }
 
   removeMount(path: string): void {

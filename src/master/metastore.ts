@@ -407,6 +407,11 @@ export interface Metastore {
   mounts(): Promise<MountRecord[]>;
   /** Adds or replaces the mount at `path`. */
   setMount(path: string, uri: string, options?: string): Promise<void>;
+  /**
+   * Records the mount at `path` unless one is recorded there (never replaces);
+   * answers the row recorded afterwards: this one, or the one found.
+   */
+  claimMount(path: string, uri: string, options: string): Promise<MountRecord>;
   /** Removes the mount at `path` (none: nothing happens). */
   removeMount(path: string): Promise<void>;
   /**

@@ -407,6 +407,8 @@ const Q = {
   mounts: sql('mounts', `SELECT path, uri, options FROM mount ORDER BY path`),
   insertMount: sql('insert_mount', `INSERT INTO mount (path, uri, options) VALUES ($1, $2, $3) ON CONFLICT (path) DO UPDATE SET uri = excluded.uri, options = excluded.options`),
   deleteMount: sql('delete_mount', `DELETE FROM mount WHERE path = $1`),
+  claimMount: sql('claim_mount', `INSERT INTO mount (path, uri, options) VALUES ($1, $2, $3) ON CONFLICT (path) DO NOTHING`),
+  mountAt: sql('mount_at', `SELECT path, uri, options FROM mount WHERE path = $1`),
   nodeCount: sql('node_count', `SELECT COUNT(*)::int8 AS n FROM node`),
   pinnedBlocks: sql('pinned_blocks', `SELECT b.block_id FROM node n JOIN block b ON b.ino = n.ino WHERE n.pinned ORDER BY b.block_id`),
   setTtl: sql('set_ttl', `UPDATE node SET ttl_expires_at = $2, ttl_action = $3 WHERE ino = $1`),
@@ -1945,6 +1947,13 @@ export class PgMetastore implements Metastore {
 
   async setMount(path: string, uri: string, options = '{}'): Promise<void> {
     await this.#tx((tx) => tx.run(Q.insertMount, [path, uri, options]));
+  }
+
+  async claimMount(path: string, uri: string, options: string): Promise<MountRecord> {
+    return this.#tx(async (tx) => {
+      await tx.run(Q.claimMount, [path, uri, options]);
+      return (await tx.one<MountRecord>(Q.mountAt, [path]))!;
+    });
   }
 
   async removeMount(path: string): Promise<void> {

@@ -283,6 +283,10 @@ export class SqliteMetastore implements Metastore {
     this.#t.setMount(path, uri, options);
   }
 
+  async claimMount(path: string, uri: string, options: string): Promise<MountRecord> {
+    return this.#t.claimMount(path, uri, options);
+  }
+
   async removeMount(path: string): Promise<void> {
     this.#t.removeMount(path);
   }

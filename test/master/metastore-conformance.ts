@@ -592,6 +592,10 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     await store.removeMount(`/${tag}/b`);
     await store.removeMount(`/${tag}/never`);
     t.same((await mine()).map((m) => m.path), [`/${tag}/a`]);
+    t.same(await store.claimMount(`/${tag}/a`, 'file:///other', '{}'), { path: `/${tag}/a`, uri: 's3://bucket/a', options: '{"s3.endpoint":"http://x"}' }, 'claimMount answers the mount found there');
+    t.same((await mine())[0]?.uri, 's3://bucket/a', 'and leaves it');
+    t.same(await store.claimMount(`/${tag}/c`, 'file:///c', '{"readonly":"true"}'), { path: `/${tag}/c`, uri: 'file:///c', options: '{"readonly":"true"}' }, 'claimMount records a free path');
+    t.same((await mine()).map((m) => m.path), [`/${tag}/a`, `/${tag}/c`]);
   });
 
   t.test('unmount: the mount row and the mount point with its tree, unless something below is not persisted', async (t) => {

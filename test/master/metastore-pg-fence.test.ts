@@ -10,6 +10,11 @@ import { LeaderElection } from '../../src/master/leadership';
 import { PgMetastore, type MetastoreFence } from '../../src/master/pg-metastore';
 import { StrataError } from '../../src/common/errors';
 import { postgresSkipReason, startPostgres } from '../helpers/postgres';
+import { startMaster } from '../../src/master/server';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import pino from 'pino';
 
 const LEASE_MS = 1500;
 const BS = 64 * 1024;
@@ -83,4 +88,32 @@ t.test('writes fenced by the leader lease', { skip: postgresSkipReason() }, asyn
   t.equal(await code(storeA.setMount('/a4', 'file:///tmp/a4')), 'NOT_LEADER', 'a master that does not lead writes nothing');
   const paths = (await storeB.mounts()).map((m) => m.path).sort();
   t.same(paths, ['/a1', '/b2'], 'only the fenced-in writes happened');
+});
+
+// Before the fix, a standby started with another --ufs wrote its root into the shared mount table at start (its writes
+// are fenced only once it runs), and every master served that store from the next election on.
+t.test('a master sharing the metastore with another --ufs is refused at start; the stored root stays', { skip: postgresSkipReason() }, async (t) => {
+  const pg = await startPostgres();
+  t.teardown(() => pg.stop());
+  const root = mkdtempSync(path.join(os.tmpdir(), 'strata-shared-root-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const logger = pino({ level: 'silent' });
+  const common = { port: 0, metastore: pg.url, leaderElection: { url: 'metastore', leaseMs: LEASE_MS }, dashboard: false, logger };
+  const a = await startMaster({ ...common, home: path.join(root, 'a'), ufsUri: `file://${root}/ufs-a` });
+  t.teardown(() => a.close());
+  let err: unknown;
+  try {
+    const b = await startMaster({ ...common, home: path.join(root, 'b'), ufsUri: `file://${root}/ufs-b` });
+    await b.close();
+  } catch (e) {
+    err = e;
+  }
+  t.equal((err as StrataError | undefined)?.code, 'CONFIG', 'the standby with another --ufs does not start');
+  t.match((err as Error | undefined)?.message ?? '', /every master sharing a metastore must be started with the same --ufs/);
+  const store = await PgMetastore.open(pg.url, { blockSize: BS, bumpPinVersionAtOpen: false });
+  t.teardown(() => store.close());
+  t.equal((await store.mounts()).find((m) => m.path === '/')?.uri, `file://${root}/ufs-a`, 'the stored root is the first master\'s');
+  const c = await startMaster({ ...common, home: path.join(root, 'c'), ufsUri: `file://${root}/ufs-a` });
+  await c.close();
+  t.pass('a standby started with the same --ufs starts');
 });
