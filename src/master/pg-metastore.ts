@@ -761,13 +761,15 @@ export class PgMetastore implements Metastore {
   }
 
   /**
-   * Fences the writes: from now on every write transaction first takes a share
+   * Fences the writes: from now on every write transaction first takes a key-share
    * lock on the lease row `fence()` names and checks that it still names this
    * holder and term and has not expired, in the same SERIALIZABLE transaction;
    * otherwise (or when `fence()` answers undefined) the write fails NOT_LEADER and
-   * changes nothing. The share lock holds until COMMIT, so a standby cannot take
-   * the lease (an UPDATE of that row) while a write of the old term is in flight:
-   * once a new term exists, no write of an older one commits.
+   * changes nothing. The lock holds until COMMIT, and the term is a key column of
+   * the row (leadership.ts), so a standby cannot take the lease (an UPDATE that
+   * changes the term) while a write of the old term is in flight: once a new term
+   * exists, no write of an older one commits. The holder's renewals keep the term,
+   * so they do not wait for its writes.
    */
   setFence(fence: () => MetastoreFence | undefined): void {
     this.#fence = fence;
@@ -788,7 +790,7 @@ export class PgMetastore implements Metastore {
     const f = this.#fence?.();
     if (!f) throw new StrataError('NOT_LEADER', 'this master does not hold the leader lease: it writes nothing');
     const r = await tx.client.query(
-      `SELECT 1 FROM ${LEADER_LEASE_TABLE} WHERE name = $1 AND holder = $2 AND term = $3 AND expires_at > now() FOR SHARE`,
+      `SELECT 1 FROM ${LEADER_LEASE_TABLE} WHERE name = $1 AND holder = $2 AND term = $3 AND expires_at > now() FOR KEY SHARE`,
       [f.name, f.holder, f.term],
     );
     if (r.rowCount !== 1) throw new StrataError('NOT_LEADER', `the leader lease of term ${f.term} is no longer held by this master: it writes nothing`);
