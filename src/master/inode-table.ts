@@ -637,12 +637,13 @@ export class InodeTable {
   }
 
   /** renameat2(RENAME_EXCHANGE): the two names swap their inodes (see Metastore.exchange). */
-  exchange(aParent: number, aName: string, bParent: number, bName: string): void {
+  exchange(aParent: number, aName: string, bParent: number, bName: string, expect?: { a: number; b: number }): void {
     this.#db.transaction(() => {
       const a = this.lookup(aParent, aName);
       const b = this.lookup(bParent, bName);
       if (!a) throw new StrataError('NOT_FOUND', `'${aName}' does not exist`);
       if (!b) throw new StrataError('NOT_FOUND', `'${bName}' does not exist`);
+      if (expect && (a.ino !== expect.a || b.ino !== expect.b)) throw new StrataError('NOT_FOUND', `'${aName}' or '${bName}' no longer names the inode it named`);
       if (a.ino === b.ino) return;
       if ((a.type === 'directory' && this.isDescendant(bParent, a.ino)) || (b.type === 'directory' && this.isDescendant(aParent, b.ino))) {
         throw new StrataError('INVALID_ARGUMENT', `cannot move a directory into itself`);

@@ -271,9 +271,11 @@ export interface Metastore {
    * point at. NOT_FOUND (either missing), INVALID_ARGUMENT (a directory would move
    * into its own subtree). Two names of one inode change nothing. Each link keeps its
    * primary flag with its inode; directory nlinks of the parents follow the
-   * directories; both parents' times and both nodes' ctimes are touched.
+   * directories; both parents' times and both nodes' ctimes are touched. With
+   * `expect` (the inodes the caller checked and swapped in the under-store), only
+   * while the names still name those inodes: NOT_FOUND otherwise, nothing changes.
    */
-  exchange(aParent: number, aName: string, bParent: number, bName: string): Promise<void>;
+  exchange(aParent: number, aName: string, bParent: number, bName: string, expect?: { a: number; b: number }): Promise<void>;
   /** setattr: mode (permission bits only), owner, times; ctime becomes now. NOT_FOUND. */
   setAttributes(ino: number, attrs: AttributeChanges): Promise<NodeRecord>;
 

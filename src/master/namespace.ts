@@ -579,24 +579,36 @@ export class Namespace {
         await ufs.rename(from, to);
         done.push([from, to]);
       };
-      try {
-        if (xMoves && yMoves) {
-          const parked = joinPath(xPath.slice(0, xPath.lastIndexOf('/')) || '/', `.strata-exchange-${xNode.ino}-${Date.now().toString(36)}`);
-          await move(xPath, parked);
-          await move(yPath, xPath);
-          await move(parked, yPath);
-        } else if (xMoves) {
-          await move(xPath, yPath);
-        } else if (yMoves) {
-          await move(yPath, xPath);
+      const parkedName = `.strata-exchange-${xNode.ino}-${Date.now().toString(36)}`;
+      // Both names, and the temporary one beside `a`, are in flight: a sync in between would take the swap for an
+      // out-of-band change (refresh a name with the other's object, forget a name whose object is parked, load the parked one).
+      await this.#changing([[x.parent.ino, x.name], [y.parent.ino, y.name], [x.parent.ino, parkedName]], async () => {
+        try {
+          if (xMoves && yMoves) {
+            const parked = joinPath(xPath.slice(0, xPath.lastIndexOf('/')) || '/', parkedName);
+            await move(xPath, parked);
+            await move(yPath, xPath);
+            await move(parked, yPath);
+          } else if (xMoves) {
+            await move(xPath, yPath);
+          } else if (yMoves) {
+            await move(yPath, xPath);
+          }
+          // Only while both names still name the inodes checked above (NOT_FOUND otherwise: the swap is undone below).
+          await this.#table.exchange(x.parent.ino, x.name, y.parent.ino, y.name, { a: xNode.ino, b: yNode.ino });
+        } catch (err) {
+          for (const [from, to] of done.reverse()) {
+            await ufs.rename(to, from).catch((e: unknown) => this.#log.error({ err: e, from: to, to: from }, 'could not undo an under-store move of a failed exchange'));
+          }
+          if (done.length > 0 && err instanceof StrataError && err.code === 'NOT_FOUND') {
+            // A name was dropped meanwhile (and may be someone's new file now): its object is back at its path, and
+            // both directories are listed again at their next lookup, so the store's objects show again.
+            await this.#table.markSynced(x.parent.ino, 0);
+            await this.#table.markSynced(y.parent.ino, 0);
+          }
+          throw err;
         }
-        await this.#table.exchange(x.parent.ino, x.name, y.parent.ino, y.name);
-      } catch (err) {
-        for (const [from, to] of done.reverse()) {
-          await ufs.rename(to, from).catch((e: unknown) => this.#log.error({ err: e, from: to, to: from }, 'could not undo an under-store move of a failed exchange'));
-        }
-        throw err;
-      }
+      });
     });
   }
 

@@ -1371,12 +1371,13 @@ export class PgMetastore implements Metastore {
   }
 
   /** renameat2(RENAME_EXCHANGE): the two names swap their inodes (see Metastore.exchange). */
-  async exchange(aParent: number, aName: string, bParent: number, bName: string): Promise<void> {
+  async exchange(aParent: number, aName: string, bParent: number, bName: string, expect?: { a: number; b: number }): Promise<void> {
     await this.#tx(async (tx) => {
       const a = await this.#lookup(tx, aParent, aName);
       const b = await this.#lookup(tx, bParent, bName);
       if (!a) throw new StrataError('NOT_FOUND', `'${aName}' does not exist`);
       if (!b) throw new StrataError('NOT_FOUND', `'${bName}' does not exist`);
+      if (expect && (a.ino !== expect.a || b.ino !== expect.b)) throw new StrataError('NOT_FOUND', `'${aName}' or '${bName}' no longer names the inode it named`);
       if (a.ino === b.ino) return;
       // As in rename: serializable isolation makes these walks conflict with concurrent moves of the ancestors.
       if (

@@ -131,8 +131,8 @@ export class SqliteMetastore implements Metastore {
     return this.#t.rename(srcParent, srcName, dstParent, dstName, srcIno);
   }
 
-  async exchange(aParent: number, aName: string, bParent: number, bName: string): Promise<void> {
-    this.#t.exchange(aParent, aName, bParent, bName);
+  async exchange(aParent: number, aName: string, bParent: number, bName: string, expect?: { a: number; b: number }): Promise<void> {
+    this.#t.exchange(aParent, aName, bParent, bName, expect);
   }
 
   async setAttributes(ino: number, attrs: AttributeChanges): Promise<NodeRecord> {

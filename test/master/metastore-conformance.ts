@@ -183,7 +183,7 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.equal(await store.nodeCount(), count - 3);
   });
 
-  t.test('removeChild and rename with the expected inode: only while the name still names it', async (t) => {
+  t.test('removeChild, rename and exchange with the expected inode: only while the name still names it', async (t) => {
     const { store, dir } = await setup(t);
     // The caller checked inode `old` under the name, then a sync dropped it and a create took the name.
     const old = await store.createChild(dir.ino, 'f', fileNode());
@@ -209,6 +209,13 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.equal(await store.nodeCount(), count, 'nothing changed');
     t.equal((await store.rename(dir.ino, 'src', dir.ino, 'dst', other.ino)).ino, other.ino, 'the expected inode moves');
     t.equal((await store.lookup(dir.ino, 'dst'))?.ino, other.ino);
+
+    const x = await store.createChild(dir.ino, 'x', fileNode());
+    const y = await store.createChild(dir.ino, 'y', dirNode());
+    await rejects(t, () => store.exchange(dir.ino, 'x', dir.ino, 'y', { a: x.ino, b: other.ino }), 'NOT_FOUND', 'exchange: a name that names another inode now');
+    t.same([(await store.lookup(dir.ino, 'x'))?.ino, (await store.lookup(dir.ino, 'y'))?.ino], [x.ino, y.ino], 'nothing swapped');
+    await store.exchange(dir.ino, 'x', dir.ino, 'y', { a: x.ino, b: y.ino });
+    t.same([(await store.lookup(dir.ino, 'x'))?.ino, (await store.lookup(dir.ino, 'y'))?.ino], [y.ino, x.ino], 'the expected inodes swap');
   });
 
   t.test('hard links: nlink, primary link and hand-over, unlink of the last link', async (t) => {

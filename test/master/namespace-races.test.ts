@@ -7,7 +7,7 @@
  * hold the guards (SyncGuard, dropPersist's own check) in place.
  *
  * The second half: changes that act in the under-store first and then in the
- * table by name (unlink, rmdir, rename, unmount). Between the two, a sync sees the
+ * table by name (unlink, rmdir, rename, exchange, unmount). Between the two, a sync sees the
  * store already changed, and a create does not wait for them. Each test runs the
  * other client's requests (through the namespace, or straight on the store for the
  * expected-inode guards) at that gap; each failed before the fix it names.
@@ -273,6 +273,65 @@ t.test('a rename whose source was dropped and taken meanwhile leaves the newer f
   t.not(dst.ino, replaced, 'the replaced entry is gone');
   t.equal(dst.size, 'moved'.length, 'the destination shows the moved bytes');
   t.equal(dst.ufsFingerprint, (await ufs.stat('/dst'))?.fingerprint, 'as the store has them');
+});
+
+// Before the fix: the lookup forgot `a` (its object had moved to b's path), the create took the name, and the
+// exchange swapped the new empty file with b: a's file was gone from the namespace.
+t.test('an exchange swaps the inodes it checked, not a file created under one of the names while it ran', async (t) => {
+  let created: number | undefined;
+  let createCode = '';
+  const { store, ns, put } = await setup(t, 'exchange', async () => {
+    await ns.stat('/a').catch(() => undefined);
+    createCode = await outcome(ns.create('/a', 0o644).then((x) => (created = x.ino)));
+  });
+  await put('/a', 'aaa');
+  const a = (await ns.resolve('/a')).ino;
+  const b = (await ns.create('/b', 0o644)).ino; // not persisted: only a's object moves in the store
+  await later();
+  store.arm();
+  t.equal(await outcome(ns.exchange('/a', '/b')), 'ok', 'the exchange succeeds');
+  t.equal(await inoAt(ns, '/b'), a, "b names a's file");
+  if (created !== undefined) t.fail(`a create took /a in the middle of the exchange (inode ${created})`);
+  else t.equal(createCode, 'ALREADY_EXISTS', 'the create came first');
+  t.equal(await inoAt(ns, '/a'), b, "a names b's file");
+});
+
+// Before the fix: the lookup of `a` found b's object at a's path and refreshed a's inode with it; after the swap, b
+// named a's inode with b's fingerprint over a's object (its cached blocks dropped, its size wrong until the next check).
+t.test('an exchange of two stored files: a lookup in between does not refresh either with the other one\'s object', async (t) => {
+  const { sqlite, store, ns, put, ufs } = await setup(t, 'exchange', async () => {
+    await ns.stat('/a').catch(() => undefined);
+    await ns.stat('/b').catch(() => undefined);
+  });
+  await put('/a', 'aaa');
+  await put('/b', 'bbbbbb');
+  const a = await ns.resolve('/a');
+  const b = await ns.resolve('/b');
+  await later();
+  store.arm();
+  t.equal(await outcome(ns.exchange('/a', '/b')), 'ok');
+  const nowA = (await sqlite.lookup(ROOT_INO, 'a'))!;
+  const nowB = (await sqlite.lookup(ROOT_INO, 'b'))!;
+  t.same([nowA.ino, nowA.ufsFingerprint, nowA.size], [b.ino, b.ufsFingerprint, 6], "a names b's file, as it was");
+  t.same([nowB.ino, nowB.ufsFingerprint, nowB.size], [a.ino, a.ufsFingerprint, 3], "b names a's file, as it was");
+  t.equal((await ufs.stat('/b'))?.fingerprint, nowB.ufsFingerprint, 'and each matches the object now at its path');
+});
+
+t.test('an exchange whose name was dropped and taken meanwhile is undone in the store (the expected-inode guard of exchange)', async (t) => {
+  let newer = 0;
+  const { sqlite, store, ns, put, ufs } = await setup(t, 'exchange', async (s) => {
+    await s.forgetChild(ROOT_INO, 'a');
+    newer = (await s.createChild(ROOT_INO, 'a', fileNode)).ino;
+  });
+  const fa = await put('/a', 'aaa');
+  const fb = await put('/b', 'bbbbbb');
+  await ns.resolve('/a');
+  const b = (await ns.resolve('/b')).ino;
+  store.arm();
+  t.equal(await outcome(ns.exchange('/a', '/b')), 'NOT_FOUND', 'a name no longer names what was checked: ENOENT');
+  t.equal((await sqlite.lookup(ROOT_INO, 'a'))?.ino, newer, 'the newer file keeps its name');
+  t.equal((await sqlite.lookup(ROOT_INO, 'b'))?.ino, b, 'b is unchanged');
+  t.same([(await ufs.stat('/a'))?.fingerprint, (await ufs.stat('/b'))?.fingerprint], [fa, fb], 'the store is as before');
 });
 
 // Before the fix: unmount checked for unpersisted files, then dropped the tree; a file created in between was dropped
