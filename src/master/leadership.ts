@@ -28,6 +28,15 @@
  * - Each leadership gets a new term (a counter in the row): the fencing token. A
  *   store shared by the masters can refuse writes of an old term (see
  *   `leaseHeldCondition`).
+ * - `term` is a key column of the row (a unique index on name and term), so a
+ *   fenced write can lock the row FOR KEY SHARE: that lock makes a takeover (an
+ *   UPDATE that changes the term, a key update) wait until the write is done,
+ *   but not a renew, which keeps the term. A busy leader's renewals never queue
+ *   behind its own writes (with FOR SHARE they did, and a write transaction
+ *   longer than the margin, or a steady overlap of them, cost the lease).
+ * - The lease has a connection of its own, not one of the namespace's pool, and
+ *   every statement on it is cancelled on the server after leaseMs/3: a renew
+ *   that could not run in time never runs later.
  *
  * Known limit: Node's monotonic clock (CLOCK_MONOTONIC) does not advance while the
  * whole host is suspended (a laptop asleep, a paused VM); a host suspended longer
@@ -43,6 +52,8 @@ import type { Logger } from '../common/log';
 import { StrataError } from '../common/errors';
 
 export const LEADER_LEASE_TABLE = 'leader_lease';
+/** The unique index on (name, term) that makes the term a key column of the lease row. */
+export const LEADER_LEASE_TERM_INDEX = 'leader_lease_name_term';
 /** The NOTIFY channel on which a releasing leader wakes the standbys. */
 const RELEASE_CHANNEL = 'strata_leader_released';
 
@@ -275,6 +286,16 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
       const code = (err as { code?: string }).code;
       if (code !== '23505' && code !== '42P07') throw err;
     }
+    // Makes `term` a key column (see the module comment). Looked up first: CREATE INDEX locks the table even when the index exists.
+    const indexed = await client.query(`SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1`, [LEADER_LEASE_TERM_INDEX]);
+    if (indexed.rowCount === 0) {
+      try {
+        await client.query(`CREATE UNIQUE INDEX IF NOT EXISTS ${LEADER_LEASE_TERM_INDEX} ON ${LEADER_LEASE_TABLE} (name, term)`);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== '23505' && code !== '42P07') throw err;
+      }
+    }
     await client.query(
       `INSERT INTO ${LEADER_LEASE_TABLE} (name, holder, address, term, expires_at) VALUES ($1, '', '', 0, '-infinity') ON CONFLICT (name) DO NOTHING`,
       [this.#name],
@@ -290,6 +311,8 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
         connectionString: this.#url,
         connectionTimeoutMillis: this.#renewEveryMs,
         query_timeout: this.#renewEveryMs,
+        // The server cancels it too: a renew the client gave up on must not run later, holding the row for a lost term.
+        statement_timeout: this.#renewEveryMs,
         keepAlive: true,
         application_name: 'strata-leader-election',
       });

@@ -137,7 +137,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const table = await openMetastore(metastoreUri, { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0, logger: log, shared });
   let mounts: MountTable;
   try {
-    mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {});
+    mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {}, { shared, logger: log });
   } catch (err) {
     await table.close();
     throw err;
