@@ -188,6 +188,27 @@ t.test('the client reports where its bytes came from', async (t) => {
   t.ok((await metric('short_circuit')) >= data.length, 'short-circuit bytes counted');
 });
 
+t.test('the kernel cache timeouts are options: 0 sends every stat to the mount, 60 s answers repeats in the kernel', async (t) => {
+  for (const [ms, most, least] of [[0, Infinity, 20], [60_000, 2, 0]] as const) {
+    const c = await startLocal(t, { args: ['--attr-timeout-ms', String(ms), '--entry-timeout-ms', String(ms)] });
+    const url = /client metrics (http:\/\/\S+\/metrics)/.exec(c.stdout())![1]!;
+    const ops = async () => {
+      const text = await (await fetch(url)).text();
+      let n = 0;
+      for (const m of text.matchAll(/^strata_fuse_op_seconds_count\{[^}]*op="(lookup|getattr)"[^}]*\} (\d+)/gm)) n += Number(m[2]);
+      return n;
+    };
+    const f = path.join(c.mnt, 'stat-me');
+    await fsp.writeFile(f, 'x');
+    await fsp.stat(f);
+    const before = await ops();
+    for (let i = 0; i < 20; i++) await fsp.stat(f);
+    const asked = (await ops()) - before;
+    t.ok(asked >= least && asked <= most, `timeouts ${ms} ms: 20 stats asked the mount ${asked} times`);
+    await c.stop();
+  }
+});
+
 t.test('writes do not ask the master for security.capability each time, and a capability is still dropped by a write', async (t) => {
   const { spawnSync } = await import('node:child_process');
   const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
