@@ -1607,7 +1607,7 @@ async function main(): Promise<void> {
   for (const [id, why] of Object.entries(skipped)) log(`skipped ${id}: ${why}`);
   log('');
   log(
-    `setup: s3rver ${'3.7.1'} on loopback (one bucket); Strata = strata local (master + worker + FUSE mount, CACHE_THROUGH, default 5 s metadata sync, tiers MEM 2 GiB on /dev/shm + SSD, 1 MiB pages); ` +
+    `setup: s3rver ${'3.7.1'} on loopback (one bucket); Strata = strata local (master + worker + FUSE mount, CACHE_THROUGH, default 60 s metadata sync, tiers MEM 2 GiB on /dev/shm + SSD, 1 MiB pages); ` +
       `rclone mount --vfs-cache-mode full (defaults otherwise: write-back after 5 s); s3fs with use_cache and nomixupload; local disk = a directory on the same disk as the store; ` +
       `master alone = one \`strata master\` on loopback and one client calling it back to back, its namespace in SQLite (WAL) or in a temporary PostgreSQL on the same machine (fsync on; ${fmtCount(PG_INODES)} inodes only).`,
   );

@@ -18,13 +18,13 @@
  */
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 export interface PostgresServer {
-  /** postgres://strata@127.0.0.1:PORT/strata */
+  /** postgres://strata@HOST:PORT/strata (HOST: the listen address, 127.0.0.1 by default) */
   url: string;
   port: number;
   dataDir: string;
@@ -34,6 +34,20 @@ export interface PostgresServer {
   kill(): void;
   /** Starts the server again on the same data dir and port. */
   start(): Promise<void>;
+}
+
+export interface PostgresOptions {
+  /**
+   * A network namespace (a name under /run/netns) to run the server in; it then
+   * listens on `listenAddress` there. Default: the caller's own namespace.
+   */
+  netns?: string;
+  /** The address to listen on. Default 127.0.0.1. */
+  listenAddress?: string;
+  /** The port. Default a free loopback port of the caller's namespace (any port is free in a new namespace). */
+  port?: number;
+  /** A network (CIDR) whose clients are trusted besides loopback, e.g. the hosts of a test network. */
+  clientsFrom?: string;
 }
 
 /** The directory with initdb/pg_ctl, or undefined when PostgreSQL's server is not installed. */
@@ -121,7 +135,7 @@ function clusterTemplate(bin: string, run: (cmd: string, args: string[]) => void
   return data;
 }
 
-export async function startPostgres(): Promise<PostgresServer> {
+export async function startPostgres(options: PostgresOptions = {}): Promise<PostgresServer> {
   const bin = postgresBinDir();
   if (!bin) throw new Error(postgresSkipReason());
   const asRoot = process.getuid?.() === 0;
@@ -129,12 +143,14 @@ export async function startPostgres(): Promise<PostgresServer> {
   const dataDir = path.join(base, 'data');
   const sockDir = path.join(base, 'sock');
   const asPostgres = (full: string, args: string[]): [string, string[]] => (asRoot ? ['runuser', ['-u', 'postgres', '--', full, ...args]] : [full, args]);
+  // Commands that open sockets run inside the namespace (nsenter enters only its network).
+  const inNetns = (argv: string[]): string[] => (options.netns ? ['nsenter', `--net=/run/netns/${options.netns}`, '--', ...argv] : argv);
   const stopArgs = ['-D', dataDir, '-m', 'immediate', '-w', '-t', '30', 'stop'];
   const watchdog = startWatchdog(base, asPostgres(path.join(bin, 'pg_ctl'), stopArgs).flat());
   // Run a server binary as the postgres user when we are root.
   const run = (cmd: string, args: string[]): void => {
-    const [file, argv] = asPostgres(path.join(bin, cmd), args);
-    execFileSync(file, argv, { stdio: 'pipe' });
+    const [file, ...argv] = inNetns(asPostgres(path.join(bin, cmd), args).flat());
+    execFileSync(file!, argv, { stdio: 'pipe' });
   };
   let stopped = false;
   const stop = async (): Promise<void> => {
@@ -150,14 +166,18 @@ export async function startPostgres(): Promise<PostgresServer> {
   };
   giveToPostgres(base, asRoot);
   try {
-    const template = clusterTemplate(bin, run, asRoot);
+    // initdb opens no socket: it runs outside any namespace.
+    const template = clusterTemplate(bin, (cmd, args) => void execFileSync(...asPostgres(path.join(bin, cmd), args), { stdio: 'pipe' }), asRoot);
     execFileSync('cp', ['-a', template, dataDir]);
   } catch (err) {
     await stop();
     throw err;
   }
-  const port = await freePort();
-  const opts = `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${sockDir} -c fsync=on -c max_connections=200`;
+  const host = options.listenAddress ?? '127.0.0.1';
+  // initdb trusts loopback only; clients of a server on another address come from its network.
+  if (options.clientsFrom) appendFileSync(path.join(dataDir, 'pg_hba.conf'), `host all all ${options.clientsFrom} trust\n`);
+  const port = options.port ?? (await freePort());
+  const opts = `-c listen_addresses=${host} -c port=${port} -c unix_socket_directories=${sockDir} -c fsync=on -c max_connections=200`;
   // Processes of a killed server: a new one cannot start while they still hold its shared memory.
   let killed: number[] = [];
   const alive = (pid: number): boolean => {
@@ -178,7 +198,8 @@ export async function startPostgres(): Promise<PostgresServer> {
   try {
     await start();
     const psql = (sql: string): void => {
-      execFileSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'strata', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', sql], { stdio: 'pipe' });
+      const [file, ...args] = inNetns(['psql', '-h', host, '-p', String(port), '-U', 'strata', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', sql]);
+      execFileSync(file!, args, { stdio: 'pipe' });
     };
     psql('CREATE DATABASE strata');
   } catch (err) {
@@ -186,7 +207,7 @@ export async function startPostgres(): Promise<PostgresServer> {
     throw err;
   }
   return {
-    url: `postgres://strata@127.0.0.1:${port}/strata`,
+    url: `postgres://strata@${host}:${port}/strata`,
     port,
     dataDir,
     start,

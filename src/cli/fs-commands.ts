@@ -41,6 +41,7 @@ function openFs(o: FsOpts): StrataFileSystem {
     stagingDir: nodePath.join(os.tmpdir(), `strata-cli-${process.pid}`),
     logger: silentLogger(),
     shortCircuit: cfg.shortCircuit === 'true',
+    ...(cfg.hostId ? { hostId: cfg.hostId } : {}),
     workerProbeIntervalMs: cfg.workerProbeIntervalMs,
     masterFailoverTimeoutMs: cfg.masterFailoverTimeoutMs,
   });

@@ -12,19 +12,17 @@ import { StrataError, toStrataError } from '../common/errors';
 import { EXIT_USAGE, errorLine, exitCodeOf } from './cli-errors';
 import { CONFIG_KEYS, StrataConfig, configTableMarkdown, maskSecret, parseBytes, resolveConfig, resolveConfigSources } from '../common/config';
 import { createLogger } from '../common/log';
-import { startMaster } from '../master/server';
-import { startWorker } from '../worker/server';
 import { TierSpec, parseTierSpec } from '../worker/page-store';
 import { StrataFileSystem } from '../client/file-system';
-import { mountFuse, prepareMountPoint } from '../fuse/fuse-mount';
 import { createUfs } from '../ufs';
 import { registerFsCommands } from './fs-commands';
-import { runDoctor } from './doctor';
 import type { ReadType, WriteType } from '../common/protocol';
-import { createDaemonMetrics } from '../common/metrics';
-import { Gauge } from 'prom-client';
-import { HttpAuthOptions, HttpLimits, createHttpServer } from '../common/http';
+import type { HttpAuthOptions, HttpLimits } from '../common/http';
 import { authRequired, clientToken, isLoopback, serverToken } from '../common/auth';
+
+// The daemons, the FUSE binding, the metrics registry and the HTTP server are loaded
+// by the command that needs them (await import), so `strata fs …` starts in a fraction
+// of the time: every shell loop and script that calls the CLI pays that start.
 
 
 const CLI_ENTRY = nodePath.resolve(__dirname, '..', '..', '..', 'bin', 'strata');
@@ -128,6 +126,7 @@ async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>):
   checkHome(cfg.home);
   checkUfs(cfg.ufs);
   const log = createLogger('master', cfg.logLevel);
+  const { startMaster } = await import('../master/server');
   const m = await startMaster({
     home: cfg.home,
     host: cfg.bind,
@@ -157,6 +156,7 @@ async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>):
 async function runWorker(cfg: StrataConfig): Promise<void> {
   checkHome(cfg.home);
   const log = createLogger('worker', cfg.logLevel);
+  const { startWorker } = await import('../worker/server');
   const w = await startWorker({
     masterUrl: cfg.master,
     home: cfg.home,
@@ -166,6 +166,7 @@ async function runWorker(cfg: StrataConfig): Promise<void> {
     pageSize: cfg.pageSize,
     evictionPolicy: cfg.evictionPolicy,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,
+    ...(cfg.hostId ? { hostId: cfg.hostId } : {}),
     auth: daemonAuth(cfg, log),
     token: clientToken(cfg),
     limits: daemonLimits(cfg),
@@ -194,6 +195,10 @@ function workerTiers(cfg: StrataConfig): TierSpec[] {
 async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, writeType: WriteType | undefined, metricsPort?: number): Promise<void> {
   checkHome(cfg.home);
   const log = createLogger('fuse', cfg.logLevel);
+  const { mountFuse, prepareMountPoint } = await import('../fuse/fuse-mount');
+  const { createDaemonMetrics } = await import('../common/metrics');
+  const { createHttpServer } = await import('../common/http');
+  const { Gauge } = await import('prom-client');
   await prepareMountPoint(mountPoint, log, { create });
   const fs = new StrataFileSystem({
     masterUrl: cfg.master,
@@ -201,6 +206,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     logger: log,
     readType: cfg.readType as ReadType,
     shortCircuit: cfg.shortCircuit === 'true',
+    ...(cfg.hostId ? { hostId: cfg.hostId } : {}),
     metadataCache: cfg.metadataCache === 'true',
     workerProbeIntervalMs: cfg.workerProbeIntervalMs,
     masterFailoverTimeoutMs: cfg.masterFailoverTimeoutMs,
@@ -244,7 +250,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     },
   });
   new Gauge({ name: 'strata_client_corrupt_pages_total', help: 'Page files that failed verification in this client (then read through the worker)', registers: [metrics.registry], collect() { this.set(fs.local?.corruptPages ?? 0); } });
-  const m = await mountFuse({ mountPoint, fs, logger: log, allowOther, metrics: metrics.registry });
+  const m = await mountFuse({ mountPoint, fs, logger: log, allowOther, metrics: metrics.registry, kernelCache: { attrTimeoutMs: cfg.attrTimeoutMs, entryTimeoutMs: cfg.entryTimeoutMs } });
   log.info({ metrics: metricsUrl }, 'FUSE client metrics');
   const stop = async () => {
     await m.unmount();
@@ -294,6 +300,7 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
   checkHome(cfg.home);
   checkUfs(cfg.ufs);
   const log = createLogger('local', cfg.logLevel);
+  const { prepareMountPoint } = await import('../fuse/fuse-mount');
   await prepareMountPoint(cfg.mount, log, { create: createMount });
   const ufsUrl = new URL(cfg.ufs);
   if (ufsUrl.protocol === 'file:') {
@@ -346,7 +353,7 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
     );
     children.push(worker);
     onChildExit(worker);
-    const mount = await startChild('mount', ['mount', ...common, '--master', masterUrl, '--allow-other', cfg.allowOther, '--read-type', cfg.readType, cfg.mount], process.env);
+    const mount = await startChild('mount', ['mount', ...common, '--master', masterUrl, '--allow-other', cfg.allowOther, '--read-type', cfg.readType, '--attr-timeout-ms', String(cfg.attrTimeoutMs), '--entry-timeout-ms', String(cfg.entryTimeoutMs), cfg.mount], process.env);
     children.push(mount);
     onChildExit(mount);
     onSignals(stopAll);
@@ -383,6 +390,9 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     auth: o.auth,
     tokenFile: o.tokenFile,
     logLevel: o.logLevel,
+    hostId: o.hostId,
+    attrTimeoutMs: o.attrTimeoutMs,
+    entryTimeoutMs: o.entryTimeoutMs,
   };
 }
 
@@ -452,6 +462,8 @@ export async function main(argv: string[]): Promise<void> {
     .option('--page-size <bytes>', 'unit of caching inside a block; default 1MiB')
     .option('--eviction-policy <policy>', 'LRU | FIFO | LFU (default LRU)')
     .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
+    .option('--attr-timeout-ms <ms>', 'how long the kernel answers stat from its cache (default 1000)')
+    .option('--entry-timeout-ms <ms>', 'how long the kernel keeps path lookups (default 1000)')
     .option('--block-size <bytes>', 'block size of new files, e.g. 64MiB')
     .option('--metastore <where>', 'sqlite:///path (default <home>/master/strata.db) or postgres://user@host:port/db')
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
@@ -505,6 +517,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--tiers <list>', 'all tiers at once, comma-separated NAME:DIR:SIZE')
     .option('--page-size <bytes>', 'unit of caching inside a block; default 1MiB')
     .option('--eviction-policy <policy>', 'LRU | FIFO | LFU (default LRU)')
+    .option('--host-id <id>', "this host's identity for short-circuit reads (default /etc/machine-id); the same on a worker and the mounts beside it")
     .addHelpText(
       'after',
       examples(['$ strata worker --master http://master-host:19998 --bind 0.0.0.0', '$ strata worker --master http://master-host:19998 --tier mem:/dev/shm/strata:8GiB --tier ssd:/ssd/strata:500GiB']),
@@ -518,6 +531,9 @@ export async function main(argv: string[]): Promise<void> {
     .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
     .option('--allow-other <mode>', 'true | false | auto (= when mounted by root); default auto')
     .option('--metrics-port <n>', 'port of the client metrics endpoint (0 = any free port, printed at start)')
+    .option('--attr-timeout-ms <ms>', 'how long the kernel answers stat from its cache (default 1000)')
+    .option('--entry-timeout-ms <ms>', 'how long the kernel keeps path lookups (default 1000)')
+    .option('--host-id <id>', "this host's identity for short-circuit reads (default /etc/machine-id); the same as the worker's beside it")
     .addHelpText('after', examples(['$ strata mount /mnt/strata --master http://master-host:19998', '$ strata mount /mnt/strata --read-type NO_CACHE --allow-other true']))
     .action(async (dir: string, o) => {
       const cfg = resolveConfig(configFlags(o));
@@ -535,6 +551,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--json', 'print JSON: [{name, state, detail, fix}]')
     .addHelpText('after', examples(['$ strata doctor', '$ strata doctor --ufs s3://bucket/lake --ufs-option s3.region=eu-west-1 --json']) + '\n\nExit codes: 0 every check passed or warned, 1 a check failed, 2 bad usage.')
     .action(async (o) => {
+      const { runDoctor } = await import('./doctor');
       const checks = await runDoctor(resolveConfig(configFlags(o)), parseKeyValues(o.ufsOption, '--ufs-option'));
       if (o.json) process.stdout.write(JSON.stringify(checks, null, 2) + '\n');
       else {

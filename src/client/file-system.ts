@@ -35,6 +35,8 @@ export interface FileSystemOptions {
   reader?: FileReaderOptions;
   /** Read block files of workers on this host directly. Default true. */
   shortCircuit?: boolean;
+  /** This host's identity, compared with the one each worker reports to find local workers. Default hostIdentity(). */
+  hostId?: string;
   /** Write type of this client's files; default: the mount's (see README). */
   writeType?: WriteType;
   /** How workers cache what this client reads: CACHE (default), CACHE_PROMOTE, NO_CACHE. */
@@ -242,7 +244,7 @@ export class StrataFileSystem {
       ...(opts.token ? { token: opts.token } : {}),
       ...(opts.workerProbeIntervalMs !== undefined ? { probeIntervalMs: opts.workerProbeIntervalMs } : {}),
     });
-    this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader();
+    this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader(opts.hostId ? { hostId: opts.hostId } : {});
     this.#stagingDir = opts.stagingDir;
     this.#log = opts.logger;
     this.#readerOpts = opts.reader ?? {};
@@ -374,8 +376,9 @@ export class StrataFileSystem {
     await this.master.rmdirAt(parent, name);
   }
 
+  /** rename(2) and renameat2's flags: RENAME_NOREPLACE (1), RENAME_EXCHANGE (2, nothing is replaced). */
   async renameAt(parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
-    await this.#keepOpenCopy(newParent, newName);
+    if (!(flags & 2)) await this.#keepOpenCopy(newParent, newName);
     await this.master.renameAt(parent, name, newParent, newName, flags);
   }
 

@@ -51,8 +51,15 @@ function defaultMaxOpen(): number {
   return Math.max(64, Math.min(4096, Math.floor(soft / 4)));
 }
 
+export interface ShortCircuitOptions {
+  /** This client's host identity; a worker reporting the same one is local. Default hostIdentity(). */
+  hostId?: string;
+  /** Page files kept open. Default a quarter of the descriptor limit, 64-4096. */
+  maxOpen?: number;
+}
+
 export class ShortCircuitReader {
-  readonly #host = hostIdentity();
+  readonly #host: string;
   /** Workers whose tier dirs we could not read (other user, container): HTTP only. */
   readonly #unusable = new Set<number>();
   /** Open page files, most recently used last; a random reader should not pay open+verify per 4 KiB. */
@@ -67,8 +74,9 @@ export class ShortCircuitReader {
   /** The bytes of the most recently verified pages, by file. */
   readonly #recent = new Map<string, { ident: PageIdentity; data: Buffer }>();
 
-  constructor(maxOpen = defaultMaxOpen()) {
-    this.#maxOpen = maxOpen;
+  constructor(opts: ShortCircuitOptions = {}) {
+    this.#host = hostIdentity(opts.hostId);
+    this.#maxOpen = opts.maxOpen ?? defaultMaxOpen();
   }
 
   isLocal(w: WorkerInfo): boolean {

@@ -3,7 +3,7 @@
 import { Pool } from 'undici';
 import type { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
-import { errorFromBody, parseJsonOrUndefined } from '../common/http';
+import { errorFromBody, parseJsonOrUndefined } from '../common/reply-errors';
 import { authHeaders } from '../common/auth';
 import type { LoadBlockResponse, ReadType, WorkerInfo, WriteFileResponse, WriteType } from '../common/protocol';
 
@@ -64,7 +64,7 @@ export class WorkerClient {
       probing = true;
       let probe = this.#probePools.get(worker.address);
       if (!probe) {
-        probe = new Pool(worker.address, { connections: 1, keepAliveTimeout: 10_000 });
+        probe = new Pool(worker.address, { connections: 1, keepAliveTimeout: 10_000, connectTimeout: this.#probeTimeoutMs });
         this.#probePools.set(worker.address, probe);
       }
       probe
@@ -80,7 +80,10 @@ export class WorkerClient {
   #pool(address: string): Pool {
     let p = this.#pools.get(address);
     if (!p) {
-      p = new Pool(address, { connections: 32, keepAliveTimeout: 10_000 });
+      // undici does not abort a request while its connection is being made: without this, a host that
+      // drops packets (cut off, powered down) would hold a read for undici's 10 s connect timeout,
+      // whatever the health probe found. A worker that does not accept a connection in this time is down.
+      p = new Pool(address, { connections: 32, keepAliveTimeout: 10_000, connectTimeout: this.#probeTimeoutMs });
       this.#pools.set(address, p);
     }
     return p;

@@ -42,9 +42,12 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'pageSize', flag: '--page-size', env: 'STRATA_PAGE_SIZE', kind: 'bytes', description: 'Unit of caching inside a block: a cold read fetches whole pages (power of two, 4KiB-64MiB).', default: () => 1024 * 1024 },
   { key: 'evictionPolicy', flag: '--eviction-policy', env: 'STRATA_EVICTION_POLICY', kind: 'string', description: 'Which cached page a full worker tier gives up first: LRU, FIFO or LFU.', default: () => 'LRU' },
   { key: 'readType', flag: '--read-type', env: 'STRATA_READ_TYPE', kind: 'string', description: 'How workers cache what a mount reads: CACHE, CACHE_PROMOTE (also move to the top tier), NO_CACHE.', default: () => 'CACHE' },
+  { key: 'hostId', flag: '--host-id', env: 'STRATA_HOST_ID', kind: 'string', description: "This host's identity, which a worker reports and a mount or `strata fs` compares with it: the same id means the same disks, so page files are read directly (short-circuit). Default /etc/machine-id, else the host name; set it where several hosts share one machine id (cloned images, containers, network namespaces), the same for a worker and the mounts beside it.", default: () => '' },
   { key: 'shortCircuit', flag: '', env: 'STRATA_SHORT_CIRCUIT', kind: 'string', description: 'Mounts read page files of workers on the same host directly: true or false.', default: () => 'true' },
+  { key: 'attrTimeoutMs', flag: '--attr-timeout-ms', env: 'STRATA_ATTR_TIMEOUT_MS', kind: 'int', description: "Mounts: how long the kernel answers stat from its own cache; a change made through another mount can go unseen by stat for this long (open always checks).", default: () => 1000 },
+  { key: 'entryTimeoutMs', flag: '--entry-timeout-ms', env: 'STRATA_ENTRY_TIMEOUT_MS', kind: 'int', description: 'Mounts: how long the kernel keeps a name -> inode lookup; a rename or unlink through another mount can go unseen by path lookups for this long.', default: () => 1000 },
   { key: 'metadataCache', flag: '', env: 'STRATA_METADATA_CACHE', kind: 'string', description: "Mounts cache lookups, attributes and block lists, kept exact by the master's change feed: true or false.", default: () => 'true' },
-  { key: 'syncIntervalMs', flag: '--sync-interval-ms', env: 'STRATA_SYNC_INTERVAL_MS', kind: 'int', description: 'Re-check under-store metadata older than this (0 = always, -1 = never).', default: () => 5000 },
+  { key: 'syncIntervalMs', flag: '--sync-interval-ms', env: 'STRATA_SYNC_INTERVAL_MS', kind: 'int', description: 'Re-check under-store metadata older than this (0 = always, -1 = never). Changes made through Strata are always current; this bounds how late changes made directly in the store appear.', default: () => 60_000 },
   { key: 'workerTimeoutMs', flag: '', env: 'STRATA_WORKER_TIMEOUT_MS', kind: 'int', description: 'A worker silent this long is marked lost.', default: () => 30000 },
   { key: 'workerProbeIntervalMs', flag: '', env: 'STRATA_WORKER_PROBE_INTERVAL_MS', kind: 'int', description: 'While a mount or `strata fs` waits on a worker, it checks /healthz of that worker this often and gives up on it (reading or writing elsewhere) when the check gets no answer in 5 s (0 = never; then only the 120 s request timeout applies).', default: () => 3000 },
   { key: 'heartbeatIntervalMs', flag: '', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
@@ -83,7 +86,10 @@ export interface StrataConfig {
   pageSize: number;
   evictionPolicy: string;
   readType: string;
+  hostId: string;
   shortCircuit: string;
+  attrTimeoutMs: number;
+  entryTimeoutMs: number;
   metadataCache: string;
   syncIntervalMs: number;
   workerTimeoutMs: number;
@@ -128,6 +134,8 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if ((k.key === 'shortCircuit' || k.key === 'metadataCache' || k.key === 'dashboard' || k.key === 'metricsAuth') && !['true', 'false'].includes(v)) throw bad('true or false');
       if (k.key === 'auth' && !['token', 'none', 'auto'].includes(v)) throw bad('token, none or auto');
       if (k.key === 'leaderElection' && v !== 'none' && v !== 'metastore' && !/^postgres(ql)?:\/\/[^\s]+$/.test(v)) throw bad('none, metastore or a postgres:// URL');
+      // The master keeps at most 256 characters of a worker's host, and compares it byte for byte.
+      if (k.key === 'hostId' && !/^[\x21-\x7e]{1,256}$/.test(v)) throw bad('1-256 printable characters without spaces');
       if (k.key === 'allowOther' && !['true', 'false', 'auto'].includes(v)) throw bad('true, false or auto');
       if (k.key === 'evictionPolicy' && !['LRU', 'FIFO', 'LFU'].includes(v)) throw bad('LRU, FIFO or LFU');
       if (k.key === 'readType' && !['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'].includes(v)) throw bad('CACHE, CACHE_PROMOTE or NO_CACHE');
@@ -139,6 +147,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if (!Number.isSafeInteger(n)) throw bad('an integer');
       if ((k.key.endsWith('Port') && (n < 0 || n > 65535))) throw bad('a port number 0-65535');
       if (['maxConnections', 'headersTimeoutMs', 'requestTimeoutMs'].includes(k.key) && n < 1) throw bad('a positive integer');
+      if ((k.key === 'attrTimeoutMs' || k.key === 'entryTimeoutMs') && (n < 0 || n > 3_600_000)) throw bad('0 (no kernel caching) up to 3600000 ms');
       if (k.key === 'workerProbeIntervalMs' && (n < 0 || n > 600_000)) throw bad('0 (off) or a period in ms up to 600000');
       if (k.key === 'leaderLeaseMs' && (n < 300 || n > 600_000)) throw bad('a lease in ms from 300 to 600000');
       if (k.key === 'masterFailoverTimeoutMs' && (n < 0 || n > 3_600_000)) throw bad('a time in ms from 0 to 3600000');
@@ -256,6 +265,7 @@ export function configTableMarkdown(): string {
     if (k.key === 'metastore') return '`sqlite://<home>/master/strata.db`';
     if (k.key === 'token') return '(none)';
     if (k.key === 'masterAdvertiseUrl') return '(listen URL)';
+    if (k.key === 'hostId') return '(machine id)';
     if (k.kind === 'bytes' && typeof d === 'number') return '`' + humanBytes(d) + '`';
     return '`' + String(d) + '`';
   };

@@ -5,8 +5,14 @@ import * as os from 'node:os';
 
 let cached: string | undefined;
 
-/** The machine id (systemd's /etc/machine-id), else the host name. */
-export function hostIdentity(): string {
+/**
+ * `configured` (the `hostId` key) when set, else the machine id (systemd's
+ * /etc/machine-id), else the host name. Hosts that share a machine id (cloned
+ * images, network namespaces on one machine) need the key: two hosts with one
+ * identity would try each other's page files, which are not on their disks.
+ */
+export function hostIdentity(configured?: string): string {
+  if (configured) return configured;
   if (cached) return cached;
   try {
     cached = readFileSync('/etc/machine-id', 'utf8').trim() || os.hostname();

@@ -5,10 +5,12 @@
  */
 
 import Fastify, { FastifyInstance, FastifyError, FastifyReply } from 'fastify';
-import { StrataError, isErrorCode, toStrataError } from './errors';
+import { StrataError, toStrataError } from './errors';
 import type { Logger } from './log';
 import type { DaemonMetrics } from './metrics';
 import { tokenDigest, tokenMatches } from './auth';
+
+export { errorFromBody, parseJsonOrUndefined } from './reply-errors';
 
 /** Paths any caller may fetch even with auth on: liveness only, which tells nothing. */
 const PUBLIC_PATHS = new Set(['/healthz']);
@@ -188,20 +190,3 @@ export function intParam(value: unknown, name: string, fallback?: number): numbe
   return n;
 }
 
-/** Parses a reply body as JSON; undefined when it is not JSON (a proxy's HTML page, an empty body). */
-export function parseJsonOrUndefined(text: string): unknown {
-  if (!text) return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Rebuilds a typed error from a peer's `{code, message}` reply. */
-export function errorFromBody(status: number, body: unknown, what: string): StrataError {
-  const b = body as { code?: unknown; message?: unknown } | null;
-  if (b && isErrorCode(b.code)) return new StrataError(b.code, typeof b.message === 'string' ? b.message : what);
-  if (status >= 500) return new StrataError('UNAVAILABLE', `${what}: HTTP ${status}`);
-  return new StrataError('IO_ERROR', `${what}: HTTP ${status}`);
-}

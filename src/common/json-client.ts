@@ -23,7 +23,7 @@
 
 import { Pool } from 'undici';
 import { StrataError, toStrataError } from './errors';
-import { errorFromBody, parseJsonOrUndefined } from './http';
+import { errorFromBody, parseJsonOrUndefined } from './reply-errors';
 import { MASTER_API } from './protocol';
 
 export interface JsonClientOptions {

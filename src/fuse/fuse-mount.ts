@@ -14,7 +14,7 @@ import type { FileAttributes, FileType } from '../common/protocol';
 import type { StrataFileSystem } from '../client/file-system';
 import { LRUCache } from 'lru-cache';
 import { Counter, Histogram, Registry } from 'prom-client';
-import { Attr, Entry, FuseSession, LowLevelHandlers, RENAME_NOREPLACE } from './native';
+import { Attr, Entry, FuseSession, LowLevelHandlers, RENAME_EXCHANGE, RENAME_NOREPLACE } from './native';
 
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
@@ -24,9 +24,17 @@ const S_IFMT = 0o170000;
 /** ACLs travel as these xattrs; Strata keeps mode bits only. */
 const POSIX_ACL_XATTRS = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
 
-/** Seconds the kernel caches attributes and names: the window of close-to-open staleness. */
-const ATTR_TIMEOUT = 1;
-const ENTRY_TIMEOUT = 1;
+/**
+ * How long the kernel may answer stat and path lookups without asking this mount:
+ * the window in which a change made through another mount can go unseen by them
+ * (opens still check; see `invalidate` below). Config keys attrTimeoutMs and
+ * entryTimeoutMs; 1 s each by default, as JuiceFS.
+ */
+export interface KernelCacheTimeouts {
+  attrTimeoutMs: number;
+  entryTimeoutMs: number;
+}
+export const DEFAULT_KERNEL_CACHE: KernelCacheTimeouts = { attrTimeoutMs: 1000, entryTimeoutMs: 1000 };
 
 /**
  * The kernel asks for `security.capability` before every write (to drop file
@@ -37,6 +45,11 @@ const ENTRY_TIMEOUT = 1;
 class NoCapabilityCache {
   static readonly NAME = 'security.capability';
   readonly #until = new Map<number, number>();
+  readonly #windowMs: number;
+
+  constructor(windowMs: number) {
+    this.#windowMs = windowMs;
+  }
 
   has(ino: number): boolean {
     const until = this.#until.get(ino);
@@ -47,9 +60,10 @@ class NoCapabilityCache {
   }
 
   add(ino: number): void {
+    if (this.#windowMs <= 0) return;
     // Bounded: the oldest entries go first (Map keeps insertion order).
     if (this.#until.size >= 65536) this.#until.delete(this.#until.keys().next().value!);
-    this.#until.set(ino, Date.now() + ATTR_TIMEOUT * 1000);
+    this.#until.set(ino, Date.now() + this.#windowMs);
   }
 
   forget(ino: number): void {
@@ -66,6 +80,8 @@ export interface FuseMountOptions {
   /** Let other users use the mount (permissions are still enforced by the kernel). Default false. */
   allowOther?: boolean;
   debug?: boolean;
+  /** The kernel's attribute and entry timeouts (DEFAULT_KERNEL_CACHE when absent). */
+  kernelCache?: KernelCacheTimeouts;
 }
 
 export interface FuseMount {
@@ -106,7 +122,9 @@ export function toAttr(a: FileAttributes): Attr {
  * attributes calls it before answering, so close-to-open holds even inside the
  * attribute timeout.
  */
-export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) => Promise<unknown> = async () => undefined): LowLevelHandlers {
+export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) => Promise<unknown> = async () => undefined, kernelCache: KernelCacheTimeouts = DEFAULT_KERNEL_CACHE): LowLevelHandlers {
+  const ATTR_TIMEOUT = kernelCache.attrTimeoutMs / 1000;
+  const ENTRY_TIMEOUT = kernelCache.entryTimeoutMs / 1000;
   /** Size and mtime last told to the kernel, per inode. */
   const seen = new LRUCache<number, string>({ max: 100_000 });
   const stamp = (a: FileAttributes) => `${a.size}:${a.mtime.sec}:${a.mtime.nsec}`;
@@ -114,7 +132,7 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
     seen.set(a.ino, stamp(a));
     return a;
   };
-  const noCaps = new NoCapabilityCache();
+  const noCaps = new NoCapabilityCache(kernelCache.attrTimeoutMs);
   const entry = (a: FileAttributes): Entry => ({ attr: toAttr(told(a)), attrTimeout: ATTR_TIMEOUT, entryTimeout: ENTRY_TIMEOUT });
   return {
     lookup: async (_ctx, parent, name) => entry(await fs.lookup(parent, name)),
@@ -165,7 +183,7 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
     unlink: (_ctx, parent, name) => fs.unlinkAt(parent, name),
     rmdir: (_ctx, parent, name) => fs.rmdirAt(parent, name),
     rename: (_ctx, parent, name, newParent, newName, flags) => {
-      if (flags & ~RENAME_NOREPLACE) throw new StrataError('INVALID_ARGUMENT', 'RENAME_EXCHANGE is not supported');
+      if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) throw new StrataError('INVALID_ARGUMENT', `rename flags ${flags} are not supported`);
       return fs.renameAt(parent, name, newParent, newName, flags);
     },
     create: async (ctx, parent, name, mode) => {
@@ -214,7 +232,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   if (opts.debug) options.push('debug');
   let session: FuseSession | undefined = undefined;
   try {
-    const handlers = strataHandlers(opts.fs, async (ino) => session?.invalidateInode(ino));
+    const handlers = strataHandlers(opts.fs, async (ino) => session?.invalidateInode(ino), opts.kernelCache);
     session = FuseSession.mount(opts.mountPoint, opts.metrics ? timed(handlers, opts.metrics) : handlers, {
       options,
       maxWrite: 1024 * 1024,

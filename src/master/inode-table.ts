@@ -249,6 +249,7 @@ export class InodeTable {
       ),
       insertEdge: db.prepare(`INSERT INTO edge (parent, name, ino) VALUES (?, ?, ?)`),
       deleteEdge: db.prepare(`DELETE FROM edge WHERE parent = ? AND name = ?`),
+      setEdge: db.prepare(`UPDATE edge SET ino = ?, primary_link = ? WHERE parent = ? AND name = ?`),
       deleteNode: db.prepare(`DELETE FROM node WHERE ino = ?`),
       touchDir: db.prepare(`UPDATE node SET mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ? WHERE ino = ?`),
       touchCtime: db.prepare(`UPDATE node SET ctime_s = ?, ctime_ns = ? WHERE ino = ?`),
@@ -293,6 +294,7 @@ export class InodeTable {
       mounts: db.prepare(`SELECT path, uri, options FROM mount ORDER BY path`),
       insertMount: db.prepare(`INSERT INTO mount (path, uri, options) VALUES (?, ?, ?) ON CONFLICT(path) DO UPDATE SET uri = excluded.uri, options = excluded.options`),
       deleteMount: db.prepare(`DELETE FROM mount WHERE path = ?`),
+      claimMount: db.prepare(`INSERT INTO mount (path, uri, options) VALUES (?, ?, ?) ON CONFLICT(path) DO NOTHING`),
       nodeCount: db.prepare(`SELECT COUNT(*) AS n FROM node`),
       pinnedBlocks: db.prepare(`SELECT b.block_id AS block_id FROM node n JOIN block b ON b.ino = n.ino WHERE n.pinned = 1 ORDER BY b.block_id`),
       setTtl: db.prepare(`UPDATE node SET ttl_expires_at = ?, ttl_action = ? WHERE ino = ?`),
@@ -514,11 +516,15 @@ export class InodeTable {
     return bytes;
   }
 
-  /** Removes the entry `name` of `parent` (file or empty directory) and frees the inode when unreferenced. */
-  removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any'): NodeRecord {
+  /**
+   * Removes the entry `name` of `parent` (file or empty directory) and frees the
+   * inode when unreferenced; with `ino`, only while the name still names it.
+   */
+  removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any', ino?: number): NodeRecord {
     return this.#db.transaction(() => {
       const node = this.lookup(parent, name);
       if (!node) throw new StrataError('NOT_FOUND', `'${name}' does not exist`);
+      if (ino !== undefined && node.ino !== ino) throw new StrataError('NOT_FOUND', `'${name}' no longer names inode ${ino}`);
       if (expect === 'file' && node.type === 'directory') throw new StrataError('IS_DIRECTORY', `'${name}' is a directory`);
       if (expect === 'directory' && node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `'${name}' is not a directory`);
       if (node.type === 'directory' && (this.#stmt.childCount.get(node.ino) as { n: number }).n > 0) {
@@ -594,11 +600,12 @@ export class InodeTable {
     this.#stmt.deleteNode.run(ino);
   }
 
-  /** POSIX rename(2): replaces a compatible destination atomically. */
-  rename(srcParent: number, srcName: string, dstParent: number, dstName: string): NodeRecord {
+  /** POSIX rename(2): replaces a compatible destination atomically; with `srcIno`, only while the source name still names it. */
+  rename(srcParent: number, srcName: string, dstParent: number, dstName: string, srcIno?: number): NodeRecord {
     return this.#db.transaction(() => {
       const src = this.lookup(srcParent, srcName);
       if (!src) throw new StrataError('NOT_FOUND', `'${srcName}' does not exist`);
+      if (srcIno !== undefined && src.ino !== srcIno) throw new StrataError('NOT_FOUND', `'${srcName}' no longer names inode ${srcIno}`);
       const dp = this.requireNode(dstParent);
       if (dp.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `destination parent is not a directory`);
       if (src.type === 'directory' && this.isDescendant(dstParent, src.ino)) {
@@ -626,6 +633,37 @@ export class InodeTable {
       if (dstParent !== srcParent) this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, dstParent);
       this.#stmt.touchCtime.run(now.sec, now.nsec, src.ino);
       return this.requireNode(src.ino);
+    })();
+  }
+
+  /** renameat2(RENAME_EXCHANGE): the two names swap their inodes (see Metastore.exchange). */
+  exchange(aParent: number, aName: string, bParent: number, bName: string, expect?: { a: number; b: number }): void {
+    this.#db.transaction(() => {
+      const a = this.lookup(aParent, aName);
+      const b = this.lookup(bParent, bName);
+      if (!a) throw new StrataError('NOT_FOUND', `'${aName}' does not exist`);
+      if (!b) throw new StrataError('NOT_FOUND', `'${bName}' does not exist`);
+      if (expect && (a.ino !== expect.a || b.ino !== expect.b)) throw new StrataError('NOT_FOUND', `'${aName}' or '${bName}' no longer names the inode it named`);
+      if (a.ino === b.ino) return;
+      if ((a.type === 'directory' && this.isDescendant(bParent, a.ino)) || (b.type === 'directory' && this.isDescendant(aParent, b.ino))) {
+        throw new StrataError('INVALID_ARGUMENT', `cannot move a directory into itself`);
+      }
+      const aPrimary = this.isPrimaryLink(aParent, aName) ? 1 : 0;
+      const bPrimary = this.isPrimaryLink(bParent, bName) ? 1 : 0;
+      this.#stmt.setEdge.run(b.ino, bPrimary, aParent, aName);
+      this.#stmt.setEdge.run(a.ino, aPrimary, bParent, bName);
+      if (aParent !== bParent) {
+        const dirsMoved = (a.type === 'directory' ? 1 : 0) - (b.type === 'directory' ? 1 : 0);
+        if (dirsMoved !== 0) {
+          this.#stmt.nlinkAdd.run(-dirsMoved, aParent);
+          this.#stmt.nlinkAdd.run(dirsMoved, bParent);
+        }
+      }
+      const now = timespecNow();
+      this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, aParent);
+      if (bParent !== aParent) this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, bParent);
+      this.#stmt.touchCtime.run(now.sec, now.nsec, a.ino);
+      this.#stmt.touchCtime.run(now.sec, now.nsec, b.ino);
     })();
   }
 
@@ -1121,8 +1159,25 @@ export class InodeTable {
     this.#stmt.insertMount.run(path, uri, options);
   }
 
+  claimMount(path: string, uri: string, options: string): MountRecord {
+    return this.#db.transaction(() => {
+      this.#stmt.claimMount.run(path, uri, options);
+      return (this.#stmt.mounts.all() as MountRecord[]).find((m) => m.path === path)!;
+    })();
+  }
+
   removeMount(path: string): void {
     this.#stmt.deleteMount.run(path);
+  }
+
+  /** Unmounts in one transaction: BUSY while something below the mount point is not persisted. */
+  unmount(path: string, parent: number, name: string): void {
+    this.#db.transaction(() => {
+      const node = this.lookup(parent, name);
+      if (node && this.hasUnpersisted(node.ino)) throw new StrataError('BUSY', `files under ${path} are not persisted yet`);
+      this.#stmt.deleteMount.run(path);
+      if (node) this.forgetChild(parent, name);
+    })();
   }
 }
 

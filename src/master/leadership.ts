@@ -28,12 +28,20 @@
  * - Each leadership gets a new term (a counter in the row): the fencing token. A
  *   store shared by the masters can refuse writes of an old term (see
  *   `leaseHeldCondition`).
- * - A write fenced by the lease (PgMetastore.setFence) holds a share lock on the
- *   row until COMMIT. Acquire and renew wait for such a lock at most 0.8 × L/3
- *   (lock_timeout) and try again at the next period. The masters' metastore ends a
- *   transaction left idle for L/2, so a leader stopped in the middle of a write
- *   releases the row before its lease could have expired, and the L + L/3 bound
- *   above holds for it too.
+ * - `term` is a key column of the row (a unique index on name and term), so a
+ *   fenced write can lock the row FOR KEY SHARE: that lock makes a takeover (an
+ *   UPDATE that changes the term, a key update) wait until the write is done,
+ *   but not a renew, which keeps the term. A busy leader's renewals never queue
+ *   behind its own writes (with FOR SHARE they did, and a write transaction
+ *   longer than the margin, or a steady overlap of them, cost the lease).
+ * - The lease has a connection of its own, not one of the namespace's pool, and
+ *   every statement on it is cancelled on the server after leaseMs/3: a renew
+ *   that could not run in time never runs later.
+ * - A takeover waits for a fenced write of the old term in flight at most
+ *   0.8 × L/3 (lock_timeout) and tries again at the next period. The masters'
+ *   metastore ends a transaction left idle for L/2, so a leader stopped in the
+ *   middle of a write releases the row before its lease could have expired, and
+ *   the L + L/3 bound above holds for it too.
  *
  * Known limit: Node's monotonic clock (CLOCK_MONOTONIC) does not advance while the
  * whole host is suspended (a laptop asleep, a paused VM); a host suspended longer
@@ -53,6 +61,8 @@ export const LEADER_LEASE_TABLE = 'leader_lease';
 export const DEFAULT_LEADER_LEASE_MS = 6000;
 /** SQLSTATE of a statement that gave up waiting for a row lock (lock_timeout). */
 const LOCK_NOT_AVAILABLE = '55P03';
+/** The unique index on (name, term) that makes the term a key column of the lease row. */
+export const LEADER_LEASE_TERM_INDEX = 'leader_lease_name_term';
 /** The NOTIFY channel on which a releasing leader wakes the standbys. */
 const RELEASE_CHANNEL = 'strata_leader_released';
 
@@ -290,6 +300,16 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
       const code = (err as { code?: string }).code;
       if (code !== '23505' && code !== '42P07') throw err;
     }
+    // Makes `term` a key column (see the module comment). Looked up first: CREATE INDEX locks the table even when the index exists.
+    const indexed = await client.query(`SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1`, [LEADER_LEASE_TERM_INDEX]);
+    if (indexed.rowCount === 0) {
+      try {
+        await client.query(`CREATE UNIQUE INDEX IF NOT EXISTS ${LEADER_LEASE_TERM_INDEX} ON ${LEADER_LEASE_TABLE} (name, term)`);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== '23505' && code !== '42P07') throw err;
+      }
+    }
     await client.query(
       `INSERT INTO ${LEADER_LEASE_TABLE} (name, holder, address, term, expires_at) VALUES ($1, '', '', 0, '-infinity') ON CONFLICT (name) DO NOTHING`,
       [this.#name],
@@ -305,8 +325,9 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
         connectionString: this.#url,
         connectionTimeoutMillis: this.#renewEveryMs,
         query_timeout: this.#renewEveryMs,
-        // The server gives up waiting for the row too, a little before the client does: an UPDATE left
-        // waiting by a client that gave up would otherwise take the lease later, for nobody, with a newer term.
+        // The server cancels it too: a renew the client gave up on must not run later, holding the row for a lost term.
+        statement_timeout: this.#renewEveryMs,
+        // A takeover that waits for a write of the old term gives up a little earlier, as such (55P03), keeping the connection.
         lock_timeout: Math.floor(this.#renewEveryMs * 0.8),
         keepAlive: true,
         application_name: 'strata-leader-election',

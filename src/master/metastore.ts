@@ -14,13 +14,14 @@
  * - A reading method sees one consistent state (one snapshot) of what it reads.
  * - Between two calls anything may change: the master serves many requests at
  *   once, and each `await` lets others run. Callers that need "check, then act"
- *   use a method that does both, or a guard parameter (forgetChild, refreshFromUfs).
+ *   use a method that does both, or a guard parameter (forgetChild, refreshFromUfs,
+ *   the expected inode of removeChild and rename).
  * - A single leader master is the only writer. Standby masters do not write and
  *   do not keep a Metastore open for writing; so an implementation may keep
  *   caches of what only its own writes change (the change log's seq, the pin version).
  * - Errors are StrataErrors with the codes each method names (NOT_FOUND,
  *   ALREADY_EXISTS, NOT_DIRECTORY, IS_DIRECTORY, NOT_EMPTY, INVALID_ARGUMENT,
- *   NOT_PERMITTED, NO_ATTRIBUTE, BAD_REQUEST, TIMEOUT, CONFIG); anything else is a bug
+ *   NOT_PERMITTED, NO_ATTRIBUTE, BAD_REQUEST, TIMEOUT, CONFIG, BUSY); anything else is a bug
  *   or the engine failing (UNAVAILABLE/IO_ERROR).
  * - Inode numbers are never reused; ROOT_INO always exists and is a directory.
  *
@@ -241,8 +242,11 @@ export interface Metastore {
    * parent. NOT_FOUND, IS_DIRECTORY (expect 'file'), NOT_DIRECTORY (expect
    * 'directory'), NOT_EMPTY (a directory with entries). Answers the node as it was.
    * Removing a file's primary link makes another link primary.
+   * With `ino` (the inode the caller checked and acted on in the under-store),
+   * only while `name` still names that inode: NOT_FOUND otherwise, and nothing
+   * changes (a name dropped and taken again meanwhile is someone else's file).
    */
-  removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any'): Promise<NodeRecord>;
+  removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any', ino?: number): Promise<NodeRecord>;
   /**
    * link(2): a new name for an existing non-directory inode; nlink + 1, ctime of
    * the inode and times of the new parent touched. NOT_FOUND, NOT_PERMITTED (a
@@ -257,9 +261,21 @@ export interface Metastore {
    * compatible destination is replaced atomically (unlinked as removeChild would).
    * Renaming onto another name of the same inode changes nothing. The moved link
    * keeps its primary flag; directory nlinks follow the move; both parents' times
-   * and the node's ctime are touched. Answers the moved node.
+   * and the node's ctime are touched. Answers the moved node. With `srcIno` (the
+   * inode the caller checked and moved in the under-store), only while `srcName`
+   * still names that inode: NOT_FOUND otherwise, and nothing changes.
    */
-  rename(srcParent: number, srcName: string, dstParent: number, dstName: string): Promise<NodeRecord>;
+  rename(srcParent: number, srcName: string, dstParent: number, dstName: string, srcIno?: number): Promise<NodeRecord>;
+  /**
+   * renameat2(RENAME_EXCHANGE) in one step: the two names swap the inodes they
+   * point at. NOT_FOUND (either missing), INVALID_ARGUMENT (a directory would move
+   * into its own subtree). Two names of one inode change nothing. Each link keeps its
+   * primary flag with its inode; directory nlinks of the parents follow the
+   * directories; both parents' times and both nodes' ctimes are touched. With
+   * `expect` (the inodes the caller checked and swapped in the under-store), only
+   * while the names still name those inodes: NOT_FOUND otherwise, nothing changes.
+   */
+  exchange(aParent: number, aName: string, bParent: number, bName: string, expect?: { a: number; b: number }): Promise<void>;
   /** setattr: mode (permission bits only), owner, times; ctime becomes now. NOT_FOUND. */
   setAttributes(ino: number, attrs: AttributeChanges): Promise<NodeRecord>;
 
@@ -393,8 +409,21 @@ export interface Metastore {
   mounts(): Promise<MountRecord[]>;
   /** Adds or replaces the mount at `path`. */
   setMount(path: string, uri: string, options?: string): Promise<void>;
+  /**
+   * Records the mount at `path` unless one is recorded there (never replaces);
+   * answers the row recorded afterwards: this one, or the one found.
+   */
+  claimMount(path: string, uri: string, options: string): Promise<MountRecord>;
   /** Removes the mount at `path` (none: nothing happens). */
   removeMount(path: string): Promise<void>;
+  /**
+   * Unmounts the store mounted at `path`, whose mount point is the directory
+   * `name` of `parent`, in one transaction: BUSY when a file at or below that
+   * directory has bytes not yet in its under-store (nothing changes then);
+   * otherwise the mount row goes, and the directory with everything below it
+   * (as forgetChild). A missing name only removes the row.
+   */
+  unmount(path: string, parent: number, name: string): Promise<void>;
 }
 
 /** The public view of a node, without sync bookkeeping. */

@@ -7,6 +7,8 @@
  */
 
 import { StrataError } from '../common/errors';
+import { maskSecret } from '../common/config';
+import type { Logger } from '../common/log';
 import { parsePath } from '../common/paths';
 import { createUfs } from '../ufs';
 import type { UnderFileSystem } from '../ufs/ufs';
@@ -63,6 +65,27 @@ export function driverOptions(o: MountOptions): Record<string, string> {
   return Object.fromEntries(Object.entries(o).filter(([k]) => k !== 'readonly' && k !== 'sync.interval.ms' && k !== 'write.type'));
 }
 
+/** How `MountTable.open` treats the root store it is given. */
+export interface MountTableOpenOptions {
+  /**
+   * The metastore is shared with other masters (a standby, or the leader of
+   * one): its stored mount table wins. The first master records the root; a
+   * master given another root URI is refused (CONFIG), one given other root
+   * options uses the stored ones and says so. Default false: the one master's
+   * --ufs and options replace a stored root that differs (with a warning when
+   * the URI changes).
+   */
+  shared?: boolean;
+  /** Where the warnings go. Default: nowhere. */
+  logger?: Logger;
+}
+
+/** Whether two JSON option objects hold the same keys and values, in whatever order. */
+function sameOptions(a: string, b: string): boolean {
+  const norm = (j: string) => JSON.stringify(Object.entries(JSON.parse(j || '{}') as MountOptions).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)));
+  return norm(a) === norm(b);
+}
+
 export class MountTable {
   readonly #store: Metastore;
   #mounts: Mount[] = [];
@@ -72,15 +95,38 @@ export class MountTable {
   }
 
   /**
-   * Records `rootUri` as the store at '/' and loads every mount; CONFIG for a bad
-   * URI or options (drivers of mounts already made are closed then).
+   * Records `rootUri` as the store at '/' (see `MountTableOpenOptions.shared` for a
+   * shared metastore that has one already) and loads every mount; CONFIG for a bad
+   * URI or options (drivers of mounts already made are closed then), or for a root
+   * URI other than the one a shared metastore holds.
    */
-  static async open(store: Metastore, rootUri: string, rootOptions: MountOptions): Promise<MountTable> {
+  static async open(store: Metastore, rootUri: string, rootOptions: MountOptions, opts: MountTableOpenOptions = {}): Promise<MountTable> {
     const table = new MountTable(store);
-    // Written only when it changed: a standby master sharing the store writes nothing at start when configured alike.
     const options = JSON.stringify(rootOptions);
     const root = (await store.mounts()).find((m) => m.path === '/');
-    if (!root || root.uri !== rootUri || root.options !== options) await store.setMount('/', rootUri, options);
+    if (opts.shared) {
+      // The namespace in a shared metastore belongs to the store it was built on, whichever master runs it: a standby
+      // started with another --ufs would switch every master to that store when elected. The stored root wins, and a
+      // standby writes nothing at start; only the first master of an empty metastore records its root (never replacing).
+      const stored = root ?? (await store.claimMount('/', rootUri, options));
+      if (stored.uri !== rootUri) {
+        throw new StrataError(
+          'CONFIG',
+          `the shared metastore's root store is ${maskSecret('ufs', stored.uri)}, but this master was started with --ufs ${maskSecret('ufs', rootUri)}: every master sharing a metastore must be started with the same --ufs (the root store of an existing namespace does not change with a flag)`,
+        );
+      }
+      if (!sameOptions(stored.options, options)) {
+        opts.logger?.warn(
+          { stored: maskOptions(JSON.parse(stored.options || '{}') as MountOptions), given: maskOptions(rootOptions) },
+          'the root store options (--ufs-option) differ from those in the shared metastore; using the stored ones',
+        );
+      }
+    } else if (!root || root.uri !== rootUri || !sameOptions(root.options, options)) {
+      if (root && root.uri !== rootUri) {
+        opts.logger?.warn({ was: maskSecret('ufs', root.uri), now: maskSecret('ufs', rootUri) }, 'the root store (--ufs) changed: the namespace now syncs with the new store, and drops persisted files it lacks as they are found missing');
+      }
+      await store.setMount('/', rootUri, options);
+    }
     try {
       for (const row of await store.mounts()) table.#mounts.push(table.#make(row.path, row.uri, JSON.parse(row.options || '{}') as MountOptions));
     } catch (err) {
@@ -141,6 +187,13 @@ export class MountTable {
     const m = this.#mounts.find((x) => x.path === path);
     if (!m) return undefined;
     await this.#store.removeMount(path);
+    this.#mounts = this.#mounts.filter((x) => x !== m);
+    return m;
+  }
+
+  /** Forgets the mount at `path` in memory only, after the store dropped it (Metastore.unmount); answers it, so the caller closes its driver. */
+  forget(path: string): Mount | undefined {
+    const m = this.#mounts.find((x) => x.path === path);
     this.#mounts = this.#mounts.filter((x) => x !== m);
     return m;
   }

@@ -12,6 +12,15 @@
  * touch the under-store run one at a time under #mutations, as before, so store
  * and table agree; checks made here before such a change only decide what to do
  * in the under-store, and the store re-checks them when the change commits.
+ *
+ * Such a change acts in the under-store first and in the table next, by name.
+ * Between the two the store already shows the change and the table does not: a
+ * sync that read the store then would take it for an out-of-band change (forget
+ * the file an unlink just deleted, or the source a rename just moved, and let a
+ * create take the name), and the table change would then hit another inode. So
+ * the names such a change is changing are in flight (#inFlight) and syncs leave
+ * them alone until it commits; and the table change names the inode it checked
+ * (removeChild's and rename's expected inode), so it never lands on another one.
  */
 
 import { StrataError } from '../common/errors';
@@ -61,6 +70,8 @@ export class Namespace {
   readonly #mutations = new Mutex();
   readonly #uid = process.getuid?.() ?? 0;
   readonly #gid = process.getgid?.() ?? 0;
+  /** `parent/name` of the entries a change under #mutations is changing, from its under-store call to its commit. */
+  readonly #inFlight = new Set<string>();
 
   constructor(opts: NamespaceOptions) {
     this.#table = opts.table;
@@ -83,6 +94,26 @@ export class Namespace {
   #writable(parts: string[]): void {
     const { mount } = this.#mounts.resolve(parts);
     if (mount.readOnly) throw new StrataError('READ_ONLY', `${mount.path} is mounted read-only`);
+  }
+
+  /** Whether a change under #mutations is changing `name` of `parent` (see the module comment). */
+  #busy(parent: number, name: string): boolean {
+    return this.#inFlight.has(`${parent}/${name}`);
+  }
+
+  /**
+   * Runs a change's under-store call and its table change with `names` in flight:
+   * syncs neither forget, refresh nor load them meanwhile. Callers hold #mutations,
+   * so no two changes mark the same name.
+   */
+  async #changing<T>(names: [parent: number, name: string][], fn: () => Promise<T>): Promise<T> {
+    const keys = names.map(([p, n]) => `${p}/${n}`);
+    for (const k of keys) this.#inFlight.add(k);
+    try {
+      return await fn();
+    } finally {
+      for (const k of keys) this.#inFlight.delete(k);
+    }
   }
 
   // ---- resolution ----------------------------------------------------------
@@ -156,6 +187,8 @@ export class Namespace {
     const started = Date.now();
     const st = await ufs.stat(ufsPath);
     if (!st) throw notFound('/' + parts.join('/'));
+    // A rename in flight put this object here; the name is in the table once it commits, with the moved inode.
+    if (this.#busy(parent.ino, name)) throw notFound('/' + parts.join('/'));
     // loadChildren skips a name that exists by now (created meanwhile): the lookup answers whichever won.
     await this.#table.loadChildren(parent.ino, [{ name, node: this.#fromUfs(st, started) }]);
     const loaded = await this.#table.lookup(parent.ino, name);
@@ -173,6 +206,8 @@ export class Namespace {
     // Changed through Strata while we asked the store: the namespace is newer.
     if (!now) throw notFound(ufsPath);
     if (now.syncedAt > started || now.ufsFingerprint !== node.ufsFingerprint) return now;
+    // An unlink or rename of this name in flight made the store's answer: the table follows when it commits.
+    if (this.#busy(parent.ino, name)) return now;
     // The same check again inside each change below (a guard): a commit or rename may land between these calls.
     const guard = { ino: node.ino, ufsFingerprint: node.ufsFingerprint, syncedBefore: started + 1 };
     if (!st || st.type !== 'file') {
@@ -251,6 +286,8 @@ export class Namespace {
       throw err;
     }
     const inUfs = new Map(listing.map((s) => [s.name, s]));
+    // Names a change in flight is changing are left alone (see the module comment); checked right before each call.
+    const busy = (name: string) => this.#busy(dir.ino, name);
     // One snapshot of the directory: what changes after it through Strata is newer than the listing,
     // and the guards below make every change of this merge give way to it.
     const before = await this.#table.children(dir.ino);
@@ -268,7 +305,7 @@ export class Namespace {
       if (!cur) toLoad.push({ name: s.name, node: this.#fromUfs(s, started) });
       else if (cur.type === 'file' && s.type === 'file' && cur.persistState === 'persisted' && cur.syncedAt < started) {
         if (cur.ufsFingerprint === s.fingerprint) unchanged.push(cur.ino);
-        else await this.#table.refreshFromUfs(cur.ino, s.size, timespecFromMs(s.mtimeMs), s.fingerprint, { ufsFingerprint: cur.ufsFingerprint, syncedBefore: started });
+        else if (!busy(s.name)) await this.#table.refreshFromUfs(cur.ino, s.size, timespecFromMs(s.mtimeMs), s.fingerprint, { ufsFingerprint: cur.ufsFingerprint, syncedBefore: started });
       }
     }
     for (const c of before) {
@@ -277,11 +314,12 @@ export class Namespace {
         if (c.type === 'directory' && c.syncedAt !== 0) continue;
         // A mount point lives in the mount table, not in its parent's store.
         if (this.#mounts.isMountPoint([...parts, c.name])) continue;
+        if (busy(c.name)) continue;
         // The guard: still this node, unchanged, and (a second hard link has no object of its own in the store) its primary link.
         await this.#table.forgetChild(dir.ino, c.name, { ino: c.ino, ufsFingerprint: c.ufsFingerprint, syncedBefore: started });
       }
     }
-    await this.#table.loadChildren(dir.ino, toLoad);
+    await this.#table.loadChildren(dir.ino, toLoad.filter((l) => !busy(l.name)));
     // Only moves syncedAt of files found unchanged: harmless if one was committed meanwhile.
     await this.#table.markSyncedMany([dir.ino, ...unchanged], started);
   }
@@ -395,13 +433,32 @@ export class Namespace {
       const node = await this.#child(parent, parts);
       if (node.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
       const { ufs, ufsPath } = this.#store(parts);
-      if (node.type === 'file') {
-        if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath));
-        else await this.#handOverBytes(parent, name, node, parts);
-      }
-      // removeChild finds the name again in its transaction (NOT_FOUND, IS_DIRECTORY).
-      await this.#table.removeChild(parent.ino, name, 'file');
+      await this.#changing([[parent.ino, name]], async () => {
+        if (node.type === 'file') {
+          if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath));
+          else await this.#handOverBytes(parent, name, node, parts);
+        }
+        // Only while the name still names the inode checked above.
+        await this.#removeChecked(parent.ino, name, 'file', node.ino, path);
+      });
     });
+  }
+
+  /**
+   * The table side of unlink and rmdir, guarded by the inode that was checked and
+   * removed from the under-store. When the name no longer names it, the inode's
+   * link went meanwhile (a sync dropped it after the store lost its object, which
+   * may have been this very removal) and the name, if taken, is a newer file of
+   * someone else's: the removal has happened, and the newer file stays. That is
+   * POSIX's order of an unlink and a create that follows it, so the caller succeeds.
+   */
+  async #removeChecked(parent: number, name: string, expect: 'file' | 'directory', ino: number, path: string): Promise<void> {
+    try {
+      await this.#table.removeChild(parent, name, expect, ino);
+    } catch (err) {
+      if (!(err instanceof StrataError && err.code === 'NOT_FOUND')) throw err;
+      this.#log.info({ path, ino }, 'removed from the under-store; its name had been dropped or taken meanwhile, and is left as it is');
+    }
   }
 
   rmdir(path: string): Promise<void> {
@@ -414,9 +471,11 @@ export class Namespace {
       await this.#syncListing(node, parts);
       if ((await this.#table.children(node.ino)).length > 0) throw new StrataError('NOT_EMPTY', `${path} is not empty`);
       const { ufs, ufsPath } = this.#store(parts);
-      if (node.persistState === 'persisted') await this.#ufsIgnoreMissing(() => ufs.rmdir(ufsPath));
-      // A create in the directory since the check above (creates do not take #mutations) makes this NOT_EMPTY.
-      await this.#table.removeChild(parent.ino, name, 'directory');
+      await this.#changing([[parent.ino, name]], async () => {
+        if (node.persistState === 'persisted') await this.#ufsIgnoreMissing(() => ufs.rmdir(ufsPath));
+        // A create in the directory since the check above (creates do not take #mutations) makes this NOT_EMPTY.
+        await this.#removeChecked(parent.ino, name, 'directory', node.ino, path);
+      });
     });
   }
 
@@ -449,20 +508,107 @@ export class Namespace {
       const ufs = from.ufs;
       const srcUfs = from.ufsPath;
       const dstUfs = to.ufsPath;
-      // A replaced file that lives on through another hard link keeps its bytes.
-      if (target && target.type === 'file' && target.nlink > 1) await this.#handOverBytes(d.parent, d.name, target, d.parts);
-      const replacedGoes = target && target.type === 'file' && target.persistState === 'persisted' && target.nlink <= 1;
-      if ((node.type !== 'file' && node.type !== 'directory') || (node.type === 'file' && !(await this.#table.isPrimaryLink(s.parent.ino, s.name)))) {
-        // Namespace-only nodes and secondary hard links move in the table alone.
-        if (replacedGoes) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs));
-      } else if (node.persistState === 'persisted') {
-        if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
-        await ufs.rename(srcUfs, dstUfs);
-      } else if (target && target.persistState === 'persisted' && (target.type === 'directory' || target.nlink <= 1)) {
-        await this.#ufsIgnoreMissing(() => (target.type === 'directory' ? ufs.rmdir(dstUfs) : ufs.delete(dstUfs)));
+      await this.#changing([[s.parent.ino, s.name], [d.parent.ino, d.name]], async () => {
+        let movedInStore = false;
+        // A replaced file that lives on through another hard link keeps its bytes.
+        if (target && target.type === 'file' && target.nlink > 1) await this.#handOverBytes(d.parent, d.name, target, d.parts);
+        const replacedGoes = target && target.type === 'file' && target.persistState === 'persisted' && target.nlink <= 1;
+        if ((node.type !== 'file' && node.type !== 'directory') || (node.type === 'file' && !(await this.#table.isPrimaryLink(s.parent.ino, s.name)))) {
+          // Namespace-only nodes and secondary hard links move in the table alone.
+          if (replacedGoes) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs));
+        } else if (node.persistState === 'persisted') {
+          if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
+          await ufs.rename(srcUfs, dstUfs);
+          movedInStore = true;
+        } else if (target && target.persistState === 'persisted' && (target.type === 'directory' || target.nlink <= 1)) {
+          await this.#ufsIgnoreMissing(() => (target.type === 'directory' ? ufs.rmdir(dstUfs) : ufs.delete(dstUfs)));
+        }
+        // rename re-checks source, destination type, emptiness and the subtree in its transaction, and moves only the
+        // inode checked above. The destination is not guarded: rename(2) replaces whatever the name holds when it runs.
+        try {
+          await this.#table.rename(s.parent.ino, s.name, d.parent.ino, d.name, node.ino);
+        } catch (err) {
+          if (!(movedInStore && err instanceof StrataError && err.code === 'NOT_FOUND')) throw err;
+          // The source name no longer names the inode moved above: a sync dropped it after the move emptied its path
+          // in the store (and a create may have taken the name since: that file stays). The move has happened in the
+          // store, so the rename succeeds and the destination follows the store: the entry it replaced is stale, and
+          // the destination directory is listed again at its next lookup, which finds the moved object.
+          if (target) {
+            await this.#table.forgetChild(d.parent.ino, d.name, { ino: target.ino, ufsFingerprint: target.ufsFingerprint, syncedBefore: Number.MAX_SAFE_INTEGER });
+          }
+          await this.#table.markSynced(d.parent.ino, 0);
+          this.#log.warn({ src, dst, ino: node.ino }, 'renamed in the under-store; the source had been dropped meanwhile, so the destination is loaded again from the store');
+        }
+      });
+    });
+  }
+
+  /**
+   * renameat2(RENAME_EXCHANGE): `a` and `b` swap what they name, atomically in the
+   * namespace. In the under-store the persisted objects swap through a temporary
+   * name beside `a` (stores have no exchange); a failure there is undone before the
+   * error is answered, so the store keeps matching the namespace.
+   */
+  exchange(a: string, b: string): Promise<void> {
+    return this.#mutations.run(async () => {
+      const x = await this.#resolveParent(a);
+      const y = await this.#resolveParent(b);
+      this.#writable(x.parts);
+      this.#writable(y.parts);
+      if (this.#mounts.isMountPoint(x.parts) || this.#mounts.isMountPoint(y.parts)) throw new StrataError('BUSY', `cannot rename a mount point`);
+      const xs = this.#store(x.parts);
+      const ys = this.#store(y.parts);
+      if (xs.mount !== ys.mount) throw new StrataError('CROSS_DEVICE', `${a} and ${b} are in different mounts`);
+      const xNode = await this.#child(x.parent, x.parts);
+      const yNode = await this.#child(y.parent, y.parts);
+      if (xNode.ino === yNode.ino) return;
+      // exchange checks these again in its transaction; here they keep the under-store untouched.
+      if ((xNode.type === 'directory' && (await this.#table.isDescendant(y.parent.ino, xNode.ino))) || (yNode.type === 'directory' && (await this.#table.isDescendant(x.parent.ino, yNode.ino)))) {
+        throw new StrataError('INVALID_ARGUMENT', `cannot move ${a} and ${b} into each other`);
       }
-      // rename re-checks source, destination type, emptiness and the subtree in its transaction.
-      await this.#table.rename(s.parent.ino, s.name, d.parent.ino, d.name);
+      // Which names hold bytes (or a directory) in the store at their path.
+      const inStore = async (parent: number, name: string, n: NodeRecord) =>
+        n.persistState === 'persisted' && (n.type === 'directory' || (n.type === 'file' && (await this.#table.isPrimaryLink(parent, name))));
+      const xMoves = await inStore(x.parent.ino, x.name, xNode);
+      const yMoves = await inStore(y.parent.ino, y.name, yNode);
+      const ufs = xs.ufs;
+      const xPath = xs.ufsPath;
+      const yPath = ys.ufsPath;
+      const done: Array<[string, string]> = [];
+      const move = async (from: string, to: string) => {
+        await ufs.rename(from, to);
+        done.push([from, to]);
+      };
+      const parkedName = `.strata-exchange-${xNode.ino}-${Date.now().toString(36)}`;
+      // Both names, and the temporary one beside `a`, are in flight: a sync in between would take the swap for an
+      // out-of-band change (refresh a name with the other's object, forget a name whose object is parked, load the parked one).
+      await this.#changing([[x.parent.ino, x.name], [y.parent.ino, y.name], [x.parent.ino, parkedName]], async () => {
+        try {
+          if (xMoves && yMoves) {
+            const parked = joinPath(xPath.slice(0, xPath.lastIndexOf('/')) || '/', parkedName);
+            await move(xPath, parked);
+            await move(yPath, xPath);
+            await move(parked, yPath);
+          } else if (xMoves) {
+            await move(xPath, yPath);
+          } else if (yMoves) {
+            await move(yPath, xPath);
+          }
+          // Only while both names still name the inodes checked above (NOT_FOUND otherwise: the swap is undone below).
+          await this.#table.exchange(x.parent.ino, x.name, y.parent.ino, y.name, { a: xNode.ino, b: yNode.ino });
+        } catch (err) {
+          for (const [from, to] of done.reverse()) {
+            await ufs.rename(to, from).catch((e: unknown) => this.#log.error({ err: e, from: to, to: from }, 'could not undo an under-store move of a failed exchange'));
+          }
+          if (done.length > 0 && err instanceof StrataError && err.code === 'NOT_FOUND') {
+            // A name was dropped meanwhile (and may be someone's new file now): its object is back at its path, and
+            // both directories are listed again at their next lookup, so the store's objects show again.
+            await this.#table.markSynced(x.parent.ino, 0);
+            await this.#table.markSynced(y.parent.ino, 0);
+          }
+          throw err;
+        }
+      });
     });
   }
 
@@ -820,13 +966,17 @@ export class Namespace {
       if (!this.#mounts.isMountPoint(parts)) throw new StrataError('NOT_FOUND', `nothing is mounted at ${path}`);
       if (this.#mounts.below(parts).length > 0) throw new StrataError('BUSY', `other stores are mounted below ${path}; unmount them first`);
       const parent = await this.#resolveParts(parts.slice(0, -1));
-      const node = await this.#resolveParts(parts);
-      // Not atomic with the forget below: a write committed in between (writes do not take #mutations) is dropped
-      // with the tree, as it was when the store was synchronous (an await was already between the two).
-      if (await this.#table.hasUnpersisted(node.ino)) throw new StrataError('BUSY', `files under ${path} are not persisted yet`);
-      const m = await this.#mounts.remove('/' + parts.join('/'));
-      await this.#table.forgetChild(parent.ino, parts[parts.length - 1]!);
-      await m?.ufs.close();
+      const name = parts[parts.length - 1]!;
+      const at = '/' + parts.join('/');
+      await this.#changing([[parent.ino, name]], async () => {
+        // One transaction checks that nothing below is unpersisted and drops the mount row and the tree: a create or
+        // write below (they do not take #mutations) commits either before it (BUSY, nothing changes) or after, when
+        // its parent is gone (NOT_FOUND); none is dropped with the tree unseen. Mounts take #mutations, as this does.
+        await this.#table.unmount(at, parent.ino, name);
+        // Until the mount goes from memory too, a lookup of the mount point finds its store: the name in flight keeps
+        // that lookup from loading the mount point back into the table.
+        await this.#mounts.forget(at)?.ufs.close();
+      });
       this.#log.info({ path }, 'unmounted an under-store');
     });
   }

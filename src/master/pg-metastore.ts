@@ -97,7 +97,7 @@ export interface PgMetastoreOptions {
    * Longest a transaction may sit idle between statements (ms); then the server
    * ends its session, rolling it back and releasing its row locks. Default
    * `statementTimeoutMs`. Masters that share the database with a leader lease set
-   * it below the lease: a fenced write holds a share lock on the lease row until
+   * it below the lease: a fenced write holds a key-share lock on the lease row until
    * COMMIT, and a leader stopped (SIGSTOP, a hung host) in the middle of one would
    * otherwise keep every standby from taking the lease for that long.
    */
@@ -301,6 +301,7 @@ const Q = {
   insertEdges: sql('insert_edges', `INSERT INTO edge (parent, name, ino) SELECT $1, name, ino FROM unnest($2::text[], $3::int8[]) AS u(name, ino)`),
   insertBlocksMany: sql('insert_blocks_many', `INSERT INTO block (block_id, ino, idx, length) SELECT b, f, i, l FROM unnest($1::int8[], $2::int8[], $3::int4[], $4::int8[]) AS u(b, f, i, l)`),
   deleteEdge: sql('delete_edge', `DELETE FROM edge WHERE parent = $1 AND name = $2 RETURNING primary_link`),
+  setEdge: sql('set_edge', `UPDATE edge SET ino = $3, primary_link = $4 WHERE parent = $1 AND name = $2`),
   deleteNode: sql('delete_node', `DELETE FROM node WHERE ino = $1`),
   // Batch forms for deleting a whole subtree (#deleteTree).
   subtreeDirs: sql(
@@ -415,6 +416,8 @@ const Q = {
   mounts: sql('mounts', `SELECT path, uri, options FROM mount ORDER BY path`),
   insertMount: sql('insert_mount', `INSERT INTO mount (path, uri, options) VALUES ($1, $2, $3) ON CONFLICT (path) DO UPDATE SET uri = excluded.uri, options = excluded.options`),
   deleteMount: sql('delete_mount', `DELETE FROM mount WHERE path = $1`),
+  claimMount: sql('claim_mount', `INSERT INTO mount (path, uri, options) VALUES ($1, $2, $3) ON CONFLICT (path) DO NOTHING`),
+  mountAt: sql('mount_at', `SELECT path, uri, options FROM mount WHERE path = $1`),
   nodeCount: sql('node_count', `SELECT COUNT(*)::int8 AS n FROM node`),
   pinnedBlocks: sql('pinned_blocks', `SELECT b.block_id FROM node n JOIN block b ON b.ino = n.ino WHERE n.pinned ORDER BY b.block_id`),
   setTtl: sql('set_ttl', `UPDATE node SET ttl_expires_at = $2, ttl_action = $3 WHERE ino = $1`),
@@ -767,13 +770,15 @@ export class PgMetastore implements Metastore {
   }
 
   /**
-   * Fences the writes: from now on every write transaction first takes a share
+   * Fences the writes: from now on every write transaction first takes a key-share
    * lock on the lease row `fence()` names and checks that it still names this
    * holder and term and has not expired, in the same SERIALIZABLE transaction;
    * otherwise (or when `fence()` answers undefined) the write fails NOT_LEADER and
-   * changes nothing. The share lock holds until COMMIT, so a standby cannot take
-   * the lease (an UPDATE of that row) while a write of the old term is in flight:
-   * once a new term exists, no write of an older one commits.
+   * changes nothing. The lock holds until COMMIT, and the term is a key column of
+   * the row (leadership.ts), so a standby cannot take the lease (an UPDATE that
+   * changes the term) while a write of the old term is in flight: once a new term
+   * exists, no write of an older one commits. The holder's renewals keep the term,
+   * so they do not wait for its writes.
    */
   setFence(fence: () => MetastoreFence | undefined): void {
     this.#fence = fence;
@@ -794,7 +799,7 @@ export class PgMetastore implements Metastore {
     const f = this.#fence?.();
     if (!f) throw new StrataError('NOT_LEADER', 'this master does not hold the leader lease: it writes nothing');
     const r = await tx.client.query(
-      `SELECT 1 FROM ${LEADER_LEASE_TABLE} WHERE name = $1 AND holder = $2 AND term = $3 AND expires_at > now() FOR SHARE`,
+      `SELECT 1 FROM ${LEADER_LEASE_TABLE} WHERE name = $1 AND holder = $2 AND term = $3 AND expires_at > now() FOR KEY SHARE`,
       [f.name, f.holder, f.term],
     );
     if (r.rowCount !== 1) throw new StrataError('NOT_LEADER', `the leader lease of term ${f.term} is no longer held by this master: it writes nothing`);
@@ -1218,11 +1223,12 @@ export class PgMetastore implements Metastore {
     return copies.reduce((sum, c) => sum + c.bytes, 0);
   }
 
-  /** Removes the entry `name` of `parent` (file or empty directory) and frees the inode when unreferenced. */
-  async removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any'): Promise<NodeRecord> {
+  /** Removes the entry `name` of `parent` (file or empty directory) and frees the inode when unreferenced; with `ino`, only while the name still names it. */
+  async removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any', ino?: number): Promise<NodeRecord> {
     return this.#tx(async (tx) => {
       const node = await this.#lookup(tx, parent, name);
       if (!node) throw new StrataError('NOT_FOUND', `'${name}' does not exist`);
+      if (ino !== undefined && node.ino !== ino) throw new StrataError('NOT_FOUND', `'${name}' no longer names inode ${ino}`);
       if (expect === 'file' && node.type === 'directory') throw new StrataError('IS_DIRECTORY', `'${name}' is a directory`);
       if (expect === 'directory' && node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `'${name}' is not a directory`);
       if (node.type === 'directory' && (await this.#hasChildren(tx, node.ino))) throw new StrataError('NOT_EMPTY', `directory '${name}' is not empty`);
@@ -1335,11 +1341,12 @@ export class PgMetastore implements Metastore {
     for (const d of dirs) tx.node(d);
   }
 
-  /** POSIX rename(2): replaces a compatible destination atomically. */
-  async rename(srcParent: number, srcName: string, dstParent: number, dstName: string): Promise<NodeRecord> {
+  /** POSIX rename(2): replaces a compatible destination atomically; with `srcIno`, only while the source name still names it. */
+  async rename(srcParent: number, srcName: string, dstParent: number, dstName: string, srcIno?: number): Promise<NodeRecord> {
     return this.#tx(async (tx) => {
       const src = await this.#lookup(tx, srcParent, srcName);
       if (!src) throw new StrataError('NOT_FOUND', `'${srcName}' does not exist`);
+      if (srcIno !== undefined && src.ino !== srcIno) throw new StrataError('NOT_FOUND', `'${srcName}' no longer names inode ${srcIno}`);
       const dp = await this.#requireNode(tx, dstParent);
       if (dp.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `destination parent is not a directory`);
       // Serializable isolation makes this walk up from the destination conflict with any concurrent move of its ancestors.
@@ -1369,6 +1376,43 @@ export class PgMetastore implements Metastore {
       await tx.run(Q.touchCtime, [src.ino, now.sec, now.nsec]);
       tx.node(src.ino);
       return this.#requireNode(tx, src.ino);
+    });
+  }
+
+  /** renameat2(RENAME_EXCHANGE): the two names swap their inodes (see Metastore.exchange). */
+  async exchange(aParent: number, aName: string, bParent: number, bName: string, expect?: { a: number; b: number }): Promise<void> {
+    await this.#tx(async (tx) => {
+      const a = await this.#lookup(tx, aParent, aName);
+      const b = await this.#lookup(tx, bParent, bName);
+      if (!a) throw new StrataError('NOT_FOUND', `'${aName}' does not exist`);
+      if (!b) throw new StrataError('NOT_FOUND', `'${bName}' does not exist`);
+      if (expect && (a.ino !== expect.a || b.ino !== expect.b)) throw new StrataError('NOT_FOUND', `'${aName}' or '${bName}' no longer names the inode it named`);
+      if (a.ino === b.ino) return;
+      // As in rename: serializable isolation makes these walks conflict with concurrent moves of the ancestors.
+      if (
+        (a.type === 'directory' && (await tx.one<{ found: boolean }>(Q.isAncestorOf, [bParent, a.ino]))!.found) ||
+        (b.type === 'directory' && (await tx.one<{ found: boolean }>(Q.isAncestorOf, [aParent, b.ino]))!.found)
+      ) {
+        throw new StrataError('INVALID_ARGUMENT', `cannot move a directory into itself`);
+      }
+      const aPrimary = !!(await tx.one<{ primary_link: boolean }>(Q.edgeFlag, [aParent, aName]))?.primary_link;
+      const bPrimary = !!(await tx.one<{ primary_link: boolean }>(Q.edgeFlag, [bParent, bName]))?.primary_link;
+      await tx.run(Q.setEdge, [aParent, aName, b.ino, bPrimary]);
+      tx.edge(aParent, aName);
+      await tx.run(Q.setEdge, [bParent, bName, a.ino, aPrimary]);
+      tx.edge(bParent, bName);
+      const dirsMoved = aParent === bParent ? 0 : (a.type === 'directory' ? 1 : 0) - (b.type === 'directory' ? 1 : 0);
+      const now = timespecNow();
+      await tx.run(Q.touchDir, [aParent, -dirsMoved, now.sec, now.nsec]);
+      tx.node(aParent);
+      if (bParent !== aParent) {
+        await tx.run(Q.touchDir, [bParent, dirsMoved, now.sec, now.nsec]);
+        tx.node(bParent);
+      }
+      for (const ino of [a.ino, b.ino]) {
+        await tx.run(Q.touchCtime, [ino, now.sec, now.nsec]);
+        tx.node(ino);
+      }
     });
   }
 
@@ -1632,18 +1676,23 @@ export class PgMetastore implements Metastore {
         if (node.ino !== guard.ino || !matchesGuard(node, guard)) return false;
         if (node.type !== 'directory' && !(await tx.one<{ primary_link: boolean }>(Q.edgeFlag, [parent, name]))?.primary_link) return false;
       }
-      if (node.type === 'directory') {
-        await tx.run(Q.deleteEdge, [parent, name]);
-        tx.edge(parent, name);
-        await tx.run(Q.nlinkAdd, [parent, -1]);
-        tx.node(parent);
-        await this.#deleteTree(tx, node.ino);
-      } else {
-        // Other hard links keep the inode alive, as an unlink would.
-        await this.#unlinkEdge(tx, parent, name, node);
-      }
+      await this.#forget(tx, parent, name, node);
       return true;
     });
+  }
+
+  /** Removes `name` of `parent` (`node`): a directory with its subtree, a file's link as an unlink would. */
+  async #forget(tx: Tx, parent: number, name: string, node: NodeRecord): Promise<void> {
+    if (node.type === 'directory') {
+      await tx.run(Q.deleteEdge, [parent, name]);
+      tx.edge(parent, name);
+      await tx.run(Q.nlinkAdd, [parent, -1]);
+      tx.node(parent);
+      await this.#deleteTree(tx, node.ino);
+    } else {
+      // Other hard links keep the inode alive, as an unlink would.
+      await this.#unlinkEdge(tx, parent, name, node);
+    }
   }
 
   // ---- workers -------------------------------------------------------------
@@ -1912,8 +1961,25 @@ export class PgMetastore implements Metastore {
     await this.#tx((tx) => tx.run(Q.insertMount, [path, uri, options]));
   }
 
+  async claimMount(path: string, uri: string, options: string): Promise<MountRecord> {
+    return this.#tx(async (tx) => {
+      await tx.run(Q.claimMount, [path, uri, options]);
+      return (await tx.one<MountRecord>(Q.mountAt, [path]))!;
+    });
+  }
+
   async removeMount(path: string): Promise<void> {
     await this.#tx((tx) => tx.run(Q.deleteMount, [path]));
+  }
+
+  async unmount(path: string, parent: number, name: string): Promise<void> {
+    await this.#tx(async (tx) => {
+      const node = await this.#lookup(tx, parent, name);
+      // Serializable: a create or a commit below the mount point that this check missed makes one of the two transactions fail and run again.
+      if (node && (await tx.one<{ found: boolean }>(Q.hasUnpersisted, [node.ino]))!.found) throw new StrataError('BUSY', `files under ${path} are not persisted yet`);
+      await tx.run(Q.deleteMount, [path]);
+      if (node) await this.#forget(tx, parent, name, node);
+    });
   }
 }
 

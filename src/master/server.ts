@@ -145,7 +145,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const table = await openMetastore(metastoreUri, { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0, logger: log, shared, idleInTransactionTimeoutMs });
   let mounts: MountTable;
   try {
-    mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {});
+    mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {}, { shared, logger: log });
   } catch (err) {
     await table.close();
     throw err;
@@ -332,10 +332,12 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.post(`${api}/rename`, async (req) => {
     const b = (req.body ?? {}) as Record<string, unknown>;
     const flags = optionalInt(b, 'flags') ?? 0;
-    if (flags & ~1) throw new StrataError('INVALID_ARGUMENT', 'rename flags other than RENAME_NOREPLACE are not supported');
+    // renameat2: RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2, not both (as Linux); RENAME_WHITEOUT is for overlay file systems.
+    if (flags & ~3 || flags === 3) throw new StrataError('INVALID_ARGUMENT', `rename flags ${flags}: only RENAME_NOREPLACE or RENAME_EXCHANGE are supported`);
     const src = b.src !== undefined ? requiredString(b, 'src') : await target({ parent: b.parent, name: b.name }, 'body');
     const dst = b.dst !== undefined ? requiredString(b, 'dst') : await target({ parent: b.newParent, name: b.newName }, 'body');
-    await ns.rename(src, dst, (flags & 1) !== 0);
+    if (flags === 2) await ns.exchange(src, dst);
+    else await ns.rename(src, dst, flags === 1);
     return {};
   });
   app.post(`${api}/setattr`, async (req) => {

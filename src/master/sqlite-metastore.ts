@@ -119,16 +119,20 @@ export class SqliteMetastore implements Metastore {
     this.#t.loadChildren(parent, nodes);
   }
 
-  async removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any'): Promise<NodeRecord> {
-    return this.#t.removeChild(parent, name, expect);
+  async removeChild(parent: number, name: string, expect: 'file' | 'directory' | 'any', ino?: number): Promise<NodeRecord> {
+    return this.#t.removeChild(parent, name, expect, ino);
   }
 
   async link(ino: number, newParent: number, newName: string): Promise<NodeRecord> {
     return this.#t.link(ino, newParent, newName);
   }
 
-  async rename(srcParent: number, srcName: string, dstParent: number, dstName: string): Promise<NodeRecord> {
-    return this.#t.rename(srcParent, srcName, dstParent, dstName);
+  async rename(srcParent: number, srcName: string, dstParent: number, dstName: string, srcIno?: number): Promise<NodeRecord> {
+    return this.#t.rename(srcParent, srcName, dstParent, dstName, srcIno);
+  }
+
+  async exchange(aParent: number, aName: string, bParent: number, bName: string, expect?: { a: number; b: number }): Promise<void> {
+    this.#t.exchange(aParent, aName, bParent, bName, expect);
   }
 
   async setAttributes(ino: number, attrs: AttributeChanges): Promise<NodeRecord> {
@@ -279,7 +283,15 @@ export class SqliteMetastore implements Metastore {
     this.#t.setMount(path, uri, options);
   }
 
+  async claimMount(path: string, uri: string, options: string): Promise<MountRecord> {
+    return this.#t.claimMount(path, uri, options);
+  }
+
   async removeMount(path: string): Promise<void> {
     this.#t.removeMount(path);
+  }
+
+  async unmount(path: string, parent: number, name: string): Promise<void> {
+    this.#t.unmount(path, parent, name);
   }
 }

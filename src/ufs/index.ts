@@ -3,7 +3,7 @@
 import { StrataError } from '../common/errors';
 import { LocalUnderFileSystem } from './local';
 import { MemoryUnderFileSystem } from './memory';
-import { S3UnderFileSystem } from './s3';
+import type { S3UnderFileSystem } from './s3';
 import { HdfsUnderFileSystem } from './hdfs';
 import type { UnderFileSystem } from './ufs';
 
@@ -15,7 +15,8 @@ export type UfsOptions = Record<string, string>;
 const DRIVERS: Record<string, (uri: string, options: UfsOptions) => UnderFileSystem> = {
   'file:': (uri) => new LocalUnderFileSystem(uri),
   'mem:': (uri) => new MemoryUnderFileSystem(uri),
-  's3:': (uri, options) => new S3UnderFileSystem(uri, options),
+  // The AWS SDK takes longer to load than the rest of Strata together; load it on first use.
+  's3:': (uri, options) => new (require('./s3') as { S3UnderFileSystem: typeof S3UnderFileSystem }).S3UnderFileSystem(uri, options),
   'hdfs:': (uri, options) => new HdfsUnderFileSystem(uri, options),
 };
 

@@ -58,6 +58,8 @@ export interface WorkerOptions {
   evictionPolicy?: string;
   /** Heartbeat period in ms. Default 2000. */
   heartbeatIntervalMs?: number;
+  /** Identity of this worker's host, reported to the master; mounts with the same id read its page files directly. Default hostIdentity(). */
+  hostId?: string;
   /** Background verification speed of cached pages, bytes/s (0 = off). Default 64 MiB/s. */
   scrubBytesPerSec?: number;
   /** Require the cluster token on the data API. Default: no auth. */
@@ -595,7 +597,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const r = await master.post<RegisterWorkerResponse>(`${MASTER_API}/workers/register`, {
       uuid,
       address: url,
-      host: hostIdentity(),
+      host: hostIdentity(opts.hostId),
       tiers: store.tierInfo(),
       pageSize: store.pageSize,
       capacityBytes: store.capacityBytes,

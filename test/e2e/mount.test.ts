@@ -5,6 +5,7 @@ import { promises as fsp, constants } from 'node:fs';
 import { randomBytes, createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { startLocal, LocalCluster } from '../helpers/cluster';
+import { renameat2 } from '../fuse/posix-suite';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -91,6 +92,26 @@ t.test('through the mount', async (t) => {
     await t.rejects(fsp.stat(m('r1')), { code: 'ENOENT' });
   });
 
+  await t.test('RENAME_EXCHANGE swaps the objects in the under-store too', async (t) => {
+    await fsp.writeFile(m('x1'), 'first');
+    await fsp.writeFile(m('x2'), 'second');
+    await fsp.mkdir(m('xd'));
+    await fsp.writeFile(m('xd/inner'), 'inner');
+    const r = await renameat2(m('x1'), m('x2'), 2);
+    if (r === null) {
+      t.plan(0, 'python3 is missing: cannot call renameat2(2)');
+      return;
+    }
+    t.equal(r, 'ok');
+    t.equal(await fsp.readFile(u('x1'), 'utf8'), 'second', 'the store has x2\'s bytes at x1');
+    t.equal(await fsp.readFile(u('x2'), 'utf8'), 'first', 'and x1\'s at x2');
+    t.equal(await renameat2(m('xd'), m('x1'), 2), 'ok', 'a directory and a file');
+    t.equal(await fsp.readFile(u('x1/inner'), 'utf8'), 'inner', 'the directory moved in the store');
+    t.equal(await fsp.readFile(u('xd'), 'utf8'), 'second', 'the file moved in the store');
+    t.equal(await fsp.readFile(m('x1/inner'), 'utf8'), 'inner', 'and reads back through the mount');
+    t.same((await fsp.readdir(c.ufsDir)).filter((n) => n.startsWith('.strata')), [], 'no temporary name is left in the store');
+  });
+
   await t.test('chmod and utimens', async (t) => {
     await fsp.writeFile(m('attrs'), 'x');
     await fsp.chmod(m('attrs'), 0o640);
@@ -165,6 +186,27 @@ t.test('the client reports where its bytes came from', async (t) => {
   t.ok((await fsp.readFile(path.join(c.mnt, 'src.bin'))).equals(data));
   // The worker runs on this host: its page files are read directly.
   t.ok((await metric('short_circuit')) >= data.length, 'short-circuit bytes counted');
+});
+
+t.test('the kernel cache timeouts are options: 0 sends every stat to the mount, 60 s answers repeats in the kernel', async (t) => {
+  for (const [ms, most, least] of [[0, Infinity, 20], [60_000, 2, 0]] as const) {
+    const c = await startLocal(t, { args: ['--attr-timeout-ms', String(ms), '--entry-timeout-ms', String(ms)] });
+    const url = /client metrics (http:\/\/\S+\/metrics)/.exec(c.stdout())![1]!;
+    const ops = async () => {
+      const text = await (await fetch(url)).text();
+      let n = 0;
+      for (const m of text.matchAll(/^strata_fuse_op_seconds_count\{[^}]*op="(lookup|getattr)"[^}]*\} (\d+)/gm)) n += Number(m[2]);
+      return n;
+    };
+    const f = path.join(c.mnt, 'stat-me');
+    await fsp.writeFile(f, 'x');
+    await fsp.stat(f);
+    const before = await ops();
+    for (let i = 0; i < 20; i++) await fsp.stat(f);
+    const asked = (await ops()) - before;
+    t.ok(asked >= least && asked <= most, `timeouts ${ms} ms: 20 stats asked the mount ${asked} times`);
+    await c.stop();
+  }
 });
 
 t.test('writes do not ask the master for security.capability each time, and a capability is still dropped by a write', async (t) => {

@@ -214,6 +214,9 @@ export class MemFs implements LowLevelHandlers {
       if (existing === undefined) fail(E.ENOENT);
       p.children!.set(name, existing!);
       q.children!.set(newName, ino);
+      const dirsMoved = p === q ? 0 : (n.children ? 1 : 0) - (this.#node(existing!).children ? 1 : 0);
+      p.nlink -= dirsMoved;
+      q.nlink += dirsMoved;
       this.#touch(p, 'm');
       this.#touch(q, 'm');
       return;

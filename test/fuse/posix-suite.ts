@@ -107,7 +107,7 @@ async function pread(file: string, pos: number, len: number): Promise<Buffer> {
 }
 
 /** renameat2(2) with flags, through python3's ctypes: resolves to 'ok' or the errno name. */
-async function renameat2(from: string, to: string, flags: number): Promise<string | null> {
+export async function renameat2(from: string, to: string, flags: number): Promise<string | null> {
   if (!(await have('python3'))) return null;
   const py =
     'import ctypes, errno, sys\n' +
@@ -467,6 +467,33 @@ export function posixSuite(t: tap.Test, mnt: string, features: Set<string>, opts
       t.ok((await fsp.stat(a)).isDirectory(), 'a is now the directory');
       t.equal(await fsp.readFile(b, 'utf8'), 'A', 'b is now the file');
       t.equal(await renameat2(a, path.join(dir, 'missing'), 2), 'ENOENT', 'exchange with a missing name');
+      // Two files: each name now reads the other's bytes, and keeps the other's inode.
+      const f1 = path.join(dir, 'f1');
+      const f2 = path.join(dir, 'f2');
+      await fsp.writeFile(f1, 'one');
+      await fsp.writeFile(f2, 'two-two');
+      const [i1, i2] = [(await fsp.stat(f1)).ino, (await fsp.stat(f2)).ino];
+      t.equal(await renameat2(f1, f2, 2), 'ok', 'two files exchange');
+      t.equal(await fsp.readFile(f1, 'utf8'), 'two-two', 'f1 has the bytes of f2');
+      t.equal(await fsp.readFile(f2, 'utf8'), 'one', 'f2 has the bytes of f1');
+      t.same([(await fsp.stat(f1)).ino, (await fsp.stat(f2)).ino], [i2, i1], 'the inodes moved with the bytes');
+      // A directory and a file in different parents: the parents' link counts follow the directory.
+      const p1 = path.join(dir, 'p1');
+      const p2 = path.join(dir, 'p2');
+      await fsp.mkdir(p1);
+      await fsp.mkdir(p2);
+      await fsp.mkdir(path.join(p1, 'sub'));
+      await fsp.writeFile(path.join(p1, 'sub', 'inside'), 'in');
+      await fsp.writeFile(path.join(p2, 'plain'), 'plain');
+      t.equal(await renameat2(path.join(p1, 'sub'), path.join(p2, 'plain'), 2), 'ok', 'a directory and a file in two parents exchange');
+      t.equal(await fsp.readFile(path.join(p2, 'plain', 'inside'), 'utf8'), 'in', 'the directory moved with its entries');
+      t.equal(await fsp.readFile(path.join(p1, 'sub'), 'utf8'), 'plain', 'the file moved');
+      t.equal((await fsp.stat(p1)).nlink, 2, 'the parent that lost the directory: nlink 2');
+      t.equal((await fsp.stat(p2)).nlink, 3, 'the parent that gained it: nlink 3');
+      // A directory cannot trade places with a name inside itself.
+      await fsp.writeFile(path.join(p2, 'plain', 'leaf'), 'leaf');
+      t.equal(await renameat2(path.join(p2, 'plain'), path.join(p2, 'plain', 'leaf'), 2), 'EINVAL', 'exchange into its own subtree: EINVAL');
+      t.equal(await renameat2(a, b, 3), 'EINVAL', 'RENAME_EXCHANGE with RENAME_NOREPLACE: EINVAL');
     } else {
       t.match(r, ABSENT, `fails with an errno (${r})`);
       t.equal(await fsp.readFile(a, 'utf8'), 'A', 'nothing moved');

@@ -20,7 +20,7 @@ import { posixSuite, type Feature } from './posix-suite';
 /** The features of the adapter as it is: building the handlers touches no file system. */
 function strataFeatures(): Set<Feature> {
   const h = strataHandlers({} as StrataFileSystem);
-  const f = new Set<Feature>(['mknod', 'rename-noreplace', 'write-unlinked']);
+  const f = new Set<Feature>(['mknod', 'rename-noreplace', 'rename-exchange', 'write-unlinked']);
   if (h.symlink && h.readlink) f.add('symlink');
   if (h.link) f.add('link');
   if (h.setxattr && h.getxattr && h.listxattr && h.removexattr) f.add('xattr');

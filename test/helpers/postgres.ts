@@ -3,4 +3,4 @@
  * which the benchmark uses too.
  */
 
-export { postgresBinDir, postgresSkipReason, startPostgres, type PostgresServer } from '../../scripts/temp-postgres';
+export { postgresBinDir, postgresSkipReason, startPostgres, type PostgresOptions, type PostgresServer } from '../../scripts/temp-postgres';

@@ -125,7 +125,7 @@ t.test('leader lease on PostgreSQL', { skip: postgresSkipReason() }, async (t) =
   });
 
   await t.test('a leader stopped in the middle of a fenced write: the database ends the write, and a standby takes over within L + L/3', async (t) => {
-    // The master's fenced writes (PgMetastore.setFence) hold a share lock on the lease row until COMMIT;
+    // The master's fenced writes (PgMetastore.setFence) hold a key-share lock on the lease row until COMMIT, which a takeover (a new term) waits for;
     // a master stopped before its COMMIT leaves its session idle in that transaction.
     const stalled = startContender(t, pg.url, 'locked');
     const elected = await until('the child to lead', () => stalled.lines.some((l) => l.event === 'elected'), 10_000).then(() => stalled.lines.find((l) => l.event === 'elected')!);
@@ -135,7 +135,7 @@ t.test('leader lease on PostgreSQL', { skip: postgresSkipReason() }, async (t) =
     await write.connect();
     t.teardown(() => write.end().catch(() => undefined));
     await write.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
-    await write.query(`SELECT 1 FROM ${LEADER_LEASE_TABLE} WHERE name = $1 FOR SHARE`, ['locked']);
+    await write.query(`SELECT 1 FROM ${LEADER_LEASE_TABLE} WHERE name = $1 FOR KEY SHARE`, ['locked']);
     const stoppedAt = Date.now();
     stalled.proc.kill('SIGSTOP');
     const standby = contender('locked', 'locked-standby');

@@ -183,6 +183,41 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.equal(await store.nodeCount(), count - 3);
   });
 
+  t.test('removeChild, rename and exchange with the expected inode: only while the name still names it', async (t) => {
+    const { store, dir } = await setup(t);
+    // The caller checked inode `old` under the name, then a sync dropped it and a create took the name.
+    const old = await store.createChild(dir.ino, 'f', fileNode());
+    await store.removeChild(dir.ino, 'f', 'file');
+    const taken = await store.createChild(dir.ino, 'f', fileNode());
+    await rejects(t, () => store.removeChild(dir.ino, 'f', 'file', old.ino), 'NOT_FOUND', 'unlink of a name that names another inode now');
+    t.equal((await store.lookup(dir.ino, 'f'))?.ino, taken.ino, 'the newer file stays');
+    await rejects(t, () => store.removeChild(dir.ino, 'gone', 'file', old.ino), 'NOT_FOUND', 'a missing name');
+    t.equal((await store.removeChild(dir.ino, 'f', 'file', taken.ino)).ino, taken.ino, 'the expected inode is removed');
+    const d = await store.createChild(dir.ino, 'd', dirNode());
+    await rejects(t, () => store.removeChild(dir.ino, 'd', 'directory', d.ino + 1000), 'NOT_FOUND', 'rmdir: another inode');
+    await store.removeChild(dir.ino, 'd', 'directory', d.ino);
+    t.equal(await store.lookup(dir.ino, 'd'), undefined, 'rmdir of the expected inode');
+
+    const src = await store.createChild(dir.ino, 'src', fileNode());
+    const dst = await store.createChild(dir.ino, 'dst', fileNode());
+    await store.removeChild(dir.ino, 'src', 'file');
+    const other = await store.createChild(dir.ino, 'src', fileNode());
+    const count = await store.nodeCount();
+    await rejects(t, () => store.rename(dir.ino, 'src', dir.ino, 'dst', src.ino), 'NOT_FOUND', 'rename of a source name that names another inode now');
+    t.equal((await store.lookup(dir.ino, 'src'))?.ino, other.ino, 'the source name keeps the newer file');
+    t.equal((await store.lookup(dir.ino, 'dst'))?.ino, dst.ino, 'the destination is not replaced');
+    t.equal(await store.nodeCount(), count, 'nothing changed');
+    t.equal((await store.rename(dir.ino, 'src', dir.ino, 'dst', other.ino)).ino, other.ino, 'the expected inode moves');
+    t.equal((await store.lookup(dir.ino, 'dst'))?.ino, other.ino);
+
+    const x = await store.createChild(dir.ino, 'x', fileNode());
+    const y = await store.createChild(dir.ino, 'y', dirNode());
+    await rejects(t, () => store.exchange(dir.ino, 'x', dir.ino, 'y', { a: x.ino, b: other.ino }), 'NOT_FOUND', 'exchange: a name that names another inode now');
+    t.same([(await store.lookup(dir.ino, 'x'))?.ino, (await store.lookup(dir.ino, 'y'))?.ino], [x.ino, y.ino], 'nothing swapped');
+    await store.exchange(dir.ino, 'x', dir.ino, 'y', { a: x.ino, b: y.ino });
+    t.same([(await store.lookup(dir.ino, 'x'))?.ino, (await store.lookup(dir.ino, 'y'))?.ino], [y.ino, x.ino], 'the expected inodes swap');
+  });
+
   t.test('hard links: nlink, primary link and hand-over, unlink of the last link', async (t) => {
     const { store, dir, tag } = await setup(t);
     const w = await register(store, uuid(tag, 1), `http://links-${tag}:1`);
@@ -274,6 +309,41 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     await store.rename(dir.ino, 'g', a.ino, 'primary');
     t.equal(await store.isPrimaryLink(a.ino, 'primary'), true, 'a renamed primary link stays primary');
     t.equal(await store.isPrimaryLink(dir.ino, 'g-link'), false);
+  });
+
+  t.test('exchange: names swap inodes; directory nlinks, primary flags and refusals', async (t) => {
+    const { store, dir, tag } = await setup(t);
+    const nl = async (ino: number) => (await store.requireNode(ino)).nlink;
+    const p1 = await store.createChild(dir.ino, 'p1', dirNode());
+    const p2 = await store.createChild(dir.ino, 'p2', dirNode());
+    const sub = await store.createChild(p1.ino, 'sub', dirNode());
+    const inner = await store.createChild(sub.ino, 'inner', fileNode());
+    const f = await store.createChild(p2.ino, 'f', fileNode());
+    const g = await store.createChild(p2.ino, 'g', fileNode());
+    await store.link(g.ino, p1.ino, 'g-link');
+    const count = await store.nodeCount();
+
+    await store.exchange(p2.ino, 'f', p2.ino, 'g');
+    t.equal((await store.lookup(p2.ino, 'f'))?.ino, g.ino, 'f names g now');
+    t.equal((await store.lookup(p2.ino, 'g'))?.ino, f.ino, 'g names f now');
+    t.equal(await store.isPrimaryLink(p2.ino, 'f'), true, 'the primary flag moved with g');
+    t.equal(await store.isPrimaryLink(p1.ino, 'g-link'), false);
+
+    await store.exchange(p1.ino, 'sub', p2.ino, 'f');
+    t.equal((await store.lookup(p2.ino, 'f'))?.ino, sub.ino, 'the directory moved to p2');
+    t.equal(await store.pathOf(inner.ino), `/${tag}/p2/f/inner`, 'its entries follow');
+    t.equal((await store.lookup(p1.ino, 'sub'))?.ino, g.ino, 'the file moved to p1');
+    t.equal(await nl(p1.ino), 2, 'the parent that lost the directory');
+    t.equal(await nl(p2.ino), 3, 'the parent that gained it');
+    t.equal(await store.nodeCount(), count, 'nothing was created or freed');
+
+    await store.exchange(p1.ino, 'sub', p1.ino, 'g-link');
+    t.equal((await store.lookup(p1.ino, 'sub'))?.ino, g.ino, 'two names of one inode: nothing changes');
+    await rejects(t, () => store.exchange(p2.ino, 'f', sub.ino, 'inner'), 'INVALID_ARGUMENT', 'a directory with a name in its own subtree');
+    await rejects(t, () => store.exchange(sub.ino, 'inner', p2.ino, 'f'), 'INVALID_ARGUMENT', 'the same, the other way round');
+    await rejects(t, () => store.exchange(p1.ino, 'nope', p2.ino, 'f'), 'NOT_FOUND', 'a missing first name');
+    await rejects(t, () => store.exchange(p2.ino, 'f', p1.ino, 'nope'), 'NOT_FOUND', 'a missing second name');
+    t.equal((await store.lookup(p2.ino, 'f'))?.ino, sub.ino, 'refusals change nothing');
   });
 
   t.test('setAttributes and extended attributes', async (t) => {
@@ -529,6 +599,33 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     await store.removeMount(`/${tag}/b`);
     await store.removeMount(`/${tag}/never`);
     t.same((await mine()).map((m) => m.path), [`/${tag}/a`]);
+    t.same(await store.claimMount(`/${tag}/a`, 'file:///other', '{}'), { path: `/${tag}/a`, uri: 's3://bucket/a', options: '{"s3.endpoint":"http://x"}' }, 'claimMount answers the mount found there');
+    t.same((await mine())[0]?.uri, 's3://bucket/a', 'and leaves it');
+    t.same(await store.claimMount(`/${tag}/c`, 'file:///c', '{"readonly":"true"}'), { path: `/${tag}/c`, uri: 'file:///c', options: '{"readonly":"true"}' }, 'claimMount records a free path');
+    t.same((await mine()).map((m) => m.path), [`/${tag}/a`, `/${tag}/c`]);
+  });
+
+  t.test('unmount: the mount row and the mount point with its tree, unless something below is not persisted', async (t) => {
+    const { store, dir, tag } = await setup(t);
+    const at = `/${tag}/m`;
+    const m = await store.createChild(dir.ino, 'm', dirNode({ persisted: true }));
+    await store.setMount(at, 'mem://m');
+    const sub = await store.createChild(m.ino, 'sub', dirNode({ persisted: true }));
+    const kept = await store.createChild(sub.ino, 'kept', fileNode({ persisted: true, size: 3, ufsFingerprint: 'k' }));
+    const fresh = await store.createChild(sub.ino, 'fresh', fileNode());
+    const mine = async () => (await store.mounts()).filter((r) => r.path.startsWith(`/${tag}`)).map((r) => r.path);
+    await rejects(t, () => store.unmount(at, dir.ino, 'm'), 'BUSY', 'a file below is not persisted');
+    t.same(await mine(), [at], 'the mount stays');
+    t.equal((await store.lookup(sub.ino, 'fresh'))?.ino, fresh.ino, 'and the tree');
+    await store.removeChild(sub.ino, 'fresh', 'file');
+    await store.unmount(at, dir.ino, 'm');
+    t.same(await mine(), [], 'the mount row is gone');
+    t.equal(await store.lookup(dir.ino, 'm'), undefined, 'the mount point is gone');
+    t.equal(await store.getNode(kept.ino), undefined, 'with its tree');
+    t.equal((await store.requireNode(dir.ino)).nlink, 2, 'the parent lost a subdirectory');
+    await store.setMount(at, 'mem://m');
+    await store.unmount(at, dir.ino, 'm');
+    t.same(await mine(), [], 'without a mount point, only the row goes');
   });
 
   t.test('pins and TTLs', async (t) => {

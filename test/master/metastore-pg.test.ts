@@ -766,6 +766,30 @@ if (skip) {
     await checkInvariants(t, url);
   });
 
+  t.test('a create below a mount point at the moment it is unmounted: the unmount is refused or the create fails, never both succeed', async (t) => {
+    const { store, url } = await openStore(t, { poolSize: 4 });
+    const outcomes = new Map<string, number>();
+    for (let round = 0; round < 30; round++) {
+      const at = `/u${round}`;
+      const m = await store.createChild(ROOT_INO, `u${round}`, dirNode({ persisted: true }));
+      await store.setMount(at, 'mem://u');
+      const sub = await store.createChild(m.ino, 'sub', dirNode({ persisted: true }));
+      const [created, unmounted] = await Promise.allSettled([store.createChild(sub.ino, 'new', fileNode()), store.unmount(at, ROOT_INO, `u${round}`)]);
+      const codes = [created, unmounted].map((r) => (r.status === 'fulfilled' ? 'ok' : String((r.reason as StrataError).code)));
+      outcomes.set(`create ${codes[0]}, unmount ${codes[1]}`, (outcomes.get(`create ${codes[0]}, unmount ${codes[1]}`) ?? 0) + 1);
+      const mounted = (await store.mounts()).some((r) => r.path === at);
+      if (created.status === 'fulfilled') {
+        t.equal(unmounted.status, 'rejected', `round ${round}: a file created below keeps the mount (unmount ${codes[1]})`);
+        t.ok(mounted && (await store.getNode(created.value.ino)), `round ${round}: mount and file are there`);
+      } else {
+        t.equal(codes.join(' '), 'NOT_FOUND ok', `round ${round}: the unmount went first and the create found no parent`);
+        t.notOk(mounted, `round ${round}: unmounted`);
+      }
+    }
+    t.comment([...outcomes].map(([k, v]) => `${k}: ${v}`).join(', '));
+    await checkInvariants(t, url);
+  });
+
   t.test('a server crash in the middle of a burst of creates: every create that resolved is there, none is half done', async (t) => {
     const { store: first, url } = await openStore(t, { poolSize: 8 });
     let store: PgMetastore = first;

@@ -5,6 +5,12 @@
  * wrapper around the SQLite store that calls a hook before the method under test.
  * Before the Metastore became asynchronous these gaps did not exist; these tests
  * hold the guards (SyncGuard, dropPersist's own check) in place.
+ *
+ * The second half: changes that act in the under-store first and then in the
+ * table by name (unlink, rmdir, rename, exchange, unmount). Between the two, a sync sees the
+ * store already changed, and a create does not wait for them. Each test runs the
+ * other client's requests (through the namespace, or straight on the store for the
+ * expected-inode guards) at that gap; each failed before the fix it names.
  */
 
 import t from 'tap';
@@ -18,20 +24,22 @@ import { Namespace } from '../../src/master/namespace';
 import { Persister } from '../../src/master/persister';
 import { MemoryUnderFileSystem } from '../../src/ufs/memory';
 import { ROOT_INO, type Metastore } from '../../src/master/metastore';
+import { StrataError } from '../../src/common/errors';
 
 const logger = pino({ level: 'silent' });
 let n = 0;
 /** Lets the clock move, so what was synced a moment ago counts as stale (sync interval 0) and older than the next sync. */
 const later = () => new Promise((resolve) => setTimeout(resolve, 5));
 
-/** A SQLite store whose method `name` first awaits `hook` (once), then runs. */
-function withHook(store: SqliteMetastore, name: keyof Metastore, hook: () => Promise<void>): Metastore {
+/** A SQLite store whose method `name` (the first called of several) first awaits `hook` (once), then runs. */
+function withHook(store: SqliteMetastore, name: keyof Metastore | (keyof Metastore)[], hook: () => Promise<void>): Metastore {
   let armed = false;
+  const names: (string | symbol)[] = Array.isArray(name) ? name : [name];
   const wrapped = new Proxy(store, {
     get(target, prop) {
       const v = Reflect.get(target, prop, target) as unknown;
       if (typeof v !== 'function') return v;
-      if (prop === name) {
+      if (names.includes(prop)) {
         return async (...args: unknown[]) => {
           if (armed) {
             armed = false;
@@ -46,7 +54,7 @@ function withHook(store: SqliteMetastore, name: keyof Metastore, hook: () => Pro
   return Object.assign(wrapped, { arm: () => (armed = true) }) as Metastore & { arm(): void };
 }
 
-async function setup(t: tap.Test, hookOn: keyof Metastore, hook: (store: SqliteMetastore) => Promise<void>) {
+async function setup(t: tap.Test, hookOn: keyof Metastore | (keyof Metastore)[], hook: (store: SqliteMetastore) => Promise<void>) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-ns-races-'));
   const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
   const store = withHook(sqlite, hookOn, () => hook(sqlite)) as Metastore & { arm(): void };
@@ -142,4 +150,207 @@ t.test('the persister does not drop the queue entry of a version committed while
   await persister.persist(ino);
   t.same((await sqlite.persistQueue()).map((q) => q.ino), [ino], 'the new version stays queued');
   t.equal((await sqlite.requireNode(ino)).persistState, 'not_persisted');
+});
+
+/** The code of a rejection, or 'ok'. */
+async function outcome(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    return err instanceof StrataError ? err.code : (err as Error).message;
+  }
+}
+
+/** The inode at `path` in the namespace now, or undefined. */
+async function inoAt(ns: Namespace, p: string): Promise<number | undefined> {
+  try {
+    return (await ns.resolve(p)).ino;
+  } catch (err) {
+    if (err instanceof StrataError && err.code === 'NOT_FOUND') return undefined;
+    throw err;
+  }
+}
+
+const fileNode = { type: 'file' as const, mode: 0o644, uid: 0, gid: 0, persisted: false };
+
+// Before the fix: the lookup forgot the file (its object was already deleted), the create took the name, and the
+// unlink then removed the new file: a create that succeeded, gone.
+for (const how of ['a lookup', 'a listing'] as const) {
+  t.test(`an unlink does not remove a file created under its name while it ran (${how} in between)`, async (t) => {
+    let created: number | undefined;
+    let createCode = '';
+    const { store, ns, put } = await setup(t, 'removeChild', async () => {
+      // Another client, between the delete in the store and the change in the table.
+      if (how === 'a lookup') await ns.stat('/f').catch(() => undefined);
+      else await ns.forceSync('/');
+      createCode = await outcome(ns.create('/f', 0o644).then((a) => (created = a.ino)));
+    });
+    await put('/f', 'old');
+    const old = (await ns.resolve('/f')).ino;
+    await later();
+    store.arm();
+    t.equal(await outcome(ns.unlink('/f')), 'ok', 'the unlink succeeds');
+    if (created !== undefined) {
+      t.equal(await inoAt(ns, '/f'), created, 'the file created meanwhile is still there');
+    } else {
+      t.equal(createCode, 'ALREADY_EXISTS', 'the create came first, while the name was still the old file');
+      t.equal(await inoAt(ns, '/f'), undefined, 'and the unlink removed that one');
+    }
+    t.not(await inoAt(ns, '/f'), old, 'the unlinked file is gone');
+  });
+}
+
+t.test('an unlink gives way to a newer file under its name (the expected-inode guard of removeChild)', async (t) => {
+  let newer = 0;
+  const { sqlite, store, ns, put } = await setup(t, 'removeChild', async (s) => {
+    // What a sync and a create could do at this gap, straight on the store (past the namespace's names in flight).
+    await s.forgetChild(ROOT_INO, 'f');
+    newer = (await s.createChild(ROOT_INO, 'f', fileNode)).ino;
+  });
+  await put('/f', 'old');
+  await ns.resolve('/f');
+  store.arm();
+  t.equal(await outcome(ns.unlink('/f')), 'ok', 'the unlink succeeds: its file is gone');
+  t.equal((await sqlite.lookup(ROOT_INO, 'f'))?.ino, newer, 'the newer file stays');
+});
+
+t.test('an rmdir gives way to a newer directory under its name', async (t) => {
+  let newer = 0;
+  const { sqlite, store, ns } = await setup(t, 'removeChild', async (s) => {
+    await s.forgetChild(ROOT_INO, 'd');
+    newer = (await s.createChild(ROOT_INO, 'd', { ...fileNode, type: 'directory', mode: 0o755 })).ino;
+  });
+  await ns.mkdir('/d', 0o755);
+  store.arm();
+  t.equal(await outcome(ns.rmdir('/d')), 'ok');
+  t.equal((await sqlite.lookup(ROOT_INO, 'd'))?.ino, newer, 'the newer directory stays');
+});
+
+// Before the fix: the lookup forgot the source (its object had just moved), the create took the name, and the
+// rename moved the new empty file onto the destination: the renamed file was lost and the new one moved away.
+t.test('a rename moves the file it checked, not one created under the source name while it ran', async (t) => {
+  let created: number | undefined;
+  let createCode = '';
+  const { store, ns, put, ufs } = await setup(t, 'rename', async () => {
+    await ns.stat('/src').catch(() => undefined);
+    createCode = await outcome(ns.create('/src', 0o644).then((a) => (created = a.ino)));
+  });
+  await put('/src', 'moved');
+  await put('/dst', 'replaced');
+  const src = (await ns.resolve('/src')).ino;
+  await ns.resolve('/dst');
+  await later();
+  store.arm();
+  t.equal(await outcome(ns.rename('/src', '/dst')), 'ok', 'the rename succeeds');
+  const dst = await ns.resolve('/dst');
+  t.equal(dst.ino, src, 'the destination is the renamed file');
+  t.equal(dst.size, 'moved'.length);
+  t.equal((await ufs.stat('/dst'))?.size, 'moved'.length, 'as in the store');
+  if (created !== undefined) t.equal(await inoAt(ns, '/src'), created, 'the file created meanwhile stays under the source name');
+  else {
+    t.equal(createCode, 'ALREADY_EXISTS', 'the create came first');
+    t.equal(await inoAt(ns, '/src'), undefined, 'the source name is free');
+  }
+});
+
+t.test('a rename whose source was dropped and taken meanwhile leaves the newer file and follows the store at the destination', async (t) => {
+  let newer = 0;
+  const { sqlite, store, ns, put, ufs } = await setup(t, 'rename', async (s) => {
+    // Straight on the store, past the names in flight: the source forgotten (its object moved), the name taken.
+    await s.forgetChild(ROOT_INO, 'src');
+    newer = (await s.createChild(ROOT_INO, 'src', fileNode)).ino;
+  });
+  await put('/src', 'moved');
+  await put('/dst', 'replaced');
+  await ns.resolve('/src');
+  const replaced = (await ns.resolve('/dst')).ino;
+  store.arm();
+  t.equal(await outcome(ns.rename('/src', '/dst')), 'ok', 'the rename succeeds: the store has the file at its new name');
+  t.equal((await sqlite.lookup(ROOT_INO, 'src'))?.ino, newer, 'the newer file keeps the source name');
+  const dst = await ns.resolve('/dst');
+  t.not(dst.ino, newer, 'the newer file was not moved');
+  t.not(dst.ino, replaced, 'the replaced entry is gone');
+  t.equal(dst.size, 'moved'.length, 'the destination shows the moved bytes');
+  t.equal(dst.ufsFingerprint, (await ufs.stat('/dst'))?.fingerprint, 'as the store has them');
+});
+
+// Before the fix: the lookup forgot `a` (its object had moved to b's path), the create took the name, and the
+// exchange swapped the new empty file with b: a's file was gone from the namespace.
+t.test('an exchange swaps the inodes it checked, not a file created under one of the names while it ran', async (t) => {
+  let created: number | undefined;
+  let createCode = '';
+  const { store, ns, put } = await setup(t, 'exchange', async () => {
+    await ns.stat('/a').catch(() => undefined);
+    createCode = await outcome(ns.create('/a', 0o644).then((x) => (created = x.ino)));
+  });
+  await put('/a', 'aaa');
+  const a = (await ns.resolve('/a')).ino;
+  const b = (await ns.create('/b', 0o644)).ino; // not persisted: only a's object moves in the store
+  await later();
+  store.arm();
+  t.equal(await outcome(ns.exchange('/a', '/b')), 'ok', 'the exchange succeeds');
+  t.equal(await inoAt(ns, '/b'), a, "b names a's file");
+  if (created !== undefined) t.fail(`a create took /a in the middle of the exchange (inode ${created})`);
+  else t.equal(createCode, 'ALREADY_EXISTS', 'the create came first');
+  t.equal(await inoAt(ns, '/a'), b, "a names b's file");
+});
+
+// Before the fix: the lookup of `a` found b's object at a's path and refreshed a's inode with it; after the swap, b
+// named a's inode with b's fingerprint over a's object (its cached blocks dropped, its size wrong until the next check).
+t.test('an exchange of two stored files: a lookup in between does not refresh either with the other one\'s object', async (t) => {
+  const { sqlite, store, ns, put, ufs } = await setup(t, 'exchange', async () => {
+    await ns.stat('/a').catch(() => undefined);
+    await ns.stat('/b').catch(() => undefined);
+  });
+  await put('/a', 'aaa');
+  await put('/b', 'bbbbbb');
+  const a = await ns.resolve('/a');
+  const b = await ns.resolve('/b');
+  await later();
+  store.arm();
+  t.equal(await outcome(ns.exchange('/a', '/b')), 'ok');
+  const nowA = (await sqlite.lookup(ROOT_INO, 'a'))!;
+  const nowB = (await sqlite.lookup(ROOT_INO, 'b'))!;
+  t.same([nowA.ino, nowA.ufsFingerprint, nowA.size], [b.ino, b.ufsFingerprint, 6], "a names b's file, as it was");
+  t.same([nowB.ino, nowB.ufsFingerprint, nowB.size], [a.ino, a.ufsFingerprint, 3], "b names a's file, as it was");
+  t.equal((await ufs.stat('/b'))?.fingerprint, nowB.ufsFingerprint, 'and each matches the object now at its path');
+});
+
+t.test('an exchange whose name was dropped and taken meanwhile is undone in the store (the expected-inode guard of exchange)', async (t) => {
+  let newer = 0;
+  const { sqlite, store, ns, put, ufs } = await setup(t, 'exchange', async (s) => {
+    await s.forgetChild(ROOT_INO, 'a');
+    newer = (await s.createChild(ROOT_INO, 'a', fileNode)).ino;
+  });
+  const fa = await put('/a', 'aaa');
+  const fb = await put('/b', 'bbbbbb');
+  await ns.resolve('/a');
+  const b = (await ns.resolve('/b')).ino;
+  store.arm();
+  t.equal(await outcome(ns.exchange('/a', '/b')), 'NOT_FOUND', 'a name no longer names what was checked: ENOENT');
+  t.equal((await sqlite.lookup(ROOT_INO, 'a'))?.ino, newer, 'the newer file keeps its name');
+  t.equal((await sqlite.lookup(ROOT_INO, 'b'))?.ino, b, 'b is unchanged');
+  t.same([(await ufs.stat('/a'))?.fingerprint, (await ufs.stat('/b'))?.fingerprint], [fa, fb], 'the store is as before');
+});
+
+// Before the fix: unmount checked for unpersisted files, then dropped the tree; a file created in between was dropped
+// with it (and its bytes never reached any store).
+t.test('an unmount does not drop a file created under the mount point while it ran', async (t) => {
+  let createCode = '';
+  const { store, ns } = await setup(t, ['forgetChild', 'unmount'], async () => {
+    createCode = await outcome(ns.create('/mnt/new', 0o644));
+  });
+  const uri = `mem://ns-races-mnt-${process.pid}-${++n}`;
+  await ns.mount('/mnt', uri, {});
+  store.arm();
+  const unmounted = await outcome(ns.unmount('/mnt'));
+  t.equal(createCode, 'ok', 'the create (before the unmount commits) succeeds');
+  t.equal(unmounted, 'BUSY', 'the unmount is refused: a file below is not persisted');
+  t.ok(await inoAt(ns, '/mnt/new'), 'the new file is there');
+  t.same(ns.mounts().map((m) => m.path), ['/', '/mnt'], 'still mounted');
+  await ns.unlink('/mnt/new');
+  t.equal(await outcome(ns.unmount('/mnt')), 'ok', 'with nothing unpersisted below, the unmount goes through');
+  t.same(ns.mounts().map((m) => m.path), ['/'], 'unmounted');
+  t.equal(await inoAt(ns, '/mnt'), undefined, 'the mount point is gone');
 });
