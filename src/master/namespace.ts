@@ -479,16 +479,22 @@ export class Namespace {
     });
   }
 
+  /** The two names of a rename or exchange: writable, not mount points, in one mount. */
+  async #twoNames(a: string, b: string) {
+    const x = await this.#resolveParent(a);
+    const y = await this.#resolveParent(b);
+    this.#writable(x.parts);
+    this.#writable(y.parts);
+    if (this.#mounts.isMountPoint(x.parts) || this.#mounts.isMountPoint(y.parts)) throw new StrataError('BUSY', `cannot rename a mount point`);
+    const xs = this.#store(x.parts);
+    const ys = this.#store(y.parts);
+    if (xs.mount !== ys.mount) throw new StrataError('CROSS_DEVICE', `${a} and ${b} are in different mounts`);
+    return { x, y, xs, ys };
+  }
+
   rename(src: string, dst: string, noReplace = false): Promise<void> {
     return this.#mutations.run(async () => {
-      const s = await this.#resolveParent(src);
-      const d = await this.#resolveParent(dst);
-      this.#writable(s.parts);
-      this.#writable(d.parts);
-      if (this.#mounts.isMountPoint(s.parts) || this.#mounts.isMountPoint(d.parts)) throw new StrataError('BUSY', `cannot rename a mount point`);
-      const from = this.#store(s.parts);
-      const to = this.#store(d.parts);
-      if (from.mount !== to.mount) throw new StrataError('CROSS_DEVICE', `${src} and ${dst} are in different mounts`);
+      const { x: s, y: d, xs: from, ys: to } = await this.#twoNames(src, dst);
       const node = await this.#child(s.parent, s.parts);
       // rename checks this again in its transaction; here it keeps the under-store untouched.
       if (node.type === 'directory' && (await this.#table.isDescendant(d.parent.ino, node.ino))) {
@@ -551,14 +557,7 @@ export class Namespace {
    */
   exchange(a: string, b: string): Promise<void> {
     return this.#mutations.run(async () => {
-      const x = await this.#resolveParent(a);
-      const y = await this.#resolveParent(b);
-      this.#writable(x.parts);
-      this.#writable(y.parts);
-      if (this.#mounts.isMountPoint(x.parts) || this.#mounts.isMountPoint(y.parts)) throw new StrataError('BUSY', `cannot rename a mount point`);
-      const xs = this.#store(x.parts);
-      const ys = this.#store(y.parts);
-      if (xs.mount !== ys.mount) throw new StrataError('CROSS_DEVICE', `${a} and ${b} are in different mounts`);
+      const { x, y, xs, ys } = await this.#twoNames(a, b);
       const xNode = await this.#child(x.parent, x.parts);
       const yNode = await this.#child(y.parent, y.parts);
       if (xNode.ino === yNode.ino) return;
