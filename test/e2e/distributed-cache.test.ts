@@ -61,8 +61,11 @@ t.test('SIGKILL of a worker during reads on two mounts: reads stay correct; it i
   const data = randomBytes(16 * MiB);
   await fsp.writeFile(path.join(c.ufsDir, 'f.bin'), data);
   t.ok((await fsp.readFile(path.join(c.mounts[0]!, 'f.bin'))).equals(data), 'warm-up read');
-  const victim = c.workers[1]!;
-  await waitFor('the victim to hold blocks', async () => (await c.metricOf(victim, 'strata_worker_cache_blocks')) > 0);
+  // Rendezvous hashing spreads the 8 blocks at random: some worker may hold none. Kill one that holds most.
+  await waitFor('block reports of all 8 blocks', async () => (await c.workerMetric('strata_worker_cache_blocks')) === 8);
+  const held = await Promise.all(c.workers.map((w) => c.metricOf(w, 'strata_worker_cache_blocks')));
+  const victim = c.workers[held.indexOf(Math.max(...held))]!;
+  t.comment(`blocks per worker: ${held.join(', ')}; killing the one with ${Math.max(...held)}`);
 
   let stop = false;
   let bad = 0;
