@@ -88,6 +88,7 @@ export interface PageWriteOptions {
 
 /** Sequential writer of one block's pages (the write path). */
 export interface BlockPageWriter {
+  /** Takes `chunk` without copying whole pages of it: the caller must not change it afterwards. */
   write(chunk: Buffer): Promise<void>;
   /** Advances by `n` zero bytes; a page that is all hole is stored sparse. */
   skip(n: number): Promise<void>;
@@ -533,6 +534,16 @@ export class PageStore {
       let off = 0;
       while (off < n) {
         const take = Math.min(n - off, ps - pageFill);
+        if (chunk && pageFill === 0 && (take === ps || written + off + take === blockLength)) {
+          // A whole page (or the block's last) in one piece: written from the caller's buffer as it is.
+          // Copying it into a fresh page buffer cost more than the disk write (page faults, GC).
+          page = chunk.subarray(off, off + take);
+          pageHasData = true;
+          pageFill = take;
+          off += take;
+          await flush();
+          continue;
+        }
         if (chunk) {
           // ensurePage zero-fills, so a hole earlier in this page reads as zeros.
           ensurePage();
