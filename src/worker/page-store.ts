@@ -489,7 +489,7 @@ export class PageStore {
   /** Writer for a block written sequentially (the file write path). */
   blockWriter(blockId: number, blockLength: number, opts: PageWriteOptions = {}): BlockPageWriter {
     const ps = this.pageSize;
-    let page = Buffer.alloc(0);
+    let page: Buffer = Buffer.alloc(0);
     let pageFill = 0;
     let pageHasData = false;
     let pageIndex = 0;
