@@ -95,21 +95,43 @@ class StagingFile {
     while (off < buf.length) off += (await fh.write(buf, off, buf.length - off, pos + off)).bytesWritten;
   }
 
-  /** Writes out coalesced data; every other operation calls this first. */
-  async drain(): Promise<void> {
+  /**
+   * Operations run one at a time, in call order. The kernel sends writes of one file
+   * concurrently (an mmap's dirty pages at msync); without this, a write arriving
+   * while the coalescing buffer was being written out refilled that buffer under the
+   * disk write, and the file got the new bytes at the old offset.
+   */
+  #tail: Promise<unknown> = Promise.resolve();
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(fn, fn);
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Writes out coalesced data; every other operation does this first. */
+  drain(): Promise<void> {
+    return this.#serial(() => this.#drain());
+  }
+
+  async #drain(): Promise<void> {
     if (this.#bufLen === 0) return;
     const len = this.#bufLen;
     this.#bufLen = 0;
     await this.#pwrite(this.#buf!.subarray(0, len), this.#bufStart);
   }
 
-  async write(data: Buffer, pos: number): Promise<void> {
+  write(data: Buffer, pos: number): Promise<void> {
+    return this.#serial(() => this.#write(data, pos));
+  }
+
+  async #write(data: Buffer, pos: number): Promise<void> {
     const cap = StagingFile.COALESCE_BYTES;
     if (this.#bufLen > 0 && pos === this.#bufStart + this.#bufLen && this.#bufLen + data.length <= cap) {
       data.copy(this.#buf!, this.#bufLen);
       this.#bufLen += data.length;
     } else {
-      await this.drain();
+      await this.#drain();
       if (data.length >= cap) {
         await this.#pwrite(data, pos);
       } else {
@@ -122,8 +144,12 @@ class StagingFile {
     if (pos + data.length > this.size) this.size = pos + data.length;
   }
 
-  async read(into: Buffer, len: number, pos: number): Promise<number> {
-    await this.drain();
+  read(into: Buffer, len: number, pos: number): Promise<number> {
+    return this.#serial(() => this.#read(into, len, pos));
+  }
+
+  async #read(into: Buffer, len: number, pos: number): Promise<number> {
+    await this.#drain();
     const end = Math.min(this.size, pos + len);
     if (pos >= end) return 0;
     const fh = await this.fh;
@@ -139,10 +165,12 @@ class StagingFile {
     return n;
   }
 
-  async truncate(size: number): Promise<void> {
-    await this.drain();
-    if (size !== this.size || this.#fh) await (await this.fh).truncate(size);
-    this.size = size;
+  truncate(size: number): Promise<void> {
+    return this.#serial(async () => {
+      await this.#drain();
+      if (size !== this.size || this.#fh) await (await this.fh).truncate(size);
+      this.size = size;
+    });
   }
 
   /**
@@ -186,6 +214,7 @@ class StagingFile {
   }
 
   async dispose(): Promise<void> {
+    await this.#tail;
     this.#buf = undefined;
     this.#bufLen = 0;
     const fh = this.#fh;

@@ -2,8 +2,9 @@
  * The mount used the way data tools use it, each result checked against the same
  * tool run on local disk: DuckDB writes and queries a 1M-row Parquet file; pandas
  * reads a CSV and writes a group-by; find, du and ls -lR over a tree copied with
- * cp -a; tar and rsync round trips; a SQLite database (rollback journal and WAL)
- * written, closed, reopened and checked.
+ * cp -a; tar and rsync round trips; git (init, commit, clone, status, fsck); python3
+ * with os, shutil and mmap; a SQLite database (rollback journal and WAL) written,
+ * closed, reopened and checked.
  */
 
 import t, { type Test } from 'tap';
@@ -281,6 +282,70 @@ t.test('data tools on the mount agree with local disk', async (t) => {
     await sync('-a --delete');
     t.equal(await sync('-a --delete --checksum --dry-run --itemize-changes'), '', 'nothing left to transfer after the second run');
     t.equal(await bashOk(t, `diff -r --no-dereference ${q(src)} ${q(dst)}`), '', 'diff -r after the delta transfer');
+  });
+
+  await t.test('git: init, commit, clone into the mount, commit there, status and fsck clean', { skip: spawnSync('git', ['--version'], { stdio: 'ignore' }).status === 0 ? false : 'git is not installed' }, async (t) => {
+    const env = `export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@example.com GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@example.com GIT_CONFIG_NOSYSTEM=1 HOME=${q(local)}`;
+    // The same history on local disk and on the mount; tree ids depend only on contents, modes and names.
+    const work = (root: string) =>
+      bashOk(
+        t,
+        `${env}; set -e; cd ${q(root)}; git init -q -b main origin; cd origin; cp -a ${q(src)}/. .; git add -A; git commit -qm first;
+         cd ..; git clone -q origin clone; cd clone; echo change >> a/top.txt; git mv exec.sh run.sh; rm -r small; git add -A; git commit -qm second;
+         git status --porcelain; git fsck --strict --no-progress 2>&1; git rev-parse 'HEAD^{tree}' 'HEAD~1^{tree}'; git log --format=%s | tr '\n' ' '`,
+        { timeoutMs: 120_000, label: `git in ${root}` },
+      );
+    await fsp.mkdir(m('git'));
+    await fsp.mkdir(l('git'));
+    const onLocal = await work(l('git'));
+    const onMount = await work(m('git'));
+    t.equal(onMount, onLocal, 'status, fsck, tree ids and log on the mount equal local disk');
+    t.match(onMount, /second first/, 'both commits are in the clone');
+    const st = await bashOk(t, `${env}; cd ${q(m('git/clone'))} && echo x >> a/top.txt && git status --porcelain`);
+    t.equal(st.trim(), 'M a/top.txt', 'a change on the mount shows in git status');
+  });
+
+  await t.test('python3: os, shutil and mmap (read and shared write) agree with local disk', { skip: spawnSync('python3', ['--version'], { stdio: 'ignore' }).status === 0 ? false : 'no python3' }, async (t) => {
+    const script = `
+import hashlib, json, mmap, os, shutil, sys
+root = sys.argv[1]
+h = lambda p: hashlib.sha256(open(p, 'rb').read()).hexdigest()
+out = {}
+p = os.path.join(root, 'data.bin')
+fd = os.open(p, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o640)
+os.write(fd, bytes(range(256)) * 4096 * 3)
+os.pwrite(fd, b'middle', 500000)
+os.fsync(fd)
+os.close(fd)
+out['stat'] = [os.stat(p).st_size, oct(os.stat(p).st_mode & 0o777)]
+with open(p, 'r+b') as f:
+    m = mmap.mmap(f.fileno(), 0)
+    out['mmap_read'] = hashlib.sha256(m[:]).hexdigest()
+    m[4096:4101] = b'HELLO'
+    m[-5:] = b'TAIL!'
+    m.flush()
+    m.close()
+out['after_mmap_write'] = h(p)
+with open(p, 'rb') as f:
+    f.seek(4096); out['seen'] = f.read(5).decode()
+shutil.copyfile(p, os.path.join(root, 'copy.bin'))
+os.makedirs(os.path.join(root, 'tree/a/b'))
+shutil.copy2(p, os.path.join(root, 'tree/a/b/x.bin'))
+shutil.copytree(os.path.join(root, 'tree'), os.path.join(root, 'tree2'))
+shutil.move(os.path.join(root, 'tree2/a'), os.path.join(root, 'moved'))
+shutil.rmtree(os.path.join(root, 'tree'))
+out['copies'] = [h(os.path.join(root, 'copy.bin')), h(os.path.join(root, 'moved/b/x.bin'))]
+out['mtime_kept'] = os.stat(os.path.join(root, 'moved/b/x.bin')).st_mtime_ns == os.stat(p).st_mtime_ns
+out['walk'] = sorted((os.path.relpath(d, root), sorted(fs)) for d, _, fs in os.walk(root))
+print(json.dumps(out))
+`;
+    const run = (root: string) => bashOk(t, `python3 -c ${q(script)} ${q(root)}`, { timeoutMs: 60_000, label: `python3 in ${root}` });
+    await fsp.mkdir(m('pyos'));
+    await fsp.mkdir(l('pyos'));
+    const onLocal = await run(l('pyos'));
+    const onMount = await run(m('pyos'));
+    t.equal(onMount, onLocal, 'os, shutil and mmap results on the mount equal local disk');
+    t.match(onMount, /"seen": "HELLO"/, 'a write through a shared mmap is read back');
   });
 
   await t.test('SQLite: 10k inserts in a transaction, reopened, integrity ok (rollback journal and WAL)', async (t) => {
