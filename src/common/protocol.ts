@@ -23,6 +23,11 @@ export function timespecNow(): Timespec {
 const HR_BASE = process.hrtime.bigint();
 const EPOCH_BASE_NS = BigInt(Date.now()) * 1_000_000n;
 
+/** The later of two times. */
+export function laterTimespec(a: Timespec, b: Timespec): Timespec {
+  return a.sec > b.sec || (a.sec === b.sec && a.nsec >= b.nsec) ? a : b;
+}
+
 export function timespecFromMs(ms: number): Timespec {
   const sec = Math.floor(ms / 1000);
   return { sec, nsec: Math.round((ms - sec * 1000) * 1e6) };

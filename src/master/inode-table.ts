@@ -47,6 +47,7 @@ import {
   WriteCommitRequest,
   WriteType,
   blockIdOf,
+  laterTimespec,
   timespecNow,
 } from '../common/protocol';
 
@@ -708,7 +709,8 @@ export class InodeTable {
       this.#dropBlocks(req.ino);
       const container = this.#allocateContainer();
       const t = req.mtime ?? timespecNow();
-      const now = timespecNow();
+      // The content changed when the client wrote it (its mtime), not at this commit; a later chmod's ctime stays.
+      const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
       this.#db
         .prepare(
           `UPDATE node SET size = 0, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`,
@@ -750,7 +752,7 @@ export class InodeTable {
       // The pinned set changed: its workers must learn the new block ids.
       if (n.pinned && req.blocks.length > 0) this.#bumpPinVersion();
       const t = req.mtime ?? timespecNow();
-      const now = timespecNow();
+      const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
       this.#db
         .prepare(
           `UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`,

@@ -52,6 +52,7 @@ import {
   WriteCommitRequest,
   WriteType,
   blockIdOf,
+  laterTimespec,
   timespecNow,
 } from '../common/protocol';
 import {
@@ -1463,7 +1464,8 @@ export class PgMetastore implements Metastore {
       await this.#dropBlocks(tx, req.ino, n.pinned);
       const container = await this.#allocateContainer(tx);
       const t = req.mtime ?? timespecNow();
-      const now = timespecNow();
+      // The content changed when the client wrote it (its mtime), not at this commit; a later chmod's ctime stays.
+      const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
       await tx.run(Q.commitContent, [req.ino, 0, t.sec, t.nsec, now.sec, now.nsec, container, !!req.ufsFingerprint, req.ufsFingerprint, Date.now()]);
       tx.node(req.ino);
       if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') await this.#enqueuePersist(tx, req.ino, this.#persistWaitMs);
@@ -1510,7 +1512,8 @@ export class PgMetastore implements Metastore {
       // The pinned set changed: its workers must learn the new block ids.
       if (n.pinned && req.blocks.length > 0) await this.#bumpPinVersion(tx);
       const t = req.mtime ?? timespecNow();
-      const now = timespecNow();
+      // The content changed when the client wrote it (its mtime), not at this commit; a later chmod's ctime stays.
+      const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
       await tx.run(Q.commitContent, [req.ino, req.size, t.sec, t.nsec, now.sec, now.nsec, req.containerId, !!req.ufsFingerprint, req.ufsFingerprint, Date.now()]);
       tx.node(req.ino);
       // The queue row commits with the file, so an acknowledged ASYNC_THROUGH write is never forgotten.
