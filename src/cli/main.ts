@@ -250,7 +250,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     },
   });
   new Gauge({ name: 'strata_client_corrupt_pages_total', help: 'Page files that failed verification in this client (then read through the worker)', registers: [metrics.registry], collect() { this.set(fs.local?.corruptPages ?? 0); } });
-  const m = await mountFuse({ mountPoint, fs, logger: log, allowOther, metrics: metrics.registry, kernelCache: { attrTimeoutMs: cfg.attrTimeoutMs, entryTimeoutMs: cfg.entryTimeoutMs } });
+  const m = await mountFuse({ mountPoint, fs, logger: log, allowOther, metrics: metrics.registry, kernelCache: { attrTimeoutMs: cfg.attrTimeoutMs, entryTimeoutMs: cfg.entryTimeoutMs, exactTimeoutMs: cfg.metadataCache === 'false' ? 0 : cfg.feedTimeoutMs } });
   log.info({ metrics: metricsUrl }, 'FUSE client metrics');
   const stop = async () => {
     await m.unmount();
@@ -353,7 +353,7 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
     );
     children.push(worker);
     onChildExit(worker);
-    const mount = await startChild('mount', ['mount', ...common, '--master', masterUrl, '--allow-other', cfg.allowOther, '--read-type', cfg.readType, '--attr-timeout-ms', String(cfg.attrTimeoutMs), '--entry-timeout-ms', String(cfg.entryTimeoutMs), cfg.mount], process.env);
+    const mount = await startChild('mount', ['mount', ...common, '--master', masterUrl, '--allow-other', cfg.allowOther, '--read-type', cfg.readType, '--attr-timeout-ms', String(cfg.attrTimeoutMs), '--entry-timeout-ms', String(cfg.entryTimeoutMs), '--feed-timeout-ms', String(cfg.feedTimeoutMs), cfg.mount], process.env);
     children.push(mount);
     onChildExit(mount);
     onSignals(stopAll);
@@ -393,6 +393,7 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     hostId: o.hostId,
     attrTimeoutMs: o.attrTimeoutMs,
     entryTimeoutMs: o.entryTimeoutMs,
+    feedTimeoutMs: o.feedTimeoutMs,
   };
 }
 
@@ -464,6 +465,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
     .option('--attr-timeout-ms <ms>', 'how long the kernel answers stat from its cache (default 1000)')
     .option('--entry-timeout-ms <ms>', 'how long the kernel keeps path lookups (default 1000)')
+    .option('--feed-timeout-ms <ms>', 'how long the kernel keeps what the change feed keeps exact (default 60000; 0 = off)')
     .option('--block-size <bytes>', 'block size of new files, e.g. 64MiB')
     .option('--metastore <where>', 'sqlite:///path (default <home>/master/strata.db) or postgres://user@host:port/db')
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
@@ -533,6 +535,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--metrics-port <n>', 'port of the client metrics endpoint (0 = any free port, printed at start)')
     .option('--attr-timeout-ms <ms>', 'how long the kernel answers stat from its cache (default 1000)')
     .option('--entry-timeout-ms <ms>', 'how long the kernel keeps path lookups (default 1000)')
+    .option('--feed-timeout-ms <ms>', 'how long the kernel keeps what the change feed keeps exact (default 60000; 0 = off)')
     .option('--host-id <id>', "this host's identity for short-circuit reads (default /etc/machine-id); the same as the worker's beside it")
     .addHelpText('after', examples(['$ strata mount /mnt/strata --master http://master-host:19998', '$ strata mount /mnt/strata --read-type NO_CACHE --allow-other true']))
     .action(async (dir: string, o) => {

@@ -16,7 +16,8 @@
  *   only when it is newer.
  * - A feed error, a restarted master (new epoch) or a reset drops everything;
  *   until the feed answers again every call goes to the master.
- * The kernel keeps its own 1 s attribute and entry timeouts on top of this.
+ * The kernel keeps its own cache on top of this; the FUSE adapter follows the
+ * feed too (`subscribe`), so the kernel's copy can be kept exact the same way.
  */
 
 import { LRUCache } from 'lru-cache';
@@ -40,6 +41,14 @@ export function parseChangeStamp(v: string | string[] | undefined): ChangeStamp 
 
 const MAX_ENTRIES = 200_000;
 
+/** Told of what the feed applied, so copies kept elsewhere (the kernel's) can follow. */
+export interface FeedListener {
+  /** A batch of changes was applied; what the cache still holds is current as of it. */
+  changed(r: ChangesResponse): void;
+  /** Everything was dropped (a reset, a new master, a lost feed): trust no copy. */
+  reset(): void;
+}
+
 export class MetadataCache {
   #epoch = '';
   #applied = 0;
@@ -52,6 +61,13 @@ export class MetadataCache {
   readonly #attrs = new LRUCache<number, { attrs: FileAttributes; v: number; exp: number }>({ max: MAX_ENTRIES });
   readonly #blocks = new LRUCache<number, { info: FileBlocksResponse; v: number; exp: number }>({ max: 20_000 });
   readonly stats = { hits: 0, misses: 0, invalidations: 0, resets: 0 };
+  readonly #listeners = new Set<FeedListener>();
+
+  /** Follows the feed; returns the unsubscribe function. */
+  subscribe(l: FeedListener): () => void {
+    this.#listeners.add(l);
+    return () => void this.#listeners.delete(l);
+  }
 
   get epoch(): string {
     return this.#epoch;
@@ -119,6 +135,34 @@ export class MetadataCache {
     return { attrs: a ? { ...a.attrs } : null };
   }
 
+  /**
+   * What the cache vouches for right now, without counting a hit or miss: the inode
+   * `name` names (null: no such name), or undefined when it holds nothing it may serve.
+   */
+  peekEntry(parent: number, name: string): number | null | undefined {
+    if (!this.#healthy) return undefined;
+    const e = this.#entries.peek(`${parent}/${name}`);
+    return e && e.exp > Date.now() && this.#servable(e.v) ? e.ino : undefined;
+  }
+
+  /** The attributes the cache vouches for right now (as peekEntry). */
+  peekAttrs(ino: number): FileAttributes | undefined {
+    if (!this.#healthy) return undefined;
+    const a = this.#attrs.peek(ino);
+    return a && a.exp > Date.now() && this.#servable(a.v) ? a.attrs : undefined;
+  }
+
+  /**
+   * How much longer (ms) the cache may vouch for the name and the attributes of its
+   * inode: their time to live, after which the master re-checks the under-store.
+   */
+  vouchesFor(ino: number, parent?: number, name?: string): number {
+    const a = this.#attrs.peek(ino);
+    let exp = a ? a.exp : 0;
+    if (parent !== undefined && name !== undefined) exp = Math.min(exp, this.#entries.peek(`${parent}/${name}`)?.exp ?? 0);
+    return Math.max(0, exp - Date.now());
+  }
+
   putEntry(parent: number, name: string, attrs: FileAttributes | null, s: ChangeStamp | undefined, own = false): void {
     const v = this.#version(s, own);
     if (v === undefined) return;
@@ -173,6 +217,8 @@ export class MetadataCache {
       this.#healthy = true;
       return;
     }
+    // The same epoch picks up where the feed stopped (nothing missed): trusted again after a lost feed.
+    this.#healthy = true;
     r.inos.forEach((ino, i) => {
       const seq = r.seqs[i] ?? r.seq;
       if ((this.#attrs.peek(ino)?.v ?? -1) < seq) this.#attrs.delete(ino);
@@ -185,6 +231,7 @@ export class MetadataCache {
     }
     this.stats.invalidations += r.inos.length + r.names.length;
     this.#applied = Math.max(this.#applied, r.seq);
+    for (const l of this.#listeners) l.changed(r);
   }
 
   /** The feed failed: trust nothing until it answers again. */
@@ -197,5 +244,6 @@ export class MetadataCache {
     this.#entries.clear();
     this.#attrs.clear();
     this.#blocks.clear();
+    for (const l of this.#listeners) l.reset();
   }
 }

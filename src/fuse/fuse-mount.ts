@@ -25,16 +25,103 @@ const S_IFMT = 0o170000;
 const POSIX_ACL_XATTRS = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
 
 /**
- * How long the kernel may answer stat and path lookups without asking this mount:
- * the window in which a change made through another mount can go unseen by them
- * (opens still check; see `invalidate` below). Config keys attrTimeoutMs and
- * entryTimeoutMs; 1 s each by default, as JuiceFS.
+ * How long the kernel may answer stat and path lookups without asking this mount.
+ * `attrTimeoutMs`/`entryTimeoutMs` (1 s each by default, as JuiceFS) bound the
+ * window in which a change made through another mount can go unseen (opens still
+ * check; see `invalidate` below). An answer the mount's metadata cache vouches for
+ * (kept exact by the master's change feed) gets `exactTimeoutMs` instead: the feed
+ * reports every change, and the mount then drops the kernel's copy at once
+ * (KernelView), so a long timeout costs no staleness beyond the feed's delay.
+ * 0 turns that off.
  */
 export interface KernelCacheTimeouts {
   attrTimeoutMs: number;
   entryTimeoutMs: number;
+  exactTimeoutMs?: number;
 }
-export const DEFAULT_KERNEL_CACHE: KernelCacheTimeouts = { attrTimeoutMs: 1000, entryTimeoutMs: 1000 };
+export const DEFAULT_KERNEL_CACHE: KernelCacheTimeouts = { attrTimeoutMs: 1000, entryTimeoutMs: 1000, exactTimeoutMs: 0 };
+
+/** What stat shows of an inode; equal strings mean the kernel's copy is current. */
+function visible(a: FileAttributes): string {
+  return `${a.type}:${a.mode}:${a.nlink}:${a.uid}:${a.gid}:${a.size}:${a.rdev ?? 0}:${a.mtime.sec}.${a.mtime.nsec}:${a.ctime.sec}.${a.ctime.nsec}:${a.atime.sec}.${a.atime.nsec}`;
+}
+
+/**
+ * What the kernel was told (attributes per inode, inode per name), so that a change
+ * the feed reports becomes a kernel invalidation exactly when the kernel's copy is
+ * no longer what the metadata cache holds. The mount's own changes, already answered
+ * to the kernel, are then not invalidated again. Entries pushed out of these maps
+ * are invalidated too, so the kernel never keeps a long-lived copy nobody follows.
+ */
+class KernelView {
+  readonly #attrs: LRUCache<number, string>;
+  readonly #entries: LRUCache<string, { parent: number; name: string; ino: number }>;
+  #dropping = false;
+
+  constructor(
+    readonly invalidateAttrs: (ino: number) => void,
+    readonly invalidateEntry: (parent: number, name: string) => void,
+  ) {
+    const max = 100_000;
+    this.#attrs = new LRUCache({ max, dispose: (_v, ino, reason) => reason === 'evict' && this.invalidateAttrs(ino) });
+    this.#entries = new LRUCache({ max, dispose: (e, _k, reason) => reason === 'evict' && this.invalidateEntry(e.parent, e.name) });
+  }
+
+  toldAttrs(a: FileAttributes): void {
+    this.#attrs.set(a.ino, visible(a));
+  }
+
+  toldEntry(parent: number, name: string, ino: number): void {
+    this.#entries.set(`${parent}/${name}`, { parent, name, ino });
+  }
+
+  /** The feed reported these changes; `attrsNow`/`entryNow` give what the metadata cache vouches for now. */
+  changed(inos: number[], names: [number, string][], attrsNow: (ino: number) => FileAttributes | undefined, entryNow: (parent: number, name: string) => number | null | undefined): number[] {
+    const dropped: number[] = [];
+    for (const ino of inos) {
+      const told = this.#attrs.peek(ino);
+      if (told === undefined) continue;
+      const now = attrsNow(ino);
+      if (now && visible(now) === told) continue;
+      this.#attrs.delete(ino);
+      this.invalidateAttrs(ino);
+      dropped.push(ino);
+    }
+    for (const [parent, name] of names) {
+      const key = `${parent}/${name}`;
+      const told = this.#entries.peek(key);
+      if (told === undefined) continue;
+      if (entryNow(parent, name) === told.ino) continue;
+      this.#entries.delete(key);
+      this.invalidateEntry(parent, name);
+    }
+    return dropped;
+  }
+
+  /** The kernel moved its dentry (rename) or swapped two (exchange): follow it, or a later change would go unseen. */
+  renamed(parent: number, name: string, newParent: number, newName: string, exchange: boolean): void {
+    const a = this.#entries.peek(`${parent}/${name}`);
+    const b = this.#entries.peek(`${newParent}/${newName}`);
+    this.#entries.delete(`${parent}/${name}`);
+    this.#entries.delete(`${newParent}/${newName}`);
+    if (a) this.toldEntry(newParent, newName, a.ino);
+    if (b && exchange) this.toldEntry(parent, name, b.ino);
+  }
+
+  /** Nothing the kernel holds is vouched for any more: drop it all. */
+  reset(): void {
+    if (this.#dropping) return;
+    this.#dropping = true;
+    try {
+      for (const ino of this.#attrs.keys()) this.invalidateAttrs(ino);
+      for (const e of this.#entries.values()) this.invalidateEntry(e.parent, e.name);
+      this.#attrs.clear();
+      this.#entries.clear();
+    } finally {
+      this.#dropping = false;
+    }
+  }
+}
 
 /**
  * The kernel asks for `security.capability` before every write (to drop file
@@ -122,36 +209,93 @@ export function toAttr(a: FileAttributes): Attr {
  * attributes calls it before answering, so close-to-open holds even inside the
  * attribute timeout.
  */
-export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) => Promise<unknown> = async () => undefined, kernelCache: KernelCacheTimeouts = DEFAULT_KERNEL_CACHE): LowLevelHandlers {
+export function strataHandlers(
+  fs: StrataFileSystem,
+  invalidate: (ino: number) => Promise<unknown> = async () => undefined,
+  kernelCache: KernelCacheTimeouts = DEFAULT_KERNEL_CACHE,
+  invalidateEntry: (parent: number, name: string) => void = () => undefined,
+  invalidateAttrs: (ino: number) => void = (ino) => void invalidate(ino),
+): LowLevelHandlers & { dispose(): void } {
   const ATTR_TIMEOUT = kernelCache.attrTimeoutMs / 1000;
   const ENTRY_TIMEOUT = kernelCache.entryTimeoutMs / 1000;
+  const EXACT_TIMEOUT = (kernelCache.exactTimeoutMs ?? 0) / 1000;
   /** Size and mtime last told to the kernel, per inode. */
   const seen = new LRUCache<number, string>({ max: 100_000 });
   const stamp = (a: FileAttributes) => `${a.size}:${a.mtime.sec}:${a.mtime.nsec}`;
+  const noCaps = new NoCapabilityCache(kernelCache.attrTimeoutMs);
+  // Looked up when first needed: building the handlers must not touch the file system (tests list features that way).
+  let view: KernelView | undefined;
+  let unsubscribe: (() => void) | undefined;
+  const cache = () => {
+    if (EXACT_TIMEOUT <= 0) return undefined;
+    const c = fs.master?.cache;
+    if (c && !view) {
+      const v = new KernelView(invalidateAttrs, invalidateEntry);
+      view = v;
+      unsubscribe = c.subscribe({
+        changed: (r) => {
+          for (const ino of v.changed(r.inos, r.names.map(([d, n]) => [d, n] as [number, string]), (i) => c.peekAttrs(i), (d, n) => c.peekEntry(d, n))) noCaps.forget(ino);
+        },
+        reset: () => v.reset(),
+      });
+    }
+    return c;
+  };
+  /**
+   * The kernel's timeout for these attributes: long when the feed-kept cache holds
+   * exactly them, but not past the cache's own time to live (after it the master
+   * checks the under-store again, and the kernel should ask again too).
+   */
+  const exactFor = (a: FileAttributes, parent?: number, name?: string): number => {
+    const c = cache();
+    const now = c?.peekAttrs(a.ino);
+    if (!c || !now || visible(now) !== visible(a)) return 0;
+    if (parent !== undefined && name !== undefined && c.peekEntry(parent, name) !== a.ino) return 0;
+    return Math.min(EXACT_TIMEOUT, c.vouchesFor(a.ino, parent, name) / 1000);
+  };
+  const attrTimeout = (a: FileAttributes): number => {
+    const exact = exactFor(a);
+    if (exact <= ATTR_TIMEOUT) return ATTR_TIMEOUT;
+    view!.toldAttrs(a);
+    return exact;
+  };
   const told = (a: FileAttributes): FileAttributes => {
     seen.set(a.ino, stamp(a));
     return a;
   };
-  const noCaps = new NoCapabilityCache(kernelCache.attrTimeoutMs);
-  const entry = (a: FileAttributes): Entry => ({ attr: toAttr(told(a)), attrTimeout: ATTR_TIMEOUT, entryTimeout: ENTRY_TIMEOUT });
+  const entry = (a: FileAttributes, parent?: number, name?: string): Entry => {
+    const attrTimeoutS = attrTimeout(told(a));
+    let entryTimeout = ENTRY_TIMEOUT;
+    const exact = parent !== undefined && name !== undefined ? exactFor(a, parent, name) : 0;
+    if (exact > ENTRY_TIMEOUT) {
+      view!.toldEntry(parent!, name!, a.ino);
+      entryTimeout = exact;
+    }
+    return { attr: toAttr(a), attrTimeout: attrTimeoutS, entryTimeout };
+  };
+  const attrReply = (a: FileAttributes) => ({ attr: toAttr(told(a)), timeout: attrTimeout(a) });
   return {
-    lookup: async (_ctx, parent, name) => entry(await fs.lookup(parent, name)),
-    getattr: async (_ctx, ino) => ({ attr: toAttr(told(await fs.getattrIno(ino))), timeout: ATTR_TIMEOUT }),
-    setattr: async (_ctx, ino, c, fh) => ({ attr: toAttr(told(await fs.setattrIno(ino, c, fh))), timeout: ATTR_TIMEOUT }),
-    mkdir: async (ctx, parent, name, mode) => entry(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid })),
+    dispose: () => {
+      unsubscribe?.();
+      unsubscribe = undefined;
+    },
+    lookup: async (_ctx, parent, name) => entry(await fs.lookup(parent, name), parent, name),
+    getattr: async (_ctx, ino) => attrReply(await fs.getattrIno(ino)),
+    setattr: async (_ctx, ino, c, fh) => attrReply(await fs.setattrIno(ino, c, fh)),
+    mkdir: async (ctx, parent, name, mode) => entry(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid }), parent, name),
     mknod: async (ctx, parent, name, mode, rdev) => {
       const owner = { uid: ctx.uid, gid: ctx.gid };
       if ((mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0) {
         const { attrs, fh } = await fs.createAt(parent, name, mode, owner);
         await fs.release(fh);
-        return entry(attrs);
+        return entry(attrs, parent, name);
       }
       const type = TYPE_OF_BITS[mode & S_IFMT];
       if (!type) throw new StrataError('INVALID_ARGUMENT', `unknown file type in mode 0${mode.toString(8)}`);
-      return entry(await fs.master.mknodAt(parent, name, type, mode & 0o7777, rdev, owner));
+      return entry(await fs.master.mknodAt(parent, name, type, mode & 0o7777, rdev, owner), parent, name);
     },
-    link: async (_ctx, ino, newParent, newName) => entry(await fs.master.linkAt(ino, newParent, newName)),
-    symlink: async (ctx, parent, name, target) => entry(await fs.master.symlinkAt(parent, name, target, { uid: ctx.uid, gid: ctx.gid })),
+    link: async (_ctx, ino, newParent, newName) => entry(await fs.master.linkAt(ino, newParent, newName), newParent, newName),
+    symlink: async (ctx, parent, name, target) => entry(await fs.master.symlinkAt(parent, name, target, { uid: ctx.uid, gid: ctx.gid }), parent, name),
     readlink: async (_ctx, ino) => {
       const a = await fs.getattrIno(ino);
       if (a.type !== 'symlink' || a.target === undefined) throw new StrataError('INVALID_ARGUMENT', 'not a symbolic link');
@@ -182,13 +326,14 @@ export function strataHandlers(fs: StrataFileSystem, invalidate: (ino: number) =
     },
     unlink: (_ctx, parent, name) => fs.unlinkAt(parent, name),
     rmdir: (_ctx, parent, name) => fs.rmdirAt(parent, name),
-    rename: (_ctx, parent, name, newParent, newName, flags) => {
+    rename: async (_ctx, parent, name, newParent, newName, flags) => {
       if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) throw new StrataError('INVALID_ARGUMENT', `rename flags ${flags} are not supported`);
-      return fs.renameAt(parent, name, newParent, newName, flags);
+      await fs.renameAt(parent, name, newParent, newName, flags);
+      view?.renamed(parent, name, newParent, newName, (flags & RENAME_EXCHANGE) !== 0);
     },
     create: async (ctx, parent, name, mode) => {
       const { attrs, fh } = await fs.createAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid });
-      return { ...entry(attrs), open: { fh } };
+      return { ...entry(attrs, parent, name), open: { fh } };
     },
     open: async (_ctx, ino, flags) => {
       const { fh, attrs } = await fs.openIno(ino, flags);
@@ -231,9 +376,18 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   if (opts.allowOther) options.push('allow_other');
   if (opts.debug) options.push('debug');
   let session: FuseSession | undefined = undefined;
+  let handlers: ReturnType<typeof strataHandlers> | undefined;
   try {
-    const handlers = strataHandlers(opts.fs, async (ino) => session?.invalidateInode(ino), opts.kernelCache);
-    session = FuseSession.mount(opts.mountPoint, opts.metrics ? timed(handlers, opts.metrics) : handlers, {
+    handlers = strataHandlers(
+      opts.fs,
+      async (ino) => session?.invalidateInode(ino),
+      opts.kernelCache,
+      (parent, name) => void session?.invalidateEntry(parent, name),
+      // Attributes only (negative offset), without waiting: the feed's invalidations are many and need no answer.
+      (ino) => void session?.invalidateInode(ino, -1, 0, 0).catch(() => undefined),
+    );
+    const { dispose: _dispose, ...ops } = handlers;
+    session = FuseSession.mount(opts.mountPoint, opts.metrics ? timed(ops, opts.metrics) : ops, {
       options,
       maxWrite: 1024 * 1024,
       errnoOf: (err) => -toErrno(err, onUnknown),
@@ -250,6 +404,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     unmount: async () => {
       if (unmounted) return;
       unmounted = true;
+      handlers?.dispose();
       session?.unmount();
     },
   };

@@ -24,6 +24,12 @@ t.test('nothing is served before the feed answered, nor after it failed', async 
   t.same(c.getEntry(1, 'a')?.attrs?.ino, 5, 'stored once the feed answered');
   c.lost();
   t.equal(c.getEntry(1, 'a'), undefined, 'dropped when the feed failed');
+  c.putEntry(1, 'a', attrs(5), stamp(10));
+  t.equal(c.getEntry(1, 'a'), undefined, 'nothing stored while the feed is down');
+  // The feed answers again in the same epoch, from where it stopped: nothing was missed.
+  c.apply(feed(12, { inos: [9], seqs: [12] }));
+  c.putEntry(1, 'a', attrs(5), stamp(12));
+  t.same(c.getEntry(1, 'a')?.attrs?.ino, 5, 'trusted again once the feed answers (it was disabled for good before)');
 });
 
 t.test('an answer is stored only when its request started after every change applied', async (t) => {

@@ -189,8 +189,9 @@ t.test('the client reports where its bytes came from', async (t) => {
 });
 
 t.test('the kernel cache timeouts are options: 0 sends every stat to the mount, 60 s answers repeats in the kernel', async (t) => {
-  for (const [ms, most, least] of [[0, Infinity, 20], [60_000, 2, 0]] as const) {
-    const c = await startLocal(t, { args: ['--attr-timeout-ms', String(ms), '--entry-timeout-ms', String(ms)] });
+  // [attr/entry timeout, feed timeout, most, least]: with the feed on (default 60 s) even 1 s timeouts answer repeats in the kernel.
+  for (const [ms, feed, most, least] of [[0, 0, Infinity, 20], [60_000, 0, 2, 0], [1000, 60_000, 2, 0]] as const) {
+    const c = await startLocal(t, { args: ['--attr-timeout-ms', String(ms), '--entry-timeout-ms', String(ms), '--feed-timeout-ms', String(feed)] });
     const url = /client metrics (http:\/\/\S+\/metrics)/.exec(c.stdout())![1]!;
     const ops = async () => {
       const text = await (await fetch(url)).text();
@@ -204,7 +205,7 @@ t.test('the kernel cache timeouts are options: 0 sends every stat to the mount, 
     const before = await ops();
     for (let i = 0; i < 20; i++) await fsp.stat(f);
     const asked = (await ops()) - before;
-    t.ok(asked >= least && asked <= most, `timeouts ${ms} ms: 20 stats asked the mount ${asked} times`);
+    t.ok(asked >= least && asked <= most, `timeouts ${ms} ms, feed ${feed} ms: 20 stats asked the mount ${asked} times`);
     await c.stop();
   }
 });
