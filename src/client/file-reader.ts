@@ -38,6 +38,14 @@ export interface FileReaderOptions {
 const SEQUENTIAL_AFTER = 512 * 1024;
 /** Consecutive bytes after which the worker is asked to load whole blocks ahead. */
 const WARM_BLOCK_AFTER = 8 * 1024 * 1024;
+/**
+ * Random reads touching this share of a block's MiB regions load the whole block
+ * in the background: a reader scattered all over a block will want most of it, and
+ * one store request per 1 MiB page at a time (QD1) is far slower than a parallel
+ * load. A few scattered reads (a Parquet footer, some column chunks) stay single pages.
+ */
+const RANDOM_REGIONS_SHARE = 1 / 8;
+const MIN_RANDOM_REGIONS = 4;
 
 export class FileReader {
   readonly #data: DataPath;
@@ -53,6 +61,8 @@ export class FileReader {
   /** Consecutive bytes read up to `#lastEnd`. */
   #streak = 0;
   readonly #warmed = new Set<number>();
+  /** Per block: the MiB regions random reads touched (until the block is warmed). */
+  readonly #scattered = new Map<number, Set<number>>();
   #refreshed = false;
 
   constructor(data: DataPath, info: FileBlocksResponse, opts: FileReaderOptions = {}) {
@@ -106,7 +116,10 @@ export class FileReader {
     this.#streak = pos === this.#lastEnd ? this.#streak + (end - pos) : end - pos;
     this.#lastEnd = end;
     const sequential = this.#streak >= SEQUENTIAL_AFTER || this.#windows.has(this.#windowStart(pos));
-    if (!sequential && end - pos < this.#window) return this.#fetch(pos, end);
+    if (!sequential && end - pos < this.#window) {
+      this.#noteRandom(pos);
+      return this.#fetch(pos, end);
+    }
     let out: Buffer | undefined;
     const first = this.#windowStart(pos);
     if (first === this.#windowStart(end - 1)) {
@@ -150,6 +163,21 @@ export class FileReader {
     const idx = Math.floor(pos / bs);
     this.#warm(idx);
     if (pos - idx * bs >= bs / 2) this.#warm(idx + 1);
+  }
+
+  #noteRandom(pos: number): void {
+    const bs = this.#info.attrs.blockSize;
+    const idx = Math.floor(pos / bs);
+    if (this.#warmed.has(idx)) return;
+    const region = Math.floor((pos - idx * bs) / (1024 * 1024));
+    let seen = this.#scattered.get(idx);
+    if (!seen) this.#scattered.set(idx, (seen = new Set()));
+    seen.add(region);
+    const regions = Math.ceil(Math.min(bs, this.size - idx * bs) / (1024 * 1024));
+    if (seen.size >= Math.max(MIN_RANDOM_REGIONS, Math.ceil(regions * RANDOM_REGIONS_SHARE)) && regions > seen.size) {
+      this.#scattered.delete(idx);
+      this.#warm(idx);
+    }
   }
 
   #warm(idx: number): void {
