@@ -4,10 +4,9 @@
  * adapter has a handler decides symlink, link, xattr and fallocate, so the suite
  * follows the adapter as it grows; for a missing one it checks that the operation
  * fails cleanly. Always on: mknod of every type (FIFOs and device nodes live in the
- * namespace only), RENAME_NOREPLACE, and writes to an open file after its unlink.
- * Off: RENAME_EXCHANGE (the adapter refuses it with EINVAL, which the suite checks)
- * and 'statfs64' (Strata reports its real capacity and a 2^32 file count, nothing
- * beyond 32 bits to check). flock works (the kernel keeps flock locks itself when
+ * namespace only), RENAME_NOREPLACE, RENAME_EXCHANGE, and writes to an open file
+ * after its unlink. Off: 'statfs64' (Strata reports its real capacity and a 2^32
+ * file count, nothing beyond 32 bits to check). flock works (the kernel keeps flock locks itself when
  * the file system does not implement them), and so do fsync and statfs.
  */
 
