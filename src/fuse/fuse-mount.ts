@@ -56,7 +56,6 @@ function visible(a: FileAttributes): string {
 class KernelView {
   readonly #attrs: LRUCache<number, string>;
   readonly #entries: LRUCache<string, { parent: number; name: string; ino: number }>;
-  #dropping = false;
 
   constructor(
     readonly invalidateAttrs: (ino: number) => void,
@@ -110,16 +109,11 @@ class KernelView {
 
   /** Nothing the kernel holds is vouched for any more: drop it all. */
   reset(): void {
-    if (this.#dropping) return;
-    this.#dropping = true;
-    try {
-      for (const ino of this.#attrs.keys()) this.invalidateAttrs(ino);
-      for (const e of this.#entries.values()) this.invalidateEntry(e.parent, e.name);
-      this.#attrs.clear();
-      this.#entries.clear();
-    } finally {
-      this.#dropping = false;
-    }
+    for (const ino of this.#attrs.keys()) this.invalidateAttrs(ino);
+    for (const e of this.#entries.values()) this.invalidateEntry(e.parent, e.name);
+    // clear() disposes with reason 'delete', which invalidates nothing more.
+    this.#attrs.clear();
+    this.#entries.clear();
   }
 }
 
@@ -246,15 +240,13 @@ export function strataHandlers(
    * exactly them, but not past the cache's own time to live (after it the master
    * checks the under-store again, and the kernel should ask again too).
    */
-  const exactFor = (a: FileAttributes, parent?: number, name?: string): number => {
+  const exactFor = (a: FileAttributes): number => {
     const c = cache();
     const now = c?.peekAttrs(a.ino);
     if (!c || !now || visible(now) !== visible(a)) return 0;
-    if (parent !== undefined && name !== undefined && c.peekEntry(parent, name) !== a.ino) return 0;
-    return Math.min(EXACT_TIMEOUT, c.vouchesFor(a.ino, parent, name) / 1000);
+    return Math.min(EXACT_TIMEOUT, c.vouchesFor(a.ino) / 1000);
   };
-  const attrTimeout = (a: FileAttributes): number => {
-    const exact = exactFor(a);
+  const attrTimeout = (a: FileAttributes, exact = exactFor(a)): number => {
     if (exact <= ATTR_TIMEOUT) return ATTR_TIMEOUT;
     view!.toldAttrs(a);
     return exact;
@@ -264,14 +256,17 @@ export function strataHandlers(
     return a;
   };
   const entry = (a: FileAttributes, parent?: number, name?: string): Entry => {
-    const attrTimeoutS = attrTimeout(told(a));
+    const exactAttrs = exactFor(told(a));
     let entryTimeout = ENTRY_TIMEOUT;
-    const exact = parent !== undefined && name !== undefined ? exactFor(a, parent, name) : 0;
-    if (exact > ENTRY_TIMEOUT) {
-      view!.toldEntry(parent!, name!, a.ino);
-      entryTimeout = exact;
+    // The name too must be what the cache holds, for no longer than both live there.
+    if (exactAttrs > 0 && parent !== undefined && name !== undefined && cache()!.peekEntry(parent, name) === a.ino) {
+      const exact = Math.min(exactAttrs, cache()!.vouchesFor(a.ino, parent, name) / 1000);
+      if (exact > ENTRY_TIMEOUT) {
+        view!.toldEntry(parent, name, a.ino);
+        entryTimeout = exact;
+      }
     }
-    return { attr: toAttr(a), attrTimeout: attrTimeoutS, entryTimeout };
+    return { attr: toAttr(a), attrTimeout: attrTimeout(a, exactAttrs), entryTimeout };
   };
   const attrReply = (a: FileAttributes) => ({ attr: toAttr(told(a)), timeout: attrTimeout(a) });
   return {
