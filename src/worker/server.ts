@@ -38,7 +38,8 @@ import { hostIdentity } from '../common/host';
 import { Counter, Gauge } from 'prom-client';
 import { createDaemonMetrics } from '../common/metrics';
 import type { UnderFileSystem, UfsWriter } from '../ufs/ufs';
-import { PageStore, TierSpec, BlockPageWriter } from './page-store';
+import { PageStore, TierSpec } from './page-store';
+import { FileWrite } from './file-write';
 
 export interface WorkerOptions {
   /** Master API URL, e.g. http://127.0.0.1:19998. */
@@ -72,6 +73,8 @@ export interface WorkerOptions {
   maxBodyBytes?: number;
   /** A request body (a streamed file write) may stall this long (ms) before the connection is closed. Default 60000. */
   bodyStallTimeoutMs?: number;
+  /** A write stream (a big file sent block by block while being written) left idle this long is dropped with its blocks. Default 10 min. */
+  streamIdleMs?: number;
   logger: Logger;
 }
 
@@ -402,6 +405,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   /**
    * Writes a whole file: the body is split into blocks cached here and streamed to
    * the under-store at the same time; the reply lists the blocks for the commit.
+   * With `stream=ID` it finishes a write stream (below): the body (or the local file)
+   * carries the bytes from where the stream is to the declared size.
    */
   app.put('/files/:ino', async (req, reply): Promise<WriteFileResponse> => {
     const ino = intParam((req.params as Record<string, string>).ino, 'ino');
@@ -417,78 +422,73 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     }
   });
 
-  const writeFile = async (req: { body: unknown; raw: { destroy(): void } }, reply: { header(k: string, v: string): unknown }, ino: number, q: Record<string, unknown>, containerId: number): Promise<WriteFileResponse> => {
+  const writeParams = (q: Record<string, unknown>): { blockSize: number; writeType: WriteType } => {
     const blockSize = intParam(q.blockSize, 'blockSize');
-    const size = intParam(q.size, 'size');
     const writeType = (q.writeType ?? 'CACHE_THROUGH') as WriteType;
     if (!WRITE_TYPES.includes(writeType)) throw new StrataError('BAD_REQUEST', `writeType must be one of ${WRITE_TYPES.join(', ')}`);
     if (blockSize < 4096 || blockSize > 2 ** 30) throw new StrataError('BAD_REQUEST', 'blockSize out of range');
-    // Where the bytes go: the cache here, the under-store now, or both.
-    const cache = writeType !== 'THROUGH';
-    const through = writeType === 'CACHE_THROUGH' || writeType === 'THROUGH';
-    let ufsWriter: UfsWriter | undefined;
-    if (through) {
+    return { blockSize, writeType };
+  };
+
+  const openFileWrite = (ino: number, containerId: number, blockSize: number, writeType: WriteType): Promise<FileWrite> =>
+    FileWrite.open(store, containerId, blockSize, writeType, async () => {
       const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
-      ufsWriter = await ufsFor(loc).create(loc.path);
-    }
-    const done: BlockPageWriter[] = [];
-    const lengths: number[] = [];
-    let cur: BlockPageWriter | undefined;
-    let curLen = 0;
-    let total = 0;
-    /** Walks `n` bytes of the file through the blocks they fall in; `piece` is undefined for a hole. */
-    const advance = async (n: number, piece: Buffer | undefined) => {
-      if (total + n > size) throw new StrataError('BAD_REQUEST', `body is longer than the declared size ${size}`);
-      total += n;
-      let left = n;
-      let chunk = piece;
-      while (left > 0) {
-        if (!cur && cache) {
-          const id = blockIdOf(containerId, lengths.length);
-          // Bytes only here until persisted: pin before the first page lands, so eviction never drops them.
-          if (!through) await store.markUnpersisted(id);
-          cur = store.blockWriter(id, Math.min(blockSize, size - lengths.length * blockSize), { durable: !through });
-        }
-        const take = Math.min(left, blockSize - curLen);
-        if (cur) {
-          if (chunk) await cur.write(take === chunk.length ? chunk : chunk.subarray(0, take));
-          else await cur.skip(take);
-        }
-        curLen += take;
-        left -= take;
-        if (chunk) chunk = chunk.subarray(take);
-        if (curLen === blockSize) {
-          if (cur) done.push(cur);
-          lengths.push(curLen);
-          cur = undefined;
-          curLen = 0;
-        }
+      return ufsFor(loc).create(loc.path);
+    });
+
+  /** Reads a raw (not extents) body into `w`, bounded by its declared size. */
+  const rawBody = async (w: FileWrite, req: { body: unknown; raw: { destroy(): void } }, end: number): Promise<void> => {
+    // Network chunks are ~64 KiB; disks like fewer, larger writes.
+    const COALESCE = 4 * 1024 * 1024;
+    let pending: Buffer[] = [];
+    let pendingLen = 0;
+    // A client that stops sending mid-body loses its connection after stallMs; the caller cleans up.
+    for await (const raw of stallGuarded(req.body as Readable, stallMs, () => req.raw.destroy())) {
+      const chunk = raw as Buffer;
+      if (w.total + pendingLen + chunk.length > end) throw new StrataError('BAD_REQUEST', `body is longer than the declared ${end - w.total} bytes`);
+      pending.push(chunk);
+      pendingLen += chunk.length;
+      if (pendingLen >= COALESCE) {
+        const piece = Buffer.concat(pending, pendingLen);
+        pending = [];
+        pendingLen = 0;
+        await w.piece(piece);
       }
-    };
-    const ZEROS = Buffer.alloc(1024 * 1024);
-    /** Data: into the store and the blocks at once. */
-    const writePiece = async (piece: Buffer) => {
-      const ufsWrite = ufsWriter?.write(piece);
-      await advance(piece.length, piece);
-      await ufsWrite;
-    };
-    /** A run of zeros: holes where the disk allows, zeros where the store needs bytes. */
-    const writeHole = async (n: number) => {
-      if (ufsWriter?.skip) await ufsWriter.skip(n);
-      else if (ufsWriter) for (let left = n; left > 0; left -= ZEROS.length) await ufsWriter.write(left >= ZEROS.length ? ZEROS : ZEROS.subarray(0, left));
-      await advance(n, undefined);
-    };
+    }
+    if (pendingLen > 0) await w.piece(Buffer.concat(pending, pendingLen));
+  };
+
+  /** A failed write before its body ended: close the connection rather than read the rest as the next request. */
+  const dropRestOfBody = (req: { body: unknown }, reply: { header(k: string, v: string): unknown }) => {
+    const body = req.body as Readable | undefined;
+    if (body && typeof body.resume === 'function' && !body.readableEnded) {
+      void reply.header('connection', 'close');
+      body.resume();
+    }
+  };
+
+  const writeFile = async (req: { body: unknown; raw: { destroy(): void } }, reply: { header(k: string, v: string): unknown }, ino: number, q: Record<string, unknown>, containerId: number): Promise<WriteFileResponse> => {
+    const size = intParam(q.size, 'size');
+    const stream = typeof q.stream === 'string' ? takeStream(q.stream, ino, containerId) : undefined;
+    let w: FileWrite | undefined = stream?.write;
+    let via = typeof q.local === 'string' || stream?.local ? 'local' : 'http';
+    const start = w?.total ?? 0;
     try {
-      if (typeof q.local === 'string') {
+      if (!w) {
+        const { blockSize, writeType } = writeParams(q);
+        w = await openFileWrite(ino, containerId, blockSize, writeType);
+      }
+      w.declareSize(size);
+      if (stream?.local) {
+        // The rest of a streamed file handed over on this host: the same linked file, read on.
+        if ((await stream.local.fh.stat()).size !== size) throw new StrataError('BAD_REQUEST', `local file has ${(await stream.local.fh.stat()).size} bytes, declared ${size}`);
+        await w.fromFile(stream.local.fh, w.total, size);
+      } else if (typeof q.local === 'string') {
         // A same-host client linked the file into a tier's incoming dir: read it from disk, not from the socket.
         const { fh, path } = await store.openIncoming(String(q.tier ?? ''), q.local);
         try {
           if ((await fh.stat()).size !== size) throw new StrataError('BAD_REQUEST', `local file has ${(await fh.stat()).size} bytes, declared ${size}`);
-          for await (const ext of fileExtents(fh, size)) {
-            if (ext.offset > total) await writeHole(ext.offset - total);
-            await writePiece(ext.data);
-          }
-          if (total < size) await writeHole(size - total);
+          await w.fromFile(fh, w.total, size);
         } finally {
           await fh.close();
           await fsp.rm(path, { force: true });
@@ -496,55 +496,147 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       } else if (q.format === 'extents') {
         // Sparse body: frames of [u64 offset][u32 length][bytes]; gaps between them are zeros.
         for await (const ext of readExtents(stallGuarded(req.body as Readable, stallMs, () => req.raw.destroy()))) {
-          if (ext.offset < total) throw new StrataError('BAD_REQUEST', 'extents must be in order and must not overlap');
-          if (ext.offset > total) await writeHole(ext.offset - total);
-          await writePiece(ext.data);
+          if (ext.offset < w.total) throw new StrataError('BAD_REQUEST', 'extents must be in order and must not overlap');
+          if (ext.offset > w.total) await w.hole(ext.offset - w.total);
+          await w.piece(ext.data);
         }
-        if (total < size) await writeHole(size - total);
+        if (w.total < size) await w.hole(size - w.total);
       } else {
-        // Network chunks are ~64 KiB; disks like fewer, larger writes.
-        const COALESCE = 4 * 1024 * 1024;
-        let pending: Buffer[] = [];
-        let pendingLen = 0;
-        // A client that stops sending mid-body loses its connection after stallMs; the catch below cleans up.
-        for await (const raw of stallGuarded(req.body as Readable, stallMs, () => req.raw.destroy())) {
-          const chunk = raw as Buffer;
-          if (total + pendingLen + chunk.length > size) throw new StrataError('BAD_REQUEST', `body is longer than the declared size ${size}`);
-          pending.push(chunk);
-          pendingLen += chunk.length;
-          if (pendingLen >= COALESCE) {
-            const piece = Buffer.concat(pending, pendingLen);
-            pending = [];
-            pendingLen = 0;
-            await writePiece(piece);
-          }
-        }
-        if (pendingLen > 0) await writePiece(Buffer.concat(pending, pendingLen));
+        await rawBody(w, req, size);
       }
-      if (total !== size) throw new StrataError('BAD_REQUEST', `body has ${total} bytes, declared ${size}`);
-      if (curLen > 0) {
-        if (cur) done.push(cur);
-        lengths.push(curLen);
-        cur = undefined;
-      }
-      const st = ufsWriter ? await ufsWriter.complete() : undefined;
-      for (const w of done) await w.commit();
-      const blocks = lengths.map((length, i) => ({ id: blockIdOf(containerId, i), length }));
-      writtenBytes.inc({ write_type: writeType, via: typeof q.local === 'string' ? 'local' : 'http' }, size);
-      return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: cache };
+      const res = await w.finish();
+      writtenBytes.inc({ write_type: w.writeType, via }, size - start);
+      return res;
     } catch (err) {
-      // Failing before the body ended (a full disk, a store error): the rest of the body is still on its
-      // way, and a kept-alive connection would read it as the next request and stall the client until a
-      // timeout. Close the connection with the answer instead.
-      if (!(req.body as Readable).readableEnded) {
-        void reply.header('connection', 'close');
-        (req.body as Readable).resume();
-      }
-      await ufsWriter?.abort();
-      for (const w of [...done, ...(cur ? [cur] : [])]) await w.abort();
+      dropRestOfBody(req, reply);
+      await w?.abort();
       throw toStrataError(err, `write inode ${ino}`);
+    } finally {
+      if (stream) await closeStream(stream);
     }
   };
+
+  /**
+   * Write streams: a client that is still writing a big file sends its whole blocks
+   * as they are done (`PUT /streams/:id`), so the cache (and, for CACHE_THROUGH, the
+   * under-store) take them while the application writes on; the final
+   * `PUT /files/:ino?stream=ID` brings the rest. A stream idle for `streamIdleMs` is
+   * dropped with its blocks, as is one the client deletes.
+   */
+  interface WriteStream {
+    id: string;
+    ino: number;
+    write: FileWrite;
+    local?: { fh: FileHandle; path: string };
+    /** An append or the finish is running: one request at a time. */
+    busy: boolean;
+    /** Deleted while an append ran. */
+    cancelled?: boolean;
+    idle?: NodeJS.Timeout;
+  }
+  const streams = new Map<string, WriteStream>();
+  const streamIdleMs = opts.streamIdleMs ?? 10 * 60_000;
+
+  const touchStream = (s: WriteStream) => {
+    clearTimeout(s.idle);
+    s.idle = setTimeout(() => {
+      log.warn({ stream: s.id, ino: s.ino, bytes: s.write.total }, 'a write stream was idle too long; dropping it and its blocks');
+      void closeStream(s, true);
+    }, streamIdleMs);
+    s.idle.unref();
+  };
+
+  const closeStream = async (s: WriteStream, abort = false): Promise<void> => {
+    if (streams.get(s.id) === s) streams.delete(s.id);
+    clearTimeout(s.idle);
+    const n = (openWrites.get(s.write.containerId) ?? 1) - 1;
+    if (n > 0) openWrites.set(s.write.containerId, n);
+    else openWrites.delete(s.write.containerId);
+    if (s.local) {
+      await s.local.fh.close().catch(() => undefined);
+      await fsp.rm(s.local.path, { force: true });
+    }
+    if (abort) await s.write.abort().catch((err) => log.warn({ stream: s.id, err: toStrataError(err).message }, 'dropping a write stream failed'));
+  };
+
+  /** The stream `id` for one request; it must belong to this inode and container and not be busy. */
+  const useStream = (id: string, ino: number, containerId?: number): WriteStream => {
+    const s = streams.get(id);
+    if (!s || s.ino !== ino || (containerId !== undefined && s.write.containerId !== containerId)) throw new StrataError('NOT_FOUND', `no write stream ${id.slice(0, 40)} for inode ${ino}`);
+    if (s.busy) throw new StrataError('BUSY', `write stream ${id} is busy with another request`);
+    return s;
+  };
+
+  const takeStream = (id: string, ino: number, containerId: number): WriteStream => {
+    const s = useStream(id, ino, containerId);
+    s.busy = true;
+    clearTimeout(s.idle);
+    streams.delete(id);
+    return s;
+  };
+
+  app.post('/streams', async (req): Promise<{ stream: string }> => {
+    const q = req.query as Record<string, unknown>;
+    const ino = intParam(q.ino, 'ino');
+    const containerId = intParam(q.container, 'container');
+    const { blockSize, writeType } = writeParams(q);
+    const local = typeof q.local === 'string' ? await store.openIncoming(String(q.tier ?? ''), q.local) : undefined;
+    let write: FileWrite;
+    try {
+      write = await openFileWrite(ino, containerId, blockSize, writeType);
+    } catch (err) {
+      if (local) {
+        await local.fh.close();
+        await fsp.rm(local.path, { force: true });
+      }
+      throw toStrataError(err, `write stream for inode ${ino}`);
+    }
+    const s: WriteStream = { id: randomUUID(), ino, write, busy: false, ...(local ? { local } : {}) };
+    streams.set(s.id, s);
+    openWrites.set(containerId, (openWrites.get(containerId) ?? 0) + 1);
+    touchStream(s);
+    return { stream: s.id };
+  });
+
+  /** Appends whole blocks `[offset, offset + length)`: the body's bytes, or the handed-over file's. */
+  app.put('/streams/:id', async (req, reply): Promise<{ total: number }> => {
+    const id = (req.params as Record<string, string>).id;
+    const q = req.query as Record<string, unknown>;
+    const s = useStream(id, intParam(q.ino, 'ino'));
+    const offset = intParam(q.offset, 'offset');
+    const length = intParam(q.length, 'length');
+    s.busy = true;
+    clearTimeout(s.idle);
+    try {
+      const w = s.write;
+      if (offset !== w.total) throw new StrataError('BAD_REQUEST', `append at ${offset}, the stream is at ${w.total}`);
+      if (length <= 0 || length % w.blockSize !== 0) throw new StrataError('BAD_REQUEST', `a stream takes whole blocks of ${w.blockSize} bytes`);
+      if (s.local) await w.fromFile(s.local.fh, offset, offset + length);
+      else {
+        await rawBody(w, req, offset + length);
+        if (w.total !== offset + length) throw new StrataError('BAD_REQUEST', `body has ${w.total - offset} bytes, declared ${length}`);
+      }
+      await w.settleWholeBlocks();
+      writtenBytes.inc({ write_type: w.writeType, via: s.local ? 'local' : 'http' }, length);
+      if (s.cancelled) throw new StrataError('NOT_FOUND', `write stream ${id} was deleted`);
+      s.busy = false;
+      touchStream(s);
+      return { total: w.total };
+    } catch (err) {
+      // A stream that failed half-way cannot go on: the client falls back to writing the whole file.
+      dropRestOfBody(req, reply);
+      await closeStream(s, true);
+      throw toStrataError(err, `write stream ${id}`);
+    }
+  });
+
+  app.delete('/streams/:id', async (req): Promise<{ ok: true }> => {
+    const id = (req.params as Record<string, string>).id;
+    const s = streams.get(id);
+    if (s && !s.busy) await closeStream(s, true);
+    else if (s) s.cancelled = true; // the request running on it drops it when done
+    return { ok: true };
+  });
 
   /**
    * Persists a file whose blocks are all cached here (ASYNC_THROUGH, MUST_CACHE):
@@ -705,25 +797,6 @@ async function workerUuid(home: string): Promise<string> {
 }
 
 /** Parses a sparse write body: frames of [u64 offset][u32 length][length bytes]. */
-/** A file's content as extents, runs of zero 1 MiB pieces left out (stored as holes). */
-async function* fileExtents(fh: FileHandle, size: number): AsyncGenerator<{ offset: number; data: Buffer }> {
-  const PIECE = 1024 * 1024;
-  const CHUNK = 4 * PIECE;
-  for (let pos = 0; pos < size; ) {
-    const want = Math.min(CHUNK, size - pos);
-    // A fresh buffer each time: the under-store writer may keep what it is given (multipart parts).
-    const buf = Buffer.allocUnsafe(want);
-    let n = 0;
-    while (n < want) {
-      const { bytesRead } = await fh.read(buf, n, want - n, pos + n);
-      if (bytesRead === 0) throw new StrataError('BAD_REQUEST', 'local file shrank while being written');
-      n += bytesRead;
-    }
-    for (const [start, stop] of dataRuns(buf, PIECE)) yield { offset: pos + start, data: buf.subarray(start, stop) };
-    pos += want;
-  }
-}
-
 async function* readExtents(body: AsyncIterable<Buffer>): AsyncGenerator<{ offset: number; data: Buffer }> {
   const MAX_EXTENT = 64 * 1024 * 1024;
   const it = body[Symbol.asyncIterator]();

@@ -1,0 +1,171 @@
+/**
+ * One file's bytes on their way through a worker: cut into blocks for the cache,
+ * and streamed in order to the under-store (per the write type), at the same time.
+ *
+ * A write either arrives in one request (`PUT /files/:ino`), or as a stream: the
+ * client sends whole blocks while the application is still writing, and the rest
+ * with the final size at close. Both feed one FileWrite, so a streamed file ends up
+ * exactly as if it had come in one piece; the stream only moves the work earlier.
+ */
+
+import type { FileHandle } from 'node:fs/promises';
+import { StrataError } from '../common/errors';
+import { dataRuns } from '../common/extents';
+import { WriteFileResponse, WriteType, blockIdOf } from '../common/protocol';
+import type { UfsWriter } from '../ufs/ufs';
+import type { BlockPageWriter, PageStore } from './page-store';
+
+const ZEROS = Buffer.alloc(1024 * 1024);
+
+export class FileWrite {
+  readonly #store: PageStore;
+  readonly #ufsWriter: UfsWriter | undefined;
+  readonly #cache: boolean;
+  readonly #through: boolean;
+  /** Finished blocks' writers; those before `#committed` are durable already (streamed blocks). */
+  readonly #done: BlockPageWriter[] = [];
+  #committed = 0;
+  readonly #lengths: number[] = [];
+  #cur: BlockPageWriter | undefined;
+  #curLen = 0;
+  /** The declared size once known (the final request); streamed blocks are whole until then. */
+  #size = Infinity;
+  /** Bytes taken so far. */
+  total = 0;
+
+  private constructor(
+    store: PageStore,
+    readonly containerId: number,
+    readonly blockSize: number,
+    readonly writeType: WriteType,
+    ufsWriter: UfsWriter | undefined,
+  ) {
+    this.#store = store;
+    this.#ufsWriter = ufsWriter;
+    this.#cache = writeType !== 'THROUGH';
+    this.#through = writeType === 'CACHE_THROUGH' || writeType === 'THROUGH';
+  }
+
+  /** `createUfsWriter` is called only for write types that store the bytes in the under-store now. */
+  static async open(store: PageStore, containerId: number, blockSize: number, writeType: WriteType, createUfsWriter: () => Promise<UfsWriter>): Promise<FileWrite> {
+    const through = writeType === 'CACHE_THROUGH' || writeType === 'THROUGH';
+    return new FileWrite(store, containerId, blockSize, writeType, through ? await createUfsWriter() : undefined);
+  }
+
+  /** The final size: the last block's length follows from it. */
+  declareSize(size: number): void {
+    if (size < this.total) throw new StrataError('BAD_REQUEST', `declared size ${size} is below the ${this.total} bytes already streamed`);
+    this.#size = size;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Data: into the under-store and the blocks at once. Keeps `piece` (multipart parts, whole pages). */
+  async piece(piece: Buffer): Promise<void> {
+    const ufsWrite = this.#ufsWriter?.write(piece);
+    try {
+      await this.#advance(piece.length, piece);
+    } finally {
+      await ufsWrite;
+    }
+  }
+
+  /** A run of zeros: holes where the disk allows, zeros where the store needs bytes. */
+  async hole(n: number): Promise<void> {
+    const w = this.#ufsWriter;
+    if (w?.skip) await w.skip(n);
+    else if (w) for (let left = n; left > 0; left -= ZEROS.length) await w.write(left >= ZEROS.length ? ZEROS : ZEROS.subarray(0, left));
+    await this.#advance(n, undefined);
+  }
+
+  /** `[from, to)` of a same-host file handed over through a tier's incoming dir; runs of zero MiBs become holes. */
+  async fromFile(fh: FileHandle, from: number, to: number): Promise<void> {
+    if (from !== this.total) throw new StrataError('BAD_REQUEST', `local range starts at ${from}, the write is at ${this.total}`);
+    for await (const ext of fileExtents(fh, from, to)) {
+      if (ext.offset > this.total) await this.hole(ext.offset - this.total);
+      await this.piece(ext.data);
+    }
+    if (this.total < to) await this.hole(to - this.total);
+  }
+
+  async #advance(n: number, piece: Buffer | undefined): Promise<void> {
+    if (this.total + n > this.#size) throw new StrataError('BAD_REQUEST', `body is longer than the declared size ${this.#size}`);
+    this.total += n;
+    const bs = this.blockSize;
+    let left = n;
+    let chunk = piece;
+    while (left > 0) {
+      if (!this.#cur && this.#cache) {
+        const id = blockIdOf(this.containerId, this.#lengths.length);
+        // Bytes only here until persisted: pin before the first page lands, so eviction never drops them.
+        if (!this.#through) await this.#store.markUnpersisted(id);
+        this.#cur = this.#store.blockWriter(id, Math.min(bs, this.#size - this.#lengths.length * bs), { durable: !this.#through });
+      }
+      const take = Math.min(left, bs - this.#curLen);
+      if (this.#cur) {
+        if (chunk) await this.#cur.write(take === chunk.length ? chunk : chunk.subarray(0, take));
+        else await this.#cur.skip(take);
+      }
+      this.#curLen += take;
+      left -= take;
+      if (chunk) chunk = chunk.subarray(take);
+      if (this.#curLen === bs) {
+        if (this.#cur) this.#done.push(this.#cur);
+        this.#lengths.push(bs);
+        this.#cur = undefined;
+        this.#curLen = 0;
+      }
+    }
+  }
+
+  /**
+   * Makes the whole blocks taken so far final (fsync'd when the write type keeps
+   * them only here), so a streamed file's close has only its tail left to do.
+   */
+  async settleWholeBlocks(): Promise<void> {
+    while (this.#committed < this.#done.length) await this.#done[this.#committed++]!.commit();
+  }
+
+  async finish(): Promise<WriteFileResponse> {
+    const size = this.#size;
+    if (this.total !== size) throw new StrataError('BAD_REQUEST', `body has ${this.total} bytes, declared ${size}`);
+    if (this.#curLen > 0) {
+      if (this.#cur) this.#done.push(this.#cur);
+      this.#lengths.push(this.#curLen);
+      this.#cur = undefined;
+      this.#curLen = 0;
+    }
+    const st = this.#ufsWriter ? await this.#ufsWriter.complete() : undefined;
+    await this.settleWholeBlocks();
+    const blocks = this.#lengths.map((length, i) => ({ id: blockIdOf(this.containerId, i), length }));
+    return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: this.#cache };
+  }
+
+  async abort(): Promise<void> {
+    await this.#ufsWriter?.abort();
+    for (const w of [...this.#done, ...(this.#cur ? [this.#cur] : [])]) await w.abort();
+    this.#done.length = 0;
+    this.#cur = undefined;
+  }
+}
+
+/** `[from, to)` of a file as extents, runs of zero 1 MiB pieces left out (stored as holes). */
+async function* fileExtents(fh: FileHandle, from: number, to: number): AsyncGenerator<{ offset: number; data: Buffer }> {
+  const PIECE = 1024 * 1024;
+  const CHUNK = 4 * PIECE;
+  for (let pos = from; pos < to; ) {
+    const want = Math.min(CHUNK, to - pos);
+    // A fresh buffer each time: the under-store writer may keep what it is given (multipart parts).
+    const buf = Buffer.allocUnsafe(want);
+    let n = 0;
+    while (n < want) {
+      const { bytesRead } = await fh.read(buf, n, want - n, pos + n);
+      if (bytesRead === 0) throw new StrataError('BAD_REQUEST', 'local file shrank while being written');
+      n += bytesRead;
+    }
+    for (const [start, stop] of dataRuns(buf, PIECE)) yield { offset: pos + start, data: buf.subarray(start, stop) };
+    pos += want;
+  }
+}
