@@ -49,7 +49,19 @@ export interface FileSystemOptions {
   workerProbeIntervalMs?: number;
   /** How long a master call looks for a leading master before it fails (ms). Default 15000. */
   masterFailoverTimeoutMs?: number;
+  /**
+   * Send a big file's whole blocks to a worker while the application is still
+   * writing it (a write stream), so a close has only the tail left. Default true.
+   */
+  streamWrites?: boolean;
 }
+
+/**
+ * How far a writer must be past a block before the block goes into the write stream:
+ * a writer a little out of order (several threads, an mmap's writeback) rarely
+ * reaches back that far; one that does makes its close send the whole file instead.
+ */
+const STREAM_LAG_BYTES = 8 * 1024 * 1024;
 
 /** Largest file size accepted (bytes): what a JS number addresses exactly. */
 export const MAX_FILE_SIZE = Number.MAX_SAFE_INTEGER;
@@ -178,7 +190,7 @@ class StagingFile {
    * zeros (holes, or written zeros) are left out, so a mostly-empty file of
    * several GiB costs what its data costs.
    */
-  async extents(): Promise<Readable> {
+  async extents(from = 0): Promise<Readable> {
     await this.drain();
     const size = this.size;
     const path = this.path;
@@ -187,7 +199,7 @@ class StagingFile {
       const fh = await fsp.open(path, 'r');
       try {
         const buf = Buffer.allocUnsafe(4 * CHUNK);
-        for (let pos = 0; pos < size; ) {
+        for (let pos = from; pos < size; ) {
           const want = Math.min(buf.length, size - pos);
           let n = 0;
           while (n < want) {
@@ -239,6 +251,25 @@ interface OpenFile {
   attrs?: FileAttributes;
   /** Unlinked while open here: the staged copy lives on until the last close, then vanishes. */
   unlinked?: boolean;
+  /** Whole blocks already on their way to a worker while the file is still written. */
+  stream?: WriteStream;
+}
+
+/** A big file going to a worker block by block while it is written (WorkerClient.openStream). */
+interface WriteStream {
+  worker?: WorkerInfo;
+  begin?: WriteBeginResponse;
+  writeType?: WriteType;
+  id?: string;
+  /** The staged file linked into the worker's incoming dir (same host); else blocks go over HTTP. */
+  local?: { tier: string; name: string; path: string };
+  /** Bytes claimed by appends, started or done: always whole blocks. */
+  sentUpTo: number;
+  /** The running step (opening, one append); the next starts when it ends. */
+  running: Promise<void>;
+  busy: boolean;
+  /** A change below sentUpTo, or a failed step: the stream cannot be finished; the close sends the whole file. */
+  broken: boolean;
 }
 
 interface Handle {
@@ -257,6 +288,7 @@ export class StrataFileSystem {
   readonly #log: Logger;
   readonly #readerOpts: FileReaderOptions;
   readonly #writeType: WriteType | undefined;
+  readonly #streamWrites: boolean;
   readonly #files = new Map<number, OpenFile>();
   readonly #handles = new Map<number, Handle>();
   #nextFh = 1;
@@ -278,6 +310,7 @@ export class StrataFileSystem {
     this.#log = opts.logger;
     this.#readerOpts = opts.reader ?? {};
     this.#writeType = opts.writeType;
+    this.#streamWrites = opts.streamWrites !== false;
   }
 
   /** Prepares the staging directory; leftovers of a crashed client are removed. */
@@ -568,7 +601,82 @@ export class StrataFileSystem {
     f.dirty = true;
     f.generation++;
     f.mtime = timespecNow();
+    if (f.stream && pos < f.stream.sentUpTo) f.stream.broken = true;
+    this.#pumpStream(f, staging);
     return len;
+  }
+
+  // ---- write streams: whole blocks go to a worker while the file is written ----
+
+  /** Starts the file's write stream once it has a block and some more, or sends the next whole block. */
+  #pumpStream(f: OpenFile, staging: StagingFile): void {
+    let s = f.stream;
+    if (!s) {
+      const bs = f.attrs?.blockSize;
+      if (!this.#streamWrites || f.unlinked || !bs || staging.size < bs + STREAM_LAG_BYTES) return;
+      s = f.stream = { sentUpTo: 0, running: Promise.resolve(), busy: true, broken: false };
+      const opened = s;
+      s.running = this.#openStream(f, opened, staging).then(
+        () => this.#streamStepDone(f, opened, staging),
+        (err) => this.#streamFailed(f, opened, err),
+      );
+      return;
+    }
+    if (s.busy || s.broken || !s.begin) return;
+    const bs = s.begin.blockSize;
+    if (staging.size < s.sentUpTo + bs + STREAM_LAG_BYTES) return;
+    const offset = s.sentUpTo;
+    s.sentUpTo += bs;
+    s.busy = true;
+    const cur = s;
+    s.running = this.#appendStream(f, cur, staging, offset, bs).then(
+      () => this.#streamStepDone(f, cur, staging),
+      (err) => this.#streamFailed(f, cur, err),
+    );
+  }
+
+  #streamStepDone(f: OpenFile, s: WriteStream, staging: StagingFile): void {
+    s.busy = false;
+    if (f.stream === s) this.#pumpStream(f, staging);
+  }
+
+  #streamFailed(f: OpenFile, s: WriteStream, err: unknown): void {
+    s.busy = false;
+    s.broken = true;
+    this.#log.info({ ino: f.ino, err: toStrataError(err).message }, 'write stream failed; the close sends the whole file');
+  }
+
+  async #openStream(f: OpenFile, s: WriteStream, staging: StagingFile): Promise<void> {
+    const begin = await this.master.beginWrite(f.ino);
+    const worker = await this.router.forWrite(f.ino);
+    const writeType = this.#writeType ?? begin.writeType;
+    s.local = this.local?.isLocal(worker) ? await this.#handOver(worker, staging) : undefined;
+    s.id = await this.workers.openStream(worker, f.ino, begin.containerId, begin.blockSize, writeType, s.local);
+    s.worker = worker;
+    s.writeType = writeType;
+    s.begin = begin;
+  }
+
+  async #appendStream(f: OpenFile, s: WriteStream, staging: StagingFile, offset: number, length: number): Promise<void> {
+    if (s.local) {
+      // The worker reads the block from the linked file: it must be on disk, not in the coalescing buffer.
+      await staging.drain();
+      await this.workers.appendStream(s.worker!, s.id!, f.ino, offset, length);
+    } else {
+      const buf = Buffer.allocUnsafe(length);
+      const n = await staging.read(buf, length, offset);
+      if (n !== length) throw new StrataError('INTERNAL', `staged file is shorter than the block sent (${n} of ${length} bytes)`);
+      await this.workers.appendStream(s.worker!, s.id!, f.ino, offset, length, buf);
+    }
+  }
+
+  /** Drops a stream that will not be finished, and the blocks the worker took for it. */
+  #dropStream(s: WriteStream): void {
+    void (async () => {
+      await s.running.catch(() => undefined);
+      if (s.id && s.worker) await this.workers.deleteStream(s.worker, s.id).catch(() => undefined);
+      if (s.local) await fsp.rm(s.local.path, { force: true });
+    })();
   }
 
   async ftruncate(fh: number, size: number): Promise<void> {
@@ -585,6 +693,7 @@ export class StrataFileSystem {
     if (!Number.isSafeInteger(size) || size < 0) throw new StrataError('INVALID_ARGUMENT', `bad size ${size}`);
     const staging = await this.#ensureStaging(f, size);
     await f.lock.run(async () => {
+      if (f.stream && size < f.stream.sentUpTo) f.stream.broken = true;
       await staging.truncate(size);
       f.dirty = true;
       f.generation++;
@@ -631,6 +740,12 @@ export class StrataFileSystem {
   /** Sends a dirty file through a worker to the under-store and commits its blocks. */
   async #flushFile(f: OpenFile): Promise<void> {
     await f.lock.run(async () => {
+      // A write stream ends here, finished below or dropped; later writes start a new one.
+      const stream = f.stream;
+      f.stream = undefined;
+      if (stream) await stream.running.catch(() => undefined);
+      const usable = stream && !stream.broken && stream.begin && f.dirty && f.staging && !f.unlinked && f.staging.size >= stream.sentUpTo ? stream : undefined;
+      if (stream && !usable) this.#dropStream(stream);
       if (!f.dirty || !f.staging) return;
       if (f.unlinked) {
         f.dirty = false; // no name refers to it any more: nothing to store
@@ -639,6 +754,17 @@ export class StrataFileSystem {
       const gen = f.generation;
       const staging = f.staging;
       const size = staging.size;
+      if (usable) {
+        try {
+          await this.#upload(f.ino, usable.begin!, size, () => staging.extents(usable.sentUpTo), true, f.mtime, staging, usable);
+          if (f.generation === gen) f.dirty = false;
+          return;
+        } catch (err) {
+          // The stream's worker died, or it dropped the stream (idle, restarted): send the whole file as without one.
+          this.#log.warn({ ino: f.ino, err: toStrataError(err).message }, 'finishing a write stream failed; sending the whole file');
+          this.#dropStream(usable);
+        }
+      }
       if (size === 0) {
         // Nothing for a worker to carry: the master records (and stores) the empty file in one request.
         try {
@@ -694,6 +820,8 @@ export class StrataFileSystem {
     } finally {
       if (f.refs === 0) {
         this.#files.delete(f.ino);
+        if (f.stream) this.#dropStream(f.stream);
+        f.stream = undefined;
         await f.staging?.dispose();
       }
     }
@@ -727,17 +855,23 @@ export class StrataFileSystem {
     extents: boolean,
     mtime?: Timespec,
     staging?: StagingFile,
+    /** Finish this write stream: `body` then has the bytes from where the stream is. */
+    stream?: WriteStream,
   ): Promise<FileAttributes> {
-    const worker = await this.router.forWrite(ino);
-    const writeType = this.#writeType ?? begin.writeType;
+    const worker = stream?.worker ?? (await this.router.forWrite(ino));
+    const writeType = stream?.writeType ?? this.#writeType ?? begin.writeType;
     let res;
     try {
-      const local = staging && this.local?.isLocal(worker) ? await this.#handOver(worker, staging) : undefined;
+      if (stream?.local) await staging?.drain();
+      const local = stream ? undefined : staging && this.local?.isLocal(worker) ? await this.#handOver(worker, staging) : undefined;
       try {
-        if (local) {
+        if (stream?.local) {
+          // The worker reads on in the file linked when the stream opened, and unlinks it.
+          res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, Buffer.alloc(0), writeType, false, undefined, stream.id);
+        } else if (local) {
           res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, Buffer.alloc(0), writeType, false, local);
         } else {
-          res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, typeof body === 'function' ? await body() : body, writeType, extents);
+          res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, typeof body === 'function' ? await body() : body, writeType, extents, undefined, stream?.id);
         }
       } finally {
         if (local) await fsp.rm(local.path, { force: true });

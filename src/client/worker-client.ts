@@ -152,10 +152,12 @@ export class WorkerClient {
     extents = false,
     /** Same host: the bytes are in this file, linked into the tier's incoming dir; no body is sent. */
     local?: { tier: string; name: string },
+    /** Finishes this write stream: the body (or its handed-over file) has the bytes from where the stream is. */
+    stream?: string,
   ): Promise<WriteFileResponse> {
     const { signal, done } = this.#watch(worker);
     try {
-      const where = local ? `&local=${encodeURIComponent(local.name)}&tier=${encodeURIComponent(local.tier)}` : extents ? '&format=extents' : '';
+      const where = (local ? `&local=${encodeURIComponent(local.name)}&tier=${encodeURIComponent(local.tier)}` : extents ? '&format=extents' : '') + (stream ? `&stream=${encodeURIComponent(stream)}` : '');
       const res = await this.#pool(worker.address).request({
         ...(signal ? { signal } : {}),
         method: 'PUT',
@@ -174,6 +176,65 @@ export class WorkerClient {
       return parsed as WriteFileResponse;
     } catch (err) {
       throw wrap(signal?.aborted ? signal.reason : err, `write inode ${ino} to ${worker.address}`);
+    } finally {
+      done();
+    }
+  }
+
+  /**
+   * Opens a write stream: `worker` takes whole blocks of the file while it is still
+   * being written (see appendStream), and `writeFile(…, stream)` finishes it.
+   */
+  async openStream(worker: WorkerInfo, ino: number, containerId: number, blockSize: number, writeType: WriteType, local?: { tier: string; name: string }): Promise<string> {
+    const where = local ? `&local=${encodeURIComponent(local.name)}&tier=${encodeURIComponent(local.tier)}` : '';
+    const r = await this.#small<{ stream: string }>(worker, 'POST', `/streams?ino=${ino}&container=${containerId}&blockSize=${blockSize}&writeType=${writeType}${where}`, `open a write stream for inode ${ino}`);
+    return r.stream;
+  }
+
+  /** Appends `[offset, offset + length)`, whole blocks: `body`, or without one, the stream's handed-over file. */
+  async appendStream(worker: WorkerInfo, stream: string, ino: number, offset: number, length: number, body?: Buffer): Promise<void> {
+    const { signal, done } = this.#watch(worker);
+    const what = `append to write stream of inode ${ino} on ${worker.address}`;
+    try {
+      const res = await this.#pool(worker.address).request({
+        ...(signal ? { signal } : {}),
+        method: 'PUT',
+        path: `/streams/${encodeURIComponent(stream)}?ino=${ino}&offset=${offset}&length=${length}`,
+        headers: { ...this.#auth, 'content-type': 'application/octet-stream', 'content-length': String(body ? body.length : 0) },
+        body: body ?? Buffer.alloc(0),
+        headersTimeout: this.#headersTimeoutMs,
+        bodyTimeout: this.#bodyTimeoutMs,
+      });
+      const parsed = parseJsonOrUndefined(await res.body.text());
+      if (res.statusCode !== 200) throw errorFromBody(res.statusCode, parsed, what);
+    } catch (err) {
+      throw wrap(signal?.aborted ? signal.reason : err, what);
+    } finally {
+      done();
+    }
+  }
+
+  /** Drops a write stream and the blocks it took (best effort: an unknown stream is fine). */
+  async deleteStream(worker: WorkerInfo, stream: string): Promise<void> {
+    await this.#small(worker, 'DELETE', `/streams/${encodeURIComponent(stream)}`, 'drop a write stream');
+  }
+
+  async #small<T>(worker: WorkerInfo, method: 'POST' | 'DELETE', path: string, what: string): Promise<T> {
+    const { signal, done } = this.#watch(worker);
+    try {
+      const res = await this.#pool(worker.address).request({
+        ...(signal ? { signal } : {}),
+        method,
+        path,
+        headers: this.#auth,
+        headersTimeout: this.#headersTimeoutMs,
+        bodyTimeout: this.#bodyTimeoutMs,
+      });
+      const parsed = parseJsonOrUndefined(await res.body.text());
+      if (res.statusCode !== 200) throw errorFromBody(res.statusCode, parsed, `${what} on ${worker.address}`);
+      return parsed as T;
+    } catch (err) {
+      throw wrap(signal?.aborted ? signal.reason : err, `${what} on ${worker.address}`);
     } finally {
       done();
     }

@@ -120,12 +120,20 @@ export class FileWrite {
     }
   }
 
+  /** Commits of whole blocks, one after another (fsyncs, for write types that keep the bytes only here). */
+  #settling: Promise<unknown> = Promise.resolve();
+
   /**
-   * Makes the whole blocks taken so far final (fsync'd when the write type keeps
-   * them only here), so a streamed file's close has only its tail left to do.
+   * Starts making the whole blocks taken so far final, in the background, so a
+   * streamed file's blocks reach the disk while the application still writes and
+   * its close has only the tail left. `finish` waits for them and reports a failure.
    */
-  async settleWholeBlocks(): Promise<void> {
-    while (this.#committed < this.#done.length) await this.#done[this.#committed++]!.commit();
+  settleWholeBlocks(): void {
+    while (this.#committed < this.#done.length) {
+      const w = this.#done[this.#committed++]!;
+      this.#settling = this.#settling.then(() => w.commit());
+    }
+    this.#settling.catch(() => undefined);
   }
 
   async finish(): Promise<WriteFileResponse> {
@@ -138,12 +146,14 @@ export class FileWrite {
       this.#curLen = 0;
     }
     const st = this.#ufsWriter ? await this.#ufsWriter.complete() : undefined;
-    await this.settleWholeBlocks();
+    this.settleWholeBlocks();
+    await this.#settling;
     const blocks = this.#lengths.map((length, i) => ({ id: blockIdOf(this.containerId, i), length }));
     return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: this.#cache };
   }
 
   async abort(): Promise<void> {
+    await this.#settling.catch(() => undefined);
     await this.#ufsWriter?.abort();
     for (const w of [...this.#done, ...(this.#cur ? [this.#cur] : [])]) await w.abort();
     this.#done.length = 0;

@@ -316,6 +316,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     labelNames: ['write_type', 'via'] as const,
     registers: reg,
   });
+  const streamedBytes = new Counter({
+    name: 'strata_worker_write_stream_bytes_total',
+    help: 'File bytes taken by write streams as whole blocks before the file was closed (also counted in strata_worker_written_bytes_total)',
+    registers: reg,
+  });
   new Gauge({ name: 'strata_worker_cache_used_bytes', help: 'Bytes of cached pages, by tier', labelNames: ['tier'] as const, registers: reg, collect() { for (const t of store.tierInfo()) this.set({ tier: t.name }, t.usedBytes); } });
   new Gauge({ name: 'strata_worker_cache_capacity_bytes', help: 'Quota, by tier', labelNames: ['tier'] as const, registers: reg, collect() { for (const t of store.tierInfo()) this.set({ tier: t.name }, t.capacityBytes); } });
   new Gauge({ name: 'strata_worker_cache_blocks', help: 'Blocks with at least one cached page', registers: reg, collect() { this.set(store.blockCount); } });
@@ -616,8 +621,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         await rawBody(w, req, offset + length);
         if (w.total !== offset + length) throw new StrataError('BAD_REQUEST', `body has ${w.total - offset} bytes, declared ${length}`);
       }
-      await w.settleWholeBlocks();
+      w.settleWholeBlocks();
       writtenBytes.inc({ write_type: w.writeType, via: s.local ? 'local' : 'http' }, length);
+      streamedBytes.inc(length);
       if (s.cancelled) throw new StrataError('NOT_FOUND', `write stream ${id} was deleted`);
       s.busy = false;
       touchStream(s);
