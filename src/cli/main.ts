@@ -208,6 +208,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     shortCircuit: cfg.shortCircuit === 'true',
     ...(cfg.hostId ? { hostId: cfg.hostId } : {}),
     metadataCache: cfg.metadataCache === 'true',
+    feedLeaseMs: cfg.feedLeaseMs,
     workerProbeIntervalMs: cfg.workerProbeIntervalMs,
     masterFailoverTimeoutMs: cfg.masterFailoverTimeoutMs,
     ...(writeType ? { writeType } : {}),
@@ -353,7 +354,7 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
     );
     children.push(worker);
     onChildExit(worker);
-    const mount = await startChild('mount', ['mount', ...common, '--master', masterUrl, '--allow-other', cfg.allowOther, '--read-type', cfg.readType, '--attr-timeout-ms', String(cfg.attrTimeoutMs), '--entry-timeout-ms', String(cfg.entryTimeoutMs), '--feed-timeout-ms', String(cfg.feedTimeoutMs), cfg.mount], process.env);
+    const mount = await startChild('mount', ['mount', ...common, '--master', masterUrl, '--allow-other', cfg.allowOther, '--read-type', cfg.readType, '--attr-timeout-ms', String(cfg.attrTimeoutMs), '--entry-timeout-ms', String(cfg.entryTimeoutMs), '--feed-timeout-ms', String(cfg.feedTimeoutMs), '--feed-lease-ms', String(cfg.feedLeaseMs), cfg.mount], process.env);
     children.push(mount);
     onChildExit(mount);
     onSignals(stopAll);
@@ -394,6 +395,7 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     attrTimeoutMs: o.attrTimeoutMs,
     entryTimeoutMs: o.entryTimeoutMs,
     feedTimeoutMs: o.feedTimeoutMs,
+    feedLeaseMs: o.feedLeaseMs,
   };
 }
 
@@ -466,6 +468,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--attr-timeout-ms <ms>', 'how long the kernel answers stat from its cache (default 1000)')
     .option('--entry-timeout-ms <ms>', 'how long the kernel keeps path lookups (default 1000)')
     .option('--feed-timeout-ms <ms>', 'how long the kernel keeps what the change feed keeps exact (default 60000; 0 = off)')
+    .option('--feed-lease-ms <ms>', 'answer opens from the metadata cache under a change-feed lease of this length; close-to-open still holds (default 1000; 0 = opens ask the master)')
     .option('--block-size <bytes>', 'block size of new files, e.g. 64MiB')
     .option('--metastore <where>', 'sqlite:///path (default <home>/master/strata.db) or postgres://user@host:port/db')
     .option('--sync-interval-ms <ms>', 're-check under-store metadata older than this')
@@ -536,6 +539,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--attr-timeout-ms <ms>', 'how long the kernel answers stat from its cache (default 1000)')
     .option('--entry-timeout-ms <ms>', 'how long the kernel keeps path lookups (default 1000)')
     .option('--feed-timeout-ms <ms>', 'how long the kernel keeps what the change feed keeps exact (default 60000; 0 = off)')
+    .option('--feed-lease-ms <ms>', 'answer opens from the metadata cache under a change-feed lease of this length; close-to-open still holds (default 1000; 0 = opens ask the master)')
     .option('--host-id <id>', "this host's identity for short-circuit reads (default /etc/machine-id); the same as the worker's beside it")
     .addHelpText('after', examples(['$ strata mount /mnt/strata --master http://master-host:19998', '$ strata mount /mnt/strata --read-type NO_CACHE --allow-other true']))
     .action(async (dir: string, o) => {

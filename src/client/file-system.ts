@@ -43,6 +43,8 @@ export interface FileSystemOptions {
   readType?: ReadType;
   /** Cache master answers, kept exact by the change feed (client/metadata-cache.ts). Default false. */
   metadataCache?: boolean;
+  /** With the metadata cache: answer opens from it under a change-feed lease of this many ms (master/feed-leases.ts). Default 0 (opens ask the master). */
+  feedLeaseMs?: number;
   /** The cluster token, sent to the master and workers. Default: none. */
   token?: string;
   /** Health probes of a worker this client waits on, every this many ms (0 = never). Default 3000. */
@@ -296,6 +298,7 @@ export class StrataFileSystem {
   constructor(opts: FileSystemOptions) {
     this.master = new MasterClient(opts.masterUrl, {
       metadataCache: opts.metadataCache === true,
+      ...(opts.feedLeaseMs ? { feedLeaseMs: opts.feedLeaseMs } : {}),
       ...(opts.masterFailoverTimeoutMs !== undefined ? { retryForMs: opts.masterFailoverTimeoutMs } : {}),
       ...(opts.token ? { token: opts.token } : {}),
     });
@@ -487,9 +490,9 @@ export class StrataFileSystem {
 
   /** Opens by inode; also returns the attributes the open found, for cache revalidation. */
   async openIno(ino: number, flags: number): Promise<{ fh: number; attrs: FileAttributes }> {
-    // Close-to-open: an open asks the master, never the metadata cache, whose feed may not
-    // have shown yet a close that just returned on another host (as JuiceFS's open-cache 0).
-    const info = await this.master.fileBlocksByIno(ino, true);
+    // Close-to-open: an open asks the master (as JuiceFS's open-cache 0), unless this mount
+    // holds a feed lease: then the master answers no close before this cache has applied it.
+    const info = await this.master.fileBlocksForOpen(ino);
     const fh = await this.#openInfo(info, flags);
     return { fh, attrs: this.#overlay({ ...info.attrs }) };
   }

@@ -1,5 +1,6 @@
 /** Typed calls of the master's namespace API, for the FUSE client and the CLI. */
 
+import { randomBytes } from 'node:crypto';
 import { JsonClient, JsonClientOptions, ResponseMeta } from '../common/json-client';
 import { StrataError } from '../common/errors';
 import { ChangeStamp, MetadataCache, parseChangeStamp } from './metadata-cache';
@@ -12,6 +13,7 @@ import {
   ListResponse,
   MASTER_API,
   CHANGES_HEADER,
+  SUBSCRIBER_HEADER,
   ChangesResponse,
   MountInfo,
   SetAttrRequest,
@@ -29,6 +31,12 @@ const stampOf = (meta: ResponseMeta): ChangeStamp | undefined => parseChangeStam
 export interface MasterClientOptions extends JsonClientOptions {
   /** Cache lookups, attributes and block lists, kept exact by the change feed (the FUSE mount). */
   metadataCache?: boolean;
+  /**
+   * With the metadata cache: hold a change-feed lease of this many ms and answer
+   * opens from the cache while it runs (close-to-open still holds: master/feed-leases.ts).
+   * 0: every open asks the master. Default 0.
+   */
+  feedLeaseMs?: number;
 }
 
 export class MasterClient {
@@ -37,9 +45,14 @@ export class MasterClient {
   readonly cache: MetadataCache | undefined;
   readonly #stopFeed = new AbortController();
   #feed: Promise<void> | undefined;
+  readonly #leaseMs: number;
+  readonly #subscriber = randomBytes(12).toString('hex');
+  /** Until when (performance.now()) the feed lease runs: sent time of the last answered poll + the lease. */
+  #leaseUntil = 0;
 
   constructor(url: string, opts: MasterClientOptions = {}) {
-    this.#http = new JsonClient(url, opts);
+    this.#leaseMs = opts.metadataCache ? (opts.feedLeaseMs ?? 0) : 0;
+    this.#http = new JsonClient(url, this.#leaseMs > 0 ? { ...opts, postHeaders: { ...opts.postHeaders, [SUBSCRIBER_HEADER]: this.#subscriber } } : opts);
     if (opts.metadataCache) {
       this.cache = new MetadataCache();
       this.#feed = this.#followChanges();
@@ -52,9 +65,15 @@ export class MasterClient {
     const signal = this.#stopFeed.signal;
     while (!signal.aborted) {
       try {
-        const r = await this.#http.get<ChangesResponse>(`${MASTER_API}/changes`, { epoch: cache.epoch || '-', since: cache.applied, wait: 20_000 }, AbortSignal.any([signal, AbortSignal.timeout(30_000)]));
+        const lease = this.#leaseMs;
+        const sent = performance.now();
+        // With a lease: poll at least three times per lease, so it never runs out while the master is there.
+        const q: Record<string, string | number> = lease > 0 ? { wait: Math.max(50, Math.floor(lease / 3)), subscriber: this.#subscriber, lease } : { wait: 20_000 };
+        const r = await this.#http.get<ChangesResponse>(`${MASTER_API}/changes`, { epoch: cache.epoch || '-', since: cache.applied, ...q }, AbortSignal.any([signal, AbortSignal.timeout(30_000)]));
         cache.apply(r);
+        if (lease > 0) this.#leaseUntil = sent + lease;
       } catch {
+        this.#leaseUntil = 0;
         cache.lost();
         if (signal.aborted) return;
         await new Promise((r) => setTimeout(r, 500).unref());
@@ -215,6 +234,15 @@ export class MasterClient {
   }
 
   /** `fresh`: ask the master even when cached (a reader whose worker failed wants current locations). */
+  /**
+   * The blocks of a file being opened. Close-to-open: from the master, unless the
+   * feed lease runs, in which case every close that returned before now has reached
+   * the cache already and a cached answer is current.
+   */
+  fileBlocksForOpen(ino: number): Promise<FileBlocksResponse> {
+    return this.fileBlocksByIno(ino, !(this.#leaseMs > 0 && performance.now() < this.#leaseUntil));
+  }
+
   async fileBlocksByIno(ino: number, fresh = false): Promise<FileBlocksResponse> {
     const cache = this.cache;
     if (!cache) return this.#http.get(`${MASTER_API}/blocks`, { ino });

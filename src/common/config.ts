@@ -47,6 +47,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'attrTimeoutMs', flag: '--attr-timeout-ms', env: 'STRATA_ATTR_TIMEOUT_MS', kind: 'int', description: "Mounts: how long the kernel answers stat from its own cache; a change made through another mount can go unseen by stat for this long (open always checks).", default: () => 1000 },
   { key: 'entryTimeoutMs', flag: '--entry-timeout-ms', env: 'STRATA_ENTRY_TIMEOUT_MS', kind: 'int', description: 'Mounts: how long the kernel keeps a name -> inode lookup; a rename or unlink through another mount can go unseen by path lookups for this long.', default: () => 1000 },
   { key: 'feedTimeoutMs', flag: '--feed-timeout-ms', env: 'STRATA_FEED_TIMEOUT_MS', kind: 'int', description: "Mounts: how long the kernel keeps attributes and lookups that the metadata cache vouches for; the master's change feed reports every change and the mount then drops the kernel's copy at once, so a change made through another mount shows within the feed's delay. attrTimeoutMs and entryTimeoutMs apply to everything else (and to all while the feed is down). 0 = off.", default: () => 60_000 },
+  { key: 'feedLeaseMs', flag: '--feed-lease-ms', env: 'STRATA_FEED_LEASE_MS', kind: 'int', description: "Mounts: a lease on the master's change feed; while it runs, opens are answered from the metadata cache, and the master answers no change (a close) before every mount holding a lease has applied it, so close-to-open holds. A mount that stops polling delays others' changes by at most this, once. 0 = every open asks the master.", default: () => 1000 },
   { key: 'metadataCache', flag: '', env: 'STRATA_METADATA_CACHE', kind: 'string', description: "Mounts cache lookups, attributes and block lists, kept exact by the master's change feed: true or false.", default: () => 'true' },
   { key: 'syncIntervalMs', flag: '--sync-interval-ms', env: 'STRATA_SYNC_INTERVAL_MS', kind: 'int', description: 'Re-check under-store metadata older than this (0 = always, -1 = never). Changes made through Strata are always current; this bounds how late changes made directly in the store appear.', default: () => 60_000 },
   { key: 'workerTimeoutMs', flag: '', env: 'STRATA_WORKER_TIMEOUT_MS', kind: 'int', description: 'A worker silent this long is marked lost.', default: () => 30000 },
@@ -92,6 +93,7 @@ export interface StrataConfig {
   attrTimeoutMs: number;
   entryTimeoutMs: number;
   feedTimeoutMs: number;
+  feedLeaseMs: number;
   metadataCache: string;
   syncIntervalMs: number;
   workerTimeoutMs: number;
@@ -150,6 +152,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if ((k.key.endsWith('Port') && (n < 0 || n > 65535))) throw bad('a port number 0-65535');
       if (['maxConnections', 'headersTimeoutMs', 'requestTimeoutMs'].includes(k.key) && n < 1) throw bad('a positive integer');
       if ((k.key === 'attrTimeoutMs' || k.key === 'entryTimeoutMs' || k.key === 'feedTimeoutMs') && (n < 0 || n > 3_600_000)) throw bad('0 (no kernel caching) up to 3600000 ms');
+      if (k.key === 'feedLeaseMs' && n !== 0 && (n < 100 || n > 60_000)) throw bad('0 (off) or 100 up to 60000 ms');
       if (k.key === 'workerProbeIntervalMs' && (n < 0 || n > 600_000)) throw bad('0 (off) or a period in ms up to 600000');
       if (k.key === 'leaderLeaseMs' && (n < 300 || n > 600_000)) throw bad('a lease in ms from 300 to 600000');
       if (k.key === 'masterFailoverTimeoutMs' && (n < 0 || n > 3_600_000)) throw bad('a time in ms from 0 to 3600000');

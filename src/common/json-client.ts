@@ -33,6 +33,8 @@ export interface JsonClientOptions {
   retryForMs?: number;
   /** Sent as `Authorization: Bearer …` when set. */
   token?: string;
+  /** Sent with every POST (e.g. the mount's feed-subscriber id). */
+  postHeaders?: Record<string, string>;
 }
 
 /** Per call: a POST that may safely be applied twice (a read sent as POST, a full re-registration). */
@@ -96,7 +98,7 @@ export class JsonClient {
     if (this.#urls.length === 0) throw new StrataError('CONFIG', `not a valid URL: '${baseUrl}'`);
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
     this.#retryForMs = opts.retryForMs ?? 15_000;
-    this.#headers = { 'content-type': 'application/json' };
+    this.#headers = { ...opts.postHeaders, 'content-type': 'application/json' };
     if (opts.token) this.#headers.authorization = `Bearer ${opts.token}`;
   }
 

@@ -270,6 +270,8 @@ export interface ChangesResponse {
 
 /** Response header of every master answer: `<epoch>:<seq at request start>:<seq at response>`. */
 export const CHANGES_HEADER = 'strata-changes';
+/** Sent by a mount that holds change-feed leases (master/feed-leases.ts) with its changes, so the master does not wait for its own acknowledgement. */
+export const SUBSCRIBER_HEADER = 'strata-subscriber';
 /** On a NOT_LEADER reply: the leader's URL, when one is known. */
 export const LEADER_HEADER = 'strata-leader';
 /** On every answer of a master elected by lease: its term, so workers see a new leader (and register again). */

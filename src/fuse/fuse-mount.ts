@@ -103,8 +103,11 @@ class KernelView {
     const b = this.#entries.peek(`${newParent}/${newName}`);
     this.#entries.delete(`${parent}/${name}`);
     this.#entries.delete(`${newParent}/${newName}`);
-    if (a) this.toldEntry(newParent, newName, a.ino);
-    if (b && exchange) this.toldEntry(parent, name, b.ino);
+    // No record of the source: the feed reported this very rename before its reply came
+    // (and dropped the record), yet the kernel moves its dentry, timeout and all. Record
+    // the new name with no inode, so any later change of that name drops the kernel's copy.
+    this.toldEntry(newParent, newName, a ? a.ino : -1);
+    if (exchange) this.toldEntry(parent, name, b ? b.ino : -1);
   }
 
   /** Nothing the kernel holds is vouched for any more: drop it all. */

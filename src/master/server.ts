@@ -20,6 +20,7 @@ import {
   TierInfo,
   MASTER_API,
   CHANGES_HEADER,
+  SUBSCRIBER_HEADER,
   RegisterWorkerResponse,
   FileType,
   Timespec,
@@ -33,6 +34,7 @@ import { SqliteMetastore } from './sqlite-metastore';
 import { PgMetastore } from './pg-metastore';
 import { Namespace } from './namespace';
 import { MountTable } from './mount-table';
+import { FeedLeases } from './feed-leases';
 import { Persister } from './persister';
 import { Dashboard, DashboardOptions, registerDashboard } from './dashboard';
 import { LeaderElectionConfig, registerLeaderGate } from './leader-gate';
@@ -208,8 +210,22 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.addHook('onRequest', async (req) => {
     startSeq.set(req, await feed.seq());
   });
+  const leases = new FeedLeases();
+  new Gauge({ name: 'strata_master_feed_subscribers', help: 'Mounts holding change-feed leases (they answer opens from their caches)', registers: [metrics.registry], collect() { this.set(leases.subscribers); } });
+  new Gauge({ name: 'strata_master_feed_lease_lapses_total', help: 'Changes answered only after a mount\'s feed lease ran out (the mount stopped polling), since start', registers: [metrics.registry], collect() { this.set(leases.lapsed); } });
   app.addHook('onSend', async (req, reply, payload) => {
-    void reply.header(CHANGES_HEADER, await feed.header(startSeq.get(req) ?? 0));
+    const start = startSeq.get(req) ?? 0;
+    if (req.method !== 'GET' && leases.subscribers > 0 && reply.statusCode < 500) {
+      // Close-to-open for mounts that answer opens from their caches: a change is answered only
+      // once every other mount holding a feed lease has applied it (see feed-leases.ts).
+      const now = await feed.seq();
+      if (now > start) {
+        feed.notify();
+        const by = req.headers[SUBSCRIBER_HEADER];
+        await leases.waitApplied(feed.epoch, now, typeof by === 'string' ? by : undefined);
+      }
+    }
+    void reply.header(CHANGES_HEADER, await feed.header(start));
     return payload;
   });
   app.addHook('onResponse', async (req) => {
@@ -220,6 +236,12 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const epoch = typeof q.epoch === 'string' ? q.epoch : '';
     const since = intParam(q.since, 'since', 0);
     const waitMs = Math.min(intParam(q.wait, 'wait', 0), 60_000);
+    if (q.subscriber !== undefined) {
+      if (typeof q.subscriber !== 'string' || !/^[A-Za-z0-9_-]{8,64}$/.test(q.subscriber)) throw new StrataError('BAD_REQUEST', 'subscriber is 8-64 letters, digits, _ or -');
+      const leaseMs = intParam(q.lease, 'lease', 0);
+      if (leaseMs < 100 || leaseMs > 60_000) throw new StrataError('BAD_REQUEST', 'lease must be 100…60000 ms');
+      leases.polled(q.subscriber, epoch, since, leaseMs);
+    }
     const ac = new AbortController();
     // A client that went away stops the wait (the response's close, not the request's: that one fires once the request is read).
     reply.raw.once('close', () => ac.abort());

@@ -11,7 +11,10 @@ import t from 'tap';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { startCluster } from '../helpers/multi-cluster';
+import { startFaultProxy } from '../helpers/fault-proxy';
+import { CLI, forceUnmount } from '../helpers/cluster';
 
 /** Past the kernel's attribute and entry timeouts (1 s). */
 const KERNEL_TTL = () => new Promise((r) => setTimeout(r, 1300));
@@ -147,4 +150,50 @@ t.test('close-to-open: an open right after another mount closed the file sees it
     }
   }
   t.equal(wrong, 0, 'every open on B saw the size and bytes A had just written');
+});
+
+t.test('feed leases: opens are answered from the cache, yet a close elsewhere is always seen, even by a mount whose feed lags', async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '-1'] });
+  // Mount B reaches the master through a proxy that holds each of its feed polls for 250 ms:
+  // B learns of every change late, so only the master waiting for B can keep close-to-open.
+  const proxy = await startFaultProxy(c.masterUrl, t);
+  proxy.mode = 'delay';
+  proxy.delayMs = 250;
+  proxy.match = (req) => (req.url ?? '').includes('/changes');
+  const mntB = path.join(c.root, 'mntB');
+  await fsp.mkdir(mntB);
+  const b = spawn(process.execPath, [CLI, 'mount', '--home', path.join(c.root, 'clientB'), '--master', proxy.endpoint, '--feed-lease-ms', '1000', mntB], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'warn' } });
+  t.teardown(async () => {
+    b.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 1500));
+    b.kill('SIGKILL');
+    forceUnmount(mntB);
+  });
+  let out = '';
+  b.stdout!.on('data', (d) => (out += d));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`mount B did not mount: ${out}`)), 30_000);
+    b.stdout!.on('data', () => /mounted at /.test(out) && (clearTimeout(timer), resolve()));
+  });
+  const a = (p: string) => path.join(c.mounts[0]!, p);
+  const bp = (p: string) => path.join(mntB, p);
+
+  await fsp.writeFile(a('f'), 'seed');
+  t.equal(await fsp.readFile(bp('f'), 'utf8'), 'seed', 'B reads what A wrote');
+  const blocksAsked = () => masterCount(c.masterUrl, '/api/v1/blocks');
+  const before = await blocksAsked();
+  for (let i = 0; i < 10; i++) t.equal(await fsp.readFile(bp('f'), 'utf8'), 'seed');
+  t.equal(await blocksAsked(), before, '10 opens of an unchanged file on B did not ask the master (answered under the lease)');
+
+  let wrong = 0;
+  for (let i = 0; i < 15; i++) {
+    const data = randomBytes(2000 + i * 999);
+    await fsp.writeFile(a('f'), data);
+    const got = await fsp.readFile(bp('f'));
+    if (!got.equals(data)) {
+      wrong++;
+      t.comment(`round ${i}: read ${got.length} bytes, A wrote ${data.length}`);
+    }
+  }
+  t.equal(wrong, 0, "every open on B right after A's close saw A's bytes, although B's feed lags 250 ms");
 });
