@@ -215,7 +215,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   new Gauge({ name: 'strata_master_feed_lease_lapses_total', help: 'Changes answered only after a mount\'s feed lease ran out (the mount stopped polling), since start', registers: [metrics.registry], collect() { this.set(leases.lapsed); } });
   app.addHook('onSend', async (req, reply, payload) => {
     const start = startSeq.get(req) ?? 0;
-    if (req.method !== 'GET' && leases.subscribers > 0 && reply.statusCode < 500) {
+    // Workers' reports change where blocks are cached, never what a file holds: they need not wait.
+    if (req.method !== 'GET' && leases.subscribers > 0 && reply.statusCode < 500 && !req.url.startsWith(`${api}/workers/`)) {
       // Close-to-open for mounts that answer opens from their caches: a change is answered only
       // once every other mount holding a feed lease has applied it (see feed-leases.ts).
       const now = await feed.seq();
