@@ -239,8 +239,9 @@ export class MasterClient {
    * feed lease runs, in which case every close that returned before now has reached
    * the cache already and a cached answer is current.
    */
-  fileBlocksForOpen(ino: number): Promise<FileBlocksResponse> {
-    return this.fileBlocksByIno(ino, !(this.#leaseMs > 0 && performance.now() < this.#leaseUntil));
+  async fileBlocksForOpen(ino: number): Promise<FileBlocksResponse> {
+    const hit = this.#leaseMs > 0 && performance.now() < this.#leaseUntil ? this.cache?.getBlocks(ino, true) : undefined;
+    return hit ?? this.fileBlocksByIno(ino, true);
   }
 
   async fileBlocksByIno(ino: number, fresh = false): Promise<FileBlocksResponse> {

@@ -59,7 +59,7 @@ export class MetadataCache {
   /** `${parent}/${name}` → the inode it names, or null for a name that does not exist; `v`: valid as of this seq. */
   readonly #entries = new LRUCache<string, { ino: number | null; v: number; exp: number }>({ max: MAX_ENTRIES });
   readonly #attrs = new LRUCache<number, { attrs: FileAttributes; v: number; exp: number }>({ max: MAX_ENTRIES });
-  readonly #blocks = new LRUCache<number, { info: FileBlocksResponse; v: number; exp: number }>({ max: 20_000 });
+  readonly #blocks = new LRUCache<number, { info: FileBlocksResponse; v: number; exp: number; locationsStale?: boolean }>({ max: 20_000 });
   readonly stats = { hits: 0, misses: 0, invalidations: 0, resets: 0 };
   readonly #listeners = new Set<FeedListener>();
 
@@ -185,10 +185,15 @@ export class MetadataCache {
     if (v !== undefined) this.#attrs.set(attrs.ino, { attrs: { ...attrs }, v, exp: this.#exp() });
   }
 
-  getBlocks(ino: number): FileBlocksResponse | undefined {
+  /**
+   * A file's blocks. `forOpen`: also when only where they are cached changed since
+   * (the block list, size and times are current; the locations are hints, and a
+   * reader routed by old ones still gets the right bytes, through another worker).
+   */
+  getBlocks(ino: number, forOpen = false): FileBlocksResponse | undefined {
     if (!this.#healthy) return undefined;
     let b = this.#fresh(this.#blocks, ino);
-    if (b && !this.#servable(b.v)) b = undefined;
+    if (b && (!this.#servable(b.v) || (b.locationsStale && !forOpen))) b = undefined;
     if (b) this.stats.hits++;
     else this.stats.misses++;
     return b && { ...b.info, attrs: { ...b.info.attrs } };
@@ -224,7 +229,10 @@ export class MetadataCache {
       if ((this.#attrs.peek(ino)?.v ?? -1) < seq) this.#attrs.delete(ino);
       if ((this.#blocks.peek(ino)?.v ?? -1) < seq) this.#blocks.delete(ino);
     });
-    for (const [ino, seq] of r.located ?? []) if ((this.#blocks.peek(ino)?.v ?? Infinity) < seq) this.#blocks.delete(ino);
+    for (const [ino, seq] of r.located ?? []) {
+      const b = this.#blocks.peek(ino);
+      if (b && b.v < seq) b.locationsStale = true;
+    }
     for (const [dir, name, seq] of r.names) {
       const k = `${dir}/${name}`;
       if ((this.#entries.peek(k)?.v ?? Infinity) < seq) this.#entries.delete(k);

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { startCluster } from '../helpers/multi-cluster';
 import { startFaultProxy } from '../helpers/fault-proxy';
-import { CLI, forceUnmount } from '../helpers/cluster';
+import { CLI, forceUnmount, runCli } from '../helpers/cluster';
 
 /** Past the kernel's attribute and entry timeouts (1 s). */
 const KERNEL_TTL = () => new Promise((r) => setTimeout(r, 1300));
@@ -184,6 +184,12 @@ t.test('feed leases: opens are answered from the cache, yet a close elsewhere is
   const before = await blocksAsked();
   for (let i = 0; i < 10; i++) t.equal(await fsp.readFile(bp('f'), 'utf8'), 'seed');
   t.equal(await blocksAsked(), before, '10 opens of an unchanged file on B did not ask the master (answered under the lease)');
+  // Where the file is cached changes (freed here; the next read caches it again): its content did not, so opens still need no master.
+  const freed = await runCli(['fs', 'free', '/f', '--master', c.masterUrl]);
+  t.equal(freed.code, 0, freed.stderr);
+  await new Promise((r) => setTimeout(r, 500));
+  for (let i = 0; i < 3; i++) t.equal(await fsp.readFile(bp('f'), 'utf8'), 'seed', 'B reads the freed file again');
+  t.equal(await blocksAsked(), before, 'a change of cache locations alone did not send opens to the master');
 
   let wrong = 0;
   for (let i = 0; i < 15; i++) {
