@@ -270,6 +270,8 @@ interface WriteStream {
   /** The running step (opening, one append); the next starts when it ends. */
   running: Promise<void>;
   busy: boolean;
+  /** Being finished or dropped: no new step starts; writes below sentUpTo still break it. */
+  closing?: boolean;
   /** A change below sentUpTo, or a failed step: the stream cannot be finished; the close sends the whole file. */
   broken: boolean;
 }
@@ -625,7 +627,7 @@ export class StrataFileSystem {
       );
       return;
     }
-    if (s.busy || s.broken || !s.begin) return;
+    if (s.busy || s.broken || s.closing || !s.begin) return;
     const bs = s.begin.blockSize;
     if (staging.size < s.sentUpTo + bs + STREAM_LAG_BYTES) return;
     const offset = s.sentUpTo;
@@ -675,11 +677,12 @@ export class StrataFileSystem {
 
   /** Drops a stream that will not be finished, and the blocks the worker took for it. */
   #dropStream(s: WriteStream): void {
+    s.closing = true;
     void (async () => {
       await s.running.catch(() => undefined);
       if (s.id && s.worker) await this.workers.deleteStream(s.worker, s.id).catch(() => undefined);
       if (s.local) await fsp.rm(s.local.path, { force: true });
-    })();
+    })().catch((err) => this.#log.warn({ err: toStrataError(err).message }, 'dropping a write stream failed'));
   }
 
   async ftruncate(fh: number, size: number): Promise<void> {
@@ -743,10 +746,16 @@ export class StrataFileSystem {
   /** Sends a dirty file through a worker to the under-store and commits its blocks. */
   async #flushFile(f: OpenFile): Promise<void> {
     await f.lock.run(async () => {
-      // A write stream ends here, finished below or dropped; later writes start a new one.
+      // A write stream ends here, finished below or dropped; later writes start a new one. It stays
+      // the file's stream while its last step ends, so a write below what it sent still breaks it;
+      // from here to taking `gen` below nothing waits, so every write is either seen by that check
+      // or counted in a generation after `gen` (and the file stays dirty).
       const stream = f.stream;
+      if (stream) {
+        stream.closing = true;
+        await stream.running.catch(() => undefined);
+      }
       f.stream = undefined;
-      if (stream) await stream.running.catch(() => undefined);
       const usable = stream && !stream.broken && stream.begin && f.dirty && f.staging && !f.unlinked && f.staging.size >= stream.sentUpTo ? stream : undefined;
       if (stream && !usable) this.#dropStream(stream);
       if (!f.dirty || !f.staging) return;
@@ -823,8 +832,13 @@ export class StrataFileSystem {
     } finally {
       if (f.refs === 0) {
         this.#files.delete(f.ino);
-        if (f.stream) this.#dropStream(f.stream);
+        const stream = f.stream;
         f.stream = undefined;
+        if (stream) {
+          // Its opening may still link the staged file: let that end before the file goes.
+          this.#dropStream(stream);
+          await stream.running.catch(() => undefined);
+        }
         await f.staging?.dispose();
       }
     }

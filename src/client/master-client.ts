@@ -41,6 +41,8 @@ export interface MasterClientOptions extends JsonClientOptions {
 
 export class MasterClient {
   readonly #http: JsonClient;
+  /** The feed's own connections: held requests (changes waiting for other mounts' leases) must never queue a poll. */
+  readonly #feedHttp: JsonClient;
   /** Set when caching: see metadata-cache.ts. */
   readonly cache: MetadataCache | undefined;
   readonly #stopFeed = new AbortController();
@@ -49,10 +51,12 @@ export class MasterClient {
   readonly #subscriber = randomBytes(12).toString('hex');
   /** Until when (performance.now()) the feed lease runs: sent time of the last answered poll + the lease. */
   #leaseUntil = 0;
+  #granted = 0;
 
   constructor(url: string, opts: MasterClientOptions = {}) {
     this.#leaseMs = opts.metadataCache ? (opts.feedLeaseMs ?? 0) : 0;
     this.#http = new JsonClient(url, this.#leaseMs > 0 ? { ...opts, postHeaders: { ...opts.postHeaders, [SUBSCRIBER_HEADER]: this.#subscriber } } : opts);
+    this.#feedHttp = new JsonClient(url, opts);
     if (opts.metadataCache) {
       this.cache = new MetadataCache();
       this.#feed = this.#followChanges();
@@ -68,10 +72,12 @@ export class MasterClient {
         const lease = this.#leaseMs;
         const sent = performance.now();
         // With a lease: poll at least three times per lease, so it never runs out while the master is there.
-        const q: Record<string, string | number> = lease > 0 ? { wait: Math.max(50, Math.floor(lease / 3)), subscriber: this.#subscriber, lease } : { wait: 20_000 };
-        const r = await this.#http.get<ChangesResponse>(`${MASTER_API}/changes`, { epoch: cache.epoch || '-', since: cache.applied, ...q }, AbortSignal.any([signal, AbortSignal.timeout(30_000)]));
+        const q: Record<string, string | number> = lease > 0 ? { wait: Math.max(50, Math.floor((this.#granted || lease) / 3)), subscriber: this.#subscriber, lease } : { wait: 20_000 };
+        const r = await this.#feedHttp.get<ChangesResponse>(`${MASTER_API}/changes`, { epoch: cache.epoch || '-', since: cache.applied, ...q }, AbortSignal.any([signal, AbortSignal.timeout(30_000)]));
         cache.apply(r);
-        if (lease > 0) this.#leaseUntil = sent + lease;
+        // As long as the master granted (never longer than asked); a master that grants none gives none.
+        this.#granted = lease > 0 && r.leaseMs ? Math.min(lease, r.leaseMs) : 0;
+        this.#leaseUntil = this.#granted > 0 ? sent + this.#granted : 0;
       } catch {
         this.#leaseUntil = 0;
         cache.lost();
@@ -316,6 +322,7 @@ export class MasterClient {
   async close(): Promise<void> {
     this.#stopFeed.abort();
     await this.#feed;
+    await this.#feedHttp.close();
     return this.#http.close();
   }
 }

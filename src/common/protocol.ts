@@ -260,6 +260,8 @@ export interface ChangesResponse {
   names: [number, string, number][];
   /** Files whose cached copies (block locations) changed: [inode, seq]. */
   located: [number, number][];
+  /** The feed lease granted to a subscriber's poll (ms, from when it sent the poll); see master/feed-leases.ts. */
+  leaseMs?: number;
   /**
    * How long a client may keep what it cached (ms; -1 = no limit, 0 = do not
    * cache): the shortest under-store sync interval, so changes made directly in a

@@ -211,10 +211,15 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     startSeq.set(req, await feed.seq());
   });
   const leases = new FeedLeases();
+  // A mount's feed lease must run out before another master can take over (the old leader may be
+  // cut off, not dead, and a new one knows no leases): at most half the leader lease, 10 s alone.
+  const maxFeedLeaseMs = election ? Math.max(100, Math.floor((election.leaseMs ?? DEFAULT_LEADER_LEASE_MS) / 2)) : 10_000;
   new Gauge({ name: 'strata_master_feed_subscribers', help: 'Mounts holding change-feed leases (they answer opens from their caches)', registers: [metrics.registry], collect() { this.set(leases.subscribers); } });
   new Gauge({ name: 'strata_master_feed_lease_lapses_total', help: 'Changes answered only after a mount\'s feed lease ran out (the mount stopped polling), since start', registers: [metrics.registry], collect() { this.set(leases.lapsed); } });
   app.addHook('onSend', async (req, reply, payload) => {
     const start = startSeq.get(req) ?? 0;
+    // Read before any wait below: the answer reflects the changes up to now, not others made meanwhile.
+    const header = await feed.header(start);
     // Workers' reports change where blocks are cached, never what a file holds: they need not wait.
     if (req.method !== 'GET' && leases.subscribers > 0 && reply.statusCode < 500 && !req.url.startsWith(`${api}/workers/`)) {
       // Close-to-open for mounts that answer opens from their caches: a change is answered only
@@ -226,7 +231,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
         await leases.waitApplied(feed.epoch, now, typeof by === 'string' ? by : undefined);
       }
     }
-    void reply.header(CHANGES_HEADER, await feed.header(start));
+    void reply.header(CHANGES_HEADER, header);
     return payload;
   });
   app.addHook('onResponse', async (req) => {
@@ -237,16 +242,18 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const epoch = typeof q.epoch === 'string' ? q.epoch : '';
     const since = intParam(q.since, 'since', 0);
     const waitMs = Math.min(intParam(q.wait, 'wait', 0), 60_000);
+    let granted = 0;
     if (q.subscriber !== undefined) {
       if (typeof q.subscriber !== 'string' || !/^[A-Za-z0-9_-]{8,64}$/.test(q.subscriber)) throw new StrataError('BAD_REQUEST', 'subscriber is 8-64 letters, digits, _ or -');
-      const leaseMs = intParam(q.lease, 'lease', 0);
-      if (leaseMs < 100 || leaseMs > 60_000) throw new StrataError('BAD_REQUEST', 'lease must be 100…60000 ms');
-      leases.polled(q.subscriber, epoch, since, leaseMs);
+      const asked = intParam(q.lease, 'lease', 0);
+      if (asked < 100 || asked > 60_000) throw new StrataError('BAD_REQUEST', 'lease must be 100…60000 ms');
+      granted = Math.min(asked, maxFeedLeaseMs);
+      leases.polled(q.subscriber, epoch, since, granted);
     }
     const ac = new AbortController();
     // A client that went away stops the wait (the response's close, not the request's: that one fires once the request is read).
     reply.raw.once('close', () => ac.abort());
-    return { ...(await feed.changes(epoch, since, waitMs, ac.signal)), ttlMs: ns.cacheTtlMs() };
+    return { ...(await feed.changes(epoch, since, waitMs, ac.signal)), ttlMs: ns.cacheTtlMs(), ...(granted > 0 ? { leaseMs: granted } : {}) };
   });
 
   /**

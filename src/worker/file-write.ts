@@ -17,9 +17,16 @@ import type { BlockPageWriter, PageStore } from './page-store';
 
 const ZEROS = Buffer.alloc(1024 * 1024);
 
+/** Where a write-through goes: the writer, and whether the file is still at that path. */
+export interface UfsTarget {
+  writer: UfsWriter;
+  stillAt: () => Promise<boolean>;
+}
+
 export class FileWrite {
   readonly #store: PageStore;
   readonly #ufsWriter: UfsWriter | undefined;
+  readonly #ufsStillAt: (() => Promise<boolean>) | undefined;
   readonly #cache: boolean;
   readonly #through: boolean;
   /** Finished blocks' writers; those before `#committed` are durable already (streamed blocks). */
@@ -38,18 +45,19 @@ export class FileWrite {
     readonly containerId: number,
     readonly blockSize: number,
     readonly writeType: WriteType,
-    ufsWriter: UfsWriter | undefined,
+    ufs: UfsTarget | undefined,
   ) {
     this.#store = store;
-    this.#ufsWriter = ufsWriter;
+    this.#ufsWriter = ufs?.writer;
+    this.#ufsStillAt = ufs?.stillAt;
     this.#cache = writeType !== 'THROUGH';
     this.#through = writeType === 'CACHE_THROUGH' || writeType === 'THROUGH';
   }
 
-  /** `createUfsWriter` is called only for write types that store the bytes in the under-store now. */
-  static async open(store: PageStore, containerId: number, blockSize: number, writeType: WriteType, createUfsWriter: () => Promise<UfsWriter>): Promise<FileWrite> {
+  /** `openUfs` is called only for write types that store the bytes in the under-store now. */
+  static async open(store: PageStore, containerId: number, blockSize: number, writeType: WriteType, openUfs: () => Promise<UfsTarget>): Promise<FileWrite> {
     const through = writeType === 'CACHE_THROUGH' || writeType === 'THROUGH';
-    return new FileWrite(store, containerId, blockSize, writeType, through ? await createUfsWriter() : undefined);
+    return new FileWrite(store, containerId, blockSize, writeType, through ? await openUfs() : undefined);
   }
 
   /** The final size: the last block's length follows from it. */
@@ -136,9 +144,16 @@ export class FileWrite {
     this.#settling.catch(() => undefined);
   }
 
-  async finish(): Promise<WriteFileResponse> {
+  /**
+   * `recheckPath`: a streamed file was written over a long time, and may have been
+   * renamed or unlinked meanwhile; its under-store object must not complete at the
+   * old path (it would replace what is there now). Then the write fails, nothing
+   * lands, and the client sends the whole file to where it is now.
+   */
+  async finish(recheckPath = false): Promise<WriteFileResponse> {
     const size = this.#size;
     if (this.total !== size) throw new StrataError('BAD_REQUEST', `body has ${this.total} bytes, declared ${size}`);
+    if (recheckPath && this.#ufsStillAt && !(await this.#ufsStillAt())) throw new StrataError('NOT_FOUND', 'the file moved in the under-store while it was written');
     if (this.#curLen > 0) {
       if (this.#cur) this.#done.push(this.#cur);
       this.#lengths.push(this.#curLen);

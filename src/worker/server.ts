@@ -37,7 +37,7 @@ import { createUfs } from '../ufs';
 import { hostIdentity } from '../common/host';
 import { Counter, Gauge } from 'prom-client';
 import { createDaemonMetrics } from '../common/metrics';
-import type { UnderFileSystem, UfsWriter } from '../ufs/ufs';
+import type { UnderFileSystem } from '../ufs/ufs';
 import { PageStore, TierSpec } from './page-store';
 import { FileWrite } from './file-write';
 
@@ -438,7 +438,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const openFileWrite = (ino: number, containerId: number, blockSize: number, writeType: WriteType): Promise<FileWrite> =>
     FileWrite.open(store, containerId, blockSize, writeType, async () => {
       const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
-      return ufsFor(loc).create(loc.path);
+      const writer = await ufsFor(loc).create(loc.path);
+      const stillAt = async () => {
+        const now = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino }).catch(() => undefined);
+        return now !== undefined && now.mountUri === loc.mountUri && now.path === loc.path;
+      };
+      return { writer, stillAt };
     });
 
   /** Reads a raw (not extents) body into `w`, bounded by its declared size. */
@@ -509,7 +514,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       } else {
         await rawBody(w, req, size);
       }
-      const res = await w.finish();
+      const res = await w.finish(stream !== undefined);
       writtenBytes.inc({ write_type: w.writeType, via }, size - start);
       return res;
     } catch (err) {
@@ -546,7 +551,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     clearTimeout(s.idle);
     s.idle = setTimeout(() => {
       log.warn({ stream: s.id, ino: s.ino, bytes: s.write.total }, 'a write stream was idle too long; dropping it and its blocks');
-      void closeStream(s, true);
+      void closeStream(s, true).catch((err) => log.warn({ stream: s.id, err: toStrataError(err).message }, 'dropping an idle write stream failed'));
     }, streamIdleMs);
     s.idle.unref();
   };
@@ -557,11 +562,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const n = (openWrites.get(s.write.containerId) ?? 1) - 1;
     if (n > 0) openWrites.set(s.write.containerId, n);
     else openWrites.delete(s.write.containerId);
+    if (abort) await s.write.abort().catch((err) => log.warn({ stream: s.id, err: toStrataError(err).message }, 'dropping a write stream failed'));
     if (s.local) {
       await s.local.fh.close().catch(() => undefined);
-      await fsp.rm(s.local.path, { force: true });
+      await fsp.rm(s.local.path, { force: true }).catch(() => undefined);
     }
-    if (abort) await s.write.abort().catch((err) => log.warn({ stream: s.id, err: toStrataError(err).message }, 'dropping a write stream failed'));
   };
 
   /** The stream `id` for one request; it must belong to this inode and container and not be busy. */

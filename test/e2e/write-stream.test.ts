@@ -7,7 +7,7 @@
  */
 
 import t, { Test } from 'tap';
-import { promises as fsp, readFileSync } from 'node:fs';
+import { promises as fsp, readFileSync, existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startLocal, runCli, LocalCluster } from '../helpers/cluster';
@@ -109,6 +109,19 @@ t.test('through the mount (CACHE_THROUGH, 4 MiB blocks)', async (t) => {
     await writeSeq(fh, data, 20 * MiB, data.length);
     await fh.close();
     await checkStored(t, c, 'synced', data, true);
+  });
+
+  await t.test('renamed while being written: the store gets the file at its new name only', async (t) => {
+    const data = randomBytes(36 * MiB + 999);
+    const before = await streamedBytes(c);
+    const fh = await fsp.open(path.join(c.mnt, 'moving'), 'w');
+    await writeSeq(fh, data, 0, 28 * MiB);
+    await untilStreamed(c, before, 8 * MiB);
+    await fsp.rename(path.join(c.mnt, 'moving'), path.join(c.mnt, 'moved'));
+    await writeSeq(fh, data, 28 * MiB, data.length);
+    await fh.close();
+    await checkStored(t, c, 'moved', data, true);
+    t.notOk(existsSync(path.join(c.ufsDir, 'moving')), 'nothing is left at the old name in the store');
   });
 
   t.equal(await c.stop(), 0, 'strata local stops cleanly');
