@@ -38,6 +38,11 @@ import { StrataError, toStrataError, type ErrorCode } from '../common/errors';
 import { parsePath, validateName } from '../common/paths';
 import type { UfsCallOptions, UfsStatus, UfsWriter, UnderFileSystem } from './ufs';
 
+// The SDK warns on every start under Node 20 that its releases after January 2027 will need Node 22.
+// The versions in package-lock.json keep working here, so the warning only alarms the user; it still
+// shows when the variable is set otherwise.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
