@@ -187,46 +187,30 @@ export class WorkerClient {
    */
   async openStream(worker: WorkerInfo, ino: number, containerId: number, blockSize: number, writeType: WriteType, local?: { tier: string; name: string }): Promise<string> {
     const where = local ? `&local=${encodeURIComponent(local.name)}&tier=${encodeURIComponent(local.tier)}` : '';
-    const r = await this.#small<{ stream: string }>(worker, 'POST', `/streams?ino=${ino}&container=${containerId}&blockSize=${blockSize}&writeType=${writeType}${where}`, `open a write stream for inode ${ino}`);
+    const r = await this.#call<{ stream: string }>(worker, 'POST', `/streams?ino=${ino}&container=${containerId}&blockSize=${blockSize}&writeType=${writeType}${where}`, `open a write stream for inode ${ino}`);
     return r.stream;
   }
 
   /** Appends `[offset, offset + length)`, whole blocks: `body`, or without one, the stream's handed-over file. */
   async appendStream(worker: WorkerInfo, stream: string, ino: number, offset: number, length: number, body?: Buffer): Promise<void> {
-    const { signal, done } = this.#watch(worker);
-    const what = `append to write stream of inode ${ino} on ${worker.address}`;
-    try {
-      const res = await this.#pool(worker.address).request({
-        ...(signal ? { signal } : {}),
-        method: 'PUT',
-        path: `/streams/${encodeURIComponent(stream)}?ino=${ino}&offset=${offset}&length=${length}`,
-        headers: { ...this.#auth, 'content-type': 'application/octet-stream', 'content-length': String(body ? body.length : 0) },
-        body: body ?? Buffer.alloc(0),
-        headersTimeout: this.#headersTimeoutMs,
-        bodyTimeout: this.#bodyTimeoutMs,
-      });
-      const parsed = parseJsonOrUndefined(await res.body.text());
-      if (res.statusCode !== 200) throw errorFromBody(res.statusCode, parsed, what);
-    } catch (err) {
-      throw wrap(signal?.aborted ? signal.reason : err, what);
-    } finally {
-      done();
-    }
+    await this.#call(worker, 'PUT', `/streams/${encodeURIComponent(stream)}?ino=${ino}&offset=${offset}&length=${length}`, `append to write stream of inode ${ino}`, { body: body ?? Buffer.alloc(0) });
   }
 
   /** Drops a write stream and the blocks it took (best effort: an unknown stream is fine). */
   async deleteStream(worker: WorkerInfo, stream: string): Promise<void> {
-    await this.#small(worker, 'DELETE', `/streams/${encodeURIComponent(stream)}`, 'drop a write stream');
+    await this.#call(worker, 'DELETE', `/streams/${encodeURIComponent(stream)}`, 'drop a write stream');
   }
 
-  async #small<T>(worker: WorkerInfo, method: 'POST' | 'DELETE', path: string, what: string): Promise<T> {
-    const { signal, done } = this.#watch(worker);
+  /** One request with a JSON answer, watched like every call to `worker` (and cut by `callerSignal`). */
+  async #call<T>(worker: WorkerInfo, method: 'POST' | 'PUT' | 'DELETE', path: string, what: string, opts: { body?: Buffer; callerSignal?: AbortSignal } = {}): Promise<T> {
+    const { signal, done } = this.#watch(worker, opts.callerSignal);
     try {
       const res = await this.#pool(worker.address).request({
         ...(signal ? { signal } : {}),
         method,
         path,
-        headers: this.#auth,
+        headers: opts.body ? { ...this.#auth, 'content-type': 'application/octet-stream', 'content-length': String(opts.body.length) } : this.#auth,
+        ...(opts.body ? { body: opts.body } : {}),
         headersTimeout: this.#headersTimeoutMs,
         bodyTimeout: this.#bodyTimeoutMs,
       });
@@ -234,7 +218,7 @@ export class WorkerClient {
       if (res.statusCode !== 200) throw errorFromBody(res.statusCode, parsed, `${what} on ${worker.address}`);
       return parsed as T;
     } catch (err) {
-      throw wrap(signal?.aborted ? signal.reason : err, `${what} on ${worker.address}`);
+      throw wrap(signal?.aborted && !opts.callerSignal?.aborted ? signal.reason : err, `${what} on ${worker.address}`);
     } finally {
       done();
     }
@@ -244,25 +228,9 @@ export class WorkerClient {
    * Has `worker` cache a whole block (`strata fs load`): pages it lacks are read
    * from the under-store. Resolves once every page is cached.
    */
-  async loadBlock(worker: WorkerInfo, blockId: number, callerSignal?: AbortSignal, range?: { offset: number; length: number }): Promise<LoadBlockResponse> {
-    const { signal, done } = this.#watch(worker, callerSignal);
-    try {
-      const res = await this.#pool(worker.address).request({
-        method: 'POST',
-        path: `/blocks/${blockId}/load${range ? `?offset=${range.offset}&length=${range.length}` : ''}`,
-        headers: this.#auth,
-        headersTimeout: this.#headersTimeoutMs,
-        bodyTimeout: this.#bodyTimeoutMs,
-        ...(signal ? { signal } : {}),
-      });
-      const parsed = parseJsonOrUndefined(await res.body.text());
-      if (res.statusCode !== 200) throw errorFromBody(res.statusCode, parsed, `load block ${blockId} on ${worker.address}`);
-      return parsed as LoadBlockResponse;
-    } catch (err) {
-      throw wrap(signal?.aborted && !callerSignal?.aborted ? signal.reason : err, `load block ${blockId} on ${worker.address}`);
-    } finally {
-      done();
-    }
+  loadBlock(worker: WorkerInfo, blockId: number, callerSignal?: AbortSignal, range?: { offset: number; length: number }): Promise<LoadBlockResponse> {
+    const path = `/blocks/${blockId}/load${range ? `?offset=${range.offset}&length=${range.length}` : ''}`;
+    return this.#call<LoadBlockResponse>(worker, 'POST', path, `load block ${blockId}`, callerSignal ? { callerSignal } : {});
   }
 
   async close(): Promise<void> {
