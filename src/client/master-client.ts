@@ -15,6 +15,7 @@ import {
   CHANGES_HEADER,
   SUBSCRIBER_HEADER,
   ChangesResponse,
+  DirsAfterChange,
   MountInfo,
   SetAttrRequest,
   TtlAction,
@@ -95,8 +96,13 @@ export class MasterClient {
     if (!this.cache) return this.#http.post<T>(path, body);
     const meta: ResponseMeta = {};
     try {
-      const answer = await this.#http.post<T>(path, body, undefined, meta);
-      store?.(answer, stampOf(meta));
+      const answer = await this.#http.post<T & DirsAfterChange>(path, body, undefined, meta);
+      const stamp = stampOf(meta);
+      if (answer && typeof answer === 'object' && 'dirs' in answer) {
+        for (const d of answer.dirs ?? []) this.cache.putAttrsAsOf(d.attrs, stamp, d.seq);
+        delete answer.dirs;
+      }
+      store?.(answer, stamp);
       return answer;
     } finally {
       this.cache.sawChange(stampOf(meta));

@@ -94,7 +94,8 @@ export class MetadataCache {
   /** The seq an answer is valid as of, or undefined when it must not be stored. `own`: the answer to this mount's change. */
   #version(s: ChangeStamp | undefined, own: boolean): number | undefined {
     if (s === undefined || !this.#healthy || s.epoch !== this.#epoch || this.#ttlMs === 0) return undefined;
-    if (own) return s.end;
+    // The feed may have applied later changes before this answer came in: they could not drop it.
+    if (own) return this.#applied <= s.end ? s.end : undefined;
     return this.#applied <= s.start ? s.start : undefined;
   }
 
@@ -183,6 +184,16 @@ export class MetadataCache {
   putAttrs(attrs: FileAttributes, s: ChangeStamp | undefined, own = false): void {
     const v = this.#version(s, own);
     if (v !== undefined) this.#attrs.set(attrs.ino, { attrs: { ...attrs }, v, exp: this.#exp() });
+  }
+
+  /**
+   * Attributes a change's answer reports as of `seq` (≤ the answer's end): the
+   * directories it changed (DirAfterChange). Kept unless the cache has newer ones.
+   */
+  putAttrsAsOf(attrs: FileAttributes, s: ChangeStamp | undefined, seq: number): void {
+    if (s === undefined || !this.#healthy || s.epoch !== this.#epoch || this.#ttlMs === 0 || !Number.isSafeInteger(seq) || seq > s.end || this.#applied > seq) return;
+    if ((this.#attrs.peek(attrs.ino)?.v ?? -1) > seq) return;
+    this.#attrs.set(attrs.ino, { attrs: { ...attrs }, v: seq, exp: this.#exp() });
   }
 
   /**

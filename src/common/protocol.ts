@@ -244,6 +244,23 @@ export interface HeartbeatRequest {
   pinVersion: number;
 }
 
+/**
+ * A directory a namespace change just changed (its mtime, nlink), as it is right
+ * after: answers to create, mkdir, unlink, rename… carry them (`dirs`), so a mount
+ * has the directory's new attributes before the kernel asks for them (it asks at
+ * once: a change in a directory drops the kernel's copy of its attributes).
+ * `seq`: the change-feed seq read before the attributes; they reflect every change up to it.
+ */
+export interface DirAfterChange {
+  attrs: FileAttributes;
+  seq: number;
+}
+
+/** The `dirs` part of the answer to a change by inode (absent for path-based requests). */
+export interface DirsAfterChange {
+  dirs?: DirAfterChange[];
+}
+
 /** `GET /changes`: inodes changed after `since` (see master/change-feed.ts). */
 export interface ChangesResponse {
   /** Changes on this master since it started; another epoch means start over. */

@@ -21,6 +21,8 @@ import {
   MASTER_API,
   CHANGES_HEADER,
   SUBSCRIBER_HEADER,
+  DirAfterChange,
+  DirsAfterChange,
   RegisterWorkerResponse,
   FileType,
   Timespec,
@@ -29,7 +31,7 @@ import {
   WRITE_TYPES,
 } from '../common/protocol';
 import { createUfs } from '../ufs';
-import type { Metastore } from './metastore';
+import { Metastore, toAttributes } from './metastore';
 import { SqliteMetastore } from './sqlite-metastore';
 import { PgMetastore } from './pg-metastore';
 import { Namespace } from './namespace';
@@ -273,6 +275,24 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     throw new StrataError('BAD_REQUEST', `missing 'path' (or 'parent' and 'name', or 'ino')`);
   };
   const pathQuery = (q: unknown): Promise<string> => target(q, 'query');
+  /**
+   * The directories named by inode in a change request (`parent`, `newParent`), as
+   * they are now that it is done: see DirAfterChange. The seq is read first, so the
+   * attributes are at least as new as it says (a change after it only makes the
+   * mount drop them sooner than needed).
+   */
+  const dirsAfter = async (body: unknown, ...keys: ('parent' | 'newParent')[]): Promise<DirsAfterChange> => {
+    const b = (body ?? {}) as Record<string, unknown>;
+    const inos = new Set(keys.map((k) => b[k]).filter((v): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0));
+    if (inos.size === 0) return {};
+    const seq = await feed.seq();
+    const dirs: DirAfterChange[] = [];
+    for (const ino of inos) {
+      const n = await table.getNode(ino);
+      if (n?.type === 'directory') dirs.push({ attrs: toAttributes(n), seq });
+    }
+    return { dirs };
+  };
   const timespec = (body: unknown, name: string): Timespec | 'now' | undefined => {
     const v = (body as Record<string, unknown>)[name];
     if (v === undefined || v === null) return undefined;
@@ -316,23 +336,29 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.get(`${api}/stat`, async (req) => ns.stat(await pathQuery(req.query)));
   app.get(`${api}/list`, async (req) => ({ entries: await ns.list(await pathQuery(req.query)) }));
   app.get(`${api}/lookup`, async (req) => ns.stat(await pathQuery(req.query)));
-  app.post(`${api}/mkdir`, async (req) =>
-    ns.mkdir(await target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid')),
-  );
-  app.post(`${api}/create`, async (req) =>
-    ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid')),
-  );
+  app.post(`${api}/mkdir`, async (req) => ({
+    ...(await ns.mkdir(await target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid'))),
+    ...(await dirsAfter(req.body, 'parent')),
+  }));
+  app.post(`${api}/create`, async (req) => ({
+    ...(await ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid'))),
+    ...(await dirsAfter(req.body, 'parent')),
+  }));
   app.post(`${api}/link`, async (req) => {
     const b = (req.body ?? {}) as Record<string, unknown>;
-    return ns.link(requiredInt(b, 'ino', 1), await target({ parent: b.newParent, name: b.newName }, 'body'));
+    return { ...(await ns.link(requiredInt(b, 'ino', 1), await target({ parent: b.newParent, name: b.newName }, 'body'))), ...(await dirsAfter(b, 'newParent')) };
   });
-  app.post(`${api}/symlink`, async (req) =>
-    ns.symlink(await target(req.body, 'body'), requiredString(req.body, 'target'), idField(req.body, 'uid'), idField(req.body, 'gid')),
-  );
+  app.post(`${api}/symlink`, async (req) => ({
+    ...(await ns.symlink(await target(req.body, 'body'), requiredString(req.body, 'target'), idField(req.body, 'uid'), idField(req.body, 'gid'))),
+    ...(await dirsAfter(req.body, 'parent')),
+  }));
   app.post(`${api}/mknod`, async (req) => {
     const type = requiredString(req.body, 'type');
     if (!['fifo', 'socket', 'chardev', 'blockdev'].includes(type)) throw new StrataError('BAD_REQUEST', `type must be fifo, socket, chardev or blockdev`);
-    return ns.mknod(await target(req.body, 'body'), type as FileType, modeField(req.body) ?? 0o644, optionalInt(req.body, 'rdev') ?? 0, idField(req.body, 'uid'), idField(req.body, 'gid'));
+    return {
+      ...(await ns.mknod(await target(req.body, 'body'), type as FileType, modeField(req.body) ?? 0o644, optionalInt(req.body, 'rdev') ?? 0, idField(req.body, 'uid'), idField(req.body, 'gid'))),
+      ...(await dirsAfter(req.body, 'parent')),
+    };
   });
   const xattrName = (b: unknown) => requiredString(b, 'name');
   app.post(`${api}/xattr/set`, async (req) => {
@@ -353,11 +379,11 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   });
   app.post(`${api}/unlink`, async (req) => {
     await ns.unlink(await target(req.body, 'body'));
-    return {};
+    return dirsAfter(req.body, 'parent');
   });
   app.post(`${api}/rmdir`, async (req) => {
     await ns.rmdir(await target(req.body, 'body'));
-    return {};
+    return dirsAfter(req.body, 'parent');
   });
   app.post(`${api}/rename`, async (req) => {
     const b = (req.body ?? {}) as Record<string, unknown>;
@@ -368,7 +394,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const dst = b.dst !== undefined ? requiredString(b, 'dst') : await target({ parent: b.newParent, name: b.newName }, 'body');
     if (flags === 2) await ns.exchange(src, dst);
     else await ns.rename(src, dst, flags === 1);
-    return {};
+    return dirsAfter(b, 'parent', 'newParent');
   });
   app.post(`${api}/setattr`, async (req) => {
     const b = req.body;

@@ -81,6 +81,28 @@ t.test("before the feed caught up, the answer to this mount's own change is serv
   t.equal(c.getAttrs(5), undefined, 'a later change of this mount: the answer as of 13 may predate it');
 });
 
+t.test("an own answer (or a directory it reports) is not stored once the feed went past it: later changes could not drop it", async (t) => {
+  const c = ready();
+  // The feed answered up to 16 before the answer to a change that ended at 14 came in.
+  c.apply(feed(16, { inos: [5], seqs: [15] }));
+  c.putAttrs(attrs(5, 3), stamp(12, 14), true);
+  t.equal(c.getAttrs(5), undefined, 'own answer as of 14, feed at 16: not stored');
+  c.putAttrsAsOf(attrs(7), stamp(12, 14), 14);
+  t.equal(c.getAttrs(7), undefined, 'a directory as of 14, feed at 16: not stored');
+  c.putAttrsAsOf(attrs(7), stamp(16, 18), 18);
+  c.putAttrsAsOf(attrs(8), stamp(16, 18), 17);
+  c.sawChange(stamp(16, 18));
+  t.equal(c.getAttrs(7)?.ino, 7, 'as of the change itself (18), feed at 16: served at once');
+  t.equal(c.getAttrs(8), undefined, 'as of 17 (a change of someone else came after it): not before the feed reaches 18');
+  c.putAttrsAsOf(attrs(7, 9), stamp(16, 18), 19);
+  t.equal(c.getAttrs(7)?.size, 0, 'a seq past the answer itself is not believed');
+  c.apply(feed(18, { inos: [7, 8], seqs: [18, 17] }));
+  t.equal(c.getAttrs(7)?.ino, 7, 'the change it was read after does not drop it');
+  t.equal(c.getAttrs(8)?.ino, 8, 'nor the other one, once the feed is there');
+  c.apply(feed(19, { inos: [7], seqs: [19] }));
+  t.equal(c.getAttrs(7), undefined, 'a later change does');
+});
+
 t.test('a new master (epoch) or a reset drops everything; a TTL bounds what is kept', async (t) => {
   const c = ready();
   c.putAttrs(attrs(5), stamp(10));

@@ -203,3 +203,30 @@ t.test('feed leases: opens are answered from the cache, yet a close elsewhere is
   }
   t.equal(wrong, 0, "every open on B right after A's close saw A's bytes, although B's feed lags 250 ms");
 });
+
+t.test("a change's answer brings its directory's new attributes: a stat of the directory right after is right and needs no master", async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '-1'] });
+  const a = (p: string) => path.join(c.mounts[0]!, p);
+  await fsp.mkdir(a('d'));
+  let prev = await fsp.stat(a('d'));
+  const stats = await masterCount(c.masterUrl, '/api/v1/stat');
+  // Each change moves the directory's mtime (the kernel drops its copy of the directory's attributes and asks at once).
+  const changes: [string, () => Promise<unknown>, number][] = [
+    ['create', () => fsp.writeFile(a('d/f'), 'x'), 0],
+    ['mkdir', () => fsp.mkdir(a('d/sub')), 1],
+    ['rename in the directory', () => fsp.rename(a('d/f'), a('d/g')), 0],
+    ['symlink', () => fsp.symlink('g', a('d/l')), 0],
+    ['rename into a subdirectory', () => fsp.rename(a('d/l'), a('d/sub/l')), 0],
+    ['unlink', () => fsp.unlink(a('d/g')), 0],
+    ['rmdir', async () => (await fsp.unlink(a('d/sub/l')), fsp.rmdir(a('d/sub'))), -1],
+  ];
+  for (const [what, change, links] of changes) {
+    await new Promise((r) => setTimeout(r, 20));
+    await change();
+    const st = await fsp.stat(a('d'));
+    t.ok(st.mtimeMs > prev.mtimeMs, `${what}: the directory's mtime moved`);
+    t.equal(st.nlink, prev.nlink + links, `${what}: the directory's link count`);
+    prev = st;
+  }
+  t.equal(await masterCount(c.masterUrl, '/api/v1/stat'), stats, 'none of those stats of the directory asked the master');
+});
