@@ -486,8 +486,8 @@ export class StrataFileSystem {
 
   /** create(2) under `parent`: a new empty file, open for writing. */
   async createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<{ attrs: FileAttributes; fh: number }> {
-    const attrs = await this.master.createAt(parent, name, mode & 0o7777, owner);
-    return { attrs, fh: await this.#openCreated(attrs) };
+    const { committed, ...attrs } = await this.master.createAt(parent, name, mode & 0o7777, owner, { writeType: this.#writeType });
+    return { attrs, fh: await this.#openCreated(attrs, committed === true) };
   }
 
   /** Opens by inode; also returns the attributes the open found, for cache revalidation. */
@@ -529,13 +529,15 @@ export class StrataFileSystem {
     return this.#openCreated(await this.master.create(path, mode & 0o7777));
   }
 
-  async #openCreated(attrs: FileAttributes): Promise<number> {
+  /** `committed`: the master recorded it complete and empty already; otherwise its close must. */
+  async #openCreated(attrs: FileAttributes, committed = false): Promise<number> {
     const file = this.#openFile(attrs.ino);
     file.attrs = attrs;
-    // Even an empty new file must reach the under-store at close.
     await file.lock.run(async () => {
+      // Known empty: a first write needs no copy of the old content (nor a master call to find it).
       if (!file.staging) file.staging = await StagingFile.create(this.#stagingDir);
-      file.dirty = true;
+      // Even an empty new file must reach the under-store at close, unless it is recorded already.
+      if (!committed) file.dirty = true;
       file.generation++;
       file.mtime = attrs.mtime;
     });

@@ -162,8 +162,17 @@ export class MasterClient {
     return this.#post(`${MASTER_API}/mkdir`, { parent, name, mode, ...owner }, this.#entry(parent, name));
   }
 
-  createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/create`, { parent, name, mode, ...owner }, this.#entry(parent, name));
+  /**
+   * `closeEmpty`: the file is created for a program that may close it unwritten; the master
+   * records it as complete and empty at once where that needs no under-store call, and then
+   * answers `committed` (see Namespace.create).
+   */
+  createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }, closeEmpty?: { writeType?: WriteType }): Promise<FileAttributes & { committed?: boolean }> {
+    const body = { parent, name, mode, ...owner, ...(closeEmpty ? { closeEmpty: true, ...(closeEmpty.writeType ? { writeType: closeEmpty.writeType } : {}) } : {}) };
+    return this.#post<FileAttributes & { committed?: boolean }>(`${MASTER_API}/create`, body, (a, s) => {
+      const { committed: _committed, ...attrs } = a;
+      this.cache?.putEntry(parent, name, attrs, s, true);
+    });
   }
 
   linkAt(ino: number, newParent: number, newName: string): Promise<FileAttributes> {

@@ -702,7 +702,7 @@ export class InodeTable {
    * under-store already has the empty object when `ufsFingerprint` is set, and
    * ASYNC_THROUGH queues its persist like any other write.
    */
-  commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec }): NodeRecord {
+  commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec; persistDelayMs?: number }): NodeRecord {
     return this.#db.transaction(() => {
       const n = this.requireNode(req.ino);
       if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);
@@ -716,7 +716,7 @@ export class InodeTable {
           `UPDATE node SET size = 0, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`,
         )
         .run(t.sec, t.nsec, now.sec, now.nsec, container, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
-      if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, this.#persistWaitMs);
+      if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, Math.max(this.#persistWaitMs, req.persistDelayMs ?? 0));
       else this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
       return this.requireNode(req.ino);
     })();

@@ -290,10 +290,11 @@ export interface Metastore {
   /**
    * Makes a file empty as one write: old blocks dropped (copies queued for
    * deletion), a fresh container, persisted when `ufsFingerprint` is set; an
-   * ASYNC_THROUGH write without one is queued for persisting, any other write
-   * leaves the queue. NOT_FOUND, IS_DIRECTORY.
+   * ASYNC_THROUGH write without one is queued for persisting (after
+   * `persistDelayMs` when that is longer than the configured wait), any other
+   * write leaves the queue. NOT_FOUND, IS_DIRECTORY.
    */
-  commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec }): Promise<NodeRecord>;
+  commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec; persistDelayMs?: number }): Promise<NodeRecord>;
   /**
    * Replaces a file's content with the blocks a worker wrote (the write begun with
    * `containerId`), as one transaction with the persist-queue entry of an

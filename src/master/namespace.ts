@@ -49,6 +49,13 @@ import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
 import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NewNode, type NodeRecord } from './metastore';
 import { Mount, MountOptions, MountTable, driverOptions, maskOptions } from './mount-table';
 
+/**
+ * How long a file created empty for a program (see `create`) waits before ASYNC_THROUGH
+ * persists it: long enough that one written and closed right away is uploaded once,
+ * with its content, not first empty.
+ */
+const CREATED_EMPTY_PERSIST_DELAY_MS = 5000;
+
 export interface NamespaceOptions {
   table: Metastore;
   /** Which under-store is mounted where ('/' always is). */
@@ -358,14 +365,31 @@ export class Namespace {
     });
   }
 
-  /** Creates an empty regular file; its bytes reach the under-store on the first committed write. */
-  async create(path: string, mode: number, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
+  /**
+   * Creates an empty regular file; its bytes reach the under-store on the first committed write.
+   * `closeEmpty`: the creator (a mount, for open with O_CREAT) would close it unwritten with
+   * commitEmpty. Where that needs no under-store call (MUST_CACHE, ASYNC_THROUGH) it is done here,
+   * in the same request, and the answer says `committed`: an untouched new file then costs one
+   * request instead of two, and a written one commits over it as usual.
+   */
+  async create(path: string, mode: number, uid = this.#uid, gid = this.#gid, closeEmpty?: { writeType?: WriteType }): Promise<FileAttributes & { committed?: true }> {
     const { parent, name, parts } = await this.#resolveParent(path);
     this.#writable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     const g = this.#inherit(parent, gid, mode, false);
     // The check above only saves a store call; createChild checks again in its transaction.
-    return toAttributes(await this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, syncedAt: Date.now() }));
+    const node = await this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, syncedAt: Date.now() });
+    const writeType = closeEmpty && (closeEmpty.writeType ?? this.#store(parts).mount.writeType ?? this.#defaultWriteType);
+    if (writeType === 'MUST_CACHE' || writeType === 'ASYNC_THROUGH') {
+      try {
+        // A program that writes the file soon commits over this; only an untouched one is ever persisted empty.
+        return { ...toAttributes(await this.#table.commitEmpty({ ino: node.ino, ufsFingerprint: null, writeType, persistDelayMs: CREATED_EMPTY_PERSIST_DELAY_MS })), committed: true };
+      } catch (err) {
+        // Unlinked or replaced in between: it was created, and is gone now, as after any create and unlink.
+        if (!(err instanceof StrataError && err.code === 'NOT_FOUND')) throw err;
+      }
+    }
+    return toAttributes(node);
   }
 
   /**

@@ -1457,7 +1457,7 @@ export class PgMetastore implements Metastore {
    * under-store already has the empty object when `ufsFingerprint` is set, and
    * ASYNC_THROUGH queues its persist like any other write.
    */
-  async commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec }): Promise<NodeRecord> {
+  async commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec; persistDelayMs?: number }): Promise<NodeRecord> {
     return this.#tx(async (tx) => {
       const n = await this.#requireNode(tx, req.ino);
       if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);
@@ -1468,7 +1468,7 @@ export class PgMetastore implements Metastore {
       const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
       await tx.run(Q.commitContent, [req.ino, 0, t.sec, t.nsec, now.sec, now.nsec, container, !!req.ufsFingerprint, req.ufsFingerprint, Date.now()]);
       tx.node(req.ino);
-      if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') await this.#enqueuePersist(tx, req.ino, this.#persistWaitMs);
+      if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') await this.#enqueuePersist(tx, req.ino, Math.max(this.#persistWaitMs, req.persistDelayMs ?? 0));
       else await tx.run(Q.dropPersist, [req.ino]);
       return this.#requireNode(tx, req.ino);
     });

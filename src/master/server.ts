@@ -275,6 +275,11 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     throw new StrataError('BAD_REQUEST', `missing 'path' (or 'parent' and 'name', or 'ino')`);
   };
   const pathQuery = (q: unknown): Promise<string> => target(q, 'query');
+  const writeTypeField = (body: unknown): WriteType | undefined => {
+    const v = field(body, 'writeType', 'string', true) as string | undefined;
+    if (v !== undefined && !(WRITE_TYPES as readonly string[]).includes(v)) throw new StrataError('BAD_REQUEST', `writeType must be one of ${WRITE_TYPES.join(', ')}`);
+    return v as WriteType | undefined;
+  };
   /**
    * The directories named by inode in a change request (`parent`, `newParent`), as
    * they are now that it is done: see DirAfterChange. The seq is read first, so the
@@ -340,10 +345,14 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     ...(await ns.mkdir(await target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid'))),
     ...(await dirsAfter(req.body, 'parent')),
   }));
-  app.post(`${api}/create`, async (req) => ({
-    ...(await ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid'))),
-    ...(await dirsAfter(req.body, 'parent')),
-  }));
+  app.post(`${api}/create`, async (req) => {
+    const closeEmpty = field(req.body, 'closeEmpty', 'boolean', true) as boolean | undefined;
+    const writeType = writeTypeField(req.body);
+    return {
+      ...(await ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid'), closeEmpty ? { writeType } : undefined)),
+      ...(await dirsAfter(req.body, 'parent')),
+    };
+  });
   app.post(`${api}/link`, async (req) => {
     const b = (req.body ?? {}) as Record<string, unknown>;
     return { ...(await ns.link(requiredInt(b, 'ino', 1), await target({ parent: b.newParent, name: b.newName }, 'body'))), ...(await dirsAfter(b, 'newParent')) };
@@ -445,9 +454,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.post(`${api}/write/empty`, async (req) => {
     const b = req.body;
     const mtime = timespec(b, 'mtime');
-    const writeType = field(b, 'writeType', 'string', true) as string | undefined;
-    if (writeType !== undefined && !(WRITE_TYPES as readonly string[]).includes(writeType)) throw new StrataError('BAD_REQUEST', `writeType must be one of ${WRITE_TYPES.join(', ')}`);
-    return ns.commitEmpty(requiredInt(b, 'ino', 1), writeType as WriteType | undefined, mtime && mtime !== 'now' ? mtime : undefined);
+    return ns.commitEmpty(requiredInt(b, 'ino', 1), writeTypeField(b), mtime && mtime !== 'now' ? mtime : undefined);
   });
   app.get(`${api}/ufs-location`, async (req) => ns.ufsLocation(intParam((req.query as Record<string, unknown>).ino, 'ino')));
   app.get(`${api}/block-source`, async (req) => ns.blockSource(intParam((req.query as Record<string, unknown>).id, 'id')));

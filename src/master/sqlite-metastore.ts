@@ -145,7 +145,7 @@ export class SqliteMetastore implements Metastore {
     return this.#t.beginWrite(ino);
   }
 
-  async commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec }): Promise<NodeRecord> {
+  async commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec; persistDelayMs?: number }): Promise<NodeRecord> {
     return this.#t.commitEmpty(req);
   }
 

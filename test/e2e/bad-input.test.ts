@@ -219,6 +219,8 @@ t.test('malformed HTTP against a running cluster', async (t) => {
     check(t, 'mkdir path object', await json('POST', `${api}/mkdir`, { path: { p: '/x' } }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'mkdir mode string', await json('POST', `${api}/mkdir`, { path: '/x', mode: '755' }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'mkdir mode boolean', await json('POST', `${api}/mkdir`, { path: '/x', mode: true }), { status: 400, code: 'BAD_REQUEST' });
+    check(t, 'create closeEmpty string', await json('POST', `${api}/create`, { path: '/x', closeEmpty: 'yes' }), { status: 400, code: 'BAD_REQUEST' });
+    check(t, 'create unknown writeType', await json('POST', `${api}/create`, { path: '/x', closeEmpty: true, writeType: 'FAST' }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'create {}', await json('POST', `${api}/create`, {}), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'unlink without path', await json('POST', `${api}/unlink`, { name: 'x' }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'rmdir without path', await json('POST', `${api}/rmdir`, {}), { status: 400, code: 'BAD_REQUEST' });

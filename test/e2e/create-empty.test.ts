@@ -1,0 +1,61 @@
+/**
+ * A file created through the mount and closed unwritten (touch, open O_CREAT, a lock
+ * file). Where recording it needs no under-store call (ASYNC_THROUGH, MUST_CACHE) the
+ * create itself records it complete and empty, so the close asks the master nothing;
+ * ASYNC_THROUGH still stores the empty object, later. A file created and then written
+ * commits over that and ends in the store with its content. CACHE_THROUGH stores the
+ * empty object before the close returns, as before.
+ */
+
+import t from 'tap';
+import { existsSync, readFileSync, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { startCluster } from '../helpers/multi-cluster';
+
+async function masterCount(url: string, route: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let n = 0;
+  for (const m of text.matchAll(new RegExp(`^strata_http_request_seconds_count\\{[^}]*route="${route.replace(/\//g, '\\/')}"[^}]*\\} (\\d+)`, 'gm'))) n += Number(m[1]);
+  return n;
+}
+
+async function until(what: string, check: () => boolean, ms: number): Promise<void> {
+  const t0 = Date.now();
+  while (!check()) {
+    if (Date.now() - t0 > ms) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+t.test('files closed unwritten: one request where the write type allows, and each write type keeps its promise', async (t) => {
+  const types = ['ASYNC_THROUGH', 'MUST_CACHE', 'CACHE_THROUGH'] as const;
+  const c = await startCluster(t, { workers: 1, mounts: 3, masterArgs: ['--sync-interval-ms', '-1'], mountArgs: (i) => ['--write-type', types[i]!] });
+  const [asyncMnt, cacheMnt, throughMnt] = c.mounts as [string, string, string];
+  const inStore = (name: string) => path.join(c.ufsDir, name);
+
+  const empties = await masterCount(c.masterUrl, '/api/v1/write/empty');
+  for (let i = 0; i < 5; i++) await fsp.writeFile(path.join(asyncMnt, `a${i}`), '');
+  for (let i = 0; i < 5; i++) await fsp.writeFile(path.join(cacheMnt, `m${i}`), '');
+  t.equal(await masterCount(c.masterUrl, '/api/v1/write/empty'), empties, 'ASYNC_THROUGH and MUST_CACHE: the closes asked the master nothing');
+  for (let i = 0; i < 5; i++) {
+    t.equal((await fsp.stat(path.join(throughMnt, `a${i}`))).size, 0, `a${i} is there, empty, for another mount`);
+    t.equal((await fsp.stat(path.join(throughMnt, `m${i}`))).size, 0, `m${i} too`);
+  }
+
+  await fsp.writeFile(path.join(throughMnt, 'c'), '');
+  t.ok(existsSync(inStore('c')), 'CACHE_THROUGH: the empty object is in the store when the close returns');
+  t.equal(await masterCount(c.masterUrl, '/api/v1/write/empty'), empties + 1, 'and the close recorded it');
+
+  // Created, then written a moment later on the same descriptor: its content is what lands.
+  const fh = await fsp.open(path.join(asyncMnt, 'w'), 'wx');
+  await new Promise((r) => setTimeout(r, 300));
+  await fh.writeFile('content');
+  await fh.close();
+  t.equal(await fsp.readFile(path.join(throughMnt, 'w'), 'utf8'), 'content', 'another mount reads what was written after the create');
+
+  await until('ASYNC_THROUGH stores the files closed unwritten', () => [0, 1, 2, 3, 4].every((i) => existsSync(inStore(`a${i}`))), 20_000);
+  for (let i = 0; i < 5; i++) t.equal((await fsp.stat(inStore(`a${i}`))).size, 0, `a${i} is stored empty`);
+  await until('and the written one', () => existsSync(inStore('w')) && readFileSync(inStore('w'), 'utf8') === 'content', 20_000);
+  t.pass('the written file is stored with its content');
+  for (let i = 0; i < 5; i++) t.notOk(existsSync(inStore(`m${i}`)), `MUST_CACHE: m${i} never reaches the store`);
+});
