@@ -459,7 +459,7 @@ export class Namespace {
       const { ufs, ufsPath } = this.#store(parts);
       await this.#changing([[parent.ino, name]], async () => {
         if (node.type === 'file') {
-          if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath));
+          if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath, { missingOk: true }));
           else await this.#handOverBytes(parent, name, node, parts);
         }
         // Only while the name still names the inode checked above.
@@ -545,13 +545,13 @@ export class Namespace {
         const replacedGoes = target && target.type === 'file' && target.persistState === 'persisted' && target.nlink <= 1;
         if ((node.type !== 'file' && node.type !== 'directory') || (node.type === 'file' && !(await this.#table.isPrimaryLink(s.parent.ino, s.name)))) {
           // Namespace-only nodes and secondary hard links move in the table alone.
-          if (replacedGoes) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs));
+          if (replacedGoes) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs, { missingOk: true }));
         } else if (node.persistState === 'persisted') {
           if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
           await ufs.rename(srcUfs, dstUfs);
           movedInStore = true;
         } else if (target && target.persistState === 'persisted' && (target.type === 'directory' || target.nlink <= 1)) {
-          await this.#ufsIgnoreMissing(() => (target.type === 'directory' ? ufs.rmdir(dstUfs) : ufs.delete(dstUfs)));
+          await this.#ufsIgnoreMissing(() => (target.type === 'directory' ? ufs.rmdir(dstUfs) : ufs.delete(dstUfs, { missingOk: true })));
         }
         // rename re-checks source, destination type, emptiness and the subtree in its transaction, and moves only the
         // inode checked above. The destination is not guarded: rename(2) replaces whatever the name holds when it runs.

@@ -27,6 +27,12 @@ export interface UfsStatus {
 
 export interface UfsCallOptions {
   signal?: AbortSignal;
+  /**
+   * `delete` of a file whose caller counts a missing object as deleted (the namespace
+   * knows what it removes): a store may skip checking that it is there, and then never
+   * answers NOT_FOUND. A directory at the path is left alone either way.
+   */
+  missingOk?: boolean;
 }
 
 /** A streamed object write: await each `write` for back-pressure, then `complete` or `abort`. */

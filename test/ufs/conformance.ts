@@ -328,6 +328,14 @@ export function ufsConformance(t: tap.Test, name: string, make: () => Promise<Uf
       await rejectsCode(t, () => ufs.delete('/no/such/dir/file'), 'NOT_FOUND', 'delete below a missing directory');
       await rejectsCode(t, () => ufs.delete('/d'), 'IS_DIRECTORY', 'delete of a directory');
       t.same(await names(ufs, '/d'), ['g'], 'a refused delete of a directory leaves it intact');
+      // missingOk: a store may skip looking first; a missing object is then no error, and a directory stays.
+      await putFile(ufs, '/d/h', 'z');
+      await ufs.delete('/d/h', { missingOk: true });
+      t.equal(await ufs.stat('/d/h'), null, 'missingOk: the file is gone too');
+      const notFoundOr = (p: Promise<void>) => p.then(() => 'ok', (e: unknown) => (e as { code?: string }).code);
+      t.match(await notFoundOr(ufs.delete('/d/h', { missingOk: true })), /^(ok|NOT_FOUND)$/, 'missingOk: a missing object is deleted or NOT_FOUND');
+      t.match(await notFoundOr(ufs.delete('/d', { missingOk: true })), /^(ok|IS_DIRECTORY)$/, 'missingOk on a directory');
+      t.same(await names(ufs, '/d'), ['g'], 'missingOk never removes a directory');
     });
 
     t.test('mkdir', async (t) => {

@@ -646,3 +646,26 @@ t.test('every under-store test cleaned up after itself', async (t) => {
   const left = (await rawKeys('')).filter((k) => !k.startsWith('with space/'));
   t.same(left, [], 'the test bucket is empty');
 });
+
+t.test("a delete the caller lets miss (missingOk) skips the HEAD: DeleteObject and the parent's check only", async (t) => {
+  const { ufs } = freshStore(t);
+  await ufs.mkdir('/d');
+  await putFile(ufs, '/d/f', 'x');
+  await putFile(ufs, '/d/g', 'y');
+  const sent: string[] = [];
+  ufs.client.middlewareStack.add(
+    (next, context) => async (args) => {
+      sent.push(context.commandName ?? '?');
+      return next(args);
+    },
+    { step: 'initialize', name: 'countCommands' },
+  );
+  await ufs.delete('/d/f', { missingOk: true });
+  t.notOk(sent.includes('HeadObjectCommand'), `no HEAD (sent: ${sent.join(', ')})`);
+  t.ok(sent.includes('DeleteObjectCommand'), 'one DeleteObject');
+  t.equal(await ufs.stat('/d/f'), null, 'the object is gone');
+  t.same((await ufs.list('/d')).map((s) => s.name), ['g'], 'its sibling stays');
+  sent.length = 0;
+  await ufs.delete('/d/g');
+  t.ok(sent.includes('HeadObjectCommand'), 'without missingOk it looks first (NOT_FOUND and IS_DIRECTORY need it)');
+});
