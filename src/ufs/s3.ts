@@ -18,6 +18,7 @@
  */
 
 import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -497,6 +498,15 @@ export class S3UnderFileSystem implements UnderFileSystem {
   readonly #prefix: string;
   readonly #settings: S3UfsSettings;
   readonly #client: S3Client;
+  /**
+   * Directory markers this driver wrote or saw, so removing a file need not list its
+   * directory to keep it (the marker does; on a large directory that listing is the
+   * dearest part of an unlink). Dropped when this driver removes or moves a directory.
+   * A marker removed by someone else is missed only if that directory's last file then
+   * goes through here: the directory vanishes from the store, as if they had removed
+   * that file too.
+   */
+  readonly #markers = new LRUCache<string, true>({ max: 100_000 });
 
   constructor(uri: string, options: Record<string, string> = {}) {
     let url: URL;
@@ -641,12 +651,19 @@ export class S3UnderFileSystem implements UnderFileSystem {
   async #keepDirectory(parts: string[], opts: UfsCallOptions | undefined, context: string): Promise<void> {
     if (!parts.length) return;
     const dirKey = this.#dirKey(parts);
-    if ((await this.#keysUnder(dirKey, 1, opts, context)).length) return;
+    if (this.#markers.has(dirKey)) return;
+    const under = await this.#keysUnder(dirKey, 1, opts, context);
+    if (under.length) {
+      // Listed first when present ("dir/" sorts before "dir/x").
+      if (under[0]!.key === dirKey) this.#markers.set(dirKey, true);
+      return;
+    }
     try {
       await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: dirKey, Body: Buffer.alloc(0), ContentLength: 0 }), this.#http(opts));
     } catch (err) {
       throw s3Error(err, context);
     }
+    this.#markers.set(dirKey, true);
   }
 
   async #deleteKey(key: string, opts: UfsCallOptions | undefined, context: string): Promise<void> {
@@ -782,6 +799,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
     } catch (err) {
       throw s3Error(err, context);
     }
+    this.#markers.set(this.#dirKey(parts), true);
   }
 
   async rmdir(path: string, opts?: UfsCallOptions): Promise<void> {
@@ -795,6 +813,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
       const isFile = await this.#head(this.#objectKey(parts), opts, context);
       throw isFile ? new StrataError('NOT_DIRECTORY', `${context}: not a directory`) : new StrataError('NOT_FOUND', `${context}: no such directory`);
     }
+    this.#markers.delete(dirKey);
     await this.#deleteKey(dirKey, opts, context);
     await this.#keepDirectory(parts.slice(0, -1), opts, context);
   }
@@ -825,6 +844,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
     } else {
       if (dstFile) throw new StrataError('NOT_DIRECTORY', `${context}: the destination is a file`);
       if (dstUnder.some((o) => o.key !== dstDirKey)) throw new StrataError('NOT_EMPTY', `${context}: the destination is not empty`);
+      for (const k of [...this.#markers.keys()]) if (k.startsWith(srcDirKey)) this.#markers.delete(k);
       await this.#moveTree(srcDirKey, dstDirKey, opts, context);
     }
     await this.#keepDirectory(from.slice(0, -1), opts, context);

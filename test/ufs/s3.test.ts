@@ -661,11 +661,51 @@ t.test("a delete the caller lets miss (missingOk) skips the HEAD: DeleteObject a
     { step: 'initialize', name: 'countCommands' },
   );
   await ufs.delete('/d/f', { missingOk: true });
-  t.notOk(sent.includes('HeadObjectCommand'), `no HEAD (sent: ${sent.join(', ')})`);
-  t.ok(sent.includes('DeleteObjectCommand'), 'one DeleteObject');
+  t.same(sent, ['DeleteObjectCommand'], "no HEAD, and no listing: the directory's marker is known (this driver made it)");
   t.equal(await ufs.stat('/d/f'), null, 'the object is gone');
   t.same((await ufs.list('/d')).map((s) => s.name), ['g'], 'its sibling stays');
   sent.length = 0;
   await ufs.delete('/d/g');
   t.ok(sent.includes('HeadObjectCommand'), 'without missingOk it looks first (NOT_FOUND and IS_DIRECTORY need it)');
+});
+
+t.test('a directory kept by a marker this driver has not seen is listed, and gets one, when its last file goes', async (t) => {
+  const { ufs, prefix } = freshStore(t);
+  await putFile(ufs, '/implied/a', 'x');
+  await putFile(ufs, '/implied/b', 'y');
+  const sent: string[] = [];
+  ufs.client.middlewareStack.add(
+    (next, context) => async (args) => {
+      sent.push(context.commandName ?? '?');
+      return next(args);
+    },
+    { step: 'initialize', name: 'countCommands' },
+  );
+  await ufs.delete('/implied/a', { missingOk: true });
+  t.ok(sent.includes('ListObjectsV2Command'), 'no marker known: the directory is listed');
+  await ufs.delete('/implied/b', { missingOk: true });
+  t.equal(await rawExists(`${prefix}implied/`), true, 'the last file gone, a marker keeps the directory');
+  t.equal((await ufs.stat('/implied'))?.type, 'directory');
+  sent.length = 0;
+  await putFile(ufs, '/implied/c', 'z');
+  sent.length = 0;
+  await ufs.delete('/implied/c', { missingOk: true });
+  t.same(sent, ['DeleteObjectCommand'], 'the marker it wrote is remembered');
+  await ufs.rename('/implied', '/moved');
+  // The old name again, as a directory without a marker: its last file going must still keep it.
+  await putFile(ufs, '/implied/z', 'u');
+  await ufs.delete('/implied/z', { missingOk: true });
+  t.equal((await ufs.stat('/implied'))?.type, 'directory', 'a directory moved away is not taken as still marked');
+  await putFile(ufs, '/moved/d', 'w');
+  await ufs.mkdir('/fresh');
+  await ufs.rename('/moved', '/fresh/moved');
+  await putFile(ufs, '/fresh/moved/e', 'v');
+  sent.length = 0;
+  await ufs.delete('/fresh/moved/e', { missingOk: true });
+  t.ok(sent.includes('ListObjectsV2Command'), 'a moved directory is listed again');
+  t.equal((await ufs.stat('/fresh/moved'))?.type, 'directory', 'and stays');
+  await ufs.delete('/fresh/moved/d');
+  await ufs.rmdir('/fresh/moved');
+  t.equal(await ufs.stat('/fresh/moved'), null, 'rmdir removes it');
+  t.equal((await ufs.stat('/fresh'))?.type, 'directory', 'its parent stays');
 });
