@@ -110,15 +110,6 @@ class KernelView {
     if (exchange) this.toldEntry(parent, name, b ? b.ino : -1);
   }
 
-  /**
-   * The kernel drops its copy of a directory's attributes itself when this mount answers
-   * a change in it (create, mkdir, unlink, rename…: fuse_dir_changed), so the feed's
-   * report of that change needs no invalidation (each costs a write to /dev/fuse).
-   */
-  kernelDropped(ino: number): void {
-    this.#attrs.delete(ino);
-  }
-
   /** Nothing the kernel holds is vouched for any more: drop it all. */
   reset(): void {
     for (const ino of this.#attrs.keys()) this.invalidateAttrs(ino);
@@ -281,11 +272,6 @@ export function strataHandlers(
     return { attr: toAttr(a), attrTimeout: attrTimeout(a, exactAttrs), entryTimeout };
   };
   const attrReply = (a: FileAttributes) => ({ attr: toAttr(told(a)), timeout: attrTimeout(a) });
-  /** A change in these directories succeeded: see KernelView.kernelDropped. Runs before the reply. */
-  const inDirs = <T>(dirs: number[], answer: T): T => {
-    for (const d of dirs) view?.kernelDropped(d);
-    return answer;
-  };
   return {
     dispose: () => {
       unsubscribe?.();
@@ -294,20 +280,20 @@ export function strataHandlers(
     lookup: async (_ctx, parent, name) => entry(await fs.lookup(parent, name), parent, name),
     getattr: async (_ctx, ino) => attrReply(await fs.getattrIno(ino)),
     setattr: async (_ctx, ino, c, fh) => attrReply(await fs.setattrIno(ino, c, fh)),
-    mkdir: async (ctx, parent, name, mode) => inDirs([parent], entry(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid }), parent, name)),
+    mkdir: async (ctx, parent, name, mode) => entry(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid }), parent, name),
     mknod: async (ctx, parent, name, mode, rdev) => {
       const owner = { uid: ctx.uid, gid: ctx.gid };
       if ((mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0) {
         const { attrs, fh } = await fs.createAt(parent, name, mode, owner);
         await fs.release(fh);
-        return inDirs([parent], entry(attrs, parent, name));
+        return entry(attrs, parent, name);
       }
       const type = TYPE_OF_BITS[mode & S_IFMT];
       if (!type) throw new StrataError('INVALID_ARGUMENT', `unknown file type in mode 0${mode.toString(8)}`);
-      return inDirs([parent], entry(await fs.master.mknodAt(parent, name, type, mode & 0o7777, rdev, owner), parent, name));
+      return entry(await fs.master.mknodAt(parent, name, type, mode & 0o7777, rdev, owner), parent, name);
     },
-    link: async (_ctx, ino, newParent, newName) => inDirs([newParent], entry(await fs.master.linkAt(ino, newParent, newName), newParent, newName)),
-    symlink: async (ctx, parent, name, target) => inDirs([parent], entry(await fs.master.symlinkAt(parent, name, target, { uid: ctx.uid, gid: ctx.gid }), parent, name)),
+    link: async (_ctx, ino, newParent, newName) => entry(await fs.master.linkAt(ino, newParent, newName), newParent, newName),
+    symlink: async (ctx, parent, name, target) => entry(await fs.master.symlinkAt(parent, name, target, { uid: ctx.uid, gid: ctx.gid }), parent, name),
     readlink: async (_ctx, ino) => {
       const a = await fs.getattrIno(ino);
       if (a.type !== 'symlink' || a.target === undefined) throw new StrataError('INVALID_ARGUMENT', 'not a symbolic link');
@@ -336,17 +322,16 @@ export function strataHandlers(
       noCaps.forget(ino);
       return fs.master.removeXattr(ino, name);
     },
-    unlink: async (_ctx, parent, name) => inDirs([parent], await fs.unlinkAt(parent, name)),
-    rmdir: async (_ctx, parent, name) => inDirs([parent], await fs.rmdirAt(parent, name)),
+    unlink: (_ctx, parent, name) => fs.unlinkAt(parent, name),
+    rmdir: (_ctx, parent, name) => fs.rmdirAt(parent, name),
     rename: async (_ctx, parent, name, newParent, newName, flags) => {
       if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) throw new StrataError('INVALID_ARGUMENT', `rename flags ${flags} are not supported`);
       await fs.renameAt(parent, name, newParent, newName, flags);
       view?.renamed(parent, name, newParent, newName, (flags & RENAME_EXCHANGE) !== 0);
-      inDirs([parent, newParent], undefined);
     },
     create: async (ctx, parent, name, mode) => {
       const { attrs, fh } = await fs.createAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid });
-      return inDirs([parent], { ...entry(attrs, parent, name), open: { fh } });
+      return { ...entry(attrs, parent, name), open: { fh } };
     },
     open: async (_ctx, ino, flags) => {
       const { fh, attrs } = await fs.openIno(ino, flags);

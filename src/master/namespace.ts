@@ -385,8 +385,9 @@ export class Namespace {
         // A program that writes the file soon commits over this; only an untouched one is ever persisted empty.
         return { ...toAttributes(await this.#table.commitEmpty({ ino: node.ino, ufsFingerprint: null, writeType, persistDelayMs: CREATED_EMPTY_PERSIST_DELAY_MS })), committed: true };
       } catch (err) {
-        // Unlinked or replaced in between: it was created, and is gone now, as after any create and unlink.
-        if (!(err instanceof StrataError && err.code === 'NOT_FOUND')) throw err;
+        // The file exists now whatever happened here (unlinked in between, a lost database
+        // connection): answer the create, uncommitted; the creator's close commits it as before.
+        if (!(err instanceof StrataError && err.code === 'NOT_FOUND')) this.#log.warn({ path, err: (err as Error).message }, 'could not record a new file as empty at its create; its close will');
       }
     }
     return toAttributes(node);
@@ -459,7 +460,10 @@ export class Namespace {
       const { ufs, ufsPath } = this.#store(parts);
       await this.#changing([[parent.ino, name]], async () => {
         if (node.type === 'file') {
-          if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath, { missingOk: true }));
+          // Persisted: its object is there, no need to look first. Otherwise look (there may be none,
+          // and a store that keeps directories by markers must not write one back for a directory removed
+          // outside Strata).
+          if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath, { missingOk: node.persistState === 'persisted' }));
           else await this.#handOverBytes(parent, name, node, parts);
         }
         // Only while the name still names the inode checked above.

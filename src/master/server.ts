@@ -209,6 +209,16 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   // The change feed: every answer says which changes it reflects; changes wake the long polls.
   const feed = table.changes;
   const startSeq = new WeakMap<object, number>();
+  /**
+   * For answers that carry what a change made (a new entry's attributes): the seq read right after
+   * the change, so the mount stores them as of then, not as of the response (the metastore may take
+   * more round trips before it, in which others' changes to the same inode would go unnoticed).
+   */
+  const answeredAt = new WeakMap<object, number>();
+  const answered = async <T>(req: object, answer: T): Promise<T> => {
+    answeredAt.set(req, await feed.seq());
+    return answer;
+  };
   app.addHook('onRequest', async (req) => {
     startSeq.set(req, await feed.seq());
   });
@@ -221,7 +231,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.addHook('onSend', async (req, reply, payload) => {
     const start = startSeq.get(req) ?? 0;
     // Read before any wait below: the answer reflects the changes up to now, not others made meanwhile.
-    const header = await feed.header(start);
+    const at = answeredAt.get(req);
+    const header = at === undefined ? await feed.header(start) : `${feed.epoch}:${start}:${at}`;
     // Workers' reports change where blocks are cached, never what a file holds: they need not wait.
     if (req.method !== 'GET' && leases.subscribers > 0 && reply.statusCode < 500 && !req.url.startsWith(`${api}/workers/`)) {
       // Close-to-open for mounts that answer opens from their caches: a change is answered only
@@ -290,13 +301,19 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const b = (body ?? {}) as Record<string, unknown>;
     const inos = new Set(keys.map((k) => b[k]).filter((v): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0));
     if (inos.size === 0) return {};
-    const seq = await feed.seq();
-    const dirs: DirAfterChange[] = [];
-    for (const ino of inos) {
-      const n = await table.getNode(ino);
-      if (n?.type === 'directory') dirs.push({ attrs: toAttributes(n), seq });
+    try {
+      const seq = await feed.seq();
+      const dirs: DirAfterChange[] = [];
+      for (const ino of inos) {
+        const n = await table.getNode(ino);
+        if (n?.type === 'directory') dirs.push({ attrs: toAttributes(n), seq });
+      }
+      return { dirs };
+    } catch (err) {
+      // The change is done: a failure to read what it left must not make it look failed.
+      log.warn({ err: (err as Error).message }, 'could not read the directories a change left; answered without them');
+      return {};
     }
-    return { dirs };
   };
   const timespec = (body: unknown, name: string): Timespec | 'now' | undefined => {
     const v = (body as Record<string, unknown>)[name];
@@ -342,30 +359,30 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.get(`${api}/list`, async (req) => ({ entries: await ns.list(await pathQuery(req.query)) }));
   app.get(`${api}/lookup`, async (req) => ns.stat(await pathQuery(req.query)));
   app.post(`${api}/mkdir`, async (req) => ({
-    ...(await ns.mkdir(await target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid'))),
+    ...(await answered(req, await ns.mkdir(await target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid')))),
     ...(await dirsAfter(req.body, 'parent')),
   }));
   app.post(`${api}/create`, async (req) => {
     const closeEmpty = field(req.body, 'closeEmpty', 'boolean', true) as boolean | undefined;
     const writeType = writeTypeField(req.body);
     return {
-      ...(await ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid'), closeEmpty ? { writeType } : undefined)),
+      ...(await answered(req, await ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid'), closeEmpty ? { writeType } : undefined))),
       ...(await dirsAfter(req.body, 'parent')),
     };
   });
   app.post(`${api}/link`, async (req) => {
     const b = (req.body ?? {}) as Record<string, unknown>;
-    return { ...(await ns.link(requiredInt(b, 'ino', 1), await target({ parent: b.newParent, name: b.newName }, 'body'))), ...(await dirsAfter(b, 'newParent')) };
+    return { ...(await answered(req, await ns.link(requiredInt(b, 'ino', 1), await target({ parent: b.newParent, name: b.newName }, 'body')))), ...(await dirsAfter(b, 'newParent')) };
   });
   app.post(`${api}/symlink`, async (req) => ({
-    ...(await ns.symlink(await target(req.body, 'body'), requiredString(req.body, 'target'), idField(req.body, 'uid'), idField(req.body, 'gid'))),
+    ...(await answered(req, await ns.symlink(await target(req.body, 'body'), requiredString(req.body, 'target'), idField(req.body, 'uid'), idField(req.body, 'gid')))),
     ...(await dirsAfter(req.body, 'parent')),
   }));
   app.post(`${api}/mknod`, async (req) => {
     const type = requiredString(req.body, 'type');
     if (!['fifo', 'socket', 'chardev', 'blockdev'].includes(type)) throw new StrataError('BAD_REQUEST', `type must be fifo, socket, chardev or blockdev`);
     return {
-      ...(await ns.mknod(await target(req.body, 'body'), type as FileType, modeField(req.body) ?? 0o644, optionalInt(req.body, 'rdev') ?? 0, idField(req.body, 'uid'), idField(req.body, 'gid'))),
+      ...(await answered(req, await ns.mknod(await target(req.body, 'body'), type as FileType, modeField(req.body) ?? 0o644, optionalInt(req.body, 'rdev') ?? 0, idField(req.body, 'uid'), idField(req.body, 'gid')))),
       ...(await dirsAfter(req.body, 'parent')),
     };
   });

@@ -558,6 +558,10 @@ export class S3UnderFileSystem implements UnderFileSystem {
     return config;
   }
 
+  forgetCaches(): void {
+    this.#markers.clear();
+  }
+
   #region: Promise<string> | null = null;
 
   /** The SDK's own region chain (env, profile), falling back to us-east-1 instead of failing every request. */

@@ -58,5 +58,11 @@ export interface UnderFileSystem {
   mkdir(path: string, opts?: UfsCallOptions): Promise<void>;
   rmdir(path: string, opts?: UfsCallOptions): Promise<void>;
   rename(src: string, dst: string, opts?: UfsCallOptions): Promise<void>;
+  /**
+   * Optional: drops what the driver remembers about the store (the S3 driver's directory
+   * markers), because another process may have changed it meanwhile: called when a master
+   * takes over (again) from another.
+   */
+  forgetCaches?(): void;
   close(): Promise<void>;
 }

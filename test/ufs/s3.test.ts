@@ -691,6 +691,11 @@ t.test('a directory kept by a marker this driver has not seen is listed, and get
   sent.length = 0;
   await ufs.delete('/implied/c', { missingOk: true });
   t.same(sent, ['DeleteObjectCommand'], 'the marker it wrote is remembered');
+  ufs.forgetCaches();
+  await putFile(ufs, '/implied/c2', 'z');
+  sent.length = 0;
+  await ufs.delete('/implied/c2', { missingOk: true });
+  t.ok(sent.includes('ListObjectsV2Command'), 'until told to forget (a master taking over): then it looks again');
   await ufs.rename('/implied', '/moved');
   // The old name again, as a directory without a marker: its last file going must still keep it.
   await putFile(ufs, '/implied/z', 'u');
