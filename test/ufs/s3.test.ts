@@ -642,16 +642,8 @@ t.test('objects over the single-copy limit are renamed with UploadPartCopy', asy
   t.same(readdirSync(uploadsDir(BUCKET)), [], 'no pending upload left');
 });
 
-t.test('every under-store test cleaned up after itself', async (t) => {
-  const left = (await rawKeys('')).filter((k) => !k.startsWith('with space/'));
-  t.same(left, [], 'the test bucket is empty');
-});
-
-t.test("a delete the caller lets miss (missingOk) skips the HEAD: DeleteObject and the parent's check only", async (t) => {
-  const { ufs } = freshStore(t);
-  await ufs.mkdir('/d');
-  await putFile(ufs, '/d/f', 'x');
-  await putFile(ufs, '/d/g', 'y');
+/** The names of the SDK commands `ufs` sends from now on. */
+function commandsSent(ufs: S3UnderFileSystem): string[] {
   const sent: string[] = [];
   ufs.client.middlewareStack.add(
     (next, context) => async (args) => {
@@ -660,6 +652,15 @@ t.test("a delete the caller lets miss (missingOk) skips the HEAD: DeleteObject a
     },
     { step: 'initialize', name: 'countCommands' },
   );
+  return sent;
+}
+
+t.test("a delete the caller lets miss (missingOk) skips the HEAD: DeleteObject and the parent's check only", async (t) => {
+  const { ufs } = freshStore(t);
+  await ufs.mkdir('/d');
+  await putFile(ufs, '/d/f', 'x');
+  await putFile(ufs, '/d/g', 'y');
+  const sent = commandsSent(ufs);
   await ufs.delete('/d/f', { missingOk: true });
   t.same(sent, ['DeleteObjectCommand'], "no HEAD, and no listing: the directory's marker is known (this driver made it)");
   t.equal(await ufs.stat('/d/f'), null, 'the object is gone');
@@ -673,14 +674,7 @@ t.test('a directory kept by a marker this driver has not seen is listed, and get
   const { ufs, prefix } = freshStore(t);
   await putFile(ufs, '/implied/a', 'x');
   await putFile(ufs, '/implied/b', 'y');
-  const sent: string[] = [];
-  ufs.client.middlewareStack.add(
-    (next, context) => async (args) => {
-      sent.push(context.commandName ?? '?');
-      return next(args);
-    },
-    { step: 'initialize', name: 'countCommands' },
-  );
+  const sent = commandsSent(ufs);
   await ufs.delete('/implied/a', { missingOk: true });
   t.ok(sent.includes('ListObjectsV2Command'), 'no marker known: the directory is listed');
   await ufs.delete('/implied/b', { missingOk: true });
@@ -713,4 +707,9 @@ t.test('a directory kept by a marker this driver has not seen is listed, and get
   await ufs.rmdir('/fresh/moved');
   t.equal(await ufs.stat('/fresh/moved'), null, 'rmdir removes it');
   t.equal((await ufs.stat('/fresh'))?.type, 'directory', 'its parent stays');
+});
+
+t.test('every under-store test cleaned up after itself', async (t) => {
+  const left = (await rawKeys('')).filter((k) => !k.startsWith('with space/'));
+  t.same(left, [], 'the test bucket is empty');
 });
