@@ -460,10 +460,10 @@ export class Namespace {
       const { ufs, ufsPath } = this.#store(parts);
       await this.#changing([[parent.ino, name]], async () => {
         if (node.type === 'file') {
-          // Persisted: its object is there, no need to look first. Otherwise look (there may be none,
-          // and a store that keeps directories by markers must not write one back for a directory removed
-          // outside Strata).
-          if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath, { missingOk: node.persistState === 'persisted' }));
+          // Persisted: its object is there, no need to look first. Otherwise there may be none (an older
+          // version's, or nothing): delete it only if it is there, so a store that keeps directories by
+          // markers never writes one back for a directory removed outside Strata.
+          if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath, node.persistState === 'persisted' ? { missingOk: true } : { ifPresent: true }));
           else await this.#handOverBytes(parent, name, node, parts);
         }
         // Only while the name still names the inode checked above.

@@ -785,7 +785,10 @@ export class S3UnderFileSystem implements UnderFileSystem {
     if (!parts.length) throw new StrataError('IS_DIRECTORY', `${context}: is a directory`);
     const key = this.#objectKey(parts);
     // DeleteObject succeeds on a missing key, so look first, unless the caller does not care (one request less).
-    if (!opts?.missingOk && !(await this.#head(key, opts, context))) throw await this.#missingObject(parts, opts, context);
+    if (!opts?.missingOk && !(await this.#head(key, opts, context))) {
+      if (opts?.ifPresent) return;
+      throw await this.#missingObject(parts, opts, context);
+    }
     await this.#deleteKey(key, opts, context);
     await this.#keepDirectory(parts.slice(0, -1), opts, context);
   }

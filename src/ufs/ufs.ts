@@ -33,6 +33,12 @@ export interface UfsCallOptions {
    * answers NOT_FOUND. A directory at the path is left alone either way.
    */
   missingOk?: boolean;
+  /**
+   * `delete` only if the object is there: a missing one is quietly nothing, and nothing
+   * else is touched or looked at (an S3 driver neither lists to tell a directory from a
+   * missing file, nor writes a parent's marker). A driver may still answer NOT_FOUND.
+   */
+  ifPresent?: boolean;
 }
 
 /** A streamed object write: await each `write` for back-pressure, then `complete` or `abort`. */

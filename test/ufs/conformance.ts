@@ -336,6 +336,13 @@ export function ufsConformance(t: tap.Test, name: string, make: () => Promise<Uf
       t.match(await notFoundOr(ufs.delete('/d/h', { missingOk: true })), /^(ok|NOT_FOUND)$/, 'missingOk: a missing object is deleted or NOT_FOUND');
       t.match(await notFoundOr(ufs.delete('/d', { missingOk: true })), /^(ok|IS_DIRECTORY)$/, 'missingOk on a directory');
       t.same(await names(ufs, '/d'), ['g'], 'missingOk never removes a directory');
+      // ifPresent: only if it is there; nothing else happens when it is not.
+      await putFile(ufs, '/d/i', 'w');
+      await ufs.delete('/d/i', { ifPresent: true });
+      t.equal(await ufs.stat('/d/i'), null, 'ifPresent: a file that is there is deleted');
+      t.match(await notFoundOr(ufs.delete('/d/i', { ifPresent: true })), /^(ok|NOT_FOUND)$/, 'ifPresent: a missing one is nothing or NOT_FOUND');
+      t.match(await notFoundOr(ufs.delete('/d', { ifPresent: true })), /^(ok|IS_DIRECTORY)$/, 'ifPresent on a directory');
+      t.same(await names(ufs, '/d'), ['g'], 'ifPresent never removes a directory');
     });
 
     t.test('mkdir', async (t) => {

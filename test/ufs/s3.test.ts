@@ -663,6 +663,9 @@ t.test("a delete the caller lets miss (missingOk) skips the HEAD: DeleteObject a
   const sent = commandsSent(ufs);
   await ufs.delete('/d/f', { missingOk: true });
   t.same(sent, ['DeleteObjectCommand'], "no HEAD, and no listing: the directory's marker is known (this driver made it)");
+  sent.length = 0;
+  await ufs.delete('/d/never', { ifPresent: true });
+  t.same(sent, ['HeadObjectCommand'], 'ifPresent on a missing object: one HEAD, nothing listed or written');
   t.equal(await ufs.stat('/d/f'), null, 'the object is gone');
   t.same((await ufs.list('/d')).map((s) => s.name), ['g'], 'its sibling stays');
   sent.length = 0;
