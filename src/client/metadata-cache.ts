@@ -191,7 +191,8 @@ export class MetadataCache {
    * directories it changed (DirAfterChange). Kept unless the cache has newer ones.
    */
   putAttrsAsOf(attrs: FileAttributes, s: ChangeStamp | undefined, seq: number): void {
-    if (s === undefined || !this.#healthy || s.epoch !== this.#epoch || this.#ttlMs === 0 || !Number.isSafeInteger(seq) || seq > s.end || this.#applied > seq) return;
+    const end = this.#version(s, true);
+    if (end === undefined || !Number.isSafeInteger(seq) || seq > end || this.#applied > seq) return;
     if ((this.#attrs.peek(attrs.ino)?.v ?? -1) > seq) return;
     this.#attrs.set(attrs.ino, { attrs: { ...attrs }, v: seq, exp: this.#exp() });
   }

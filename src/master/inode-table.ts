@@ -26,6 +26,7 @@ import {
   NODE_TYPE_CODE,
   type NodeRow,
   nodeRecordFromRow,
+  type CommitEmptyRequest,
 } from './metastore';
 import { StrataError } from '../common/errors';
 import {
@@ -702,7 +703,7 @@ export class InodeTable {
    * under-store already has the empty object when `ufsFingerprint` is set, and
    * ASYNC_THROUGH queues its persist like any other write.
    */
-  commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec; persistDelayMs?: number }): NodeRecord {
+  commitEmpty(req: CommitEmptyRequest): NodeRecord {
     return this.#db.transaction(() => {
       const n = this.requireNode(req.ino);
       if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);

@@ -182,6 +182,15 @@ export interface ChangeLog {
 }
 
 /** The master's metadata store; see the module comment for the contract every method follows. */
+/** What `commitEmpty` records; `persistDelayMs` only lengthens the configured wait before an ASYNC_THROUGH persist. */
+export interface CommitEmptyRequest {
+  ino: number;
+  ufsFingerprint: string | null;
+  writeType: WriteType;
+  mtime?: Timespec;
+  persistDelayMs?: number;
+}
+
 export interface Metastore {
   /** Block size of new files, in bytes. */
   readonly blockSize: number;
@@ -294,7 +303,7 @@ export interface Metastore {
    * `persistDelayMs` when that is longer than the configured wait), any other
    * write leaves the queue. NOT_FOUND, IS_DIRECTORY.
    */
-  commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec; persistDelayMs?: number }): Promise<NodeRecord>;
+  commitEmpty(req: CommitEmptyRequest): Promise<NodeRecord>;
   /**
    * Replaces a file's content with the blocks a worker wrote (the write begun with
    * `containerId`), as one transaction with the persist-queue entry of an

@@ -211,10 +211,11 @@ export class MountTable {
     try {
       for (const r of rows) {
         const kept = this.#mounts.find((m) => same(m, r));
-        // Another master may have led meanwhile: what a kept driver remembers of its store may be stale.
-        kept?.ufs.forgetCaches?.();
-        if (kept) next.push(kept);
-        else {
+        if (kept) {
+          // Another master may have led meanwhile: what a kept driver remembers of its store may be stale.
+          kept.ufs.forgetCaches?.();
+          next.push(kept);
+        } else {
           const m = this.#make(r.path, r.uri, JSON.parse(r.options || '{}') as MountOptions);
           made.push(m);
           next.push(m);

@@ -74,6 +74,7 @@ import {
   NODE_TYPE_CODE,
   type NodeRow,
   nodeRecordFromRow,
+  type CommitEmptyRequest,
 } from './metastore';
 
 /** The newest schema this code knows; a database at a newer version is refused. */
@@ -1457,7 +1458,7 @@ export class PgMetastore implements Metastore {
    * under-store already has the empty object when `ufsFingerprint` is set, and
    * ASYNC_THROUGH queues its persist like any other write.
    */
-  async commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec; persistDelayMs?: number }): Promise<NodeRecord> {
+  async commitEmpty(req: CommitEmptyRequest): Promise<NodeRecord> {
     return this.#tx(async (tx) => {
       const n = await this.#requireNode(tx, req.ino);
       if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);

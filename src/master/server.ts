@@ -315,6 +315,11 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       return {};
     }
   };
+  /** The answer to a change that made an entry: its attributes as of right after it, and its directories. */
+  const madeEntry = async <T extends object>(req: { body: unknown }, answer: T, ...dirKeys: ('parent' | 'newParent')[]): Promise<T & DirsAfterChange> => ({
+    ...(await answered(req, answer)),
+    ...(await dirsAfter(req.body, ...dirKeys)),
+  });
   const timespec = (body: unknown, name: string): Timespec | 'now' | undefined => {
     const v = (body as Record<string, unknown>)[name];
     if (v === undefined || v === null) return undefined;
@@ -358,33 +363,25 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.get(`${api}/stat`, async (req) => ns.stat(await pathQuery(req.query)));
   app.get(`${api}/list`, async (req) => ({ entries: await ns.list(await pathQuery(req.query)) }));
   app.get(`${api}/lookup`, async (req) => ns.stat(await pathQuery(req.query)));
-  app.post(`${api}/mkdir`, async (req) => ({
-    ...(await answered(req, await ns.mkdir(await target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid')))),
-    ...(await dirsAfter(req.body, 'parent')),
-  }));
+  app.post(`${api}/mkdir`, async (req) =>
+    madeEntry(req, await ns.mkdir(await target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid')), 'parent'),
+  );
   app.post(`${api}/create`, async (req) => {
     const closeEmpty = field(req.body, 'closeEmpty', 'boolean', true) as boolean | undefined;
     const writeType = writeTypeField(req.body);
-    return {
-      ...(await answered(req, await ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid'), closeEmpty ? { writeType } : undefined))),
-      ...(await dirsAfter(req.body, 'parent')),
-    };
+    return madeEntry(req, await ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid'), closeEmpty ? { writeType } : undefined), 'parent');
   });
   app.post(`${api}/link`, async (req) => {
     const b = (req.body ?? {}) as Record<string, unknown>;
-    return { ...(await answered(req, await ns.link(requiredInt(b, 'ino', 1), await target({ parent: b.newParent, name: b.newName }, 'body')))), ...(await dirsAfter(b, 'newParent')) };
+    return madeEntry(req, await ns.link(requiredInt(b, 'ino', 1), await target({ parent: b.newParent, name: b.newName }, 'body')), 'newParent');
   });
-  app.post(`${api}/symlink`, async (req) => ({
-    ...(await answered(req, await ns.symlink(await target(req.body, 'body'), requiredString(req.body, 'target'), idField(req.body, 'uid'), idField(req.body, 'gid')))),
-    ...(await dirsAfter(req.body, 'parent')),
-  }));
+  app.post(`${api}/symlink`, async (req) =>
+    madeEntry(req, await ns.symlink(await target(req.body, 'body'), requiredString(req.body, 'target'), idField(req.body, 'uid'), idField(req.body, 'gid')), 'parent'),
+  );
   app.post(`${api}/mknod`, async (req) => {
     const type = requiredString(req.body, 'type');
     if (!['fifo', 'socket', 'chardev', 'blockdev'].includes(type)) throw new StrataError('BAD_REQUEST', `type must be fifo, socket, chardev or blockdev`);
-    return {
-      ...(await answered(req, await ns.mknod(await target(req.body, 'body'), type as FileType, modeField(req.body) ?? 0o644, optionalInt(req.body, 'rdev') ?? 0, idField(req.body, 'uid'), idField(req.body, 'gid')))),
-      ...(await dirsAfter(req.body, 'parent')),
-    };
+    return madeEntry(req, await ns.mknod(await target(req.body, 'body'), type as FileType, modeField(req.body) ?? 0o644, optionalInt(req.body, 'rdev') ?? 0, idField(req.body, 'uid'), idField(req.body, 'gid')), 'parent');
   });
   const xattrName = (b: unknown) => requiredString(b, 'name');
   app.post(`${api}/xattr/set`, async (req) => {

@@ -27,6 +27,7 @@ import type {
   NodeRecord,
   QueuedPersist,
   SyncGuard,
+  CommitEmptyRequest,
 } from './metastore';
 import type {
   BlockInfo,
@@ -145,7 +146,7 @@ export class SqliteMetastore implements Metastore {
     return this.#t.beginWrite(ino);
   }
 
-  async commitEmpty(req: { ino: number; ufsFingerprint: string | null; writeType: WriteType; mtime?: Timespec; persistDelayMs?: number }): Promise<NodeRecord> {
+  async commitEmpty(req: CommitEmptyRequest): Promise<NodeRecord> {
     return this.#t.commitEmpty(req);
   }
 
