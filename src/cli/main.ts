@@ -237,6 +237,14 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
     },
   });
   new Gauge({
+    name: 'strata_client_pages_hashed_total',
+    help: 'Page files of a same-host worker this client checked by hashing them, because the worker had not named them as files it wrote or verified',
+    registers: [metrics.registry],
+    collect() {
+      this.set(fs.local?.pagesHashed ?? 0);
+    },
+  });
+  new Gauge({
     name: 'strata_client_metadata_cache_total',
     help: 'Metadata cache of this mount: answers served from it (hit), asked of the master (miss), changes applied from the feed (invalidation), full drops (reset)',
     labelNames: ['event'] as const,

@@ -6,7 +6,7 @@
  */
 
 import { StrataError } from '../common/errors';
-import type { BlockInfo, FileBlocksResponse } from '../common/protocol';
+import type { BlockInfo, FileBlocksResponse, WorkerInfo } from '../common/protocol';
 import type { MasterClient } from './master-client';
 import { workerUnreachable, type WorkerClient } from './worker-client';
 import type { WorkerRouter } from './worker-router';
@@ -61,6 +61,12 @@ export class FileReader {
   /** Consecutive bytes read up to `#lastEnd`. */
   #streak = 0;
   readonly #warmed = new Set<number>();
+  /**
+   * Blocks whose whole-block load is in flight. Their pages land on local disk
+   * ahead of the reader, but the load's answer, which tells this client which
+   * page files the worker wrote (so it need not hash them), comes only at the end.
+   */
+  readonly #warming = new Set<number>();
   /** Per block: the MiB regions random reads touched (until the block is warmed). */
   readonly #scattered = new Map<number, Set<number>>();
   #refreshed = false;
@@ -187,12 +193,24 @@ export class FileReader {
     this.#warmed.add(idx);
     // Wholly cached somewhere already: nothing to fetch.
     if ((block.cached ?? []).some((c) => c.bytes >= block.length)) return;
+    this.#warming.add(idx);
     void (async () => {
       const worker = await this.#data.router.forBlock(block);
       const loaded = await this.#data.workers.loadBlock(worker, block.id);
       // Pages the worker just wrote are not hashed again when read here.
       if (loaded.pages && this.#data.local?.isLocal(worker)) this.#data.local.trust(worker, block.id, loaded.pages);
-    })().catch(() => undefined);
+    })()
+      .catch(() => undefined)
+      .finally(() => this.#warming.delete(idx));
+  }
+
+  /**
+   * Has the worker cache `[off, off+n)` of a block (joining fills in flight) and
+   * trusts the page files it names, so a same-host read of them needs no hashing.
+   */
+  async #loadLocal(local: ShortCircuitReader, worker: WorkerInfo, blockId: number, off: number, n: number): Promise<void> {
+    const loaded = await this.#data.workers.loadBlock(worker, blockId, undefined, { offset: off, length: n });
+    if (loaded.pages) local.trust(worker, blockId, loaded.pages);
   }
 
   #windowStart(pos: number): number {
@@ -241,14 +259,18 @@ export class FileReader {
             const local = this.#data.local;
             // CACHE_PROMOTE must go through the worker, which moves what it serves to the top tier.
             if (local && this.#data.workers.readType !== 'CACHE_PROMOTE' && local.isLocal(worker)) {
+              // A block being loaded whole: its pages appear on disk before this client learns
+              // which files the worker wrote. Asking for the range (pages there already cost the
+              // worker nothing) is cheaper than hashing each page here.
+              const warming = this.#warming.has(idx) && this.#data.workers.readType === 'CACHE';
+              if (warming) await this.#loadLocal(local, worker, block.id, off, n).catch(() => undefined);
               const got = await local.readInto(worker, block.id, off, n, buf, at);
               if (got === n) return;
               // Not all on local disk: have the worker cache those pages, then read the files
               // (cheaper than moving the bytes over HTTP). NO_CACHE must not cache: HTTP then.
               if (this.#data.workers.readType === 'CACHE') {
                 try {
-                  const loaded = await this.#data.workers.loadBlock(worker, block.id, undefined, { offset: off, length: n });
-                  if (loaded.pages) local.trust(worker, block.id, loaded.pages);
+                  await this.#loadLocal(local, worker, block.id, off, n);
                   const again = await local.readInto(worker, block.id, off, n, buf, at);
                   if (again === n) return;
                 } catch (err) {

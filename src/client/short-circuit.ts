@@ -69,6 +69,8 @@ export class ShortCircuitReader {
   bytesRead = 0;
   /** Page files that failed verification here. */
   corruptPages = 0;
+  /** Page files this client checked by hashing them (the worker had not named them as its own). */
+  pagesHashed = 0;
   /** Identities of page files verified here, by file, so a reopened file is not hashed again. */
   readonly #verified = new Map<string, PageIdentity>();
   /** The bytes of the most recently verified pages, by file. */
@@ -123,6 +125,7 @@ export class ShortCircuitReader {
           op.checkedAt = now;
           if (!sameIdentity(op.verified, ident)) {
             this.#recent.delete(file);
+            this.pagesHashed++;
             const r = await verifyPage(fh, ident.size, blockId, pageIndex);
             if (!r.ok) {
               this.corruptPages++;
