@@ -466,6 +466,12 @@ function oneLineUsageErrors(c: Command): void {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // A reader that went away (`strata --help | head -3`) ends the output, not the process with a stack trace.
+  for (const out of [process.stdout, process.stderr]) {
+    out.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+    });
+  }
   const program = new Command('strata')
     .description('Strata: one POSIX namespace over S3, HDFS and local disk, cached next to compute')
     .exitOverride()
