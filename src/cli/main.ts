@@ -281,10 +281,11 @@ interface Child {
  * V8 options for the daemons (bin/strata's shebang passes the same ones). With
  * V8's default, the old generation of a small heap (20-25 MB here) may grow by
  * less than the young generation holds, so a process moving bytes at hundreds of
- * MB/s started a full mark-compact every few tens of MB: 25 of them in a cold
- * 1 GiB read for the worker, 2.2 s of its 3.2 s of CPU spent in the GC's threads
- * and around them. Starting the old generation at 128 MiB: 3 of them, 2.2-2.4 s of
- * CPU in all, cold read 283-305 -> 325-369 MB/s, peak RSS +15-30 MiB.
+ * MB/s started a full mark-compact every few tens of MB: 25 of them for the worker
+ * in a cold 1 GiB read, which cost it 3.2-3.55 s of CPU. Starting the old
+ * generation at 128 MiB: 3 of them, 2.2-2.4 s, and the read went from 283-305 to
+ * 325-369 MB/s. The price is memory: peak RSS +15-30 MiB for the worker there,
+ * +39 MiB (master) and +64 MiB (mount) in the small-files benchmark.
  */
 export const DAEMON_NODE_OPTIONS = ['--initial-old-space-size=128'];
 
