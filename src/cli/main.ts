@@ -238,7 +238,7 @@ async function runMount(cfg: StrataConfig, mountPoint: string, create: boolean, 
   });
   new Gauge({
     name: 'strata_client_pages_hashed_total',
-    help: 'Page files of a same-host worker this client checked by hashing them, because the worker had not named them as files it wrote or verified',
+    help: 'Page files of a same-host worker this client checked by hashing them, because the worker had not named that version of them as a file it wrote or verified',
     registers: [metrics.registry],
     collect() {
       this.set(fs.local?.pagesHashed ?? 0);
@@ -278,7 +278,8 @@ interface Child {
 }
 
 /**
- * V8 options for the daemons (bin/strata's shebang passes the same ones). With
+ * V8 options for the daemons (bin/strata's shebang passes the same ones to every
+ * strata process; short-lived commands do not notice). With
  * V8's default, the old generation of a small heap (20-25 MB here) may grow by
  * less than the young generation holds, so a process moving bytes at hundreds of
  * MB/s started a full mark-compact every few tens of MB: 25 of them for the worker
@@ -287,7 +288,7 @@ interface Child {
  * 325-369 MB/s. The price is memory: peak RSS +15-30 MiB for the worker there,
  * +39 MiB (master) and +64 MiB (mount) in the small-files benchmark.
  */
-export const DAEMON_NODE_OPTIONS = ['--initial-old-space-size=128'];
+export const DAEMON_NODE_OPTIONS: readonly string[] = ['--initial-old-space-size=128'];
 
 /** `execArgv` plus the daemon options it does not set itself. */
 export function withDaemonOptions(execArgv: readonly string[]): string[] {

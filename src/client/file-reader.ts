@@ -187,7 +187,8 @@ export class FileReader {
   }
 
   #warm(idx: number): void {
-    if (this.#warmed.has(idx)) return;
+    // NO_CACHE reads must leave nothing cached: no whole-block loads for them.
+    if (this.#warmed.has(idx) || this.#data.workers.readType === 'NO_CACHE') return;
     const block = this.#info.blocks[idx];
     if (!block) return;
     this.#warmed.add(idx);
@@ -260,12 +261,14 @@ export class FileReader {
             // CACHE_PROMOTE must go through the worker, which moves what it serves to the top tier.
             if (local && this.#data.workers.readType !== 'CACHE_PROMOTE' && local.isLocal(worker)) {
               // A block being loaded whole: its pages appear on disk before this client learns
-              // which files the worker wrote. Asking for the range (pages there already cost the
-              // worker nothing) is cheaper than hashing each page here.
-              const warming = this.#warming.has(idx) && this.#data.workers.readType === 'CACHE';
-              if (warming) await this.#loadLocal(local, worker, block.id, off, n).catch(() => undefined);
-              const got = await local.readInto(worker, block.id, off, n, buf, at);
-              if (got === n) return;
+              // which files the worker wrote. Unless this client knows them all already, asking
+              // the worker for the range first (pages there cost it nothing) is cheaper than
+              // hashing each page here.
+              const askFirst = this.#warming.has(idx) && this.#data.workers.readType === 'CACHE' && !local.knowsPages(worker, block.id, off, n);
+              if (!askFirst) {
+                const got = await local.readInto(worker, block.id, off, n, buf, at);
+                if (got === n) return;
+              }
               // Not all on local disk: have the worker cache those pages, then read the files
               // (cheaper than moving the bytes over HTTP). NO_CACHE must not cache: HTTP then.
               if (this.#data.workers.readType === 'CACHE') {

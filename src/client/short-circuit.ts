@@ -69,7 +69,7 @@ export class ShortCircuitReader {
   bytesRead = 0;
   /** Page files that failed verification here. */
   corruptPages = 0;
-  /** Page files this client checked by hashing them (the worker had not named them as its own). */
+  /** Page files this client checked by hashing them (the worker had not named that version of them as its own). */
   pagesHashed = 0;
   /** Identities of page files verified here, by file, so a reopened file is not hashed again. */
   readonly #verified = new Map<string, PageIdentity>();
@@ -180,6 +180,18 @@ export class ShortCircuitReader {
       this.#verified.set(file, { ino: p.ino, ctimeNs: BigInt(p.ctimeNs), size: p.size });
       if (this.#verified.size > MAX_VERIFIED) this.#verified.delete(this.#verified.keys().next().value!);
     }
+  }
+
+  /**
+   * Whether this client verified, or was told by the worker, some version of every
+   * page file of `[offset, offset+length)` (it still checks that version on open).
+   */
+  knowsPages(w: WorkerInfo, blockId: number, offset: number, length: number): boolean {
+    const ps = w.pageSize;
+    for (let p = Math.floor(offset / ps); p * ps < offset + length; p++) {
+      if (!w.tiers.some((tier) => this.#verified.has(nodePath.join(tier.dir, String(blockId), String(p))))) return false;
+    }
+    return true;
   }
 
   /** Reads into `into`; undefined when some page of the range is not on local disk (use HTTP then). */

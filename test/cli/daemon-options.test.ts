@@ -2,9 +2,8 @@
 
 import t from 'tap';
 import { readFileSync, readdirSync } from 'node:fs';
-import * as path from 'node:path';
 import { DAEMON_NODE_OPTIONS, withDaemonOptions } from '../../src/cli/main';
-import { startLocal } from '../helpers/cluster';
+import { CLI, startLocal } from '../helpers/cluster';
 
 t.test('withDaemonOptions adds what is missing and keeps what the user chose', async (t) => {
   t.same(withDaemonOptions([]), DAEMON_NODE_OPTIONS);
@@ -15,7 +14,7 @@ t.test('withDaemonOptions adds what is missing and keeps what the user chose', a
 });
 
 t.test("bin/strata's shebang passes the same options", async (t) => {
-  const first = readFileSync(path.join(__dirname, '..', '..', '..', 'bin', 'strata'), 'utf8').split('\n')[0]!;
+  const first = readFileSync(CLI, 'utf8').split('\n')[0]!;
   t.equal(first, `#!/usr/bin/env -S node ${DAEMON_NODE_OPTIONS.join(' ')}`);
 });
 

@@ -188,6 +188,20 @@ t.test('the client reports where its bytes came from', async (t) => {
   t.ok((await metric('short_circuit')) >= data.length, 'short-circuit bytes counted');
 });
 
+t.test('a NO_CACHE mount reads a file sequentially without caching any of it', async (t) => {
+  // A sequential reader past 8 MiB has the worker load whole blocks ahead of it, unless it reads NO_CACHE.
+  const c = await startLocal(t, { args: ['--read-type', 'NO_CACHE', '--block-size', '8MiB'] });
+  const data = randomBytes(40 * 1024 * 1024 + 3);
+  await fsp.writeFile(path.join(c.ufsDir, 'stream.bin'), data);
+  t.ok((await fsp.readFile(path.join(c.mnt, 'stream.bin'))).equals(data), 'the bytes read back equal the file in the store');
+  // Loads run in the background: give them time to land before looking.
+  await new Promise((r) => setTimeout(r, 1000));
+  const worker = await (await fetch(`${c.workerUrl}/metrics`)).text();
+  const tiers = [...worker.matchAll(/^strata_worker_cache_used_bytes(?:\{[^}]*\})? (\d+)/gm)].map((m) => Number(m[1]));
+  t.ok(tiers.length > 0, 'the worker reports its cache');
+  t.same(tiers.filter((b) => b !== 0), [], 'the worker cached nothing, in any tier');
+});
+
 t.test('the kernel cache timeouts are options: 0 sends every stat to the mount, 60 s answers repeats in the kernel', async (t) => {
   // [attr/entry timeout, feed timeout, most, least]: with the feed on (default 60 s) even 1 s timeouts answer repeats in the kernel.
   for (const [ms, feed, most, least] of [[0, 0, Infinity, 20], [60_000, 0, 2, 0], [1000, 60_000, 2, 0]] as const) {

@@ -3,7 +3,8 @@
  * a 1 GiB file written and read back, an object put by another program showing up,
  * a file store and an S3 store mounted side by side with a copy between them, and
  * the store going away mid-read: EIO within a bounded time, then recovery without
- * a remount.
+ * a remount; and a cold sequential read that does not hash the page files the
+ * worker fills ahead of it.
  */
 
 import t from 'tap';
@@ -127,6 +128,7 @@ t.test('a cold sequential read trusts the page files the same-host worker filled
   }
   t.ok(got.equals(data), 'the bytes read back equal the object in the store');
   // 81 pages of 1 MiB. Hashing one here costs reading it into a fresh buffer, a CRC and a copy.
+  // 0 in every run here, 22 and 44 with the change undone; the slack is for timing, not a known case.
   const n = await hashed();
   t.ok(n <= 4, `pages hashed by the client: ${n} of 81`);
 });
