@@ -467,9 +467,35 @@ export async function prepareMountPoint(dir: string, log: Logger, opts: { create
     if (err instanceof StrataError) throw err;
     throw new StrataError('CONFIG', `cannot use mount point ${dir}: ${(err as Error).message}`);
   }
-  if (await isMountPoint(dir)) throw new StrataError('CONFIG', `${dir} is already a mount point (is another Strata mounted there?)`);
+  if (await isMountPoint(dir)) {
+    // The stat above may be answered from the kernel's attribute cache, also for a mount whose
+    // process was just killed; statfs always asks the file system's process.
+    if (await isStaleMount(dir)) {
+      log.warn({ mountPoint: dir }, 'found a stale FUSE mount left by a killed process; unmounting it');
+      process.stderr.write(`strata: ${dir} held a stale FUSE mount left by a killed process; unmounted it\n`);
+      await execFileP('fusermount', ['-uz', dir]).catch(async () => execFileP('umount', ['-l', dir]));
+      return prepareMountPoint(dir, log, opts);
+    }
+    throw new StrataError('CONFIG', `${dir} is already a mount point (is another Strata mounted there?)`);
+  }
   const entries = await fsp.readdir(dir);
   if (entries.length > 0) throw new StrataError('CONFIG', `mount point ${dir} is not empty`);
+}
+
+/** A mount whose file system's process is gone: statfs fails with ENOTCONN (or ECONNABORTED while it dies). */
+async function isStaleMount(dir: string, waitMs = 3000): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const answered = fsp.statfs(dir).then(
+    () => false,
+    (err: NodeJS.ErrnoException) => err.code === 'ENOTCONN' || err.code === 'ECONNABORTED',
+  );
+  // A live process that does not answer is not stale: the caller refuses to mount over it.
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), waitMs)));
+  try {
+    return await Promise.race([answered, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function isMountPoint(dir: string): Promise<boolean> {
