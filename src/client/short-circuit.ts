@@ -13,7 +13,7 @@
 import { promises as fsp, readFileSync, readSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { hostIdentity } from '../common/host';
-import { PAGE_TRAILER_BYTES, PageIdentity, identityOf, sameIdentity, verifyPage } from '../common/page-file';
+import { PAGE_TRAILER_BYTES, PageIdentity, identityOf, pageRelPath, sameIdentity, verifyPage } from '../common/page-file';
 import type { PageFileInfo, WorkerInfo } from '../common/protocol';
 
 interface OpenPage {
@@ -49,6 +49,11 @@ function defaultMaxOpen(): number {
     // not Linux: the conservative default
   }
   return Math.max(64, Math.min(4096, Math.floor(soft / 4)));
+}
+
+/** Where a worker's tier keeps a page file (the layout of worker/page-store.ts, pageRelPath). */
+function pageFile(tierDir: string, blockId: number, pageIndex: number): string {
+  return nodePath.join(tierDir, pageRelPath(blockId, pageIndex));
 }
 
 export interface ShortCircuitOptions {
@@ -87,7 +92,7 @@ export class ShortCircuitReader {
 
   /** Opens (or reuses) a page file, verifying it when this version was not verified yet. */
   async #acquire(w: WorkerInfo, blockId: number, pageIndex: number): Promise<{ file: string; op: OpenPage } | undefined> {
-    const files = w.tiers.map((tier) => nodePath.join(tier.dir, String(blockId), String(pageIndex)));
+    const files = w.tiers.map((tier) => pageFile(tier.dir, blockId, pageIndex));
     // A page already open in a lower tier is used without first failing to open it in the upper ones.
     const open = files.findIndex((f) => this.#open.has(f));
     for (const file of open > 0 ? [files[open]!, ...files.filter((_f, i) => i !== open)] : files) {
@@ -175,7 +180,7 @@ export class ShortCircuitReader {
     for (const p of pages) {
       const tier = w.tiers.find((t) => t.name === p.tier);
       if (!tier) continue;
-      const file = nodePath.join(tier.dir, String(blockId), String(p.index));
+      const file = pageFile(tier.dir, blockId, p.index);
       this.#verified.delete(file);
       this.#verified.set(file, { ino: p.ino, ctimeNs: BigInt(p.ctimeNs), size: p.size });
       if (this.#verified.size > MAX_VERIFIED) this.#verified.delete(this.#verified.keys().next().value!);
@@ -189,7 +194,7 @@ export class ShortCircuitReader {
   knowsPages(w: WorkerInfo, blockId: number, offset: number, length: number): boolean {
     const ps = w.pageSize;
     for (let p = Math.floor(offset / ps); p * ps < offset + length; p++) {
-      if (!w.tiers.some((tier) => this.#verified.has(nodePath.join(tier.dir, String(blockId), String(p))))) return false;
+      if (!w.tiers.some((tier) => this.#verified.has(pageFile(tier.dir, blockId, p)))) return false;
     }
     return true;
   }

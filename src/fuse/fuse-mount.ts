@@ -454,9 +454,7 @@ export async function prepareMountPoint(dir: string, log: Logger, opts: { create
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOTCONN' || code === 'ECONNABORTED') {
-      log.warn({ mountPoint: dir }, 'found a stale FUSE mount left by a killed process; unmounting it');
-      process.stderr.write(`strata: ${dir} held a stale FUSE mount left by a killed process; unmounted it\n`);
-      await execFileP('fusermount', ['-uz', dir]).catch(async () => execFileP('umount', ['-l', dir]));
+      await unmountStale(dir, log);
       return prepareMountPoint(dir, log, opts);
     }
     if (code === 'ENOENT') {
@@ -471,15 +469,20 @@ export async function prepareMountPoint(dir: string, log: Logger, opts: { create
     // The stat above may be answered from the kernel's attribute cache, also for a mount whose
     // process was just killed; statfs always asks the file system's process.
     if (await isStaleMount(dir)) {
-      log.warn({ mountPoint: dir }, 'found a stale FUSE mount left by a killed process; unmounting it');
-      process.stderr.write(`strata: ${dir} held a stale FUSE mount left by a killed process; unmounted it\n`);
-      await execFileP('fusermount', ['-uz', dir]).catch(async () => execFileP('umount', ['-l', dir]));
+      await unmountStale(dir, log);
       return prepareMountPoint(dir, log, opts);
     }
     throw new StrataError('CONFIG', `${dir} is already a mount point (is another Strata mounted there?)`);
   }
   const entries = await fsp.readdir(dir);
   if (entries.length > 0) throw new StrataError('CONFIG', `mount point ${dir} is not empty`);
+}
+
+/** Lazily unmounts a FUSE mount whose process is gone, saying so. */
+async function unmountStale(dir: string, log: Logger): Promise<void> {
+  log.warn({ mountPoint: dir }, 'found a stale FUSE mount left by a killed process; unmounting it');
+  process.stderr.write(`strata: ${dir} held a stale FUSE mount left by a killed process; unmounted it\n`);
+  await execFileP('fusermount', ['-uz', dir]).catch(async () => execFileP('umount', ['-l', dir]));
 }
 
 /** A mount whose file system's process is gone: statfs fails with ENOTCONN (or ECONNABORTED while it dies). */
