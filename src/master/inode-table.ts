@@ -963,9 +963,6 @@ export class InodeTable {
       // A full report replaces what we knew; blocks no file refers to any more are deleted on the worker.
       this.#stmt.deleteLocationsOfWorker.run(id);
       for (const b of req.blocks) this.#reported(id, b);
-      // Persists waiting out a backoff may have failed for want of this worker (dead, restarting):
-      // they are due now, not after up to 5 minutes. Attempts are kept.
-      this.#db.prepare(`UPDATE persist_queue SET next_at = ? WHERE next_at > ?`).run(now, now);
       return id;
     })();
   }

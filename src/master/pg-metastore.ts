@@ -458,7 +458,6 @@ const Q = {
      ON CONFLICT (ino) DO UPDATE SET next_at = excluded.next_at, attempts = 0, last_error = NULL`,
   ),
   dropPersist: sql('drop_persist', `DELETE FROM persist_queue WHERE ino = $1`),
-  wakePersists: sql('wake_persists', `UPDATE persist_queue SET next_at = $1 WHERE next_at > $1`),
   duePersists: sql('due_persists', `SELECT ino, attempts, enqueued_at FROM persist_queue WHERE next_at <= $1 ORDER BY next_at, ino LIMIT $2`),
   persistQueue: sql('persist_queue', `SELECT ino, attempts, enqueued_at, next_at, last_error FROM persist_queue ORDER BY enqueued_at, ino`),
   // Exponential backoff, 1 s … 5 min (the exponent capped so the power cannot overflow).
@@ -1728,9 +1727,6 @@ export class PgMetastore implements Metastore {
       // A full report replaces what we knew; blocks no file refers to any more are deleted on the worker.
       await this.#deleteLocationsOfWorker(tx, id);
       await this.#reported(tx, id, req.blocks);
-      // Persists waiting out a backoff may have failed for want of this worker (dead, restarting):
-      // they are due now, not after up to 5 minutes. Attempts are kept.
-      await tx.run(Q.wakePersists, [now]);
       return id;
     });
   }
