@@ -27,6 +27,7 @@ import {
   type NodeRow,
   nodeRecordFromRow,
   type CommitEmptyRequest,
+  type CreatedEmpty,
 } from './metastore';
 import { StrataError } from '../common/errors';
 import {
@@ -184,6 +185,8 @@ export class InodeTable {
   readonly #blockSize: number;
   readonly #persistWaitMs: number;
   readonly #stmt: ReturnType<InodeTable['prepare']>;
+  /** Statements prepared on first use, kept: SQLite compiles a statement's text anew on every prepare. */
+  readonly #prepared = new Map<string, Database.Statement>();
   /** Which inodes changed, for client metadata caches. */
   readonly changes: ChangeFeed;
 
@@ -231,6 +234,13 @@ export class InodeTable {
         db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema_version'`).run(String(to));
       })();
     }
+  }
+
+  /** A statement outside the fixed set (few and bounded: the texts are literals, setattr's column lists at most 2^6). */
+  #sql(text: string): Database.Statement {
+    let st = this.#prepared.get(text);
+    if (!st) this.#prepared.set(text, (st = this.#db.prepare(text)));
+    return st;
   }
 
   private prepare() {
@@ -423,7 +433,7 @@ export class InodeTable {
   // ---- namespace mutations (each one transaction) --------------------------
 
   /** Links a new inode under `parent`; ALREADY_EXISTS if the name is taken. */
-  createChild(parent: number, name: string, node: NewNode): NodeRecord {
+  createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty): NodeRecord {
     return this.#db.transaction(() => {
       const p = this.requireNode(parent);
       if (p.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `inode ${parent} is not a directory`);
@@ -434,6 +444,7 @@ export class InodeTable {
       const now = timespecNow();
       this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, parent);
       if (node.type === 'file' && node.persisted && (node.size ?? 0) > 0) this.#allocateBlocks(ino, node.size!);
+      if (empty && node.type === 'file') return this.#commitEmpty({ ino, ufsFingerprint: null, ...empty });
       return this.requireNode(ino);
     })();
   }
@@ -497,7 +508,7 @@ export class InodeTable {
     const bs = this.#blockSize;
     const n = Math.ceil(size / bs);
     for (let i = 0; i < n; i++) this.#stmt.insertBlock.run(blockIdOf(container, i), ino, i, Math.min(bs, size - i * bs));
-    this.#db.prepare(`UPDATE node SET container = ? WHERE ino = ?`).run(container, ino);
+    this.#sql(`UPDATE node SET container = ? WHERE ino = ?`).run(container, ino);
     if (n > 0 && this.getNode(ino)?.pinned) this.#bumpPinVersion();
   }
 
@@ -682,7 +693,7 @@ export class InodeTable {
       const now = timespecNow();
       sets.push('ctime_s = ?', 'ctime_ns = ?');
       args.push(now.sec, now.nsec);
-      this.#db.prepare(`UPDATE node SET ${sets.join(', ')} WHERE ino = ?`).run(...args, ino);
+      this.#sql(`UPDATE node SET ${sets.join(', ')} WHERE ino = ?`).run(...args, ino);
       return this.requireNode(ino);
     })();
   }
@@ -693,7 +704,7 @@ export class InodeTable {
       const n = this.requireNode(ino);
       if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
       const containerId = this.#allocateContainer();
-      this.#db.prepare(`INSERT INTO open_write (container, ino, renewed_at) VALUES (?, ?, ?)`).run(containerId, ino, Date.now());
+      this.#sql(`INSERT INTO open_write (container, ino, renewed_at) VALUES (?, ?, ?)`).run(containerId, ino, Date.now());
       return { containerId, blockSize: n.blockSize };
     })();
   }
@@ -704,23 +715,22 @@ export class InodeTable {
    * ASYNC_THROUGH queues its persist like any other write.
    */
   commitEmpty(req: CommitEmptyRequest): NodeRecord {
-    return this.#db.transaction(() => {
-      const n = this.requireNode(req.ino);
-      if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);
-      this.#dropBlocks(req.ino);
-      const container = this.#allocateContainer();
-      const t = req.mtime ?? timespecNow();
-      // The content changed when the client wrote it (its mtime), not at this commit; a later chmod's ctime stays.
-      const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
-      this.#db
-        .prepare(
-          `UPDATE node SET size = 0, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`,
-        )
-        .run(t.sec, t.nsec, now.sec, now.nsec, container, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
-      if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, Math.max(this.#persistWaitMs, req.persistDelayMs ?? 0));
-      else this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
-      return this.requireNode(req.ino);
-    })();
+    return this.#db.transaction(() => this.#commitEmpty(req))();
+  }
+
+  /** commitEmpty inside the caller's transaction. */
+  #commitEmpty(req: CommitEmptyRequest): NodeRecord {
+    const n = this.requireNode(req.ino);
+    if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);
+    this.#dropBlocks(req.ino);
+    const container = this.#allocateContainer();
+    const t = req.mtime ?? timespecNow();
+    // The content changed when the client wrote it (its mtime), not at this commit; a later chmod's ctime stays.
+    const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
+    this.#sql(`UPDATE node SET size = 0, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(t.sec, t.nsec, now.sec, now.nsec, container, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
+    if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, Math.max(this.#persistWaitMs, req.persistDelayMs ?? 0));
+    else this.#sql(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
+    return this.requireNode(req.ino);
   }
 
   /** Replaces a file's content with the blocks a worker wrote; the old blocks are queued for deletion. */
@@ -735,7 +745,7 @@ export class InodeTable {
         if (b.id !== blockIdOf(req.containerId, i)) throw new StrataError('BAD_REQUEST', `block ${i} has id ${b.id}, expected ${blockIdOf(req.containerId, i)}`);
         if (b.length !== Math.min(bs, req.size - i * bs)) throw new StrataError('BAD_REQUEST', `block ${i} has a wrong length ${b.length}`);
       });
-      const open = this.#db.prepare('SELECT ino FROM open_write WHERE container = ?').get(req.containerId) as { ino: number } | undefined;
+      const open = this.#sql('SELECT ino FROM open_write WHERE container = ?').get(req.containerId) as { ino: number } | undefined;
       if (!open || open.ino !== req.ino) {
         // Committed already, begun for another file, or expired (its copies are being deleted): the bytes are not safe to point at.
         throw new StrataError('TIMEOUT', `write ${req.containerId} of inode ${req.ino} is not in progress (expired or committed already); write the file again`);
@@ -754,14 +764,10 @@ export class InodeTable {
       if (n.pinned && req.blocks.length > 0) this.#bumpPinVersion();
       const t = req.mtime ?? timespecNow();
       const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
-      this.#db
-        .prepare(
-          `UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`,
-        )
-        .run(req.size, t.sec, t.nsec, now.sec, now.nsec, req.containerId, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
+      this.#sql(`UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(req.size, t.sec, t.nsec, now.sec, now.nsec, req.containerId, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
       // The queue row commits with the file, so an acknowledged ASYNC_THROUGH write is never forgotten.
       if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, this.#persistWaitMs);
-      else this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
+      else this.#sql(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
       return this.requireNode(req.ino);
     })();
   }
@@ -778,8 +784,7 @@ export class InodeTable {
       if (guard && !matchesGuard(n, guard)) return false;
       this.#dropBlocks(ino);
       const now = timespecNow();
-      this.#db
-        .prepare(`UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, ufs_fingerprint = ?, synced_at = ?, persisted = 1 WHERE ino = ?`)
+      this.#sql(`UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, ufs_fingerprint = ?, synced_at = ?, persisted = 1 WHERE ino = ?`)
         .run(size, mtime.sec, mtime.nsec, now.sec, now.nsec, fingerprint, Date.now(), ino);
       if (size > 0) this.#allocateBlocks(ino, size);
       return true;
@@ -792,10 +797,10 @@ export class InodeTable {
   setXattr(ino: number, name: string, value: Buffer, flags: number): void {
     this.#db.transaction(() => {
       this.requireNode(ino);
-      const exists = this.#db.prepare(`SELECT 1 FROM xattr WHERE ino = ? AND name = ?`).get(ino, name);
+      const exists = this.#sql(`SELECT 1 FROM xattr WHERE ino = ? AND name = ?`).get(ino, name);
       if (flags & 1 && exists) throw new StrataError('ALREADY_EXISTS', `attribute ${name} exists`);
       if (flags & 2 && !exists) throw new StrataError('NO_ATTRIBUTE', `no attribute ${name}`);
-      this.#db.prepare(`INSERT INTO xattr (ino, name, value) VALUES (?, ?, ?) ON CONFLICT(ino, name) DO UPDATE SET value = excluded.value`).run(ino, name, value);
+      this.#sql(`INSERT INTO xattr (ino, name, value) VALUES (?, ?, ?) ON CONFLICT(ino, name) DO UPDATE SET value = excluded.value`).run(ino, name, value);
       const now = timespecNow();
       this.#stmt.touchCtime.run(now.sec, now.nsec, ino);
     })();
@@ -803,20 +808,20 @@ export class InodeTable {
 
   getXattr(ino: number, name: string): Buffer {
     this.requireNode(ino);
-    const row = this.#db.prepare(`SELECT value FROM xattr WHERE ino = ? AND name = ?`).get(ino, name) as { value: Buffer } | undefined;
+    const row = this.#sql(`SELECT value FROM xattr WHERE ino = ? AND name = ?`).get(ino, name) as { value: Buffer } | undefined;
     if (!row) throw new StrataError('NO_ATTRIBUTE', `no attribute ${name}`);
     return row.value;
   }
 
   listXattrs(ino: number): string[] {
     this.requireNode(ino);
-    return (this.#db.prepare(`SELECT name FROM xattr WHERE ino = ? ORDER BY name`).all(ino) as { name: string }[]).map((r) => r.name);
+    return (this.#sql(`SELECT name FROM xattr WHERE ino = ? ORDER BY name`).all(ino) as { name: string }[]).map((r) => r.name);
   }
 
   removeXattr(ino: number, name: string): void {
     this.#db.transaction(() => {
       this.requireNode(ino);
-      const r = this.#db.prepare(`DELETE FROM xattr WHERE ino = ? AND name = ?`).run(ino, name);
+      const r = this.#sql(`DELETE FROM xattr WHERE ino = ? AND name = ?`).run(ino, name);
       if (r.changes === 0) throw new StrataError('NO_ATTRIBUTE', `no attribute ${name}`);
       const now = timespecNow();
       this.#stmt.touchCtime.run(now.sec, now.nsec, ino);
@@ -827,8 +832,7 @@ export class InodeTable {
 
   #enqueuePersist(ino: number, delayMs: number): void {
     const now = Date.now();
-    this.#db
-      .prepare(`INSERT INTO persist_queue (ino, enqueued_at, next_at) VALUES (?, ?, ?) ON CONFLICT(ino) DO UPDATE SET next_at = excluded.next_at, attempts = 0, last_error = NULL`)
+    this.#sql(`INSERT INTO persist_queue (ino, enqueued_at, next_at) VALUES (?, ?, ?) ON CONFLICT(ino) DO UPDATE SET next_at = excluded.next_at, attempts = 0, last_error = NULL`)
       .run(ino, now, now + delayMs);
   }
 
@@ -838,7 +842,7 @@ export class InodeTable {
 
   /** Files due for persisting, oldest first. */
   duePersists(now: number, limit: number): DuePersist[] {
-    return (this.#db.prepare(`SELECT ino, attempts, enqueued_at FROM persist_queue WHERE next_at <= ? ORDER BY next_at LIMIT ?`).all(now, limit) as { ino: number; attempts: number; enqueued_at: number }[]).map((r) => ({
+    return (this.#sql(`SELECT ino, attempts, enqueued_at FROM persist_queue WHERE next_at <= ? ORDER BY next_at LIMIT ?`).all(now, limit) as { ino: number; attempts: number; enqueued_at: number }[]).map((r) => ({
       ino: r.ino,
       attempts: r.attempts,
       enqueuedAt: r.enqueued_at,
@@ -846,7 +850,7 @@ export class InodeTable {
   }
 
   persistQueue(): QueuedPersist[] {
-    return (this.#db.prepare(`SELECT * FROM persist_queue ORDER BY enqueued_at`).all() as { ino: number; attempts: number; enqueued_at: number; next_at: number; last_error: string | null }[]).map((r) => ({
+    return (this.#sql(`SELECT * FROM persist_queue ORDER BY enqueued_at`).all() as { ino: number; attempts: number; enqueued_at: number; next_at: number; last_error: string | null }[]).map((r) => ({
       ino: r.ino,
       attempts: r.attempts,
       enqueuedAt: r.enqueued_at,
@@ -858,10 +862,10 @@ export class InodeTable {
   /** Records a failed attempt; the next one waits with exponential backoff (1 s … 5 min). */
   persistFailed(ino: number, error: string): void {
     this.#db.transaction(() => {
-      const row = this.#db.prepare(`SELECT attempts FROM persist_queue WHERE ino = ?`).get(ino) as { attempts: number } | undefined;
+      const row = this.#sql(`SELECT attempts FROM persist_queue WHERE ino = ?`).get(ino) as { attempts: number } | undefined;
       if (!row) return;
       const delay = Math.min(300_000, 1000 * 2 ** row.attempts);
-      this.#db.prepare(`UPDATE persist_queue SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE ino = ?`).run(Date.now() + delay, error.slice(0, 500), ino);
+      this.#sql(`UPDATE persist_queue SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE ino = ?`).run(Date.now() + delay, error.slice(0, 500), ino);
     })();
   }
 
@@ -874,9 +878,9 @@ export class InodeTable {
     return this.#db.transaction(() => {
       const n = this.getNode(ino);
       if (n && n.type === 'file' && n.container !== container) return false;
-      this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(ino);
+      this.#sql(`DELETE FROM persist_queue WHERE ino = ?`).run(ino);
       if (!n || n.type !== 'file') return false;
-      this.#db.prepare(`UPDATE node SET persisted = 1, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(fingerprint, Date.now(), ino);
+      this.#sql(`UPDATE node SET persisted = 1, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(fingerprint, Date.now(), ino);
       return true;
     })();
   }
@@ -890,7 +894,7 @@ export class InodeTable {
     return this.#db.transaction(() => {
       const n = this.getNode(ino);
       if (n && n.type === 'file' && n.persistState !== 'persisted') return false;
-      return this.#db.prepare(`DELETE FROM persist_queue WHERE ino = ?`).run(ino).changes > 0;
+      return this.#sql(`DELETE FROM persist_queue WHERE ino = ?`).run(ino).changes > 0;
     })();
   }
 
@@ -903,14 +907,14 @@ export class InodeTable {
   }
 
   markSyncedMany(inos: number[], at = Date.now()): void {
-    const st = this.#db.prepare(`UPDATE node SET synced_at = ? WHERE ino = ?`);
+    const st = this.#sql(`UPDATE node SET synced_at = ? WHERE ino = ?`);
     this.#db.transaction(() => {
       for (const ino of inos) st.run(at, ino);
     })();
   }
 
   markSynced(ino: number, at = Date.now()): void {
-    this.#db.prepare(`UPDATE node SET synced_at = ? WHERE ino = ?`).run(at, ino);
+    this.#sql(`UPDATE node SET synced_at = ? WHERE ino = ?`).run(at, ino);
   }
 
   /**
@@ -956,7 +960,7 @@ export class InodeTable {
         id = Number(this.#stmt.insertWorker.run({ ...usage, uuid: req.uuid, address: req.address, host: req.host, pageSize: req.pageSize }).lastInsertRowid);
       }
       // Whoever had this address before is gone: it cannot share a port with a live worker.
-      for (const w of this.#db.prepare(`SELECT id FROM worker WHERE address = ? AND id != ? AND live = 1`).all(req.address, id) as { id: number }[]) {
+      for (const w of this.#sql(`SELECT id FROM worker WHERE address = ? AND id != ? AND live = 1`).all(req.address, id) as { id: number }[]) {
         this.#stmt.markLost.run(w.id);
         this.#stmt.deleteLocationsOfWorker.run(w.id);
       }
@@ -974,12 +978,11 @@ export class InodeTable {
       // `free` reached the worker cannot be told from a copy cached again after
       // it, and keeping a freed copy would break the free. The worker deletes it
       // with this beat's answer and reports it again if it is read again.
-      if (this.#db.prepare('SELECT 1 FROM pending_delete WHERE worker_id = ? AND block_id = ?').get(workerId, b.id)) return;
+      if (this.#sql('SELECT 1 FROM pending_delete WHERE worker_id = ? AND block_id = ?').get(workerId, b.id)) return;
       this.#stmt.addLocation.run({ block: b.id, worker: workerId, tier: b.tier, bytes: b.bytes });
-    } else if (this.#db.prepare('SELECT 1 FROM open_write WHERE container = ?').get(Math.floor(b.id / BLOCKS_PER_CONTAINER))) {
+    } else if (this.#sql('SELECT 1 FROM open_write WHERE container = ?').get(Math.floor(b.id / BLOCKS_PER_CONTAINER))) {
       // Written right now and not committed yet: the commit (or the write's expiry) decides.
-      this.#db
-        .prepare('INSERT OR REPLACE INTO unclaimed_block (worker_id, block_id, tier, bytes) VALUES (?, ?, ?, ?)')
+      this.#sql('INSERT OR REPLACE INTO unclaimed_block (worker_id, block_id, tier, bytes) VALUES (?, ?, ?, ?)')
         .run(workerId, b.id, b.tier ?? null, b.bytes ?? null);
     } else {
       this.#stmt.addPendingDelete.run(workerId, b.id);
@@ -988,16 +991,16 @@ export class InodeTable {
 
   /** Ends a write in flight: forgets it and answers the copies workers reported for it. */
   #closeWrite(container: number): { worker_id: number; block_id: number; tier: string | null; bytes: number | null }[] {
-    this.#db.prepare('DELETE FROM open_write WHERE container = ?').run(container);
+    this.#sql('DELETE FROM open_write WHERE container = ?').run(container);
     const lo = blockIdOf(container, 0);
     const hi = blockIdOf(container + 1, 0);
-    const rows = this.#db.prepare('SELECT worker_id, block_id, tier, bytes FROM unclaimed_block WHERE block_id >= ? AND block_id < ?').all(lo, hi) as {
+    const rows = this.#sql('SELECT worker_id, block_id, tier, bytes FROM unclaimed_block WHERE block_id >= ? AND block_id < ?').all(lo, hi) as {
       worker_id: number;
       block_id: number;
       tier: string | null;
       bytes: number | null;
     }[];
-    this.#db.prepare('DELETE FROM unclaimed_block WHERE block_id >= ? AND block_id < ?').run(lo, hi);
+    this.#sql('DELETE FROM unclaimed_block WHERE block_id >= ? AND block_id < ?').run(lo, hi);
     return rows;
   }
 
@@ -1007,7 +1010,7 @@ export class InodeTable {
    */
   expireOpenWrites(before: number): number {
     return this.#db.transaction(() => {
-      const stale = (this.#db.prepare('SELECT container FROM open_write WHERE renewed_at < ?').all(before) as { container: number }[]).map((r) => r.container);
+      const stale = (this.#sql('SELECT container FROM open_write WHERE renewed_at < ?').all(before) as { container: number }[]).map((r) => r.container);
       for (const c of stale) for (const r of this.#closeWrite(c)) this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);
       return stale.length;
     })();
@@ -1028,7 +1031,7 @@ export class InodeTable {
         this.#stmt.removeLocation.run(b, req.workerId);
         this.#stmt.clearPendingDelete.run(req.workerId, b);
       }
-      const renew = this.#db.prepare('UPDATE open_write SET renewed_at = ? WHERE container = ?');
+      const renew = this.#sql('UPDATE open_write SET renewed_at = ? WHERE container = ?');
       for (const c of req.openWrites ?? []) renew.run(Date.now(), c);
       for (const b of req.addedBlocks) this.#reported(req.workerId, b);
       const deleteBlocks = (this.#stmt.pendingDeletes.all(req.workerId) as { block_id: number }[]).map((r) => r.block_id);

@@ -191,6 +191,12 @@ export interface CommitEmptyRequest {
   persistDelayMs?: number;
 }
 
+/**
+ * A new file recorded as written empty by the create itself, in its transaction
+ * (what commitEmpty with no fingerprint does): one transaction, one fsync, not two.
+ */
+export type CreatedEmpty = Pick<CommitEmptyRequest, 'writeType' | 'persistDelayMs'>;
+
 export interface Metastore {
   /** Block size of new files, in bytes. */
   readonly blockSize: number;
@@ -238,7 +244,7 @@ export interface Metastore {
    * nlink. A persisted file with a size gets fresh blocks without locations. The
    * new node is pinned when the parent is.
    */
-  createChild(parent: number, name: string, node: NewNode): Promise<NodeRecord>;
+  createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty): Promise<NodeRecord>;
   /**
    * Links nodes discovered in the under-store, skipping names that exist by then
    * (never replacing); parent times stay. Nothing happens when the parent is gone

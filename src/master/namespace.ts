@@ -377,20 +377,12 @@ export class Namespace {
     this.#writable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     const g = this.#inherit(parent, gid, mode, false);
-    // The check above only saves a store call; createChild checks again in its transaction.
-    const node = await this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, syncedAt: Date.now() });
     const writeType = closeEmpty && (closeEmpty.writeType ?? this.#store(parts).mount.writeType ?? this.#defaultWriteType);
-    if (writeType === 'MUST_CACHE' || writeType === 'ASYNC_THROUGH') {
-      try {
-        // A program that writes the file soon commits over this; only an untouched one is ever persisted empty.
-        return { ...toAttributes(await this.#table.commitEmpty({ ino: node.ino, ufsFingerprint: null, writeType, persistDelayMs: CREATED_EMPTY_PERSIST_DELAY_MS })), committed: true };
-      } catch (err) {
-        // The file exists now whatever happened here (unlinked in between, a lost database
-        // connection): answer the create, uncommitted; the creator's close commits it as before.
-        if (!(err instanceof StrataError && err.code === 'NOT_FOUND')) this.#log.warn({ path, err: (err as Error).message }, 'could not record a new file as empty at its create; its close will');
-      }
-    }
-    return toAttributes(node);
+    // A program that writes the file soon commits over this; only an untouched one is ever persisted empty.
+    const empty = writeType === 'MUST_CACHE' || writeType === 'ASYNC_THROUGH' ? { writeType, persistDelayMs: CREATED_EMPTY_PERSIST_DELAY_MS } : undefined;
+    // The check above only saves a store call; createChild checks again in its transaction.
+    const node = await this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, syncedAt: Date.now() }, empty);
+    return empty ? { ...toAttributes(node), committed: true } : toAttributes(node);
   }
 
   /**

@@ -75,6 +75,7 @@ import {
   type NodeRow,
   nodeRecordFromRow,
   type CommitEmptyRequest,
+  type CreatedEmpty,
 } from './metastore';
 
 /** The newest schema this code knows; a database at a newer version is refused. */
@@ -1073,7 +1074,7 @@ export class PgMetastore implements Metastore {
   // ---- namespace mutations (each one transaction) --------------------------
 
   /** Links a new inode under `parent`; ALREADY_EXISTS if the name is taken. */
-  async createChild(parent: number, name: string, node: NewNode): Promise<NodeRecord> {
+  async createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty): Promise<NodeRecord> {
     return this.#tx(async (tx) => {
       const t = node.mtime ?? timespecNow();
       const now = timespecNow();
@@ -1111,6 +1112,7 @@ export class PgMetastore implements Metastore {
         await this.#allocateBlocks(tx, created.ino, node.size!, created.pinned);
         created = await this.#requireNode(tx, created.ino);
       }
+      if (empty && node.type === 'file') return this.#commitEmpty(tx, { ino: created.ino, ufsFingerprint: null, ...empty });
       return created;
     });
   }
@@ -1459,20 +1461,23 @@ export class PgMetastore implements Metastore {
    * ASYNC_THROUGH queues its persist like any other write.
    */
   async commitEmpty(req: CommitEmptyRequest): Promise<NodeRecord> {
-    return this.#tx(async (tx) => {
-      const n = await this.#requireNode(tx, req.ino);
-      if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);
-      await this.#dropBlocks(tx, req.ino, n.pinned);
-      const container = await this.#allocateContainer(tx);
-      const t = req.mtime ?? timespecNow();
-      // The content changed when the client wrote it (its mtime), not at this commit; a later chmod's ctime stays.
-      const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
-      await tx.run(Q.commitContent, [req.ino, 0, t.sec, t.nsec, now.sec, now.nsec, container, !!req.ufsFingerprint, req.ufsFingerprint, Date.now()]);
-      tx.node(req.ino);
-      if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') await this.#enqueuePersist(tx, req.ino, Math.max(this.#persistWaitMs, req.persistDelayMs ?? 0));
-      else await tx.run(Q.dropPersist, [req.ino]);
-      return this.#requireNode(tx, req.ino);
-    });
+    return this.#tx((tx) => this.#commitEmpty(tx, req));
+  }
+
+  /** commitEmpty inside the caller's transaction. */
+  async #commitEmpty(tx: Tx, req: CommitEmptyRequest): Promise<NodeRecord> {
+    const n = await this.#requireNode(tx, req.ino);
+    if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);
+    await this.#dropBlocks(tx, req.ino, n.pinned);
+    const container = await this.#allocateContainer(tx);
+    const t = req.mtime ?? timespecNow();
+    // The content changed when the client wrote it (its mtime), not at this commit; a later chmod's ctime stays.
+    const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
+    await tx.run(Q.commitContent, [req.ino, 0, t.sec, t.nsec, now.sec, now.nsec, container, !!req.ufsFingerprint, req.ufsFingerprint, Date.now()]);
+    tx.node(req.ino);
+    if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') await this.#enqueuePersist(tx, req.ino, Math.max(this.#persistWaitMs, req.persistDelayMs ?? 0));
+    else await tx.run(Q.dropPersist, [req.ino]);
+    return this.#requireNode(tx, req.ino);
   }
 
   /** Replaces a file's content with the blocks a worker wrote; the old blocks are queued for deletion. */

@@ -28,6 +28,7 @@ import type {
   QueuedPersist,
   SyncGuard,
   CommitEmptyRequest,
+  CreatedEmpty,
 } from './metastore';
 import type {
   BlockInfo,
@@ -112,8 +113,8 @@ export class SqliteMetastore implements Metastore {
 
   // ---- namespace changes ---------------------------------------------------
 
-  async createChild(parent: number, name: string, node: NewNode): Promise<NodeRecord> {
-    return this.#t.createChild(parent, name, node);
+  async createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty): Promise<NodeRecord> {
+    return this.#t.createChild(parent, name, node, empty);
   }
 
   async loadChildren(parent: number, nodes: { name: string; node: NewNode }[]): Promise<void> {

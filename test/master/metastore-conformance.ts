@@ -488,6 +488,26 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.equal((await store.requireNode(dir.ino)).nlink, 2);
   });
 
+  t.test('createChild with `empty`: the new file is recorded as written empty in the same transaction', async (t) => {
+    const { store, dir } = await setup(t);
+    const inQueue = async (ino: number) => (await store.persistQueue()).filter((q) => q.ino === ino);
+    const before = Date.now();
+    const a = await store.createChild(dir.ino, 'async', fileNode(), { writeType: 'ASYNC_THROUGH', persistDelayMs: 60_000 });
+    t.same([a.size, a.persistState, a.ufsFingerprint], [0, 'not_persisted', null]);
+    t.ok(a.container > 0, 'an empty version of its own: a write committed later replaces it');
+    const q = await inQueue(a.ino);
+    t.equal(q.length, 1, 'ASYNC_THROUGH: queued for persisting');
+    t.ok(q[0]!.nextAt >= before + 60_000, 'not before the delay asked for');
+    const m = await store.createChild(dir.ino, 'cache only', fileNode(), { writeType: 'MUST_CACHE' });
+    t.ok(m.container > 0);
+    t.same(await inQueue(m.ino), [], 'MUST_CACHE: never persisted');
+    const plain = await store.createChild(dir.ino, 'plain', fileNode());
+    t.equal(plain.container, 0, 'without `empty`, nothing is recorded written');
+    await rejects(t, () => store.createChild(dir.ino, 'async', fileNode(), { writeType: 'ASYNC_THROUGH' }), 'ALREADY_EXISTS', 'a taken name');
+    t.equal((await inQueue(a.ino)).length, 1, 'the failed create changed nothing');
+    t.equal((await store.lookup(dir.ino, 'async'))?.ino, a.ino);
+  });
+
   t.test('persist queue: ASYNC_THROUGH commits, due entries, backoff, markPersisted and dropPersist', async (t) => {
     const { store, dir, tag } = await setup(t);
     const w = await register(store, uuid(tag, 1), `http://persist-${tag}:1`);
