@@ -29,6 +29,10 @@ import {
 /** The change-feed position an answer reflects (its `strata-changes` header). */
 const stampOf = (meta: ResponseMeta): ChangeStamp | undefined => parseChangeStamp(meta.headers?.[CHANGES_HEADER]);
 
+/** The names (directory inode, name) a request may change; 'unknown' when it names paths. */
+type ChangedNames = readonly (readonly [number, string])[] | 'unknown';
+const NO_NAMES: ChangedNames = [];
+
 export interface MasterClientOptions extends JsonClientOptions {
   /** Cache lookups, attributes and block lists, kept exact by the change feed (the FUSE mount). */
   metadataCache?: boolean;
@@ -92,8 +96,11 @@ export class MasterClient {
    * A request that may change the namespace: the cache waits for the feed to show
    * it. `store` keeps the answer (the attributes after the change) in the cache.
    */
-  async #post<T>(path: string, body: unknown, store?: (answer: T, stamp: ChangeStamp | undefined) => void): Promise<T> {
+  async #post<T>(path: string, body: unknown, names: ChangedNames, store?: (answer: T, stamp: ChangeStamp | undefined) => void): Promise<T> {
     if (!this.cache) return this.#http.post<T>(path, body);
+    // Before it is sent: from then on the change may have happened.
+    if (names === 'unknown') this.cache.changingUnknownNames();
+    else this.cache.changingNames(names);
     const meta: ResponseMeta = {};
     try {
       const answer = await this.#http.post<T & DirsAfterChange>(path, body, undefined, meta);
@@ -116,6 +123,10 @@ export class MasterClient {
 
   #attrs = (a: FileAttributes, s: ChangeStamp | undefined) => this.cache?.putAttrs(a, s, true);
 
+  #leaseRuns(): boolean {
+    return this.#leaseMs > 0 && performance.now() < this.#leaseUntil;
+  }
+
   get url(): string {
     return this.#http.baseUrl;
   }
@@ -132,6 +143,8 @@ export class MasterClient {
       if (!hit.attrs) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
       return hit.attrs;
     }
+    // Under the lease only: then every change another client finished has been applied here (master/feed-leases.ts).
+    if (this.#leaseRuns() && cache.isAbsent(parent, name)) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
     const meta: ResponseMeta = {};
     try {
       const a = await this.#http.get<FileAttributes>(`${MASTER_API}/lookup`, { parent, name }, undefined, meta);
@@ -159,7 +172,10 @@ export class MasterClient {
   }
 
   mkdirAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/mkdir`, { parent, name, mode, ...owner }, this.#entry(parent, name));
+    return this.#post(`${MASTER_API}/mkdir`, { parent, name, mode, ...owner }, [[parent, name]], (a: FileAttributes, st) => {
+      this.cache?.putEntry(parent, name, a, st, true);
+      this.cache?.putNewDir(a.ino, st);
+    });
   }
 
   /**
@@ -169,26 +185,26 @@ export class MasterClient {
    */
   createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }, closeEmpty?: { writeType?: WriteType }): Promise<FileAttributes & { committed?: boolean }> {
     const body = { parent, name, mode, ...owner, ...(closeEmpty ? { closeEmpty: true, ...(closeEmpty.writeType ? { writeType: closeEmpty.writeType } : {}) } : {}) };
-    return this.#post<FileAttributes & { committed?: boolean }>(`${MASTER_API}/create`, body, (a, s) => {
+    return this.#post<FileAttributes & { committed?: boolean }>(`${MASTER_API}/create`, body, [[parent, name]], (a, s) => {
       const { committed: _committed, ...attrs } = a;
       this.cache?.putEntry(parent, name, attrs, s, true);
     });
   }
 
   linkAt(ino: number, newParent: number, newName: string): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/link`, { ino, newParent, newName });
+    return this.#post(`${MASTER_API}/link`, { ino, newParent, newName }, [[newParent, newName]]);
   }
 
   symlinkAt(parent: number, name: string, target: string, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/symlink`, { parent, name, target, ...owner }, this.#entry(parent, name));
+    return this.#post(`${MASTER_API}/symlink`, { parent, name, target, ...owner }, [[parent, name]], this.#entry(parent, name));
   }
 
   mknodAt(parent: number, name: string, type: string, mode: number, rdev: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/mknod`, { parent, name, type, mode, rdev, ...owner });
+    return this.#post(`${MASTER_API}/mknod`, { parent, name, type, mode, rdev, ...owner }, [[parent, name]]);
   }
 
   async setXattr(ino: number, name: string, value: Buffer, flags: number): Promise<void> {
-    await this.#post(`${MASTER_API}/xattr/set`, { ino, name, value: value.toString('base64'), flags });
+    await this.#post(`${MASTER_API}/xattr/set`, { ino, name, value: value.toString('base64'), flags }, NO_NAMES);
   }
 
   async getXattr(ino: number, name: string): Promise<Buffer> {
@@ -202,23 +218,26 @@ export class MasterClient {
   }
 
   async removeXattr(ino: number, name: string): Promise<void> {
-    await this.#post(`${MASTER_API}/xattr/remove`, { ino, name });
+    await this.#post(`${MASTER_API}/xattr/remove`, { ino, name }, NO_NAMES);
   }
 
   async unlinkAt(parent: number, name: string): Promise<void> {
-    await this.#post(`${MASTER_API}/unlink`, { parent, name });
+    await this.#post(`${MASTER_API}/unlink`, { parent, name }, [[parent, name]]);
   }
 
   async rmdirAt(parent: number, name: string): Promise<void> {
-    await this.#post(`${MASTER_API}/rmdir`, { parent, name });
+    await this.#post(`${MASTER_API}/rmdir`, { parent, name }, [[parent, name]]);
   }
 
   async renameAt(parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
-    await this.#post(`${MASTER_API}/rename`, { parent, name, newParent, newName, flags });
+    await this.#post(`${MASTER_API}/rename`, { parent, name, newParent, newName, flags }, [
+      [parent, name],
+      [newParent, newName],
+    ]);
   }
 
   setAttributesIno(ino: number, req: Omit<SetAttrRequest, 'path'>): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/setattr`, { ino, ...req }, this.#attrs);
+    return this.#post(`${MASTER_API}/setattr`, { ino, ...req }, NO_NAMES, this.#attrs);
   }
 
   async list(path: string): Promise<DirEntry[]> {
@@ -226,27 +245,27 @@ export class MasterClient {
   }
 
   mkdir(path: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/mkdir`, { path, mode, ...owner });
+    return this.#post(`${MASTER_API}/mkdir`, { path, mode, ...owner }, 'unknown');
   }
 
   create(path: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/create`, { path, mode, ...owner });
+    return this.#post(`${MASTER_API}/create`, { path, mode, ...owner }, 'unknown');
   }
 
   async unlink(path: string): Promise<void> {
-    await this.#post(`${MASTER_API}/unlink`, { path });
+    await this.#post(`${MASTER_API}/unlink`, { path }, 'unknown');
   }
 
   async rmdir(path: string): Promise<void> {
-    await this.#post(`${MASTER_API}/rmdir`, { path });
+    await this.#post(`${MASTER_API}/rmdir`, { path }, 'unknown');
   }
 
   async rename(src: string, dst: string): Promise<void> {
-    await this.#post(`${MASTER_API}/rename`, { src, dst });
+    await this.#post(`${MASTER_API}/rename`, { src, dst }, 'unknown');
   }
 
   setAttributes(req: SetAttrRequest): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/setattr`, req);
+    return this.#post(`${MASTER_API}/setattr`, req, NO_NAMES);
   }
 
   /** A file's blocks and cache state; with `allowDirectory`, a directory answers too (no blocks). */
@@ -261,7 +280,7 @@ export class MasterClient {
    * the cache already and a cached answer is current.
    */
   async fileBlocksForOpen(ino: number): Promise<FileBlocksResponse> {
-    const hit = this.#leaseMs > 0 && performance.now() < this.#leaseUntil ? this.cache?.getBlocks(ino, true) : undefined;
+    const hit = this.#leaseRuns() ? this.cache?.getBlocks(ino, true) : undefined;
     return hit ?? this.fileBlocksByIno(ino, true);
   }
 
@@ -277,16 +296,16 @@ export class MasterClient {
   }
 
   beginWrite(ino: number): Promise<WriteBeginResponse> {
-    return this.#post(`${MASTER_API}/write/begin`, { ino });
+    return this.#post(`${MASTER_API}/write/begin`, { ino }, NO_NAMES);
   }
 
   /** Closes a file written empty: one request, no worker (see Namespace.commitEmpty). */
   commitEmpty(ino: number, writeType?: WriteType, mtime?: Timespec): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/write/empty`, { ino, ...(writeType ? { writeType } : {}), ...(mtime ? { mtime } : {}) }, this.#attrs);
+    return this.#post(`${MASTER_API}/write/empty`, { ino, ...(writeType ? { writeType } : {}), ...(mtime ? { mtime } : {}) }, NO_NAMES, this.#attrs);
   }
 
   commitWrite(req: WriteCommitRequest): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/write/commit`, req, this.#attrs);
+    return this.#post(`${MASTER_API}/write/commit`, req, NO_NAMES, this.#attrs);
   }
 
   mounts(): Promise<MountInfo[]> {
@@ -294,20 +313,20 @@ export class MasterClient {
   }
 
   mount(path: string, uri: string, options: Record<string, string>, readOnly: boolean): Promise<MountInfo> {
-    return this.#post(`${MASTER_API}/mount`, { path, uri, options, readOnly });
+    return this.#post(`${MASTER_API}/mount`, { path, uri, options, readOnly }, 'unknown');
   }
 
   async unmount(path: string): Promise<void> {
-    await this.#post(`${MASTER_API}/unmount`, { path });
+    await this.#post(`${MASTER_API}/unmount`, { path }, 'unknown');
   }
 
   /** Persists a file now; resolves with its attributes once its bytes are in the under-store. */
   persist(path: string): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/persist`, { path });
+    return this.#post(`${MASTER_API}/persist`, { path }, NO_NAMES);
   }
 
   async sync(path: string): Promise<void> {
-    await this.#post(`${MASTER_API}/sync`, { path });
+    await this.#post(`${MASTER_API}/sync`, { path }, 'unknown');
   }
 
   workers(): Promise<WorkerInfo[]> {
@@ -316,17 +335,17 @@ export class MasterClient {
 
   /** Pins or unpins a file; a directory needs `recursive` and then covers everything below it. */
   pin(path: string, pinned: boolean, recursive = false): Promise<{ path: string; pinned: boolean; files: number }> {
-    return this.#post(`${MASTER_API}/pin`, { path, pinned, recursive });
+    return this.#post(`${MASTER_API}/pin`, { path, pinned, recursive }, NO_NAMES);
   }
 
   /** Sets a time to live (ms from now) and what happens then, or clears it with `null`. */
   setTtl(path: string, ttlMs: number | null, action: TtlAction = 'free'): Promise<{ path: string; ttl: FileBlocksResponse['ttl'] }> {
-    return this.#post(`${MASTER_API}/ttl`, { path, ttlMs, action });
+    return this.#post(`${MASTER_API}/ttl`, { path, ttlMs, action }, NO_NAMES);
   }
 
   /** Drops cached copies of persisted files; a directory needs `recursive`. */
   free(path: string, recursive = false): Promise<FreeResponse> {
-    return this.#post(`${MASTER_API}/free`, { path, recursive });
+    return this.#post(`${MASTER_API}/free`, { path, recursive }, NO_NAMES);
   }
 
   /** Size and cached bytes of a file or subtree. */

@@ -18,6 +18,14 @@
  *   until the feed answers again every call goes to the master.
  * The kernel keeps its own cache on top of this; the FUSE adapter follows the
  * feed too (`subscribe`), so the kernel's copy can be kept exact the same way.
+ *
+ * Directories this mount made are known whole (`#dirs`): empty when made, every
+ * name changed in them since (here or, through the feed, anywhere) is noted, so
+ * a name never noted does not exist. That answers the kernel's lookup before
+ * each create (it always asks first) without a request. Own changes are noted
+ * when sent, so unlike the entries above this needs no barrier. The master marks
+ * a directory whose names may change without a name change (a store mounted on
+ * it, a listing to be read again) with the empty name, which drops it here.
  */
 
 import { LRUCache } from 'lru-cache';
@@ -40,6 +48,8 @@ export function parseChangeStamp(v: string | string[] | undefined): ChangeStamp 
 }
 
 const MAX_ENTRIES = 200_000;
+/** Names noted per known-whole directory; a directory that grows past this is let go (sets of millions cost memory). */
+const MAX_DIR_NAMES = 100_000;
 
 /** Told of what the feed applied, so copies kept elsewhere (the kernel's) can follow. */
 export interface FeedListener {
@@ -60,6 +70,8 @@ export class MetadataCache {
   readonly #entries = new LRUCache<string, { ino: number | null; v: number; exp: number }>({ max: MAX_ENTRIES });
   readonly #attrs = new LRUCache<number, { attrs: FileAttributes; v: number; exp: number }>({ max: MAX_ENTRIES });
   readonly #blocks = new LRUCache<number, { info: FileBlocksResponse; v: number; exp: number; locationsStale?: boolean }>({ max: 20_000 });
+  /** Directories known whole: empty as of seq `v`, plus `names`, every name changed in them since (existing or not). */
+  readonly #dirs = new LRUCache<number, { names: Set<string>; v: number; exp: number }>({ max: 10_000 });
   readonly stats = { hits: 0, misses: 0, invalidations: 0, resets: 0 };
   readonly #listeners = new Set<FeedListener>();
 
@@ -172,6 +184,38 @@ export class MetadataCache {
     if (attrs) this.#attrs.set(attrs.ino, { attrs: { ...attrs }, v, exp: this.#exp() });
   }
 
+  /** This mount made directory `ino` (the mkdir's answer): it is empty as of that change. */
+  putNewDir(ino: number, s: ChangeStamp | undefined): void {
+    const v = this.#version(s, true);
+    if (v !== undefined) this.#dirs.set(ino, { names: new Set(), v, exp: this.#exp() });
+  }
+
+  /** Names this mount is changing (sent, whatever the answer): no longer known absent. */
+  changingNames(names: readonly (readonly [dir: number, name: string])[]): void {
+    for (const [dir, name] of names) this.#noteName(dir, name);
+  }
+
+  /** This mount changed names it cannot tell (a path-based request): no directory is known whole any more. */
+  changingUnknownNames(): void {
+    this.#dirs.clear();
+  }
+
+  #noteName(dir: number, name: string): void {
+    const d = this.#dirs.peek(dir);
+    if (!d) return;
+    if (name === '' || d.names.size >= MAX_DIR_NAMES) this.#dirs.delete(dir);
+    else d.names.add(name);
+  }
+
+  /** True when `name` is known not to exist in `dir` (a directory this mount made, followed since). */
+  isAbsent(dir: number, name: string): boolean {
+    if (!this.#healthy) return false;
+    const d = this.#fresh(this.#dirs, dir);
+    if (!d || d.names.has(name)) return false;
+    this.stats.hits++;
+    return true;
+  }
+
   getAttrs(ino: number): FileAttributes | undefined {
     if (!this.#healthy) return undefined;
     let a = this.#fresh(this.#attrs, ino);
@@ -248,6 +292,7 @@ export class MetadataCache {
     for (const [dir, name, seq] of r.names) {
       const k = `${dir}/${name}`;
       if ((this.#entries.peek(k)?.v ?? Infinity) < seq) this.#entries.delete(k);
+      if ((this.#dirs.peek(dir)?.v ?? Infinity) < seq) this.#noteName(dir, name);
     }
     this.stats.invalidations += r.inos.length + r.names.length;
     this.#applied = Math.max(this.#applied, r.seq);
@@ -264,6 +309,7 @@ export class MetadataCache {
     this.#entries.clear();
     this.#attrs.clear();
     this.#blocks.clear();
+    this.#dirs.clear();
     for (const l of this.#listeners) l.reset();
   }
 }

@@ -30,6 +30,7 @@ export class ChangeFeed implements ChangeLog {
   readonly #since: Database.Statement;
   readonly #oldest: Database.Statement;
   readonly #prune: Database.Statement;
+  readonly #listing: Database.Statement;
   readonly #waiters = new Set<() => void>();
   #timer: NodeJS.Timeout | undefined;
   #lastSeen = 0;
@@ -54,6 +55,16 @@ export class ChangeFeed implements ChangeLog {
     this.#since = db.prepare(`SELECT seq, ino, kind, name FROM temp.change WHERE seq > ? ORDER BY seq LIMIT 10000`);
     this.#oldest = db.prepare(`SELECT coalesce(min(seq), 0) AS seq FROM temp.change`);
     this.#prune = db.prepare(`DELETE FROM temp.change WHERE seq <= ?`);
+    this.#listing = db.prepare(`INSERT INTO temp.change (ino, kind, name) VALUES (?, 1, '')`);
+  }
+
+  /**
+   * The names in directory `ino` may change without a change of a name (a store
+   * mounted on it, its listing to be read again): reported as its empty name.
+   * Run inside the transaction that causes it.
+   */
+  listingChanged(ino: number): void {
+    this.#listing.run(ino);
   }
 
   /** The seq of the last change committed. */

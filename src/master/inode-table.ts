@@ -909,12 +909,12 @@ export class InodeTable {
   markSyncedMany(inos: number[], at = Date.now()): void {
     const st = this.#sql(`UPDATE node SET synced_at = ? WHERE ino = ?`);
     this.#db.transaction(() => {
-      for (const ino of inos) st.run(at, ino);
+      for (const ino of inos) if (st.run(at, ino).changes > 0 && at === 0) this.changes.listingChanged(ino);
     })();
   }
 
   markSynced(ino: number, at = Date.now()): void {
-    this.#sql(`UPDATE node SET synced_at = ? WHERE ino = ?`).run(at, ino);
+    this.markSyncedMany([ino], at);
   }
 
   /**

@@ -326,9 +326,13 @@ export interface Metastore {
    * whether it changed anything (false also for a missing or non-file inode).
    */
   refreshFromUfs(ino: number, size: number, mtime: Timespec, fingerprint: string, guard?: Omit<SyncGuard, 'ino'>): Promise<boolean>;
-  /** Sets syncedAt of one node to `at` (default now); a missing node is ignored. Never touches content. */
+  /**
+   * Sets syncedAt of one node to `at` (default now); a missing node is ignored. Never touches content.
+   * At 0 (list it again) the feed also reports the node's empty name: a client that knows a directory's
+   * names whole must forget them, as names may appear without a change of a name.
+   */
   markSynced(ino: number, at?: number): Promise<void>;
-  /** Sets syncedAt of many nodes to `at` (default now) in one transaction. */
+  /** Sets syncedAt of many nodes to `at` (default now) in one transaction; at 0, as markSynced. */
   markSyncedMany(inos: number[], at?: number): Promise<void>;
   /**
    * Removes a child that vanished from the under-store: a directory with its whole

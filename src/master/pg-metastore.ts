@@ -1664,7 +1664,10 @@ export class PgMetastore implements Metastore {
   async markSyncedMany(inos: number[], at = Date.now()): Promise<void> {
     if (inos.length === 0) return;
     await this.#tx(async (tx) => {
-      for (const r of await tx.rows<{ ino: number }>(Q.markSynced, [at, inos])) tx.node(r.ino);
+      for (const r of await tx.rows<{ ino: number }>(Q.markSynced, [at, inos])) {
+        tx.node(r.ino);
+        if (at === 0) tx.edge(r.ino, ''); // the listing is to be read again (ChangeFeed.listingChanged)
+      }
     });
   }
 

@@ -120,6 +120,47 @@ t.test('a new master (epoch) or a reset drops everything; a TTL bounds what is k
   t.equal(c.getAttrs(9), undefined, 'a mount that syncs always: nothing is cached');
 });
 
+t.test('a directory this mount made is known whole: every name changed in it since, here or elsewhere, is no longer known absent', async (t) => {
+  const c = ready();
+  c.putNewDir(40, stamp(10, 12));
+  t.ok(c.isAbsent(40, 'x'), 'made empty at 12: any name is absent');
+  t.notOk(c.isAbsent(41, 'x'), 'a directory it did not make: unknown');
+  c.changingNames([[40, 'x']]);
+  t.notOk(c.isAbsent(40, 'x'), 'a name this mount is changing (sent, answer or not) is no longer known absent');
+  t.ok(c.isAbsent(40, 'y'), 'the others still are');
+  c.sawChange(stamp(12, 15));
+  t.ok(c.isAbsent(40, 'y'), 'needs no barrier: own changes are noted when sent');
+  c.apply(feed(12, { names: [[40, 'y', 12]] }));
+  t.ok(c.isAbsent(40, 'y'), 'a change at or before the seq it was made empty at is in it already');
+  c.apply(feed(16, { names: [[40, 'z', 16]] }));
+  t.notOk(c.isAbsent(40, 'z'), 'a name changed elsewhere since is no longer known absent');
+  t.ok(c.isAbsent(40, 'w'));
+  c.apply(feed(17, { names: [[40, '', 17]] }));
+  t.notOk(c.isAbsent(40, 'w'), "the master's mark (a store mounted there, a listing to read again) drops the directory");
+
+  c.putNewDir(50, stamp(17, 18));
+  t.ok(c.isAbsent(50, 'a'));
+  c.changingNames([[50, '']]);
+  t.notOk(c.isAbsent(50, 'a'), 'so does an empty name sent by this mount');
+  c.putNewDir(51, stamp(17, 18));
+  c.changingUnknownNames();
+  t.notOk(c.isAbsent(51, 'a'), 'a request that names paths, not directories, drops every directory');
+  c.apply(feed(20));
+  c.putNewDir(52, stamp(17, 19));
+  t.notOk(c.isAbsent(52, 'a'), 'an answer the feed went past (applied 20 > 19) is not kept: changes in between were not noted');
+  c.putNewDir(53, stamp(20, 21));
+  t.ok(c.isAbsent(53, 'a'));
+  c.lost();
+  t.notOk(c.isAbsent(53, 'a'), 'a lost feed drops it');
+
+  const d = ready();
+  d.apply(feed(10, { ttlMs: 30 }));
+  d.putNewDir(60, stamp(10, 11));
+  t.ok(d.isAbsent(60, 'a'));
+  await new Promise((r) => setTimeout(r, 50));
+  t.notOk(d.isAbsent(60, 'a'), 'expired after the TTL: the master would look in the store again');
+});
+
 t.test('a change of where blocks are cached drops the block list, not the attributes', async (t) => {
   const c = ready();
   const info = { attrs: attrs(5, 10), blocks: [], pinned: false, ttl: null } as unknown as Parameters<MetadataCache['putBlocks']>[0];

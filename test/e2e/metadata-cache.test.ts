@@ -238,3 +238,47 @@ t.test("a change's answer brings its directory's new attributes: a stat of the d
   }
   t.equal(await masterCount(c.masterUrl, '/api/v1/stat'), stats, 'none of those stats of the directory asked the master');
 });
+
+t.test('a directory this mount made answers its missing names without the master; names made elsewhere, and a store mounted on it, still show', async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 2, masterArgs: ['--sync-interval-ms', '-1'] });
+  const [a, b] = c.mounts.map((m) => (p: string) => path.join(m, p));
+  await fsp.mkdir(a!('d'));
+  // The kernel asks for each name before it creates it: here the mount answers from the directory it made.
+  await fsp.writeFile(a!('d/first'), '1');
+  const lookups = await masterCount(c.masterUrl, '/api/v1/lookup');
+  for (let i = 0; i < 20; i++) {
+    await t.rejects(fsp.stat(a!(`d/missing${i}`)), { code: 'ENOENT' });
+    await fsp.writeFile(a!(`d/f${i}`), `file ${i}`, { flag: 'wx' });
+  }
+  t.equal(await masterCount(c.masterUrl, '/api/v1/lookup'), lookups, '20 missing names and 20 creates: no lookup reached the master');
+  t.equal(await fsp.readFile(a!('d/f7'), 'utf8'), 'file 7', 'the files made are there');
+  await t.rejects(fsp.writeFile(a!('d/f3'), 'again', { flag: 'wx' }), { code: 'EEXIST' }, 'a name made here exists');
+
+  // Made through another mount: seen at once (its create was answered only once this mount had applied it).
+  await fsp.writeFile(b!('d/fromB'), 'from B');
+  t.equal(await fsp.readFile(a!('d/fromB'), 'utf8'), 'from B', "a name another mount made is found right after that mount's create returned");
+  await fsp.mkdir(b!('d/dirB'));
+  t.ok((await fsp.stat(a!('d/dirB'))).isDirectory(), 'and a directory');
+  await fsp.unlink(b!('d/f0'));
+  await t.rejects(fsp.stat(a!('d/f0')), { code: 'ENOENT' }, 'a name another mount removed is gone');
+  await fsp.writeFile(b!('d/f0'), 'back');
+  t.equal(await fsp.readFile(a!('d/f0'), 'utf8'), 'back', 'and back again');
+  // Through the CLI, a client with no cache (path-based requests).
+  const made = await runCli(['fs', 'mkdir', '/d/fromCli', '--master', c.masterUrl]);
+  t.equal(made.code, 0, made.stderr);
+  t.ok((await fsp.stat(a!('d/fromCli'))).isDirectory(), 'a directory the CLI made is found');
+  // Renamed in from elsewhere.
+  await fsp.writeFile(b!('outside'), 'moved');
+  await fsp.rename(b!('outside'), b!('d/movedIn'));
+  t.equal(await fsp.readFile(a!('d/movedIn'), 'utf8'), 'moved', 'a file renamed into it is found');
+
+  // A store mounted on an empty directory this mount made: its objects appear with no name changing in the namespace.
+  await fsp.mkdir(a!('m'));
+  await t.rejects(fsp.stat(a!('m/obj')), { code: 'ENOENT' }, 'empty at first');
+  const store = path.join(c.root, 'other-store');
+  await fsp.mkdir(store);
+  await fsp.writeFile(path.join(store, 'obj'), 'in the other store');
+  const mounted = await runCli(['fs', 'mount', '/m', `file://${store}`, '--master', c.masterUrl]);
+  t.equal(mounted.code, 0, mounted.stderr);
+  t.equal(await fsp.readFile(a!('m/obj'), 'utf8'), 'in the other store', "the mounted store's object is found through the mount that knew the directory empty");
+});

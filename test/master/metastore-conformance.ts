@@ -508,6 +508,21 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.equal((await store.lookup(dir.ino, 'async'))?.ino, a.ino);
   });
 
+  t.test("markSynced at 0 reports the directory's empty name in the change log (its names may change without a name changing)", async (t) => {
+    const { store, dir } = await setup(t);
+    const sub = await store.createChild(dir.ino, 'sub', dirNode({ persisted: true }));
+    const names = async (since: number) => (await store.changes.changes(store.changes.epoch, since, 0)).names.filter(([ino]) => ino === sub.ino).map(([, name]) => name);
+    let since = await store.changes.seq();
+    await store.markSynced(sub.ino);
+    t.same(await names(since), [], 'a listing read (syncedAt now): no name reported');
+    since = await store.changes.seq();
+    await store.markSynced(sub.ino, 0);
+    t.same(await names(since), [''], 'to be listed again: the empty name');
+    since = await store.changes.seq();
+    await store.markSyncedMany([sub.ino, 2 ** 40], 0);
+    t.same(await names(since), [''], 'markSyncedMany too; a missing node reports nothing');
+  });
+
   t.test('persist queue: ASYNC_THROUGH commits, due entries, backoff, markPersisted and dropPersist', async (t) => {
     const { store, dir, tag } = await setup(t);
     const w = await register(store, uuid(tag, 1), `http://persist-${tag}:1`);
