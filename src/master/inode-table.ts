@@ -967,6 +967,9 @@ export class InodeTable {
       // A full report replaces what we knew; blocks no file refers to any more are deleted on the worker.
       this.#stmt.deleteLocationsOfWorker.run(id);
       for (const b of req.blocks) this.#reported(id, b);
+      // Persists that failed (for want of this worker, maybe) are due now, not after a backoff of up to 5 minutes;
+      // attempts are kept. Entries still in their first wait are left to it.
+      this.#sql(`UPDATE persist_queue SET next_at = ? WHERE attempts > 0 AND next_at > ?`).run(now, now);
       return id;
     })();
   }

@@ -39,6 +39,7 @@ export class Persister {
   #timer: NodeJS.Timeout | undefined;
   /** The poll of the queue in flight: one at a time, and stop() waits for it. */
   #tickInFlight: Promise<void> | undefined;
+  #again = false;
 
   constructor(opts: PersisterOptions) {
     this.#table = opts.table;
@@ -50,17 +51,28 @@ export class Persister {
   }
 
   start(): void {
-    this.#timer = setInterval(() => {
-      if (this.#tickInFlight) return;
-      this.#tickInFlight = this.#tick()
-        .catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'persist queue poll failed'))
-        .finally(() => (this.#tickInFlight = undefined));
-    }, this.#intervalMs);
+    this.#timer = setInterval(() => this.#poll(), this.#intervalMs);
     this.#timer.unref();
+  }
+
+  /** Looks at the queue now; during a look in flight, once more after it (a slot it did not see may be free). */
+  #poll(): void {
+    if (this.#tickInFlight) {
+      this.#again = true;
+      return;
+    }
+    this.#again = false;
+    this.#tickInFlight = this.#tick()
+      .catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'persist queue poll failed'))
+      .finally(() => {
+        this.#tickInFlight = undefined;
+        if (this.#again && this.#timer) this.#poll();
+      });
   }
 
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
     await this.#tickInFlight;
     await Promise.allSettled([...this.#running.values()]);
   }
@@ -80,6 +92,12 @@ export class Persister {
     let p = this.#running.get(ino);
     if (!p) {
       p = this.#persistOnce(ino).finally(() => this.#running.delete(ino));
+      // After a success the next due file starts at once, not at the next poll: with small files a poll per
+      // free slot capped the queue at concurrency / interval (4 files/s by default). A failure waits for the poll.
+      p.then(
+        () => this.#timer && this.#poll(),
+        () => undefined,
+      );
       this.#running.set(ino, p);
     }
     return p;

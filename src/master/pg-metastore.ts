@@ -459,6 +459,7 @@ const Q = {
      ON CONFLICT (ino) DO UPDATE SET next_at = excluded.next_at, attempts = 0, last_error = NULL`,
   ),
   dropPersist: sql('drop_persist', `DELETE FROM persist_queue WHERE ino = $1`),
+  wakeFailedPersists: sql('wake_failed_persists', `UPDATE persist_queue SET next_at = $1 WHERE attempts > 0 AND next_at > $1`),
   duePersists: sql('due_persists', `SELECT ino, attempts, enqueued_at FROM persist_queue WHERE next_at <= $1 ORDER BY next_at, ino LIMIT $2`),
   persistQueue: sql('persist_queue', `SELECT ino, attempts, enqueued_at, next_at, last_error FROM persist_queue ORDER BY enqueued_at, ino`),
   // Exponential backoff, 1 s … 5 min (the exponent capped so the power cannot overflow).
@@ -1735,6 +1736,9 @@ export class PgMetastore implements Metastore {
       // A full report replaces what we knew; blocks no file refers to any more are deleted on the worker.
       await this.#deleteLocationsOfWorker(tx, id);
       await this.#reported(tx, id, req.blocks);
+      // Persists that failed (for want of this worker, maybe) are due now, not after a backoff of up to 5 minutes;
+      // attempts are kept. Entries still in their first wait are left to it.
+      await tx.run(Q.wakeFailedPersists, [now]);
       return id;
     });
   }

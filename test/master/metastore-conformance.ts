@@ -542,6 +542,14 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.ok(failed!.nextAt >= Date.now() + 500, 'the next attempt waits');
     t.notOk((await store.duePersists(Date.now(), 1_000_000)).some((d) => d.ino === f.ino), 'not due during the backoff');
     await store.persistFailed(2 ** 40, 'nothing queued'); // no entry: nothing happens
+    // A worker (re)joining may hold what the failed persist waited for: due now, its attempts kept;
+    // an entry still in its first wait (a fresh ASYNC_THROUGH file) waits on.
+    const fresh = await store.createChild(dir.ino, 'fresh', fileNode(), { writeType: 'ASYNC_THROUGH', persistDelayMs: 60_000 });
+    await register(store, uuid(tag, 1), `http://persist-${tag}:2`);
+    const dueNow = (await store.duePersists(Date.now(), 1_000_000)).map((d) => d.ino);
+    t.ok(dueNow.includes(f.ino), 'a worker registering ends the backoff of a failed persist');
+    t.same((await mine([f.ino])).map((x) => x.attempts), [1], '… and keeps its attempts');
+    t.notOk(dueNow.includes(fresh.ino), 'an entry in its first wait is not woken');
 
     t.equal(await store.dropPersist(f.ino), false, 'an unpersisted file keeps its entry');
     t.equal(await store.markPersisted(f.ino, v1.containerId + 12345, 'wrong'), false, 'another version: not persisted');
