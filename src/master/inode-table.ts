@@ -53,7 +53,7 @@ import {
   timespecNow,
 } from '../common/protocol';
 
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 /**
  * The schema as version 1 created it. New databases start from it and run every
@@ -165,6 +165,11 @@ const MIGRATIONS: Record<number, string> = {
       PRIMARY KEY (worker_id, block_id)
     ) WITHOUT ROWID;
   `,
+  /**
+   * 4: the persister asks for the due entries after every upload; without an index
+   * each ask sorted the whole queue (a backlog of thousands made it quadratic).
+   */
+  4: `CREATE INDEX persist_queue_due ON persist_queue (next_at);`,
 };
 
 const TYPE_CODE = NODE_TYPE_CODE;

@@ -36,6 +36,7 @@ export class Persister {
   readonly #token: string | undefined;
   readonly #settle: (ino: number, container: number, r: PersistResponse) => Promise<boolean>;
   readonly #running = new Map<number, Promise<void>>();
+  readonly #clients = new Map<string, JsonClient>();
   #timer: NodeJS.Timeout | undefined;
   /** The poll of the queue in flight: one at a time, and stop() waits for it. */
   #tickInFlight: Promise<void> | undefined;
@@ -70,11 +71,30 @@ export class Persister {
       });
   }
 
+  /** One client (a keep-alive pool) per worker address: a connection per upload cost more than small files' uploads. */
+  #client(address: string): JsonClient {
+    let c = this.#clients.get(address);
+    if (!c) {
+      // Workers that moved or went leave clients behind: the oldest goes (a pool's close lets its requests finish).
+      if (this.#clients.size >= 64) {
+        const [oldest, old] = this.#clients.entries().next().value as [string, JsonClient];
+        this.#clients.delete(oldest);
+        void old.close().catch(() => undefined);
+      }
+      c = new JsonClient(address, { timeoutMs: 600_000, retryForMs: 0, token: this.#token });
+      this.#clients.set(address, c);
+    }
+    return c;
+  }
+
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#tickInFlight;
     await Promise.allSettled([...this.#running.values()]);
+    const clients = [...this.#clients.values()];
+    this.#clients.clear();
+    await Promise.allSettled(clients.map((c) => c.close()));
   }
 
   async #tick(): Promise<void> {
@@ -116,14 +136,9 @@ export class Persister {
     const worker = live.find((w) => blocks.every((b) => b.locations.includes(w.id))) ?? (blocks.length === 0 ? live[0] : undefined);
     try {
       if (!worker) throw new StrataError('UNAVAILABLE', `no live worker holds every block of inode ${ino}`);
-      const client = new JsonClient(worker.address, { timeoutMs: 600_000, retryForMs: 0, token: this.#token });
-      try {
-        const r = await client.post<PersistResponse>(`/persist/${ino}?container=${node.container}&blocks=${blocks.length}`, {});
-        // The settle step re-checks container and path: content committed, or a rename or unlink, during the upload leaves it unpersisted.
-        if (await this.#settle(ino, node.container, r)) this.#log.info({ ino, worker: worker.id }, 'persisted');
-      } finally {
-        await client.close();
-      }
+      const r = await this.#client(worker.address).post<PersistResponse>(`/persist/${ino}?container=${node.container}&blocks=${blocks.length}`, {});
+      // The settle step re-checks container and path: content committed, or a rename or unlink, during the upload leaves it unpersisted.
+      if (await this.#settle(ino, node.container, r)) this.#log.info({ ino, worker: worker.id }, 'persisted');
     } catch (err) {
       const msg = (err as Error).message;
       await this.#table.persistFailed(ino, msg).catch((e: unknown) => this.#log.warn({ ino, err: (e as Error).message }, 'could not record a failed persist'));

@@ -79,7 +79,7 @@ import {
 } from './metastore';
 
 /** The newest schema this code knows; a database at a newer version is refused. */
-export const PG_SCHEMA_VERSION = 1;
+export const PG_SCHEMA_VERSION = 2;
 
 /** Options of `PgMetastore.open`. */
 export interface PgMetastoreOptions {
@@ -236,6 +236,10 @@ const MIGRATIONS: Record<number, (tx: Tx, blockSize: number) => Promise<void>> =
        VALUES ($1, 2, $2, 0, 0, 2, $3, $4, $3, $4, $3, $4, $5, true)`,
       [ROOT_INO, 0o755, now.sec, now.nsec, blockSize],
     );
+  },
+  /** 2: due persists are found by index (the persister asks after every upload). */
+  2: async (tx) => {
+    await tx.client.query(`CREATE INDEX IF NOT EXISTS persist_queue_due ON persist_queue (next_at, ino)`);
   },
 };
 
