@@ -70,6 +70,16 @@ class KernelView {
     this.#attrs.set(a.ino, visible(a));
   }
 
+  /**
+   * The kernel dropped its copy of a directory's attributes itself: it does after
+   * every create, mkdir, mknod, link, symlink, unlink, rmdir and rename in it that
+   * succeeded, and asks again when next needed. Nothing to notify when the feed
+   * reports the change (in a loop of creates, one notification per create).
+   */
+  dirChanged(ino: number): void {
+    this.#attrs.delete(ino);
+  }
+
   toldEntry(parent: number, name: string, ino: number): void {
     this.#entries.set(`${parent}/${name}`, { parent, name, ino });
   }
@@ -258,6 +268,11 @@ export function strataHandlers(
     seen.set(a.ino, stamp(a));
     return a;
   };
+  /** After a change in these directories succeeded (the kernel drops its copy of their attributes): passes `r` through. */
+  const changedIn = <T>(r: T, ...dirs: number[]): T => {
+    for (const d of dirs) view?.dirChanged(d);
+    return r;
+  };
   const entry = (a: FileAttributes, parent?: number, name?: string): Entry => {
     const exactAttrs = exactFor(told(a));
     let entryTimeout = ENTRY_TIMEOUT;
@@ -280,20 +295,20 @@ export function strataHandlers(
     lookup: async (_ctx, parent, name) => entry(await fs.lookup(parent, name), parent, name),
     getattr: async (_ctx, ino) => attrReply(await fs.getattrIno(ino)),
     setattr: async (_ctx, ino, c, fh) => attrReply(await fs.setattrIno(ino, c, fh)),
-    mkdir: async (ctx, parent, name, mode) => entry(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid }), parent, name),
+    mkdir: async (ctx, parent, name, mode) => entry(changedIn(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid }), parent), parent, name),
     mknod: async (ctx, parent, name, mode, rdev) => {
       const owner = { uid: ctx.uid, gid: ctx.gid };
       if ((mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0) {
         const { attrs, fh } = await fs.createAt(parent, name, mode, owner);
         await fs.release(fh);
-        return entry(attrs, parent, name);
+        return entry(changedIn(attrs, parent), parent, name);
       }
       const type = TYPE_OF_BITS[mode & S_IFMT];
       if (!type) throw new StrataError('INVALID_ARGUMENT', `unknown file type in mode 0${mode.toString(8)}`);
-      return entry(await fs.master.mknodAt(parent, name, type, mode & 0o7777, rdev, owner), parent, name);
+      return entry(changedIn(await fs.master.mknodAt(parent, name, type, mode & 0o7777, rdev, owner), parent), parent, name);
     },
-    link: async (_ctx, ino, newParent, newName) => entry(await fs.master.linkAt(ino, newParent, newName), newParent, newName),
-    symlink: async (ctx, parent, name, target) => entry(await fs.master.symlinkAt(parent, name, target, { uid: ctx.uid, gid: ctx.gid }), parent, name),
+    link: async (_ctx, ino, newParent, newName) => entry(changedIn(await fs.master.linkAt(ino, newParent, newName), newParent), newParent, newName),
+    symlink: async (ctx, parent, name, target) => entry(changedIn(await fs.master.symlinkAt(parent, name, target, { uid: ctx.uid, gid: ctx.gid }), parent), parent, name),
     readlink: async (_ctx, ino) => {
       const a = await fs.getattrIno(ino);
       if (a.type !== 'symlink' || a.target === undefined) throw new StrataError('INVALID_ARGUMENT', 'not a symbolic link');
@@ -322,15 +337,17 @@ export function strataHandlers(
       noCaps.forget(ino);
       return fs.master.removeXattr(ino, name);
     },
-    unlink: (_ctx, parent, name) => fs.unlinkAt(parent, name),
-    rmdir: (_ctx, parent, name) => fs.rmdirAt(parent, name),
+    unlink: async (_ctx, parent, name) => changedIn(await fs.unlinkAt(parent, name), parent),
+    rmdir: async (_ctx, parent, name) => changedIn(await fs.rmdirAt(parent, name), parent),
     rename: async (_ctx, parent, name, newParent, newName, flags) => {
       if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) throw new StrataError('INVALID_ARGUMENT', `rename flags ${flags} are not supported`);
       await fs.renameAt(parent, name, newParent, newName, flags);
       view?.renamed(parent, name, newParent, newName, (flags & RENAME_EXCHANGE) !== 0);
+      changedIn(undefined, parent, newParent);
     },
     create: async (ctx, parent, name, mode) => {
       const { attrs, fh } = await fs.createAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid });
+      changedIn(undefined, parent);
       return { ...entry(attrs, parent, name), open: { fh } };
     },
     open: async (_ctx, ino, flags) => {
@@ -375,14 +392,17 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   if (opts.debug) options.push('debug');
   let session: FuseSession | undefined = undefined;
   let handlers: ReturnType<typeof strataHandlers> | undefined;
+  const invalidations = opts.metrics
+    ? new Counter({ name: 'strata_fuse_kernel_invalidations_total', help: "Notifications that made the kernel drop its cached copy, by what it dropped (attrs, data, entry)", labelNames: ['what'] as const, registers: [opts.metrics] })
+    : undefined;
   try {
     handlers = strataHandlers(
       opts.fs,
-      async (ino) => session?.invalidateInode(ino),
+      async (ino) => (invalidations?.inc({ what: 'data' }), session?.invalidateInode(ino)),
       opts.kernelCache,
-      (parent, name) => void session?.invalidateEntry(parent, name),
+      (parent, name) => (invalidations?.inc({ what: 'entry' }), void session?.invalidateEntry(parent, name)),
       // Attributes only (negative offset), without waiting: the feed's invalidations are many and need no answer.
-      (ino) => void session?.invalidateInode(ino, -1, 0, 0).catch(() => undefined),
+      (ino) => (invalidations?.inc({ what: 'attrs' }), void session?.invalidateInode(ino, -1, 0, 0).catch(() => undefined)),
     );
     const { dispose: _dispose, ...ops } = handlers;
     session = FuseSession.mount(opts.mountPoint, opts.metrics ? timed(ops, opts.metrics) : ops, {

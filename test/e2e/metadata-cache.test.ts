@@ -12,6 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
+import * as net from 'node:net';
 import { startCluster } from '../helpers/multi-cluster';
 import { startFaultProxy } from '../helpers/fault-proxy';
 import { CLI, forceUnmount, runCli } from '../helpers/cluster';
@@ -281,4 +282,33 @@ t.test('a directory this mount made answers its missing names without the master
   const mounted = await runCli(['fs', 'mount', '/m', `file://${store}`, '--master', c.masterUrl]);
   t.equal(mounted.code, 0, mounted.stderr);
   t.equal(await fsp.readFile(a!('m/obj'), 'utf8'), 'in the other store', "the mounted store's object is found through the mount that knew the directory empty");
+});
+
+t.test("changes this mount makes in a directory do not make it notify the kernel about the directory (the kernel drops its copy itself)", async (t) => {
+  const port = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '-1'], mountArgs: () => ['--metrics-port', String(port)] });
+  const a = (p: string) => path.join(c.mounts[0]!, p);
+  const attrNotes = async () => Number(/^strata_fuse_kernel_invalidations_total\{[^}]*what="attrs"[^}]*\} (\d+)/m.exec(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text())?.[1] ?? 0);
+  await fsp.mkdir(a('d'));
+  await fsp.stat(a('d'));
+  const before = await attrNotes();
+  let prev = await fsp.stat(a('d'));
+  // Changes of the directory alone (new names): what a loop of creates does, as tar or a build does.
+  for (let i = 0; i < 30; i++) {
+    await (await fsp.open(a(`d/f${i}`), 'wx')).close();
+    if (i % 3 === 0) await fsp.mkdir(a(`d/sub${i}`));
+    if (i % 5 === 0) await fsp.symlink(`f${i}`, a(`d/l${i}`));
+    const st = await fsp.stat(a('d'));
+    if (!(st.mtimeMs > prev.mtimeMs)) t.fail(`round ${i}: the directory's mtime did not move`);
+    prev = st;
+  }
+  const notes = (await attrNotes()) - before;
+  t.ok(notes <= 3, `30 rounds of creates, mkdirs and symlinks: ${notes} notifications about attributes (one per change before)`);
+  t.equal((await fsp.stat(a('d'))).nlink, 2 + 10, "the directory's link count counts the subdirectories");
+  t.equal((await fsp.readdir(a('d'))).length, 30 + 10 + 6, 'and it lists every name');
 });
