@@ -48,8 +48,8 @@ export function parseChangeStamp(v: string | string[] | undefined): ChangeStamp 
 }
 
 const MAX_ENTRIES = 200_000;
-/** Names noted per known-whole directory; a directory that grows past this is let go (sets of millions cost memory). */
-const MAX_DIR_NAMES = 100_000;
+/** Names noted in all known-whole directories together; past it, the directory noting one more is let go (~15 MB). */
+const MAX_DIR_NAMES = 200_000;
 
 /** Told of what the feed applied, so copies kept elsewhere (the kernel's) can follow. */
 export interface FeedListener {
@@ -71,7 +71,8 @@ export class MetadataCache {
   readonly #attrs = new LRUCache<number, { attrs: FileAttributes; v: number; exp: number }>({ max: MAX_ENTRIES });
   readonly #blocks = new LRUCache<number, { info: FileBlocksResponse; v: number; exp: number; locationsStale?: boolean }>({ max: 20_000 });
   /** Directories known whole: empty as of seq `v`, plus `names`, every name changed in them since (existing or not). */
-  readonly #dirs = new LRUCache<number, { names: Set<string>; v: number; exp: number }>({ max: 10_000 });
+  readonly #dirs = new LRUCache<number, { names: Set<string>; v: number; exp: number }>({ max: 10_000, dispose: (d) => (this.#dirNames -= d.names.size) });
+  #dirNames = 0;
   readonly stats = { hits: 0, misses: 0, invalidations: 0, resets: 0 };
   readonly #listeners = new Set<FeedListener>();
 
@@ -203,8 +204,12 @@ export class MetadataCache {
   #noteName(dir: number, name: string): void {
     const d = this.#dirs.peek(dir);
     if (!d) return;
-    if (name === '' || d.names.size >= MAX_DIR_NAMES) this.#dirs.delete(dir);
-    else d.names.add(name);
+    if (name === '' || (this.#dirNames >= MAX_DIR_NAMES && !d.names.has(name))) {
+      this.#dirs.delete(dir);
+    } else if (!d.names.has(name)) {
+      d.names.add(name);
+      this.#dirNames++;
+    }
   }
 
   /** True when `name` is known not to exist in `dir` (a directory this mount made, followed since). */

@@ -153,6 +153,19 @@ t.test('a directory this mount made is known whole: every name changed in it sin
   c.lost();
   t.notOk(c.isAbsent(53, 'a'), 'a lost feed drops it');
 
+  // Memory is bounded: past 200,000 names noted in all such directories, the one noting more is let go.
+  const e = ready();
+  e.putNewDir(70, stamp(10, 11));
+  const many: [number, string][] = [];
+  for (let i = 0; i < 200_000; i++) many.push([70, `n${i}`]);
+  e.changingNames(many);
+  t.ok(e.isAbsent(70, 'other'), '200,000 names noted: still known whole');
+  e.changingNames([[70, 'one more']]);
+  t.notOk(e.isAbsent(70, 'other'), 'one more: let go');
+  e.putNewDir(71, stamp(11, 12));
+  e.changingNames([[71, 'x']]);
+  t.ok(e.isAbsent(71, 'y'), 'and its names no longer count against the bound');
+
   const d = ready();
   d.apply(feed(10, { ttlMs: 30 }));
   d.putNewDir(60, stamp(10, 11));
