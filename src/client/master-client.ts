@@ -8,6 +8,7 @@ import {
   DirEntry,
   DuResponse,
   FileAttributes,
+  LookupResponse,
   FileBlocksResponse,
   FreeResponse,
   ListResponse,
@@ -147,8 +148,10 @@ export class MasterClient {
     if (this.#leaseRuns() && cache.isAbsent(parent, name)) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
     const meta: ResponseMeta = {};
     try {
-      const a = await this.#http.get<FileAttributes>(`${MASTER_API}/lookup`, { parent, name }, undefined, meta);
+      // A small file's blocks come along: the open the kernel sends next is then answered from the cache.
+      const { fileBlocks, ...a } = await this.#http.get<LookupResponse>(`${MASTER_API}/lookup`, { parent, name, blocks: 'true' }, undefined, meta);
       cache.putEntry(parent, name, a, stampOf(meta));
+      if (fileBlocks) cache.putBlocks({ attrs: a, ...fileBlocks }, stampOf(meta));
       return a;
     } catch (err) {
       if (err instanceof StrataError && err.code === 'NOT_FOUND') cache.putEntry(parent, name, null, stampOf(meta));

@@ -130,6 +130,16 @@ export interface FileBlocksResponse {
   ttl?: { expiresAtMs: number; action: TtlAction } | null;
 }
 
+/**
+ * A lookup's answer. Asked with `blocks=true`, a regular file of at most
+ * LOOKUP_BLOCKS_MAX blocks comes with its blocks as /blocks answers them: the
+ * kernel opens most files it looks up, and then the open needs no request.
+ */
+export interface LookupResponse extends FileAttributes {
+  fileBlocks?: Omit<FileBlocksResponse, 'attrs'>;
+}
+export const LOOKUP_BLOCKS_MAX = 16;
+
 /** A live worker as the master knows it. */
 /** Per worker tier: where a same-host client links a staged file it wants written (a request names only the file). */
 export const INCOMING_DIR = '.incoming';

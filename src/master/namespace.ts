@@ -35,6 +35,7 @@ import type {
   FileBlocksResponse,
   FileType,
   FreeResponse,
+  LookupResponse,
   MountInfo,
   PersistResponse,
   Timespec,
@@ -43,6 +44,7 @@ import type {
   WriteCommitRequest,
   WriteType,
 } from '../common/protocol';
+import { LOOKUP_BLOCKS_MAX } from '../common/protocol';
 import { BLOCKS_PER_CONTAINER, timespecFromMs, timespecNow } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
@@ -651,6 +653,14 @@ export class Namespace {
     const node = await this.resolve(path);
     if (node.type === 'directory' && !allowDirectory) throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
     return this.#fileBlocks(node);
+  }
+
+  /** A lookup; with `withBlocks`, a small regular file's blocks too (LookupResponse). */
+  async lookup(path: string, withBlocks: boolean): Promise<LookupResponse> {
+    const node = await this.resolve(path);
+    if (!withBlocks || node.type !== 'file' || Math.ceil(node.size / node.blockSize) > LOOKUP_BLOCKS_MAX) return toAttributes(node);
+    const { attrs, ...fileBlocks } = await this.#fileBlocks(node);
+    return { ...attrs, fileBlocks };
   }
 
   async fileBlocksByIno(ino: number): Promise<FileBlocksResponse> {

@@ -362,7 +362,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
 
   app.get(`${api}/stat`, async (req) => ns.stat(await pathQuery(req.query)));
   app.get(`${api}/list`, async (req) => ({ entries: await ns.list(await pathQuery(req.query)) }));
-  app.get(`${api}/lookup`, async (req) => ns.stat(await pathQuery(req.query)));
+  app.get(`${api}/lookup`, async (req) => ns.lookup(await pathQuery(req.query), (req.query as Record<string, unknown>).blocks === 'true'));
   app.post(`${api}/mkdir`, async (req) =>
     madeEntry(req, await ns.mkdir(await target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid')), 'parent'),
   );

@@ -312,3 +312,20 @@ t.test("changes this mount makes in a directory do not make it notify the kernel
   t.equal((await fsp.stat(a('d'))).nlink, 2 + 10, "the directory's link count counts the subdirectories");
   t.equal((await fsp.readdir(a('d'))).length, 30 + 10 + 6, 'and it lists every name');
 });
+
+t.test("a lookup brings a small file's blocks along: the open after it asks the master nothing", async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '-1'] });
+  const a = (p: string) => path.join(c.mounts[0]!, p);
+  const src = path.join(c.root, 'src.bin');
+  const data = randomBytes(300_000);
+  await fsp.writeFile(src, data);
+  // Written by another client (the CLI): this mount has looked up and opened none of them.
+  for (const name of ['one', 'two', 'three']) {
+    const cp = await runCli(['fs', 'cp', `file:${src}`, `strata:/${name}`, '--master', c.masterUrl]);
+    t.equal(cp.code, 0, cp.stderr);
+  }
+  await new Promise((r) => setTimeout(r, 500)); // the feed lease runs
+  const blocks = await masterCount(c.masterUrl, '/api/v1/blocks');
+  for (const name of ['one', 'two', 'three']) t.ok((await fsp.readFile(a(name))).equals(data), `${name} reads back`);
+  t.equal(await masterCount(c.masterUrl, '/api/v1/blocks'), blocks, 'three cold opens: no request for blocks');
+});
