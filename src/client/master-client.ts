@@ -145,7 +145,8 @@ export class MasterClient {
       return hit.attrs;
     }
     // Under the lease only: then every change another client finished has been applied here (master/feed-leases.ts).
-    if (this.#leaseRuns() && cache.isAbsent(parent, name)) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
+    // A name too long for the master is its error to give (NAME_TOO_LONG), not ENOENT.
+    if (Buffer.byteLength(name) <= 255 && this.#leaseRuns() && cache.isAbsent(parent, name)) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
     const meta: ResponseMeta = {};
     try {
       // A small file's blocks come along: the open the kernel sends next is then answered from the cache.
@@ -175,9 +176,10 @@ export class MasterClient {
   }
 
   mkdirAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {
+    const mark = this.cache?.unknownChanges ?? 0;
     return this.#post(`${MASTER_API}/mkdir`, { parent, name, mode, ...owner }, [[parent, name]], (a: FileAttributes, st) => {
       this.cache?.putEntry(parent, name, a, st, true);
-      this.cache?.putNewDir(a.ino, st);
+      this.cache?.putNewDir(a.ino, st, mark);
     });
   }
 

@@ -73,6 +73,10 @@ export class MetadataCache {
   /** Directories known whole: empty as of seq `v`, plus `names`, every name changed in them since (existing or not). */
   readonly #dirs = new LRUCache<number, { names: Set<string>; v: number; exp: number }>({ max: 10_000, dispose: (d) => (this.#dirNames -= d.names.size) });
   #dirNames = 0;
+  /** Whether the master marks directories whose names change without a name changing (ChangesResponse.listingMarks). */
+  #listingMarks = false;
+  /** Bumped by every request naming paths: a mkdir answered after one cannot know what it changed. */
+  #unknownChanges = 0;
   readonly stats = { hits: 0, misses: 0, invalidations: 0, resets: 0 };
   readonly #listeners = new Set<FeedListener>();
 
@@ -185,10 +189,18 @@ export class MetadataCache {
     if (attrs) this.#attrs.set(attrs.ino, { attrs: { ...attrs }, v, exp: this.#exp() });
   }
 
-  /** This mount made directory `ino` (the mkdir's answer): it is empty as of that change. */
-  putNewDir(ino: number, s: ChangeStamp | undefined): void {
+  /** A mark taken before sending a mkdir, for putNewDir. */
+  get unknownChanges(): number {
+    return this.#unknownChanges;
+  }
+
+  /**
+   * This mount made directory `ino` (the mkdir's answer): it is empty as of that change.
+   * `mark`: unknownChanges when the mkdir was sent; a path-based request since may have changed names in it.
+   */
+  putNewDir(ino: number, s: ChangeStamp | undefined, mark: number): void {
     const v = this.#version(s, true);
-    if (v !== undefined) this.#dirs.set(ino, { names: new Set(), v, exp: this.#exp() });
+    if (v !== undefined && mark === this.#unknownChanges && this.#listingMarks) this.#dirs.set(ino, { names: new Set(), v, exp: this.#exp() });
   }
 
   /** Names this mount is changing (sent, whatever the answer): no longer known absent. */
@@ -198,6 +210,7 @@ export class MetadataCache {
 
   /** This mount changed names it cannot tell (a path-based request): no directory is known whole any more. */
   changingUnknownNames(): void {
+    this.#unknownChanges++;
     this.#dirs.clear();
   }
 
@@ -214,7 +227,7 @@ export class MetadataCache {
 
   /** True when `name` is known not to exist in `dir` (a directory this mount made, followed since). */
   isAbsent(dir: number, name: string): boolean {
-    if (!this.#healthy) return false;
+    if (!this.#healthy || !this.#listingMarks) return false;
     const d = this.#fresh(this.#dirs, dir);
     if (!d || d.names.has(name)) return false;
     this.stats.hits++;
@@ -281,10 +294,13 @@ export class MetadataCache {
       this.#applied = r.seq;
       this.#barrier = 0;
       this.#healthy = true;
+      this.#listingMarks = r.listingMarks === true;
       return;
     }
     // The same epoch picks up where the feed stopped (nothing missed): trusted again after a lost feed.
     this.#healthy = true;
+    this.#listingMarks = r.listingMarks === true;
+    if (!this.#listingMarks) this.#dirs.clear();
     r.inos.forEach((ino, i) => {
       const seq = r.seqs[i] ?? r.seq;
       if ((this.#attrs.peek(ino)?.v ?? -1) < seq) this.#attrs.delete(ino);

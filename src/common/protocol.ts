@@ -290,6 +290,12 @@ export interface ChangesResponse {
   /** The feed lease granted to a subscriber's poll (ms, from when it sent the poll); see master/feed-leases.ts. */
   leaseMs?: number;
   /**
+   * This master reports a directory whose names may change without a name changing
+   * by its empty name (Metastore.markSynced at 0). Clients know directories whole only
+   * from masters that say so (an older one would leave them unaware).
+   */
+  listingMarks?: boolean;
+  /**
    * How long a client may keep what it cached (ms; -1 = no limit, 0 = do not
    * cache): the shortest under-store sync interval, so changes made directly in a
    * store are seen as late as without a cache, and no later.

@@ -54,7 +54,9 @@ function visible(a: FileAttributes): string {
  * are invalidated too, so the kernel never keeps a long-lived copy nobody follows.
  */
 class KernelView {
-  readonly #attrs: LRUCache<number, string>;
+  /** What the kernel was told of each inode's attributes (`seen`: visible()), `told` counting up. */
+  readonly #attrs: LRUCache<number, { seen: string; told: number }>;
+  #told = 0;
   readonly #entries: LRUCache<string, { parent: number; name: string; ino: number }>;
 
   constructor(
@@ -67,7 +69,12 @@ class KernelView {
   }
 
   toldAttrs(a: FileAttributes): void {
-    this.#attrs.set(a.ino, visible(a));
+    this.#attrs.set(a.ino, { seen: visible(a), told: ++this.#told });
+  }
+
+  /** Which telling of `ino`'s attributes the kernel has now: taken before a change, for dirChanged. */
+  toldMark(ino: number): number | undefined {
+    return this.#attrs.peek(ino)?.told;
   }
 
   /**
@@ -76,8 +83,10 @@ class KernelView {
    * succeeded, and asks again when next needed. Nothing to notify when the feed
    * reports the change (in a loop of creates, one notification per create).
    */
-  dirChanged(ino: number): void {
-    this.#attrs.delete(ino);
+  dirChanged(ino: number, before: number | undefined): void {
+    // Told again while the change ran (a stat of the directory): that answer may reach the kernel after
+    // its own invalidation, so it is kept, and the feed's report of the change still notifies.
+    if (this.#attrs.peek(ino)?.told === before) this.#attrs.delete(ino);
   }
 
   toldEntry(parent: number, name: string, ino: number): void {
@@ -91,7 +100,7 @@ class KernelView {
       const told = this.#attrs.peek(ino);
       if (told === undefined) continue;
       const now = attrsNow(ino);
-      if (now && visible(now) === told) continue;
+      if (now && visible(now) === told.seen) continue;
       this.#attrs.delete(ino);
       this.invalidateAttrs(ino);
       dropped.push(ino);
@@ -269,9 +278,17 @@ export function strataHandlers(
     return a;
   };
   /** After a change in these directories succeeded (the kernel drops its copy of their attributes): passes `r` through. */
-  const changedIn = <T>(r: T, ...dirs: number[]): T => {
-    for (const d of dirs) view?.dirChanged(d);
-    return r;
+  /**
+   * Before a change in these directories: returns what to pass its result through once it
+   * succeeded (the kernel then drops its copy of their attributes; see KernelView.dirChanged).
+   * Call it before the change starts (`changing(dir)(await change())` does).
+   */
+  const changing = (...dirs: number[]) => {
+    const marks = dirs.map((d) => [d, view?.toldMark(d)] as const);
+    return <T>(r: T): T => {
+      for (const [d, m] of marks) view?.dirChanged(d, m);
+      return r;
+    };
   };
   const entry = (a: FileAttributes, parent?: number, name?: string): Entry => {
     const exactAttrs = exactFor(told(a));
@@ -295,20 +312,21 @@ export function strataHandlers(
     lookup: async (_ctx, parent, name) => entry(await fs.lookup(parent, name), parent, name),
     getattr: async (_ctx, ino) => attrReply(await fs.getattrIno(ino)),
     setattr: async (_ctx, ino, c, fh) => attrReply(await fs.setattrIno(ino, c, fh)),
-    mkdir: async (ctx, parent, name, mode) => entry(changedIn(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid }), parent), parent, name),
+    mkdir: async (ctx, parent, name, mode) => entry(changing(parent)(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid })), parent, name),
     mknod: async (ctx, parent, name, mode, rdev) => {
       const owner = { uid: ctx.uid, gid: ctx.gid };
       if ((mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0) {
+        const done = changing(parent);
         const { attrs, fh } = await fs.createAt(parent, name, mode, owner);
         await fs.release(fh);
-        return entry(changedIn(attrs, parent), parent, name);
+        return entry(done(attrs), parent, name);
       }
       const type = TYPE_OF_BITS[mode & S_IFMT];
       if (!type) throw new StrataError('INVALID_ARGUMENT', `unknown file type in mode 0${mode.toString(8)}`);
-      return entry(changedIn(await fs.master.mknodAt(parent, name, type, mode & 0o7777, rdev, owner), parent), parent, name);
+      return entry(changing(parent)(await fs.master.mknodAt(parent, name, type, mode & 0o7777, rdev, owner)), parent, name);
     },
-    link: async (_ctx, ino, newParent, newName) => entry(changedIn(await fs.master.linkAt(ino, newParent, newName), newParent), newParent, newName),
-    symlink: async (ctx, parent, name, target) => entry(changedIn(await fs.master.symlinkAt(parent, name, target, { uid: ctx.uid, gid: ctx.gid }), parent), parent, name),
+    link: async (_ctx, ino, newParent, newName) => entry(changing(newParent)(await fs.master.linkAt(ino, newParent, newName)), newParent, newName),
+    symlink: async (ctx, parent, name, target) => entry(changing(parent)(await fs.master.symlinkAt(parent, name, target, { uid: ctx.uid, gid: ctx.gid })), parent, name),
     readlink: async (_ctx, ino) => {
       const a = await fs.getattrIno(ino);
       if (a.type !== 'symlink' || a.target === undefined) throw new StrataError('INVALID_ARGUMENT', 'not a symbolic link');
@@ -337,17 +355,19 @@ export function strataHandlers(
       noCaps.forget(ino);
       return fs.master.removeXattr(ino, name);
     },
-    unlink: async (_ctx, parent, name) => changedIn(await fs.unlinkAt(parent, name), parent),
-    rmdir: async (_ctx, parent, name) => changedIn(await fs.rmdirAt(parent, name), parent),
+    unlink: async (_ctx, parent, name) => changing(parent)(await fs.unlinkAt(parent, name)),
+    rmdir: async (_ctx, parent, name) => changing(parent)(await fs.rmdirAt(parent, name)),
     rename: async (_ctx, parent, name, newParent, newName, flags) => {
       if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) throw new StrataError('INVALID_ARGUMENT', `rename flags ${flags} are not supported`);
+      const done = changing(parent, newParent);
       await fs.renameAt(parent, name, newParent, newName, flags);
       view?.renamed(parent, name, newParent, newName, (flags & RENAME_EXCHANGE) !== 0);
-      changedIn(undefined, parent, newParent);
+      done(undefined);
     },
     create: async (ctx, parent, name, mode) => {
+      const done = changing(parent);
       const { attrs, fh } = await fs.createAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid });
-      changedIn(undefined, parent);
+      done(undefined);
       return { ...entry(attrs, parent, name), open: { fh } };
     },
     open: async (_ctx, ino, flags) => {

@@ -111,24 +111,26 @@ export class Persister {
   persist(ino: number): Promise<void> {
     let p = this.#running.get(ino);
     if (!p) {
-      p = this.#persistOnce(ino).finally(() => this.#running.delete(ino));
-      // After a success the next due file starts at once, not at the next poll: with small files a poll per
-      // free slot capped the queue at concurrency / interval (4 files/s by default). A failure waits for the poll.
-      p.then(
-        () => this.#timer && this.#poll(),
+      const once = this.#persistOnce(ino).finally(() => this.#running.delete(ino));
+      // After a file is done the next due one starts at once, not at the next poll: with small files a poll per
+      // free slot capped the queue at concurrency / interval (4 files/s by default). A failure, or an upload the
+      // file outran (rewritten meanwhile: it is due again), waits for the poll, so neither repeats back to back.
+      once.then(
+        (done) => done && this.#timer && this.#poll(),
         () => undefined,
       );
+      p = once.then(() => undefined);
       this.#running.set(ino, p);
     }
     return p;
   }
 
-  async #persistOnce(ino: number): Promise<void> {
+  /** True when the file left the queue (persisted, or nothing to do); false when it is still to be uploaded. */
+  async #persistOnce(ino: number): Promise<boolean> {
     const node = await this.#table.getNode(ino);
     if (!node || node.type !== 'file' || node.persistState === 'persisted') {
       // dropPersist checks again in its transaction: a commit queued since getNode keeps its entry.
-      await this.#table.dropPersist(ino);
-      return;
+      return this.#table.dropPersist(ino);
     }
     // Blocks read after the node: if a commit came between, the container check of markPersisted refuses the result.
     const blocks = await this.#table.blocks(ino);
@@ -138,7 +140,9 @@ export class Persister {
       if (!worker) throw new StrataError('UNAVAILABLE', `no live worker holds every block of inode ${ino}`);
       const r = await this.#client(worker.address).post<PersistResponse>(`/persist/${ino}?container=${node.container}&blocks=${blocks.length}`, {});
       // The settle step re-checks container and path: content committed, or a rename or unlink, during the upload leaves it unpersisted.
-      if (await this.#settle(ino, node.container, r)) this.#log.info({ ino, worker: worker.id }, 'persisted');
+      const persisted = await this.#settle(ino, node.container, r);
+      if (persisted) this.#log.info({ ino, worker: worker.id }, 'persisted');
+      return persisted;
     } catch (err) {
       const msg = (err as Error).message;
       await this.#table.persistFailed(ino, msg).catch((e: unknown) => this.#log.warn({ ino, err: (e as Error).message }, 'could not record a failed persist'));

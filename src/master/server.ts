@@ -266,7 +266,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const ac = new AbortController();
     // A client that went away stops the wait (the response's close, not the request's: that one fires once the request is read).
     reply.raw.once('close', () => ac.abort());
-    return { ...(await feed.changes(epoch, since, waitMs, ac.signal)), ttlMs: ns.cacheTtlMs(), ...(granted > 0 ? { leaseMs: granted } : {}) };
+    return { ...(await feed.changes(epoch, since, waitMs, ac.signal)), ttlMs: ns.cacheTtlMs(), listingMarks: true, ...(granted > 0 ? { leaseMs: granted } : {}) };
   });
 
   /**

@@ -9,6 +9,13 @@ const attrs = (ino: number, size = 0): FileAttributes =>
 const stamp = (start: number, end = start, epoch = 'e1') => ({ epoch, start, end });
 const feed = (seq: number, changes: Partial<ChangesResponse> = {}): ChangesResponse => ({ epoch: 'e1', seq, reset: false, inos: [], seqs: [], names: [], located: [], ttlMs: -1, ...changes });
 
+/** A cache following a master that marks directories to be listed again (ChangesResponse.listingMarks). */
+function readyMarks(): MetadataCache {
+  const c = new MetadataCache();
+  c.apply({ ...feed(10), reset: true, listingMarks: true });
+  return c;
+}
+
 function ready(): MetadataCache {
   const c = new MetadataCache();
   c.apply({ ...feed(10), reset: true });
@@ -121,8 +128,8 @@ t.test('a new master (epoch) or a reset drops everything; a TTL bounds what is k
 });
 
 t.test('a directory this mount made is known whole: every name changed in it since, here or elsewhere, is no longer known absent', async (t) => {
-  const c = ready();
-  c.putNewDir(40, stamp(10, 12));
+  const c = readyMarks();
+  c.putNewDir(40, stamp(10, 12), c.unknownChanges);
   t.ok(c.isAbsent(40, 'x'), 'made empty at 12: any name is absent');
   t.notOk(c.isAbsent(41, 'x'), 'a directory it did not make: unknown');
   c.changingNames([[40, 'x']]);
@@ -130,48 +137,59 @@ t.test('a directory this mount made is known whole: every name changed in it sin
   t.ok(c.isAbsent(40, 'y'), 'the others still are');
   c.sawChange(stamp(12, 15));
   t.ok(c.isAbsent(40, 'y'), 'needs no barrier: own changes are noted when sent');
-  c.apply(feed(12, { names: [[40, 'y', 12]] }));
+  c.apply(feed(12, { listingMarks: true, names: [[40, 'y', 12]] }));
   t.ok(c.isAbsent(40, 'y'), 'a change at or before the seq it was made empty at is in it already');
-  c.apply(feed(16, { names: [[40, 'z', 16]] }));
+  c.apply(feed(16, { listingMarks: true, names: [[40, 'z', 16]] }));
   t.notOk(c.isAbsent(40, 'z'), 'a name changed elsewhere since is no longer known absent');
   t.ok(c.isAbsent(40, 'w'));
-  c.apply(feed(17, { names: [[40, '', 17]] }));
+  c.apply(feed(17, { listingMarks: true, names: [[40, '', 17]] }));
   t.notOk(c.isAbsent(40, 'w'), "the master's mark (a store mounted there, a listing to read again) drops the directory");
 
-  c.putNewDir(50, stamp(17, 18));
+  c.putNewDir(50, stamp(17, 18), c.unknownChanges);
   t.ok(c.isAbsent(50, 'a'));
   c.changingNames([[50, '']]);
   t.notOk(c.isAbsent(50, 'a'), 'so does an empty name sent by this mount');
-  c.putNewDir(51, stamp(17, 18));
+  c.putNewDir(51, stamp(17, 18), c.unknownChanges);
   c.changingUnknownNames();
   t.notOk(c.isAbsent(51, 'a'), 'a request that names paths, not directories, drops every directory');
-  c.apply(feed(20));
-  c.putNewDir(52, stamp(17, 19));
+  c.apply(feed(20, { listingMarks: true }));
+  c.putNewDir(52, stamp(17, 19), c.unknownChanges);
   t.notOk(c.isAbsent(52, 'a'), 'an answer the feed went past (applied 20 > 19) is not kept: changes in between were not noted');
-  c.putNewDir(53, stamp(20, 21));
+  c.putNewDir(53, stamp(20, 21), c.unknownChanges);
   t.ok(c.isAbsent(53, 'a'));
   c.lost();
   t.notOk(c.isAbsent(53, 'a'), 'a lost feed drops it');
 
   // Memory is bounded: past 200,000 names noted in all such directories, the one noting more is let go.
-  const e = ready();
-  e.putNewDir(70, stamp(10, 11));
+  const e = readyMarks();
+  e.putNewDir(70, stamp(10, 11), e.unknownChanges);
   const many: [number, string][] = [];
   for (let i = 0; i < 200_000; i++) many.push([70, `n${i}`]);
   e.changingNames(many);
   t.ok(e.isAbsent(70, 'other'), '200,000 names noted: still known whole');
   e.changingNames([[70, 'one more']]);
   t.notOk(e.isAbsent(70, 'other'), 'one more: let go');
-  e.putNewDir(71, stamp(11, 12));
+  e.putNewDir(71, stamp(11, 12), e.unknownChanges);
   e.changingNames([[71, 'x']]);
   t.ok(e.isAbsent(71, 'y'), 'and its names no longer count against the bound');
 
-  const d = ready();
-  d.apply(feed(10, { ttlMs: 30 }));
-  d.putNewDir(60, stamp(10, 11));
+  const d = readyMarks();
+  d.apply(feed(10, { listingMarks: true, ttlMs: 30 }));
+  d.putNewDir(60, stamp(10, 11), d.unknownChanges);
   t.ok(d.isAbsent(60, 'a'));
   await new Promise((r) => setTimeout(r, 50));
   t.notOk(d.isAbsent(60, 'a'), 'expired after the TTL: the master would look in the store again');
+
+  // A master that does not mark directories whose names change without a name changing: none is known whole.
+  const old = ready();
+  old.putNewDir(80, stamp(10, 11), old.unknownChanges);
+  t.notOk(old.isAbsent(80, 'a'), 'an older master (no listingMarks): never answered here');
+  // A request naming paths sent while a mkdir was in flight: its answer is not kept as whole.
+  const f = readyMarks();
+  const mark = f.unknownChanges;
+  f.changingUnknownNames();
+  f.putNewDir(81, stamp(10, 11), mark);
+  t.notOk(f.isAbsent(81, 'a'), 'a path-based request since the mkdir was sent: not known whole');
 });
 
 t.test('a change of where blocks are cached drops the block list, not the attributes', async (t) => {

@@ -57,3 +57,31 @@ t.test('the queue drains as fast as uploads finish, not one file per slot per po
   t.ok(most <= 2, `never more than the configured 2 at once (saw ${most})`);
   for (const ino of inos) t.equal((await store.requireNode(ino)).persistState, 'persisted');
 });
+
+t.test('an upload the file outran (not counted as persisted) is not repeated back to back: it waits for the poll', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-persister-'));
+  const store = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
+  let asked = 0;
+  const worker = http.createServer((req, res) => {
+    asked++;
+    req.resume();
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ ufsFingerprint: 'fp', mountUri: 'file:///x', path: '/f' }));
+  });
+  await new Promise<void>((r) => worker.listen(0, '127.0.0.1', r));
+  // Settling says no every time, as when the file was rewritten during each upload (it stays due).
+  const persister = new Persister({ table: store, logger, concurrency: 2, intervalMs: 3_600_000, settle: async () => false });
+  t.teardown(async () => {
+    await persister.stop();
+    await new Promise((r) => worker.close(r));
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await store.registerWorker({ uuid: 'persister-test-worker-2', address: `http://127.0.0.1:${(worker.address() as AddressInfo).port}`, host: 'h', tiers: [], pageSize: 4096, capacityBytes: 1e9, usedBytes: 0, blocks: [] });
+  const f = await store.createChild(ROOT_INO, 'busy', { type: 'file', mode: 0o644, uid: 0, gid: 0, persisted: false }, { writeType: 'ASYNC_THROUGH' });
+  persister.start();
+  await persister.persist(f.ino);
+  await new Promise((r) => setTimeout(r, 500));
+  t.equal(asked, 1, 'one upload, then nothing until the next poll');
+  t.equal((await store.persistQueue()).length, 1, 'the file is still queued');
+});
