@@ -718,10 +718,20 @@ export function posixSuite(t: tap.Test, mnt: string, features: Set<string>, opts
     t.ok(st.bsize > 0n, 'bsize');
     t.ok(st.blocks > 0n, 'blocks');
     t.ok(st.bfree <= st.blocks && st.bavail <= st.blocks, 'free ≤ total');
-    const df = (await shOk(t, `df -B1 --output=size,avail ${q(mnt)}`)).trim().split('\n');
-    const [size, avail] = df[df.length - 1]!.trim().split(/\s+/).map((x) => BigInt(x));
-    t.equal(size, st.blocks * st.bsize, 'df -B1: size = blocks × bsize');
-    t.equal(avail, st.bavail * st.bsize, 'df -B1: avail = bavail × bsize');
+    // Free space moves while the cluster works in the background (cache usage, deletions): compare df with
+    // statfs calls on either side of it, a few times, until nothing moved in between.
+    let size = 0n;
+    let avail = 0n;
+    let around = [st, st];
+    for (let i = 0; i < 5; i++) {
+      const before = await fsp.statfs(mnt, { bigint: true });
+      const df = (await shOk(t, `df -B1 --output=size,avail ${q(mnt)}`)).trim().split('\n');
+      [size, avail] = df[df.length - 1]!.trim().split(/\s+/).map((x) => BigInt(x)) as [bigint, bigint];
+      around = [before, await fsp.statfs(mnt, { bigint: true })];
+      if (around[0]!.bavail === around[1]!.bavail) break;
+    }
+    t.equal(size, around[0]!.blocks * around[0]!.bsize, 'df -B1: size = blocks × bsize');
+    t.equal(avail, around[0]!.bavail * around[0]!.bsize, 'df -B1: avail = bavail × bsize');
     t.ok((await shOk(t, `stat -f -c %l ${q(mnt)}`)).trim() === '255', 'namemax 255');
     if (has('statfs64')) {
       t.ok(st.blocks > 2n ** 32n, `block count beyond 32 bits (${st.blocks})`);
