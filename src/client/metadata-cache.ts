@@ -216,10 +216,10 @@ export class MetadataCache {
 
   #noteName(dir: number, name: string): void {
     const d = this.#dirs.peek(dir);
-    if (!d) return;
-    if (name === '' || (this.#dirNames >= MAX_DIR_NAMES && !d.names.has(name))) {
+    if (!d || d.names.has(name)) return;
+    if (name === '' || this.#dirNames >= MAX_DIR_NAMES) {
       this.#dirs.delete(dir);
-    } else if (!d.names.has(name)) {
+    } else {
       d.names.add(name);
       this.#dirNames++;
     }

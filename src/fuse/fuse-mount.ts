@@ -277,7 +277,6 @@ export function strataHandlers(
     seen.set(a.ino, stamp(a));
     return a;
   };
-  /** After a change in these directories succeeded (the kernel drops its copy of their attributes): passes `r` through. */
   /**
    * Before a change in these directories: returns what to pass its result through once it
    * succeeded (the kernel then drops its copy of their attributes; see KernelView.dirChanged).

@@ -44,8 +44,7 @@ import type {
   WriteCommitRequest,
   WriteType,
 } from '../common/protocol';
-import { LOOKUP_BLOCKS_MAX } from '../common/protocol';
-import { BLOCKS_PER_CONTAINER, timespecFromMs, timespecNow } from '../common/protocol';
+import { BLOCKS_PER_CONTAINER, LOOKUP_BLOCKS_MAX, timespecFromMs, timespecNow } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
 import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NewNode, type NodeRecord } from './metastore';
