@@ -2,7 +2,8 @@
  * Fault: a full disk, under a worker's tier and under the master's home (each a
  * small tmpfs mounted by the test, so the disk runs out before any quota does).
  * Writers get ENOSPC (not EIO, not a hang), what was closed before stays whole, and
- * once space returns the same mount writes again.
+ * once space returns the same mount writes again. The same for the disk under the
+ * mount's staged writes, which reach it in the background.
  */
 
 import t from 'tap';
@@ -10,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { promises as fsp, statfsSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { tempRoot } from '../helpers/cluster';
+import { startLocal, tempRoot } from '../helpers/cluster';
 import { startCluster } from '../helpers/multi-cluster';
 
 /** Fills the file system holding `dir` with a ballast file until fewer than `leave` bytes are free. */
@@ -119,5 +120,56 @@ t.test('disk full', async (t) => {
       t.ok((await fsp.readFile(path.join(ct, 'after'))).equals(early));
       t.ok((await fsp.readFile(path.join(ct, 'early-ct'))).equals(early), 'earlier files are intact');
     });
+  });
+});
+
+t.test("the disk under the mount's staged writes is full", async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.plan(0, 'needs root to mount a tmpfs');
+    return;
+  }
+  const root = tempRoot('strata-stagefull-');
+  // The mount stages open files under <home>/client: a 12 MiB disk there.
+  const clientDir = path.join(root, 'home', 'client');
+  await fsp.mkdir(clientDir, { recursive: true });
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', clientDir]);
+  if (r.status !== 0) {
+    t.plan(0, `cannot mount a tmpfs: ${r.stderr}`);
+    return;
+  }
+  t.teardown(async () => {
+    spawnSync('umount', ['-l', clientDir]);
+    await fsp.rm(root, { recursive: true, force: true });
+  });
+
+  await t.test('cluster', async (t) => {
+    const c = await startLocal(t, { root });
+    const early = randomBytes(1024 * 1024);
+    t.equal(await tryWrite(path.join(c.mnt, 'early'), early), 'ok');
+    // 40 MiB in 1 MiB writes: full 8 MiB buffers go to the staged file in the background,
+    // so the failure reaches a later write or the close, never a success.
+    const t0 = Date.now();
+    const big = randomBytes(40 * 1024 * 1024);
+    let result = 'ok';
+    try {
+      const fh = await fsp.open(path.join(c.mnt, 'big'), 'w');
+      try {
+        for (let off = 0; off < big.length; off += 1024 * 1024) await fh.write(big, off, 1024 * 1024, off);
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      result = (err as NodeJS.ErrnoException).code ?? String(err);
+    }
+    t.equal(result, 'ENOSPC', `the writer gets ENOSPC (within ${Date.now() - t0} ms)`);
+    t.ok((await fsp.readFile(path.join(c.mnt, 'early'))).equals(early), 'an earlier file is intact');
+    // The kernel releases the file after close() returned; its staged copy goes then.
+    const deadline = Date.now() + 10_000;
+    const free = () => statfsSync(clientDir).bavail * statfsSync(clientDir).bsize;
+    while (free() < 8 * 1024 * 1024 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    t.ok(free() >= 8 * 1024 * 1024, `the failed file's staged copy is gone (${free()} bytes free)`);
+    const small = randomBytes(2 * 1024 * 1024);
+    t.equal(await tryWrite(path.join(c.mnt, 'after'), small), 'ok', 'the mount writes again');
+    t.ok((await fsp.readFile(path.join(c.mnt, 'after'))).equals(small), 'and it reads back');
   });
 });
