@@ -38,6 +38,7 @@ import {
 import { StrataError, toStrataError, type ErrorCode } from '../common/errors';
 import { parsePath, validateName } from '../common/paths';
 import type { UfsCallOptions, UfsStatus, UfsWriter, UnderFileSystem } from './ufs';
+import { S3HttpHandler } from './s3-http-handler';
 
 // The SDK warns on every start under Node 20 that its releases after January 2027 will need Node 22.
 // The versions in package-lock.json keep working here, so the warning only alarms the user; it still
@@ -545,12 +546,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
       region: s.region ?? this.#fallbackRegion,
       maxAttempts: s.maxAttempts,
       retryMode: 'standard',
-      requestHandler: {
-        connectionTimeout: s.connectTimeoutMs,
-        requestTimeout: s.requestTimeoutMs,
-        throwOnRequestTimeout: true,
-        socketTimeout: s.requestTimeoutMs,
-      },
+      requestHandler: new S3HttpHandler({ connectionTimeout: s.connectTimeoutMs, requestTimeout: s.requestTimeoutMs }),
     };
     if (s.endpoint !== undefined) config.endpoint = s.endpoint;
     if (s.forcePathStyle !== undefined) config.forcePathStyle = s.forcePathStyle;

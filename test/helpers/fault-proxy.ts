@@ -1,15 +1,16 @@
 /**
  * Test helper: an HTTP proxy on loopback in front of an S3-protocol server (s3rver)
  * that injects under-store faults into the requests a predicate picks: answers 500
- * (S3's InternalError), stalls (never answers), resets the connection, or delays the
- * request (then forwards it, so a test can act while an upload is in flight). It counts
+ * (S3's InternalError), stalls (never answers), resets the connection, cuts the
+ * connection in the middle of the answer's body, or delays the request (then forwards
+ * it, so a test can act while an upload is in flight). It counts
  * what it faulted, so tests can check that retries are bounded.
  */
 
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
-export type FaultMode = 'pass' | '500' | 'stall' | 'reset' | 'delay';
+export type FaultMode = 'pass' | '500' | 'stall' | 'reset' | 'cut' | 'delay';
 
 export interface FaultProxy {
   endpoint: string;
@@ -44,12 +45,28 @@ export async function startFaultProxy(upstream: string, t: { teardown(fn: () => 
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
-  const forward = (req: http.IncomingMessage, res: http.ServerResponse) => {
+  /** Forwards the request; with `cutAfter`, resets the connection once that many bytes of the answer's body went out. */
+  const forward = (req: http.IncomingMessage, res: http.ServerResponse, cutAfter?: number) => {
     const out = http.request(
       { host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers, agent },
       (upRes) => {
         res.writeHead(upRes.statusCode!, upRes.headers);
-        upRes.pipe(res);
+        if (cutAfter === undefined) {
+          upRes.pipe(res);
+          return;
+        }
+        let sent = 0;
+        upRes.on('data', (chunk: Buffer) => {
+          if (sent >= cutAfter) return;
+          const part = chunk.subarray(0, cutAfter - sent);
+          sent += part.length;
+          res.write(part);
+          if (sent >= cutAfter) {
+            upRes.destroy();
+            // Let the bytes leave, then drop the connection as a failing peer would.
+            setTimeout(() => req.socket.resetAndDestroy(), 20);
+          }
+        });
       },
     );
     out.on('error', () => req.socket.destroy());
@@ -67,6 +84,8 @@ export async function startFaultProxy(upstream: string, t: { teardown(fn: () => 
         res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected by the fault proxy</Message></Error>');
       } else if (proxy.mode === 'reset') {
         req.socket.resetAndDestroy();
+      } else if (proxy.mode === 'cut') {
+        forward(req, res, 64 * 1024);
       } else {
         req.resume(); // stall: read the request, never answer
       }

@@ -582,12 +582,14 @@ t.test('an unreachable or silent endpoint fails within seconds; calls honour the
   );
   t.ok(Date.now() - started < 5_000, `failed after ${Date.now() - started} ms`);
 
-  // A black hole: it accepts connections and never answers.
+  // A black hole: it accepts connections and never answers. It counts the requests it was sent.
   const sockets = new Set<net.Socket>();
+  let asked = 0;
   const hole = net.createServer((s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
     s.on('error', () => undefined);
+    s.on('data', (d: Buffer) => (asked += (d.toString('latin1').match(/^(GET|HEAD|PUT|POST|DELETE) \//gm) ?? []).length));
   });
   await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
   t.teardown(async () => {
@@ -600,6 +602,12 @@ t.test('an unreachable or silent endpoint fails within seconds; calls honour the
   started = Date.now();
   await expectCode(t, () => silent.stat('/f'), ['TIMEOUT', 'UNAVAILABLE', 'IO_ERROR'], 'stat against a server that never answers');
   t.ok(Date.now() - started < 5_000, `timed out after ${Date.now() - started} ms (2 attempts of 500 ms)`);
+  t.equal(asked, 2, 'a HEAD that timed out was tried again: s3.maxAttempts (2) in all');
+  asked = 0;
+  started = Date.now();
+  await expectCode(t, async () => readAll(await silent.read('/f', 0, 10)), ['TIMEOUT', 'UNAVAILABLE', 'IO_ERROR'], 'read against a server that never answers');
+  t.ok(Date.now() - started < 5_000, `timed out after ${Date.now() - started} ms`);
+  t.equal(asked, 2, 'so was a GET');
 
   // The default timeouts are long; the caller's signal ends the call sooner.
   const patient = createUfs(`s3://${BUCKET}/x`, options({ 's3.endpoint': holeEndpoint }));
