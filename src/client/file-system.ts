@@ -81,13 +81,6 @@ class StagingFile {
   #buf: Buffer | undefined;
   #bufStart = 0;
   #bufLen = 0;
-  /**
-   * A full buffer being written to disk while writes go on into the other one: the
-   * write into never-touched page-cache pages is the mount's largest cost in a big
-   * sequential write, and the writer would otherwise wait for it every 8 MiB.
-   */
-  #flying: Promise<void> | undefined;
-  #spare: Buffer | undefined;
 
   /** The temp file, created by the first change: most created files stay empty (touch, lock files), and need none. */
   #fh: Promise<fsp.FileHandle> | undefined;
@@ -135,15 +128,7 @@ class StagingFile {
     return this.#serial(() => this.#drain());
   }
 
-  /** Waits for the buffer being written in the background; its failure is the caller's error. */
-  async #landed(): Promise<void> {
-    const flying = this.#flying;
-    this.#flying = undefined;
-    if (flying) await flying;
-  }
-
   async #drain(): Promise<void> {
-    await this.#landed();
     if (this.#bufLen === 0) return;
     const len = this.#bufLen;
     this.#bufLen = 0;
@@ -156,21 +141,9 @@ class StagingFile {
 
   async #write(data: Buffer, pos: number): Promise<void> {
     const cap = StagingFile.COALESCE_BYTES;
-    const appends = this.#bufLen > 0 && pos === this.#bufStart + this.#bufLen;
-    if (appends && this.#bufLen + data.length <= cap) {
+    if (this.#bufLen > 0 && pos === this.#bufStart + this.#bufLen && this.#bufLen + data.length <= cap) {
       data.copy(this.#buf!, this.#bufLen);
       this.#bufLen += data.length;
-    } else if (appends && data.length < cap) {
-      // Sequential and the buffer is full: it goes to disk in the background, the writes go on in the spare.
-      await this.#landed();
-      const full = this.#buf!;
-      this.#flying = this.#pwrite(full.subarray(0, this.#bufLen), this.#bufStart);
-      this.#flying.catch(() => undefined); // surfaces at the next operation, which awaits it
-      this.#buf = this.#spare ?? Buffer.allocUnsafe(cap);
-      this.#spare = full;
-      data.copy(this.#buf, 0);
-      this.#bufStart = pos;
-      this.#bufLen = data.length;
     } else {
       await this.#drain();
       if (data.length >= cap) {
@@ -256,9 +229,7 @@ class StagingFile {
 
   async dispose(): Promise<void> {
     await this.#tail;
-    await this.#flying?.catch(() => undefined);
-    this.#flying = undefined;
-    this.#buf = this.#spare = undefined;
+    this.#buf = undefined;
     this.#bufLen = 0;
     const fh = this.#fh;
     this.#fh = undefined;

@@ -3,7 +3,7 @@
  * small tmpfs mounted by the test, so the disk runs out before any quota does).
  * Writers get ENOSPC (not EIO, not a hang), what was closed before stays whole, and
  * once space returns the same mount writes again. The same for the disk under the
- * mount's staged writes, which reach it in the background.
+ * mount's staged writes.
  */
 
 import t from 'tap';
@@ -146,8 +146,8 @@ t.test("the disk under the mount's staged writes is full", async (t) => {
     const c = await startLocal(t, { root });
     const early = randomBytes(1024 * 1024);
     t.equal(await tryWrite(path.join(c.mnt, 'early'), early), 'ok');
-    // 40 MiB in 1 MiB writes: full 8 MiB buffers go to the staged file in the background,
-    // so the failure reaches a later write or the close, never a success.
+    // 40 MiB in 1 MiB writes: the mount stages them in 8 MiB pieces, so the failure may reach a
+    // later write or the close, never a success.
     const t0 = Date.now();
     const big = randomBytes(40 * 1024 * 1024);
     let result = 'ok';
