@@ -37,7 +37,7 @@ import { createUfs } from '../ufs';
 import { hostIdentity } from '../common/host';
 import { Counter, Gauge } from 'prom-client';
 import { createDaemonMetrics } from '../common/metrics';
-import type { UnderFileSystem } from '../ufs/ufs';
+import type { UfsWriter, UnderFileSystem } from '../ufs/ufs';
 import { PageStore, TierSpec } from './page-store';
 import { FileWrite } from './file-write';
 
@@ -142,6 +142,28 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       ufsByUri.set(key, u);
     }
     return u;
+  };
+
+  /**
+   * Under-store writers not completed or aborted yet. A stopping worker aborts them
+   * while its drivers can still reach the store: the requests that own them are cut
+   * by the close, and an S3 multipart upload left open is kept (and billed) by the
+   * store until someone aborts it.
+   */
+  const openWriters = new Set<UfsWriter>();
+  const createWriter = async (loc: UfsLocation): Promise<UfsWriter> => {
+    const w = await ufsFor(loc).create(loc.path);
+    openWriters.add(w);
+    return {
+      write: (chunk) => w.write(chunk),
+      ...(w.skip ? { skip: (n: number) => w.skip!(n) } : {}),
+      complete: async () => {
+        const st = await w.complete();
+        openWriters.delete(w);
+        return st;
+      },
+      abort: () => w.abort().finally(() => openWriters.delete(w)),
+    };
   };
 
   /** Where a block's bytes are in the under-store; asked once per fill burst, kept briefly. */
@@ -443,7 +465,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const openFileWrite = (ino: number, containerId: number, blockSize: number, writeType: WriteType): Promise<FileWrite> =>
     FileWrite.open(store, containerId, blockSize, writeType, async () => {
       const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
-      const writer = await ufsFor(loc).create(loc.path);
+      const writer = await createWriter(loc);
       const stillAt = async () => {
         const now = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino }).catch(() => undefined);
         return now !== undefined && now.mountUri === loc.mountUri && now.path === loc.path;
@@ -667,7 +689,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const missing = ids.filter((id) => !store.hasPage(id, 0));
     if (missing.length) throw new StrataError('NOT_FOUND', `blocks ${missing.slice(0, 4).join(', ')} are not cached on this worker`);
     const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
-    const writer = await ufsFor(loc).create(loc.path);
+    const writer = await createWriter(loc);
     try {
       for (const id of ids) {
         for (let p = 0; ; p++) {
@@ -790,6 +812,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       clearInterval(timer);
       await scrubbing;
       await app.close();
+      for (const s of [...streams.values()]) await closeStream(s, true);
+      await Promise.allSettled([...openWriters].map((w) => w.abort()));
       await master.close();
       for (const u of ufsByUri.values()) await u.close();
     },

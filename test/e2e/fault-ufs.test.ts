@@ -116,4 +116,29 @@ t.test('under-store faults', async (t) => {
     const got = await direct.send(new GetObjectCommand({ Bucket: 'lake', Key: 'async/later.bin' }));
     t.ok(Buffer.from(await got.Body!.transformToByteArray()).equals(data), 'the object in the store is whole');
   });
+
+  // Last: it stops the cluster.
+  await t.test('a worker stopped in the middle of a multipart persist aborts the upload', async (t) => {
+    // s3rver keeps an upload as a directory holding a `key` file until it completes or is aborted.
+    const openUploads = async (): Promise<string[]> => {
+      const dir = path.join(s3dir, 'lake', '._S3rver_uploads');
+      const ids = await fsp.readdir(dir).catch(() => [] as string[]);
+      const open: string[] = [];
+      for (const id of ids) if (await fsp.stat(path.join(dir, id, 'key')).then(() => true, () => false)) open.push(id);
+      return open;
+    };
+    t.same(await openUploads(), [], 'no upload is open before');
+    // Parts are held a while on their way, so the persist is still uploading when the cluster stops.
+    proxy.mode = 'delay';
+    proxy.delayMs = 2000;
+    proxy.match = (req) => req.method === 'PUT' && /[?&]partNumber=/.test(req.url ?? '');
+    proxy.resetCounts();
+    t.equal(await tryWrite(path.join(c.mnt, 's3a', 'stopped.bin'), randomBytes(20 * 1024 * 1024)), 'ok', 'close() succeeds (ASYNC_THROUGH)');
+    const t0 = Date.now();
+    while ((proxy.faulted.PUT ?? 0) === 0 && Date.now() - t0 < 20_000) await sleep(50);
+    t.ok((proxy.faulted.PUT ?? 0) > 0, 'the persist is uploading parts');
+    t.equal((await openUploads()).length, 1, 'its multipart upload is open');
+    t.equal(await c.stop(), 0, 'strata local stops cleanly');
+    t.same(await openUploads(), [], 'and the stopping worker aborted the upload');
+  });
 });
