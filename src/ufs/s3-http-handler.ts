@@ -1,6 +1,6 @@
 /**
- * The S3 driver's HTTP handler for the AWS SDK: requests without a body (GET, HEAD)
- * go over undici, the others over the SDK's own handler (node:http).
+ * The S3 driver's HTTP handler for the AWS SDK: GETs go over undici, every other
+ * request over the SDK's own handler (node:http).
  *
  * A worker filling its cache from S3 spends most of its time receiving bodies. The
  * SDK's default handler (node:http) parses each body chunk into a new buffer and
@@ -12,7 +12,9 @@
  * The SDK still signs, resolves endpoints and credentials, retries and parses
  * errors; this only carries the request. Requests with a body stay on the SDK's
  * own handler: undici refuses `Expect: 100-continue`, which the SDK sends with
- * large uploads, and uploads are not where the time goes.
+ * large uploads, and uploads are not where the time goes. So do HEADs: undici
+ * closes the connection after each one (it guards against servers that send a
+ * body anyway), which against S3 over TLS would be a handshake per stat.
  */
 
 import { Pool } from 'undici';
@@ -89,7 +91,7 @@ export class S3HttpHandler {
   }
 
   handle(request: HttpRequest, options: HandleOptions = {}): Promise<{ response: HttpResponse }> {
-    if (request.method === 'GET' || request.method === 'HEAD') return this.#bodiless(request, options);
+    if (request.method === 'GET') return this.#bodiless(request, options);
     return this.#withBody.handle(request, options as Parameters<NodeHttpHandler['handle']>[1]);
   }
 

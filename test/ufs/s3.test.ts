@@ -25,6 +25,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import * as diagnostics_channel from 'node:diagnostics_channel';
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { StrataError } from '../../src/common/errors';
 import { createUfs, SUPPORTED_SCHEMES } from '../../src/ufs';
@@ -616,6 +617,23 @@ t.test('an unreachable or silent endpoint fails within seconds; calls honour the
   await expectCode(t, () => patient.list('/', { signal: AbortSignal.timeout(300) }), ['TIMEOUT'], 'list with a 300 ms AbortSignal');
   t.ok(Date.now() - started < 2_000, `aborted after ${Date.now() - started} ms`);
   await expectCode(t, () => patient.read('/f', 0, 10, { signal: AbortSignal.abort() }), ['TIMEOUT'], 'read with an aborted signal');
+});
+
+t.test('stats and reads reuse their connections', async (t) => {
+  const { ufs } = freshStore(t);
+  await putFile(ufs, '/c.bin', randomBytes(64 * 1024));
+  await ufs.stat('/c.bin');
+  await readRange(ufs, '/c.bin', 0, 10);
+  // Every new client socket in this process (node:http's and undici's alike) is published here.
+  let opened = 0;
+  const onSocket = () => opened++;
+  diagnostics_channel.subscribe('net.client.socket', onSocket);
+  t.teardown(() => diagnostics_channel.unsubscribe('net.client.socket', onSocket));
+  for (let i = 0; i < 30; i++) await ufs.stat('/c.bin');
+  t.ok(opened <= 3, `30 stats one after another opened ${opened} connections (a HEAD over undici closes its own)`);
+  opened = 0;
+  for (let i = 0; i < 30; i++) await readRange(ufs, '/c.bin', i * 100, 100);
+  t.ok(opened <= 3, `30 reads one after another opened ${opened} connections`);
 });
 
 t.test('a read stream can be abandoned or aborted mid-way', async (t) => {
