@@ -52,6 +52,9 @@ function sdkError(err: unknown): unknown {
       return Object.assign(err as object, { name: 'TimeoutError', code: 'ETIMEDOUT' });
     case 'UND_ERR_SOCKET':
     case 'UND_ERR_CLOSED':
+    // A response that ends before its Content-Length (the connection closed under it).
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+    case 'HPE_INVALID_EOF_STATE':
       return Object.assign(err as object, { code: 'ECONNRESET' });
     default:
       return err;

@@ -151,8 +151,15 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
    * store until someone aborts it.
    */
   const openWriters = new Set<UfsWriter>();
+  /** Set by close: a request still running then gets no new writer. */
+  let stopping = false;
   const createWriter = async (loc: UfsLocation): Promise<UfsWriter> => {
+    if (stopping) throw new StrataError('UNAVAILABLE', 'the worker is stopping');
     const w = await ufsFor(loc).create(loc.path);
+    if (stopping) {
+      await w.abort();
+      throw new StrataError('UNAVAILABLE', 'the worker is stopping');
+    }
     openWriters.add(w);
     return {
       write: (chunk) => w.write(chunk),
@@ -812,8 +819,19 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       clearInterval(timer);
       await scrubbing;
       await app.close();
-      for (const s of [...streams.values()]) await closeStream(s, true);
-      await Promise.allSettled([...openWriters].map((w) => w.abort()));
+      stopping = true;
+      // As DELETE /streams: a stream busy with an append is dropped by that request when it ends.
+      for (const s of [...streams.values()]) {
+        if (s.busy) s.cancelled = true;
+        else await closeStream(s, true);
+      }
+      // Bounded: an abort waits for parts in flight, and a slow store must not hold the stop for minutes.
+      const aborts = Promise.allSettled([...openWriters].map((w) => w.abort()));
+      const ABORT_WAIT_MS = 10_000;
+      let waitTimer: NodeJS.Timeout | undefined;
+      const done = await Promise.race([aborts.then(() => true), new Promise<false>((r) => (waitTimer = setTimeout(() => r(false), ABORT_WAIT_MS)))]);
+      clearTimeout(waitTimer);
+      if (!done) log.warn({ writers: openWriters.size }, 'under-store uploads still open after 10 s; leaving them (the store keeps incomplete uploads until they are aborted)');
       await master.close();
       for (const u of ufsByUri.values()) await u.close();
     },

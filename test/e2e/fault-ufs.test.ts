@@ -86,6 +86,7 @@ t.test('under-store faults', async (t) => {
       // A body cut after its headers is the reader's to retry (the worker's fill), not the SDK's.
       const least = mode === 'cut' ? 1 : MAX_ATTEMPTS;
       t.ok((proxy.faulted.GET ?? 0) >= least, `${proxy.faulted.GET} GETs were tried`);
+      if (mode === 'cut') t.ok(proxy.cuts >= 1 && Date.now() - t0 < 1500, `${proxy.cuts} answers were cut, and the reader knew before a body timeout (1.5 s) could tell it`);
       proxy.mode = 'pass';
       t.ok((await fsp.readFile(path.join(c.mnt, 's3', name))).equals(data), 'reads work again once the store answers');
     });

@@ -22,6 +22,8 @@ export interface FaultProxy {
   delayMs: number;
   /** Requests faulted since the last reset, by method. */
   faulted: Record<string, number>;
+  /** Answers `cut` actually cut (their body was longer than the cut point) since the last reset. */
+  cuts: number;
   resetCounts(): void;
   close(): Promise<void>;
 }
@@ -36,8 +38,10 @@ export async function startFaultProxy(upstream: string, t: { teardown(fn: () => 
     match: () => true,
     delayMs: 1000,
     faulted: {},
+    cuts: 0,
     resetCounts() {
       proxy.faulted = {};
+      proxy.cuts = 0;
     },
     close: async () => {
       for (const s of sockets) s.destroy();
@@ -56,12 +60,16 @@ export async function startFaultProxy(upstream: string, t: { teardown(fn: () => 
           return;
         }
         let sent = 0;
+        upRes.on('end', () => {
+          if (sent < cutAfter) res.end(); // shorter than the cut point: passed whole
+        });
         upRes.on('data', (chunk: Buffer) => {
           if (sent >= cutAfter) return;
           const part = chunk.subarray(0, cutAfter - sent);
           sent += part.length;
           res.write(part);
           if (sent >= cutAfter) {
+            proxy.cuts++;
             upRes.destroy();
             // Let the bytes leave, then drop the connection as a failing peer would.
             setTimeout(() => req.socket.resetAndDestroy(), 20);
