@@ -71,11 +71,11 @@ export class S3HttpHandler {
   readonly metadata = { handlerProtocol: 'http/1.1' };
   readonly #opts: S3HttpHandlerOptions;
   readonly #pools = new Map<string, Pool>();
-  readonly #withBody: NodeHttpHandler;
+  readonly #nodeHttp: NodeHttpHandler;
 
   constructor(opts: S3HttpHandlerOptions = {}) {
     this.#opts = opts;
-    this.#withBody = new NodeHttpHandler({
+    this.#nodeHttp = new NodeHttpHandler({
       ...(opts.connectionTimeout ? { connectionTimeout: opts.connectionTimeout } : {}),
       ...(opts.requestTimeout ? { requestTimeout: opts.requestTimeout, socketTimeout: opts.requestTimeout, throwOnRequestTimeout: true } : {}),
     });
@@ -94,11 +94,11 @@ export class S3HttpHandler {
   }
 
   handle(request: HttpRequest, options: HandleOptions = {}): Promise<{ response: HttpResponse }> {
-    if (request.method === 'GET') return this.#bodiless(request, options);
-    return this.#withBody.handle(request, options as Parameters<NodeHttpHandler['handle']>[1]);
+    if (request.method === 'GET') return this.#viaUndici(request, options);
+    return this.#nodeHttp.handle(request, options as Parameters<NodeHttpHandler['handle']>[1]);
   }
 
-  async #bodiless(request: HttpRequest, options: HandleOptions): Promise<{ response: HttpResponse }> {
+  async #viaUndici(request: HttpRequest, options: HandleOptions): Promise<{ response: HttpResponse }> {
     const signal = options.abortSignal as AbortSignal | undefined;
     if (signal?.aborted) {
       const err = new Error('Request aborted');
@@ -132,15 +132,15 @@ export class S3HttpHandler {
   }
 
   updateHttpClientConfig(key: never, value: never): void {
-    this.#withBody.updateHttpClientConfig(key, value);
+    this.#nodeHttp.updateHttpClientConfig(key, value);
   }
 
   httpHandlerConfigs(): ReturnType<NodeHttpHandler['httpHandlerConfigs']> {
-    return this.#withBody.httpHandlerConfigs();
+    return this.#nodeHttp.httpHandlerConfigs();
   }
 
   destroy(): void {
-    this.#withBody.destroy();
+    this.#nodeHttp.destroy();
     for (const p of this.#pools.values()) void p.destroy().catch(() => undefined);
     this.#pools.clear();
   }
