@@ -279,6 +279,9 @@ function clipBody(body: Readable, skip: number, take: number, exact: boolean, co
     if (exact && left > 0) throw new StrataError('IO_ERROR', `${context}: the store ended the body ${left} bytes early`);
   }
   const out = Readable.from(pump(), { objectMode: false });
+  // Destroyed before its first read, the generator never runs its finally: the connection
+  // would stay with an unread body (undici's body timeout does not run while it is paused).
+  out.once('close', () => body.destroy());
   if (signal) {
     const onAbort = (): void => {
       out.destroy(toStrataError(signal.reason, context));

@@ -636,6 +636,23 @@ t.test('stats and reads reuse their connections', async (t) => {
   t.ok(opened <= 3, `30 reads one after another opened ${opened} connections`);
 });
 
+t.test('read streams destroyed before their first read give their connections back', async (t) => {
+  const { ufs } = freshStore(t);
+  const data = randomBytes(2 * MiB);
+  await putFile(ufs, '/d.bin', data, [MiB]);
+  // More than the connections the driver keeps per store (32): held ones would make the next read wait forever.
+  for (let i = 0; i < 40; i++) {
+    const r = await ufs.read('/d.bin', 0, data.length);
+    r.destroy();
+    await new Promise((res) => setImmediate(res));
+  }
+  const next = readRange(ufs, '/d.bin', 10, 100);
+  const late = new Promise<'stuck'>((res) => setTimeout(() => res('stuck'), 10_000).unref());
+  const got = await Promise.race([next, late]);
+  t.not(got, 'stuck', 'a read after 40 abandoned ones is answered');
+  if (got !== 'stuck') t.same(got, data.subarray(10, 110), 'with the right bytes');
+});
+
 t.test('a read stream can be abandoned or aborted mid-way', async (t) => {
   const { ufs } = freshStore(t);
   const data = randomBytes(3 * MiB);
