@@ -17,7 +17,7 @@
  * body anyway), which against S3 over TLS would be a handshake per stat.
  */
 
-import { Pool } from 'undici';
+import { Agent } from 'undici';
 import type { Dispatcher } from 'undici';
 import { HttpResponse, buildQueryString } from '@smithy/core/protocols';
 import type { HttpRequest } from '@smithy/core/protocols';
@@ -33,8 +33,6 @@ export interface S3HttpHandlerOptions {
   connectionTimeout?: number;
   /** Time to the response's headers, and the longest pause inside its body (ms). */
   requestTimeout?: number;
-  /** Connections per origin. */
-  connections?: number;
 }
 
 /**
@@ -69,28 +67,20 @@ function headersOf(raw: Record<string, string | string[] | undefined>): Record<s
 
 export class S3HttpHandler {
   readonly metadata = { handlerProtocol: 'http/1.1' };
-  readonly #opts: S3HttpHandlerOptions;
-  readonly #pools = new Map<string, Pool>();
+  /** undici's pools, one per origin (a driver may be sent to another region's endpoint). */
+  readonly #agent: Agent;
   readonly #nodeHttp: NodeHttpHandler;
 
   constructor(opts: S3HttpHandlerOptions = {}) {
-    this.#opts = opts;
+    this.#agent = new Agent({
+      connections: 32,
+      ...(opts.connectionTimeout ? { connect: { timeout: opts.connectionTimeout } } : {}),
+      ...(opts.requestTimeout ? { headersTimeout: opts.requestTimeout, bodyTimeout: opts.requestTimeout } : {}),
+    });
     this.#nodeHttp = new NodeHttpHandler({
       ...(opts.connectionTimeout ? { connectionTimeout: opts.connectionTimeout } : {}),
       ...(opts.requestTimeout ? { requestTimeout: opts.requestTimeout, socketTimeout: opts.requestTimeout, throwOnRequestTimeout: true } : {}),
     });
-  }
-
-  #pool(origin: string): Pool {
-    let p = this.#pools.get(origin);
-    if (!p) {
-      p = new Pool(origin, {
-        connections: this.#opts.connections ?? 32,
-        ...(this.#opts.connectionTimeout ? { connect: { timeout: this.#opts.connectionTimeout } } : {}),
-      });
-      this.#pools.set(origin, p);
-    }
-    return p;
   }
 
   handle(request: HttpRequest, options: HandleOptions = {}): Promise<{ response: HttpResponse }> {
@@ -108,19 +98,17 @@ export class S3HttpHandler {
     const host = request.hostname.includes(':') && !request.hostname.startsWith('[') ? `[${request.hostname}]` : request.hostname;
     const origin = `${request.protocol}//${host}${request.port ? `:${request.port}` : ''}`;
     const query = request.query ? buildQueryString(request.query) : '';
-    const timeout = this.#opts.requestTimeout;
     const req: Dispatcher.RequestOptions = {
       origin,
       path: query ? `${request.path}?${query}` : request.path,
       method: request.method as Dispatcher.HttpMethod,
       headers: request.headers,
-      ...(timeout ? { headersTimeout: timeout, bodyTimeout: timeout } : {}),
       // The SDK's abort signals are the caller's AbortSignal (the driver passes only those).
       ...(signal && typeof signal.addEventListener === 'function' ? { signal } : {}),
     };
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.#pool(origin).request(req);
+      res = await this.#agent.request(req);
     } catch (err) {
       throw sdkError(err);
     }
@@ -141,7 +129,6 @@ export class S3HttpHandler {
 
   destroy(): void {
     this.#nodeHttp.destroy();
-    for (const p of this.#pools.values()) void p.destroy().catch(() => undefined);
-    this.#pools.clear();
+    void this.#agent.destroy().catch(() => undefined);
   }
 }
