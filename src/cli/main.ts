@@ -47,8 +47,21 @@ function checkHome(home: string): void {
   }
 }
 
-function checkUfs(uri: string): void {
+/**
+ * Checks the root under-store URI and, for a local directory, creates it: the
+ * default one lives in the home directory, which nothing else creates, and a
+ * missing root would fail every later mkdir and create with ENOENT.
+ */
+function prepareUfs(uri: string): void {
   createUfs(uri); // throws CONFIG for unknown schemes and malformed URIs
+  const url = new URL(uri);
+  if (url.protocol !== 'file:') return;
+  const dir = decodeURIComponent(url.pathname);
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw new StrataError('CONFIG', `cannot use under-store directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
 }
 
 /** In a child of `strata local`: report readiness, and stop when the parent says so or dies. */
@@ -124,7 +137,7 @@ function daemonLimits(cfg: StrataConfig): HttpLimits {
 
 async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>): Promise<void> {
   checkHome(cfg.home);
-  checkUfs(cfg.ufs);
+  prepareUfs(cfg.ufs);
   const log = createLogger('master', cfg.logLevel);
   const { startMaster } = await import('../master/server');
   const m = await startMaster({
@@ -327,19 +340,10 @@ async function stopChild(c: Child, timeoutMs = 30_000): Promise<void> {
 
 async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: string[], configFile?: string): Promise<void> {
   checkHome(cfg.home);
-  checkUfs(cfg.ufs);
+  prepareUfs(cfg.ufs);
   const log = createLogger('local', cfg.logLevel);
   const { prepareMountPoint } = await import('../fuse/fuse-mount');
   await prepareMountPoint(cfg.mount, log, { create: createMount });
-  const ufsUrl = new URL(cfg.ufs);
-  if (ufsUrl.protocol === 'file:') {
-    const dir = decodeURIComponent(ufsUrl.pathname);
-    try {
-      mkdirSync(dir, { recursive: true });
-    } catch (err) {
-      throw new StrataError('CONFIG', `cannot use under-store directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
-  }
 
   // The master would create the token file too; here it exists before any child reads it.
   if (authRequired(cfg)) serverToken(cfg, { create: true });
