@@ -351,7 +351,7 @@ async function loadOne(fs: StrataFileSystem, block: BlockInfo): Promise<LoadBloc
   for (let attempt = 1; ; attempt++) {
     const w = await fs.router.forBlock(block);
     try {
-      return await fs.workers.loadBlock(w, block.id);
+      return await fs.workers.loadBlock(w, block.id, { reported: true });
     } catch (err) {
       const e = toStrataError(err);
       if (attempt >= 3 || (e.code !== 'UNAVAILABLE' && e.code !== 'TIMEOUT')) throw e;

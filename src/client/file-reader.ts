@@ -210,7 +210,7 @@ export class FileReader {
    * trusts the page files it names, so a same-host read of them needs no hashing.
    */
   async #loadLocal(local: ShortCircuitReader, worker: WorkerInfo, blockId: number, off: number, n: number): Promise<void> {
-    const loaded = await this.#data.workers.loadBlock(worker, blockId, undefined, { offset: off, length: n });
+    const loaded = await this.#data.workers.loadBlock(worker, blockId, { range: { offset: off, length: n } });
     if (loaded.pages) local.trust(worker, blockId, loaded.pages);
   }
 

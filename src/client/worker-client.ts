@@ -225,12 +225,19 @@ export class WorkerClient {
   }
 
   /**
-   * Has `worker` cache a whole block (`strata fs load`): pages it lacks are read
-   * from the under-store. Resolves once every page is cached.
+   * Has `worker` cache a block (or `range` of it): pages it lacks are read from the
+   * under-store. Resolves once every page is cached; with `reported`, once the
+   * master knows of them too (`strata fs load`: a stat or free right after it sees them).
    */
-  loadBlock(worker: WorkerInfo, blockId: number, callerSignal?: AbortSignal, range?: { offset: number; length: number }): Promise<LoadBlockResponse> {
-    const path = `/blocks/${blockId}/load${range ? `?offset=${range.offset}&length=${range.length}` : ''}`;
-    return this.#call<LoadBlockResponse>(worker, 'POST', path, `load block ${blockId}`, callerSignal ? { callerSignal } : {});
+  loadBlock(worker: WorkerInfo, blockId: number, opts: { range?: { offset: number; length: number }; reported?: boolean } = {}): Promise<LoadBlockResponse> {
+    const q = new URLSearchParams();
+    if (opts.range) {
+      q.set('offset', String(opts.range.offset));
+      q.set('length', String(opts.range.length));
+    }
+    if (opts.reported) q.set('reported', '1');
+    const query = q.toString();
+    return this.#call<LoadBlockResponse>(worker, 'POST', `/blocks/${blockId}/load${query ? `?${query}` : ''}`, `load block ${blockId}`, {});
   }
 
   async close(): Promise<void> {

@@ -5,7 +5,7 @@
  * blocks stay pinned on the worker until the persist succeeded.
  */
 
-import { JsonClient } from '../common/json-client';
+import { WorkerClients } from './worker-clients';
 import { StrataError } from '../common/errors';
 import type { Logger } from '../common/log';
 import type { PersistResponse } from '../common/protocol';
@@ -33,10 +33,10 @@ export class Persister {
   readonly #log: Logger;
   readonly #intervalMs: number;
   readonly #concurrency: number;
-  readonly #token: string | undefined;
   readonly #settle: (ino: number, container: number, r: PersistResponse) => Promise<boolean>;
   readonly #running = new Map<number, Promise<void>>();
-  readonly #clients = new Map<string, JsonClient>();
+  /** One keep-alive pool per worker: a connection per upload cost more than small files' uploads. */
+  readonly #workers: WorkerClients;
   #timer: NodeJS.Timeout | undefined;
   /** The poll of the queue in flight: one at a time, and stop() waits for it. */
   #tickInFlight: Promise<void> | undefined;
@@ -47,7 +47,7 @@ export class Persister {
     this.#log = opts.logger;
     this.#intervalMs = opts.intervalMs ?? 500;
     this.#concurrency = opts.concurrency ?? 2;
-    this.#token = opts.token;
+    this.#workers = new WorkerClients({ timeoutMs: 600_000, token: opts.token });
     this.#settle = opts.settle ?? ((ino, container, r) => this.#table.markPersisted(ino, container, r.ufsFingerprint));
   }
 
@@ -71,30 +71,12 @@ export class Persister {
       });
   }
 
-  /** One client (a keep-alive pool) per worker address: a connection per upload cost more than small files' uploads. */
-  #client(address: string): JsonClient {
-    let c = this.#clients.get(address);
-    if (!c) {
-      // Workers that moved or went leave clients behind: the oldest goes (a pool's close lets its requests finish).
-      if (this.#clients.size >= 64) {
-        const [oldest, old] = this.#clients.entries().next().value as [string, JsonClient];
-        this.#clients.delete(oldest);
-        void old.close().catch(() => undefined);
-      }
-      c = new JsonClient(address, { timeoutMs: 600_000, retryForMs: 0, token: this.#token });
-      this.#clients.set(address, c);
-    }
-    return c;
-  }
-
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#tickInFlight;
     await Promise.allSettled([...this.#running.values()]);
-    const clients = [...this.#clients.values()];
-    this.#clients.clear();
-    await Promise.allSettled(clients.map((c) => c.close()));
+    await this.#workers.close();
   }
 
   async #tick(): Promise<void> {
@@ -138,7 +120,7 @@ export class Persister {
     const worker = live.find((w) => blocks.every((b) => b.locations.includes(w.id))) ?? (blocks.length === 0 ? live[0] : undefined);
     try {
       if (!worker) throw new StrataError('UNAVAILABLE', `no live worker holds every block of inode ${ino}`);
-      const r = await this.#client(worker.address).post<PersistResponse>(`/persist/${ino}?container=${node.container}&blocks=${blocks.length}`, {});
+      const r = await this.#workers.get(worker.address).post<PersistResponse>(`/persist/${ino}?container=${node.container}&blocks=${blocks.length}`, {});
       // The settle step re-checks container and path: content committed, or a rename or unlink, during the upload leaves it unpersisted.
       const persisted = await this.#settle(ino, node.container, r);
       if (persisted) this.#log.info({ ino, worker: worker.id }, 'persisted');

@@ -38,6 +38,7 @@ import { Namespace } from './namespace';
 import { MountTable } from './mount-table';
 import { FeedLeases } from './feed-leases';
 import { Persister } from './persister';
+import { WorkerClients } from './worker-clients';
 import { Dashboard, DashboardOptions, registerDashboard } from './dashboard';
 import { LeaderElectionConfig, registerLeaderGate } from './leader-gate';
 import { DEFAULT_LEADER_LEASE_MS } from './leadership';
@@ -104,6 +105,8 @@ const MAX_ID = 0xfffffffe;
 const MAX_TIME_SEC = 8.64e12;
 /** Longest TTL: 100 years, so that now + ttl stays a plain integer of ms. */
 const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
+/** How long a free waits for a worker to take its deletes. */
+const NUDGE_TIMEOUT_MS = 5000;
 
 /**
  * The one place the master chooses its metadata engine, from the `metastore` URI;
@@ -156,6 +159,21 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   }
   const ns = new Namespace({ table, mounts, syncIntervalMs: opts.syncIntervalMs ?? 5000, logger: log });
   if (opts.writeType) ns.setDefaultWriteType(opts.writeType);
+  /**
+   * Has the live workers take their queued deletes now instead of with their next
+   * heartbeat, so a free is done when it answers: a `load` right after it caches the
+   * bytes again, where before the worker still had them (loading nothing) and then
+   * dropped them with its next heartbeat. Bounded; a worker that does not answer
+   * gets its deletes with its next heartbeat, as before.
+   */
+  const nudges = new WorkerClients({ timeoutMs: NUDGE_TIMEOUT_MS, token: opts.auth?.token });
+  const dropNow = async (): Promise<void> => {
+    const live = (await table.workers()).filter((w) => w.live);
+    const results = await Promise.allSettled(live.map((w) => nudges.get(w.address).post('/report', {})));
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') log.warn({ worker: live[i]!.id, err: (r.reason as Error).message }, 'worker did not take its deletes now; it gets them with its next heartbeat');
+    });
+  };
   const persister = new Persister({ table, logger: log, token: opts.auth?.token, settle: (ino, container, r) => ns.settlePersist(ino, container, r) });
   const workerTimeoutMs = opts.workerTimeoutMs ?? 30_000;
   // Heartbeats renew a write in flight every few seconds; one silent this long lost its client or worker.
@@ -591,7 +609,11 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     if (action !== 'free' && action !== 'delete') throw new StrataError('BAD_REQUEST', `field 'action' must be 'free' or 'delete', got '${action.slice(0, 32)}'`);
     return { path, ttl: await ns.setTtl(path, ttlMs, action) };
   });
-  app.post(`${api}/free`, async (req): Promise<FreeResponse> => ns.free(await target(req.body, 'body'), recursiveFlag(req.body)));
+  app.post(`${api}/free`, async (req): Promise<FreeResponse> => {
+    const r = await ns.free(await target(req.body, 'body'), recursiveFlag(req.body));
+    if (r.bytes > 0) await dropNow();
+    return r;
+  });
   app.get(`${api}/du`, async (req): Promise<DuResponse> => ns.du(await pathQuery(req.query)));
 
   const dashboard: Dashboard | undefined =
@@ -645,6 +667,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       await expiryPass;
       await persister.stop();
       await app.close();
+      await nudges.close();
       await table.close();
       await ns.close();
     },

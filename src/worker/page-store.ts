@@ -46,6 +46,8 @@ export interface PageStoreOptions {
   evictionPolicy?: string;
   /** Called with a reason when a page fails verification and is dropped. */
   onCorrupt?: (blockId: number, pageIndex: number, reason: string) => void;
+  /** Called when a block was added, changed or removed: there is something for the next report. */
+  onChange?: () => void;
 }
 
 interface Tier {
@@ -108,7 +110,14 @@ export class PageStore {
   #userPinned = new Set<number>();
   readonly #dirty = new Set<number>();
   readonly #removed = new Set<number>();
+  /**
+   * Blocks dropped whole on request (the master's delete, an aborted write): reported
+   * as removed even when cached again since, so the master sees the delete done
+   * before it sees the new copy (it ignores copies it still wants deleted).
+   */
+  readonly #dropped = new Set<number>();
   readonly #onCorrupt: PageStoreOptions['onCorrupt'];
+  readonly #onChange: PageStoreOptions['onChange'];
   /** Counters for metrics. */
   readonly stats = { evictedBytes: 0, evictedPages: 0, demotedBytes: 0, promotedBytes: 0, corruptPages: 0 };
 
@@ -126,6 +135,7 @@ export class PageStore {
     });
     this.#pinDir = opts.pinDir;
     this.#onCorrupt = opts.onCorrupt;
+    this.#onChange = opts.onChange;
   }
 
   // ---- start ---------------------------------------------------------------
@@ -258,28 +268,39 @@ export class PageStore {
     }
     this.#dirty.clear();
     this.#removed.clear();
+    this.#dropped.clear();
     return out;
   }
 
   /** Blocks added, changed or removed since the last call, for the next heartbeat. */
-  takeChanges(): { added: BlockReport[]; removed: number[] } {
+  takeChanges(): { added: BlockReport[]; removed: number[]; dropped: number[] } {
     const added: BlockReport[] = [];
-    const removed: number[] = [];
+    const removed = new Set<number>();
     for (const id of this.#dirty) {
       const r = this.report(id);
       if (r) added.push(r);
-      else removed.push(id);
+      else removed.add(id);
     }
-    for (const id of this.#removed) if (!this.#blocks.has(id) && !this.#dirty.has(id)) removed.push(id);
+    for (const id of this.#removed) if (!this.#blocks.has(id) && !this.#dirty.has(id)) removed.add(id);
+    for (const id of this.#dropped) removed.add(id);
+    const dropped = [...this.#dropped];
     this.#dirty.clear();
     this.#removed.clear();
-    return { added, removed };
+    this.#dropped.clear();
+    return { added, removed: [...removed], dropped };
+  }
+
+  /** Records a change for the next report and says there is one. */
+  #note(set: Set<number>, id: number): void {
+    set.add(id);
+    this.#onChange?.();
   }
 
   /** Puts back changes a failed heartbeat could not deliver. */
-  restoreChanges(c: { added: BlockReport[]; removed: number[] }): void {
+  restoreChanges(c: { added: BlockReport[]; removed: number[]; dropped: number[] }): void {
     for (const r of c.added) this.#dirty.add(r.id);
     for (const id of c.removed) this.#dirty.add(id);
+    for (const id of c.dropped) this.#dropped.add(id);
   }
 
   // ---- pins ----------------------------------------------------------------
@@ -420,7 +441,7 @@ export class PageStore {
       page.verified = await identityOfPath(this.#path(tier, blockId, pageIndex));
       block.pages.set(pageIndex, page);
       tier.lru.add(key(blockId, pageIndex), page);
-      this.#dirty.add(blockId);
+      this.#note(this.#dirty, blockId);
       if (opts.durable && !opts.deferSync) await syncDir(nodePath.join(tier.dir, String(blockId)));
     } catch (err) {
       if (!placed) {
@@ -575,12 +596,12 @@ export class PageStore {
   async removeBlock(id: number): Promise<void> {
     await this.markPersisted(id);
     const b = this.#blocks.get(id);
-    // Reported as removed even when it was not here, so the master can clear its delete queue.
-    this.#removed.add(id);
+    // Reported as removed even when it was not here (or is cached again by then), so the master can clear its delete queue.
+    this.#note(this.#dropped, id);
     if (!b) return;
     for (const p of [...b.pages.values()]) await this.#drop(p, false);
     this.#blocks.delete(id);
-    this.#removed.add(id);
+    this.#note(this.#removed, id);
   }
 
   // ---- room, demotion, promotion ------------------------------------------
@@ -660,7 +681,7 @@ export class PageStore {
       if (page.verified) page.verified = await identityOfPath(dst).catch(() => undefined);
       if (to.level > from.level) this.stats.demotedBytes += page.dataBytes;
       else this.stats.promotedBytes += page.dataBytes;
-      this.#dirty.add(page.block);
+      this.#note(this.#dirty, page.block);
       await fsp.rmdir(nodePath.dirname(src)).catch(() => undefined);
     } finally {
       page.moving = false;
@@ -684,9 +705,9 @@ export class PageStore {
     await fsp.rmdir(nodePath.dirname(file)).catch(() => undefined);
     if (b.pages.size === 0) {
       this.#blocks.delete(page.block);
-      this.#removed.add(page.block);
+      this.#note(this.#removed, page.block);
     }
-    if (markDirty) this.#dirty.add(page.block);
+    if (markDirty) this.#note(this.#dirty, page.block);
   }
 
   // ---- background verification ---------------------------------------------

@@ -107,6 +107,10 @@ function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
 
 /** Most parallel under-store reads one request starts to fill missing pages. */
 const FILL_PARALLEL = 4;
+/** How soon after a block is cached, moved or dropped the master hears of it (one report for a burst). */
+const REPORT_DELAY_MS = 100;
+/** How long a load that asked for it waits for the master to hear of its blocks. */
+const REPORT_WAIT_MS = 5000;
 /**
  * Largest ranged read of one fill: consecutive missing pages are fetched together up to this.
  * A 64 MiB block loads as 4 reads of 16 MiB at once. Cold 1 GiB read on s3rver, back to back:
@@ -119,11 +123,17 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const log = opts.logger;
   const master = new JsonClient(opts.masterUrl, { retryForMs: 60_000, token: opts.token ?? opts.auth?.token });
   const tiers = opts.tiers ?? [{ name: 'SSD', dir: nodePath.resolve(opts.home, 'worker', 'blocks'), capacityBytes: opts.capacityBytes ?? 8 * 1024 ** 3 }];
+  /** Schedules an early heartbeat; a no-op until the heartbeat exists. */
+  let reportSoon: (delayMs?: number) => void = () => undefined;
+  /** Waits until the master has heard of what is cached now (bound below, with the heartbeat). */
+  let waitReported: () => Promise<void> = () => Promise.resolve();
   const store = new PageStore({
     tiers,
     pageSize: opts.pageSize,
     evictionPolicy: opts.evictionPolicy,
     pinDir: nodePath.resolve(opts.home, 'worker', 'pins'),
+    // Bound below, once the heartbeat exists.
+    onChange: () => reportSoon(),
     onCorrupt: (blockId, pageIndex, reason) => {
       corruptPages.inc();
       log.warn({ blockId, pageIndex, reason }, 'dropped a cached page that failed verification; it will be fetched again');
@@ -420,6 +430,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   });
 
   /** Caches a whole block (`strata fs load`); answers once every page is here. */
+  /** Sends a heartbeat now and answers after it: the master's queued deletes are done, what is cached is known. */
+  app.post('/report', async () => {
+    await waitReported();
+    return { ok: true };
+  });
+
   app.post('/blocks/:id/load', async (req): Promise<LoadBlockResponse> => {
     const id = intParam((req.params as Record<string, string>).id, 'id');
     // Optionally a range only: a same-host client has the pages it needs cached, then reads the files itself.
@@ -432,6 +448,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let missingBytes = 0;
     for (let p = first; p <= last; p++) if (!store.hasPage(id, p)) missingBytes += Math.max(0, Math.min(ps, src.length - p * ps));
     if (src.length > 0 && missingBytes > 0) await ensurePages(src, first, last);
+    if (q.reported === '1') await waitReported();
     // The page files as verified or written here: a same-host reader trusts exactly these versions.
     const pages: PageFileInfo[] = [];
     for (let p = first; p <= last; p++) {
@@ -751,10 +768,19 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   log.info({ url, workerId, master: opts.masterUrl }, 'worker started');
 
   let beating = false;
+  /** A change came while a heartbeat was in flight: send another right after it. */
+  let beatAgain = false;
+  /** Requests waiting until the master knows what they cached (see reported()). */
+  let reportWaiters: (() => void)[] = [];
   const beat = async () => {
-    if (beating) return;
+    if (beating) {
+      beatAgain = true;
+      return;
+    }
     beating = true;
     const changes = store.takeChanges();
+    const waiting = reportWaiters;
+    reportWaiters = [];
     try {
       const meta: ResponseMeta = {};
       const r = await master.post<HeartbeatResponse>(`${MASTER_API}/workers/heartbeat`, {
@@ -788,10 +814,43 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       log.warn({ err: (err as Error).message }, 'heartbeat failed');
     } finally {
       beating = false;
+      // Answered either way: the bytes are cached, and a failed report is sent again with the next beat.
+      for (const w of waiting) w();
+      if (beatAgain && !closing) {
+        beatAgain = false;
+        void beat();
+      }
     }
   };
   const timer = setInterval(() => void beat(), heartbeatMs);
   timer.unref();
+  /**
+   * Blocks cached, moved or dropped reach the master within REPORT_DELAY_MS, not at
+   * the next heartbeat: otherwise a `stat` right after a `load` showed nothing
+   * cached, and a `free` right after it dropped nothing (the master did not know of
+   * the copy, and the worker then reported it as cached again).
+   */
+  let reportTimer: NodeJS.Timeout | undefined;
+  reportSoon = (delayMs = REPORT_DELAY_MS) => {
+    if (reportTimer || closing) return;
+    reportTimer = setTimeout(() => {
+      reportTimer = undefined;
+      void beat();
+    }, delayMs);
+    reportTimer.unref();
+  };
+  /** Resolves once a heartbeat sent after this call carried what is cached now (or failed), at most REPORT_WAIT_MS. */
+  waitReported = (): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const limit = setTimeout(resolve, REPORT_WAIT_MS);
+      limit.unref();
+      reportWaiters.push(() => {
+        clearTimeout(limit);
+        resolve();
+      });
+      if (beating) beatAgain = true;
+      else reportSoon(0);
+    });
 
   // Pages are verified on first read; the scrub also catches those nobody reads.
   let closing = false;
@@ -817,6 +876,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     async close() {
       closing = true;
       clearInterval(timer);
+      clearTimeout(reportTimer);
+      for (const w of reportWaiters.splice(0)) w();
       await scrubbing;
       await app.close();
       stopping = true;

@@ -1,0 +1,73 @@
+/**
+ * The master hears of cached copies when they happen, not at the next heartbeat:
+ * heartbeats here are a minute apart, so every check below would fail if the
+ * master learned of copies (or of copies dropped) only from them.
+ */
+
+import t from 'tap';
+import { promises as fsp, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import * as path from 'node:path';
+import { startLocal, runCli, tempRoot, type LocalCluster } from '../helpers/cluster';
+import { pageBytesUnder } from '../helpers/disk';
+
+const MiB = 1024 * 1024;
+
+interface StatJson {
+  size: number;
+  cachedBytes: number;
+}
+
+async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms: number): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (ok(v) || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+t.test('load, read and free are known to the master at once', async (t) => {
+  const root = tempRoot('strata-report-');
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const tierDir = path.join(root, 'tier');
+  const c: LocalCluster = await startLocal(t, {
+    root,
+    args: ['--block-size', '1MiB', '--tiers', `ssd:${tierDir}:256MiB`],
+    env: { STRATA_HEARTBEAT_INTERVAL_MS: '60000', STRATA_WORKER_TIMEOUT_MS: '600000' },
+  });
+  const fs = async (args: string[]) => {
+    const r = await runCli(['fs', ...args, '--master', c.masterUrl]);
+    t.equal(r.code, 0, `strata fs ${args.join(' ')}`, { stderr: r.stderr.slice(0, 2000) });
+    return r.stdout;
+  };
+  const stat = async (p: string) => JSON.parse(await fs(['stat', p, '--json'])) as StatJson;
+
+  const a = randomBytes(3 * MiB + 4321);
+  const b = randomBytes(2 * MiB + 99);
+  await fsp.writeFile(path.join(c.ufsDir, 'a.bin'), a);
+  await fsp.writeFile(path.join(c.ufsDir, 'b.bin'), b);
+
+  await fs(['load', '/a.bin']);
+  t.equal((await stat('/a.bin')).cachedBytes, a.length, 'stat right after load: all of a.bin cached');
+
+  // A read through the mount caches b.bin; the master knows within a moment, not a minute.
+  t.ok((await fsp.readFile(path.join(c.mnt, 'b.bin'))).equals(b), 'b.bin read back through the mount');
+  const sb = await until(() => stat('/b.bin'), (s) => s.cachedBytes === b.length, 5000);
+  t.equal(sb.cachedBytes, b.length, 'b.bin shown cached after a read, well before the next heartbeat');
+
+  // Free right after load drops the copy: the master knew of it.
+  const freed = await fs(['free', '/a.bin']);
+  t.match(freed, /3\.0 MiB of cached copies dropped/, freed);
+  t.equal((await stat('/a.bin')).cachedBytes, 0, 'nothing of a.bin cached after free');
+  const left = await until(async () => pageBytesUnder(tierDir), (n) => n < a.length, 5000);
+  t.ok(left < a.length, `the worker dropped a.bin's pages (${left} page bytes left on the tier, b.bin's ${b.length})`);
+
+  // Free, then load again at once: the load's copy stays, and the master knows of it.
+  await fs(['free', '/b.bin']);
+  await fs(['load', '/b.bin']);
+  t.equal((await stat('/b.bin')).cachedBytes, b.length, 'b.bin cached after free + load');
+  await new Promise((r) => setTimeout(r, 1500));
+  t.equal((await stat('/b.bin')).cachedBytes, b.length, 'and still, a moment later');
+  t.ok(pageBytesUnder(tierDir) >= b.length, 'its pages are on the tier');
+});
