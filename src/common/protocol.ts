@@ -234,6 +234,17 @@ export interface RegisterWorkerRequest {
   usedBytes: number;
   /** Full block report. */
   blocks: BlockReport[];
+  /**
+   * What writes of the worker's previous run, cut off by a crash, left in their
+   * under-stores (see UfsWriter.leftover): the master discards them.
+   */
+  leftovers?: UfsLeftover[];
+}
+
+/** One unfinished write's remains: the mount's store URI and the driver's handle. */
+export interface UfsLeftover {
+  mountUri: string;
+  handle: string;
 }
 
 export interface RegisterWorkerResponse {

@@ -40,6 +40,7 @@ import type {
   PersistResponse,
   Timespec,
   TtlAction,
+  UfsLeftover,
   UfsLocation,
   WriteCommitRequest,
   WriteType,
@@ -729,6 +730,28 @@ export class Namespace {
   }
 
   /** Where an inode's bytes live in the under-store; asked by workers, never by clients. */
+  /**
+   * Discards what a worker's writes left in their stores when the worker died (open
+   * multipart uploads, temp files), through the store of the mount they were for.
+   * Failures are logged: the store keeps those remains (an S3 lifecycle rule for
+   * incomplete uploads is the backstop).
+   */
+  async discardLeftovers(list: UfsLeftover[], worker: number): Promise<void> {
+    for (const l of list) {
+      const mount = this.#mounts.list().find((m) => m.uri === l.mountUri);
+      if (!mount?.ufs.discardLeftover) {
+        this.#log.warn({ worker, mountUri: l.mountUri }, 'cannot discard what an unfinished write left: no such mount any more');
+        continue;
+      }
+      try {
+        await mount.ufs.discardLeftover(l.handle);
+        this.#log.info({ worker, mount: mount.path, handle: l.handle }, 'discarded what an unfinished write left in the store');
+      } catch (err) {
+        this.#log.warn({ worker, mount: mount.path, handle: l.handle, err: (err as Error).message }, 'could not discard what an unfinished write left in the store');
+      }
+    }
+  }
+
   async ufsLocation(ino: number): Promise<UfsLocation> {
     const n = await this.#table.requireNode(ino);
     if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);

@@ -18,6 +18,7 @@ import {
   FreeResponse,
   HeartbeatResponse,
   TierInfo,
+  UfsLeftover,
   MASTER_API,
   CHANGES_HEADER,
   SUBSCRIBER_HEADER,
@@ -516,6 +517,9 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const MAX_REPORT = 2_000_000;
   const blockReports = (body: unknown, name: string): BlockReport[] =>
     items(body, name, MAX_REPORT, (x) => ({ id: requiredInt(x, 'id'), tier: shortString(x, 'tier', 64), bytes: requiredInt(x, 'bytes') }));
+  /** Optional `leftovers` of a register: [{mountUri, handle}]. */
+  const leftovers = (body: unknown): UfsLeftover[] =>
+    items(body, 'leftovers', 10_000, (x) => ({ mountUri: shortString(x, 'mountUri', 4096), handle: shortString(x, 'handle', 4096) }));
   // Full block reports of big caches (many small files) outgrow the default 1 MiB body.
   const reportLimit = { bodyLimit: 64 * maxBody };
 
@@ -527,6 +531,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     if (!/^[0-9a-f-]{8,64}$/.test(uuid)) throw new StrataError('BAD_REQUEST', 'worker uuid must be 8-64 hex digits or dashes');
     const host = (field(b, 'host', 'string', true) as string | undefined) ?? '';
     if (host.length > 256) throw new StrataError('BAD_REQUEST', 'host too long');
+    const left = leftovers(b);
     const workerId = await table.registerWorker({
       uuid,
       address,
@@ -538,6 +543,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       blocks: blockReports(b, 'blocks'),
     });
     log.info({ workerId, address }, 'worker registered');
+    // In the background: the worker need not wait for the store.
+    if (left.length) void ns.discardLeftovers(left, workerId);
     return { workerId };
   });
   app.post(`${api}/workers/heartbeat`, reportLimit, async (req): Promise<HeartbeatResponse> => {

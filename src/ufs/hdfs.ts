@@ -26,10 +26,12 @@ import { PassThrough, Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { StrataError, toStrataError, type ErrorCode } from '../common/errors';
 import { parsePath, validateName } from '../common/paths';
-import type { UfsCallOptions, UfsStatus, UfsWriter, UnderFileSystem } from './ufs';
+import { parseLeftoverHandle, type UfsCallOptions, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
 
 /** Temp files of in-flight writes carry this prefix and are hidden from listings. */
 const TEMP_PREFIX = '.strata-tmp-';
+/** A writer's temp file: the prefix and 16 hex digits. */
+const TEMP_NAME = /^\.strata-tmp-[0-9a-f]{16}$/;
 /** The namenode's default HTTP port (Hadoop 3). */
 const DEFAULT_PORT = 9870;
 /** Bytes of a streamed write held in memory before `write()` waits for the datanode. */
@@ -545,7 +547,22 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
         clearTimeout(timer);
         await discard();
       },
+      // The temp file as a path in this store, for discardLeftover after a crash.
+      leftover: () => (state === 'done' ? undefined : JSON.stringify({ tmp: '/' + tmp.slice(this.#root.length).join('/') })),
     };
+  }
+
+  async discardLeftover(handle: string, opts?: UfsCallOptions): Promise<void> {
+    const tmp = parseLeftoverHandle(handle)?.tmp;
+    let parts: string[] = [];
+    try {
+      if (typeof tmp === 'string') parts = parsePath(tmp);
+    } catch {
+      // refused below
+    }
+    // Only our own temp files: the handle comes from a worker's report.
+    if (!parts.length || !TEMP_NAME.test(parts[parts.length - 1]!)) throw new StrataError('INVALID_ARGUMENT', `discard: not a temp file of this store: ${handle.slice(0, 200)}`);
+    await this.#boolean('DELETE', [...this.#root, ...parts], 'DELETE', { recursive: false }, `discard ${tmp as string}`, opts);
   }
 
   /**

@@ -6,10 +6,12 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
 import { parsePath } from '../common/paths';
-import type { UfsStatus, UfsWriter, UnderFileSystem } from './ufs';
+import { parseLeftoverHandle, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
 
 /** Temp files of in-flight writes carry this prefix and are hidden from listings. */
 const TEMP_PREFIX = '.strata-tmp-';
+/** A temp file's name: the prefix and 12 hex digits. */
+const TEMP_NAME = /^\.strata-tmp-[0-9a-f]{12}$/;
 
 export class LocalUnderFileSystem implements UnderFileSystem {
   readonly uri: string;
@@ -109,6 +111,8 @@ export class LocalUnderFileSystem implements UnderFileSystem {
     let closed = false;
     let pos = 0;
     const name = nodePath.basename(abs);
+    // The temp file as a path in this store, for discardLeftover after a crash.
+    const tmpPath = '/' + [...parsePath(path).slice(0, -1), nodePath.basename(tmp)].join('/');
     const status = (st: import('node:fs').Stats) => this.#status(name, st);
     return {
       async write(chunk: Buffer) {
@@ -144,7 +148,25 @@ export class LocalUnderFileSystem implements UnderFileSystem {
         closed = true;
         await fsp.rm(tmp, { force: true }).catch(() => undefined);
       },
+      leftover() {
+        return closed ? undefined : JSON.stringify({ tmp: tmpPath });
+      },
     };
+  }
+
+  async discardLeftover(handle: string): Promise<void> {
+    const tmp = parseLeftoverHandle(handle)?.tmp;
+    let parts: string[] = [];
+    try {
+      if (typeof tmp === 'string') parts = parsePath(tmp);
+    } catch {
+      // refused below
+    }
+    // Only our own temp files: the handle comes from a worker's report.
+    if (!parts.length || !TEMP_NAME.test(parts[parts.length - 1]!)) throw new StrataError('INVALID_ARGUMENT', `discard: not a temp file of this store: ${handle.slice(0, 200)}`);
+    await fsp.rm(nodePath.join(this.#root, ...parts), { force: true }).catch((err) => {
+      throw toStrataError(err, `discard ${tmp as string}`);
+    });
   }
 
   async delete(path: string): Promise<void> {

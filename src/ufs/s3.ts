@@ -37,7 +37,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { StrataError, toStrataError, type ErrorCode } from '../common/errors';
 import { parsePath, validateName } from '../common/paths';
-import type { UfsCallOptions, UfsStatus, UfsWriter, UnderFileSystem } from './ufs';
+import { parseLeftoverHandle, type UfsCallOptions, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
 import { S3HttpHandler } from './s3-http-handler';
 
 // The SDK warns on every start under Node 20 that its releases after January 2027 will need Node 22.
@@ -322,6 +322,8 @@ class S3Writer implements UfsWriter {
   #total = 0;
   #partCount = 0;
   #uploadId: Promise<string> | null = null;
+  /** The upload's id once the store gave it: what a crash would leave open. */
+  #openUpload: string | undefined;
   #parts: CompletedPart[] = [];
   #inFlight = new Set<Promise<void>>();
   #failure: StrataError | null = null;
@@ -368,6 +370,7 @@ class S3Writer implements UfsWriter {
           c.http,
         );
         etag = out.ETag;
+        this.#openUpload = undefined;
       }
       this.#state = 'done';
       if (!etag) {
@@ -392,6 +395,10 @@ class S3Writer implements UfsWriter {
     await this.#discard();
   }
 
+  leftover(): string | undefined {
+    return this.#openUpload === undefined ? undefined : JSON.stringify({ key: this.#c.key, uploadId: this.#openUpload });
+  }
+
   /** Drops buffered bytes and aborts the multipart upload, if one was started. */
   async #discard(): Promise<void> {
     this.#pending = [];
@@ -413,6 +420,7 @@ class S3Writer implements UfsWriter {
       const e = s3Error(err, `abort ${c.path}`);
       if (e.code !== 'NOT_FOUND') throw e;
     }
+    this.#openUpload = undefined;
   }
 
   /** Parts grow with their number, so a stream of unknown length still fits in 10,000 parts. */
@@ -450,6 +458,7 @@ class S3Writer implements UfsWriter {
       .send(new CreateMultipartUploadCommand({ Bucket: c.bucket, Key: c.key, ChecksumAlgorithm: 'CRC32' }), c.http)
       .then((out) => {
         if (!out.UploadId) throw new StrataError('IO_ERROR', `write ${c.path}: the store returned no upload id`);
+        if (this.#state !== 'done') this.#openUpload = out.UploadId;
         return out.UploadId;
       });
     const uploadId = await this.#uploadId.catch((err) => {
@@ -790,6 +799,22 @@ export class S3UnderFileSystem implements UnderFileSystem {
     }
     await this.#deleteKey(key, opts, context);
     await this.#keepDirectory(parts.slice(0, -1), opts, context);
+  }
+
+  async discardLeftover(handle: string, opts?: UfsCallOptions): Promise<void> {
+    const h = parseLeftoverHandle(handle);
+    const key = h?.key;
+    const uploadId = h?.uploadId;
+    // Only uploads of objects under this store's root: the handle comes from a worker's report.
+    if (typeof key !== 'string' || typeof uploadId !== 'string' || !uploadId || !key.startsWith(this.#prefix) || key.length === this.#prefix.length) {
+      throw new StrataError('INVALID_ARGUMENT', `discard: not an upload under this store's root: ${handle.slice(0, 200)}`);
+    }
+    try {
+      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId }), this.#http(opts));
+    } catch (err) {
+      const e = s3Error(err, `discard the upload of ${key}`);
+      if (e.code !== 'NOT_FOUND') throw e;
+    }
   }
 
   async mkdir(path: string, opts?: UfsCallOptions): Promise<void> {

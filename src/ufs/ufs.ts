@@ -51,6 +51,12 @@ export interface UfsWriter {
   skip?(n: number): Promise<void>;
   complete(): Promise<UfsStatus>;
   abort(): Promise<void>;
+  /**
+   * Optional: what this writer has put in the store so far that a crash of its
+   * process would leave behind (an S3 multipart upload, a temp file), as an opaque
+   * handle for the driver's `discardLeftover`; undefined while there is none.
+   */
+  leftover?(): string | undefined;
 }
 
 export interface UnderFileSystem {
@@ -65,10 +71,26 @@ export interface UnderFileSystem {
   rmdir(path: string, opts?: UfsCallOptions): Promise<void>;
   rename(src: string, dst: string, opts?: UfsCallOptions): Promise<void>;
   /**
+   * Optional, with UfsWriter.leftover: removes what a writer that never finished
+   * left behind. A handle that does not name such a thing under this store's root
+   * is refused (INVALID_ARGUMENT); one already gone is no error.
+   */
+  discardLeftover?(handle: string, opts?: UfsCallOptions): Promise<void>;
+  /**
    * Optional: drops what the driver remembers about the store (the S3 driver's directory
    * markers), because another process may have changed it meanwhile: called when a master
    * takes over (again) from another.
    */
   forgetCaches?(): void;
   close(): Promise<void>;
+}
+
+/** A leftover handle's fields (drivers write them as JSON objects), or undefined when it is not one. */
+export function parseLeftoverHandle(handle: string): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(handle);
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -40,6 +40,7 @@ import { createDaemonMetrics } from '../common/metrics';
 import type { UfsWriter, UnderFileSystem } from '../ufs/ufs';
 import { PageStore, TierSpec } from './page-store';
 import { FileWrite } from './file-write';
+import { LeftoverJournal } from './leftover-journal';
 
 export interface WorkerOptions {
   /** Master API URL, e.g. http://127.0.0.1:19998. */
@@ -140,6 +141,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     },
   });
   await store.open();
+  // Before any write starts: what is recorded now is a previous run's.
+  const { journal, stale: staleLeftovers } = await LeftoverJournal.open(nodePath.resolve(opts.home, 'worker', 'leftovers'), log);
+  if (staleLeftovers.length) log.warn({ writes: staleLeftovers.length }, 'the last run was cut off during under-store writes; the master discards what they left');
   log.info({ blocks: store.blockCount, usedBytes: store.usedBytes, tiers: store.tierInfo().map((t) => `${t.name}:${t.dir}`) }, 'page store opened');
 
   /** Drivers by mount URI and options (credentials or endpoints may differ per mount). */
@@ -165,7 +169,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   let stopping = false;
   const createWriter = async (loc: UfsLocation): Promise<UfsWriter> => {
     if (stopping) throw new StrataError('UNAVAILABLE', 'the worker is stopping');
-    const w = await ufsFor(loc).create(loc.path);
+    const w = await journal.track(loc.mountUri, await ufsFor(loc).create(loc.path));
     if (stopping) {
       await w.abort();
       throw new StrataError('UNAVAILABLE', 'the worker is stopping');
@@ -757,9 +761,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       capacityBytes: store.capacityBytes,
       usedBytes: store.usedBytes,
       blocks: store.fullReport(),
+      ...(staleLeftovers.length ? { leftovers: staleLeftovers.map(({ mountUri, handle }) => ({ mountUri, handle })) } : {}),
     }, undefined, meta, { idempotent: true });
     pinVersion = -1;
     registeredTerm = termOf(meta);
+    // The master has them now.
+    await journal.forget(staleLeftovers.splice(0));
     return r.workerId;
   };
   let pinVersion = -1;

@@ -237,6 +237,11 @@ t.test('malformed HTTP against a running cluster', async (t) => {
     check(t, 'write/commit block without length', await json('POST', `${api}/write/commit`, { ino, containerId: 1, size: 0, workerId: 1, blocks: [{ id: 1 }] }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'register without address', await json('POST', `${api}/workers/register`, { capacityBytes: 1, usedBytes: 0 }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'register with a non-http address', await json('POST', `${api}/workers/register`, { address: 'file:///etc', capacityBytes: 1, usedBytes: 0 }), { status: 400, code: 'BAD_REQUEST' });
+    const registration = { uuid: '0123456789abcdef', address: 'http://127.0.0.1:1', tiers: [{ name: 'SSD', dir: '/tmp/x', capacityBytes: 1, usedBytes: 0 }], pageSize: 4096, capacityBytes: 1, usedBytes: 0, blocks: [] };
+    for (const leftovers of ['x', [null], [{ mountUri: 'file:///x' }], [{ mountUri: 'file:///x', handle: 7 }], [{ mountUri: '', handle: '{}' }]]) {
+      check(t, `register leftovers ${JSON.stringify(leftovers)}`, await json('POST', `${api}/workers/register`, { ...registration, leftovers }), { status: 400, code: 'BAD_REQUEST' });
+    }
+    t.notOk(((await (await fetch(`${api}/workers`)).json()) as { address: string }[]).some((w) => w.address === registration.address), 'no worker registered by a refused register');
     check(t, 'register blocks not ids', await json('POST', `${api}/workers/register`, { address: 'http://127.0.0.1:1', capacityBytes: 1, usedBytes: 0, blocks: ['a'] }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'heartbeat {}', await json('POST', `${api}/workers/heartbeat`, {}), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'heartbeat addedBlocks an object', await json('POST', `${api}/workers/heartbeat`, { workerId: 1, capacityBytes: 1, usedBytes: 0, addedBlocks: { 0: 1 } }), { status: 400, code: 'BAD_REQUEST' });

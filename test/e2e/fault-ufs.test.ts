@@ -29,7 +29,8 @@ async function tryWrite(file: string, data: Buffer): Promise<string> {
 }
 
 t.test('under-store faults', async (t) => {
-  const c = await startLocal(t);
+  const whole = t;
+  let c = await startLocal(t);
   const s3dir = path.join(c.root, 's3rver');
   await fsp.mkdir(s3dir);
   const s3 = await startS3Server({ dir: s3dir, buckets: ['lake'] });
@@ -118,22 +119,56 @@ t.test('under-store faults', async (t) => {
     t.ok(Buffer.from(await got.Body!.transformToByteArray()).equals(data), 'the object in the store is whole');
   });
 
-  // Last: it stops the cluster.
-  await t.test('a worker stopped in the middle of a multipart persist aborts the upload', async (t) => {
-    // s3rver keeps an upload as a directory holding a `key` file until it completes or is aborted.
-    const openUploads = async (): Promise<string[]> => {
-      const dir = path.join(s3dir, 'lake', '._S3rver_uploads');
-      const ids = await fsp.readdir(dir).catch(() => [] as string[]);
-      const open: string[] = [];
-      for (const id of ids) if (await fsp.stat(path.join(dir, id, 'key')).then(() => true, () => false)) open.push(id);
-      return open;
-    };
-    t.same(await openUploads(), [], 'no upload is open before');
-    // Parts are held a while on their way, so the persist is still uploading when the cluster stops.
+  // s3rver keeps an upload as a directory holding a `key` file until it completes or is aborted.
+  const openUploads = async (): Promise<string[]> => {
+    const dir = path.join(s3dir, 'lake', '._S3rver_uploads');
+    const ids = await fsp.readdir(dir).catch(() => [] as string[]);
+    const open: string[] = [];
+    for (const id of ids) if (await fsp.stat(path.join(dir, id, 'key')).then(() => true, () => false)) open.push(id);
+    return open;
+  };
+  // Parts held a while on their way, so a persist is still uploading when the cluster stops.
+  const holdParts = () => {
     proxy.mode = 'delay';
     proxy.delayMs = 2000;
     proxy.match = (req) => req.method === 'PUT' && /[?&]partNumber=/.test(req.url ?? '');
     proxy.resetCounts();
+  };
+
+  await t.test('a worker killed in the middle of a multipart persist: its upload is aborted once it is back', async (t) => {
+    t.same(await openUploads(), [], 'no upload is open before');
+    holdParts();
+    const data = randomBytes(20 * 1024 * 1024);
+    t.equal(await tryWrite(path.join(c.mnt, 's3a', 'killed.bin'), data), 'ok', 'close() succeeds (ASYNC_THROUGH)');
+    const t0 = Date.now();
+    while ((proxy.faulted.PUT ?? 0) === 0 && Date.now() - t0 < 20_000) await sleep(50);
+    const cut = await openUploads();
+    t.equal(cut.length, 1, 'its multipart upload is open');
+    await c.kill();
+    t.same(await openUploads(), cut, 'the crash left it open');
+    proxy.mode = 'pass';
+    // Owned by the whole test (the subtest's teardown would stop it).
+    c = await startLocal(whole, { reuse: c });
+    const t1 = Date.now();
+    while ((await openUploads()).includes(cut[0]!) && Date.now() - t1 < 15_000) await sleep(100);
+    t.notOk((await openUploads()).includes(cut[0]!), `the worker's journal had it aborted ${Date.now() - t1} ms after the restart`);
+    // The file itself was still only on the worker: it is persisted again, whole.
+    let persisted = false;
+    while (!persisted && Date.now() - t1 < 40_000) {
+      const r = await fs('stat', '/s3a/killed.bin', '--json');
+      persisted = r.code === 0 && JSON.parse(r.stdout).persisted === true;
+      if (!persisted) await sleep(300);
+    }
+    t.ok(persisted, 'persisted after the restart');
+    const got = await direct.send(new GetObjectCommand({ Bucket: 'lake', Key: 'async/killed.bin' }));
+    t.ok(Buffer.from(await got.Body!.transformToByteArray()).equals(data), 'the object in the store is whole');
+    t.same(await openUploads(), [], 'no upload is open after');
+  });
+
+  // Last: it stops the cluster.
+  await t.test('a worker stopped in the middle of a multipart persist aborts the upload', async (t) => {
+    t.same(await openUploads(), [], 'no upload is open before');
+    holdParts();
     t.equal(await tryWrite(path.join(c.mnt, 's3a', 'stopped.bin'), randomBytes(20 * 1024 * 1024)), 'ok', 'close() succeeds (ASYNC_THROUGH)');
     const t0 = Date.now();
     while ((proxy.faulted.PUT ?? 0) === 0 && Date.now() - t0 < 20_000) await sleep(50);

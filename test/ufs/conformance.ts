@@ -14,6 +14,8 @@ import type { UfsStatus, UnderFileSystem } from '../../src/ufs/ufs';
 export interface UfsFixture {
   ufs: UnderFileSystem;
   cleanup(): Promise<void>;
+  /** What unfinished writes left in the store, seen from outside the driver (open uploads, temp files). */
+  leftovers?(): Promise<string[]>;
 }
 
 const MiB = 1024 * 1024;
@@ -115,14 +117,15 @@ const BAD_PATHS: [string, ErrorCode][] = [
 export function ufsConformance(t: tap.Test, name: string, make: () => Promise<UfsFixture>): Promise<unknown> {
   return t.test(`${name}: under-store conformance`, async (t) => {
     /** A fresh empty store for one subtest, cleaned up when it ends. */
-    const fresh = async (t: tap.Test): Promise<UnderFileSystem> => {
+    const freshFixture = async (t: tap.Test): Promise<UfsFixture> => {
       const f = await make();
       t.teardown(async () => {
         await f.ufs.close();
         await f.cleanup();
       });
-      return f.ufs;
+      return f;
     };
+    const fresh = async (t: tap.Test): Promise<UnderFileSystem> => (await freshFixture(t)).ufs;
 
     t.test('stat', async (t) => {
       const ufs = await fresh(t);
@@ -493,6 +496,40 @@ export function ufsConformance(t: tap.Test, name: string, make: () => Promise<Uf
       await ufs.rmdir(`${dir}/sub %20 dir`);
       t.equal(await ufs.stat(`${dir}/sub %20 dir`), null);
       t.same(await names(ufs, '/'), [dir.slice(1)], 'nothing appeared at the root');
+    });
+
+    t.test('a writer that never finished: its leftover is discarded and nothing appears', async (t) => {
+      const f = await freshFixture(t);
+      const ufs = f.ufs;
+      if (!ufs.discardLeftover) return t.pass('this driver leaves nothing behind when its process dies');
+      await ufs.mkdir('/d');
+      const w = await ufs.create('/d/crashed.bin');
+      // More than one S3 part, so that driver has a multipart upload open.
+      await w.write(pattern(9 * MiB, 7));
+      const handle = w.leftover?.();
+      t.type(handle, 'string', 'the writer names what a crash would leave behind');
+      if (f.leftovers) {
+        // A store may take the upload's first bytes a moment later (an HDFS datanode creates the file then).
+        const deadline = Date.now() + 5000;
+        while ((await f.leftovers()).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        t.equal((await f.leftovers()).length, 1, 'the store holds it');
+      }
+      // As after a crash: the writer is neither completed nor aborted; its leftover is discarded instead.
+      await ufs.discardLeftover(handle!);
+      if (f.leftovers) t.same(await f.leftovers(), [], 'discarded: the store holds nothing of it');
+      await ufs.discardLeftover(handle!);
+      t.pass('discarding it twice is no error');
+      t.equal(await ufs.stat('/d/crashed.bin'), null, 'nothing at the path');
+      t.same(await names(ufs, '/d'), [], 'nothing listed');
+      // This process lives on: let the writer go (a crashed one just stops).
+      await w.abort().catch(() => undefined);
+      const done = await ufs.create('/d/done.bin');
+      await done.write(Buffer.from('x'));
+      await done.complete();
+      t.equal(done.leftover?.(), undefined, 'a completed writer leaves nothing');
+      const bad = ['', 'nonsense', '{}', '[]', 'null', JSON.stringify({ tmp: '/../x' }), JSON.stringify({ tmp: '/d/done.bin' }), JSON.stringify({ key: '../done.bin', uploadId: 'u' }), JSON.stringify({ key: 'done.bin', uploadId: '' })];
+      for (const h of bad) await rejectsCode(t, () => ufs.discardLeftover!(h), 'INVALID_ARGUMENT', `handle ${h || "''"}`);
+      t.equal((await readFile(ufs, '/d/done.bin')).toString(), 'x', 'a refused handle removed nothing');
     });
 
     t.test('concurrent reads', async (t) => {

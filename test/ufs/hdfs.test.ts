@@ -99,14 +99,21 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Requests to one node of a stand-in since `from` (an index into its log). */
 const since = (server: WebHdfsStandIn, from: number, node?: LoggedRequest['node']) => server.requests.slice(from).filter((r) => !node || r.node === node);
 
+/** Temp files in a stand-in store's directory, at any depth. */
+async function tempFilesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await fsp.readdir(dir, { withFileTypes: true, recursive: true })) if (e.name.startsWith(TEMP_PREFIX)) out.push(path.join(e.parentPath ?? e.path, e.name));
+  return out;
+}
+
 ufsConformance(t, 'hdfs (Hadoop 3 namenode stand-in)', async () => {
   const s = await makeStore(full);
-  return { ufs: createUfs(s.uri, { 'hdfs.user': USER }), cleanup: s.cleanup };
+  return { ufs: createUfs(s.uri, { 'hdfs.user': USER }), cleanup: s.cleanup, leftovers: () => tempFilesUnder(s.dir) };
 });
 
 ufsConformance(t, 'hdfs (plain WebHDFS stand-in: no LISTSTATUS_BATCH, no rename options)', async () => {
   const s = await makeStore(plain);
-  return { ufs: createUfs(s.uri, { 'hdfs.user': USER }), cleanup: s.cleanup };
+  return { ufs: createUfs(s.uri, { 'hdfs.user': USER }), cleanup: s.cleanup, leftovers: () => tempFilesUnder(s.dir) };
 });
 
 t.test('createUfs picks the hdfs driver; URI and options are checked at construction', async (t) => {

@@ -29,9 +29,16 @@ async function makeRoot(name = `root-${++roots}`): Promise<{ root: string; uri: 
   return { root, uri: pathToFileURL(root).href, cleanup: () => fsp.rm(root, { recursive: true, force: true }) };
 }
 
+/** Temp files under `dir`, at any depth. */
+async function tempFilesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await fsp.readdir(dir, { withFileTypes: true, recursive: true })) if (e.name.startsWith(TEMP_PREFIX)) out.push(path.join(e.parentPath ?? e.path, e.name));
+  return out;
+}
+
 ufsConformance(t, 'local', async () => {
-  const { uri, cleanup } = await makeRoot();
-  return { ufs: createUfs(uri), cleanup };
+  const { root, uri, cleanup } = await makeRoot();
+  return { ufs: createUfs(uri), cleanup, leftovers: () => tempFilesUnder(root) };
 });
 
 t.test('createUfs picks the local driver for file:// URIs', async (t) => {

@@ -19,7 +19,7 @@
  */
 
 import t from 'tap';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -175,10 +175,20 @@ async function expectCode(t: tap.Test, fn: () => Promise<unknown>, codes: string
   return undefined;
 }
 
+/** Multipart uploads open in the test store for keys under `prefix` (s3rver keeps each as a directory with a `key` file). */
+function openUploadsUnder(prefix: string): string[] {
+  const dir = uploadsDir(BUCKET);
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((id) => {
+    const keyFile = path.join(dir, id, 'key');
+    return existsSync(keyFile) && readFileSync(keyFile, 'utf8').startsWith(prefix);
+  });
+}
+
 ufsConformance(t, 's3', async () => {
   const prefix = `c-${++stores}-${randomBytes(3).toString('hex')}`;
   const ufs = createUfs(`s3://${BUCKET}/${prefix}`, options());
-  return { ufs, cleanup: () => rawDeleteAll(`${prefix}/`) };
+  return { ufs, cleanup: () => rawDeleteAll(`${prefix}/`), leftovers: async () => openUploadsUnder(`${prefix}/`) };
 });
 
 t.test('the conformance suite left no multipart upload behind', async (t) => {
