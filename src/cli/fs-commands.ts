@@ -394,6 +394,17 @@ ${examples([
 ])}`,
   );
 
+  // Also before the command's name (`strata fs --master URL ls /`), as people type it. Given twice, the last wins.
+  fsCmd
+    .option('--master <url>', 'master URL for every command; default $STRATA_MASTER or http://127.0.0.1:19998')
+    .option('--token-file <file>', 'the cluster token, when auth is on')
+    .hook('preAction', (_fs, action) => {
+      const shared = fsCmd.opts<{ master?: string; tokenFile?: string }>();
+      for (const key of ['master', 'tokenFile'] as const) {
+        if (shared[key] !== undefined && action.getOptionValue(key) === undefined) action.setOptionValue(key, shared[key]);
+      }
+    });
+
   const cmd = (name: string, desc: string, example: string[]) =>
     fsCmd
       .command(name)

@@ -325,6 +325,12 @@ t.test('strata fs', async (t) => {
     // The flag wins over the environment.
     const both = await runCli(['fs', 'ls', '/', '--master', c.masterUrl], { STRATA_MASTER: 'http://127.0.0.1:1' });
     t.equal(both.code, 0, both.stderr);
+    // Also given before the command's name; given twice, the last wins.
+    const before = await runCli(['fs', '--master', c.masterUrl, 'ls', '/'], { STRATA_MASTER: 'http://127.0.0.1:1' });
+    t.equal(before.code, 0, before.stderr);
+    t.match(before.stdout, /d1/);
+    const own = await runCli(['fs', '--master', 'http://127.0.0.1:1', 'ls', '/', '--master', c.masterUrl]);
+    t.equal(own.code, 0, own.stderr);
     const bad = await runCli(['fs', 'ls', '/'], { STRATA_MASTER: 'not a url' });
     t.equal(bad.code, 2, 'a malformed $STRATA_MASTER is a usage error');
     t.match(bad.stderr, /^strata: .*STRATA_MASTER/);
