@@ -48,19 +48,24 @@ function checkHome(home: string): void {
 }
 
 /**
- * Checks the root under-store URI and, for a local directory, creates it: the
- * default one lives in the home directory, which nothing else creates, and a
- * missing root would fail every later mkdir and create with ENOENT.
+ * Checks the root under-store URI. A local root must be a directory: the default
+ * one (`<home>/ufs`) is created, since nothing else would and every mkdir and
+ * create would fail with ENOENT; another one must exist already, since creating it
+ * could hide a file system that is not mounted (the files would go to the disk
+ * beneath it).
  */
-function prepareUfs(uri: string): void {
+function prepareUfs(uri: string, home: string): void {
   createUfs(uri); // throws CONFIG for unknown schemes and malformed URIs
   const url = new URL(uri);
   if (url.protocol !== 'file:') return;
   const dir = decodeURIComponent(url.pathname);
   try {
-    mkdirSync(dir, { recursive: true });
+    if (nodePath.resolve(dir) === nodePath.resolve(home, 'ufs')) mkdirSync(dir, { recursive: true });
+    if (!statSync(dir).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
   } catch (err) {
-    throw new StrataError('CONFIG', `cannot use under-store directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    const hint = code === 'ENOENT' ? ' (create it, or mount the file system it is on)' : '';
+    throw new StrataError('CONFIG', `cannot use under-store directory ${dir}: ${code ?? (err as Error).message}${hint}`);
   }
 }
 
@@ -137,7 +142,7 @@ function daemonLimits(cfg: StrataConfig): HttpLimits {
 
 async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>): Promise<void> {
   checkHome(cfg.home);
-  prepareUfs(cfg.ufs);
+  prepareUfs(cfg.ufs, cfg.home);
   const log = createLogger('master', cfg.logLevel);
   const { startMaster } = await import('../master/server');
   const m = await startMaster({
@@ -340,7 +345,7 @@ async function stopChild(c: Child, timeoutMs = 30_000): Promise<void> {
 
 async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: string[], configFile?: string): Promise<void> {
   checkHome(cfg.home);
-  prepareUfs(cfg.ufs);
+  prepareUfs(cfg.ufs, cfg.home);
   const log = createLogger('local', cfg.logLevel);
   const { prepareMountPoint } = await import('../fuse/fuse-mount');
   await prepareMountPoint(cfg.mount, log, { create: createMount });

@@ -247,8 +247,18 @@ export interface UfsLeftover {
   handle: string;
 }
 
+/** Limits on a register's leftovers; a worker keeps back what does not fit. */
+export const LEFTOVERS_MAX = 10_000;
+export const LEFTOVER_HANDLE_MAX = 16_384;
+export const LEFTOVER_URI_MAX = 4096;
+
 export interface RegisterWorkerResponse {
   workerId: number;
+  /**
+   * Indices into the request's `leftovers` the master is done with: discarded, or
+   * beyond help (their mount is gone). The worker sends the others again later.
+   */
+  leftoversDone?: number[];
 }
 
 export interface HeartbeatRequest {

@@ -729,29 +729,44 @@ export class Namespace {
     return toAttributes(await this.#table.commitWrite(req));
   }
 
-  /** Where an inode's bytes live in the under-store; asked by workers, never by clients. */
   /**
    * Discards what a worker's writes left in their stores when the worker died (open
-   * multipart uploads, temp files), through the store of the mount they were for.
-   * Failures are logged: the store keeps those remains (an S3 lifecycle rule for
-   * incomplete uploads is the backstop).
+   * multipart uploads, temp files), through the store of the mount they were for,
+   * for up to `waitMs`. Answers the indices it is done with: discarded, or beyond
+   * help (no such mount any more, a handle the store refuses). The rest (the store
+   * failed, or time ran out) the worker keeps and sends again.
    */
-  async discardLeftovers(list: UfsLeftover[], worker: number): Promise<void> {
-    for (const l of list) {
+  async discardLeftovers(list: UfsLeftover[], worker: number, waitMs: number): Promise<number[]> {
+    const done: number[] = [];
+    const deadline = Date.now() + waitMs;
+    for (const [i, l] of list.entries()) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
       const mount = this.#mounts.list().find((m) => m.uri === l.mountUri);
       if (!mount?.ufs.discardLeftover) {
-        this.#log.warn({ worker, mountUri: l.mountUri }, 'cannot discard what an unfinished write left: no such mount any more');
+        this.#log.warn({ worker, mountUri: l.mountUri }, 'cannot discard what an unfinished write left: its mount is gone');
+        done.push(i);
         continue;
       }
+      let timer: NodeJS.Timeout | undefined;
       try {
-        await mount.ufs.discardLeftover(l.handle);
+        const discard = mount.ufs.discardLeftover(l.handle);
+        discard.catch(() => undefined);
+        await Promise.race([discard, new Promise((_, reject) => (timer = setTimeout(() => reject(new StrataError('TIMEOUT', 'out of time')), left)))]);
         this.#log.info({ worker, mount: mount.path, handle: l.handle }, 'discarded what an unfinished write left in the store');
+        done.push(i);
       } catch (err) {
-        this.#log.warn({ worker, mount: mount.path, handle: l.handle, err: (err as Error).message }, 'could not discard what an unfinished write left in the store');
+        const refused = err instanceof StrataError && err.code === 'INVALID_ARGUMENT';
+        if (refused) done.push(i);
+        this.#log.warn({ worker, mount: mount.path, handle: l.handle, err: (err as Error).message }, refused ? 'refused a handle of an unfinished write' : 'could not discard what an unfinished write left in the store yet');
+      } finally {
+        clearTimeout(timer);
       }
     }
+    return done;
   }
 
+  /** Where an inode's bytes live in the under-store; asked by workers, never by clients. */
   async ufsLocation(ino: number): Promise<UfsLocation> {
     const n = await this.#table.requireNode(ino);
     if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);

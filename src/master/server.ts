@@ -30,6 +30,9 @@ import {
   WriteCommitRequest,
   WriteType,
   WRITE_TYPES,
+  LEFTOVERS_MAX,
+  LEFTOVER_HANDLE_MAX,
+  LEFTOVER_URI_MAX,
 } from '../common/protocol';
 import { createUfs } from '../ufs';
 import { Metastore, toAttributes } from './metastore';
@@ -106,6 +109,8 @@ const MAX_ID = 0xfffffffe;
 const MAX_TIME_SEC = 8.64e12;
 /** Longest TTL: 100 years, so that now + ttl stays a plain integer of ms. */
 const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
+/** How long a worker's register waits for the master to discard what its last run's writes left. */
+const LEFTOVERS_WAIT_MS = 10_000;
 /** How long a free waits for a worker to take its deletes. */
 const NUDGE_TIMEOUT_MS = 5000;
 
@@ -169,7 +174,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
    */
   const nudges = new WorkerClients({ timeoutMs: NUDGE_TIMEOUT_MS, token: opts.auth?.token });
   const dropNow = async (): Promise<void> => {
-    const live = (await table.workers()).filter((w) => w.live);
+    const live = (await table.workers().catch((err: unknown) => {
+      log.warn({ err: (err as Error).message }, 'could not list workers to have them take their deletes now');
+      return [];
+    })).filter((w) => w.live);
     const results = await Promise.allSettled(live.map((w) => nudges.get(w.address).post('/report', {})));
     results.forEach((r, i) => {
       if (r.status === 'rejected') log.warn({ worker: live[i]!.id, err: (r.reason as Error).message }, 'worker did not take its deletes now; it gets them with its next heartbeat');
@@ -519,7 +527,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     items(body, name, MAX_REPORT, (x) => ({ id: requiredInt(x, 'id'), tier: shortString(x, 'tier', 64), bytes: requiredInt(x, 'bytes') }));
   /** Optional `leftovers` of a register: [{mountUri, handle}]. */
   const leftovers = (body: unknown): UfsLeftover[] =>
-    items(body, 'leftovers', 10_000, (x) => ({ mountUri: shortString(x, 'mountUri', 4096), handle: shortString(x, 'handle', 4096) }));
+    items(body, 'leftovers', LEFTOVERS_MAX, (x) => ({ mountUri: shortString(x, 'mountUri', LEFTOVER_URI_MAX), handle: shortString(x, 'handle', LEFTOVER_HANDLE_MAX) }));
   // Full block reports of big caches (many small files) outgrow the default 1 MiB body.
   const reportLimit = { bodyLimit: 64 * maxBody };
 
@@ -543,9 +551,9 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       blocks: blockReports(b, 'blocks'),
     });
     log.info({ workerId, address }, 'worker registered');
-    // In the background: the worker need not wait for the store.
-    if (left.length) void ns.discardLeftovers(left, workerId);
-    return { workerId };
+    if (!left.length) return { workerId };
+    // Bounded: the worker keeps what is not done by then and sends it again.
+    return { workerId, leftoversDone: await ns.discardLeftovers(left, workerId, LEFTOVERS_WAIT_MS) };
   });
   app.post(`${api}/workers/heartbeat`, reportLimit, async (req): Promise<HeartbeatResponse> => {
     const b = req.body;

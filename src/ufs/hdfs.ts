@@ -500,8 +500,14 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
     const failed = () => failure ?? new StrataError('IO_ERROR', `write ${path}: the upload stream closed`);
 
     let state: 'open' | 'completing' | 'done' = 'open';
+    /** Until the temp file is moved into place or deleted, a crash would leave it. */
+    let tmpGone = false;
     const name = parts[parts.length - 1]!;
-    const discard = () => this.#boolean('DELETE', tmp, 'DELETE', { recursive: false }, `discard ${path}`).catch(() => false);
+    const discard = () =>
+      this.#boolean('DELETE', tmp, 'DELETE', { recursive: false }, `discard ${path}`).then(
+        () => void (tmpGone = true),
+        () => undefined,
+      );
 
     return {
       write: async (chunk: Buffer) => {
@@ -524,12 +530,13 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
           // As on a real file system: an object never replaces a directory.
           if (dest?.type === 'DIRECTORY') throw new StrataError('IS_DIRECTORY', `complete ${path}: is a directory`);
           await this.#move(tmp, parts, true, `complete ${path}`, opts);
+          tmpGone = true;
           const st = await this.#statParts(parts, `complete ${path}`, opts);
           const status = st && toStatus(name, st);
           if (!status) throw new StrataError('IO_ERROR', `complete ${path}: the file vanished right after it was renamed into place`);
           return status;
         } catch (err) {
-          await discard();
+          if (!tmpGone) await discard();
           throw err;
         } finally {
           state = 'done';
@@ -548,7 +555,7 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
         await discard();
       },
       // The temp file as a path in this store, for discardLeftover after a crash.
-      leftover: () => (state === 'done' ? undefined : JSON.stringify({ tmp: '/' + tmp.slice(this.#root.length).join('/') })),
+      leftover: () => (tmpGone ? undefined : JSON.stringify({ tmp: '/' + tmp.slice(this.#root.length).join('/') })),
     };
   }
 

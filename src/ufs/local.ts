@@ -109,11 +109,18 @@ export class LocalUnderFileSystem implements UnderFileSystem {
       throw toStrataError(err, `create ${path}`);
     });
     let closed = false;
+    /** Until the temp file is renamed into place or removed, a crash would leave it. */
+    let tmpGone = false;
     let pos = 0;
     const name = nodePath.basename(abs);
     // The temp file as a path in this store, for discardLeftover after a crash.
     const tmpPath = '/' + [...parsePath(path).slice(0, -1), nodePath.basename(tmp)].join('/');
     const status = (st: import('node:fs').Stats) => this.#status(name, st);
+    const removeTmp = () =>
+      fsp.rm(tmp, { force: true }).then(
+        () => void (tmpGone = true),
+        () => undefined,
+      );
     return {
       async write(chunk: Buffer) {
         let off = 0;
@@ -136,20 +143,22 @@ export class LocalUnderFileSystem implements UnderFileSystem {
           await fh.close();
           closed = true;
           await fsp.rename(tmp, abs);
+          tmpGone = true;
           return status(await fsp.stat(abs));
         } catch (err) {
           if (!closed) await fh.close().catch(() => undefined);
-          await fsp.rm(tmp, { force: true }).catch(() => undefined);
+          closed = true;
+          if (!tmpGone) await removeTmp();
           throw toStrataError(err, `complete ${path}`);
         }
       },
       async abort() {
         if (!closed) await fh.close().catch(() => undefined);
         closed = true;
-        await fsp.rm(tmp, { force: true }).catch(() => undefined);
+        if (!tmpGone) await removeTmp();
       },
       leftover() {
-        return closed ? undefined : JSON.stringify({ tmp: tmpPath });
+        return tmpGone ? undefined : JSON.stringify({ tmp: tmpPath });
       },
     };
   }

@@ -805,12 +805,18 @@ export class S3UnderFileSystem implements UnderFileSystem {
     const h = parseLeftoverHandle(handle);
     const key = h?.key;
     const uploadId = h?.uploadId;
-    // Only uploads of objects under this store's root: the handle comes from a worker's report.
-    if (typeof key !== 'string' || typeof uploadId !== 'string' || !uploadId || !key.startsWith(this.#prefix) || key.length === this.#prefix.length) {
-      throw new StrataError('INVALID_ARGUMENT', `discard: not an upload under this store's root: ${handle.slice(0, 200)}`);
+    // Only uploads of objects under this store's root, named as our paths are: the handle comes from a worker's report.
+    let valid = typeof key === 'string' && typeof uploadId === 'string' && uploadId.length > 0 && key.startsWith(this.#prefix);
+    if (valid) {
+      try {
+        valid = this.#objectKey(parsePath('/' + (key as string).slice(this.#prefix.length))) === key && key !== this.#prefix;
+      } catch {
+        valid = false;
+      }
     }
+    if (!valid) throw new StrataError('INVALID_ARGUMENT', `discard: not an upload under this store's root: ${handle.slice(0, 200)}`);
     try {
-      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key, UploadId: uploadId }), this.#http(opts));
+      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key: key as string, UploadId: uploadId as string }), this.#http(opts));
     } catch (err) {
       const e = s3Error(err, `discard the upload of ${key}`);
       if (e.code !== 'NOT_FOUND') throw e;

@@ -12,7 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as nodePath from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../common/log';
-import type { UfsLeftover } from '../common/protocol';
+import { LEFTOVER_HANDLE_MAX, LEFTOVER_URI_MAX, type UfsLeftover } from '../common/protocol';
 import type { UfsWriter } from '../ufs/ufs';
 
 export interface StaleLeftover extends UfsLeftover {
@@ -42,8 +42,13 @@ export class LeftoverJournal {
       }
       try {
         const v = JSON.parse(await fsp.readFile(file, 'utf8')) as Partial<UfsLeftover>;
-        if (typeof v.mountUri === 'string' && typeof v.handle === 'string') stale.push({ mountUri: v.mountUri, handle: v.handle, file });
-        else await fsp.rm(file, { force: true });
+        if (typeof v.mountUri === 'string' && typeof v.handle === 'string' && v.mountUri.length > 0 && v.mountUri.length <= LEFTOVER_URI_MAX && v.handle.length > 0 && v.handle.length <= LEFTOVER_HANDLE_MAX) {
+          stale.push({ mountUri: v.mountUri, handle: v.handle, file });
+        } else {
+          // Nothing the master would take: what it names stays in the store.
+          log.warn({ file, record: JSON.stringify(v).slice(0, 300) }, 'dropped a leftover record the master cannot take');
+          await fsp.rm(file, { force: true });
+        }
       } catch {
         await fsp.rm(file, { force: true });
       }

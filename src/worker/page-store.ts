@@ -268,7 +268,9 @@ export class PageStore {
     }
     this.#dirty.clear();
     this.#removed.clear();
-    this.#dropped.clear();
+    // Deletes done on request go with the next heartbeat, with the block's state then: the master
+    // ignores a copy it still wants deleted, in a full report too.
+    for (const id of this.#dropped) this.#dirty.add(id);
     return out;
   }
 
@@ -290,6 +292,11 @@ export class PageStore {
     return { added, removed: [...removed], dropped };
   }
 
+  /** Whether the next report has something about this block. */
+  hasUnreported(id: number): boolean {
+    return this.#dirty.has(id) || this.#dropped.has(id) || this.#removed.has(id);
+  }
+
   /** Records a change for the next report and says there is one. */
   #note(set: Set<number>, id: number): void {
     set.add(id);
@@ -300,7 +307,10 @@ export class PageStore {
   restoreChanges(c: { added: BlockReport[]; removed: number[]; dropped: number[] }): void {
     for (const r of c.added) this.#dirty.add(r.id);
     for (const id of c.removed) this.#dirty.add(id);
-    for (const id of c.dropped) this.#dropped.add(id);
+    for (const id of c.dropped) {
+      this.#dropped.add(id);
+      this.#dirty.add(id);
+    }
   }
 
   // ---- pins ----------------------------------------------------------------

@@ -32,6 +32,7 @@ import {
   UfsLocation,
   WriteFileResponse,
   blockIdOf,
+  LEFTOVERS_MAX,
 } from '../common/protocol';
 import { createUfs } from '../ufs';
 import { hostIdentity } from '../common/host';
@@ -124,6 +125,10 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const log = opts.logger;
   const master = new JsonClient(opts.masterUrl, { retryForMs: 60_000, token: opts.token ?? opts.auth?.token });
   const tiers = opts.tiers ?? [{ name: 'SSD', dir: nodePath.resolve(opts.home, 'worker', 'blocks'), capacityBytes: opts.capacityBytes ?? 8 * 1024 ** 3 }];
+  /** Set by close(): timers and loops stop, waits end. */
+  let closing = false;
+  /** Whether a heartbeat is on its way to the master (bound below). */
+  let heartbeatInFlight = (): boolean => false;
   /** Schedules an early heartbeat; a no-op until the heartbeat exists. */
   let reportSoon: (delayMs?: number) => void = () => undefined;
   /** Waits until the master has heard of what is cached now (bound below, with the heartbeat). */
@@ -142,7 +147,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   });
   await store.open();
   // Before any write starts: what is recorded now is a previous run's.
-  const { journal, stale: staleLeftovers } = await LeftoverJournal.open(nodePath.resolve(opts.home, 'worker', 'leftovers'), log);
+  const opened = await LeftoverJournal.open(nodePath.resolve(opts.home, 'worker', 'leftovers'), log);
+  const journal = opened.journal;
+  let staleLeftovers = opened.stale;
   if (staleLeftovers.length) log.warn({ writes: staleLeftovers.length }, 'the last run was cut off during under-store writes; the master discards what they left');
   log.info({ blocks: store.blockCount, usedBytes: store.usedBytes, tiers: store.tierInfo().map((t) => `${t.name}:${t.dir}`) }, 'page store opened');
 
@@ -433,13 +440,16 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     return reply.send(Readable.from(rest(), { objectMode: false }));
   });
 
-  /** Caches a whole block (`strata fs load`); answers once every page is here. */
   /** Sends a heartbeat now and answers after it: the master's queued deletes are done, what is cached is known. */
   app.post('/report', async () => {
     await waitReported();
     return { ok: true };
   });
 
+  /**
+   * Caches a block, or a range of it (`strata fs load`, a mount's read-ahead); answers
+   * once every page is here, and with `reported=1` once the master knows of them too.
+   */
   app.post('/blocks/:id/load', async (req): Promise<LoadBlockResponse> => {
     const id = intParam((req.params as Record<string, string>).id, 'id');
     // Optionally a range only: a same-host client has the pages it needs cached, then reads the files itself.
@@ -452,7 +462,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let missingBytes = 0;
     for (let p = first; p <= last; p++) if (!store.hasPage(id, p)) missingBytes += Math.max(0, Math.min(ps, src.length - p * ps));
     if (src.length > 0 && missingBytes > 0) await ensurePages(src, first, last);
-    if (q.reported === '1') await waitReported();
+    // Nothing to wait for when the master already has this block's state (the common case of a load
+    // of cached files); a beat in flight may carry it, so then wait.
+    if (q.reported === '1' && (missingBytes > 0 || store.hasUnreported(id) || heartbeatInFlight())) await waitReported();
     // The page files as verified or written here: a same-host reader trusts exactly these versions.
     const pages: PageFileInfo[] = [];
     for (let p = first; p <= last; p++) {
@@ -752,6 +764,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   // A full report replaces what the master knew: sending it twice is harmless.
   const register = async (): Promise<number> => {
     const meta: ResponseMeta = {};
+    const sent = staleLeftovers.slice(0, LEFTOVERS_MAX);
     const r = await master.post<RegisterWorkerResponse>(`${MASTER_API}/workers/register`, {
       uuid,
       address: url,
@@ -761,12 +774,17 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       capacityBytes: store.capacityBytes,
       usedBytes: store.usedBytes,
       blocks: store.fullReport(),
-      ...(staleLeftovers.length ? { leftovers: staleLeftovers.map(({ mountUri, handle }) => ({ mountUri, handle })) } : {}),
+      ...(sent.length ? { leftovers: sent.map(({ mountUri, handle }) => ({ mountUri, handle })) } : {}),
     }, undefined, meta, { idempotent: true });
     pinVersion = -1;
     registeredTerm = termOf(meta);
-    // The master has them now.
-    await journal.forget(staleLeftovers.splice(0));
+    // What the master is done with goes; the rest is sent again with the next registration.
+    const done = new Set((r.leftoversDone ?? []).map((i) => sent[i]).filter((x) => x !== undefined));
+    if (done.size) {
+      await journal.forget([...done]);
+      staleLeftovers = staleLeftovers.filter((s) => !done.has(s));
+    }
+    if (staleLeftovers.length) log.warn({ writes: staleLeftovers.length }, 'the master could not discard everything the last run left in the stores yet; it is sent again with the next registration');
     return r.workerId;
   };
   let pinVersion = -1;
@@ -806,6 +824,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       const term = termOf(meta);
       const newLeader = term !== undefined && term !== registeredTerm;
       if (r.reregister || newLeader) {
+        // The full report replaces the rest of what was taken; deletes done must still reach the master.
+        store.restoreChanges({ added: [], removed: [], dropped: changes.dropped });
         await new Promise((res) => setTimeout(res, Math.random() * heartbeatMs));
         workerId = await register();
         log.info({ workerId, term: registeredTerm, master: master.baseUrl }, newLeader ? 'registered with the new leader' : 'registered again with the master');
@@ -847,8 +867,10 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     reportTimer.unref();
   };
   /** Resolves once a heartbeat sent after this call carried what is cached now (or failed), at most REPORT_WAIT_MS. */
+  heartbeatInFlight = () => beating;
   waitReported = (): Promise<void> =>
     new Promise<void>((resolve) => {
+      if (closing) return resolve();
       const limit = setTimeout(resolve, REPORT_WAIT_MS);
       limit.unref();
       reportWaiters.push(() => {
@@ -860,7 +882,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     });
 
   // Pages are verified on first read; the scrub also catches those nobody reads.
-  let closing = false;
   const scrubRate = opts.scrubBytesPerSec ?? 64 * 1024 * 1024;
   const scrubLoop = async () => {
     while (!closing && scrubRate > 0) {

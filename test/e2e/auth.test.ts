@@ -123,7 +123,7 @@ t.test('a daemon refuses a token file that other users can read', async (t) => {
   const tokenFile = path.join(root, 'token');
   await fsp.writeFile(tokenFile, 'k'.repeat(43) + '\n', { mode: 0o644 });
   await fsp.chmod(tokenFile, 0o644);
-  const r = await runCli(['master', '--home', path.join(root, 'home'), '--port', '0', '--auth', 'token', '--token-file', tokenFile, '--ufs', `file://${root}/ufs`]);
+  const r = await runCli(['master', '--home', path.join(root, 'home'), '--port', '0', '--auth', 'token', '--token-file', tokenFile]);
   t.equal(r.code, 2, 'exit code 2');
   t.match(r.stderr, /token file .*token is open to other users \(mode 0644\); run chmod 600/);
   t.equal(await fsp.readFile(tokenFile, 'utf8'), 'k'.repeat(43) + '\n', 'the file is left alone');

@@ -76,6 +76,7 @@ t.test('strata local refuses bad configuration with exit code 2', async (t) => {
   await fsp.mkdir(r('full'));
   await fsp.writeFile(r('full/occupant'), 'x');
   await fsp.writeFile(r('a-file'), 'not a directory');
+  await fsp.mkdir(r('ufs'));
   const ufs = `file://${r('ufs')}`;
 
   const cases: { name: string; args: string[]; mount: string; message: RegExp }[] = [

@@ -146,9 +146,21 @@ t.test('under-store faults', async (t) => {
     t.equal(cut.length, 1, 'its multipart upload is open');
     await c.kill();
     t.same(await openUploads(), cut, 'the crash left it open');
-    proxy.mode = 'pass';
+    const journal = path.join(c.home, 'worker', 'leftovers');
+    t.equal((await fsp.readdir(journal)).length, 1, "the worker's journal has it");
+    // The first restart finds the store refusing the abort: the record stays for the next one.
+    proxy.mode = '500';
+    proxy.match = (req) => req.method === 'DELETE' && /[?&]uploadId=/.test(req.url ?? '');
+    proxy.resetCounts();
     // Owned by the whole test (the subtest's teardown would stop it).
     c = await startLocal(whole, { reuse: c });
+    t.ok((proxy.faulted.DELETE ?? 0) > 0, 'the master tried to abort it');
+    t.ok((await openUploads()).includes(cut[0]!), 'the store refused: the upload is still open');
+    t.equal((await fsp.readdir(journal)).length, 1, 'and the journal kept it');
+    await c.kill();
+    proxy.mode = 'pass';
+    c = await startLocal(whole, { reuse: c });
+    t.same(await fsp.readdir(journal), [], 'the next restart: the master has it, the journal is empty');
     const t1 = Date.now();
     while ((await openUploads()).includes(cut[0]!) && Date.now() - t1 < 15_000) await sleep(100);
     t.notOk((await openUploads()).includes(cut[0]!), `the worker's journal had it aborted ${Date.now() - t1} ms after the restart`);

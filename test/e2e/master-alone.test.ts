@@ -37,6 +37,17 @@ t.test('the default under-store directory is created: the first mkdir works', as
   t.ok(existsSync(path.join(home, 'ufs', 'data')), 'and it is in the under-store');
 });
 
+t.test('an explicit under-store directory must exist: a usage error at start otherwise', async (t) => {
+  const root = tempRoot();
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  // Not created: it may be a file system that is not mounted yet.
+  const missing = path.join(root, 'not-mounted', 'data');
+  const r = await runCli(['master', '--home', path.join(root, 'home'), '--port', '0', '--auth', 'none', '--ufs', `file://${missing}`]);
+  t.equal(r.code, 2, 'exit code 2 (usage)');
+  t.match(r.stderr, /cannot use under-store directory .*not-mounted\/data: ENOENT \(create it, or mount the file system it is on\)/, r.stderr);
+  t.notOk(existsSync(missing), 'and it was not created');
+});
+
 t.test('an under-store directory that cannot be made is a usage error at start', async (t) => {
   const root = tempRoot();
   t.teardown(() => rmSync(root, { recursive: true, force: true }));

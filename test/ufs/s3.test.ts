@@ -191,6 +191,15 @@ ufsConformance(t, 's3', async () => {
   return { ufs, cleanup: () => rawDeleteAll(`${prefix}/`), leftovers: async () => openUploadsUnder(`${prefix}/`) };
 });
 
+t.test('discardLeftover takes only uploads of keys named as its own paths, under its root', async (t) => {
+  const { ufs, prefix } = freshStore(t);
+  for (const key of [`${prefix}../escape`, `${prefix}a/../../escape`, `${prefix}a//b`, `${prefix}./a`, prefix, `other/${prefix}x`]) {
+    await rejectsCode(t, () => ufs.discardLeftover(JSON.stringify({ key, uploadId: 'u' })), 'INVALID_ARGUMENT', `key ${key}`);
+  }
+  await ufs.discardLeftover(JSON.stringify({ key: `${prefix}dir/name.bin`, uploadId: 'no-such-upload' }));
+  t.pass('a well-formed handle of an upload already gone is no error');
+});
+
 t.test('the conformance suite left no multipart upload behind', async (t) => {
   const left = existsSync(uploadsDir(BUCKET)) ? readdirSync(uploadsDir(BUCKET)) : [];
   t.same(left, [], 'no pending upload in the store');
