@@ -26,7 +26,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { StrataError, toStrataError, type ErrorCode } from '../common/errors';
 import { parsePath, validateName } from '../common/paths';
-import { parseLeftoverHandle, type UfsCallOptions, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
+import { tempFileOfHandle, type UfsCallOptions, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
 
 /** Temp files of in-flight writes carry this prefix and are hidden from listings. */
 const TEMP_PREFIX = '.strata-tmp-';
@@ -560,16 +560,8 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
   }
 
   async discardLeftover(handle: string, opts?: UfsCallOptions): Promise<void> {
-    const tmp = parseLeftoverHandle(handle)?.tmp;
-    let parts: string[] = [];
-    try {
-      if (typeof tmp === 'string') parts = parsePath(tmp);
-    } catch {
-      // refused below
-    }
-    // Only our own temp files: the handle comes from a worker's report.
-    if (!parts.length || !TEMP_NAME.test(parts[parts.length - 1]!)) throw new StrataError('INVALID_ARGUMENT', `discard: not a temp file of this store: ${handle.slice(0, 200)}`);
-    await this.#boolean('DELETE', [...this.#root, ...parts], 'DELETE', { recursive: false }, `discard ${tmp as string}`, opts);
+    const parts = tempFileOfHandle(handle, TEMP_NAME);
+    await this.#boolean('DELETE', [...this.#root, ...parts], 'DELETE', { recursive: false }, `discard /${parts.join('/')}`, opts);
   }
 
   /**

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
 import { parsePath } from '../common/paths';
-import { parseLeftoverHandle, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
+import { tempFileOfHandle, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
 
 /** Temp files of in-flight writes carry this prefix and are hidden from listings. */
 const TEMP_PREFIX = '.strata-tmp-';
@@ -164,17 +164,9 @@ export class LocalUnderFileSystem implements UnderFileSystem {
   }
 
   async discardLeftover(handle: string): Promise<void> {
-    const tmp = parseLeftoverHandle(handle)?.tmp;
-    let parts: string[] = [];
-    try {
-      if (typeof tmp === 'string') parts = parsePath(tmp);
-    } catch {
-      // refused below
-    }
-    // Only our own temp files: the handle comes from a worker's report.
-    if (!parts.length || !TEMP_NAME.test(parts[parts.length - 1]!)) throw new StrataError('INVALID_ARGUMENT', `discard: not a temp file of this store: ${handle.slice(0, 200)}`);
+    const parts = tempFileOfHandle(handle, TEMP_NAME);
     await fsp.rm(nodePath.join(this.#root, ...parts), { force: true }).catch((err) => {
-      throw toStrataError(err, `discard ${tmp as string}`);
+      throw toStrataError(err, `discard /${parts.join('/')}`);
     });
   }
 

@@ -15,6 +15,8 @@
  */
 
 import type { Readable } from 'node:stream';
+import { StrataError } from '../common/errors';
+import { parsePath } from '../common/paths';
 
 export interface UfsStatus {
   name: string;
@@ -83,6 +85,23 @@ export interface UnderFileSystem {
    */
   forgetCaches?(): void;
   close(): Promise<void>;
+}
+
+/**
+ * The path parts of the temp file a `{tmp}` handle names (local and HDFS writers);
+ * INVALID_ARGUMENT unless it is a valid path whose last name matches `tempName`:
+ * handles come from workers' reports, and only our own temp files may go.
+ */
+export function tempFileOfHandle(handle: string, tempName: RegExp): string[] {
+  const tmp = parseLeftoverHandle(handle)?.tmp;
+  let parts: string[] = [];
+  try {
+    if (typeof tmp === 'string') parts = parsePath(tmp);
+  } catch {
+    // refused below
+  }
+  if (!parts.length || !tempName.test(parts[parts.length - 1]!)) throw new StrataError('INVALID_ARGUMENT', `discard: not a temp file of this store: ${handle.slice(0, 200)}`);
+  return parts;
 }
 
 /** A leftover handle's fields (drivers write them as JSON objects), or undefined when it is not one. */
