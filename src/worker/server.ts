@@ -109,8 +109,8 @@ function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
 
 /** Most parallel under-store reads one request starts to fill missing pages. */
 const FILL_PARALLEL = 4;
-/** How soon after a block is cached, moved or dropped the master hears of it (one report for a burst). */
-const REPORT_DELAY_MS = 100;
+/** How soon after a block is cached, moved or dropped the master hears of it: one report for a burst (a cold read caches pages all the time). */
+const REPORT_DELAY_MS = 500;
 /** How long a load that asked for it waits for the master to hear of its blocks. */
 const REPORT_WAIT_MS = 5000;
 /**
