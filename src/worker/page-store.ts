@@ -46,8 +46,6 @@ export interface PageStoreOptions {
   evictionPolicy?: string;
   /** Called with a reason when a page fails verification and is dropped. */
   onCorrupt?: (blockId: number, pageIndex: number, reason: string) => void;
-  /** Called when a block was added, changed or removed: there is something for the next report. */
-  onChange?: () => void;
 }
 
 interface Tier {
@@ -117,7 +115,6 @@ export class PageStore {
    */
   readonly #dropped = new Set<number>();
   readonly #onCorrupt: PageStoreOptions['onCorrupt'];
-  readonly #onChange: PageStoreOptions['onChange'];
   /** Counters for metrics. */
   readonly stats = { evictedBytes: 0, evictedPages: 0, demotedBytes: 0, promotedBytes: 0, corruptPages: 0 };
 
@@ -135,7 +132,6 @@ export class PageStore {
     });
     this.#pinDir = opts.pinDir;
     this.#onCorrupt = opts.onCorrupt;
-    this.#onChange = opts.onChange;
   }
 
   // ---- start ---------------------------------------------------------------
@@ -297,12 +293,6 @@ export class PageStore {
     return this.#dirty.has(id) || this.#dropped.has(id) || this.#removed.has(id);
   }
 
-  /** Records a change for the next report and says there is one. */
-  #note(set: Set<number>, id: number): void {
-    set.add(id);
-    this.#onChange?.();
-  }
-
   /** Puts back changes a failed heartbeat could not deliver. */
   restoreChanges(c: { added: BlockReport[]; removed: number[]; dropped: number[] }): void {
     for (const r of c.added) this.#dirty.add(r.id);
@@ -451,7 +441,7 @@ export class PageStore {
       page.verified = await identityOfPath(this.#path(tier, blockId, pageIndex));
       block.pages.set(pageIndex, page);
       tier.lru.add(key(blockId, pageIndex), page);
-      this.#note(this.#dirty, blockId);
+      this.#dirty.add(blockId);
       if (opts.durable && !opts.deferSync) await syncDir(nodePath.join(tier.dir, String(blockId)));
     } catch (err) {
       if (!placed) {
@@ -607,11 +597,11 @@ export class PageStore {
     await this.markPersisted(id);
     const b = this.#blocks.get(id);
     // Reported as removed even when it was not here (or is cached again by then), so the master can clear its delete queue.
-    this.#note(this.#dropped, id);
+    this.#dropped.add(id);
     if (!b) return;
     for (const p of [...b.pages.values()]) await this.#drop(p, false);
     this.#blocks.delete(id);
-    this.#note(this.#removed, id);
+    this.#removed.add(id);
   }
 
   // ---- room, demotion, promotion ------------------------------------------
@@ -691,7 +681,7 @@ export class PageStore {
       if (page.verified) page.verified = await identityOfPath(dst).catch(() => undefined);
       if (to.level > from.level) this.stats.demotedBytes += page.dataBytes;
       else this.stats.promotedBytes += page.dataBytes;
-      this.#note(this.#dirty, page.block);
+      this.#dirty.add(page.block);
       await fsp.rmdir(nodePath.dirname(src)).catch(() => undefined);
     } finally {
       page.moving = false;
@@ -715,9 +705,9 @@ export class PageStore {
     await fsp.rmdir(nodePath.dirname(file)).catch(() => undefined);
     if (b.pages.size === 0) {
       this.#blocks.delete(page.block);
-      this.#note(this.#removed, page.block);
+      this.#removed.add(page.block);
     }
-    if (markDirty) this.#note(this.#dirty, page.block);
+    if (markDirty) this.#dirty.add(page.block);
   }
 
   // ---- background verification ---------------------------------------------

@@ -109,8 +109,6 @@ function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
 
 /** Most parallel under-store reads one request starts to fill missing pages. */
 const FILL_PARALLEL = 4;
-/** How soon after a block is cached, moved or dropped the master hears of it: one report for a burst (a cold read caches pages all the time). */
-const REPORT_DELAY_MS = 500;
 /** How long a load that asked for it waits for the master to hear of its blocks. */
 const REPORT_WAIT_MS = 5000;
 /**
@@ -129,8 +127,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   let closing = false;
   /** Whether a heartbeat is on its way to the master (bound below). */
   let heartbeatInFlight = (): boolean => false;
-  /** Schedules an early heartbeat; a no-op until the heartbeat exists. */
-  let reportSoon: (delayMs?: number) => void = () => undefined;
   /** Waits until the master has heard of what is cached now (bound below, with the heartbeat). */
   let waitReported: () => Promise<void> = () => Promise.resolve();
   const store = new PageStore({
@@ -138,8 +134,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     pageSize: opts.pageSize,
     evictionPolicy: opts.evictionPolicy,
     pinDir: nodePath.resolve(opts.home, 'worker', 'pins'),
-    // Bound below, once the heartbeat exists.
-    onChange: () => reportSoon(),
     onCorrupt: (blockId, pageIndex, reason) => {
       corruptPages.inc();
       log.warn({ blockId, pageIndex, reason }, 'dropped a cached page that failed verification; it will be fetched again');
@@ -852,21 +846,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const timer = setInterval(() => void beat(), heartbeatMs);
   timer.unref();
   /**
-   * Blocks cached, moved or dropped reach the master within REPORT_DELAY_MS, not at
-   * the next heartbeat: otherwise a `stat` right after a `load` showed nothing
-   * cached, and a `free` right after it dropped nothing (the master did not know of
-   * the copy, and the worker then reported it as cached again).
+   * Resolves once a heartbeat sent after this call carried what is cached now (or
+   * failed), at most REPORT_WAIT_MS: a `load` answers once the master knows of its
+   * copies (a `stat` right after it shows them), a `free` once the workers took their
+   * deletes. Other changes go with the regular heartbeat: reporting each at once made
+   * the change feed busier, and a mount whose feed lags then lost its feed lease.
    */
-  let reportTimer: NodeJS.Timeout | undefined;
-  reportSoon = (delayMs = REPORT_DELAY_MS) => {
-    if (reportTimer || closing) return;
-    reportTimer = setTimeout(() => {
-      reportTimer = undefined;
-      void beat();
-    }, delayMs);
-    reportTimer.unref();
-  };
-  /** Resolves once a heartbeat sent after this call carried what is cached now (or failed), at most REPORT_WAIT_MS. */
   heartbeatInFlight = () => beating;
   waitReported = (): Promise<void> =>
     new Promise<void>((resolve) => {
@@ -878,7 +863,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         resolve();
       });
       if (beating) beatAgain = true;
-      else reportSoon(0);
+      else void beat();
     });
 
   // Pages are verified on first read; the scrub also catches those nobody reads.
@@ -904,7 +889,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     async close() {
       closing = true;
       clearInterval(timer);
-      clearTimeout(reportTimer);
       for (const w of reportWaiters.splice(0)) w();
       await scrubbing;
       await app.close();

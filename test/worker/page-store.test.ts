@@ -45,22 +45,17 @@ t.test('pages read back byte for byte, ranges clamp to the page', async (t) => {
   t.same(s.takeChanges(), { added: [{ id: 7, tier: 'MEM', bytes: PS + 100 }], removed: [], dropped: [] });
 });
 
-t.test('the report: a block dropped on request and cached again is in both lists; every change is announced', async (t) => {
+t.test('the report: a block dropped on request and cached again is in both lists', async (t) => {
   const root = mkdtempSync(path.join(os.tmpdir(), 'strata-pages-'));
   t.teardown(() => rmSync(root, { recursive: true, force: true }));
-  let announced = 0;
-  const s = new PageStore({ tiers: [{ name: 'MEM', dir: path.join(root, 'mem'), capacityBytes: 10 * FILE }], pageSize: PS, pinDir: path.join(root, 'pins'), onChange: () => announced++ });
+  const s = new PageStore({ tiers: [{ name: 'MEM', dir: path.join(root, 'mem'), capacityBytes: 10 * FILE }], pageSize: PS, pinDir: path.join(root, 'pins') });
   await s.open();
-  announced = 0;
   await s.putPage(5, 0, randomBytes(PS), PS, PS);
   await s.putPage(6, 0, randomBytes(PS), PS, PS);
-  t.ok(announced > 0, 'a cached page is announced');
   t.same(s.takeChanges().added.map((r) => r.id).sort(), [5, 6]);
-  announced = 0;
   // The master asked for 5 to go; it is read (cached) again before the next report. The master
   // must see the delete done before the new copy, or it would take the new copy for the old one.
   await s.removeBlock(5);
-  t.ok(announced > 0, 'a dropped block is announced');
   await s.putPage(5, 0, randomBytes(PS), PS, PS);
   const c = s.takeChanges();
   t.same(c.removed, [5], 'reported removed…');
