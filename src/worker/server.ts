@@ -787,9 +787,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   log.info({ url, workerId, master: opts.masterUrl }, 'worker started');
 
   let beating = false;
-  /** A change came while a heartbeat was in flight: send another right after it. */
+  /** A report was asked for while a heartbeat was in flight: send another right after it. */
   let beatAgain = false;
-  /** Requests waiting until the master knows what they cached (see reported()). */
+  /** Requests waiting until the master knows what they cached or dropped (see waitReported). */
   let reportWaiters: (() => void)[] = [];
   const beat = async () => {
     if (beating) {
