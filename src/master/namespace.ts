@@ -748,19 +748,14 @@ export class Namespace {
         done.push(i);
         continue;
       }
-      let timer: NodeJS.Timeout | undefined;
       try {
-        const discard = mount.ufs.discardLeftover(l.handle);
-        discard.catch(() => undefined);
-        await Promise.race([discard, new Promise((_, reject) => (timer = setTimeout(() => reject(new StrataError('TIMEOUT', 'out of time')), left)))]);
+        await mount.ufs.discardLeftover(l.handle, { signal: AbortSignal.timeout(left) });
         this.#log.info({ worker, mount: mount.path, handle: l.handle }, 'discarded what an unfinished write left in the store');
         done.push(i);
       } catch (err) {
         const refused = err instanceof StrataError && err.code === 'INVALID_ARGUMENT';
         if (refused) done.push(i);
         this.#log.warn({ worker, mount: mount.path, handle: l.handle, err: (err as Error).message }, refused ? 'refused a handle of an unfinished write' : 'could not discard what an unfinished write left in the store yet');
-      } finally {
-        clearTimeout(timer);
       }
     }
     return done;

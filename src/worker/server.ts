@@ -125,8 +125,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const tiers = opts.tiers ?? [{ name: 'SSD', dir: nodePath.resolve(opts.home, 'worker', 'blocks'), capacityBytes: opts.capacityBytes ?? 8 * 1024 ** 3 }];
   /** Set by close(): timers and loops stop, waits end. */
   let closing = false;
-  /** Whether a heartbeat is on its way to the master (bound below). */
-  let heartbeatInFlight = (): boolean => false;
+  /** Whether a heartbeat is on its way to the master. */
+  let beating = false;
   /** Waits until the master has heard of what is cached now (bound below, with the heartbeat). */
   let waitReported: () => Promise<void> = () => Promise.resolve();
   const store = new PageStore({
@@ -458,7 +458,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     if (src.length > 0 && missingBytes > 0) await ensurePages(src, first, last);
     // Nothing to wait for when the master already has this block's state (the common case of a load
     // of cached files); a beat in flight may carry it, so then wait.
-    if (q.reported === '1' && (missingBytes > 0 || store.hasUnreported(id) || heartbeatInFlight())) await waitReported();
+    if (q.reported === '1' && (missingBytes > 0 || store.hasUnreported(id) || beating)) await waitReported();
     // The page files as verified or written here: a same-host reader trusts exactly these versions.
     const pages: PageFileInfo[] = [];
     for (let p = first; p <= last; p++) {
@@ -786,7 +786,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   let workerId = await register();
   log.info({ url, workerId, master: opts.masterUrl }, 'worker started');
 
-  let beating = false;
   /** A report was asked for while a heartbeat was in flight: send another right after it. */
   let beatAgain = false;
   /** Requests waiting until the master knows what they cached or dropped (see waitReported). */
@@ -852,7 +851,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
    * deletes. Other changes go with the regular heartbeat: reporting each at once made
    * the change feed busier, and a mount whose feed lags then lost its feed lease.
    */
-  heartbeatInFlight = () => beating;
   waitReported = (): Promise<void> =>
     new Promise<void>((resolve) => {
       if (closing) return resolve();
