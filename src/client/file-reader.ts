@@ -5,12 +5,13 @@
  * asked for, so a 4 KiB random read never pulls megabytes.
  */
 
+import { read, readSync } from 'node:fs';
 import { StrataError } from '../common/errors';
 import type { BlockInfo, FileBlocksResponse, WorkerInfo } from '../common/protocol';
 import type { MasterClient } from './master-client';
 import { workerUnreachable, type WorkerClient } from './worker-client';
 import type { WorkerRouter } from './worker-router';
-import type { ShortCircuitReader } from './short-circuit';
+import type { PageRange, ShortCircuitReader } from './short-circuit';
 
 export interface DataPath {
   master: MasterClient;
@@ -32,6 +33,68 @@ export interface FileReaderOptions {
    * mount spend more time in garbage collection than anywhere else.
    */
   recycleWindows?: boolean;
+  /**
+   * Serve same-host cached bytes as ranges of the worker's page files (`readParts`)
+   * instead of reading them here: the FUSE reply splices them into the kernel.
+   */
+  fileRanges?: boolean;
+}
+
+/** A range of an open file: `len` bytes at `pos` of descriptor `fd`. */
+export interface FileRange {
+  readonly fd: number;
+  readonly pos: number;
+  readonly len: number;
+}
+
+/**
+ * A read's bytes in order, as buffers (valid until the next macrotask, like
+ * `readBuffer`'s) and file ranges, whose descriptors stay open until `done()`.
+ */
+export interface ReadParts {
+  parts: (Buffer | FileRange)[];
+  done(): void;
+}
+
+type Part = Buffer | PageRange;
+
+/** A read-ahead window's bytes, in order; `buf` is its own buffer when some part needed bytes. */
+interface Window {
+  parts: Part[];
+  buf: Buffer | undefined;
+}
+
+/**
+ * A window in the read-ahead map. Requests pin it while they take their parts;
+ * one dropped behind the reader lets go of its page files and buffer once unpinned.
+ */
+interface WindowSlot {
+  p: Promise<Window>;
+  pins: number;
+  dropped: boolean;
+}
+
+const readAt = (fd: number, into: Buffer, at: number, len: number, pos: number): Promise<number> =>
+  new Promise((resolve, reject) => read(fd, into, at, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
+
+const isSpan = (x: PageRange[] | [number, number]): x is [number, number] => typeof x[0] === 'number';
+
+const partLength = (p: Part): number => (Buffer.isBuffer(p) ? p.length : p.len);
+
+/** The parts covering `[from, to)` of `parts` (positions relative to their start). */
+function sliceParts(parts: readonly Part[], from: number, to: number, out: Part[]): void {
+  let at = 0;
+  for (const p of parts) {
+    const len = partLength(p);
+    const a = Math.max(from, at);
+    const b = Math.min(to, at + len);
+    if (a < b) {
+      if (Buffer.isBuffer(p)) out.push(a === at && b === at + len ? p : p.subarray(a - at, b - at));
+      else out.push(a === at && b === at + len ? p : { ...p, pos: p.pos + (a - at), len: b - a });
+    }
+    at += len;
+    if (at >= to) break;
+  }
 }
 
 /** Consecutive bytes after which a reader gets read-ahead windows. */
@@ -52,8 +115,9 @@ export class FileReader {
   #info: FileBlocksResponse;
   readonly #window: number;
   readonly #ahead: number;
-  readonly #windows = new Map<number, Promise<Buffer>>();
+  readonly #windows = new Map<number, WindowSlot>();
   readonly #recycle: boolean;
+  readonly #fileRanges: boolean;
   /** Full-size window buffers free for reuse, and those waiting a macrotask until nobody can hold a view of them. */
   readonly #free: Buffer[] = [];
   #quarantine: Buffer[] = [];
@@ -77,13 +141,28 @@ export class FileReader {
     this.#window = opts.windowBytes ?? 4 * 1024 * 1024;
     this.#ahead = opts.readAheadWindows ?? 2;
     this.#recycle = opts.recycleWindows === true;
+    this.#fileRanges = opts.fileRanges === true;
   }
 
-  /** A window's buffer the reader is done with: reusable after the current macrotask. */
-  #release(p: Promise<Buffer>): void {
-    if (!this.#recycle) return;
+  /** Lets go of a window behind the reader (now, or when its last request unpins it). */
+  #drop(slot: WindowSlot): void {
+    slot.dropped = true;
+    if (slot.pins === 0) this.#release(slot.p);
+  }
+
+  #unpin(slot: WindowSlot): void {
+    slot.pins--;
+    if (slot.dropped && slot.pins === 0) this.#release(slot.p);
+  }
+
+  /** A window the reader is done with: its page files let go, its buffer reusable after the current macrotask. */
+  #release(p: Promise<Window>): void {
     void p.then(
-      (buf) => {
+      (win) => {
+        const ranges = win.parts.filter((x): x is PageRange => !Buffer.isBuffer(x));
+        if (ranges.length > 0) this.#data.local?.release(ranges);
+        const buf = win.buf;
+        if (!this.#recycle || !buf) return;
         if (buf.length !== this.#window || this.#free.length + this.#quarantine.length > this.#ahead + 2) return;
         if (this.#quarantine.length === 0) {
           setImmediate(() => {
@@ -114,8 +193,40 @@ export class FileReader {
    * allocation per kernel request, which is most of the garbage of a fast reader.
    */
   async readBuffer(pos: number, len: number): Promise<Buffer> {
+    const parts = await this.#read(pos, len);
+    if (parts.length === 1 && Buffer.isBuffer(parts[0])) return parts[0];
+    const out = Buffer.allocUnsafe(parts.reduce((n, p) => n + partLength(p), 0));
+    let n = 0;
+    try {
+      for (const p of parts) {
+        if (Buffer.isBuffer(p)) n += p.copy(out, n);
+        else n += readSync(p.fd, out, n, p.len, p.pos);
+      }
+    } finally {
+      this.#letGo(parts);
+    }
+    return out.subarray(0, n);
+  }
+
+  /**
+   * Up to `len` bytes at `pos`, with same-host cached bytes as page-file ranges
+   * when the reader was made with `fileRanges` (see ReadParts). Call `done()` once
+   * the parts were used.
+   */
+  async readParts(pos: number, len: number): Promise<ReadParts> {
+    const parts = await this.#read(pos, len);
+    return { parts, done: () => this.#letGo(parts) };
+  }
+
+  #letGo(parts: readonly Part[]): void {
+    const ranges = parts.filter((x): x is PageRange => !Buffer.isBuffer(x));
+    if (ranges.length > 0) this.#data.local?.release(ranges);
+  }
+
+  /** The parts of `[pos, pos+len)`; the page ranges among them are held for the caller. */
+  async #read(pos: number, len: number): Promise<Part[]> {
     const end = Math.min(pos + len, this.size);
-    if (pos >= end) return Buffer.alloc(0);
+    if (pos >= end) return [Buffer.alloc(0)];
     // A reader is sequential once it has read a run of consecutive bytes: a single
     // adjacent pair (the kernel's readahead of a random read) must not start
     // megabytes of read-ahead.
@@ -124,38 +235,48 @@ export class FileReader {
     const sequential = this.#streak >= SEQUENTIAL_AFTER || this.#windows.has(this.#windowStart(pos));
     if (!sequential && end - pos < this.#window) {
       this.#noteRandom(pos);
-      return this.#fetch(pos, end);
+      // Random reads are small: read here (a 4 KiB read is done in place).
+      return (await this.#fetch(pos, end, false)).parts;
     }
-    let out: Buffer | undefined;
+    const out: Part[] = [];
     const first = this.#windowStart(pos);
-    if (first === this.#windowStart(end - 1)) {
-      const win = await this.#getWindow(first);
-      out = win.subarray(pos - first, Math.min(end, first + win.length) - first);
-    } else {
-      out = Buffer.allocUnsafe(end - pos);
-      let n = 0;
+    try {
       for (let w = first; w < end; w += this.#window) {
-        const win = await this.#getWindow(w);
-        const from = Math.max(pos, w) - w;
-        const to = Math.min(end, w + win.length) - w;
-        win.copy(out, n, from, to);
-        n += to - from;
+        const slot = this.#getWindow(w);
+        slot.pins++;
+        try {
+          const win = await slot.p;
+          const before = out.length;
+          sliceParts(win.parts, Math.max(pos, w) - w, Math.min(end, w + this.#window) - w, out);
+          const ranges = out.slice(before).filter((x): x is PageRange => !Buffer.isBuffer(x));
+          if (ranges.length > 0) this.#data.local?.hold(ranges);
+        } finally {
+          this.#unpin(slot);
+        }
       }
-      out = out.subarray(0, n);
+    } catch (err) {
+      this.#letGo(out);
+      throw err;
     }
     // Drop windows behind the reader, start the ones ahead of it.
-    for (const [k, p] of this.#windows) {
+    for (const [k, slot] of this.#windows) {
       if (k + this.#window > pos) continue;
       this.#windows.delete(k);
-      this.#release(p);
+      this.#drop(slot);
     }
     const next = this.#windowStart(end - 1) + this.#window;
     for (let i = 0; i < this.#ahead; i++) {
       const w = next + i * this.#window;
-      if (w < this.size && !this.#windows.has(w)) this.#getWindow(w).catch(() => undefined);
+      if (w < this.size && !this.#windows.has(w)) this.#getWindow(w).p.catch(() => undefined);
     }
     if (this.#streak >= WARM_BLOCK_AFTER) this.#warmBlocks(end - 1);
     return out;
+  }
+
+  /** Lets go of every window (the file handle is closed). */
+  close(): void {
+    for (const slot of this.#windows.values()) this.#drop(slot);
+    this.#windows.clear();
   }
 
   /**
@@ -218,32 +339,42 @@ export class FileReader {
     return pos - (pos % this.#window);
   }
 
-  #getWindow(start: number): Promise<Buffer> {
-    let p = this.#windows.get(start);
-    if (!p) {
-      p = this.#fetch(start, Math.min(start + this.#window, this.size));
-      p.catch(() => this.#windows.delete(start));
-      this.#windows.set(start, p);
+  #getWindow(start: number): WindowSlot {
+    let slot = this.#windows.get(start);
+    if (!slot) {
+      const p = this.#fetch(start, Math.min(start + this.#window, this.size), this.#fileRanges);
+      const made: WindowSlot = { p, pins: 0, dropped: false };
+      p.catch(() => {
+        if (this.#windows.get(start) === made) this.#windows.delete(start);
+      });
+      this.#windows.set(start, (slot = made));
     }
-    return p;
+    return slot;
   }
 
   /** Fetches `[start, end)` from the blocks it spans, in parallel. */
-  async #fetch(start: number, end: number): Promise<Buffer> {
+  async #fetch(start: number, end: number, useRanges: boolean): Promise<Window> {
     try {
-      return await this.#fetchOnce(start, end);
+      return await this.#fetchOnce(start, end, useRanges);
     } catch (err) {
       // A worker died or dropped the block: ask the master again, once per reader.
       if (this.#refreshed || !(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT' && err.code !== 'NOT_FOUND')) throw err;
       this.#refreshed = true;
       this.#data.router.invalidate();
       this.#info = await this.#data.master.fileBlocksByIno(this.#info.attrs.ino, true);
-      return this.#fetchOnce(start, Math.min(end, this.size));
+      return this.#fetchOnce(start, Math.min(end, this.size), useRanges);
     }
   }
 
-  async #fetchOnce(start: number, end: number): Promise<Buffer> {
-    const buf = end - start === this.#window && this.#free.length > 0 ? this.#free.pop()! : Buffer.allocUnsafe(end - start);
+  /**
+   * `[start, end)` as parts: same-host cached pages as page-file ranges when
+   * `useRanges`, everything else read into one buffer for the window.
+   */
+  async #fetchOnce(start: number, end: number, useRanges: boolean): Promise<Window> {
+    let buf: Buffer | undefined;
+    const bytes = (): Buffer => (buf ??= end - start === this.#window && this.#free.length > 0 ? this.#free.pop()! : Buffer.allocUnsafe(end - start));
+    /** Per block touched, in order: its page ranges, or where its bytes are in `buf`. */
+    const slots: (PageRange[] | [number, number])[] = [];
     const bs = this.#info.attrs.blockSize;
     const parts: Promise<void>[] = [];
     for (let pos = start; pos < end; ) {
@@ -253,6 +384,38 @@ export class FileReader {
       const off = pos - block.offset;
       const n = Math.min(end, block.offset + block.length) - pos;
       const at = pos - start;
+      const slot = slots.length;
+      slots.push([at, n]);
+      /** Same-host page files: as ranges, or read into the window's buffer. */
+      const fromLocal = async (local: ShortCircuitReader, worker: WorkerInfo): Promise<boolean> => {
+        if (!useRanges) return (await local.readInto(worker, block.id, off, n, bytes(), at)) === n;
+        const r = await local.ranges(worker, block.id, off, n);
+        if (!r) return false;
+        try {
+          if (r.reduce((m, x) => m + x.len, 0) !== n) return false;
+          if (r.every((x) => x.inMemory)) {
+            slots[slot] = r;
+            return true;
+          }
+          // A page on a disk tier is read here: a disk error must answer EIO, and a
+          // spliced reply that fails midway would end short, telling the kernel the
+          // file ends there.
+          const into = bytes();
+          let m = at;
+          for (const x of r) {
+            let k = 0;
+            while (k < x.len) {
+              const got = await readAt(x.fd, into, m + k, x.len - k, x.pos + k);
+              if (got === 0) return false;
+              k += got;
+            }
+            m += x.len;
+          }
+          return true;
+        } finally {
+          if (slots[slot] !== r) local.release(r);
+        }
+      };
       parts.push(
         (async () => {
           for (let attempt = 0; ; attempt++) {
@@ -265,24 +428,20 @@ export class FileReader {
               // the worker for the range first (pages there cost it nothing) is cheaper than
               // hashing each page here.
               const askFirst = this.#warming.has(idx) && this.#data.workers.readType === 'CACHE' && !local.knowsPages(worker, block.id, off, n);
-              if (!askFirst) {
-                const got = await local.readInto(worker, block.id, off, n, buf, at);
-                if (got === n) return;
-              }
+              if (!askFirst && (await fromLocal(local, worker))) return;
               // Not all on local disk: have the worker cache those pages, then read the files
               // (cheaper than moving the bytes over HTTP). NO_CACHE must not cache: HTTP then.
               if (this.#data.workers.readType === 'CACHE') {
                 try {
                   await this.#loadLocal(local, worker, block.id, off, n);
-                  const again = await local.readInto(worker, block.id, off, n, buf, at);
-                  if (again === n) return;
+                  if (await fromLocal(local, worker)) return;
                 } catch (err) {
                   if (!workerUnreachable(err)) throw err;
                 }
               }
             }
             try {
-              const got = await this.#data.workers.readInto(worker, block.id, off, n, buf, at);
+              const got = await this.#data.workers.readInto(worker, block.id, off, n, bytes(), at);
               if (got !== n) throw new StrataError('IO_ERROR', `short read of block ${block.id}: ${got} of ${n} bytes`);
               return;
             } catch (err) {
@@ -297,7 +456,18 @@ export class FileReader {
       );
       pos += n;
     }
-    await Promise.all(parts);
-    return buf;
+    const settled = await Promise.allSettled(parts);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      for (const x of slots) if (!isSpan(x)) this.#data.local?.release(x);
+      throw failed.reason;
+    }
+    if (slots.every(isSpan)) return { parts: [buf ? buf.subarray(0, end - start) : Buffer.alloc(0)], buf };
+    const out: Part[] = [];
+    for (const x of slots) {
+      if (isSpan(x)) out.push(bytes().subarray(x[0], x[0] + x[1]));
+      else out.push(...x);
+    }
+    return { parts: out, buf };
   }
 }

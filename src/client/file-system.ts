@@ -20,7 +20,7 @@ import type { Logger } from '../common/log';
 import { Mutex } from '../common/mutex';
 import { dataRuns } from '../common/extents';
 import { DirEntry, FileAttributes, FileBlocksResponse, ReadType, Timespec, WorkerInfo, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
-import { FileReader, FileReaderOptions } from './file-reader';
+import { FileReader, FileReaderOptions, type ReadParts } from './file-reader';
 import { MasterClient } from './master-client';
 import { WorkerClient, workerUnreachable } from './worker-client';
 import { WorkerRouter } from './worker-router';
@@ -587,6 +587,20 @@ export class StrataFileSystem {
     return h.reader.readBuffer(pos, len);
   }
 
+  /**
+   * As readBuffer, but same-host cached bytes come as ranges of the worker's page
+   * files, for a reply that hands them to the kernel without reading them here.
+   */
+  async readParts(fh: number, len: number, pos: number): Promise<Buffer | ReadParts> {
+    const h = this.#handle(fh);
+    if (h.file.staging) return this.readBuffer(fh, len, pos);
+    if (!h.reader) {
+      const info = h.info ?? (await this.master.fileBlocksByIno(h.file.ino));
+      h.reader = new FileReader(this.data, info, { ...this.#readerOpts, recycleWindows: true, fileRanges: true });
+    }
+    return h.reader.readParts(pos, len);
+  }
+
   async read(fh: number, into: Buffer, len: number, pos: number): Promise<number> {
     const h = this.#handle(fh);
     const f = h.file;
@@ -821,6 +835,7 @@ export class StrataFileSystem {
   async release(fh: number): Promise<void> {
     const h = this.#handle(fh);
     this.#handles.delete(fh);
+    h.reader?.close();
     await this.#releaseFile(h.file);
   }
 

@@ -10,7 +10,7 @@
  * Any page that is not on local disk sends the whole range to HTTP, which fills it.
  */
 
-import { promises as fsp, readFileSync, readSync } from 'node:fs';
+import { promises as fsp, readFileSync, readSync, statfsSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { hostIdentity } from '../common/host';
 import { PAGE_TRAILER_BYTES, PageIdentity, identityOf, pageRelPath, sameIdentity, verifyPage } from '../common/page-file';
@@ -24,7 +24,12 @@ interface OpenPage {
   /** When the identity was last compared with the file on disk. */
   checkedAt: number;
   dataBytes: number;
+  /** Dropped from the cache (failed a check): closed once the last holder lets go. */
+  dead?: boolean;
 }
+
+/** statfs types of memory file systems: tmpfs, ramfs. */
+const MEMORY_FS = new Set([0x01021994, 0x858458f6]);
 
 /** Reads up to this size are done synchronously (random 4-16 KiB reads: no thread-pool round trip). */
 const SYNC_READ_MAX = 16 * 1024;
@@ -56,6 +61,17 @@ function pageFile(tierDir: string, blockId: number, pageIndex: number): string {
   return nodePath.join(tierDir, pageRelPath(blockId, pageIndex));
 }
 
+/** A range of an open page file; its descriptor stays open while held (see `ShortCircuitReader.ranges`). */
+export interface PageRange {
+  readonly fd: number;
+  readonly pos: number;
+  readonly len: number;
+  /** The open file it belongs to: what holding counts on. */
+  readonly page: { refs: number };
+  /** In a tier on a memory file system: reading it cannot fail midway. */
+  readonly inMemory: boolean;
+}
+
 export interface ShortCircuitOptions {
   /** This client's host identity; a worker reporting the same one is local. Default hostIdentity(). */
   hostId?: string;
@@ -80,6 +96,8 @@ export class ShortCircuitReader {
   readonly #verified = new Map<string, PageIdentity>();
   /** The bytes of the most recently verified pages, by file. */
   readonly #recent = new Map<string, { ident: PageIdentity; data: Buffer }>();
+  /** Tier directories by whether they are on a memory file system. */
+  readonly #memoryDirs = new Map<string, boolean>();
 
   constructor(opts: ShortCircuitOptions = {}) {
     this.#host = hostIdentity(opts.hostId);
@@ -91,7 +109,7 @@ export class ShortCircuitReader {
   }
 
   /** Opens (or reuses) a page file, verifying it when this version was not verified yet. */
-  async #acquire(w: WorkerInfo, blockId: number, pageIndex: number): Promise<{ file: string; op: OpenPage } | undefined> {
+  async #acquire(w: WorkerInfo, blockId: number, pageIndex: number): Promise<{ file: string; op: OpenPage; tierDir: string } | undefined> {
     const files = w.tiers.map((tier) => pageFile(tier.dir, blockId, pageIndex));
     // A page already open in a lower tier is used without first failing to open it in the upper ones.
     const open = files.findIndex((f) => this.#open.has(f));
@@ -135,7 +153,7 @@ export class ShortCircuitReader {
             if (!r.ok) {
               this.corruptPages++;
               this.#forget(file, op);
-              op.refs--;
+              this.#unref(op);
               return undefined;
             }
             op.verified = ident;
@@ -149,18 +167,25 @@ export class ShortCircuitReader {
         }
       } catch {
         this.#forget(file, op);
-        op.refs--;
+        this.#unref(op);
         return undefined;
       }
-      return { file, op };
+      return { file, op, tierDir: w.tiers[files.indexOf(file)]!.dir };
     }
     return undefined;
   }
 
+  /** Drops a page file from the cache; it is closed when nobody holds it any more (see #unref). */
   #forget(file: string, op: OpenPage): void {
     if (this.#open.get(file) === op) this.#open.delete(file);
     this.#verified.delete(file);
-    void op.fh.then((h) => h.close()).catch(() => undefined);
+    op.dead = true;
+  }
+
+  #unref(op: OpenPage): void {
+    op.refs--;
+    // A held range's descriptor must stay open: a reply may still read from it.
+    if (op.dead && op.refs === 0) void op.fh.then((h) => h.close()).catch(() => undefined);
   }
 
   #trim(): void {
@@ -199,6 +224,63 @@ export class ShortCircuitReader {
     return true;
   }
 
+  /**
+   * The page-file ranges holding `[offset, offset+length)` of a block, each file
+   * held open (verified as for a read) until `release`; undefined when some page
+   * is not on local disk. Fewer bytes than asked only past the block's end.
+   * For replies the kernel takes straight from the files (no copy through here).
+   */
+  async ranges(w: WorkerInfo, blockId: number, offset: number, length: number): Promise<PageRange[] | undefined> {
+    const ps = w.pageSize;
+    const out: PageRange[] = [];
+    let n = 0;
+    while (n < length) {
+      const pos = offset + n;
+      const pageIndex = Math.floor(pos / ps);
+      const got = await this.#acquire(w, blockId, pageIndex);
+      if (!got) {
+        this.release(out);
+        return undefined;
+      }
+      const inPage = pos - pageIndex * ps;
+      const want = Math.min(length - n, got.op.dataBytes - inPage);
+      if (want <= 0) {
+        this.#unref(got.op);
+        this.#trim();
+        break; // past the block's end
+      }
+      out.push({ fd: (await got.op.fh).fd, pos: inPage, len: want, page: got.op, inMemory: this.#inMemory(got.tierDir) });
+      n += want;
+    }
+    this.bytesRead += n;
+    return out;
+  }
+
+  /** Whether a tier directory is on a memory file system (tmpfs, ramfs), where reading cannot fail. */
+  #inMemory(dir: string): boolean {
+    let known = this.#memoryDirs.get(dir);
+    if (known === undefined) {
+      try {
+        known = MEMORY_FS.has(statfsSync(dir).type);
+      } catch {
+        known = false;
+      }
+      this.#memoryDirs.set(dir, known);
+    }
+    return known;
+  }
+
+  /** Holds the files of `ranges` open once more (for a reply that outlives its window). */
+  hold(ranges: readonly PageRange[]): void {
+    for (const r of ranges) r.page.refs++;
+  }
+
+  /** Lets go of `ranges`' files (once per `ranges` or `hold`). */
+  release(ranges: readonly PageRange[]): void {
+    for (const r of ranges) this.#unref(r.page as OpenPage);
+    this.#trim();
+  }
+
   /** Reads into `into`; undefined when some page of the range is not on local disk (use HTTP then). */
   async readInto(w: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number): Promise<number | undefined> {
     const ps = w.pageSize;
@@ -232,7 +314,7 @@ export class ShortCircuitReader {
         n += m;
         if (m < want) break;
       } finally {
-        got.op.refs--;
+        this.#unref(got.op);
         this.#trim();
       }
     }

@@ -381,7 +381,7 @@ export function strataHandlers(
       // Close-to-open: the kernel keeps its cached pages only when the file is as it last saw it.
       return { fh, keepCache: unchanged };
     },
-    read: (_ctx, _ino, fh, size, offset) => fs.readBuffer(fh, size, offset),
+    read: (_ctx, _ino, fh, size, offset) => fs.readParts(fh, size, offset),
     write: (_ctx, _ino, fh, data, offset) => fs.write(fh, data, data.length, offset),
     // Only the default mode (allocate, extending the size) exists here: there are no preallocated blocks to keep.
     fallocate: async (_ctx, ino, fh, mode, offset, length) => {
@@ -402,6 +402,15 @@ export function strataHandlers(
     },
   };
 }
+
+/**
+ * Largest read request. Same-host cached bytes are spliced from the worker's page
+ * files into the kernel, and a spliced reply must fit one pipe: at most 1 MiB
+ * without CAP_SYS_RESOURCE, and libfuse wants the header and a page per part
+ * beside the data. Warm 1 GiB re-reads here: 3.0-3.5 GB/s spliced in 512 KiB
+ * requests, 2.2-2.7 GB/s copied in 1 MiB ones.
+ */
+const MAX_READ = 512 * 1024;
 
 export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   const log = opts.logger;
@@ -427,6 +436,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     session = FuseSession.mount(opts.mountPoint, opts.metrics ? timed(ops, opts.metrics) : ops, {
       options,
       maxWrite: 1024 * 1024,
+      maxRead: MAX_READ,
       errnoOf: (err) => -toErrno(err, onUnknown),
       onUnknownError: onUnknown,
     });

@@ -9,6 +9,7 @@
 import t from 'tap';
 import type * as tap from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { promises as fsp, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { constants as osc, tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -155,5 +156,47 @@ t.test('handlers that throw or reject yield an errno and never hang', async (t) 
     await fsp.writeFile(p('ok'), 'still fine');
     t.equal(await fsp.readFile(p('ok'), 'utf8'), 'still fine', 'the file system goes on serving');
     t.ok(m.alive(), 'the file-system process did not crash', { output: m.output() });
+  });
+});
+
+t.test('reads answered in parts: memory and ranges of open files (spliced into the kernel)', async (t) => {
+  const m = await mountChild(t, 'rangefs.js');
+  const p = (x: string) => path.join(m.mnt, x);
+  posixSuite(t, m.mnt, new Set(ALL_FEATURES));
+
+  await t.test('big and odd reads come back byte for byte', async (t) => {
+    const data = randomBytes(3 * 1024 * 1024 + 4097);
+    await fsp.writeFile(p('big.bin'), data);
+    // A fresh open: the kernel must ask the file system, not its page cache.
+    t.ok((await fsp.readFile(p('big.bin'))).equals(data), 'a sequential read of 3 MiB (512 KiB requests, spliced)');
+    const fh = await fsp.open(p('big.bin'), 'r');
+    try {
+      let bad = 0;
+      for (let i = 0; i < 200; i++) {
+        const pos = Math.floor(Math.random() * data.length);
+        const len = 1 + Math.floor(Math.random() * 1.5 * 1024 * 1024);
+        const buf = Buffer.alloc(len);
+        const { bytesRead } = await fh.read(buf, 0, len, pos);
+        if (!buf.subarray(0, bytesRead).equals(data.subarray(pos, pos + len))) bad++;
+      }
+      t.equal(bad, 0, '200 reads at random offsets and lengths equal the file');
+    } finally {
+      await fh.close();
+    }
+  });
+
+  await t.test('a range that cannot be read answers an errno', async (t) => {
+    await fsp.writeFile(p('bad-range'), randomBytes(200 * 1024));
+    t.equal(await within(errnoOf(fsp.readFile(p('bad-range'))), 10_000, 'read'), E.EBADF, 'a descriptor that is not open: EBADF, not a hang or a short read');
+    await fsp.writeFile(p('short-range'), randomBytes(200 * 1024));
+    t.equal(await within(errnoOf(fsp.readFile(p('short-range'))), 10_000, 'read'), E.EIO, 'a range past the end of its file: EIO, not a short read');
+    t.equal((await fsp.readFile(p('big.bin'))).length, 3 * 1024 * 1024 + 4097, 'still serving');
+  });
+
+  await t.test('every reply let go of its ranges', async (t) => {
+    t.ok(m.alive(), 'rangefs is still running', { output: m.output() });
+    m.proc.kill('SIGTERM');
+    await new Promise((r) => m.proc.once('exit', r));
+    t.match(m.output(), /unreleased 0\n/, 'no reply kept its ranges', { output: m.output() });
   });
 });

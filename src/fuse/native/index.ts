@@ -39,6 +39,7 @@ interface Native {
   replyOpen(req: bigint, fh: number, flags: number): void;
   replyWrite(req: bigint, count: number): void;
   replyBuf(req: bigint, buf: Buffer, len: number): void;
+  replyData(req: bigint, parts: (Buffer | [number, number, number])[], len: number): void;
   replyStatfs(req: bigint, st: Float64Array): void;
   replyXattr(req: bigint, size: number): void;
   replyLock(req: bigint, type: number, start: number, len: number, pid: number): void;
@@ -148,6 +149,22 @@ export interface Lock {
   pid: number;
 }
 
+/** `len` bytes of an open file at `pos`. */
+export interface FileRange {
+  fd: number;
+  pos: number;
+  len: number;
+}
+
+/**
+ * A read's answer in parts, in order. The descriptors of its file ranges must stay
+ * open until `done` is called, which happens once the reply was sent (or dropped).
+ */
+export interface ReadReply {
+  parts: (Buffer | FileRange)[];
+  done(): void;
+}
+
 /** Operations a file system may implement; a missing one answers ENOSYS (or the kernel's default). */
 export interface LowLevelHandlers {
   lookup(ctx: RequestContext, parent: number, name: string): Promise<Entry>;
@@ -163,8 +180,11 @@ export interface LowLevelHandlers {
   rename?(ctx: RequestContext, parent: number, name: string, newParent: number, newName: string, flags: number): Promise<void>;
   link?(ctx: RequestContext, ino: number, newParent: number, newName: string): Promise<Entry>;
   open?(ctx: RequestContext, ino: number, flags: number): Promise<OpenReply>;
-  /** Returns at most `size` bytes at `offset` (fewer at EOF). */
-  read?(ctx: RequestContext, ino: number, fh: number, size: number, offset: number): Promise<Buffer>;
+  /**
+   * Returns at most `size` bytes at `offset` (fewer at EOF): a buffer, or parts
+   * that may name ranges of open files (answered without copying them through JS).
+   */
+  read?(ctx: RequestContext, ino: number, fh: number, size: number, offset: number): Promise<Buffer | ReadReply>;
   write?(ctx: RequestContext, ino: number, fh: number, data: Buffer, offset: number, flags: number): Promise<number>;
   flush?(ctx: RequestContext, ino: number, fh: number, lockOwner: number): Promise<void>;
   release?(ctx: RequestContext, ino: number, fh: number, flags: number): Promise<void>;
@@ -196,8 +216,12 @@ export interface MountOptions {
   /** Largest write request in bytes (libfuse3: up to 1 MiB). Default 1 MiB. */
   maxWrite?: number;
   maxReadahead?: number;
+  /** Largest read request in bytes (the `max_read` mount option). Default: up to maxWrite. */
+  maxRead?: number;
   /** The kernel's writeback cache; off unless asked for. */
   writebackCache?: boolean;
+  /** Splice the file ranges of read replies into the kernel (no copy through this process). Default true. */
+  spliceWrite?: boolean;
   /** Turns a handler's error into a positive errno. Default: Strata's table. */
   errnoOf?: (err: unknown) => number;
   /** Seconds to cache a negative lookup (ENOENT). Default 0. */
@@ -266,12 +290,14 @@ export class FuseSession {
     if (h.flock) implemented[OP.RELEASE] = 1;
     // Listings are kept per directory handle: opendir hands out a handle of its own, releasedir drops the listing.
     if (h.readdir) implemented[OP.OPENDIR] = implemented[OP.RELEASEDIR] = 1;
-    const options = ['-o', ['subtype=strata', ...(opts.options ?? [])].join(',')];
+    const options = ['-o', ['subtype=strata', ...(opts.maxRead ? [`max_read=${opts.maxRead}`] : []), ...(opts.options ?? [])].join(',')];
     const errnoOf = opts.errnoOf ?? ((err: unknown) => -toErrno(err, opts.onUnknownError));
     s.#handle = n.mount(mountPoint, options, s.#dispatcher(h, errnoOf, opts.negativeTimeout ?? 0), implemented, {
       maxWrite: opts.maxWrite ?? 1024 * 1024,
       maxReadahead: opts.maxReadahead ?? 1024 * 1024,
+      maxRead: opts.maxRead ?? 0,
       writebackCache: !!opts.writebackCache,
+      spliceWrite: opts.spliceWrite !== false,
       locks: !!(h.getlk && h.setlk),
       flock: !!h.flock,
     });
@@ -331,10 +357,10 @@ export class FuseSession {
         }
         n.replyErr(req, errno > 0 ? errno : 5);
       };
-      const ok = <T>(p: Promise<T> | undefined, reply: (v: T) => void) => {
+      const ok = <T>(p: Promise<T> | undefined, reply: (v: T) => void, unsent?: (v: T) => void) => {
         if (!p) return fail(Object.assign(new Error('not implemented'), { code: 'ENOSYS' }));
         p.then((v) => {
-          if (replied) return;
+          if (replied) return unsent?.(v);
           replied = true;
           try {
             reply(v);
@@ -397,7 +423,17 @@ export class FuseSession {
           case OP.OPEN:
             return ok(h.open?.(ctx, ino, a[0]), (o) => n.replyOpen(req, o.fh, openFlags(o)));
           case OP.READ:
-            return ok(h.read?.(ctx, ino, a[0], a[1], a[2]), (b) => n.replyBuf(req, b, Math.min(b.length, a[1])));
+            return ok(h.read?.(ctx, ino, a[0], a[1], a[2]), (b) => {
+              if (Buffer.isBuffer(b)) return n.replyBuf(req, b, Math.min(b.length, a[1]));
+              // Sent (or failed) synchronously: the ranges' descriptors may be let go right after.
+              try {
+                const only = b.parts.length === 1 ? b.parts[0] : undefined;
+                if (Buffer.isBuffer(only)) n.replyBuf(req, only, Math.min(only.length, a[1]));
+                else n.replyData(req, b.parts.map((p) => (Buffer.isBuffer(p) ? p : [p.fd, p.pos, p.len])), a[1]);
+              } finally {
+                b.done();
+              }
+            }, (b) => Buffer.isBuffer(b) || b.done());
           case OP.WRITE:
             return ok(h.write?.(ctx, ino, a[0], a[1], a[2], a[3]), (count) => n.replyWrite(req, count));
           case OP.FLUSH:

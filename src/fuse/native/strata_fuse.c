@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include <stdatomic.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/statvfs.h>
 
@@ -64,7 +65,9 @@ typedef struct session {
   /* conn options applied in init */
   unsigned max_write;
   unsigned max_readahead;
+  unsigned max_read;
   int writeback_cache;
+  int splice_write;
   int want_locks;
   int want_flock;
 } session_t;
@@ -157,12 +160,17 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   session_t *s = userdata;
   if (s->max_write) conn->max_write = s->max_write;
   if (s->max_readahead) conn->max_readahead = s->max_readahead;
+  if (s->max_read) conn->max_read = s->max_read;
   if (s->writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
   else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   if (!s->want_locks) conn->want &= ~FUSE_CAP_POSIX_LOCKS;
   if (!s->want_flock) conn->want &= ~FUSE_CAP_FLOCK_LOCKS;
   if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  /* Requests are read into memory (no SPLICE_READ: every handler wants its bytes). Replies
+   * made of file ranges (replyData) are spliced; never moved, since their pages belong
+   * to files that stay in use. */
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  if (s->splice_write && (conn->capable & FUSE_CAP_SPLICE_WRITE)) conn->want |= FUSE_CAP_SPLICE_WRITE;
 }
 
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
@@ -910,6 +918,83 @@ static napi_value reply_buf(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * replyData(req, parts, size): the reply to a read, made of memory buffers and
+ * ranges of open files ([fd, pos, len]), up to `size` bytes. A file range is
+ * spliced into the kernel when it allows (FUSE_CAP_SPLICE_WRITE): the bytes go
+ * from the page cache to the reader without a copy through this process. When
+ * splicing is not possible libfuse reads the ranges into memory itself. Either
+ * way the request is answered; a range that is not there (a closed descriptor, a
+ * file shorter than the range) answers an error.
+ */
+static napi_value reply_data(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  uint32_t n = 0;
+  if (napi_get_array_length(env, argv[1], &n) != napi_ok) {
+    napi_throw_type_error(env, NULL, "parts must be an array");
+    return NULL;
+  }
+  size_t limit = (size_t)get_num(env, argv[2]);
+  struct fuse_bufvec *bv = calloc(1, sizeof(struct fuse_bufvec) + (n > 1 ? n - 1 : 0) * sizeof(struct fuse_buf));
+  if (!bv) {
+    fuse_reply_err(req, ENOMEM);
+    req_done(s);
+    return NULL;
+  }
+  size_t total = 0;
+  for (uint32_t i = 0; i < n && total < limit; i++) {
+    napi_value el;
+    if (napi_get_element(env, argv[1], i, &el) != napi_ok) break;
+    struct fuse_buf *b = &bv->buf[bv->count];
+    memset(b, 0, sizeof(*b)); /* the slot of a skipped empty part is reused */
+    bool isbuf = false;
+    napi_is_buffer(env, el, &isbuf);
+    if (isbuf) {
+      void *d = NULL;
+      size_t l = 0;
+      napi_get_buffer_info(env, el, &d, &l);
+      b->mem = d;
+      b->size = l;
+    } else {
+      napi_value v;
+      double fd = -1, pos = 0, len = 0;
+      if (napi_get_element(env, el, 0, &v) == napi_ok) fd = get_num(env, v);
+      if (napi_get_element(env, el, 1, &v) == napi_ok) pos = get_num(env, v);
+      if (napi_get_element(env, el, 2, &v) == napi_ok) len = get_num(env, v);
+      if (fd < 0 || pos < 0 || len < 0) {
+        free(bv);
+        napi_throw_type_error(env, NULL, "a file range must be [fd, pos, len]");
+        return NULL;
+      }
+      if (len == 0) continue;
+      b->fd = (int)fd;
+      b->pos = (off_t)pos;
+      b->size = (size_t)len;
+      b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+      /* libfuse sends what it could read of a range and no error: a reply cut short
+       * would tell the kernel the file ends there. A range past its file's end answers
+       * EIO instead (a read error within it remains a short reply: callers splice only
+       * files in memory). */
+      struct stat st;
+      int bad = fstat(b->fd, &st) != 0 ? errno : (!S_ISREG(st.st_mode) || st.st_size < b->pos + (off_t)b->size) ? EIO : 0;
+      if (bad) {
+        free(bv);
+        fuse_reply_err(req, bad);
+        req_done(s);
+        return NULL;
+      }
+    }
+    if (b->size > limit - total) b->size = limit - total;
+    total += b->size;
+    if (b->size) bv->count++;
+  }
+  if (bv->count == 0) fuse_reply_buf(req, NULL, 0);
+  else fuse_reply_data(req, bv, 0);
+  free(bv);
+  req_done(s);
+  return NULL;
+}
+
 /* replyStatfs(req, Float64Array[bsize, frsize, blocks, bfree, bavail, files, ffree, favail, fsid, flag, namemax]) */
 static napi_value reply_statfs(napi_env env, napi_callback_info info) {
   ARGS(2);
@@ -1066,7 +1151,7 @@ static void tsfn_finalize(napi_env env, void *data, void *hint) {
 }
 
 /*
- * mount(mountpoint, args[], dispatcher, implemented: Uint8Array, conn: {maxWrite, maxReadahead, writebackCache, locks, flock})
+ * mount(mountpoint, args[], dispatcher, implemented: Uint8Array, conn: {maxWrite, maxReadahead, writebackCache, spliceWrite, locks, flock})
  * returns an external handle.
  */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
@@ -1103,8 +1188,11 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_value v;
   if (napi_get_named_property(env, argv[4], "maxWrite", &v) == napi_ok) s->max_write = (unsigned)get_num(env, v);
   if (napi_get_named_property(env, argv[4], "maxReadahead", &v) == napi_ok) s->max_readahead = (unsigned)get_num(env, v);
+  if (napi_get_named_property(env, argv[4], "maxRead", &v) == napi_ok) s->max_read = (unsigned)get_num(env, v);
   bool b = false;
   if (napi_get_named_property(env, argv[4], "writebackCache", &v) == napi_ok && napi_get_value_bool(env, v, &b) == napi_ok) s->writeback_cache = b;
+  b = false;
+  if (napi_get_named_property(env, argv[4], "spliceWrite", &v) == napi_ok && napi_get_value_bool(env, v, &b) == napi_ok) s->splice_write = b;
   b = false;
   if (napi_get_named_property(env, argv[4], "locks", &v) == napi_ok && napi_get_value_bool(env, v, &b) == napi_ok) s->want_locks = b;
   b = false;
@@ -1386,6 +1474,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
     {"replyOpen", NULL, reply_open, NULL, NULL, NULL, napi_default, NULL},
     {"replyWrite", NULL, reply_write, NULL, NULL, NULL, napi_default, NULL},
     {"replyBuf", NULL, reply_buf, NULL, NULL, NULL, napi_default, NULL},
+    {"replyData", NULL, reply_data, NULL, NULL, NULL, napi_default, NULL},
     {"replyStatfs", NULL, reply_statfs, NULL, NULL, NULL, napi_default, NULL},
     {"replyXattr", NULL, reply_xattr, NULL, NULL, NULL, napi_default, NULL},
     {"replyLock", NULL, reply_lock, NULL, NULL, NULL, napi_default, NULL},

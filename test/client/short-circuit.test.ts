@@ -1,0 +1,121 @@
+/**
+ * Page-file ranges for spliced replies (ShortCircuitReader.ranges): the bytes
+ * they name are the page's, and a held range's descriptor stays open until it is
+ * let go, even when the page file is closed to make room or fails its check.
+ * Real page files in a temp tier directory, in the worker's format.
+ */
+
+import t from 'tap';
+import type * as tap from 'tap';
+import { randomBytes } from 'node:crypto';
+import { fstatSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { ShortCircuitReader } from '../../src/client/short-circuit';
+import { encodeTrailer, pageCrc, pageRelPath } from '../../src/common/page-file';
+import type { WorkerInfo } from '../../src/common/protocol';
+
+const PAGE = 64 * 1024;
+const BLOCK = 7;
+
+function setup(t: tap.Test, pages: number) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'strata-sc-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const data = randomBytes(pages * PAGE - 100);
+  for (let i = 0; i < pages; i++) {
+    const bytes = data.subarray(i * PAGE, Math.min(data.length, (i + 1) * PAGE));
+    const file = path.join(dir, pageRelPath(BLOCK, i));
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, Buffer.concat([bytes, encodeTrailer({ dataLength: bytes.length, blockId: BLOCK, pageIndex: i, crc: pageCrc(bytes), blockLength: data.length })]));
+  }
+  const worker: WorkerInfo = {
+    id: 1,
+    address: 'http://127.0.0.1:1',
+    host: 'this-host',
+    tiers: [{ name: 'MEM', dir, capacityBytes: 1 << 30, usedBytes: 0 }],
+    pageSize: PAGE,
+    capacityBytes: 1 << 30,
+    usedBytes: 0,
+    lastHeartbeatMs: Date.now(),
+    live: true,
+  };
+  return { dir, data, worker };
+}
+
+const isOpen = (fd: number): boolean => {
+  try {
+    fstatSync(fd);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** What the ranges name, read back through their descriptors. */
+function bytesOf(ranges: { fd: number; pos: number; len: number }[]): Buffer {
+  return Buffer.concat(
+    ranges.map((r) => {
+      const b = Buffer.alloc(r.len);
+      readSync(r.fd, b, 0, r.len, r.pos);
+      return b;
+    }),
+  );
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 50));
+
+t.test('ranges name the bytes of the pages, up to the block end', async (t) => {
+  const { data, worker } = setup(t, 4);
+  const sc = new ShortCircuitReader({ hostId: 'this-host' });
+  t.teardown(() => sc.close());
+  const r = await sc.ranges(worker, BLOCK, 1000, 2 * PAGE + 5);
+  t.ok(r, 'all pages on local disk');
+  t.equal(r!.length, 3, 'one range per page file touched');
+  t.ok(bytesOf(r!).equals(data.subarray(1000, 1000 + 2 * PAGE + 5)), 'the bytes they name are the block bytes');
+  sc.release(r!);
+  const tail = await sc.ranges(worker, BLOCK, data.length - 10, 50);
+  t.ok(bytesOf(tail!).equals(data.subarray(data.length - 10)), 'past the end: only what the block has');
+  sc.release(tail!);
+  t.equal(await sc.ranges(worker, BLOCK + 1, 0, 10), undefined, 'a page not on local disk: undefined');
+});
+
+t.test('a held range stays open while its page is closed to make room', async (t) => {
+  const { data, worker } = setup(t, 6);
+  const sc = new ShortCircuitReader({ hostId: 'this-host', maxOpen: 2 });
+  t.teardown(() => sc.close());
+  const held = (await sc.ranges(worker, BLOCK, 0, 100))!;
+  const fd = held[0]!.fd;
+  for (let i = 1; i < 6; i++) sc.release((await sc.ranges(worker, BLOCK, i * PAGE, 100))!);
+  await settle();
+  t.ok(isOpen(fd), 'the held page file is still open with 5 others opened past the limit of 2');
+  t.ok(bytesOf(held).equals(data.subarray(0, 100)), 'and still reads its bytes');
+  sc.hold(held);
+  sc.release(held);
+  sc.release((await sc.ranges(worker, BLOCK, 5 * PAGE, 10))!);
+  await settle();
+  t.ok(isOpen(fd), 'held twice, let go once: still open');
+  sc.release(held);
+  sc.release((await sc.ranges(worker, BLOCK, 4 * PAGE, 10))!);
+  await settle();
+  t.notOk(isOpen(fd), 'let go by everyone: closed at the next trim');
+});
+
+t.test('a held range stays open when its page fails its check; closed once let go', async (t) => {
+  const { dir, worker } = setup(t, 2);
+  const sc = new ShortCircuitReader({ hostId: 'this-host' });
+  t.teardown(() => sc.close());
+  const held = (await sc.ranges(worker, BLOCK, 0, 100))!;
+  const fd = held[0]!.fd;
+  // Corrupt the page in place: its identity changes (ctime), its checksum no longer matches.
+  const w = openSync(path.join(dir, pageRelPath(BLOCK, 0)), 'r+');
+  writeSync(w, Buffer.from('corrupt!'), 0, 8, 10);
+  closeSync(w);
+  await new Promise((r) => setTimeout(r, 1100)); // past the re-check interval
+  t.equal(await sc.ranges(worker, BLOCK, 0, 100), undefined, 'the page is not served once it fails its check');
+  t.equal(sc.corruptPages, 1, 'counted as corrupt');
+  await settle();
+  t.ok(isOpen(fd), 'the range held before is still open (a reply may be reading it)');
+  sc.release(held);
+  await settle();
+  t.notOk(isOpen(fd), 'closed once let go');
+});
