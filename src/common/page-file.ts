@@ -48,8 +48,9 @@ export function decodeTrailer(b: Buffer): PageTrailer | undefined {
   return { dataLength: b.readUInt32BE(4), blockId, pageIndex: b.readUInt32BE(16), crc: b.readUInt32BE(20), blockLength };
 }
 
-export function pageCrc(data: Buffer): number {
-  return crc32(data) >>> 0;
+/** The page checksum of `data`; `prev` continues one over bytes before it. */
+export function pageCrc(data: Buffer, prev = 0): number {
+  return crc32(data, prev) >>> 0;
 }
 
 /** What identifies one version of a page file on disk: a rewrite or a change gives a new one. */

@@ -403,23 +403,24 @@ export class PageStore {
    * Stores one page. `data` undefined stores `dataLength` zero bytes sparsely.
    * Replaces a page that is already there.
    */
-  async putPage(blockId: number, pageIndex: number, data: Buffer | undefined, dataLength: number, blockLength: number, opts: PageWriteOptions = {}): Promise<void> {
-    if (dataLength > this.pageSize || (data && data.length !== dataLength)) throw new StrataError('INTERNAL', `page ${blockId}/${pageIndex}: ${dataLength} bytes do not fit a ${this.pageSize}-byte page`);
+  async putPage(blockId: number, pageIndex: number, data: Buffer | readonly Buffer[] | undefined, dataLength: number, blockLength: number, opts: PageWriteOptions = {}): Promise<void> {
+    const pieces = data === undefined ? undefined : Buffer.isBuffer(data) ? [data] : data;
+    if (dataLength > this.pageSize || (pieces && pieces.reduce((n, b) => n + b.length, 0) !== dataLength)) throw new StrataError('INTERNAL', `page ${blockId}/${pageIndex}: ${dataLength} bytes do not fit a ${this.pageSize}-byte page`);
     const fileBytes = dataLength + PAGE_TRAILER_BYTES;
     const tier = this.#tierForNew(opts.durable === true);
     await tier.mutex.run(() => this.#makeRoom(tier, fileBytes));
     const tmp = nodePath.join(tier.tmp, `${blockId}.${pageIndex}.${randomBytes(4).toString('hex')}`);
     let placed = false;
     try {
-      const crc = data ? pageCrc(data) : zeroCrc(dataLength);
+      const crc = pieces ? pieces.reduce((c, b) => pageCrc(b, c), 0) : zeroCrc(dataLength);
       const trailer = encodeTrailer({ dataLength, blockId, pageIndex, crc, blockLength });
       const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
       try {
-        if (data) {
+        if (pieces) {
           // Data and trailer in one system call (a short write finishes the rest).
-          const { bytesWritten } = await fh.writev([data, trailer], 0);
-          if (bytesWritten < dataLength) await writeAll(fh, Buffer.concat([data.subarray(bytesWritten), trailer]), bytesWritten);
-          else if (bytesWritten < dataLength + trailer.length) await writeAll(fh, trailer.subarray(bytesWritten - dataLength), bytesWritten);
+          const all = [...pieces, trailer];
+          const { bytesWritten } = await fh.writev(all, 0);
+          if (bytesWritten < fileBytes) await writeAll(fh, Buffer.concat(all).subarray(bytesWritten), bytesWritten);
         } else {
           await writeAll(fh, trailer, dataLength);
         }

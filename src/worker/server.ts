@@ -212,7 +212,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const start = first * ps;
     const end = Math.min(src.length, (last + 1) * ps);
     const ufs = ufsFor(src.ufs);
-    let page = Buffer.allocUnsafe(Math.min(ps, end - start));
+    // A page's bytes as the store's chunks (no copy into a page buffer): written out with one writev.
+    let pieces: Buffer[] = [];
+    let pageSize = Math.min(ps, end - start);
     let fillAt = 0;
     let idx = first;
     let got = 0;
@@ -222,22 +224,19 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         let chunk = raw as Buffer;
         while (chunk.length > 0) {
           if (idx > last) throw new StrataError('IO_ERROR', `under-store returned more than ${end - start} bytes at ${src.offset + start}: the file changed`);
-          const take = Math.min(chunk.length, page.length - fillAt);
-          chunk.copy(page, fillAt, 0, take);
+          const take = Math.min(chunk.length, pageSize - fillAt);
+          pieces.push(take === chunk.length ? chunk : chunk.subarray(0, take));
           fillAt += take;
           got += take;
           chunk = chunk.subarray(take);
-          if (fillAt === page.length) {
-            if (sink) sink.set(idx, page);
-            else await store.putPage(src.blockId, idx, page, page.length, src.length);
+          if (fillAt === pageSize) {
+            if (sink) sink.set(idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize));
+            else await store.putPage(src.blockId, idx, pieces, pageSize, src.length);
             onPage(idx);
             idx++;
             fillAt = 0;
-            // Stored pages were written out (putPage is done with the buffer): reuse it; kept ones need their own.
-            if (idx <= last) {
-              const size = Math.min(ps, end - idx * ps);
-              page = !sink && size === page.length ? page : Buffer.allocUnsafe(size);
-            }
+            pieces = [];
+            if (idx <= last) pageSize = Math.min(ps, end - idx * ps);
           }
         }
       }
