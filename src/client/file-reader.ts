@@ -118,6 +118,7 @@ export class FileReader {
   readonly #windows = new Map<number, WindowSlot>();
   readonly #recycle: boolean;
   readonly #fileRanges: boolean;
+  #closed = false;
   /** Full-size window buffers free for reuse, and those waiting a macrotask until nobody can hold a view of them. */
   readonly #free: Buffer[] = [];
   #quarantine: Buffer[] = [];
@@ -200,7 +201,11 @@ export class FileReader {
     try {
       for (const p of parts) {
         if (Buffer.isBuffer(p)) n += p.copy(out, n);
-        else n += readSync(p.fd, out, n, p.len, p.pos);
+        else {
+          const got = readSync(p.fd, out, n, p.len, p.pos);
+          if (got !== p.len) throw new StrataError('IO_ERROR', `short read of a cached page: ${got} of ${p.len} bytes`);
+          n += got;
+        }
       }
     } finally {
       this.#letGo(parts);
@@ -240,23 +245,30 @@ export class FileReader {
     }
     const out: Part[] = [];
     const first = this.#windowStart(pos);
+    // Every window of the request stays pinned until all are in: `out` holds views of
+    // the earlier ones' buffers, which must not be recycled while a later one arrives.
+    const pinned: WindowSlot[] = [];
     try {
       for (let w = first; w < end; w += this.#window) {
         const slot = this.#getWindow(w);
         slot.pins++;
-        try {
-          const win = await slot.p;
-          const before = out.length;
-          sliceParts(win.parts, Math.max(pos, w) - w, Math.min(end, w + this.#window) - w, out);
-          const ranges = out.slice(before).filter((x): x is PageRange => !Buffer.isBuffer(x));
-          if (ranges.length > 0) this.#data.local?.hold(ranges);
-        } finally {
-          this.#unpin(slot);
-        }
+        pinned.push(slot);
+        const win = await slot.p;
+        const before = out.length;
+        sliceParts(win.parts, Math.max(pos, w) - w, Math.min(end, w + this.#window) - w, out);
+        const ranges = out.slice(before).filter((x): x is PageRange => !Buffer.isBuffer(x));
+        if (ranges.length > 0) this.#data.local?.hold(ranges);
       }
     } catch (err) {
       this.#letGo(out);
       throw err;
+    } finally {
+      for (const slot of pinned) this.#unpin(slot);
+    }
+    if (this.#closed) {
+      // Closed while this request waited: nothing may stay behind in the windows.
+      this.close();
+      return out;
     }
     // Drop windows behind the reader, start the ones ahead of it.
     for (const [k, slot] of this.#windows) {
@@ -275,6 +287,7 @@ export class FileReader {
 
   /** Lets go of every window (the file handle is closed). */
   close(): void {
+    this.#closed = true;
     for (const slot of this.#windows.values()) this.#drop(slot);
     this.#windows.clear();
   }
@@ -377,18 +390,45 @@ export class FileReader {
     const slots: (PageRange[] | [number, number])[] = [];
     const bs = this.#info.attrs.blockSize;
     const parts: Promise<void>[] = [];
+    const failed = async (err: unknown): Promise<never> => {
+      // Parts still running may yet hold ranges: let go of those too once they end.
+      await Promise.allSettled(parts);
+      for (const x of slots) if (!isSpan(x)) this.#data.local?.release(x);
+      throw err;
+    };
+    try {
+      this.#startParts(start, end, bs, slots, parts, bytes, useRanges);
+    } catch (err) {
+      return failed(err);
+    }
+    const settled = await Promise.allSettled(parts);
+    const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (rejected) return failed(rejected.reason);
+    if (slots.every(isSpan)) return { parts: [buf ? buf.subarray(0, end - start) : Buffer.alloc(0)], buf };
+    const out: Part[] = [];
+    for (const x of slots) {
+      if (isSpan(x)) out.push(bytes().subarray(x[0], x[0] + x[1]));
+      else out.push(...x);
+    }
+    return { parts: out, buf };
+  }
+
+  /** Starts fetching each block's part of `[start, end)` into `slots` (see #fetchOnce). */
+  #startParts(start: number, end: number, bs: number, slots: (PageRange[] | [number, number])[], parts: Promise<void>[], bytes: () => Buffer, useRanges: boolean): void {
     for (let pos = start; pos < end; ) {
       const idx = Math.floor(pos / bs);
       const block: BlockInfo | undefined = this.#info.blocks[idx];
       if (!block) throw new StrataError('IO_ERROR', `file ${this.#info.attrs.ino} has no block ${idx}`);
       const off = pos - block.offset;
       const n = Math.min(end, block.offset + block.length) - pos;
+      // A short block that is not the last: the block list does not cover the size (no endless loop on it).
+      if (n <= 0) throw new StrataError('IO_ERROR', `file ${this.#info.attrs.ino} has no block at ${pos}: its blocks end before its size`);
       const at = pos - start;
       const slot = slots.length;
       slots.push([at, n]);
       /** Same-host page files: as ranges, or read into the window's buffer. */
       const fromLocal = async (local: ShortCircuitReader, worker: WorkerInfo): Promise<boolean> => {
-        if (!useRanges) return (await local.readInto(worker, block.id, off, n, bytes(), at)) === n;
+        if (!useRanges || !local.canHold()) return (await local.readInto(worker, block.id, off, n, bytes(), at)) === n;
         const r = await local.ranges(worker, block.id, off, n);
         if (!r) return false;
         try {
@@ -456,18 +496,5 @@ export class FileReader {
       );
       pos += n;
     }
-    const settled = await Promise.allSettled(parts);
-    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) {
-      for (const x of slots) if (!isSpan(x)) this.#data.local?.release(x);
-      throw failed.reason;
-    }
-    if (slots.every(isSpan)) return { parts: [buf ? buf.subarray(0, end - start) : Buffer.alloc(0)], buf };
-    const out: Part[] = [];
-    for (const x of slots) {
-      if (isSpan(x)) out.push(bytes().subarray(x[0], x[0] + x[1]));
-      else out.push(...x);
-    }
-    return { parts: out, buf };
   }
 }

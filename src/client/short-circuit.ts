@@ -96,6 +96,8 @@ export class ShortCircuitReader {
   readonly #verified = new Map<string, PageIdentity>();
   /** The bytes of the most recently verified pages, by file. */
   readonly #recent = new Map<string, { ident: PageIdentity; data: Buffer }>();
+  /** Ranges handed out and not let go yet (`ranges` and `hold` add, `release` takes away). */
+  #rangesHeld = 0;
   /** Tier directories by whether they are on a memory file system. */
   readonly #memoryDirs = new Map<string, boolean>();
 
@@ -126,9 +128,10 @@ export class ShortCircuitReader {
           if (this.#open.get(file) === pending) this.#open.delete(file);
         });
         this.#open.set(file, op);
-        this.#trim();
       }
+      // Held before trimming: the page being opened must not be the one closed to make room.
       op.refs++;
+      this.#trim();
       let fh: fsp.FileHandle;
       try {
         fh = await op.fh;
@@ -250,6 +253,7 @@ export class ShortCircuitReader {
         break; // past the block's end
       }
       out.push({ fd: (await got.op.fh).fd, pos: inPage, len: want, page: got.op, inMemory: this.#inMemory(got.tierDir) });
+      this.#rangesHeld++;
       n += want;
     }
     this.bytesRead += n;
@@ -273,12 +277,28 @@ export class ShortCircuitReader {
   /** Holds the files of `ranges` open once more (for a reply that outlives its window). */
   hold(ranges: readonly PageRange[]): void {
     for (const r of ranges) r.page.refs++;
+    this.#rangesHeld += ranges.length;
   }
 
   /** Lets go of `ranges`' files (once per `ranges` or `hold`). */
   release(ranges: readonly PageRange[]): void {
     for (const r of ranges) this.#unref(r.page as OpenPage);
+    this.#rangesHeld -= ranges.length;
     this.#trim();
+  }
+
+  /**
+   * Whether more ranges may be held: held page files stay open past the limit of
+   * open files, so many readers each holding windows of ranges must fall back to
+   * reading bytes before this process runs out of descriptors.
+   */
+  /** Ranges handed out and not let go yet. */
+  get rangesHeld(): number {
+    return this.#rangesHeld;
+  }
+
+  canHold(): boolean {
+    return this.#rangesHeld < this.#maxOpen / 2;
   }
 
   /** Reads into `into`; undefined when some page of the range is not on local disk (use HTTP then). */
@@ -327,6 +347,8 @@ export class ShortCircuitReader {
     const all = [...this.#open.values()];
     this.#open.clear();
     this.#recent.clear();
-    await Promise.all(all.map((op) => op.fh.then((h) => h.close()).catch(() => undefined)));
+    // A page file a range still holds is closed when that range is let go (a reply may be reading it).
+    for (const op of all) op.dead = true;
+    await Promise.all(all.filter((op) => op.refs === 0).map((op) => op.fh.then((h) => h.close()).catch(() => undefined)));
   }
 }

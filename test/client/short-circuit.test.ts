@@ -119,3 +119,22 @@ t.test('a held range stays open when its page fails its check; closed once let g
   await settle();
   t.notOk(isOpen(fd), 'closed once let go');
 });
+
+t.test('with the open-file limit taken by held ranges, one more page is still read from its file', async (t) => {
+  const { data, worker } = setup(t, 6);
+  const sc = new ShortCircuitReader({ hostId: 'this-host', maxOpen: 4 });
+  t.teardown(() => sc.close());
+  const held = [];
+  for (let i = 0; i < 4; i++) held.push((await sc.ranges(worker, BLOCK, i * PAGE, 100))!);
+  const more = await sc.ranges(worker, BLOCK, 4 * PAGE, 100);
+  t.ok(more, 'a fifth page gets a range (not closed as soon as it was opened)');
+  t.ok(more && bytesOf(more).equals(data.subarray(4 * PAGE, 4 * PAGE + 100)), 'with its bytes');
+  const into = Buffer.alloc(100);
+  t.equal(await sc.readInto(worker, BLOCK, 5 * PAGE, 100, into, 0), 100, 'a sixth page is read from its file too');
+  t.ok(into.equals(data.subarray(5 * PAGE, 5 * PAGE + 100)), 'with its bytes');
+  t.equal(sc.rangesHeld, 5, 'five ranges held');
+  t.notOk(sc.canHold(), 'and no more may be held with a limit of 4');
+  if (more) sc.release(more);
+  for (const r of held) sc.release(r);
+  t.equal(sc.rangesHeld, 0, 'none once let go');
+});

@@ -944,7 +944,13 @@ static napi_value reply_data(napi_env env, napi_callback_info info) {
   size_t total = 0;
   for (uint32_t i = 0; i < n && total < limit; i++) {
     napi_value el;
-    if (napi_get_element(env, argv[1], i, &el) != napi_ok) break;
+    if (napi_get_element(env, argv[1], i, &el) != napi_ok) {
+      /* Never a reply cut short: the kernel would take it for the end of the file. */
+      free(bv);
+      fuse_reply_err(req, EIO);
+      req_done(s);
+      return NULL;
+    }
     struct fuse_buf *b = &bv->buf[bv->count];
     memset(b, 0, sizeof(*b)); /* the slot of a skipped empty part is reused */
     bool isbuf = false;
