@@ -7,6 +7,7 @@
 
 import { read, readSync } from 'node:fs';
 import { StrataError } from '../common/errors';
+import type { ReadParts } from '../common/file-range';
 import type { BlockInfo, FileBlocksResponse, WorkerInfo } from '../common/protocol';
 import type { MasterClient } from './master-client';
 import { workerUnreachable, type WorkerClient } from './worker-client';
@@ -40,21 +41,6 @@ export interface FileReaderOptions {
   fileRanges?: boolean;
 }
 
-/** A range of an open file: `len` bytes at `pos` of descriptor `fd`. */
-export interface FileRange {
-  readonly fd: number;
-  readonly pos: number;
-  readonly len: number;
-}
-
-/**
- * A read's bytes in order, as buffers (valid until the next macrotask, like
- * `readBuffer`'s) and file ranges, whose descriptors stay open until `done()`.
- */
-export interface ReadParts {
-  parts: (Buffer | FileRange)[];
-  done(): void;
-}
 
 type Part = Buffer | PageRange;
 
@@ -215,8 +201,8 @@ export class FileReader {
 
   /**
    * Up to `len` bytes at `pos`, with same-host cached bytes as page-file ranges
-   * when the reader was made with `fileRanges` (see ReadParts). Call `done()` once
-   * the parts were used.
+   * when the reader was made with `fileRanges`. Its buffers are valid until the
+   * next macrotask (as readBuffer's); call `done()` once the parts were used.
    */
   async readParts(pos: number, len: number): Promise<ReadParts> {
     const parts = await this.#read(pos, len);

@@ -287,16 +287,16 @@ export class ShortCircuitReader {
     this.#trim();
   }
 
-  /**
-   * Whether more ranges may be held: held page files stay open past the limit of
-   * open files, so many readers each holding windows of ranges must fall back to
-   * reading bytes before this process runs out of descriptors.
-   */
   /** Ranges handed out and not let go yet. */
   get rangesHeld(): number {
     return this.#rangesHeld;
   }
 
+  /**
+   * Whether more ranges may be held: held page files stay open past the limit of
+   * open files, so many readers each holding windows of ranges must fall back to
+   * reading bytes before this process runs out of descriptors.
+   */
   canHold(): boolean {
     return this.#rangesHeld < this.#maxOpen / 2;
   }

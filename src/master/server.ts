@@ -657,7 +657,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     ttlPass = ns
       .applyExpiredTtls()
       .then(
-        () => undefined,
+        // Freed or deleted: the workers drop the copies now, as after `fs free`, not at their next heartbeat.
+        async (fired) => (fired > 0 ? dropNow() : undefined),
         (err: unknown) => log.warn({ err: (err as Error).message }, 'TTL pass failed'),
       )
       .finally(() => (ttlPass = undefined));

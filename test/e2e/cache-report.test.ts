@@ -74,4 +74,14 @@ t.test('load and free are known to the master before they answer', async (t) => 
   await new Promise((r) => setTimeout(r, 1500));
   t.equal((await stat('/b.bin')).cachedBytes, b.length, 'and still, a moment later');
   t.ok(pageBytesUnder(tierDir) >= b.length, 'its pages are on the tier');
+
+  // A TTL that frees: the worker drops the copies when it fires, not at its next heartbeat.
+  const cBytes = randomBytes(MiB + 5);
+  await fsp.writeFile(path.join(c.ufsDir, 'c.bin'), cBytes);
+  await fs(['load', '/c.bin']);
+  const withC = pageBytesUnder(tierDir);
+  await fs(['setTtl', '/c.bin', '1s']);
+  const withoutC = withC - (cBytes.length + 2 * PAGE_TRAILER_BYTES);
+  t.equal(await until(async () => pageBytesUnder(tierDir), (n) => n === withoutC, 10_000), withoutC, "c.bin's pages are dropped within seconds of its TTL firing");
+  t.equal((await stat('/c.bin')).cachedBytes, 0, 'and stat shows nothing of it cached');
 });

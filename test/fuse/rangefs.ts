@@ -14,7 +14,8 @@
 import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { Entry, FuseSession, OpenReply, ReadReply, RequestContext } from '../../src/fuse/native';
+import type { ReadParts } from '../../src/common/file-range';
+import { Entry, FuseSession, OpenReply, RequestContext } from '../../src/fuse/native';
 import { MemFs, memErrno } from './memfs';
 
 /** Larger than any descriptor this process can have: reading it fails with EBADF. */
@@ -54,7 +55,7 @@ class RangeFs extends MemFs {
   }
 
   // @ts-expect-error MemFs answers buffers; this file system answers parts.
-  override async read(ctx: RequestContext, ino: number, fh: number, size: number, offset: number): Promise<ReadReply> {
+  override async read(ctx: RequestContext, ino: number, fh: number, size: number, offset: number): Promise<ReadParts> {
     const bytes = await super.read(ctx, ino, fh, size, offset);
     this.unreleased++;
     let released = false;

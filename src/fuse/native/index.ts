@@ -8,6 +8,7 @@
 import * as path from 'node:path';
 import { existsSync } from 'node:fs';
 import { toErrno } from '../../common/errors';
+import type { ReadParts } from '../../common/file-range';
 import type { Timespec } from '../../common/protocol';
 
 /** Op codes, in the order of the enum in strata_fuse.c. */
@@ -149,22 +150,6 @@ export interface Lock {
   pid: number;
 }
 
-/** `len` bytes of an open file at `pos`. */
-export interface FileRange {
-  fd: number;
-  pos: number;
-  len: number;
-}
-
-/**
- * A read's answer in parts, in order. The descriptors of its file ranges must stay
- * open until `done` is called, which happens once the reply was sent (or dropped).
- */
-export interface ReadReply {
-  parts: (Buffer | FileRange)[];
-  done(): void;
-}
-
 /** Operations a file system may implement; a missing one answers ENOSYS (or the kernel's default). */
 export interface LowLevelHandlers {
   lookup(ctx: RequestContext, parent: number, name: string): Promise<Entry>;
@@ -184,7 +169,7 @@ export interface LowLevelHandlers {
    * Returns at most `size` bytes at `offset` (fewer at EOF): a buffer, or parts
    * that may name ranges of open files (answered without copying them through JS).
    */
-  read?(ctx: RequestContext, ino: number, fh: number, size: number, offset: number): Promise<Buffer | ReadReply>;
+  read?(ctx: RequestContext, ino: number, fh: number, size: number, offset: number): Promise<Buffer | ReadParts>;
   write?(ctx: RequestContext, ino: number, fh: number, data: Buffer, offset: number, flags: number): Promise<number>;
   flush?(ctx: RequestContext, ino: number, fh: number, lockOwner: number): Promise<void>;
   release?(ctx: RequestContext, ino: number, fh: number, flags: number): Promise<void>;

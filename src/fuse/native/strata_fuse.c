@@ -1157,7 +1157,7 @@ static void tsfn_finalize(napi_env env, void *data, void *hint) {
 }
 
 /*
- * mount(mountpoint, args[], dispatcher, implemented: Uint8Array, conn: {maxWrite, maxReadahead, writebackCache, spliceWrite, locks, flock})
+ * mount(mountpoint, args[], dispatcher, implemented: Uint8Array, conn: {maxWrite, maxReadahead, maxRead, writebackCache, spliceWrite, locks, flock})
  * returns an external handle.
  */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
