@@ -89,18 +89,39 @@ async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<unknown>): P
   );
 }
 
+/** Reads up to `len` bytes at `pos` of an open file (loops over short reads; fewer only at EOF). */
+export async function readAt(fh: fsp.FileHandle, pos: number, len: number): Promise<Buffer> {
+  const buf = Buffer.alloc(len);
+  let n = 0;
+  while (n < len) {
+    const { bytesRead } = await fh.read(buf, n, len - n, pos + n);
+    if (bytesRead === 0) break;
+    n += bytesRead;
+  }
+  return buf.subarray(0, n);
+}
+
+/** How many of `count` reads at random offsets (up to `maxLen` bytes each) of `file` differ from `data`. */
+export async function randomReadMismatches(file: string, data: Buffer, count: number, maxLen: number): Promise<number> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    let bad = 0;
+    for (let i = 0; i < count; i++) {
+      const pos = Math.floor(Math.random() * data.length);
+      const len = 1 + Math.floor(Math.random() * maxLen);
+      if (!(await readAt(fh, pos, len)).equals(data.subarray(pos, pos + len))) bad++;
+    }
+    return bad;
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Reads `len` bytes at `pos` (loops over short reads). */
 async function pread(file: string, pos: number, len: number): Promise<Buffer> {
   const fh = await fsp.open(file, 'r');
   try {
-    const buf = Buffer.alloc(len);
-    let n = 0;
-    while (n < len) {
-      const { bytesRead } = await fh.read(buf, n, len - n, pos + n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-    }
-    return buf.subarray(0, n);
+    return await readAt(fh, pos, len);
   } finally {
     await fh.close();
   }
