@@ -65,6 +65,8 @@ const readAt = (fd: number, into: Buffer, at: number, len: number, pos: number):
 
 const isSpan = (x: PageRange[] | [number, number]): x is [number, number] => typeof x[0] === 'number';
 
+const rangesOf = (parts: readonly Part[]): PageRange[] => parts.filter((x): x is PageRange => !Buffer.isBuffer(x));
+
 const partLength = (p: Part): number => (Buffer.isBuffer(p) ? p.length : p.len);
 
 /** The parts covering `[from, to)` of `parts` (positions relative to their start). */
@@ -146,8 +148,7 @@ export class FileReader {
   #release(p: Promise<Window>): void {
     void p.then(
       (win) => {
-        const ranges = win.parts.filter((x): x is PageRange => !Buffer.isBuffer(x));
-        if (ranges.length > 0) this.#data.local?.release(ranges);
+        this.#letGo(win.parts);
         const buf = win.buf;
         if (!this.#recycle || !buf) return;
         if (buf.length !== this.#window || this.#free.length + this.#quarantine.length > this.#ahead + 2) return;
@@ -209,8 +210,9 @@ export class FileReader {
     return { parts, done: () => this.#letGo(parts) };
   }
 
+  /** Lets go of the page ranges among `parts`. */
   #letGo(parts: readonly Part[]): void {
-    const ranges = parts.filter((x): x is PageRange => !Buffer.isBuffer(x));
+    const ranges = rangesOf(parts);
     if (ranges.length > 0) this.#data.local?.release(ranges);
   }
 
@@ -242,7 +244,7 @@ export class FileReader {
         const win = await slot.p;
         const before = out.length;
         sliceParts(win.parts, Math.max(pos, w) - w, Math.min(end, w + this.#window) - w, out);
-        const ranges = out.slice(before).filter((x): x is PageRange => !Buffer.isBuffer(x));
+        const ranges = rangesOf(out.slice(before));
         if (ranges.length > 0) this.#data.local?.hold(ranges);
       }
     } catch (err) {

@@ -569,11 +569,12 @@ export class StrataFileSystem {
   }
 
   /**
-   * Reads up to `len` bytes at `pos`. The result may be a view of a read-ahead
-   * window that is reused after the current macrotask: use it at once (the FUSE
-   * reply) or copy it; never modify it.
+   * Up to `len` bytes at `pos`, for a reply to the kernel: same-host cached bytes as
+   * ranges of the worker's page files (handed to the kernel without being read
+   * here), the others as buffers that may be views of a read-ahead window reused
+   * after the current macrotask. Use them at once; never modify them.
    */
-  async readBuffer(fh: number, len: number, pos: number): Promise<Buffer> {
+  async readParts(fh: number, len: number, pos: number): Promise<Buffer | ReadParts> {
     const h = this.#handle(fh);
     const f = h.file;
     if (f.staging) {
@@ -583,20 +584,6 @@ export class StrataFileSystem {
     }
     if (!h.reader) {
       const info = h.info ?? (await this.master.fileBlocksByIno(f.ino));
-      h.reader = new FileReader(this.data, info, { ...this.#readerOpts, recycleWindows: true });
-    }
-    return h.reader.readBuffer(pos, len);
-  }
-
-  /**
-   * As readBuffer, but same-host cached bytes come as ranges of the worker's page
-   * files, for a reply that hands them to the kernel without reading them here.
-   */
-  async readParts(fh: number, len: number, pos: number): Promise<Buffer | ReadParts> {
-    const h = this.#handle(fh);
-    if (h.file.staging) return this.readBuffer(fh, len, pos);
-    if (!h.reader) {
-      const info = h.info ?? (await this.master.fileBlocksByIno(h.file.ino));
       h.reader = new FileReader(this.data, info, { ...this.#readerOpts, recycleWindows: true, fileRanges: true });
     }
     return h.reader.readParts(pos, len);
