@@ -10,10 +10,10 @@
  * Any page that is not on local disk sends the whole range to HTTP, which fills it.
  */
 
-import { promises as fsp, readFileSync, readSync, statfsSync } from 'node:fs';
+import { promises as fsp, readFileSync, readSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { hostIdentity } from '../common/host';
-import { PAGE_TRAILER_BYTES, PageIdentity, identityOf, pageRelPath, sameIdentity, verifyPage } from '../common/page-file';
+import { PAGE_TRAILER_BYTES, PageIdentity, identityOf, onMemoryFs, pageRelPath, sameIdentity, verifyPage } from '../common/page-file';
 import type { PageFileInfo, WorkerInfo } from '../common/protocol';
 
 interface OpenPage {
@@ -28,8 +28,6 @@ interface OpenPage {
   dead?: boolean;
 }
 
-/** statfs types of memory file systems: tmpfs, ramfs. */
-const MEMORY_FS = new Set([0x01021994, 0x858458f6]);
 
 /** Reads up to this size are done synchronously (random 4-16 KiB reads: no thread-pool round trip). */
 const SYNC_READ_MAX = 16 * 1024;
@@ -264,11 +262,7 @@ export class ShortCircuitReader {
   #inMemory(dir: string): boolean {
     let known = this.#memoryDirs.get(dir);
     if (known === undefined) {
-      try {
-        known = MEMORY_FS.has(statfsSync(dir).type);
-      } catch {
-        known = false;
-      }
+      known = onMemoryFs(dir);
       this.#memoryDirs.set(dir, known);
     }
     return known;
