@@ -164,6 +164,13 @@ export class MetadataCache {
   }
 
   /** The attributes the cache vouches for right now (as peekEntry). */
+  /** The feed seq the cached attributes of `ino` are valid as of, when they may be served. */
+  attrsAsOf(ino: number): number | undefined {
+    if (!this.#healthy) return undefined;
+    const a = this.#attrs.peek(ino);
+    return a && a.exp > Date.now() && this.#servable(a.v) ? a.v : undefined;
+  }
+
   peekAttrs(ino: number): FileAttributes | undefined {
     if (!this.#healthy) return undefined;
     const a = this.#attrs.peek(ino);

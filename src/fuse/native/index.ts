@@ -50,6 +50,7 @@ interface Native {
   invalidateInode(handle: unknown, ino: number, off: number, len: number): object | number;
   invalidationDone(ticket: object): boolean;
   invalidateEntry(handle: unknown, parent: number, name: string): number;
+  capabilityAbsent(handle: unknown, ino: number, ms: number): void;
 }
 
 let native: Native | undefined;
@@ -314,6 +315,17 @@ export class FuseSession {
   invalidateEntry(parent: number, name: string): number {
     if (this.#handle === undefined) return -107;
     return this.#native.invalidateEntry(this.#handle, parent, name);
+  }
+
+  /**
+   * For the next `ms` milliseconds, getxattr("security.capability") on `ino` is
+   * answered ENODATA by the binding without calling the handler; `ms` 0 forgets it.
+   * The kernel asks for it before every write, so a file system that knows a file
+   * has none spares each write a round trip through JS.
+   */
+  capabilityAbsent(ino: number, ms: number): void {
+    if (this.#handle === undefined) return;
+    this.#native.capabilityAbsent(this.#handle, ino, ms);
   }
 
   unmount(): void {

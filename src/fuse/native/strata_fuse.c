@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 #define NAPI_CALL(env, call)                                              \
   do {                                                                    \
@@ -52,6 +53,16 @@ enum {
 
 #define MAX_SAFE 9007199254740991.0
 
+/*
+ * The kernel asks for security.capability before every write to a FUSE file (it
+ * would have to drop a capability the write invalidates), so a plain `write` costs
+ * two round trips, and the first one needs no JS: JS names the inodes it found
+ * without one, for a while, and the libfuse thread answers ENODATA for those itself.
+ * Direct-mapped by inode: a collision only sends that getxattr to JS again.
+ */
+#define NOCAP_SLOTS 16384
+#define CAPABILITY_XATTR "security.capability"
+
 typedef struct session {
   struct fuse_session *se;
   pthread_t thread;
@@ -70,6 +81,9 @@ typedef struct session {
   int splice_write;
   int want_locks;
   int want_flock;
+  /* Inodes known to have no security.capability, until a monotonic time (see capability_absent). */
+  pthread_mutex_t nocap_lock;
+  struct { uint64_t ino; int64_t until_ms; } nocap[NOCAP_SLOTS];
 } session_t;
 
 typedef struct op {
@@ -396,7 +410,26 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
   dispatch(o);
 }
 
+static int64_t monotonic_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int capability_absent(session_t *s, uint64_t ino) {
+  pthread_mutex_lock(&s->nocap_lock);
+  size_t i = (size_t)(ino % NOCAP_SLOTS);
+  int absent = s->nocap[i].ino == ino && s->nocap[i].until_ms > monotonic_ms();
+  pthread_mutex_unlock(&s->nocap_lock);
+  return absent;
+}
+
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  session_t *s = (session_t *)fuse_req_userdata(req);
+  if (strcmp(name, CAPABILITY_XATTR) == 0 && capability_absent(s, ino)) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
   NEW_OR_ENOMEM(OP_GETXATTR);
   o->ino = ino;
   o->name = dupn(name);
@@ -1183,6 +1216,11 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   struct fuse_args args = FUSE_ARGS_INIT((int)nargs + 1, fargv);
 
   session_t *s = calloc(1, sizeof(session_t));
+  if (!s) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&s->nocap_lock, NULL);
   napi_typedarray_type type;
   size_t ilen;
   void *idata;
@@ -1459,6 +1497,31 @@ static napi_value js_inval_entry(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/*
+ * capabilityAbsent(handle, ino, ms): for the next `ms` milliseconds the libfuse thread
+ * answers getxattr("security.capability") on `ino` with ENODATA itself; ms <= 0 forgets
+ * (a setxattr or removexattr of it, or a change reported by someone else).
+ */
+static napi_value js_capability_absent(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s;
+  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  uint64_t ino = (uint64_t)get_num(env, argv[1]);
+  double ms = get_num(env, argv[2]);
+  size_t i = (size_t)(ino % NOCAP_SLOTS);
+  pthread_mutex_lock(&s->nocap_lock);
+  if (ms > 0) {
+    s->nocap[i].ino = ino;
+    s->nocap[i].until_ms = monotonic_ms() + (int64_t)ms;
+  } else if (s->nocap[i].ino == ino) {
+    s->nocap[i].until_ms = 0;
+  }
+  pthread_mutex_unlock(&s->nocap_lock);
+  return NULL;
+}
+
 static void ignore_signal(int sig) { (void)sig; }
 
 static napi_value init_module(napi_env env, napi_value exports) {
@@ -1490,6 +1553,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
     {"invalidateInode", NULL, js_inval_inode, NULL, NULL, NULL, napi_default, NULL},
     {"invalidateEntry", NULL, js_inval_entry, NULL, NULL, NULL, napi_default, NULL},
     {"invalidationDone", NULL, js_inval_done, NULL, NULL, NULL, napi_default, NULL},
+    {"capabilityAbsent", NULL, js_capability_absent, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;
