@@ -13,7 +13,7 @@
 import { promises as fsp, readFileSync, readSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { hostIdentity } from '../common/host';
-import { PAGE_TRAILER_BYTES, PageIdentity, identityOf, onMemoryFs, pageRelPath, sameIdentity, verifyPage } from '../common/page-file';
+import { PAGE_TRAILER_BYTES, PageIdentity, identityOfFd, onMemoryFs, pageRelPath, sameIdentity, verifyPage } from '../common/page-file';
 import type { PageFileInfo, WorkerInfo } from '../common/protocol';
 
 interface OpenPage {
@@ -54,9 +54,12 @@ function defaultMaxOpen(): number {
   return Math.max(64, Math.min(4096, Math.floor(soft / 4)));
 }
 
-/** Where a worker's tier keeps a page file (the layout of worker/page-store.ts, pageRelPath). */
+/**
+ * Where a worker's tier keeps a page file (the layout of worker/page-store.ts, pageRelPath).
+ * Built on every read of a page: concatenated, since tier dirs come normalized from the worker.
+ */
 function pageFile(tierDir: string, blockId: number, pageIndex: number): string {
-  return nodePath.join(tierDir, pageRelPath(blockId, pageIndex));
+  return `${tierDir}/${pageRelPath(blockId, pageIndex)}`;
 }
 
 /** A range of an open page file; its descriptor stays open while held (see `ShortCircuitReader.ranges`). */
@@ -145,7 +148,8 @@ export class ShortCircuitReader {
       try {
         const now = Date.now();
         if (!op.verified || now - op.checkedAt >= RECHECK_MS) {
-          const ident = await identityOf(fh);
+          // fstat of an open file reads no disk: done here, not as a thread-pool round trip per recheck.
+          const ident = identityOfFd(fh.fd);
           op.checkedAt = now;
           if (!sameIdentity(op.verified, ident)) {
             this.#recent.delete(file);

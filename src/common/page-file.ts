@@ -16,7 +16,7 @@
  */
 
 import { crc32 as zlibCrc32 } from 'node:zlib';
-import { promises as fsp, statSync, statfsSync } from 'node:fs';
+import { promises as fsp, fstatSync, statSync, statfsSync } from 'node:fs';
 
 /**
  * CRC-32 with zlib's polynomial, so a page file written with either verifies with
@@ -98,6 +98,11 @@ export async function identityOf(fh: fsp.FileHandle): Promise<PageIdentity> {
 
 export async function identityOfPath(file: string): Promise<PageIdentity> {
   const st = await fsp.stat(file, { bigint: true });
+  return { ino: Number(st.ino), ctimeNs: st.ctimeNs, size: Number(st.size) };
+}
+
+export function identityOfFd(fd: number): PageIdentity {
+  const st = fstatSync(fd, { bigint: true });
   return { ino: Number(st.ino), ctimeNs: st.ctimeNs, size: Number(st.size) };
 }
 
