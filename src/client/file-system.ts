@@ -88,8 +88,12 @@ class StagingFile {
 
   constructor(readonly path: string) {}
 
+  /** Names are this process's random prefix and a count: random bytes per create cost more than the rest of its naming. */
+  static readonly #prefix = randomBytes(8).toString('hex');
+  static #made = 0;
+
   static async create(dir: string): Promise<StagingFile> {
-    return new StagingFile(nodePath.join(dir, `stage-${randomBytes(8).toString('hex')}`));
+    return new StagingFile(nodePath.join(dir, `stage-${StagingFile.#prefix}-${++StagingFile.#made}`));
   }
 
   /** The temp file, created on first use. */
