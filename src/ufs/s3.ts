@@ -303,7 +303,7 @@ interface WriterContext {
   name: string;
   path: string;
   settings: S3UfsSettings;
-  http: { abortSignal?: AbortSignal };
+  http: { abortSignal?: AbortSignal } | undefined;
   /** True when the target is a directory, which an object must not replace. */
   isDirectory(): Promise<boolean>;
   head(): Promise<ObjectInfo | null>;
@@ -547,10 +547,18 @@ export class S3UnderFileSystem implements UnderFileSystem {
     this.#client = new S3Client(this.#clientConfig());
   }
 
-  /** The SDK client, for callers that add middleware (metrics, tests); the driver owns and closes it. */
+  /**
+   * The SDK client, for callers that add middleware (metrics, tests); the driver owns and
+   * closes it. Handing it out turns off the SDK's cache of resolved middleware (see #http),
+   * so middleware added later applies to every later request.
+   */
   get client(): S3Client {
+    this.#stackMayChange = true;
     return this.#client;
   }
+
+  /** Whether someone may change the client's middleware: then no request may use a cached stack. */
+  #stackMayChange = false;
 
   #clientConfig(): S3ClientConfig {
     const s = this.#settings;
@@ -558,6 +566,10 @@ export class S3UnderFileSystem implements UnderFileSystem {
       region: s.region ?? this.#fallbackRegion,
       maxAttempts: s.maxAttempts,
       retryMode: 'standard',
+      // Resolve each command's middleware stack once, not per request: 10-20% of the SDK's CPU
+      // per 64 KiB GetObject here (1.0-1.2 ms without, against 0.4 ms for a bare signed GET).
+      // The SDK uses the cache only for requests sent without options (see #http).
+      cacheMiddleware: true,
       requestHandler: new S3HttpHandler({ connectionTimeout: s.connectTimeoutMs, requestTimeout: s.requestTimeoutMs }),
     };
     if (s.endpoint !== undefined) config.endpoint = s.endpoint;
@@ -586,8 +598,9 @@ export class S3UnderFileSystem implements UnderFileSystem {
     })());
   };
 
-  #http(opts?: UfsCallOptions): { abortSignal?: AbortSignal } {
-    return opts?.signal ? { abortSignal: opts.signal } : {};
+  #http(opts?: UfsCallOptions): { abortSignal?: AbortSignal } | undefined {
+    if (opts?.signal) return { abortSignal: opts.signal };
+    return this.#stackMayChange ? {} : undefined;
   }
 
   #objectKey(parts: string[]): string {
