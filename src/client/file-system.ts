@@ -490,9 +490,10 @@ export class StrataFileSystem {
   }
 
   /** create(2) under `parent`: a new empty file, open for writing. */
-  async createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<{ attrs: FileAttributes; fh: number }> {
-    const { committed, ...attrs } = await this.master.createAt(parent, name, mode & 0o7777, owner, { writeType: this.#writeType });
-    return { attrs, fh: await this.#openCreated(attrs, committed === true) };
+  /** `changeSeq`: the feed seq of the create's own change, when the metadata cache follows the feed. */
+  async createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<{ attrs: FileAttributes; fh: number; changeSeq?: number }> {
+    const { committed, changeSeq, ...attrs } = await this.master.createAt(parent, name, mode & 0o7777, owner, { writeType: this.#writeType });
+    return { attrs, fh: await this.#openCreated(attrs, committed === true), ...(changeSeq !== undefined ? { changeSeq } : {}) };
   }
 
   /** Opens by inode; also returns the attributes the open found, for cache revalidation. */

@@ -188,11 +188,13 @@ export class MasterClient {
    * records it as complete and empty at once where that needs no under-store call, and then
    * answers `committed` (see Namespace.create).
    */
-  createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }, closeEmpty?: { writeType?: WriteType }): Promise<FileAttributes & { committed?: boolean }> {
+  /** `changeSeq`: the feed seq of the create's own change, when it follows the cache's feed. */
+  createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }, closeEmpty?: { writeType?: WriteType }): Promise<FileAttributes & { committed?: boolean; changeSeq?: number }> {
     const body = { parent, name, mode, ...owner, ...(closeEmpty ? { closeEmpty: true, ...(closeEmpty.writeType ? { writeType: closeEmpty.writeType } : {}) } : {}) };
-    return this.#post<FileAttributes & { committed?: boolean }>(`${MASTER_API}/create`, body, [[parent, name]], (a, s) => {
+    return this.#post<FileAttributes & { committed?: boolean; changeSeq?: number }>(`${MASTER_API}/create`, body, [[parent, name]], (a, s) => {
       const { committed: _committed, ...attrs } = a;
       this.cache?.putEntry(parent, name, attrs, s, true);
+      if (s && this.cache && s.epoch === this.cache.epoch) a.changeSeq = s.end;
     });
   }
 

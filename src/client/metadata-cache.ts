@@ -163,7 +163,6 @@ export class MetadataCache {
     return e && e.exp > Date.now() && this.#servable(e.v) ? e.ino : undefined;
   }
 
-  /** The attributes the cache vouches for right now (as peekEntry). */
   /** The feed seq the cached attributes of `ino` are valid as of, when they may be served. */
   attrsAsOf(ino: number): number | undefined {
     if (!this.#healthy) return undefined;
@@ -171,6 +170,7 @@ export class MetadataCache {
     return a && a.exp > Date.now() && this.#servable(a.v) ? a.v : undefined;
   }
 
+  /** The attributes the cache vouches for right now (as peekEntry). */
   peekAttrs(ino: number): FileAttributes | undefined {
     if (!this.#healthy) return undefined;
     const a = this.#attrs.peek(ino);

@@ -25,14 +25,17 @@ import { promises as fsp, fstatSync, statSync, statfsSync } from 'node:fs';
  * it caches (0.2 s of the worker's CPU per GiB with zlib). Where its prebuilt
  * binary does not load, zlib's.
  */
-const crc32: (data: Uint8Array, prev: number) => number = (() => {
+const [crc32, crcImpl]: [(data: Uint8Array, prev: number) => number, string] = (() => {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return (require('@node-rs/crc32') as typeof import('@node-rs/crc32')).crc32;
+    return [(require('@node-rs/crc32') as typeof import('@node-rs/crc32')).crc32, '@node-rs/crc32'];
   } catch {
-    return zlibCrc32;
+    return [zlibCrc32, 'node:zlib'];
   }
 })();
+
+/** Which CRC-32 code checksums pages (for the worker's start log). */
+export const PAGE_CRC_IMPLEMENTATION = crcImpl;
 
 export const PAGE_TRAILER_BYTES = 32;
 const MAGIC = 0x53545047; // 'STPG'
@@ -74,7 +77,8 @@ const MEMORY_FS = new Set([0x01021994, 0x858458f6]);
 
 /**
  * Whether `dir` is on a memory file system (tmpfs, ramfs): reading or writing its
- * files is a memory copy that never waits for a device nor fails midway.
+ * files is a memory copy that never waits for a device. Reading a whole file cannot
+ * fail midway; writing can (ENOSPC once the file system is full).
  */
 export function onMemoryFs(dir: string): boolean {
   try {

@@ -148,8 +148,13 @@ class KernelView {
  * answers those getxattrs itself: 4 KiB writes ran at 25-27 MB/s when each one's
  * getxattr went through JS, 58 MB/s with none.
  */
-class NoCapabilityCache {
+export class NoCapabilityCache {
   static readonly NAME = 'security.capability';
+  /**
+   * Forgets per slot of inodes: an answer the master gave while a change of its inode
+   * was forgotten must not be added after it (it may predate the change).
+   */
+  readonly #forgets = new Uint32Array(4096);
   /** Until when an inode is known without one, and the feed seq that knowledge is valid as of (-1: none). */
   readonly #until = new Map<number, { until: number; asOf: number }>();
   readonly #windowMs: number;
@@ -169,8 +174,13 @@ class NoCapabilityCache {
     return false;
   }
 
-  add(ino: number, asOf = -1): void {
-    if (this.#windowMs <= 0) return;
+  /** What `add` checks: no forget of `ino` (or a slot-mate) since this was taken. */
+  token(ino: number): number {
+    return this.#forgets[ino & 4095]!;
+  }
+
+  add(ino: number, asOf: number, token: number): void {
+    if (this.#windowMs <= 0 || this.token(ino) !== token) return;
     // Bounded: the oldest entries go first (Map keeps insertion order).
     if (this.#until.size >= 65536) this.#until.delete(this.#until.keys().next().value!);
     this.#until.delete(ino);
@@ -179,8 +189,14 @@ class NoCapabilityCache {
   }
 
   forget(ino: number): void {
+    this.#forgets[ino & 4095]!++;
     this.#until.delete(ino);
     this.#mirror(ino, 0);
+  }
+
+  /** The feed was lost or reset: changes may have gone unreported. */
+  clear(): void {
+    for (const ino of [...this.#until.keys()]) this.forget(ino);
   }
 
   /** The feed reports a change of `ino` at `seq`: forgets it unless known as of that change or later. */
@@ -272,7 +288,10 @@ export function strataHandlers(
           // Any change may be a capability set elsewhere (setxattr touches ctime), seen or not by the kernel.
           r.inos.forEach((ino, i) => noCaps.changed(ino, r.seqs[i] ?? r.seq));
         },
-        reset: () => v.reset(),
+        reset: () => {
+          v.reset();
+          noCaps.clear();
+        },
       });
     }
     return c;
@@ -357,22 +376,32 @@ export function strataHandlers(
       // the ACL unenforced; ENOTSUP makes tools fall back to chmod, as on a file system mounted noacl.
       if (POSIX_ACL_XATTRS.has(name)) throw new StrataError('NOT_SUPPORTED', `POSIX ACLs are not supported (${name})`);
       noCaps.forget(ino);
-      return fs.master.setXattr(ino, name, value, flags);
+      try {
+        return await fs.master.setXattr(ino, name, value, flags);
+      } finally {
+        // Again: a getxattr answered before the change may have been added meanwhile.
+        noCaps.forget(ino);
+      }
     },
     getxattr: async (_ctx, ino, name) => {
       if (name !== NoCapabilityCache.NAME) return fs.master.getXattr(ino, name);
       if (noCaps.has(ino)) throw new StrataError('NO_ATTRIBUTE', `no ${name} on inode ${ino}`);
+      const token = noCaps.token(ino);
       try {
         return await fs.master.getXattr(ino, name);
       } catch (err) {
-        if (err instanceof StrataError && err.code === 'NO_ATTRIBUTE') noCaps.add(ino);
+        if (err instanceof StrataError && err.code === 'NO_ATTRIBUTE') noCaps.add(ino, -1, token);
         throw err;
       }
     },
     listxattr: (_ctx, ino) => fs.master.listXattrs(ino),
-    removexattr: (_ctx, ino, name) => {
+    removexattr: async (_ctx, ino, name) => {
       noCaps.forget(ino);
-      return fs.master.removeXattr(ino, name);
+      try {
+        return await fs.master.removeXattr(ino, name);
+      } finally {
+        noCaps.forget(ino);
+      }
     },
     unlink: async (_ctx, parent, name) => changing(parent)(await fs.unlinkAt(parent, name)),
     rmdir: async (_ctx, parent, name) => changing(parent)(await fs.rmdirAt(parent, name)),
@@ -385,11 +414,12 @@ export function strataHandlers(
     },
     create: async (ctx, parent, name, mode) => {
       const done = changing(parent);
-      const { attrs, fh } = await fs.createAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid });
+      const { attrs, fh, changeSeq } = await fs.createAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid });
       done(undefined);
-      // A file just made has no extended attributes (as of the create's own change): its first write need not ask the master.
-      const asOf = cache()?.attrsAsOf(attrs.ino);
-      if (asOf !== undefined) noCaps.add(attrs.ino, asOf);
+      // A file just made has no extended attributes, as of the create's own change: its first write
+      // need not ask the master. Only while the cache still holds it as of exactly that change (the
+      // feed has applied no later change of it, which a forget might have crossed).
+      if (changeSeq !== undefined && cache()?.attrsAsOf(attrs.ino) === changeSeq) noCaps.add(attrs.ino, changeSeq, noCaps.token(attrs.ino));
       return { ...entry(attrs, parent, name), open: { fh } };
     },
     open: async (_ctx, ino, flags) => {

@@ -420,8 +420,9 @@ export class PageStore {
       // A page file on a memory file system is written by this thread: the write is a memory copy
       // that cannot wait for a device, and the five calls (open, writev, close, rename, stat) cost
       // more as thread-pool hand-offs than done here. Measured on cold 1 GiB reads into a tmpfs
-      // tier: 0.2 s less worker CPU per GiB.
-      const inline = tier.inMemory && !opts.durable;
+      // tier: 0.2 s less worker CPU per GiB. Pages up to 4 MiB only: a larger copy would hold up
+      // every other request of this worker for longer than the hand-offs cost.
+      const inline = tier.inMemory && !opts.durable && dataLength <= INLINE_WRITE_MAX;
       if (inline) writeNewFileSync(tmp, pieces ? [...pieces, trailer] : [trailer], pieces ? 0 : dataLength);
       else {
         const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
@@ -786,6 +787,9 @@ export class PageStore {
 function key(blockId: number, pageIndex: number): string {
   return `${blockId}:${pageIndex}`;
 }
+
+/** Largest page written from the event loop on a memory tier (see putPage). */
+const INLINE_WRITE_MAX = 4 * 1024 * 1024;
 
 /** Writes `parts` from `pos` into a file it creates at `path` (which must not exist). */
 function writeNewFileSync(path: string, parts: Buffer[], pos: number): void {

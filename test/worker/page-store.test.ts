@@ -30,7 +30,15 @@ function setup(t: { teardown(fn: () => unknown): void }, quotas: number[], base:
   return { root, tiers, make, corrupt };
 }
 
-const BASES = [os.tmpdir(), ...(existsSync('/dev/shm') ? ['/dev/shm'] : [])];
+// A disk directory (os.tmpdir() may itself be a tmpfs: then one beside the tests) and /dev/shm.
+const DISK_BASE = onMemoryFs(os.tmpdir()) ? mkdtempSync(path.join(__dirname, 'scratch-')) : os.tmpdir();
+if (DISK_BASE !== os.tmpdir()) t.teardown(() => rmSync(DISK_BASE, { recursive: true, force: true }));
+const BASES = [DISK_BASE, ...(existsSync('/dev/shm') ? ['/dev/shm'] : [])];
+
+t.test('the two passes run on a disk and on a memory file system', async (t) => {
+  t.notOk(onMemoryFs(DISK_BASE), `${DISK_BASE} is not a memory file system`);
+  if (BASES.length > 1) t.ok(onMemoryFs(BASES[1]!), '/dev/shm is one');
+});
 
 for (const base of BASES) {
   t.test(`tiers under ${base}${onMemoryFs(base) ? ' (a memory file system)' : ''}`, async (t) => {
