@@ -14,6 +14,13 @@ import { workerUnreachable, type WorkerClient } from './worker-client';
 import type { WorkerRouter } from './worker-router';
 import type { PageRange, ShortCircuitReader } from './short-circuit';
 
+/**
+ * Offered a whole cached page a random read went through, held open, at `fileOffset`
+ * of the file: answers whether it keeps it (then it lets go of it later, through
+ * ShortCircuitReader.release) or not (let go at once).
+ */
+export type KeepPage = (fileOffset: number, range: PageRange) => boolean;
+
 export interface DataPath {
   master: MasterClient;
   router: WorkerRouter;
@@ -205,8 +212,8 @@ export class FileReader {
    * when the reader was made with `fileRanges`. Its buffers are valid until the
    * next macrotask (as readBuffer's); call `done()` once the parts were used.
    */
-  async readParts(pos: number, len: number): Promise<ReadParts> {
-    const parts = await this.#read(pos, len);
+  async readParts(pos: number, len: number, keep?: KeepPage): Promise<ReadParts> {
+    const parts = await this.#read(pos, len, keep);
     return { parts, done: () => this.#letGo(parts) };
   }
 
@@ -217,7 +224,7 @@ export class FileReader {
   }
 
   /** The parts of `[pos, pos+len)`; the page ranges among them are held for the caller. */
-  async #read(pos: number, len: number): Promise<Part[]> {
+  async #read(pos: number, len: number, keep?: KeepPage): Promise<Part[]> {
     const end = Math.min(pos + len, this.size);
     if (pos >= end) return [Buffer.alloc(0)];
     // A reader is sequential once it has read a run of consecutive bytes: a single
@@ -229,7 +236,7 @@ export class FileReader {
     if (!sequential && end - pos < this.#window) {
       this.#noteRandom(pos);
       // Random reads are small: read here (a 4 KiB read is done in place).
-      return (await this.#fetch(pos, end, false)).parts;
+      return (await this.#fetch(pos, end, false, keep)).parts;
     }
     const out: Part[] = [];
     const first = this.#windowStart(pos);
@@ -354,16 +361,16 @@ export class FileReader {
   }
 
   /** Fetches `[start, end)` from the blocks it spans, in parallel. */
-  async #fetch(start: number, end: number, useRanges: boolean): Promise<Window> {
+  async #fetch(start: number, end: number, useRanges: boolean, keep?: KeepPage): Promise<Window> {
     try {
-      return await this.#fetchOnce(start, end, useRanges);
+      return await this.#fetchOnce(start, end, useRanges, keep);
     } catch (err) {
       // A worker died or dropped the block: ask the master again, once per reader.
       if (this.#refreshed || !(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT' && err.code !== 'NOT_FOUND')) throw err;
       this.#refreshed = true;
       this.#data.router.invalidate();
       this.#info = await this.#data.master.fileBlocksByIno(this.#info.attrs.ino, true);
-      return this.#fetchOnce(start, Math.min(end, this.size), useRanges);
+      return this.#fetchOnce(start, Math.min(end, this.size), useRanges, keep);
     }
   }
 
@@ -371,7 +378,7 @@ export class FileReader {
    * `[start, end)` as parts: same-host cached pages as page-file ranges when
    * `useRanges`, everything else read into one buffer for the window.
    */
-  async #fetchOnce(start: number, end: number, useRanges: boolean): Promise<Window> {
+  async #fetchOnce(start: number, end: number, useRanges: boolean, keep?: KeepPage): Promise<Window> {
     let buf: Buffer | undefined;
     const bytes = (): Buffer => (buf ??= end - start === this.#window && this.#free.length > 0 ? this.#free.pop()! : Buffer.allocUnsafe(end - start));
     /** Per block touched, in order: its page ranges, or where its bytes are in `buf`. */
@@ -385,7 +392,7 @@ export class FileReader {
       throw err;
     };
     try {
-      this.#startParts(start, end, bs, slots, parts, bytes, useRanges);
+      this.#startParts(start, end, bs, slots, parts, bytes, useRanges, keep);
     } catch (err) {
       return failed(err);
     }
@@ -402,7 +409,7 @@ export class FileReader {
   }
 
   /** Starts fetching each block's part of `[start, end)` into `slots` (see #fetchOnce). */
-  #startParts(start: number, end: number, bs: number, slots: (PageRange[] | [number, number])[], parts: Promise<void>[], bytes: () => Buffer, useRanges: boolean): void {
+  #startParts(start: number, end: number, bs: number, slots: (PageRange[] | [number, number])[], parts: Promise<void>[], bytes: () => Buffer, useRanges: boolean, keep?: KeepPage): void {
     for (let pos = start; pos < end; ) {
       const idx = Math.floor(pos / bs);
       const block: BlockInfo | undefined = this.#info.blocks[idx];
@@ -416,7 +423,7 @@ export class FileReader {
       slots.push([at, n]);
       /** Same-host page files: as ranges, or read into the window's buffer. */
       const fromLocal = async (local: ShortCircuitReader, worker: WorkerInfo): Promise<boolean> => {
-        if (!useRanges || !local.canHold()) return (await local.readInto(worker, block.id, off, n, bytes(), at)) === n;
+        if (!useRanges || !local.canHold()) return (await local.readInto(worker, block.id, off, n, bytes(), at, keep && ((p) => keep(block.offset + p.pageStart, p.range)))) === n;
         const r = await local.ranges(worker, block.id, off, n);
         if (!r) return false;
         try {

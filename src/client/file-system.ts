@@ -21,11 +21,11 @@ import { Mutex } from '../common/mutex';
 import { dataRuns } from '../common/extents';
 import { DirEntry, FileAttributes, FileBlocksResponse, ReadType, Timespec, WorkerInfo, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
 import type { ReadParts } from '../common/file-range';
-import { FileReader, FileReaderOptions } from './file-reader';
+import { FileReader, FileReaderOptions, type KeepPage } from './file-reader';
 import { MasterClient } from './master-client';
 import { WorkerClient, workerUnreachable } from './worker-client';
 import { WorkerRouter } from './worker-router';
-import { ShortCircuitReader } from './short-circuit';
+import { ShortCircuitReader, type PageRange } from './short-circuit';
 import { INCOMING_DIR } from '../common/protocol';
 
 export interface FileSystemOptions {
@@ -579,7 +579,12 @@ export class StrataFileSystem {
    * here), the others as buffers that may be views of a read-ahead window reused
    * after the current macrotask. Use them at once; never modify them.
    */
-  async readParts(fh: number, len: number, pos: number): Promise<Buffer | ReadParts> {
+  /**
+   * `keep`, for a FUSE binding that answers later reads itself: offered whole cached pages
+   * random reads of this handle went through (see FileReader's KeepPage); never while the
+   * file is being written here (those reads come from the staged copy).
+   */
+  async readParts(fh: number, len: number, pos: number, keep?: KeepPage): Promise<Buffer | ReadParts> {
     const h = this.#handle(fh);
     const f = h.file;
     if (f.staging) {
@@ -591,7 +596,13 @@ export class StrataFileSystem {
       const info = h.info ?? (await this.master.fileBlocksByIno(f.ino));
       h.reader = new FileReader(this.data, info, { ...this.#readerOpts, recycleWindows: true, fileRanges: true });
     }
-    return h.reader.readParts(pos, len);
+    // Checked when offered, not now: a write may start while this read waits.
+    return h.reader.readParts(pos, len, keep && ((at, range) => !f.staging && !f.dirty && keep(at, range)));
+  }
+
+  /** Lets go of pages a `keep` of readParts kept. */
+  releaseKept(ranges: readonly PageRange[]): void {
+    this.data.local?.release(ranges);
   }
 
   async read(fh: number, into: Buffer, len: number, pos: number): Promise<number> {

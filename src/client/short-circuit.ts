@@ -73,6 +73,14 @@ export interface PageRange {
   readonly inMemory: boolean;
 }
 
+/** A whole page file in a memory tier, held open for the caller (see `readInto`'s `keep`). */
+export interface KeptPage {
+  /** The whole page: let go of it with `release([range])` once done. */
+  range: PageRange;
+  /** Where the page starts in its block. */
+  pageStart: number;
+}
+
 export interface ShortCircuitOptions {
   /** This client's host identity; a worker reporting the same one is local. Default hostIdentity(). */
   hostId?: string;
@@ -299,8 +307,12 @@ export class ShortCircuitReader {
     return this.#rangesHeld < this.#maxOpen / 2;
   }
 
-  /** Reads into `into`; undefined when some page of the range is not on local disk (use HTTP then). */
-  async readInto(w: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number): Promise<number | undefined> {
+  /**
+   * Reads into `into`; undefined when some page of the range is not on local disk (use HTTP then).
+   * `keep` is offered each page read that is in a memory tier, held open; when it answers
+   * false the page is let go at once, else the caller lets go of it later.
+   */
+  async readInto(w: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number, keep?: (p: KeptPage) => boolean): Promise<number | undefined> {
     const ps = w.pageSize;
     let n = 0;
     while (n < length) {
@@ -313,6 +325,11 @@ export class ShortCircuitReader {
         const inPage = pos - pageIndex * ps;
         const want = Math.min(length - n, got.op.dataBytes - inPage);
         if (want <= 0) break; // past the block's end
+        if (keep && this.canHold() && this.#inMemory(got.tierDir)) {
+          const range: PageRange = { fd: fh.fd, pos: 0, len: got.op.dataBytes, page: got.op, inMemory: true };
+          this.hold([range]);
+          if (!keep({ range, pageStart: pageIndex * ps })) this.release([range]);
+        }
         const kept = this.#recent.get(got.file);
         if (kept && sameIdentity(got.op.verified, kept.ident)) {
           kept.data.copy(into, at + n, inPage, inPage + want);

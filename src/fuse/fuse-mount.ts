@@ -6,17 +6,20 @@
  */
 
 import { execFile } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { promisify } from 'node:util';
 import { StrataError, toErrno } from '../common/errors';
 import type { Logger } from '../common/log';
 import type { FileAttributes, FileType } from '../common/protocol';
 import type { StrataFileSystem } from '../client/file-system';
+import type { KeepPage } from '../client/file-reader';
+import type { PageRange } from '../client/short-circuit';
 import { LRUCache } from 'lru-cache';
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { Attr, Entry, FuseSession, LowLevelHandlers, RENAME_EXCHANGE, RENAME_NOREPLACE } from './native';
 
 const S_IFREG = 0o100000;
+const { O_TRUNC } = fsConstants;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
 const S_IFMT = 0o170000;
@@ -207,6 +210,94 @@ export class NoCapabilityCache {
   }
 }
 
+/** Reads the binding answers itself from kept page files (FuseSession.serveReads). */
+export interface ReadServer {
+  serve(fh: number, ino: number, off: number, len: number, fd: number, fdOff: number): boolean;
+  drop(fh: number): void;
+  dropInode(ino: number): void;
+}
+
+/**
+ * Whole cached pages in memory tiers that random reads of open handles went through
+ * are handed to the binding, which answers later reads within them itself: a 4 KiB
+ * random read then costs no trip through JS. A handle's pages stay what its reads
+ * would return (page files never change; a handle reads the blocks it opened), so
+ * only a change made here needs care: the pages of a file go before it is written,
+ * truncated or allocated here, and a read that began before such a change keeps nothing.
+ */
+class KeptReads {
+  /** Changes begun here, by slot of inode: a read keeps pages only if none began since it did. */
+  readonly #changes = new Uint32Array(4096);
+  readonly #byHandle = new Map<number, { ino: number; ranges: PageRange[] }>();
+  readonly #handlesOf = new Map<number, Set<number>>();
+  #pages = 0;
+
+  constructor(
+    readonly server: ReadServer | undefined,
+    readonly release: (ranges: readonly PageRange[]) => void,
+    /** Pages kept at most (each holds a page file open). */
+    readonly max = 1024,
+  ) {}
+
+  get pages(): number {
+    return this.#pages;
+  }
+
+  /** Where a read of `fh` begins: what `keep` later checks. */
+  keeper(fh: number, ino: number): KeepPage | undefined {
+    if (!this.server) return undefined;
+    const mark = this.#changes[ino & 4095];
+    return (at, range) => {
+      if (this.#changes[ino & 4095] !== mark || this.#pages >= this.max) return false;
+      if (!this.server!.serve(fh, ino, at, range.len, range.fd, range.pos)) return false;
+      let h = this.#byHandle.get(fh);
+      if (!h) {
+        h = { ino, ranges: [] };
+        this.#byHandle.set(fh, h);
+        let fhs = this.#handlesOf.get(ino);
+        if (!fhs) this.#handlesOf.set(ino, (fhs = new Set()));
+        fhs.add(fh);
+      }
+      h.ranges.push(range);
+      this.#pages++;
+      return true;
+    };
+  }
+
+  /** The bytes of `ino` are about to change here: call before anything of the change runs. */
+  changing(ino: number): void {
+    this.#changes[ino & 4095]!++;
+    const fhs = this.#handlesOf.get(ino);
+    if (!fhs) return;
+    this.server!.dropInode(ino);
+    for (const fh of [...fhs]) this.#forget(fh);
+  }
+
+  /** `fh` is being closed. */
+  closing(fh: number): void {
+    if (!this.#byHandle.has(fh)) return;
+    this.server!.drop(fh);
+    this.#forget(fh);
+  }
+
+  /** Everything, at unmount (the binding answers nothing any more). */
+  clear(): void {
+    for (const fh of [...this.#byHandle.keys()]) this.closing(fh);
+  }
+
+  /** Lets go of `fh`'s pages; the binding must have dropped them first. */
+  #forget(fh: number): void {
+    const h = this.#byHandle.get(fh);
+    if (!h) return;
+    this.#byHandle.delete(fh);
+    const fhs = this.#handlesOf.get(h.ino);
+    fhs?.delete(fh);
+    if (fhs?.size === 0) this.#handlesOf.delete(h.ino);
+    this.#pages -= h.ranges.length;
+    this.release(h.ranges);
+  }
+}
+
 export interface FuseMountOptions {
   mountPoint: string;
   fs: StrataFileSystem;
@@ -265,7 +356,8 @@ export function strataHandlers(
   invalidateEntry: (parent: number, name: string) => void = () => undefined,
   invalidateAttrs: (ino: number) => void = (ino) => void invalidate(ino),
   capabilityAbsent: (ino: number, ms: number) => void = () => undefined,
-): LowLevelHandlers & { dispose(): void } {
+  readServer?: ReadServer,
+): LowLevelHandlers & { dispose(): void; keptPages(): number } {
   const ATTR_TIMEOUT = kernelCache.attrTimeoutMs / 1000;
   const ENTRY_TIMEOUT = kernelCache.entryTimeoutMs / 1000;
   const EXACT_TIMEOUT = (kernelCache.exactTimeoutMs ?? 0) / 1000;
@@ -273,6 +365,7 @@ export function strataHandlers(
   const seen = new LRUCache<number, string>({ max: 100_000 });
   const stamp = (a: FileAttributes) => `${a.size}:${a.mtime.sec}:${a.mtime.nsec}`;
   const noCaps = new NoCapabilityCache(kernelCache.attrTimeoutMs, capabilityAbsent);
+  const kept = new KeptReads(readServer, (ranges) => fs.releaseKept(ranges));
   // Looked up when first needed: building the handlers must not touch the file system (tests list features that way).
   let view: KernelView | undefined;
   let unsubscribe: (() => void) | undefined;
@@ -346,10 +439,15 @@ export function strataHandlers(
     dispose: () => {
       unsubscribe?.();
       unsubscribe = undefined;
+      kept.clear();
     },
+    keptPages: () => kept.pages,
     lookup: async (_ctx, parent, name) => entry(await fs.lookup(parent, name), parent, name),
     getattr: async (_ctx, ino) => attrReply(await fs.getattrIno(ino)),
-    setattr: async (_ctx, ino, c, fh) => attrReply(await fs.setattrIno(ino, c, fh)),
+    setattr: async (_ctx, ino, c, fh) => {
+      if (c.size !== undefined) kept.changing(ino);
+      return attrReply(await fs.setattrIno(ino, c, fh));
+    },
     mkdir: async (ctx, parent, name, mode) => entry(changing(parent)(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid })), parent, name),
     mknod: async (ctx, parent, name, mode, rdev) => {
       const owner = { uid: ctx.uid, gid: ctx.gid };
@@ -423,6 +521,7 @@ export function strataHandlers(
       return { ...entry(attrs, parent, name), open: { fh } };
     },
     open: async (_ctx, ino, flags) => {
+      if (flags & O_TRUNC) kept.changing(ino);
       const { fh, attrs } = await fs.openIno(ino, flags);
       const before = seen.get(ino);
       const unchanged = before !== undefined && before === stamp(attrs);
@@ -434,17 +533,24 @@ export function strataHandlers(
       // Close-to-open: the kernel keeps its cached pages only when the file is as it last saw it.
       return { fh, keepCache: unchanged };
     },
-    read: (_ctx, _ino, fh, size, offset) => fs.readParts(fh, size, offset),
-    write: (_ctx, _ino, fh, data, offset) => fs.write(fh, data, data.length, offset),
+    read: (_ctx, ino, fh, size, offset) => fs.readParts(fh, size, offset, kept.keeper(fh, ino)),
+    write: (_ctx, ino, fh, data, offset) => {
+      kept.changing(ino);
+      return fs.write(fh, data, data.length, offset);
+    },
     // Only the default mode (allocate, extending the size) exists here: there are no preallocated blocks to keep.
     fallocate: async (_ctx, ino, fh, mode, offset, length) => {
       if (mode !== 0) throw new StrataError('NOT_SUPPORTED', 'fallocate modes other than 0 are not supported');
+      kept.changing(ino);
       const a = await fs.getattrIno(ino);
       if (offset + length > a.size) await fs.setattrIno(ino, { size: offset + length }, fh);
     },
     flush: (_ctx, _ino, fh) => fs.flush(fh),
     fsync: (_ctx, _ino, fh) => fs.fsync(fh),
-    release: (_ctx, _ino, fh) => fs.release(fh),
+    release: (_ctx, _ino, fh) => {
+      kept.closing(fh);
+      return fs.release(fh);
+    },
     readdir: async (_ctx, ino) => (await fs.readdirIno(ino)).map((e) => ({ name: e.name, attr: toAttr(told(e)) })),
     statfs: async () => {
       const s = await fs.statfs();
@@ -485,8 +591,18 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
       // Attributes only (negative offset), without waiting: the feed's invalidations are many and need no answer.
       (ino) => (invalidations?.inc({ what: 'attrs' }), void session?.invalidateInode(ino, -1, 0, 0).catch(() => undefined)),
       (ino, ms) => session?.capabilityAbsent(ino, ms),
+      {
+        serve: (fh, ino, off, len, fd, fdOff) => session?.serveReads(fh, ino, off, len, fd, fdOff) ?? false,
+        drop: (fh) => session?.dropReads(fh),
+        dropInode: (ino) => session?.dropReadsOfInode(ino),
+      },
     );
-    const { dispose: _dispose, ...ops } = handlers;
+    if (opts.metrics) {
+      const h = handlers;
+      new Gauge({ name: 'strata_fuse_reads_answered_by_binding', help: 'Reads the FUSE binding answered from kept page files without JS, since the mount', registers: [opts.metrics], collect() { this.set(session?.readsServed() ?? 0); } });
+      new Gauge({ name: 'strata_fuse_kept_pages', help: 'Cached pages held open for the binding to answer reads from', registers: [opts.metrics], collect() { this.set(h.keptPages()); } });
+    }
+    const { dispose: _dispose, keptPages: _keptPages, ...ops } = handlers;
     session = FuseSession.mount(opts.mountPoint, opts.metrics ? timed(ops, opts.metrics) : ops, {
       options,
       maxWrite: 1024 * 1024,

@@ -210,6 +210,56 @@ for (const tier of ['mem', 'ssd'] as const) {
   });
 }
 
+t.test('random reads of pages cached in memory are answered by the binding, and a write through the mount is never hidden by them', async (t) => {
+  if (!existsSync('/dev/shm') || process.getuid?.() !== 0) {
+    t.plan(0, 'needs /dev/shm (a memory tier) and root (dropping the page cache)');
+    return;
+  }
+  const dir = await fsp.mkdtemp(path.join('/dev/shm', 'strata-kept-'));
+  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const c = await startLocal(t, { args: ['--tiers', `mem:${dir}:256MiB`] });
+  const url = /client metrics (http:\/\/\S+\/metrics)/.exec(c.stdout())![1]!;
+  const gauge = async (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, 'm').exec(await (await fetch(url)).text())?.[1] ?? NaN);
+  const dropCaches = () => fsp.writeFile('/proc/sys/vm/drop_caches', '3');
+  const size = 8 * 1024 * 1024 + 123;
+  const data = randomBytes(size);
+  const file = path.join(c.mnt, 'r.bin');
+  await fsp.writeFile(path.join(c.ufsDir, 'r.bin'), data);
+  t.ok((await fsp.readFile(file)).equals(data), 'read whole once (its pages are cached)');
+  await dropCaches();
+  const before = await gauge('strata_fuse_reads_answered_by_binding');
+  // O_DIRECT: every read reaches the mount (no readahead, no page cache answering repeats).
+  const r = await fsp.open(file, constants.O_RDONLY | constants.O_DIRECT);
+  const at = (i: number) => (i * 7919 * 4096) % (size - 100);
+  let wrong = 0;
+  for (let i = 0; i < 1500; i++) {
+    const off = at(i);
+    const b = Buffer.alloc(4096);
+    const { bytesRead } = await r.read(b, 0, 4096, off);
+    if (bytesRead !== Math.min(4096, size - off) || !b.subarray(0, bytesRead).equals(data.subarray(off, off + bytesRead))) wrong++;
+  }
+  t.equal(wrong, 0, '1,500 random 4 KiB reads, byte for byte');
+  const served = (await gauge('strata_fuse_reads_answered_by_binding')) - before;
+  t.ok(served > 500, `the binding answered ${served} of them`);
+  t.ok((await gauge('strata_fuse_kept_pages')) > 0, 'pages are kept while the handle is open');
+
+  // Another handle writes a page the reader's handle has kept: the reader must see the new bytes.
+  const patch = randomBytes(4096);
+  const w = await fsp.open(file, 'r+');
+  await w.write(patch, 0, 4096, at(3));
+  await dropCaches(); // the kernel's copy would answer first
+  const b = Buffer.alloc(4096);
+  await r.read(b, 0, 4096, at(3));
+  t.ok(b.equals(patch), 'a read after the write returns the written bytes, not the kept page');
+  await w.close();
+  await r.close();
+  t.equal(await gauge('strata_fuse_kept_pages'), 0, 'closing the handle lets go of its pages');
+  const expect = Buffer.from(data);
+  patch.copy(expect, at(3));
+  t.ok((await fsp.readFile(file)).equals(expect), 'the file reads back with the write in it');
+  t.equal(await c.stop(), 0);
+});
+
 t.test('a NO_CACHE mount reads a file sequentially without caching any of it', async (t) => {
   // A sequential reader past 8 MiB has the worker load whole blocks ahead of it, unless it reads NO_CACHE.
   const c = await startLocal(t, { args: ['--read-type', 'NO_CACHE', '--block-size', '8MiB'] });

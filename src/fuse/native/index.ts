@@ -51,6 +51,9 @@ interface Native {
   invalidationDone(ticket: object): boolean;
   invalidateEntry(handle: unknown, parent: number, name: string): number;
   capabilityAbsent(handle: unknown, ino: number, ms: number): void;
+  serveReads(handle: unknown, fh: number, ino: number, off: number, len: number, fd: number, fdOff: number): boolean;
+  dropReads(handle: unknown, fh: number, ino: number): void;
+  readsServed(handle: unknown): number;
 }
 
 let native: Native | undefined;
@@ -326,6 +329,35 @@ export class FuseSession {
   capabilityAbsent(ino: number, ms: number): void {
     if (this.#handle === undefined) return;
     this.#native.capabilityAbsent(this.#handle, ino, ms);
+  }
+
+  /**
+   * Until dropped, reads of handle `fh` wholly within `[off, off+len)` of the file are
+   * answered by the binding from `fd` (at `fdOff`), without calling the read handler.
+   * For bytes that cannot change under that handle, in a file reading cannot fail
+   * midway (a short reply would tell the kernel the file ends there). The caller keeps
+   * `fd` open until it has dropped the extent. False when not taken.
+   */
+  serveReads(fh: number, ino: number, off: number, len: number, fd: number, fdOff: number): boolean {
+    if (this.#handle === undefined) return false;
+    return this.#native.serveReads(this.#handle, fh, ino, off, len, fd, fdOff);
+  }
+
+  /** Drops the extents of handle `fh`; once this returns, no reply reads their descriptors. */
+  dropReads(fh: number): void {
+    if (this.#handle === undefined) return;
+    this.#native.dropReads(this.#handle, fh, -1);
+  }
+
+  /** Drops the extents of every handle of inode `ino` (its bytes are about to change). */
+  dropReadsOfInode(ino: number): void {
+    if (this.#handle === undefined) return;
+    this.#native.dropReads(this.#handle, -1, ino);
+  }
+
+  /** Reads the binding answered from extents, since the mount. */
+  readsServed(): number {
+    return this.#handle === undefined ? 0 : this.#native.readsServed(this.#handle);
   }
 
   unmount(): void {

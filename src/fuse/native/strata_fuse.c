@@ -63,6 +63,23 @@ enum {
 #define NOCAP_SLOTS 16384
 #define CAPABILITY_XATTR "security.capability"
 
+/*
+ * Reads answered by the libfuse thread itself. JS names, per open handle, extents of
+ * the file whose bytes are in a file it holds open (a page file in a memory tier:
+ * immutable, and reading it cannot fail midway); a later read of that handle wholly
+ * inside such extents is spliced from them here, without waking JS. A random reader
+ * otherwise pays the hop to the JS thread for every 4 KiB. The table is direct-mapped
+ * by (handle, 1 MiB unit, a page of the worker's default size): a collision only sends
+ * that read to JS. JS closes a descriptor only after dropping its extents, and a reply
+ * here runs under the lock, so no reply reads a descriptor JS has let go. Small reads
+ * are read here in full before the reply (a failed or short one goes to JS instead);
+ * larger ones are spliced.
+ */
+#define RX_UNIT_SHIFT 20
+#define RX_SLOTS 32768
+#define RX_MAX_PARTS 4
+#define RX_COPY_MAX (128 * 1024)
+
 typedef struct session {
   struct fuse_session *se;
   pthread_t thread;
@@ -84,6 +101,13 @@ typedef struct session {
   /* Inodes known to have no security.capability, until a monotonic time (see capability_absent). */
   pthread_mutex_t nocap_lock;
   struct { uint64_t ino; int64_t until_ms; } nocap[NOCAP_SLOTS];
+  /* Extents of open handles served here (see RX_UNIT_SHIFT); len 0 = a free slot. */
+  pthread_mutex_t rx_lock;
+  struct { uint64_t fh, ino, off, fd_off; uint32_t len; int fd; } rx[RX_SLOTS];
+  /* The libfuse thread's bufvec and copy buffer for those replies (only that thread uses them). */
+  struct fuse_bufvec *rx_bv;
+  char *rx_copy;
+  atomic_ulong rx_hits;
 } session_t;
 
 typedef struct op {
@@ -303,8 +327,61 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   dispatch(o);
 }
 
+static size_t rx_slot(uint64_t fh, uint64_t unit) {
+  uint64_t h = fh * 0x9E3779B97F4A7C15ull ^ unit * 0xC2B2AE3D27D4EB4Full;
+  return (size_t)((h ^ (h >> 29)) % RX_SLOTS);
+}
+
+/* Answers [off, off+size) of handle `fh` from its extents, when they hold all of it. */
+static int rx_serve(session_t *s, fuse_req_t req, uint64_t fh, size_t size, off_t off) {
+  if (size == 0 || off < 0 || !s->rx_bv) return 0;
+  uint64_t pos = (uint64_t)off, end = pos + size;
+  struct fuse_bufvec *bv = s->rx_bv;
+  size_t n = 0;
+  pthread_mutex_lock(&s->rx_lock);
+  while (pos < end && n < RX_MAX_PARTS) {
+    size_t i = rx_slot(fh, pos >> RX_UNIT_SHIFT);
+    if (s->rx[i].len == 0 || s->rx[i].fh != fh || pos < s->rx[i].off || pos >= s->rx[i].off + s->rx[i].len) break;
+    uint64_t stop = s->rx[i].off + s->rx[i].len;
+    uint64_t take = (stop < end ? stop : end) - pos;
+    struct fuse_buf *b = &bv->buf[n++];
+    memset(b, 0, sizeof(*b));
+    b->size = (size_t)take;
+    b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+    b->fd = s->rx[i].fd;
+    b->pos = (off_t)(s->rx[i].fd_off + (pos - s->rx[i].off));
+    pos += take;
+  }
+  if (pos < end) {
+    pthread_mutex_unlock(&s->rx_lock);
+    return 0;
+  }
+  if (size <= RX_COPY_MAX && s->rx_copy) {
+    size_t got = 0;
+    for (size_t k = 0; k < n; k++) {
+      ssize_t r = pread(bv->buf[k].fd, s->rx_copy + got, bv->buf[k].size, bv->buf[k].pos);
+      if (r != (ssize_t)bv->buf[k].size) {
+        pthread_mutex_unlock(&s->rx_lock);
+        return 0;
+      }
+      got += (size_t)r;
+    }
+    pthread_mutex_unlock(&s->rx_lock);
+    fuse_reply_buf(req, s->rx_copy, got);
+  } else {
+    bv->count = n;
+    bv->idx = 0;
+    bv->off = 0;
+    fuse_reply_data(req, bv, 0);
+    pthread_mutex_unlock(&s->rx_lock);
+  }
+  atomic_fetch_add(&s->rx_hits, 1);
+  return 1;
+}
+
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   if ((double)off > MAX_SAFE) { fuse_reply_buf(req, NULL, 0); return; }
+  if (rx_serve((session_t *)fuse_req_userdata(req), req, fi->fh, size, off)) return;
   NEW_OR_ENOMEM(OP_READ);
   o->ino = ino;
   o->size = size;
@@ -1221,6 +1298,9 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     return NULL;
   }
   pthread_mutex_init(&s->nocap_lock, NULL);
+  pthread_mutex_init(&s->rx_lock, NULL);
+  s->rx_bv = calloc(1, sizeof(struct fuse_bufvec) + (RX_MAX_PARTS - 1) * sizeof(struct fuse_buf));
+  s->rx_copy = malloc(RX_COPY_MAX);
   napi_typedarray_type type;
   size_t ilen;
   void *idata;
@@ -1522,6 +1602,69 @@ static napi_value js_capability_absent(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * serveReads(handle, fh, ino, off, len, fd, fdOff): reads of handle `fh` within
+ * [off, off+len) are answered from `fd` at fdOff.. by the libfuse thread until dropped.
+ * The caller keeps `fd` open until it drops the extent (dropReads).
+ */
+static napi_value js_serve_reads(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s;
+  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  double fh = get_num(env, argv[1]), ino = get_num(env, argv[2]), off = get_num(env, argv[3]);
+  double len = get_num(env, argv[4]), fd = get_num(env, argv[5]), fd_off = get_num(env, argv[6]);
+  napi_value ok;
+  if (fh < 0 || ino < 0 || off < 0 || len <= 0 || len > 0xffffffffu || fd < 0 || fd_off < 0 || off + len > MAX_SAFE) {
+    napi_get_boolean(env, false, &ok);
+    return ok;
+  }
+  uint64_t start = (uint64_t)off, stop = start + (uint64_t)len;
+  pthread_mutex_lock(&s->rx_lock);
+  for (uint64_t unit = start >> RX_UNIT_SHIFT; unit <= (stop - 1) >> RX_UNIT_SHIFT; unit++) {
+    size_t i = rx_slot((uint64_t)fh, unit);
+    s->rx[i].fh = (uint64_t)fh;
+    s->rx[i].ino = (uint64_t)ino;
+    s->rx[i].off = start;
+    s->rx[i].len = (uint32_t)len;
+    s->rx[i].fd = (int)fd;
+    s->rx[i].fd_off = (uint64_t)fd_off;
+  }
+  pthread_mutex_unlock(&s->rx_lock);
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
+/* dropReads(handle, fh, ino): forgets the extents of handle `fh` (fh >= 0), or of every handle of inode `ino`. */
+static napi_value js_drop_reads(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s;
+  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  double fh = get_num(env, argv[1]), ino = get_num(env, argv[2]);
+  pthread_mutex_lock(&s->rx_lock);
+  for (size_t i = 0; i < RX_SLOTS; i++) {
+    if (s->rx[i].len == 0) continue;
+    if (fh >= 0 ? s->rx[i].fh == (uint64_t)fh : s->rx[i].ino == (uint64_t)ino) s->rx[i].len = 0;
+  }
+  pthread_mutex_unlock(&s->rx_lock);
+  return NULL;
+}
+
+/* readsServed(handle): how many reads the libfuse thread answered from extents. */
+static napi_value js_reads_served(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s;
+  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  napi_value v;
+  napi_create_double(env, (double)atomic_load(&s->rx_hits), &v);
+  return v;
+}
+
 static void ignore_signal(int sig) { (void)sig; }
 
 static napi_value init_module(napi_env env, napi_value exports) {
@@ -1554,6 +1697,9 @@ static napi_value init_module(napi_env env, napi_value exports) {
     {"invalidateEntry", NULL, js_inval_entry, NULL, NULL, NULL, napi_default, NULL},
     {"invalidationDone", NULL, js_inval_done, NULL, NULL, NULL, napi_default, NULL},
     {"capabilityAbsent", NULL, js_capability_absent, NULL, NULL, NULL, napi_default, NULL},
+    {"serveReads", NULL, js_serve_reads, NULL, NULL, NULL, napi_default, NULL},
+    {"dropReads", NULL, js_drop_reads, NULL, NULL, NULL, napi_default, NULL},
+    {"readsServed", NULL, js_reads_served, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;
