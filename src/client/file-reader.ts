@@ -15,11 +15,18 @@ import type { WorkerRouter } from './worker-router';
 import type { PageRange, ShortCircuitReader } from './short-circuit';
 
 /**
- * Offered a whole cached page a random read went through, held open, at `fileOffset`
- * of the file: answers whether it keeps it (then it lets go of it later, through
- * ShortCircuitReader.release) or not (let go at once).
+ * Whoever keeps whole cached pages that random reads went through (a FUSE binding
+ * answering later reads from them).
  */
-export type KeepPage = (fileOffset: number, range: PageRange) => boolean;
+export interface KeepPage {
+  /**
+   * A page, held open, at `fileOffset` of the file: answers whether it is kept (then
+   * it is let go of later, through ShortCircuitReader.release) or not (let go at once).
+   */
+  offer(fileOffset: number, range: PageRange): boolean;
+  /** The reader now reads other blocks (it asked the master again): kept pages may be stale. */
+  stale(): void;
+}
 
 export interface DataPath {
   master: MasterClient;
@@ -113,6 +120,8 @@ export class FileReader {
   readonly #windows = new Map<number, WindowSlot>();
   readonly #recycle: boolean;
   readonly #fileRanges: boolean;
+  /** The last keeper of pages a read named (told when the block list changes). */
+  #keeper: KeepPage | undefined;
   #closed = false;
   /** Full-size window buffers free for reuse, and those waiting a macrotask until nobody can hold a view of them. */
   readonly #free: Buffer[] = [];
@@ -213,6 +222,7 @@ export class FileReader {
    * next macrotask (as readBuffer's); call `done()` once the parts were used.
    */
   async readParts(pos: number, len: number, keep?: KeepPage): Promise<ReadParts> {
+    if (keep) this.#keeper = keep;
     const parts = await this.#read(pos, len, keep);
     return { parts, done: () => this.#letGo(parts) };
   }
@@ -370,6 +380,7 @@ export class FileReader {
       this.#refreshed = true;
       this.#data.router.invalidate();
       this.#info = await this.#data.master.fileBlocksByIno(this.#info.attrs.ino, true);
+      this.#keeper?.stale();
       return this.#fetchOnce(start, Math.min(end, this.size), useRanges, keep);
     }
   }
@@ -423,7 +434,7 @@ export class FileReader {
       slots.push([at, n]);
       /** Same-host page files: as ranges, or read into the window's buffer. */
       const fromLocal = async (local: ShortCircuitReader, worker: WorkerInfo): Promise<boolean> => {
-        if (!useRanges || !local.canHold()) return (await local.readInto(worker, block.id, off, n, bytes(), at, keep && ((p) => keep(block.offset + p.pageStart, p.range)))) === n;
+        if (!useRanges || !local.canHold()) return (await local.readInto(worker, block.id, off, n, bytes(), at, keep && !this.#refreshed ? (p) => keep.offer(block.offset + p.pageStart, p.range) : undefined)) === n;
         const r = await local.ranges(worker, block.id, off, n);
         if (!r) return false;
         try {

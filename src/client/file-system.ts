@@ -597,7 +597,7 @@ export class StrataFileSystem {
       h.reader = new FileReader(this.data, info, { ...this.#readerOpts, recycleWindows: true, fileRanges: true });
     }
     // Checked when offered, not now: a write may start while this read waits.
-    return h.reader.readParts(pos, len, keep && ((at, range) => !f.staging && !f.dirty && keep(at, range)));
+    return h.reader.readParts(pos, len, keep && { offer: (at, range) => !f.staging && !f.dirty && keep.offer(at, range), stale: () => keep.stale() });
   }
 
   /** Lets go of pages a `keep` of readParts kept. */

@@ -225,52 +225,80 @@ export interface ReadServer {
  * only a change made here needs care: the pages of a file go before it is written,
  * truncated or allocated here, and a read that began before such a change keeps nothing.
  */
-class KeptReads {
-  /** Changes begun here, by slot of inode: a read keeps pages only if none began since it did. */
+/** The binding's unit of lookup (strata_fuse.c, RX_UNIT_SHIFT). */
+const KEPT_UNIT = 1024 * 1024;
+
+export class KeptReads {
+  /** Changes begun or ended here, by slot of inode: a read keeps pages only if none did since it began. */
   readonly #changes = new Uint32Array(4096);
-  readonly #byHandle = new Map<number, { ino: number; ranges: PageRange[] }>();
+  /** Changes in flight, by slot of inode: no read keeps pages meanwhile. */
+  readonly #busy = new Uint32Array(4096);
+  readonly #byHandle = new Map<number, { ino: number; ranges: PageRange[]; at: Set<number> }>();
   readonly #handlesOf = new Map<number, Set<number>>();
   #pages = 0;
+  #bytes = 0;
 
   constructor(
     readonly server: ReadServer | undefined,
     readonly release: (ranges: readonly PageRange[]) => void,
-    /** Pages kept at most (each holds a page file open). */
-    readonly max = 1024,
+    /** Bytes of pages kept at most (each page holds its file open, memory the worker may have let go). */
+    readonly maxBytes = 1024 * 1024 * 1024,
   ) {}
 
   get pages(): number {
     return this.#pages;
   }
 
-  /** Where a read of `fh` begins: what `keep` later checks. */
+  /** Where a read of `fh` begins: what its offers are checked against. */
   keeper(fh: number, ino: number): KeepPage | undefined {
     if (!this.server) return undefined;
-    const mark = this.#changes[ino & 4095];
-    return (at, range) => {
-      if (this.#changes[ino & 4095] !== mark || this.#pages >= this.max) return false;
-      if (!this.server!.serve(fh, ino, at, range.len, range.fd, range.pos)) return false;
-      let h = this.#byHandle.get(fh);
-      if (!h) {
-        h = { ino, ranges: [] };
-        this.#byHandle.set(fh, h);
-        let fhs = this.#handlesOf.get(ino);
-        if (!fhs) this.#handlesOf.set(ino, (fhs = new Set()));
-        fhs.add(fh);
-      }
-      h.ranges.push(range);
-      this.#pages++;
-      return true;
+    const slot = ino & 4095;
+    const mark = this.#changes[slot];
+    return {
+      offer: (at, range) => {
+        // The binding looks pages up by 1 MiB unit: smaller pages (a page size below the default) would crowd each other out.
+        if (this.#changes[slot] !== mark || this.#busy[slot]! > 0 || at % KEPT_UNIT !== 0 || this.#bytes + range.len > this.maxBytes) return false;
+        const h = this.#byHandle.get(fh);
+        if (h?.at.has(at)) return false;
+        if (!this.server!.serve(fh, ino, at, range.len, range.fd, range.pos)) return false;
+        if (h) {
+          h.ranges.push(range);
+          h.at.add(at);
+        } else {
+          this.#byHandle.set(fh, { ino, ranges: [range], at: new Set([at]) });
+          let fhs = this.#handlesOf.get(ino);
+          if (!fhs) this.#handlesOf.set(ino, (fhs = new Set()));
+          fhs.add(fh);
+        }
+        this.#pages++;
+        this.#bytes += range.len;
+        return true;
+      },
+      stale: () => this.closing(fh),
     };
   }
 
-  /** The bytes of `ino` are about to change here: call before anything of the change runs. */
-  changing(ino: number): void {
-    this.#changes[ino & 4095]!++;
+  /**
+   * The bytes of `ino` are about to change here: call before anything of the change runs,
+   * and the returned function once it is over (a read overlapping it keeps nothing: it may
+   * have read the bytes before the change took effect).
+   */
+  changing(ino: number): () => void {
+    const slot = ino & 4095;
+    this.#changes[slot]!++;
+    this.#busy[slot]!++;
     const fhs = this.#handlesOf.get(ino);
-    if (!fhs) return;
-    this.server!.dropInode(ino);
-    for (const fh of [...fhs]) this.#forget(fh);
+    if (fhs) {
+      this.server!.dropInode(ino);
+      for (const fh of [...fhs]) this.#forget(fh);
+    }
+    let over = false;
+    return () => {
+      if (over) return;
+      over = true;
+      this.#busy[slot]!--;
+      this.#changes[slot]!++;
+    };
   }
 
   /** `fh` is being closed. */
@@ -294,6 +322,7 @@ class KeptReads {
     fhs?.delete(fh);
     if (fhs?.size === 0) this.#handlesOf.delete(h.ino);
     this.#pages -= h.ranges.length;
+    for (const r of h.ranges) this.#bytes -= r.len;
     this.release(h.ranges);
   }
 }
@@ -445,8 +474,12 @@ export function strataHandlers(
     lookup: async (_ctx, parent, name) => entry(await fs.lookup(parent, name), parent, name),
     getattr: async (_ctx, ino) => attrReply(await fs.getattrIno(ino)),
     setattr: async (_ctx, ino, c, fh) => {
-      if (c.size !== undefined) kept.changing(ino);
-      return attrReply(await fs.setattrIno(ino, c, fh));
+      const done = c.size !== undefined ? kept.changing(ino) : undefined;
+      try {
+        return attrReply(await fs.setattrIno(ino, c, fh));
+      } finally {
+        done?.();
+      }
     },
     mkdir: async (ctx, parent, name, mode) => entry(changing(parent)(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid })), parent, name),
     mknod: async (ctx, parent, name, mode, rdev) => {
@@ -521,8 +554,14 @@ export function strataHandlers(
       return { ...entry(attrs, parent, name), open: { fh } };
     },
     open: async (_ctx, ino, flags) => {
-      if (flags & O_TRUNC) kept.changing(ino);
-      const { fh, attrs } = await fs.openIno(ino, flags);
+      const truncated = flags & O_TRUNC ? kept.changing(ino) : undefined;
+      let opened;
+      try {
+        opened = await fs.openIno(ino, flags);
+      } finally {
+        truncated?.();
+      }
+      const { fh, attrs } = opened;
       const before = seen.get(ino);
       const unchanged = before !== undefined && before === stamp(attrs);
       seen.set(ino, stamp(attrs));
@@ -534,16 +573,24 @@ export function strataHandlers(
       return { fh, keepCache: unchanged };
     },
     read: (_ctx, ino, fh, size, offset) => fs.readParts(fh, size, offset, kept.keeper(fh, ino)),
-    write: (_ctx, ino, fh, data, offset) => {
-      kept.changing(ino);
-      return fs.write(fh, data, data.length, offset);
+    write: async (_ctx, ino, fh, data, offset) => {
+      const done = kept.changing(ino);
+      try {
+        return await fs.write(fh, data, data.length, offset);
+      } finally {
+        done();
+      }
     },
     // Only the default mode (allocate, extending the size) exists here: there are no preallocated blocks to keep.
     fallocate: async (_ctx, ino, fh, mode, offset, length) => {
       if (mode !== 0) throw new StrataError('NOT_SUPPORTED', 'fallocate modes other than 0 are not supported');
-      kept.changing(ino);
-      const a = await fs.getattrIno(ino);
-      if (offset + length > a.size) await fs.setattrIno(ino, { size: offset + length }, fh);
+      const done = kept.changing(ino);
+      try {
+        const a = await fs.getattrIno(ino);
+        if (offset + length > a.size) await fs.setattrIno(ino, { size: offset + length }, fh);
+      } finally {
+        done();
+      }
     },
     flush: (_ctx, _ino, fh) => fs.flush(fh),
     fsync: (_ctx, _ino, fh) => fs.fsync(fh),
