@@ -914,6 +914,14 @@ static int get_stat(napi_env env, napi_value v, struct stat *st) {
   if (!get_req(env, argv[0], &req)) return NULL;                 \
   session_t *s = (session_t *)fuse_req_userdata(req);
 
+/* The arguments of a call on a mounted session: argv[0] is the session's handle. */
+#define SESSION_ARGS(n)                                          \
+  size_t argc = n;                                               \
+  napi_value argv[n];                                            \
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL)); \
+  session_t *s;                                                  \
+  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s))
+
 /* replyErr(req, errno): 0 for success of ops without data. */
 static napi_value reply_err(napi_env env, napi_callback_info info) {
   ARGS(2);
@@ -1406,11 +1414,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
 
 /* unmount(handle): unmounts, stops the loop thread; the session is freed once no request is outstanding. */
 static napi_value js_unmount(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s;
-  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  SESSION_ARGS(1);
   int expected = 0;
   if (!atomic_compare_exchange_strong(&s->unmounted, &expected, 1)) return NULL;
   fuse_session_exit(s->se);
@@ -1510,11 +1514,7 @@ static int inval_start(inval_job_t *j) {
  * inode, soon (see above). Returns a ticket for invalidationDone(), or a negative errno.
  */
 static napi_value js_inval_inode(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s;
-  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  SESSION_ARGS(4);
   int r = -ENOMEM;
   inval_job_t *j = calloc(1, sizeof(inval_job_t));
   inval_ticket_t *t = calloc(1, sizeof(inval_ticket_t));
@@ -1558,11 +1558,7 @@ static napi_value js_inval_done(napi_env env, napi_callback_info info) {
 
 /* invalidateEntry(handle, parent, name): drop the kernel's cached name -> inode mapping, soon (see above). */
 static napi_value js_inval_entry(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s;
-  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  SESSION_ARGS(3);
   int r = -ENOMEM;
   inval_job_t *j = calloc(1, sizeof(inval_job_t));
   if (j) {
@@ -1583,11 +1579,7 @@ static napi_value js_inval_entry(napi_env env, napi_callback_info info) {
  * (a setxattr or removexattr of it, or a change reported by someone else).
  */
 static napi_value js_capability_absent(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s;
-  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  SESSION_ARGS(3);
   uint64_t ino = (uint64_t)get_num(env, argv[1]);
   double ms = get_num(env, argv[2]);
   size_t i = (size_t)(ino % NOCAP_SLOTS);
@@ -1608,11 +1600,7 @@ static napi_value js_capability_absent(napi_env env, napi_callback_info info) {
  * The caller keeps `fd` open until it drops the extent (dropReads).
  */
 static napi_value js_serve_reads(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s;
-  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  SESSION_ARGS(7);
   double fh = get_num(env, argv[1]), ino = get_num(env, argv[2]), off = get_num(env, argv[3]);
   double len = get_num(env, argv[4]), fd = get_num(env, argv[5]), fd_off = get_num(env, argv[6]);
   napi_value ok;
@@ -1638,11 +1626,7 @@ static napi_value js_serve_reads(napi_env env, napi_callback_info info) {
 
 /* dropReads(handle, fh, ino): forgets the extents of handle `fh` (fh >= 0), or of every handle of inode `ino`. */
 static napi_value js_drop_reads(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s;
-  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  SESSION_ARGS(3);
   double fh = get_num(env, argv[1]), ino = get_num(env, argv[2]);
   pthread_mutex_lock(&s->rx_lock);
   for (size_t i = 0; i < RX_SLOTS; i++) {
@@ -1655,11 +1639,7 @@ static napi_value js_drop_reads(napi_env env, napi_callback_info info) {
 
 /* readsServed(handle): how many reads the libfuse thread answered from extents. */
 static napi_value js_reads_served(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s;
-  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s));
+  SESSION_ARGS(1);
   napi_value v;
   napi_create_double(env, (double)atomic_load(&s->rx_hits), &v);
   return v;
