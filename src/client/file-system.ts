@@ -489,8 +489,10 @@ export class StrataFileSystem {
     }
   }
 
-  /** create(2) under `parent`: a new empty file, open for writing. */
-  /** `changeSeq`: the feed seq of the create's own change, when the metadata cache follows the feed. */
+  /**
+   * create(2) under `parent`: a new empty file, open for writing. `changeSeq`: the feed
+   * seq of the create's own change, when the metadata cache follows the feed.
+   */
   async createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<{ attrs: FileAttributes; fh: number; changeSeq?: number }> {
     const { committed, changeSeq, ...attrs } = await this.master.createAt(parent, name, mode & 0o7777, owner, { writeType: this.#writeType });
     return { attrs, fh: await this.#openCreated(attrs, committed === true), ...(changeSeq !== undefined ? { changeSeq } : {}) };
@@ -578,8 +580,6 @@ export class StrataFileSystem {
    * ranges of the worker's page files (handed to the kernel without being read
    * here), the others as buffers that may be views of a read-ahead window reused
    * after the current macrotask. Use them at once; never modify them.
-   */
-  /**
    * `keep`, for a FUSE binding that answers later reads itself: offered whole cached pages
    * random reads of this handle went through (see FileReader's KeepPage); never while the
    * file is being written here (those reads come from the staged copy).

@@ -186,9 +186,9 @@ export class MasterClient {
   /**
    * `closeEmpty`: the file is created for a program that may close it unwritten; the master
    * records it as complete and empty at once where that needs no under-store call, and then
-   * answers `committed` (see Namespace.create).
+   * answers `committed` (see Namespace.create). `changeSeq`: the feed seq of the create's
+   * own change, when it follows the cache's feed.
    */
-  /** `changeSeq`: the feed seq of the create's own change, when it follows the cache's feed. */
   createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }, closeEmpty?: { writeType?: WriteType }): Promise<FileAttributes & { committed?: boolean; changeSeq?: number }> {
     const body = { parent, name, mode, ...owner, ...(closeEmpty ? { closeEmpty: true, ...(closeEmpty.writeType ? { writeType: closeEmpty.writeType } : {}) } : {}) };
     return this.#post<FileAttributes & { committed?: boolean; changeSeq?: number }>(`${MASTER_API}/create`, body, [[parent, name]], (a, s) => {

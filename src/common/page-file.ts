@@ -16,7 +16,7 @@
  */
 
 import { crc32 as zlibCrc32 } from 'node:zlib';
-import { promises as fsp, fstatSync, statSync, statfsSync } from 'node:fs';
+import { type BigIntStats, promises as fsp, fstatSync, statSync, statfsSync } from 'node:fs';
 
 /**
  * CRC-32 with zlib's polynomial, so a page file written with either verifies with
@@ -95,24 +95,25 @@ export interface PageIdentity {
   size: number;
 }
 
-export async function identityOf(fh: fsp.FileHandle): Promise<PageIdentity> {
-  const st = await fh.stat({ bigint: true });
+function identityOfStats(st: BigIntStats): PageIdentity {
   return { ino: Number(st.ino), ctimeNs: st.ctimeNs, size: Number(st.size) };
+}
+
+export async function identityOf(fh: fsp.FileHandle): Promise<PageIdentity> {
+  return identityOfStats(await fh.stat({ bigint: true }));
 }
 
 export async function identityOfPath(file: string): Promise<PageIdentity> {
-  const st = await fsp.stat(file, { bigint: true });
-  return { ino: Number(st.ino), ctimeNs: st.ctimeNs, size: Number(st.size) };
+  return identityOfStats(await fsp.stat(file, { bigint: true }));
 }
 
+/** For a file on a memory file system, or an open one: no disk to wait for. */
 export function identityOfFd(fd: number): PageIdentity {
-  const st = fstatSync(fd, { bigint: true });
-  return { ino: Number(st.ino), ctimeNs: st.ctimeNs, size: Number(st.size) };
+  return identityOfStats(fstatSync(fd, { bigint: true }));
 }
 
 export function identityOfPathSync(file: string): PageIdentity {
-  const st = statSync(file, { bigint: true });
-  return { ino: Number(st.ino), ctimeNs: st.ctimeNs, size: Number(st.size) };
+  return identityOfStats(statSync(file, { bigint: true }));
 }
 
 export function sameIdentity(a: PageIdentity | undefined, b: PageIdentity): boolean {

@@ -217,17 +217,17 @@ export interface ReadServer {
   dropInode(ino: number): void;
 }
 
+/** The binding's unit of lookup (strata_fuse.c, RX_UNIT_SHIFT). */
+const KEPT_UNIT = 1024 * 1024;
+
 /**
  * Whole cached pages in memory tiers that random reads of open handles went through
  * are handed to the binding, which answers later reads within them itself: a 4 KiB
  * random read then costs no trip through JS. A handle's pages stay what its reads
  * would return (page files never change; a handle reads the blocks it opened), so
  * only a change made here needs care: the pages of a file go before it is written,
- * truncated or allocated here, and a read that began before such a change keeps nothing.
+ * truncated or allocated here, and a read that overlaps such a change keeps nothing.
  */
-/** The binding's unit of lookup (strata_fuse.c, RX_UNIT_SHIFT). */
-const KEPT_UNIT = 1024 * 1024;
-
 export class KeptReads {
   /** Changes begun or ended here, by slot of inode: a read keeps pages only if none did since it began. */
   readonly #changes = new Uint32Array(4096);
@@ -299,6 +299,16 @@ export class KeptReads {
       this.#busy[slot]!--;
       this.#changes[slot]!++;
     };
+  }
+
+  /** Runs `change` of the bytes of `ino` inside `changing` (which starts before it, synchronously). */
+  async during<T>(ino: number, change: () => Promise<T>): Promise<T> {
+    const done = this.changing(ino);
+    try {
+      return await change();
+    } finally {
+      done();
+    }
   }
 
   /** `fh` is being closed. */
@@ -474,12 +484,8 @@ export function strataHandlers(
     lookup: async (_ctx, parent, name) => entry(await fs.lookup(parent, name), parent, name),
     getattr: async (_ctx, ino) => attrReply(await fs.getattrIno(ino)),
     setattr: async (_ctx, ino, c, fh) => {
-      const done = c.size !== undefined ? kept.changing(ino) : undefined;
-      try {
-        return attrReply(await fs.setattrIno(ino, c, fh));
-      } finally {
-        done?.();
-      }
+      const change = () => fs.setattrIno(ino, c, fh);
+      return attrReply(await (c.size !== undefined ? kept.during(ino, change) : change()));
     },
     mkdir: async (ctx, parent, name, mode) => entry(changing(parent)(await fs.mkdirAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid })), parent, name),
     mknod: async (ctx, parent, name, mode, rdev) => {
@@ -554,14 +560,8 @@ export function strataHandlers(
       return { ...entry(attrs, parent, name), open: { fh } };
     },
     open: async (_ctx, ino, flags) => {
-      const truncated = flags & O_TRUNC ? kept.changing(ino) : undefined;
-      let opened;
-      try {
-        opened = await fs.openIno(ino, flags);
-      } finally {
-        truncated?.();
-      }
-      const { fh, attrs } = opened;
+      const open = () => fs.openIno(ino, flags);
+      const { fh, attrs } = await (flags & O_TRUNC ? kept.during(ino, open) : open());
       const before = seen.get(ino);
       const unchanged = before !== undefined && before === stamp(attrs);
       seen.set(ino, stamp(attrs));
@@ -573,24 +573,14 @@ export function strataHandlers(
       return { fh, keepCache: unchanged };
     },
     read: (_ctx, ino, fh, size, offset) => fs.readParts(fh, size, offset, kept.keeper(fh, ino)),
-    write: async (_ctx, ino, fh, data, offset) => {
-      const done = kept.changing(ino);
-      try {
-        return await fs.write(fh, data, data.length, offset);
-      } finally {
-        done();
-      }
-    },
+    write: (_ctx, ino, fh, data, offset) => kept.during(ino, () => fs.write(fh, data, data.length, offset)),
     // Only the default mode (allocate, extending the size) exists here: there are no preallocated blocks to keep.
     fallocate: async (_ctx, ino, fh, mode, offset, length) => {
       if (mode !== 0) throw new StrataError('NOT_SUPPORTED', 'fallocate modes other than 0 are not supported');
-      const done = kept.changing(ino);
-      try {
+      await kept.during(ino, async () => {
         const a = await fs.getattrIno(ino);
         if (offset + length > a.size) await fs.setattrIno(ino, { size: offset + length }, fh);
-      } finally {
-        done();
-      }
+      });
     },
     flush: (_ctx, _ino, fh) => fs.flush(fh),
     fsync: (_ctx, _ino, fh) => fs.fsync(fh),
