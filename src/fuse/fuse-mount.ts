@@ -213,7 +213,8 @@ export class NoCapabilityCache {
 /** Reads the binding answers itself from kept page files (FuseSession.serveReads). */
 export interface ReadServer {
   serve(fh: number, ino: number, off: number, len: number, fd: number, fdOff: number): boolean;
-  drop(fh: number): void;
+  /** `extents`: offset, length pairs of every extent served for `fh` (saves sweeping all of them). */
+  drop(fh: number, extents?: Float64Array): void;
   dropInode(ino: number): void;
 }
 
@@ -313,8 +314,17 @@ export class KeptReads {
 
   /** `fh` is being closed. */
   closing(fh: number): void {
-    if (!this.#byHandle.has(fh)) return;
-    this.server!.drop(fh);
+    const h = this.#byHandle.get(fh);
+    if (!h) return;
+    // `at` and `ranges` were filled together, in the same order.
+    const extents = new Float64Array(h.ranges.length * 2);
+    let i = 0;
+    for (const at of h.at) {
+      extents[i] = at;
+      extents[i + 1] = h.ranges[i / 2]!.len;
+      i += 2;
+    }
+    this.server!.drop(fh, extents);
     this.#forget(fh);
   }
 
@@ -630,7 +640,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
       (ino, ms) => session?.capabilityAbsent(ino, ms),
       {
         serve: (fh, ino, off, len, fd, fdOff) => session?.serveReads(fh, ino, off, len, fd, fdOff) ?? false,
-        drop: (fh) => session?.dropReads(fh),
+        drop: (fh, extents) => session?.dropReads(fh, extents),
         dropInode: (ino) => session?.dropReadsOfInode(ino),
       },
     );

@@ -292,8 +292,14 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     }
     const ac = new AbortController();
     // A client that went away stops the wait (the response's close, not the request's: that one fires once the request is read).
-    reply.raw.once('close', () => ac.abort());
-    return { ...(await feed.changes(epoch, since, waitMs, ac.signal)), ttlMs: ns.cacheTtlMs(), listingMarks: true, ...(granted > 0 ? { leaseMs: granted } : {}) };
+    // Only while waiting: every answered poll closes its response too, and an abort builds a DOMException (a feed poll per change).
+    const gone = () => ac.abort();
+    reply.raw.once('close', gone);
+    try {
+      return { ...(await feed.changes(epoch, since, waitMs, ac.signal)), ttlMs: ns.cacheTtlMs(), listingMarks: true, ...(granted > 0 ? { leaseMs: granted } : {}) };
+    } finally {
+      reply.raw.off('close', gone);
+    }
   });
 
   /**

@@ -10,7 +10,7 @@ import t from 'tap';
 import type * as tap from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { promises as fsp, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { constants as fsc, promises as fsp, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { constants as osc, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { ALL_FEATURES, posixSuite, randomReadMismatches } from './posix-suite';
@@ -186,4 +186,30 @@ t.test('reads answered in parts: memory and ranges of open files (spliced into t
     await new Promise((r) => m.proc.once('exit', r));
     t.match(m.output(), /unreleased 0\n/, 'no reply kept its ranges', { output: m.output() });
   });
+});
+
+t.test('reads the binding answers from served extents, until they are dropped (listed or all)', async (t) => {
+  const m = await mountChild(t, 'servefs.js');
+  const p = (x: string) => path.join(m.mnt, x);
+  const MiB = 1024 * 1024;
+  await fsp.writeFile(p('served'), Buffer.alloc(3 * MiB, 'J'));
+  await fsp.writeFile(p('drop-listed'), 'x');
+  await fsp.writeFile(p('drop-all'), 'x');
+  // O_DIRECT: every read reaches the file system (no page cache answering repeats).
+  const f = await fsp.open(p('served'), fsc.O_RDONLY | fsc.O_DIRECT);
+  t.teardown(() => f.close().catch(() => undefined));
+  const who = async (off: number): Promise<string> => {
+    const b = Buffer.alloc(4096);
+    const { bytesRead } = await within(f.read(b, 0, 4096, off), 10_000, `read at ${off}`);
+    if (bytesRead !== 4096) return `short ${bytesRead}`;
+    const c = b.toString('latin1', 0, 1);
+    return b.every((x) => x === b[0]) ? ({ J: 'handler', C: 'binding' } as Record<string, string>)[c] ?? `byte ${c}` : 'mixed';
+  };
+  t.equal(await who(0), 'handler', 'the first read of the handle is answered by its handler, which serves three 1 MiB extents');
+  t.same([await who(0), await who(MiB + 4096), await who(2 * MiB + 8192)], ['binding', 'binding', 'binding'], 'then the binding answers reads in them itself');
+  await fsp.readFile(p('drop-listed'));
+  t.same([await who(MiB + 4096), await who(0)], ['handler', 'handler'], 'the two extents dropped by listing them are the handler\'s again');
+  t.equal(await who(2 * MiB + 8192), 'binding', 'the extent not listed is still answered by the binding');
+  await fsp.readFile(p('drop-all'));
+  t.equal(await who(2 * MiB + 8192), 'handler', 'dropping all of the handle\'s extents leaves none');
 });

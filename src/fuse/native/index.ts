@@ -52,7 +52,7 @@ interface Native {
   invalidateEntry(handle: unknown, parent: number, name: string): number;
   capabilityAbsent(handle: unknown, ino: number, ms: number): void;
   serveReads(handle: unknown, fh: number, ino: number, off: number, len: number, fd: number, fdOff: number): boolean;
-  dropReads(handle: unknown, fh: number, ino: number): void;
+  dropReads(handle: unknown, fh: number, ino: number, extents?: Float64Array): void;
   readsServed(handle: unknown): number;
 }
 
@@ -343,10 +343,13 @@ export class FuseSession {
     return this.#native.serveReads(this.#handle, fh, ino, off, len, fd, fdOff);
   }
 
-  /** Drops the extents of handle `fh`; once this returns, no reply reads their descriptors. */
-  dropReads(fh: number): void {
+  /**
+   * Drops the extents of handle `fh`; once this returns, no reply reads their descriptors.
+   * `extents` (offset, length pairs), when given, must name every extent served for `fh`.
+   */
+  dropReads(fh: number, extents?: Float64Array): void {
     if (this.#handle === undefined) return;
-    this.#native.dropReads(this.#handle, fh, -1);
+    this.#native.dropReads(this.#handle, fh, -1, extents);
   }
 
   /** Drops the extents of every handle of inode `ino` (its bytes are about to change). */

@@ -1624,14 +1624,38 @@ static napi_value js_serve_reads(napi_env env, napi_callback_info info) {
   return ok;
 }
 
-/* dropReads(handle, fh, ino): forgets the extents of handle `fh` (fh >= 0), or of every handle of inode `ino`. */
+/*
+ * dropReads(handle, fh, ino[, extents]): forgets the extents of handle `fh` (fh >= 0), or of every
+ * handle of inode `ino`. `extents` (a Float64Array of offset, length pairs: every extent served for
+ * `fh`) makes it clear just their slots instead of sweeping the whole table on each close.
+ */
 static napi_value js_drop_reads(napi_env env, napi_callback_info info) {
-  SESSION_ARGS(3);
+  SESSION_ARGS(4);
   double fh = get_num(env, argv[1]), ino = get_num(env, argv[2]);
+  bool listed = false;
+  napi_typedarray_type type;
+  size_t count = 0;
+  void *data = NULL;
+  if (fh >= 0 && napi_is_typedarray(env, argv[3], &listed) == napi_ok && listed) {
+    NAPI_CALL(env, napi_get_typedarray_info(env, argv[3], &type, &count, &data, NULL, NULL));
+    listed = type == napi_float64_array;
+  }
   pthread_mutex_lock(&s->rx_lock);
-  for (size_t i = 0; i < RX_SLOTS; i++) {
-    if (s->rx[i].len == 0) continue;
-    if (fh >= 0 ? s->rx[i].fh == (uint64_t)fh : s->rx[i].ino == (uint64_t)ino) s->rx[i].len = 0;
+  if (listed) {
+    const double *ext = data;
+    for (size_t k = 0; k + 1 < count; k += 2) {
+      if (ext[k] < 0 || ext[k + 1] <= 0 || ext[k] + ext[k + 1] > MAX_SAFE) continue;
+      uint64_t start = (uint64_t)ext[k], stop = start + (uint64_t)ext[k + 1];
+      for (uint64_t unit = start >> RX_UNIT_SHIFT; unit <= (stop - 1) >> RX_UNIT_SHIFT; unit++) {
+        size_t i = rx_slot((uint64_t)fh, unit);
+        if (s->rx[i].len != 0 && s->rx[i].fh == (uint64_t)fh) s->rx[i].len = 0;
+      }
+    }
+  } else {
+    for (size_t i = 0; i < RX_SLOTS; i++) {
+      if (s->rx[i].len == 0) continue;
+      if (fh >= 0 ? s->rx[i].fh == (uint64_t)fh : s->rx[i].ino == (uint64_t)ino) s->rx[i].len = 0;
+    }
   }
   pthread_mutex_unlock(&s->rx_lock);
   return NULL;
