@@ -11,6 +11,8 @@ export const NAME_MAX = 255;
 /** Longest whole path in bytes, as PATH_MAX on Linux. */
 export const PATH_MAX = 4096;
 
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 /** Checks one directory-entry name; throws NAME_TOO_LONG or INVALID_ARGUMENT. */
 export function validateName(name: string): string {
   if (typeof name !== 'string' || name.length === 0) throw new StrataError('INVALID_ARGUMENT', 'empty file name');
@@ -20,7 +22,8 @@ export function validateName(name: string): string {
   if (name === '.' || name === '..') throw new StrataError('INVALID_ARGUMENT', `'${name}' is not allowed as a file name`);
   if (name.includes('/')) throw new StrataError('INVALID_ARGUMENT', `file name contains '/': ${name}`);
   if (name.includes('\0')) throw new StrataError('INVALID_ARGUMENT', 'file name contains a NUL byte');
-  if (name.includes('\uFFFD')) throw new StrataError('INVALID_ARGUMENT', 'file name is not valid UTF-8');
+  // A lone UTF-16 surrogate (JSON can carry one) has no UTF-8 form: stored, it would become U+FFFD, another name.
+  if (name.includes('\uFFFD') || LONE_SURROGATE.test(name)) throw new StrataError('INVALID_ARGUMENT', 'file name is not valid UTF-8');
   return name;
 }
 

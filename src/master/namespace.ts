@@ -508,6 +508,8 @@ export class Namespace {
     this.#writable(x.parts);
     this.#writable(y.parts);
     if (this.#mounts.isMountPoint(x.parts) || this.#mounts.isMountPoint(y.parts)) throw new StrataError('BUSY', `cannot rename a mount point`);
+    // Nor a directory holding one: the mount table names the mount by its path, which would then lead elsewhere.
+    if (this.#mounts.below(x.parts).length > 0 || this.#mounts.below(y.parts).length > 0) throw new StrataError('BUSY', `cannot rename a directory that holds a mount point`);
     const xs = this.#store(x.parts);
     const ys = this.#store(y.parts);
     if (xs.mount !== ys.mount) throw new StrataError('CROSS_DEVICE', `${a} and ${b} are in different mounts`);

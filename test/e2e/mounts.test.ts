@@ -40,6 +40,17 @@ t.test('several stores in one namespace', async (t) => {
   t.equal(await fsp.readFile(path.join(other, 'b.txt'), 'utf8'), 'in root', 'cp between stores lands in the second store');
   await t.rejects(fsp.rename(path.join(c.mnt, 'a.txt'), path.join(c.mnt, 'other', 'a.txt')), { code: 'EXDEV' }, 'rename across mounts is EXDEV');
 
+  const lake = path.join(c.root, 'lake');
+  await fsp.mkdir(lake);
+  await fsp.writeFile(path.join(lake, 'l.txt'), 'lake');
+  await fsp.mkdir(path.join(c.mnt, 'lakes'));
+  t.equal((await fs('mount', '/lakes/one', `file://${lake}`)).code, 0, 'a mount in a subdirectory');
+  await t.rejects(fsp.rename(path.join(c.mnt, 'lakes'), path.join(c.mnt, 'lakes2')), { code: 'EBUSY' }, 'a directory holding a mount point cannot be renamed');
+  await fsp.mkdir(path.join(c.mnt, 'spare'));
+  await t.rejects(fsp.rename(path.join(c.mnt, 'spare'), path.join(c.mnt, 'lakes')), { code: 'EBUSY' }, 'nor replaced');
+  t.equal(await fsp.readFile(path.join(c.mnt, 'lakes', 'one', 'l.txt'), 'utf8'), 'lake', 'the mount still answers at its path');
+  t.equal((await fs('unmount', '/lakes/one')).code, 0, 'and can be unmounted');
+
   t.equal(await fsp.readFile(path.join(c.mnt, 'ro', 'r.txt'), 'utf8'), 'read only');
   await t.rejects(fsp.writeFile(path.join(c.mnt, 'ro', 'new'), 'x'), { code: 'EROFS' });
   await t.rejects(fsp.unlink(path.join(c.mnt, 'ro', 'r.txt')), { code: 'EROFS' });
