@@ -73,6 +73,8 @@ export class FileWrite {
   /** Data: into the under-store and the blocks at once. Keeps `piece` (multipart parts, whole pages). */
   async piece(piece: Buffer): Promise<void> {
     const ufsWrite = this.#ufsWriter?.write(piece);
+    // Awaited below, after the pages: a store failure meanwhile must not be an unhandled rejection (which ends the process).
+    ufsWrite?.catch(() => undefined);
     try {
       await this.#advance(piece.length, piece);
     } finally {

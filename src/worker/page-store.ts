@@ -376,7 +376,9 @@ export class PageStore {
             return undefined;
           }
           page.verified = ident;
-          this.#blocks.get(blockId)!.length = r.trailer.blockLength;
+          // The block may have been dropped while its page was verified: the bytes read are still good.
+          const blk = this.#blocks.get(blockId);
+          if (blk) blk.length = r.trailer.blockLength;
           out = r.data.subarray(Math.min(from, r.data.length), Math.max(from, end));
         }
       } finally {
@@ -747,7 +749,8 @@ export class PageStore {
         const r = await verifyPage(fh, ident.size, p.block, p.index);
         if (r.ok) {
           p.verified = ident;
-          this.#blocks.get(p.block)!.length = r.trailer.blockLength;
+          const blk = this.#blocks.get(p.block);
+          if (blk) blk.length = r.trailer.blockLength;
         } else {
           bad++;
           await this.#dropCorrupt(p, r.reason);
