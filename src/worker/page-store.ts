@@ -635,13 +635,23 @@ export class PageStore {
     const skipped = new Set<Page>();
     while (tier.used + tier.reserved + bytes > tier.capacity) {
       let victim: Page | undefined;
+      const stale: Page[] = [];
       for (const p of tier.lru.candidates()) {
+        // Not indexed any more (dropped): nothing to evict, only an entry to forget (else it would be picked forever).
+        if (!this.#indexed(p)) {
+          stale.push(p);
+          continue;
+        }
         if (p.moving || skipped.has(p)) continue;
         if (!below && !this.#droppable(p)) continue;
         victim = p;
         break;
       }
-      if (!victim) throw new StrataError('NO_SPACE', `tier ${tier.name} is full of pages that cannot be dropped (pinned or not persisted yet)`);
+      for (const p of stale) tier.lru.delete(key(p.block, p.index));
+      if (!victim) {
+        if (stale.length > 0) continue;
+        throw new StrataError('NO_SPACE', `tier ${tier.name} is full of pages that cannot be dropped (pinned or not persisted yet)`);
+      }
       if (below) {
         try {
           await this.#move(victim, below);
@@ -686,9 +696,23 @@ export class PageStore {
         }
       } catch (err) {
         to.reserved -= fileBytes;
+        // Dropped meanwhile (its block deleted, its file with it): there is nothing to move, and its room is free.
+        if (!this.#indexed(page)) {
+          await fsp.rmdir(nodePath.dirname(dst)).catch(() => undefined);
+          return;
+        }
         throw toStrataError(err, `move page ${page.block}/${page.index} to ${to.name}`);
       }
       to.reserved -= fileBytes;
+      if (!this.#indexed(page)) {
+        // Dropped while it moved: #drop counted it out of `from`; the file moved here belongs to no page, unless
+        // the same page was cached again in this tier meanwhile (same block, same bytes: then it is that page's).
+        if (this.#blocks.get(page.block)?.pages.get(page.index)?.tier !== to) {
+          await fsp.rm(dst, { force: true });
+          await fsp.rmdir(nodePath.dirname(dst)).catch(() => undefined);
+        }
+        return;
+      }
       to.used += fileBytes;
       from.used -= fileBytes;
       from.lru.delete(key(page.block, page.index));
@@ -709,6 +733,10 @@ export class PageStore {
   async promote(blockId: number): Promise<void> {
     const top = this.#tiers[0]!;
     for (const p of [...(this.#blocks.get(blockId)?.pages.values() ?? [])]) if (p.tier !== top) await this.#move(p, top).catch(() => undefined);
+  }
+
+  #indexed(page: Page): boolean {
+    return this.#blocks.get(page.block)?.pages.get(page.index) === page;
   }
 
   async #drop(page: Page, markDirty = true): Promise<void> {

@@ -249,3 +249,58 @@ t.test('tier specs parse with clear errors', async (t) => {
   t.throws(() => parseTierSpec('mem:/x:lots', parseBytes), /byte size/);
   t.throws(() => new PageStore({ tiers: [{ name: 'A', dir: '/tmp/x', capacityBytes: 1 }, { name: 'B', dir: '/tmp/x', capacityBytes: 1 }], pinDir: '/tmp/p' }), /two tiers/);
 });
+
+t.test('a block deleted while one of its pages moves down a tier: usage stays exact, no orphan, eviction goes on', async (t) => {
+  const fsm = require('node:fs').promises as typeof fsp;
+  const cases: [string, string, 'mkdir' | 'copyFile'][] = [['same file system (deleted before the rename)', DISK_BASE, 'mkdir']];
+  if (BASES.length > 1) cases.push(['MEM on a memory file system (deleted after the copy)', BASES[1]!, 'copyFile']);
+  for (const [what, memBase, hook] of cases) {
+    await t.test(what, async (t) => {
+      const root = mkdtempSync(path.join(DISK_BASE, 'strata-pages-'));
+      const memRoot = mkdtempSync(path.join(memBase, 'strata-pages-mem-'));
+      t.teardown(() => {
+        rmSync(root, { recursive: true, force: true });
+        rmSync(memRoot, { recursive: true, force: true });
+      });
+      const tiers = [
+        { name: 'MEM', dir: path.join(memRoot, 'mem'), capacityBytes: 2 * FILE },
+        { name: 'SSD', dir: path.join(root, 'ssd'), capacityBytes: 2 * FILE },
+      ];
+      const s = new PageStore({ tiers, pageSize: PS, pinDir: path.join(root, 'pins') });
+      await s.open();
+      await s.putPage(1, 0, randomBytes(PS), PS, PS);
+      await s.putPage(2, 0, randomBytes(PS), PS, PS);
+      // The next page pushes block 1's page down to SSD; the master deletes block 1 in the middle of that move.
+      const original = fsm[hook] as (...a: unknown[]) => Promise<unknown>;
+      let fired = false;
+      (fsm as unknown as Record<string, unknown>)[hook] = async (...a: unknown[]) => {
+        const target = String(a[hook === 'mkdir' ? 0 : 1]);
+        if (!fired && (hook === 'copyFile' || target === path.join(tiers[1]!.dir, '1'))) {
+          fired = true;
+          if (hook === 'mkdir') await s.removeBlock(1);
+          else {
+            const r = await original.apply(fsm, a);
+            await s.removeBlock(1);
+            return r;
+          }
+        }
+        return original.apply(fsm, a);
+      };
+      try {
+        await s.putPage(3, 0, randomBytes(PS), PS, PS);
+      } finally {
+        (fsm as unknown as Record<string, unknown>)[hook] = original;
+      }
+      t.ok(fired, 'the delete came in during the move');
+      t.equal(await s.readPage(1, 0, 0, PS), undefined, 'the deleted block is gone');
+      const usage = () => s.tierInfo().map((x) => x.usedBytes);
+      t.same(usage(), [pageBytesUnder(tiers[0]!.dir), pageBytesUnder(tiers[1]!.dir)], 'each tier counts exactly the page files in it');
+      t.notOk(existsSync(path.join(tiers[1]!.dir, '1')), 'no orphan page of the deleted block below');
+      // More pages than both tiers hold: pages move down and drop out; this must finish (it spun forever on a stale page).
+      const data = randomBytes(PS);
+      for (let b = 10; b < 16; b++) await s.putPage(b, 0, data, PS, PS);
+      t.same(usage(), [pageBytesUnder(tiers[0]!.dir), pageBytesUnder(tiers[1]!.dir)], 'and after evictions through both tiers');
+      t.same((await s.readPage(15, 0, 0, PS))!.data, data, 'the newest page reads back');
+    });
+  }
+});
