@@ -135,9 +135,9 @@ class StagingFile {
 
   async #drain(): Promise<void> {
     if (this.#bufLen === 0) return;
-    const len = this.#bufLen;
+    // Emptied once on disk only: these bytes were acknowledged, and a failed write (ENOSPC) must not lose them.
+    await this.#pwrite(this.#buf!.subarray(0, this.#bufLen), this.#bufStart);
     this.#bufLen = 0;
-    await this.#pwrite(this.#buf!.subarray(0, len), this.#bufStart);
   }
 
   write(data: Buffer, pos: number): Promise<void> {
@@ -197,9 +197,10 @@ class StagingFile {
    * zeros (holes, or written zeros) are left out, so a mostly-empty file of
    * several GiB costs what its data costs.
    */
-  async extents(from = 0): Promise<Readable> {
+  async extents(from = 0, to = Infinity): Promise<Readable> {
     await this.drain();
-    const size = this.size;
+    // Up to `to`: the size a flush recorded (writes of other handles may be appending meanwhile).
+    const size = Math.min(this.size, to);
     const path = this.path;
     const CHUNK = 1024 * 1024;
     async function* frames() {
@@ -425,23 +426,25 @@ export class StrataFileSystem {
   }
 
   async unlinkAt(parent: number, name: string): Promise<void> {
-    await this.#keepOpenCopy(parent, name);
+    const open = await this.#keepOpenCopy(parent, name);
     await this.master.unlinkAt(parent, name);
+    if (open) open.unlinked = true;
   }
 
   /**
    * POSIX keeps an unlinked file readable and writable through the handles that
    * have it open. Before a name of a file open here goes away (unlink, or rename
    * over it), its bytes are staged locally, so those handles do not depend on the
-   * blocks the master is about to drop.
+   * blocks the master is about to drop. Returns that open file: the caller marks it
+   * unlinked once the name is gone (if the unlink or rename fails, its closes must still store it).
    */
-  async #keepOpenCopy(parent: number, name: string): Promise<void> {
-    if (this.#files.size === 0) return;
+  async #keepOpenCopy(parent: number, name: string): Promise<OpenFile | undefined> {
+    if (this.#files.size === 0) return undefined;
     const a = await this.master.lookup(parent, name).catch(() => undefined);
     const f = a && this.#files.get(a.ino);
-    if (!f || a.type !== 'file' || a.nlink > 1) return;
+    if (!f || a.type !== 'file' || a.nlink > 1) return undefined;
     await this.#ensureStaging(f, undefined);
-    f.unlinked = true;
+    return f;
   }
 
   async rmdirAt(parent: number, name: string): Promise<void> {
@@ -450,8 +453,9 @@ export class StrataFileSystem {
 
   /** rename(2) and renameat2's flags: RENAME_NOREPLACE (1), RENAME_EXCHANGE (2, nothing is replaced). */
   async renameAt(parent: number, name: string, newParent: number, newName: string, flags = 0): Promise<void> {
-    if (!(flags & 2)) await this.#keepOpenCopy(newParent, newName);
+    const replaced = flags & 2 ? undefined : await this.#keepOpenCopy(newParent, newName);
     await this.master.renameAt(parent, name, newParent, newName, flags);
+    if (replaced) replaced.unlinked = true;
   }
 
   /** setattr(2)-style changes; a size change truncates (through the open handle if given). */
@@ -564,7 +568,8 @@ export class StrataFileSystem {
     const file = this.#openFile(info.attrs.ino);
     file.attrs ??= info.attrs;
     const fh = this.#addHandle({ file, writable, info });
-    if (writable && flags & fsConstants.O_TRUNC) {
+    // Also read-only: Linux truncates on O_RDONLY|O_TRUNC, and with atomic O_TRUNC the kernel leaves it to the open.
+    if (flags & fsConstants.O_TRUNC) {
       try {
         await this.#truncateOpen(file, 0);
       } catch (err) {
@@ -788,7 +793,7 @@ export class StrataFileSystem {
       const size = staging.size;
       if (usable) {
         try {
-          await this.#upload(f.ino, usable.begin!, size, () => staging.extents(usable.sentUpTo), true, f.mtime, staging, usable);
+          await this.#upload(f.ino, usable.begin!, size, () => staging.extents(usable.sentUpTo, size), true, f.mtime, staging, usable);
           if (f.generation === gen) f.dirty = false;
           return;
         } catch (err) {
@@ -823,14 +828,14 @@ export class StrataFileSystem {
         throw err;
       }
       try {
-        await this.#upload(f.ino, begin, size, () => staging.extents(), true, f.mtime, staging);
+        await this.#upload(f.ino, begin, size, () => staging.extents(0, size), true, f.mtime, staging);
       } catch (err) {
         // The worker could not be reached or died mid-write (SIGKILL, crash): the bytes are still staged
         // here, so send them once more through another worker, under a new container (the dead one's
         // partial blocks then never match the committed file). #upload has marked the worker failed.
         if (!workerUnreachable(err)) throw err;
         this.#log.warn({ ino: f.ino, err: (err as Error).message }, 'write through a worker failed; trying another worker');
-        await this.#upload(f.ino, await this.master.beginWrite(f.ino), size, () => staging.extents(), true, f.mtime, staging);
+        await this.#upload(f.ino, await this.master.beginWrite(f.ino), size, () => staging.extents(0, size), true, f.mtime, staging);
       }
       if (f.generation === gen) f.dirty = false;
     });

@@ -552,13 +552,16 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       w.declareSize(size);
       if (stream?.local) {
         // The rest of a streamed file handed over on this host: the same linked file, read on.
-        if ((await stream.local.fh.stat()).size !== size) throw new StrataError('BAD_REQUEST', `local file has ${(await stream.local.fh.stat()).size} bytes, declared ${size}`);
+        // Longer is fine (the client's other handles may be appending): the declared size is what this write stores.
+        const has = (await stream.local.fh.stat()).size;
+        if (has < size) throw new StrataError('BAD_REQUEST', `local file has ${has} bytes, fewer than the ${size} declared`);
         await w.fromFile(stream.local.fh, w.total, size);
       } else if (typeof q.local === 'string') {
         // A same-host client linked the file into a tier's incoming dir: read it from disk, not from the socket.
         const { fh, path } = await store.openIncoming(String(q.tier ?? ''), q.local);
         try {
-          if ((await fh.stat()).size !== size) throw new StrataError('BAD_REQUEST', `local file has ${(await fh.stat()).size} bytes, declared ${size}`);
+          const has = (await fh.stat()).size;
+          if (has < size) throw new StrataError('BAD_REQUEST', `local file has ${has} bytes, fewer than the ${size} declared`);
           await w.fromFile(fh, w.total, size);
         } finally {
           await fh.close();
