@@ -654,7 +654,8 @@ export class PageStore {
       }
       if (below) {
         try {
-          await this.#move(victim, below);
+          if ((await this.#move(victim, below)) !== 'kept') continue;
+          skipped.add(victim); // may not go there: another victim, or another way out below
           continue;
         } catch (err) {
           if (!(err instanceof StrataError) || err.code !== 'NO_SPACE') throw err;
@@ -672,9 +673,16 @@ export class PageStore {
     tier.reserved += bytes;
   }
 
-  /** Moves a page file to another tier (demotion or promotion). */
-  async #move(page: Page, to: Tier): Promise<void> {
-    if (page.moving || page.tier === to) return;
+  /**
+   * Moves a page file to another tier (demotion or promotion). 'kept': it stays where it
+   * is (bytes that exist nowhere else do not go to a volatile tier); 'gone': it was
+   * dropped meanwhile.
+   */
+  async #move(page: Page, to: Tier): Promise<'moved' | 'kept' | 'gone'> {
+    if (page.moving || page.tier === to) return 'kept';
+    const unsaved = this.#unpersisted.has(page.block);
+    // As #tierForNew places them: a reboot must not take the only copy of a file whose close succeeded.
+    if (unsaved && to.volatile && this.#tiers.some((t) => !t.volatile)) return 'kept';
     const from = page.tier;
     const fileBytes = page.dataBytes + PAGE_TRAILER_BYTES;
     page.moving = true;
@@ -687,11 +695,15 @@ export class PageStore {
         await fsp.mkdir(nodePath.dirname(dst), { recursive: true });
         try {
           await fsp.rename(src, dst);
+          if (unsaved) await syncDir(nodePath.dirname(dst));
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
           const tmp = nodePath.join(to.tmp, `${page.block}.${page.index}.${randomBytes(4).toString('hex')}`);
           await fsp.copyFile(src, tmp);
+          // The only copy of these bytes: on disk in its new place before the old one goes.
+          if (unsaved) await syncFile(tmp);
           await fsp.rename(tmp, dst);
+          if (unsaved) await syncDir(nodePath.dirname(dst));
           await fsp.rm(src, { force: true });
         }
       } catch (err) {
@@ -699,7 +711,7 @@ export class PageStore {
         // Dropped meanwhile (its block deleted, its file with it): there is nothing to move, and its room is free.
         if (!this.#indexed(page)) {
           await fsp.rmdir(nodePath.dirname(dst)).catch(() => undefined);
-          return;
+          return 'gone';
         }
         throw toStrataError(err, `move page ${page.block}/${page.index} to ${to.name}`);
       }
@@ -711,7 +723,7 @@ export class PageStore {
           await fsp.rm(dst, { force: true });
           await fsp.rmdir(nodePath.dirname(dst)).catch(() => undefined);
         }
-        return;
+        return 'gone';
       }
       to.used += fileBytes;
       from.used -= fileBytes;
@@ -724,6 +736,7 @@ export class PageStore {
       else this.stats.promotedBytes += page.dataBytes;
       this.#dirty.add(page.block);
       await fsp.rmdir(nodePath.dirname(src)).catch(() => undefined);
+      return 'moved';
     } finally {
       page.moving = false;
     }
@@ -841,6 +854,15 @@ function writeNewFileSync(path: string, parts: Buffer[], pos: number): void {
 async function writeAll(fh: fsp.FileHandle, data: Buffer, pos: number): Promise<void> {
   let off = 0;
   while (off < data.length) off += (await fh.write(data, off, data.length - off, pos + off)).bytesWritten;
+}
+
+async function syncFile(file: string): Promise<void> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
 }
 
 async function syncDir(dir: string): Promise<void> {

@@ -304,3 +304,27 @@ t.test('a block deleted while one of its pages moves down a tier: usage stays ex
     });
   }
 });
+
+t.test('a page of a file not in the under-store yet is never promoted into the volatile MEM tier', async (t) => {
+  const root = mkdtempSync(path.join(DISK_BASE, 'strata-pages-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const tiers = [
+    { name: 'MEM', dir: path.join(root, 'mem'), capacityBytes: 8 * FILE },
+    { name: 'SSD', dir: path.join(root, 'ssd'), capacityBytes: 8 * FILE },
+  ];
+  const s = new PageStore({ tiers, pageSize: PS, pinDir: path.join(root, 'pins') });
+  await s.open();
+  const data = randomBytes(PS);
+  await s.markUnpersisted(1);
+  await s.putPage(1, 0, data, PS, PS, { durable: true });
+  t.equal(s.report(1)?.tier, 'SSD', 'written to the first non-volatile tier');
+  t.same((await s.readPage(1, 0, 0, PS, true))!.data, data, 'a promoting read reads it');
+  await s.promote(1);
+  await new Promise((r) => setTimeout(r, 50)); // a read's promotion runs in the background
+  t.equal(s.report(1)?.tier, 'SSD', 'and leaves it where a reboot cannot take it');
+  t.ok(existsSync(path.join(tiers[1]!.dir, '1', '0')), 'its file is still on SSD');
+  await s.markPersisted(1);
+  await s.promote(1);
+  t.equal(s.report(1)?.tier, 'MEM', 'once in the under-store, it is promoted');
+  t.same((await s.readPage(1, 0, 0, PS))!.data, data, 'and reads back');
+});
