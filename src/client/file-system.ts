@@ -827,15 +827,29 @@ export class StrataFileSystem {
         }
         throw err;
       }
-      try {
-        await this.#upload(f.ino, begin, size, () => staging.extents(0, size), true, f.mtime, staging);
-      } catch (err) {
-        // The worker could not be reached or died mid-write (SIGKILL, crash): the bytes are still staged
-        // here, so send them once more through another worker, under a new container (the dead one's
-        // partial blocks then never match the committed file). #upload has marked the worker failed.
-        if (!workerUnreachable(err)) throw err;
-        this.#log.warn({ ino: f.ino, err: (err as Error).message }, 'write through a worker failed; trying another worker');
-        await this.#upload(f.ino, await this.master.beginWrite(f.ino), size, () => staging.extents(0, size), true, f.mtime, staging);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.#upload(f.ino, begin, size, () => staging.extents(0, size), true, f.mtime, staging);
+          break;
+        } catch (err) {
+          // The worker could not be reached or died mid-write (SIGKILL, crash): the bytes are still staged
+          // here, so send them once more through another worker, under a new container (the dead one's
+          // partial blocks then never match the committed file). #upload has marked the worker failed.
+          // Or the file was renamed while it was written (NOT_FOUND; nothing was stored): send it to where
+          // it is now. Unlinked meanwhile: beginWrite says NOT_FOUND, and there is nothing to store.
+          const moved = err instanceof StrataError && err.code === 'NOT_FOUND';
+          if (attempt >= 3 || !(workerUnreachable(err) || moved)) throw err;
+          this.#log.warn({ ino: f.ino, err: (err as Error).message }, moved ? 'the file moved while it was written; writing it again' : 'write through a worker failed; trying another worker');
+          try {
+            begin = await this.master.beginWrite(f.ino);
+          } catch (e) {
+            if (e instanceof StrataError && e.code === 'NOT_FOUND') {
+              f.dirty = false;
+              return;
+            }
+            throw e;
+          }
+        }
       }
       if (f.generation === gen) f.dirty = false;
     });
@@ -934,6 +948,7 @@ export class StrataFileSystem {
       cached: res.cached,
       writeType,
       ...(mtime ? { mtime } : {}),
+      ...(res.ufsAt ? { ufsAt: res.ufsAt } : {}),
     });
   }
 

@@ -194,6 +194,8 @@ export interface WriteCommitRequest {
   cached?: boolean;
   /** ASYNC_THROUGH commits queue the file for persisting. */
   writeType?: WriteType;
+  /** With a fingerprint: where the worker wrote the object (WriteFileResponse.ufsAt). */
+  ufsAt?: UfsPlace;
 }
 
 /** Where a file's bytes live in its under-store; only workers ask for this. */
@@ -399,6 +401,14 @@ export interface WriteFileResponse {
   ufsFingerprint: string | null;
   /** Whether the worker kept the blocks (false for THROUGH). */
   cached: boolean;
+  /** With a fingerprint: where the object was written (the commit checks the file is still there). */
+  ufsAt?: UfsPlace;
+}
+
+/** An object's place: the mount's store and the path in it. */
+export interface UfsPlace {
+  mountUri: string;
+  path: string;
 }
 
 /** A worker's answer to a persist request. */

@@ -727,8 +727,30 @@ export class Namespace {
     });
   }
 
+  /**
+   * Records a written file. A write-through names where its object went (`ufsAt`): when a
+   * rename moved the file between the worker's last check and this commit, that object is
+   * at the old path. Then the file is recorded as not in the store yet and queued for a
+   * persist to where it is now, and the stray object goes; without a cached copy (THROUGH)
+   * the write fails (NOT_FOUND) and the client writes it again.
+   */
   async commitWrite(req: WriteCommitRequest): Promise<FileAttributes> {
-    return toAttributes(await this.#table.commitWrite(req));
+    const at = req.ufsAt;
+    if (!req.ufsFingerprint || !at) return toAttributes(await this.#table.commitWrite(req));
+    return this.#mutations.run(async () => {
+      const n = await this.#table.getNode(req.ino);
+      const here = n && n.type === 'file' ? this.#location(await this.#table.pathOf(req.ino)) : undefined;
+      if (here && here.mountUri === at.mountUri && here.path === at.path) return toAttributes(await this.#table.commitWrite(req));
+      const mount = this.#mounts.list().find((m) => m.uri === at.mountUri);
+      if (mount) {
+        const st = await mount.ufs.stat(at.path);
+        // Only the very object this write made: a newer one at that path belongs to someone else.
+        if (st && st.type === 'file' && st.fingerprint === req.ufsFingerprint) await this.#ufsIgnoreMissing(() => mount.ufs.delete(at.path));
+      }
+      this.#log.info({ ino: req.ino, path: at.path, now: here?.path ?? null }, 'a write-through finished after its file was renamed or removed; its object is removed');
+      if (!n || req.cached === false) throw new StrataError('NOT_FOUND', `inode ${req.ino} moved or went away while it was written; nothing was stored`);
+      return toAttributes(await this.#table.commitWrite({ ...req, ufsFingerprint: null, writeType: 'ASYNC_THROUGH' }));
+    });
   }
 
   /**

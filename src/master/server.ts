@@ -496,6 +496,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       if (!(WRITE_TYPES as readonly string[]).includes(writeType)) throw new StrataError('BAD_REQUEST', `writeType must be one of ${WRITE_TYPES.join(', ')}`);
       commit.writeType = writeType as WriteType;
     }
+    const ufsAt = (b as Record<string, unknown>).ufsAt;
+    if (ufsAt !== undefined && ufsAt !== null) commit.ufsAt = { mountUri: field(ufsAt, 'mountUri', 'string') as string, path: field(ufsAt, 'path', 'string') as string };
     return ns.commitWrite(commit);
   });
   app.post(`${api}/write/empty`, async (req) => {

@@ -11,7 +11,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { StrataError } from '../common/errors';
 import { dataRuns } from '../common/extents';
-import { WriteFileResponse, WriteType, blockIdOf } from '../common/protocol';
+import { UfsPlace, WriteFileResponse, WriteType, blockIdOf } from '../common/protocol';
 import type { UfsWriter } from '../ufs/ufs';
 import type { BlockPageWriter, PageStore } from './page-store';
 
@@ -21,12 +21,15 @@ const ZEROS = Buffer.alloc(1024 * 1024);
 export interface UfsTarget {
   writer: UfsWriter;
   stillAt: () => Promise<boolean>;
+  /** Where the writer writes. */
+  at: UfsPlace;
 }
 
 export class FileWrite {
   readonly #store: PageStore;
   readonly #ufsWriter: UfsWriter | undefined;
   readonly #ufsStillAt: (() => Promise<boolean>) | undefined;
+  readonly #ufsAt: UfsPlace | undefined;
   readonly #cache: boolean;
   readonly #through: boolean;
   /** Finished blocks' writers; those before `#committed` are durable already (streamed blocks). */
@@ -50,6 +53,7 @@ export class FileWrite {
     this.#store = store;
     this.#ufsWriter = ufs?.writer;
     this.#ufsStillAt = ufs?.stillAt;
+    this.#ufsAt = ufs?.at;
     this.#cache = writeType !== 'THROUGH';
     this.#through = writeType === 'CACHE_THROUGH' || writeType === 'THROUGH';
   }
@@ -147,15 +151,15 @@ export class FileWrite {
   }
 
   /**
-   * `recheckPath`: a streamed file was written over a long time, and may have been
-   * renamed or unlinked meanwhile; its under-store object must not complete at the
-   * old path (it would replace what is there now). Then the write fails, nothing
-   * lands, and the client sends the whole file to where it is now.
+   * The file may have been renamed or unlinked while it was written; its under-store
+   * object must not complete at the old path (it would replace what is there now).
+   * Then the write fails, nothing lands, and the client sends the file to where it is
+   * now. (The commit checks once more: a rename may still come in between.)
    */
-  async finish(recheckPath = false): Promise<WriteFileResponse> {
+  async finish(): Promise<WriteFileResponse> {
     const size = this.#size;
     if (this.total !== size) throw new StrataError('BAD_REQUEST', `body has ${this.total} bytes, declared ${size}`);
-    if (recheckPath && this.#ufsStillAt && !(await this.#ufsStillAt())) throw new StrataError('NOT_FOUND', 'the file moved in the under-store while it was written');
+    if (this.#ufsStillAt && !(await this.#ufsStillAt())) throw new StrataError('NOT_FOUND', 'the file moved in the under-store while it was written');
     if (this.#curLen > 0) {
       if (this.#cur) this.#done.push(this.#cur);
       this.#lengths.push(this.#curLen);
@@ -166,7 +170,7 @@ export class FileWrite {
     this.settleWholeBlocks();
     await this.#settling;
     const blocks = this.#lengths.map((length, i) => ({ id: blockIdOf(this.containerId, i), length }));
-    return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: this.#cache };
+    return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: this.#cache, ...(st && this.#ufsAt ? { ufsAt: this.#ufsAt } : {}) };
   }
 
   async abort(): Promise<void> {

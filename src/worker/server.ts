@@ -504,7 +504,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         const now = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino }).catch(() => undefined);
         return now !== undefined && now.mountUri === loc.mountUri && now.path === loc.path;
       };
-      return { writer, stillAt };
+      return { writer, stillAt, at: { mountUri: loc.mountUri, path: loc.path } };
     });
 
   /** Reads a raw (not extents) body into `w`, bounded by its declared size. */
@@ -578,7 +578,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       } else {
         await rawBody(w, req, size);
       }
-      const res = await w.finish(stream !== undefined);
+      const res = await w.finish();
       writtenBytes.inc({ write_type: w.writeType, via }, size - start);
       return res;
     } catch (err) {
@@ -737,6 +737,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
           await writer.write(got.data);
         }
       }
+      // Renamed or unlinked during the upload: completing would replace what is at that path now.
+      const now = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino }).catch(() => undefined);
+      if (!now || now.mountUri !== loc.mountUri || now.path !== loc.path) throw new StrataError('NOT_FOUND', `inode ${ino} moved or went away during its upload; nothing was stored`);
       const st = await writer.complete();
       for (const id of ids) await store.markPersisted(id);
       log.info({ ino, blocks: count }, 'persisted a file to the under-store');

@@ -33,7 +33,7 @@ t.test('a store write failing while the pages are written: the piece fails, noth
     complete: async () => ({ size: 0, mtimeMs: 0, fingerprint: 'x' }) as never,
     abort: async () => undefined,
   };
-  const w = await FileWrite.open(store, 7, 64 * 1024 * 1024, 'CACHE_THROUGH', async () => ({ writer, stillAt: async () => true }));
+  const w = await FileWrite.open(store, 7, 64 * 1024 * 1024, 'CACHE_THROUGH', async () => ({ writer, stillAt: async () => true, at: { mountUri: 'file:///x', path: '/f' } }));
   const piece = Buffer.alloc(4 * 1024 * 1024, 1);
   await w.piece(piece);
   await t.rejects(w.piece(piece), { code: 'IO_ERROR' }, "the piece fails with the store's error");

@@ -1,0 +1,196 @@
+/**
+ * Writes into the under-store that a rename overtakes. An object is written at the
+ * path its file had when the write began; a rename meanwhile must neither leave the
+ * file recorded as stored where it is not, nor let the late object replace what was
+ * renamed onto that path since.
+ *
+ * - The persister's upload: a master, a worker and a client in this process over a
+ *   shared mem:// store; the upload is held at its first write while the file is
+ *   renamed away and another (stored) file is renamed onto its old path.
+ * - A write-through's commit: at the Namespace, the object written at the old path,
+ *   the rename, then the commit naming the old path.
+ */
+
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import pino from 'pino';
+import { tempRoot } from '../helpers/cluster';
+import { startMaster } from '../../src/master/server';
+import { startWorker } from '../../src/worker/server';
+import { StrataFileSystem } from '../../src/client/file-system';
+import { silentLogger } from '../../src/common/log';
+import { MemoryUnderFileSystem } from '../../src/ufs/memory';
+import { SqliteMetastore } from '../../src/master/sqlite-metastore';
+import { MountTable } from '../../src/master/mount-table';
+import { Namespace } from '../../src/master/namespace';
+import type { UfsWriter } from '../../src/ufs/ufs';
+import { blockIdOf } from '../../src/common/protocol';
+
+const readObject = async (ufs: MemoryUnderFileSystem, p: string): Promise<string | undefined> => {
+  if (!(await ufs.stat(p))) return undefined;
+  const chunks: Buffer[] = [];
+  for await (const c of await ufs.read(p, 0, 1 << 20)) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString();
+};
+
+const until = async (what: string, fn: () => Promise<boolean>, ms = 20_000): Promise<void> => {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+};
+
+t.test("a persist overtaken by renames: the object renamed onto the file's old path survives, the file is stored where it is now", async (t) => {
+  const root = tempRoot('strata-persist-rename-');
+  const uri = `mem://persist-rename-${process.pid}`;
+  const ufs = new MemoryUnderFileSystem(uri);
+  const log = silentLogger();
+  const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: uri, persistInitialWaitMs: 0, logger: log });
+  const worker = await startWorker({
+    masterUrl: master.url,
+    home: path.join(root, 'worker'),
+    port: 0,
+    tiers: [{ name: 'SSD', dir: path.join(root, 'tier-ssd'), capacityBytes: 64 << 20 }],
+    heartbeatIntervalMs: 200,
+    scrubBytesPerSec: 0,
+    logger: log,
+  });
+  const fs = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, 'staging'), logger: log, shortCircuit: false, writeType: 'ASYNC_THROUGH' });
+  await fs.init();
+  const create = MemoryUnderFileSystem.prototype.create;
+  t.teardown(async () => {
+    MemoryUnderFileSystem.prototype.create = create;
+    await fs.close();
+    await worker.close();
+    await master.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  // B: a file in the store already.
+  await ufs.mkdir('/d');
+  const b = await ufs.create('/d/h');
+  await b.write(Buffer.from('B, already stored'));
+  await b.complete();
+  t.equal((await fs.getattr('/d/h')).size, 17, 'B is seen');
+
+  // The persister's upload of A to /d/x is held at its first write while A is renamed away and B onto /d/x.
+  let renamed: Promise<void> | undefined;
+  MemoryUnderFileSystem.prototype.create = async function (this: MemoryUnderFileSystem, p: string): Promise<UfsWriter> {
+    const w = await create.call(this, p);
+    if (p !== '/d/x' || renamed) return w;
+    const write = w.write.bind(w);
+    return Object.assign(w, {
+      write: async (chunk: Buffer) => {
+        renamed ??= (async () => {
+          await fs.rename('/d/x', '/d/y');
+          await fs.rename('/d/h', '/d/x');
+        })();
+        await renamed;
+        return write(chunk);
+      },
+    });
+  };
+  await fs.writeFile('/d/x', Buffer.from('A, written with ASYNC_THROUGH'), 29);
+  await until('the held upload and the renames', async () => renamed !== undefined && (await renamed.then(() => true)));
+  await until('A persisted at its new path', async () => (await readObject(ufs, '/d/y')) === 'A, written with ASYNC_THROUGH', 30_000);
+  t.pass('A was stored at /d/y, where it is now');
+  t.equal(await readObject(ufs, '/d/x'), 'B, already stored', "B's bytes are still at /d/x, where B is now");
+  const r = await fs.openReader('/d/x');
+  const got = Buffer.alloc(r.size);
+  await r.read(0, r.size, got, 0);
+  r.close();
+  t.equal(got.toString(), 'B, already stored', 'and read back through Strata');
+});
+
+t.test('a write-through committed after a rename: recorded as not stored yet, queued, its stray object gone; THROUGH fails to be sent again', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-commit-rename-'));
+  const uri = `mem://commit-rename-${process.pid}`;
+  const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
+  const ufs = new MemoryUnderFileSystem(uri);
+  const mounts = await MountTable.open(sqlite, uri, {});
+  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs: 60_000, logger: pino({ level: 'silent' }) });
+  t.teardown(async () => {
+    await ns.close();
+    await sqlite.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await ns.mkdir('/d', 0o755);
+  for (const [name, cached] of [['f', true], ['t', false]] as const) {
+    const a = await ns.create(`/d/${name}`, 0o644);
+    const at = await ns.ufsLocation(a.ino);
+    const { containerId } = await sqlite.beginWrite(a.ino);
+    // The worker wrote the object at the file's path, checked it was still there, and completed it…
+    const w = await ufs.create(at.path);
+    await w.write(Buffer.from('new bytes'));
+    const fp = (await w.complete()).fingerprint;
+    // …then the file is renamed before the client's commit arrives.
+    await ns.rename(`/d/${name}`, `/d/${name}2`);
+    const commit = ns.commitWrite({ ino: a.ino, containerId, size: 9, blocks: [{ id: blockIdOf(containerId, 0), length: 9 }], workerId: 1, ufsFingerprint: fp, cached, writeType: cached ? 'CACHE_THROUGH' : 'THROUGH', ufsAt: { mountUri: at.mountUri, path: at.path } });
+    if (cached) {
+      await commit;
+      const n = await sqlite.requireNode(a.ino);
+      t.equal(n.persistState, 'not_persisted', 'CACHE_THROUGH: the file is not recorded as stored');
+      t.ok((await sqlite.persistQueue()).some((q) => q.ino === a.ino), 'and is queued to be persisted where it is now');
+    } else {
+      await t.rejects(commit, { code: 'NOT_FOUND' }, 'THROUGH (no cached copy): the commit fails, and the client sends the file again');
+    }
+    t.equal(await ufs.stat(at.path), null, `the object at the old path (${at.path}) is removed`);
+  }
+  // Unmoved, a write-through commit records the file as stored, as before.
+  const c = await ns.create('/d/c', 0o644);
+  const at = await ns.ufsLocation(c.ino);
+  const { containerId } = await sqlite.beginWrite(c.ino);
+  const w = await ufs.create(at.path);
+  await w.write(Buffer.from('c'));
+  const fp = (await w.complete()).fingerprint;
+  await ns.commitWrite({ ino: c.ino, containerId, size: 1, blocks: [{ id: blockIdOf(containerId, 0), length: 1 }], workerId: 1, ufsFingerprint: fp, cached: true, writeType: 'CACHE_THROUGH', ufsAt: { mountUri: at.mountUri, path: at.path } });
+  t.equal((await sqlite.requireNode(c.ino)).persistState, 'persisted', 'a write-through not overtaken is stored');
+});
+
+t.test('a file renamed while its close writes it through: the close succeeds and the file is stored where it is now', async (t) => {
+  const root = tempRoot('strata-close-rename-');
+  const uri = `mem://close-rename-${process.pid}`;
+  const ufs = new MemoryUnderFileSystem(uri);
+  const log = silentLogger();
+  const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: uri, logger: log });
+  const worker = await startWorker({
+    masterUrl: master.url,
+    home: path.join(root, 'worker'),
+    port: 0,
+    tiers: [{ name: 'SSD', dir: path.join(root, 'tier-ssd'), capacityBytes: 64 << 20 }],
+    heartbeatIntervalMs: 200,
+    scrubBytesPerSec: 0,
+    logger: log,
+  });
+  const fs = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, 'staging'), logger: log, shortCircuit: false, writeType: 'CACHE_THROUGH' });
+  await fs.init();
+  const create = MemoryUnderFileSystem.prototype.create;
+  t.teardown(async () => {
+    MemoryUnderFileSystem.prototype.create = create;
+    await fs.close();
+    await worker.close();
+    await master.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+  await fs.mkdir('/d', 0o755);
+  let renamed = false;
+  MemoryUnderFileSystem.prototype.create = async function (this: MemoryUnderFileSystem, p: string): Promise<UfsWriter> {
+    const w = await create.call(this, p);
+    if (p !== '/d/w' || renamed) return w;
+    renamed = true;
+    // The worker is writing /d/w through to the store when the file is renamed.
+    await fs.rename('/d/w', '/d/w2');
+    return w;
+  };
+  const fh = await fs.create('/d/w', 0o644);
+  await fs.write(fh, Buffer.from('written through'), 15, 0);
+  await fs.release(fh);
+  t.ok(renamed, 'the rename came in during the write-through');
+  t.equal(await readObject(ufs, '/d/w2'), 'written through', 'the file is in the store at its new path');
+  t.equal(await ufs.stat('/d/w'), null, 'and nothing was left at the old one');
+  t.equal((await fs.getattr('/d/w2')).size, 15, 'the namespace agrees');
+});
