@@ -1012,12 +1012,18 @@ export class Namespace {
         await m.ufs.close();
         throw new StrataError('UNAVAILABLE', `cannot mount ${uri}: the store did not answer a listing of its root (${(err as Error).message})`);
       }
-      const { parent, name } = await this.#resolveParent(path);
-      const existing = await this.#maybeChild(parent, parts);
-      if (existing) {
-        if (existing.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
-        await this.#syncListing(existing, parts);
-        if ((await this.#table.children(existing.ino)).length > 0) throw new StrataError('NOT_EMPTY', `cannot mount over ${path}: it is not empty`);
+      let parent: NodeRecord, name: string, existing: NodeRecord | undefined;
+      try {
+        ({ parent, name } = await this.#resolveParent(path));
+        existing = await this.#maybeChild(parent, parts);
+        if (existing) {
+          if (existing.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
+          await this.#syncListing(existing, parts);
+          if ((await this.#table.children(existing.ino)).length > 0) throw new StrataError('NOT_EMPTY', `cannot mount over ${path}: it is not empty`);
+        }
+      } catch (err) {
+        await m.ufs.close(); // not mounted: its driver (connection pools) goes
+        throw err;
       }
       try {
         await this.#mounts.add(m);
