@@ -70,8 +70,11 @@ export class LocalUnderFileSystem implements UnderFileSystem {
         try {
           const st = await fsp.stat(nodePath.join(dir, name));
           if (st.isFile() || st.isDirectory()) out.push(this.#status(name, st));
-        } catch {
-          // Vanished between readdir and stat, or a dangling symlink: not listed.
+        } catch (err) {
+          // Vanished between readdir and stat, or a dangling symlink: not listed. Any other failure (EIO, ESTALE
+          // on NFS) fails the listing: leaving the name out would tell the master the file was deleted.
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code !== 'ENOENT' && code !== 'ENOTDIR' && code !== 'ELOOP') throw toStrataError(err, `list ${path}: ${name}`);
         }
       }),
     );
@@ -101,7 +104,8 @@ export class LocalUnderFileSystem implements UnderFileSystem {
   async create(path: string): Promise<UfsWriter> {
     const abs = this.#abs(path);
     const dir = nodePath.dirname(abs);
-    await fsp.mkdir(dir, { recursive: true }).catch((err) => {
+    /** The first directory this create made, if any: its entry (and theirs below it) must be durable with the file. */
+    const made = await fsp.mkdir(dir, { recursive: true }).catch((err) => {
       throw toStrataError(err, `create ${path}`);
     });
     const tmp = nodePath.join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
@@ -144,6 +148,9 @@ export class LocalUnderFileSystem implements UnderFileSystem {
           closed = true;
           await fsp.rename(tmp, abs);
           tmpGone = true;
+          // The new name (and any directory made for it) is on disk too before the close is answered.
+          await syncDir(dir);
+          if (made) for (let d = dir; d !== nodePath.dirname(made) && d.length > 1; d = nodePath.dirname(d)) await syncDir(nodePath.dirname(d));
           return status(await fsp.stat(abs));
         } catch (err) {
           if (!closed) await fh.close().catch(() => undefined);
@@ -205,3 +212,14 @@ export class LocalUnderFileSystem implements UnderFileSystem {
   async close(): Promise<void> {}
 }
 
+/** fsync of a directory: its entries are durable. Some file systems refuse it on directories; then nothing more can be done. */
+async function syncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r');
+  try {
+    await fh.sync().catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EINVAL' && err.code !== 'ENOTSUP') throw err;
+    });
+  } finally {
+    await fh.close();
+  }
+}

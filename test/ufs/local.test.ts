@@ -168,3 +168,27 @@ t.test('nothing was written outside the roots, and every root was cleaned up', a
   t.same(readdirSync(outside), ['canary.txt']);
   t.equal(readFileSync(path.join(outside, 'canary.txt'), 'utf8'), CANARY);
 });
+
+t.test('a listing fails when a name cannot be stat-ed for a reason other than being gone (it is never left out)', async (t) => {
+  const { root, uri, cleanup } = await makeRoot();
+  t.teardown(cleanup);
+  const ufs = createUfs(uri);
+  await putFile(ufs, '/d/x', 'x');
+  await putFile(ufs, '/d/y', 'y');
+  const real = fsp.stat;
+  t.teardown(() => void (fsp.stat = real));
+  // A transient EIO (an NFS hiccup) on /d/x, once.
+  let failed = false;
+  fsp.stat = (async (p: Parameters<typeof real>[0], ...rest: unknown[]) => {
+    if (!failed && String(p) === path.join(root, 'd', 'x')) {
+      failed = true;
+      throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+    }
+    return (real as (...a: unknown[]) => unknown)(p, ...rest);
+  }) as typeof real;
+  await rejectsCode(t, () => ufs.list('/d'), 'IO_ERROR', 'the listing fails with EIO');
+  t.same((await ufs.list('/d')).map((e) => e.name), ['x', 'y'], 'and lists both names once the store answers');
+  // A name that vanished between readdir and stat is still simply not listed.
+  await fsp.symlink(path.join(root, 'nowhere'), path.join(root, 'd', 'dangling'));
+  t.same((await ufs.list('/d')).map((e) => e.name), ['x', 'y'], 'a dangling symlink is not listed');
+});
