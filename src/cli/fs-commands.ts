@@ -556,6 +556,10 @@ ${examples([
         const started = Date.now();
         const copier = new Copier(fs, !!o.recursive);
         const isTree = o.recursive ? (src.strata ? (await at(label(src), () => fs.getattr(src.path))).type === 'directory' : (await at(src.path, () => fsp.stat(src.path))).isDirectory()) : false;
+        // A copy inside its own source would list the copy as it goes, and copy it again, one level deeper each time.
+        if (isTree && src.strata && dst.strata && (src.path === '/' || dstPath === src.path || dstPath.startsWith(src.path + '/'))) {
+          throw usageError(`cannot copy a directory, ${label(src)}, into itself, strata:${dstPath}`);
+        }
         let progress: Progress | undefined;
         if (isTree && o.progress) {
           const plan = await copier.plan(src);

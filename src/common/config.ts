@@ -129,7 +129,7 @@ export function parseBytes(v: string): number | undefined {
 }
 
 function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
-  if (typeof raw === 'number' && (k.kind === 'int' || k.kind === 'bytes')) return raw;
+  // A number from a JSON config file goes through the same checks as the same value written as a string.
   const v = String(raw);
   const bad = (allowed: string) => new StrataError('CONFIG', `invalid ${k.key}='${v}' (from ${source}): expected ${allowed}`);
   switch (k.kind) {

@@ -45,6 +45,11 @@ t.test('a bad config file stops with the key, the value and the file', async (t)
   const f = path.join(root, 'c.json');
   const cases: [string, RegExp][] = [
     ['{"blockSize": "3MiB"}', /invalid blockSize='3MiB' \(from .*c\.json\): expected a power of two/],
+    // JSON numbers get the checks strings get.
+    ['{"blockSize": 1000}', /invalid blockSize='1000' \(from .*c\.json\): expected a power of two/],
+    ['{"masterPort": 99999}', /invalid masterPort='99999' .*expected a port number/],
+    ['{"leaderLeaseMs": 10}', /invalid leaderLeaseMs='10' .*expected a lease in ms/],
+    ['{"feedLeaseMs": 1.5}', /invalid feedLeaseMs='1.5' .*expected an integer/],
     ['{"blokSize": 1}', /unknown key 'blokSize'/],
     ['{not json', /not valid JSON/],
     ['[1,2]', /JSON object/],

@@ -271,6 +271,8 @@ t.test('against a cluster', async (t) => {
       [['ls', '/a/../b'], 2, "strata: /a/../b: '..' is not allowed as a file name\n"],
       [['setTtl', '/g', 'soon'], 2, "strata: bad duration 'soon': use a number of milliseconds or a number with s, m, h or d (30s, 10m, 2h, 1d)\n"],
       [['cp', l('a'), l('b')], 2, 'strata: one side of cp must be a Strata path (strata:/path)\n'],
+      [['cp', '-r', 'strata:/g', 'strata:/g/sub'], 2, 'strata: cannot copy a directory, strata:/g, into itself, strata:/g/sub\n'],
+      [['cp', '-r', 'strata:/g', 'strata:/g'], 2, 'strata: cannot copy a directory, strata:/g, into itself, strata:/g/g\n'],
     ];
     const results = await Promise.all(cases.map(([args]) => runCli(['fs', ...args, '--master', c.masterUrl])));
     cases.forEach(([args, code, stderr], i) => {
@@ -280,6 +282,8 @@ t.test('against a cluster', async (t) => {
       t.equal(errLines(r).length, 1);
       t.equal(r.stdout, '', `${args.join(' ')}: nothing on stdout`);
     });
+    await fs(t, ['ls', '/g/sub'], 1); // the refused copies made nothing
+    await fs(t, ['ls', '/g/g'], 1);
   });
 
   await t.test('cp -r: progress lines on a stderr that is not a terminal, a summary, --json', async (t) => {
