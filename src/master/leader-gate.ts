@@ -27,6 +27,8 @@ const ALWAYS_SERVED = new Set(['/healthz', '/metrics', `${MASTER_API}/leader`]);
 export interface LeaderGate {
   /** True while this master leads (always true without an election). */
   isLeader(): boolean;
+  /** How long it leads for sure without another renew (ms); Infinity without an election. */
+  msLeft(): number;
   /** Begins contending (after the server listens, so the address is known). */
   start(listenUrl: string): void;
   /** The lease a fenced store's writes require while this master leads; undefined otherwise (or without an election). */
@@ -70,6 +72,7 @@ export function registerLeaderGate(app: FastifyInstance, config: LeaderElectionC
 
   return {
     isLeader,
+    msLeft: () => (config ? (election?.msLeft() ?? 0) : Infinity),
     start(listenUrl) {
       self = config?.advertiseUrl || listenUrl;
       if (!config) {

@@ -153,6 +153,11 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
     return this.#term !== undefined && performance.now() < this.#deadline;
   }
 
+  /** How long this contender still leads for sure without another renew (ms; 0 when it does not lead). */
+  msLeft(): number {
+    return this.#term === undefined ? 0 : Math.max(0, Math.floor(this.#deadline - performance.now()));
+  }
+
   /** The fencing token: our term while we lead, else undefined. */
   get fence(): number | undefined {
     return this.isLeader() ? this.#term : undefined;

@@ -287,7 +287,9 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       if (typeof q.subscriber !== 'string' || !/^[A-Za-z0-9_-]{8,64}$/.test(q.subscriber)) throw new StrataError('BAD_REQUEST', 'subscriber is 8-64 letters, digits, _ or -');
       const asked = intParam(q.lease, 'lease', 0);
       if (asked < 100 || asked > 60_000) throw new StrataError('BAD_REQUEST', 'lease must be 100…60000 ms');
-      granted = Math.min(asked, maxFeedLeaseMs);
+      // Nor past this master's own lead: the mount counts its lease from when it sent this poll, so a lease
+      // granted here ends before the leader lease could pass to another master, which knows no feed leases.
+      granted = Math.min(asked, maxFeedLeaseMs, leadership.msLeft());
       leases.polled(q.subscriber, epoch, since, granted);
     }
     const ac = new AbortController();

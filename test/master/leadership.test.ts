@@ -159,8 +159,15 @@ t.test('leader lease on PostgreSQL', { skip: postgresSkipReason() }, async (t) =
     await until('a leader', () => es.some((e) => e.isLeader()), 5000);
     const demoted: string[] = [];
     for (const e of es) e.on('demoted', (reason) => demoted.push(`${e.holderId}: ${reason}`));
+    const leader = es.find((e) => e.isLeader())!;
+    const left = leader.msLeft();
+    t.ok(left > 0 && left <= (LEASE_MS * 5) / 6, `a leader is sure of at most 5/6 of the lease (${left} ms)`);
     pg.kill();
-    const down = await until('the leader to step down', () => !es.some((e) => e.isLeader()), 2 * LEASE_MS);
+    // What it grants (feed leases) must end before anyone else can lead: within its sure time.
+    const samples: number[] = [];
+    const down = await until('the leader to step down', () => (samples.push(leader.msLeft()), !es.some((e) => e.isLeader())), 2 * LEASE_MS);
+    t.ok(samples.every((x) => x >= 0 && x <= (LEASE_MS * 5) / 6), 'its sure time never exceeds 5/6 of the lease');
+    t.equal(leader.msLeft(), 0, 'and is 0 once it stepped down');
     t.comment(`stepped down ${down} ms after the database died: ${demoted.join('; ')}`);
     // isLeader() reads the clock: false at 5/6 of the lease after the last renew began; the slack is this loop's.
     t.ok(down <= LEASE_MS * 1.5, 'within the lease: nobody acts as leader without the database');
