@@ -890,7 +890,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
     if (srcFile) {
       if (dstUnder.length) throw new StrataError('IS_DIRECTORY', `${context}: the destination is a directory`);
       await this.#copy(srcFile.key, this.#objectKey(to), srcFile.size, opts, context);
-      await this.#deleteKey(srcFile.key, opts, context);
+      await this.#deleteMoved([srcFile.key], opts, context);
     } else {
       if (dstFile) throw new StrataError('NOT_DIRECTORY', `${context}: the destination is a file`);
       if (dstUnder.some((o) => o.key !== dstDirKey)) throw new StrataError('NOT_EMPTY', `${context}: the destination is not empty`);
@@ -929,7 +929,29 @@ export class S3UnderFileSystem implements UnderFileSystem {
       ).catch(() => undefined);
       throw err;
     }
-    await mapLimit(keys, TREE_CONCURRENCY, (o) => this.#deleteKey(o.key, opts, context));
+    await this.#deleteMoved(
+      keys.map((o) => o.key),
+      opts,
+      context,
+    );
+  }
+
+  /**
+   * Deletes the sources of a move whose copies all exist: the move has happened, so it
+   * is not reported as failed (the master would then keep the old names for objects that
+   * are gone). Every key is tried, those that fail again twice more; a key the store still
+   * refuses stays behind and shows up as a file at its old place at the next sync.
+   */
+  async #deleteMoved(keys: readonly string[], opts: UfsCallOptions | undefined, context: string): Promise<void> {
+    let left = [...keys];
+    for (let round = 0; round < 3 && left.length > 0; round++) {
+      if (round > 0) await new Promise((r) => setTimeout(r, 200 * round));
+      const failed: string[] = [];
+      await mapLimit(left, TREE_CONCURRENCY, async (k) => {
+        await this.#deleteKey(k, opts, context).catch(() => void failed.push(k));
+      });
+      left = failed;
+    }
   }
 
   /** Server-side copy: CopyObject, or UploadPartCopy in parts for objects over the single-copy limit. */

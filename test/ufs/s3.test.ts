@@ -778,3 +778,25 @@ t.test('every under-store test cleaned up after itself', async (t) => {
   const left = (await rawKeys('')).filter((k) => !k.startsWith('with space/'));
   t.same(left, [], 'the test bucket is empty');
 });
+
+t.test('a directory rename whose copies all landed is done, even when deleting some sources fails for a while', async (t) => {
+  const { ufs } = freshStore(t);
+  await ufs.mkdir('/d');
+  for (const n of ['a', 'b', 'c', 'e', 'f']) await putFile(ufs, `/d/${n}`, n);
+  // The store refuses two deletes (a 503 past the SDK's retries), then takes them.
+  let refused = 0;
+  ufs.client.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (context.commandName === 'DeleteObjectCommand' && refused < 2) {
+        refused++;
+        throw Object.assign(new Error('SlowDown'), { name: 'SlowDown', $metadata: { httpStatusCode: 503 } });
+      }
+      return next(args);
+    },
+    { step: 'initialize', name: 'refuseTwoDeletes' },
+  );
+  await ufs.rename('/d', '/x');
+  t.equal(refused, 2, 'two deletes were refused');
+  t.same((await ufs.list('/x')).map((s) => s.name), ['a', 'b', 'c', 'e', 'f'], 'everything is at the destination');
+  t.equal(await ufs.stat('/d'), null, 'and nothing is left at the source');
+});
