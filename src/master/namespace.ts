@@ -68,6 +68,11 @@ export interface NamespaceOptions {
    */
   syncIntervalMs: number;
   logger: Logger;
+  /**
+   * Whether this master leads (default: always). A deposed leader must not change the
+   * under-store: what is at a path there may be the new leader's by now.
+   */
+  leading?: () => boolean;
 }
 
 export class Namespace {
@@ -81,8 +86,10 @@ export class Namespace {
   readonly #gid = process.getgid?.() ?? 0;
   /** `parent/name` of the entries a change under #mutations is changing, from its under-store call to its commit. */
   readonly #inFlight = new Set<string>();
+  readonly #leading: () => boolean;
 
   constructor(opts: NamespaceOptions) {
+    this.#leading = opts.leading ?? (() => true);
     this.#table = opts.table;
     this.#mounts = opts.mounts;
     this.#syncIntervalMs = opts.syncIntervalMs;
@@ -116,13 +123,24 @@ export class Namespace {
    * so no two changes mark the same name.
    */
   async #changing<T>(names: [parent: number, name: string][], fn: () => Promise<T>): Promise<T> {
+    this.#lead();
     const keys = names.map(([p, n]) => `${p}/${n}`);
     for (const k of keys) this.#inFlight.add(k);
     try {
       return await fn();
+    } catch (err) {
+      // Refused by the fenced table after its store side may have run: not the standby's "nothing applied",
+      // which a client sends again to the new leader (it would then move or delete a second time).
+      if (err instanceof StrataError && err.code === 'NOT_LEADER') throw new StrataError('UNAVAILABLE', `this master lost its lead during the change, which may be done in the under-store and not recorded: look, then try again (${err.message})`, { cause: err });
+      throw err;
     } finally {
       for (const k of keys) this.#inFlight.delete(k);
     }
+  }
+
+  /** Right before an under-store change: NOT_LEADER once this master no longer leads (it changed nothing yet). */
+  #lead(): void {
+    if (!this.#leading()) throw new StrataError('NOT_LEADER', 'this master does not lead any more');
   }
 
   // ---- resolution ----------------------------------------------------------
@@ -355,6 +373,7 @@ export class Namespace {
       if (parent.persistState === 'persisted') {
         const { ufs, ufsPath } = this.#store(parts);
         try {
+          this.#lead();
           await ufs.mkdir(ufsPath);
         } catch (err) {
           if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
@@ -714,6 +733,7 @@ export class Namespace {
       // Where a worker would write it (ufsLocation): the path of the inode's first link.
       const at = ufsPath;
       if (writeType === 'CACHE_THROUGH' || writeType === 'THROUGH') {
+        this.#lead();
         const w = await ufs.create(at);
         try {
           fingerprint = (await w.complete()).fingerprint;

@@ -163,7 +163,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     await table.close();
     throw err;
   }
-  const ns = new Namespace({ table, mounts, syncIntervalMs: opts.syncIntervalMs ?? 5000, logger: log });
+  const ns = new Namespace({ table, mounts, syncIntervalMs: opts.syncIntervalMs ?? 5000, logger: log, leading: () => leadership.isLeader() });
   if (opts.writeType) ns.setDefaultWriteType(opts.writeType);
   /**
    * Has the live workers take their queued deletes now instead of with their next
