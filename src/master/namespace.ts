@@ -587,6 +587,14 @@ export class Namespace {
           }
           await this.#table.markSynced(d.parent.ino, 0);
           this.#log.warn({ src, dst, ino: node.ino }, 'renamed in the under-store; the source had been dropped meanwhile, so the destination is loaded again from the store');
+          return;
+        }
+        // An object store moves by copying, which can give the object a new fingerprint (S3: the ETag of a
+        // multipart upload, or any object under SSE-KMS). Same bytes: record it, or the next sync would take
+        // the file for changed out of band and drop its cached blocks and its mtime.
+        if (movedInStore && node.type === 'file') {
+          const st = await ufs.stat(dstUfs).catch(() => null);
+          if (st?.type === 'file' && st.size === node.size && st.fingerprint !== node.ufsFingerprint) await this.#table.markPersisted(node.ino, node.container, st.fingerprint);
         }
       });
     });

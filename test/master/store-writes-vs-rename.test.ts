@@ -194,3 +194,41 @@ t.test('a file renamed while its close writes it through: the close succeeds and
   t.equal(await ufs.stat('/d/w'), null, 'and nothing was left at the old one');
   t.equal((await fs.getattr('/d/w2')).size, 15, 'the namespace agrees');
 });
+
+t.test('a store whose rename gives the object a new fingerprint (S3 copies): the file keeps its cache and mtime', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-rename-fp-'));
+  const uri = `mem://rename-fp-${process.pid}`;
+  const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
+  const ufs = new MemoryUnderFileSystem(uri);
+  const mounts = await MountTable.open(sqlite, uri, {});
+  // Sync interval 0: every access checks the store.
+  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs: 0, logger: pino({ level: 'silent' }) });
+  const rename = MemoryUnderFileSystem.prototype.rename;
+  t.teardown(async () => {
+    MemoryUnderFileSystem.prototype.rename = rename;
+    await ns.close();
+    await sqlite.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  // As S3's CopyObject of a multipart object: the same bytes under a new ETag.
+  MemoryUnderFileSystem.prototype.rename = async function (this: MemoryUnderFileSystem, src: string, dst: string): Promise<void> {
+    await rename.call(this, src, dst);
+    const chunks: Buffer[] = [];
+    for await (const c of await this.read(dst, 0, 1 << 20)) chunks.push(c as Buffer);
+    const w = await this.create(dst);
+    await w.write(Buffer.concat(chunks));
+    await w.complete();
+  };
+  const w = await ufs.create('/big');
+  await w.write(Buffer.alloc(10_000, 7));
+  const fp = (await w.complete()).fingerprint;
+  const before = await ns.resolve('/big');
+  t.equal(before.ufsFingerprint, fp);
+  await ns.rename('/big', '/big2');
+  t.not((await ufs.stat('/big2'))!.fingerprint, fp, 'the store gave the moved object a new fingerprint');
+  await new Promise((r) => setTimeout(r, 5));
+  const after = await ns.resolve('/big2');
+  t.equal(after.ino, before.ino, 'the same inode');
+  t.equal(after.container, before.container, 'its blocks (and so its cache) are kept: not taken for changed out of band');
+  t.same(after.mtime, before.mtime, 'and its mtime');
+});
