@@ -816,18 +816,9 @@ export class StrataFileSystem {
         if (f.generation === gen) f.dirty = false;
         return;
       }
-      let begin;
-      try {
-        begin = await this.master.beginWrite(f.ino);
-      } catch (err) {
-        // Unlinked while open: its bytes die with the last close anyway, so there is nothing to store.
-        if (err instanceof StrataError && err.code === 'NOT_FOUND') {
-          f.dirty = false;
-          return;
-        }
-        throw err;
-      }
-      for (let attempt = 1; ; attempt++) {
+      // Unlinked while open (beginWrite: NOT_FOUND): its bytes die with the last close anyway, nothing to store.
+      let begin = await this.#beginUnlessGone(f.ino);
+      for (let attempt = 1; begin; attempt++) {
         try {
           await this.#upload(f.ino, begin, size, () => staging.extents(0, size), true, f.mtime, staging);
           break;
@@ -835,24 +826,29 @@ export class StrataFileSystem {
           // The worker could not be reached or died mid-write (SIGKILL, crash): the bytes are still staged
           // here, so send them once more through another worker, under a new container (the dead one's
           // partial blocks then never match the committed file). #upload has marked the worker failed.
-          // Or the file was renamed while it was written (NOT_FOUND; nothing was stored): send it to where
-          // it is now. Unlinked meanwhile: beginWrite says NOT_FOUND, and there is nothing to store.
+          // Or the file was renamed while it was written (NOT_FOUND; nothing was stored): send it to where it is now.
           const moved = err instanceof StrataError && err.code === 'NOT_FOUND';
           if (attempt >= 3 || !(workerUnreachable(err) || moved)) throw err;
           this.#log.warn({ ino: f.ino, err: (err as Error).message }, moved ? 'the file moved while it was written; writing it again' : 'write through a worker failed; trying another worker');
-          try {
-            begin = await this.master.beginWrite(f.ino);
-          } catch (e) {
-            if (e instanceof StrataError && e.code === 'NOT_FOUND') {
-              f.dirty = false;
-              return;
-            }
-            throw e;
-          }
+          begin = await this.#beginUnlessGone(f.ino);
         }
+      }
+      if (!begin) {
+        f.dirty = false;
+        return;
       }
       if (f.generation === gen) f.dirty = false;
     });
+  }
+
+  /** A new write of `ino`; undefined when the file is gone (unlinked). */
+  async #beginUnlessGone(ino: number): Promise<WriteBeginResponse | undefined> {
+    try {
+      return await this.master.beginWrite(ino);
+    } catch (err) {
+      if (err instanceof StrataError && err.code === 'NOT_FOUND') return undefined;
+      throw err;
+    }
   }
 
   async release(fh: number): Promise<void> {

@@ -12,6 +12,7 @@
  */
 
 import t from 'tap';
+import type * as tap from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -44,12 +45,12 @@ const until = async (what: string, fn: () => Promise<boolean>, ms = 20_000): Pro
   throw new Error(`timed out waiting for ${what}`);
 };
 
-t.test("a persist overtaken by renames: the object renamed onto the file's old path survives, the file is stored where it is now", async (t) => {
-  const root = tempRoot('strata-persist-rename-');
-  const uri = `mem://persist-rename-${process.pid}`;
-  const ufs = new MemoryUnderFileSystem(uri);
+/** A master, a worker and a client in this process over the mem:// store `uri`. */
+async function cluster(t: tap.Test, name: string, writeType: 'ASYNC_THROUGH' | 'CACHE_THROUGH', masterOpts: { persistInitialWaitMs?: number } = {}) {
+  const root = tempRoot(`strata-${name}-`);
+  const uri = `mem://${name}-${process.pid}`;
   const log = silentLogger();
-  const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: uri, persistInitialWaitMs: 0, logger: log });
+  const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: uri, logger: log, ...masterOpts });
   const worker = await startWorker({
     masterUrl: master.url,
     home: path.join(root, 'worker'),
@@ -59,7 +60,7 @@ t.test("a persist overtaken by renames: the object renamed onto the file's old p
     scrubBytesPerSec: 0,
     logger: log,
   });
-  const fs = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, 'staging'), logger: log, shortCircuit: false, writeType: 'ASYNC_THROUGH' });
+  const fs = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, 'staging'), logger: log, shortCircuit: false, writeType });
   await fs.init();
   const create = MemoryUnderFileSystem.prototype.create;
   t.teardown(async () => {
@@ -69,6 +70,11 @@ t.test("a persist overtaken by renames: the object renamed onto the file's old p
     await master.close();
     rmSync(root, { recursive: true, force: true });
   });
+  return { ufs: new MemoryUnderFileSystem(uri), fs, create };
+}
+
+t.test("a persist overtaken by renames: the object renamed onto the file's old path survives, the file is stored where it is now", async (t) => {
+  const { ufs, fs, create } = await cluster(t, 'persist-rename', 'ASYNC_THROUGH', { persistInitialWaitMs: 0 });
 
   // B: a file in the store already.
   await ufs.mkdir('/d');
@@ -106,18 +112,23 @@ t.test("a persist overtaken by renames: the object renamed onto the file's old p
   t.equal(got.toString(), 'B, already stored', 'and read back through Strata');
 });
 
-t.test('a write-through committed after a rename: recorded as not stored yet, queued, its stray object gone; THROUGH fails to be sent again', async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-commit-rename-'));
-  const uri = `mem://commit-rename-${process.pid}`;
+/** A Namespace alone over the mem:// store `name` (SQLite in a temp dir). */
+async function namespaceOn(t: tap.Test, name: string, syncIntervalMs: number) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `strata-${name}-`));
+  const uri = `mem://${name}-${process.pid}`;
   const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
-  const ufs = new MemoryUnderFileSystem(uri);
   const mounts = await MountTable.open(sqlite, uri, {});
-  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs: 60_000, logger: pino({ level: 'silent' }) });
+  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs, logger: pino({ level: 'silent' }) });
   t.teardown(async () => {
     await ns.close();
     await sqlite.close();
     rmSync(dir, { recursive: true, force: true });
   });
+  return { ns, sqlite, ufs: new MemoryUnderFileSystem(uri) };
+}
+
+t.test('a write-through committed after a rename: recorded as not stored yet, queued, its stray object gone; THROUGH fails to be sent again', async (t) => {
+  const { ns, sqlite, ufs } = await namespaceOn(t, 'commit-rename', 60_000);
   await ns.mkdir('/d', 0o755);
   for (const [name, cached] of [['f', true], ['t', false]] as const) {
     const a = await ns.create(`/d/${name}`, 0o644);
@@ -152,30 +163,7 @@ t.test('a write-through committed after a rename: recorded as not stored yet, qu
 });
 
 t.test('a file renamed while its close writes it through: the close succeeds and the file is stored where it is now', async (t) => {
-  const root = tempRoot('strata-close-rename-');
-  const uri = `mem://close-rename-${process.pid}`;
-  const ufs = new MemoryUnderFileSystem(uri);
-  const log = silentLogger();
-  const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: uri, logger: log });
-  const worker = await startWorker({
-    masterUrl: master.url,
-    home: path.join(root, 'worker'),
-    port: 0,
-    tiers: [{ name: 'SSD', dir: path.join(root, 'tier-ssd'), capacityBytes: 64 << 20 }],
-    heartbeatIntervalMs: 200,
-    scrubBytesPerSec: 0,
-    logger: log,
-  });
-  const fs = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, 'staging'), logger: log, shortCircuit: false, writeType: 'CACHE_THROUGH' });
-  await fs.init();
-  const create = MemoryUnderFileSystem.prototype.create;
-  t.teardown(async () => {
-    MemoryUnderFileSystem.prototype.create = create;
-    await fs.close();
-    await worker.close();
-    await master.close();
-    rmSync(root, { recursive: true, force: true });
-  });
+  const { ufs, fs, create } = await cluster(t, 'close-rename', 'CACHE_THROUGH');
   await fs.mkdir('/d', 0o755);
   let renamed = false;
   MemoryUnderFileSystem.prototype.create = async function (this: MemoryUnderFileSystem, p: string): Promise<UfsWriter> {
@@ -196,20 +184,10 @@ t.test('a file renamed while its close writes it through: the close succeeds and
 });
 
 t.test('a store whose rename gives the object a new fingerprint (S3 copies): the file keeps its cache and mtime', async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-rename-fp-'));
-  const uri = `mem://rename-fp-${process.pid}`;
-  const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
-  const ufs = new MemoryUnderFileSystem(uri);
-  const mounts = await MountTable.open(sqlite, uri, {});
   // Sync interval 0: every access checks the store.
-  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs: 0, logger: pino({ level: 'silent' }) });
+  const { ns, ufs } = await namespaceOn(t, 'rename-fp', 0);
   const rename = MemoryUnderFileSystem.prototype.rename;
-  t.teardown(async () => {
-    MemoryUnderFileSystem.prototype.rename = rename;
-    await ns.close();
-    await sqlite.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  t.teardown(() => void (MemoryUnderFileSystem.prototype.rename = rename));
   // As S3's CopyObject of a multipart object: the same bytes under a new ETag.
   MemoryUnderFileSystem.prototype.rename = async function (this: MemoryUnderFileSystem, src: string, dst: string): Promise<void> {
     await rename.call(this, src, dst);
