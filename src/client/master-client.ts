@@ -62,7 +62,15 @@ export class MasterClient {
   constructor(url: string, opts: MasterClientOptions = {}) {
     this.#leaseMs = opts.metadataCache ? (opts.feedLeaseMs ?? 0) : 0;
     this.#http = new JsonClient(url, this.#leaseMs > 0 ? { ...opts, postHeaders: { ...opts.postHeaders, [SUBSCRIBER_HEADER]: this.#subscriber } } : opts);
-    this.#feedHttp = new JsonClient(url, opts);
+    // A feed poll that failed (the master restarting, a failover) ends the lease and what the cache vouched for at
+    // once, while the client keeps trying: a restarted or new master knows nothing of this mount's lease.
+    this.#feedHttp = new JsonClient(url, {
+      ...opts,
+      onRetry: () => {
+        this.#leaseUntil = 0;
+        this.cache?.lost();
+      },
+    });
     if (opts.metadataCache) {
       this.cache = new MetadataCache();
       this.#feed = this.#followChanges();

@@ -31,6 +31,8 @@ export interface JsonClientOptions {
   timeoutMs?: number;
   /** How long one call keeps trying (other masters, a refused connection), in ms. Default 15000. */
   retryForMs?: number;
+  /** Called before each attempt after a failed one (the master restarting, a failover): a caller may drop what it vouched for. */
+  onRetry?: () => void;
   /** Sent as `Authorization: Bearer …` when set. */
   token?: string;
   /** Sent with every POST (e.g. the mount's feed-subscriber id). */
@@ -88,6 +90,7 @@ export class JsonClient {
   readonly #pools = new Map<string, Pool>();
   readonly #timeoutMs: number;
   readonly #retryForMs: number;
+  readonly #onRetry: (() => void) | undefined;
   readonly #headers: Record<string, string>;
   /** The last look for another leader, shared by the calls waiting meanwhile. */
   #probe: { at: number; from: string; answer: Promise<string | undefined> } | undefined;
@@ -98,6 +101,7 @@ export class JsonClient {
     if (this.#urls.length === 0) throw new StrataError('CONFIG', `not a valid URL: '${baseUrl}'`);
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
     this.#retryForMs = opts.retryForMs ?? 15_000;
+    this.#onRetry = opts.onRetry;
     this.#headers = { ...opts.postHeaders, 'content-type': 'application/json' };
     if (opts.token) this.#headers.authorization = `Bearer ${opts.token}`;
   }
@@ -217,13 +221,17 @@ export class JsonClient {
       } catch (err) {
         if (movedTo !== undefined && !signal?.aborted) {
           this.#current = this.#urls.indexOf(movedTo);
-          if (idempotent && Date.now() - started < this.#retryForMs) continue;
+          if (idempotent && Date.now() - started < this.#retryForMs) {
+            this.#onRetry?.();
+            continue;
+          }
           throw new StrataError('UNAVAILABLE', `${what}: the master stopped answering and ${movedTo} leads now; the call may or may not have been applied`, { cause: err });
         }
         const code = (err as { code?: string }).code;
         const notLeader = err instanceof NotLeaderReply;
         const retriable = notLeader || (code !== undefined && (NOT_SENT_ERRORS.has(code) || (idempotent && BROKEN_ERRORS.has(code))));
         if (retriable && Date.now() - started < this.#retryForMs && !signal?.aborted) {
+          this.#onRetry?.();
           this.#switch(notLeader ? err.leader : undefined);
           // A standby that named the leader costs no wait; otherwise back off once per round of the URLs.
           // (bounded: two standbys that name each other while the lease changes hands get the backoff too).

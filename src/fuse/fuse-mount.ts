@@ -598,7 +598,9 @@ export function strataHandlers(
       kept.closing(fh);
       return fs.release(fh);
     },
-    readdir: async (_ctx, ino) => (await fs.readdirIno(ino)).map((e) => ({ name: e.name, attr: toAttr(told(e)) })),
+    // Not `told`: only a READDIRPLUS reply gives the kernel these attributes, and past its first reply the kernel
+    // asks with plain READDIR; an open would then keep pages of a version the kernel never learned was replaced.
+    readdir: async (_ctx, ino) => (await fs.readdirIno(ino)).map((e) => ({ name: e.name, attr: toAttr(e) })),
     statfs: async () => {
       const s = await fs.statfs();
       const bsize = 4096;

@@ -329,3 +329,20 @@ t.test("a lookup brings a small file's blocks along: the open after it asks the 
   for (const name of ['one', 'two', 'three']) t.ok((await fsp.readFile(a(name))).equals(data), `${name} reads back`);
   t.equal(await masterCount(c.masterUrl, '/api/v1/blocks'), blocks, 'three cold opens: no request for blocks');
 });
+
+t.test('a restarted master: a mount stops vouching for its cache at the feed\'s first failure, so close-to-open holds', async (t) => {
+  // Sync off: cached answers never expire on their own; feed leases on (the default).
+  const c = await startCluster(t, { workers: 1, mounts: 2, masterArgs: ['--sync-interval-ms', '-1'] });
+  const [a, b] = c.mounts.map((m) => (p: string) => path.join(m, p));
+  for (let round = 1; round <= 4; round++) {
+    const v1 = randomBytes(1000);
+    const v2 = randomBytes(2000);
+    await fsp.writeFile(b!(`f${round}`), v1);
+    t.ok((await fsp.readFile(a!(`f${round}`))).equals(v1), `round ${round}: A has the first version cached`);
+    await c.master.kill();
+    await c.master.restart();
+    await fsp.writeFile(b!(`f${round}`), v2);
+    const got = await fsp.readFile(a!(`f${round}`));
+    t.ok(got.equals(v2), `round ${round}: after the restart, A's open after B's close reads the new version (${got.length} bytes)`);
+  }
+});
