@@ -13,6 +13,14 @@ export const PATH_MAX = 4096;
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
+/**
+ * Whether a string arrived as valid UTF-8: no U+FFFD (what a decoder makes of bad bytes) and no lone
+ * UTF-16 surrogate (JSON can carry one; it has no UTF-8 form and would be stored as U+FFFD, another string).
+ */
+export function isValidUtf8Text(s: string): boolean {
+  return !s.includes('\uFFFD') && !LONE_SURROGATE.test(s);
+}
+
 /** Checks one directory-entry name; throws NAME_TOO_LONG or INVALID_ARGUMENT. */
 export function validateName(name: string): string {
   if (typeof name !== 'string' || name.length === 0) throw new StrataError('INVALID_ARGUMENT', 'empty file name');
@@ -22,8 +30,7 @@ export function validateName(name: string): string {
   if (name === '.' || name === '..') throw new StrataError('INVALID_ARGUMENT', `'${name}' is not allowed as a file name`);
   if (name.includes('/')) throw new StrataError('INVALID_ARGUMENT', `file name contains '/': ${name}`);
   if (name.includes('\0')) throw new StrataError('INVALID_ARGUMENT', 'file name contains a NUL byte');
-  // A lone UTF-16 surrogate (JSON can carry one) has no UTF-8 form: stored, it would become U+FFFD, another name.
-  if (name.includes('\uFFFD') || LONE_SURROGATE.test(name)) throw new StrataError('INVALID_ARGUMENT', 'file name is not valid UTF-8');
+  if (!isValidUtf8Text(name)) throw new StrataError('INVALID_ARGUMENT', 'file name is not valid UTF-8');
   return name;
 }
 

@@ -704,6 +704,10 @@ export class InodeTable {
   }
 
   /** Starts a new version of a file's content: a fresh container of block ids. */
+  openWriteOf(container: number): number | undefined {
+    return (this.#sql('SELECT ino FROM open_write WHERE container = ?').get(container) as { ino: number } | undefined)?.ino;
+  }
+
   beginWrite(ino: number): { containerId: number; blockSize: number } {
     return this.#db.transaction(() => {
       const n = this.requireNode(ino);

@@ -302,6 +302,8 @@ export interface Metastore {
    * commits or expires). NOT_FOUND, IS_DIRECTORY (not a regular file).
    */
   beginWrite(ino: number): Promise<{ containerId: number; blockSize: number }>;
+  /** The inode whose write in flight `container` is (begun, not committed or expired), if any. */
+  openWriteOf(container: number): Promise<number | undefined>;
   /**
    * Makes a file empty as one write: old blocks dropped (copies queued for
    * deletion), a fresh container, persisted when `ufsFingerprint` is set; an

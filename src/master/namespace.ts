@@ -25,7 +25,7 @@
 
 import { StrataError } from '../common/errors';
 import { Mutex } from '../common/mutex';
-import { joinPath, normalizePath, parsePath } from '../common/paths';
+import { isValidUtf8Text, joinPath, normalizePath, parsePath } from '../common/paths';
 import type {
   BlockInfo,
   BlockSource,
@@ -446,6 +446,7 @@ export class Namespace {
   async symlink(path: string, target: string, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
     if (typeof target !== 'string' || target.length === 0) throw new StrataError('INVALID_ARGUMENT', 'empty symlink target');
     if (Buffer.byteLength(target) > 4095 || target.includes('\0')) throw new StrataError('NAME_TOO_LONG', 'symlink target is too long');
+    if (!isValidUtf8Text(target)) throw new StrataError('INVALID_ARGUMENT', 'symlink target is not valid UTF-8');
     const { parent, name, parts } = await this.#resolveParent(path);
     this.#writable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
@@ -814,10 +815,27 @@ export class Namespace {
   }
 
   /** Where an inode's bytes live in the under-store; asked by workers, never by clients. */
-  async ufsLocation(ino: number): Promise<UfsLocation> {
+  /**
+   * Where a worker writes a file's bytes. With a `purpose`, only for the write that may:
+   * a write-through of a write in flight of this file (`container` begun for it), or a
+   * persist of its current version (its container and block count); never in a read-only
+   * mount. A worker asks this before anything reaches the store.
+   */
+  async ufsLocation(ino: number, check?: { purpose: 'write'; container: number } | { purpose: 'persist'; container: number; blocks: number }): Promise<UfsLocation> {
     const n = await this.#table.requireNode(ino);
     if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
-    return this.#location(await this.#table.pathOf(ino));
+    const path = await this.#table.pathOf(ino);
+    if (check) {
+      this.#writable(parsePath(path));
+      if (check.purpose === 'write' && (await this.#table.openWriteOf(check.container)) !== ino) {
+        // NOT_FOUND: a client then begins a new write and sends the file again (as after a rename).
+        throw new StrataError('NOT_FOUND', `no write ${check.container} of inode ${ino} is in flight (never begun, expired or committed)`);
+      }
+      if (check.purpose === 'persist' && (n.container !== check.container || check.blocks !== Math.ceil(n.size / n.blockSize))) {
+        throw new StrataError('BUSY', `inode ${ino} is not at version ${check.container} with ${check.blocks} blocks any more`);
+      }
+    }
+    return this.#location(path);
   }
 
   /**
@@ -980,6 +998,8 @@ export class Namespace {
   async setXattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
     this.#writable(parsePath(path));
     validateXattrName(name);
+    // setxattr(2): XATTR_CREATE (1) and XATTR_REPLACE (2); anything else is EINVAL.
+    if (flags & ~3) throw new StrataError('INVALID_ARGUMENT', `setxattr flags ${flags} are not supported`);
     if (value.length > 64 * 1024) throw new StrataError('FILE_TOO_LARGE', 'extended attribute values are limited to 64 KiB');
     await this.#table.setXattr((await this.resolve(path)).ino, name, value, flags);
   }
@@ -1115,7 +1135,7 @@ export class Namespace {
 
 /** Linux namespaces an attribute name must use; at most 255 bytes. */
 function validateXattrName(name: string): void {
-  if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > 255) throw new StrataError('INVALID_ARGUMENT', 'bad extended attribute name');
+  if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > 255 || !isValidUtf8Text(name)) throw new StrataError('INVALID_ARGUMENT', 'bad extended attribute name');
   if (!/^(user|trusted|security|system)\./.test(name)) throw new StrataError('NOT_SUPPORTED', `attribute namespace of ${name} is not supported`);
 }
 

@@ -1450,6 +1450,10 @@ export class PgMetastore implements Metastore {
   }
 
   /** Starts a new version of a file's content: a fresh container of block ids. */
+  async openWriteOf(container: number): Promise<number | undefined> {
+    return (await this.#pooled.one<{ ino: string | number }>(Q.openWriteOf, [container]).then((r) => (r ? Number(r.ino) : undefined)));
+  }
+
   async beginWrite(ino: number): Promise<{ containerId: number; blockSize: number }> {
     return this.#tx(async (tx) => {
       const n = await this.#requireNode(tx, ino);

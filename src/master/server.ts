@@ -507,7 +507,14 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const mtime = timespec(b, 'mtime');
     return ns.commitEmpty(requiredInt(b, 'ino', 1), writeTypeField(b), mtime && mtime !== 'now' ? mtime : undefined);
   });
-  app.get(`${api}/ufs-location`, async (req) => ns.ufsLocation(intParam((req.query as Record<string, unknown>).ino, 'ino')));
+  app.get(`${api}/ufs-location`, async (req) => {
+    const q = req.query as Record<string, unknown>;
+    const ino = intParam(q.ino, 'ino');
+    if (q.purpose === undefined) return ns.ufsLocation(ino);
+    if (q.purpose === 'write') return ns.ufsLocation(ino, { purpose: 'write', container: intParam(q.container, 'container') });
+    if (q.purpose === 'persist') return ns.ufsLocation(ino, { purpose: 'persist', container: intParam(q.container, 'container'), blocks: intParam(q.blocks, 'blocks') });
+    throw new StrataError('BAD_REQUEST', 'purpose must be write or persist');
+  });
   app.get(`${api}/block-source`, async (req) => ns.blockSource(intParam((req.query as Record<string, unknown>).id, 'id')));
 
   /** Each element of the array `name` through `parse`; errors name the element. */

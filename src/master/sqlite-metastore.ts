@@ -147,6 +147,10 @@ export class SqliteMetastore implements Metastore {
     return this.#t.beginWrite(ino);
   }
 
+  async openWriteOf(container: number): Promise<number | undefined> {
+    return this.#t.openWriteOf(container);
+  }
+
   async commitEmpty(req: CommitEmptyRequest): Promise<NodeRecord> {
     return this.#t.commitEmpty(req);
   }

@@ -76,6 +76,7 @@ export class FileWrite {
 
   /** Data: into the under-store and the blocks at once. Keeps `piece` (multipart parts, whole pages). */
   async piece(piece: Buffer): Promise<void> {
+    this.#fits(piece.length);
     const ufsWrite = this.#ufsWriter?.write(piece);
     // Awaited below, after the pages: a store failure meanwhile must not be an unhandled rejection (which ends the process).
     ufsWrite?.catch(() => undefined);
@@ -88,6 +89,8 @@ export class FileWrite {
 
   /** A run of zeros: holes where the disk allows, zeros where the store needs bytes. */
   async hole(n: number): Promise<void> {
+    // Checked first: a store without holes is sent the zeros, and a frame far past the size would send gigabytes.
+    this.#fits(n);
     const w = this.#ufsWriter;
     if (w?.skip) await w.skip(n);
     else if (w) for (let left = n; left > 0; left -= ZEROS.length) await w.write(left >= ZEROS.length ? ZEROS : ZEROS.subarray(0, left));
@@ -104,8 +107,12 @@ export class FileWrite {
     if (this.total < to) await this.hole(to - this.total);
   }
 
-  async #advance(n: number, piece: Buffer | undefined): Promise<void> {
+  #fits(n: number): void {
     if (this.total + n > this.#size) throw new StrataError('BAD_REQUEST', `body is longer than the declared size ${this.#size}`);
+  }
+
+  async #advance(n: number, piece: Buffer | undefined): Promise<void> {
+    this.#fits(n);
     this.total += n;
     const bs = this.blockSize;
     let left = n;

@@ -481,7 +481,8 @@ export class PageStore {
     const path = nodePath.join(tier.dir, INCOMING_DIR, name);
     let fh: fsp.FileHandle;
     try {
-      fh = await fsp.open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      // O_NONBLOCK: a FIFO put there (the dir is writable by all) must not hold a thread-pool thread forever.
+      fh = await fsp.open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
     } catch (err) {
       throw new StrataError('NOT_FOUND', `no local file ${name} in tier ${tier.name}`, { cause: err });
     }

@@ -33,6 +33,7 @@ import {
   UfsLocation,
   WriteFileResponse,
   blockIdOf,
+  BLOCKS_PER_CONTAINER,
   LEFTOVERS_MAX,
 } from '../common/protocol';
 import { createUfs } from '../ufs';
@@ -478,6 +479,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const ino = intParam((req.params as Record<string, string>).ino, 'ino');
     const q = req.query as Record<string, unknown>;
     const containerId = intParam(q.container, 'container');
+    // One write per container (a stream's own finishing request aside): two would share, and overwrite, its blocks.
+    if (q.stream === undefined && openWrites.has(containerId)) throw new StrataError('BUSY', `container ${containerId} is being written already`);
     openWrites.set(containerId, (openWrites.get(containerId) ?? 0) + 1);
     try {
       return await writeFile(req, reply, ino, q, containerId);
@@ -498,7 +501,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
 
   const openFileWrite = (ino: number, containerId: number, blockSize: number, writeType: WriteType): Promise<FileWrite> =>
     FileWrite.open(store, containerId, blockSize, writeType, async () => {
-      const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
+      const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino, purpose: 'write', container: containerId });
       const writer = await createWriter(loc);
       const stillAt = async () => {
         const now = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino }).catch(() => undefined);
@@ -514,7 +517,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let pending: Buffer[] = [];
     let pendingLen = 0;
     // A client that stops sending mid-body loses its connection after stallMs; the caller cleans up.
-    for await (const raw of stallGuarded(req.body as Readable, stallMs, () => req.raw.destroy())) {
+    // No content-type: fastify leaves no body stream (an empty file's write may send nothing).
+    for await (const raw of stallGuarded((req.body as Readable | undefined) ?? Readable.from([]), stallMs, () => req.raw.destroy())) {
       const chunk = raw as Buffer;
       if (w.total + pendingLen + chunk.length > end) throw new StrataError('BAD_REQUEST', `body is longer than the declared ${end - w.total} bytes`);
       pending.push(chunk);
@@ -569,7 +573,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         }
       } else if (q.format === 'extents') {
         // Sparse body: frames of [u64 offset][u32 length][bytes]; gaps between them are zeros.
-        for await (const ext of readExtents(stallGuarded(req.body as Readable, stallMs, () => req.raw.destroy()))) {
+        for await (const ext of readExtents(stallGuarded((req.body as Readable | undefined) ?? Readable.from([]), stallMs, () => req.raw.destroy()))) {
           if (ext.offset < w.total) throw new StrataError('BAD_REQUEST', 'extents must be in order and must not overlap');
           if (ext.offset > w.total) await w.hole(ext.offset - w.total);
           await w.piece(ext.data);
@@ -654,6 +658,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const ino = intParam(q.ino, 'ino');
     const containerId = intParam(q.container, 'container');
     const { blockSize, writeType } = writeParams(q);
+    if (openWrites.has(containerId)) throw new StrataError('BUSY', `container ${containerId} is being written already`);
     const local = typeof q.local === 'string' ? await store.openIncoming(String(q.tier ?? ''), q.local) : undefined;
     let write: FileWrite;
     try {
@@ -722,10 +727,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const q = req.query as Record<string, unknown>;
     const containerId = intParam(q.container, 'container');
     const count = intParam(q.blocks, 'blocks');
+    if (count > BLOCKS_PER_CONTAINER) throw new StrataError('BAD_REQUEST', `a file has at most ${BLOCKS_PER_CONTAINER} blocks`);
+    // The master answers only for the file's current version, with this many blocks: nothing else reaches the store.
+    const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino, purpose: 'persist', container: containerId, blocks: count });
     const ids = Array.from({ length: count }, (_, i) => blockIdOf(containerId, i));
     const missing = ids.filter((id) => !store.hasPage(id, 0));
     if (missing.length) throw new StrataError('NOT_FOUND', `blocks ${missing.slice(0, 4).join(', ')} are not cached on this worker`);
-    const loc = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino });
     const writer = await createWriter(loc);
     try {
       for (const id of ids) {

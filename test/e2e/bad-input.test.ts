@@ -5,7 +5,8 @@
  */
 
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { Readable } from 'node:stream';
 import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { connect } from 'node:net';
@@ -293,6 +294,12 @@ t.test('malformed HTTP against a running cluster', async (t) => {
     t.equal(await fsp.readFile(path.join(c.ufsDir, 'real.txt'), 'utf8'), 'real content', 'the rename attempts left the file alone');
   });
 
+  await t.test('master: text that is not valid UTF-8 in symlink targets and attribute names; unknown setxattr flags', async (t) => {
+    check(t, 'a symlink target with a lone surrogate', await json('POST', `${api}/symlink`, { path: '/sl', target: 'a\udc00' }), { status: 400, code: 'INVALID_ARGUMENT' });
+    check(t, 'an attribute name with a lone surrogate', await json('POST', `${api}/xattr/set`, { path: '/real.txt', name: 'user.\udc00x', value: 'AQ==' }), { status: 400, code: 'INVALID_ARGUMENT' });
+    check(t, 'setxattr flags 4096', await json('POST', `${api}/xattr/set`, { path: '/real.txt', name: 'user.x', value: 'AQ==', flags: 4096 }), { status: 400, code: 'INVALID_ARGUMENT' });
+  });
+
   await t.test('master: negative, fractional and huge numbers', async (t) => {
     const mk = (extra: Record<string, unknown>) => json('POST', `${api}/mkdir`, { path: '/nums', ...extra });
     const cr = (extra: Record<string, unknown>) => json('POST', `${api}/create`, { path: '/nums-file', ...extra });
@@ -406,14 +413,53 @@ t.test('malformed HTTP against a running cluster', async (t) => {
     check(t, 'huge size', await put(`${ino}?container=1&blockSize=4096&size=99999999999999999`), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'an inode that does not exist', await put(`987654321?container=1&blockSize=4096&size=0`), { status: 404, code: 'NOT_FOUND' });
     check(t, 'the root directory', await put(`1?container=1&blockSize=4096&size=0`), { status: 409, code: 'IS_DIRECTORY' });
-    check(t, 'body longer than the declared size', await put(`${ino}?container=987654&blockSize=4096&size=3`, 'far too long a body'), { status: 400, code: 'BAD_REQUEST' });
-    check(t, 'body shorter than the declared size', await put(`${ino}?container=987654&blockSize=4096&size=30`, 'short'), { status: 400, code: 'BAD_REQUEST' });
+    // Nothing reaches the store for a write the master did not begin (a write-through asks it first).
+    check(t, 'a container never begun', await put(`${ino}?container=987654&blockSize=4096&size=5`, 'owned'), { status: 404, code: 'NOT_FOUND' });
+    const begun = (await json('POST', `${api}/write/begin`, { ino })).body as { containerId: number };
+    const cid = begun.containerId;
+    check(t, 'body longer than the declared size', await put(`${ino}?container=${cid}&blockSize=4096&size=3`, 'far too long a body'), { status: 400, code: 'BAD_REQUEST' });
+    check(t, 'body shorter than the declared size', await put(`${ino}?container=${cid}&blockSize=4096&size=30`, 'short'), { status: 400, code: 'BAD_REQUEST' });
+    // Extents: a frame far past the declared size is refused before any zeros go to the store.
+    const frame = Buffer.alloc(13);
+    frame.writeBigUInt64BE(BigInt(2 ** 40), 0);
+    frame.writeUInt32BE(1, 8);
+    check(t, 'an extent frame far past the declared size', await put(`${ino}?container=${cid}&blockSize=4096&size=5&format=extents`, frame), { status: 400, code: 'BAD_REQUEST' });
+    // No content-type: no body stream at all. An empty write is still a write (it fails on the declared size only).
+    check(t, 'a body-less write of 5 bytes', await send('PUT', `${w}/files/${ino}?container=${cid}&blockSize=4096&size=5`), { status: 400, code: 'BAD_REQUEST' });
     // A same-host hand-over names a file in a tier's incoming dir, and nothing else.
     for (const name of ['../../../../etc/passwd', '..%2F..%2Fetc%2Fpasswd', '/etc/passwd', 'abc', 'a'.repeat(65), 'x%00yyyyyyyyy', 'with.dotdotdot']) {
-      check(t, `local file name ${name.slice(0, 24)}`, await put(`${ino}?container=987655&blockSize=4096&size=5&local=${name}&tier=SSD`), { status: 400, code: 'BAD_REQUEST' });
+      check(t, `local file name ${name.slice(0, 24)}`, await put(`${ino}?container=${cid}&blockSize=4096&size=5&local=${name}&tier=SSD`), { status: 400, code: 'BAD_REQUEST' });
     }
-    check(t, 'a local file that is not there', await put(`${ino}?container=987655&blockSize=4096&size=5&local=deadbeefdeadbeef&tier=SSD`), { status: 404, code: 'NOT_FOUND' });
-    check(t, 'a tier that does not exist', await put(`${ino}?container=987655&blockSize=4096&size=5&local=deadbeefdeadbeef&tier=NOPE`), { status: 400, code: 'BAD_REQUEST' });
+    check(t, 'a local file that is not there', await put(`${ino}?container=${cid}&blockSize=4096&size=5&local=deadbeefdeadbeef&tier=SSD`), { status: 404, code: 'NOT_FOUND' });
+    check(t, 'a tier that does not exist', await put(`${ino}?container=${cid}&blockSize=4096&size=5&local=deadbeefdeadbeef&tier=NOPE`), { status: 400, code: 'BAD_REQUEST' });
+    // A persist is only of the file's current version, with its block count.
+    check(t, 'a persist of another version', await send('POST', `${w}/persist/${ino}?container=${cid}&blocks=1`), { status: 409, code: 'BUSY' });
+    check(t, 'a persist of more blocks than a file has', await send('POST', `${w}/persist/${ino}?container=1&blocks=${2 ** 32}`), { status: 400, code: 'BAD_REQUEST' });
+    // A second write of a container already being written: refused, not interleaved with the first.
+    const second = await json('POST', `${api}/write/begin`, { ino });
+    const cid2 = (second.body as { containerId: number }).containerId;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const slow = Readable.from(
+      (async function* () {
+        yield Buffer.alloc(4096, 1);
+        await held; // the first write stays open until the second one was answered
+      })(),
+    );
+    const first = send('PUT', `${w}/files/${ino}?container=${cid2}&blockSize=4096&size=8192&writeType=MUST_CACHE`, slow as unknown as Buffer, { 'content-type': 'application/octet-stream' });
+    await new Promise((r) => setTimeout(r, 300));
+    check(t, 'a second write of a container in flight', await put(`${ino}?container=${cid2}&blockSize=4096&size=4096&writeType=MUST_CACHE`, Buffer.alloc(4096, 2)), { status: 409, code: 'BUSY' });
+    release();
+    check(t, 'the first write, cut short', await first, { status: 400, code: 'BAD_REQUEST' });
+    // A FIFO in the incoming dir (writable by all): answered at once, never a thread-pool thread blocked forever.
+    const incoming = (await fsp.readdir(c.home, { recursive: true, withFileTypes: true })).find((e) => e.isDirectory() && e.name === '.incoming');
+    t.ok(incoming, 'the worker has an incoming dir');
+    if (incoming) {
+      const fifos = ['fifofifo1', 'fifofifo2', 'fifofifo3', 'fifofifo4', 'fifofifo5'];
+      for (const f of fifos) spawnSync('mkfifo', [path.join(incoming.parentPath ?? incoming.path, incoming.name, f)]);
+      const answers = await Promise.all(fifos.map(async (f) => (await json('POST', `${api}/write/begin`, { ino }).then((r) => put(`${ino}?container=${(r.body as { containerId: number }).containerId}&blockSize=4096&size=5&local=${f}&tier=SSD`)))));
+      answers.forEach((r, i) => check(t, `a FIFO handed over (${i + 1} of ${fifos.length})`, r, { status: 400, code: 'BAD_REQUEST' }));
+    }
     t.equal(await fsp.readFile(path.join(c.ufsDir, 'real.txt'), 'utf8'), 'real content', 'rejected writes left the under-store copy alone');
     t.same((await fsp.readdir(c.ufsDir)).sort(), ['real.txt'], 'and left no temp files behind');
     t.equal(await fsp.readFile(path.join(c.mnt, 'real.txt'), 'utf8'), 'real content', 'the mount still reads the old content');

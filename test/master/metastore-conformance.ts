@@ -388,6 +388,8 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
 
     const b1 = await store.beginWrite(f.ino);
     t.equal(b1.blockSize, BS);
+    t.equal(await store.openWriteOf(b1.containerId), f.ino, 'the begun write is in flight, of its file');
+    t.equal(await store.openWriteOf(b1.containerId + 12345), undefined, 'a container never begun is not');
     const size = BS + 7;
     const blocks = [
       { id: blockIdOf(b1.containerId, 0), length: BS },
@@ -421,6 +423,7 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     );
     t.same((await store.blocks(f.ino))[0]!.cached, [{ workerId: w1, tier: 'MEM', bytes: BS }], 'with the tier it reported');
     await rejects(t, () => store.commitWrite({ ...base, blocks }), 'TIMEOUT', 'a write commits once');
+    t.equal(await store.openWriteOf(b1.containerId), undefined, 'a committed write is no longer in flight');
 
     const v2 = await write(store, f.ino, 3, w2, { ufsFingerprint: 'etag-2' });
     t.equal(v2.node.persistState, 'persisted', 'a fingerprint means persisted');
