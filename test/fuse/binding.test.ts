@@ -14,7 +14,7 @@ import { constants as fsc, promises as fsp, mkdtempSync, readFileSync, rmSync } 
 import { constants as osc, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { ALL_FEATURES, posixSuite, randomReadMismatches } from './posix-suite';
-import { FAULTS } from './faultyfs';
+import { ENOSYS_FILE, FAULTS } from './faultyfs';
 
 const E = osc.errno;
 
@@ -153,6 +153,12 @@ t.test('handlers that throw or reject yield an errno and never hang', async (t) 
     const names = Object.keys(FAULTS);
     const all = await within(Promise.all(Array.from({ length: 500 }, (_, i) => errnoOf(fsp.stat(p(names[i % names.length]!))))), 60_000, 'concurrent faults');
     t.same(all, Array.from({ length: 500 }, (_, i) => FAULTS[names[i % names.length]!]![1]), '500 concurrent faulty lookups each answer their errno');
+    // An error whose errno is ENOSYS must not tell the kernel fsync or flush do not exist (it would stop asking).
+    const f = await fsp.open(p(ENOSYS_FILE), 'w');
+    await f.write('x');
+    t.equal(await errnoOf(f.sync()), E.EIO, 'fsync failing with ENOSYS from below: EIO');
+    t.equal(await errnoOf(f.sync()), E.EIO, 'and the next fsync still reaches the file system (not 0)');
+    t.equal(await errnoOf(f.close()), E.EIO, 'close (flush) likewise: EIO');
     await fsp.writeFile(p('ok'), 'still fine');
     t.equal(await fsp.readFile(p('ok'), 'utf8'), 'still fine', 'the file system goes on serving');
     t.ok(m.alive(), 'the file-system process did not crash', { output: m.output() });

@@ -28,11 +28,30 @@ export const FAULTS: Record<string, [() => Promise<Entry>, number]> = {
   'resolve-malformed': [() => Promise.resolve({ attr: { ino: 99 } } as unknown as Entry), E.EIO],
 };
 
+/** A file by this name answers fsync and flush with an error whose errno is ENOSYS (a peer's 404 route). */
+export const ENOSYS_FILE = 'enosys-sync';
+
 class FaultyFs extends MemFs {
+  readonly #enosys = new Set<number>();
+
   override lookup(ctx: RequestContext, parent: number, name: string): Promise<Entry> {
     const f = FAULTS[name];
     if (f) return f[0]();
     return super.lookup(ctx, parent, name);
+  }
+
+  override async create(ctx: RequestContext, parent: number, name: string, mode: number) {
+    const e = await super.create(ctx, parent, name, mode);
+    if (name === ENOSYS_FILE) this.#enosys.add(e.attr.ino);
+    return e;
+  }
+
+  override async fsync(_ctx?: unknown, ino?: number) {
+    if (ino !== undefined && this.#enosys.has(ino)) throw new StrataError('ROUTE_NOT_FOUND', 'a peer without this route');
+  }
+
+  override async flush(_ctx?: unknown, ino?: number) {
+    if (ino !== undefined && this.#enosys.has(ino)) throw new StrataError('ROUTE_NOT_FOUND', 'a peer without this route');
   }
 }
 

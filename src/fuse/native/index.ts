@@ -22,6 +22,9 @@ const OP = {
 const OP_COUNT = 39;
 
 /** FUSE_SET_ATTR_* bits of a setattr request. */
+/** Linux ENOSYS: the operation is not implemented. */
+const ENOSYS = 38;
+
 export const SET_ATTR = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256, CTIME: 1024 } as const;
 
 /** rename(2) flags. */
@@ -387,10 +390,15 @@ export class FuseSession {
           n.replyEntry(req, 0, 0, zero, 0, negativeTimeout);
           return;
         }
-        n.replyErr(req, errno > 0 ? errno : 5);
+        // ENOSYS tells the kernel the operation does not exist here, and it never asks again (fsync and flush then
+        // succeed without reaching us): only a handler that is not there may answer it; an ENOSYS from below is EIO.
+        n.replyErr(req, errno > 0 && errno !== ENOSYS ? errno : 5);
       };
       const ok = <T>(p: Promise<T> | undefined, reply: (v: T) => void, unsent?: (v: T) => void) => {
-        if (!p) return fail(Object.assign(new Error('not implemented'), { code: 'ENOSYS' }));
+        if (!p) {
+          replied = true;
+          return n.replyErr(req, ENOSYS);
+        }
         p.then((v) => {
           if (replied) return unsent?.(v);
           replied = true;
