@@ -654,6 +654,8 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     const { dispose: _dispose, keptPages: _keptPages, ...ops } = handlers;
     session = FuseSession.mount(opts.mountPoint, opts.metrics ? timed(ops, opts.metrics) : ops, {
       options,
+      // A listing's entries are kept as briefly as the configured timeouts say (0: not at all).
+      dirTimeout: Math.min((opts.kernelCache ?? DEFAULT_KERNEL_CACHE).attrTimeoutMs, (opts.kernelCache ?? DEFAULT_KERNEL_CACHE).entryTimeoutMs) / 1000,
       maxWrite: 1024 * 1024,
       maxRead: MAX_READ,
       errnoOf: (err) => -toErrno(err, onUnknown),

@@ -346,3 +346,15 @@ t.test('a restarted master: a mount stops vouching for its cache at the feed\'s 
     t.ok(got.equals(v2), `round ${round}: after the restart, A's open after B's close reads the new version (${got.length} bytes)`);
   }
 });
+
+t.test('with kernel timeouts of 0, a directory listing leaves nothing cached in the kernel either', async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 2, mountArgs: () => ['--attr-timeout-ms', '0', '--entry-timeout-ms', '0'] });
+  const [a, b] = c.mounts.map((m) => (p: string) => path.join(m, p));
+  await fsp.mkdir(b!('d'));
+  for (let round = 1; round <= 3; round++) {
+    await fsp.writeFile(b!('d/f'), Buffer.alloc(100 * round));
+    await fsp.readdir(a!('d'), { withFileTypes: true }); // READDIRPLUS: names and attributes for the kernel
+    await fsp.writeFile(b!('d/f'), Buffer.alloc(100 * round + 50));
+    t.equal((await fsp.stat(a!('d/f'))).size, 100 * round + 50, `round ${round}: a stat right after another mount's change sees it`);
+  }
+});

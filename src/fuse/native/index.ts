@@ -218,6 +218,8 @@ export interface MountOptions {
   errnoOf?: (err: unknown) => number;
   /** Seconds to cache a negative lookup (ENOENT). Default 0. */
   negativeTimeout?: number;
+  /** Seconds the kernel keeps the names and attributes of a READDIRPLUS reply. Default 1. */
+  dirTimeout?: number;
   /** Called for errors without a Strata code, once per distinct error. */
   onUnknownError?: (err: unknown) => void;
 }
@@ -284,7 +286,7 @@ export class FuseSession {
     if (h.readdir) implemented[OP.OPENDIR] = implemented[OP.RELEASEDIR] = 1;
     const options = ['-o', ['subtype=strata', ...(opts.maxRead ? [`max_read=${opts.maxRead}`] : []), ...(opts.options ?? [])].join(',')];
     const errnoOf = opts.errnoOf ?? ((err: unknown) => -toErrno(err, opts.onUnknownError));
-    s.#handle = n.mount(mountPoint, options, s.#dispatcher(h, errnoOf, opts.negativeTimeout ?? 0), implemented, {
+    s.#handle = n.mount(mountPoint, options, s.#dispatcher(h, errnoOf, opts.negativeTimeout ?? 0, opts.dirTimeout ?? 1), implemented, {
       maxWrite: opts.maxWrite ?? 1024 * 1024,
       maxReadahead: opts.maxReadahead ?? 1024 * 1024,
       maxRead: opts.maxRead ?? 0,
@@ -373,7 +375,7 @@ export class FuseSession {
     this.#native.unmount(h);
   }
 
-  #dispatcher(h: LowLevelHandlers, errnoOf: (err: unknown) => number, negativeTimeout: number) {
+  #dispatcher(h: LowLevelHandlers, errnoOf: (err: unknown) => number, negativeTimeout: number, dirTimeout: number) {
     const n = this.#native;
     const listings = this.#listings;
     let nextDirFh = 1;
@@ -515,7 +517,7 @@ export class FuseSession {
                 attrs.push(plus ? attrArray(e.attr) : e.attr.mode);
                 offs.push(i + 1);
               }
-              n.replyDir(req, size, plus, names, inos, attrs, offs, 1);
+              n.replyDir(req, size, plus, names, inos, attrs, offs, dirTimeout);
             });
           }
           case OP.RELEASEDIR:
