@@ -10,7 +10,7 @@ import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { promisify } from 'node:util';
 import { StrataError, toErrno } from '../common/errors';
 import type { Logger } from '../common/log';
-import type { FileAttributes, FileType } from '../common/protocol';
+import type { FileAttributes, FileType, Timespec } from '../common/protocol';
 import type { StrataFileSystem } from '../client/file-system';
 import type { KeepPage } from '../client/file-reader';
 import type { PageRange } from '../client/short-circuit';
@@ -412,7 +412,8 @@ export function strataHandlers(
   const EXACT_TIMEOUT = (kernelCache.exactTimeoutMs ?? 0) / 1000;
   /** Size and mtime last told to the kernel, per inode. */
   const seen = new LRUCache<number, string>({ max: 100_000 });
-  const stamp = (a: FileAttributes) => `${a.size}:${a.mtime.sec}:${a.mtime.nsec}`;
+  const stampOf = (size: number, mtime: Timespec) => `${size}:${mtime.sec}:${mtime.nsec}`;
+  const stamp = (a: FileAttributes) => stampOf(a.size, a.mtime);
   const noCaps = new NoCapabilityCache(kernelCache.attrTimeoutMs, capabilityAbsent);
   const kept = new KeptReads(readServer, (ranges) => fs.releaseKept(ranges));
   // Looked up when first needed: building the handlers must not touch the file system (tests list features that way).
@@ -598,9 +599,12 @@ export function strataHandlers(
       kept.closing(fh);
       return fs.release(fh);
     },
-    // Not `told`: only a READDIRPLUS reply gives the kernel these attributes, and past its first reply the kernel
-    // asks with plain READDIR; an open would then keep pages of a version the kernel never learned was replaced.
     readdir: async (_ctx, ino) => (await fs.readdirIno(ino)).map((e) => ({ name: e.name, attr: toAttr(e) })),
+    // Only what a READDIRPLUS reply gave the kernel counts as told (past its first reply the kernel asks with plain
+    // READDIR: an open would otherwise keep pages of a version the kernel never learned was replaced).
+    readdirSent: (entries) => {
+      for (const e of entries) seen.set(e.attr.ino, stampOf(e.attr.size, e.attr.mtime));
+    },
     statfs: async () => {
       const s = await fs.statfs();
       const bsize = 4096;
@@ -690,7 +694,7 @@ function timed(h: LowLevelHandlers, registry: Registry): LowLevelHandlers {
   const errors = new Counter({ name: 'strata_fuse_op_errors_total', help: 'FUSE operations answered with an error', labelNames: ['op'] as const, registers: [registry] });
   const out: Record<string, unknown> = {};
   for (const [op, fn] of Object.entries(h)) {
-    if (typeof fn !== 'function' || op === 'forget') {
+    if (typeof fn !== 'function' || op === 'forget' || op === 'readdirSent') {
       out[op] = fn;
       continue;
     }

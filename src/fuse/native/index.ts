@@ -184,6 +184,11 @@ export interface LowLevelHandlers {
   opendir?(ctx: RequestContext, ino: number, flags: number): Promise<OpenReply>;
   /** The whole listing (without . and ..); the face pages it by offset for the kernel. */
   readdir?(ctx: RequestContext, ino: number, fh: number): Promise<DirListingEntry[]>;
+  /**
+   * The entries of a listing whose attributes a READDIRPLUS reply just gave the kernel (a plain
+   * READDIR reply gives names only: for those this is not called).
+   */
+  readdirSent?(entries: DirListingEntry[]): void;
   releasedir?(ctx: RequestContext, ino: number, fh: number): Promise<void>;
   fsyncdir?(ctx: RequestContext, ino: number, fh: number, datasync: boolean): Promise<void>;
   statfs?(ctx: RequestContext, ino: number): Promise<Statfs>;
@@ -517,7 +522,8 @@ export class FuseSession {
                 attrs.push(plus ? attrArray(e.attr) : e.attr.mode);
                 offs.push(i + 1);
               }
-              n.replyDir(req, size, plus, names, inos, attrs, offs, dirTimeout);
+              const sent = n.replyDir(req, size, plus, names, inos, attrs, offs, dirTimeout);
+              if (plus && h.readdirSent) h.readdirSent(all.slice(offset, offset + sent).filter((e) => !e.dot));
             });
           }
           case OP.RELEASEDIR:
