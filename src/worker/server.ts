@@ -510,6 +510,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       return { writer, stillAt, at: { mountUri: loc.mountUri, path: loc.path } };
     });
 
+  /** A write's body stream; without a content-type fastify makes none (an empty file's write may send nothing). */
+  const bodyOf = (req: { body: unknown }): Readable => (req.body as Readable | undefined) ?? Readable.from([]);
+
   /** Reads a raw (not extents) body into `w`, bounded by its declared size. */
   const rawBody = async (w: FileWrite, req: { body: unknown; raw: { destroy(): void } }, end: number): Promise<void> => {
     // Network chunks are ~64 KiB; disks like fewer, larger writes.
@@ -517,8 +520,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let pending: Buffer[] = [];
     let pendingLen = 0;
     // A client that stops sending mid-body loses its connection after stallMs; the caller cleans up.
-    // No content-type: fastify leaves no body stream (an empty file's write may send nothing).
-    for await (const raw of stallGuarded((req.body as Readable | undefined) ?? Readable.from([]), stallMs, () => req.raw.destroy())) {
+    for await (const raw of stallGuarded(bodyOf(req), stallMs, () => req.raw.destroy())) {
       const chunk = raw as Buffer;
       if (w.total + pendingLen + chunk.length > end) throw new StrataError('BAD_REQUEST', `body is longer than the declared ${end - w.total} bytes`);
       pending.push(chunk);
@@ -573,7 +575,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         }
       } else if (q.format === 'extents') {
         // Sparse body: frames of [u64 offset][u32 length][bytes]; gaps between them are zeros.
-        for await (const ext of readExtents(stallGuarded((req.body as Readable | undefined) ?? Readable.from([]), stallMs, () => req.raw.destroy()))) {
+        for await (const ext of readExtents(stallGuarded(bodyOf(req), stallMs, () => req.raw.destroy()))) {
           if (ext.offset < w.total) throw new StrataError('BAD_REQUEST', 'extents must be in order and must not overlap');
           if (ext.offset > w.total) await w.hole(ext.offset - w.total);
           await w.piece(ext.data);

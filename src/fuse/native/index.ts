@@ -21,10 +21,10 @@ const OP = {
 } as const;
 const OP_COUNT = 39;
 
-/** FUSE_SET_ATTR_* bits of a setattr request. */
 /** Linux ENOSYS: the operation is not implemented. */
 const ENOSYS = 38;
 
+/** FUSE_SET_ATTR_* bits of a setattr request. */
 export const SET_ATTR = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256, CTIME: 1024 } as const;
 
 /** rename(2) flags. */
