@@ -45,7 +45,7 @@ import type {
   WriteCommitRequest,
   WriteType,
 } from '../common/protocol';
-import { BLOCKS_PER_CONTAINER, LOOKUP_BLOCKS_MAX, timespecFromMs, timespecNow } from '../common/protocol';
+import { BLOCKS_PER_CONTAINER, LOOKUP_BLOCKS_MAX, timespecFromMs, timespecNow, type UfsPlace } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
 import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NewNode, type NodeRecord } from './metastore';
@@ -756,6 +756,21 @@ export class Namespace {
     });
   }
 
+  /** A file's node and store place now, and whether that is still `at` (where a worker wrote it). */
+  async #fileAt(ino: number, at: UfsPlace): Promise<{ n: NodeRecord | undefined; here: UfsLocation | undefined; stillThere: boolean }> {
+    const n = await this.#table.getNode(ino);
+    const here = n && n.type === 'file' ? this.#location(await this.#table.pathOf(ino)) : undefined;
+    return { n, here, stillThere: here !== undefined && here.mountUri === at.mountUri && here.path === at.path };
+  }
+
+  /** Removes the object a late write left at `at`: only that very object (a newer one there belongs to someone else). */
+  async #removeStray(at: UfsPlace, fingerprint: string): Promise<void> {
+    const mount = this.#mounts.list().find((m) => m.uri === at.mountUri);
+    if (!mount) return;
+    const st = await mount.ufs.stat(at.path);
+    if (st && st.type === 'file' && st.fingerprint === fingerprint) await this.#ufsIgnoreMissing(() => mount.ufs.delete(at.path));
+  }
+
   /**
    * Records a written file. A write-through names where its object went (`ufsAt`): when a
    * rename moved the file between the worker's last check and this commit, that object is
@@ -767,15 +782,9 @@ export class Namespace {
     const at = req.ufsAt;
     if (!req.ufsFingerprint || !at) return toAttributes(await this.#table.commitWrite(req));
     return this.#mutations.run(async () => {
-      const n = await this.#table.getNode(req.ino);
-      const here = n && n.type === 'file' ? this.#location(await this.#table.pathOf(req.ino)) : undefined;
-      if (here && here.mountUri === at.mountUri && here.path === at.path) return toAttributes(await this.#table.commitWrite(req));
-      const mount = this.#mounts.list().find((m) => m.uri === at.mountUri);
-      if (mount) {
-        const st = await mount.ufs.stat(at.path);
-        // Only the very object this write made: a newer one at that path belongs to someone else.
-        if (st && st.type === 'file' && st.fingerprint === req.ufsFingerprint) await this.#ufsIgnoreMissing(() => mount.ufs.delete(at.path));
-      }
+      const { n, here, stillThere } = await this.#fileAt(req.ino, at);
+      if (stillThere) return toAttributes(await this.#table.commitWrite(req));
+      await this.#removeStray(at, req.ufsFingerprint!);
       this.#log.info({ ino: req.ino, path: at.path, now: here?.path ?? null }, 'a write-through finished after its file was renamed or removed; its object is removed');
       if (!n || req.cached === false) throw new StrataError('NOT_FOUND', `inode ${req.ino} moved or went away while it was written; nothing was stored`);
       return toAttributes(await this.#table.commitWrite({ ...req, ufsFingerprint: null, writeType: 'ASYNC_THROUGH' }));
@@ -848,19 +857,13 @@ export class Namespace {
    */
   settlePersist(ino: number, container: number, r: PersistResponse): Promise<boolean> {
     return this.#mutations.run(async () => {
-      const n = await this.#table.getNode(ino);
-      const here = n && n.type === 'file' ? this.#location(await this.#table.pathOf(ino)) : undefined;
-      if (n && here && here.mountUri === r.mountUri && here.path === r.path) {
+      const { n, here, stillThere } = await this.#fileAt(ino, r);
+      if (stillThere) {
         // markPersisted re-checks the container: content committed during the upload stays queued,
         // and its next upload overwrites this one at the same path.
         return this.#table.markPersisted(ino, container, r.ufsFingerprint);
       }
-      const mount = this.#mounts.list().find((m) => m.uri === r.mountUri);
-      if (mount) {
-        const st = await mount.ufs.stat(r.path);
-        // Only the very object this upload wrote: a newer one at that path belongs to someone else.
-        if (st && st.type === 'file' && st.fingerprint === r.ufsFingerprint) await this.#ufsIgnoreMissing(() => mount.ufs.delete(r.path));
-      }
+      await this.#removeStray(r, r.ufsFingerprint);
       this.#log.info({ ino, path: r.path, now: here?.path ?? null }, 'an upload finished after its file was renamed or removed; its object is removed');
       if (n && here && n.persistState !== 'persisted') await this.#table.enqueuePersist(ino);
       return false;
