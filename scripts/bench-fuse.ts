@@ -57,8 +57,7 @@ function serveOurs(mnt: string): void {
   );
   process.on('SIGTERM', () => {
     process.stderr.write(`requests ${requests}\n`);
-    s.unmount();
-    process.exit(0);
+    void s.unmount().then(() => process.exit(0));
   });
   process.stdout.write('mounted\n');
 }

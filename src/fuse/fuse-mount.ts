@@ -669,15 +669,17 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
     throw new StrataError('IO_ERROR', `could not mount ${opts.mountPoint}: ${(err as Error).message}`, { cause: err });
   }
   log.info({ mountPoint: opts.mountPoint }, 'mounted');
-  void raiseReadahead(opts.mountPoint, log);
+  void raiseReadahead(session?.device, log);
   let unmounted = false;
   return {
     mountPoint: opts.mountPoint,
     unmount: async () => {
       if (unmounted) return;
       unmounted = true;
+      // The session first: while it drains, requests in flight still need the handlers' kept pages.
+      const stragglers = await session?.unmount();
+      if (stragglers) log.warn({ mountPoint: opts.mountPoint, stragglers }, 'unmount: a request could not be answered in time');
       handlers?.dispose();
-      session?.unmount();
     },
   };
 }
@@ -785,16 +787,11 @@ async function isMountPoint(dir: string): Promise<boolean> {
  * The kernel reads ahead only 128 KiB on a new FUSE mount whatever max_readahead
  * says; 1 MiB halves the requests of a sequential reader and lifts warm reads
  * (256 MiB here: 690 -> 890 MB/s). Needs root; otherwise the default stays.
- * The device number comes from /proc/self/mountinfo: a stat of the mount point
- * from this process would wait on this very process and hang.
+ * `dev` is the mount's device (FuseSession.device).
  */
-async function raiseReadahead(mountPoint: string, log: Logger, kb = 1024): Promise<void> {
+async function raiseReadahead(dev: string | undefined, log: Logger, kb = 1024): Promise<void> {
+  if (!dev) return;
   try {
-    const info = await fsp.readFile('/proc/self/mountinfo', 'utf8');
-    const unescape = (x: string) => x.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
-    const line = info.split('\n').find((l) => unescape(l.split(' ')[4] ?? '') === mountPoint);
-    const dev = line?.split(' ')[2];
-    if (!dev || !/^\d+:\d+$/.test(dev)) return;
     await fsp.writeFile(`/sys/class/bdi/${dev}/read_ahead_kb`, String(kb));
     log.debug({ kb, dev }, 'kernel read-ahead raised');
   } catch (err) {

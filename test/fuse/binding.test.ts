@@ -9,12 +9,13 @@
 import t from 'tap';
 import type * as tap from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc, promises as fsp, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { constants as osc, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { ALL_FEATURES, posixSuite, randomReadMismatches } from './posix-suite';
 import { ENOSYS_FILE, FAULTS } from './faultyfs';
+import { abortFuseConnection, connectionOfDevice, fuseDeviceOf } from '../../src/fuse/native/fusectl';
 
 const E = osc.errno;
 
@@ -52,11 +53,11 @@ interface Mounted {
 }
 
 /** Starts `node SCRIPT MNT` on a fresh temp dir and resolves once it printed "mounted MNT". */
-async function mountChild(t: tap.Test, script: string): Promise<Mounted> {
+async function mountChild(t: tap.Test, script: string, ...args: string[]): Promise<Mounted> {
   const root = mkdtempSync(path.join(tmpdir(), 'strata-binding-'));
   const mnt = path.join(root, 'mnt');
   await fsp.mkdir(mnt);
-  const proc = spawn(process.execPath, [path.join(__dirname, script), mnt], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [path.join(__dirname, script), mnt, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const entry = { proc, mnt, root };
   live.add(entry);
   let out = '';
@@ -219,3 +220,53 @@ t.test('reads the binding answers from served extents, until they are dropped (l
   await fsp.readFile(p('drop-all'));
   t.equal(await who(2 * MiB + 8192), 'handler', 'dropping all of the handle\'s extents leaves none');
 });
+
+for (const worker of ['comes back', 'never comes back'] as const) {
+  t.test(`an unmount while an invalidation waits on the pages of a read in flight (its worker ${worker}): the process exits, the reader is not stuck`, async (t) => {
+    const m = await mountChild(t, 'stallfs.js', ...(worker === 'comes back' ? [] : ['forever']));
+    const dev = fuseDeviceOf(m.mnt);
+    t.ok(dev, 'the mount has a device in mountinfo');
+    const p = path.join(m.mnt, 'stall');
+    const bytes = randomBytes(256 * 1024);
+    await fsp.writeFile(p, bytes);
+    // A buffered read in another process: the kernel locks the pages it asks the file system for.
+    const script = `const fs = require('fs'); try { const b = Buffer.alloc(65536); const n = fs.readSync(fs.openSync(${JSON.stringify(p)}, 'r'), b, 0, b.length, 0); process.stdout.write(require('crypto').createHash('sha1').update(b.subarray(0, n)).digest('hex')); } catch (e) { process.stdout.write('error ' + e.code); }`;
+    const reader = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let got = '';
+    reader.stdout!.on('data', (d) => (got += d));
+    const readerDone = new Promise<void>((resolve) => reader.once('exit', () => resolve()));
+    // Should either stay stuck, end them the way the kernel allows (after which the teardowns unmount).
+    t.teardown(async () => {
+      if (reader.exitCode === null && reader.signalCode === null && dev) abortFuseConnection(connectionOfDevice(dev));
+      reader.kill('SIGKILL');
+    });
+    const saw = async (what: string) => {
+      const deadline = Date.now() + 10_000;
+      while (!m.output().includes(what)) {
+        if (Date.now() > deadline) throw new Error(`stallfs never printed "${what}": ${m.output()}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await saw('stalled');
+    m.proc.kill('SIGHUP');
+    await saw('invalidating');
+    // Long enough for the invalidation to be waiting in the kernel for the read's page lock.
+    await new Promise((r) => setTimeout(r, 300));
+    const exited = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 15_000);
+      m.proc.once('exit', () => (clearTimeout(timer), resolve(true)));
+    });
+    m.proc.kill('SIGTERM');
+    t.ok(await exited, `the file system process exits (${m.output().trim().split('\n').join(' | ')})`);
+    const readerExited = await Promise.race([readerDone.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
+    t.ok(readerExited, 'the reader is not left stuck in the kernel');
+    if (worker === 'comes back') {
+      t.match(m.output(), /unmounted: clean/, 'the unmount waited for the read and the invalidation, and needed nothing more');
+      t.equal(got, createHash('sha1').update(bytes.subarray(0, 65536)).digest('hex'), 'the read in flight got its bytes');
+    } else {
+      t.match(m.output(), /unmounted: an invalidation outlived the unmount's wait: fusectl abort: aborted/, 'the unmount aborted the connection');
+      t.match(got, /^error E(NOTCONN|CONNABORTED|IO)$/, 'the read in flight failed');
+    }
+    t.notOk(isMounted(m.mnt), 'nothing is left mounted');
+  });
+}

@@ -64,10 +64,7 @@ if (require.main === module) {
       return m !== E.EIO ? m : -toErrno(err);
     },
   });
-  const stop = () => {
-    session.unmount();
-    process.exit(0);
-  };
+  const stop = () => void session.unmount().then(() => process.exit(0));
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.stdout.write(`mounted ${mnt}\n`);

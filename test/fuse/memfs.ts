@@ -361,10 +361,7 @@ if (require.main === module) {
   const mnt = process.argv[2]!;
   const fs = new MemFs();
   const session = FuseSession.mount(mnt, fs, { options: ['default_permissions', 'fsname=memfs'], errnoOf: memErrno });
-  const stop = () => {
-    session.unmount();
-    process.exit(0);
-  };
+  const stop = () => void session.unmount().then(() => process.exit(0));
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.stdout.write(`mounted ${mnt}\n`);

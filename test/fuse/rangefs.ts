@@ -86,12 +86,12 @@ if (require.main === module) {
   const fs = new RangeFs();
   // As Strata's mount: requests small enough for a spliced reply to fit one pipe.
   const session = FuseSession.mount(mnt, fs as unknown as MemFs, { options: ['default_permissions', 'fsname=rangefs'], errnoOf: memErrno, maxRead: 512 * 1024 });
-  const stop = () => {
-    session.unmount();
-    process.stdout.write(`unreleased ${fs.unreleased}\n`);
-    fs.close();
-    process.exit(0);
-  };
+  const stop = () =>
+    void session.unmount().then(() => {
+      process.stdout.write(`unreleased ${fs.unreleased}\n`);
+      fs.close();
+      process.exit(0);
+    });
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.stdout.write(`mounted ${mnt}\n`);

@@ -62,11 +62,11 @@ if (require.main === module) {
   const mnt = process.argv[2]!;
   const fs = new ServeFs();
   fs.session = FuseSession.mount(mnt, fs, { options: ['default_permissions', 'fsname=servefs'], errnoOf: memErrno, maxRead: 512 * 1024 });
-  const stop = () => {
-    fs.session?.unmount();
-    closeSync(fs.scratch);
-    process.exit(0);
-  };
+  const stop = () =>
+    void fs.session?.unmount().then(() => {
+      closeSync(fs.scratch);
+      process.exit(0);
+    });
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.stdout.write(`mounted ${mnt}\n`);

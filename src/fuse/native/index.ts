@@ -7,6 +7,7 @@
 
 import * as path from 'node:path';
 import { existsSync } from 'node:fs';
+import { abortFuseConnection, connectionOfDevice, fuseDeviceOf, unmountLazily } from './fusectl';
 import { toErrno } from '../../common/errors';
 import type { ReadParts } from '../../common/file-range';
 import type { Timespec } from '../../common/protocol';
@@ -34,6 +35,8 @@ export const RENAME_EXCHANGE = 2;
 interface Native {
   mount(mnt: string, args: string[], dispatch: (...a: any[]) => void, implemented: Uint8Array, conn: object): unknown;
   unmount(handle: unknown): void;
+  stopInvalidations(handle: unknown): number;
+  requestsInFlight(handle: unknown): number;
   replyErr(req: bigint, errno: number): void;
   replyNone(req: bigint): void;
   replyEntry(req: bigint, ino: number, generation: number, attr: Float64Array, attrTimeout: number, entryTimeout: number): void;
@@ -272,6 +275,8 @@ export class FuseSession {
   readonly mountPoint: string;
   #handle: unknown;
   #native: Native;
+  /** The mount's device ("0:53"), if known: names its connection in fusectl and its bdi. */
+  device: string | undefined;
   /** Directory listings by directory handle, so readdir pages are consistent. */
   readonly #listings = new Map<number, DirListingEntry[]>();
 
@@ -300,6 +305,11 @@ export class FuseSession {
       locks: !!(h.getlk && h.setlk),
       flock: !!h.flock,
     });
+    try {
+      s.device = fuseDeviceOf(mountPoint);
+    } catch {
+      // No /proc: an unmount cannot abort stragglers then.
+    }
     return s;
   }
 
@@ -373,11 +383,36 @@ export class FuseSession {
     return this.#handle === undefined ? 0 : this.#native.readsServed(this.#handle);
   }
 
-  unmount(): void {
-    if (this.#handle === undefined) return;
+  /**
+   * Unmounts. Requests in flight get up to `drainMs` to be answered first, with the mount
+   * still serving (new invalidations are refused meanwhile): so a read waiting on a slow
+   * worker still gets its bytes, and above all a running invalidation, which may wait for
+   * the pages of such a read, finishes. Unmounting under that invalidation would leave the
+   * read unanswerable and its reader stuck in the kernel for good (see stopInvalidations in
+   * the binding). If one is still running after the wait, the connection is aborted, so the
+   * read fails instead. Resolves what was done about stragglers, for the log (undefined:
+   * nothing was needed).
+   */
+  async unmount(drainMs = 5000): Promise<string | undefined> {
     const h = this.#handle;
+    if (h === undefined) return undefined;
+    const deadline = Date.now() + drainMs;
+    let aborted: string | undefined;
+    for (;;) {
+      const invalidating = this.#native.stopInvalidations(h);
+      if (invalidating === 0 && this.#native.requestsInFlight(h) === 0) break;
+      if (Date.now() >= deadline) {
+        if (invalidating > 0) aborted = this.device === undefined ? 'no FUSE device known' : abortFuseConnection(connectionOfDevice(this.device));
+        break;
+      }
+      await new Promise<void>((r) => setTimeout(r, 5));
+    }
+    if (this.#handle !== h) return aborted; // unmounted meanwhile by another call
     this.#handle = undefined;
     this.#native.unmount(h);
+    // libfuse leaves an aborted connection mounted (its device already reports an error).
+    if (aborted === 'aborted' && !unmountLazily(this.mountPoint)) return 'aborted, but could not unmount';
+    return aborted === undefined ? undefined : `an invalidation outlived the unmount's wait: fusectl abort: ${aborted}`;
   }
 
   #dispatcher(h: LowLevelHandlers, errnoOf: (err: unknown) => number, negativeTimeout: number, dirTimeout: number) {

@@ -87,6 +87,9 @@ typedef struct session {
   napi_threadsafe_function tsfn;
   atomic_long outstanding;
   atomic_int unmounted;
+  /* No new invalidations (the unmount waits for those running: see js_stop_invalidations). */
+  atomic_int invalidations_stopped;
+  atomic_long invalidations_running;
   atomic_int destroy_when_idle;
   int loop_result;
   uint8_t implemented[OP_COUNT];
@@ -1481,6 +1484,7 @@ static void *inval_thread(void *arg) {
     ticket_release(j->ticket);
   }
   free(j);
+  atomic_fetch_sub(&s->invalidations_running, 1);
   req_done(s);
   return NULL;
 }
@@ -1488,12 +1492,13 @@ static void *inval_thread(void *arg) {
 /* Starts `j` on a detached thread; 0 when started, else a negative errno (and `j` is freed). */
 static int inval_start(inval_job_t *j) {
   session_t *s = j->s;
-  if (atomic_load(&s->unmounted) || !s->se) {
+  if (atomic_load(&s->unmounted) || atomic_load(&s->invalidations_stopped) || !s->se) {
     ticket_release(j->ticket);
     free(j);
     return -ENOTCONN;
   }
   atomic_fetch_add(&s->outstanding, 1);
+  atomic_fetch_add(&s->invalidations_running, 1);
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -1503,10 +1508,35 @@ static int inval_start(inval_job_t *j) {
   if (r != 0) {
     ticket_release(j->ticket);
     free(j);
+    atomic_fetch_sub(&s->invalidations_running, 1);
     req_done(s);
     return -r;
   }
   return 0;
+}
+
+/*
+ * stopInvalidations(handle): refuses new invalidations and returns how many are still running.
+ * An unmount calls it until none is, while the mount still answers requests: a running data
+ * invalidation may wait for the page lock of a READ in flight, and its write to the device
+ * keeps the device file open, so closing our descriptor then neither aborts the connection
+ * nor lets that READ be answered (our replies then have no descriptor): the reader would
+ * stay in D state, and this process could not exit.
+ */
+static napi_value js_stop_invalidations(napi_env env, napi_callback_info info) {
+  SESSION_ARGS(1);
+  atomic_store(&s->invalidations_stopped, 1);
+  napi_value v;
+  napi_create_int64(env, atomic_load(&s->invalidations_running), &v);
+  return v;
+}
+
+/* requestsInFlight(handle): requests of the kernel not answered yet (JS holds them). */
+static napi_value js_requests_in_flight(napi_env env, napi_callback_info info) {
+  SESSION_ARGS(1);
+  napi_value v;
+  napi_create_int64(env, atomic_load(&s->outstanding) - atomic_load(&s->invalidations_running), &v);
+  return v;
 }
 
 /*
@@ -1681,6 +1711,8 @@ static napi_value init_module(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
     {"unmount", NULL, js_unmount, NULL, NULL, NULL, napi_default, NULL},
+    {"stopInvalidations", NULL, js_stop_invalidations, NULL, NULL, NULL, napi_default, NULL},
+    {"requestsInFlight", NULL, js_requests_in_flight, NULL, NULL, NULL, napi_default, NULL},
     {"replyErr", NULL, reply_err, NULL, NULL, NULL, napi_default, NULL},
     {"replyNone", NULL, reply_none, NULL, NULL, NULL, napi_default, NULL},
     {"replyEntry", NULL, reply_entry, NULL, NULL, NULL, napi_default, NULL},
