@@ -21,8 +21,11 @@
  */
 
 import { randomBytes } from 'node:crypto';
+import * as http from 'node:http';
+import * as https from 'node:https';
 import * as os from 'node:os';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, pipeline } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request, type Dispatcher } from 'undici';
 import { StrataError, toStrataError, type ErrorCode } from '../common/errors';
 import { parsePath, validateName } from '../common/paths';
@@ -36,6 +39,8 @@ const TEMP_NAME = /^\.strata-tmp-[0-9a-f]{16}$/;
 const DEFAULT_PORT = 9870;
 /** Bytes of a streamed write held in memory before `write()` waits for the datanode. */
 const WRITE_BUFFER_BYTES = 1024 * 1024;
+/** Tries of the rename that puts a write in place once the old file is deleted (servers without rename2). */
+const RENAME_ATTEMPTS = 4;
 /** Longest error body read from a server (bigger ones are cut, not buffered). */
 const MAX_ERROR_BODY = 64 * 1024;
 
@@ -155,6 +160,57 @@ function drained(body: PassThrough, upload: Promise<void>, failed: () => StrataE
   });
 }
 
+/** A status and a body to read: what #failure needs of an answer (undici's or node:http's). */
+interface Answer {
+  statusCode: number;
+  body: AsyncIterable<unknown>;
+}
+
+/**
+ * Streams `body` to a datanode with a PUT through node:http, not undici: a Hadoop datanode
+ * answers every CREATE and APPEND with an interim `100 Continue` before reading the upload,
+ * asked for or not (WebHdfsHandler.writeContinueHeader), and undici drops the connection on
+ * an unrequested 1xx ("bad response"), so no write would ever land. node:http skips it.
+ * Connecting is bounded by `connectTimeoutMs`; a datanode that takes no bytes of the upload,
+ * or does not answer once it is sent, by `timeoutMs` (a writer may pause between writes for
+ * as long as it likes).
+ */
+function putStream(url: string, body: Readable, agents: { http: http.Agent; https: https.Agent }, opts: { signal: AbortSignal; connectTimeoutMs: number; timeoutMs: number }): Promise<{ statusCode: number; body: http.IncomingMessage }> {
+  return new Promise((resolve, reject) => {
+    const secure = url.startsWith('https:');
+    const req = (secure ? https : http).request(url, {
+      method: 'PUT',
+      agent: secure ? agents.https : agents.http,
+      signal: opts.signal,
+      headers: { 'content-type': 'application/octet-stream' },
+    });
+    const fail = (code: string, message: string) => req.destroy(Object.assign(new Error(message), { code }));
+    req.once('socket', (socket) => {
+      if (!socket.connecting) return;
+      const timer = setTimeout(() => fail('UND_ERR_CONNECT_TIMEOUT', `connect timeout (${opts.connectTimeoutMs} ms)`), opts.connectTimeoutMs);
+      socket.once('connect', () => clearTimeout(timer));
+      socket.once('close', () => clearTimeout(timer));
+    });
+    req.setTimeout(opts.timeoutMs, () => {
+      // A connection idle because the writer paused is fine; idle with bytes the datanode does
+      // not take, or while waiting for its answer, is a datanode that stopped.
+      const stalled = req.writableFinished || body.readableLength > 0 || req.writableLength > 0 || (req.socket?.writableLength ?? 0) > 0;
+      if (stalled) fail('UND_ERR_HEADERS_TIMEOUT', `the datanode did not move for ${opts.timeoutMs} ms`);
+    });
+    req.once('response', (res) => resolve({ statusCode: res.statusCode ?? 0, body: res }));
+    req.once('error', reject);
+    // A body that fails or is destroyed ends the request too (and a failed request, the body).
+    pipeline(body, req, () => undefined);
+  });
+}
+
+/** Reads an answer's body to its end (so its connection can be reused). */
+async function drain(body: AsyncIterable<unknown>): Promise<void> {
+  for await (const _chunk of body) {
+    // nothing to keep
+  }
+}
+
 export class HdfsUnderFileSystem implements UnderFileSystem {
   readonly uri: string;
   /** `http://host:port` of the namenode. */
@@ -164,6 +220,9 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
   readonly #user: string;
   readonly #timeoutMs: number;
   readonly #agent: Agent;
+  /** Datanode uploads go through node:http (see putStream). */
+  readonly #uploadAgents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+  readonly #connectTimeoutMs: number;
   /** Whether the namenode serves LISTSTATUS_BATCH; learned on the first list. */
   #batch: boolean | undefined;
   /** Whether the namenode honours RENAME's `renameoptions` (rename2); learned on the first rename. */
@@ -205,6 +264,7 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
     this.#root = root;
     this.#user = user;
     this.#base = `${scheme}://${url.hostname}:${url.port || DEFAULT_PORT}`;
+    this.#connectTimeoutMs = connectTimeoutMs;
     this.#agent = new Agent({ connect: { timeout: connectTimeoutMs }, headersTimeout: this.#timeoutMs, bodyTimeout: this.#timeoutMs });
     this.uri = uri;
   }
@@ -242,7 +302,7 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
   }
 
   /** Turns a non-success answer into a StrataError carrying the server's RemoteException as `cause`. */
-  async #failure(res: Dispatcher.ResponseData, what: string): Promise<StrataError> {
+  async #failure(res: Answer, what: string): Promise<StrataError> {
     const chunks: Buffer[] = [];
     let size = 0;
     try {
@@ -486,11 +546,11 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
     const signal = opts?.signal ? AbortSignal.any([opts.signal, cancel.signal]) : cancel.signal;
     let ended = false;
     let failure: StrataError | undefined;
-    const upload: Promise<void> = request(location, { method: 'PUT', body, dispatcher: this.#agent, signal, headers: { 'content-type': 'application/octet-stream' } })
+    const upload: Promise<void> = putStream(location, body, this.#uploadAgents, { signal, connectTimeoutMs: this.#connectTimeoutMs, timeoutMs: this.#timeoutMs })
       .then(async (res) => {
         // A datanode (and HttpFS) answers 201 Created; anything else did not store the bytes.
         if (res.statusCode !== 201) throw await this.#failure(res, `write ${path}`);
-        await res.body.dump();
+        await drain(res.body);
         if (!ended) throw new StrataError('IO_ERROR', `write ${path}: the datanode answered before the upload ended`);
       })
       .catch((err: unknown) => {
@@ -500,7 +560,7 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
     const failed = () => failure ?? new StrataError('IO_ERROR', `write ${path}: the upload stream closed`);
 
     let state: 'open' | 'completing' | 'done' = 'open';
-    /** Until the temp file is moved into place or deleted, a crash would leave it. */
+    /** Until the temp file is moved into place or deleted (or kept, below), a crash would leave it. */
     let tmpGone = false;
     const name = parts[parts.length - 1]!;
     const discard = () =>
@@ -529,7 +589,10 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
           const dest = await this.#statParts(parts, `complete ${path}`, opts);
           // As on a real file system: an object never replaces a directory.
           if (dest?.type === 'DIRECTORY') throw new StrataError('IS_DIRECTORY', `complete ${path}: is a directory`);
-          await this.#move(tmp, parts, true, `complete ${path}`, opts);
+          await this.#move(tmp, parts, true, `complete ${path}`, opts, () => {
+            // The old file is deleted: the temp file now holds the only copy of either, and is never discarded.
+            tmpGone = true;
+          });
           tmpGone = true;
           const st = await this.#statParts(parts, `complete ${path}`, opts);
           const status = st && toStatus(name, st);
@@ -576,14 +639,20 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
       const json = await this.#json('PUT', probe, 'RENAME', { destination, renameoptions: 'NONE' }, what, opts);
       this.#rename2 = typeof json.boolean !== 'boolean';
     } catch (err) {
-      if (remoteException(err) !== 'FileNotFoundException') return false; // undecided: use the portable way this time
+      // Undecided (the namenode failed): guessing "no" would replace a file by deleting it first on a
+      // server that can do it atomically, so the call fails instead, as the rename itself would have.
+      if (remoteException(err) !== 'FileNotFoundException') throw err;
       this.#rename2 = true;
     }
     return this.#rename2;
   }
 
-  /** Renames `src` to `dst`; `replace` when `dst` exists (a file, or an empty directory) and may be replaced. */
-  async #move(src: string[], dst: string[], replace: boolean, what: string, opts?: UfsCallOptions): Promise<void> {
+  /**
+   * Renames `src` to `dst`; `replace` when `dst` exists (a file, or an empty directory) and may be replaced.
+   * Without rename2, `dst` is deleted first; `onDestinationGone` is told so, since from then on `src`
+   * is the only copy of either, and a failing rename is tried again before giving up.
+   */
+  async #move(src: string[], dst: string[], replace: boolean, what: string, opts?: UfsCallOptions, onDestinationGone?: () => void): Promise<void> {
     const destination = '/' + dst.join('/');
     if (await this.#supportsRename2(src.slice(0, -1), what, opts)) {
       const { signal, expired } = this.#deadline(opts?.signal);
@@ -597,9 +666,25 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
       }
     }
     // The old RENAME neither replaces nor fails with a reason; it would even move *into* a directory.
-    if (replace) await this.#boolean('DELETE', dst, 'DELETE', { recursive: false }, what, opts);
-    if (!(await this.#boolean('PUT', src, 'RENAME', { destination }, what, opts))) {
-      throw new StrataError('IO_ERROR', `${what}: the namenode refused the rename (did the destination appear meanwhile?)`);
+    if (replace) {
+      await this.#boolean('DELETE', dst, 'DELETE', { recursive: false }, what, opts);
+      onDestinationGone?.();
+    }
+    for (let attempt = 1; ; attempt++) {
+      let renamed: boolean;
+      try {
+        renamed = await this.#boolean('PUT', src, 'RENAME', { destination }, what, opts);
+      } catch (err) {
+        const code = err instanceof StrataError ? err.code : undefined;
+        if (!replace || attempt >= RENAME_ATTEMPTS || opts?.signal?.aborted || (code !== 'UNAVAILABLE' && code !== 'TIMEOUT' && code !== 'IO_ERROR')) {
+          if (!replace) throw err;
+          throw new StrataError(code ?? 'IO_ERROR', `${what}: the old file was deleted but the new one could not be renamed into place; it is kept at /${src.join('/')}: ${(err as Error).message}`, { cause: err });
+        }
+        await sleep(250 * attempt);
+        continue;
+      }
+      if (renamed) return;
+      throw new StrataError('IO_ERROR', `${what}: the namenode refused the rename (did the destination appear meanwhile?)${replace ? `; the new file is kept at /${src.join('/')}` : ''}`);
     }
   }
 
@@ -673,6 +758,8 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
       const outcome = await Promise.race([closing, grace]);
       clearTimeout(timer);
       if (outcome === 'late') await this.#agent.destroy().catch(() => undefined);
+      this.#uploadAgents.http.destroy();
+      this.#uploadAgents.https.destroy();
     })();
     return this.#closed;
   }

@@ -8,7 +8,8 @@
  *   RENAME (with `renameoptions`, i.e. HDFS rename2, unless turned off) and DELETE,
  *   and answering OPEN and CREATE with a 307 to the datanode, as Hadoop does;
  * - a "datanode" that serves OPEN with offset/length and accepts the CREATE body
- *   (streamed, answered 201), reachable only through the namenode's Location.
+ *   (streamed, answered 201, after an unasked-for 100 Continue as Hadoop's sends),
+ *   reachable only through the namenode's Location.
  *
  * Errors are Hadoop's JSON `{"RemoteException":{"exception","javaClassName","message"}}`
  * with the statuses of the WebHDFS spec's table (IllegalArgumentException and
@@ -432,6 +433,9 @@ export async function startWebHdfsStandIn(options: WebHdfsStandInOptions = {}): 
         return;
       }
       case 'PUT CREATE': {
+        // Hadoop's datanode sends an interim 100 Continue before reading any upload, asked for
+        // or not (WebHdfsHandler.onCreate calls writeContinueHeader unconditionally).
+        res.writeContinue();
         const overwrite = params.get('overwrite') === 'true';
         for (let i = 1; i < comps.length; i++) {
           const st = await lstatOrNull(abs(comps.slice(0, i)));

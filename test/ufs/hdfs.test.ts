@@ -376,6 +376,32 @@ t.test('an overwrite is one atomic rename2 where the server has it, delete+renam
   }
 });
 
+t.test('without rename2, a rename that fails after the old file was deleted is tried again, and the new bytes are never discarded', async (t) => {
+  const { ufs, dir } = await storeFor(t, plain);
+  await putFile(ufs, '/r', 'OLD');
+  // The first rename of a temp file fails once (a namenode hiccup): the second try puts it in place.
+  let failures = 1;
+  plain.intercept = (r) => (r.op === 'RENAME' && r.params.destination?.endsWith('/r') && failures-- > 0 ? { status: 503, body: 'busy' } : undefined);
+  t.teardown(() => void (plain.intercept = undefined));
+  await putFile(ufs, '/r', 'NEW, once retried');
+  t.equal((await readFile(ufs, '/r')).toString(), 'NEW, once retried', 'the write landed after one failed rename');
+  // Now every rename of it fails: complete() fails, but the temp file with the new bytes stays.
+  failures = Infinity;
+  const w = await ufs.create('/r');
+  await w.write(Buffer.from('NEWEST'));
+  const err = await w.complete().then(
+    () => undefined,
+    (e: unknown) => e as StrataError,
+  );
+  t.equal(err?.code, 'UNAVAILABLE', 'complete() fails');
+  t.match(err?.message, /kept at/, 'and says where the new bytes are');
+  const temps = readdirSync(dir).filter((n) => n.startsWith(TEMP_PREFIX));
+  t.equal(temps.length, 1, 'the temp file is not discarded');
+  t.equal(readFileSync(path.join(dir, temps[0]!), 'utf8'), 'NEWEST', 'it holds the new bytes, the only copy left');
+  t.equal(w.leftover?.(), undefined, 'and it is not handed out as a leftover to discard after a crash');
+  rmSync(path.join(dir, temps[0]!));
+});
+
 t.test('in-flight temp files are hidden, and complete(), abort() and a failed complete() leave none', async (t) => {
   const { ufs, dir } = await storeFor(t, full);
   await ufs.mkdir('/d');
@@ -499,6 +525,34 @@ t.test('an unreachable or silent namenode fails within a few seconds', async (t)
     t.equal(c, 'TIMEOUT', `${what} against a silent namenode times out`);
     t.ok(Date.now() - t0 < 3000, `${what} failed in ${Date.now() - t0} ms`);
   }
+});
+
+t.test('uploads: a writer may pause longer than hdfs.timeoutMs; a datanode that stops taking bytes fails the write in time', async (t) => {
+  const { ufs, dir } = await storeFor(t, full, { 'hdfs.timeoutMs': '400' });
+  const w = await ufs.create('/slow');
+  await w.write(Buffer.from('before '));
+  await sleep(1200);
+  await w.write(Buffer.from('after'));
+  await w.complete();
+  t.equal((await readFile(ufs, '/slow')).toString(), 'before after', 'a pause of 3× the timeout between writes is no failure');
+
+  const release = full.holdUploads();
+  t.teardown(release);
+  const stuck = await ufs.create('/stuck');
+  const t0 = Date.now();
+  // More than the socket buffers hold, so bytes wait for a datanode that does not read.
+  const code = await codeOf(
+    (async () => {
+      for (let i = 0; i < 16; i++) await stuck.write(Buffer.alloc(MiB, i));
+      await stuck.complete();
+    })(),
+  );
+  t.equal(code, 'TIMEOUT', 'the write fails with TIMEOUT');
+  t.ok(Date.now() - t0 < 5000, `within a few timeouts (${Date.now() - t0} ms)`);
+  release();
+  await stuck.abort();
+  for (let i = 0; i < 50 && readdirSync(dir).some((n) => n.startsWith(TEMP_PREFIX)); i++) await sleep(50);
+  t.same(readdirSync(dir).sort(), ['slow'], 'no temp file is left');
 });
 
 t.test('the AbortSignal of a call is honoured', async (t) => {
