@@ -724,7 +724,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
    * Persists a file whose blocks are all cached here (ASYNC_THROUGH, MUST_CACHE):
    * streams them in order into the under-store, then unpins them.
    */
-  app.post('/persist/:ino', async (req): Promise<PersistResponse> => {
+  app.post('/persist/:ino', async (req, reply): Promise<PersistResponse> => {
     const ino = intParam((req.params as Record<string, string>).ino, 'ino');
     const q = req.query as Record<string, unknown>;
     const containerId = intParam(q.container, 'container');
@@ -735,10 +735,18 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const ids = Array.from({ length: count }, (_, i) => blockIdOf(containerId, i));
     const missing = ids.filter((id) => !store.hasPage(id, 0));
     if (missing.length) throw new StrataError('NOT_FOUND', `blocks ${missing.slice(0, 4).join(', ')} are not cached on this worker`);
+    // A master that asked and went away (it died, timed out or lost its leadership) settles nothing: an upload it left
+    // running would land unannounced, maybe over a newer version persisted meanwhile. So it stops with the request.
+    let askerGone = false;
+    reply.raw.once('close', () => (askerGone = !reply.raw.writableFinished));
+    const stillAsked = () => {
+      if (askerGone) throw new StrataError('UNAVAILABLE', `the persist of inode ${ino} was given up by the master that asked for it; nothing was stored`);
+    };
     const writer = await createWriter(loc);
     try {
       for (const id of ids) {
         for (let p = 0; ; p++) {
+          stillAsked();
           const len = store.blockLength(id);
           if (len !== undefined && p * ps >= len) break;
           const got = await store.readPage(id, p, 0, ps);
@@ -746,9 +754,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
           await writer.write(got.data);
         }
       }
-      // Renamed or unlinked during the upload: completing would replace what is at that path now.
-      const now = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino }).catch(() => undefined);
-      if (!now || now.mountUri !== loc.mountUri || now.path !== loc.path) throw new StrataError('NOT_FOUND', `inode ${ino} moved or went away during its upload; nothing was stored`);
+      // Renamed, unlinked or rewritten during the upload: completing would replace what is at that path now.
+      // (The master refuses a file gone or rewritten: NOT_FOUND, BUSY.)
+      const now = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino, purpose: 'persist', container: containerId, blocks: count });
+      if (now.mountUri !== loc.mountUri || now.path !== loc.path) throw new StrataError('NOT_FOUND', `inode ${ino} moved during its upload; nothing was stored`);
+      stillAsked();
       const st = await writer.complete();
       for (const id of ids) await store.markPersisted(id);
       log.info({ ino, blocks: count }, 'persisted a file to the under-store');

@@ -27,7 +27,7 @@ import { SqliteMetastore } from '../../src/master/sqlite-metastore';
 import { MountTable } from '../../src/master/mount-table';
 import { Namespace } from '../../src/master/namespace';
 import type { UfsWriter } from '../../src/ufs/ufs';
-import { blockIdOf } from '../../src/common/protocol';
+import { BLOCKS_PER_CONTAINER, blockIdOf } from '../../src/common/protocol';
 
 const readObject = async (ufs: MemoryUnderFileSystem, p: string): Promise<string | undefined> => {
   if (!(await ufs.stat(p))) return undefined;
@@ -70,7 +70,7 @@ async function cluster(t: tap.Test, name: string, writeType: 'ASYNC_THROUGH' | '
     await master.close();
     rmSync(root, { recursive: true, force: true });
   });
-  return { ufs: new MemoryUnderFileSystem(uri), fs, create };
+  return { ufs: new MemoryUnderFileSystem(uri), fs, create, workerUrl: worker.url };
 }
 
 t.test("a persist overtaken by renames: the object renamed onto the file's old path survives, the file is stored where it is now", async (t) => {
@@ -110,6 +110,61 @@ t.test("a persist overtaken by renames: the object renamed onto the file's old p
   await r.read(0, r.size, got, 0);
   r.close();
   t.equal(got.toString(), 'B, already stored', 'and read back through Strata');
+});
+
+t.test('a persist upload whose master went away, or whose file was rewritten meanwhile, stores nothing', async (t) => {
+  // The persister waits an hour before a file's first persist: this test asks the worker itself.
+  const { ufs, fs, create, workerUrl } = await cluster(t, 'persist-orphan', 'ASYNC_THROUGH', { persistInitialWaitMs: 3_600_000 });
+  await ufs.mkdir('/d');
+  let release: () => void = () => undefined;
+  let held: Promise<void> | undefined;
+  let arrived: () => void = () => undefined;
+  const reached = new Promise<void>((r) => (arrived = r));
+  MemoryUnderFileSystem.prototype.create = async function (this: MemoryUnderFileSystem, p: string): Promise<UfsWriter> {
+    const w = await create.call(this, p);
+    if (p !== '/d/v') return w;
+    const write = w.write.bind(w);
+    return Object.assign(w, {
+      write: async (chunk: Buffer) => {
+        held ??= new Promise<void>((r) => (release = r));
+        arrived();
+        await held;
+        return write(chunk);
+      },
+    });
+  };
+  const persistOf = async (signal?: AbortSignal) => {
+    const blocks = await fs.master.fileBlocks('/d/v');
+    const container = Math.floor(blocks.blocks[0]!.id / BLOCKS_PER_CONTAINER);
+    return fetch(`${workerUrl}/persist/${blocks.attrs.ino}?container=${container}&blocks=${blocks.blocks.length}`, { method: 'POST', signal });
+  };
+
+  // The master that asked gives up (its request ends) while the upload is held: the upload stops there.
+  await fs.writeFile('/d/v', Buffer.from('V1, first version'), 17);
+  const asker = new AbortController();
+  const first = persistOf(asker.signal).catch(() => 'given up');
+  await reached;
+  asker.abort();
+  t.equal(await first, 'given up', 'the asking request went away');
+  await new Promise((r) => setTimeout(r, 200));
+  release();
+  await new Promise((r) => setTimeout(r, 500));
+  t.equal(await ufs.stat('/d/v'), null, 'the upload was abandoned: nothing was stored');
+
+  // An upload of V1 held while V2 is written: completing it would put V1 where V2 belongs.
+  held = undefined;
+  const second = persistOf();
+  await until('the second upload to be held', async () => held !== undefined);
+  await fs.writeFile('/d/v', Buffer.from('V2, the newer version'), 21);
+  release();
+  const res = await second;
+  t.equal(res.status, 409, `the worker refuses to complete the old version (${res.status}: ${await res.text()})`);
+  t.equal(await ufs.stat('/d/v'), null, 'and nothing was stored');
+  const r = await fs.openReader('/d/v');
+  const got = Buffer.alloc(r.size);
+  await r.read(0, r.size, got, 0);
+  r.close();
+  t.equal(got.toString(), 'V2, the newer version', 'the file reads as its newer version');
 });
 
 /** A Namespace alone over the mem:// store `name` (SQLite in a temp dir). */
