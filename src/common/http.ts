@@ -93,6 +93,14 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     });
   }
 
+  // An answer given before the request's body was read (a refusal: no token, bad parameters) ends the
+  // connection: kept alive, a client trickling a body it announced as huge held a connection slot for good,
+  // and a thousand of them locked everyone out.
+  app.addHook('onSend', async (req, reply, payload) => {
+    if (reply.statusCode >= 400 && !req.raw.complete) void reply.header('connection', 'close');
+    return payload;
+  });
+
   app.addHook('onResponse', async (req, reply) => {
     // The route pattern, not the URL: block ids and paths must not explode the label set.
     metrics?.requestSeconds.observe({ route: req.routeOptions.url ?? 'unknown', method: req.method, status: String(reply.statusCode) }, reply.elapsedTime / 1000);

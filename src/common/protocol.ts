@@ -172,6 +172,9 @@ export interface WriteBeginResponse {
 /** Block ids are grouped in containers, one container per file version, as in Alluxio. */
 export const BLOCKS_PER_CONTAINER = 2 ** 20;
 
+/** The largest container id whose block ids are all exact (safe) integers. */
+export const MAX_CONTAINER_ID = Math.floor(Number.MAX_SAFE_INTEGER / BLOCKS_PER_CONTAINER) - 1;
+
 export function blockIdOf(containerId: number, index: number): number {
   return containerId * BLOCKS_PER_CONTAINER + index;
 }

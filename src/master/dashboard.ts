@@ -354,7 +354,8 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps, opt
     const now = Date.now();
     const [workers, queue, inodes] = await Promise.all([table.workers(), table.persistQueue(), table.nodeCount()]);
     const live = workers.filter((w) => w.live);
-    const oldest = queue.length ? Math.min(...queue.map((j) => j.enqueuedAt)) : undefined;
+    let oldest: number | undefined;
+    for (const j of queue) oldest = Math.min(oldest ?? Infinity, j.enqueuedAt);
     const tiers = new Map<string, { capacity: number; used: number; workers: number }>();
     for (const w of live) {
       for (const t of w.tiers) {

@@ -209,7 +209,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     registers: [metrics.registry],
     async collect() {
       const q = await table.persistQueue();
-      this.set(q.length ? (Date.now() - Math.min(...q.map((j) => j.enqueuedAt))) / 1000 : 0);
+      // A loop, not Math.min(...q): spreading 125k entries overflowed the stack and failed every scrape.
+      let oldest = Infinity;
+      for (const j of q) oldest = Math.min(oldest, j.enqueuedAt);
+      this.set(q.length ? (Date.now() - oldest) / 1000 : 0);
     },
   });
   const maxBody = opts.maxBodyBytes ?? 1024 * 1024;
@@ -256,7 +259,9 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   new Gauge({ name: 'strata_master_feed_subscribers', help: 'Mounts holding change-feed leases (they answer opens from their caches)', registers: [metrics.registry], collect() { this.set(leases.subscribers); } });
   new Gauge({ name: 'strata_master_feed_lease_lapses_total', help: 'Changes answered only after a mount\'s feed lease ran out (the mount stopped polling), since start', registers: [metrics.registry], collect() { this.set(leases.lapsed); } });
   app.addHook('onSend', async (req, reply, payload) => {
-    const start = startSeq.get(req) ?? 0;
+    const start = startSeq.get(req);
+    // Refused before our hooks ran (no token): such a caller learns nothing of the feed, and waits for no lease.
+    if (start === undefined) return payload;
     // Read before any wait below: the answer reflects the changes up to now, not others made meanwhile.
     const at = answeredAt.get(req);
     const header = at === undefined ? await feed.header(start) : `${feed.epoch}:${start}:${at}`;

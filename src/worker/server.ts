@@ -35,6 +35,7 @@ import {
   blockIdOf,
   BLOCKS_PER_CONTAINER,
   LEFTOVERS_MAX,
+  MAX_CONTAINER_ID,
 } from '../common/protocol';
 import { createUfs } from '../ufs';
 import { hostIdentity } from '../common/host';
@@ -87,6 +88,16 @@ export interface RunningWorker {
   port: number;
   workerId: number;
   close(): Promise<void>;
+}
+
+/**
+ * A container id from a query. Past MAX_CONTAINER_ID a block id is no exact integer: such a
+ * write once left an id behind that made the master refuse every later heartbeat of this worker.
+ */
+function containerParam(value: unknown): number {
+  const id = intParam(value, 'container');
+  if (id > MAX_CONTAINER_ID) throw new StrataError('BAD_REQUEST', `parameter 'container' must be at most ${MAX_CONTAINER_ID}`);
+  return id;
 }
 
 /** Runs at most `n` of the functions given to it at once, in call order. */
@@ -478,7 +489,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   app.put('/files/:ino', async (req, reply): Promise<WriteFileResponse> => {
     const ino = intParam((req.params as Record<string, string>).ino, 'ino');
     const q = req.query as Record<string, unknown>;
-    const containerId = intParam(q.container, 'container');
+    const containerId = containerParam(q.container);
+    if (q.stream !== undefined && typeof q.stream !== 'string') throw new StrataError('BAD_REQUEST', "parameter 'stream' must be given once");
     // One write per container (a stream's own finishing request aside): two would share, and overwrite, its blocks.
     if (q.stream === undefined && openWrites.has(containerId)) throw new StrataError('BUSY', `container ${containerId} is being written already`);
     openWrites.set(containerId, (openWrites.get(containerId) ?? 0) + 1);
@@ -658,7 +670,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   app.post('/streams', async (req): Promise<{ stream: string }> => {
     const q = req.query as Record<string, unknown>;
     const ino = intParam(q.ino, 'ino');
-    const containerId = intParam(q.container, 'container');
+    const containerId = containerParam(q.container);
     const { blockSize, writeType } = writeParams(q);
     if (openWrites.has(containerId)) throw new StrataError('BUSY', `container ${containerId} is being written already`);
     const local = typeof q.local === 'string' ? await store.openIncoming(String(q.tier ?? ''), q.local) : undefined;
@@ -727,7 +739,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   app.post('/persist/:ino', async (req, reply): Promise<PersistResponse> => {
     const ino = intParam((req.params as Record<string, string>).ino, 'ino');
     const q = req.query as Record<string, unknown>;
-    const containerId = intParam(q.container, 'container');
+    const containerId = containerParam(q.container);
     const count = intParam(q.blocks, 'blocks');
     if (count > BLOCKS_PER_CONTAINER) throw new StrataError('BAD_REQUEST', `a file has at most ${BLOCKS_PER_CONTAINER} blocks`);
     // The master answers only for the file's current version, with this many blocks: nothing else reaches the store.

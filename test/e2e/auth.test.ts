@@ -8,6 +8,7 @@
 import t from 'tap';
 import { promises as fsp, statSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import * as net from 'node:net';
 import { request } from 'undici';
 import { runCli, startLocal, tempRoot, isMounted } from '../helpers/cluster';
 
@@ -71,6 +72,23 @@ t.test('a cluster started with --auth token', async (t) => {
         t.same(JSON.parse(r.text), UNAUTH, 'the body says only that authentication is required');
         t.equal(r.headers['www-authenticate'], 'Bearer realm="strata"');
       }
+    }
+    // Nothing of the change feed either (a header once told its counter).
+    const refused = await call('POST', `${api}/mkdir`, { 'content-type': 'application/json' }, JSON.stringify({ path: '/intruder' }));
+    t.equal(refused.headers['strata-changes'], undefined, 'a refused change carries no change-feed header');
+    // A body announced as huge and trickled in: the refusal ends the connection, so it holds no slot.
+    for (const url of [c.masterUrl, c.workerUrl]) {
+      const { host, port } = new URL(url);
+      const closed = await new Promise<string>((resolve) => {
+        const s = net.connect(Number(port), host.replace(/:\d+$/, ''), () => s.write(`PUT /files/1?container=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nx`));
+        let got = '';
+        s.on('data', (d) => (got += d));
+        const trickle = setInterval(() => s.writable && s.write('a'), 100);
+        const timer = setTimeout(() => (clearInterval(trickle), s.destroy(), resolve(`still open: ${got.split('\r\n')[0]}`)), 3000);
+        s.on('close', () => (clearInterval(trickle), clearTimeout(timer), resolve(got.split('\r\n')[0] ?? '')));
+        s.on('error', () => undefined);
+      });
+      t.equal(closed, 'HTTP/1.1 401 Unauthorized', `${url === c.masterUrl ? 'master' : 'worker'}: a refused request with a trickling body has its connection closed`);
     }
     for (const url of [c.masterUrl, c.workerUrl]) {
       const h = await call('GET', `${url}/healthz`);

@@ -405,6 +405,19 @@ t.test('malformed HTTP against a running cluster', async (t) => {
     check(t, 'no query', await put(`${ino}`), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'no container', await put(`${ino}?blockSize=4096&size=0`), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'container abc', await put(`${ino}?container=abc&blockSize=4096&size=0`), { status: 400, code: 'BAD_REQUEST' });
+    // Block ids of these containers are past 2^53: once, such a write left an id that made the master refuse every later heartbeat.
+    const beatBefore = ((await json('GET', `${api}/workers`, undefined)).body as { lastHeartbeatMs: number }[])[0]!.lastHeartbeatMs;
+    for (const big of [2 ** 33, Number.MAX_SAFE_INTEGER]) {
+      check(t, `container ${big}`, await put(`${ino}?container=${big}&blockSize=4096&size=10&writeType=MUST_CACHE`, 'helloworld'), { status: 400, code: 'BAD_REQUEST' });
+      check(t, `a persist of container ${big}`, await send('POST', `${w}/persist/${ino}?container=${big}&blocks=1`), { status: 400, code: 'BAD_REQUEST' });
+    }
+    check(t, 'stream given twice', await put(`${ino}?container=1&blockSize=4096&size=0&stream=a&stream=b`), { status: 400, code: 'BAD_REQUEST' });
+    let beatAfter = beatBefore;
+    for (let i = 0; i < 100 && beatAfter <= beatBefore + 2500; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      beatAfter = ((await json('GET', `${api}/workers`, undefined)).body as { lastHeartbeatMs: number }[])[0]!.lastHeartbeatMs;
+    }
+    t.ok(beatAfter > beatBefore + 2500, `the worker's heartbeats are still taken (${beatAfter - beatBefore} ms later)`);
     check(t, 'no blockSize', await put(`${ino}?container=1&size=0`), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'blockSize too small', await put(`${ino}?container=1&blockSize=100&size=0`), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'blockSize too large', await put(`${ino}?container=1&blockSize=${2 ** 31}&size=0`), { status: 400, code: 'BAD_REQUEST' });
