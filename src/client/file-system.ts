@@ -324,10 +324,16 @@ export class StrataFileSystem {
     this.#streamWrites = opts.streamWrites !== false;
   }
 
-  /** Prepares the staging directory; leftovers of a crashed client are removed. */
+  /**
+   * Prepares the staging directory; leftovers of a crashed client are removed: this directory's
+   * own, and those of its siblings named for a process that no longer exists (`staging-<pid>`
+   * beside `staging-<our pid>`). Their bytes are of writes whose close never returned; a killed
+   * mount otherwise left them on disk for good.
+   */
   async init(): Promise<void> {
     await fsp.rm(this.#stagingDir, { recursive: true, force: true });
     await fsp.mkdir(this.#stagingDir, { recursive: true, mode: 0o700 });
+    await removeDeadStagingDirs(this.#stagingDir);
   }
 
   get data() {
@@ -983,5 +989,30 @@ export class StrataFileSystem {
     await this.local?.close();
     await this.workers.close();
     await this.master.close();
+  }
+}
+
+/** Removes the siblings of `dir` (`<prefix><pid>`, same prefix) whose process is gone; errors are left alone. */
+async function removeDeadStagingDirs(dir: string): Promise<void> {
+  const base = nodePath.basename(dir);
+  const m = /^(.*\D)(\d+)$/.exec(base);
+  if (!m || Number(m[2]) !== process.pid) return;
+  const prefix = m[1]!;
+  const parent = nodePath.dirname(dir);
+  for (const name of await fsp.readdir(parent).catch(() => [] as string[])) {
+    if (!name.startsWith(prefix) || !/^\d+$/.test(name.slice(prefix.length))) continue;
+    const pid = Number(name.slice(prefix.length));
+    if (pid === process.pid || processExists(pid)) continue;
+    await fsp.rm(nodePath.join(parent, name), { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists, as another user's.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
