@@ -29,6 +29,9 @@ import { INCOMING_DIR } from '../common/protocol';
 import type { BlockReport, TierInfo } from '../common/protocol';
 import { PAGE_TRAILER_BYTES, PageIdentity, encodeTrailer, identityOf, identityOfPath, identityOfPathSync, onMemoryFs, pageCrc, sameIdentity, verifyPage } from '../common/page-file';
 
+/** In each tier dir: the page size its pages were cut at (see #checkPageSize). */
+const PAGE_SIZE_FILE = '.page-size';
+
 export interface TierSpec {
   /** Label shown in reports: MEM, SSD, HDD… A tier named MEM is treated as volatile. */
   name: string;
@@ -147,6 +150,7 @@ export class PageStore {
       await fsp.rm(tier.tmp, { recursive: true, force: true });
       await fsp.mkdir(tier.tmp, { recursive: true });
       tier.inMemory = onMemoryFs(tier.tmp);
+      await this.#checkPageSize(tier);
       // Same-host clients hand over files to write here (see openIncoming); leftovers of a crash go.
       const incoming = nodePath.join(tier.dir, INCOMING_DIR);
       await fsp.rm(incoming, { recursive: true, force: true });
@@ -154,7 +158,7 @@ export class PageStore {
       // Anyone may add a file (sticky: only its owner removes it), no one but the worker lists them.
       await fsp.chmod(incoming, 0o1733);
       for (const b of await fsp.readdir(tier.dir)) {
-        if (b === '.tmp' || b === INCOMING_DIR) continue;
+        if (b === '.tmp' || b === INCOMING_DIR || b === PAGE_SIZE_FILE) continue;
         const bdir = nodePath.join(tier.dir, b);
         if (!/^[0-9]{1,16}$/.test(b)) {
           await fsp.rm(bdir, { recursive: true, force: true });
@@ -189,6 +193,34 @@ export class PageStore {
     for (const { page } of found) page.tier.lru.add(key(page.block, page.index), page);
     // A tier that shrank since the last run: make it fit again.
     for (const tier of this.#tiers) await tier.mutex.run(() => this.#makeRoom(tier, 0));
+  }
+
+  /**
+   * A tier's pages are cut at the page size they were written with, which nothing else
+   * records: read with another, their indexes name other offsets (reads answered the bytes
+   * of 1 MiB at 2 MiB), and pages longer than a page were deleted, unpersisted ones too.
+   * So the size is kept in the tier; a tier of another size is emptied when it holds
+   * only copies of persisted data, and refused when it holds the only copy of any.
+   */
+  async #checkPageSize(tier: Tier): Promise<void> {
+    const file = nodePath.join(tier.dir, PAGE_SIZE_FILE);
+    const text = await fsp.readFile(file, 'utf8').catch(() => undefined);
+    const was = text === undefined ? undefined : Number(text.trim());
+    if (was !== undefined && was !== this.pageSize) {
+      const blocks = (await fsp.readdir(tier.dir)).filter((b) => /^[0-9]{1,16}$/.test(b)).map(Number);
+      const unpersisted = blocks.filter((b) => this.#unpersisted.has(b));
+      if (unpersisted.length) {
+        throw new StrataError(
+          'CONFIG',
+          `tier ${tier.name} (${tier.dir}) holds pages of ${was} bytes, among them the only copy of ${unpersisted.length} unpersisted block(s); start this worker with page size ${was} until they are persisted`,
+        );
+      }
+      for (const b of blocks) await fsp.rm(nodePath.join(tier.dir, String(b)), { recursive: true, force: true });
+    }
+    if (was !== this.pageSize) {
+      await fsp.writeFile(`${file}.new`, `${this.pageSize}\n`);
+      await fsp.rename(`${file}.new`, file);
+    }
   }
 
   // ---- what is here --------------------------------------------------------

@@ -8,7 +8,7 @@ export function pageBytesUnder(dir: string): number {
   if (!existsSync(dir)) return 0;
   let n = 0;
   for (const b of readdirSync(dir)) {
-    if (b === '.tmp' || b === '.incoming') continue;
+    if (!/^[0-9]+$/.test(b)) continue; // .tmp, .incoming, .page-size
     for (const p of readdirSync(path.join(dir, b))) n += statSync(path.join(dir, b, p)).size;
   }
   return n;

@@ -202,6 +202,29 @@ for (const base of BASES) {
       void root;
     });
 
+    t.test('a restart with another page size: a tier of copies is emptied, one holding the only copy is refused', async (t) => {
+      const { tiers, root } = setup(t, [8 * FILE], base);
+      const withPageSize = (ps: number) => new PageStore({ tiers, pageSize: ps, pinDir: path.join(root, 'pins') });
+      let s = withPageSize(PS);
+      await s.open();
+      const data = randomBytes(2 * PS);
+      await s.putPage(60, 0, data.subarray(0, PS), PS, 2 * PS);
+      await s.putPage(60, 1, data.subarray(PS), PS, 2 * PS);
+      await s.putPage(61, 0, data.subarray(0, PS), PS, PS);
+      await s.markUnpersisted(61);
+      // Twice the page size: page 1 of block 60 would be read as bytes 2*PS.. of a page 1 of 2*PS.
+      await t.rejects(withPageSize(2 * PS).open(), { code: 'CONFIG', message: /only copy of 1 unpersisted block/ }, 'refused while it holds the only copy of a block');
+      s = withPageSize(PS);
+      await s.open();
+      t.same((await s.readPage(61, 0, 0, PS))!.data, data.subarray(0, PS), 'the unpersisted block is intact at its own page size');
+      await s.markPersisted(61);
+      s = withPageSize(2 * PS);
+      await s.open();
+      t.equal(await s.readPage(60, 0, 0, 2 * PS), undefined, 'once all of it is persisted, the other page size starts empty');
+      t.same(s.fullReport(), [], 'nothing is reported');
+      t.equal(s.tierInfo()[0]!.usedBytes, 0);
+    });
+
     t.test('the block writer stores holes sparsely and data exactly', async (t) => {
       const { make, tiers } = setup(t, [100 * FILE], base);
       const s = make();
