@@ -305,6 +305,13 @@ export interface Metastore {
   /** The inode whose write in flight `container` is (begun, not committed or expired), if any. */
   openWriteOf(container: number): Promise<number | undefined>;
   /**
+   * Of `containers`, those whose blocks may exist only on the workers that wrote them:
+   * the current version of a file not persisted yet, or a write in flight (begun, not
+   * committed or expired). One snapshot of both, so a commit running meanwhile is seen
+   * as one or the other, never as neither.
+   */
+  unpersistedContainers(containers: number[]): Promise<number[]>;
+  /**
    * Makes a file empty as one write: old blocks dropped (copies queued for
    * deletion), a fresh container, persisted when `ufsFingerprint` is set; an
    * ASYNC_THROUGH write without one is queued for persisting (after

@@ -79,7 +79,7 @@ import {
 } from './metastore';
 
 /** The newest schema this code knows; a database at a newer version is refused. */
-export const PG_SCHEMA_VERSION = 2;
+export const PG_SCHEMA_VERSION = 3;
 
 /** Options of `PgMetastore.open`. */
 export interface PgMetastoreOptions {
@@ -240,6 +240,10 @@ const MIGRATIONS: Record<number, (tx: Tx, blockSize: number) => Promise<void>> =
   /** 2: due persists are found by index (the persister asks after every upload). */
   2: async (tx) => {
     await tx.client.query(`CREATE INDEX IF NOT EXISTS persist_queue_due ON persist_queue (next_at, ino)`);
+  },
+  /** 3: workers ask after every heartbeat which of their pinned blocks' containers are still unpersisted files. */
+  3: async (tx) => {
+    await tx.client.query(`CREATE INDEX IF NOT EXISTS node_unpersisted_container ON node (container) WHERE NOT persisted`);
   },
 };
 
@@ -416,6 +420,12 @@ const Q = {
   clearPendingDeletes: sql('clear_pending_deletes', `DELETE FROM pending_delete WHERE worker_id = $1 AND block_id = ANY ($2::int8[])`),
   renewOpenWrites: sql('renew_open_writes', `UPDATE open_write SET renewed_at = $1 WHERE container = ANY ($2::int8[])`),
   openWriteOf: sql('open_write_of', `SELECT ino FROM open_write WHERE container = $1`),
+  // One statement, one snapshot: a commit moving a container from open_write to node is seen on one side.
+  unpersistedContainers: sql(
+    'unpersisted_containers',
+    `SELECT container FROM node WHERE container = ANY($1::int8[]) AND NOT persisted
+     UNION SELECT container FROM open_write WHERE container = ANY($1::int8[])`,
+  ),
   insertOpenWrite: sql('insert_open_write', `INSERT INTO open_write (container, ino, renewed_at) VALUES ($1, $2, $3)`),
   deleteOpenWrite: sql('delete_open_write', `DELETE FROM open_write WHERE container = $1`),
   staleOpenWrites: sql('stale_open_writes', `SELECT container FROM open_write WHERE renewed_at < $1 ORDER BY container`),
@@ -1452,6 +1462,12 @@ export class PgMetastore implements Metastore {
   /** Starts a new version of a file's content: a fresh container of block ids. */
   async openWriteOf(container: number): Promise<number | undefined> {
     return (await this.#pooled.one<{ ino: string | number }>(Q.openWriteOf, [container]).then((r) => (r ? Number(r.ino) : undefined)));
+  }
+
+  async unpersistedContainers(containers: number[]): Promise<number[]> {
+    if (containers.length === 0) return [];
+    const rows = await this.#pooled.rows<{ container: string | number }>(Q.unpersistedContainers, [[...new Set(containers)]]);
+    return rows.map((r) => Number(r.container));
   }
 
   async beginWrite(ino: number): Promise<{ containerId: number; blockSize: number }> {

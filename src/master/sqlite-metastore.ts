@@ -151,6 +151,10 @@ export class SqliteMetastore implements Metastore {
     return this.#t.openWriteOf(container);
   }
 
+  async unpersistedContainers(containers: number[]): Promise<number[]> {
+    return this.#t.unpersistedContainers(containers);
+  }
+
   async commitEmpty(req: CommitEmptyRequest): Promise<NodeRecord> {
     return this.#t.commitEmpty(req);
   }

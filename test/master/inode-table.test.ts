@@ -106,7 +106,7 @@ t.test('an unsupported schema version is refused with CONFIG', async (t) => {
   db.close();
   await throwsCode(t, () => new InodeTable(o.file, { blockSize: BS }), 'CONFIG', 'opening a newer schema');
   const fix = new Database(o.file);
-  fix.prepare(`UPDATE meta SET value = '4' WHERE key = 'schema_version'`).run();
+  fix.prepare(`UPDATE meta SET value = '5' WHERE key = 'schema_version'`).run();
   fix.close();
   o.table = new InodeTable(o.file, { blockSize: BS });
   t.equal(o.table.nodeCount(), 1, 'opens again once the version matches');
@@ -181,7 +181,8 @@ t.test('a version 1 database is upgraded in place to the current version and kee
   t.teardown(() => table.close());
   const check = new Database(file, { readonly: true });
   const columns = (tbl: string) => (check.prepare(`PRAGMA table_info(${tbl})`).all() as { name: string }[]).map((c) => c.name);
-  t.equal((check.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string }).value, '4', 'the version row says 4');
+  t.equal((check.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string }).value, '5', 'the version row says 5');
+  t.ok((check.prepare(`PRAGMA index_list(node)`).all() as { name: string }[]).some((i) => i.name === 'node_unpersisted_container'), 'unpersisted files are indexed by container (v5)');
   t.ok((check.prepare(`PRAGMA index_list(persist_queue)`).all() as { name: string }[]).some((i) => i.name === 'persist_queue_due'), 'the persist queue is indexed by due time (v4)');
   t.match(columns('open_write'), ['container', 'ino', 'renewed_at'], 'writes in flight are tracked (v3)');
   t.match(columns('block_location'), ['block_id', 'worker_id', 'tier', 'bytes'], 'block locations have tier and bytes');

@@ -580,6 +580,37 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.same(await mine([g.ino]), []);
   });
 
+  t.test('unpersistedContainers: the current version of an unpersisted file, or a write in flight', async (t) => {
+    const { store, dir, tag } = await setup(t);
+    const w = await register(store, uuid(tag, 1), `http://unpersisted-${tag}:1`);
+    const f = await store.createChild(dir.ino, 'f', fileNode());
+    const mine = async (cs: number[]) => sorted(await store.unpersistedContainers(cs));
+    t.same(await mine([]), [], 'none asked, none answered');
+
+    const open1 = await store.beginWrite(f.ino);
+    t.same(await mine([open1.containerId, open1.containerId + 12345]), [open1.containerId], 'a write in flight; a container never begun is not');
+    const v1 = await store.commitWrite({ ino: f.ino, containerId: open1.containerId, size: 1, blocks: [{ id: blockIdOf(open1.containerId, 0), length: 1 }], workerId: w, ufsFingerprint: null, writeType: 'ASYNC_THROUGH' });
+    t.same(await mine([v1.container, v1.container]), [v1.container], 'committed, not persisted: still (asked twice, answered once)');
+
+    const v2 = await write(store, f.ino, 1, w, { writeType: 'ASYNC_THROUGH' });
+    t.same(await mine([v1.container, v2.containerId]), [v2.containerId], 'a version replaced is not (its blocks are deleted)');
+    t.equal(await store.markPersisted(f.ino, v2.containerId, 'etag'), true);
+    t.same(await mine([v2.containerId]), [], 'persisted: not any more');
+
+    const through = await write(store, f.ino, 1, w, { ufsFingerprint: 'fp', writeType: 'CACHE_THROUGH' });
+    t.same(await mine([through.containerId]), [], 'a write-through committed with its object is persisted');
+    const mustCache = await write(store, f.ino, 1, w, { writeType: 'MUST_CACHE' });
+    t.same(await mine([mustCache.containerId]), [mustCache.containerId], 'MUST_CACHE is never persisted');
+
+    const lost = await store.beginWrite(f.ino);
+    await store.expireOpenWrites(Date.now() + 1000);
+    t.same(await mine([lost.containerId]), [], 'an expired write is not');
+    const g = await store.createChild(dir.ino, 'g', fileNode());
+    const gv = await write(store, g.ino, 1, w, { writeType: 'ASYNC_THROUGH' });
+    await store.removeChild(dir.ino, 'g', 'file');
+    t.same(await mine([gv.containerId, mustCache.containerId]), [mustCache.containerId], 'nor a file removed');
+  });
+
   t.test('workers: registration by uuid, block reports, heartbeats, expiry', async (t) => {
     const { store, dir, tag } = await setup(t);
     const BS = store.blockSize;
