@@ -278,7 +278,17 @@ export interface HeartbeatRequest {
   openWrites?: number[];
   /** Version of the pinned-block set the worker has; the master sends the set when it changed. */
   pinVersion: number;
+  /**
+   * Some of the blocks this worker keeps because their bytes may exist nowhere else
+   * (at most PINNED_REPORT_MAX a beat, taking turns): the master answers those it
+   * may let go (`unpin`). The worker never decides that alone: a persist or a
+   * write-through that looked done may still be undone by a rename.
+   */
+  pinned?: number[];
 }
+
+/** Most block ids in a heartbeat's `pinned`: a worker with more sends them over several beats. */
+export const PINNED_REPORT_MAX = 4096;
 
 /**
  * A directory a namespace change just changed (its mtime, nlink), as it is right
@@ -356,6 +366,11 @@ export interface HeartbeatResponse {
   reregister: boolean;
   /** Set when the user-pinned blocks changed since `pinVersion`: every block that must not be evicted. */
   pins?: { version: number; blocks: number[] };
+  /**
+   * Of the request's `pinned`, the blocks the worker may evict again: neither the
+   * current version of a file not persisted yet nor a write in flight.
+   */
+  unpin?: number[];
 }
 
 /** A worker's answer to `POST /blocks/:id/load`: the block is cached whole. */

@@ -33,6 +33,8 @@ import {
   LEFTOVERS_MAX,
   LEFTOVER_HANDLE_MAX,
   LEFTOVER_URI_MAX,
+  BLOCKS_PER_CONTAINER,
+  PINNED_REPORT_MAX,
 } from '../common/protocol';
 import { createUfs } from '../ufs';
 import { Metastore, toAttributes } from './metastore';
@@ -577,8 +579,22 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     // Bounded: the worker keeps what is not done by then and sends it again.
     return { workerId, leftoversDone: await ns.discardLeftovers(left, workerId, LEFTOVERS_WAIT_MS) };
   });
+  /**
+   * Of a worker's pinned blocks, those it may evict again: their bytes are in the
+   * under-store for the file's current version, or belong to no file any more. Only
+   * the master can tell: an upload or write-through the worker saw complete may have
+   * been undone since (a rename made its object a stray, the file is queued again).
+   */
+  const pinsToDrop = async (pinned: number[]): Promise<number[]> => {
+    if (pinned.length === 0) return [];
+    const containerOf = (id: number) => Math.floor(id / BLOCKS_PER_CONTAINER);
+    const keep = new Set(await table.unpersistedContainers(pinned.map(containerOf)));
+    return pinned.filter((id) => !keep.has(containerOf(id)));
+  };
   app.post(`${api}/workers/heartbeat`, reportLimit, async (req): Promise<HeartbeatResponse> => {
     const b = req.body;
+    const pinned = intList(b, 'pinned');
+    if (pinned.length > PINNED_REPORT_MAX) throw new StrataError('BAD_REQUEST', `'pinned' must have at most ${PINNED_REPORT_MAX} block ids`);
     const r = await table.heartbeat({
       workerId: requiredInt(b, 'workerId'),
       capacityBytes: requiredInt(b, 'capacityBytes'),
@@ -590,7 +606,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       // Any integer: a worker that has no pin set yet sends what it likes (0, -1).
       pinVersion: field(b, 'pinVersion', 'number') as number,
     });
-    return r === null ? { deleteBlocks: [], reregister: true } : { ...r, reregister: false };
+    if (r === null) return { deleteBlocks: [], reregister: true };
+    return { ...r, reregister: false, unpin: await pinsToDrop(pinned) };
   });
   app.get(`${api}/workers`, async () => table.workers());
 

@@ -120,8 +120,10 @@ export class FileWrite {
     while (left > 0) {
       if (!this.#cur && this.#cache) {
         const id = blockIdOf(this.containerId, this.#lengths.length);
-        // Bytes only here until persisted: pin before the first page lands, so eviction never drops them.
-        if (!this.#through) await this.#store.markUnpersisted(id);
+        // Pinned before the first page lands, so eviction never drops them, until the master says they
+        // are persisted (heartbeat `unpin`). A write-through too: if a rename overtakes its commit, its
+        // object is removed as a stray and these blocks are the only copy until a persist stores them again.
+        await this.#store.markUnpersisted(id);
         this.#cur = this.#store.blockWriter(id, Math.min(bs, this.#size - this.#lengths.length * bs), { durable: !this.#through });
       }
       const take = Math.min(left, bs - this.#curLen);

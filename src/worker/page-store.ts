@@ -109,6 +109,8 @@ export class PageStore {
   readonly #blocks = new Map<number, Block>();
   /** Blocks whose bytes are not in the under-store yet. */
   readonly #unpersisted = new Set<number>();
+  /** Where the last unpersistedTurn stopped. */
+  #unpersistedCursor: Iterator<number> | undefined;
   /** Blocks of files the user pinned (set by the master). */
   #userPinned = new Set<number>();
   readonly #dirty = new Set<number>();
@@ -354,6 +356,28 @@ export class PageStore {
 
   isUnpersisted(id: number): boolean {
     return this.#unpersisted.has(id);
+  }
+
+  /**
+   * Up to `max` unpersisted blocks, going on where the last call stopped, so
+   * successive calls take turns through all of them (the heartbeat asks the master
+   * which it may let go). A Set's iterator sees the changes made since it started.
+   */
+  unpersistedTurn(max: number): number[] {
+    if (this.#unpersisted.size <= max) return [...this.#unpersisted];
+    const out: number[] = [];
+    for (let restarted = false; out.length < max; ) {
+      this.#unpersistedCursor ??= this.#unpersisted.values();
+      const next = this.#unpersistedCursor.next();
+      if (!next.done) {
+        out.push(next.value);
+        continue;
+      }
+      this.#unpersistedCursor = undefined;
+      if (restarted) break;
+      restarted = true;
+    }
+    return out;
   }
 
   setUserPins(ids: Iterable<number>): void {

@@ -34,6 +34,7 @@ import {
   WriteFileResponse,
   blockIdOf,
   BLOCKS_PER_CONTAINER,
+  PINNED_REPORT_MAX,
   LEFTOVERS_MAX,
   MAX_CONTAINER_ID,
 } from '../common/protocol';
@@ -734,7 +735,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
 
   /**
    * Persists a file whose blocks are all cached here (ASYNC_THROUGH, MUST_CACHE):
-   * streams them in order into the under-store, then unpins them.
+   * streams them in order into the under-store. They stay pinned until the master
+   * says otherwise (heartbeat `unpin`).
    */
   app.post('/persist/:ino', async (req, reply): Promise<PersistResponse> => {
     const ino = intParam((req.params as Record<string, string>).ino, 'ino');
@@ -771,8 +773,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       const now = await master.get<UfsLocation>(`${MASTER_API}/ufs-location`, { ino, purpose: 'persist', container: containerId, blocks: count });
       if (now.mountUri !== loc.mountUri || now.path !== loc.path) throw new StrataError('NOT_FOUND', `inode ${ino} moved during its upload; nothing was stored`);
       stillAsked();
+      // The blocks stay pinned: the master may still find the object a stray (a rename overtook this
+      // upload) and queue the file again. It lets them go with a heartbeat once it recorded the file persisted.
       const st = await writer.complete();
-      for (const id of ids) await store.markPersisted(id);
       log.info({ ino, blocks: count }, 'persisted a file to the under-store');
       return { ufsFingerprint: st.fingerprint, mountUri: loc.mountUri, path: loc.path };
     } catch (err) {
@@ -834,6 +837,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     }
     beating = true;
     const changes = store.takeChanges();
+    const pinned = store.unpersistedTurn(PINNED_REPORT_MAX);
     const waiting = reportWaiters;
     reportWaiters = [];
     try {
@@ -847,6 +851,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         removedBlocks: changes.removed,
         openWrites: [...openWrites.keys()],
         pinVersion,
+        pinned,
       }, undefined, meta);
       // A new leader (a new term) learns this worker's blocks from a full report; a master that
       // restarted without knowing us says `reregister`. Either way, after a random pause of up to one
@@ -866,6 +871,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         pinVersion = r.pins.version;
       }
       for (const id of r.deleteBlocks) await store.removeBlock(id);
+      // Only ids this beat asked about: an answer is no licence to unpin anything else.
+      const sent = new Set(pinned);
+      for (const id of r.unpin ?? []) if (sent.has(id)) await store.markPersisted(id);
     } catch (err) {
       store.restoreChanges(changes);
       log.warn({ err: (err as Error).message }, 'heartbeat failed');

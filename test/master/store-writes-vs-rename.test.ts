@@ -112,6 +112,65 @@ t.test("a persist overtaken by renames: the object renamed onto the file's old p
   t.equal(got.toString(), 'B, already stored', 'and read back through Strata');
 });
 
+/** The worker's count of blocks kept from eviction because their bytes may exist nowhere else. */
+const unpersistedBlocks = async (workerUrl: string): Promise<number> => {
+  const text = await (await fetch(`${workerUrl}/metrics`)).text();
+  const m = /^strata_worker_unpersisted_blocks(?:{[^}]*})? (\d+)$/m.exec(text);
+  if (!m) throw new Error('no strata_worker_unpersisted_blocks in the worker metrics');
+  return Number(m[1]);
+};
+
+// Reproduces a loss: the worker unpinned the blocks as soon as its upload completed; the master then
+// found the object a stray (the file was renamed after the worker's last check) and queued the file
+// again, but the only copy of its bytes could be evicted before the next persist.
+t.test('a persist the master finds a stray keeps its blocks pinned until the file is persisted where it is now; then they are let go', async (t) => {
+  const { ufs, fs, create, workerUrl } = await cluster(t, 'persist-stray-pins', 'ASYNC_THROUGH', { persistInitialWaitMs: 0 });
+  await ufs.mkdir('/d');
+  // The first upload (to /d/x) is renamed away right before it completes: after the worker's last check.
+  // The second (to /d/y, where the file is then) is held until the pins were looked at.
+  let renamed = false;
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => (release = r));
+  let secondStarted = false;
+  MemoryUnderFileSystem.prototype.create = async function (this: MemoryUnderFileSystem, p: string): Promise<UfsWriter> {
+    const w = await create.call(this, p);
+    if (p === '/d/x' && !renamed) {
+      const complete = w.complete.bind(w);
+      return Object.assign(w, {
+        complete: async () => {
+          renamed = true;
+          await fs.rename('/d/x', '/d/y');
+          return complete();
+        },
+      });
+    }
+    if (p === '/d/y') {
+      secondStarted = true;
+      const write = w.write.bind(w);
+      return Object.assign(w, {
+        write: async (chunk: Buffer) => {
+          await held;
+          return write(chunk);
+        },
+      });
+    }
+    return w;
+  };
+  await fs.writeFile('/d/x', Buffer.from('A, written with ASYNC_THROUGH'), 29);
+  await until('the first upload, renamed before its completion, and the second one under way', async () => renamed && secondStarted);
+  t.equal(await ufs.stat('/d/x'), null, 'the object of the first upload was removed as a stray');
+  t.equal((await fs.getattr('/d/y')).persistState, 'not_persisted', 'and the file is not recorded as stored');
+  // A few heartbeats: none may let the blocks go while the file is not stored.
+  await new Promise((r) => setTimeout(r, 1000));
+  t.equal(await unpersistedBlocks(workerUrl), 1, 'its block is still pinned on the worker (the only copy of its bytes)');
+
+  release();
+  await until('A persisted at its new path', async () => (await readObject(ufs, '/d/y')) === 'A, written with ASYNC_THROUGH', 30_000);
+  await until('the file recorded as persisted', async () => (await fs.getattr('/d/y')).persistState === 'persisted');
+  await until('the pin let go by a heartbeat', async () => (await unpersistedBlocks(workerUrl)) === 0);
+  t.pass('once persisted, the heartbeat let the pin go: nothing leaks');
+});
+
 t.test('a persist upload whose master went away, or whose file was rewritten meanwhile, stores nothing', async (t) => {
   // The persister waits an hour before a file's first persist: this test asks the worker itself.
   const { ufs, fs, create, workerUrl } = await cluster(t, 'persist-orphan', 'ASYNC_THROUGH', { persistInitialWaitMs: 3_600_000 });
