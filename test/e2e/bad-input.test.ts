@@ -13,6 +13,7 @@ import { connect } from 'node:net';
 import { request } from 'undici';
 import { CLI, startLocal, tempRoot, isMounted, forceUnmount, LocalCluster } from '../helpers/cluster';
 import { isErrorCode } from '../../src/common/errors';
+import { PINNED_REPORT_MAX } from '../../src/common/protocol';
 
 interface Exit {
   code: number | null;
@@ -247,6 +248,10 @@ t.test('malformed HTTP against a running cluster', async (t) => {
     check(t, 'register blocks not ids', await json('POST', `${api}/workers/register`, { address: 'http://127.0.0.1:1', capacityBytes: 1, usedBytes: 0, blocks: ['a'] }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'heartbeat {}', await json('POST', `${api}/workers/heartbeat`, {}), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'heartbeat addedBlocks an object', await json('POST', `${api}/workers/heartbeat`, { workerId: 1, capacityBytes: 1, usedBytes: 0, addedBlocks: { 0: 1 } }), { status: 400, code: 'BAD_REQUEST' });
+    const beat = { workerId: 1, capacityBytes: 1, usedBytes: 0, tiers: [], addedBlocks: [], removedBlocks: [], pinVersion: 0 };
+    for (const pinned of ['x', { 0: 1 }, [-1], [1.5], ['1'], [null], [2 ** 53], Array.from({ length: PINNED_REPORT_MAX + 1 }, (_, i) => i)]) {
+      check(t, `heartbeat pinned ${JSON.stringify(pinned).slice(0, 40)}`, await json('POST', `${api}/workers/heartbeat`, { ...beat, pinned }), { status: 400, code: 'BAD_REQUEST' });
+    }
     check(t, 'stat without path', await send('GET', `${api}/stat`), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'stat with two paths', await send('GET', `${api}/stat?path=/a&path=/b`), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'list without path', await send('GET', `${api}/list`), { status: 400, code: 'BAD_REQUEST' });
