@@ -9,6 +9,8 @@
  *   renamed away and another (stored) file is renamed onto its old path.
  * - A write-through's commit: at the Namespace, the object written at the old path,
  *   the rename, then the commit naming the old path.
+ * - Either way the object is a stray and the file is queued again: its blocks on the
+ *   worker are the only copy of its bytes until then, and must stay pinned.
  */
 
 import t from 'tap';
@@ -295,6 +297,63 @@ t.test('a file renamed while its close writes it through: the close succeeds and
   t.equal(await readObject(ufs, '/d/w2'), 'written through', 'the file is in the store at its new path');
   t.equal(await ufs.stat('/d/w'), null, 'and nothing was left at the old one');
   t.equal((await fs.getattr('/d/w2')).size, 15, 'the namespace agrees');
+});
+
+// Reproduces a loss: a write-through's blocks were cached unpinned; a rename between the worker's last
+// check and the client's commit made its object a stray, removed, and the file was queued for a persist
+// whose only source, those blocks, could be evicted meanwhile.
+t.test('a write-through whose object a rename made a stray at its commit keeps its blocks pinned until it is persisted where it is now', async (t) => {
+  const { ufs, fs, create, workerUrl } = await cluster(t, 'through-stray-pins', 'CACHE_THROUGH', { persistInitialWaitMs: 0 });
+  await fs.mkdir('/d', 0o755);
+  let renamed = false;
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => (release = r));
+  let persistStarted = false;
+  MemoryUnderFileSystem.prototype.create = async function (this: MemoryUnderFileSystem, p: string): Promise<UfsWriter> {
+    const w = await create.call(this, p);
+    if (p === '/d/w' && !renamed) {
+      // After the worker's last check that the file is still at /d/w: only the commit can notice.
+      const complete = w.complete.bind(w);
+      return Object.assign(w, {
+        complete: async () => {
+          renamed = true;
+          await fs.rename('/d/w', '/d/w2');
+          return complete();
+        },
+      });
+    }
+    if (p === '/d/w2') {
+      persistStarted = true;
+      const write = w.write.bind(w);
+      return Object.assign(w, {
+        write: async (chunk: Buffer) => {
+          await held;
+          return write(chunk);
+        },
+      });
+    }
+    return w;
+  };
+  const fh = await fs.create('/d/w', 0o644);
+  await fs.write(fh, Buffer.from('written through'), 15, 0);
+  await fs.release(fh);
+  t.ok(renamed, 'the rename came in between the write-through and its commit');
+  t.equal(await ufs.stat('/d/w'), null, 'the stray object at the old path was removed');
+  t.equal((await fs.getattr('/d/w2')).persistState, 'not_persisted', 'the file is recorded as not stored yet');
+  await until('its persist under way', async () => persistStarted);
+  await new Promise((r) => setTimeout(r, 1000));
+  t.equal(await unpersistedBlocks(workerUrl), 1, 'its block is pinned on the worker: the only copy of its bytes');
+
+  release();
+  await until('the file persisted at its new path', async () => (await fs.getattr('/d/w2')).persistState === 'persisted', 30_000);
+  t.equal(await readObject(ufs, '/d/w2'), 'written through', 'the bytes are in the store where the file is now');
+  // A write-through not overtaken: pinned while written, let go once the master recorded it stored.
+  const fh2 = await fs.create('/d/plain', 0o644);
+  await fs.write(fh2, Buffer.from('plain'), 5, 0);
+  await fs.release(fh2);
+  t.equal((await fs.getattr('/d/plain')).persistState, 'persisted');
+  await until('every pin let go by the heartbeats', async () => (await unpersistedBlocks(workerUrl)) === 0);
+  t.pass('nothing stays pinned');
 });
 
 t.test('a store whose rename gives the object a new fingerprint (S3 copies): the file keeps its cache and mtime', async (t) => {
