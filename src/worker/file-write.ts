@@ -31,6 +31,12 @@ export class FileWrite {
   readonly #ufsStillAt: (() => Promise<boolean>) | undefined;
   readonly #ufsAt: UfsPlace | undefined;
   readonly #cache: boolean;
+  /**
+   * A write-through whose cached copy found no room (NO_SPACE: the tier is full of
+   * pinned pages): the copy is dropped and the write goes on to the store alone, as
+   * THROUGH. Its blocks are pinned while written, so a big file would fill the cache.
+   */
+  #uncached = false;
   readonly #through: boolean;
   /** Finished blocks' writers; those before `#committed` are durable already (streamed blocks). */
   readonly #done: BlockPageWriter[] = [];
@@ -118,7 +124,7 @@ export class FileWrite {
     let left = n;
     let chunk = piece;
     while (left > 0) {
-      if (!this.#cur && this.#cache) {
+      if (!this.#cur && this.#cache && !this.#uncached) {
         const id = blockIdOf(this.containerId, this.#lengths.length);
         // Pinned before the first page lands, so eviction never drops them, until the master says they
         // are persisted (heartbeat `unpin`). A write-through too: if a rename overtakes its commit, its
@@ -128,8 +134,13 @@ export class FileWrite {
       }
       const take = Math.min(left, bs - this.#curLen);
       if (this.#cur) {
-        if (chunk) await this.#cur.write(take === chunk.length ? chunk : chunk.subarray(0, take));
-        else await this.#cur.skip(take);
+        try {
+          if (chunk) await this.#cur.write(take === chunk.length ? chunk : chunk.subarray(0, take));
+          else await this.#cur.skip(take);
+        } catch (err) {
+          if (!this.#noRoomForCopy(err)) throw err;
+          await this.#dropCopy();
+        }
       }
       this.#curLen += take;
       left -= take;
@@ -154,7 +165,14 @@ export class FileWrite {
   settleWholeBlocks(): void {
     while (this.#committed < this.#done.length) {
       const w = this.#done[this.#committed++]!;
-      this.#settling = this.#settling.then(() => w.commit());
+      this.#settling = this.#settling.then(() =>
+        w.commit().then(
+          () => undefined,
+          (err: unknown) => {
+            if (!this.#noRoomForCopy(err)) throw err;
+          },
+        ),
+      );
     }
     this.#settling.catch(() => undefined);
   }
@@ -178,8 +196,26 @@ export class FileWrite {
     const st = this.#ufsWriter ? await this.#ufsWriter.complete() : undefined;
     this.settleWholeBlocks();
     await this.#settling;
+    if (this.#uncached) await this.#dropCopy();
     const blocks = this.#lengths.map((length, i) => ({ id: blockIdOf(this.containerId, i), length }));
-    return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: this.#cache, ...(st && this.#ufsAt ? { ufsAt: this.#ufsAt } : {}) };
+    return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: this.#cache && !this.#uncached, ...(st && this.#ufsAt ? { ufsAt: this.#ufsAt } : {}) };
+  }
+
+  /** Whether `err` is a write-through's cached copy finding no room: then the write goes on without it. */
+  #noRoomForCopy(err: unknown): boolean {
+    if (!this.#through || !(err instanceof StrataError) || err.code !== 'NO_SPACE') return false;
+    this.#uncached = true;
+    return true;
+  }
+
+  /** Drops the cached copy written so far (its pages and pins); the store gets every byte anyway. */
+  async #dropCopy(): Promise<void> {
+    await this.#settling.catch(() => undefined);
+    const writers = [...this.#done, ...(this.#cur ? [this.#cur] : [])];
+    this.#done.length = 0;
+    this.#committed = 0;
+    this.#cur = undefined;
+    for (const w of writers) await w.abort();
   }
 
   async abort(): Promise<void> {
