@@ -13,7 +13,7 @@ import { StrataError } from '../common/errors';
 import { dataRuns } from '../common/extents';
 import { UfsPlace, WriteFileResponse, WriteType, blockIdOf } from '../common/protocol';
 import type { UfsWriter } from '../ufs/ufs';
-import type { BlockPageWriter, PageStore } from './page-store';
+import { TierFullOfPinnedPagesError, type BlockPageWriter, type PageStore } from './page-store';
 
 const ZEROS = Buffer.alloc(1024 * 1024);
 
@@ -32,9 +32,9 @@ export class FileWrite {
   readonly #ufsAt: UfsPlace | undefined;
   readonly #cache: boolean;
   /**
-   * A write-through whose cached copy found no room (NO_SPACE: the tier is full of
-   * pinned pages): the copy is dropped and the write goes on to the store alone, as
-   * THROUGH. Its blocks are pinned while written, so a big file would fill the cache.
+   * A write-through whose cached copy found its tier full of pinned pages: the copy
+   * is dropped and the write goes on to the store alone, as THROUGH. (Its blocks are
+   * pinned while written, so a file larger than the cache would fill it.)
    */
   #uncached = false;
   readonly #through: boolean;
@@ -201,9 +201,12 @@ export class FileWrite {
     return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: this.#cache && !this.#uncached, ...(st && this.#ufsAt ? { ufsAt: this.#ufsAt } : {}) };
   }
 
-  /** Whether `err` is a write-through's cached copy finding no room: then the write goes on without it. */
+  /**
+   * Whether `err` is a write-through's cached copy finding its tier full of pinned
+   * pages: then the write goes on without it. A full disk fails the write as before.
+   */
   #noRoomForCopy(err: unknown): boolean {
-    if (!this.#through || !(err instanceof StrataError) || err.code !== 'NO_SPACE') return false;
+    if (!this.#through || !(err instanceof TierFullOfPinnedPagesError)) return false;
     this.#uncached = true;
     return true;
   }

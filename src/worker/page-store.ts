@@ -102,6 +102,17 @@ export interface BlockPageWriter {
   abort(): Promise<void>;
 }
 
+/**
+ * NO_SPACE because a tier's quota is taken by pages that may not be dropped (pinned,
+ * or not persisted yet), not because its disk is full: a write-through then goes on
+ * without its cached copy (see FileWrite), where a full disk still fails the write.
+ */
+export class TierFullOfPinnedPagesError extends StrataError {
+  constructor(message: string) {
+    super('NO_SPACE', message);
+  }
+}
+
 export class PageStore {
   readonly pageSize: number;
   readonly #tiers: Tier[];
@@ -707,7 +718,7 @@ export class PageStore {
       for (const p of stale) tier.lru.delete(key(p.block, p.index));
       if (!victim) {
         if (stale.length > 0) continue;
-        throw new StrataError('NO_SPACE', `tier ${tier.name} is full of pages that cannot be dropped (pinned or not persisted yet)`);
+        throw new TierFullOfPinnedPagesError(`tier ${tier.name} is full of pages that cannot be dropped (pinned or not persisted yet)`);
       }
       if (below) {
         try {
