@@ -29,10 +29,34 @@ const CLI_ENTRY = nodePath.resolve(__dirname, '..', '..', '..', 'bin', 'strata')
 /** Set for the children of `strata local`: they obey their parent, not terminal signals. */
 const CHILD_ENV = 'STRATA_LOCAL_CHILD';
 
-function fail(err: unknown): never {
+/** Set once the process is on its way out: the first reason to exit is the one reported. */
+let exiting = false;
+
+/**
+ * Exits with `code` once what was written to stdout and stderr has left the process.
+ * process.exit() at once drops what still waits in a pipe's queue: `strata fs cat
+ * /big /missing | wc -c` lost a random part of /big. A write of nothing calls back
+ * after every earlier write to the stream (or with an error, when the stream is gone).
+ */
+function exitWhenFlushed(code: number): void {
+  if (exiting) return;
+  exiting = true;
+  process.exitCode = code;
+  const streams = [process.stdout, process.stderr].filter((s) => !s.destroyed);
+  let pending = streams.length;
+  if (pending === 0) process.exit(code);
+  for (const s of streams) {
+    s.write('', () => {
+      if (--pending === 0) process.exit(code);
+    });
+  }
+}
+
+function fail(err: unknown): void {
+  if (exiting) return;
   const e = toStrataError(err);
   process.stderr.write(errorLine(e));
-  process.exit(exitCodeOf(e));
+  exitWhenFlushed(exitCodeOf(e));
 }
 
 /** Creates the home directory and checks that it is usable, before anything starts. */
@@ -665,10 +689,10 @@ export async function main(argv: string[]): Promise<void> {
     await program.parseAsync(args, { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return exitWhenFlushed(0);
       // Help shown because a command was missing (`strata fs`) is a usage error; asked for (`strata help`) it is not.
-      if (err.code === 'commander.help') process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
-      process.exit(EXIT_USAGE);
+      if (err.code === 'commander.help') return exitWhenFlushed(err.exitCode === 0 ? 0 : EXIT_USAGE);
+      return exitWhenFlushed(EXIT_USAGE);
     }
     fail(err);
   }

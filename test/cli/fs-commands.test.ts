@@ -4,8 +4,9 @@ import t from 'tap';
 import { Command } from 'commander';
 import { parseDuration, registerFsCommands } from '../../src/cli/fs-commands';
 import { StrataError } from '../../src/common/errors';
-import { spawn } from 'node:child_process';
-import { promises as fsp, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import * as net from 'node:net';
+import { closeSync, constants as fsConstants, openSync, promises as fsp, readFileSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -115,5 +116,34 @@ t.test('against a cluster', async (t) => {
     t.equal(few.bytes, 4 * body.length);
     t.comment(`peak RSS: ${few.maxRssKb} kB for 4 files, ${r.maxRssKb} kB for 96`);
     t.ok(r.maxRssKb > 0 && r.maxRssKb - few.maxRssKb < 32 * 1024, 'the peak RSS does not grow with the number of files');
+  });
+
+  await t.test('a failure after output started keeps what was written to a pipe (defect 2)', async (t) => {
+    // 1000 files, 250 KB of `stat` text: more than a pipe holds. Through a non-blocking pipe (a FIFO opened
+    // O_NONBLOCK, as a shell pipeline can hand over) whose reader is slow, the rest waits in the process when /missing fails.
+    await fsp.mkdir(u('wide'));
+    for (let i = 0; i < 1000; i++) await fsp.writeFile(u(`wide/file-${String(i).padStart(4, '0')}`), '');
+    const all = await runFs(c.masterUrl, ['stat', '/wide/*']);
+    t.equal(all.code, 0);
+    t.ok(all.bytes > 200_000, `${all.bytes} bytes of stat output`);
+    const fifo = path.join(c.root, 'out.fifo');
+    spawnSync('mkfifo', [fifo]);
+    const readEnd = openSync(fifo, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    const writeEnd = openSync(fifo, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+    const reader = new net.Socket({ fd: readEnd, readable: true, writable: false });
+    let bytes = 0;
+    reader.on('data', (d: Buffer) => {
+      bytes += d.length;
+      reader.pause();
+      setTimeout(() => reader.resume(), 20);
+    });
+    const ended = new Promise((resolve) => reader.once('close', resolve));
+    const r = runFs(c.masterUrl, ['stat', '/wide/*', '/missing'], { stdout: writeEnd });
+    closeSync(writeEnd);
+    const done = await r;
+    await ended;
+    t.equal(done.code, 1);
+    t.equal(done.stderr, 'strata: /missing: no such file or directory\n');
+    t.equal(bytes, all.bytes, 'all of the output before the failure arrived before the process exited');
   });
 });
