@@ -9,7 +9,7 @@ import { fork, ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, mkdirSync, statSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { StrataError, toStrataError } from '../common/errors';
-import { EXIT_USAGE, errorLine, exitCodeOf } from './cli-errors';
+import { EXIT_FAILED, EXIT_USAGE, errorLine, exitCodeOf, onPath } from './cli-errors';
 import { CONFIG_KEYS, StrataConfig, configTableMarkdown, maskSecret, parseBytes, resolveConfig, resolveConfigSources } from '../common/config';
 import { createLogger } from '../common/log';
 import { TierSpec, parseTierSpec } from '../worker/page-store';
@@ -53,7 +53,7 @@ function exitWhenFlushed(code: number): void {
 }
 
 function fail(err: unknown): void {
-  if (exiting) return;
+  if (exiting) return; // a broken stdout already said why
   const e = toStrataError(err);
   process.stderr.write(errorLine(e));
   exitWhenFlushed(exitCodeOf(e));
@@ -502,9 +502,15 @@ function oneLineUsageErrors(c: Command): void {
 
 export async function main(argv: string[]): Promise<void> {
   // A reader that went away (`strata --help | head -3`) ends the output, not the process with a stack trace.
-  for (const out of [process.stdout, process.stderr]) {
+  // Any other failure of stdout (`> /dev/full`: ENOSPC) ends the command with one line and exit 1.
+  for (const [name, out] of [
+    ['stdout', process.stdout],
+    ['stderr', process.stderr],
+  ] as const) {
     out.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EPIPE') throw err;
+      if (err.code === 'EPIPE' || exiting) return;
+      if (name === 'stdout') process.stderr.write(errorLine(onPath(name, err)));
+      exitWhenFlushed(EXIT_FAILED);
     });
   }
   const program = new Command('strata')

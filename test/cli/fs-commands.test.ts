@@ -146,4 +146,12 @@ t.test('against a cluster', async (t) => {
     t.equal(done.stderr, 'strata: /missing: no such file or directory\n');
     t.equal(bytes, all.bytes, 'all of the output before the failure arrived before the process exited');
   });
+
+  await t.test('stdout that fails other than EPIPE: one line and exit 1, no stack trace (defect 3)', async (t) => {
+    const full = openSync('/dev/full', 'w');
+    t.teardown(() => closeSync(full));
+    const r = await runFs(c.masterUrl, ['cat', '/many/f00'], { stdout: full });
+    t.equal(r.code, 1);
+    t.equal(r.stderr, 'strata: stdout: no space left\n');
+  });
 });
