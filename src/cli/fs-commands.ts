@@ -25,7 +25,7 @@ import { BlockInfo, DirEntry, FileAttributes, FileBlocksResponse, LoadBlockRespo
 import { StrataFileSystem } from '../client/file-system';
 import type { FileReader } from '../client/file-reader';
 import { at, onPath, pathError, usageError } from './cli-errors';
-import { expandGlob, hasGlob, literalPrefix, unescapeGlob } from './glob';
+import { expandGlob, hasGlob, literalPrefix, namesDirectory, unescapeGlob } from './glob';
 import { Progress, human, percent, rate } from './progress';
 
 interface FsOpts {
@@ -99,7 +99,10 @@ async function expand(fs: StrataFileSystem, args: string[]): Promise<Operands> {
   const paths: string[] = [];
   for (const arg of args) {
     if (!hasGlob(arg)) {
-      paths.push(strataPath(unescapeGlob(arg)));
+      const path = strataPath(unescapeGlob(arg));
+      // `rm /g/file/` must not remove the file: a trailing `/` names a directory, as rm(1) and a shell take it.
+      if (namesDirectory(arg) && (await at(path, () => fs.getattr(path))).type !== 'directory') throw pathError(`${path}/`, 'NOT_DIRECTORY', 'not a directory');
+      paths.push(path);
       continue;
     }
     if (!arg.startsWith('/')) throw usageError(`${arg}: not an absolute Strata path (start it with /)`);

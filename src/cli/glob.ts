@@ -184,13 +184,20 @@ export interface GlobEntry {
 /** Lists a directory; undefined when it is missing or not a directory (then it holds no matches). */
 export type GlobLister = (dir: string) => Promise<GlobEntry[] | undefined>;
 
+/** Whether a path argument ends in `/` (and is not just `/`): then it names a directory, as in a shell and rm(1). */
+export function namesDirectory(path: string): boolean {
+  return path.length > 1 && path.endsWith('/');
+}
+
 /**
  * The absolute paths matching an absolute `pattern`, sorted per component, found by
  * listing each candidate parent with `list`. Components before the first pattern are
- * taken as they are; every later component must exist, as in a shell. [] when
- * nothing matches.
+ * taken as they are; every later component must exist, as in a shell. A pattern
+ * ending in `/` (`/data/day=?/`) matches directories only. [] when nothing matches.
  */
 export async function expandGlob(pattern: string, list: GlobLister): Promise<string[]> {
+  // Splitting drops the empty component after a trailing `/`; what it said is kept here.
+  const directoriesOnly = namesDirectory(pattern);
   const components = pattern
     .split('/')
     .filter((c) => c.length > 0)
@@ -207,7 +214,7 @@ export async function expandGlob(pattern: string, list: GlobLister): Promise<str
       const entries = await list(dir);
       if (!entries) continue;
       const names = entries
-        .filter((e) => (last || e.type === 'directory' || e.type === 'symlink') && comp.matches(e.name))
+        .filter((e) => (last ? !directoriesOnly || e.type === 'directory' : e.type === 'directory' || e.type === 'symlink') && comp.matches(e.name))
         .map((e) => e.name)
         .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
       for (const name of names) next.push(join(dir, name));

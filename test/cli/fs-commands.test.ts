@@ -154,4 +154,20 @@ t.test('against a cluster', async (t) => {
     t.equal(r.code, 1);
     t.equal(r.stderr, 'strata: stdout: no space left\n');
   });
+
+  await t.test('a trailing / names directories: patterns match only them, a literal file fails (defect 4)', async (t) => {
+    await fsp.mkdir(u('slash/d1'), { recursive: true });
+    await fsp.mkdir(u('slash/d2'));
+    await fsp.writeFile(u('slash/f1'), 'f1');
+    await fsp.writeFile(u('slash/file'), 'file');
+    const rmFile = await runFs(c.masterUrl, ['rm', '/slash/file/']);
+    t.equal(rmFile.code, 1);
+    t.equal(rmFile.stderr, 'strata: /slash/file/: not a directory\n', 'as rm(1): not a directory');
+    const rmDirs = await runFs(c.masterUrl, ['rm', '-r', '/slash/*/']);
+    t.equal(rmDirs.code, 0, rmDirs.stderr);
+    t.same((await fsp.readdir(u('slash'))).sort(), ['f1', 'file'], 'the directories went, the files stayed');
+    const ls = await runFs(c.masterUrl, ['ls', '/slash/']);
+    t.equal(ls.code, 0, 'a directory with a trailing / is fine');
+    t.match(ls.stdout, /f1\n.*file\n$/);
+  });
 });

@@ -1,7 +1,7 @@
 /** The glob matcher and expander of `strata fs` path arguments, without a cluster. */
 
 import t from 'tap';
-import { compileComponent, expandGlob, GlobEntry, hasGlob, literalPrefix, matchGlob, unescapeGlob } from '../../src/cli/glob';
+import { compileComponent, expandGlob, GlobEntry, hasGlob, literalPrefix, matchGlob, namesDirectory, unescapeGlob } from '../../src/cli/glob';
 
 t.test('matchGlob: *, ? and literal characters', async (t) => {
   const yes: [string, string][] = [
@@ -95,6 +95,9 @@ t.test('hasGlob and unescapeGlob', async (t) => {
   t.equal(literalPrefix('/a\\*b/c?'), '/a*b');
   t.equal(literalPrefix('/*'), '/');
   t.equal(literalPrefix('/x/y'), '/x/y');
+  t.ok(namesDirectory('/x/'));
+  t.notOk(namesDirectory('/x'));
+  t.notOk(namesDirectory('/'), 'the root is a directory anyway');
 });
 
 /** A fake namespace: directory path -> entries. */
@@ -130,6 +133,11 @@ t.test('expandGlob against a namespace', async (t) => {
   t.same(await expandGlob('/data/day=*/missing', list), [], 'literal components after a pattern must exist');
   t.same(await expandGlob('//data///?.csv', list), ['/data/c.csv'], 'doubled slashes are one');
   t.same(await expandGlob('/data/a.parquet', list), ['/data/a.parquet'], 'a path without patterns is itself, unchecked');
+  // Reproduces a bug: the trailing `/` was dropped with the empty component after it, so `rm -r '/g/*/'` removed files too.
+  t.same(await expandGlob('/tmp/x*/', list), ['/tmp/xdir'], 'a pattern ending in / matches directories only');
+  t.same(await expandGlob('/data/day=*/', list), ['/data/day=1', '/data/day=2'], 'day=3 is a file');
+  t.same(await expandGlob('/*/', list), ['/data', '/tmp']);
+  t.same(await expandGlob('/data/*.parquet/', list), [], 'files only: no match');
 });
 
 t.test('expandGlob passes listing failures on', async (t) => {
