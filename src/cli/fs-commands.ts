@@ -10,7 +10,7 @@
  */
 
 import { Command, Option } from 'commander';
-import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
+import { createReadStream, createWriteStream, promises as fsp, Stats } from 'node:fs';
 import * as nodePath from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable, Writable } from 'node:stream';
@@ -21,10 +21,10 @@ import { resolveConfig } from '../common/config';
 import { clientToken } from '../common/auth';
 import { silentLogger } from '../common/log';
 import { normalizePath, joinPath } from '../common/paths';
-import { BlockInfo, DirEntry, FileAttributes, FileBlocksResponse, LoadBlockResponse, TtlAction, WorkerInfo, timespecToMs } from '../common/protocol';
+import { BlockInfo, DirEntry, FileAttributes, FileBlocksResponse, FileType, LoadBlockResponse, TtlAction, WorkerInfo, timespecToMs } from '../common/protocol';
 import { StrataFileSystem } from '../client/file-system';
 import type { FileReader } from '../client/file-reader';
-import { at, onPath, pathError, usageError } from './cli-errors';
+import { at, errorLine, onPath, pathError, usageError } from './cli-errors';
 import { expandGlob, hasGlob, literalPrefix, namesDirectory, unescapeGlob } from './glob';
 import { Progress, human, percent, rate } from './progress';
 
@@ -222,16 +222,70 @@ const ignoreExists = (err: unknown) => {
   if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
 };
 
+/** How messages name the file types that are neither a regular file, a directory nor a symbolic link. */
+const SPECIAL_TYPES: Partial<Record<FileType, string>> = { fifo: 'a named pipe (fifo)', socket: 'a socket', chardev: 'a character device', blockdev: 'a block device' };
+
+/** A special file's type as messages name it, or undefined for a regular file, a directory or a symbolic link. */
+function specialTypeName(type: FileType): string | undefined {
+  return SPECIAL_TYPES[type];
+}
+
+/** The type of a local file, from lstat. */
+function localType(st: Stats): FileType {
+  if (st.isFile()) return 'file';
+  if (st.isDirectory()) return 'directory';
+  if (st.isSymbolicLink()) return 'symlink';
+  if (st.isFIFO()) return 'fifo';
+  if (st.isSocket()) return 'socket';
+  return st.isCharacterDevice() ? 'chardev' : 'blockdev';
+}
+
+/** Symbolic links followed in a row before giving up, as Linux's MAXSYMLINKS. */
+const MAX_SYMLINK_HOPS = 40;
+
+/**
+ * Follows `path` while it is a symbolic link. The master never follows links, and
+ * a link is resolved by whoever reads it: a relative target within Strata is
+ * followed here; an absolute one names a path on the host that reads it through
+ * a mount, which this process cannot know, and fails with a clear error.
+ */
+async function followSymlinks(fs: StrataFileSystem, path: string): Promise<{ path: string; attrs: FileAttributes }> {
+  let current = path;
+  for (let hops = 0; ; hops++) {
+    const attrs = await at(path, () => fs.getattr(current));
+    if (attrs.type !== 'symlink') return { path: current, attrs };
+    if (hops === MAX_SYMLINK_HOPS) throw pathError(path, 'TOO_MANY_LINKS', 'too many levels of symbolic links');
+    const target = attrs.target ?? '';
+    const outside = () => pathError(path, 'NOT_SUPPORTED', `symbolic link to '${target}', outside Strata (the host reading it through a mount resolves it)`);
+    if (target.startsWith('/')) throw outside();
+    const parts = current.split('/').filter(Boolean);
+    parts.pop();
+    for (const c of target.split('/')) {
+      if (c === '' || c === '.') continue;
+      if (c !== '..') parts.push(c);
+      else if (parts.pop() === undefined) throw outside();
+    }
+    current = '/' + parts.join('/');
+  }
+}
+
 /** What a copy did, for its summary. */
 interface CopyStats {
   files: number;
   directories: number;
+  symlinks: number;
+  /** Special files (named pipes, sockets, devices) of a local tree left out. */
+  skipped: number;
   bytes: number;
 }
 
-/** Copies files and trees between local disk and Strata, counting what it did and driving an optional progress display. */
+/**
+ * Copies files and trees between local disk and Strata, counting what it did and
+ * driving an optional progress display. Symbolic links are copied as links;
+ * special files of a local tree are skipped with a warning, never opened (a named
+ * pipe would block the copy forever). */
 class Copier {
-  readonly stats: CopyStats = { files: 0, directories: 0, bytes: 0 };
+  readonly stats: CopyStats = { files: 0, directories: 0, symlinks: 0, skipped: 0, bytes: 0 };
   readonly #fs: StrataFileSystem;
   readonly #recursive: boolean;
   #progress: Progress | undefined;
@@ -247,23 +301,34 @@ class Copier {
 
   #bytes = (n: number) => {
     this.stats.bytes += n;
-    this.#progress?.update(this.stats.bytes, this.stats.files);
+    this.#progress?.update(this.stats.bytes, this.stats.files + this.stats.symlinks);
   };
 
   #fileDone(): void {
     this.stats.files++;
-    this.#progress?.update(this.stats.bytes, this.stats.files);
+    this.#progress?.update(this.stats.bytes, this.stats.files + this.stats.symlinks);
+  }
+
+  #symlinkDone(): void {
+    this.stats.symlinks++;
+    this.#progress?.update(this.stats.bytes, this.stats.files + this.stats.symlinks);
   }
 
   #needsRecursive(l: Location): never {
     throw pathError(label(l), 'IS_DIRECTORY', 'is a directory (use -r)');
   }
 
-  /** Files and bytes below `src`, for the progress totals. */
+  #refuseSpecial(l: Location, type: FileType): never {
+    throw pathError(label(l), 'NOT_SUPPORTED', `is ${specialTypeName(type)}; cp copies files, directories and symbolic links`);
+  }
+
+  /** Files (and symbolic links) and bytes below `src`, for the progress totals. */
   async plan(src: Location): Promise<{ files: number; bytes: number }> {
     if (!src.strata) {
-      const st = await at(src.path, () => fsp.stat(src.path));
-      if (!st.isDirectory()) return { files: 1, bytes: st.size };
+      const st = await at(src.path, () => fsp.lstat(src.path));
+      if (st.isFile()) return { files: 1, bytes: st.size };
+      if (st.isSymbolicLink()) return { files: 1, bytes: 0 };
+      if (!st.isDirectory()) return { files: 0, bytes: 0 };
       const sum = { files: 0, bytes: 0 };
       for (const name of await at(src.path, () => fsp.readdir(src.path))) {
         const r = await this.plan({ strata: false, path: nodePath.join(src.path, name) });
@@ -279,25 +344,39 @@ class Copier {
           const r = await walk(joinPath(dir, e.name));
           sum.files += r.files;
           sum.bytes += r.bytes;
-        } else {
+        } else if (e.type === 'file' || e.type === 'symlink') {
           sum.files++;
-          sum.bytes += e.size;
+          sum.bytes += e.type === 'file' ? e.size : 0;
         }
       }
       return sum;
     };
     const a = await at(label(src), () => this.#fs.getattr(src.path));
-    return a.type === 'directory' ? walk(src.path) : { files: 1, bytes: a.size };
+    return a.type === 'directory' ? walk(src.path) : { files: 1, bytes: a.type === 'file' ? a.size : 0 };
   }
 
-  async localToStrata(src: string, dst: string): Promise<void> {
+  /** Copies `src` to `dst`; `top` is the path the user named, which is followed when it is a link and the copy is not recursive, as cp(1) does. */
+  async localToStrata(src: string, dst: string, top = true): Promise<void> {
     const to: Location = { strata: true, path: dst };
-    const st = await at(src, () => fsp.stat(src));
-    if (st.isDirectory()) {
+    const st = await at(src, () => (top && !this.#recursive ? fsp.stat(src) : fsp.lstat(src)));
+    const type = localType(st);
+    if (type === 'directory') {
       if (!this.#recursive) this.#needsRecursive({ strata: false, path: src });
       await at(label(to), () => this.#fs.mkdir(dst, st.mode & 0o7777).catch(ignoreExists));
       this.stats.directories++;
-      for (const name of await at(src, () => fsp.readdir(src))) await this.localToStrata(nodePath.join(src, name), joinPath(dst, name));
+      for (const name of await at(src, () => fsp.readdir(src))) await this.localToStrata(nodePath.join(src, name), joinPath(dst, name), false);
+      return;
+    }
+    if (type === 'symlink') {
+      const target = await at(src, () => fsp.readlink(src));
+      await at(label(to), () => this.#fs.symlink(dst, target));
+      this.#symlinkDone();
+      return;
+    }
+    if (type !== 'file') {
+      if (top) this.#refuseSpecial({ strata: false, path: src }, type);
+      process.stderr.write(errorLine(pathError(src, 'NOT_SUPPORTED', `skipped: ${specialTypeName(type)}`)));
+      this.stats.skipped++;
       return;
     }
     await at(label(to), () => this.#fs.writeFile(dst, countedLocalStream(src, this.#bytes), st.size, st.mode & 0o7777));
@@ -314,6 +393,12 @@ class Copier {
       for (const e of await at(label(from), () => this.#fs.readdir(src))) await this.strataToLocal(joinPath(src, e.name), nodePath.join(dst, e.name));
       return;
     }
+    if (a.type === 'symlink') {
+      await at(dst, () => fsp.symlink(a.target ?? '', dst));
+      this.#symlinkDone();
+      return;
+    }
+    if (a.type !== 'file') this.#refuseSpecial(from, a.type);
     const reader = await at(label(from), () => this.#fs.openReader(src));
     try {
       await at(dst, () => pipeline(readerStream(reader, label(from), this.#bytes), createWriteStream(dst, { mode: a.mode & 0o777 })));
@@ -334,6 +419,12 @@ class Copier {
       for (const e of await at(label(from), () => this.#fs.readdir(src))) await this.strataToStrata(joinPath(src, e.name), joinPath(dst, e.name));
       return;
     }
+    if (a.type === 'symlink') {
+      await at(label(to), () => this.#fs.symlink(dst, a.target ?? ''));
+      this.#symlinkDone();
+      return;
+    }
+    if (a.type !== 'file') this.#refuseSpecial(from, a.type);
     const reader = await at(label(from), () => this.#fs.openReader(src));
     try {
       await at(label(to), () => this.#fs.writeFile(dst, readerStream(reader, label(from), this.#bytes), reader.size, a.mode));
@@ -557,7 +648,10 @@ ${examples([
       withFs(o, async (fs) => {
         const { paths } = await expand(fs, args);
         for (const path of paths) {
-          const reader = await at(path, () => fs.openReader(path));
+          const target = await followSymlinks(fs, path);
+          const special = specialTypeName(target.attrs.type);
+          if (special) throw pathError(path, 'NOT_SUPPORTED', `is ${special}, which holds no bytes to print`);
+          const reader = await at(path, () => fs.openReader(target.path));
           try {
             if (!(await copyToOutput(reader, path, process.stdout))) return;
           } finally {
@@ -596,7 +690,9 @@ ${examples([
         }
         const started = Date.now();
         const copier = new Copier(fs, !!o.recursive);
-        const isTree = o.recursive ? (src.strata ? (await at(label(src), () => fs.getattr(src.path))).type === 'directory' : (await at(src.path, () => fsp.stat(src.path))).isDirectory()) : false;
+        // Without -r, a link named on the command line is followed, as cp(1) follows it; with -r it is copied as a link.
+        if (src.strata && !o.recursive) src.path = (await followSymlinks(fs, src.path)).path;
+        const isTree = o.recursive ? (src.strata ? (await at(label(src), () => fs.getattr(src.path))).type === 'directory' : (await at(src.path, () => fsp.lstat(src.path))).isDirectory()) : false;
         // A copy inside its own source would list the copy as it goes, and copy it again, one level deeper each time.
         if (isTree && src.strata && dst.strata && (src.path === '/' || dstPath === src.path || dstPath.startsWith(src.path + '/'))) {
           throw usageError(`cannot copy a directory, ${label(src)}, into itself, strata:${dstPath}`);
@@ -615,11 +711,13 @@ ${examples([
           progress?.stop();
         }
         const ms = Date.now() - started;
-        const { files, directories, bytes } = copier.stats;
-        if (o.json) printJson({ files, directories, bytes, ms, bytesPerSecond: ms > 0 ? Math.round((bytes * 1000) / ms) : bytes });
+        const { files, directories, symlinks, skipped, bytes } = copier.stats;
+        if (o.json) printJson({ files, directories, symlinks, skipped, bytes, ms, bytesPerSecond: ms > 0 ? Math.round((bytes * 1000) / ms) : bytes });
         else if (isTree) {
+          const links = symlinks ? `, ${symlinks} symbolic link${symlinks === 1 ? '' : 's'}` : '';
+          const left = skipped ? `; skipped ${skipped} special file${skipped === 1 ? '' : 's'}` : '';
           process.stdout.write(
-            `copied ${files} file${files === 1 ? '' : 's'} and ${directories} director${directories === 1 ? 'y' : 'ies'}, ${human(bytes)} (${bytes} bytes) in ${(ms / 1000).toFixed(1)} s, ${rate(bytes, ms)}\n`,
+            `copied ${files} file${files === 1 ? '' : 's'}${links} and ${directories} director${directories === 1 ? 'y' : 'ies'}, ${human(bytes)} (${bytes} bytes) in ${(ms / 1000).toFixed(1)} s, ${rate(bytes, ms)}${left}\n`,
           );
         }
       }),

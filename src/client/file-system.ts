@@ -27,6 +27,7 @@ import { WorkerClient, workerUnreachable } from './worker-client';
 import { WorkerRouter } from './worker-router';
 import { ShortCircuitReader, type PageRange } from './short-circuit';
 import { INCOMING_DIR } from '../common/protocol';
+import { basename, dirname } from '../common/paths';
 
 export interface FileSystemOptions {
   masterUrl: string;
@@ -363,6 +364,14 @@ export class StrataFileSystem {
 
   async mkdir(path: string, mode: number): Promise<FileAttributes> {
     return this.master.mkdir(path, mode & 0o7777);
+  }
+
+  /** Creates a symbolic link at `path` holding `target` as given: whoever follows it resolves it. */
+  async symlink(path: string, target: string): Promise<FileAttributes> {
+    const parentPath = dirname(path);
+    const parent = await this.master.stat(parentPath);
+    if (parent.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${parentPath} is not a directory`);
+    return this.master.symlinkAt(parent.ino, basename(path), target);
   }
 
   async rmdir(path: string): Promise<void> {

@@ -10,7 +10,7 @@ import { closeSync, constants as fsConstants, openSync, promises as fsp, readFil
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CLI, CliResult, startLocal } from '../helpers/cluster';
+import { CLI, CliResult, startLocal, tempRoot } from '../helpers/cluster';
 
 function fsCommands(): Command {
   const program = new Command('strata');
@@ -62,12 +62,14 @@ t.test('parseDuration', async (t) => {
 // ---- against a real cluster ------------------------------------------------------
 
 /** Runs `strata fs ARGS… --master URL` with stdout going where `stdout` says, and the peak RSS of the process (kB, from time(1)). */
-function runFs(masterUrl: string, args: string[], opts: { stdout?: 'pipe' | number; slowReader?: boolean } = {}): Promise<CliResult & { bytes: number; maxRssKb: number }> {
+function runFs(masterUrl: string, args: string[], opts: { stdout?: 'pipe' | number; slowReader?: boolean; timeoutMs?: number } = {}): Promise<CliResult & { bytes: number; maxRssKb: number }> {
   const rssFile = path.join(os.tmpdir(), `strata-cli-rss-${process.pid}-${Math.random().toString(36).slice(2)}`);
   return new Promise((resolve) => {
     const p = spawn('/usr/bin/time', ['-f', '%M', '-o', rssFile, process.execPath, CLI, 'fs', ...args, '--master', masterUrl], {
       stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'],
       env: { ...process.env, STRATA_LOG_LEVEL: 'warn' },
+      // Its own process group: a copy that hangs is killed with time(1), not left behind.
+      detached: true,
     });
     let stdout = '';
     let bytes = 0;
@@ -82,7 +84,13 @@ function runFs(masterUrl: string, args: string[], opts: { stdout?: 'pipe' | numb
       }
     });
     p.stderr!.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => p.kill('SIGKILL'), 120_000);
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-p.pid!, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }, opts.timeoutMs ?? 120_000);
     p.on('close', (code) => {
       clearTimeout(timer);
       let maxRssKb = 0;
@@ -99,6 +107,9 @@ function runFs(masterUrl: string, args: string[], opts: { stdout?: 'pipe' | numb
 
 t.test('against a cluster', async (t) => {
   const c = await startLocal(t);
+  const local = tempRoot('strata-cli-fs-');
+  t.teardown(() => fsp.rm(local, { recursive: true, force: true }));
+  const l = (p: string) => path.join(local, p);
   const m = (p: string) => path.join(c.mnt, p);
   const u = (p: string) => path.join(c.ufsDir, p);
 
@@ -169,5 +180,68 @@ t.test('against a cluster', async (t) => {
     const ls = await runFs(c.masterUrl, ['ls', '/slash/']);
     t.equal(ls.code, 0, 'a directory with a trailing / is fine');
     t.match(ls.stdout, /f1\n.*file\n$/);
+  });
+
+  await t.test('cp and cat of Strata symbolic links and special files (defect 5)', async (t) => {
+    await fsp.mkdir(m('sl'));
+    await fsp.writeFile(m('sl/a'), 'A');
+    await fsp.symlink('a', m('sl/ln'));
+    await fsp.symlink('nope', m('sl/dang'));
+    await fsp.symlink('/etc/hostname', m('sl/abs'));
+    await fsp.mkdir(m('sp'));
+    t.equal(spawnSync('mkfifo', [m('sp/fifo')]).status, 0, 'a named pipe in Strata');
+
+    const down = await runFs(c.masterUrl, ['cp', '-r', '--json', '--no-progress', 'strata:/sl', l('sl')], { timeoutMs: 30_000 });
+    t.equal(down.code, 0, down.stderr);
+    t.match(JSON.parse(down.stdout), { files: 1, symlinks: 3, directories: 1 });
+    t.equal(await fsp.readlink(l('sl/ln')), 'a', 'links arrive as links');
+    t.equal(await fsp.readlink(l('sl/dang')), 'nope');
+    t.equal(await fsp.readlink(l('sl/abs')), '/etc/hostname');
+    const within = await runFs(c.masterUrl, ['cp', '-r', '--no-progress', 'strata:/sl', 'strata:/sl2'], { timeoutMs: 30_000 });
+    t.equal(within.code, 0, within.stderr);
+    t.equal(await fsp.readlink(m('sl2/ln')), 'a', 'within Strata too');
+    t.equal(await fsp.readlink(m('sl2/abs')), '/etc/hostname');
+    t.equal(await fsp.readFile(m('sl2/a'), 'utf8'), 'A');
+    const one = await runFs(c.masterUrl, ['cp', 'strata:/sl/ln', l('ln-copy')]);
+    t.equal(one.code, 0, one.stderr);
+    t.equal(await fsp.readFile(l('ln-copy'), 'utf8'), 'A', 'without -r a named link is followed, as cp(1) does');
+
+    const cat = await runFs(c.masterUrl, ['cat', '/sl/ln']);
+    t.equal(cat.code, 0, cat.stderr);
+    t.equal(cat.stdout, 'A', 'cat follows a relative link');
+    const abs = await runFs(c.masterUrl, ['cat', '/sl/abs']);
+    t.equal(abs.code, 1);
+    t.equal(abs.stderr, "strata: /sl/abs: symbolic link to '/etc/hostname', outside Strata (the host reading it through a mount resolves it)\n");
+    const dang = await runFs(c.masterUrl, ['cat', '/sl/dang']);
+    t.equal(dang.stderr, 'strata: /sl/dang: no such file or directory\n');
+
+    const fifo = await runFs(c.masterUrl, ['cp', '-r', '--no-progress', 'strata:/sp', l('sp')], { timeoutMs: 30_000 });
+    t.equal(fifo.code, 1);
+    t.equal(fifo.stderr, 'strata: strata:/sp/fifo: is a named pipe (fifo); cp copies files, directories and symbolic links\n');
+    const catFifo = await runFs(c.masterUrl, ['cat', '/sp/fifo']);
+    t.equal(catFifo.code, 1);
+    t.equal(catFifo.stderr, 'strata: /sp/fifo: is a named pipe (fifo), which holds no bytes to print\n');
+  });
+
+  await t.test('cp -r from local disk copies links as links and skips named pipes, never opening them (defect 6)', async (t) => {
+    await fsp.mkdir(l('t/sub'), { recursive: true });
+    await fsp.writeFile(l('t/f'), 'F');
+    await fsp.symlink('f', l('t/lf'));
+    await fsp.symlink('nope', l('t/dang'));
+    await fsp.symlink('..', l('t/sub/up'));
+    t.equal(spawnSync('mkfifo', [l('t/p')]).status, 0);
+    const up = await runFs(c.masterUrl, ['cp', '-r', '--json', '--no-progress', l('t'), 'strata:/t'], { timeoutMs: 30_000 });
+    t.equal(up.code, 0, 'the copy ends');
+    t.match(JSON.parse(up.stdout || '{}'), { files: 1, symlinks: 3, skipped: 1, directories: 2 });
+    t.equal(up.stderr, `strata: ${l('t/p')}: skipped: a named pipe (fifo)\n`, 'one warning for the named pipe');
+    t.equal(await fsp.readlink(m('t/lf')), 'f');
+    t.equal(await fsp.readlink(m('t/dang')), 'nope', 'a dangling link is a link like any other');
+    t.equal(await fsp.readlink(m('t/sub/up')), '..', 'a link making a cycle is not followed');
+    t.same((await fsp.readdir(m('t'))).sort(), ['dang', 'f', 'lf', 'sub']);
+    const text = await runFs(c.masterUrl, ['cp', '-r', '--no-progress', l('t'), 'strata:/t2'], { timeoutMs: 30_000 });
+    t.match(text.stdout, /^copied 1 file, 3 symbolic links and 2 directories, .*; skipped 1 special file\n$/);
+    const fifo = await runFs(c.masterUrl, ['cp', l('t/p'), 'strata:/p'], { timeoutMs: 30_000 });
+    t.equal(fifo.code, 1);
+    t.equal(fifo.stderr, `strata: ${l('t/p')}: is a named pipe (fifo); cp copies files, directories and symbolic links\n`);
   });
 });
