@@ -279,16 +279,29 @@ interface CopyStats {
   bytes: number;
 }
 
+/** f_type of a FUSE file system, from statfs(2). */
+const FUSE_SUPER_MAGIC = 0x65735546;
+
 /**
  * Copies files and trees between local disk and Strata, counting what it did and
  * driving an optional progress display. Symbolic links are copied as links;
  * special files of a local tree are skipped with a warning, never opened (a named
- * pipe would block the copy forever). */
+ * pipe would block the copy forever). A local side may be a Strata mount: each
+ * directory is listed before anything is created in its copy, and a directory
+ * this copy created is never copied again (seen through the mount, it has the
+ * Strata inode number), so a copy into its own source ends.
+ */
 class Copier {
   readonly stats: CopyStats = { files: 0, directories: 0, symlinks: 0, skipped: 0, bytes: 0 };
   readonly #fs: StrataFileSystem;
   readonly #recursive: boolean;
   #progress: Progress | undefined;
+  /** Per local device: whether it is a FUSE mount. */
+  readonly #fuseDevices = new Map<number, boolean>();
+  /** Inode numbers of the directories this copy created on a local FUSE mount. */
+  readonly #createdOnMount = new Set<number>();
+  /** Strata inode numbers of the directories this copy created in Strata. */
+  readonly #createdInStrata = new Set<number>();
 
   constructor(fs: StrataFileSystem, recursive: boolean) {
     this.#fs = fs;
@@ -320,6 +333,15 @@ class Copier {
 
   #refuseSpecial(l: Location, type: FileType): never {
     throw pathError(label(l), 'NOT_SUPPORTED', `is ${specialTypeName(type)}; cp copies files, directories and symbolic links`);
+  }
+
+  async #onFuse(dev: number, path: string): Promise<boolean> {
+    let fuse = this.#fuseDevices.get(dev);
+    if (fuse === undefined) {
+      fuse = (await fsp.statfs(path).catch(() => undefined))?.type === FUSE_SUPER_MAGIC;
+      this.#fuseDevices.set(dev, fuse);
+    }
+    return fuse;
   }
 
   /** Files (and symbolic links) and bytes below `src`, for the progress totals. */
@@ -362,9 +384,17 @@ class Copier {
     const type = localType(st);
     if (type === 'directory') {
       if (!this.#recursive) this.#needsRecursive({ strata: false, path: src });
-      await at(label(to), () => this.#fs.mkdir(dst, st.mode & 0o7777).catch(ignoreExists));
+      const names = await at(src, () => fsp.readdir(src));
+      const made = await at(label(to), async () => (await this.#fs.mkdir(dst, st.mode & 0o7777).catch(ignoreExists)) ?? (await this.#fs.getattr(dst)));
+      this.#createdInStrata.add(made.ino);
       this.stats.directories++;
-      for (const name of await at(src, () => fsp.readdir(src))) await this.localToStrata(nodePath.join(src, name), joinPath(dst, name), false);
+      for (const name of names) {
+        const child = nodePath.join(src, name);
+        // The source is on the mount of this cluster and this is the copy's own output: copying it would never end.
+        const cst = await fsp.lstat(child).catch(() => undefined);
+        if (cst?.isDirectory() && this.#createdInStrata.has(cst.ino) && (await this.#onFuse(cst.dev, child))) continue;
+        await this.localToStrata(child, joinPath(dst, name), false);
+      }
       return;
     }
     if (type === 'symlink') {
@@ -388,9 +418,16 @@ class Copier {
     const a = await at(label(from), () => this.#fs.getattr(src));
     if (a.type === 'directory') {
       if (!this.#recursive) this.#needsRecursive(from);
+      const entries = await at(label(from), () => this.#fs.readdir(src));
       await at(dst, () => fsp.mkdir(dst, { recursive: true }));
+      const made = await at(dst, () => fsp.lstat(dst));
+      if (await this.#onFuse(made.dev, dst)) this.#createdOnMount.add(made.ino);
       this.stats.directories++;
-      for (const e of await at(label(from), () => this.#fs.readdir(src))) await this.strataToLocal(joinPath(src, e.name), nodePath.join(dst, e.name));
+      for (const e of entries) {
+        // The destination is on a mount of this cluster and this is the copy's own output: copying it would never end.
+        if (e.type === 'directory' && this.#createdOnMount.has(e.ino)) continue;
+        await this.strataToLocal(joinPath(src, e.name), nodePath.join(dst, e.name));
+      }
       return;
     }
     if (a.type === 'symlink') {
@@ -414,9 +451,10 @@ class Copier {
     const a = await at(label(from), () => this.#fs.getattr(src));
     if (a.type === 'directory') {
       if (!this.#recursive) this.#needsRecursive(from);
+      const entries = await at(label(from), () => this.#fs.readdir(src));
       await at(label(to), () => this.#fs.mkdir(dst, a.mode).catch(ignoreExists));
       this.stats.directories++;
-      for (const e of await at(label(from), () => this.#fs.readdir(src))) await this.strataToStrata(joinPath(src, e.name), joinPath(dst, e.name));
+      for (const e of entries) await this.strataToStrata(joinPath(src, e.name), joinPath(dst, e.name));
       return;
     }
     if (a.type === 'symlink') {

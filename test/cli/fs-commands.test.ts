@@ -244,4 +244,24 @@ t.test('against a cluster', async (t) => {
     t.equal(fifo.code, 1);
     t.equal(fifo.stderr, `strata: ${l('t/p')}: is a named pipe (fifo); cp copies files, directories and symbolic links\n`);
   });
+
+  await t.test('a copy into its own source through the mount ends (defect 7)', async (t) => {
+    for (const d of ['self', 'self2', 'self3']) {
+      await fsp.mkdir(m(`${d}/a`), { recursive: true });
+      await fsp.writeFile(m(`${d}/f`), 'F');
+      await fsp.writeFile(m(`${d}/a/x`), 'X');
+    }
+    const into = await runFs(c.masterUrl, ['cp', '-r', '--json', '--no-progress', 'strata:/self', m('self/sub')], { timeoutMs: 30_000 });
+    t.equal(into.code, 0, into.stderr);
+    t.match(JSON.parse(into.stdout || '{}'), { files: 2, directories: 2 });
+    t.same((await fsp.readdir(u('self/sub'))).sort(), ['a', 'f'], 'the copy holds the source as it was, not itself');
+    const deeper = await runFs(c.masterUrl, ['cp', '-r', '--json', '--no-progress', 'strata:/self2', m('self2/a/sub')], { timeoutMs: 30_000 });
+    t.equal(deeper.code, 0, deeper.stderr);
+    t.match(JSON.parse(deeper.stdout || '{}'), { files: 2, directories: 2 });
+    t.same((await fsp.readdir(u('self2/a/sub/a'))).sort(), ['x'], 'the directory the copy made is not copied into itself');
+    const back = await runFs(c.masterUrl, ['cp', '-r', '--json', '--no-progress', m('self3'), 'strata:/self3/a/sub'], { timeoutMs: 30_000 });
+    t.equal(back.code, 0, back.stderr);
+    t.match(JSON.parse(back.stdout || '{}'), { files: 2, directories: 2 });
+    t.same((await fsp.readdir(u('self3/a/sub/a'))).sort(), ['x'], 'the same from the mount into Strata');
+  });
 });
