@@ -248,15 +248,16 @@ const MAX_SYMLINK_HOPS = 40;
  * a link is resolved by whoever reads it: a relative target within Strata is
  * followed here; an absolute one names a path on the host that reads it through
  * a mount, which this process cannot know, and fails with a clear error.
+ * Failures name `name` (`strata:/p` for cp).
  */
-async function followSymlinks(fs: StrataFileSystem, path: string): Promise<{ path: string; attrs: FileAttributes }> {
+async function followSymlinks(fs: StrataFileSystem, path: string, name = path): Promise<{ path: string; attrs: FileAttributes }> {
   let current = path;
   for (let hops = 0; ; hops++) {
-    const attrs = await at(path, () => fs.getattr(current));
+    const attrs = await at(name, () => fs.getattr(current));
     if (attrs.type !== 'symlink') return { path: current, attrs };
-    if (hops === MAX_SYMLINK_HOPS) throw pathError(path, 'TOO_MANY_LINKS', 'too many levels of symbolic links');
+    if (hops === MAX_SYMLINK_HOPS) throw pathError(name, 'TOO_MANY_LINKS', 'too many levels of symbolic links');
     const target = attrs.target ?? '';
-    const outside = () => pathError(path, 'NOT_SUPPORTED', `symbolic link to '${target}', outside Strata (the host reading it through a mount resolves it)`);
+    const outside = () => pathError(name, 'NOT_SUPPORTED', `symbolic link to '${target}', outside Strata (the host reading it through a mount resolves it)`);
     if (target.startsWith('/')) throw outside();
     const parts = current.split('/').filter(Boolean);
     parts.pop();
@@ -729,7 +730,7 @@ ${examples([
         const started = Date.now();
         const copier = new Copier(fs, !!o.recursive);
         // Without -r, a link named on the command line is followed, as cp(1) follows it; with -r it is copied as a link.
-        if (src.strata && !o.recursive) src.path = (await followSymlinks(fs, src.path)).path;
+        if (src.strata && !o.recursive) src.path = (await followSymlinks(fs, src.path, label(src))).path;
         const isTree = o.recursive ? (src.strata ? (await at(label(src), () => fs.getattr(src.path))).type === 'directory' : (await at(src.path, () => fsp.lstat(src.path))).isDirectory()) : false;
         // A copy inside its own source would list the copy as it goes, and copy it again, one level deeper each time.
         if (isTree && src.strata && dst.strata && (src.path === '/' || dstPath === src.path || dstPath.startsWith(src.path + '/'))) {
