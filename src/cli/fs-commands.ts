@@ -115,6 +115,26 @@ async function expand(fs: StrataFileSystem, args: string[]): Promise<Operands> {
   return { paths, single: args.length === 1 && !hasGlob(args[0]!) };
 }
 
+/**
+ * The attributes at `path`, or undefined when nothing is there. Only NOT_FOUND means that:
+ * after any other failure (the master briefly away) `mv /d /empty` would replace the empty
+ * directory instead of moving into it.
+ */
+async function attrsIfAny(fs: StrataFileSystem, path: string, name: string): Promise<FileAttributes | undefined> {
+  try {
+    return await fs.getattr(path);
+  } catch (err) {
+    if (toStrataError(err).code === 'NOT_FOUND') return undefined;
+    throw onPath(name, err);
+  }
+}
+
+/** A destination written with a trailing `/` names a directory, as for cp(1) and mv(1): it must be one. */
+function wantDirectory(arg: string, isDirectory: boolean | undefined, name: string): void {
+  if (!arg.endsWith('/') || isDirectory) return;
+  throw isDirectory === undefined ? pathError(name, 'NOT_FOUND', 'no such directory') : pathError(name, 'NOT_DIRECTORY', 'not a directory');
+}
+
 /** An example section for a command's help. */
 function examples(lines: string[]): string {
   // Commander ends the added text with a newline itself.
@@ -721,10 +741,12 @@ ${examples([
         let dstPath = dst.path;
         const base = src.strata ? nodePath.posix.basename(src.path) : nodePath.basename(src.path);
         if (dst.strata) {
-          const d = await fs.getattr(dst.path).catch(() => undefined);
+          const d = await attrsIfAny(fs, dst.path, label(dst));
+          wantDirectory(dstArg, d && d.type === 'directory', label(dst));
           if (d?.type === 'directory') dstPath = joinPath(dst.path, base);
         } else {
-          const d = await fsp.stat(dst.path).catch(() => undefined);
+          const d = await at(dst.path, () => fsp.stat(dst.path).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err))));
+          wantDirectory(dstArg, d && d.isDirectory(), label(dst));
           if (d?.isDirectory()) dstPath = nodePath.join(dst.path, base);
         }
         const started = Date.now();
@@ -879,7 +901,8 @@ ${examples([
         const from = strataPath(srcArg);
         let to = strataPath(dstArg);
         await at(from, () => fs.getattr(from));
-        const d = await fs.getattr(to).catch(() => undefined);
+        const d = await attrsIfAny(fs, to, to);
+        wantDirectory(dstArg, d && d.type === 'directory', to);
         if (d?.type === 'directory') to = joinPath(to, nodePath.posix.basename(from));
         await at(`${from} -> ${to}`, () => fs.rename(from, to));
         if (o.json) printJson({ ok: true, from, to });

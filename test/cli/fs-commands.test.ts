@@ -6,7 +6,7 @@ import { parseDuration, registerFsCommands } from '../../src/cli/fs-commands';
 import { StrataError } from '../../src/common/errors';
 import { spawn, spawnSync } from 'node:child_process';
 import * as net from 'node:net';
-import { closeSync, constants as fsConstants, openSync, promises as fsp, readFileSync, rmSync } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, openSync, promises as fsp, readFileSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -180,6 +180,23 @@ t.test('against a cluster', async (t) => {
     const ls = await runFs(c.masterUrl, ['ls', '/slash/']);
     t.equal(ls.code, 0, 'a directory with a trailing / is fine');
     t.match(ls.stdout, /f1\n.*file\n$/);
+  });
+
+  await t.test('a destination with a trailing / must be a directory, for cp and mv', async (t) => {
+    await fsp.writeFile(l('one'), 'one');
+    const cpMissing = await runFs(c.masterUrl, ['cp', l('one'), 'strata:/nodir/']);
+    t.equal(cpMissing.code, 1);
+    t.equal(cpMissing.stderr, 'strata: strata:/nodir: no such directory\n');
+    const cpFile = await runFs(c.masterUrl, ['cp', l('one'), 'strata:/slash/f1/']);
+    t.equal(cpFile.stderr, 'strata: strata:/slash/f1: not a directory\n');
+    const mvMissing = await runFs(c.masterUrl, ['mv', '/slash/f1', '/nodir/']);
+    t.equal(mvMissing.code, 1);
+    t.equal(mvMissing.stderr, 'strata: /nodir: no such directory\n');
+    t.notOk(existsSync(u('nodir')), 'no file named nodir was made');
+    t.equal(await fsp.readFile(u('slash/f1'), 'utf8'), 'f1', 'nothing was moved or overwritten');
+    const into = await runFs(c.masterUrl, ['cp', l('one'), 'strata:/slash/']);
+    t.equal(into.code, 0, into.stderr);
+    t.equal(await fsp.readFile(u('slash/one'), 'utf8'), 'one', 'into an existing directory, as before');
   });
 
   await t.test('cp and cat of Strata symbolic links and special files (defect 5)', async (t) => {
