@@ -122,32 +122,28 @@ const unpersistedBlocks = async (workerUrl: string): Promise<number> => {
   return Number(m[1]);
 };
 
-// Reproduces a loss: the worker unpinned the blocks as soon as its upload completed; the master then
-// found the object a stray (the file was renamed after the worker's last check) and queued the file
-// again, but the only copy of its bytes could be evicted before the next persist.
-t.test('a persist the master finds a stray keeps its blocks pinned until the file is persisted where it is now; then they are let go', async (t) => {
-  const { ufs, fs, create, workerUrl } = await cluster(t, 'persist-stray-pins', 'ASYNC_THROUGH', { persistInitialWaitMs: 0 });
-  await ufs.mkdir('/d');
-  // The first upload (to /d/x) is renamed away right before it completes: after the worker's last check.
-  // The second (to /d/y, where the file is then) is held until the pins were looked at.
-  let renamed = false;
-  let release: () => void = () => undefined;
-  const held = new Promise<void>((r) => (release = r));
-  let secondStarted = false;
+/**
+ * The store's first upload to `from` has the file renamed to `to` right before it completes
+ * (after the worker's last check: only the master's settle or commit can notice); the next
+ * upload, to `to`, is held at its first write until `release()`.
+ */
+function renameAtCompleteThenHold(fs: StrataFileSystem, create: typeof MemoryUnderFileSystem.prototype.create, from: string, to: string) {
+  const state = { renamed: false, secondStarted: false, release: (): void => undefined };
+  const held = new Promise<void>((r) => (state.release = r));
   MemoryUnderFileSystem.prototype.create = async function (this: MemoryUnderFileSystem, p: string): Promise<UfsWriter> {
     const w = await create.call(this, p);
-    if (p === '/d/x' && !renamed) {
+    if (p === from && !state.renamed) {
       const complete = w.complete.bind(w);
       return Object.assign(w, {
         complete: async () => {
-          renamed = true;
-          await fs.rename('/d/x', '/d/y');
+          state.renamed = true;
+          await fs.rename(from, to);
           return complete();
         },
       });
     }
-    if (p === '/d/y') {
-      secondStarted = true;
+    if (p === to) {
+      state.secondStarted = true;
       const write = w.write.bind(w);
       return Object.assign(w, {
         write: async (chunk: Buffer) => {
@@ -158,15 +154,27 @@ t.test('a persist the master finds a stray keeps its blocks pinned until the fil
     }
     return w;
   };
+  return state;
+}
+
+// Reproduces a loss: the worker unpinned the blocks as soon as its upload completed; the master then
+// found the object a stray (the file was renamed after the worker's last check) and queued the file
+// again, but the only copy of its bytes could be evicted before the next persist.
+t.test('a persist the master finds a stray keeps its blocks pinned until the file is persisted where it is now; then they are let go', async (t) => {
+  const { ufs, fs, create, workerUrl } = await cluster(t, 'persist-stray-pins', 'ASYNC_THROUGH', { persistInitialWaitMs: 0 });
+  await ufs.mkdir('/d');
+  // The first upload (to /d/x) is renamed away right before it completes: after the worker's last check.
+  // The second (to /d/y, where the file is then) is held until the pins were looked at.
+  const hook = renameAtCompleteThenHold(fs, create, '/d/x', '/d/y');
   await fs.writeFile('/d/x', Buffer.from('A, written with ASYNC_THROUGH'), 29);
-  await until('the first upload, renamed before its completion, and the second one under way', async () => renamed && secondStarted);
+  await until('the first upload, renamed before its completion, and the second one under way', async () => hook.renamed && hook.secondStarted);
   t.equal(await ufs.stat('/d/x'), null, 'the object of the first upload was removed as a stray');
   t.equal((await fs.getattr('/d/y')).persistState, 'not_persisted', 'and the file is not recorded as stored');
   // A few heartbeats: none may let the blocks go while the file is not stored.
   await new Promise((r) => setTimeout(r, 1000));
   t.equal(await unpersistedBlocks(workerUrl), 1, 'its block is still pinned on the worker (the only copy of its bytes)');
 
-  release();
+  hook.release();
   await until('A persisted at its new path', async () => (await readObject(ufs, '/d/y')) === 'A, written with ASYNC_THROUGH', 30_000);
   await until('the file recorded as persisted', async () => (await fs.getattr('/d/y')).persistState === 'persisted');
   await until('the pin let go by a heartbeat', async () => (await unpersistedBlocks(workerUrl)) === 0);
@@ -305,46 +313,19 @@ t.test('a file renamed while its close writes it through: the close succeeds and
 t.test('a write-through whose object a rename made a stray at its commit keeps its blocks pinned until it is persisted where it is now', async (t) => {
   const { ufs, fs, create, workerUrl } = await cluster(t, 'through-stray-pins', 'CACHE_THROUGH', { persistInitialWaitMs: 0 });
   await fs.mkdir('/d', 0o755);
-  let renamed = false;
-  let release: () => void = () => undefined;
-  const held = new Promise<void>((r) => (release = r));
-  let persistStarted = false;
-  MemoryUnderFileSystem.prototype.create = async function (this: MemoryUnderFileSystem, p: string): Promise<UfsWriter> {
-    const w = await create.call(this, p);
-    if (p === '/d/w' && !renamed) {
-      // After the worker's last check that the file is still at /d/w: only the commit can notice.
-      const complete = w.complete.bind(w);
-      return Object.assign(w, {
-        complete: async () => {
-          renamed = true;
-          await fs.rename('/d/w', '/d/w2');
-          return complete();
-        },
-      });
-    }
-    if (p === '/d/w2') {
-      persistStarted = true;
-      const write = w.write.bind(w);
-      return Object.assign(w, {
-        write: async (chunk: Buffer) => {
-          await held;
-          return write(chunk);
-        },
-      });
-    }
-    return w;
-  };
+  // After the worker's last check that the file is still at /d/w: only the commit can notice.
+  const hook = renameAtCompleteThenHold(fs, create, '/d/w', '/d/w2');
   const fh = await fs.create('/d/w', 0o644);
   await fs.write(fh, Buffer.from('written through'), 15, 0);
   await fs.release(fh);
-  t.ok(renamed, 'the rename came in between the write-through and its commit');
+  t.ok(hook.renamed, 'the rename came in between the write-through and its commit');
   t.equal(await ufs.stat('/d/w'), null, 'the stray object at the old path was removed');
   t.equal((await fs.getattr('/d/w2')).persistState, 'not_persisted', 'the file is recorded as not stored yet');
-  await until('its persist under way', async () => persistStarted);
+  await until('its persist under way', async () => hook.secondStarted);
   await new Promise((r) => setTimeout(r, 1000));
   t.equal(await unpersistedBlocks(workerUrl), 1, 'its block is pinned on the worker: the only copy of its bytes');
 
-  release();
+  hook.release();
   await until('the file persisted at its new path', async () => (await fs.getattr('/d/w2')).persistState === 'persisted', 30_000);
   t.equal(await readObject(ufs, '/d/w2'), 'written through', 'the bytes are in the store where the file is now');
   // A write-through not overtaken: pinned while written, let go once the master recorded it stored.
