@@ -610,6 +610,12 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     return { ...r, reregister: false, unpin: await pinsToDrop(pinned) };
   });
   app.get(`${api}/workers`, async () => table.workers());
+  // A worker whose tier is full of pinned pages asks at once, between heartbeats (see askUnpins there).
+  app.post(`${api}/workers/unpinnable`, reportLimit, async (req): Promise<{ unpin: number[] }> => {
+    const pinned = intList(req.body, 'pinned');
+    if (pinned.length > PINNED_REPORT_MAX) throw new StrataError('BAD_REQUEST', `'pinned' must have at most ${PINNED_REPORT_MAX} block ids`);
+    return { unpin: await pinsToDrop(pinned) };
+  });
 
   app.get(`${api}/mounts`, async () => ns.mounts());
   /** Persists a file now (any write type); answers when its bytes are in the under-store. */

@@ -198,6 +198,8 @@ export class FileWrite {
     await this.#settling;
     if (this.#uncached) await this.#dropCopy();
     const blocks = this.#lengths.map((length, i) => ({ id: blockIdOf(this.containerId, i), length }));
+    // In the store now: the master is asked about these pins first (unless a rename made the object a stray).
+    if (st) for (const b of blocks) this.#store.noteFinished(b.id);
     return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: this.#cache && !this.#uncached, ...(st && this.#ufsAt ? { ufsAt: this.#ufsAt } : {}) };
   }
 

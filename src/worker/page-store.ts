@@ -29,6 +29,9 @@ import { INCOMING_DIR } from '../common/protocol';
 import type { BlockReport, TierInfo } from '../common/protocol';
 import { PAGE_TRAILER_BYTES, PageIdentity, encodeTrailer, identityOf, identityOfPath, identityOfPathSync, onMemoryFs, pageCrc, sameIdentity, verifyPage } from '../common/page-file';
 
+/** Most finished pinned blocks remembered to ask about first (see noteFinished). */
+const FINISHED_MAX = 65536;
+
 /** In each tier dir: the page size its pages were cut at (see #checkPageSize). */
 const PAGE_SIZE_FILE = '.page-size';
 
@@ -49,6 +52,12 @@ export interface PageStoreOptions {
   evictionPolicy?: string;
   /** Called with a reason when a page fails verification and is dropped. */
   onCorrupt?: (blockId: number, pageIndex: number, reason: string) => void;
+  /**
+   * Asked when a tier is full of pinned pages, before a write fails NO_SPACE: pins are let
+   * go only when the master says so (with a heartbeat), and a write-through or persist that
+   * just finished may hold the tier until then. Resolves how many pins were let go.
+   */
+  askUnpins?: () => Promise<number>;
 }
 
 interface Tier {
@@ -133,6 +142,9 @@ export class PageStore {
    */
   readonly #dropped = new Set<number>();
   readonly #onCorrupt: PageStoreOptions['onCorrupt'];
+  readonly #askUnpins: PageStoreOptions['askUnpins'];
+  /** Pinned blocks whose write-through or persist finished: asked about first (see pinsToAsk). */
+  readonly #finished = new Set<number>();
   /** Counters for metrics. */
   readonly stats = { evictedBytes: 0, evictedPages: 0, demotedBytes: 0, promotedBytes: 0, corruptPages: 0 };
 
@@ -150,6 +162,7 @@ export class PageStore {
     });
     this.#pinDir = opts.pinDir;
     this.#onCorrupt = opts.onCorrupt;
+    this.#askUnpins = opts.askUnpins;
   }
 
   // ---- start ---------------------------------------------------------------
@@ -388,6 +401,30 @@ export class PageStore {
       if (restarted) break;
       restarted = true;
     }
+    return out;
+  }
+
+  /** A pinned block whose bytes just went to the store (a write-through, a persist): the master is asked about it first. */
+  noteFinished(id: number): void {
+    if (!this.#unpersisted.has(id)) return;
+    if (this.#finished.size >= FINISHED_MAX) this.#finished.delete(this.#finished.values().next().value!);
+    this.#finished.add(id);
+  }
+
+  /**
+   * Up to `max` pinned blocks to ask the master about: those whose write-through or persist
+   * finished first (most likely to be let go), then the others in turns (unpersistedTurn).
+   */
+  pinsToAsk(max: number): number[] {
+    const out: number[] = [];
+    for (const id of this.#finished) {
+      this.#finished.delete(id);
+      if (!this.#unpersisted.has(id)) continue;
+      out.push(id);
+      if (out.length >= max) return out;
+    }
+    const seen = new Set(out);
+    for (const id of this.unpersistedTurn(max - out.length)) if (!seen.has(id)) out.push(id);
     return out;
   }
 
@@ -701,6 +738,7 @@ export class PageStore {
     if (bytes > tier.capacity) throw new StrataError('NO_SPACE', `a ${bytes}-byte page does not fit tier ${tier.name} of ${tier.capacity} bytes`);
     const below = this.#tiers[tier.level + 1];
     const skipped = new Set<Page>();
+    let asked = false;
     while (tier.used + tier.reserved + bytes > tier.capacity) {
       let victim: Page | undefined;
       const stale: Page[] = [];
@@ -718,6 +756,14 @@ export class PageStore {
       for (const p of stale) tier.lru.delete(key(p.block, p.index));
       if (!victim) {
         if (stale.length > 0) continue;
+        // Once: pins of what the store already has are let go only when the master says so.
+        if (!asked && this.#askUnpins) {
+          asked = true;
+          if ((await this.#askUnpins()) > 0) {
+            skipped.clear();
+            continue;
+          }
+        }
         throw new TierFullOfPinnedPagesError(`tier ${tier.name} is full of pages that cannot be dropped (pinned or not persisted yet)`);
       }
       if (below) {

@@ -101,6 +101,9 @@ function containerParam(value: unknown): number {
   return id;
 }
 
+/** How long a write waits for the master to say which pinned blocks may go, before failing NO_SPACE. */
+const ASK_UNPINS_WAIT_MS = 5000;
+
 /** Runs at most `n` of the functions given to it at once, in call order. */
 function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
   let active = 0;
@@ -143,6 +146,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   let beating = false;
   /** Waits until the master has heard of what is cached now (bound below, with the heartbeat). */
   let waitReported: () => Promise<void> = () => Promise.resolve();
+  /** Set once the master client and the store exist (see below). */
+  let askUnpins: () => Promise<number> = async () => 0;
   const store = new PageStore({
     tiers,
     pageSize: opts.pageSize,
@@ -152,6 +157,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       corruptPages.inc();
       log.warn({ blockId, pageIndex, reason }, 'dropped a cached page that failed verification; it will be fetched again');
     },
+    askUnpins: () => askUnpins(),
   });
   await store.open();
   // Before any write starts: what is recorded now is a previous run's.
@@ -776,6 +782,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       // The blocks stay pinned: the master may still find the object a stray (a rename overtook this
       // upload) and queue the file again. It lets them go with a heartbeat once it recorded the file persisted.
       const st = await writer.complete();
+      for (const id of ids) store.noteFinished(id);
       log.info({ ino, blocks: count }, 'persisted a file to the under-store');
       return { ufsFingerprint: st.fingerprint, mountUri: loc.mountUri, path: loc.path };
     } catch (err) {
@@ -823,6 +830,35 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   };
   let pinVersion = -1;
   const heartbeatMs = opts.heartbeatIntervalMs ?? 2000;
+  /**
+   * A tier full of pinned pages asks the master at once which pins may go, rather than failing
+   * a write NO_SPACE until the next heartbeat lets go of what a write-through or persist just
+   * stored. Asks in flight are shared; an answer later than ASK_UNPINS_WAIT_MS still counts.
+   */
+  let asking: Promise<number> | undefined;
+  askUnpins = () => {
+    asking ??= (async () => {
+      const ids = store.pinsToAsk(PINNED_REPORT_MAX);
+      if (ids.length === 0) return 0;
+      const r = await master.post<{ unpin: number[] }>(`${MASTER_API}/workers/unpinnable`, { pinned: ids });
+      const sent = new Set(ids);
+      let n = 0;
+      for (const id of r.unpin) {
+        if (!sent.has(id)) continue;
+        await store.markPersisted(id);
+        n++;
+      }
+      return n;
+    })()
+      .catch((err: unknown) => {
+        log.warn({ err: (err as Error).message }, 'could not ask the master which pinned blocks may go');
+        return 0;
+      })
+      .finally(() => (asking = undefined));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<number>((resolve) => (timer = setTimeout(() => resolve(0), ASK_UNPINS_WAIT_MS)));
+    return Promise.race([asking, late]).finally(() => clearTimeout(timer));
+  };
   let workerId = await register();
   log.info({ url, workerId, master: opts.masterUrl }, 'worker started');
 
@@ -837,7 +873,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     }
     beating = true;
     const changes = store.takeChanges();
-    const pinned = store.unpersistedTurn(PINNED_REPORT_MAX);
+    const pinned = store.pinsToAsk(PINNED_REPORT_MAX);
     const waiting = reportWaiters;
     reportWaiters = [];
     try {

@@ -364,3 +364,47 @@ t.test('a store whose rename gives the object a new fingerprint (S3 copies): the
   t.equal(after.container, before.container, 'its blocks (and so its cache) are kept: not taken for changed out of band');
   t.same(after.mtime, before.mtime, 'and its mtime');
 });
+
+// Reproduces a regression of pinning write-throughs: their pins went only with the next heartbeat, so a
+// write right after a write-through that filled the cache failed NO_SPACE although every page was stored.
+t.test('a write into a tier full of pins of stored write-throughs asks the master at once and goes on', async (t) => {
+  const root = tempRoot('strata-pins-room-');
+  const uri = `mem://pins-room-${process.pid}`;
+  const log = silentLogger();
+  const MiB = 1024 * 1024;
+  const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: uri, logger: log, blockSize: MiB, persistInitialWaitMs: 3_600_000 });
+  // Heartbeats too rare to help: only the ask of a full tier can let the pins go in time.
+  const worker = await startWorker({
+    masterUrl: master.url,
+    home: path.join(root, 'worker'),
+    port: 0,
+    tiers: [{ name: 'SSD', dir: path.join(root, 'tier-ssd'), capacityBytes: 8 * MiB + 64 * 1024 }],
+    heartbeatIntervalMs: 600_000,
+    scrubBytesPerSec: 0,
+    logger: log,
+  });
+  const through = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, 'staging1'), logger: log, shortCircuit: false, writeType: 'CACHE_THROUGH' });
+  const async = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, 'staging2'), logger: log, shortCircuit: false, writeType: 'ASYNC_THROUGH' });
+  await through.init();
+  await async.init();
+  t.teardown(async () => {
+    await through.close();
+    await async.close();
+    await worker.close();
+    await master.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+  const big = Buffer.alloc(7 * MiB, 3);
+  await through.writeFile('/through', big, big.length);
+  t.equal((await through.getattr('/through')).persistState, 'persisted', 'the write-through is stored');
+  t.equal(await unpersistedBlocks(worker.url), 7, 'its 7 blocks are still pinned (no heartbeat since)');
+  const next = Buffer.alloc(2 * MiB, 4);
+  await async.writeFile('/async', next, next.length);
+  t.pass('the ASYNC_THROUGH write right after it found room');
+  t.ok((await unpersistedBlocks(worker.url)) <= 4, 'the stored blocks were let go');
+  const r = await async.openReader('/async');
+  const got = Buffer.alloc(r.size);
+  await r.read(0, r.size, got, 0);
+  r.close();
+  t.ok(got.equals(next), 'and it reads back');
+});
