@@ -17,6 +17,7 @@
  * directory copies every key below it and then deletes the originals.
  */
 
+import { constants as bufferConstants } from 'node:buffer';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import {
@@ -50,7 +51,8 @@ const GiB = 1024 * MiB;
 
 /** S3's limits: every part but the last is 5 MiB to 5 GiB, at most 10,000 parts; CopyObject copies at most 5 GiB. */
 const MIN_PART_SIZE = 5 * MiB;
-const MAX_PART_SIZE = 5 * GiB;
+/** S3 takes parts of up to 5 GiB, but a part is assembled in one Buffer, which holds at most 4 GiB on Node 20. */
+const MAX_PART_SIZE = Math.min(5 * GiB, bufferConstants.MAX_LENGTH);
 const MAX_PARTS = 10_000;
 const MAX_SINGLE_COPY = 5 * GiB;
 /** The part size doubles every this many parts, so a stream of unknown length can grow to ~500 GiB with 8 MiB parts. */
