@@ -112,6 +112,16 @@ export class Namespace {
     if (mount.readOnly) throw new StrataError('READ_ONLY', `${mount.path} is mounted read-only`);
   }
 
+  /**
+   * A new name must be one its store can hold (HDFS refuses ':'): checked when it is made,
+   * since a file written ASYNC_THROUGH is acknowledged long before its store sees it, and
+   * would then never persist. Names already there are left alone (they can still go).
+   */
+  #storable(parts: string[]): void {
+    const name = parts[parts.length - 1];
+    if (name !== undefined) this.#mounts.resolve(parts).mount.ufs.checkName?.(name);
+  }
+
   /** Whether a change under #mutations is changing `name` of `parent` (see the module comment). */
   #busy(parent: number, name: string): boolean {
     return this.#inFlight.has(`${parent}/${name}`);
@@ -369,6 +379,7 @@ export class Namespace {
     return this.#mutations.run(async () => {
       const { parent, name, parts } = await this.#resolveParent(path);
       this.#writable(parts);
+      this.#storable(parts);
       if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
       if (parent.persistState === 'persisted') {
         const { ufs, ufsPath } = this.#store(parts);
@@ -396,6 +407,7 @@ export class Namespace {
   async create(path: string, mode: number, uid = this.#uid, gid = this.#gid, closeEmpty?: { writeType?: WriteType }): Promise<FileAttributes & { committed?: true }> {
     const { parent, name, parts } = await this.#resolveParent(path);
     this.#writable(parts);
+    this.#storable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     const g = this.#inherit(parent, gid, mode, false);
     const writeType = closeEmpty && (closeEmpty.writeType ?? this.#store(parts).mount.writeType ?? this.#defaultWriteType);
@@ -426,6 +438,7 @@ export class Namespace {
     return this.#mutations.run(async () => {
       const { parent, name, parts } = await this.#resolveParent(newPath);
       this.#writable(parts);
+      this.#storable(parts);
       const node = await this.#table.requireNode(ino);
       if (node.type === 'directory') throw new StrataError('NOT_PERMITTED', 'hard links to directories are not allowed');
       const here = this.#store(parsePath(await this.#table.pathOf(ino)));
@@ -449,6 +462,7 @@ export class Namespace {
     if (!isValidUtf8Text(target)) throw new StrataError('INVALID_ARGUMENT', 'symlink target is not valid UTF-8');
     const { parent, name, parts } = await this.#resolveParent(path);
     this.#writable(parts);
+    this.#storable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     return toAttributes(
       await this.#table.createChild(parent.ino, name, { type: 'symlink', mode: 0o777, uid, gid: this.#inherit(parent, gid, 0, false).gid, size: Buffer.byteLength(target), target, persisted: false, syncedAt: Date.now() }),
@@ -460,6 +474,7 @@ export class Namespace {
     if (type === 'file' || type === 'directory' || type === 'symlink') throw new StrataError('INVALID_ARGUMENT', `mknod cannot make a ${type}`);
     const { parent, name, parts } = await this.#resolveParent(path);
     this.#writable(parts);
+    this.#storable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     const g = this.#inherit(parent, gid, mode, false);
     return toAttributes(await this.#table.createChild(parent.ino, name, { type, mode: g.mode, uid, gid: g.gid, rdev, persisted: false, syncedAt: Date.now() }));
@@ -527,6 +542,7 @@ export class Namespace {
     const y = await this.#resolveParent(b);
     this.#writable(x.parts);
     this.#writable(y.parts);
+    this.#storable(y.parts);
     if (this.#mounts.isMountPoint(x.parts) || this.#mounts.isMountPoint(y.parts)) throw new StrataError('BUSY', `cannot rename a mount point`);
     // Nor a directory holding one: the mount table names the mount by its path, which would then lead elsewhere.
     if (this.#mounts.below(x.parts).length > 0 || this.#mounts.below(y.parts).length > 0) throw new StrataError('BUSY', `cannot rename a directory that holds a mount point`);

@@ -269,6 +269,11 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
     this.uri = uri;
   }
 
+  /** HDFS refuses ':' in a name (DFSUtil.isValidName), whatever the call: better said when the name is made. */
+  checkName(name: string): void {
+    if (name.includes(':')) throw new StrataError('INVALID_ARGUMENT', `HDFS does not allow ':' in names: '${name}'`);
+  }
+
   /** A store path as HDFS path components; parsePath rejects '..', NUL and over-long names. */
   #hdfs(path: string): string[] {
     return [...this.#root, ...parsePath(path)];

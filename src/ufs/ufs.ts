@@ -73,6 +73,11 @@ export interface UnderFileSystem {
   rmdir(path: string, opts?: UfsCallOptions): Promise<void>;
   rename(src: string, dst: string, opts?: UfsCallOptions): Promise<void>;
   /**
+   * Optional: throws INVALID_ARGUMENT for a name (one path component, already valid for
+   * Strata) this store cannot hold. The master asks before it makes the name.
+   */
+  checkName?(name: string): void;
+  /**
    * Optional, with UfsWriter.leftover: removes what a writer that never finished
    * left behind. A handle that does not name such a thing under this store's root
    * is refused (INVALID_ARGUMENT); one already gone is no error.
