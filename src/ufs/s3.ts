@@ -89,6 +89,19 @@ export interface S3UfsSettings {
   requestTimeoutMs: number;
   /** `s3.multipartCopyThreshold`: objects larger than this are renamed with UploadPartCopy in parts of this size, 5 MiB…5 GiB [5 GiB]. */
   multipartCopyThreshold: number;
+  /**
+   * `s3.fixedPartSize=true`: every part but the last is `partSize`, as Cloudflare R2 requires
+   * (it refuses the completion otherwise, after every byte was sent); a file then holds at most
+   * 10,000 parts. By default parts double every 2,000, so a stream grows to ~500 GiB [false].
+   */
+  fixedPartSize?: boolean;
+}
+
+/** The size of part `partNumber` (from 1) of a streamed upload: doubling every 2,000 parts unless fixed. */
+export function partSizeOf(partNumber: number, settings: Pick<S3UfsSettings, 'partSize' | 'fixedPartSize'>): number {
+  if (settings.fixedPartSize) return settings.partSize;
+  const step = Math.floor((partNumber - 1) / PARTS_PER_SIZE_STEP);
+  return Math.min(MAX_PART_SIZE, settings.partSize * 2 ** step);
 }
 
 /** Reads and validates the `s3.*` options; anything malformed is a CONFIG error. */
@@ -127,6 +140,11 @@ export function parseS3Options(options: Record<string, string>): S3UfsSettings {
   if (region !== undefined) {
     if (!/^[a-z0-9-]{1,64}$/i.test(region)) throw new StrataError('CONFIG', `s3.region is not a region name: '${region}'`);
     settings.region = region;
+  }
+  const fixed = str('s3.fixedPartSize');
+  if (fixed !== undefined) {
+    if (fixed !== 'true' && fixed !== 'false') throw new StrataError('CONFIG', `s3.fixedPartSize must be 'true' or 'false', got '${fixed}'`);
+    settings.fixedPartSize = fixed === 'true';
   }
   const pathStyle = str('s3.pathStyle');
   if (pathStyle !== undefined) {
@@ -427,8 +445,7 @@ class S3Writer implements UfsWriter {
 
   /** Parts grow with their number, so a stream of unknown length still fits in 10,000 parts. */
   #partSize(partNumber: number): number {
-    const step = Math.floor((partNumber - 1) / PARTS_PER_SIZE_STEP);
-    return Math.min(MAX_PART_SIZE, this.#c.settings.partSize * 2 ** step);
+    return partSizeOf(partNumber, this.#c.settings);
   }
 
   /** Takes the first `n` buffered bytes as one buffer. */

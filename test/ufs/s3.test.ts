@@ -30,7 +30,7 @@ import * as diagnostics_channel from 'node:diagnostics_channel';
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { StrataError } from '../../src/common/errors';
 import { createUfs, SUPPORTED_SCHEMES } from '../../src/ufs';
-import { S3UnderFileSystem } from '../../src/ufs/s3';
+import { S3UnderFileSystem, parseS3Options, partSizeOf } from '../../src/ufs/s3';
 import { decodeS3Path, sendS3Error, startS3Server, type KoaContext, type KoaMiddleware, type RunningS3Server } from '../../scripts/s3-server';
 import { ufsConformance, putFile, readAll, readFile, readRange, rejectsCode, sha } from './conformance';
 
@@ -221,6 +221,7 @@ t.test('createUfs picks the S3 driver; URIs and options are validated', async (t
     { 's3.pathStyle': 'yes' },
     { 's3.partSize': String(MiB) },
     { 's3.partSize': '8MiB' },
+    { 's3.fixedPartSize': 'yes' },
     // S3 would take 5 GiB parts, but one cannot be assembled in a Buffer on Node 20 (at most 4 GiB).
     ...(bufferConstants.MAX_LENGTH < 5 * 1024 * MiB ? [{ 's3.partSize': String(5 * 1024 * MiB) }] : []),
     { 's3.uploadConcurrency': '0' },
@@ -231,6 +232,18 @@ t.test('createUfs picks the S3 driver; URIs and options are validated', async (t
   ];
   for (const o of badOptions) await rejectsCode(t, async () => new S3UnderFileSystem(uri, options(o)), 'CONFIG', `options ${JSON.stringify(o)}`);
   await rejectsCode(t, async () => new S3UnderFileSystem(uri, { 's3.accessKeyId': 'only-the-id' }), 'CONFIG', 'an access key id without a secret');
+});
+
+t.test('part sizes: doubling every 2,000 parts by default, all equal with s3.fixedPartSize (Cloudflare R2)', async (t) => {
+  const growing = parseS3Options({ 's3.partSize': String(5 * MiB) });
+  t.same([1, 2000, 2001, 4001].map((n) => partSizeOf(n, growing) / MiB), [5, 5, 10, 20], 'the default grows');
+  const fixed = parseS3Options({ 's3.partSize': String(5 * MiB), 's3.fixedPartSize': 'true' });
+  t.same([1, 2000, 2001, 9999].map((n) => partSizeOf(n, fixed) / MiB), [5, 5, 5, 5], 'fixed stays at s3.partSize');
+  // And a streamed multipart write with it lands whole.
+  const { ufs } = freshStore(t, { 's3.partSize': String(5 * MiB), 's3.fixedPartSize': 'true' });
+  const data = randomBytes(11 * MiB);
+  await putFile(ufs, '/fixed', data);
+  t.equal(sha(await readFile(ufs, '/fixed')), sha(data));
 });
 
 t.test('a prefix with spaces and unicode in the URI names the decoded key prefix', async (t) => {
