@@ -5,9 +5,7 @@
  * lives here.
  */
 
-import { execFile } from 'node:child_process';
 import { constants as fsConstants, promises as fsp } from 'node:fs';
-import { promisify } from 'node:util';
 import { StrataError, toErrno } from '../common/errors';
 import type { Logger } from '../common/log';
 import type { FileAttributes, FileType, Timespec } from '../common/protocol';
@@ -17,6 +15,7 @@ import type { PageRange } from '../client/short-circuit';
 import { LRUCache } from 'lru-cache';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { Attr, Entry, FuseSession, LowLevelHandlers, RENAME_EXCHANGE, RENAME_NOREPLACE } from './native';
+import { unmountLazily } from './native/fusectl';
 
 const S_IFREG = 0o100000;
 const { O_TRUNC } = fsConstants;
@@ -716,8 +715,6 @@ function timed(h: LowLevelHandlers, registry: Registry): LowLevelHandlers {
   return out as unknown as LowLevelHandlers;
 }
 
-const execFileP = promisify(execFile);
-
 /**
  * Checks a mount point before mounting: a stale FUSE mount left by a killed
  * process ("Transport endpoint is not connected") is lazily unmounted; a live
@@ -758,7 +755,7 @@ export async function prepareMountPoint(dir: string, log: Logger, opts: { create
 async function unmountStale(dir: string, log: Logger): Promise<void> {
   log.warn({ mountPoint: dir }, 'found a stale FUSE mount left by a killed process; unmounting it');
   process.stderr.write(`strata: ${dir} held a stale FUSE mount left by a killed process; unmounted it\n`);
-  await execFileP('fusermount', ['-uz', dir]).catch(async () => execFileP('umount', ['-l', dir]));
+  unmountLazily(dir);
 }
 
 /** A mount whose file system's process is gone: statfs fails with ENOTCONN (or ECONNABORTED while it dies). */

@@ -585,6 +585,12 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
    * the master can tell: an upload or write-through the worker saw complete may have
    * been undone since (a rename made its object a stray, the file is queued again).
    */
+  /** A request's `pinned` block ids: a list, at most PINNED_REPORT_MAX. */
+  const pinnedList = (body: unknown): number[] => {
+    const pinned = intList(body, 'pinned');
+    if (pinned.length > PINNED_REPORT_MAX) throw new StrataError('BAD_REQUEST', `'pinned' must have at most ${PINNED_REPORT_MAX} block ids`);
+    return pinned;
+  };
   const pinsToDrop = async (pinned: number[]): Promise<number[]> => {
     if (pinned.length === 0) return [];
     const containerOf = (id: number) => Math.floor(id / BLOCKS_PER_CONTAINER);
@@ -593,8 +599,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   };
   app.post(`${api}/workers/heartbeat`, reportLimit, async (req): Promise<HeartbeatResponse> => {
     const b = req.body;
-    const pinned = intList(b, 'pinned');
-    if (pinned.length > PINNED_REPORT_MAX) throw new StrataError('BAD_REQUEST', `'pinned' must have at most ${PINNED_REPORT_MAX} block ids`);
+    const pinned = pinnedList(b);
     const r = await table.heartbeat({
       workerId: requiredInt(b, 'workerId'),
       capacityBytes: requiredInt(b, 'capacityBytes'),
@@ -612,8 +617,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.get(`${api}/workers`, async () => table.workers());
   // A worker whose tier is full of pinned pages asks at once, between heartbeats (see askUnpins there).
   app.post(`${api}/workers/unpinnable`, reportLimit, async (req): Promise<{ unpin: number[] }> => {
-    const pinned = intList(req.body, 'pinned');
-    if (pinned.length > PINNED_REPORT_MAX) throw new StrataError('BAD_REQUEST', `'pinned' must have at most ${PINNED_REPORT_MAX} block ids`);
+    const pinned = pinnedList(req.body);
     return { unpin: await pinsToDrop(pinned) };
   });
 

@@ -835,20 +835,24 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
    * a write NO_SPACE until the next heartbeat lets go of what a write-through or persist just
    * stored. Asks in flight are shared; an answer later than ASK_UNPINS_WAIT_MS still counts.
    */
+  /** Lets go of the pins the master named, of those it was asked about (an answer is no licence for others); how many. */
+  const unpinAsked = async (asked: number[], unpin: number[]): Promise<number> => {
+    const sent = new Set(asked);
+    let n = 0;
+    for (const id of unpin) {
+      if (!sent.has(id)) continue;
+      await store.markPersisted(id);
+      n++;
+    }
+    return n;
+  };
   let asking: Promise<number> | undefined;
   askUnpins = () => {
     asking ??= (async () => {
       const ids = store.pinsToAsk(PINNED_REPORT_MAX);
       if (ids.length === 0) return 0;
       const r = await master.post<{ unpin: number[] }>(`${MASTER_API}/workers/unpinnable`, { pinned: ids });
-      const sent = new Set(ids);
-      let n = 0;
-      for (const id of r.unpin) {
-        if (!sent.has(id)) continue;
-        await store.markPersisted(id);
-        n++;
-      }
-      return n;
+      return unpinAsked(ids, r.unpin);
     })()
       .catch((err: unknown) => {
         log.warn({ err: (err as Error).message }, 'could not ask the master which pinned blocks may go');
@@ -907,9 +911,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         pinVersion = r.pins.version;
       }
       for (const id of r.deleteBlocks) await store.removeBlock(id);
-      // Only ids this beat asked about: an answer is no licence to unpin anything else.
-      const sent = new Set(pinned);
-      for (const id of r.unpin ?? []) if (sent.has(id)) await store.markPersisted(id);
+      await unpinAsked(pinned, r.unpin ?? []);
     } catch (err) {
       store.restoreChanges(changes);
       log.warn({ err: (err as Error).message }, 'heartbeat failed');
