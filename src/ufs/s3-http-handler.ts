@@ -31,7 +31,11 @@ interface HandleOptions {
 export interface S3HttpHandlerOptions {
   /** Time to connect (ms). */
   connectionTimeout?: number;
-  /** Time to the response's headers, and the longest pause inside its body (ms). */
+  /**
+   * Time to the response's headers, and the longest pause inside its body (ms). Requests that
+   * carry a body are bounded by the longest pause only, their upload and the wait for headers
+   * alike.
+   */
   requestTimeout?: number;
 }
 
@@ -65,6 +69,13 @@ function headersOf(raw: Record<string, string | string[] | undefined>): Record<s
   return out;
 }
 
+function hasBody(body: unknown): boolean {
+  if (body === undefined || body === null) return false;
+  if (typeof body === 'string') return body.length > 0;
+  if (body instanceof Uint8Array) return body.byteLength > 0;
+  return true; // a stream
+}
+
 export class S3HttpHandler {
   readonly metadata = { handlerProtocol: 'http/1.1' };
   /** undici's pools, one per origin (a driver may be sent to another region's endpoint). */
@@ -85,7 +96,11 @@ export class S3HttpHandler {
 
   handle(request: HttpRequest, options: HandleOptions = {}): Promise<{ response: HttpResponse }> {
     if (request.method === 'GET') return this.#viaUndici(request, options);
-    return this.#nodeHttp.handle(request, options as Parameters<NodeHttpHandler['handle']>[1]);
+    // The SDK handler's requestTimeout runs from sending until the response's headers, so on a
+    // request with a body it would bound the whole upload: a part of 8 MiB and more over a slow
+    // but steady link failed every try. Such requests get the silence bound (socketTimeout) only.
+    if (!hasBody(request.body)) return this.#nodeHttp.handle(request, options as Parameters<NodeHttpHandler['handle']>[1]);
+    return this.#nodeHttp.handle(request, { ...options, requestTimeout: 0 } as Parameters<NodeHttpHandler['handle']>[1]);
   }
 
   async #viaUndici(request: HttpRequest, options: HandleOptions): Promise<{ response: HttpResponse }> {

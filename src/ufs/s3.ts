@@ -83,8 +83,9 @@ export interface S3UfsSettings {
   /** `s3.connectTimeoutMs`: to open a connection [5000]. */
   connectTimeoutMs: number;
   /**
-   * `s3.requestTimeoutMs`: from sending a request (its body included, so it must cover uploading
-   * one part) until the response headers arrive, and the longest silence while a body streams [60000].
+   * `s3.requestTimeoutMs`: from sending a request until the response headers arrive, and the
+   * longest silence while a body streams [60000]. An upload (a part, a small object) is bounded by
+   * silence only, whether sending its body or waiting for the answer, so a slow link is not a failure.
    */
   requestTimeoutMs: number;
   /** `s3.multipartCopyThreshold`: objects larger than this are renamed with UploadPartCopy in parts of this size, 5 MiB…5 GiB [5 GiB]. */

@@ -816,3 +816,59 @@ t.test('a directory rename whose copies all landed is done, even when deleting s
   t.same((await ufs.list('/x')).map((s) => s.name), ['a', 'b', 'c', 'e', 'f'], 'everything is at the destination');
   t.equal(await ufs.stat('/d'), null, 'and nothing is left at the source');
 });
+
+t.test('an upload slower than s3.requestTimeoutMs succeeds while its bytes keep moving; silence still ends it', async (t) => {
+  // A relay to the store that takes the client's bytes 128 KiB every 10 ms (~12.8 MiB/s), and,
+  // once `stall` is set, stops taking them at all. The client cannot see bytes that wait in its
+  // kernel's send buffer (up to 4 MiB here) move on, so that much of the upload's end is silence
+  // to it (~0.3 s at this pace).
+  const up = new URL(endpoint);
+  let stall = false;
+  const sockets = new Set<net.Socket>();
+  const relay = net.createServer((client) => {
+    sockets.add(client);
+    const store = net.connect(Number(up.port), up.hostname);
+    sockets.add(store);
+    for (const s of [client, store]) s.on('error', () => undefined).on('close', () => (client.destroy(), store.destroy()));
+    store.pipe(client);
+    client.on('data', (chunk: Buffer) => {
+      client.pause();
+      let off = 0;
+      const next = (): void => {
+        if (client.destroyed) return;
+        if (stall) return void setTimeout(next, 100);
+        store.write(chunk.subarray(off, off + 128 * 1024));
+        off += 128 * 1024;
+        if (off < chunk.length) setTimeout(next, 10);
+        else setTimeout(() => client.resume(), 10);
+      };
+      next();
+    });
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  t.teardown(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => relay.close(() => resolve()));
+  });
+  const prefix = `slow-${randomBytes(3).toString('hex')}`;
+  const ufs = createUfs(
+    `s3://${BUCKET}/${prefix}`,
+    options({ 's3.endpoint': `http://127.0.0.1:${(relay.address() as AddressInfo).port}`, 's3.requestTimeoutMs': '1500', 's3.maxAttempts': '1', 's3.partSize': String(32 * MiB) }),
+  );
+  t.teardown(async () => {
+    await ufs.close();
+    await rawDeleteAll(`${prefix}/`);
+  });
+  const data = randomBytes(24 * MiB); // one PutObject
+  let started = Date.now();
+  const st = await putFile(ufs, '/slow.bin', data, [MiB]);
+  const took = Date.now() - started;
+  t.equal(st.size, data.length, 'the upload completed');
+  t.ok(took > 3000, `it took ${took} ms, twice s3.requestTimeoutMs (1,500)`);
+  t.ok((await readAll(await raw.send(new GetObjectCommand({ Bucket: BUCKET, Key: `${prefix}/slow.bin` })).then((o) => o.Body as never))).equals(data), 'and the object is whole');
+
+  stall = true;
+  started = Date.now();
+  await expectCode(t, () => putFile(ufs, '/stalled.bin', data, [MiB]), ['TIMEOUT', 'UNAVAILABLE', 'IO_ERROR'], 'an upload the store stops taking');
+  t.ok(Date.now() - started < 8000, `failed after ${Date.now() - started} ms`);
+});
