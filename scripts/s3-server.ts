@@ -20,6 +20,8 @@
  *   decodeURI yields the key;
  * - it has no AbortMultipartUpload (DELETE ?uploadId is a 405) and no UploadPartCopy; the shims
  *   implement both on top of s3rver's own store;
+ * - it ignores If-Match on GET and HEAD; the shim answers 412 PreconditionFailed when the object's
+ *   ETag is another;
  * - it encrypts ListObjectsV2 continuation tokens with single DES, which OpenSSL 3 (Node >= 17)
  *   keeps in its legacy provider only, so every truncated listing would be a 500; while a server
  *   runs, `crypto.createCipheriv('des', …)` is handed three-key DES with K1 = K2 = K3, which is
@@ -247,6 +249,18 @@ export async function startS3Server(opts: S3ServerOptions): Promise<RunningS3Ser
         await next();
       } finally {
         stats.partsInFlight--;
+      }
+      return;
+    }
+    const ifMatch = header(ctx, 'if-match');
+    if ((ctx.method === 'GET' || ctx.method === 'HEAD') && ifMatch !== undefined) {
+      // s3rver ignores If-Match; S3 answers 412 when the object's ETag is another.
+      await next();
+      const etag = ctx.res.getHeader('etag');
+      if (ctx.status < 300 && typeof etag === 'string' && ifMatch !== '*' && !ifMatch.split(',').some((m) => m.trim() === etag)) {
+        (ctx.body as { destroy?: () => void } | null)?.destroy?.();
+        for (const h of ['etag', 'content-range', 'content-length', 'last-modified', 'accept-ranges']) ctx.res.removeHeader(h);
+        sendS3Error(ctx, 412, 'PreconditionFailed');
       }
       return;
     }

@@ -268,36 +268,60 @@ async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => 
   if (failure.failed) throw failure.err;
 }
 
+/** A connection lost or stalled in the middle of a body: the rest can be asked for again. */
+function isResumable(err: unknown): boolean {
+  const e = err as { code?: string; name?: string } | undefined;
+  if (!e || typeof e !== 'object' || e.name === 'AbortError') return false;
+  return e.name === 'TimeoutError' || ['ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED', 'UND_ERR_SOCKET'].includes(e.code ?? '');
+}
+
+/**
+ * Asks for the body's bytes from `delivered` (relative to the first response's start) on, of the
+ * same object version.
+ */
+type ResumeBody = (delivered: number) => Promise<Readable>;
+
 /**
  * Streams `[skip, skip+take)` of a response body, mapping its errors to StrataErrors and ending it
  * when `signal` aborts. With `exact`, a body that ends early is an IO_ERROR instead of a short read.
+ * With `resume`, a body cut by a lost or stalled connection (or ending early) is continued from
+ * where it stopped, at most `resumes` times per call.
  */
-function clipBody(body: Readable, skip: number, take: number, exact: boolean, context: string, signal?: AbortSignal): Readable {
+function clipBody(first: Readable, skip: number, take: number, exact: boolean, context: string, signal?: AbortSignal, resume?: ResumeBody, resumes = 0): Readable {
+  let body = first;
   async function* pump(): AsyncGenerator<Buffer> {
     let toSkip = skip;
     let left = take;
-    try {
-      for await (const c of body) {
-        let chunk = Buffer.isBuffer(c) ? c : Buffer.from(c as Uint8Array);
-        if (toSkip > 0) {
-          if (chunk.length <= toSkip) {
-            toSkip -= chunk.length;
-            continue;
+    for (;;) {
+      try {
+        for await (const c of body) {
+          let chunk = Buffer.isBuffer(c) ? c : Buffer.from(c as Uint8Array);
+          if (toSkip > 0) {
+            if (chunk.length <= toSkip) {
+              toSkip -= chunk.length;
+              continue;
+            }
+            chunk = chunk.subarray(toSkip);
+            toSkip = 0;
           }
-          chunk = chunk.subarray(toSkip);
-          toSkip = 0;
+          if (chunk.length > left) chunk = chunk.subarray(0, left);
+          left -= chunk.length;
+          if (chunk.length > 0) yield chunk;
+          if (left <= 0) break;
         }
-        if (chunk.length > left) chunk = chunk.subarray(0, left);
-        left -= chunk.length;
-        if (chunk.length > 0) yield chunk;
-        if (left <= 0) break;
+        if (!exact || left <= 0) return;
+        throw Object.assign(new Error(`the store ended the body ${left} bytes early`), { code: 'ECONNRESET', early: true });
+      } catch (err) {
+        if (!resume || resumes <= 0 || !isResumable(err) || signal?.aborted) {
+          if ((err as { early?: boolean }).early) throw new StrataError('IO_ERROR', `${context}: ${(err as Error).message}`);
+          throw s3Error(err, context);
+        }
+      } finally {
+        body.destroy();
       }
-    } catch (err) {
-      throw s3Error(err, context);
-    } finally {
-      body.destroy();
+      resumes--;
+      body = await resume(take - left);
     }
-    if (exact && left > 0) throw new StrataError('IO_ERROR', `${context}: the store ended the body ${left} bytes early`);
   }
   const out = Readable.from(pump(), { objectMode: false });
   // Destroyed before its first read, the generator never runs its finally: the connection
@@ -799,7 +823,31 @@ export class S3UnderFileSystem implements UnderFileSystem {
       body.destroy();
       throw new StrataError('IO_ERROR', `${context}: asked for bytes from ${offset}, the store sent ${out.ContentRange}`);
     }
-    return clipBody(body, 0, Math.min(length, total - offset), true, context, opts?.signal);
+    const take = Math.min(length, total - offset);
+    // Without an ETag there is no telling whether a second request reads the same version.
+    const etag = out.ETag;
+    const resume: ResumeBody | undefined = etag ? (delivered) => this.#readMore(key, offset + delivered, offset + take - 1, etag, opts, context) : undefined;
+    return clipBody(body, 0, take, true, context, opts?.signal, resume, this.#settings.maxAttempts - 1);
+  }
+
+  /** The rest of a read whose body was cut: bytes `[from, to]` of the version `etag`, or IO_ERROR if the object changed since. */
+  async #readMore(key: string, from: number, to: number, etag: string, opts: UfsCallOptions | undefined, context: string): Promise<Readable> {
+    let out;
+    try {
+      out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, Range: `bytes=${from}-${to}`, IfMatch: etag }), this.#http(opts));
+    } catch (err) {
+      if (httpStatus(err) === 412 || (err as SdkError).name === 'PreconditionFailed') {
+        throw new StrataError('IO_ERROR', `${context}: the object was replaced while it was read (its connection was cut at byte ${from})`, { cause: err });
+      }
+      throw s3Error(err, context);
+    }
+    const body = out.Body as Readable | undefined;
+    const range = /^bytes (\d+)-/.exec(out.ContentRange ?? '');
+    if (!body || !range || Number(range[1]) !== from) {
+      body?.destroy();
+      throw new StrataError('IO_ERROR', `${context}: asked for bytes from ${from} to go on after a cut connection, the store sent ${out.ContentRange ?? 'no range'}`);
+    }
+    return body;
   }
 
   async create(path: string, opts?: UfsCallOptions): Promise<UfsWriter> {

@@ -32,6 +32,7 @@ import { StrataError } from '../../src/common/errors';
 import { createUfs, SUPPORTED_SCHEMES } from '../../src/ufs';
 import { S3UnderFileSystem, parseS3Options, partSizeOf } from '../../src/ufs/s3';
 import { decodeS3Path, sendS3Error, startS3Server, type KoaContext, type KoaMiddleware, type RunningS3Server } from '../../scripts/s3-server';
+import { startFaultProxy } from '../helpers/fault-proxy';
 import { ufsConformance, putFile, readAll, readFile, readRange, rejectsCode, sha } from './conformance';
 
 // A CA bundle for some other endpoint would break plain-HTTP requests to the local server.
@@ -55,7 +56,11 @@ interface Seen {
   copySource?: string;
   /** The x-amz-checksum-* and x-amz-sdk-checksum-algorithm headers. */
   checksums: Record<string, string>;
+  range?: string;
+  ifMatch?: string;
 }
+/** Runs before a request that carries If-Match reaches the store. */
+let beforeIfMatch: ((path: string) => Promise<void>) | undefined;
 const seen: Seen[] = [];
 /** Makes the next `times` requests to a '/bucket/key' path fail with an S3 error, before s3rver sees them. */
 const faults = new Map<string, { status: number; code: string; times: number }>();
@@ -82,7 +87,18 @@ const hooks: KoaMiddleware = async (ctx, next) => {
   const source = header(ctx, 'x-amz-copy-source');
   const checksums: Record<string, string> = {};
   for (const [k, v] of Object.entries(ctx.headers)) if (/^x-amz-(sdk-)?checksum-/.test(k) && typeof v === 'string') checksums[k] = v;
-  seen.push({ method: ctx.method, path: p, query: Object.keys(ctx.query), checksums, ...(source !== undefined ? { copySource: source } : {}) });
+  const range = header(ctx, 'range');
+  const ifMatch = header(ctx, 'if-match');
+  seen.push({
+    method: ctx.method,
+    path: p,
+    query: Object.keys(ctx.query),
+    checksums,
+    ...(source !== undefined ? { copySource: source } : {}),
+    ...(range !== undefined ? { range } : {}),
+    ...(ifMatch !== undefined ? { ifMatch } : {}),
+  });
+  if (ifMatch !== undefined && beforeIfMatch) await beforeIfMatch(p);
   const fault = faults.get(p);
   if (fault && fault.times > 0) {
     fault.times--;
@@ -871,4 +887,50 @@ t.test('an upload slower than s3.requestTimeoutMs succeeds while its bytes keep 
   started = Date.now();
   await expectCode(t, () => putFile(ufs, '/stalled.bin', data, [MiB]), ['TIMEOUT', 'UNAVAILABLE', 'IO_ERROR'], 'an upload the store stops taking');
   t.ok(Date.now() - started < 8000, `failed after ${Date.now() - started} ms`);
+});
+
+t.test('a read whose connection is cut mid-body goes on from where it stopped, of the same version only', async (t) => {
+  const proxy = await startFaultProxy(endpoint, t);
+  const prefix = `cut-${randomBytes(3).toString('hex')}`;
+  const ufs = createUfs(`s3://${BUCKET}/${prefix}`, options({ 's3.endpoint': proxy.endpoint, 's3.maxAttempts': '3' }));
+  t.teardown(async () => {
+    beforeIfMatch = undefined;
+    await ufs.close();
+    await rawDeleteAll(`${prefix}/`);
+  });
+  const key = `/${BUCKET}/${prefix}/r.bin`;
+  const data = randomBytes(MiB);
+  await rawPut(`${prefix}/r.bin`, data);
+  // The proxy cuts the first answer 64 KiB into its body; the ones after pass.
+  const cutFirst = (): void => {
+    let first = true;
+    proxy.mode = 'cut';
+    proxy.resetCounts();
+    proxy.match = (req) => req.method === 'GET' && first && !(first = false);
+  };
+  cutFirst();
+  seen.length = 0;
+  t.ok((await readRange(ufs, '/r.bin', 1000, data.length - 2000)).equals(data.subarray(1000, data.length - 1000)), 'the bytes read are the object\'s');
+  t.equal(proxy.cuts, 1, 'the first answer was cut');
+  const gets = seen.filter((s) => s.method === 'GET' && s.path === key);
+  t.equal(gets.length, 2, 'one more GET');
+  t.match(gets[1], { range: `bytes=${1000 + 64 * 1024}-${data.length - 1001}`, ifMatch: /^"?[0-9a-f]{32}"?$/ }, 'for the rest only, of the version read so far');
+
+  // Cut every time: the reader gets the failure after s3.maxAttempts answers in all.
+  proxy.mode = 'cut';
+  proxy.match = (req) => req.method === 'GET';
+  proxy.resetCounts();
+  await expectCode(t, async () => readAll(await ufs.read('/r.bin', 0, data.length)), ['UNAVAILABLE', 'IO_ERROR'], 'a read cut on every try');
+  t.equal(proxy.cuts, 3, 's3.maxAttempts (3) answers, each cut');
+
+  // Replaced between the cut and the rest: no mix of two versions.
+  cutFirst();
+  const other = randomBytes(MiB);
+  beforeIfMatch = async (p) => {
+    if (p === key) await rawPut(`${prefix}/r.bin`, other);
+  };
+  const err = await expectCode(t, async () => readAll(await ufs.read('/r.bin', 0, data.length)), ['IO_ERROR'], 'a read whose object was replaced after the cut');
+  t.match(err?.message, /replaced while it was read/);
+  beforeIfMatch = undefined;
+  t.ok((await readRange(ufs, '/r.bin', 0, data.length)).equals(other), 'a read after it sees the new version whole');
 });
