@@ -20,6 +20,8 @@
  *   decodeURI yields the key;
  * - it has no AbortMultipartUpload (DELETE ?uploadId is a 405) and no UploadPartCopy; the shims
  *   implement both on top of s3rver's own store;
+ * - a completed multipart upload's ETag is the MD5 of its bytes; S3's is the MD5 of the parts'
+ *   binary MD5s followed by '-' and the part count, which the shim writes in its place;
  * - it ignores If-Match on GET and HEAD; the shim answers 412 PreconditionFailed when the object's
  *   ETag is another;
  * - it encrypts ListObjectsV2 continuation tokens with single DES, which OpenSSL 3 (Node >= 17)
@@ -33,7 +35,7 @@
  * not S3's key order around '/'; it does not verify SigV4 signatures.
  */
 
-import { mkdirSync, existsSync, rmSync } from 'node:fs';
+import { mkdirSync, existsSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
@@ -53,9 +55,12 @@ export interface KoaContext {
   body: unknown;
   req: IncomingMessage;
   res: ServerResponse;
+  /** After s3rver's XML parser ran: the request's parsed body. */
+  request?: { body?: unknown };
 }
 export type KoaMiddleware = (ctx: KoaContext, next: () => Promise<void>) => Promise<void>;
 interface S3rverStore {
+  getResourcePath(bucket: string, key: string, resource: string): string;
   getObject(bucket: string, key: string, range: { start: number; end: number }): Promise<{ content: Readable | null } | null>;
   putPart(bucket: string, uploadId: string, partNumber: number, content: Readable): Promise<{ size: number; md5: string }>;
 }
@@ -249,6 +254,23 @@ export async function startS3Server(opts: S3ServerOptions): Promise<RunningS3Ser
         await next();
       } finally {
         stats.partsInFlight--;
+      }
+      return;
+    }
+    if (ctx.method === 'POST' && uploadId !== undefined) {
+      // CompleteMultipartUpload: S3's ETag for it is the MD5 of the parts' binary MD5s and '-N'.
+      await next();
+      const listed = (ctx.request?.body as { CompleteMultipartUpload?: { Part?: unknown } } | undefined)?.CompleteMultipartUpload?.Part;
+      const partList = ([] as { ETag?: string }[]).concat((listed ?? []) as { ETag?: string }[]);
+      if (ctx.status !== 200 || partList.length === 0) return;
+      const md5s = partList.map((x) => Buffer.from(String(x.ETag ?? '').replace(/"/g, ''), 'hex'));
+      const etag = `${nodeCrypto.createHash('md5').update(Buffer.concat(md5s)).digest('hex')}-${partList.length}`;
+      const key = p.split('/').slice(2).join('/');
+      writeFileSync(server.store.getResourcePath(bucket, key, 'object.md5'), etag);
+      if (typeof ctx.body === 'string') ctx.body = ctx.body.replace(/<ETag>[^<]*<\/ETag>/, `<ETag>&quot;${etag}&quot;</ETag>`);
+      else {
+        const result = (ctx.body as { CompleteMultipartUploadResult?: { ETag?: string } } | null)?.CompleteMultipartUploadResult;
+        if (result) result.ETag = JSON.stringify(etag);
       }
       return;
     }

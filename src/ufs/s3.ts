@@ -18,6 +18,7 @@
  */
 
 import { constants as bufferConstants } from 'node:buffer';
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import {
@@ -207,6 +208,20 @@ export function s3Error(err: unknown, context: string): StrataError {
 function isInvalidRange(err: unknown): boolean {
   const e = err as SdkError | undefined;
   return e?.Code === 'InvalidRange' || e?.name === 'InvalidRange' || httpStatus(err) === 416;
+}
+
+/**
+ * The ETag S3 gives the object a multipart upload of `parts` makes: the MD5 of the parts' binary
+ * MD5s, then '-' and their count. Null when a part's ETag is not its MD5 (SSE-KMS, SSE-C).
+ */
+export function multipartEtag(parts: CompletedPart[]): string | null {
+  const md5s: Buffer[] = [];
+  for (const p of parts) {
+    const hex = (p.ETag ?? '').replace(/"/g, '');
+    if (!/^[0-9a-f]{32}$/i.test(hex)) return null;
+    md5s.push(Buffer.from(hex, 'hex'));
+  }
+  return `${createHash('md5').update(Buffer.concat(md5s)).digest('hex')}-${parts.length}`;
 }
 
 /** ETags come quoted on the wire; the fingerprint does without the quotes. */
@@ -410,11 +425,21 @@ class S3Writer implements UfsWriter {
         await Promise.all(this.#inFlight);
         if (this.#failure) throw this.#failure;
         const parts = this.#parts.slice().sort((a, b) => a.PartNumber! - b.PartNumber!);
-        const out = await c.client.send(
-          new CompleteMultipartUploadCommand({ Bucket: c.bucket, Key: c.key, UploadId: await this.#uploadId, MultipartUpload: { Parts: parts } }),
-          c.http,
-        );
-        etag = out.ETag;
+        try {
+          const out = await c.client.send(
+            new CompleteMultipartUploadCommand({ Bucket: c.bucket, Key: c.key, UploadId: await this.#uploadId, MultipartUpload: { Parts: parts } }),
+            c.http,
+          );
+          etag = out.ETag;
+        } catch (err) {
+          // The store may have completed it and lost only its answer: S3 answers a retry as the first
+          // time, but MinIO and Ceph answer NoSuchUpload (or fail) since the upload is gone. The
+          // object then carries the ETag S3 gives a multipart upload of exactly these parts.
+          const expected = multipartEtag(parts);
+          const st = expected ? await c.head().catch(() => null) : null;
+          if (!st || st.etag.replace(/"/g, '') !== expected || st.size !== this.#total) throw err;
+          etag = st.etag;
+        }
         this.#openUpload = undefined;
       }
       this.#state = 'done';

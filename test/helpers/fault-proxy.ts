@@ -2,15 +2,16 @@
  * Test helper: an HTTP proxy on loopback in front of an S3-protocol server (s3rver)
  * that injects under-store faults into the requests a predicate picks: answers 500
  * (S3's InternalError), stalls (never answers), resets the connection, cuts the
- * connection in the middle of the answer's body, or delays the request (then forwards
- * it, so a test can act while an upload is in flight). It counts
+ * connection in the middle of the answer's body, delays the request (then forwards
+ * it, so a test can act while an upload is in flight), or loses the answer (forwards the
+ * request, lets the store act on it, and resets the connection instead of answering). It counts
  * what it faulted, so tests can check that retries are bounded.
  */
 
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
-export type FaultMode = 'pass' | '500' | 'stall' | 'reset' | 'cut' | 'delay';
+export type FaultMode = 'pass' | '500' | 'stall' | 'reset' | 'cut' | 'delay' | 'lose';
 
 export interface FaultProxy {
   endpoint: string;
@@ -92,6 +93,13 @@ export async function startFaultProxy(upstream: string, t: { teardown(fn: () => 
         res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected by the fault proxy</Message></Error>');
       } else if (proxy.mode === 'reset') {
         req.socket.resetAndDestroy();
+      } else if (proxy.mode === 'lose') {
+        const out = http.request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers, agent }, (upRes) => {
+          upRes.resume();
+          upRes.on('end', () => req.socket.resetAndDestroy());
+        });
+        out.on('error', () => req.socket.destroy());
+        req.pipe(out);
       } else if (proxy.mode === 'cut') {
         forward(req, res, 64 * 1024);
       } else {

@@ -934,3 +934,31 @@ t.test('a read whose connection is cut mid-body goes on from where it stopped, o
   beforeIfMatch = undefined;
   t.ok((await readRange(ufs, '/r.bin', 0, data.length)).equals(other), 'a read after it sees the new version whole');
 });
+
+t.test('a multipart completion whose answer was lost is a success when the store holds exactly those parts', async (t) => {
+  const proxy = await startFaultProxy(endpoint, t);
+  const prefix = `lost-${randomBytes(3).toString('hex')}`;
+  const ufs = createUfs(`s3://${BUCKET}/${prefix}`, options({ 's3.endpoint': proxy.endpoint, 's3.maxAttempts': '2', 's3.partSize': String(5 * MiB) }));
+  t.teardown(async () => {
+    await ufs.close();
+    await rawDeleteAll(`${prefix}/`);
+  });
+  // The store completes the upload, the answer never comes back, and the retry finds no upload (as on MinIO and Ceph).
+  proxy.mode = 'lose';
+  proxy.match = (req) => req.method === 'POST' && /[?&]uploadId=/.test(req.url ?? '');
+  proxy.resetCounts();
+  const data = randomBytes(11 * MiB);
+  const st = await putFile(ufs, '/m.bin', data, [MiB]);
+  t.ok((proxy.faulted.POST ?? 0) >= 1, `${proxy.faulted.POST} completion answers were lost`);
+  t.equal(st.size, data.length, 'complete() succeeded');
+  const head = await raw.send(new HeadObjectCommand({ Bucket: BUCKET, Key: `${prefix}/m.bin` }));
+  t.match(head.ETag, /^"[0-9a-f]{32}-3"$/, 'the store has a 3-part object');
+  t.equal(st.fingerprint, `${head.ETag!.replace(/"/g, '')}:${data.length}`, 'whose ETag the status carries');
+  t.ok((await readAll((await raw.send(new GetObjectCommand({ Bucket: BUCKET, Key: `${prefix}/m.bin` }))).Body as never)).equals(data), 'and it is whole');
+
+  // A completion that fails while the object holds something else still fails.
+  proxy.mode = '500';
+  proxy.resetCounts();
+  await expectCode(t, () => putFile(ufs, '/m.bin', randomBytes(11 * MiB), [MiB]), ['UNAVAILABLE'], 'a completion the store refused, over an object of other parts');
+  t.ok((await readAll((await raw.send(new GetObjectCommand({ Bucket: BUCKET, Key: `${prefix}/m.bin` }))).Body as never)).equals(data), 'the object is the earlier one');
+});
