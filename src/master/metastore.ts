@@ -216,6 +216,11 @@ export interface Metastore {
   /** The entries of a directory, by name (byte order); empty for a missing or non-directory inode. */
   children(parent: number): Promise<NamedNodeRecord[]>;
   /**
+   * Up to `limit` entries of a directory whose names sort after `after` (from the first when
+   * null), by name (byte order): a listing in pages, each its own read.
+   */
+  childrenPage(parent: number, after: string | null, limit: number): Promise<NamedNodeRecord[]>;
+  /**
    * The path of an inode from the root ('/' for the root), through its primary
    * link (a hard-linked file's first name); NOT_FOUND when it is not linked.
    */

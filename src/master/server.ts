@@ -6,6 +6,8 @@
 import { mkdirSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { StrataError } from '../common/errors';
 import { maskSecret } from '../common/config';
 import { HttpAuthOptions, HttpLimits, createHttpServer, field, intParam, optionalInt, requiredInt, requiredString } from '../common/http';
@@ -50,6 +52,9 @@ import { LeaderElectionConfig, registerLeaderGate } from './leader-gate';
 import { DEFAULT_LEADER_LEASE_MS } from './leadership';
 import { Gauge } from 'prom-client';
 import { createDaemonMetrics } from '../common/metrics';
+
+/** Entries of a directory listing read and sent at once; a bigger directory goes in pages of this many. */
+export const LIST_PAGE = 1000;
 
 export interface MasterOptions {
   /** Directory for the metadata database (`<home>/master/strata.db`). */
@@ -403,7 +408,30 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.get(`${api}/info`, async () => ({ ufs: ns.ufsUri, blockSize, inodes: await table.nodeCount(), workers: await table.workers() }));
 
   app.get(`${api}/stat`, async (req) => ns.stat(await pathQuery(req.query)));
-  app.get(`${api}/list`, async (req) => ({ entries: await ns.list(await pathQuery(req.query)) }));
+  app.get(`${api}/list`, async (req, reply) => {
+    const pages = ns.listPages(await pathQuery(req.query), LIST_PAGE);
+    // The first page before anything is sent: a missing or non-directory path is still a 4xx.
+    const first = await pages.next();
+    const entries = first.done ? [] : first.value;
+    if (entries.length < LIST_PAGE) {
+      await pages.return(undefined);
+      return { entries };
+    }
+    // A bigger directory is sent page by page, other requests served between pages. A failure
+    // after the first page can only cut the answer, which the client then fails to parse.
+    async function* json(): AsyncGenerator<string> {
+      yield `{"entries":${JSON.stringify(entries).slice(0, -1)}`;
+      for (;;) {
+        await nextTurn();
+        const next = await pages.next();
+        if (next.done) break;
+        if (next.value.length > 0) yield `,${JSON.stringify(next.value).slice(1, -1)}`;
+      }
+      yield ']}';
+    }
+    void reply.type('application/json; charset=utf-8');
+    return Readable.from(json(), { objectMode: false });
+  });
   app.get(`${api}/lookup`, async (req) => ns.lookup(await pathQuery(req.query), (req.query as Record<string, unknown>).blocks === 'true'));
   app.post(`${api}/mkdir`, async (req) =>
     madeEntry(req, await ns.mkdir(await target(req.body, 'body'), modeField(req.body) ?? 0o755, idField(req.body, 'uid'), idField(req.body, 'gid')), 'parent'),

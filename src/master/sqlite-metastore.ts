@@ -79,6 +79,10 @@ export class SqliteMetastore implements Metastore {
     return this.#t.children(parent);
   }
 
+  async childrenPage(parent: number, after: string | null, limit: number): Promise<NamedNodeRecord[]> {
+    return this.#t.childrenPage(parent, after, limit);
+  }
+
   async pathOf(ino: number): Promise<string> {
     return this.#t.pathOf(ino);
   }

@@ -1,17 +1,16 @@
 /** `strata master` started on its own, as the README's multi-host set-up does, with its defaults. */
 
 import t from 'tap';
+import type { Test as TapTest } from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { CLI, runCli, tempRoot } from '../helpers/cluster';
 import { waitExit } from '../helpers/multi-cluster';
 
-t.test('the default under-store directory is created: the first mkdir works', async (t) => {
-  const root = tempRoot();
-  t.teardown(() => rmSync(root, { recursive: true, force: true }));
-  const home = path.join(root, 'home');
-  const p = spawn(process.execPath, [CLI, 'master', '--home', home, '--port', '0', '--auth', 'none'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'warn' } });
+/** `strata master` on its own, stopped when `t` ends; its URL. */
+async function startMaster(t: TapTest, home: string, ...extra: string[]): Promise<string> {
+  const p = spawn(process.execPath, [CLI, 'master', '--home', home, '--port', '0', '--auth', 'none', ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG_LEVEL: 'warn' } });
   t.teardown(async () => {
     if (p.exitCode === null && p.signalCode === null) {
       p.kill('SIGTERM');
@@ -20,7 +19,7 @@ t.test('the default under-store directory is created: the first mkdir works', as
   });
   let out = '';
   p.stdout.on('data', (d) => (out += d));
-  const url = await new Promise<string>((resolve, reject) => {
+  return new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`master did not start: ${out}`)), 30_000);
     p.stdout.on('data', () => {
       const m = /listening on (http:\/\/\S+)/.exec(out);
@@ -31,10 +30,44 @@ t.test('the default under-store directory is created: the first mkdir works', as
     });
     p.on('exit', (code) => reject(new Error(`master exited with ${code}: ${out}`)));
   });
+}
+
+t.test('the default under-store directory is created: the first mkdir works', async (t) => {
+  const root = tempRoot();
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const home = path.join(root, 'home');
+  const url = await startMaster(t, home);
   t.ok(statSync(path.join(home, 'ufs')).isDirectory(), '<home>/ufs exists');
   const res = await fetch(`${url}/api/v1/mkdir`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ path: '/data', mode: 0o755 }) });
   t.equal(res.status, 200, `mkdir /data: ${res.status} ${await res.text()}`);
   t.ok(existsSync(path.join(home, 'ufs', 'data')), 'and it is in the under-store');
+});
+
+t.test('a listing larger than one page comes whole, in order, each name once', async (t) => {
+  const root = tempRoot();
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const ufs = path.join(root, 'ufs');
+  // Pages are LIST_PAGE (1,000) entries: one directory of several pages and a part, one of exactly one page.
+  const sizes: Record<string, number> = { big: 2_345, page: 1_000, small: 3 };
+  for (const [dir, n] of Object.entries(sizes)) {
+    mkdirSync(path.join(ufs, dir), { recursive: true });
+    for (let i = 0; i < n; i++) writeFileSync(path.join(ufs, dir, `f-${i}`), i % 7 === 0 ? 'x' : '');
+  }
+  const url = await startMaster(t, path.join(root, 'home'), '--ufs', `file://${ufs}`);
+  for (const [dir, n] of Object.entries(sizes)) {
+    const res = await fetch(`${url}/api/v1/list?path=/${dir}`);
+    t.equal(res.status, 200, `list /${dir}`);
+    t.ok(res.headers.get('strata-changes'), 'with the change-feed header');
+    const { entries } = (await res.json()) as { entries: { name: string; size: number; type: string }[] };
+    const names = entries.map((e) => e.name);
+    const expected = Array.from({ length: n }, (_, i) => `f-${i}`).sort((a, b) => (Buffer.from(a) < Buffer.from(b) ? -1 : 1));
+    t.same(names, expected, `/${dir}: ${n} names, in byte order, each once`);
+    t.ok(entries.every((e) => e.type === 'file' && e.size === (Number(e.name.slice(2)) % 7 === 0 ? 1 : 0)), 'each with its attributes');
+  }
+  const missing = await fetch(`${url}/api/v1/list?path=/nope`);
+  t.equal(missing.status, 404, 'a missing directory is still a 404');
+  const notDir = await fetch(`${url}/api/v1/list?path=/big/f-1`);
+  t.ok(notDir.status >= 400 && notDir.status < 500, `a file is still a 4xx (${notDir.status})`);
 });
 
 t.test('an explicit under-store directory must exist: a usage error at start otherwise', async (t) => {

@@ -95,6 +95,13 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
       ],
       'children sorted by name',
     );
+    const page = async (after: string | null, limit: number) => (await store.childrenPage(dir.ino, after, limit)).map((n) => n.name);
+    t.same(await page(null, 2), ['a', 'b'], 'a first page');
+    t.same(await page('b', 2), ['c é'], 'the page after b: the rest');
+    t.same(await page('a', 1), ['b'], 'pages follow names, not positions');
+    t.same(await page('c é', 2), [], 'after the last name: nothing');
+    t.equal((await store.childrenPage(dir.ino, null, 1))[0]?.ino, a.ino, 'entries carry their nodes');
+    t.same(await store.childrenPage(2 ** 40, null, 10), [], 'a page of an unknown inode: none');
     t.equal((await store.lookup(dir.ino, 'b'))?.ino, b.ino);
     t.equal(await store.lookup(a.ino, 'b'), undefined, 'names are per directory');
     const x = await store.createChild(a.ino, 'x', dirNode());
