@@ -48,8 +48,12 @@ import type {
 import { BLOCKS_PER_CONTAINER, LOOKUP_BLOCKS_MAX, timespecFromMs, timespecNow, type UfsPlace } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
-import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NewNode, type NodeRecord } from './metastore';
+import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NamedNodeRecord, type NewNode, type NodeRecord } from './metastore';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Mount, MountOptions, MountTable, driverOptions, maskOptions } from './mount-table';
+
+/** Entries a directory merge reads, compares or writes between two turns of the event loop. */
+const MERGE_BATCH = 1000;
 
 /**
  * How long a file created empty for a program (see `create`) waits before ASYNC_THROUGH
@@ -325,13 +329,25 @@ export class Namespace {
     const inUfs = new Map(listing.map((s) => [s.name, s]));
     // Names a change in flight is changing are left alone (see the module comment); checked right before each call.
     const busy = (name: string) => this.#busy(dir.ino, name);
-    // One snapshot of the directory: what changes after it through Strata is newer than the listing,
-    // and the guards below make every change of this merge give way to it.
-    const before = await this.#table.children(dir.ino);
+    // The directory as the table has it, read in pages (and merged in batches) with other requests
+    // served between them: a directory of 140k names held the master 5 s in one turn. What changes
+    // through Strata meanwhile is newer than the listing, and the guards below (per node: still it,
+    // unchanged, not synced since the listing started, no change in flight) make every change of
+    // this merge give way to it, whichever page saw it.
+    const before: NamedNodeRecord[] = [];
+    for (let after: string | null = null; ; ) {
+      const page = await this.#table.childrenPage(dir.ino, after, MERGE_BATCH);
+      before.push(...page);
+      if (page.length < MERGE_BATCH) break;
+      after = page[page.length - 1]!.name;
+      await nextTurn();
+    }
     const inTable = new Map(before.map((c) => [c.name, c]));
     const toLoad: { name: string; node: NewNode }[] = [];
     const unchanged: number[] = [];
+    let n = 0;
     for (const s of listing) {
+      if (++n % MERGE_BATCH === 0) await nextTurn();
       try {
         parsePath('/' + s.name);
       } catch {
@@ -346,6 +362,7 @@ export class Namespace {
       }
     }
     for (const c of before) {
+      if (++n % MERGE_BATCH === 0) await nextTurn();
       // Only what the store had before this listing started can be missing from it for real.
       if (!inUfs.has(c.name) && c.persistState === 'persisted' && c.syncedAt < started && c.type !== 'symlink') {
         if (c.type === 'directory' && c.syncedAt !== 0) continue;
@@ -356,9 +373,17 @@ export class Namespace {
         await this.#table.forgetChild(dir.ino, c.name, { ino: c.ino, ufsFingerprint: c.ufsFingerprint, syncedBefore: started });
       }
     }
-    await this.#table.loadChildren(dir.ino, toLoad.filter((l) => !busy(l.name)));
-    // Only moves syncedAt of files found unchanged: harmless if one was committed meanwhile.
-    await this.#table.markSyncedMany([dir.ino, ...unchanged], started);
+    for (let i = 0; i < toLoad.length; i += MERGE_BATCH) {
+      if (i > 0) await nextTurn();
+      await this.#table.loadChildren(dir.ino, toLoad.slice(i, i + MERGE_BATCH).filter((l) => !busy(l.name)));
+    }
+    // Only moves syncedAt of files found unchanged: harmless if one was committed meanwhile. The
+    // directory's own last: until then its listing counts as not read.
+    for (let i = 0; i < unchanged.length; i += MERGE_BATCH) {
+      await this.#table.markSyncedMany(unchanged.slice(i, i + MERGE_BATCH), started);
+      await nextTurn();
+    }
+    await this.#table.markSyncedMany([dir.ino], started);
   }
 
   // ---- operations ------------------------------------------------------------

@@ -8,6 +8,9 @@ import { StrataError, toStrataError } from '../common/errors';
 import { parsePath } from '../common/paths';
 import { tempFileOfHandle, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
 
+/** stat() calls a listing keeps in flight. */
+const LIST_STATS_IN_FLIGHT = 64;
+
 /** Temp files of in-flight writes carry this prefix and are hidden from listings. */
 const TEMP_PREFIX = '.strata-tmp-';
 /** A temp file's name: the prefix and 12 hex digits. */
@@ -64,18 +67,24 @@ export class LocalUnderFileSystem implements UnderFileSystem {
       throw toStrataError(err, `list ${path}`);
     }
     const out: UfsStatus[] = [];
+    // A bounded number of stats at once: all of a 140k-name directory at once held 140k
+    // promises and their results, and the master's GC with them.
+    let next = 0;
+    const statOne = async (name: string): Promise<void> => {
+      if (name.startsWith(TEMP_PREFIX)) return;
+      try {
+        const st = await fsp.stat(nodePath.join(dir, name));
+        if (st.isFile() || st.isDirectory()) out.push(this.#status(name, st));
+      } catch (err) {
+        // Vanished between readdir and stat, or a dangling symlink: not listed. Any other failure (EIO, ESTALE
+        // on NFS) fails the listing: leaving the name out would tell the master the file was deleted.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'ENOENT' && code !== 'ENOTDIR' && code !== 'ELOOP') throw toStrataError(err, `list ${path}: ${name}`);
+      }
+    };
     await Promise.all(
-      names.map(async (name) => {
-        if (name.startsWith(TEMP_PREFIX)) return;
-        try {
-          const st = await fsp.stat(nodePath.join(dir, name));
-          if (st.isFile() || st.isDirectory()) out.push(this.#status(name, st));
-        } catch (err) {
-          // Vanished between readdir and stat, or a dangling symlink: not listed. Any other failure (EIO, ESTALE
-          // on NFS) fails the listing: leaving the name out would tell the master the file was deleted.
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code !== 'ENOENT' && code !== 'ENOTDIR' && code !== 'ELOOP') throw toStrataError(err, `list ${path}: ${name}`);
-        }
+      Array.from({ length: Math.min(LIST_STATS_IN_FLIGHT, names.length) }, async () => {
+        while (next < names.length) await statOne(names[next++]!);
       }),
     );
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

@@ -43,7 +43,7 @@ t.test('the default under-store directory is created: the first mkdir works', as
   t.ok(existsSync(path.join(home, 'ufs', 'data')), 'and it is in the under-store');
 });
 
-t.test('a listing larger than one page comes whole, in order, each name once', async (t) => {
+t.test('a listing larger than one page comes whole, in order, each name once, and merges store changes on every page', async (t) => {
   const root = tempRoot();
   t.teardown(() => rmSync(root, { recursive: true, force: true }));
   const ufs = path.join(root, 'ufs');
@@ -64,6 +64,20 @@ t.test('a listing larger than one page comes whole, in order, each name once', a
     t.same(names, expected, `/${dir}: ${n} names, in byte order, each once`);
     t.ok(entries.every((e) => e.type === 'file' && e.size === (Number(e.name.slice(2)) % 7 === 0 ? 1 : 0)), 'each with its attributes');
   }
+  // Changed in the store behind Strata's back, on several pages: merged again in batches.
+  const big = path.join(ufs, 'big');
+  for (const gone of ['f-5', 'f-1500', 'f-999']) rmSync(path.join(big, gone));
+  writeFileSync(path.join(big, 'f-2000'), 'now longer');
+  writeFileSync(path.join(big, 'g-new'), 'new');
+  const synced = await fetch(`${url}/api/v1/sync`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ path: '/big' }) });
+  t.equal(synced.status, 200, `sync /big: ${synced.status}`);
+  const after = ((await (await fetch(`${url}/api/v1/list?path=/big`)).json()) as { entries: { name: string; size: number }[] }).entries;
+  const sizes2 = new Map(after.map((e) => [e.name, e.size]));
+  t.equal(after.length, sizes.big! - 3 + 1, 'three names fewer, one more');
+  t.notOk(['f-5', 'f-1500', 'f-999'].some((n) => sizes2.has(n)), 'the removed ones are gone');
+  t.equal(sizes2.get('g-new'), 3, 'the new one is there');
+  t.equal(sizes2.get('f-2000'), 10, 'the changed one has its new size');
+  t.equal(sizes2.get('f-2001'), 0, 'the others are as they were');
   const missing = await fetch(`${url}/api/v1/list?path=/nope`);
   t.equal(missing.status, 404, 'a missing directory is still a 404');
   const notDir = await fetch(`${url}/api/v1/list?path=/big/f-1`);
