@@ -19,9 +19,10 @@ import { StrataError, toStrataError } from '../common/errors';
 import { intParam } from '../common/http';
 import type { Logger } from '../common/log';
 import { joinPath, normalizePath, parsePath } from '../common/paths';
-import type { BlockInfo, FileBlocksResponse, Timespec, WorkerInfo } from '../common/protocol';
+import type { BlockInfo, DirEntry, FileBlocksResponse, Timespec, WorkerInfo } from '../common/protocol';
 import type { Metastore } from './metastore';
-import type { Namespace } from './namespace';
+import { LIST_PAGE, type Namespace } from './namespace';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 
 export interface DashboardOptions {
   /** How often each live worker's /metrics is sampled for the cache hit ratio (ms). Default 10000. */
@@ -414,8 +415,16 @@ ${mounts.map((m) => html`<tr><td><a href="${browseHref(m.path)}">${m.path}</a></
   });
 
   const directoryBody = async (path: string, offset: number): Promise<Html> => {
-    const entries = await ns.list(path);
-    const shown = entries.slice(offset, offset + BROWSE_PAGE_SIZE);
+    // Read in pages, other requests served between them: a directory can hold 100k names and more.
+    const shown: DirEntry[] = [];
+    let total = 0;
+    for await (const page of ns.listPages(path, LIST_PAGE)) {
+      for (const e of page) {
+        if (total >= offset && shown.length < BROWSE_PAGE_SIZE) shown.push(e);
+        total++;
+      }
+      await nextTurn();
+    }
     const rows = await Promise.all(shown.map(async (e) => {
       const p = joinPath(path, e.name);
       let cached: string = '—';
@@ -432,11 +441,11 @@ ${mounts.map((m) => html`<tr><td><a href="${browseHref(m.path)}">${m.path}</a></
     }));
     const parent = path === '/' ? undefined : '/' + parsePath(path).slice(0, -1).join('/');
     const pager =
-      entries.length > BROWSE_PAGE_SIZE
-        ? html`<p>Entries ${offset + 1}–${offset + shown.length} of ${entries.length}. ${offset > 0 ? html`<a href="${browseHref(path, Math.max(0, offset - BROWSE_PAGE_SIZE))}">previous</a> ` : ''}${offset + BROWSE_PAGE_SIZE < entries.length ? html`<a href="${browseHref(path, offset + BROWSE_PAGE_SIZE)}">next</a>` : ''}</p>`
+      total > BROWSE_PAGE_SIZE
+        ? html`<p>Entries ${offset + 1}–${offset + shown.length} of ${total}. ${offset > 0 ? html`<a href="${browseHref(path, Math.max(0, offset - BROWSE_PAGE_SIZE))}">previous</a> ` : ''}${offset + BROWSE_PAGE_SIZE < total ? html`<a href="${browseHref(path, offset + BROWSE_PAGE_SIZE)}">next</a>` : ''}</p>`
         : '';
     return html`<h1>Directory ${path}</h1>
-<p>${entries.length} entr${entries.length === 1 ? 'y' : 'ies'}${parent !== undefined ? html` · <a href="${browseHref(parent)}">up</a>` : ''}</p>${pager}
+<p>${total} entr${total === 1 ? 'y' : 'ies'}${parent !== undefined ? html` · <a href="${browseHref(parent)}">up</a>` : ''}</p>${pager}
 <table id="listing"><tr><th>name</th><th>type</th><th class="num">size</th><th>mtime (UTC)</th><th>persisted</th><th class="num">cached</th></tr>${rows}</table>${pager}`;
   };
 

@@ -54,6 +54,8 @@ import { Mount, MountOptions, MountTable, driverOptions, maskOptions } from './m
 
 /** Entries a directory merge reads, compares or writes between two turns of the event loop. */
 const MERGE_BATCH = 1000;
+/** Entries of a directory listing read and sent at once; a bigger directory goes in pages of this many. */
+export const LIST_PAGE = 1000;
 
 /**
  * How long a file created empty for a program (see `create`) waits before ASYNC_THROUGH

@@ -42,7 +42,7 @@ import { createUfs } from '../ufs';
 import { Metastore, toAttributes } from './metastore';
 import { SqliteMetastore } from './sqlite-metastore';
 import { PgMetastore } from './pg-metastore';
-import { Namespace } from './namespace';
+import { LIST_PAGE, Namespace } from './namespace';
 import { MountTable } from './mount-table';
 import { FeedLeases } from './feed-leases';
 import { Persister } from './persister';
@@ -52,9 +52,6 @@ import { LeaderElectionConfig, registerLeaderGate } from './leader-gate';
 import { DEFAULT_LEADER_LEASE_MS } from './leadership';
 import { Gauge } from 'prom-client';
 import { createDaemonMetrics } from '../common/metrics';
-
-/** Entries of a directory listing read and sent at once; a bigger directory goes in pages of this many. */
-export const LIST_PAGE = 1000;
 
 export interface MasterOptions {
   /** Directory for the metadata database (`<home>/master/strata.db`). */

@@ -8,7 +8,7 @@
  */
 
 import t from 'tap';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { REPO, tempRoot } from '../helpers/cluster';
@@ -103,6 +103,17 @@ t.test('dashboard pages and master gauges over plain HTTP', async (t) => {
   t.match(metrics, /^strata_master_inodes(\{[^}]*\})? 3$/m, 'gauges collected asynchronously');
   t.match(metrics, /^strata_master_workers\{[^}]*state="live"[^}]*\} 1$/m);
   t.match(metrics, /^strata_master_persist_queue_length(\{[^}]*\})? 1$/m);
+
+  // A directory of several listing pages (1,000) and browser pages (500), found in the store.
+  mkdirSync(path.join(ufsDir, 'wide'));
+  for (let i = 0; i < 1203; i++) writeFileSync(path.join(ufsDir, 'wide', `w-${String(i).padStart(4, '0')}`), '');
+  const last = await page('/browse?path=/wide&offset=1000');
+  t.equal(last.status, 200, 'a wide directory, its last page');
+  t.match(last.text, /Entries 1001–1203 of 1203\./, 'counted whole');
+  t.ok(last.text.includes('w-1000') && last.text.includes('w-1202') && !last.text.includes('w-0999'), 'the entries of that page only');
+  const middle = await page('/browse?path=/wide&offset=500');
+  t.match(middle.text, /Entries 501–1000 of 1203\./);
+  t.ok(middle.text.includes('w-0500') && middle.text.includes('w-0999') && !middle.text.includes('w-1000') && !middle.text.includes('w-0499'), 'a page that ends where a listing page does');
 });
 
 t.test('dashboard in headless Chromium', { skip: SKIP }, async (t) => {
