@@ -210,6 +210,13 @@ function isInvalidRange(err: unknown): boolean {
   return e?.Code === 'InvalidRange' || e?.name === 'InvalidRange' || httpStatus(err) === 416;
 }
 
+/** Whether a failed CompleteMultipartUpload may have been carried out by the store all the same. */
+function completionMayHaveLanded(err: unknown): boolean {
+  const status = httpStatus(err);
+  const name = (err as SdkError | undefined)?.Code ?? (err as SdkError | undefined)?.name;
+  return isResumable(err) || name === 'NoSuchUpload' || status === undefined || status >= 500;
+}
+
 /**
  * The ETag S3 gives the object a multipart upload of `parts` makes: the MD5 of the parts' binary
  * MD5s, then '-' and their count. Null when a part's ETag is not its MD5 (SSE-KMS, SSE-C).
@@ -300,10 +307,11 @@ type ResumeBody = (delivered: number) => Promise<Readable>;
  * Streams `[skip, skip+take)` of a response body, mapping its errors to StrataErrors and ending it
  * when `signal` aborts. With `exact`, a body that ends early is an IO_ERROR instead of a short read.
  * With `resume`, a body cut by a lost or stalled connection (or ending early) is continued from
- * where it stopped, at most `resumes` times per call.
+ * where it stopped, at most `resumes` times per call, never after the caller destroyed the stream.
  */
 function clipBody(first: Readable, skip: number, take: number, exact: boolean, context: string, signal?: AbortSignal, resume?: ResumeBody, resumes = 0): Readable {
   let body = first;
+  let gone = false;
   async function* pump(): AsyncGenerator<Buffer> {
     let toSkip = skip;
     let left = take;
@@ -327,7 +335,7 @@ function clipBody(first: Readable, skip: number, take: number, exact: boolean, c
         if (!exact || left <= 0) return;
         throw Object.assign(new Error(`the store ended the body ${left} bytes early`), { code: 'ECONNRESET', early: true });
       } catch (err) {
-        if (!resume || resumes <= 0 || !isResumable(err) || signal?.aborted) {
+        if (!resume || resumes <= 0 || gone || !isResumable(err) || signal?.aborted) {
           if ((err as { early?: boolean }).early) throw new StrataError('IO_ERROR', `${context}: ${(err as Error).message}`);
           throw s3Error(err, context);
         }
@@ -339,8 +347,16 @@ function clipBody(first: Readable, skip: number, take: number, exact: boolean, c
     }
   }
   const out = Readable.from(pump(), { objectMode: false });
-  // Destroyed before its first read, the generator never runs its finally: the connection
+  // A caller that destroys the stream is gone: the body in hand goes at once (a generator waiting
+  // on a stalled one would finish only at the body timeout), and nothing is asked for again.
+  // Destroyed before its first read, the generator never runs its finally at all: the connection
   // would stay with an unread body (undici's body timeout does not run while it is paused).
+  const destroyOut = out._destroy.bind(out);
+  out._destroy = (err, cb) => {
+    gone = true;
+    body.destroy();
+    destroyOut(err, cb);
+  };
   out.once('close', () => body.destroy());
   if (signal) {
     const onAbort = (): void => {
@@ -431,16 +447,21 @@ class S3Writer implements UfsWriter {
             c.http,
           );
           etag = out.ETag;
+          this.#openUpload = undefined;
         } catch (err) {
-          // The store may have completed it and lost only its answer: S3 answers a retry as the first
-          // time, but MinIO and Ceph answer NoSuchUpload (or fail) since the upload is gone. The
-          // object then carries the ETag S3 gives a multipart upload of exactly these parts.
-          const expected = multipartEtag(parts);
+          // The store may have completed it and lost only its answer (a connection lost, a 5xx after
+          // the work, or a retry that finds the upload gone: S3 answers a retry as the first time,
+          // MinIO and Ceph answer NoSuchUpload). The object then carries the ETag S3 gives a
+          // multipart upload of exactly these parts, which an earlier upload of the same bytes has
+          // too: either way the object holds them. A refusal (InvalidPart, 403…) is a failure.
+          const expected = completionMayHaveLanded(err) ? multipartEtag(parts) : null;
           const st = expected ? await c.head().catch(() => null) : null;
           if (!st || st.etag.replace(/"/g, '') !== expected || st.size !== this.#total) throw err;
           etag = st.etag;
+          // If it was not this upload that landed, its parts would stay stored for good: abort it
+          // (NoSuchUpload is fine). Should that fail, leftover() still names it for a later cleanup.
+          await this.#discard().catch(() => undefined);
         }
-        this.#openUpload = undefined;
       }
       this.#state = 'done';
       if (!etag) {
@@ -849,25 +870,33 @@ export class S3UnderFileSystem implements UnderFileSystem {
       throw new StrataError('IO_ERROR', `${context}: asked for bytes from ${offset}, the store sent ${out.ContentRange}`);
     }
     const take = Math.min(length, total - offset);
-    // Without an ETag there is no telling whether a second request reads the same version.
+    // Without a strong ETag there is no telling whether a second request reads the same version.
     const etag = out.ETag;
-    const resume: ResumeBody | undefined = etag ? (delivered) => this.#readMore(key, offset + delivered, offset + take - 1, etag, opts, context) : undefined;
+    const resume: ResumeBody | undefined =
+      etag && !etag.startsWith('W/') ? (delivered) => this.#readMore(key, offset + delivered, offset + take - 1, { etag, total }, opts, context) : undefined;
     return clipBody(body, 0, take, true, context, opts?.signal, resume, this.#settings.maxAttempts - 1);
   }
 
-  /** The rest of a read whose body was cut: bytes `[from, to]` of the version `etag`, or IO_ERROR if the object changed since. */
-  async #readMore(key: string, from: number, to: number, etag: string, opts: UfsCallOptions | undefined, context: string): Promise<Readable> {
+  /**
+   * The rest of a read whose body was cut: bytes `[from, to]` of the version read so far (its ETag
+   * and size), or IO_ERROR if the object changed since. If-Match asks the store to refuse another
+   * version; the answer's own ETag is checked too, as some stores ignore If-Match on GET.
+   */
+  async #readMore(key: string, from: number, to: number, version: { etag: string; total: number }, opts: UfsCallOptions | undefined, context: string): Promise<Readable> {
+    const replaced = (cause?: unknown) => new StrataError('IO_ERROR', `${context}: the object was replaced while it was read (its connection was cut at byte ${from})`, cause ? { cause } : undefined);
     let out;
     try {
-      out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, Range: `bytes=${from}-${to}`, IfMatch: etag }), this.#http(opts));
+      out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, Range: `bytes=${from}-${to}`, IfMatch: version.etag }), this.#http(opts));
     } catch (err) {
-      if (httpStatus(err) === 412 || (err as SdkError).name === 'PreconditionFailed') {
-        throw new StrataError('IO_ERROR', `${context}: the object was replaced while it was read (its connection was cut at byte ${from})`, { cause: err });
-      }
+      if (httpStatus(err) === 412 || (err as SdkError).name === 'PreconditionFailed') throw replaced(err);
       throw s3Error(err, context);
     }
     const body = out.Body as Readable | undefined;
-    const range = /^bytes (\d+)-/.exec(out.ContentRange ?? '');
+    const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(out.ContentRange ?? '');
+    if (out.ETag !== version.etag || (range && Number(range[3]) !== version.total)) {
+      body?.destroy();
+      throw replaced();
+    }
     if (!body || !range || Number(range[1]) !== from) {
       body?.destroy();
       throw new StrataError('IO_ERROR', `${context}: asked for bytes from ${from} to go on after a cut connection, the store sent ${out.ContentRange ?? 'no range'}`);

@@ -27,6 +27,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as diagnostics_channel from 'node:diagnostics_channel';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { StrataError } from '../../src/common/errors';
 import { createUfs, SUPPORTED_SCHEMES } from '../../src/ufs';
@@ -60,7 +62,9 @@ interface Seen {
   ifMatch?: string;
 }
 /** Runs before a request that carries If-Match reaches the store. */
-let beforeIfMatch: ((path: string) => Promise<void>) | undefined;
+let beforeIfMatch: ((path: string, ctx: KoaContext) => Promise<void>) | undefined;
+/** May answer a request itself (returns true) before the store sees it. */
+let intercept: ((ctx: KoaContext, path: string) => boolean) | undefined;
 const seen: Seen[] = [];
 /** Makes the next `times` requests to a '/bucket/key' path fail with an S3 error, before s3rver sees them. */
 const faults = new Map<string, { status: number; code: string; times: number }>();
@@ -98,7 +102,8 @@ const hooks: KoaMiddleware = async (ctx, next) => {
     ...(range !== undefined ? { range } : {}),
     ...(ifMatch !== undefined ? { ifMatch } : {}),
   });
-  if (ifMatch !== undefined && beforeIfMatch) await beforeIfMatch(p);
+  if (ifMatch !== undefined && beforeIfMatch) await beforeIfMatch(p, ctx);
+  if (intercept?.(ctx, p)) return;
   const fault = faults.get(p);
   if (fault && fault.times > 0) {
     fault.times--;
@@ -961,4 +966,109 @@ t.test('a multipart completion whose answer was lost is a success when the store
   proxy.resetCounts();
   await expectCode(t, () => putFile(ufs, '/m.bin', randomBytes(11 * MiB), [MiB]), ['UNAVAILABLE'], 'a completion the store refused, over an object of other parts');
   t.ok((await readAll((await raw.send(new GetObjectCommand({ Bucket: BUCKET, Key: `${prefix}/m.bin` }))).Body as never)).equals(data), 'the object is the earlier one');
+});
+
+t.test('a read is not continued for a caller that destroyed it, nor from another version when the store ignores If-Match', async (t) => {
+  const prefix = `gone-${randomBytes(3).toString('hex')}`;
+  const ufs = createUfs(`s3://${BUCKET}/${prefix}`, options({ 's3.requestTimeoutMs': '1000' }));
+  t.teardown(async () => {
+    beforeIfMatch = undefined;
+    intercept = undefined;
+    await ufs.close();
+    await rawDeleteAll(`${prefix}/`);
+  });
+  const key = `/${BUCKET}/${prefix}/r.bin`;
+  const gets = () => seen.filter((s) => s.method === 'GET' && s.path === key);
+  const data = randomBytes(8 * MiB);
+  await rawPut(`${prefix}/r.bin`, data);
+
+  // Destroyed with a network-coded error, as pipeline() does when the socket it writes to is reset.
+  seen.length = 0;
+  let r = await ufs.read('/r.bin', 0, data.length);
+  await r[Symbol.asyncIterator]().next();
+  r.on('error', () => undefined);
+  const closed = new Promise((resolve) => r.once('close', resolve));
+  r.destroy(Object.assign(new Error('write ECONNRESET'), { code: 'ECONNRESET' }));
+  await closed;
+  await sleep(300);
+  t.equal(gets().length, 1, 'destroyed with ECONNRESET: no second GET');
+
+  // Destroyed while the store stalls in the middle of the body: closed at once, nothing asked again.
+  const head = await raw.send(new HeadObjectCommand({ Bucket: BUCKET, Key: `${prefix}/r.bin` }));
+  let first = true;
+  intercept = (ctx, p) => {
+    if (ctx.method !== 'GET' || p !== key || !first) return false;
+    first = false;
+    ctx.status = 206;
+    ctx.res.setHeader('etag', head.ETag!);
+    ctx.res.setHeader('content-range', `bytes 0-${MiB - 1}/${data.length}`);
+    const body = new Readable({ read() {} });
+    body.push(data.subarray(0, 64 * 1024));
+    ctx.body = body;
+    ctx.res.setHeader('content-length', String(MiB));
+    return true;
+  };
+  seen.length = 0;
+  r = await ufs.read('/r.bin', 0, MiB);
+  const it = r[Symbol.asyncIterator]();
+  for (let got = 0; got < 64 * 1024; ) got += ((await it.next()).value as Buffer).length;
+  void it.next().catch(() => undefined);
+  await sleep(100);
+  const at = Date.now();
+  r.on('error', () => undefined);
+  const closed2 = new Promise((resolve) => r.once('close', resolve));
+  r.destroy();
+  await closed2;
+  t.ok(Date.now() - at < 500, `closed ${Date.now() - at} ms after destroy(), not at the 1 s body timeout`);
+  await sleep(1500);
+  t.equal(gets().length, 1, 'and no second GET');
+  intercept = undefined;
+
+  // A store that ignores If-Match: the answer's own ETag tells the versions apart.
+  const proxy = await startFaultProxy(endpoint, t);
+  const viaProxy = createUfs(`s3://${BUCKET}/${prefix}`, options({ 's3.endpoint': proxy.endpoint }));
+  t.teardown(() => viaProxy.close());
+  first = true;
+  proxy.mode = 'cut';
+  proxy.match = (req) => req.method === 'GET' && first && !(first = false);
+  beforeIfMatch = async (p, ctx) => {
+    if (p !== key) return;
+    await rawPut(`${prefix}/r.bin`, Buffer.alloc(data.length, 2));
+    delete ctx.headers['if-match'];
+  };
+  const err = await expectCode(t, async () => readAll(await viaProxy.read('/r.bin', 0, MiB)), ['IO_ERROR'], 'a cut read whose object was replaced, from a store ignoring If-Match');
+  t.match(err?.message, /replaced while it was read/);
+});
+
+t.test('a completion that failed over an identical earlier object: the object holds the bytes, no upload stays open; a refusal still fails', async (t) => {
+  const proxy = await startFaultProxy(endpoint, t);
+  const prefix = `same-${randomBytes(3).toString('hex')}`;
+  const ufs = createUfs(`s3://${BUCKET}/${prefix}`, options({ 's3.endpoint': proxy.endpoint, 's3.maxAttempts': '1', 's3.partSize': String(5 * MiB) }));
+  t.teardown(async () => {
+    intercept = undefined;
+    await ufs.close();
+    await rawDeleteAll(`${prefix}/`);
+  });
+  const data = randomBytes(11 * MiB);
+  await putFile(ufs, '/m.bin', data, [MiB]);
+  // A 500: the store may or may not have done it; the object is these bytes either way.
+  proxy.mode = '500';
+  proxy.match = (req) => req.method === 'POST' && /[?&]uploadId=/.test(req.url ?? '');
+  proxy.resetCounts();
+  const w = await ufs.create('/m.bin');
+  for (let off = 0; off < data.length; off += MiB) await w.write(data.subarray(off, off + MiB));
+  const st = await w.complete();
+  t.equal(proxy.faulted.POST, 1, 'the completion was answered 500');
+  t.equal(st.size, data.length, 'complete() reports the object, which holds these bytes');
+  t.same(openUploadsUnder(`${prefix}/`), [], 'and the upload was aborted: no parts left stored');
+  t.equal(w.leftover?.(), undefined, 'nothing left to clean up');
+  // A refusal (InvalidPart) is not ambiguous: it fails even over an identical object.
+  proxy.mode = 'pass';
+  intercept = (ctx) => {
+    if (ctx.method !== 'POST' || ctx.query['uploadId'] === undefined) return false;
+    sendS3Error(ctx, 400, 'InvalidPart');
+    return true;
+  };
+  await expectCode(t, () => putFile(ufs, '/m.bin', data, [MiB]), ['IO_ERROR', 'INVALID_ARGUMENT'], 'a completion refused with InvalidPart');
+  t.same(openUploadsUnder(`${prefix}/`), [], 'its upload aborted too');
 });
