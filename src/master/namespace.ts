@@ -134,6 +134,13 @@ export class Namespace {
   }
 
   /**
+   * Directories being merged with a store listing, each with the names a change had in flight at
+   * any time since the merge started. The listing may predate such a change and the table pages
+   * read after it, so the merge leaves those names alone (the next sync sees them as they are).
+   */
+  readonly #merging = new Map<number, Set<string>>();
+
+  /**
    * Runs a change's under-store call and its table change with `names` in flight:
    * syncs neither forget, refresh nor load them meanwhile. Callers hold #mutations,
    * so no two changes mark the same name.
@@ -142,6 +149,7 @@ export class Namespace {
     this.#lead();
     const keys = names.map(([p, n]) => `${p}/${n}`);
     for (const k of keys) this.#inFlight.add(k);
+    for (const [p, n] of names) this.#merging.get(p)?.add(n);
     try {
       return await fn();
     } catch (err) {
@@ -317,6 +325,19 @@ export class Namespace {
   }
 
   async #listAndMerge(dir: NodeRecord, parts: string[]): Promise<void> {
+    // Listings of one directory are shared (#syncListing), so one merge per directory at a time.
+    const touched = new Set<string>();
+    const prefix = `${dir.ino}/`;
+    for (const k of this.#inFlight) if (k.startsWith(prefix)) touched.add(k.slice(prefix.length));
+    this.#merging.set(dir.ino, touched);
+    try {
+      await this.#mergeListing(dir, parts, touched);
+    } finally {
+      this.#merging.delete(dir.ino);
+    }
+  }
+
+  async #mergeListing(dir: NodeRecord, parts: string[], touched: Set<string>): Promise<void> {
     const { ufs, ufsPath } = this.#store(parts);
     const started = Date.now();
     let listing: UfsStatus[];
@@ -329,8 +350,9 @@ export class Namespace {
       throw err;
     }
     const inUfs = new Map(listing.map((s) => [s.name, s]));
-    // Names a change in flight is changing are left alone (see the module comment); checked right before each call.
-    const busy = (name: string) => this.#busy(dir.ino, name);
+    // Names a change has had in flight since the merge started are left alone (see the module comment
+    // and #merging); checked right before each call.
+    const busy = (name: string) => touched.has(name) || this.#busy(dir.ino, name);
     // The directory as the table has it, read in pages (and merged in batches) with other requests
     // served between them: a directory of 140k names held the master 5 s in one turn. What changes
     // through Strata meanwhile is newer than the listing, and the guards below (per node: still it,
