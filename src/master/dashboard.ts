@@ -22,7 +22,6 @@ import { joinPath, normalizePath, parsePath } from '../common/paths';
 import type { BlockInfo, DirEntry, FileBlocksResponse, Timespec, WorkerInfo } from '../common/protocol';
 import type { Metastore } from './metastore';
 import { LIST_PAGE, type Namespace } from './namespace';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 
 export interface DashboardOptions {
   /** How often each live worker's /metrics is sampled for the cache hit ratio (ms). Default 10000. */
@@ -423,7 +422,6 @@ ${mounts.map((m) => html`<tr><td><a href="${browseHref(m.path)}">${m.path}</a></
         if (total >= offset && shown.length < BROWSE_PAGE_SIZE) shown.push(e);
         total++;
       }
-      await nextTurn();
     }
     const rows = await Promise.all(shown.map(async (e) => {
       const p = joinPath(path, e.name);

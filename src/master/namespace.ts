@@ -425,10 +425,10 @@ export class Namespace {
   }
 
   /**
-   * A directory's entries in pages of `pageSize`, each read on its own, so that a huge
-   * directory is answered without holding the master for all of it (140k entries took
-   * 2.2 s of one event-loop turn). Like readdir, a name made or removed while the pages
-   * are read may or may not be in them; every other name is in exactly one page.
+   * A directory's entries in pages of `pageSize`, each read in its own turn of the event
+   * loop, so that a huge directory is answered without holding the master for all of it
+   * (140k entries took 2.2 s of one turn). Like readdir, a name made or removed while the
+   * pages are read may or may not be in them; every other name is in exactly one page.
    */
   async *listPages(path: string, pageSize: number): AsyncGenerator<DirEntry[]> {
     const parts = parsePath(path);
@@ -441,6 +441,7 @@ export class Namespace {
       yield page.map(toDirEntry);
       if (page.length < pageSize) return;
       after = page[page.length - 1]!.name;
+      await nextTurn();
     }
   }
 
@@ -1035,7 +1036,7 @@ export class Namespace {
   async #loadTree(path: string): Promise<void> {
     const dirs = [path];
     for (let d = dirs.pop(); d !== undefined; d = dirs.pop()) {
-      for (const e of await this.list(d)) if (e.type === 'directory') dirs.push(joinPath(d, e.name));
+      for await (const page of this.listPages(d, LIST_PAGE)) for (const e of page) if (e.type === 'directory') dirs.push(joinPath(d, e.name));
     }
   }
 
@@ -1044,7 +1045,8 @@ export class Namespace {
     const p = normalizePath(path);
     const node = await this.resolve(p);
     if (node.type !== 'directory') return this.unlink(p);
-    for (const e of await this.list(p)) await this.removeTree(joinPath(p, e.name));
+    // Page by page: each page's names are removed before the next page, which starts after them.
+    for await (const page of this.listPages(p, LIST_PAGE)) for (const e of page) await this.removeTree(joinPath(p, e.name));
     await this.rmdir(p);
   }
 

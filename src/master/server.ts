@@ -7,7 +7,6 @@ import { mkdirSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import { StrataError } from '../common/errors';
 import { maskSecret } from '../common/config';
 import { HttpAuthOptions, HttpLimits, createHttpServer, field, intParam, optionalInt, requiredInt, requiredString } from '../common/http';
@@ -419,7 +418,6 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     async function* json(): AsyncGenerator<string> {
       yield `{"entries":${JSON.stringify(entries).slice(0, -1)}`;
       for (;;) {
-        await nextTurn();
         const next = await pages.next();
         if (next.done) break;
         if (next.value.length > 0) yield `,${JSON.stringify(next.value).slice(1, -1)}`;

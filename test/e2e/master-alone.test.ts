@@ -78,6 +78,14 @@ t.test('a listing larger than one page comes whole, in order, each name once, an
   t.equal(sizes2.get('g-new'), 3, 'the new one is there');
   t.equal(sizes2.get('f-2000'), 10, 'the changed one has its new size');
   t.equal(sizes2.get('f-2001'), 0, 'the others are as they were');
+  // du lists every directory below, page by page: one found on the last page of /big counts too.
+  mkdirSync(path.join(big, 'zz-sub'));
+  writeFileSync(path.join(big, 'zz-sub', 'a'), 'hello');
+  writeFileSync(path.join(big, 'zz-sub', 'b'), '');
+  await fetch(`${url}/api/v1/sync`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ path: '/big' }) });
+  const du = (await (await fetch(`${url}/api/v1/du?path=/big`)).json()) as { files: number; directories: number; size: number };
+  t.equal(du.files, sizes.big! - 3 + 1 + 2, `du counts the files of /big and of /big/zz-sub (${JSON.stringify(du)})`);
+  t.equal(du.size, [...sizes2.values()].reduce((a, b) => a + b, 0) + 5, 'and their bytes');
   const missing = await fetch(`${url}/api/v1/list?path=/nope`);
   t.equal(missing.status, 404, 'a missing directory is still a 404');
   const notDir = await fetch(`${url}/api/v1/list?path=/big/f-1`);
