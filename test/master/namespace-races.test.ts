@@ -31,9 +31,10 @@ let n = 0;
 /** Lets the clock move, so what was synced a moment ago counts as stale (sync interval 0) and older than the next sync. */
 const later = () => new Promise((resolve) => setTimeout(resolve, 5));
 
-/** A SQLite store whose method `name` (the first called of several) first awaits `hook` (once), then runs. */
-function withHook(store: SqliteMetastore, name: keyof Metastore | (keyof Metastore)[], hook: () => Promise<void>): Metastore {
+/** A SQLite store whose method `name` (the first called of several; the `nth` call once armed) first awaits `hook` (once), then runs. */
+function withHook(store: SqliteMetastore, name: keyof Metastore | (keyof Metastore)[], hook: () => Promise<void>, nth = 1): Metastore {
   let armed = false;
+  let calls = 0;
   const names: (string | symbol)[] = Array.isArray(name) ? name : [name];
   const wrapped = new Proxy(store, {
     get(target, prop) {
@@ -41,7 +42,7 @@ function withHook(store: SqliteMetastore, name: keyof Metastore | (keyof Metasto
       if (typeof v !== 'function') return v;
       if (names.includes(prop)) {
         return async (...args: unknown[]) => {
-          if (armed) {
+          if (armed && ++calls === nth) {
             armed = false;
             await hook();
           }
@@ -51,18 +52,18 @@ function withHook(store: SqliteMetastore, name: keyof Metastore | (keyof Metasto
       return (v as (...a: unknown[]) => unknown).bind(target);
     },
   });
-  return Object.assign(wrapped, { arm: () => (armed = true) }) as Metastore & { arm(): void };
+  return Object.assign(wrapped, { arm: () => ((armed = true), (calls = 0)) }) as Metastore & { arm(): void };
 }
 
-async function setup(t: tap.Test, hookOn: keyof Metastore | (keyof Metastore)[], hook: (store: SqliteMetastore) => Promise<void>) {
+async function setup(t: tap.Test, hookOn: keyof Metastore | (keyof Metastore)[], hook: (store: SqliteMetastore) => Promise<void>, opts: { nth?: number; syncIntervalMs?: number } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-ns-races-'));
   const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
-  const store = withHook(sqlite, hookOn, () => hook(sqlite)) as Metastore & { arm(): void };
+  const store = withHook(sqlite, hookOn, () => hook(sqlite), opts.nth) as Metastore & { arm(): void };
   const uri = `mem://ns-races-${process.pid}-${++n}`;
   const ufs = new MemoryUnderFileSystem(uri);
   const mounts = await MountTable.open(store, uri, {});
-  // Sync interval 0: every access checks the store, by stat (listing is never "cheap" at 0).
-  const ns = new Namespace({ table: store, mounts, syncIntervalMs: 0, logger });
+  // Sync interval 0 by default: every access checks the store, by stat (listing is never "cheap" at 0).
+  const ns = new Namespace({ table: store, mounts, syncIntervalMs: opts.syncIntervalMs ?? 0, logger });
   t.teardown(async () => {
     await ns.close();
     await sqlite.close();
@@ -362,45 +363,14 @@ t.test('an unmount does not drop a file created under the mount point while it r
  * ones loaded again as ghosts, an exchanged file given the other's fingerprint).
  */
 t.test('a change while a big directory is merged page by page is not undone by the older listing', async (t) => {
+  /** A directory of 1,100 files in the store, loaded; `arm()` runs `change` right before the merge reads its second page of the table. */
   async function bigDir(t: tap.Test, change: (ns: Namespace) => Promise<void>) {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-ns-merge-'));
-    const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
-    let calls = -1;
     let ns!: Namespace;
-    // Runs `change` right before the merge reads its second page of the table.
-    const store = new Proxy(sqlite, {
-      get(target, prop) {
-        const v = Reflect.get(target, prop, target) as unknown;
-        if (typeof v !== 'function') return v;
-        if (prop === 'childrenPage') {
-          return async (...a: unknown[]) => {
-            if (calls >= 0 && ++calls === 2) {
-              calls = -1;
-              await change(ns);
-            }
-            return (v as (...x: unknown[]) => unknown).apply(target, a);
-          };
-        }
-        return (v as (...x: unknown[]) => unknown).bind(target);
-      },
-    }) as unknown as Metastore;
-    const uri = `mem://ns-merge-${process.pid}-${++n}`;
-    const ufs = new MemoryUnderFileSystem(uri);
-    const mounts = await MountTable.open(store, uri, {});
-    ns = new Namespace({ table: store, mounts, syncIntervalMs: 60_000, logger });
-    t.teardown(async () => {
-      await ns.close();
-      await sqlite.close();
-      rmSync(dir, { recursive: true, force: true });
-    });
-    const put = async (p: string, data: string) => {
-      const w = await ufs.create(p);
-      await w.write(Buffer.from(data));
-      await w.complete();
-    };
-    await ufs.mkdir('/d');
-    for (let i = 0; i < 1100; i++) await put(`/d/f-${String(i).padStart(4, '0')}`, 'x');
-    return { sqlite, ufs, ns, put, arm: () => (calls = 0) };
+    const env = await setup(t, 'childrenPage', () => change(ns), { nth: 2, syncIntervalMs: 60_000 });
+    ns = env.ns;
+    await env.ufs.mkdir('/d');
+    for (let i = 0; i < 1100; i++) await env.put(`/d/f-${String(i).padStart(4, '0')}`, 'x');
+    return { ...env, arm: () => env.store.arm() };
   }
   const ino = async (sqlite: SqliteMetastore, name: string) => {
     const d = await sqlite.lookup(ROOT_INO, 'd');
