@@ -150,6 +150,7 @@ export class Namespace {
     const keys = names.map(([p, n]) => `${p}/${n}`);
     for (const k of keys) this.#inFlight.add(k);
     for (const [p, n] of names) this.#merging.get(p)?.add(n);
+    this.#extras = keys;
     try {
       return await fn();
     } catch (err) {
@@ -159,7 +160,21 @@ export class Namespace {
       throw err;
     } finally {
       for (const k of keys) this.#inFlight.delete(k);
+      this.#extras = null;
     }
+  }
+
+  /** The names the running #changing marks; more may join (#alsoChanging). */
+  #extras: string[] | null = null;
+
+  /** Inside #changing: one more name the change changes in the store (a hard link's bytes moving to it). */
+  #alsoChanging(parent: number, name: string): void {
+    const k = `${parent}/${name}`;
+    if (!this.#inFlight.has(k)) {
+      this.#inFlight.add(k);
+      this.#extras?.push(k);
+    }
+    this.#merging.get(parent)?.add(name);
   }
 
   /** Right before an under-store change: NOT_LEADER once this master no longer leads (it changed nothing yet). */
@@ -302,17 +317,30 @@ export class Namespace {
 
   /** Loads a directory's listing from the under-store when it is stale. */
   /** Listings in flight by directory: concurrent lookups in one stale directory share one listing. */
-  readonly #listings = new Map<number, Promise<void>>();
+  readonly #listings = new Map<number, { started: number; done: Promise<void> }>();
 
-  async #syncListing(dir: NodeRecord, parts: string[], force = false): Promise<void> {
+  /**
+   * `force`: even when not stale. `fresh`: by a listing that starts after this call (one already
+   * running may predate a store change the caller knows of: it is waited for, then another runs).
+   */
+  async #syncListing(dir: NodeRecord, parts: string[], force = false, fresh = false): Promise<void> {
     const { mount } = this.#store(parts);
     if (dir.persistState !== 'persisted' || (!force && !this.#isStale(dir, mount))) return;
-    let p = this.#listings.get(dir.ino);
-    if (!p) {
-      p = this.#listAndMerge(dir, parts).finally(() => this.#listings.delete(dir.ino));
-      this.#listings.set(dir.ino, p);
+    const asked = Date.now();
+    for (;;) {
+      const running = this.#listings.get(dir.ino);
+      if (running && (!fresh || running.started > asked)) return running.done;
+      if (running) {
+        await running.done.catch(() => undefined);
+        continue;
+      }
+      const entry = { started: Date.now(), done: Promise.resolve() };
+      entry.done = this.#listAndMerge(dir, parts).finally(() => {
+        if (this.#listings.get(dir.ino) === entry) this.#listings.delete(dir.ino);
+      });
+      this.#listings.set(dir.ino, entry);
+      return entry.done;
     }
-    await p;
   }
 
   /** How long the last listing of a directory took (ms): too slow to re-list on every lookup? */
@@ -456,19 +484,21 @@ export class Namespace {
       this.#writable(parts);
       this.#storable(parts);
       if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
-      if (parent.persistState === 'persisted') {
-        const { ufs, ufsPath } = this.#store(parts);
-        try {
-          this.#lead();
-          await ufs.mkdir(ufsPath);
-        } catch (err) {
-          if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
+      // In flight from the store's mkdir to the table's: a sync in between must not load the new directory first.
+      return this.#changing([[parent.ino, name]], async () => {
+        if (parent.persistState === 'persisted') {
+          const { ufs, ufsPath } = this.#store(parts);
+          try {
+            await ufs.mkdir(ufsPath);
+          } catch (err) {
+            if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
+          }
         }
-      }
-      const g = this.#inherit(parent, gid, mode, true);
-      // createChild checks the name again in its transaction (ALREADY_EXISTS): create/symlink/mknod do not take #mutations.
-      const node = await this.#table.createChild(parent.ino, name, { type: 'directory', mode: g.mode, uid, gid: g.gid, persisted: parent.persistState === 'persisted', syncedAt: Date.now() });
-      return toAttributes(node);
+        const g = this.#inherit(parent, gid, mode, true);
+        // createChild checks the name again in its transaction (ALREADY_EXISTS): create/symlink/mknod do not take #mutations.
+        const node = await this.#table.createChild(parent.ino, name, { type: 'directory', mode: g.mode, uid, gid: g.gid, persisted: parent.persistState === 'persisted', syncedAt: Date.now() });
+        return toAttributes(node);
+      });
     });
   }
 
@@ -505,6 +535,7 @@ export class Namespace {
     const otherParts = parsePath(joinPath(await this.#table.pathOf(other.parent), other.name));
     const from = this.#store(parts);
     const to = this.#store(otherParts);
+    this.#alsoChanging(other.parent, other.name);
     await from.ufs.rename(from.ufsPath, to.ufsPath);
   }
 
@@ -984,9 +1015,9 @@ export class Namespace {
     if (node.type === 'directory') {
       await this.#table.markSynced(node.ino, 0);
       const dir = await this.#table.requireNode(node.ino);
-      const { mount } = this.#store(parts);
-      // Even a mount with sync disabled (-1) lists again when asked explicitly.
-      await this.#syncListing(dir, parts, mount.syncIntervalMs === -1 || this.#syncIntervalMs === -1);
+      // Even a mount with sync disabled (-1) lists again when asked explicitly, and by a listing
+      // that starts now, not one already running.
+      await this.#syncListing(dir, parts, true, true);
     } else if (parts.length > 0 && node.persistState === 'persisted') {
       const parent = await this.#resolveParts(parts.slice(0, -1));
       await this.#revalidate(parent, parts[parts.length - 1]!, node, parts);

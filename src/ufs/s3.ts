@@ -290,6 +290,10 @@ async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => 
   if (failure.failed) throw failure.err;
 }
 
+function unquoted(etag: string | undefined): string | undefined {
+  return etag?.replace(/"/g, '');
+}
+
 /** A connection lost or stalled in the middle of a body: the rest can be asked for again. */
 function isResumable(err: unknown): boolean {
   const e = err as { code?: string; name?: string } | undefined;
@@ -301,7 +305,7 @@ function isResumable(err: unknown): boolean {
  * Asks for the body's bytes from `delivered` (relative to the first response's start) on, of the
  * same object version.
  */
-type ResumeBody = (delivered: number) => Promise<Readable>;
+type ResumeBody = (delivered: number, signal: AbortSignal) => Promise<Readable>;
 
 /**
  * Streams `[skip, skip+take)` of a response body, mapping its errors to StrataErrors and ending it
@@ -312,6 +316,8 @@ type ResumeBody = (delivered: number) => Promise<Readable>;
 function clipBody(first: Readable, skip: number, take: number, exact: boolean, context: string, signal?: AbortSignal, resume?: ResumeBody, resumes = 0): Readable {
   let body = first;
   let gone = false;
+  // Ends a resume request in flight when the caller goes.
+  const leaving = new AbortController();
   async function* pump(): AsyncGenerator<Buffer> {
     let toSkip = skip;
     let left = take;
@@ -343,7 +349,11 @@ function clipBody(first: Readable, skip: number, take: number, exact: boolean, c
         body.destroy();
       }
       resumes--;
-      body = await resume(take - left);
+      body = await resume(take - left, leaving.signal);
+      if (gone) {
+        body.destroy();
+        return;
+      }
     }
   }
   const out = Readable.from(pump(), { objectMode: false });
@@ -354,6 +364,7 @@ function clipBody(first: Readable, skip: number, take: number, exact: boolean, c
   const destroyOut = out._destroy.bind(out);
   out._destroy = (err, cb) => {
     gone = true;
+    leaving.abort();
     body.destroy();
     destroyOut(err, cb);
   };
@@ -873,7 +884,9 @@ export class S3UnderFileSystem implements UnderFileSystem {
     // Without a strong ETag there is no telling whether a second request reads the same version.
     const etag = out.ETag;
     const resume: ResumeBody | undefined =
-      etag && !etag.startsWith('W/') ? (delivered) => this.#readMore(key, offset + delivered, offset + take - 1, { etag, total }, opts, context) : undefined;
+      etag && !etag.startsWith('W/')
+        ? (delivered, leaving) => this.#readMore(key, offset + delivered, offset + take - 1, { etag, total }, { ...opts, signal: opts?.signal ? AbortSignal.any([opts.signal, leaving]) : leaving }, context)
+        : undefined;
     return clipBody(body, 0, take, true, context, opts?.signal, resume, this.#settings.maxAttempts - 1);
   }
 
@@ -893,7 +906,8 @@ export class S3UnderFileSystem implements UnderFileSystem {
     }
     const body = out.Body as Readable | undefined;
     const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(out.ContentRange ?? '');
-    if (out.ETag !== version.etag || (range && Number(range[3]) !== version.total)) {
+    // Some stores quote ETags in one answer and not in another.
+    if (unquoted(out.ETag) !== unquoted(version.etag) || (range && Number(range[3]) !== version.total)) {
       body?.destroy();
       throw replaced();
     }

@@ -74,7 +74,7 @@ async function setup(t: tap.Test, hookOn: keyof Metastore | (keyof Metastore)[],
     await w.write(Buffer.from(data));
     return (await w.complete()).fingerprint;
   };
-  return { sqlite, store, ufs, ns, put };
+  return { sqlite, store, ufs, ns, put, mounts };
 }
 
 /** Commits a new version of `ino` through the store, as a client's close does (written through: persisted). */
@@ -426,4 +426,62 @@ t.test('a change while a big directory is merged page by page is not undone by t
     t.equal(node.size, 3, 'the file at z-y is still its own size');
     t.equal(node.ufsFingerprint, (await env.ufs.stat('/d/z-y'))!.fingerprint, "and its fingerprint is its object's");
   });
+});
+
+t.test('more changes around a big directory merge (second review)', async (t) => {
+  async function bigDir(t: tap.Test, change: (ns: Namespace) => Promise<void>) {
+    let ns!: Namespace;
+    const env = await setup(t, 'childrenPage', () => change(ns), { nth: 2, syncIntervalMs: 60_000 });
+    ns = env.ns;
+    await env.ufs.mkdir('/d');
+    for (let i = 0; i < 1100; i++) await env.put(`/d/f-${String(i).padStart(4, '0')}`, 'x');
+    return { ...env, arm: () => env.store.arm() };
+  }
+  const ino = async (sqlite: SqliteMetastore, name: string) => {
+    const d = await sqlite.lookup(ROOT_INO, 'd');
+    return (await sqlite.lookup(d!.ino, name))?.ino;
+  };
+
+  await t.test("an unlink that hands a hard link's bytes over to the other name", async (t) => {
+    const env = await bigDir(t, (ns) => ns.unlink('/d/z-primary'));
+    await env.put('/d/z-primary', 'abc');
+    await env.ns.list('/d');
+    const was = (await env.ns.stat('/d/z-primary')).ino;
+    await env.ns.link(was, '/d/a-second');
+    await later();
+    env.arm();
+    await env.ns.forceSync('/d');
+    t.ok(await env.ufs.stat('/d/a-second'), 'the store has the bytes under the other name');
+    t.equal(await ino(env.sqlite, 'a-second'), was, 'and the table keeps that name, with its inode');
+  });
+
+  await t.test('a forced sync asked during a merge gets a listing of its own', async (t) => {
+    let forced: Promise<void> | undefined;
+    const env = await bigDir(t, async (ns) => {
+      await env.put('/d/z-new', 'abc');
+      forced = ns.forceSync('/d');
+    });
+    await env.ns.list('/d');
+    await later();
+    env.arm();
+    await env.ns.forceSync('/d');
+    await forced;
+    t.ok(await ino(env.sqlite, 'z-new'), 'a file put into the store before the second forceSync is loaded by it');
+  });
+});
+
+t.test('a mkdir whose store side lands before a listing of its parent still succeeds', async (t) => {
+  const env = await setup(t, 'childrenPage', async () => undefined, { syncIntervalMs: 60_000 });
+  await env.ufs.mkdir('/d');
+  await env.ns.list('/d');
+  await later();
+  const ufs = env.mounts.resolve(['d']).mount.ufs;
+  const orig = ufs.mkdir.bind(ufs);
+  ufs.mkdir = async (p: string, o?: never) => {
+    await orig(p, o);
+    if (p === '/d/newdir') await env.ns.forceSync('/d');
+  };
+  const made = await env.ns.mkdir('/d/newdir', 0o755);
+  t.equal(made.type, 'directory', 'mkdir succeeds');
+  t.equal((await env.ns.list('/d')).filter((e) => e.name === 'newdir').length, 1, 'and the directory is there once');
 });

@@ -1072,3 +1072,79 @@ t.test('a completion that failed over an identical earlier object: the object ho
   await expectCode(t, () => putFile(ufs, '/m.bin', data, [MiB]), ['IO_ERROR', 'INVALID_ARGUMENT'], 'a completion refused with InvalidPart');
   t.same(openUploadsUnder(`${prefix}/`), [], 'its upload aborted too');
 });
+
+t.test('a read destroyed while its resume is asked for: closed at once, the resumed answer dropped; an unquoted ETag in the resumed answer is the same version', async (t) => {
+  const prefix = `pend-${randomBytes(3).toString('hex')}`;
+  const ufs = createUfs(`s3://${BUCKET}/${prefix}`, options({ 's3.requestTimeoutMs': '3000' }));
+  t.teardown(async () => {
+    beforeIfMatch = undefined;
+    intercept = undefined;
+    await ufs.close();
+    await rawDeleteAll(`${prefix}/`);
+  });
+  const key = `/${BUCKET}/${prefix}/r.bin`;
+  const data = randomBytes(2 * MiB);
+  await rawPut(`${prefix}/r.bin`, data);
+  const head = await raw.send(new HeadObjectCommand({ Bucket: BUCKET, Key: `${prefix}/r.bin` }));
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let reached!: () => void;
+  const atResume = new Promise<void>((r) => (reached = r));
+  beforeIfMatch = async (p) => {
+    if (p !== key) return;
+    reached();
+    await gate;
+  };
+  let resumedClosedAt = 0;
+  // The first answer is cut after 64 KiB; the resumed one sends its headers, then nothing.
+  intercept = (ctx, p) => {
+    if (ctx.method !== 'GET' || p !== key) return false;
+    (ctx as unknown as { respond: boolean }).respond = false;
+    const from = Number(/bytes=(\d+)-/.exec(String(ctx.headers.range))![1]);
+    ctx.res.writeHead(206, { etag: head.ETag!, 'content-range': `bytes ${from}-${data.length - 1}/${data.length}`, 'content-length': String(data.length - from) });
+    if (ctx.headers['if-match'] === undefined) {
+      ctx.res.write(data.subarray(0, 64 * 1024));
+      setTimeout(() => ctx.res.socket?.resetAndDestroy(), 20);
+    } else {
+      ctx.res.flushHeaders();
+      // Gone already (the reader aborted its request), or when it goes.
+      const sock = ctx.req.socket;
+      if (sock.destroyed) resumedClosedAt = Date.now();
+      else sock.once('close', () => (resumedClosedAt = Date.now()));
+    }
+    return true;
+  };
+  const r = await ufs.read('/r.bin', 0, data.length);
+  r.on('data', () => undefined);
+  r.on('error', () => undefined);
+  await atResume;
+  let closedAt = 0;
+  const closed = new Promise<void>((res) => r.once('close', () => res(void (closedAt = Date.now()))));
+  const at = Date.now();
+  r.destroy();
+  await sleep(100);
+  release();
+  await closed;
+  await sleep(300);
+  t.ok(closedAt - at < 1000, `closed ${closedAt - at} ms after destroy(), not at the body timeout (3 s)`);
+  t.ok(resumedClosedAt > 0 && resumedClosedAt - at < 1000, `the resumed answer's connection dropped ${resumedClosedAt - at} ms after`);
+
+  // The resumed answer carries the same ETag without its quotes: read whole.
+  beforeIfMatch = undefined;
+  let firstGet = true;
+  intercept = (ctx, p) => {
+    if (ctx.method !== 'GET' || p !== key) return false;
+    (ctx as unknown as { respond: boolean }).respond = false;
+    const m = /bytes=(\d+)-(\d+)/.exec(String(ctx.headers.range))!;
+    const [from, to] = [Number(m[1]), Number(m[2])];
+    const cut = firstGet;
+    firstGet = false;
+    ctx.res.writeHead(206, { etag: cut ? head.ETag! : head.ETag!.replace(/"/g, ''), 'content-range': `bytes ${from}-${to}/${data.length}`, 'content-length': String(to - from + 1) });
+    if (cut) {
+      ctx.res.write(data.subarray(from, from + 64 * 1024));
+      setTimeout(() => ctx.res.socket?.resetAndDestroy(), 20);
+    } else ctx.res.end(data.subarray(from, to + 1));
+    return true;
+  };
+  t.ok((await readRange(ufs, '/r.bin', 0, data.length)).equals(data), 'a resumed answer with an unquoted ETag continues the read');
+});
