@@ -42,13 +42,20 @@ function setup(t: tap.Test, pages: number) {
   return { dir, data, worker };
 }
 
-const isOpen = (fd: number): boolean => {
-  try {
-    fstatSync(fd);
-    return true;
-  } catch {
-    return false;
-  }
+/**
+ * A check that `fd` still names the file it names now. Closes are asynchronous, and a closed fd's
+ * number may be reused at once (by the next page opened), so "is it open" alone can mislead.
+ */
+const watchFd = (fd: number): (() => boolean) => {
+  const first = fstatSync(fd);
+  return () => {
+    try {
+      const st = fstatSync(fd);
+      return st.ino === first.ino && st.dev === first.dev;
+    } catch {
+      return false;
+    }
+  };
 };
 
 /** What the ranges name, read back through their descriptors. */
@@ -63,6 +70,11 @@ function bytesOf(ranges: { fd: number; pos: number; len: number }[]): Buffer {
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 50));
+/** Waits (at most 5 s) for a watched fd to be closed; whether it was. */
+const closedSoon = async (open: () => boolean): Promise<boolean> => {
+  for (const until = Date.now() + 5000; open() && Date.now() < until; ) await settle();
+  return !open();
+};
 
 t.test('ranges name the bytes of the pages, up to the block end', async (t) => {
   const { data, worker } = setup(t, 4);
@@ -85,19 +97,19 @@ t.test('a held range stays open while its page is closed to make room', async (t
   t.teardown(() => sc.close());
   const held = (await sc.ranges(worker, BLOCK, 0, 100))!;
   const fd = held[0]!.fd;
+  const samePage = watchFd(fd);
   for (let i = 1; i < 6; i++) sc.release((await sc.ranges(worker, BLOCK, i * PAGE, 100))!);
   await settle();
-  t.ok(isOpen(fd), 'the held page file is still open with 5 others opened past the limit of 2');
+  t.ok(samePage(), 'the held page file is still open with 5 others opened past the limit of 2');
   t.ok(bytesOf(held).equals(data.subarray(0, 100)), 'and still reads its bytes');
   sc.hold(held);
   sc.release(held);
   sc.release((await sc.ranges(worker, BLOCK, 5 * PAGE, 10))!);
   await settle();
-  t.ok(isOpen(fd), 'held twice, let go once: still open');
+  t.ok(samePage(), 'held twice, let go once: still open');
   sc.release(held);
   sc.release((await sc.ranges(worker, BLOCK, 4 * PAGE, 10))!);
-  await settle();
-  t.notOk(isOpen(fd), 'let go by everyone: closed at the next trim');
+  t.ok(await closedSoon(samePage), 'let go by everyone: closed at the next trim');
 });
 
 t.test('a held range stays open when its page fails its check; closed once let go', async (t) => {
@@ -106,6 +118,7 @@ t.test('a held range stays open when its page fails its check; closed once let g
   t.teardown(() => sc.close());
   const held = (await sc.ranges(worker, BLOCK, 0, 100))!;
   const fd = held[0]!.fd;
+  const samePage = watchFd(fd);
   // Corrupt the page in place: its identity changes (ctime), its checksum no longer matches.
   const w = openSync(path.join(dir, pageRelPath(BLOCK, 0)), 'r+');
   writeSync(w, Buffer.from('corrupt!'), 0, 8, 10);
@@ -114,10 +127,9 @@ t.test('a held range stays open when its page fails its check; closed once let g
   t.equal(await sc.ranges(worker, BLOCK, 0, 100), undefined, 'the page is not served once it fails its check');
   t.equal(sc.corruptPages, 1, 'counted as corrupt');
   await settle();
-  t.ok(isOpen(fd), 'the range held before is still open (a reply may be reading it)');
+  t.ok(samePage(), 'the range held before is still open (a reply may be reading it)');
   sc.release(held);
-  await settle();
-  t.notOk(isOpen(fd), 'closed once let go');
+  t.ok(await closedSoon(samePage), 'closed once let go');
 });
 
 t.test('with the open-file limit taken by held ranges, one more page is still read from its file', async (t) => {
