@@ -356,6 +356,20 @@ t.test('an unmount does not drop a file created under the mount point while it r
   t.equal(await inoAt(ns, '/mnt'), undefined, 'the mount point is gone');
 });
 
+/** A directory of 1,100 files in the store, loaded; `arm()` runs `change` right before the merge reads its second page of the table. */
+async function bigDir(t: tap.Test, change: (ns: Namespace) => Promise<void>) {
+  let ns!: Namespace;
+  const env = await setup(t, 'childrenPage', () => change(ns), { nth: 2, syncIntervalMs: 60_000 });
+  ns = env.ns;
+  await env.ufs.mkdir('/d');
+  for (let i = 0; i < 1100; i++) await env.put(`/d/f-${String(i).padStart(4, '0')}`, 'x');
+  return { ...env, arm: () => env.store.arm() };
+}
+const ino = async (sqlite: SqliteMetastore, name: string) => {
+  const d = await sqlite.lookup(ROOT_INO, 'd');
+  return (await sqlite.lookup(d!.ino, name))?.ino;
+};
+
 /**
  * A directory of more than one merge page (1,000): the table is read in pages with other requests
  * served between them, after the store listing. A change through Strata in such a gap is newer than
@@ -363,20 +377,6 @@ t.test('an unmount does not drop a file created under the mount point while it r
  * ones loaded again as ghosts, an exchanged file given the other's fingerprint).
  */
 t.test('a change while a big directory is merged page by page is not undone by the older listing', async (t) => {
-  /** A directory of 1,100 files in the store, loaded; `arm()` runs `change` right before the merge reads its second page of the table. */
-  async function bigDir(t: tap.Test, change: (ns: Namespace) => Promise<void>) {
-    let ns!: Namespace;
-    const env = await setup(t, 'childrenPage', () => change(ns), { nth: 2, syncIntervalMs: 60_000 });
-    ns = env.ns;
-    await env.ufs.mkdir('/d');
-    for (let i = 0; i < 1100; i++) await env.put(`/d/f-${String(i).padStart(4, '0')}`, 'x');
-    return { ...env, arm: () => env.store.arm() };
-  }
-  const ino = async (sqlite: SqliteMetastore, name: string) => {
-    const d = await sqlite.lookup(ROOT_INO, 'd');
-    return (await sqlite.lookup(d!.ino, name))?.ino;
-  };
-
   await t.test('renamed from the page read to one not read yet', async (t) => {
     const env = await bigDir(t, (ns) => ns.rename('/d/a-src', '/d/z-dst'));
     await env.put('/d/a-src', 'abc');
@@ -429,19 +429,6 @@ t.test('a change while a big directory is merged page by page is not undone by t
 });
 
 t.test('more changes around a big directory merge (second review)', async (t) => {
-  async function bigDir(t: tap.Test, change: (ns: Namespace) => Promise<void>) {
-    let ns!: Namespace;
-    const env = await setup(t, 'childrenPage', () => change(ns), { nth: 2, syncIntervalMs: 60_000 });
-    ns = env.ns;
-    await env.ufs.mkdir('/d');
-    for (let i = 0; i < 1100; i++) await env.put(`/d/f-${String(i).padStart(4, '0')}`, 'x');
-    return { ...env, arm: () => env.store.arm() };
-  }
-  const ino = async (sqlite: SqliteMetastore, name: string) => {
-    const d = await sqlite.lookup(ROOT_INO, 'd');
-    return (await sqlite.lookup(d!.ino, name))?.ino;
-  };
-
   await t.test("an unlink that hands a hard link's bytes over to the other name", async (t) => {
     const env = await bigDir(t, (ns) => ns.unlink('/d/z-primary'));
     await env.put('/d/z-primary', 'abc');

@@ -175,6 +175,8 @@ function freshStore(t: tap.Test, extra: Record<string, string> = {}): { ufs: S3U
   const prefix = `s-${++stores}-${randomBytes(3).toString('hex')}/`;
   const ufs = createUfs(`s3://${BUCKET}/${prefix.slice(0, -1)}`, options(extra)) as S3UnderFileSystem;
   t.teardown(async () => {
+    beforeIfMatch = undefined;
+    intercept = undefined;
     await ufs.close();
     await rawDeleteAll(prefix);
   });
@@ -896,13 +898,8 @@ t.test('an upload slower than s3.requestTimeoutMs succeeds while its bytes keep 
 
 t.test('a read whose connection is cut mid-body goes on from where it stopped, of the same version only', async (t) => {
   const proxy = await startFaultProxy(endpoint, t);
-  const prefix = `cut-${randomBytes(3).toString('hex')}`;
-  const ufs = createUfs(`s3://${BUCKET}/${prefix}`, options({ 's3.endpoint': proxy.endpoint, 's3.maxAttempts': '3' }));
-  t.teardown(async () => {
-    beforeIfMatch = undefined;
-    await ufs.close();
-    await rawDeleteAll(`${prefix}/`);
-  });
+  const { ufs, prefix: under } = freshStore(t, { 's3.endpoint': proxy.endpoint, 's3.maxAttempts': '3' });
+  const prefix = under.slice(0, -1);
   const key = `/${BUCKET}/${prefix}/r.bin`;
   const data = randomBytes(MiB);
   await rawPut(`${prefix}/r.bin`, data);
@@ -942,12 +939,8 @@ t.test('a read whose connection is cut mid-body goes on from where it stopped, o
 
 t.test('a multipart completion whose answer was lost is a success when the store holds exactly those parts', async (t) => {
   const proxy = await startFaultProxy(endpoint, t);
-  const prefix = `lost-${randomBytes(3).toString('hex')}`;
-  const ufs = createUfs(`s3://${BUCKET}/${prefix}`, options({ 's3.endpoint': proxy.endpoint, 's3.maxAttempts': '2', 's3.partSize': String(5 * MiB) }));
-  t.teardown(async () => {
-    await ufs.close();
-    await rawDeleteAll(`${prefix}/`);
-  });
+  const { ufs, prefix: under } = freshStore(t, { 's3.endpoint': proxy.endpoint, 's3.maxAttempts': '2', 's3.partSize': String(5 * MiB) });
+  const prefix = under.slice(0, -1);
   // The store completes the upload, the answer never comes back, and the retry finds no upload (as on MinIO and Ceph).
   proxy.mode = 'lose';
   proxy.match = (req) => req.method === 'POST' && /[?&]uploadId=/.test(req.url ?? '');
@@ -969,14 +962,8 @@ t.test('a multipart completion whose answer was lost is a success when the store
 });
 
 t.test('a read is not continued for a caller that destroyed it, nor from another version when the store ignores If-Match', async (t) => {
-  const prefix = `gone-${randomBytes(3).toString('hex')}`;
-  const ufs = createUfs(`s3://${BUCKET}/${prefix}`, options({ 's3.requestTimeoutMs': '1000' }));
-  t.teardown(async () => {
-    beforeIfMatch = undefined;
-    intercept = undefined;
-    await ufs.close();
-    await rawDeleteAll(`${prefix}/`);
-  });
+  const { ufs, prefix: under } = freshStore(t, { 's3.requestTimeoutMs': '1000' });
+  const prefix = under.slice(0, -1);
   const key = `/${BUCKET}/${prefix}/r.bin`;
   const gets = () => seen.filter((s) => s.method === 'GET' && s.path === key);
   const data = randomBytes(8 * MiB);
@@ -1042,13 +1029,8 @@ t.test('a read is not continued for a caller that destroyed it, nor from another
 
 t.test('a completion that failed over an identical earlier object: the object holds the bytes, no upload stays open; a refusal still fails', async (t) => {
   const proxy = await startFaultProxy(endpoint, t);
-  const prefix = `same-${randomBytes(3).toString('hex')}`;
-  const ufs = createUfs(`s3://${BUCKET}/${prefix}`, options({ 's3.endpoint': proxy.endpoint, 's3.maxAttempts': '1', 's3.partSize': String(5 * MiB) }));
-  t.teardown(async () => {
-    intercept = undefined;
-    await ufs.close();
-    await rawDeleteAll(`${prefix}/`);
-  });
+  const { ufs, prefix: under } = freshStore(t, { 's3.endpoint': proxy.endpoint, 's3.maxAttempts': '1', 's3.partSize': String(5 * MiB) });
+  const prefix = under.slice(0, -1);
   const data = randomBytes(11 * MiB);
   await putFile(ufs, '/m.bin', data, [MiB]);
   // A 500: the store may or may not have done it; the object is these bytes either way.
@@ -1074,14 +1056,8 @@ t.test('a completion that failed over an identical earlier object: the object ho
 });
 
 t.test('a read destroyed while its resume is asked for: closed at once, the resumed answer dropped; an unquoted ETag in the resumed answer is the same version', async (t) => {
-  const prefix = `pend-${randomBytes(3).toString('hex')}`;
-  const ufs = createUfs(`s3://${BUCKET}/${prefix}`, options({ 's3.requestTimeoutMs': '3000' }));
-  t.teardown(async () => {
-    beforeIfMatch = undefined;
-    intercept = undefined;
-    await ufs.close();
-    await rawDeleteAll(`${prefix}/`);
-  });
+  const { ufs, prefix: under } = freshStore(t, { 's3.requestTimeoutMs': '3000' });
+  const prefix = under.slice(0, -1);
   const key = `/${BUCKET}/${prefix}/r.bin`;
   const data = randomBytes(2 * MiB);
   await rawPut(`${prefix}/r.bin`, data);
