@@ -444,12 +444,11 @@ export class Namespace {
     return toAttributes(await this.resolve(path));
   }
 
+  /** A whole directory at once (see listPages, which the master's own callers use). */
   async list(path: string): Promise<DirEntry[]> {
-    const parts = parsePath(path);
-    const dir = await this.#resolveParts(parts);
-    if (dir.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
-    await this.#syncListing(dir, parts);
-    return (await this.#table.children(dir.ino)).map(toDirEntry);
+    const entries: DirEntry[] = [];
+    for await (const page of this.listPages(path, LIST_PAGE)) entries.push(...page);
+    return entries;
   }
 
   /**

@@ -414,7 +414,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       return { entries };
     }
     // A bigger directory is sent page by page, other requests served between pages. A failure
-    // after the first page can only cut the answer, which the client then fails to parse.
+    // after the first page can only cut the answer: the client takes that for a lost connection
+    // and asks again (within its failover time), as it would of a master that went away.
     async function* json(): AsyncGenerator<string> {
       yield `{"entries":${JSON.stringify(entries).slice(0, -1)}`;
       for (;;) {

@@ -5,6 +5,7 @@ import * as nodePath from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
+import { mapLimit } from '../common/map-limit';
 import { parsePath } from '../common/paths';
 import { tempFileOfHandle, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
 
@@ -69,8 +70,7 @@ export class LocalUnderFileSystem implements UnderFileSystem {
     const out: UfsStatus[] = [];
     // A bounded number of stats at once: all of a 140k-name directory at once held 140k
     // promises and their results, and the master's GC with them.
-    let next = 0;
-    const statOne = async (name: string): Promise<void> => {
+    await mapLimit(names, LIST_STATS_IN_FLIGHT, async (name) => {
       if (name.startsWith(TEMP_PREFIX)) return;
       try {
         const st = await fsp.stat(nodePath.join(dir, name));
@@ -81,12 +81,7 @@ export class LocalUnderFileSystem implements UnderFileSystem {
         const code = (err as NodeJS.ErrnoException).code;
         if (code !== 'ENOENT' && code !== 'ENOTDIR' && code !== 'ELOOP') throw toStrataError(err, `list ${path}: ${name}`);
       }
-    };
-    await Promise.all(
-      Array.from({ length: Math.min(LIST_STATS_IN_FLIGHT, names.length) }, async () => {
-        while (next < names.length) await statOne(names[next++]!);
-      }),
-    );
+    });
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 

@@ -38,6 +38,7 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { StrataError, toStrataError, type ErrorCode } from '../common/errors';
+import { mapLimit } from '../common/map-limit';
 import { parsePath, validateName } from '../common/paths';
 import { parseLeftoverHandle, type UfsCallOptions, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
 import { S3HttpHandler } from './s3-http-handler';
@@ -270,24 +271,6 @@ function decodeListed(s: string, encoded: boolean): string | null {
   } catch {
     return null;
   }
-}
-
-/** Runs `fn` over `items` with at most `limit` calls in flight; the first failure stops new calls and is thrown. */
-async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const failure: { failed: boolean; err?: unknown } = { failed: false };
-  const worker = async (): Promise<void> => {
-    while (!failure.failed && next < items.length) {
-      const item = items[next++]!;
-      try {
-        await fn(item);
-      } catch (err) {
-        if (!failure.failed) Object.assign(failure, { failed: true, err });
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure.failed) throw failure.err;
 }
 
 function unquoted(etag: string | undefined): string | undefined {
