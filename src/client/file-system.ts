@@ -432,8 +432,11 @@ export class StrataFileSystem {
     }
   }
 
-  async readdirIno(ino: number): Promise<DirEntry[]> {
-    return (await this.master.listIno(ino)).map((e) => this.#overlay(e) as DirEntry);
+  /** One page of a directory (MasterClient.listPage), with what this mount has open overlaid. */
+  async readdirPage(ino: number, after: string | null, limit: number): Promise<{ entries: DirEntry[]; next: string | null; asOf?: number }> {
+    const page = await this.master.listPage(ino, after, limit);
+    for (const e of page.entries) this.#overlay(e);
+    return page;
   }
 
   async mkdirAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {

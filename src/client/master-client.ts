@@ -179,8 +179,18 @@ export class MasterClient {
     return a;
   }
 
-  async listIno(ino: number): Promise<DirEntry[]> {
-    return (await this.#http.get<ListResponse>(`${MASTER_API}/list`, { ino })).entries;
+  /**
+   * One page of a directory, past `after` (the last page's `next`; null: the first page, which
+   * syncs the directory with its store). `next` null: no more pages (a master without pages sends
+   * the whole directory at once). `asOf`: the change-feed seq the entries show every change up to,
+   * when it is of the feed this mount's cache follows.
+   */
+  async listPage(ino: number, after: string | null, limit: number): Promise<{ entries: DirEntry[]; next: string | null; asOf?: number }> {
+    const meta: ResponseMeta = {};
+    const r = await this.#http.get<ListResponse>(`${MASTER_API}/list`, { ino, limit, ...(after !== null && { after }) }, undefined, meta);
+    const st = stampOf(meta);
+    const asOf = st && r.seq !== undefined && this.cache?.follows(st) ? r.seq : undefined;
+    return { entries: r.entries, next: r.next ?? null, ...(asOf !== undefined && { asOf }) };
   }
 
   mkdirAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {

@@ -94,6 +94,11 @@ export class MetadataCache {
     return this.#applied;
   }
 
+  /** Is an answer with this stamp from the feed this cache follows (and is it following it)? */
+  follows(s: ChangeStamp): boolean {
+    return this.#healthy && s.epoch === this.#epoch;
+  }
+
   /** May answers be served from here right now? */
   usable(): boolean {
     return this.#healthy && this.#applied >= this.#barrier;

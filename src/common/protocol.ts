@@ -75,10 +75,29 @@ export interface FileAttributes {
 
 export interface DirEntry extends FileAttributes {
   name: string;
+  /**
+   * Whether the inode had any extended attribute when it was listed (absent from masters
+   * before 2026-12-06). `ls -l` asks for two of them per entry; a mount answers those of
+   * entries listed without any itself, kept exact by the change feed.
+   */
+  xattrs?: boolean;
 }
+
+/**
+ * ACLs travel as these xattrs. Strata keeps mode bits only: it stores none of them (ENOTSUP)
+ * and a mount answers a read of one with ENODATA without asking the master.
+ */
+export const POSIX_ACL_XATTRS: ReadonlySet<string> = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
 
 export interface ListResponse {
   entries: DirEntry[];
+  /**
+   * The change feed's seq read right before the entries were: they show every change up
+   * to it (absent from masters before 2026-12-06).
+   */
+  seq?: number;
+  /** Asked with `limit`: the name to pass as `after` for the next page; absent at the end. */
+  next?: string;
 }
 
 /** One block of a file and the workers that cache it. */

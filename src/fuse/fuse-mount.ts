@@ -8,7 +8,7 @@
 import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { StrataError, toErrno } from '../common/errors';
 import type { Logger } from '../common/log';
-import type { FileAttributes, FileType, Timespec } from '../common/protocol';
+import { POSIX_ACL_XATTRS, type FileAttributes, type FileType, type Timespec } from '../common/protocol';
 import type { StrataFileSystem } from '../client/file-system';
 import type { KeepPage } from '../client/file-reader';
 import type { PageRange } from '../client/short-circuit';
@@ -23,8 +23,6 @@ const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
 const S_IFMT = 0o170000;
 
-/** ACLs travel as these xattrs; Strata keeps mode bits only. */
-const POSIX_ACL_XATTRS = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
 
 /**
  * How long the kernel may answer stat and path lookups without asking this mount.
@@ -142,38 +140,55 @@ class KernelView {
 }
 
 /**
- * The kernel asks for `security.capability` before every write (to drop file
- * capabilities when a file changes), which cost a master round trip per write.
- * Inodes found without one (and files this mount just created) are remembered for
- * the attribute timeout, the same staleness window as their mode bits; this mount's
- * own changes and the change feed forget it at once. The binding keeps a copy and
- * answers those getxattrs itself: 4 KiB writes ran at 25-27 MB/s when each one's
- * getxattr went through JS, 58 MB/s with none.
+ * Inodes known to have no extended attribute of some name, or none at all.
+ *
+ * The kernel asks for `security.capability` before every write (to drop file capabilities
+ * when a file changes), which cost a master round trip per write: inodes found without
+ * one are remembered. `ls -l` asks for `security.selinux` and an ACL per entry (0.5 ms
+ * each, 10 s for 10,000 entries): entries a listing showed without any attribute, and files
+ * this mount just created, are remembered without any, for every name.
+ *
+ * Knowledge lasts its window (the attribute timeout, the same staleness as mode bits; a
+ * listing's lasts as long as the change feed keeps the kernel's copy) and is forgotten at
+ * once by this mount's own changes and by the change feed (a setxattr elsewhere touches
+ * ctime, so it is reported). The binding keeps a copy and answers those getxattrs itself:
+ * 4 KiB writes ran at 25-27 MB/s when each one's getxattr went through JS, 58 MB/s with none.
  */
-export class NoCapabilityCache {
-  static readonly NAME = 'security.capability';
+export class NoXattrCache {
+  static readonly CAPABILITY = 'security.capability';
   /**
    * Forgets per slot of inodes: an answer the master gave while a change of its inode
    * was forgotten must not be added after it (it may predate the change).
    */
   readonly #forgets = new Uint32Array(4096);
-  /** Until when an inode is known without one, and the feed seq that knowledge is valid as of (-1: none). */
-  readonly #until = new Map<number, { until: number; asOf: number }>();
+  /** Forgets per slot by this mount's own changes and resets (a listing's check: `tokens`). */
+  readonly #localForgets = new Uint32Array(4096);
+  /** Per slot, the latest seq of a change the feed reported. */
+  readonly #feedSeq = new Float64Array(4096);
+  /** Until when an inode is known without the capability (or without any: `all`), and the feed seq that knowledge is valid as of (-1: none). */
+  readonly #until = new Map<number, { until: number; asOf: number; all: boolean }>();
   readonly #windowMs: number;
   /** Where the binding keeps its own copy, to answer the kernel without a round trip through JS. */
-  readonly #mirror: (ino: number, ms: number) => void;
+  readonly #mirror: (ino: number, ms: number, all: boolean) => void;
 
-  constructor(windowMs: number, mirror: (ino: number, ms: number) => void = () => undefined) {
+  constructor(windowMs: number, mirror: (ino: number, ms: number, all: boolean) => void = () => undefined) {
     this.#windowMs = windowMs;
     this.#mirror = mirror;
   }
 
-  has(ino: number): boolean {
+  /** Whether `ino` is known to have no attribute `name`. */
+  has(ino: number, name: string): boolean {
     const e = this.#until.get(ino);
     if (e === undefined) return false;
-    if (e.until > Date.now()) return true;
+    if (e.until > Date.now()) return e.all || name === NoXattrCache.CAPABILITY;
     this.#until.delete(ino);
     return false;
+  }
+
+  /** Whether `ino` is known to have no attribute at all. */
+  hasNone(ino: number): boolean {
+    const e = this.#until.get(ino);
+    return e !== undefined && e.all && e.until > Date.now();
   }
 
   /** What `add` checks: no forget of `ino` (or a slot-mate) since this was taken. */
@@ -181,31 +196,72 @@ export class NoCapabilityCache {
     return this.#forgets[ino & 4095]!;
   }
 
-  add(ino: number, asOf: number, token: number): void {
-    if (this.#windowMs <= 0 || this.token(ino) !== token) return;
-    // Bounded: the oldest entries go first (Map keeps insertion order).
-    if (this.#until.size >= 65536) this.#until.delete(this.#until.keys().next().value!);
-    this.#until.delete(ino);
-    this.#until.set(ino, { until: Date.now() + this.#windowMs, asOf });
-    this.#mirror(ino, this.#windowMs);
+  /**
+   * What `addListed` checks, taken before a listing is asked for: every slot's count of this
+   * mount's own forgets (and resets). Changes the feed reports are checked by their seq instead.
+   */
+  tokens(): Uint32Array {
+    return this.#localForgets.slice();
   }
 
+  /**
+   * `ino` has no capability (or, `all`, no attribute at all) as of feed seq `asOf` (-1: unknown), if no
+   * forget crossed `token`.
+   */
+  add(ino: number, asOf: number, token: number, all = false): void {
+    if (this.token(ino) !== token) return;
+    this.#set(ino, asOf, all, this.#windowMs);
+  }
+
+  /**
+   * A listing showed `ino` without any attribute, as of feed seq `asOf`: kept for `windowMs` (the
+   * feed keeps it exact), unless this mount forgot it since `tokens` were taken or the feed
+   * reported a change of it (or of a slot-mate) after `asOf`.
+   */
+  addListed(ino: number, asOf: number, tokens: Uint32Array, windowMs: number): void {
+    const slot = ino & 4095;
+    if (tokens[slot] !== this.#localForgets[slot] || this.#feedSeq[slot]! > asOf) return;
+    this.#set(ino, asOf, true, windowMs);
+  }
+
+  #set(ino: number, asOf: number, all: boolean, windowMs: number): void {
+    if (this.#windowMs <= 0 || windowMs <= 0) return;
+    const had = this.#until.get(ino);
+    // A narrower answer (no capability) does not shorten what is known about all of them.
+    if (!all && had?.all && had.until > Date.now()) return;
+    // Bounded: the oldest entries go first (Map keeps insertion order).
+    if (this.#until.size >= 131072) this.#until.delete(this.#until.keys().next().value!);
+    this.#until.delete(ino);
+    this.#until.set(ino, { until: Date.now() + windowMs, asOf, all });
+    this.#mirror(ino, windowMs, all);
+  }
+
+  /** This mount changes an attribute of `ino` (or does not know what a change did). */
   forget(ino: number): void {
+    this.#localForgets[ino & 4095]!++;
+    this.#drop(ino);
+  }
+
+  #drop(ino: number): void {
     this.#forgets[ino & 4095]!++;
     this.#until.delete(ino);
-    this.#mirror(ino, 0);
+    this.#mirror(ino, 0, false);
   }
 
-  /** The feed was lost or reset: changes may have gone unreported. */
+  /** The feed was lost or reset: changes may have gone unreported (and a new master counts seqs anew). */
   clear(): void {
+    for (let i = 0; i < this.#localForgets.length; i++) this.#localForgets[i]!++;
+    this.#feedSeq.fill(0);
     for (const ino of [...this.#until.keys()]) this.forget(ino);
   }
 
   /** The feed reports a change of `ino` at `seq`: forgets it unless known as of that change or later. */
   changed(ino: number, seq: number): void {
+    const slot = ino & 4095;
+    if (seq > this.#feedSeq[slot]!) this.#feedSeq[slot] = seq;
     const e = this.#until.get(ino);
     if (e && e.asOf >= seq) return;
-    this.forget(ino);
+    this.#drop(ino);
   }
 }
 
@@ -403,7 +459,7 @@ export function strataHandlers(
   kernelCache: KernelCacheTimeouts = DEFAULT_KERNEL_CACHE,
   invalidateEntry: (parent: number, name: string) => void = () => undefined,
   invalidateAttrs: (ino: number) => void = (ino) => void invalidate(ino),
-  capabilityAbsent: (ino: number, ms: number) => void = () => undefined,
+  xattrsAbsent: (ino: number, ms: number, all: boolean) => void = () => undefined,
   readServer?: ReadServer,
 ): LowLevelHandlers & { dispose(): void; keptPages(): number } {
   const ATTR_TIMEOUT = kernelCache.attrTimeoutMs / 1000;
@@ -413,7 +469,7 @@ export function strataHandlers(
   const seen = new LRUCache<number, string>({ max: 100_000 });
   const stampOf = (size: number, mtime: Timespec) => `${size}:${mtime.sec}:${mtime.nsec}`;
   const stamp = (a: FileAttributes) => stampOf(a.size, a.mtime);
-  const noCaps = new NoCapabilityCache(kernelCache.attrTimeoutMs, capabilityAbsent);
+  const noXattrs = new NoXattrCache(kernelCache.attrTimeoutMs, xattrsAbsent);
   const kept = new KeptReads(readServer, (ranges) => fs.releaseKept(ranges));
   // Looked up when first needed: building the handlers must not touch the file system (tests list features that way).
   let view: KernelView | undefined;
@@ -428,11 +484,11 @@ export function strataHandlers(
         changed: (r) => {
           v.changed(r.inos, r.names.map(([d, n]) => [d, n] as [number, string]), (i) => c.peekAttrs(i), (d, n) => c.peekEntry(d, n));
           // Any change may be a capability set elsewhere (setxattr touches ctime), seen or not by the kernel.
-          r.inos.forEach((ino, i) => noCaps.changed(ino, r.seqs[i] ?? r.seq));
+          r.inos.forEach((ino, i) => noXattrs.changed(ino, r.seqs[i] ?? r.seq));
         },
         reset: () => {
           v.reset();
-          noCaps.clear();
+          noXattrs.clear();
         },
       });
     }
@@ -522,32 +578,33 @@ export function strataHandlers(
       // leave the mode unchanged (cp -a sets the mode through an ACL, so copies stayed 0600) and
       // the ACL unenforced; ENOTSUP makes tools fall back to chmod, as on a file system mounted noacl.
       if (POSIX_ACL_XATTRS.has(name)) throw new StrataError('NOT_SUPPORTED', `POSIX ACLs are not supported (${name})`);
-      noCaps.forget(ino);
+      noXattrs.forget(ino);
       try {
         return await fs.master.setXattr(ino, name, value, flags);
       } finally {
         // Again: a getxattr answered before the change may have been added meanwhile.
-        noCaps.forget(ino);
+        noXattrs.forget(ino);
       }
     },
     getxattr: async (_ctx, ino, name) => {
-      if (name !== NoCapabilityCache.NAME) return fs.master.getXattr(ino, name);
-      if (noCaps.has(ino)) throw new StrataError('NO_ATTRIBUTE', `no ${name} on inode ${ino}`);
-      const token = noCaps.token(ino);
+      // The master stores no ACL (setxattr of one is ENOTSUP), so there is none to ask for.
+      if (POSIX_ACL_XATTRS.has(name) || noXattrs.has(ino, name)) throw new StrataError('NO_ATTRIBUTE', `no ${name} on inode ${ino}`);
+      if (name !== NoXattrCache.CAPABILITY) return fs.master.getXattr(ino, name);
+      const token = noXattrs.token(ino);
       try {
         return await fs.master.getXattr(ino, name);
       } catch (err) {
-        if (err instanceof StrataError && err.code === 'NO_ATTRIBUTE') noCaps.add(ino, -1, token);
+        if (err instanceof StrataError && err.code === 'NO_ATTRIBUTE') noXattrs.add(ino, -1, token);
         throw err;
       }
     },
-    listxattr: (_ctx, ino) => fs.master.listXattrs(ino),
+    listxattr: async (_ctx, ino) => (noXattrs.hasNone(ino) ? [] : fs.master.listXattrs(ino)),
     removexattr: async (_ctx, ino, name) => {
-      noCaps.forget(ino);
+      noXattrs.forget(ino);
       try {
         return await fs.master.removeXattr(ino, name);
       } finally {
-        noCaps.forget(ino);
+        noXattrs.forget(ino);
       }
     },
     unlink: async (_ctx, parent, name) => changing(parent)(await fs.unlinkAt(parent, name)),
@@ -566,7 +623,7 @@ export function strataHandlers(
       // A file just made has no extended attributes, as of the create's own change: its first write
       // need not ask the master. Only while the cache still holds it as of exactly that change (the
       // feed has applied no later change of it, which a forget might have crossed).
-      if (changeSeq !== undefined && cache()?.attrsAsOf(attrs.ino) === changeSeq) noCaps.add(attrs.ino, changeSeq, noCaps.token(attrs.ino));
+      if (changeSeq !== undefined && cache()?.attrsAsOf(attrs.ino) === changeSeq) noXattrs.add(attrs.ino, changeSeq, noXattrs.token(attrs.ino), true);
       return { ...entry(attrs, parent, name), open: { fh } };
     },
     open: async (_ctx, ino, flags) => {
@@ -598,7 +655,14 @@ export function strataHandlers(
       kept.closing(fh);
       return fs.release(fh);
     },
-    readdir: async (_ctx, ino) => (await fs.readdirIno(ino)).map((e) => ({ name: e.name, attr: toAttr(e) })),
+    readdir: async (_ctx, ino, _fh, after) => {
+      const tokens = noXattrs.tokens();
+      const { entries, next, asOf } = await fs.readdirPage(ino, after, READDIR_PAGE);
+      // What the listing showed without any attribute (`ls -l` asks for two per entry), for as long as the
+      // kernel keeps the entries: the feed keeps that exact.
+      if (asOf !== undefined && cache()) for (const e of entries) if (e.xattrs === false) noXattrs.addListed(e.ino, asOf, tokens, kernelCache.exactTimeoutMs ?? 0);
+      return { entries: entries.map((e) => ({ name: e.name, attr: toAttr(e) })), next };
+    },
     // Only what a READDIRPLUS reply gave the kernel counts as told (past its first reply the kernel asks with plain
     // READDIR: an open would otherwise keep pages of a version the kernel never learned was replaced).
     readdirSent: (entries) => {
@@ -613,6 +677,13 @@ export function strataHandlers(
     },
   };
 }
+
+/**
+ * Entries the mount asks the master for at a time while the kernel reads a directory: memory per
+ * open directory stays bounded (a whole listing of 100,000 names held the mount at 620 MB), and the
+ * first entries come back before the master has read the rest.
+ */
+const READDIR_PAGE = 1000;
 
 /**
  * Largest read request. Same-host cached bytes are spliced from the worker's page
@@ -642,7 +713,7 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
       (parent, name) => (invalidations?.inc({ what: 'entry' }), void session?.invalidateEntry(parent, name)),
       // Attributes only (negative offset), without waiting: the feed's invalidations are many and need no answer.
       (ino) => (invalidations?.inc({ what: 'attrs' }), void session?.invalidateInode(ino, -1, 0, 0).catch(() => undefined)),
-      (ino, ms) => session?.capabilityAbsent(ino, ms),
+      (ino, ms, all) => session?.xattrsAbsent(ino, ms, all),
       {
         serve: (fh, ino, off, len, fd, fdOff) => session?.serveReads(fh, ino, off, len, fd, fdOff) ?? false,
         drop: (fh, extents) => session?.dropReads(fh, extents),

@@ -19,6 +19,7 @@ import {
   type LinkRef,
   type MountRecord,
   type NamedNodeRecord,
+  type ListedNodeRecord,
   type NewNode,
   type NodeRecord,
   type QueuedPersist,
@@ -259,7 +260,7 @@ export class InodeTable {
       node: db.prepare(`SELECT * FROM node WHERE ino = ?`),
       edge: db.prepare(`SELECT ino FROM edge WHERE parent = ? AND name = ?`),
       children: db.prepare(`SELECT e.name AS name, n.* FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = ? ORDER BY e.name`),
-      childrenAfter: db.prepare(`SELECT e.name AS name, n.* FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = ? AND e.name > ? ORDER BY e.name LIMIT ?`),
+      childrenAfter: db.prepare(`SELECT e.name AS name, n.*, EXISTS (SELECT 1 FROM xattr x WHERE x.ino = n.ino) AS has_xattrs FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = ? AND e.name > ? ORDER BY e.name LIMIT ?`),
       childCount: db.prepare(`SELECT COUNT(*) AS n FROM edge WHERE parent = ?`),
       parentOf: db.prepare(`SELECT parent, name FROM edge WHERE ino = ? ORDER BY primary_link DESC LIMIT 1`),
       edgeFlag: db.prepare(`SELECT primary_link FROM edge WHERE parent = ? AND name = ?`),
@@ -383,8 +384,8 @@ export class InodeTable {
   }
 
   /** Up to `limit` children named after `after` (every name is non-empty, so '' starts at the first). */
-  childrenPage(parent: number, after: string | null, limit: number): NamedNodeRecord[] {
-    return (this.#stmt.childrenAfter.all(parent, after ?? '', limit) as (NodeRow & { name: string })[]).map((r) => ({ ...nodeRecordFromRow(r), name: r.name }));
+  childrenPage(parent: number, after: string | null, limit: number): ListedNodeRecord[] {
+    return (this.#stmt.childrenAfter.all(parent, after ?? '', limit) as (NodeRow & { name: string; has_xattrs: number })[]).map((r) => ({ ...nodeRecordFromRow(r), name: r.name, xattrs: r.has_xattrs === 1 }));
   }
 
   /** The path of an inode from the root, through its first parent edge. */

@@ -66,6 +66,8 @@ export interface NodeRecord extends FileAttributes {
 
 /** A child node with its name in the parent. */
 export type NamedNodeRecord = NodeRecord & { name: string };
+/** A child as childrenPage lists it: with whether it has any extended attribute. */
+export type ListedNodeRecord = NamedNodeRecord & { xattrs: boolean };
 
 /** What a new inode starts with. */
 export interface NewNode {
@@ -219,7 +221,7 @@ export interface Metastore {
    * Up to `limit` entries of a directory whose names sort after `after` (from the first when
    * null), by name (byte order): a listing in pages, each its own read.
    */
-  childrenPage(parent: number, after: string | null, limit: number): Promise<NamedNodeRecord[]>;
+  childrenPage(parent: number, after: string | null, limit: number): Promise<ListedNodeRecord[]>;
   /**
    * The path of an inode from the root ('/' for the root), through its primary
    * link (a hard-linked file's first name); NOT_FOUND when it is not linked.
@@ -466,7 +468,7 @@ export function toAttributes(n: NodeRecord): FileAttributes {
   return attrs;
 }
 
-export function toDirEntry(n: NamedNodeRecord): DirEntry {
+export function toDirEntry(n: NamedNodeRecord | ListedNodeRecord): DirEntry {
   return { ...toAttributes(n), name: n.name };
 }
 

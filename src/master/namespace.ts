@@ -45,7 +45,7 @@ import type {
   WriteCommitRequest,
   WriteType,
 } from '../common/protocol';
-import { BLOCKS_PER_CONTAINER, LOOKUP_BLOCKS_MAX, timespecFromMs, timespecNow, type UfsPlace } from '../common/protocol';
+import { BLOCKS_PER_CONTAINER, LOOKUP_BLOCKS_MAX, POSIX_ACL_XATTRS, timespecFromMs, timespecNow, type UfsPlace } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
 import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NamedNodeRecord, type NewNode, type NodeRecord } from './metastore';
@@ -451,21 +451,29 @@ export class Namespace {
     return entries;
   }
 
+  /** A directory's entries in pages (see listPagesAsOf). */
+  async *listPages(path: string, pageSize: number): AsyncGenerator<DirEntry[]> {
+    for await (const page of this.listPagesAsOf(path, pageSize)) yield page.entries;
+  }
+
   /**
    * A directory's entries in pages of `pageSize`, each read in its own turn of the event
    * loop, so that a huge directory is answered without holding the master for all of it
    * (140k entries took 2.2 s of one turn). Like readdir, a name made or removed while the
    * pages are read may or may not be in them; every other name is in exactly one page.
+   * Each page comes with the change feed's seq read right before it: it shows every change
+   * up to that seq (and maybe later ones). `after`: start past this name, without syncing
+   * the directory with its store (the listing that started at the first page did).
    */
-  async *listPages(path: string, pageSize: number): AsyncGenerator<DirEntry[]> {
+  async *listPagesAsOf(path: string, pageSize: number, after: string | null = null): AsyncGenerator<{ entries: DirEntry[]; seq: number }> {
     const parts = parsePath(path);
     const dir = await this.#resolveParts(parts);
     if (dir.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
-    await this.#syncListing(dir, parts);
-    let after: string | null = null;
+    if (after === null) await this.#syncListing(dir, parts);
     for (;;) {
+      const seq = await this.#table.changes.seq();
       const page = await this.#table.childrenPage(dir.ino, after, pageSize);
-      yield page.map(toDirEntry);
+      yield { entries: page.map(toDirEntry), seq };
       if (page.length < pageSize) return;
       after = page[page.length - 1]!.name;
       await nextTurn();
@@ -1123,6 +1131,7 @@ export class Namespace {
   async setXattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
     this.#writable(parsePath(path));
     validateXattrName(name);
+    if (POSIX_ACL_XATTRS.has(name)) throw new StrataError('NOT_SUPPORTED', `POSIX ACLs are not supported (${name}): Strata keeps mode bits only`);
     // setxattr(2): XATTR_CREATE (1) and XATTR_REPLACE (2); anything else is EINVAL.
     if (flags & ~3) throw new StrataError('INVALID_ARGUMENT', `setxattr flags ${flags} are not supported`);
     if (value.length > 64 * 1024) throw new StrataError('FILE_TOO_LARGE', 'extended attribute values are limited to 64 KiB');

@@ -67,6 +67,7 @@ import {
   type Metastore,
   type MountRecord,
   type NamedNodeRecord,
+  type ListedNodeRecord,
   type NewNode,
   type NodeRecord,
   type QueuedPersist,
@@ -263,7 +264,7 @@ const Q = {
   lookup: sql('lookup', `SELECT ${NODE_COLUMNS} FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = $1 AND e.name = $2`),
   edgeExists: sql('edge_exists', `SELECT 1 FROM edge WHERE parent = $1 AND name = $2`),
   children: sql('children', `SELECT e.name, ${NODE_COLUMNS} FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = $1 ORDER BY e.name`),
-  childrenAfter: sql('children_after', `SELECT e.name, ${NODE_COLUMNS} FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = $1 AND e.name > $2 ORDER BY e.name LIMIT $3`),
+  childrenAfter: sql('children_after', `SELECT e.name, ${NODE_COLUMNS}, EXISTS (SELECT 1 FROM xattr x WHERE x.ino = n.ino) AS has_xattrs FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = $1 AND e.name > $2 ORDER BY e.name LIMIT $3`),
   hasChildren: sql('has_children', `SELECT EXISTS (SELECT 1 FROM edge WHERE parent = $1) AS any`),
   parentOf: sql('parent_of', `SELECT parent, name FROM edge WHERE ino = $1 ORDER BY primary_link DESC, parent, name LIMIT 1`),
   // UNION, not UNION ALL: ends even if the tree were broken into a cycle.
@@ -1017,8 +1018,8 @@ export class PgMetastore implements Metastore {
     return this.#children(this.#pooled, parent);
   }
 
-  async childrenPage(parent: number, after: string | null, limit: number): Promise<NamedNodeRecord[]> {
-    return (await this.#pooled.rows<NodeRow & { name: string }>(Q.childrenAfter, [parent, after ?? '', limit])).map((row) => ({ ...nodeRecordFromRow(row), name: row.name }));
+  async childrenPage(parent: number, after: string | null, limit: number): Promise<ListedNodeRecord[]> {
+    return (await this.#pooled.rows<NodeRow & { name: string; has_xattrs: boolean }>(Q.childrenAfter, [parent, after ?? '', limit])).map((row) => ({ ...nodeRecordFromRow(row), name: row.name, xattrs: row.has_xattrs }));
   }
 
   async #children(r: Runner, parent: number): Promise<NamedNodeRecord[]> {

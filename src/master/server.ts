@@ -405,23 +405,37 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
 
   app.get(`${api}/stat`, async (req) => ns.stat(await pathQuery(req.query)));
   app.get(`${api}/list`, async (req, reply) => {
-    const pages = ns.listPages(await pathQuery(req.query), LIST_PAGE);
+    const q = req.query as Record<string, unknown>;
+    // One page: from past `after` (a name, from the last page's `next`), at most `limit` entries.
+    if (q.limit !== undefined) {
+      const limit = intParam(q.limit, 'limit');
+      if (limit < 1 || limit > LIST_PAGE) throw new StrataError('BAD_REQUEST', `limit must be 1…${LIST_PAGE}`);
+      if (q.after !== undefined && (typeof q.after !== 'string' || q.after === '')) throw new StrataError('BAD_REQUEST', 'after must be a name');
+      const pages = ns.listPagesAsOf(await pathQuery(q), limit, (q.after as string | undefined) ?? null);
+      const first = await pages.next();
+      await pages.return(undefined);
+      const page = first.done ? { entries: [], seq: 0 } : first.value;
+      const last = page.entries.length === limit ? page.entries[limit - 1]!.name : undefined;
+      return { entries: page.entries, seq: page.seq, ...(last !== undefined && { next: last }) };
+    }
+    const pages = ns.listPagesAsOf(await pathQuery(q), LIST_PAGE);
     // The first page before anything is sent: a missing or non-directory path is still a 4xx.
     const first = await pages.next();
-    const entries = first.done ? [] : first.value;
+    const { entries, seq } = first.done ? { entries: [], seq: 0 } : first.value;
     if (entries.length < LIST_PAGE) {
       await pages.return(undefined);
-      return { entries };
+      return { entries, seq };
     }
     // A bigger directory is sent page by page, other requests served between pages. A failure
     // after the first page can only cut the answer: the client takes that for a lost connection
-    // and asks again (within its failover time), as it would of a master that went away.
+    // and asks again (within its failover time), as it would of a master that went away. The
+    // seq is the first page's: the whole answer shows every change up to it.
     async function* json(): AsyncGenerator<string> {
-      yield `{"entries":${JSON.stringify(entries).slice(0, -1)}`;
+      yield `{"seq":${seq},"entries":${JSON.stringify(entries).slice(0, -1)}`;
       for (;;) {
         const next = await pages.next();
         if (next.done) break;
-        if (next.value.length > 0) yield `,${JSON.stringify(next.value).slice(1, -1)}`;
+        if (next.value.entries.length > 0) yield `,${JSON.stringify(next.value.entries).slice(1, -1)}`;
       }
       yield ']}';
     }

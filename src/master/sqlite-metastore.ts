@@ -23,6 +23,7 @@ import type {
   Metastore,
   MountRecord,
   NamedNodeRecord,
+  ListedNodeRecord,
   NewNode,
   NodeRecord,
   QueuedPersist,
@@ -79,7 +80,7 @@ export class SqliteMetastore implements Metastore {
     return this.#t.children(parent);
   }
 
-  async childrenPage(parent: number, after: string | null, limit: number): Promise<NamedNodeRecord[]> {
+  async childrenPage(parent: number, after: string | null, limit: number): Promise<ListedNodeRecord[]> {
     return this.#t.childrenPage(parent, after, limit);
   }
 

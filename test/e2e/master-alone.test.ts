@@ -86,6 +86,27 @@ t.test('a listing larger than one page comes whole, in order, each name once, an
   const du = (await (await fetch(`${url}/api/v1/du?path=/big`)).json()) as { files: number; directories: number; size: number };
   t.equal(du.files, sizes.big! - 3 + 1 + 2, `du counts the files of /big and of /big/zz-sub (${JSON.stringify(du)})`);
   t.equal(du.size, [...sizes2.values()].reduce((a, b) => a + b, 0) + 5, 'and their bytes');
+  // Asked page by page (as a mount reads a directory): `limit` entries past `after`, with `next` until the last page.
+  type Page = { entries: { name: string }[]; next?: string; seq?: number };
+  const paged: string[] = [];
+  let asks = 0;
+  for (let cursor: string | undefined; ; ) {
+    const res = await fetch(`${url}/api/v1/list?path=/big&limit=700${cursor !== undefined ? `&after=${encodeURIComponent(cursor)}` : ''}`);
+    t.equal(res.status, 200);
+    const p = (await res.json()) as Page;
+    asks++;
+    t.ok(p.entries.length <= 700 && typeof p.seq === 'number', 'at most the limit, with the feed seq it shows');
+    paged.push(...p.entries.map((e) => e.name));
+    if (p.next === undefined) break;
+    t.equal(p.next, p.entries[p.entries.length - 1]!.name, 'next is the last name of a full page');
+    cursor = p.next;
+  }
+  t.same(paged, after.map((e) => e.name).concat(['zz-sub']).sort((a, b) => (Buffer.from(a) < Buffer.from(b) ? -1 : 1)), 'the pages together are the whole directory, each name once');
+  t.equal(asks, Math.ceil(paged.length / 700), 'one request per page');
+  for (const bad of ['limit=0', 'limit=1001', 'limit=x', 'limit=5&after=']) {
+    const res = await fetch(`${url}/api/v1/list?path=/big&${bad}`);
+    t.equal(res.status, 400, `${bad}: 400 (${await res.text()})`);
+  }
   const missing = await fetch(`${url}/api/v1/list?path=/nope`);
   t.equal(missing.status, 404, 'a missing directory is still a 404');
   const notDir = await fetch(`${url}/api/v1/list?path=/big/f-1`);

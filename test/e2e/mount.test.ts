@@ -355,3 +355,56 @@ t.test('writes do not ask the master for security.capability each time, and a ca
   t.equal(left.status, 404, 'the next write dropped it in the master', { body: await left.text() });
   t.equal(await c.stop(), 0);
 });
+
+t.test('ls -l of a listed directory asks the master for no xattr, and attributes set later, here or elsewhere, are still seen', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+  if (!have('setfattr') || !have('getfattr') || process.getuid?.() !== 0) {
+    t.plan(0, 'needs root and setfattr/getfattr (apt-get install attr)');
+    return;
+  }
+  // A metadata sync interval, so the mount keeps a cache under the change feed (the helper's 0 keeps none).
+  const c = await startLocal(t, { args: ['--sync-interval-ms', '60000'] });
+  const masterAsked = async () => {
+    const text = await (await fetch(`${c.masterUrl}/metrics`)).text();
+    let n = 0;
+    for (const m of text.matchAll(/^strata_http_request_seconds_count\{[^}]*route="\/api\/v1\/xattr\/(?:get|list)"[^}]*\} (\d+)/gm)) n += Number(m[1]);
+    return n;
+  };
+  const xattrSet = (ino: number, name: string) =>
+    fetch(`${c.masterUrl}/api/v1/xattr/set`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ino, name, value: Buffer.from('v').toString('base64'), flags: 0 }) });
+  // Files made in the store, so this mount knows them from the listing only.
+  await fsp.mkdir(path.join(c.ufsDir, 'listed'));
+  for (let i = 0; i < 200; i++) await fsp.writeFile(path.join(c.ufsDir, 'listed', `f${i}`), '');
+  const d = path.join(c.mnt, 'listed');
+  t.equal(spawnSync('setfattr', ['-n', 'user.k', '-v', 'one', path.join(d, 'f0')]).status, 0, 'one file has an attribute before the listing');
+
+  const before = await masterAsked();
+  const ls = spawnSync('ls', ['-l', d], { encoding: 'utf8' });
+  t.equal(ls.status, 0, 'ls -l', { stderr: ls.stderr });
+  t.equal(ls.stdout.trim().split('\n').length, 201, 'total and 200 entries');
+  const asked = (await masterAsked()) - before;
+  t.ok(asked <= 2, `ls -l of 200 entries asked the master for ${asked} xattrs (only about the one that has one; 400 before)`);
+  t.match(spawnSync('getfattr', ['-d', path.join(d, 'f0')], { encoding: 'utf8' }).stdout, /user\.k="one"/, 'the attribute listed before is read');
+
+  // Set elsewhere after the listing: the change feed makes this mount forget what it knew.
+  const ino = (await fsp.stat(path.join(d, 'f3'))).ino;
+  t.equal((await xattrSet(ino, 'user.elsewhere')).status, 200, 'another client sets an attribute');
+  let seen = false;
+  for (let i = 0; i < 50 && !seen; i++) {
+    seen = /user\.elsewhere=/.test(spawnSync('getfattr', ['-n', 'user.elsewhere', path.join(d, 'f3')], { encoding: 'utf8' }).stdout);
+    if (!seen) await new Promise((r) => setTimeout(r, 100));
+  }
+  t.ok(seen, 'this mount sees the attribute set elsewhere');
+  t.match(spawnSync('getfattr', ['-d', path.join(d, 'f3')], { encoding: 'utf8' }).stdout, /user\.elsewhere=/, 'and lists it');
+  // Set here: seen at once.
+  t.equal(spawnSync('setfattr', ['-n', 'user.here', '-v', 'x', path.join(d, 'f4')]).status, 0);
+  t.match(spawnSync('getfattr', ['-n', 'user.here', path.join(d, 'f4')], { encoding: 'utf8' }).stdout, /user\.here="x"/, 'an attribute set through this mount is read back at once');
+
+  // POSIX ACLs: none is stored (ENOTSUP), so none is read, from any client.
+  const acl = spawnSync('getfattr', ['-n', 'system.posix_acl_access', path.join(d, 'f0')], { encoding: 'utf8' });
+  t.match(acl.stderr, /No such attribute/, 'reading an ACL gives ENODATA');
+  const refused = await xattrSet(ino, 'system.posix_acl_access');
+  t.equal(refused.status, 501, 'the master refuses to store an ACL (ENOTSUP)', { body: await refused.text() });
+  t.equal(await c.stop(), 0);
+});

@@ -102,6 +102,10 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.same(await page('c é', 2), [], 'after the last name: nothing');
     t.equal((await store.childrenPage(dir.ino, null, 1))[0]?.ino, a.ino, 'entries carry their nodes');
     t.same(await store.childrenPage(2 ** 40, null, 10), [], 'a page of an unknown inode: none');
+    await store.setXattr(b.ino, 'user.k', Buffer.from('v'), 0);
+    t.same((await store.childrenPage(dir.ino, null, 3)).map((n) => [n.name, n.xattrs]), [['a', false], ['b', true], ['c é', false]], 'entries say whether they have any extended attribute');
+    await store.removeXattr(b.ino, 'user.k');
+    t.equal((await store.childrenPage(dir.ino, 'a', 1))[0]?.xattrs, false, 'and no longer once it is removed');
     t.equal((await store.lookup(dir.ino, 'b'))?.ino, b.ino);
     t.equal(await store.lookup(a.ino, 'b'), undefined, 'names are per directory');
     const x = await store.createChild(a.ino, 'x', dirNode());

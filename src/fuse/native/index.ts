@@ -56,7 +56,7 @@ interface Native {
   invalidateInode(handle: unknown, ino: number, off: number, len: number): object | number;
   invalidationDone(ticket: object): boolean;
   invalidateEntry(handle: unknown, parent: number, name: string): number;
-  capabilityAbsent(handle: unknown, ino: number, ms: number): void;
+  xattrsAbsent(handle: unknown, ino: number, ms: number, all: boolean): void;
   serveReads(handle: unknown, fh: number, ino: number, off: number, len: number, fd: number, fdOff: number): boolean;
   dropReads(handle: unknown, fh: number, ino: number, extents?: Float64Array): void;
   readsServed(handle: unknown): number;
@@ -139,6 +139,12 @@ export interface DirListingEntry {
   attr: Attr;
 }
 
+/** One page of a listing; `next`: what to pass as `after` for the next page, null after the last. */
+export interface DirListingPage {
+  entries: DirListingEntry[];
+  next: string | null;
+}
+
 export interface Statfs {
   bsize: number;
   frsize?: number;
@@ -185,8 +191,13 @@ export interface LowLevelHandlers {
   release?(ctx: RequestContext, ino: number, fh: number, flags: number): Promise<void>;
   fsync?(ctx: RequestContext, ino: number, fh: number, datasync: boolean): Promise<void>;
   opendir?(ctx: RequestContext, ino: number, flags: number): Promise<OpenReply>;
-  /** The whole listing (without . and ..); the face pages it by offset for the kernel. */
-  readdir?(ctx: RequestContext, ino: number, fh: number): Promise<DirListingEntry[]>;
+  /**
+   * The listing (without . and ..), whole or in pages: `after` is null for the first page (an
+   * opendir, or a rewind), else the `next` of the page before. The binding answers the kernel's
+   * offsets from the page it holds per directory handle and asks for the next one when the
+   * kernel reaches its end, so a huge directory never sits in memory whole.
+   */
+  readdir?(ctx: RequestContext, ino: number, fh: number, after: string | null): Promise<DirListingEntry[] | DirListingPage>;
   /**
    * The entries of a listing whose attributes a READDIRPLUS reply just gave the kernel (a plain
    * READDIR reply gives names only: for those this is not called).
@@ -271,14 +282,43 @@ const ERANGE = 34;
 const LOCK_UN = 8;
 
 /** A mounted file system on Strata's own binding. */
+/** "." and ".." come first in every listing. */
+const DOTS = 2;
+
+/** The page of a listing a directory handle holds: entries from offset `start` on (offsets count "." and ".."). */
+export interface HeldPage {
+  start: number;
+  entries: DirListingEntry[];
+  next: string | null;
+}
+
+/**
+ * The page holding `offset` for handle `fh`: the one held, the next one (the kernel reads on
+ * where the last reply ended), or, for offset 0 (opendir, rewinddir) or a seek elsewhere, a
+ * walk from the first page. Null past the end.
+ */
+export async function pageAt(held: Map<number, HeldPage>, fh: number, offset: number, fetch: (after: string | null) => Promise<DirListingEntry[] | DirListingPage>): Promise<HeldPage | null> {
+  const load = async (start: number, after: string | null): Promise<HeldPage> => {
+    const r = await fetch(after);
+    const page = Array.isArray(r) ? { start, entries: r, next: null } : { start, entries: r.entries, next: r.next };
+    held.set(fh, page);
+    return page;
+  };
+  let p = held.get(fh);
+  if (offset === 0 || !p || (offset >= DOTS && offset < p.start)) p = await load(DOTS, null);
+  // Past the held page: on to the pages after it (empty pages included), until one holds the offset or none is left.
+  while (offset >= p.start + p.entries.length && p.next !== null) p = await load(p.start + p.entries.length, p.next);
+  return offset < p.start + p.entries.length || offset < DOTS ? p : null;
+}
+
 export class FuseSession {
   readonly mountPoint: string;
   #handle: unknown;
   #native: Native;
   /** The mount's device ("0:53"), if known: names its connection in fusectl and its bdi. */
   device: string | undefined;
-  /** Directory listings by directory handle, so readdir pages are consistent. */
-  readonly #listings = new Map<number, DirListingEntry[]>();
+  /** The page of its listing each directory handle is at (see readdir). */
+  readonly #listings = new Map<number, HeldPage>();
 
   private constructor(mountPoint: string, native: Native) {
     this.mountPoint = mountPoint;
@@ -341,14 +381,15 @@ export class FuseSession {
   }
 
   /**
-   * For the next `ms` milliseconds, getxattr("security.capability") on `ino` is
-   * answered ENODATA by the binding without calling the handler; `ms` 0 forgets it.
-   * The kernel asks for it before every write, so a file system that knows a file
-   * has none spares each write a round trip through JS.
+   * For the next `ms` milliseconds, getxattr("security.capability") on `ino` (`all`:
+   * getxattr of any name) is answered ENODATA by the binding without calling the
+   * handler; `ms` 0 forgets it. The kernel asks for that one before every write, and
+   * `ls -l` for two per entry, so a file system that knows a file has none spares each
+   * a round trip through JS.
    */
-  capabilityAbsent(ino: number, ms: number): void {
+  xattrsAbsent(ino: number, ms: number, all = false): void {
     if (this.#handle === undefined) return;
-    this.#native.capabilityAbsent(this.#handle, ino, ms);
+    this.#native.xattrsAbsent(this.#handle, ino, ms, all);
   }
 
   /**
@@ -535,34 +576,39 @@ export class FuseSession {
           case OP.READDIRPLUS: {
             const [fh, size, offset] = a as [number, number, number];
             const plus = op === OP.READDIRPLUS;
-            const listing = offset === 0 || !listings.has(fh) ? h.readdir?.(ctx, ino, fh) : Promise.resolve(listings.get(fh)!);
-            return ok(listing, (entries) => {
-              listings.set(fh, entries);
-              // Offsets: entry i of [".", "..", ...entries] has offset i + 1 (where the next page starts).
+            return ok(h.readdir ? pageAt(listings, fh, offset, (after) => h.readdir!(ctx, ino, fh, after)) : Promise.resolve(undefined), (held) => {
+              // Offsets: entry i of [".", "..", ...listing] has offset i + 1 (where the next reply starts).
               const dirAttr = (entryIno: number): Attr => ({ ino: entryIno, mode: 0o040000, nlink: 2, uid: 0, gid: 0, size: 0, atime: ZERO, mtime: ZERO, ctime: ZERO });
-              const all: { name: string; attr: Attr; dot: boolean }[] = [
-                { name: '.', attr: dirAttr(ino), dot: true },
-                { name: '..', attr: dirAttr(1), dot: true },
-                ...entries.map((e) => ({ name: e.name, attr: e.attr, dot: false })),
-              ];
               const names: string[] = [];
               const inos: number[] = [];
               const attrs: (number | Float64Array)[] = [];
               const offs: number[] = [];
-              for (let i = offset; i < all.length; i++) {
-                const e = all[i]!;
-                names.push(e.name);
+              const told: DirListingEntry[] = [];
+              for (let i = offset; i < DOTS; i++) {
+                names.push(i === 0 ? '.' : '..');
                 // readdirplus: an entry with ino 0 is not looked up, so "." and ".." add no lookup count.
-                inos.push(plus && e.dot ? 0 : e.attr.ino);
-                attrs.push(plus ? attrArray(e.attr) : e.attr.mode);
+                const attr = dirAttr(i === 0 ? ino : 1);
+                inos.push(plus ? 0 : attr.ino);
+                attrs.push(plus ? attrArray(attr) : attr.mode);
                 offs.push(i + 1);
+                told.push({ name: '', attr });
+              }
+              if (held) {
+                for (let i = Math.max(offset, held.start) - held.start; i < held.entries.length; i++) {
+                  const e = held.entries[i]!;
+                  names.push(e.name);
+                  inos.push(e.attr.ino);
+                  attrs.push(plus ? attrArray(e.attr) : e.attr.mode);
+                  offs.push(held.start + i + 1);
+                  told.push(e);
+                }
               }
               const sent = n.replyDir(req, size, plus, names, inos, attrs, offs, dirTimeout);
-              if (plus && h.readdirSent) h.readdirSent(all.slice(offset, offset + sent).filter((e) => !e.dot));
+              if (plus && h.readdirSent) h.readdirSent(told.slice(0, sent).filter((e) => e.name !== ''));
             });
           }
           case OP.RELEASEDIR:
-            listings.delete(a[0]);
+            listings.delete(a[0] as number);
             return ok(h.releasedir ? h.releasedir(ctx, ino, a[0]) : Promise.resolve(), done);
           case OP.FSYNCDIR:
             return ok(h.fsyncdir ? h.fsyncdir(ctx, ino, a[0], !!a[1]) : Promise.resolve(), done);

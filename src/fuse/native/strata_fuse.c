@@ -58,6 +58,8 @@ enum {
  * would have to drop a capability the write invalidates), so a plain `write` costs
  * two round trips, and the first one needs no JS: JS names the inodes it found
  * without one, for a while, and the libfuse thread answers ENODATA for those itself.
+ * JS may also name inodes known without any attribute (`ls -l` asks for two per
+ * entry): for those every name is answered ENODATA here.
  * Direct-mapped by inode: a collision only sends that getxattr to JS again.
  */
 #define NOCAP_SLOTS 16384
@@ -101,9 +103,9 @@ typedef struct session {
   int splice_write;
   int want_locks;
   int want_flock;
-  /* Inodes known to have no security.capability, until a monotonic time (see capability_absent). */
+  /* Inodes known to have no security.capability (all: no attribute at all), until a monotonic time (see xattr_absent). */
   pthread_mutex_t nocap_lock;
-  struct { uint64_t ino; int64_t until_ms; } nocap[NOCAP_SLOTS];
+  struct { uint64_t ino; int64_t until_ms; int all; } nocap[NOCAP_SLOTS];
   /* Extents of open handles served here (see RX_UNIT_SHIFT); len 0 = a free slot. */
   pthread_mutex_t rx_lock;
   struct { uint64_t fh, ino, off, fd_off; uint32_t len; int fd; } rx[RX_SLOTS];
@@ -496,17 +498,17 @@ static int64_t monotonic_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int capability_absent(session_t *s, uint64_t ino) {
+static int xattr_absent(session_t *s, uint64_t ino, const char *name) {
   pthread_mutex_lock(&s->nocap_lock);
   size_t i = (size_t)(ino % NOCAP_SLOTS);
-  int absent = s->nocap[i].ino == ino && s->nocap[i].until_ms > monotonic_ms();
+  int absent = s->nocap[i].ino == ino && s->nocap[i].until_ms > monotonic_ms() && (s->nocap[i].all || strcmp(name, CAPABILITY_XATTR) == 0);
   pthread_mutex_unlock(&s->nocap_lock);
   return absent;
 }
 
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
   session_t *s = (session_t *)fuse_req_userdata(req);
-  if (strcmp(name, CAPABILITY_XATTR) == 0 && capability_absent(s, ino)) {
+  if (xattr_absent(s, ino, name)) {
     fuse_reply_err(req, ENODATA);
     return;
   }
@@ -1604,19 +1606,23 @@ static napi_value js_inval_entry(napi_env env, napi_callback_info info) {
 }
 
 /*
- * capabilityAbsent(handle, ino, ms): for the next `ms` milliseconds the libfuse thread
- * answers getxattr("security.capability") on `ino` with ENODATA itself; ms <= 0 forgets
- * (a setxattr or removexattr of it, or a change reported by someone else).
+ * xattrsAbsent(handle, ino, ms, all): for the next `ms` milliseconds the libfuse thread
+ * answers getxattr("security.capability") on `ino` (all: getxattr of any name) with
+ * ENODATA itself; ms <= 0 forgets (a setxattr or removexattr of it, or a change reported
+ * by someone else).
  */
-static napi_value js_capability_absent(napi_env env, napi_callback_info info) {
-  SESSION_ARGS(3);
+static napi_value js_xattrs_absent(napi_env env, napi_callback_info info) {
+  SESSION_ARGS(4);
   uint64_t ino = (uint64_t)get_num(env, argv[1]);
   double ms = get_num(env, argv[2]);
+  bool all = false;
+  napi_get_value_bool(env, argv[3], &all);
   size_t i = (size_t)(ino % NOCAP_SLOTS);
   pthread_mutex_lock(&s->nocap_lock);
   if (ms > 0) {
     s->nocap[i].ino = ino;
     s->nocap[i].until_ms = monotonic_ms() + (int64_t)ms;
+    s->nocap[i].all = all ? 1 : 0;
   } else if (s->nocap[i].ino == ino) {
     s->nocap[i].until_ms = 0;
   }
@@ -1732,7 +1738,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
     {"invalidateInode", NULL, js_inval_inode, NULL, NULL, NULL, napi_default, NULL},
     {"invalidateEntry", NULL, js_inval_entry, NULL, NULL, NULL, napi_default, NULL},
     {"invalidationDone", NULL, js_inval_done, NULL, NULL, NULL, napi_default, NULL},
-    {"capabilityAbsent", NULL, js_capability_absent, NULL, NULL, NULL, napi_default, NULL},
+    {"xattrsAbsent", NULL, js_xattrs_absent, NULL, NULL, NULL, napi_default, NULL},
     {"serveReads", NULL, js_serve_reads, NULL, NULL, NULL, napi_default, NULL},
     {"dropReads", NULL, js_drop_reads, NULL, NULL, NULL, napi_default, NULL},
     {"readsServed", NULL, js_reads_served, NULL, NULL, NULL, napi_default, NULL},
