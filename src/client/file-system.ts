@@ -434,7 +434,7 @@ export class StrataFileSystem {
 
   /** One page of a directory (MasterClient.listPage), with what this mount has open overlaid. */
   async readdirPage(ino: number, after: string | null, limit: number): Promise<{ entries: DirEntry[]; next: string | null; asOf?: number }> {
-    const page = await this.master.listPage(ino, after, limit);
+    const page = await this.master.listPage({ ino }, after, limit);
     for (const e of page.entries) this.#overlay(e);
     return page;
   }

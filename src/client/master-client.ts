@@ -12,6 +12,7 @@ import {
   FileBlocksResponse,
   FreeResponse,
   ListResponse,
+  LIST_PAGE_MAX,
   MASTER_API,
   CHANGES_HEADER,
   SUBSCRIBER_HEADER,
@@ -185,9 +186,9 @@ export class MasterClient {
    * the whole directory at once). `asOf`: the change-feed seq the entries show every change up to,
    * when it is of the feed this mount's cache follows.
    */
-  async listPage(ino: number, after: string | null, limit: number): Promise<{ entries: DirEntry[]; next: string | null; asOf?: number }> {
+  async listPage(dir: { ino: number } | { path: string }, after: string | null, limit = LIST_PAGE_MAX): Promise<{ entries: DirEntry[]; next: string | null; asOf?: number }> {
     const meta: ResponseMeta = {};
-    const r = await this.#http.get<ListResponse>(`${MASTER_API}/list`, { ino, limit, ...(after !== null && { after }) }, undefined, meta);
+    const r = await this.#http.get<ListResponse>(`${MASTER_API}/list`, { ...dir, limit, ...(after !== null && { after }) }, undefined, meta);
     const st = stampOf(meta);
     const asOf = st && r.seq !== undefined && this.cache?.follows(st) ? r.seq : undefined;
     return { entries: r.entries, next: r.next ?? null, ...(asOf !== undefined && { asOf }) };
@@ -265,8 +266,18 @@ export class MasterClient {
     return this.#post(`${MASTER_API}/setattr`, { ino, ...req }, NO_NAMES, this.#attrs);
   }
 
+  /**
+   * A whole directory, asked for page by page: each page is a request of its own, so a failure
+   * midway is an error, not a cut answer, and the master serves others between pages.
+   */
   async list(path: string): Promise<DirEntry[]> {
-    return (await this.#http.get<ListResponse>(`${MASTER_API}/list`, { path })).entries;
+    const entries: DirEntry[] = [];
+    for (let after: string | null = null; ; ) {
+      const page = await this.listPage({ path }, after);
+      for (const e of page.entries) entries.push(e);
+      if (page.next === null) return entries;
+      after = page.next;
+    }
   }
 
   mkdir(path: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {

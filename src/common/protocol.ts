@@ -89,6 +89,9 @@ export interface DirEntry extends FileAttributes {
  */
 export const POSIX_ACL_XATTRS: ReadonlySet<string> = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
 
+/** The most entries one page of `GET /api/v1/list?limit=` holds. */
+export const LIST_PAGE_MAX = 1000;
+
 export interface ListResponse {
   entries: DirEntry[];
   /**

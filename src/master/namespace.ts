@@ -45,7 +45,7 @@ import type {
   WriteCommitRequest,
   WriteType,
 } from '../common/protocol';
-import { BLOCKS_PER_CONTAINER, LOOKUP_BLOCKS_MAX, POSIX_ACL_XATTRS, timespecFromMs, timespecNow, type UfsPlace } from '../common/protocol';
+import { BLOCKS_PER_CONTAINER, LIST_PAGE_MAX, LOOKUP_BLOCKS_MAX, POSIX_ACL_XATTRS, timespecFromMs, timespecNow, type UfsPlace } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
 import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NamedNodeRecord, type NewNode, type NodeRecord } from './metastore';
@@ -55,7 +55,7 @@ import { Mount, MountOptions, MountTable, driverOptions, maskOptions } from './m
 /** Entries a directory merge reads, compares or writes between two turns of the event loop. */
 const MERGE_BATCH = 1000;
 /** Entries of a directory listing read and sent at once; a bigger directory goes in pages of this many. */
-export const LIST_PAGE = 1000;
+export const LIST_PAGE = LIST_PAGE_MAX;
 
 /**
  * How long a file created empty for a program (see `create`) waits before ASYNC_THROUGH

@@ -36,6 +36,7 @@ import {
   LEFTOVER_URI_MAX,
   BLOCKS_PER_CONTAINER,
   PINNED_REPORT_MAX,
+  LIST_PAGE_MAX,
 } from '../common/protocol';
 import { createUfs } from '../ufs';
 import { Metastore, toAttributes } from './metastore';
@@ -409,7 +410,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     // One page: from past `after` (a name, from the last page's `next`), at most `limit` entries.
     if (q.limit !== undefined) {
       const limit = intParam(q.limit, 'limit');
-      if (limit < 1 || limit > LIST_PAGE) throw new StrataError('BAD_REQUEST', `limit must be 1…${LIST_PAGE}`);
+      if (limit < 1 || limit > LIST_PAGE_MAX) throw new StrataError('BAD_REQUEST', `limit must be 1…${LIST_PAGE_MAX}`);
       if (q.after !== undefined && (typeof q.after !== 'string' || q.after === '')) throw new StrataError('BAD_REQUEST', 'after must be a name');
       const pages = ns.listPagesAsOf(await pathQuery(q), limit, (q.after as string | undefined) ?? null);
       const first = await pages.next();

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import * as path from 'node:path';
 import { CLI, runCli, tempRoot } from '../helpers/cluster';
 import { waitExit } from '../helpers/multi-cluster';
+import { MasterClient } from '../../src/client/master-client';
 
 /** `strata master` on its own, stopped when `t` ends; its URL. */
 async function startMaster(t: TapTest, home: string, ...extra: string[]): Promise<string> {
@@ -103,6 +104,13 @@ t.test('a listing larger than one page comes whole, in order, each name once, an
   }
   t.same(paged, after.map((e) => e.name).concat(['zz-sub']).sort((a, b) => (Buffer.from(a) < Buffer.from(b) ? -1 : 1)), 'the pages together are the whole directory, each name once');
   t.equal(asks, Math.ceil(paged.length / 700), 'one request per page');
+  // A client's whole listing is asked for page by page: a failure midway is an error, not a cut answer.
+  const listRequests = async () => Number(/^strata_http_request_seconds_count\{[^}]*route="\/api\/v1\/list"[^}]*\} (\d+)/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1] ?? 0);
+  const client = new MasterClient(url);
+  t.teardown(() => client.close());
+  const asked = await listRequests();
+  t.same((await client.list('/big')).map((e) => e.name), paged, 'MasterClient.list: the whole directory');
+  t.equal((await listRequests()) - asked, Math.ceil(paged.length / 1000), 'in one request per page of 1,000');
   for (const bad of ['limit=0', 'limit=1001', 'limit=x', 'limit=5&after=']) {
     const res = await fetch(`${url}/api/v1/list?path=/big&${bad}`);
     t.equal(res.status, 400, `${bad}: 400 (${await res.text()})`);
