@@ -885,7 +885,10 @@ export class S3UnderFileSystem implements UnderFileSystem {
       out = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, Range: `bytes=${from}-${to}`, IfMatch: version.etag }), this.#http(opts));
     } catch (err) {
       if (httpStatus(err) === 412 || (err as SdkError).name === 'PreconditionFailed') throw replaced(err);
-      throw s3Error(err, context);
+      const e = s3Error(err, context);
+      // Mid-stream, a missing object is a failed read of bytes already begun, not a missing file.
+      if (e.code === 'NOT_FOUND') throw new StrataError('IO_ERROR', `${context}: the object was deleted while it was read (its connection was cut at byte ${from})`, { cause: err });
+      throw e;
     }
     const body = out.Body as Readable | undefined;
     const range = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(out.ContentRange ?? '');

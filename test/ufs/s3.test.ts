@@ -935,6 +935,15 @@ t.test('a read whose connection is cut mid-body goes on from where it stopped, o
   t.match(err?.message, /replaced while it was read/);
   beforeIfMatch = undefined;
   t.ok((await readRange(ufs, '/r.bin', 0, data.length)).equals(other), 'a read after it sees the new version whole');
+
+  // Deleted between the cut and the rest: the read fails with EIO, not ENOENT for a file it had begun.
+  cutFirst();
+  beforeIfMatch = async (p) => {
+    if (p === key) await raw.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: `${prefix}/r.bin` }));
+  };
+  const gone = await expectCode(t, async () => readAll(await ufs.read('/r.bin', 0, other.length)), ['IO_ERROR'], 'a read whose object was deleted after the cut');
+  t.match(gone?.message, /deleted while it was read/);
+  beforeIfMatch = undefined;
 });
 
 t.test('a multipart completion whose answer was lost is a success when the store holds exactly those parts', async (t) => {
