@@ -349,6 +349,14 @@ export class InodeTable {
          )
          SELECT COALESCE(SUM(bytes), 0) AS cached FROM per_block`,
       ),
+      cachedOf: db.prepare(
+        `WITH per_block AS (
+           SELECT MIN(MAX(COALESCE(l.bytes, b.length)), b.length) AS bytes
+           FROM block b JOIN block_location l ON l.block_id = b.block_id JOIN worker w ON w.id = l.worker_id
+           WHERE b.ino IN (SELECT DISTINCT value FROM json_each(?)) AND w.live = 1 GROUP BY b.block_id
+         )
+         SELECT COALESCE(SUM(bytes), 0) AS cached FROM per_block`,
+      ),
     };
   }
 
@@ -1184,6 +1192,10 @@ export class InodeTable {
       const cached = (this.#stmt.duCached.get(ino) as { cached: number }).cached;
       return { files: c.files, directories: c.dirs, size: c.size, cachedBytes: cached };
     })();
+  }
+
+  cachedBytes(inos: readonly number[]): number {
+    return (this.#stmt.cachedOf.get(JSON.stringify(inos)) as { cached: number }).cached;
   }
 
   // ---- mount table ---------------------------------------------------------

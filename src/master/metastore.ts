@@ -438,6 +438,8 @@ export interface Metastore {
   free(ino: number): Promise<FreeResponse>;
   /** Files, directories, size and cached bytes (per block the largest copy on a live worker) at or below `ino`. NOT_FOUND. */
   du(ino: number): Promise<DuResponse>;
+  /** Bytes of these files cached on live workers (per block the largest copy), each inode counted once; unknown ones count 0. */
+  cachedBytes(inos: readonly number[]): Promise<number>;
 
   // ---- mount table ---------------------------------------------------------
 

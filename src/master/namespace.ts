@@ -1066,19 +1066,37 @@ export class Namespace {
     return r;
   }
 
-  /** Size and cached bytes below `path`, after loading listings the namespace does not have yet. */
+  /**
+   * Size and cached bytes below `path`, summed over its listings (loading those the namespace does
+   * not have yet) page by page, other requests served between pages: one query over the whole
+   * subtree held them up for as long as it ran (stats sent every 10 ms during a du of 110,000
+   * files waited up to 143-227 ms, now 31-41 ms). Like du(1) on a live tree, what changes during the
+   * walk may or may not be counted; a file with several links below `path` counts once.
+   */
   async du(path: string): Promise<DuResponse> {
     const node = await this.resolve(path);
-    if (node.type === 'directory') await this.#loadTree(normalizePath(path));
-    return await this.#table.du(node.ino);
-  }
-
-  /** Lists every directory below `path` that needs it, so the namespace holds the whole subtree. */
-  async #loadTree(path: string): Promise<void> {
-    const dirs = [path];
+    if (node.type !== 'directory') return await this.#table.du(node.ino);
+    const r: DuResponse = { files: 0, directories: 1, size: 0, cachedBytes: 0 };
+    const linked = new Set<number>();
+    const dirs = [normalizePath(path)];
     for (let d = dirs.pop(); d !== undefined; d = dirs.pop()) {
-      for await (const page of this.listPages(d, LIST_PAGE)) for (const e of page) if (e.type === 'directory') dirs.push(joinPath(d, e.name));
+      for await (const page of this.listPages(d, LIST_PAGE)) {
+        const files: number[] = [];
+        for (const e of page) {
+          if (e.type === 'directory') {
+            r.directories++;
+            dirs.push(joinPath(d, e.name));
+          } else if (e.type === 'file' && !(e.nlink > 1 && linked.has(e.ino))) {
+            if (e.nlink > 1) linked.add(e.ino);
+            r.files++;
+            r.size += e.size;
+            files.push(e.ino);
+          }
+        }
+        if (files.length > 0) r.cachedBytes += await this.#table.cachedBytes(files);
+      }
     }
+    return r;
   }
 
   /** Removes a file, or a directory with everything below it, from the namespace and its under-store. */

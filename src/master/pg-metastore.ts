@@ -464,6 +464,14 @@ const Q = {
        WHERE w.live GROUP BY b.block_id, b.length)
      SELECT COALESCE(SUM(bytes), 0)::int8 AS cached FROM per_block`,
   ),
+  cachedOf: sql(
+    'cached_of',
+    `WITH per_block AS (
+       SELECT LEAST(MAX(COALESCE(l.bytes, b.length)), b.length) AS bytes
+       FROM block b JOIN block_location l ON l.block_id = b.block_id JOIN worker w ON w.id = l.worker_id
+       WHERE b.ino = ANY($1::int8[]) AND w.live GROUP BY b.block_id, b.length)
+     SELECT COALESCE(SUM(bytes), 0)::int8 AS cached FROM per_block`,
+  ),
   xattrExists: sql('xattr_exists', `SELECT 1 FROM xattr WHERE ino = $1 AND name = $2`),
   setXattr: sql('set_xattr', `INSERT INTO xattr (ino, name, value) VALUES ($1, $2, $3) ON CONFLICT (ino, name) DO UPDATE SET value = excluded.value`),
   getXattr: sql('get_xattr', `SELECT value FROM xattr WHERE ino = $1 AND name = $2`),
@@ -1995,6 +2003,10 @@ export class PgMetastore implements Metastore {
       const cached = (await tx.one<{ cached: number }>(Q.duCached, [ino]))!.cached;
       return { files: c.files, directories: c.dirs, size: c.size, cachedBytes: cached };
     });
+  }
+
+  async cachedBytes(inos: readonly number[]): Promise<number> {
+    return (await this.#pooled.one<{ cached: number }>(Q.cachedOf, [[...new Set(inos)]]))!.cached;
   }
 
   // ---- mount table ---------------------------------------------------------

@@ -288,6 +288,10 @@ export class SqliteMetastore implements Metastore {
     return this.#t.du(ino);
   }
 
+  async cachedBytes(inos: readonly number[]): Promise<number> {
+    return this.#t.cachedBytes(inos);
+  }
+
   // ---- mount table ---------------------------------------------------------
 
   async mounts(): Promise<MountRecord[]> {

@@ -87,6 +87,12 @@ t.test('a listing larger than one page comes whole, in order, each name once, an
   const du = (await (await fetch(`${url}/api/v1/du?path=/big`)).json()) as { files: number; directories: number; size: number };
   t.equal(du.files, sizes.big! - 3 + 1 + 2, `du counts the files of /big and of /big/zz-sub (${JSON.stringify(du)})`);
   t.equal(du.size, [...sizes2.values()].reduce((a, b) => a + b, 0) + 5, 'and their bytes');
+  // A second link, on another page and in another directory: the file counts once.
+  const post = (p: string, body: object) => fetch(`${url}/api/v1/${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const a = (await (await fetch(`${url}/api/v1/stat?path=/big/zz-sub/a`)).json()) as { ino: number };
+  const bigIno = ((await (await fetch(`${url}/api/v1/stat?path=/big`)).json()) as { ino: number }).ino;
+  t.equal((await post('link', { ino: a.ino, newParent: bigIno, newName: 'a-link' })).status, 200, 'a hard link in /big');
+  t.same((await (await fetch(`${url}/api/v1/du?path=/big`)).json()), du, 'du counts the linked file once');
   // Asked page by page (as a mount reads a directory): `limit` entries past `after`, with `next` until the last page.
   type Page = { entries: { name: string }[]; next?: string; seq?: number };
   const paged: string[] = [];
@@ -102,7 +108,7 @@ t.test('a listing larger than one page comes whole, in order, each name once, an
     t.equal(p.next, p.entries[p.entries.length - 1]!.name, 'next is the last name of a full page');
     cursor = p.next;
   }
-  t.same(paged, after.map((e) => e.name).concat(['zz-sub']).sort((a, b) => (Buffer.from(a) < Buffer.from(b) ? -1 : 1)), 'the pages together are the whole directory, each name once');
+  t.same(paged, after.map((e) => e.name).concat(['zz-sub', 'a-link']).sort((a, b) => (Buffer.from(a) < Buffer.from(b) ? -1 : 1)), 'the pages together are the whole directory, each name once');
   t.equal(asks, Math.ceil(paged.length / 700), 'one request per page');
   // A client's whole listing is asked for page by page: a failure midway is an error, not a cut answer.
   const listRequests = async () => Number(/^strata_http_request_seconds_count\{[^}]*route="\/api\/v1\/list"[^}]*\} (\d+)/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1] ?? 0);

@@ -808,6 +808,8 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     await store.link(p2.ino, d.ino, 'p2-link');
     t.same((await store.du(d.ino)).files, 3, 'a hard-linked file counts once');
     t.same(await store.du(p1.ino), { files: 1, directories: 0, size: BS + 10, cachedBytes: BS + 10 }, 'du of a file');
+    t.equal(await store.cachedBytes([p1.ino, u.ino, p2.ino, p1.ino]), BS + 10 + 5 + 20, 'cachedBytes of files: the largest copy of each block, each file once');
+    t.equal(await store.cachedBytes([2 ** 40]), 0, 'an unknown inode counts 0');
     await rejects(t, () => store.du(2 ** 40), 'NOT_FOUND', 'du of an unknown inode');
 
     t.same(await store.free(p2.ino), { files: 1, bytes: 20, skippedNotPersisted: 0 });
@@ -825,6 +827,7 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.same((await store.du(d.ino)).cachedBytes, 25);
     await store.expireWorkers(Date.now() + 1);
     t.same((await store.du(d.ino)).cachedBytes, 0, 'copies on lost workers do not count');
+    t.equal(await store.cachedBytes([p2.ino, u.ino]), 0, 'nor in cachedBytes');
     await rejects(t, () => store.free(2 ** 40), 'NOT_FOUND', 'free of an unknown inode');
     t.same(uw.ids.length, 1);
   });
