@@ -51,7 +51,9 @@ export class Persister {
     this.#settle = opts.settle ?? ((ino, container, r) => this.#table.markPersisted(ino, container, r.ufsFingerprint));
   }
 
+  /** Starts polling the queue; again while running (a master elected twice over) changes nothing. */
   start(): void {
+    if (this.#timer) return;
     this.#timer = setInterval(() => this.#poll(), this.#intervalMs);
     this.#timer.unref();
   }

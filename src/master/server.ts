@@ -223,21 +223,28 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const app = createHttpServer({ logger: log, metrics, auth: opts.auth, limits: opts.limits, bodyLimit: maxBody, requestTimeoutMs: opts.requestTimeoutMs ?? 60_000 });
   const api = MASTER_API;
   // A standby answers NOT_LEADER and runs none of the leader's jobs (persisting, expiring workers and TTLs).
+  /** Counts elections and demotions: the leader's jobs start only if no demotion came while they got ready. */
+  let term = 0;
   const onElected = (): void => {
+    const elected = ++term;
     if (!(shared && table instanceof PgMetastore)) return persister.start();
+    const startJobs = () => {
+      if (term === elected) persister.start();
+    };
     // A new pin version and change-log epoch, and the mounts another leader may have changed, before the leader's jobs start.
     table
       .elected()
       .then(() => mounts.reload())
-      .then(
-        () => persister.start(),
-        (err: unknown) => {
-          log.warn({ err: (err as Error).message }, 'could not start leading the shared metastore');
-          persister.start();
-        },
-      );
+      .then(startJobs, (err: unknown) => {
+        log.warn({ err: (err as Error).message }, 'could not start leading the shared metastore');
+        startJobs();
+      });
   };
-  const leadership = registerLeaderGate(app, election, log, { onElected, onDemoted: () => void persister.stop() });
+  const onDemoted = (): void => {
+    term++;
+    void persister.stop();
+  };
+  const leadership = registerLeaderGate(app, election, log, { onElected, onDemoted });
   if (shared && table instanceof PgMetastore) table.setFence(() => leadership.fence());
 
   // The change feed: every answer says which changes it reflects; changes wake the long polls.

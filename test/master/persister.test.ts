@@ -92,3 +92,22 @@ t.test('an upload the file outran (not counted as persisted) is not repeated bac
   t.equal(asked, 1, 'one upload, then nothing until the next poll');
   t.equal((await store.persistQueue()).length, 1, 'the file is still queued');
 });
+
+t.test('started twice (elected again before a demotion ended) and stopped once: nothing is persisted after the stop', async (t) => {
+  const asked: number[] = [];
+  const { persister, newFile } = await setup(
+    t,
+    (req, res) => {
+      asked.push(inoOf(req));
+      req.resume();
+      persisted(res, inoOf(req));
+    },
+    { intervalMs: 20 },
+  );
+  persister.start();
+  persister.start();
+  await persister.stop();
+  const ino = await newFile('after-stop');
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(asked, [], `no upload after the stop (asked for ${JSON.stringify(asked)}; ${ino} is due)`);
+});
