@@ -68,7 +68,7 @@ export class MasterClient {
     this.#feedHttp = new JsonClient(url, {
       ...opts,
       onRetry: () => {
-        this.#leaseUntil = 0;
+        this.#setLease(0);
         this.cache?.lost();
       },
     });
@@ -92,9 +92,9 @@ export class MasterClient {
         cache.apply(r);
         // As long as the master granted (never longer than asked); a master that grants none gives none.
         this.#granted = lease > 0 && r.leaseMs ? Math.min(lease, r.leaseMs) : 0;
-        this.#leaseUntil = this.#granted > 0 ? sent + this.#granted : 0;
+        this.#setLease(this.#granted > 0 ? sent + this.#granted : 0);
       } catch {
-        this.#leaseUntil = 0;
+        this.#setLease(0);
         cache.lost();
         if (signal.aborted) return;
         await new Promise((r) => setTimeout(r, 500).unref());
@@ -132,6 +132,27 @@ export class MasterClient {
   }
 
   #attrs = (a: FileAttributes, s: ChangeStamp | undefined) => this.cache?.putAttrs(a, s, true);
+
+  readonly #leaseListeners = new Set<(msLeft: number) => void>();
+
+  /**
+   * Calls `l` with how many ms the change-feed lease still runs (0: none) whenever it is renewed or
+   * lost. While it runs, every change another client finished has been applied here (master/feed-leases.ts).
+   */
+  onLease(l: (msLeft: number) => void): () => void {
+    this.#leaseListeners.add(l);
+    return () => void this.#leaseListeners.delete(l);
+  }
+
+  #setLease(until: number): void {
+    this.#leaseUntil = until;
+    const left = Math.max(0, until - performance.now());
+    for (const l of this.#leaseListeners) l(left);
+  }
+
+  leaseRuns(): boolean {
+    return this.#leaseRuns();
+  }
 
   #leaseRuns(): boolean {
     return this.#leaseMs > 0 && performance.now() < this.#leaseUntil;

@@ -139,20 +139,28 @@ class KernelView {
   }
 }
 
+/** Where NoXattrCache keeps a copy the binding answers the kernel from (FuseSession.xattrsAbsent). */
+export interface XattrMirror {
+  set(ino: number, capMs: number, allMs: number): void;
+  clear(): void;
+}
+
 /**
- * Inodes known to have no extended attribute of some name, or none at all.
+ * Inodes known to have no `security.capability`, or no extended attribute at all.
  *
  * The kernel asks for `security.capability` before every write (to drop file capabilities
  * when a file changes), which cost a master round trip per write: inodes found without
- * one are remembered. `ls -l` asks for `security.selinux` and an ACL per entry (0.5 ms
- * each, 10 s for 10,000 entries): entries a listing showed without any attribute, and files
- * this mount just created, are remembered without any, for every name.
+ * one are remembered for the attribute timeout, the same staleness as their mode bits.
+ * `ls -l` asks for `security.selinux` and an ACL per entry (0.5 ms each, 10 s for 10,000
+ * entries): entries a listing showed without any attribute, and files this mount just
+ * created, are known without any. That knowledge is used only while the change-feed lease
+ * runs (`leaseRuns`; the binding has the lease's end), as negative lookups are: past it, a
+ * change made elsewhere may have been answered without this mount hearing of it.
  *
- * Knowledge lasts its window (the attribute timeout, the same staleness as mode bits; a
- * listing's lasts as long as the change feed keeps the kernel's copy) and is forgotten at
- * once by this mount's own changes and by the change feed (a setxattr elsewhere touches
- * ctime, so it is reported). The binding keeps a copy and answers those getxattrs itself:
- * 4 KiB writes ran at 25-27 MB/s when each one's getxattr went through JS, 58 MB/s with none.
+ * This mount's own changes and the change feed forget an inode at once (a setxattr elsewhere
+ * touches ctime, so it is reported); a lost or reset feed forgets everything. The binding
+ * keeps a copy and answers those getxattrs itself: 4 KiB writes ran at 25-27 MB/s when each
+ * one's getxattr went through JS, 58 MB/s with none.
  */
 export class NoXattrCache {
   static readonly CAPABILITY = 'security.capability';
@@ -165,30 +173,34 @@ export class NoXattrCache {
   readonly #localForgets = new Uint32Array(4096);
   /** Per slot, the latest seq of a change the feed reported. */
   readonly #feedSeq = new Float64Array(4096);
-  /** Until when an inode is known without the capability (or without any: `all`), and the feed seq that knowledge is valid as of (-1: none). */
-  readonly #until = new Map<number, { until: number; asOf: number; all: boolean }>();
+  /** Until when an inode is known without the capability, and without any attribute (0: not), as of feed seq `asOf` (-1: unknown). */
+  readonly #known = new Map<number, { capUntil: number; allUntil: number; asOf: number }>();
   readonly #windowMs: number;
-  /** Where the binding keeps its own copy, to answer the kernel without a round trip through JS. */
-  readonly #mirror: (ino: number, ms: number, all: boolean) => void;
+  readonly #mirror: XattrMirror;
+  readonly #leaseRuns: () => boolean;
 
-  constructor(windowMs: number, mirror: (ino: number, ms: number, all: boolean) => void = () => undefined) {
+  constructor(windowMs: number, mirror: XattrMirror = { set: () => undefined, clear: () => undefined }, leaseRuns: () => boolean = () => false) {
     this.#windowMs = windowMs;
     this.#mirror = mirror;
+    this.#leaseRuns = leaseRuns;
   }
 
   /** Whether `ino` is known to have no attribute `name`. */
   has(ino: number, name: string): boolean {
-    const e = this.#until.get(ino);
+    const e = this.#known.get(ino);
     if (e === undefined) return false;
-    if (e.until > Date.now()) return e.all || name === NoXattrCache.CAPABILITY;
-    this.#until.delete(ino);
-    return false;
+    const now = Date.now();
+    if (e.capUntil <= now && e.allUntil <= now) {
+      this.#known.delete(ino);
+      return false;
+    }
+    return (name === NoXattrCache.CAPABILITY && e.capUntil > now) || (e.allUntil > now && this.#leaseRuns());
   }
 
   /** Whether `ino` is known to have no attribute at all. */
   hasNone(ino: number): boolean {
-    const e = this.#until.get(ino);
-    return e !== undefined && e.all && e.until > Date.now();
+    const e = this.#known.get(ino);
+    return e !== undefined && e.allUntil > Date.now() && this.#leaseRuns();
   }
 
   /** What `add` checks: no forget of `ino` (or a slot-mate) since this was taken. */
@@ -205,12 +217,12 @@ export class NoXattrCache {
   }
 
   /**
-   * `ino` has no capability (or, `all`, no attribute at all) as of feed seq `asOf` (-1: unknown), if no
-   * forget crossed `token`.
+   * `ino` has no capability (and, `all`, no attribute at all: a file just made) as of feed seq
+   * `asOf` (-1: unknown), if no forget crossed `token`; for the attribute timeout.
    */
   add(ino: number, asOf: number, token: number, all = false): void {
     if (this.token(ino) !== token) return;
-    this.#set(ino, asOf, all, this.#windowMs);
+    this.#set(ino, asOf, this.#windowMs, all ? this.#windowMs : 0);
   }
 
   /**
@@ -221,19 +233,21 @@ export class NoXattrCache {
   addListed(ino: number, asOf: number, tokens: Uint32Array, windowMs: number): void {
     const slot = ino & 4095;
     if (tokens[slot] !== this.#localForgets[slot] || this.#feedSeq[slot]! > asOf) return;
-    this.#set(ino, asOf, true, windowMs);
+    // The capability alone, as other answers, for the attribute timeout whether the lease runs or not.
+    this.#set(ino, asOf, this.#windowMs, windowMs);
   }
 
-  #set(ino: number, asOf: number, all: boolean, windowMs: number): void {
-    if (this.#windowMs <= 0 || windowMs <= 0) return;
-    const had = this.#until.get(ino);
-    // A narrower answer (no capability) does not shorten what is known about all of them.
-    if (!all && had?.all && had.until > Date.now()) return;
-    // Bounded: the oldest entries go first (Map keeps insertion order).
-    if (this.#until.size >= 131072) this.#until.delete(this.#until.keys().next().value!);
-    this.#until.delete(ino);
-    this.#until.set(ino, { until: Date.now() + windowMs, asOf, all });
-    this.#mirror(ino, windowMs, all);
+  #set(ino: number, asOf: number, capMs: number, allMs: number): void {
+    if (this.#windowMs <= 0 || capMs <= 0) return;
+    const now = Date.now();
+    const had = this.#known.get(ino);
+    // Both kinds of knowledge hold as of the older of the two.
+    const e = { capUntil: Math.max(now + capMs, had?.capUntil ?? 0), allUntil: Math.max(allMs > 0 ? now + allMs : 0, had?.allUntil ?? 0), asOf: had && had.asOf < asOf ? had.asOf : asOf };
+    // Bounded: the oldest entries go first (Map keeps insertion order); the binding keeps its copy until it expires.
+    if (this.#known.size >= 131072) this.#known.delete(this.#known.keys().next().value!);
+    this.#known.delete(ino);
+    this.#known.set(ino, e);
+    this.#mirror.set(ino, e.capUntil - now, e.allUntil > now ? e.allUntil - now : 0);
   }
 
   /** This mount changes an attribute of `ino` (or does not know what a change did). */
@@ -244,22 +258,27 @@ export class NoXattrCache {
 
   #drop(ino: number): void {
     this.#forgets[ino & 4095]!++;
-    this.#until.delete(ino);
-    this.#mirror(ino, 0, false);
+    this.#known.delete(ino);
+    this.#mirror.set(ino, 0, 0);
   }
 
   /** The feed was lost or reset: changes may have gone unreported (and a new master counts seqs anew). */
   clear(): void {
-    for (let i = 0; i < this.#localForgets.length; i++) this.#localForgets[i]!++;
+    for (let i = 0; i < 4096; i++) {
+      this.#localForgets[i]!++;
+      this.#forgets[i]!++;
+    }
     this.#feedSeq.fill(0);
-    for (const ino of [...this.#until.keys()]) this.forget(ino);
+    this.#known.clear();
+    // All of it, also inodes this map let go of, which the binding may still hold.
+    this.#mirror.clear();
   }
 
   /** The feed reports a change of `ino` at `seq`: forgets it unless known as of that change or later. */
   changed(ino: number, seq: number): void {
     const slot = ino & 4095;
     if (seq > this.#feedSeq[slot]!) this.#feedSeq[slot] = seq;
-    const e = this.#until.get(ino);
+    const e = this.#known.get(ino);
     if (e && e.asOf >= seq) return;
     this.#drop(ino);
   }
@@ -459,7 +478,7 @@ export function strataHandlers(
   kernelCache: KernelCacheTimeouts = DEFAULT_KERNEL_CACHE,
   invalidateEntry: (parent: number, name: string) => void = () => undefined,
   invalidateAttrs: (ino: number) => void = (ino) => void invalidate(ino),
-  xattrsAbsent: (ino: number, ms: number, all: boolean) => void = () => undefined,
+  xattrMirror?: XattrMirror,
   readServer?: ReadServer,
 ): LowLevelHandlers & { dispose(): void; keptPages(): number } {
   const ATTR_TIMEOUT = kernelCache.attrTimeoutMs / 1000;
@@ -469,7 +488,7 @@ export function strataHandlers(
   const seen = new LRUCache<number, string>({ max: 100_000 });
   const stampOf = (size: number, mtime: Timespec) => `${size}:${mtime.sec}:${mtime.nsec}`;
   const stamp = (a: FileAttributes) => stampOf(a.size, a.mtime);
-  const noXattrs = new NoXattrCache(kernelCache.attrTimeoutMs, xattrsAbsent);
+  const noXattrs = new NoXattrCache(kernelCache.attrTimeoutMs, xattrMirror, () => fs.master?.leaseRuns() ?? false);
   const kept = new KeptReads(readServer, (ranges) => fs.releaseKept(ranges));
   // Looked up when first needed: building the handlers must not touch the file system (tests list features that way).
   let view: KernelView | undefined;
@@ -587,8 +606,7 @@ export function strataHandlers(
       }
     },
     getxattr: async (_ctx, ino, name) => {
-      // The master stores no ACL (setxattr of one is ENOTSUP), so there is none to ask for.
-      if (POSIX_ACL_XATTRS.has(name) || noXattrs.has(ino, name)) throw new StrataError('NO_ATTRIBUTE', `no ${name} on inode ${ino}`);
+      if (noXattrs.has(ino, name)) throw new StrataError('NO_ATTRIBUTE', `no ${name} on inode ${ino}`);
       if (name !== NoXattrCache.CAPABILITY) return fs.master.getXattr(ino, name);
       const token = noXattrs.token(ino);
       try {
@@ -656,11 +674,21 @@ export function strataHandlers(
       return fs.release(fh);
     },
     readdir: async (_ctx, ino, _fh, after) => {
+      // Subscribed to the feed before the tokens: changes it applies during the listing must reach noXattrs.
+      const feed = cache();
       const tokens = noXattrs.tokens();
-      const { entries, next, asOf } = await fs.readdirPage(ino, after, READDIR_PAGE);
+      let page;
+      try {
+        page = await fs.readdirPage(ino, after, READDIR_PAGE);
+      } catch (err) {
+        // Removed while it was read: the listing ends, as it would with the whole of it read at opendir.
+        if (after !== null && err instanceof StrataError && err.code === 'NOT_FOUND') return { entries: [], next: null };
+        throw err;
+      }
+      const { entries, next, asOf } = page;
       // What the listing showed without any attribute (`ls -l` asks for two per entry), for as long as the
       // kernel keeps the entries: the feed keeps that exact.
-      if (asOf !== undefined && cache()) for (const e of entries) if (e.xattrs === false) noXattrs.addListed(e.ino, asOf, tokens, kernelCache.exactTimeoutMs ?? 0);
+      if (asOf !== undefined && feed) for (const e of entries) if (e.xattrs === false) noXattrs.addListed(e.ino, asOf, tokens, kernelCache.exactTimeoutMs ?? 0);
       return { entries: entries.map((e) => ({ name: e.name, attr: toAttr(e) })), next };
     },
     // Only what a READDIRPLUS reply gave the kernel counts as told (past its first reply the kernel asks with plain
@@ -713,7 +741,10 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
       (parent, name) => (invalidations?.inc({ what: 'entry' }), void session?.invalidateEntry(parent, name)),
       // Attributes only (negative offset), without waiting: the feed's invalidations are many and need no answer.
       (ino) => (invalidations?.inc({ what: 'attrs' }), void session?.invalidateInode(ino, -1, 0, 0).catch(() => undefined)),
-      (ino, ms, all) => session?.xattrsAbsent(ino, ms, all),
+      {
+        set: (ino, capMs, allMs) => session?.xattrsAbsent(ino, capMs, allMs),
+        clear: () => session?.xattrsAbsentClear(),
+      },
       {
         serve: (fh, ino, off, len, fd, fdOff) => session?.serveReads(fh, ino, off, len, fd, fdOff) ?? false,
         drop: (fh, extents) => session?.dropReads(fh, extents),
@@ -740,12 +771,15 @@ export async function mountFuse(opts: FuseMountOptions): Promise<FuseMount> {
   }
   log.info({ mountPoint: opts.mountPoint }, 'mounted');
   void raiseReadahead(session?.device, log);
+  // The binding answers "no attribute of any name" only while the change-feed lease runs.
+  const leaseOff = opts.fs.master?.onLease((ms) => session?.xattrsAbsentLease(ms));
   let unmounted = false;
   return {
     mountPoint: opts.mountPoint,
     unmount: async () => {
       if (unmounted) return;
       unmounted = true;
+      leaseOff?.();
       // The session first: while it drains, requests in flight still need the handlers' kept pages.
       const stragglers = await session?.unmount();
       if (stragglers) log.warn({ mountPoint: opts.mountPoint, stragglers }, 'unmount: a request could not be answered in time');

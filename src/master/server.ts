@@ -414,6 +414,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.get(`${api}/stat`, async (req) => ns.stat(await pathQuery(req.query)));
   app.get(`${api}/list`, async (req, reply) => {
     const q = req.query as Record<string, unknown>;
+    if (q.after !== undefined && q.limit === undefined) throw new StrataError('BAD_REQUEST', 'after needs limit');
     // One page: from past `after` (a name, from the last page's `next`), at most `limit` entries.
     if (q.limit !== undefined) {
       const limit = intParam(q.limit, 'limit');

@@ -117,7 +117,7 @@ t.test('a listing larger than one page comes whole, in order, each name once, an
   const asked = await listRequests();
   t.same((await client.list('/big')).map((e) => e.name), paged, 'MasterClient.list: the whole directory');
   t.equal((await listRequests()) - asked, Math.ceil(paged.length / 1000), 'in one request per page of 1,000');
-  for (const bad of ['limit=0', 'limit=1001', 'limit=x', 'limit=5&after=']) {
+  for (const bad of ['limit=0', 'limit=1001', 'limit=x', 'limit=5&after=', 'after=f-1']) {
     const res = await fetch(`${url}/api/v1/list?path=/big&${bad}`);
     t.equal(res.status, 400, `${bad}: 400 (${await res.text()})`);
   }

@@ -9,16 +9,28 @@ import t from 'tap';
 import { NoXattrCache } from '../../src/fuse/fuse-mount';
 
 function withMirror(windowMs = 60_000) {
+  /** The binding's copy: per inode, capability ms and all-names ms. */
   const mirror = new Map<number, number>();
-  const all = new Set<number>();
-  const c = new NoXattrCache(windowMs, (ino, ms, a) => {
-    if (ms > 0) mirror.set(ino, ms);
-    else mirror.delete(ino);
-    if (ms > 0 && a) all.add(ino);
-    else all.delete(ino);
-  });
+  const all = new Map<number, number>();
+  const lease = { runs: true };
+  const c = new NoXattrCache(
+    windowMs,
+    {
+      set: (ino, capMs, allMs) => {
+        if (capMs > 0 || allMs > 0) mirror.set(ino, capMs);
+        else mirror.delete(ino);
+        if (allMs > 0) all.set(ino, allMs);
+        else all.delete(ino);
+      },
+      clear: () => {
+        mirror.clear();
+        all.clear();
+      },
+    },
+    () => lease.runs,
+  );
   const has = (ino: number) => c.has(ino, NoXattrCache.CAPABILITY);
-  return { c, mirror, all, has };
+  return { c, mirror, all, has, lease };
 }
 
 t.test('an answer that crossed a forget of its inode is not added', async (t) => {
@@ -78,13 +90,14 @@ t.test('an inode known without any attribute answers every name; one known witho
 });
 
 t.test('a listing adds what it showed as of its seq, never across a change the feed reported after it or a forget here', async (t) => {
-  const { c, mirror, has } = withMirror();
+  const { c, mirror, all, has } = withMirror();
   const tokens = c.tokens(); // taken before the listing is asked for
   c.changed(10, 7); // the feed reports changes older than the listing (making these files, say)
   c.changed(12, 20); // and one newer than it, before its answer came in
   c.forget(11); // a setxattr here meanwhile
   for (const ino of [10, 11, 12, 14]) c.addListed(ino, 15, tokens, 120_000);
-  t.ok(c.hasNone(10) && mirror.get(10) === 120_000, 'a change older than the listing does not stop it (its own window)');
+  t.ok(c.hasNone(10) && all.get(10) === 120_000, 'a change older than the listing does not stop it (its own window)');
+  t.equal(mirror.get(10), 60_000, 'the capability alone for the attribute timeout, as other answers');
   t.notOk(c.hasNone(11), 'the inode changed here meanwhile is not remembered');
   t.notOk(c.hasNone(12), 'nor the one changed after the listing read it');
   t.ok(c.hasNone(14), 'the others are');
@@ -98,4 +111,27 @@ t.test('a listing adds what it showed as of its seq, never across a change the f
   t.notOk(c.hasNone(13), 'after a reset, nothing from a listing asked before it');
   c.addListed(12, 15, c.tokens(), 120_000);
   t.ok(c.hasNone(12), 'a reset starts the seqs anew (a new master counts from its own)');
+});
+
+t.test('what is known of inodes without any attribute holds only while the feed lease runs', async (t) => {
+  const { c, has, lease } = withMirror();
+  c.addListed(20, 5, c.tokens(), 120_000);
+  c.add(21, 6, c.token(21), true); // a file this mount created
+  t.ok(c.hasNone(20) && c.has(21, 'user.x'), 'under the lease: every name');
+  lease.runs = false; // the mount stalled: another client's setxattr may have been answered meanwhile
+  t.notOk(c.has(20, 'user.x') || c.hasNone(20) || c.has(21, 'user.x') || c.hasNone(21), 'past it: no name but the capability');
+  t.ok(has(20) && has(21), 'the capability, known for the attribute timeout as other answers are, still is');
+  lease.runs = true;
+  t.ok(c.hasNone(20), 'a renewed lease (no change reported meanwhile) vouches again');
+});
+
+t.test('a reset forgets in the binding also what this record let go of', async (t) => {
+  const { c, mirror, all } = withMirror();
+  const tokens = c.tokens();
+  c.addListed(3, 1, tokens, 120_000);
+  for (let i = 0; i < 131_072; i++) c.addListed(1_000_000 + i, 1, tokens, 120_000);
+  t.notOk(c.hasNone(3), 'the oldest went from the record');
+  t.ok(all.has(3), 'the binding still answers for it');
+  c.clear();
+  t.equal(all.size + mirror.size, 0, 'after a reset the binding answers for none');
 });

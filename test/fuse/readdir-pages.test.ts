@@ -13,7 +13,7 @@ const entry = (i: number): DirListingEntry => ({ name: `n${String(i).padStart(5,
 
 /** A directory of `count` names served `pageSize` at a time by name, as the master does; records what was asked. */
 function lister(count: number, pageSize: number) {
-  const all = Array.from({ length: count }, (_, i) => entry(i));
+  const all = Array.from({ length: count }, (_, i) => entry(i + 1));
   const asked: (string | null)[] = [];
   const fetch = async (after: string | null): Promise<DirListingPage> => {
     asked.push(after);
@@ -42,6 +42,7 @@ async function readAll(held: Map<number, HeldPage>, fetch: (after: string | null
 t.test('every name once, in order, across pages, whatever the reply size', async (t) => {
   for (const [count, pageSize, perReply] of [[2500, 1000, 37], [2000, 1000, 1000], [3, 1000, 1], [0, 1000, 10], [10, 3, 4]] as const) {
     const { all, asked, fetch } = lister(count, pageSize);
+    all.sort((a, b) => (a.name < b.name ? -1 : 1));
     const names = await readAll(new Map(), fetch, perReply);
     t.same(names, ['.', '..', ...all.map((e) => e.name)], `${count} names in pages of ${pageSize}, replies of ${perReply}`);
     t.equal(asked[0], null, 'the first page from the start');
@@ -49,20 +50,33 @@ t.test('every name once, in order, across pages, whatever the reply size', async
   }
 });
 
-t.test('a rewind (offset 0) reads the directory again; a seek back walks from the start; a seek ahead reads on', async (t) => {
+t.test('a rewind (offset 0) reads the directory again; a seek back resumes after the name before that offset; a seek ahead reads on', async (t) => {
   const { all, asked, fetch } = lister(25, 10);
   const held = new Map<number, HeldPage>();
   await readAll(held, fetch, 100);
   const before = asked.length;
-  t.same((await readAll(held, fetch, 100)).slice(0, 3), ['.', '..', 'n00000'], 'offset 0 starts over');
+  t.same((await readAll(held, fetch, 100)).slice(0, 3), ['.', '..', 'n00001'], 'offset 0 starts over');
   t.equal(asked[before], null, 'with a fresh first page');
-  const back = await pageAt(held, 1, 2 + 5, fetch); // offset of n00005, now held by a later page
-  t.equal(back?.entries[7 - back.start]?.name, 'n00005', 'a seek back into the first page finds its entry');
+  // telldir gave offset 2 + 5 (the 6th name, n00006) while the first page was held; the handle has read on since.
+  all.unshift(entry(0)); // meanwhile a name is made before it, on the first page
+  const n = asked.length;
+  const back = await pageAt(held, 1, 2 + 5, fetch);
+  t.equal(back?.entries[7 - back.start]?.name, 'n00006', 'a seek back finds the entry telldir named, not the one that moved there');
+  t.same(asked.slice(n), ['n00005'], 'with one request, after the name before it');
+  const dot = await pageAt(held, 1, 1, fetch);
+  t.same(asked.length, n + 2, '".." while a later page is held: the first page again');
+  t.equal(dot?.entries[0]?.name, 'n00000', 'from the start of the listing, not from the page held');
   const ahead = await pageAt(held, 1, 2 + 23, fetch);
   t.equal(ahead?.entries[25 - ahead.start]?.name, 'n00023', 'a seek two pages ahead reads the pages between');
-  t.equal(await pageAt(held, 1, 2 + 25, fetch), null, 'at the end: nothing');
+  t.equal(await pageAt(held, 1, 2 + 26, fetch), null, 'at the end: nothing');
   t.equal(await pageAt(held, 1, 2 + 99, fetch), null, 'past the end: nothing');
-  t.same(all.length, 25);
+});
+
+t.test('"." alone, then ".." alone, then the rest: the first page is asked for once', async (t) => {
+  const { all, asked, fetch } = lister(5, 10);
+  const names = await readAll(new Map(), fetch, 1);
+  t.same(names, ['.', '..', ...all.map((e) => e.name)]);
+  t.same(asked, [null], 'one request');
 });
 
 t.test('a handler that returns the whole listing at once is served the same way', async (t) => {

@@ -56,7 +56,9 @@ interface Native {
   invalidateInode(handle: unknown, ino: number, off: number, len: number): object | number;
   invalidationDone(ticket: object): boolean;
   invalidateEntry(handle: unknown, parent: number, name: string): number;
-  xattrsAbsent(handle: unknown, ino: number, ms: number, all: boolean): void;
+  xattrsAbsent(handle: unknown, ino: number, capMs: number, allMs: number): void;
+  xattrsAbsentLease(handle: unknown, ms: number): void;
+  xattrsAbsentClear(handle: unknown): void;
   serveReads(handle: unknown, fh: number, ino: number, off: number, len: number, fd: number, fdOff: number): boolean;
   dropReads(handle: unknown, fh: number, ino: number, extents?: Float64Array): void;
   readsServed(handle: unknown): number;
@@ -290,24 +292,36 @@ export interface HeldPage {
   start: number;
   entries: DirListingEntry[];
   next: string | null;
+  /** The name at every offset handed out since the last rewind (offset DOTS + i): where a seek back resumes. */
+  names: string[];
 }
 
 /**
  * The page holding `offset` for handle `fh`: the one held, the next one (the kernel reads on
- * where the last reply ended), or, for offset 0 (opendir, rewinddir) or a seek elsewhere, a
- * walk from the first page. Null past the end.
+ * where the last reply ended), the first one for offset 0 (opendir, rewinddir), or, for a seek
+ * back (seekdir to a telldir), the page after the name just before that offset, so the position
+ * is the one telldir gave even if names were made or removed earlier in the listing. Null past
+ * the end.
  */
 export async function pageAt(held: Map<number, HeldPage>, fh: number, offset: number, fetch: (after: string | null) => Promise<DirListingEntry[] | DirListingPage>): Promise<HeldPage | null> {
-  const load = async (start: number, after: string | null): Promise<HeldPage> => {
+  const load = async (start: number, after: string | null, names: string[]): Promise<HeldPage> => {
     const r = await fetch(after);
-    const page = Array.isArray(r) ? { start, entries: r, next: null } : { start, entries: r.entries, next: r.next };
+    const entries = Array.isArray(r) ? r : r.entries;
+    for (const e of entries) names.push(e.name);
+    const page = { start, entries, next: Array.isArray(r) ? null : r.next, names };
     held.set(fh, page);
     return page;
   };
   let p = held.get(fh);
-  if (offset === 0 || !p || (offset >= DOTS && offset < p.start)) p = await load(DOTS, null);
+  if (offset === 0 || !p) p = await load(DOTS, null, []);
+  else if (offset < p.start && !(offset < DOTS && p.start === DOTS)) {
+    // Back to an offset handed out before: on from the name before it (the first page for "." and "..").
+    const at = Math.max(offset, DOTS);
+    const names = p.names.slice(0, at - DOTS);
+    p = await load(at, at === DOTS ? null : names[names.length - 1]!, names);
+  }
   // Past the held page: on to the pages after it (empty pages included), until one holds the offset or none is left.
-  while (offset >= p.start + p.entries.length && p.next !== null) p = await load(p.start + p.entries.length, p.next);
+  while (offset >= p.start + p.entries.length && p.next !== null) p = await load(p.start + p.entries.length, p.next, p.names);
   return offset < p.start + p.entries.length || offset < DOTS ? p : null;
 }
 
@@ -381,15 +395,27 @@ export class FuseSession {
   }
 
   /**
-   * For the next `ms` milliseconds, getxattr("security.capability") on `ino` (`all`:
-   * getxattr of any name) is answered ENODATA by the binding without calling the
-   * handler; `ms` 0 forgets it. The kernel asks for that one before every write, and
-   * `ls -l` for two per entry, so a file system that knows a file has none spares each
-   * a round trip through JS.
+   * For the next `capMs` milliseconds, getxattr("security.capability") on `ino` is answered
+   * ENODATA by the binding without calling the handler, and for the next `allMs` getxattr of
+   * any name, while the lease set by xattrsAbsentLease runs; both 0 forget it. The kernel
+   * asks for the capability before every write, and `ls -l` for two attributes per entry,
+   * so a file system that knows a file has none spares each a round trip through JS.
    */
-  xattrsAbsent(ino: number, ms: number, all = false): void {
+  xattrsAbsent(ino: number, capMs: number, allMs = 0): void {
     if (this.#handle === undefined) return;
-    this.#native.xattrsAbsent(this.#handle, ino, ms, all);
+    this.#native.xattrsAbsent(this.#handle, ino, capMs, allMs);
+  }
+
+  /** What xattrsAbsent's `allMs` says holds only for the next `ms` milliseconds from now (0: not now). */
+  xattrsAbsentLease(ms: number): void {
+    if (this.#handle === undefined) return;
+    this.#native.xattrsAbsentLease(this.#handle, ms);
+  }
+
+  /** Forgets everything xattrsAbsent said. */
+  xattrsAbsentClear(): void {
+    if (this.#handle === undefined) return;
+    this.#native.xattrsAbsentClear(this.#handle);
   }
 
   /**

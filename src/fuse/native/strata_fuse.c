@@ -59,7 +59,9 @@ enum {
  * two round trips, and the first one needs no JS: JS names the inodes it found
  * without one, for a while, and the libfuse thread answers ENODATA for those itself.
  * JS may also name inodes known without any attribute (`ls -l` asks for two per
- * entry): for those every name is answered ENODATA here.
+ * entry): for those every name is answered ENODATA here, but only while the mount's
+ * change-feed lease runs (xattrsAbsentLease): past it, a change made elsewhere may
+ * have been answered without this mount hearing of it.
  * Direct-mapped by inode: a collision only sends that getxattr to JS again.
  */
 #define NOCAP_SLOTS 16384
@@ -103,9 +105,11 @@ typedef struct session {
   int splice_write;
   int want_locks;
   int want_flock;
-  /* Inodes known to have no security.capability (all: no attribute at all), until a monotonic time (see xattr_absent). */
+  /* Inodes known to have no security.capability (cap_until) or no attribute at all (all_until), until monotonic times (see xattr_absent). */
   pthread_mutex_t nocap_lock;
-  struct { uint64_t ino; int64_t until_ms; int all; } nocap[NOCAP_SLOTS];
+  struct { uint64_t ino; int64_t cap_until_ms, all_until_ms; } nocap[NOCAP_SLOTS];
+  /* What is known of inodes without any attribute holds until then (the feed lease). */
+  int64_t nocap_lease_until_ms;
   /* Extents of open handles served here (see RX_UNIT_SHIFT); len 0 = a free slot. */
   pthread_mutex_t rx_lock;
   struct { uint64_t fh, ino, off, fd_off; uint32_t len; int fd; } rx[RX_SLOTS];
@@ -501,7 +505,10 @@ static int64_t monotonic_ms(void) {
 static int xattr_absent(session_t *s, uint64_t ino, const char *name) {
   pthread_mutex_lock(&s->nocap_lock);
   size_t i = (size_t)(ino % NOCAP_SLOTS);
-  int absent = s->nocap[i].ino == ino && s->nocap[i].until_ms > monotonic_ms() && (s->nocap[i].all || strcmp(name, CAPABILITY_XATTR) == 0);
+  int64_t now = monotonic_ms();
+  int absent = s->nocap[i].ino == ino &&
+               ((s->nocap[i].cap_until_ms > now && strcmp(name, CAPABILITY_XATTR) == 0) ||
+                (s->nocap[i].all_until_ms > now && s->nocap_lease_until_ms > now));
   pthread_mutex_unlock(&s->nocap_lock);
   return absent;
 }
@@ -1606,26 +1613,45 @@ static napi_value js_inval_entry(napi_env env, napi_callback_info info) {
 }
 
 /*
- * xattrsAbsent(handle, ino, ms, all): for the next `ms` milliseconds the libfuse thread
- * answers getxattr("security.capability") on `ino` (all: getxattr of any name) with
- * ENODATA itself; ms <= 0 forgets (a setxattr or removexattr of it, or a change reported
- * by someone else).
+ * xattrsAbsent(handle, ino, capMs, allMs): for the next `capMs` milliseconds the libfuse
+ * thread answers getxattr("security.capability") on `ino` with ENODATA itself, and for the
+ * next `allMs` getxattr of any name (while the lease runs); both 0 forgets (a setxattr or
+ * removexattr of it, or a change reported by someone else).
  */
 static napi_value js_xattrs_absent(napi_env env, napi_callback_info info) {
   SESSION_ARGS(4);
   uint64_t ino = (uint64_t)get_num(env, argv[1]);
-  double ms = get_num(env, argv[2]);
-  bool all = false;
-  napi_get_value_bool(env, argv[3], &all);
+  double cap_ms = get_num(env, argv[2]), all_ms = get_num(env, argv[3]);
   size_t i = (size_t)(ino % NOCAP_SLOTS);
+  int64_t now = monotonic_ms();
   pthread_mutex_lock(&s->nocap_lock);
-  if (ms > 0) {
+  if (cap_ms > 0 || all_ms > 0) {
     s->nocap[i].ino = ino;
-    s->nocap[i].until_ms = monotonic_ms() + (int64_t)ms;
-    s->nocap[i].all = all ? 1 : 0;
+    s->nocap[i].cap_until_ms = cap_ms > 0 ? now + (int64_t)cap_ms : 0;
+    s->nocap[i].all_until_ms = all_ms > 0 ? now + (int64_t)all_ms : 0;
   } else if (s->nocap[i].ino == ino) {
-    s->nocap[i].until_ms = 0;
+    s->nocap[i].cap_until_ms = 0;
+    s->nocap[i].all_until_ms = 0;
   }
+  pthread_mutex_unlock(&s->nocap_lock);
+  return NULL;
+}
+
+/* xattrsAbsentLease(handle, ms): what is known of inodes without any attribute holds for the next `ms` (0: not now). */
+static napi_value js_xattrs_absent_lease(napi_env env, napi_callback_info info) {
+  SESSION_ARGS(2);
+  double ms = get_num(env, argv[1]);
+  pthread_mutex_lock(&s->nocap_lock);
+  s->nocap_lease_until_ms = ms > 0 ? monotonic_ms() + (int64_t)ms : 0;
+  pthread_mutex_unlock(&s->nocap_lock);
+  return NULL;
+}
+
+/* xattrsAbsentClear(handle): forgets every inode (a lost or reset change feed). */
+static napi_value js_xattrs_absent_clear(napi_env env, napi_callback_info info) {
+  SESSION_ARGS(1);
+  pthread_mutex_lock(&s->nocap_lock);
+  memset(s->nocap, 0, sizeof(s->nocap));
   pthread_mutex_unlock(&s->nocap_lock);
   return NULL;
 }
@@ -1739,6 +1765,8 @@ static napi_value init_module(napi_env env, napi_value exports) {
     {"invalidateEntry", NULL, js_inval_entry, NULL, NULL, NULL, napi_default, NULL},
     {"invalidationDone", NULL, js_inval_done, NULL, NULL, NULL, napi_default, NULL},
     {"xattrsAbsent", NULL, js_xattrs_absent, NULL, NULL, NULL, napi_default, NULL},
+    {"xattrsAbsentLease", NULL, js_xattrs_absent_lease, NULL, NULL, NULL, napi_default, NULL},
+    {"xattrsAbsentClear", NULL, js_xattrs_absent_clear, NULL, NULL, NULL, napi_default, NULL},
     {"serveReads", NULL, js_serve_reads, NULL, NULL, NULL, napi_default, NULL},
     {"dropReads", NULL, js_drop_reads, NULL, NULL, NULL, napi_default, NULL},
     {"readsServed", NULL, js_reads_served, NULL, NULL, NULL, napi_default, NULL},
