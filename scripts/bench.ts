@@ -33,7 +33,7 @@
  * Everything it starts is stopped and unmounted at the end, on failure, and on SIGINT/SIGTERM.
  */
 
-import { spawn, ChildProcess, SpawnOptions } from 'node:child_process';
+import { spawn, spawnSync, ChildProcess, SpawnOptions } from 'node:child_process';
 import {
   closeSync,
   existsSync,
@@ -1054,6 +1054,12 @@ async function metadata(c: Ctx, sys: BenchSystem, runNo: number): Promise<void> 
   const tList = now() - t0;
   if (listed !== n) throw new Error(`${dir}: listed ${listed} entries, expected ${n}`);
   c.results.add('meta.list', sys.id, n / tList);
+  // What `ls -l` does per entry besides the listing: lstat, and getxattr of security.selinux and an ACL.
+  const t1 = now();
+  const ls = spawnSync('ls', ['-l', dir], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const tLs = now() - t1;
+  if (ls.status !== 0 || ls.stdout.trim().split('\n').length !== n + 1) throw new Error(`${dir}: ls -l failed or listed a wrong count: ${ls.stderr}`);
+  c.results.add('meta.lsl', sys.id, n / tLs);
   c.results.add('meta.unlink', sys.id, await timedLoop(n, (i) => unlinkSync(name(i))));
   rmdirSync(dir);
 }
@@ -1506,6 +1512,7 @@ async function main(): Promise<void> {
   results.declare('meta.create', `metadata: create ${fmtCount(sizes.metaCount)} empty files`, 'ops/s');
   results.declare('meta.stat', `metadata: stat them`, 'ops/s');
   results.declare('meta.list', `metadata: list the directory`, 'entries/s');
+  results.declare('meta.lsl', `metadata: ls -l of the directory`, 'entries/s');
   results.declare('meta.unlink', `metadata: unlink them`, 'ops/s');
   const wantRows = (k: string) =>
     (k.startsWith('write') && opts.only.has('write')) ||
