@@ -414,3 +414,36 @@ t.test('ls -l of a listed directory asks the master for no xattr, and attributes
   t.equal(refused.status, 501, 'the master refuses to store an ACL (ENOTSUP)', { body: await refused.text() });
   t.equal(await c.stop(), 0);
 });
+
+t.test('seekdir to a telldir of a big directory goes on from the same entry after names were made and removed', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  if (spawnSync('sh', ['-c', 'command -v perl']).status !== 0) {
+    t.plan(0, 'needs perl');
+    return;
+  }
+  const c = await startLocal(t);
+  // Three pages of the mount's listing, made in the store.
+  const ufsDir = path.join(c.ufsDir, 'seek');
+  await fsp.mkdir(ufsDir);
+  for (let i = 0; i < 2500; i++) await fsp.writeFile(path.join(ufsDir, `f${String(i).padStart(5, '0')}`), '');
+  const script = `
+    opendir(my $d, $ARGV[0]) or die "opendir: $!";
+    my (@pos, @names);
+    while (1) { my $p = telldir($d); my $n = readdir($d); last unless defined $n; push @pos, $p; push @names, $n; }
+    for my $new ('f00700x', 'a-new', 'f01700x') { open(my $f, '>', "$ARGV[0]/$new") or die "create: $!"; close $f; }
+    unlink("$ARGV[0]/f01500") or die "unlink: $!";
+    my @out = (scalar(@names));
+    for my $i (@ARGV[1..$#ARGV]) { seekdir($d, $pos[$i]); my $n = readdir($d); push @out, "$names[$i]=" . ($n // 'END'); }
+    print join(' ', @out), "\n";`;
+  const r = spawnSync('perl', ['-e', script, path.join(c.mnt, 'seek'), '500', '1502', '1200', '1800', '2', '2501'], { encoding: 'utf8' });
+  t.equal(r.status, 0, 'perl ran', { stderr: r.stderr });
+  const [count, ...pairs] = r.stdout.trim().split(' ');
+  t.equal(count, '2502', '".", "..", and 2,500 names were read');
+  // The one removed reads as the name after it; right after "..", the name made before all others comes first.
+  const expected: Record<string, string> = { f01500: 'f01501', f00000: 'a-new' };
+  for (const p of pairs) {
+    const [told, got] = p.split('=') as [string, string];
+    t.equal(got, expected[told] ?? told, `seekdir to the telldir before ${told} reads ${expected[told] ?? told}`);
+  }
+  t.equal(await c.stop(), 0);
+});

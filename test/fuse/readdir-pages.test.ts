@@ -1,88 +1,94 @@
 /**
- * How the binding answers the kernel's readdir offsets from a listing read in pages: the
- * page a handle holds, the next one when the kernel reaches its end, and a walk from the
- * start for a rewind or a seek elsewhere. Every name exactly once, in order, whatever the
- * kernel's reply sizes.
+ * How the binding answers the kernel's readdir offsets from a listing read in pages. Every
+ * entry's offset is a cookie bound to its name for as long as the handle is open, so reading
+ * on, and seekdir to any telldir, go on after that name however the directory changed
+ * meanwhile; only one page of entries is held.
  */
 
 import t from 'tap';
-import { pageAt, type DirListingEntry, type DirListingPage, type HeldPage } from '../../src/fuse/native';
+import { entriesAt, type DirHandle, type DirListingEntry, type DirListingPage } from '../../src/fuse/native';
 
 const ZERO = { sec: 0, nsec: 0 };
-const entry = (i: number): DirListingEntry => ({ name: `n${String(i).padStart(5, '0')}`, attr: { ino: 100 + i, mode: 0o100644, nlink: 1, uid: 0, gid: 0, size: 0, atime: ZERO, mtime: ZERO, ctime: ZERO } });
+const entry = (name: string, ino = 100): DirListingEntry => ({ name, attr: { ino, mode: 0o100644, nlink: 1, uid: 0, gid: 0, size: 0, atime: ZERO, mtime: ZERO, ctime: ZERO } });
+const nameOf = (i: number) => `n${String(i).padStart(5, '0')}`;
 
-/** A directory of `count` names served `pageSize` at a time by name, as the master does; records what was asked. */
+/** A directory served `pageSize` names at a time by name, as the master does; `names` may change between calls. */
 function lister(count: number, pageSize: number) {
-  const all = Array.from({ length: count }, (_, i) => entry(i + 1));
+  const names = Array.from({ length: count }, (_, i) => nameOf(i));
   const asked: (string | null)[] = [];
   const fetch = async (after: string | null): Promise<DirListingPage> => {
     asked.push(after);
-    const from = after === null ? 0 : all.findIndex((e) => e.name > after);
-    const entries = from < 0 ? [] : all.slice(from, from + pageSize);
-    return { entries, next: entries.length === pageSize ? entries[entries.length - 1]!.name : null };
+    const sorted = [...names].sort();
+    const from = after === null ? 0 : sorted.findIndex((n) => n > after);
+    const page = from < 0 ? [] : sorted.slice(from, from + pageSize);
+    return { entries: page.map((n) => entry(n)), next: page.length === pageSize ? page[page.length - 1]! : null };
   };
-  return { all, asked, fetch };
+  return { names, asked, fetch };
 }
 
-/** Reads the whole directory as the kernel does: each reply takes up to `perReply` entries from where the last ended. */
-async function readAll(held: Map<number, HeldPage>, fetch: (after: string | null) => Promise<DirListingEntry[] | DirListingPage>, perReply: number, from = 0): Promise<string[]> {
-  const names: string[] = [];
+/**
+ * Reads on from `offset` as the kernel does: each reply takes up to `perReply` of "." / ".." and the
+ * entries; the next readdir is at the offset of the last one taken. Returns the names with the
+ * offset each one's reply gave (what telldir reports after it).
+ */
+async function readOn(handles: Map<number, DirHandle>, fetch: (after: string | null) => Promise<DirListingEntry[] | DirListingPage>, perReply: number, from = 0): Promise<{ name: string; off: number }[]> {
+  const out: { name: string; off: number }[] = [];
   for (let offset = from; ; ) {
-    const p = await pageAt(held, 1, offset, fetch);
-    if (!p) return names;
-    const reply: string[] = [];
-    for (let o = offset; o < 2 && reply.length < perReply; o++) reply.push(o === 0 ? '.' : '..');
-    for (let i = Math.max(offset, p.start) - p.start; i < p.entries.length && reply.length < perReply; i++) reply.push(p.entries[i]!.name);
-    if (reply.length === 0) return names;
-    names.push(...reply);
-    offset += reply.length;
+    const listed = await entriesAt(handles, 1, offset, fetch);
+    const reply: { name: string; off: number }[] = [];
+    for (let o = offset; o < 2 && reply.length < perReply; o++) reply.push({ name: o === 0 ? '.' : '..', off: o + 1 });
+    for (let i = 0; i < listed.entries.length && reply.length < perReply; i++) reply.push({ name: listed.entries[i]!.name, off: listed.cookies[i]! });
+    if (reply.length === 0) return out;
+    out.push(...reply);
+    offset = reply[reply.length - 1]!.off;
   }
 }
 
 t.test('every name once, in order, across pages, whatever the reply size', async (t) => {
   for (const [count, pageSize, perReply] of [[2500, 1000, 37], [2000, 1000, 1000], [3, 1000, 1], [0, 1000, 10], [10, 3, 4]] as const) {
-    const { all, asked, fetch } = lister(count, pageSize);
-    all.sort((a, b) => (a.name < b.name ? -1 : 1));
-    const names = await readAll(new Map(), fetch, perReply);
-    t.same(names, ['.', '..', ...all.map((e) => e.name)], `${count} names in pages of ${pageSize}, replies of ${perReply}`);
+    const { names, asked, fetch } = lister(count, pageSize);
+    const got = await readOn(new Map(), fetch, perReply);
+    t.same(got.map((e) => e.name), ['.', '..', ...names], `${count} names in pages of ${pageSize}, replies of ${perReply}`);
+    t.equal(new Set(got.map((e) => e.off)).size, got.length, 'every offset different');
     t.equal(asked[0], null, 'the first page from the start');
-    t.ok(asked.length <= Math.floor(count / pageSize) + 1, `each page asked for once (${asked.length})`);
+    t.equal(asked.length, Math.floor(count / pageSize) + 1, `each page asked for once (${asked.length})`);
   }
 });
 
-t.test('a rewind (offset 0) reads the directory again; a seek back resumes after the name before that offset; a seek ahead reads on', async (t) => {
-  const { all, asked, fetch } = lister(25, 10);
-  const held = new Map<number, HeldPage>();
-  await readAll(held, fetch, 100);
-  const before = asked.length;
-  t.same((await readAll(held, fetch, 100)).slice(0, 3), ['.', '..', 'n00001'], 'offset 0 starts over');
-  t.equal(asked[before], null, 'with a fresh first page');
-  // telldir gave offset 2 + 5 (the 6th name, n00006) while the first page was held; the handle has read on since.
-  all.unshift(entry(0)); // meanwhile a name is made before it, on the first page
+t.test('seekdir to any telldir goes on after the same name, whatever was made or removed since, back or ahead', async (t) => {
+  const { names, asked, fetch } = lister(2500, 1000);
+  const handles = new Map<number, DirHandle>();
+  const first = await readOn(handles, fetch, 50);
+  const offOf = (name: string) => first.find((e) => e.name === name)!.off; // telldir after reading `name`
+  names.push('n00700x', 'a-new', 'n01700x'); // made between positions, and before everything
+  names.splice(names.indexOf(nameOf(1500)), 1); // and one removed
+  for (const [back, ahead] of [[nameOf(499), nameOf(1501)], [nameOf(1199), nameOf(1799)], ['..', nameOf(1501)]] as const) {
+    const b = await readOn(handles, fetch, 3, back === '..' ? 2 : offOf(back));
+    t.same(b.slice(0, 3).map((e) => e.name), back === '..' ? ['a-new', nameOf(0), nameOf(1)] : [nameOf(Number(back.slice(1)) + 1), nameOf(Number(back.slice(1)) + 2), nameOf(Number(back.slice(1)) + 3)], `a seek back to after ${back}`);
+    const a = await readOn(handles, fetch, 2, offOf(ahead));
+    t.same(a.slice(0, 2).map((e) => e.name), [nameOf(Number(ahead.slice(1)) + 1), nameOf(Number(ahead.slice(1)) + 2)], `then ahead to after ${ahead}: the names after it, none twice`);
+  }
   const n = asked.length;
-  const back = await pageAt(held, 1, 2 + 5, fetch);
-  t.equal(back?.entries[7 - back.start]?.name, 'n00006', 'a seek back finds the entry telldir named, not the one that moved there');
-  t.same(asked.slice(n), ['n00005'], 'with one request, after the name before it');
-  const dot = await pageAt(held, 1, 1, fetch);
-  t.same(asked.length, n + 2, '".." while a later page is held: the first page again');
-  t.equal(dot?.entries[0]?.name, 'n00000', 'from the start of the listing, not from the page held');
-  const ahead = await pageAt(held, 1, 2 + 23, fetch);
-  t.equal(ahead?.entries[25 - ahead.start]?.name, 'n00023', 'a seek two pages ahead reads the pages between');
-  t.equal(await pageAt(held, 1, 2 + 26, fetch), null, 'at the end: nothing');
-  t.equal(await pageAt(held, 1, 2 + 99, fetch), null, 'past the end: nothing');
+  const all = await readOn(handles, fetch, 1000, 0);
+  t.equal(all.length, 2 + names.length, 'a rewind lists the directory as it is now');
+  t.equal(asked[n], null, 'from a fresh first page');
+  t.same(await entriesAt(handles, 1, 987_654, fetch), { entries: [], cookies: [] }, 'an offset this handle never gave: nothing');
 });
 
 t.test('"." alone, then ".." alone, then the rest: the first page is asked for once', async (t) => {
-  const { all, asked, fetch } = lister(5, 10);
-  const names = await readAll(new Map(), fetch, 1);
-  t.same(names, ['.', '..', ...all.map((e) => e.name)]);
+  const { names, asked, fetch } = lister(5, 10);
+  t.same((await readOn(new Map(), fetch, 1)).map((e) => e.name), ['.', '..', ...names]);
   t.same(asked, [null], 'one request');
 });
 
-t.test('a handler that returns the whole listing at once is served the same way', async (t) => {
-  const all = Array.from({ length: 50 }, (_, i) => entry(i));
+t.test('a handler that returns the whole listing at once is served the same way, seeks included', async (t) => {
+  const all = Array.from({ length: 50 }, (_, i) => entry(nameOf(i)));
   let calls = 0;
-  const names = await readAll(new Map(), async () => (calls++, all), 7);
-  t.same(names, ['.', '..', ...all.map((e) => e.name)]);
+  const fetch = async () => (calls++, all);
+  const handles = new Map<number, DirHandle>();
+  const got = await readOn(handles, fetch, 7);
+  t.same(got.map((e) => e.name), ['.', '..', ...all.map((e) => e.name)]);
   t.equal(calls, 1, 'asked once');
+  const back = await entriesAt(handles, 1, got.find((e) => e.name === nameOf(9))!.off, fetch);
+  t.equal(back.entries[0]?.name, nameOf(10), 'a seek within it goes on after the name');
 });

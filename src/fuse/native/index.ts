@@ -284,45 +284,82 @@ const ERANGE = 34;
 const LOCK_UN = 8;
 
 /** A mounted file system on Strata's own binding. */
-/** "." and ".." come first in every listing. */
-const DOTS = 2;
-
-/** The page of a listing a directory handle holds: entries from offset `start` on (offsets count "." and ".."). */
-export interface HeldPage {
-  start: number;
-  entries: DirListingEntry[];
-  next: string | null;
-  /** The name at every offset handed out since the last rewind (offset DOTS + i): where a seek back resumes. */
-  names: string[];
-}
+/** Offsets of "." and ".." (after it); the listing's entries get cookies from FIRST_COOKIE on. */
+const DOT_OFFSET = 1;
+const DOTDOT_OFFSET = 2;
+const FIRST_COOKIE = 3;
 
 /**
- * The page holding `offset` for handle `fh`: the one held, the next one (the kernel reads on
- * where the last reply ended), the first one for offset 0 (opendir, rewinddir), or, for a seek
- * back (seekdir to a telldir), the page after the name just before that offset, so the position
- * is the one telldir gave even if names were made or removed earlier in the listing. Null past
- * the end.
+ * A directory handle's place in its listing. Each entry handed to the kernel carries a cookie as
+ * its offset (where the next reply starts, and what telldir gives), bound to its name for as long
+ * as the handle is open: a readdir at that offset (the next one, or a seekdir) goes on after that
+ * name, however the directory changed meanwhile, as NFS's cookies do. Only one page of entries
+ * is held; the names handed out are kept (a few MB for 100,000), not their attributes.
  */
-export async function pageAt(held: Map<number, HeldPage>, fh: number, offset: number, fetch: (after: string | null) => Promise<DirListingEntry[] | DirListingPage>): Promise<HeldPage | null> {
-  const load = async (start: number, after: string | null, names: string[]): Promise<HeldPage> => {
-    const r = await fetch(after);
-    const entries = Array.isArray(r) ? r : r.entries;
-    for (const e of entries) names.push(e.name);
-    const page = { start, entries, next: Array.isArray(r) ? null : r.next, names };
-    held.set(fh, page);
-    return page;
-  };
-  let p = held.get(fh);
-  if (offset === 0 || !p) p = await load(DOTS, null, []);
-  else if (offset < p.start && !(offset < DOTS && p.start === DOTS)) {
-    // Back to an offset handed out before: on from the name before it (the first page for "." and "..").
-    const at = Math.max(offset, DOTS);
-    const names = p.names.slice(0, at - DOTS);
-    p = await load(at, at === DOTS ? null : names[names.length - 1]!, names);
+export interface DirHandle {
+  /** The page held: its entries with their cookies, and the `after` of the page that follows it (null: none). */
+  entries: DirListingEntry[];
+  cookies: number[];
+  next: string | null;
+  /** Whether the page held is the listing's first. */
+  first: boolean;
+  readonly names: Map<number, string>;
+  readonly cookieOf: Map<string, number>;
+  nextCookie: number;
+}
+
+/** The entries to reply to a readdir at `offset` ("." and ".." are the binding's): each with its cookie. */
+export async function entriesAt(
+  handles: Map<number, DirHandle>,
+  fh: number,
+  offset: number,
+  fetch: (after: string | null) => Promise<DirListingEntry[] | DirListingPage>,
+): Promise<{ entries: DirListingEntry[]; cookies: number[] }> {
+  let h = handles.get(fh);
+  if (!h) {
+    h = { entries: [], cookies: [], next: null, first: false, names: new Map(), cookieOf: new Map(), nextCookie: FIRST_COOKIE };
+    handles.set(fh, h);
   }
-  // Past the held page: on to the pages after it (empty pages included), until one holds the offset or none is left.
-  while (offset >= p.start + p.entries.length && p.next !== null) p = await load(p.start + p.entries.length, p.next, p.names);
-  return offset < p.start + p.entries.length || offset < DOTS ? p : null;
+  const hold = async (after: string | null): Promise<void> => {
+    const r = await fetch(after);
+    let entries = Array.isArray(r) ? r : r.entries;
+    // A handler that ignores `after` answers the whole listing: go on after the name in it.
+    if (Array.isArray(r) && after !== null) {
+      const i = entries.findIndex((e) => e.name === after);
+      entries = i < 0 ? [] : entries.slice(i + 1);
+    }
+    h.entries = entries;
+    h.next = Array.isArray(r) ? null : r.next;
+    h.first = after === null;
+    h.cookies = entries.map((e) => {
+      let c = h.cookieOf.get(e.name);
+      if (c === undefined) {
+        c = h.nextCookie++;
+        h.cookieOf.set(e.name, c);
+        h.names.set(c, e.name);
+      }
+      return c;
+    });
+  };
+  if (offset < FIRST_COOKIE) {
+    // From the start: a new listing for an opendir or a rewind; the one held for "." and ".." replied alone.
+    if (offset === 0 || !h.first) await hold(null);
+    return { entries: h.entries, cookies: h.cookies };
+  }
+  const after = h.names.get(offset);
+  if (after === undefined) return { entries: [], cookies: [] }; // not a cookie of this handle
+  let i = h.cookies.indexOf(offset);
+  if (i < 0) {
+    // A seekdir elsewhere: on after that name.
+    await hold(after);
+    i = -1;
+  } else if (i === h.cookies.length - 1) {
+    // The end of the page held: the next one, if any.
+    if (h.next === null) return { entries: [], cookies: [] };
+    await hold(h.next);
+    i = -1;
+  }
+  return { entries: h.entries.slice(i + 1), cookies: h.cookies.slice(i + 1) };
 }
 
 export class FuseSession {
@@ -331,8 +368,8 @@ export class FuseSession {
   #native: Native;
   /** The mount's device ("0:53"), if known: names its connection in fusectl and its bdi. */
   device: string | undefined;
-  /** The page of its listing each directory handle is at (see readdir). */
-  readonly #listings = new Map<number, HeldPage>();
+  /** Each directory handle's place in its listing (see readdir). */
+  readonly #listings = new Map<number, DirHandle>();
 
   private constructor(mountPoint: string, native: Native) {
     this.mountPoint = mountPoint;
@@ -602,32 +639,31 @@ export class FuseSession {
           case OP.READDIRPLUS: {
             const [fh, size, offset] = a as [number, number, number];
             const plus = op === OP.READDIRPLUS;
-            return ok(h.readdir ? pageAt(listings, fh, offset, (after) => h.readdir!(ctx, ino, fh, after)) : Promise.resolve(undefined), (held) => {
-              // Offsets: entry i of [".", "..", ...listing] has offset i + 1 (where the next reply starts).
+            return ok(h.readdir ? entriesAt(listings, fh, offset, (after) => h.readdir!(ctx, ino, fh, after)) : Promise.resolve(undefined), (listed) => {
+              // Offsets: where the next reply starts; "." and ".." have 1 and 2, the listing's entries their cookies.
               const dirAttr = (entryIno: number): Attr => ({ ino: entryIno, mode: 0o040000, nlink: 2, uid: 0, gid: 0, size: 0, atime: ZERO, mtime: ZERO, ctime: ZERO });
               const names: string[] = [];
               const inos: number[] = [];
               const attrs: (number | Float64Array)[] = [];
               const offs: number[] = [];
               const told: DirListingEntry[] = [];
-              for (let i = offset; i < DOTS; i++) {
-                names.push(i === 0 ? '.' : '..');
+              for (let o = offset; o < DOTDOT_OFFSET; o++) {
+                names.push(o === 0 ? '.' : '..');
                 // readdirplus: an entry with ino 0 is not looked up, so "." and ".." add no lookup count.
-                const attr = dirAttr(i === 0 ? ino : 1);
+                const attr = dirAttr(o === 0 ? ino : 1);
                 inos.push(plus ? 0 : attr.ino);
                 attrs.push(plus ? attrArray(attr) : attr.mode);
-                offs.push(i + 1);
+                offs.push(o === 0 ? DOT_OFFSET : DOTDOT_OFFSET);
                 told.push({ name: '', attr });
               }
-              if (held) {
-                for (let i = Math.max(offset, held.start) - held.start; i < held.entries.length; i++) {
-                  const e = held.entries[i]!;
+              if (listed) {
+                listed.entries.forEach((e, i) => {
                   names.push(e.name);
                   inos.push(e.attr.ino);
                   attrs.push(plus ? attrArray(e.attr) : e.attr.mode);
-                  offs.push(held.start + i + 1);
+                  offs.push(listed.cookies[i]!);
                   told.push(e);
-                }
+                });
               }
               const sent = n.replyDir(req, size, plus, names, inos, attrs, offs, dirTimeout);
               if (plus && h.readdirSent) h.readdirSent(told.slice(0, sent).filter((e) => e.name !== ''));
