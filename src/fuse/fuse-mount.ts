@@ -244,7 +244,7 @@ export class NoXattrCache {
     // Both kinds of knowledge hold as of the older of the two.
     const e = { capUntil: Math.max(now + capMs, had?.capUntil ?? 0), allUntil: Math.max(allMs > 0 ? now + allMs : 0, had?.allUntil ?? 0), asOf: had && had.asOf < asOf ? had.asOf : asOf };
     // Bounded: the oldest entries go first (Map keeps insertion order); the binding keeps its copy until it expires.
-    if (this.#known.size >= 131072) this.#known.delete(this.#known.keys().next().value!);
+    if (!had && this.#known.size >= 131072) this.#known.delete(this.#known.keys().next().value!);
     this.#known.delete(ino);
     this.#known.set(ino, e);
     this.#mirror.set(ino, e.capUntil - now, e.allUntil > now ? e.allUntil - now : 0);
