@@ -37,7 +37,7 @@ async function readOn(handles: Map<number, DirHandle>, fetch: (after: string | n
     const listed = await entriesAt(handles, 1, offset, fetch);
     const reply: { name: string; off: number }[] = [];
     for (let o = offset; o < 2 && reply.length < perReply; o++) reply.push({ name: o === 0 ? '.' : '..', off: o + 1 });
-    for (let i = 0; i < listed.entries.length && reply.length < perReply; i++) reply.push({ name: listed.entries[i]!.name, off: listed.cookies[i]! });
+    for (let i = listed.from; i < listed.entries.length && reply.length < perReply; i++) reply.push({ name: listed.entries[i]!.name, off: listed.cookies[i]! });
     if (reply.length === 0) return out;
     out.push(...reply);
     offset = reply[reply.length - 1]!.off;
@@ -72,7 +72,8 @@ t.test('seekdir to any telldir goes on after the same name, whatever was made or
   const all = await readOn(handles, fetch, 1000, 0);
   t.equal(all.length, 2 + names.length, 'a rewind lists the directory as it is now');
   t.equal(asked[n], null, 'from a fresh first page');
-  t.same(await entriesAt(handles, 1, 987_654, fetch), { entries: [], cookies: [] }, 'an offset this handle never gave: nothing');
+  const unknown = await entriesAt(handles, 1, 987_654, fetch);
+  t.equal(unknown.entries.length - unknown.from, 0, 'an offset this handle never gave: nothing');
 });
 
 t.test('"." alone, then ".." alone, then the rest: the first page is asked for once', async (t) => {
@@ -90,5 +91,5 @@ t.test('a handler that returns the whole listing at once is served the same way,
   t.same(got.map((e) => e.name), ['.', '..', ...all.map((e) => e.name)]);
   t.equal(calls, 1, 'asked once');
   const back = await entriesAt(handles, 1, got.find((e) => e.name === nameOf(9))!.off, fetch);
-  t.equal(back.entries[0]?.name, nameOf(10), 'a seek within it goes on after the name');
+  t.equal(back.entries[back.from]?.name, nameOf(10), 'a seek within it goes on after the name');
 });

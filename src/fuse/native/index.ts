@@ -308,13 +308,17 @@ export interface DirHandle {
   nextCookie: number;
 }
 
-/** The entries to reply to a readdir at `offset` ("." and ".." are the binding's): each with its cookie. */
+/**
+ * Where a readdir at `offset` goes on ("." and ".." are the binding's): the page held, with each
+ * entry's cookie, from index `from`. The page itself, not a copy: a reply takes a few dozen.
+ */
 export async function entriesAt(
   handles: Map<number, DirHandle>,
   fh: number,
   offset: number,
   fetch: (after: string | null) => Promise<DirListingEntry[] | DirListingPage>,
-): Promise<{ entries: DirListingEntry[]; cookies: number[] }> {
+): Promise<{ entries: readonly DirListingEntry[]; cookies: readonly number[]; from: number }> {
+  const none = { entries: [], cookies: [], from: 0 };
   let h = handles.get(fh);
   if (!h) {
     h = { entries: [], cookies: [], next: null, first: false, names: new Map(), cookieOf: new Map(), nextCookie: FIRST_COOKIE };
@@ -344,10 +348,10 @@ export async function entriesAt(
   if (offset < FIRST_COOKIE) {
     // From the start: a new listing for an opendir or a rewind; the one held for "." and ".." replied alone.
     if (offset === 0 || !h.first) await hold(null);
-    return { entries: h.entries, cookies: h.cookies };
+    return { entries: h.entries, cookies: h.cookies, from: 0 };
   }
   const after = h.names.get(offset);
-  if (after === undefined) return { entries: [], cookies: [] }; // not a cookie of this handle
+  if (after === undefined) return none; // not a cookie of this handle
   let i = h.cookies.indexOf(offset);
   if (i < 0) {
     // A seekdir elsewhere: on after that name.
@@ -355,11 +359,11 @@ export async function entriesAt(
     i = -1;
   } else if (i === h.cookies.length - 1) {
     // The end of the page held: the next one, if any.
-    if (h.next === null) return { entries: [], cookies: [] };
+    if (h.next === null) return none;
     await hold(h.next);
     i = -1;
   }
-  return { entries: h.entries.slice(i + 1), cookies: h.cookies.slice(i + 1) };
+  return { entries: h.entries, cookies: h.cookies, from: i + 1 };
 }
 
 export class FuseSession {
@@ -657,13 +661,16 @@ export class FuseSession {
                 told.push({ name: '', attr });
               }
               if (listed) {
-                listed.entries.forEach((e, i) => {
+                // No more than can fit: a dirent is at least 24 bytes, 152 with its attributes.
+                const room = Math.ceil(size / (plus ? 152 : 24));
+                for (let i = listed.from; i < listed.entries.length && names.length < room; i++) {
+                  const e = listed.entries[i]!;
                   names.push(e.name);
                   inos.push(e.attr.ino);
                   attrs.push(plus ? attrArray(e.attr) : e.attr.mode);
                   offs.push(listed.cookies[i]!);
                   told.push(e);
-                });
+                }
               }
               const sent = n.replyDir(req, size, plus, names, inos, attrs, offs, dirTimeout);
               if (plus && h.readdirSent) h.readdirSent(told.slice(0, sent).filter((e) => e.name !== ''));
