@@ -1,6 +1,8 @@
 /** Bytes and metadata through a real FUSE mount of `strata local`, checked against the under-store. */
 
 import t from 'tap';
+import type { Test as TapTest } from 'tap';
+import { spawnSync } from 'node:child_process';
 import { promises as fsp, constants, existsSync } from 'node:fs';
 import * as os from 'node:os';
 import { randomBytes, createHash } from 'node:crypto';
@@ -9,6 +11,14 @@ import { startLocal, LocalCluster } from '../helpers/cluster';
 import { randomReadMismatches, renameat2 } from '../fuse/posix-suite';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** Whether setfattr/getfattr can run here as root; otherwise `t` is planned empty, with why. */
+function attrToolsHere(t: TapTest): boolean {
+  const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+  if (have('setfattr') && have('getfattr') && process.getuid?.() === 0) return true;
+  t.plan(0, 'needs root and setfattr/getfattr (apt-get install attr)');
+  return false;
+}
 
 t.test('through the mount', async (t) => {
   const c: LocalCluster = await startLocal(t);
@@ -297,12 +307,7 @@ t.test('the kernel cache timeouts are options: 0 sends every stat to the mount, 
 });
 
 t.test('writes do not ask the master for security.capability each time, and a capability is still dropped by a write', async (t) => {
-  const { spawnSync } = await import('node:child_process');
-  const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-  if (!have('setfattr') || !have('getfattr') || process.getuid?.() !== 0) {
-    t.plan(0, 'needs root and setfattr/getfattr (apt-get install attr)');
-    return;
-  }
+  if (!attrToolsHere(t)) return;
   // Attribute timeouts of 60 s: in this test only a change forgets what the mount knows. The
   // default metadata sync (the helper's 0 keeps no metadata cache, so creates are not vouched for).
   const c = await startLocal(t, { args: ['--attr-timeout-ms', '60000', '--sync-interval-ms', '60000'] });
@@ -357,12 +362,7 @@ t.test('writes do not ask the master for security.capability each time, and a ca
 });
 
 t.test('ls -l of a listed directory asks the master for no xattr, and attributes set later, here or elsewhere, are still seen', async (t) => {
-  const { spawnSync } = await import('node:child_process');
-  const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-  if (!have('setfattr') || !have('getfattr') || process.getuid?.() !== 0) {
-    t.plan(0, 'needs root and setfattr/getfattr (apt-get install attr)');
-    return;
-  }
+  if (!attrToolsHere(t)) return;
   // A metadata sync interval, so the mount keeps a cache under the change feed (the helper's 0 keeps none).
   const c = await startLocal(t, { args: ['--sync-interval-ms', '60000'] });
   const masterAsked = async () => {
@@ -412,7 +412,6 @@ t.test('ls -l of a listed directory asks the master for no xattr, and attributes
 });
 
 t.test('seekdir to a telldir of a big directory goes on from the same entry after names were made and removed', async (t) => {
-  const { spawnSync } = await import('node:child_process');
   if (spawnSync('sh', ['-c', 'command -v perl']).status !== 0) {
     t.plan(0, 'needs perl');
     return;
