@@ -93,3 +93,21 @@ t.test('a handler that returns the whole listing at once is served the same way,
   const back = await entriesAt(handles, 1, got.find((e) => e.name === nameOf(9))!.off, fetch);
   t.equal(back.entries[back.from]?.name, nameOf(10), 'a seek within it goes on after the name');
 });
+
+t.test('empty pages that are not the last are read through; a rewind lets the cookies before it go', async (t) => {
+  const pages: Record<string, DirListingPage> = {
+    '': { entries: [], next: 'a' },
+    a: { entries: [entry('b'), entry('c')], next: 'c' },
+    c: { entries: [], next: 'd' },
+    d: { entries: [entry('e')], next: 'e' },
+    e: { entries: [], next: null },
+  };
+  const fetch = async (after: string | null) => pages[after ?? '']!;
+  const handles = new Map<number, DirHandle>();
+  const got = await readOn(handles, fetch, 2);
+  t.same(got.map((e) => e.name), ['.', '..', 'b', 'c', 'e'], 'every name, past the empty pages');
+  const cOff = got.find((e) => e.name === 'c')!.off;
+  t.same((await readOn(handles, fetch, 10, cOff)).map((e) => e.name), ['e'], 'a seek to after c, across an empty page');
+  for (let i = 0; i < 5; i++) await readOn(handles, fetch, 10, 0);
+  t.equal(handles.get(1)!.names.size, 3, 'rewinds do not pile up names');
+});

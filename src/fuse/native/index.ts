@@ -121,7 +121,6 @@ export interface OpenReply {
   /** Keep the kernel's page cache of the file from an earlier open. */
   keepCache?: boolean;
   nonseekable?: boolean;
-  cacheReaddir?: boolean;
 }
 
 /** The changes a setattr asks for; absent fields stay as they are. */
@@ -266,7 +265,7 @@ function attrArray(a: Attr): Float64Array {
 }
 
 function openFlags(o: OpenReply): number {
-  return (o.directIo ? 1 : 0) | (o.keepCache ? 2 : 0) | (o.nonseekable ? 4 : 0) | (o.cacheReaddir ? 8 : 0);
+  return (o.directIo ? 1 : 0) | (o.keepCache ? 2 : 0) | (o.nonseekable ? 4 : 0);
 }
 
 const IMPLEMENTS: [keyof LowLevelHandlers, number][] = [
@@ -291,10 +290,12 @@ const FIRST_COOKIE = 3;
 
 /**
  * A directory handle's place in its listing. Each entry handed to the kernel carries a cookie as
- * its offset (where the next reply starts, and what telldir gives), bound to its name for as long
- * as the handle is open: a readdir at that offset (the next one, or a seekdir) goes on after that
- * name, however the directory changed meanwhile, as NFS's cookies do. Only one page of entries
- * is held; the names handed out are kept (a few MB for 100,000), not their attributes.
+ * its offset (where the next reply starts, and what telldir gives), bound to its name until the
+ * handle is closed or rewound (POSIX leaves a seekdir across a rewinddir unspecified): a readdir
+ * at that offset (the next one, or a seekdir) goes on after that name, however the directory
+ * changed meanwhile, as NFS's cookies do. Only one page of entries is held, and the names
+ * handed out (about 150 bytes each), not their attributes. Cookies are the handle's own, so the
+ * kernel's shared readdir cache (FOPEN_CACHE_DIR) is not offered.
  */
 export interface DirHandle {
   /** The page held: its entries with their cookies, and the `after` of the page that follows it (null: none). */
@@ -303,8 +304,8 @@ export interface DirHandle {
   next: string | null;
   /** Whether the page held is the listing's first. */
   first: boolean;
-  readonly names: Map<number, string>;
-  readonly cookieOf: Map<string, number>;
+  names: Map<number, string>;
+  cookieOf: Map<string, number>;
   nextCookie: number;
 }
 
@@ -320,50 +321,57 @@ export async function entriesAt(
 ): Promise<{ entries: readonly DirListingEntry[]; cookies: readonly number[]; from: number }> {
   const none = { entries: [], cookies: [], from: 0 };
   let h = handles.get(fh);
-  if (!h) {
+  if (!h || offset === 0) {
+    // An opendir or a rewind: a new listing, and the cookies of the last one are let go.
     h = { entries: [], cookies: [], next: null, first: false, names: new Map(), cookieOf: new Map(), nextCookie: FIRST_COOKIE };
     handles.set(fh, h);
   }
+  const d = h;
   const hold = async (after: string | null): Promise<void> => {
-    const r = await fetch(after);
-    let entries = Array.isArray(r) ? r : r.entries;
-    // A handler that ignores `after` answers the whole listing: go on after the name in it.
-    if (Array.isArray(r) && after !== null) {
-      const i = entries.findIndex((e) => e.name === after);
-      entries = i < 0 ? [] : entries.slice(i + 1);
+    d.first = after === null;
+    for (let from = after; ; ) {
+      const r = await fetch(from);
+      let entries = Array.isArray(r) ? r : r.entries;
+      // A handler that ignores `after` answers the whole listing: go on after the name in it.
+      if (Array.isArray(r) && from !== null) {
+        const i = entries.findIndex((e) => e.name === from);
+        entries = i < 0 ? [] : entries.slice(i + 1);
+      }
+      d.entries = entries;
+      d.next = Array.isArray(r) ? null : r.next;
+      // An empty page that is not the last: on to the next.
+      if (entries.length > 0 || d.next === null) break;
+      from = d.next;
     }
-    h.entries = entries;
-    h.next = Array.isArray(r) ? null : r.next;
-    h.first = after === null;
-    h.cookies = entries.map((e) => {
-      let c = h.cookieOf.get(e.name);
+    d.cookies = d.entries.map((e) => {
+      let c = d.cookieOf.get(e.name);
       if (c === undefined) {
-        c = h.nextCookie++;
-        h.cookieOf.set(e.name, c);
-        h.names.set(c, e.name);
+        c = d.nextCookie++;
+        d.cookieOf.set(e.name, c);
+        d.names.set(c, e.name);
       }
       return c;
     });
   };
   if (offset < FIRST_COOKIE) {
-    // From the start: a new listing for an opendir or a rewind; the one held for "." and ".." replied alone.
-    if (offset === 0 || !h.first) await hold(null);
-    return { entries: h.entries, cookies: h.cookies, from: 0 };
+    // From the start; the page held is kept for a reply after "." or ".." alone.
+    if (offset === 0 || !d.first) await hold(null);
+    return { entries: d.entries, cookies: d.cookies, from: 0 };
   }
-  const after = h.names.get(offset);
-  if (after === undefined) return none; // not a cookie of this handle
-  let i = h.cookies.indexOf(offset);
+  const after = d.names.get(offset);
+  if (after === undefined) return none; // not a cookie of this handle (or of a listing before a rewind)
+  let i = d.cookies.indexOf(offset);
   if (i < 0) {
     // A seekdir elsewhere: on after that name.
     await hold(after);
     i = -1;
-  } else if (i === h.cookies.length - 1) {
+  } else if (i === d.cookies.length - 1) {
     // The end of the page held: the next one, if any.
-    if (h.next === null) return none;
-    await hold(h.next);
+    if (d.next === null) return none;
+    await hold(d.next);
     i = -1;
   }
-  return { entries: h.entries, cookies: h.cookies, from: i + 1 };
+  return { entries: d.entries, cookies: d.cookies, from: i + 1 };
 }
 
 export class FuseSession {
