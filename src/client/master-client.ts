@@ -150,11 +150,8 @@ export class MasterClient {
     for (const l of this.#leaseListeners) l(left);
   }
 
+  /** Whether the change-feed lease runs: every change another client finished has been applied here. */
   leaseRuns(): boolean {
-    return this.#leaseRuns();
-  }
-
-  #leaseRuns(): boolean {
     return this.#leaseMs > 0 && performance.now() < this.#leaseUntil;
   }
 
@@ -176,7 +173,7 @@ export class MasterClient {
     }
     // Under the lease only: then every change another client finished has been applied here (master/feed-leases.ts).
     // A name too long for the master is its error to give (NAME_TOO_LONG), not ENOENT.
-    if (Buffer.byteLength(name) <= 255 && this.#leaseRuns() && cache.isAbsent(parent, name)) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
+    if (Buffer.byteLength(name) <= 255 && this.leaseRuns() && cache.isAbsent(parent, name)) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
     const meta: ResponseMeta = {};
     try {
       // A small file's blocks come along: the open the kernel sends next is then answered from the cache.
@@ -337,7 +334,7 @@ export class MasterClient {
    * the cache already and a cached answer is current.
    */
   async fileBlocksForOpen(ino: number): Promise<FileBlocksResponse> {
-    const hit = this.#leaseRuns() ? this.cache?.getBlocks(ino, true) : undefined;
+    const hit = this.leaseRuns() ? this.cache?.getBlocks(ino, true) : undefined;
     return hit ?? this.fileBlocksByIno(ino, true);
   }
 

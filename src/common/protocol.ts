@@ -78,15 +78,12 @@ export interface DirEntry extends FileAttributes {
   /**
    * Whether the inode had any extended attribute when it was listed (absent from masters
    * before 2026-12-06). `ls -l` asks for two of them per entry; a mount answers those of
-   * entries listed without any itself, kept exact by the change feed.
+   * entries listed without any itself, while its change-feed lease runs.
    */
   xattrs?: boolean;
 }
 
-/**
- * ACLs travel as these xattrs. Strata keeps mode bits only: it stores none of them (ENOTSUP)
- * and a mount answers a read of one with ENODATA without asking the master.
- */
+/** ACLs travel as these xattrs. Strata keeps mode bits only: setting one is ENOTSUP (master and mount). */
 export const POSIX_ACL_XATTRS: ReadonlySet<string> = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
 
 /** The most entries one page of `GET /api/v1/list?limit=` holds. */

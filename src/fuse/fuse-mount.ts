@@ -8,7 +8,7 @@
 import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { StrataError, toErrno } from '../common/errors';
 import type { Logger } from '../common/log';
-import { POSIX_ACL_XATTRS, type FileAttributes, type FileType, type Timespec } from '../common/protocol';
+import { LIST_PAGE_MAX, POSIX_ACL_XATTRS, type FileAttributes, type FileType, type Timespec } from '../common/protocol';
 import type { StrataFileSystem } from '../client/file-system';
 import type { KeepPage } from '../client/file-reader';
 import type { PageRange } from '../client/short-circuit';
@@ -679,7 +679,8 @@ export function strataHandlers(
       const tokens = noXattrs.tokens();
       let page;
       try {
-        page = await fs.readdirPage(ino, after, READDIR_PAGE);
+        // A page at a time (LIST_PAGE_MAX): a whole listing of 100,000 names held the mount at 620 MB.
+        page = await fs.readdirPage(ino, after, LIST_PAGE_MAX);
       } catch (err) {
         // Removed while it was read: the listing ends, as it would with the whole of it read at opendir.
         if (after !== null && err instanceof StrataError && err.code === 'NOT_FOUND') return { entries: [], next: null };
@@ -687,7 +688,7 @@ export function strataHandlers(
       }
       const { entries, next, asOf } = page;
       // What the listing showed without any attribute (`ls -l` asks for two per entry), for as long as the
-      // kernel keeps the entries: the feed keeps that exact.
+      // kernel keeps the entries; used while the feed lease runs (NoXattrCache).
       if (asOf !== undefined && feed) for (const e of entries) if (e.xattrs === false) noXattrs.addListed(e.ino, asOf, tokens, kernelCache.exactTimeoutMs ?? 0);
       return { entries: entries.map((e) => ({ name: e.name, attr: toAttr(e) })), next };
     },
@@ -705,13 +706,6 @@ export function strataHandlers(
     },
   };
 }
-
-/**
- * Entries the mount asks the master for at a time while the kernel reads a directory: memory per
- * open directory stays bounded (a whole listing of 100,000 names held the mount at 620 MB), and the
- * first entries come back before the master has read the rest.
- */
-const READDIR_PAGE = 1000;
 
 /**
  * Largest read request. Same-host cached bytes are spliced from the worker's page
