@@ -1055,6 +1055,13 @@ export class InodeTable {
     })();
   }
 
+  /** Ends a write in flight that will never be committed: its reported copies are orphans and get deleted. */
+  abandonWrite(container: number): void {
+    this.#db.transaction(() => {
+      for (const r of this.#closeWrite(container)) this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);
+    })();
+  }
+
   /**
    * Records a heartbeat: usage, tiers and the incremental block report. Answers the
    * blocks to delete and, when the worker's pin set is out of date, the current one;

@@ -412,6 +412,8 @@ export interface Metastore {
   expireWorkers(before: number): Promise<number[]>;
   /** Ends writes in flight not renewed since `before`; their reported copies are queued for deletion. Answers how many. */
   expireOpenWrites(before: number): Promise<number>;
+  /** Ends a write in flight that will never be committed (a write-through a rename overtook); its reported copies are queued for deletion. */
+  abandonWrite(container: number): Promise<void>;
   /** Every worker, live or lost, by id. */
   workers(): Promise<WorkerInfo[]>;
 

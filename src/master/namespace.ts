@@ -906,20 +906,24 @@ export class Namespace {
   /**
    * Records a written file. A write-through names where its object went (`ufsAt`): when a
    * rename moved the file between the worker's last check and this commit, that object is
-   * at the old path. Then the file is recorded as not in the store yet and queued for a
-   * persist to where it is now, and the stray object goes; without a cached copy (THROUGH)
-   * the write fails (NOT_FOUND) and the client writes it again.
+   * at the old path. Then the stray object goes and the write fails (NOT_FOUND): the client,
+   * which still holds the bytes, writes the file again to where it is now, so its close
+   * returns once the file is in the store, as any write-through's does. Recording it as
+   * written and queued for a persist instead (what this did, with a cached copy) made the
+   * worker's blocks its only copy after a successful close: written as a write-through's
+   * copy, not fsync'd and maybe on the memory tier, so lost with that worker.
    */
   async commitWrite(req: WriteCommitRequest): Promise<FileAttributes> {
     const at = req.ufsAt;
     if (!req.ufsFingerprint || !at) return toAttributes(await this.#table.commitWrite(req));
     return this.#mutations.run(async () => {
-      const { n, here, stillThere } = await this.#fileAt(req.ino, at);
+      const { here, stillThere } = await this.#fileAt(req.ino, at);
       if (stillThere) return toAttributes(await this.#table.commitWrite(req));
       await this.#removeStray(at, req.ufsFingerprint!);
-      this.#log.info({ ino: req.ino, path: at.path, now: here?.path ?? null }, 'a write-through finished after its file was renamed or removed; its object is removed');
-      if (!n || req.cached === false) throw new StrataError('NOT_FOUND', `inode ${req.ino} moved or went away while it was written; nothing was stored`);
-      return toAttributes(await this.#table.commitWrite({ ...req, ufsFingerprint: null, writeType: 'ASYNC_THROUGH' }));
+      // Never committed now: its cached copies go at once, not when the write would expire (only this file's write).
+      if ((await this.#table.openWriteOf(req.containerId)) === req.ino) await this.#table.abandonWrite(req.containerId);
+      this.#log.info({ ino: req.ino, path: at.path, now: here?.path ?? null }, 'a write-through finished after its file was renamed or removed; its object is removed and the client writes it again');
+      throw new StrataError('NOT_FOUND', `inode ${req.ino} moved or went away while it was written; nothing was stored`);
     });
   }
 

@@ -1852,6 +1852,13 @@ export class PgMetastore implements Metastore {
     });
   }
 
+  async abandonWrite(container: number): Promise<void> {
+    await this.#tx(async (tx) => {
+      const orphans = await this.#closeWrite(tx, container);
+      if (orphans.length > 0) await tx.run(Q.addPendingDeletes, [orphans.map((r) => r.worker_id), orphans.map((r) => r.block_id)]);
+    });
+  }
+
   /**
    * Records a heartbeat: usage, tiers and the incremental block report. Answers the
    * blocks to delete and, when the worker's pin set is out of date, the current one;

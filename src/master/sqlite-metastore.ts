@@ -246,6 +246,10 @@ export class SqliteMetastore implements Metastore {
     return this.#t.expireOpenWrites(before);
   }
 
+  async abandonWrite(container: number): Promise<void> {
+    this.#t.abandonWrite(container);
+  }
+
   async workers(): Promise<WorkerInfo[]> {
     return this.#t.workers();
   }

@@ -127,8 +127,8 @@ export class FileWrite {
       if (!this.#cur && this.#cache && !this.#uncached) {
         const id = blockIdOf(this.containerId, this.#lengths.length);
         // Pinned before the first page lands, so eviction never drops them, until the master says they
-        // are persisted (heartbeat `unpin`). A write-through too: if a rename overtakes its commit, its
-        // object is removed as a stray and these blocks are the only copy until a persist stores them again.
+        // are persisted (heartbeat `unpin`). A write-through's too, until its commit: the master lets them
+        // go once it recorded the file stored (a commit a rename overtook fails, and the client writes again).
         await this.#store.markUnpersisted(id);
         this.#cur = this.#store.blockWriter(id, Math.min(bs, this.#size - this.#lengths.length * bs), { durable: !this.#through });
       }
@@ -198,7 +198,7 @@ export class FileWrite {
     await this.#settling;
     if (this.#uncached) await this.#dropCopy();
     const blocks = this.#lengths.map((length, i) => ({ id: blockIdOf(this.containerId, i), length }));
-    // In the store now: the master is asked about these pins first (unless a rename made the object a stray).
+    // In the store now: the master is asked about these pins first (a rename may still make the object a stray at the commit).
     if (st) for (const b of blocks) this.#store.noteFinished(b.id);
     return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: this.#cache && !this.#uncached, ...(st && this.#ufsAt ? { ufsAt: this.#ufsAt } : {}) };
   }

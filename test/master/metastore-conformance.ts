@@ -459,6 +459,15 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.same(await beat(store, w1), sorted([blocks[1]!.id, lostId]), 'and its copy is deleted');
     await rejects(t, () => store.commitWrite({ ino: f.ino, containerId: lost.containerId, size: 1, blocks: [{ id: lostId, length: 1 }], workerId: w1, ufsFingerprint: null }), 'TIMEOUT', 'a late commit of an expired write');
     t.equal((await store.requireNode(f.ino)).size, 0, 'the file keeps its committed content');
+
+    const given = await store.beginWrite(f.ino);
+    const givenId = blockIdOf(given.containerId, 0);
+    t.same(await beat(store, w1, [{ id: givenId, tier: 'MEM', bytes: 1 }], [blocks[1]!.id, lostId], [given.containerId]), [], 'a write in flight: its copy is kept');
+    await store.abandonWrite(given.containerId);
+    t.same(await beat(store, w1, [], [], [given.containerId]), [givenId], 'abandoned: its copy is deleted, renewing it changes nothing');
+    await rejects(t, () => store.commitWrite({ ino: f.ino, containerId: given.containerId, size: 1, blocks: [{ id: givenId, length: 1 }], workerId: w1, ufsFingerprint: null }), 'TIMEOUT', 'a late commit of an abandoned write');
+    await store.abandonWrite(given.containerId);
+    t.equal((await store.requireNode(f.ino)).size, 0, 'abandoning twice does nothing more; the file keeps its content');
   });
 
   t.test('under-store sync: refreshFromUfs, markSynced, forgetChild and their guards', async (t) => {
