@@ -227,6 +227,11 @@ export interface UfsLocation {
   options: Record<string, string>;
   /** Path relative to the mount's root, '/'-separated, already validated by the master. */
   path: string;
+  /**
+   * For a write or persist: the master listed the file's directory within its sync interval,
+   * so no directory is at `path` in the store and the writer need not look (UfsCallOptions.noDirectory).
+   */
+  noDirectory?: boolean;
 }
 
 /** What a worker needs to fill one block from the under-store. */

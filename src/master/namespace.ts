@@ -875,7 +875,7 @@ export class Namespace {
       const at = ufsPath;
       if (writeType === 'CACHE_THROUGH' || writeType === 'THROUGH') {
         this.#lead();
-        const w = await ufs.create(at);
+        const w = await ufs.create(at, (await this.#noDirectoryAt(parts)) ? { noDirectory: true } : undefined);
         try {
           fingerprint = (await w.complete()).fingerprint;
         } catch (err) {
@@ -979,8 +979,30 @@ export class Namespace {
       if (check.purpose === 'persist' && (n.container !== check.container || check.blocks !== Math.ceil(n.size / n.blockSize))) {
         throw new StrataError('BUSY', `inode ${ino} is not at version ${check.container} with ${check.blocks} blocks any more`);
       }
+      const at = this.#location(path);
+      return (await this.#noDirectoryAt(parsePath(path))) ? { ...at, noDirectory: true } : at;
     }
     return this.#location(path);
+  }
+
+  /**
+   * Whether, as far as this namespace knows, no directory is at `parts` in its store: the
+   * directory holding it was listed (or made here) within the sync interval, and the name is
+   * not a directory in it. Only a change made directly in the store since could put one
+   * there, which the sync interval lets this namespace miss anyway. A writer then need not
+   * look before it completes (UfsCallOptions.noDirectory); with a sync interval of 0 it looks.
+   */
+  async #noDirectoryAt(parts: string[]): Promise<boolean> {
+    if (parts.length === 0) return false;
+    const { mount } = this.#store(parts);
+    let dir = await this.#table.requireNode(ROOT_INO);
+    for (const name of parts.slice(0, -1)) {
+      const next = await this.#table.lookup(dir.ino, name);
+      if (!next || next.type !== 'directory') return false;
+      dir = next;
+    }
+    const here = await this.#table.lookup(dir.ino, parts[parts.length - 1]!);
+    return here !== undefined && here.type !== 'directory' && dir.persistState === 'persisted' && dir.syncedAt > 0 && !this.#isStale(dir, mount);
   }
 
   /**

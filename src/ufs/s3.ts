@@ -917,7 +917,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
       path,
       settings: this.#settings,
       http: this.#http(opts),
-      isDirectory: async () => (await this.#keysUnder(this.#dirKey(parts), 1, opts, context)).length > 0,
+      isDirectory: async () => !opts?.noDirectory && (await this.#keysUnder(this.#dirKey(parts), 1, opts, context)).length > 0,
       head: () => this.#head(key, opts, context),
     });
   }

@@ -41,6 +41,13 @@ export interface UfsCallOptions {
    * missing file, nor writes a parent's marker). A driver may still answer NOT_FOUND.
    */
   ifPresent?: boolean;
+  /**
+   * `create`: the caller knows no directory is at the path (a namespace that listed the
+   * parent within its sync interval holds a file there). A store where one path can be a
+   * file and a directory at once (S3) then skips looking for one before it completes the
+   * write: a listing per write, as costly as the write itself for a small file.
+   */
+  noDirectory?: boolean;
 }
 
 /** A streamed object write: await each `write` for back-pressure, then `complete` or `abort`. */

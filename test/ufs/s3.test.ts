@@ -756,6 +756,22 @@ function commandsSent(ufs: S3UnderFileSystem): string[] {
   return sent;
 }
 
+t.test('a write the caller vouches no directory is at (noDirectory) completes with its PUT alone; otherwise it looks first', async (t) => {
+  const { ufs } = freshStore(t);
+  await ufs.mkdir('/d');
+  const sent = commandsSent(ufs);
+  const vouched = await ufs.create('/d/f', { noDirectory: true });
+  await vouched.write(Buffer.from('abc'));
+  await vouched.complete();
+  t.same(sent, ['PutObjectCommand'], 'one request: no listing before the PUT');
+  t.equal((await readFile(ufs, '/d/f')).toString(), 'abc', 'and the object is there');
+  sent.length = 0;
+  const plain = await ufs.create('/d/g');
+  await plain.complete();
+  t.same(sent, ['ListObjectsV2Command', 'PutObjectCommand'], 'without it, a listing of the path first');
+  await rejectsCode(t, async () => (await ufs.create('/d')).complete(), 'IS_DIRECTORY', 'which finds a directory there');
+});
+
 t.test("a delete the caller lets miss (missingOk) skips the HEAD: DeleteObject and the parent's check only", async (t) => {
   const { ufs } = freshStore(t);
   await ufs.mkdir('/d');

@@ -1,0 +1,104 @@
+/**
+ * What a write through Strata asks an S3 store, against s3rver: a master, a worker and a
+ * client in this process. S3 can hold a file and a directory at one path, so a driver
+ * writing a file looks for a directory there first, a listing per write, as costly as
+ * the PUT of a small file. The master vouches for a path whose directory it listed (or
+ * made) within its sync interval; with an interval of 0 every write looks again.
+ */
+
+import t from 'tap';
+import type * as tap from 'tap';
+import { rmSync } from 'node:fs';
+import * as path from 'node:path';
+import { tempRoot } from '../helpers/cluster';
+import { startMaster } from '../../src/master/server';
+import { startWorker } from '../../src/worker/server';
+import { StrataFileSystem } from '../../src/client/file-system';
+import { silentLogger } from '../../src/common/log';
+import { startS3Server } from '../../scripts/s3-server';
+import type { WriteType } from '../../src/common/protocol';
+
+delete process.env.AWS_CA_BUNDLE;
+
+async function cluster(t: tap.Test, name: string, syncIntervalMs: number) {
+  const root = tempRoot(`strata-${name}-`);
+  /** The prefixes listed, in order. */
+  const listed: string[] = [];
+  const s3 = await startS3Server({
+    dir: path.join(root, 's3'),
+    buckets: ['lake'],
+    before: async (ctx, next) => {
+      if (ctx.method === 'GET' && ctx.query['list-type'] !== undefined) listed.push(String(ctx.query.prefix ?? ''));
+      await next();
+    },
+  });
+  const log = silentLogger();
+  const ufsOptions = { 's3.endpoint': s3.endpoint, 's3.pathStyle': 'true', 's3.accessKeyId': 'S3RVER', 's3.secretAccessKey': 'S3RVER', 's3.region': 'us-east-1' };
+  const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: 's3://lake/root', ufsOptions, syncIntervalMs, logger: log, persistInitialWaitMs: 0 });
+  const worker = await startWorker({
+    masterUrl: master.url,
+    home: path.join(root, 'worker'),
+    port: 0,
+    tiers: [{ name: 'SSD', dir: path.join(root, 'tier-ssd'), capacityBytes: 64 << 20 }],
+    heartbeatIntervalMs: 200,
+    scrubBytesPerSec: 0,
+    logger: log,
+  });
+  const clients: StrataFileSystem[] = [];
+  const client = async (writeType: WriteType) => {
+    const fs = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, `staging-${clients.length}`), logger: log, shortCircuit: false, writeType });
+    await fs.init();
+    clients.push(fs);
+    return fs;
+  };
+  t.teardown(async () => {
+    for (const c of clients) await c.close();
+    await worker.close();
+    await master.close();
+    await s3.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+  return { s3, client, listed };
+}
+
+const until = async (what: string, fn: () => Promise<boolean>, ms = 20_000): Promise<void> => {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+};
+
+t.test('writes into a directory listed within the sync interval: no listing per file, the files are stored', async (t) => {
+  const { s3, client, listed } = await cluster(t, 's3-vouched', 60_000);
+  const through = await client('CACHE_THROUGH');
+  const later = await client('ASYNC_THROUGH');
+  await through.mkdir('/d', 0o755);
+  s3.resetStats();
+  listed.length = 0;
+  // An empty file (the master stores it), a small one (a worker writes it through), and one persisted later.
+  const e = await through.create('/d/empty', 0o644);
+  await through.release(e);
+  await through.writeFile('/d/small', Buffer.from('small file'), 10);
+  await later.writeFile('/d/later', Buffer.from('persisted later'), 15);
+  await until('the ASYNC_THROUGH file persisted', async () => (await later.getattr('/d/later')).persistState === 'persisted');
+  t.equal(s3.stats.puts, 3, 'three PUTs');
+  t.same(listed, [], 'and not one listing');
+  for (const f of ['/d/empty', '/d/small']) t.equal((await through.getattr(f)).persistState, 'persisted', `${f} is stored`);
+});
+
+t.test('with a sync interval of 0 every write looks for a directory at its path before it stores the file', async (t) => {
+  const { client, listed } = await cluster(t, 's3-strict', 0);
+  const through = await client('CACHE_THROUGH');
+  await through.mkdir('/d', 0o755);
+  for (const [name, body] of [['empty', ''], ['small', 'small file']] as const) {
+    const fh = await through.create(`/d/${name}`, 0o644);
+    // Only what storing it asks (the create itself looked in the store for the name).
+    listed.length = 0;
+    if (body) await through.write(fh, Buffer.from(body), body.length, 0);
+    await through.release(fh);
+    t.same(listed, [`root/d/${name}/`], `the ${name} file's store write listed its path`);
+    t.equal((await through.getattr(`/d/${name}`)).persistState, 'persisted', 'and stored it');
+  }
+});
