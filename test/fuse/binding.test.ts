@@ -195,6 +195,40 @@ t.test('reads answered in parts: memory and ranges of open files (spliced into t
   });
 });
 
+t.test("an unmount frees the binding's session, at once or with the last reply to a request it left unanswered", async (t) => {
+  const root = mkdtempSync(path.join(tmpdir(), 'strata-binding-'));
+  const mnt = path.join(root, 'mnt');
+  await fsp.mkdir(mnt);
+  const proc = spawn(process.execPath, [path.join(__dirname, 'sessionsfs.js'), mnt], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const entry = { proc, mnt, root };
+  live.add(entry);
+  t.teardown(() => {
+    proc.kill('SIGKILL');
+    fusermount(mnt);
+    live.delete(entry);
+    if (!isMounted(mnt)) rmSync(root, { recursive: true, force: true });
+  });
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  const code = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => resolve(null), 60_000);
+    proc.once('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+  t.equal(code, 0, `sessionsfs ran to its end: ${out}`);
+  const line = out.split('\n').find((l) => l.startsWith('{'));
+  const r = JSON.parse(line ?? '{}') as { before: number; afterCycles: number[]; mounted: number; unansweredAtUnmount: number; afterAnswer: number; readerGot: string };
+  t.same(r.afterCycles, [r.before, r.before, r.before, r.before, r.before], 'five mount-unmount cycles leave no session behind');
+  t.equal(r.mounted, r.before + 1, 'a mount has one');
+  t.equal(r.unansweredAtUnmount, r.before + 1, 'an unmount with a read unanswered keeps it');
+  t.equal(r.afterAnswer, r.before, 'until that read is answered');
+  t.match(r.readerGot, /^(read \d+|error E[A-Z]+)$/, `the reader got an answer (${r.readerGot})`);
+  t.notOk(isMounted(mnt), 'nothing is left mounted');
+});
+
 t.test('reads the binding answers from served extents, until they are dropped (listed or all)', async (t) => {
   const m = await mountChild(t, 'servefs.js');
   const p = (x: string) => path.join(m.mnt, x);

@@ -13,7 +13,7 @@
 import { FuseSession, RequestContext } from '../../src/fuse/native';
 import { MemFs, memErrno } from './memfs';
 
-class StallFs extends MemFs {
+export class StallFs extends MemFs {
   stallIno = -1;
   readonly #waiting: (() => void)[] = [];
 
@@ -31,6 +31,10 @@ class StallFs extends MemFs {
 
   /** Set once the worker "came back": reads no longer stall. */
   answering = false;
+  /** Whether a read is waiting. */
+  get stalled(): boolean {
+    return this.#waiting.length > 0;
+  }
 
   override async read(ctx: RequestContext, ino: number, fh: number, size: number, offset: number) {
     if (ino === this.stallIno && !this.answering) {

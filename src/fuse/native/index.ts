@@ -62,6 +62,8 @@ interface Native {
   serveReads(handle: unknown, fh: number, ino: number, off: number, len: number, fd: number, fdOff: number): boolean;
   dropReads(handle: unknown, fh: number, ino: number, extents?: Float64Array): void;
   readsServed(handle: unknown): number;
+  /** Sessions not freed yet: mounted, or unmounted and waiting for their last reply. */
+  sessionsAlive(): number;
 }
 
 let native: Native | undefined;

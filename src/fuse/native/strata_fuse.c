@@ -95,6 +95,8 @@ typedef struct session {
   atomic_int invalidations_stopped;
   atomic_long invalidations_running;
   atomic_int destroy_when_idle;
+  /* Who still holds this struct: the JS handle (until unmount or its finalizer) and the FUSE session (until destroyed). */
+  atomic_int refs;
   int loop_result;
   uint8_t implemented[OP_COUNT];
   /* conn options applied in init */
@@ -154,6 +156,31 @@ static void op_free(op_t *o) {
 }
 
 static void maybe_destroy(session_t *s);
+
+/* Sessions allocated and not freed yet (sessionsAlive(): an unmounted one must go). */
+static atomic_long g_sessions_alive;
+
+/* Frees a session nobody holds: its tables (about 2 MB) went unfreed after every unmount before. */
+static void session_free(session_t *s) {
+  pthread_mutex_destroy(&s->nocap_lock);
+  pthread_mutex_destroy(&s->rx_lock);
+  free(s->rx_bv);
+  free(s->rx_copy);
+  free(s);
+  atomic_fetch_sub(&g_sessions_alive, 1);
+}
+
+static void session_unref(session_t *s) {
+  if (atomic_fetch_sub(&s->refs, 1) == 1) session_free(s);
+}
+
+/*
+ * What JS holds: the session until the unmount lets it go (set and read on the JS thread
+ * only), so a call with the handle afterwards finds NULL and does nothing.
+ */
+typedef struct session_handle {
+  session_t *s;
+} session_handle_t;
 
 /* Called when a reply was sent: one less outstanding request. */
 static void req_done(session_t *s) {
@@ -931,8 +958,10 @@ static int get_stat(napi_env env, napi_value v, struct stat *st) {
   size_t argc = n;                                               \
   napi_value argv[n];                                            \
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL)); \
-  session_t *s;                                                  \
-  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&s))
+  session_handle_t *handle_;                                     \
+  NAPI_CALL(env, napi_get_value_external(env, argv[0], (void **)&handle_)); \
+  session_t *s = handle_->s;                                     \
+  if (!s) return NULL
 
 /* replyErr(req, errno): 0 for success of ops without data. */
 static napi_value reply_err(napi_env env, napi_callback_info info) {
@@ -1277,6 +1306,16 @@ static void maybe_destroy(session_t *s) {
   if (!atomic_compare_exchange_strong(&s->destroy_when_idle, &expected, 2)) return;
   fuse_session_destroy(s->se);
   s->se = NULL;
+  session_unref(s);
+}
+
+/* The JS handle was collected: its hold on the session (if the unmount did not let it go) goes with it. */
+static void handle_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  session_handle_t *h = data;
+  if (h->s) session_unref(h->s);
+  free(h);
 }
 
 static void tsfn_finalize(napi_env env, void *data, void *hint) {
@@ -1289,6 +1328,12 @@ static void tsfn_finalize(napi_env env, void *data, void *hint) {
  * mount(mountpoint, args[], dispatcher, implemented: Uint8Array, conn: {maxWrite, maxReadahead, maxRead, writebackCache, spliceWrite, locks, flock})
  * returns an external handle.
  */
+/* Our copy of the mount's arguments: libfuse parses its own copy (and frees that), never ours. */
+static void free_argv(char **argv, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++) free(argv[i]);
+  free(argv);
+}
+
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -1312,10 +1357,17 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   struct fuse_args args = FUSE_ARGS_INIT((int)nargs + 1, fargv);
 
   session_t *s = calloc(1, sizeof(session_t));
-  if (!s) {
+  session_handle_t *handle = calloc(1, sizeof(session_handle_t));
+  if (!s || !handle) {
+    free(s);
+    free(handle);
+    fuse_opt_free_args(&args);
+  free_argv(fargv, nargs + 1);
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
+  atomic_fetch_add(&g_sessions_alive, 1);
+  atomic_init(&s->refs, 2);
   pthread_mutex_init(&s->nocap_lock, NULL);
   pthread_mutex_init(&s->rx_lock, NULL);
   s->rx_bv = calloc(1, sizeof(struct fuse_bufvec) + (RX_MAX_PARTS - 1) * sizeof(struct fuse_buf));
@@ -1388,23 +1440,28 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "strata-fuse", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, tsfn_finalize, s, call_js, &s->tsfn) != napi_ok) {
     fuse_opt_free_args(&args);
-    free(s);
+  free_argv(fargv, nargs + 1);
+    session_free(s);
+    free(handle);
     napi_throw_error(env, NULL, "cannot create the FUSE dispatcher");
     return NULL;
   }
 
   s->se = fuse_session_new(&args, &ops, sizeof(ops), s);
   fuse_opt_free_args(&args);
+  free_argv(fargv, nargs + 1);
   if (!s->se) {
     napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
-    free(s);
+    session_free(s);
+    free(handle);
     napi_throw_error(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
     return NULL;
   }
   if (fuse_session_mount(s->se, mnt) != 0) {
     fuse_session_destroy(s->se);
     napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
-    free(s);
+    session_free(s);
+    free(handle);
     napi_throw_error(env, "EIO", "fuse_session_mount failed");
     return NULL;
   }
@@ -1412,14 +1469,31 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     fuse_session_unmount(s->se);
     fuse_session_destroy(s->se);
     napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
-    free(s);
+    session_free(s);
+    free(handle);
     napi_throw_error(env, NULL, "cannot start the FUSE thread");
     return NULL;
   }
   s->thread_started = 1;
   /* The thread-safe function keeps the event loop alive while mounted; unmount releases it. */
+  handle->s = s;
   napi_value ext;
-  napi_create_external(env, s, NULL, NULL, &ext);
+  if (napi_create_external(env, handle, handle_finalize, NULL, &ext) != napi_ok) {
+    /* Mounted, but JS cannot hold it: unmount, and let the session go as an unmount would. */
+    handle->s = NULL;
+    free(handle);
+    atomic_store(&s->unmounted, 1);
+    fuse_session_exit(s->se);
+    fuse_session_unmount(s->se);
+    pthread_kill(s->thread, SIGUSR2);
+    pthread_join(s->thread, NULL);
+    napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+    atomic_store(&s->destroy_when_idle, 1);
+    if (atomic_load(&s->outstanding) == 0) maybe_destroy(s);
+    session_unref(s);
+    napi_throw_error(env, NULL, "cannot create the mount's handle");
+    return NULL;
+  }
   return ext;
 }
 
@@ -1438,7 +1512,18 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
   atomic_store(&s->destroy_when_idle, 1);
   if (atomic_load(&s->outstanding) == 0) maybe_destroy(s);
+  /* JS lets go here: the session is freed now, or by the last reply to a request still in flight. */
+  handle_->s = NULL;
+  session_unref(s);
   return NULL;
+}
+
+/* sessionsAlive(): sessions not freed yet, mounted or waiting for their last reply. */
+static napi_value js_sessions_alive(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  napi_create_int64(env, atomic_load(&g_sessions_alive), &v);
+  return v;
 }
 
 /*
@@ -1769,6 +1854,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
     {"serveReads", NULL, js_serve_reads, NULL, NULL, NULL, napi_default, NULL},
     {"dropReads", NULL, js_drop_reads, NULL, NULL, NULL, napi_default, NULL},
     {"readsServed", NULL, js_reads_served, NULL, NULL, NULL, napi_default, NULL},
+    {"sessionsAlive", NULL, js_sessions_alive, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;
