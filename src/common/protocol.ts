@@ -228,10 +228,11 @@ export interface UfsLocation {
   /** Path relative to the mount's root, '/'-separated, already validated by the master. */
   path: string;
   /**
-   * For a write or persist: the master listed the file's directory within its sync interval,
-   * so no directory is at `path` in the store and the writer need not look (UfsCallOptions.noDirectory).
+   * For a write or persist: the master listed the file's directory within its sync interval
+   * and holds no directory at `path`, a knowledge good for this many more ms. Until then the
+   * writer need not look for a directory there in the store (UfsCallOptions.noDirectoryUntil).
    */
-  noDirectory?: boolean;
+  noDirectoryForMs?: number;
 }
 
 /** What a worker needs to fill one block from the under-store. */

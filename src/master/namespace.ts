@@ -64,6 +64,9 @@ export const LIST_PAGE = LIST_PAGE_MAX;
  */
 const CREATED_EMPTY_PERSIST_DELAY_MS = 5000;
 
+/** How long a vouch of #noDirectoryFor lasts with a sync interval of -1 (never re-check): a day. */
+const VOUCH_FOREVER_MS = 86_400_000;
+
 export interface NamespaceOptions {
   table: Metastore;
   /** Which under-store is mounted where ('/' always is). */
@@ -400,6 +403,7 @@ export class Namespace {
     }
     const toLoad: { name: string; node: NewNode }[] = [];
     const unchanged: number[] = [];
+    const shadowing = new Set<string>();
     let n = 0;
     for (const s of listing) {
       if (++n % MERGE_BATCH === 0) await nextTurn();
@@ -409,6 +413,7 @@ export class Namespace {
         continue; // a name Strata cannot represent (too long, not UTF-8): not shown
       }
       const cur = inTable.get(s.name);
+      if (cur && cur.type !== 'directory' && s.type === 'directory') shadowing.add(s.name);
       // loadChildren skips names that exist by the time it runs.
       if (!cur) toLoad.push({ name: s.name, node: this.#fromUfs(s, started) });
       else if (cur.type === 'file' && s.type === 'file' && cur.persistState === 'persisted' && cur.syncedAt < started) {
@@ -438,6 +443,10 @@ export class Namespace {
       await this.#table.markSyncedMany(unchanged.slice(i, i + MERGE_BATCH), started);
       await nextTurn();
     }
+    if (shadowing.size > 0) {
+      if (this.#storeDirectories.size >= 10_000) this.#storeDirectories.clear();
+      this.#storeDirectories.set(dir.ino, shadowing);
+    } else this.#storeDirectories.delete(dir.ino);
     await this.#table.markSyncedMany([dir.ino], started);
   }
 
@@ -496,17 +505,21 @@ export class Namespace {
       if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
       // In flight from the store's mkdir to the table's: a sync in between must not load the new directory first.
       return this.#changing([[parent.ino, name]], async () => {
+        // Made here, the directory is known empty: as good as listed now.
+        let syncedAt = Date.now();
         if (parent.persistState === 'persisted') {
           const { ufs, ufsPath } = this.#store(parts);
           try {
             await ufs.mkdir(ufsPath);
           } catch (err) {
             if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
+            // The store had it already (made there since the parent's listing): what it holds is not known yet.
+            syncedAt = 0;
           }
         }
         const g = this.#inherit(parent, gid, mode, true);
         // createChild checks the name again in its transaction (ALREADY_EXISTS): create/symlink/mknod do not take #mutations.
-        const node = await this.#table.createChild(parent.ino, name, { type: 'directory', mode: g.mode, uid, gid: g.gid, persisted: parent.persistState === 'persisted', syncedAt: Date.now() });
+        const node = await this.#table.createChild(parent.ino, name, { type: 'directory', mode: g.mode, uid, gid: g.gid, persisted: parent.persistState === 'persisted', syncedAt });
         return toAttributes(node);
       });
     });
@@ -692,6 +705,7 @@ export class Namespace {
       const dstUfs = to.ufsPath;
       await this.#changing([[s.parent.ino, s.name], [d.parent.ino, d.name]], async () => {
         let movedInStore = false;
+        let movedTo: UfsStatus | undefined;
         // A replaced file that lives on through another hard link keeps its bytes.
         if (target && target.type === 'file' && target.nlink > 1) await this.#handOverBytes(d.parent, d.name, target, d.parts);
         const replacedGoes = target && target.type === 'file' && target.persistState === 'persisted' && target.nlink <= 1;
@@ -700,7 +714,9 @@ export class Namespace {
           if (replacedGoes) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs, { missingOk: true }));
         } else if (node.persistState === 'persisted') {
           if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
-          await ufs.rename(srcUfs, dstUfs);
+          // A file stored at its path, into a directory listed within the sync interval: the store need not look first.
+          const known = node.type === 'file' && (await this.#noDirectoryFor(d.parts)) > 0 ? { knownFile: { size: node.size } } : undefined;
+          movedTo = (await ufs.rename(srcUfs, dstUfs, known)) ?? undefined;
           movedInStore = true;
         } else if (target && target.persistState === 'persisted' && (target.type === 'directory' || target.nlink <= 1)) {
           await this.#ufsIgnoreMissing(() => (target.type === 'directory' ? ufs.rmdir(dstUfs) : ufs.delete(dstUfs, { missingOk: true })));
@@ -726,7 +742,7 @@ export class Namespace {
         // multipart upload, or any object under SSE-KMS). Same bytes: record it, or the next sync would take
         // the file for changed out of band and drop its cached blocks and its mtime.
         if (movedInStore && node.type === 'file') {
-          const st = await ufs.stat(dstUfs).catch(() => null);
+          const st = movedTo ?? (await ufs.stat(dstUfs).catch(() => null));
           if (st?.type === 'file' && st.size === node.size && st.fingerprint !== node.ufsFingerprint) await this.#table.markPersisted(node.ino, node.container, st.fingerprint);
         }
       });
@@ -875,7 +891,8 @@ export class Namespace {
       const at = ufsPath;
       if (writeType === 'CACHE_THROUGH' || writeType === 'THROUGH') {
         this.#lead();
-        const w = await ufs.create(at, (await this.#noDirectoryAt(parts)) ? { noDirectory: true } : undefined);
+        const vouched = await this.#noDirectoryFor(parts);
+        const w = await ufs.create(at, vouched > 0 ? { noDirectoryUntil: Date.now() + vouched } : undefined);
         try {
           fingerprint = (await w.complete()).fingerprint;
         } catch (err) {
@@ -980,30 +997,45 @@ export class Namespace {
         throw new StrataError('BUSY', `inode ${ino} is not at version ${check.container} with ${check.blocks} blocks any more`);
       }
       const at = this.#location(path);
-      return (await this.#noDirectoryAt(parsePath(path))) ? { ...at, noDirectory: true } : at;
+      const vouched = await this.#noDirectoryFor(parsePath(path));
+      return vouched > 0 ? { ...at, noDirectoryForMs: vouched } : at;
     }
     return this.#location(path);
   }
 
   /**
-   * Whether, as far as this namespace knows, no directory is at `parts` in its store: the
-   * directory holding it was listed (or made here) within the sync interval, and the name is
-   * not a directory in it. Only a change made directly in the store since could put one
-   * there, which the sync interval lets this namespace miss anyway. A writer then need not
-   * look before it completes (UfsCallOptions.noDirectory); with a sync interval of 0 it looks.
+   * For how many more ms this namespace knows no directory is at `parts` in its store (0: it
+   * does not): the directory holding it was listed (or made here) within the sync interval,
+   * the name is not a directory in it (or not there at all), and that listing did not show a
+   * directory under the name (#storeDirectories). Only a change made directly in the store
+   * since could put one there, which the sync interval lets this namespace miss anyway. A
+   * writer then need not look before it completes (UfsCallOptions.noDirectoryUntil); with a
+   * sync interval of 0 it always looks.
    */
-  async #noDirectoryAt(parts: string[]): Promise<boolean> {
-    if (parts.length === 0) return false;
+  async #noDirectoryFor(parts: string[]): Promise<number> {
+    if (parts.length === 0) return 0;
     const { mount } = this.#store(parts);
     let dir = await this.#table.requireNode(ROOT_INO);
     for (const name of parts.slice(0, -1)) {
       const next = await this.#table.lookup(dir.ino, name);
-      if (!next || next.type !== 'directory') return false;
+      if (!next || next.type !== 'directory') return 0;
       dir = next;
     }
-    const here = await this.#table.lookup(dir.ino, parts[parts.length - 1]!);
-    return here !== undefined && here.type !== 'directory' && dir.persistState === 'persisted' && dir.syncedAt > 0 && !this.#isStale(dir, mount);
+    const name = parts[parts.length - 1]!;
+    const here = await this.#table.lookup(dir.ino, name);
+    if (here?.type === 'directory' || dir.persistState !== 'persisted' || dir.syncedAt <= 0 || this.#storeDirectories.get(dir.ino)?.has(name)) return 0;
+    const interval = mount.syncIntervalMs ?? this.#syncIntervalMs;
+    if (interval < 0) return VOUCH_FOREVER_MS;
+    return Math.max(0, dir.syncedAt + interval - Date.now());
   }
+
+  /**
+   * Names the last listing of a directory showed as directories where the table keeps a
+   * file (one not stored yet, or one the store replaced with a directory: the merge leaves
+   * those to the table). A write of such a file must look in the store first (S3 would
+   * hold both). Only directories with such names are kept.
+   */
+  readonly #storeDirectories = new Map<number, Set<string>>();
 
   /**
    * Counts a finished ASYNC_THROUGH upload of `ino` if the file still is what and where it

@@ -917,7 +917,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
       path,
       settings: this.#settings,
       http: this.#http(opts),
-      isDirectory: async () => !opts?.noDirectory && (await this.#keysUnder(this.#dirKey(parts), 1, opts, context)).length > 0,
+      isDirectory: async () => !(opts?.noDirectoryUntil !== undefined && Date.now() < opts.noDirectoryUntil) && (await this.#keysUnder(this.#dirKey(parts), 1, opts, context)).length > 0,
       head: () => this.#head(key, opts, context),
     });
   }
@@ -990,11 +990,21 @@ export class S3UnderFileSystem implements UnderFileSystem {
     await this.#keepDirectory(parts.slice(0, -1), opts, context);
   }
 
-  async rename(src: string, dst: string, opts?: UfsCallOptions): Promise<void> {
+  async rename(src: string, dst: string, opts?: UfsCallOptions): Promise<UfsStatus | void> {
     const from = parsePath(src);
     const to = parsePath(dst);
     const context = `rename ${src} -> ${dst}`;
     if (!from.length || !to.length) throw new StrataError('INVALID_ARGUMENT', `${context}: cannot move or replace the root`);
+    const known = opts?.knownFile;
+    // The caller vouches for what the looks below would find: one CopyObject and the delete. A larger
+    // file is looked at, since its copy in parts needs its true size.
+    if (known && known.size <= this.#settings.multipartCopyThreshold && from.join('/') !== to.join('/') && !to.join('/').startsWith(from.join('/') + '/')) {
+      const dstKey = this.#objectKey(to);
+      const etag = await this.#copy(this.#objectKey(from), dstKey, known.size, opts, context);
+      await this.#deleteMoved([this.#objectKey(from)], opts, context);
+      await this.#keepDirectory(from.slice(0, -1), opts, context);
+      return etag ? { name: to[to.length - 1]!, type: 'file', size: known.size, mtimeMs: Date.now(), fingerprint: fingerprint(etag, known.size) } : undefined;
+    }
     const srcFile = await this.#head(this.#objectKey(from), opts, context);
     const srcDirKey = this.#dirKey(from);
     const srcIsDir = !srcFile && (await this.#keysUnder(srcDirKey, 1, opts, context)).length > 0;
@@ -1009,10 +1019,12 @@ export class S3UnderFileSystem implements UnderFileSystem {
     if (toPath.startsWith(fromPath + '/')) throw new StrataError('INVALID_ARGUMENT', `${context}: cannot move a directory into itself`);
     const dstDirKey = this.#dirKey(to);
     const [dstFile, dstUnder] = await Promise.all([this.#head(this.#objectKey(to), opts, context), this.#keysUnder(dstDirKey, 2, opts, context)]);
+    let moved: UfsStatus | undefined;
     if (srcFile) {
       if (dstUnder.length) throw new StrataError('IS_DIRECTORY', `${context}: the destination is a directory`);
-      await this.#copy(srcFile.key, this.#objectKey(to), srcFile.size, opts, context);
+      const etag = await this.#copy(srcFile.key, this.#objectKey(to), srcFile.size, opts, context);
       await this.#deleteMoved([srcFile.key], opts, context);
+      if (etag) moved = { name: to[to.length - 1]!, type: 'file', size: srcFile.size, mtimeMs: Date.now(), fingerprint: fingerprint(etag, srcFile.size) };
     } else {
       if (dstFile) throw new StrataError('NOT_DIRECTORY', `${context}: the destination is a file`);
       if (dstUnder.some((o) => o.key !== dstDirKey)) throw new StrataError('NOT_EMPTY', `${context}: the destination is not empty`);
@@ -1020,6 +1032,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
       await this.#moveTree(srcDirKey, dstDirKey, opts, context);
     }
     await this.#keepDirectory(from.slice(0, -1), opts, context);
+    return moved;
   }
 
   /**
@@ -1077,17 +1090,18 @@ export class S3UnderFileSystem implements UnderFileSystem {
   }
 
   /** Server-side copy: CopyObject, or UploadPartCopy in parts for objects over the single-copy limit. */
-  async #copy(srcKey: string, dstKey: string, size: number, opts: UfsCallOptions | undefined, context: string): Promise<void> {
+  /** Answers the copy's ETag when the store gave one. */
+  async #copy(srcKey: string, dstKey: string, size: number, opts: UfsCallOptions | undefined, context: string): Promise<string | undefined> {
     const http = this.#http(opts);
     const source = copySource(this.#bucket, srcKey);
     const partSize = this.#settings.multipartCopyThreshold;
     if (size <= partSize) {
       try {
-        await this.#client.send(new CopyObjectCommand({ Bucket: this.#bucket, Key: dstKey, CopySource: source }), http);
+        const out = await this.#client.send(new CopyObjectCommand({ Bucket: this.#bucket, Key: dstKey, CopySource: source }), http);
+        return out.CopyObjectResult?.ETag;
       } catch (err) {
         throw s3Error(err, context);
       }
-      return;
     }
     const count = Math.ceil(size / partSize);
     if (count > MAX_PARTS) throw new StrataError('FILE_TOO_LARGE', `${context}: ${size} bytes need more than ${MAX_PARTS} copy parts`);
@@ -1112,7 +1126,8 @@ export class S3UnderFileSystem implements UnderFileSystem {
         parts.push({ PartNumber: n, ETag: etag });
       });
       parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
-      await this.#client.send(new CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key: dstKey, UploadId: id, MultipartUpload: { Parts: parts } }), http);
+      const done = await this.#client.send(new CompleteMultipartUploadCommand({ Bucket: this.#bucket, Key: dstKey, UploadId: id, MultipartUpload: { Parts: parts } }), http);
+      return done.ETag;
     } catch (err) {
       if (uploadId) {
         // Without the caller's signal: an abort may be what ended the copy, and the parts must still go.

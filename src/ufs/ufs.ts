@@ -42,12 +42,20 @@ export interface UfsCallOptions {
    */
   ifPresent?: boolean;
   /**
-   * `create`: the caller knows no directory is at the path (a namespace that listed the
-   * parent within its sync interval holds a file there). A store where one path can be a
-   * file and a directory at once (S3) then skips looking for one before it completes the
-   * write: a listing per write, as costly as the write itself for a small file.
+   * `create`: until this time (ms since the epoch) the caller knows no directory is at the
+   * path (a namespace that listed the parent within its sync interval holds no directory
+   * there, and its knowledge holds until the interval runs out). A store where one path can
+   * be a file and a directory at once (S3) then skips looking for one when the write
+   * completes before it: a listing per write, as costly as the write itself for a small file.
    */
-  noDirectory?: boolean;
+  noDirectoryUntil?: number;
+  /**
+   * `rename`: the caller knows the source is a file of this size, that the destination's
+   * parent is a directory and that no directory is at the destination (as for
+   * `noDirectoryUntil`, now). A store that looks before it moves (S3: a HEAD and listings around the
+   * copy) may then move at once.
+   */
+  knownFile?: { size: number };
 }
 
 /** A streamed object write: await each `write` for back-pressure, then `complete` or `abort`. */
@@ -78,7 +86,11 @@ export interface UnderFileSystem {
   delete(path: string, opts?: UfsCallOptions): Promise<void>;
   mkdir(path: string, opts?: UfsCallOptions): Promise<void>;
   rmdir(path: string, opts?: UfsCallOptions): Promise<void>;
-  rename(src: string, dst: string, opts?: UfsCallOptions): Promise<void>;
+  /**
+   * Moves a file or a directory. For a file, a store may answer what the destination is now
+   * (its fingerprint may be new: S3 copies), which saves the caller a stat.
+   */
+  rename(src: string, dst: string, opts?: UfsCallOptions): Promise<UfsStatus | void>;
   /**
    * Optional: throws INVALID_ARGUMENT for a name (one path component, already valid for
    * Strata) this store cannot hold. The master asks before it makes the name.

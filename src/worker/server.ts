@@ -190,7 +190,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   let stopping = false;
   const createWriter = async (loc: UfsLocation): Promise<UfsWriter> => {
     if (stopping) throw new StrataError('UNAVAILABLE', 'the worker is stopping');
-    const w = await journal.track(loc.mountUri, await ufsFor(loc).create(loc.path, loc.noDirectory ? { noDirectory: true } : undefined));
+    const vouched = typeof loc.noDirectoryForMs === 'number' && loc.noDirectoryForMs > 0 ? { noDirectoryUntil: Date.now() + loc.noDirectoryForMs } : undefined;
+    const w = await journal.track(loc.mountUri, await ufsFor(loc).create(loc.path, vouched));
     if (stopping) {
       await w.abort();
       throw new StrataError('UNAVAILABLE', 'the worker is stopping');

@@ -199,7 +199,8 @@ t.test("an unmount frees the binding's session, at once or with the last reply t
   const root = mkdtempSync(path.join(tmpdir(), 'strata-binding-'));
   const mnt = path.join(root, 'mnt');
   await fsp.mkdir(mnt);
-  const proc = spawn(process.execPath, [path.join(__dirname, 'sessionsfs.js'), mnt], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The binding's test hook: an invalidation's thread waits 300 ms after counting itself out, before its last look at the session.
+  const proc = spawn(process.execPath, [path.join(__dirname, 'sessionsfs.js'), mnt], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_FUSE_TEST_INVAL_DELAY_MS: '300' } });
   const entry = { proc, mnt, root };
   live.add(entry);
   t.teardown(() => {
@@ -211,21 +212,23 @@ t.test("an unmount frees the binding's session, at once or with the last reply t
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (out += d));
-  const code = await new Promise<number | null>((resolve) => {
+  const code = await new Promise<number | string | null>((resolve) => {
     const timer = setTimeout(() => resolve(null), 60_000);
-    proc.once('exit', (c) => {
+    proc.once('exit', (c, sig) => {
       clearTimeout(timer);
-      resolve(c);
+      resolve(sig ?? c);
     });
   });
-  t.equal(code, 0, `sessionsfs ran to its end: ${out}`);
+  t.equal(code, 0, `sessionsfs ran to its end (no crash): ${out}`);
   const line = out.split('\n').find((l) => l.startsWith('{'));
-  const r = JSON.parse(line ?? '{}') as { before: number; afterCycles: number[]; mounted: number; unansweredAtUnmount: number; afterAnswer: number; readerGot: string };
+  const r = JSON.parse(line ?? '{}') as { before: number; afterCycles: number[]; mounted: number; unansweredAtUnmount: number; afterAnswer: number; readerGot: string; heldByInvalidation: number; afterInvalidation: number };
   t.same(r.afterCycles, [r.before, r.before, r.before, r.before, r.before], 'five mount-unmount cycles leave no session behind');
   t.equal(r.mounted, r.before + 1, 'a mount has one');
   t.equal(r.unansweredAtUnmount, r.before + 1, 'an unmount with a read unanswered keeps it');
   t.equal(r.afterAnswer, r.before, 'until that read is answered');
   t.match(r.readerGot, /^(read \d+|error E[A-Z]+)$/, `the reader got an answer (${r.readerGot})`);
+  t.equal(r.heldByInvalidation, r.before + 1, "an unmount right after an invalidation leaves the session to the invalidation's thread");
+  t.equal(r.afterInvalidation, r.before, 'which frees it once done with it');
   t.notOk(isMounted(mnt), 'nothing is left mounted');
 });
 

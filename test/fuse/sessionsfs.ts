@@ -2,6 +2,7 @@
  * Mounts and unmounts on one mount point again and again, then unmounts a mount with a read
  * still unanswered, and reports how many binding sessions stayed allocated after each step
  * (sessionsAlive). Every unmount used to leave its session (about 2 MB of tables) behind.
+ * With STRATA_FUSE_TEST_INVAL_DELAY_MS set it also unmounts right after an invalidation.
  * Prints one JSON line and exits. Run as a child process: `node sessionsfs.js MOUNTPOINT`.
  */
 
@@ -39,7 +40,25 @@ async function main(mnt: string): Promise<void> {
   while (alive() > before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   const afterAnswer = alive();
   const readerGot = await reader;
-  process.stdout.write(`${JSON.stringify({ before, afterCycles, mounted, unansweredAtUnmount, afterAnswer, readerGot })}\n`);
+
+  // An unmount right after an invalidation (the binding's test hook holds its thread between
+  // counting itself out and its last look at the session): the session must outlive that look.
+  let heldByInvalidation: number | null = null;
+  let afterInvalidation: number | null = null;
+  if (process.env.STRATA_FUSE_TEST_INVAL_DELAY_MS) {
+    const s2 = FuseSession.mount(mnt, new StallFs(), { options: ['fsname=sessionsfs'], errnoOf: memErrno });
+    await fsp.writeFile(path.join(mnt, 'g'), 'x');
+    const { ino } = await fsp.stat(path.join(mnt, 'g'));
+    if (!(await s2.invalidateInode(ino, 0, 0))) throw new Error('the invalidation did not finish');
+    await s2.unmount();
+    heldByInvalidation = alive();
+    // Past the hook's wait: the thread has had its last look by now (freed under it, this process faults).
+    await new Promise((r) => setTimeout(r, 2 * Number(process.env.STRATA_FUSE_TEST_INVAL_DELAY_MS)));
+    const until = Date.now() + 10_000;
+    while (alive() > before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    afterInvalidation = alive();
+  }
+  process.stdout.write(`${JSON.stringify({ before, afterCycles, mounted, unansweredAtUnmount, afterAnswer, readerGot, heldByInvalidation, afterInvalidation })}\n`);
 }
 
 main(process.argv[2]!).then(

@@ -17,6 +17,7 @@ import { StrataFileSystem } from '../../src/client/file-system';
 import { silentLogger } from '../../src/common/log';
 import { startS3Server } from '../../scripts/s3-server';
 import type { WriteType } from '../../src/common/protocol';
+import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 delete process.env.AWS_CA_BUNDLE;
 
@@ -24,14 +25,18 @@ async function cluster(t: tap.Test, name: string, syncIntervalMs: number) {
   const root = tempRoot(`strata-${name}-`);
   /** The prefixes listed, in order. */
   const listed: string[] = [];
+  /** Every request, `METHOD /bucket/key`. */
+  const requests: string[] = [];
   const s3 = await startS3Server({
     dir: path.join(root, 's3'),
     buckets: ['lake'],
     before: async (ctx, next) => {
       if (ctx.method === 'GET' && ctx.query['list-type'] !== undefined) listed.push(String(ctx.query.prefix ?? ''));
+      requests.push(`${ctx.method} ${ctx.path}`);
       await next();
     },
   });
+  t.teardown(() => s3.close());
   const log = silentLogger();
   const ufsOptions = { 's3.endpoint': s3.endpoint, 's3.pathStyle': 'true', 's3.accessKeyId': 'S3RVER', 's3.secretAccessKey': 'S3RVER', 's3.region': 'us-east-1' };
   const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: 's3://lake/root', ufsOptions, syncIntervalMs, logger: log, persistInitialWaitMs: 0 });
@@ -55,10 +60,18 @@ async function cluster(t: tap.Test, name: string, syncIntervalMs: number) {
     for (const c of clients) await c.close();
     await worker.close();
     await master.close();
-    await s3.close();
     rmSync(root, { recursive: true, force: true });
   });
-  return { s3, client, listed };
+  const direct = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+  t.teardown(() => direct.destroy());
+  /** Puts an object straight into the store, as another program would. */
+  const putDirect = (key: string, body: string) => direct.send(new PutObjectCommand({ Bucket: 'lake', Key: key, Body: body }));
+  const existsDirect = (key: string) =>
+    direct.send(new HeadObjectCommand({ Bucket: 'lake', Key: key })).then(
+      () => true,
+      () => false,
+    );
+  return { s3, client, listed, requests, putDirect, existsDirect };
 }
 
 const until = async (what: string, fn: () => Promise<boolean>, ms = 20_000): Promise<void> => {
@@ -86,6 +99,50 @@ t.test('writes into a directory listed within the sync interval: no listing per 
   t.equal(s3.stats.puts, 3, 'three PUTs');
   t.same(listed, [], 'and not one listing');
   for (const f of ['/d/empty', '/d/small']) t.equal((await through.getattr(f)).persistState, 'persisted', `${f} is stored`);
+});
+
+t.test('a rename of a stored file into a directory listed within the sync interval: a copy and a delete, nothing looked at', async (t) => {
+  const { client, requests } = await cluster(t, 's3-rename', 60_000);
+  const through = await client('CACHE_THROUGH');
+  await through.mkdir('/d', 0o755);
+  await through.mkdir('/e', 0o755);
+  await through.writeFile('/d/f', Buffer.from('renamed bytes'), 13);
+  requests.length = 0;
+  await through.rename('/d/f', '/e/g');
+  t.same(requests.map((r) => r.split(' ')[0]), ['PUT', 'DELETE'], `a copy and a delete, nothing looked at (${requests.join(', ')})`);
+  const a = await through.getattr('/e/g');
+  t.same([a.size, a.persistState], [13, 'persisted'], 'stored at its new path');
+  const r = await through.openReader('/e/g');
+  const got = Buffer.alloc(r.size);
+  await r.read(0, r.size, got, 0);
+  r.close();
+  t.equal(got.toString(), 'renamed bytes', 'and reads back');
+});
+
+t.test('a listing that shows a directory where the table keeps a file takes back the vouch: the write looks, and fails, instead of storing the file beside it', async (t) => {
+  const { client, putDirect, existsDirect } = await cluster(t, 's3-shadowed', 1000);
+  const through = await client('CACHE_THROUGH');
+  await through.mkdir('/d', 0o755);
+  const fh = await through.create('/d/x', 0o644);
+  // Meanwhile another program makes a directory x in the store, and the next listing of /d shows it.
+  await putDirect('root/d/x/inner', 'theirs');
+  await new Promise((r) => setTimeout(r, 1100));
+  await through.readdir('/d');
+  await through.write(fh, Buffer.from('mine'), 4, 0);
+  await t.rejects(through.flush(fh), { code: 'IS_DIRECTORY' }, 'the close (its flush) fails: a directory is at its path in the store');
+  await through.release(fh);
+  t.equal(await existsDirect('root/d/x'), false, 'no object was stored beside that directory');
+  t.equal(await existsDirect('root/d/x/inner'), true, "and the other program's file is there");
+});
+
+t.test('a directory made through Strata that the store already had is listed at its first readdir, not taken as empty', async (t) => {
+  const { client, putDirect } = await cluster(t, 's3-mkdir-existing', 60_000);
+  const through = await client('CACHE_THROUGH');
+  await through.mkdir('/d', 0o755);
+  // Made in the store after /d was listed (when Strata made it).
+  await putDirect('root/d/e/inner', 'theirs');
+  await through.mkdir('/d/e', 0o755);
+  t.same((await through.readdir('/d/e')).map((e) => e.name), ['inner'], 'its file is listed');
 });
 
 t.test('with a sync interval of 0 every write looks for a directory at its path before it stores the file', async (t) => {

@@ -756,11 +756,11 @@ function commandsSent(ufs: S3UnderFileSystem): string[] {
   return sent;
 }
 
-t.test('a write the caller vouches no directory is at (noDirectory) completes with its PUT alone; otherwise it looks first', async (t) => {
+t.test('a write the caller vouches no directory is at (noDirectoryUntil) completes with its PUT alone; otherwise, or past it, it looks first', async (t) => {
   const { ufs } = freshStore(t);
   await ufs.mkdir('/d');
   const sent = commandsSent(ufs);
-  const vouched = await ufs.create('/d/f', { noDirectory: true });
+  const vouched = await ufs.create('/d/f', { noDirectoryUntil: Date.now() + 60_000 });
   await vouched.write(Buffer.from('abc'));
   await vouched.complete();
   t.same(sent, ['PutObjectCommand'], 'one request: no listing before the PUT');
@@ -769,7 +769,38 @@ t.test('a write the caller vouches no directory is at (noDirectory) completes wi
   const plain = await ufs.create('/d/g');
   await plain.complete();
   t.same(sent, ['ListObjectsV2Command', 'PutObjectCommand'], 'without it, a listing of the path first');
+  sent.length = 0;
+  const expired = await ufs.create('/d/h', { noDirectoryUntil: Date.now() + 200 });
+  await sleep(300);
+  await expired.complete();
+  t.same(sent, ['ListObjectsV2Command', 'PutObjectCommand'], 'a vouch that ran out before the write completed: it looks');
   await rejectsCode(t, async () => (await ufs.create('/d')).complete(), 'IS_DIRECTORY', 'which finds a directory there');
+});
+
+t.test('a rename the caller vouches for (knownFile) is a CopyObject and a DeleteObject; either way it answers the new fingerprint', async (t) => {
+  const { ufs } = freshStore(t);
+  await ufs.mkdir('/d');
+  await ufs.mkdir('/e');
+  await putFile(ufs, '/d/f', 'abc');
+  const sent = commandsSent(ufs);
+  const moved = await ufs.rename('/d/f', '/e/g', { knownFile: { size: 3 } });
+  t.same(sent, ['CopyObjectCommand', 'DeleteObjectCommand'], 'no HEAD and no listing around the copy (both directories have markers this driver made)');
+  const st = await ufs.stat('/e/g');
+  t.equal(moved?.fingerprint, st?.fingerprint, "it answers the copy's fingerprint, the one a stat finds");
+  t.equal(moved?.size, 3);
+  t.equal(await ufs.stat('/d/f'), null, 'the source is gone');
+  t.equal((await readFile(ufs, '/e/g')).toString(), 'abc', 'the bytes moved');
+  t.equal((await ufs.stat('/d'))?.type, 'directory', 'its directory stays');
+  sent.length = 0;
+  const plain = await ufs.rename('/e/g', '/d/h');
+  t.ok(sent.includes('HeadObjectCommand'), 'without it, the driver looks first');
+  t.equal(plain?.fingerprint, (await ufs.stat('/d/h'))?.fingerprint, 'and answers the fingerprint too');
+  sent.length = 0;
+  // A size above the single-copy limit needs the true size for a copy in parts: the driver looks.
+  const big = await ufs.rename('/d/h', '/e/i', { knownFile: { size: 6 * 1024 ** 3 } });
+  t.ok(sent.includes('HeadObjectCommand'), 'a size past the single-copy limit is looked at');
+  t.equal(big?.size, 3, 'the true size');
+  t.equal((await readFile(ufs, '/e/i')).toString(), 'abc');
 });
 
 t.test("a delete the caller lets miss (missingOk) skips the HEAD: DeleteObject and the parent's check only", async (t) => {

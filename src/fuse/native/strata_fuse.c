@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include <stdatomic.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <sys/statvfs.h>
@@ -166,7 +167,7 @@ static void session_free(session_t *s) {
   pthread_mutex_destroy(&s->rx_lock);
   free(s->rx_bv);
   free(s->rx_copy);
-  free(s);
+  munmap(s, sizeof(session_t));
   atomic_fetch_sub(&g_sessions_alive, 1);
 }
 
@@ -182,11 +183,21 @@ typedef struct session_handle {
   session_t *s;
 } session_handle_t;
 
-/* Called when a reply was sent: one less outstanding request. */
-static void req_done(session_t *s) {
+/*
+ * Test hook (STRATA_FUSE_TEST_INVAL_DELAY_MS, read once at load): an invalidation thread waits
+ * this long between counting itself out and looking at the session, the window in which an
+ * unmount on the JS thread may let the session go. Zero (always, outside that test) costs nothing.
+ */
+static int g_test_inval_delay_ms;
+
+/* Called when a reply was sent: one less outstanding request. `delay_ms`: see g_test_inval_delay_ms. */
+static void req_done_after(session_t *s, int delay_ms) {
   long left = atomic_fetch_sub(&s->outstanding, 1) - 1;
+  if (delay_ms > 0) usleep((useconds_t)delay_ms * 1000);
   if (left == 0 && atomic_load(&s->destroy_when_idle)) maybe_destroy(s);
 }
+
+static void req_done(session_t *s) { req_done_after(s, 0); }
 
 static op_t *op_new(fuse_req_t req, int code) {
   op_t *o = calloc(1, sizeof(op_t));
@@ -1344,6 +1355,13 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
 
   uint32_t nargs = 0;
   NAPI_CALL(env, napi_get_array_length(env, argv[1], &nargs));
+  /* Read before anything is allocated: a failing NAPI_CALL returns at once. */
+  napi_typedarray_type type;
+  size_t ilen;
+  void *idata;
+  napi_value iab;
+  size_t ioff;
+  NAPI_CALL(env, napi_get_typedarray_info(env, argv[3], &type, &ilen, &idata, &iab, &ioff));
   char **fargv = calloc(nargs + 2, sizeof(char *));
   fargv[0] = strdup("strata");
   for (uint32_t i = 0; i < nargs; i++) {
@@ -1356,10 +1374,12 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   }
   struct fuse_args args = FUSE_ARGS_INIT((int)nargs + 1, fargv);
 
-  session_t *s = calloc(1, sizeof(session_t));
+  /* Mapped (zeroed) on its own, about 2 MB: unmapped when freed, so a late use of it faults at once. */
+  session_t *s = mmap(NULL, sizeof(session_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (s == MAP_FAILED) s = NULL;
   session_handle_t *handle = calloc(1, sizeof(session_handle_t));
   if (!s || !handle) {
-    free(s);
+    if (s) munmap(s, sizeof(session_t));
     free(handle);
     fuse_opt_free_args(&args);
   free_argv(fargv, nargs + 1);
@@ -1372,12 +1392,6 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&s->rx_lock, NULL);
   s->rx_bv = calloc(1, sizeof(struct fuse_bufvec) + (RX_MAX_PARTS - 1) * sizeof(struct fuse_buf));
   s->rx_copy = malloc(RX_COPY_MAX);
-  napi_typedarray_type type;
-  size_t ilen;
-  void *idata;
-  napi_value iab;
-  size_t ioff;
-  NAPI_CALL(env, napi_get_typedarray_info(env, argv[3], &type, &ilen, &idata, &iab, &ioff));
   for (size_t i = 0; i < ilen && i < OP_COUNT; i++) s->implemented[i] = ((uint8_t *)idata)[i];
 
   napi_value v;
@@ -1578,7 +1592,9 @@ static void *inval_thread(void *arg) {
   }
   free(j);
   atomic_fetch_sub(&s->invalidations_running, 1);
-  req_done(s);
+  req_done_after(s, g_test_inval_delay_ms);
+  /* Last: once req_done counted this job out, an unmount on the JS thread may let the session go at once. */
+  session_unref(s);
   return NULL;
 }
 
@@ -1592,6 +1608,8 @@ static int inval_start(inval_job_t *j) {
   }
   atomic_fetch_add(&s->outstanding, 1);
   atomic_fetch_add(&s->invalidations_running, 1);
+  /* The job's own hold on the session: it still reads it after its req_done (see inval_thread). */
+  atomic_fetch_add(&s->refs, 1);
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -1603,6 +1621,7 @@ static int inval_start(inval_job_t *j) {
     free(j);
     atomic_fetch_sub(&s->invalidations_running, 1);
     req_done(s);
+    session_unref(s);
     return -r;
   }
   return 0;
@@ -1819,6 +1838,8 @@ static void ignore_signal(int sig) { (void)sig; }
 
 static napi_value init_module(napi_env env, napi_value exports) {
   (void)g_sessions_dummy;
+  const char *delay = getenv("STRATA_FUSE_TEST_INVAL_DELAY_MS");
+  g_test_inval_delay_ms = delay ? atoi(delay) : 0;
   /* SIGUSR2 is only used to interrupt our loop thread's read(); it must not kill the process. */
   struct sigaction sa;
   memset(&sa, 0, sizeof(sa));
