@@ -509,8 +509,10 @@ export class Namespace {
         let syncedAt = Date.now();
         if (parent.persistState === 'persisted') {
           const { ufs, ufsPath } = this.#store(parts);
+          // No such name in a directory listed within the sync interval: nothing is there in the store either.
+          const known = (await this.#noDirectoryFor(parts)) > 0 ? { knownAbsent: true } : undefined;
           try {
-            await ufs.mkdir(ufsPath);
+            await ufs.mkdir(ufsPath, known);
           } catch (err) {
             if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
             // The store had it already (made there since the parent's listing): what it holds is not known yet.

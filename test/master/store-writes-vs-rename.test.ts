@@ -253,6 +253,18 @@ async function namespaceOn(t: tap.Test, name: string, syncIntervalMs: number) {
   return { ns, sqlite, ufs: new MemoryUnderFileSystem(uri) };
 }
 
+t.test('a directory made through Strata that the store already had is listed at its first readdir, not taken as empty', async (t) => {
+  const { ns, ufs } = await namespaceOn(t, 'mkdir-existing', 60_000);
+  await ns.mkdir('/d', 0o755);
+  // Made in the store after /d was listed (when Strata made it): the store's mkdir finds it there.
+  await ufs.mkdir('/d/e');
+  const w = await ufs.create('/d/e/inner');
+  await w.write(Buffer.from('theirs'));
+  await w.complete();
+  await ns.mkdir('/d/e', 0o755);
+  t.same((await ns.list('/d/e')).map((e) => e.name), ['inner'], 'its file is listed');
+});
+
 t.test('a write-through committed after a rename fails (NOT_FOUND, the client sends the file again), its stray object gone, its write ended', async (t) => {
   const { ns, sqlite, ufs } = await namespaceOn(t, 'commit-rename', 60_000);
   await ns.mkdir('/d', 0o755);
