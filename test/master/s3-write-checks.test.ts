@@ -11,12 +11,8 @@ import type * as tap from 'tap';
 import { rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { tempRoot } from '../helpers/cluster';
-import { startMaster } from '../../src/master/server';
-import { startWorker } from '../../src/worker/server';
-import { StrataFileSystem } from '../../src/client/file-system';
-import { silentLogger } from '../../src/common/log';
+import { inProcessCluster, readWhole, until } from '../helpers/in-process';
 import { startS3Server } from '../../scripts/s3-server';
-import type { WriteType } from '../../src/common/protocol';
 import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 delete process.env.AWS_CA_BUNDLE;
@@ -36,32 +32,12 @@ async function cluster(t: tap.Test, name: string, syncIntervalMs: number) {
       await next();
     },
   });
-  t.teardown(() => s3.close());
-  const log = silentLogger();
-  const ufsOptions = { 's3.endpoint': s3.endpoint, 's3.pathStyle': 'true', 's3.accessKeyId': 'S3RVER', 's3.secretAccessKey': 'S3RVER', 's3.region': 'us-east-1' };
-  const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: 's3://lake/root', ufsOptions, syncIntervalMs, logger: log, persistInitialWaitMs: 0 });
-  const worker = await startWorker({
-    masterUrl: master.url,
-    home: path.join(root, 'worker'),
-    port: 0,
-    tiers: [{ name: 'SSD', dir: path.join(root, 'tier-ssd'), capacityBytes: 64 << 20 }],
-    heartbeatIntervalMs: 200,
-    scrubBytesPerSec: 0,
-    logger: log,
-  });
-  const clients: StrataFileSystem[] = [];
-  const client = async (writeType: WriteType) => {
-    const fs = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, `staging-${clients.length}`), logger: log, shortCircuit: false, writeType });
-    await fs.init();
-    clients.push(fs);
-    return fs;
-  };
   t.teardown(async () => {
-    for (const c of clients) await c.close();
-    await worker.close();
-    await master.close();
+    await s3.close();
     rmSync(root, { recursive: true, force: true });
   });
+  const ufsOptions = { 's3.endpoint': s3.endpoint, 's3.pathStyle': 'true', 's3.accessKeyId': 'S3RVER', 's3.secretAccessKey': 'S3RVER', 's3.region': 'us-east-1' };
+  const { client } = await inProcessCluster(t, name, { ufsUri: 's3://lake/root', ufsOptions, syncIntervalMs, persistInitialWaitMs: 0 });
   const direct = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
   t.teardown(() => direct.destroy());
   /** Puts an object straight into the store, as another program would. */
@@ -73,15 +49,6 @@ async function cluster(t: tap.Test, name: string, syncIntervalMs: number) {
     );
   return { s3, client, listed, requests, putDirect, existsDirect };
 }
-
-const until = async (what: string, fn: () => Promise<boolean>, ms = 20_000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-};
 
 t.test('writes into a directory listed within the sync interval: no listing per file, the files are stored', async (t) => {
   const { s3, client, listed } = await cluster(t, 's3-vouched', 60_000);
@@ -112,11 +79,7 @@ t.test('a rename of a stored file into a directory listed within the sync interv
   t.same(requests.map((r) => r.split(' ')[0]), ['PUT', 'DELETE'], `a copy and a delete, nothing looked at (${requests.join(', ')})`);
   const a = await through.getattr('/e/g');
   t.same([a.size, a.persistState], [13, 'persisted'], 'stored at its new path');
-  const r = await through.openReader('/e/g');
-  const got = Buffer.alloc(r.size);
-  await r.read(0, r.size, got, 0);
-  r.close();
-  t.equal(got.toString(), 'renamed bytes', 'and reads back');
+  t.equal((await readWhole(through, '/e/g')).toString(), 'renamed bytes', 'and reads back');
 });
 
 t.test('a listing that shows a directory where the table keeps a file takes back the vouch: the write looks, and fails, instead of storing the file beside it', async (t) => {

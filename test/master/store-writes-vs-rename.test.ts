@@ -22,6 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
 import { tempRoot } from '../helpers/cluster';
+import { inProcessCluster, readWhole, until } from '../helpers/in-process';
 import { startMaster } from '../../src/master/server';
 import { startWorker } from '../../src/worker/server';
 import { StrataFileSystem } from '../../src/client/file-system';
@@ -40,41 +41,16 @@ const readObject = async (ufs: MemoryUnderFileSystem, p: string): Promise<string
   return Buffer.concat(chunks).toString();
 };
 
-const until = async (what: string, fn: () => Promise<boolean>, ms = 20_000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-};
-
 /** A master, a worker and a client in this process over the mem:// store `uri`. */
 async function cluster(t: tap.Test, name: string, writeType: 'ASYNC_THROUGH' | 'CACHE_THROUGH', masterOpts: { persistInitialWaitMs?: number } = {}) {
-  const root = tempRoot(`strata-${name}-`);
   const uri = `mem://${name}-${process.pid}`;
-  const log = silentLogger();
-  const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: uri, logger: log, ...masterOpts });
-  const worker = await startWorker({
-    masterUrl: master.url,
-    home: path.join(root, 'worker'),
-    port: 0,
-    tiers: [{ name: 'SSD', dir: path.join(root, 'tier-ssd'), capacityBytes: 64 << 20 }],
-    heartbeatIntervalMs: 200,
-    scrubBytesPerSec: 0,
-    logger: log,
-  });
-  const fs = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, 'staging'), logger: log, shortCircuit: false, writeType });
-  await fs.init();
+  const c = await inProcessCluster(t, name, { ufsUri: uri, ...masterOpts });
+  const fs = await c.client(writeType);
   const create = MemoryUnderFileSystem.prototype.create;
-  t.teardown(async () => {
+  t.teardown(() => {
     MemoryUnderFileSystem.prototype.create = create;
-    await fs.close();
-    await worker.close();
-    await master.close();
-    rmSync(root, { recursive: true, force: true });
   });
-  return { ufs: new MemoryUnderFileSystem(uri), fs, create, workerUrl: worker.url };
+  return { ufs: new MemoryUnderFileSystem(uri), fs, create, workerUrl: c.workerUrl };
 }
 
 t.test("a persist overtaken by renames: the object renamed onto the file's old path survives, the file is stored where it is now", async (t) => {
@@ -343,11 +319,7 @@ t.test('a write-through whose commit a rename overtook: the close writes it agai
   // Neither the first write's copy nor the second's stays pinned.
   await until('every pin let go by the heartbeats', async () => (await unpersistedBlocks(workerUrl)) === 0);
   t.pass('nothing stays pinned');
-  const r = await fs.openReader('/d/w2');
-  const got = Buffer.alloc(r.size);
-  await r.read(0, r.size, got, 0);
-  r.close();
-  t.equal(got.toString(), 'written through', 'and reads back');
+  t.equal((await readWhole(fs, '/d/w2')).toString(), 'written through', 'and reads back');
 });
 
 t.test('a store whose rename gives the object a new fingerprint (S3 copies): the file keeps its cache and mtime', async (t) => {
@@ -415,9 +387,5 @@ t.test('a write into a tier full of pins of stored write-throughs asks the maste
   await async.writeFile('/async', next, next.length);
   t.pass('the ASYNC_THROUGH write right after it found room');
   t.ok((await unpersistedBlocks(worker.url)) <= 4, 'the stored blocks were let go');
-  const r = await async.openReader('/async');
-  const got = Buffer.alloc(r.size);
-  await r.read(0, r.size, got, 0);
-  r.close();
-  t.ok(got.equals(next), 'and it reads back');
+  t.ok((await readWhole(async, '/async')).equals(next), 'and it reads back');
 });
