@@ -404,6 +404,8 @@ export class Namespace {
     const toLoad: { name: string; node: NewNode }[] = [];
     const unchanged: number[] = [];
     const shadowing = new Set<string>();
+    /** Listed as directories, not in the table when it was read: a create may take one of them meanwhile. */
+    const newDirectories: string[] = [];
     let n = 0;
     for (const s of listing) {
       if (++n % MERGE_BATCH === 0) await nextTurn();
@@ -413,7 +415,8 @@ export class Namespace {
         continue; // a name Strata cannot represent (too long, not UTF-8): not shown
       }
       const cur = inTable.get(s.name);
-      if (cur && cur.type !== 'directory' && s.type === 'directory') shadowing.add(s.name);
+      if (s.type === 'directory' && cur && cur.type !== 'directory') shadowing.add(s.name);
+      else if (s.type === 'directory' && !cur) newDirectories.push(s.name);
       // loadChildren skips names that exist by the time it runs.
       if (!cur) toLoad.push({ name: s.name, node: this.#fromUfs(s, started) });
       else if (cur.type === 'file' && s.type === 'file' && cur.persistState === 'persisted' && cur.syncedAt < started) {
@@ -443,9 +446,23 @@ export class Namespace {
       await this.#table.markSyncedMany(unchanged.slice(i, i + MERGE_BATCH), started);
       await nextTurn();
     }
-    if (shadowing.size > 0) {
-      if (this.#storeDirectories.size >= 10_000) this.#storeDirectories.clear();
-      this.#storeDirectories.set(dir.ino, shadowing);
+    // A create that landed after the table was read kept its name (loadChildren skips it): a file where the
+    // store has a directory. Many new directories are not looked up one by one: none is vouched for then.
+    let shadowed: Set<string> | 'all' = shadowing;
+    if (newDirectories.length > MERGE_BATCH) shadowed = 'all';
+    else {
+      for (const name of newDirectories) {
+        const now = await this.#table.lookup(dir.ino, name);
+        if (now && now.type !== 'directory') shadowing.add(name);
+      }
+    }
+    if (shadowed === 'all' || shadowed.size > 0) {
+      if (this.#storeDirectories.size >= 10_000) {
+        // Forgotten, and with them what listings before now showed: those no longer count (#noDirectoryFor).
+        this.#storeDirectories.clear();
+        this.#vouchSince = Date.now();
+      }
+      this.#storeDirectories.set(dir.ino, shadowed);
     } else this.#storeDirectories.delete(dir.ino);
     await this.#table.markSyncedMany([dir.ino], started);
   }
@@ -1008,8 +1025,8 @@ export class Namespace {
   /**
    * For how many more ms this namespace knows no directory is at `parts` in its store (0: it
    * does not): the directory holding it was listed (or made here) within the sync interval,
-   * the name is not a directory in it (or not there at all), and that listing did not show a
-   * directory under the name (#storeDirectories). Only a change made directly in the store
+   * the name is not a directory in it (or not there at all), and that listing, made by this
+   * namespace, did not show a directory under the name (#storeDirectories, #vouchSince). Only a change made directly in the store
    * since could put one there, which the sync interval lets this namespace miss anyway. A
    * writer then need not look before it completes (UfsCallOptions.noDirectoryUntil); with a
    * sync interval of 0 it always looks.
@@ -1025,7 +1042,9 @@ export class Namespace {
     }
     const name = parts[parts.length - 1]!;
     const here = await this.#table.lookup(dir.ino, name);
-    if (here?.type === 'directory' || dir.persistState !== 'persisted' || dir.syncedAt <= 0 || this.#storeDirectories.get(dir.ino)?.has(name)) return 0;
+    if (here?.type === 'directory' || dir.persistState !== 'persisted' || dir.syncedAt < this.#vouchSince) return 0;
+    const shadowed = this.#storeDirectories.get(dir.ino);
+    if (shadowed === 'all' || shadowed?.has(name)) return 0;
     const interval = mount.syncIntervalMs ?? this.#syncIntervalMs;
     if (interval < 0) return VOUCH_FOREVER_MS;
     return Math.max(0, dir.syncedAt + interval - Date.now());
@@ -1037,7 +1056,13 @@ export class Namespace {
    * those to the table). A write of such a file must look in the store first (S3 would
    * hold both). Only directories with such names are kept.
    */
-  readonly #storeDirectories = new Map<number, Set<string>>();
+  readonly #storeDirectories = new Map<number, Set<string> | 'all'>();
+  /**
+   * Only listings from then on count for #noDirectoryFor: what earlier ones showed is not in
+   * #storeDirectories (made by another master, before a restart, or forgotten since), though
+   * the directory's syncedAt outlives it. A directory made here counts from its mkdir.
+   */
+  #vouchSince = Date.now();
 
   /**
    * Counts a finished ASYNC_THROUGH upload of `ino` if the file still is what and where it

@@ -10,14 +10,15 @@ import t from 'tap';
 import type * as tap from 'tap';
 import { rmSync } from 'node:fs';
 import * as path from 'node:path';
+import { Readable } from 'node:stream';
 import { tempRoot } from '../helpers/cluster';
 import { inProcessCluster, readWhole, until } from '../helpers/in-process';
 import { startS3Server } from '../../scripts/s3-server';
-import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 delete process.env.AWS_CA_BUNDLE;
 
-async function cluster(t: tap.Test, name: string, syncIntervalMs: number) {
+async function cluster(t: tap.Test, name: string, syncIntervalMs: number, opts: { holdPartsMs?: number } = {}) {
   const root = tempRoot(`strata-${name}-`);
   /** The prefixes listed, in order. */
   const listed: string[] = [];
@@ -29,6 +30,8 @@ async function cluster(t: tap.Test, name: string, syncIntervalMs: number) {
     before: async (ctx, next) => {
       if (ctx.method === 'GET' && ctx.query['list-type'] !== undefined) listed.push(String(ctx.query.prefix ?? ''));
       requests.push(`${ctx.method} ${ctx.path}`);
+      // A slow link: every part of a multipart upload takes this long.
+      if (opts.holdPartsMs && ctx.method === 'PUT' && ctx.query.partNumber !== undefined) await new Promise((r) => setTimeout(r, opts.holdPartsMs));
       await next();
     },
   });
@@ -36,18 +39,19 @@ async function cluster(t: tap.Test, name: string, syncIntervalMs: number) {
     await s3.close();
     rmSync(root, { recursive: true, force: true });
   });
-  const ufsOptions = { 's3.endpoint': s3.endpoint, 's3.pathStyle': 'true', 's3.accessKeyId': 'S3RVER', 's3.secretAccessKey': 'S3RVER', 's3.region': 'us-east-1' };
+  const ufsOptions = { 's3.partSize': String(5 * 1024 * 1024), 's3.endpoint': s3.endpoint, 's3.pathStyle': 'true', 's3.accessKeyId': 'S3RVER', 's3.secretAccessKey': 'S3RVER', 's3.region': 'us-east-1' };
   const { client } = await inProcessCluster(t, name, { ufsUri: 's3://lake/root', ufsOptions, syncIntervalMs, persistInitialWaitMs: 0 });
   const direct = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
   t.teardown(() => direct.destroy());
   /** Puts an object straight into the store, as another program would. */
   const putDirect = (key: string, body: string) => direct.send(new PutObjectCommand({ Bucket: 'lake', Key: key, Body: body }));
+  const deleteDirect = (key: string) => direct.send(new DeleteObjectCommand({ Bucket: 'lake', Key: key }));
   const existsDirect = (key: string) =>
     direct.send(new HeadObjectCommand({ Bucket: 'lake', Key: key })).then(
       () => true,
       () => false,
     );
-  return { s3, client, listed, requests, putDirect, existsDirect };
+  return { s3, client, listed, requests, putDirect, deleteDirect, existsDirect };
 }
 
 t.test('writes into a directory listed within the sync interval: no listing per file, the files are stored', async (t) => {
@@ -107,6 +111,41 @@ t.test('a mkdir in a directory listed within the sync interval is one PUT of its
   t.same(requests, ['PUT /lake/root/d/e/'], 'nothing looked at first');
   await through.writeFile('/d/e/f', Buffer.from('x'), 1);
   t.equal((await through.getattr('/d/e/f')).persistState, 'persisted', 'and files go into it');
+});
+
+t.test('a write that completes after the vouch ran out looks for a directory first', async (t) => {
+  const { client, listed } = await cluster(t, 's3-slow-write', 1000);
+  const through = await client('CACHE_THROUGH');
+  await through.mkdir('/d', 0o755);
+  listed.length = 0;
+  // A slow writer: half its bytes, 1.2 s of nothing, the rest; the listing of /d holds for 1 s.
+  const half = Buffer.alloc(64 * 1024, 5);
+  const body = Readable.from(
+    (async function* () {
+      yield half;
+      await new Promise((r) => setTimeout(r, 1200));
+      yield half;
+    })(),
+  );
+  await through.writeFile('/d/slow', body, 2 * half.length);
+  t.same(listed, ['root/d/slow/'], 'the path was listed before the completion');
+  t.ok((await readWhole(through, '/d/slow')).equals(Buffer.concat([half, half])), 'and the file stored');
+});
+
+t.test('a rename onto a name the last listing showed as a directory (the table keeps a file) looks, and fails, instead of copying beside it', async (t) => {
+  const { client, putDirect, deleteDirect, existsDirect } = await cluster(t, 's3-rename-shadowed', 60_000);
+  const through = await client('CACHE_THROUGH');
+  await through.mkdir('/d', 0o755);
+  await through.mkdir('/e', 0o755);
+  await through.writeFile('/e/f', Buffer.from('moving'), 6);
+  await through.writeFile('/d/x', Buffer.from('stored'), 6);
+  // Another program turns x into a directory; a sync of /d sees it (the table keeps the file it knows).
+  await deleteDirect('root/d/x');
+  await putDirect('root/d/x/inner', 'theirs');
+  await through.master.sync('/d');
+  await t.rejects(through.rename('/e/f', '/d/x'), { code: 'IS_DIRECTORY' }, 'the store has a directory there');
+  t.equal(await existsDirect('root/d/x'), false, 'no object was copied beside it');
+  t.equal(await existsDirect('root/e/f'), true, 'and the source is where it was');
 });
 
 t.test('with a sync interval of 0 every write looks for a directory at its path before it stores the file', async (t) => {

@@ -229,6 +229,49 @@ async function namespaceOn(t: tap.Test, name: string, syncIntervalMs: number) {
   return { ns, sqlite, ufs: new MemoryUnderFileSystem(uri) };
 }
 
+t.test('the master vouches no directory is at a file being written while its directory listing holds, from this master only', async (t) => {
+  const { ns, sqlite, ufs } = await namespaceOn(t, 'vouch', 1000);
+  await ns.mkdir('/d', 0o755);
+  const f = await ns.create('/d/f', 0o644);
+  const { containerId } = await sqlite.beginWrite(f.ino);
+  const ask = () => ns.ufsLocation(f.ino, { purpose: 'write', container: containerId });
+  const first = (await ask()).noDirectoryForMs ?? 0;
+  t.ok(first > 0 && first <= 1000, `for what is left of the sync interval (${first} ms)`);
+  await new Promise((r) => setTimeout(r, 1100));
+  t.equal((await ask()).noDirectoryForMs, undefined, 'not once the listing is older than the interval');
+
+  // Another master on the same table (a restart, a standby taking over): the listing was not its own.
+  await ns.forceSync('/d');
+  t.ok(((await ask()).noDirectoryForMs ?? 0) > 0, 'listed again: vouched again');
+  const next = new Namespace({ table: sqlite, mounts: await MountTable.open(sqlite, `mem://vouch-${process.pid}`, {}), syncIntervalMs: 1000, logger: pino({ level: 'silent' }) });
+  t.teardown(() => next.close());
+  t.equal((await next.ufsLocation(f.ino, { purpose: 'write', container: containerId })).noDirectoryForMs, undefined, 'a master started after that listing does not vouch for it');
+
+  // The store shows a directory where the table keeps the file (not stored yet): no vouch after that listing.
+  await ufs.mkdir('/d/f');
+  await ns.forceSync('/d');
+  t.equal((await sqlite.lookup((await sqlite.lookup(1, 'd'))!.ino, 'f'))?.type, 'file', 'the table keeps the file');
+  t.equal((await ask()).noDirectoryForMs, undefined, 'and the master does not vouch for its path');
+});
+
+t.test('a file created while its directory is listed, where the listing shows a directory, is not vouched for', async (t) => {
+  const { ns, sqlite, ufs } = await namespaceOn(t, 'vouch-race', 60_000);
+  await ns.mkdir('/d', 0o755);
+  await ufs.mkdir('/d/x');
+  // The create lands after the merge read the table and before it loads what the store has (which then skips x).
+  const load = sqlite.loadChildren.bind(sqlite);
+  let created: { ino: number } | undefined;
+  sqlite.loadChildren = async (parent, nodes) => {
+    if (!created && nodes.some((n) => n.name === 'x')) created = await sqlite.createChild(parent, 'x', { type: 'file', mode: 0o644, uid: 0, gid: 0, persisted: false, syncedAt: Date.now() });
+    return load(parent, nodes);
+  };
+  await ns.forceSync('/d');
+  sqlite.loadChildren = load;
+  t.ok(created, 'the create landed during the listing');
+  const { containerId } = await sqlite.beginWrite(created!.ino);
+  t.equal((await ns.ufsLocation(created!.ino, { purpose: 'write', container: containerId })).noDirectoryForMs, undefined, 'its path is not vouched for');
+});
+
 t.test('a directory made through Strata that the store already had is listed at its first readdir, not taken as empty', async (t) => {
   const { ns, ufs } = await namespaceOn(t, 'mkdir-existing', 60_000);
   await ns.mkdir('/d', 0o755);
