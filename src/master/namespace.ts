@@ -452,6 +452,11 @@ export class Namespace {
     if (newDirectories.length > MERGE_BATCH) shadowed = 'all';
     else {
       for (const name of newDirectories) {
+        // A change still in flight may yet make it a file: count it as one.
+        if (busy(name)) {
+          shadowing.add(name);
+          continue;
+        }
         const now = await this.#table.lookup(dir.ino, name);
         if (now && now.type !== 'directory') shadowing.add(name);
       }
@@ -526,10 +531,8 @@ export class Namespace {
         let syncedAt = Date.now();
         if (parent.persistState === 'persisted') {
           const { ufs, ufsPath } = this.#store(parts);
-          // No such name in a directory listed within the sync interval: nothing is there in the store either.
-          const known = (await this.#noDirectoryFor(parts)) > 0 ? { knownAbsent: true } : undefined;
           try {
-            await ufs.mkdir(ufsPath, known);
+            await ufs.mkdir(ufsPath);
           } catch (err) {
             if (!(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
             // The store had it already (made there since the parent's listing): what it holds is not known yet.
@@ -1064,6 +1067,12 @@ export class Namespace {
    */
   #vouchSince = Date.now();
 
+  /** From now on only this namespace's own listings count for #noDirectoryFor (a leader elected: see #vouchSince). */
+  forgetListings(): void {
+    this.#storeDirectories.clear();
+    this.#vouchSince = Date.now();
+  }
+
   /**
    * Counts a finished ASYNC_THROUGH upload of `ino` if the file still is what and where it
    * was uploaded as. An upload races the namespace: the file may have been unlinked or
@@ -1352,6 +1361,9 @@ export class Namespace {
         // write below (they do not take #mutations) commits either before it (BUSY, nothing changes) or after, when
         // its parent is gone (NOT_FOUND); none is dropped with the tree unseen. Mounts take #mutations, as this does.
         await this.#table.unmount(at, parent.ino, name);
+        // The parent's listing did not show what its own store has at the mount point's name (the mount hid it):
+        // listed long ago (1, not 0: a stale listed directory is listed again at its next lookup).
+        await this.#table.markSynced(parent.ino, 1);
         // Until the mount goes from memory too, a lookup of the mount point finds its store: the name in flight keeps
         // that lookup from loading the mount point back into the table.
         await this.#mounts.forget(at)?.ufs.close();

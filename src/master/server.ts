@@ -227,6 +227,8 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   let term = 0;
   const onElected = (): void => {
     const elected = ++term;
+    // Listings another leader made meanwhile moved directories' syncedAt; what they showed is not known here.
+    ns.forgetListings();
     if (!(shared && table instanceof PgMetastore)) return persister.start();
     const startJobs = () => {
       if (term === elected) persister.start();

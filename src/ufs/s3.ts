@@ -962,12 +962,10 @@ export class S3UnderFileSystem implements UnderFileSystem {
     const parts = parsePath(path);
     const context = `mkdir ${path}`;
     if (!parts.length) throw new StrataError('ALREADY_EXISTS', `${context}: exists`);
-    if (!opts?.knownAbsent) {
-      const [here, parent] = await Promise.all([this.#kind(parts, opts, context), this.#kind(parts.slice(0, -1), opts, context)]);
-      if (here) throw new StrataError('ALREADY_EXISTS', `${context}: exists`);
-      if (parent === null) throw new StrataError('NOT_FOUND', `${context}: no such parent directory`);
-      if (parent === 'file') throw new StrataError('NOT_DIRECTORY', `${context}: the parent is a file`);
-    }
+    const [here, parent] = await Promise.all([this.#kind(parts, opts, context), this.#kind(parts.slice(0, -1), opts, context)]);
+    if (here) throw new StrataError('ALREADY_EXISTS', `${context}: exists`);
+    if (parent === null) throw new StrataError('NOT_FOUND', `${context}: no such parent directory`);
+    if (parent === 'file') throw new StrataError('NOT_DIRECTORY', `${context}: the parent is a file`);
     try {
       await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: this.#dirKey(parts), Body: Buffer.alloc(0), ContentLength: 0 }), this.#http(opts));
     } catch (err) {

@@ -56,12 +56,6 @@ export interface UfsCallOptions {
    * copy) may then move at once.
    */
   knownFile?: { size: number };
-  /**
-   * `mkdir`: the caller knows nothing is at the path and that its parent is a directory
-   * (its namespace listed the parent within its sync interval). A store that looks first
-   * (S3: a HEAD and a listing for the path and for its parent) may then make it at once.
-   */
-  knownAbsent?: boolean;
 }
 
 /** A streamed object write: await each `write` for back-pressure, then `complete` or `abort`. */

@@ -272,6 +272,72 @@ t.test('a file created while its directory is listed, where the listing shows a 
   t.equal((await ns.ufsLocation(created!.ino, { purpose: 'write', container: containerId })).noDirectoryForMs, undefined, 'its path is not vouched for');
 });
 
+t.test('a master elected after another listed a directory does not vouch for what that listing showed', async (t) => {
+  const { ns, sqlite, ufs } = await namespaceOn(t, 'vouch-elected', 60_000);
+  // Built first, as a standby is: it was running when the leader listed.
+  const standby = new Namespace({ table: sqlite, mounts: await MountTable.open(sqlite, `mem://vouch-elected-${process.pid}`, {}), syncIntervalMs: 60_000, logger: pino({ level: 'silent' }) });
+  t.teardown(() => standby.close());
+  await ns.mkdir('/d', 0o755);
+  const f = await ns.create('/d/f', 0o644);
+  await ufs.mkdir('/d/f');
+  await ns.forceSync('/d');
+  const { containerId } = await sqlite.beginWrite(f.ino);
+  const ask = (n: Namespace) => n.ufsLocation(f.ino, { purpose: 'write', container: containerId });
+  t.equal((await ask(ns)).noDirectoryForMs, undefined, 'the leader, which saw the directory, does not vouch');
+  standby.forgetListings(); // what its election does (server.ts onElected)
+  t.equal((await ask(standby)).noDirectoryForMs, undefined, 'nor does the master elected after it');
+});
+
+t.test('after an unmount the parent directory is listed again: the name is what its own store has there', async (t) => {
+  const { ns, ufs } = await namespaceOn(t, 'vouch-unmount', 60_000);
+  await ufs.mkdir('/m');
+  await ns.forceSync('/');
+  await ns.mount('/m', `mem://vouch-unmount-other-${process.pid}`, {});
+  // Meanwhile another program writes under m/ in the root store, which the mount hides.
+  const w = await ufs.create('/m/hidden');
+  await w.complete();
+  await ns.unmount('/m');
+  await t.rejects(ns.create('/m', 0o644), { code: 'ALREADY_EXISTS' }, 'a file cannot be made over the directory the root store has there');
+  t.same((await ns.list('/m')).map((e) => e.name), ['hidden'], 'which lists what is in it');
+});
+
+t.test('a name that a change in flight during a listing turns into a file, where the listing shows a directory, is not vouched for', async (t) => {
+  const { ns, sqlite, ufs } = await namespaceOn(t, 'vouch-busy', 60_000);
+  await ns.mkdir('/d', 0o755);
+  const a = await ns.create('/d/a', 0o644);
+  await ufs.mkdir('/d/x');
+  // The rename is held inside its table step while /d is listed.
+  const rename = sqlite.rename.bind(sqlite);
+  let go: () => void = () => undefined;
+  let held = false;
+  sqlite.rename = async (...args: Parameters<typeof rename>) => {
+    held = true;
+    await new Promise<void>((r) => (go = r));
+    return rename(...args);
+  };
+  const renaming = ns.rename('/d/a', '/d/x');
+  while (!held) await new Promise((r) => setTimeout(r, 5));
+  await ns.forceSync('/d');
+  go();
+  await renaming.catch(() => undefined);
+  sqlite.rename = rename;
+  const x = await sqlite.lookup((await sqlite.lookup(1, 'd'))!.ino, 'x');
+  t.same([x?.ino, x?.type], [a.ino, 'file'], 'the rename made x the file');
+  const { containerId } = await sqlite.beginWrite(a.ino);
+  t.equal((await ns.ufsLocation(a.ino, { purpose: 'write', container: containerId })).noDirectoryForMs, undefined, 'its path is not vouched for');
+});
+
+t.test('a listing with more than 1,000 new directories vouches for none of its names', async (t) => {
+  const { ns, sqlite, ufs } = await namespaceOn(t, 'vouch-many', 60_000);
+  await ns.mkdir('/d', 0o755);
+  const f = await ns.create('/d/f', 0o644);
+  for (let i = 0; i <= 1000; i++) await ufs.mkdir(`/d/sub${i}`);
+  await ns.forceSync('/d');
+  t.equal((await ns.list('/d')).length, 1002, 'the listing loaded them');
+  const { containerId } = await sqlite.beginWrite(f.ino);
+  t.equal((await ns.ufsLocation(f.ino, { purpose: 'write', container: containerId })).noDirectoryForMs, undefined, 'not looked up one by one: nothing in the directory is vouched for');
+});
+
 t.test('a directory made through Strata that the store already had is listed at its first readdir, not taken as empty', async (t) => {
   const { ns, ufs } = await namespaceOn(t, 'mkdir-existing', 60_000);
   await ns.mkdir('/d', 0o755);

@@ -777,19 +777,6 @@ t.test('a write the caller vouches no directory is at (noDirectoryUntil) complet
   await rejectsCode(t, async () => (await ufs.create('/d')).complete(), 'IS_DIRECTORY', 'which finds a directory there');
 });
 
-t.test('a mkdir the caller vouches for (knownAbsent) is one PUT of the marker; otherwise it looks at the path and its parent first', async (t) => {
-  const { ufs } = freshStore(t);
-  await ufs.mkdir('/d');
-  const sent = commandsSent(ufs);
-  await ufs.mkdir('/d/e', { knownAbsent: true });
-  t.same(sent, ['PutObjectCommand'], 'one request');
-  t.equal((await ufs.stat('/d/e'))?.type, 'directory', 'and the directory is there');
-  sent.length = 0;
-  await ufs.mkdir('/d/f');
-  t.ok(sent.filter((c) => c !== 'PutObjectCommand').length > 0, `without it, it looks first (${sent.join(', ')})`);
-  await rejectsCode(t, () => ufs.mkdir('/d/f'), 'ALREADY_EXISTS', 'and finds what is there');
-});
-
 t.test('a rename the caller vouches for (knownFile) is a CopyObject and a DeleteObject; either way it answers the new fingerprint', async (t) => {
   const { ufs } = freshStore(t);
   await ufs.mkdir('/d');
