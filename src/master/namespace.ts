@@ -1029,10 +1029,10 @@ export class Namespace {
    * For how many more ms this namespace knows no directory is at `parts` in its store (0: it
    * does not): the directory holding it was listed (or made here) within the sync interval,
    * the name is not a directory in it (or not there at all), and that listing, made by this
-   * namespace, did not show a directory under the name (#storeDirectories, #vouchSince). Only a change made directly in the store
-   * since could put one there, which the sync interval lets this namespace miss anyway. A
-   * writer then need not look before it completes (UfsCallOptions.noDirectoryUntil); with a
-   * sync interval of 0 it always looks.
+   * namespace, did not show a directory under the name (#storeDirectories, #vouchSince).
+   * Only a change made directly in the store since could put one there, which the sync
+   * interval lets this namespace miss anyway. A writer then need not look before it
+   * completes (UfsCallOptions.noDirectoryUntil); with a sync interval of 0 it always looks.
    */
   async #noDirectoryFor(parts: string[]): Promise<number> {
     if (parts.length === 0) return 0;

@@ -241,6 +241,11 @@ function fileStatus(name: string, o: Pick<ObjectInfo, 'size' | 'etag' | 'mtimeMs
   return { name, type: 'file', size: o.size, mtimeMs: o.mtimeMs, fingerprint: fingerprint(o.etag, o.size) };
 }
 
+/** What a rename's copy made at `to`, from the ETag the copy answered. */
+function copiedStatus(to: string[], etag: string, size: number): UfsStatus {
+  return { name: to[to.length - 1]!, type: 'file', size, mtimeMs: Date.now(), fingerprint: fingerprint(etag, size) };
+}
+
 function dirStatus(name: string): UfsStatus {
   return { name, type: 'directory', size: 0, mtimeMs: 0, fingerprint: 'dir' };
 }
@@ -1003,7 +1008,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
       const etag = await this.#copy(this.#objectKey(from), dstKey, known.size, opts, context);
       await this.#deleteMoved([this.#objectKey(from)], opts, context);
       await this.#keepDirectory(from.slice(0, -1), opts, context);
-      return etag ? { name: to[to.length - 1]!, type: 'file', size: known.size, mtimeMs: Date.now(), fingerprint: fingerprint(etag, known.size) } : undefined;
+      return etag ? copiedStatus(to, etag, known.size) : undefined;
     }
     const srcFile = await this.#head(this.#objectKey(from), opts, context);
     const srcDirKey = this.#dirKey(from);
@@ -1024,7 +1029,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
       if (dstUnder.length) throw new StrataError('IS_DIRECTORY', `${context}: the destination is a directory`);
       const etag = await this.#copy(srcFile.key, this.#objectKey(to), srcFile.size, opts, context);
       await this.#deleteMoved([srcFile.key], opts, context);
-      if (etag) moved = { name: to[to.length - 1]!, type: 'file', size: srcFile.size, mtimeMs: Date.now(), fingerprint: fingerprint(etag, srcFile.size) };
+      if (etag) moved = copiedStatus(to, etag, srcFile.size);
     } else {
       if (dstFile) throw new StrataError('NOT_DIRECTORY', `${context}: the destination is a file`);
       if (dstUnder.some((o) => o.key !== dstDirKey)) throw new StrataError('NOT_EMPTY', `${context}: the destination is not empty`);
@@ -1089,8 +1094,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
     }
   }
 
-  /** Server-side copy: CopyObject, or UploadPartCopy in parts for objects over the single-copy limit. */
-  /** Answers the copy's ETag when the store gave one. */
+  /** Server-side copy: CopyObject, or UploadPartCopy in parts for objects over the single-copy limit. Answers the copy's ETag when the store gave one. */
   async #copy(srcKey: string, dstKey: string, size: number, opts: UfsCallOptions | undefined, context: string): Promise<string | undefined> {
     const http = this.#http(opts);
     const source = copySource(this.#bucket, srcKey);

@@ -1339,6 +1339,23 @@ static void tsfn_finalize(napi_env env, void *data, void *hint) {
  * mount(mountpoint, args[], dispatcher, implemented: Uint8Array, conn: {maxWrite, maxReadahead, maxRead, writebackCache, spliceWrite, locks, flock})
  * returns an external handle.
  */
+/*
+ * Unmounts and stops the loop thread of a session marked unmounted; it is destroyed now, or by
+ * the last reply to a request still outstanding.
+ */
+static void session_stop(session_t *s) {
+  fuse_session_exit(s->se);
+  /* Unmounting makes the loop's read() fail with ENODEV, so the thread ends. */
+  fuse_session_unmount(s->se);
+  if (s->thread_started) {
+    pthread_kill(s->thread, SIGUSR2); /* nudge a read() that did not notice (harmless otherwise) */
+    pthread_join(s->thread, NULL);
+  }
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  atomic_store(&s->destroy_when_idle, 1);
+  if (atomic_load(&s->outstanding) == 0) maybe_destroy(s);
+}
+
 /* Our copy of the mount's arguments: libfuse parses its own copy (and frees that), never ours. */
 static void free_argv(char **argv, uint32_t n) {
   for (uint32_t i = 0; i < n; i++) free(argv[i]);
@@ -1382,7 +1399,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     if (s) munmap(s, sizeof(session_t));
     free(handle);
     fuse_opt_free_args(&args);
-  free_argv(fargv, nargs + 1);
+    free_argv(fargv, nargs + 1);
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
@@ -1454,7 +1471,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "strata-fuse", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, tsfn_finalize, s, call_js, &s->tsfn) != napi_ok) {
     fuse_opt_free_args(&args);
-  free_argv(fargv, nargs + 1);
+    free_argv(fargv, nargs + 1);
     session_free(s);
     free(handle);
     napi_throw_error(env, NULL, "cannot create the FUSE dispatcher");
@@ -1494,16 +1511,9 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   napi_value ext;
   if (napi_create_external(env, handle, handle_finalize, NULL, &ext) != napi_ok) {
     /* Mounted, but JS cannot hold it: unmount, and let the session go as an unmount would. */
-    handle->s = NULL;
     free(handle);
     atomic_store(&s->unmounted, 1);
-    fuse_session_exit(s->se);
-    fuse_session_unmount(s->se);
-    pthread_kill(s->thread, SIGUSR2);
-    pthread_join(s->thread, NULL);
-    napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
-    atomic_store(&s->destroy_when_idle, 1);
-    if (atomic_load(&s->outstanding) == 0) maybe_destroy(s);
+    session_stop(s);
     session_unref(s);
     napi_throw_error(env, NULL, "cannot create the mount's handle");
     return NULL;
@@ -1516,16 +1526,7 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
   SESSION_ARGS(1);
   int expected = 0;
   if (!atomic_compare_exchange_strong(&s->unmounted, &expected, 1)) return NULL;
-  fuse_session_exit(s->se);
-  /* Unmounting makes the loop's read() fail with ENODEV, so the thread ends. */
-  fuse_session_unmount(s->se);
-  if (s->thread_started) {
-    pthread_kill(s->thread, SIGUSR2); /* nudge a read() that did not notice (harmless otherwise) */
-    pthread_join(s->thread, NULL);
-  }
-  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
-  atomic_store(&s->destroy_when_idle, 1);
-  if (atomic_load(&s->outstanding) == 0) maybe_destroy(s);
+  session_stop(s);
   /* JS lets go here: the session is freed now, or by the last reply to a request still in flight. */
   handle_->s = NULL;
   session_unref(s);
