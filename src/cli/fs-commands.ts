@@ -338,6 +338,22 @@ class Copier {
     this.#progress?.update(this.stats.bytes, this.stats.files + this.stats.symlinks);
   };
 
+  /**
+   * A source the client can open again when it must send a file once more (its
+   * write-through was overtaken by a rename); progress counts the last attempt only.
+   */
+  #reopenable(open: (count: (n: number) => void) => Readable): () => Readable {
+    let counted = 0;
+    return () => {
+      this.#bytes(-counted);
+      counted = 0;
+      return open((n) => {
+        counted += n;
+        this.#bytes(n);
+      });
+    };
+  }
+
   #fileDone(): void {
     this.stats.files++;
     this.#progress?.update(this.stats.bytes, this.stats.files + this.stats.symlinks);
@@ -430,7 +446,7 @@ class Copier {
       this.stats.skipped++;
       return;
     }
-    await at(label(to), () => this.#fs.writeFile(dst, countedLocalStream(src, this.#bytes), st.size, st.mode & 0o7777));
+    await at(label(to), () => this.#fs.writeFile(dst, this.#reopenable((count) => countedLocalStream(src, count)), st.size, st.mode & 0o7777));
     this.#fileDone();
   }
 
@@ -486,7 +502,7 @@ class Copier {
     if (a.type !== 'file') this.#refuseSpecial(from, a.type);
     const reader = await at(label(from), () => this.#fs.openReader(src));
     try {
-      await at(label(to), () => this.#fs.writeFile(dst, readerStream(reader, label(from), this.#bytes), reader.size, a.mode));
+      await at(label(to), () => this.#fs.writeFile(dst, this.#reopenable((count) => readerStream(reader, label(from), count)), reader.size, a.mode));
     } finally {
       reader.close();
     }

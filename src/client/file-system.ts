@@ -900,8 +900,13 @@ export class StrataFileSystem {
 
   // ---- whole-file helpers for the CLI ---------------------------------------
 
-  /** Creates or replaces `path` with `size` bytes from `body`, streamed straight to a worker. */
-  async writeFile(path: string, body: Readable | Buffer, size: number, mode = 0o644): Promise<FileAttributes> {
+  /**
+   * Creates or replaces `path` with `size` bytes from `body`, streamed straight to a
+   * worker. A write-through whose file was renamed before its commit stores nothing
+   * (NOT_FOUND) and must be sent again to where the file is now: `body` as a function
+   * opens the bytes once per attempt; a stream, used up by then, fails instead.
+   */
+  async writeFile(path: string, body: Readable | Buffer | (() => Readable), size: number, mode = 0o644): Promise<FileAttributes> {
     let attrs: FileAttributes;
     try {
       attrs = await this.master.create(path, mode);
@@ -910,7 +915,18 @@ export class StrataFileSystem {
       attrs = await this.master.stat(path);
       if (attrs.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
     }
-    return this.#upload(attrs.ino, await this.master.beginWrite(attrs.ino), size, body, false);
+    const ino = attrs.ino;
+    const bytes = typeof body === 'function' ? async () => body() : body;
+    for (let attempt = 1; ; attempt++) {
+      const begin = await this.master.beginWrite(ino);
+      try {
+        return await this.#upload(ino, begin, size, bytes, false);
+      } catch (err) {
+        const moved = err instanceof StrataError && err.code === 'NOT_FOUND';
+        if (!moved || attempt >= 3 || bytes instanceof Readable) throw err;
+        this.#log.warn({ ino, err: (err as Error).message }, 'the file moved while it was written; writing it again');
+      }
+    }
   }
 
   /**

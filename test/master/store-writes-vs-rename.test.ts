@@ -21,6 +21,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
+import { Readable } from 'node:stream';
 import { tempRoot } from '../helpers/cluster';
 import { inProcessCluster, readWhole, until } from '../helpers/in-process';
 import { startMaster } from '../../src/master/server';
@@ -429,6 +430,28 @@ t.test('a write-through whose commit a rename overtook: the close writes it agai
   await until('every pin let go by the heartbeats', async () => (await unpersistedBlocks(workerUrl)) === 0);
   t.pass('nothing stays pinned');
   t.equal((await readWhole(fs, '/d/w2')).toString(), 'written through', 'and reads back');
+});
+
+// `fs cp` streams its source to a worker: the stream is used up when the commit fails, so the copy opens it again.
+t.test('a streamed write-through (fs cp) whose commit a rename overtook opens its source again and stores the file where it is now', async (t) => {
+  const { ufs, fs, create } = await cluster(t, 'cp-stray', 'CACHE_THROUGH');
+  await fs.mkdir('/d', 0o755);
+  const hook = renameAtCompleteThenHold(fs, create, '/d/c', '/d/c2');
+  hook.release();
+  let opened = 0;
+  const attrs = await fs.writeFile('/d/c', () => (opened++, Readable.from([Buffer.from('copied '), Buffer.from('bytes')])), 12);
+  t.ok(hook.renamed && hook.secondStarted, 'the rename came in between the write-through and its commit');
+  t.equal(opened, 2, 'the source was opened once more');
+  t.equal(attrs.size, 12, 'the copy returns the stored file');
+  t.equal((await fs.getattr('/d/c2')).persistState, 'persisted', 'stored when the copy returned');
+  t.equal(await readObject(ufs, '/d/c2'), 'copied bytes', 'the bytes are in the store where the file is now');
+  t.equal(await ufs.stat('/d/c'), null, 'and nothing at the old path');
+
+  // A stream cannot be read twice: the copy fails, and says so, rather than storing a part.
+  const again = renameAtCompleteThenHold(fs, create, '/d/s', '/d/s2');
+  again.release();
+  await t.rejects(fs.writeFile('/d/s', Readable.from([Buffer.from('streamed')]), 8), { code: 'NOT_FOUND' }, 'a stream overtaken by a rename fails');
+  t.equal(await ufs.stat('/d/s2'), null, 'nothing stored at the new path');
 });
 
 t.test('a store whose rename gives the object a new fingerprint (S3 copies): the file keeps its cache and mtime', async (t) => {
