@@ -348,6 +348,13 @@ export interface ChangesResponse {
   names: [number, string, number][];
   /** Files whose cached copies (block locations) changed: [inode, seq]. */
   located: [number, number][];
+  /**
+   * Of `inos`, those whose changes in this answer altered nothing stat shows, nor the
+   * file's bytes: its persist state, store fingerprint, sync time, pin or TTL. A client
+   * drops what it cached of them (`fs stat` shows the persist state), but a kernel's
+   * copy of their attributes and pages stays current. Absent from older masters.
+   */
+  quiet?: number[];
   /** The feed lease granted to a subscriber's poll (ms, from when it sent the poll); see master/feed-leases.ts. */
   leaseMs?: number;
   /**

@@ -501,9 +501,13 @@ export function strataHandlers(
       view = v;
       unsubscribe = c.subscribe({
         changed: (r) => {
-          v.changed(r.inos, r.names.map(([d, n]) => [d, n] as [number, string]), (i) => c.peekAttrs(i), (d, n) => c.peekEntry(d, n));
+          // A quiet change (a background persist, say) leaves what the kernel holds as it is: otherwise
+          // each file persisted after its create would make the next stat of it ask the master again.
+          const quiet = r.quiet?.length ? new Set(r.quiet) : undefined;
+          const inos = quiet ? r.inos.filter((ino) => !quiet.has(ino)) : r.inos;
+          v.changed(inos, r.names.map(([d, n]) => [d, n] as [number, string]), (i) => c.peekAttrs(i), (d, n) => c.peekEntry(d, n));
           // Any change may be a capability set elsewhere (setxattr touches ctime), seen or not by the kernel.
-          r.inos.forEach((ino, i) => noXattrs.changed(ino, r.seqs[i] ?? r.seq));
+          r.inos.forEach((ino, i) => quiet?.has(ino) || noXattrs.changed(ino, r.seqs[i] ?? r.seq));
         },
         reset: () => {
           v.reset();

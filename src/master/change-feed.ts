@@ -22,6 +22,14 @@ import type { ChangeLog } from './metastore';
 /** Changes kept for clients that fall behind; one further behind starts over (reset). */
 const KEEP = 200_000;
 
+/**
+ * Columns of `node` that neither stat nor the file's bytes show: a change of these
+ * alone is reported as quiet (ChangesResponse.quiet), so a mount keeps the kernel's
+ * copy; persisting files in the background would otherwise make every stat of them
+ * ask the master again.
+ */
+export const QUIET_COLUMNS: ReadonlySet<string> = new Set(['persisted', 'ufs_fingerprint', 'synced_at', 'pinned', 'ttl_expires_at', 'ttl_action']);
+
 /** The change log of the SQLite metastore: triggers into a TEMP table of its connection. */
 export class ChangeFeed implements ChangeLog {
   readonly epoch = randomBytes(6).toString('hex');
@@ -38,11 +46,16 @@ export class ChangeFeed implements ChangeLog {
 
   constructor(db: Database.Database) {
     this.#db = db;
-    // kind 0: the inode's attributes changed; 1: the name `name` in the directory `ino` changed; 2: where the file's blocks are cached changed.
+    // kind 0: the inode's attributes changed; 1: the name `name` in the directory `ino` changed; 2: where the file's blocks are cached changed;
+    // 3: only attributes that neither stat nor the file's bytes show changed (QUIET_COLUMNS).
+    const cols = (db.prepare(`SELECT name FROM pragma_table_info('node')`).all() as { name: string }[]).map((c) => c.name);
+    // A column added later counts as shown until it is listed as quiet.
+    const same = cols.filter((c) => !QUIET_COLUMNS.has(c)).map((c) => `OLD."${c}" IS NEW."${c}"`).join(' AND ');
     db.exec(`
       CREATE TEMP TABLE IF NOT EXISTS change (seq INTEGER PRIMARY KEY AUTOINCREMENT, ino INTEGER NOT NULL, kind INTEGER NOT NULL, name TEXT);
       CREATE TEMP TRIGGER IF NOT EXISTS change_node_ins AFTER INSERT ON main.node BEGIN INSERT INTO change (ino, kind) VALUES (NEW.ino, 0); END;
-      CREATE TEMP TRIGGER IF NOT EXISTS change_node_upd AFTER UPDATE ON main.node BEGIN INSERT INTO change (ino, kind) VALUES (NEW.ino, 0); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS change_node_upd AFTER UPDATE ON main.node WHEN NOT (${same}) BEGIN INSERT INTO change (ino, kind) VALUES (NEW.ino, 0); END;
+      CREATE TEMP TRIGGER IF NOT EXISTS change_node_upd_quiet AFTER UPDATE ON main.node WHEN ${same} BEGIN INSERT INTO change (ino, kind) VALUES (NEW.ino, 3); END;
       CREATE TEMP TRIGGER IF NOT EXISTS change_node_del AFTER DELETE ON main.node BEGIN INSERT INTO change (ino, kind) VALUES (OLD.ino, 0); END;
       CREATE TEMP TRIGGER IF NOT EXISTS change_edge_ins AFTER INSERT ON main.edge BEGIN INSERT INTO change (ino, kind, name) VALUES (NEW.parent, 1, NEW.name); END;
       CREATE TEMP TRIGGER IF NOT EXISTS change_edge_del AFTER DELETE ON main.edge BEGIN INSERT INTO change (ino, kind, name) VALUES (OLD.parent, 1, OLD.name); END;
@@ -96,10 +109,14 @@ export class ChangeFeed implements ChangeLog {
     const nodes = new Map<number, number>();
     const names = new Map<string, [number, string, number]>();
     const located = new Map<number, number>();
+    const shown = new Set<number>();
     for (const r of rows) {
       if (r.kind === 1) names.set(`${r.ino}/${r.name}`, [r.ino, r.name ?? '', r.seq]);
       else if (r.kind === 2) located.set(r.ino, r.seq);
-      else nodes.set(r.ino, r.seq);
+      else {
+        nodes.set(r.ino, r.seq);
+        if (r.kind === 0) shown.add(r.ino);
+      }
     }
     return {
       epoch: this.epoch,
@@ -109,6 +126,7 @@ export class ChangeFeed implements ChangeLog {
       seqs: [...nodes.values()],
       names: [...names.values()],
       located: [...located.entries()],
+      quiet: [...nodes.keys()].filter((ino) => !shown.has(ino)),
     };
   }
 

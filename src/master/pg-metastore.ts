@@ -575,8 +575,11 @@ function toStoreError(err: unknown): StrataError {
   return new StrataError('INTERNAL', `metadata database${state ? ` (${state})` : ''}: ${detail}`, { cause: err });
 }
 
-/** 0: the inode's attributes changed; 1: the name `name` in directory `ino` changed; 2: where the file's blocks are cached changed. */
-export type ChangeKind = 0 | 1 | 2;
+/**
+ * 0: the inode's attributes changed; 1: the name `name` in directory `ino` changed; 2: where the file's blocks are cached changed;
+ * 3: only attributes that neither stat nor the file's bytes show changed (see QUIET_COLUMNS in change-feed.ts).
+ */
+export type ChangeKind = 0 | 1 | 2 | 3;
 /** One entry of the change log. */
 export interface Change {
   ino: number;
@@ -605,6 +608,11 @@ class Tx {
   /** The inode's attributes changed. */
   node(ino: number): void {
     this.changed.push({ ino, kind: 0, name: null });
+  }
+
+  /** Only what neither stat nor the file's bytes show changed: persist state, store fingerprint, sync time, pin, TTL. */
+  quiet(ino: number): void {
+    this.changed.push({ ino, kind: 3, name: null });
   }
 
   /** The entry `name` of directory `parent` changed. */
@@ -697,13 +705,18 @@ export class PgChangeLog implements ChangeLog {
     const nodes = new Map<number, number>();
     const names = new Map<string, [number, string, number]>();
     const located = new Map<number, number>();
+    const shown = new Set<number>();
     batch.forEach((c, i) => {
       const s = since + 1 + i;
       if (c.kind === 1) names.set(`${c.ino}/${c.name}`, [c.ino, c.name ?? '', s]);
       else if (c.kind === 2) located.set(c.ino, s);
-      else nodes.set(c.ino, s);
+      else {
+        nodes.set(c.ino, s);
+        if (c.kind === 0) shown.add(c.ino);
+      }
     });
-    return { epoch: this.epoch, seq, reset: false, inos: [...nodes.keys()], seqs: [...nodes.values()], names: [...names.values()], located: [...located.entries()] };
+    const inos = [...nodes.keys()];
+    return { epoch: this.epoch, seq, reset: false, inos, seqs: [...nodes.values()], names: [...names.values()], located: [...located.entries()], quiet: inos.filter((ino) => !shown.has(ino)) };
   }
 
   #wait(ms: number, signal?: AbortSignal): Promise<void> {
@@ -1677,7 +1690,7 @@ export class PgMetastore implements Metastore {
       await tx.run(Q.dropPersist, [ino]);
       if (!n || n.type !== 'file') return false;
       await tx.run(Q.markPersisted, [ino, fingerprint, Date.now()]);
-      tx.node(ino);
+      tx.quiet(ino);
       return true;
     });
   }
@@ -1704,7 +1717,7 @@ export class PgMetastore implements Metastore {
     if (inos.length === 0) return;
     await this.#tx(async (tx) => {
       for (const r of await tx.rows<{ ino: number }>(Q.markSynced, [at, inos])) {
-        tx.node(r.ino);
+        tx.quiet(r.ino);
         if (at === 0) tx.edge(r.ino, ''); // the listing is to be read again (ChangeFeed.listingChanged)
       }
     });
@@ -1943,7 +1956,7 @@ export class PgMetastore implements Metastore {
       await this.#requireNode(tx, ino);
       const files = (await tx.rows<{ pinned: boolean }>(Q.subtreeFiles, [ino])).filter((f) => f.pinned !== pinned).length;
       const changed = await tx.rows<{ ino: number }>(Q.setPinnedSubtree, [ino, pinned]);
-      for (const r of changed) tx.node(r.ino);
+      for (const r of changed) tx.quiet(r.ino);
       if (changed.length > 0) await this.#bumpPinVersion(tx);
       return { files };
     });
@@ -1954,7 +1967,7 @@ export class PgMetastore implements Metastore {
     await this.#tx(async (tx) => {
       await this.#requireNode(tx, ino);
       await tx.run(Q.setTtl, [ino, expiresAtMs, expiresAtMs === null ? null : action]);
-      tx.node(ino);
+      tx.quiet(ino);
     });
   }
 
@@ -1970,14 +1983,14 @@ export class PgMetastore implements Metastore {
   /** Clears a TTL that fired, unless it was set again meanwhile. */
   async clearTtl(ino: number, expiresAtMs: number): Promise<void> {
     await this.#tx(async (tx) => {
-      if ((await tx.run(Q.clearTtl, [ino, expiresAtMs])) > 0) tx.node(ino);
+      if ((await tx.run(Q.clearTtl, [ino, expiresAtMs])) > 0) tx.quiet(ino);
     });
   }
 
   /** Moves a TTL whose action failed to `at`, unless it was set again meanwhile. */
   async rescheduleTtl(ino: number, expiresAtMs: number, at: number): Promise<void> {
     await this.#tx(async (tx) => {
-      if ((await tx.run(Q.rescheduleTtl, [ino, expiresAtMs, at])) > 0) tx.node(ino);
+      if ((await tx.run(Q.rescheduleTtl, [ino, expiresAtMs, at])) > 0) tx.quiet(ino);
     });
   }
 

@@ -313,6 +313,37 @@ t.test("changes this mount makes in a directory do not make it notify the kernel
   t.equal((await fsp.readdir(a('d'))).length, 30 + 10 + 6, 'and it lists every name');
 });
 
+t.test("files persisted in the background (ASYNC_THROUGH) keep the kernel's copy of their attributes: stats after it ask nothing", async (t) => {
+  const port = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '-1'], mountArgs: () => ['--write-type', 'ASYNC_THROUGH', '--metrics-port', String(port)] });
+  const a = (p: string) => path.join(c.mounts[0]!, p);
+  const attrNotes = async () => Number(/^strata_fuse_kernel_invalidations_total\{[^}]*what="attrs"[^}]*\} (\d+)/m.exec(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text())?.[1] ?? 0);
+  const persisted = async (p: string) => ((await (await fetch(`${c.masterUrl}/api/v1/stat?path=${encodeURIComponent(p)}`)).json()) as { persistState: string }).persistState === 'persisted';
+  await fsp.mkdir(a('d'));
+  const n = 20;
+  for (let i = 0; i < n; i++) await fsp.writeFile(a(`d/f${i}`), `file number ${i}`);
+  const first = await Promise.all(Array.from({ length: n }, (_, i) => fsp.stat(a(`d/f${i}`))));
+  const notesBefore = await attrNotes();
+  for (let i = 0; i < n; i++) {
+    for (let tries = 0; !(await persisted(`/d/f${i}`)); tries++) {
+      if (tries > 200) throw new Error(`/d/f${i} was not persisted within 20 s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const asked = (await masterCount(c.masterUrl, '/api/v1/stat')) + (await masterCount(c.masterUrl, '/api/v1/lookup'));
+  for (let i = 0; i < n; i++) {
+    const st = await fsp.stat(a(`d/f${i}`));
+    if (st.size !== first[i]!.size || st.mtimeMs !== first[i]!.mtimeMs || st.ino !== first[i]!.ino) t.fail(`f${i}: stat changed`);
+  }
+  t.equal((await attrNotes()) - notesBefore, 0, `${n} files persisted: no notification dropped the kernel's copy of their attributes`);
+  t.equal((await masterCount(c.masterUrl, '/api/v1/stat')) + (await masterCount(c.masterUrl, '/api/v1/lookup')) - asked, 0, 'and their stats asked the master nothing');
+});
+
 t.test("a lookup brings a small file's blocks along: the open after it asks the master nothing", async (t) => {
   const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '-1'] });
   const a = (p: string) => path.join(c.mounts[0]!, p);

@@ -546,6 +546,39 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.same(await names(since), [''], 'markSyncedMany too; a missing node reports nothing');
   });
 
+  t.test('a change of what stat does not show (persisted, synced, pinned, TTL) is reported quiet; one stat shows is not, in the same answer either', async (t) => {
+    const { store, dir, tag } = await setup(t);
+    const w = await register(store, uuid(tag, 7), `http://quiet-${tag}:1`);
+    const f = await store.createChild(dir.ino, 'f', fileNode());
+    const v = await write(store, f.ino, 3, w, { writeType: 'ASYNC_THROUGH' });
+    const since = async () => store.changes.seq();
+    const changes = async (from: number) => store.changes.changes(store.changes.epoch, from, 0);
+    const quietOf = async (from: number) => {
+      const r = await changes(from);
+      return { listed: r.inos.includes(f.ino), quiet: (r.quiet ?? []).includes(f.ino) };
+    };
+    let from = await since();
+    t.ok(await store.markPersisted(f.ino, v.containerId, 'fp-1'));
+    t.same(await quietOf(from), { listed: true, quiet: true }, 'persisted: listed (a cache drops it), and quiet');
+    from = await since();
+    await store.markSynced(f.ino);
+    t.same(await quietOf(from), { listed: true, quiet: true }, 'synced: quiet');
+    from = await since();
+    await store.setPinned(f.ino, true);
+    t.same(await quietOf(from), { listed: true, quiet: true }, 'pinned: quiet');
+    from = await since();
+    await store.setTtl(f.ino, Date.now() + 60_000, 'free');
+    t.same(await quietOf(from), { listed: true, quiet: true }, 'a TTL set: quiet');
+    from = await since();
+    await store.setAttributes(f.ino, { mode: 0o600 });
+    t.same(await quietOf(from), { listed: true, quiet: false }, 'a chmod: not quiet');
+    from = await since();
+    await store.setPinned(f.ino, false);
+    await store.setAttributes(f.ino, { mode: 0o640 });
+    await store.markSynced(f.ino);
+    t.same(await quietOf(from), { listed: true, quiet: false }, 'a chmod between quiet changes in one answer: not quiet');
+  });
+
   t.test('persist queue: ASYNC_THROUGH commits, due entries, backoff, markPersisted and dropPersist', async (t) => {
     const { store, dir, tag } = await setup(t);
     const w = await register(store, uuid(tag, 1), `http://persist-${tag}:1`);
