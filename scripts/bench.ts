@@ -6,7 +6,8 @@
  *                    [--systems strata,strataAsync,rclone,s3fs,local] [--keep]
  *
  * --quick     sizes ~20x smaller (and --runs 1 unless given)
- * --runs N    each figure is the median of N runs, with min and max [3; quick 1]
+ * --runs N    each figure is the median of N runs, with min and max [3; quick 1]; the runs
+ *             alternate between the systems (run 1 of each, then run 2 of each, …)
  * --out FILE  also write the table as JSON: {"rows":[{"workload","unit","strata","strataAsync",
  *             "rclone","s3fs","local","min":{…},"max":{…}}],"resources":[…],"fuse":[…]}; higher is better in every
  *             row's unit, null where a system was not measured
@@ -1064,47 +1065,41 @@ async function metadata(c: Ctx, sys: BenchSystem, runNo: number): Promise<void> 
   rmdirSync(dir);
 }
 
-/** Every workload for one system, each run as the workload needs (fresh mounts for cold ones). */
-async function benchSystem(c: Ctx, sys: BenchSystem): Promise<void> {
+/**
+ * Every workload for one system, run `r` of `runs` (fresh mounts for cold ones). Runs
+ * alternate between the systems (run 1 of each, then run 2 of each, …): this VM's
+ * speed drifts by 20% and more over minutes, and only figures taken close together
+ * compare.
+ */
+async function benchSystem(c: Ctx, sys: BenchSystem, r: number): Promise<void> {
   const { runs } = c.opts;
   const only = sys.id === 'strataAsync' ? new Set([...c.opts.only].filter((w) => ASYNC_WORKLOADS.has(w))) : c.opts.only;
-  const step = (what: string, r: number) => note(`${SYSTEM_TITLE[sys.id]}: ${what}${runs > 1 ? ` (run ${r}/${runs})` : ''}`);
+  const step = (what: string) => note(`${SYSTEM_TITLE[sys.id]}: ${what}${runs > 1 ? ` (run ${r}/${runs})` : ''}`);
   try {
     if (only.has('write')) {
       if (!sys.started) await sys.start();
-      for (let r = 1; r <= runs; r++) {
-        step(`sequential write of ${fmtBytes(c.sizes.big)}`, r);
-        await seqWrite(c, sys, r);
-      }
+      step(`sequential write of ${fmtBytes(c.sizes.big)}`);
+      await seqWrite(c, sys, r);
     }
     if (only.has('read')) {
-      for (let r = 1; r <= runs; r++) {
-        step(`cold / warm / hot sequential read of ${fmtBytes(c.sizes.big)}`, r);
-        await seqRead(c, sys);
-      }
+      step(`cold / warm / hot sequential read of ${fmtBytes(c.sizes.big)}`);
+      await seqRead(c, sys);
     }
     if (only.has('rand')) {
-      for (let r = 1; r <= runs; r++) {
-        step(`4 KiB random reads for ${c.sizes.randSeconds}s`, r);
-        await randRead(c, sys);
-      }
+      step(`4 KiB random reads for ${c.sizes.randSeconds}s`);
+      await randRead(c, sys);
     }
     if (only.has('small')) {
-      for (let r = 1; r <= runs; r++) {
-        step(`${fmtCount(c.sizes.smallCount)} × ${fmtBytes(c.sizes.smallSize)} files, ${c.sizes.readers} readers, 2 epochs`, r);
-        await smallFiles(c, sys);
-      }
+      step(`${fmtCount(c.sizes.smallCount)} × ${fmtBytes(c.sizes.smallSize)} files, ${c.sizes.readers} readers, 2 epochs`);
+      await smallFiles(c, sys);
     }
     if (only.has('meta')) {
       if (!sys.started) await sys.start();
-      for (let r = 1; r <= runs; r++) {
-        step(`create / stat / list / unlink ${fmtCount(c.sizes.metaCount)} files`, r);
-        await metadata(c, sys, r);
-      }
+      step(`create / stat / list / unlink ${fmtCount(c.sizes.metaCount)} files`);
+      await metadata(c, sys, r);
     }
   } finally {
     await sys.stop();
-    recordRssRows(c, sys);
   }
 }
 
@@ -1571,19 +1566,25 @@ async function main(): Promise<void> {
         rclone: () => new RcloneMount(root, path.join(root, 'mnt-rclone'), store.endpoint),
         s3fs: () => new S3fsMount(root, path.join(root, 'mnt-s3fs'), store.endpoint),
       };
-      for (const id of SYSTEMS) {
-        if (!systems.has(id)) continue;
-        checkAbort();
-        const sys = make[id]();
-        try {
-          await benchSystem(c, sys);
-        } catch (err) {
-          if (err instanceof Aborted || aborted) throw err;
-          const msg = (err as Error).message;
-          note(`${SYSTEM_TITLE[id]}: FAILED: ${msg}${opts.keep ? '' : ' (run with --keep to keep the logs)'}`);
-          skipped[id] = `failed: ${msg}`;
+      const benched = SYSTEMS.filter((id) => systems.has(id)).map((id) => make[id]());
+      try {
+        for (let r = 1; r <= opts.runs; r++) {
+          for (const sys of benched) {
+            if (skipped[sys.id]) continue;
+            checkAbort();
+            try {
+              await benchSystem(c, sys, r);
+            } catch (err) {
+              if (err instanceof Aborted || aborted) throw err;
+              const msg = (err as Error).message;
+              note(`${SYSTEM_TITLE[sys.id]}: FAILED: ${msg}${opts.keep ? '' : ' (run with --keep to keep the logs)'}`);
+              skipped[sys.id] = `failed: ${msg}`;
+            }
+            writeJson(true);
+          }
         }
-        writeJson(true);
+      } finally {
+        for (const sys of benched) recordRssRows(c, sys);
       }
       await store.close();
     }
