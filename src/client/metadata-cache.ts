@@ -94,6 +94,11 @@ export class MetadataCache {
     return this.#applied;
   }
 
+  /** How long an answer may be kept (ms; -1 = no limit, 0 = not at all): the feed's ttlMs. */
+  get ttlMs(): number {
+    return this.#ttlMs;
+  }
+
   /** Is an answer with this stamp from the feed this cache follows (and is it following it)? */
   follows(s: ChangeStamp): boolean {
     return this.#healthy && s.epoch === this.#epoch;

@@ -139,6 +139,61 @@ class KernelView {
   }
 }
 
+/**
+ * Which directory listings the kernel may keep (FOPEN_CACHE_DIR) and serve again
+ * without asking: each opendir says whether the kernel's copy, if it has one, is
+ * still the directory's listing. It is when this mount last listed the directory
+ * from its start as of feed seq `asOf`, within the time to live, and the feed has
+ * reported no name in it changed after `asOf`. This mount's own changes in it need
+ * no record: the kernel drops its listing after each of them itself.
+ */
+class KernelListings {
+  /** Per directory: the last listing (asOf, when) and the last name change the feed reported in it. */
+  readonly #dirs: LRUCache<number, { asOf?: number; at?: number; changed: number }>;
+  /** Name changes of directories pushed out of #dirs: a listing older than the newest of them is not kept. */
+  #floor = 0;
+
+  constructor(max = 10_000) {
+    this.#dirs = new LRUCache({ max, dispose: (v, _k, reason) => reason === 'evict' && (this.#floor = Math.max(this.#floor, v.changed)) });
+  }
+
+  /** This mount answered a listing of `dir` from its start, as of feed seq `asOf`. */
+  listed(dir: number, asOf: number): void {
+    const changed = this.#dirs.peek(dir)?.changed ?? 0;
+    this.#dirs.set(dir, { asOf, at: Date.now(), changed });
+  }
+
+  /**
+   * The feed reported a name in `dir` changed at `seq` (also before a listing's answer
+   * came in). True when the kernel may hold a listing older than that: the caller drops
+   * it now, so a handle already open (a rewinddir) reads it again too.
+   */
+  changed(dir: number, seq: number): boolean {
+    const e = this.#dirs.peek(dir);
+    if (!e) {
+      this.#dirs.set(dir, { changed: seq });
+      return false;
+    }
+    e.changed = Math.max(e.changed, seq);
+    if (e.asOf === undefined || e.asOf >= seq) return false;
+    delete e.asOf;
+    return true;
+  }
+
+  /** May the kernel keep its listing of `dir`, if it has one made within `ttlMs`? */
+  keep(dir: number, ttlMs: number): boolean {
+    const e = this.#dirs.peek(dir);
+    if (e?.asOf === undefined || e.at === undefined) return false;
+    return e.asOf >= e.changed && e.asOf >= this.#floor && Date.now() - e.at < ttlMs;
+  }
+
+  /** A new feed (another master) or a lost one: no listing is vouched for. */
+  reset(): void {
+    this.#dirs.clear();
+    this.#floor = 0;
+  }
+}
+
 /** Where NoXattrCache keeps a copy the binding answers the kernel from (FuseSession.xattrsAbsent). */
 export interface XattrMirror {
   set(ino: number, capMs: number, allMs: number): void;
@@ -492,6 +547,8 @@ export function strataHandlers(
   const kept = new KeptReads(readServer, (ranges) => fs.releaseKept(ranges));
   // Looked up when first needed: building the handlers must not touch the file system (tests list features that way).
   let view: KernelView | undefined;
+  const listings = new KernelListings();
+  let nextDirFh = 1;
   let unsubscribe: (() => void) | undefined;
   const cache = () => {
     if (EXACT_TIMEOUT <= 0) return undefined;
@@ -501,6 +558,7 @@ export function strataHandlers(
       view = v;
       unsubscribe = c.subscribe({
         changed: (r) => {
+          for (const [dir, , seq] of r.names) if (listings.changed(dir, seq)) void invalidate(dir);
           // A quiet change (a background persist, say) leaves what the kernel holds as it is: otherwise
           // each file persisted after its create would make the next stat of it ask the master again.
           const quiet = r.quiet?.length ? new Set(r.quiet) : undefined;
@@ -511,6 +569,7 @@ export function strataHandlers(
         },
         reset: () => {
           v.reset();
+          listings.reset();
           noXattrs.clear();
         },
       });
@@ -677,6 +736,16 @@ export function strataHandlers(
       kept.closing(fh);
       return fs.release(fh);
     },
+    opendir: async (_ctx, ino) => {
+      const fh = nextDirFh++;
+      const c = cache();
+      if (!c) return { fh };
+      // Listings kept by the kernel as long as the rest of what it keeps, and no longer than the
+      // cache's time to live: a listing past it is read again, so the master checks the store again.
+      const ttlMs = c.ttlMs < 0 ? EXACT_TIMEOUT * 1000 : Math.min(EXACT_TIMEOUT * 1000, c.ttlMs);
+      if (ttlMs <= 0) return { fh };
+      return { fh, cacheReaddir: true, keepCache: c.usable() && listings.keep(ino, ttlMs) };
+    },
     readdir: async (_ctx, ino, _fh, after) => {
       // Subscribed to the feed before the tokens: changes it applies during the listing must reach noXattrs.
       const feed = cache();
@@ -691,6 +760,7 @@ export function strataHandlers(
         throw err;
       }
       const { entries, next, asOf } = page;
+      if (after === null && asOf !== undefined && feed) listings.listed(ino, asOf);
       // What the listing showed without any attribute (`ls -l` asks for two per entry), for as long as the
       // kernel keeps the entries; used while the feed lease runs (NoXattrCache).
       if (asOf !== undefined && feed) for (const e of entries) if (e.xattrs === false) noXattrs.addListed(e.ino, asOf, tokens, kernelCache.exactTimeoutMs ?? 0);

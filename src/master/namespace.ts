@@ -192,7 +192,8 @@ export class Namespace {
 
   #isStale(n: NodeRecord, mount: Mount): boolean {
     const interval = mount.syncIntervalMs ?? this.#syncIntervalMs;
-    if (interval < 0) return false;
+    // Never re-checked, but loaded once: syncedAt 0 is never listed, or marked to be listed again (a store mounted there).
+    if (interval < 0) return n.syncedAt === 0;
     return Date.now() - n.syncedAt > interval;
   }
 

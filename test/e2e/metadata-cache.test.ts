@@ -17,6 +17,20 @@ import { startCluster } from '../helpers/multi-cluster';
 import { startFaultProxy } from '../helpers/fault-proxy';
 import { CLI, forceUnmount, runCli } from '../helpers/cluster';
 
+/** Lists the directory argv[1] through one descriptor, then again (up to 3 s, until `obj` shows) after a line on stdin. */
+const HELD_DIR_LISTER = `
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+print(sorted(os.listdir(fd)), flush=True)
+sys.stdin.readline()
+t0 = time.time()
+while True:
+    names = sorted(os.listdir(fd))
+    if 'obj' in names or time.time() - t0 > 3: break
+    time.sleep(0.02)
+print(names, flush=True)
+`;
+
 /** Past the kernel's attribute and entry timeouts (1 s). */
 const KERNEL_TTL = () => new Promise((r) => setTimeout(r, 1300));
 
@@ -342,6 +356,88 @@ t.test("files persisted in the background (ASYNC_THROUGH) keep the kernel's copy
   }
   t.equal((await attrNotes()) - notesBefore, 0, `${n} files persisted: no notification dropped the kernel's copy of their attributes`);
   t.equal((await masterCount(c.masterUrl, '/api/v1/stat')) + (await masterCount(c.masterUrl, '/api/v1/lookup')) - asked, 0, 'and their stats asked the master nothing');
+});
+
+t.test('a listing is the kernel\'s to repeat while no name in the directory changed; a name changed through any client shows in the next one', async (t) => {
+  const port = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const c = await startCluster(t, { workers: 1, mounts: 2, masterArgs: ['--sync-interval-ms', '-1'], mountArgs: (i) => (i === 0 ? ['--metrics-port', String(port)] : []) });
+  const [a, b] = c.mounts.map((m) => (p: string) => path.join(m, p));
+  const readdirs = async () => Number(/^strata_fuse_op_seconds_count\{[^}]*op="readdir"[^}]*\} (\d+)/m.exec(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text())?.[1] ?? 0);
+  const names = async () => (await fsp.readdir(a!('d'))).sort();
+  const within = async (what: string, check: (n: string[]) => boolean) => {
+    const t0 = Date.now();
+    while (Date.now() - t0 < 3000) {
+      if (check(await names())) return t.pass(`${what} (${Date.now() - t0} ms)`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    t.fail(`${what}: not within 3 s (${(await names()).join(' ')})`);
+  };
+  await fsp.mkdir(b!('d'));
+  for (let i = 0; i < 50; i++) await fsp.writeFile(b!(`d/f${i}`), `${i}`);
+  t.equal((await names()).length, 50, 'A lists what B made');
+  const before = await readdirs();
+  for (let i = 0; i < 5; i++) t.equal((await names()).length, 50);
+  t.equal((await readdirs()) - before, 0, 'five more listings were the kernel\'s: no readdir reached the mount');
+
+  await fsp.writeFile(b!('d/new'), 'n');
+  await within('a name B made shows in the next listings', (n) => n.includes('new'));
+  await fsp.unlink(b!('d/f1'));
+  await within('a name B removed is gone', (n) => !n.includes('f1'));
+  await fsp.rename(b!('d/f2'), b!('d/f2x'));
+  await within('a name B renamed shows renamed', (n) => n.includes('f2x') && !n.includes('f2'));
+  const made = await runCli(['fs', 'mkdir', '/d/fromCli', '--master', c.masterUrl]);
+  t.equal(made.code, 0, made.stderr);
+  await within('a directory the CLI made (no cache of its own) shows', (n) => n.includes('fromCli'));
+  // This mount's own changes: the kernel drops its listing itself, so the very next one has them.
+  await fsp.writeFile(a!('d/mine'), 'm');
+  t.ok((await names()).includes('mine'), 'a name A made is in its very next listing');
+  await fsp.rename(a!('d/mine'), a!('d/mine2'));
+  t.same((await names()).filter((n) => n.startsWith('mine')), ['mine2'], 'renamed by A: at once');
+  await fsp.unlink(a!('d/mine2'));
+  t.notOk((await names()).some((n) => n.startsWith('mine')), 'removed by A: at once');
+  t.equal((await names()).length, 50 + 1 - 1 + 1, 'and every other name is there');
+
+  // Names that change with no change of the directory itself: a store mounted on it.
+  await fsp.mkdir(a!('m'));
+  t.same(await fsp.readdir(a!('m')), [], 'empty at first');
+  t.same(await fsp.readdir(a!('m')), [], 'and listed again (the kernel answers)');
+  // Also a directory held open across the change: python's listdir of a descriptor reads it from its start
+  // again (rewinddir), with no opendir for the mount to answer.
+  const held = spawn('python3', ['-c', HELD_DIR_LISTER, a!('m')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let heldOut = '';
+  held.stdout!.on('data', (d) => (heldOut += d));
+  const heldDone = new Promise((r) => held.once('exit', r));
+  t.teardown(() => void held.kill());
+  while (!heldOut.includes('\n')) await new Promise((r) => setTimeout(r, 20));
+  t.equal(heldOut.trim(), '[]', 'listed through a descriptor held open: empty');
+  const store = path.join(c.root, 'other-store');
+  await fsp.mkdir(store);
+  await fsp.writeFile(path.join(store, 'obj'), 'in the other store');
+  const mounted = await runCli(['fs', 'mount', '/m', `file://${store}`, '--master', c.masterUrl]);
+  t.equal(mounted.code, 0, mounted.stderr);
+  held.stdin!.end('go\n');
+  await heldDone;
+  t.equal(heldOut.trim().split('\n')[1], "['obj']", 'the held descriptor, listed from its start again, shows the mounted store\'s object');
+  const t0 = Date.now();
+  while (!(await fsp.readdir(a!('m'))).includes('obj') && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 20));
+  t.same(await fsp.readdir(a!('m')), ['obj'], "a store mounted on the directory: its objects show in the next listings");
+});
+
+t.test("a listing the kernel keeps is read again once the store's sync interval passed: an object put straight into the store shows", async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '1500'] });
+  const a = (p: string) => path.join(c.mounts[0]!, p);
+  await fsp.mkdir(a('d'));
+  await fsp.writeFile(a('d/x'), 'x');
+  t.same(await fsp.readdir(a('d')), ['x']);
+  t.same(await fsp.readdir(a('d')), ['x'], 'listed again (the kernel may answer)');
+  await fsp.writeFile(path.join(c.ufsDir, 'd', 'direct'), 'put straight into the store');
+  await new Promise((r) => setTimeout(r, 1800));
+  t.same((await fsp.readdir(a('d'))).sort(), ['direct', 'x'], 'past the sync interval the listing shows the new object');
 });
 
 t.test("a lookup brings a small file's blocks along: the open after it asks the master nothing", async (t) => {

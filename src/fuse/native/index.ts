@@ -120,9 +120,11 @@ export interface AttrReply {
 export interface OpenReply {
   fh: number;
   directIo?: boolean;
-  /** Keep the kernel's page cache of the file from an earlier open. */
+  /** Keep the kernel's page cache of the file from an earlier open (of a directory: its cached listing). */
   keepCache?: boolean;
   nonseekable?: boolean;
+  /** opendir: the kernel may keep this listing in its page cache and serve later ones from it (FOPEN_CACHE_DIR). */
+  cacheReaddir?: boolean;
 }
 
 /** The changes a setattr asks for; absent fields stay as they are. */
@@ -267,7 +269,7 @@ function attrArray(a: Attr): Float64Array {
 }
 
 function openFlags(o: OpenReply): number {
-  return (o.directIo ? 1 : 0) | (o.keepCache ? 2 : 0) | (o.nonseekable ? 4 : 0);
+  return (o.directIo ? 1 : 0) | (o.keepCache ? 2 : 0) | (o.nonseekable ? 4 : 0) | (o.cacheReaddir ? 8 : 0);
 }
 
 const IMPLEMENTS: [keyof LowLevelHandlers, number][] = [

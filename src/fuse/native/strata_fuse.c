@@ -1016,6 +1016,7 @@ static void fill_open(napi_env env, napi_value fh, napi_value flags, struct fuse
   fi->direct_io = (f & 1) != 0;
   fi->keep_cache = (f & 2) != 0;
   fi->nonseekable = (f & 4) != 0;
+  fi->cache_readdir = (f & 8) != 0;
 }
 
 /* replyCreate(req, ino, generation, attr, attrTimeout, entryTimeout, fh, openFlags) */
