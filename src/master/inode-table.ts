@@ -25,8 +25,8 @@ import {
   type QueuedPersist,
   type SyncGuard,
   NODE_TYPE_CODE,
-  type NodeRow,
-  nodeRecordFromRow,
+  NODE_COLUMNS,
+  nodeRecordFromValues,
   type CommitEmptyRequest,
   type CreatedEmpty,
 } from './metastore';
@@ -256,11 +256,12 @@ export class InodeTable {
 
   private prepare() {
     const db = this.#db;
+    const N = NODE_COLUMNS.map((c) => `n.${c}`).join(', ');
     return {
-      node: db.prepare(`SELECT * FROM node WHERE ino = ?`),
+      node: db.prepare(`SELECT ${N} FROM node n WHERE ino = ?`).raw(true),
       edge: db.prepare(`SELECT ino FROM edge WHERE parent = ? AND name = ?`),
-      children: db.prepare(`SELECT e.name AS name, n.* FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = ? ORDER BY e.name`),
-      childrenAfter: db.prepare(`SELECT e.name AS name, n.*, EXISTS (SELECT 1 FROM xattr x WHERE x.ino = n.ino) AS has_xattrs FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = ? AND e.name > ? ORDER BY e.name LIMIT ?`),
+      children: db.prepare(`SELECT ${N}, e.name FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = ? ORDER BY e.name`).raw(true),
+      childrenAfter: db.prepare(`SELECT ${N}, e.name, EXISTS (SELECT 1 FROM xattr x WHERE x.ino = n.ino) FROM edge e JOIN node n ON n.ino = e.ino WHERE e.parent = ? AND e.name > ? ORDER BY e.name LIMIT ?`).raw(true),
       childCount: db.prepare(`SELECT COUNT(*) AS n FROM edge WHERE parent = ?`),
       parentOf: db.prepare(`SELECT parent, name FROM edge WHERE ino = ? ORDER BY primary_link DESC LIMIT 1`),
       edgeFlag: db.prepare(`SELECT primary_link FROM edge WHERE parent = ? AND name = ?`),
@@ -372,8 +373,8 @@ export class InodeTable {
   // ---- reads ---------------------------------------------------------------
 
   getNode(ino: number): NodeRecord | undefined {
-    const row = this.#stmt.node.get(ino) as NodeRow | undefined;
-    return row && nodeRecordFromRow(row);
+    const row = this.#stmt.node.get(ino) as unknown[] | undefined;
+    return row && nodeRecordFromValues(row);
   }
 
   requireNode(ino: number): NodeRecord {
@@ -388,12 +389,12 @@ export class InodeTable {
   }
 
   children(parent: number): NamedNodeRecord[] {
-    return (this.#stmt.children.all(parent) as (NodeRow & { name: string })[]).map((r) => ({ ...nodeRecordFromRow(r), name: r.name }));
+    return (this.#stmt.children.all(parent) as unknown[][]).map((r) => ({ ...nodeRecordFromValues(r), name: r[NODE_COLUMNS.length] as string }));
   }
 
   /** Up to `limit` children named after `after` (every name is non-empty, so '' starts at the first). */
   childrenPage(parent: number, after: string | null, limit: number): ListedNodeRecord[] {
-    return (this.#stmt.childrenAfter.all(parent, after ?? '', limit) as (NodeRow & { name: string; has_xattrs: number })[]).map((r) => ({ ...nodeRecordFromRow(r), name: r.name, xattrs: r.has_xattrs === 1 }));
+    return (this.#stmt.childrenAfter.all(parent, after ?? '', limit) as unknown[][]).map((r) => ({ ...nodeRecordFromValues(r), name: r[NODE_COLUMNS.length] as string, xattrs: r[NODE_COLUMNS.length + 1] === 1 }));
   }
 
   /** The path of an inode from the root, through its first parent edge. */
