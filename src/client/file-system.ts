@@ -290,6 +290,9 @@ interface Handle {
   info?: FileBlocksResponse;
 }
 
+/** Errors of commitWrite refused with NOT_FOUND (see #commit): writeFile sends the file again for those only. */
+const COMMIT_REFUSED = new WeakSet<Error>();
+
 export class StrataFileSystem {
   readonly master: MasterClient;
   readonly router: WorkerRouter;
@@ -433,7 +436,7 @@ export class StrataFileSystem {
   }
 
   /** One page of a directory (MasterClient.listPage), with what this mount has open overlaid. */
-  async readdirPage(ino: number, after: string | null, limit: number): Promise<{ entries: DirEntry[]; next: string | null; asOf?: number }> {
+  async readdirPage(ino: number, after: string | null, limit: number): Promise<{ entries: DirEntry[]; next: string | null; asOf?: number; freshForMs?: number }> {
     const page = await this.master.listPage({ ino }, after, limit);
     for (const e of page.entries) this.#overlay(e);
     return page;
@@ -922,7 +925,8 @@ export class StrataFileSystem {
       try {
         return await this.#upload(ino, begin, size, bytes, false);
       } catch (err) {
-        const moved = err instanceof StrataError && err.code === 'NOT_FOUND';
+        // Only the commit's NOT_FOUND: a source that fails with NOT_FOUND (removed while copied) fails the copy.
+        const moved = err instanceof StrataError && COMMIT_REFUSED.has(err);
         if (!moved || attempt >= 3 || bytes instanceof Readable) throw err;
         this.#log.warn({ ino, err: (err as Error).message }, 'the file moved while it was written; writing it again');
       }
@@ -968,7 +972,7 @@ export class StrataFileSystem {
       else this.router.invalidate();
       throw err;
     }
-    return this.master.commitWrite({
+    return this.#commit({
       ino,
       containerId: begin.containerId,
       size: res.size,
@@ -980,6 +984,16 @@ export class StrataFileSystem {
       ...(mtime ? { mtime } : {}),
       ...(res.ufsAt ? { ufsAt: res.ufsAt } : {}),
     });
+  }
+
+  /** commitWrite; a NOT_FOUND from it (the file renamed or unlinked meanwhile) is marked as the commit's. */
+  async #commit(req: Parameters<MasterClient['commitWrite']>[0]): Promise<FileAttributes> {
+    try {
+      return await this.master.commitWrite(req);
+    } catch (err) {
+      if (err instanceof StrataError && err.code === 'NOT_FOUND') COMMIT_REFUSED.add(err);
+      throw err;
+    }
   }
 
   /**

@@ -204,12 +204,12 @@ export class MasterClient {
    * the whole directory at once). `asOf`: the change-feed seq the entries show every change up to,
    * when it is of the feed this mount's cache follows.
    */
-  async listPage(dir: { ino: number } | { path: string }, after: string | null, limit = LIST_PAGE_MAX): Promise<{ entries: DirEntry[]; next: string | null; asOf?: number }> {
+  async listPage(dir: { ino: number } | { path: string }, after: string | null, limit = LIST_PAGE_MAX): Promise<{ entries: DirEntry[]; next: string | null; asOf?: number; freshForMs?: number }> {
     const meta: ResponseMeta = {};
     const r = await this.#http.get<ListResponse>(`${MASTER_API}/list`, { ...dir, limit, ...(after !== null && { after }) }, undefined, meta);
     const st = stampOf(meta);
     const asOf = st && r.seq !== undefined && this.cache?.follows(st) ? r.seq : undefined;
-    return { entries: r.entries, next: r.next ?? null, ...(asOf !== undefined && { asOf }) };
+    return { entries: r.entries, next: r.next ?? null, ...(asOf !== undefined && { asOf }), ...(typeof r.freshForMs === 'number' && { freshForMs: r.freshForMs }) };
   }
 
   mkdirAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<FileAttributes> {

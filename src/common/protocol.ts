@@ -96,6 +96,13 @@ export interface ListResponse {
    * to it (absent from masters before 2026-12-06).
    */
   seq?: number;
+  /**
+   * How much longer (ms) the master answers listings of this directory without asking its
+   * store again (what is left of its sync interval; -1: it never will, 0: it asks every
+   * time). A copy kept longer could hide objects put straight into the store for more than
+   * the interval. Absent from masters before 2026-12-06.
+   */
+  freshForMs?: number;
   /** Asked with `limit`: the name to pass as `after` for the next page; absent at the end. */
   next?: string;
 }

@@ -148,19 +148,33 @@ class KernelView {
  * no record: the kernel drops its listing after each of them itself.
  */
 class KernelListings {
-  /** Per directory: the last listing (asOf, when) and the last name change the feed reported in it. */
-  readonly #dirs: LRUCache<number, { asOf?: number; at?: number; changed: number }>;
+  /** Per directory: the last listing (asOf; until when the master vouches for it) and the last name change the feed reported in it. */
+  readonly #dirs: LRUCache<number, { asOf?: number; at?: number; freshForMs?: number; changed: number }>;
   /** Name changes of directories pushed out of #dirs: a listing older than the newest of them is not kept. */
   #floor = 0;
 
-  constructor(max = 10_000) {
-    this.#dirs = new LRUCache({ max, dispose: (v, _k, reason) => reason === 'evict' && (this.#floor = Math.max(this.#floor, v.changed)) });
+  /** `drop` makes the kernel let go of its listing of a directory no longer followed here. */
+  constructor(
+    readonly drop: (dir: number) => void,
+    max = 10_000,
+  ) {
+    this.#dirs = new LRUCache({
+      max,
+      dispose: (v, dir, reason) => {
+        if (reason !== 'evict') return;
+        this.#floor = Math.max(this.#floor, v.changed);
+        if (v.asOf !== undefined) this.drop(dir);
+      },
+    });
   }
 
-  /** This mount answered a listing of `dir` from its start, as of feed seq `asOf`. */
-  listed(dir: number, asOf: number): void {
+  /**
+   * This mount answered a listing of `dir` from its start, as of feed seq `asOf`; the master
+   * answers it without asking its store for `freshForMs` more (ListResponse.freshForMs).
+   */
+  listed(dir: number, asOf: number, freshForMs: number): void {
     const changed = this.#dirs.peek(dir)?.changed ?? 0;
-    this.#dirs.set(dir, { asOf, at: Date.now(), changed });
+    this.#dirs.set(dir, { asOf, at: Date.now(), freshForMs, changed });
   }
 
   /**
@@ -180,15 +194,17 @@ class KernelListings {
     return true;
   }
 
-  /** May the kernel keep its listing of `dir`, if it has one made within `ttlMs`? */
+  /** May the kernel keep its listing of `dir`, if it has one made within `ttlMs` and the master still vouches for it? */
   keep(dir: number, ttlMs: number): boolean {
     const e = this.#dirs.peek(dir);
-    if (e?.asOf === undefined || e.at === undefined) return false;
-    return e.asOf >= e.changed && e.asOf >= this.#floor && Date.now() - e.at < ttlMs;
+    if (e?.asOf === undefined || e.at === undefined || e.freshForMs === undefined) return false;
+    const age = Date.now() - e.at;
+    return e.asOf >= e.changed && e.asOf >= this.#floor && age < ttlMs && (e.freshForMs < 0 || age < e.freshForMs);
   }
 
-  /** A new feed (another master) or a lost one: no listing is vouched for. */
+  /** A new feed (another master) or a lost one: no listing is vouched for, and the kernel lets go of them. */
   reset(): void {
+    for (const [dir, e] of this.#dirs.entries()) if (e.asOf !== undefined) this.drop(dir);
     this.#dirs.clear();
     this.#floor = 0;
   }
@@ -547,7 +563,7 @@ export function strataHandlers(
   const kept = new KeptReads(readServer, (ranges) => fs.releaseKept(ranges));
   // Looked up when first needed: building the handlers must not touch the file system (tests list features that way).
   let view: KernelView | undefined;
-  const listings = new KernelListings();
+  const listings = new KernelListings((dir) => void invalidate(dir));
   let nextDirFh = 1;
   let unsubscribe: (() => void) | undefined;
   const cache = () => {
@@ -759,8 +775,8 @@ export function strataHandlers(
         if (after !== null && err instanceof StrataError && err.code === 'NOT_FOUND') return { entries: [], next: null };
         throw err;
       }
-      const { entries, next, asOf } = page;
-      if (after === null && asOf !== undefined && feed) listings.listed(ino, asOf);
+      const { entries, next, asOf, freshForMs } = page;
+      if (after === null && asOf !== undefined && freshForMs !== undefined && feed) listings.listed(ino, asOf, freshForMs);
       // What the listing showed without any attribute (`ls -l` asks for two per entry), for as long as the
       // kernel keeps the entries; used while the feed lease runs (NoXattrCache).
       if (asOf !== undefined && feed) for (const e of entries) if (e.xattrs === false) noXattrs.addListed(e.ino, asOf, tokens, kernelCache.exactTimeoutMs ?? 0);

@@ -381,7 +381,11 @@ export class Namespace {
       if (this.#listCost.size > 10_000) this.#listCost.clear();
       this.#listCost.set(dir.ino, Date.now() - started);
     } catch (err) {
-      if (err instanceof StrataError && (err.code === 'NOT_FOUND' || err.code === 'NOT_DIRECTORY')) return;
+      if (err instanceof StrataError && (err.code === 'NOT_FOUND' || err.code === 'NOT_DIRECTORY')) {
+        // Listed: the store has nothing there now. Not asked again before the interval (with -1, never).
+        await this.#table.markSynced(dir.ino, started).catch(() => undefined);
+        return;
+      }
       throw err;
     }
     const inUfs = new Map(listing.map((s) => [s.name, s]));
@@ -500,19 +504,30 @@ export class Namespace {
    * up to that seq (and maybe later ones). `after`: start past this name, without syncing
    * the directory with its store (the listing that started at the first page did).
    */
-  async *listPagesAsOf(path: string, pageSize: number, after: string | null = null): AsyncGenerator<{ entries: DirEntry[]; seq: number }> {
+  async *listPagesAsOf(path: string, pageSize: number, after: string | null = null): AsyncGenerator<{ entries: DirEntry[]; seq: number; freshForMs: number }> {
     const parts = parsePath(path);
     const dir = await this.#resolveParts(parts);
     if (dir.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
     if (after === null) await this.#syncListing(dir, parts);
+    const freshForMs = await this.#listingFreshFor(dir.ino, parts);
     for (;;) {
       const seq = await this.#table.changes.seq();
       const page = await this.#table.childrenPage(dir.ino, after, pageSize);
-      yield { entries: page.map(toDirEntry), seq };
+      yield { entries: page.map(toDirEntry), seq, freshForMs };
       if (page.length < pageSize) return;
       after = page[page.length - 1]!.name;
       await nextTurn();
     }
+  }
+
+  /** How much longer listings of directory `ino` are answered without asking its store (ListResponse.freshForMs). */
+  async #listingFreshFor(ino: number, parts: string[]): Promise<number> {
+    const dir = await this.#table.getNode(ino);
+    // Not in a store (made here, not persisted): nothing there to re-check.
+    if (!dir || dir.persistState !== 'persisted') return -1;
+    const interval = this.#store(parts).mount.syncIntervalMs ?? this.#syncIntervalMs;
+    if (interval < 0) return dir.syncedAt === 0 ? 0 : -1;
+    return Math.max(0, dir.syncedAt + interval - Date.now());
   }
 
   /** Whether a directory has any entry (without reading them all). */

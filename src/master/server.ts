@@ -425,9 +425,9 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       const pages = ns.listPagesAsOf(await pathQuery(q), limit, (q.after as string | undefined) ?? null);
       const first = await pages.next();
       await pages.return(undefined);
-      const page = first.done ? { entries: [], seq: 0 } : first.value;
+      const page = first.done ? { entries: [], seq: 0, freshForMs: 0 } : first.value;
       const last = page.entries.length === limit ? page.entries[limit - 1]!.name : undefined;
-      return { entries: page.entries, seq: page.seq, ...(last !== undefined && { next: last }) };
+      return { entries: page.entries, seq: page.seq, freshForMs: page.freshForMs, ...(last !== undefined && { next: last }) };
     }
     const pages = ns.listPagesAsOf(await pathQuery(q), LIST_PAGE);
     // The first page before anything is sent: a missing or non-directory path is still a 4xx.

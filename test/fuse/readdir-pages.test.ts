@@ -1,12 +1,13 @@
 /**
  * How the binding answers the kernel's readdir offsets from a listing read in pages. Every
- * entry's offset is a cookie bound to its name for as long as the handle is open, so reading
- * on, and seekdir to any telldir, go on after that name however the directory changed
- * meanwhile; only one page of entries is held.
+ * entry's offset is a cookie bound to its name, so reading on, and seekdir to any telldir, go on
+ * after that name however the directory changed meanwhile; only one page of entries is held. A
+ * mount's cookies are the directory's, shared by its handles (DirCookieTables): the kernel keeps
+ * a listing read through one handle and asks on from its cookies through another.
  */
 
 import t from 'tap';
-import { entriesAt, type DirHandle, type DirListingEntry, type DirListingPage } from '../../src/fuse/native';
+import { DirCookieTables, entriesAt, type DirHandle, type DirListingEntry, type DirListingPage } from '../../src/fuse/native';
 
 const ZERO = { sec: 0, nsec: 0 };
 const entry = (name: string, ino = 100): DirListingEntry => ({ name, attr: { ino, mode: 0o100644, nlink: 1, uid: 0, gid: 0, size: 0, atime: ZERO, mtime: ZERO, ctime: ZERO } });
@@ -110,4 +111,33 @@ t.test('empty pages that are not the last are read through; a rewind lets the co
   t.same((await readOn(handles, fetch, 10, cOff)).map((e) => e.name), ['e'], 'a seek to after c, across an empty page');
   for (let i = 0; i < 5; i++) await readOn(handles, fetch, 10, 0);
   t.equal(handles.get(1)!.names.size, 3, 'rewinds do not pile up names');
+});
+
+t.test("a directory's cookies are its handles' own: one handle goes on from another's; the least recently used directories' are let go past the limit", async (t) => {
+  const { fetch } = lister(50, 10);
+  const dropped: number[] = [];
+  const tables = new DirCookieTables(120, (ino) => dropped.push(ino));
+  const handles = new Map<number, DirHandle>();
+  const read = async (fh: number, ino: number, offset: number) => entriesAt(handles, fh, offset, fetch, () => tables.get(ino));
+  const first = await read(1, 7, 0);
+  const cookie = first.cookies[4]!; // after the fifth name, as handle 1 told the kernel
+  const other = await read(2, 7, cookie);
+  t.equal(other.entries[other.from]?.name, nameOf(5), "handle 2 goes on after the name of handle 1's cookie");
+  const again = await read(3, 7, 0);
+  t.same(again.cookies.slice(0, 5), first.cookies.slice(0, 5), 'a name keeps its cookie in every handle');
+  // Directories 8 and 9 listed whole (50 names each): past 120 names in all, the least recently used goes.
+  const whole = async (fh: number, ino: number) => {
+    for (let off = 0; ; ) {
+      const r = await read(fh, ino, off);
+      if (r.from >= r.entries.length) return;
+      off = r.cookies[r.entries.length - 1]!;
+    }
+  };
+  await whole(4, 7);
+  await whole(5, 8);
+  t.same(dropped, [], '100 names: all kept');
+  await whole(6, 9);
+  t.same(dropped, [7], 'past 120: the least recently used directory let go (its kernel listing to be dropped)');
+  t.notOk(tables.has(7), 'its cookies are gone');
+  t.ok(tables.has(8) && tables.has(9), 'the others kept');
 });

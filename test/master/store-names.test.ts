@@ -13,6 +13,7 @@ import { SqliteMetastore } from '../../src/master/sqlite-metastore';
 import { MountTable } from '../../src/master/mount-table';
 import { Namespace } from '../../src/master/namespace';
 import { startWebHdfsStandIn } from '../helpers/webhdfs-server';
+import { MemoryUnderFileSystem } from '../../src/ufs/memory';
 
 t.test("an hdfs:// mount refuses new names with ':' and keeps taking others", async (t) => {
   const hdfs = await startWebHdfsStandIn();
@@ -38,4 +39,38 @@ t.test("an hdfs:// mount refuses new names with ':' and keeps taking others", as
   t.equal(await code(ns.rename('/ok', '/ok:2')), 'INVALID_ARGUMENT', 'rename onto such a name');
   t.equal(await code(ns.mkdir('/fine', 0o755)), 'made', 'other names are made as before');
   t.same((await ns.list('/')).map((e) => e.name).sort(), ['fine', 'ok'], 'nothing else was made');
+});
+
+t.test('with a sync interval of -1 a directory is listed from its store once, also when the store has it no more', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-store-once-'));
+  const uri = `mem://store-once-${process.pid}`;
+  const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
+  const mounts = await MountTable.open(sqlite, uri, {});
+  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs: -1, logger: pino({ level: 'silent' }) });
+  t.teardown(async () => {
+    await ns.close();
+    await sqlite.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const ufs = new MemoryUnderFileSystem(uri);
+  await ufs.mkdir('/lazy');
+  await (await ufs.create('/lazy/a')).complete();
+  let lists = 0;
+  const list = MemoryUnderFileSystem.prototype.list;
+  MemoryUnderFileSystem.prototype.list = async function (this: MemoryUnderFileSystem, p: string) {
+    lists++;
+    return list.call(this, p);
+  };
+  t.teardown(() => void (MemoryUnderFileSystem.prototype.list = list));
+  t.same((await ns.list('/lazy')).map((e) => e.name), ['a'], 'listed from the store at first');
+  const first = lists;
+  t.ok(first >= 1, 'the store was listed');
+  await ns.list('/lazy');
+  t.equal(lists, first, 'and not again');
+  await ufs.delete('/lazy/a');
+  await ufs.rmdir('/lazy');
+  // Marked to be listed again (as a store mounted on it is): listed once more, then not, though the store has it no more.
+  await sqlite.markSynced((await ns.stat('/lazy')).ino, 0);
+  for (let i = 0; i < 5; i++) await ns.list('/lazy');
+  t.equal(lists, first + 1, 'a directory the store no longer has is listed once, not at every listing');
 });

@@ -21,6 +21,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
+import { StrataError } from '../../src/common/errors';
 import { Readable } from 'node:stream';
 import { tempRoot } from '../helpers/cluster';
 import { inProcessCluster, readWhole, until } from '../helpers/in-process';
@@ -452,6 +453,12 @@ t.test('a streamed write-through (fs cp) whose commit a rename overtook opens it
   again.release();
   await t.rejects(fs.writeFile('/d/s', Readable.from([Buffer.from('streamed')]), 8), { code: 'NOT_FOUND' }, 'a stream overtaken by a rename fails');
   t.equal(await ufs.stat('/d/s2'), null, 'nothing stored at the new path');
+
+  // A source that fails with NOT_FOUND itself (a Strata file removed while copied) is not read again.
+  let failing = 0;
+  const gone = () => (failing++, new Readable({ read() { this.destroy(new StrataError('NOT_FOUND', 'the source went away')); } }));
+  await t.rejects(fs.writeFile('/d/g', gone, 10), { code: 'NOT_FOUND' }, 'the copy fails');
+  t.equal(failing, 1, 'its source was opened once');
 });
 
 t.test('a store whose rename gives the object a new fingerprint (S3 copies): the file keeps its cache and mtime', async (t) => {

@@ -294,12 +294,13 @@ const FIRST_COOKIE = 3;
 
 /**
  * A directory handle's place in its listing. Each entry handed to the kernel carries a cookie as
- * its offset (where the next reply starts, and what telldir gives), bound to its name until the
- * handle is closed or rewound (POSIX leaves a seekdir across a rewinddir unspecified): a readdir
+ * its offset (where the next reply starts, and what telldir gives), bound to its name: a readdir
  * at that offset (the next one, or a seekdir) goes on after that name, however the directory
  * changed meanwhile, as NFS's cookies do. Only one page of entries is held, and the names
- * handed out (about 150 bytes each), not their attributes. Cookies are the handle's own, so the
- * kernel's shared readdir cache (FOPEN_CACHE_DIR) is not offered.
+ * handed out (about 150 bytes each), not their attributes. The cookies are the directory's
+ * (DirCookies), shared by all its handles: the kernel's readdir cache (FOPEN_CACHE_DIR) keeps a
+ * listing with the cookies of the handle that read it, and when its pages go (an invalidation,
+ * an opendir without keep_cache, memory pressure) a reader on another handle asks on from one.
  */
 export interface DirHandle {
   /** The page held: its entries with their cookies, and the `after` of the page that follows it (null: none). */
@@ -308,9 +309,66 @@ export interface DirHandle {
   next: string | null;
   /** Whether the page held is the listing's first. */
   first: boolean;
+  /** The directory's cookies: by cookie, and by name. */
   names: Map<number, string>;
   cookieOf: Map<string, number>;
-  nextCookie: number;
+  /** A cookie for a name not yet given one. */
+  newCookie: (name: string) => number;
+}
+
+/** One directory's cookies (see DirHandle), shared by its handles. */
+export interface DirCookies {
+  names: Map<number, string>;
+  cookieOf: Map<string, number>;
+}
+
+/**
+ * Every directory's cookies, the least recently used let go past `maxNames` names in all
+ * (`onDrop` then makes the kernel drop any listing it keeps of that directory, whose cookies
+ * would mean nothing any more). A cookie is never given twice, in any directory.
+ */
+export class DirCookieTables {
+  readonly #tables = new Map<number, DirCookies>();
+  #names = 0;
+  #next = FIRST_COOKIE;
+
+  constructor(
+    readonly maxNames = 200_000,
+    readonly onDrop: (ino: number) => void = () => undefined,
+  ) {}
+
+  has(ino: number): boolean {
+    return this.#tables.has(ino);
+  }
+
+  /** The cookies of directory `ino` (made if none), and how to give a name one. */
+  get(ino: number): DirCookies & { newCookie: (name: string) => number } {
+    let t = this.#tables.get(ino);
+    if (t) this.#tables.delete(ino);
+    else t = { names: new Map(), cookieOf: new Map() };
+    this.#tables.set(ino, t);
+    const table = t;
+    return {
+      ...table,
+      newCookie: (name: string) => {
+        const c = this.#next++;
+        table.cookieOf.set(name, c);
+        table.names.set(c, name);
+        if (++this.#names > this.maxNames) this.#evict(table);
+        return c;
+      },
+    };
+  }
+
+  #evict(keep: DirCookies): void {
+    for (const [ino, t] of this.#tables) {
+      if (this.#names <= this.maxNames) return;
+      if (t === keep) continue;
+      this.#tables.delete(ino);
+      this.#names -= t.names.size;
+      this.onDrop(ino);
+    }
+  }
 }
 
 /**
@@ -322,12 +380,24 @@ export async function entriesAt(
   fh: number,
   offset: number,
   fetch: (after: string | null) => Promise<DirListingEntry[] | DirListingPage>,
+  /** The directory's cookies, shared with its other handles; a handle of its own without. */
+  cookies?: () => DirCookies & { newCookie: (name: string) => number },
 ): Promise<{ entries: readonly DirListingEntry[]; cookies: readonly number[]; from: number }> {
   const none = { entries: [], cookies: [], from: 0 };
   let h = handles.get(fh);
-  if (!h || offset === 0) {
-    // An opendir or a rewind: a new listing, and the cookies of the last one are let go.
-    h = { entries: [], cookies: [], next: null, first: false, names: new Map(), cookieOf: new Map(), nextCookie: FIRST_COOKIE };
+  if (!h || (offset === 0 && !cookies)) {
+    // A new handle; or a rewind of one with cookies of its own, which are let go.
+    let next = FIRST_COOKIE;
+    const own: DirCookies = { names: new Map(), cookieOf: new Map() };
+    const table = cookies?.() ?? {
+      ...own,
+      newCookie: (name: string) => {
+        own.cookieOf.set(name, next);
+        own.names.set(next, name);
+        return next++;
+      },
+    };
+    h = { entries: [], cookies: [], next: null, first: false, names: table.names, cookieOf: table.cookieOf, newCookie: table.newCookie };
     handles.set(fh, h);
   }
   const d = h;
@@ -347,15 +417,7 @@ export async function entriesAt(
       if (entries.length > 0 || d.next === null) break;
       from = d.next;
     }
-    d.cookies = d.entries.map((e) => {
-      let c = d.cookieOf.get(e.name);
-      if (c === undefined) {
-        c = d.nextCookie++;
-        d.cookieOf.set(e.name, c);
-        d.names.set(c, e.name);
-      }
-      return c;
-    });
+    d.cookies = d.entries.map((e) => d.cookieOf.get(e.name) ?? d.newCookie(e.name));
   };
   if (offset < FIRST_COOKIE) {
     // From the start; the page held is kept for a reply after "." or ".." alone.
@@ -363,7 +425,7 @@ export async function entriesAt(
     return { entries: d.entries, cookies: d.cookies, from: 0 };
   }
   const after = d.names.get(offset);
-  if (after === undefined) return none; // not a cookie of this handle (or of a listing before a rewind)
+  if (after === undefined) return none; // not a cookie of this directory (or of a listing before a rewind)
   let i = d.cookies.indexOf(offset);
   if (i < 0) {
     // A seekdir elsewhere: on after that name.
@@ -538,6 +600,7 @@ export class FuseSession {
   #dispatcher(h: LowLevelHandlers, errnoOf: (err: unknown) => number, negativeTimeout: number, dirTimeout: number) {
     const n = this.#native;
     const listings = this.#listings;
+    const dirCookies = new DirCookieTables(200_000, (ino) => void this.invalidateInode(ino).catch(() => undefined));
     let nextDirFh = 1;
     return (op: number, req: bigint, uid: number, gid: number, pid: number, ino: number, ...a: any[]): void => {
       const ctx: RequestContext = { uid, gid, pid, groups: () => n.getGroups(req) };
@@ -650,12 +713,15 @@ export class FuseSession {
             return ok(h.fsync?.(ctx, ino, a[0], !!a[1]), done);
           case OP.OPENDIR:
             // Without an opendir handler each open directory still gets its own handle: listings are kept per handle.
-            return ok(h.opendir ? h.opendir(ctx, ino, a[0]) : Promise.resolve({ fh: nextDirFh++ }), (o) => n.replyOpen(req, o.fh, openFlags(o)));
+            // A listing the kernel keeps is of no use once the directory's cookies were let go (DirCookieTables).
+            return ok(h.opendir ? h.opendir(ctx, ino, a[0]) : Promise.resolve<OpenReply>({ fh: nextDirFh++ }), (o) =>
+              n.replyOpen(req, o.fh, openFlags(o.keepCache && o.cacheReaddir && !dirCookies.has(ino) ? { ...o, keepCache: false } : o)),
+            );
           case OP.READDIR:
           case OP.READDIRPLUS: {
             const [fh, size, offset] = a as [number, number, number];
             const plus = op === OP.READDIRPLUS;
-            return ok(h.readdir ? entriesAt(listings, fh, offset, (after) => h.readdir!(ctx, ino, fh, after)) : Promise.resolve(undefined), (listed) => {
+            return ok(h.readdir ? entriesAt(listings, fh, offset, (after) => h.readdir!(ctx, ino, fh, after), () => dirCookies.get(ino)) : Promise.resolve(undefined), (listed) => {
               // Offsets: where the next reply starts; "." and ".." have 1 and 2, the listing's entries their cookies.
               const dirAttr = (entryIno: number): Attr => ({ ino: entryIno, mode: 0o040000, nlink: 2, uid: 0, gid: 0, size: 0, atime: ZERO, mtime: ZERO, ctime: ZERO });
               const names: string[] = [];
