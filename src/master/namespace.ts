@@ -192,8 +192,9 @@ export class Namespace {
 
   #isStale(n: NodeRecord, mount: Mount): boolean {
     const interval = mount.syncIntervalMs ?? this.#syncIntervalMs;
-    // Never re-checked, but loaded once: syncedAt 0 is never listed, or marked to be listed again (a store mounted there).
-    if (interval < 0) return n.syncedAt === 0;
+    // Never re-checked, but loaded once: syncedAt 0 is never listed, or marked to be listed again (a store mounted
+    // there); 1 is a directory whose listing an unmount left short (see unmount).
+    if (interval < 0) return n.syncedAt <= 1;
     return Date.now() - n.syncedAt > interval;
   }
 
@@ -526,7 +527,7 @@ export class Namespace {
     // Not in a store (made here, not persisted): nothing there to re-check.
     if (!dir || dir.persistState !== 'persisted') return -1;
     const interval = this.#store(parts).mount.syncIntervalMs ?? this.#syncIntervalMs;
-    if (interval < 0) return dir.syncedAt === 0 ? 0 : -1;
+    if (interval < 0) return dir.syncedAt <= 1 ? 0 : -1;
     return Math.max(0, dir.syncedAt + interval - Date.now());
   }
 

@@ -74,3 +74,27 @@ t.test('with a sync interval of -1 a directory is listed from its store once, al
   for (let i = 0; i < 5; i++) await ns.list('/lazy');
   t.equal(lists, first + 1, 'a directory the store no longer has is listed once, not at every listing');
 });
+
+t.test('with a sync interval of -1, what an unmount uncovers in the parent store is listed', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-store-unmount-'));
+  const uri = `mem://store-unmount-${process.pid}`;
+  const other = `mem://store-unmount-other-${process.pid}`;
+  const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
+  const mounts = await MountTable.open(sqlite, uri, {});
+  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs: -1, logger: pino({ level: 'silent' }) });
+  t.teardown(async () => {
+    await ns.close();
+    await sqlite.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const ufs = new MemoryUnderFileSystem(uri);
+  await ufs.mkdir('/p');
+  await ufs.mkdir('/p/m');
+  t.same((await ns.list('/p')).map((e) => e.name), ['m'], 'listed once from the store');
+  await ns.mount('/p/m', other, {});
+  // Meanwhile the parent store gets an object at the mount point's name: hidden while the mount is there.
+  await (await ufs.create('/p/m/hidden')).complete();
+  await ns.unmount('/p/m');
+  t.same((await ns.list('/p')).map((e) => e.name), ['m'], "after the unmount the parent store's directory is back");
+  t.same((await ns.list('/p/m')).map((e) => e.name), ['hidden'], 'with what its store has in it');
+});
