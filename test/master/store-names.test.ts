@@ -5,6 +5,7 @@
  */
 
 import t from 'tap';
+import type tap from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -41,9 +42,10 @@ t.test("an hdfs:// mount refuses new names with ':' and keeps taking others", as
   t.same((await ns.list('/')).map((e) => e.name).sort(), ['fine', 'ok'], 'nothing else was made');
 });
 
-t.test('with a sync interval of -1 a directory is listed from its store once, also when the store has it no more', async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-store-once-'));
-  const uri = `mem://store-once-${process.pid}`;
+/** A Namespace with a sync interval of -1 over the mem:// store named `name`, and that store. */
+async function neverSynced(t: tap.Test, name: string) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `strata-${name}-`));
+  const uri = `mem://${name}-${process.pid}`;
   const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
   const mounts = await MountTable.open(sqlite, uri, {});
   const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs: -1, logger: pino({ level: 'silent' }) });
@@ -52,7 +54,11 @@ t.test('with a sync interval of -1 a directory is listed from its store once, al
     await sqlite.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  const ufs = new MemoryUnderFileSystem(uri);
+  return { ns, sqlite, ufs: new MemoryUnderFileSystem(uri) };
+}
+
+t.test('with a sync interval of -1 a directory is listed from its store once, also when the store has it no more', async (t) => {
+  const { ns, sqlite, ufs } = await neverSynced(t, 'store-once');
   await ufs.mkdir('/lazy');
   await (await ufs.create('/lazy/a')).complete();
   let lists = 0;
@@ -76,18 +82,8 @@ t.test('with a sync interval of -1 a directory is listed from its store once, al
 });
 
 t.test('with a sync interval of -1, what an unmount uncovers in the parent store is listed', async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'strata-store-unmount-'));
-  const uri = `mem://store-unmount-${process.pid}`;
+  const { ns, ufs } = await neverSynced(t, 'store-unmount');
   const other = `mem://store-unmount-other-${process.pid}`;
-  const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
-  const mounts = await MountTable.open(sqlite, uri, {});
-  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs: -1, logger: pino({ level: 'silent' }) });
-  t.teardown(async () => {
-    await ns.close();
-    await sqlite.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const ufs = new MemoryUnderFileSystem(uri);
   await ufs.mkdir('/p');
   await ufs.mkdir('/p/m');
   t.same((await ns.list('/p')).map((e) => e.name), ['m'], 'listed once from the store');
