@@ -110,7 +110,7 @@ t.test('empty pages that are not the last are read through; a rewind lets the co
   const cOff = got.find((e) => e.name === 'c')!.off;
   t.same((await readOn(handles, fetch, 10, cOff)).map((e) => e.name), ['e'], 'a seek to after c, across an empty page');
   for (let i = 0; i < 5; i++) await readOn(handles, fetch, 10, 0);
-  t.equal(handles.get(1)!.names.size, 3, 'rewinds do not pile up names');
+  t.equal(handles.get(1)!.table.names.size, 3, 'rewinds do not pile up names');
 });
 
 t.test("a directory's cookies are its handles' own: one handle goes on from another's; the least recently used directories' are let go past the limit", async (t) => {

@@ -309,17 +309,28 @@ export interface DirHandle {
   next: string | null;
   /** Whether the page held is the listing's first. */
   first: boolean;
-  /** The directory's cookies: by cookie, and by name. */
-  names: Map<number, string>;
-  cookieOf: Map<string, number>;
-  /** A cookie for a name not yet given one. */
-  newCookie: (name: string) => number;
+  /** The directory's cookies. */
+  table: DirCookies;
 }
 
-/** One directory's cookies (see DirHandle), shared by its handles. */
-export interface DirCookies {
-  names: Map<number, string>;
-  cookieOf: Map<string, number>;
+/** One directory's cookies (see DirHandle): by cookie, and by name; shared by its handles. */
+export class DirCookies {
+  readonly names = new Map<number, string>();
+  readonly cookieOf = new Map<string, number>();
+
+  /** `next` hands out a cookie never given before (in any directory sharing it). */
+  constructor(readonly next: () => number) {}
+
+  /** The cookie of `name`, given one if it has none yet. */
+  of(name: string): number {
+    let c = this.cookieOf.get(name);
+    if (c === undefined) {
+      c = this.next();
+      this.cookieOf.set(name, c);
+      this.names.set(c, name);
+    }
+    return c;
+  }
 }
 
 /**
@@ -341,23 +352,19 @@ export class DirCookieTables {
     return this.#tables.has(ino);
   }
 
-  /** The cookies of directory `ino` (made if none), and how to give a name one. */
-  get(ino: number): DirCookies & { newCookie: (name: string) => number } {
+  /** The cookies of directory `ino` (made if none). */
+  get(ino: number): DirCookies {
     let t = this.#tables.get(ino);
     if (t) this.#tables.delete(ino);
-    else t = { names: new Map(), cookieOf: new Map() };
-    this.#tables.set(ino, t);
-    const table = t;
-    return {
-      ...table,
-      newCookie: (name: string) => {
-        const c = this.#next++;
-        table.cookieOf.set(name, c);
-        table.names.set(c, name);
+    else {
+      const table: DirCookies = new DirCookies(() => {
         if (++this.#names > this.maxNames) this.#evict(table);
-        return c;
-      },
-    };
+        return this.#next++;
+      });
+      t = table;
+    }
+    this.#tables.set(ino, t);
+    return t;
   }
 
   #evict(keep: DirCookies): void {
@@ -381,23 +388,14 @@ export async function entriesAt(
   offset: number,
   fetch: (after: string | null) => Promise<DirListingEntry[] | DirListingPage>,
   /** The directory's cookies, shared with its other handles; a handle of its own without. */
-  cookies?: () => DirCookies & { newCookie: (name: string) => number },
+  cookies?: () => DirCookies,
 ): Promise<{ entries: readonly DirListingEntry[]; cookies: readonly number[]; from: number }> {
   const none = { entries: [], cookies: [], from: 0 };
   let h = handles.get(fh);
   if (!h || (offset === 0 && !cookies)) {
     // A new handle; or a rewind of one with cookies of its own, which are let go.
     let next = FIRST_COOKIE;
-    const own: DirCookies = { names: new Map(), cookieOf: new Map() };
-    const table = cookies?.() ?? {
-      ...own,
-      newCookie: (name: string) => {
-        own.cookieOf.set(name, next);
-        own.names.set(next, name);
-        return next++;
-      },
-    };
-    h = { entries: [], cookies: [], next: null, first: false, names: table.names, cookieOf: table.cookieOf, newCookie: table.newCookie };
+    h = { entries: [], cookies: [], next: null, first: false, table: cookies?.() ?? new DirCookies(() => next++) };
     handles.set(fh, h);
   }
   const d = h;
@@ -417,14 +415,14 @@ export async function entriesAt(
       if (entries.length > 0 || d.next === null) break;
       from = d.next;
     }
-    d.cookies = d.entries.map((e) => d.cookieOf.get(e.name) ?? d.newCookie(e.name));
+    d.cookies = d.entries.map((e) => d.table.of(e.name));
   };
   if (offset < FIRST_COOKIE) {
     // From the start; the page held is kept for a reply after "." or ".." alone.
     if (offset === 0 || !d.first) await hold(null);
     return { entries: d.entries, cookies: d.cookies, from: 0 };
   }
-  const after = d.names.get(offset);
+  const after = d.table.names.get(offset);
   if (after === undefined) return none; // not a cookie of this directory (or of a listing before a rewind)
   let i = d.cookies.indexOf(offset);
   if (i < 0) {
