@@ -9,9 +9,11 @@
  * store method itself (createChild's ALREADY_EXISTS, rename's NOT_EMPTY and
  * own-subtree checks, removeChild's NOT_EMPTY…) or passed to it as a guard
  * (forgetChild and refreshFromUfs after a look at the under-store). Changes that
- * touch the under-store run one at a time under #mutations, as before, so store
- * and table agree; checks made here before such a change only decide what to do
- * in the under-store, and the store re-checks them when the change commits.
+ * touch the under-store hold the paths they change (#mutate, PathLocks): two of them
+ * on the same names, or one on a directory above the other's, run one after the
+ * other, so store and table agree; changes elsewhere run meanwhile. Checks made
+ * here before such a change only decide what to do in the under-store, and the
+ * store re-checks them when the change commits.
  *
  * Such a change acts in the under-store first and in the table next, by name.
  * Between the two the store already shows the change and the table does not: a
@@ -24,7 +26,7 @@
  */
 
 import { StrataError } from '../common/errors';
-import { Mutex } from '../common/mutex';
+import { PathLocks, type LockScope } from './path-locks';
 import { isValidUtf8Text, joinPath, normalizePath, parsePath } from '../common/paths';
 import type {
   BlockInfo,
@@ -92,11 +94,11 @@ export class Namespace {
   readonly #mounts: MountTable;
   readonly #syncIntervalMs: number;
   readonly #log: Logger;
-  /** Changes that touch the under-store run one at a time, so store and table agree. */
-  readonly #mutations = new Mutex();
+  /** Changes that touch the under-store hold the paths they change (#mutate), so store and table agree. */
+  readonly #locks = new PathLocks();
   readonly #uid = process.getuid?.() ?? 0;
   readonly #gid = process.getgid?.() ?? 0;
-  /** `parent/name` of the entries a change under #mutations is changing, from its under-store call to its commit. */
+  /** `parent/name` of the entries a change (#mutate) is changing, from its under-store call to its commit. */
   readonly #inFlight = new Set<string>();
   readonly #leading: () => boolean;
 
@@ -134,7 +136,7 @@ export class Namespace {
     if (name !== undefined) this.#mounts.resolve(parts).mount.ufs.checkName?.(name);
   }
 
-  /** Whether a change under #mutations is changing `name` of `parent` (see the module comment). */
+  /** Whether a change (#mutate) is changing `name` of `parent` (see the module comment). */
   #busy(parent: number, name: string): boolean {
     return this.#inFlight.has(`${parent}/${name}`);
   }
@@ -148,17 +150,26 @@ export class Namespace {
 
   /**
    * Runs a change's under-store call and its table change with `names` in flight:
-   * syncs neither forget, refresh nor load them meanwhile. Callers hold #mutations,
-   * so no two changes mark the same name.
+   * syncs neither forget, refresh nor load them meanwhile. Callers hold the paths
+   * of those names (#mutate), so no two changes mark the same name. `also` marks
+   * one more name the change turns out to change in the store (a hard link's bytes
+   * moving to it: such changes hold the whole namespace).
    */
-  async #changing<T>(names: [parent: number, name: string][], fn: () => Promise<T>): Promise<T> {
+  async #changing<T>(names: [parent: number, name: string][], fn: (also: (parent: number, name: string) => void) => Promise<T>): Promise<T> {
     this.#lead();
     const keys = names.map(([p, n]) => `${p}/${n}`);
     for (const k of keys) this.#inFlight.add(k);
     for (const [p, n] of names) this.#merging.get(p)?.add(n);
-    this.#extras = keys;
+    const also = (parent: number, name: string): void => {
+      const k = `${parent}/${name}`;
+      if (!this.#inFlight.has(k)) {
+        this.#inFlight.add(k);
+        keys.push(k);
+      }
+      this.#merging.get(parent)?.add(name);
+    };
     try {
-      return await fn();
+      return await fn(also);
     } catch (err) {
       // Refused by the fenced table after its store side may have run: not the standby's "nothing applied",
       // which a client sends again to the new leader (it would then move or delete a second time).
@@ -166,21 +177,52 @@ export class Namespace {
       throw err;
     } finally {
       for (const k of keys) this.#inFlight.delete(k);
-      this.#extras = null;
     }
   }
 
-  /** The names the running #changing marks; more may join (#alsoChanging). */
-  #extras: string[] | null = null;
-
-  /** Inside #changing: one more name the change changes in the store (a hard link's bytes moving to it). */
-  #alsoChanging(parent: number, name: string): void {
-    const k = `${parent}/${name}`;
-    if (!this.#inFlight.has(k)) {
-      this.#inFlight.add(k);
-      this.#extras?.push(k);
+  /**
+   * Runs a change that acts in the under-store with the paths it changes held (see
+   * PathLocks). `scope` names them; for a change named by inode it is read before the
+   * lock and again under it, and the change asks again when they moved meanwhile. A
+   * change that finds, before changing anything, that it reaches beyond them (a hard
+   * link's bytes move between the links' paths; a stray object at a path the file
+   * left) calls `wholeNamespace()`, and runs again with the whole namespace held.
+   */
+  async #mutate<T>(scope: () => LockScope | Promise<LockScope>, fn: (lock: { wholeNamespace(): void }) => Promise<T>): Promise<T> {
+    let want = await scope();
+    for (let attempt = 1; ; attempt++) {
+      const held = want;
+      const lock = {
+        wholeNamespace: () => {
+          if (held !== 'all') throw new NeedsWholeNamespace();
+        },
+      };
+      const outcome = await this.#locks.run(held, async (): Promise<{ done: T } | { again: LockScope }> => {
+        if (held !== 'all') {
+          const now = await scope();
+          if (!sameScope(now, held)) return { again: now };
+        }
+        try {
+          return { done: await fn(lock) };
+        } catch (err) {
+          if (err instanceof NeedsWholeNamespace) return { again: 'all' };
+          throw err;
+        }
+      });
+      if ('done' in outcome) return outcome.done;
+      // Moved again and again by renames: the whole namespace holds whatever the paths are.
+      want = attempt >= 3 ? 'all' : outcome.again;
     }
-    this.#merging.get(parent)?.add(name);
+  }
+
+  /** The path of inode `ino` as a lock scope; the whole namespace when it has none (gone). */
+  async #inodeScope(ino: number): Promise<LockScope> {
+    try {
+      return [parsePath(await this.#table.pathOf(ino))];
+    } catch (err) {
+      if (err instanceof StrataError && err.code === 'NOT_FOUND') return 'all';
+      throw err;
+    }
   }
 
   /** Right before an under-store change: NOT_LEADER once this master no longer leads (it changed nothing yet). */
@@ -537,7 +579,7 @@ export class Namespace {
   }
 
   mkdir(path: string, mode: number, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
-    return this.#mutations.run(async () => {
+    return this.#mutate(() => [parsePath(path)], async () => {
       const { parent, name, parts } = await this.#resolveParent(path);
       this.#writable(parts);
       this.#storable(parts);
@@ -557,7 +599,7 @@ export class Namespace {
           }
         }
         const g = this.#inherit(parent, gid, mode, true);
-        // createChild checks the name again in its transaction (ALREADY_EXISTS): create/symlink/mknod do not take #mutations.
+        // createChild checks the name again in its transaction (ALREADY_EXISTS): create/symlink/mknod take no path lock.
         const node = await this.#table.createChild(parent.ino, name, { type: 'directory', mode: g.mode, uid, gid: g.gid, persisted: parent.persistState === 'persisted', syncedAt });
         return toAttributes(node);
       });
@@ -589,21 +631,23 @@ export class Namespace {
    * Before the link that holds a hard-linked file's bytes in the store goes away,
    * move the bytes to the path of the link that takes over.
    */
-  async #handOverBytes(parent: NodeRecord, name: string, node: NodeRecord, parts: string[]): Promise<void> {
-    // Runs under #mutations (unlink, rename): links are added and removed only there, so these reads agree.
+  async #handOverBytes(parent: NodeRecord, name: string, node: NodeRecord, parts: string[], also: (parent: number, name: string) => void): Promise<void> {
+    // Runs with the whole namespace held (unlink, rename of a hard-linked file): links are added and removed only
+    // by changes that hold it, so these reads agree.
     if (node.persistState !== 'persisted' || !(await this.#table.isPrimaryLink(parent.ino, name))) return;
     const other = await this.#table.otherLink(node.ino, parent.ino, name);
     if (!other) return;
     const otherParts = parsePath(joinPath(await this.#table.pathOf(other.parent), other.name));
     const from = this.#store(parts);
     const to = this.#store(otherParts);
-    this.#alsoChanging(other.parent, other.name);
+    also(other.parent, other.name);
     await from.ufs.rename(from.ufsPath, to.ufsPath);
   }
 
   /** link(2): another name for a file; the bytes stay at the first name's path in the store. */
   link(ino: number, newPath: string): Promise<FileAttributes> {
-    return this.#mutations.run(async () => {
+    // The whole namespace: the links of a file are read by other changes that hold it (#handOverBytes).
+    return this.#mutate(() => 'all', async () => {
       const { parent, name, parts } = await this.#resolveParent(newPath);
       this.#writable(parts);
       this.#storable(parts);
@@ -649,19 +693,20 @@ export class Namespace {
   }
 
   unlink(path: string): Promise<void> {
-    return this.#mutations.run(async () => {
+    return this.#mutate(() => [parsePath(path)], async (lock) => {
       const { parent, name, parts } = await this.#resolveParent(path);
       this.#writable(parts);
       const node = await this.#child(parent, parts);
       if (node.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
+      if (node.type === 'file' && node.nlink > 1) lock.wholeNamespace();
       const { ufs, ufsPath } = this.#store(parts);
-      await this.#changing([[parent.ino, name]], async () => {
+      await this.#changing([[parent.ino, name]], async (also) => {
         if (node.type === 'file') {
           // Persisted: its object is there, no need to look first. Otherwise there may be none (an older
           // version's, or nothing): delete it only if it is there, so a store that keeps directories by
           // markers never writes one back for a directory removed outside Strata.
           if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath, node.persistState === 'persisted' ? { missingOk: true } : { ifPresent: true }));
-          else await this.#handOverBytes(parent, name, node, parts);
+          else await this.#handOverBytes(parent, name, node, parts, also);
         }
         // Only while the name still names the inode checked above.
         await this.#removeChecked(parent.ino, name, 'file', node.ino, path);
@@ -687,7 +732,7 @@ export class Namespace {
   }
 
   rmdir(path: string): Promise<void> {
-    return this.#mutations.run(async () => {
+    return this.#mutate(() => [parsePath(path)], async () => {
       const { parent, name, parts } = await this.#resolveParent(path);
       this.#writable(parts);
       if (this.#mounts.isMountPoint(parts)) throw new StrataError('BUSY', `${path} is a mount point; unmount it first`);
@@ -698,7 +743,7 @@ export class Namespace {
       const { ufs, ufsPath } = this.#store(parts);
       await this.#changing([[parent.ino, name]], async () => {
         if (node.persistState === 'persisted') await this.#ufsIgnoreMissing(() => ufs.rmdir(ufsPath));
-        // A create in the directory since the check above (creates do not take #mutations) makes this NOT_EMPTY.
+        // A create in the directory since the check above (creates take no path lock) makes this NOT_EMPTY.
         await this.#removeChecked(parent.ino, name, 'directory', node.ino, path);
       });
     });
@@ -721,7 +766,7 @@ export class Namespace {
   }
 
   rename(src: string, dst: string, noReplace = false): Promise<void> {
-    return this.#mutations.run(async () => {
+    return this.#mutate(() => [parsePath(src), parsePath(dst)], async (lock) => {
       const { x: s, y: d, xs: from, ys: to } = await this.#twoNames(src, dst);
       const node = await this.#child(s.parent, s.parts);
       // rename checks this again in its transaction; here it keeps the under-store untouched.
@@ -739,14 +784,16 @@ export class Namespace {
           if ((await this.#hasChildren(target.ino))) throw new StrataError('NOT_EMPTY', `${dst} is not empty`);
         }
       }
+      // Hard links: which link holds the bytes, and where they go, is read from the links (#handOverBytes).
+      if ((node.type === 'file' && node.nlink > 1) || (target?.type === 'file' && target.nlink > 1)) lock.wholeNamespace();
       const ufs = from.ufs;
       const srcUfs = from.ufsPath;
       const dstUfs = to.ufsPath;
-      await this.#changing([[s.parent.ino, s.name], [d.parent.ino, d.name]], async () => {
+      await this.#changing([[s.parent.ino, s.name], [d.parent.ino, d.name]], async (also) => {
         let movedInStore = false;
         let movedTo: UfsStatus | undefined;
         // A replaced file that lives on through another hard link keeps its bytes.
-        if (target && target.type === 'file' && target.nlink > 1) await this.#handOverBytes(d.parent, d.name, target, d.parts);
+        if (target && target.type === 'file' && target.nlink > 1) await this.#handOverBytes(d.parent, d.name, target, d.parts, also);
         const replacedGoes = target && target.type === 'file' && target.persistState === 'persisted' && target.nlink <= 1;
         if ((node.type !== 'file' && node.type !== 'directory') || (node.type === 'file' && !(await this.#table.isPrimaryLink(s.parent.ino, s.name)))) {
           // Namespace-only nodes and secondary hard links move in the table alone.
@@ -795,7 +842,8 @@ export class Namespace {
    * error is answered, so the store keeps matching the namespace.
    */
   exchange(a: string, b: string): Promise<void> {
-    return this.#mutations.run(async () => {
+    // The whole namespace: the swap parks an object under a third name, beside `a`.
+    return this.#mutate(() => 'all', async () => {
       const { x, y, xs, ys } = await this.#twoNames(a, b);
       const xNode = await this.#child(x.parent, x.parts);
       const yNode = await this.#child(y.parent, y.parts);
@@ -918,7 +966,7 @@ export class Namespace {
    * are no bytes for a worker to move), so a create+close costs one request.
    */
   commitEmpty(ino: number, writeTypeOverride: WriteType | undefined, mtime: Timespec | undefined): Promise<FileAttributes> {
-    return this.#mutations.run(async () => {
+    return this.#mutate(() => this.#inodeScope(ino), async () => {
       const parts = parsePath(await this.#table.pathOf(ino));
       this.#writable(parts);
       const n = await this.#table.requireNode(ino);
@@ -972,9 +1020,11 @@ export class Namespace {
   async commitWrite(req: WriteCommitRequest): Promise<FileAttributes> {
     const at = req.ufsAt;
     if (!req.ufsFingerprint || !at) return toAttributes(await this.#table.commitWrite(req));
-    return this.#mutations.run(async () => {
+    return this.#mutate(() => this.#inodeScope(req.ino), async (lock) => {
       const { here, stillThere } = await this.#fileAt(req.ino, at);
       if (stillThere) return toAttributes(await this.#table.commitWrite(req));
+      // The stray is at a path the file left, which this change does not hold.
+      lock.wholeNamespace();
       await this.#removeStray(at, req.ufsFingerprint!);
       // Never committed now: its cached copies go at once, not when the write would expire (only this file's write).
       if ((await this.#table.openWriteOf(req.containerId)) === req.ino) await this.#table.abandonWrite(req.containerId);
@@ -1096,16 +1146,18 @@ export class Namespace {
    * renamed (unpersisted files move in the table alone) while its bytes were on the way.
    * Then the object it left is nobody's: it is removed (unless something else has
    * replaced it since) and a file that still exists is queued again for its new path.
-   * Runs with the other under-store changes, so none of them interleaves.
+   * Holds the file's path like the other under-store changes, so none of them on it interleaves.
    */
   settlePersist(ino: number, container: number, r: PersistResponse): Promise<boolean> {
-    return this.#mutations.run(async () => {
+    return this.#mutate(() => this.#inodeScope(ino), async (lock) => {
       const { n, here, stillThere } = await this.#fileAt(ino, r);
       if (stillThere) {
         // markPersisted re-checks the container: content committed during the upload stays queued,
         // and its next upload overwrites this one at the same path.
         return this.#table.markPersisted(ino, container, r.ufsFingerprint);
       }
+      // The stray is at a path the file left (or it is gone), which this change does not hold.
+      lock.wholeNamespace();
       await this.#removeStray(r, r.ufsFingerprint);
       this.#log.info({ ino, path: r.path, now: here?.path ?? null }, 'an upload finished after its file was renamed or removed; its object is removed');
       if (n && here && n.persistState !== 'persisted') await this.#table.enqueuePersist(ino);
@@ -1309,7 +1361,8 @@ export class Namespace {
    * empty directory. Nothing changes when any check fails.
    */
   mount(path: string, uri: string, options: MountOptions): Promise<MountInfo> {
-    return this.#mutations.run(async () => {
+    // The whole namespace: the mount table decides which store every path is in.
+    return this.#mutate(() => 'all', async () => {
       const parts = parsePath(path);
       if (parts.length === 0) throw new StrataError('INVALID_ARGUMENT', 'the root store is set when the master starts (--ufs)');
       if (this.#mounts.isMountPoint(parts)) throw new StrataError('ALREADY_EXISTS', `something is already mounted at ${path}`);
@@ -1349,7 +1402,7 @@ export class Namespace {
         if (existing) await this.#table.markSynced(existing.ino, 0);
         else await this.#table.createChild(parent.ino, name, { type: 'directory', mode: 0o755, uid: this.#uid, gid: this.#gid, persisted: true, syncedAt: 0 });
       } catch (err) {
-        // Taken since the check (creates do not take #mutations): by a lookup that loaded the mounted root (fine),
+        // Taken since the check (creates take no path lock): by a lookup that loaded the mounted root (fine),
         // or by a file created there (the mount is undone).
         const now = err instanceof StrataError && err.code === 'ALREADY_EXISTS' ? await this.#table.lookup(parent.ino, name) : undefined;
         if (now?.type !== 'directory') {
@@ -1365,7 +1418,7 @@ export class Namespace {
   }
 
   unmount(path: string): Promise<void> {
-    return this.#mutations.run(async () => {
+    return this.#mutate(() => 'all', async () => {
       const parts = parsePath(path);
       if (parts.length === 0) throw new StrataError('INVALID_ARGUMENT', 'the root store cannot be unmounted');
       if (!this.#mounts.isMountPoint(parts)) throw new StrataError('NOT_FOUND', `nothing is mounted at ${path}`);
@@ -1375,8 +1428,8 @@ export class Namespace {
       const at = '/' + parts.join('/');
       await this.#changing([[parent.ino, name]], async () => {
         // One transaction checks that nothing below is unpersisted and drops the mount row and the tree: a create or
-        // write below (they do not take #mutations) commits either before it (BUSY, nothing changes) or after, when
-        // its parent is gone (NOT_FOUND); none is dropped with the tree unseen. Mounts take #mutations, as this does.
+        // write below (they take no path lock) commits either before it (BUSY, nothing changes) or after, when
+        // its parent is gone (NOT_FOUND); none is dropped with the tree unseen. Mounts hold the whole namespace, as this does.
         await this.#table.unmount(at, parent.ino, name);
         // The parent's listing did not show what its own store has at the mount point's name (the mount hid it):
         // listed long ago (1, not 0: a stale listed directory is listed again at its next lookup).
@@ -1417,4 +1470,12 @@ function blocksMatch(node: NodeRecord, blocks: BlockInfo[]): boolean {
 
 function notFound(path: string): StrataError {
   return new StrataError('NOT_FOUND', `${path} does not exist`);
+}
+
+/** Thrown by `wholeNamespace()` inside #mutate when the change holds less; it has changed nothing yet. */
+class NeedsWholeNamespace extends Error {}
+
+function sameScope(a: LockScope, b: LockScope): boolean {
+  if (a === 'all' || b === 'all') return a === b;
+  return a.length === b.length && a.every((p, i) => p.length === b[i]!.length && p.every((x, j) => x === b[i]![j]));
 }
