@@ -108,10 +108,12 @@ interface Options {
   only: Set<Workload>;
   systems: Set<SystemId>;
   keep: boolean;
+  /** Every store request waits this long first (s3-server --latency-ms): a store that is not on this machine. */
+  storeLatencyMs: number;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`bench: ${msg}\nusage: npm run bench -- [--quick] [--runs N] [--out FILE] [--only ${WORKLOADS.join(',')}] [--systems ${SYSTEMS.join(',')}] [--keep]\n`);
+  process.stderr.write(`bench: ${msg}\nusage: npm run bench -- [--quick] [--runs N] [--out FILE] [--only ${WORKLOADS.join(',')}] [--systems ${SYSTEMS.join(',')}] [--store-latency-ms N] [--keep]\n`);
   process.exit(2);
 }
 
@@ -122,6 +124,7 @@ function parseOptions(argv: string[]): Options {
   let only: Set<Workload> = new Set(WORKLOADS);
   let systems: Set<SystemId> = new Set(SYSTEMS);
   let keep = false;
+  let storeLatencyMs = 0;
   const list = <T extends string>(v: string | undefined, allowed: readonly T[], flag: string): Set<T> => {
     if (!v) usage(`${flag} needs a value`);
     const items = v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -141,12 +144,16 @@ function parseOptions(argv: string[]): Options {
     } else if (flag === '--out') {
       out = value();
       if (!out) usage('--out needs a file');
+    } else if (flag === '--store-latency-ms') {
+      const n = Number(value());
+      if (!Number.isInteger(n) || n < 0 || n > 10_000) usage('--store-latency-ms must be an integer 0…10000');
+      storeLatencyMs = n;
     } else if (flag === '--only') only = list(value(), WORKLOADS, '--only');
     else if (flag === '--systems') systems = list(value(), SYSTEMS, '--systems');
     else if (flag === '--help' || flag === '-h') usage('help');
     else usage(`unknown argument '${a}'`);
   }
-  return { quick, runs: runs ?? (quick ? 1 : 3), out: out && path.resolve(out), only, systems, keep };
+  return { quick, runs: runs ?? (quick ? 1 : 3), out: out && path.resolve(out), only, systems, keep, storeLatencyMs };
 }
 
 interface Sizes {
@@ -425,9 +432,9 @@ interface Store {
 }
 
 /** s3rver in a child process, so that its work does not share an event loop with the readers. */
-async function startStore(dir: string, logFile: string): Promise<Store> {
+async function startStore(dir: string, logFile: string, latencyMs: number): Promise<Store> {
   const logFd = openSync(logFile, 'a');
-  const p = spawn(process.execPath, [S3_SERVER, '--dir', dir, '--bucket', BUCKET], { stdio: ['ignore', 'pipe', logFd, 'ipc'], env: childEnv(), detached: true });
+  const p = spawn(process.execPath, [S3_SERVER, '--dir', dir, '--bucket', BUCKET, '--latency-ms', String(latencyMs)], { stdio: ['ignore', 'pipe', logFd, 'ipc'], env: childEnv(), detached: true });
   closeSync(logFd);
   const stop = () => terminate(p, 10_000, true);
   const remove = onCleanup('s3 server', stop);
@@ -1527,6 +1534,7 @@ async function main(): Promise<void> {
       machine,
       quick: opts.quick,
       runs: opts.runs,
+      storeLatencyMs: opts.storeLatencyMs,
       sizes,
       ...(partial ? { partial: true } : {}),
       rows: jsonRows(results.rows.filter((r) => wantRows(r.key))),
@@ -1539,9 +1547,10 @@ async function main(): Promise<void> {
   };
   try {
     if (mountWorkloads.length > 0) {
-      const store = await startStore(path.join(root, 's3'), path.join(root, 's3-server.log'));
+      const store = await startStore(path.join(root, 's3'), path.join(root, 's3-server.log'), opts.storeLatencyMs);
       onCleanup('store client', () => store.client.destroy());
-      log(`store: s3rver at ${store.endpoint}, bucket ${BUCKET}, every system rooted at ${BUCKET}/${PREFIX}`);
+      const latency = opts.storeLatencyMs > 0 ? `, every request held ${opts.storeLatencyMs} ms first` : '';
+      log(`store: s3rver at ${store.endpoint}, bucket ${BUCKET}, every system rooted at ${BUCKET}/${PREFIX}${latency}`);
       const localDir = path.join(root, 'local');
       const source = randomBytes(64 * MiB);
       let smallNames: string[] = [];

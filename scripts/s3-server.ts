@@ -8,10 +8,12 @@
  *
  * Run as a program it serves until SIGINT/SIGTERM (or until its parent, if forked, goes away):
  *
- *   node dist/scripts/s3-server.js --dir DIR --bucket NAME [--bucket NAME…] [--port 0]
+ *   node dist/scripts/s3-server.js --dir DIR --bucket NAME [--bucket NAME…] [--port 0] [--latency-ms 0]
  *
  * and prints one JSON line `{"endpoint":…,"port":…}` on stdout once it listens. Forked with an IPC
- * channel it also answers the messages 'stats' (with `{stats}`) and 'reset-stats'.
+ * channel it also answers the messages 'stats' (with `{stats}`) and 'reset-stats'. `--latency-ms N`
+ * holds every request N ms before answering it, as a store in another building or region would (a
+ * request to S3 in the same region takes 10-30 ms before its first byte; loopback takes none).
  * The access key is S3RVER, the secret S3RVER (s3rver checks only the key id, not signatures).
  *
  * s3rver (3.7.1) differs from S3 in ways the shims below work around, in front of its router:
@@ -330,23 +332,30 @@ export async function startS3Server(opts: S3ServerOptions): Promise<RunningS3Ser
 async function main(argv: string[]): Promise<void> {
   let dir: string | undefined;
   let port = 0;
+  let latencyMs = 0;
   const buckets: string[] = [];
+  const usage = 'usage: s3-server --dir DIR --bucket NAME [--bucket NAME…] [--port N] [--latency-ms N]\n';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
     if (a === '--dir' && v) (dir = v), i++;
     else if (a === '--bucket' && v) buckets.push(v), i++;
     else if (a === '--port' && v) (port = Number(v)), i++;
+    else if (a === '--latency-ms' && v && Number.isInteger(Number(v)) && Number(v) >= 0) (latencyMs = Number(v)), i++;
     else {
-      process.stderr.write(`usage: s3-server --dir DIR --bucket NAME [--bucket NAME…] [--port N]\n`);
+      process.stderr.write(usage);
       process.exit(2);
     }
   }
   if (!dir || buckets.length === 0) {
-    process.stderr.write(`usage: s3-server --dir DIR --bucket NAME [--bucket NAME…] [--port N]\n`);
+    process.stderr.write(usage);
     process.exit(2);
   }
-  const s3 = await startS3Server({ dir, buckets, port });
+  const delay: KoaMiddleware = async (_ctx, next) => {
+    await new Promise((r) => setTimeout(r, latencyMs));
+    await next();
+  };
+  const s3 = await startS3Server({ dir, buckets, port, ...(latencyMs > 0 ? { before: delay } : {}) });
   let stopping = false;
   const stop = () => {
     if (stopping) return;
