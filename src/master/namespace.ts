@@ -634,11 +634,17 @@ export class Namespace {
   async #handOverBytes(parent: NodeRecord, name: string, node: NodeRecord, parts: string[], also: (parent: number, name: string) => void): Promise<void> {
     // Runs with the whole namespace held (unlink, rename of a hard-linked file): links are added and removed only
     // by changes that hold it, so these reads agree.
-    if (node.persistState !== 'persisted' || !(await this.#table.isPrimaryLink(parent.ino, name))) return;
+    if (!(await this.#table.isPrimaryLink(parent.ino, name))) return;
+    const from = this.#store(parts);
+    if (node.persistState !== 'persisted') {
+      // Its new version goes to the other link's path when it persists; an older one at this path would be
+      // nobody's, and the next listing would load it back as a file of its own.
+      await this.#ufsIgnoreMissing(() => from.ufs.delete(from.ufsPath, { ifPresent: true }));
+      return;
+    }
     const other = await this.#table.otherLink(node.ino, parent.ino, name);
     if (!other) return;
     const otherParts = parsePath(joinPath(await this.#table.pathOf(other.parent), other.name));
-    const from = this.#store(parts);
     const to = this.#store(otherParts);
     also(other.parent, other.name);
     await from.ufs.rename(from.ufsPath, to.ufsPath);
@@ -797,6 +803,12 @@ export class Namespace {
         const replacedGoes = target && target.type === 'file' && target.persistState === 'persisted' && target.nlink <= 1;
         if ((node.type !== 'file' && node.type !== 'directory') || (node.type === 'file' && !(await this.#table.isPrimaryLink(s.parent.ino, s.name)))) {
           // Namespace-only nodes and secondary hard links move in the table alone.
+          if (replacedGoes) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs, { missingOk: true }));
+        } else if (node.type === 'file' && node.persistState !== 'persisted') {
+          // Its bytes go to the new path when it persists. An older version may still be at the old one (it was
+          // rewritten since it was stored, ASYNC_THROUGH): nobody's once the name moves, and the next listing would
+          // load it back as a file of its own. What the destination holds is replaced as below.
+          await this.#ufsIgnoreMissing(() => ufs.delete(srcUfs, { ifPresent: true }));
           if (replacedGoes) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs, { missingOk: true }));
         } else if (node.persistState === 'persisted') {
           if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
