@@ -1016,7 +1016,8 @@ export class Namespace {
     const mount = this.#mounts.list().find((m) => m.uri === at.mountUri);
     if (!mount) return;
     const st = await mount.ufs.stat(at.path);
-    if (st && st.type === 'file' && st.fingerprint === fingerprint) await this.#ufsIgnoreMissing(() => mount.ufs.delete(at.path));
+    // Its directory may be gone from the table (renamed or removed since): the delete must not bring it back.
+    if (st && st.type === 'file' && st.fingerprint === fingerprint) await this.#ufsIgnoreMissing(() => mount.ufs.delete(at.path, { parentMayGo: true }));
   }
 
   /**

@@ -17,32 +17,51 @@ export type LockScope = readonly (readonly string[])[] | 'all';
 interface Request {
   readonly scope: LockScope;
   readonly done: Promise<void>;
+  prev: Request | null;
+  next: Request | null;
 }
 
 export class PathLocks {
-  /** Running and waiting requests, in the order they asked (a Set iterates in insertion order). */
-  readonly #requests = new Set<Request>();
+  /** Running and waiting requests, oldest first, as a list (a request leaves from anywhere in it). */
+  #oldest: Request | null = null;
+  #newest: Request | null = null;
+  #size = 0;
 
   /** Runs `fn` once no earlier request whose scope overlaps `scope` is running or waiting. */
   async run<T>(scope: LockScope, fn: () => Promise<T>): Promise<T> {
+    // Newest first, down to the first earlier request that covers this scope: that one already waits
+    // for every older request this one overlaps, so those need no wait of their own. Requests piling
+    // up on one path (or on the whole namespace) then wait for one request each, not for all before them.
     const before: Promise<void>[] = [];
-    for (const r of this.#requests) if (overlaps(r.scope, scope)) before.push(r.done);
+    for (let r = this.#newest; r; r = r.prev) {
+      if (!overlaps(r.scope, scope)) continue;
+      before.push(r.done);
+      if (covers(r.scope, scope)) break;
+    }
     let release!: () => void;
-    const request: Request = { scope, done: new Promise<void>((resolve) => (release = resolve)) };
-    this.#requests.add(request);
+    const request: Request = { scope, done: new Promise<void>((resolve) => (release = resolve)), prev: this.#newest, next: null };
+    if (this.#newest) this.#newest.next = request;
+    else this.#oldest = request;
+    this.#newest = request;
+    this.#size++;
     try {
       // `done` promises only ever resolve.
-      if (before.length > 0) await Promise.all(before);
+      if (before.length === 1) await before[0];
+      else if (before.length > 1) await Promise.all(before);
       return await fn();
     } finally {
-      this.#requests.delete(request);
+      if (request.prev) request.prev.next = request.next;
+      else this.#oldest = request.next;
+      if (request.next) request.next.prev = request.prev;
+      else this.#newest = request.prev;
+      this.#size--;
       release();
     }
   }
 
   /** Requests running or waiting (for metrics and tests). */
   get size(): number {
-    return this.#requests.size;
+    return this.#size;
   }
 }
 
@@ -51,6 +70,17 @@ export function overlaps(a: LockScope, b: LockScope): boolean {
   if (a === 'all' || b === 'all') return true;
   for (const p of a) for (const q of b) if (isPrefix(p, q) || isPrefix(q, p)) return true;
   return false;
+}
+
+/**
+ * Whether whatever overlaps `b` also overlaps `a`: every path of `b` is a path of `a` or lies below
+ * one. (A path overlapping `q` lies on the way to `q` or below it; either way it meets `q`'s
+ * ancestor `p`.)
+ */
+export function covers(a: LockScope, b: LockScope): boolean {
+  if (a === 'all') return true;
+  if (b === 'all') return false;
+  return b.every((q) => a.some((p) => isPrefix(p, q)));
 }
 
 function isPrefix(p: readonly string[], q: readonly string[]): boolean {

@@ -761,17 +761,18 @@ export class S3UnderFileSystem implements UnderFileSystem {
     return isDir ? new StrataError('IS_DIRECTORY', `${context}: is a directory`) : new StrataError('NOT_FOUND', `${context}: no such file`);
   }
 
-  /** After the last entry of a directory went away, writes its marker so the directory itself stays. */
+  /**
+   * Before an entry of a directory goes (delete, rmdir, a move out of it), makes sure the directory
+   * has its marker, so it stays when that was its last entry. Before, not after: a directory without
+   * a marker exists only through its keys, and between the last one's delete and a marker written
+   * after it, another change in the directory (a mkdir or a rename into it, which check their
+   * parent) would find no directory there. One PUT per directory this driver has not seen a marker
+   * of, where a look after each delete cost a listing per delete in a directory without one.
+   */
   async #keepDirectory(parts: string[], opts: UfsCallOptions | undefined, context: string): Promise<void> {
-    if (!parts.length) return;
+    if (!parts.length || opts?.parentMayGo) return;
     const dirKey = this.#dirKey(parts);
     if (this.#markers.has(dirKey)) return;
-    const under = await this.#keysUnder(dirKey, 1, opts, context);
-    if (under.length) {
-      // Listed first when present ("dir/" sorts before "dir/x").
-      if (under[0]!.key === dirKey) this.#markers.set(dirKey, true);
-      return;
-    }
     try {
       await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: dirKey, Body: Buffer.alloc(0), ContentLength: 0 }), this.#http(opts));
     } catch (err) {
@@ -937,8 +938,8 @@ export class S3UnderFileSystem implements UnderFileSystem {
       if (opts?.ifPresent) return;
       throw await this.#missingObject(parts, opts, context);
     }
-    await this.#deleteKey(key, opts, context);
     await this.#keepDirectory(parts.slice(0, -1), opts, context);
+    await this.#deleteKey(key, opts, context);
   }
 
   async discardLeftover(handle: string, opts?: UfsCallOptions): Promise<void> {
@@ -990,9 +991,9 @@ export class S3UnderFileSystem implements UnderFileSystem {
       const isFile = await this.#head(this.#objectKey(parts), opts, context);
       throw isFile ? new StrataError('NOT_DIRECTORY', `${context}: not a directory`) : new StrataError('NOT_FOUND', `${context}: no such directory`);
     }
+    await this.#keepDirectory(parts.slice(0, -1), opts, context);
     this.#markers.delete(dirKey);
     await this.#deleteKey(dirKey, opts, context);
-    await this.#keepDirectory(parts.slice(0, -1), opts, context);
   }
 
   async rename(src: string, dst: string, opts?: UfsCallOptions): Promise<UfsStatus | void> {
@@ -1006,8 +1007,8 @@ export class S3UnderFileSystem implements UnderFileSystem {
     if (known && known.size <= this.#settings.multipartCopyThreshold && from.join('/') !== to.join('/') && !to.join('/').startsWith(from.join('/') + '/')) {
       const dstKey = this.#objectKey(to);
       const etag = await this.#copy(this.#objectKey(from), dstKey, known.size, opts, context);
-      await this.#deleteMoved([this.#objectKey(from)], opts, context);
       await this.#keepDirectory(from.slice(0, -1), opts, context);
+      await this.#deleteMoved([this.#objectKey(from)], opts, context);
       return etag ? copiedStatus(to, etag, known.size) : undefined;
     }
     const srcFile = await this.#head(this.#objectKey(from), opts, context);
@@ -1027,6 +1028,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
     let moved: UfsStatus | undefined;
     if (srcFile) {
       if (dstUnder.length) throw new StrataError('IS_DIRECTORY', `${context}: the destination is a directory`);
+      await this.#keepDirectory(from.slice(0, -1), opts, context);
       const etag = await this.#copy(srcFile.key, this.#objectKey(to), srcFile.size, opts, context);
       await this.#deleteMoved([srcFile.key], opts, context);
       if (etag) moved = copiedStatus(to, etag, srcFile.size);
@@ -1034,9 +1036,9 @@ export class S3UnderFileSystem implements UnderFileSystem {
       if (dstFile) throw new StrataError('NOT_DIRECTORY', `${context}: the destination is a file`);
       if (dstUnder.some((o) => o.key !== dstDirKey)) throw new StrataError('NOT_EMPTY', `${context}: the destination is not empty`);
       for (const k of [...this.#markers.keys()]) if (k.startsWith(srcDirKey)) this.#markers.delete(k);
+      await this.#keepDirectory(from.slice(0, -1), opts, context);
       await this.#moveTree(srcDirKey, dstDirKey, opts, context);
     }
-    await this.#keepDirectory(from.slice(0, -1), opts, context);
     return moved;
   }
 

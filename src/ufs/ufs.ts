@@ -42,6 +42,12 @@ export interface UfsCallOptions {
    */
   ifPresent?: boolean;
   /**
+   * `delete`: the parent directory need not outlive this object. A store that keeps a directory
+   * by a marker otherwise writes one so the directory stays when this was its last entry; a stray
+   * object's directory may have been renamed away since, and a marker would bring it back.
+   */
+  parentMayGo?: boolean;
+  /**
    * `create`: until this time (ms since the epoch) the caller knows no directory is at the
    * path (a namespace that listed the parent within its sync interval holds no directory
    * there, and its knowledge holds until the interval runs out). A store where one path can

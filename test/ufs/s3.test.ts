@@ -821,13 +821,14 @@ t.test("a delete the caller lets miss (missingOk) skips the HEAD: DeleteObject a
   t.ok(sent.includes('HeadObjectCommand'), 'without missingOk it looks first (NOT_FOUND and IS_DIRECTORY need it)');
 });
 
-t.test('a directory kept by a marker this driver has not seen is listed, and gets one, when its last file goes', async (t) => {
+t.test('a directory this driver has seen no marker of gets one before an entry of it goes, so it never vanishes meanwhile', async (t) => {
   const { ufs, prefix } = freshStore(t);
   await putFile(ufs, '/implied/a', 'x');
   await putFile(ufs, '/implied/b', 'y');
   const sent = commandsSent(ufs);
   await ufs.delete('/implied/a', { missingOk: true });
-  t.ok(sent.includes('ListObjectsV2Command'), 'no marker known: the directory is listed');
+  t.same(sent, ['PutObjectCommand', 'DeleteObjectCommand'], 'no marker known: one is written, then the file deleted');
+  t.equal(await rawExists(`${prefix}implied/`), true);
   await ufs.delete('/implied/b', { missingOk: true });
   t.equal(await rawExists(`${prefix}implied/`), true, 'the last file gone, a marker keeps the directory');
   t.equal((await ufs.stat('/implied'))?.type, 'directory');
@@ -840,7 +841,7 @@ t.test('a directory kept by a marker this driver has not seen is listed, and get
   await putFile(ufs, '/implied/c2', 'z');
   sent.length = 0;
   await ufs.delete('/implied/c2', { missingOk: true });
-  t.ok(sent.includes('ListObjectsV2Command'), 'until told to forget (a master taking over): then it looks again');
+  t.same(sent, ['PutObjectCommand', 'DeleteObjectCommand'], 'until told to forget (a master taking over): then it writes it again');
   await ufs.rename('/implied', '/moved');
   // The old name again, as a directory without a marker: its last file going must still keep it.
   await putFile(ufs, '/implied/z', 'u');
@@ -852,12 +853,22 @@ t.test('a directory kept by a marker this driver has not seen is listed, and get
   await putFile(ufs, '/fresh/moved/e', 'v');
   sent.length = 0;
   await ufs.delete('/fresh/moved/e', { missingOk: true });
-  t.ok(sent.includes('ListObjectsV2Command'), 'a moved directory is listed again');
+  t.same(sent, ['PutObjectCommand', 'DeleteObjectCommand'], 'a moved directory gets its marker again');
   t.equal((await ufs.stat('/fresh/moved'))?.type, 'directory', 'and stays');
   await ufs.delete('/fresh/moved/d');
   await ufs.rmdir('/fresh/moved');
   t.equal(await ufs.stat('/fresh/moved'), null, 'rmdir removes it');
   t.equal((await ufs.stat('/fresh'))?.type, 'directory', 'its parent stays');
+});
+
+t.test('a delete whose directory need not outlive it (a stray object) writes no marker', async (t) => {
+  const { ufs, prefix } = freshStore(t);
+  await putFile(ufs, '/gone/stray', 'x');
+  const sent = commandsSent(ufs);
+  await ufs.delete('/gone/stray', { parentMayGo: true });
+  t.notOk(sent.includes('PutObjectCommand'), 'no marker written');
+  t.equal(await rawExists(`${prefix}gone/`), false);
+  t.equal(await ufs.stat('/gone'), null, 'the directory, which had only that object, is gone with it');
 });
 
 t.test('every under-store test cleaned up after itself', async (t) => {
