@@ -26,7 +26,7 @@
  */
 
 import { StrataError } from '../common/errors';
-import { PathLocks, type LockScope } from './path-locks';
+import { PathLocks, covers, type LockScope } from './path-locks';
 import { isValidUtf8Text, joinPath, normalizePath, parsePath } from '../common/paths';
 import type {
   BlockInfo,
@@ -101,6 +101,8 @@ export class Namespace {
   /** `parent/name` of the entries a change (#mutate) is changing, from its under-store call to its commit. */
   readonly #inFlight = new Set<string>();
   readonly #leading: () => boolean;
+  /** Exchanges asked so far: part of each one's parking name. */
+  #exchanges = 0;
 
   constructor(opts: NamespaceOptions) {
     this.#leading = opts.leading ?? (() => true);
@@ -184,35 +186,44 @@ export class Namespace {
    * Runs a change that acts in the under-store with the paths it changes held (see
    * PathLocks). `scope` names them; for a change named by inode it is read before the
    * lock and again under it, and the change asks again when they moved meanwhile. A
-   * change that finds, before changing anything, that it reaches beyond them (a hard
-   * link's bytes move between the links' paths; a stray object at a path the file
-   * left) calls `wholeNamespace()`, and runs again with the whole namespace held.
+   * change that finds, before changing anything, that it reaches beyond them (a stray
+   * object at a path the file left; a hard link's bytes moving between the links'
+   * paths) calls `needs(more)`, and runs again holding those paths too.
    */
-  async #mutate<T>(scope: () => LockScope | Promise<LockScope>, fn: (lock: { wholeNamespace(): void }) => Promise<T>): Promise<T> {
-    let want = await scope();
+  async #mutate<T>(scope: () => LockScope | Promise<LockScope>, fn: (lock: { needs(more: LockScope): void }) => Promise<T>): Promise<T> {
+    let base = await scope();
+    let extra: LockScope = [];
     for (let attempt = 1; ; attempt++) {
-      const held = want;
+      const held = union(base, extra);
       const lock = {
-        wholeNamespace: () => {
-          if (held !== 'all') throw new NeedsWholeNamespace();
+        needs: (more: LockScope) => {
+          if (!covers(held, more)) throw new NeedsMore(more);
         },
       };
-      const outcome = await this.#locks.run(held, async (): Promise<{ done: T } | { again: LockScope }> => {
+      const outcome = await this.#locks.run(held, async (): Promise<{ done: T } | { again: LockScope; more?: LockScope }> => {
         if (held !== 'all') {
           const now = await scope();
-          if (!sameScope(now, held)) return { again: now };
+          if (!sameScope(now, base)) return { again: now };
         }
         try {
           return { done: await fn(lock) };
         } catch (err) {
-          if (err instanceof NeedsWholeNamespace) return { again: 'all' };
+          if (err instanceof NeedsMore) return { again: base, more: union(extra, err.scope) };
           throw err;
         }
       });
       if ('done' in outcome) return outcome.done;
+      base = outcome.again;
+      if (outcome.more) extra = outcome.more;
       // Moved again and again by renames: the whole namespace holds whatever the paths are.
-      want = attempt >= 3 ? 'all' : outcome.again;
+      if (attempt >= 3) base = 'all';
     }
+  }
+
+  /** Where a stray object at `at` is in the namespace, as a lock scope (the whole namespace if no mount has its store). */
+  #strayScope(at: UfsPlace): LockScope {
+    const mount = this.#mounts.list().find((m) => m.uri === at.mountUri);
+    return mount ? [[...mount.parts, ...parsePath(at.path)]] : 'all';
   }
 
   /** The path of inode `ino` as a lock scope; the whole namespace when it has none (gone). */
@@ -632,8 +643,8 @@ export class Namespace {
    * move the bytes to the path of the link that takes over.
    */
   async #handOverBytes(parent: NodeRecord, name: string, node: NodeRecord, parts: string[], also: (parent: number, name: string) => void): Promise<void> {
-    // Runs with the whole namespace held (unlink, rename of a hard-linked file): links are added and removed only
-    // by changes that hold it, so these reads agree.
+    // Runs with the whole namespace held (unlink, rename of a hard-linked file): links are added only by link (which
+    // holds the file's path) and removed only by changes that hold the whole namespace, so these reads agree.
     if (!(await this.#table.isPrimaryLink(parent.ino, name))) return;
     const from = this.#store(parts);
     if (node.persistState !== 'persisted') {
@@ -652,8 +663,9 @@ export class Namespace {
 
   /** link(2): another name for a file; the bytes stay at the first name's path in the store. */
   link(ino: number, newPath: string): Promise<FileAttributes> {
-    // The whole namespace: the links of a file are read by other changes that hold it (#handOverBytes).
-    return this.#mutate(() => 'all', async () => {
+    // The file's path (its first link's) and the new name. Changes that read a file's links (#handOverBytes)
+    // hold the whole namespace, so none of them runs beside this.
+    return this.#mutate(async () => union(await this.#inodeScope(ino), [parsePath(newPath)]), async () => {
       const { parent, name, parts } = await this.#resolveParent(newPath);
       this.#writable(parts);
       this.#storable(parts);
@@ -704,7 +716,7 @@ export class Namespace {
       this.#writable(parts);
       const node = await this.#child(parent, parts);
       if (node.type === 'directory') throw new StrataError('IS_DIRECTORY', `${path} is a directory`);
-      if (node.type === 'file' && node.nlink > 1) lock.wholeNamespace();
+      if (node.type === 'file' && node.nlink > 1) lock.needs('all');
       const { ufs, ufsPath } = this.#store(parts);
       await this.#changing([[parent.ino, name]], async (also) => {
         if (node.type === 'file') {
@@ -791,7 +803,7 @@ export class Namespace {
         }
       }
       // Hard links: which link holds the bytes, and where they go, is read from the links (#handOverBytes).
-      if ((node.type === 'file' && node.nlink > 1) || (target?.type === 'file' && target.nlink > 1)) lock.wholeNamespace();
+      if ((node.type === 'file' && node.nlink > 1) || (target?.type === 'file' && target.nlink > 1)) lock.needs('all');
       const ufs = from.ufs;
       const srcUfs = from.ufsPath;
       const dstUfs = to.ufsPath;
@@ -854,8 +866,9 @@ export class Namespace {
    * error is answered, so the store keeps matching the namespace.
    */
   exchange(a: string, b: string): Promise<void> {
-    // The whole namespace: the swap parks an object under a third name, beside `a`.
-    return this.#mutate(() => 'all', async () => {
+    // Both names, and the third one beside `a` that the swap parks an object under.
+    const parkedName = `.strata-exchange-${Date.now().toString(36)}-${++this.#exchanges}`;
+    return this.#mutate(() => [parsePath(a), parsePath(b), [...parsePath(a).slice(0, -1), parkedName]], async () => {
       const { x, y, xs, ys } = await this.#twoNames(a, b);
       const xNode = await this.#child(x.parent, x.parts);
       const yNode = await this.#child(y.parent, y.parts);
@@ -877,7 +890,6 @@ export class Namespace {
         await ufs.rename(from, to);
         done.push([from, to]);
       };
-      const parkedName = `.strata-exchange-${xNode.ino}-${Date.now().toString(36)}`;
       // Both names, and the temporary one beside `a`, are in flight: a sync in between would take the swap for an
       // out-of-band change (refresh a name with the other's object, forget a name whose object is parked, load the parked one).
       await this.#changing([[x.parent.ino, x.name], [y.parent.ino, y.name], [x.parent.ino, parkedName]], async () => {
@@ -1036,8 +1048,8 @@ export class Namespace {
     return this.#mutate(() => this.#inodeScope(req.ino), async (lock) => {
       const { here, stillThere } = await this.#fileAt(req.ino, at);
       if (stillThere) return toAttributes(await this.#table.commitWrite(req));
-      // The stray is at a path the file left, which this change does not hold.
-      lock.wholeNamespace();
+      // The stray is at a path the file left, which this change does not hold yet.
+      lock.needs(this.#strayScope(at));
       await this.#removeStray(at, req.ufsFingerprint!);
       // Never committed now: its cached copies go at once, not when the write would expire (only this file's write).
       if ((await this.#table.openWriteOf(req.containerId)) === req.ino) await this.#table.abandonWrite(req.containerId);
@@ -1169,8 +1181,8 @@ export class Namespace {
         // and its next upload overwrites this one at the same path.
         return this.#table.markPersisted(ino, container, r.ufsFingerprint);
       }
-      // The stray is at a path the file left (or it is gone), which this change does not hold.
-      lock.wholeNamespace();
+      // The stray is at a path the file left (or it is gone), which this change does not hold yet.
+      lock.needs(this.#strayScope(r));
       await this.#removeStray(r, r.ufsFingerprint);
       this.#log.info({ ino, path: r.path, now: here?.path ?? null }, 'an upload finished after its file was renamed or removed; its object is removed');
       if (n && here && n.persistState !== 'persisted') await this.#table.enqueuePersist(ino);
@@ -1485,8 +1497,16 @@ function notFound(path: string): StrataError {
   return new StrataError('NOT_FOUND', `${path} does not exist`);
 }
 
-/** Thrown by `wholeNamespace()` inside #mutate when the change holds less; it has changed nothing yet. */
-class NeedsWholeNamespace extends Error {}
+/** Thrown by `needs()` inside #mutate when the change holds less than `scope`; it has changed nothing yet. */
+class NeedsMore extends Error {
+  constructor(readonly scope: LockScope) {
+    super('the change needs more paths held');
+  }
+}
+
+function union(a: LockScope, b: LockScope): LockScope {
+  return a === 'all' || b === 'all' ? 'all' : [...a, ...b];
+}
 
 function sameScope(a: LockScope, b: LockScope): boolean {
   if (a === 'all' || b === 'all') return a === b;

@@ -172,7 +172,7 @@ async function setup(t: tap.Test) {
     await w.write(Buffer.from(data));
     await w.complete();
   };
-  return { ns, ufs: ufs as UnderFileSystem, hang, put };
+  return { ns, ufs: ufs as UnderFileSystem, hang, put, sqlite, mountUri: uri };
 }
 
 t.test('a store call that hangs on one path holds up no change elsewhere', async (t) => {
@@ -187,6 +187,11 @@ t.test('a store call that hangs on one path holds up no change elsewhere', async
   t.equal(await within(ns.unlink('/f')), 'done', 'an unlink');
   t.equal(await within(ns.rename('/x', '/other/y')), 'done', 'a rename');
   t.equal(await within(ns.commitEmpty(g.ino, 'CACHE_THROUGH', undefined)), 'done', 'a write-through commit');
+  t.equal(await within(ns.link(g.ino, '/other/g-link')), 'done', 'a hard link');
+  await put('/p', 'p');
+  await put('/q', 'qq');
+  t.equal(await within(ns.exchange('/p', '/q')), 'done', 'an exchange');
+  t.equal((await ufs.stat('/p'))?.size, 2, 'the two objects swapped');
   t.equal(await within(slowMkdir, 50), 'still waiting', 'the hanging mkdir is still in its store');
   t.equal(await ufs.stat('/f'), null, 'the unlinked object is gone');
   t.equal((await ufs.stat('/other/y'))?.size, 'to be renamed'.length, 'the renamed object moved');
@@ -194,6 +199,25 @@ t.test('a store call that hangs on one path holds up no change elsewhere', async
   slow.open();
   t.equal(await within(slowMkdir), 'done', 'the hanging mkdir finishes once its store answers');
   t.equal((await ns.resolve('/slow')).type, 'directory');
+});
+
+t.test('a write-through that a rename overtook removes its stray object beside a store call hanging elsewhere', async (t) => {
+  const { ns, ufs, hang, put, sqlite, mountUri } = await setup(t);
+  await ns.mkdir('/d', 0o755);
+  const f = await ns.create('/d/f', 0o644);
+  const { containerId } = await sqlite.beginWrite(f.ino);
+  await ns.rename('/d', '/e');
+  await ns.mkdir('/d', 0o755);
+  await put('/d/f', 'late'); // the worker's write lands where the file was when it began
+  const st = await ufs.stat('/d/f');
+  const slow = hang('mkdir', '/slow');
+  const slowMkdir = ns.mkdir('/slow', 0o755);
+  await slow.reached;
+  const commit = ns.commitWrite({ ino: f.ino, containerId, size: 4, blocks: [{ id: blockIdOf(containerId, 0), length: 4 }], workerId: 1, ufsFingerprint: st!.fingerprint, writeType: 'CACHE_THROUGH', ufsAt: { mountUri, path: '/d/f' } });
+  t.equal(await within(commit), 'NOT_FOUND', 'the commit is refused (its client writes the file again) without waiting');
+  t.equal(await ufs.stat('/d/f'), null, 'the stray object is gone');
+  slow.open();
+  t.equal(await within(slowMkdir), 'done');
 });
 
 t.test('a change below a directory that a rename is moving waits for it, then sees where things are', async (t) => {
