@@ -28,7 +28,7 @@ const KEEP = 200_000;
  * copy; persisting files in the background would otherwise make every stat of them
  * ask the master again.
  */
-export const QUIET_COLUMNS: ReadonlySet<string> = new Set(['persisted', 'ufs_fingerprint', 'synced_at', 'pinned', 'ttl_expires_at', 'ttl_action']);
+export const QUIET_COLUMNS: ReadonlySet<string> = new Set(['persisted', 'ufs_fingerprint', 'synced_at', 'pinned', 'ttl_expires_at', 'ttl_action', 'in_store']);
 
 /** The change log of the SQLite metastore: triggers into a TEMP table of its connection. */
 export class ChangeFeed implements ChangeLog {

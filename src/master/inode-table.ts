@@ -54,7 +54,7 @@ import {
   timespecNow,
 } from '../common/protocol';
 
-const SCHEMA_VERSION = 5;
+const SCHEMA_VERSION = 6;
 
 /**
  * The schema as version 1 created it. New databases start from it and run every
@@ -176,6 +176,11 @@ const MIGRATIONS: Record<number, string> = {
    * still unpersisted files; without an index each ask scanned every node.
    */
   5: `CREATE INDEX node_unpersisted_container ON node (container) WHERE persisted = 0;`,
+  /**
+   * 6: whether an object of a file may be at its path in the store (NodeRecord.inStore). Nodes
+   * from before it may have one: 1.
+   */
+  6: `ALTER TABLE node ADD COLUMN in_store INTEGER NOT NULL DEFAULT 1;`,
 };
 
 const TYPE_CODE = NODE_TYPE_CODE;
@@ -269,8 +274,8 @@ export class InodeTable {
       setPrimary: db.prepare(`UPDATE edge SET primary_link = 1 WHERE parent = ? AND name = ?`),
       insertLink: db.prepare(`INSERT INTO edge (parent, name, ino, primary_link) VALUES (?, ?, ?, ?)`),
       insertNode: db.prepare(
-        `INSERT INTO node (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at, pinned)
-         VALUES (@type, @mode, @uid, @gid, @size, @nlink, @as, @ans, @ms, @mns, @cs, @cns, @target, @rdev, @blockSize, @persisted, @fp, @syncedAt, @pinned)`,
+        `INSERT INTO node (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at, pinned, in_store)
+         VALUES (@type, @mode, @uid, @gid, @size, @nlink, @as, @ans, @ms, @mns, @cs, @cns, @target, @rdev, @blockSize, @persisted, @fp, @syncedAt, @pinned, @inStore)`,
       ),
       insertEdge: db.prepare(`INSERT INTO edge (parent, name, ino) VALUES (?, ?, ?)`),
       deleteEdge: db.prepare(`DELETE FROM edge WHERE parent = ? AND name = ?`),
@@ -514,6 +519,7 @@ export class InodeTable {
       rdev: node.rdev ?? 0,
       blockSize: this.#blockSize,
       persisted: node.persisted ? 1 : 0,
+      inStore: (node.inStore ?? node.persisted) ? 1 : 0,
       fp: node.ufsFingerprint ?? null,
       syncedAt: node.syncedAt ?? 0,
       pinned: pinned ? 1 : 0,
@@ -764,7 +770,7 @@ export class InodeTable {
     const t = req.mtime ?? timespecNow();
     // The content changed when the client wrote it (its mtime), not at this commit; a later chmod's ctime stays.
     const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
-    this.#sql(`UPDATE node SET size = 0, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(t.sec, t.nsec, now.sec, now.nsec, container, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
+    this.#sql(`UPDATE node SET size = 0, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, in_store = MAX(in_store, ?), ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(t.sec, t.nsec, now.sec, now.nsec, container, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
     if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, Math.max(this.#persistWaitMs, req.persistDelayMs ?? 0));
     else this.#sql(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
     return this.requireNode(req.ino);
@@ -801,7 +807,7 @@ export class InodeTable {
       if (n.pinned && req.blocks.length > 0) this.#bumpPinVersion();
       const t = req.mtime ?? timespecNow();
       const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
-      this.#sql(`UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(req.size, t.sec, t.nsec, now.sec, now.nsec, req.containerId, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
+      this.#sql(`UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, in_store = MAX(in_store, ?), ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(req.size, t.sec, t.nsec, now.sec, now.nsec, req.containerId, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
       // The queue row commits with the file, so an acknowledged ASYNC_THROUGH write is never forgotten.
       if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, this.#persistWaitMs);
       else this.#sql(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
@@ -821,7 +827,7 @@ export class InodeTable {
       if (guard && !matchesGuard(n, guard)) return false;
       this.#dropBlocks(ino);
       const now = timespecNow();
-      this.#sql(`UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, ufs_fingerprint = ?, synced_at = ?, persisted = 1 WHERE ino = ?`)
+      this.#sql(`UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, ufs_fingerprint = ?, synced_at = ?, persisted = 1, in_store = 1 WHERE ino = ?`)
         .run(size, mtime.sec, mtime.nsec, now.sec, now.nsec, fingerprint, Date.now(), ino);
       if (size > 0) this.#allocateBlocks(ino, size);
       return true;
@@ -914,12 +920,20 @@ export class InodeTable {
   markPersisted(ino: number, container: number, fingerprint: string): boolean {
     return this.#db.transaction(() => {
       const n = this.getNode(ino);
-      if (n && n.type === 'file' && n.container !== container) return false;
+      if (n && n.type === 'file' && n.container !== container) {
+        // An older version's object is at its path now.
+        if (!n.inStore) this.markInStore(ino);
+        return false;
+      }
       this.#sql(`DELETE FROM persist_queue WHERE ino = ?`).run(ino);
       if (!n || n.type !== 'file') return false;
-      this.#sql(`UPDATE node SET persisted = 1, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(fingerprint, Date.now(), ino);
+      this.#sql(`UPDATE node SET persisted = 1, in_store = 1, ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(fingerprint, Date.now(), ino);
       return true;
     })();
+  }
+
+  markInStore(ino: number): void {
+    this.#sql(`UPDATE node SET in_store = 1 WHERE ino = ? AND in_store = 0`).run(ino);
   }
 
   /**

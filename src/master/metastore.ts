@@ -62,6 +62,13 @@ export interface NodeRecord extends FileAttributes {
   /** Pinned by the user: its blocks are never evicted. A new child of a pinned directory starts pinned. */
   pinned: boolean;
   ttl: { expiresAtMs: number; action: TtlAction } | null;
+  /**
+   * Whether an object of this file may be at its path in the store: it was found there, stored, or an
+   * upload of it began. False only for a file no version of which ever went to the store, so removing
+   * or moving its name needs no store call at all (an unpersisted file that is in the store still has
+   * an older version there, which must go with the name). Never set back to false.
+   */
+  inStore: boolean;
 }
 
 /** A child node with its name in the parent. */
@@ -79,6 +86,8 @@ export interface NewNode {
   /** Also atime; ctime too when given (a node found in the under-store). Default now. */
   mtime?: Timespec;
   persisted: boolean;
+  /** NodeRecord.inStore; default `persisted`. A file its creator will write through to the store starts true. */
+  inStore?: boolean;
   ufsFingerprint?: string | null;
   syncedAt?: number;
   target?: string;
@@ -387,6 +396,11 @@ export interface Metastore {
    */
   markPersisted(ino: number, container: number, fingerprint: string): Promise<boolean>;
   /**
+   * NodeRecord.inStore becomes true (durably, before the caller writes anything to the store at
+   * the file's path). Also true after markPersisted, even of an older version (its object is there).
+   */
+  markInStore(ino: number): Promise<void>;
+  /**
    * Drops the queue entry of a node that no longer needs persisting: gone, not a
    * regular file, or persisted. The check is in the same transaction, so a write
    * that queued the file again meanwhile keeps its entry. Answers whether it dropped.
@@ -468,7 +482,7 @@ export interface Metastore {
 
 /** The public view of a node, without sync bookkeeping. */
 export function toAttributes(n: NodeRecord): FileAttributes {
-  const { ufsFingerprint: _f, syncedAt: _s, container: _c, pinned: _p, ttl: _t, ...attrs } = n;
+  const { ufsFingerprint: _f, syncedAt: _s, container: _c, pinned: _p, ttl: _t, inStore: _i, ...attrs } = n;
   return attrs;
 }
 
@@ -505,6 +519,7 @@ export interface NodeRow {
   pinned: number | boolean;
   ttl_expires_at: number | null;
   ttl_action: string | null;
+  in_store: number | boolean;
 }
 
 /**
@@ -512,7 +527,7 @@ export interface NodeRow {
  * rows as arrays (better-sqlite3's raw mode) twice as fast as objects: a node read went
  * from 8-10 to 4.6-5.3 µs here, a 10,000-name listing from 103-116 to 62-64 ms.
  */
-export const NODE_COLUMNS = ['ino', 'type', 'mode', 'uid', 'gid', 'size', 'nlink', 'atime_s', 'atime_ns', 'mtime_s', 'mtime_ns', 'ctime_s', 'ctime_ns', 'target', 'rdev', 'block_size', 'persisted', 'ufs_fingerprint', 'synced_at', 'container', 'pinned', 'ttl_expires_at', 'ttl_action'] as const;
+export const NODE_COLUMNS = ['ino', 'type', 'mode', 'uid', 'gid', 'size', 'nlink', 'atime_s', 'atime_ns', 'mtime_s', 'mtime_ns', 'ctime_s', 'ctime_ns', 'target', 'rdev', 'block_size', 'persisted', 'ufs_fingerprint', 'synced_at', 'container', 'pinned', 'ttl_expires_at', 'ttl_action', 'in_store'] as const;
 
 /** A node from `v[at…]`, the NODE_COLUMNS of a raw row. */
 export function nodeRecordFromValues(v: unknown[], at = 0): NodeRecord {
@@ -541,6 +556,7 @@ export function nodeRecordFromValues(v: unknown[], at = 0): NodeRecord {
     pinned: c(20) as number,
     ttl_expires_at: c(21) as number | null,
     ttl_action: c(22) as string | null,
+    in_store: c(23) as number,
   });
 }
 
@@ -562,6 +578,7 @@ export function nodeRecordFromRow(r: NodeRow): NodeRecord {
     syncedAt: r.synced_at,
     container: r.container,
     pinned: r.pinned === true || r.pinned === 1,
+    inStore: r.in_store === true || r.in_store === 1,
     ttl: r.ttl_expires_at === null ? null : { expiresAtMs: r.ttl_expires_at, action: r.ttl_action === 'delete' ? 'delete' : 'free' },
   };
   if (r.target !== null) rec.target = r.target;

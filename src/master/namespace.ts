@@ -630,11 +630,14 @@ export class Namespace {
     this.#storable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     const g = this.#inherit(parent, gid, mode, false);
-    const writeType = closeEmpty && (closeEmpty.writeType ?? this.#store(parts).mount.writeType ?? this.#defaultWriteType);
+    const mountType = closeEmpty?.writeType ?? this.#store(parts).mount.writeType ?? this.#defaultWriteType;
+    const writeType = closeEmpty && mountType;
     // A program that writes the file soon commits over this; only an untouched one is ever persisted empty.
     const empty = writeType === 'MUST_CACHE' || writeType === 'ASYNC_THROUGH' ? { writeType, persistDelayMs: CREATED_EMPTY_PERSIST_DELAY_MS } : undefined;
+    // Written through at its close: in the store from then on (NodeRecord.inStore), said now rather than in one more transaction then.
+    const inStore = mountType === 'CACHE_THROUGH' || mountType === 'THROUGH';
     // The check above only saves a store call; createChild checks again in its transaction.
-    const node = await this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, syncedAt: Date.now() }, empty);
+    const node = await this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, inStore, syncedAt: Date.now() }, empty);
     return empty ? { ...toAttributes(node), committed: true } : toAttributes(node);
   }
 
@@ -650,7 +653,7 @@ export class Namespace {
     if (node.persistState !== 'persisted') {
       // Its new version goes to the other link's path when it persists; an older one at this path would be
       // nobody's, and the next listing would load it back as a file of its own.
-      await this.#ufsIgnoreMissing(() => from.ufs.delete(from.ufsPath, { ifPresent: true }));
+      if (node.inStore) await this.#ufsIgnoreMissing(() => from.ufs.delete(from.ufsPath, { ifPresent: true }));
       return;
     }
     const other = await this.#table.otherLink(node.ino, parent.ino, name);
@@ -723,8 +726,10 @@ export class Namespace {
           // Persisted: its object is there, no need to look first. Otherwise there may be none (an older
           // version's, or nothing): delete it only if it is there, so a store that keeps directories by
           // markers never writes one back for a directory removed outside Strata.
-          if (node.nlink <= 1) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath, node.persistState === 'persisted' ? { missingOk: true } : { ifPresent: true }));
-          else await this.#handOverBytes(parent, name, node, parts, also);
+          // A file no version of which ever went to the store has nothing there: no store call at all.
+          if (node.nlink > 1) await this.#handOverBytes(parent, name, node, parts, also);
+          else if (node.persistState === 'persisted') await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath, { missingOk: true }));
+          else if (node.inStore) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath, { ifPresent: true }));
         }
         // Only while the name still names the inode checked above.
         await this.#removeChecked(parent.ino, name, 'file', node.ino, path);
@@ -812,16 +817,18 @@ export class Namespace {
         let movedTo: UfsStatus | undefined;
         // A replaced file that lives on through another hard link keeps its bytes.
         if (target && target.type === 'file' && target.nlink > 1) await this.#handOverBytes(d.parent, d.name, target, d.parts, also);
-        const replacedGoes = target && target.type === 'file' && target.persistState === 'persisted' && target.nlink <= 1;
+        // The replaced file's object, when the name held its only link: stored, or maybe an older version of it.
+        const replacedGoes = target && target.type === 'file' && target.nlink <= 1 && (target.persistState === 'persisted' || target.inStore);
+        const dropReplaced = () => ufs.delete(dstUfs, target!.persistState === 'persisted' ? { missingOk: true } : { ifPresent: true });
         if ((node.type !== 'file' && node.type !== 'directory') || (node.type === 'file' && !(await this.#table.isPrimaryLink(s.parent.ino, s.name)))) {
           // Namespace-only nodes and secondary hard links move in the table alone.
-          if (replacedGoes) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs, { missingOk: true }));
+          if (replacedGoes) await this.#ufsIgnoreMissing(dropReplaced);
         } else if (node.type === 'file' && node.persistState !== 'persisted') {
           // Its bytes go to the new path when it persists. An older version may still be at the old one (it was
           // rewritten since it was stored, ASYNC_THROUGH): nobody's once the name moves, and the next listing would
-          // load it back as a file of its own. What the destination holds is replaced as below.
-          await this.#ufsIgnoreMissing(() => ufs.delete(srcUfs, { ifPresent: true }));
-          if (replacedGoes) await this.#ufsIgnoreMissing(() => ufs.delete(dstUfs, { missingOk: true }));
+          // load it back as a file of its own. A file never stored has nothing there.
+          if (node.inStore) await this.#ufsIgnoreMissing(() => ufs.delete(srcUfs, { ifPresent: true }));
+          if (replacedGoes) await this.#ufsIgnoreMissing(dropReplaced);
         } else if (node.persistState === 'persisted') {
           if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
           // A file stored at its path, into a directory listed within the sync interval: the store need not look first.
@@ -878,10 +885,16 @@ export class Namespace {
         throw new StrataError('INVALID_ARGUMENT', `cannot move ${a} and ${b} into each other`);
       }
       // Which names hold bytes (or a directory) in the store at their path.
-      const inStore = async (parent: number, name: string, n: NodeRecord) =>
+      const holdsBytes = async (parent: number, name: string, n: NodeRecord) =>
         n.persistState === 'persisted' && (n.type === 'directory' || (n.type === 'file' && (await this.#table.isPrimaryLink(parent, name))));
-      const xMoves = await inStore(x.parent.ino, x.name, xNode);
-      const yMoves = await inStore(y.parent.ino, y.name, yNode);
+      const xMoves = await holdsBytes(x.parent.ino, x.name, xNode);
+      const yMoves = await holdsBytes(y.parent.ino, y.name, yNode);
+      // An unpersisted file with an older version still at its path: after the swap that object would sit under the
+      // other name, nobody's (a move onto the path replaces it anyway).
+      const stale = async (parent: number, name: string, n: NodeRecord, replaced: boolean) =>
+        !replaced && n.type === 'file' && n.persistState !== 'persisted' && n.inStore && (await this.#table.isPrimaryLink(parent, name));
+      const xStale = await stale(x.parent.ino, x.name, xNode, yMoves);
+      const yStale = await stale(y.parent.ino, y.name, yNode, xMoves);
       const ufs = xs.ufs;
       const xPath = xs.ufsPath;
       const yPath = ys.ufsPath;
@@ -894,6 +907,8 @@ export class Namespace {
       // out-of-band change (refresh a name with the other's object, forget a name whose object is parked, load the parked one).
       await this.#changing([[x.parent.ino, x.name], [y.parent.ino, y.name], [x.parent.ino, parkedName]], async () => {
         try {
+          if (xStale) await this.#ufsIgnoreMissing(() => ufs.delete(xPath, { ifPresent: true }));
+          if (yStale) await this.#ufsIgnoreMissing(() => ufs.delete(yPath, { ifPresent: true }));
           if (xMoves && yMoves) {
             const parked = joinPath(xPath.slice(0, xPath.lastIndexOf('/')) || '/', parkedName);
             await move(xPath, parked);
@@ -1002,6 +1017,8 @@ export class Namespace {
       const at = ufsPath;
       if (writeType === 'CACHE_THROUGH' || writeType === 'THROUGH') {
         this.#lead();
+        // On disk before the object can be: an unlink or rename then looks in the store.
+        if (!n.inStore) await this.#table.markInStore(ino);
         const vouched = await this.#noDirectoryFor(parts);
         const w = await ufs.create(at, vouched > 0 ? { noDirectoryUntil: Date.now() + vouched } : undefined);
         try {
@@ -1111,6 +1128,8 @@ export class Namespace {
         throw new StrataError('BUSY', `inode ${ino} is not at version ${check.container} with ${check.blocks} blocks any more`);
       }
       const at = this.#location(path);
+      // The worker writes there next: on disk first, so an unlink or rename then looks in the store.
+      if (!n.inStore) await this.#table.markInStore(ino);
       const vouched = await this.#noDirectoryFor(parsePath(path));
       return vouched > 0 ? { ...at, noDirectoryForMs: vouched } : at;
     }

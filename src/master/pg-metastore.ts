@@ -80,7 +80,7 @@ import {
 } from './metastore';
 
 /** The newest schema this code knows; a database at a newer version is refused. */
-export const PG_SCHEMA_VERSION = 3;
+export const PG_SCHEMA_VERSION = 4;
 
 /** Options of `PgMetastore.open`. */
 export interface PgMetastoreOptions {
@@ -246,6 +246,10 @@ const MIGRATIONS: Record<number, (tx: Tx, blockSize: number) => Promise<void>> =
   3: async (tx) => {
     await tx.client.query(`CREATE INDEX IF NOT EXISTS node_unpersisted_container ON node (container) WHERE NOT persisted`);
   },
+  /** 4: whether an object of a file may be at its path in the store (NodeRecord.inStore); older nodes may have one. */
+  4: async (tx) => {
+    await tx.client.query(`ALTER TABLE node ADD COLUMN IF NOT EXISTS in_store BOOLEAN NOT NULL DEFAULT true`);
+  },
 };
 
 /** A named statement: prepared once per connection, then only bound and executed. */
@@ -256,7 +260,7 @@ interface Sql {
 const sql = (name: string, text: string): Sql => ({ name, text });
 
 const NODE_COLUMNS = `n.ino, n.type, n.mode, n.uid, n.gid, n.size, n.nlink, n.atime_s, n.atime_ns, n.mtime_s, n.mtime_ns, n.ctime_s, n.ctime_ns,
-  n.target, n.rdev, n.block_size, n.persisted, n.ufs_fingerprint, n.synced_at, n.container, n.pinned, n.ttl_expires_at, n.ttl_action`;
+  n.target, n.rdev, n.block_size, n.persisted, n.ufs_fingerprint, n.synced_at, n.container, n.pinned, n.ttl_expires_at, n.ttl_action, n.in_store`;
 const SUBTREE = `WITH RECURSIVE sub(ino) AS (SELECT $1::int8 UNION SELECT e.ino FROM edge e JOIN sub s ON e.parent = s.ino)`;
 
 const Q = {
@@ -287,9 +291,9 @@ const Q = {
     `WITH p AS (
        SELECT type, pinned, EXISTS (SELECT 1 FROM edge WHERE parent = $18::int8 AND name = $19::text) AS taken FROM node WHERE ino = $18
      ), n AS (
-       INSERT INTO node (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at, pinned)
+       INSERT INTO node (type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at, pinned, in_store)
        SELECT $1::int2, $2::int4, $3::int8, $4::int8, $5::int8, $6::int4, $7::int8, $8::int4, $7, $8, $9::int8, $10::int4, $11::text, $12::int8, $13::int8, $14::bool,
-              $15::text, $16::int8, p.pinned
+              $15::text, $16::int8, p.pinned, $22::bool
        FROM p WHERE p.type = ${TYPE_CODE.directory} AND NOT p.taken
        RETURNING *
      ), e AS (
@@ -305,11 +309,11 @@ const Q = {
   nextContainers: sql('next_containers', `SELECT nextval('container_seq') AS v FROM generate_series(1, $1::int4)`),
   insertNodes: sql(
     'insert_nodes',
-    `INSERT INTO node (ino, type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at, container, pinned)
-     SELECT ino, type, mode, uid, gid, size, nlink, ts, tns, ts, tns, cs, cns, target, rdev, $1, persisted, fp, synced_at, container, $2
+    `INSERT INTO node (ino, type, mode, uid, gid, size, nlink, atime_s, atime_ns, mtime_s, mtime_ns, ctime_s, ctime_ns, target, rdev, block_size, persisted, ufs_fingerprint, synced_at, container, pinned, in_store)
+     SELECT ino, type, mode, uid, gid, size, nlink, ts, tns, ts, tns, cs, cns, target, rdev, $1, persisted, fp, synced_at, container, $2, in_store
      FROM unnest($3::int8[], $4::int2[], $5::int4[], $6::int8[], $7::int8[], $8::int8[], $9::int4[], $10::int8[], $11::int4[], $12::int8[], $13::int4[],
-                 $14::text[], $15::int8[], $16::bool[], $17::text[], $18::int8[], $19::int8[])
-       AS u(ino, type, mode, uid, gid, size, nlink, ts, tns, cs, cns, target, rdev, persisted, fp, synced_at, container)`,
+                 $14::text[], $15::int8[], $16::bool[], $17::text[], $18::int8[], $19::int8[], $20::bool[])
+       AS u(ino, type, mode, uid, gid, size, nlink, ts, tns, cs, cns, target, rdev, persisted, fp, synced_at, container, in_store)`,
   ),
   insertEdges: sql('insert_edges', `INSERT INTO edge (parent, name, ino) SELECT $1, name, ino FROM unnest($2::text[], $3::int8[]) AS u(name, ino)`),
   insertBlocksMany: sql('insert_blocks_many', `INSERT INTO block (block_id, ino, idx, length) SELECT b, f, i, l FROM unnest($1::int8[], $2::int8[], $3::int4[], $4::int8[]) AS u(b, f, i, l)`),
@@ -491,15 +495,16 @@ const Q = {
     'persist_failed',
     `UPDATE persist_queue SET next_at = $2 + LEAST(300000, 1000 * power(2::float8, LEAST(attempts, 30)))::int8, attempts = attempts + 1, last_error = $3 WHERE ino = $1`,
   ),
-  markPersisted: sql('mark_persisted', `UPDATE node SET persisted = true, ufs_fingerprint = $2, synced_at = $3 WHERE ino = $1`),
+  markPersisted: sql('mark_persisted', `UPDATE node SET persisted = true, in_store = true, ufs_fingerprint = $2, synced_at = $3 WHERE ino = $1`),
+  markInStore: sql('mark_in_store', `UPDATE node SET in_store = true WHERE ino = $1 AND NOT in_store RETURNING ino`),
   markSynced: sql('mark_synced', `UPDATE node SET synced_at = $1 WHERE ino = ANY ($2::int8[]) RETURNING ino`),
   commitContent: sql(
     'commit_content',
-    `UPDATE node SET size = $2, mtime_s = $3, mtime_ns = $4, ctime_s = $5, ctime_ns = $6, container = $7, persisted = $8, ufs_fingerprint = $9, synced_at = $10 WHERE ino = $1`,
+    `UPDATE node SET size = $2, mtime_s = $3, mtime_ns = $4, ctime_s = $5, ctime_ns = $6, container = $7, persisted = $8, in_store = in_store OR $8, ufs_fingerprint = $9, synced_at = $10 WHERE ino = $1`,
   ),
   refreshFromUfs: sql(
     'refresh_from_ufs',
-    `UPDATE node SET size = $2, mtime_s = $3, mtime_ns = $4, ctime_s = $5, ctime_ns = $6, ufs_fingerprint = $7, synced_at = $8, persisted = true WHERE ino = $1`,
+    `UPDATE node SET size = $2, mtime_s = $3, mtime_ns = $4, ctime_s = $5, ctime_ns = $6, ufs_fingerprint = $7, synced_at = $8, persisted = true, in_store = true WHERE ino = $1`,
   ),
 };
 
@@ -1142,6 +1147,7 @@ export class PgMetastore implements Metastore {
         name,
         now.sec,
         now.nsec,
+        node.inStore ?? node.persisted,
       ]);
       if (!row) throw new StrataError('NOT_FOUND', `no inode ${parent}`);
       if (row.parent_type !== TYPE_CODE.directory) throw new StrataError('NOT_DIRECTORY', `inode ${parent} is not a directory`);
@@ -1211,6 +1217,7 @@ export class PgMetastore implements Metastore {
         col((n) => n.ufsFingerprint ?? null),
         col((n) => n.syncedAt ?? 0),
         col((_, i) => containerOf.get(i) ?? 0),
+        col((n) => n.inStore ?? n.persisted),
       ]);
       await tx.run(Q.insertEdges, [parent, fresh.map((f) => f.name), inos]);
       if (blocks.ids.length > 0) {
@@ -1686,13 +1693,25 @@ export class PgMetastore implements Metastore {
   async markPersisted(ino: number, container: number, fingerprint: string): Promise<boolean> {
     return this.#tx(async (tx) => {
       const n = await this.#node(tx, ino);
-      if (n && n.type === 'file' && n.container !== container) return false;
+      if (n && n.type === 'file' && n.container !== container) {
+        // An older version's object is at its path now.
+        if (!n.inStore) await this.#markInStore(tx, ino);
+        return false;
+      }
       await tx.run(Q.dropPersist, [ino]);
       if (!n || n.type !== 'file') return false;
       await tx.run(Q.markPersisted, [ino, fingerprint, Date.now()]);
       tx.quiet(ino);
       return true;
     });
+  }
+
+  async markInStore(ino: number): Promise<void> {
+    await this.#tx((tx) => this.#markInStore(tx, ino));
+  }
+
+  async #markInStore(tx: Tx, ino: number): Promise<void> {
+    if ((await tx.rows(Q.markInStore, [ino])).length > 0) tx.quiet(ino);
   }
 
   /**

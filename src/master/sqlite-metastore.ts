@@ -224,6 +224,10 @@ export class SqliteMetastore implements Metastore {
     return this.#t.markPersisted(ino, container, fingerprint);
   }
 
+  async markInStore(ino: number): Promise<void> {
+    this.#t.markInStore(ino);
+  }
+
   async dropPersist(ino: number): Promise<boolean> {
     return this.#t.dropPersist(ino);
   }

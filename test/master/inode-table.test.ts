@@ -106,7 +106,7 @@ t.test('an unsupported schema version is refused with CONFIG', async (t) => {
   db.close();
   await throwsCode(t, () => new InodeTable(o.file, { blockSize: BS }), 'CONFIG', 'opening a newer schema');
   const fix = new Database(o.file);
-  fix.prepare(`UPDATE meta SET value = '5' WHERE key = 'schema_version'`).run();
+  fix.prepare(`UPDATE meta SET value = '6' WHERE key = 'schema_version'`).run();
   fix.close();
   o.table = new InodeTable(o.file, { blockSize: BS });
   t.equal(o.table.nodeCount(), 1, 'opens again once the version matches');
@@ -181,7 +181,8 @@ t.test('a version 1 database is upgraded in place to the current version and kee
   t.teardown(() => table.close());
   const check = new Database(file, { readonly: true });
   const columns = (tbl: string) => (check.prepare(`PRAGMA table_info(${tbl})`).all() as { name: string }[]).map((c) => c.name);
-  t.equal((check.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string }).value, '5', 'the version row says 5');
+  t.equal((check.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string }).value, '6', 'the version row says 6');
+  t.ok(columns('node').includes('in_store'), 'nodes say whether an object of theirs may be in the store (v6)');
   t.ok((check.prepare(`PRAGMA index_list(node)`).all() as { name: string }[]).some((i) => i.name === 'node_unpersisted_container'), 'unpersisted files are indexed by container (v5)');
   t.ok((check.prepare(`PRAGMA index_list(persist_queue)`).all() as { name: string }[]).some((i) => i.name === 'persist_queue_due'), 'the persist queue is indexed by due time (v4)');
   t.match(columns('open_write'), ['container', 'ino', 'renewed_at'], 'writes in flight are tracked (v3)');
@@ -194,7 +195,7 @@ t.test('a version 1 database is upgraded in place to the current version and kee
   t.equal(table.nodeCount(), 3, 'every inode kept');
   t.equal(table.pathOf(3), '/d/f');
   const f = table.requireNode(3);
-  t.match(f, { size: 2 * BS + 10, mode: 0o640, persistState: 'persisted', ufsFingerprint: 'fp-v1', container: 7, pinned: false, ttl: null });
+  t.match(f, { size: 2 * BS + 10, mode: 0o640, persistState: 'persisted', ufsFingerprint: 'fp-v1', container: 7, pinned: false, ttl: null, inStore: true });
   t.same(
     table.blocks(3).map((b) => [b.id, b.length, b.locations, b.cached]),
     [

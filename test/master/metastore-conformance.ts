@@ -531,6 +531,37 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.equal((await store.lookup(dir.ino, 'async'))?.ino, a.ino);
   });
 
+  t.test('inStore: false only for a file no version of which went to the store; set by every way one can get there, never cleared', async (t) => {
+    const { store, dir } = await setup(t);
+    const fresh = await store.createChild(dir.ino, 'fresh', fileNode());
+    t.equal(fresh.inStore, false, 'a new unpersisted file');
+    t.equal((await store.createChild(dir.ino, 'through', { ...fileNode(), inStore: true })).inStore, true, 'unless its creator says it will be');
+    t.equal((await store.createChild(dir.ino, 'stored', { ...fileNode(), persisted: true })).inStore, true, 'a persisted one');
+    await store.loadChildren(dir.ino, [{ name: 'loaded', node: { ...fileNode(), persisted: true, ufsFingerprint: 'e1' } }]);
+    t.equal((await store.lookup(dir.ino, 'loaded'))?.inStore, true, 'one found in the store');
+    await write(store, fresh.ino, 10, 0, { writeType: 'ASYNC_THROUGH' });
+    t.equal((await store.getNode(fresh.ino))?.inStore, false, 'an unpersisted version leaves it as it was');
+    await store.markInStore(fresh.ino);
+    t.equal((await store.getNode(fresh.ino))?.inStore, true, 'markInStore (an upload begins)');
+    await store.markInStore(fresh.ino);
+    t.equal((await store.getNode(fresh.ino))?.inStore, true, 'twice is fine');
+
+    const older = await store.createChild(dir.ino, 'older', fileNode());
+    const v1 = await write(store, older.ino, 10, 0, { writeType: 'ASYNC_THROUGH' });
+    await write(store, older.ino, 20, 0, { writeType: 'ASYNC_THROUGH' });
+    t.equal(await store.markPersisted(older.ino, v1.containerId, 'e-v1'), false, 'an upload of an older version is not the file persisted…');
+    t.equal((await store.getNode(older.ino))?.inStore, true, '…but its object is in the store');
+
+    const wt = await store.createChild(dir.ino, 'written through', fileNode());
+    await write(store, wt.ino, 5, 0, { ufsFingerprint: 'e-wt' });
+    t.equal((await store.getNode(wt.ino))?.inStore, true, 'a write-through commit');
+    await write(store, wt.ino, 6, 0, { writeType: 'ASYNC_THROUGH' });
+    t.same([(await store.getNode(wt.ino))?.persistState, (await store.getNode(wt.ino))?.inStore], ['not_persisted', true], 'rewritten since: not persisted, still in the store');
+    const e = await store.createChild(dir.ino, 'empty through', fileNode());
+    await store.commitEmpty({ ino: e.ino, ufsFingerprint: 'e-empty', writeType: 'CACHE_THROUGH' });
+    t.equal((await store.getNode(e.ino))?.inStore, true, 'an empty write-through commit');
+  });
+
   t.test("markSynced at 0 reports the directory's empty name in the change log (its names may change without a name changing)", async (t) => {
     const { store, dir } = await setup(t);
     const sub = await store.createChild(dir.ino, 'sub', dirNode({ persisted: true }));

@@ -887,15 +887,17 @@ if (skip) {
     await rejectsCode(t, () => PgMetastore.open(url, { blockSize: BS }), 'CONFIG', 'schema version 99');
     await query(url, `UPDATE meta SET value = 'x' WHERE key = 'schema_version'`);
     await rejectsCode(t, () => PgMetastore.open(url, { blockSize: BS }), 'CONFIG', 'an unreadable schema version');
-    await query(url, `UPDATE meta SET value = '3' WHERE key = 'schema_version'`);
+    await query(url, `UPDATE meta SET value = '4' WHERE key = 'schema_version'`);
     await (await PgMetastore.open(url, { blockSize: BS })).close();
     t.pass('the current version opens');
-    // Version 1 (before the persist queue's index and the unpersisted files' one): migrated on open.
+    // Version 1 (before the persist queue's index, the unpersisted files' one and in_store): migrated on open.
     await query(url, `DROP INDEX persist_queue_due`);
     await query(url, `DROP INDEX node_unpersisted_container`);
+    await query(url, `ALTER TABLE node DROP COLUMN in_store`);
     await query(url, `UPDATE meta SET value = '1' WHERE key = 'schema_version'`);
     await (await PgMetastore.open(url, { blockSize: BS })).close();
-    t.same(await query(url, `SELECT value FROM meta WHERE key = 'schema_version'`), [{ value: '3' }], 'version 1 is migrated to 3');
+    t.same(await query(url, `SELECT value FROM meta WHERE key = 'schema_version'`), [{ value: '4' }], 'version 1 is migrated to 4');
+    t.same(await query(url, `SELECT DISTINCT in_store FROM node`), [{ in_store: true }], 'nodes from before in_store may have an object in the store');
     t.same(await query(url, `SELECT indexname FROM pg_indexes WHERE indexname = 'persist_queue_due'`), [{ indexname: 'persist_queue_due' }], 'with the index on due times');
     t.same(await query(url, `SELECT indexname FROM pg_indexes WHERE indexname = 'node_unpersisted_container'`), [{ indexname: 'node_unpersisted_container' }], 'and the one of unpersisted files by container');
   });

@@ -571,3 +571,46 @@ t.test('a rewritten file that has not persisted yet leaves no older version behi
   t.same(await names(), ['b', 'h2'], 'and the old name does not come back');
   t.equal((await ns.resolve('/h2')).size, 20, 'the other link keeps the new version');
 });
+
+t.test('removing or moving the name of a file never stored asks the store nothing; once an upload of it began, it does', async (t) => {
+  const { ns, sqlite, ufs } = await namespaceOn(t, `never-stored-${Date.now()}`, 60_000);
+  await ns.mkdir('/d', 0o755);
+  const calls: string[] = [];
+  const proto = MemoryUnderFileSystem.prototype;
+  const saved = { delete: proto.delete, stat: proto.stat, rename: proto.rename };
+  t.teardown(() => Object.assign(proto, saved));
+  for (const m of ['delete', 'stat', 'rename'] as const) {
+    const orig = saved[m] as (...a: unknown[]) => Promise<unknown>;
+    (proto as unknown as Record<string, unknown>)[m] = function (this: MemoryUnderFileSystem, ...a: unknown[]) {
+      calls.push(`${m} ${String(a[0])}`);
+      return orig.apply(this, a);
+    };
+  }
+  const asyncVersion = async (ino: number) => {
+    const { containerId } = await sqlite.beginWrite(ino);
+    await sqlite.commitWrite({ ino, containerId, size: 3, blocks: [{ id: blockIdOf(containerId, 0), length: 3 }], workerId: 1, ufsFingerprint: null, writeType: 'ASYNC_THROUGH' });
+    return containerId;
+  };
+  const tmp = await ns.create('/d/.f.tmp', 0o644, undefined, undefined, { writeType: 'ASYNC_THROUGH' });
+  await asyncVersion(tmp.ino);
+  calls.length = 0;
+  await ns.rename('/d/.f.tmp', '/d/f');
+  await ns.unlink('/d/f');
+  t.same(calls, [], 'a temp file written, renamed and removed before it persisted: no store call');
+
+  const g = await ns.create('/d/g', 0o644, undefined, undefined, { writeType: 'ASYNC_THROUGH' });
+  const container = await asyncVersion(g.ino);
+  // The persister's worker asks where to upload; its object may be at /d/g from then on.
+  await ns.ufsLocation(g.ino, { purpose: 'persist', container, blocks: 1 });
+  await put('/d/g', 'v1!');
+  calls.length = 0;
+  await ns.rename('/d/g', '/d/h');
+  t.ok(calls.includes('delete /d/g'), 'an upload began: the rename removes what it may have left at the old path');
+  t.equal(await ufs.stat('/d/g'), null);
+
+  async function put(p: string, data: string) {
+    const w = await ufs.create(p);
+    await w.write(Buffer.from(data));
+    await w.complete();
+  }
+});
