@@ -653,7 +653,7 @@ export class Namespace {
     if (node.persistState !== 'persisted') {
       // Its new version goes to the other link's path when it persists; an older one at this path would be
       // nobody's, and the next listing would load it back as a file of its own.
-      if (node.inStore) await this.#ufsIgnoreMissing(() => from.ufs.delete(from.ufsPath, { ifPresent: true }));
+      if (node.inStore) await this.#dropOlderVersion(from.ufs, from.ufsPath);
       return;
     }
     const other = await this.#table.otherLink(node.ino, parent.ino, name);
@@ -729,7 +729,7 @@ export class Namespace {
           // A file no version of which ever went to the store has nothing there: no store call at all.
           if (node.nlink > 1) await this.#handOverBytes(parent, name, node, parts, also);
           else if (node.persistState === 'persisted') await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath, { missingOk: true }));
-          else if (node.inStore) await this.#ufsIgnoreMissing(() => ufs.delete(ufsPath, { ifPresent: true }));
+          else if (node.inStore) await this.#dropOlderVersion(ufs, ufsPath);
         }
         // Only while the name still names the inode checked above.
         await this.#removeChecked(parent.ino, name, 'file', node.ino, path);
@@ -819,7 +819,7 @@ export class Namespace {
         if (target && target.type === 'file' && target.nlink > 1) await this.#handOverBytes(d.parent, d.name, target, d.parts, also);
         // The replaced file's object, when the name held its only link: stored, or maybe an older version of it.
         const replacedGoes = target && target.type === 'file' && target.nlink <= 1 && (target.persistState === 'persisted' || target.inStore);
-        const dropReplaced = () => ufs.delete(dstUfs, target!.persistState === 'persisted' ? { missingOk: true } : { ifPresent: true });
+        const dropReplaced = () => (target!.persistState === 'persisted' ? ufs.delete(dstUfs, { missingOk: true }) : this.#dropOlderVersion(ufs, dstUfs));
         if ((node.type !== 'file' && node.type !== 'directory') || (node.type === 'file' && !(await this.#table.isPrimaryLink(s.parent.ino, s.name)))) {
           // Namespace-only nodes and secondary hard links move in the table alone.
           if (replacedGoes) await this.#ufsIgnoreMissing(dropReplaced);
@@ -827,7 +827,7 @@ export class Namespace {
           // Its bytes go to the new path when it persists. An older version may still be at the old one (it was
           // rewritten since it was stored, ASYNC_THROUGH): nobody's once the name moves, and the next listing would
           // load it back as a file of its own. A file never stored has nothing there.
-          if (node.inStore) await this.#ufsIgnoreMissing(() => ufs.delete(srcUfs, { ifPresent: true }));
+          if (node.inStore) await this.#dropOlderVersion(ufs, srcUfs);
           if (replacedGoes) await this.#ufsIgnoreMissing(dropReplaced);
         } else if (node.persistState === 'persisted') {
           if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
@@ -890,11 +890,11 @@ export class Namespace {
       const xMoves = await holdsBytes(x.parent.ino, x.name, xNode);
       const yMoves = await holdsBytes(y.parent.ino, y.name, yNode);
       // An unpersisted file with an older version still at its path: after the swap that object would sit under the
-      // other name, nobody's (a move onto the path replaces it anyway).
-      const stale = async (parent: number, name: string, n: NodeRecord, replaced: boolean) =>
-        !replaced && n.type === 'file' && n.persistState !== 'persisted' && n.inStore && (await this.#table.isPrimaryLink(parent, name));
-      const xStale = await stale(x.parent.ino, x.name, xNode, yMoves);
-      const yStale = await stale(y.parent.ino, y.name, yNode, xMoves);
+      // other name, nobody's (and a directory could not move onto it).
+      const stale = async (parent: number, name: string, n: NodeRecord) =>
+        n.type === 'file' && n.persistState !== 'persisted' && n.inStore && (await this.#table.isPrimaryLink(parent, name));
+      const xStale = await stale(x.parent.ino, x.name, xNode);
+      const yStale = await stale(y.parent.ino, y.name, yNode);
       const ufs = xs.ufs;
       const xPath = xs.ufsPath;
       const yPath = ys.ufsPath;
@@ -907,8 +907,8 @@ export class Namespace {
       // out-of-band change (refresh a name with the other's object, forget a name whose object is parked, load the parked one).
       await this.#changing([[x.parent.ino, x.name], [y.parent.ino, y.name], [x.parent.ino, parkedName]], async () => {
         try {
-          if (xStale) await this.#ufsIgnoreMissing(() => ufs.delete(xPath, { ifPresent: true }));
-          if (yStale) await this.#ufsIgnoreMissing(() => ufs.delete(yPath, { ifPresent: true }));
+          if (xStale) await this.#dropOlderVersion(ufs, xPath);
+          if (yStale) await this.#dropOlderVersion(ufs, yPath);
           if (xMoves && yMoves) {
             const parked = joinPath(xPath.slice(0, xPath.lastIndexOf('/')) || '/', parkedName);
             await move(xPath, parked);
@@ -1488,6 +1488,18 @@ export class Namespace {
 
   async close(): Promise<void> {
     await this.#mounts.close();
+  }
+
+  /**
+   * Deletes what an unpersisted file may have left at `path` (an older version), if it is there. A
+   * directory there is not that (made in the store since) and stays.
+   */
+  async #dropOlderVersion(ufs: UnderFileSystem, path: string): Promise<void> {
+    try {
+      await ufs.delete(path, { ifPresent: true });
+    } catch (err) {
+      if (!(err instanceof StrataError && (err.code === 'NOT_FOUND' || err.code === 'IS_DIRECTORY'))) throw err;
+    }
   }
 
   async #ufsIgnoreMissing(fn: () => Promise<void>): Promise<void> {

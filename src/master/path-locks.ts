@@ -26,18 +26,25 @@ export class PathLocks {
   #oldest: Request | null = null;
   #newest: Request | null = null;
   #size = 0;
+  #waits = 0;
 
   /** Runs `fn` once no earlier request whose scope overlaps `scope` is running or waiting. */
   async run<T>(scope: LockScope, fn: () => Promise<T>): Promise<T> {
-    // Newest first, down to the first earlier request that covers this scope: that one already waits
-    // for every older request this one overlaps, so those need no wait of their own. Requests piling
-    // up on one path (or on the whole namespace) then wait for one request each, not for all before them.
+    // Newest first. Per path of this scope, down to the newest earlier request holding that path or a
+    // directory above it: that one already waits for every older request overlapping the path, so those
+    // need no wait of their own. Requests piling up on one path (or on the whole namespace), or sharing
+    // one path among others (links to one file), then wait for one request each, not for all before them.
     const before: Promise<void>[] = [];
-    for (let r = this.#newest; r; r = r.prev) {
-      if (!overlaps(r.scope, scope)) continue;
+    const open = new Set(pathsOf(scope));
+    for (let r = this.#newest; r && open.size > 0; r = r.prev) {
+      const held = pathsOf(r.scope);
+      let meets = false;
+      for (const q of open) if (held.some((p) => isPrefix(p, q) || isPrefix(q, p))) meets = true;
+      if (!meets) continue;
       before.push(r.done);
-      if (covers(r.scope, scope)) break;
+      for (const q of open) if (held.some((p) => isPrefix(p, q))) open.delete(q);
     }
+    this.#waits += before.length;
     let release!: () => void;
     const request: Request = { scope, done: new Promise<void>((resolve) => (release = resolve)), prev: this.#newest, next: null };
     if (this.#newest) this.#newest.next = request;
@@ -63,6 +70,11 @@ export class PathLocks {
   get size(): number {
     return this.#size;
   }
+
+  /** Earlier requests waited for, over all requests so far (for tests: it grows linearly, not quadratically). */
+  get waits(): number {
+    return this.#waits;
+  }
 }
 
 /** Whether two scopes share a path: one path of one is the other's or a directory above it. */
@@ -81,6 +93,13 @@ export function covers(a: LockScope, b: LockScope): boolean {
   if (a === 'all') return true;
   if (b === 'all') return false;
   return b.every((q) => a.some((p) => isPrefix(p, q)));
+}
+
+const ROOT: readonly (readonly string[])[] = [[]];
+
+/** The paths of a scope; the whole namespace is the root, above every path. */
+function pathsOf(scope: LockScope): readonly (readonly string[])[] {
+  return scope === 'all' ? ROOT : scope;
 }
 
 function isPrefix(p: readonly string[], q: readonly string[]): boolean {

@@ -766,13 +766,19 @@ export class S3UnderFileSystem implements UnderFileSystem {
    * has its marker, so it stays when that was its last entry. Before, not after: a directory without
    * a marker exists only through its keys, and between the last one's delete and a marker written
    * after it, another change in the directory (a mkdir or a rename into it, which check their
-   * parent) would find no directory there. One PUT per directory this driver has not seen a marker
-   * of, where a look after each delete cost a listing per delete in a directory without one.
+   * parent) would find no directory there. A HEAD (and a PUT when there is none) per directory this
+   * driver has not seen a marker of, where a look after each delete cost a listing per delete in a
+   * directory without one. An existing marker is left as it is: other tools keep a directory's mode,
+   * owner and times on it (s3fs).
    */
   async #keepDirectory(parts: string[], opts: UfsCallOptions | undefined, context: string): Promise<void> {
     if (!parts.length || opts?.parentMayGo) return;
     const dirKey = this.#dirKey(parts);
     if (this.#markers.has(dirKey)) return;
+    if (await this.#head(dirKey, opts, context)) {
+      this.#markers.set(dirKey, true);
+      return;
+    }
     try {
       await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: dirKey, Body: Buffer.alloc(0), ContentLength: 0 }), this.#http(opts));
     } catch (err) {
@@ -1006,8 +1012,9 @@ export class S3UnderFileSystem implements UnderFileSystem {
     // file is looked at, since its copy in parts needs its true size.
     if (known && known.size <= this.#settings.multipartCopyThreshold && from.join('/') !== to.join('/') && !to.join('/').startsWith(from.join('/') + '/')) {
       const dstKey = this.#objectKey(to);
-      const etag = await this.#copy(this.#objectKey(from), dstKey, known.size, opts, context);
+      // Before the copy: a failure here leaves nothing at the destination.
       await this.#keepDirectory(from.slice(0, -1), opts, context);
+      const etag = await this.#copy(this.#objectKey(from), dstKey, known.size, opts, context);
       await this.#deleteMoved([this.#objectKey(from)], opts, context);
       return etag ? copiedStatus(to, etag, known.size) : undefined;
     }

@@ -128,6 +128,22 @@ t.test('the lock alone', async (t) => {
     t.equal(locks.size, 0);
   });
 
+  t.test('requests piling up behind one wait for one request each, not for all before them', async (t) => {
+    const pileUp = async (scopeOf: (i: number) => LockScope, n: number) => {
+      const locks = new PathLocks();
+      const gate = deferred();
+      const all = [locks.run([['f']], () => gate.promise)];
+      for (let i = 0; i < n; i++) all.push(locks.run(scopeOf(i), async () => undefined));
+      gate.resolve();
+      await Promise.all(all);
+      return locks.waits;
+    };
+    t.ok((await pileUp(() => [['f']], 2000)) <= 2000, 'on one path');
+    t.ok((await pileUp(() => 'all', 2000)) <= 2000, 'on the whole namespace');
+    t.ok((await pileUp((i) => [['f'], ['new' + i]], 2000)) <= 2000, 'sharing one path among others (links to one file)');
+    t.ok((await pileUp((i) => [['d', 'f' + (i % 7)], ['d', 'g' + (i % 5)]], 2000)) <= 2 * 2000, 'two paths each');
+  });
+
   t.test('a change that fails lets the next one run', async (t) => {
     const locks = new PathLocks();
     const failed = locks.run([['a']], async () => {

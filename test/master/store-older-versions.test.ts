@@ -1,0 +1,184 @@
+/**
+ * What an unpersisted file's older version, still the object at its path, must not do once
+ * the name leaves that path (replaced, exchanged, moved onto by a directory), and how the S3
+ * driver keeps a directory while its entries go: an existing marker left as it is, nothing at
+ * a rename's destination when keeping the source directory fails. Found by a review of the
+ * path-lock series; each test failed before its fix.
+ */
+
+import t from 'tap';
+import type * as tap from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import pino from 'pino';
+import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { SqliteMetastore } from '../../src/master/sqlite-metastore';
+import { MountTable } from '../../src/master/mount-table';
+import { Namespace } from '../../src/master/namespace';
+import { MemoryUnderFileSystem } from '../../src/ufs/memory';
+import { S3UnderFileSystem } from '../../src/ufs/s3';
+import { StrataError } from '../../src/common/errors';
+import { blockIdOf } from '../../src/common/protocol';
+import { startS3Server, sendS3Error } from '../../scripts/s3-server';
+
+delete process.env.AWS_CA_BUNDLE;
+const logger = pino({ level: 'silent' });
+const outcome = (p: Promise<unknown>) => p.then(() => 'done', (e: unknown) => (e instanceof StrataError ? e.code : String(e)));
+
+/** A namespace over a fresh mem:// store. */
+async function memNamespace(t: tap.Test, name: string) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `strata-rev2-${name}-`));
+  const uri = `mem://rev2-${name}-${process.pid}`;
+  const sqlite = new SqliteMetastore(path.join(dir, 'strata.db'), { blockSize: 4096 });
+  const mounts = await MountTable.open(sqlite, uri, {});
+  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs: 60_000, logger });
+  t.teardown(async () => {
+    await ns.close();
+    await sqlite.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const ufs = new MemoryUnderFileSystem(uri);
+  const put = async (p: string, data: string) => {
+    const w = await ufs.create(p);
+    await w.write(Buffer.from(data));
+    await w.complete();
+  };
+  /** A new version of `p`, committed ASYNC_THROUGH (not persisted yet): its older version stays at `p` in the store. */
+  const rewrite = async (p: string, size: number) => {
+    const { ino } = await ns.resolve(p);
+    const { containerId } = await sqlite.beginWrite(ino);
+    await sqlite.commitWrite({ ino, containerId, size, blocks: [{ id: blockIdOf(containerId, 0), length: size }], workerId: 1, ufsFingerprint: null, writeType: 'ASYNC_THROUGH' });
+  };
+  const names = async () => {
+    await ns.forceSync('/');
+    return (await ns.list('/')).map((e) => `${e.name}:${e.type}`).sort();
+  };
+  return { ns, sqlite, ufs, put, rewrite, names };
+}
+
+t.test('a rewritten, unpersisted file replaced by a symlink leaves no older version to come back once the symlink goes', async (t) => {
+  const { ns, ufs, put, rewrite, names } = await memNamespace(t, 'replace-symlink');
+  await put('/f', 'v1 of f');
+  t.same(await names(), ['f:file']);
+  await rewrite('/f', 12);
+  await ns.symlink('/s', '/elsewhere');
+  await ns.rename('/s', '/f'); // replaces the file f (rename(2) onto a file)
+  t.same(await names(), ['f:symlink']);
+  await ns.unlink('/f');
+  t.equal(await ufs.stat('/f'), null, "the replaced file's older version is gone from the store");
+  t.same(await names(), [], 'and /f does not come back as a file with the old bytes');
+});
+
+t.test('a rewritten, unpersisted file replaced by a second hard link leaves no older version behind', async (t) => {
+  const { ns, ufs, put, rewrite, names } = await memNamespace(t, 'replace-link');
+  await put('/f', 'v1 of f');
+  await put('/g', 'g bytes');
+  t.same(await names(), ['f:file', 'g:file']);
+  await rewrite('/f', 12);
+  const g = await ns.resolve('/g');
+  await ns.link(g.ino, '/g2');
+  await ns.rename('/g2', '/f'); // the secondary link of g replaces f
+  await ns.unlink('/f');
+  t.equal(await ufs.stat('/f'), null, "the replaced file's older version is gone from the store");
+  t.same(await names(), ['g:file'], 'and /f does not come back');
+});
+
+t.test('a directory exchanged with a rewritten, unpersisted file: the older version in the store does not stop it', async (t) => {
+  const { ns, put, rewrite, names } = await memNamespace(t, 'exchange-dir');
+  await put('/f', 'v1 of f');
+  await ns.mkdir('/d', 0o755);
+  t.same(await names(), ['d:directory', 'f:file']);
+  await rewrite('/f', 12);
+  t.equal(await outcome(ns.exchange('/d', '/f')), 'done', 'the namespace allows it (renameat2 RENAME_EXCHANGE of a file and a directory)');
+});
+
+t.test('a rewritten, unpersisted file exchanged with a symlink leaves no older version under the symlink\'s new name', async (t) => {
+  const { ns, ufs, put, rewrite, names } = await memNamespace(t, 'exchange-symlink');
+  await put('/f', 'v1 of f');
+  await ns.symlink('/s', '/elsewhere');
+  await rewrite('/f', 12);
+  await ns.exchange('/f', '/s'); // /f is the symlink now, /s the file
+  await ns.unlink('/f');
+  t.equal(await ufs.stat('/f'), null, 'no object left at /f');
+  t.same(await names(), ['s:file'], 'and /f does not come back');
+});
+
+
+// ---- S3 (s3rver) --------------------------------------------------------------------------------
+
+async function s3Setup(t: tap.Test) {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'strata-rev2-s3-'));
+  const log: string[] = [];
+  let fail: ((method: string, key: string) => boolean) | undefined;
+  const s3 = await startS3Server({
+    dir: path.join(root, 's3'),
+    buckets: ['lake'],
+    before: async (ctx, next) => {
+      const key = decodeURIComponent(ctx.path).replace(/^\/lake\/?/, '');
+      const copy = ctx.headers['x-amz-copy-source'] ? ' (copy)' : '';
+      log.push(`${ctx.method} ${key}${ctx.query['list-type'] ? ' (list ' + String(ctx.query['prefix']) + ')' : ''}${copy}`);
+      if (fail?.(ctx.method + copy, key)) return sendS3Error(ctx, 403, 'AccessDenied');
+      await next();
+    },
+  });
+  const opts = { 's3.endpoint': s3.endpoint, 's3.pathStyle': 'true', 's3.accessKeyId': 'S3RVER', 's3.secretAccessKey': 'S3RVER', 's3.region': 'us-east-1' };
+  const direct = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+  const sqlite = new SqliteMetastore(path.join(root, 'strata.db'), { blockSize: 4096 });
+  const mounts = await MountTable.open(sqlite, 's3://lake/root', opts);
+  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs: 60_000, logger });
+  t.teardown(async () => {
+    direct.destroy();
+    await ns.close();
+    await sqlite.close();
+    await s3.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+  return {
+    ns,
+    log,
+    direct,
+    opts,
+    setFail: (f: typeof fail) => (fail = f),
+    putDirect: (key: string, body: string, extra: Record<string, unknown> = {}) => direct.send(new PutObjectCommand({ Bucket: 'lake', Key: key, Body: body, ...extra })),
+    head: (key: string) => direct.send(new HeadObjectCommand({ Bucket: 'lake', Key: key })).catch(() => null),
+  };
+}
+
+t.test('S3: deleting a file leaves its directory\'s existing marker object as it is (other tools keep attributes on it)', async (t) => {
+  const { opts, putDirect, head } = await s3Setup(t);
+  // A directory object as s3fs-fuse / other tools write it: zero bytes, with the directory's attributes as metadata.
+  await putDirect('root/p/', '', { ContentType: 'application/x-directory', Metadata: { mode: '16877', uid: '1000', mtime: '1700000000' } });
+  await putDirect('root/p/a', 'x');
+  const ufs = new S3UnderFileSystem('s3://lake/root', opts);
+  t.teardown(() => ufs.close());
+  await ufs.delete('/p/a');
+  const marker = await head('root/p/');
+  t.same(marker?.Metadata, { mode: '16877', uid: '1000', mtime: '1700000000' }, 'the existing directory object is left as it was');
+});
+
+t.test('S3: a rename that cannot keep its source directory fails with nothing at the destination', async (t) => {
+  const { ns, setFail, putDirect, head } = await s3Setup(t);
+  await putDirect('root/p/a', 'bytes of a');
+  await putDirect('root/q/x', 'x');
+  t.equal((await ns.resolve('/p/a')).type, 'file');
+  await ns.list('/q'); // listed now: the master vouches no directory is at /q/b, so the driver takes the knownFile path
+  setFail((m, k) => m === 'PUT' && k === 'root/p/');
+  const r = await outcome(ns.rename('/p/a', '/q/b'));
+  t.not(r, 'done', `the rename failed (${r})`);
+  t.equal(await head('root/q/b'), null, 'a failed rename leaves nothing at the destination');
+  setFail(undefined);
+  await ns.forceSync('/q');
+  t.same((await ns.list('/q')).map((e) => e.name), ['x'], 'and no copy of /p/a appears under the new name');
+});
+
+t.test('a rewritten, unpersisted file whose path the store now holds a directory at is still renamed', async (t) => {
+  const { ns, ufs, put, rewrite } = await memNamespace(t, 'shadow-dir');
+  await put('/x', 'v1 of x');
+  await ns.resolve('/x');
+  await rewrite('/x', 12);
+  await ufs.delete('/x');
+  await ufs.mkdir('/x'); // made in the store by someone else meanwhile
+  t.equal(await outcome(ns.rename('/x', '/y')), 'done', 'the directory there is not an older version of it, and stays');
+  t.equal((await ufs.stat('/x'))?.type, 'directory');
+});
