@@ -16,12 +16,10 @@ import { MountTable } from '../../src/master/mount-table';
 import { Namespace } from '../../src/master/namespace';
 import type { UnderFileSystem } from '../../src/ufs/ufs';
 import { StrataError } from '../../src/common/errors';
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { startS3Server } from '../../scripts/s3-server';
+import { s3Namespace as s3NamespaceOn } from '../helpers/s3-namespace';
 import type * as tap from 'tap';
 import { blockIdOf } from '../../src/common/protocol';
 
-delete process.env.AWS_CA_BUNDLE;
 const logger = pino({ level: 'silent' });
 let n = 0;
 
@@ -302,13 +300,11 @@ t.test('a hard-linked file waits for the whole namespace', async (t) => {
 
 const outcome = (p: Promise<unknown>) => p.then(() => 'done', (e: unknown) => (e instanceof StrataError ? e.code : String(e)));
 
-/** A namespace on s3://lake/root (s3rver); the marker PUT of `root/<holdMarker>/` waits for the test. */
+/** A namespace on s3://lake/root (s3rver); `holdPut(key)` makes the next PUT of that key wait for the test. */
 async function s3Namespace(t: tap.Test, syncIntervalMs: number) {
-  const root = mkdtempSync(path.join(os.tmpdir(), 'strata-review-s3-'));
   let hold: { key: string; reached: () => void; gate: Promise<void> } | undefined;
-  const s3 = await startS3Server({
-    dir: path.join(root, 's3'),
-    buckets: ['lake'],
+  const on = await s3NamespaceOn(t, {
+    syncIntervalMs,
     before: async (ctx, next) => {
       if (hold && ctx.method === 'PUT' && decodeURIComponent(ctx.path) === `/lake/${hold.key}`) {
         const h = hold;
@@ -319,19 +315,6 @@ async function s3Namespace(t: tap.Test, syncIntervalMs: number) {
       await next();
     },
   });
-  const sqlite = new SqliteMetastore(path.join(root, 'strata.db'), { blockSize: 4096 });
-  const ufsOptions = { 's3.endpoint': s3.endpoint, 's3.pathStyle': 'true', 's3.accessKeyId': 'S3RVER', 's3.secretAccessKey': 'S3RVER', 's3.region': 'us-east-1' };
-  const mounts = await MountTable.open(sqlite, 's3://lake/root', ufsOptions);
-  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs, logger });
-  const direct = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-  t.teardown(async () => {
-    direct.destroy();
-    await ns.close();
-    await sqlite.close();
-    await s3.close();
-    rmSync(root, { recursive: true, force: true });
-  });
-  const putDirect = (key: string, body: string) => direct.send(new PutObjectCommand({ Bucket: 'lake', Key: key, Body: body }));
   /** The next PUT of `key` waits until open(); `reached` settles when it arrived. */
   const holdPut = (key: string) => {
     const reached = deferred();
@@ -339,7 +322,7 @@ async function s3Namespace(t: tap.Test, syncIntervalMs: number) {
     hold = { key, reached: reached.resolve, gate: gate.promise };
     return { reached: reached.promise, open: gate.resolve };
   };
-  return { ns, putDirect, holdPut, sqlite, mounts };
+  return { ...on, holdPut };
 }
 
 t.test('S3: a mkdir beside the unlink of the last entry of a directory without a marker finds the directory', async (t) => {

@@ -12,7 +12,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
-import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { SqliteMetastore } from '../../src/master/sqlite-metastore';
 import { MountTable } from '../../src/master/mount-table';
 import { Namespace } from '../../src/master/namespace';
@@ -20,7 +19,8 @@ import { MemoryUnderFileSystem } from '../../src/ufs/memory';
 import { S3UnderFileSystem } from '../../src/ufs/s3';
 import { StrataError } from '../../src/common/errors';
 import { blockIdOf } from '../../src/common/protocol';
-import { startS3Server, sendS3Error } from '../../scripts/s3-server';
+import { sendS3Error } from '../../scripts/s3-server';
+import { s3Namespace } from '../helpers/s3-namespace';
 
 delete process.env.AWS_CA_BUNDLE;
 const logger = pino({ level: 'silent' });
@@ -56,6 +56,34 @@ async function memNamespace(t: tap.Test, name: string) {
   };
   return { ns, sqlite, ufs, put, rewrite, names };
 }
+
+/**
+ * A file stored once and rewritten with ASYNC_THROUGH: until the new version persists, the
+ * older one is still the object at its path. Whatever takes the name away from that path
+ * (a rename, the unlink of a hard link's first name) leaves that object nobody's; the next
+ * listing of the directory would load it back as a file of its own, the old bytes under the
+ * old name, after the user renamed the file away.
+ */
+t.test('a rewritten file that has not persisted yet leaves no older version behind when its name moves', async (t) => {
+  const { ns, ufs, put, rewrite, names } = await memNamespace(t, 'moves');
+  await put('/a', 'v1 of a');
+  await put('/h', 'v1 of h');
+  t.same(await names(), ['a:file', 'h:file']);
+
+  await rewrite('/a', 12);
+  await ns.rename('/a', '/b');
+  t.equal(await ufs.stat('/a'), null, "a rename: the older version's object is gone from the old path");
+  t.same(await names(), ['b:file', 'h:file'], 'and the old name does not come back');
+  t.equal((await ns.resolve('/b')).size, 12, 'the renamed file is its new version');
+
+  const h = await ns.resolve('/h');
+  await ns.link(h.ino, '/h2');
+  await rewrite('/h', 20);
+  await ns.unlink('/h');
+  t.equal(await ufs.stat('/h'), null, "the unlink of a hard link's first name: the older version's object is gone");
+  t.same(await names(), ['b:file', 'h2:file'], 'and the old name does not come back');
+  t.equal((await ns.resolve('/h2')).size, 20, 'the other link keeps the new version');
+});
 
 t.test('a rewritten, unpersisted file replaced by a symlink leaves no older version to come back once the symlink goes', async (t) => {
   const { ns, ufs, put, rewrite, names } = await memNamespace(t, 'replace-symlink');
@@ -107,42 +135,19 @@ t.test('a rewritten, unpersisted file exchanged with a symlink leaves no older v
 
 // ---- S3 (s3rver) --------------------------------------------------------------------------------
 
+/** A namespace on s3://lake/root (s3rver); `setFail(f)` answers 403 to requests `f` picks. */
 async function s3Setup(t: tap.Test) {
-  const root = mkdtempSync(path.join(os.tmpdir(), 'strata-rev2-s3-'));
-  const log: string[] = [];
   let fail: ((method: string, key: string) => boolean) | undefined;
-  const s3 = await startS3Server({
-    dir: path.join(root, 's3'),
-    buckets: ['lake'],
+  const on = await s3Namespace(t, {
+    syncIntervalMs: 60_000,
     before: async (ctx, next) => {
       const key = decodeURIComponent(ctx.path).replace(/^\/lake\/?/, '');
       const copy = ctx.headers['x-amz-copy-source'] ? ' (copy)' : '';
-      log.push(`${ctx.method} ${key}${ctx.query['list-type'] ? ' (list ' + String(ctx.query['prefix']) + ')' : ''}${copy}`);
       if (fail?.(ctx.method + copy, key)) return sendS3Error(ctx, 403, 'AccessDenied');
       await next();
     },
   });
-  const opts = { 's3.endpoint': s3.endpoint, 's3.pathStyle': 'true', 's3.accessKeyId': 'S3RVER', 's3.secretAccessKey': 'S3RVER', 's3.region': 'us-east-1' };
-  const direct = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-  const sqlite = new SqliteMetastore(path.join(root, 'strata.db'), { blockSize: 4096 });
-  const mounts = await MountTable.open(sqlite, 's3://lake/root', opts);
-  const ns = new Namespace({ table: sqlite, mounts, syncIntervalMs: 60_000, logger });
-  t.teardown(async () => {
-    direct.destroy();
-    await ns.close();
-    await sqlite.close();
-    await s3.close();
-    rmSync(root, { recursive: true, force: true });
-  });
-  return {
-    ns,
-    log,
-    direct,
-    opts,
-    setFail: (f: typeof fail) => (fail = f),
-    putDirect: (key: string, body: string, extra: Record<string, unknown> = {}) => direct.send(new PutObjectCommand({ Bucket: 'lake', Key: key, Body: body, ...extra })),
-    head: (key: string) => direct.send(new HeadObjectCommand({ Bucket: 'lake', Key: key })).catch(() => null),
-  };
+  return { ...on, opts: on.ufsOptions, setFail: (f: typeof fail) => (fail = f) };
 }
 
 t.test('S3: deleting a file leaves its directory\'s existing marker object as it is (other tools keep attributes on it)', async (t) => {

@@ -529,49 +529,6 @@ t.test('a write into a tier full of pins of stored write-throughs asks the maste
   t.ok((await readWhole(async, '/async')).equals(next), 'and it reads back');
 });
 
-/**
- * A file stored once and rewritten with ASYNC_THROUGH: until the new version persists, the
- * older one is still the object at its path. Whatever takes the name away from that path
- * (a rename, the unlink of a hard link's first name) leaves that object nobody's; the next
- * listing of the directory would load it back as a file of its own, the old bytes under the
- * old name, after the user renamed the file away.
- */
-t.test('a rewritten file that has not persisted yet leaves no older version behind when its name moves', async (t) => {
-  const { ns, sqlite, ufs } = await namespaceOn(t, `old-version-${Date.now()}`, 60_000);
-  const put = async (p: string, data: string) => {
-    const w = await ufs.create(p);
-    await w.write(Buffer.from(data));
-    await w.complete();
-  };
-  /** A new version of `p`, committed with ASYNC_THROUGH (not persisted yet). */
-  const rewrite = async (p: string, size: number) => {
-    const { ino } = await ns.resolve(p);
-    const { containerId } = await sqlite.beginWrite(ino);
-    await sqlite.commitWrite({ ino, containerId, size, blocks: [{ id: blockIdOf(containerId, 0), length: size }], workerId: 1, ufsFingerprint: null, writeType: 'ASYNC_THROUGH' });
-  };
-  const names = async () => {
-    await ns.forceSync('/');
-    return (await ns.list('/')).map((e) => e.name).sort();
-  };
-  await put('/a', 'v1 of a');
-  await put('/h', 'v1 of h');
-  t.same(await names(), ['a', 'h']);
-
-  await rewrite('/a', 12);
-  await ns.rename('/a', '/b');
-  t.equal(await ufs.stat('/a'), null, "a rename: the older version's object is gone from the old path");
-  t.same(await names(), ['b', 'h'], 'and the old name does not come back');
-  t.equal((await ns.resolve('/b')).size, 12, 'the renamed file is its new version');
-
-  const h = await ns.resolve('/h');
-  await ns.link(h.ino, '/h2');
-  await rewrite('/h', 20);
-  await ns.unlink('/h');
-  t.equal(await ufs.stat('/h'), null, "the unlink of a hard link's first name: the older version's object is gone");
-  t.same(await names(), ['b', 'h2'], 'and the old name does not come back');
-  t.equal((await ns.resolve('/h2')).size, 20, 'the other link keeps the new version');
-});
-
 t.test('removing or moving the name of a file never stored asks the store nothing; once an upload of it began, it does', async (t) => {
   const { ns, sqlite, ufs } = await namespaceOn(t, `never-stored-${Date.now()}`, 60_000);
   await ns.mkdir('/d', 0o755);
