@@ -112,6 +112,11 @@ export class Namespace {
     this.#log = opts.logger;
   }
 
+  /** Changes acting in an under-store now, running or waiting for their paths (a pile-up shows a slow store). */
+  get storeChanges(): number {
+    return this.#locks.size;
+  }
+
   get ufsUri(): string {
     return this.#mounts.resolve([]).mount.uri;
   }

@@ -206,6 +206,14 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       this.set({ state: 'lost' }, ws.filter((w) => !w.live).length);
     },
   });
+  new Gauge({
+    name: 'strata_master_store_changes',
+    help: 'Changes acting in an under-store (unlink, rename, mkdir, write-through commits…), running or waiting for a path another one holds',
+    registers: [metrics.registry],
+    collect() {
+      this.set(ns.storeChanges);
+    },
+  });
   new Gauge({ name: 'strata_master_persist_queue_length', help: 'Files waiting to be persisted (ASYNC_THROUGH)', registers: [metrics.registry], async collect() { this.set((await table.persistQueue()).length); } });
   new Gauge({
     name: 'strata_master_persist_queue_oldest_seconds',

@@ -103,6 +103,7 @@ t.test('dashboard pages and master gauges over plain HTTP', async (t) => {
   t.match(metrics, /^strata_master_inodes(\{[^}]*\})? 3$/m, 'gauges collected asynchronously');
   t.match(metrics, /^strata_master_workers\{[^}]*state="live"[^}]*\} 1$/m);
   t.match(metrics, /^strata_master_persist_queue_length(\{[^}]*\})? 1$/m);
+  t.match(metrics, /^strata_master_store_changes(\{[^}]*\})? 0$/m, 'changes acting in a store: none now');
 
   // A directory of several listing pages (1,000) and browser pages (500), found in the store.
   mkdirSync(path.join(ufsDir, 'wide'));

@@ -207,12 +207,14 @@ t.test('a store call that hangs on one path holds up no change elsewhere', async
   t.equal(await within(ns.exchange('/p', '/q')), 'done', 'an exchange');
   t.equal((await ufs.stat('/p'))?.size, 2, 'the two objects swapped');
   t.equal(await within(slowMkdir, 50), 'still waiting', 'the hanging mkdir is still in its store');
+  t.equal(ns.storeChanges, 1, 'the one change in flight (strata_master_store_changes)');
   t.equal(await ufs.stat('/f'), null, 'the unlinked object is gone');
   t.equal((await ufs.stat('/other/y'))?.size, 'to be renamed'.length, 'the renamed object moved');
   t.equal((await ufs.stat('/g'))?.size, 0, 'the committed file is in the store');
   slow.open();
   t.equal(await within(slowMkdir), 'done', 'the hanging mkdir finishes once its store answers');
   t.equal((await ns.resolve('/slow')).type, 'directory');
+  t.equal(ns.storeChanges, 0);
 });
 
 t.test('a write-through that a rename overtook removes its stray object beside a store call hanging elsewhere', async (t) => {
