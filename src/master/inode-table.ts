@@ -770,7 +770,7 @@ export class InodeTable {
     const t = req.mtime ?? timespecNow();
     // The content changed when the client wrote it (its mtime), not at this commit; a later chmod's ctime stays.
     const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
-    this.#sql(`UPDATE node SET size = 0, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, in_store = MAX(in_store, ?), ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(t.sec, t.nsec, now.sec, now.nsec, container, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
+    this.#sql(`UPDATE node SET size = 0, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, in_store = MAX(in_store, persisted, ?), ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(t.sec, t.nsec, now.sec, now.nsec, container, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
     if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, Math.max(this.#persistWaitMs, req.persistDelayMs ?? 0));
     else this.#sql(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
     return this.requireNode(req.ino);
@@ -807,7 +807,7 @@ export class InodeTable {
       if (n.pinned && req.blocks.length > 0) this.#bumpPinVersion();
       const t = req.mtime ?? timespecNow();
       const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
-      this.#sql(`UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, in_store = MAX(in_store, ?), ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(req.size, t.sec, t.nsec, now.sec, now.nsec, req.containerId, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
+      this.#sql(`UPDATE node SET size = ?, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, in_store = MAX(in_store, persisted, ?), ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(req.size, t.sec, t.nsec, now.sec, now.nsec, req.containerId, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
       // The queue row commits with the file, so an acknowledged ASYNC_THROUGH write is never forgotten.
       if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, this.#persistWaitMs);
       else this.#sql(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);

@@ -578,7 +578,8 @@ export function nodeRecordFromRow(r: NodeRow): NodeRecord {
     syncedAt: r.synced_at,
     container: r.container,
     pinned: r.pinned === true || r.pinned === 1,
-    inStore: r.in_store === true || r.in_store === 1,
+    // Persisted implies in the store, whatever the column says (a master from before the column persisted it).
+    inStore: r.in_store === true || r.in_store === 1 || r.persisted === true || r.persisted === 1,
     ttl: r.ttl_expires_at === null ? null : { expiresAtMs: r.ttl_expires_at, action: r.ttl_action === 'delete' ? 'delete' : 'free' },
   };
   if (r.target !== null) rec.target = r.target;

@@ -87,7 +87,7 @@ export interface NamespaceOptions {
 }
 
 /** What a merge with a store listing reads of a child the table has. */
-type MergedChild = Pick<NodeRecord, 'ino' | 'type' | 'persistState' | 'syncedAt' | 'ufsFingerprint'>;
+type MergedChild = Pick<NodeRecord, 'ino' | 'type' | 'persistState' | 'syncedAt' | 'ufsFingerprint' | 'inStore'>;
 
 export class Namespace {
   readonly #table: Metastore;
@@ -460,7 +460,7 @@ export class Namespace {
     const inTable = new Map<string, MergedChild>();
     for (let after: string | null = null; ; ) {
       const page = await this.#table.childrenPage(dir.ino, after, MERGE_BATCH);
-      for (const c of page) inTable.set(c.name, { ino: c.ino, type: c.type, persistState: c.persistState, syncedAt: c.syncedAt, ufsFingerprint: c.ufsFingerprint });
+      for (const c of page) inTable.set(c.name, { ino: c.ino, type: c.type, persistState: c.persistState, syncedAt: c.syncedAt, ufsFingerprint: c.ufsFingerprint, inStore: c.inStore });
       if (page.length < MERGE_BATCH) break;
       after = page[page.length - 1]!.name;
       await nextTurn();
@@ -486,6 +486,10 @@ export class Namespace {
       else if (cur.type === 'file' && s.type === 'file' && cur.persistState === 'persisted' && cur.syncedAt < started) {
         if (cur.ufsFingerprint === s.fingerprint) unchanged.push(cur.ino);
         else if (!busy(s.name)) await this.#table.refreshFromUfs(cur.ino, s.size, timespecFromMs(s.mtimeMs), s.fingerprint, { ufsFingerprint: cur.ufsFingerprint, syncedBefore: started });
+      } else if (cur.type === 'file' && s.type === 'file' && !cur.inStore) {
+        // An object at the path of a file never stored (written there directly, or an upload whose answer was lost
+        // after its file moved away): removing or moving the name must now look in the store, or it comes back.
+        await this.#table.markInStore(cur.ino);
       }
     }
     for (const [name, c] of inTable) {

@@ -500,7 +500,7 @@ const Q = {
   markSynced: sql('mark_synced', `UPDATE node SET synced_at = $1 WHERE ino = ANY ($2::int8[]) RETURNING ino`),
   commitContent: sql(
     'commit_content',
-    `UPDATE node SET size = $2, mtime_s = $3, mtime_ns = $4, ctime_s = $5, ctime_ns = $6, container = $7, persisted = $8, in_store = in_store OR $8, ufs_fingerprint = $9, synced_at = $10 WHERE ino = $1`,
+    `UPDATE node SET size = $2, mtime_s = $3, mtime_ns = $4, ctime_s = $5, ctime_ns = $6, container = $7, persisted = $8, in_store = in_store OR persisted OR $8, ufs_fingerprint = $9, synced_at = $10 WHERE ino = $1`,
   ),
   refreshFromUfs: sql(
     'refresh_from_ufs',

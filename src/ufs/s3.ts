@@ -766,16 +766,18 @@ export class S3UnderFileSystem implements UnderFileSystem {
    * has its marker, so it stays when that was its last entry. Before, not after: a directory without
    * a marker exists only through its keys, and between the last one's delete and a marker written
    * after it, another change in the directory (a mkdir or a rename into it, which check their
-   * parent) would find no directory there. A HEAD (and a PUT when there is none) per directory this
-   * driver has not seen a marker of, where a look after each delete cost a listing per delete in a
-   * directory without one. An existing marker is left as it is: other tools keep a directory's mode,
-   * owner and times on it (s3fs).
+   * parent) would find no directory there. A one-key listing (and a PUT when there is no marker) per
+   * directory this driver has not seen a marker of, where a look after each delete cost a listing per
+   * delete in a directory without one. An existing marker is left as it is: other tools keep a
+   * directory's mode, owner and times on it (s3fs). A listing, not a HEAD: some S3-compatible stores
+   * answer a HEAD of `dir/` for any prefix with keys under it, marker or not.
    */
   async #keepDirectory(parts: string[], opts: UfsCallOptions | undefined, context: string): Promise<void> {
     if (!parts.length || opts?.parentMayGo) return;
     const dirKey = this.#dirKey(parts);
     if (this.#markers.has(dirKey)) return;
-    if (await this.#head(dirKey, opts, context)) {
+    // Listed first when present ("dir/" sorts before "dir/x").
+    if ((await this.#keysUnder(dirKey, 1, opts, context))[0]?.key === dirKey) {
       this.#markers.set(dirKey, true);
       return;
     }

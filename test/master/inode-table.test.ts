@@ -222,3 +222,15 @@ t.test('a version 1 database is upgraded in place to the current version and kee
   t.equal(table.nodeCount(), 3, 'opening a version 2 file again migrates nothing');
 });
 
+t.test('a file persisted by a master from before in_store counts as in the store, and keeps counting once rewritten', async (t) => {
+  const o = open(t);
+  const f = o.table.createChild(ROOT_INO, 'f', { type: 'file', mode: 0o644, uid: 0, gid: 0, persisted: false });
+  t.equal(f.inStore, false);
+  const db = new Database(o.file);
+  db.prepare(`UPDATE node SET persisted = 1, ufs_fingerprint = 'e1' WHERE ino = ?`).run(f.ino); // what such a master's commit writes
+  db.close();
+  t.equal(o.table.requireNode(f.ino).inStore, true, 'persisted: in the store, whatever the column says');
+  const { containerId } = o.table.beginWrite(f.ino);
+  o.table.commitWrite({ ino: f.ino, containerId, size: 0, blocks: [], workerId: 1, ufsFingerprint: null, writeType: 'ASYNC_THROUGH' });
+  t.same([o.table.requireNode(f.ino).persistState, o.table.requireNode(f.ino).inStore], ['not_persisted', true], 'a new unpersisted version: its older one is still there');
+});

@@ -187,3 +187,34 @@ t.test('a rewritten, unpersisted file whose path the store now holds a directory
   t.equal(await outcome(ns.rename('/x', '/y')), 'done', 'the directory there is not an older version of it, and stays');
   t.equal((await ufs.stat('/x'))?.type, 'directory');
 });
+
+/** The persister's worker's upload of `ino`'s current version: where it may write (ufsLocation, as the worker asks first). */
+async function uploadTarget(ns: Namespace, sqlite: SqliteMetastore, ino: number) {
+  const n = (await sqlite.getNode(ino))!;
+  return ns.ufsLocation(ino, { purpose: 'persist', container: n.container, blocks: Math.ceil(n.size / n.blockSize) });
+}
+
+t.test('an object the listing finds at the path of a file never stored goes with the name', async (t) => {
+  const { ns, sqlite, put, rewrite, names } = await memNamespace(t, 'seen');
+  const f = await ns.create('/f', 0o644, undefined, undefined, { writeType: 'ASYNC_THROUGH' });
+  await rewrite('/f', 3);
+  await put('/f', 'someone else'); // written in the store since the last listing
+  await ns.forceSync('/');
+  t.equal((await sqlite.getNode(f.ino))?.inStore, true, 'the listing saw an object there: its removal must look');
+  await ns.unlink('/f');
+  t.same(await names(), [], 'removed, it does not come back');
+});
+
+t.test('an upload that landed after its file moved away and a new file took the name, its answer lost, goes with that name', async (t) => {
+  const { ns, put, rewrite, names, sqlite } = await memNamespace(t, 'stray');
+  const n = await ns.create('/n', 0o644, undefined, undefined, { writeType: 'ASYNC_THROUGH' });
+  await rewrite('/n', 3);
+  const at = await uploadTarget(ns, sqlite, n.ino);
+  await ns.rename('/n', '/n2'); // after the worker's last check: nothing at /n to drop yet
+  await ns.create('/n', 0o644, undefined, undefined, { writeType: 'ASYNC_THROUGH' });
+  await rewrite('/n', 3);
+  await put(at.path, 'the old upload'); // lands; its answer never reaches the master (restart, timeout)
+  await ns.forceSync('/');
+  await ns.unlink('/n');
+  t.same(await names(), ['n2:file'], 'the removed name does not come back from the store');
+});
