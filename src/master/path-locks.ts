@@ -22,8 +22,7 @@ interface Request {
 }
 
 export class PathLocks {
-  /** Running and waiting requests, oldest first, as a list (a request leaves from anywhere in it). */
-  #oldest: Request | null = null;
+  /** The newest of the running and waiting requests, linked to older ones (a request leaves from anywhere in the list). */
   #newest: Request | null = null;
   #size = 0;
   #waits = 0;
@@ -48,7 +47,6 @@ export class PathLocks {
     let release!: () => void;
     const request: Request = { scope, done: new Promise<void>((resolve) => (release = resolve)), prev: this.#newest, next: null };
     if (this.#newest) this.#newest.next = request;
-    else this.#oldest = request;
     this.#newest = request;
     this.#size++;
     try {
@@ -58,7 +56,6 @@ export class PathLocks {
       return await fn();
     } finally {
       if (request.prev) request.prev.next = request.next;
-      else this.#oldest = request.next;
       if (request.next) request.next.prev = request.prev;
       else this.#newest = request.prev;
       this.#size--;
