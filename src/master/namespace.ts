@@ -1049,13 +1049,35 @@ export class Namespace {
     return { n, here, stillThere: here !== undefined && here.mountUri === at.mountUri && here.path === at.path };
   }
 
-  /** Removes the object a late write left at `at`: only that very object (a newer one there belongs to someone else). */
+  /**
+   * Removes the object a late write left at `at`: only that very object (a newer one there
+   * belongs to someone else). The look and the delete are two store calls, so a file now at
+   * that path which a worker may be writing (in the store, #ufsLocation marks it so under the
+   * path's lock, which the caller holds) keeps the object: its own write replaces it, and its
+   * unlink removes it. Deleting could remove that write's object landing in between.
+   */
   async #removeStray(at: UfsPlace, fingerprint: string): Promise<void> {
     const mount = this.#mounts.list().find((m) => m.uri === at.mountUri);
     if (!mount) return;
+    const now = await this.#tableNodeAt([...mount.parts, ...parsePath(at.path)]);
+    if (now && now.type === 'file' && (now.inStore || now.persistState === 'persisted')) {
+      this.#log.info({ ino: now.ino, path: at.path }, "a late write's object is left where another file now is: that file's write replaces it");
+      return;
+    }
     const st = await mount.ufs.stat(at.path);
     // Its directory may be gone from the table (renamed or removed since): the delete must not bring it back.
     if (st && st.type === 'file' && st.fingerprint === fingerprint) await this.#ufsIgnoreMissing(() => mount.ufs.delete(at.path, { parentMayGo: true }));
+  }
+
+  /** The node at `parts` as the table has it now, without asking any store. */
+  async #tableNodeAt(parts: string[]): Promise<NodeRecord | undefined> {
+    let node: NodeRecord | undefined = await this.#table.requireNode(ROOT_INO);
+    for (const name of parts) {
+      if (node.type !== 'directory') return undefined;
+      node = await this.#table.lookup(node.ino, name);
+      if (!node) return undefined;
+    }
+    return node;
   }
 
   /**
@@ -1124,25 +1146,35 @@ export class Namespace {
    * mount. A worker asks this before anything reaches the store.
    */
   async ufsLocation(ino: number, check?: { purpose: 'write'; container: number } | { purpose: 'persist'; container: number; blocks: number }): Promise<UfsLocation> {
+    if (!check) {
+      const n = await this.#table.requireNode(ino);
+      if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
+      return this.#location(await this.#table.pathOf(ino));
+    }
+    // Gone already: said without waiting for the whole namespace (#inodeScope of a gone inode).
+    await this.#table.requireNode(ino);
+    // Under the path's lock: a stray object's removal there (#removeStray) sees the mark made
+    // here, or finishes before this worker's write can reach the store.
+    return this.#mutate(() => this.#inodeScope(ino), () => this.#writeLocation(ino, check));
+  }
+
+  async #writeLocation(ino: number, check: { purpose: 'write'; container: number } | { purpose: 'persist'; container: number; blocks: number }): Promise<UfsLocation> {
     const n = await this.#table.requireNode(ino);
     if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
     const path = await this.#table.pathOf(ino);
-    if (check) {
-      this.#writable(parsePath(path));
-      if (check.purpose === 'write' && (await this.#table.openWriteOf(check.container)) !== ino) {
-        // NOT_FOUND: a client then begins a new write and sends the file again (as after a rename).
-        throw new StrataError('NOT_FOUND', `no write ${check.container} of inode ${ino} is in flight (never begun, expired or committed)`);
-      }
-      if (check.purpose === 'persist' && (n.container !== check.container || check.blocks !== Math.ceil(n.size / n.blockSize))) {
-        throw new StrataError('BUSY', `inode ${ino} is not at version ${check.container} with ${check.blocks} blocks any more`);
-      }
-      const at = this.#location(path);
-      // The worker writes there next: on disk first, so an unlink or rename then looks in the store.
-      if (!n.inStore) await this.#table.markInStore(ino);
-      const vouched = await this.#noDirectoryFor(parsePath(path));
-      return vouched > 0 ? { ...at, noDirectoryForMs: vouched } : at;
+    this.#writable(parsePath(path));
+    if (check.purpose === 'write' && (await this.#table.openWriteOf(check.container)) !== ino) {
+      // NOT_FOUND: a client then begins a new write and sends the file again (as after a rename).
+      throw new StrataError('NOT_FOUND', `no write ${check.container} of inode ${ino} is in flight (never begun, expired or committed)`);
     }
-    return this.#location(path);
+    if (check.purpose === 'persist' && (n.container !== check.container || check.blocks !== Math.ceil(n.size / n.blockSize))) {
+      throw new StrataError('BUSY', `inode ${ino} is not at version ${check.container} with ${check.blocks} blocks any more`);
+    }
+    const at = this.#location(path);
+    // The worker writes there next: on disk first, so an unlink or rename then looks in the store.
+    if (!n.inStore) await this.#table.markInStore(ino);
+    const vouched = await this.#noDirectoryFor(parsePath(path));
+    return vouched > 0 ? { ...at, noDirectoryForMs: vouched } : at;
   }
 
   /**

@@ -29,8 +29,35 @@ export interface LocalCluster {
   kill(): Promise<void>;
 }
 
+const tempRoots = new Set<string>();
+
+/**
+ * A temp dir for one test. Whatever a test's own teardown leaves of it goes when the
+ * test process exits, unless something is still mounted inside it: removing through a
+ * leaked mount would reach into the store or the cache behind it.
+ */
 export function tempRoot(prefix = 'strata-test-'): string {
-  return mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  if (tempRoots.size === 0) process.once('exit', removeTempRoots);
+  tempRoots.add(dir);
+  return dir;
+}
+
+function removeTempRoots(): void {
+  let mounts: string[];
+  try {
+    mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '');
+  } catch {
+    return;
+  }
+  for (const dir of tempRoots) {
+    if (mounts.some((m) => m === dir || m.startsWith(dir + '/'))) continue;
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // best effort at exit: a dir still busy stays for the next clean-up
+    }
+  }
 }
 
 export function isMounted(dir: string): boolean {

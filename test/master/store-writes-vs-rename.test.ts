@@ -571,3 +571,85 @@ t.test('removing or moving the name of a file never stored asks the store nothin
     await w.complete();
   }
 });
+
+/**
+ * A stray object's removal looks, then deletes: two store calls. Another file that took the
+ * stray's path meanwhile may have its own object land in between; deleting then would leave
+ * that file recorded as stored with nothing in the store.
+ */
+t.test("a late write-through's stray never takes the object of the file that took its path", async (t) => {
+  const { ns, sqlite, ufs } = await namespaceOn(t, 'stray-vs-new', 60_000);
+  const stat = MemoryUnderFileSystem.prototype.stat;
+  t.teardown(() => {
+    MemoryUnderFileSystem.prototype.stat = stat;
+  });
+  await ns.mkdir('/d', 0o755);
+
+  /** A written through at /d/x, renamed to /d/<away> before its commit; B created at /d/x (written through, or made by an ASYNC_THROUGH create). */
+  const setUp = async (away: string, bCreatedAs?: 'ASYNC_THROUGH') => {
+    const a = await ns.create('/d/x', 0o644);
+    const aWrite = await sqlite.beginWrite(a.ino);
+    const at = await ns.ufsLocation(a.ino, { purpose: 'write', container: aWrite.containerId });
+    // The rename removes what A may have left at /d/x; A's object lands there after it.
+    await ns.rename('/d/x', `/d/${away}`);
+    const w = await ufs.create(at.path);
+    await w.write(Buffer.from('A, late'));
+    const aFp = (await w.complete()).fingerprint;
+    const b = await ns.create('/d/x', 0o644, undefined, undefined, bCreatedAs && { writeType: bCreatedAs });
+    const bWrite = await sqlite.beginWrite(b.ino);
+    const commitA = () =>
+      ns.commitWrite({ ino: a.ino, containerId: aWrite.containerId, size: 7, blocks: [{ id: blockIdOf(aWrite.containerId, 0), length: 7 }], workerId: 1, ufsFingerprint: aFp, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: at.mountUri, path: at.path } });
+    /** What B's worker does: ask where, write B's object, commit. */
+    const writeB = async (where: Promise<{ path: string; mountUri: string }>) => {
+      const bAt = await where;
+      const bw = await ufs.create(bAt.path);
+      await bw.write(Buffer.from('B, the file at /d/x now'));
+      const fp = (await bw.complete()).fingerprint;
+      return ns.commitWrite({ ino: b.ino, containerId: bWrite.containerId, size: 23, blocks: [{ id: blockIdOf(bWrite.containerId, 0), length: 23 }], workerId: 1, ufsFingerprint: fp, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: bAt.mountUri, path: bAt.path } });
+    };
+    const askB = () => ns.ufsLocation(b.ino, { purpose: 'write', container: bWrite.containerId });
+    return { b, commitA, writeB, askB };
+  };
+  /** The next look at /d/x in the store answers what was there, after `meanwhile` ran (or ran 200 ms). */
+  const onNextLook = (meanwhile: () => Promise<unknown>) => {
+    let looked = false;
+    MemoryUnderFileSystem.prototype.stat = async function (this: MemoryUnderFileSystem, p: string) {
+      const st = await stat.call(this, p);
+      if (p === '/d/x' && !looked) {
+        looked = true;
+        await Promise.race([meanwhile(), new Promise((r) => setTimeout(r, 200))]);
+      }
+      return st;
+    };
+    return () => looked;
+  };
+
+  // B (written through) is being written when A's commit comes: were the stray looked at, B's object would land before its delete.
+  {
+    const { b, commitA, writeB, askB } = await setUp('y');
+    const where = askB();
+    let bDone: Promise<unknown> | undefined;
+    const looked = onNextLook(() => (bDone = writeB(where)));
+    await t.rejects(commitA(), { code: 'NOT_FOUND' }, "A's late commit fails: its client writes it again");
+    MemoryUnderFileSystem.prototype.stat = stat;
+    t.notOk(looked(), 'the store was not asked: B, at that path and being written, keeps what is there');
+    await (bDone ?? writeB(where));
+    t.equal(await readObject(ufs, '/d/x'), 'B, the file at /d/x now', "B's object is in the store");
+    t.equal((await sqlite.requireNode(b.ino)).persistState, 'persisted', 'where the table says B is stored');
+    await ns.unlink('/d/x');
+    t.equal(await ufs.stat('/d/x'), null, "B's unlink removes it");
+  }
+
+  // B's worker asks while the stray is being removed: it waits for the removal, then writes.
+  {
+    const { b, commitA, writeB, askB } = await setUp('z', 'ASYNC_THROUGH');
+    let bDone: Promise<unknown> | undefined;
+    const looked = onNextLook(() => (bDone = writeB(askB())));
+    await t.rejects(commitA(), { code: 'NOT_FOUND' }, "A's late commit fails");
+    MemoryUnderFileSystem.prototype.stat = stat;
+    t.ok(looked(), 'the stray was looked at');
+    await bDone;
+    t.equal(await readObject(ufs, '/d/x'), 'B, the file at /d/x now', "B's object, written after the stray went, is in the store");
+    t.equal((await sqlite.requireNode(b.ino)).persistState, 'persisted', 'and B is recorded as stored');
+  }
+});
