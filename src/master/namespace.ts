@@ -1029,11 +1029,18 @@ export class Namespace {
         // On disk before the object can be: an unlink or rename then looks in the store.
         if (!n.inStore) await this.#table.markInStore(ino);
         const vouched = await this.#noDirectoryFor(parts);
-        const w = await ufs.create(at, vouched > 0 ? { noDirectoryUntil: Date.now() + vouched } : undefined);
         try {
-          fingerprint = (await w.complete()).fingerprint;
+          const w = await ufs.create(at, vouched > 0 ? { noDirectoryUntil: Date.now() + vouched } : undefined);
+          try {
+            fingerprint = (await w.complete()).fingerprint;
+          } catch (err) {
+            await w.abort();
+            throw err;
+          }
         } catch (err) {
-          await w.abort();
+          // NOT_FOUND answers a close whose file is gone, which its client then takes as
+          // nothing to store; a store without the file's directory or bucket is a failed write.
+          if (err instanceof StrataError && err.code === 'NOT_FOUND') throw new StrataError('IO_ERROR', `the store could not take ${parts.join('/')}: ${err.message}`, { cause: err });
           throw err;
         }
       }

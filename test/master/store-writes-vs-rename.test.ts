@@ -653,3 +653,16 @@ t.test("a late write-through's stray never takes the object of the file that too
     t.equal((await sqlite.requireNode(b.ino)).persistState, 'persisted', 'and B is recorded as stored');
   }
 });
+
+t.test('an empty file closed with CACHE_THROUGH into a directory the store lost fails its close (EIO), not as if it were unlinked', async (t) => {
+  const { ufs, fs } = await cluster(t, 'empty-lost-dir', 'CACHE_THROUGH');
+  await fs.mkdir('/d', 0o755);
+  t.ok(await ufs.stat('/d'), 'the directory is in the store');
+  await ufs.rmdir('/d'); // removed outside Strata
+  const fh = await fs.create('/d/e', 0o644);
+  // What close(2) does: flush (whose error the program sees), then release.
+  await t.rejects(fs.flush(fh), { code: 'IO_ERROR' }, 'the close says the file was not stored');
+  await fs.release(fh);
+  t.equal(await ufs.stat('/d/e'), null, 'nothing is in the store');
+  t.equal((await fs.getattr('/d/e')).persistState, 'not_persisted', 'and the file is not recorded as stored');
+});
