@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 'use strict';
-// Runs before `npm start` and `npm test`: checks the system, installs the project's
-// npm dependencies if they are missing (npm ci, announced), and builds when dist/ is
-// missing or older than a source file. It never installs system packages.
+// Runs before `npm start` and `npm test`: installs the Debian packages they need when
+// missing (as root, with apt-get, announced; otherwise it names them and stops), the
+// project's npm dependencies if they are missing (npm ci, announced), and builds when
+// dist/ is missing or older than a source file.
 const fs = require('node:fs');
 const path = require('node:path');
 const { execFileSync, spawnSync } = require('node:child_process');
@@ -19,9 +20,21 @@ function newest(dir) {
   return t;
 }
 
-const fusermount = spawnSync('sh', ['-c', 'command -v fusermount || command -v fusermount3'], { encoding: 'utf8' });
-if (fusermount.status !== 0 || !fs.existsSync('/dev/fuse')) {
-  process.stderr.write('strata: FUSE is missing; install it with: apt-get install -y fuse3 libfuse3-dev pkg-config\n');
+// The Debian packages: for `npm test`, also the tools the tests drive (scripts/system-deps.sh).
+const mode = process.env.npm_lifecycle_event === 'pretest' ? 'test' : 'start';
+const deps = path.join(root, 'scripts', 'system-deps.sh');
+const missing = spawnSync('bash', [deps, mode, '--check'], { encoding: 'utf8' });
+if (missing.status !== 0) {
+  const list = missing.stdout.trim();
+  const apt = spawnSync('sh', ['-c', 'command -v apt-get'], { encoding: 'utf8' }).status === 0;
+  if (process.getuid?.() !== 0 || !apt) {
+    process.stderr.write(`strata: missing system packages: ${list}\n  install them (as root): bash scripts/system-deps.sh ${mode}\n`);
+    process.exit(2);
+  }
+  execFileSync('bash', [deps, mode], { stdio: 'inherit' });
+}
+if (!fs.existsSync('/dev/fuse')) {
+  process.stderr.write('strata: /dev/fuse is missing: this machine (or container) has no FUSE device\n');
   process.exit(2);
 }
 
