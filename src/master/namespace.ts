@@ -89,6 +89,11 @@ export interface NamespaceOptions {
 /** What a merge with a store listing reads of a child the table has. */
 type MergedChild = Pick<NodeRecord, 'ino' | 'type' | 'persistState' | 'syncedAt' | 'ufsFingerprint' | 'inStore'>;
 
+/** A place in a store (mount URI and path there), as a map key. */
+function storePlaceKey(at: UfsPlace): string {
+  return `${at.mountUri}\0${at.path}`;
+}
+
 export class Namespace {
   readonly #table: Metastore;
   readonly #mounts: MountTable;
@@ -1056,35 +1061,57 @@ export class Namespace {
     return { n, here, stillThere: here !== undefined && here.mountUri === at.mountUri && here.path === at.path };
   }
 
+  /** Workers' ufsLocation checks in flight, by store place (storePlaceKey): each ends once its file's inStore mark is on disk. */
+  readonly #placesAsked = new Map<string, Set<Promise<UfsLocation>>>();
+  /** Stray objects' removals in progress, by store place: a worker asking to write there waits for them. */
+  readonly #strayRemovals = new Map<string, Promise<void>>();
+
   /**
    * Removes the object a late write left at `at`: only that very object (a newer one there
-   * belongs to someone else). The look and the delete are two store calls, so a file now at
-   * that path which a worker may be writing (in the store, #ufsLocation marks it so under the
-   * path's lock, which the caller holds) keeps the object: its own write replaces it, and its
-   * unlink removes it. Deleting could remove that write's object landing in between.
+   * belongs to someone else). The look and the delete are two store calls, and another
+   * file's worker could land its object at that place in between. So a removal and a
+   * worker's ufsLocation for the same place never overlap (each waits for the other's
+   * in flight), and the object is left alone when the file now there may be in the store
+   * (its own write replaces the object, its unlink removes it): the file whose bytes
+   * belong at that place, so the primary link of a name in the stray's own store.
    */
   async #removeStray(at: UfsPlace, fingerprint: string): Promise<void> {
     const mount = this.#mounts.list().find((m) => m.uri === at.mountUri);
     if (!mount) return;
-    const now = await this.#tableNodeAt([...mount.parts, ...parsePath(at.path)]);
-    if (now && now.type === 'file' && (now.inStore || now.persistState === 'persisted')) {
-      this.#log.info({ ino: now.ino, path: at.path }, "a late write's object is left where another file now is: that file's write replaces it");
-      return;
+    const key = storePlaceKey(at);
+    // Callers hold the place's path lock: no other removal of it runs.
+    const removal = (async () => {
+      const asked = this.#placesAsked.get(key);
+      if (asked) await Promise.allSettled([...asked]);
+      const parts = [...mount.parts, ...parsePath(at.path)];
+      const now = await this.#tableNodeAt(parts);
+      if (now && now.node.type === 'file' && (now.node.inStore || now.node.persistState === 'persisted') && this.#store(parts).mount.uri === mount.uri && (await this.#table.isPrimaryLink(now.parent, parts[parts.length - 1]!))) {
+        this.#log.info({ ino: now.node.ino, path: at.path }, "a late write's object is left where another file now is: that file's write replaces it");
+        return;
+      }
+      const st = await mount.ufs.stat(at.path);
+      // Its directory may be gone from the table (renamed or removed since): the delete must not bring it back.
+      if (st && st.type === 'file' && st.fingerprint === fingerprint) await this.#ufsIgnoreMissing(() => mount.ufs.delete(at.path, { parentMayGo: true }));
+    })();
+    this.#strayRemovals.set(key, removal);
+    try {
+      await removal;
+    } finally {
+      if (this.#strayRemovals.get(key) === removal) this.#strayRemovals.delete(key);
     }
-    const st = await mount.ufs.stat(at.path);
-    // Its directory may be gone from the table (renamed or removed since): the delete must not bring it back.
-    if (st && st.type === 'file' && st.fingerprint === fingerprint) await this.#ufsIgnoreMissing(() => mount.ufs.delete(at.path, { parentMayGo: true }));
   }
 
-  /** The node at `parts` as the table has it now, without asking any store. */
-  async #tableNodeAt(parts: string[]): Promise<NodeRecord | undefined> {
+  /** The node at `parts` (not the root) and its directory, as the table has them now, without asking any store. */
+  async #tableNodeAt(parts: string[]): Promise<{ node: NodeRecord; parent: number } | undefined> {
     let node: NodeRecord | undefined = await this.#table.requireNode(ROOT_INO);
+    let parent = ROOT_INO;
     for (const name of parts) {
       if (node.type !== 'directory') return undefined;
+      parent = node.ino;
       node = await this.#table.lookup(node.ino, name);
       if (!node) return undefined;
     }
-    return node;
+    return parts.length ? { node, parent } : undefined;
   }
 
   /**
@@ -1153,22 +1180,34 @@ export class Namespace {
    * mount. A worker asks this before anything reaches the store.
    */
   async ufsLocation(ino: number, check?: { purpose: 'write'; container: number } | { purpose: 'persist'; container: number; blocks: number }): Promise<UfsLocation> {
-    if (!check) {
+    for (;;) {
       const n = await this.#table.requireNode(ino);
       if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
-      return this.#location(await this.#table.pathOf(ino));
+      const path = await this.#table.pathOf(ino);
+      if (!check) return this.#location(path);
+      const at = this.#location(path);
+      const key = storePlaceKey(at);
+      // A stray object's removal at this place: this writer's object must not land between its look and its delete.
+      const removal = this.#strayRemovals.get(key);
+      if (removal) {
+        await removal.catch(() => undefined);
+        continue;
+      }
+      // Seen by a removal that starts from here on, which waits for this mark to be on disk.
+      const asked = this.#writeLocation(ino, check, n, path, at);
+      let set = this.#placesAsked.get(key);
+      if (!set) this.#placesAsked.set(key, (set = new Set()));
+      set.add(asked);
+      try {
+        return await asked;
+      } finally {
+        set.delete(asked);
+        if (set.size === 0 && this.#placesAsked.get(key) === set) this.#placesAsked.delete(key);
+      }
     }
-    // Gone already: said without waiting for the whole namespace (#inodeScope of a gone inode).
-    await this.#table.requireNode(ino);
-    // Under the path's lock: a stray object's removal there (#removeStray) sees the mark made
-    // here, or finishes before this worker's write can reach the store.
-    return this.#mutate(() => this.#inodeScope(ino), () => this.#writeLocation(ino, check));
   }
 
-  async #writeLocation(ino: number, check: { purpose: 'write'; container: number } | { purpose: 'persist'; container: number; blocks: number }): Promise<UfsLocation> {
-    const n = await this.#table.requireNode(ino);
-    if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
-    const path = await this.#table.pathOf(ino);
+  async #writeLocation(ino: number, check: { purpose: 'write'; container: number } | { purpose: 'persist'; container: number; blocks: number }, n: NodeRecord, path: string, at: UfsLocation): Promise<UfsLocation> {
     this.#writable(parsePath(path));
     if (check.purpose === 'write' && (await this.#table.openWriteOf(check.container)) !== ino) {
       // NOT_FOUND: a client then begins a new write and sends the file again (as after a rename).
@@ -1177,7 +1216,6 @@ export class Namespace {
     if (check.purpose === 'persist' && (n.container !== check.container || check.blocks !== Math.ceil(n.size / n.blockSize))) {
       throw new StrataError('BUSY', `inode ${ino} is not at version ${check.container} with ${check.blocks} blocks any more`);
     }
-    const at = this.#location(path);
     // The worker writes there next: on disk first, so an unlink or rename then looks in the store.
     if (!n.inStore) await this.#table.markInStore(ino);
     const vouched = await this.#noDirectoryFor(parsePath(path));

@@ -4,7 +4,7 @@
  */
 
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync, readFileSync, realpathSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -46,11 +46,20 @@ export function tempRoot(prefix = 'strata-test-'): string {
 function removeTempRoots(): void {
   let mounts: string[];
   try {
-    mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '');
+    // Mount points as the kernel writes them: space, tab, newline and backslash as octal escapes.
+    mounts = readFileSync('/proc/self/mounts', 'utf8')
+      .split('\n')
+      .map((l) => (l.split(' ')[1] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
   } catch {
     return;
   }
-  for (const dir of tempRoots) {
+  for (const root of tempRoots) {
+    let dir: string;
+    try {
+      dir = realpathSync(root); // the kernel names mounts by their real path
+    } catch {
+      continue; // gone already
+    }
     if (mounts.some((m) => m === dir || m.startsWith(dir + '/'))) continue;
     try {
       rmSync(dir, { recursive: true, force: true });

@@ -19,6 +19,9 @@ export interface InProcessOptions {
   ufsOptions?: Record<string, string>;
   syncIntervalMs?: number;
   persistInitialWaitMs?: number;
+  /** The master takes a worker silent this long for lost. */
+  workerTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
 }
 
 export async function inProcessCluster(t: tap.Test, name: string, opts: InProcessOptions) {
@@ -32,13 +35,14 @@ export async function inProcessCluster(t: tap.Test, name: string, opts: InProces
     ...(opts.ufsOptions ? { ufsOptions: opts.ufsOptions } : {}),
     ...(opts.syncIntervalMs !== undefined ? { syncIntervalMs: opts.syncIntervalMs } : {}),
     ...(opts.persistInitialWaitMs !== undefined ? { persistInitialWaitMs: opts.persistInitialWaitMs } : {}),
+    ...(opts.workerTimeoutMs !== undefined ? { workerTimeoutMs: opts.workerTimeoutMs } : {}),
   });
   const worker = await startWorker({
     masterUrl: master.url,
     home: path.join(root, 'worker'),
     port: 0,
     tiers: [{ name: 'SSD', dir: path.join(root, 'tier-ssd'), capacityBytes: 64 << 20 }],
-    heartbeatIntervalMs: 200,
+    heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 200,
     scrubBytesPerSec: 0,
     logger: log,
   });

@@ -640,6 +640,30 @@ t.test("a late write-through's stray never takes the object of the file that too
     t.equal(await ufs.stat('/d/x'), null, "B's unlink removes it");
   }
 
+  // B's worker asked just before A's commit, its mark not on disk yet: the removal waits for it, then leaves the object.
+  {
+    const { b, commitA, writeB, askB } = await setUp('w', 'ASYNC_THROUGH');
+    const mark = sqlite.markInStore.bind(sqlite);
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (open = r));
+    sqlite.markInStore = async (ino: number) => {
+      if (ino === b.ino) await gate;
+      return mark(ino);
+    };
+    const where = askB();
+    let bDone: Promise<unknown> | undefined;
+    const looked = onNextLook(() => (bDone = writeB(where)));
+    setTimeout(open, 100);
+    await t.rejects(commitA(), { code: 'NOT_FOUND' }, "A's late commit fails");
+    sqlite.markInStore = mark;
+    MemoryUnderFileSystem.prototype.stat = stat;
+    t.notOk(looked(), "the store was not asked: the removal waited for B's question and found B in the store");
+    await (bDone ?? writeB(where));
+    t.equal(await readObject(ufs, '/d/x'), 'B, the file at /d/x now', "B's object is in the store");
+    t.equal((await sqlite.requireNode(b.ino)).persistState, 'persisted', 'and B is recorded as stored');
+    await ns.unlink('/d/x');
+  }
+
   // B's worker asks while the stray is being removed: it waits for the removal, then writes.
   {
     const { b, commitA, writeB, askB } = await setUp('z', 'ASYNC_THROUGH');
@@ -665,4 +689,88 @@ t.test('an empty file closed with CACHE_THROUGH into a directory the store lost 
   await fs.release(fh);
   t.equal(await ufs.stat('/d/e'), null, 'nothing is in the store');
   t.equal((await fs.getattr('/d/e')).persistState, 'not_persisted', 'and the file is not recorded as stored');
+});
+
+/** A written through at /d/x, renamed to /d/y before its commit, its object landing at /d/x after; a second hard link of C (stored at /d/c) then takes /d/x. */
+async function strayUnderLink(t: tap.Test, name: string) {
+  const { ns, sqlite, ufs } = await namespaceOn(t, name, 60_000);
+  await ns.mkdir('/d', 0o755);
+  const c = await ns.create('/d/c', 0o644);
+  const cWrite = await sqlite.beginWrite(c.ino);
+  const cAt = await ns.ufsLocation(c.ino, { purpose: 'write', container: cWrite.containerId });
+  const cw = await ufs.create(cAt.path);
+  await cw.write(Buffer.from('C, stored'));
+  const cFp = (await cw.complete()).fingerprint;
+  await ns.commitWrite({ ino: c.ino, containerId: cWrite.containerId, size: 9, blocks: [{ id: blockIdOf(cWrite.containerId, 0), length: 9 }], workerId: 1, ufsFingerprint: cFp, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: cAt.mountUri, path: cAt.path } });
+
+  const a = await ns.create('/d/x', 0o644);
+  const aWrite = await sqlite.beginWrite(a.ino);
+  const at = await ns.ufsLocation(a.ino, { purpose: 'write', container: aWrite.containerId });
+  await ns.rename('/d/x', '/d/y');
+  const w = await ufs.create(at.path);
+  await w.write(Buffer.from('A, late'));
+  const aFp = (await w.complete()).fingerprint;
+  await ns.link(c.ino, '/d/x');
+  await t.rejects(ns.commitWrite({ ino: a.ino, containerId: aWrite.containerId, size: 7, blocks: [{ id: blockIdOf(aWrite.containerId, 0), length: 7 }], workerId: 1, ufsFingerprint: aFp, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: at.mountUri, path: at.path } }), { code: 'NOT_FOUND' }, "A's late commit fails");
+  return { ns, ufs, c };
+}
+
+t.test("a late write's stray under a hard link's second name goes (the file's bytes are at its first name)", async (t) => {
+  const { ns, ufs, c } = await strayUnderLink(t, 'stray-link');
+  t.equal(await ufs.stat('/d/x'), null, "A's object at /d/x went");
+  await ns.forceSync('/d');
+  const st = await ns.stat('/d/c');
+  t.same([st.ino, st.size], [c.ino, 9], 'a listing leaves C as it is');
+  await ns.unlink('/d/x');
+  await ns.forceSync('/d');
+  await t.rejects(ns.stat('/d/x'), { code: 'NOT_FOUND' }, 'and once the link goes, nothing comes back at /d/x');
+});
+
+t.test("a late write's stray under a name now in another mount goes from its own store", async (t) => {
+  const { ns, sqlite, ufs } = await namespaceOn(t, 'stray-mount', 60_000);
+  await ns.mkdir('/m', 0o755);
+  const a = await ns.create('/m/x', 0o644);
+  const aWrite = await sqlite.beginWrite(a.ino);
+  const at = await ns.ufsLocation(a.ino, { purpose: 'write', container: aWrite.containerId });
+  await ns.rename('/m/x', '/away');
+  const w = await ufs.create(at.path);
+  await w.write(Buffer.from('A, late'));
+  const aFp = (await w.complete()).fingerprint;
+  await ns.mount('/m', `mem://stray-mount-other-${process.pid}`, {});
+  await ns.create('/m/x', 0o644); // in the other store
+  await t.rejects(ns.commitWrite({ ino: a.ino, containerId: aWrite.containerId, size: 7, blocks: [{ id: blockIdOf(aWrite.containerId, 0), length: 7 }], workerId: 1, ufsFingerprint: aFp, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: at.mountUri, path: at.path } }), { code: 'NOT_FOUND' }, "A's late commit fails");
+  t.equal(await ufs.stat('/m/x'), null, "A's object went from the root store");
+  await ns.unlink('/m/x');
+  await ns.unmount('/m');
+  await t.rejects(ns.stat('/m/x'), { code: 'NOT_FOUND' }, 'after the unmount nothing comes back at /m/x');
+});
+
+// Workers share a few connections to the master with their heartbeats: a worker's question
+// before a write must not wait for a slow store change elsewhere under the same path.
+t.test('writes into a directory whose store rename is slow leave the worker live', async (t) => {
+  const c = await inProcessCluster(t, 'hb-vs-locks', { ufsUri: `mem://hb-vs-locks-${process.pid}`, workerTimeoutMs: 1000, heartbeatIntervalMs: 100 });
+  const fs = await c.client('CACHE_THROUGH');
+  const rename = MemoryUnderFileSystem.prototype.rename;
+  t.teardown(() => {
+    MemoryUnderFileSystem.prototype.rename = rename;
+  });
+  await fs.mkdir('/big', 0o755);
+  const N = 20;
+  for (let i = 0; i < N; i++) await fs.writeFile(`/big/f${i}`, Buffer.from('x'), 1);
+  MemoryUnderFileSystem.prototype.rename = async function (this: MemoryUnderFileSystem, s: string, d: string) {
+    if (s === '/big') await new Promise((r) => setTimeout(r, 3000));
+    return rename.call(this, s, d);
+  };
+  const renaming = fs.rename('/big', '/big2');
+  await new Promise((r) => setTimeout(r, 100));
+  const writes = Array.from({ length: N }, (_, i) => fs.writeFile(`/big/f${i}`, Buffer.from('again'), 5).catch(() => undefined));
+  let lost = false;
+  for (let k = 0; k < 30; k++) {
+    const ws = (await (await fetch(`${c.masterUrl}/api/v1/workers`)).json()) as { live: boolean }[];
+    if (ws.some((w) => !w.live)) lost = true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await renaming;
+  await Promise.all(writes);
+  t.notOk(lost, 'the worker was never taken for lost');
 });
