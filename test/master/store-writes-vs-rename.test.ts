@@ -231,6 +231,27 @@ async function namespaceOn(t: tap.Test, name: string, syncIntervalMs: number) {
   return { ns, sqlite, ufs: new MemoryUnderFileSystem(uri) };
 }
 
+type NamespaceSetUp = Awaited<ReturnType<typeof namespaceOn>>;
+
+/**
+ * A worker's write-through of a new file at `from`: it asks where, the file is renamed to
+ * `to`, then its object lands at `from`. `commit()` is the client's commit that follows, late.
+ */
+async function lateWriteThrough({ ns, sqlite, ufs }: NamespaceSetUp, from: string, to: string) {
+  const body = 'A, late';
+  const a = await ns.create(from, 0o644);
+  const { containerId } = await sqlite.beginWrite(a.ino);
+  const at = await ns.ufsLocation(a.ino, { purpose: 'write', container: containerId });
+  // The rename removes what the file may have left at `from`; the object lands there after it.
+  await ns.rename(from, to);
+  const w = await ufs.create(at.path);
+  await w.write(Buffer.from(body));
+  const ufsFingerprint = (await w.complete()).fingerprint;
+  const commit = () =>
+    ns.commitWrite({ ino: a.ino, containerId, size: body.length, blocks: [{ id: blockIdOf(containerId, 0), length: body.length }], workerId: 1, ufsFingerprint, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: at.mountUri, path: at.path } });
+  return { a, commit };
+}
+
 t.test('the master vouches no directory is at a file being written while its directory listing holds, from this master only', async (t) => {
   const { ns, sqlite, ufs } = await namespaceOn(t, 'vouch', 1000);
   await ns.mkdir('/d', 0o755);
@@ -578,7 +599,8 @@ t.test('removing or moving the name of a file never stored asks the store nothin
  * that file recorded as stored with nothing in the store.
  */
 t.test("a late write-through's stray never takes the object of the file that took its path", async (t) => {
-  const { ns, sqlite, ufs } = await namespaceOn(t, 'stray-vs-new', 60_000);
+  const set = await namespaceOn(t, 'stray-vs-new', 60_000);
+  const { ns, sqlite, ufs } = set;
   const stat = MemoryUnderFileSystem.prototype.stat;
   t.teardown(() => {
     MemoryUnderFileSystem.prototype.stat = stat;
@@ -587,18 +609,9 @@ t.test("a late write-through's stray never takes the object of the file that too
 
   /** A written through at /d/x, renamed to /d/<away> before its commit; B created at /d/x (written through, or made by an ASYNC_THROUGH create). */
   const setUp = async (away: string, bCreatedAs?: 'ASYNC_THROUGH') => {
-    const a = await ns.create('/d/x', 0o644);
-    const aWrite = await sqlite.beginWrite(a.ino);
-    const at = await ns.ufsLocation(a.ino, { purpose: 'write', container: aWrite.containerId });
-    // The rename removes what A may have left at /d/x; A's object lands there after it.
-    await ns.rename('/d/x', `/d/${away}`);
-    const w = await ufs.create(at.path);
-    await w.write(Buffer.from('A, late'));
-    const aFp = (await w.complete()).fingerprint;
+    const { commit: commitA } = await lateWriteThrough(set, '/d/x', `/d/${away}`);
     const b = await ns.create('/d/x', 0o644, undefined, undefined, bCreatedAs && { writeType: bCreatedAs });
     const bWrite = await sqlite.beginWrite(b.ino);
-    const commitA = () =>
-      ns.commitWrite({ ino: a.ino, containerId: aWrite.containerId, size: 7, blocks: [{ id: blockIdOf(aWrite.containerId, 0), length: 7 }], workerId: 1, ufsFingerprint: aFp, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: at.mountUri, path: at.path } });
     /** What B's worker does: ask where, write B's object, commit. */
     const writeB = async (where: Promise<{ path: string; mountUri: string }>) => {
       const bAt = await where;
@@ -693,7 +706,8 @@ t.test('an empty file closed with CACHE_THROUGH into a directory the store lost 
 
 /** A written through at /d/x, renamed to /d/y before its commit, its object landing at /d/x after; a second hard link of C (stored at /d/c) then takes /d/x. */
 async function strayUnderLink(t: tap.Test, name: string) {
-  const { ns, sqlite, ufs } = await namespaceOn(t, name, 60_000);
+  const set = await namespaceOn(t, name, 60_000);
+  const { ns, sqlite, ufs } = set;
   await ns.mkdir('/d', 0o755);
   const c = await ns.create('/d/c', 0o644);
   const cWrite = await sqlite.beginWrite(c.ino);
@@ -703,15 +717,9 @@ async function strayUnderLink(t: tap.Test, name: string) {
   const cFp = (await cw.complete()).fingerprint;
   await ns.commitWrite({ ino: c.ino, containerId: cWrite.containerId, size: 9, blocks: [{ id: blockIdOf(cWrite.containerId, 0), length: 9 }], workerId: 1, ufsFingerprint: cFp, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: cAt.mountUri, path: cAt.path } });
 
-  const a = await ns.create('/d/x', 0o644);
-  const aWrite = await sqlite.beginWrite(a.ino);
-  const at = await ns.ufsLocation(a.ino, { purpose: 'write', container: aWrite.containerId });
-  await ns.rename('/d/x', '/d/y');
-  const w = await ufs.create(at.path);
-  await w.write(Buffer.from('A, late'));
-  const aFp = (await w.complete()).fingerprint;
+  const { commit } = await lateWriteThrough(set, '/d/x', '/d/y');
   await ns.link(c.ino, '/d/x');
-  await t.rejects(ns.commitWrite({ ino: a.ino, containerId: aWrite.containerId, size: 7, blocks: [{ id: blockIdOf(aWrite.containerId, 0), length: 7 }], workerId: 1, ufsFingerprint: aFp, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: at.mountUri, path: at.path } }), { code: 'NOT_FOUND' }, "A's late commit fails");
+  await t.rejects(commit(), { code: 'NOT_FOUND' }, "A's late commit fails");
   return { ns, ufs, c };
 }
 
@@ -727,18 +735,13 @@ t.test("a late write's stray under a hard link's second name goes (the file's by
 });
 
 t.test("a late write's stray under a name now in another mount goes from its own store", async (t) => {
-  const { ns, sqlite, ufs } = await namespaceOn(t, 'stray-mount', 60_000);
+  const set = await namespaceOn(t, 'stray-mount', 60_000);
+  const { ns, ufs } = set;
   await ns.mkdir('/m', 0o755);
-  const a = await ns.create('/m/x', 0o644);
-  const aWrite = await sqlite.beginWrite(a.ino);
-  const at = await ns.ufsLocation(a.ino, { purpose: 'write', container: aWrite.containerId });
-  await ns.rename('/m/x', '/away');
-  const w = await ufs.create(at.path);
-  await w.write(Buffer.from('A, late'));
-  const aFp = (await w.complete()).fingerprint;
+  const { commit } = await lateWriteThrough(set, '/m/x', '/away');
   await ns.mount('/m', `mem://stray-mount-other-${process.pid}`, {});
   await ns.create('/m/x', 0o644); // in the other store
-  await t.rejects(ns.commitWrite({ ino: a.ino, containerId: aWrite.containerId, size: 7, blocks: [{ id: blockIdOf(aWrite.containerId, 0), length: 7 }], workerId: 1, ufsFingerprint: aFp, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: at.mountUri, path: at.path } }), { code: 'NOT_FOUND' }, "A's late commit fails");
+  await t.rejects(commit(), { code: 'NOT_FOUND' }, "A's late commit fails");
   t.equal(await ufs.stat('/m/x'), null, "A's object went from the root store");
   await ns.unlink('/m/x');
   await ns.unmount('/m');
