@@ -89,6 +89,11 @@ export interface NamespaceOptions {
 /** What a merge with a store listing reads of a child the table has. */
 type MergedChild = Pick<NodeRecord, 'ino' | 'type' | 'persistState' | 'syncedAt' | 'ufsFingerprint' | 'inStore'>;
 
+/** Paths per store whose last removal or move a master remembers (Namespace.#touched); about 100 bytes each. */
+const TOUCHED_MAX = 100_000;
+/** Writes told where to go whose commit has not come (Namespace.#handouts); those beyond are looked at in the store. */
+const HANDOUTS_MAX = 100_000;
+
 /** A place in a store (mount URI and path there), as a map key. */
 function storePlaceKey(at: UfsPlace): string {
   return `${at.mountUri}\0${at.path}`;
@@ -129,7 +134,7 @@ export class Namespace {
   /** The store of a path and the path inside it. */
   #store(parts: string[]): { mount: Mount; ufs: UnderFileSystem; ufsPath: string } {
     const { mount, ufsPath } = this.#mounts.resolve(parts);
-    return { mount, ufs: mount.ufs, ufsPath };
+    return { mount, ufs: this.#watchedUfs(mount.ufs), ufsPath };
   }
 
   /** READ_ONLY when the path lies in a read-only mount. */
@@ -1061,6 +1066,87 @@ export class Namespace {
     return { n, here, stillThere: here !== undefined && here.mountUri === at.mountUri && here.path === at.path };
   }
 
+  /**
+   * Removals and moves this master made in its stores (delete, rmdir, rename's both ends), by
+   * store and path: the #touchSeq after each ended. A write's object reported at a place may
+   * have been taken away since it landed (its file renamed away and back, a stray's removal
+   * beside it): a commit then looks in the store (#objectLost) only when something was removed
+   * or moved at that place, or above it, since the worker was told to write there.
+   */
+  readonly #touched = new WeakMap<UnderFileSystem, Map<string, number>>();
+  #touchSeq = 0;
+  /** The newest seq #touched forgot (it keeps TOUCHED_MAX paths per store): a handout older than that is looked at. */
+  #touchedFloor = 0;
+  /** #touchSeq when a worker was first told to write `${ino}:${container}` (ufsLocation with a check). */
+  readonly #handouts = new Map<string, number>();
+  readonly #watched = new WeakMap<UnderFileSystem, UnderFileSystem>();
+
+  /** `ufs`, recording in #touched where its deletes, rmdirs and renames acted. */
+  #watchedUfs(ufs: UnderFileSystem): UnderFileSystem {
+    let w = this.#watched.get(ufs);
+    if (w) return w;
+    const touch = (...paths: string[]) => {
+      for (const p of paths) this.#touch(ufs, p);
+    };
+    w = new Proxy(ufs, {
+      get: (target, prop) => {
+        const v: unknown = Reflect.get(target, prop, target);
+        if (typeof v !== 'function') return v;
+        const f = v as (...args: unknown[]) => Promise<unknown>;
+        // Recorded once the call ended (or failed, maybe halfway): a handout taken while it ran sees it.
+        if (prop === 'delete' || prop === 'rmdir') return (path: string, ...rest: unknown[]) => f.call(target, path, ...rest).finally(() => touch(path));
+        if (prop === 'rename') return (from: string, to: string, ...rest: unknown[]) => f.call(target, from, to, ...rest).finally(() => touch(from, to));
+        return f.bind(target);
+      },
+    });
+    this.#watched.set(ufs, w);
+    return w;
+  }
+
+  #touch(ufs: UnderFileSystem, path: string): void {
+    const seq = ++this.#touchSeq;
+    let m = this.#touched.get(ufs);
+    if (!m) this.#touched.set(ufs, (m = new Map()));
+    m.delete(path);
+    m.set(path, seq);
+    if (m.size > TOUCHED_MAX) {
+      const [oldest, at] = m.entries().next().value as [string, number];
+      m.delete(oldest);
+      this.#touchedFloor = Math.max(this.#touchedFloor, at);
+    }
+  }
+
+  #noteHandout(ino: number, container: number): void {
+    const k = `${ino}:${container}`;
+    // The first: the object can land any time after it.
+    if (this.#handouts.has(k)) return;
+    this.#handouts.set(k, this.#touchSeq);
+    if (this.#handouts.size > HANDOUTS_MAX) this.#handouts.delete(this.#handouts.keys().next().value as string);
+  }
+
+  /**
+   * Whether the object a worker reported at `at` (for `ino`'s `container`) is not there any more
+   * or was replaced: looked at in the store only when this master removed or moved something at
+   * that place or above it since the worker was told to write there, or cannot tell (the handout
+   * is not known: a restart, or forgotten). Callers hold the place's path lock.
+   */
+  async #objectLost(at: UfsPlace, ino: number, container: number, fingerprint: string): Promise<boolean> {
+    const k = `${ino}:${container}`;
+    const since = this.#handouts.get(k);
+    this.#handouts.delete(k);
+    const mount = this.#mounts.list().find((m) => m.uri === at.mountUri);
+    if (!mount) return false;
+    if (since !== undefined && since >= this.#touchedFloor) {
+      const touched = this.#touched.get(mount.ufs);
+      const parts = parsePath(at.path);
+      let moved = false;
+      for (let i = parts.length; i >= 0 && touched && !moved; i--) moved = (touched.get('/' + parts.slice(0, i).join('/')) ?? 0) > since;
+      if (!moved) return false;
+    }
+    const st = await mount.ufs.stat(at.path);
+    return !(st && st.type === 'file' && st.fingerprint === fingerprint);
+  }
+
   /** Workers' ufsLocation checks in flight, by store place (storePlaceKey): each ends once its file's inStore mark is on disk. */
   readonly #placesAsked = new Map<string, Set<Promise<UfsLocation>>>();
   /** Stray objects' removals in progress, by store place: a worker asking to write there waits for them. */
@@ -1085,13 +1171,19 @@ export class Namespace {
       if (asked) await Promise.allSettled([...asked]);
       const parts = [...mount.parts, ...parsePath(at.path)];
       const now = await this.#tableNodeAt(parts);
-      if (now && now.node.type === 'file' && (now.node.inStore || now.node.persistState === 'persisted') && this.#store(parts).mount.uri === mount.uri && (await this.#table.isPrimaryLink(now.parent, parts[parts.length - 1]!))) {
+      // A stored file there is not being written for the first time: its object, if the stray replaced it, is
+      // lost either way, and keeping the stray would show another file's bytes under its name.
+      if (now && now.node.type === 'file' && now.node.inStore && now.node.persistState !== 'persisted' && this.#store(parts).mount.uri === mount.uri && (await this.#table.isPrimaryLink(now.parent, parts[parts.length - 1]!))) {
         this.#log.info({ ino: now.node.ino, path: at.path }, "a late write's object is left where another file now is: that file's write replaces it");
         return;
       }
-      const st = await mount.ufs.stat(at.path);
+      const ufs = this.#watchedUfs(mount.ufs);
+      const st = await ufs.stat(at.path);
+      if (!st || st.type !== 'file' || st.fingerprint !== fingerprint) return;
+      // A master deposed since its look must not delete what the new leader's writers put there meanwhile.
+      this.#lead();
       // Its directory may be gone from the table (renamed or removed since): the delete must not bring it back.
-      if (st && st.type === 'file' && st.fingerprint === fingerprint) await this.#ufsIgnoreMissing(() => mount.ufs.delete(at.path, { parentMayGo: true }));
+      await this.#ufsIgnoreMissing(() => ufs.delete(at.path, { parentMayGo: true }));
     })();
     this.#strayRemovals.set(key, removal);
     try {
@@ -1129,7 +1221,13 @@ export class Namespace {
     if (!req.ufsFingerprint || !at) return toAttributes(await this.#table.commitWrite(req));
     return this.#mutate(() => this.#inodeScope(req.ino), async (lock) => {
       const { here, stillThere } = await this.#fileAt(req.ino, at);
-      if (stillThere) return toAttributes(await this.#table.commitWrite(req));
+      if (stillThere && !(await this.#objectLost(at, req.ino, req.containerId, req.ufsFingerprint!))) return toAttributes(await this.#table.commitWrite(req));
+      if (stillThere) {
+        // Back at that path after a rename or an unlink's delete took its object away: nothing of it is stored.
+        if ((await this.#table.openWriteOf(req.containerId)) === req.ino) await this.#table.abandonWrite(req.containerId);
+        this.#log.info({ ino: req.ino, path: at.path }, 'a write-through\'s object was removed or replaced before its commit; the client writes it again');
+        throw new StrataError('NOT_FOUND', `the object of inode ${req.ino} at ${at.path} was removed or replaced before its commit; nothing was stored`);
+      }
       // The stray is at a path the file left, which this change does not hold yet.
       lock.needs(this.#strayScope(at));
       await this.#removeStray(at, req.ufsFingerprint!);
@@ -1218,6 +1316,7 @@ export class Namespace {
     }
     // The worker writes there next: on disk first, so an unlink or rename then looks in the store.
     if (!n.inStore) await this.#table.markInStore(ino);
+    this.#noteHandout(ino, check.container);
     const vouched = await this.#noDirectoryFor(parsePath(path));
     return vouched > 0 ? { ...at, noDirectoryForMs: vouched } : at;
   }
@@ -1281,6 +1380,11 @@ export class Namespace {
   settlePersist(ino: number, container: number, r: PersistResponse): Promise<boolean> {
     return this.#mutate(() => this.#inodeScope(ino), async (lock) => {
       const { n, here, stillThere } = await this.#fileAt(ino, r);
+      if (stillThere && (await this.#objectLost(r, ino, container, r.ufsFingerprint))) {
+        this.#log.info({ ino, path: r.path }, "an upload's object was removed or replaced before it was counted; the file is queued again");
+        if (n && n.persistState !== 'persisted') await this.#table.enqueuePersist(ino);
+        return false;
+      }
       if (stillThere) {
         // markPersisted re-checks the container: content committed during the upload stays queued,
         // and its next upload overwrites this one at the same path.

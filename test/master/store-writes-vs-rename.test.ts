@@ -777,3 +777,136 @@ t.test('writes into a directory whose store rename is slow leave the worker live
   await Promise.all(writes);
   t.notOk(lost, 'the worker was never taken for lost');
 });
+
+/** A file at /d/x being written through by a worker (asked where, object written, not completed). */
+async function writeUnderWay({ ns, sqlite, ufs }: NamespaceSetUp, body: string, p = '/d/x') {
+  const f = await ns.create(p, 0o644);
+  const { containerId } = await sqlite.beginWrite(f.ino);
+  const at = await ns.ufsLocation(f.ino, { purpose: 'write', container: containerId });
+  const w = await ufs.create(at.path);
+  await w.write(Buffer.from(body));
+  let fp = '';
+  return {
+    f,
+    complete: async () => void (fp = (await w.complete()).fingerprint),
+    commit: () => ns.commitWrite({ ino: f.ino, containerId, size: body.length, blocks: [{ id: blockIdOf(containerId, 0), length: body.length }], workerId: 1, ufsFingerprint: fp, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: at.mountUri, path: at.path } }),
+  };
+}
+
+t.test('a write-through whose file went away and came back before its commit: its object is where the commit says, or the commit fails', async (t) => {
+  const set = await namespaceOn(t, 'away-and-back', 60_000);
+  const { ns, sqlite, ufs } = set;
+  await ns.mkdir('/d', 0o755);
+
+  // The object lands, the file is renamed away (its object at /d/x goes as an older version) and back, then the commit.
+  const f = await writeUnderWay(set, 'F, the file at /d/x');
+  await f.complete();
+  await ns.rename('/d/x', '/d/q');
+  await ns.rename('/d/q', '/d/x');
+  await t.rejects(f.commit(), { code: 'NOT_FOUND' }, 'the commit fails (the client writes the file again)');
+  t.equal((await sqlite.requireNode(f.f.ino)).persistState, 'not_persisted', 'the file is not recorded as stored');
+
+  // A late stray's removal at /d/x while G, being written there, is away; G's object lands between its look and its delete.
+  const stat = MemoryUnderFileSystem.prototype.stat;
+  t.teardown(() => {
+    MemoryUnderFileSystem.prototype.stat = stat;
+  });
+  await ns.unlink('/d/x');
+  const a = await writeUnderWay(set, 'A, late');
+  await ns.rename('/d/x', '/d/a');
+  const g = await writeUnderWay(set, 'G, the file at /d/x');
+  await ns.rename('/d/x', '/d/q');
+  await a.complete(); // at /d/x, where A is not
+  let looked = false;
+  MemoryUnderFileSystem.prototype.stat = async function (this: MemoryUnderFileSystem, p: string) {
+    const st = await stat.call(this, p);
+    if (p === '/d/x' && !looked) {
+      looked = true;
+      await g.complete();
+    }
+    return st;
+  };
+  const commitA = a.commit;
+  await t.rejects(commitA(), { code: 'NOT_FOUND' }, "the stray's commit fails");
+  MemoryUnderFileSystem.prototype.stat = stat;
+  t.ok(looked, 'the stray was looked at, and the object landed after that');
+  await ns.rename('/d/q', '/d/x');
+  const got = await g.commit().then(
+    () => 'committed',
+    (e: { code?: string }) => e.code,
+  );
+  const stored = await readObject(ufs, '/d/x');
+  t.ok(got === 'NOT_FOUND' || stored === 'G, the file at /d/x', `never recorded as stored without its object (commit: ${got}, store: ${stored})`);
+  t.equal(got, 'NOT_FOUND', 'here the delete took it: the commit fails, and the client writes it again');
+});
+
+t.test("a late write's stray over a stored file renamed onto its path does not become that file's content", async (t) => {
+  const set = await namespaceOn(t, 'stray-over-stored', 60_000);
+  const { ns, sqlite, ufs } = set;
+  await ns.mkdir('/d', 0o755);
+  const g = await writeUnderWay(set, 'G, secret', '/d/g');
+  await g.complete();
+  await g.commit();
+  // A's worker checked its path and completes after A went away and G came to /d/x.
+  const a = await ns.create('/d/x', 0o644);
+  const aWrite = await sqlite.beginWrite(a.ino);
+  const aAt = await ns.ufsLocation(a.ino, { purpose: 'write', container: aWrite.containerId });
+  const aw = await ufs.create(aAt.path);
+  await aw.write(Buffer.from('A, late bytes'));
+  await ns.rename('/d/x', '/d/a');
+  await ns.rename('/d/g', '/d/x');
+  const aFp = (await aw.complete()).fingerprint;
+  await t.rejects(ns.commitWrite({ ino: a.ino, containerId: aWrite.containerId, size: 13, blocks: [{ id: blockIdOf(aWrite.containerId, 0), length: 13 }], workerId: 1, ufsFingerprint: aFp, cached: false, writeType: 'THROUGH', ufsAt: { mountUri: aAt.mountUri, path: aAt.path } }), { code: 'NOT_FOUND' });
+  t.not(await readObject(ufs, '/d/x'), 'A, late bytes', "A's bytes are not left in the store under G's name");
+  await ns.forceSync('/d');
+  const st = await ns.stat('/d/x').catch(() => undefined);
+  t.not(st?.size, 13, "a listing does not give G A's bytes");
+});
+
+t.test("a master deposed during a stray's removal does not delete what the new leader's writer put there", async (t) => {
+  const set = await namespaceOn(t, 'stray-deposed', 60_000);
+  const { ns: next, sqlite, ufs } = set;
+  let oldLeads = true;
+  const old = new Namespace({ table: sqlite, mounts: await MountTable.open(sqlite, `mem://stray-deposed-${process.pid}`, {}), syncIntervalMs: 60_000, logger: pino({ level: 'silent' }), leading: () => oldLeads });
+  t.teardown(() => old.close());
+  await old.mkdir('/d', 0o755);
+  const { commit: commitA } = await lateWriteThrough({ ...set, ns: old }, '/d/x', '/d/a');
+  const stat = MemoryUnderFileSystem.prototype.stat;
+  t.teardown(() => {
+    MemoryUnderFileSystem.prototype.stat = stat;
+  });
+  let b: Awaited<ReturnType<typeof writeUnderWay>> | undefined;
+  MemoryUnderFileSystem.prototype.stat = async function (this: MemoryUnderFileSystem, p: string) {
+    const st = await stat.call(this, p);
+    if (p === '/d/x' && !b) {
+      // The old master loses its lead between its look and its delete; the new leader's writer lands B.
+      oldLeads = false;
+      b = await writeUnderWay({ ...set, ns: next }, 'B, by the new leader');
+      await b.complete();
+    }
+    return st;
+  };
+  await t.rejects(commitA(), 'the deposed master does not finish the removal');
+  MemoryUnderFileSystem.prototype.stat = stat;
+  t.ok(b, 'B was written meanwhile');
+  await b!.commit();
+  t.equal(await readObject(ufs, '/d/x'), 'B, by the new leader', "B's object is in the store");
+});
+
+t.test('an upload whose file went away and came back before it was counted is not counted: the file is queued again', async (t) => {
+  const { ns, sqlite, ufs } = await namespaceOn(t, 'persist-away-and-back', 60_000);
+  await ns.mkdir('/d', 0o755);
+  const f = await ns.create('/d/x', 0o644);
+  const { containerId } = await sqlite.beginWrite(f.ino);
+  await sqlite.commitWrite({ ino: f.ino, containerId, size: 5, blocks: [{ id: blockIdOf(containerId, 0), length: 5 }], workerId: 1, ufsFingerprint: null, cached: true, writeType: 'ASYNC_THROUGH' });
+  const at = await ns.ufsLocation(f.ino, { purpose: 'persist', container: containerId, blocks: 1 });
+  const w = await ufs.create(at.path);
+  await w.write(Buffer.from('bytes'));
+  const fp = (await w.complete()).fingerprint;
+  // Renamed away (its object at /d/x goes as an older version) and back before the upload is counted.
+  await ns.rename('/d/x', '/d/q');
+  await ns.rename('/d/q', '/d/x');
+  t.equal(await ns.settlePersist(f.ino, containerId, { ufsFingerprint: fp, mountUri: at.mountUri, path: at.path }), false, 'not counted');
+  t.equal((await sqlite.requireNode(f.ino)).persistState, 'not_persisted', 'the file is not recorded as stored');
+  t.ok((await sqlite.persistQueue()).some((q) => q.ino === f.ino), 'and it is queued for another upload');
+});
