@@ -49,7 +49,7 @@ import type {
 } from '../common/protocol';
 import { BLOCKS_PER_CONTAINER, LIST_PAGE_MAX, LOOKUP_BLOCKS_MAX, POSIX_ACL_XATTRS, timespecFromMs, timespecNow, type UfsPlace } from '../common/protocol';
 import type { Logger } from '../common/log';
-import type { UfsStatus, UnderFileSystem } from '../ufs/ufs';
+import type { UfsStatus, UfsWriter, UnderFileSystem } from '../ufs/ufs';
 import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NamedNodeRecord, type NewNode, type NodeRecord } from './metastore';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Mount, MountOptions, MountTable, driverOptions, maskOptions } from './mount-table';
@@ -1067,7 +1067,7 @@ export class Namespace {
   }
 
   /**
-   * Removals and moves this master made in its stores (delete, rmdir, rename's both ends), by
+   * Removals, moves and writes this master made in its stores (delete, rmdir, rename's both ends, create), by
    * store and path: the #touchSeq after each ended. A write's object reported at a place may
    * have been taken away since it landed (its file renamed away and back, a stray's removal
    * beside it): a commit then looks in the store (#objectLost) only when something was removed
@@ -1096,6 +1096,14 @@ export class Namespace {
         // Recorded once the call ended (or failed, maybe halfway): a handout taken while it ran sees it.
         if (prop === 'delete' || prop === 'rmdir') return (path: string, ...rest: unknown[]) => f.call(target, path, ...rest).finally(() => touch(path));
         if (prop === 'rename') return (from: string, to: string, ...rest: unknown[]) => f.call(target, from, to, ...rest).finally(() => touch(from, to));
+        // This master's own writes (an empty file's close) replace what is there once they complete.
+        if (prop === 'create')
+          return async (path: string, ...rest: unknown[]) => {
+            const w = (await f.call(target, path, ...rest)) as UfsWriter;
+            const complete = w.complete.bind(w);
+            w.complete = () => complete().finally(() => touch(path));
+            return w;
+          };
         return f.bind(target);
       },
     });
@@ -1367,6 +1375,8 @@ export class Namespace {
   forgetListings(): void {
     this.#storeDirectories.clear();
     this.#vouchSince = Date.now();
+    // Another leader may have removed or moved objects since: hand-outs from before are looked at in the store.
+    this.#touchedFloor = ++this.#touchSeq;
   }
 
   /**

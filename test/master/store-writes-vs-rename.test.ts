@@ -910,3 +910,32 @@ t.test('an upload whose file went away and came back before it was counted is no
   t.equal((await sqlite.requireNode(f.ino)).persistState, 'not_persisted', 'the file is not recorded as stored');
   t.ok((await sqlite.persistQueue()).some((q) => q.ino === f.ino), 'and it is queued for another upload');
 });
+
+t.test('a master elected again does not trust what it told writers before: another leader may have taken their objects', async (t) => {
+  const set = await namespaceOn(t, 'away-relead', 60_000);
+  const { ns, sqlite, ufs } = set;
+  const other = new Namespace({ table: sqlite, mounts: await MountTable.open(sqlite, `mem://away-relead-${process.pid}`, {}), syncIntervalMs: 60_000, logger: pino({ level: 'silent' }) });
+  t.teardown(() => other.close());
+  await ns.mkdir('/d', 0o755);
+  const f = await writeUnderWay(set, 'F, written through');
+  await f.complete();
+  // The other master leads meanwhile and renames the file away and back (its object at /d/x goes as an older version).
+  await other.rename('/d/x', '/d/q');
+  await other.rename('/d/q', '/d/x');
+  ns.forgetListings(); // what the server does when ns is elected again
+  await t.rejects(f.commit(), { code: 'NOT_FOUND' }, 'the commit fails: the object is gone');
+  t.equal(await ufs.stat('/d/x'), null, 'as the store shows');
+  t.equal((await sqlite.requireNode(f.f.ino)).persistState, 'not_persisted', 'and the file is not recorded as stored');
+});
+
+t.test("an empty file's close by the master over a landed write-through's object: that write's commit fails", async (t) => {
+  const set = await namespaceOn(t, 'away-empty', 60_000);
+  const { ns, sqlite, ufs } = set;
+  await ns.mkdir('/d', 0o755);
+  const f = await writeUnderWay(set, 'W, written through');
+  await f.complete();
+  await ns.commitEmpty(f.f.ino, 'THROUGH', undefined); // another client's open(O_TRUNC) and close
+  await t.rejects(f.commit(), { code: 'NOT_FOUND' }, 'the commit fails (its client writes the file again)');
+  const node = await sqlite.requireNode(f.f.ino);
+  t.same([node.size, node.ufsFingerprint], [0, (await ufs.stat('/d/x'))?.fingerprint], 'the table keeps what the store has: the empty file');
+});
