@@ -191,7 +191,15 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const createWriter = async (loc: UfsLocation): Promise<UfsWriter> => {
     if (stopping) throw new StrataError('UNAVAILABLE', 'the worker is stopping');
     const vouched = typeof loc.noDirectoryForMs === 'number' && loc.noDirectoryForMs > 0 ? { noDirectoryUntil: Date.now() + loc.noDirectoryForMs } : undefined;
-    const w = await journal.track(loc.mountUri, await ufsFor(loc).create(loc.path, vouched));
+    const created = await ufsFor(loc)
+      .create(loc.path, vouched)
+      .catch((err: unknown) => {
+        // NOT_FOUND from this worker means the file moved (its client writes it again, to where it is
+        // now); a store without the file's directory or bucket is a failed write.
+        if (err instanceof StrataError && err.code === 'NOT_FOUND') throw new StrataError('IO_ERROR', `the store could not take ${loc.path}: ${err.message}`, { cause: err });
+        throw err;
+      });
+    const w = await journal.track(loc.mountUri, created);
     if (stopping) {
       await w.abort();
       throw new StrataError('UNAVAILABLE', 'the worker is stopping');

@@ -691,7 +691,7 @@ t.test("a late write-through's stray never takes the object of the file that too
   }
 });
 
-t.test('an empty file closed with CACHE_THROUGH into a directory the store lost fails its close (EIO), not as if it were unlinked', async (t) => {
+t.test('a file closed with CACHE_THROUGH into a directory the store lost fails its close (EIO), not as if it were unlinked or moved', async (t) => {
   const { ufs, fs } = await cluster(t, 'empty-lost-dir', 'CACHE_THROUGH');
   await fs.mkdir('/d', 0o755);
   t.ok(await ufs.stat('/d'), 'the directory is in the store');
@@ -702,6 +702,13 @@ t.test('an empty file closed with CACHE_THROUGH into a directory the store lost 
   await fs.release(fh);
   t.equal(await ufs.stat('/d/e'), null, 'nothing is in the store');
   t.equal((await fs.getattr('/d/e')).persistState, 'not_persisted', 'and the file is not recorded as stored');
+
+  // The same with bytes: the worker's write into the store fails.
+  const fh2 = await fs.create('/d/w', 0o644);
+  await fs.write(fh2, Buffer.from('bytes'), 5, 0);
+  await t.rejects(fs.flush(fh2), { code: 'IO_ERROR' }, 'a written file closes with EIO too (not ENOENT, as if it had moved)');
+  await fs.release(fh2);
+  t.equal(await ufs.stat('/d/w'), null, 'nothing is in the store');
 });
 
 /** A written through at /d/x, renamed to /d/y before its commit, its object landing at /d/x after; a second hard link of C (stored at /d/c) then takes /d/x. */
