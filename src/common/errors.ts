@@ -150,3 +150,13 @@ export function toErrno(err: unknown, onUnknown?: (err: unknown) => void): numbe
   }
   return -wrapped.errno;
 }
+
+/**
+ * A store's NOT_FOUND while an object is written there (its directory or bucket gone) as
+ * IO_ERROR: between Strata's parts NOT_FOUND answers a write whose file moved or went away,
+ * which the writer then takes for "write it again elsewhere" or "nothing to store".
+ */
+export function storeWriteError(err: unknown, path: string): unknown {
+  if (err instanceof StrataError && err.code === 'NOT_FOUND') return new StrataError('IO_ERROR', `the store could not take ${path}: ${err.message}`, { cause: err });
+  return err;
+}

@@ -25,7 +25,7 @@
  * (removeChild's and rename's expected inode), so it never lands on another one.
  */
 
-import { StrataError } from '../common/errors';
+import { StrataError, storeWriteError } from '../common/errors';
 import { PathLocks, covers, type LockScope } from './path-locks';
 import { isValidUtf8Text, joinPath, normalizePath, parsePath } from '../common/paths';
 import type {
@@ -235,9 +235,14 @@ export class Namespace {
     }
   }
 
+  /** The mount of the store `uri` (the first, should two mounts name one store). */
+  #mountOf(uri: string): Mount | undefined {
+    return this.#mounts.list().find((m) => m.uri === uri);
+  }
+
   /** Where a stray object at `at` is in the namespace, as a lock scope (the whole namespace if no mount has its store). */
   #strayScope(at: UfsPlace): LockScope {
-    const mount = this.#mounts.list().find((m) => m.uri === at.mountUri);
+    const mount = this.#mountOf(at.mountUri);
     return mount ? [[...mount.parts, ...parsePath(at.path)]] : 'all';
   }
 
@@ -1048,10 +1053,7 @@ export class Namespace {
             throw err;
           }
         } catch (err) {
-          // NOT_FOUND answers a close whose file is gone, which its client then takes as
-          // nothing to store; a store without the file's directory or bucket is a failed write.
-          if (err instanceof StrataError && err.code === 'NOT_FOUND') throw new StrataError('IO_ERROR', `the store could not take ${parts.join('/')}: ${err.message}`, { cause: err });
-          throw err;
+          throw storeWriteError(err, at);
         }
       }
       // commitEmpty re-checks the inode and its type in its transaction.
@@ -1142,7 +1144,7 @@ export class Namespace {
     const k = `${ino}:${container}`;
     const since = this.#handouts.get(k);
     this.#handouts.delete(k);
-    const mount = this.#mounts.list().find((m) => m.uri === at.mountUri);
+    const mount = this.#mountOf(at.mountUri);
     if (!mount) return false;
     if (since !== undefined && since >= this.#touchedFloor) {
       const touched = this.#touched.get(mount.ufs);
@@ -1170,7 +1172,7 @@ export class Namespace {
    * belong at that place, so the primary link of a name in the stray's own store.
    */
   async #removeStray(at: UfsPlace, fingerprint: string): Promise<void> {
-    const mount = this.#mounts.list().find((m) => m.uri === at.mountUri);
+    const mount = this.#mountOf(at.mountUri);
     if (!mount) return;
     const key = storePlaceKey(at);
     // Callers hold the place's path lock: no other removal of it runs.
@@ -1259,7 +1261,7 @@ export class Namespace {
     for (const [i, l] of list.entries()) {
       const left = deadline - Date.now();
       if (left <= 0) break;
-      const mount = this.#mounts.list().find((m) => m.uri === l.mountUri);
+      const mount = this.#mountOf(l.mountUri);
       if (!mount?.ufs.discardLeftover) {
         this.#log.warn({ worker, mountUri: l.mountUri }, 'cannot discard what an unfinished write left: its mount is gone');
         done.push(i);

@@ -11,7 +11,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
-import { StrataError, toStrataError } from '../common/errors';
+import { StrataError, storeWriteError, toStrataError } from '../common/errors';
 import { HttpAuthOptions, HttpLimits, createHttpServer, intParam, stallGuarded } from '../common/http';
 import { dataRuns } from '../common/extents';
 import { PAGE_CRC_IMPLEMENTATION } from '../common/page-file';
@@ -194,10 +194,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const created = await ufsFor(loc)
       .create(loc.path, vouched)
       .catch((err: unknown) => {
-        // NOT_FOUND from this worker means the file moved (its client writes it again, to where it is
-        // now); a store without the file's directory or bucket is a failed write.
-        if (err instanceof StrataError && err.code === 'NOT_FOUND') throw new StrataError('IO_ERROR', `the store could not take ${loc.path}: ${err.message}`, { cause: err });
-        throw err;
+        throw storeWriteError(err, loc.path);
       });
     const w = await journal.track(loc.mountUri, created);
     if (stopping) {
