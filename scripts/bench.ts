@@ -3,7 +3,8 @@
  * disk, all over one S3-protocol store (s3rver on 127.0.0.1, scripts/s3-server.ts) in one run.
  *
  *   npm run bench -- [--quick] [--runs N] [--out FILE] [--only write,read,rand,small,meta,master,fuse]
- *                    [--systems strata,strataAsync,rclone,s3fs,local] [--keep]
+ *                    [--systems strata,strataAsync,rclone,s3fs,local] [--store-latency-ms N]
+ *                    [--cpu-prof DIR] [--keep]
  *
  * --quick     sizes ~20x smaller (and --runs 1 unless given)
  * --runs N    each figure is the median of N runs, with min and max [3; quick 1]; the runs
@@ -27,6 +28,9 @@
  *   fuse    the FUSE binding's ceiling (scripts/bench-fuse.ts)
  * --systems   which of strata, strataAsync, rclone, s3fs, local to run (default all); strataAsync is
  *             Strata with ASYNC_THROUGH, the match of rclone's write-back, on write and meta only
+ * --store-latency-ms N  every store request is held N ms first (a store in another building)
+ * --cpu-prof DIR  Strata's master, worker and mount write V8 CPU profiles into DIR, one per
+ *             process and start (open them in Chrome DevTools or speedscope)
  * --keep      keep the temp directory (logs, store) instead of removing it
  *
  * Needs root (FUSE mounts, dropping the page cache), fuse3, and rclone / s3fs / fio, which it
@@ -110,10 +114,12 @@ interface Options {
   keep: boolean;
   /** Every store request waits this long first (s3-server --latency-ms): a store that is not on this machine. */
   storeLatencyMs: number;
+  /** Strata's processes write V8 CPU profiles (node --cpu-prof) into this directory. */
+  cpuProfDir?: string;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`bench: ${msg}\nusage: npm run bench -- [--quick] [--runs N] [--out FILE] [--only ${WORKLOADS.join(',')}] [--systems ${SYSTEMS.join(',')}] [--store-latency-ms N] [--keep]\n`);
+  process.stderr.write(`bench: ${msg}\nusage: npm run bench -- [--quick] [--runs N] [--out FILE] [--only ${WORKLOADS.join(',')}] [--systems ${SYSTEMS.join(',')}] [--store-latency-ms N] [--cpu-prof DIR] [--keep]\n`);
   process.exit(2);
 }
 
@@ -125,6 +131,7 @@ function parseOptions(argv: string[]): Options {
   let systems: Set<SystemId> = new Set(SYSTEMS);
   let keep = false;
   let storeLatencyMs = 0;
+  let cpuProfDir: string | undefined;
   const list = <T extends string>(v: string | undefined, allowed: readonly T[], flag: string): Set<T> => {
     if (!v) usage(`${flag} needs a value`);
     const items = v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -148,12 +155,15 @@ function parseOptions(argv: string[]): Options {
       const n = Number(value());
       if (!Number.isInteger(n) || n < 0 || n > 10_000) usage('--store-latency-ms must be an integer 0…10000');
       storeLatencyMs = n;
+    } else if (flag === '--cpu-prof') {
+      cpuProfDir = value();
+      if (!cpuProfDir) usage('--cpu-prof needs a directory');
     } else if (flag === '--only') only = list(value(), WORKLOADS, '--only');
     else if (flag === '--systems') systems = list(value(), SYSTEMS, '--systems');
     else if (flag === '--help' || flag === '-h') usage('help');
     else usage(`unknown argument '${a}'`);
   }
-  return { quick, runs: runs ?? (quick ? 1 : 3), out: out && path.resolve(out), only, systems, keep, storeLatencyMs };
+  return { quick, runs: runs ?? (quick ? 1 : 3), out: out && path.resolve(out), only, systems, keep, storeLatencyMs, ...(cpuProfDir ? { cpuProfDir: path.resolve(cpuProfDir) } : {}) };
 }
 
 interface Sizes {
@@ -426,6 +436,8 @@ function percentile(sorted: number[], p: number): number {
 interface Store {
   endpoint: string;
   client: S3Client;
+  /** The store's server process. */
+  pid: number | undefined;
   stats(): Promise<S3ServerStats>;
   resetStats(): Promise<void>;
   close(): Promise<void>;
@@ -466,6 +478,7 @@ async function startStore(dir: string, logFile: string, latencyMs: number): Prom
   return {
     endpoint,
     client,
+    pid: p.pid,
     stats: () => ask<S3ServerStats>('stats', 'stats'),
     resetStats: async () => void (await ask<boolean>('reset-stats', 'reset')),
     close: async () => {
@@ -540,6 +553,46 @@ interface BenchSystem {
   started: boolean;
   /** Peak RSS per process seen so far, by role, in bytes. */
   rss: Map<string, number>;
+  /** The processes that serve the mount while started (none for local disk: the kernel's work is nobody's). */
+  pids(): number[];
+}
+
+/** Clock ticks per second of /proc/PID/stat's times. */
+const CLK_TCK = (() => {
+  const n = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim());
+  return Number.isInteger(n) && n > 0 ? n : 100;
+})();
+
+/** CPU time (user + system, all threads) the processes used so far, in seconds; a gone process counts 0. */
+function cpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // gone
+    }
+  }
+  return ticks / CLK_TCK;
+}
+
+/** Runs `fn` and adds the CPU seconds per GiB it cost the system's processes and the store as resource rows `key.*`. */
+async function withCpu<T>(c: Ctx, sys: BenchSystem, key: string, label: string, bytes: number, fn: () => Promise<T>): Promise<T> {
+  const pids = sys.pids();
+  const store = c.store.pid === undefined ? [] : [c.store.pid];
+  // Strata's share per daemon too: which of its processes the time goes to.
+  const roles = sys instanceof StrataCluster ? [...sys.processes()] : [];
+  const [s0, t0] = [cpuSeconds(pids), cpuSeconds(store)];
+  const r0 = roles.map(([, pid]) => cpuSeconds([pid]));
+  const out = await fn();
+  const perGiB = (sec: number) => (sec * GiB) / bytes;
+  roles.forEach(([role, pid], i) => c.results.addResource(`${key}.${role}`, `CPU s per GiB, ${label}: Strata ${role}`, 's', sys.id, perGiB(cpuSeconds([pid]) - r0[i]!)));
+  if (pids.length > 0) c.results.addResource(`${key}.system`, `CPU s per GiB, ${label}: the system's processes`, 's', sys.id, perGiB(cpuSeconds(pids) - s0));
+  if (store.length > 0 && pids.length > 0) c.results.addResource(`${key}.store`, `CPU s per GiB, ${label}: the store (s3rver) serving it`, 's', sys.id, perGiB(cpuSeconds(store) - t0));
+  return out;
 }
 
 function recordRss(sys: BenchSystem, role: string, pid: number | undefined): void {
@@ -558,6 +611,9 @@ class LocalDisk implements BenchSystem {
   }
   async stop(): Promise<void> {
     this.started = false;
+  }
+  pids(): number[] {
+    return [];
   }
 }
 
@@ -621,6 +677,10 @@ abstract class ProcessMount implements BenchSystem {
     this.cache = cache;
   }
   cache = '';
+
+  pids(): number[] {
+    return this.#proc?.pid ? [this.#proc.pid] : [];
+  }
 
   async stop(): Promise<void> {
     const p = this.#proc;
@@ -696,6 +756,8 @@ class StrataCluster implements BenchSystem {
     readonly dir: string,
     readonly endpoint: string,
     readonly id: SystemId = 'strata',
+    /** Where its processes write CPU profiles (the daemons inherit node's flags from `strata local`). */
+    readonly cpuProfDir?: string,
   ) {}
 
   async start(): Promise<void> {
@@ -721,7 +783,8 @@ class StrataCluster implements BenchSystem {
     ];
     const logFile = path.join(this.root, `${this.id}.log`);
     const logFd = openSync(logFile, 'a');
-    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', logFd], env: childEnv({ STRATA_LOG_LEVEL: 'warn' }), detached: true });
+    const prof = this.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', this.cpuProfDir] : [];
+    const p = spawn(process.execPath, [...prof, ...args], { stdio: ['ignore', 'pipe', logFd], env: childEnv({ STRATA_LOG_LEVEL: 'warn' }), detached: true });
     closeSync(logFd);
     this.#proc = p;
     const dir = this.dir;
@@ -753,6 +816,10 @@ class StrataCluster implements BenchSystem {
       throw err;
     }
     this.started = true;
+  }
+
+  pids(): number[] {
+    return this.#proc?.pid ? [this.#proc.pid, ...this.processes().values()] : [];
   }
 
   /** master / worker / mount child processes of `strata local`. */
@@ -891,6 +958,8 @@ async function seqWrite(c: Ctx, sys: BenchSystem, runNo: number): Promise<void> 
   const file = path.join(dir, name);
   const size = c.sizes.big;
   const chunk = MiB;
+  const pids = sys.pids();
+  const cpu0 = cpuSeconds(pids);
   const t0 = now();
   const fd = openSync(file, 'w');
   try {
@@ -907,6 +976,7 @@ async function seqWrite(c: Ctx, sys: BenchSystem, runNo: number): Promise<void> 
     closeSync(fd);
   }
   const tClose = now() - t0;
+  const cpuClose = cpuSeconds(pids);
   let tDurable: number;
   if (sys.id === 'local') {
     const fd2 = openSync(file, 'r');
@@ -921,6 +991,10 @@ async function seqWrite(c: Ctx, sys: BenchSystem, runNo: number): Promise<void> 
   if (statSync(file).size !== size) throw new Error(`${file}: wrote ${size} bytes, stat says ${statSync(file).size}`);
   c.results.add('write.close', sys.id, size / MB / tClose);
   c.results.add('write.durable', sys.id, size / MB / tDurable);
+  if (pids.length > 0) {
+    c.results.addResource('cpu.write.close', `CPU s per GiB, seq write until close() returns: the system's processes`, 's', sys.id, ((cpuClose - cpu0) * GiB) / size);
+    c.results.addResource('cpu.write.durable', `CPU s per GiB, seq write until all in S3: the system's processes`, 's', sys.id, ((cpuSeconds(pids) - cpu0) * GiB) / size);
+  }
   unlinkSync(file);
 }
 
@@ -940,7 +1014,8 @@ async function seqRead(c: Ctx, sys: BenchSystem): Promise<void> {
   await dropCaches();
   const file = path.join(sys.dir, BIG);
   const size = c.sizes.big;
-  c.results.add('read.cold', sys.id, size / MB / (await ddRead(file, size)));
+  const secs = await withCpu(c, sys, 'cpu.read.cold', 'cold seq read', size, () => ddRead(file, size));
+  c.results.add('read.cold', sys.id, size / MB / secs);
   await dropCaches();
   c.results.add('read.warm', sys.id, size / MB / (await ddRead(file, size)));
   c.results.add('read.hot', sys.id, size / MB / (await ddRead(file, size)));
@@ -1501,6 +1576,7 @@ async function main(): Promise<void> {
   const machine = `${os.cpus().length} cores, ${Math.round(os.totalmem() / GiB)} GiB, ${os.cpus()[0]?.model ?? '?'}, Linux ${os.release()}, Node ${process.version}`;
   log(`Strata benchmark ${opts.quick ? '(quick) ' : ''}— ${new Date().toISOString()} — ${machine}`);
   log(`runs: ${opts.runs}; temp dir: ${root}${opts.keep ? ' (kept)' : ''}`);
+  if (opts.cpuProfDir) log(`CPU profiles of Strata's processes (one per process and start): ${opts.cpuProfDir}`);
 
   const results = new Results();
   results.declare('write.close', `seq write ${fmtBytes(sizes.big)}, until close() returns`, 'MB/s');
@@ -1570,8 +1646,8 @@ async function main(): Promise<void> {
       const c: Ctx = { opts, sizes, store, results, root, source, smallNames, fio };
       const make: Record<SystemId, () => BenchSystem> = {
         local: () => new LocalDisk(localDir),
-        strata: () => new StrataCluster(root, path.join(root, 'mnt-strata'), store.endpoint),
-        strataAsync: () => new StrataCluster(root, path.join(root, 'mnt-strata-async'), store.endpoint, 'strataAsync'),
+        strata: () => new StrataCluster(root, path.join(root, 'mnt-strata'), store.endpoint, 'strata', opts.cpuProfDir),
+        strataAsync: () => new StrataCluster(root, path.join(root, 'mnt-strata-async'), store.endpoint, 'strataAsync', opts.cpuProfDir),
         rclone: () => new RcloneMount(root, path.join(root, 'mnt-rclone'), store.endpoint),
         s3fs: () => new S3fsMount(root, path.join(root, 'mnt-s3fs'), store.endpoint),
       };

@@ -30,7 +30,7 @@ t.test('bench --quick fills every column and cleans up', { skip: needsRoot, time
   });
   t.equal(code, 0, `bench exits 0\n${stderr.slice(-2000)}`);
   t.match(stdout, /\| workload\s+\|/, 'prints the table');
-  const json = JSON.parse(readFileSync(out, 'utf8')) as { rows: Record<string, unknown>[] };
+  const json = JSON.parse(readFileSync(out, 'utf8')) as { rows: Record<string, unknown>[]; resources: Record<string, unknown>[] };
   const skipped = new Set([...stdout.matchAll(/skipped (rclone|s3fs): /g)].map((m) => m[1]!));
   if (skipped.size) t.comment(`peers skipped by the bench: ${[...skipped].join(', ')}`);
   const systems = ['strata', 'local', ...['rclone', 's3fs'].filter((s) => !skipped.has(s))];
@@ -39,6 +39,20 @@ t.test('bench --quick fills every column and cleans up', { skip: needsRoot, time
     // Strata async runs only what a write type changes: writes and metadata.
     const here = /write|metadata/.test(String(row.workload)) ? [...systems, 'strataAsync'] : systems;
     for (const s of here) t.ok(typeof row[s] === 'number' && (row[s] as number) > 0, `${String(row.workload)}: ${s} has a number (${String(row[s])})`);
+  }
+  // CPU per GiB of the mounts' processes: Strata's daemons one by one, and every system that runs processes.
+  const cpu = (id: string) => json.resources.find((r) => r.id === id);
+  for (const role of ['master', 'worker', 'mount']) {
+    const row = cpu(`cpu.read.cold.${role}`);
+    t.ok(typeof row?.strata === 'number', `cold read CPU of the Strata ${role} is counted (${String(row?.strata)})`);
+  }
+  for (const [id, here] of [
+    ['cpu.read.cold.system', systems.filter((s) => s !== 'local')],
+    ['cpu.write.close', [...systems.filter((s) => s !== 'local'), 'strataAsync']],
+  ] as const) {
+    const row = cpu(id);
+    for (const s of here) t.ok(typeof row?.[s] === 'number' && (row[s] as number) > 0, `${id}: ${s} has a number (${String(row?.[s])})`);
+    t.equal(row?.local, null, `${id}: local disk has none (its work is the kernel's)`);
   }
   const mounts = readFileSync('/proc/self/mounts', 'utf8');
   t.notMatch(mounts, /strata-bench-/, 'no mount of the bench is left');
