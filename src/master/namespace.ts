@@ -1034,30 +1034,52 @@ export class Namespace {
       this.#writable(parts);
       const n = await this.#table.requireNode(ino);
       if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
-      const { mount, ufs, ufsPath } = this.#store(parts);
-      const writeType = writeTypeOverride ?? mount.writeType ?? this.#defaultWriteType;
-      let fingerprint: string | null = null;
-      // Where a worker would write it (ufsLocation): the path of the inode's first link.
-      const at = ufsPath;
-      if (writeType === 'CACHE_THROUGH' || writeType === 'THROUGH') {
-        this.#lead();
-        // On disk before the object can be: an unlink or rename then looks in the store.
-        if (!n.inStore) await this.#table.markInStore(ino);
-        const vouched = await this.#noDirectoryFor(parts);
-        try {
-          const w = await ufs.create(at, vouched > 0 ? { noDirectoryUntil: Date.now() + vouched } : undefined);
-          try {
-            fingerprint = (await w.complete()).fingerprint;
-          } catch (err) {
-            await w.abort();
-            throw err;
-          }
-        } catch (err) {
-          throw storeWriteError(err, at);
-        }
-      }
+      const writeType = writeTypeOverride ?? this.#store(parts).mount.writeType ?? this.#defaultWriteType;
+      const fingerprint = writeType === 'CACHE_THROUGH' || writeType === 'THROUGH' ? await this.#storeEmpty(n, parts) : null;
       // commitEmpty re-checks the inode and its type in its transaction.
       return toAttributes(await this.#table.commitEmpty({ ino, ufsFingerprint: fingerprint, writeType, ...(mtime ? { mtime } : {}) }));
+    });
+  }
+
+  /**
+   * Writes file `n`'s empty object where a worker would write it (ufsLocation: the path
+   * of its first link, `parts`); its fingerprint. The caller holds that path.
+   */
+  async #storeEmpty(n: NodeRecord, parts: string[]): Promise<string> {
+    const { ufs, ufsPath: at } = this.#store(parts);
+    this.#lead();
+    // On disk before the object can be: an unlink or rename then looks in the store.
+    if (!n.inStore) await this.#table.markInStore(n.ino);
+    const vouched = await this.#noDirectoryFor(parts);
+    try {
+      const w = await ufs.create(at, vouched > 0 ? { noDirectoryUntil: Date.now() + vouched } : undefined);
+      try {
+        return (await w.complete()).fingerprint;
+      } catch (err) {
+        await w.abort();
+        throw err;
+      }
+    } catch (err) {
+      throw storeWriteError(err, at);
+    }
+  }
+
+  /**
+   * Persists an ASYNC_THROUGH file that is empty as of `container` (a touch, a lock or
+   * _SUCCESS file): the master writes the empty object itself, holding the file's path, as
+   * the close of an empty CACHE_THROUGH file does. No worker has bytes to move, so none is
+   * asked (two round trips less; and it persists while no worker is up), and nothing can
+   * move the file between the write and the count. False when the file is not that empty
+   * version any more (its newer content stays queued).
+   */
+  persistEmpty(ino: number, container: number): Promise<boolean> {
+    return this.#mutate(() => this.#inodeScope(ino), async () => {
+      const n = await this.#table.getNode(ino);
+      if (!n || n.type !== 'file' || n.container !== container || n.size !== 0) return false;
+      if (n.persistState === 'persisted') return true;
+      const fingerprint = await this.#storeEmpty(n, parsePath(await this.#table.pathOf(ino)));
+      // markPersisted re-checks the container in its transaction.
+      return this.#table.markPersisted(ino, container, fingerprint);
     });
   }
 

@@ -26,6 +26,11 @@ export interface PersisterOptions {
    * that the file is still at the path the worker wrote.
    */
   settle?: (ino: number, container: number, r: PersistResponse) => Promise<boolean>;
+  /**
+   * Persists a file that has no blocks (empty as of `container`) without a worker: true
+   * when that made it persisted. Without it, a live worker is asked as for any file.
+   */
+  persistEmpty?: (ino: number, container: number) => Promise<boolean>;
 }
 
 export class Persister {
@@ -34,6 +39,7 @@ export class Persister {
   readonly #intervalMs: number;
   readonly #concurrency: number;
   readonly #settle: (ino: number, container: number, r: PersistResponse) => Promise<boolean>;
+  readonly #persistEmpty: ((ino: number, container: number) => Promise<boolean>) | undefined;
   readonly #running = new Map<number, Promise<void>>();
   /** One keep-alive pool per worker: a connection per upload cost more than small files' uploads. */
   readonly #workers: WorkerClients;
@@ -49,6 +55,7 @@ export class Persister {
     this.#concurrency = opts.concurrency ?? 2;
     this.#workers = new WorkerClients({ timeoutMs: 600_000, token: opts.token });
     this.#settle = opts.settle ?? ((ino, container, r) => this.#table.markPersisted(ino, container, r.ufsFingerprint));
+    this.#persistEmpty = opts.persistEmpty;
   }
 
   /** Starts polling the queue; again while running (a master elected twice over) changes nothing. */
@@ -118,9 +125,14 @@ export class Persister {
     }
     // Blocks read after the node: if a commit came between, the container check of markPersisted refuses the result.
     const blocks = await this.#table.blocks(ino);
-    const live = (await this.#table.workers()).filter((w) => w.live);
-    const worker = live.find((w) => blocks.every((b) => b.locations.includes(w.id))) ?? (blocks.length === 0 ? live[0] : undefined);
     try {
+      if (blocks.length === 0 && node.size === 0 && this.#persistEmpty) {
+        const persisted = await this.#persistEmpty(ino, node.container);
+        if (persisted) this.#log.info({ ino }, 'persisted (empty)');
+        return persisted;
+      }
+      const live = (await this.#table.workers()).filter((w) => w.live);
+      const worker = live.find((w) => blocks.every((b) => b.locations.includes(w.id))) ?? (blocks.length === 0 ? live[0] : undefined);
       if (!worker) throw new StrataError('UNAVAILABLE', `no live worker holds every block of inode ${ino}`);
       const r = await this.#workers.get(worker.address).post<PersistResponse>(`/persist/${ino}?container=${node.container}&blocks=${blocks.length}`, {});
       // The settle step re-checks container and path: content committed, or a rename or unlink, during the upload leaves it unpersisted.

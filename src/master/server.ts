@@ -187,7 +187,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       if (r.status === 'rejected') log.warn({ worker: live[i]!.id, err: (r.reason as Error).message }, 'worker did not take its deletes now; it gets them with its next heartbeat');
     });
   };
-  const persister = new Persister({ table, logger: log, token: opts.auth?.token, settle: (ino, container, r) => ns.settlePersist(ino, container, r) });
+  const persister = new Persister({ table, logger: log, token: opts.auth?.token, settle: (ino, container, r) => ns.settlePersist(ino, container, r), persistEmpty: (ino, container) => ns.persistEmpty(ino, container) });
   const workerTimeoutMs = opts.workerTimeoutMs ?? 30_000;
   // Heartbeats renew a write in flight every few seconds; one silent this long lost its client or worker.
   const openWriteTimeoutMs = Math.max(60_000, 4 * workerTimeoutMs);

@@ -59,3 +59,18 @@ t.test('files closed unwritten: one request where the write type allows, and eac
   t.pass('the written file is stored with its content');
   for (let i = 0; i < 5; i++) t.notOk(existsSync(inStore(`m${i}`)), `MUST_CACHE: m${i} never reaches the store`);
 });
+
+t.test('an ASYNC_THROUGH file closed empty reaches the store while no worker is up: the master writes the empty object', async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '-1'], mountArgs: () => ['--write-type', 'ASYNC_THROUGH'] });
+  const mnt = c.mounts[0]!;
+  for (let i = 0; i < 3; i++) await fsp.writeFile(path.join(mnt, `e${i}`), '');
+  await fsp.mkdir(path.join(mnt, 'job'));
+  await fsp.writeFile(path.join(mnt, 'job', '_SUCCESS'), '');
+  // Before the persist (a file created empty waits 5 s for content): no worker is left to ask.
+  await c.workers[0]!.kill();
+  const names = ['e0', 'e1', 'e2', 'job/_SUCCESS'];
+  await until('the empty files are in the store', () => names.every((n) => existsSync(path.join(c.ufsDir, n))), 20_000);
+  for (const n of names) t.equal((await fsp.stat(path.join(c.ufsDir, n))).size, 0, `${n} is stored, empty`);
+  const q = (await (await fetch(`${c.masterUrl}/metrics`)).text()).match(/^strata_master_persist_queue_length(?:\{[^}]*\})? (\d+)/m);
+  t.equal(Number(q?.[1]), 0, 'and nothing is left in the persist queue');
+});
