@@ -296,7 +296,6 @@ export class InodeTable {
         `SELECT l.worker_id AS worker_id, l.block_id AS block_id, MIN(COALESCE(l.bytes, b.length), b.length) AS bytes
          FROM block b JOIN block_location l ON l.block_id = b.block_id WHERE b.ino = ?`,
       ),
-      deleteLocationsOfFile: db.prepare(`DELETE FROM block_location WHERE block_id IN (SELECT block_id FROM block WHERE ino = ?)`),
       addPendingDelete: db.prepare(`INSERT OR IGNORE INTO pending_delete (worker_id, block_id) VALUES (?, ?)`),
       // A location written at commit (tier NULL until the worker's next report) or reported by the worker.
       addLocation: db.prepare(
@@ -475,7 +474,7 @@ export class InodeTable {
       const now = timespecNow();
       this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, parent);
       if (node.type === 'file' && node.persisted && (node.size ?? 0) > 0) this.#allocateBlocks(ino, node.size!);
-      if (empty && node.type === 'file') return this.#commitEmpty({ ino, ufsFingerprint: null, ...empty });
+      if (empty && node.type === 'file') return this.#commitEmpty({ ino, ufsFingerprint: null, ...empty }, true);
       return this.requireNode(ino);
     })();
   }
@@ -553,11 +552,13 @@ export class InodeTable {
   /** Forgets every cached copy of a file's blocks and queues them for deletion on their workers; returns the bytes. */
   #dropCachedCopies(ino: number): number {
     let bytes = 0;
+    // Each copy by its key: `DELETE … WHERE block_id IN (SELECT …)` built a temporary table on every
+    // call, which cost a create or an unlink more than the rest of its statements together.
     for (const l of this.#stmt.locationsByFile.all(ino) as { worker_id: number; block_id: number; bytes: number }[]) {
       this.#stmt.addPendingDelete.run(l.worker_id, l.block_id);
+      this.#stmt.removeLocation.run(l.block_id, l.worker_id);
       bytes += l.bytes;
     }
-    this.#stmt.deleteLocationsOfFile.run(ino);
     return bytes;
   }
 
@@ -761,18 +762,22 @@ export class InodeTable {
     return this.#db.transaction(() => this.#commitEmpty(req))();
   }
 
-  /** commitEmpty inside the caller's transaction. */
-  #commitEmpty(req: CommitEmptyRequest): NodeRecord {
+  /**
+   * commitEmpty inside the caller's transaction. `fresh`: the inode was made in this
+   * transaction, so it has no blocks, cached copies or queue entry to drop (a create
+   * skips those statements: the DELETE of copies alone builds a temporary table).
+   */
+  #commitEmpty(req: CommitEmptyRequest, fresh = false): NodeRecord {
     const n = this.requireNode(req.ino);
     if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${req.ino} is not a regular file`);
-    this.#dropBlocks(req.ino);
+    if (!fresh) this.#dropBlocks(req.ino);
     const container = this.#allocateContainer();
     const t = req.mtime ?? timespecNow();
     // The content changed when the client wrote it (its mtime), not at this commit; a later chmod's ctime stays.
     const now = req.mtime ? laterTimespec(n.ctime, t) : timespecNow();
     this.#sql(`UPDATE node SET size = 0, mtime_s = ?, mtime_ns = ?, ctime_s = ?, ctime_ns = ?, container = ?, persisted = ?, in_store = MAX(in_store, persisted, ?), ufs_fingerprint = ?, synced_at = ? WHERE ino = ?`).run(t.sec, t.nsec, now.sec, now.nsec, container, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint ? 1 : 0, req.ufsFingerprint, Date.now(), req.ino);
     if (!req.ufsFingerprint && req.writeType === 'ASYNC_THROUGH') this.#enqueuePersist(req.ino, Math.max(this.#persistWaitMs, req.persistDelayMs ?? 0));
-    else this.#sql(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
+    else if (!fresh) this.#sql(`DELETE FROM persist_queue WHERE ino = ?`).run(req.ino);
     return this.requireNode(req.ino);
   }
 
