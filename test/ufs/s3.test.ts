@@ -32,7 +32,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { StrataError } from '../../src/common/errors';
 import { createUfs, SUPPORTED_SCHEMES } from '../../src/ufs';
-import { S3UnderFileSystem, parseS3Options, partSizeOf } from '../../src/ufs/s3';
+import { PART_BUFFERS, PartBuffers, S3UnderFileSystem, parseS3Options, partSizeOf } from '../../src/ufs/s3';
 import { decodeS3Path, sendS3Error, startS3Server, type KoaContext, type KoaMiddleware, type RunningS3Server } from '../../scripts/s3-server';
 import { startFaultProxy } from '../helpers/fault-proxy';
 import { ufsConformance, putFile, readAll, readFile, readRange, rejectsCode, sha } from './conformance';
@@ -388,6 +388,39 @@ t.test('a ~20 MiB multipart upload in odd-sized chunks, with bounded parts in fl
   t.equal(sha(await readFile(ufs, '/big.bin')), sha(data), 'reads back identical');
   const boundary = 8 * MiB;
   t.same(await readRange(ufs, '/big.bin', boundary - 10, 20), data.subarray(boundary - 10, boundary + 10), 'a read across a part boundary');
+});
+
+t.test('part buffers: a whole part\'s buffer is reused, views and overflow are not kept, an idle pool lets go', async (t) => {
+  // Sizes above Node's small-buffer pool (4 KiB): buffers of their own, as parts are.
+  const pool = new PartBuffers(20_000, 100);
+  const a = pool.take(8192);
+  pool.give(a);
+  t.equal(pool.freeBytes, 8192, 'a given buffer is kept');
+  t.equal(pool.take(8192), a, 'and taken again for the same size');
+  t.equal(pool.freeBytes, 0);
+  t.not(pool.take(8192), a, 'a buffer is handed out once');
+  pool.give(Buffer.allocUnsafeSlow(16384).subarray(0, 8192));
+  pool.give(Buffer.from('small'));
+  t.equal(pool.freeBytes, 0, 'views (a subarray, a slice of the small-buffer pool) are never kept');
+  pool.give(Buffer.allocUnsafeSlow(16384));
+  pool.give(Buffer.allocUnsafeSlow(8192));
+  t.equal(pool.freeBytes, 16384, 'beyond the cap nothing more is kept');
+  await sleep(300);
+  t.equal(pool.freeBytes, 0, 'after a while without uploads the kept buffers go');
+});
+
+t.test('multipart uploads side by side and back to back, on reused part buffers, each store its own bytes', async (t) => {
+  const { ufs } = freshStore(t, { 's3.uploadConcurrency': '2' });
+  const write = async (name: string, data: Buffer) => {
+    const w = await ufs.create(name);
+    for (let off = 0; off < data.length; off += 1_000_003) await w.write(data.subarray(off, off + 1_000_003));
+    return w.complete();
+  };
+  const files = Array.from({ length: 3 }, (_, i) => ({ name: `/reuse-${i}.bin`, data: randomBytes(3 * 8 * MiB + 1000 * i) }));
+  await Promise.all(files.slice(0, 2).map((f) => write(f.name, f.data)));
+  t.ok(PART_BUFFERS.freeBytes >= 8 * MiB, `the accepted parts' buffers were kept (${PART_BUFFERS.freeBytes} bytes)`);
+  await write(files[2]!.name, files[2]!.data);
+  for (const f of files) t.equal(sha(await readFile(ufs, f.name)), sha(f.data), `${f.name} reads back as written`);
 });
 
 t.test('a small file is a single PutObject', async (t) => {
