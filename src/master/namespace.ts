@@ -1051,6 +1051,8 @@ export class Namespace {
     // On disk before the object can be: an unlink or rename then looks in the store.
     if (!n.inStore) await this.#table.markInStore(n.ino);
     const vouched = await this.#noDirectoryFor(parts);
+    // Again right before the write: a master deposed during the reads above writes nothing.
+    this.#lead();
     try {
       const w = await ufs.create(at, vouched > 0 ? { noDirectoryUntil: Date.now() + vouched } : undefined);
       try {
@@ -1077,7 +1079,10 @@ export class Namespace {
       const n = await this.#table.getNode(ino);
       if (!n || n.type !== 'file' || n.container !== container || n.size !== 0) return false;
       if (n.persistState === 'persisted') return true;
-      const fingerprint = await this.#storeEmpty(n, parsePath(await this.#table.pathOf(ino)));
+      const parts = parsePath(await this.#table.pathOf(ino));
+      // As a worker's ufsLocation would: a store made read-only since the file was queued keeps it queued.
+      this.#writable(parts);
+      const fingerprint = await this.#storeEmpty(n, parts);
       // markPersisted re-checks the container in its transaction.
       return this.#table.markPersisted(ino, container, fingerprint);
     });

@@ -949,7 +949,6 @@ function key(blockId: number, pageIndex: number): string {
 /** Largest page written from the event loop on a memory tier (see putPage). */
 const INLINE_WRITE_MAX = 4 * 1024 * 1024;
 
-/** Writes `parts` from `pos` into a file it creates at `path` (which must not exist). */
 /** This process's random prefix: a tier's temp names never meet those a crashed run left. */
 const TMP_PREFIX = randomBytes(6).toString('hex');
 let tmpMade = 0;
@@ -962,6 +961,7 @@ function tmpName(blockId: number, pageIndex: number): string {
   return `${blockId}.${pageIndex}.${TMP_PREFIX}-${++tmpMade}`;
 }
 
+/** Writes `parts` from `pos` into a file it creates at `path` (which must not exist). */
 function writeNewFileSync(path: string, parts: Buffer[], pos: number): void {
   const fd = openSync(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o644);
   try {
