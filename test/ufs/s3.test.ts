@@ -410,7 +410,7 @@ t.test('part buffers: a whole part\'s buffer is reused, views and overflow are n
 });
 
 t.test('multipart uploads side by side and back to back, on reused part buffers, each store its own bytes', async (t) => {
-  const { ufs } = freshStore(t, { 's3.uploadConcurrency': '2' });
+  const { ufs, prefix } = freshStore(t, { 's3.uploadConcurrency': '2' });
   const write = async (name: string, data: Buffer) => {
     const w = await ufs.create(name);
     for (let off = 0; off < data.length; off += 1_000_003) await w.write(data.subarray(off, off + 1_000_003));
@@ -419,8 +419,13 @@ t.test('multipart uploads side by side and back to back, on reused part buffers,
   const files = Array.from({ length: 3 }, (_, i) => ({ name: `/reuse-${i}.bin`, data: randomBytes(3 * 8 * MiB + 1000 * i) }));
   await Promise.all(files.slice(0, 2).map((f) => write(f.name, f.data)));
   t.ok(PART_BUFFERS.freeBytes >= 8 * MiB, `the accepted parts' buffers were kept (${PART_BUFFERS.freeBytes} bytes)`);
-  await write(files[2]!.name, files[2]!.data);
-  for (const f of files) t.equal(sha(await readFile(ufs, f.name)), sha(f.data), `${f.name} reads back as written`);
+  // Past the first MiB in a part buffer, below a part: one PutObject of part of that buffer.
+  const mid = { name: '/reuse-mid.bin', data: randomBytes(3 * MiB + 17) };
+  seen.length = 0;
+  await Promise.all([write(files[2]!.name, files[2]!.data), write(mid.name, mid.data)]);
+  t.equal(count('PUT', `/${BUCKET}/${prefix}reuse-mid.bin`), 1, 'a 3 MiB object is one PUT');
+  t.equal(count('POST', `/${BUCKET}/${prefix}reuse-mid.bin`), 0, 'no multipart upload');
+  for (const f of [...files, mid]) t.equal(sha(await readFile(ufs, f.name)), sha(f.data), `${f.name} reads back as written`);
 });
 
 t.test('a small file is a single PutObject', async (t) => {
