@@ -444,19 +444,16 @@ export class PartBuffers {
 /** Up to 64 MiB of part buffers (eight 8 MiB parts: two uploads at the default concurrency), for 30 s. Exported for tests. */
 export const PART_BUFFERS = new PartBuffers(64 * MiB, 30_000);
 
-/** Below this many bytes a writer keeps copies of its chunks; from here on, a part buffer. */
-const SMALL_WRITE_BYTES = 1 * MiB;
-
 /**
  * A streamed object write. Bytes collect in memory until a part is full; the first full part turns
  * the write into a multipart upload and later parts upload while the caller goes on writing, at
  * most `uploadConcurrency` at a time (write() waits for a slot). A write that never fills a part is
  * one PutObject at complete(). Either way the object appears only when complete() succeeds.
  *
- * The first bytes (up to SMALL_WRITE_BYTES) are kept as copies of the caller's chunks, so a small
- * object holds only its size; past that they are copied straight into a part buffer from
+ * Until a first part is full, bytes are kept as copies of the caller's chunks, so an object smaller
+ * than a part holds only its size; from then on they are copied straight into part buffers from
  * PART_BUFFERS. Copies into new memory per chunk were 2.5 s of the worker's CPU per GiB written
- * through (the memory's first touch, on this VM).
+ * through (the memory's first touch, on this VM). write() calls run one after another, in call order.
  */
 class S3Writer implements UfsWriter {
   readonly #c: WriterContext;
@@ -480,18 +477,33 @@ class S3Writer implements UfsWriter {
     this.#c = c;
   }
 
-  async write(chunk: Buffer): Promise<void> {
+  /** The write() before this one: a chunk is placed only after the previous one is. */
+  #writing: Promise<unknown> = Promise.resolve();
+
+  write(chunk: Buffer): Promise<void> {
+    const run = this.#writing.then(() => this.#write(chunk));
+    this.#writing = run.catch(() => undefined);
+    return run;
+  }
+
+  #checkOpen(): void {
     if (this.#state !== 'open') throw new StrataError('INVALID_ARGUMENT', `write ${this.#c.path}: the writer is closed`);
     if (this.#failure) throw this.#failure;
+  }
+
+  async #write(chunk: Buffer): Promise<void> {
+    this.#checkOpen();
     if (chunk.length === 0) return;
     this.#total += chunk.length;
     // Copies either way: the caller may reuse its buffer as soon as write() resolves.
-    if (!this.#part && this.#pendingBytes + chunk.length < SMALL_WRITE_BYTES) {
+    if (!this.#part && this.#uploadId === null && this.#pendingBytes + chunk.length < this.#partSize(1)) {
       this.#pending.push(Buffer.from(chunk));
       this.#pendingBytes += chunk.length;
       return;
     }
     for (let off = 0; off < chunk.length; ) {
+      // An abort() or a failed part while this write waited for a slot ends it here.
+      this.#checkOpen();
       const part = this.#part ?? this.#startPart();
       const n = Math.min(part.length - this.#partFill, chunk.length - off);
       chunk.copy(part, this.#partFill, off, off + n);
@@ -509,7 +521,7 @@ class S3Writer implements UfsWriter {
   #startPart(): Buffer {
     const part = PART_BUFFERS.take(this.#partSize(this.#partCount + 1));
     let fill = 0;
-    // Fewer than SMALL_WRITE_BYTES: they fit, as every part is at least 5 MiB.
+    // Kept only while fewer than a first part: they fit.
     for (const b of this.#pending) fill += b.copy(part, fill);
     this.#pending = [];
     this.#pendingBytes = 0;
@@ -520,13 +532,16 @@ class S3Writer implements UfsWriter {
 
   async complete(): Promise<UfsStatus> {
     if (this.#state !== 'open') throw new StrataError('INVALID_ARGUMENT', `complete ${this.#c.path}: the writer is closed`);
+    // A write() its caller did not wait for places its bytes first.
+    await this.#writing;
+    if (this.#state !== 'open') throw new StrataError('INVALID_ARGUMENT', `complete ${this.#c.path}: the writer is closed`);
     this.#state = 'closing';
     const c = this.#c;
     try {
       if (this.#failure) throw this.#failure;
       if (await c.isDirectory()) throw new StrataError('IS_DIRECTORY', `complete ${c.path}: is a directory`);
       let etag: string | undefined;
-      // What is left: in the part being filled, or (never more than SMALL_WRITE_BYTES) in kept chunks.
+      // What is left: in the part being filled, or (less than a part) in kept chunks.
       const part = this.#part;
       const rest = part ? part.subarray(0, this.#partFill) : this.#take(this.#pendingBytes);
       this.#part = undefined;
@@ -540,6 +555,8 @@ class S3Writer implements UfsWriter {
         if (rest.length > 0) await this.#uploadPart(rest);
         await Promise.all(this.#inFlight);
         if (this.#failure) throw this.#failure;
+        // Every part was accepted, the last one (a view of `part`) too.
+        if (part) PART_BUFFERS.give(part);
         const parts = this.#parts.slice().sort((a, b) => a.PartNumber! - b.PartNumber!);
         try {
           const out = await c.client.send(

@@ -26,6 +26,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import * as zlib from 'node:zlib';
 import * as diagnostics_channel from 'node:diagnostics_channel';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -907,6 +908,126 @@ t.test('a delete whose directory need not outlive it (a stray object) writes no 
   t.notOk(sent.includes('PutObjectCommand'), 'no marker written');
   t.equal(await rawExists(`${prefix}gone/`), false);
   t.equal(await ufs.stat('/gone'), null, 'the directory, which had only that object, is gone with it');
+});
+
+/** What each UploadPart / PutObject body held when the SDK was handed it (length, CRC32 of its bytes). */
+function bodiesSent(ufs: S3UnderFileSystem): { cmd: string; part?: number; len: number; crc: number }[] {
+  const out: { cmd: string; part?: number; len: number; crc: number }[] = [];
+  ufs.client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const input = args.input as { Body?: Buffer; PartNumber?: number };
+      if (context.commandName === 'UploadPartCommand' || context.commandName === 'PutObjectCommand') {
+        const b = input.Body!;
+        out.push({ cmd: context.commandName, ...(input.PartNumber ? { part: input.PartNumber } : {}), len: b.length, crc: zlib.crc32(b) });
+      }
+      return next(args);
+    },
+    { step: 'initialize', name: 'partBodies' },
+  );
+  return out;
+}
+
+t.test('objects of sizes around part boundaries, written in odd chunks by a caller that reuses its buffer, read back intact, in whole parts', async (t) => {
+  const P = 5 * MiB;
+  const sizes = [0, 1, MiB - 1, MiB, MiB + 1, P - 1, P, P + 1, P + MiB - 1, P + MiB, 2 * P + MiB + 3];
+  const chunkings = [0 /* whole */, 64 * 1024, 333_333, MiB - 1, MiB];
+  for (const fixed of ['false', 'true']) {
+    const { ufs } = freshStore(t, { 's3.partSize': String(P), 's3.fixedPartSize': fixed, 's3.uploadConcurrency': '2' });
+    const bodies = bodiesSent(ufs);
+    let i = 0;
+    for (const size of sizes) {
+      for (const c of chunkings) {
+        const data = randomBytes(size);
+        const name = `/m-${fixed}-${i++}.bin`;
+        bodies.length = 0;
+        const w = await ufs.create(name);
+        const step = c || Math.max(1, size);
+        for (let off = 0; off < size; off += step) {
+          // A caller reusing its buffer once write() resolves, as FileWrite/readers do.
+          const chunk = Buffer.from(data.subarray(off, off + step));
+          await w.write(chunk);
+          chunk.fill(0xee);
+        }
+        const st = await w.complete();
+        const what = `${name} size ${size} chunk ${c} fixed ${fixed}`;
+        t.equal(st.size, size, `${what}: size`);
+        const back = await readFile(ufs, name);
+        t.ok(back.equals(data), `${what}: reads back intact`);
+        const ups = bodies.filter((b) => b.cmd === 'UploadPartCommand').sort((a, b) => a.part! - b.part!);
+        if (size < P) {
+          t.same(bodies.map((b) => b.cmd), ['PutObjectCommand'], `${what}: one PutObject`);
+          const put = seen.filter((s) => s.method === 'PUT' && s.path.endsWith(name) && !s.query.includes('partNumber')).pop();
+          const crc = Buffer.alloc(4);
+          crc.writeUInt32BE(zlib.crc32(data));
+          t.equal(put?.checksums['x-amz-checksum-crc32'], crc.toString('base64'), `${what}: the PUT's CRC32 header is the object's`);
+        }
+        else {
+          t.same(ups.map((u) => u.part), ups.map((_, k) => k + 1), `${what}: parts 1..n`);
+          let off = 0;
+          for (const [k, u] of ups.entries()) {
+            if (k < ups.length - 1) t.equal(u.len, P, `${what}: part ${u.part} is a whole part`);
+            t.equal(u.crc, zlib.crc32(data.subarray(off, off + u.len)), `${what}: part ${u.part} bytes`);
+            off += u.len;
+          }
+          t.equal(off, size, `${what}: parts sum to the size`);
+        }
+      }
+    }
+  }
+});
+
+t.test('two write() calls not awaited one by one keep their order', async (t) => {
+  const { ufs } = freshStore(t, { 's3.partSize': String(5 * MiB) });
+  const a = randomBytes(6 * MiB);
+  const b = randomBytes(2 * MiB);
+  const w = await ufs.create('/conc.bin');
+  await Promise.all([w.write(a), w.write(b)]);
+  await w.complete();
+  const back = await readFile(ufs, '/conc.bin');
+  t.equal(back.length, a.length + b.length, 'size');
+  t.ok(back.equals(Buffer.concat([a, b])), 'bytes in the order of the write() calls');
+  if (!back.equals(Buffer.concat([a, b]))) t.comment(`at 5 MiB the store has ${back.subarray(5 * MiB, 7 * MiB).equals(b) ? 'b, then the rest of a' : 'other bytes'}`);
+});
+
+t.test('abort() while a write() of several parts is between parts leaves no multipart upload open', async (t) => {
+  const { ufs, prefix } = freshStore(t, { 's3.partSize': String(5 * MiB) });
+  const sent = commandsSent(ufs);
+  let w: Awaited<ReturnType<S3UnderFileSystem['create']>> | undefined;
+  let aborted: Promise<void> | undefined;
+  // abort() from another task right after part 1 was handed to the SDK (here: when its send starts).
+  ufs.client.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (context.commandName === 'UploadPartCommand' && (args.input as { PartNumber?: number }).PartNumber === 1 && !aborted) aborted = w!.abort();
+      return next(args);
+    },
+    { step: 'initialize', name: 'abortMidWrite' },
+  );
+  w = await ufs.create('/mid.bin');
+  const wrote = await w.write(randomBytes(16 * MiB)).then(
+    () => 'resolved',
+    (err: unknown) => `rejected ${(err as Error).message}`,
+  );
+  await aborted;
+  await sleep(200);
+  t.comment(`write(): ${wrote}; commands: ${sent.join(' ')}`);
+  t.equal(sent.filter((c) => c === 'CreateMultipartUploadCommand').length, 1, 'one multipart upload was created');
+  t.same(openUploadsUnder(prefix), [], 'no multipart upload left open in the store');
+  t.equal(w.leftover?.(), undefined, 'leftover() names none');
+});
+
+t.test('an object smaller than a part holds about its size, not a whole (large) part buffer', async (t) => {
+  const { ufs } = freshStore(t, { 's3.partSize': String(64 * MiB) });
+  const taken: number[] = [];
+  const orig = PART_BUFFERS.take.bind(PART_BUFFERS);
+  PART_BUFFERS.take = (n: number) => (taken.push(n), orig(n));
+  t.teardown(() => void (PART_BUFFERS.take = orig));
+  const before = process.memoryUsage().arrayBuffers;
+  const w = await ufs.create('/small.bin');
+  await w.write(randomBytes(MiB + 1));
+  const held = process.memoryUsage().arrayBuffers - before;
+  await w.complete();
+  t.comment(`part buffers taken: ${taken.join(', ')}; arrayBuffers grew by ${(held / MiB).toFixed(1)} MiB while open`);
+  t.ok(held < 8 * MiB, `a 1 MiB + 1 byte object holds ${(held / MiB).toFixed(1)} MiB`);
 });
 
 t.test('every under-store test cleaned up after itself', async (t) => {
