@@ -543,7 +543,7 @@ class S3Writer implements UfsWriter {
       let etag: string | undefined;
       // What is left: in the part being filled, or (less than a part) in kept chunks.
       const part = this.#part;
-      const rest = part ? part.subarray(0, this.#partFill) : this.#take(this.#pendingBytes);
+      const rest = part ? part.subarray(0, this.#partFill) : this.#takeKept();
       this.#part = undefined;
       this.#partFill = 0;
       if (!this.#uploadId) {
@@ -638,24 +638,11 @@ class S3Writer implements UfsWriter {
     return partSizeOf(partNumber, this.#c.settings);
   }
 
-  /** Takes the first `n` kept bytes as one buffer. */
-  #take(n: number): Buffer {
-    if (n === 0) return Buffer.alloc(0);
-    if (this.#pending.length === 1 && this.#pending[0]!.length === n) {
-      this.#pendingBytes = 0;
-      return this.#pending.pop()!;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let off = 0;
-    while (off < n) {
-      const head = this.#pending[0]!;
-      const k = Math.min(head.length, n - off);
-      head.copy(out, off, 0, k);
-      off += k;
-      if (k === head.length) this.#pending.shift();
-      else this.#pending[0] = head.subarray(k);
-    }
-    this.#pendingBytes -= n;
+  /** The kept chunks (all under a part) as one buffer. */
+  #takeKept(): Buffer {
+    const out = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes);
+    this.#pending = [];
+    this.#pendingBytes = 0;
     return out;
   }
 
@@ -686,8 +673,9 @@ class S3Writer implements UfsWriter {
         c.http,
       )
       .then((out) => {
-        // The store has the whole body: the buffer of a whole part can hold the next one.
-        if (body.length === this.#partSize(partNumber)) PART_BUFFERS.give(body);
+        // The store has the whole body: a whole part's buffer can hold the next one (a last part,
+        // a view of its buffer, is refused by give and goes back in complete()).
+        PART_BUFFERS.give(body);
         if (!out.ETag) throw new StrataError('IO_ERROR', `write ${c.path}: the store returned no ETag for part ${partNumber}`);
         // Each part's checksum must come back in CompleteMultipartUpload.
         this.#parts.push({
