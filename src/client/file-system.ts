@@ -701,8 +701,15 @@ export class StrataFileSystem {
     const begin = await this.master.beginWrite(f.ino);
     const worker = await this.router.forWrite(f.ino);
     const writeType = this.#writeType ?? begin.writeType;
-    s.local = this.local?.isLocal(worker) ? await this.#handOver(worker, staging) : undefined;
-    s.id = await this.workers.openStream(worker, f.ino, begin.containerId, begin.blockSize, writeType, s.local);
+    s.local = this.#mayHandOver(worker) ? await this.#handOver(worker, staging) : undefined;
+    try {
+      s.id = await this.workers.openStream(worker, f.ino, begin.containerId, begin.blockSize, writeType, s.local);
+    } catch (err) {
+      if (!s.local || !this.#handOverRefused(worker, err)) throw err;
+      await fsp.rm(s.local.path, { force: true });
+      s.local = undefined;
+      s.id = await this.workers.openStream(worker, f.ino, begin.containerId, begin.blockSize, writeType, undefined);
+    }
     s.worker = worker;
     s.writeType = writeType;
     s.begin = begin;
@@ -954,15 +961,22 @@ export class StrataFileSystem {
     let res;
     try {
       if (stream?.local) await staging?.drain();
-      const local = stream ? undefined : staging && this.local?.isLocal(worker) ? await this.#handOver(worker, staging) : undefined;
+      const local = stream ? undefined : staging && this.#mayHandOver(worker) ? await this.#handOver(worker, staging) : undefined;
+      const overHttp = async () => this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, typeof body === 'function' ? await body() : body, writeType, extents, undefined, stream?.id);
       try {
         if (stream?.local) {
           // The worker reads on in the file linked when the stream opened, and unlinks it.
           res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, Buffer.alloc(0), writeType, false, undefined, stream.id);
         } else if (local) {
-          res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, Buffer.alloc(0), writeType, false, local);
+          try {
+            res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, Buffer.alloc(0), writeType, false, local);
+          } catch (err) {
+            // Refused before the worker wrote anything (it opens the file first): the same write, over HTTP.
+            if (!this.#handOverRefused(worker, err)) throw err;
+            res = await overHttp();
+          }
         } else {
-          res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, typeof body === 'function' ? await body() : body, writeType, extents, undefined, stream?.id);
+          res = await overHttp();
         }
       } finally {
         if (local) await fsp.rm(local.path, { force: true });
@@ -994,6 +1008,23 @@ export class StrataFileSystem {
       if (err instanceof StrataError && err.code === 'NOT_FOUND') COMMIT_REFUSED.add(err);
       throw err;
     }
+  }
+
+  /** Same-host workers that could not read a file handed over (another user's): they get bytes over HTTP. */
+  readonly #noHandOver = new Set<number>();
+
+  #mayHandOver(worker: WorkerInfo): boolean {
+    return !!this.local?.isLocal(worker) && !this.#noHandOver.has(worker.id);
+  }
+
+  /** Whether `err` is `worker` refusing a handed-over file it may not read; then it is not handed files again. */
+  #handOverRefused(worker: WorkerInfo, err: unknown): boolean {
+    if (!(err instanceof StrataError && err.code === 'LOCAL_FILE_UNREADABLE')) return false;
+    if (!this.#noHandOver.has(worker.id)) {
+      this.#noHandOver.add(worker.id);
+      this.#log.warn({ worker: worker.id, err: err.message }, 'the worker on this host cannot read files this client hands over (another user?); sending it bytes over HTTP');
+    }
+    return true;
   }
 
   /**

@@ -48,6 +48,12 @@ export const ERROR_TABLE = {
   NOT_LEADER: { errno: E.EIO, status: 503 },
   TIMEOUT: { errno: E.EIO, status: 504 },
   IO_ERROR: { errno: E.EIO, status: 500 },
+  /**
+   * A same-host client handed a file over (linked it into a worker tier's incoming dir) that
+   * the worker may not read: another user's staged file, made readable by its owner only. The
+   * client sends the bytes over HTTP instead; EIO should it ever reach a caller.
+   */
+  LOCAL_FILE_UNREADABLE: { errno: E.EIO, status: 422 },
   /** Bad configuration or command line; the CLI exits with code 2. */
   CONFIG: { errno: E.EINVAL, status: 400 },
   INTERNAL: { errno: E.EIO, status: 500 },

@@ -588,6 +588,9 @@ export class PageStore {
       // O_NONBLOCK: a FIFO put there (the dir is writable by all) must not hold a thread-pool thread forever.
       fh = await fsp.open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
     } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // Not NOT_FOUND: to a client that means the file moved, and it would hand the same file over again.
+      if (code === 'EACCES' || code === 'EPERM') throw new StrataError('LOCAL_FILE_UNREADABLE', `local file ${name} in tier ${tier.name} is not readable by this worker (${code})`, { cause: err });
       throw new StrataError('NOT_FOUND', `no local file ${name} in tier ${tier.name}`, { cause: err });
     }
     const st = await fh.stat();
