@@ -55,6 +55,9 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Mount, MountOptions, MountTable, driverOptions, maskOptions } from './mount-table';
 
 /** Entries a directory merge reads, compares or writes between two turns of the event loop. */
+/** What the table answers when its own checks refuse a rename: nothing changed in it. */
+const REFUSALS = new Set<string>(['NOT_EMPTY', 'NOT_DIRECTORY', 'IS_DIRECTORY', 'INVALID_ARGUMENT']);
+
 const MERGE_BATCH = 1000;
 /** Entries of a directory listing read and sent at once; a bigger directory goes in pages of this many. */
 export const LIST_PAGE = LIST_PAGE_MAX;
@@ -332,7 +335,10 @@ export class Namespace {
       if (p && !this.#isStale(p, mount)) throw notFound('/' + parts.join('/'));
     }
     const started = Date.now();
+    const stamp = this.#dirMoves;
     const st = await ufs.stat(ufsPath);
+    // A directory above moved meanwhile: the store answered for what the path names now, not for `parent`.
+    if (!(await this.#stillNames(stamp, parts.slice(0, -1), parent.ino))) throw notFound('/' + parts.join('/'));
     if (!st) throw notFound('/' + parts.join('/'));
     // A rename in flight put this object here; the name is in the table once it commits, with the moved inode.
     if (this.#busy(parent.ino, name)) throw notFound('/' + parts.join('/'));
@@ -348,11 +354,14 @@ export class Namespace {
   async #revalidate(parent: NodeRecord, name: string, node: NodeRecord, parts: string[]): Promise<NodeRecord> {
     const started = Date.now();
     const { ufs, ufsPath } = this.#store(parts);
+    const stamp = this.#dirMoves;
     const st = await ufs.stat(ufsPath);
     const now = await this.#table.getNode(node.ino);
     // Changed through Strata while we asked the store: the namespace is newer.
     if (!now) throw notFound(ufsPath);
     if (now.syncedAt > started || now.ufsFingerprint !== node.ufsFingerprint) return now;
+    // Its directory (or one above) moved meanwhile: the answer was about another file. Checked again at the next access.
+    if (!(await this.#stillNames(stamp, parts.slice(0, -1), parent.ino))) return now;
     // An unlink or rename of this name in flight made the store's answer: the table follows when it commits.
     if (this.#busy(parent.ino, name)) return now;
     // The same check again inside each change below (a guard): a commit or rename may land between these calls.
@@ -394,6 +403,44 @@ export class Namespace {
       if (err instanceof StrataError && err.code === 'NOT_FOUND') return undefined;
       throw err;
     }
+  }
+
+  /**
+   * Directory moves (rename, exchange), counted when each starts and when it ends, and how many run.
+   * A sync asks the store about a path and applies the answer to the inode it resolved that path to
+   * before; a move of that directory or of one above it in between (mv D E; mv F D) would make the
+   * answer about F apply to E. Syncs take no path lock, so they check afterwards (#stillNames).
+   */
+  #dirMoves = 0;
+  #dirMovesRunning = 0;
+
+  async #movingDirectories<T>(moves: boolean, fn: () => Promise<T>): Promise<T> {
+    if (!moves) return fn();
+    this.#dirMoves++;
+    this.#dirMovesRunning++;
+    try {
+      return await fn();
+    } finally {
+      this.#dirMovesRunning--;
+      this.#dirMoves++;
+    }
+  }
+
+  /**
+   * After a store call about `parts` that started at `stamp` (#dirMoves then): whether the path named
+   * `ino` all along. No directory moved since the stamp and none is moving, so what it names now is
+   * what it named during the call.
+   */
+  async #stillNames(stamp: number, parts: string[], ino: number): Promise<boolean> {
+    const unmoved = () => this.#dirMovesRunning === 0 && this.#dirMoves === stamp;
+    if (!unmoved()) return false;
+    let cur = ROOT_INO;
+    for (const name of parts) {
+      const n = await this.#table.lookup(cur, name);
+      if (!n) return false;
+      cur = n.ino;
+    }
+    return cur === ino && unmoved();
   }
 
   /** Loads a directory's listing from the under-store when it is stale. */
@@ -449,6 +496,7 @@ export class Namespace {
   async #mergeListing(dir: NodeRecord, parts: string[], touched: Set<string>): Promise<void> {
     const { ufs, ufsPath } = this.#store(parts);
     const started = Date.now();
+    const stamp = this.#dirMoves;
     let listing: UfsStatus[];
     try {
       listing = await ufs.list(ufsPath);
@@ -461,6 +509,12 @@ export class Namespace {
         return;
       }
       throw err;
+    }
+    // The directory (or one above) moved while the store listed its old path: that listing is another
+    // directory's. Nothing is merged, and the directory stays stale, so its next access lists it again.
+    if (!(await this.#stillNames(stamp, parts, dir.ino))) {
+      this.#log.debug({ path: ufsPath }, 'a directory moved while its listing was read; listing it again later');
+      return;
     }
     const inUfs = new Map(listing.map((s) => [s.name, s]));
     // Names a change has had in flight since the merge started are left alone (see the module comment
@@ -789,9 +843,16 @@ export class Namespace {
       if ((await this.#hasChildren(node.ino))) throw new StrataError('NOT_EMPTY', `${path} is not empty`);
       const { ufs, ufsPath } = this.#store(parts);
       await this.#changing([[parent.ino, name]], async () => {
-        if (node.persistState === 'persisted') await this.#ufsIgnoreMissing(() => ufs.rmdir(ufsPath));
-        // A create in the directory since the check above (creates take no path lock) makes this NOT_EMPTY.
-        await this.#removeChecked(parent.ino, name, 'directory', node.ino, path);
+        const inStore = node.persistState === 'persisted';
+        if (inStore) await this.#ufsIgnoreMissing(() => ufs.rmdir(ufsPath));
+        try {
+          await this.#removeChecked(parent.ino, name, 'directory', node.ino, path);
+        } catch (err) {
+          // A create in the directory since the check above (creates take no path lock) makes this NOT_EMPTY. The
+          // directory stays, so it goes back into the store (where its new file will be stored).
+          if (inStore && err instanceof StrataError && err.code === 'NOT_EMPTY') await this.#restoreDirectory(ufs, ufsPath);
+          throw err;
+        }
       });
     });
   }
@@ -836,8 +897,10 @@ export class Namespace {
       const ufs = from.ufs;
       const srcUfs = from.ufsPath;
       const dstUfs = to.ufsPath;
-      await this.#changing([[s.parent.ino, s.name], [d.parent.ino, d.name]], async (also) => {
+      await this.#movingDirectories(node.type === 'directory' || target?.type === 'directory', () => this.#changing([[s.parent.ino, s.name], [d.parent.ino, d.name]], async (also) => {
         let movedInStore = false;
+        /** The destination: an empty directory in the store, removed for the move. */
+        let removedTarget = false;
         let movedTo: UfsStatus | undefined;
         // A replaced file that lives on through another hard link keeps its bytes.
         if (target && target.type === 'file' && target.nlink > 1) await this.#handOverBytes(d.parent, d.name, target, d.parts, also);
@@ -854,20 +917,34 @@ export class Namespace {
           if (node.inStore) await this.#dropOlderVersion(ufs, srcUfs);
           if (replacedGoes) await this.#ufsIgnoreMissing(dropReplaced);
         } else if (node.persistState === 'persisted') {
-          if (target?.type === 'directory') await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
+          if (target?.type === 'directory') {
+            await this.#ufsIgnoreMissing(() => ufs.rmdir(dstUfs));
+            removedTarget = target.persistState === 'persisted';
+          }
           // A file stored at its path, into a directory listed within the sync interval: the store need not look first.
           const known = node.type === 'file' && (await this.#noDirectoryFor(d.parts)) > 0 ? { knownFile: { size: node.size } } : undefined;
           movedTo = (await ufs.rename(srcUfs, dstUfs, known)) ?? undefined;
           movedInStore = true;
         } else if (target && target.persistState === 'persisted' && (target.type === 'directory' || target.nlink <= 1)) {
           await this.#ufsIgnoreMissing(() => (target.type === 'directory' ? ufs.rmdir(dstUfs) : ufs.delete(dstUfs, { missingOk: true })));
+          removedTarget = target.type === 'directory';
         }
         // rename re-checks source, destination type, emptiness and the subtree in its transaction, and moves only the
         // inode checked above. The destination is not guarded: rename(2) replaces whatever the name holds when it runs.
         try {
           await this.#table.rename(s.parent.ino, s.name, d.parent.ino, d.name, node.ino);
         } catch (err) {
-          if (!(movedInStore && err instanceof StrataError && err.code === 'NOT_FOUND')) throw err;
+          if (!(movedInStore && err instanceof StrataError && err.code === 'NOT_FOUND')) {
+            // Refused by the table's own checks (a file created in the destination directory meanwhile: NOT_EMPTY):
+            // the store goes back to what the table still says, the source where it was and the destination
+            // directory as it was. Not on other errors: a commit whose answer was lost may have landed.
+            const refused = err instanceof StrataError && REFUSALS.has(err.code);
+            if (refused && movedInStore) {
+              await ufs.rename(dstUfs, srcUfs).catch((e: unknown) => this.#log.error({ err: e, from: dstUfs, to: srcUfs }, 'could not undo an under-store move of a refused rename'));
+            }
+            if (refused && removedTarget) await this.#restoreDirectory(ufs, dstUfs);
+            throw err;
+          }
           // The source name no longer names the inode moved above: a sync dropped it after the move emptied its path
           // in the store (and a create may have taken the name since: that file stays). The move has happened in the
           // store, so the rename succeeds and the destination follows the store: the entry it replaced is stale, and
@@ -886,7 +963,7 @@ export class Namespace {
           const st = movedTo ?? (await ufs.stat(dstUfs).catch(() => null));
           if (st?.type === 'file' && st.size === node.size && st.fingerprint !== node.ufsFingerprint) await this.#table.markPersisted(node.ino, node.container, st.fingerprint);
         }
-      });
+      }));
     });
   }
 
@@ -929,7 +1006,7 @@ export class Namespace {
       };
       // Both names, and the temporary one beside `a`, are in flight: a sync in between would take the swap for an
       // out-of-band change (refresh a name with the other's object, forget a name whose object is parked, load the parked one).
-      await this.#changing([[x.parent.ino, x.name], [y.parent.ino, y.name], [x.parent.ino, parkedName]], async () => {
+      await this.#movingDirectories(xNode.type === 'directory' || yNode.type === 'directory', () => this.#changing([[x.parent.ino, x.name], [y.parent.ino, y.name], [x.parent.ino, parkedName]], async () => {
         try {
           if (xStale) await this.#dropOlderVersion(ufs, xPath);
           if (yStale) await this.#dropOlderVersion(ufs, yPath);
@@ -957,7 +1034,7 @@ export class Namespace {
           }
           throw err;
         }
-      });
+      }));
     });
   }
 
@@ -1728,6 +1805,16 @@ export class Namespace {
       await ufs.delete(path, { ifPresent: true });
     } catch (err) {
       if (!(err instanceof StrataError && (err.code === 'NOT_FOUND' || err.code === 'IS_DIRECTORY'))) throw err;
+    }
+  }
+
+  /** Puts back a directory removed from the store for a change the table then refused. */
+  async #restoreDirectory(ufs: UnderFileSystem, ufsPath: string): Promise<void> {
+    try {
+      await ufs.mkdir(ufsPath);
+    } catch (err) {
+      if (err instanceof StrataError && err.code === 'ALREADY_EXISTS') return; // put back meanwhile (a file stored in it)
+      this.#log.error({ err, path: ufsPath }, 'could not put back an under-store directory removed for a refused change');
     }
   }
 

@@ -472,3 +472,167 @@ t.test('a mkdir whose store side lands before a listing of its parent still succ
   t.equal(made.type, 'directory', 'mkdir succeeds');
   t.equal((await env.ns.list('/d')).filter((e) => e.name === 'newdir').length, 1, 'and the directory is there once');
 });
+
+// ---- a directory moved while a sync asked the store about its old path (third review) ----
+
+/** Holds the store's `method` for `path` (once) until released: a slow listing or stat. */
+function slowStore(t: tap.Test, method: 'list' | 'stat', path: string) {
+  const orig = MemoryUnderFileSystem.prototype[method];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let entered!: () => void;
+  const inCall = new Promise<void>((r) => (entered = r));
+  let armed = true;
+  MemoryUnderFileSystem.prototype[method] = async function (this: MemoryUnderFileSystem, p: string, ...rest: unknown[]) {
+    if (armed && p === path) {
+      armed = false;
+      entered();
+      await gate;
+    }
+    return (orig as (...a: unknown[]) => Promise<unknown>).call(this, p, ...rest);
+  } as never;
+  t.teardown(() => void (MemoryUnderFileSystem.prototype[method] = orig as never));
+  return { inCall, release };
+}
+
+const names = async (ns: Namespace, p: string) => (await ns.list(p)).map((e) => e.name).sort();
+
+t.test('a listing of a directory moved away (and another moved into its place) is not merged into the moved one', async (t) => {
+  // Listed once and never again (-1): a wrong merge would stay for good.
+  const { ns, ufs, put } = await setup(t, 'rename', async () => undefined, { syncIntervalMs: -1 });
+  await ufs.mkdir('/a');
+  await ufs.mkdir('/a/D');
+  await ufs.mkdir('/a/F');
+  await put('/a/D/mine', 'D data');
+  await put('/a/F/other', 'F data');
+  await ns.stat('/a/D');
+  await ns.stat('/a/F');
+  const slow = slowStore(t, 'list', '/a/D');
+  const listing = ns.list('/a/D');
+  await slow.inCall;
+  await ns.rename('/a/D', '/a/E');
+  await ns.rename('/a/F', '/a/D');
+  slow.release();
+  await listing;
+  t.same(await names(ns, '/a/E'), ['mine'], 'the moved directory has its own file');
+  t.same(await names(ns, '/a/D'), ['other'], 'and the one moved into its place its own');
+  t.equal(await outcome(ns.stat('/a/E/mine')), 'ok');
+});
+
+t.test('a listing read while its directory was away (moved out, another in, then both back) is not merged', async (t) => {
+  // The path names the listed directory again when the listing ends; only the count of moves shows it was away.
+  const { ns, ufs, put } = await setup(t, 'rename', async () => undefined, { syncIntervalMs: -1 });
+  await ufs.mkdir('/a');
+  await ufs.mkdir('/a/D');
+  await ufs.mkdir('/a/F');
+  await put('/a/D/mine', 'D data');
+  await put('/a/F/other', 'F data');
+  await ns.stat('/a/D');
+  await ns.stat('/a/F');
+  // The store reads /a/D while F is there, and its answer arrives once everything is back in place.
+  const orig = MemoryUnderFileSystem.prototype.list;
+  let read!: () => void;
+  const hasRead = new Promise<void>((r) => (read = r));
+  let answer!: () => void;
+  const answered = new Promise<void>((r) => (answer = r));
+  let inCall!: () => void;
+  const started = new Promise<void>((r) => (inCall = r));
+  let move!: () => void;
+  const moved = new Promise<void>((r) => (move = r));
+  let armed = true;
+  MemoryUnderFileSystem.prototype.list = async function (this: MemoryUnderFileSystem, p: string, ...rest: unknown[]) {
+    if (!armed || p !== '/a/D') return (orig as (...a: unknown[]) => Promise<unknown>).call(this, p, ...rest);
+    armed = false;
+    inCall();
+    await moved;
+    const r = await (orig as (...a: unknown[]) => Promise<unknown>).call(this, p, ...rest);
+    read();
+    await answered;
+    return r;
+  } as never;
+  t.teardown(() => void (MemoryUnderFileSystem.prototype.list = orig));
+  const listing = ns.list('/a/D');
+  await started;
+  await ns.rename('/a/D', '/a/E');
+  await ns.rename('/a/F', '/a/D');
+  move();
+  await hasRead;
+  await ns.rename('/a/D', '/a/F');
+  await ns.rename('/a/E', '/a/D');
+  answer();
+  await listing;
+  t.same(await names(ns, '/a/D'), ['mine'], 'the directory has its own file only');
+  t.same(await names(ns, '/a/F'), ['other'], 'and the other directory its own');
+});
+
+t.test('a revalidation of a file whose directory moved meanwhile does not drop the moved file', async (t) => {
+  const { ns, ufs, put } = await setup(t, 'rename', async () => undefined);
+  await ufs.mkdir('/a');
+  await ufs.mkdir('/a/D');
+  await put('/a/D/x', 'x data');
+  await ns.setAttributes('/a/D/x', { mode: 0o600 });
+  const before = (await ns.resolve('/a/D/x')).ino;
+  await later();
+  // Interval 0: the lookup checks the file in the store; it asks about /a/D/x, then the directory moves.
+  const slow = slowStore(t, 'stat', '/a/D/x');
+  const lookup = outcome(ns.stat('/a/D/x'));
+  await slow.inCall;
+  await ns.rename('/a/D', '/a/E');
+  slow.release();
+  await lookup;
+  const x = await ns.resolve('/a/E/x');
+  t.equal(x.ino, before, 'the file keeps its inode under the new name');
+  t.equal(x.mode & 0o7777, 0o600, 'and its mode');
+});
+
+t.test('a lookup of a new name in a directory moved meanwhile does not load another directory\'s object into it', async (t) => {
+  const { sqlite, ns, ufs, put } = await setup(t, 'rename', async () => undefined);
+  await ufs.mkdir('/a');
+  await ufs.mkdir('/a/D');
+  await ufs.mkdir('/a/F');
+  await put('/a/F/y', 'F data');
+  const d = (await ns.resolve('/a/D')).ino;
+  await ns.resolve('/a/F');
+  await later();
+  // /a/D/y is not in the table: the lookup asks the store, then D moves away and F takes its name (and F's y with it).
+  const slow = slowStore(t, 'stat', '/a/D/y');
+  const lookup = outcome(ns.stat('/a/D/y'));
+  await slow.inCall;
+  await ns.rename('/a/D', '/a/E');
+  await ns.rename('/a/F', '/a/D');
+  slow.release();
+  await lookup;
+  t.equal(await sqlite.lookup(d, 'y'), undefined, 'the moved directory did not get F\'s file');
+  t.same(await names(ns, '/a/E'), [], 'it lists empty');
+  t.same(await names(ns, '/a/D'), ['y'], 'the file is where the store has it');
+});
+
+// ---- the store changed first, then the table refused (third review) ----
+
+t.test('an rmdir that loses to a create in the directory leaves the directory in the store as well', async (t) => {
+  const { store, ns, ufs } = await setup(t, 'removeChild', async () => {
+    await ns.create('/d/x', 0o644);
+  });
+  await ns.mkdir('/d', 0o755);
+  store.arm();
+  t.equal(await outcome(ns.rmdir('/d')), 'NOT_EMPTY', 'the rmdir fails: the directory has a file now');
+  t.equal((await ufs.stat('/d'))?.type, 'directory', 'and is in the store still');
+  t.equal(await outcome(ns.mkdir('/d/sub', 0o755)), 'ok', 'a directory is made in it');
+});
+
+t.test('a rename onto an empty directory that loses to a create in it leaves the store as the namespace has it', async (t) => {
+  const { store, ns, ufs, put } = await setup(t, 'rename', async () => {
+    await ns.create('/T/x', 0o644);
+  });
+  await ns.mkdir('/D', 0o755);
+  await ns.mkdir('/T', 0o755);
+  await put('/D/data', 'D data');
+  await ns.resolve('/D/data');
+  await later();
+  store.arm();
+  t.equal(await outcome(ns.rename('/D', '/T')), 'NOT_EMPTY', 'the rename fails: the target has a file now');
+  t.equal((await ufs.stat('/D/data'))?.size, 'D data'.length, "the source's file is back at its path in the store");
+  t.equal((await ufs.stat('/T'))?.type, 'directory', 'the target directory is in the store again');
+  t.equal(await ufs.stat('/T/data'), null, "without the source's file");
+  t.equal(await outcome(ns.stat('/D/data')), 'ok', 'the namespace still has the file where it was');
+});
