@@ -895,7 +895,7 @@ export class StrataFileSystem {
       this.#log.error({ ino: f.ino, err: (err as Error).message }, 'could not store a file on its last close; its changes are lost');
     } finally {
       if (f.refs === 0) {
-        this.#files.delete(f.ino);
+        if (this.#files.get(f.ino) === f) this.#files.delete(f.ino);
         const stream = f.stream;
         f.stream = undefined;
         if (stream) {

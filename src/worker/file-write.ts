@@ -225,10 +225,14 @@ export class FileWrite {
 
   async abort(): Promise<void> {
     await this.#settling.catch(() => undefined);
-    await this.#ufsWriter?.abort();
-    for (const w of [...this.#done, ...(this.#cur ? [this.#cur] : [])]) await w.abort();
-    this.#done.length = 0;
-    this.#cur = undefined;
+    try {
+      await this.#ufsWriter?.abort();
+    } finally {
+      // The cached copy and its pins go even when the store's abort failed (a dead network).
+      for (const w of [...this.#done, ...(this.#cur ? [this.#cur] : [])]) await w.abort();
+      this.#done.length = 0;
+      this.#cur = undefined;
+    }
   }
 }
 

@@ -614,7 +614,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       return res;
     } catch (err) {
       dropRestOfBody(req, reply);
-      await w?.abort();
+      // The write's own error is the answer, not a failure of the cleanup after it.
+      await w?.abort().catch((e: unknown) => log.warn({ ino, err: toStrataError(e).message }, 'aborting a failed write failed'));
       throw toStrataError(err, `write inode ${ino}`);
     } finally {
       if (stream) await closeStream(stream);

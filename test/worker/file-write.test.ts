@@ -87,3 +87,24 @@ t.test('a write-through pins its blocks while written; one larger than the cache
   })(), { code: 'NO_SPACE' }, 'ASYNC_THROUGH larger than the cache fails with NO_SPACE');
   await only.abort();
 });
+
+t.test("an abort whose store side fails still drops the cached copy and its pins", async (t) => {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'strata-file-write-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const store = new PageStore({ tiers: [{ name: 'SSD', dir: path.join(root, 'ssd'), capacityBytes: 1 << 30 }], pageSize: 1024 * 1024, pinDir: path.join(root, 'pins') });
+  await store.open();
+  const writer: UfsWriter = {
+    write: async () => undefined,
+    complete: async () => ({ size: 0, mtimeMs: 0, fingerprint: 'x' }) as never,
+    // An S3 AbortMultipartUpload over a dead network.
+    abort: async () => {
+      throw new StrataError('UNAVAILABLE', 'the store cannot be reached');
+    },
+  };
+  const w = await FileWrite.open(store, 9, 4 * 1024 * 1024, 'CACHE_THROUGH', async () => ({ writer, stillAt: async () => true, at: { mountUri: 'file:///x', path: '/f' } }));
+  w.declareSize(6 * 1024 * 1024);
+  await w.piece(Buffer.alloc(5 * 1024 * 1024, 1));
+  t.ok(store.isUnpersisted(blockIdOf(9, 0)) && store.hasPage(blockIdOf(9, 0), 0), 'the write pinned and cached its first block');
+  await t.rejects(w.abort(), { code: 'UNAVAILABLE' }, "the abort reports the store's failure");
+  t.ok([0, 1].every((i) => !store.isUnpersisted(blockIdOf(9, i)) && !store.hasPage(blockIdOf(9, i), 0)), 'and the cached copy is gone, pins and pages');
+});
