@@ -171,7 +171,7 @@ interface ObjectInfo {
   mtimeMs: number;
 }
 
-const NOT_FOUND_NAMES = new Set(['NoSuchKey', 'NotFound', 'NoSuchUpload', 'NoSuchBucket']);
+const NOT_FOUND_NAMES = new Set(['NoSuchKey', 'NotFound', 'NoSuchUpload']);
 const DENIED_NAMES = new Set(['AccessDenied', 'Forbidden', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AllAccessDisabled', 'AccountProblem', 'ExpiredToken', 'InvalidToken']);
 const BUSY_NAMES = new Set(['SlowDown', 'ServiceUnavailable', 'InternalError', 'Throttling', 'ThrottlingException', 'TooManyRequests', 'RequestLimitExceeded', 'RequestTimeout']);
 
@@ -198,6 +198,9 @@ export function s3Error(err: unknown, context: string): StrataError {
     const detail = err instanceof Error && err.message && err.message !== name ? `${name}: ${err.message}` : name || String(err);
     return new StrataError(code, `${context}: ${detail}${status ? ` (HTTP ${status})` : ''}`, { cause: err });
   };
+  // A missing bucket is the store's setup, not a missing file: EIO, never "the store has nothing there"
+  // (a listing answered NOT_FOUND is taken for an empty directory, and its names would be dropped).
+  if (name === 'NoSuchBucket') return wrap('IO_ERROR');
   if (NOT_FOUND_NAMES.has(name) || status === 404) return wrap('NOT_FOUND');
   if (DENIED_NAMES.has(name) || status === 403) return wrap('PERMISSION_DENIED');
   if (name === 'EntityTooLarge') return wrap('FILE_TOO_LARGE');
@@ -1156,7 +1159,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
       if (dstUnder.some((o) => o.key !== dstDirKey)) throw new StrataError('NOT_EMPTY', `${context}: the destination is not empty`);
       for (const k of [...this.#markers.keys()]) if (k.startsWith(srcDirKey)) this.#markers.delete(k);
       await this.#keepDirectory(from.slice(0, -1), opts, context);
-      await this.#moveTree(srcDirKey, dstDirKey, opts, context);
+      await this.#moveTree(srcDirKey, dstDirKey, dstUnder.some((o) => o.key === dstDirKey), opts, context);
     }
     return moved;
   }
@@ -1165,7 +1168,7 @@ export class S3UnderFileSystem implements UnderFileSystem {
    * Copies every key below `srcDirKey` (verbatim, whatever it is) to the same place below
    * `dstDirKey`, then deletes the originals. If a copy fails, the copies made so far are removed.
    */
-  async #moveTree(srcDirKey: string, dstDirKey: string, opts: UfsCallOptions | undefined, context: string): Promise<void> {
+  async #moveTree(srcDirKey: string, dstDirKey: string, dstMarkerWas: boolean, opts: UfsCallOptions | undefined, context: string): Promise<void> {
     const keys: ObjectInfo[] = [];
     let token: string | undefined;
     do {
@@ -1182,9 +1185,9 @@ export class S3UnderFileSystem implements UnderFileSystem {
         copied.push(target);
       });
     } catch (err) {
-      // The marker of an empty destination directory that was being replaced stays.
+      // The marker of an empty destination directory that was being replaced stays; one copied from the source goes.
       await mapLimit(
-        copied.filter((k) => k !== dstDirKey),
+        copied.filter((k) => k !== dstDirKey || !dstMarkerWas),
         TREE_CONCURRENCY,
         (k) => this.#deleteKey(k, undefined, context),
       ).catch(() => undefined);

@@ -1035,6 +1035,33 @@ t.test('every under-store test cleaned up after itself', async (t) => {
   t.same(left, [], 'the test bucket is empty');
 });
 
+t.test('a directory rename whose copy fails part way leaves no destination behind, unless one was there before', async (t) => {
+  const { ufs, prefix } = freshStore(t);
+  t.teardown(() => faults.clear());
+  await ufs.mkdir('/a');
+  for (const n of ['x1', 'x2', 'x3']) await putFile(ufs, `/a/${n}`, n);
+  faults.set(`/${BUCKET}/${prefix}b/x2`, { status: 403, code: 'AccessDenied', times: 1 });
+  await rejectsCode(t, () => ufs.rename('/a', '/b'), 'PERMISSION_DENIED', 'the move fails on a refused copy');
+  t.equal(await ufs.stat('/b'), null, 'the destination does not exist');
+  t.same((await ufs.list('/')).map((s) => s.name), ['a'], 'only the source is listed');
+  t.same((await ufs.list('/a')).map((s) => s.name), ['x1', 'x2', 'x3'], 'with all its files');
+  // An empty directory that the move was replacing keeps its marker.
+  await ufs.mkdir('/c');
+  faults.set(`/${BUCKET}/${prefix}c/x3`, { status: 403, code: 'AccessDenied', times: 1 });
+  await rejectsCode(t, () => ufs.rename('/a', '/c'), 'PERMISSION_DENIED', 'the move onto it fails too');
+  t.equal((await ufs.stat('/c'))?.type, 'directory', 'the empty destination that was there stays');
+  t.same((await ufs.list('/c')).map((s) => s.name), [], 'empty');
+});
+
+t.test('a missing bucket is an I/O error, not a missing file', async (t) => {
+  const ufs = createUfs('s3://no-such-bucket-here/p', options());
+  t.teardown(() => ufs.close());
+  await rejectsCode(t, () => ufs.list('/'), 'IO_ERROR', 'listing the root');
+  await rejectsCode(t, () => ufs.list('/d'), 'IO_ERROR', 'listing a directory');
+  await rejectsCode(t, () => ufs.read('/f', 0, 10), 'IO_ERROR', 'reading a file');
+  await rejectsCode(t, () => ufs.stat('/f'), 'IO_ERROR', 'a stat');
+});
+
 t.test('a directory rename whose copies all landed is done, even when deleting some sources fails for a while', async (t) => {
   const { ufs } = freshStore(t);
   await ufs.mkdir('/d');
