@@ -31,10 +31,12 @@ import { StrataError, toStrataError, type ErrorCode } from '../common/errors';
 import { parsePath, validateName } from '../common/paths';
 import { tempFileOfHandle, type UfsCallOptions, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
 
-/** Temp files of in-flight writes carry this prefix and are hidden from listings. */
+/** Temp files of in-flight writes carry this prefix. */
 const TEMP_PREFIX = '.strata-tmp-';
 /** A writer's temp file: the prefix and 16 hex digits. */
 const TEMP_NAME = /^\.strata-tmp-[0-9a-f]{16}$/;
+/** What listings hide, and users may not name: writers' temp files and write probes. */
+const HIDDEN_NAME = /^\.strata-tmp-(probe-)?[0-9a-f]{16}$/;
 /** The namenode's default HTTP port (Hadoop 3). */
 const DEFAULT_PORT = 9870;
 /** Bytes of a streamed write held in memory before `write()` waits for the datanode. */
@@ -272,6 +274,8 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
   /** HDFS refuses ':' in a name (DFSUtil.isValidName), whatever the call: better said when the name is made. */
   checkName(name: string): void {
     if (name.includes(':')) throw new StrataError('INVALID_ARGUMENT', `HDFS does not allow ':' in names: '${name}'`);
+    // A name listings hide would be a file that is there and never listed (the next sync drops it).
+    if (HIDDEN_NAME.test(name)) throw new StrataError('INVALID_ARGUMENT', `the name '${name}' is reserved for Strata's temp files`);
   }
 
   /** A store path as HDFS path components; parsePath rejects '..', NUL and over-long names. */
@@ -412,7 +416,7 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
     if (raw.length === 1 && raw[0]!.pathSuffix === '' && raw[0]!.type !== 'DIRECTORY') throw new StrataError('NOT_DIRECTORY', `${what}: not a directory`);
     const out: UfsStatus[] = [];
     for (const s of raw) {
-      if (s.pathSuffix.startsWith(TEMP_PREFIX)) continue;
+      if (HIDDEN_NAME.test(s.pathSuffix)) continue;
       try {
         validateName(s.pathSuffix);
       } catch {

@@ -12,14 +12,19 @@ import { tempFileOfHandle, type UfsStatus, type UfsWriter, type UnderFileSystem 
 /** stat() calls a listing keeps in flight. */
 const LIST_STATS_IN_FLIGHT = 64;
 
-/** Temp files of in-flight writes carry this prefix and are hidden from listings. */
+/** Temp files of in-flight writes carry this prefix. */
 const TEMP_PREFIX = '.strata-tmp-';
-/** A temp file's name: the prefix and 12 hex digits. */
+/** A temp file's name: the prefix and 12 hex digits. Only such names are hidden from listings, and refused to users. */
 const TEMP_NAME = /^\.strata-tmp-[0-9a-f]{12}$/;
 
 export class LocalUnderFileSystem implements UnderFileSystem {
   readonly uri: string;
   readonly #root: string;
+
+  /** A name listings hide would be a file that is there and never listed (the next sync drops it). */
+  checkName(name: string): void {
+    if (TEMP_NAME.test(name)) throw new StrataError('INVALID_ARGUMENT', `the name '${name}' is reserved for Strata's temp files`);
+  }
 
   constructor(uri: string) {
     const url = new URL(uri);
@@ -71,7 +76,7 @@ export class LocalUnderFileSystem implements UnderFileSystem {
     // A bounded number of stats at once: all of a 140k-name directory at once held 140k
     // promises and their results, and the master's GC with them.
     await mapLimit(names, LIST_STATS_IN_FLIGHT, async (name) => {
-      if (name.startsWith(TEMP_PREFIX)) return;
+      if (TEMP_NAME.test(name)) return;
       try {
         const st = await fsp.stat(nodePath.join(dir, name));
         if (st.isFile() || st.isDirectory()) out.push(this.#status(name, st));

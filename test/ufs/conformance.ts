@@ -498,6 +498,30 @@ export function ufsConformance(t: tap.Test, name: string, make: () => Promise<Uf
       t.same(await names(ufs, '/'), [dir.slice(1)], 'nothing appeared at the root');
     });
 
+    t.test("names like Strata's temp files: listed when the store takes them, refused up front when its listings would hide them", async (t) => {
+      const ufs = await fresh(t);
+      await ufs.mkdir('/d');
+      // A user's names with the temp files' prefix are names like any other (they were hidden, then dropped by a sync).
+      const mine = ['.strata-tmp-notes', '.strata-tmp-probe-x'];
+      for (const n of mine) {
+        t.doesNotThrow(() => ufs.checkName?.(n), `${n} may be made`);
+        await putFile(ufs, `/d/${n}`, n);
+      }
+      t.same(await names(ufs, '/d'), mine, 'and is listed');
+      // Exactly a temp file's name, of any driver: refused where listings hide it, listed where they do not.
+      for (const n of ['.strata-tmp-0123456789ab', '.strata-tmp-0123456789abcdef', '.strata-tmp-probe-0123456789abcdef']) {
+        let refused = false;
+        try {
+          ufs.checkName?.(n);
+        } catch (err) {
+          refused = (err as StrataError).code === 'INVALID_ARGUMENT';
+        }
+        if (refused) continue;
+        await putFile(ufs, `/d/${n}`, n);
+        t.ok((await names(ufs, '/d')).includes(n), `${n}: taken, so listed`);
+      }
+    });
+
     t.test('a writer that never finished: its leftover is discarded and nothing appears', async (t) => {
       const f = await freshFixture(t);
       const ufs = f.ufs;

@@ -302,7 +302,7 @@ t.test('listings page through LISTSTATUS_BATCH, are re-sorted, and skip temp and
   // UTF-8 order (HDFS) puts U+FF21 before U+1F642; code-unit order (the contract) the reverse.
   made.push('\uFF21', '\u{1F642}');
   for (const n of made) await putFile(ufs, `/big/${n}`, n);
-  writeFileSync(path.join(dir, 'big', `${TEMP_PREFIX}left-behind`), 'temp');
+  writeFileSync(path.join(dir, 'big', `${TEMP_PREFIX}0123456789abcdef`), 'temp'); // a writer's temp file, left behind
   writeFileSync(path.join(dir, 'big', 'not valid utf-8 \uFFFD'), 'x');
   const mark = full.requests.length;
   const names = (await ufs.list('/big')).map((e) => e.name);
