@@ -546,9 +546,10 @@ export class PageStore {
           await fh.close();
         }
       }
-      await this.#blockDir(tier, blockId);
+      // The old copy goes first: dropping a block's last page in a tier removes the block's directory there.
       const old = this.#blocks.get(blockId)?.pages.get(pageIndex);
       if (old) await this.#drop(old, false);
+      await this.#blockDir(tier, blockId);
       const dst = this.#path(tier, blockId, pageIndex);
       if (inline) renameSync(tmp, dst);
       else await fsp.rename(tmp, dst);
@@ -808,32 +809,52 @@ export class PageStore {
       await to.mutex.run(() => this.#makeRoom(to, fileBytes));
       const src = this.#path(from, page.block, page.index);
       const dst = this.#path(to, page.block, page.index);
+      const wasVerified = page.verified !== undefined;
+      // The index follows the file as soon as it is in its new place, before the fsyncs: a reader looking
+      // meanwhile at the old path finds nothing, and an unsaved page has no other copy to be read from.
+      let switched = false;
+      const switchOver = () => {
+        if (!this.#indexed(page)) return;
+        to.reserved -= fileBytes;
+        to.used += fileBytes;
+        from.used -= fileBytes;
+        from.lru.delete(key(page.block, page.index));
+        to.lru.add(key(page.block, page.index), page);
+        page.tier = to;
+        // Renamed: its ctime changed. A reader until the identity is taken again below verifies the bytes.
+        page.verified = undefined;
+        switched = true;
+      };
       try {
         await fsp.mkdir(nodePath.dirname(dst), { recursive: true });
         try {
           await fsp.rename(src, dst);
+          switchOver();
           if (unsaved) await syncDir(nodePath.dirname(dst));
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+          if (switched || (err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
           const tmp = nodePath.join(to.tmp, tmpName(page.block, page.index));
           await fsp.copyFile(src, tmp);
           // The only copy of these bytes: on disk in its new place before the old one goes.
           if (unsaved) await syncFile(tmp);
           await fsp.rename(tmp, dst);
+          switchOver();
           if (unsaved) await syncDir(nodePath.dirname(dst));
           await fsp.rm(src, { force: true });
         }
       } catch (err) {
-        to.reserved -= fileBytes;
-        // Dropped meanwhile (its block deleted, its file with it): there is nothing to move, and its room is free.
-        if (!this.#indexed(page)) {
-          await fsp.rmdir(nodePath.dirname(dst)).catch(() => undefined);
-          return 'gone';
+        if (!switched) {
+          to.reserved -= fileBytes;
+          // Dropped meanwhile (its block deleted, its file with it): there is nothing to move, and its room is free.
+          if (!this.#indexed(page)) {
+            await fsp.rmdir(nodePath.dirname(dst)).catch(() => undefined);
+            return 'gone';
+          }
         }
         throw toStrataError(err, `move page ${page.block}/${page.index} to ${to.name}`);
       }
-      to.reserved -= fileBytes;
-      if (!this.#indexed(page)) {
+      if (!switched) {
+        to.reserved -= fileBytes;
         // Dropped while it moved: #drop counted it out of `from`; the file moved here belongs to no page, unless
         // the same page was cached again in this tier meanwhile (same block, same bytes: then it is that page's).
         if (this.#blocks.get(page.block)?.pages.get(page.index)?.tier !== to) {
@@ -842,13 +863,8 @@ export class PageStore {
         }
         return 'gone';
       }
-      to.used += fileBytes;
-      from.used -= fileBytes;
-      from.lru.delete(key(page.block, page.index));
-      to.lru.add(key(page.block, page.index), page);
-      page.tier = to;
       // A verified page stays verified: our own move, not a change of content.
-      if (page.verified) page.verified = await identityOfPath(dst).catch(() => undefined);
+      if (wasVerified && this.#indexed(page) && page.tier === to && page.verified === undefined) page.verified = await identityOfPath(dst).catch(() => undefined);
       if (to.level > from.level) this.stats.demotedBytes += page.dataBytes;
       else this.stats.promotedBytes += page.dataBytes;
       this.#dirty.add(page.block);

@@ -351,3 +351,53 @@ t.test('a page of a file not in the under-store yet is never promoted into the v
   t.equal(s.report(1)?.tier, 'MEM', 'once in the under-store, it is promoted');
   t.same((await s.readPage(1, 0, 0, PS))!.data, data, 'and reads back');
 });
+
+t.test('an unsaved page being demoted reads back while its new directory is made durable', async (t) => {
+  const root = mkdtempSync(path.join(DISK_BASE, 'strata-pages-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const ssd = path.join(root, 'ssd');
+  const hdd = path.join(root, 'hdd');
+  const s = new PageStore({ tiers: [{ name: 'SSD', dir: ssd, capacityBytes: FILE }, { name: 'HDD', dir: hdd, capacityBytes: 10 * FILE }], pageSize: PS, pinDir: path.join(root, 'pins') });
+  await s.open();
+  const data = randomBytes(PS);
+  // An ASYNC_THROUGH page: not in the store yet, so this is its only copy.
+  await s.markUnpersisted(5);
+  await s.putPage(5, 0, data, PS, PS, { durable: true });
+  // The demotion's fsync of the page's new directory takes its time (a slow disk).
+  const realOpen = fsp.open;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let entered!: () => void;
+  const inWindow = new Promise<void>((r) => (entered = r));
+  (fsp as { open: unknown }).open = async (p: string, ...rest: unknown[]) => {
+    if (p === path.join(hdd, '5')) {
+      entered();
+      await gate;
+    }
+    return (realOpen as (...a: unknown[]) => Promise<unknown>)(p, ...rest);
+  };
+  t.teardown(() => void ((fsp as { open: unknown }).open = realOpen));
+  const put = s.putPage(6, 0, randomBytes(PS), PS, PS); // the SSD tier holds one page: 5/0 goes down
+  await inWindow;
+  t.ok(s.hasPage(5, 0), 'the page is cached');
+  const r = await s.readPage(5, 0, 0, PS);
+  t.ok(r?.data.equals(data), 'and reads back meanwhile');
+  t.equal(r?.tier, 'HDD', 'from its new tier');
+  release();
+  await put;
+  (fsp as { open: unknown }).open = realOpen;
+  t.ok((await s.readPage(5, 0, 0, PS))?.data.equals(data), 'and after');
+  t.equal(s.usedBytes, 2 * FILE, 'both pages counted once');
+});
+
+t.test("a page written again replaces the old copy, also when it was its block's only page in the tier", async (t) => {
+  const { make } = setup(t, [10 * FILE], DISK_BASE);
+  const s = make();
+  await s.open();
+  const a = randomBytes(PS);
+  const b = randomBytes(PS);
+  await s.putPage(7, 0, a, PS, PS);
+  await s.putPage(7, 0, b, PS, PS);
+  t.ok((await s.readPage(7, 0, 0, PS))?.data.equals(b), 'the new bytes are read');
+  t.equal(s.usedBytes, FILE, 'counted once');
+});
