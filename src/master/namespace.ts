@@ -54,10 +54,10 @@ import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NamedNodeRecor
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Mount, MountOptions, MountTable, driverOptions, maskOptions } from './mount-table';
 
-/** Entries a directory merge reads, compares or writes between two turns of the event loop. */
 /** What the table answers when its own checks refuse a rename: nothing changed in it. */
 const REFUSALS = new Set<string>(['NOT_EMPTY', 'NOT_DIRECTORY', 'IS_DIRECTORY', 'INVALID_ARGUMENT']);
 
+/** Entries a directory merge reads, compares or writes between two turns of the event loop. */
 const MERGE_BATCH = 1000;
 /** Entries of a directory listing read and sent at once; a bigger directory goes in pages of this many. */
 export const LIST_PAGE = LIST_PAGE_MAX;
