@@ -497,8 +497,8 @@ function slowStore(t: tap.Test, method: 'list' | 'stat', path: string) {
 
 const names = async (ns: Namespace, p: string) => (await ns.list(p)).map((e) => e.name).sort();
 
-t.test('a listing of a directory moved away (and another moved into its place) is not merged into the moved one', async (t) => {
-  // Listed once and never again (-1): a wrong merge would stay for good.
+/** /a/D holding `mine` and /a/F holding `other`, in the store and known to the namespace; listed once and never again (-1). */
+async function twoDirectories(t: tap.Test): Promise<Namespace> {
   const { ns, ufs, put } = await setup(t, 'rename', async () => undefined, { syncIntervalMs: -1 });
   await ufs.mkdir('/a');
   await ufs.mkdir('/a/D');
@@ -507,6 +507,12 @@ t.test('a listing of a directory moved away (and another moved into its place) i
   await put('/a/F/other', 'F data');
   await ns.stat('/a/D');
   await ns.stat('/a/F');
+  return ns;
+}
+
+t.test('a listing of a directory moved away (and another moved into its place) is not merged into the moved one', async (t) => {
+  // A wrong merge would stay for good (never listed again).
+  const ns = await twoDirectories(t);
   const slow = slowStore(t, 'list', '/a/D');
   const listing = ns.list('/a/D');
   await slow.inCall;
@@ -521,14 +527,7 @@ t.test('a listing of a directory moved away (and another moved into its place) i
 
 t.test('a listing read while its directory was away (moved out, another in, then both back) is not merged', async (t) => {
   // The path names the listed directory again when the listing ends; only the count of moves shows it was away.
-  const { ns, ufs, put } = await setup(t, 'rename', async () => undefined, { syncIntervalMs: -1 });
-  await ufs.mkdir('/a');
-  await ufs.mkdir('/a/D');
-  await ufs.mkdir('/a/F');
-  await put('/a/D/mine', 'D data');
-  await put('/a/F/other', 'F data');
-  await ns.stat('/a/D');
-  await ns.stat('/a/F');
+  const ns = await twoDirectories(t);
   // The store reads /a/D while F is there, and its answer arrives once everything is back in place.
   const orig = MemoryUnderFileSystem.prototype.list;
   let read!: () => void;
