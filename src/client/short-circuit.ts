@@ -10,7 +10,7 @@
  * Any page that is not on local disk sends the whole range to HTTP, which fills it.
  */
 
-import { promises as fsp, readFileSync, readSync } from 'node:fs';
+import { promises as fsp, fstatSync, readFileSync, readSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { hostIdentity } from '../common/host';
 import { PAGE_TRAILER_BYTES, PageIdentity, identityOfFd, onMemoryFs, pageRelPath, sameIdentity, verifyPage } from '../common/page-file';
@@ -18,6 +18,8 @@ import type { PageFileInfo, WorkerInfo } from '../common/protocol';
 
 interface OpenPage {
   fh: Promise<fsp.FileHandle>;
+  /** The descriptor, once open. */
+  fd?: number;
   refs: number;
   /** Identity of the version of the file that verified. */
   verified: PageIdentity | undefined;
@@ -86,6 +88,8 @@ export interface ShortCircuitOptions {
   hostId?: string;
   /** Page files kept open. Default a quarter of the descriptor limit, 64-4096. */
   maxOpen?: number;
+  /** How often kept page files are checked for having been removed (ms). Default 2000. */
+  sweepMs?: number;
 }
 
 export class ShortCircuitReader {
@@ -110,9 +114,37 @@ export class ShortCircuitReader {
   /** Tier directories by whether they are on a memory file system. */
   readonly #memoryDirs = new Map<string, boolean>();
 
+  /** Closes kept page files the worker removed (see #sweep). */
+  readonly #sweeper: NodeJS.Timeout;
+
   constructor(opts: ShortCircuitOptions = {}) {
     this.#host = hostIdentity(opts.hostId);
     this.#maxOpen = opts.maxOpen ?? defaultMaxOpen();
+    this.#sweeper = setInterval(() => this.#sweep(), opts.sweepMs ?? 2000).unref();
+  }
+
+  /**
+   * Closes the kept page files that the worker has removed (evicted, or its block deleted). A
+   * removed file's space is freed only when its last descriptor closes: thousands kept open
+   * would hold GiBs of a memory tier outside the worker's quota, and its writes would find the
+   * file system full. Only files nobody holds, and only those already opened.
+   */
+  #sweep(): void {
+    for (const [file, op] of this.#open) {
+      const fd = op.fd;
+      if (op.refs > 0 || fd === undefined) continue;
+      let removed: boolean;
+      try {
+        removed = fstatSync(fd).nlink === 0;
+      } catch {
+        removed = true;
+      }
+      if (!removed) continue;
+      this.#open.delete(file);
+      this.#verified.delete(file);
+      this.#recent.delete(file);
+      void op.fh.then((h) => h.close()).catch(() => undefined);
+    }
   }
 
   isLocal(w: WorkerInfo): boolean {
@@ -133,9 +165,12 @@ export class ShortCircuitReader {
         const known = this.#verified.get(file);
         op = { fh: fsp.open(file, 'r'), refs: 0, verified: known, checkedAt: 0, dataBytes: known ? known.size - PAGE_TRAILER_BYTES : 0 };
         const pending = op;
-        op.fh.catch(() => {
-          if (this.#open.get(file) === pending) this.#open.delete(file);
-        });
+        op.fh.then(
+          (h) => void (pending.fd = h.fd),
+          () => {
+            if (this.#open.get(file) === pending) this.#open.delete(file);
+          },
+        );
         this.#open.set(file, op);
       }
       // Held before trimming: the page being opened must not be the one closed to make room.
@@ -359,6 +394,7 @@ export class ShortCircuitReader {
 
   /** Closes every cached page file. */
   async close(): Promise<void> {
+    clearInterval(this.#sweeper);
     const all = [...this.#open.values()];
     this.#open.clear();
     this.#recent.clear();

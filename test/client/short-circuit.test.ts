@@ -150,3 +150,28 @@ t.test('with the open-file limit taken by held ranges, one more page is still re
   for (const r of held) sc.release(r);
   t.equal(sc.rangesHeld, 0, 'none once let go');
 });
+
+t.test('kept page files that the worker removed are closed, so their space is freed; held ones once let go', async (t) => {
+  const { dir, data, worker } = setup(t, 3);
+  const sc = new ShortCircuitReader({ hostId: 'this-host', sweepMs: 50 });
+  t.teardown(() => sc.close());
+  const open: (() => boolean)[] = [];
+  for (let i = 0; i < 2; i++) {
+    const r = (await sc.ranges(worker, BLOCK, i * PAGE, 100))!;
+    open.push(watchFd(r[0]!.fd));
+    sc.release(r);
+  }
+  const held = (await sc.ranges(worker, BLOCK, 2 * PAGE, 100))!;
+  const heldOpen = watchFd(held[0]!.fd);
+  // The worker evicts pages 0 and 2.
+  rmSync(path.join(dir, pageRelPath(BLOCK, 0)));
+  rmSync(path.join(dir, pageRelPath(BLOCK, 2)));
+  t.ok(await closedSoon(open[0]!), 'a removed page file is closed');
+  await new Promise((r) => setTimeout(r, 200));
+  t.ok(open[1]!(), 'one still in its place stays open');
+  t.ok(heldOpen(), 'a removed one that a range holds stays open (a reply may be reading it)');
+  t.ok(bytesOf(held).equals(data.subarray(2 * PAGE, 2 * PAGE + 100)), 'and reads its bytes');
+  sc.release(held);
+  t.ok(await closedSoon(heldOpen), 'closed once let go');
+  t.equal(await sc.ranges(worker, BLOCK, 0, 100), undefined, 'a removed page is not served from a kept descriptor');
+});
