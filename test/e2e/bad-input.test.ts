@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { connect } from 'node:net';
+import { AddressInfo, connect, createServer } from 'node:net';
 import { request } from 'undici';
 import { CLI, startLocal, tempRoot, isMounted, forceUnmount, LocalCluster } from '../helpers/cluster';
 import { isErrorCode } from '../../src/common/errors';
@@ -117,6 +117,31 @@ t.test('strata local refuses bad configuration with exit code 2', async (t) => {
   await t.rejects(fsp.stat(r('no-such-dir')), { code: 'ENOENT' }, 'an explicit mount dir is never created');
   t.equal(await fsp.readFile(r('a-file'), 'utf8'), 'not a directory', 'the regular file is untouched');
   t.same(await fsp.readdir(r('full')), ['occupant'], 'the non-empty dir is untouched');
+});
+
+t.test('a part of strata local that cannot start: it exits at once, with nothing left running or mounted', async (t) => {
+  // The worker and the mount start while the master does, and wait for its address.
+  const root = tempRoot('strata-badstart-');
+  t.teardown(() => fsp.rm(root, { recursive: true, force: true }));
+  const busy = createServer();
+  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => busy.close(() => resolve())));
+  const port = String((busy.address() as AddressInfo).port);
+  await fsp.mkdir(path.join(root, 'ufs'));
+  for (const [part, flag] of [['master', '--master-port'], ['worker', '--worker-port']] as const) {
+    await t.test(`the ${part}'s port is taken`, async (t) => {
+      const mnt = path.join(root, `mnt-${part}`);
+      await fsp.mkdir(mnt);
+      const res = await runLocalExpectingFailure(['--home', path.join(root, `home-${part}`), '--mount', mnt, '--ufs', `file://${path.join(root, 'ufs')}`, flag, port], mnt);
+      t.equal(res.signal, null, 'exited by itself, not killed by the 30 s guard');
+      t.equal(res.code, 1, 'exit code 1', { stderr: res.stderr });
+      t.match(res.stderr, /EADDRINUSE/, 'says why');
+      t.match(res.stderr, new RegExp(`the ${part} exited during start`), 'and which part');
+      t.notMatch(res.stdout, /mounted at/, 'never claimed to have mounted');
+      t.notOk(isMounted(mnt), 'no mount left behind');
+      t.same(processesMentioning(root), [], 'no strata process left running');
+    });
+  }
 });
 
 interface Reply {
