@@ -22,7 +22,7 @@ import { clientToken } from '../common/auth';
 import { silentLogger } from '../common/log';
 import { normalizePath, joinPath } from '../common/paths';
 import { BlockInfo, DirEntry, FileAttributes, FileBlocksResponse, FileType, LoadBlockResponse, TtlAction, WorkerInfo, timespecToMs } from '../common/protocol';
-import { StrataFileSystem } from '../client/file-system';
+import type { StrataFileSystem } from '../client/file-system';
 import type { FileReader } from '../client/file-reader';
 import { at, errorLine, onPath, pathError, usageError } from './cli-errors';
 import { expandGlob, hasGlob, literalPrefix, namesDirectory, unescapeGlob } from './glob';
@@ -34,8 +34,9 @@ interface FsOpts {
   json?: boolean;
 }
 
-function openFs(o: FsOpts): StrataFileSystem {
+async function openFs(o: FsOpts): Promise<StrataFileSystem> {
   const cfg = resolveConfig({ master: o.master, tokenFile: o.tokenFile });
+  const { StrataFileSystem } = await import('../client/file-system');
   return new StrataFileSystem({
     masterUrl: cfg.master,
     token: clientToken(cfg),
@@ -50,7 +51,7 @@ function openFs(o: FsOpts): StrataFileSystem {
 
 /** Runs a command with a client and closes it; failures reach main(), which prints them and picks the exit code. */
 async function withFs(o: FsOpts, fn: (fs: StrataFileSystem) => Promise<void>): Promise<void> {
-  const fs = openFs(o);
+  const fs = await openFs(o);
   try {
     await fn(fs);
   } finally {

@@ -12,17 +12,16 @@ import { StrataError, toStrataError } from '../common/errors';
 import { EXIT_FAILED, EXIT_USAGE, errorLine, exitCodeOf, onPath } from './cli-errors';
 import { CONFIG_KEYS, StrataConfig, configTableMarkdown, maskSecret, parseBytes, resolveConfig, resolveConfigSources } from '../common/config';
 import { createLogger } from '../common/log';
-import { TierSpec, parseTierSpec } from '../worker/page-store';
-import { StrataFileSystem } from '../client/file-system';
-import { createUfs } from '../ufs';
+import type { TierSpec } from '../worker/page-store';
 import { registerFsCommands } from './fs-commands';
 import type { ReadType, WriteType } from '../common/protocol';
 import type { HttpAuthOptions, HttpLimits } from '../common/http';
 import { authRequired, clientToken, isLoopback, serverToken } from '../common/auth';
 
-// The daemons, the FUSE binding, the metrics registry and the HTTP server are loaded
-// by the command that needs them (await import), so `strata fs …` starts in a fraction
-// of the time: every shell loop and script that calls the CLI pays that start.
+// The daemons, the client, the under-store drivers, the FUSE binding, the metrics
+// registry and the HTTP server are loaded by the command that needs them (await import),
+// so `strata fs …` starts in a fraction of the time (every shell loop and script that
+// calls the CLI pays that start), and each daemon loads only its own parts.
 
 
 const CLI_ENTRY = nodePath.resolve(__dirname, '..', '..', '..', 'bin', 'strata');
@@ -83,7 +82,8 @@ function checkHome(home: string): void {
  * could hide a file system that is not mounted (the files would go to the disk
  * beneath it).
  */
-function prepareUfs(uri: string, home: string): void {
+async function prepareUfs(uri: string, home: string): Promise<void> {
+  const { createUfs } = await import('../ufs');
   createUfs(uri); // throws CONFIG for unknown schemes and malformed URIs
   const url = new URL(uri);
   if (url.protocol !== 'file:') return;
@@ -195,7 +195,7 @@ function daemonLimits(cfg: StrataConfig): HttpLimits {
 
 async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>): Promise<void> {
   checkHome(cfg.home);
-  prepareUfs(cfg.ufs, cfg.home);
+  await prepareUfs(cfg.ufs, cfg.home);
   const log = createLogger('master', cfg.logLevel);
   const { startMaster } = await import('../master/server');
   const m = await startMaster({
@@ -234,7 +234,7 @@ async function runWorker(given: StrataConfig): Promise<void> {
     home: cfg.home,
     host: cfg.bind,
     port: cfg.workerPort,
-    tiers: workerTiers(cfg),
+    tiers: await workerTiers(cfg),
     pageSize: cfg.pageSize,
     evictionPolicy: cfg.evictionPolicy,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,
@@ -253,7 +253,8 @@ async function runWorker(given: StrataConfig): Promise<void> {
 }
 
 /** The worker's tiers from `workerTiers` (flags or env), or the one default SSD tier. */
-function workerTiers(cfg: StrataConfig): TierSpec[] {
+async function workerTiers(cfg: StrataConfig): Promise<TierSpec[]> {
+  const { parseTierSpec } = await import('../worker/page-store');
   if (cfg.workerTiers === 'default') return [{ name: 'SSD', dir: nodePath.join(cfg.home, 'worker', 'blocks'), capacityBytes: cfg.workerCapacity }];
   return cfg.workerTiers
     .split(',')
@@ -271,8 +272,15 @@ async function runMount(given: StrataConfig, mountPoint: string, create: boolean
   const { createDaemonMetrics } = await import('../common/metrics');
   const { createHttpServer } = await import('../common/http');
   const { Gauge } = await import('prom-client');
-  const cfg = await masterFromParent(given);
+  const { StrataFileSystem } = await import('../client/file-system');
   await prepareMountPoint(mountPoint, log, { create });
+  // The FUSE client's metrics: a small HTTP server on loopback serving /metrics only.
+  // Made before the master is known: in `strata local` that is while the master starts.
+  const metrics = createDaemonMetrics('fuse');
+  const metricsServer = createHttpServer({ logger: log, metrics, auth: daemonAuth(given, log), limits: daemonLimits(given) });
+  await metricsServer.listen({ host: given.bind, port: metricsPort ?? 0 });
+  const metricsUrl = `http://${given.bind}:${(metricsServer.server.address() as import('node:net').AddressInfo).port}/metrics`;
+  const cfg = await masterFromParent(given);
   const fs = new StrataFileSystem({
     masterUrl: cfg.master,
     stagingDir: nodePath.join(cfg.home, 'client', `staging-${process.pid}`),
@@ -293,11 +301,6 @@ async function runMount(given: StrataConfig, mountPoint: string, create: boolean
     throw new StrataError('UNAVAILABLE', `cannot reach the master at ${cfg.master}: ${(err as Error).message}`);
   });
   const allowOther = cfg.allowOther === 'true' || (cfg.allowOther === 'auto' && process.getuid?.() === 0);
-  // The FUSE client's metrics: a small HTTP server on loopback serving /metrics only.
-  const metrics = createDaemonMetrics('fuse');
-  const metricsServer = createHttpServer({ logger: log, metrics, auth: daemonAuth(cfg, log), limits: daemonLimits(cfg) });
-  await metricsServer.listen({ host: cfg.bind, port: metricsPort ?? 0 });
-  const metricsUrl = `http://${cfg.bind}:${(metricsServer.server.address() as import('node:net').AddressInfo).port}/metrics`;
   // Where this client's bytes came from: page files on this host, or workers over HTTP.
   new Gauge({
     name: 'strata_client_read_bytes_total',
@@ -426,7 +429,7 @@ async function stopChild(c: Child, timeoutMs = 30_000): Promise<void> {
 
 async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: string[], configFile?: string): Promise<void> {
   checkHome(cfg.home);
-  prepareUfs(cfg.ufs, cfg.home);
+  await prepareUfs(cfg.ufs, cfg.home);
   const log = createLogger('local', cfg.logLevel);
   const { prepareMountPoint } = await import('../fuse/fuse-mount');
   await prepareMountPoint(cfg.mount, log, { create: createMount });

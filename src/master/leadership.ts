@@ -52,7 +52,11 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import * as os from 'node:os';
-import { Client } from 'pg';
+import type * as PgModule from 'pg';
+import type { Client } from 'pg';
+
+/** The pg driver, loaded on first use: a master on SQLite never needs it, and it was a tenth of that master's start. */
+export const pgDriver = (): typeof PgModule => require('pg') as typeof PgModule;
 import type { Logger } from '../common/log';
 import { StrataError } from '../common/errors';
 
@@ -326,7 +330,7 @@ export class LeaderElection extends EventEmitter<LeaderElectionEvents> {
     if (this.#client) return this.#client;
     this.#connecting ??= (async () => {
       // Every statement must answer well within a renew period: a hung connection is dropped, not waited on.
-      const client = new Client({
+      const client = new (pgDriver().Client)({
         connectionString: this.#url,
         connectionTimeoutMillis: this.#renewEveryMs,
         query_timeout: this.#renewEveryMs,

@@ -30,10 +30,10 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
+import type * as pg from 'pg';
 import { StrataError } from '../common/errors';
 import type { Logger } from '../common/log';
-import { LEADER_LEASE_TABLE } from './leadership';
+import { LEADER_LEASE_TABLE, pgDriver } from './leadership';
 import {
   BLOCKS_PER_CONTAINER,
   BlockInfo,
@@ -529,7 +529,7 @@ function parseInt8(text: string): number {
 const INT8_OID = 20;
 const types = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-    oid === INT8_OID && format !== 'binary' ? parseInt8 : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+    oid === INT8_OID && format !== 'binary' ? parseInt8 : pgDriver().types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
 /** SQLSTATEs after which the whole transaction is run again. */
@@ -553,7 +553,7 @@ const UNAVAILABLE_CLASSES = ['08', '57', '53'];
 
 /** The SQLSTATE of an error the server sent; undefined for anything else (a socket error, a bug). */
 function sqlState(err: unknown): string | undefined {
-  return err instanceof pg.DatabaseError ? err.code : undefined;
+  return err instanceof pgDriver().DatabaseError ? err.code : undefined;
 }
 
 /**
@@ -791,7 +791,7 @@ export class PgMetastore implements Metastore {
    */
   static async open(url: string, opts: PgMetastoreOptions): Promise<PgMetastore> {
     const statementTimeoutMs = opts.statementTimeoutMs ?? 60_000;
-    const pool = new pg.Pool({
+    const pool = new (pgDriver().Pool)({
       connectionString: url,
       max: opts.poolSize ?? 10,
       types,

@@ -4,7 +4,7 @@ import { StrataError } from '../common/errors';
 import { LocalUnderFileSystem } from './local';
 import { MemoryUnderFileSystem } from './memory';
 import type { S3UnderFileSystem } from './s3';
-import { HdfsUnderFileSystem } from './hdfs';
+import type { HdfsUnderFileSystem } from './hdfs';
 import type { UnderFileSystem } from './ufs';
 
 export type { UnderFileSystem, UfsStatus, UfsWriter } from './ufs';
@@ -15,9 +15,10 @@ export type UfsOptions = Record<string, string>;
 const DRIVERS: Record<string, (uri: string, options: UfsOptions) => UnderFileSystem> = {
   'file:': (uri) => new LocalUnderFileSystem(uri),
   'mem:': (uri) => new MemoryUnderFileSystem(uri),
-  // The AWS SDK takes longer to load than the rest of Strata together; load it on first use.
+  // Loaded on first use: the AWS SDK takes longer to load than the rest of Strata together,
+  // and undici (HDFS) is most of what a master on a local store would load besides.
   's3:': (uri, options) => new (require('./s3') as { S3UnderFileSystem: typeof S3UnderFileSystem }).S3UnderFileSystem(uri, options),
-  'hdfs:': (uri, options) => new HdfsUnderFileSystem(uri, options),
+  'hdfs:': (uri, options) => new (require('./hdfs') as { HdfsUnderFileSystem: typeof HdfsUnderFileSystem }).HdfsUnderFileSystem(uri, options),
 };
 
 /** The schemes Strata can mount, for error messages and docs. */
