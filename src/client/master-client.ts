@@ -1,6 +1,7 @@
 /** Typed calls of the master's namespace API, for the FUSE client and the CLI. */
 
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { JsonClient, JsonClientOptions, ResponseMeta } from '../common/json-client';
 import { StrataError } from '../common/errors';
 import { ChangeStamp, MetadataCache, parseChangeStamp } from './metadata-cache';
@@ -97,7 +98,7 @@ export class MasterClient {
         this.#setLease(0);
         cache.lost();
         if (signal.aborted) return;
-        await new Promise((r) => setTimeout(r, 500).unref());
+        await sleep(500, undefined, { signal, ref: false }).catch(() => undefined);
       }
     }
   }

@@ -11,6 +11,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { StrataError, storeWriteError, toStrataError } from '../common/errors';
 import { HttpAuthOptions, HttpLimits, createHttpServer, intParam, stallGuarded } from '../common/http';
 import { dataRuns } from '../common/extents';
@@ -956,6 +957,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
 
   // Pages are verified on first read; the scrub also catches those nobody reads.
   const scrubRate = opts.scrubBytesPerSec ?? 64 * 1024 * 1024;
+  // Ends the scrub's hour-long pause at close (polling a flag there cost each stop up to a second).
+  const stopScrub = new AbortController();
   const scrubLoop = async () => {
     while (!closing && scrubRate > 0) {
       const bad = await store.scrub(scrubRate, () => closing).catch((err) => {
@@ -963,7 +966,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         return 0;
       });
       if (bad) log.warn({ pages: bad }, 'scrub dropped corrupt pages');
-      for (let i = 0; i < 3600 && !closing; i++) await new Promise((r) => setTimeout(r, 1000).unref());
+      await sleep(3_600_000, undefined, { signal: stopScrub.signal, ref: false }).catch(() => undefined);
     }
   };
   const scrubbing = scrubLoop();
@@ -976,6 +979,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     },
     async close() {
       closing = true;
+      stopScrub.abort();
       clearInterval(timer);
       for (const w of reportWaiters.splice(0)) w();
       await scrubbing;
