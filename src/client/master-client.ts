@@ -47,6 +47,19 @@ export interface MasterClientOptions extends JsonClientOptions {
   feedLeaseMs?: number;
 }
 
+/**
+ * How long the next change-feed poll may be held (ms), so that its answer renews the
+ * lease before the running one (`leaseLeftMs` more) ends, given the round trip beyond
+ * the hold (`overheadMs`). At most a third of the lease, as on a local link: an answer
+ * lost then leaves time for another poll. A link slower than about a sixth of the lease
+ * each way needs the shorter waits: with a third every time, a proxy holding each poll
+ * 250 ms lapsed a 1 s lease for up to 226 ms of each 600 ms round, and opens went to
+ * the master then.
+ */
+export function feedPollWait(grantedMs: number, leaseLeftMs: number, overheadMs: number): number {
+  return Math.max(20, Math.min(Math.floor(grantedMs / 3), Math.floor(leaseLeftMs - 1.5 * overheadMs - 10)));
+}
+
 export class MasterClient {
   readonly #http: JsonClient;
   /** The feed's own connections: held requests (changes waiting for other mounts' leases) must never queue a poll. */
@@ -83,13 +96,17 @@ export class MasterClient {
   async #followChanges(): Promise<void> {
     const cache = this.cache!;
     const signal = this.#stopFeed.signal;
+    // A poll's round trip beyond the master's hold (ms): the largest of late, fading by a fifth per poll.
+    let overheadMs = 0;
     while (!signal.aborted) {
       try {
         const lease = this.#leaseMs;
         const sent = performance.now();
-        // With a lease: poll at least three times per lease, so it never runs out while the master is there.
-        const q: Record<string, string | number> = lease > 0 ? { wait: Math.max(50, Math.floor((this.#granted || lease) / 3)), subscriber: this.#subscriber, lease } : { wait: 20_000 };
+        // With a lease granted: each answer must come before the lease the last one renewed ends.
+        const wait = this.#granted > 0 ? feedPollWait(this.#granted, this.#leaseUntil - sent, overheadMs) : Math.max(50, Math.floor(lease / 3));
+        const q: Record<string, string | number> = lease > 0 ? { wait, subscriber: this.#subscriber, lease } : { wait: 20_000 };
         const r = await this.#feedHttp.get<ChangesResponse>(`${MASTER_API}/changes`, { epoch: cache.epoch || '-', since: cache.applied, ...q }, AbortSignal.any([signal, AbortSignal.timeout(30_000)]));
+        if (r.heldMs !== undefined) overheadMs = Math.max(performance.now() - sent - r.heldMs, overheadMs * 0.8);
         cache.apply(r);
         // As long as the master granted (never longer than asked); a master that grants none gives none.
         this.#granted = lease > 0 && r.leaseMs ? Math.min(lease, r.leaseMs) : 0;

@@ -365,6 +365,12 @@ export interface ChangesResponse {
   /** The feed lease granted to a subscriber's poll (ms, from when it sent the poll); see master/feed-leases.ts. */
   leaseMs?: number;
   /**
+   * How long the master held this poll before answering (ms). The rest of the round
+   * trip is the network's (and any proxy's), which a mount leaves room for when it
+   * picks how long its next poll may be held. Absent from older masters.
+   */
+  heldMs?: number;
+  /**
    * This master reports a directory whose names may change without a name changing
    * by its empty name (Metastore.markSynced at 0). Clients know directories whole only
    * from masters that say so (an older one would leave them unaware).

@@ -324,7 +324,9 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const gone = () => ac.abort();
     reply.raw.once('close', gone);
     try {
-      return { ...(await feed.changes(epoch, since, waitMs, ac.signal)), ttlMs: ns.cacheTtlMs(), listingMarks: true, ...(granted > 0 ? { leaseMs: granted } : {}) };
+      const start = performance.now();
+      const changes = await feed.changes(epoch, since, waitMs, ac.signal);
+      return { ...changes, ttlMs: ns.cacheTtlMs(), listingMarks: true, ...(granted > 0 ? { leaseMs: granted } : {}), heldMs: Math.round(performance.now() - start) };
     } finally {
       reply.raw.off('close', gone);
     }

@@ -277,17 +277,18 @@ export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<M
         w.proc = p.proc;
       },
     };
-    await w.restart();
     workers.push(w);
   }
+  // Side by side: each start is mostly Node loading code. Every worker is up before the mounts.
+  await Promise.all(workers.map((w) => w.restart()));
 
   for (let i = 0; i < opts.mounts; i++) {
     const dir = path.join(root, `mnt${i}`);
     await fsp.mkdir(dir);
     mounts.push(dir);
     addMountPoint(dir);
-    await start('mount', ['mount', '--home', path.join(root, `client${i}`), '--master', masterUrl, ...(opts.mountArgs?.(i) ?? []), dir], opts.mountEnv?.(i));
   }
+  await Promise.all(mounts.map((dir, i) => start('mount', ['mount', '--home', path.join(root, `client${i}`), '--master', masterUrl, ...(opts.mountArgs?.(i) ?? []), dir], opts.mountEnv?.(i))));
 
   const metricOf = async (w: ClusterWorker, name: string): Promise<number> => {
     if (w.proc.exitCode !== null || w.proc.signalCode !== null) return 0;
