@@ -3,7 +3,9 @@
  * and still give close-to-open consistency.
  *
  * A mount that follows the feed names itself (a subscriber id) and a lease: it
- * polls at least every lease/3, and it answers opens from its cache only until
+ * polls at least every lease/3 (sooner on a slow link, so each answer comes before
+ * the lease it renews ran out: the answer says how long it was held here, the
+ * mount measures the rest), and it answers opens from its cache only until
  * `lease` ms after it *sent* its last poll that was answered. Every poll says
  * which changes the mount has applied (`since`). A request that changed the
  * namespace is answered only once every subscriber that may still hold a lease
