@@ -99,30 +99,57 @@ async function prepareUfs(uri: string, home: string): Promise<void> {
 }
 
 /**
+ * In a child of `strata local`: what the parent said, heard from the child's first
+ * moment (a message with no listener yet would wait, and a `disconnect` that came
+ * before its listener would never be seen), for the start to act on when it can.
+ */
+const parentSaid: { stop: boolean; master?: string; onStop?: () => void; onMaster?: (url: string) => void } = { stop: false };
+
+function listenToParent(): void {
+  if (!process.env[CHILD_ENV] || !process.send) return;
+  // The terminal's Ctrl-C reaches the whole process group; the parent orders the shutdown,
+  // also of a child still starting (killed halfway through mounting, a mount would stay).
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', () => undefined);
+  const stop = () => {
+    parentSaid.stop = true;
+    parentSaid.onStop?.();
+  };
+  process.on('message', (m: unknown) => {
+    if (m === 'shutdown') stop();
+    else if (m && typeof m === 'object' && typeof (m as { master?: unknown }).master === 'string') {
+      parentSaid.master = (m as { master: string }).master;
+      parentSaid.onMaster?.(parentSaid.master);
+    }
+  });
+  // The parent is gone (killed, or stopped before its own handler ran): nothing to serve.
+  process.on('disconnect', stop);
+}
+
+/**
  * `cfg` with the master's address from the parent, in a child of `strata local` started
- * before the master (see MASTER_FROM_PARENT_ENV); `cfg` itself everywhere else.
+ * before the master (see MASTER_FROM_PARENT_ENV); `cfg` itself everywhere else. A child
+ * told to stop meanwhile exits: it started nothing yet.
  */
 async function masterFromParent(cfg: StrataConfig): Promise<StrataConfig> {
   if (!process.env[MASTER_FROM_PARENT_ENV] || !process.send) return cfg;
-  const master = await new Promise<string>((resolve) => {
-    const onMessage = (m: unknown) => {
-      // The parent stops before the master started (it failed, or a signal came).
-      if (m === 'shutdown') process.exit(0);
-      if (m && typeof m === 'object' && typeof (m as { master?: unknown }).master === 'string') {
-        process.off('message', onMessage);
-        process.off('disconnect', onGone);
-        resolve((m as { master: string }).master);
-      }
-    };
-    // The parent gave up (the master did not start): nothing to serve.
-    const onGone = () => process.exit(1);
-    process.on('message', onMessage);
-    process.once('disconnect', onGone);
-  });
+  const master =
+    parentSaid.master ??
+    (await new Promise<string>((resolve) => {
+      parentSaid.onMaster = resolve;
+      parentSaid.onStop = () => process.exit(0);
+      if (parentSaid.stop || !process.connected) process.exit(0);
+    }));
+  parentSaid.onMaster = undefined;
+  parentSaid.onStop = undefined;
+  if (parentSaid.stop) process.exit(0);
   return { ...cfg, master };
 }
 
-/** In a child of `strata local`: report readiness, and stop when the parent says so or dies. */
+/**
+ * In a child of `strata local`: report readiness, and stop when the parent says so or
+ * is gone, also when it said so while this child was starting.
+ */
 function asChild(ready: Record<string, unknown>, stop: () => Promise<void>): void {
   if (!process.send) return;
   let stopping = false;
@@ -135,20 +162,16 @@ function asChild(ready: Record<string, unknown>, stop: () => Promise<void>): voi
       process.exit(0);
     }
   };
-  process.on('message', (m) => {
-    if (m === 'shutdown') void shutdown();
+  parentSaid.onStop = () => void shutdown();
+  if (parentSaid.stop || !process.connected) return void shutdown();
+  process.send({ ready: true, ...ready }, (err: Error | null) => {
+    if (err) void shutdown();
   });
-  process.on('disconnect', () => void shutdown());
-  process.send({ ready: true, ...ready });
 }
 
 function onSignals(stop: () => Promise<void>): void {
-  if (process.env[CHILD_ENV]) {
-    // The terminal's Ctrl-C reaches the whole process group; the parent orders the shutdown.
-    process.on('SIGINT', () => undefined);
-    process.on('SIGTERM', () => undefined);
-    return;
-  }
+  // A child of `strata local` stops when its parent says so (listenToParent).
+  if (process.env[CHILD_ENV]) return;
   let stopping = false;
   const handler = (sig: string) => {
     if (stopping) return;
@@ -409,7 +432,8 @@ function startChild(name: string, args: string[], env: NodeJS.ProcessEnv, master
 }
 
 function giveMaster(c: Child, masterUrl: string): void {
-  if (c.proc.connected) c.proc.send({ master: masterUrl });
+  // A child that died meanwhile: its `ready` says so. (The callback keeps a failed send from being an 'error' event.)
+  if (c.proc.connected) c.proc.send({ master: masterUrl }, () => undefined);
 }
 
 async function stopChild(c: Child, timeoutMs = 30_000): Promise<void> {
@@ -422,7 +446,7 @@ async function stopChild(c: Child, timeoutMs = 30_000): Promise<void> {
       clearTimeout(t);
       resolve();
     });
-    if (c.proc.connected) c.proc.send('shutdown');
+    if (c.proc.connected) c.proc.send('shutdown', (err: Error | null) => err && c.proc.kill('SIGTERM'));
     else c.proc.kill('SIGTERM');
   });
 }
@@ -453,6 +477,8 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
       void stopAll().then(() => process.exit(1));
     });
   };
+  // Before the first fork: a signal during the start stops what started so far.
+  onSignals(stopAll);
   try {
     const master = startChild(
       'master',
@@ -475,18 +501,22 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
     // In stopping order reversed: the mount stops first, the master last.
     children.push(master.child, worker.child, mount.child);
     const masterUrl = String((await master.ready).url);
+    if (stopping) return;
     onChildExit(master.child);
     giveMaster(worker.child, masterUrl);
     await worker.ready;
+    if (stopping) return;
     onChildExit(worker.child);
     // After the worker is ready, so that the first write through the mount finds it.
     giveMaster(mount.child, masterUrl);
     await mount.ready;
+    if (stopping) return;
     onChildExit(mount.child);
-    onSignals(stopAll);
     process.stdout.write(`strata: mounted at ${cfg.mount} (master ${masterUrl}, worker ${String(worker.child.info.url)}, under-store ${cfg.ufs}, client metrics ${String(mount.child.info.metrics)})\n`);
     process.stdout.write(`strata: press Ctrl-C to unmount and stop\n`);
   } catch (err) {
+    // Stopping already (a signal, or a part that stopped): that stop ends the process.
+    if (stopping) return;
     await stopAll();
     throw err;
   }
@@ -566,6 +596,7 @@ function oneLineUsageErrors(c: Command): void {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  listenToParent();
   // A reader that went away (`strata --help | head -3`) ends the output, not the process with a stack trace.
   // Any other failure of stdout (`> /dev/full`: ENOSPC) ends the command with one line and exit 1.
   for (const [name, out] of [

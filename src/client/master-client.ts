@@ -106,7 +106,7 @@ export class MasterClient {
         const wait = this.#granted > 0 ? feedPollWait(this.#granted, this.#leaseUntil - sent, overheadMs) : Math.max(50, Math.floor(lease / 3));
         const q: Record<string, string | number> = lease > 0 ? { wait, subscriber: this.#subscriber, lease } : { wait: 20_000 };
         const r = await this.#feedHttp.get<ChangesResponse>(`${MASTER_API}/changes`, { epoch: cache.epoch || '-', since: cache.applied, ...q }, AbortSignal.any([signal, AbortSignal.timeout(30_000)]));
-        if (r.heldMs !== undefined) overheadMs = Math.max(performance.now() - sent - r.heldMs, overheadMs * 0.8);
+        if (typeof r.heldMs === 'number' && Number.isFinite(r.heldMs)) overheadMs = Math.max(0, performance.now() - sent - r.heldMs, overheadMs * 0.8);
         cache.apply(r);
         // As long as the master granted (never longer than asked); a master that grants none gives none.
         this.#granted = lease > 0 && r.leaseMs ? Math.min(lease, r.leaseMs) : 0;

@@ -144,6 +144,42 @@ t.test('a part of strata local that cannot start: it exits at once, with nothing
   }
 });
 
+t.test('strata local stopped or killed while it starts: nothing is left running or mounted', async (t) => {
+  // The worker and the mount start beside the master and wait for its address; a stop at any moment of that
+  // must reach them, also when the parent is killed outright (they then see their parent gone).
+  const root = tempRoot('strata-stopstart-');
+  t.teardown(() => {
+    for (const pid of processesMentioning(root)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    return fsp.rm(root, { recursive: true, force: true });
+  });
+  await fsp.mkdir(path.join(root, 'ufs'));
+  const cases = [0.3, 0.7, 1.1, 1.6].flatMap((s) => (['SIGTERM', 'SIGKILL'] as const).map((signal) => ({ s, signal })));
+  for (const [i, { s, signal }] of cases.entries()) {
+    await t.test(`${signal} after ${s} s`, async (t) => {
+      const dir = path.join(root, `run${i}`);
+      const mnt = path.join(dir, 'mnt');
+      await fsp.mkdir(mnt, { recursive: true });
+      const p = spawn(process.execPath, [CLI, 'local', '--home', path.join(dir, 'home'), '--mount', mnt, '--ufs', `file://${path.join(root, 'ufs')}`, '--master-port', '0', '--worker-port', '0'], { stdio: 'ignore', env: cleanEnv() });
+      const exited = new Promise<void>((r) => p.once('exit', () => r()));
+      await new Promise((r) => setTimeout(r, s * 1000));
+      p.kill(signal);
+      await exited;
+      // Each part may still be loading its code when the parent goes; give them time to notice.
+      const deadline = Date.now() + 20_000;
+      while (processesMentioning(dir).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      t.same(processesMentioning(dir), [], 'no part of it left running');
+      t.notOk(isMounted(mnt), 'nothing left mounted');
+      forceUnmount(mnt);
+    });
+  }
+});
+
 interface Reply {
   status: number;
   body: unknown;
