@@ -482,6 +482,9 @@ class S3Writer implements UfsWriter {
 
   /** The write() before this one: a chunk is placed only after the previous one is. */
   #writing: Promise<unknown> = Promise.resolve();
+  /** onLeftover was awaited for the multipart upload. */
+  #announced = false;
+  onLeftover?: () => Promise<void>;
 
   write(chunk: Buffer): Promise<void> {
     const run = this.#writing.then(() => this.#write(chunk));
@@ -663,6 +666,11 @@ class S3Writer implements UfsWriter {
     const uploadId = await this.#uploadId.catch((err) => {
       throw (this.#failure ??= s3Error(err, `write ${c.path}`));
     });
+    if (!this.#announced) {
+      // Recorded before its first part is sent (parts run in parallel with later writes).
+      this.#announced = true;
+      await this.onLeftover?.();
+    }
     while (this.#inFlight.size >= c.settings.uploadConcurrency) await Promise.race(this.#inFlight);
     if (this.#failure) throw this.#failure;
     if (this.#state === 'done') throw new StrataError('INVALID_ARGUMENT', `write ${c.path}: the writer was aborted`);

@@ -80,6 +80,13 @@ export interface UfsWriter {
    * handle for the driver's `discardLeftover`; undefined while there is none.
    */
   leftover?(): string | undefined;
+  /**
+   * Optional, set by the caller: a writer whose `leftover()` starts naming something
+   * in the middle of a write (an S3 multipart upload, once created) awaits it before
+   * any data goes there, so the caller records the handle before a crash could
+   * leave what it names unrecorded.
+   */
+  onLeftover?: () => Promise<void>;
 }
 
 export interface UnderFileSystem {

@@ -88,7 +88,8 @@ export class LeftoverJournal {
       });
       return chain;
     };
-    // A store may hold remains from the start (a local temp file).
+    // A store may hold remains from the start (a local temp file), or from the middle of a write on.
+    w.onLeftover = note;
     await note();
     return {
       write: async (chunk) => {

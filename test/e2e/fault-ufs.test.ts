@@ -150,6 +150,8 @@ t.test('under-store faults', async (t) => {
     // After a restart the file is persisted again, and that upload has a record of its own: look for this one.
     const records = await fsp.readdir(journal);
     t.equal(records.length, 1, "the worker's journal has it");
+    // Recorded before the upload's first part was sent: a crash at any moment after leaves it known.
+    t.match(records[0], /^[0-9a-f]+\.json$/, 'as a whole record');
     // The first restart finds the store refusing the abort: the record stays for the next one.
     proxy.mode = '500';
     proxy.match = (req) => req.method === 'DELETE' && /[?&]uploadId=/.test(req.url ?? '');

@@ -556,6 +556,32 @@ export function ufsConformance(t: tap.Test, name: string, make: () => Promise<Uf
       t.equal((await readFile(ufs, '/d/done.bin')).toString(), 'x', 'a refused handle removed nothing');
     });
 
+    t.test('a writer whose leftover appears in the middle of a write lets its caller record it first', async (t) => {
+      const f = await freshFixture(t);
+      const ufs = f.ufs;
+      if (!ufs.discardLeftover) return t.pass('this driver leaves nothing behind when its process dies');
+      await ufs.mkdir('/d');
+      const w = await ufs.create('/d/announced.bin');
+      const atCreate = w.leftover?.();
+      const told: (string | undefined)[] = [];
+      let recorded = false;
+      w.onLeftover = async () => {
+        told.push(w.leftover?.());
+        await new Promise((r) => setTimeout(r, 200));
+        recorded = true;
+      };
+      // More than one S3 part: that driver opens its multipart upload here.
+      await w.write(pattern(9 * MiB, 3));
+      if (atCreate === undefined) {
+        t.equal(told.length, 1, 'the caller is told once');
+        t.type(told[0], 'string', 'with the handle of what a crash would now leave behind');
+        t.ok(recorded, 'and the write waited for the caller to record it');
+      } else {
+        t.pass('this driver names its leftover from create() on, before any data');
+      }
+      await w.abort();
+    });
+
     t.test('concurrent reads', async (t) => {
       const ufs = await fresh(t);
       const data = pattern(2 * MiB + 99, 42);
