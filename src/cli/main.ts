@@ -103,10 +103,21 @@ async function prepareUfs(uri: string, home: string): Promise<void> {
  * moment (a message with no listener yet would wait, and a `disconnect` that came
  * before its listener would never be seen), for the start to act on when it can.
  */
-const parentSaid: { stop: boolean; master?: string; onStop?: () => void; onMaster?: (url: string) => void } = { stop: false };
+const parentSaid: { child: boolean; masterLater: boolean; stop: boolean; master?: string; onStop?: () => void; onMaster?: (url: string) => void } = {
+  child: false,
+  masterLater: false,
+  stop: false,
+};
 
 function listenToParent(): void {
-  if (!process.env[CHILD_ENV] || !process.send) return;
+  const child = process.env[CHILD_ENV] !== undefined && process.send !== undefined;
+  const masterLater = process.env[MASTER_FROM_PARENT_ENV] !== undefined;
+  // Read once: a process this one starts is no child of `strata local`.
+  delete process.env[CHILD_ENV];
+  delete process.env[MASTER_FROM_PARENT_ENV];
+  if (!child) return;
+  parentSaid.child = true;
+  parentSaid.masterLater = masterLater;
   // The terminal's Ctrl-C reaches the whole process group; the parent orders the shutdown,
   // also of a child still starting (killed halfway through mounting, a mount would stay).
   process.on('SIGINT', () => undefined);
@@ -122,8 +133,13 @@ function listenToParent(): void {
       parentSaid.onMaster?.(parentSaid.master);
     }
   });
-  // The parent is gone (killed, or stopped before its own handler ran): nothing to serve.
-  process.on('disconnect', stop);
+  // The parent is gone (killed, or stopped before its own handler ran): nothing to serve. A child
+  // still starting has mounted nothing yet (the mount reports ready right after mounting, with no
+  // wait in between), and would otherwise keep trying a master that may be gone too, for a minute.
+  process.on('disconnect', () => {
+    if (!parentSaid.onStop) process.exit(1);
+    stop();
+  });
 }
 
 /**
@@ -132,7 +148,7 @@ function listenToParent(): void {
  * told to stop meanwhile exits: it started nothing yet.
  */
 async function masterFromParent(cfg: StrataConfig): Promise<StrataConfig> {
-  if (!process.env[MASTER_FROM_PARENT_ENV] || !process.send) return cfg;
+  if (!parentSaid.masterLater || !parentSaid.child) return cfg;
   const master =
     parentSaid.master ??
     (await new Promise<string>((resolve) => {
@@ -171,7 +187,7 @@ function asChild(ready: Record<string, unknown>, stop: () => Promise<void>): voi
 
 function onSignals(stop: () => Promise<void>): void {
   // A child of `strata local` stops when its parent says so (listenToParent).
-  if (process.env[CHILD_ENV]) return;
+  if (parentSaid.child) return;
   let stopping = false;
   const handler = (sig: string) => {
     if (stopping) return;

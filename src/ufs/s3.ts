@@ -669,7 +669,8 @@ class S3Writer implements UfsWriter {
     if (!this.#announced) {
       // Recorded before its first part is sent (parts run in parallel with later writes).
       this.#announced = true;
-      await this.onLeftover?.();
+      // Best effort, as the record is: a failed one must not cost the part.
+      await this.onLeftover?.().catch(() => undefined);
     }
     while (this.#inFlight.size >= c.settings.uploadConcurrency) await Promise.race(this.#inFlight);
     if (this.#failure) throw this.#failure;
