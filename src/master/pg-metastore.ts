@@ -540,6 +540,12 @@ const RETRY_ALWAYS = new Set(['40001', '40P01']);
  * Retried a few times only, so a genuine bug still surfaces.
  */
 const UNIQUE_VIOLATION = '23505';
+/**
+ * duplicate_object, duplicate_table: DDL that a concurrent transaction committed first (two
+ * masters creating one new database's tables; CREATE … IF NOT EXISTS is no guard against
+ * that). Retried as a unique violation: the next attempt sees what the other created.
+ */
+const DUPLICATE_DDL = new Set(['42710', '42P07']);
 const MAX_ATTEMPTS = 100;
 const MAX_UNIQUE_RETRIES = 5;
 /**
@@ -852,7 +858,7 @@ export class PgMetastore implements Metastore {
   }
 
   async #migrate(): Promise<void> {
-    // Two masters starting at once: one CREATE fails with a unique violation and is retried; then both see the table.
+    // Two masters starting at once: one CREATE fails (a unique violation, or "already exists") and is retried; then both see the table.
     await this.#tx(async (tx) => {
       await tx.client.query(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`);
     });
@@ -915,7 +921,7 @@ export class PgMetastore implements Metastore {
         }
         const state = sqlState(err);
         reconnect = !committing && !this.#closed && isConnectionFailure(err) && ++reconnects <= MAX_RECONNECTS;
-        const retry = reconnect || (state !== undefined && RETRY_ALWAYS.has(state)) || (state === UNIQUE_VIOLATION && ++uniqueRetries <= MAX_UNIQUE_RETRIES);
+        const retry = reconnect || (state !== undefined && RETRY_ALWAYS.has(state)) || ((state === UNIQUE_VIOLATION || (state !== undefined && DUPLICATE_DDL.has(state))) && ++uniqueRetries <= MAX_UNIQUE_RETRIES);
         if (!retry || attempt >= MAX_ATTEMPTS) {
           if (retry) this.#log?.warn({ attempts: attempt, state }, 'metadata transaction still conflicting; giving up');
           throw toStoreError(err);
