@@ -147,13 +147,15 @@ export class Namespace {
   }
 
   /**
-   * A new name must be one its store can hold (HDFS refuses ':'): checked when it is made,
+   * A new name must be one its store can hold (HDFS refuses ':', S3 keys over 1,024 bytes): checked when it is made,
    * since a file written ASYNC_THROUGH is acknowledged long before its store sees it, and
    * would then never persist. Names already there are left alone (they can still go).
    */
   #storable(parts: string[]): void {
     const name = parts[parts.length - 1];
-    if (name !== undefined) this.#mounts.resolve(parts).mount.ufs.checkName?.(name);
+    if (name === undefined) return;
+    const { mount, ufsPath } = this.#mounts.resolve(parts);
+    mount.ufs.checkName?.(name, ufsPath);
   }
 
   /** Whether a change (#mutate) is changing `name` of `parent` (see the module comment). */

@@ -715,6 +715,9 @@ class S3Writer implements UfsWriter {
  * timeouts and is retried with backoff only on throttling, 5xx and network errors (never on a 4xx
  * such as a 404), so a dead endpoint fails within `maxAttempts × timeouts` instead of hanging.
  */
+/** S3's limit on a key's length, in bytes of UTF-8. */
+const MAX_KEY_BYTES = 1024;
+
 export class S3UnderFileSystem implements UnderFileSystem {
   readonly uri: string;
   readonly #bucket: string;
@@ -756,6 +759,18 @@ export class S3UnderFileSystem implements UnderFileSystem {
     this.#prefix = prefixParts.length ? prefixParts.join('/') + '/' : '';
     this.#settings = parseS3Options(options);
     this.#client = new S3Client(this.#clientConfig());
+  }
+
+  /**
+   * S3 keys are at most 1,024 bytes of UTF-8, and a directory's marker key is its path and a
+   * '/'. A longer key would be refused only when bytes go to the store (EIO at close, or an
+   * ASYNC_THROUGH persist that never succeeds), so the name is refused when it is made.
+   */
+  checkName(_name: string, path: string): void {
+    const bytes = Buffer.byteLength(this.#dirKey(parsePath(path)));
+    if (bytes > MAX_KEY_BYTES) {
+      throw new StrataError('NAME_TOO_LONG', `the path ${path} would make an S3 key of ${bytes} bytes (with a directory's '/'); S3 allows ${MAX_KEY_BYTES}`);
+    }
   }
 
   /**

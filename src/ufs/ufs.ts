@@ -106,9 +106,10 @@ export interface UnderFileSystem {
   rename(src: string, dst: string, opts?: UfsCallOptions): Promise<UfsStatus | void>;
   /**
    * Optional: throws INVALID_ARGUMENT for a name (one path component, already valid for
-   * Strata) this store cannot hold. The master asks before it makes the name.
+   * Strata) this store cannot hold, NAME_TOO_LONG for a store path (`path`, the new name's
+   * path in this store) too long for it. The master asks before it makes the name.
    */
-  checkName?(name: string): void;
+  checkName?(name: string, path: string): void;
   /**
    * Optional, with UfsWriter.leftover: removes what a writer that never finished
    * left behind. A handle that does not name such a thing under this store's root

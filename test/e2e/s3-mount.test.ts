@@ -11,7 +11,7 @@ import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp, createReadStream } from 'node:fs';
 import * as path from 'node:path';
-import { S3Client, PutObjectCommand } from '@aws-sdk/client-s3';
+import { S3Client, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { runCli, startLocal } from '../helpers/cluster';
 import { startS3Server } from '../../scripts/s3-server';
 
@@ -62,6 +62,24 @@ t.test('an S3 store in the namespace', async (t) => {
     await client.send(new PutObjectCommand({ Bucket: 'lake', Key: 'data/outside/hello.txt', Body: 'changed outside!' }));
     await fs('sync', '/s3/outside/hello.txt');
     t.equal(await fsp.readFile(path.join(c.mnt, 's3', 'outside', 'hello.txt'), 'utf8'), 'changed outside!', 'a changed ETag drops the cached bytes');
+  });
+
+  await t.test('a name whose S3 key would pass 1,024 bytes is refused with ENAMETOOLONG; one byte less is stored', async (t) => {
+    const dirs = ['a', 'b', 'c', 'd'].map((ch) => ch.repeat(200));
+    const deep = path.join(c.mnt, 's3', 'deep', ...dirs);
+    await fsp.mkdir(deep, { recursive: true });
+    const keyOf = (name: string) => ['data', 'deep', ...dirs, name].join('/');
+    const fits = 'f'.repeat(1023 - Buffer.byteLength(keyOf('')));
+    t.equal(Buffer.byteLength(keyOf(fits)), 1023);
+    await fsp.writeFile(path.join(deep, fits), 'deep bytes');
+    const got = await client.send(new GetObjectCommand({ Bucket: 'lake', Key: keyOf(fits) }));
+    t.equal(await got.Body?.transformToString(), 'deep bytes', 'a 1,023-byte key: in S3 when close returns');
+    const long = fits + 'g';
+    await t.rejects(fsp.writeFile(path.join(deep, long), 'x'), { code: 'ENAMETOOLONG' }, 'a file whose key would be 1,024 bytes (1,025 as a directory)');
+    await t.rejects(fsp.mkdir(path.join(deep, long)), { code: 'ENAMETOOLONG' }, 'a directory');
+    await t.rejects(fsp.rename(path.join(deep, fits), path.join(deep, long)), { code: 'ENAMETOOLONG' }, 'a rename to it');
+    t.same(await fsp.readdir(deep), [fits], 'nothing made, nothing moved');
+    t.equal(await fsp.readFile(path.join(deep, fits), 'utf8'), 'deep bytes');
   });
 
   await t.test('file and S3 stores side by side, with a copy between them', async (t) => {

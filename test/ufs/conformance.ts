@@ -504,7 +504,7 @@ export function ufsConformance(t: tap.Test, name: string, make: () => Promise<Uf
       // A user's names with the temp files' prefix are names like any other (they were hidden, then dropped by a sync).
       const mine = ['.strata-tmp-notes', '.strata-tmp-probe-x'];
       for (const n of mine) {
-        t.doesNotThrow(() => ufs.checkName?.(n), `${n} may be made`);
+        t.doesNotThrow(() => ufs.checkName?.(n, `/d/${n}`), `${n} may be made`);
         await putFile(ufs, `/d/${n}`, n);
       }
       t.same(await names(ufs, '/d'), mine, 'and is listed');
@@ -512,13 +512,39 @@ export function ufsConformance(t: tap.Test, name: string, make: () => Promise<Uf
       for (const n of ['.strata-tmp-0123456789ab', '.strata-tmp-0123456789abcdef', '.strata-tmp-probe-0123456789abcdef']) {
         let refused = false;
         try {
-          ufs.checkName?.(n);
+          ufs.checkName?.(n, `/d/${n}`);
         } catch (err) {
           refused = (err as StrataError).code === 'INVALID_ARGUMENT';
         }
         if (refused) continue;
         await putFile(ufs, `/d/${n}`, n);
         t.ok((await names(ufs, '/d')).includes(n), `${n}: taken, so listed`);
+      }
+    });
+
+    t.test('long paths: stored whole, or refused up front with NAME_TOO_LONG (S3 keys over 1,024 bytes)', async (t) => {
+      const ufs = await fresh(t);
+      // Each case: directories of 200-byte names, then a file; the shorter path must fit every store.
+      for (const [dirs, mustFit] of [[4, true], [5, false], [7, false]] as const) {
+        const parts = Array.from({ length: dirs }, (_, i) => `${dirs}-${i}`.padEnd(200, 'd'));
+        const file = '/' + [...parts, 'f'.repeat(20)].join('/');
+        const paths = parts.map((_, i) => '/' + parts.slice(0, i + 1).join('/'));
+        let refused: string | undefined;
+        try {
+          for (const p of [...paths, file]) ufs.checkName?.(p.slice(p.lastIndexOf('/') + 1), p);
+        } catch (err) {
+          refused = (err as StrataError).code;
+        }
+        const label = `a path of ${Buffer.byteLength(file)} bytes`;
+        if (refused !== undefined) {
+          t.equal(refused, 'NAME_TOO_LONG', `${label}: refused as too long`);
+          t.notOk(mustFit, `${label}: refused only past the store's limit`);
+          continue;
+        }
+        for (const p of paths) await ufs.mkdir(p);
+        await putFile(ufs, file, 'deep');
+        t.equal((await ufs.stat(file))?.size, 4, `${label}: stored`);
+        t.same(await names(ufs, paths[paths.length - 1]!), ['f'.repeat(20)], `${label}: listed`);
       }
     });
 
