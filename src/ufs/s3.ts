@@ -1201,6 +1201,9 @@ export class S3UnderFileSystem implements UnderFileSystem {
       keys.push(...page.objects.filter((o) => o.key.startsWith(srcDirKey)));
       token = page.next;
     } while (token);
+    // Checked before any copy: S3 would refuse the long ones midway, after some were copied.
+    const longest = keys.reduce((n, o) => Math.max(n, Buffer.byteLength(o.key) - Buffer.byteLength(srcDirKey)), 0) + Buffer.byteLength(dstDirKey);
+    if (longest > MAX_KEY_BYTES) throw new StrataError('NAME_TOO_LONG', `${context}: a key below it would become ${longest} bytes long; S3 allows ${MAX_KEY_BYTES}`);
     const copied: string[] = [];
     try {
       await mapLimit(keys, TREE_CONCURRENCY, async (o) => {

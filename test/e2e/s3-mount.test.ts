@@ -11,7 +11,7 @@ import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp, createReadStream } from 'node:fs';
 import * as path from 'node:path';
-import { S3Client, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { S3Client, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { runCli, startLocal } from '../helpers/cluster';
 import { startS3Server } from '../../scripts/s3-server';
 
@@ -80,6 +80,13 @@ t.test('an S3 store in the namespace', async (t) => {
     await t.rejects(fsp.rename(path.join(deep, fits), path.join(deep, long)), { code: 'ENAMETOOLONG' }, 'a rename to it');
     t.same(await fsp.readdir(deep), [fits], 'nothing made, nothing moved');
     t.equal(await fsp.readFile(path.join(deep, fits), 'utf8'), 'deep bytes');
+    // A directory moved to a longer name: its own key fits, the file's below it would not.
+    const top = path.join(c.mnt, 's3', 'deep');
+    await t.rejects(fsp.rename(path.join(top, dirs[0]!), path.join(top, dirs[0]! + 'aa')), { code: 'ENAMETOOLONG' }, 'a directory rename that would lengthen a key below it past 1,024 bytes');
+    t.same(await fsp.readdir(top), [dirs[0]], 'the directory stays where it was');
+    t.equal(await fsp.readFile(path.join(deep, fits), 'utf8'), 'deep bytes', 'with its file');
+    const stored = await client.send(new ListObjectsV2Command({ Bucket: 'lake', Prefix: 'data/deep/' }));
+    t.same((stored.Contents ?? []).map((o) => o.Key).filter((k) => !k!.endsWith('/')), [keyOf(fits)], 'the store holds the file at its old key only');
   });
 
   await t.test('file and S3 stores side by side, with a copy between them', async (t) => {
