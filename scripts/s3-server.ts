@@ -24,6 +24,8 @@
  *   implement both on top of s3rver's own store;
  * - a completed multipart upload's ETag is the MD5 of its bytes; S3's is the MD5 of the parts'
  *   binary MD5s followed by '-' and the part count, which the shim writes in its place;
+ * - it takes keys of any length; S3 refuses a write of one over 1,024 bytes (KeyTooLongError), and so
+ *   does the shim;
  * - it ignores If-Match on GET and HEAD; the shim answers 412 PreconditionFailed when the object's
  *   ETag is another;
  * - it encrypts ListObjectsV2 continuation tokens with single DES, which OpenSSL 3 (Node >= 17)
@@ -123,6 +125,9 @@ export interface RunningS3Server {
 }
 
 /** '/bucket/key' with every segment URL-decoded (a malformed segment stays as it is). */
+/** S3's limit on a key's length, in bytes of UTF-8. */
+const MAX_KEY_BYTES = 1024;
+
 export function decodeS3Path(raw: string): string {
   return raw
     .split('/')
@@ -228,6 +233,10 @@ export async function startS3Server(opts: S3ServerOptions): Promise<RunningS3Ser
     const bucket = p.split('/')[1] ?? '';
     const uploadId = typeof ctx.query['uploadId'] === 'string' ? ctx.query['uploadId'] : undefined;
     if (uploadId !== undefined && !/^[0-9a-f]+$/.test(uploadId)) return sendS3Error(ctx, 404, 'NoSuchUpload');
+    const key = p.split('/').slice(2).join('/');
+    if ((ctx.method === 'PUT' || (ctx.method === 'POST' && ctx.query['uploads'] !== undefined)) && Buffer.byteLength(key) > MAX_KEY_BYTES) {
+      return sendS3Error(ctx, 400, 'KeyTooLongError', 'Your key is too long');
+    }
     if (ctx.method === 'DELETE' && uploadId !== undefined) {
       // AbortMultipartUpload.
       const dir = path.join(uploadsDir(bucket), uploadId);
@@ -267,7 +276,6 @@ export async function startS3Server(opts: S3ServerOptions): Promise<RunningS3Ser
       if (ctx.status !== 200 || partList.length === 0) return;
       const md5s = partList.map((x) => Buffer.from(String(x.ETag ?? '').replace(/"/g, ''), 'hex'));
       const etag = `${nodeCrypto.createHash('md5').update(Buffer.concat(md5s)).digest('hex')}-${partList.length}`;
-      const key = p.split('/').slice(2).join('/');
       writeFileSync(server.store.getResourcePath(bucket, key, 'object.md5'), etag);
       if (typeof ctx.body === 'string') ctx.body = ctx.body.replace(/<ETag>[^<]*<\/ETag>/, `<ETag>&quot;${etag}&quot;</ETag>`);
       else {

@@ -155,7 +155,35 @@ export class Namespace {
     const name = parts[parts.length - 1];
     if (name === undefined) return;
     const { mount, ufsPath } = this.#mounts.resolve(parts);
-    mount.ufs.checkName?.(name, ufsPath);
+    mount.ufs.checkName?.(name);
+    const max = mount.ufs.maxPathBytes;
+    const bytes = Buffer.byteLength(ufsPath);
+    if (max !== undefined && bytes > max) throw new StrataError('NAME_TOO_LONG', `${ufsPath} is ${bytes} bytes long in its store (${mount.uri}), which allows ${max}`);
+  }
+
+  /**
+   * NAME_TOO_LONG when a node moving from store path `from` to `to` of `mount`'s store, or a name
+   * below it (a directory `dirIno`), would be longer than the store allows. Names below it that are
+   * not in the store yet (written ASYNC_THROUGH, open, a hard link's bytes) would otherwise be
+   * refused only when they get there, and nobody would be told. Only a move that lengthens paths is
+   * looked at: names that fit at `from` fit at a `to` no longer.
+   */
+  async #fitsMoved(mount: Mount, from: string, to: string, dirIno: number | undefined): Promise<void> {
+    const max = mount.ufs.maxPathBytes;
+    const base = Buffer.byteLength(to);
+    if (max === undefined || base <= Buffer.byteLength(from)) return;
+    let longest = 0;
+    const dirs: Array<[ino: number, bytes: number]> = dirIno === undefined ? [] : [[dirIno, 0]];
+    for (let d = dirs.pop(); d !== undefined && base + longest <= max; d = dirs.pop()) {
+      for (const child of await this.#table.children(d[0])) {
+        const bytes = d[1] + 1 + Buffer.byteLength(child.name);
+        if (bytes > longest) longest = bytes;
+        if (child.type === 'directory') dirs.push([child.ino, bytes]);
+      }
+    }
+    if (base + longest > max) {
+      throw new StrataError('NAME_TOO_LONG', `moved to ${to}, ${longest ? 'a path below it' : 'it'} would be ${base + longest} bytes long in its store (${mount.uri}), which allows ${max}`);
+    }
   }
 
   /** Whether a change (#mutate) is changing `name` of `parent` (see the module comment). */
@@ -886,6 +914,7 @@ export class Namespace {
       const target = await this.#maybeChild(d.parent, d.parts);
       if (target && noReplace) throw new StrataError('ALREADY_EXISTS', `${dst} exists`);
       if (target && target.ino === node.ino) return;
+      if (node.type === 'directory') await this.#fitsMoved(to.mount, from.ufsPath, to.ufsPath, node.ino);
       if (target) {
         if (node.type === 'directory' && target.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${dst} is not a directory`);
         if (node.type !== 'directory' && target.type === 'directory') throw new StrataError('IS_DIRECTORY', `${dst} is a directory`);
@@ -990,8 +1019,13 @@ export class Namespace {
       // Which names hold bytes (or a directory) in the store at their path.
       const holdsBytes = async (parent: number, name: string, n: NodeRecord) =>
         n.persistState === 'persisted' && (n.type === 'directory' || (n.type === 'file' && (await this.#table.isPrimaryLink(parent, name))));
+      // Each goes to the other's path; `a`'s is parked beside it on the way when both are in the store.
+      const parkedPath = joinPath(xs.ufsPath.slice(0, xs.ufsPath.lastIndexOf('/')) || '/', parkedName);
+      await this.#fitsMoved(xs.mount, xs.ufsPath, ys.ufsPath, xNode.type === 'directory' ? xNode.ino : undefined);
+      await this.#fitsMoved(ys.mount, ys.ufsPath, xs.ufsPath, yNode.type === 'directory' ? yNode.ino : undefined);
       const xMoves = await holdsBytes(x.parent.ino, x.name, xNode);
       const yMoves = await holdsBytes(y.parent.ino, y.name, yNode);
+      if (xMoves && yMoves) await this.#fitsMoved(xs.mount, xs.ufsPath, parkedPath, xNode.type === 'directory' ? xNode.ino : undefined);
       // An unpersisted file with an older version still at its path: after the swap that object would sit under the
       // other name, nobody's (and a directory could not move onto it).
       const stale = async (parent: number, name: string, n: NodeRecord) =>
@@ -1013,10 +1047,9 @@ export class Namespace {
           if (xStale) await this.#dropOlderVersion(ufs, xPath);
           if (yStale) await this.#dropOlderVersion(ufs, yPath);
           if (xMoves && yMoves) {
-            const parked = joinPath(xPath.slice(0, xPath.lastIndexOf('/')) || '/', parkedName);
-            await move(xPath, parked);
+            await move(xPath, parkedPath);
             await move(yPath, xPath);
-            await move(parked, yPath);
+            await move(parkedPath, yPath);
           } else if (xMoves) {
             await move(xPath, yPath);
           } else if (yMoves) {

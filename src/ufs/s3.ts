@@ -204,6 +204,7 @@ export function s3Error(err: unknown, context: string): StrataError {
   if (NOT_FOUND_NAMES.has(name) || status === 404) return wrap('NOT_FOUND');
   if (DENIED_NAMES.has(name) || status === 403) return wrap('PERMISSION_DENIED');
   if (name === 'EntityTooLarge') return wrap('FILE_TOO_LARGE');
+  if (name === 'KeyTooLongError') return wrap('NAME_TOO_LONG');
   if (BUSY_NAMES.has(name) || status === 429 || (status !== undefined && status >= 500)) return wrap('UNAVAILABLE');
   if (status !== undefined) return wrap('IO_ERROR');
   return toStrataError(err, context);
@@ -757,20 +758,20 @@ export class S3UnderFileSystem implements UnderFileSystem {
     this.uri = uri;
     this.#bucket = url.hostname;
     this.#prefix = prefixParts.length ? prefixParts.join('/') + '/' : '';
+    // Room for at least a name of one byte and its directory's '/'.
+    if (Buffer.byteLength(this.#prefix) > MAX_KEY_BYTES - 2) throw new StrataError('CONFIG', `s3:// URI has a prefix of ${Buffer.byteLength(this.#prefix)} bytes; S3 keys are at most ${MAX_KEY_BYTES}: ${uri}`);
     this.#settings = parseS3Options(options);
     this.#client = new S3Client(this.#clientConfig());
   }
 
   /**
-   * S3 keys are at most 1,024 bytes of UTF-8, and a directory's marker key is its path and a
-   * '/'. A longer key would be refused only when bytes go to the store (EIO at close, or an
-   * ASYNC_THROUGH persist that never succeeds), so the name is refused when it is made.
+   * S3 keys are at most 1,024 bytes of UTF-8. The key of `/a/b` is the prefix and `a/b`, and a
+   * directory's marker key has a '/' more, as many bytes as the path. A longer key would be refused
+   * only when bytes go to the store (EIO at close, or an ASYNC_THROUGH persist that never
+   * succeeds), so the master refuses the name when it is made.
    */
-  checkName(_name: string, path: string): void {
-    const bytes = Buffer.byteLength(this.#dirKey(parsePath(path)));
-    if (bytes > MAX_KEY_BYTES) {
-      throw new StrataError('NAME_TOO_LONG', `the path ${path} would make an S3 key of ${bytes} bytes (with a directory's '/'); S3 allows ${MAX_KEY_BYTES}`);
-    }
+  get maxPathBytes(): number {
+    return MAX_KEY_BYTES - Buffer.byteLength(this.#prefix);
   }
 
   /**

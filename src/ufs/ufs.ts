@@ -106,10 +106,15 @@ export interface UnderFileSystem {
   rename(src: string, dst: string, opts?: UfsCallOptions): Promise<UfsStatus | void>;
   /**
    * Optional: throws INVALID_ARGUMENT for a name (one path component, already valid for
-   * Strata) this store cannot hold, NAME_TOO_LONG for a store path (`path`, the new name's
-   * path in this store) too long for it. The master asks before it makes the name.
+   * Strata) this store cannot hold. The master asks before it makes the name.
    */
-  checkName?(name: string, path: string): void;
+  checkName?(name: string): void;
+  /**
+   * Optional: the longest store path (bytes of UTF-8, with its leading '/') a file or directory
+   * of this store may have (S3: its 1,024-byte keys, less the prefix). The master refuses longer
+   * ones (NAME_TOO_LONG) when it makes a name, and a directory move that would make one below it.
+   */
+  readonly maxPathBytes?: number;
   /**
    * Optional, with UfsWriter.leftover: removes what a writer that never finished
    * left behind. A handle that does not name such a thing under this store's root

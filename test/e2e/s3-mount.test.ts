@@ -66,27 +66,30 @@ t.test('an S3 store in the namespace', async (t) => {
 
   await t.test('a name whose S3 key would pass 1,024 bytes is refused with ENAMETOOLONG; one byte less is stored', async (t) => {
     const dirs = ['a', 'b', 'c', 'd'].map((ch) => ch.repeat(200));
-    const deep = path.join(c.mnt, 's3', 'deep', ...dirs);
+    const top = path.join(c.mnt, 's3', 'deep');
+    const deep = path.join(top, ...dirs);
     await fsp.mkdir(deep, { recursive: true });
     const keyOf = (name: string) => ['data', 'deep', ...dirs, name].join('/');
     const fits = 'f'.repeat(1023 - Buffer.byteLength(keyOf('')));
     t.equal(Buffer.byteLength(keyOf(fits)), 1023);
-    await fsp.writeFile(path.join(deep, fits), 'deep bytes');
+    const longer = path.join(top, dirs[0]! + 'aa');
+    // Open, so not in the store yet: only the namespace knows the key it will have.
+    const fh = await fsp.open(path.join(deep, fits), 'w');
+    await fh.write('deep bytes');
+    await t.rejects(fsp.rename(path.join(top, dirs[0]!), longer), { code: 'ENAMETOOLONG' }, 'a directory moved to a longer name, with an open file below that would pass 1,024 bytes');
+    await fh.close();
     const got = await client.send(new GetObjectCommand({ Bucket: 'lake', Key: keyOf(fits) }));
     t.equal(await got.Body?.transformToString(), 'deep bytes', 'a 1,023-byte key: in S3 when close returns');
     const long = fits + 'g';
     await t.rejects(fsp.writeFile(path.join(deep, long), 'x'), { code: 'ENAMETOOLONG' }, 'a file whose key would be 1,024 bytes (1,025 as a directory)');
     await t.rejects(fsp.mkdir(path.join(deep, long)), { code: 'ENAMETOOLONG' }, 'a directory');
     await t.rejects(fsp.rename(path.join(deep, fits), path.join(deep, long)), { code: 'ENAMETOOLONG' }, 'a rename to it');
+    await t.rejects(fsp.rename(path.join(top, dirs[0]!), longer), { code: 'ENAMETOOLONG' }, 'the directory move, with the file in the store');
     t.same(await fsp.readdir(deep), [fits], 'nothing made, nothing moved');
-    t.equal(await fsp.readFile(path.join(deep, fits), 'utf8'), 'deep bytes');
-    // A directory moved to a longer name: its own key fits, the file's below it would not.
-    const top = path.join(c.mnt, 's3', 'deep');
-    await t.rejects(fsp.rename(path.join(top, dirs[0]!), path.join(top, dirs[0]! + 'aa')), { code: 'ENAMETOOLONG' }, 'a directory rename that would lengthen a key below it past 1,024 bytes');
     t.same(await fsp.readdir(top), [dirs[0]], 'the directory stays where it was');
-    t.equal(await fsp.readFile(path.join(deep, fits), 'utf8'), 'deep bytes', 'with its file');
+    t.equal(await fsp.readFile(path.join(deep, fits), 'utf8'), 'deep bytes');
     const stored = await client.send(new ListObjectsV2Command({ Bucket: 'lake', Prefix: 'data/deep/' }));
-    t.same((stored.Contents ?? []).map((o) => o.Key).filter((k) => !k!.endsWith('/')), [keyOf(fits)], 'the store holds the file at its old key only');
+    t.same((stored.Contents ?? []).map((o) => o.Key).filter((k) => !k!.endsWith('/')), [keyOf(fits)], 'the store holds the file at its own key only');
   });
 
   await t.test('file and S3 stores side by side, with a copy between them', async (t) => {

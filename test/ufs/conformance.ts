@@ -504,7 +504,7 @@ export function ufsConformance(t: tap.Test, name: string, make: () => Promise<Uf
       // A user's names with the temp files' prefix are names like any other (they were hidden, then dropped by a sync).
       const mine = ['.strata-tmp-notes', '.strata-tmp-probe-x'];
       for (const n of mine) {
-        t.doesNotThrow(() => ufs.checkName?.(n, `/d/${n}`), `${n} may be made`);
+        t.doesNotThrow(() => ufs.checkName?.(n), `${n} may be made`);
         await putFile(ufs, `/d/${n}`, n);
       }
       t.same(await names(ufs, '/d'), mine, 'and is listed');
@@ -512,7 +512,7 @@ export function ufsConformance(t: tap.Test, name: string, make: () => Promise<Uf
       for (const n of ['.strata-tmp-0123456789ab', '.strata-tmp-0123456789abcdef', '.strata-tmp-probe-0123456789abcdef']) {
         let refused = false;
         try {
-          ufs.checkName?.(n, `/d/${n}`);
+          ufs.checkName?.(n);
         } catch (err) {
           refused = (err as StrataError).code === 'INVALID_ARGUMENT';
         }
@@ -522,30 +522,40 @@ export function ufsConformance(t: tap.Test, name: string, make: () => Promise<Uf
       }
     });
 
-    t.test('long paths: stored whole, or refused up front with NAME_TOO_LONG (S3 keys over 1,024 bytes)', async (t) => {
+    t.test('long paths: a store holds them up to its limit (maxPathBytes; 825 bytes when it names none), and refuses past it', async (t) => {
       const ufs = await fresh(t);
-      // Each case: directories of 200-byte names, then a file; the shorter path must fit every store.
-      for (const [dirs, mustFit] of [[4, true], [5, false], [7, false]] as const) {
-        const parts = Array.from({ length: dirs }, (_, i) => `${dirs}-${i}`.padEnd(200, 'd'));
-        const file = '/' + [...parts, 'f'.repeat(20)].join('/');
-        const paths = parts.map((_, i) => '/' + parts.slice(0, i + 1).join('/'));
-        let refused: string | undefined;
-        try {
-          for (const p of [...paths, file]) ufs.checkName?.(p.slice(p.lastIndexOf('/') + 1), p);
-        } catch (err) {
-          refused = (err as StrataError).code;
+      const limit = ufs.maxPathBytes;
+      /** A path of exactly `bytes` bytes: 200-byte directory names, then a file name of the rest. */
+      const pathOf = (bytes: number, tag: string): string => {
+        const parts: string[] = [];
+        let used = 0;
+        while (bytes - used > 255) {
+          parts.push(`${tag}${parts.length}`.padEnd(200, 'd'));
+          used += 201;
         }
-        const label = `a path of ${Buffer.byteLength(file)} bytes`;
-        if (refused !== undefined) {
-          t.equal(refused, 'NAME_TOO_LONG', `${label}: refused as too long`);
-          t.notOk(mustFit, `${label}: refused only past the store's limit`);
-          continue;
-        }
-        for (const p of paths) await ufs.mkdir(p);
-        await putFile(ufs, file, 'deep');
-        t.equal((await ufs.stat(file))?.size, 4, `${label}: stored`);
-        t.same(await names(ufs, paths[paths.length - 1]!), ['f'.repeat(20)], `${label}: listed`);
-      }
+        parts.push(tag.padEnd(bytes - used - 1, 'f'));
+        return '/' + parts.join('/');
+      };
+      const parentsOf = async (p: string) => {
+        const parts = p.split('/').slice(1, -1);
+        for (let i = 1; i <= parts.length; i++) await ufs.mkdir('/' + parts.slice(0, i).join('/'));
+      };
+      const file = pathOf(limit ?? 825, 'f');
+      t.equal(Buffer.byteLength(file), limit ?? 825);
+      await parentsOf(file);
+      await putFile(ufs, file, 'deep');
+      t.equal((await ufs.stat(file))?.size, 4, `a file at ${Buffer.byteLength(file)} bytes: stored`);
+      t.same(await names(ufs, file.slice(0, file.lastIndexOf('/'))), [file.slice(file.lastIndexOf('/') + 1)], 'and listed');
+      const dir = pathOf(limit ?? 825, 'd');
+      await parentsOf(dir);
+      await ufs.mkdir(dir);
+      t.equal((await ufs.stat(dir))?.type, 'directory', `a directory at ${Buffer.byteLength(dir)} bytes: made`);
+      if (limit === undefined) return;
+      // One byte past a file's own limit (a directory's is one byte less): the store itself refuses it.
+      const over = pathOf(limit + 2, 'o');
+      await parentsOf(over);
+      await t.rejects(putFile(ufs, over, 'x'), { code: 'NAME_TOO_LONG' }, `a file at ${Buffer.byteLength(over)} bytes: refused by the store as too long`);
+      t.equal(await ufs.stat(over), null, 'and not there');
     });
 
     t.test('a writer that never finished: its leftover is discarded and nothing appears', async (t) => {
