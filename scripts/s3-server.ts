@@ -73,6 +73,8 @@ interface S3rverServer {
   httpServer?: Server;
   store: S3rverStore;
   run(): Promise<AddressInfo>;
+  /** With a callback: the http.Server, listening once the callback runs. */
+  listen(port: number, address: string, options: object, onListening: () => void): Server;
   close(): Promise<void>;
 }
 type S3rverOptions = { address: string; port: number; silent: boolean; directory: string; configureBuckets: { name: string }[] };
@@ -189,6 +191,17 @@ export async function startS3Server(opts: S3ServerOptions): Promise<RunningS3Ser
     directory: opts.dir,
     configureBuckets: opts.buckets.map((name) => ({ name })),
   });
+  // s3rver's own listen() waits for 'listening' only: a port in use (a restart on the old port) would be
+  // an 'error' event nobody handles, which ends the process. Here it rejects run() instead.
+  const s3rverListen = server.listen.bind(server);
+  (server as { listen: unknown }).listen = (port: number, address: string, options: object) =>
+    new Promise<Server>((resolve, reject) => {
+      const http = s3rverListen(port, address, options, () => {
+        http.off('error', reject);
+        resolve(http);
+      });
+      http.once('error', reject);
+    });
   const uploadsDir = (bucket: string): string => path.join(opts.dir, bucket, '._S3rver_uploads');
   const stats = emptyStats();
 

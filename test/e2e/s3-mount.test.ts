@@ -13,6 +13,7 @@ import { promises as fsp, createReadStream } from 'node:fs';
 import * as path from 'node:path';
 import { S3Client, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { runCli, startLocal } from '../helpers/cluster';
+import { onItsOldPort } from '../helpers/multi-cluster';
 import { startS3Server } from '../../scripts/s3-server';
 
 delete process.env.AWS_CA_BUNDLE;
@@ -119,7 +120,7 @@ t.test('an S3 store in the namespace', async (t) => {
     const took = Date.now() - started;
     t.ok(took < 60_000, `failed in ${took} ms, not hung`);
     await fh.close();
-    s3 = await startS3Server({ dir: s3dir, buckets: ['lake'], port });
+    s3 = await onItsOldPort(() => startS3Server({ dir: s3dir, buckets: ['lake'], port }));
     const back = await fsp.readFile(file);
     t.ok(back.equals(data), 'reads work again once the store is back, without a remount');
   });

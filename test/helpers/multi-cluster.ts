@@ -226,6 +226,22 @@ function processSet(t: Tap, root: string, removeRoot: boolean, baseEnv: NodeJS.P
   };
 }
 
+/**
+ * Starts a daemon again on the port it had. Test files run side by side, and another one's
+ * outgoing connection may hold that port for a moment after it was let go: tried again for up to 10 s.
+ */
+export async function onItsOldPort<T>(startIt: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await startIt();
+    } catch (err) {
+      const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE' || /EADDRINUSE/.test((err as Error).message);
+      if (!inUse || tries >= 20) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
 export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<MultiCluster> {
   const root = opts.root ?? tempRoot('strata-cluster-');
   const ufsDir = path.join(root, 'ufs');
@@ -246,7 +262,7 @@ export async function startCluster(t: Tap, opts: MultiClusterOptions): Promise<M
       await waitExit(master.proc, 10_000);
     },
     async restart() {
-      master.proc = (await start('master', masterArgs(master.port), opts.masterEnv)).proc;
+      master.proc = (await onItsOldPort(() => start('master', masterArgs(master.port), opts.masterEnv))).proc;
     },
   };
 
@@ -389,7 +405,7 @@ export async function startMasters(t: Tap, opts: MasterSetOptions): Promise<Mast
         m.proc.kill('SIGCONT');
       },
       async restart() {
-        m.proc = (await launch(name, home, m.port)).proc;
+        m.proc = (await onItsOldPort(() => launch(name, home, m.port))).proc;
       },
     };
     masters.push(m);
