@@ -14,10 +14,31 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../common/log';
 import { LEFTOVER_HANDLE_MAX, LEFTOVER_URI_MAX, type UfsLeftover } from '../common/protocol';
 import type { UfsWriter } from '../ufs/ufs';
+import { syncDir } from './page-store';
 
 export interface StaleLeftover extends UfsLeftover {
   /** The record's file, removed once the master has the entry. */
   file: string;
+}
+
+/**
+ * A record whole, under its name, even after a power loss: its bytes reach the disk before the
+ * rename gives it its name, and the rename before the write it records goes on (a record that
+ * comes back empty would be dropped, and an S3 upload it named kept). Removals are not synced:
+ * a removed record that comes back names something completed or aborted, and discarding that
+ * again does nothing.
+ */
+async function writeDurably(dir: string, file: string, text: string): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const fh = await fsp.open(tmp, 'w');
+  try {
+    await fh.writeFile(text);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await fsp.rename(tmp, file);
+  await syncDir(dir);
 }
 
 export class LeftoverJournal {
@@ -77,11 +98,7 @@ export class LeftoverJournal {
       chain = chain.then(async () => {
         try {
           if (handle === undefined) await fsp.rm(file, { force: true });
-          else {
-            const tmp = `${file}.tmp`;
-            await fsp.writeFile(tmp, JSON.stringify({ mountUri, handle }));
-            await fsp.rename(tmp, file);
-          }
+          else await writeDurably(this.#dir, file, JSON.stringify({ mountUri, handle }));
         } catch (err) {
           this.#log.warn({ file, err: (err as Error).message }, 'could not record an under-store write in flight');
         }

@@ -1010,7 +1010,8 @@ async function syncFile(file: string): Promise<void> {
   }
 }
 
-async function syncDir(dir: string): Promise<void> {
+/** fsync of a directory, so entries made or renamed in it survive a power loss; best effort (some file systems refuse it). */
+export async function syncDir(dir: string): Promise<void> {
   const fh = await fsp.open(dir, 'r').catch(() => undefined);
   if (!fh) return;
   try {
