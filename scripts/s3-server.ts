@@ -126,10 +126,10 @@ export interface RunningS3Server {
   close(): Promise<void>;
 }
 
-/** '/bucket/key' with every segment URL-decoded (a malformed segment stays as it is). */
 /** S3's limit on a key's length, in bytes of UTF-8. */
 const MAX_KEY_BYTES = 1024;
 
+/** '/bucket/key' with every segment URL-decoded (a malformed segment stays as it is). */
 export function decodeS3Path(raw: string): string {
   return raw
     .split('/')

@@ -174,11 +174,20 @@ export class Namespace {
     if (max === undefined || base <= Buffer.byteLength(from)) return;
     let longest = 0;
     const dirs: Array<[ino: number, bytes: number]> = dirIno === undefined ? [] : [[dirIno, 0]];
+    // In pages, giving other requests their turn between them, as a merge does: a tree can be large.
     for (let d = dirs.pop(); d !== undefined && base + longest <= max; d = dirs.pop()) {
-      for (const child of await this.#table.children(d[0])) {
-        const bytes = d[1] + 1 + Buffer.byteLength(child.name);
-        if (bytes > longest) longest = bytes;
-        if (child.type === 'directory') dirs.push([child.ino, bytes]);
+      for (let after: string | null = null; base + longest <= max; ) {
+        const page = await this.#table.childrenPage(d[0], after, MERGE_BATCH);
+        for (const child of page) {
+          // Only files and directories reach the store (other nodes live in the table alone).
+          if (child.type !== 'file' && child.type !== 'directory') continue;
+          const bytes = d[1] + 1 + Buffer.byteLength(child.name);
+          if (bytes > longest) longest = bytes;
+          if (child.type === 'directory') dirs.push([child.ino, bytes]);
+        }
+        if (page.length < MERGE_BATCH) break;
+        after = page[page.length - 1]!.name;
+        await nextTurn();
       }
     }
     if (base + longest > max) {
@@ -914,7 +923,6 @@ export class Namespace {
       const target = await this.#maybeChild(d.parent, d.parts);
       if (target && noReplace) throw new StrataError('ALREADY_EXISTS', `${dst} exists`);
       if (target && target.ino === node.ino) return;
-      if (node.type === 'directory') await this.#fitsMoved(to.mount, from.ufsPath, to.ufsPath, node.ino);
       if (target) {
         if (node.type === 'directory' && target.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${dst} is not a directory`);
         if (node.type !== 'directory' && target.type === 'directory') throw new StrataError('IS_DIRECTORY', `${dst} is a directory`);
@@ -923,6 +931,7 @@ export class Namespace {
           if ((await this.#hasChildren(target.ino))) throw new StrataError('NOT_EMPTY', `${dst} is not empty`);
         }
       }
+      if (node.type === 'directory') await this.#fitsMoved(to.mount, from.ufsPath, to.ufsPath, node.ino);
       // Hard links: which link holds the bytes, and where they go, is read from the links (#handOverBytes).
       if ((node.type === 'file' && node.nlink > 1) || (target?.type === 'file' && target.nlink > 1)) lock.needs('all');
       const ufs = from.ufs;
@@ -1019,13 +1028,13 @@ export class Namespace {
       // Which names hold bytes (or a directory) in the store at their path.
       const holdsBytes = async (parent: number, name: string, n: NodeRecord) =>
         n.persistState === 'persisted' && (n.type === 'directory' || (n.type === 'file' && (await this.#table.isPrimaryLink(parent, name))));
-      // Each goes to the other's path; `a`'s is parked beside it on the way when both are in the store.
+      // Each goes to the other's path. (Where `a`'s is parked on the way, the store itself refuses a key too long
+      // before it copies anything, and the swap is undone.)
       const parkedPath = joinPath(xs.ufsPath.slice(0, xs.ufsPath.lastIndexOf('/')) || '/', parkedName);
       await this.#fitsMoved(xs.mount, xs.ufsPath, ys.ufsPath, xNode.type === 'directory' ? xNode.ino : undefined);
       await this.#fitsMoved(ys.mount, ys.ufsPath, xs.ufsPath, yNode.type === 'directory' ? yNode.ino : undefined);
       const xMoves = await holdsBytes(x.parent.ino, x.name, xNode);
       const yMoves = await holdsBytes(y.parent.ino, y.name, yNode);
-      if (xMoves && yMoves) await this.#fitsMoved(xs.mount, xs.ufsPath, parkedPath, xNode.type === 'directory' ? xNode.ino : undefined);
       // An unpersisted file with an older version still at its path: after the swap that object would sit under the
       // other name, nobody's (and a directory could not move onto it).
       const stale = async (parent: number, name: string, n: NodeRecord) =>
