@@ -15,7 +15,9 @@ export interface DaemonMetrics {
 export function createDaemonMetrics(component: string): DaemonMetrics {
   const registry = new Registry();
   registry.setDefaultLabels({ component });
-  collectDefaultMetrics({ register: registry, prefix: 'strata_' });
+  // The event-loop delay monitor samples on a timer: at prom-client's default 10 ms it woke every idle
+  // daemon 100 times a second. 100 ms still catches any stall worth a metric.
+  collectDefaultMetrics({ register: registry, prefix: 'strata_', eventLoopMonitoringPrecision: 100 });
   const requestSeconds = new Histogram({
     name: 'strata_http_request_seconds',
     help: 'HTTP request latency by route, method and status',
