@@ -711,14 +711,14 @@ class S3Writer implements UfsWriter {
   }
 }
 
+/** S3's limit on a key's length, in bytes of UTF-8. */
+const MAX_KEY_BYTES = 1024;
+
 /**
  * The S3 driver. Every call takes the caller's AbortSignal; every request has connect and response
  * timeouts and is retried with backoff only on throttling, 5xx and network errors (never on a 4xx
  * such as a 404), so a dead endpoint fails within `maxAttempts × timeouts` instead of hanging.
  */
-/** S3's limit on a key's length, in bytes of UTF-8. */
-const MAX_KEY_BYTES = 1024;
-
 export class S3UnderFileSystem implements UnderFileSystem {
   readonly uri: string;
   readonly #bucket: string;
