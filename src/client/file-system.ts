@@ -262,7 +262,16 @@ interface OpenFile {
   unlinked?: boolean;
   /** Whole blocks already on their way to a worker while the file is still written. */
   stream?: WriteStream;
+  /** The write its create began (see #begunWrite), not used yet. */
+  begun?: { begin: WriteBeginResponse; at: number };
 }
+
+/**
+ * How long a write begun by the file's create is used for its first write. The master
+ * drops a begun write that no worker renewed after a minute or more (its open-write
+ * timeout); a worker renews it only once it writes, so a later first write begins anew.
+ */
+const BEGUN_WRITE_FRESH_MS = 20_000;
 
 /** A big file going to a worker block by block while it is written (WorkerClient.openStream). */
 interface WriteStream {
@@ -518,9 +527,13 @@ export class StrataFileSystem {
    * create(2) under `parent`: a new empty file, open for writing. `changeSeq`: the feed
    * seq of the create's own change, when the metadata cache follows the feed.
    */
-  async createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }): Promise<{ attrs: FileAttributes; fh: number; changeSeq?: number }> {
-    const { committed, changeSeq, ...attrs } = await this.master.createAt(parent, name, mode & 0o7777, owner, { writeType: this.#writeType });
-    return { attrs, fh: await this.#openCreated(attrs, committed === true), ...(changeSeq !== undefined ? { changeSeq } : {}) };
+  /**
+   * A new file, open for writing. `forWriting`: the create also begins its first write
+   * (one master request less for a program that writes the file and closes it).
+   */
+  async createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }, forWriting = true): Promise<{ attrs: FileAttributes; fh: number; changeSeq?: number }> {
+    const { committed, changeSeq, begin, ...attrs } = await this.master.createAt(parent, name, mode & 0o7777, owner, { writeType: this.#writeType }, forWriting);
+    return { attrs, fh: await this.#openCreated(attrs, committed === true, begin), ...(changeSeq !== undefined ? { changeSeq } : {}) };
   }
 
   /** Opens by inode; also returns the attributes the open found, for cache revalidation. */
@@ -563,9 +576,10 @@ export class StrataFileSystem {
   }
 
   /** `committed`: the master recorded it complete and empty already; otherwise its close must. */
-  async #openCreated(attrs: FileAttributes, committed = false): Promise<number> {
+  async #openCreated(attrs: FileAttributes, committed = false, begin?: WriteBeginResponse): Promise<number> {
     const file = this.#openFile(attrs.ino);
     file.attrs = attrs;
+    if (begin) file.begun = { begin, at: Date.now() };
     await file.lock.run(async () => {
       // Known empty: a first write needs no copy of the old content (nor a master call to find it).
       if (!file.staging) file.staging = await StagingFile.create(this.#stagingDir);
@@ -697,8 +711,15 @@ export class StrataFileSystem {
     this.#log.info({ ino: f.ino, err: toStrataError(err).message }, 'write stream failed; the close sends the whole file');
   }
 
+  /** The write the file's create began, while fresh enough to use (once); else undefined. */
+  #begunWrite(f: OpenFile): WriteBeginResponse | undefined {
+    const b = f.begun;
+    f.begun = undefined;
+    return b && Date.now() - b.at < BEGUN_WRITE_FRESH_MS ? b.begin : undefined;
+  }
+
   async #openStream(f: OpenFile, s: WriteStream, staging: StagingFile): Promise<void> {
-    const begin = await this.master.beginWrite(f.ino);
+    const begin = this.#begunWrite(f) ?? (await this.master.beginWrite(f.ino));
     const worker = await this.router.forWrite(f.ino);
     const writeType = this.#writeType ?? begin.writeType;
     s.local = this.#mayHandOver(worker) ? await this.#handOver(worker, staging) : undefined;
@@ -845,7 +866,7 @@ export class StrataFileSystem {
         return;
       }
       // Unlinked while open (beginWrite: NOT_FOUND): its bytes die with the last close anyway, nothing to store.
-      let begin = await this.#beginUnlessGone(f.ino);
+      let begin = this.#begunWrite(f) ?? (await this.#beginUnlessGone(f.ino));
       for (let attempt = 1; begin; attempt++) {
         try {
           await this.#upload(f.ino, begin, size, () => staging.extents(0, size), true, f.mtime, staging);

@@ -242,12 +242,20 @@ export class MasterClient {
    * `closeEmpty`: the file is created for a program that may close it unwritten; the master
    * records it as complete and empty at once where that needs no under-store call, and then
    * answers `committed` (see Namespace.create). `changeSeq`: the feed seq of the create's
-   * own change, when it follows the cache's feed.
+   * own change, when it follows the cache's feed. `begin`: the master begins the file's
+   * first write in the create's transaction and answers it (`begin`), as beginWrite would.
    */
-  createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }, closeEmpty?: { writeType?: WriteType }): Promise<FileAttributes & { committed?: boolean; changeSeq?: number }> {
-    const body = { parent, name, mode, ...owner, ...(closeEmpty ? { closeEmpty: true, ...(closeEmpty.writeType ? { writeType: closeEmpty.writeType } : {}) } : {}) };
-    return this.#post<FileAttributes & { committed?: boolean; changeSeq?: number }>(`${MASTER_API}/create`, body, [[parent, name]], (a, s) => {
-      const { committed: _committed, ...attrs } = a;
+  createAt(
+    parent: number,
+    name: string,
+    mode: number,
+    owner?: { uid: number; gid: number },
+    closeEmpty?: { writeType?: WriteType },
+    begin?: boolean,
+  ): Promise<FileAttributes & { committed?: boolean; changeSeq?: number; begin?: WriteBeginResponse }> {
+    const body = { parent, name, mode, ...owner, ...(closeEmpty ? { closeEmpty: true, ...(closeEmpty.writeType ? { writeType: closeEmpty.writeType } : {}) } : {}), ...(begin ? { begin: true } : {}) };
+    return this.#post<FileAttributes & { committed?: boolean; changeSeq?: number; begin?: WriteBeginResponse }>(`${MASTER_API}/create`, body, [[parent, name]], (a, s) => {
+      const { committed: _committed, begin: _begin, ...attrs } = a;
       this.cache?.putEntry(parent, name, attrs, s, true);
       if (s && this.cache && s.epoch === this.cache.epoch) a.changeSeq = s.end;
     });

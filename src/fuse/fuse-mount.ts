@@ -656,7 +656,8 @@ export function strataHandlers(
       const owner = { uid: ctx.uid, gid: ctx.gid };
       if ((mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0) {
         const done = changing(parent);
-        const { attrs, fh } = await fs.createAt(parent, name, mode, owner);
+        // Made and closed here, never written through this handle: no write to begin.
+        const { attrs, fh } = await fs.createAt(parent, name, mode, owner, false);
         await fs.release(fh);
         return entry(done(attrs), parent, name);
       }

@@ -29,6 +29,7 @@ import {
   nodeRecordFromValues,
   type CommitEmptyRequest,
   type CreatedEmpty,
+  type CreatedNode,
 } from './metastore';
 import { StrataError } from '../common/errors';
 import {
@@ -463,8 +464,8 @@ export class InodeTable {
   // ---- namespace mutations (each one transaction) --------------------------
 
   /** Links a new inode under `parent`; ALREADY_EXISTS if the name is taken. */
-  createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty): NodeRecord {
-    return this.#db.transaction(() => {
+  createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty, begin?: boolean): CreatedNode {
+    return this.#db.transaction((): CreatedNode => {
       const p = this.requireNode(parent);
       if (p.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `inode ${parent} is not a directory`);
       if (this.#stmt.edge.get(parent, name)) throw new StrataError('ALREADY_EXISTS', `'${name}' already exists`);
@@ -474,8 +475,8 @@ export class InodeTable {
       const now = timespecNow();
       this.#stmt.touchDir.run(now.sec, now.nsec, now.sec, now.nsec, parent);
       if (node.type === 'file' && node.persisted && (node.size ?? 0) > 0) this.#allocateBlocks(ino, node.size!);
-      if (empty && node.type === 'file') return this.#commitEmpty({ ino, ufsFingerprint: null, ...empty }, true);
-      return this.requireNode(ino);
+      const made = empty && node.type === 'file' ? this.#commitEmpty({ ino, ufsFingerprint: null, ...empty }, true) : this.requireNode(ino);
+      return begin && node.type === 'file' ? { ...made, begun: this.#beginWrite(made) } : made;
     })();
   }
 
@@ -744,13 +745,14 @@ export class InodeTable {
   }
 
   beginWrite(ino: number): { containerId: number; blockSize: number } {
-    return this.#db.transaction(() => {
-      const n = this.requireNode(ino);
-      if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
-      const containerId = this.#allocateContainer();
-      this.#sql(`INSERT INTO open_write (container, ino, renewed_at) VALUES (?, ?, ?)`).run(containerId, ino, Date.now());
-      return { containerId, blockSize: n.blockSize };
-    })();
+    return this.#db.transaction(() => this.#beginWrite(this.requireNode(ino)))();
+  }
+
+  #beginWrite(n: NodeRecord): { containerId: number; blockSize: number } {
+    if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${n.ino} is not a regular file`);
+    const containerId = this.#allocateContainer();
+    this.#sql(`INSERT INTO open_write (container, ino, renewed_at) VALUES (?, ?, ?)`).run(containerId, n.ino, Date.now());
+    return { containerId, blockSize: n.blockSize };
   }
 
   /**
@@ -1067,11 +1069,17 @@ export class InodeTable {
    * Writes begun before `before` and not renewed since (the client or worker went
    * away mid-write): their reported copies are orphans and get deleted.
    */
-  expireOpenWrites(before: number): number {
+  expireOpenWrites(before: number): { writes: number; copies: number } {
     return this.#db.transaction(() => {
       const stale = (this.#sql('SELECT container FROM open_write WHERE renewed_at < ?').all(before) as { container: number }[]).map((r) => r.container);
-      for (const c of stale) for (const r of this.#closeWrite(c)) this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);
-      return stale.length;
+      let copies = 0;
+      for (const c of stale) {
+        for (const r of this.#closeWrite(c)) {
+          this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);
+          copies++;
+        }
+      }
+      return { writes: stale.length, copies };
     })();
   }
 

@@ -208,6 +208,9 @@ export interface CommitEmptyRequest {
  */
 export type CreatedEmpty = Pick<CommitEmptyRequest, 'writeType' | 'persistDelayMs'>;
 
+/** A node createChild made; `begun`: the write it began for it (asked with `begin`). */
+export type CreatedNode = NodeRecord & { begun?: { containerId: number; blockSize: number } };
+
 export interface Metastore {
   /** Block size of new files, in bytes. */
   readonly blockSize: number;
@@ -258,9 +261,10 @@ export interface Metastore {
    * ctime. NOT_FOUND (no parent), NOT_DIRECTORY (parent is not one), ALREADY_EXISTS
    * (the name is taken; nothing changes). A new directory adds one to the parent's
    * nlink. A persisted file with a size gets fresh blocks without locations. The
-   * new node is pinned when the parent is.
+   * new node is pinned when the parent is. `begin` (files only): a write of the new
+   * file is begun in the same transaction, as beginWrite would (`begun`).
    */
-  createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty): Promise<NodeRecord>;
+  createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty, begin?: boolean): Promise<CreatedNode>;
   /**
    * Links nodes discovered in the under-store, skipping names that exist by then
    * (never replacing); parent times stay. Nothing happens when the parent is gone
@@ -424,8 +428,11 @@ export interface Metastore {
   heartbeat(req: HeartbeatRequest): Promise<HeartbeatAnswer | null>;
   /** Marks live workers silent since `before` lost and drops their locations; answers their ids. */
   expireWorkers(before: number): Promise<number[]>;
-  /** Ends writes in flight not renewed since `before`; their reported copies are queued for deletion. Answers how many. */
-  expireOpenWrites(before: number): Promise<number>;
+  /**
+   * Ends writes in flight not renewed since `before`; their reported copies are queued
+   * for deletion. Answers how many writes ended, and how many copies they had.
+   */
+  expireOpenWrites(before: number): Promise<{ writes: number; copies: number }>;
   /** Ends a write in flight that will never be committed (a write-through a rename overtook); its reported copies are queued for deletion. */
   abandonWrite(container: number): Promise<void>;
   /** Every worker, live or lost, by id. */

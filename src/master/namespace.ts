@@ -47,7 +47,7 @@ import type {
   WriteCommitRequest,
   WriteType,
 } from '../common/protocol';
-import { BLOCKS_PER_CONTAINER, LIST_PAGE_MAX, LOOKUP_BLOCKS_MAX, POSIX_ACL_XATTRS, timespecFromMs, timespecNow, type UfsPlace } from '../common/protocol';
+import { BLOCKS_PER_CONTAINER, LIST_PAGE_MAX, LOOKUP_BLOCKS_MAX, POSIX_ACL_XATTRS, timespecFromMs, timespecNow, type UfsPlace, type WriteBeginResponse } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UfsWriter, UnderFileSystem } from '../ufs/ufs';
 import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NamedNodeRecord, type NewNode, type NodeRecord } from './metastore';
@@ -741,7 +741,11 @@ export class Namespace {
    * in the same request, and the answer says `committed`: an untouched new file then costs one
    * request instead of two, and a written one commits over it as usual.
    */
-  async create(path: string, mode: number, uid = this.#uid, gid = this.#gid, closeEmpty?: { writeType?: WriteType }): Promise<FileAttributes & { committed?: true }> {
+  /**
+   * `begin`: the new file's first write is begun in the create's own transaction (as
+   * beginWrite), sparing a program that writes the file and closes it one request.
+   */
+  async create(path: string, mode: number, uid = this.#uid, gid = this.#gid, closeEmpty?: { writeType?: WriteType }, begin?: boolean): Promise<FileAttributes & { committed?: true; begin?: WriteBeginResponse }> {
     const { parent, name, parts } = await this.#resolveParent(path);
     this.#writable(parts);
     this.#storable(parts);
@@ -754,8 +758,8 @@ export class Namespace {
     // Written through at its close: in the store from then on (NodeRecord.inStore), said now rather than in one more transaction then.
     const inStore = mountType === 'CACHE_THROUGH' || mountType === 'THROUGH';
     // The check above only saves a store call; createChild checks again in its transaction.
-    const node = await this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, inStore, syncedAt: Date.now() }, empty);
-    return empty ? { ...toAttributes(node), committed: true } : toAttributes(node);
+    const { begun, ...node } = await this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, inStore, syncedAt: Date.now() }, empty, begin);
+    return { ...toAttributes(node), ...(empty ? { committed: true as const } : {}), ...(begun ? { begin: { ino: node.ino, ...begun, writeType: this.#store(parts).mount.writeType ?? this.#defaultWriteType } } : {}) };
   }
 
   /**

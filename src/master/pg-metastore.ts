@@ -77,6 +77,7 @@ import {
   nodeRecordFromRow,
   type CommitEmptyRequest,
   type CreatedEmpty,
+  type CreatedNode,
 } from './metastore';
 
 /** The newest schema this code knows; a database at a newer version is refused. */
@@ -1127,8 +1128,8 @@ export class PgMetastore implements Metastore {
   // ---- namespace mutations (each one transaction) --------------------------
 
   /** Links a new inode under `parent`; ALREADY_EXISTS if the name is taken. */
-  async createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty): Promise<NodeRecord> {
-    return this.#tx(async (tx) => {
+  async createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty, begin?: boolean): Promise<CreatedNode> {
+    return this.#tx(async (tx): Promise<CreatedNode> => {
       const t = node.mtime ?? timespecNow();
       const now = timespecNow();
       const row = await tx.one<{ parent_type: number; taken: boolean } & (NodeRow | { [K in keyof NodeRow]: null })>(Q.createChild, [
@@ -1166,8 +1167,8 @@ export class PgMetastore implements Metastore {
         await this.#allocateBlocks(tx, created.ino, node.size!, created.pinned);
         created = await this.#requireNode(tx, created.ino);
       }
-      if (empty && node.type === 'file') return this.#commitEmpty(tx, { ino: created.ino, ufsFingerprint: null, ...empty });
-      return created;
+      if (empty && node.type === 'file') created = await this.#commitEmpty(tx, { ino: created.ino, ufsFingerprint: null, ...empty });
+      return begin && node.type === 'file' ? { ...created, begun: await this.#beginWrite(tx, created) } : created;
     });
   }
 
@@ -1511,13 +1512,14 @@ export class PgMetastore implements Metastore {
   }
 
   async beginWrite(ino: number): Promise<{ containerId: number; blockSize: number }> {
-    return this.#tx(async (tx) => {
-      const n = await this.#requireNode(tx, ino);
-      if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
-      const containerId = await this.#allocateContainer(tx);
-      await tx.run(Q.insertOpenWrite, [containerId, ino, Date.now()]);
-      return { containerId, blockSize: n.blockSize };
-    });
+    return this.#tx(async (tx) => this.#beginWrite(tx, await this.#requireNode(tx, ino)));
+  }
+
+  async #beginWrite(tx: Tx, n: NodeRecord): Promise<{ containerId: number; blockSize: number }> {
+    if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${n.ino} is not a regular file`);
+    const containerId = await this.#allocateContainer(tx);
+    await tx.run(Q.insertOpenWrite, [containerId, n.ino, Date.now()]);
+    return { containerId, blockSize: n.blockSize };
   }
 
   /**
@@ -1879,14 +1881,16 @@ export class PgMetastore implements Metastore {
    * Writes begun before `before` and not renewed since (the client or worker went
    * away mid-write): their reported copies are orphans and get deleted.
    */
-  async expireOpenWrites(before: number): Promise<number> {
+  async expireOpenWrites(before: number): Promise<{ writes: number; copies: number }> {
     return this.#tx(async (tx) => {
       const stale = (await tx.rows<{ container: number }>(Q.staleOpenWrites, [before])).map((r) => r.container);
+      let copies = 0;
       for (const c of stale) {
         const orphans = await this.#closeWrite(tx, c);
         if (orphans.length > 0) await tx.run(Q.addPendingDeletes, [orphans.map((r) => r.worker_id), orphans.map((r) => r.block_id)]);
+        copies += orphans.length;
       }
-      return stale.length;
+      return { writes: stale.length, copies };
     });
   }
 

@@ -469,8 +469,9 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   );
   app.post(`${api}/create`, async (req) => {
     const closeEmpty = field(req.body, 'closeEmpty', 'boolean', true) as boolean | undefined;
+    const begin = field(req.body, 'begin', 'boolean', true) as boolean | undefined;
     const writeType = writeTypeField(req.body);
-    return madeEntry(req, await ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid'), closeEmpty ? { writeType } : undefined), 'parent');
+    return madeEntry(req, await ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid'), closeEmpty ? { writeType } : undefined, begin), 'parent');
   });
   app.post(`${api}/link`, async (req) => {
     const b = (req.body ?? {}) as Record<string, unknown>;
@@ -748,7 +749,9 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const expire = async (): Promise<void> => {
     for (const id of await table.expireWorkers(Date.now() - workerTimeoutMs)) log.warn({ workerId: id, timeoutMs: workerTimeoutMs }, 'worker lost: no heartbeat');
     const stale = await table.expireOpenWrites(Date.now() - openWriteTimeoutMs);
-    if (stale > 0) log.warn({ writes: stale, timeoutMs: openWriteTimeoutMs }, 'writes abandoned before their commit: their cached copies are deleted');
+    // Most writes that end unused are a create's, begun for a first write that never came (touch, lock files).
+    if (stale.copies > 0) log.warn({ ...stale, timeoutMs: openWriteTimeoutMs }, 'writes abandoned before their commit: their cached copies are deleted');
+    else if (stale.writes > 0) log.debug({ writes: stale.writes, timeoutMs: openWriteTimeoutMs }, 'writes begun and never used expired');
   };
   const expiry = setInterval(() => {
     if (expiryPass || !leadership.isLeader()) return;

@@ -30,6 +30,7 @@ import type {
   SyncGuard,
   CommitEmptyRequest,
   CreatedEmpty,
+  CreatedNode,
 } from './metastore';
 import type {
   BlockInfo,
@@ -118,8 +119,8 @@ export class SqliteMetastore implements Metastore {
 
   // ---- namespace changes ---------------------------------------------------
 
-  async createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty): Promise<NodeRecord> {
-    return this.#t.createChild(parent, name, node, empty);
+  async createChild(parent: number, name: string, node: NewNode, empty?: CreatedEmpty, begin?: boolean): Promise<CreatedNode> {
+    return this.#t.createChild(parent, name, node, empty, begin);
   }
 
   async loadChildren(parent: number, nodes: { name: string; node: NewNode }[]): Promise<void> {
@@ -246,7 +247,7 @@ export class SqliteMetastore implements Metastore {
     return this.#t.expireWorkers(before);
   }
 
-  async expireOpenWrites(before: number): Promise<number> {
+  async expireOpenWrites(before: number): Promise<{ writes: number; copies: number }> {
     return this.#t.expireOpenWrites(before);
   }
 

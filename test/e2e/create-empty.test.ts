@@ -53,6 +53,22 @@ t.test('files closed unwritten: one request where the write type allows, and eac
   await fh.close();
   t.equal(await fsp.readFile(path.join(throughMnt, 'w'), 'utf8'), 'content', 'another mount reads what was written after the create');
 
+  // A file created and written: the create began its write, so the close asks for no write/begin; an existing file's rewrite does.
+  const begins = await masterCount(c.masterUrl, '/api/v1/write/begin');
+  const commits = await masterCount(c.masterUrl, '/api/v1/write/commit');
+  const mounts = [asyncMnt, cacheMnt, throughMnt];
+  for (const [i, mnt] of mounts.entries()) for (let j = 0; j < 3; j++) await fsp.writeFile(path.join(mnt, `b-${types[i]}-${j}`), `${types[i]} ${j}`);
+  t.equal(await masterCount(c.masterUrl, '/api/v1/write/begin'), begins, 'created and written: no write/begin request');
+  t.equal(await masterCount(c.masterUrl, '/api/v1/write/commit'), commits + 9, 'one commit per file');
+  for (const [i, mnt] of mounts.entries()) {
+    const other = mounts[(i + 1) % 3]!;
+    for (let j = 0; j < 3; j++) t.equal(await fsp.readFile(path.join(other, `b-${types[i]}-${j}`), 'utf8'), `${types[i]} ${j}`, `${types[i]} b${j}: another mount reads what was written`);
+  }
+  t.equal(readFileSync(inStore('b-CACHE_THROUGH-0'), 'utf8'), 'CACHE_THROUGH 0', 'CACHE_THROUGH: the content is in the store when the close returns');
+  await fsp.writeFile(path.join(throughMnt, 'b-CACHE_THROUGH-0'), 'again');
+  t.equal(await masterCount(c.masterUrl, '/api/v1/write/begin'), begins + 1, 'rewriting an existing file begins its write');
+  t.equal(await fsp.readFile(path.join(asyncMnt, 'b-CACHE_THROUGH-0'), 'utf8'), 'again', 'and the rewrite is read back');
+
   await until('ASYNC_THROUGH stores the files closed unwritten', () => [0, 1, 2, 3, 4].every((i) => existsSync(inStore(`a${i}`))), 20_000);
   for (let i = 0; i < 5; i++) t.equal((await fsp.stat(inStore(`a${i}`))).size, 0, `a${i} is stored empty`);
   await until('and the written one', () => existsSync(inStore('w')) && readFileSync(inStore('w'), 'utf8') === 'content', 20_000);

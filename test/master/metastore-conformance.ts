@@ -52,6 +52,39 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
   };
   const uuid = (tag: string, n: number) => `${(seq * 1000 + n).toString(16).padStart(8, '0')}-${process.pid.toString(16)}-${tag.length}`;
 
+  t.test('a create that begins the new file\'s first write: one transaction, the write usable as one from beginWrite', async (t) => {
+    const { store, dir, tag } = await setup(t);
+    const w = await register(store, uuid(tag, 1), `http://begun-${tag}:1`);
+    const made = await store.createChild(dir.ino, 'f', fileNode(), { writeType: 'MUST_CACHE' }, true);
+    t.ok(made.begun, 'the write begun');
+    const { containerId, blockSize } = made.begun!;
+    t.equal(blockSize, made.blockSize, "the file's block size");
+    t.not(containerId, made.container, 'a container of its own, not the empty version the create committed');
+    t.equal(made.size, 0, 'the file itself is committed empty');
+    // Copies reported before the commit are held for it, as for any write in flight.
+    const id = blockIdOf(containerId, 0);
+    t.same(await beat(store, w, [{ id, tier: 'MEM', bytes: 5 }]), [], 'a copy of the begun write is not taken for an orphan');
+    const node = await store.commitWrite({ ino: made.ino, containerId, size: 5, blocks: [{ id, length: 5 }], workerId: w, ufsFingerprint: null, writeType: 'MUST_CACHE' });
+    t.equal(node.size, 5, 'committed under the begun container');
+    t.same((await store.blocks(made.ino)).map((b) => [b.id, b.locations]), [[id, [w]]], 'its copy located');
+
+    const unused = await store.createChild(dir.ino, 'touched', fileNode(), undefined, true);
+    t.ok(unused.begun, 'begun for a file created without closeEmpty too');
+    const d = await store.createChild(dir.ino, 'sub', dirNode(), undefined, true);
+    t.equal(d.begun, undefined, 'a directory: nothing to begin');
+    const none = await store.createChild(dir.ino, 'plain', fileNode());
+    t.equal(none.begun, undefined, 'not asked: nothing begun');
+    const expired = await store.expireOpenWrites(Date.now() + 1);
+    t.ok(expired.writes >= 1, 'a begun write never used expires');
+    await rejects(
+      t,
+      () => store.commitWrite({ ino: unused.ino, containerId: unused.begun!.containerId, size: 0, blocks: [], workerId: w, ufsFingerprint: null }),
+      'TIMEOUT',
+      'and is not committed after',
+    );
+    await rejects(t, () => store.createChild(dir.ino, 'f', fileNode(), undefined, true), 'ALREADY_EXISTS', 'a taken name: nothing begun, nothing made');
+  });
+
   t.test('the root, blockSize and reads of what does not exist', async (t) => {
     const store = await open();
     t.teardown(() => store.close());
@@ -454,8 +487,9 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     const lost = await store.beginWrite(f.ino);
     const lostId = blockIdOf(lost.containerId, 0);
     t.same(await beat(store, w1, [{ id: lostId, tier: 'MEM', bytes: 1 }], [], [lost.containerId]), [blocks[1]!.id]);
-    t.equal(await store.expireOpenWrites(Date.now() - 60_000), 0, 'a renewed write does not expire');
-    t.ok((await store.expireOpenWrites(Date.now() + 1)) >= 1, 'a silent one does');
+    t.equal((await store.expireOpenWrites(Date.now() - 60_000)).writes, 0, 'a renewed write does not expire');
+    const expired = await store.expireOpenWrites(Date.now() + 1);
+    t.ok(expired.writes >= 1 && expired.copies >= 1, `a silent one does, with its copy (${JSON.stringify(expired)})`);
     t.same(await beat(store, w1), sorted([blocks[1]!.id, lostId]), 'and its copy is deleted');
     await rejects(t, () => store.commitWrite({ ino: f.ino, containerId: lost.containerId, size: 1, blocks: [{ id: lostId, length: 1 }], workerId: w1, ufsFingerprint: null }), 'TIMEOUT', 'a late commit of an expired write');
     t.equal((await store.requireNode(f.ino)).size, 0, 'the file keeps its committed content');

@@ -373,7 +373,7 @@ if (skip) {
     const b0 = blockIdOf(open.containerId, 0);
     const hb = await store.heartbeat({ workerId: w3, capacityBytes: 1, usedBytes: 0, tiers: [], addedBlocks: [{ id: b0, tier: 'MEM', bytes: 10 }], removedBlocks: [], pinVersion: 0, openWrites: [open.containerId] });
     t.same(hb!.deleteBlocks, [], 'a block of a write in flight is kept');
-    t.equal(await store.expireOpenWrites(Date.now() + 1000), 2, 'this write and the one begun above and never committed');
+    t.equal((await store.expireOpenWrites(Date.now() + 1000)).writes, 2, 'this write and the one begun above and never committed');
     const after = await store.heartbeat({ workerId: w3, capacityBytes: 1, usedBytes: 0, tiers: [], addedBlocks: [], removedBlocks: [], pinVersion: 0 });
     t.same(after!.deleteBlocks, [b0], 'an expired write’s copies are deleted');
   });
