@@ -984,6 +984,8 @@ export class StrataFileSystem {
       if (stream?.local) await staging?.drain();
       const local = stream ? undefined : staging && this.#mayHandOver(worker) ? await this.#handOver(worker, staging) : undefined;
       const overHttp = async () => this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, typeof body === 'function' ? await body() : body, writeType, extents, undefined, stream?.id);
+      /** The worker wrote the handed-over file: it removed the link before answering (or failed the write). */
+      let taken = false;
       try {
         if (stream?.local) {
           // The worker reads on in the file linked when the stream opened, and unlinks it.
@@ -991,6 +993,7 @@ export class StrataFileSystem {
         } else if (local) {
           try {
             res = await this.workers.writeFile(worker, ino, begin.containerId, begin.blockSize, size, Buffer.alloc(0), writeType, false, local);
+            taken = true;
           } catch (err) {
             // Refused before the worker wrote anything (it opens the file first): the same write, over HTTP.
             if (!this.#handOverRefused(worker, err)) throw err;
@@ -1000,7 +1003,7 @@ export class StrataFileSystem {
           res = await overHttp();
         }
       } finally {
-        if (local) await fsp.rm(local.path, { force: true });
+        if (local && !taken) await fsp.rm(local.path, { force: true });
       }
     } catch (err) {
       if (workerUnreachable(err)) this.router.markFailed(worker);

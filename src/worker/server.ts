@@ -576,6 +576,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let w: FileWrite | undefined = stream?.write;
     let via = typeof q.local === 'string' || stream?.local ? 'local' : 'http';
     const start = w?.total ?? 0;
+    /** Closing and removing a handed-over file, once read: while the write settles (its fsyncs), not before. */
+    let handedOver: Promise<void> | undefined;
     try {
       if (!w) {
         const { blockSize, writeType } = writeParams(q);
@@ -596,8 +598,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
           if (has < size) throw new StrataError('BAD_REQUEST', `local file has ${has} bytes, fewer than the ${size} declared`);
           await w.fromFile(fh, w.total, size);
         } finally {
-          await fh.close();
-          await fsp.rm(path, { force: true });
+          handedOver = fh.close().finally(() => fsp.rm(path, { force: true }));
+          // Awaited below, or in the catch; an error before that must not go unhandled meanwhile.
+          handedOver.catch(() => undefined);
         }
       } else if (q.format === 'extents') {
         // Sparse body: frames of [u64 offset][u32 length][bytes]; gaps between them are zeros.
@@ -611,9 +614,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         await rawBody(w, req, size);
       }
       const res = await w.finish();
+      await handedOver;
       writtenBytes.inc({ write_type: w.writeType, via }, size - start);
       return res;
     } catch (err) {
+      await handedOver?.catch(() => undefined);
       dropRestOfBody(req, reply);
       // The write's own error is the answer, not a failure of the cleanup after it.
       await w?.abort().catch((e: unknown) => log.warn({ ino, err: toStrataError(e).message }, 'aborting a failed write failed'));

@@ -11,6 +11,7 @@ import t from 'tap';
 import { existsSync, readFileSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { startCluster } from '../helpers/multi-cluster';
+import { INCOMING_DIR } from '../../src/common/protocol';
 
 async function masterCount(url: string, route: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
@@ -65,6 +66,12 @@ t.test('files closed unwritten: one request where the write type allows, and eac
     for (let j = 0; j < 3; j++) t.equal(await fsp.readFile(path.join(other, `b-${types[i]}-${j}`), 'utf8'), `${types[i]} ${j}`, `${types[i]} b${j}: another mount reads what was written`);
   }
   t.equal(readFileSync(inStore('b-CACHE_THROUGH-0'), 'utf8'), 'CACHE_THROUGH 0', 'CACHE_THROUGH: the content is in the store when the close returns');
+  // Same host: the files were handed over through the worker's incoming dir, and no link is left there.
+  const workerMetrics = await (await fetch(`${c.workers[0]!.url}/metrics`)).text();
+  t.ok(Number(/^strata_worker_written_bytes_total\{[^}]*via="local"[^}]*\} (\d+)/m.exec(workerMetrics)?.[1] ?? 0) > 0, 'written through handed-over files');
+  const incoming = (await fsp.readdir(c.workers[0]!.home, { recursive: true, withFileTypes: true })).filter((e) => e.isDirectory() && e.name === INCOMING_DIR);
+  t.ok(incoming.length > 0, 'the worker has an incoming dir');
+  for (const e of incoming) t.same(await fsp.readdir(path.join(e.parentPath ?? e.path, e.name)), [], 'no handed-over link is left in it');
   await fsp.writeFile(path.join(throughMnt, 'b-CACHE_THROUGH-0'), 'again');
   t.equal(await masterCount(c.masterUrl, '/api/v1/write/begin'), begins + 1, 'rewriting an existing file begins its write');
   t.equal(await fsp.readFile(path.join(asyncMnt, 'b-CACHE_THROUGH-0'), 'utf8'), 'again', 'and the rewrite is read back');
