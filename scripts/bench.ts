@@ -19,7 +19,8 @@
  *           (page cache kept)
  *   rand    4 KiB random reads (fio, psync, QD1) of that object, cold; and bytes fetched from S3
  *   small   10,000 × 64 KiB files read by 4 parallel readers, two epochs (fresh mount, then warm)
- *   meta    create / stat / list / unlink 10,000 empty files through the mount
+ *   meta    create / stat / list / unlink 10,000 empty files through the mount; then write
+ *           1,000 files of 64 KiB one after another (each until its close returns)
  *   master  the Strata master alone: lookup and create latency with 10k and 1M inodes on SQLite;
  *           lookups/s and creates/s on SQLite beside PostgreSQL (a temporary server, as the
  *           tests start one; skipped with the reason when initdb/pg_ctl are missing) at 10k
@@ -173,6 +174,8 @@ interface Sizes {
   smallSize: number;
   readers: number;
   metaCount: number;
+  /** Small files written by one writer (the meta workload). */
+  smallWrites: number;
   randSeconds: number;
   masterInodes: number[];
   masterLookups: number;
@@ -187,6 +190,7 @@ function sizesFor(quick: boolean): Sizes {
     smallSize: 64 * KiB,
     readers: 4,
     metaCount: 10_000,
+    smallWrites: 1_000,
     randSeconds: 20,
     masterInodes: [10_000, 1_000_000],
     masterLookups: 5_000,
@@ -199,6 +203,7 @@ function sizesFor(quick: boolean): Sizes {
     big: Math.round(full.big / 20 / MiB) * MiB,
     smallCount: full.smallCount / 20,
     metaCount: full.metaCount / 20,
+    smallWrites: full.smallWrites / 20,
     randSeconds: 3,
     masterInodes: [10_000, 50_000],
     masterLookups: 1_000,
@@ -1144,6 +1149,11 @@ async function metadata(c: Ctx, sys: BenchSystem, runNo: number): Promise<void> 
   if (ls.status !== 0 || ls.stdout.trim().split('\n').length !== n + 1) throw new Error(`${dir}: ls -l failed or listed a wrong count: ${ls.stderr}`);
   c.results.add('meta.lsl', sys.id, n / tLs);
   c.results.add('meta.unlink', sys.id, await timedLoop(n, (i) => unlinkSync(name(i))));
+  // Small files written one after another, each closed before the next (a job writing its outputs, an untar).
+  const w = c.sizes.smallWrites;
+  const body = randomBytes(c.sizes.smallSize);
+  c.results.add('meta.write', sys.id, await timedLoop(w, (i) => writeFileSync(name(i), body)));
+  for (let i = 0; i < w; i++) unlinkSync(name(i));
   rmdirSync(dir);
 }
 
@@ -1177,7 +1187,7 @@ async function benchSystem(c: Ctx, sys: BenchSystem, r: number): Promise<void> {
     }
     if (only.has('meta')) {
       if (!sys.started) await sys.start();
-      step(`create / stat / list / unlink ${fmtCount(c.sizes.metaCount)} files`);
+      step(`create / stat / list / unlink ${fmtCount(c.sizes.metaCount)} files, write ${fmtCount(c.sizes.smallWrites)} small ones`);
       await metadata(c, sys, r);
     }
   } finally {
@@ -1592,6 +1602,7 @@ async function main(): Promise<void> {
   results.declare('meta.list', `metadata: list the directory`, 'entries/s');
   results.declare('meta.lsl', `metadata: ls -l of the directory`, 'entries/s');
   results.declare('meta.unlink', `metadata: unlink them`, 'ops/s');
+  results.declare('meta.write', `write ${fmtCount(sizes.smallWrites)} × ${fmtBytes(sizes.smallSize)} files, one writer, each until close() returns`, 'files/s');
   const wantRows = (k: string) =>
     (k.startsWith('write') && opts.only.has('write')) ||
     (k.startsWith('read') && opts.only.has('read')) ||
