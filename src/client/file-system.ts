@@ -262,7 +262,7 @@ interface OpenFile {
   unlinked?: boolean;
   /** Whole blocks already on their way to a worker while the file is still written. */
   stream?: WriteStream;
-  /** The write its create began (see #begunWrite), not used yet. */
+  /** The write its create began (see #begunWrite), not used yet; `at`: performance.now() before the create was sent. */
   begun?: { begin: WriteBeginResponse; at: number };
 }
 
@@ -526,14 +526,14 @@ export class StrataFileSystem {
   /**
    * create(2) under `parent`: a new empty file, open for writing. `changeSeq`: the feed
    * seq of the create's own change, when the metadata cache follows the feed.
+   * `forWriting`: the create also begins the file's first write (one master request less
+   * for a program that writes the file and closes it).
    */
-  /**
-   * A new file, open for writing. `forWriting`: the create also begins its first write
-   * (one master request less for a program that writes the file and closes it).
-   */
-  async createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }, forWriting = true): Promise<{ attrs: FileAttributes; fh: number; changeSeq?: number }> {
+  async createAt(parent: number, name: string, mode: number, owner?: { uid: number; gid: number }, forWriting = false): Promise<{ attrs: FileAttributes; fh: number; changeSeq?: number }> {
+    // Its age counts from before the request: the answer may be held (feed leases) after the master began it.
+    const asked = performance.now();
     const { committed, changeSeq, begin, ...attrs } = await this.master.createAt(parent, name, mode & 0o7777, owner, { writeType: this.#writeType }, forWriting);
-    return { attrs, fh: await this.#openCreated(attrs, committed === true, begin), ...(changeSeq !== undefined ? { changeSeq } : {}) };
+    return { attrs, fh: await this.#openCreated(attrs, committed === true, begin && { begin, at: asked }), ...(changeSeq !== undefined ? { changeSeq } : {}) };
   }
 
   /** Opens by inode; also returns the attributes the open found, for cache revalidation. */
@@ -576,10 +576,10 @@ export class StrataFileSystem {
   }
 
   /** `committed`: the master recorded it complete and empty already; otherwise its close must. */
-  async #openCreated(attrs: FileAttributes, committed = false, begin?: WriteBeginResponse): Promise<number> {
+  async #openCreated(attrs: FileAttributes, committed = false, begun?: OpenFile['begun']): Promise<number> {
     const file = this.#openFile(attrs.ino);
     file.attrs = attrs;
-    if (begin) file.begun = { begin, at: Date.now() };
+    if (begun) file.begun = begun;
     await file.lock.run(async () => {
       // Known empty: a first write needs no copy of the old content (nor a master call to find it).
       if (!file.staging) file.staging = await StagingFile.create(this.#stagingDir);
@@ -715,7 +715,7 @@ export class StrataFileSystem {
   #begunWrite(f: OpenFile): WriteBeginResponse | undefined {
     const b = f.begun;
     f.begun = undefined;
-    return b && Date.now() - b.at < BEGUN_WRITE_FRESH_MS ? b.begin : undefined;
+    return b && performance.now() - b.at < BEGUN_WRITE_FRESH_MS ? b.begin : undefined;
   }
 
   async #openStream(f: OpenFile, s: WriteStream, staging: StagingFile): Promise<void> {
@@ -866,7 +866,8 @@ export class StrataFileSystem {
         return;
       }
       // Unlinked while open (beginWrite: NOT_FOUND): its bytes die with the last close anyway, nothing to store.
-      let begin = this.#begunWrite(f) ?? (await this.#beginUnlessGone(f.ino));
+      let begun = this.#begunWrite(f);
+      let begin = begun ?? (await this.#beginUnlessGone(f.ino));
       for (let attempt = 1; begin; attempt++) {
         try {
           await this.#upload(f.ino, begin, size, () => staging.extents(0, size), true, f.mtime, staging);
@@ -877,8 +878,14 @@ export class StrataFileSystem {
           // partial blocks then never match the committed file). #upload has marked the worker failed.
           // Or the file was renamed while it was written (NOT_FOUND; nothing was stored): send it to where it is now.
           const moved = err instanceof StrataError && err.code === 'NOT_FOUND';
-          if (attempt >= 3 || !(workerUnreachable(err) || moved)) throw err;
-          this.#log.warn({ ino: f.ino, err: (err as Error).message }, moved ? 'the file moved while it was written; writing it again' : 'write through a worker failed; trying another worker');
+          // The write its create began ran out before the commit (the master forgot it): once more, begun now.
+          const expired = begun !== undefined && begin === begun && err instanceof StrataError && err.code === 'TIMEOUT';
+          begun = undefined;
+          if (attempt >= 3 || !(workerUnreachable(err) || moved || expired)) throw err;
+          this.#log.warn(
+            { ino: f.ino, err: (err as Error).message },
+            expired ? "the write the file's create began had expired; writing it again" : moved ? 'the file moved while it was written; writing it again' : 'write through a worker failed; trying another worker',
+          );
           begin = await this.#beginUnlessGone(f.ino);
         }
       }

@@ -739,11 +739,9 @@ export class Namespace {
    * `closeEmpty`: the creator (a mount, for open with O_CREAT) would close it unwritten with
    * commitEmpty. Where that needs no under-store call (MUST_CACHE, ASYNC_THROUGH) it is done here,
    * in the same request, and the answer says `committed`: an untouched new file then costs one
-   * request instead of two, and a written one commits over it as usual.
-   */
-  /**
-   * `begin`: the new file's first write is begun in the create's own transaction (as
-   * beginWrite), sparing a program that writes the file and closes it one request.
+   * request instead of two, and a written one commits over it as usual. `begin`: the new
+   * file's first write is begun in the create's own transaction (as beginWrite), sparing a
+   * program that writes the file and closes it one request.
    */
   async create(path: string, mode: number, uid = this.#uid, gid = this.#gid, closeEmpty?: { writeType?: WriteType }, begin?: boolean): Promise<FileAttributes & { committed?: true; begin?: WriteBeginResponse }> {
     const { parent, name, parts } = await this.#resolveParent(path);

@@ -12,6 +12,7 @@ import { existsSync, readFileSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { startCluster } from '../helpers/multi-cluster';
 import { INCOMING_DIR } from '../../src/common/protocol';
+import Database from 'better-sqlite3';
 
 async function masterCount(url: string, route: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
@@ -96,4 +97,20 @@ t.test('an ASYNC_THROUGH file closed empty reaches the store while no worker is 
   for (const n of names) t.equal((await fsp.stat(path.join(c.ufsDir, n))).size, 0, `${n} is stored, empty`);
   const q = (await (await fetch(`${c.masterUrl}/metrics`)).text()).match(/^strata_master_persist_queue_length(?:\{[^}]*\})? (\d+)/m);
   t.equal(Number(q?.[1]), 0, 'and nothing is left in the persist queue');
+});
+
+t.test("a file written after the write its create began expired: the close begins it again and stores the bytes", async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '-1'], mountArgs: () => ['--write-type', 'MUST_CACHE'] });
+  const mnt = c.mounts[0]!;
+  const db = new Database(path.join(c.master.home, 'master', 'strata.db'));
+  t.teardown(() => db.close());
+  const openWrites = () => (db.prepare('SELECT count(*) AS n FROM open_write').get() as { n: number }).n;
+  const fh = await fsp.open(path.join(mnt, 'late'), 'wx');
+  t.equal(openWrites(), 1, 'the create began a write');
+  // As if no one had renewed it for longer than the master keeps writes: its next expiry pass ends it.
+  db.prepare('UPDATE open_write SET renewed_at = 0').run();
+  await until('the master expires the begun write', () => openWrites() === 0, 20_000);
+  await fh.writeFile('written late');
+  await t.resolves(fh.close(), 'the close succeeds');
+  t.equal(await fsp.readFile(path.join(mnt, 'late'), 'utf8'), 'written late', 'and the bytes read back');
 });

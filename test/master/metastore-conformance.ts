@@ -61,6 +61,7 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.equal(blockSize, made.blockSize, "the file's block size");
     t.not(containerId, made.container, 'a container of its own, not the empty version the create committed');
     t.equal(made.size, 0, 'the file itself is committed empty');
+    t.equal((await store.expireOpenWrites(Date.now() - 60_000)).writes, 0, 'the begun write is as fresh as one from beginWrite');
     // Copies reported before the commit are held for it, as for any write in flight.
     const id = blockIdOf(containerId, 0);
     t.same(await beat(store, w, [{ id, tier: 'MEM', bytes: 5 }]), [], 'a copy of the begun write is not taken for an orphan');
@@ -82,7 +83,8 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
       'TIMEOUT',
       'and is not committed after',
     );
-    await rejects(t, () => store.createChild(dir.ino, 'f', fileNode(), undefined, true), 'ALREADY_EXISTS', 'a taken name: nothing begun, nothing made');
+    await rejects(t, () => store.createChild(dir.ino, 'f', fileNode(), undefined, true), 'ALREADY_EXISTS', 'a taken name: nothing made');
+    t.equal((await store.expireOpenWrites(Date.now() + 1)).writes, 0, 'and nothing begun');
   });
 
   t.test('the root, blockSize and reads of what does not exist', async (t) => {
