@@ -302,6 +302,9 @@ interface Handle {
 /** Errors of commitWrite refused with NOT_FOUND (see #commit): writeFile sends the file again for those only. */
 const COMMIT_REFUSED = new WeakSet<Error>();
 
+/** Errors of commitWrite with TIMEOUT (the write expired, or the commit timed out): a create's begun write is begun again for those. */
+const COMMIT_TIMED_OUT = new WeakSet<Error>();
+
 export class StrataFileSystem {
   readonly master: MasterClient;
   readonly router: WorkerRouter;
@@ -879,7 +882,7 @@ export class StrataFileSystem {
           // Or the file was renamed while it was written (NOT_FOUND; nothing was stored): send it to where it is now.
           const moved = err instanceof StrataError && err.code === 'NOT_FOUND';
           // The write its create began ran out before the commit (the master forgot it): once more, begun now.
-          const expired = begun !== undefined && begin === begun && err instanceof StrataError && err.code === 'TIMEOUT';
+          const expired = begun !== undefined && begin === begun && err instanceof StrataError && COMMIT_TIMED_OUT.has(err);
           begun = undefined;
           if (attempt >= 3 || !(workerUnreachable(err) || moved || expired)) throw err;
           this.#log.warn(
@@ -1037,6 +1040,7 @@ export class StrataFileSystem {
       return await this.master.commitWrite(req);
     } catch (err) {
       if (err instanceof StrataError && err.code === 'NOT_FOUND') COMMIT_REFUSED.add(err);
+      if (err instanceof StrataError && err.code === 'TIMEOUT') COMMIT_TIMED_OUT.add(err);
       throw err;
     }
   }

@@ -614,7 +614,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         await rawBody(w, req, size);
       }
       const res = await w.finish();
-      await handedOver;
+      // The bytes are stored: a handed-over file that could not be closed or removed is only left for the next start to clear.
+      await handedOver?.catch((e: unknown) => log.warn({ ino, err: toStrataError(e).message }, 'removing a handed-over file failed'));
+      handedOver = undefined;
       writtenBytes.inc({ write_type: w.writeType, via }, size - start);
       return res;
     } catch (err) {
