@@ -885,11 +885,14 @@ export class StrataFileSystem {
           const expired = begun !== undefined && begin === begun && err instanceof StrataError && COMMIT_TIMED_OUT.has(err);
           begun = undefined;
           if (attempt >= 3 || !(workerUnreachable(err) || moved || expired)) throw err;
-          this.#log.warn(
-            { ino: f.ino, err: (err as Error).message },
-            expired ? "the write the file's create began had expired; writing it again" : moved ? 'the file moved while it was written; writing it again' : 'write through a worker failed; trying another worker',
-          );
           begin = await this.#beginUnlessGone(f.ino);
+          // Unlinked meanwhile (by another client: the write its create began came before that): nothing to store, nothing to say.
+          if (begin) {
+            this.#log.warn(
+              { ino: f.ino, err: (err as Error).message },
+              expired ? "the write the file's create began had expired; writing it again" : moved ? 'the file moved while it was written; writing it again' : 'write through a worker failed; trying another worker',
+            );
+          }
         }
       }
       if (!begin) {
