@@ -22,6 +22,9 @@ async function main(mnt: string): Promise<void> {
     await fsp.writeFile(path.join(mnt, 'f'), `cycle ${i}`);
     if ((await fsp.readFile(path.join(mnt, 'f'), 'utf8')) !== `cycle ${i}`) throw new Error('read back something else');
     await session.unmount();
+    // The kernel's last request (the release of the file just read) may still be on its way: the session goes with its reply.
+    const until = Date.now() + 2000;
+    while (alive() > before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
     afterCycles.push(alive());
   }
 
