@@ -749,7 +749,7 @@ export class Namespace {
     this.#storable(parts);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
     const g = this.#inherit(parent, gid, mode, false);
-    const mountType = closeEmpty?.writeType ?? this.#store(parts).mount.writeType ?? this.#defaultWriteType;
+    const mountType = closeEmpty?.writeType ?? this.#writeTypeAt(parts);
     const writeType = closeEmpty && mountType;
     // A program that writes the file soon commits over this; only an untouched one is ever persisted empty.
     const empty = writeType === 'MUST_CACHE' || writeType === 'ASYNC_THROUGH' ? { writeType, persistDelayMs: CREATED_EMPTY_PERSIST_DELAY_MS } : undefined;
@@ -757,7 +757,7 @@ export class Namespace {
     const inStore = mountType === 'CACHE_THROUGH' || mountType === 'THROUGH';
     // The check above only saves a store call; createChild checks again in its transaction.
     const { begun, ...node } = await this.#table.createChild(parent.ino, name, { type: 'file', mode: g.mode, uid, gid: g.gid, persisted: false, inStore, syncedAt: Date.now() }, empty, begin);
-    return { ...toAttributes(node), ...(empty ? { committed: true as const } : {}), ...(begun ? { begin: { ino: node.ino, ...begun, writeType: this.#store(parts).mount.writeType ?? this.#defaultWriteType } } : {}) };
+    return { ...toAttributes(node), ...(empty ? { committed: true as const } : {}), ...(begun ? { begin: { ino: node.ino, ...begun, writeType: this.#writeTypeAt(parts) } } : {}) };
   }
 
   /**
@@ -1136,11 +1136,16 @@ export class Namespace {
   async beginWrite(ino: number): Promise<{ ino: number; containerId: number; blockSize: number; writeType: WriteType }> {
     const parts = parsePath(await this.#table.pathOf(ino));
     this.#writable(parts);
-    const { mount } = this.#store(parts);
-    return { ino, ...(await this.#table.beginWrite(ino)), writeType: mount.writeType ?? this.#defaultWriteType };
+    const writeType = this.#writeTypeAt(parts);
+    return { ino, ...(await this.#table.beginWrite(ino)), writeType };
   }
 
   #defaultWriteType: WriteType = 'CACHE_THROUGH';
+
+  /** The write type of files at `parts`: their mount's, else the default. */
+  #writeTypeAt(parts: string[]): WriteType {
+    return this.#store(parts).mount.writeType ?? this.#defaultWriteType;
+  }
 
   /** The write type of files in mounts that do not set one. */
   setDefaultWriteType(t: WriteType): void {
@@ -1157,7 +1162,7 @@ export class Namespace {
       this.#writable(parts);
       const n = await this.#table.requireNode(ino);
       if (n.type !== 'file') throw new StrataError('IS_DIRECTORY', `inode ${ino} is not a regular file`);
-      const writeType = writeTypeOverride ?? this.#store(parts).mount.writeType ?? this.#defaultWriteType;
+      const writeType = writeTypeOverride ?? this.#writeTypeAt(parts);
       const fingerprint = writeType === 'CACHE_THROUGH' || writeType === 'THROUGH' ? await this.#storeEmpty(n, parts) : null;
       // commitEmpty re-checks the inode and its type in its transaction.
       return toAttributes(await this.#table.commitEmpty({ ino, ufsFingerprint: fingerprint, writeType, ...(mtime ? { mtime } : {}) }));
