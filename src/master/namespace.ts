@@ -44,6 +44,7 @@ import type {
   TtlAction,
   UfsLeftover,
   UfsLocation,
+  UnderStoreRef,
   WriteCommitRequest,
   WriteType,
 } from '../common/protocol';
@@ -1751,6 +1752,16 @@ export class Namespace {
     if (intervals.some((i) => i === 0)) return 0;
     const positive = intervals.filter((i) => i > 0);
     return positive.length > 0 ? Math.min(...positive) : -1;
+  }
+
+  /** Each store the mount table names, once, with its driver options (for workers only). */
+  underStores(): UnderStoreRef[] {
+    const seen = new Map<string, UnderStoreRef>();
+    for (const m of this.#mounts.list()) {
+      const ref = { mountUri: m.uri, options: driverOptions(m.options) };
+      seen.set(`${ref.mountUri}\n${JSON.stringify(ref.options)}`, ref);
+    }
+    return [...seen.values()];
   }
 
   mounts(): MountInfo[] {

@@ -635,9 +635,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       blocks: blockReports(b, 'blocks'),
     });
     log.info({ workerId, address }, 'worker registered');
-    if (!left.length) return { workerId };
+    const underStores = ns.underStores();
+    if (!left.length) return { workerId, underStores };
     // Bounded: the worker keeps what is not done by then and sends it again.
-    return { workerId, leftoversDone: await ns.discardLeftovers(left, workerId, LEFTOVERS_WAIT_MS) };
+    return { workerId, leftoversDone: await ns.discardLeftovers(left, workerId, LEFTOVERS_WAIT_MS), underStores };
   });
   /**
    * Of a worker's pinned blocks, those it may evict again: their bytes are in the

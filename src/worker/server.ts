@@ -32,6 +32,7 @@ import {
   WriteType,
   RegisterWorkerResponse,
   UfsLocation,
+  UnderStoreRef,
   WriteFileResponse,
   blockIdOf,
   BLOCKS_PER_CONTAINER,
@@ -170,7 +171,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
 
   /** Drivers by mount URI and options (credentials or endpoints may differ per mount). */
   const ufsByUri = new Map<string, UnderFileSystem>();
-  const ufsFor = (loc: UfsLocation): UnderFileSystem => {
+  const ufsFor = (loc: UnderStoreRef): UnderFileSystem => {
     const key = `${loc.mountUri}\n${JSON.stringify(loc.options ?? {})}`;
     let u = ufsByUri.get(key);
     if (!u) {
@@ -396,6 +397,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     help: 'File bytes taken by write streams as whole blocks before the file was closed (also counted in strata_worker_written_bytes_total)',
     registers: reg,
   });
+  new Gauge({ name: 'strata_worker_under_store_drivers', help: 'Under-store drivers this worker has made (one per store and options)', registers: reg, collect() { this.set(ufsByUri.size); } });
   new Gauge({ name: 'strata_worker_cache_used_bytes', help: 'Bytes of cached pages, by tier', labelNames: ['tier'] as const, registers: reg, collect() { for (const t of store.tierInfo()) this.set({ tier: t.name }, t.usedBytes); } });
   new Gauge({ name: 'strata_worker_cache_capacity_bytes', help: 'Quota, by tier', labelNames: ['tier'] as const, registers: reg, collect() { for (const t of store.tierInfo()) this.set({ tier: t.name }, t.capacityBytes); } });
   new Gauge({ name: 'strata_worker_cache_blocks', help: 'Blocks with at least one cached page', registers: reg, collect() { this.set(store.blockCount); } });
@@ -818,6 +820,18 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     return typeof v === 'string' ? v : undefined;
   };
   // A full report replaces what the master knew: sending it twice is harmless.
+  /** Makes the drivers of the stores the master named, so a first read does not wait for them to load. */
+  const prepareDrivers = (refs: UnderStoreRef[]): void => {
+    if (closing) return;
+    for (const ref of refs.slice(0, 64)) {
+      try {
+        ufsFor(ref);
+      } catch (err) {
+        // A request naming this store fails the same way, with its own error; nothing more to do here.
+        log.debug({ err, mountUri: ref.mountUri }, 'could not make an under-store driver ahead of use');
+      }
+    }
+  };
   const register = async (): Promise<number> => {
     const meta: ResponseMeta = {};
     const sent = staleLeftovers.slice(0, LEFTOVERS_MAX);
@@ -841,6 +855,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       staleLeftovers = staleLeftovers.filter((s) => !done.has(s));
     }
     if (staleLeftovers.length) log.warn({ writes: staleLeftovers.length }, 'the master could not discard everything the last run left in the stores yet; it is sent again with the next registration');
+    // After this turn: the registration's caller (the start, a heartbeat) goes on first.
+    if (r.underStores?.length) setImmediate(() => prepareDrivers(r.underStores ?? []));
     return r.workerId;
   };
   let pinVersion = -1;
