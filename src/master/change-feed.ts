@@ -179,8 +179,15 @@ export class ChangeFeed implements ChangeLog {
     const s = this.#currentSeq();
     if (s === this.#lastSeen) return false;
     this.#lastSeen = s;
-    // Changes come in runs (a job's creates, a sync's listing): look again soon.
-    this.#pollMs = POLL_MIN_MS;
+    // Changes come in runs (a job's creates, a sync's listing): look again soon, also when a
+    // backed-off poll is already set (from a request: the timer's own calls have none pending).
+    if (this.#pollMs !== POLL_MIN_MS) {
+      this.#pollMs = POLL_MIN_MS;
+      if (this.#timer) {
+        clearTimeout(this.#timer);
+        this.#nextPoll();
+      }
+    }
     for (const w of [...this.#waiters]) w();
     if (s - this.#prunedAt > KEEP / 2) {
       this.#prunedAt = s;
