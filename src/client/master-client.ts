@@ -249,10 +249,9 @@ export class MasterClient {
     parent: number,
     name: string,
     mode: number,
-    owner?: { uid: number; gid: number },
-    closeEmpty?: { writeType?: WriteType },
-    begin?: boolean,
+    opts: { owner?: { uid: number; gid: number }; closeEmpty?: { writeType?: WriteType }; begin?: boolean } = {},
   ): Promise<FileAttributes & { committed?: boolean; changeSeq?: number; begin?: WriteBeginResponse }> {
+    const { owner, closeEmpty, begin } = opts;
     const body = { parent, name, mode, ...owner, ...(closeEmpty ? { closeEmpty: true, ...(closeEmpty.writeType ? { writeType: closeEmpty.writeType } : {}) } : {}), ...(begin ? { begin: true } : {}) };
     return this.#post<FileAttributes & { committed?: boolean; changeSeq?: number; begin?: WriteBeginResponse }>(`${MASTER_API}/create`, body, [[parent, name]], (a, s) => {
       const { committed: _committed, begin: _begin, ...attrs } = a;

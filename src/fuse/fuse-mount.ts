@@ -656,7 +656,7 @@ export function strataHandlers(
       const owner = { uid: ctx.uid, gid: ctx.gid };
       if ((mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0) {
         const done = changing(parent);
-        const { attrs, fh } = await fs.createAt(parent, name, mode, owner);
+        const { attrs, fh } = await fs.createAt(parent, name, mode, { owner });
         await fs.release(fh);
         return entry(done(attrs), parent, name);
       }
@@ -716,7 +716,7 @@ export function strataHandlers(
     create: async (ctx, parent, name, mode) => {
       const done = changing(parent);
       // Most files created through a mount are written next: the create begins that write too.
-      const { attrs, fh, changeSeq } = await fs.createAt(parent, name, mode, { uid: ctx.uid, gid: ctx.gid }, true);
+      const { attrs, fh, changeSeq } = await fs.createAt(parent, name, mode, { owner: { uid: ctx.uid, gid: ctx.gid }, forWriting: true });
       done(undefined);
       // A file just made has no extended attributes, as of the create's own change: its first write
       // need not ask the master. Only while the cache still holds it as of exactly that change (the
