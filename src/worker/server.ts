@@ -819,7 +819,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const v = meta.headers?.[LEADER_TERM_HEADER];
     return typeof v === 'string' ? v : undefined;
   };
-  // A full report replaces what the master knew: sending it twice is harmless.
   /** Makes the drivers of the stores the master named, so a first read does not wait for them to load. */
   const prepareDrivers = (refs: UnderStoreRef[]): void => {
     if (closing) return;
@@ -832,6 +831,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       }
     }
   };
+  // A full report replaces what the master knew: sending it twice is harmless.
   const register = async (): Promise<number> => {
     const meta: ResponseMeta = {};
     const sent = staleLeftovers.slice(0, LEFTOVERS_MAX);

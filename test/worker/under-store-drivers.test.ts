@@ -24,7 +24,9 @@ t.test('the worker makes the mounted store driver at registration, and reads use
   t.teardown(() => fsp.rm(store, { recursive: true, force: true }));
   const data = randomBytes(300_000);
   await fsp.writeFile(path.join(store, 'cold.bin'), data);
-  const c = await inProcessCluster(t, 'drivers', { ufsUri: `file://${store}` });
+  // Driver options too (the local driver ignores them): the worker keys its drivers by URI and options, so
+  // the registration's copy must match, key order included, what the reads' locations carry.
+  const c = await inProcessCluster(t, 'drivers', { ufsUri: `file://${store}`, ufsOptions: { 'zeta.option': 'z', 'alpha.option': 'a', 'mid.option': 'm' } });
   await until('the driver made after registration', async () => (await metric(c.workerUrl, 'strata_worker_under_store_drivers')) === 1, 5_000);
   t.equal(await metric(c.workerUrl, 'strata_worker_ufs_read_bytes_total'), 0, 'before any read of the store');
   const fs = await c.client('CACHE_THROUGH');
