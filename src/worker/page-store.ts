@@ -604,7 +604,8 @@ export class PageStore {
 
   /**
    * Makes a block's pages durable: fdatasync of every page file (in parallel, so
-   * the file system commits them together) and of the directories holding them.
+   * the file system commits them together), of the directories holding them, and of the
+   * pin directory when the block is pinned.
    */
   async syncBlock(blockId: number): Promise<void> {
     const b = this.#blocks.get(blockId);
@@ -630,6 +631,8 @@ export class PageStore {
       }
     };
     await Promise.all(Array.from({ length: Math.min(16, pages.length) }, one));
+    // Its pin too: a pin lost in a power cut would let eviction drop the only copy before the persist.
+    if (this.#unpersisted.has(blockId)) dirs.add(this.#pinDir);
     for (const d of dirs) await syncDir(d);
   }
 
