@@ -103,6 +103,14 @@ function storePlaceKey(at: UfsPlace): string {
   return `${at.mountUri}\0${at.path}`;
 }
 
+/**
+ * A mount's store as workers name their drivers: built in one place, so the drivers a worker makes
+ * at registration (underStores) are the ones the locations of its reads and writes find.
+ */
+function storeRef(mount: Mount): UnderStoreRef {
+  return { mountUri: mount.uri, options: driverOptions(mount.options) };
+}
+
 export class Namespace {
   readonly #table: Metastore;
   readonly #mounts: MountTable;
@@ -1569,7 +1577,7 @@ export class Namespace {
 
   #location(path: string): UfsLocation {
     const { mount, ufsPath } = this.#store(parsePath(path));
-    return { mountUri: mount.uri, options: driverOptions(mount.options), path: ufsPath };
+    return { ...storeRef(mount), path: ufsPath };
   }
 
   async blockSource(blockId: number): Promise<BlockSource> {
@@ -1754,14 +1762,9 @@ export class Namespace {
     return positive.length > 0 ? Math.min(...positive) : -1;
   }
 
-  /** Each store the mount table names, once, with its driver options (for workers only). */
+  /** The store of each mount with its driver options (for workers only; a worker makes one driver per distinct store). */
   underStores(): UnderStoreRef[] {
-    const seen = new Map<string, UnderStoreRef>();
-    for (const m of this.#mounts.list()) {
-      const ref = { mountUri: m.uri, options: driverOptions(m.options) };
-      seen.set(`${ref.mountUri}\n${JSON.stringify(ref.options)}`, ref);
-    }
-    return [...seen.values()];
+    return this.#mounts.list().map((m) => storeRef(m));
   }
 
   mounts(): MountInfo[] {

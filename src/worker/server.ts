@@ -856,7 +856,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     }
     if (staleLeftovers.length) log.warn({ writes: staleLeftovers.length }, 'the master could not discard everything the last run left in the stores yet; it is sent again with the next registration');
     // After this turn: the registration's caller (the start, a heartbeat) goes on first.
-    if (r.underStores?.length) setImmediate(() => prepareDrivers(r.underStores ?? []));
+    const stores = r.underStores ?? [];
+    if (stores.length) setImmediate(() => prepareDrivers(stores));
     return r.workerId;
   };
   let pinVersion = -1;
