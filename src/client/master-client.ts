@@ -184,6 +184,9 @@ export class MasterClient {
   async lookup(parent: number, name: string): Promise<FileAttributes> {
     const cache = this.cache;
     if (!cache) return this.#http.get(`${MASTER_API}/lookup`, { parent, name });
+    // The names after one looked up recently are being read as a page: likely this one among them.
+    const page = this.#pageReads.get(parent);
+    if (page) await page;
     const hit = cache.getEntry(parent, name);
     if (hit) {
       if (!hit.attrs) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
@@ -198,11 +201,31 @@ export class MasterClient {
       const { fileBlocks, ...a } = await this.#http.get<LookupResponse>(`${MASTER_API}/lookup`, { parent, name, blocks: 'true' }, undefined, meta);
       cache.putEntry(parent, name, a, stampOf(meta));
       if (fileBlocks) cache.putBlocks({ attrs: a, ...fileBlocks }, stampOf(meta));
+      // Past the time to live, a stat of every file in a directory would ask the master once per name. This
+      // lookup made the master re-check the directory with its store if it was due, so a page of the names
+      // after this one is as current as the answer was; lookups in the directory wait for it (not this one).
+      this.#readPageAfter(cache, parent, name);
       return a;
     } catch (err) {
       if (err instanceof StrataError && err.code === 'NOT_FOUND') cache.putEntry(parent, name, null, stampOf(meta));
       throw err;
     }
+  }
+
+  /** Page reads in flight (#readPageAfter), by directory. */
+  readonly #pageReads = new Map<number, Promise<void>>();
+
+  #readPageAfter(cache: MetadataCache, parent: number, name: string): void {
+    if (this.#pageReads.has(parent) || !cache.refreshDue(parent)) return;
+    const askedAt = Date.now();
+    const meta: ResponseMeta = {};
+    const read = this.#http
+      .get<ListResponse>(`${MASTER_API}/list`, { ino: parent, after: name, limit: LIST_PAGE_MAX }, undefined, meta)
+      .then((r) => void cache.putListed(parent, r.entries, stampOf(meta), r.seq, r.freshForMs, askedAt))
+      // Only a shortcut: the lookups it would have answered ask the master themselves.
+      .catch(() => undefined)
+      .finally(() => this.#pageReads.delete(parent));
+    this.#pageReads.set(parent, read);
   }
 
   async statIno(ino: number): Promise<FileAttributes> {

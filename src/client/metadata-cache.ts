@@ -29,7 +29,7 @@
  */
 
 import { LRUCache } from 'lru-cache';
-import type { ChangesResponse, FileAttributes, FileBlocksResponse } from '../common/protocol';
+import type { ChangesResponse, DirEntry, FileAttributes, FileBlocksResponse } from '../common/protocol';
 
 /** What a master answer's `strata-changes` header says. */
 export interface ChangeStamp {
@@ -48,6 +48,12 @@ export function parseChangeStamp(v: string | string[] | undefined): ChangeStamp 
 }
 
 const MAX_ENTRIES = 200_000;
+/**
+ * Lookups of names whose cached entry had run out of time, per directory, before this mount
+ * reads the names after one from a listing page instead (MasterClient.lookup). A few, so a
+ * lone stat now and then costs one lookup and no page.
+ */
+export const EXPIRED_LOOKUPS_PER_PAGE = 8;
 /** Names noted in all known-whole directories together; past it, the directory noting one more is let go (~15 MB). */
 const MAX_DIR_NAMES = 200_000;
 
@@ -73,6 +79,8 @@ export class MetadataCache {
   /** Directories known whole: empty as of seq `v`, plus `names`, every name changed in them since (existing or not). */
   readonly #dirs = new LRUCache<number, { names: Set<string>; v: number; exp: number }>({ max: 10_000, dispose: (d) => (this.#dirNames -= d.names.size) });
   #dirNames = 0;
+  /** Per directory: lookups since its last page read (refreshDue) that found the name's entry run out of time. */
+  readonly #expiredLookups = new Map<number, number>();
   /** Whether the master marks directories whose names change without a name changing (ChangesResponse.listingMarks). */
   #listingMarks = false;
   /** Bumped by every request naming paths: a mkdir answered after one cannot know what it changed. */
@@ -153,10 +161,13 @@ export class MetadataCache {
   /** A lookup's answer: attributes, null for "no such name", undefined when not cached. */
   getEntry(parent: number, name: string): { attrs: FileAttributes | null } | undefined {
     if (!this.#healthy) return undefined;
-    const e = this.#fresh(this.#entries, `${parent}/${name}`);
+    const key = `${parent}/${name}`;
+    const had = this.#entries.peek(key);
+    const e = this.#fresh(this.#entries, key);
     const a = e && e.ino !== null ? this.#fresh(this.#attrs, e.ino) : undefined;
     if (!e || (e.ino !== null && !a) || !this.#servable(Math.min(e.v, a?.v ?? Infinity))) {
       this.stats.misses++;
+      if (had && !e) this.#noteExpired(parent);
       return undefined;
     }
     this.stats.hits++;
@@ -204,6 +215,47 @@ export class MetadataCache {
     const key = `${parent}/${name}`;
     this.#entries.set(key, { ino: attrs ? attrs.ino : null, v, exp: this.#exp() });
     if (attrs) this.#attrs.set(attrs.ino, { attrs: { ...attrs }, v, exp: this.#exp() });
+  }
+
+  #noteExpired(parent: number): void {
+    if (this.#expiredLookups.size >= 10_000) this.#expiredLookups.clear();
+    this.#expiredLookups.set(parent, (this.#expiredLookups.get(parent) ?? 0) + 1);
+  }
+
+  /**
+   * Whether enough lookups in `parent` found their entry run out of time that the names around
+   * them are worth reading as a page (putListed); counting starts again when it says so.
+   * Entries run out together (an interval after they were cached), so one such lookup is
+   * usually followed by many more in the same directory: a stat of every file, a training epoch.
+   */
+  refreshDue(parent: number): boolean {
+    if ((this.#expiredLookups.get(parent) ?? 0) < EXPIRED_LOOKUPS_PER_PAGE) return false;
+    this.#expiredLookups.delete(parent);
+    return true;
+  }
+
+  /**
+   * Entries of one listing page of `parent`, asked for at `askedAt` (Date.now()) and read as of
+   * feed seq `seq` (ListResponse.seq) in an answer stamped `s`. The master answers that listing
+   * without asking its store for `freshForMs` more (-1: never asks; 0: asks every time, and then
+   * nothing is kept), so they are kept no longer than that. Newer cached answers win. Returns how
+   * many were kept.
+   */
+  putListed(parent: number, entries: readonly DirEntry[], s: ChangeStamp | undefined, seq: number | undefined, freshForMs: number | undefined, askedAt: number): number {
+    if (s === undefined || seq === undefined || freshForMs === undefined || freshForMs === 0) return 0;
+    if (!this.#healthy || s.epoch !== this.#epoch || this.#ttlMs === 0 || !Number.isSafeInteger(seq) || this.#applied > seq) return 0;
+    const ttl = this.#ttlMs < 0 ? Infinity : this.#ttlMs;
+    const exp = askedAt + (freshForMs < 0 ? ttl : Math.min(ttl, freshForMs));
+    let kept = 0;
+    for (const e of entries) {
+      const key = `${parent}/${e.name}`;
+      if ((this.#entries.peek(key)?.v ?? -1) > seq || (this.#attrs.peek(e.ino)?.v ?? -1) > seq) continue;
+      const { name: _name, xattrs: _xattrs, ...attrs } = e;
+      this.#entries.set(key, { ino: e.ino, v: seq, exp });
+      this.#attrs.set(e.ino, { attrs, v: seq, exp });
+      kept++;
+    }
+    return kept;
   }
 
   /** A mark taken before sending a mkdir, for putNewDir. */
@@ -344,6 +396,7 @@ export class MetadataCache {
   }
 
   clear(): void {
+    this.#expiredLookups.clear();
     this.#entries.clear();
     this.#attrs.clear();
     this.#blocks.clear();

@@ -208,3 +208,42 @@ t.test('the response header is parsed strictly', async (t) => {
   t.equal(parseChangeStamp('abc:x:7'), undefined);
   t.equal(parseChangeStamp(':1:2'), undefined);
 });
+
+t.test('a listing page is kept only as long as the master vouches for it, and never over newer answers', async (t) => {
+  const entry = (ino: number, name: string, size = 0) => ({ ...attrs(ino, size), name, xattrs: false });
+  const c = ready();
+  t.equal(c.putListed(1, [entry(5, 'a')], stamp(10), 10, 0, Date.now()), 0, 'freshForMs 0 (the master asks its store every time): nothing kept');
+  t.equal(c.getEntry(1, 'a'), undefined);
+  t.equal(c.putListed(1, [entry(5, 'a')], stamp(10), 10, 500, Date.now() - 1000), 1, 'asked a second ago, vouched for half of it');
+  t.equal(c.getEntry(1, 'a'), undefined, 'already past what the master vouched for: not served');
+  t.equal(c.putListed(1, [entry(5, 'a', 3)], stamp(10, 10, 'e2'), 10, -1, Date.now()), 0, "another master's answer: not kept");
+  c.apply(feed(20, { inos: [8], seqs: [20] }));
+  t.equal(c.putListed(1, [entry(5, 'a')], stamp(12), 12, -1, Date.now()), 0, 'read as of 12, changes up to 20 applied: may predate one');
+  c.putEntry(1, 'b', attrs(6, 7), stamp(25));
+  t.equal(c.putListed(1, [entry(5, 'a', 3), entry(6, 'b', 1)], stamp(22), 22, -1, Date.now()), 1, 'the newer answer for b stays');
+  const a = c.getEntry(1, 'a')?.attrs;
+  t.equal(a?.size, 3, 'a is served from the page');
+  t.notOk(a && 'name' in a, 'as attributes, without the listing fields');
+  t.equal(c.getEntry(1, 'b')?.attrs?.size, 7, 'b: the newer answer');
+  c.apply(feed(30, { inos: [5], seqs: [30] }));
+  t.equal(c.getEntry(1, 'a'), undefined, 'a change after the page drops what it gave');
+});
+
+t.test('lookups that find their entries run out of time make a page due, per directory', async (t) => {
+  const c = new MetadataCache();
+  c.apply({ ...feed(10), reset: true, ttlMs: 30 });
+  for (let i = 0; i < 10; i++) {
+    c.putEntry(1, `f${i}`, attrs(100 + i), stamp(10));
+    c.putEntry(2, `f${i}`, attrs(200 + i), stamp(10));
+  }
+  c.getEntry(1, 'never-cached');
+  t.notOk(c.refreshDue(1), 'a plain miss does not count');
+  await new Promise((r) => setTimeout(r, 40));
+  for (let i = 0; i < 7; i++) t.equal(c.getEntry(1, `f${i}`), undefined, 'run out of time');
+  c.getEntry(2, 'f0');
+  t.notOk(c.refreshDue(1), 'seven in directory 1: not yet');
+  c.getEntry(1, 'f7');
+  t.ok(c.refreshDue(1), 'the eighth: due');
+  t.notOk(c.refreshDue(1), 'counting starts again');
+  t.notOk(c.refreshDue(2), 'directory 2 had one');
+});

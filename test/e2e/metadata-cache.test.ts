@@ -532,3 +532,32 @@ t.test('with kernel timeouts of 0, a directory listing leaves nothing cached in 
     t.equal((await fsp.stat(a!('d/f'))).size, 100 * round + 50, `round ${round}: a stat right after another mount's change sees it`);
   }
 });
+
+t.test('a stat of every file once the sync interval passed: the store is checked once and the names come in pages, not one request each', async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '2000'] });
+  const a = (p: string) => path.join(c.mounts[0]!, p);
+  const n = 60;
+  // Zero-padded: the stat order below is the listing's order.
+  const name = (i: number) => `f${String(i).padStart(2, '0')}`;
+  await fsp.mkdir(a('d'));
+  for (let i = 0; i < n; i++) await fsp.writeFile(a(`d/${name(i)}`), 'x');
+  for (let i = 0; i < n; i++) await fsp.stat(a(`d/${name(i)}`));
+  // Past the interval (the mount's cached entries and the master's sync alike) and the kernel's timeouts.
+  await new Promise((r) => setTimeout(r, 2500));
+  // Changed straight in the store meanwhile: what the mount answers must show it.
+  await fsp.rm(path.join(c.ufsDir, 'd', name(5)));
+  await fsp.writeFile(path.join(c.ufsDir, 'd', name(40)), 'fives');
+  const lookups = await masterCount(c.masterUrl, '/api/v1/lookup');
+  const sizes: (number | string)[] = [];
+  for (let i = 0; i < n; i++) {
+    try {
+      sizes.push((await fsp.stat(a(`d/${name(i)}`))).size);
+    } catch (err) {
+      sizes.push((err as NodeJS.ErrnoException).code!);
+    }
+  }
+  const expected = Array.from({ length: n }, (_, i) => (i === 5 ? 'ENOENT' : i === 40 ? 5 : 1));
+  t.same(sizes, expected, 'the object removed in the store is gone, the one rewritten there has its new size');
+  const asked = (await masterCount(c.masterUrl, '/api/v1/lookup')) - lookups;
+  t.ok(asked < n / 3, `${asked} lookups reached the master for ${n} stats`);
+});
