@@ -201,9 +201,10 @@ export class MasterClient {
       const { fileBlocks, ...a } = await this.#http.get<LookupResponse>(`${MASTER_API}/lookup`, { parent, name, blocks: 'true' }, undefined, meta);
       cache.putEntry(parent, name, a, stampOf(meta));
       if (fileBlocks) cache.putBlocks({ attrs: a, ...fileBlocks }, stampOf(meta));
-      // Past the time to live, a stat of every file in a directory would ask the master once per name. This
-      // lookup made the master re-check the directory with its store if it was due, so a page of the names
-      // after this one is as current as the answer was; lookups in the directory wait for it (not this one).
+      // Past the time to live, a stat (or an open) of every file in a directory would ask the master once per
+      // name. This lookup made the master re-check the directory with its store if it was due, so a page of the
+      // names after this one, small files' blocks with them, is as current as the answer was; lookups in the
+      // directory wait for it (not this one).
       this.#readPageAfter(cache, parent, name);
       return a;
     } catch (err) {
@@ -220,7 +221,7 @@ export class MasterClient {
     const askedAt = Date.now();
     const meta: ResponseMeta = {};
     const read = this.#http
-      .get<ListResponse>(`${MASTER_API}/list`, { ino: parent, after: name, limit: LIST_PAGE_MAX }, undefined, meta)
+      .get<ListResponse>(`${MASTER_API}/list`, { ino: parent, after: name, limit: LIST_PAGE_MAX, blocks: 'true' }, undefined, meta)
       .then((r) => void cache.putListed(parent, r.entries, stampOf(meta), r.seq, r.freshForMs, askedAt))
       // Only a shortcut: the lookups it would have answered ask the master themselves.
       .catch(() => undefined)

@@ -238,8 +238,8 @@ export class MetadataCache {
    * Entries of one listing page of `parent`, asked for at `askedAt` (Date.now()) and read as of
    * feed seq `seq` (ListResponse.seq) in an answer stamped `s`. The master answers that listing
    * without asking its store for `freshForMs` more (-1: never asks; 0: asks every time, and then
-   * nothing is kept), so they are kept no longer than that. Newer cached answers win. Returns how
-   * many were kept.
+   * nothing is kept), so they are kept no longer than that, small files' blocks (DirEntry.fileBlocks)
+   * too. Newer cached answers win. Returns how many were kept.
    */
   putListed(parent: number, entries: readonly DirEntry[], s: ChangeStamp | undefined, seq: number | undefined, freshForMs: number | undefined, askedAt: number): number {
     if (s === undefined || seq === undefined || freshForMs === undefined || freshForMs === 0) return 0;
@@ -250,9 +250,10 @@ export class MetadataCache {
     for (const e of entries) {
       const key = `${parent}/${e.name}`;
       if ((this.#entries.peek(key)?.v ?? -1) > seq || (this.#attrs.peek(e.ino)?.v ?? -1) > seq) continue;
-      const { name: _name, xattrs: _xattrs, ...attrs } = e;
+      const { name: _name, xattrs: _xattrs, fileBlocks, ...attrs } = e;
       this.#entries.set(key, { ino: e.ino, v: seq, exp });
       this.#attrs.set(e.ino, { attrs, v: seq, exp });
+      if (fileBlocks && (this.#blocks.peek(e.ino)?.v ?? -1) <= seq) this.#blocks.set(e.ino, { info: { ...fileBlocks, attrs: { ...attrs } }, v: seq, exp });
       kept++;
     }
     return kept;

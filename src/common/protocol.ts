@@ -81,6 +81,11 @@ export interface DirEntry extends FileAttributes {
    * entries listed without any itself, while its change-feed lease runs.
    */
   xattrs?: boolean;
+  /**
+   * Asked with `blocks=true` (a page of `GET /api/v1/list`): a regular file of at most
+   * LOOKUP_BLOCKS_MAX blocks comes with its blocks, as a lookup's (LookupResponse).
+   */
+  fileBlocks?: Omit<FileBlocksResponse, 'attrs'>;
 }
 
 /** ACLs travel as these xattrs. Strata keeps mode bits only: setting one is ENOTSUP (master and mount). */

@@ -51,7 +51,7 @@ import type {
 import { BLOCKS_PER_CONTAINER, LIST_PAGE_MAX, LOOKUP_BLOCKS_MAX, POSIX_ACL_XATTRS, timespecFromMs, timespecNow, type UfsPlace, type WriteBeginResponse } from '../common/protocol';
 import type { Logger } from '../common/log';
 import type { UfsStatus, UfsWriter, UnderFileSystem } from '../ufs/ufs';
-import { ROOT_INO, toAttributes, toDirEntry, type Metastore, type NamedNodeRecord, type NewNode, type NodeRecord } from './metastore';
+import { ROOT_INO, toAttributes, toDirEntry, type ListedNodeRecord, type Metastore, type NamedNodeRecord, type NewNode, type NodeRecord } from './metastore';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Mount, MountOptions, MountTable, driverOptions, maskOptions } from './mount-table';
 
@@ -684,7 +684,7 @@ export class Namespace {
    * up to that seq (and maybe later ones). `after`: start past this name, without syncing
    * the directory with its store (the listing that started at the first page did).
    */
-  async *listPagesAsOf(path: string, pageSize: number, after: string | null = null): AsyncGenerator<{ entries: DirEntry[]; seq: number; freshForMs: number }> {
+  async *listPagesAsOf(path: string, pageSize: number, after: string | null = null, withBlocks = false): AsyncGenerator<{ entries: DirEntry[]; seq: number; freshForMs: number }> {
     const parts = parsePath(path);
     const dir = await this.#resolveParts(parts);
     if (dir.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
@@ -693,7 +693,13 @@ export class Namespace {
     for (;;) {
       const seq = await this.#table.changes.seq();
       const page = await this.#table.childrenPage(dir.ino, after, pageSize);
-      yield { entries: page.map(toDirEntry), seq, freshForMs };
+      let entries: DirEntry[];
+      if (withBlocks) {
+        // One at a time: a page of a thousand is a thousand reads, not to be sent to PostgreSQL at once.
+        entries = [];
+        for (const n of page) entries.push(await this.#withBlocks(n));
+      } else entries = page.map(toDirEntry);
+      yield { entries, seq, freshForMs };
       if (page.length < pageSize) return;
       after = page[page.length - 1]!.name;
       await nextTurn();
@@ -1118,9 +1124,17 @@ export class Namespace {
   /** A lookup; with `withBlocks`, a small regular file's blocks too (LookupResponse). */
   async lookup(path: string, withBlocks: boolean): Promise<LookupResponse> {
     const node = await this.resolve(path);
-    if (!withBlocks || node.type !== 'file' || Math.ceil(node.size / node.blockSize) > LOOKUP_BLOCKS_MAX) return toAttributes(node);
+    if (!withBlocks || !hasFewBlocks(node)) return toAttributes(node);
     const { attrs, ...fileBlocks } = await this.#fileBlocks(node);
     return { ...attrs, fileBlocks };
+  }
+
+  /** A listed child with its blocks when it is a small regular file (DirEntry.fileBlocks). */
+  async #withBlocks(n: ListedNodeRecord): Promise<DirEntry> {
+    if (!hasFewBlocks(n)) return toDirEntry(n);
+    // Its attributes as #fileBlocks read them: a commit after the page was read gives both anew.
+    const { attrs, ...fileBlocks } = await this.#fileBlocks(n);
+    return { ...attrs, name: n.name, xattrs: n.xattrs, fileBlocks };
   }
 
   async fileBlocksByIno(ino: number): Promise<FileBlocksResponse> {
@@ -1899,6 +1913,11 @@ function validateXattrName(name: string): void {
 }
 
 /** Whether `blocks` are the blocks of the version of the file `node` describes (its container, its size). */
+/** A regular file whose blocks come along with its lookup or listing (LOOKUP_BLOCKS_MAX). */
+function hasFewBlocks(n: NodeRecord): boolean {
+  return n.type === 'file' && Math.ceil(n.size / n.blockSize) <= LOOKUP_BLOCKS_MAX;
+}
+
 function blocksMatch(node: NodeRecord, blocks: BlockInfo[]): boolean {
   if (node.type !== 'file') return blocks.length === 0;
   if (blocks.length !== Math.ceil(node.size / node.blockSize)) return false;

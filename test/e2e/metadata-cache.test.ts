@@ -533,7 +533,7 @@ t.test('with kernel timeouts of 0, a directory listing leaves nothing cached in 
   }
 });
 
-t.test('a stat of every file once the sync interval passed: the store is checked once and the names come in pages, not one request each', async (t) => {
+t.test('a stat and a read of every file once the sync interval passed: the store is checked once and the names come in pages, not one request each', async (t) => {
   const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '2000'] });
   const a = (p: string) => path.join(c.mounts[0]!, p);
   const n = 60;
@@ -560,4 +560,11 @@ t.test('a stat of every file once the sync interval passed: the store is checked
   t.same(sizes, expected, 'the object removed in the store is gone, the one rewritten there has its new size');
   const asked = (await masterCount(c.masterUrl, '/api/v1/lookup')) - lookups;
   t.ok(asked < n / 3, `${asked} lookups reached the master for ${n} stats`);
+  // The pages brought the small files' blocks along: opening them asks the master nothing more.
+  const blocks = await masterCount(c.masterUrl, '/api/v1/blocks');
+  const contents: string[] = [];
+  for (let i = 0; i < n; i++) if (i !== 5) contents.push(await fsp.readFile(a(`d/${name(i)}`), 'utf8'));
+  t.same(contents, Array.from({ length: n - 1 }, (_, i) => (i === 39 ? 'fives' : 'x')), 'every file reads back as the store has it');
+  const blockAsks = (await masterCount(c.masterUrl, '/api/v1/blocks')) - blocks;
+  t.ok(blockAsks < n / 3, `${blockAsks} requests for blocks for ${n - 1} opens`);
 });
