@@ -32,6 +32,9 @@ import {
 /** The change-feed position an answer reflects (its `strata-changes` header). */
 const stampOf = (meta: ResponseMeta): ChangeStamp | undefined => parseChangeStamp(meta.headers?.[CHANGES_HEADER]);
 
+/** After a page read the master would not vouch for, how long lookups in that directory go without one. */
+const USELESS_PAGE_BACKOFF_MS = 10_000;
+
 /** The names (directory inode, name) a request may change; 'unknown' when it names paths. */
 type ChangedNames = readonly (readonly [number, string])[] | 'unknown';
 const NO_NAMES: ChangedNames = [];
@@ -184,9 +187,9 @@ export class MasterClient {
   async lookup(parent: number, name: string): Promise<FileAttributes> {
     const cache = this.cache;
     if (!cache) return this.#http.get(`${MASTER_API}/lookup`, { parent, name });
-    // The names after one looked up recently are being read as a page: likely this one among them.
+    // The names after one looked up recently are being read as a page: this one may be among them.
     const page = this.#pageReads.get(parent);
-    if (page) await page;
+    if (page && name > page.after) await page.read;
     const hit = cache.getEntry(parent, name);
     if (hit) {
       if (!hit.attrs) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
@@ -213,20 +216,31 @@ export class MasterClient {
     }
   }
 
-  /** Page reads in flight (#readPageAfter), by directory. */
-  readonly #pageReads = new Map<number, Promise<void>>();
+  /** Page reads in flight (#readPageAfter), by directory, with the name they start after. */
+  readonly #pageReads = new Map<number, { after: string; read: Promise<void> }>();
+  /** Directories whose last page read could not be kept (freshForMs 0), and until when none is tried again. */
+  readonly #pagesUseless = new Map<number, number>();
 
   #readPageAfter(cache: MetadataCache, parent: number, name: string): void {
     if (this.#pageReads.has(parent) || !cache.refreshDue(parent)) return;
     const askedAt = Date.now();
+    if ((this.#pagesUseless.get(parent) ?? 0) > askedAt) return;
     const meta: ResponseMeta = {};
     const read = this.#http
       .get<ListResponse>(`${MASTER_API}/list`, { ino: parent, after: name, limit: LIST_PAGE_MAX, blocks: 'true' }, undefined, meta)
-      .then((r) => void cache.putListed(parent, r.entries, stampOf(meta), r.seq, r.freshForMs, askedAt))
+      .then((r) => {
+        // A directory the master does not re-list on lookups (its listing is too slow to repeat): its
+        // pages stay unkept until something lists it, so the lookups in it go one by one meanwhile.
+        if (r.freshForMs === 0 && r.entries.length > 0) {
+          if (this.#pagesUseless.size >= 10_000) this.#pagesUseless.clear();
+          this.#pagesUseless.set(parent, askedAt + USELESS_PAGE_BACKOFF_MS);
+        }
+        cache.putListed(parent, r.entries, stampOf(meta), r.seq, r.freshForMs, askedAt);
+      })
       // Only a shortcut: the lookups it would have answered ask the master themselves.
       .catch(() => undefined)
       .finally(() => this.#pageReads.delete(parent));
-    this.#pageReads.set(parent, read);
+    this.#pageReads.set(parent, { after: name, read });
   }
 
   async statIno(ino: number): Promise<FileAttributes> {

@@ -693,13 +693,15 @@ export class Namespace {
     for (;;) {
       const seq = await this.#table.changes.seq();
       const page = await this.#table.childrenPage(dir.ino, after, pageSize);
+      const pageFresh = this.#pageFreshFor(page, parts, freshForMs);
       let entries: DirEntry[];
-      if (withBlocks) {
+      // Blocks only for a page a mount may keep (one it must not is thrown away).
+      if (withBlocks && pageFresh !== 0) {
         // One at a time: a page of a thousand is a thousand reads, not to be sent to PostgreSQL at once.
         entries = [];
         for (const n of page) entries.push(await this.#withBlocks(n));
       } else entries = page.map(toDirEntry);
-      yield { entries, seq, freshForMs };
+      yield { entries, seq, freshForMs: pageFresh };
       if (page.length < pageSize) return;
       after = page[page.length - 1]!.name;
       await nextTurn();
@@ -714,6 +716,31 @@ export class Namespace {
     const interval = this.#store(parts).mount.syncIntervalMs ?? this.#syncIntervalMs;
     if (interval < 0) return dir.syncedAt <= 1 ? 0 : -1;
     return Math.max(0, dir.syncedAt + interval - Date.now());
+  }
+
+  /**
+   * What a page of a directory's listing vouches for (ListResponse.freshForMs): the directory's
+   * listing (`dirFresh`), and no longer than every stored file in the page is current. A file can
+   * be older than its directory's listing (a merge left it alone while a change of it was in flight;
+   * the store's directory vanished, which leaves the table's children to their own lookups), and
+   * then its next lookup asks the store, so no copy of the page may answer for it meanwhile.
+   */
+  #pageFreshFor(page: readonly NodeRecord[], parts: string[], dirFresh: number): number {
+    if (dirFresh === 0) return 0;
+    const interval = this.#store(parts).mount.syncIntervalMs ?? this.#syncIntervalMs;
+    const now = Date.now();
+    let fresh = dirFresh;
+    for (const n of page) {
+      if (n.type !== 'file' || n.persistState !== 'persisted') continue;
+      if (interval < 0) {
+        if (n.syncedAt <= 1) return 0;
+        continue;
+      }
+      const left = Math.max(0, n.syncedAt + interval - now);
+      if (left === 0) return 0;
+      if (fresh < 0 || left < fresh) fresh = left;
+    }
+    return fresh;
   }
 
   /** Whether a directory has any entry (without reading them all). */
@@ -1132,9 +1159,15 @@ export class Namespace {
   /** A listed child with its blocks when it is a small regular file (DirEntry.fileBlocks). */
   async #withBlocks(n: ListedNodeRecord): Promise<DirEntry> {
     if (!hasFewBlocks(n)) return toDirEntry(n);
-    // Its attributes as #fileBlocks read them: a commit after the page was read gives both anew.
-    const { attrs, ...fileBlocks } = await this.#fileBlocks(n);
-    return { ...attrs, name: n.name, xattrs: n.xattrs, fileBlocks };
+    try {
+      // Its attributes as #fileBlocks read them: a commit after the page was read gives both anew.
+      const { attrs, ...fileBlocks } = await this.#fileBlocks(n);
+      return { ...attrs, name: n.name, xattrs: n.xattrs, fileBlocks };
+    } catch (err) {
+      // Removed since the page was read: listed as it was, as readdir may (the feed reports the unlink).
+      if (err instanceof StrataError && err.code === 'NOT_FOUND') return toDirEntry(n);
+      throw err;
+    }
   }
 
   async fileBlocksByIno(ino: number): Promise<FileBlocksResponse> {
@@ -1912,12 +1945,12 @@ function validateXattrName(name: string): void {
   if (!/^(user|trusted|security|system)\./.test(name)) throw new StrataError('NOT_SUPPORTED', `attribute namespace of ${name} is not supported`);
 }
 
-/** Whether `blocks` are the blocks of the version of the file `node` describes (its container, its size). */
 /** A regular file whose blocks come along with its lookup or listing (LOOKUP_BLOCKS_MAX). */
 function hasFewBlocks(n: NodeRecord): boolean {
   return n.type === 'file' && Math.ceil(n.size / n.blockSize) <= LOOKUP_BLOCKS_MAX;
 }
 
+/** Whether `blocks` are the blocks of the version of the file `node` describes (its container, its size). */
 function blocksMatch(node: NodeRecord, blocks: BlockInfo[]): boolean {
   if (node.type !== 'file') return blocks.length === 0;
   if (blocks.length !== Math.ceil(node.size / node.blockSize)) return false;

@@ -213,7 +213,6 @@ t.test('a listing page is kept only as long as the master vouches for it, and ne
   const entry = (ino: number, name: string, size = 0) => ({ ...attrs(ino, size), name, xattrs: false });
   const c = ready();
   t.equal(c.putListed(1, [entry(5, 'a')], stamp(10), 10, 0, Date.now()), 0, 'freshForMs 0 (the master asks its store every time): nothing kept');
-  t.equal(c.getEntry(1, 'a'), undefined);
   t.equal(c.putListed(1, [entry(5, 'a')], stamp(10), 10, 500, Date.now() - 1000), 1, 'asked a second ago, vouched for half of it');
   t.equal(c.getEntry(1, 'a'), undefined, 'already past what the master vouched for: not served');
   t.equal(c.putListed(1, [entry(5, 'a', 3)], stamp(10, 10, 'e2'), 10, -1, Date.now()), 0, "another master's answer: not kept");
@@ -246,4 +245,32 @@ t.test('lookups that find their entries run out of time make a page due, per dir
   t.ok(c.refreshDue(1), 'the eighth: due');
   t.notOk(c.refreshDue(1), 'counting starts again');
   t.notOk(c.refreshDue(2), 'directory 2 had one');
+});
+
+t.test("a listing page older than this mount's own change is not served before the feed brings that change", async (t) => {
+  const entry = (ino: number, name: string, size = 0) => ({ ...attrs(ino, size), name });
+  const c = ready();
+  c.sawChange(stamp(15, 16)); // this mount changed something at 16 and has the answer
+  t.equal(c.putListed(1, [entry(5, 'a'), entry(6, 'b')], stamp(12), 12, -1, Date.now()), 2);
+  t.equal(c.getEntry(1, 'a'), undefined, 'read as of 12, before the change at 16: not served yet');
+  c.apply(feed(16, { names: [[1, 'a', 16]], inos: [5], seqs: [16] }));
+  t.equal(c.getEntry(1, 'a'), undefined, 'the change was to a: dropped');
+  t.equal(c.getEntry(1, 'b')?.attrs?.ino, 6, 'b was not changed: served once the feed is past 16');
+});
+
+t.test("a listing page's entries live no longer than the cache's time to live, and bring small files' blocks", async (t) => {
+  const c = new MetadataCache();
+  c.apply({ ...feed(10), reset: true, ttlMs: 30 });
+  const blocks = { blocks: [{ id: 77, index: 0, offset: 0, length: 3, workers: [] }], pinned: false, ttl: null } as never;
+  t.equal(c.putListed(1, [{ ...attrs(5, 3), name: 'a', fileBlocks: blocks }, { ...attrs(6, 3), name: 'b' }], stamp(10), 10, -1, Date.now()), 2);
+  const b = c.getBlocks(5, true);
+  t.equal(b?.blocks[0]?.id, 77, "a's blocks came with the page");
+  t.equal(b?.attrs.size, 3, 'with its attributes');
+  t.equal(c.getBlocks(6, true), undefined, 'b came without blocks');
+  c.putAttrs(attrs(7, 9), stamp(12));
+  t.equal(c.putListed(1, [{ ...attrs(7, 1), name: 'c' }], stamp(11), 11, -1, Date.now()), 0, 'newer attributes of the inode: the page gives way');
+  t.equal(c.getAttrs(7)?.size, 9);
+  await new Promise((r) => setTimeout(r, 40));
+  t.equal(c.getEntry(1, 'a'), undefined, 'freshForMs -1 (the master never asks its store), yet gone after the time to live');
+  t.equal(c.getBlocks(5, true), undefined, 'its blocks too');
 });

@@ -534,7 +534,8 @@ t.test('with kernel timeouts of 0, a directory listing leaves nothing cached in 
 });
 
 t.test('a stat and a read of every file once the sync interval passed: the store is checked once and the names come in pages, not one request each', async (t) => {
-  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '2000'] });
+  // Long enough that the stats and the reads below all fall within the interval after the store was listed again.
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '4000'] });
   const a = (p: string) => path.join(c.mounts[0]!, p);
   const n = 60;
   // Zero-padded: the stat order below is the listing's order.
@@ -543,7 +544,7 @@ t.test('a stat and a read of every file once the sync interval passed: the store
   for (let i = 0; i < n; i++) await fsp.writeFile(a(`d/${name(i)}`), 'x');
   for (let i = 0; i < n; i++) await fsp.stat(a(`d/${name(i)}`));
   // Past the interval (the mount's cached entries and the master's sync alike) and the kernel's timeouts.
-  await new Promise((r) => setTimeout(r, 2500));
+  await new Promise((r) => setTimeout(r, 4500));
   // Changed straight in the store meanwhile: what the mount answers must show it.
   await fsp.rm(path.join(c.ufsDir, 'd', name(5)));
   await fsp.writeFile(path.join(c.ufsDir, 'd', name(40)), 'fives');
@@ -567,4 +568,22 @@ t.test('a stat and a read of every file once the sync interval passed: the store
   t.same(contents, Array.from({ length: n - 1 }, (_, i) => (i === 39 ? 'fives' : 'x')), 'every file reads back as the store has it');
   const blockAsks = (await masterCount(c.masterUrl, '/api/v1/blocks')) - blocks;
   t.ok(blockAsks < n / 3, `${blockAsks} requests for blocks for ${n - 1} opens`);
+});
+
+t.test("a page of names is not kept for files the master must check with the store first (the store's directory vanished)", async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '2000'] });
+  const a = (p: string) => path.join(c.mounts[0]!, p);
+  const names = [...Array.from({ length: 10 }, (_, i) => `a${i}`), ...Array.from({ length: 10 }, (_, i) => `z${i}`)];
+  await fsp.mkdir(a('d'));
+  await fsp.mkdir(a('d/m'));
+  for (const name of names) await fsp.writeFile(a(`d/${name}`), 'x');
+  for (const name of [...names, 'm']) await fsp.stat(a(`d/${name}`));
+  await new Promise((r) => setTimeout(r, 2500));
+  // The directory is gone from the store: listing it finds nothing, and its files are checked one by one.
+  await fsp.rm(path.join(c.ufsDir, 'd'), { recursive: true });
+  for (let i = 0; i < 10; i++) await t.rejects(fsp.stat(a(`d/a${i}`)), { code: 'ENOENT' }, `a${i} is gone`);
+  // A directory is not checked on lookup: found, after enough lookups of expired names, it starts a page read.
+  await fsp.stat(a('d/m'));
+  await new Promise((r) => setTimeout(r, 300));
+  for (let i = 0; i < 10; i++) await t.rejects(fsp.stat(a(`d/z${i}`)), { code: 'ENOENT' }, `z${i}, listed in the page after m, is gone too`);
 });
