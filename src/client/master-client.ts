@@ -1,6 +1,7 @@
 /** Typed calls of the master's namespace API, for the FUSE client and the CLI. */
 
 import { randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { JsonClient, JsonClientOptions, ResponseMeta } from '../common/json-client';
 import { StrataError } from '../common/errors';
@@ -216,6 +217,9 @@ export class MasterClient {
     }
   }
 
+  /** Where files listed here (listPage by inode: the kernel's readdir) were listed, by inode. */
+  readonly #listed = new LRUCache<number, { parent: number; name: string }>({ max: 20_000 });
+
   /** Page reads in flight (#readPageAfter), by directory, with the name they start after. */
   readonly #pageReads = new Map<number, { after: string; read: Promise<void> }>();
   /** Directories whose last page read could not be kept (freshForMs 0), and until when none is tried again. */
@@ -227,7 +231,8 @@ export class MasterClient {
     if ((this.#pagesUseless.get(parent) ?? 0) > askedAt) return;
     const meta: ResponseMeta = {};
     const read = this.#http
-      .get<ListResponse>(`${MASTER_API}/list`, { ino: parent, after: name, limit: LIST_PAGE_MAX, blocks: 'true' }, undefined, meta)
+      // `sync`: re-checked with the store first if due (an open sends no lookup that would have).
+      .get<ListResponse>(`${MASTER_API}/list`, { ino: parent, after: name, limit: LIST_PAGE_MAX, blocks: 'true', sync: 'true' }, undefined, meta)
       .then((r) => {
         // A directory the master does not re-list on lookups (its listing is too slow to repeat): its
         // pages stay unkept until something lists it, so the lookups in it go one by one meanwhile.
@@ -265,6 +270,7 @@ export class MasterClient {
     const r = await this.#http.get<ListResponse>(`${MASTER_API}/list`, { ...dir, limit, ...(after !== null && { after }) }, undefined, meta);
     const st = stampOf(meta);
     const asOf = st && r.seq !== undefined && this.cache?.follows(st) ? r.seq : undefined;
+    if (this.cache && 'ino' in dir) for (const e of r.entries) if (e.type === 'file') this.#listed.set(e.ino, { parent: dir.ino, name: e.name });
     return { entries: r.entries, next: r.next ?? null, ...(asOf !== undefined && { asOf }), ...(typeof r.freshForMs === 'number' && { freshForMs: r.freshForMs }) };
   }
 
@@ -390,17 +396,30 @@ export class MasterClient {
     return this.#http.get(`${MASTER_API}/blocks`, opts.allowDirectory ? { path, allowDirectory: 'true' } : { path });
   }
 
-  /** `fresh`: ask the master even when cached (a reader whose worker failed wants current locations). */
   /**
    * The blocks of a file being opened. Close-to-open: from the master, unless the
    * feed lease runs, in which case every close that returned before now has reached
    * the cache already and a cached answer is current.
    */
   async fileBlocksForOpen(ino: number): Promise<FileBlocksResponse> {
-    const hit = this.leaseRuns() ? this.cache?.getBlocks(ino, true) : undefined;
-    return hit ?? this.fileBlocksByIno(ino, true);
+    const cache = this.leaseRuns() ? this.cache : undefined;
+    if (!cache) return this.fileBlocksByIno(ino, true);
+    // Opened by a name the kernel took from a listing (READDIRPLUS), with no lookup first: like a
+    // lookup, a miss here counts toward reading the page of names after it (#readPageAfter).
+    const listed = this.#listed.get(ino);
+    const page = listed && this.#pageReads.get(listed.parent);
+    if (page && listed.name > page.after) await page.read;
+    const hit = cache.getBlocks(ino, true);
+    if (hit) return hit;
+    const info = await this.fileBlocksByIno(ino, true);
+    if (listed) {
+      cache.noteMissIn(listed.parent);
+      this.#readPageAfter(cache, listed.parent, listed.name);
+    }
+    return info;
   }
 
+  /** `fresh`: ask the master even when cached (a reader whose worker failed wants current locations). */
   async fileBlocksByIno(ino: number, fresh = false): Promise<FileBlocksResponse> {
     const cache = this.cache;
     if (!cache) return this.#http.get(`${MASTER_API}/blocks`, { ino });

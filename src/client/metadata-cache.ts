@@ -79,7 +79,10 @@ export class MetadataCache {
   /** Directories known whole: empty as of seq `v`, plus `names`, every name changed in them since (existing or not). */
   readonly #dirs = new LRUCache<number, { names: Set<string>; v: number; exp: number }>({ max: 10_000, dispose: (d) => (this.#dirNames -= d.names.size) });
   #dirNames = 0;
-  /** Per directory: lookups since its last page read (refreshDue) that found the name's entry run out of time. */
+  /**
+   * Per directory, since its last page read (refreshDue): lookups that found the name's entry run out
+   * of time, and opens of files listed there whose blocks were not here (noteMissIn).
+   */
   readonly #expiredLookups = new Map<number, number>();
   /** Whether the master marks directories whose names change without a name changing (ChangesResponse.listingMarks). */
   #listingMarks = false;
@@ -220,6 +223,11 @@ export class MetadataCache {
   #noteExpired(parent: number): void {
     if (this.#expiredLookups.size >= 10_000) this.#expiredLookups.clear();
     this.#expiredLookups.set(parent, (this.#expiredLookups.get(parent) ?? 0) + 1);
+  }
+
+  /** A file listed in `parent` was opened without a lookup and its blocks were not here: counts as an expired lookup (refreshDue). */
+  noteMissIn(parent: number): void {
+    this.#noteExpired(parent);
   }
 
   /**

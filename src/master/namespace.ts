@@ -682,13 +682,16 @@ export class Namespace {
    * pages are read may or may not be in them; every other name is in exactly one page.
    * Each page comes with the change feed's seq read right before it: it shows every change
    * up to that seq (and maybe later ones). `after`: start past this name, without syncing
-   * the directory with its store (the listing that started at the first page did).
+   * the directory with its store (the listing that started at the first page did), unless
+   * `syncFirst` and its listing is due and cheap to repeat (a page read on its own, as a
+   * lookup would sync it).
    */
-  async *listPagesAsOf(path: string, pageSize: number, after: string | null = null, withBlocks = false): AsyncGenerator<{ entries: DirEntry[]; seq: number; freshForMs: number }> {
+  async *listPagesAsOf(path: string, pageSize: number, after: string | null = null, withBlocks = false, syncFirst = false): AsyncGenerator<{ entries: DirEntry[]; seq: number; freshForMs: number }> {
     const parts = parsePath(path);
     const dir = await this.#resolveParts(parts);
     if (dir.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `${path} is not a directory`);
     if (after === null) await this.#syncListing(dir, parts);
+    else if (syncFirst && dir.syncedAt > 0 && this.#cheapToList(dir.ino, this.#store(parts).mount)) await this.#syncListing(dir, parts);
     const freshForMs = await this.#listingFreshFor(dir.ino, parts);
     for (;;) {
       const seq = await this.#table.changes.seq();

@@ -432,7 +432,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
       const limit = intParam(q.limit, 'limit');
       if (limit < 1 || limit > LIST_PAGE_MAX) throw new StrataError('BAD_REQUEST', `limit must be 1…${LIST_PAGE_MAX}`);
       if (q.after !== undefined && (typeof q.after !== 'string' || q.after === '')) throw new StrataError('BAD_REQUEST', 'after must be a name');
-      const pages = ns.listPagesAsOf(await pathQuery(q), limit, (q.after as string | undefined) ?? null, q.blocks === 'true');
+      const pages = ns.listPagesAsOf(await pathQuery(q), limit, (q.after as string | undefined) ?? null, q.blocks === 'true', q.sync === 'true');
       const first = await pages.next();
       await pages.return(undefined);
       const page = first.done ? { entries: [], seq: 0, freshForMs: 0 } : first.value;

@@ -587,3 +587,23 @@ t.test("a page of names is not kept for files the master must check with the sto
   await new Promise((r) => setTimeout(r, 300));
   for (let i = 0; i < 10; i++) await t.rejects(fsp.stat(a(`d/z${i}`)), { code: 'ENOENT' }, `z${i}, listed in the page after m, is gone too`);
 });
+
+t.test('past the sync interval, files opened right after a listing (no lookup: the kernel has their names) bring the next ones in pages too', async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '4000'] });
+  const a = (p: string) => path.join(c.mounts[0]!, p);
+  const n = 60;
+  const name = (i: number) => `f${String(i).padStart(2, '0')}`;
+  await fsp.mkdir(a('d'));
+  for (let i = 0; i < n; i++) await fsp.writeFile(a(`d/${name(i)}`), `file ${i}`);
+  for (let i = 0; i < n; i++) await fsp.stat(a(`d/${name(i)}`));
+  await new Promise((r) => setTimeout(r, 4500));
+  const blocks = await masterCount(c.masterUrl, '/api/v1/blocks');
+  // The listing gives the kernel every name with its attributes (READDIRPLUS): the opens right after send no lookup.
+  const names = (await fsp.readdir(a('d'))).sort();
+  t.equal(names.length, n);
+  const contents: string[] = [];
+  for (const f of names) contents.push(await fsp.readFile(a(`d/${f}`), 'utf8'));
+  t.same(contents, Array.from({ length: n }, (_, i) => `file ${i}`), 'every file reads back');
+  const asked = (await masterCount(c.masterUrl, '/api/v1/blocks')) - blocks;
+  t.ok(asked < n / 3, `${asked} requests for blocks for ${n} opens`);
+});
