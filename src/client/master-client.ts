@@ -15,6 +15,7 @@ import {
   FreeResponse,
   ListResponse,
   LIST_PAGE_MAX,
+  LOOKUP_BLOCKS_MAX,
   MASTER_API,
   CHANGES_HEADER,
   SUBSCRIBER_HEADER,
@@ -188,9 +189,9 @@ export class MasterClient {
   async lookup(parent: number, name: string): Promise<FileAttributes> {
     const cache = this.cache;
     if (!cache) return this.#http.get(`${MASTER_API}/lookup`, { parent, name });
-    // The names after one looked up recently are being read as a page: this one may be among them.
+    // Not cached, while the names after one looked up recently are read as a page: this one may be among them.
     const page = this.#pageReads.get(parent);
-    if (page && name > page.after) await page.read;
+    if (page && name > page.after && cache.peekEntry(parent, name) === undefined) await page.read;
     const hit = cache.getEntry(parent, name);
     if (hit) {
       if (!hit.attrs) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
@@ -404,15 +405,26 @@ export class MasterClient {
   async fileBlocksForOpen(ino: number): Promise<FileBlocksResponse> {
     const cache = this.leaseRuns() ? this.cache : undefined;
     if (!cache) return this.fileBlocksByIno(ino, true);
-    // Opened by a name the kernel took from a listing (READDIRPLUS), with no lookup first: like a
-    // lookup, a miss here counts toward reading the page of names after it (#readPageAfter).
-    const listed = this.#listed.get(ino);
-    const page = listed && this.#pageReads.get(listed.parent);
-    if (page && listed.name > page.after) await page.read;
     const hit = cache.getBlocks(ino, true);
     if (hit) return hit;
+    // Opened by a name the kernel took from a listing (READDIRPLUS), with no lookup first: like a
+    // lookup, a miss here counts toward reading the page of names after it (#readPageAfter).
+    let listed = this.#listed.get(ino);
+    // Renamed or unlinked since it was listed: the name now names something else (or nothing).
+    const now = listed && cache.peekEntry(listed.parent, listed.name);
+    if (now !== undefined && now !== ino) {
+      this.#listed.delete(ino);
+      listed = undefined;
+    }
+    const page = listed && this.#pageReads.get(listed.parent);
+    if (page && listed!.name > page.after) {
+      await page.read;
+      const got = cache.getBlocks(ino, true);
+      if (got) return got;
+    }
     const info = await this.fileBlocksByIno(ino, true);
-    if (listed) {
+    // Only a file whose blocks a page brings (a lookup's too: LOOKUP_BLOCKS_MAX) makes one worth reading.
+    if (listed && info.blocks.length <= LOOKUP_BLOCKS_MAX) {
       cache.noteMissIn(listed.parent);
       this.#readPageAfter(cache, listed.parent, listed.name);
     }
