@@ -194,6 +194,7 @@ export class MasterClient {
     if (page && name > page.after && cache.peekEntry(parent, name) === undefined) await page.read;
     const hit = cache.getEntry(parent, name);
     if (hit) {
+      if (this.#nextPages.size > 0) this.#readAhead(cache, parent, name);
       if (!hit.attrs) throw new StrataError('NOT_FOUND', `no entry '${name}' in inode ${parent}`);
       return hit.attrs;
     }
@@ -226,8 +227,27 @@ export class MasterClient {
   /** Directories whose last page read could not be kept (freshForMs 0), and until when none is tried again. */
   readonly #pagesUseless = new Map<number, number>();
 
-  #readPageAfter(cache: MetadataCache, parent: number, name: string): void {
-    if (this.#pageReads.has(parent) || !cache.refreshDue(parent)) return;
+  /**
+   * Per directory whose last page read was kept and has names after it: the name from which a
+   * hit reads the next page ahead (#readAhead), and the name that page starts after.
+   */
+  readonly #nextPages = new Map<number, { from: string; after: string }>();
+
+  /**
+   * A stat (or open) of every file of a directory, in name order, that reached the middle of
+   * the last page read there has the next page read now: by the time it gets there, its names
+   * are cached, and neither that page's read nor the lookups that would have started it are waited for.
+   */
+  #readAhead(cache: MetadataCache, parent: number, name: string): void {
+    const next = this.#nextPages.get(parent);
+    if (!next || name < next.from) return;
+    this.#nextPages.delete(parent);
+    this.#readPageAfter(cache, parent, next.after, true);
+  }
+
+  /** `ahead`: asked by #readAhead, which knows a page is wanted; else only when lookups found enough entries run out (refreshDue). */
+  #readPageAfter(cache: MetadataCache, parent: number, name: string, ahead = false): void {
+    if (this.#pageReads.has(parent) || (!ahead && !cache.refreshDue(parent))) return;
     const askedAt = Date.now();
     if ((this.#pagesUseless.get(parent) ?? 0) > askedAt) return;
     const meta: ResponseMeta = {};
@@ -241,7 +261,11 @@ export class MasterClient {
           if (this.#pagesUseless.size >= 10_000) this.#pagesUseless.clear();
           this.#pagesUseless.set(parent, askedAt + USELESS_PAGE_BACKOFF_MS);
         }
-        cache.putListed(parent, r.entries, stampOf(meta), r.seq, r.freshForMs, askedAt);
+        const kept = cache.putListed(parent, r.entries, stampOf(meta), r.seq, r.freshForMs, askedAt);
+        if (kept > 0 && r.next !== undefined && r.entries.length > 1) {
+          if (this.#nextPages.size >= 10_000) this.#nextPages.clear();
+          this.#nextPages.set(parent, { from: r.entries[r.entries.length >> 1]!.name, after: r.next });
+        }
       })
       // Only a shortcut: the lookups it would have answered ask the master themselves.
       .catch(() => undefined)
@@ -406,7 +430,13 @@ export class MasterClient {
     const cache = this.leaseRuns() ? this.cache : undefined;
     if (!cache) return this.fileBlocksByIno(ino, true);
     const hit = cache.getBlocks(ino, true);
-    if (hit) return hit;
+    if (hit) {
+      if (this.#nextPages.size > 0) {
+        const listed = this.#listed.get(ino);
+        if (listed) this.#readAhead(cache, listed.parent, listed.name);
+      }
+      return hit;
+    }
     // Opened by a name the kernel took from a listing (READDIRPLUS), with no lookup first: like a
     // lookup, a miss here counts toward reading the page of names after it (#readPageAfter).
     let listed = this.#listed.get(ino);

@@ -607,3 +607,31 @@ t.test('past the sync interval, files opened right after a listing (no lookup: t
   const asked = (await masterCount(c.masterUrl, '/api/v1/blocks')) - blocks;
   t.ok(asked < n / 3, `${asked} requests for blocks for ${n} opens`);
 });
+
+t.test('past the sync interval, a stat of every file in name order has the next page read ahead: no lookups between pages', async (t) => {
+  const c = await startCluster(t, { workers: 1, mounts: 1, masterArgs: ['--sync-interval-ms', '4000'] });
+  const a = (p: string) => path.join(c.mounts[0]!, p);
+  // Three pages' worth (LIST_PAGE_MAX names each), put straight into the store: quicker than creating them through the mount.
+  const n = 2600;
+  const name = (i: number) => `f${String(i).padStart(4, '0')}`;
+  await fsp.mkdir(path.join(c.ufsDir, 'd'));
+  for (let i = 0; i < n; i++) await fsp.writeFile(path.join(c.ufsDir, 'd', name(i)), 'x');
+  // Listed once, so the master knows them all before the lookups: an answer that found a file
+  // in the store (a change) is not kept by the cache.
+  t.equal((await fsp.readdir(a('d'))).length, n);
+  // Past the kernel's copy of the listing's names: each stat below is a lookup this mount caches.
+  await KERNEL_TTL();
+  for (let i = 0; i < n; i++) await fsp.stat(a(`d/${name(i)}`));
+  await new Promise((r) => setTimeout(r, 4500));
+  const lookups = await masterCount(c.masterUrl, '/api/v1/lookup');
+  const pages = await masterCount(c.masterUrl, '/api/v1/list');
+  let ones = 0;
+  for (let i = 0; i < n; i++) if ((await fsp.stat(a(`d/${name(i)}`))).size === 1) ones++;
+  t.equal(ones, n, 'every file stats with its size');
+  const asked = (await masterCount(c.masterUrl, '/api/v1/lookup')) - lookups;
+  const read = (await masterCount(c.masterUrl, '/api/v1/list')) - pages;
+  // The 8 expired lookups that start the first page read, and none after: each later page was read
+  // while the stats were still in the one before (without that, 8 more lookups start each page).
+  t.ok(asked <= 12, `${asked} lookups reached the master for ${n} stats (${read} pages)`);
+  t.ok(read >= 3 && read <= 4, `${read} pages read for ${n} names`);
+});
