@@ -314,8 +314,13 @@ export class Namespace {
 
   // ---- resolution ----------------------------------------------------------
 
+  /** How long metadata under `mount` is answered without asking its store again (0: asks every time; -1: never, once listed). */
+  #intervalOf(mount: Mount): number {
+    return mount.syncIntervalMs ?? this.#syncIntervalMs;
+  }
+
   #isStale(n: NodeRecord, mount: Mount): boolean {
-    const interval = mount.syncIntervalMs ?? this.#syncIntervalMs;
+    const interval = this.#intervalOf(mount);
     // Never re-checked, but loaded once: syncedAt 0 is never listed, or marked to be listed again (a store mounted
     // there); 1 is a directory whose listing an unmount left short (see unmount).
     if (interval < 0) return n.syncedAt <= 1;
@@ -524,7 +529,7 @@ export class Namespace {
 
   /** Re-listing a stale directory beats one store call per name, unless a listing takes most of an interval. */
   #cheapToList(ino: number, mount: Mount): boolean {
-    const interval = mount.syncIntervalMs ?? this.#syncIntervalMs;
+    const interval = this.#intervalOf(mount);
     return interval > 0 && (this.#listCost.get(ino) ?? 0) < interval / 2;
   }
 
@@ -716,7 +721,7 @@ export class Namespace {
     const dir = await this.#table.getNode(ino);
     // Not in a store (made here, not persisted): nothing there to re-check.
     if (!dir || dir.persistState !== 'persisted') return -1;
-    const interval = this.#store(parts).mount.syncIntervalMs ?? this.#syncIntervalMs;
+    const interval = this.#intervalOf(this.#store(parts).mount);
     if (interval < 0) return dir.syncedAt <= 1 ? 0 : -1;
     return Math.max(0, dir.syncedAt + interval - Date.now());
   }
@@ -730,7 +735,7 @@ export class Namespace {
    */
   #pageFreshFor(page: readonly NodeRecord[], parts: string[], dirFresh: number): number {
     if (dirFresh === 0) return 0;
-    const interval = this.#store(parts).mount.syncIntervalMs ?? this.#syncIntervalMs;
+    const interval = this.#intervalOf(this.#store(parts).mount);
     const now = Date.now();
     let fresh = dirFresh;
     for (const n of page) {
@@ -1568,7 +1573,7 @@ export class Namespace {
     if (here?.type === 'directory' || dir.persistState !== 'persisted' || dir.syncedAt < this.#vouchSince) return 0;
     const shadowed = this.#storeDirectories.get(dir.ino);
     if (shadowed === 'all' || shadowed?.has(name)) return 0;
-    const interval = mount.syncIntervalMs ?? this.#syncIntervalMs;
+    const interval = this.#intervalOf(mount);
     if (interval < 0) return VOUCH_FOREVER_MS;
     return Math.max(0, dir.syncedAt + interval - Date.now());
   }
@@ -1806,7 +1811,7 @@ export class Namespace {
    * mount; 0 = do not cache, -1 = no limit.
    */
   cacheTtlMs(): number {
-    const intervals = [this.#syncIntervalMs, ...this.#mounts.list().map((m) => m.syncIntervalMs ?? this.#syncIntervalMs)];
+    const intervals = [this.#syncIntervalMs, ...this.#mounts.list().map((m) => this.#intervalOf(m))];
     if (intervals.some((i) => i === 0)) return 0;
     const positive = intervals.filter((i) => i > 0);
     return positive.length > 0 ? Math.min(...positive) : -1;
