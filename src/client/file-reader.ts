@@ -340,7 +340,7 @@ export class FileReader {
       // Pages the worker just wrote are not hashed again when read here.
       if (loaded.pages && this.#data.local?.isLocal(worker)) this.#data.local.trust(worker, block.id, loaded.pages);
     })()
-      .catch(() => undefined)
+      .catch((err: unknown) => this.#noteReplaced(err))
       .finally(() => this.#warming.delete(idx));
   }
 
@@ -372,17 +372,38 @@ export class FileReader {
 
   /** Fetches `[start, end)` from the blocks it spans, in parallel. */
   async #fetch(start: number, end: number, useRanges: boolean, keep?: KeepPage): Promise<Window> {
+    if (this.#replaced) throw new StrataError('STORE_CHANGED', this.#replaced);
     try {
       return await this.#fetchOnce(start, end, useRanges, keep);
     } catch (err) {
+      this.#noteReplaced(err);
       // A worker died or dropped the block: ask the master again, once per reader.
       if (this.#refreshed || !(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT' && err.code !== 'NOT_FOUND')) throw err;
       this.#refreshed = true;
       this.#data.router.invalidate();
-      this.#info = await this.#data.master.fileBlocksByIno(this.#info.attrs.ino, true);
+      const was = this.#info;
+      const now = await this.#data.master.fileBlocksByIno(was.attrs.ino, true);
+      // Another version of the file now (its blocks are new ones): reading on would hand out its
+      // bytes under this one's size, after this one's. The master dropped the old blocks.
+      if (now.blocks.length !== was.blocks.length || now.blocks.some((b, i) => b.id !== was.blocks[i]!.id)) {
+        this.#replaced = `inode ${was.attrs.ino} was replaced by another version since it was opened; open it again`;
+        throw new StrataError('STORE_CHANGED', this.#replaced, { cause: err });
+      }
+      this.#info = now;
       this.#keeper?.stale();
       return this.#fetchOnce(start, Math.min(end, this.size), useRanges, keep);
     }
+  }
+
+  /**
+   * Set once this reader found the version of the file it was opened on gone (STORE_CHANGED):
+   * every later read fails the same way, not only the one that found it. The kernel asks again
+   * for pages whose read-ahead failed; those must not come from the new version.
+   */
+  #replaced: string | undefined;
+
+  #noteReplaced(err: unknown): void {
+    if (err instanceof StrataError && err.code === 'STORE_CHANGED') this.#replaced ??= err.message;
   }
 
   /**

@@ -49,6 +49,13 @@ export const ERROR_TABLE = {
   TIMEOUT: { errno: E.EIO, status: 504 },
   IO_ERROR: { errno: E.EIO, status: 500 },
   /**
+   * The under-store holds another version of a file than the one the namespace knows: it was
+   * changed there directly, within the sync interval. Nothing of the other version is served
+   * under this one's size; the master re-checks the file, and an open after that reads the new
+   * version. ESTALE, as NFS answers for a file that changed under an open handle.
+   */
+  STORE_CHANGED: { errno: E.ESTALE, status: 412 },
+  /**
    * A same-host client handed a file over (linked it into a worker tier's incoming dir) that
    * the worker may not read: another user's staged file, made readable by its owner only. The
    * client sends the bytes over HTTP instead; EIO should it ever reach a caller.

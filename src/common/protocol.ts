@@ -254,6 +254,11 @@ export interface BlockSource {
   offset: number;
   length: number;
   ufs: UfsLocation;
+  /**
+   * The version of the file in its store that this block is part of (UfsStatus.fingerprint): a
+   * fill reads only from it (STORE_CHANGED otherwise). Absent when the master knows none.
+   */
+  fingerprint?: string;
 }
 
 export interface SetAttrRequest {

@@ -1643,7 +1643,14 @@ export class Namespace {
     // The file exists; its only copies are on workers that are down (MUST_CACHE, or ASYNC_THROUGH not yet
     // persisted). That is an I/O error until one comes back, not a missing file (ENOENT would say it was deleted).
     if (n.persistState !== 'persisted') throw new StrataError('UNAVAILABLE', `block ${blockId} is not persisted and no live worker reachable here holds it; it is readable again once its worker is back`);
-    return { blockId, ino: b.ino, offset: b.index * n.blockSize, length: b.length, ufs: this.#location(await this.#table.pathOf(b.ino)) };
+    return {
+      blockId,
+      ino: b.ino,
+      offset: b.index * n.blockSize,
+      length: b.length,
+      ufs: this.#location(await this.#table.pathOf(b.ino)),
+      ...(n.ufsFingerprint ? { fingerprint: n.ufsFingerprint } : {}),
+    };
   }
 
   /** Checks a path against its store now: a directory is listed again, a file re-checked. */

@@ -481,6 +481,14 @@ export class HdfsUnderFileSystem implements UnderFileSystem {
       if (st.type === 'DIRECTORY') throw new StrataError('IS_DIRECTORY', `${what}: is a directory`);
       return Readable.from([]);
     }
+    // WebHDFS has no conditional OPEN: the version is checked right before the read. A replace
+    // landing between the two is read as the new version (HDFS replaces by renaming a whole file over).
+    if (opts?.ifFingerprint !== undefined) {
+      const st = await this.#statParts(parts, what, opts);
+      if (!st) throw new StrataError('NOT_FOUND', `${what}: no such file`);
+      const found = toStatus('', st)?.fingerprint;
+      if (found !== opts.ifFingerprint) throw new StrataError('STORE_CHANGED', `${what}: the file changed in the store (${found}, expected ${opts.ifFingerprint})`);
+    }
     // No overall deadline here, it would cut long transfers: the agent bounds connect, headers and body stalls.
     let res: Dispatcher.ResponseData;
     try {

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { StrataError, toStrataError } from '../common/errors';
 import { mapLimit } from '../common/map-limit';
 import { parsePath } from '../common/paths';
-import { tempFileOfHandle, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
+import { tempFileOfHandle, type UfsCallOptions, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
 
 /** stat() calls a listing keeps in flight. */
 const LIST_STATS_IN_FLIGHT = 64;
@@ -49,7 +49,7 @@ export class LocalUnderFileSystem implements UnderFileSystem {
 
   #status(name: string, st: import('node:fs').Stats): UfsStatus {
     const type = st.isDirectory() ? 'directory' : 'file';
-    return { name, type, size: type === 'file' ? st.size : 0, mtimeMs: Math.floor(st.mtimeMs), fingerprint: `${st.size}:${st.mtimeMs}:${st.ino}` };
+    return { name, type, size: type === 'file' ? st.size : 0, mtimeMs: Math.floor(st.mtimeMs), fingerprint: fingerprintOf(st) };
   }
 
   async stat(path: string): Promise<UfsStatus | null> {
@@ -90,7 +90,7 @@ export class LocalUnderFileSystem implements UnderFileSystem {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  async read(path: string, offset: number, length: number): Promise<Readable> {
+  async read(path: string, offset: number, length: number, opts?: UfsCallOptions): Promise<Readable> {
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
       throw new StrataError('INVALID_ARGUMENT', `read ${path}: bad range ${offset}+${length}`);
     }
@@ -102,6 +102,11 @@ export class LocalUnderFileSystem implements UnderFileSystem {
     if (st.isDirectory()) {
       await fh.close();
       throw new StrataError('IS_DIRECTORY', `read ${path}: is a directory`);
+    }
+    // The version of the file this descriptor reads (a replacing rename leaves it on the old one).
+    if (opts?.ifFingerprint !== undefined && fingerprintOf(st) !== opts.ifFingerprint) {
+      await fh.close();
+      throw new StrataError('STORE_CHANGED', `read ${path}: the file changed in the store (${fingerprintOf(st)}, expected ${opts.ifFingerprint})`);
     }
     if (length <= 0) {
       await fh.close();
@@ -231,4 +236,9 @@ async function syncDir(dir: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/** Changes whenever the content may have: size, modification time and the inode (a file renamed over it). */
+function fingerprintOf(st: import('node:fs').Stats): string {
+  return `${st.size}:${st.mtimeMs}:${st.ino}`;
 }

@@ -3,7 +3,7 @@
 import { Readable } from 'node:stream';
 import { StrataError } from '../common/errors';
 import { parsePath } from '../common/paths';
-import type { UfsStatus, UfsWriter, UnderFileSystem } from './ufs';
+import type { UfsCallOptions, UfsStatus, UfsWriter, UnderFileSystem } from './ufs';
 
 interface MemEntry {
   type: 'file' | 'directory';
@@ -75,11 +75,12 @@ export class MemoryUnderFileSystem implements UnderFileSystem {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  async read(path: string, offset: number, length: number): Promise<Readable> {
+  async read(path: string, offset: number, length: number, opts?: UfsCallOptions): Promise<Readable> {
     const key = this.#key(path);
     const e = this.#files.get(key);
     if (!e) throw new StrataError('NOT_FOUND', `read: no such file ${path}`);
     if (e.type !== 'file') throw new StrataError('IS_DIRECTORY', `read: ${path} is a directory`);
+    if (opts?.ifFingerprint !== undefined && `v${e.version}` !== opts.ifFingerprint) throw new StrataError('STORE_CHANGED', `read: ${path} changed in the store`);
     return Readable.from([e.data.subarray(offset, offset + length)]);
   }
 

@@ -62,6 +62,12 @@ export interface UfsCallOptions {
    * copy) may then move at once.
    */
   knownFile?: { size: number };
+  /**
+   * `read`: only from the version of the file with this fingerprint (UfsStatus.fingerprint); any
+   * other is STORE_CHANGED, and none of its bytes come. A store that cannot make a read
+   * conditional checks the version right before it reads.
+   */
+  ifFingerprint?: string;
 }
 
 /** A streamed object write: await each `write` for back-pressure, then `complete` or `abort`. */

@@ -228,6 +228,27 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     return src;
   };
 
+  /**
+   * A fill found its file changed in the store, within the master's sync interval: the master
+   * re-checks the file before the reader hears of it, so the next open reads the new version
+   * instead of failing until the interval runs out. One re-check per file in flight.
+   */
+  const rechecks = new Map<number, Promise<void>>();
+  const storeChanged = async (src: BlockSource, err: StrataError): Promise<never> => {
+    sources.delete(src.blockId);
+    let p = rechecks.get(src.ino);
+    if (!p) {
+      p = master
+        .post(`${MASTER_API}/sync`, { ino: src.ino })
+        .then(() => undefined)
+        .catch((e: unknown) => log.warn({ ino: src.ino, err: e instanceof Error ? e.message : String(e) }, 'could not have the master re-check a file that changed in the store'))
+        .finally(() => rechecks.delete(src.ino));
+      rechecks.set(src.ino, p);
+    }
+    await p;
+    throw err;
+  };
+
   /** In-flight fills by page; concurrent readers of one missing page share one fetch. */
   const pageFills = new Map<string, Promise<void>>();
   const ps = store.pageSize;
@@ -247,11 +268,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let idx = first;
     let got = 0;
     try {
-      const stream = await ufs.read(src.ufs.path, src.offset + start, end - start);
+      const stream = await ufs.read(src.ufs.path, src.offset + start, end - start, src.fingerprint !== undefined ? { ifFingerprint: src.fingerprint } : undefined);
       for await (const raw of stream) {
         let chunk = raw as Buffer;
         while (chunk.length > 0) {
-          if (idx > last) throw new StrataError('IO_ERROR', `under-store returned more than ${end - start} bytes at ${src.offset + start}: the file changed`);
+          if (idx > last) throw new StrataError('STORE_CHANGED', `under-store returned more than ${end - start} bytes at ${src.offset + start}: the file changed`);
           const take = Math.min(chunk.length, pageSize - fillAt);
           pieces.push(take === chunk.length ? chunk : chunk.subarray(0, take));
           fillAt += take;
@@ -268,12 +289,14 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
           }
         }
       }
-      if (got !== end - start) throw new StrataError('IO_ERROR', `under-store returned ${got} bytes at ${src.offset + start}, expected ${end - start}: the file changed`);
+      if (got !== end - start) throw new StrataError('STORE_CHANGED', `under-store returned ${got} bytes at ${src.offset + start}, expected ${end - start}: the file changed`);
       fillBytes.inc(got);
       fillCount.inc({ result: 'ok' });
     } catch (err) {
       fillCount.inc({ result: 'error' });
-      throw toStrataError(err, `fill block ${src.blockId} pages ${first}-${last}`);
+      const e = toStrataError(err, `fill block ${src.blockId} pages ${first}-${last}`);
+      if (e.code === 'STORE_CHANGED') await storeChanged(src, e);
+      throw e;
     }
   };
 

@@ -212,6 +212,20 @@ export function ufsConformance(t: tap.Test, name: string, make: () => Promise<Uf
       await rejectsCode(t, () => ufs.read('/missing.bin', 0, 10), 'NOT_FOUND', 'read of a missing object');
     });
 
+    t.test('a read of one version (ifFingerprint) gets its bytes, and STORE_CHANGED once the file was replaced', async (t) => {
+      const ufs = await fresh(t);
+      const first = await putFile(ufs, '/v.bin', 'the first version');
+      const st = await ufs.stat('/v.bin');
+      t.equal(st?.fingerprint, first.fingerprint, "stat's fingerprint is the one complete() reported");
+      t.equal((await readAll(await ufs.read('/v.bin', 4, 5, { ifFingerprint: first.fingerprint }))).toString(), 'first', 'the version asked for reads');
+      // Longer, then shorter: a read must not hand out the new bytes under the old version's range.
+      const second = await putFile(ufs, '/v.bin', 'the second version, longer');
+      await rejectsCode(t, () => ufs.read('/v.bin', 0, 17, { ifFingerprint: first.fingerprint }).then(readAll), 'STORE_CHANGED', 'a read of the first version once a longer one replaced it');
+      await putFile(ufs, '/v.bin', 'short');
+      await rejectsCode(t, () => ufs.read('/v.bin', 0, 17, { ifFingerprint: second.fingerprint }).then(readAll), 'STORE_CHANGED', 'a read of the second version once a shorter one replaced it');
+      t.equal((await readFile(ufs, '/v.bin')).toString(), 'short', 'a read without a version reads the current one');
+    });
+
     t.test('streamed create of 0 B, 1 B and a multi-MiB object', async (t) => {
       const ufs = await fresh(t);
 
