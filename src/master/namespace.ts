@@ -1653,20 +1653,55 @@ export class Namespace {
     };
   }
 
-  /** Checks a path against its store now: a directory is listed again, a file re-checked. */
+  /**
+   * Checks a path against its store now: a directory is listed again, a file re-checked. A path
+   * the namespace does not know yet (new in the store) is found by listing its deepest known
+   * directory, then each one below it. NOT_FOUND only when neither the namespace had the path
+   * nor the store has it: a file the check found deleted in the store is a sync done.
+   */
   async forceSync(path: string): Promise<void> {
     const parts = parsePath(path);
-    const node = await this.#resolveParts(parts);
-    if (node.type === 'directory') {
-      await this.#table.markSynced(node.ino, 0);
-      const dir = await this.#table.requireNode(node.ino);
-      // Even a mount with sync disabled (-1) lists again when asked explicitly, and by a listing
-      // that starts now, not one already running.
-      await this.#syncListing(dir, parts, true, true);
-    } else if (parts.length > 0 && node.persistState === 'persisted') {
-      const parent = await this.#resolveParts(parts.slice(0, -1));
-      await this.#revalidate(parent, parts[parts.length - 1]!, node, parts);
+    let known = await this.#resolveKnown(parts);
+    const knewIt = known.depth === parts.length;
+    while (known.depth < parts.length) {
+      if (known.node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `/${parts.slice(0, known.depth).join('/')} is not a directory`);
+      await this.#listNow(known.node, parts.slice(0, known.depth));
+      const deeper = await this.#resolveKnown(parts);
+      if (deeper.depth === known.depth) throw notFound('/' + parts.join('/'));
+      known = deeper;
     }
+    const node = known.node;
+    if (node.type === 'directory' && !knewIt) return; // listed just now
+    if (node.type === 'directory') await this.#listNow(node, parts);
+    else if (parts.length > 0 && node.persistState === 'persisted') {
+      const parent = await this.#resolveParts(parts.slice(0, -1));
+      try {
+        await this.#revalidate(parent, parts[parts.length - 1]!, node, parts);
+      } catch (err) {
+        if (!(err instanceof StrataError && err.code === 'NOT_FOUND')) throw err;
+      }
+    }
+  }
+
+  /** Lists a directory again now, even under a mount with sync disabled (-1), by a listing that starts now, not one already running. */
+  async #listNow(node: NodeRecord, parts: string[]): Promise<void> {
+    await this.#table.markSynced(node.ino, 0);
+    await this.#syncListing(await this.#table.requireNode(node.ino), parts, true, true);
+  }
+
+  /** The deepest prefix of `parts` the namespace resolves now (the store asked as lookups would), and how many parts it has. */
+  async #resolveKnown(parts: string[]): Promise<{ node: NodeRecord; depth: number }> {
+    let node = await this.#table.requireNode(ROOT_INO);
+    for (let i = 0; i < parts.length; i++) {
+      if (node.type !== 'directory') return { node, depth: i };
+      try {
+        node = await this.#child(node, parts.slice(0, i + 1));
+      } catch (err) {
+        if (err instanceof StrataError && err.code === 'NOT_FOUND') return { node, depth: i };
+        throw err;
+      }
+    }
+    return { node, depth: parts.length };
   }
 
   // ---- cache control: pin, TTL, free, du ---------------------------------------

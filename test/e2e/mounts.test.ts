@@ -86,6 +86,22 @@ t.test('metadata sync: out-of-band changes with sync disabled show after fs sync
   await fsp.rm(path.join(c.ufsDir, 'd', 'late.txt'));
   t.equal((await fs('sync', '/d')).code, 0);
   t.same(JSON.parse((await fs('ls', '/d', '--json')).stdout), [], 'fs sync drops what the store lost');
+
+  // Paths the namespace does not know yet: a new file, and a new file in new directories.
+  await fsp.writeFile(path.join(c.ufsDir, 'd', 'newer'), 'n1');
+  await fsp.mkdir(path.join(c.ufsDir, 'd', 'nd', 'deep'), { recursive: true });
+  await fsp.writeFile(path.join(c.ufsDir, 'd', 'nd', 'deep', 'f'), 'deep');
+  t.equal((await fs('sync', '/d/newer')).code, 0, 'fs sync of a file new in the store');
+  t.equal((await fs('sync', '/d/nd/deep/f')).code, 0, 'fs sync of a file in directories new in the store');
+  t.equal((await fs('cat', '/d/newer')).stdout, 'n1');
+  t.equal((await fs('cat', '/d/nd/deep/f')).stdout, 'deep');
+  // A known file deleted in the store: the sync drops it, and that is a sync done.
+  await fsp.rm(path.join(c.ufsDir, 'd', 'newer'));
+  t.equal((await fs('sync', '/d/newer')).code, 0, 'fs sync of a file deleted in the store succeeds');
+  t.equal((await fs('stat', '/d/newer')).code, 1, 'and the file is gone');
+  const missing = await fs('sync', '/d/nowhere/x');
+  t.equal(missing.code, 1, 'a path in neither the namespace nor the store is an error');
+  t.match(missing.stderr, /does not exist|no such file/i);
 });
 
 t.test('write types', async (t) => {
