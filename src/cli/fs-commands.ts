@@ -142,10 +142,15 @@ function examples(lines: string[]): string {
   return `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}`;
 }
 
+const TYPE_LETTER: Record<FileAttributes['type'], string> = { file: '-', directory: 'd', symlink: 'l', fifo: 'p', socket: 's', chardev: 'c', blockdev: 'b' };
+
+/** As ls -l: the type, then rwx for owner, group and others, with setuid, setgid and sticky in the x places. */
 function modeString(a: FileAttributes): string {
-  const t = a.type === 'directory' ? 'd' : a.type === 'symlink' ? 'l' : '-';
-  const rwx = (b: number) => `${b & 4 ? 'r' : '-'}${b & 2 ? 'w' : '-'}${b & 1 ? 'x' : '-'}`;
-  return t + rwx((a.mode >> 6) & 7) + rwx((a.mode >> 3) & 7) + rwx(a.mode & 7);
+  // `special` set: s/t over x, S/T without it.
+  const rwx = (b: number, special: boolean, letter: string) =>
+    `${b & 4 ? 'r' : '-'}${b & 2 ? 'w' : '-'}${special ? (b & 1 ? letter : letter.toUpperCase()) : b & 1 ? 'x' : '-'}`;
+  const m = a.mode;
+  return (TYPE_LETTER[a.type] ?? '?') + rwx((m >> 6) & 7, (m & 0o4000) !== 0, 's') + rwx((m >> 3) & 7, (m & 0o2000) !== 0, 's') + rwx(m & 7, (m & 0o1000) !== 0, 't');
 }
 
 function entryJson(path: string, name: string, a: FileAttributes) {

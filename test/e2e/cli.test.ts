@@ -102,6 +102,14 @@ t.test('strata fs', async (t) => {
     t.ok(dirLine, 'dir listed');
     t.match(fileLine!, /^-rw-r--r-- .* 5 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d hello\.txt$/);
     t.match(dirLine!, /^d[rwx-]{9} /);
+    // setuid, setgid and sticky show as ls -l shows them: s/t over x, S/T without it.
+    await fsp.mkdir(m('d2'));
+    await fsp.chmod(m('d2'), 0o1777);
+    await fsp.writeFile(m('d2/tr'), '');
+    await fsp.chmod(m('d2/tr'), 0o6600);
+    const special = (await fs(t, ['ls', '/', '/d2'])).stdout;
+    t.match(special, /^drwxrwxrwt .* d2$/m, 'sticky');
+    t.match(special, /^-rwS--S--- .* tr$/m, 'setuid and setgid without x');
 
     const entries = await lsJson(t, '/d1');
     t.ok(Array.isArray(entries), 'a JSON array');
