@@ -67,6 +67,37 @@ export async function at<T>(path: string, fn: () => Promise<T>, causes?: Causes)
   }
 }
 
+/** Failures already printed (eachOperand): the command ends with their exit code and prints nothing more. */
+const reported = new WeakSet<StrataError>();
+
+export function isReported(err: StrataError): boolean {
+  return reported.has(err);
+}
+
+/**
+ * Runs `fn` for each operand, as rm(1) or cat(1) do: a failed one is reported (its one line on
+ * stderr) and the others still run; the command then fails with the first failure's exit code.
+ * Bad usage (exit 2) ends it at once. `fn` returns 'stop' to end early without an error (a
+ * reader of the output went away).
+ */
+export async function eachOperand<T>(items: readonly T[], fn: (item: T) => Promise<void | 'stop'>): Promise<void> {
+  let first: StrataError | undefined;
+  for (const item of items) {
+    try {
+      if ((await fn(item)) === 'stop') break;
+    } catch (err) {
+      const e = toStrataError(err);
+      if (exitCodeOf(e) === EXIT_USAGE) throw e;
+      process.stderr.write(errorLine(e));
+      first ??= e;
+    }
+  }
+  if (first) {
+    reported.add(first);
+    throw first;
+  }
+}
+
 /** The exit code for an error that ends the command. */
 export function exitCodeOf(err: StrataError): number {
   return err.code === 'CONFIG' || err.code === 'BAD_REQUEST' ? EXIT_USAGE : EXIT_FAILED;

@@ -24,7 +24,7 @@ import { normalizePath, joinPath } from '../common/paths';
 import { BlockInfo, DirEntry, FileAttributes, FileBlocksResponse, FileType, LoadBlockResponse, TtlAction, WorkerInfo, timespecToMs } from '../common/protocol';
 import type { StrataFileSystem } from '../client/file-system';
 import type { FileReader } from '../client/file-reader';
-import { at, errorLine, onPath, pathError, usageError } from './cli-errors';
+import { at, eachOperand, errorLine, onPath, pathError, usageError } from './cli-errors';
 import { expandGlob, hasGlob, literalPrefix, namesDirectory, unescapeGlob } from './glob';
 import { Progress, human, percent, rate } from './progress';
 
@@ -647,26 +647,32 @@ ${examples([
         const { paths } = await expand(fs, args);
         const files: { path: string; a: FileAttributes }[] = [];
         const dirs: string[] = [];
-        for (const path of paths) {
+        // As ls(1), the ones that fail are reported first and the others still listed (exit 1 after).
+        let failed: unknown;
+        await eachOperand(paths, async (path) => {
           const a = await at(path, () => fs.getattr(path));
           if (a.type === 'directory') dirs.push(path);
           else files.push({ path, a });
-        }
+        }).catch((err: unknown) => (failed = err));
         // As ls(1): the files named first, then each directory's entries, under a heading when there are several.
         const out: ReturnType<typeof entryJson>[] = [];
         for (const f of files) {
           if (o.json) out.push(entryJson(f.path, nodePath.posix.basename(f.path), f.a));
           else process.stdout.write(lsLine(f.path, f.a) + '\n');
         }
-        for (const [i, dir] of dirs.entries()) {
+        let i = 0;
+        await eachOperand(dirs, async (dir) => {
           const entries = await at(dir, () => fs.readdir(dir));
           if (!o.json && paths.length > 1) process.stdout.write(`${files.length > 0 || i > 0 ? '\n' : ''}${dir}:\n`);
+          i++;
           for (const e of entries) {
             if (o.json) out.push(entryJson(joinPath(dir, e.name), e.name, e));
             else process.stdout.write(lsLine(e.name, e) + '\n');
           }
-        }
-        if (o.json) printJson(out);
+        }).catch((err: unknown) => (failed ??= err));
+        // Only a failure: nothing on stdout, as for every command that fails.
+        if (o.json && (!failed || out.length > 0)) printJson(out);
+        if (failed) throw failed;
       }),
     );
 
@@ -728,18 +734,18 @@ ${examples([
     .action(async (args: string[], o: FsOpts) =>
       withFs(o, async (fs) => {
         const { paths } = await expand(fs, args);
-        for (const path of paths) {
+        await eachOperand(paths, async (path) => {
           const target = await followSymlinks(fs, path);
           const special = specialTypeName(target.attrs.type);
           if (special) throw pathError(path, 'NOT_SUPPORTED', `is ${special}, which holds no bytes to print`);
           const reader = await at(path, () => fs.openReader(target.path));
           try {
-            if (!(await copyToOutput(reader, path, process.stdout))) return;
+            if (!(await copyToOutput(reader, path, process.stdout))) return 'stop';
           } finally {
             // Its read-ahead windows go now, not when the client closes: 4 MiB a file otherwise.
             reader.close();
           }
-        }
+        });
       }),
     );
 
@@ -836,7 +842,7 @@ ${examples([
     .action(async (args: string[], o: FsOpts & { recursive?: boolean }) =>
       withFs(o, async (fs) => {
         const { paths } = await expand(fs, args);
-        for (const path of paths) await remove(fs, path, !!o.recursive);
+        await eachOperand(paths, (path) => remove(fs, path, !!o.recursive));
         if (o.json) printJson({ ok: true, paths });
       }),
     );

@@ -9,7 +9,7 @@ import { fork, ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, mkdirSync, statSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { StrataError, toStrataError } from '../common/errors';
-import { EXIT_FAILED, EXIT_USAGE, errorLine, exitCodeOf, onPath } from './cli-errors';
+import { EXIT_FAILED, EXIT_USAGE, errorLine, exitCodeOf, isReported, onPath } from './cli-errors';
 import { CONFIG_KEYS, StrataConfig, configTableMarkdown, maskSecret, parseBytes, resolveConfig, resolveConfigSources } from '../common/config';
 import { createLogger } from '../common/log';
 import type { TierSpec } from '../worker/page-store';
@@ -59,7 +59,7 @@ function exitWhenFlushed(code: number): void {
 function fail(err: unknown): void {
   if (exiting) return; // a broken stdout already said why
   const e = toStrataError(err);
-  process.stderr.write(errorLine(e));
+  if (!isReported(e)) process.stderr.write(errorLine(e));
   exitWhenFlushed(exitCodeOf(e));
 }
 

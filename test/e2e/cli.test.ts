@@ -306,6 +306,21 @@ t.test('strata fs', async (t) => {
     t.equal(errLines(dir).length, 1);
     t.ok((await fsp.stat(m('tree3/a/one.txt'))).isFile(), 'nothing removed without -r');
 
+    // As rm(1) and cat(1): a failed operand is reported, the others are still done, exit 1.
+    await fsp.writeFile(m('ops-a'), 'A');
+    await fsp.writeFile(m('ops-b'), 'B');
+    const cat = await fs(t, ['cat', '/ops-a', '/nope', '/ops-b'], 1);
+    t.equal(cat.stdout, 'AB', 'cat prints the files around the missing one');
+    t.equal(errLines(cat).length, 1, 'one error line');
+    t.match(cat.stderr, /^strata: \/nope: no such file/);
+    const ls = await fs(t, ['ls', '/nope', '/ops-b'], 1);
+    t.match(ls.stdout, / \/ops-b$/m, 'ls lists the operand after the missing one');
+    t.equal(errLines(ls).length, 1);
+    const rm = await fs(t, ['rm', '/nope', '/ops-a', '/ops-b'], 1);
+    t.equal(errLines(rm).length, 1, 'rm reports the missing operand once');
+    t.ok(await goneFromMount(m('ops-a')), 'and removes the ones after it');
+    t.ok(await goneFromMount(m('ops-b')));
+
     await fs(t, ['rm', '-r', '/tree3']);
     t.ok(await goneFromMount(m('tree3')), 'tree gone through the mount');
     await t.rejects(fsp.stat(u('tree3')), { code: 'ENOENT' }, 'tree gone from the under-store');
