@@ -96,13 +96,16 @@ async function listForGlob(fs: StrataFileSystem, dir: string): Promise<DirEntry[
  * does: all of them before the command starts, and a pattern matching nothing
  * fails the command (`strata: <pattern>: no match`). `\*` names a literal `*`.
  */
-async function expand(fs: StrataFileSystem, args: string[]): Promise<Operands> {
+async function expand(fs: StrataFileSystem, args: string[], opts: { slashFollows?: boolean } = {}): Promise<Operands> {
   const paths: string[] = [];
   for (const arg of args) {
     if (!hasGlob(arg)) {
-      const path = strataPath(unescapeGlob(arg));
+      // Symbolic links in the path are followed as path resolution does; a trailing `/` follows the
+      // last one too (`ls /link/`), except where the caller says it must not (rm).
+      const slash = namesDirectory(arg);
+      const path = await resolveLinks(fs, strataPath(unescapeGlob(arg)), slash && opts.slashFollows !== false);
       // `rm /g/file/` must not remove the file: a trailing `/` names a directory, as rm(1) and a shell take it.
-      if (namesDirectory(arg) && (await at(path, () => fs.getattr(path))).type !== 'directory') throw pathError(`${path}/`, 'NOT_DIRECTORY', 'not a directory');
+      if (slash && (await at(path, () => fs.getattr(path))).type !== 'directory') throw pathError(`${path}/`, 'NOT_DIRECTORY', 'not a directory');
       paths.push(path);
       continue;
     }
@@ -276,6 +279,54 @@ const MAX_SYMLINK_HOPS = 40;
  * a mount, which this process cannot know, and fails with a clear error.
  * Failures name `name` (`strata:/p` for cp).
  */
+/**
+ * `path` with the symbolic links among its directories followed (and the last component's too
+ * with `followLast`), as the kernel resolves a path: the master takes paths literally. One request
+ * when the parent is a plain directory. A path that does not resolve comes back as it is, for the
+ * command to report.
+ */
+async function resolveLinks(fs: StrataFileSystem, path: string, followLast: boolean, hops = 0): Promise<string> {
+  const parts = path.split('/').filter(Boolean);
+  if (parts.length === 0) return '/';
+  const parentPath = '/' + parts.slice(0, -1).join('/');
+  let dir = parentPath;
+  if (parts.length > 1) {
+    try {
+      const a = await fs.getattr(parentPath);
+      if (a.type === 'symlink') dir = await resolveLinks(fs, parentPath, true, hops);
+    } catch (err) {
+      // A link higher up (the master found a non-directory there): resolve the parent the same way.
+      if (toStrataError(err).code !== 'NOT_DIRECTORY') return path;
+      dir = await resolveLinks(fs, parentPath, true, hops);
+    }
+  }
+  const full = joinPath(dir, parts[parts.length - 1]!);
+  if (!followLast) return full;
+  let a: FileAttributes;
+  try {
+    a = await fs.getattr(full);
+  } catch (err) {
+    if (toStrataError(err).code === 'NOT_FOUND') return full;
+    throw onPath(path, err);
+  }
+  if (a.type !== 'symlink') return full;
+  if (hops >= MAX_SYMLINK_HOPS) throw pathError(path, 'TOO_MANY_LINKS', 'too many levels of symbolic links');
+  return resolveLinks(fs, linkTarget(dir, a.target ?? '', path), true, hops + 1);
+}
+
+/** Where a link in `dir` pointing at `target` leads, within Strata (an absolute target is the host's to resolve). */
+function linkTarget(dir: string, target: string, name: string): string {
+  const outside = () => pathError(name, 'NOT_SUPPORTED', `symbolic link to '${target}', outside Strata (the host reading it through a mount resolves it)`);
+  if (target.startsWith('/')) throw outside();
+  const parts = dir.split('/').filter(Boolean);
+  for (const c of target.split('/')) {
+    if (c === '' || c === '.') continue;
+    if (c !== '..') parts.push(c);
+    else if (parts.pop() === undefined) throw outside();
+  }
+  return '/' + parts.join('/');
+}
+
 async function followSymlinks(fs: StrataFileSystem, path: string, name = path): Promise<{ path: string; attrs: FileAttributes }> {
   let current = path;
   for (let hops = 0; ; hops++) {
@@ -841,7 +892,7 @@ ${examples([
     .option('--json', 'print {ok: true, paths}')
     .action(async (args: string[], o: FsOpts & { recursive?: boolean }) =>
       withFs(o, async (fs) => {
-        const { paths } = await expand(fs, args);
+        const { paths } = await expand(fs, args, { slashFollows: false });
         await eachOperand(paths, (path) => remove(fs, path, !!o.recursive));
         if (o.json) printJson({ ok: true, paths });
       }),

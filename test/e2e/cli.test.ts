@@ -326,6 +326,23 @@ t.test('strata fs', async (t) => {
     await t.rejects(fsp.stat(u('tree3')), { code: 'ENOENT' }, 'tree gone from the under-store');
   });
 
+  await t.test('symbolic links among a path\'s directories are followed, as the kernel resolves paths', async (t) => {
+    await fsp.mkdir(m('real'));
+    await fsp.mkdir(m('real/sub'));
+    await fsp.writeFile(m('real/sub/f'), 'through links');
+    await fsp.symlink('real', m('dirlink'));
+    await fsp.symlink('dirlink/sub', m('sublink'));
+    t.equal((await fs(t, ['cat', '/dirlink/sub/f'])).stdout, 'through links', 'cat through a link to a directory');
+    t.equal((await fs(t, ['cat', '/sublink/f'])).stdout, 'through links', 'through a link to a path through a link');
+    t.match((await fs(t, ['ls', '/dirlink/'])).stdout, / sub$/m, 'a trailing slash follows the last link too');
+    t.match((await fs(t, ['stat', '/dirlink/sub/f'])).stdout, /Size: 13/);
+    const rm = await fs(t, ['rm', '-r', '/dirlink/'], 1);
+    t.match(rm.stderr, /not a directory/, 'rm takes a link with a trailing slash as no directory');
+    t.ok((await fsp.stat(m('real/sub/f'))).isFile(), 'and removes nothing');
+    await fs(t, ['rm', '/dirlink/sub/f']);
+    t.ok(await goneFromMount(m('real/sub/f')), 'rm of a file through a link removes the file');
+  });
+
   await t.test('files from the mount and the under-store are seen by the CLI', async (t) => {
     await fsp.writeFile(m('via-mount.txt'), 'from the mount');
     t.equal((await fs(t, ['cat', '/via-mount.txt'])).stdout, 'from the mount');
