@@ -381,17 +381,14 @@ export class FileReader {
       if (this.#refreshed || !(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT' && err.code !== 'NOT_FOUND')) throw err;
       this.#refreshed = true;
       this.#data.router.invalidate();
-      const was = this.#info;
-      const now = await this.#data.master.fileBlocksByIno(was.attrs.ino, true);
-      // Another version of the file now (its blocks are new ones): reading on would hand out its
-      // bytes under this one's size, after this one's. The master dropped the old blocks.
-      if (now.blocks.length !== was.blocks.length || now.blocks.some((b, i) => b.id !== was.blocks[i]!.id)) {
-        this.#replaced = `inode ${was.attrs.ino} was replaced by another version since it was opened; open it again`;
-        throw new StrataError('STORE_CHANGED', this.#replaced, { cause: err });
-      }
-      this.#info = now;
+      this.#info = await this.#data.master.fileBlocksByIno(this.#info.attrs.ino, true);
       this.#keeper?.stale();
-      return this.#fetchOnce(start, Math.min(end, this.size), useRanges, keep);
+      try {
+        return await this.#fetchOnce(start, Math.min(end, this.size), useRanges, keep);
+      } catch (again) {
+        this.#noteReplaced(again);
+        throw again;
+      }
     }
   }
 

@@ -240,16 +240,19 @@ export class MasterClient {
    */
   #readAhead(cache: MetadataCache, parent: number, name: string): void {
     const next = this.#nextPages.get(parent);
-    if (!next || name < next.from) return;
-    this.#nextPages.delete(parent);
-    this.#readPageAfter(cache, parent, next.after, true);
+    // Only a name in the second half of that page: a hit elsewhere in the directory says nothing of the order.
+    if (!next || name < next.from || name > next.after) return;
+    if (this.#readPageAfter(cache, parent, next.after, true)) this.#nextPages.delete(parent);
   }
 
-  /** `ahead`: asked by #readAhead, which knows a page is wanted; else only when lookups found enough entries run out (refreshDue). */
-  #readPageAfter(cache: MetadataCache, parent: number, name: string, ahead = false): void {
-    if (this.#pageReads.has(parent) || (!ahead && !cache.refreshDue(parent))) return;
+  /**
+   * `ahead`: asked by #readAhead, which knows a page is wanted; else only when lookups found enough
+   * entries run out (refreshDue). Whether a read started.
+   */
+  #readPageAfter(cache: MetadataCache, parent: number, name: string, ahead = false): boolean {
+    if (this.#pageReads.has(parent) || (!ahead && !cache.refreshDue(parent))) return false;
     const askedAt = Date.now();
-    if ((this.#pagesUseless.get(parent) ?? 0) > askedAt) return;
+    if ((this.#pagesUseless.get(parent) ?? 0) > askedAt) return false;
     const meta: ResponseMeta = {};
     const read = this.#http
       // `sync`: re-checked with the store first if due (an open sends no lookup that would have).
@@ -271,6 +274,7 @@ export class MasterClient {
       .catch(() => undefined)
       .finally(() => this.#pageReads.delete(parent));
     this.#pageReads.set(parent, { after: name, read });
+    return true;
   }
 
   async statIno(ino: number): Promise<FileAttributes> {

@@ -1649,7 +1649,9 @@ export class Namespace {
       offset: b.index * n.blockSize,
       length: b.length,
       ufs: this.#location(await this.#table.pathOf(b.ino)),
-      ...(n.ufsFingerprint ? { fingerprint: n.ufsFingerprint } : {}),
+      // The version the file's current blocks hold; a block of an earlier one (a commit landed
+      // between the two reads above) gets none, as it would not match.
+      ...(n.ufsFingerprint && Math.floor(blockId / BLOCKS_PER_CONTAINER) === n.container ? { fingerprint: n.ufsFingerprint } : {}),
     };
   }
 
@@ -1661,13 +1663,17 @@ export class Namespace {
    */
   async forceSync(path: string): Promise<void> {
     const parts = parsePath(path);
+    // Asked of the table alone: resolving re-checks a stale file, and one deleted in the store is gone after it.
+    const knewIt = await this.#inTable(parts);
     let known = await this.#resolveKnown(parts);
-    const knewIt = known.depth === parts.length;
     while (known.depth < parts.length) {
       if (known.node.type !== 'directory') throw new StrataError('NOT_DIRECTORY', `/${parts.slice(0, known.depth).join('/')} is not a directory`);
       await this.#listNow(known.node, parts.slice(0, known.depth));
       const deeper = await this.#resolveKnown(parts);
-      if (deeper.depth === known.depth) throw notFound('/' + parts.join('/'));
+      if (deeper.depth <= known.depth) {
+        if (knewIt) return; // gone from the store, and now from the namespace
+        throw notFound('/' + parts.join('/'));
+      }
       known = deeper;
     }
     const node = known.node;
@@ -1687,6 +1693,17 @@ export class Namespace {
   async #listNow(node: NodeRecord, parts: string[]): Promise<void> {
     await this.#table.markSynced(node.ino, 0);
     await this.#syncListing(await this.#table.requireNode(node.ino), parts, true, true);
+  }
+
+  /** Whether the inode table has `parts`, without asking any store. */
+  async #inTable(parts: string[]): Promise<boolean> {
+    let ino = ROOT_INO;
+    for (const name of parts) {
+      const n = await this.#table.lookup(ino, name);
+      if (!n) return false;
+      ino = n.ino;
+    }
+    return true;
   }
 
   /** The deepest prefix of `parts` the namespace resolves now (the store asked as lookups would), and how many parts it has. */

@@ -158,6 +158,9 @@ export class LocalUnderFileSystem implements UnderFileSystem {
           await fh.truncate(pos);
           // Durable before it is visible: close() of a write-through file promises the bytes are stored.
           await fh.datasync();
+          // This file's own status, not whatever is at the path after the rename (another writer's,
+          // should its rename land in between): a rename keeps inode, size and mtime.
+          const st = await fh.stat();
           await fh.close();
           closed = true;
           await fsp.rename(tmp, abs);
@@ -165,7 +168,7 @@ export class LocalUnderFileSystem implements UnderFileSystem {
           // The new name (and any directory made for it) is on disk too before the close is answered.
           await syncDir(dir);
           if (made) for (let d = dir; d !== nodePath.dirname(made) && d.length > 1; d = nodePath.dirname(d)) await syncDir(nodePath.dirname(d));
-          return status(await fsp.stat(abs));
+          return status(st);
         } catch (err) {
           if (!closed) await fh.close().catch(() => undefined);
           closed = true;

@@ -65,7 +65,9 @@ export interface UfsCallOptions {
   /**
    * `read`: only from the version of the file with this fingerprint (UfsStatus.fingerprint); any
    * other is STORE_CHANGED, and none of its bytes come. A store that cannot make a read
-   * conditional checks the version right before it reads.
+   * conditional checks the version right before it reads. One whose fingerprint can change
+   * while the bytes do not (S3: a copied object gets another ETag, and a directory's move copies
+   * its objects) compares what does not: the size.
    */
   ifFingerprint?: string;
 }

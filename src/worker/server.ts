@@ -128,6 +128,8 @@ function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
 
 /** Most parallel under-store reads one request starts to fill missing pages. */
 const FILL_PARALLEL = 4;
+/** How long a fill that found its file changed waits for the master's re-check of it. */
+const RECHECK_TIMEOUT_MS = 5_000;
 /** How long a load that asked for it waits for the master to hear of its blocks. */
 const REPORT_WAIT_MS = 5000;
 /**
@@ -238,8 +240,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     sources.delete(src.blockId);
     let p = rechecks.get(src.ino);
     if (!p) {
+      // Bounded: the reader waits for this, and a master that is down makes it fail as it would have.
       p = master
-        .post(`${MASTER_API}/sync`, { ino: src.ino })
+        .post(`${MASTER_API}/sync`, { ino: src.ino }, AbortSignal.timeout(RECHECK_TIMEOUT_MS))
         .then(() => undefined)
         .catch((e: unknown) => log.warn({ ino: src.ino, err: e instanceof Error ? e.message : String(e) }, 'could not have the master re-check a file that changed in the store'))
         .finally(() => rechecks.delete(src.ino));

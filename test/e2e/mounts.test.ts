@@ -104,6 +104,19 @@ t.test('metadata sync: out-of-band changes with sync disabled show after fs sync
   t.match(missing.stderr, /does not exist|no such file/i);
 });
 
+t.test('fs sync of a file deleted in the store, once the sync interval passed: the file goes, and the sync succeeds', async (t) => {
+  const c = await startLocal(t, { args: ['--sync-interval-ms', '1000'] });
+  const fs = (...a: string[]) => runCli(['fs', ...a, '--master', c.masterUrl]);
+  await fsp.mkdir(path.join(c.ufsDir, 'e'));
+  await fsp.writeFile(path.join(c.ufsDir, 'e', 'f'), 'x');
+  t.equal((await fs('sync', '/e/f')).code, 0);
+  await new Promise((r) => setTimeout(r, 1300));
+  await fsp.rm(path.join(c.ufsDir, 'e', 'f'));
+  const r = await fs('sync', '/e/f');
+  t.equal(r.code, 0, 'fs sync exits 0', { stderr: r.stderr });
+  t.equal((await fs('stat', '/e/f')).code, 1, 'and the file is gone');
+});
+
 t.test('write types', async (t) => {
   const c = await startLocal(t);
   const fs = (...a: string[]) => runCli(['fs', ...a, '--master', c.masterUrl]);
