@@ -96,14 +96,15 @@ async function listForGlob(fs: StrataFileSystem, dir: string): Promise<DirEntry[
  * does: all of them before the command starts, and a pattern matching nothing
  * fails the command (`strata: <pattern>: no match`). `\*` names a literal `*`.
  */
-async function expand(fs: StrataFileSystem, args: string[], opts: { slashFollows?: boolean } = {}): Promise<Operands> {
+async function expand(fs: StrataFileSystem, args: string[], opts: { slashFollows?: boolean; followLast?: boolean } = {}): Promise<Operands> {
   const paths: string[] = [];
   for (const arg of args) {
     if (!hasGlob(arg)) {
       // Symbolic links in the path are followed as path resolution does; a trailing `/` follows the
-      // last one too (`ls /link/`), except where the caller says it must not (rm).
+      // last one too (`ls /link/`), except where the caller says it must not (rm), and so does a
+      // command that acts on the file a link names (`followLast`: pin, load, free, persist, du).
       const slash = namesDirectory(arg);
-      const path = await resolveLinks(fs, strataPath(unescapeGlob(arg)), slash && opts.slashFollows !== false);
+      const path = await resolveLinks(fs, strataPath(unescapeGlob(arg)), opts.followLast === true || (slash && opts.slashFollows !== false));
       // `rm /g/file/` must not remove the file: a trailing `/` names a directory, as rm(1) and a shell take it.
       if (slash && (await at(path, () => fs.getattr(path))).type !== 'directory') throw pathError(`${path}/`, 'NOT_DIRECTORY', 'not a directory');
       paths.push(path);
@@ -959,7 +960,7 @@ ${examples([
     .option('--json', 'print JSON: {path, persisted}, an array for several paths or a pattern')
     .action(async (args: string[], o: FsOpts) =>
       withFs(o, async (fs) => {
-        const { paths, single } = await expand(fs, args);
+        const { paths, single } = await expand(fs, args, { followLast: true });
         const out = [];
         for (const path of paths) {
           const a = await at(path, () => fs.master.persist(path));
@@ -979,7 +980,9 @@ ${examples([
       withFs(o, async (fs) => {
         const from = strataPath(srcArg);
         let to = strataPath(dstArg);
-        await at(from, () => fs.getattr(from));
+        const src = await at(from, () => fs.getattr(from));
+        // As mv(1): `mv /file/ x` names a directory that is not there.
+        if (namesDirectory(srcArg) && src.type !== 'directory') throw pathError(`${from}/`, 'NOT_DIRECTORY', 'not a directory');
         const d = await attrsIfAny(fs, to, to);
         wantDirectory(dstArg, d && d.type === 'directory', to);
         if (d?.type === 'directory') to = joinPath(to, nodePath.posix.basename(from));
@@ -1004,7 +1007,7 @@ ${examples([
         const parallel = Number(o.parallel);
         if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) throw usageError(`--parallel must be an integer from 1 to 64, got '${o.parallel}'`);
         const started = Date.now();
-        const { paths } = await expand(fs, args);
+        const { paths } = await expand(fs, args, { followLast: true });
         const jobs: LoadJob[] = [];
         for (const path of paths) jobs.push(...(await filesToLoad(fs, path, !!o.recursive)));
         const queue = jobs.flatMap((job, file) => job.blocks.map((block) => ({ file, block })));
@@ -1051,7 +1054,7 @@ ${examples([
     .option('--json', 'print JSON: {path, files, bytes, skippedNotPersisted}, an array for several paths or a pattern')
     .action(async (args: string[], o: FsOpts & { recursive?: boolean }) =>
       withFs(o, async (fs) => {
-        const { paths, single } = await expand(fs, args);
+        const { paths, single } = await expand(fs, args, { followLast: true });
         const out = [];
         for (const path of paths) {
           if (!o.recursive && (await at(path, () => fs.getattr(path))).type === 'directory') throw pathError(path, 'IS_DIRECTORY', 'is a directory (use --recursive)');
@@ -1076,7 +1079,7 @@ ${examples([
       .option('--json', 'print JSON: {path, pinned, files}, an array for several paths or a pattern')
       .action(async (args: string[], o: FsOpts) =>
         withFs(o, async (fs) => {
-          const { paths, single } = await expand(fs, args);
+          const { paths, single } = await expand(fs, args, { followLast: true });
           const out = [];
           for (const path of paths) {
             const r = await at(path, () => fs.master.pin(path, pinned, true));
@@ -1122,7 +1125,7 @@ ${examples([
     .option('--json', 'print JSON (raw byte counts): {path, size, cachedBytes, files, directories}, an array for several paths or a pattern')
     .action(async (args: string[], o: FsOpts) =>
       withFs(o, async (fs) => {
-        const { paths, single } = await expand(fs, args);
+        const { paths, single } = await expand(fs, args, { followLast: true });
         const out = [];
         for (const path of paths) {
           const r = await at(path, () => fs.master.du(path));

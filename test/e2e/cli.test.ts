@@ -336,6 +336,11 @@ t.test('strata fs', async (t) => {
     t.equal((await fs(t, ['cat', '/sublink/f'])).stdout, 'through links', 'through a link to a path through a link');
     t.match((await fs(t, ['ls', '/dirlink/'])).stdout, / sub$/m, 'a trailing slash follows the last link too');
     t.match((await fs(t, ['stat', '/dirlink/sub/f'])).stdout, /Size: 13/);
+    const du = JSON.parse((await fs(t, ['du', '--json', '/dirlink'])).stdout) as { size: number };
+    t.equal(du.size, 13, 'du of a link to a directory measures the directory');
+    const mv = await fs(t, ['mv', '/dirlink/sub/f/', '/elsewhere'], 1);
+    t.match(mv.stderr, /not a directory/, 'mv of a file named with a trailing slash');
+    t.ok((await fsp.stat(m('real/sub/f'))).isFile(), 'and moves nothing');
     const rm = await fs(t, ['rm', '-r', '/dirlink/'], 1);
     t.match(rm.stderr, /not a directory/, 'rm takes a link with a trailing slash as no directory');
     t.ok((await fsp.stat(m('real/sub/f'))).isFile(), 'and removes nothing');
