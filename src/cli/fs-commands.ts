@@ -334,17 +334,7 @@ async function followSymlinks(fs: StrataFileSystem, path: string, name = path): 
     const attrs = await at(name, () => fs.getattr(current));
     if (attrs.type !== 'symlink') return { path: current, attrs };
     if (hops === MAX_SYMLINK_HOPS) throw pathError(name, 'TOO_MANY_LINKS', 'too many levels of symbolic links');
-    const target = attrs.target ?? '';
-    const outside = () => pathError(name, 'NOT_SUPPORTED', `symbolic link to '${target}', outside Strata (the host reading it through a mount resolves it)`);
-    if (target.startsWith('/')) throw outside();
-    const parts = current.split('/').filter(Boolean);
-    parts.pop();
-    for (const c of target.split('/')) {
-      if (c === '' || c === '.') continue;
-      if (c !== '..') parts.push(c);
-      else if (parts.pop() === undefined) throw outside();
-    }
-    current = '/' + parts.join('/');
+    current = linkTarget(nodePath.posix.dirname(current), attrs.target ?? '', name);
   }
 }
 
