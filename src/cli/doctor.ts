@@ -11,7 +11,8 @@ import { spawnSync } from 'node:child_process';
 import * as net from 'node:net';
 import * as nodePath from 'node:path';
 import { StrataConfig, parseBytes } from '../common/config';
-import { createUfs } from '../ufs';
+import { checkUfsOptions, createUfs } from '../ufs';
+import { MOUNT_OWN_OPTIONS } from '../common/protocol';
 import { parseTierSpec } from '../worker/page-store';
 
 export type CheckState = 'ok' | 'warn' | 'fail';
@@ -140,6 +141,7 @@ export async function runDoctor(cfg: StrataConfig, ufsOptions: Record<string, st
 
   // Under-store
   try {
+    checkUfsOptions(cfg.ufs, ufsOptions, MOUNT_OWN_OPTIONS);
     const ufs = createUfs(cfg.ufs, ufsOptions);
     try {
       const t0 = Date.now();

@@ -14,7 +14,7 @@ import { CONFIG_KEYS, StrataConfig, configTableMarkdown, maskSecret, parseBytes,
 import { createLogger } from '../common/log';
 import type { TierSpec } from '../worker/page-store';
 import { registerFsCommands } from './fs-commands';
-import type { ReadType, WriteType } from '../common/protocol';
+import { MOUNT_OWN_OPTIONS, type ReadType, type WriteType } from '../common/protocol';
 import type { HttpAuthOptions, HttpLimits } from '../common/http';
 import { authRequired, clientToken, isLoopback, serverToken } from '../common/auth';
 
@@ -82,9 +82,10 @@ function checkHome(home: string): void {
  * could hide a file system that is not mounted (the files would go to the disk
  * beneath it).
  */
-async function prepareUfs(uri: string, home: string): Promise<void> {
-  const { createUfs } = await import('../ufs');
+async function prepareUfs(uri: string, home: string, options: Record<string, string>): Promise<void> {
+  const { checkUfsOptions, createUfs } = await import('../ufs');
   createUfs(uri); // throws CONFIG for unknown schemes and malformed URIs
+  checkUfsOptions(uri, options, MOUNT_OWN_OPTIONS);
   const url = new URL(uri);
   if (url.protocol !== 'file:') return;
   const dir = decodeURIComponent(url.pathname);
@@ -234,7 +235,7 @@ function daemonLimits(cfg: StrataConfig): HttpLimits {
 
 async function runMaster(cfg: StrataConfig, ufsOptions: Record<string, string>): Promise<void> {
   checkHome(cfg.home);
-  await prepareUfs(cfg.ufs, cfg.home);
+  await prepareUfs(cfg.ufs, cfg.home, ufsOptions);
   const log = createLogger('master', cfg.logLevel);
   const { startMaster } = await import('../master/server');
   const m = await startMaster({
@@ -469,7 +470,7 @@ async function stopChild(c: Child, timeoutMs = 30_000): Promise<void> {
 
 async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: string[], configFile?: string): Promise<void> {
   checkHome(cfg.home);
-  await prepareUfs(cfg.ufs, cfg.home);
+  await prepareUfs(cfg.ufs, cfg.home, parseKeyValues(ufsOptions, '--ufs-option'));
   const log = createLogger('local', cfg.logLevel);
   const { prepareMountPoint } = await import('../fuse/fuse-mount');
   await prepareMountPoint(cfg.mount, log, { create: createMount });

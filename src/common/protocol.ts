@@ -41,6 +41,9 @@ export function timespecToMs(t: Timespec): number {
 export type WriteType = 'MUST_CACHE' | 'CACHE_THROUGH' | 'THROUGH' | 'ASYNC_THROUGH';
 export const WRITE_TYPES: readonly WriteType[] = ['MUST_CACHE', 'CACHE_THROUGH', 'THROUGH', 'ASYNC_THROUGH'];
 
+/** Mount option keys Strata reads itself (`fs mount --option`); the other keys go to the store's driver. */
+export const MOUNT_OWN_OPTIONS: readonly string[] = ['readonly', 'sync.interval.ms', 'write.type'];
+
 /** One entry of the mount table, as `strata fs mount` shows it (secrets masked). */
 export interface MountInfo {
   path: string;

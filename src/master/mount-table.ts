@@ -10,11 +10,11 @@ import { StrataError } from '../common/errors';
 import { maskSecret } from '../common/config';
 import type { Logger } from '../common/log';
 import { parsePath } from '../common/paths';
-import { createUfs } from '../ufs';
+import { checkUfsOptions, createUfs } from '../ufs';
 import type { UnderFileSystem } from '../ufs/ufs';
 import type { Metastore } from './metastore';
 
-import { WRITE_TYPES, WriteType } from '../common/protocol';
+import { MOUNT_OWN_OPTIONS, WRITE_TYPES, WriteType } from '../common/protocol';
 
 /**
  * Options of one mount. Strata's own keys: `readonly` (true|false), `sync.interval.ms`,
@@ -44,25 +44,25 @@ export function maskOptions(o: MountOptions): MountOptions {
 /** Validates Strata's own option keys; driver keys are checked by the driver. */
 export function parseMountOptions(o: MountOptions): { readOnly: boolean; syncIntervalMs: number | undefined; writeType: WriteType | undefined } {
   for (const [k, v] of Object.entries(o)) {
-    if (typeof v !== 'string') throw new StrataError('INVALID_ARGUMENT', `mount option ${k} must be a string`);
-    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(k)) throw new StrataError('INVALID_ARGUMENT', `bad mount option name '${k.slice(0, 64)}'`);
+    if (typeof v !== 'string') throw new StrataError('CONFIG', `mount option ${k} must be a string`);
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(k)) throw new StrataError('CONFIG', `bad mount option name '${k.slice(0, 64)}'`);
   }
   const ro = o.readonly;
-  if (ro !== undefined && ro !== 'true' && ro !== 'false') throw new StrataError('INVALID_ARGUMENT', `mount option readonly must be true or false, got '${ro}'`);
+  if (ro !== undefined && ro !== 'true' && ro !== 'false') throw new StrataError('CONFIG', `mount option readonly must be true or false, got '${ro}'`);
   let sync: number | undefined;
   if (o['sync.interval.ms'] !== undefined) {
     sync = Number(o['sync.interval.ms']);
-    if (!Number.isSafeInteger(sync) || sync < -1) throw new StrataError('INVALID_ARGUMENT', `mount option sync.interval.ms must be an integer >= -1`);
+    if (!Number.isSafeInteger(sync) || sync < -1) throw new StrataError('CONFIG', `mount option sync.interval.ms must be an integer >= -1`);
   }
   const wt = o['write.type'];
   if (wt !== undefined && !(WRITE_TYPES as readonly string[]).includes(wt)) {
-    throw new StrataError('INVALID_ARGUMENT', `mount option write.type must be one of ${WRITE_TYPES.join(', ')}, got '${wt}'`);
+    throw new StrataError('CONFIG', `mount option write.type must be one of ${WRITE_TYPES.join(', ')}, got '${wt}'`);
   }
   return { readOnly: ro === 'true', syncIntervalMs: sync, writeType: wt as WriteType | undefined };
 }
 
 export function driverOptions(o: MountOptions): Record<string, string> {
-  return Object.fromEntries(Object.entries(o).filter(([k]) => k !== 'readonly' && k !== 'sync.interval.ms' && k !== 'write.type'));
+  return Object.fromEntries(Object.entries(o).filter(([k]) => !MOUNT_OWN_OPTIONS.includes(k)));
 }
 
 /** How `MountTable.open` treats the root store it is given. */
@@ -101,6 +101,9 @@ export class MountTable {
    * URI other than the one a shared metastore holds.
    */
   static async open(store: Metastore, rootUri: string, rootOptions: MountOptions, opts: MountTableOpenOptions = {}): Promise<MountTable> {
+    // Given now (--ufs, --ufs-option): a misspelt key is refused, not stored to do nothing.
+    parseMountOptions(rootOptions);
+    checkUfsOptions(rootUri, rootOptions, MOUNT_OWN_OPTIONS);
     const table = new MountTable(store);
     const options = JSON.stringify(rootOptions);
     const root = (await store.mounts()).find((m) => m.path === '/');
@@ -170,8 +173,14 @@ export class MountTable {
     return [...this.#mounts].sort((a, b) => (a.path < b.path ? -1 : 1));
   }
 
-  /** Creates the driver (throws CONFIG for bad URIs/options) without adding it. */
+  /**
+   * Creates the driver of a new mount (throws CONFIG for bad URIs and options, unknown
+   * keys too) without adding it. Mounts read back from the metastore are not checked for
+   * unknown keys: one a later version no longer reads must not keep the master down.
+   */
   prepare(path: string, uri: string, options: MountOptions): Mount {
+    parseMountOptions(options);
+    checkUfsOptions(uri, options, MOUNT_OWN_OPTIONS);
     return this.#make(path, uri, options);
   }
 

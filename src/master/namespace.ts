@@ -1895,13 +1895,8 @@ export class Namespace {
       const parts = parsePath(path);
       if (parts.length === 0) throw new StrataError('INVALID_ARGUMENT', 'the root store is set when the master starts (--ufs)');
       if (this.#mounts.isMountPoint(parts)) throw new StrataError('ALREADY_EXISTS', `something is already mounted at ${path}`);
-      let m: Mount;
-      try {
-        m = this.#mounts.prepare('/' + parts.join('/'), uri, options);
-      } catch (err) {
-        if (err instanceof StrataError && err.code === 'CONFIG') throw new StrataError('INVALID_ARGUMENT', err.message);
-        throw err;
-      }
+      // A bad URI or option is CONFIG: the caller's usage, not the namespace (the CLI exits 2).
+      const m = this.#mounts.prepare('/' + parts.join('/'), uri, options);
       try {
         await m.ufs.list('/', { signal: AbortSignal.timeout(15_000) });
       } catch (err) {

@@ -92,6 +92,7 @@ t.test('strata local refuses bad configuration with exit code 2', async (t) => {
     { name: 'home that is a regular file', args: ['--home', r('a-file'), '--mount', r('mnt'), '--ufs', ufs], mount: r('mnt'), message: /cannot use home directory .*a-file/ },
     { name: 'home below a regular file', args: ['--home', r('a-file/home'), '--mount', r('mnt'), '--ufs', ufs], mount: r('mnt'), message: /cannot use home directory .*a-file\/home/ },
     { name: 'under-store dir that is a regular file', args: ['--home', r('h-ufsfile'), '--mount', r('mnt'), '--ufs', `file://${r('a-file')}`], mount: r('mnt'), message: /under-store .*a-file/ },
+    { name: 'misspelt under-store option', args: ['--home', r('h-opt'), '--mount', r('mnt'), '--ufs', 's3://bucket/lake', '--ufs-option', 's3.endpint=http://127.0.0.1:9'], mount: r('mnt'), message: /unknown option 's3\.endpint' for a s3 store \(did you mean 's3\.endpoint'\?\)/ },
     { name: 'port out of range', args: ['--home', r('h-port'), '--mount', r('mnt'), '--ufs', ufs, '--master-port', '70000'], mount: r('mnt'), message: /masterPort='70000'/ },
     { name: 'unparsable capacity', args: ['--home', r('h-cap'), '--mount', r('mnt'), '--ufs', ufs, '--capacity', 'lots'], mount: r('mnt'), message: /workerCapacity='lots'/ },
   ];

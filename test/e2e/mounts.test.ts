@@ -66,7 +66,19 @@ t.test('several stores in one namespace', async (t) => {
   const missing = await fs('mount', '/gone', `file://${path.join(c.root, 'does-not-exist')}`);
   t.equal(missing.code, 1, 'mounting an unreachable store fails');
   await t.rejects(fsp.stat(path.join(c.mnt, 'gone')), { code: 'ENOENT' }, 'a failed mount changes nothing');
-  t.equal((await fs('mount', '/x', 'ftp://nowhere/')).code, 1, 'unknown scheme is refused');
+  t.equal((await fs('mount', '/x', 'ftp://nowhere/')).code, 2, 'unknown scheme is refused as bad usage');
+  // Option keys the store's driver does not read are refused, not stored to do nothing.
+  const bogus = await fs('mount', '/opt', `file://${other}`, '--option', 'bogus=1');
+  t.equal(bogus.code, 2, 'an unknown mount option is bad usage');
+  t.match(bogus.stderr, /unknown option 'bogus' for a file store; known: readonly, sync\.interval\.ms, write\.type/);
+  const typo = await fs('mount', '/opt', 's3://lake/x', '--option', 's3.endpint=http://127.0.0.1:1', '--option', 's3.pathStyle=true');
+  t.equal(typo.code, 2, 'a misspelt driver option is bad usage');
+  t.match(typo.stderr, /unknown option 's3\.endpint' for a s3 store \(did you mean 's3\.endpoint'\?\)/);
+  const badValue = await fs('mount', '/opt', `file://${other}`, '--option', 'write.type=FAST');
+  t.equal(badValue.code, 2, 'a bad value of a mount option is bad usage');
+  t.match(badValue.stderr, /write\.type must be one of/);
+  await t.rejects(fsp.stat(path.join(c.mnt, 'opt')), { code: 'ENOENT' }, 'refused mounts change nothing');
+  t.notOk((JSON.parse((await fs('mount', '--json')).stdout) as { path: string }[]).some((m) => m.path === '/opt'), 'nor the mount table');
 
   t.equal((await fs('unmount', '/ro')).code, 0, 'unmount');
   await t.rejects(fsp.stat(path.join(c.mnt, 'ro', 'r.txt')), { code: 'ENOENT' });

@@ -9,8 +9,10 @@ import t from 'tap';
 import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { tempRoot } from '../helpers/cluster';
 import { inProcessCluster, readWhole, until } from '../helpers/in-process';
+import { startS3Server } from '../../scripts/s3-server';
 
 async function metric(workerUrl: string, name: string): Promise<number> {
   const text = await (await fetch(`${workerUrl}/metrics`)).text();
@@ -20,13 +22,21 @@ async function metric(workerUrl: string, name: string): Promise<number> {
 }
 
 t.test('the worker makes the mounted store driver at registration, and reads use it', async (t) => {
-  const store = tempRoot('strata-drivers-store-');
-  t.teardown(() => fsp.rm(store, { recursive: true, force: true }));
+  delete process.env.AWS_CA_BUNDLE;
+  const root = tempRoot('strata-drivers-store-');
+  const s3 = await startS3Server({ dir: path.join(root, 's3'), buckets: ['lake'] });
+  t.teardown(async () => {
+    await s3.close();
+    await fsp.rm(root, { recursive: true, force: true });
+  });
   const data = randomBytes(300_000);
-  await fsp.writeFile(path.join(store, 'cold.bin'), data);
-  // Driver options too (the local driver ignores them): the worker keys its drivers by URI and options, so
-  // the registration's copy must match, key order included, what the reads' locations carry.
-  const c = await inProcessCluster(t, 'drivers', { ufsUri: `file://${store}`, ufsOptions: { 'zeta.option': 'z', 'alpha.option': 'a', 'mid.option': 'm' } });
+  const direct = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+  await direct.send(new PutObjectCommand({ Bucket: 'lake', Key: 'root/cold.bin', Body: data }));
+  direct.destroy();
+  // Options out of their usual order: the worker keys its drivers by URI and options, so the
+  // registration's copy must match, key order included, what the reads' locations carry.
+  const ufsOptions = { 's3.secretAccessKey': 'S3RVER', 's3.region': 'us-east-1', 's3.endpoint': s3.endpoint, 's3.accessKeyId': 'S3RVER', 's3.pathStyle': 'true' };
+  const c = await inProcessCluster(t, 'drivers', { ufsUri: 's3://lake/root', ufsOptions });
   await until('the driver made after registration', async () => (await metric(c.workerUrl, 'strata_worker_under_store_drivers')) === 1, 5_000);
   t.equal(await metric(c.workerUrl, 'strata_worker_ufs_read_bytes_total'), 0, 'before any read of the store');
   const fs = await c.client('CACHE_THROUGH');
