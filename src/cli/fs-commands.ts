@@ -21,7 +21,7 @@ import { resolveConfig } from '../common/config';
 import { clientToken } from '../common/auth';
 import { silentLogger } from '../common/log';
 import { normalizePath, joinPath } from '../common/paths';
-import { BlockInfo, DirEntry, FileAttributes, FileBlocksResponse, FileType, LoadBlockResponse, TtlAction, WorkerInfo, timespecToMs } from '../common/protocol';
+import { BlockInfo, DirEntry, FileAttributes, FileBlocksResponse, FileType, LoadBlockResponse, MAX_TTL_MS, TtlAction, WorkerInfo, timespecToMs } from '../common/protocol';
 import type { StrataFileSystem } from '../client/file-system';
 import type { FileReader } from '../client/file-reader';
 import { at, eachOperand, errorLine, onPath, pathError, usageError } from './cli-errors';
@@ -580,6 +580,7 @@ export function parseDuration(v: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(v);
   const ms = m ? Math.round(Number(m[1]) * DURATION_UNITS[m[2] ?? 'ms']!) : NaN;
   if (!Number.isSafeInteger(ms) || ms <= 0) throw usageError(`bad duration '${v}': use a number of milliseconds or a number with s, m, h or d (30s, 10m, 2h, 1d)`);
+  if (ms > MAX_TTL_MS) throw usageError(`bad duration '${v}': at most ${MAX_TTL_MS / DURATION_UNITS.d!}d (100 years)`);
   return ms;
 }
 
@@ -594,7 +595,7 @@ async function filesToLoad(fs: StrataFileSystem, path: string, recursive: boolea
   const a = await at(path, () => fs.getattr(path));
   if (a.type === 'file') return [{ path, blocks: (await at(path, () => fs.master.fileBlocks(path))).blocks }];
   if (a.type !== 'directory') return [];
-  if (!recursive) throw pathError(path, 'IS_DIRECTORY', 'is a directory (use --recursive)');
+  if (!recursive) throw pathError(path, 'IS_DIRECTORY', 'is a directory (use -r)');
   const out: LoadJob[] = [];
   for (const e of await at(path, () => fs.readdir(path))) {
     if (e.type === 'file' || e.type === 'directory') out.push(...(await filesToLoad(fs, joinPath(path, e.name), true)));
@@ -1047,7 +1048,7 @@ ${examples([
         const { paths, single } = await expand(fs, args, { followLast: true });
         const out = [];
         for (const path of paths) {
-          if (!o.recursive && (await at(path, () => fs.getattr(path))).type === 'directory') throw pathError(path, 'IS_DIRECTORY', 'is a directory (use --recursive)');
+          if (!o.recursive && (await at(path, () => fs.getattr(path))).type === 'directory') throw pathError(path, 'IS_DIRECTORY', 'is a directory (use -r)');
           const r = await at(path, () => fs.master.free(path, !!o.recursive));
           out.push({ path, ...r });
           if (!o.json) {

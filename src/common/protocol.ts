@@ -41,6 +41,9 @@ export function timespecToMs(t: Timespec): number {
 export type WriteType = 'MUST_CACHE' | 'CACHE_THROUGH' | 'THROUGH' | 'ASYNC_THROUGH';
 export const WRITE_TYPES: readonly WriteType[] = ['MUST_CACHE', 'CACHE_THROUGH', 'THROUGH', 'ASYNC_THROUGH'];
 
+/** Longest TTL (`fs setTtl`): 100 years, so that now + ttl stays a plain integer of ms. */
+export const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
+
 /** Mount option keys Strata reads itself (`fs mount --option`); the other keys go to the store's driver. */
 export const MOUNT_OWN_OPTIONS: readonly string[] = ['readonly', 'sync.interval.ms', 'write.type'];
 

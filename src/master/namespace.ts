@@ -758,6 +758,8 @@ export class Namespace {
 
   mkdir(path: string, mode: number, uid = this.#uid, gid = this.#gid): Promise<FileAttributes> {
     return this.#mutate(() => [parsePath(path)], async () => {
+      // mkdir(2) of "/" is EEXIST, as of any directory that exists.
+      if (parsePath(path).length === 0) throw new StrataError('ALREADY_EXISTS', '/ already exists');
       const { parent, name, parts } = await this.#resolveParent(path);
       this.#writable(parts);
       this.#storable(parts);

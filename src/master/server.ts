@@ -37,6 +37,7 @@ import {
   BLOCKS_PER_CONTAINER,
   PINNED_REPORT_MAX,
   LIST_PAGE_MAX,
+  MAX_TTL_MS,
 } from '../common/protocol';
 import { createUfs } from '../ufs';
 import { Metastore, toAttributes } from './metastore';
@@ -111,8 +112,6 @@ export const DEFAULT_BLOCK_SIZE = 64 * 1024 * 1024;
 const MAX_ID = 0xfffffffe;
 /** Timestamps must fit a JS Date (±8.64e15 ms). */
 const MAX_TIME_SEC = 8.64e12;
-/** Longest TTL: 100 years, so that now + ttl stays a plain integer of ms. */
-const MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000;
 /** How long a worker's register waits for the master to discard what its last run's writes left. */
 const LEFTOVERS_WAIT_MS = 10_000;
 /** How long a free waits for a worker to take its deletes. */

@@ -132,7 +132,7 @@ t.test('cache control: strata fs report, load, stat, du, free, pin, setTtl', asy
     t.same(await fsp.readFile(m('data/a.bin')), a, 'the bytes through the mount are the file');
 
     const notRecursive = await fs(t, ['load', '/data'], 1);
-    t.match(notRecursive.stderr, /^strata: \/data: is a directory \(use --recursive\)\n$/);
+    t.match(notRecursive.stderr, /^strata: \/data: is a directory \(use -r\)\n$/);
 
     const all = await fs(t, ['load', '/data', '--recursive', '--parallel', '2', '--json']);
     t.match(JSON.parse(all.stdout), { files: 3, totalFiles: 3, bytes: total, ufsBytes: b.length, failedBlocks: 0 }, 'the rest of the tree; the cached file costs nothing');
@@ -238,7 +238,7 @@ t.test('cache control: strata fs report, load, stat, du, free, pin, setTtl', asy
 
   await t.test('bad input: a clear message and a nonzero exit', async (t) => {
     const dir = await fs(t, ['free', '/data'], 1);
-    t.equal(dir.stderr, 'strata: /data: is a directory (use --recursive)\n', 'free of a directory without --recursive');
+    t.equal(dir.stderr, 'strata: /data: is a directory (use -r)\n', 'free of a directory without --recursive');
     for (const d of ['10x', '0', '-', 'soon', '']) {
       const bad = await fs(t, ['setTtl', '/data/a.bin', d], 2);
       t.match(bad.stderr, /^strata: bad duration '.*': use a number of milliseconds or a number with s, m, h or d/, `duration '${d}'`);
