@@ -19,6 +19,7 @@ import { StrataError, toStrataError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Mutex } from '../common/mutex';
 import { dataRuns } from '../common/extents';
+import { dataSegments } from '../common/sparse';
 import { DirEntry, FileAttributes, FileBlocksResponse, ReadType, Timespec, WorkerInfo, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
 import type { ReadParts } from '../common/file-range';
 import { FileReader, FileReaderOptions, type KeepPage } from './file-reader';
@@ -51,6 +52,11 @@ export interface FileSystemOptions {
   token?: string;
   /** Health probes of a worker this client waits on, every this many ms (0 = never). Default 3000. */
   workerProbeIntervalMs?: number;
+  /**
+   * How long a worker may take to begin its answer (ms). Default 120000. Not for a file's final
+   * write while health probes watch its worker: that answer waits for the store to take the file.
+   */
+  workerHeadersTimeoutMs?: number;
   /** How long a master call looks for a leading master before it fails (ms). Default 15000. */
   masterFailoverTimeoutMs?: number;
   /**
@@ -208,24 +214,27 @@ class StagingFile {
       const fh = await fsp.open(path, 'r');
       try {
         const buf = Buffer.allocUnsafe(4 * CHUNK);
-        for (let pos = from; pos < size; ) {
-          const want = Math.min(buf.length, size - pos);
-          let n = 0;
-          while (n < want) {
-            const { bytesRead } = await fh.read(buf, n, want - n, pos + n);
-            if (bytesRead === 0) break;
-            n += bytesRead;
+        // Holes (and whatever lies past the disk's end) are skipped without reading them.
+        for (const [segStart, segStop] of dataSegments(fh.fd, from, size)) {
+          for (let pos = segStart; pos < segStop; ) {
+            const want = Math.min(buf.length, segStop - pos);
+            let n = 0;
+            while (n < want) {
+              const { bytesRead } = await fh.read(buf, n, want - n, pos + n);
+              if (bytesRead === 0) break;
+              n += bytesRead;
+            }
+            if (n < want) buf.fill(0, n, want); // past what the disk holds: zeros
+            // Emit runs of non-zero 1 MiB pieces as one frame each.
+            for (const [start, stop] of dataRuns(buf.subarray(0, want), CHUNK)) {
+              const head = Buffer.alloc(12);
+              head.writeBigUInt64BE(BigInt(pos + start), 0);
+              head.writeUInt32BE(stop - start, 8);
+              yield head;
+              yield Buffer.from(buf.subarray(start, stop));
+            }
+            pos += want;
           }
-          if (n < want) buf.fill(0, n, want); // past what the disk holds: zeros
-          // Emit runs of non-zero 1 MiB pieces as one frame each.
-          for (const [start, stop] of dataRuns(buf.subarray(0, want), CHUNK)) {
-            const head = Buffer.alloc(12);
-            head.writeBigUInt64BE(BigInt(pos + start), 0);
-            head.writeUInt32BE(stop - start, 8);
-            yield head;
-            yield Buffer.from(buf.subarray(start, stop));
-          }
-          pos += want;
         }
       } finally {
         await fh.close();
@@ -331,6 +340,7 @@ export class StrataFileSystem {
       readType: opts.readType ?? 'CACHE',
       ...(opts.token ? { token: opts.token } : {}),
       ...(opts.workerProbeIntervalMs !== undefined ? { probeIntervalMs: opts.workerProbeIntervalMs } : {}),
+      ...(opts.workerHeadersTimeoutMs !== undefined ? { headersTimeoutMs: opts.workerHeadersTimeoutMs } : {}),
     });
     this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader(opts.hostId ? { hostId: opts.hostId } : {});
     this.#stagingDir = opts.stagingDir;

@@ -168,7 +168,11 @@ export class WorkerClient {
             ? { ...this.#auth, 'content-type': 'application/octet-stream' }
             : { ...this.#auth, 'content-type': 'application/octet-stream', 'content-length': String(size) },
         body: local ? Buffer.alloc(0) : body,
-        headersTimeout: this.#headersTimeoutMs,
+        // The answer comes once the worker has stored the whole file: through a slow store, or a
+        // large file's zeros to a store without holes, that may take longer than any fixed bound
+        // (the client then wrote it again through another worker, from its start, each time). With
+        // health probes watching the worker, a dead one still fails this at once.
+        headersTimeout: this.#probeIntervalMs > 0 ? 0 : this.#headersTimeoutMs,
         bodyTimeout: this.#bodyTimeoutMs,
       });
       const parsed = parseJsonOrUndefined(await res.body.text());

@@ -11,6 +11,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { StrataError } from '../common/errors';
 import { dataRuns } from '../common/extents';
+import { dataSegments } from '../common/sparse';
 import { UfsPlace, WriteFileResponse, WriteType, blockIdOf } from '../common/protocol';
 import type { UfsWriter } from '../ufs/ufs';
 import { TierFullOfPinnedPagesError, type BlockPageWriter, type PageStore } from './page-store';
@@ -100,7 +101,31 @@ export class FileWrite {
     const w = this.#ufsWriter;
     if (w?.skip) await w.skip(n);
     else if (w) for (let left = n; left > 0; left -= ZEROS.length) await w.write(left >= ZEROS.length ? ZEROS : ZEROS.subarray(0, left));
+    if (this.#through && n > 0) {
+      // The rest of the block under way is cached as pages; whole blocks after it are not.
+      const first = this.#curLen > 0 ? Math.min(n, this.blockSize - this.#curLen) : 0;
+      await this.#advance(first, undefined);
+      n = this.#uncachedHoleBlocks(n - first);
+    }
     await this.#advance(n, undefined);
+  }
+
+  /**
+   * A write-through's whole blocks of hole are not cached: the store has them, and as
+   * pages they took a page's room each (a `truncate -s 1T` emptied the cache for them).
+   * A read of one is a cache miss, filled from the store. What is left of `n` is answered.
+   */
+  #uncachedHoleBlocks(n: number): number {
+    const bs = this.blockSize;
+    while (this.#curLen === 0 && !this.#cur) {
+      const len = Math.min(bs, this.#size - this.#lengths.length * bs);
+      if (len <= 0 || n < len) break;
+      this.#fits(len);
+      this.#lengths.push(len);
+      this.total += len;
+      n -= len;
+    }
+    return n;
   }
 
   /** `[from, to)` of a same-host file handed over through a tier's incoming dir; runs of zero MiBs become holes. */
@@ -236,21 +261,28 @@ export class FileWrite {
   }
 }
 
-/** `[from, to)` of a file as extents, runs of zero 1 MiB pieces left out (stored as holes). */
+/**
+ * `[from, to)` of a file as extents: its holes (found without reading them) and runs
+ * of zero 1 MiB pieces left out (stored as holes).
+ */
 async function* fileExtents(fh: FileHandle, from: number, to: number): AsyncGenerator<{ offset: number; data: Buffer }> {
   const PIECE = 1024 * 1024;
   const CHUNK = 4 * PIECE;
-  for (let pos = from; pos < to; ) {
-    const want = Math.min(CHUNK, to - pos);
-    // A fresh buffer each time: the under-store writer may keep what it is given (multipart parts).
-    const buf = Buffer.allocUnsafe(want);
-    let n = 0;
-    while (n < want) {
-      const { bytesRead } = await fh.read(buf, n, want - n, pos + n);
-      if (bytesRead === 0) throw new StrataError('BAD_REQUEST', 'local file shrank while being written');
-      n += bytesRead;
+  // Past its end a file is all hole to SEEK_DATA: a handed-over file must be whole first.
+  if ((await fh.stat()).size < to) throw new StrataError('BAD_REQUEST', 'local file shrank while being written');
+  for (const [segStart, segStop] of dataSegments(fh.fd, from, to)) {
+    for (let pos = segStart; pos < segStop; ) {
+      const want = Math.min(CHUNK, segStop - pos);
+      // A fresh buffer each time: the under-store writer may keep what it is given (multipart parts).
+      const buf = Buffer.allocUnsafe(want);
+      let n = 0;
+      while (n < want) {
+        const { bytesRead } = await fh.read(buf, n, want - n, pos + n);
+        if (bytesRead === 0) throw new StrataError('BAD_REQUEST', 'local file shrank while being written');
+        n += bytesRead;
+      }
+      for (const [start, stop] of dataRuns(buf, PIECE)) yield { offset: pos + start, data: buf.subarray(start, stop) };
+      pos += want;
     }
-    for (const [start, stop] of dataRuns(buf, PIECE)) yield { offset: pos + start, data: buf.subarray(start, stop) };
-    pos += want;
   }
 }

@@ -67,6 +67,34 @@ t.test('through the mount', async (t) => {
     t.equal(await fsp.readFile(u('f.txt'), 'utf8'), 'new');
   });
 
+  await t.test('truncate to 1 TiB: stored at once, as a sparse file, without reading its holes', async (t) => {
+    // Storing it read every byte of the holes (40 minutes for 1 TiB here), and the client, tired of
+    // waiting for the worker's answer, sent it again from the start every 2 minutes: truncate(1) hung.
+    t.setTimeout(90_000);
+    const cached = async () => Number(/^strata_worker_cache_used_bytes\{[^}]*\} (\d+)/m.exec(await (await fetch(`${c.workerUrl}/metrics`)).text())?.[1]);
+    await fsp.writeFile(m('huge'), 'head');
+    const before = await cached();
+    const size = 2 ** 40;
+    await fsp.truncate(m('huge'), size);
+    // Its whole blocks of hole are not cached: as pages they took the room of what was (the 100 MiB file above).
+    t.ok((await cached()) >= before, `the holes pushed nothing out of the cache (${before} bytes cached before, ${await cached()} after)`);
+    t.equal((await fsp.stat(m('huge'))).size, size, 'the mount says 1 TiB');
+    const stored = await fsp.stat(u('huge'));
+    t.equal(stored.size, size, 'so does the under-store, when truncate returned');
+    t.ok(stored.blocks * 512 < 64 * 1024 * 1024, `stored sparse (${stored.blocks} blocks of 512 bytes)`);
+    const fh = await fsp.open(m('huge'), 'r');
+    try {
+      const b = Buffer.alloc(8);
+      await fh.read(b, 0, 8, 0);
+      t.same(b, Buffer.from('head\0\0\0\0'), 'the data before the hole');
+      await fh.read(b, 0, 8, size - 8);
+      t.same(b, Buffer.alloc(8), 'zeros at its end');
+    } finally {
+      await fh.close();
+    }
+    await fsp.unlink(m('huge'));
+  });
+
   await t.test('empty file reaches the under-store', async (t) => {
     await (await fsp.open(m('empty'), 'w')).close();
     t.equal((await fsp.stat(u('empty'))).size, 0);
