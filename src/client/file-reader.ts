@@ -500,7 +500,8 @@ export class FileReader {
                   await this.#loadLocal(local, worker, block.id, off, n);
                   if (await fromLocal(local, worker)) return;
                 } catch (err) {
-                  if (!workerUnreachable(err)) throw err;
+                  // No room in its cache (pinned pages, a full disk): it still serves the bytes, uncached, over HTTP.
+                  if (!workerUnreachable(err) && !(err instanceof StrataError && err.code === 'NO_SPACE')) throw err;
                 }
               }
             }

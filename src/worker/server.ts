@@ -105,6 +105,8 @@ function containerParam(value: unknown): number {
 
 /** How long a write waits for the master to say which pinned blocks may go, before failing NO_SPACE. */
 const ASK_UNPINS_WAIT_MS = 5000;
+/** After a fill found no room in the cache, reads are served uncached this long before caching is tried again. */
+const NO_ROOM_RETRY_MS = 5000;
 
 /** Runs at most `n` of the functions given to it at once, in call order. */
 function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
@@ -252,6 +254,19 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     throw err;
   };
 
+  /**
+   * A read whose pages find no room in the cache (its tier full of pinned or unpersisted
+   * pages, its disk full, a page larger than the tier) is served the store's bytes
+   * uncached, as NO_CACHE would be: the store has them, and failing the read with ENOSPC
+   * helped nobody. Until `noRoomUntil` fills do not try again (each try may wait for the
+   * master to let go of pins).
+   */
+  let noRoomUntil = 0;
+  const noteNoRoom = (err: unknown): void => {
+    if (Date.now() >= noRoomUntil) log.warn({ err: toStrataError(err).message }, 'no room to cache what reads fetch: serving them from the store uncached for a while');
+    noRoomUntil = Date.now() + NO_ROOM_RETRY_MS;
+  };
+
   /** In-flight fills by page; concurrent readers of one missing page share one fetch. */
   const pageFills = new Map<string, Promise<void>>();
   const ps = store.pageSize;
@@ -260,7 +275,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
    * Reads pages `[first, last]` of a block from the under-store in one ranged read
    * and caches each as it completes (or hands them to `sink` for NO_CACHE reads).
    */
-  const fetchRun = async (src: BlockSource, first: number, last: number, sink: Map<number, Buffer> | undefined, onPage: (p: number) => void): Promise<void> => {
+  const fetchRun = async (src: BlockSource, first: number, last: number, sink: Map<number, Buffer> | undefined, onPage: (p: number) => void, spill?: Map<number, Buffer>): Promise<void> => {
     const start = first * ps;
     const end = Math.min(src.length, (last + 1) * ps);
     const ufs = ufsFor(src.ufs);
@@ -283,7 +298,16 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
           chunk = chunk.subarray(take);
           if (fillAt === pageSize) {
             if (sink) sink.set(idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize));
-            else await store.putPage(src.blockId, idx, pieces, pageSize, src.length);
+            else if (spill && Date.now() < noRoomUntil) spill.set(idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize));
+            else {
+              try {
+                await store.putPage(src.blockId, idx, pieces, pageSize, src.length);
+              } catch (err) {
+                if (!spill || toStrataError(err).code !== 'NO_SPACE') throw err;
+                noteNoRoom(err);
+                spill.set(idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize));
+              }
+            }
             onPage(idx);
             idx++;
             fillAt = 0;
@@ -308,7 +332,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
    * only): missing ones are fetched in runs, several in parallel, joining fills
    * already in flight.
    */
-  const ensurePages = (src: BlockSource, first: number, last: number, sink?: Map<number, Buffer>): Promise<void> => {
+  const ensurePages = (src: BlockSource, first: number, last: number, sink?: Map<number, Buffer>, spill?: Map<number, Buffer>): Promise<void> => {
     const waits: Promise<void>[] = [];
     const runs: [number, number][] = [];
     let runStart = -1;
@@ -345,10 +369,17 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         }
       };
       const run = limit(() =>
-        fetchRun(src, a, z, sink, (p) => {
-          pages.get(p)?.resolve();
-          if (pageFills.get(`${src.blockId}:${p}`) === pages.get(p)?.promise) pageFills.delete(`${src.blockId}:${p}`);
-        }),
+        fetchRun(
+          src,
+          a,
+          z,
+          sink,
+          (p) => {
+            pages.get(p)?.resolve();
+            if (pageFills.get(`${src.blockId}:${p}`) === pages.get(p)?.promise) pageFills.delete(`${src.blockId}:${p}`);
+          },
+          spill,
+        ),
       );
       run.then(() => settle(), settle);
       return run;
@@ -371,7 +402,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     for (let p = first; p <= last && !missing; p++) missing = !store.hasPage(id, p);
     hits.inc({ cache: missing ? 'miss' : 'hit' });
     const sink = readType === 'NO_CACHE' ? new Map<number, Buffer>() : undefined;
-    const fill = missing ? ensurePages(await sourceOf(id), first, last, sink) : undefined;
+    // Pages fetched for this read that found no room in the cache (see noRoomUntil).
+    const spill = sink ? undefined : new Map<number, Buffer>();
+    const fill = missing ? ensurePages(await sourceOf(id), first, last, sink, spill) : undefined;
     // Serve pages as they become ready; the fill of later pages runs meanwhile.
     fill?.catch(() => undefined);
     for (let p = first; p <= last; p++) {
@@ -382,19 +415,19 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         const inflight = sink ? undefined : pageFills.get(`${id}:${p}`);
         if (inflight) await inflight;
         else if (fill) await fill;
-        const fetched = sink?.get(p);
+        const fetched = sink?.get(p) ?? spill?.get(p);
         if (fetched) {
-          sink!.delete(p);
+          (sink ?? spill)!.delete(p);
           ufsServedBytes.inc(to - from);
           yield fetched.subarray(from, to);
           continue;
         }
         got = await store.readPage(id, p, from, to);
         if (!got) {
-          // Evicted again at once, or dropped as corrupt: fetch just this page once more.
+          // Evicted again at once, dropped as corrupt, or fetched by another read that found no room: fetch just this page once more.
           const src = await sourceOf(id);
-          await ensurePages(src, p, p, sink);
-          const again = sink?.get(p);
+          await ensurePages(src, p, p, sink, spill);
+          const again = sink?.get(p) ?? spill?.get(p);
           got = again ? { data: again.subarray(from, to), tier: 'UFS' } : await store.readPage(id, p, from, to);
           if (!got) throw new StrataError('IO_ERROR', `page ${p} of block ${id} could not be cached`);
         }
@@ -407,7 +440,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const metrics = createDaemonMetrics('worker');
   const reg = [metrics.registry];
   const servedBytes = new Counter({ name: 'strata_worker_served_bytes_total', help: 'Bytes served to clients over HTTP, by the tier they came from', labelNames: ['tier'] as const, registers: reg });
-  const ufsServedBytes = new Counter({ name: 'strata_worker_no_cache_bytes_total', help: 'Bytes served straight from the under-store without caching (NO_CACHE reads)', registers: reg });
+  const ufsServedBytes = new Counter({ name: 'strata_worker_no_cache_bytes_total', help: 'Bytes served straight from the under-store without caching (NO_CACHE reads, and reads that found no room in the cache)', registers: reg });
   const fillBytes = new Counter({ name: 'strata_worker_ufs_read_bytes_total', help: 'Bytes read from under-stores to fill cache misses', registers: reg });
   const fillCount = new Counter({ name: 'strata_worker_ufs_reads_total', help: 'Ranged under-store reads that filled missing pages', labelNames: ['result'] as const, registers: reg });
   const hits = new Counter({ name: 'strata_worker_block_reads_total', help: 'Block range reads by whether every page was cached', labelNames: ['cache'] as const, registers: reg });
