@@ -992,8 +992,9 @@ ${examples([
     .argument('<paths...>', 'Strata paths or patterns')
     .option('-r, --recursive', 'load every file below a directory')
     .option('--parallel <n>', 'blocks loaded at once (1-64)', '4')
+    .option('--no-progress', 'no progress display on stderr')
     .option('--json', 'print a JSON summary')
-    .action(async (args: string[], o: FsOpts & { recursive?: boolean; parallel: string }) =>
+    .action(async (args: string[], o: FsOpts & { recursive?: boolean; parallel: string; progress: boolean }) =>
       withFs(o, async (fs) => {
         const parallel = Number(o.parallel);
         if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) throw usageError(`--parallel must be an integer from 1 to 64, got '${o.parallel}'`);
@@ -1010,7 +1011,7 @@ ${examples([
         let ufsBytes = 0;
         // Files without blocks (empty) are loaded already.
         let files = left.filter((n) => n === 0).length;
-        const progress = new Progress('load', total, jobs.length);
+        const progress = o.progress ? new Progress('load', total, jobs.length) : undefined;
         const run = async () => {
           for (let q = queue.shift(); q; q = queue.shift()) {
             try {
@@ -1021,13 +1022,13 @@ ${examples([
             } catch (err) {
               failed.push({ path: jobs[q.file]!.path, block: q.block.id, error: toStrataError(err).message });
             }
-            progress.update(bytes, files);
+            progress?.update(bytes, files);
           }
         };
         try {
           await Promise.all(Array.from({ length: Math.min(parallel, Math.max(1, queue.length)) }, run));
         } finally {
-          progress.stop();
+          progress?.stop();
         }
         if (o.json) printJson({ files, totalFiles: jobs.length, blocks, bytes, ufsBytes, failedBlocks: failed.length, failed, ms: Date.now() - started });
         else process.stdout.write(`loaded ${files} of ${jobs.length} file${jobs.length === 1 ? '' : 's'}, ${human(bytes)} (${bytes} bytes); read ${human(ufsBytes)} (${ufsBytes} bytes) from the under-store\n`);

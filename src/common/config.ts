@@ -144,6 +144,7 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if (k.key === 'evictionPolicy' && !['LRU', 'FIFO', 'LFU'].includes(v)) throw bad('LRU, FIFO or LFU');
       if (k.key === 'readType' && !['CACHE', 'CACHE_PROMOTE', 'NO_CACHE'].includes(v)) throw bad('CACHE, CACHE_PROMOTE or NO_CACHE');
       if (k.key === 'writeType' && !['MUST_CACHE', 'CACHE_THROUGH', 'THROUGH', 'ASYNC_THROUGH'].includes(v)) throw bad('MUST_CACHE, CACHE_THROUGH, THROUGH or ASYNC_THROUGH');
+      if (k.key === 'logLevel' && !['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(v)) throw bad('fatal, error, warn, info, debug, trace or silent');
       return v;
     case 'int': {
       if (!/^-?[0-9]+$/.test(v.trim())) throw bad('an integer');
@@ -156,6 +157,11 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if (k.key === 'workerProbeIntervalMs' && (n < 0 || n > 600_000)) throw bad('0 (off) or a period in ms up to 600000');
       if (k.key === 'leaderLeaseMs' && (n < 300 || n > 600_000)) throw bad('a lease in ms from 300 to 600000');
       if (k.key === 'masterFailoverTimeoutMs' && (n < 0 || n > 3_600_000)) throw bad('a time in ms from 0 to 3600000');
+      // A heartbeat of 0 ms sent hundreds a second; a negative worker timeout lost every worker at once, again and again.
+      if (k.key === 'heartbeatIntervalMs' && (n < 10 || n > 600_000)) throw bad('a period in ms from 10 to 600000');
+      if (k.key === 'workerTimeoutMs' && (n < 100 || n > 3_600_000)) throw bad('a time in ms from 100 to 3600000');
+      if (k.key === 'syncIntervalMs' && n < -1) throw bad('-1 (never), 0 (always) or a time in ms');
+      if (k.key === 'persistInitialWaitMs' && n < 0) throw bad('0 or a time in ms');
       return n;
     }
     case 'bytes': {
@@ -218,6 +224,10 @@ export function resolveConfigSources(flags: Partial<Record<keyof StrataConfig | 
       out[k.key] = k.default(out);
       sources[k.key] = 'default';
     }
+  }
+  // The default tier must hold a page (its trailer: 32 bytes); a worker would refuse it later, after the rest started.
+  if (out.workerTiers === 'default' && (out.workerCapacity as number) < (out.pageSize as number) + 32) {
+    throw new StrataError('CONFIG', `invalid workerCapacity=${String(out.workerCapacity)} (from ${sources.workerCapacity}): expected at least one page (pageSize ${String(out.pageSize)} bytes, plus 32)`);
   }
   out.home = nodePath.resolve(String(out.home));
   out.tokenFile = nodePath.resolve(String(out.tokenFile));

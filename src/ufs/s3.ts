@@ -38,6 +38,7 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { StrataError, toStrataError, type ErrorCode } from '../common/errors';
+import { parseBytes } from '../common/config';
 import { mapLimit } from '../common/map-limit';
 import { parsePath, validateName } from '../common/paths';
 import { parseLeftoverHandle, type UfsCallOptions, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
@@ -120,13 +121,21 @@ export function parseS3Options(options: Record<string, string>): S3UfsSettings {
     if (!Number.isSafeInteger(n) || n < min || n > max) throw new StrataError('CONFIG', `${k} must be an integer between ${min} and ${max}, got '${v}'`);
     return n;
   };
+  // Sizes as the README writes them (8MiB, 5GiB) or in bytes.
+  const bytes = (k: string, def: number, min: number, max: number): number => {
+    const v = str(k);
+    if (v === undefined) return def;
+    const n = parseBytes(v);
+    if (n === undefined || n < min || n > max) throw new StrataError('CONFIG', `${k} must be a size from ${min} to ${max} bytes (e.g. 8MiB), got '${v}'`);
+    return n;
+  };
   const settings: S3UfsSettings = {
-    partSize: int('s3.partSize', 8 * MiB, MIN_PART_SIZE, MAX_PART_SIZE),
+    partSize: bytes('s3.partSize', 8 * MiB, MIN_PART_SIZE, MAX_PART_SIZE),
     uploadConcurrency: int('s3.uploadConcurrency', 4, 1, 64),
     maxAttempts: int('s3.maxAttempts', 4, 1, 20),
     connectTimeoutMs: int('s3.connectTimeoutMs', 5_000, 1, 600_000),
     requestTimeoutMs: int('s3.requestTimeoutMs', 60_000, 1, 3_600_000),
-    multipartCopyThreshold: int('s3.multipartCopyThreshold', MAX_SINGLE_COPY, MIN_PART_SIZE, MAX_SINGLE_COPY),
+    multipartCopyThreshold: bytes('s3.multipartCopyThreshold', MAX_SINGLE_COPY, MIN_PART_SIZE, MAX_SINGLE_COPY),
   };
   const endpoint = str('s3.endpoint');
   if (endpoint !== undefined) {

@@ -160,6 +160,10 @@ export class PageStore {
       seen.add(dir);
       return { level, name: t.name.toUpperCase(), dir, tmp: nodePath.join(dir, '.tmp'), capacity: t.capacityBytes, used: 0, reserved: 0, lru: createEvictionOrder<Page>(opts.evictionPolicy ?? 'LRU'), mutex: new Mutex(), volatile: t.name.toUpperCase() === 'MEM', inMemory: false };
     });
+    // A tier that cannot hold one page fails every fill (`--capacity 10` was accepted, then every read failed).
+    for (const t of this.#tiers) {
+      if (t.capacity < this.pageSize + PAGE_TRAILER_BYTES) throw new StrataError('CONFIG', `tier ${t.name}: capacity ${t.capacity} bytes is less than one page (${this.pageSize} bytes and a ${PAGE_TRAILER_BYTES}-byte trailer)`);
+    }
     this.#pinDir = opts.pinDir;
     this.#onCorrupt = opts.onCorrupt;
     this.#askUnpins = opts.askUnpins;

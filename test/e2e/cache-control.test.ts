@@ -138,8 +138,9 @@ t.test('cache control: strata fs report, load, stat, du, free, pin, setTtl', asy
     t.match(JSON.parse(all.stdout), { files: 3, totalFiles: 3, bytes: total, ufsBytes: b.length, failedBlocks: 0 }, 'the rest of the tree; the cached file costs nothing');
     t.match(all.stderr, /^load: \d+(\.\d)?% .* of 4\.5 MiB, \d\/3 files, (-|\d+(\.\d)? \S*B\/s)$/m, 'plain progress lines on stderr when it is not a terminal');
     t.match(all.stderr, /^load: 100% 4\.5 MiB of 4\.5 MiB, 3\/3 files, \d+(\.\d)? \S*B\/s$/m);
-    const text = await fs(t, ['load', '-r', '/data']);
+    const text = await fs(t, ['load', '-r', '/data', '--no-progress']);
     t.match(text.stdout, /^loaded 3 of 3 files, 4\.5 MiB \(4718609 bytes\); read 0 B \(0 bytes\) from the under-store\n$/);
+    t.equal(text.stderr, '', '--no-progress: nothing on stderr');
   });
 
   await t.test('du: size and cached bytes of a subtree', async (t) => {

@@ -50,6 +50,10 @@ t.test('a bad config file stops with the key, the value and the file', async (t)
     ['{"masterPort": 99999}', /invalid masterPort='99999' .*expected a port number/],
     ['{"leaderLeaseMs": 10}', /invalid leaderLeaseMs='10' .*expected a lease in ms/],
     ['{"feedLeaseMs": 1.5}', /invalid feedLeaseMs='1.5' .*expected an integer/],
+    ['{"heartbeatIntervalMs": 0}', /invalid heartbeatIntervalMs='0' .*expected a period in ms from 10/],
+    ['{"workerTimeoutMs": -5}', /invalid workerTimeoutMs='-5' .*expected a time in ms from 100/],
+    ['{"syncIntervalMs": -7}', /invalid syncIntervalMs='-7' .*expected -1 \(never\), 0 \(always\) or a time in ms/],
+    ['{"workerCapacity": "10"}', /invalid workerCapacity=10 \(from file .*c\.json\): expected at least one page \(pageSize 1048576 bytes, plus 32\)/],
     ['{"blokSize": 1}', /unknown key 'blokSize'/],
     ['{not json', /not valid JSON/],
     ['[1,2]', /JSON object/],
@@ -60,6 +64,9 @@ t.test('a bad config file stops with the key, the value and the file', async (t)
     t.equal(r.code, 2, `exit 2 for ${body}`);
     t.match(r.stderr, want);
   }
+  const level = await runCli(['conf', 'list'], { STRATA_LOG_LEVEL: 'loud' });
+  t.equal(level.code, 2, 'a log level pino does not know is bad configuration (exit 2), not a failure');
+  t.match(level.stderr, /invalid logLevel='loud' \(from \$STRATA_LOG_LEVEL\): expected fatal, error, warn, info, debug, trace or silent/);
   const missing = await runCli(['conf', 'list', '--config', path.join(root, 'nope.json')]);
   t.equal(missing.code, 2);
   t.match(missing.stderr, /cannot read config file .*nope\.json: ENOENT/);

@@ -244,7 +244,8 @@ t.test('createUfs picks the S3 driver; URIs and options are validated', async (t
   const badOptions: Record<string, string>[] = [
     { 's3.pathStyle': 'yes' },
     { 's3.partSize': String(MiB) },
-    { 's3.partSize': '8MiB' },
+    { 's3.partSize': 'eight' },
+    { 's3.partSize': '4MiB' },
     { 's3.fixedPartSize': 'yes' },
     // S3 would take 5 GiB parts, but one cannot be assembled in a Buffer on Node 20 (at most 4 GiB).
     ...(bufferConstants.MAX_LENGTH < 5 * 1024 * MiB ? [{ 's3.partSize': String(5 * 1024 * MiB) }] : []),
@@ -261,6 +262,8 @@ t.test('createUfs picks the S3 driver; URIs and options are validated', async (t
 t.test('part sizes: doubling every 2,000 parts by default, all equal with s3.fixedPartSize (Cloudflare R2)', async (t) => {
   const growing = parseS3Options({ 's3.partSize': String(5 * MiB) });
   t.same([1, 2000, 2001, 4001].map((n) => partSizeOf(n, growing) / MiB), [5, 5, 10, 20], 'the default grows');
+  t.equal(parseS3Options({ 's3.partSize': '16MiB', 's3.multipartCopyThreshold': '1GiB' }).partSize, 16 * MiB, 'sizes as the README writes them');
+  t.equal(parseS3Options({ 's3.multipartCopyThreshold': '1GiB' }).multipartCopyThreshold, 1024 * MiB);
   const fixed = parseS3Options({ 's3.partSize': String(5 * MiB), 's3.fixedPartSize': 'true' });
   t.same([1, 2000, 2001, 9999].map((n) => partSizeOf(n, fixed) / MiB), [5, 5, 5, 5], 'fixed stays at s3.partSize');
   // And a streamed multipart write with it lands whole.
