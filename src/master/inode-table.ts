@@ -1126,6 +1126,14 @@ export class InodeTable {
     })();
   }
 
+  workerLeft(workerId: number): boolean {
+    return this.#db.transaction(() => {
+      if (this.#sql(`UPDATE worker SET live = 0 WHERE id = ? AND live = 1`).run(workerId).changes === 0) return false;
+      this.#stmt.deleteLocationsOfWorker.run(workerId);
+      return true;
+    })();
+  }
+
   workers(): WorkerInfo[] {
     type Row = { id: number; address: string; host: string; tiers: string; page_size: number; capacity: number; used: number; last_heartbeat: number; live: number };
     return (this.#stmt.workers.all() as Row[]).map((w) => ({

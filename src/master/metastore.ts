@@ -428,6 +428,8 @@ export interface Metastore {
   heartbeat(req: HeartbeatRequest): Promise<HeartbeatAnswer | null>;
   /** Marks live workers silent since `before` lost and drops their locations; answers their ids. */
   expireWorkers(before: number): Promise<number[]>;
+  /** A worker that is stopping: lost now, its locations dropped. Whether it was live. */
+  workerLeft(workerId: number): Promise<boolean>;
   /**
    * Ends writes in flight not renewed since `before`; their reported copies are queued
    * for deletion. Answers how many writes ended, and how many copies they had.

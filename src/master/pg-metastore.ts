@@ -423,6 +423,7 @@ const Q = {
   workers: sql('workers', `SELECT id, address, host, tiers, page_size, capacity, used, last_heartbeat, live FROM worker ORDER BY id`),
   staleWorkers: sql('stale_workers', `SELECT id FROM worker WHERE live AND last_heartbeat < $1 ORDER BY id`),
   markLost: sql('mark_lost', `UPDATE worker SET live = false WHERE id = $1`),
+  markLeft: sql('mark_left', `UPDATE worker SET live = false WHERE id = $1 AND live`),
   pendingDeletes: sql('pending_deletes', `SELECT block_id FROM pending_delete WHERE worker_id = $1 ORDER BY block_id LIMIT 10000`),
   clearPendingDeletes: sql('clear_pending_deletes', `DELETE FROM pending_delete WHERE worker_id = $1 AND block_id = ANY ($2::int8[])`),
   renewOpenWrites: sql('renew_open_writes', `UPDATE open_write SET renewed_at = $1 WHERE container = ANY ($2::int8[])`),
@@ -1935,6 +1936,14 @@ export class PgMetastore implements Metastore {
         await this.#deleteLocationsOfWorker(tx, id);
       }
       return lost;
+    });
+  }
+
+  async workerLeft(workerId: number): Promise<boolean> {
+    return this.#tx(async (tx) => {
+      if ((await tx.run(Q.markLeft, [workerId])) === 0) return false;
+      await this.#deleteLocationsOfWorker(tx, workerId);
+      return true;
     });
   }
 

@@ -675,6 +675,13 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     return { ...r, reregister: false, unpin: await pinsToDrop(pinned) };
   });
   app.get(`${api}/workers`, async () => table.workers());
+  // A worker stopping cleanly: lost at once, so clients stop sending it reads and writes now, not after workerTimeoutMs.
+  app.post(`${api}/workers/leave`, async (req): Promise<{ ok: true; wasLive: boolean }> => {
+    const workerId = requiredInt(req.body, 'workerId');
+    const wasLive = await table.workerLeft(workerId);
+    if (wasLive) log.info({ workerId }, 'worker left (stopping)');
+    return { ok: true, wasLive };
+  });
   // A worker whose tier is full of pinned pages asks at once, between heartbeats (see askUnpins there).
   app.post(`${api}/workers/unpinnable`, reportLimit, async (req): Promise<{ unpin: number[] }> => {
     const pinned = pinnedList(req.body);

@@ -247,6 +247,10 @@ export class SqliteMetastore implements Metastore {
     return this.#t.expireWorkers(before);
   }
 
+  async workerLeft(workerId: number): Promise<boolean> {
+    return this.#t.workerLeft(workerId);
+  }
+
   async expireOpenWrites(before: number): Promise<{ writes: number; copies: number }> {
     return this.#t.expireOpenWrites(before);
   }

@@ -1064,6 +1064,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       closing = true;
       stopScrub.abort();
       clearInterval(timer);
+      // Lost at once in the master, so clients stop sending this worker reads and writes now rather than
+      // after its heartbeats stop counting (30 s). Best effort and bounded: a master that is down learns it that way.
+      await master.post(`${MASTER_API}/workers/leave`, { workerId }, AbortSignal.timeout(2000)).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not tell the master this worker is stopping'));
       for (const w of reportWaiters.splice(0)) w();
       await scrubbing;
       await app.close();

@@ -10,7 +10,7 @@ import { dropCaches, pageBytesUnder } from '../helpers/disk';
 import { promises as fsp, writeFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startCluster } from '../helpers/multi-cluster';
+import { startCluster, waitExit } from '../helpers/multi-cluster';
 import { runCli } from '../helpers/cluster';
 
 const MiB = 1024 * 1024;
@@ -173,4 +173,23 @@ t.test('tier quotas hold while data demotes; bytes stay right', async (t) => {
   await new Promise((r) => setTimeout(r, 2500)); // a heartbeat
   t.equal(await cached('/t0.bin'), files[0]!.length, 'the pinned file is still wholly cached');
   t.ok(pageBytesUnder(memDir) <= 6 * MiB && pageBytesUnder(ssdDir) <= 12 * MiB, 'quotas hold with a pinned file');
+});
+
+t.test('a worker stopped with SIGTERM is lost at once, and reads and writes go to the others', async (t) => {
+  // The default worker timeout (30 s): without the worker saying it leaves, it would stay live that long.
+  const c = await startCluster(t, { workers: 2, mounts: 1, masterArgs: ['--block-size', '1MiB'] });
+  const live = async () => ((await (await fetch(`${c.masterUrl}/api/v1/workers`)).json()) as { id: number; live: boolean }[]).filter((w) => w.live).map((w) => w.id);
+  t.same((await live()).sort(), c.workers.map((w) => w.id).sort(), 'both live');
+  const gone = c.workers[0]!;
+  gone.proc.kill('SIGTERM');
+  await waitExit(gone.proc, 15_000);
+  t.same(await live(), [c.workers[1]!.id], 'the stopped one is lost as soon as it exited');
+  // Files spread over both by rendezvous hashing: every block goes to the one left.
+  for (let i = 0; i < 6; i++) {
+    const data = randomBytes(3 * MiB + i);
+    await fsp.writeFile(path.join(c.mounts[0]!, `after-${i}.bin`), data);
+    t.ok((await fsp.readFile(path.join(c.ufsDir, `after-${i}.bin`))).equals(data), `file ${i} written through the worker left`);
+  }
+  const cp = await runCli(['fs', 'cp', path.join(c.ufsDir, 'after-0.bin'), 'strata:/copied.bin', '--master', c.masterUrl]);
+  t.equal(cp.code, 0, 'fs cp too', { stderr: cp.stderr });
 });

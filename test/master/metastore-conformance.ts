@@ -780,6 +780,14 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.same((await store.blocks(f.ino)).map((b) => b.locations), [[], [], []], 'no locations on lost workers');
     t.equal(await register(store, uuid(tag, 2), `http://workers-${tag}:2b`, [rep(ids[2]!)]), w2, 'a lost worker comes back with its id');
     t.same((await store.blocks(f.ino)).map((b) => b.locations), [[], [], [w2]]);
+
+    // A worker stopping cleanly says so: lost at once, its locations dropped.
+    t.equal(await store.workerLeft(w2), true, 'a live worker leaves');
+    t.equal((await store.workers()).find((w) => w.id === w2)!.live, false, 'and is lost');
+    t.same((await store.blocks(f.ino)).map((b) => b.locations), [[], [], []], 'without its locations');
+    t.equal(await beat(store, w2), null, 'it must register again');
+    t.equal(await store.workerLeft(w2), false, 'leaving twice: it was not live');
+    t.equal(await store.workerLeft(2 ** 40), false, 'an unknown worker');
   });
 
   t.test('mount table', async (t) => {
