@@ -377,8 +377,10 @@ export class FileReader {
       return await this.#fetchOnce(start, end, useRanges, keep);
     } catch (err) {
       this.#noteReplaced(err);
-      // A worker died or dropped the block: ask the master again, once per reader.
+      // A worker died or dropped the block: ask the master again, once per reader. Not for a timeout the
+      // worker answered with (its store timed out after its own tries): asking again doubled that wait.
       if (this.#refreshed || !(err instanceof StrataError) || (err.code !== 'UNAVAILABLE' && err.code !== 'TIMEOUT' && err.code !== 'NOT_FOUND')) throw err;
+      if (err.code === 'TIMEOUT' && !workerUnreachable(err)) throw err;
       this.#refreshed = true;
       this.#data.router.invalidate();
       this.#info = await this.#data.master.fileBlocksByIno(this.#info.attrs.ino, true);

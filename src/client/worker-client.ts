@@ -77,6 +77,19 @@ export class WorkerClient {
     return { signal: signal ? AbortSignal.any([signal, ac.signal]) : ac.signal, done: () => clearInterval(timer) };
   }
 
+  /**
+   * The headers timeout of a request that #watch watches. A worker answers once its store
+   * did what the request needs (a file stored, pages filled), so a slow or stalled store
+   * holds the answer until the worker's own bound on the store runs out (for S3,
+   * s3.maxAttempts × s3.requestTimeoutMs). A timeout here shorter than that made the client
+   * give up first and ask again, the same worker or another, multiplying the wait and the
+   * store's load (a stalled S3 held a read for over 6 minutes, a write was sent 3 times).
+   * With health probes on, a dead or cut-off worker still fails the request within a probe.
+   */
+  #watchedHeadersTimeout(): number {
+    return this.#probeIntervalMs > 0 ? 0 : this.#headersTimeoutMs;
+  }
+
   #pool(address: string): Pool {
     let p = this.#pools.get(address);
     if (!p) {
@@ -90,13 +103,13 @@ export class WorkerClient {
   }
 
   /** Streams `[offset, offset+length)` of a block. */
-  async readStream(worker: WorkerInfo, blockId: number, offset: number, length: number, signal?: AbortSignal): Promise<Readable> {
+  async #readStream(worker: WorkerInfo, blockId: number, offset: number, length: number, signal?: AbortSignal): Promise<Readable> {
     try {
       const res = await this.#pool(worker.address).request({
         method: 'GET',
         path: `/blocks/${blockId}?offset=${offset}&length=${length}${this.readType === 'CACHE' ? '' : `&readType=${this.readType}`}`,
         headers: this.#auth,
-        headersTimeout: this.#headersTimeoutMs,
+        headersTimeout: this.#watchedHeadersTimeout(),
         bodyTimeout: this.#bodyTimeoutMs,
         ...(signal ? { signal } : {}),
       });
@@ -123,7 +136,7 @@ export class WorkerClient {
   }
 
   async #readInto(worker: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number, signal?: AbortSignal): Promise<number> {
-    const body = await this.readStream(worker, blockId, offset, length, signal);
+    const body = await this.#readStream(worker, blockId, offset, length, signal);
     let n = 0;
     try {
       for await (const chunk of body) {
@@ -168,11 +181,7 @@ export class WorkerClient {
             ? { ...this.#auth, 'content-type': 'application/octet-stream' }
             : { ...this.#auth, 'content-type': 'application/octet-stream', 'content-length': String(size) },
         body: local ? Buffer.alloc(0) : body,
-        // The answer comes once the worker has stored the whole file: through a slow store, or a
-        // large file's zeros to a store without holes, that may take longer than any fixed bound
-        // (the client then wrote it again through another worker, from its start, each time). With
-        // health probes watching the worker, a dead one still fails this at once.
-        headersTimeout: this.#probeIntervalMs > 0 ? 0 : this.#headersTimeoutMs,
+        headersTimeout: this.#watchedHeadersTimeout(),
         bodyTimeout: this.#bodyTimeoutMs,
       });
       const parsed = parseJsonOrUndefined(await res.body.text());
@@ -215,7 +224,7 @@ export class WorkerClient {
         path,
         headers: opts.body ? { ...this.#auth, 'content-type': 'application/octet-stream', 'content-length': String(opts.body.length) } : this.#auth,
         ...(opts.body ? { body: opts.body } : {}),
-        headersTimeout: this.#headersTimeoutMs,
+        headersTimeout: this.#watchedHeadersTimeout(),
         bodyTimeout: this.#bodyTimeoutMs,
       });
       const parsed = parseJsonOrUndefined(await res.body.text());

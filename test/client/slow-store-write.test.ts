@@ -15,6 +15,7 @@ import { inProcessCluster, readWhole } from '../helpers/in-process';
 import { tempRoot } from '../helpers/cluster';
 import { StrataFileSystem } from '../../src/client/file-system';
 import pino from 'pino';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 
 t.test('a write through a store slower than the headers timeout is stored once, and succeeds', async (t) => {
   delete process.env.AWS_CA_BUNDLE;
@@ -45,4 +46,39 @@ t.test('a write through a store slower than the headers timeout is stored once, 
   t.equal(proxy.faulted.PUT, 1, 'the store was sent the file once');
   proxy.mode = 'pass';
   t.ok((await readWhole(fs, '/slow.bin')).equals(data), 'and it reads back whole');
+});
+
+t.test('a read through a stalled store waits for the worker to give up on it, and asks the store no more than the worker does', async (t) => {
+  delete process.env.AWS_CA_BUNDLE;
+  const root = tempRoot('strata-stalled-store-');
+  const s3 = await startS3Server({ dir: path.join(root, 's3'), buckets: ['lake'] });
+  t.teardown(() => s3.close());
+  const proxy = await startFaultProxy(s3.endpoint, t);
+  // The worker gives up on a GET after 2 tries of 1 s each.
+  const ufsOptions = { 's3.endpoint': proxy.endpoint, 's3.pathStyle': 'true', 's3.accessKeyId': 'S3RVER', 's3.secretAccessKey': 'S3RVER', 's3.region': 'us-east-1', 's3.requestTimeoutMs': '1000', 's3.maxAttempts': '2' };
+  const c = await inProcessCluster(t, 'stalled-store', { ufsUri: 's3://lake/root', ufsOptions, syncIntervalMs: 0 });
+  const direct = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+  await direct.send(new PutObjectCommand({ Bucket: 'lake', Key: 'root/cold.bin', Body: randomBytes(100_000) }));
+  direct.destroy();
+  const fs = new StrataFileSystem({
+    masterUrl: c.masterUrl,
+    stagingDir: path.join(root, 'staging'),
+    logger: pino({ level: 'silent' }),
+    shortCircuit: false,
+    writeType: 'CACHE_THROUGH',
+    workerHeadersTimeoutMs: 300,
+    workerProbeIntervalMs: 200,
+  });
+  await fs.init();
+  t.teardown(() => fs.close());
+  await fs.getattr('/cold.bin');
+
+  proxy.match = (req) => req.method === 'GET' && /cold\.bin/.test(req.url ?? '');
+  proxy.mode = 'stall';
+  const err = await readWhole(fs, '/cold.bin').then(() => undefined, (e: unknown) => e as { code?: string; cause?: unknown });
+  t.equal(err?.code, 'TIMEOUT', 'the read fails with the store\'s timeout once the worker gave up');
+  t.equal(err?.cause, undefined, 'an error the worker answered with, not one of the client giving up');
+  t.comment(`GETs stalled: ${JSON.stringify(proxy.faulted)}`);
+  t.equal(proxy.faulted.GET, 2, "the store was asked as often as the worker's own tries, not again for each time the client gave up");
+  proxy.mode = 'pass';
 });
