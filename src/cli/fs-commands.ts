@@ -930,7 +930,14 @@ ${examples([
     .action(async (arg: string, o: FsOpts) =>
       withFs(o, async (fs) => {
         const path = strataPath(arg);
-        await at(path, () => fs.master.unmount(path), { NOT_FOUND: 'nothing is mounted there' });
+        try {
+          await fs.master.unmount(path);
+        } catch (err) {
+          // Busy says why (files not persisted yet, stores mounted below): the bare word helped nobody.
+          const e = toStrataError(err);
+          if (e.code === 'BUSY') throw pathError(path, 'BUSY', `busy: ${e.message.replace(/\s+/g, ' ')}`, e);
+          throw onPath(path, e, { NOT_FOUND: 'nothing is mounted there' });
+        }
         if (o.json) printJson({ ok: true, path });
       }),
     );

@@ -470,10 +470,11 @@ async function stopChild(c: Child, timeoutMs = 30_000): Promise<void> {
 
 async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: string[], configFile?: string): Promise<void> {
   checkHome(cfg.home);
-  await prepareUfs(cfg.ufs, cfg.home, parseKeyValues(ufsOptions, '--ufs-option'));
   const log = createLogger('local', cfg.logLevel);
+  // The mount point first: a wrong one must not leave a new <home>/ufs behind.
   const { prepareMountPoint } = await import('../fuse/fuse-mount');
   await prepareMountPoint(cfg.mount, log, { create: createMount });
+  await prepareUfs(cfg.ufs, cfg.home, parseKeyValues(ufsOptions, '--ufs-option'));
 
   // The master would create the token file too; here it exists before any child reads it.
   if (authRequired(cfg)) serverToken(cfg, { create: true });

@@ -436,8 +436,11 @@ export class PageStore {
     this.#userPinned = new Set(ids);
   }
 
+  /** Blocks held here that users pinned (the pinned set the master sends covers the whole cluster). */
   get userPinnedCount(): number {
-    return this.#userPinned.size;
+    let n = 0;
+    for (const id of this.#userPinned) if (this.#blocks.has(id)) n++;
+    return n;
   }
 
   #droppable(p: Page): boolean {

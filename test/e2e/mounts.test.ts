@@ -80,6 +80,12 @@ t.test('several stores in one namespace', async (t) => {
   await t.rejects(fsp.stat(path.join(c.mnt, 'opt')), { code: 'ENOENT' }, 'refused mounts change nothing');
   t.notOk((JSON.parse((await fs('mount', '--json')).stdout) as { path: string }[]).some((m) => m.path === '/opt'), 'nor the mount table');
 
+  await fsp.mkdir(path.join(c.root, 'inner'));
+  t.equal((await fs('mount', '/other/inner', `file://${path.join(c.root, 'inner')}`)).code, 0, 'a mount inside a mount');
+  const busy = await fs('unmount', '/other');
+  t.equal(busy.code, 1, 'the outer one cannot go first');
+  t.equal(busy.stderr, 'strata: /other: busy: other stores are mounted below /other; unmount them first\n', 'and says why');
+  t.equal((await fs('unmount', '/other/inner')).code, 0);
   t.equal((await fs('unmount', '/ro')).code, 0, 'unmount');
   await t.rejects(fsp.stat(path.join(c.mnt, 'ro', 'r.txt')), { code: 'ENOENT' });
   t.equal((await fs('unmount', '/')).code, 1, 'the root cannot be unmounted');
