@@ -219,6 +219,8 @@ export function blockIdOf(containerId: number, index: number): number {
 export interface CommittedBlock {
   id: number;
   length: number;
+  /** The writing worker keeps none of it (a write-through's whole block of hole): no location is recorded. */
+  uncached?: boolean;
 }
 
 export interface WriteCommitRequest {

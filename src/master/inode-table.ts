@@ -806,7 +806,7 @@ export class InodeTable {
       for (const [i, b] of req.blocks.entries()) {
         this.#stmt.insertBlock.run(b.id, req.ino, i, b.length);
         const seen = reported.find((r) => r.block_id === b.id && r.worker_id === req.workerId);
-        if (worker && req.cached !== false) this.#stmt.addLocation.run({ block: b.id, worker: req.workerId, tier: seen?.tier ?? null, bytes: seen?.bytes ?? b.length });
+        if (worker && req.cached !== false && !b.uncached) this.#stmt.addLocation.run({ block: b.id, worker: req.workerId, tier: seen?.tier ?? null, bytes: seen?.bytes ?? b.length });
       }
       // Copies of this write reported by any other worker are not where the client wrote: drop them.
       for (const r of reported) if (r.worker_id !== req.workerId || !req.blocks.some((b) => b.id === r.block_id)) this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);

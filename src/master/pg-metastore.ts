@@ -1574,14 +1574,15 @@ export class PgMetastore implements Metastore {
       await this.#dropBlocks(tx, req.ino, n.pinned);
       const reported = await this.#closeWrite(tx, req.containerId);
       await tx.run(Q.insertBlocks, [req.ino, req.blocks.map((b) => b.id), req.blocks.map((_, i) => i), req.blocks.map((b) => b.length)]);
-      if (worker && req.cached !== false && req.blocks.length > 0) {
+      const kept = req.blocks.filter((b) => !b.uncached);
+      if (worker && req.cached !== false && kept.length > 0) {
         // The writer's own reports of this write say which tier holds each block; until then, none.
         const seen = new Map(reported.filter((r) => r.worker_id === req.workerId).map((r) => [r.block_id, r]));
         await tx.run(Q.addLocations, [
           req.workerId,
-          req.blocks.map((b) => b.id),
-          req.blocks.map((b) => seen.get(b.id)?.tier ?? null),
-          req.blocks.map((b) => seen.get(b.id)?.bytes ?? b.length),
+          kept.map((b) => b.id),
+          kept.map((b) => seen.get(b.id)?.tier ?? null),
+          kept.map((b) => seen.get(b.id)?.bytes ?? b.length),
         ]);
         tx.located(req.ino);
       }

@@ -545,7 +545,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     const b = req.body;
     const blocksRaw = (b as Record<string, unknown> | null)?.blocks;
     if (!Array.isArray(blocksRaw)) throw new StrataError('BAD_REQUEST', `'blocks' must be an array`);
-    const blocks: CommittedBlock[] = blocksRaw.map((x) => ({ id: requiredInt(x, 'id'), length: requiredInt(x, 'length') }));
+    const blocks: CommittedBlock[] = blocksRaw.map((x) => ({ id: requiredInt(x, 'id'), length: requiredInt(x, 'length'), ...(field(x, 'uncached', 'boolean', true) === true ? { uncached: true } : {}) }));
     const fp = field(b, 'ufsFingerprint', 'string', true) as string | undefined;
     const mtime = timespec(b, 'mtime');
     const commit: WriteCommitRequest = {

@@ -43,6 +43,8 @@ export class FileWrite {
   readonly #done: BlockPageWriter[] = [];
   #committed = 0;
   readonly #lengths: number[] = [];
+  /** Indexes of whole blocks of hole a write-through did not cache (#uncachedHoleBlocks). */
+  readonly #holeBlocks = new Set<number>();
   #cur: BlockPageWriter | undefined;
   #curLen = 0;
   /** The declared size once known (the final request); streamed blocks are whole until then. */
@@ -121,6 +123,7 @@ export class FileWrite {
       const len = Math.min(bs, this.#size - this.#lengths.length * bs);
       if (len <= 0 || n < len) break;
       this.#fits(len);
+      this.#holeBlocks.add(this.#lengths.length);
       this.#lengths.push(len);
       this.total += len;
       n -= len;
@@ -222,7 +225,7 @@ export class FileWrite {
     this.settleWholeBlocks();
     await this.#settling;
     if (this.#uncached) await this.#dropCopy();
-    const blocks = this.#lengths.map((length, i) => ({ id: blockIdOf(this.containerId, i), length }));
+    const blocks = this.#lengths.map((length, i) => ({ id: blockIdOf(this.containerId, i), length, ...(this.#holeBlocks.has(i) ? { uncached: true } : {}) }));
     // In the store now: the master is asked about these pins first (a rename may still make the object a stray at the commit).
     if (st) for (const b of blocks) this.#store.noteFinished(b.id);
     return { size, blocks, ufsFingerprint: st ? st.fingerprint : null, cached: this.#cache && !this.#uncached, ...(st && this.#ufsAt ? { ufsAt: this.#ufsAt } : {}) };

@@ -542,7 +542,17 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const last = Math.max(first, Math.ceil(Math.min(src.length, offset + Math.min(length, src.length)) / ps) - 1);
     let missingBytes = 0;
     for (let p = first; p <= last; p++) if (!store.hasPage(id, p)) missingBytes += Math.max(0, Math.min(ps, src.length - p * ps));
-    if (src.length > 0 && missingBytes > 0) await ensurePages(src, first, last);
+    if (src.length > 0 && missingBytes > 0) {
+      // Recently out of room: fail at once (a same-host reader then reads over HTTP, served uncached)
+      // rather than wait again for the master to let go of pins.
+      if (Date.now() < noRoomUntil) throw new StrataError('NO_SPACE', 'no room in the cache for these pages right now');
+      try {
+        await ensurePages(src, first, last);
+      } catch (err) {
+        if (toStrataError(err).code === 'NO_SPACE') noteNoRoom(err);
+        throw err;
+      }
+    }
     // Nothing to wait for when the master already has this block's state (the common case of a load
     // of cached files); a beat in flight may carry it, so then wait.
     if (q.reported === '1' && (missingBytes > 0 || store.hasUnreported(id) || beating)) await waitReported();

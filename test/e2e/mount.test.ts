@@ -7,7 +7,7 @@ import { promises as fsp, constants, existsSync } from 'node:fs';
 import * as os from 'node:os';
 import { randomBytes, createHash } from 'node:crypto';
 import * as path from 'node:path';
-import { startLocal, LocalCluster } from '../helpers/cluster';
+import { runCli, startLocal, LocalCluster } from '../helpers/cluster';
 import { randomReadMismatches, renameat2 } from '../fuse/posix-suite';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -82,6 +82,8 @@ t.test('through the mount', async (t) => {
     const stored = await fsp.stat(u('huge'));
     t.equal(stored.size, size, 'so does the under-store, when truncate returned');
     t.ok(stored.blocks * 512 < 64 * 1024 * 1024, `stored sparse (${stored.blocks} blocks of 512 bytes)`);
+    const du = JSON.parse((await runCli(['fs', 'du', '--json', '/huge', '--master', c.masterUrl])).stdout) as { cachedBytes: number };
+    t.ok(du.cachedBytes <= 64 * 1024 * 1024, `the master counts only its first block as cached, not 1 TiB (${du.cachedBytes})`);
     const fh = await fsp.open(m('huge'), 'r');
     try {
       const b = Buffer.alloc(8);
