@@ -9,7 +9,7 @@
     {
       "target_name": "strata_sparse",
       "sources": ["src/common/native/strata_sparse.c"],
-      "cflags": ["-O2", "-Wall", "-Wno-unused-parameter"]
+      "cflags": ["-O2", "-Wall", "-Wno-unused-parameter", "-D_FILE_OFFSET_BITS=64"]
     }
   ]
 }

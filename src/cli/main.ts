@@ -10,7 +10,7 @@ import { accessSync, constants as fsConstants, mkdirSync, statSync } from 'node:
 import * as nodePath from 'node:path';
 import { StrataError, toStrataError } from '../common/errors';
 import { EXIT_FAILED, EXIT_USAGE, errorLine, exitCodeOf, isReported, onPath } from './cli-errors';
-import { CONFIG_KEYS, StrataConfig, configTableMarkdown, maskSecret, parseBytes, resolveConfig, resolveConfigSources } from '../common/config';
+import { CONFIG_KEYS, StrataConfig, checkWorkerCapacity, configTableMarkdown, maskSecret, parseBytes, resolveConfig, resolveConfigSources } from '../common/config';
 import { createLogger } from '../common/log';
 import type { TierSpec } from '../worker/page-store';
 import { registerFsCommands } from './fs-commands';
@@ -675,6 +675,7 @@ export async function main(argv: string[]): Promise<void> {
       parseKeyValues(o.ufsOption, '--ufs-option');
       // An explicitly named mount point must exist; the default one is created.
       const r = resolveConfigSources(configFlags(o));
+      checkWorkerCapacity(r);
       await runLocal(r.config, o.mount === undefined, o.ufsOption ?? [], r.file);
     });
 
@@ -714,7 +715,11 @@ export async function main(argv: string[]): Promise<void> {
       'after',
       examples(['$ strata worker --master http://master-host:19998 --bind 0.0.0.0', '$ strata worker --master http://master-host:19998 --tier mem:/dev/shm/strata:8GiB --tier ssd:/ssd/strata:500GiB']),
     )
-    .action(async (o) => runWorker(resolveConfig({ ...configFlags(o), masterPort: undefined, workerPort: o.port })));
+    .action(async (o) => {
+      const r = resolveConfigSources({ ...configFlags(o), masterPort: undefined, workerPort: o.port });
+      checkWorkerCapacity(r);
+      await runWorker(r.config);
+    });
 
   withCommon(program.command('mount').description('mount a running cluster at DIR in the foreground'))
     .argument('<dir>', 'mount point (an existing empty directory)')

@@ -26,6 +26,9 @@ export interface WorkerClientOptions {
   probeTimeoutMs?: number;
 }
 
+/** The least headers timeout of a request health probes watch (see #watchedHeadersTimeout). */
+const WATCHED_HEADERS_TIMEOUT_MS = 10 * 60_000;
+
 export class WorkerClient {
   readonly #pools = new Map<string, Pool>();
   /** One connection per worker for health probes, so a busy data pool never delays one. */
@@ -81,13 +84,17 @@ export class WorkerClient {
    * The headers timeout of a request that #watch watches. A worker answers once its store
    * did what the request needs (a file stored, pages filled), so a slow or stalled store
    * holds the answer until the worker's own bound on the store runs out (for S3,
-   * s3.maxAttempts × s3.requestTimeoutMs). A timeout here shorter than that made the client
-   * give up first and ask again, the same worker or another, multiplying the wait and the
-   * store's load (a stalled S3 held a read for over 6 minutes, a write was sent 3 times).
-   * With health probes on, a dead or cut-off worker still fails the request within a probe.
+   * s3.maxAttempts × s3.requestTimeoutMs, 4 minutes by default). A timeout here shorter
+   * than that made the client give up first and ask again, the same worker or another,
+   * multiplying the wait and the store's load (a stalled S3 held a read for over 6
+   * minutes, a write was sent 3 times). With health probes on, a dead or cut-off worker
+   * fails the request within a probe, so the bound here is only for a worker that answers
+   * its probes but not the request (a local store on a hung NFS mount has no bound of its
+   * own): 10 minutes, and 1 s more per MiB a request stores (`storeBytes`).
    */
-  #watchedHeadersTimeout(): number {
-    return this.#probeIntervalMs > 0 ? 0 : this.#headersTimeoutMs;
+  #watchedHeadersTimeout(storeBytes = 0): number {
+    if (this.#probeIntervalMs <= 0) return this.#headersTimeoutMs;
+    return Math.max(this.#headersTimeoutMs, WATCHED_HEADERS_TIMEOUT_MS) + Math.ceil(storeBytes / (1024 * 1024)) * 1000;
   }
 
   #pool(address: string): Pool {
@@ -181,7 +188,7 @@ export class WorkerClient {
             ? { ...this.#auth, 'content-type': 'application/octet-stream' }
             : { ...this.#auth, 'content-type': 'application/octet-stream', 'content-length': String(size) },
         body: local ? Buffer.alloc(0) : body,
-        headersTimeout: this.#watchedHeadersTimeout(),
+        headersTimeout: this.#watchedHeadersTimeout(size),
         bodyTimeout: this.#bodyTimeoutMs,
       });
       const parsed = parseJsonOrUndefined(await res.body.text());

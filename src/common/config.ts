@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { StrataError } from './errors';
+import { PAGE_TRAILER_BYTES } from './page-file';
 
 type Kind = 'string' | 'int' | 'bytes' | 'url' | 'urls';
 
@@ -225,14 +226,21 @@ export function resolveConfigSources(flags: Partial<Record<keyof StrataConfig | 
       sources[k.key] = 'default';
     }
   }
-  // The default tier must hold a page (its trailer: 32 bytes); a worker would refuse it later, after the rest started.
-  if (out.workerTiers === 'default' && (out.workerCapacity as number) < (out.pageSize as number) + 32) {
-    throw new StrataError('CONFIG', `invalid workerCapacity=${String(out.workerCapacity)} (from ${sources.workerCapacity}): expected at least one page (pageSize ${String(out.pageSize)} bytes, plus 32)`);
-  }
   out.home = nodePath.resolve(String(out.home));
   out.tokenFile = nodePath.resolve(String(out.tokenFile));
   out.mount = nodePath.resolve(String(out.mount));
   return { config: out as unknown as StrataConfig, sources: sources as Record<keyof StrataConfig, ConfigSource>, file };
+}
+
+/**
+ * For the commands that run a worker: its default tier must hold one page (and its trailer),
+ * or every fill fails. Checked before anything starts, so `strata local` says it in one line.
+ */
+export function checkWorkerCapacity(r: ResolvedConfig): void {
+  const c = r.config;
+  if (c.workerTiers === 'default' && c.workerCapacity < c.pageSize + PAGE_TRAILER_BYTES) {
+    throw new StrataError('CONFIG', `invalid workerCapacity=${c.workerCapacity} (from ${r.sources.workerCapacity}): expected at least one page (pageSize ${c.pageSize} bytes, plus ${PAGE_TRAILER_BYTES})`);
+  }
 }
 
 /** Merges defaults < file < env < flags (see resolveConfigSources). */

@@ -413,8 +413,14 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       let got = await store.readPage(id, p, from, to, readType === 'CACHE_PROMOTE');
       if (!got) {
         const inflight = sink ? undefined : pageFills.get(`${id}:${p}`);
-        if (inflight) await inflight;
-        else if (fill) await fill;
+        try {
+          if (inflight) await inflight;
+          else if (fill) await fill;
+        } catch (err) {
+          // Another request's fill of this page found no room (a load: it keeps nothing it cannot cache);
+          // this read's own fills serve such pages uncached instead. Fetched once more below.
+          if (toStrataError(err).code !== 'NO_SPACE') throw err;
+        }
         const fetched = sink?.get(p) ?? spill?.get(p);
         if (fetched) {
           (sink ?? spill)!.delete(p);
@@ -424,12 +430,29 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         }
         got = await store.readPage(id, p, from, to);
         if (!got) {
-          // Evicted again at once, dropped as corrupt, or fetched by another read that found no room: fetch just this page once more.
+          // Evicted again at once, dropped as corrupt, or fetched by another read that found no room (its bytes
+          // went to that read only): fetch just this page once more, and if that joins yet another such fill,
+          // for this read alone, uncached (a fill for one request joins no other).
           const src = await sourceOf(id);
-          await ensurePages(src, p, p, sink, spill);
-          const again = sink?.get(p) ?? spill?.get(p);
-          got = again ? { data: again.subarray(from, to), tier: 'UFS' } : await store.readPage(id, p, from, to);
-          if (!got) throw new StrataError('IO_ERROR', `page ${p} of block ${id} could not be cached`);
+          try {
+            await ensurePages(src, p, p, sink, spill);
+          } catch (err) {
+            if (toStrataError(err).code !== 'NO_SPACE') throw err;
+          }
+          let again = sink?.get(p) ?? spill?.get(p);
+          got = again ? undefined : await store.readPage(id, p, from, to);
+          if (!again && !got) {
+            const own = new Map<number, Buffer>();
+            await ensurePages(src, p, p, own);
+            again = own.get(p);
+          }
+          if (again) {
+            (sink ?? spill)?.delete(p);
+            ufsServedBytes.inc(to - from);
+            yield again.subarray(from, to);
+            continue;
+          }
+          if (!got) throw new StrataError('IO_ERROR', `page ${p} of block ${id} could not be read`);
         }
       }
       servedBytes.inc({ tier: got.tier }, got.data.length);
@@ -1002,7 +1025,10 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       if (r.reregister || newLeader) {
         // The full report replaces the rest of what was taken; deletes done must still reach the master.
         store.restoreChanges({ added: [], removed: [], dropped: changes.dropped });
+        // A stopping worker has left (or is about to): registering again would make it live once more.
+        if (closing) return;
         await new Promise((res) => setTimeout(res, Math.random() * heartbeatMs));
+        if (closing) return;
         workerId = await register();
         log.info({ workerId, term: registeredTerm, master: master.baseUrl }, newLeader ? 'registered with the new leader' : 'registered again with the master');
         return;
@@ -1076,6 +1102,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       clearInterval(timer);
       // Lost at once in the master, so clients stop sending this worker reads and writes now rather than
       // after its heartbeats stop counting (30 s). Best effort and bounded: a master that is down learns it that way.
+      // After a heartbeat in flight, which would otherwise land after the leave and keep the worker live.
+      for (let waited = 0; beating && waited < 2000; waited += 20) await new Promise((r) => setTimeout(r, 20));
       await master.post(`${MASTER_API}/workers/leave`, { workerId }, AbortSignal.timeout(2000)).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'could not tell the master this worker is stopping'));
       for (const w of reportWaiters.splice(0)) w();
       await scrubbing;

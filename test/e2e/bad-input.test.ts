@@ -94,6 +94,7 @@ t.test('strata local refuses bad configuration with exit code 2', async (t) => {
     { name: 'under-store dir that is a regular file', args: ['--home', r('h-ufsfile'), '--mount', r('mnt'), '--ufs', `file://${r('a-file')}`], mount: r('mnt'), message: /under-store .*a-file/ },
     { name: 'misspelt under-store option', args: ['--home', r('h-opt'), '--mount', r('mnt'), '--ufs', 's3://bucket/lake', '--ufs-option', 's3.endpint=http://127.0.0.1:9'], mount: r('mnt'), message: /unknown option 's3\.endpint' for a s3 store \(did you mean 's3\.endpoint'\?\)/ },
     { name: 'port out of range', args: ['--home', r('h-port'), '--mount', r('mnt'), '--ufs', ufs, '--master-port', '70000'], mount: r('mnt'), message: /masterPort='70000'/ },
+    { name: 'capacity below one page', args: ['--home', r('h-cap1'), '--mount', r('mnt'), '--ufs', ufs, '--capacity', '10'], mount: r('mnt'), message: /invalid workerCapacity=10 \(from flag [^)]*\): expected at least one page \(pageSize 1048576 bytes, plus 32\)/ },
     { name: 'unparsable capacity', args: ['--home', r('h-cap'), '--mount', r('mnt'), '--ufs', ufs, '--capacity', 'lots'], mount: r('mnt'), message: /workerCapacity='lots'/ },
   ];
 

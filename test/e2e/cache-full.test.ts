@@ -40,4 +40,13 @@ t.test('reads go on, uncached, while the cache is full of pinned pages', async (
   t.ok((await fsp.readFile(out)).equals(cold), 'the same bytes');
   t.ok((await metric(c.workerUrl, 'strata_worker_no_cache_bytes_total')) >= cold.length, 'served from the store, uncached');
   t.ok((await fsp.readFile(path.join(c.mnt, 'hot.bin'))).equals(hot), 'the pinned file reads whole too, cached part and all');
+
+  // Readers of the same pages at once share fills: one that joins a fill whose bytes went to another
+  // read (uncached) fetches them again for itself, and none fails.
+  const shared = randomBytes(6 * MiB + 77);
+  await fsp.writeFile(path.join(c.ufsDir, 'shared.bin'), shared);
+  const outs = [0, 1, 2, 3].map((i) => path.join(c.root, `shared-${i}.out`));
+  const cps = await Promise.all(outs.map((o) => fs('cp', 'strata:/shared.bin', o)));
+  t.same(cps.map((r) => r.code), [0, 0, 0, 0], 'four readers at once all succeed', { stderr: cps.map((r) => r.stderr) });
+  for (const o of outs) t.ok((await fsp.readFile(o)).equals(shared), `${path.basename(o)}: the same bytes`);
 });

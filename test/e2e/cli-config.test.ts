@@ -53,7 +53,6 @@ t.test('a bad config file stops with the key, the value and the file', async (t)
     ['{"heartbeatIntervalMs": 0}', /invalid heartbeatIntervalMs='0' .*expected a period in ms from 10/],
     ['{"workerTimeoutMs": -5}', /invalid workerTimeoutMs='-5' .*expected a time in ms from 100/],
     ['{"syncIntervalMs": -7}', /invalid syncIntervalMs='-7' .*expected -1 \(never\), 0 \(always\) or a time in ms/],
-    ['{"workerCapacity": "10"}', /invalid workerCapacity=10 \(from file .*c\.json\): expected at least one page \(pageSize 1048576 bytes, plus 32\)/],
     ['{"blokSize": 1}', /unknown key 'blokSize'/],
     ['{not json', /not valid JSON/],
     ['[1,2]', /JSON object/],
