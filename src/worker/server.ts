@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { StrataError, storeWriteError, toStrataError } from '../common/errors';
 import { HttpAuthOptions, HttpLimits, createHttpServer, intParam, stallGuarded } from '../common/http';
 import { dataRuns } from '../common/extents';
+import { sparseAware } from '../common/sparse';
 import { PAGE_CRC_IMPLEMENTATION } from '../common/page-file';
 import { JsonClient, ResponseMeta } from '../common/json-client';
 import type { Logger } from '../common/log';
@@ -171,7 +172,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const journal = opened.journal;
   let staleLeftovers = opened.stale;
   if (staleLeftovers.length) log.warn({ writes: staleLeftovers.length }, 'the last run was cut off during under-store writes; the master discards what they left');
-  log.info({ blocks: store.blockCount, usedBytes: store.usedBytes, tiers: store.tierInfo().map((t) => `${t.name}:${t.dir}`), checksums: PAGE_CRC_IMPLEMENTATION }, 'page store opened');
+  log.info({ blocks: store.blockCount, usedBytes: store.usedBytes, tiers: store.tierInfo().map((t) => `${t.name}:${t.dir}`), checksums: PAGE_CRC_IMPLEMENTATION, holes: sparseAware() ? 'SEEK_DATA' : 'read (the strata_sparse addon is not built)' }, 'page store opened');
 
   /** Drivers by mount URI and options (credentials or endpoints may differ per mount). */
   const ufsByUri = new Map<string, UnderFileSystem>();
