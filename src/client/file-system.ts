@@ -18,8 +18,7 @@ import { constants as fsConstants } from 'node:fs';
 import { StrataError, toStrataError } from '../common/errors';
 import type { Logger } from '../common/log';
 import { Mutex } from '../common/mutex';
-import { dataRuns } from '../common/extents';
-import { dataSegments } from '../common/sparse';
+import { fileDataExtents } from '../common/extents';
 import { DirEntry, FileAttributes, FileBlocksResponse, ReadType, Timespec, WorkerInfo, WriteBeginResponse, WriteType, timespecNow } from '../common/protocol';
 import type { ReadParts } from '../common/file-range';
 import { FileReader, FileReaderOptions, type KeepPage } from './file-reader';
@@ -209,32 +208,16 @@ class StagingFile {
     // Up to `to`: the size a flush recorded (writes of other handles may be appending meanwhile).
     const size = Math.min(this.size, to);
     const path = this.path;
-    const CHUNK = 1024 * 1024;
     async function* frames() {
       const fh = await fsp.open(path, 'r');
       try {
-        const buf = Buffer.allocUnsafe(4 * CHUNK);
-        // Holes (and whatever lies past the disk's end) are skipped without reading them.
-        for (const [segStart, segStop] of dataSegments(fh.fd, from, size)) {
-          for (let pos = segStart; pos < segStop; ) {
-            const want = Math.min(buf.length, segStop - pos);
-            let n = 0;
-            while (n < want) {
-              const { bytesRead } = await fh.read(buf, n, want - n, pos + n);
-              if (bytesRead === 0) break;
-              n += bytesRead;
-            }
-            if (n < want) buf.fill(0, n, want); // past what the disk holds: zeros
-            // Emit runs of non-zero 1 MiB pieces as one frame each.
-            for (const [start, stop] of dataRuns(buf.subarray(0, want), CHUNK)) {
-              const head = Buffer.alloc(12);
-              head.writeBigUInt64BE(BigInt(pos + start), 0);
-              head.writeUInt32BE(stop - start, 8);
-              yield head;
-              yield Buffer.from(buf.subarray(start, stop));
-            }
-            pos += want;
-          }
+        // Holes, and whatever lies past what the disk holds, are zeros: left out. One frame per data run.
+        for await (const { offset, data } of fileDataExtents(fh, from, size, 'zeros')) {
+          const head = Buffer.alloc(12);
+          head.writeBigUInt64BE(BigInt(offset), 0);
+          head.writeUInt32BE(data.length, 8);
+          yield head;
+          yield data;
         }
       } finally {
         await fh.close();

@@ -179,7 +179,6 @@ export class MountTable {
    * unknown keys: one a later version no longer reads must not keep the master down.
    */
   prepare(path: string, uri: string, options: MountOptions): Mount {
-    parseMountOptions(options);
     checkUfsOptions(uri, options, MOUNT_OWN_OPTIONS);
     return this.#make(path, uri, options);
   }

@@ -29,6 +29,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request, type Dispatcher } from 'undici';
 import { StrataError, toStrataError, type ErrorCode } from '../common/errors';
 import { parsePath, validateName } from '../common/paths';
+import { driverOptionKeys } from './index';
 import { tempFileOfHandle, type UfsCallOptions, type UfsStatus, type UfsWriter, type UnderFileSystem } from './ufs';
 
 /** Temp files of in-flight writes carry this prefix. */
@@ -115,7 +116,8 @@ function positiveInt(options: Record<string, string>, key: string, dflt: number)
   return n;
 }
 
-const KNOWN_OPTIONS = new Set(['hdfs.user', 'hdfs.scheme', 'hdfs.timeoutMs', 'hdfs.connectTimeoutMs']);
+/** The hdfs.* keys this driver reads (listed with the other drivers' in ufs/index.ts). */
+const KNOWN_OPTIONS = new Set(driverOptionKeys('hdfs://'));
 
 function errorCodeOf(err: unknown): string | undefined {
   const e = err as { code?: unknown; cause?: { code?: unknown }; errors?: { code?: unknown }[] } | undefined;

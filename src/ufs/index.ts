@@ -23,8 +23,8 @@ const DRIVERS: Record<string, (uri: string, options: UfsOptions) => UnderFileSys
 
 /**
  * The option keys each driver reads (`--option`, `--ufs-option`). Listed here rather than in
- * the drivers so checking a mount's options does not load a driver's SDK; the drivers'
- * tests read every key listed (ufs/*.test.ts).
+ * the drivers so checking a mount's options does not load a driver's SDK; test/ufs/options
+ * checks them against what the drivers read.
  */
 const DRIVER_OPTIONS: Record<string, readonly string[]> = {
   'file:': [],

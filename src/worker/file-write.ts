@@ -10,8 +10,7 @@
 
 import type { FileHandle } from 'node:fs/promises';
 import { StrataError } from '../common/errors';
-import { dataRuns } from '../common/extents';
-import { dataSegments } from '../common/sparse';
+import { fileDataExtents } from '../common/extents';
 import { UfsPlace, WriteFileResponse, WriteType, blockIdOf } from '../common/protocol';
 import type { UfsWriter } from '../ufs/ufs';
 import { TierFullOfPinnedPagesError, type BlockPageWriter, type PageStore } from './page-store';
@@ -264,28 +263,10 @@ export class FileWrite {
   }
 }
 
-/**
- * `[from, to)` of a file as extents: its holes (found without reading them) and runs
- * of zero 1 MiB pieces left out (stored as holes).
- */
+/** `[from, to)` of a handed-over file as extents (holes and zero MiBs left out: stored as holes). */
 async function* fileExtents(fh: FileHandle, from: number, to: number): AsyncGenerator<{ offset: number; data: Buffer }> {
-  const PIECE = 1024 * 1024;
-  const CHUNK = 4 * PIECE;
+  const shrank = () => new StrataError('BAD_REQUEST', 'local file shrank while being written');
   // Past its end a file is all hole to SEEK_DATA: a handed-over file must be whole first.
-  if ((await fh.stat()).size < to) throw new StrataError('BAD_REQUEST', 'local file shrank while being written');
-  for (const [segStart, segStop] of dataSegments(fh.fd, from, to)) {
-    for (let pos = segStart; pos < segStop; ) {
-      const want = Math.min(CHUNK, segStop - pos);
-      // A fresh buffer each time: the under-store writer may keep what it is given (multipart parts).
-      const buf = Buffer.allocUnsafe(want);
-      let n = 0;
-      while (n < want) {
-        const { bytesRead } = await fh.read(buf, n, want - n, pos + n);
-        if (bytesRead === 0) throw new StrataError('BAD_REQUEST', 'local file shrank while being written');
-        n += bytesRead;
-      }
-      for (const [start, stop] of dataRuns(buf, PIECE)) yield { offset: pos + start, data: buf.subarray(start, stop) };
-      pos += want;
-    }
-  }
+  if ((await fh.stat()).size < to) throw shrank();
+  yield* fileDataExtents(fh, from, to, shrank);
 }
