@@ -1018,6 +1018,8 @@ export class StrataFileSystem {
     } catch (err) {
       if (workerUnreachable(err)) this.router.markFailed(worker);
       else this.router.invalidate();
+      // Nothing was committed, and a retry begins a write of its own: the master drops this one's copies now.
+      this.master.abandonWrite(ino, begin.containerId).catch((e: unknown) => this.#log.debug({ ino, err: (e as Error).message }, 'could not abandon a failed write; it expires'));
       throw err;
     }
     return this.#commit({

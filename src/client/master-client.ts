@@ -482,6 +482,11 @@ export class MasterClient {
   }
 
   /** Closes a file written empty: one request, no worker (see Namespace.commitEmpty). */
+  /** Gives up a write begun with beginWrite that will not be committed. */
+  async abandonWrite(ino: number, containerId: number): Promise<void> {
+    await this.#post(`${MASTER_API}/write/abandon`, { ino, containerId }, NO_NAMES);
+  }
+
   commitEmpty(ino: number, writeType?: WriteType, mtime?: Timespec): Promise<FileAttributes> {
     return this.#post(`${MASTER_API}/write/empty`, { ino, ...(writeType ? { writeType } : {}), ...(mtime ? { mtime } : {}) }, NO_NAMES, this.#attrs);
   }

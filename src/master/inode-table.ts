@@ -1087,17 +1087,19 @@ export class InodeTable {
    * Writes begun before `before` and not renewed since (the client or worker went
    * away mid-write): their reported copies are orphans and get deleted.
    */
-  expireOpenWrites(before: number): { writes: number; copies: number } {
+  expireOpenWrites(before: number): { writes: number; copies: number; inos: number[] } {
     return this.#db.transaction(() => {
       // Two statements for all: most writes that expire are creates' begun writes nobody used, thousands after a job.
-      const stale = (this.#sql('DELETE FROM open_write WHERE renewed_at < ? RETURNING container').all(before) as { container: number }[]).map((r) => r.container);
-      if (stale.length === 0) return { writes: 0, copies: 0 };
+      const rows = this.#sql('DELETE FROM open_write WHERE renewed_at < ? RETURNING container, ino').all(before) as { container: number; ino: number }[];
+      if (rows.length === 0) return { writes: 0, copies: 0, inos: [] };
+      const stale = rows.map((r) => r.container);
+      const inos = [...new Set(rows.map((r) => r.ino))];
       const orphans = this.#sql(`DELETE FROM unclaimed_block WHERE block_id / ${BLOCKS_PER_CONTAINER} IN (SELECT value FROM json_each(?)) RETURNING worker_id, block_id`).all(JSON.stringify(stale)) as {
         worker_id: number;
         block_id: number;
       }[];
       for (const r of orphans) this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);
-      return { writes: stale.length, copies: orphans.length };
+      return { writes: stale.length, copies: orphans.length, inos };
     })();
   }
 

@@ -432,9 +432,10 @@ export interface Metastore {
   workerLeft(workerId: number): Promise<boolean>;
   /**
    * Ends writes in flight not renewed since `before`; their reported copies are queued
-   * for deletion. Answers how many writes ended, and how many copies they had.
+   * for deletion. Answers how many writes ended, how many copies they had, and the files
+   * they were writes of.
    */
-  expireOpenWrites(before: number): Promise<{ writes: number; copies: number }>;
+  expireOpenWrites(before: number): Promise<{ writes: number; copies: number; inos: number[] }>;
   /** Ends a write in flight that will never be committed (a write-through a rename overtook); its reported copies are queued for deletion. */
   abandonWrite(container: number): Promise<void>;
   /** Every worker, live or lost, by id. */

@@ -1206,6 +1206,34 @@ export class Namespace {
     return { ino, ...(await this.#table.beginWrite(ino)), writeType };
   }
 
+  /**
+   * A client gave up a write it began (its worker failed to write or store the bytes):
+   * the copies reported for it go now, not when the write would expire, and the file
+   * is looked at as writeEnded does. A write that is not the file's open one is ignored.
+   */
+  abandonWrite(ino: number, container: number): Promise<void> {
+    return this.#mutate(() => this.#inodeScope(ino), async () => {
+      if ((await this.#table.openWriteOf(container)) !== ino) return;
+      await this.#table.abandonWrite(container);
+      await this.writeEnded(ino);
+    });
+  }
+
+  /**
+   * A write of `ino` ended without a commit (abandoned, or expired). A file created for a
+   * write-through whose every write failed (its store full or stalled) was left in the
+   * namespace empty, unpersisted and in no queue: never stored, never dropped, and its
+   * mount busy for good. It is queued to be stored empty, as a file created and closed
+   * unwritten is; a write committed meanwhile makes that persist a no-op.
+   */
+  async writeEnded(ino: number): Promise<void> {
+    const n = await this.#table.getNode(ino);
+    if (n && n.type === 'file' && n.inStore && n.persistState !== 'persisted' && n.size === 0) {
+      await this.#table.enqueuePersist(ino);
+      this.#log.info({ ino }, 'a file created for a write-through was never written; it is stored empty');
+    }
+  }
+
   #defaultWriteType: WriteType = 'CACHE_THROUGH';
 
   /** The write type of files at `parts`: their mount's, else the default. */

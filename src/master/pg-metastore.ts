@@ -439,7 +439,7 @@ const Q = {
   // One statement for all: most writes that expire are creates' begun writes nobody used, thousands after a job.
   expireOpenWrites: sql(
     'expire_open_writes',
-    `DELETE FROM open_write WHERE container IN (SELECT container FROM open_write WHERE renewed_at < $1 ORDER BY container FOR UPDATE) RETURNING container`,
+    `DELETE FROM open_write WHERE container IN (SELECT container FROM open_write WHERE renewed_at < $1 ORDER BY container FOR UPDATE) RETURNING container, ino`,
   ),
   takeUnclaimedOf: sql('take_unclaimed_of', `DELETE FROM unclaimed_block WHERE block_id / ${BLOCKS_PER_CONTAINER} = ANY ($1::int8[]) RETURNING worker_id, block_id`),
   takeUnclaimed: sql('take_unclaimed', `DELETE FROM unclaimed_block WHERE block_id >= $1 AND block_id < $2 RETURNING worker_id, block_id, tier, bytes`),
@@ -1888,13 +1888,15 @@ export class PgMetastore implements Metastore {
    * Writes begun before `before` and not renewed since (the client or worker went
    * away mid-write): their reported copies are orphans and get deleted.
    */
-  async expireOpenWrites(before: number): Promise<{ writes: number; copies: number }> {
+  async expireOpenWrites(before: number): Promise<{ writes: number; copies: number; inos: number[] }> {
     return this.#tx(async (tx) => {
-      const stale = (await tx.rows<{ container: number }>(Q.expireOpenWrites, [before])).map((r) => r.container);
-      if (stale.length === 0) return { writes: 0, copies: 0 };
+      const rows = await tx.rows<{ container: number; ino: number }>(Q.expireOpenWrites, [before]);
+      if (rows.length === 0) return { writes: 0, copies: 0, inos: [] };
+      const stale = rows.map((r) => r.container);
+      const inos = [...new Set(rows.map((r) => Number(r.ino)))];
       const orphans = await tx.rows<{ worker_id: number; block_id: number }>(Q.takeUnclaimedOf, [stale]);
       if (orphans.length > 0) await tx.run(Q.addPendingDeletes, [orphans.map((r) => r.worker_id), orphans.map((r) => r.block_id)]);
-      return { writes: stale.length, copies: orphans.length };
+      return { writes: stale.length, copies: orphans.length, inos };
     });
   }
 

@@ -568,6 +568,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
     if (ufsAt !== undefined && ufsAt !== null) commit.ufsAt = { mountUri: field(ufsAt, 'mountUri', 'string') as string, path: field(ufsAt, 'path', 'string') as string };
     return ns.commitWrite(commit);
   });
+  app.post(`${api}/write/abandon`, async (req) => {
+    await ns.abandonWrite(requiredInt(req.body, 'ino', 1), requiredInt(req.body, 'containerId', 1));
+    return {};
+  });
   app.post(`${api}/write/empty`, async (req) => {
     const b = req.body;
     const mtime = timespec(b, 'mtime');
@@ -756,6 +760,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const expire = async (): Promise<void> => {
     for (const id of await table.expireWorkers(Date.now() - workerTimeoutMs)) log.warn({ workerId: id, timeoutMs: workerTimeoutMs }, 'worker lost: no heartbeat');
     const stale = await table.expireOpenWrites(Date.now() - openWriteTimeoutMs);
+    for (const ino of stale.inos) await ns.writeEnded(ino);
     // Most writes that end unused are a create's, begun for a first write that never came (touch, lock files).
     if (stale.copies > 0) log.warn({ ...stale, timeoutMs: openWriteTimeoutMs }, 'writes abandoned before their commit: their cached copies are deleted');
     else if (stale.writes > 0) log.debug({ writes: stale.writes, timeoutMs: openWriteTimeoutMs }, 'writes begun and never used expired');

@@ -278,7 +278,7 @@ export class SqliteMetastore implements Metastore {
     return this.#do(() => this.#t.workerLeft(workerId));
   }
 
-  async expireOpenWrites(before: number): Promise<{ writes: number; copies: number }> {
+  async expireOpenWrites(before: number): Promise<{ writes: number; copies: number; inos: number[] }> {
     return this.#do(() => this.#t.expireOpenWrites(before));
   }
 

@@ -298,6 +298,8 @@ t.test('malformed HTTP against a running cluster', async (t) => {
     check(t, 'setattr mtime.sec string', await json('POST', `${api}/setattr`, { path: '/real.txt', mtime: { sec: '1', nsec: 0 } }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'write/begin ino string', await json('POST', `${api}/write/begin`, { ino: String(ino) }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'write/commit {}', await json('POST', `${api}/write/commit`, {}), { status: 400, code: 'BAD_REQUEST' });
+    check(t, 'write/abandon {}', await json('POST', `${api}/write/abandon`, {}), { status: 400, code: 'BAD_REQUEST' });
+    check(t, 'write/abandon containerId "x"', await json('POST', `${api}/write/abandon`, { ino, containerId: 'x' }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'write/commit blocks not an array', await json('POST', `${api}/write/commit`, { ino, containerId: 1, size: 0, workerId: 1, blocks: 'none' }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'write/commit block null', await json('POST', `${api}/write/commit`, { ino, containerId: 1, size: 0, workerId: 1, blocks: [null] }), { status: 400, code: 'BAD_REQUEST' });
     check(t, 'write/commit block without length', await json('POST', `${api}/write/commit`, { ino, containerId: 1, size: 0, workerId: 1, blocks: [{ id: 1 }] }), { status: 400, code: 'BAD_REQUEST' });

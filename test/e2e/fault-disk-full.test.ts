@@ -3,7 +3,7 @@
  * small tmpfs mounted by the test, so the disk runs out before any quota does).
  * Writers get ENOSPC (not EIO, not a hang), what was closed before stays whole, and
  * once space returns the same mount writes again. The same for the disk under the
- * mount's staged writes.
+ * mount's staged writes, and for a store too full for a write-through.
  */
 
 import t from 'tap';
@@ -11,8 +11,8 @@ import { spawnSync } from 'node:child_process';
 import { promises as fsp, statfsSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startLocal, tempRoot } from '../helpers/cluster';
-import { startCluster } from '../helpers/multi-cluster';
+import { runCli, startLocal, tempRoot } from '../helpers/cluster';
+import { startCluster, until } from '../helpers/multi-cluster';
 
 /** Fills the file system holding `dir` with a ballast file until fewer than `leave` bytes are free. */
 async function fill(dir: string, leave = 0): Promise<string> {
@@ -172,4 +172,48 @@ t.test("the disk under the mount's staged writes is full", async (t) => {
     t.equal(await tryWrite(path.join(c.mnt, 'after'), small), 'ok', 'the mount writes again');
     t.ok((await fsp.readFile(path.join(c.mnt, 'after'))).equals(small), 'and it reads back');
   });
+});
+
+t.test('a store too full for a write-through: the writer gets ENOSPC, the file is stored empty, the store unmounts', async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.plan(0, 'needs root to mount a tmpfs');
+    return;
+  }
+  const root = tempRoot('strata-storefull-');
+  const storeDir = path.join(root, 'full-store');
+  await fsp.mkdir(storeDir, { recursive: true });
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', storeDir]);
+  if (r.status !== 0) {
+    t.plan(0, `cannot mount a tmpfs: ${r.stderr}`);
+    return;
+  }
+  t.teardown(async () => {
+    spawnSync('umount', ['-l', storeDir]);
+    await fsp.rm(root, { recursive: true, force: true });
+  });
+  const c = await startLocal(t, { root });
+  const fs = (...a: string[]) => runCli(['fs', ...a, '--master', c.masterUrl]);
+  t.equal((await fs('mount', '/full', `file://${storeDir}`)).code, 0, 'a 1 MiB store mounted at /full');
+  const data = randomBytes(3 * 1024 * 1024);
+  t.equal(await tryWrite(path.join(c.mnt, 'full', 'big'), data), 'ENOSPC', 'a 3 MiB write-through through the mount: ENOSPC');
+  const src = path.join(root, 'src');
+  await fsp.writeFile(src, data);
+  const cp = await fs('cp', src, 'strata:/full/copied');
+  t.not(cp.code, 0, 'fs cp of 3 MiB fails');
+  t.match(cp.stderr, /no space left/);
+  // Before, each stayed in the namespace empty and unpersisted for good, and /full could never be unmounted.
+  for (const name of ['big', 'copied']) {
+    const st = await until(
+      `/full/${name} stored`,
+      async () => {
+        const s = JSON.parse((await fs('stat', `/full/${name}`, '--json')).stdout) as { persisted: boolean; size: number };
+        return s.persisted ? s : undefined;
+      },
+      20_000,
+    );
+    t.equal(st.size, 0, `${name}: an empty file, persisted`);
+    t.equal((await fsp.stat(path.join(storeDir, name))).size, 0, `${name}: in the store, empty`);
+  }
+  const un = await fs('unmount', '/full');
+  t.equal(un.code, 0, `/full unmounts (${un.stderr.trim()})`);
 });

@@ -203,7 +203,7 @@ t.test('10,000+ hostile requests leave master and worker up, bounded and unchang
   // ---- the cases --------------------------------------------------------------
   const rnd = prng(SEED);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
-  const MASTER_POSTS = ['mkdir', 'create', 'link', 'symlink', 'mknod', 'xattr/set', 'xattr/get', 'xattr/list', 'xattr/remove', 'unlink', 'rmdir', 'rename', 'setattr', 'write/begin', 'write/commit', 'workers/register', 'workers/heartbeat', 'persist', 'sync', 'mount', 'unmount', 'pin', 'ttl', 'free'];
+  const MASTER_POSTS = ['mkdir', 'create', 'link', 'symlink', 'mknod', 'xattr/set', 'xattr/get', 'xattr/list', 'xattr/remove', 'unlink', 'rmdir', 'rename', 'setattr', 'write/begin', 'write/commit', 'write/abandon', 'workers/register', 'workers/heartbeat', 'persist', 'sync', 'mount', 'unmount', 'pin', 'ttl', 'free'];
   const MASTER_GETS = ['stat', 'list', 'lookup', 'blocks', 'ufs-location', 'block-source', 'du'];
   const FIELDS = ['path', 'parent', 'name', 'ino', 'mode', 'uid', 'gid', 'src', 'dst', 'newParent', 'newName', 'target', 'type', 'rdev', 'value', 'flags', 'atime', 'mtime', 'blocks', 'containerId', 'size', 'workerId', 'address', 'uuid', 'tiers', 'capacityBytes', 'usedBytes', 'pageSize', 'addedBlocks', 'removedBlocks', 'pinVersion', 'uri', 'options', 'readOnly', 'pinned', 'recursive', 'ttlMs', 'action'];
   const STRING_FIELDS = new Set(['path', 'name', 'src', 'dst', 'newName', 'target', 'type', 'value', 'address', 'uuid', 'uri', 'action']);
