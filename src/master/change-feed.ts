@@ -54,6 +54,7 @@ export class ChangeFeed implements ChangeLog {
   #pollMs = POLL_MIN_MS;
   #lastSeen = 0;
   #prunedAt = 0;
+  #durable: (() => Promise<void>) | undefined;
 
   constructor(db: Database.Database) {
     this.#db = db;
@@ -91,6 +92,16 @@ export class ChangeFeed implements ChangeLog {
     this.#listing.run(ino);
   }
 
+  /**
+   * Answers wait for `durable` (the owner's group commit, wal-sync.ts): a change is
+   * reported no sooner than the answer to the request that made it, which waits for
+   * the same sync and is sent first. A mount that made the change then hears of it from its own answer
+   * first (and tells the kernel nothing more), as when commits synced as they returned.
+   */
+  answerWhen(durable: () => Promise<void>): void {
+    this.#durable = durable;
+  }
+
   /** The seq of the last change committed. */
   async seq(): Promise<number> {
     return this.#currentSeq();
@@ -115,6 +126,12 @@ export class ChangeFeed implements ChangeLog {
     if (epoch !== this.epoch || since > now || (oldest > 0 && since < oldest - 1)) return { epoch: this.epoch, seq: now, reset: true, inos: [], seqs: [], names: [], located: [] };
     if (since === now && waitMs > 0) await this.#wait(waitMs, signal);
     const rows = this.#since.all(since) as { seq: number; ino: number; kind: number; name: string | null }[];
+    if (rows.length > 0 && this.#durable) {
+      // Read first: the sync waited for then covers every row read. Then a turn of the event loop, so the
+      // answers that sync released (the change's own among them) are sent before this report of it.
+      await this.#durable();
+      await new Promise((r) => setImmediate(r));
+    }
     const seq = rows.length > 0 ? rows[rows.length - 1]!.seq : since;
     // Each inode (and each name) once, with its last change in this batch.
     const nodes = new Map<number, number>();

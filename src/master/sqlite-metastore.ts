@@ -67,6 +67,7 @@ export class SqliteMetastore implements Metastore {
     this.changes = this.#t.changes;
     this.blockSize = this.#t.blockSize;
     this.#wal = new WalSync(this.#t.walFile, () => this.#t.totalChanges(), (syncFile ?? fdatasyncFile)(this.#t.walFile));
+    this.changes.answerWhen(() => this.#wal.durable());
   }
 
   /** WAL syncs run so far (each covers every commit before it began). */
