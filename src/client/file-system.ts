@@ -525,13 +525,20 @@ export class StrataFileSystem {
    * `forWriting`: the create also begins the file's first write (one master request less
    * for a program that writes the file and closes it).
    */
-  async createAt(parent: number, name: string, mode: number, opts: { owner?: { uid: number; gid: number }; forWriting?: boolean } = {}): Promise<{ attrs: FileAttributes; fh: number; changeSeq?: number }> {
+  /** `lookInStore`: see the master's create (a name only the store has counts as taken). */
+  async createAt(
+    parent: number,
+    name: string,
+    mode: number,
+    opts: { owner?: { uid: number; gid: number }; forWriting?: boolean; lookInStore?: boolean } = {},
+  ): Promise<{ attrs: FileAttributes; fh: number; changeSeq?: number }> {
     // Its age counts from before the request: the answer may be held (feed leases) after the master began it.
     const asked = performance.now();
     const { committed, changeSeq, begin, ...attrs } = await this.master.createAt(parent, name, mode & 0o7777, {
       ...(opts.owner ? { owner: opts.owner } : {}),
       closeEmpty: { writeType: this.#writeType },
       begin: opts.forWriting === true,
+      ...(opts.lookInStore ? { lookInStore: true } : {}),
     });
     return { attrs, fh: await this.#openCreated(attrs, committed === true, begin && { begin, at: asked }), ...(changeSeq !== undefined ? { changeSeq } : {}) };
   }

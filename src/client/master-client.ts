@@ -322,10 +322,18 @@ export class MasterClient {
     parent: number,
     name: string,
     mode: number,
-    opts: { owner?: { uid: number; gid: number }; closeEmpty?: { writeType?: WriteType }; begin?: boolean } = {},
+    opts: { owner?: { uid: number; gid: number }; closeEmpty?: { writeType?: WriteType }; begin?: boolean; lookInStore?: boolean } = {},
   ): Promise<FileAttributes & { committed?: boolean; changeSeq?: number; begin?: WriteBeginResponse }> {
-    const { owner, closeEmpty, begin } = opts;
-    const body = { parent, name, mode, ...owner, ...(closeEmpty ? { closeEmpty: true, ...(closeEmpty.writeType ? { writeType: closeEmpty.writeType } : {}) } : {}), ...(begin ? { begin: true } : {}) };
+    const { owner, closeEmpty, begin, lookInStore } = opts;
+    const body = {
+      parent,
+      name,
+      mode,
+      ...owner,
+      ...(closeEmpty ? { closeEmpty: true, ...(closeEmpty.writeType ? { writeType: closeEmpty.writeType } : {}) } : {}),
+      ...(begin ? { begin: true } : {}),
+      ...(lookInStore ? { lookInStore: true } : {}),
+    };
     return this.#post<FileAttributes & { committed?: boolean; changeSeq?: number; begin?: WriteBeginResponse }>(`${MASTER_API}/create`, body, [[parent, name]], (a, s) => {
       const { committed: _committed, begin: _begin, ...attrs } = a;
       this.cache?.putEntry(parent, name, attrs, s, true);

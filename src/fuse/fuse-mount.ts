@@ -18,7 +18,17 @@ import { Attr, Entry, FuseSession, LowLevelHandlers, RENAME_EXCHANGE, RENAME_NOR
 import { unmountLazily } from './native/fusectl';
 
 const S_IFREG = 0o100000;
-const { O_TRUNC } = fsConstants;
+const { O_TRUNC, O_EXCL, O_WRONLY, O_RDWR } = fsConstants;
+const O_ACCMODE = 3;
+
+/** Whether the caller may open a file of `a` with `flags`, as the kernel's permission check (default_permissions) would. */
+function mayOpen(ctx: { uid: number; gid: number; groups(): number[] }, a: FileAttributes, flags: number): boolean {
+  if (ctx.uid === 0) return true;
+  const acc = flags & O_ACCMODE;
+  const want = (acc === O_WRONLY ? 0 : 4) | (acc === O_WRONLY || acc === O_RDWR || flags & O_TRUNC ? 2 : 0);
+  const bits = ctx.uid === a.uid ? (a.mode >> 6) & 7 : ctx.gid === a.gid || ctx.groups().includes(a.gid) ? (a.mode >> 3) & 7 : a.mode & 7;
+  return (bits & want) === want;
+}
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
 const S_IFMT = 0o170000;
@@ -656,7 +666,8 @@ export function strataHandlers(
       const owner = { uid: ctx.uid, gid: ctx.gid };
       if ((mode & S_IFMT) === S_IFREG || (mode & S_IFMT) === 0) {
         const done = changing(parent);
-        const { attrs, fh } = await fs.createAt(parent, name, mode, { owner });
+        // mknod never replaces: a file only the store has (not listed yet) is EEXIST too.
+        const { attrs, fh } = await fs.createAt(parent, name, mode, { owner, lookInStore: true });
         await fs.release(fh);
         return entry(done(attrs), parent, name);
       }
@@ -713,10 +724,28 @@ export function strataHandlers(
       view?.renamed(parent, name, newParent, newName, (flags & RENAME_EXCHANGE) !== 0);
       done(undefined);
     },
-    create: async (ctx, parent, name, mode) => {
+    create: async (ctx, parent, name, mode, flags) => {
       const done = changing(parent);
-      // Most files created through a mount are written next: the create begins that write too.
-      const { attrs, fh, changeSeq } = await fs.createAt(parent, name, mode, { owner: { uid: ctx.uid, gid: ctx.gid }, forWriting: true });
+      const exclusive = (flags & O_EXCL) !== 0;
+      let created;
+      try {
+        // Most files created through a mount are written next: the create begins that write too. One that must not
+        // replace a file (O_EXCL) or keeps what is there (no O_TRUNC: >>, O_RDWR) also asks whether the store has one.
+        created = await fs.createAt(parent, name, mode, { owner: { uid: ctx.uid, gid: ctx.gid }, forWriting: true, lookInStore: exclusive || (flags & O_TRUNC) === 0 });
+      } catch (err) {
+        if (exclusive || !(err instanceof StrataError && err.code === 'ALREADY_EXISTS')) throw err;
+        // O_CREAT without O_EXCL of a name that exists (in the store only, or made by another client since the
+        // kernel's lookup): POSIX opens that file. The kernel checked only the directory (default_permissions).
+        done(undefined);
+        const found = await fs.lookup(parent, name);
+        if (found.type === 'directory') throw new StrataError('IS_DIRECTORY', `${name} is a directory`);
+        if (!mayOpen(ctx, found, flags)) throw new StrataError('PERMISSION_DENIED', `no permission to open ${name}`);
+        const reopen = () => fs.openIno(found.ino, flags);
+        const { fh, attrs } = await (flags & O_TRUNC ? kept.during(found.ino, reopen) : reopen());
+        seen.set(attrs.ino, stamp(attrs));
+        return { ...entry(attrs, parent, name), open: { fh } };
+      }
+      const { attrs, fh, changeSeq } = created;
       done(undefined);
       // A file just made has no extended attributes, as of the create's own change: its first write
       // need not ask the master. Only while the cache still holds it as of exactly that change (the

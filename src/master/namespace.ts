@@ -387,19 +387,26 @@ export class Namespace {
       const p = await this.#table.getNode(parent.ino);
       if (p && !this.#isStale(p, mount)) throw notFound('/' + parts.join('/'));
     }
+    const loaded = await this.#loadFromStore(parent, parts, ufs, ufsPath);
+    if (!loaded) throw notFound('/' + parts.join('/'));
+    return loaded;
+  }
+
+  /** The entry for what the store has at `parts` (a name the table lacks), loaded into the table; undefined when there is none. */
+  async #loadFromStore(parent: NodeRecord, parts: string[], ufs: UnderFileSystem, ufsPath: string): Promise<NodeRecord | undefined> {
+    const name = parts[parts.length - 1]!;
     const started = Date.now();
     const stamp = this.#dirMoves;
     const st = await ufs.stat(ufsPath);
     // A directory above moved meanwhile: the store answered for what the path names now, not for `parent`.
-    if (!(await this.#stillNames(stamp, parts.slice(0, -1), parent.ino))) throw notFound('/' + parts.join('/'));
-    if (!st) throw notFound('/' + parts.join('/'));
+    if (!(await this.#stillNames(stamp, parts.slice(0, -1), parent.ino))) return undefined;
+    if (!st) return undefined;
     // A rename in flight put this object here; the name is in the table once it commits, with the moved inode.
-    if (this.#busy(parent.ino, name)) throw notFound('/' + parts.join('/'));
+    if (this.#busy(parent.ino, name)) return undefined;
     // loadChildren skips a name that exists by now (created meanwhile): the lookup answers whichever won.
     await this.#table.loadChildren(parent.ino, [{ name, node: this.#fromUfs(st, started) }]);
     const loaded = await this.#table.lookup(parent.ino, name);
-    if (!loaded) throw notFound('/' + parts.join('/'));
-    this.#log.debug({ path: '/' + parts.join('/') }, 'loaded metadata from the under-store');
+    if (loaded) this.#log.debug({ path: '/' + parts.join('/') }, 'loaded metadata from the under-store');
     return loaded;
   }
 
@@ -794,12 +801,28 @@ export class Namespace {
    * request instead of two, and a written one commits over it as usual. `begin`: the new
    * file's first write is begun in the create's own transaction (as beginWrite), sparing a
    * program that writes the file and closes it one request.
+   * `lookInStore`: a name the store has counts as taken even while the directory's listing
+   * is fresh (within the sync interval, a name put into the store directly is not listed
+   * yet); it is loaded and the create fails ALREADY_EXISTS. For creates that must not
+   * replace what is there (O_EXCL) or keep it (no O_TRUNC); one store call each.
    */
-  async create(path: string, mode: number, uid = this.#uid, gid = this.#gid, closeEmpty?: { writeType?: WriteType }, begin?: boolean): Promise<FileAttributes & { committed?: true; begin?: WriteBeginResponse }> {
+  async create(
+    path: string,
+    mode: number,
+    uid = this.#uid,
+    gid = this.#gid,
+    closeEmpty?: { writeType?: WriteType },
+    begin?: boolean,
+    lookInStore?: boolean,
+  ): Promise<FileAttributes & { committed?: true; begin?: WriteBeginResponse }> {
     const { parent, name, parts } = await this.#resolveParent(path);
     this.#writable(parts);
     this.#storable(parts);
+    const { mount, ufs, ufsPath } = this.#store(parts);
+    // A stale or unlisted directory: the lookup below asks the store itself.
+    const listed = parent.persistState === 'persisted' && parent.syncedAt > 0 && !this.#isStale(parent, mount);
     if (await this.#maybeChild(parent, parts)) throw new StrataError('ALREADY_EXISTS', `${path} already exists`);
+    if (lookInStore && listed && (await this.#loadFromStore(parent, parts, ufs, ufsPath))) throw new StrataError('ALREADY_EXISTS', `${path} already exists (in the under-store, not listed yet)`);
     const g = this.#inherit(parent, gid, mode, false);
     const mountType = closeEmpty?.writeType ?? this.#writeTypeAt(parts);
     const writeType = closeEmpty && mountType;

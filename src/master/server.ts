@@ -469,8 +469,13 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   app.post(`${api}/create`, async (req) => {
     const closeEmpty = field(req.body, 'closeEmpty', 'boolean', true) as boolean | undefined;
     const begin = field(req.body, 'begin', 'boolean', true) as boolean | undefined;
+    const lookInStore = field(req.body, 'lookInStore', 'boolean', true) as boolean | undefined;
     const writeType = writeTypeField(req.body);
-    return madeEntry(req, await ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid'), closeEmpty ? { writeType } : undefined, begin), 'parent');
+    return madeEntry(
+      req,
+      await ns.create(await target(req.body, 'body'), modeField(req.body) ?? 0o644, idField(req.body, 'uid'), idField(req.body, 'gid'), closeEmpty ? { writeType } : undefined, begin, lookInStore),
+      'parent',
+    );
   });
   app.post(`${api}/link`, async (req) => {
     const b = (req.body ?? {}) as Record<string, unknown>;
