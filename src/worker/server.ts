@@ -143,6 +143,110 @@ const REPORT_WAIT_MS = 5000;
  */
 const FILL_RUN_BYTES = 16 * 1024 * 1024;
 
+/**
+ * Pages a read holds in memory (NO_CACHE, or no room in the cache) ahead of the one its
+ * client takes next. Fills run ahead of a slow client and would otherwise hold the whole
+ * range asked for (a 64 MiB block per request); past the window a fill waits, its store
+ * read paused, until the client has taken pages.
+ */
+const READ_WINDOW_BYTES = FILL_RUN_BYTES;
+
+/** Flow control between a read's fills and its client (READ_WINDOW_BYTES). */
+class ReadWindow {
+  /** The page the client takes next. */
+  next: number;
+  #closed = false;
+  readonly #pages: number;
+  readonly #waiters = new Set<() => void>();
+
+  constructor(first: number, pageSize: number) {
+    this.next = first;
+    this.#pages = Math.max(1, Math.floor(READ_WINDOW_BYTES / pageSize));
+  }
+
+  /** Waits until page `idx` may be held; false once the read has ended (the page is not wanted). */
+  async admit(idx: number): Promise<boolean> {
+    while (!this.#closed && !this.admits(idx)) await new Promise<void>((r) => this.#waiters.add(r));
+    return !this.#closed;
+  }
+
+  /** Whether page `idx` may be held now. */
+  admits(idx: number): boolean {
+    return !this.#closed && idx < this.next + this.#pages;
+  }
+
+  advance(next: number): void {
+    if (next <= this.next) return;
+    this.next = next;
+    this.#wake();
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const ws = [...this.#waiters];
+    this.#waiters.clear();
+    for (const w of ws) w();
+  }
+}
+
+/** Pages a read holds for its client, counted in a gauge; a fill adds one once `window` admits it. */
+class HeldPages extends Map<number, Buffer> {
+  readonly #arrivals = new Map<number, () => void>();
+
+  constructor(
+    readonly window: ReadWindow,
+    readonly gauge: Gauge,
+  ) {
+    super();
+  }
+
+  override set(k: number, v: Buffer): this {
+    const old = super.get(k);
+    if (old) this.gauge.dec(old.length);
+    this.gauge.inc(v.length);
+    super.set(k, v);
+    this.#arrivals.get(k)?.();
+    this.#arrivals.delete(k);
+    return this;
+  }
+
+  /**
+   * Resolves once page `p` is held, or `fill` has settled (rejecting as it does). Not the
+   * whole fill: its runs past the window wait for this read's client to take pages.
+   */
+  arrival(p: number, fill: Promise<void>): Promise<void> {
+    if (this.has(p)) return Promise.resolve();
+    return Promise.race([fill, new Promise<void>((r) => this.#arrivals.set(p, r))]);
+  }
+
+  override delete(k: number): boolean {
+    const old = super.get(k);
+    if (old) this.gauge.dec(old.length);
+    return super.delete(k);
+  }
+
+  override clear(): void {
+    for (const v of this.values()) this.gauge.dec(v.length);
+    super.clear();
+    this.#arrivals.clear();
+  }
+}
+
+/**
+ * Keeps a fetched page for the read that holds `pages`, once its window admits it (dropped if
+ * the read has ended). A fill other reads may have joined (`shared`: pages that found no room)
+ * never waits for this read's client: past the window its page is dropped, the joined reads
+ * fetch it for themselves, and this read fetches it again when its client gets there.
+ */
+async function hold(pages: Map<number, Buffer>, idx: number, page: Buffer, shared: boolean): Promise<void> {
+  if (pages instanceof HeldPages && !(shared ? pages.window.admits(idx) : await pages.window.admit(idx))) return;
+  pages.set(idx, page);
+}
+
 export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const log = opts.logger;
   const master = new JsonClient(opts.masterUrl, { retryForMs: 60_000, token: opts.token ?? opts.auth?.token });
@@ -298,15 +402,15 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
           got += take;
           chunk = chunk.subarray(take);
           if (fillAt === pageSize) {
-            if (sink) sink.set(idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize));
-            else if (spill && Date.now() < noRoomUntil) spill.set(idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize));
+            if (sink) await hold(sink, idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize), false);
+            else if (spill && Date.now() < noRoomUntil) await hold(spill, idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize), true);
             else {
               try {
                 await store.putPage(src.blockId, idx, pieces, pageSize, src.length);
               } catch (err) {
                 if (!spill || toStrataError(err).code !== 'NO_SPACE') throw err;
                 noteNoRoom(err);
-                spill.set(idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize));
+                await hold(spill, idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize), true);
               }
             }
             onPage(idx);
@@ -402,13 +506,37 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let missing = false;
     for (let p = first; p <= last && !missing; p++) missing = !store.hasPage(id, p);
     hits.inc({ cache: missing ? 'miss' : 'hit' });
-    const sink = readType === 'NO_CACHE' ? new Map<number, Buffer>() : undefined;
+    const window = new ReadWindow(first, ps);
+    const sink = readType === 'NO_CACHE' ? new HeldPages(window, heldBytes) : undefined;
     // Pages fetched for this read that found no room in the cache (see noRoomUntil).
-    const spill = sink ? undefined : new Map<number, Buffer>();
+    const spill = sink ? undefined : new HeldPages(window, heldBytes);
+    try {
+      yield* serveFrom(id, offset, end, readType, first, last, missing, window, sink, spill);
+    } finally {
+      // A client gone midway: fills in flight drop what they fetch for it from now on.
+      window.close();
+      sink?.clear();
+      spill?.clear();
+    }
+  }
+
+  async function* serveFrom(
+    id: number,
+    offset: number,
+    end: number,
+    readType: ReadType,
+    first: number,
+    last: number,
+    missing: boolean,
+    window: ReadWindow,
+    sink: HeldPages | undefined,
+    spill: HeldPages | undefined,
+  ): AsyncGenerator<Buffer> {
     const fill = missing ? ensurePages(await sourceOf(id), first, last, sink, spill) : undefined;
     // Serve pages as they become ready; the fill of later pages runs meanwhile.
     fill?.catch(() => undefined);
     for (let p = first; p <= last; p++) {
+      window.advance(p);
       const from = Math.max(offset, p * ps) - p * ps;
       const to = Math.min(end, (p + 1) * ps) - p * ps;
       let got = await store.readPage(id, p, from, to, readType === 'CACHE_PROMOTE');
@@ -416,7 +544,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         const inflight = sink ? undefined : pageFills.get(`${id}:${p}`);
         try {
           if (inflight) await inflight;
-          else if (fill) await fill;
+          else if (fill) await (sink ? sink.arrival(p, fill) : fill);
         } catch (err) {
           // Another request's fill of this page found no room (a load: it keeps nothing it cannot cache);
           // this read's own fills serve such pages uncached instead. Fetched once more below.
@@ -464,6 +592,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const metrics = createDaemonMetrics('worker');
   const reg = [metrics.registry];
   const servedBytes = new Counter({ name: 'strata_worker_served_bytes_total', help: 'Bytes served to clients over HTTP, by the tier they came from', labelNames: ['tier'] as const, registers: reg });
+  const heldBytes = new Gauge({
+    name: 'strata_worker_read_held_bytes',
+    help: 'Bytes fetched from under-stores and held in memory for reads that do not cache them (NO_CACHE, or no room in the cache), waiting for their clients',
+    registers: reg,
+  });
   const ufsServedBytes = new Counter({ name: 'strata_worker_no_cache_bytes_total', help: 'Bytes served straight from the under-store without caching (NO_CACHE reads, and reads that found no room in the cache)', registers: reg });
   const fillBytes = new Counter({ name: 'strata_worker_ufs_read_bytes_total', help: 'Bytes read from under-stores to fill cache misses', registers: reg });
   const fillCount = new Counter({ name: 'strata_worker_ufs_reads_total', help: 'Ranged under-store reads that filled missing pages', labelNames: ['result'] as const, registers: reg });

@@ -1,0 +1,71 @@
+/**
+ * Reads a worker serves without caching (NO_CACHE, or no room in the cache) hold the
+ * store's bytes in memory only a window ahead of their client: a slow or stalled client
+ * made its read's fills hold the whole range it asked for (a 64 MiB block per request).
+ */
+
+import t from 'tap';
+import * as http from 'node:http';
+import { randomBytes, createHash } from 'node:crypto';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { inProcessCluster, until } from '../helpers/in-process';
+import { tempRoot } from '../helpers/cluster';
+
+const MiB = 1024 * 1024;
+
+async function heldBytes(workerUrl: string): Promise<number> {
+  const text = await (await fetch(`${workerUrl}/metrics`)).text();
+  const m = /^strata_worker_read_held_bytes(?:\{[^}]*\})? (\S+)$/m.exec(text);
+  if (!m) throw new Error('no strata_worker_read_held_bytes in the worker metrics');
+  return Number(m[1]);
+}
+
+t.test('a NO_CACHE read of a stalled client holds at most a window of pages', async (t) => {
+  const ufs = tempRoot('strata-read-window-ufs-');
+  mkdirSync(ufs, { recursive: true });
+  const data = randomBytes(48 * MiB);
+  writeFileSync(path.join(ufs, 'big'), data);
+  const c = await inProcessCluster(t, 'read-window', { ufsUri: `file://${ufs}` });
+  const fs = await c.client('CACHE_THROUGH');
+  const { blocks } = await fs.master.fileBlocks('/big');
+  t.equal(blocks.length, 1, 'one block');
+  const url = `${c.workerUrl}/blocks/${blocks[0]!.id}?offset=0&length=${data.length}&readType=NO_CACHE`;
+
+  // A client that takes the first bytes, then stops reading.
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => http.get(url, resolve).on('error', reject));
+  t.equal(res.statusCode, 200);
+  const chunks: Buffer[] = [];
+  await new Promise<void>((resolve) => res.once('data', (d: Buffer) => (chunks.push(d), resolve())));
+  res.pause();
+  // The fills run until the window is full (and the sockets' buffers are).
+  let last = -1;
+  for (let i = 0; i < 40; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = await heldBytes(c.workerUrl);
+    if (now === last && now > 0) break;
+    last = now;
+  }
+  const held = await heldBytes(c.workerUrl);
+  t.ok(held > 0, `pages are held for the stalled client (${held / MiB} MiB)`);
+  t.ok(held <= 17 * MiB, `no more than the window of 16 MiB and a page (${held / MiB} MiB of the 48 asked for)`);
+
+  // It reads on: every byte arrives, in order.
+  const hash = createHash('sha256');
+  for (const ch of chunks) hash.update(ch);
+  await new Promise<void>((resolve, reject) => {
+    res.on('data', (d: Buffer) => hash.update(d));
+    res.once('end', resolve);
+    res.once('error', reject);
+    res.resume();
+  });
+  t.equal(hash.digest('hex'), createHash('sha256').update(data).digest('hex'), 'the whole range reads back');
+  await until('nothing held after the read', async () => (await heldBytes(c.workerUrl)) === 0, 10_000);
+
+  // A client that goes away midway: what its fills fetch after is dropped, nothing stays held.
+  const gone = await new Promise<http.IncomingMessage>((resolve, reject) => http.get(url, resolve).on('error', reject));
+  await new Promise<void>((resolve) => gone.once('data', () => resolve()));
+  gone.destroy();
+  await until('nothing held after the client went away', async () => (await heldBytes(c.workerUrl)) === 0, 10_000);
+  t.pass('nothing held');
+});
