@@ -15,7 +15,7 @@
  */
 
 import { InodeTable, type InodeTableOptions } from './inode-table';
-import { WalSync, fdatasyncFile, type SyncFile } from './wal-sync';
+import { WalSync, fdatasyncFile, syncAtOpen, type SyncFile } from './wal-sync';
 import type { ChangeFeed } from './change-feed';
 import type {
   AttributeChanges,
@@ -64,6 +64,8 @@ export class SqliteMetastore implements Metastore {
   constructor(file: string, opts: SqliteMetastoreOptions) {
     const { syncFile, ...tableOpts } = opts;
     this.#t = new InodeTable(file, { ...tableOpts, syncEachCommit: false });
+    // Opening wrote without syncing too (a new database, migrations, the pin version): on disk before any answer.
+    syncAtOpen(this.#t.walFile);
     this.changes = this.#t.changes;
     this.blockSize = this.#t.blockSize;
     this.#wal = new WalSync(this.#t.walFile, () => this.#t.totalChanges(), (syncFile ?? fdatasyncFile)(this.#t.walFile));
@@ -76,6 +78,14 @@ export class SqliteMetastore implements Metastore {
   }
 
   async close(): Promise<void> {
+    if (this.#wal.failed) {
+      // The connection stays open: closing the last one checkpoints the WAL into the database, which would
+      // make durable the commits whose sync failed (their pages possibly dropped by the kernel). The master
+      // is ending; its next start recovers from what the disk has.
+      this.changes.stop();
+      await this.#wal.close().catch(() => undefined);
+      return;
+    }
     try {
       await this.#wal.close();
     } finally {
@@ -83,10 +93,17 @@ export class SqliteMetastore implements Metastore {
     }
   }
 
-  /** Runs one table call; answers once what it committed or read is on disk. */
+  /** Runs one table call; answers once what it committed or read is on disk, also when it failed. */
   async #do<T>(call: () => T): Promise<T> {
     this.#wal.check();
-    const result = call();
+    let result: T;
+    try {
+      result = call();
+    } catch (err) {
+      // Its error may tell of another's change still unsynced (ALREADY_EXISTS of a name just made).
+      await this.#wal.durable();
+      throw err;
+    }
     await this.#wal.durable();
     return result;
   }
@@ -281,6 +298,10 @@ export class SqliteMetastore implements Metastore {
 
   async expireOpenWrites(before: number): Promise<{ writes: number; copies: number; inos: number[] }> {
     return this.#do(() => this.#t.expireOpenWrites(before));
+  }
+
+  async queueUnwritten(ino: number): Promise<boolean> {
+    return this.#do(() => this.#t.queueUnwritten(ino));
   }
 
   async abandonWrite(container: number): Promise<void> {

@@ -20,7 +20,9 @@
  * on disk.
  */
 
+import { closeSync, existsSync, fdatasyncSync, fsyncSync, openSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import * as path from 'node:path';
 import { StrataError } from '../common/errors';
 
 /** Makes what was written to a file durable; `close` lets go of the file. */
@@ -49,6 +51,25 @@ export function fdatasyncFile(file: string): SyncFile {
   };
 }
 
+/**
+ * At open, before any answer: the WAL as opening left it (written without a sync), and the
+ * directory entry of a WAL just created, which no fdatasync of the file covers.
+ */
+export function syncAtOpen(walFile: string): void {
+  if (!existsSync(walFile)) return;
+  for (const [file, sync] of [
+    [walFile, fdatasyncSync],
+    [path.dirname(walFile), fsyncSync],
+  ] as const) {
+    const fd = openSync(file, 'r');
+    try {
+      sync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
 export class WalSync {
   readonly #file: string;
   readonly #mark: () => number;
@@ -68,6 +89,11 @@ export class WalSync {
     this.#mark = mark;
     this.#sync = sync;
     this.#synced = mark();
+  }
+
+  /** Whether a sync has failed (every call is refused since). */
+  get failed(): boolean {
+    return this.#failed !== undefined;
   }
 
   /** Syncs run so far. */

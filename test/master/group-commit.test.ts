@@ -4,7 +4,7 @@
  */
 
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { SqliteMetastore } from '../../src/master/sqlite-metastore';
@@ -55,9 +55,12 @@ t.test('a commit is answered only once a WAL sync begun after it has finished; a
   t.notOk(await settled(created), 'not answered while the sync runs');
   const read = store.lookup(ROOT_INO, 'a');
   t.notOk(await settled(read), 'a read of the unsynced change waits too');
+  const taken = store.createChild(ROOT_INO, 'a', node);
+  t.notOk(await settled(taken), 'so does an error that tells of it (the name is taken)');
   held.pending.shift()!.done();
   const a = await created;
   t.equal((await read)?.ino, a.ino, 'both answered after the sync');
+  await t.rejects(taken, { code: 'ALREADY_EXISTS' });
   // Nothing committed since: a read answers without a sync.
   t.ok(await settled(store.lookup(ROOT_INO, 'a')), 'a read with nothing unsynced does not wait');
   t.equal(held.pending.length, 0);
@@ -106,6 +109,8 @@ t.test('a failed sync fails the commits waiting for it, and the store refuses ev
   }
   t.equal(held.pending.length, 0, 'the refused change did not run, so needs no sync');
   await store.close();
+  // A clean close checkpoints the WAL into the database and removes it; this one must not make the unsynced commit durable.
+  t.ok(existsSync(`${file}-wal`), 'the close did not checkpoint: the WAL is still there');
   const again = new SqliteMetastore(file, { blockSize: 4096 });
   t.teardown(() => again.close());
   t.notOk(await again.lookup(ROOT_INO, 'after'), 'the change refused after the failure was never made');
@@ -117,6 +122,7 @@ t.test('with the real fdatasync, what was answered is there after a reopen', asy
   const made = await Promise.all(Array.from({ length: 20 }, (_, i) => store.createChild(ROOT_INO, `f${i}`, node)));
   t.ok(store.walSyncs >= 1 && store.walSyncs < 20, `20 commits made together took ${store.walSyncs} syncs`);
   await store.close();
+  t.notOk(existsSync(`${file}-wal`), 'a clean close checkpoints and removes the WAL');
   const again = new SqliteMetastore(file, { blockSize: 4096 });
   t.teardown(() => again.close());
   for (const [i, n] of made.entries()) t.equal((await again.lookup(ROOT_INO, `f${i}`))?.ino, n.ino);
