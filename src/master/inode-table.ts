@@ -1103,6 +1103,18 @@ export class InodeTable {
     })();
   }
 
+  queueUnwritten(ino: number): boolean {
+    return this.#db.transaction(() => {
+      const unwritten = this.#sql(
+        `SELECT 1 FROM node n WHERE n.ino = ? AND n.type = ? AND n.persisted = 0 AND n.in_store = 1 AND n.size = 0
+           AND NOT EXISTS (SELECT 1 FROM open_write w WHERE w.ino = n.ino) AND NOT EXISTS (SELECT 1 FROM persist_queue q WHERE q.ino = n.ino)`,
+      ).get(ino, TYPE_CODE.file);
+      if (!unwritten) return false;
+      this.#enqueuePersist(ino, 0);
+      return true;
+    })();
+  }
+
   /** Ends a write in flight that will never be committed: its reported copies are orphans and get deleted. */
   abandonWrite(container: number): void {
     this.#db.transaction(() => {

@@ -438,6 +438,12 @@ export interface Metastore {
   expireOpenWrites(before: number): Promise<{ writes: number; copies: number; inos: number[] }>;
   /** Ends a write in flight that will never be committed (a write-through a rename overtook); its reported copies are queued for deletion. */
   abandonWrite(container: number): Promise<void>;
+  /**
+   * Queues file `ino` to be stored empty if every write of it ended uncommitted: created for
+   * a write-through (inStore), empty, unpersisted, no write of it open, and not queued already
+   * (a queued file keeps its retry schedule). Whether it was queued.
+   */
+  queueUnwritten(ino: number): Promise<boolean>;
   /** Every worker, live or lost, by id. */
   workers(): Promise<WorkerInfo[]>;
 

@@ -1247,14 +1247,11 @@ export class Namespace {
    * write-through whose every write failed (its store full or stalled) was left in the
    * namespace empty, unpersisted and in no queue: never stored, never dropped, and its
    * mount busy for good. It is queued to be stored empty, as a file created and closed
-   * unwritten is; a write committed meanwhile makes that persist a no-op.
+   * unwritten is, unless another write of it is open (a retry); a write committed
+   * meanwhile makes that persist a no-op.
    */
   async writeEnded(ino: number): Promise<void> {
-    const n = await this.#table.getNode(ino);
-    if (n && n.type === 'file' && n.inStore && n.persistState !== 'persisted' && n.size === 0) {
-      await this.#table.enqueuePersist(ino);
-      this.#log.info({ ino }, 'a file created for a write-through was never written; it is stored empty');
-    }
+    if (await this.#table.queueUnwritten(ino)) this.#log.info({ ino }, 'a file created for a write-through was never written; it is stored empty');
   }
 
   #defaultWriteType: WriteType = 'CACHE_THROUGH';

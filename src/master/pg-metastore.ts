@@ -494,6 +494,13 @@ const Q = {
      ON CONFLICT (ino) DO UPDATE SET next_at = excluded.next_at, attempts = 0, last_error = NULL`,
   ),
   dropPersist: sql('drop_persist', `DELETE FROM persist_queue WHERE ino = $1`),
+  queueUnwritten: sql(
+    'queue_unwritten',
+    `INSERT INTO persist_queue (ino, enqueued_at, next_at)
+     SELECT n.ino, $2, $2 FROM node n WHERE n.ino = $1 AND n.type = $3 AND NOT n.persisted AND n.in_store AND n.size = 0
+       AND NOT EXISTS (SELECT 1 FROM open_write w WHERE w.ino = n.ino)
+     ON CONFLICT (ino) DO NOTHING RETURNING ino`,
+  ),
   wakeFailedPersists: sql('wake_failed_persists', `UPDATE persist_queue SET next_at = $1 WHERE attempts > 0 AND next_at > $1`),
   duePersists: sql('due_persists', `SELECT ino, attempts, enqueued_at FROM persist_queue WHERE next_at <= $1 ORDER BY next_at, ino LIMIT $2`),
   persistQueue: sql('persist_queue', `SELECT ino, attempts, enqueued_at, next_at, last_error FROM persist_queue ORDER BY enqueued_at, ino`),
@@ -1898,6 +1905,10 @@ export class PgMetastore implements Metastore {
       if (orphans.length > 0) await tx.run(Q.addPendingDeletes, [orphans.map((r) => r.worker_id), orphans.map((r) => r.block_id)]);
       return { writes: stale.length, copies: orphans.length, inos };
     });
+  }
+
+  async queueUnwritten(ino: number): Promise<boolean> {
+    return this.#tx(async (tx) => (await tx.rows<{ ino: number }>(Q.queueUnwritten, [ino, Date.now(), NODE_TYPE_CODE.file])).length > 0);
   }
 
   async abandonWrite(container: number): Promise<void> {

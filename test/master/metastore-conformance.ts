@@ -700,6 +700,34 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.same(await mine([g.ino]), []);
   });
 
+  t.test('queueUnwritten: a write-through file whose writes all ended uncommitted is queued once, to be stored empty', async (t) => {
+    const { store, dir, tag } = await setup(t);
+    const w = await register(store, uuid(tag, 1), `http://unwritten-${tag}:1`);
+    const mine = async (ino: number) => (await store.persistQueue()).filter((q) => q.ino === ino);
+    const f = await store.createChild(dir.ino, 'f', fileNode({ inStore: true }));
+    const first = await store.beginWrite(f.ino);
+    const retry = await store.beginWrite(f.ino);
+    await store.abandonWrite(first.containerId);
+    t.equal(await store.queueUnwritten(f.ino), false, 'not while another write of it is open (a retry)');
+    await store.abandonWrite(retry.containerId);
+    t.equal(await store.queueUnwritten(f.ino), true, 'queued once every write ended');
+    await store.persistFailed(f.ino, 'store full');
+    t.equal(await store.queueUnwritten(f.ino), false, 'not again while queued');
+    t.same((await mine(f.ino)).map((q) => [q.attempts, q.lastError]), [[1, 'store full']], 'and its retry schedule is kept');
+
+    const mustCache = await store.createChild(dir.ino, 'm', fileNode({ inStore: false }));
+    t.equal(await store.queueUnwritten(mustCache.ino), false, 'a file never meant for the store (MUST_CACHE) is not');
+    const written = await store.createChild(dir.ino, 'wr', fileNode({ inStore: true }));
+    await write(store, written.ino, 3, w);
+    t.equal(await store.queueUnwritten(written.ino), false, 'a file with content is not');
+    const persisted = await store.createChild(dir.ino, 'p', fileNode({ inStore: true }));
+    await store.commitEmpty({ ino: persisted.ino, ufsFingerprint: 'e', writeType: 'CACHE_THROUGH' });
+    t.equal(await store.queueUnwritten(persisted.ino), false, 'a persisted file is not');
+    const sub = await store.createChild(dir.ino, 'sub', dirNode());
+    t.equal(await store.queueUnwritten(sub.ino), false, 'a directory is not');
+    t.equal(await store.queueUnwritten(2 ** 40), false, 'an unknown inode is not');
+  });
+
   t.test('unpersistedContainers: the current version of an unpersisted file, or a write in flight', async (t) => {
     const { store, dir, tag } = await setup(t);
     const w = await register(store, uuid(tag, 1), `http://unpersisted-${tag}:1`);
