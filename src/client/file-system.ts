@@ -523,9 +523,9 @@ export class StrataFileSystem {
    * create(2) under `parent`: a new empty file, open for writing. `changeSeq`: the feed
    * seq of the create's own change, when the metadata cache follows the feed.
    * `forWriting`: the create also begins the file's first write (one master request less
-   * for a program that writes the file and closes it).
+   * for a program that writes the file and closes it). `lookInStore`: see the master's
+   * create (a name only the store has counts as taken).
    */
-  /** `lookInStore`: see the master's create (a name only the store has counts as taken). */
   async createAt(
     parent: number,
     name: string,

@@ -489,12 +489,12 @@ export class MasterClient {
     return this.#post(`${MASTER_API}/write/begin`, { ino }, NO_NAMES);
   }
 
-  /** Closes a file written empty: one request, no worker (see Namespace.commitEmpty). */
   /** Gives up a write begun with beginWrite that will not be committed. */
   async abandonWrite(ino: number, containerId: number): Promise<void> {
     await this.#post(`${MASTER_API}/write/abandon`, { ino, containerId }, NO_NAMES);
   }
 
+  /** Closes a file written empty: one request, no worker (see Namespace.commitEmpty). */
   commitEmpty(ino: number, writeType?: WriteType, mtime?: Timespec): Promise<FileAttributes> {
     return this.#post(`${MASTER_API}/write/empty`, { ino, ...(writeType ? { writeType } : {}), ...(mtime ? { mtime } : {}) }, NO_NAMES, this.#attrs);
   }

@@ -739,6 +739,8 @@ export function strataHandlers(
         done(undefined);
         const found = await fs.lookup(parent, name);
         if (found.type === 'directory') throw new StrataError('IS_DIRECTORY', `${name} is a directory`);
+        // A symlink, fifo or socket made meanwhile: an open would follow or open it, which this path cannot do.
+        if (found.type !== 'file') throw err;
         if (!mayOpen(ctx, found, flags)) throw new StrataError('PERMISSION_DENIED', `no permission to open ${name}`);
         const reopen = () => fs.openIno(found.ino, flags);
         const { fh, attrs } = await (flags & O_TRUNC ? kept.during(found.ino, reopen) : reopen());

@@ -156,12 +156,13 @@ class ReadWindow {
   /** The page the client takes next. */
   next: number;
   #closed = false;
-  readonly #pages: number;
+  /** Pages past `next` that may be held. */
+  readonly pages: number;
   readonly #waiters = new Set<() => void>();
 
   constructor(first: number, pageSize: number) {
     this.next = first;
-    this.#pages = Math.max(1, Math.floor(READ_WINDOW_BYTES / pageSize));
+    this.pages = Math.max(1, Math.floor(READ_WINDOW_BYTES / pageSize));
   }
 
   /** Waits until page `idx` may be held; false once the read has ended (the page is not wanted). */
@@ -172,7 +173,7 @@ class ReadWindow {
 
   /** Whether page `idx` may be held now. */
   admits(idx: number): boolean {
-    return !this.#closed && idx < this.next + this.#pages;
+    return !this.#closed && idx < this.next + this.pages;
   }
 
   advance(next: number): void {
@@ -195,7 +196,8 @@ class ReadWindow {
 
 /** Pages a read holds for its client, counted in a gauge; a fill adds one once `window` admits it. */
 class HeldPages extends Map<number, Buffer> {
-  readonly #arrivals = new Map<number, () => void>();
+  /** Per page fetched for this read alone (NO_CACHE): settles when that page is held, or its fill failed. */
+  readonly fills = new Map<number, Promise<void>>();
 
   constructor(
     readonly window: ReadWindow,
@@ -208,19 +210,7 @@ class HeldPages extends Map<number, Buffer> {
     const old = super.get(k);
     if (old) this.gauge.dec(old.length);
     this.gauge.inc(v.length);
-    super.set(k, v);
-    this.#arrivals.get(k)?.();
-    this.#arrivals.delete(k);
-    return this;
-  }
-
-  /**
-   * Resolves once page `p` is held, or `fill` has settled (rejecting as it does). Not the
-   * whole fill: its runs past the window wait for this read's client to take pages.
-   */
-  arrival(p: number, fill: Promise<void>): Promise<void> {
-    if (this.has(p)) return Promise.resolve();
-    return Promise.race([fill, new Promise<void>((r) => this.#arrivals.set(p, r))]);
+    return super.set(k, v);
   }
 
   override delete(k: number): boolean {
@@ -232,18 +222,25 @@ class HeldPages extends Map<number, Buffer> {
   override clear(): void {
     for (const v of this.values()) this.gauge.dec(v.length);
     super.clear();
-    this.#arrivals.clear();
   }
 }
 
+/** Ends a fill run that has no reader left for its pages (see hold). */
+const RUN_ENDED = new StrataError('UNAVAILABLE', 'the read this fill was for has ended');
+/** Ends a fill run other reads may have joined (see hold): they fetch for themselves, as when a fill finds no room. */
+const RUN_PAST_WINDOW = new StrataError('NO_SPACE', "no room in the cache, and the page is past its read's window");
+
 /**
- * Keeps a fetched page for the read that holds `pages`, once its window admits it (dropped if
- * the read has ended). A fill other reads may have joined (`shared`: pages that found no room)
- * never waits for this read's client: past the window its page is dropped, the joined reads
- * fetch it for themselves, and this read fetches it again when its client gets there.
+ * Keeps a fetched page for the read that holds `pages`, once its window admits it. The fill
+ * run ends (the store read is dropped) when the read has ended, and also when a fill other
+ * reads may have joined (`shared`: pages that found no room) gets past the window: it never
+ * waits for one client; those reads fetch for themselves, and this one fetches the next
+ * window's pages when its client gets there.
  */
 async function hold(pages: Map<number, Buffer>, idx: number, page: Buffer, shared: boolean): Promise<void> {
-  if (pages instanceof HeldPages && !(shared ? pages.window.admits(idx) : await pages.window.admit(idx))) return;
+  if (pages instanceof HeldPages) {
+    if (shared ? !pages.window.admits(idx) : !(await pages.window.admit(idx))) throw shared ? RUN_PAST_WINDOW : RUN_ENDED;
+  }
   pages.set(idx, page);
 }
 
@@ -425,6 +422,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       fillBytes.inc(got);
       fillCount.inc({ result: 'ok' });
     } catch (err) {
+      if (err === RUN_ENDED || err === RUN_PAST_WINDOW) throw err;
       fillCount.inc({ result: 'error' });
       const e = toStrataError(err, `fill block ${src.blockId} pages ${first}-${last}`);
       if (e.code === 'STORE_CHANGED') await storeChanged(src, e);
@@ -465,6 +463,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         promise.catch(() => undefined);
         pages.set(p, { promise, resolve, reject });
         if (!sink) pageFills.set(`${src.blockId}:${p}`, promise);
+        else if (sink instanceof HeldPages) sink.fills.set(p, promise);
       }
       const settle = (err?: unknown) => {
         for (const [p, d] of pages) {
@@ -543,8 +542,10 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       if (!got) {
         const inflight = sink ? undefined : pageFills.get(`${id}:${p}`);
         try {
+          // A NO_CACHE read waits for its page's own fill, not the whole: runs past its window wait for its client.
           if (inflight) await inflight;
-          else if (fill) await (sink ? sink.arrival(p, fill) : fill);
+          else if (sink) await sink.fills.get(p);
+          else if (fill) await fill;
         } catch (err) {
           // Another request's fill of this page found no room (a load: it keeps nothing it cannot cache);
           // this read's own fills serve such pages uncached instead. Fetched once more below.
@@ -564,7 +565,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
           // for this read alone, uncached (a fill for one request joins no other).
           const src = await sourceOf(id);
           try {
-            await ensurePages(src, p, p, sink, spill);
+            // Without room, the pages up to the window's end at once (a fill that reached past it stopped there).
+            await ensurePages(src, p, sink ? p : Math.min(last, p + window.pages - 1), sink, spill);
           } catch (err) {
             if (toStrataError(err).code !== 'NO_SPACE') throw err;
           }
@@ -669,6 +671,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const n = Math.max(0, end - offset);
     // The first page is fetched before the reply starts, so a failing store gives an error status, not a cut body.
     const pages = servePages(id, offset, end, readType);
+    // A client gone before (or while) its body is sent: the read ends, and so do its fills.
+    reply.raw.once('close', () => void pages.return(undefined).catch(() => undefined));
     const first = n > 0 ? await pages.next() : { done: true as const, value: undefined };
     async function* rest(): AsyncGenerator<Buffer> {
       if (!first.done) yield first.value;

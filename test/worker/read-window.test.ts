@@ -7,7 +7,7 @@
 import t from 'tap';
 import * as http from 'node:http';
 import { randomBytes, createHash } from 'node:crypto';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { writeFileSync, mkdirSync, truncateSync } from 'node:fs';
 import * as path from 'node:path';
 import { inProcessCluster, until } from '../helpers/in-process';
 import { tempRoot } from '../helpers/cluster';
@@ -67,5 +67,37 @@ t.test('a NO_CACHE read of a stalled client holds at most a window of pages', as
   await new Promise<void>((resolve) => gone.once('data', () => resolve()));
   gone.destroy();
   await until('nothing held after the client went away', async () => (await heldBytes(c.workerUrl)) === 0, 10_000);
+  t.pass('nothing held');
+});
+
+t.test('a NO_CACHE read whose fill fails while later fills wait for its client ends with an error, not a hang', async (t) => {
+  const ufs = tempRoot('strata-read-window-fail-ufs-');
+  mkdirSync(ufs, { recursive: true });
+  const file = path.join(ufs, 'big');
+  writeFileSync(file, randomBytes(48 * MiB));
+  const c = await inProcessCluster(t, 'read-window-fail', { ufsUri: `file://${ufs}` });
+  const fs = await c.client('CACHE_THROUGH');
+  const { blocks } = await fs.master.fileBlocks('/big');
+  const url = `${c.workerUrl}/blocks/${blocks[0]!.id}?offset=0&length=${48 * MiB}&readType=NO_CACHE`;
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => http.get(url, resolve).on('error', reject));
+  t.equal(res.statusCode, 200);
+  await new Promise<void>((resolve) => res.once('data', () => resolve()));
+  res.pause();
+  await until('the window is full', async () => (await heldBytes(c.workerUrl)) >= 8 * MiB, 10_000);
+  // The store file shrinks under the read: the fill of the pages past 20 MiB fails, while the fill
+  // of the last 16 MiB waits for the client. The read waited for every fill to end: for good.
+  truncateSync(file, 20 * MiB);
+  let got = 0;
+  const ended = await new Promise<string>((resolve) => {
+    const timer = setTimeout(() => resolve('still waiting after 20 s'), 20_000);
+    res.on('data', (d: Buffer) => (got += d.length));
+    res.once('end', () => (clearTimeout(timer), resolve('end')));
+    res.once('aborted', () => (clearTimeout(timer), resolve('aborted')));
+    res.once('error', () => (clearTimeout(timer), resolve('aborted')));
+    res.resume();
+  });
+  t.equal(ended, 'aborted', `the body is cut short (${(got / MiB).toFixed(1)} MiB of 48 received), so the client knows`);
+  t.ok(got < 48 * MiB);
+  await until('nothing held after the failed read', async () => (await heldBytes(c.workerUrl)) === 0, 10_000);
   t.pass('nothing held');
 });
