@@ -7,6 +7,7 @@
  */
 
 import t from 'tap';
+import type { Test as TapTest } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { promises as fsp, statfsSync } from 'node:fs';
 import * as path from 'node:path';
@@ -49,26 +50,43 @@ async function tryWrite(file: string, data: Buffer): Promise<string> {
   }
 }
 
-t.test('disk full', async (t) => {
+/**
+ * A temp root with a small tmpfs mounted at each of `disks` (path under the root → size, e.g.
+ * '12m'), unmounted and removed at teardown; undefined (the test planned empty) without root
+ * or when a tmpfs cannot be mounted.
+ */
+async function withSmallDisks(t: TapTest, prefix: string, disks: [sub: string, size: string][]): Promise<{ root: string; dirs: string[] } | undefined> {
   if (process.getuid?.() !== 0) {
     t.plan(0, 'needs root to mount a tmpfs');
-    return;
+    return undefined;
   }
-  const root = tempRoot('strata-diskfull-');
-  const masterDisk = path.join(root, 'master-disk');
-  const tierDisk = path.join(root, 'tier-disk');
-  for (const [dir, size] of [[masterDisk, '16m'], [tierDisk, '32m']] as const) {
-    await fsp.mkdir(dir);
+  const root = tempRoot(prefix);
+  const dirs: string[] = [];
+  t.teardown(async () => {
+    for (const dir of dirs) spawnSync('umount', ['-l', dir]);
+    await fsp.rm(root, { recursive: true, force: true });
+  });
+  for (const [sub, size] of disks) {
+    const dir = path.join(root, sub);
+    await fsp.mkdir(dir, { recursive: true });
     const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
     if (r.status !== 0) {
       t.plan(0, `cannot mount a tmpfs: ${r.stderr}`);
-      return;
+      return undefined;
     }
+    dirs.push(dir);
   }
-  t.teardown(async () => {
-    for (const dir of [masterDisk, tierDisk]) spawnSync('umount', ['-l', dir]);
-    await fsp.rm(root, { recursive: true, force: true });
-  });
+  return { root, dirs };
+}
+
+t.test('disk full', async (t) => {
+  const disks = await withSmallDisks(t, 'strata-diskfull-', [
+    ['master-disk', '16m'],
+    ['tier-disk', '32m'],
+  ]);
+  if (!disks) return;
+  const { root } = disks;
+  const [masterDisk, tierDisk] = disks.dirs as [string, string];
 
   await t.test('cluster', async (t) => {
     const c = await startCluster(t, {
@@ -124,23 +142,11 @@ t.test('disk full', async (t) => {
 });
 
 t.test("the disk under the mount's staged writes is full", async (t) => {
-  if (process.getuid?.() !== 0) {
-    t.plan(0, 'needs root to mount a tmpfs');
-    return;
-  }
-  const root = tempRoot('strata-stagefull-');
   // The mount stages open files under <home>/client: a 12 MiB disk there.
-  const clientDir = path.join(root, 'home', 'client');
-  await fsp.mkdir(clientDir, { recursive: true });
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', clientDir]);
-  if (r.status !== 0) {
-    t.plan(0, `cannot mount a tmpfs: ${r.stderr}`);
-    return;
-  }
-  t.teardown(async () => {
-    spawnSync('umount', ['-l', clientDir]);
-    await fsp.rm(root, { recursive: true, force: true });
-  });
+  const disks = await withSmallDisks(t, 'strata-stagefull-', [['home/client', '12m']]);
+  if (!disks) return;
+  const { root } = disks;
+  const clientDir = disks.dirs[0]!;
 
   await t.test('cluster', async (t) => {
     const c = await startLocal(t, { root });
@@ -175,22 +181,10 @@ t.test("the disk under the mount's staged writes is full", async (t) => {
 });
 
 t.test('a store too full for a write-through: the writer gets ENOSPC, the file is stored empty, the store unmounts', async (t) => {
-  if (process.getuid?.() !== 0) {
-    t.plan(0, 'needs root to mount a tmpfs');
-    return;
-  }
-  const root = tempRoot('strata-storefull-');
-  const storeDir = path.join(root, 'full-store');
-  await fsp.mkdir(storeDir, { recursive: true });
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', storeDir]);
-  if (r.status !== 0) {
-    t.plan(0, `cannot mount a tmpfs: ${r.stderr}`);
-    return;
-  }
-  t.teardown(async () => {
-    spawnSync('umount', ['-l', storeDir]);
-    await fsp.rm(root, { recursive: true, force: true });
-  });
+  const disks = await withSmallDisks(t, 'strata-storefull-', [['full-store', '1m']]);
+  if (!disks) return;
+  const { root } = disks;
+  const storeDir = disks.dirs[0]!;
   const c = await startLocal(t, { root });
   const fs = (...a: string[]) => runCli(['fs', ...a, '--master', c.masterUrl]);
   t.equal((await fs('mount', '/full', `file://${storeDir}`)).code, 0, 'a 1 MiB store mounted at /full');
