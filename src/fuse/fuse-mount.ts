@@ -20,6 +20,9 @@ import { unmountLazily } from './native/fusectl';
 const S_IFREG = 0o100000;
 const { O_TRUNC, O_EXCL, O_WRONLY, O_RDWR } = fsConstants;
 const O_ACCMODE = 3;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+const S_IFMT = 0o170000;
 
 /** Whether the caller may open a file of `a` with `flags`, as the kernel's permission check (default_permissions) would. */
 function mayOpen(ctx: { uid: number; gid: number; groups(): number[] }, a: FileAttributes, flags: number): boolean {
@@ -29,10 +32,6 @@ function mayOpen(ctx: { uid: number; gid: number; groups(): number[] }, a: FileA
   const bits = ctx.uid === a.uid ? (a.mode >> 6) & 7 : ctx.gid === a.gid || ctx.groups().includes(a.gid) ? (a.mode >> 3) & 7 : a.mode & 7;
   return (bits & want) === want;
 }
-const S_IFDIR = 0o040000;
-const S_IFLNK = 0o120000;
-const S_IFMT = 0o170000;
-
 
 /**
  * How long the kernel may answer stat and path lookups without asking this mount.

@@ -399,15 +399,16 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
           got += take;
           chunk = chunk.subarray(take);
           if (fillAt === pageSize) {
-            if (sink) await hold(sink, idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize), false);
-            else if (spill && Date.now() < noRoomUntil) await hold(spill, idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize), true);
+            const whole = () => (pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize));
+            if (sink) await hold(sink, idx, whole(), false);
+            else if (spill && Date.now() < noRoomUntil) await hold(spill, idx, whole(), true);
             else {
               try {
                 await store.putPage(src.blockId, idx, pieces, pageSize, src.length);
               } catch (err) {
                 if (!spill || toStrataError(err).code !== 'NO_SPACE') throw err;
                 noteNoRoom(err);
-                await hold(spill, idx, pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, pageSize), true);
+                await hold(spill, idx, whole(), true);
               }
             }
             onPage(idx);
@@ -510,84 +511,70 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     // Pages fetched for this read that found no room in the cache (see noRoomUntil).
     const spill = sink ? undefined : new HeldPages(window, heldBytes);
     try {
-      yield* serveFrom(id, offset, end, readType, first, last, missing, window, sink, spill);
+      const fill = missing ? ensurePages(await sourceOf(id), first, last, sink, spill) : undefined;
+      // Serve pages as they become ready; the fill of later pages runs meanwhile.
+      fill?.catch(() => undefined);
+      for (let p = first; p <= last; p++) {
+        window.advance(p);
+        const from = Math.max(offset, p * ps) - p * ps;
+        const to = Math.min(end, (p + 1) * ps) - p * ps;
+        let got = await store.readPage(id, p, from, to, readType === 'CACHE_PROMOTE');
+        if (!got) {
+          const inflight = sink ? undefined : pageFills.get(`${id}:${p}`);
+          try {
+            // A NO_CACHE read waits for its page's own fill, not the whole: runs past its window wait for its client.
+            if (inflight) await inflight;
+            else if (sink) await sink.fills.get(p);
+            else if (fill) await fill;
+          } catch (err) {
+            // Another request's fill of this page found no room (a load: it keeps nothing it cannot cache);
+            // this read's own fills serve such pages uncached instead. Fetched once more below.
+            if (toStrataError(err).code !== 'NO_SPACE') throw err;
+          }
+          const fetched = sink?.get(p) ?? spill?.get(p);
+          if (fetched) {
+            (sink ?? spill)!.delete(p);
+            ufsServedBytes.inc(to - from);
+            yield fetched.subarray(from, to);
+            continue;
+          }
+          got = await store.readPage(id, p, from, to);
+          if (!got) {
+            // Evicted again at once, dropped as corrupt, or fetched by another read that found no room (its bytes
+            // went to that read only): fetch just this page once more, and if that joins yet another such fill,
+            // for this read alone, uncached (a fill for one request joins no other).
+            const src = await sourceOf(id);
+            try {
+              // Without room, the pages up to the window's end at once (a fill that reached past it stopped there).
+              await ensurePages(src, p, sink ? p : Math.min(last, p + window.pages - 1), sink, spill);
+            } catch (err) {
+              if (toStrataError(err).code !== 'NO_SPACE') throw err;
+            }
+            let again = sink?.get(p) ?? spill?.get(p);
+            got = again ? undefined : await store.readPage(id, p, from, to);
+            if (!again && !got) {
+              const own = new Map<number, Buffer>();
+              await ensurePages(src, p, p, own);
+              again = own.get(p);
+            }
+            if (again) {
+              (sink ?? spill)?.delete(p);
+              ufsServedBytes.inc(to - from);
+              yield again.subarray(from, to);
+              continue;
+            }
+            if (!got) throw new StrataError('IO_ERROR', `page ${p} of block ${id} could not be read`);
+          }
+        }
+        servedBytes.inc({ tier: got.tier }, got.data.length);
+        yield got.data;
+      }
+  
     } finally {
-      // A client gone midway: fills in flight drop what they fetch for it from now on.
+      // The client has all it asked for, or went away midway: fills in flight drop what they fetch for it from now on.
       window.close();
       sink?.clear();
       spill?.clear();
-    }
-  }
-
-  async function* serveFrom(
-    id: number,
-    offset: number,
-    end: number,
-    readType: ReadType,
-    first: number,
-    last: number,
-    missing: boolean,
-    window: ReadWindow,
-    sink: HeldPages | undefined,
-    spill: HeldPages | undefined,
-  ): AsyncGenerator<Buffer> {
-    const fill = missing ? ensurePages(await sourceOf(id), first, last, sink, spill) : undefined;
-    // Serve pages as they become ready; the fill of later pages runs meanwhile.
-    fill?.catch(() => undefined);
-    for (let p = first; p <= last; p++) {
-      window.advance(p);
-      const from = Math.max(offset, p * ps) - p * ps;
-      const to = Math.min(end, (p + 1) * ps) - p * ps;
-      let got = await store.readPage(id, p, from, to, readType === 'CACHE_PROMOTE');
-      if (!got) {
-        const inflight = sink ? undefined : pageFills.get(`${id}:${p}`);
-        try {
-          // A NO_CACHE read waits for its page's own fill, not the whole: runs past its window wait for its client.
-          if (inflight) await inflight;
-          else if (sink) await sink.fills.get(p);
-          else if (fill) await fill;
-        } catch (err) {
-          // Another request's fill of this page found no room (a load: it keeps nothing it cannot cache);
-          // this read's own fills serve such pages uncached instead. Fetched once more below.
-          if (toStrataError(err).code !== 'NO_SPACE') throw err;
-        }
-        const fetched = sink?.get(p) ?? spill?.get(p);
-        if (fetched) {
-          (sink ?? spill)!.delete(p);
-          ufsServedBytes.inc(to - from);
-          yield fetched.subarray(from, to);
-          continue;
-        }
-        got = await store.readPage(id, p, from, to);
-        if (!got) {
-          // Evicted again at once, dropped as corrupt, or fetched by another read that found no room (its bytes
-          // went to that read only): fetch just this page once more, and if that joins yet another such fill,
-          // for this read alone, uncached (a fill for one request joins no other).
-          const src = await sourceOf(id);
-          try {
-            // Without room, the pages up to the window's end at once (a fill that reached past it stopped there).
-            await ensurePages(src, p, sink ? p : Math.min(last, p + window.pages - 1), sink, spill);
-          } catch (err) {
-            if (toStrataError(err).code !== 'NO_SPACE') throw err;
-          }
-          let again = sink?.get(p) ?? spill?.get(p);
-          got = again ? undefined : await store.readPage(id, p, from, to);
-          if (!again && !got) {
-            const own = new Map<number, Buffer>();
-            await ensurePages(src, p, p, own);
-            again = own.get(p);
-          }
-          if (again) {
-            (sink ?? spill)?.delete(p);
-            ufsServedBytes.inc(to - from);
-            yield again.subarray(from, to);
-            continue;
-          }
-          if (!got) throw new StrataError('IO_ERROR', `page ${p} of block ${id} could not be read`);
-        }
-      }
-      servedBytes.inc({ tier: got.tier }, got.data.length);
-      yield got.data;
     }
   }
 
