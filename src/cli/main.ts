@@ -277,6 +277,7 @@ async function runWorker(given: StrataConfig): Promise<void> {
     tiers: await workerTiers(cfg),
     pageSize: cfg.pageSize,
     evictionPolicy: cfg.evictionPolicy,
+    readMemoryBytes: cfg.workerReadMemory,
     heartbeatIntervalMs: cfg.heartbeatIntervalMs,
     ...(cfg.hostId ? { hostId: cfg.hostId } : {}),
     auth: daemonAuth(cfg, log),
@@ -510,7 +511,7 @@ async function runLocal(cfg: StrataConfig, createMount: boolean, ufsOptions: str
       'worker',
       [
         'worker', ...common, '--port', String(cfg.workerPort), '--bind', cfg.bind, '--capacity', String(cfg.workerCapacity),
-        '--page-size', String(cfg.pageSize), '--eviction-policy', cfg.evictionPolicy, ...(cfg.workerTiers === 'default' ? [] : ['--tiers', cfg.workerTiers]),
+        '--page-size', String(cfg.pageSize), '--eviction-policy', cfg.evictionPolicy, '--read-memory', String(cfg.workerReadMemory), ...(cfg.workerTiers === 'default' ? [] : ['--tiers', cfg.workerTiers]),
       ],
       process.env,
       true,
@@ -558,6 +559,7 @@ function configFlags(o: Record<string, unknown>): Partial<Record<keyof StrataCon
     workerTiers: o.tier ? (o.tier as string[]).join(',') : o.tiers,
     pageSize: o.pageSize,
     evictionPolicy: o.evictionPolicy,
+    workerReadMemory: o.readMemory,
     readType: o.readType,
     syncIntervalMs: o.syncIntervalMs,
     writeType: o.writeType,
@@ -651,6 +653,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--tiers <list>', 'all tiers at once, comma-separated NAME:DIR:SIZE')
     .option('--page-size <bytes>', 'unit of caching inside a block; default 1MiB')
     .option('--eviction-policy <policy>', 'LRU | FIFO | LFU (default LRU)')
+    .option('--read-memory <bytes>', 'memory the worker may hold for reads it does not cache, all together (default 256MiB)')
     .option('--read-type <type>', 'CACHE | CACHE_PROMOTE | NO_CACHE (default CACHE)')
     .option('--attr-timeout-ms <ms>', 'how long the kernel answers stat from its cache (default 1000)')
     .option('--entry-timeout-ms <ms>', 'how long the kernel keeps path lookups (default 1000)')
@@ -710,6 +713,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--tiers <list>', 'all tiers at once, comma-separated NAME:DIR:SIZE')
     .option('--page-size <bytes>', 'unit of caching inside a block; default 1MiB')
     .option('--eviction-policy <policy>', 'LRU | FIFO | LFU (default LRU)')
+    .option('--read-memory <bytes>', 'memory the worker may hold for reads it does not cache, all together (default 256MiB)')
     .option('--host-id <id>', "this host's identity for short-circuit reads (default /etc/machine-id); the same on a worker and the mounts beside it")
     .addHelpText(
       'after',

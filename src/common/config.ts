@@ -41,6 +41,7 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'workerCapacity', flag: '--capacity', env: 'STRATA_WORKER_CAPACITY', kind: 'bytes', description: 'Byte quota of the worker block cache.', default: () => 8 * 1024 ** 3 },
   { key: 'workerTiers', flag: '--tier NAME:DIR:SIZE (repeatable) / --tiers a,b', env: 'STRATA_WORKER_TIERS', kind: 'string', description: 'Worker cache tiers, top first, comma-separated NAME:DIR:SIZE (e.g. mem:/dev/shm/strata:4GiB,ssd:/var/lib/strata:200GiB); "default" = one SSD tier <home>/worker/blocks of workerCapacity.', default: () => 'default' },
   { key: 'pageSize', flag: '--page-size', env: 'STRATA_PAGE_SIZE', kind: 'bytes', description: 'Unit of caching inside a block: a cold read fetches whole pages (power of two, 4KiB-64MiB). A worker restarted with another page size empties its tiers, or refuses to start while they hold the only copy of unpersisted data.', default: () => 1024 * 1024 },
+  { key: 'workerReadMemory', flag: '--read-memory', env: 'STRATA_WORKER_READ_MEMORY', kind: 'bytes', description: "Memory a worker may hold for the reads it does not cache (NO_CACHE, or no room in the cache), all together: pages fetched ahead of their clients. Past it, each such read fetches only the page its client takes next.", default: () => 256 * 1024 ** 2 },
   { key: 'evictionPolicy', flag: '--eviction-policy', env: 'STRATA_EVICTION_POLICY', kind: 'string', description: 'Which cached page a full worker tier gives up first: LRU, FIFO or LFU.', default: () => 'LRU' },
   { key: 'readType', flag: '--read-type', env: 'STRATA_READ_TYPE', kind: 'string', description: 'How workers cache what a mount reads: CACHE, CACHE_PROMOTE (also move to the top tier), NO_CACHE.', default: () => 'CACHE' },
   { key: 'hostId', flag: '--host-id', env: 'STRATA_HOST_ID', kind: 'string', description: "This host's identity, which a worker reports and a mount or `strata fs` compares with it: the same id means the same disks, so page files are read directly (short-circuit). Default /etc/machine-id, else the host name; set it where several hosts share one machine id (cloned images, containers, network namespaces), the same for a worker and the mounts beside it.", default: () => '' },
@@ -88,6 +89,7 @@ export interface StrataConfig {
   workerTiers: string;
   pageSize: number;
   evictionPolicy: string;
+  workerReadMemory: number;
   readType: string;
   hostId: string;
   shortCircuit: string;

@@ -66,6 +66,8 @@ export interface WorkerOptions {
   pageSize?: number;
   /** LRU (default), FIFO or LFU. */
   evictionPolicy?: string;
+  /** Memory that reads not cached (NO_CACHE, or no room in the cache) may hold for their clients, all together. Default 256 MiB. */
+  readMemoryBytes?: number;
   /** Heartbeat period in ms. Default 2000. */
   heartbeatIntervalMs?: number;
   /** Identity of this worker's host, reported to the master; mounts with the same id read its page files directly. Default hostIdentity(). */
@@ -151,7 +153,52 @@ const FILL_RUN_BYTES = 16 * 1024 * 1024;
  */
 const READ_WINDOW_BYTES = FILL_RUN_BYTES;
 
-/** Flow control between a read's fills and its client (READ_WINDOW_BYTES). */
+/**
+ * What all reads of a worker that do not cache hold in memory together (HeldPages), against
+ * the worker's read memory. Each read may always hold the page its client takes next, so a
+ * read never waits for other reads' clients; past the budget, reads fetch no further ahead
+ * until pages are taken. Without it, memory grew with the number of such reads: 16 MiB each.
+ */
+export class ReadBudget {
+  #held = 0;
+  readonly #waiters = new Set<() => void>();
+
+  constructor(
+    readonly limit: number,
+    readonly gauge?: Gauge,
+  ) {}
+
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Whether reads may hold a page beyond the one their client takes next. */
+  get full(): boolean {
+    return this.#held >= this.limit;
+  }
+
+  add(bytes: number): void {
+    this.#held += bytes;
+    this.gauge?.inc(bytes);
+  }
+
+  release(bytes: number): void {
+    this.#held -= bytes;
+    this.gauge?.dec(bytes);
+    const ws = [...this.#waiters];
+    this.#waiters.clear();
+    for (const w of ws) w();
+  }
+
+  /** Calls `w` once, at the next release. */
+  onRelease(w: () => void): void {
+    this.#waiters.add(w);
+  }
+}
+
+export const DEFAULT_READ_MEMORY_BYTES = 256 * 1024 * 1024;
+
+/** Flow control between a read's fills and its client (READ_WINDOW_BYTES, and the worker's ReadBudget). */
 class ReadWindow {
   /** The page the client takes next. */
   next: number;
@@ -160,20 +207,34 @@ class ReadWindow {
   readonly pages: number;
   readonly #waiters = new Set<() => void>();
 
-  constructor(first: number, pageSize: number) {
+  constructor(
+    first: number,
+    pageSize: number,
+    readonly budget: ReadBudget,
+  ) {
     this.next = first;
     this.pages = Math.max(1, Math.floor(READ_WINDOW_BYTES / pageSize));
   }
 
   /** Waits until page `idx` may be held; false once the read has ended (the page is not wanted). */
   async admit(idx: number): Promise<boolean> {
-    while (!this.#closed && !this.admits(idx)) await new Promise<void>((r) => this.#waiters.add(r));
+    while (!this.#closed && !this.admits(idx)) {
+      await new Promise<void>((r) => {
+        this.#waiters.add(r);
+        if (idx < this.next + this.pages) this.budget.onRelease(r);
+      });
+    }
     return !this.#closed;
   }
 
-  /** Whether page `idx` may be held now. */
+  /** Whether page `idx` may be held now: within the window, and the next page or within the worker's budget. */
   admits(idx: number): boolean {
-    return !this.#closed && idx < this.next + this.pages;
+    return !this.#closed && idx < this.next + this.pages && (idx <= this.next || !this.budget.full);
+  }
+
+  /** Pages past `next` a fetch starting there may bring in one go: none while the budget is spent. */
+  get ahead(): number {
+    return this.budget.full ? 0 : this.pages - 1;
   }
 
   advance(next: number): void {
@@ -194,33 +255,30 @@ class ReadWindow {
   }
 }
 
-/** Pages a read holds for its client, counted in a gauge; a fill adds one once `window` admits it. */
+/** Pages a read holds for its client, counted in the worker's ReadBudget; a fill adds one once `window` admits it. */
 class HeldPages extends Map<number, Buffer> {
   /** Per page fetched for this read alone (NO_CACHE): settles when that page is held, or its fill failed. */
   readonly fills = new Map<number, Promise<void>>();
 
-  constructor(
-    readonly window: ReadWindow,
-    readonly gauge: Gauge,
-  ) {
+  constructor(readonly window: ReadWindow) {
     super();
   }
 
   override set(k: number, v: Buffer): this {
     const old = super.get(k);
-    if (old) this.gauge.dec(old.length);
-    this.gauge.inc(v.length);
+    if (old) this.window.budget.release(old.length);
+    this.window.budget.add(v.length);
     return super.set(k, v);
   }
 
   override delete(k: number): boolean {
     const old = super.get(k);
-    if (old) this.gauge.dec(old.length);
+    if (old) this.window.budget.release(old.length);
     return super.delete(k);
   }
 
   override clear(): void {
-    for (const v of this.values()) this.gauge.dec(v.length);
+    for (const v of this.values()) this.window.budget.release(v.length);
     super.clear();
   }
 }
@@ -506,10 +564,10 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     let missing = false;
     for (let p = first; p <= last && !missing; p++) missing = !store.hasPage(id, p);
     hits.inc({ cache: missing ? 'miss' : 'hit' });
-    const window = new ReadWindow(first, ps);
-    const sink = readType === 'NO_CACHE' ? new HeldPages(window, heldBytes) : undefined;
+    const window = new ReadWindow(first, ps, readBudget);
+    const sink = readType === 'NO_CACHE' ? new HeldPages(window) : undefined;
     // Pages fetched for this read that found no room in the cache (see noRoomUntil).
-    const spill = sink ? undefined : new HeldPages(window, heldBytes);
+    const spill = sink ? undefined : new HeldPages(window);
     try {
       const fill = missing ? ensurePages(await sourceOf(id), first, last, sink, spill) : undefined;
       // Serve pages as they become ready; the fill of later pages runs meanwhile.
@@ -545,8 +603,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
             // for this read alone, uncached (a fill for one request joins no other).
             const src = await sourceOf(id);
             try {
-              // Without room, the pages up to the window's end at once (a fill that reached past it stopped there).
-              await ensurePages(src, p, sink ? p : Math.min(last, p + window.pages - 1), sink, spill);
+              // Without room, the pages up to the window's end at once (a fill that reached past it stopped there),
+              // or this page alone while the worker's read memory is spent (the rest would be fetched to be dropped).
+              await ensurePages(src, p, sink ? p : Math.min(last, p + window.ahead), sink, spill);
             } catch (err) {
               if (toStrataError(err).code !== 'NO_SPACE') throw err;
             }
@@ -586,6 +645,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     help: 'Bytes fetched from under-stores and held in memory for reads that do not cache them (NO_CACHE, or no room in the cache), waiting for their clients',
     registers: reg,
   });
+  const readBudget = new ReadBudget(opts.readMemoryBytes ?? DEFAULT_READ_MEMORY_BYTES, heldBytes);
   const ufsServedBytes = new Counter({ name: 'strata_worker_no_cache_bytes_total', help: 'Bytes served straight from the under-store without caching (NO_CACHE reads, and reads that found no room in the cache)', registers: reg });
   const fillBytes = new Counter({ name: 'strata_worker_ufs_read_bytes_total', help: 'Bytes read from under-stores to fill cache misses', registers: reg });
   const fillCount = new Counter({ name: 'strata_worker_ufs_reads_total', help: 'Ranged under-store reads that filled missing pages', labelNames: ['result'] as const, registers: reg });

@@ -22,6 +22,8 @@ export interface InProcessOptions {
   /** The master takes a worker silent this long for lost. */
   workerTimeoutMs?: number;
   heartbeatIntervalMs?: number;
+  /** The worker's memory for reads it does not cache (WorkerOptions.readMemoryBytes). */
+  readMemoryBytes?: number;
 }
 
 export async function inProcessCluster(t: tap.Test, name: string, opts: InProcessOptions) {
@@ -44,6 +46,7 @@ export async function inProcessCluster(t: tap.Test, name: string, opts: InProces
     tiers: [{ name: 'SSD', dir: path.join(root, 'tier-ssd'), capacityBytes: 64 << 20 }],
     heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 200,
     scrubBytesPerSec: 0,
+    ...(opts.readMemoryBytes !== undefined ? { readMemoryBytes: opts.readMemoryBytes } : {}),
     logger: log,
   });
   const clients: StrataFileSystem[] = [];

@@ -2,6 +2,8 @@
  * Reads a worker serves without caching (NO_CACHE, or no room in the cache) hold the
  * store's bytes in memory only a window ahead of their client: a slow or stalled client
  * made its read's fills hold the whole range it asked for (a 64 MiB block per request).
+ * All such reads of a worker together hold at most its read memory (and the page each
+ * client takes next).
  */
 
 import t from 'tap';
@@ -99,5 +101,59 @@ t.test('a NO_CACHE read whose fill fails while later fills wait for its client e
   t.equal(ended, 'aborted', `the body is cut short (${(got / MiB).toFixed(1)} MiB of 48 received), so the client knows`);
   t.ok(got < 48 * MiB);
   await until('nothing held after the failed read', async () => (await heldBytes(c.workerUrl)) === 0, 10_000);
+  t.pass('nothing held');
+});
+
+/** GETs `url` and waits for the first bytes; the response is then paused (a stalled client). */
+async function stalledRead(url: string): Promise<{ res: http.IncomingMessage; chunks: Buffer[] }> {
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => http.get(url, resolve).on('error', reject));
+  const chunks: Buffer[] = [];
+  await new Promise<void>((resolve) => res.once('data', (d: Buffer) => (chunks.push(d), resolve())));
+  res.pause();
+  return { res, chunks };
+}
+
+function readRest(r: { res: http.IncomingMessage; chunks: Buffer[] }): Promise<string> {
+  const hash = createHash('sha256');
+  for (const ch of r.chunks) hash.update(ch);
+  return new Promise((resolve, reject) => {
+    r.res.on('data', (d: Buffer) => hash.update(d));
+    r.res.once('end', () => resolve(hash.digest('hex')));
+    r.res.once('error', reject);
+    r.res.resume();
+  });
+}
+
+t.test("NO_CACHE reads together hold at most the worker's read memory, and a stalled one does not stop the others", async (t) => {
+  const ufs = tempRoot('strata-read-budget-ufs-');
+  mkdirSync(ufs, { recursive: true });
+  const data = randomBytes(48 * MiB);
+  writeFileSync(path.join(ufs, 'big'), data);
+  const want = createHash('sha256').update(data).digest('hex');
+  const c = await inProcessCluster(t, 'read-budget', { ufsUri: `file://${ufs}`, readMemoryBytes: 8 * MiB });
+  const fs = await c.client('CACHE_THROUGH');
+  const { blocks } = await fs.master.fileBlocks('/big');
+  const url = `${c.workerUrl}/blocks/${blocks[0]!.id}?offset=0&length=${data.length}&readType=NO_CACHE`;
+
+  // Four stalled clients would hold four windows (64 MiB) without the budget.
+  const stalled = [];
+  for (let i = 0; i < 4; i++) stalled.push(await stalledRead(url));
+  let last = -1;
+  for (let i = 0; i < 40; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = await heldBytes(c.workerUrl);
+    if (now === last && now > 0) break;
+    last = now;
+  }
+  const held = await heldBytes(c.workerUrl);
+  t.ok(held > 0, `pages are held for the stalled clients (${held / MiB} MiB)`);
+  t.ok(held <= 16 * MiB, `at most the 8 MiB of read memory and two pages per read (${held / MiB} MiB; 4 windows are 64)`);
+
+  // A fifth client that reads on gets every byte while the others stay stalled.
+  t.equal(await readRest(await stalledRead(url)), want, 'a read beside stalled ones reads the whole range');
+  // The stalled ones read on too.
+  const sums = await Promise.all(stalled.map(readRest));
+  t.same(sums, [want, want, want, want], 'every stalled read reads back the whole range');
+  await until('nothing held after the reads', async () => (await heldBytes(c.workerUrl)) === 0, 10_000);
   t.pass('nothing held');
 });
