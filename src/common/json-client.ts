@@ -31,8 +31,12 @@ export interface JsonClientOptions {
   timeoutMs?: number;
   /** How long one call keeps trying (other masters, a refused connection), in ms. Default 15000. */
   retryForMs?: number;
-  /** Called before each attempt after a failed one (the master restarting, a failover): a caller may drop what it vouched for. */
-  onRetry?: () => void;
+  /**
+   * Called before each attempt after a failed one (the master restarting, a failover), with that
+   * failure and the call (`POST http://…/api/v1/…`): a caller may drop what it vouched for, or say
+   * that it waits.
+   */
+  onRetry?: (err: unknown, what: string) => void;
   /** Sent as `Authorization: Bearer …` when set. */
   token?: string;
   /** Sent with every POST (e.g. the mount's feed-subscriber id). */
@@ -90,7 +94,7 @@ export class JsonClient {
   readonly #pools = new Map<string, Pool>();
   readonly #timeoutMs: number;
   readonly #retryForMs: number;
-  readonly #onRetry: (() => void) | undefined;
+  readonly #onRetry: ((err: unknown, what: string) => void) | undefined;
   readonly #headers: Record<string, string>;
   /** The last look for another leader, shared by the calls waiting meanwhile. */
   #probe: { at: number; from: string; answer: Promise<string | undefined> } | undefined;
@@ -222,7 +226,7 @@ export class JsonClient {
         if (movedTo !== undefined && !signal?.aborted) {
           this.#current = this.#urls.indexOf(movedTo);
           if (idempotent && Date.now() - started < this.#retryForMs) {
-            this.#onRetry?.();
+            this.#onRetry?.(err, what);
             continue;
           }
           throw new StrataError('UNAVAILABLE', `${what}: the master stopped answering and ${movedTo} leads now; the call may or may not have been applied`, { cause: err });
@@ -231,7 +235,7 @@ export class JsonClient {
         const notLeader = err instanceof NotLeaderReply;
         const retriable = notLeader || (code !== undefined && (NOT_SENT_ERRORS.has(code) || (idempotent && BROKEN_ERRORS.has(code))));
         if (retriable && Date.now() - started < this.#retryForMs && !signal?.aborted) {
-          this.#onRetry?.();
+          this.#onRetry?.(err, what);
           this.#switch(notLeader ? err.leader : undefined);
           // A standby that named the leader costs no wait; otherwise back off once per round of the URLs.
           // (bounded: two standbys that name each other while the lease changes hands get the backoff too).

@@ -304,7 +304,18 @@ async function hold(pages: Map<number, Buffer>, idx: number, page: Buffer, share
 
 export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const log = opts.logger;
-  const master = new JsonClient(opts.masterUrl, { retryForMs: 60_000, token: opts.token ?? opts.auth?.token });
+  // A master that does not answer is waited for up to a minute per call; said every 10 s, so a worker
+  // that cannot reach it (a wrong --master, a firewall) does not sit silent.
+  let warnedAt = 0;
+  const master = new JsonClient(opts.masterUrl, {
+    retryForMs: 60_000,
+    token: opts.token ?? opts.auth?.token,
+    onRetry: (err, what) => {
+      if (closing || Date.now() - warnedAt < 10_000) return;
+      warnedAt = Date.now();
+      log.warn({ master: opts.masterUrl, call: what, err: err instanceof Error ? err.message : String(err) }, 'the master does not answer; trying again');
+    },
+  });
   const tiers = opts.tiers ?? [{ name: 'SSD', dir: nodePath.resolve(opts.home, 'worker', 'blocks'), capacityBytes: opts.capacityBytes ?? 8 * 1024 ** 3 }];
   /** Set by close(): timers and loops stop, waits end. */
   let closing = false;
