@@ -1087,38 +1087,39 @@ export class InodeTable {
    * Writes begun before `before` and not renewed since (the client or worker went
    * away mid-write): their reported copies are orphans and get deleted.
    */
-  expireOpenWrites(before: number): { writes: number; copies: number; inos: number[] } {
+  expireOpenWrites(before: number): { writes: number; copies: number; queued: number[] } {
     return this.#db.transaction(() => {
       // Two statements for all: most writes that expire are creates' begun writes nobody used, thousands after a job.
       const rows = this.#sql('DELETE FROM open_write WHERE renewed_at < ? RETURNING container, ino').all(before) as { container: number; ino: number }[];
-      if (rows.length === 0) return { writes: 0, copies: 0, inos: [] };
+      if (rows.length === 0) return { writes: 0, copies: 0, queued: [] };
       const stale = rows.map((r) => r.container);
-      const inos = [...new Set(rows.map((r) => r.ino))];
       const orphans = this.#sql(`DELETE FROM unclaimed_block WHERE block_id / ${BLOCKS_PER_CONTAINER} IN (SELECT value FROM json_each(?)) RETURNING worker_id, block_id`).all(JSON.stringify(stale)) as {
         worker_id: number;
         block_id: number;
       }[];
       for (const r of orphans) this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);
-      return { writes: stale.length, copies: orphans.length, inos };
+      const queued = [...new Set(rows.map((r) => r.ino))].filter((ino) => this.#queueUnwritten(ino));
+      return { writes: stale.length, copies: orphans.length, queued };
     })();
   }
 
-  queueUnwritten(ino: number): boolean {
-    return this.#db.transaction(() => {
-      const unwritten = this.#sql(
-        `SELECT 1 FROM node n WHERE n.ino = ? AND n.type = ? AND n.persisted = 0 AND n.in_store = 1 AND n.size = 0
-           AND NOT EXISTS (SELECT 1 FROM open_write w WHERE w.ino = n.ino) AND NOT EXISTS (SELECT 1 FROM persist_queue q WHERE q.ino = n.ino)`,
-      ).get(ino, TYPE_CODE.file);
-      if (!unwritten) return false;
-      this.#enqueuePersist(ino, 0);
-      return true;
-    })();
+  /** Queues `ino` to be stored empty if every write of it ended uncommitted (see Metastore.abandonWrite); inside a transaction. */
+  #queueUnwritten(ino: number): boolean {
+    const unwritten = this.#sql(
+      `SELECT 1 FROM node n WHERE n.ino = ? AND n.type = ? AND n.persisted = 0 AND n.in_store = 1 AND n.size = 0
+         AND NOT EXISTS (SELECT 1 FROM open_write w WHERE w.ino = n.ino) AND NOT EXISTS (SELECT 1 FROM persist_queue q WHERE q.ino = n.ino)`,
+    ).get(ino, TYPE_CODE.file);
+    if (!unwritten) return false;
+    this.#enqueuePersist(ino, 0);
+    return true;
   }
 
   /** Ends a write in flight that will never be committed: its reported copies are orphans and get deleted. */
-  abandonWrite(container: number): void {
-    this.#db.transaction(() => {
+  abandonWrite(container: number, opts?: { storeIfUnwritten?: boolean }): boolean {
+    return this.#db.transaction(() => {
+      const ino = (this.#sql('SELECT ino FROM open_write WHERE container = ?').get(container) as { ino: number } | undefined)?.ino;
       for (const r of this.#closeWrite(container)) this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);
+      return ino !== undefined && opts?.storeIfUnwritten === true && this.#queueUnwritten(ino);
     })();
   }
 

@@ -432,18 +432,20 @@ export interface Metastore {
   workerLeft(workerId: number): Promise<boolean>;
   /**
    * Ends writes in flight not renewed since `before`; their reported copies are queued
-   * for deletion. Answers how many writes ended, how many copies they had, and the files
-   * they were writes of.
+   * for deletion, and their files that are left unwritten are queued to be stored empty
+   * (see abandonWrite), in the same transaction. Answers how many writes ended, how many
+   * copies they had, and the files queued.
    */
-  expireOpenWrites(before: number): Promise<{ writes: number; copies: number; inos: number[] }>;
-  /** Ends a write in flight that will never be committed (a write-through a rename overtook); its reported copies are queued for deletion. */
-  abandonWrite(container: number): Promise<void>;
+  expireOpenWrites(before: number): Promise<{ writes: number; copies: number; queued: number[] }>;
   /**
-   * Queues file `ino` to be stored empty if every write of it ended uncommitted: created for
-   * a write-through (inStore), empty, unpersisted, no write of it open, and not queued already
-   * (a queued file keeps its retry schedule). Whether it was queued.
+   * Ends a write in flight that will never be committed; its reported copies are queued for
+   * deletion. With `storeIfUnwritten` (the writer gave up), its file is queued to be stored
+   * empty in the same transaction if every write of it ended uncommitted: created for a
+   * write-through (inStore), empty, unpersisted, no write of it open, and not queued already
+   * (a queued file keeps its retry schedule). Without it (a write-through a rename overtook,
+   * which its client writes again), nothing is queued. Whether the file was queued.
    */
-  queueUnwritten(ino: number): Promise<boolean>;
+  abandonWrite(container: number, opts?: { storeIfUnwritten?: boolean }): Promise<boolean>;
   /** Every worker, live or lost, by id. */
   workers(): Promise<WorkerInfo[]>;
 

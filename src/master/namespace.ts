@@ -1231,27 +1231,27 @@ export class Namespace {
 
   /**
    * A client gave up a write it began (its worker failed to write or store the bytes):
-   * the copies reported for it go now, not when the write would expire, and the file
-   * is looked at as writeEnded does. A write that is not the file's open one is ignored.
+   * the copies reported for it go now, not when the write would expire, and the file is
+   * queued to be stored empty if it is left unwritten (see writeEnded). A write that is
+   * not the file's open one is ignored.
    */
   abandonWrite(ino: number, container: number): Promise<void> {
     return this.#mutate(() => this.#inodeScope(ino), async () => {
       if ((await this.#table.openWriteOf(container)) !== ino) return;
-      await this.#table.abandonWrite(container);
-      await this.writeEnded(ino);
+      if (await this.#table.abandonWrite(container, { storeIfUnwritten: true })) this.writeEnded(ino);
     });
   }
 
   /**
-   * A write of `ino` ended without a commit (abandoned, or expired). A file created for a
-   * write-through whose every write failed (its store full or stalled) was left in the
-   * namespace empty, unpersisted and in no queue: never stored, never dropped, and its
-   * mount busy for good. It is queued to be stored empty, as a file created and closed
-   * unwritten is, unless another write of it is open (a retry); a write committed
-   * meanwhile makes that persist a no-op.
+   * A write of `ino` ended without a commit (abandoned, or expired), and the metastore queued
+   * the file to be stored empty in the same transaction. A file created for a write-through
+   * whose every write failed (its store full or stalled) was left in the namespace empty,
+   * unpersisted and in no queue: never stored, never dropped, and its mount busy for good.
+   * It is queued as a file created and closed unwritten is, unless another write of it is
+   * open (a retry); a write committed meanwhile makes that persist a no-op.
    */
-  async writeEnded(ino: number): Promise<void> {
-    if (await this.#table.queueUnwritten(ino)) this.#log.info({ ino }, 'a file created for a write-through was never written; it is stored empty');
+  writeEnded(ino: number): void {
+    this.#log.info({ ino }, 'a file created for a write-through was never written; it is stored empty');
   }
 
   #defaultWriteType: WriteType = 'CACHE_THROUGH';

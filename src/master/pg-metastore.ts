@@ -497,7 +497,7 @@ const Q = {
   queueUnwritten: sql(
     'queue_unwritten',
     `INSERT INTO persist_queue (ino, enqueued_at, next_at)
-     SELECT n.ino, $2, $2 FROM node n WHERE n.ino = $1 AND n.type = $3 AND NOT n.persisted AND n.in_store AND n.size = 0
+     SELECT n.ino, $2, $2 FROM node n WHERE n.ino = ANY ($1::int8[]) AND n.type = $3 AND NOT n.persisted AND n.in_store AND n.size = 0
        AND NOT EXISTS (SELECT 1 FROM open_write w WHERE w.ino = n.ino)
      ON CONFLICT (ino) DO NOTHING RETURNING ino`,
   ),
@@ -1895,26 +1895,29 @@ export class PgMetastore implements Metastore {
    * Writes begun before `before` and not renewed since (the client or worker went
    * away mid-write): their reported copies are orphans and get deleted.
    */
-  async expireOpenWrites(before: number): Promise<{ writes: number; copies: number; inos: number[] }> {
+  async expireOpenWrites(before: number): Promise<{ writes: number; copies: number; queued: number[] }> {
     return this.#tx(async (tx) => {
       const rows = await tx.rows<{ container: number; ino: number }>(Q.expireOpenWrites, [before]);
-      if (rows.length === 0) return { writes: 0, copies: 0, inos: [] };
+      if (rows.length === 0) return { writes: 0, copies: 0, queued: [] };
       const stale = rows.map((r) => r.container);
-      const inos = [...new Set(rows.map((r) => Number(r.ino)))];
       const orphans = await tx.rows<{ worker_id: number; block_id: number }>(Q.takeUnclaimedOf, [stale]);
       if (orphans.length > 0) await tx.run(Q.addPendingDeletes, [orphans.map((r) => r.worker_id), orphans.map((r) => r.block_id)]);
-      return { writes: stale.length, copies: orphans.length, inos };
+      const queued = await this.#queueUnwritten(tx, [...new Set(rows.map((r) => Number(r.ino)))]);
+      return { writes: stale.length, copies: orphans.length, queued };
     });
   }
 
-  async queueUnwritten(ino: number): Promise<boolean> {
-    return this.#tx(async (tx) => (await tx.rows<{ ino: number }>(Q.queueUnwritten, [ino, Date.now(), NODE_TYPE_CODE.file])).length > 0);
+  /** Queues those of `inos` to be stored empty whose every write ended uncommitted (see Metastore.abandonWrite). */
+  async #queueUnwritten(tx: Tx, inos: number[]): Promise<number[]> {
+    return (await tx.rows<{ ino: number }>(Q.queueUnwritten, [inos, Date.now(), NODE_TYPE_CODE.file])).map((r) => Number(r.ino)).sort((a, b) => a - b);
   }
 
-  async abandonWrite(container: number): Promise<void> {
-    await this.#tx(async (tx) => {
+  async abandonWrite(container: number, opts?: { storeIfUnwritten?: boolean }): Promise<boolean> {
+    return this.#tx(async (tx) => {
+      const ino = (await tx.one<{ ino: number }>(Q.openWriteOf, [container]))?.ino;
       const orphans = await this.#closeWrite(tx, container);
       if (orphans.length > 0) await tx.run(Q.addPendingDeletes, [orphans.map((r) => r.worker_id), orphans.map((r) => r.block_id)]);
+      return ino !== undefined && opts?.storeIfUnwritten === true && (await this.#queueUnwritten(tx, [Number(ino)])).length > 0;
     });
   }
 

@@ -765,7 +765,7 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const expire = async (): Promise<void> => {
     for (const id of await table.expireWorkers(Date.now() - workerTimeoutMs)) log.warn({ workerId: id, timeoutMs: workerTimeoutMs }, 'worker lost: no heartbeat');
     const stale = await table.expireOpenWrites(Date.now() - openWriteTimeoutMs);
-    for (const ino of stale.inos) await ns.writeEnded(ino);
+    for (const ino of stale.queued) ns.writeEnded(ino);
     // Most writes that end unused are a create's, begun for a first write that never came (touch, lock files).
     if (stale.copies > 0) log.warn({ ...stale, timeoutMs: openWriteTimeoutMs }, 'writes abandoned before their commit: their cached copies are deleted');
     else if (stale.writes > 0) log.debug({ writes: stale.writes, timeoutMs: openWriteTimeoutMs }, 'writes begun and never used expired');

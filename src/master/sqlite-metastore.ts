@@ -296,16 +296,12 @@ export class SqliteMetastore implements Metastore {
     return this.#do(() => this.#t.workerLeft(workerId));
   }
 
-  async expireOpenWrites(before: number): Promise<{ writes: number; copies: number; inos: number[] }> {
+  async expireOpenWrites(before: number): Promise<{ writes: number; copies: number; queued: number[] }> {
     return this.#do(() => this.#t.expireOpenWrites(before));
   }
 
-  async queueUnwritten(ino: number): Promise<boolean> {
-    return this.#do(() => this.#t.queueUnwritten(ino));
-  }
-
-  async abandonWrite(container: number): Promise<void> {
-    return this.#do(() => this.#t.abandonWrite(container));
+  async abandonWrite(container: number, opts?: { storeIfUnwritten?: boolean }): Promise<boolean> {
+    return this.#do(() => this.#t.abandonWrite(container, opts));
   }
 
   async workers(): Promise<WorkerInfo[]> {

@@ -700,32 +700,44 @@ export function metastoreConformance(t: tap.Test, open: () => Promise<Metastore>
     t.same(await mine([g.ino]), []);
   });
 
-  t.test('queueUnwritten: a write-through file whose writes all ended uncommitted is queued once, to be stored empty', async (t) => {
+  t.test('abandonWrite and expireOpenWrites: a write-through file whose writes all ended uncommitted is queued once, in the same transaction, to be stored empty', async (t) => {
     const { store, dir, tag } = await setup(t);
     const w = await register(store, uuid(tag, 1), `http://unwritten-${tag}:1`);
     const mine = async (ino: number) => (await store.persistQueue()).filter((q) => q.ino === ino);
     const f = await store.createChild(dir.ino, 'f', fileNode({ inStore: true }));
     const first = await store.beginWrite(f.ino);
     const retry = await store.beginWrite(f.ino);
-    await store.abandonWrite(first.containerId);
-    t.equal(await store.queueUnwritten(f.ino), false, 'not while another write of it is open (a retry)');
-    await store.abandonWrite(retry.containerId);
-    t.equal(await store.queueUnwritten(f.ino), true, 'queued once every write ended');
+    t.equal(await store.abandonWrite(first.containerId, { storeIfUnwritten: true }), false, 'not while another write of it is open (a retry)');
+    t.same(await mine(f.ino), [], 'nothing queued then');
+    t.equal(await store.abandonWrite(retry.containerId, { storeIfUnwritten: true }), true, 'queued once every write ended');
+    t.same((await mine(f.ino)).length, 1, 'queued');
     await store.persistFailed(f.ino, 'store full');
-    t.equal(await store.queueUnwritten(f.ino), false, 'not again while queued');
+    const again = await store.beginWrite(f.ino);
+    t.equal(await store.abandonWrite(again.containerId, { storeIfUnwritten: true }), false, 'not again while queued');
     t.same((await mine(f.ino)).map((q) => [q.attempts, q.lastError]), [[1, 'store full']], 'and its retry schedule is kept');
+    t.equal(await store.abandonWrite(again.containerId, { storeIfUnwritten: true }), false, 'a write no longer open queues nothing');
 
+    const overtaken = await store.createChild(dir.ino, 'o', fileNode({ inStore: true }));
+    const ow = await store.beginWrite(overtaken.ino);
+    t.equal(await store.abandonWrite(ow.containerId), false, 'without storeIfUnwritten (its client writes it again) the file is not queued');
+    t.same(await mine(overtaken.ino), []);
+
+    // Expiry queues by the same rules, in its own transaction.
+    const e = await store.createChild(dir.ino, 'e', fileNode({ inStore: true }));
+    await store.beginWrite(e.ino);
     const mustCache = await store.createChild(dir.ino, 'm', fileNode({ inStore: false }));
-    t.equal(await store.queueUnwritten(mustCache.ino), false, 'a file never meant for the store (MUST_CACHE) is not');
+    await store.beginWrite(mustCache.ino);
     const written = await store.createChild(dir.ino, 'wr', fileNode({ inStore: true }));
     await write(store, written.ino, 3, w);
-    t.equal(await store.queueUnwritten(written.ino), false, 'a file with content is not');
+    await store.beginWrite(written.ino);
     const persisted = await store.createChild(dir.ino, 'p', fileNode({ inStore: true }));
     await store.commitEmpty({ ino: persisted.ino, ufsFingerprint: 'e', writeType: 'CACHE_THROUGH' });
-    t.equal(await store.queueUnwritten(persisted.ino), false, 'a persisted file is not');
-    const sub = await store.createChild(dir.ino, 'sub', dirNode());
-    t.equal(await store.queueUnwritten(sub.ino), false, 'a directory is not');
-    t.equal(await store.queueUnwritten(2 ** 40), false, 'an unknown inode is not');
+    await store.beginWrite(persisted.ino);
+    const ours = [e.ino, mustCache.ino, written.ino, persisted.ino];
+    const expired = await store.expireOpenWrites(Date.now() + 1000);
+    t.ok(expired.writes >= 4, 'the four writes expired');
+    t.same(expired.queued.filter((ino) => ours.includes(ino)), [e.ino], 'only the unwritten write-through file is queued: not MUST_CACHE, not one with content, not a persisted one');
+    t.same((await mine(e.ino)).length, 1, 'and it is in the queue');
   });
 
   t.test('unpersistedContainers: the current version of an unpersisted file, or a write in flight', async (t) => {
