@@ -11,6 +11,7 @@ import { maskSecret } from '../common/config';
 import type { Logger } from '../common/log';
 import { parsePath } from '../common/paths';
 import { checkUfsOptions, createUfs } from '../ufs';
+import type { UfsMeter } from '../ufs';
 import type { UnderFileSystem } from '../ufs/ufs';
 import type { Metastore } from './metastore';
 
@@ -78,6 +79,8 @@ export interface MountTableOpenOptions {
   shared?: boolean;
   /** Where the warnings go. Default: nowhere. */
   logger?: Logger;
+  /** Times and counts the stores' calls (metered.ts). Default: not metered. */
+  meter?: UfsMeter;
 }
 
 /** Whether two JSON option objects hold the same keys and values, in whatever order. */
@@ -88,10 +91,12 @@ function sameOptions(a: string, b: string): boolean {
 
 export class MountTable {
   readonly #store: Metastore;
+  readonly #meter: UfsMeter | undefined;
   #mounts: Mount[] = [];
 
-  private constructor(store: Metastore) {
+  private constructor(store: Metastore, meter: UfsMeter | undefined) {
     this.#store = store;
+    this.#meter = meter;
   }
 
   /**
@@ -104,7 +109,7 @@ export class MountTable {
     // Given now (--ufs, --ufs-option): a misspelt key is refused, not stored to do nothing.
     parseMountOptions(rootOptions);
     checkUfsOptions(rootUri, rootOptions, MOUNT_OWN_OPTIONS);
-    const table = new MountTable(store);
+    const table = new MountTable(store, opts.meter);
     const options = JSON.stringify(rootOptions);
     const root = (await store.mounts()).find((m) => m.path === '/');
     if (opts.shared) {
@@ -142,7 +147,7 @@ export class MountTable {
 
   #make(path: string, uri: string, options: MountOptions): Mount {
     const parsed = parseMountOptions(options);
-    return { path, parts: parsePath(path), uri, options, ufs: createUfs(uri, driverOptions(options)), ...parsed };
+    return { path, parts: parsePath(path), uri, options, ufs: createUfs(uri, driverOptions(options), this.#meter), ...parsed };
   }
 
   #sort(): void {

@@ -39,7 +39,7 @@ import {
   LIST_PAGE_MAX,
   MAX_TTL_MS,
 } from '../common/protocol';
-import { createUfs } from '../ufs';
+import { createUfs, UfsMeter } from '../ufs';
 import { Metastore, toAttributes } from './metastore';
 import { SqliteMetastore } from './sqlite-metastore';
 import { PgMetastore } from './pg-metastore';
@@ -159,9 +159,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   // earlier), so a standby still takes over within 4/3 of the lease.
   const idleInTransactionTimeoutMs = shared ? Math.floor((election!.leaseMs ?? DEFAULT_LEADER_LEASE_MS) / 2) : undefined;
   const table = await openMetastore(metastoreUri, { blockSize, persistInitialWaitMs: opts.persistInitialWaitMs ?? 0, logger: log, shared, idleInTransactionTimeoutMs });
+  const metrics = createDaemonMetrics('master');
   let mounts: MountTable;
   try {
-    mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {}, { shared, logger: log });
+    mounts = await MountTable.open(table, opts.ufsUri, opts.ufsOptions ?? {}, { shared, logger: log, meter: new UfsMeter(metrics.registry) });
   } catch (err) {
     await table.close();
     throw err;
@@ -191,7 +192,6 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   // Heartbeats renew a write in flight every few seconds; one silent this long lost its client or worker.
   const openWriteTimeoutMs = Math.max(60_000, 4 * workerTimeoutMs);
 
-  const metrics = createDaemonMetrics('master');
   // Gauges read at scrape time from the database, so they never drift (prom-client awaits an async collect).
   new Gauge({ name: 'strata_master_inodes', help: 'Inodes in the namespace', registers: [metrics.registry], async collect() { this.set(await table.nodeCount()); } });
   new Gauge({

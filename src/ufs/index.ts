@@ -6,8 +6,10 @@ import { MemoryUnderFileSystem } from './memory';
 import type { S3UnderFileSystem } from './s3';
 import type { HdfsUnderFileSystem } from './hdfs';
 import type { UnderFileSystem } from './ufs';
+import { MeteredUnderFileSystem, UfsMeter } from './metered';
 
 export type { UnderFileSystem, UfsStatus, UfsWriter } from './ufs';
+export { UfsMeter } from './metered';
 
 /** Per-mount options, e.g. `s3.endpoint`, `s3.region`, `hdfs.user`; each driver reads its own keys. */
 export type UfsOptions = Record<string, string>;
@@ -80,8 +82,11 @@ export function checkUfsOptions(uri: string, options: UfsOptions, ownKeys: reado
 /** The schemes Strata can mount, for error messages and docs. */
 export const SUPPORTED_SCHEMES = Object.keys(DRIVERS).map((s) => s.slice(0, -1));
 
-/** Creates the driver for `uri`; an unknown or malformed URI is a CONFIG error. */
-export function createUfs(uri: string, options: UfsOptions = {}): UnderFileSystem {
+/**
+ * Creates the driver for `uri`; an unknown or malformed URI is a CONFIG error. With `meter`,
+ * its calls are timed and counted (metered.ts).
+ */
+export function createUfs(uri: string, options: UfsOptions = {}, meter?: UfsMeter): UnderFileSystem {
   let url: URL;
   try {
     url = new URL(uri);
@@ -92,5 +97,6 @@ export function createUfs(uri: string, options: UfsOptions = {}): UnderFileSyste
   if (!driver) {
     throw new StrataError('CONFIG', `unknown under-store scheme '${url.protocol.slice(0, -1)}' in '${uri}' (supported: ${SUPPORTED_SCHEMES.join(', ')})`);
   }
-  return driver(uri, options);
+  const ufs = driver(uri, options);
+  return meter ? new MeteredUnderFileSystem(ufs, meter) : ufs;
 }

@@ -41,7 +41,7 @@ import {
   LEFTOVERS_MAX,
   MAX_CONTAINER_ID,
 } from '../common/protocol';
-import { createUfs } from '../ufs';
+import { createUfs, UfsMeter } from '../ufs';
 import { hostIdentity } from '../common/host';
 import { Counter, Gauge } from 'prom-client';
 import { createDaemonMetrics } from '../common/metrics';
@@ -344,13 +344,16 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   if (staleLeftovers.length) log.warn({ writes: staleLeftovers.length }, 'the last run was cut off during under-store writes; the master discards what they left');
   log.info({ blocks: store.blockCount, usedBytes: store.usedBytes, tiers: store.tierInfo().map((t) => `${t.name}:${t.dir}`), checksums: PAGE_CRC_IMPLEMENTATION, holes: sparseAware() ? 'SEEK_DATA' : 'read (the strata_sparse addon is not built)' }, 'page store opened');
 
+  const metrics = createDaemonMetrics('worker');
+  const reg = [metrics.registry];
+  const ufsMeter = new UfsMeter(metrics.registry);
   /** Drivers by mount URI and options (credentials or endpoints may differ per mount). */
   const ufsByUri = new Map<string, UnderFileSystem>();
   const ufsFor = (loc: UnderStoreRef): UnderFileSystem => {
     const key = `${loc.mountUri}\n${JSON.stringify(loc.options ?? {})}`;
     let u = ufsByUri.get(key);
     if (!u) {
-      u = createUfs(loc.mountUri, loc.options ?? {});
+      u = createUfs(loc.mountUri, loc.options ?? {}, ufsMeter);
       ufsByUri.set(key, u);
     }
     return u;
@@ -648,8 +651,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     }
   }
 
-  const metrics = createDaemonMetrics('worker');
-  const reg = [metrics.registry];
   const servedBytes = new Counter({ name: 'strata_worker_served_bytes_total', help: 'Bytes served to clients over HTTP, by the tier they came from', labelNames: ['tier'] as const, registers: reg });
   const heldBytes = new Gauge({
     name: 'strata_worker_read_held_bytes',
