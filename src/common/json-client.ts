@@ -235,7 +235,7 @@ export class JsonClient {
         const notLeader = err instanceof NotLeaderReply;
         const retriable = notLeader || (code !== undefined && (NOT_SENT_ERRORS.has(code) || (idempotent && BROKEN_ERRORS.has(code))));
         if (retriable && Date.now() - started < this.#retryForMs && !signal?.aborted) {
-          this.#onRetry?.(err, what);
+          this.#onRetry?.(notLeader ? err.error : err, what);
           this.#switch(notLeader ? err.leader : undefined);
           // A standby that named the leader costs no wait; otherwise back off once per round of the URLs.
           // (bounded: two standbys that name each other while the lease changes hands get the backoff too).

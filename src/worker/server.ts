@@ -158,6 +158,7 @@ const READ_WINDOW_BYTES = FILL_RUN_BYTES;
  * the worker's read memory. Each read may always hold the page its client takes next, so a
  * read never waits for other reads' clients; past the budget, reads fetch no further ahead
  * until pages are taken. Without it, memory grew with the number of such reads: 16 MiB each.
+ * Not counted: the pages fills have fetched and wait to hold (at most FILL_PARALLEL per read).
  */
 export class ReadBudget {
   #held = 0;
@@ -177,6 +178,11 @@ export class ReadBudget {
     return this.#held >= this.limit;
   }
 
+  /** Bytes reads may still hold beyond their clients' next pages. */
+  get room(): number {
+    return Math.max(0, this.limit - this.#held);
+  }
+
   add(bytes: number): void {
     this.#held += bytes;
     this.gauge?.inc(bytes);
@@ -185,21 +191,24 @@ export class ReadBudget {
   release(bytes: number): void {
     this.#held -= bytes;
     this.gauge?.dec(bytes);
+    // Only once there is room: while full, a release lets no waiting fill in.
+    if (this.full || this.#waiters.size === 0) return;
     const ws = [...this.#waiters];
     this.#waiters.clear();
     for (const w of ws) w();
   }
 
-  /** Calls `w` once, at the next release. */
-  onRelease(w: () => void): void {
+  /** Calls `w` once, when a release leaves room; the returned function cancels that. */
+  onRoom(w: () => void): () => void {
     this.#waiters.add(w);
+    return () => void this.#waiters.delete(w);
   }
 }
 
 export const DEFAULT_READ_MEMORY_BYTES = 256 * 1024 * 1024;
 
 /** Flow control between a read's fills and its client (READ_WINDOW_BYTES, and the worker's ReadBudget). */
-class ReadWindow {
+export class ReadWindow {
   /** The page the client takes next. */
   next: number;
   #closed = false;
@@ -209,22 +218,33 @@ class ReadWindow {
 
   constructor(
     first: number,
-    pageSize: number,
+    readonly pageSize: number,
     readonly budget: ReadBudget,
   ) {
     this.next = first;
     this.pages = Math.max(1, Math.floor(READ_WINDOW_BYTES / pageSize));
   }
 
-  /** Waits until page `idx` may be held; false once the read has ended (the page is not wanted). */
-  async admit(idx: number): Promise<boolean> {
-    while (!this.#closed && !this.admits(idx)) {
-      await new Promise<void>((r) => {
-        this.#waiters.add(r);
-        if (idx < this.next + this.pages) this.budget.onRelease(r);
-      });
-    }
-    return !this.#closed;
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Settles at the next change that may let page `idx` in: the client took a page, the read
+   * ended, or (for a page within the window) the budget has room again. Each wait removes
+   * itself from both, so a fill that waits long adds nothing per release elsewhere.
+   */
+  changed(idx: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let cancelRoom = (): void => undefined;
+      const wake = (): void => {
+        this.#waiters.delete(wake);
+        cancelRoom();
+        resolve();
+      };
+      this.#waiters.add(wake);
+      if (idx < this.next + this.pages) cancelRoom = this.budget.onRoom(wake);
+    });
   }
 
   /** Whether page `idx` may be held now: within the window, and the next page or within the worker's budget. */
@@ -232,9 +252,9 @@ class ReadWindow {
     return !this.#closed && idx < this.next + this.pages && (idx <= this.next || !this.budget.full);
   }
 
-  /** Pages past `next` a fetch starting there may bring in one go: none while the budget is spent. */
+  /** Pages past `next` a fetch starting there may bring in one go: as many as the budget has room for, up to the window. */
   get ahead(): number {
-    return this.budget.full ? 0 : this.pages - 1;
+    return Math.min(this.pages - 1, Math.floor(this.budget.room / this.pageSize));
   }
 
   advance(next: number): void {
@@ -256,7 +276,7 @@ class ReadWindow {
 }
 
 /** Pages a read holds for its client, counted in the worker's ReadBudget; a fill adds one once `window` admits it. */
-class HeldPages extends Map<number, Buffer> {
+export class HeldPages extends Map<number, Buffer> {
   /** Per page fetched for this read alone (NO_CACHE): settles when that page is held, or its fill failed. */
   readonly fills = new Map<number, Promise<void>>();
 
@@ -295,9 +315,17 @@ const RUN_PAST_WINDOW = new StrataError('NO_SPACE', "no room in the cache, and t
  * waits for one client; those reads fetch for themselves, and this one fetches the next
  * window's pages when its client gets there.
  */
-async function hold(pages: Map<number, Buffer>, idx: number, page: Buffer, shared: boolean): Promise<void> {
+export async function hold(pages: Map<number, Buffer>, idx: number, page: Buffer, shared: boolean): Promise<void> {
   if (pages instanceof HeldPages) {
-    if (shared ? !pages.window.admits(idx) : !(await pages.window.admit(idx))) throw shared ? RUN_PAST_WINDOW : RUN_ENDED;
+    const w = pages.window;
+    // Checked and held in one step: fills woken together by the same room cannot all take it, and
+    // none holds a page after its read ended (the read's last step let go of what it held).
+    while (!w.admits(idx)) {
+      // A fill other reads may have joined never waits for this one, nor fails them: they fetch for themselves.
+      if (shared) throw RUN_PAST_WINDOW;
+      if (w.closed) throw RUN_ENDED;
+      await w.changed(idx);
+    }
   }
   pages.set(idx, page);
 }
@@ -313,7 +341,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     onRetry: (err, what) => {
       if (closing || Date.now() - warnedAt < 10_000) return;
       warnedAt = Date.now();
-      log.warn({ master: opts.masterUrl, call: what, err: err instanceof Error ? err.message : String(err) }, 'the master does not answer; trying again');
+      const notLeader = err instanceof StrataError && err.code === 'NOT_LEADER';
+      log.warn({ master: opts.masterUrl, call: what, err: err instanceof Error ? err.message : String(err) }, notLeader ? 'no master leads yet; trying again' : 'the master does not answer; trying again');
     },
   });
   const tiers = opts.tiers ?? [{ name: 'SSD', dir: nodePath.resolve(opts.home, 'worker', 'blocks'), capacityBytes: opts.capacityBytes ?? 8 * 1024 ** 3 }];
