@@ -23,6 +23,18 @@ async function heldBytes(workerUrl: string): Promise<number> {
   return Number(m[1]);
 }
 
+/** The held bytes once fills stop adding to them (within 4 s): what stalled clients leave held. */
+async function steadyHeldBytes(workerUrl: string): Promise<number> {
+  let last = -1;
+  for (let i = 0; i < 40; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = await heldBytes(workerUrl);
+    if (now === last && now > 0) break;
+    last = now;
+  }
+  return heldBytes(workerUrl);
+}
+
 t.test('a NO_CACHE read of a stalled client holds at most a window of pages', async (t) => {
   const ufs = tempRoot('strata-read-window-ufs-');
   mkdirSync(ufs, { recursive: true });
@@ -41,14 +53,7 @@ t.test('a NO_CACHE read of a stalled client holds at most a window of pages', as
   await new Promise<void>((resolve) => res.once('data', (d: Buffer) => (chunks.push(d), resolve())));
   res.pause();
   // The fills run until the window is full (and the sockets' buffers are).
-  let last = -1;
-  for (let i = 0; i < 40; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    const now = await heldBytes(c.workerUrl);
-    if (now === last && now > 0) break;
-    last = now;
-  }
-  const held = await heldBytes(c.workerUrl);
+  const held = await steadyHeldBytes(c.workerUrl);
   t.ok(held > 0, `pages are held for the stalled client (${held / MiB} MiB)`);
   t.ok(held <= 17 * MiB, `no more than the window of 16 MiB and a page (${held / MiB} MiB of the 48 asked for)`);
 
@@ -138,14 +143,7 @@ t.test("NO_CACHE reads together hold at most the worker's read memory, and a sta
   // Four stalled clients would hold four windows (64 MiB) without the budget.
   const stalled = [];
   for (let i = 0; i < 4; i++) stalled.push(await stalledRead(url));
-  let last = -1;
-  for (let i = 0; i < 40; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    const now = await heldBytes(c.workerUrl);
-    if (now === last && now > 0) break;
-    last = now;
-  }
-  const held = await heldBytes(c.workerUrl);
+  const held = await steadyHeldBytes(c.workerUrl);
   t.ok(held > 0, `pages are held for the stalled clients (${held / MiB} MiB)`);
   t.ok(held <= 16 * MiB, `at most the 8 MiB of read memory and two pages per read (${held / MiB} MiB; 4 windows are 64)`);
 
