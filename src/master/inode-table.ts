@@ -1098,20 +1098,25 @@ export class InodeTable {
         block_id: number;
       }[];
       for (const r of orphans) this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);
-      const queued = [...new Set(rows.map((r) => r.ino))].filter((ino) => this.#queueUnwritten(ino));
+      const queued = this.#queueUnwritten([...new Set(rows.map((r) => r.ino))]);
       return { writes: stale.length, copies: orphans.length, queued };
     })();
   }
 
-  /** Queues `ino` to be stored empty if every write of it ended uncommitted (see Metastore.abandonWrite); inside a transaction. */
-  #queueUnwritten(ino: number): boolean {
-    const unwritten = this.#sql(
-      `SELECT 1 FROM node n WHERE n.ino = ? AND n.type = ? AND n.persisted = 0 AND n.in_store = 1 AND n.size = 0
-         AND NOT EXISTS (SELECT 1 FROM open_write w WHERE w.ino = n.ino) AND NOT EXISTS (SELECT 1 FROM persist_queue q WHERE q.ino = n.ino)`,
-    ).get(ino, TYPE_CODE.file);
-    if (!unwritten) return false;
-    this.#enqueuePersist(ino, 0);
-    return true;
+  /**
+   * Queues those of `inos` to be stored empty whose every write ended uncommitted (see
+   * Metastore.abandonWrite), in one statement (an expiry pass may end thousands of writes);
+   * inside a transaction. Answers the inodes queued, in order.
+   */
+  #queueUnwritten(inos: number[]): number[] {
+    const now = Date.now();
+    const rows = this.#sql(
+      `INSERT INTO persist_queue (ino, enqueued_at, next_at)
+       SELECT n.ino, ?, ? FROM node n WHERE n.ino IN (SELECT value FROM json_each(?)) AND n.type = ? AND n.persisted = 0 AND n.in_store = 1 AND n.size = 0
+         AND NOT EXISTS (SELECT 1 FROM open_write w WHERE w.ino = n.ino) AND NOT EXISTS (SELECT 1 FROM persist_queue q WHERE q.ino = n.ino)
+       RETURNING ino`,
+    ).all(now, now, JSON.stringify(inos), TYPE_CODE.file) as { ino: number }[];
+    return rows.map((r) => r.ino).sort((a, b) => a - b);
   }
 
   /** Ends a write in flight that will never be committed: its reported copies are orphans and get deleted. */
@@ -1119,7 +1124,7 @@ export class InodeTable {
     return this.#db.transaction(() => {
       const ino = (this.#sql('SELECT ino FROM open_write WHERE container = ?').get(container) as { ino: number } | undefined)?.ino;
       for (const r of this.#closeWrite(container)) this.#stmt.addPendingDelete.run(r.worker_id, r.block_id);
-      return ino !== undefined && opts?.storeIfUnwritten === true && this.#queueUnwritten(ino);
+      return ino !== undefined && opts?.storeIfUnwritten === true && this.#queueUnwritten([ino]).length > 0;
     })();
   }
 
