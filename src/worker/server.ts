@@ -207,7 +207,7 @@ export class ReadBudget {
 
 export const DEFAULT_READ_MEMORY_BYTES = 256 * 1024 * 1024;
 
-/** Flow control between a read's fills and its client (READ_WINDOW_BYTES, and the worker's ReadBudget). */
+/** Flow control between a read's fills and its client (READ_WINDOW_BYTES, and the worker's ReadBudget). Exported, with HeldPages and hold, for test/worker/read-budget. */
 export class ReadWindow {
   /** The page the client takes next. */
   next: number;
@@ -646,8 +646,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
             // for this read alone, uncached (a fill for one request joins no other).
             const src = await sourceOf(id);
             try {
-              // Without room, the pages up to the window's end at once (a fill that reached past it stopped there),
-              // or this page alone while the worker's read memory is spent (the rest would be fetched to be dropped).
+              // Without room, the pages up to the window's end at once (a fill that reached past it stopped there), as
+              // many as the worker's read memory has room for: this page alone while it is spent (more would be dropped).
               await ensurePages(src, p, sink ? p : Math.min(last, p + window.ahead), sink, spill);
             } catch (err) {
               if (toStrataError(err).code !== 'NO_SPACE') throw err;
