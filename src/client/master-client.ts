@@ -86,6 +86,9 @@ export class MasterClient {
     // once, while the client keeps trying: a restarted or new master knows nothing of this mount's lease.
     this.#feedHttp = new JsonClient(url, {
       ...opts,
+      // Beyond the longest hold a poll asks for (20 s, without a lease).
+      timeoutMs: 30_000,
+      stop: this.#stopFeed.signal,
       onRetry: () => {
         this.#setLease(0);
         this.cache?.lost();
@@ -110,7 +113,7 @@ export class MasterClient {
         // With a lease granted: each answer must come before the lease the last one renewed ends.
         const wait = this.#granted > 0 ? feedPollWait(this.#granted, this.#leaseUntil - sent, overheadMs) : Math.max(50, Math.floor(lease / 3));
         const q: Record<string, string | number> = lease > 0 ? { wait, subscriber: this.#subscriber, lease } : { wait: 20_000 };
-        const r = await this.#feedHttp.get<ChangesResponse>(`${MASTER_API}/changes`, { epoch: cache.epoch || '-', since: cache.applied, ...q }, AbortSignal.any([signal, AbortSignal.timeout(30_000)]));
+        const r = await this.#feedHttp.get<ChangesResponse>(`${MASTER_API}/changes`, { epoch: cache.epoch || '-', since: cache.applied, ...q });
         if (typeof r.heldMs === 'number' && Number.isFinite(r.heldMs)) overheadMs = Math.max(0, performance.now() - sent - r.heldMs, overheadMs * 0.8);
         cache.apply(r);
         // As long as the master granted (never longer than asked); a master that grants none gives none.

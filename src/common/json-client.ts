@@ -21,6 +21,7 @@
  * BROKEN_ERRORS); any other fails with UNAVAILABLE (EIO), as it may have been applied.
  */
 
+import { setMaxListeners } from 'node:events';
 import { Pool } from 'undici';
 import { StrataError, toStrataError } from './errors';
 import { errorFromBody, parseJsonOrUndefined } from './reply-errors';
@@ -41,6 +42,8 @@ export interface JsonClientOptions {
   token?: string;
   /** Sent with every POST (e.g. the mount's feed-subscriber id). */
   postHeaders?: Record<string, string>;
+  /** Aborts every call of this client made without a signal of its own, in flight or to come (a long poll at close). */
+  stop?: AbortSignal;
 }
 
 /** Per call: a POST that may safely be applied twice (a read sent as POST, a full re-registration). */
@@ -61,6 +64,60 @@ const BROKEN_ERRORS = new Set(['ECONNRESET', 'UND_ERR_SOCKET']);
 const SUSPECT_AFTER_MS = 2000;
 /** Other masters are asked whether they lead at most this often (ms), however many calls wait. */
 const PROBE_EVERY_MS = 1000;
+
+/**
+ * Calls begun within one slot of this many ms share one deadline signal (the slot's end plus the
+ * timeout): a signal of its own per call, as AbortSignal.timeout joined to another by
+ * AbortSignal.any, cost about 100 µs of CPU per call here, more than a third of a whole
+ * round trip to the master (scripts/bench.ts, meta). A call's deadline is thus its
+ * timeout plus at most this much.
+ */
+const DEADLINE_SLOT_MS = 250;
+
+/**
+ * Deadline signals shared by the calls begun in the same slot: each aborts (TimeoutError,
+ * as AbortSignal.timeout's) `timeoutMs` after its slot ends.
+ */
+class SharedDeadlines {
+  #slot = -1;
+  #signal: AbortSignal | undefined;
+  /** The signals whose deadline has not passed yet: `stop` aborts them all. */
+  readonly #live = new Set<AbortController>();
+
+  constructor(
+    readonly timeoutMs: number,
+    readonly stop: AbortSignal | undefined,
+  ) {
+    stop?.addEventListener(
+      'abort',
+      () => {
+        for (const ac of this.#live) ac.abort(stop.reason);
+        this.#live.clear();
+      },
+      { once: true },
+    );
+  }
+
+  signal(): AbortSignal {
+    if (this.stop?.aborted) return this.stop;
+    const slot = Math.floor(performance.now() / DEADLINE_SLOT_MS);
+    if (slot !== this.#slot || !this.#signal) {
+      const ac = new AbortController();
+      // Every call of the slot listens to it: no "possible leak" warning past 10.
+      setMaxListeners(0, ac.signal);
+      const ms = this.timeoutMs;
+      this.#live.add(ac);
+      // Unref'd: a deadline keeps no process alive (a call in flight keeps its socket, which does).
+      setTimeout(() => {
+        this.#live.delete(ac);
+        ac.abort(new DOMException(`the call took longer than ${ms} ms`, 'TimeoutError'));
+      }, (slot + 1) * DEADLINE_SLOT_MS - performance.now() + ms).unref();
+      this.#slot = slot;
+      this.#signal = ac.signal;
+    }
+    return this.#signal;
+  }
+}
 
 /** Filled with the response headers of one call. */
 export interface ResponseMeta {
@@ -93,6 +150,7 @@ export class JsonClient {
   #current = 0;
   readonly #pools = new Map<string, Pool>();
   readonly #timeoutMs: number;
+  readonly #deadlines: SharedDeadlines;
   readonly #retryForMs: number;
   readonly #onRetry: ((err: unknown, what: string) => void) | undefined;
   readonly #headers: Record<string, string>;
@@ -104,6 +162,7 @@ export class JsonClient {
     this.#urls = [...new Set(baseUrl.split(',').filter((u) => u.trim() !== '').map(originOf))];
     if (this.#urls.length === 0) throw new StrataError('CONFIG', `not a valid URL: '${baseUrl}'`);
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    this.#deadlines = new SharedDeadlines(this.#timeoutMs, opts.stop);
     this.#retryForMs = opts.retryForMs ?? 15_000;
     this.#onRetry = opts.onRetry;
     this.#headers = { ...opts.postHeaders, 'content-type': 'application/json' };
@@ -194,15 +253,16 @@ export class JsonClient {
     for (;;) {
       const url = this.baseUrl;
       const what = `${method} ${url}${path.split('?')[0]}`;
-      const abandon = new AbortController();
+      // With one master there is none to move to: no watch, and no signal of this call's own.
+      const abandon = this.#urls.length > 1 ? new AbortController() : undefined;
       let movedTo: string | undefined;
-      const stopWatching =
-        this.#urls.length > 1
-          ? this.#watchForOtherLeader(url, (leader) => {
-              movedTo = leader;
-              abandon.abort();
-            })
-          : () => undefined;
+      const stopWatching = abandon
+        ? this.#watchForOtherLeader(url, (leader) => {
+            movedTo = leader;
+            abandon.abort();
+          })
+        : () => undefined;
+      const deadline = signal ?? this.#deadlines.signal();
       try {
         const res = await this.#pool(url).request({
           method,
@@ -211,7 +271,7 @@ export class JsonClient {
           body,
           headersTimeout: this.#timeoutMs,
           bodyTimeout: this.#timeoutMs,
-          signal: AbortSignal.any([signal ?? AbortSignal.timeout(this.#timeoutMs), abandon.signal]),
+          signal: abandon ? AbortSignal.any([deadline, abandon.signal]) : deadline,
         });
         if (meta) meta.headers = res.headers;
         const parsed = parseJsonOrUndefined(await res.body.text());

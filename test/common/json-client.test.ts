@@ -1,0 +1,92 @@
+/**
+ * The master client's deadlines: a master that takes a request and never answers makes each
+ * call fail with TIMEOUT (ETIMEDOUT) after its timeout, also when many calls share one deadline
+ * (and with no "possible leak" warning for the listeners they add), also when the answer trickles
+ * in too slowly to ever finish; `stop` ends every call at once.
+ */
+
+import t from 'tap';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { JsonClient } from '../../src/common/json-client';
+
+/** A server that reads requests and answers none (a hung master), on 127.0.0.1. */
+async function silentServer(t: { teardown(fn: () => unknown): void }, trickle = false): Promise<{ url: string; seen: () => number }> {
+  let seen = 0;
+  const held: ServerResponse[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    seen++;
+    req.resume();
+    held.push(res);
+    if (!trickle) return;
+    // Headers at once, then a byte of the body every 100 ms: no gap long enough for undici's own timeouts.
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.write(' ');
+    timers.push(setInterval(() => res.write(' '), 100));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(async () => {
+    for (const timer of timers) clearInterval(timer);
+    for (const res of held) res.destroy();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen: () => seen };
+}
+
+t.test('calls to a master that never answers fail with TIMEOUT after their timeout', async (t) => {
+  const { url, seen } = await silentServer(t);
+  const client = new JsonClient(url, { timeoutMs: 400, retryForMs: 0 });
+  t.teardown(() => client.close());
+  const warnings: Error[] = [];
+  const onWarning = (w: Error): void => void warnings.push(w);
+  process.on('warning', onWarning);
+  t.teardown(() => void process.off('warning', onWarning));
+  const started = performance.now();
+  // More calls at once than an EventTarget takes listeners before it warns (10).
+  const calls = Array.from({ length: 14 }, (_, i) => client.post('/api/v1/anything', { i }).then(
+    () => ({ ok: true, code: undefined as string | undefined, ms: performance.now() - started }),
+    (err: { code?: string }) => ({ ok: false, code: err.code, ms: performance.now() - started }),
+  ));
+  const results = await Promise.all(calls);
+  t.equal(seen(), 14, 'every call reached the server');
+  for (const r of results) {
+    t.same({ ok: r.ok, code: r.code }, { ok: false, code: 'TIMEOUT' });
+    // The deadline is the timeout plus at most one slot (250 ms); generous on a loaded machine.
+    t.ok(r.ms >= 390 && r.ms < 3000, `failed after ${Math.round(r.ms)} ms`);
+  }
+  await new Promise((r) => setImmediate(r));
+  t.same(warnings.map((w) => w.message), [], 'no warning about listeners');
+});
+
+t.test('an answer that trickles in without end fails with TIMEOUT after the timeout', async (t) => {
+  const { url } = await silentServer(t, true);
+  const client = new JsonClient(url, { timeoutMs: 400, retryForMs: 0 });
+  t.teardown(() => client.close());
+  const started = performance.now();
+  const err = await client.get('/api/v1/stat').then(() => undefined, (e: { code?: string }) => e);
+  const ms = performance.now() - started;
+  t.equal(err?.code, 'TIMEOUT');
+  t.ok(ms >= 390 && ms < 3000, `failed after ${Math.round(ms)} ms`);
+});
+
+t.test('stop ends every call in flight, and calls made after it fail at once', async (t) => {
+  const { url } = await silentServer(t);
+  const stop = new AbortController();
+  const client = new JsonClient(url, { timeoutMs: 30_000, retryForMs: 0, stop: stop.signal });
+  t.teardown(() => client.close());
+  const started = performance.now();
+  const pending = client.get('/api/v1/changes').then(
+    () => 'answered',
+    () => performance.now() - started,
+  );
+  await new Promise((r) => setTimeout(r, 200));
+  stop.abort();
+  const ms = await pending;
+  t.type(ms, 'number', 'the call failed');
+  t.ok((ms as number) < 5000, `ended ${Math.round(ms as number)} ms after it began, not at its 30 s timeout`);
+  const after = performance.now();
+  await t.rejects(client.get('/api/v1/changes'));
+  t.ok(performance.now() - after < 5000, 'a call after stop fails at once');
+});
