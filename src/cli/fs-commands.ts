@@ -617,6 +617,65 @@ async function loadOne(fs: StrataFileSystem, block: BlockInfo): Promise<LoadBloc
   }
 }
 
+/** Regular files at `path` and below it, with their sizes and whether they are in their under-store already. */
+async function filesBelow(fs: StrataFileSystem, path: string): Promise<{ path: string; size: number; persisted: boolean }[]> {
+  const a = await at(path, () => fs.getattr(path));
+  if (a.type === 'file') return [{ path, size: a.size, persisted: a.persistState === 'persisted' }];
+  if (a.type !== 'directory') return [];
+  const out: { path: string; size: number; persisted: boolean }[] = [];
+  for (const e of await at(path, () => fs.readdir(path))) {
+    const p = joinPath(path, e.name);
+    if (e.type === 'file') out.push({ path: p, size: e.size, persisted: e.persistState === 'persisted' });
+    else if (e.type === 'directory') out.push(...(await filesBelow(fs, p)));
+  }
+  return out;
+}
+
+/**
+ * `persist -r`: every file below the paths not in its under-store yet is written there, `parallel`
+ * at a time (the master answers each once its bytes are stored). A file that fails is reported
+ * and the others go on; the command then fails naming the first.
+ */
+async function persistTrees(fs: StrataFileSystem, paths: string[], parallel: number, showProgress: boolean, json: boolean): Promise<void> {
+  const started = Date.now();
+  const all: { path: string; size: number; persisted: boolean }[] = [];
+  for (const path of paths) all.push(...(await filesBelow(fs, path)));
+  const queue = all.filter((f) => !f.persisted);
+  const total = queue.reduce((n, f) => n + f.size, 0);
+  const failed: { path: string; error: string }[] = [];
+  let files = 0;
+  let bytes = 0;
+  const progress = showProgress ? new Progress('persist', total, queue.length) : undefined;
+  const run = async () => {
+    for (let f = queue.shift(); f; f = queue.shift()) {
+      try {
+        const a = await fs.master.persist(f.path);
+        if (a.persistState === 'persisted') {
+          files++;
+          bytes += f.size;
+        } else failed.push({ path: f.path, error: `still ${a.persistState}` });
+      } catch (err) {
+        failed.push({ path: f.path, error: toStrataError(err).message });
+      }
+      progress?.update(bytes, files);
+    }
+  };
+  const toDo = queue.length;
+  try {
+    await Promise.all(Array.from({ length: Math.min(parallel, Math.max(1, toDo)) }, run));
+  } finally {
+    progress?.stop();
+  }
+  const already = all.length - toDo;
+  if (json) printJson({ files, totalFiles: all.length, alreadyPersisted: already, bytes, failedFiles: failed.length, failed, ms: Date.now() - started });
+  else process.stdout.write(`persisted ${files} of ${toDo} file${toDo === 1 ? '' : 's'}, ${human(bytes)} (${bytes} bytes); ${already} already in the under-store\n`);
+  if (failed.length > 0) {
+    const first = failed[0]!;
+    const more = failed.length > 1 ? ` (and ${failed.length - 1} more file${failed.length === 2 ? '' : 's'})` : '';
+    throw pathError(first.path, 'IO_ERROR', `could not be persisted: ${first.error}${more}`);
+  }
+}
+
 /** Removes a file, or a tree with `recursive`; each failure names the path it happened on. */
 async function remove(fs: StrataFileSystem, path: string, recursive: boolean): Promise<void> {
   const a = await at(path, () => fs.getattr(path));
@@ -953,14 +1012,25 @@ ${examples([
       }),
     );
 
-  cmd('persist', 'write files to their under-store now (for MUST_CACHE / ASYNC_THROUGH files)', ['$ strata fs persist /tmp/out.bin', "$ strata fs persist --json '/tmp/out-*.bin'"])
+  cmd('persist', 'write files to their under-store now (for MUST_CACHE / ASYNC_THROUGH files)', [
+    '$ strata fs persist /tmp/out.bin',
+    "$ strata fs persist --json '/tmp/out-*.bin'",
+    '$ strata fs persist -r /scratch/run-7 --parallel 8',
+  ])
     .argument('<paths...>', 'Strata paths or patterns')
-    .option('--json', 'print JSON: {path, persisted}, an array for several paths or a pattern')
-    .action(async (args: string[], o: FsOpts) =>
+    .option('-r, --recursive', 'persist every file below a directory')
+    .option('--parallel <n>', 'files persisted at once, with -r (1-64)', '4')
+    .option('--no-progress', 'no progress display on stderr, with -r')
+    .option('--json', 'print JSON: {path, persisted}, an array for several paths or a pattern; with -r a summary')
+    .action(async (args: string[], o: FsOpts & { recursive?: boolean; parallel: string; progress: boolean }) =>
       withFs(o, async (fs) => {
+        const parallel = Number(o.parallel);
+        if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) throw usageError(`--parallel must be an integer from 1 to 64, got '${o.parallel}'`);
         const { paths, single } = await expand(fs, args, { followLast: true });
+        if (o.recursive) return persistTrees(fs, paths, parallel, o.progress, !!o.json);
         const out = [];
         for (const path of paths) {
+          if ((await at(path, () => fs.getattr(path))).type === 'directory') throw pathError(path, 'IS_DIRECTORY', 'is a directory (use -r)');
           const a = await at(path, () => fs.master.persist(path));
           const persisted = a.persistState === 'persisted';
           out.push({ path, persisted });

@@ -6,7 +6,7 @@
  */
 
 import t from 'tap';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { startLocal, runCli, tempRoot, CliResult } from '../helpers/cluster';
@@ -314,4 +314,39 @@ t.test('against a cluster', async (t) => {
     const single = await fs(t, ['cp', l('tree/d0/f0'), 'strata:/single']);
     t.equal(single.stderr + single.stdout, '', 'a one-file copy stays quiet');
   });
+});
+
+t.test('persist -r writes every file below a directory that its under-store lacks (MUST_CACHE)', async (t) => {
+  const c = await startLocal(t, { args: ['--write-type', 'MUST_CACHE'] });
+  const m = (p: string) => path.join(c.mnt, p);
+  const u = (p: string) => path.join(c.ufsDir, p);
+  const fs = (args: string[]) => runCli(['fs', ...args, '--master', c.masterUrl]);
+  const files: Record<string, Buffer> = {};
+  await fsp.mkdir(m('run/a/b'), { recursive: true });
+  await fsp.mkdir(m('run/empty-dir'));
+  for (const [name, size] of [['top.bin', 300_000], ['a/one', 5], ['a/b/two', 70_000], ['a/b/zero', 0]] as const) {
+    files[name] = randomBytes(size);
+    await fsp.writeFile(m(`run/${name}`), files[name]!);
+  }
+  await fsp.symlink('top.bin', m('run/link'));
+  t.notOk(existsSync(u('run/top.bin')), 'MUST_CACHE: not in the under-store after close');
+
+  const plain = await fs(['persist', '/run']);
+  t.equal(plain.code, 1);
+  t.equal(plain.stderr, 'strata: /run: is a directory (use -r)\n', 'a directory needs -r');
+
+  const r = await fs(['persist', '-r', '/run', '--json', '--parallel', '2']);
+  t.equal(r.code, 0, 'persist -r exits 0', { stderr: r.stderr });
+  t.match(JSON.parse(r.stdout), { files: 4, totalFiles: 4, alreadyPersisted: 0, bytes: 370_005, failedFiles: 0, failed: [] }, 'every file, the symlink not followed');
+  for (const [name, bytes] of Object.entries(files)) t.ok(readFileSync(u(`run/${name}`)).equals(bytes), `${name}: its bytes are in the under-store`);
+  t.equal((await fs(['stat', '/run/a/b/two', '--json'])).stdout.includes('"persisted":true'), true, 'and the master says so');
+
+  await fsp.writeFile(m('run/a/late'), 'late');
+  const again = await fs(['persist', '-r', '/run/a', '/run/top.bin', '--no-progress']);
+  t.equal(again.code, 0);
+  t.equal(again.stdout, 'persisted 1 of 1 file, 4 B (4 bytes); 4 already in the under-store\n', 'only what is new; a file operand counts too');
+  t.equal(again.stderr, '', '--no-progress');
+  t.equal(readFileSync(u('run/a/late'), 'utf8'), 'late');
+  const bad = await fs(['persist', '-r', '/run', '--parallel', '0']);
+  t.equal(bad.code, 2, 'a bad --parallel is a usage error');
 });
