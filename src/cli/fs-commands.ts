@@ -115,7 +115,8 @@ async function expand(fs: StrataFileSystem, args: string[], opts: { slashFollows
     if (arg.split('/').some((c) => c === '.' || c === '..')) throw usageError(`${arg}: '.' and '..' are not allowed in Strata paths`);
     const found = await expandGlob(arg, (dir) => listForGlob(fs, dir));
     if (found.length === 0) throw pathError(arg, 'NOT_FOUND', 'no match');
-    paths.push(...found);
+    // One by one: a spread of a pattern that matched a huge directory would overflow the stack.
+    for (const f of found) paths.push(f);
   }
   return { paths, single: args.length === 1 && !hasGlob(args[0]!) };
 }
@@ -590,15 +591,15 @@ interface LoadJob {
   blocks: BlockInfo[];
 }
 
-/** Files at `path` (all below it when `recursive`), with their blocks. */
-async function filesToLoad(fs: StrataFileSystem, path: string, recursive: boolean): Promise<LoadJob[]> {
+/** Files at `path` (all below it when `recursive`), with their blocks, added to `out` (one array for a whole tree: no spread of a huge list). */
+async function filesToLoad(fs: StrataFileSystem, path: string, recursive: boolean, out: LoadJob[] = []): Promise<LoadJob[]> {
   const a = await at(path, () => fs.getattr(path));
-  if (a.type === 'file') return [{ path, blocks: (await at(path, () => fs.master.fileBlocks(path))).blocks }];
-  if (a.type !== 'directory') return [];
-  if (!recursive) throw pathError(path, 'IS_DIRECTORY', 'is a directory (use -r)');
-  const out: LoadJob[] = [];
-  for (const e of await at(path, () => fs.readdir(path))) {
-    if (e.type === 'file' || e.type === 'directory') out.push(...(await filesToLoad(fs, joinPath(path, e.name), true)));
+  if (a.type === 'file') out.push({ path, blocks: (await at(path, () => fs.master.fileBlocks(path))).blocks });
+  else if (a.type === 'directory') {
+    if (!recursive) throw pathError(path, 'IS_DIRECTORY', 'is a directory (use -r)');
+    for (const e of await at(path, () => fs.readdir(path))) {
+      if (e.type === 'file' || e.type === 'directory') await filesToLoad(fs, joinPath(path, e.name), true, out);
+    }
   }
   return out;
 }
@@ -617,18 +618,16 @@ async function loadOne(fs: StrataFileSystem, block: BlockInfo): Promise<LoadBloc
   }
 }
 
-/** Regular files at `path` and below it, with their sizes and whether they are in their under-store already. */
-async function filesBelow(fs: StrataFileSystem, path: string): Promise<{ path: string; size: number; persisted: boolean }[]> {
+/** Regular files at `path` and below it, with their sizes and whether they are in their under-store already, added to `out`. */
+async function filesBelow(fs: StrataFileSystem, path: string, out: Map<string, { size: number; persisted: boolean }>): Promise<void> {
   const a = await at(path, () => fs.getattr(path));
-  if (a.type === 'file') return [{ path, size: a.size, persisted: a.persistState === 'persisted' }];
-  if (a.type !== 'directory') return [];
-  const out: { path: string; size: number; persisted: boolean }[] = [];
+  if (a.type === 'file') out.set(path, { size: a.size, persisted: a.persistState === 'persisted' });
+  if (a.type !== 'directory') return;
   for (const e of await at(path, () => fs.readdir(path))) {
     const p = joinPath(path, e.name);
-    if (e.type === 'file') out.push({ path: p, size: e.size, persisted: e.persistState === 'persisted' });
-    else if (e.type === 'directory') out.push(...(await filesBelow(fs, p)));
+    if (e.type === 'file') out.set(p, { size: e.size, persisted: e.persistState === 'persisted' });
+    else if (e.type === 'directory') await filesBelow(fs, p, out);
   }
-  return out;
 }
 
 /**
@@ -638,8 +637,10 @@ async function filesBelow(fs: StrataFileSystem, path: string): Promise<{ path: s
  */
 async function persistTrees(fs: StrataFileSystem, paths: string[], parallel: number, showProgress: boolean, json: boolean): Promise<void> {
   const started = Date.now();
-  const all: { path: string; size: number; persisted: boolean }[] = [];
-  for (const path of paths) all.push(...(await filesBelow(fs, path)));
+  // By path: operands that overlap (`-r /a /a/b`, patterns) count each file once.
+  const found = new Map<string, { size: number; persisted: boolean }>();
+  for (const path of paths) await filesBelow(fs, path, found);
+  const all = [...found].map(([path, f]) => ({ path, ...f }));
   const queue = all.filter((f) => !f.persisted);
   const total = queue.reduce((n, f) => n + f.size, 0);
   const failed: { path: string; error: string }[] = [];
@@ -1078,7 +1079,7 @@ ${examples([
         const started = Date.now();
         const { paths } = await expand(fs, args, { followLast: true });
         const jobs: LoadJob[] = [];
-        for (const path of paths) jobs.push(...(await filesToLoad(fs, path, !!o.recursive)));
+        for (const path of paths) await filesToLoad(fs, path, !!o.recursive, jobs);
         const queue = jobs.flatMap((job, file) => job.blocks.map((block) => ({ file, block })));
         const total = queue.reduce((n, q) => n + q.block.length, 0);
         const blocks = queue.length;

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { JsonClient, JsonClientOptions, ResponseMeta } from '../common/json-client';
+import { CallOptions, JsonClient, JsonClientOptions, ResponseMeta } from '../common/json-client';
 import { StrataError } from '../common/errors';
 import { ChangeStamp, MetadataCache, parseChangeStamp } from './metadata-cache';
 import {
@@ -40,6 +40,8 @@ const USELESS_PAGE_BACKOFF_MS = 10_000;
 /** The names (directory inode, name) a request may change; 'unknown' when it names paths. */
 type ChangedNames = readonly (readonly [number, string])[] | 'unknown';
 const NO_NAMES: ChangedNames = [];
+/** How long a client waits for a persist it asked for (the master answers once the bytes are stored). */
+const PERSIST_TIMEOUT_MS = 6 * 3600_000;
 
 export interface MasterClientOptions extends JsonClientOptions {
   /** Cache lookups, attributes and block lists, kept exact by the change feed (the FUSE mount). */
@@ -132,14 +134,14 @@ export class MasterClient {
    * A request that may change the namespace: the cache waits for the feed to show
    * it. `store` keeps the answer (the attributes after the change) in the cache.
    */
-  async #post<T>(path: string, body: unknown, names: ChangedNames, store?: (answer: T, stamp: ChangeStamp | undefined) => void): Promise<T> {
-    if (!this.cache) return this.#http.post<T>(path, body);
+  async #post<T>(path: string, body: unknown, names: ChangedNames, store?: (answer: T, stamp: ChangeStamp | undefined) => void, opts?: CallOptions): Promise<T> {
+    if (!this.cache) return this.#http.post<T>(path, body, undefined, undefined, opts);
     // Before it is sent: from then on the change may have happened.
     if (names === 'unknown') this.cache.changingUnknownNames();
     else this.cache.changingNames(names);
     const meta: ResponseMeta = {};
     try {
-      const answer = await this.#http.post<T & DirsAfterChange>(path, body, undefined, meta);
+      const answer = await this.#http.post<T & DirsAfterChange>(path, body, undefined, meta, opts);
       const stamp = stampOf(meta);
       if (answer && typeof answer === 'object' && 'dirs' in answer) {
         for (const d of answer.dirs ?? []) this.cache.putAttrsAsOf(d.attrs, stamp, d.seq);
@@ -518,9 +520,13 @@ export class MasterClient {
     await this.#post(`${MASTER_API}/unmount`, { path }, 'unknown');
   }
 
-  /** Persists a file now; resolves with its attributes once its bytes are in the under-store. */
+  /**
+   * Persists a file now; resolves with its attributes once its bytes are in the under-store. The master
+   * answers only then, so the call may take as long as the upload (a GiB to S3 at 50 MB/s: 20 s); the
+   * store's own bounds (retries, request timeouts) end a stalled one first.
+   */
   persist(path: string): Promise<FileAttributes> {
-    return this.#post(`${MASTER_API}/persist`, { path }, NO_NAMES);
+    return this.#post(`${MASTER_API}/persist`, { path }, NO_NAMES, undefined, { timeoutMs: PERSIST_TIMEOUT_MS });
   }
 
   async sync(path: string): Promise<void> {

@@ -49,6 +49,8 @@ export interface JsonClientOptions {
 /** Per call: a POST that may safely be applied twice (a read sent as POST, a full re-registration). */
 export interface CallOptions {
   idempotent?: boolean;
+  /** This call's deadline in ms instead of the client's (a call the master answers only once a long job is done). */
+  timeoutMs?: number;
 }
 
 /** The request was certainly not sent: any request may be tried again. */
@@ -119,6 +121,11 @@ class SharedDeadlines {
   }
 }
 
+/** `b`, or either of `a` and `b` when there is an `a`. */
+function anyOf(a: AbortSignal | undefined, b: AbortSignal): AbortSignal {
+  return a ? AbortSignal.any([a, b]) : b;
+}
+
 /** Filled with the response headers of one call. */
 export interface ResponseMeta {
   headers?: Record<string, string | string[] | undefined>;
@@ -151,6 +158,7 @@ export class JsonClient {
   readonly #pools = new Map<string, Pool>();
   readonly #timeoutMs: number;
   readonly #deadlines: SharedDeadlines;
+  readonly #stop: AbortSignal | undefined;
   readonly #retryForMs: number;
   readonly #onRetry: ((err: unknown, what: string) => void) | undefined;
   readonly #headers: Record<string, string>;
@@ -162,6 +170,7 @@ export class JsonClient {
     this.#urls = [...new Set(baseUrl.split(',').filter((u) => u.trim() !== '').map(originOf))];
     if (this.#urls.length === 0) throw new StrataError('CONFIG', `not a valid URL: '${baseUrl}'`);
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    this.#stop = opts.stop;
     this.#deadlines = new SharedDeadlines(this.#timeoutMs, opts.stop);
     this.#retryForMs = opts.retryForMs ?? 15_000;
     this.#onRetry = opts.onRetry;
@@ -181,7 +190,7 @@ export class JsonClient {
   }
 
   post<T>(path: string, body: unknown, signal?: AbortSignal, meta?: ResponseMeta, opts: CallOptions = {}): Promise<T> {
-    return this.#call<T>('POST', path, JSON.stringify(body ?? {}), signal, meta, opts.idempotent === true);
+    return this.#call<T>('POST', path, JSON.stringify(body ?? {}), signal, meta, opts.idempotent === true, opts.timeoutMs);
   }
 
   #pool(url: string): Pool {
@@ -243,8 +252,11 @@ export class JsonClient {
     };
   }
 
-  async #call<T>(method: 'GET' | 'POST', path: string, body: string | undefined, signal: AbortSignal | undefined, meta: ResponseMeta | undefined, idempotent: boolean): Promise<T> {
+  async #call<T>(method: 'GET' | 'POST', path: string, body: string | undefined, signal: AbortSignal | undefined, meta: ResponseMeta | undefined, idempotent: boolean, timeoutMs?: number): Promise<T> {
     const started = Date.now();
+    // What ends the call from outside: the caller's signal, else the client's stop. Either ends the retries too.
+    const cut = signal ?? this.#stop;
+    const ms = timeoutMs ?? this.#timeoutMs;
     let delay = 50;
     /** Attempts since the last backoff: after a full round of the URLs, wait a little. */
     let round = 0;
@@ -262,15 +274,16 @@ export class JsonClient {
             abandon.abort();
           })
         : () => undefined;
-      const deadline = signal ?? this.#deadlines.signal();
+      // A call of its own length is rare (a persist): a timer of its own costs nothing that matters then.
+      const deadline = signal ?? (timeoutMs !== undefined ? anyOf(this.#stop, AbortSignal.timeout(timeoutMs)) : this.#deadlines.signal());
       try {
         const res = await this.#pool(url).request({
           method,
           path,
           headers: method === 'POST' ? this.#headers : { authorization: this.#headers.authorization ?? '' },
           body,
-          headersTimeout: this.#timeoutMs,
-          bodyTimeout: this.#timeoutMs,
+          headersTimeout: ms,
+          bodyTimeout: ms,
           signal: abandon ? AbortSignal.any([deadline, abandon.signal]) : deadline,
         });
         if (meta) meta.headers = res.headers;
@@ -283,7 +296,7 @@ export class JsonClient {
         }
         return parsed as T;
       } catch (err) {
-        if (movedTo !== undefined && !signal?.aborted) {
+        if (movedTo !== undefined && !cut?.aborted) {
           this.#current = this.#urls.indexOf(movedTo);
           if (idempotent && Date.now() - started < this.#retryForMs) {
             this.#onRetry?.(err, what);
@@ -294,7 +307,7 @@ export class JsonClient {
         const code = (err as { code?: string }).code;
         const notLeader = err instanceof NotLeaderReply;
         const retriable = notLeader || (code !== undefined && (NOT_SENT_ERRORS.has(code) || (idempotent && BROKEN_ERRORS.has(code))));
-        if (retriable && Date.now() - started < this.#retryForMs && !signal?.aborted) {
+        if (retriable && Date.now() - started < this.#retryForMs && !cut?.aborted) {
           this.#onRetry?.(notLeader ? err.error : err, what);
           this.#switch(notLeader ? err.leader : undefined);
           // A standby that named the leader costs no wait; otherwise back off once per round of the URLs.

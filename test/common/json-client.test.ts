@@ -90,3 +90,45 @@ t.test('stop ends every call in flight, and calls made after it fail at once', a
   await t.rejects(client.get('/api/v1/changes'));
   t.ok(performance.now() - after < 5000, 'a call after stop fails at once');
 });
+
+t.test('stop also ends a call that is retrying against a master that refuses connections', async (t) => {
+  // A port nothing listens on: bound, then closed.
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const stop = new AbortController();
+  let retries = 0;
+  const client = new JsonClient(`http://127.0.0.1:${port}`, { retryForMs: 10_000, stop: stop.signal, onRetry: () => void retries++ });
+  t.teardown(() => client.close());
+  const started = performance.now();
+  const pending = client.get('/api/v1/changes').then(
+    () => 'answered',
+    () => performance.now() - started,
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  stop.abort();
+  const retriesAtStop = retries;
+  const ms = await pending;
+  t.type(ms, 'number', 'the call failed');
+  t.ok((ms as number) < 3000, `ended ${Math.round(ms as number)} ms after it began, not when its 10 s of retries ran out`);
+  t.ok(retriesAtStop > 0, 'it was retrying when stopped');
+  t.ok(retries <= retriesAtStop + 1, `no retries after stop (${retries - retriesAtStop})`);
+});
+
+t.test('a call given a timeout of its own waits that long, beyond the client timeout', async (t) => {
+  // Answers each request after 1 s (a master finishing a persist before it answers).
+  const server = createServer((req, res) => {
+    req.resume();
+    setTimeout(() => res.end('{"ok":true}'), 1000);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+  const client = new JsonClient(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { timeoutMs: 300, retryForMs: 0 });
+  t.teardown(() => client.close());
+  await t.rejects(client.post('/api/v1/persist', {}), { code: 'TIMEOUT' }, 'the client timeout (300 ms) ends a plain call');
+  t.same(await client.post('/api/v1/persist', {}, undefined, undefined, { timeoutMs: 5000 }), { ok: true }, 'a call with 5 s of its own gets its answer');
+});

@@ -347,6 +347,8 @@ t.test('persist -r writes every file below a directory that its under-store lack
   t.equal(again.stdout, 'persisted 1 of 1 file, 4 B (4 bytes); 4 already in the under-store\n', 'only what is new; a file operand counts too');
   t.equal(again.stderr, '', '--no-progress');
   t.equal(readFileSync(u('run/a/late'), 'utf8'), 'late');
+  const overlapping = await fs(['persist', '-r', '/run', '/run/a', '--json']);
+  t.match(JSON.parse(overlapping.stdout), { files: 0, totalFiles: 5, alreadyPersisted: 5, bytes: 0 }, 'operands that overlap count each file once');
   const bad = await fs(['persist', '-r', '/run', '--parallel', '0']);
   t.equal(bad.code, 2, 'a bad --parallel is a usage error');
 });
