@@ -35,6 +35,18 @@ async function silentServer(t: { teardown(fn: () => unknown): void }, trickle = 
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen: () => seen };
 }
 
+/** Ms from now until `call` fails (undefined if it succeeds), once `stop` was aborted after `afterMs`. */
+async function msUntilFailure(call: Promise<unknown>, stop: AbortController, afterMs: number): Promise<number | undefined> {
+  const started = performance.now();
+  const failed = call.then(
+    () => undefined,
+    () => performance.now() - started,
+  );
+  await new Promise((r) => setTimeout(r, afterMs));
+  stop.abort();
+  return failed;
+}
+
 t.test('calls to a master that never answers fail with TIMEOUT after their timeout', async (t) => {
   const { url, seen } = await silentServer(t);
   const client = new JsonClient(url, { timeoutMs: 400, retryForMs: 0 });
@@ -76,14 +88,7 @@ t.test('stop ends every call in flight, and calls made after it fail at once', a
   const stop = new AbortController();
   const client = new JsonClient(url, { timeoutMs: 30_000, retryForMs: 0, stop: stop.signal });
   t.teardown(() => client.close());
-  const started = performance.now();
-  const pending = client.get('/api/v1/changes').then(
-    () => 'answered',
-    () => performance.now() - started,
-  );
-  await new Promise((r) => setTimeout(r, 200));
-  stop.abort();
-  const ms = await pending;
+  const ms = await msUntilFailure(client.get('/api/v1/changes'), stop, 200);
   t.type(ms, 'number', 'the call failed');
   t.ok((ms as number) < 5000, `ended ${Math.round(ms as number)} ms after it began, not at its 30 s timeout`);
   const after = performance.now();
@@ -101,15 +106,9 @@ t.test('stop also ends a call that is retrying against a master that refuses con
   let retries = 0;
   const client = new JsonClient(`http://127.0.0.1:${port}`, { retryForMs: 10_000, stop: stop.signal, onRetry: () => void retries++ });
   t.teardown(() => client.close());
-  const started = performance.now();
-  const pending = client.get('/api/v1/changes').then(
-    () => 'answered',
-    () => performance.now() - started,
-  );
-  await new Promise((r) => setTimeout(r, 300));
-  stop.abort();
-  const retriesAtStop = retries;
-  const ms = await pending;
+  let retriesAtStop = -1;
+  stop.signal.addEventListener('abort', () => (retriesAtStop = retries));
+  const ms = await msUntilFailure(client.get('/api/v1/changes'), stop, 300);
   t.type(ms, 'number', 'the call failed');
   t.ok((ms as number) < 3000, `ended ${Math.round(ms as number)} ms after it began, not when its 10 s of retries ran out`);
   t.ok(retriesAtStop > 0, 'it was retrying when stopped');
