@@ -71,7 +71,7 @@ const PROBE_EVERY_MS = 1000;
  * Calls begun within one slot of this many ms share one deadline signal (the slot's end plus the
  * timeout): a signal of its own per call, as AbortSignal.timeout joined to another by
  * AbortSignal.any, cost about 100 µs of CPU per call here, more than a third of a whole
- * round trip to the master (scripts/bench.ts, meta). A call's deadline is thus its
+ * round trip to the master (docs/bench-results.md, 2026-12-07, night). A call's deadline is thus its
  * timeout plus at most this much.
  */
 const DEADLINE_SLOT_MS = 250;
