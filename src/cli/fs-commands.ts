@@ -591,17 +591,24 @@ interface LoadJob {
   blocks: BlockInfo[];
 }
 
-/** Files at `path` (all below it when `recursive`), with their blocks, added to `out` (one array for a whole tree: no spread of a huge list). */
-async function filesToLoad(fs: StrataFileSystem, path: string, recursive: boolean, out: LoadJob[] = []): Promise<LoadJob[]> {
+/**
+ * Calls `visit` for the regular file at `path`, or with `recursive` for every one below the
+ * directory there (a directory without it: IS_DIRECTORY). Each directory is listed once and
+ * its files are taken from the listing, not asked for again.
+ */
+async function eachFile(fs: StrataFileSystem, path: string, recursive: boolean, visit: (path: string, a: FileAttributes) => void): Promise<void> {
   const a = await at(path, () => fs.getattr(path));
-  if (a.type === 'file') out.push({ path, blocks: (await at(path, () => fs.master.fileBlocks(path))).blocks });
-  else if (a.type === 'directory') {
-    if (!recursive) throw pathError(path, 'IS_DIRECTORY', 'is a directory (use -r)');
-    for (const e of await at(path, () => fs.readdir(path))) {
-      if (e.type === 'file' || e.type === 'directory') await filesToLoad(fs, joinPath(path, e.name), true, out);
+  if (a.type === 'file') return visit(path, a);
+  if (a.type !== 'directory') return;
+  if (!recursive) throw pathError(path, 'IS_DIRECTORY', 'is a directory (use -r)');
+  const below = async (dir: string): Promise<void> => {
+    for (const e of await at(dir, () => fs.readdir(dir))) {
+      const p = joinPath(dir, e.name);
+      if (e.type === 'file') visit(p, e);
+      else if (e.type === 'directory') await below(p);
     }
-  }
-  return out;
+  };
+  await below(path);
 }
 
 /** Loads one block through the worker the router picks; a worker that does not answer is skipped for the next try. */
@@ -618,18 +625,6 @@ async function loadOne(fs: StrataFileSystem, block: BlockInfo): Promise<LoadBloc
   }
 }
 
-/** Regular files at `path` and below it, with their sizes and whether they are in their under-store already, added to `out`. */
-async function filesBelow(fs: StrataFileSystem, path: string, out: Map<string, { size: number; persisted: boolean }>): Promise<void> {
-  const a = await at(path, () => fs.getattr(path));
-  if (a.type === 'file') out.set(path, { size: a.size, persisted: a.persistState === 'persisted' });
-  if (a.type !== 'directory') return;
-  for (const e of await at(path, () => fs.readdir(path))) {
-    const p = joinPath(path, e.name);
-    if (e.type === 'file') out.set(p, { size: e.size, persisted: e.persistState === 'persisted' });
-    else if (e.type === 'directory') await filesBelow(fs, p, out);
-  }
-}
-
 /**
  * `persist -r`: every file below the paths not in its under-store yet is written there, `parallel`
  * at a time (the master answers each once its bytes are stored). A file that fails is reported
@@ -639,7 +634,7 @@ async function persistTrees(fs: StrataFileSystem, paths: string[], parallel: num
   const started = Date.now();
   // By path: operands that overlap (`-r /a /a/b`, patterns) count each file once.
   const found = new Map<string, { size: number; persisted: boolean }>();
-  for (const path of paths) await filesBelow(fs, path, found);
+  for (const path of paths) await eachFile(fs, path, true, (p, a) => found.set(p, { size: a.size, persisted: a.persistState === 'persisted' }));
   const all = [...found].map(([path, f]) => ({ path, ...f }));
   const queue = all.filter((f) => !f.persisted);
   const total = queue.reduce((n, f) => n + f.size, 0);
@@ -1079,7 +1074,9 @@ ${examples([
         const started = Date.now();
         const { paths } = await expand(fs, args, { followLast: true });
         const jobs: LoadJob[] = [];
-        for (const path of paths) await filesToLoad(fs, path, !!o.recursive, jobs);
+        const found: string[] = [];
+        for (const path of paths) await eachFile(fs, path, !!o.recursive, (p) => found.push(p));
+        for (const path of found) jobs.push({ path, blocks: (await at(path, () => fs.master.fileBlocks(path))).blocks });
         const queue = jobs.flatMap((job, file) => job.blocks.map((block) => ({ file, block })));
         const total = queue.reduce((n, q) => n + q.block.length, 0);
         const blocks = queue.length;
