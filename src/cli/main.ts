@@ -285,6 +285,8 @@ async function runWorker(given: StrataConfig): Promise<void> {
     limits: daemonLimits(cfg),
     maxBodyBytes: cfg.maxBodyBytes,
     bodyStallTimeoutMs: cfg.requestTimeoutMs,
+    tierCheckIntervalMs: cfg.workerTierCheckIntervalMs,
+    tierStallMs: cfg.workerTierStallMs,
     logger: log,
   });
   const stop = () => w.close();

@@ -72,7 +72,12 @@ export class WorkerClient {
       }
       probe
         .request({ method: 'GET', path: '/healthz', headersTimeout: this.#probeTimeoutMs, bodyTimeout: this.#probeTimeoutMs, signal: AbortSignal.timeout(this.#probeTimeoutMs) })
-        .then((res) => res.body.dump())
+        .then(async (res) => {
+          if (res.statusCode === 200) return void (await res.body.dump());
+          // It answers, but says it cannot serve (a cache tier's disk hangs): as good as gone for this request.
+          const why = errorFromBody(res.statusCode, parseJsonOrUndefined(await res.body.text()), `health probe: HTTP ${res.statusCode}`);
+          ac.abort(new StrataError('UNAVAILABLE', `worker ${worker.address} is unhealthy (${why.message})`, { cause: why }));
+        })
         .catch((err: unknown) => ac.abort(new StrataError('UNAVAILABLE', `worker ${worker.address} stopped answering (health probe: ${(err as Error).message})`, { cause: err })))
         .finally(() => (probing = false));
     }, this.#probeIntervalMs);

@@ -54,6 +54,8 @@ export const CONFIG_KEYS: ConfigKey[] = [
   { key: 'syncIntervalMs', flag: '--sync-interval-ms', env: 'STRATA_SYNC_INTERVAL_MS', kind: 'int', description: 'Re-check under-store metadata older than this (0 = always, -1 = never after a directory is first listed). Changes made through Strata are always current; this bounds how late changes made directly in the store appear.', default: () => 60_000 },
   { key: 'workerTimeoutMs', flag: '', env: 'STRATA_WORKER_TIMEOUT_MS', kind: 'int', description: 'A worker silent this long is marked lost.', default: () => 30000 },
   { key: 'workerProbeIntervalMs', flag: '', env: 'STRATA_WORKER_PROBE_INTERVAL_MS', kind: 'int', description: 'While a mount or `strata fs` waits on a worker, it checks /healthz of that worker this often and gives up on it (reading or writing elsewhere) when the check gets no answer in 5 s (0 = never; then only the 120 s request timeout applies).', default: () => 3000 },
+  { key: 'workerTierCheckIntervalMs', flag: '', env: 'STRATA_WORKER_TIER_CHECK_INTERVAL_MS', kind: 'int', description: "How often a worker checks each cache tier's disk with a 4 KiB write and fdatasync (0 = never).", default: () => 5000 },
+  { key: 'workerTierStallMs', flag: '', env: 'STRATA_WORKER_TIER_STALL_MS', kind: 'int', description: "A tier check still running after this long marks the tier stalled (a hung disk or NFS mount): the worker's /healthz answers 503 until it finishes, so clients waiting on the worker give up on it and read elsewhere.", default: () => 30_000 },
   { key: 'heartbeatIntervalMs', flag: '', env: 'STRATA_HEARTBEAT_INTERVAL_MS', kind: 'int', description: 'Worker heartbeat period.', default: () => 2000 },
   { key: 'writeType', flag: '--write-type', env: 'STRATA_WRITE_TYPE', kind: 'string', description: 'Write type of mounts that set none: MUST_CACHE, CACHE_THROUGH, THROUGH, ASYNC_THROUGH.', default: () => 'CACHE_THROUGH' },
   { key: 'metastore', flag: '--metastore', env: 'STRATA_METASTORE', kind: 'string', description: "Where the master keeps its metadata: sqlite:///path/to/file.db, or PostgreSQL as postgres://user@host:port/db (an existing database; a password is better in $PGPASSWORD or ~/.pgpass than in the URL).", default: (c) => `sqlite://${nodePath.resolve(String(c.home ?? DEFAULT_HOME), 'master', 'strata.db')}` },
@@ -101,6 +103,8 @@ export interface StrataConfig {
   syncIntervalMs: number;
   workerTimeoutMs: number;
   workerProbeIntervalMs: number;
+  workerTierCheckIntervalMs: number;
+  workerTierStallMs: number;
   heartbeatIntervalMs: number;
   writeType: string;
   metastore: string;
@@ -165,6 +169,8 @@ function parseValue(k: ConfigKey, raw: unknown, source: string): unknown {
       if (k.key === 'workerTimeoutMs' && (n < 100 || n > 3_600_000)) throw bad('a time in ms from 100 to 3600000');
       if (k.key === 'syncIntervalMs' && n < -1) throw bad('-1 (never), 0 (always) or a time in ms');
       if (k.key === 'persistInitialWaitMs' && n < 0) throw bad('0 or a time in ms');
+      if (k.key === 'workerTierCheckIntervalMs' && (n < 0 || n > 3_600_000)) throw bad('0 (off) or a period in ms up to 3600000');
+      if (k.key === 'workerTierStallMs' && (n < 100 || n > 3_600_000)) throw bad('a time in ms from 100 to 3600000');
       return n;
     }
     case 'bytes': {

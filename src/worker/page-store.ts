@@ -255,6 +255,11 @@ export class PageStore {
 
   // ---- what is here --------------------------------------------------------
 
+  /** Each tier's name and scratch directory (on the tier's disk; emptied at start). */
+  tierScratchDirs(): { name: string; scratchDir: string }[] {
+    return this.#tiers.map((t) => ({ name: t.name, scratchDir: t.tmp }));
+  }
+
   tierInfo(): TierInfo[] {
     return this.#tiers.map((t) => ({ name: t.name, dir: t.dir, capacityBytes: t.capacity, usedBytes: t.used }));
   }

@@ -43,10 +43,11 @@ import {
 } from '../common/protocol';
 import { createUfs, UfsMeter } from '../ufs';
 import { hostIdentity } from '../common/host';
-import { Counter, Gauge } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
 import { createDaemonMetrics } from '../common/metrics';
 import type { UfsWriter, UnderFileSystem } from '../ufs/ufs';
 import { PageStore, TierSpec } from './page-store';
+import { TierChecker } from './tier-check';
 import { FileWrite } from './file-write';
 import { LeftoverJournal } from './leftover-journal';
 
@@ -86,6 +87,10 @@ export interface WorkerOptions {
   bodyStallTimeoutMs?: number;
   /** A write stream (a big file sent block by block while being written) left idle this long is dropped with its blocks. Default 10 min. */
   streamIdleMs?: number;
+  /** How often each cache tier's disk is checked (ms; 0 = never). Default 5000. */
+  tierCheckIntervalMs?: number;
+  /** A tier check still running after this long (ms) marks the tier stalled, and /healthz answers 503. Default 30000. */
+  tierStallMs?: number;
   logger: Logger;
 }
 
@@ -712,6 +717,15 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   new Gauge({ name: 'strata_worker_evicted_bytes_total', help: 'Bytes dropped from the cache to make room, since start', registers: reg, collect() { this.set(store.stats.evictedBytes); } });
   new Gauge({ name: 'strata_worker_demoted_bytes_total', help: 'Bytes moved down a tier to make room, since start', registers: reg, collect() { this.set(store.stats.demotedBytes); } });
   new Gauge({ name: 'strata_worker_promoted_bytes_total', help: 'Bytes moved to the top tier by CACHE_PROMOTE reads, since start', registers: reg, collect() { this.set(store.stats.promotedBytes); } });
+  const tierCheckSeconds = new Histogram({ name: 'strata_worker_tier_check_seconds', help: 'Time of each check of a cache tier\'s disk (a 4 KiB write and fdatasync), by tier and result', labelNames: ['tier', 'result'] as const, buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 30], registers: reg });
+  const tierChecker = new TierChecker(store.tierScratchDirs(), {
+    intervalMs: opts.tierCheckIntervalMs ?? 5000,
+    stallMs: opts.tierStallMs ?? 30_000,
+    log,
+    onCheck: (tier, seconds, ok) => tierCheckSeconds.observe({ tier, result: ok ? 'ok' : 'error' }, seconds),
+  });
+  new Gauge({ name: 'strata_worker_tier_state', help: 'Cache tier health: 0 ok, 1 failing (its check errs), 2 stalled (its check hangs; /healthz answers 503)', labelNames: ['tier'] as const, registers: reg, collect() { for (const t of tierChecker.health()) this.set({ tier: t.tier }, t.state === 'ok' ? 0 : t.state === 'failing' ? 1 : 2); } });
+  tierChecker.start();
   const app = createHttpServer({ logger: log, metrics, auth: opts.auth, limits: opts.limits });
   /** Containers being written here (count of uploads per container): heartbeats tell the master they are in flight. */
   const openWrites = new Map<number, number>();
@@ -745,7 +759,14 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     payload.on('close', () => clearTimeout(timer));
   });
 
-  app.get('/healthz', async () => ({ ok: true }));
+  // 503 while a tier's disk hangs: clients probing this worker give up on it and go elsewhere (TierChecker).
+  app.get('/healthz', async (_req, reply) => {
+    // Nothing but liveness while healthy (anyone may ask); the tiers' states are in /metrics.
+    const stalled = tierChecker.health().filter((t) => t.state === 'stalled');
+    if (stalled.length === 0) return { ok: true };
+    const what = stalled.map((t) => `${t.tier} (${t.detail}, ${Math.round((t.forMs ?? 0) / 1000)} s)`).join(', ');
+    return reply.code(503).send({ ok: false, code: 'UNAVAILABLE', message: `cache tier stalled: ${what}` });
+  });
 
   app.get('/blocks/:id', async (req, reply) => {
     const id = intParam((req.params as Record<string, string>).id, 'id');
@@ -1325,6 +1346,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     async close() {
       closing = true;
       stopScrub.abort();
+      tierChecker.stop();
       clearInterval(timer);
       // Lost at once in the master, so clients stop sending this worker reads and writes now rather than
       // after its heartbeats stop counting (30 s). Best effort and bounded: a master that is down learns it that way.
