@@ -1207,7 +1207,7 @@ ${examples([
     );
 
   cmd('report', 'workers of the cluster: state and the use of each cache tier', ['$ strata fs report', "$ strata fs report --json | jq '.[] | {id, state, usedBytes}'"])
-    .option('--json', 'print JSON: [{id, address, host, state, tiers: [{name, dir, capacityBytes, usedBytes}], capacityBytes, usedBytes, pageSize, lastHeartbeat}]')
+    .option('--json', 'print JSON: [{id, address, host, state, tiers: [{name, dir, state, capacityBytes, usedBytes}], capacityBytes, usedBytes, pageSize, lastHeartbeat}]; a tier\'s state is ok, failing (a write to its disk fails) or stalled (one hangs)')
     .action(async (o: FsOpts) =>
       withFs(o, async (fs) => {
         const workers = (await fs.master.workers()).map(reportJson);
@@ -1217,9 +1217,9 @@ ${examples([
         }
         const rows: string[][] = [['ID', 'ADDRESS', 'STATE', 'TIER', 'USED', 'CAPACITY', 'USE']];
         for (const w of workers) {
-          const tiers = w.tiers.length ? w.tiers : [{ name: '-', capacityBytes: w.capacityBytes, usedBytes: w.usedBytes }];
+          const tiers = w.tiers.length ? w.tiers : [{ name: '-', state: 'ok', capacityBytes: w.capacityBytes, usedBytes: w.usedBytes }];
           tiers.forEach((t, i) =>
-            rows.push([i ? '' : String(w.id), i ? '' : w.address, i ? '' : w.state, t.name, human(t.usedBytes), human(t.capacityBytes), percent(t.usedBytes, t.capacityBytes)]),
+            rows.push([i ? '' : String(w.id), i ? '' : w.address, i ? '' : w.state, t.state === 'ok' ? t.name : `${t.name} (${t.state})`, human(t.usedBytes), human(t.capacityBytes), percent(t.usedBytes, t.capacityBytes)]),
           );
         }
         const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
@@ -1236,7 +1236,7 @@ function reportJson(w: WorkerInfo) {
     address: w.address,
     host: w.host,
     state: w.live ? 'live' : 'lost',
-    tiers: (w.tiers ?? []).map((t) => ({ name: t.name, dir: t.dir, capacityBytes: t.capacityBytes, usedBytes: t.usedBytes })),
+    tiers: (w.tiers ?? []).map((t) => ({ name: t.name, dir: t.dir, state: t.state ?? 'ok', capacityBytes: t.capacityBytes, usedBytes: t.usedBytes })),
     capacityBytes: w.capacityBytes,
     usedBytes: w.usedBytes,
     pageSize: w.pageSize,

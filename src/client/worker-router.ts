@@ -54,11 +54,15 @@ export class WorkerRouter {
     this.invalidate();
   }
 
-  /** Live workers minus recently failed ones (all live ones if every one failed). */
+  /**
+   * Live workers minus recently failed ones and those reporting a stalled tier (a disk that
+   * hangs: what touches it hangs too); all live ones if that leaves none.
+   */
   async #usable(): Promise<WorkerInfo[]> {
     const live = await this.#live();
     const now = Date.now();
     const ok = live.filter((w) => {
+      if (w.tiers.some((t) => t.state === 'stalled')) return false;
       const f = this.#failed.get(w.id);
       return !f || f.until < now || f.address !== w.address;
     });

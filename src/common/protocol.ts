@@ -149,7 +149,13 @@ export interface TierInfo {
   dir: string;
   capacityBytes: number;
   usedBytes: number;
+  /** The worker's last check of the tier's disk (see worker/tier-check.ts); absent = ok. */
+  state?: TierState;
 }
+
+/** ok; failing: a small write to its disk fails; stalled: one has not returned (clients avoid the worker). */
+export type TierState = 'ok' | 'failing' | 'stalled';
+export const TIER_STATES: readonly TierState[] = ['ok', 'failing', 'stalled'];
 
 /** One block in a worker's block report. */
 export interface BlockReport {

@@ -19,6 +19,8 @@ import {
   FreeResponse,
   HeartbeatResponse,
   TierInfo,
+  TierState,
+  TIER_STATES,
   UfsLeftover,
   MASTER_API,
   CHANGES_HEADER,
@@ -612,7 +614,11 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   };
   const tiers = (body: unknown): TierInfo[] => {
     if (!Array.isArray((body as Record<string, unknown>).tiers)) throw new StrataError('BAD_REQUEST', `'tiers' must be an array`);
-    return items(body, 'tiers', 16, (x) => ({ name: shortString(x, 'name', 64), dir: shortString(x, 'dir', 4096), capacityBytes: requiredInt(x, 'capacityBytes'), usedBytes: requiredInt(x, 'usedBytes') }));
+    return items(body, 'tiers', 16, (x) => {
+      const state = (x as Record<string, unknown>).state;
+      if (state !== undefined && !TIER_STATES.includes(state as TierState)) throw new StrataError('BAD_REQUEST', `field 'state' must be one of ${TIER_STATES.join(', ')}`);
+      return { name: shortString(x, 'name', 64), dir: shortString(x, 'dir', 4096), capacityBytes: requiredInt(x, 'capacityBytes'), usedBytes: requiredInt(x, 'usedBytes'), ...(state && state !== 'ok' ? { state: state as TierState } : {}) };
+    });
   };
   const MAX_REPORT = 2_000_000;
   const blockReports = (body: unknown, name: string): BlockReport[] =>

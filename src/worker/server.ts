@@ -40,6 +40,7 @@ import {
   PINNED_REPORT_MAX,
   LEFTOVERS_MAX,
   MAX_CONTAINER_ID,
+  TierInfo,
 } from '../common/protocol';
 import { createUfs, UfsMeter } from '../ufs';
 import { hostIdentity } from '../common/host';
@@ -726,6 +727,14 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   });
   new Gauge({ name: 'strata_worker_tier_state', help: 'Cache tier health: 0 ok, 1 failing (its check errs), 2 stalled (its check hangs; /healthz answers 503)', labelNames: ['tier'] as const, registers: reg, collect() { for (const t of tierChecker.health()) this.set({ tier: t.tier }, t.state === 'ok' ? 0 : t.state === 'failing' ? 1 : 2); } });
   tierChecker.start();
+  /** The tiers as reported to the master: with their state, so clients avoid a worker whose disk hangs. */
+  const tiersNow = (): TierInfo[] => {
+    const states = new Map(tierChecker.health().map((h) => [h.tier, h.state]));
+    return store.tierInfo().map((t) => {
+      const state = states.get(t.name);
+      return state && state !== 'ok' ? { ...t, state } : t;
+    });
+  };
   const app = createHttpServer({ logger: log, metrics, auth: opts.auth, limits: opts.limits });
   /** Containers being written here (count of uploads per container): heartbeats tell the master they are in flight. */
   const openWrites = new Map<number, number>();
@@ -1178,7 +1187,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       uuid,
       address: url,
       host: hostIdentity(opts.hostId),
-      tiers: store.tierInfo(),
+      tiers: tiersNow(),
       pageSize: store.pageSize,
       capacityBytes: store.capacityBytes,
       usedBytes: store.usedBytes,
@@ -1257,7 +1266,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         workerId,
         capacityBytes: store.capacityBytes,
         usedBytes: store.usedBytes,
-        tiers: store.tierInfo(),
+        tiers: tiersNow(),
         addedBlocks: changes.added,
         removedBlocks: changes.removed,
         openWrites: [...openWrites.keys()],

@@ -18,8 +18,7 @@
 import { promises as fsp } from 'node:fs';
 import * as nodePath from 'node:path';
 import type { Logger } from 'pino';
-
-export type TierState = 'ok' | 'stalled' | 'failing';
+import type { TierState } from '../common/protocol';
 
 export interface TierHealth {
   tier: string;

@@ -19,6 +19,7 @@ import { startMaster } from '../../src/master/server';
 import { startWorker } from '../../src/worker/server';
 import { StrataFileSystem } from '../../src/client/file-system';
 import { silentLogger } from '../../src/common/log';
+import type { WorkerInfo } from '../../src/common/protocol';
 import { tempRoot } from '../helpers/cluster';
 import { readWhole, until } from '../helpers/in-process';
 
@@ -156,4 +157,15 @@ t.test("a read waiting on a worker whose tier hangs moves to another worker once
   t.ok(got.equals(data), 'the bytes came from the other worker (filled from the store)');
   t.ok(took < 20_000, `within seconds (${took} ms), not the 10-minute bound`);
   t.equal((await health(holder!.url)).status, 503, 'the holder says it is unhealthy');
+
+  // Its heartbeats tell the master; clients then leave it out before asking it anything.
+  const workers = async () => (await (await fetch(`${c.master.url}/api/v1/workers`)).json()) as WorkerInfo[];
+  await until('the master knows the tier stalled', async () => (await workers()).some((w) => w.address === holder!.url && w.tiers.some((x) => x.state === 'stalled')), 10_000);
+  const other = (await workers()).find((w) => w.address !== holder!.url)!;
+  t.same(other.tiers.map((x) => x.state ?? 'ok'), ['ok'], "the other worker's tier is ok");
+  // No health probes: had it asked the holder, this read would wait out the 2-minute request timeout.
+  const unprobed = new StrataFileSystem({ masterUrl: c.master.url, stagingDir: path.join(c.root, 'staging-3'), logger: silentLogger(), shortCircuit: false, workerProbeIntervalMs: 0 });
+  await unprobed.init();
+  t.teardown(() => unprobed.close());
+  t.ok((await readWhole(unprobed, '/f')).equals(data), 'a new client reads the file without waiting on the holder');
 });
