@@ -599,7 +599,8 @@ interface LoadJob {
 async function eachFile(fs: StrataFileSystem, path: string, recursive: boolean, visit: (path: string, a: FileAttributes) => void): Promise<void> {
   const a = await at(path, () => fs.getattr(path));
   if (a.type === 'file') return visit(path, a);
-  if (a.type !== 'directory') return;
+  // Named: refused, so it is not taken for done. Below a directory, such entries (no bytes of their own) are passed over.
+  if (a.type !== 'directory') throw pathError(path, 'NOT_SUPPORTED', `is ${specialTypeName(a.type) ?? 'a symbolic link'}, not a file or directory`);
   if (!recursive) throw pathError(path, 'IS_DIRECTORY', 'is a directory (use -r)');
   const below = async (dir: string): Promise<void> => {
     for (const e of await at(dir, () => fs.readdir(dir))) {
@@ -1026,7 +1027,9 @@ ${examples([
         if (o.recursive) return persistTrees(fs, paths, parallel, o.progress, !!o.json);
         const out = [];
         for (const path of paths) {
-          if ((await at(path, () => fs.getattr(path))).type === 'directory') throw pathError(path, 'IS_DIRECTORY', 'is a directory (use -r)');
+          const type = (await at(path, () => fs.getattr(path))).type;
+          if (type === 'directory') throw pathError(path, 'IS_DIRECTORY', 'is a directory (use -r)');
+          if (type !== 'file') throw pathError(path, 'NOT_SUPPORTED', `is ${specialTypeName(type) ?? 'a symbolic link'}, not a file or directory`);
           const a = await at(path, () => fs.master.persist(path));
           const persisted = a.persistState === 'persisted';
           out.push({ path, persisted });

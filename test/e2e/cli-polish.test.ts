@@ -6,7 +6,8 @@
  */
 
 import t from 'tap';
-import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, promises as fsp, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { startLocal, runCli, tempRoot, CliResult } from '../helpers/cluster';
@@ -351,4 +352,24 @@ t.test('persist -r writes every file below a directory that its under-store lack
   t.match(JSON.parse(overlapping.stdout), { files: 0, totalFiles: 5, alreadyPersisted: 5, bytes: 0 }, 'operands that overlap count each file once');
   const bad = await fs(['persist', '-r', '/run', '--parallel', '0']);
   t.equal(bad.code, 2, 'a bad --parallel is a usage error');
+
+  // Named operands that have no bytes are refused, not passed over as if done; inside a tree they are skipped.
+  execFileSync('mkfifo', [m('run/pipe')]);
+  for (const [args, what] of [[['persist', '-r', '/run/pipe'], 'is a named pipe (fifo)'], [['persist', '/run/pipe'], 'is a named pipe (fifo)'], [['load', '/run/pipe'], 'is a named pipe (fifo)']] as const) {
+    const r = await fs([...args]);
+    t.equal(r.code, 1, `${args.join(' ')} fails`);
+    t.equal(r.stderr, `strata: ${args[args.length - 1]}: ${what}, not a file or directory\n`, 'saying why');
+  }
+  t.match(JSON.parse((await fs(['persist', '-r', '/run', '--json'])).stdout), { files: 0, totalFiles: 5, failedFiles: 0 }, 'a fifo in the tree is skipped');
+
+  // A file the store refuses (a directory holds its name there): reported, the others still stored, exit 1.
+  await fsp.mkdir(m('run/f'));
+  await fsp.writeFile(m('run/f/blocked'), 'blocked');
+  await fsp.writeFile(m('run/f/fine'), 'fine');
+  mkdirSync(u('run/f/blocked'), { recursive: true });
+  const partial = await fs(['persist', '-r', '/run/f', '--json']);
+  t.equal(partial.code, 1, 'persist -r with a failed file exits 1');
+  t.match(JSON.parse(partial.stdout), { files: 1, totalFiles: 2, failedFiles: 1, failed: [{ path: '/run/f/blocked' }] }, 'the failure is in the summary');
+  t.match(partial.stderr, /strata: \/run\/f\/blocked: /, 'and on stderr');
+  t.equal(readFileSync(u('run/f/fine'), 'utf8'), 'fine', 'the other file is stored');
 });
