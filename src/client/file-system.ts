@@ -324,6 +324,7 @@ export class StrataFileSystem {
       ...(opts.token ? { token: opts.token } : {}),
       ...(opts.workerProbeIntervalMs !== undefined ? { probeIntervalMs: opts.workerProbeIntervalMs } : {}),
       ...(opts.workerHeadersTimeoutMs !== undefined ? { headersTimeoutMs: opts.workerHeadersTimeoutMs } : {}),
+      abandonUnhealthy: (w) => this.router.hasOtherUsable(w.id),
     });
     this.local = opts.shortCircuit === false ? undefined : new ShortCircuitReader(opts.hostId ? { hostId: opts.hostId } : {});
     this.#stagingDir = opts.stagingDir;

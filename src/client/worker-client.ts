@@ -24,6 +24,12 @@ export interface WorkerClientOptions {
   probeIntervalMs?: number;
   /** How long a health probe may take. Default 5000. */
   probeTimeoutMs?: number;
+  /**
+   * Whether a request waiting on `worker` is given up when its probe answers that it cannot
+   * serve (a 503 UNAVAILABLE: a cache tier's disk hangs). Give up only where another worker
+   * can take the request; with none, waiting for the disk is the only way. Default: never.
+   */
+  abandonUnhealthy?: (worker: WorkerInfo) => boolean;
 }
 
 /** The least headers timeout of a request health probes watch (see #watchedHeadersTimeout). */
@@ -35,6 +41,7 @@ export class WorkerClient {
   readonly #probePools = new Map<string, Pool>();
   readonly #probeIntervalMs: number;
   readonly #probeTimeoutMs: number;
+  readonly #abandonUnhealthy: (worker: WorkerInfo) => boolean;
   readonly #headersTimeoutMs: number;
   readonly #bodyTimeoutMs: number;
   readonly readType: ReadType;
@@ -49,6 +56,7 @@ export class WorkerClient {
     this.#auth = authHeaders(opts.token);
     this.#probeIntervalMs = opts.probeIntervalMs ?? 3000;
     this.#probeTimeoutMs = opts.probeTimeoutMs ?? 5000;
+    this.#abandonUnhealthy = opts.abandonUnhealthy ?? (() => false);
     if (!Number.isSafeInteger(this.#probeIntervalMs) || this.#probeIntervalMs < 0) throw new TypeError('probeIntervalMs must be an integer >= 0');
     if (!Number.isSafeInteger(this.#probeTimeoutMs) || this.#probeTimeoutMs < 1) throw new TypeError('probeTimeoutMs must be a positive integer');
   }
@@ -71,11 +79,14 @@ export class WorkerClient {
         this.#probePools.set(worker.address, probe);
       }
       probe
-        .request({ method: 'GET', path: '/healthz', headersTimeout: this.#probeTimeoutMs, bodyTimeout: this.#probeTimeoutMs, signal: AbortSignal.timeout(this.#probeTimeoutMs) })
+        .request({ method: 'GET', path: '/healthz', headers: this.#auth, headersTimeout: this.#probeTimeoutMs, bodyTimeout: this.#probeTimeoutMs, signal: AbortSignal.timeout(this.#probeTimeoutMs) })
         .then(async (res) => {
-          if (res.statusCode === 200) return void (await res.body.dump());
-          // It answers, but says it cannot serve (a cache tier's disk hangs): as good as gone for this request.
-          const why = errorFromBody(res.statusCode, parseJsonOrUndefined(await res.body.text()), `health probe: HTTP ${res.statusCode}`);
+          if (res.statusCode !== 503) return void (await res.body.dump());
+          // It answers, but says it cannot serve (a cache tier's disk hangs): given up where another worker can serve.
+          // Any other answer (a proxy's 401 or 429) says nothing about the worker: only silence does.
+          const body = parseJsonOrUndefined(await res.body.text()) as { code?: unknown; message?: unknown } | undefined;
+          if (body?.code !== 'UNAVAILABLE' || !this.#abandonUnhealthy(worker)) return;
+          const why = new StrataError('UNAVAILABLE', typeof body.message === 'string' ? body.message : 'unhealthy');
           ac.abort(new StrataError('UNAVAILABLE', `worker ${worker.address} is unhealthy (${why.message})`, { cause: why }));
         })
         .catch((err: unknown) => ac.abort(new StrataError('UNAVAILABLE', `worker ${worker.address} stopped answering (health probe: ${(err as Error).message})`, { cause: err })))

@@ -54,33 +54,54 @@ export class WorkerRouter {
     this.invalidate();
   }
 
+  #recentlyFailed(w: WorkerInfo, now = Date.now()): boolean {
+    const f = this.#failed.get(w.id);
+    return !!f && f.until >= now && f.address === w.address;
+  }
+
   /**
    * Live workers minus recently failed ones and those reporting a stalled tier (a disk that
-   * hangs: what touches it hangs too); all live ones if that leaves none.
+   * hangs: what touches it may hang too); all live ones if that leaves none.
    */
   async #usable(): Promise<WorkerInfo[]> {
     const live = await this.#live();
     const now = Date.now();
-    const ok = live.filter((w) => {
-      if (w.tiers.some((t) => t.state === 'stalled')) return false;
-      const f = this.#failed.get(w.id);
-      return !f || f.until < now || f.address !== w.address;
-    });
+    const ok = live.filter((w) => !stalled(w) && !this.#recentlyFailed(w, now));
     return ok.length > 0 ? ok : live;
   }
 
+  /**
+   * Whether, as last heard, a worker other than `workerId` is live, answering and without a
+   * stalled tier: then a request waiting on `workerId` while it reports a hung disk is better
+   * given up and sent there. Without one, waiting is the only way to the bytes.
+   */
+  hasOtherUsable(workerId: number): boolean {
+    const now = Date.now();
+    return this.#workers.some((w) => w.id !== workerId && !stalled(w) && !this.#recentlyFailed(w, now));
+  }
+
   async forBlock(block: BlockInfo): Promise<WorkerInfo> {
-    const live = await this.#usable();
+    const usable = await this.#usable();
     for (const id of block.locations) {
-      const w = live.find((x) => x.id === id);
+      const w = usable.find((x) => x.id === id);
       if (w) return w;
     }
-    return rendezvous(live, `block:${block.id}`);
+    // A copy on a worker whose stalled tier is another one (pages in memory while its disk hangs)
+    // is still served; it may be the only copy of bytes not in the store yet.
+    for (const c of block.cached ?? []) {
+      const w = this.#workers.find((x) => x.id === c.workerId);
+      if (w && stalled(w) && !this.#recentlyFailed(w) && !w.tiers.some((t) => t.name === c.tier && t.state === 'stalled')) return w;
+    }
+    return rendezvous(usable, `block:${block.id}`);
   }
 
   async forWrite(ino: number): Promise<WorkerInfo> {
     return rendezvous(await this.#usable(), `ino:${ino}`);
   }
+}
+
+function stalled(w: WorkerInfo): boolean {
+  return w.tiers.some((t) => t.state === 'stalled');
 }
 
 export function rendezvous(workers: WorkerInfo[], key: string): WorkerInfo {

@@ -615,9 +615,10 @@ export async function startMaster(opts: MasterOptions): Promise<RunningMaster> {
   const tiers = (body: unknown): TierInfo[] => {
     if (!Array.isArray((body as Record<string, unknown>).tiers)) throw new StrataError('BAD_REQUEST', `'tiers' must be an array`);
     return items(body, 'tiers', 16, (x) => {
+      // A state this master does not know (a newer worker's) is dropped, not a refused heartbeat: that would make the worker lost.
       const state = (x as Record<string, unknown>).state;
-      if (state !== undefined && !TIER_STATES.includes(state as TierState)) throw new StrataError('BAD_REQUEST', `field 'state' must be one of ${TIER_STATES.join(', ')}`);
-      return { name: shortString(x, 'name', 64), dir: shortString(x, 'dir', 4096), capacityBytes: requiredInt(x, 'capacityBytes'), usedBytes: requiredInt(x, 'usedBytes'), ...(state && state !== 'ok' ? { state: state as TierState } : {}) };
+      const known = TIER_STATES.includes(state as TierState) && state !== 'ok' ? { state: state as TierState } : {};
+      return { name: shortString(x, 'name', 64), dir: shortString(x, 'dir', 4096), capacityBytes: requiredInt(x, 'capacityBytes'), usedBytes: requiredInt(x, 'usedBytes'), ...known };
     });
   };
   const MAX_REPORT = 2_000_000;

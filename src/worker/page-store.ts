@@ -19,7 +19,7 @@
  *   mid-move) keeps the upper copy.
  */
 
-import { promises as fsp, constants as fsc, closeSync, openSync, renameSync, writeSync, writevSync } from 'node:fs';
+import { promises as fsp, constants as fsc, closeSync, existsSync, mkdirSync, openSync, renameSync, writeSync, writevSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { StrataError, toStrataError } from '../common/errors';
@@ -468,9 +468,15 @@ export class PageStore {
       try {
         fh = await fsp.open(file, 'r');
       } catch (err) {
-        // Moved to another tier or evicted meanwhile: look again.
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw toStrataError(err, `read page ${blockId}/${pageIndex}`);
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toStrataError(err, `read page ${blockId}/${pageIndex}`);
+        // Moved to another tier or evicted meanwhile: look again. Still indexed here and not moving: its file
+        // is gone from the disk (removed by hand, a tmpfs emptied). Dropped, as a corrupt one, so it is
+        // fetched again; kept, every read of it failed until it was evicted.
+        if (this.#blocks.get(blockId)?.pages.get(pageIndex) === page && !page.moving && this.#path(page.tier, blockId, pageIndex) === file) {
+          await this.#dropCorrupt(page, 'page file missing');
+          return undefined;
+        }
+        continue;
       }
       let out: Buffer;
       try {
@@ -563,8 +569,7 @@ export class PageStore {
       if (old) await this.#drop(old, false);
       await this.#blockDir(tier, blockId);
       const dst = this.#path(tier, blockId, pageIndex);
-      if (inline) renameSync(tmp, dst);
-      else await fsp.rename(tmp, dst);
+      await placeFile(tmp, dst, inline);
       placed = true;
       tier.reserved -= fileBytes;
       tier.used += fileBytes;
@@ -843,7 +848,7 @@ export class PageStore {
       try {
         await fsp.mkdir(nodePath.dirname(dst), { recursive: true });
         try {
-          await fsp.rename(src, dst);
+          await placeFile(src, dst);
           switchOver();
           if (unsaved) await syncDir(nodePath.dirname(dst));
         } catch (err) {
@@ -852,7 +857,7 @@ export class PageStore {
           await fsp.copyFile(src, tmp);
           // The only copy of these bytes: on disk in its new place before the old one goes.
           if (unsaved) await syncFile(tmp);
-          await fsp.rename(tmp, dst);
+          await placeFile(tmp, dst);
           switchOver();
           if (unsaved) await syncDir(nodePath.dirname(dst));
           await fsp.rm(src, { force: true });
@@ -973,6 +978,26 @@ export class PageStore {
   #path(tier: Tier, blockId: number, pageIndex: number): string {
     if (!Number.isSafeInteger(blockId) || blockId < 0 || !Number.isSafeInteger(pageIndex) || pageIndex < 0) throw new StrataError('BAD_REQUEST', `bad page ${blockId}/${pageIndex}`);
     return nodePath.join(tier.dir, String(blockId), String(pageIndex));
+  }
+}
+
+/**
+ * Renames a finished page file into its block's directory. Dropping another page of the block
+ * meanwhile removes that directory once it is empty (#drop), which can fall between making it
+ * and this rename (two pages of a block replaced at once): then it is made again. `sync`: with
+ * synchronous calls (see putPage's inline writes).
+ */
+async function placeFile(from: string, to: string, sync = false): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      if (sync) renameSync(from, to);
+      else await fsp.rename(from, to);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 5 || !existsSync(from)) throw err;
+      if (sync) mkdirSync(nodePath.dirname(to), { recursive: true });
+      else await fsp.mkdir(nodePath.dirname(to), { recursive: true });
+    }
   }
 }
 

@@ -726,7 +726,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     onCheck: (tier, seconds, ok) => tierCheckSeconds.observe({ tier, result: ok ? 'ok' : 'error' }, seconds),
   });
   new Gauge({ name: 'strata_worker_tier_state', help: 'Cache tier health: 0 ok, 1 failing (its check errs), 2 stalled (its check hangs; /healthz answers 503)', labelNames: ['tier'] as const, registers: reg, collect() { for (const t of tierChecker.health()) this.set({ tier: t.tier }, t.state === 'ok' ? 0 : t.state === 'failing' ? 1 : 2); } });
-  tierChecker.start();
   /** The tiers as reported to the master: with their state, so clients avoid a worker whose disk hangs. */
   const tiersNow = (): TierInfo[] => {
     const states = new Map(tierChecker.health().map((h) => [h.tier, h.state]));
@@ -793,8 +792,14 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     reply.raw.once('close', () => void pages.return(undefined).catch(() => undefined));
     const first = n > 0 ? await pages.next() : { done: true as const, value: undefined };
     async function* rest(): AsyncGenerator<Buffer> {
-      if (!first.done) yield first.value;
-      yield* pages;
+      try {
+        if (!first.done) yield first.value;
+        yield* pages;
+      } catch (err) {
+        // Past the status line: the client sees only a cut body, so the cause is said here.
+        log.warn({ blockId: id, offset, length: n, err: (err as Error).message, code: toStrataError(err).code }, 'block read failed after its reply began; the connection is cut');
+        throw err;
+      }
     }
     void reply.header('content-type', 'application/octet-stream').header('content-length', String(n));
     return reply.send(Readable.from(rest(), { objectMode: false }));
@@ -1345,6 +1350,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     }
   };
   const scrubbing = scrubLoop();
+  // Last: a start that failed before this leaves no timer behind.
+  tierChecker.start();
 
   return {
     url,

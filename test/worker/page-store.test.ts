@@ -137,6 +137,21 @@ for (const base of BASES) {
       t.equal((await s.readPage(2, 0, 0, 1))!.tier, 'MEM');
     });
 
+    t.test('a page whose file vanished from the disk is dropped, so it can be cached again', async (t) => {
+      const { make, tiers, corrupt } = setup(t, [10 * FILE], base);
+      const s = make();
+      await s.open();
+      await s.putPage(11, 0, randomBytes(PS), PS, 2 * PS);
+      await s.putPage(11, 1, randomBytes(PS), PS, 2 * PS);
+      rmSync(path.join(tiers[0]!.dir, '11', '0'));
+      t.equal(await s.readPage(11, 0, 0, PS), undefined, 'not served');
+      t.match(corrupt, ['11/0: page file missing'], 'reported as dropped');
+      t.notOk(s.hasPage(11, 0), 'no longer indexed: the next read fetches it again');
+      const again = randomBytes(PS);
+      await s.putPage(11, 0, again, PS, 2 * PS);
+      t.same((await s.readPage(11, 0, 0, PS))!.data, again, 'and caches it anew');
+    });
+
     t.test('a corrupt page file is never served and is dropped', async (t) => {
       const { make, tiers, corrupt } = setup(t, [10 * FILE], base);
       let s = make();

@@ -11,7 +11,7 @@
 
 import t from 'tap';
 import type * as tap from 'tap';
-import { closeSync, constants as fsc, mkdirSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -22,6 +22,7 @@ import { silentLogger } from '../../src/common/log';
 import type { WorkerInfo } from '../../src/common/protocol';
 import { tempRoot } from '../helpers/cluster';
 import { readWhole, until } from '../helpers/in-process';
+import { startCluster } from '../helpers/multi-cluster';
 
 interface Health {
   ok: boolean;
@@ -43,23 +44,27 @@ async function tierState(url: string): Promise<{ state: number | undefined; chec
   return { state: state === undefined ? undefined : Number(state), checks };
 }
 
-/** Makes `file` a FIFO; returns what opens its other ends (and so lets every call blocked on it go). */
+/**
+ * Makes `file` a FIFO. The returned release opens it read-write (which never blocks, and lets
+ * every open and read blocked on it go), unlinks it (later opens make a regular file) and closes it.
+ */
 function hang(file: string): () => void {
   rmSync(file, { force: true });
   execFileSync('mkfifo', [file]);
+  let done = false;
   return () => {
-    for (const flags of [fsc.O_RDONLY | fsc.O_NONBLOCK, fsc.O_WRONLY | fsc.O_NONBLOCK]) {
-      try {
-        closeSync(openSync(file, flags));
-      } catch {
-        // ENXIO: no reader is waiting on it, so no writer needs letting go
-      }
-    }
+    if (done) return;
+    done = true;
+    const fd = openSync(file, fsc.O_RDWR | fsc.O_NONBLOCK);
+    rmSync(file, { force: true });
+    closeSync(fd);
   };
 }
 
-async function cluster(t: tap.Test, workers: number) {
+async function cluster(t: tap.Test) {
   const root = tempRoot('strata-tier-check-');
+  // Tiers on tmpfs where there is one: only the FIFOs can hang (a slow disk under a loaded VM must not).
+  const tierRoot = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/strata-tier-check-') : root;
   const log = silentLogger();
   const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: `file://${path.join(root, 'ufs')}`, logger: log });
   const ws: { url: string; tierDir: string; close(): Promise<void> }[] = [];
@@ -70,13 +75,14 @@ async function cluster(t: tap.Test, workers: number) {
     for (const w of ws) await w.close();
     await master.close();
     rmSync(root, { recursive: true, force: true });
+    rmSync(tierRoot, { recursive: true, force: true });
   });
-  for (let i = 0; i < workers; i++) {
-    const tierDir = path.join(root, `ssd-${i}`);
+  const addWorker = async () => {
+    const tierDir = path.join(tierRoot, `ssd-${ws.length}`);
     mkdirSync(tierDir, { recursive: true });
     const w = await startWorker({
       masterUrl: master.url,
-      home: path.join(root, `worker-${i}`),
+      home: path.join(root, `worker-${ws.length}`),
       port: 0,
       tiers: [{ name: 'SSD', dir: tierDir, capacityBytes: 64 << 20 }],
       heartbeatIntervalMs: 200,
@@ -85,24 +91,60 @@ async function cluster(t: tap.Test, workers: number) {
       tierStallMs: 700,
       logger: log,
     });
-    ws.push({ url: w.url, tierDir, close: () => w.close() });
-  }
-  return { root, master, workers: ws, hang: (file: string) => void releases.push(hang(file)) };
+    const added = { url: w.url, tierDir, close: () => w.close() };
+    ws.push(added);
+    return added;
+  };
+  const client = async (name: string, opts: { probeMs: number }) => {
+    const fs = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, name), logger: log, shortCircuit: false, workerProbeIntervalMs: opts.probeMs });
+    await fs.init();
+    t.teardown(() => fs.close());
+    return fs;
+  };
+  /** Hangs every cached page file of `w` and its check file; released at teardown. */
+  const hangDisk = (w: { tierDir: string }) => {
+    let pages = 0;
+    for (const b of readdirSync(w.tierDir).filter((n) => /^[0-9]+$/.test(n))) {
+      for (const p of readdirSync(path.join(w.tierDir, b))) {
+        releases.push(hang(path.join(w.tierDir, b, p)));
+        pages++;
+      }
+    }
+    const check = hang(path.join(w.tierDir, '.tmp', 'health-check'));
+    releases.push(check);
+    return { pages, release: () => releases.forEach((r) => r()) };
+  };
+  return { root, master, workers: ws, addWorker, client, hangDisk };
 }
 
-t.test('a tier whose check hangs makes /healthz answer 503 naming it; a failing check is reported with 200; both clear', async (t) => {
-  const c = await cluster(t, 1);
-  const w = c.workers[0]!;
+t.test('a failing tier check is reported with /healthz at 200; a hung one makes it 503 naming the tier, until a check succeeds', async (t) => {
+  const c = await cluster(t);
+  const w = await c.addWorker();
   await until('a first check', async () => (await tierState(w.url)).checks > 0, 5000);
   const fine = await health(w.url);
   t.equal(fine.status, 200);
   t.same(fine.body, { ok: true }, 'healthy: nothing but liveness');
   t.equal((await tierState(w.url)).state, 0, 'the tier is ok');
 
+  // With a reader on the FIFO, the check's open returns and its write at an offset fails (ESPIPE): failing, not stalled.
   const checkFile = path.join(w.tierDir, '.tmp', 'health-check');
-  const release = hang(checkFile);
-  let released = false;
-  t.teardown(() => void (released || release()));
+  rmSync(checkFile, { force: true });
+  execFileSync('mkfifo', [checkFile]);
+  let holder: number | undefined = openSync(checkFile, fsc.O_RDONLY | fsc.O_NONBLOCK);
+  t.teardown(() => {
+    if (existsSync(checkFile)) {
+      const fd = openSync(checkFile, fsc.O_RDWR | fsc.O_NONBLOCK);
+      rmSync(checkFile, { force: true });
+      closeSync(fd);
+    }
+    if (holder !== undefined) closeSync(holder);
+  });
+  await until('the tier is reported failing', async () => (await tierState(w.url)).state === 1, 10_000);
+  t.equal((await health(w.url)).status, 200, 'a failing tier leaves /healthz at 200: requests on it fail fast by themselves');
+
+  // No reader: the next check's open blocks, as on a hung disk.
+  closeSync(holder);
+  holder = undefined;
   const t0 = Date.now();
   await until('/healthz answers 503', async () => (await health(w.url)).status === 503, 10_000);
   t.ok(Date.now() - t0 >= 600, `not before the stall time (${Date.now() - t0} ms)`);
@@ -112,60 +154,84 @@ t.test('a tier whose check hangs makes /healthz answer 503 naming it; a failing 
   t.match(sick.body.message, /cache tier stalled: SSD \(open has not returned, \d+ s\)/, 'naming the tier and the call that hangs');
   t.equal((await tierState(w.url)).state, 2, 'the metric says stalled');
 
-  // Its other end opened: the check's open returns, and its write at offset 0 fails on the FIFO (ESPIPE).
-  const reader = openSync(checkFile, fsc.O_RDONLY | fsc.O_NONBLOCK);
+  // The hung open returns (a reader and writer appear) and the check fails: still stalled, as a soft NFS mount's EIO would be.
+  const both = openSync(checkFile, fsc.O_RDWR | fsc.O_NONBLOCK);
   try {
-    await until('the tier is reported failing', async () => (await tierState(w.url)).state === 1, 10_000);
-    t.equal((await health(w.url)).status, 200, 'a failing tier leaves /healthz at 200: requests on it fail fast by themselves');
+    await until('the hung check ended', async () => /then failed with ESPIPE/.test((await health(w.url)).body.message ?? ''), 10_000);
+    t.equal((await health(w.url)).status, 503, 'a check that hung and then failed keeps the tier stalled');
   } finally {
-    closeSync(reader);
+    rmSync(checkFile, { force: true });
+    closeSync(both);
   }
-  rmSync(checkFile, { force: true });
-  released = true;
   await until('the tier is ok again', async () => (await tierState(w.url)).state === 0, 10_000);
-  t.equal((await health(w.url)).status, 200);
+  t.equal((await health(w.url)).status, 200, 'a check that succeeds clears it');
 });
 
-t.test("a read waiting on a worker whose tier hangs moves to another worker once /healthz says so, and gets the file's bytes", async (t) => {
-  const c = await cluster(t, 2);
-  const fs = new StrataFileSystem({ masterUrl: c.master.url, stagingDir: path.join(c.root, 'staging'), logger: silentLogger(), shortCircuit: false, writeType: 'CACHE_THROUGH', workerProbeIntervalMs: 200 });
-  await fs.init();
-  t.teardown(() => fs.close());
+t.test("a read waiting on a worker whose tier hangs moves to another worker once /healthz says so, and new reads leave that worker out", async (t) => {
+  const c = await cluster(t);
+  const holder = await c.addWorker();
+  const fs = await c.client('staging-1', { probeMs: 200 });
   const data = randomBytes(3 << 20);
   await fs.writeFile('/f', data, data.length);
   t.ok((await readWhole(fs, '/f')).equals(data), 'read back once');
+  // Started after the write: it has the higher id, so the master lists the holder's copy first.
+  const other = await c.addWorker();
 
-  // The worker holding its pages: its disk "hangs" (pages and check file become FIFOs).
-  const holder = c.workers.find((w) => readdirSync(w.tierDir).some((n) => /^[0-9]+$/.test(n)));
-  t.ok(holder, 'one worker caches the file');
-  let pages = 0;
-  for (const b of readdirSync(holder!.tierDir).filter((n) => /^[0-9]+$/.test(n))) {
-    for (const p of readdirSync(path.join(holder!.tierDir, b))) {
-      c.hang(path.join(holder!.tierDir, b, p));
-      pages++;
-    }
-  }
+  const { pages } = c.hangDisk(holder);
   t.ok(pages >= 3, `${pages} page files hang`);
-  c.hang(path.join(holder!.tierDir, '.tmp', 'health-check'));
-
-  const fresh = new StrataFileSystem({ masterUrl: c.master.url, stagingDir: path.join(c.root, 'staging-2'), logger: silentLogger(), shortCircuit: false, workerProbeIntervalMs: 200 });
-  await fresh.init();
-  t.teardown(() => fresh.close());
+  await until('the router of the first client knows the second worker', async () => (await fs.master.workers()).length === 2, 5000);
+  const fresh = await c.client('staging-2', { probeMs: 200 });
   const t0 = Date.now();
   const got = await readWhole(fresh, '/f');
   const took = Date.now() - t0;
   t.ok(got.equals(data), 'the bytes came from the other worker (filled from the store)');
   t.ok(took < 20_000, `within seconds (${took} ms), not the 10-minute bound`);
-  t.equal((await health(holder!.url)).status, 503, 'the holder says it is unhealthy');
+  t.equal((await health(holder.url)).status, 503, 'the holder says it is unhealthy');
 
   // Its heartbeats tell the master; clients then leave it out before asking it anything.
   const workers = async () => (await (await fetch(`${c.master.url}/api/v1/workers`)).json()) as WorkerInfo[];
-  await until('the master knows the tier stalled', async () => (await workers()).some((w) => w.address === holder!.url && w.tiers.some((x) => x.state === 'stalled')), 10_000);
-  const other = (await workers()).find((w) => w.address !== holder!.url)!;
-  t.same(other.tiers.map((x) => x.state ?? 'ok'), ['ok'], "the other worker's tier is ok");
-  // No health probes: had it asked the holder, this read would wait out the 2-minute request timeout.
-  const unprobed = new StrataFileSystem({ masterUrl: c.master.url, stagingDir: path.join(c.root, 'staging-3'), logger: silentLogger(), shortCircuit: false, workerProbeIntervalMs: 0 });
-  await unprobed.init();
-  t.teardown(() => unprobed.close());
+  await until('the master knows the tier stalled', async () => (await workers()).some((w) => w.address === holder.url && w.tiers.some((x) => x.state === 'stalled')), 10_000);
+  t.same((await workers()).find((w) => w.address === other.url)!.tiers.map((x) => x.state ?? 'ok'), ['ok'], "the other worker's tier is ok");
+  // No health probes: had it asked the holder (listed first), this read would wait out the 2-minute request timeout.
+  const unprobed = await c.client('staging-3', { probeMs: 0 });
   t.ok((await readWhole(unprobed, '/f')).equals(data), 'a new client reads the file without waiting on the holder');
+});
+
+t.test('with no other worker, a read waits for the hung disk instead of failing, and gets its bytes once it answers', async (t) => {
+  // The worker in a process of its own: in this one, its calls blocked on the FIFOs would take libuv's
+  // threads from the client too, which then waited for them whatever it decided.
+  const tierDir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/strata-tier-check-') : mkdtempSync(path.join(tempRoot('strata-tier-check-'), 'ssd-'));
+  t.teardown(() => rmSync(tierDir, { recursive: true, force: true }));
+  const c = await startCluster(t, { workers: 1, mounts: 0, tiers: () => `ssd:${tierDir}:64MiB`, workerEnv: { STRATA_WORKER_TIER_CHECK_INTERVAL_MS: '100', STRATA_WORKER_TIER_STALL_MS: '700' } });
+  const only = c.workers[0]!;
+  const client = async (name: string) => {
+    const fs = new StrataFileSystem({ masterUrl: c.masterUrl, stagingDir: path.join(c.root, name), logger: silentLogger(), shortCircuit: false, workerProbeIntervalMs: 200 });
+    await fs.init();
+    t.teardown(() => fs.close());
+    return fs;
+  };
+  const fs = await client('staging-1');
+  const data = randomBytes(2 << 20);
+  await fs.writeFile('/f', data, data.length);
+  const releases: (() => void)[] = [];
+  const release = () => releases.splice(0).forEach((r) => r());
+  // Also when the test fails midway (the worker's blocked calls keep it from stopping).
+  t.teardown(release);
+  for (const b of readdirSync(tierDir).filter((n) => /^[0-9]+$/.test(n))) for (const p of readdirSync(path.join(tierDir, b))) releases.push(hang(path.join(tierDir, b, p)));
+  releases.push(hang(path.join(tierDir, '.tmp', 'health-check')));
+  t.ok(releases.length >= 3, `${releases.length - 1} page files hang`);
+  await until('/healthz answers 503', async () => (await health(only.url)).status === 503, 10_000);
+  const reader = await client('staging-2');
+  let settled: string | undefined;
+  const reading = readWhole(reader, '/f').then(
+    (b) => ((settled = 'read'), b),
+    (err: unknown) => {
+      settled = `failed: ${(err as Error).message}`;
+      throw err;
+    },
+  );
+  await new Promise((r) => setTimeout(r, 2000));
+  t.equal(settled, undefined, 'still waiting after ten probes that answered 503');
+  release();
+  t.ok((await reading).equals(data), 'the bytes, once the disk answers (what the released calls read was no page: those pages came from the store)');
 });
