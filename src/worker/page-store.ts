@@ -846,7 +846,7 @@ export class PageStore {
         switched = true;
       };
       try {
-        await fsp.mkdir(nodePath.dirname(dst), { recursive: true });
+        await makeBlockDir(nodePath.dirname(dst));
         try {
           await placeFile(src, dst);
           switchOver();
@@ -914,7 +914,9 @@ export class PageStore {
     const file = this.#path(page.tier, page.block, page.index);
     await fsp.rm(file, { force: true });
     await fsp.rmdir(nodePath.dirname(file)).catch(() => undefined);
-    if (b.pages.size === 0) {
+    // Only while it is still the block indexed: a page written meanwhile, after another drop emptied
+    // this one, went into a new one, which must stay.
+    if (b.pages.size === 0 && this.#blocks.get(page.block) === b) {
       this.#blocks.delete(page.block);
       this.#removed.add(page.block);
     }
@@ -963,7 +965,7 @@ export class PageStore {
   async #blockDir(tier: Tier, blockId: number): Promise<void> {
     const b = this.#blocks.get(blockId);
     if (b?.pages.size && [...b.pages.values()].some((p) => p.tier === tier)) return;
-    await fsp.mkdir(nodePath.join(tier.dir, String(blockId)), { recursive: true });
+    await makeBlockDir(nodePath.join(tier.dir, String(blockId)));
   }
 
   #blockOf(id: number): Block {
@@ -995,9 +997,22 @@ async function placeFile(from: string, to: string, sync = false): Promise<void> 
       return;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 5 || !existsSync(from)) throw err;
-      if (sync) mkdirSync(nodePath.dirname(to), { recursive: true });
-      else await fsp.mkdir(nodePath.dirname(to), { recursive: true });
+      await makeBlockDir(nodePath.dirname(to), sync);
     }
+  }
+}
+
+/**
+ * Makes a block's directory in its tier (which exists). Not recursive: a recursive mkdir
+ * that finds the directory stats it next, and fails ENOENT when another page's drop
+ * removed it in between.
+ */
+async function makeBlockDir(dir: string, sync = false): Promise<void> {
+  try {
+    if (sync) mkdirSync(dir);
+    else await fsp.mkdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
 }
 

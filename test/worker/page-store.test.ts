@@ -152,6 +152,21 @@ for (const base of BASES) {
       t.same((await s.readPage(11, 0, 0, PS))!.data, again, 'and caches it anew');
     });
 
+    t.test("all pages of a block replaced at once: none finds the block's directory gone", async (t) => {
+      const { make } = setup(t, [10 * FILE], base);
+      const s = make();
+      await s.open();
+      let last: Buffer[] = [];
+      let lost = 0;
+      for (let round = 0; round < 100; round++) {
+        last = [randomBytes(PS), randomBytes(PS)];
+        await Promise.all(last.map((d, i) => s.putPage(13, i, d, PS, 2 * PS)));
+        if (!s.hasPage(13, 0) || !s.hasPage(13, 1)) lost++;
+      }
+      t.equal(lost, 0, 'no round lost a page from the index (its file on disk, unknown to the store)');
+      for (const i of [0, 1]) t.same((await s.readPage(13, i, 0, PS))!.data, last[i], `page ${i} is the last one written`);
+    });
+
     t.test('a corrupt page file is never served and is dropped', async (t) => {
       const { make, tiers, corrupt } = setup(t, [10 * FILE], base);
       let s = make();
