@@ -473,6 +473,10 @@ export class PageStore {
         // is gone from the disk (removed by hand, a tmpfs emptied). Dropped, as a corrupt one, so it is
         // fetched again; kept, every read of it failed until it was evicted.
         if (this.#blocks.get(blockId)?.pages.get(pageIndex) === page && !page.moving && this.#path(page.tier, blockId, pageIndex) === file) {
+          // Unless the whole tier is gone (its disk unmounted under it): then nothing is dropped, and reads fail until it is back.
+          const tierThere = await fsp.stat(page.tier.tmp).then(() => true, () => false);
+          if (!tierThere) throw new StrataError('IO_ERROR', `read page ${blockId}/${pageIndex}: tier ${page.tier.name} (${page.tier.dir}) has lost its files; is its disk mounted?`);
+          if (this.#blocks.get(blockId)?.pages.get(pageIndex) !== page) continue;
           await this.#dropCorrupt(page, 'page file missing');
           return undefined;
         }
@@ -571,13 +575,23 @@ export class PageStore {
       const dst = this.#path(tier, blockId, pageIndex);
       await placeFile(tmp, dst, inline);
       placed = true;
+      // Ours, just written: trust it until the file changes (rename changed its ctime, so stat it now).
+      const verified = inline ? identityOfPathSync(dst) : await identityOfPath(dst);
+      // Indexed with no await from here: a drop that empties the block meanwhile must not leave this page in a
+      // Block it already took out of the map.
       tier.reserved -= fileBytes;
       tier.used += fileBytes;
       const block = this.#blockOf(blockId);
       block.length = blockLength;
-      const page: Page = { block: blockId, index: pageIndex, tier, dataBytes: dataLength, verified: undefined, moving: false };
-      // Ours, just written: trust it until the file changes (rename changed its ctime, so stat it now).
-      page.verified = inline ? identityOfPathSync(dst) : await identityOfPath(dst);
+      const page: Page = { block: blockId, index: pageIndex, tier, dataBytes: dataLength, verified, moving: false };
+      // Another write of the same page that finished meanwhile: its room and its place in the eviction order go;
+      // its file too, unless it is this one's path (this rename replaced it).
+      const prev = block.pages.get(pageIndex);
+      if (prev) {
+        prev.tier.used -= prev.dataBytes + PAGE_TRAILER_BYTES;
+        prev.tier.lru.delete(key(blockId, pageIndex));
+        if (prev.tier !== tier) void fsp.rm(this.#path(prev.tier, blockId, pageIndex), { force: true }).catch(() => undefined);
+      }
       block.pages.set(pageIndex, page);
       tier.lru.add(key(blockId, pageIndex), page);
       this.#dirty.add(blockId);
@@ -746,7 +760,8 @@ export class PageStore {
     this.#dropped.add(id);
     if (!b) return;
     for (const p of [...b.pages.values()]) await this.#drop(p, false);
-    this.#blocks.delete(id);
+    // As in #drop: a page cached again meanwhile keeps its (possibly new) block.
+    if (this.#blocks.get(id) === b && b.pages.size === 0) this.#blocks.delete(id);
     this.#removed.add(id);
   }
 
@@ -847,8 +862,10 @@ export class PageStore {
       };
       try {
         await makeBlockDir(nodePath.dirname(dst));
+        // Replaced or dropped while this waited for room: the file at `src` is now another page's, or none.
+        if (!this.#indexed(page)) throw Object.assign(new Error('page dropped while it waited to move'), { code: 'ENOENT' });
         try {
-          await placeFile(src, dst);
+          await placeFile(src, dst, false, () => this.#indexed(page));
           switchOver();
           if (unsaved) await syncDir(nodePath.dirname(dst));
         } catch (err) {
@@ -860,7 +877,8 @@ export class PageStore {
           await placeFile(tmp, dst);
           switchOver();
           if (unsaved) await syncDir(nodePath.dirname(dst));
-          await fsp.rm(src, { force: true });
+          // Not when the page was replaced meanwhile: `src` is then the new page's file.
+          if (switched) await fsp.rm(src, { force: true });
         }
       } catch (err) {
         if (!switched) {
@@ -989,14 +1007,15 @@ export class PageStore {
  * and this rename (two pages of a block replaced at once): then it is made again. `sync`: with
  * synchronous calls (see putPage's inline writes).
  */
-async function placeFile(from: string, to: string, sync = false): Promise<void> {
+async function placeFile(from: string, to: string, sync = false, stillOurs: () => boolean = () => existsSync(from)): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
       if (sync) renameSync(from, to);
       else await fsp.rename(from, to);
       return;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 5 || !existsSync(from)) throw err;
+      // ENOENT of the source (it went) is final; of the destination's directory, it is made again.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 5 || !stillOurs()) throw err;
       await makeBlockDir(nodePath.dirname(to), sync);
     }
   }

@@ -8,7 +8,7 @@
 
 import t from 'tap';
 import { pageBytesUnder } from '../helpers/disk';
-import { promises as fsp, mkdtempSync, rmSync, readdirSync, readFileSync, statSync, existsSync } from 'node:fs';
+import { promises as fsp, mkdtempSync, renameSync, rmSync, readdirSync, readFileSync, statSync, existsSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -150,6 +150,14 @@ for (const base of BASES) {
       const again = randomBytes(PS);
       await s.putPage(11, 0, again, PS, 2 * PS);
       t.same((await s.readPage(11, 0, 0, PS))!.data, again, 'and caches it anew');
+
+      // The whole tier gone (its disk unmounted under it): nothing is dropped, reads fail until it is back.
+      const moved = `${tiers[0]!.dir}.away`;
+      renameSync(tiers[0]!.dir, moved);
+      await t.rejects(s.readPage(11, 1, 0, PS), { code: 'IO_ERROR', message: /is its disk mounted\?/ }, 'a read fails, saying why');
+      t.ok(s.hasPage(11, 1), 'and the page stays indexed');
+      renameSync(moved, tiers[0]!.dir);
+      t.equal((await s.readPage(11, 1, 0, PS))!.data.length, PS, 'served again once the tier is back');
     });
 
     t.test("all pages of a block replaced at once: none finds the block's directory gone", async (t) => {
