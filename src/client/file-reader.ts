@@ -508,7 +508,10 @@ export class FileReader {
               }
             }
             try {
-              const got = await this.#data.workers.readInto(worker, block.id, off, n, bytes(), at);
+              // A worker reporting a hung disk is given up on only where the bytes are elsewhere too: in the store,
+              // or cached on another worker. Its only copy may be on a tier that still answers (memory).
+              const elsewhere = this.#info.attrs.persistState === 'persisted' || block.locations.some((id) => id !== worker.id);
+              const got = await this.#data.workers.readInto(worker, block.id, off, n, bytes(), at, undefined, elsewhere);
               if (got !== n) throw new StrataError('IO_ERROR', `short read of block ${block.id}: ${got} of ${n} bytes`);
               return;
             } catch (err) {

@@ -66,7 +66,7 @@ export class WorkerClient {
    * UNAVAILABLE error that keeps the probe's failure as cause) when the worker stops
    * answering health probes, or when `signal` aborts; call `done` when the request ended.
    */
-  #watch(worker: WorkerInfo, signal?: AbortSignal): { signal: AbortSignal | undefined; done: () => void } {
+  #watch(worker: WorkerInfo, signal?: AbortSignal, mayAbandon = true): { signal: AbortSignal | undefined; done: () => void } {
     if (this.#probeIntervalMs <= 0) return { signal, done: () => undefined };
     const ac = new AbortController();
     let probing = false;
@@ -85,7 +85,7 @@ export class WorkerClient {
           // It answers, but says it cannot serve (a cache tier's disk hangs): given up where another worker can serve.
           // Any other answer (a proxy's 401 or 429) says nothing about the worker: only silence does.
           const body = parseJsonOrUndefined(await res.body.text()) as { code?: unknown; message?: unknown } | undefined;
-          if (body?.code !== 'UNAVAILABLE' || !this.#abandonUnhealthy(worker)) return;
+          if (body?.code !== 'UNAVAILABLE' || !mayAbandon || !this.#abandonUnhealthy(worker)) return;
           const why = new StrataError('UNAVAILABLE', typeof body.message === 'string' ? body.message : 'unhealthy');
           ac.abort(new StrataError('UNAVAILABLE', `worker ${worker.address} is unhealthy (${why.message})`, { cause: why }));
         })
@@ -146,8 +146,9 @@ export class WorkerClient {
   }
 
   /** Reads `[offset, offset+length)` of a block into `into` at `at`; returns the bytes read. */
-  async readInto(worker: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number, callerSignal?: AbortSignal): Promise<number> {
-    const { signal, done } = this.#watch(worker, callerSignal);
+  /** `mayAbandon` false: the bytes are nowhere else (not in the store, on no other worker), so an unhealthy worker is waited for. */
+  async readInto(worker: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number, callerSignal?: AbortSignal, mayAbandon = true): Promise<number> {
+    const { signal, done } = this.#watch(worker, callerSignal, mayAbandon);
     try {
       return await this.#readInto(worker, blockId, offset, length, into, at, signal);
     } catch (err) {

@@ -11,7 +11,7 @@
 
 import t from 'tap';
 import type * as tap from 'tap';
-import { closeSync, constants as fsc, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -19,7 +19,7 @@ import { startMaster } from '../../src/master/server';
 import { startWorker } from '../../src/worker/server';
 import { StrataFileSystem } from '../../src/client/file-system';
 import { silentLogger } from '../../src/common/log';
-import type { WorkerInfo } from '../../src/common/protocol';
+import type { WorkerInfo, WriteType } from '../../src/common/protocol';
 import { tempRoot } from '../helpers/cluster';
 import { readWhole, until } from '../helpers/in-process';
 import { startCluster } from '../helpers/multi-cluster';
@@ -49,8 +49,9 @@ async function tierState(url: string): Promise<{ state: number | undefined; chec
  * every open and read blocked on it go), unlinks it (later opens make a regular file) and closes it.
  */
 function hang(file: string): () => void {
-  rmSync(file, { force: true });
-  execFileSync('mkfifo', [file]);
+  // Made aside and renamed over the file: a check may make the file again at any moment.
+  execFileSync('mkfifo', [`${file}.fifo`]);
+  renameSync(`${file}.fifo`, file);
   let done = false;
   return () => {
     if (done) return;
@@ -67,7 +68,7 @@ async function cluster(t: tap.Test) {
   const tierRoot = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/strata-tier-check-') : root;
   const log = silentLogger();
   const master = await startMaster({ home: path.join(root, 'master'), port: 0, ufsUri: `file://${path.join(root, 'ufs')}`, logger: log });
-  const ws: { url: string; tierDir: string; close(): Promise<void> }[] = [];
+  const ws: { url: string; tierDir: string; hddDir: string; close(): Promise<void> }[] = [];
   const releases: (() => void)[] = [];
   t.teardown(async () => {
     // Blocked calls keep the process alive, and a worker's close waits on some of them.
@@ -77,40 +78,42 @@ async function cluster(t: tap.Test) {
     rmSync(root, { recursive: true, force: true });
     rmSync(tierRoot, { recursive: true, force: true });
   });
-  const addWorker = async () => {
+  /** A worker with one SSD tier, or an HDD tier below it (`hddDir`). */
+  const addWorker = async (opts: { hdd?: boolean } = {}) => {
     const tierDir = path.join(tierRoot, `ssd-${ws.length}`);
+    const hddDir = path.join(tierRoot, `hdd-${ws.length}`);
     mkdirSync(tierDir, { recursive: true });
     const w = await startWorker({
       masterUrl: master.url,
       home: path.join(root, `worker-${ws.length}`),
       port: 0,
-      tiers: [{ name: 'SSD', dir: tierDir, capacityBytes: 64 << 20 }],
+      tiers: [{ name: 'SSD', dir: tierDir, capacityBytes: 64 << 20 }, ...(opts.hdd ? [{ name: 'HDD', dir: hddDir, capacityBytes: 64 << 20 }] : [])],
       heartbeatIntervalMs: 200,
       scrubBytesPerSec: 0,
       tierCheckIntervalMs: 100,
       tierStallMs: 700,
       logger: log,
     });
-    const added = { url: w.url, tierDir, close: () => w.close() };
+    const added = { url: w.url, tierDir, hddDir, close: () => w.close() };
     ws.push(added);
     return added;
   };
-  const client = async (name: string, opts: { probeMs: number }) => {
-    const fs = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, name), logger: log, shortCircuit: false, workerProbeIntervalMs: opts.probeMs });
+  const client = async (name: string, opts: { probeMs: number; writeType?: WriteType }) => {
+    const fs = new StrataFileSystem({ masterUrl: master.url, stagingDir: path.join(root, name), logger: log, shortCircuit: false, workerProbeIntervalMs: opts.probeMs, ...(opts.writeType ? { writeType: opts.writeType } : {}) });
     await fs.init();
     t.teardown(() => fs.close());
     return fs;
   };
-  /** Hangs every cached page file of `w` and its check file; released at teardown. */
-  const hangDisk = (w: { tierDir: string }) => {
+  /** Hangs every cached page file of a tier (`pagesIn`) and a tier's check file (`checkIn`), by default the SSD tier's; released at teardown. */
+  const hangDisk = (w: { tierDir: string }, pagesIn = w.tierDir, checkIn = w.tierDir) => {
     let pages = 0;
-    for (const b of readdirSync(w.tierDir).filter((n) => /^[0-9]+$/.test(n))) {
-      for (const p of readdirSync(path.join(w.tierDir, b))) {
-        releases.push(hang(path.join(w.tierDir, b, p)));
+    for (const b of readdirSync(pagesIn).filter((n) => /^[0-9]+$/.test(n))) {
+      for (const p of readdirSync(path.join(pagesIn, b))) {
+        releases.push(hang(path.join(pagesIn, b, p)));
         pages++;
       }
     }
-    const check = hang(path.join(w.tierDir, '.tmp', 'health-check'));
+    const check = hang(path.join(checkIn, '.tmp', 'health-check'));
     releases.push(check);
     return { pages, release: () => releases.forEach((r) => r()) };
   };
@@ -128,8 +131,8 @@ t.test('a failing tier check is reported with /healthz at 200; a hung one makes 
 
   // With a reader on the FIFO, the check's open returns and its write at an offset fails (ESPIPE): failing, not stalled.
   const checkFile = path.join(w.tierDir, '.tmp', 'health-check');
-  rmSync(checkFile, { force: true });
-  execFileSync('mkfifo', [checkFile]);
+  execFileSync('mkfifo', [`${checkFile}.fifo`]);
+  renameSync(`${checkFile}.fifo`, checkFile);
   let holder: number | undefined = openSync(checkFile, fsc.O_RDONLY | fsc.O_NONBLOCK);
   t.teardown(() => {
     if (existsSync(checkFile)) {
@@ -195,6 +198,30 @@ t.test("a read waiting on a worker whose tier hangs moves to another worker once
   // No health probes: had it asked the holder (listed first), this read would wait out the 2-minute request timeout.
   const unprobed = await c.client('staging-3', { probeMs: 0 });
   t.ok((await readWhole(unprobed, '/f')).equals(data), 'a new client reads the file without waiting on the holder');
+});
+
+t.test("a block whose only copy is on a worker's tier that answers while another of its tiers hangs is read there, and waited for", async (t) => {
+  const c = await cluster(t);
+  const holder = await c.addWorker({ hdd: true });
+  const fs = await c.client('staging-1', { probeMs: 200, writeType: 'MUST_CACHE' });
+  const data = randomBytes(2 << 20);
+  await fs.writeFile('/f', data, data.length);
+  await c.addWorker();
+  // Its pages are on SSD (MUST_CACHE: in no store). Its HDD tier stalls; the SSD page files hang too, so the read waits on them.
+  const { pages } = c.hangDisk(holder, holder.tierDir, holder.hddDir);
+  t.ok(pages >= 2, `${pages} SSD page files hang`);
+  const workers = async () => (await (await fetch(`${c.master.url}/api/v1/workers`)).json()) as WorkerInfo[];
+  await until('the master knows the HDD tier stalled', async () => (await workers()).some((w) => w.address === holder.url && w.tiers.some((x) => x.name === 'HDD' && x.state === 'stalled')), 10_000);
+  const reader = await c.client('staging-2', { probeMs: 200 });
+  let settled: string | undefined;
+  const reading = readWhole(reader, '/f').then(
+    () => void (settled = 'read'),
+    (err: unknown) => void (settled = `failed: ${(err as Error).message}`),
+  );
+  await new Promise((r) => setTimeout(r, 2000));
+  t.equal(settled, undefined, 'still waiting on the holder after ten probes that answered 503: the bytes are nowhere else');
+  // What the released calls read is no page, and MUST_CACHE bytes are in no store: how the read ends is not the point.
+  void reading;
 });
 
 t.test('with no other worker, a read waits for the hung disk instead of failing, and gets its bytes once it answers', async (t) => {
