@@ -27,11 +27,11 @@ function setup(t: tap.Test, blocks: Where[], opts: { blockSize: number; maxOpen?
   const bs = opts.blockSize;
   const size = opts.size ?? blocks.length * bs - 12345;
   const data = randomBytes(size);
-  const info = { attrs: { ino: 5, size, blockSize: bs }, blocks: [] as { id: number; offset: number; length: number }[] };
+  const info = { attrs: { ino: 5, size, blockSize: bs, persistState: 'persisted' }, blocks: [] as { id: number; offset: number; length: number; locations: number[] }[] };
   blocks.forEach((where, i) => {
     const offset = i * bs;
     const length = Math.min(bs, size - offset);
-    info.blocks.push({ id: 100 + i, offset, length });
+    info.blocks.push({ id: 100 + i, offset, length, locations: [1] });
     if (where === 'http') return;
     for (let p = 0; p * PAGE < length; p++) {
       const bytes = data.subarray(offset + p * PAGE, offset + Math.min(length, (p + 1) * PAGE));
