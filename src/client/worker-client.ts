@@ -145,8 +145,10 @@ export class WorkerClient {
     }
   }
 
-  /** Reads `[offset, offset+length)` of a block into `into` at `at`; returns the bytes read. */
-  /** `mayAbandon` false: the bytes are nowhere else (not in the store, on no other worker), so an unhealthy worker is waited for. */
+  /**
+   * Reads `[offset, offset+length)` of a block into `into` at `at`; returns the bytes read.
+   * `mayAbandon` false: the bytes are nowhere else (not in the store, on no other worker), so an unhealthy worker is waited for.
+   */
   async readInto(worker: WorkerInfo, blockId: number, offset: number, length: number, into: Buffer, at: number, callerSignal?: AbortSignal, mayAbandon = true): Promise<number> {
     const { signal, done } = this.#watch(worker, callerSignal, mayAbandon);
     try {
